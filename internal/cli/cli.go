@@ -1,0 +1,248 @@
+// Package cli builds the recalc command-line app. Each command's logic is a
+// function taking (ctx, *Env) so tests can drive it without a process; Env
+// carries the pool, output writer and logger.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+	"github.com/urfave/cli/v2"
+
+	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/sharetable"
+	"github.com/recalc-dev/recalc/internal/store"
+	"github.com/recalc-dev/recalc/schema"
+)
+
+// Env is what every command needs.
+type Env struct {
+	Pool *pgxpool.Pool
+	Out  io.Writer
+	Log  zerolog.Logger
+}
+
+// App returns the recalc command-line app writing results to out and logs to errOut.
+func App(out, errOut io.Writer) *cli.App {
+	return &cli.App{
+		Name:  "recalc",
+		Usage: "recalculate a CRM's materialized sharing (who can read or edit each record) on PostgreSQL",
+		Description: "recalc stores an org's sharing model (org-wide defaults, roles, groups, territories, rules,\n" +
+			"manual shares, teams, records) and keeps materialized share tables that answer\n" +
+			"\"what access does user U have to record R\" with one indexed query.\n\n" +
+			"Typical use: recalc init; recalc import org.json; recalc run; recalc access --format csv",
+		Writer:    out,
+		ErrWriter: errOut,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "database-url", EnvVars: []string{"DATABASE_URL"},
+				Usage: "PostgreSQL connection string (URL or key=value); empty uses the PG* environment variables"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "log-format", Value: "auto", Usage: "auto (console on a terminal, JSON otherwise), console or json"},
+		},
+		Commands: []*cli.Command{
+			{
+				Name:   "init",
+				Usage:  "create or upgrade the database schema (idempotent, safe to run concurrently)",
+				Action: action(out, errOut, Init),
+			},
+			{
+				Name:      "import",
+				Usage:     "validate a model file and store it; each section present replaces the stored one",
+				ArgsUsage: "FILE (or - for standard input)",
+				Description: "Nothing is recalculated: run `recalc run` afterwards. An invalid file is rejected whole\n" +
+					"with one message naming the offending entry, and the database is left unchanged.",
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 1 {
+						return cli.Exit("recalc import: expected one FILE argument (or - for standard input)", 2)
+					}
+					return action(out, errOut, func(ctx context.Context, env *Env) error { return Import(ctx, env, c.Args().First()) })(c)
+				},
+			},
+			{
+				Name:  "run",
+				Usage: "recalculate the materialized share tables from the stored model",
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "full", Usage: "recalculate everything from scratch"},
+					&cli.IntFlag{Name: "workers", Value: runtime.NumCPU(), Usage: "chunks computed in parallel"},
+					&cli.IntFlag{Name: "chunk-size", Value: 20000, Usage: "records per chunk (whole record families stay together)"},
+				},
+				Action: func(c *cli.Context) error {
+					opt := engine.Options{Workers: c.Int("workers"), ChunkSize: c.Int("chunk-size")}
+					if opt.Workers < 1 || opt.ChunkSize < 1 {
+						return cli.Exit("recalc run: --workers and --chunk-size must be at least 1", 2)
+					}
+					return action(out, errOut, func(ctx context.Context, env *Env) error { return Run(ctx, env, opt) })(c)
+				},
+			},
+			{
+				Name:  "access",
+				Usage: "print access read from the materialized tables (no recomputation)",
+				Description: "With --format csv: every (object, record, active user) with access above none,\n" +
+					"sorted by object, record, user in byte order.\n" +
+					"With --user and --record: the access level of one user to one record.",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "format", Usage: "csv: print all access as CSV"},
+					&cli.StringFlag{Name: "user", Usage: "user id, with --record"},
+					&cli.StringFlag{Name: "record", Usage: "record id, with --user"},
+				},
+				Action: func(c *cli.Context) error {
+					switch {
+					case c.String("format") == "csv" && c.String("user") == "" && c.String("record") == "":
+						return action(out, errOut, AccessCSV)(c)
+					case c.String("format") == "" && c.String("user") != "" && c.String("record") != "":
+						return action(out, errOut, func(ctx context.Context, env *Env) error {
+							return AccessOne(ctx, env, c.String("user"), c.String("record"))
+						})(c)
+					}
+					return cli.Exit("recalc access: give either --format csv, or --user U and --record R", 2)
+				},
+			},
+			{
+				Name:   "stats",
+				Usage:  "summarise the materialized tables: records, users, closure and share rows by row cause",
+				Flags:  []cli.Flag{&cli.StringFlag{Name: "format", Value: "text", Usage: "text or json"}},
+				Action: func(c *cli.Context) error { return action(out, errOut, func(ctx context.Context, env *Env) error { return Stats(ctx, env, c.String("format")) })(c) },
+			},
+		},
+	}
+}
+
+// action opens the pool and logger for a command and maps errors to exit codes.
+func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		log, err := newLogger(errOut, c.String("log-level"), c.String("log-format"))
+		if err != nil {
+			return cli.Exit("recalc: "+err.Error(), 2)
+		}
+		cfg, err := pgxpool.ParseConfig(c.String("database-url"))
+		if err != nil {
+			return cli.Exit("recalc: bad --database-url / DATABASE_URL: "+err.Error(), 2)
+		}
+		cfg.MaxConns = int32(max(4, runtime.NumCPU()+2, c.Int("workers")+2))
+		pool, err := pgxpool.NewWithConfig(c.Context, cfg)
+		if err != nil {
+			return cli.Exit("recalc: connect to database: "+err.Error(), 1)
+		}
+		defer pool.Close()
+		if err := fn(c.Context, &Env{Pool: pool, Out: out, Log: log}); err != nil {
+			var inv *store.InvalidError
+			if errors.As(err, &inv) {
+				return cli.Exit("recalc: "+inv.Error(), 1)
+			}
+			return cli.Exit("recalc: "+err.Error(), 1)
+		}
+		return nil
+	}
+}
+
+func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil {
+		return zerolog.Logger{}, fmt.Errorf("bad --log-level %q", level)
+	}
+	switch format {
+	case "auto":
+		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+			w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+		}
+	case "console":
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly, NoColor: true}
+	case "json":
+	default:
+		return zerolog.Logger{}, fmt.Errorf("bad --log-format %q: use auto, console or json", format)
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// Init creates or upgrades the schema.
+func Init(ctx context.Context, env *Env) error {
+	n, err := schema.Migrate(ctx, env.Pool)
+	if err != nil {
+		return err
+	}
+	env.Log.Info().Int("migrations_applied", n).Msg("schema is up to date")
+	return nil
+}
+
+// Import stores a model file ("-" for standard input).
+func Import(ctx context.Context, env *Env, path string) error {
+	if err := schema.Check(ctx, env.Pool); err != nil {
+		return err
+	}
+	r := io.Reader(os.Stdin)
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return fmt.Errorf("open model file: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	start := time.Now()
+	res, err := store.Import(ctx, env.Pool, r, env.Log)
+	if err != nil {
+		return err
+	}
+	env.Log.Info().Strs("sections", res.Sections).Int64("records", res.Records).Int64("shares", res.Shares).
+		Int64("teams", res.Teams).Int64("changes", res.Changes).Int64("manual_shares_wiped", res.ManualSharesWiped).
+		Dur("duration", time.Since(start)).Msg("model imported; run `recalc run` to recalculate")
+	return nil
+}
+
+// Run recalculates. Until the incremental planner lands, every run is full.
+func Run(ctx context.Context, env *Env, opt engine.Options) error {
+	if err := schema.Check(ctx, env.Pool); err != nil {
+		return err
+	}
+	_, err := engine.Full(ctx, env.Pool, opt, env.Log)
+	return err
+}
+
+// AccessCSV prints all access as CSV.
+func AccessCSV(ctx context.Context, env *Env) error {
+	if err := schema.Check(ctx, env.Pool); err != nil {
+		return err
+	}
+	return sharetable.WriteAccessCSV(ctx, env.Pool, env.Out)
+}
+
+// AccessOne prints one user's access level to one record.
+func AccessOne(ctx context.Context, env *Env, user, record string) error {
+	if err := schema.Check(ctx, env.Pool); err != nil {
+		return err
+	}
+	l, err := sharetable.AccessLevel(ctx, env.Pool, user, record)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(env.Out, l)
+	return err
+}
+
+// Stats prints a summary of the materialized tables.
+func Stats(ctx context.Context, env *Env, format string) error {
+	if err := schema.Check(ctx, env.Pool); err != nil {
+		return err
+	}
+	s, err := sharetable.ReadStats(ctx, env.Pool)
+	if err != nil {
+		return err
+	}
+	if format == "json" {
+		return json.NewEncoder(env.Out).Encode(s)
+	}
+	fmt.Fprintf(env.Out, "records:       %d\nactive users:  %d\nclosure rows:  %d\nshare rows:    %d\n", s.Records, s.Users, s.Closure, s.ShareRows)
+	for _, c := range sortedKeys(s.ByCause) {
+		fmt.Fprintf(env.Out, "  %-16s %d\n", c, s.ByCause[c])
+	}
+	return nil
+}

@@ -1,0 +1,207 @@
+package grants
+
+import (
+	"github.com/recalc-dev/recalc/internal/model"
+)
+
+// Row causes of engine-owned share rows. Manual and apex rows keep their
+// input's cause ("manual", "apex:NAME").
+const (
+	CauseOwner          = "owner"
+	CauseRule           = "rule"
+	CauseTeam           = "team"
+	CauseTerritory      = "territory"
+	CauseImplicitChild  = "implicit_child"
+	CauseImplicitParent = "implicit_parent"
+	// CauseParentOwner is the owner grant of a controlled-by-parent ancestor,
+	// copied onto its controlled-by-parent descendants.
+	CauseParentOwner = "parent_owner"
+)
+
+// Record is a stored record with its surrogate keys.
+type Record struct {
+	model.Record
+	RID       int64
+	ParentRID int64 // 0 when none
+}
+
+// Input is a set of whole families: every record of each, with their shares
+// and team entries keyed by record rid.
+type Input struct {
+	Records []Record
+	Shares  map[int64][]model.Share
+	Teams   map[int64][]model.Team
+}
+
+// ShareRow is one materialized share row.
+type ShareRow struct {
+	RID     int64
+	Grantee string // grantee key, e.g. "user:u1"
+	Level   model.Level
+	Cause   string
+	// BossOK is the hierarchy setting of the object whose receivers the row
+	// grants to: when false, closure entries reached only through the role
+	// hierarchy do not count.
+	BossOK bool
+}
+
+// RecordRow is one materialized record: what access reads need.
+type RecordRow struct {
+	RID        int64
+	ID, Object string
+	AccessRoot int64 // 0 when none
+}
+
+type rowKey struct {
+	rid     int64
+	grantee string
+	cause   string
+}
+
+// Rows is the output of Compute, deduplicated by (record, grantee, cause)
+// keeping the highest level.
+type Rows struct {
+	Shares  []ShareRow
+	Records []RecordRow
+	index   map[rowKey]int
+}
+
+func (rs *Rows) add(rid int64, g string, l model.Level, cause string, bossOK bool) {
+	if l == model.None {
+		return
+	}
+	k := rowKey{rid, g, cause}
+	if i, ok := rs.index[k]; ok {
+		r := &rs.Shares[i]
+		r.Level = max(r.Level, l)
+		r.BossOK = r.BossOK || bossOK
+		return
+	}
+	rs.index[k] = len(rs.Shares)
+	rs.Shares = append(rs.Shares, ShareRow{RID: rid, Grantee: g, Level: l, Cause: cause, BossOK: bossOK})
+}
+
+// Compute returns the share rows and record rows of the families in in.
+func (o *Org) Compute(in *Input) *Rows {
+	rs := &Rows{index: map[rowKey]int{}}
+	byRID := make(map[int64]*Record, len(in.Records))
+	for i := range in.Records {
+		byRID[in.Records[i].RID] = &in.Records[i]
+	}
+	for i := range in.Records {
+		r := &in.Records[i]
+		obj := o.ix.Objects[r.Object]
+		if obj.CBP() {
+			o.controlledByParent(rs, r, byRID)
+			continue
+		}
+		rs.Records = append(rs.Records, RecordRow{RID: r.RID, ID: r.ID, Object: r.Object, AccessRoot: r.RID})
+		explicit := o.explicit(r, in)
+		for _, g := range explicit {
+			rs.add(r.RID, g.grantee, g.level, g.cause, obj.Hierarchy)
+		}
+		if !model.IsAccountChild(r.Object) || r.ParentRID == 0 {
+			continue
+		}
+		acct := byRID[r.ParentRID]
+		if acct == nil || acct.Object != model.Account {
+			continue
+		}
+		o.implicitChild(rs, r, acct, in, obj.Hierarchy)
+		for _, g := range explicit {
+			rs.add(acct.RID, g.grantee, model.Read, CauseImplicitParent, obj.Hierarchy)
+		}
+	}
+	return rs
+}
+
+type grant struct {
+	grantee string
+	level   model.Level
+	cause   string
+}
+
+func ownerGrantee(owner string, ix *model.Index) string {
+	if g := ix.Groups[owner]; g != nil && g.Queue && ix.Users[owner] == nil {
+		return "group:" + owner
+	}
+	return "user:" + owner
+}
+
+// explicit returns the explicit grants of section 2 on a record whose object
+// is not controlled by parent.
+func (o *Org) explicit(r *Record, in *Input) []grant {
+	out := []grant{{ownerGrantee(r.Owner, o.ix), model.All, CauseOwner}}
+	for _, rule := range o.applying(r) {
+		out = append(out, grant{rule.Target.String(), rule.Access, CauseRule})
+	}
+	for _, s := range in.Shares[r.RID] {
+		out = append(out, grant{s.Grantee.String(), s.Access, s.Cause})
+	}
+	for _, t := range in.Teams[r.RID] {
+		out = append(out, grant{"user:" + t.User, t.Access, CauseTeam})
+	}
+	for _, id := range r.Territories {
+		out = append(out, grant{"territory:" + id, o.ix.Territories[id].AccountAccess, CauseTerritory})
+	}
+	return out
+}
+
+// applying returns the rules of r's object that apply to r.
+func (o *Org) applying(r *Record) []*model.Rule {
+	out := o.ownerRules[r.Object][r.Owner]
+	if !o.hasCriteria[r.Object] {
+		return out
+	}
+	out = append([]*model.Rule(nil), out...)
+	for _, rule := range o.rules[r.Object] {
+		if rule.Type == model.CriteriaRule && rule.Criteria.Match(r.Fields) {
+			out = append(out, rule)
+		}
+	}
+	return out
+}
+
+// implicitChild adds section 3.1's grants on child c of account a.
+func (o *Org) implicitChild(rs *Rows, c, a *Record, in *Input, bossOK bool) {
+	add := func(g string, l model.Level) { rs.add(c.RID, g, l, CauseImplicitChild, bossOK) }
+	if u := o.ix.Users[a.Owner]; u != nil && u.Role != "" {
+		add("user:"+a.Owner, o.ix.Roles[u.Role].Child.For(c.Object))
+	}
+	for _, rule := range o.applying(a) {
+		add(rule.Target.String(), rule.Child.For(c.Object))
+	}
+	for _, t := range in.Teams[a.RID] {
+		add("user:"+t.User, t.Child.For(c.Object))
+	}
+	for _, id := range a.Territories {
+		add("territory:"+id, o.ix.Territories[id].Child.For(c.Object))
+	}
+}
+
+// controlledByParent adds the rows of section 3.3: the record's own owner
+// grant and those of its controlled-by-parent ancestors. The nearest ancestor
+// that is not controlled by parent becomes the access root, whose rows and
+// OWD apply at read time.
+func (o *Org) controlledByParent(rs *Rows, r *Record, byRID map[int64]*Record) {
+	cause := CauseOwner
+	p := r
+	for p != nil {
+		obj := o.ix.Objects[p.Object]
+		if !obj.CBP() {
+			break
+		}
+		rs.add(r.RID, ownerGrantee(p.Owner, o.ix), model.All, cause, obj.Hierarchy)
+		cause = CauseParentOwner
+		if p.ParentRID == 0 {
+			p = nil
+			break
+		}
+		p = byRID[p.ParentRID]
+	}
+	var root int64
+	if p != nil {
+		root = p.RID
+	}
+	rs.Records = append(rs.Records, RecordRow{RID: r.RID, ID: r.ID, Object: r.Object, AccessRoot: root})
+}

@@ -1,0 +1,45 @@
+// Package locks names recalc's PostgreSQL advisory locks. Every lock id is a
+// typed constant, so two parts of the engine can never pick the same number
+// by accident, and all ids share one namespace key so they cannot clash with
+// an application's own advisory locks.
+package locks
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Scope is what an advisory lock protects.
+type Scope int32
+
+// Lock scopes.
+const (
+	// Schema serializes migrations (recalc init).
+	Schema Scope = 1
+	// Model serializes writers of the stored model and of the materialized
+	// tables: imports and recalculations never interleave.
+	Model Scope = 2
+)
+
+// namespace is the first key of every recalc advisory lock ("rc" in ASCII).
+const namespace = 0x7263
+
+func (s Scope) String() string {
+	switch s {
+	case Schema:
+		return "schema"
+	case Model:
+		return "model"
+	}
+	return fmt.Sprintf("scope(%d)", int32(s))
+}
+
+// XactLock waits for the scope's lock, held until tx ends.
+func XactLock(ctx context.Context, tx pgx.Tx, s Scope) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, $2)`, int32(namespace), int32(s)); err != nil {
+		return fmt.Errorf("take %s lock: %w", s, err)
+	}
+	return nil
+}

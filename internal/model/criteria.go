@@ -1,0 +1,423 @@
+package model
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// ValueKind is the JSON type of a field or condition value.
+type ValueKind uint8
+
+// Value kinds.
+const (
+	Null ValueKind = iota
+	String
+	Number
+	Bool
+)
+
+func (k ValueKind) String() string {
+	return [...]string{"null", "string", "number", "boolean"}[k]
+}
+
+// Value is a scalar JSON value: a record field or a condition operand.
+type Value struct {
+	Kind ValueKind
+	Str  string
+	Num  float64
+	Bool bool
+}
+
+// Str, Num and Bol build values; handy in tests and generators.
+func Str(s string) Value  { return Value{Kind: String, Str: s} }
+func Num(f float64) Value { return Value{Kind: Number, Num: f} }
+func Bol(b bool) Value    { return Value{Kind: Bool, Bool: b} }
+
+// UnmarshalJSON accepts only null, strings, finite numbers and booleans.
+func (v *Value) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	switch {
+	case len(b) == 0:
+		return fmt.Errorf("empty value")
+	case string(b) == "null":
+		*v = Value{}
+	case string(b) == "true" || string(b) == "false":
+		*v = Bol(b[0] == 't')
+	case b[0] == '"':
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*v = Str(s)
+	case b[0] == '-' || (b[0] >= '0' && b[0] <= '9'):
+		f, err := strconv.ParseFloat(string(b), 64)
+		if err != nil || math.IsInf(f, 0) {
+			return fmt.Errorf("number %s is out of range", b)
+		}
+		*v = Num(f)
+	default:
+		return fmt.Errorf("must be a string, number, boolean or null, not %.20s", b)
+	}
+	return nil
+}
+
+// MarshalJSON writes the canonical JSON form.
+func (v Value) MarshalJSON() ([]byte, error) {
+	switch v.Kind {
+	case String:
+		return json.Marshal(v.Str)
+	case Number:
+		return strconv.AppendFloat(nil, v.Num, 'g', -1, 64), nil
+	case Bool:
+		return strconv.AppendBool(nil, v.Bool), nil
+	}
+	return []byte("null"), nil
+}
+
+// Fields are a record's field values by name.
+type Fields map[string]Value
+
+// MarshalJSON writes the fields as a JSON object with sorted keys, so that
+// equal fields always encode to equal bytes.
+func (f Fields) MarshalJSON() ([]byte, error) {
+	keys := make([]string, 0, len(f))
+	for k := range f {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var buf bytes.Buffer
+	buf.WriteByte('{')
+	for i, k := range keys {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		kb, _ := json.Marshal(k)
+		buf.Write(kb)
+		buf.WriteByte(':')
+		vb, _ := f[k].MarshalJSON()
+		buf.Write(vb)
+	}
+	buf.WriteByte('}')
+	return buf.Bytes(), nil
+}
+
+// Op is a condition operator.
+type Op uint8
+
+// Condition operators.
+const (
+	OpEquals Op = iota
+	OpNotEquals
+	OpLT
+	OpLE
+	OpGT
+	OpGE
+	OpContains
+	OpNotContains
+	OpStartsWith
+)
+
+var opNames = [...]string{"equals", "not_equals", "lt", "le", "gt", "ge", "contains", "not_contains", "starts_with"}
+
+func (o Op) String() string { return opNames[o] }
+
+// ParseOp parses an operator name.
+func ParseOp(s string) (Op, bool) {
+	for i, n := range opNames {
+		if s == n {
+			return Op(i), true
+		}
+	}
+	return 0, false
+}
+
+// Condition compares one field with a value.
+type Condition struct {
+	Field string
+	Op    Op
+	Value Value
+}
+
+// checkCondition reports a condition that can never be well-formed.
+func checkCondition(c Condition) error {
+	switch {
+	case c.Value.Kind == Null:
+		return fmt.Errorf("value must be a string, number or boolean")
+	case (c.Op == OpContains || c.Op == OpNotContains || c.Op == OpStartsWith) && c.Value.Kind != String:
+		return fmt.Errorf("op %s takes a string value, not a %s", c.Op, c.Value.Kind)
+	case c.Value.Kind == Bool && c.Op != OpEquals && c.Op != OpNotEquals:
+		return fmt.Errorf("op %s does not take a boolean value", c.Op)
+	}
+	return nil
+}
+
+// Match evaluates the condition on a record's fields. It is false when the
+// field is missing or null or of another JSON type than the value, whatever the op.
+func (c Condition) Match(f Fields) bool {
+	v, ok := f[c.Field]
+	if !ok || v.Kind == Null || v.Kind != c.Value.Kind {
+		return false
+	}
+	switch c.Value.Kind {
+	case Bool:
+		switch c.Op {
+		case OpEquals:
+			return v.Bool == c.Value.Bool
+		case OpNotEquals:
+			return v.Bool != c.Value.Bool
+		}
+		return false
+	case Number:
+		return compare(c.Op, cmpFloat(v.Num, c.Value.Num))
+	}
+	s, want := v.Str, c.Value.Str
+	switch c.Op {
+	case OpEquals, OpNotEquals:
+		eq := s == want
+		if strings.Contains(want, ",") {
+			eq = false
+			for _, alt := range strings.Split(want, ",") {
+				if s == strings.TrimSpace(alt) {
+					eq = true
+					break
+				}
+			}
+		}
+		return eq == (c.Op == OpEquals)
+	case OpContains:
+		return strings.Contains(s, want)
+	case OpNotContains:
+		return !strings.Contains(s, want)
+	case OpStartsWith:
+		return strings.HasPrefix(s, want)
+	}
+	return compare(c.Op, strings.Compare(s, want))
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func compare(op Op, c int) bool {
+	switch op {
+	case OpEquals:
+		return c == 0
+	case OpNotEquals:
+		return c != 0
+	case OpLT:
+		return c < 0
+	case OpLE:
+		return c <= 0
+	case OpGT:
+		return c > 0
+	case OpGE:
+		return c >= 0
+	}
+	return false
+}
+
+// Criteria are a criteria-based rule's conditions and their filter logic.
+type Criteria struct {
+	Conditions []Condition
+	Logic      string // as written; empty means AND of all conditions
+	expr       *Expr
+}
+
+// NewCriteria checks the conditions and compiles the logic.
+func NewCriteria(conds []Condition, logic string) (*Criteria, error) {
+	if len(conds) == 0 {
+		return nil, fmt.Errorf("criteria has no conditions")
+	}
+	for i, c := range conds {
+		if err := checkCondition(c); err != nil {
+			return nil, fmt.Errorf("condition %d (field %q): %w", i+1, c.Field, err)
+		}
+	}
+	c := &Criteria{Conditions: conds, Logic: logic}
+	if strings.TrimSpace(logic) == "" {
+		return c, nil
+	}
+	e, err := ParseLogic(logic, len(conds))
+	if err != nil {
+		return nil, err
+	}
+	c.expr = e
+	return c, nil
+}
+
+// Match reports whether a record with these fields satisfies the criteria.
+func (c *Criteria) Match(f Fields) bool {
+	if c.expr == nil {
+		for _, cond := range c.Conditions {
+			if !cond.Match(f) {
+				return false
+			}
+		}
+		return true
+	}
+	return c.expr.eval(func(n int) bool { return c.Conditions[n-1].Match(f) })
+}
+
+// Expr is a parsed filter-logic expression.
+type Expr struct {
+	op   byte // 'n' number, '!' not, '&' and, '|' or
+	n    int
+	l, r *Expr
+}
+
+func (e *Expr) eval(cond func(int) bool) bool {
+	switch e.op {
+	case 'n':
+		return cond(e.n)
+	case '!':
+		return !e.l.eval(cond)
+	case '&':
+		return e.l.eval(cond) && e.r.eval(cond)
+	}
+	return e.l.eval(cond) || e.r.eval(cond)
+}
+
+// String prints the expression fully parenthesised, for tests and fuzzing.
+func (e *Expr) String() string {
+	switch e.op {
+	case 'n':
+		return strconv.Itoa(e.n)
+	case '!':
+		return "NOT " + e.l.String()
+	case '&':
+		return "(" + e.l.String() + " AND " + e.r.String() + ")"
+	}
+	return "(" + e.l.String() + " OR " + e.r.String() + ")"
+}
+
+// ParseLogic parses filter logic such as "1 AND (2 OR NOT 3)" over n
+// conditions. Keywords are case-insensitive; NOT binds tighter than AND, and
+// AND tighter than OR. A number outside 1..n is an error.
+func ParseLogic(s string, n int) (*Expr, error) {
+	p := logicParser{src: s, n: n}
+	p.next()
+	e, err := p.or(0)
+	if err != nil {
+		return nil, fmt.Errorf("logic %q: %w", s, err)
+	}
+	if p.tok != "" {
+		return nil, fmt.Errorf("logic %q: unexpected %q", s, p.tok)
+	}
+	return e, nil
+}
+
+type logicParser struct {
+	src string
+	pos int
+	tok string
+	n   int
+}
+
+// maxLogicDepth bounds nesting so hostile input cannot exhaust the stack.
+const maxLogicDepth = 100
+
+func (p *logicParser) next() {
+	for p.pos < len(p.src) && (p.src[p.pos] == ' ' || p.src[p.pos] == '\t' || p.src[p.pos] == '\n' || p.src[p.pos] == '\r') {
+		p.pos++
+	}
+	if p.pos >= len(p.src) {
+		p.tok = ""
+		return
+	}
+	start := p.pos
+	c := p.src[p.pos]
+	switch {
+	case c == '(' || c == ')':
+		p.pos++
+	case c >= '0' && c <= '9':
+		for p.pos < len(p.src) && p.src[p.pos] >= '0' && p.src[p.pos] <= '9' {
+			p.pos++
+		}
+	case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z':
+		for p.pos < len(p.src) && (p.src[p.pos] >= 'a' && p.src[p.pos] <= 'z' || p.src[p.pos] >= 'A' && p.src[p.pos] <= 'Z') {
+			p.pos++
+		}
+	default:
+		p.pos++
+	}
+	p.tok = p.src[start:p.pos]
+}
+
+func (p *logicParser) or(depth int) (*Expr, error) {
+	l, err := p.and(depth)
+	if err != nil {
+		return nil, err
+	}
+	for strings.EqualFold(p.tok, "OR") {
+		p.next()
+		r, err := p.and(depth)
+		if err != nil {
+			return nil, err
+		}
+		l = &Expr{op: '|', l: l, r: r}
+	}
+	return l, nil
+}
+
+func (p *logicParser) and(depth int) (*Expr, error) {
+	l, err := p.unary(depth)
+	if err != nil {
+		return nil, err
+	}
+	for strings.EqualFold(p.tok, "AND") {
+		p.next()
+		r, err := p.unary(depth)
+		if err != nil {
+			return nil, err
+		}
+		l = &Expr{op: '&', l: l, r: r}
+	}
+	return l, nil
+}
+
+func (p *logicParser) unary(depth int) (*Expr, error) {
+	if depth > maxLogicDepth {
+		return nil, fmt.Errorf("nested deeper than %d", maxLogicDepth)
+	}
+	switch {
+	case strings.EqualFold(p.tok, "NOT"):
+		p.next()
+		e, err := p.unary(depth + 1)
+		if err != nil {
+			return nil, err
+		}
+		return &Expr{op: '!', l: e}, nil
+	case p.tok == "(":
+		p.next()
+		e, err := p.or(depth + 1)
+		if err != nil {
+			return nil, err
+		}
+		if p.tok != ")" {
+			return nil, fmt.Errorf("missing )")
+		}
+		p.next()
+		return e, nil
+	case p.tok != "" && p.tok[0] >= '0' && p.tok[0] <= '9':
+		k, err := strconv.Atoi(p.tok)
+		if err != nil || k < 1 || k > p.n {
+			return nil, fmt.Errorf("condition %s does not exist (there are %d)", p.tok, p.n)
+		}
+		p.next()
+		return &Expr{op: 'n', n: k}, nil
+	case p.tok == "":
+		return nil, fmt.Errorf("unexpected end")
+	}
+	return nil, fmt.Errorf("unexpected %q", p.tok)
+}

@@ -1,0 +1,581 @@
+package model
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+)
+
+// Sink receives the entries of the large sections as Decode reads them. A nil
+// func means the section is not expected; Decode then collects nothing for it.
+type Sink struct {
+	Record func(*Record) error
+	Share  func(*Share) error
+	Team   func(*Team) error
+}
+
+// File is what Decode returns: the configuration sections (nil when absent)
+// and which large sections were present.
+type File struct {
+	Config
+	HasRecords, HasShares, HasTeams bool
+	// Raw holds each configuration section present, as the JSON list it was
+	// written as, so it can be stored verbatim.
+	Raw map[string]json.RawMessage
+}
+
+// Present lists the sections the file contains, in file-format names.
+func (f *File) Present() []string {
+	var out []string
+	add := func(ok bool, name string) {
+		if ok {
+			out = append(out, name)
+		}
+	}
+	add(f.Objects != nil, "objects")
+	add(f.Roles != nil, "roles")
+	add(f.Users != nil, "users")
+	add(f.Groups != nil, "groups")
+	add(f.Territories != nil, "territories")
+	add(f.HasRecords, "records")
+	add(f.Rules != nil, "rules")
+	add(f.HasShares, "shares")
+	add(f.HasTeams, "teams")
+	return out
+}
+
+// Parse reads a whole model file into memory. It is for tests and small files;
+// imports use Decode, which streams.
+func Parse(r io.Reader) (*Model, *File, error) {
+	m := &Model{}
+	f, err := Decode(r, Sink{
+		Record: func(rec *Record) error { m.Records = append(m.Records, *rec); return nil },
+		Share:  func(s *Share) error { m.Shares = append(m.Shares, *s); return nil },
+		Team:   func(t *Team) error { m.Teams = append(m.Teams, *t); return nil },
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	m.Config = f.Config
+	return m, f, nil
+}
+
+// Decode reads a model file, checks each entry's own shape, streams records,
+// shares and teams to sink and returns the configuration sections. It does not
+// check references between entries: see Config.Validate and Model.Validate.
+func Decode(r io.Reader, sink Sink) (*File, error) {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := expectDelim(dec, '{', "the model file must be one JSON object"); err != nil {
+		return nil, err
+	}
+	f := &File{Raw: map[string]json.RawMessage{}}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, syntaxErr(err)
+		}
+		key, _ := tok.(string)
+		if seen[key] {
+			return nil, fmt.Errorf("section %q appears twice", key)
+		}
+		seen[key] = true
+		if key == "version" {
+			var v json.Number
+			if err := dec.Decode(&v); err != nil || v.String() != "1" {
+				return nil, fmt.Errorf("version must be 1")
+			}
+			continue
+		}
+		var err2 error
+		switch key {
+		case "objects":
+			f.Objects, err2 = section(dec, f, key, objectFromRaw)
+		case "roles":
+			f.Roles, err2 = section(dec, f, key, roleFromRaw)
+		case "users":
+			f.Users, err2 = section(dec, f, key, userFromRaw)
+		case "groups":
+			f.Groups, err2 = section(dec, f, key, groupFromRaw)
+		case "territories":
+			f.Territories, err2 = section(dec, f, key, territoryFromRaw)
+		case "rules":
+			f.Rules, err2 = section(dec, f, key, ruleFromRaw)
+		case "records":
+			f.HasRecords = true
+			err2 = stream(dec, key, recordFromRaw, sink.Record)
+		case "shares":
+			f.HasShares = true
+			err2 = stream(dec, key, shareFromRaw, sink.Share)
+		case "teams":
+			f.HasTeams = true
+			err2 = stream(dec, key, teamFromRaw, sink.Team)
+		default:
+			return nil, fmt.Errorf("unknown section %q (known: version, objects, roles, users, groups, territories, records, rules, shares, teams)", key)
+		}
+		if err2 != nil {
+			return nil, err2
+		}
+	}
+	if err := expectDelim(dec, '}', "the model file must be one JSON object"); err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("unexpected data after the model object")
+	}
+	return f, nil
+}
+
+func expectDelim(dec *json.Decoder, d json.Delim, msg string) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return syntaxErr(err)
+	}
+	if tok != d {
+		return errors.New(msg)
+	}
+	return nil
+}
+
+func syntaxErr(err error) error {
+	if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("malformed JSON: unexpected end of file")
+	}
+	return fmt.Errorf("malformed JSON: %v", strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// entryErr names an entry by its id when it has one, else by its position.
+func entryErr(section string, i int, id string, err error) error {
+	if id != "" {
+		return fmt.Errorf("%s %q: %w", singular(section), id, err)
+	}
+	return fmt.Errorf("%s[%d]: %w", section, i, err)
+}
+
+func singular(section string) string {
+	if section == "territories" {
+		return "territory"
+	}
+	return strings.TrimSuffix(section, "s")
+}
+
+func decodeEntry[R any](dec *json.Decoder, sec string, i int, raw *R) error {
+	if err := dec.Decode(raw); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return fmt.Errorf("%s[%d]: field %q must be a %s, not %s", sec, i, te.Field, goTypeName(te.Type.String()), te.Value)
+		}
+		var se *json.SyntaxError
+		if errors.As(err, &se) || err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
+			return syntaxErr(err)
+		}
+		return fmt.Errorf("%s[%d]: %v", sec, i, strings.TrimPrefix(err.Error(), "json: "))
+	}
+	return nil
+}
+
+func goTypeName(t string) string {
+	switch {
+	case strings.Contains(t, "[]"):
+		return "list"
+	case strings.Contains(t, "string"):
+		return "string"
+	case strings.Contains(t, "bool"):
+		return "boolean"
+	case strings.Contains(t, "map") || strings.Contains(t, "struct") || strings.Contains(t, "raw"):
+		return "JSON object"
+	}
+	return t
+}
+
+type identified interface{ id() string }
+
+// section reads a small section whole, keeping its raw JSON in f.Raw.
+func section[R identified, T any](dec *json.Decoder, f *File, sec string, conv func(*R) (T, error)) ([]T, error) {
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return nil, syntaxErr(err)
+	}
+	f.Raw[sec] = raw
+	sub := json.NewDecoder(bytes.NewReader(raw))
+	sub.DisallowUnknownFields()
+	out := []T{}
+	err := stream(sub, sec, conv, func(t *T) error { out = append(out, *t); return nil })
+	return out, err
+}
+
+func stream[R identified, T any](dec *json.Decoder, sec string, conv func(*R) (T, error), sink func(*T) error) error {
+	if err := expectDelim(dec, '[', fmt.Sprintf("section %q must be a list", sec)); err != nil {
+		return err
+	}
+	for i := 0; dec.More(); i++ {
+		var raw R
+		if err := decodeEntry(dec, sec, i, &raw); err != nil {
+			return err
+		}
+		t, err := conv(&raw)
+		if err != nil {
+			return entryErr(sec, i, raw.id(), err)
+		}
+		if sink != nil {
+			if err := sink(&t); err != nil {
+				return err
+			}
+		}
+	}
+	return expectDelim(dec, ']', fmt.Sprintf("section %q must be a list", sec))
+}
+
+type rawObject struct {
+	Name        string  `json:"name"`
+	Parent      *string `json:"parent"`
+	InternalOWD *string `json:"internal_owd"`
+	ExternalOWD *string `json:"external_owd"`
+	Hierarchy   *bool   `json:"hierarchy"`
+}
+
+func (r rawObject) id() string { return r.Name }
+
+var objectName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+
+func objectFromRaw(r *rawObject) (Object, error) {
+	o := Object{Name: r.Name, Parent: str(r.Parent), Hierarchy: r.Hierarchy == nil || *r.Hierarchy}
+	if !objectName.MatchString(r.Name) {
+		return o, fmt.Errorf("name must match [a-z][a-z0-9_]*")
+	}
+	if !IsStandard(r.Name) && !strings.HasSuffix(r.Name, "__c") {
+		return o, fmt.Errorf("not a standard object (account, contact, opportunity, case, lead), and a custom object's name must end in __c")
+	}
+	if r.InternalOWD == nil {
+		return o, fmt.Errorf("internal_owd is required")
+	}
+	var ok bool
+	if o.InternalOWD, ok = ParseOWD(*r.InternalOWD); !ok {
+		return o, fmt.Errorf("internal_owd %q is not private, public_read_only, public_read_write or controlled_by_parent", *r.InternalOWD)
+	}
+	if r.ExternalOWD != nil {
+		if o.ExternalOWD, ok = ParseOWD(*r.ExternalOWD); !ok {
+			return o, fmt.Errorf("external_owd %q is not private, public_read_only, public_read_write or controlled_by_parent", *r.ExternalOWD)
+		}
+	}
+	switch {
+	case (o.InternalOWD == ControlledByParent) != (o.ExternalOWD == ControlledByParent):
+		return o, fmt.Errorf("internal_owd is %s but external_owd is %s: both or neither must be controlled_by_parent", o.InternalOWD, o.ExternalOWD)
+	case o.ExternalOWD > o.InternalOWD:
+		return o, fmt.Errorf("external OWD %s is more open than internal OWD %s", o.ExternalOWD, o.InternalOWD)
+	case o.CBP() && o.Parent == "":
+		return o, fmt.Errorf("controlled_by_parent needs a parent object")
+	case !o.Hierarchy && IsStandard(o.Name):
+		return o, fmt.Errorf("hierarchy can be false only on a custom object")
+	}
+	return o, nil
+}
+
+type rawChild struct {
+	Contact     *string `json:"contact_access"`
+	Opportunity *string `json:"opportunity_access"`
+	Case        *string `json:"case_access"`
+}
+
+func (r rawChild) set() bool { return r.Contact != nil || r.Opportunity != nil || r.Case != nil }
+
+func (r rawChild) parse() (ChildAccess, error) {
+	var c ChildAccess
+	for _, f := range []struct {
+		name string
+		raw  *string
+		dst  *Level
+	}{{"contact_access", r.Contact, &c.Contact}, {"opportunity_access", r.Opportunity, &c.Opportunity}, {"case_access", r.Case, &c.Case}} {
+		if f.raw == nil {
+			continue
+		}
+		l, ok := ParseLevel(*f.raw)
+		if !ok || l == All {
+			return c, fmt.Errorf("%s %q is not none, read or edit", f.name, *f.raw)
+		}
+		*f.dst = l
+	}
+	return c, nil
+}
+
+func parseAccess(s string) (Level, error) {
+	l, ok := ParseLevel(s)
+	if !ok || (l != Read && l != Edit) {
+		return None, fmt.Errorf("access %q is not read or edit", s)
+	}
+	return l, nil
+}
+
+type rawRole struct {
+	ID     string  `json:"id"`
+	Parent *string `json:"parent"`
+	rawChild
+}
+
+func (r rawRole) id() string { return r.ID }
+
+func roleFromRaw(r *rawRole) (Role, error) {
+	if r.ID == "" {
+		return Role{}, fmt.Errorf("id is required")
+	}
+	c, err := r.rawChild.parse()
+	return Role{ID: r.ID, Parent: str(r.Parent), Child: c}, err
+}
+
+type rawUser struct {
+	ID     string  `json:"id"`
+	Role   *string `json:"role"`
+	Type   *string `json:"type"`
+	Active *bool   `json:"active"`
+}
+
+func (r rawUser) id() string { return r.ID }
+
+func userFromRaw(r *rawUser) (User, error) {
+	u := User{ID: r.ID, Role: str(r.Role), Active: r.Active == nil || *r.Active}
+	if r.ID == "" {
+		return u, fmt.Errorf("id is required")
+	}
+	switch str(r.Type) {
+	case "", "internal":
+	case "external":
+		u.External = true
+	default:
+		return u, fmt.Errorf("type %q is not internal or external", *r.Type)
+	}
+	return u, nil
+}
+
+type rawGroup struct {
+	ID            string   `json:"id"`
+	Members       []string `json:"members"`
+	IncludeBosses *bool    `json:"include_bosses"`
+	Queue         *bool    `json:"queue"`
+}
+
+func (r rawGroup) id() string { return r.ID }
+
+func groupFromRaw(r *rawGroup) (Group, error) {
+	g := Group{ID: r.ID, IncludeBosses: r.IncludeBosses == nil || *r.IncludeBosses, Queue: r.Queue != nil && *r.Queue}
+	if r.ID == "" {
+		return g, fmt.Errorf("id is required")
+	}
+	for _, m := range r.Members {
+		gr, err := ParseGrantee(m, false)
+		if err != nil {
+			return g, fmt.Errorf("member: %w", err)
+		}
+		g.Members = append(g.Members, gr)
+	}
+	return g, nil
+}
+
+type rawTerritory struct {
+	ID            string   `json:"id"`
+	Parent        *string  `json:"parent"`
+	Users         []string `json:"users"`
+	AccountAccess *string  `json:"account_access"`
+	rawChild
+}
+
+func (r rawTerritory) id() string { return r.ID }
+
+func territoryFromRaw(r *rawTerritory) (Territory, error) {
+	t := Territory{ID: r.ID, Parent: str(r.Parent), Users: r.Users, AccountAccess: Read}
+	if r.ID == "" {
+		return t, fmt.Errorf("id is required")
+	}
+	if r.AccountAccess != nil {
+		l, err := parseAccess(*r.AccountAccess)
+		if err != nil {
+			return t, fmt.Errorf("account_%w", err)
+		}
+		t.AccountAccess = l
+	}
+	var err error
+	t.Child, err = r.rawChild.parse()
+	return t, err
+}
+
+type rawRecord struct {
+	Object      string   `json:"object"`
+	ID          string   `json:"id"`
+	Owner       string   `json:"owner"`
+	Parent      *string  `json:"parent"`
+	Fields      Fields   `json:"fields"`
+	Territories []string `json:"territories"`
+}
+
+func (r rawRecord) id() string { return r.ID }
+
+func recordFromRaw(r *rawRecord) (Record, error) {
+	rec := Record{Object: r.Object, ID: r.ID, Owner: r.Owner, Parent: str(r.Parent), Fields: r.Fields, Territories: r.Territories}
+	switch {
+	case r.ID == "":
+		return rec, fmt.Errorf("id is required")
+	case r.Object == "":
+		return rec, fmt.Errorf("object is required")
+	case r.Owner == "":
+		return rec, fmt.Errorf("owner is required")
+	}
+	return rec, nil
+}
+
+type rawCriteria struct {
+	Conditions []struct {
+		Field string          `json:"field"`
+		Op    string          `json:"op"`
+		Value json.RawMessage `json:"value"`
+	} `json:"conditions"`
+	Logic *string `json:"logic"`
+}
+
+type rawRule struct {
+	ID       string       `json:"id"`
+	Object   string       `json:"object"`
+	Type     string       `json:"type"`
+	Source   *string      `json:"source"`
+	Criteria *rawCriteria `json:"criteria"`
+	Target   string       `json:"target"`
+	Access   string       `json:"access"`
+	rawChild
+}
+
+func (r rawRule) id() string { return r.ID }
+
+func ruleFromRaw(r *rawRule) (Rule, error) {
+	rule := Rule{ID: r.ID, Object: r.Object}
+	if r.ID == "" {
+		return rule, fmt.Errorf("id is required")
+	}
+	if r.Object == "" {
+		return rule, fmt.Errorf("object is required")
+	}
+	var err error
+	if rule.Target, err = ParseGrantee(r.Target, false); err != nil {
+		return rule, fmt.Errorf("target: %w", err)
+	}
+	if rule.Access, err = parseAccess(r.Access); err != nil {
+		return rule, err
+	}
+	if rule.Child, err = r.rawChild.parse(); err != nil {
+		return rule, err
+	}
+	if r.rawChild.set() && r.Object != Account {
+		return rule, fmt.Errorf("child access (contact_access, opportunity_access, case_access) is allowed only on account rules")
+	}
+	switch r.Type {
+	case "owner":
+		rule.Type = OwnerRule
+		if r.Criteria != nil {
+			return rule, fmt.Errorf("an owner rule takes a source, not criteria")
+		}
+		if r.Source == nil {
+			return rule, fmt.Errorf("an owner rule needs a source")
+		}
+		if rule.Source, err = ParseGrantee(*r.Source, false); err != nil {
+			return rule, fmt.Errorf("source: %w", err)
+		}
+		if rule.Source.Kind == GUser {
+			return rule, fmt.Errorf("source %q: an owner rule's source cannot be a single user", *r.Source)
+		}
+	case "criteria":
+		rule.Type = CriteriaRule
+		if r.Source != nil {
+			return rule, fmt.Errorf("a criteria rule takes criteria, not a source")
+		}
+		if r.Criteria == nil {
+			return rule, fmt.Errorf("a criteria rule needs criteria")
+		}
+		conds := make([]Condition, len(r.Criteria.Conditions))
+		for i, c := range r.Criteria.Conditions {
+			op, ok := ParseOp(c.Op)
+			if !ok {
+				return rule, fmt.Errorf("condition %d: unknown op %q (known: %s)", i+1, c.Op, strings.Join(opNames[:], ", "))
+			}
+			if c.Field == "" {
+				return rule, fmt.Errorf("condition %d: field is required", i+1)
+			}
+			conds[i] = Condition{Field: c.Field, Op: op}
+			if len(c.Value) == 0 {
+				return rule, fmt.Errorf("condition %d: value is required", i+1)
+			}
+			if err := conds[i].Value.UnmarshalJSON(c.Value); err != nil {
+				return rule, fmt.Errorf("condition %d: value %w", i+1, err)
+			}
+		}
+		if rule.Criteria, err = NewCriteria(conds, str(r.Criteria.Logic)); err != nil {
+			return rule, err
+		}
+	default:
+		return rule, fmt.Errorf("type %q is not owner or criteria", r.Type)
+	}
+	return rule, nil
+}
+
+type rawShare struct {
+	Object  string `json:"object"`
+	Record  string `json:"record"`
+	Grantee string `json:"grantee"`
+	Access  string `json:"access"`
+	Cause   string `json:"cause"`
+}
+
+func (r rawShare) id() string { return "" }
+
+var apexCause = regexp.MustCompile(`^apex:[a-z0-9_]+$`)
+
+func shareFromRaw(r *rawShare) (Share, error) {
+	s := Share{Object: r.Object, Record: r.Record, Cause: r.Cause}
+	var err error
+	switch {
+	case r.Object == "":
+		return s, fmt.Errorf("object is required")
+	case r.Record == "":
+		return s, fmt.Errorf("record is required")
+	case r.Cause != "manual" && !apexCause.MatchString(r.Cause):
+		return s, fmt.Errorf("cause %q is not manual or apex:NAME with NAME in [a-z0-9_]+", r.Cause)
+	}
+	if s.Grantee, err = ParseGrantee(r.Grantee, false); err != nil {
+		return s, err
+	}
+	s.Access, err = parseAccess(r.Access)
+	return s, err
+}
+
+type rawTeam struct {
+	Record string `json:"record"`
+	User   string `json:"user"`
+	Access string `json:"access"`
+	rawChild
+}
+
+func (r rawTeam) id() string { return "" }
+
+func teamFromRaw(r *rawTeam) (Team, error) {
+	t := Team{Record: r.Record, User: r.User}
+	var err error
+	switch {
+	case r.Record == "":
+		return t, fmt.Errorf("record is required")
+	case r.User == "":
+		return t, fmt.Errorf("user is required")
+	}
+	if t.Access, err = parseAccess(r.Access); err != nil {
+		return t, err
+	}
+	t.Child, err = r.rawChild.parse()
+	return t, err
+}
+
+func str(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}

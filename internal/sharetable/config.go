@@ -1,0 +1,34 @@
+package sharetable
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/recalc-dev/recalc/internal/model"
+)
+
+// Querier is what both a pool and a transaction offer.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// LoadConfig reads the stored configuration sections (table model_section or
+// applied_section) and decodes them with the model parser.
+func LoadConfig(ctx context.Context, q Querier, table string) (*model.Config, error) {
+	var doc []byte
+	err := q.QueryRow(ctx, `SELECT coalesce(jsonb_object_agg(name, doc), '{}')::text FROM recalc.`+pgx.Identifier{table}.Sanitize()).Scan(&doc)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", table, err)
+	}
+	f, err := model.Decode(bytes.NewReader(doc), model.Sink{})
+	if err != nil {
+		return nil, fmt.Errorf("decode stored configuration: %w", err)
+	}
+	return &f.Config, nil
+}

@@ -1,0 +1,368 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"iter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/locks"
+	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/sharetable"
+)
+
+// Result says what an import stored.
+type Result struct {
+	Sections []string // sections present in the file, now replaced
+	Records  int64
+	Shares   int64
+	Teams    int64
+	Changes  int64 // rows added to recalc.change
+	// ManualSharesWiped counts manual shares deleted because their record's owner changed.
+	ManualSharesWiped int64
+}
+
+// InvalidError is a model the import rejected. Nothing was stored.
+type InvalidError struct{ Err error }
+
+func (e *InvalidError) Error() string { return "invalid model: " + e.Err.Error() }
+func (e *InvalidError) Unwrap() error { return e.Err }
+
+const (
+	kindRecord = 1
+	kindShare  = 2
+	kindTeam   = 3
+)
+
+var stageCols = []string{"kind", "id", "object", "owner", "parent", "fields", "territories", "access", "cause", "ca", "oa", "ka"}
+
+// Import validates the model file read from r and stores it in one
+// transaction: each section present replaces the stored one. On any error the
+// database is unchanged.
+func Import(ctx context.Context, pool *pgxpool.Pool, r io.Reader, log zerolog.Logger) (*Result, error) {
+	res := &Result{}
+	start := time.Now()
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE stage (
+			kind smallint, id text, object text, owner text, parent text, fields jsonb,
+			territories text[], access smallint, cause text, ca smallint, oa smallint, ka smallint) ON COMMIT DROP`); err != nil {
+			return fmt.Errorf("create staging table: %w", err)
+		}
+		f, err := stageFile(ctx, tx, r, res)
+		if err != nil {
+			return err
+		}
+		log.Debug().Int64("records", res.Records).Int64("shares", res.Shares).Int64("teams", res.Teams).
+			Dur("elapsed", time.Since(start)).Msg("file staged")
+		res.Sections = f.Present()
+		ix, err := mergeConfig(ctx, tx, f)
+		if err != nil {
+			return err
+		}
+		if err := apply(ctx, tx, f, res); err != nil {
+			return err
+		}
+		return checkRefs(ctx, tx, ix)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// stageFile streams the file into the staging table with one COPY, and
+// returns the configuration sections it held.
+func stageFile(ctx context.Context, tx pgx.Tx, r io.Reader, res *Result) (*model.File, error) {
+	var file *model.File
+	var decodeErr error
+	rows := func(yield func([]any) bool) {
+		stop := fmt.Errorf("stopped")
+		file, decodeErr = model.Decode(r, model.Sink{
+			Record: func(rec *model.Record) error {
+				fields, _ := rec.Fields.MarshalJSON()
+				terr := rec.Territories
+				if terr == nil {
+					terr = []string{}
+				}
+				res.Records++
+				if !yield([]any{kindRecord, rec.ID, rec.Object, rec.Owner, rec.Parent, string(fields), terr, nil, nil, nil, nil, nil}) {
+					return stop
+				}
+				return nil
+			},
+			Share: func(s *model.Share) error {
+				res.Shares++
+				if !yield([]any{kindShare, s.Record, s.Object, s.Grantee.String(), nil, nil, nil, int16(s.Access), s.Cause, nil, nil, nil}) {
+					return stop
+				}
+				return nil
+			},
+			Team: func(t *model.Team) error {
+				res.Teams++
+				if !yield([]any{kindTeam, t.Record, nil, t.User, nil, nil, nil, int16(t.Access), nil,
+					int16(t.Child.Contact), int16(t.Child.Opportunity), int16(t.Child.Case)}) {
+					return stop
+				}
+				return nil
+			},
+		})
+	}
+	next, stopPull := iter.Pull(iter.Seq[[]any](rows))
+	defer stopPull()
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{"stage"}, stageCols, pgx.CopyFromFunc(func() ([]any, error) {
+		row, ok := next()
+		if !ok {
+			if decodeErr != nil {
+				return nil, &InvalidError{decodeErr}
+			}
+			return nil, nil
+		}
+		return row, nil
+	}))
+	if err != nil {
+		return nil, err
+	}
+	if decodeErr != nil {
+		return nil, &InvalidError{decodeErr}
+	}
+	return file, nil
+}
+
+// mergeConfig overlays the file's configuration sections on the stored ones,
+// validates the result and stores the sections that changed.
+func mergeConfig(ctx context.Context, tx pgx.Tx, f *model.File) (*model.Index, error) {
+	cfg, err := sharetable.LoadConfig(ctx, tx, "model_section")
+	if err != nil {
+		return nil, err
+	}
+	overlay(cfg, &f.Config)
+	ix, err := cfg.Validate()
+	if err != nil {
+		return nil, &InvalidError{err}
+	}
+	for name, raw := range f.Raw {
+		if _, err := tx.Exec(ctx, `
+			WITH changed AS (
+				INSERT INTO recalc.change (kind, key)
+				SELECT 'section', $1 WHERE NOT EXISTS (
+					SELECT 1 FROM recalc.model_section WHERE name = $1 AND doc = $2::jsonb))
+			INSERT INTO recalc.model_section (name, doc) VALUES ($1, $2::jsonb)
+			ON CONFLICT (name) DO UPDATE SET doc = excluded.doc`, name, string(raw)); err != nil {
+			return nil, fmt.Errorf("store section %s: %w", name, err)
+		}
+	}
+	return ix, nil
+}
+
+// overlay replaces each section of dst that src has.
+func overlay(dst, src *model.Config) {
+	if src.Objects != nil {
+		dst.Objects = src.Objects
+	}
+	if src.Roles != nil {
+		dst.Roles = src.Roles
+	}
+	if src.Users != nil {
+		dst.Users = src.Users
+	}
+	if src.Groups != nil {
+		dst.Groups = src.Groups
+	}
+	if src.Territories != nil {
+		dst.Territories = src.Territories
+	}
+	if src.Rules != nil {
+		dst.Rules = src.Rules
+	}
+}
+
+// dupCheck fails naming the first key listed twice.
+func dupCheck(ctx context.Context, tx pgx.Tx, sql, what string) error {
+	var k1, k2 string
+	err := tx.QueryRow(ctx, sql).Scan(&k1, &k2)
+	switch {
+	case err == pgx.ErrNoRows:
+		return nil
+	case err != nil:
+		return fmt.Errorf("check duplicate %s: %w", what, err)
+	}
+	return &InvalidError{fmt.Errorf(what, k1, k2)}
+}
+
+func exec(ctx context.Context, tx pgx.Tx, what string, counter *int64, sqls ...string) error {
+	for _, sql := range sqls {
+		tag, err := tx.Exec(ctx, sql)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		if counter != nil {
+			*counter += tag.RowsAffected()
+		}
+	}
+	return nil
+}
+
+// apply merges the staged large sections into the stored ones, logs the
+// changes, and applies the owner-change wipe of manual shares.
+func apply(ctx context.Context, tx pgx.Tx, f *model.File, res *Result) error {
+	if f.HasRecords {
+		if err := dupCheck(ctx, tx, `SELECT id, '' FROM stage WHERE kind = 1 GROUP BY id HAVING count(*) > 1 LIMIT 1`,
+			"record %q is defined twice%s"); err != nil {
+			return err
+		}
+		if err := exec(ctx, tx, "merge records", &res.Changes, `
+			INSERT INTO recalc.change (kind, key)
+			SELECT 'record', coalesce(n.id, r.id)
+			FROM recalc.record r FULL JOIN (SELECT * FROM stage WHERE kind = 1) n ON n.id = r.id
+			WHERE r.id IS NULL OR n.id IS NULL
+			   OR (r.object, r.owner, coalesce(r.parent, ''), r.fields, r.territories)
+			      IS DISTINCT FROM (n.object, n.owner, n.parent, n.fields, n.territories)`); err != nil {
+			return err
+		}
+		// The manual shares the stored version had on records changing owner
+		// are wiped, whatever the file says (sharing-model.md section 5).
+		if err := exec(ctx, tx, "merge records", nil, `
+			CREATE TEMP TABLE wiped ON COMMIT DROP AS
+			SELECT s.record, s.grantee FROM recalc.share_input s
+			JOIN recalc.record r ON r.id = s.record
+			JOIN stage n ON n.kind = 1 AND n.id = r.id
+			WHERE s.cause = 'manual' AND n.owner <> r.owner`,
+			`DELETE FROM recalc.record r WHERE NOT EXISTS (SELECT 1 FROM stage n WHERE n.kind = 1 AND n.id = r.id)`,
+			`UPDATE recalc.record r SET object = n.object, owner = n.owner, parent = nullif(n.parent, ''),
+			        fields = n.fields, territories = n.territories
+			 FROM stage n WHERE n.kind = 1 AND n.id = r.id
+			   AND (r.object, r.owner, coalesce(r.parent, ''), r.fields, r.territories)
+			       IS DISTINCT FROM (n.object, n.owner, n.parent, n.fields, n.territories)`,
+			`INSERT INTO recalc.record (id, object, owner, parent, fields, territories)
+			 SELECT n.id, n.object, n.owner, nullif(n.parent, ''), n.fields, n.territories FROM stage n
+			 WHERE n.kind = 1 AND NOT EXISTS (SELECT 1 FROM recalc.record r WHERE r.id = n.id)`,
+			`UPDATE recalc.record c SET parent_rid = p.rid FROM recalc.record p
+			 WHERE p.id = c.parent AND c.parent_rid IS DISTINCT FROM p.rid`,
+			`UPDATE recalc.record SET parent_rid = NULL WHERE parent IS NULL AND parent_rid IS NOT NULL`,
+			`WITH RECURSIVE fam (rid, root, depth) AS (
+			     SELECT rid, rid, 0 FROM recalc.record WHERE parent_rid IS NULL
+			     UNION ALL
+			     SELECT c.rid, f.root, f.depth + 1 FROM recalc.record c JOIN fam f ON c.parent_rid = f.rid
+			     WHERE f.depth < 100)
+			 UPDATE recalc.record r SET root_rid = fam.root FROM fam
+			 WHERE fam.rid = r.rid AND r.root_rid IS DISTINCT FROM fam.root`); err != nil {
+			return err
+		}
+	}
+	if f.HasShares {
+		if err := dupCheck(ctx, tx, `SELECT id, owner || ' with cause ' || cause FROM stage WHERE kind = 2
+			GROUP BY id, owner, cause HAVING count(*) > 1 LIMIT 1`, "share on record %q for %s is listed twice"); err != nil {
+			return err
+		}
+		if err := exec(ctx, tx, "merge shares", &res.Changes, `
+			INSERT INTO recalc.change (kind, key)
+			SELECT DISTINCT 'record', coalesce(n.id, s.record)
+			FROM recalc.share_input s
+			FULL JOIN (SELECT * FROM stage WHERE kind = 2) n ON n.id = s.record AND n.owner = s.grantee AND n.cause = s.cause
+			WHERE s.record IS NULL OR n.id IS NULL OR (s.object, s.access) IS DISTINCT FROM (n.object, n.access)`); err != nil {
+			return err
+		}
+		if err := exec(ctx, tx, "merge shares", nil, `DELETE FROM recalc.share_input`,
+			`INSERT INTO recalc.share_input (record, object, grantee, access, cause)
+			 SELECT id, object, owner, access, cause FROM stage WHERE kind = 2`); err != nil {
+			return err
+		}
+	}
+	if f.HasRecords {
+		if err := exec(ctx, tx, "wipe manual shares", &res.ManualSharesWiped, `
+			DELETE FROM recalc.share_input s USING wiped w
+			WHERE s.record = w.record AND s.grantee = w.grantee AND s.cause = 'manual'`); err != nil {
+			return err
+		}
+	}
+	if f.HasTeams {
+		if err := dupCheck(ctx, tx, `SELECT id, owner FROM stage WHERE kind = 3 GROUP BY id, owner HAVING count(*) > 1 LIMIT 1`,
+			"team entry on record %q for user %q is listed twice"); err != nil {
+			return err
+		}
+		if err := exec(ctx, tx, "merge teams", &res.Changes, `
+			INSERT INTO recalc.change (kind, key)
+			SELECT DISTINCT 'record', coalesce(n.id, t.record)
+			FROM recalc.team t
+			FULL JOIN (SELECT * FROM stage WHERE kind = 3) n ON n.id = t.record AND n.owner = t.user_id
+			WHERE t.record IS NULL OR n.id IS NULL
+			   OR (t.access, t.contact_access, t.opportunity_access, t.case_access) IS DISTINCT FROM (n.access, n.ca, n.oa, n.ka)`); err != nil {
+			return err
+		}
+		if err := exec(ctx, tx, "merge teams", nil, `DELETE FROM recalc.team`,
+			`INSERT INTO recalc.team (record, user_id, access, contact_access, opportunity_access, case_access)
+			 SELECT id, owner, access, ca, oa, ka FROM stage WHERE kind = 3`); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkRefs checks every stored record, share and team entry against the
+// merged configuration and each other, with the model package's own checks.
+func checkRefs(ctx context.Context, tx pgx.Tx, ix *model.Index) error {
+	rows, err := tx.Query(ctx, `
+		SELECT r.id, r.object, r.owner, coalesce(r.parent, ''), coalesce(p.object, ''), r.territories
+		FROM recalc.record r LEFT JOIN recalc.record p ON p.id = r.parent`)
+	if err != nil {
+		return fmt.Errorf("check records: %w", err)
+	}
+	var rec model.Record
+	var parentObject string
+	_, err = pgx.ForEachRow(rows, []any{&rec.ID, &rec.Object, &rec.Owner, &rec.Parent, &parentObject, &rec.Territories}, func() error {
+		if err := ix.CheckRecordRefs(&rec); err != nil {
+			return &InvalidError{err}
+		}
+		if err := ix.CheckRecordParent(&rec, parentObject); err != nil {
+			return &InvalidError{err}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	rows, err = tx.Query(ctx, `
+		SELECT s.record, s.object, s.grantee, s.access, s.cause, coalesce(r.object, '')
+		FROM recalc.share_input s LEFT JOIN recalc.record r ON r.id = s.record`)
+	if err != nil {
+		return fmt.Errorf("check shares: %w", err)
+	}
+	var sh model.Share
+	var grantee, recordObject string
+	_, err = pgx.ForEachRow(rows, []any{&sh.Record, &sh.Object, &grantee, &sh.Access, &sh.Cause, &recordObject}, func() error {
+		g, err := model.ParseGrantee(grantee, false)
+		if err != nil {
+			return &InvalidError{fmt.Errorf("share on record %q: %w", sh.Record, err)}
+		}
+		sh.Grantee = g
+		if err := ix.CheckShareRefs(&sh, recordObject); err != nil {
+			return &InvalidError{err}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	rows, err = tx.Query(ctx, `
+		SELECT t.record, t.user_id, t.access, t.contact_access, t.opportunity_access, t.case_access, coalesce(r.object, '')
+		FROM recalc.team t LEFT JOIN recalc.record r ON r.id = t.record`)
+	if err != nil {
+		return fmt.Errorf("check teams: %w", err)
+	}
+	var tm model.Team
+	_, err = pgx.ForEachRow(rows, []any{&tm.Record, &tm.User, &tm.Access, &tm.Child.Contact, &tm.Child.Opportunity, &tm.Child.Case, &recordObject}, func() error {
+		if err := ix.CheckTeamRefs(&tm, recordObject); err != nil {
+			return &InvalidError{err}
+		}
+		return nil
+	})
+	return err
+}

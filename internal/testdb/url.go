@@ -1,0 +1,22 @@
+package testdb
+
+import (
+	"net/url"
+	"strings"
+)
+
+// withDatabase returns conn with its database name replaced. It accepts both
+// URL and keyword/value connection strings, as libpq does.
+func withDatabase(conn, db string) string {
+	if strings.HasPrefix(conn, "postgres://") || strings.HasPrefix(conn, "postgresql://") {
+		u, err := url.Parse(conn)
+		if err == nil {
+			u.Path = "/" + db
+			q := u.Query()
+			q.Del("dbname")
+			u.RawQuery = q.Encode()
+			return u.String()
+		}
+	}
+	return conn + " dbname=" + db
+}

@@ -1,0 +1,101 @@
+// Package schema holds recalc's numbered SQL migrations, embedded in the
+// binary, and applies them. Migrations run in one transaction that holds an
+// advisory lock, so concurrent `recalc init` calls are safe and idempotent.
+package schema
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/recalc-dev/recalc/internal/locks"
+)
+
+//go:embed *.up.sql
+var migrations embed.FS
+
+// Migration is one numbered schema change.
+type Migration struct {
+	Version int
+	Name    string
+	SQL     string
+}
+
+// Migrations lists the embedded migrations in version order.
+func Migrations() ([]Migration, error) {
+	names, err := fs.Glob(migrations, "*.up.sql")
+	if err != nil {
+		return nil, err
+	}
+	var out []Migration
+	for _, n := range names {
+		num, _, ok := strings.Cut(n, "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("migration %q: name must start with a number and _", n)
+		}
+		b, err := migrations.ReadFile(n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Migration{Version: v, Name: n, SQL: string(b)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
+	return out, nil
+}
+
+// Migrate applies the migrations not yet applied and returns how many it applied.
+func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied int, err error) {
+	ms, err := Migrations()
+	if err != nil {
+		return 0, err
+	}
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if err := locks.XactLock(ctx, tx, locks.Schema); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS recalc; CREATE TABLE IF NOT EXISTS recalc.schema_version (
+			version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return fmt.Errorf("create version table: %w", err)
+		}
+		var current int
+		if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM recalc.schema_version`).Scan(&current); err != nil {
+			return fmt.Errorf("read schema version: %w", err)
+		}
+		for _, m := range ms {
+			if m.Version <= current {
+				continue
+			}
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
+				return fmt.Errorf("apply migration %s: %w", m.Name, err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO recalc.schema_version (version, name) VALUES ($1, $2)`, m.Version, m.Name); err != nil {
+				return fmt.Errorf("record migration %s: %w", m.Name, err)
+			}
+			applied++
+		}
+		return nil
+	})
+	return applied, err
+}
+
+// Check fails with advice when the schema is missing or older than this binary.
+func Check(ctx context.Context, pool *pgxpool.Pool) error {
+	ms, err := Migrations()
+	if err != nil {
+		return err
+	}
+	var current int
+	err = pool.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM recalc.schema_version`).Scan(&current)
+	if err != nil || current < ms[len(ms)-1].Version {
+		return fmt.Errorf("the database schema is missing or out of date: run `recalc init` first")
+	}
+	return nil
+}
