@@ -45,8 +45,8 @@ func App(out, errOut io.Writer) *cli.App {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "database-url", EnvVars: []string{"DATABASE_URL"},
 				Usage: "PostgreSQL connection string (URL or key=value); empty uses the PG* environment variables"},
-			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
-			&cli.StringFlag{Name: "log-format", Value: "auto", Usage: "auto (console on a terminal, JSON otherwise), console or json"},
+			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"RECALC_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"RECALC_LOG_FORMAT"}, Usage: "auto (console on a terminal, JSON otherwise), console or json"},
 		},
 		Commands: []*cli.Command{
 			{

@@ -82,6 +82,23 @@ func (v Value) MarshalJSON() ([]byte, error) {
 // Fields are a record's field values by name.
 type Fields map[string]Value
 
+// UnmarshalJSON reads a JSON object of scalar values, naming the field at fault.
+func (f *Fields) UnmarshalJSON(b []byte) error {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return fmt.Errorf("fields must be a JSON object")
+	}
+	*f = make(Fields, len(raw))
+	for k, v := range raw {
+		var val Value
+		if err := val.UnmarshalJSON(v); err != nil {
+			return fmt.Errorf("field %q: %w", k, err)
+		}
+		(*f)[k] = val
+	}
+	return nil
+}
+
 // MarshalJSON writes the fields as a JSON object with sorted keys, so that
 // equal fields always encode to equal bytes.
 func (f Fields) MarshalJSON() ([]byte, error) {

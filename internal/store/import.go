@@ -120,18 +120,17 @@ func stageFile(ctx context.Context, tx pgx.Tx, r io.Reader, res *Result) (*model
 	_, err := tx.CopyFrom(ctx, pgx.Identifier{"stage"}, stageCols, pgx.CopyFromFunc(func() ([]any, error) {
 		row, ok := next()
 		if !ok {
-			if decodeErr != nil {
-				return nil, &InvalidError{decodeErr}
-			}
-			return nil, nil
+			// pgx reports a source error as a failed COPY; the caller
+			// returns decodeErr itself.
+			return nil, decodeErr
 		}
 		return row, nil
 	}))
-	if err != nil {
-		return nil, err
-	}
 	if decodeErr != nil {
 		return nil, &InvalidError{decodeErr}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stage model file: %w", err)
 	}
 	return file, nil
 }

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/recalc-dev/recalc/internal/testdb"
+)
+
+// TestConformance builds the recalc binary and drives it through every case
+// in testdata/conformance/cases exactly as ../shared/conformance/run does:
+// per step, import then run then access --format csv, against a fresh
+// database per case.
+func TestConformance(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "recalc")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build recalc: %v\n%s", err, out)
+	}
+	cases, err := filepath.Glob("../../testdata/conformance/cases/*")
+	if err != nil || len(cases) == 0 {
+		t.Fatalf("no conformance cases found (%v)", err)
+	}
+	for _, dir := range cases {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			t.Parallel()
+			url := testdb.New(t)
+			recalc := func(args ...string) (string, error) {
+				cmd := exec.Command(bin, args...)
+				cmd.Env = append(os.Environ(), "DATABASE_URL="+url, "RECALC_LOG_FORMAT=json")
+				var stdout, stderr bytes.Buffer
+				cmd.Stdout, cmd.Stderr = &stdout, &stderr
+				err := cmd.Run()
+				if err != nil {
+					return stdout.String(), &cmdError{err, stderr.String()}
+				}
+				return stdout.String(), nil
+			}
+			if _, err := recalc("init"); err != nil {
+				t.Fatalf("init: %v", err)
+			}
+			steps, _ := filepath.Glob(filepath.Join(dir, "steps", "*.json"))
+			prev := ""
+			for _, step := range steps {
+				base := strings.TrimSuffix(step, ".json")
+				name := filepath.Base(base)
+				_, invalid := os.Stat(base + ".error")
+				want := prev
+				if invalid == nil {
+					if _, err := recalc("import", step); err == nil {
+						t.Fatalf("step %s: invalid model was accepted", name)
+					}
+				} else {
+					if _, err := recalc("import", step); err != nil {
+						t.Fatalf("step %s: import: %v", name, err)
+					}
+					b, err := os.ReadFile(base + ".csv")
+					if err != nil {
+						t.Fatal(err)
+					}
+					want = string(b)
+					prev = want
+				}
+				if _, err := recalc("run"); err != nil {
+					t.Fatalf("step %s: run: %v", name, err)
+				}
+				got, err := recalc("access", "--format", "csv")
+				if err != nil {
+					t.Fatalf("step %s: access: %v", name, err)
+				}
+				if got != want {
+					t.Fatalf("step %s: access differs\n%s", name, lineDiff(want, got))
+				}
+			}
+		})
+	}
+}
+
+type cmdError struct {
+	err    error
+	stderr string
+}
+
+func (e *cmdError) Error() string { return e.err.Error() + ": " + e.stderr }
+
+// lineDiff lists lines only in want (<) or only in got (>), at most 20.
+func lineDiff(want, got string) string {
+	in := func(s string) map[string]bool {
+		m := map[string]bool{}
+		for _, l := range strings.Split(s, "\n") {
+			m[l] = true
+		}
+		return m
+	}
+	w, g := in(want), in(got)
+	var out []string
+	for _, l := range strings.Split(want, "\n") {
+		if !g[l] {
+			out = append(out, "< "+l)
+		}
+	}
+	for _, l := range strings.Split(got, "\n") {
+		if !w[l] {
+			out = append(out, "> "+l)
+		}
+	}
+	if len(out) > 20 {
+		out = append(out[:20], "...")
+	}
+	return strings.Join(out, "\n")
+}

@@ -1,0 +1,228 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/store"
+	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/schema"
+)
+
+func setup(t *testing.T) (context.Context, *pgxpool.Pool) {
+	t.Helper()
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, testdb.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if _, err := schema.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	return ctx, pool
+}
+
+func importString(ctx context.Context, pool *pgxpool.Pool, s string) (*store.Result, error) {
+	return store.Import(ctx, pool, strings.NewReader(s), zerolog.Nop())
+}
+
+// snapshot renders every table of the recalc schema, rows sorted, so two
+// snapshots are equal exactly when the stored data is.
+func snapshot(t *testing.T, ctx context.Context, pool *pgxpool.Pool) string {
+	t.Helper()
+	rows, err := pool.Query(ctx, `SELECT tablename FROM pg_tables WHERE schemaname = 'recalc' ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tables []string
+	for rows.Next() {
+		var n string
+		_ = rows.Scan(&n)
+		tables = append(tables, n)
+	}
+	var b strings.Builder
+	for _, tbl := range tables {
+		var body string
+		err := pool.QueryRow(ctx, fmt.Sprintf(`SELECT coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '') FROM recalc.%q t`, tbl)).Scan(&body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "== %s\n%s\n", tbl, body)
+	}
+	return b.String()
+}
+
+// invalidModels holds one file per kind of invalidity in the spec and the
+// interface. Each is imported over the valid base model and must be rejected
+// with a message containing want, leaving the database unchanged.
+var invalidModels = []struct{ name, file, want string }{
+	{"malformed JSON", `{"users": [`, "malformed JSON"},
+	{"not an object", `[1]`, "one JSON object"},
+	{"trailing data", `{"users": []} {}`, "after the model"},
+	{"unknown section", `{"people": []}`, `unknown section "people"`},
+	{"unknown key", `{"users": [{"id": "x", "colour": "red"}]}`, "colour"},
+	{"wrong type", `{"users": [{"id": 5}]}`, `"id" must be a string`},
+	{"wrong version", `{"version": 2}`, "version"},
+	{"external more open", `{"objects": [{"name": "account", "internal_owd": "private", "external_owd": "public_read_only"}]}`, `object "account": external OWD`},
+	{"cbp without parent", `{"objects": [{"name": "x__c", "internal_owd": "controlled_by_parent", "external_owd": "controlled_by_parent"}]}`, `object "x__c"`},
+	{"cbp on one side", `{"objects": [{"name": "account", "internal_owd": "private"}, {"name": "contact", "parent": "account", "internal_owd": "controlled_by_parent"}]}`, `object "contact"`},
+	{"standard hierarchy false", `{"objects": [{"name": "account", "internal_owd": "private", "hierarchy": false}]}`, `object "account": hierarchy`},
+	{"unknown parent object", `{"objects": [{"name": "x__c", "parent": "nope__c", "internal_owd": "private"}]}`, `"nope__c" does not exist`},
+	{"bad owd", `{"objects": [{"name": "x__c", "internal_owd": "open"}]}`, `object "x__c": internal_owd "open"`},
+	{"role cycle", `{"roles": [{"id": "a", "parent": "b"}, {"id": "b", "parent": "a"}]}`, "cycle"},
+	{"unknown role", `{"users": [{"id": "u1", "role": "nope"}]}`, `user "u1": role "nope" does not exist`},
+	{"group cycle", `{"groups": [{"id": "g0", "members": ["group:g1"]}, {"id": "g1", "members": ["group:g0"]}, {"id": "support_q", "queue": true, "members": []}]}`, "group nesting cycle"},
+	{"bad grantee", `{"groups": [{"id": "g0", "members": ["team:x"]}, {"id": "support_q", "queue": true, "members": []}]}`, `group "g0"`},
+	{"territory cycle", `{"territories": [{"id": "west", "parent": "east"}, {"id": "east", "parent": "west"}]}`, "cycle"},
+	{"rule on cbp object", `{"rules": [{"id": "bad", "object": "contact", "type": "owner", "source": "all_internal_users", "target": "group:emea", "access": "read"}]}`, `rule "bad": object "contact" is controlled_by_parent`},
+	{"unknown op", `{"rules": [{"id": "bad", "object": "account", "type": "criteria", "target": "group:emea", "access": "read", "criteria": {"conditions": [{"field": "x", "op": "matches", "value": "y"}]}}]}`, `rule "bad": condition 1: unknown op "matches"`},
+	{"bad logic", `{"rules": [{"id": "bad", "object": "account", "type": "criteria", "target": "group:emea", "access": "read", "criteria": {"conditions": [{"field": "x", "op": "equals", "value": "y"}], "logic": "1 AND"}}]}`, `rule "bad": logic`},
+	{"logic names missing condition", `{"rules": [{"id": "bad", "object": "account", "type": "criteria", "target": "group:emea", "access": "read", "criteria": {"conditions": [{"field": "x", "op": "equals", "value": "y"}], "logic": "1 OR 2"}}]}`, "condition 2 does not exist"},
+	{"empty conditions", `{"rules": [{"id": "bad", "object": "account", "type": "criteria", "target": "group:emea", "access": "read", "criteria": {"conditions": []}}]}`, `rule "bad": criteria has no conditions`},
+	{"rule access all", `{"rules": [{"id": "bad", "object": "account", "type": "owner", "source": "all_internal_users", "target": "group:emea", "access": "all"}]}`, `rule "bad": access "all"`},
+	{"child access off account", `{"rules": [{"id": "bad", "object": "case", "type": "owner", "source": "all_internal_users", "target": "group:emea", "access": "read", "case_access": "read"}]}`, `rule "bad": child access`},
+	{"owner rule with user source", `{"rules": [{"id": "bad", "object": "account", "type": "owner", "source": "user:u1", "target": "group:emea", "access": "read"}]}`, `rule "bad": source`},
+	{"string op on number", `{"rules": [{"id": "bad", "object": "account", "type": "criteria", "target": "group:emea", "access": "read", "criteria": {"conditions": [{"field": "x", "op": "contains", "value": 3}]}}]}`, `rule "bad"`},
+	{"too many rules", manyRules(301, "owner"), "more than 300"},
+	{"too many criteria rules", manyRules(51, "criteria"), "more than 50"},
+	{"duplicate share", `{"shares": [{"object": "account", "record": "a1", "grantee": "user:u1", "access": "read", "cause": "manual"}, {"object": "account", "record": "a1", "grantee": "user:u1", "access": "edit", "cause": "manual"}]}`, "listed twice"},
+	{"apex on standard object", `{"shares": [{"object": "account", "record": "a1", "grantee": "user:u1", "access": "read", "cause": "apex:x"}]}`, "custom objects"},
+	{"bad cause", `{"shares": [{"object": "account", "record": "a1", "grantee": "user:u1", "access": "read", "cause": "Apex:X"}]}`, "cause"},
+	{"share on cbp object", `{"shares": [{"object": "contact", "record": "k1", "grantee": "user:u1", "access": "read", "cause": "manual"}]}`, "controlled_by_parent"},
+	{"share object mismatch", `{"shares": [{"object": "case", "record": "a1", "grantee": "user:u1", "access": "read", "cause": "manual"}]}`, `record is a account`},
+	{"share on missing record", `{"shares": [{"object": "account", "record": "zz", "grantee": "user:u1", "access": "read", "cause": "manual"}]}`, `"zz": record does not exist`},
+	{"share to missing user", `{"shares": [{"object": "account", "record": "a1", "grantee": "user:ghost", "access": "read", "cause": "manual"}]}`, "user:ghost does not exist"},
+	{"team on contact", `{"teams": [{"record": "k1", "user": "u1", "access": "read"}]}`, "teams exist only"},
+	{"duplicate team", `{"teams": [{"record": "a1", "user": "u1", "access": "read"}, {"record": "a1", "user": "u1", "access": "edit"}]}`, "listed twice"},
+	{"team child access off account", `{"teams": [{"record": "c1", "user": "u1", "access": "read", "case_access": "read"}]}`, "child access"},
+	{"duplicate record", `{"records": [{"object": "account", "id": "a1", "owner": "u1"}, {"object": "account", "id": "a1", "owner": "u1"}, {"object": "project__c", "id": "p9", "owner": "u1"}]}`, `record "a1" is defined twice`},
+	{"unknown owner", `{"records": [{"object": "account", "id": "a1", "owner": "ghost"}, {"object": "project__c", "id": "p9", "owner": "u1"}]}`, `owner "ghost"`},
+	{"parent of wrong object", `{"records": [{"object": "account", "id": "a1", "owner": "u1"}, {"object": "case", "id": "c1", "owner": "u1", "parent": "p9"}, {"object": "project__c", "id": "p9", "owner": "u1"}]}`, `record "c1": parent record "p9" is a project__c`},
+	{"territory on case", `{"records": [{"object": "account", "id": "a1", "owner": "u1"}, {"object": "case", "id": "c1", "owner": "u1", "territories": ["west"]}, {"object": "project__c", "id": "p9", "owner": "u1"}]}`, "only account records"},
+	{"field of wrong type", `{"records": [{"object": "account", "id": "a1", "owner": "u1", "fields": {"x": [1]}}]}`, `records[0]: field "x"`},
+	// Sections absent from the file are checked too, against what is stored.
+	{"removing a user who owns records", `{"users": [{"id": "p1", "type": "external", "role": "vp"}, {"id": "old", "active": false}]}`, `u1`},
+	{"removing a record with shares", `{"records": [{"object": "case", "id": "c1", "owner": "support_q"}, {"object": "project__c", "id": "p9", "owner": "old"}]}`, `record "a1"`},
+	{"removing an object in use", `{"objects": [{"name": "account", "internal_owd": "private"}]}`, "does not exist"},
+}
+
+func manyRules(n int, typ string) string {
+	var rules []string
+	for i := 0; i < n; i++ {
+		if typ == "owner" {
+			rules = append(rules, fmt.Sprintf(`{"id": "r%d", "object": "account", "type": "owner", "source": "all_internal_users", "target": "group:emea", "access": "read"}`, i))
+		} else {
+			rules = append(rules, fmt.Sprintf(`{"id": "r%d", "object": "account", "type": "criteria", "target": "group:emea", "access": "read", "criteria": {"conditions": [{"field": "x", "op": "equals", "value": %d}]}}`, i, i))
+		}
+	}
+	return `{"rules": [` + strings.Join(rules, ",") + `]}`
+}
+
+func TestInvalidImportLeavesDatabaseUnchanged(t *testing.T) {
+	ctx, pool := setup(t)
+	base, err := os.ReadFile("testdata/base.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := importString(ctx, pool, string(base)); err != nil {
+		t.Fatalf("base model: %v", err)
+	}
+	if _, err := engine.Full(ctx, pool, engine.Options{Workers: 2, ChunkSize: 2}, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	// A pending change, so the change log is part of what must not move.
+	if _, err := importString(ctx, pool, `{"users": [{"id": "u1", "role": "ceo"}, {"id": "p1", "type": "external", "role": "vp"}, {"id": "old", "active": false}]}`); err != nil {
+		t.Fatal(err)
+	}
+	before := snapshot(t, ctx, pool)
+	for _, tc := range invalidModels {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := importString(ctx, pool, tc.file)
+			var inv *store.InvalidError
+			if !errors.As(err, &inv) {
+				t.Fatalf("want an invalid-model error, got %v", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not mention %q", err, tc.want)
+			}
+			if after := snapshot(t, ctx, pool); after != before {
+				t.Errorf("database changed by a rejected import")
+			}
+		})
+	}
+}
+
+func TestOwnerChangeWipesStoredManualShares(t *testing.T) {
+	ctx, pool := setup(t)
+	base, _ := os.ReadFile("testdata/base.json")
+	if _, err := importString(ctx, pool, string(base)); err != nil {
+		t.Fatal(err)
+	}
+	// a1 changes owner; the file still lists the stored manual share (wiped)
+	// and adds a new one (kept), in the same import.
+	res, err := importString(ctx, pool, `{
+		"records": [{"object": "account", "id": "a1", "owner": "p1"}, {"object": "case", "id": "c1", "owner": "support_q", "parent": "a1"},
+		            {"object": "contact", "id": "k1", "owner": "u1", "parent": "a1"}, {"object": "project__c", "id": "p9", "owner": "old"}],
+		"shares": [{"object": "account", "record": "a1", "grantee": "user:p1", "access": "edit", "cause": "manual"},
+		           {"object": "account", "record": "a1", "grantee": "user:old", "access": "read", "cause": "manual"},
+		           {"object": "project__c", "record": "p9", "grantee": "group:emea", "access": "read", "cause": "apex:sync"}]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ManualSharesWiped != 1 {
+		t.Errorf("wiped %d manual shares, want 1", res.ManualSharesWiped)
+	}
+	var got []string
+	rows, _ := pool.Query(ctx, `SELECT record || ' ' || grantee || ' ' || cause FROM recalc.share_input ORDER BY 1`)
+	for rows.Next() {
+		var s string
+		_ = rows.Scan(&s)
+		got = append(got, s)
+	}
+	want := []string{"a1 user:old manual", "p9 group:emea apex:sync"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("shares after owner change = %v, want %v", got, want)
+	}
+}
+
+func TestImportRecordsChanges(t *testing.T) {
+	ctx, pool := setup(t)
+	base, _ := os.ReadFile("testdata/base.json")
+	if _, err := importString(ctx, pool, string(base)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := engine.Full(ctx, pool, engine.Options{Workers: 1, ChunkSize: 100}, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	_ = pool.QueryRow(ctx, `SELECT count(*) FROM recalc.change`).Scan(&n)
+	if n != 0 {
+		t.Fatalf("change log holds %d rows after a full run, want 0", n)
+	}
+	// Re-importing the same file changes nothing; editing one record logs it.
+	if _, err := importString(ctx, pool, string(base)); err != nil {
+		t.Fatal(err)
+	}
+	_ = pool.QueryRow(ctx, `SELECT count(*) FROM recalc.change`).Scan(&n)
+	if n != 0 {
+		t.Errorf("re-importing the same model logged %d changes, want 0", n)
+	}
+	edited := strings.Replace(string(base), `"Healthcare"`, `"Retail"`, 1)
+	if _, err := importString(ctx, pool, edited); err != nil {
+		t.Fatal(err)
+	}
+	var keys string
+	_ = pool.QueryRow(ctx, `SELECT string_agg(kind || ':' || key, ',' ORDER BY seq) FROM recalc.change`).Scan(&keys)
+	if keys != "record:a1" {
+		t.Errorf("changes = %q, want record:a1", keys)
+	}
+}
