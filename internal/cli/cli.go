@@ -107,10 +107,12 @@ func App(out, errOut io.Writer) *cli.App {
 				},
 			},
 			{
-				Name:   "stats",
-				Usage:  "summarise the materialized tables: records, users, closure and share rows by row cause",
-				Flags:  []cli.Flag{&cli.StringFlag{Name: "format", Value: "text", Usage: "text or json"}},
-				Action: func(c *cli.Context) error { return action(out, errOut, func(ctx context.Context, env *Env) error { return Stats(ctx, env, c.String("format")) })(c) },
+				Name:  "stats",
+				Usage: "summarise the materialized tables: records, users, closure and share rows by row cause",
+				Flags: []cli.Flag{&cli.StringFlag{Name: "format", Value: "text", Usage: "text or json"}},
+				Action: func(c *cli.Context) error {
+					return action(out, errOut, func(ctx context.Context, env *Env) error { return Stats(ctx, env, c.String("format")) })(c)
+				},
 			},
 		},
 	}

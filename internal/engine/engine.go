@@ -129,4 +129,3 @@ func Full(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logg
 		Msg("full recalculation done")
 	return rep, nil
 }
-
