@@ -8,8 +8,6 @@
 --     group grain). Reads (access_level, `recalc access`) use only these, so an
 --     import changes no one's access until the next run.
 
-CREATE SCHEMA IF NOT EXISTS recalc;
-
 -- Configuration sections (objects, roles, users, groups, territories, rules),
 -- one JSON list each, exactly as last imported.
 CREATE TABLE recalc.model_section (

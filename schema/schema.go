@@ -61,7 +61,14 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied int, err error) {
 		if err := locks.XactLock(ctx, tx, locks.Schema); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS recalc; CREATE TABLE IF NOT EXISTS recalc.schema_version (
+		// CREATE SCHEMA IF NOT EXISTS would need CREATE on the database even
+		// when the schema exists, which a least-privilege role lacks.
+		if _, err := tx.Exec(ctx, `DO $$ BEGIN
+			IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'recalc') THEN CREATE SCHEMA recalc; END IF;
+			END $$`); err != nil {
+			return fmt.Errorf("create schema recalc: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS recalc.schema_version (
 			version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
 			return fmt.Errorf("create version table: %w", err)
 		}

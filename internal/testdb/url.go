@@ -20,3 +20,15 @@ func withDatabase(conn, db string) string {
 	}
 	return conn + " dbname=" + db
 }
+
+// WithUser returns conn with its user replaced.
+func WithUser(conn, user string) string {
+	if strings.HasPrefix(conn, "postgres://") || strings.HasPrefix(conn, "postgresql://") {
+		u, err := url.Parse(conn)
+		if err == nil {
+			u.User = url.User(user)
+			return u.String()
+		}
+	}
+	return conn + " user=" + user
+}

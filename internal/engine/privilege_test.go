@@ -1,0 +1,76 @@
+package engine_test
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/oracle"
+	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/schema"
+)
+
+// TestLeastPrivilegeRole runs init, import and a full run as the role the
+// README documents: no superuser, no CREATEDB, owner of the recalc schema only.
+func TestLeastPrivilegeRole(t *testing.T) {
+	ctx := context.Background()
+	url := testdb.New(t)
+	var b [4]byte
+	_, _ = crand.Read(b[:])
+	role := "recalc_engine_" + hex.EncodeToString(b[:])
+	admin, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	q := pgx.Identifier{role}.Sanitize()
+	for _, sql := range []string{
+		`CREATE ROLE ` + q + ` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT`,
+		`REVOKE CREATE ON SCHEMA public FROM PUBLIC`,
+		`CREATE SCHEMA recalc AUTHORIZATION ` + q,
+	} {
+		if _, err := admin.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(ctx, url)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close(ctx)
+		if _, err := c.Exec(ctx, `DROP OWNED BY `+q+`; DROP ROLE `+q); err != nil {
+			t.Errorf("drop role: %v", err)
+		}
+	})
+	pool, err := pgxpool.New(ctx, testdb.WithUser(url, role))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var super bool
+	if err := pool.QueryRow(ctx, `SELECT rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&super); err != nil || super {
+		t.Fatalf("test must run as a non-superuser (super=%v, err=%v)", super, err)
+	}
+	if _, err := schema.Migrate(ctx, pool); err != nil {
+		t.Fatalf("init as %s: %v", role, err)
+	}
+	m := oracle.RandomModel(rand.New(rand.NewPCG(7, 7)), 40)
+	importModel(t, ctx, pool, m, nil)
+	for i := 0; i < 2; i++ { // twice: the second full run swaps out tables the first created
+		if _, err := engine.Full(ctx, pool, engine.Options{Workers: 2, ChunkSize: 10}, zerolog.Nop()); err != nil {
+			t.Fatalf("full run as %s: %v", role, err)
+		}
+	}
+	if got, want := accessCSV(t, ctx, pool), oracle.CSV(oracle.Access(m)); got != want {
+		t.Fatalf("access as %s differs from the oracle\n%s", role, diff(want, got))
+	}
+}
