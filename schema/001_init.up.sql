@@ -27,13 +27,12 @@ CREATE TABLE recalc.record (
     object      text NOT NULL,
     owner       text NOT NULL,
     parent      text,
-    parent_rid  bigint,
-    root_rid    bigint,           -- top ancestor: a record's family is all records sharing it
+    -- id of the top ancestor: a record's family is all records sharing it
+    root_id     text COLLATE "C" NOT NULL,
     fields      jsonb NOT NULL DEFAULT '{}',
     territories text[] NOT NULL DEFAULT '{}'
 );
-CREATE INDEX record_root_idx ON recalc.record (root_rid);
-CREATE INDEX record_parent_idx ON recalc.record (parent_rid);
+CREATE INDEX record_root_idx ON recalc.record (root_id);
 
 -- Manual and apex shares: inputs, never recalculated away.
 CREATE TABLE recalc.share_input (

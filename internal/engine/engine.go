@@ -91,7 +91,7 @@ func Full(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logg
 		rows := org.Compute(in)
 		n, err := sharetable.CopyRows(ctx, pool, rows, dict)
 		if err != nil {
-			return fmt.Errorf("chunk %d (roots %d..%d): %w", i, ranges[i][0], ranges[i][1], err)
+			return fmt.Errorf("chunk %d (roots %q..%q): %w", i, ranges[i][0], ranges[i][1], err)
 		}
 		records.Add(int64(len(in.Records)))
 		shareRows.Add(n)

@@ -86,8 +86,8 @@ func Decode(r io.Reader, sink Sink) (*File, error) {
 		}
 		seen[key] = true
 		if key == "version" {
-			var v json.Number
-			if err := dec.Decode(&v); err != nil || v.String() != "1" {
+			var v json.RawMessage // not json.Number, which also takes the string "1"
+			if err := dec.Decode(&v); err != nil || strings.TrimSpace(string(v)) != "1" {
 				return nil, fmt.Errorf("version must be 1")
 			}
 			continue
@@ -168,6 +168,9 @@ func decodeEntry[R any](dec *json.Decoder, sec string, i int, raw *R) error {
 	if err := dec.Decode(raw); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
+			if te.Field == "" {
+				return fmt.Errorf("%s[%d]: must be a JSON object, not %s", sec, i, te.Value)
+			}
 			return fmt.Errorf("%s[%d]: field %q must be a %s, not %s", sec, i, te.Field, goTypeName(te.Type.String()), te.Value)
 		}
 		var se *json.SyntaxError

@@ -8,6 +8,10 @@
 // per-record results are memoised so that controlled-by-parent chains and
 // implicit parent access stay linear. It is meant for models of a few
 // hundred records, not for benchmarks.
+//
+// Merge applies one imported file to a stored model the way `recalc import`
+// must, owner-change wipe of manual shares included. RandomModel and Mutate
+// generate valid models and change histories for differential tests.
 package oracle
 
 import (

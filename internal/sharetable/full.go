@@ -98,34 +98,35 @@ func WriteConfig(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) error
 }
 
 // RootRanges splits the record families into chunks of about size records,
-// returned as inclusive root rid ranges in key order.
-func RootRanges(ctx context.Context, q Querier, size int) ([][2]int64, error) {
-	rows, err := q.Query(ctx, `SELECT root_rid, count(*) FROM recalc.record GROUP BY root_rid ORDER BY root_rid`)
+// returned as inclusive ranges of root record ids in byte order.
+func RootRanges(ctx context.Context, q Querier, size int) ([][2]string, error) {
+	rows, err := q.Query(ctx, `SELECT root_id, count(*) FROM recalc.record GROUP BY root_id ORDER BY root_id`)
 	if err != nil {
 		return nil, fmt.Errorf("list record families: %w", err)
 	}
-	var out [][2]int64
+	var out [][2]string
 	var n int64
-	for rows.Next() {
-		var root, cnt int64
-		if err := rows.Scan(&root, &cnt); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("list record families: %w", err)
-		}
+	var root string
+	var cnt int64
+	_, err = pgx.ForEachRow(rows, []any{&root, &cnt}, func() error {
 		if len(out) == 0 || n >= int64(size) {
-			out = append(out, [2]int64{root, root})
+			out = append(out, [2]string{root, root})
 			n = 0
 		}
 		out[len(out)-1][1] = root
 		n += cnt
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list record families: %w", err)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // LoadFamilies reads the records, shares and team entries of the families
-// whose root rid lies in [lo, hi]. Fields are read only for objects that
-// have criteria rules (directly, or through their parent account).
-func LoadFamilies(ctx context.Context, q Querier, org *grants.Org, lo, hi int64) (*grants.Input, error) {
+// whose root id lies in [lo, hi]. Fields are read only for objects that
+// have criteria rules.
+func LoadFamilies(ctx context.Context, q Querier, org *grants.Org, lo, hi string) (*grants.Input, error) {
 	var withFields []string
 	for _, o := range org.Index().Config.Objects {
 		if org.HasCriteria(o.Name) {
@@ -134,29 +135,34 @@ func LoadFamilies(ctx context.Context, q Querier, org *grants.Org, lo, hi int64)
 	}
 	in := &grants.Input{Shares: map[int64][]model.Share{}, Teams: map[int64][]model.Team{}}
 	rows, err := q.Query(ctx, `
-		SELECT rid, id, object, owner, coalesce(parent_rid, 0), territories,
+		SELECT rid, id, object, owner, coalesce(parent, ''), territories,
 		       CASE WHEN object = ANY($3) THEN fields END
-		FROM recalc.record WHERE root_rid BETWEEN $1 AND $2 ORDER BY rid`, lo, hi, withFields)
+		FROM recalc.record WHERE root_id BETWEEN $1 AND $2`, lo, hi, withFields)
 	if err != nil {
-		return nil, fmt.Errorf("read records %d..%d: %w", lo, hi, err)
+		return nil, fmt.Errorf("read records %q..%q: %w", lo, hi, err)
 	}
-	for rows.Next() {
-		var r grants.Record
-		if err := rows.Scan(&r.RID, &r.ID, &r.Object, &r.Owner, &r.ParentRID, &r.Territories, &r.Fields); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("read records %d..%d: %w", lo, hi, err)
-		}
+	var r grants.Record
+	_, err = pgx.ForEachRow(rows, []any{&r.RID, &r.ID, &r.Object, &r.Owner, &r.Parent, &r.Territories, &r.Fields}, func() error {
 		in.Records = append(in.Records, r)
+		r = grants.Record{}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read records %q..%q: %w", lo, hi, err)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read records %d..%d: %w", lo, hi, err)
+	rids := make(map[string]int64, len(in.Records))
+	for _, r := range in.Records {
+		rids[r.ID] = r.RID
+	}
+	for i := range in.Records {
+		in.Records[i].ParentRID = rids[in.Records[i].Parent]
 	}
 	rows, err = q.Query(ctx, `
 		SELECT r.rid, s.object, s.grantee, s.access, s.cause
 		FROM recalc.share_input s JOIN recalc.record r ON r.id = s.record
-		WHERE r.root_rid BETWEEN $1 AND $2`, lo, hi)
+		WHERE r.root_id BETWEEN $1 AND $2`, lo, hi)
 	if err != nil {
-		return nil, fmt.Errorf("read shares %d..%d: %w", lo, hi, err)
+		return nil, fmt.Errorf("read shares %q..%q: %w", lo, hi, err)
 	}
 	for rows.Next() {
 		var rid int64
@@ -164,7 +170,7 @@ func LoadFamilies(ctx context.Context, q Querier, org *grants.Org, lo, hi int64)
 		var g string
 		if err := rows.Scan(&rid, &s.Object, &g, &s.Access, &s.Cause); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("read shares %d..%d: %w", lo, hi, err)
+			return nil, fmt.Errorf("read shares %q..%q: %w", lo, hi, err)
 		}
 		if s.Grantee, err = model.ParseGrantee(g, false); err != nil {
 			rows.Close()
@@ -173,21 +179,21 @@ func LoadFamilies(ctx context.Context, q Querier, org *grants.Org, lo, hi int64)
 		in.Shares[rid] = append(in.Shares[rid], s)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read shares %d..%d: %w", lo, hi, err)
+		return nil, fmt.Errorf("read shares %q..%q: %w", lo, hi, err)
 	}
 	rows, err = q.Query(ctx, `
 		SELECT r.rid, t.user_id, t.access, t.contact_access, t.opportunity_access, t.case_access
 		FROM recalc.team t JOIN recalc.record r ON r.id = t.record
-		WHERE r.root_rid BETWEEN $1 AND $2`, lo, hi)
+		WHERE r.root_id BETWEEN $1 AND $2`, lo, hi)
 	if err != nil {
-		return nil, fmt.Errorf("read teams %d..%d: %w", lo, hi, err)
+		return nil, fmt.Errorf("read teams %q..%q: %w", lo, hi, err)
 	}
 	for rows.Next() {
 		var rid int64
 		var t model.Team
 		if err := rows.Scan(&rid, &t.User, &t.Access, &t.Child.Contact, &t.Child.Opportunity, &t.Child.Case); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("read teams %d..%d: %w", lo, hi, err)
+			return nil, fmt.Errorf("read teams %q..%q: %w", lo, hi, err)
 		}
 		in.Teams[rid] = append(in.Teams[rid], t)
 	}

@@ -217,13 +217,29 @@ func apply(ctx context.Context, tx pgx.Tx, f *model.File, res *Result) error {
 			"record %q is defined twice%s"); err != nil {
 			return err
 		}
+		// Each record's family root, from the staged parent links. Depth is
+		// bounded by the object hierarchy; the cap only stops a cycle, which
+		// validation then reports as a parent of the wrong object.
+		if err := exec(ctx, tx, "merge records", nil, `
+			CREATE TEMP TABLE staged_record ON COMMIT DROP AS
+			WITH RECURSIVE fam (id, root, depth) AS (
+			    SELECT id, id, 0 FROM stage WHERE kind = 1 AND parent = ''
+			    UNION ALL
+			    SELECT c.id, f.root, f.depth + 1 FROM stage c JOIN fam f ON c.kind = 1 AND c.parent = f.id
+			    WHERE f.depth < 100)
+			SELECT n.id, n.object, n.owner, nullif(n.parent, '') AS parent, coalesce(fam.root, n.id) AS root_id,
+			       n.fields, n.territories
+			FROM stage n LEFT JOIN fam ON fam.id = n.id WHERE n.kind = 1`,
+			`ANALYZE staged_record`); err != nil {
+			return err
+		}
 		if err := exec(ctx, tx, "merge records", &res.Changes, `
 			INSERT INTO recalc.change (kind, key)
 			SELECT 'record', coalesce(n.id, r.id)
-			FROM recalc.record r FULL JOIN (SELECT * FROM stage WHERE kind = 1) n ON n.id = r.id
+			FROM recalc.record r FULL JOIN staged_record n ON n.id = r.id
 			WHERE r.id IS NULL OR n.id IS NULL
-			   OR (r.object, r.owner, coalesce(r.parent, ''), r.fields, r.territories)
-			      IS DISTINCT FROM (n.object, n.owner, n.parent, n.fields, n.territories)`); err != nil {
+			   OR (r.object, r.owner, r.parent, r.root_id, r.fields, r.territories)
+			      IS DISTINCT FROM (n.object, n.owner, n.parent, n.root_id, n.fields, n.territories)`); err != nil {
 			return err
 		}
 		// The manual shares the stored version had on records changing owner
@@ -232,27 +248,17 @@ func apply(ctx context.Context, tx pgx.Tx, f *model.File, res *Result) error {
 			CREATE TEMP TABLE wiped ON COMMIT DROP AS
 			SELECT s.record, s.grantee FROM recalc.share_input s
 			JOIN recalc.record r ON r.id = s.record
-			JOIN stage n ON n.kind = 1 AND n.id = r.id
+			JOIN staged_record n ON n.id = r.id
 			WHERE s.cause = 'manual' AND n.owner <> r.owner`,
-			`DELETE FROM recalc.record r WHERE NOT EXISTS (SELECT 1 FROM stage n WHERE n.kind = 1 AND n.id = r.id)`,
-			`UPDATE recalc.record r SET object = n.object, owner = n.owner, parent = nullif(n.parent, ''),
+			`DELETE FROM recalc.record r WHERE NOT EXISTS (SELECT 1 FROM staged_record n WHERE n.id = r.id)`,
+			`UPDATE recalc.record r SET object = n.object, owner = n.owner, parent = n.parent, root_id = n.root_id,
 			        fields = n.fields, territories = n.territories
-			 FROM stage n WHERE n.kind = 1 AND n.id = r.id
-			   AND (r.object, r.owner, coalesce(r.parent, ''), r.fields, r.territories)
-			       IS DISTINCT FROM (n.object, n.owner, n.parent, n.fields, n.territories)`,
-			`INSERT INTO recalc.record (id, object, owner, parent, fields, territories)
-			 SELECT n.id, n.object, n.owner, nullif(n.parent, ''), n.fields, n.territories FROM stage n
-			 WHERE n.kind = 1 AND NOT EXISTS (SELECT 1 FROM recalc.record r WHERE r.id = n.id)`,
-			`UPDATE recalc.record c SET parent_rid = p.rid FROM recalc.record p
-			 WHERE p.id = c.parent AND c.parent_rid IS DISTINCT FROM p.rid`,
-			`UPDATE recalc.record SET parent_rid = NULL WHERE parent IS NULL AND parent_rid IS NOT NULL`,
-			`WITH RECURSIVE fam (rid, root, depth) AS (
-			     SELECT rid, rid, 0 FROM recalc.record WHERE parent_rid IS NULL
-			     UNION ALL
-			     SELECT c.rid, f.root, f.depth + 1 FROM recalc.record c JOIN fam f ON c.parent_rid = f.rid
-			     WHERE f.depth < 100)
-			 UPDATE recalc.record r SET root_rid = fam.root FROM fam
-			 WHERE fam.rid = r.rid AND r.root_rid IS DISTINCT FROM fam.root`); err != nil {
+			 FROM staged_record n WHERE n.id = r.id
+			   AND (r.object, r.owner, r.parent, r.root_id, r.fields, r.territories)
+			       IS DISTINCT FROM (n.object, n.owner, n.parent, n.root_id, n.fields, n.territories)`,
+			`INSERT INTO recalc.record (id, object, owner, parent, root_id, fields, territories)
+			 SELECT n.id, n.object, n.owner, n.parent, n.root_id, n.fields, n.territories FROM staged_record n
+			 WHERE NOT EXISTS (SELECT 1 FROM recalc.record r WHERE r.id = n.id)`); err != nil {
 			return err
 		}
 	}

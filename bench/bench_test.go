@@ -1,0 +1,108 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/bench/gen"
+	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/store"
+	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/schema"
+)
+
+// size is BENCH_SIZE, or def.
+func size(def int) int {
+	if n, err := strconv.Atoi(os.Getenv("BENCH_SIZE")); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+// orgFile generates an org of n records into a temporary file.
+func orgFile(b *testing.B, n int) string {
+	b.Helper()
+	path := filepath.Join(b.TempDir(), "org.json")
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	if _, err := gen.Write(w, gen.NewOptions(n, 1)); err != nil {
+		b.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return path
+}
+
+func freshPool(b *testing.B) *pgxpool.Pool {
+	b.Helper()
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, testdb.New(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(pool.Close)
+	if _, err := schema.Migrate(ctx, pool); err != nil {
+		b.Fatal(err)
+	}
+	return pool
+}
+
+func importFile(b *testing.B, pool *pgxpool.Pool, path string) {
+	b.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := store.Import(context.Background(), pool, bufio.NewReaderSize(f, 1<<20), zerolog.Nop()); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkImport measures `recalc import` of a whole org into an empty
+// database: streaming parse, COPY, merge and reference checks.
+func BenchmarkImport(b *testing.B) {
+	n := size(100_000)
+	path := orgFile(b, n)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		pool := freshPool(b)
+		b.StartTimer()
+		importFile(b, pool, path)
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkFullRecalc measures `recalc run --full` on an imported org.
+func BenchmarkFullRecalc(b *testing.B) {
+	n := size(100_000)
+	pool := freshPool(b)
+	importFile(b, pool, orgFile(b, n))
+	b.ResetTimer()
+	var rows int64
+	for i := 0; i < b.N; i++ {
+		rep, err := engine.Full(context.Background(), pool, engine.Options{Workers: 2, ChunkSize: 20000}, zerolog.Nop())
+		if err != nil {
+			b.Fatal(err)
+		}
+		rows = rep.ShareRows
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+	b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "share_rows/s")
+	b.ReportMetric(float64(rows), "share_rows")
+}

@@ -1,0 +1,245 @@
+package model
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+func TestConditionMatch(t *testing.T) {
+	fields := Fields{
+		"s":     Str("Tech"),
+		"lower": Str("tech"),
+		"spc":   Str(" Tech"),
+		"empty": Str(""),
+		"n":     Num(5),
+		"neg":   Num(-2.5),
+		"sn":    Str("5"),
+		"b":     Bol(true),
+		"f":     Bol(false),
+		"null":  {},
+		"utf":   Str("é"),
+		"up":    Str("B"),
+	}
+	type tc struct {
+		field string
+		op    Op
+		value Value
+		want  bool
+	}
+	cases := []tc{
+		// Missing and null fields: false for every op.
+		{"missing", OpEquals, Str("x"), false},
+		{"missing", OpNotEquals, Str("x"), false},
+		{"missing", OpNotContains, Str("x"), false},
+		{"missing", OpNotEquals, Bol(true), false},
+		{"missing", OpLT, Num(1), false},
+		{"null", OpEquals, Str(""), false},
+		{"null", OpNotEquals, Str("x"), false},
+		{"null", OpNotEquals, Num(1), false},
+		{"null", OpNotEquals, Bol(false), false},
+		{"null", OpNotContains, Str("x"), false},
+		{"null", OpGE, Num(0), false},
+
+		// Strings.
+		{"s", OpEquals, Str("Tech"), true},
+		{"s", OpEquals, Str("tech"), false},
+		{"s", OpNotEquals, Str("tech"), true},
+		{"s", OpNotEquals, Str("Tech"), false},
+		{"s", OpContains, Str("ec"), true},
+		{"s", OpContains, Str("EC"), false},
+		{"s", OpContains, Str(""), true},
+		{"s", OpNotContains, Str("EC"), true},
+		{"s", OpNotContains, Str("ec"), false},
+		{"s", OpStartsWith, Str("Te"), true},
+		{"s", OpStartsWith, Str("te"), false},
+		{"s", OpStartsWith, Str("ch"), false},
+		{"empty", OpEquals, Str(""), true},
+
+		// Comma lists: any of the trimmed values; the field itself is not trimmed.
+		{"s", OpEquals, Str("Retail, Tech"), true},
+		{"s", OpEquals, Str("Tech ,Retail"), true},
+		{"s", OpEquals, Str("  Tech  ,  x"), true},
+		{"s", OpEquals, Str("Retail,Health"), false},
+		{"s", OpEquals, Str("tech,TECH"), false},
+		{"s", OpNotEquals, Str("Retail, Tech"), false},
+		{"s", OpNotEquals, Str("Retail,Health"), true},
+		{"spc", OpEquals, Str("Tech,x"), false},
+		{"spc", OpEquals, Str(" Tech"), true},
+		{"s", OpContains, Str("Tech,x"), false}, // lists are for equals and not_equals only
+		{"missing", OpNotEquals, Str("a,b"), false},
+
+		// Byte-order string comparison.
+		{"up", OpLT, Str("a"), true}, // 'B' < 'a'
+		{"lower", OpGT, Str("Tech"), true},
+		{"s", OpLT, Str("tech"), true},
+		{"s", OpLE, Str("Tech"), true},
+		{"s", OpLT, Str("Tech"), false},
+		{"s", OpGE, Str("Tech"), true},
+		{"s", OpGT, Str("Te"), true},
+		{"utf", OpGT, Str("z"), true}, // 0xC3 > 'z'
+		{"empty", OpLT, Str("a"), true},
+		{"sn", OpLT, Str("10"), false}, // "5" > "10" as strings
+
+		// Numbers.
+		{"n", OpEquals, Num(5), true},
+		{"n", OpNotEquals, Num(5), false},
+		{"n", OpNotEquals, Num(4), true},
+		{"n", OpLT, Num(10), true},
+		{"n", OpLE, Num(5), true},
+		{"n", OpGT, Num(5), false},
+		{"n", OpGE, Num(5), true},
+		{"neg", OpLT, Num(-2), true},
+		{"neg", OpEquals, Num(-2.5), true},
+
+		// Booleans.
+		{"b", OpEquals, Bol(true), true},
+		{"b", OpEquals, Bol(false), false},
+		{"b", OpNotEquals, Bol(false), true},
+		{"f", OpNotEquals, Bol(true), true},
+		{"f", OpEquals, Bol(false), true},
+	}
+	// Type mismatch: false for every op, not_equals included.
+	for _, op := range []Op{OpEquals, OpNotEquals, OpLT, OpLE, OpGT, OpGE} {
+		cases = append(cases,
+			tc{"sn", op, Num(5), false},
+			tc{"n", op, Str("5"), false},
+			tc{"sn", op, Num(7), false},
+			tc{"n", op, Str("7"), false},
+		)
+	}
+	for _, op := range []Op{OpEquals, OpNotEquals} {
+		cases = append(cases,
+			tc{"b", op, Str("true"), false},
+			tc{"b", op, Num(1), false},
+			tc{"s", op, Bol(true), false},
+			tc{"s", op, Bol(false), false},
+			tc{"n", op, Bol(true), false},
+			tc{"b", op, Str("a,true"), false},
+		)
+	}
+	for _, op := range []Op{OpContains, OpNotContains, OpStartsWith} {
+		cases = append(cases,
+			tc{"n", op, Str("5"), false},
+			tc{"b", op, Str("t"), false},
+			tc{"null", op, Str(""), false},
+		)
+	}
+	for _, c := range cases {
+		cond := Condition{Field: c.field, Op: c.op, Value: c.value}
+		if got := cond.Match(fields); got != c.want {
+			t.Errorf("%s %s %+v = %v, want %v", c.field, c.op, c.value, got, c.want)
+		}
+	}
+}
+
+// boolCriteria returns n conditions, condition i matching when field "ci"
+// is true, and fields that make condition i true when bit i-1 of bits is set.
+func boolCriteria(n int, bits int) ([]Condition, Fields) {
+	conds := make([]Condition, n)
+	f := Fields{}
+	for i := range conds {
+		name := fmt.Sprintf("c%d", i+1)
+		conds[i] = Condition{Field: name, Op: OpEquals, Value: Bol(true)}
+		f[name] = Bol(bits&(1<<i) != 0)
+	}
+	return conds, f
+}
+
+func TestLogicSemantics(t *testing.T) {
+	type env func(int) bool
+	cases := []struct {
+		logic string
+		n     int
+		want  func(c env) bool
+	}{
+		{"", 3, func(c env) bool { return c(1) && c(2) && c(3) }},
+		{"  ", 2, func(c env) bool { return c(1) && c(2) }},
+		{"1", 3, func(c env) bool { return c(1) }},
+		{"1 OR 2", 2, func(c env) bool { return c(1) || c(2) }},
+		{"1 OR 2 AND 3", 3, func(c env) bool { return c(1) || (c(2) && c(3)) }},
+		{"1 AND 2 OR 3", 3, func(c env) bool { return (c(1) && c(2)) || c(3) }},
+		{"(1 OR 2) AND 3", 3, func(c env) bool { return (c(1) || c(2)) && c(3) }},
+		{"NOT 1 AND 2", 2, func(c env) bool { return !c(1) && c(2) }},
+		{"NOT 1 OR 2", 2, func(c env) bool { return !c(1) || c(2) }},
+		{"NOT (1 OR 2)", 2, func(c env) bool { return !(c(1) || c(2)) }},
+		{"NOT NOT 1", 1, func(c env) bool { return c(1) }},
+		{"1 AND (2 OR NOT 3)", 3, func(c env) bool { return c(1) && (c(2) || !c(3)) }},
+		{"1 and (2 or not 3)", 3, func(c env) bool { return c(1) && (c(2) || !c(3)) }},
+		{"1 And (2 oR NoT 3)", 3, func(c env) bool { return c(1) && (c(2) || !c(3)) }},
+		{"1 OR NOT 2 AND 3 OR 4", 4, func(c env) bool { return c(1) || (!c(2) && c(3)) || c(4) }},
+		{"((1))", 1, func(c env) bool { return c(1) }},
+		{"\t1\nAND\r2 ", 2, func(c env) bool { return c(1) && c(2) }},
+		{"(1)AND(2)", 2, func(c env) bool { return c(1) && c(2) }},
+		{"01 OR 2", 2, func(c env) bool { return c(1) || c(2) }},
+		{"2", 3, func(c env) bool { return c(2) }}, // conditions need not all be used
+	}
+	for _, tc := range cases {
+		for bits := 0; bits < 1<<tc.n; bits++ {
+			conds, f := boolCriteria(tc.n, bits)
+			crit, err := NewCriteria(conds, tc.logic)
+			if err != nil {
+				t.Fatalf("%q: %v", tc.logic, err)
+			}
+			want := tc.want(func(i int) bool { return bits&(1<<(i-1)) != 0 })
+			if got := crit.Match(f); got != want {
+				t.Errorf("%q with bits %b = %v, want %v", tc.logic, bits, got, want)
+			}
+		}
+	}
+}
+
+func TestLogicString(t *testing.T) {
+	for in, want := range map[string]string{
+		"1":                  "1",
+		"1 OR 2 AND 3":       "(1 OR (2 AND 3))",
+		"1 AND 2 AND 3":      "((1 AND 2) AND 3)",
+		"1 OR 2 OR 3":        "((1 OR 2) OR 3)",
+		"NOT 1 AND 2":        "(NOT 1 AND 2)",
+		"not (1 or 2)":       "NOT (1 OR 2)",
+		"1 AND (2 OR NOT 3)": "(1 AND (2 OR NOT 3))",
+	} {
+		e, err := ParseLogic(in, 3)
+		if err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		if got := e.String(); got != want {
+			t.Errorf("%q parsed as %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestLogicErrors(t *testing.T) {
+	for _, in := range []string{
+		"1 AND", "AND 1", "OR", "NOT", "(1", "1)", "()", "(", ")", "1 2", "1 AND AND 2",
+		"1 XOR 2", "1 && 2", "1 | 2", "1 AND NOT", "4", "0", "1 OR 4", "-1", "1.5", "1e1",
+		"one", "1 ANDNOT 2", strings.Repeat("(", 200) + "1" + strings.Repeat(")", 200),
+		strings.Repeat("NOT ", 200) + "1", "99999999999999999999999",
+	} {
+		if e, err := ParseLogic(in, 3); err == nil {
+			t.Errorf("%q parsed as %s", in, e)
+		}
+	}
+}
+
+func TestNewCriteriaErrors(t *testing.T) {
+	ok := Condition{Field: "f", Op: OpEquals, Value: Str("x")}
+	for name, tc := range map[string]struct {
+		conds []Condition
+		logic string
+	}{
+		"no conditions":        {nil, ""},
+		"no conditions, logic": {[]Condition{}, "1"},
+		"logic names 2 of 1":   {[]Condition{ok}, "1 OR 2"},
+		"unparsable logic":     {[]Condition{ok, ok}, "1 OR"},
+		"null value":           {[]Condition{{Field: "f", Op: OpEquals}}, ""},
+		"contains number":      {[]Condition{{Field: "f", Op: OpContains, Value: Num(1)}}, ""},
+		"not_contains bool":    {[]Condition{{Field: "f", Op: OpNotContains, Value: Bol(true)}}, ""},
+		"starts_with number":   {[]Condition{{Field: "f", Op: OpStartsWith, Value: Num(1)}}, ""},
+		"ge bool":              {[]Condition{{Field: "f", Op: OpGE, Value: Bol(true)}}, ""},
+	} {
+		if _, err := NewCriteria(tc.conds, tc.logic); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
