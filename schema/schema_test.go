@@ -1,0 +1,57 @@
+package schema_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/schema"
+)
+
+// TestMigrateConcurrentAndIdempotent runs init from several connections at
+// once, then again: every call succeeds and each migration applies once.
+func TestMigrateConcurrentAndIdempotent(t *testing.T) {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, testdb.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	ms, err := schema.Migrations()
+	if err != nil || len(ms) == 0 {
+		t.Fatalf("migrations: %v (%d)", err, len(ms))
+	}
+	if err := schema.Check(ctx, pool); err == nil {
+		t.Fatal("Check passed on an empty database")
+	}
+	var wg sync.WaitGroup
+	applied := make([]int, 4)
+	errs := make([]error, 4)
+	for i := range applied {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			applied[i], errs[i] = schema.Migrate(ctx, pool)
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for i := range applied {
+		if errs[i] != nil {
+			t.Fatalf("concurrent init %d: %v", i, errs[i])
+		}
+		total += applied[i]
+	}
+	if total != len(ms) {
+		t.Errorf("concurrent inits applied %d migrations in all, want %d", total, len(ms))
+	}
+	if n, err := schema.Migrate(ctx, pool); err != nil || n != 0 {
+		t.Errorf("second init applied %d (err %v), want 0", n, err)
+	}
+	if err := schema.Check(ctx, pool); err != nil {
+		t.Errorf("Check after init: %v", err)
+	}
+}
