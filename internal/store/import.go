@@ -62,6 +62,11 @@ func Import(ctx context.Context, pool *pgxpool.Pool, r io.Reader, log zerolog.Lo
 		}
 		log.Debug().Int64("records", res.Records).Int64("shares", res.Shares).Int64("teams", res.Teams).
 			Dur("elapsed", time.Since(start)).Msg("file staged")
+		// Temporary tables are never auto-analyzed: without statistics the
+		// merge's joins over the staged rows can get quadratic plans.
+		if _, err := tx.Exec(ctx, `ANALYZE stage`); err != nil {
+			return fmt.Errorf("analyze staged rows: %w", err)
+		}
 		res.Sections = f.Present()
 		ix, err := mergeConfig(ctx, tx, f)
 		if err != nil {
