@@ -1,0 +1,41 @@
+# recalc: `make` (or `make help`) lists the targets.
+# The database comes from DATABASE_URL when set; otherwise scripts/db.sh starts a throwaway
+# PostgreSQL cluster in .pg/ (port 54329) that `make db-stop` stops.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+# Go may not be on PATH (CI, fresh shells); its usual home comes last so any other go wins.
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+
+.PHONY: help build test demo db-stop bench lint clean
+
+help: ## list the targets
+	@echo "usage: make TARGET"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/recalc
+	$(GO) build -o bin/recalc ./cmd/recalc
+
+test: build ## go vet, go test -race and the conformance cases against DATABASE_URL (or a throwaway cluster)
+	@bash scripts/test.sh
+
+demo: build ## load a generated 50k-record org into database recalc_demo, recalculate, show stats and one access query
+	@bash scripts/demo.sh
+
+db-stop: ## stop the throwaway PostgreSQL cluster in .pg/
+	@bash scripts/db.sh stop
+
+bench: ## run every benchmark once against DATABASE_URL (BENCH_SIZE=... sets the org size)
+	@url=$$(bash scripts/db.sh url) && \
+	  DATABASE_URL="$$url" $(if $(BENCH_SIZE),BENCH_SIZE="$(BENCH_SIZE)") \
+	  $(GO) test -run='^$$' -bench=. -benchtime=1x ./...
+
+lint: ## go vet, and fail when gofmt would change a file
+	$(GO) vet ./...
+	@files=$$(find . -type d \( -name .git -o -name .pg -o -name .demo -o -name bin -o -name testdata \) -prune \
+	  -o -type f -name '*.go' -print | xargs -r gofmt -l); \
+	if [ -n "$$files" ]; then echo "gofmt -l lists files that need formatting:"; echo "$$files"; exit 1; fi
+
+clean: ## remove bin/ and .demo/
+	rm -rf bin .demo
