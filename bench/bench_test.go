@@ -15,7 +15,6 @@ import (
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testdb"
-	"github.com/recalc-dev/recalc/schema"
 )
 
 // size is BENCH_SIZE, or def.
@@ -47,20 +46,6 @@ func orgFile(b *testing.B, n int) string {
 	return path
 }
 
-func freshPool(b *testing.B) *pgxpool.Pool {
-	b.Helper()
-	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, testdb.New(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(pool.Close)
-	if _, err := schema.Migrate(ctx, pool); err != nil {
-		b.Fatal(err)
-	}
-	return pool
-}
-
 func importFile(b *testing.B, pool *pgxpool.Pool, path string) {
 	b.Helper()
 	f, err := os.Open(path)
@@ -81,7 +66,7 @@ func BenchmarkImport(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		pool := freshPool(b)
+		pool := testdb.Migrated(b)
 		b.StartTimer()
 		importFile(b, pool, path)
 	}
@@ -91,7 +76,7 @@ func BenchmarkImport(b *testing.B) {
 // BenchmarkFullRecalc measures `recalc run --full` on an imported org.
 func BenchmarkFullRecalc(b *testing.B) {
 	n := size(100_000)
-	pool := freshPool(b)
+	pool := testdb.Migrated(b)
 	importFile(b, pool, orgFile(b, n))
 	b.ResetTimer()
 	var rows int64

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/recalc-dev/recalc/internal/oracle"
 	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
@@ -72,7 +73,7 @@ func TestConformance(t *testing.T) {
 					t.Fatalf("step %s: access: %v", name, err)
 				}
 				if got != want {
-					t.Fatalf("step %s: access differs\n%s", name, lineDiff(want, got))
+					t.Fatalf("step %s: access differs\n%s", name, oracle.Diff(want, got))
 				}
 			}
 		})
@@ -85,30 +86,3 @@ type cmdError struct {
 }
 
 func (e *cmdError) Error() string { return e.err.Error() + ": " + e.stderr }
-
-// lineDiff lists lines only in want (<) or only in got (>), at most 20.
-func lineDiff(want, got string) string {
-	in := func(s string) map[string]bool {
-		m := map[string]bool{}
-		for _, l := range strings.Split(s, "\n") {
-			m[l] = true
-		}
-		return m
-	}
-	w, g := in(want), in(got)
-	var out []string
-	for _, l := range strings.Split(want, "\n") {
-		if !g[l] {
-			out = append(out, "< "+l)
-		}
-	}
-	for _, l := range strings.Split(got, "\n") {
-		if !w[l] {
-			out = append(out, "> "+l)
-		}
-	}
-	if len(out) > 20 {
-		out = append(out[:20], "...")
-	}
-	return strings.Join(out, "\n")
-}

@@ -71,6 +71,6 @@ func TestLeastPrivilegeRole(t *testing.T) {
 		}
 	}
 	if got, want := accessCSV(t, ctx, pool), oracle.CSV(oracle.Access(m)); got != want {
-		t.Fatalf("access as %s differs from the oracle\n%s", role, diff(want, got))
+		t.Fatalf("access as %s differs from the oracle\n%s", role, oracle.Diff(want, got))
 	}
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/recalc-dev/recalc/internal/sharetable"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testdb"
-	"github.com/recalc-dev/recalc/schema"
 )
 
 // seeds is how many random models a property test tries: RECALC_SEEDS, or def.
@@ -27,20 +26,6 @@ func seeds(def int) int {
 		return n
 	}
 	return def
-}
-
-func setup(t *testing.T) (context.Context, *pgxpool.Pool) {
-	t.Helper()
-	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, testdb.New(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := schema.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	return ctx, pool
 }
 
 func importModel(t *testing.T, ctx context.Context, pool *pgxpool.Pool, m *model.Model, present []string) {
@@ -67,7 +52,7 @@ func accessCSV(t *testing.T, ctx context.Context, pool *pgxpool.Pool) string {
 // sequences, recalculates fully after each step, and requires the
 // materialized access to equal the oracle's, row for row.
 func TestFullMatchesOracle(t *testing.T) {
-	ctx, pool := setup(t)
+	ctx, pool := context.Background(), testdb.Migrated(t)
 	opt := engine.Options{Workers: 2, ChunkSize: 7} // small chunks: families must stay whole across many
 	for seed := 0; seed < seeds(40); seed++ {
 		rng := rand.New(rand.NewPCG(uint64(seed), 0x5eed))
@@ -90,7 +75,7 @@ func TestFullMatchesOracle(t *testing.T) {
 			}
 			want := oracle.CSV(oracle.Access(cur))
 			if got := accessCSV(t, ctx, pool); got != want {
-				t.Fatalf("seed %d step %d: access differs from the oracle\n%s", seed, step, diff(want, got))
+				t.Fatalf("seed %d step %d: access differs from the oracle\n%s", seed, step, oracle.Diff(want, got))
 			}
 			checkAccessLevel(t, ctx, pool, rng, cur)
 		}
@@ -120,30 +105,4 @@ func checkAccessLevel(t *testing.T, ctx context.Context, pool *pgxpool.Pool, rng
 			t.Fatalf("access_level(%s, %s) = %s, oracle says %s", user, rec, got, w)
 		}
 	}
-}
-
-func diff(want, got string) string {
-	in := func(s string) map[string]bool {
-		m := map[string]bool{}
-		for _, l := range strings.Split(s, "\n") {
-			m[l] = true
-		}
-		return m
-	}
-	w, g := in(want), in(got)
-	var out []string
-	for _, l := range strings.Split(want, "\n") {
-		if !g[l] {
-			out = append(out, "< "+l)
-		}
-	}
-	for _, l := range strings.Split(got, "\n") {
-		if !w[l] {
-			out = append(out, "> "+l)
-		}
-	}
-	if len(out) > 30 {
-		out = append(out[:30], "...")
-	}
-	return strings.Join(out, "\n")
 }

@@ -196,7 +196,7 @@ func TestEncodeRoundTrip(t *testing.T) {
 		m := RandomModel(rng, 40)
 		back := roundTrip(t, m, nil)
 		if got, want := CSV(Access(back)), CSV(Access(m)); got != want {
-			t.Fatalf("seed %d: access changed after encoding:\n%s", seed, diffLines(want, got))
+			t.Fatalf("seed %d: access changed after encoding:\n%s", seed, Diff(want, got))
 		}
 		step, present := Mutate(rng, m)
 		stepBack, presentBack := parseEncoded(t, step, present.Present())
@@ -204,7 +204,7 @@ func TestEncodeRoundTrip(t *testing.T) {
 			t.Fatalf("seed %d: sections %v encoded as %v", seed, want, got)
 		}
 		if got, want := CSV(Access(Merge(m, stepBack, presentBack))), CSV(Access(Merge(m, step, present))); got != want {
-			t.Fatalf("seed %d: step access changed after encoding:\n%s", seed, diffLines(want, got))
+			t.Fatalf("seed %d: step access changed after encoding:\n%s", seed, Diff(want, got))
 		}
 	}
 }

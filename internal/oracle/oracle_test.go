@@ -59,7 +59,7 @@ func runCase(t *testing.T, dir string) {
 			t.Fatal(err)
 		}
 		if got := CSV(Access(state)); got != string(want) {
-			t.Fatalf("step %s: access differs:\n%s", name, diffLines(string(want), got))
+			t.Fatalf("step %s: access differs:\n%s", name, Diff(string(want), got))
 		}
 	}
 }
@@ -79,28 +79,4 @@ func importStep(state *model.Model, path string) (*model.Model, error) {
 		return nil, err
 	}
 	return merged, nil
-}
-
-// diffLines lists the lines only in want (<) and only in got (>).
-func diffLines(want, got string) string {
-	in := func(s string) map[string]bool {
-		m := map[string]bool{}
-		for _, l := range strings.Split(s, "\n") {
-			m[l] = true
-		}
-		return m
-	}
-	w, g := in(want), in(got)
-	var out strings.Builder
-	for _, l := range strings.Split(want, "\n") {
-		if !g[l] {
-			out.WriteString("< " + l + "\n")
-		}
-	}
-	for _, l := range strings.Split(got, "\n") {
-		if !w[l] {
-			out.WriteString("> " + l + "\n")
-		}
-	}
-	return out.String()
 }

@@ -122,7 +122,7 @@ func TestSpecScenarios(t *testing.T) {
 			}
 			want := "object,record,user,access\n" + strings.Join(tc.want, "\n") + "\n"
 			if got := CSV(Access(m)); got != want {
-				t.Errorf("access differs:\n%s", diffLines(want, got))
+				t.Errorf("access differs:\n%s", Diff(want, got))
 			}
 		})
 	}

@@ -14,22 +14,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testdb"
-	"github.com/recalc-dev/recalc/schema"
 )
-
-func setup(t *testing.T) (context.Context, *pgxpool.Pool) {
-	t.Helper()
-	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, testdb.New(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := schema.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	return ctx, pool
-}
 
 func importString(ctx context.Context, pool *pgxpool.Pool, s string) (*store.Result, error) {
 	return store.Import(ctx, pool, strings.NewReader(s), zerolog.Nop())
@@ -128,7 +113,7 @@ func manyRules(n int, typ string) string {
 }
 
 func TestInvalidImportLeavesDatabaseUnchanged(t *testing.T) {
-	ctx, pool := setup(t)
+	ctx, pool := context.Background(), testdb.Migrated(t)
 	base, err := os.ReadFile("testdata/base.json")
 	if err != nil {
 		t.Fatal(err)
@@ -162,7 +147,7 @@ func TestInvalidImportLeavesDatabaseUnchanged(t *testing.T) {
 }
 
 func TestOwnerChangeWipesStoredManualShares(t *testing.T) {
-	ctx, pool := setup(t)
+	ctx, pool := context.Background(), testdb.Migrated(t)
 	base, _ := os.ReadFile("testdata/base.json")
 	if _, err := importString(ctx, pool, string(base)); err != nil {
 		t.Fatal(err)
@@ -195,7 +180,7 @@ func TestOwnerChangeWipesStoredManualShares(t *testing.T) {
 }
 
 func TestImportRecordsChanges(t *testing.T) {
-	ctx, pool := setup(t)
+	ctx, pool := context.Background(), testdb.Migrated(t)
 	base, _ := os.ReadFile("testdata/base.json")
 	if _, err := importString(ctx, pool, string(base)); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/recalc-dev/recalc/schema"
 )
 
 // AdminURL is the server tests create their databases on.
@@ -53,4 +56,20 @@ func New(t testing.TB) string {
 		}
 	})
 	return withDatabase(AdminURL(), name)
+}
+
+// Migrated creates a fresh database with recalc's schema and returns a pool
+// on it, closed when the test ends.
+func Migrated(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if _, err := schema.Migrate(ctx, pool); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	return pool
 }
