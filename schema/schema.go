@@ -6,6 +6,7 @@ package schema
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
@@ -13,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/recalc-dev/recalc/internal/locks"
@@ -20,6 +22,12 @@ import (
 
 //go:embed *.up.sql
 var migrations embed.FS
+
+// SQLSTATE codes Check tells apart.
+const (
+	undefinedTable    = "42P01"
+	invalidSchemaName = "3F000"
+)
 
 // Migration is one numbered schema change.
 type Migration struct {
@@ -101,8 +109,14 @@ func Check(ctx context.Context, pool *pgxpool.Pool) error {
 	}
 	var current int
 	err = pool.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM recalc.schema_version`).Scan(&current)
-	if err != nil || current < ms[len(ms)-1].Version {
-		return fmt.Errorf("the database schema is missing or out of date: run `recalc init` first")
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && (pgErr.Code == undefinedTable || pgErr.Code == invalidSchemaName):
+		return fmt.Errorf("the database has no recalc schema: run `recalc init` first")
+	case err != nil:
+		return fmt.Errorf("read schema version: %w", err)
+	case current < ms[len(ms)-1].Version:
+		return fmt.Errorf("the database schema is at version %d, this recalc needs %d: run `recalc init` to upgrade", current, ms[len(ms)-1].Version)
 	}
 	return nil
 }

@@ -135,6 +135,9 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 			return cli.Exit("recalc: connect to database: "+err.Error(), 1)
 		}
 		defer pool.Close()
+		if err := pool.Ping(c.Context); err != nil {
+			return cli.Exit("recalc: cannot reach the database (set DATABASE_URL or the PG* variables): "+err.Error(), 1)
+		}
 		if err := fn(c.Context, &Env{Pool: pool, Out: out, Log: log}); err != nil {
 			var inv *store.InvalidError
 			if errors.As(err, &inv) {
