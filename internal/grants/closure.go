@@ -69,8 +69,8 @@ func NewOrg(ix *model.Index) *Org {
 // Index returns the validated configuration.
 func (o *Org) Index() *model.Index { return o.ix }
 
-// HasCriteria reports whether records of object need their fields: it has
-// criteria rules, or it is an account child whose parent account's rules may.
+// HasCriteria reports whether object has criteria rules, so that its
+// records' fields must be read.
 func (o *Org) HasCriteria(object string) bool { return o.hasCriteria[object] }
 
 // rolesBelow returns role and its descendants.
