@@ -82,11 +82,13 @@ cluster_home() {
 }
 
 # as_pg runs a command as the cluster's owner, from /, so that a cwd it cannot read is harmless.
+# It closes fd 9, the lock of cmd_url: a server started with it open would hold the lock for
+# as long as it runs, and every other caller would wait for it forever.
 as_pg() {
   if is_root; then
-    (cd / && runuser -u "$pguser" -- "$@")
+    (cd / && runuser -u "$pguser" -- "$@" 9>&-)
   else
-    (cd / && "$@")
+    (cd / && "$@" 9>&-)
   fi
 }
 

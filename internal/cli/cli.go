@@ -70,6 +70,8 @@ func App(out, errOut io.Writer) *cli.App {
 			{
 				Name:  "run",
 				Usage: "recalculate the materialized share tables from the stored model",
+				Description: "For now every run recalculates in full (the incremental planner comes next).\n" +
+					"The result is swapped in atomically: readers see the old access until the run commits.",
 				Flags: []cli.Flag{
 					&cli.BoolFlag{Name: "full", Usage: "recalculate everything from scratch"},
 					&cli.IntFlag{Name: "workers", Value: runtime.NumCPU(), Usage: "chunks computed in parallel"},
