@@ -162,8 +162,7 @@ cluster_url() { echo "postgres://postgres@127.0.0.1:$1/postgres?sslmode=disable"
 
 # wait_ready waits until the server at port $1 accepts connections (pg_ctl -w usually did).
 wait_ready() {
-  local i
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     if "$bin/pg_isready" -q -h 127.0.0.1 -p "$1" -U postgres -d postgres 2>/dev/null; then return 0; fi
     sleep 0.1
   done
@@ -222,7 +221,8 @@ cmd_url() {
   if port=$(ready_port "$(cluster_home)"); then cluster_url "$port"; return 0; fi
   mkdir -p "$pgdir"
   exec 9>"$pgdir/lock"
-  flock 9 # concurrent callers wait here while the first one starts the cluster
+  # Concurrent callers wait here while the first one starts the cluster.
+  if command -v flock >/dev/null 2>&1; then flock 9; fi
   if port=$(alive_port "$(cluster_home)"); then
     need_bindir
     wait_ready "$port" || die "the throwaway cluster runs but does not accept connections on 127.0.0.1:$port"

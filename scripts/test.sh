@@ -2,12 +2,12 @@
 # test.sh: what `make test` runs once bin/recalc is built.
 #
 # DATABASE_URL comes from scripts/db.sh url (so it is used when set; otherwise the throwaway
-# cluster starts). Then: go vet, go test -race, a tiny benchmark smoke run, the conformance cases in testdata/ through
-# scripts/conformance.sh, and, when ../shared/conformance/run exists, that runner too (it
-# wants the PG* variables, derived here from a URL-form DATABASE_URL).
+# cluster starts). Then: go vet, go test -race, a tiny benchmark smoke run, the conformance
+# cases in testdata/ through scripts/conformance.sh, and, when ../shared/conformance/run
+# exists, that runner too (it wants the PG* variables, derived from a URL-form DATABASE_URL).
 # Every phase runs even when an earlier one failed; the exit status is non-zero if any failed.
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 export PATH="$PATH:/usr/local/go/bin"
 
 DATABASE_URL=$(bash scripts/db.sh url) || { echo "test: no database (scripts/db.sh url failed)" >&2; exit 1; }

@@ -14,9 +14,11 @@
 //     leads, projects and tasks (each under a project); a few owners own far more records than
 //     the rest, children of an account are mostly owned by the account's owner, and fields
 //     (industry, region, status, revenue, tier, vip) are sometimes null or missing;
-//   - 38 owner- and criteria-based sharing rules, manual shares on about 1% of the records,
-//     apex shares on about 10% of the projects, and team entries on about 2% of the accounts,
-//     opportunities and cases.
+//   - 38 owner- and criteria-based sharing rules on account (some with child access),
+//     opportunity, case, lead and project__c; manual shares on about 1% of the records that
+//     can have them (not contacts or tasks, which are controlled by their parent), apex shares
+//     on about 10% of the projects, and team entries on about 2% of the accounts,
+//     opportunities and cases (child access only on account teams).
 //
 // Ids the generator always produces: user u0001, an active internal user with a role, and
 // account acc000001, which u0001 owns. Record ids are a prefix per object and a 1-based number
