@@ -85,7 +85,7 @@ func BenchmarkFullRecalc(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		rows = rep.ShareRows
+		rows = rep.RowsAdded
 	}
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
 	b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "share_rows/s")

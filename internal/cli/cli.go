@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
@@ -69,20 +70,46 @@ func App(out, errOut io.Writer) *cli.App {
 			},
 			{
 				Name:  "run",
-				Usage: "recalculate the materialized share tables from the stored model",
-				Description: "For now every run recalculates in full (the incremental planner comes next).\n" +
-					"The result is swapped in atomically: readers see the old access until the run commits.",
+				Usage: "recalculate what changed since the share tables were last computed, and return when done",
+				Description: "A run plans (see `recalc plan`), stores a job split into chunks, and works them.\n" +
+					"If a job is unfinished — running in another process, or left by a crash or a failure —\n" +
+					"the run joins or resumes it first: any number of runs, on any hosts, share one job.\n" +
+					"A full job computes into staging tables swapped in atomically at the end; an\n" +
+					"incremental job rewrites only the rows that differ, under row locks.",
 				Flags: []cli.Flag{
-					&cli.BoolFlag{Name: "full", Usage: "recalculate everything from scratch"},
-					&cli.IntFlag{Name: "workers", Value: runtime.NumCPU(), Usage: "chunks computed in parallel"},
-					&cli.IntFlag{Name: "chunk-size", Value: 20000, Usage: "records per chunk (whole record families stay together)"},
+					&cli.BoolFlag{Name: "full", Usage: "recalculate everything from scratch (repairs any drift)"},
+					&cli.IntFlag{Name: "workers", Value: runtime.NumCPU(), Usage: "chunks this process works at once"},
+					&cli.IntFlag{Name: "chunk-size", Value: 20000, Usage: "records per chunk of a new job (whole record families stay together)"},
+					&cli.DurationFlag{Name: "lock-timeout", Value: 5 * time.Second, Usage: "how long a chunk waits for a row lock"},
+					&cli.IntFlag{Name: "retries", Value: 5, Usage: "retries of a chunk that hit a lock timeout or deadlock, with backoff"},
 				},
 				Action: func(c *cli.Context) error {
-					opt := engine.Options{Workers: c.Int("workers"), ChunkSize: c.Int("chunk-size")}
-					if opt.Workers < 1 || opt.ChunkSize < 1 {
-						return cli.Exit("recalc run: --workers and --chunk-size must be at least 1", 2)
+					opt := engine.Options{Workers: c.Int("workers"), ChunkSize: c.Int("chunk-size"), Full: c.Bool("full"),
+						LockTimeout: c.Duration("lock-timeout"), Retries: c.Int("retries"), Trigger: "run"}
+					if c.Bool("full") {
+						opt.Trigger = "run --full"
+					}
+					if opt.Workers < 1 || opt.ChunkSize < 1 || opt.Retries < 0 || opt.LockTimeout <= 0 {
+						return cli.Exit("recalc run: --workers and --chunk-size must be at least 1, --retries at least 0, --lock-timeout positive", 2)
 					}
 					return action(out, errOut, func(ctx context.Context, env *Env) error { return Run(ctx, env, opt) })(c)
+				},
+			},
+			{
+				Name:  "plan",
+				Usage: "print what `recalc run` would recalculate now, and why, without writing anything",
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "full", Usage: "plan a full recalculation"},
+					&cli.IntFlag{Name: "chunk-size", Value: 20000, Usage: "records per chunk"},
+					&cli.StringFlag{Name: "format", Value: "text", Usage: "text or json"},
+				},
+				Action: func(c *cli.Context) error {
+					f := c.String("format")
+					if f != "text" && f != "json" {
+						return cli.Exit("recalc plan: --format must be text or json", 2)
+					}
+					opt := engine.Options{ChunkSize: c.Int("chunk-size"), Full: c.Bool("full")}
+					return action(out, errOut, func(ctx context.Context, env *Env) error { return PlanCmd(ctx, env, opt, f) })(c)
 				},
 			},
 			{
@@ -205,13 +232,64 @@ func Import(ctx context.Context, env *Env, path string) error {
 	return nil
 }
 
-// Run recalculates. Until the incremental planner lands, every run is full.
+// Run recalculates and prints a one-line JSON report of the job.
 func Run(ctx context.Context, env *Env, opt engine.Options) error {
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
-	_, err := engine.Full(ctx, env.Pool, opt, env.Log)
-	return err
+	rep, err := engine.Run(ctx, env.Pool, opt, env.Log)
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(env.Out).Encode(rep)
+}
+
+// PlanCmd prints what a run would do, computed in a transaction that is
+// rolled back.
+func PlanCmd(ctx context.Context, env *Env, opt engine.Options, format string) error {
+	if err := schema.Check(ctx, env.Pool); err != nil {
+		return err
+	}
+	tx, err := env.Pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	pl, err := engine.Plan(ctx, tx, opt)
+	if err != nil {
+		return err
+	}
+	if format == "json" {
+		return json.NewEncoder(env.Out).Encode(pl)
+	}
+	w := env.Out
+	switch {
+	case pl.Plan.Empty():
+		fmt.Fprintln(w, "Nothing to recalculate: the share tables are up to date with the stored model.")
+		return nil
+	case pl.Plan.Full:
+		fmt.Fprintf(w, "Plan: full recalculation (%s)\n", pl.Plan.FullReason)
+	default:
+		fmt.Fprintln(w, "Plan: incremental recalculation")
+	}
+	if len(pl.Plan.Changes) > 0 {
+		fmt.Fprintln(w, "\nChanges:")
+		for _, c := range pl.Plan.Changes {
+			fmt.Fprintf(w, "  - %s\n      -> %s\n", c.What, c.Effect)
+		}
+	}
+	if pl.Plan.Closure {
+		fmt.Fprintln(w, "\nThe group closure is rewritten where it differs.")
+	}
+	var total int64
+	for _, n := range pl.Records {
+		total += n
+	}
+	fmt.Fprintf(w, "\nRecords to recompute: %d in %d families, %d chunks\n", total, pl.Families, pl.NumChunks)
+	for _, o := range sortedKeys(pl.Records) {
+		fmt.Fprintf(w, "  %-16s %d\n", o, pl.Records[o])
+	}
+	return nil
 }
 
 // AccessCSV prints all access as CSV.

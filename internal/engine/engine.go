@@ -1,131 +1,518 @@
-// Package engine runs recalculations: it loads the stored configuration,
-// rebuilds the group closure, splits the records into family chunks, computes
-// each chunk's share rows on a worker pool and writes them with COPY.
+// Package engine runs recalculations as persistent jobs. A run plans from
+// what the share tables were last computed from to what is stored now
+// (internal/planner), stores the job and its chunks, and then works the
+// chunks on a pool of workers. Any number of `recalc run` processes, on any
+// hosts, work one job together: each claims chunks with FOR UPDATE SKIP
+// LOCKED, and a chunk's rows and its "done" mark commit in one transaction.
+// Killing a process at any moment leaves the job resumable; the next run
+// finishes it.
+//
+// A full job computes every family into staging tables and swaps them in
+// atomically at the end. An incremental job recomputes only the affected
+// families and writes the difference in place, under row locks.
 package engine
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"math/rand/v2"
+	"os"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/locks"
+	"github.com/recalc-dev/recalc/internal/planner"
 	"github.com/recalc-dev/recalc/internal/sharetable"
-	"github.com/recalc-dev/recalc/internal/workers"
 )
 
 // Options tune a run.
 type Options struct {
-	Workers   int // chunks computed at once
-	ChunkSize int // records per chunk, whole families kept together
+	Workers     int           // chunks worked at once by this process
+	ChunkSize   int           // records per chunk, whole families kept together
+	Full        bool          // recompute everything
+	Trigger     string        // what started the run, recorded on the job
+	LockTimeout time.Duration // how long a chunk waits for a row lock
+	Retries     int           // retries of a chunk on lock timeout, deadlock or serialization failure
+	// FullAbove switches an incremental plan to a full job when it would
+	// recompute more than this share of all families (0 means 0.5).
+	FullAbove float64
 }
 
-// Report says what a run did.
+func (o *Options) defaults() {
+	if o.Workers < 1 {
+		o.Workers = 1
+	}
+	if o.ChunkSize < 1 {
+		o.ChunkSize = 20000
+	}
+	if o.Trigger == "" {
+		o.Trigger = "run"
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = 5 * time.Second
+	}
+	if o.Retries < 0 {
+		o.Retries = 0
+	}
+	if o.FullAbove <= 0 {
+		o.FullAbove = 0.5
+	}
+}
+
+// Report says what a run did: the job it created, resumed or joined.
 type Report struct {
-	Records   int64         `json:"records"`
-	ShareRows int64         `json:"share_rows"`
-	Chunks    int           `json:"chunks"`
-	Duration  time.Duration `json:"duration_ns"`
+	Job            int64         `json:"job"`
+	Kind           string        `json:"kind"`
+	Nothing        bool          `json:"nothing_to_do"`
+	Chunks         int           `json:"chunks"`
+	Records        int64         `json:"records"`
+	RowsAdded      int64         `json:"share_rows_added"`
+	RowsRemoved    int64         `json:"share_rows_removed"`
+	RowsUpdated    int64         `json:"share_rows_updated"`
+	ClosureAdded   int64         `json:"closure_added"`
+	ClosureRemoved int64         `json:"closure_removed"`
+	Duration       time.Duration `json:"duration_ns"`
 }
 
-// Full recomputes every materialized table from the stored model and swaps
-// the result in atomically: readers see the old access until it commits.
-// It holds the model lock throughout, so imports wait for it.
+// Full recomputes everything from scratch.
 func Full(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logger) (*Report, error) {
+	opt.Full = true
+	return Run(ctx, pool, opt, log)
+}
+
+// Run brings the materialized tables up to date with the stored model and
+// returns when they are. If a job is unfinished (running elsewhere, or left
+// by a crash or a failure), it joins or resumes that job first.
+func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logger) (*Report, error) {
+	opt.defaults()
 	start := time.Now()
-	release, err := locks.Hold(ctx, pool, locks.Model)
+	var last *sharetable.Job
+	report := func(j *sharetable.Job) *Report {
+		return &Report{Job: j.ID, Kind: j.Kind, Chunks: j.Chunks, Records: j.Records,
+			RowsAdded: j.RowsAdded, RowsRemoved: j.RowsRemoved, RowsUpdated: j.RowsUpdated,
+			ClosureAdded: j.ClosureAdded, ClosureRemoved: j.ClosureRemoved, Duration: time.Since(start)}
+	}
+	// At most three rounds: a job this run did not plan (joined or resumed)
+	// may predate changes the run must also cover, so plan again after it.
+	for round := 0; round < 3; round++ {
+		job, err := sharetable.UnfinishedJob(ctx, pool)
+		if err != nil {
+			return nil, err
+		}
+		created := false
+		switch {
+		case job == nil:
+			if job, err = createJob(ctx, pool, opt, log); err != nil {
+				return nil, err
+			}
+			if job == nil {
+				if last != nil {
+					return report(last), nil
+				}
+				log.Info().Msg("nothing to recalculate")
+				return &Report{Nothing: true, Duration: time.Since(start)}, nil
+			}
+			created = true
+		case job.Status == "failed":
+			log.Warn().Int64("job", job.ID).Str("error", job.Error).Msg("resuming failed job")
+			if err := sharetable.SetJobStatus(ctx, pool, job.ID, "running", ""); err != nil {
+				return nil, err
+			}
+		default:
+			log.Info().Int64("job", job.ID).Str("kind", job.Kind).Msg("joining unfinished job")
+		}
+		if last, err = finish(ctx, pool, job, opt, log); err != nil {
+			return nil, err
+		}
+		if created && (!opt.Full || last.Kind == "full") {
+			break
+		}
+	}
+	return report(last), nil
+}
+
+// Planned is a plan resolved against the stored data, before it becomes a job.
+type Planned struct {
+	Plan      *planner.Plan      `json:"plan"`
+	Kind      string             `json:"kind"`
+	Roots     []string           `json:"-"`
+	Families  int                `json:"families"`
+	Records   map[string]int64   `json:"records_by_object"`
+	Chunks    []sharetable.Chunk `json:"-"`
+	NumChunks int                `json:"chunks"`
+	ChangeSeq int64              `json:"-"`
+	Config    []byte             `json:"-"`
+	org       *grants.Org
+}
+
+// Plan computes what a run would do now, inside tx, without writing.
+func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
+	opt.defaults()
+	cfgJSON, err := sharetable.ConfigJSON(ctx, tx, "model_section")
 	if err != nil {
 		return nil, err
 	}
-	defer release()
+	cur, err := orgOf(cfgJSON)
+	if err != nil {
+		return nil, fmt.Errorf("stored model is invalid (re-import it): %w", err)
+	}
+	appliedJSON, err := sharetable.ConfigJSON(ctx, tx, "applied_section")
+	if err != nil {
+		return nil, err
+	}
+	var old *grants.Org
+	if string(appliedJSON) != "{}" {
+		if old, err = orgOf(appliedJSON); err != nil {
+			return nil, fmt.Errorf("applied model: %w", err)
+		}
+	}
+	seq, ids, err := sharetable.ChangedRecords(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	p := planner.Diff(old, cur, ids)
+	if opt.Full && !p.Full {
+		p.Full, p.FullReason = true, "requested with --full"
+	}
+	pl := &Planned{Plan: p, Kind: "incremental", ChangeSeq: seq, Config: cfgJSON, org: cur}
+	if !p.Full {
+		if pl.Roots, err = sharetable.ResolveRoots(ctx, tx, p); err != nil {
+			return nil, err
+		}
+		families, err := sharetable.CountFamilies(ctx, tx)
+		if err != nil {
+			return nil, err
+		}
+		if float64(len(pl.Roots)) > opt.FullAbove*float64(families) && len(pl.Roots) > 1000 {
+			p.Full, p.FullReason = true, fmt.Sprintf("the changes touch %d of %d record families: rebuilding is cheaper", len(pl.Roots), families)
+		}
+	}
+	if p.Full {
+		pl.Kind, pl.Roots = "full", nil
+		ranges, err := sharetable.RootRanges(ctx, tx, opt.ChunkSize)
+		if err != nil {
+			return nil, err
+		}
+		for i, r := range ranges {
+			pl.Chunks = append(pl.Chunks, sharetable.Chunk{N: i, Lo: r[0], Hi: r[1]})
+		}
+		if pl.Families, err = countFamilies(ctx, tx); err != nil {
+			return nil, err
+		}
+	} else {
+		sizes, err := sharetable.FamilySizes(ctx, tx, pl.Roots)
+		if err != nil {
+			return nil, err
+		}
+		var n int64
+		for i, root := range pl.Roots {
+			if len(pl.Chunks) == 0 || n >= int64(opt.ChunkSize) {
+				pl.Chunks = append(pl.Chunks, sharetable.Chunk{N: len(pl.Chunks), Roots: []string{}})
+				n = 0
+			}
+			c := &pl.Chunks[len(pl.Chunks)-1]
+			c.Roots = append(c.Roots, root)
+			n += max(sizes[i], 1)
+		}
+		pl.Families = len(pl.Roots)
+	}
+	pl.NumChunks = len(pl.Chunks)
+	if pl.Records, err = sharetable.RecordsByObject(ctx, tx, map[bool][]string{true: nil, false: nonNil(pl.Roots)}[p.Full]); err != nil {
+		return nil, err
+	}
+	return pl, nil
+}
 
-	cfg, err := sharetable.LoadConfig(ctx, pool, "model_section")
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func countFamilies(ctx context.Context, tx pgx.Tx) (int, error) {
+	n, err := sharetable.CountFamilies(ctx, tx)
+	return int(n), err
+}
+
+func orgOf(cfgJSON []byte) (*grants.Org, error) {
+	cfg, err := sharetable.DecodeConfig(cfgJSON)
 	if err != nil {
 		return nil, err
 	}
 	ix, err := cfg.Validate()
 	if err != nil {
-		return nil, fmt.Errorf("stored model is invalid (re-import it): %w", err)
+		return nil, err
 	}
-	org := grants.NewOrg(ix)
-	var highWater int64
-	if err := pool.QueryRow(ctx, `SELECT coalesce(max(seq), 0) FROM recalc.change`).Scan(&highWater); err != nil {
-		return nil, fmt.Errorf("read change log: %w", err)
-	}
-	var dict *sharetable.Dict
-	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+	return grants.NewOrg(ix), nil
+}
+
+// createJob plans and stores a job under the model lock, so that no import
+// commits between planning and the job's creation. It returns nil when there
+// is nothing to do, or the job another process created meanwhile.
+func createJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logger) (*sharetable.Job, error) {
+	var job *sharetable.Job
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
+			return err
+		}
+		var err error
+		if job, err = sharetable.UnfinishedJob(ctx, tx); err != nil || job != nil {
+			return err
+		}
+		pl, err := Plan(ctx, tx, opt)
+		if err != nil {
+			return err
+		}
+		if pl.Plan.Empty() {
+			_, err := tx.Exec(ctx, `DELETE FROM recalc.change WHERE seq <= $1`, pl.ChangeSeq)
+			return err
+		}
+		ix := pl.org.Index()
 		users := make([]string, len(ix.Config.Users))
 		for i, u := range ix.Config.Users {
 			users[i] = u.ID
 		}
 		var keys []string
-		for _, g := range org.Grantees() {
+		for _, g := range pl.org.Grantees() {
 			keys = append(keys, g.String())
 		}
-		dict, err = sharetable.EnsureDict(ctx, tx, users, keys)
+		if _, err := sharetable.EnsureDict(ctx, tx, users, keys); err != nil {
+			return err
+		}
+		if pl.Kind == "full" {
+			if err := sharetable.PrepareFull(ctx, tx); err != nil {
+				return err
+			}
+		}
+		planJSON, err := json.Marshal(pl)
+		if err != nil {
+			return err
+		}
+		id, err := sharetable.CreateJob(ctx, tx, &sharetable.Job{Kind: pl.Kind, Trigger: opt.Trigger, ChangeSeq: pl.ChangeSeq,
+			Config: pl.Config, Plan: planJSON}, pl.Chunks)
+		if err != nil {
+			return err
+		}
+		job, err = sharetable.GetJob(ctx, tx, id)
+		log.Info().Int64("job", id).Str("kind", pl.Kind).Int("changes", len(pl.Plan.Changes)).Str("full_reason", pl.Plan.FullReason).
+			Int("families", pl.Families).Int("chunks", pl.NumChunks).Msg("job planned")
 		return err
 	})
+	return job, err
+}
+
+// finish works job until it is done, also covering peers that died, and
+// returns its final row. A failed job is an error.
+func finish(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, opt Options, log zerolog.Logger) (*sharetable.Job, error) {
+	org, err := orgOf(job.Config)
+	if err != nil {
+		return nil, fmt.Errorf("job %d configuration: %w", job.ID, err)
+	}
+	dict, err := sharetable.LoadDict(ctx, pool)
 	if err != nil {
 		return nil, err
 	}
-	if err := sharetable.PrepareFull(ctx, pool); err != nil {
-		return nil, err
-	}
-	ranges, err := sharetable.RootRanges(ctx, pool, opt.ChunkSize)
-	if err != nil {
-		return nil, err
-	}
-	log.Info().Int("chunks", len(ranges)).Int("workers", opt.Workers).Msg("full recalculation started")
-	var records, shareRows atomic.Int64
-	lastLog := time.Now()
-	err = workers.Run(ctx, opt.Workers, len(ranges), func(ctx context.Context, i int) error {
-		in, err := sharetable.LoadFamilies(ctx, pool, org, ranges[i][0], ranges[i][1])
+	stop := progress(ctx, pool, job, log)
+	defer stop()
+	for {
+		if err := work(ctx, pool, job, org, dict, opt, log); err != nil {
+			msg := err.Error()
+			if ctx.Err() == nil { // an interrupted run leaves the job running for the next one
+				if serr := sharetable.SetJobStatus(context.WithoutCancel(ctx), pool, job.ID, "failed", msg); serr != nil {
+					log.Error().Err(serr).Msg("could not mark job failed")
+				}
+			}
+			return nil, fmt.Errorf("job %d: %w", job.ID, err)
+		}
+		cur, err := sharetable.GetJob(ctx, pool, job.ID)
 		if err != nil {
+			return nil, err
+		}
+		switch cur.Status {
+		case "done":
+			log.Info().Int64("job", cur.ID).Str("kind", cur.Kind).Int64("records", cur.Records).
+				Int64("share_rows_added", cur.RowsAdded).Int64("share_rows_removed", cur.RowsRemoved).
+				Int64("share_rows_updated", cur.RowsUpdated).Int64("closure_added", cur.ClosureAdded).
+				Int64("closure_removed", cur.ClosureRemoved).Msg("job done")
+			return cur, nil
+		case "failed":
+			return nil, fmt.Errorf("job %d failed: %s (run `recalc run` to resume it)", cur.ID, cur.Error)
+		}
+		// Other workers hold the remaining chunks; wait, then pick up any
+		// that a dead worker released.
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// work claims and computes chunks until none is left to claim, then
+// finalizes the job if every chunk is done.
+func work(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *grants.Org, dict *sharetable.Dict, opt Options, log zerolog.Logger) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(opt.Workers)
+	for i := 0; i < opt.Workers; i++ {
+		g.Go(func() error {
+			for {
+				claimed, err := runChunk(gctx, pool, job, org, dict, opt, log)
+				if err != nil || !claimed {
+					return err
+				}
+			}
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return finalize(ctx, pool, job, org, dict)
+}
+
+// workerID names this process on the chunks it completes.
+func workerID() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s:%d", host, os.Getpid())
+}
+
+// runChunk claims one chunk and completes it in one transaction, retrying
+// with capped, jittered backoff when it cannot get its row locks.
+func runChunk(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *grants.Org, dict *sharetable.Dict, opt Options, log zerolog.Logger) (bool, error) {
+	for attempt := 0; ; attempt++ {
+		claimed, n := false, -1
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", opt.LockTimeout.Milliseconds())); err != nil {
+				return err
+			}
+			c, err := sharetable.ClaimChunk(ctx, tx, job.ID)
+			if err != nil || c == nil {
+				return err
+			}
+			claimed, n = true, c.N
+			var st *sharetable.ChunkStats
+			if job.Kind == "full" {
+				in, err := sharetable.LoadFamilies(ctx, tx, org, c.Lo, c.Hi)
+				if err != nil {
+					return err
+				}
+				added, err := sharetable.CopyRows(ctx, tx, org.Compute(in), dict)
+				if err != nil {
+					return err
+				}
+				st = &sharetable.ChunkStats{Records: int64(len(in.Records)), Added: added}
+			} else if st, err = sharetable.ApplyFamilies(ctx, tx, org, dict, c.Roots); err != nil {
+				return err
+			}
+			return sharetable.DoneChunk(ctx, tx, job.ID, c.N, st, workerID())
+		})
+		if err == nil {
+			return claimed, nil
+		}
+		if !retryable(err) || ctx.Err() != nil {
+			return false, fmt.Errorf("chunk %d: %w", n, err)
+		}
+		if attempt >= opt.Retries {
+			return false, fmt.Errorf("chunk %d: UNABLE_TO_LOCK_ROW: could not lock the record rows of its families within %s, %d attempts: %w",
+				n, opt.LockTimeout, attempt+1, err)
+		}
+		wait := min(50*time.Millisecond<<attempt, 2*time.Second)
+		wait = wait/2 + rand.N(wait/2+1)
+		log.Warn().Int64("job", job.ID).Int("chunk", n).Int("attempt", attempt+1).Dur("backoff", wait).Err(err).Msg("chunk retry")
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// SQLSTATEs a chunk retries on.
+const (
+	serializationFailure = "40001"
+	deadlockDetected     = "40P01"
+	lockNotAvailable     = "55P03"
+)
+
+func retryable(err error) bool {
+	var pg *pgconn.PgError
+	if !errors.As(err, &pg) {
+		return false
+	}
+	return pg.Code == serializationFailure || pg.Code == deadlockDetected || pg.Code == lockNotAvailable
+}
+
+// finalize ends the job if all its chunks are done: it brings the closure,
+// object and user tables up to date (swapping in the staging tables for a
+// full job), records the configuration as applied, and marks the job done,
+// all in one transaction. Whichever worker finds the last chunk done does it.
+func finalize(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *grants.Org, dict *sharetable.Dict) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		j, err := sharetable.LockJob(ctx, tx, job.ID)
+		if err != nil || j.Status != "running" {
 			return err
 		}
-		rows := org.Compute(in)
-		n, err := sharetable.CopyRows(ctx, pool, rows, dict)
-		if err != nil {
-			return fmt.Errorf("chunk %d (roots %q..%q): %w", i, ranges[i][0], ranges[i][1], err)
+		var pending int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM recalc.chunk WHERE job_id = $1 AND status = 'pending'`, j.ID).Scan(&pending); err != nil {
+			return fmt.Errorf("count pending chunks: %w", err)
 		}
-		records.Add(int64(len(in.Records)))
-		shareRows.Add(n)
-		return nil
-	}, func(done, total int) {
-		if time.Since(lastLog) > 2*time.Second || done == total {
-			lastLog = time.Now()
+		if pending > 0 {
+			return nil
+		}
+		cl := &sharetable.ClosureStats{}
+		if j.Kind == "full" {
+			if err := sharetable.WriteConfig(ctx, tx, org, dict); err != nil {
+				return err
+			}
+			if err := sharetable.SwapFull(ctx, tx); err != nil {
+				return err
+			}
+		} else if cl, err = sharetable.DiffClosure(ctx, tx, org, dict); err != nil {
+			return err
+		}
+		if err := sharetable.SetApplied(ctx, tx, j.Config); err != nil {
+			return err
+		}
+		return sharetable.FinishJob(ctx, tx, j, cl)
+	})
+}
+
+// progress logs the job's progress every two seconds until stopped.
+func progress(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, log zerolog.Logger) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var stopped atomic.Bool
+	start := time.Now()
+	go func() {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			done, records, err := sharetable.ChunkProgress(ctx, pool, job.ID)
+			if err != nil || stopped.Load() || job.Chunks == 0 {
+				continue
+			}
 			el := time.Since(start).Seconds()
-			log.Info().Int("chunks_done", done).Int("chunks", total).
-				Str("percent", fmt.Sprintf("%.0f", 100*float64(done)/float64(total))).
-				Int64("records", records.Load()).Int64("share_rows", shareRows.Load()).
-				Float64("records_per_s", float64(records.Load())/max(el, 1e-9)).Msg("progress")
+			ev := log.Info().Int64("job", job.ID).Int("chunks_done", done).Int("chunks", job.Chunks).
+				Str("percent", fmt.Sprintf("%.0f", 100*float64(done)/float64(job.Chunks))).
+				Int64("records", records).Float64("records_per_s", float64(records)/max(el, 1e-9))
+			if done > 0 {
+				ev = ev.Dur("eta", time.Duration(el/float64(done)*float64(job.Chunks-done)*float64(time.Second)))
+			}
+			ev.Msg("progress")
 		}
-	})
-	if err != nil {
-		return nil, err
-	}
-	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if err := sharetable.WriteConfig(ctx, tx, org, dict); err != nil {
-			return err
-		}
-		if err := sharetable.SwapFull(ctx, tx); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM recalc.change WHERE seq <= $1`, highWater); err != nil {
-			return fmt.Errorf("clear change log: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	rep := &Report{Records: records.Load(), ShareRows: shareRows.Load(), Chunks: len(ranges), Duration: time.Since(start)}
-	log.Info().Int64("records", rep.Records).Int64("share_rows", rep.ShareRows).Dur("duration", rep.Duration).
-		Msg("full recalculation done")
-	return rep, nil
+	}()
+	return func() { stopped.Store(true); cancel() }
 }

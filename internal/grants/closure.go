@@ -101,6 +101,10 @@ func (o *Org) addRoleUsers(set map[string]bool, roles []string, internalOnly, in
 	}
 }
 
+// MembersAll returns members_all(g): g's users, inactive ones included. It
+// decides which owners an owner-based rule with source g applies to.
+func (o *Org) MembersAll(g model.Grantee) map[string]bool { return o.members(g, true) }
+
 // members returns members(g), or members_all(g) when inactive is true.
 func (o *Org) members(g model.Grantee, inactive bool) map[string]bool {
 	set := map[string]bool{}

@@ -22,7 +22,8 @@ const (
 type Record struct {
 	model.Record
 	RID       int64
-	ParentRID int64 // 0 when none
+	ParentRID int64  // 0 when none
+	RootID    string // id of the family's root record
 }
 
 // Input is a set of whole families: every record of each, with their shares
@@ -45,11 +46,13 @@ type ShareRow struct {
 	BossOK bool
 }
 
-// RecordRow is one materialized record: what access reads need.
+// RecordRow is one materialized record: what access reads need, and the
+// family it was computed in.
 type RecordRow struct {
 	RID        int64
 	ID, Object string
 	AccessRoot int64 // 0 when none
+	RootID     string
 }
 
 type rowKey struct {
@@ -95,7 +98,7 @@ func (o *Org) Compute(in *Input) *Rows {
 			o.controlledByParent(rs, r, byRID)
 			continue
 		}
-		rs.Records = append(rs.Records, RecordRow{RID: r.RID, ID: r.ID, Object: r.Object, AccessRoot: r.RID})
+		rs.Records = append(rs.Records, RecordRow{RID: r.RID, ID: r.ID, Object: r.Object, AccessRoot: r.RID, RootID: r.RootID})
 		explicit := o.explicit(r, in)
 		for _, g := range explicit {
 			rs.add(r.RID, g.grantee, g.level, g.cause, obj.Hierarchy)
@@ -203,5 +206,5 @@ func (o *Org) controlledByParent(rs *Rows, r *Record, byRID map[int64]*Record) {
 	if p != nil {
 		root = p.RID
 	}
-	rs.Records = append(rs.Records, RecordRow{RID: r.RID, ID: r.ID, Object: r.Object, AccessRoot: root})
+	rs.Records = append(rs.Records, RecordRow{RID: r.RID, ID: r.ID, Object: r.Object, AccessRoot: root, RootID: r.RootID})
 }

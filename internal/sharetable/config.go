@@ -21,11 +21,15 @@ type Querier interface {
 // LoadConfig reads the stored configuration sections (table model_section or
 // applied_section) and decodes them with the model parser.
 func LoadConfig(ctx context.Context, q Querier, table string) (*model.Config, error) {
-	var doc []byte
-	err := q.QueryRow(ctx, `SELECT coalesce(jsonb_object_agg(name, doc), '{}')::text FROM recalc.`+pgx.Identifier{table}.Sanitize()).Scan(&doc)
+	doc, err := ConfigJSON(ctx, q, table)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", table, err)
+		return nil, err
 	}
+	return DecodeConfig(doc)
+}
+
+// DecodeConfig decodes configuration sections stored as one JSON object.
+func DecodeConfig(doc []byte) (*model.Config, error) {
 	f, err := model.Decode(bytes.NewReader(doc), model.Sink{})
 	if err != nil {
 		return nil, fmt.Errorf("decode stored configuration: %w", err)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/model"
@@ -53,12 +52,33 @@ func EnsureDict(ctx context.Context, tx pgx.Tx, users, grantees []string) (*Dict
 	return d, nil
 }
 
-// WriteConfig replaces the small materialized tables (acl_object, acl_user,
-// acl_member) for org and records its configuration as applied.
+// WriteConfig replaces the small materialized tables for org: acl_object,
+// acl_user and the whole closure, acl_member.
 func WriteConfig(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) error {
+	if err := writeObjectsAndUsers(ctx, tx, org, d); err != nil {
+		return err
+	}
+	var members [][]any
+	for _, g := range org.Grantees() {
+		gid := d.GID[g.String()]
+		for _, m := range org.Closure(g) {
+			members = append(members, []any{gid, d.UID[m.User], m.Boss})
+		}
+	}
+	if _, err := tx.Exec(ctx, `TRUNCATE recalc.acl_member`); err != nil {
+		return fmt.Errorf("clear closure: %w", err)
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"recalc", "acl_member"}, []string{"gid", "uid", "boss"}, pgx.CopyFromRows(members)); err != nil {
+		return fmt.Errorf("copy closure: %w", err)
+	}
+	return nil
+}
+
+// writeObjectsAndUsers replaces acl_object and acl_user.
+func writeObjectsAndUsers(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) error {
 	ix := org.Index()
-	if _, err := tx.Exec(ctx, `TRUNCATE recalc.acl_object, recalc.acl_user, recalc.acl_member`); err != nil {
-		return fmt.Errorf("clear configuration tables: %w", err)
+	if _, err := tx.Exec(ctx, `TRUNCATE recalc.acl_object, recalc.acl_user`); err != nil {
+		return fmt.Errorf("clear object and user tables: %w", err)
 	}
 	objs := make([][]any, 0, len(ix.Config.Objects))
 	for _, o := range ix.Config.Objects {
@@ -70,31 +90,36 @@ func WriteConfig(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) error
 			users = append(users, []any{d.UID[u.ID], u.ID, !u.External})
 		}
 	}
-	var members [][]any
-	for _, g := range org.Grantees() {
-		gid := d.GID[g.String()]
-		for _, m := range org.Closure(g) {
-			members = append(members, []any{gid, d.UID[m.User], m.Boss})
-		}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"recalc", "acl_object"}, []string{"name", "internal_level", "external_level", "cbp"}, pgx.CopyFromRows(objs)); err != nil {
+		return fmt.Errorf("copy acl_object: %w", err)
 	}
-	for _, c := range []struct {
-		table string
-		cols  []string
-		rows  [][]any
-	}{
-		{"acl_object", []string{"name", "internal_level", "external_level", "cbp"}, objs},
-		{"acl_user", []string{"uid", "id", "internal"}, users},
-		{"acl_member", []string{"gid", "uid", "boss"}, members},
-	} {
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"recalc", c.table}, c.cols, pgx.CopyFromRows(c.rows)); err != nil {
-			return fmt.Errorf("copy %s: %w", c.table, err)
-		}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"recalc", "acl_user"}, []string{"uid", "id", "internal"}, pgx.CopyFromRows(users)); err != nil {
+		return fmt.Errorf("copy acl_user: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `TRUNCATE recalc.applied_section;
-		INSERT INTO recalc.applied_section SELECT * FROM recalc.model_section`); err != nil {
+	return nil
+}
+
+// SetApplied records config (a JSON object of configuration sections) as what
+// the materialized tables are computed from.
+func SetApplied(ctx context.Context, tx pgx.Tx, config []byte) error {
+	if _, err := tx.Exec(ctx, `TRUNCATE recalc.applied_section`); err != nil {
+		return fmt.Errorf("record applied configuration: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO recalc.applied_section (name, doc) SELECT key, value FROM jsonb_each($1::jsonb)`, string(config)); err != nil {
 		return fmt.Errorf("record applied configuration: %w", err)
 	}
 	return nil
+}
+
+// ConfigJSON returns the stored configuration sections of table
+// (model_section or applied_section) as one JSON object.
+func ConfigJSON(ctx context.Context, q Querier, table string) ([]byte, error) {
+	var doc []byte
+	err := q.QueryRow(ctx, `SELECT coalesce(jsonb_object_agg(name, doc), '{}')::text FROM recalc.`+pgx.Identifier{table}.Sanitize()).Scan(&doc)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", table, err)
+	}
+	return doc, nil
 }
 
 // RootRanges splits the record families into chunks of about size records,
@@ -124,9 +149,20 @@ func RootRanges(ctx context.Context, q Querier, size int) ([][2]string, error) {
 }
 
 // LoadFamilies reads the records, shares and team entries of the families
-// whose root id lies in [lo, hi]. Fields are read only for objects that
-// have criteria rules.
+// whose root id lies in [lo, hi].
 func LoadFamilies(ctx context.Context, q Querier, org *grants.Org, lo, hi string) (*grants.Input, error) {
+	return loadFamilies(ctx, q, org, "root_id BETWEEN $1 AND $2", lo, hi)
+}
+
+// LoadFamiliesOf reads the families whose root ids are listed.
+func LoadFamiliesOf(ctx context.Context, q Querier, org *grants.Org, roots []string) (*grants.Input, error) {
+	return loadFamilies(ctx, q, org, "root_id = ANY($1)", roots)
+}
+
+// loadFamilies reads the families of the records matching where, a constant
+// condition on root_id over the parameters args. Fields are read only for
+// objects that have criteria rules.
+func loadFamilies(ctx context.Context, q Querier, org *grants.Org, where string, args ...any) (*grants.Input, error) {
 	var withFields []string
 	for _, o := range org.Index().Config.Objects {
 		if org.HasCriteria(o.Name) {
@@ -134,21 +170,21 @@ func LoadFamilies(ctx context.Context, q Querier, org *grants.Org, lo, hi string
 		}
 	}
 	in := &grants.Input{Shares: map[int64][]model.Share{}, Teams: map[int64][]model.Team{}}
-	rows, err := q.Query(ctx, `
-		SELECT rid, id, object, owner, coalesce(parent, ''), territories,
-		       CASE WHEN object = ANY($3) THEN fields END
-		FROM recalc.record WHERE root_id BETWEEN $1 AND $2`, lo, hi, withFields)
+	rows, err := q.Query(ctx, fmt.Sprintf(`
+		SELECT rid, id, object, owner, coalesce(parent, ''), root_id, territories,
+		       CASE WHEN object = ANY($%d) THEN fields END
+		FROM recalc.record WHERE %s`, len(args)+1, where), append(args, withFields)...)
 	if err != nil {
-		return nil, fmt.Errorf("read records %q..%q: %w", lo, hi, err)
+		return nil, fmt.Errorf("read records: %w", err)
 	}
 	var r grants.Record
-	_, err = pgx.ForEachRow(rows, []any{&r.RID, &r.ID, &r.Object, &r.Owner, &r.Parent, &r.Territories, &r.Fields}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&r.RID, &r.ID, &r.Object, &r.Owner, &r.Parent, &r.RootID, &r.Territories, &r.Fields}, func() error {
 		in.Records = append(in.Records, r)
 		r = grants.Record{}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read records %q..%q: %w", lo, hi, err)
+		return nil, fmt.Errorf("read records: %w", err)
 	}
 	rids := make(map[string]int64, len(in.Records))
 	for _, r := range in.Records {
@@ -159,45 +195,39 @@ func LoadFamilies(ctx context.Context, q Querier, org *grants.Org, lo, hi string
 	}
 	rows, err = q.Query(ctx, `
 		SELECT r.rid, s.object, s.grantee, s.access, s.cause
-		FROM recalc.share_input s JOIN recalc.record r ON r.id = s.record
-		WHERE r.root_id BETWEEN $1 AND $2`, lo, hi)
+		FROM recalc.share_input s JOIN recalc.record r ON r.id = s.record WHERE r.`+where, args...)
 	if err != nil {
-		return nil, fmt.Errorf("read shares %q..%q: %w", lo, hi, err)
+		return nil, fmt.Errorf("read shares: %w", err)
 	}
-	for rows.Next() {
-		var rid int64
-		var s model.Share
-		var g string
-		if err := rows.Scan(&rid, &s.Object, &g, &s.Access, &s.Cause); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("read shares %q..%q: %w", lo, hi, err)
+	var rid int64
+	var sh model.Share
+	var g string
+	_, err = pgx.ForEachRow(rows, []any{&rid, &sh.Object, &g, &sh.Access, &sh.Cause}, func() error {
+		var err error
+		if sh.Grantee, err = model.ParseGrantee(g, false); err != nil {
+			return fmt.Errorf("stored share on record %d: %w", rid, err)
 		}
-		if s.Grantee, err = model.ParseGrantee(g, false); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("stored share on rid %d: %w", rid, err)
-		}
-		in.Shares[rid] = append(in.Shares[rid], s)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read shares %q..%q: %w", lo, hi, err)
+		in.Shares[rid] = append(in.Shares[rid], sh)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read shares: %w", err)
 	}
 	rows, err = q.Query(ctx, `
 		SELECT r.rid, t.user_id, t.access, t.contact_access, t.opportunity_access, t.case_access
-		FROM recalc.team t JOIN recalc.record r ON r.id = t.record
-		WHERE r.root_id BETWEEN $1 AND $2`, lo, hi)
+		FROM recalc.team t JOIN recalc.record r ON r.id = t.record WHERE r.`+where, args...)
 	if err != nil {
-		return nil, fmt.Errorf("read teams %q..%q: %w", lo, hi, err)
+		return nil, fmt.Errorf("read teams: %w", err)
 	}
-	for rows.Next() {
-		var rid int64
-		var t model.Team
-		if err := rows.Scan(&rid, &t.User, &t.Access, &t.Child.Contact, &t.Child.Opportunity, &t.Child.Case); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("read teams %q..%q: %w", lo, hi, err)
-		}
+	var t model.Team
+	_, err = pgx.ForEachRow(rows, []any{&rid, &t.User, &t.Access, &t.Child.Contact, &t.Child.Opportunity, &t.Child.Case}, func() error {
 		in.Teams[rid] = append(in.Teams[rid], t)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read teams: %w", err)
 	}
-	return in, rows.Err()
+	return in, nil
 }
 
 // Staging tables of a full recalculation, swapped in when complete.
@@ -208,8 +238,8 @@ const (
 
 // PrepareFull creates empty, index-free staging tables for a full
 // recalculation, dropping any left by an interrupted one.
-func PrepareFull(ctx context.Context, pool *pgxpool.Pool) error {
-	_, err := pool.Exec(ctx, `
+func PrepareFull(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, `
 		DROP TABLE IF EXISTS recalc.acl_share_next, recalc.acl_record_next;
 		CREATE TABLE recalc.acl_share_next (LIKE recalc.acl_share INCLUDING DEFAULTS);
 		CREATE TABLE recalc.acl_record_next (LIKE recalc.acl_record INCLUDING DEFAULTS)`)
@@ -221,9 +251,9 @@ func PrepareFull(ctx context.Context, pool *pgxpool.Pool) error {
 
 // CopyRows writes computed rows into the staging tables and returns the
 // number of share rows written.
-func CopyRows(ctx context.Context, pool *pgxpool.Pool, rows *grants.Rows, d *Dict) (int64, error) {
+func CopyRows(ctx context.Context, tx pgx.Tx, rows *grants.Rows, d *Dict) (int64, error) {
 	i := 0
-	n, err := pool.CopyFrom(ctx, pgx.Identifier{"recalc", nextShare}, []string{"rid", "gid", "level", "cause", "boss_ok"},
+	n, err := tx.CopyFrom(ctx, pgx.Identifier{"recalc", nextShare}, []string{"rid", "gid", "level", "cause", "boss_ok"},
 		pgx.CopyFromFunc(func() ([]any, error) {
 			if i == len(rows.Shares) {
 				return nil, nil
@@ -240,7 +270,7 @@ func CopyRows(ctx context.Context, pool *pgxpool.Pool, rows *grants.Rows, d *Dic
 		return 0, fmt.Errorf("copy share rows: %w", err)
 	}
 	j := 0
-	_, err = pool.CopyFrom(ctx, pgx.Identifier{"recalc", nextRecord}, []string{"rid", "id", "object", "access_root"},
+	_, err = tx.CopyFrom(ctx, pgx.Identifier{"recalc", nextRecord}, []string{"rid", "id", "object", "access_root", "root_id"},
 		pgx.CopyFromFunc(func() ([]any, error) {
 			if j == len(rows.Records) {
 				return nil, nil
@@ -251,7 +281,7 @@ func CopyRows(ctx context.Context, pool *pgxpool.Pool, rows *grants.Rows, d *Dic
 			if r.AccessRoot != 0 {
 				root = &r.AccessRoot
 			}
-			return []any{r.RID, r.ID, r.Object, root}, nil
+			return []any{r.RID, r.ID, r.Object, root, r.RootID}, nil
 		}))
 	if err != nil {
 		return 0, fmt.Errorf("copy record rows: %w", err)
@@ -266,14 +296,16 @@ func SwapFull(ctx context.Context, tx pgx.Tx) error {
 		ALTER TABLE recalc.acl_share_next ADD CONSTRAINT acl_share_next_pkey PRIMARY KEY (rid, gid, cause);
 		CREATE INDEX acl_share_next_gid_idx ON recalc.acl_share_next (gid, rid);
 		ALTER TABLE recalc.acl_record_next ADD CONSTRAINT acl_record_next_pkey PRIMARY KEY (rid);
-		ALTER TABLE recalc.acl_record_next ADD CONSTRAINT acl_record_next_id_key UNIQUE (id);
+		CREATE INDEX acl_record_next_id_idx ON recalc.acl_record_next (id);
+		CREATE INDEX acl_record_next_root_idx ON recalc.acl_record_next (root_id);
 		DROP TABLE recalc.acl_share, recalc.acl_record;
 		ALTER TABLE recalc.acl_share_next RENAME TO acl_share;
 		ALTER TABLE recalc.acl_share RENAME CONSTRAINT acl_share_next_pkey TO acl_share_pkey;
 		ALTER INDEX recalc.acl_share_next_gid_idx RENAME TO acl_share_gid_idx;
 		ALTER TABLE recalc.acl_record_next RENAME TO acl_record;
 		ALTER TABLE recalc.acl_record RENAME CONSTRAINT acl_record_next_pkey TO acl_record_pkey;
-		ALTER TABLE recalc.acl_record RENAME CONSTRAINT acl_record_next_id_key TO acl_record_id_key;
+		ALTER INDEX recalc.acl_record_next_id_idx RENAME TO acl_record_id_idx;
+		ALTER INDEX recalc.acl_record_next_root_idx RENAME TO acl_record_root_idx;
 		ANALYZE recalc.acl_share, recalc.acl_record, recalc.acl_member`)
 	if err != nil {
 		return fmt.Errorf("swap in recalculated tables: %w", err)

@@ -33,6 +33,19 @@ type InvalidError struct{ Err error }
 func (e *InvalidError) Error() string { return "invalid model: " + e.Err.Error() }
 func (e *InvalidError) Unwrap() error { return e.Err }
 
+// BusyError is an import refused because a recalculation job is unfinished.
+type BusyError struct {
+	Job    int64
+	Status string
+}
+
+func (e *BusyError) Error() string {
+	if e.Status == "failed" {
+		return fmt.Sprintf("recalculation job %d failed and is unfinished: run `recalc run` to resume it, then import again", e.Job)
+	}
+	return fmt.Sprintf("recalculation job %d is running: wait for it (`recalc run` joins it and returns when it is done), then import again", e.Job)
+}
+
 const (
 	kindRecord = 1
 	kindShare  = 2
@@ -50,6 +63,15 @@ func Import(ctx context.Context, pool *pgxpool.Pool, r io.Reader, log zerolog.Lo
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
 			return err
+		}
+		// Like Salesforce, refuse sharing changes while a recalculation is
+		// unfinished: the job computes from the configuration it planned.
+		job, err := sharetable.UnfinishedJob(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if job != nil {
+			return &BusyError{Job: job.ID, Status: job.Status}
 		}
 		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE stage (
 			kind smallint, id text, object text, owner text, parent text, fields jsonb,
@@ -238,15 +260,6 @@ func apply(ctx context.Context, tx pgx.Tx, f *model.File, res *Result) error {
 			`ANALYZE staged_record`); err != nil {
 			return err
 		}
-		if err := exec(ctx, tx, "merge records", &res.Changes, `
-			INSERT INTO recalc.change (kind, key)
-			SELECT 'record', coalesce(n.id, r.id)
-			FROM recalc.record r FULL JOIN staged_record n ON n.id = r.id
-			WHERE r.id IS NULL OR n.id IS NULL
-			   OR (r.object, r.owner, r.parent, r.root_id, r.fields, r.territories)
-			      IS DISTINCT FROM (n.object, n.owner, n.parent, n.root_id, n.fields, n.territories)`); err != nil {
-			return err
-		}
 		// The manual shares the stored version had on records changing owner
 		// are wiped, whatever the file says (sharing-model.md section 5).
 		if err := exec(ctx, tx, "merge records", nil, `
@@ -254,7 +267,11 @@ func apply(ctx context.Context, tx pgx.Tx, f *model.File, res *Result) error {
 			SELECT s.record, s.grantee FROM recalc.share_input s
 			JOIN recalc.record r ON r.id = s.record
 			JOIN staged_record n ON n.id = r.id
-			WHERE s.cause = 'manual' AND n.owner <> r.owner`,
+			WHERE s.cause = 'manual' AND n.owner <> r.owner`); err != nil {
+			return err
+		}
+		// Triggers on recalc.record log every row these statements change.
+		if err := exec(ctx, tx, "merge records", &res.Changes,
 			`DELETE FROM recalc.record r WHERE NOT EXISTS (SELECT 1 FROM staged_record n WHERE n.id = r.id)`,
 			`UPDATE recalc.record r SET object = n.object, owner = n.owner, parent = n.parent, root_id = n.root_id,
 			        fields = n.fields, territories = n.territories
