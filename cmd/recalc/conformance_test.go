@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/recalc-dev/recalc/internal/oracle"
@@ -17,10 +19,7 @@ import (
 // per step, import then run then access --format csv, against a fresh
 // database per case.
 func TestConformance(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "recalc")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build recalc: %v\n%s", err, out)
-	}
+	bin := buildRecalc(t)
 	cases, err := filepath.Glob("../../testdata/conformance/cases/*")
 	if err != nil || len(cases) == 0 {
 		t.Fatalf("no conformance cases found (%v)", err)
@@ -78,6 +77,32 @@ func TestConformance(t *testing.T) {
 			}
 		})
 	}
+}
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+// buildRecalc builds the recalc binary once per test process.
+func buildRecalc(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "recalc-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "recalc")
+		if out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("build recalc: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
 }
 
 type cmdError struct {

@@ -83,11 +83,11 @@ func TestIncrementalMatchesFullAndOracle(t *testing.T) {
 				t.Fatalf("seed %d step %d: access differs from the oracle\n%s\nplan: %s", seed, step, oracle.Diff(want, got), lastPlan(ctx, pool))
 			}
 			checkAccessLevel(t, ctx, pool, rng, cur)
-			incremental := materialized(t, ctx, pool)
+			incremental := testdb.Materialized(t, pool)
 			if _, err := engine.Full(ctx, pool, opt, zerolog.Nop()); err != nil {
 				t.Fatalf("seed %d step %d: full run: %v", seed, step, err)
 			}
-			if full := materialized(t, ctx, pool); full != incremental {
+			if full := testdb.Materialized(t, pool); full != incremental {
 				t.Fatalf("seed %d step %d: incremental tables differ from a full run\n%s", seed, step, oracle.Diff(full, incremental))
 			}
 		}
@@ -103,30 +103,6 @@ func lastPlan(ctx context.Context, pool *pgxpool.Pool) string {
 	var plan string
 	_ = pool.QueryRow(ctx, `SELECT kind || ' ' || plan::text FROM recalc.job ORDER BY id DESC LIMIT 1`).Scan(&plan)
 	return plan
-}
-
-// materialized renders every materialized table with natural keys, sorted,
-// so two renderings are equal exactly when the tables mean the same.
-func materialized(t *testing.T, ctx context.Context, pool *pgxpool.Pool) string {
-	t.Helper()
-	var out strings.Builder
-	for _, q := range []string{
-		`SELECT 'share ' || r.id || ' ' || g.key || ' ' || s.cause || ' ' || s.level || ' ' || s.boss_ok
-		 FROM recalc.acl_share s JOIN recalc.acl_record r USING (rid) JOIN recalc.grantee g USING (gid)`,
-		`SELECT 'member ' || g.key || ' ' || p.id || ' ' || m.boss
-		 FROM recalc.acl_member m JOIN recalc.grantee g USING (gid) JOIN recalc.principal p USING (uid)`,
-		`SELECT 'record ' || r.id || ' ' || r.object || ' ' || coalesce(a.id, '-') || ' ' || r.root_id
-		 FROM recalc.acl_record r LEFT JOIN recalc.acl_record a ON a.rid = r.access_root`,
-		`SELECT 'object ' || name || ' ' || internal_level || ' ' || external_level || ' ' || cbp FROM recalc.acl_object`,
-		`SELECT 'user ' || id || ' ' || internal FROM recalc.acl_user`,
-	} {
-		var body string
-		if err := pool.QueryRow(ctx, `SELECT coalesce(string_agg(l, E'\n' ORDER BY l COLLATE "C"), '') FROM (`+q+`) x (l)`).Scan(&body); err != nil {
-			t.Fatal(err)
-		}
-		out.WriteString(body + "\n")
-	}
-	return out.String()
 }
 
 // checkAccessLevel asks recalc.access_level, the one-query SQL function, about
