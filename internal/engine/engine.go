@@ -15,23 +15,18 @@ package engine
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"math/rand/v2"
-	"os"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/locks"
 	"github.com/recalc-dev/recalc/internal/planner"
 	"github.com/recalc-dev/recalc/internal/sharetable"
+	"github.com/recalc-dev/recalc/internal/workers"
 )
 
 // Options tune a run.
@@ -205,9 +200,11 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 		for i, r := range ranges {
 			pl.Chunks = append(pl.Chunks, sharetable.Chunk{N: i, Lo: r[0], Hi: r[1]})
 		}
-		if pl.Families, err = countFamilies(ctx, tx); err != nil {
+		families, err := sharetable.CountFamilies(ctx, tx)
+		if err != nil {
 			return nil, err
 		}
+		pl.Families = int(families)
 	} else {
 		sizes, err := sharetable.FamilySizes(ctx, tx, pl.Roots)
 		if err != nil {
@@ -226,22 +223,14 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 		pl.Families = len(pl.Roots)
 	}
 	pl.NumChunks = len(pl.Chunks)
-	if pl.Records, err = sharetable.RecordsByObject(ctx, tx, map[bool][]string{true: nil, false: nonNil(pl.Roots)}[p.Full]); err != nil {
+	scope := pl.Roots // nil counts every record: a full job
+	if !p.Full && scope == nil {
+		scope = []string{}
+	}
+	if pl.Records, err = sharetable.RecordsByObject(ctx, tx, scope); err != nil {
 		return nil, err
 	}
 	return pl, nil
-}
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
-}
-
-func countFamilies(ctx context.Context, tx pgx.Tx) (int, error) {
-	n, err := sharetable.CountFamilies(ctx, tx)
-	return int(n), err
 }
 
 func orgOf(cfgJSON []byte) (*grants.Org, error) {
@@ -322,7 +311,7 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, opt Op
 	if err != nil {
 		return nil, err
 	}
-	stop := progress(ctx, pool, job, log)
+	stop := workers.Progress(ctx, pool, job.ID, job.Chunks, log)
 	defer stop()
 	for {
 		if err := work(ctx, pool, job, org, dict, opt, log); err != nil {
@@ -361,94 +350,25 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, opt Op
 // work claims and computes chunks until none is left to claim, then
 // finalizes the job if every chunk is done.
 func work(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *grants.Org, dict *sharetable.Dict, opt Options, log zerolog.Logger) error {
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(opt.Workers)
-	for i := 0; i < opt.Workers; i++ {
-		g.Go(func() error {
-			for {
-				claimed, err := runChunk(gctx, pool, job, org, dict, opt, log)
-				if err != nil || !claimed {
-					return err
-				}
+	err := workers.Run(ctx, pool, job.ID, workers.Options{Workers: opt.Workers, LockTimeout: opt.LockTimeout, Retries: opt.Retries},
+		func(ctx context.Context, tx pgx.Tx, c *sharetable.Chunk) (*sharetable.ChunkStats, error) {
+			if job.Kind != "full" {
+				return sharetable.ApplyFamilies(ctx, tx, org, dict, c.Roots)
 			}
-		})
-	}
-	if err := g.Wait(); err != nil {
+			in, err := sharetable.LoadFamilies(ctx, tx, org, c.Lo, c.Hi)
+			if err != nil {
+				return nil, err
+			}
+			added, err := sharetable.CopyRows(ctx, tx, org.Compute(in), dict)
+			if err != nil {
+				return nil, err
+			}
+			return &sharetable.ChunkStats{Records: int64(len(in.Records)), Added: added}, nil
+		}, log)
+	if err != nil {
 		return err
 	}
 	return finalize(ctx, pool, job, org, dict)
-}
-
-// workerID names this process on the chunks it completes.
-func workerID() string {
-	host, _ := os.Hostname()
-	return fmt.Sprintf("%s:%d", host, os.Getpid())
-}
-
-// runChunk claims one chunk and completes it in one transaction, retrying
-// with capped, jittered backoff when it cannot get its row locks.
-func runChunk(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *grants.Org, dict *sharetable.Dict, opt Options, log zerolog.Logger) (bool, error) {
-	for attempt := 0; ; attempt++ {
-		claimed, n := false, -1
-		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", opt.LockTimeout.Milliseconds())); err != nil {
-				return err
-			}
-			c, err := sharetable.ClaimChunk(ctx, tx, job.ID)
-			if err != nil || c == nil {
-				return err
-			}
-			claimed, n = true, c.N
-			var st *sharetable.ChunkStats
-			if job.Kind == "full" {
-				in, err := sharetable.LoadFamilies(ctx, tx, org, c.Lo, c.Hi)
-				if err != nil {
-					return err
-				}
-				added, err := sharetable.CopyRows(ctx, tx, org.Compute(in), dict)
-				if err != nil {
-					return err
-				}
-				st = &sharetable.ChunkStats{Records: int64(len(in.Records)), Added: added}
-			} else if st, err = sharetable.ApplyFamilies(ctx, tx, org, dict, c.Roots); err != nil {
-				return err
-			}
-			return sharetable.DoneChunk(ctx, tx, job.ID, c.N, st, workerID())
-		})
-		if err == nil {
-			return claimed, nil
-		}
-		if !retryable(err) || ctx.Err() != nil {
-			return false, fmt.Errorf("chunk %d: %w", n, err)
-		}
-		if attempt >= opt.Retries {
-			return false, fmt.Errorf("chunk %d: UNABLE_TO_LOCK_ROW: could not lock the record rows of its families within %s, %d attempts: %w",
-				n, opt.LockTimeout, attempt+1, err)
-		}
-		wait := min(50*time.Millisecond<<attempt, 2*time.Second)
-		wait = wait/2 + rand.N(wait/2+1)
-		log.Warn().Int64("job", job.ID).Int("chunk", n).Int("attempt", attempt+1).Dur("backoff", wait).Err(err).Msg("chunk retry")
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-time.After(wait):
-		}
-	}
-}
-
-// SQLSTATEs a chunk retries on.
-const (
-	serializationFailure = "40001"
-	deadlockDetected     = "40P01"
-	lockNotAvailable     = "55P03"
-)
-
-func retryable(err error) bool {
-	var pg *pgconn.PgError
-	if !errors.As(err, &pg) {
-		return false
-	}
-	return pg.Code == serializationFailure || pg.Code == deadlockDetected || pg.Code == lockNotAvailable
 }
 
 // finalize ends the job if all its chunks are done: it brings the closure,
@@ -484,35 +404,4 @@ func finalize(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org 
 		}
 		return sharetable.FinishJob(ctx, tx, j, cl)
 	})
-}
-
-// progress logs the job's progress every two seconds until stopped.
-func progress(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, log zerolog.Logger) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	var stopped atomic.Bool
-	start := time.Now()
-	go func() {
-		t := time.NewTicker(2 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			done, records, err := sharetable.ChunkProgress(ctx, pool, job.ID)
-			if err != nil || stopped.Load() || job.Chunks == 0 {
-				continue
-			}
-			el := time.Since(start).Seconds()
-			ev := log.Info().Int64("job", job.ID).Int("chunks_done", done).Int("chunks", job.Chunks).
-				Str("percent", fmt.Sprintf("%.0f", 100*float64(done)/float64(job.Chunks))).
-				Int64("records", records).Float64("records_per_s", float64(records)/max(el, 1e-9))
-			if done > 0 {
-				ev = ev.Dur("eta", time.Duration(el/float64(done)*float64(job.Chunks-done)*float64(time.Second)))
-			}
-			ev.Msg("progress")
-		}
-	}()
-	return func() { stopped.Store(true); cancel() }
 }

@@ -1,40 +1,148 @@
-// Package workers runs chunks of a recalculation on a bounded pool of
-// goroutines (an errgroup with a limit): the first error cancels the rest, and
-// progress is reported as chunks finish.
+// Package workers works the chunks of a job: a bounded pool of goroutines
+// (an errgroup with a limit) claims chunks from recalc.chunk with FOR UPDATE
+// SKIP LOCKED, each in its own transaction with a lock timeout, and retries
+// a chunk with capped, jittered backoff when it cannot get its row locks.
+// Any number of processes can run a pool on the same job. It also logs
+// progress.
 package workers
 
 import (
 	"context"
-	"sync"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sync/atomic"
+	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/recalc-dev/recalc/internal/sharetable"
 )
 
-// Progress is called after each chunk with the number done and the total.
-type Progress func(done, total int)
+// Options tune a pool.
+type Options struct {
+	Workers     int           // chunks worked at once by this process
+	LockTimeout time.Duration // how long a chunk waits for a row lock
+	Retries     int           // retries of a chunk on lock timeout, deadlock or serialization failure
+}
 
-// Run calls fn for chunks 0..total-1 with at most n running at once.
-func Run(ctx context.Context, n, total int, fn func(ctx context.Context, chunk int) error, progress Progress) error {
-	g, ctx := errgroup.WithContext(ctx)
-	g.SetLimit(max(n, 1))
-	var mu sync.Mutex
-	done := 0
-	for i := 0; i < total; i++ {
-		if ctx.Err() != nil {
-			break
-		}
+// Do computes and writes one claimed chunk inside tx.
+type Do func(ctx context.Context, tx pgx.Tx, c *sharetable.Chunk) (*sharetable.ChunkStats, error)
+
+// Run works the job's chunks until none is left to claim. The first error
+// stops the pool and is returned.
+func Run(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, do Do, log zerolog.Logger) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(opt.Workers, 1))
+	for i := 0; i < max(opt.Workers, 1); i++ {
 		g.Go(func() error {
-			if err := fn(ctx, i); err != nil {
-				return err
+			for {
+				claimed, err := runChunk(gctx, pool, job, opt, do, log)
+				if err != nil || !claimed {
+					return err
+				}
 			}
-			if progress != nil {
-				mu.Lock()
-				done++
-				progress(done, total)
-				mu.Unlock()
-			}
-			return nil
 		})
 	}
 	return g.Wait()
+}
+
+// workerID names this process on the chunks it completes.
+func workerID() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s:%d", host, os.Getpid())
+}
+
+// runChunk claims one chunk and completes it in one transaction: claim, do,
+// mark done. It retries with capped, jittered backoff when the chunk cannot
+// get its row locks.
+func runChunk(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, do Do, log zerolog.Logger) (bool, error) {
+	for attempt := 0; ; attempt++ {
+		claimed, n := false, -1
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", opt.LockTimeout.Milliseconds())); err != nil {
+				return err
+			}
+			c, err := sharetable.ClaimChunk(ctx, tx, job)
+			if err != nil || c == nil {
+				return err
+			}
+			claimed, n = true, c.N
+			st, err := do(ctx, tx, c)
+			if err != nil {
+				return err
+			}
+			return sharetable.DoneChunk(ctx, tx, job, c.N, st, workerID())
+		})
+		if err == nil {
+			return claimed, nil
+		}
+		if !retryable(err) || ctx.Err() != nil {
+			return false, fmt.Errorf("chunk %d: %w", n, err)
+		}
+		if attempt >= opt.Retries {
+			return false, fmt.Errorf("chunk %d: UNABLE_TO_LOCK_ROW: could not lock the record rows of its families within %s, %d attempts: %w",
+				n, opt.LockTimeout, attempt+1, err)
+		}
+		wait := min(50*time.Millisecond<<attempt, 2*time.Second)
+		wait = wait/2 + rand.N(wait/2+1)
+		log.Warn().Int64("job", job).Int("chunk", n).Int("attempt", attempt+1).Dur("backoff", wait).Err(err).Msg("chunk retry")
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// SQLSTATEs a chunk retries on.
+const (
+	serializationFailure = "40001"
+	deadlockDetected     = "40P01"
+	lockNotAvailable     = "55P03"
+)
+
+func retryable(err error) bool {
+	var pg *pgconn.PgError
+	if !errors.As(err, &pg) {
+		return false
+	}
+	return pg.Code == serializationFailure || pg.Code == deadlockDetected || pg.Code == lockNotAvailable
+}
+
+// Progress logs the job's progress every two seconds (percent, rate, ETA)
+// until stopped.
+func Progress(ctx context.Context, pool *pgxpool.Pool, job int64, chunks int, log zerolog.Logger) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var stopped atomic.Bool
+	start := time.Now()
+	go func() {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			done, records, err := sharetable.ChunkProgress(ctx, pool, job)
+			if err != nil || stopped.Load() || chunks == 0 {
+				continue
+			}
+			el := time.Since(start).Seconds()
+			ev := log.Info().Int64("job", job).Int("chunks_done", done).Int("chunks", chunks).
+				Str("percent", fmt.Sprintf("%.0f", 100*float64(done)/float64(chunks))).
+				Int64("records", records).Float64("records_per_s", float64(records)/max(el, 1e-9))
+			if done > 0 {
+				ev = ev.Dur("eta", time.Duration(el/float64(done)*float64(chunks-done)*float64(time.Second)))
+			}
+			ev.Msg("progress")
+		}
+	}()
+	return func() { stopped.Store(true); cancel() }
 }
