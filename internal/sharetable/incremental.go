@@ -108,7 +108,7 @@ func CountFamilies(ctx context.Context, q Querier) (int64, error) {
 
 // ChunkStats counts what applying one chunk did.
 type ChunkStats struct {
-	Records                int64
+	Records                 int64
 	Added, Removed, Updated int64
 }
 
