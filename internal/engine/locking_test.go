@@ -1,0 +1,69 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/oracle"
+	"github.com/recalc-dev/recalc/internal/store"
+	"github.com/recalc-dev/recalc/internal/testdb"
+)
+
+// TestUnableToLockRow holds a record's row lock in another transaction: the
+// job's chunk times out, retries, and fails naming the chunk. While the job
+// is unfinished, imports are refused; once the lock is gone, the next run
+// resumes the job and finishes it.
+func TestUnableToLockRow(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Migrated(t)
+	cur := mustImport(t, ctx, pool, nil, minimalOrg())
+	if _, err := engine.Run(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE recalc.record SET owner = 'u2' WHERE id = 'a007'`); err != nil {
+		t.Fatal(err)
+	}
+	cur.Records[3*7].Owner = "u2" // a007: each account is followed by its two cases
+
+	holder, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := holder.Exec(ctx, `SELECT 1 FROM recalc.record WHERE id = 'a007' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	opt := engine.Options{LockTimeout: 100 * time.Millisecond, Retries: 2}
+	_, err = engine.Run(ctx, pool, opt, zerolog.Nop())
+	if err == nil || !strings.Contains(err.Error(), "UNABLE_TO_LOCK_ROW") || !strings.Contains(err.Error(), "chunk 0") {
+		t.Fatalf("run under a held row lock: %v, want UNABLE_TO_LOCK_ROW naming chunk 0", err)
+	}
+	_, err = store.Import(ctx, pool, strings.NewReader(`{"users": []}`), zerolog.Nop())
+	var busy *store.BusyError
+	if !errors.As(err, &busy) || !strings.Contains(err.Error(), "recalc run") {
+		t.Fatalf("import during an unfinished job: %v, want a busy error that says to run recalc run", err)
+	}
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := engine.Run(ctx, pool, opt, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("resume after the lock is gone: %v", err)
+	}
+	if rep.Kind != "incremental" || rep.Records != 3 {
+		t.Errorf("resumed job: %+v, want the incremental job of a007's family (3 records)", rep)
+	}
+	if got, want := accessCSV(t, ctx, pool), oracle.CSV(oracle.Access(cur)); got != want {
+		t.Fatalf("access differs from the oracle\n%s", oracle.Diff(want, got))
+	}
+	var failed int
+	_ = pool.QueryRow(ctx, `SELECT count(*) FROM recalc.job WHERE status <> 'done'`).Scan(&failed)
+	if failed != 0 {
+		t.Errorf("%d jobs left unfinished", failed)
+	}
+}
