@@ -65,17 +65,19 @@ func (o *Options) defaults() {
 
 // Report says what a run did: the job it created, resumed or joined.
 type Report struct {
-	Job            int64         `json:"job"`
-	Kind           string        `json:"kind"`
-	Nothing        bool          `json:"nothing_to_do"`
-	Chunks         int           `json:"chunks"`
-	Records        int64         `json:"records"`
-	RowsAdded      int64         `json:"share_rows_added"`
-	RowsRemoved    int64         `json:"share_rows_removed"`
-	RowsUpdated    int64         `json:"share_rows_updated"`
-	ClosureAdded   int64         `json:"closure_added"`
-	ClosureRemoved int64         `json:"closure_removed"`
-	Duration       time.Duration `json:"duration_ns"`
+	Job            int64                `json:"job"`
+	Kind           string               `json:"kind"`
+	Nothing        bool                 `json:"nothing_to_do"`
+	Deferred       map[string]time.Time `json:"deferred,omitempty"`
+	DriftFixed     int64                `json:"drift_fixed,omitempty"`
+	Chunks         int                  `json:"chunks"`
+	Records        int64                `json:"records"`
+	RowsAdded      int64                `json:"share_rows_added"`
+	RowsRemoved    int64                `json:"share_rows_removed"`
+	RowsUpdated    int64                `json:"share_rows_updated"`
+	ClosureAdded   int64                `json:"closure_added"`
+	ClosureRemoved int64                `json:"closure_removed"`
+	Duration       time.Duration        `json:"duration_ns"`
 }
 
 // Full recomputes everything from scratch.
@@ -94,7 +96,7 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 	report := func(j *sharetable.Job) *Report {
 		return &Report{Job: j.ID, Kind: j.Kind, Chunks: j.Chunks, Records: j.Records,
 			RowsAdded: j.RowsAdded, RowsRemoved: j.RowsRemoved, RowsUpdated: j.RowsUpdated,
-			ClosureAdded: j.ClosureAdded, ClosureRemoved: j.ClosureRemoved, Duration: time.Since(start)}
+			ClosureAdded: j.ClosureAdded, ClosureRemoved: j.ClosureRemoved, DriftFixed: j.DriftFixed, Duration: time.Since(start)}
 	}
 	// At most three rounds: a job this run did not plan (joined or resumed)
 	// may predate changes the run must also cover, so plan again after it.
@@ -106,17 +108,23 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 		created := false
 		switch {
 		case job == nil:
-			if job, err = createJob(ctx, pool, opt, log); err != nil {
+			var pl *Planned
+			if job, pl, err = createJob(ctx, pool, opt, log); err != nil {
 				return nil, err
 			}
-			if job == nil {
+			if job == nil && pl != nil {
 				if last != nil {
 					return report(last), nil
 				}
-				log.Info().Msg("nothing to recalculate")
-				return &Report{Nothing: true, Duration: time.Since(start)}, nil
+				rep := &Report{Nothing: true, Duration: time.Since(start), Deferred: pl.Deferred}
+				if len(pl.Deferred) > 0 {
+					log.Info().Interface("deferred", pl.Deferred).Msg("calculation is deferred: nothing recalculated (`recalc resume` lifts it)")
+				} else {
+					log.Info().Msg("nothing to recalculate")
+				}
+				return rep, nil
 			}
-			created = true
+			created = job != nil && pl != nil
 		case job.Status == "failed":
 			log.Warn().Int64("job", job.ID).Str("error", job.Error).Msg("resuming failed job")
 			if err := sharetable.SetJobStatus(ctx, pool, job.ID, "running", ""); err != nil {
@@ -137,22 +145,31 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 
 // Planned is a plan resolved against the stored data, before it becomes a job.
 type Planned struct {
-	Plan      *planner.Plan      `json:"plan"`
-	Kind      string             `json:"kind"`
-	Roots     []string           `json:"-"`
-	Families  int                `json:"families"`
-	Records   map[string]int64   `json:"records_by_object"`
-	Chunks    []sharetable.Chunk `json:"-"`
-	NumChunks int                `json:"chunks"`
-	ChangeSeq int64              `json:"-"`
-	Config    []byte             `json:"-"`
+	Plan      *planner.Plan        `json:"plan"`
+	Kind      string               `json:"kind"`
+	DoRules   bool                 `json:"rules"`   // share rows are recalculated
+	DoClosure bool                 `json:"closure"` // group membership is recalculated
+	Deferred  map[string]time.Time `json:"deferred,omitempty"`
+	Roots     []string             `json:"-"`
+	Families  int                  `json:"families"`
+	Records   map[string]int64     `json:"records_by_object"`
+	Chunks    []sharetable.Chunk   `json:"-"`
+	NumChunks int                  `json:"chunks"`
+	ChangeSeq int64                `json:"-"`
+	Config    []byte               `json:"-"`
 	org       *grants.Org
 }
 
-// Plan computes what a run would do now, inside tx, without writing.
+// Nothing reports whether there is nothing to recalculate now (perhaps
+// because calculation is deferred).
+func (pl *Planned) Nothing() bool { return !pl.DoRules && !pl.DoClosure }
+
+// Plan computes what a run would do now, inside tx. It writes nothing but
+// the family roots of records the application inserted or re-parented with
+// plain SQL; roll tx back to leave no trace.
 func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 	opt.defaults()
-	cfgJSON, err := sharetable.ConfigJSON(ctx, tx, "model_section")
+	cfgJSON, err := sharetable.StoredConfig(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
@@ -160,25 +177,42 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stored model is invalid (re-import it): %w", err)
 	}
-	appliedJSON, err := sharetable.ConfigJSON(ctx, tx, "applied_section")
+	deferred, err := sharetable.Deferred(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
-	var old *grants.Org
-	if string(appliedJSON) != "{}" {
-		if old, err = orgOf(appliedJSON); err != nil {
-			return nil, fmt.Errorf("applied model: %w", err)
-		}
+	oldRules, err := appliedOrg(ctx, tx, sharetable.SideRules)
+	if err != nil {
+		return nil, err
+	}
+	oldClosure, err := appliedOrg(ctx, tx, sharetable.SideClosure)
+	if err != nil {
+		return nil, err
+	}
+	_, ids, err := sharetable.ChangedRecords(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := sharetable.FixRoots(ctx, tx, ids); err != nil {
+		return nil, err
 	}
 	seq, ids, err := sharetable.ChangedRecords(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
-	p := planner.Diff(old, cur, ids)
+	p := planner.Diff(oldRules, cur, ids)
 	if opt.Full && !p.Full {
 		p.Full, p.FullReason = true, "requested with --full"
 	}
-	pl := &Planned{Plan: p, Kind: "incremental", ChangeSeq: seq, Config: cfgJSON, org: cur}
+	_, rulesDeferred := deferred[sharetable.SideRules]
+	_, closureDeferred := deferred[sharetable.SideClosure]
+	pl := &Planned{Plan: p, Kind: "incremental", ChangeSeq: seq, Config: cfgJSON, org: cur, Deferred: deferred,
+		DoRules:   !rulesDeferred && !p.Empty(),
+		DoClosure: !closureDeferred && (oldClosure == nil || p.Full || planner.Diff(oldClosure, cur, nil).Closure)}
+	if !pl.DoRules {
+		pl.Records = map[string]int64{}
+		return pl, nil
+	}
 	if !p.Full {
 		if pl.Roots, err = sharetable.ResolveRoots(ctx, tx, p); err != nil {
 			return nil, err
@@ -233,6 +267,19 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 	return pl, nil
 }
 
+// appliedOrg returns the configuration side was last computed from, or nil.
+func appliedOrg(ctx context.Context, tx pgx.Tx, side string) (*grants.Org, error) {
+	doc, err := sharetable.AppliedConfig(ctx, tx, side)
+	if err != nil || string(doc) == "{}" {
+		return nil, err
+	}
+	org, err := orgOf(doc)
+	if err != nil {
+		return nil, fmt.Errorf("applied %s configuration: %w", side, err)
+	}
+	return org, nil
+}
+
 func orgOf(cfgJSON []byte) (*grants.Org, error) {
 	cfg, err := sharetable.DecodeConfig(cfgJSON)
 	if err != nil {
@@ -246,10 +293,12 @@ func orgOf(cfgJSON []byte) (*grants.Org, error) {
 }
 
 // createJob plans and stores a job under the model lock, so that no import
-// commits between planning and the job's creation. It returns nil when there
-// is nothing to do, or the job another process created meanwhile.
-func createJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logger) (*sharetable.Job, error) {
+// commits between planning and the job's creation. It returns the job (nil
+// when there is nothing to do) and the plan (nil when another process
+// created a job meanwhile, which it returns).
+func createJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logger) (*sharetable.Job, *Planned, error) {
 	var job *sharetable.Job
+	var pl *Planned
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
 			return err
@@ -258,13 +307,15 @@ func createJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog
 		if job, err = sharetable.UnfinishedJob(ctx, tx); err != nil || job != nil {
 			return err
 		}
-		pl, err := Plan(ctx, tx, opt)
-		if err != nil {
+		if pl, err = Plan(ctx, tx, opt); err != nil {
 			return err
 		}
-		if pl.Plan.Empty() {
-			_, err := tx.Exec(ctx, `DELETE FROM recalc.change WHERE seq <= $1`, pl.ChangeSeq)
-			return err
+		if pl.Nothing() {
+			if len(pl.Deferred) == 0 { // nothing changed: forget the no-op changes
+				_, err := tx.Exec(ctx, `DELETE FROM recalc.change WHERE seq <= $1`, pl.ChangeSeq)
+				return err
+			}
+			return nil
 		}
 		ix := pl.org.Index()
 		users := make([]string, len(ix.Config.Users))
@@ -288,16 +339,17 @@ func createJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog
 			return err
 		}
 		id, err := sharetable.CreateJob(ctx, tx, &sharetable.Job{Kind: pl.Kind, Trigger: opt.Trigger, ChangeSeq: pl.ChangeSeq,
-			Config: pl.Config, Plan: planJSON}, pl.Chunks)
+			Config: pl.Config, Plan: planJSON, DoRules: pl.DoRules, DoClosure: pl.DoClosure}, pl.Chunks)
 		if err != nil {
 			return err
 		}
 		job, err = sharetable.GetJob(ctx, tx, id)
-		log.Info().Int64("job", id).Str("kind", pl.Kind).Int("changes", len(pl.Plan.Changes)).Str("full_reason", pl.Plan.FullReason).
+		log.Info().Int64("job", id).Str("kind", pl.Kind).Bool("rules", pl.DoRules).Bool("closure", pl.DoClosure).
+			Int("changes", len(pl.Plan.Changes)).Str("full_reason", pl.Plan.FullReason).
 			Int("families", pl.Families).Int("chunks", pl.NumChunks).Msg("job planned")
 		return err
 	})
-	return job, err
+	return job, pl, err
 }
 
 // finish works job until it is done, also covering peers that died, and
@@ -371,10 +423,12 @@ func work(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *gra
 	return finalize(ctx, pool, job, org, dict)
 }
 
-// finalize ends the job if all its chunks are done: it brings the closure,
-// object and user tables up to date (swapping in the staging tables for a
-// full job), records the configuration as applied, and marks the job done,
-// all in one transaction. Whichever worker finds the last chunk done does it.
+// finalize ends the job if all its chunks are done, in one transaction:
+// for share rows, swap in a full job's staging tables and write the OWD
+// table; for the closure, write it (whole for a full job, the difference
+// otherwise) and the user table; record each side's configuration as
+// applied; mark the job done. Whichever worker sees the last chunk done
+// does it.
 func finalize(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *grants.Org, dict *sharetable.Dict) error {
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		j, err := sharetable.LockJob(ctx, tx, job.ID)
@@ -388,20 +442,36 @@ func finalize(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org 
 		if pending > 0 {
 			return nil
 		}
+		var drift *int64
+		if j.DoRules {
+			if j.Kind == "full" {
+				n, err := sharetable.SwapFull(ctx, tx)
+				if err != nil {
+					return err
+				}
+				drift = &n
+			}
+			if err := sharetable.WriteObjects(ctx, tx, org); err != nil {
+				return err
+			}
+			if err := sharetable.SetApplied(ctx, tx, sharetable.SideRules, j.Config); err != nil {
+				return err
+			}
+		}
 		cl := &sharetable.ClosureStats{}
-		if j.Kind == "full" {
-			if err := sharetable.WriteConfig(ctx, tx, org, dict); err != nil {
+		if j.DoClosure {
+			if j.Kind == "full" {
+				err = sharetable.WriteClosure(ctx, tx, org, dict)
+			} else {
+				cl, err = sharetable.DiffClosure(ctx, tx, org, dict)
+			}
+			if err != nil {
 				return err
 			}
-			if err := sharetable.SwapFull(ctx, tx); err != nil {
+			if err := sharetable.SetApplied(ctx, tx, sharetable.SideClosure, j.Config); err != nil {
 				return err
 			}
-		} else if cl, err = sharetable.DiffClosure(ctx, tx, org, dict); err != nil {
-			return err
 		}
-		if err := sharetable.SetApplied(ctx, tx, j.Config); err != nil {
-			return err
-		}
-		return sharetable.FinishJob(ctx, tx, j, cl)
+		return sharetable.FinishJob(ctx, tx, j, cl, drift)
 	})
 }

@@ -66,6 +66,10 @@ type rowKey struct {
 type Rows struct {
 	Shares  []ShareRow
 	Records []RecordRow
+	// Invalid lists records written with plain SQL that name an unknown
+	// object, owner, parent or territory. They get no rows, so no access:
+	// an authorization source fails closed.
+	Invalid []string
 	index   map[rowKey]int
 }
 
@@ -87,6 +91,7 @@ func (rs *Rows) add(rid int64, g string, l model.Level, cause string, bossOK boo
 // Compute returns the share rows and record rows of the families in in.
 func (o *Org) Compute(in *Input) *Rows {
 	rs := &Rows{index: map[rowKey]int{}}
+	valid := map[int64]bool{}
 	byRID := make(map[int64]*Record, len(in.Records))
 	for i := range in.Records {
 		byRID[in.Records[i].RID] = &in.Records[i]
@@ -94,6 +99,10 @@ func (o *Org) Compute(in *Input) *Rows {
 	for i := range in.Records {
 		r := &in.Records[i]
 		obj := o.ix.Objects[r.Object]
+		if !o.valid(r, byRID, valid) {
+			rs.Invalid = append(rs.Invalid, r.ID)
+			continue
+		}
 		if obj.CBP() {
 			o.controlledByParent(rs, r, byRID)
 			continue
@@ -116,6 +125,29 @@ func (o *Org) Compute(in *Input) *Rows {
 		}
 	}
 	return rs
+}
+
+// valid reports whether a record's references resolve: its object, owner
+// and territories in the configuration, and its parent chain within the
+// family. Imports guarantee it; plain SQL writes may not.
+func (o *Org) valid(r *Record, byRID map[int64]*Record, memo map[int64]bool) bool {
+	if v, ok := memo[r.RID]; ok {
+		return v
+	}
+	memo[r.RID] = false // a parent cycle ends here, invalid
+	obj := o.ix.Objects[r.Object]
+	ok := obj != nil &&
+		(o.ix.Users[r.Owner] != nil || o.ix.Groups[r.Owner] != nil && o.ix.Groups[r.Owner].Queue) &&
+		(len(r.Territories) == 0 || r.Object == model.Account)
+	for _, t := range r.Territories {
+		ok = ok && o.ix.Territories[t] != nil
+	}
+	if ok && r.Parent != "" {
+		p := byRID[r.ParentRID]
+		ok = p != nil && p.Object == obj.Parent && o.valid(p, byRID, memo)
+	}
+	memo[r.RID] = ok
+	return ok
 }
 
 type grant struct {

@@ -18,10 +18,10 @@ type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// LoadConfig reads the stored configuration sections (table model_section or
-// applied_section) and decodes them with the model parser.
-func LoadConfig(ctx context.Context, q Querier, table string) (*model.Config, error) {
-	doc, err := ConfigJSON(ctx, q, table)
+// LoadConfig reads the stored configuration sections and decodes them with
+// the model parser.
+func LoadConfig(ctx context.Context, q Querier) (*model.Config, error) {
+	doc, err := StoredConfig(ctx, q)
 	if err != nil {
 		return nil, err
 	}

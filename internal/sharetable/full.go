@@ -52,12 +52,8 @@ func EnsureDict(ctx context.Context, tx pgx.Tx, users, grantees []string) (*Dict
 	return d, nil
 }
 
-// WriteConfig replaces the small materialized tables for org: acl_object,
-// acl_user and the whole closure, acl_member.
-func WriteConfig(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) error {
-	if err := writeObjectsAndUsers(ctx, tx, org, d); err != nil {
-		return err
-	}
+// WriteClosure replaces the whole closure (acl_member) and acl_user for org.
+func WriteClosure(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) error {
 	var members [][]any
 	for _, g := range org.Grantees() {
 		gid := d.GID[g.String()]
@@ -71,27 +67,19 @@ func WriteConfig(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) error
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"recalc", "acl_member"}, []string{"gid", "uid", "boss"}, pgx.CopyFromRows(members)); err != nil {
 		return fmt.Errorf("copy closure: %w", err)
 	}
-	return nil
+	return WriteUsers(ctx, tx, org, d)
 }
 
-// writeObjectsAndUsers replaces acl_object and acl_user.
-func writeObjectsAndUsers(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) error {
-	ix := org.Index()
-	if _, err := tx.Exec(ctx, `TRUNCATE recalc.acl_object, recalc.acl_user`); err != nil {
-		return fmt.Errorf("clear object and user tables: %w", err)
-	}
-	objs := make([][]any, 0, len(ix.Config.Objects))
-	for _, o := range ix.Config.Objects {
-		objs = append(objs, []any{o.Name, int16(o.InternalOWD.Level()), int16(o.ExternalOWD.Level()), o.CBP()})
-	}
+// WriteUsers replaces acl_user: the active users and whether each is internal.
+func WriteUsers(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) error {
 	users := [][]any{}
-	for _, u := range ix.Config.Users {
+	for _, u := range org.Index().Config.Users {
 		if u.Active {
 			users = append(users, []any{d.UID[u.ID], u.ID, !u.External})
 		}
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"recalc", "acl_object"}, []string{"name", "internal_level", "external_level", "cbp"}, pgx.CopyFromRows(objs)); err != nil {
-		return fmt.Errorf("copy acl_object: %w", err)
+	if _, err := tx.Exec(ctx, `TRUNCATE recalc.acl_user`); err != nil {
+		return fmt.Errorf("clear acl_user: %w", err)
 	}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"recalc", "acl_user"}, []string{"uid", "id", "internal"}, pgx.CopyFromRows(users)); err != nil {
 		return fmt.Errorf("copy acl_user: %w", err)
@@ -99,25 +87,55 @@ func writeObjectsAndUsers(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Di
 	return nil
 }
 
-// SetApplied records config (a JSON object of configuration sections) as what
-// the materialized tables are computed from.
-func SetApplied(ctx context.Context, tx pgx.Tx, config []byte) error {
-	if _, err := tx.Exec(ctx, `TRUNCATE recalc.applied_section`); err != nil {
+// WriteObjects replaces acl_object: each object's OWD levels, read at access time.
+func WriteObjects(ctx context.Context, tx pgx.Tx, org *grants.Org) error {
+	var objs [][]any
+	for _, o := range org.Index().Config.Objects {
+		objs = append(objs, []any{o.Name, int16(o.InternalOWD.Level()), int16(o.ExternalOWD.Level()), o.CBP()})
+	}
+	if _, err := tx.Exec(ctx, `TRUNCATE recalc.acl_object`); err != nil {
+		return fmt.Errorf("clear acl_object: %w", err)
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"recalc", "acl_object"}, []string{"name", "internal_level", "external_level", "cbp"}, pgx.CopyFromRows(objs)); err != nil {
+		return fmt.Errorf("copy acl_object: %w", err)
+	}
+	return nil
+}
+
+// Calculation sides, deferred and applied separately.
+const (
+	SideRules   = "rules"   // share rows, and the OWDs read with them
+	SideClosure = "closure" // group membership: the closure and the user table
+)
+
+// SetApplied records config (a JSON object of configuration sections) as
+// what side is computed from.
+func SetApplied(ctx context.Context, tx pgx.Tx, side string, config []byte) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM recalc.applied_section WHERE side = $1`, side); err != nil {
 		return fmt.Errorf("record applied configuration: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO recalc.applied_section (name, doc) SELECT key, value FROM jsonb_each($1::jsonb)`, string(config)); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO recalc.applied_section (side, name, doc) SELECT $1, key, value FROM jsonb_each($2::jsonb)`,
+		side, string(config)); err != nil {
 		return fmt.Errorf("record applied configuration: %w", err)
 	}
 	return nil
 }
 
-// ConfigJSON returns the stored configuration sections of table
-// (model_section or applied_section) as one JSON object.
-func ConfigJSON(ctx context.Context, q Querier, table string) ([]byte, error) {
+// StoredConfig returns the stored configuration sections as one JSON object.
+func StoredConfig(ctx context.Context, q Querier) ([]byte, error) {
+	return configJSON(ctx, q, `SELECT coalesce(jsonb_object_agg(name, doc), '{}')::text FROM recalc.model_section`)
+}
+
+// AppliedConfig returns the configuration side was last computed from, as
+// one JSON object ("{}" when never).
+func AppliedConfig(ctx context.Context, q Querier, side string) ([]byte, error) {
+	return configJSON(ctx, q, `SELECT coalesce(jsonb_object_agg(name, doc), '{}')::text FROM recalc.applied_section WHERE side = $1`, side)
+}
+
+func configJSON(ctx context.Context, q Querier, sql string, args ...any) ([]byte, error) {
 	var doc []byte
-	err := q.QueryRow(ctx, `SELECT coalesce(jsonb_object_agg(name, doc), '{}')::text FROM recalc.`+pgx.Identifier{table}.Sanitize()).Scan(&doc)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", table, err)
+	if err := q.QueryRow(ctx, sql, args...).Scan(&doc); err != nil {
+		return nil, fmt.Errorf("read configuration: %w", err)
 	}
 	return doc, nil
 }
@@ -290,14 +308,25 @@ func CopyRows(ctx context.Context, tx pgx.Tx, rows *grants.Rows, d *Dict) (int64
 }
 
 // SwapFull indexes the staging tables and swaps them in for the live ones.
-// Readers see the old tables until tx commits, then the new ones.
-func SwapFull(ctx context.Context, tx pgx.Tx) error {
-	_, err := tx.Exec(ctx, `
+// Readers see the old tables until tx commits, then the new ones. It
+// returns how many share rows the swap changes: the drift a full run
+// repairs, plus changes not yet recalculated.
+func SwapFull(ctx context.Context, tx pgx.Tx) (drift int64, err error) {
+	_, err = tx.Exec(ctx, `
 		ALTER TABLE recalc.acl_share_next ADD CONSTRAINT acl_share_next_pkey PRIMARY KEY (rid, gid, cause);
 		CREATE INDEX acl_share_next_gid_idx ON recalc.acl_share_next (gid, rid);
 		ALTER TABLE recalc.acl_record_next ADD CONSTRAINT acl_record_next_pkey PRIMARY KEY (rid);
 		CREATE INDEX acl_record_next_id_idx ON recalc.acl_record_next (id);
-		CREATE INDEX acl_record_next_root_idx ON recalc.acl_record_next (root_id);
+		CREATE INDEX acl_record_next_root_idx ON recalc.acl_record_next (root_id)`)
+	if err != nil {
+		return 0, fmt.Errorf("index recalculated tables: %w", err)
+	}
+	err = tx.QueryRow(ctx, `SELECT count(*) FROM recalc.acl_share a FULL JOIN recalc.acl_share_next b USING (rid, gid, cause)
+		WHERE a.rid IS NULL OR b.rid IS NULL OR a.level <> b.level OR a.boss_ok <> b.boss_ok`).Scan(&drift)
+	if err != nil {
+		return 0, fmt.Errorf("count drift: %w", err)
+	}
+	_, err = tx.Exec(ctx, `
 		DROP TABLE recalc.acl_share, recalc.acl_record;
 		ALTER TABLE recalc.acl_share_next RENAME TO acl_share;
 		ALTER TABLE recalc.acl_share RENAME CONSTRAINT acl_share_next_pkey TO acl_share_pkey;
@@ -308,7 +337,7 @@ func SwapFull(ctx context.Context, tx pgx.Tx) error {
 		ALTER INDEX recalc.acl_record_next_root_idx RENAME TO acl_record_root_idx;
 		ANALYZE recalc.acl_share, recalc.acl_record, recalc.acl_member`)
 	if err != nil {
-		return fmt.Errorf("swap in recalculated tables: %w", err)
+		return 0, fmt.Errorf("swap in recalculated tables: %w", err)
 	}
-	return nil
+	return drift, nil
 }

@@ -291,7 +291,7 @@ func LoadDict(ctx context.Context, q Querier) (*Dict, error) {
 type ClosureStats struct{ Added, Removed int64 }
 
 // DiffClosure brings acl_member to org's closure, writing only the entries
-// that changed, and rewrites the small acl_object and acl_user tables.
+// that changed, and rewrites the small acl_user table.
 func DiffClosure(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) (*ClosureStats, error) {
 	type entry struct{ gid, uid int32 }
 	want := map[entry]bool{}
@@ -340,7 +340,7 @@ func DiffClosure(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) (*Clo
 		return nil, fmt.Errorf("insert closure entries: %w", err)
 	}
 	st.Added = tag.RowsAffected()
-	if err := writeObjectsAndUsers(ctx, tx, org, d); err != nil {
+	if err := WriteUsers(ctx, tx, org, d); err != nil {
 		return nil, err
 	}
 	return st, nil
@@ -361,4 +361,31 @@ func RecordsByObject(ctx context.Context, q Querier, roots []string) (map[string
 		return nil, fmt.Errorf("count records by object: %w", err)
 	}
 	return out, nil
+}
+
+// FixRoots sets the family root of records that lack one (inserted with
+// plain SQL) or whose parent chain changed (listed in ids, with all their
+// descendants). Imports set roots themselves; this covers everyone else.
+func FixRoots(ctx context.Context, tx pgx.Tx, ids []string) (int64, error) {
+	tag, err := tx.Exec(ctx, `
+		WITH RECURSIVE down (rid, id) AS (
+		    SELECT rid, id FROM recalc.record WHERE id = ANY($1) OR root_id IS NULL
+		    UNION
+		    SELECT c.rid, c.id FROM recalc.record c JOIN down d ON c.parent = d.id
+		), up (rid, cur, depth) AS (
+		    SELECT rid, rid, 0 FROM down
+		    UNION ALL
+		    SELECT u.rid, p.rid, u.depth + 1
+		    FROM up u JOIN recalc.record r ON r.rid = u.cur JOIN recalc.record p ON p.id = r.parent
+		    WHERE u.depth < 100
+		), roots AS (
+		    SELECT DISTINCT ON (u.rid) u.rid, r.id AS root
+		    FROM up u JOIN recalc.record r ON r.rid = u.cur ORDER BY u.rid, u.depth DESC
+		)
+		UPDATE recalc.record t SET root_id = roots.root FROM roots
+		WHERE t.rid = roots.rid AND t.root_id IS DISTINCT FROM roots.root`, ids)
+	if err != nil {
+		return 0, fmt.Errorf("fix family roots: %w", err)
+	}
+	return tag.RowsAffected(), nil
 }

@@ -19,9 +19,12 @@ type Job struct {
 	Plan      []byte // the plan, as JSON
 	Chunks    int
 	Error     string
+	DoRules   bool // the job writes share rows (and OWDs)
+	DoClosure bool // the job writes the closure (and the user table)
 
 	Records, RowsAdded, RowsRemoved, RowsUpdated int64
 	ClosureAdded, ClosureRemoved                 int64
+	DriftFixed                                   int64 // full jobs: share rows the swap changed
 }
 
 // Chunk is one unit of a job: families by root id range (full jobs) or by
@@ -33,12 +36,12 @@ type Chunk struct {
 }
 
 const jobCols = `id, kind, trigger, status, change_seq, config::text, plan::text, chunks, coalesce(error, ''),
-	records, rows_added, rows_removed, rows_updated, closure_added, closure_removed`
+	do_rules, do_closure, records, rows_added, rows_removed, rows_updated, closure_added, closure_removed, coalesce(drift_fixed, 0)`
 
 func scanJob(row pgx.Row) (*Job, error) {
 	j := &Job{}
 	err := row.Scan(&j.ID, &j.Kind, &j.Trigger, &j.Status, &j.ChangeSeq, &j.Config, &j.Plan, &j.Chunks, &j.Error,
-		&j.Records, &j.RowsAdded, &j.RowsRemoved, &j.RowsUpdated, &j.ClosureAdded, &j.ClosureRemoved)
+		&j.DoRules, &j.DoClosure, &j.Records, &j.RowsAdded, &j.RowsRemoved, &j.RowsUpdated, &j.ClosureAdded, &j.ClosureRemoved, &j.DriftFixed)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -75,9 +78,9 @@ func LockJob(ctx context.Context, tx pgx.Tx, id int64) (*Job, error) {
 // CreateJob inserts a running job and its chunks and returns its id.
 func CreateJob(ctx context.Context, tx pgx.Tx, j *Job, chunks []Chunk) (int64, error) {
 	var id int64
-	err := tx.QueryRow(ctx, `INSERT INTO recalc.job (kind, trigger, status, change_seq, config, plan, chunks)
-		VALUES ($1, $2, 'running', $3, $4::jsonb, $5::jsonb, $6) RETURNING id`,
-		j.Kind, j.Trigger, j.ChangeSeq, string(j.Config), string(j.Plan), len(chunks)).Scan(&id)
+	err := tx.QueryRow(ctx, `INSERT INTO recalc.job (kind, trigger, status, change_seq, config, plan, chunks, do_rules, do_closure)
+		VALUES ($1, $2, 'running', $3, $4::jsonb, $5::jsonb, $6, $7, $8) RETURNING id`,
+		j.Kind, j.Trigger, j.ChangeSeq, string(j.Config), string(j.Plan), len(chunks), j.DoRules, j.DoClosure).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("create job: %w", err)
 	}
@@ -142,22 +145,24 @@ func ChunkProgress(ctx context.Context, q Querier, job int64) (done int, records
 	return done, records, err
 }
 
-// FinishJob marks job done with the totals of its chunks and clears the
-// changes it covered from the change log.
-func FinishJob(ctx context.Context, tx pgx.Tx, j *Job, cl *ClosureStats) error {
+// FinishJob marks job done with the totals of its chunks and, when it wrote
+// share rows, clears the changes it covered from the change log.
+func FinishJob(ctx context.Context, tx pgx.Tx, j *Job, cl *ClosureStats, drift *int64) error {
 	_, err := tx.Exec(ctx, `
 		UPDATE recalc.job j SET status = 'done', finished_at = now(), error = NULL,
 			records = c.records, rows_added = c.added, rows_removed = c.removed, rows_updated = c.updated,
-			closure_added = $2, closure_removed = $3
+			closure_added = $2, closure_removed = $3, drift_fixed = $4
 		FROM (SELECT coalesce(sum(records), 0) records, coalesce(sum(rows_added), 0) added,
 		             coalesce(sum(rows_removed), 0) removed, coalesce(sum(rows_updated), 0) updated
 		      FROM recalc.chunk WHERE job_id = $1) c
-		WHERE j.id = $1`, j.ID, cl.Added, cl.Removed)
+		WHERE j.id = $1`, j.ID, cl.Added, cl.Removed, drift)
 	if err != nil {
 		return fmt.Errorf("finish job %d: %w", j.ID, err)
 	}
-	if _, err := tx.Exec(ctx, `DELETE FROM recalc.change WHERE seq <= $1`, j.ChangeSeq); err != nil {
-		return fmt.Errorf("clear change log: %w", err)
+	if j.DoRules {
+		if _, err := tx.Exec(ctx, `DELETE FROM recalc.change WHERE seq <= $1`, j.ChangeSeq); err != nil {
+			return fmt.Errorf("clear change log: %w", err)
+		}
 	}
 	return nil
 }

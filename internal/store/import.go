@@ -165,7 +165,7 @@ func stageFile(ctx context.Context, tx pgx.Tx, r io.Reader, res *Result) (*model
 // mergeConfig overlays the file's configuration sections on the stored ones,
 // validates the result and stores the sections that changed.
 func mergeConfig(ctx context.Context, tx pgx.Tx, f *model.File) (*model.Index, error) {
-	cfg, err := sharetable.LoadConfig(ctx, tx, "model_section")
+	cfg, err := sharetable.LoadConfig(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
@@ -304,10 +304,15 @@ func apply(ctx context.Context, tx pgx.Tx, f *model.File, res *Result) error {
 		}
 	}
 	if f.HasRecords {
-		if err := exec(ctx, tx, "wipe manual shares", &res.ManualSharesWiped, `
+		// The record trigger already wiped the stored ones; these are the
+		// ones the file listed again.
+		if err := exec(ctx, tx, "wipe manual shares", nil, `
 			DELETE FROM recalc.share_input s USING wiped w
 			WHERE s.record = w.record AND s.grantee = w.grantee AND s.cause = 'manual'`); err != nil {
 			return err
+		}
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM wiped`).Scan(&res.ManualSharesWiped); err != nil {
+			return fmt.Errorf("count wiped manual shares: %w", err)
 		}
 	}
 	if f.HasTeams {

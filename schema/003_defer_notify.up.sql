@@ -1,0 +1,46 @@
+-- recalc schema, version 3: deferral, per-side applied state, notifications,
+-- and plain-SQL record writes that behave like imports.
+
+-- Deferred calculation, as Salesforce's "Defer Sharing Calculations": a row
+-- per deferred side. 'closure' defers group membership (the closure and the
+-- user table); 'rules' defers share rows (rules, owners, shares, teams,
+-- territories, OWDs).
+CREATE TABLE recalc.deferral (
+    side  text PRIMARY KEY CHECK (side IN ('closure', 'rules')),
+    since timestamptz NOT NULL DEFAULT now()
+);
+
+-- Each side remembers the configuration it was last computed from.
+ALTER TABLE recalc.applied_section ADD COLUMN side text NOT NULL DEFAULT 'rules' CHECK (side IN ('closure', 'rules'));
+ALTER TABLE recalc.applied_section DROP CONSTRAINT applied_section_pkey;
+ALTER TABLE recalc.applied_section ADD PRIMARY KEY (side, name);
+INSERT INTO recalc.applied_section (side, name, doc) SELECT 'closure', name, doc FROM recalc.applied_section;
+
+ALTER TABLE recalc.job
+    ADD COLUMN do_rules    boolean NOT NULL DEFAULT true,
+    ADD COLUMN do_closure  boolean NOT NULL DEFAULT true,
+    ADD COLUMN drift_fixed bigint;
+
+-- An application inserting or re-parenting records with plain SQL need not
+-- know family roots: the next run computes them.
+ALTER TABLE recalc.record ALTER COLUMN root_id DROP NOT NULL;
+CREATE INDEX record_parent_idx ON recalc.record (parent);
+
+-- Record writes by any SQL: log the change, wipe the manual shares of
+-- records whose owner changed (sharing-model.md section 5), and wake
+-- `recalc watch` with a NOTIFY on channel recalc_changes.
+CREATE OR REPLACE FUNCTION recalc.log_record_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO recalc.change (kind, key) SELECT DISTINCT 'record', id FROM new_rows;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO recalc.change (kind, key) SELECT 'record', id FROM old_rows UNION SELECT 'record', id FROM new_rows;
+        DELETE FROM recalc.share_input s
+        USING old_rows o JOIN new_rows n ON n.rid = o.rid
+        WHERE o.owner <> n.owner AND s.record = o.id AND s.cause = 'manual';
+    ELSE
+        INSERT INTO recalc.change (kind, key) SELECT DISTINCT 'record', id FROM old_rows;
+    END IF;
+    PERFORM pg_notify('recalc_changes', TG_OP);
+    RETURN NULL;
+END $$;
