@@ -44,3 +44,15 @@ BEGIN
     PERFORM pg_notify('recalc_changes', TG_OP);
     RETURN NULL;
 END $$;
+
+-- The completion notification of a job, as sent with NOTIFY on channel
+-- recalc_jobs, POSTed to --notify-url and mailed to --notify-email.
+CREATE FUNCTION recalc.job_payload(p_job bigint) RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'job', id, 'kind', kind, 'trigger', trigger, 'status', status,
+        'records', records, 'share_rows_added', rows_added, 'share_rows_removed', rows_removed,
+        'share_rows_updated', rows_updated, 'closure_added', closure_added, 'closure_removed', closure_removed,
+        'drift_fixed', drift_fixed, 'error', error, 'created_at', created_at, 'finished_at', finished_at,
+        'duration_ms', round(extract(epoch FROM coalesce(finished_at, now()) - created_at) * 1000))
+    FROM recalc.job WHERE id = p_job
+$$;

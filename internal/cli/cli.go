@@ -22,6 +22,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/sharetable"
 	"github.com/recalc-dev/recalc/internal/store"
+	"github.com/recalc-dev/recalc/internal/watch"
 	"github.com/recalc-dev/recalc/schema"
 )
 
@@ -72,27 +73,101 @@ func App(out, errOut io.Writer) *cli.App {
 				Name:  "run",
 				Usage: "recalculate what changed since the share tables were last computed, and return when done",
 				Description: "A run plans (see `recalc plan`), stores a job split into chunks, and works them.\n" +
-					"If a job is unfinished — running in another process, or left by a crash or a failure —\n" +
+					"If a job is unfinished (running in another process, or left by a crash or a failure),\n" +
 					"the run joins or resumes it first: any number of runs, on any hosts, share one job.\n" +
-					"A full job computes into staging tables swapped in atomically at the end; an\n" +
-					"incremental job rewrites only the rows that differ, under row locks.",
-				Flags: []cli.Flag{
-					&cli.BoolFlag{Name: "full", Usage: "recalculate everything from scratch (repairs any drift)"},
-					&cli.IntFlag{Name: "workers", Value: runtime.NumCPU(), Usage: "chunks this process works at once"},
-					&cli.IntFlag{Name: "chunk-size", Value: 20000, Usage: "records per chunk of a new job (whole record families stay together)"},
-					&cli.DurationFlag{Name: "lock-timeout", Value: 5 * time.Second, Usage: "how long a chunk waits for a row lock"},
-					&cli.IntFlag{Name: "retries", Value: 5, Usage: "retries of a chunk that hit a lock timeout or deadlock, with backoff"},
-				},
+					"A full job computes into staging tables swapped in atomically at the end and reports\n" +
+					"the drift it repaired; an incremental job rewrites only the rows that differ, under\n" +
+					"row locks. While calculation is deferred (`recalc defer`) a run changes nothing and\n" +
+					"says so. Prints a one-line JSON report.",
+				Flags: append([]cli.Flag{&cli.BoolFlag{Name: "full", Usage: "recalculate everything from scratch (repairs any drift)"}}, runFlags()...),
 				Action: func(c *cli.Context) error {
-					opt := engine.Options{Workers: c.Int("workers"), ChunkSize: c.Int("chunk-size"), Full: c.Bool("full"),
-						LockTimeout: c.Duration("lock-timeout"), Retries: c.Int("retries"), Trigger: "run"}
-					if c.Bool("full") {
-						opt.Trigger = "run --full"
-					}
-					if opt.Workers < 1 || opt.ChunkSize < 1 || opt.Retries < 0 || opt.LockTimeout <= 0 {
-						return cli.Exit("recalc run: --workers and --chunk-size must be at least 1, --retries at least 0, --lock-timeout positive", 2)
+					opt, err := runOptions(c, errOut)
+					if err != nil {
+						return err
 					}
 					return action(out, errOut, func(ctx context.Context, env *Env) error { return Run(ctx, env, opt) })(c)
+				},
+			},
+			{
+				Name:  "defer",
+				Usage: "suspend recalculation, e.g. around a bulk load (both sides unless one is named)",
+				Description: "Deferred, imports and data changes accumulate and `recalc run` changes nothing.\n" +
+					"--closure defers group membership (the closure: who is in which group, role and territory);\n" +
+					"--rules defers share rows (sharing rules, owners, shares, teams, OWDs). Each side\n" +
+					"recalculates on its own when the other is deferred.",
+				Flags: sideFlags(),
+				Action: func(c *cli.Context) error {
+					sides := sides(c)
+					return action(out, errOut, func(ctx context.Context, env *Env) error { return DeferCmd(ctx, env, sides) })(c)
+				},
+			},
+			{
+				Name:  "resume",
+				Usage: "lift the deferral (both sides unless one is named) and recalculate what accumulated",
+				Flags: append(append(sideFlags(), &cli.BoolFlag{Name: "full", Usage: "recalculate everything from scratch"}), runFlags()...),
+				Action: func(c *cli.Context) error {
+					opt, err := runOptions(c, errOut)
+					if err != nil {
+						return err
+					}
+					opt.Trigger = "resume"
+					sides := sides(c)
+					return action(out, errOut, func(ctx context.Context, env *Env) error { return ResumeCmd(ctx, env, sides, opt) })(c)
+				},
+			},
+			{
+				Name:  "watch",
+				Usage: "keep the share tables current: run after each burst of changes, until SIGINT or SIGTERM",
+				Description: "Listens on channel recalc_changes (record writes by any SQL, and imports), waits for\n" +
+					"--debounce of quiet (at most --max-wait), then runs an incremental recalculation.\n" +
+					"Respects deferral. On SIGINT or SIGTERM it stops; an interrupted job resumes at the\n" +
+					"next start.",
+				Flags: append([]cli.Flag{
+					&cli.DurationFlag{Name: "debounce", Value: 2 * time.Second, Usage: "quiet time after the last change before a run"},
+					&cli.DurationFlag{Name: "max-wait", Value: 30 * time.Second, Usage: "longest a change waits while changes keep coming"},
+					&cli.DurationFlag{Name: "poll", Value: time.Minute, Usage: "run at least this often, notification or not"},
+				}, runFlags()...),
+				Action: func(c *cli.Context) error {
+					opt, err := runOptions(c, errOut)
+					if err != nil {
+						return err
+					}
+					opt.Trigger = "watch"
+					wopt := watch.Options{Debounce: c.Duration("debounce"), MaxWait: c.Duration("max-wait"), Poll: c.Duration("poll")}
+					if wopt.Debounce <= 0 || wopt.MaxWait <= 0 || wopt.Poll <= 0 {
+						return cli.Exit("recalc watch: --debounce, --max-wait and --poll must be positive", 2)
+					}
+					return action(out, errOut, func(ctx context.Context, env *Env) error { return WatchCmd(ctx, env, wopt, opt) })(c)
+				},
+			},
+			{
+				Name:      "wait",
+				Usage:     "block until a job ends; exit 0 if it succeeded, 1 if it failed",
+				ArgsUsage: "[JOB] (default: the unfinished job, else the latest)",
+				Action: func(c *cli.Context) error {
+					var id int64
+					if c.NArg() > 0 {
+						if _, err := fmt.Sscan(c.Args().First(), &id); err != nil || id < 1 {
+							return cli.Exit("recalc wait: JOB must be a job number", 2)
+						}
+					}
+					return action(out, errOut, func(ctx context.Context, env *Env) error { return WaitCmd(ctx, env, id) })(c)
+				},
+			},
+			{
+				Name:  "status",
+				Usage: "show deferral, pending changes, and the running and recent jobs with their figures",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "format", Value: "text", Usage: "text or json"},
+					&cli.IntFlag{Name: "jobs", Value: 5, Usage: "how many jobs to list"},
+				},
+				Action: func(c *cli.Context) error {
+					f := c.String("format")
+					if f != "text" && f != "json" {
+						return cli.Exit("recalc status: --format must be text or json", 2)
+					}
+					n := c.Int("jobs")
+					return action(out, errOut, func(ctx context.Context, env *Env) error { return StatusCmd(ctx, env, f, n) })(c)
 				},
 			},
 			{
@@ -168,9 +243,8 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 			return cli.Exit("recalc: cannot reach the database (set DATABASE_URL or the PG* variables): "+err.Error(), 1)
 		}
 		if err := fn(c.Context, &Env{Pool: pool, Out: out, Log: log}); err != nil {
-			var inv *store.InvalidError
-			if errors.As(err, &inv) {
-				return cli.Exit("recalc: "+inv.Error(), 1)
+			if errors.Is(err, errJobFailed) {
+				return cli.Exit("", 1)
 			}
 			return cli.Exit("recalc: "+err.Error(), 1)
 		}

@@ -16,6 +16,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/locks"
+	"github.com/recalc-dev/recalc/internal/notify"
 	"github.com/recalc-dev/recalc/internal/planner"
 	"github.com/recalc-dev/recalc/internal/sharetable"
 	"github.com/recalc-dev/recalc/internal/workers"
@@ -40,6 +42,11 @@ type Options struct {
 	// FullAbove switches an incremental plan to a full job when it would
 	// recompute more than this share of all families (0 means 0.5).
 	FullAbove float64
+	// Notify receives the completion notification of a job this process
+	// ends (done or failed), besides the NOTIFY every job sends.
+	Notify *notify.Notifier
+	// Live, when set (a terminal), gets a progress line redrawn in place.
+	Live io.Writer
 }
 
 func (o *Options) defaults() {
@@ -127,7 +134,7 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 			created = job != nil && pl != nil
 		case job.Status == "failed":
 			log.Warn().Int64("job", job.ID).Str("error", job.Error).Msg("resuming failed job")
-			if err := sharetable.SetJobStatus(ctx, pool, job.ID, "running", ""); err != nil {
+			if err := sharetable.ResumeJob(ctx, pool, job.ID); err != nil {
 				return nil, err
 			}
 		default:
@@ -363,17 +370,25 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, opt Op
 	if err != nil {
 		return nil, err
 	}
-	stop := workers.Progress(ctx, pool, job.ID, job.Chunks, log)
+	stop := workers.Progress(ctx, pool, job.ID, job.Chunks, log, opt.Live)
 	defer stop()
 	for {
-		if err := work(ctx, pool, job, org, dict, opt, log); err != nil {
+		ended, err := work(ctx, pool, job, org, dict, opt, log)
+		if err != nil {
+			if ctx.Err() != nil { // interrupted: the job stays running for the next run
+				return nil, fmt.Errorf("job %d interrupted; the next `recalc run` resumes it: %w", job.ID, err)
+			}
 			msg := err.Error()
-			if ctx.Err() == nil { // an interrupted run leaves the job running for the next one
-				if serr := sharetable.SetJobStatus(context.WithoutCancel(ctx), pool, job.ID, "failed", msg); serr != nil {
-					log.Error().Err(serr).Msg("could not mark job failed")
-				}
+			ctx := context.WithoutCancel(ctx)
+			if ferr := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return sharetable.FailJob(ctx, tx, job.ID, msg) }); ferr != nil {
+				log.Error().Err(ferr).Msg("could not mark job failed")
+			} else {
+				announce(ctx, pool, job.ID, opt, log)
 			}
 			return nil, fmt.Errorf("job %d: %w", job.ID, err)
+		}
+		if ended {
+			announce(ctx, pool, job.ID, opt, log)
 		}
 		cur, err := sharetable.GetJob(ctx, pool, job.ID)
 		if err != nil {
@@ -400,12 +415,17 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, opt Op
 }
 
 // work claims and computes chunks until none is left to claim, then
-// finalizes the job if every chunk is done.
-func work(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *grants.Org, dict *sharetable.Dict, opt Options, log zerolog.Logger) error {
-	err := workers.Run(ctx, pool, job.ID, workers.Options{Workers: opt.Workers, LockTimeout: opt.LockTimeout, Retries: opt.Retries},
+// finalizes the job if every chunk is done, reporting whether it did.
+func work(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *grants.Org, dict *sharetable.Dict, opt Options, log zerolog.Logger) (ended bool, err error) {
+	err = workers.Run(ctx, pool, job.ID, workers.Options{Workers: opt.Workers, LockTimeout: opt.LockTimeout, Retries: opt.Retries},
 		func(ctx context.Context, tx pgx.Tx, c *sharetable.Chunk) (*sharetable.ChunkStats, error) {
 			if job.Kind != "full" {
-				return sharetable.ApplyFamilies(ctx, tx, org, dict, c.Roots)
+				st, err := sharetable.ApplyFamilies(ctx, tx, org, dict, c.Roots)
+				if err == nil && len(st.Invalid) > 0 {
+					log.Warn().Int64("job", job.ID).Int("chunk", c.N).Int("records", len(st.Invalid)).Strs("first", st.Invalid[:min(10, len(st.Invalid))]).
+						Msg("records with an unknown object, owner, parent or territory get no access: fix them with SQL or import")
+				}
+				return st, err
 			}
 			in, err := sharetable.LoadFamilies(ctx, tx, org, c.Lo, c.Hi)
 			if err != nil {
@@ -418,7 +438,7 @@ func work(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *gra
 			return &sharetable.ChunkStats{Records: int64(len(in.Records)), Added: added}, nil
 		}, log)
 	if err != nil {
-		return err
+		return false, err
 	}
 	return finalize(ctx, pool, job, org, dict)
 }
@@ -429,8 +449,8 @@ func work(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *gra
 // otherwise) and the user table; record each side's configuration as
 // applied; mark the job done. Whichever worker sees the last chunk done
 // does it.
-func finalize(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *grants.Org, dict *sharetable.Dict) error {
-	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+func finalize(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *grants.Org, dict *sharetable.Dict) (ended bool, err error) {
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		j, err := sharetable.LockJob(ctx, tx, job.ID)
 		if err != nil || j.Status != "running" {
 			return err
@@ -472,6 +492,26 @@ func finalize(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org 
 				return err
 			}
 		}
+		ended = true
 		return sharetable.FinishJob(ctx, tx, j, cl, drift)
 	})
+	return ended && err == nil, err
+}
+
+// announce sends the job's completion notification to the webhook and email
+// targets. The NOTIFY went out with the job's end; a failed delivery is
+// logged, not fatal: the job itself is done.
+func announce(ctx context.Context, pool *pgxpool.Pool, id int64, opt Options, log zerolog.Logger) {
+	if !opt.Notify.Enabled() {
+		return
+	}
+	payload, err := sharetable.JobPayload(ctx, pool, id)
+	if err == nil {
+		err = opt.Notify.Send(ctx, payload)
+	}
+	if err != nil {
+		log.Error().Int64("job", id).Err(err).Msg("completion notification not delivered")
+		return
+	}
+	log.Info().Int64("job", id).Msg("completion notification sent")
 }

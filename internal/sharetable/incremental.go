@@ -110,6 +110,7 @@ func CountFamilies(ctx context.Context, q Querier) (int64, error) {
 type ChunkStats struct {
 	Records                 int64
 	Added, Removed, Updated int64
+	Invalid                 []string // records given no access: see grants.Rows.Invalid
 }
 
 type shareKey struct {
@@ -144,7 +145,7 @@ func ApplyFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, roo
 		return nil, err
 	}
 	want := org.Compute(in)
-	st := &ChunkStats{Records: int64(len(in.Records))}
+	st := &ChunkStats{Records: int64(len(in.Records)), Invalid: want.Invalid}
 
 	// Share rows.
 	desired := make(map[shareKey]shareVal, len(want.Shares))

@@ -164,13 +164,46 @@ func FinishJob(ctx context.Context, tx pgx.Tx, j *Job, cl *ClosureStats, drift *
 			return fmt.Errorf("clear change log: %w", err)
 		}
 	}
+	return notifyJob(ctx, tx, j.ID)
+}
+
+// JobsChannel is the NOTIFY channel on which every job's end is announced,
+// with the job's payload as JSON.
+const JobsChannel = "recalc_jobs"
+
+// ChangesChannel is the NOTIFY channel that record writes and imports
+// signal, so `recalc watch` wakes up.
+const ChangesChannel = "recalc_changes"
+
+// notifyJob announces a job's end; PostgreSQL delivers it when tx commits.
+func notifyJob(ctx context.Context, q Querier, id int64) error {
+	if _, err := q.Exec(ctx, `SELECT pg_notify($1, recalc.job_payload($2)::text)`, JobsChannel, id); err != nil {
+		return fmt.Errorf("notify end of job %d: %w", id, err)
+	}
 	return nil
 }
 
-// SetJobStatus sets a job's status and error message.
-func SetJobStatus(ctx context.Context, q Querier, id int64, status, msg string) error {
-	if _, err := q.Exec(ctx, `UPDATE recalc.job SET status = $2, error = nullif($3, '') WHERE id = $1`, id, status, msg); err != nil {
-		return fmt.Errorf("set job %d %s: %w", id, status, err)
+// JobPayload returns the completion notification of job id, as JSON.
+func JobPayload(ctx context.Context, q Querier, id int64) ([]byte, error) {
+	var b []byte
+	if err := q.QueryRow(ctx, `SELECT recalc.job_payload($1)::text`, id).Scan(&b); err != nil {
+		return nil, fmt.Errorf("read payload of job %d: %w", id, err)
+	}
+	return b, nil
+}
+
+// FailJob marks a job failed with its error and announces it.
+func FailJob(ctx context.Context, tx pgx.Tx, id int64, msg string) error {
+	if _, err := tx.Exec(ctx, `UPDATE recalc.job SET status = 'failed', error = $2, finished_at = now() WHERE id = $1`, id, msg); err != nil {
+		return fmt.Errorf("mark job %d failed: %w", id, err)
+	}
+	return notifyJob(ctx, tx, id)
+}
+
+// ResumeJob sets a failed job running again.
+func ResumeJob(ctx context.Context, q Querier, id int64) error {
+	if _, err := q.Exec(ctx, `UPDATE recalc.job SET status = 'running', error = NULL, finished_at = NULL WHERE id = $1 AND status = 'failed'`, id); err != nil {
+		return fmt.Errorf("resume job %d: %w", id, err)
 	}
 	return nil
 }

@@ -97,7 +97,12 @@ func Import(ctx context.Context, pool *pgxpool.Pool, r io.Reader, log zerolog.Lo
 		if err := apply(ctx, tx, f, res); err != nil {
 			return err
 		}
-		return checkRefs(ctx, tx, ix)
+		if err := checkRefs(ctx, tx, ix); err != nil {
+			return err
+		}
+		// Wake `recalc watch`; delivered only if the import commits.
+		_, err = tx.Exec(ctx, `SELECT pg_notify($1, 'import')`, sharetable.ChangesChannel)
+		return err
 	})
 	if err != nil {
 		return nil, err

@@ -10,9 +10,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -115,14 +115,20 @@ func retryable(err error) bool {
 	return pg.Code == serializationFailure || pg.Code == deadlockDetected || pg.Code == lockNotAvailable
 }
 
-// Progress logs the job's progress every two seconds (percent, rate, ETA)
-// until stopped.
-func Progress(ctx context.Context, pool *pgxpool.Pool, job int64, chunks int, log zerolog.Logger) (stop func()) {
+// Progress reports the job's progress until stopped: a JSON log line
+// every two seconds, and, when live is set (a terminal), a line redrawn in
+// place every half second with percent, rate and ETA.
+func Progress(ctx context.Context, pool *pgxpool.Pool, job int64, chunks int, log zerolog.Logger, live io.Writer) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
-	var stopped atomic.Bool
+	finished := make(chan struct{})
 	start := time.Now()
 	go func() {
-		t := time.NewTicker(2 * time.Second)
+		defer close(finished)
+		every := 2 * time.Second
+		if live != nil {
+			every = 500 * time.Millisecond
+		}
+		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {
@@ -131,18 +137,29 @@ func Progress(ctx context.Context, pool *pgxpool.Pool, job int64, chunks int, lo
 			case <-t.C:
 			}
 			done, records, err := sharetable.ChunkProgress(ctx, pool, job)
-			if err != nil || stopped.Load() || chunks == 0 {
+			if err != nil || chunks == 0 {
 				continue
 			}
 			el := time.Since(start).Seconds()
-			ev := log.Info().Int64("job", job).Int("chunks_done", done).Int("chunks", chunks).
-				Str("percent", fmt.Sprintf("%.0f", 100*float64(done)/float64(chunks))).
-				Int64("records", records).Float64("records_per_s", float64(records)/max(el, 1e-9))
+			pct := 100 * float64(done) / float64(chunks)
+			rate := float64(records) / max(el, 1e-9)
+			var eta time.Duration
 			if done > 0 {
-				ev = ev.Dur("eta", time.Duration(el/float64(done)*float64(chunks-done)*float64(time.Second)))
+				eta = time.Duration(el / float64(done) * float64(chunks-done) * float64(time.Second)).Round(time.Second)
 			}
-			ev.Msg("progress")
+			if live != nil {
+				fmt.Fprintf(live, "\rjob %d: %3.0f%%  %d/%d chunks  %d records  %.0f records/s  ETA %s   ", job, pct, done, chunks, records, rate, eta)
+				continue
+			}
+			log.Info().Int64("job", job).Int("chunks_done", done).Int("chunks", chunks).Str("percent", fmt.Sprintf("%.0f", pct)).
+				Int64("records", records).Float64("records_per_s", rate).Dur("eta", eta).Msg("progress")
 		}
 	}()
-	return func() { stopped.Store(true); cancel() }
+	return func() {
+		cancel()
+		<-finished
+		if live != nil && chunks > 0 {
+			fmt.Fprintln(live)
+		}
+	}
 }

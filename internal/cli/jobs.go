@@ -1,0 +1,211 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/urfave/cli/v2"
+
+	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/notify"
+	"github.com/recalc-dev/recalc/internal/sharetable"
+	"github.com/recalc-dev/recalc/internal/watch"
+	"github.com/recalc-dev/recalc/schema"
+)
+
+// runFlags are the flags of every command that recalculates.
+func runFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "workers", Value: 2, Usage: "chunks this process works at once"},
+		&cli.IntFlag{Name: "chunk-size", Value: 20000, Usage: "records per chunk of a new job (whole record families stay together)"},
+		&cli.DurationFlag{Name: "lock-timeout", Value: 5 * time.Second, Usage: "how long a chunk waits for a row lock"},
+		&cli.IntFlag{Name: "retries", Value: 5, Usage: "retries of a chunk that hit a lock timeout or deadlock, with backoff"},
+		&cli.StringFlag{Name: "notify-url", EnvVars: []string{"RECALC_NOTIFY_URL"}, Usage: "POST each job's completion notification (JSON) to this URL"},
+		&cli.StringSliceFlag{Name: "notify-email", EnvVars: []string{"RECALC_NOTIFY_EMAIL"}, Usage: "mail each job's completion notification to this address (repeatable)"},
+		&cli.StringFlag{Name: "smtp-addr", Value: "localhost:25", EnvVars: []string{"RECALC_SMTP_ADDR"}, Usage: "SMTP relay for --notify-email, host:port"},
+		&cli.StringFlag{Name: "smtp-from", Value: "recalc@localhost", EnvVars: []string{"RECALC_SMTP_FROM"}, Usage: "sender address for --notify-email"},
+		&cli.DurationFlag{Name: "notify-timeout", Value: 10 * time.Second, Usage: "timeout of each notification attempt"},
+		&cli.IntFlag{Name: "notify-retries", Value: 3, Usage: "webhook retries after a failure, with backoff"},
+	}
+}
+
+// runOptions reads runFlags (and --full, where the command has it).
+func runOptions(c *cli.Context, errOut io.Writer) (engine.Options, error) {
+	opt := engine.Options{Workers: c.Int("workers"), ChunkSize: c.Int("chunk-size"), Full: c.Bool("full"),
+		LockTimeout: c.Duration("lock-timeout"), Retries: c.Int("retries"), Trigger: "run"}
+	if opt.Full {
+		opt.Trigger = "run --full"
+	}
+	if opt.Workers < 1 || opt.ChunkSize < 1 || opt.Retries < 0 || opt.LockTimeout <= 0 {
+		return opt, cli.Exit("recalc: --workers and --chunk-size must be at least 1, --retries at least 0, --lock-timeout positive", 2)
+	}
+	opt.Notify = &notify.Notifier{URL: c.String("notify-url"), Email: c.StringSlice("notify-email"), SMTPAddr: c.String("smtp-addr"),
+		From: c.String("smtp-from"), Timeout: c.Duration("notify-timeout"), Retries: c.Int("notify-retries")}
+	if f, ok := errOut.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+		opt.Live = errOut
+	}
+	return opt, nil
+}
+
+func sideFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "closure", Usage: "only group membership (the closure)"},
+		&cli.BoolFlag{Name: "rules", Usage: "only share rows (rules, owners, shares, teams, OWDs)"},
+	}
+}
+
+func sides(c *cli.Context) []string {
+	var out []string
+	if c.Bool("closure") {
+		out = append(out, sharetable.SideClosure)
+	}
+	if c.Bool("rules") {
+		out = append(out, sharetable.SideRules)
+	}
+	if len(out) == 0 {
+		out = []string{sharetable.SideClosure, sharetable.SideRules}
+	}
+	return out
+}
+
+// DeferCmd suspends calculation of sides.
+func DeferCmd(ctx context.Context, env *Env, sides []string) error {
+	if err := schema.Check(ctx, env.Pool); err != nil {
+		return err
+	}
+	if err := sharetable.Defer(ctx, env.Pool, sides); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Out, "Calculation deferred (%s). Imports and data changes accumulate; `recalc resume` recalculates them.\n", strings.Join(sides, ", "))
+	return nil
+}
+
+// ResumeCmd lifts the deferral of sides and recalculates.
+func ResumeCmd(ctx context.Context, env *Env, sides []string, opt engine.Options) error {
+	if err := schema.Check(ctx, env.Pool); err != nil {
+		return err
+	}
+	if err := sharetable.Undefer(ctx, env.Pool, sides); err != nil {
+		return err
+	}
+	env.Log.Info().Strs("sides", sides).Msg("deferral lifted")
+	return Run(ctx, env, opt)
+}
+
+// WatchCmd runs recalculations after changes until ctx ends.
+func WatchCmd(ctx context.Context, env *Env, wopt watch.Options, opt engine.Options) error {
+	if err := schema.Check(ctx, env.Pool); err != nil {
+		return err
+	}
+	return watch.Run(ctx, env.Pool, wopt, func(ctx context.Context) error {
+		_, err := engine.Run(ctx, env.Pool, opt, env.Log)
+		return err
+	}, env.Log)
+}
+
+// errJobFailed makes `recalc wait` exit 1 after printing the payload.
+var errJobFailed = errors.New("the job failed")
+
+// WaitCmd blocks until job id (or the unfinished, else the latest job) ends
+// and prints its completion notification.
+func WaitCmd(ctx context.Context, env *Env, id int64) error {
+	if err := schema.Check(ctx, env.Pool); err != nil {
+		return err
+	}
+	conn, err := env.Pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire connection: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "LISTEN "+sharetable.JobsChannel); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if id == 0 {
+		if err := conn.QueryRow(ctx, `SELECT coalesce((SELECT id FROM recalc.job WHERE status <> 'done'), (SELECT max(id) FROM recalc.job), 0)`).Scan(&id); err != nil {
+			return fmt.Errorf("find job: %w", err)
+		}
+		if id == 0 {
+			return fmt.Errorf("there is no job to wait for: `recalc run` starts one")
+		}
+	}
+	for {
+		j, err := sharetable.GetJob(ctx, conn, id)
+		if err != nil {
+			return err
+		}
+		if j == nil {
+			return fmt.Errorf("job %d does not exist", id)
+		}
+		if j.Status != "running" {
+			payload, err := sharetable.JobPayload(ctx, conn, id)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(env.Out, string(payload))
+			if j.Status == "failed" {
+				return errJobFailed
+			}
+			return nil
+		}
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second) // recheck now and then
+		_, err = conn.Conn().WaitForNotification(wctx)
+		cancel()
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+// StatusCmd prints deferral, pending changes and jobs.
+func StatusCmd(ctx context.Context, env *Env, format string, jobs int) error {
+	if err := schema.Check(ctx, env.Pool); err != nil {
+		return err
+	}
+	st, err := sharetable.ReadStatus(ctx, env.Pool, jobs)
+	if err != nil {
+		return err
+	}
+	if format == "json" {
+		return json.NewEncoder(env.Out).Encode(st)
+	}
+	w := env.Out
+	if len(st.Deferred) == 0 {
+		fmt.Fprintln(w, "Calculation: active")
+	}
+	for _, side := range sortedKeys(st.Deferred) {
+		since := st.Deferred[side]
+		fmt.Fprintf(w, "Calculation of %s: DEFERRED since %s (%s ago)\n", side, since.Format(time.RFC3339), time.Since(since).Round(time.Second))
+	}
+	fmt.Fprintf(w, "Pending: %d changes: %d records, sections %v\n", st.PendingChanges, st.PendingRecords, st.PendingConfig)
+	if len(st.Jobs) == 0 {
+		fmt.Fprintln(w, "Jobs: none yet")
+	}
+	for _, j := range st.Jobs {
+		fmt.Fprintf(w, "Job %d  %-11s %-8s %-10s chunks %d/%d  records %d  share rows +%d -%d ~%d",
+			j.ID, j.Kind, j.Status, j.Trigger, j.ChunksDone, j.Chunks, j.Records, j.RowsAdded, j.RowsRemoved, j.RowsUpdated)
+		if j.Kind == "full" && j.Status == "done" {
+			fmt.Fprintf(w, "  drift fixed %d", j.DriftFixed)
+		}
+		switch {
+		case j.Status != "done":
+			fmt.Fprintf(w, "  %.0f records/s", j.RecordsPerSecond)
+			if j.ETA != nil {
+				fmt.Fprintf(w, "  ETA %s", *j.ETA)
+			}
+		case j.FinishedAt != nil:
+			fmt.Fprintf(w, "  took %s, %s", j.FinishedAt.Sub(j.CreatedAt).Round(time.Millisecond), j.FinishedAt.Format(time.RFC3339))
+		}
+		if j.Error != "" {
+			fmt.Fprintf(w, "\n    error: %s", j.Error)
+		}
+		fmt.Fprintln(w)
+	}
+	return nil
+}

@@ -1,0 +1,85 @@
+package sharetable
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// JobSummary is a job as `recalc status` shows it.
+type JobSummary struct {
+	ID          int64      `json:"job"`
+	Kind        string     `json:"kind"`
+	Trigger     string     `json:"trigger"`
+	Status      string     `json:"status"`
+	Rules       bool       `json:"rules"`
+	Closure     bool       `json:"closure"`
+	Chunks      int        `json:"chunks"`
+	ChunksDone  int        `json:"chunks_done"`
+	Records     int64      `json:"records"`
+	RowsAdded   int64      `json:"share_rows_added"`
+	RowsRemoved int64      `json:"share_rows_removed"`
+	RowsUpdated int64      `json:"share_rows_updated"`
+	DriftFixed  int64      `json:"drift_fixed"`
+	Error       string     `json:"error,omitempty"`
+	CreatedAt   time.Time  `json:"created_at"`
+	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	// Running jobs: progress figures, from chunks done so far.
+	RecordsPerSecond float64        `json:"records_per_s,omitempty"`
+	ETA              *time.Duration `json:"eta_ns,omitempty"`
+}
+
+// Status is what `recalc status` reports.
+type Status struct {
+	Deferred       map[string]time.Time `json:"deferred"`
+	PendingChanges int64                `json:"pending_changes"`
+	PendingRecords int64                `json:"pending_records"`
+	PendingConfig  []string             `json:"pending_sections"`
+	Jobs           []JobSummary         `json:"jobs"` // the unfinished job first, then the most recent ones
+}
+
+// ReadStatus gathers deferral, pending changes and the recent jobs.
+func ReadStatus(ctx context.Context, q Querier, recent int) (*Status, error) {
+	st := &Status{PendingConfig: []string{}}
+	var err error
+	if st.Deferred, err = Deferred(ctx, q); err != nil {
+		return nil, err
+	}
+	err = q.QueryRow(ctx, `SELECT count(*), count(DISTINCT key) FILTER (WHERE kind = 'record'),
+		coalesce(array_agg(DISTINCT key) FILTER (WHERE kind = 'section'), '{}') FROM recalc.change`).
+		Scan(&st.PendingChanges, &st.PendingRecords, &st.PendingConfig)
+	if err != nil {
+		return nil, fmt.Errorf("read change log: %w", err)
+	}
+	rows, err := q.Query(ctx, `
+		SELECT j.id, j.kind, j.trigger, j.status, j.do_rules, j.do_closure, j.chunks,
+		       (SELECT count(*) FROM recalc.chunk c WHERE c.job_id = j.id AND c.status = 'done'),
+		       CASE WHEN j.status = 'done' THEN j.records ELSE (SELECT coalesce(sum(records), 0) FROM recalc.chunk c WHERE c.job_id = j.id) END,
+		       j.rows_added, j.rows_removed, j.rows_updated, coalesce(j.drift_fixed, 0), coalesce(j.error, ''), j.created_at, j.finished_at,
+		       extract(epoch FROM now() - j.created_at)
+		FROM recalc.job j ORDER BY j.status = 'done', j.id DESC LIMIT $1`, recent)
+	if err != nil {
+		return nil, fmt.Errorf("read jobs: %w", err)
+	}
+	var j JobSummary
+	var elapsed float64
+	_, err = pgx.ForEachRow(rows, []any{&j.ID, &j.Kind, &j.Trigger, &j.Status, &j.Rules, &j.Closure, &j.Chunks, &j.ChunksDone,
+		&j.Records, &j.RowsAdded, &j.RowsRemoved, &j.RowsUpdated, &j.DriftFixed, &j.Error, &j.CreatedAt, &j.FinishedAt, &elapsed}, func() error {
+		if j.Status != "done" && elapsed > 0 {
+			j.RecordsPerSecond = float64(j.Records) / elapsed
+			if j.ChunksDone > 0 {
+				eta := time.Duration(elapsed / float64(j.ChunksDone) * float64(j.Chunks-j.ChunksDone) * float64(time.Second)).Round(time.Second)
+				j.ETA = &eta
+			}
+		}
+		st.Jobs = append(st.Jobs, j)
+		j = JobSummary{}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read jobs: %w", err)
+	}
+	return st, nil
+}
