@@ -1,0 +1,211 @@
+package engine_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/notify"
+	"github.com/recalc-dev/recalc/internal/sharetable"
+	"github.com/recalc-dev/recalc/internal/testdb"
+)
+
+type payload struct {
+	Job            int64  `json:"job"`
+	Status         string `json:"status"`
+	Kind           string `json:"kind"`
+	Trigger        string `json:"trigger"`
+	Records        int64  `json:"records"`
+	ShareRowsAdded int64  `json:"share_rows_added"`
+	Error          string `json:"error"`
+	DurationMS     *int64 `json:"duration_ms"`
+}
+
+// listen subscribes to the jobs channel on a connection of its own.
+func listen(t *testing.T, ctx context.Context, pool *pgxpool.Pool) *pgxpool.Conn {
+	t.Helper()
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Release)
+	if _, err := conn.Exec(ctx, "LISTEN "+sharetable.JobsChannel); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+func nextPayload(t *testing.T, ctx context.Context, conn *pgxpool.Conn) payload {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	n, err := conn.Conn().WaitForNotification(ctx)
+	if err != nil {
+		t.Fatalf("no NOTIFY on %s: %v", sharetable.JobsChannel, err)
+	}
+	var p payload
+	if err := json.Unmarshal([]byte(n.Payload), &p); err != nil {
+		t.Fatalf("NOTIFY payload %q: %v", n.Payload, err)
+	}
+	return p
+}
+
+// TestCompletionNotifications: a finished job and a failed job each send a
+// NOTIFY with their JSON payload, a webhook POST (retried after a failure)
+// and an email through an SMTP relay.
+func TestCompletionNotifications(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Migrated(t)
+	mustImport(t, ctx, pool, nil, minimalOrg())
+	conn := listen(t, ctx, pool)
+
+	var mu sync.Mutex
+	var hooks [][]byte
+	calls := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		hooks = append(hooks, body)
+		if calls == 1 || calls == 3 { // the first attempt of each job fails
+			http.Error(w, "try again", http.StatusServiceUnavailable)
+			return
+		}
+	}))
+	defer srv.Close()
+	smtp := startSMTP(t)
+	n := &notify.Notifier{URL: srv.URL, Email: []string{"admin@example.com"}, SMTPAddr: smtp.addr, From: "recalc@example.com",
+		Timeout: 5 * time.Second, Retries: 2}
+
+	rep, err := engine.Run(ctx, pool, engine.Options{Notify: n}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := nextPayload(t, ctx, conn)
+	if p.Job != rep.Job || p.Status != "done" || p.Kind != "full" || p.Records != 300 || p.ShareRowsAdded == 0 || p.DurationMS == nil {
+		t.Errorf("NOTIFY payload %+v does not describe job %d done", p, rep.Job)
+	}
+	mu.Lock()
+	if calls != 2 || !strings.Contains(string(hooks[1]), `"status": "done"`) || string(hooks[0]) != string(hooks[1]) {
+		t.Errorf("webhook: %d calls, bodies %q; want a failed attempt then the same payload again", calls, hooks)
+	}
+	mu.Unlock()
+	if mail := smtp.next(t); !strings.Contains(mail, "Subject: recalc job 1 done (full)") || !strings.Contains(mail, `"share_rows_added"`) ||
+		!strings.Contains(mail, "RCPT TO:<admin@example.com>") {
+		t.Errorf("email:\n%s", mail)
+	}
+
+	// A failing job notifies too: hold a record's row lock so its chunk fails.
+	if _, err := pool.Exec(ctx, `UPDATE recalc.record SET owner = 'u5' WHERE id = 'a001'`); err != nil {
+		t.Fatal(err)
+	}
+	holder, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx)
+	if _, err := holder.Exec(ctx, `SELECT 1 FROM recalc.record WHERE id = 'a001' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := engine.Run(ctx, pool, engine.Options{Notify: n, LockTimeout: 50 * time.Millisecond}, zerolog.Nop()); err == nil {
+		t.Fatal("run under a held lock succeeded")
+	}
+	p = nextPayload(t, ctx, conn)
+	if p.Status != "failed" || !strings.Contains(p.Error, "UNABLE_TO_LOCK_ROW") {
+		t.Errorf("NOTIFY payload of the failed job: %+v", p)
+	}
+	mu.Lock()
+	if calls != 4 || !strings.Contains(string(hooks[3]), `"status": "failed"`) {
+		t.Errorf("webhook for the failed job: %d calls, last %q", calls, hooks[len(hooks)-1])
+	}
+	mu.Unlock()
+	if mail := smtp.next(t); !strings.Contains(mail, "Subject: recalc job 2 failed (incremental)") {
+		t.Errorf("email of the failed job:\n%s", mail)
+	}
+}
+
+// smtpServer is a minimal SMTP relay on loopback that records each session.
+type smtpServer struct {
+	addr  string
+	mails chan string
+}
+
+func startSMTP(t *testing.T) *smtpServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	s := &smtpServer{addr: ln.Addr().String(), mails: make(chan string, 10)}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go s.session(c)
+		}
+	}()
+	return s
+}
+
+func (s *smtpServer) session(c net.Conn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	var log strings.Builder
+	reply := func(line string) { _, _ = io.WriteString(c, line+"\r\n") }
+	reply("220 test ESMTP")
+	data := false
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		log.WriteString(line)
+		cmd := strings.ToUpper(strings.TrimSpace(line))
+		switch {
+		case data:
+			if cmd == "." {
+				data = false
+				reply("250 queued")
+			}
+		case strings.HasPrefix(cmd, "EHLO"), strings.HasPrefix(cmd, "HELO"):
+			reply("250 test")
+		case cmd == "DATA":
+			data = true
+			reply("354 go ahead")
+		case cmd == "QUIT":
+			reply("221 bye")
+			s.mails <- log.String()
+			return
+		default:
+			reply("250 ok")
+		}
+	}
+}
+
+func (s *smtpServer) next(t *testing.T) string {
+	t.Helper()
+	select {
+	case m := <-s.mails:
+		return m
+	case <-time.After(10 * time.Second):
+		t.Fatal("no email arrived at the SMTP relay")
+		return ""
+	}
+}
