@@ -247,3 +247,76 @@ loop:
 	o.run("run")
 	o.checkEqualsFull("after application writes")
 }
+
+// TestWatchSIGTERMAndRestart sends SIGTERM to `recalc watch` in the middle
+// of a job: it stops cleanly, the job stays resumable, and a restarted watch
+// finishes it to the state a full run computes.
+func TestWatchSIGTERMAndRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs processes on a 20k-record org")
+	}
+	o := newProcessOrg(t, 20000)
+	ctx := context.Background()
+	o.changeRecords(9, 1)
+	watchArgs := []string{"watch", "--chunk-size", "20", "--workers", "1", "--debounce", "50ms", "--poll", "1s"}
+	w := o.command(watchArgs...)
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var done int
+		err := o.pool.QueryRow(ctx, `SELECT count(*) FROM recalc.chunk c JOIN recalc.job j ON j.id = c.job_id
+			WHERE j.status = 'running' AND c.status = 'done'`).Scan(&done)
+		if err == nil && done > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("watch never got a job going")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := w.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- w.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("watch did not exit cleanly on SIGTERM: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		_ = w.Process.Kill()
+		t.Fatal("watch did not stop within 20s of SIGTERM")
+	}
+	var unfinished int
+	_ = o.pool.QueryRow(ctx, `SELECT count(*) FROM recalc.job WHERE status = 'running'`).Scan(&unfinished)
+	if unfinished != 1 {
+		t.Fatalf("%d running jobs after SIGTERM, want the interrupted one", unfinished)
+	}
+	w = o.command(watchArgs...)
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = w.Process.Kill(); _ = w.Wait() }()
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		var pending, unfinished int
+		_ = o.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM recalc.change), (SELECT count(*) FROM recalc.job WHERE status <> 'done')`).Scan(&pending, &unfinished)
+		if pending == 0 && unfinished == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restarted watch did not finish: %d changes pending, %d jobs unfinished", pending, unfinished)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := w.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Wait(); err != nil {
+		t.Fatalf("second watch on SIGTERM: %v", err)
+	}
+	o.checkEqualsFull("after watch restart")
+}
