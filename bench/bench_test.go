@@ -3,11 +3,14 @@ package bench
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
@@ -90,4 +93,39 @@ func BenchmarkFullRecalc(b *testing.B) {
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
 	b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "share_rows/s")
 	b.ReportMetric(float64(rows), "share_rows")
+}
+
+// BenchmarkBulkCopyCapture measures what change capture costs a bulk load
+// done with plain SQL: one COPY of BENCH_SIZE records into recalc.record,
+// with the change-log triggers on, and side by side with them disabled. It
+// reports both times and the overhead.
+func BenchmarkBulkCopyCapture(b *testing.B) {
+	n := size(100_000)
+	rows := make([][]any, n)
+	for i := range rows {
+		id := fmt.Sprintf("bulk%07d", i)
+		rows[i] = []any{id, "account", "u0001", id, fmt.Sprintf(`{"tier": %d}`, i%5)}
+	}
+	ctx := context.Background()
+	load := func(pool *pgxpool.Pool, capture bool) time.Duration {
+		if !capture {
+			if _, err := pool.Exec(ctx, `ALTER TABLE recalc.record DISABLE TRIGGER USER`); err != nil {
+				b.Fatal(err)
+			}
+		}
+		start := time.Now()
+		if _, err := pool.CopyFrom(ctx, pgx.Identifier{"recalc", "record"}, []string{"id", "object", "owner", "root_id", "fields"},
+			pgx.CopyFromRows(rows)); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	var with, without time.Duration
+	for i := 0; i < b.N; i++ {
+		without += load(testdb.Migrated(b), false)
+		with += load(testdb.Migrated(b), true)
+	}
+	b.ReportMetric(without.Seconds()/float64(b.N), "s/copy-plain")
+	b.ReportMetric(with.Seconds()/float64(b.N), "s/copy-captured")
+	b.ReportMetric(100*(with.Seconds()/without.Seconds()-1), "%overhead")
 }

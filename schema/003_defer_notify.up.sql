@@ -26,20 +26,26 @@ ALTER TABLE recalc.job
 ALTER TABLE recalc.record ALTER COLUMN root_id DROP NOT NULL;
 CREATE INDEX record_parent_idx ON recalc.record (parent);
 
+-- The change log holds one row per statement, listing the keys it changed:
+-- a bulk load of a million records logs one row, not a million.
+ALTER TABLE recalc.change ALTER COLUMN key TYPE text[] USING ARRAY[key];
+ALTER TABLE recalc.change RENAME COLUMN key TO keys;
+
 -- Record writes by any SQL: log the change, wipe the manual shares of
 -- records whose owner changed (sharing-model.md section 5), and wake
 -- `recalc watch` with a NOTIFY on channel recalc_changes.
 CREATE OR REPLACE FUNCTION recalc.log_record_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO recalc.change (kind, key) SELECT DISTINCT 'record', id FROM new_rows;
+        INSERT INTO recalc.change (kind, keys) SELECT 'record', array_agg(id) FROM new_rows HAVING count(*) > 0;
     ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO recalc.change (kind, key) SELECT 'record', id FROM old_rows UNION SELECT 'record', id FROM new_rows;
+        INSERT INTO recalc.change (kind, keys)
+        SELECT 'record', array_agg(id) FROM (SELECT id FROM old_rows UNION SELECT id FROM new_rows) ids HAVING count(*) > 0;
         DELETE FROM recalc.share_input s
         USING old_rows o JOIN new_rows n ON n.rid = o.rid
         WHERE o.owner <> n.owner AND s.record = o.id AND s.cause = 'manual';
     ELSE
-        INSERT INTO recalc.change (kind, key) SELECT DISTINCT 'record', id FROM old_rows;
+        INSERT INTO recalc.change (kind, keys) SELECT 'record', array_agg(id) FROM old_rows HAVING count(*) > 0;
     END IF;
     PERFORM pg_notify('recalc_changes', TG_OP);
     RETURN NULL;

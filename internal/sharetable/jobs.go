@@ -214,7 +214,7 @@ func ChangedRecords(ctx context.Context, q Querier) (seq int64, ids []string, er
 	if err := q.QueryRow(ctx, `SELECT coalesce(max(seq), 0) FROM recalc.change`).Scan(&seq); err != nil {
 		return 0, nil, fmt.Errorf("read change log: %w", err)
 	}
-	rows, err := q.Query(ctx, `SELECT DISTINCT key FROM recalc.change WHERE kind = 'record' AND seq <= $1`, seq)
+	rows, err := q.Query(ctx, `SELECT DISTINCT unnest(keys) FROM recalc.change WHERE kind = 'record' AND seq <= $1`, seq)
 	if err != nil {
 		return 0, nil, fmt.Errorf("read change log: %w", err)
 	}

@@ -47,8 +47,9 @@ func ReadStatus(ctx context.Context, q Querier, recent int) (*Status, error) {
 	if st.Deferred, err = Deferred(ctx, q); err != nil {
 		return nil, err
 	}
-	err = q.QueryRow(ctx, `SELECT count(*), count(DISTINCT key) FILTER (WHERE kind = 'record'),
-		coalesce(array_agg(DISTINCT key) FILTER (WHERE kind = 'section'), '{}') FROM recalc.change`).
+	err = q.QueryRow(ctx, `SELECT (SELECT count(*) FROM recalc.change),
+		(SELECT count(DISTINCT k) FROM recalc.change, unnest(keys) k WHERE kind = 'record'),
+		(SELECT coalesce(array_agg(DISTINCT k), '{}') FROM recalc.change, unnest(keys) k WHERE kind = 'section')`).
 		Scan(&st.PendingChanges, &st.PendingRecords, &st.PendingConfig)
 	if err != nil {
 		return nil, fmt.Errorf("read change log: %w", err)

@@ -22,7 +22,7 @@ type Result struct {
 	Records  int64
 	Shares   int64
 	Teams    int64
-	Changes  int64 // rows added to recalc.change
+	Changes  int64 // records changed (inserted, updated or deleted)
 	// ManualSharesWiped counts manual shares deleted because their record's owner changed.
 	ManualSharesWiped int64
 }
@@ -182,8 +182,8 @@ func mergeConfig(ctx context.Context, tx pgx.Tx, f *model.File) (*model.Index, e
 	for name, raw := range f.Raw {
 		if _, err := tx.Exec(ctx, `
 			WITH changed AS (
-				INSERT INTO recalc.change (kind, key)
-				SELECT 'section', $1 WHERE NOT EXISTS (
+				INSERT INTO recalc.change (kind, keys)
+				SELECT 'section', ARRAY[$1] WHERE NOT EXISTS (
 					SELECT 1 FROM recalc.model_section WHERE name = $1 AND doc = $2::jsonb))
 			INSERT INTO recalc.model_section (name, doc) VALUES ($1, $2::jsonb)
 			ON CONFLICT (name) DO UPDATE SET doc = excluded.doc`, name, string(raw)); err != nil {
@@ -294,12 +294,13 @@ func apply(ctx context.Context, tx pgx.Tx, f *model.File, res *Result) error {
 			GROUP BY id, owner, cause HAVING count(*) > 1 LIMIT 1`, "share on record %q for %s is listed twice"); err != nil {
 			return err
 		}
-		if err := exec(ctx, tx, "merge shares", &res.Changes, `
-			INSERT INTO recalc.change (kind, key)
-			SELECT DISTINCT 'record', coalesce(n.id, s.record)
+		if err := exec(ctx, tx, "merge shares", nil, `
+			INSERT INTO recalc.change (kind, keys)
+			SELECT 'record', array_agg(DISTINCT coalesce(n.id, s.record))
 			FROM recalc.share_input s
 			FULL JOIN (SELECT * FROM stage WHERE kind = 2) n ON n.id = s.record AND n.owner = s.grantee AND n.cause = s.cause
-			WHERE s.record IS NULL OR n.id IS NULL OR (s.object, s.access) IS DISTINCT FROM (n.object, n.access)`); err != nil {
+			WHERE s.record IS NULL OR n.id IS NULL OR (s.object, s.access) IS DISTINCT FROM (n.object, n.access)
+			HAVING count(*) > 0`); err != nil {
 			return err
 		}
 		if err := exec(ctx, tx, "merge shares", nil, `DELETE FROM recalc.share_input`,
@@ -325,13 +326,14 @@ func apply(ctx context.Context, tx pgx.Tx, f *model.File, res *Result) error {
 			"team entry on record %q for user %q is listed twice"); err != nil {
 			return err
 		}
-		if err := exec(ctx, tx, "merge teams", &res.Changes, `
-			INSERT INTO recalc.change (kind, key)
-			SELECT DISTINCT 'record', coalesce(n.id, t.record)
+		if err := exec(ctx, tx, "merge teams", nil, `
+			INSERT INTO recalc.change (kind, keys)
+			SELECT 'record', array_agg(DISTINCT coalesce(n.id, t.record))
 			FROM recalc.team t
 			FULL JOIN (SELECT * FROM stage WHERE kind = 3) n ON n.id = t.record AND n.owner = t.user_id
 			WHERE t.record IS NULL OR n.id IS NULL
-			   OR (t.access, t.contact_access, t.opportunity_access, t.case_access) IS DISTINCT FROM (n.access, n.ca, n.oa, n.ka)`); err != nil {
+			   OR (t.access, t.contact_access, t.opportunity_access, t.case_access) IS DISTINCT FROM (n.access, n.ca, n.oa, n.ka)
+			HAVING count(*) > 0`); err != nil {
 			return err
 		}
 		if err := exec(ctx, tx, "merge teams", nil, `DELETE FROM recalc.team`,

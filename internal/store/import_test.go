@@ -206,7 +206,7 @@ func TestImportRecordsChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	var keys string
-	_ = pool.QueryRow(ctx, `SELECT string_agg(kind || ':' || key, ',' ORDER BY seq) FROM recalc.change`).Scan(&keys)
+	_ = pool.QueryRow(ctx, `SELECT string_agg(kind || ':' || array_to_string(keys, '+'), ',' ORDER BY seq) FROM recalc.change`).Scan(&keys)
 	if keys != "record:a1" {
 		t.Errorf("changes = %q, want record:a1", keys)
 	}
