@@ -33,8 +33,11 @@ ALTER TABLE recalc.change RENAME COLUMN key TO keys;
 
 -- Record writes by any SQL: log the change, wipe the manual shares of
 -- records whose owner changed (sharing-model.md section 5), and wake
--- `recalc watch` with a NOTIFY on channel recalc_changes.
-CREATE OR REPLACE FUNCTION recalc.log_record_change() RETURNS trigger LANGUAGE plpgsql AS $$
+-- `recalc watch` with a NOTIFY on channel recalc_changes. It runs with its
+-- owner's rights, so an application role needs privileges on recalc.record
+-- only, not on the change log or the shares.
+CREATE OR REPLACE FUNCTION recalc.log_record_change() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO recalc.change (kind, keys) SELECT 'record', array_agg(id) FROM new_rows HAVING count(*) > 0;

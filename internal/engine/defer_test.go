@@ -168,7 +168,10 @@ func TestSQLChanges(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- watch.Run(wctx, pool, watch.Options{Debounce: 50 * time.Millisecond, MaxWait: time.Second, Poll: time.Minute},
-			func(ctx context.Context) error { _, err := engine.Run(ctx, pool, engine.Options{Trigger: "watch"}, zerolog.Nop()); return err },
+			func(ctx context.Context) error {
+				_, err := engine.Run(ctx, pool, engine.Options{Trigger: "watch"}, zerolog.Nop())
+				return err
+			},
 			zerolog.Nop())
 	}()
 	time.Sleep(300 * time.Millisecond) // let it listen

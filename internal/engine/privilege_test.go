@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
 	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/schema"
@@ -72,5 +73,54 @@ func TestLeastPrivilegeRole(t *testing.T) {
 	}
 	if got, want := accessCSV(t, ctx, pool), oracle.CSV(oracle.Access(m)); got != want {
 		t.Fatalf("access as %s differs from the oracle\n%s", role, oracle.Diff(want, got))
+	}
+
+	// An application role with privileges on recalc.record only changes an
+	// owner with plain SQL; the capture trigger runs with its owner's rights.
+	app := role + "_app"
+	qa := pgx.Identifier{app}.Sanitize()
+	if _, err := admin.Exec(ctx, `CREATE ROLE `+qa+` LOGIN NOSUPERUSER`); err != nil {
+		t.Fatal(err)
+	}
+	// The engine role owns the schema, so it grants.
+	if _, err := pool.Exec(ctx, `GRANT USAGE ON SCHEMA recalc TO `+qa+`; GRANT SELECT, INSERT, UPDATE, DELETE ON recalc.record TO `+qa); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(ctx, url)
+		if err == nil {
+			_, _ = c.Exec(ctx, `DROP OWNED BY `+qa+`; DROP ROLE `+qa)
+			c.Close(ctx)
+		}
+	})
+	appConn, err := pgx.Connect(ctx, testdb.WithUser(url, app))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer appConn.Close(ctx)
+	rec := &m.Records[0]
+	var newOwner string
+	for _, u := range m.Users {
+		if u.ID != rec.Owner {
+			newOwner = u.ID
+			break
+		}
+	}
+	if _, err := appConn.Exec(ctx, `UPDATE recalc.record SET owner = $1 WHERE id = $2`, newOwner, rec.ID); err != nil {
+		t.Fatalf("application update as %s: %v", app, err)
+	}
+	m.Records[0].Owner = newOwner
+	var kept []model.Share
+	for _, sh := range m.Shares {
+		if !(sh.Record == rec.ID && sh.Cause == "manual") {
+			kept = append(kept, sh)
+		}
+	}
+	m.Shares = kept
+	if _, err := engine.Run(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
+		t.Fatalf("run as %s: %v", role, err)
+	}
+	if got, want := accessCSV(t, ctx, pool), oracle.CSV(oracle.Access(m)); got != want {
+		t.Fatalf("after the application's update, access differs from the oracle\n%s", oracle.Diff(want, got))
 	}
 }
