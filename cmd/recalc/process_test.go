@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -319,4 +320,50 @@ func TestWatchSIGTERMAndRestart(t *testing.T) {
 		t.Fatalf("second watch on SIGTERM: %v", err)
 	}
 	o.checkEqualsFull("after watch restart")
+}
+
+// TestWaitAndStatus: `recalc wait` prints the payload of the latest job and
+// exits 0 when it succeeded; `recalc status --format json` reports deferral
+// and pending changes.
+func TestWaitAndStatus(t *testing.T) {
+	o := newProcessOrg(t, 2000)
+	out := o.run("wait")
+	var p struct {
+		Job    int64  `json:"job"`
+		Status string `json:"status"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(lastLine(out))), &p); err != nil || p.Status != "done" || p.Job != 1 {
+		t.Fatalf("recalc wait printed %q (%v), want job 1 done", out, err)
+	}
+	o.run("defer", "--rules")
+	o.changeRecords(10, 3)
+	var st struct {
+		Deferred       map[string]time.Time `json:"deferred"`
+		PendingRecords int64                `json:"pending_records"`
+		Jobs           []struct {
+			Status string `json:"status"`
+		} `json:"jobs"`
+	}
+	stdout, err := o.command("status", "--format", "json").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(stdout, &st); err != nil {
+		t.Fatalf("status --format json: %v\n%s", err, stdout)
+	}
+	if _, ok := st.Deferred["rules"]; !ok || st.PendingRecords == 0 || len(st.Jobs) != 1 {
+		t.Errorf("status = %+v, want rules deferred, records pending, one job", st)
+	}
+	// A failed job makes wait exit 1.
+	o.exec(`INSERT INTO recalc.job (kind, trigger, status, change_seq, config, plan, chunks, error)
+		VALUES ('incremental', 'test', 'failed', 0, '{}', '{}', 0, 'boom')`)
+	cmd := o.command("wait")
+	if err := cmd.Run(); err == nil || cmd.ProcessState.ExitCode() != 1 {
+		t.Errorf("recalc wait on a failed job: %v, want exit status 1", err)
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }
