@@ -317,7 +317,9 @@ func SwapFull(ctx context.Context, tx pgx.Tx) (drift int64, err error) {
 		CREATE INDEX acl_share_next_gid_idx ON recalc.acl_share_next (gid, rid);
 		ALTER TABLE recalc.acl_record_next ADD CONSTRAINT acl_record_next_pkey PRIMARY KEY (rid);
 		CREATE INDEX acl_record_next_id_idx ON recalc.acl_record_next (id);
-		CREATE INDEX acl_record_next_root_idx ON recalc.acl_record_next (root_id)`)
+		CREATE INDEX acl_record_next_root_idx ON recalc.acl_record_next (root_id);
+		CREATE INDEX acl_record_next_object_idx ON recalc.acl_record_next (object);
+		CREATE INDEX acl_record_next_access_root_idx ON recalc.acl_record_next (access_root)`)
 	if err != nil {
 		return 0, fmt.Errorf("index recalculated tables: %w", err)
 	}
@@ -335,6 +337,8 @@ func SwapFull(ctx context.Context, tx pgx.Tx) (drift int64, err error) {
 		ALTER TABLE recalc.acl_record RENAME CONSTRAINT acl_record_next_pkey TO acl_record_pkey;
 		ALTER INDEX recalc.acl_record_next_id_idx RENAME TO acl_record_id_idx;
 		ALTER INDEX recalc.acl_record_next_root_idx RENAME TO acl_record_root_idx;
+		ALTER INDEX recalc.acl_record_next_object_idx RENAME TO acl_record_object_idx;
+		ALTER INDEX recalc.acl_record_next_access_root_idx RENAME TO acl_record_access_root_idx;
 		ANALYZE recalc.acl_share, recalc.acl_record, recalc.acl_member`)
 	if err != nil {
 		return 0, fmt.Errorf("swap in recalculated tables: %w", err)
