@@ -211,6 +211,46 @@ func App(out, errOut io.Writer) *cli.App {
 				},
 			},
 			{
+				Name:  "rls",
+				Usage: "install or remove a row-level security policy that filters an application table by recalc's access",
+				Subcommands: []*cli.Command{
+					{
+						Name:  "enable",
+						Usage: "enable row-level security on TABLE so a session sees only the rows its user may read",
+						Description: "The policy calls recalc.visible_records(current_setting(USER_SETTING), OBJECT), so a\n" +
+							"session sets its user with: SET app.user_id = 'u1' (or set_config). Table owners and\n" +
+							"superusers bypass row-level security, as always in PostgreSQL.",
+						Flags: []cli.Flag{
+							&cli.StringFlag{Name: "table", Required: true, Usage: "application table, TABLE or SCHEMA.TABLE"},
+							&cli.StringFlag{Name: "object", Required: true, Usage: "the recalc object its rows are records of"},
+							&cli.StringFlag{Name: "user-setting", Required: true, Usage: "custom setting holding the current user id, e.g. app.user_id"},
+							&cli.StringFlag{Name: "id-column", Value: "id", Usage: "column holding the record id"},
+						},
+						Action: func(c *cli.Context) error {
+							r := &sharetable.RLS{Table: c.String("table"), Object: c.String("object"), IDColumn: c.String("id-column"), UserSetting: c.String("user-setting")}
+							return action(out, errOut, func(ctx context.Context, env *Env) error {
+								err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error { return sharetable.EnableRLS(ctx, tx, r) })
+								if err == nil {
+									fmt.Fprintf(env.Out, "Row-level security enabled on %s: policy %s shows the rows of %s that current_setting('%s') may read.\n",
+										r.Table, sharetable.PolicyName, r.Object, r.UserSetting)
+								}
+								return err
+							})(c)
+						},
+					},
+					{
+						Name:  "disable",
+						Usage: "drop recalc's policy from TABLE and disable row-level security",
+						Flags: []cli.Flag{&cli.StringFlag{Name: "table", Required: true, Usage: "application table"}},
+						Action: func(c *cli.Context) error {
+							return action(out, errOut, func(ctx context.Context, env *Env) error {
+								return pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error { return sharetable.DisableRLS(ctx, tx, c.String("table")) })
+							})(c)
+						},
+					},
+				},
+			},
+			{
 				Name:  "stats",
 				Usage: "summarise the materialized tables: records, users, closure and share rows by row cause",
 				Flags: []cli.Flag{&cli.StringFlag{Name: "format", Value: "text", Usage: "text or json"}},
