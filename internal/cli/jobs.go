@@ -209,3 +209,44 @@ func StatusCmd(ctx context.Context, env *Env, format string, jobs int) error {
 	}
 	return nil
 }
+
+// errDrift makes `recalc verify` exit 1 after printing its report.
+var errDrift = errors.New("the materialized tables drifted")
+
+// VerifyCmd compares the materialized tables with a recomputation.
+func VerifyCmd(ctx context.Context, env *Env, opt engine.VerifyOptions, format string) error {
+	if err := schema.Check(ctx, env.Pool); err != nil {
+		return err
+	}
+	rep, err := engine.Verify(ctx, env.Pool, opt, env.Log)
+	if err != nil {
+		return err
+	}
+	if format == "json" {
+		if err := json.NewEncoder(env.Out).Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		w := env.Out
+		fmt.Fprintf(w, "Verified %d families (%d skipped: changes pending until the next run).\n", rep.Families, rep.Skipped)
+		if !rep.Drift() {
+			fmt.Fprintln(w, "No drift: the materialized tables equal a recomputation.")
+			return nil
+		}
+		fmt.Fprintln(w, "Share rows that differ:")
+		fmt.Fprintf(w, "  %-16s %-16s %8s %8s %12s\n", "object", "cause", "missing", "extra", "wrong level")
+		for _, c := range rep.ShareRows {
+			fmt.Fprintf(w, "  %-16s %-16s %8d %8d %12d\n", c.Object, c.Cause, c.Missing, c.Extra, c.Wrong)
+		}
+		fmt.Fprintf(w, "Record rows that differ: %d\nClosure entries missing: %d, extra: %d\n", rep.RecordRows, rep.ClosureMissing, rep.ClosureExtra)
+		if rep.Repaired {
+			fmt.Fprintln(w, "Repaired.")
+		} else {
+			fmt.Fprintln(w, "Run `recalc verify --repair` to fix them.")
+		}
+	}
+	if rep.Drift() && !rep.Repaired {
+		return errDrift
+	}
+	return nil
+}

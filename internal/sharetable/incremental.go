@@ -125,29 +125,94 @@ type shareVal struct {
 }
 
 // ApplyFamilies recomputes the families whose roots are listed and writes
-// only the difference to the materialized tables, inside tx:
-//   - lock the families' record rows, and the materialized rows of records
-//     last computed in them, in key order (so the application's concurrent
-//     writes to those records wait, and two chunks never interleave on one);
-//   - compute the desired rows, read the stored ones, diff;
-//   - delete, insert and update with unnest arrays.
+// only the difference to the materialized tables, inside tx: it locks the
+// families' rows (LockFamilies), diffs (DiffFamilies) and applies.
 func ApplyFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, roots []string) (*ChunkStats, error) {
+	if err := LockFamilies(ctx, tx, roots); err != nil {
+		return nil, err
+	}
+	diff, err := DiffFamilies(ctx, tx, org, d, roots)
+	if err != nil {
+		return nil, err
+	}
+	return diff.Apply(ctx, tx)
+}
+
+// LockFamilies locks the families' record rows, and the materialized rows
+// of records last computed in them, in key order: the application's
+// concurrent writes to those records wait, and two chunks never interleave
+// on one record.
+func LockFamilies(ctx context.Context, tx pgx.Tx, roots []string) error {
 	if _, err := tx.Exec(ctx, `SELECT 1 FROM recalc.record WHERE root_id = ANY($1) ORDER BY rid FOR UPDATE`, roots); err != nil {
-		return nil, fmt.Errorf("lock records: %w", err)
+		return fmt.Errorf("lock records: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `SELECT 1 FROM recalc.acl_record
 		WHERE root_id = ANY($1) OR rid IN (SELECT rid FROM recalc.record WHERE root_id = ANY($1))
 		ORDER BY rid FOR UPDATE`, roots); err != nil {
-		return nil, fmt.Errorf("lock materialized records: %w", err)
+		return fmt.Errorf("lock materialized records: %w", err)
 	}
+	return nil
+}
+
+// FamilyDiff is how the stored rows of some families differ from the rows
+// computed for them now.
+type FamilyDiff struct {
+	roots    []string
+	records  *grants.Rows
+	del, ins []shareKey
+	insVals  []shareVal
+	upd      []shareKey
+	updVals  []shareVal
+	objectOf map[int64]string
+	// RecordRowsDiffer counts acl_record rows missing, extra or different.
+	RecordRowsDiffer int64
+}
+
+// DiffCount is a count of differing share rows by object and row cause.
+type DiffCount struct {
+	Object  string `json:"object"`
+	Cause   string `json:"cause"`
+	Missing int64  `json:"missing"`
+	Extra   int64  `json:"extra"`
+	Wrong   int64  `json:"wrong_level"`
+}
+
+// Counts groups the share-row differences by object and cause.
+func (f *FamilyDiff) Counts() map[[2]string]*DiffCount {
+	out := map[[2]string]*DiffCount{}
+	get := func(k shareKey) *DiffCount {
+		key := [2]string{f.objectOf[k.rid], k.cause}
+		if out[key] == nil {
+			out[key] = &DiffCount{Object: key[0], Cause: key[1]}
+		}
+		return out[key]
+	}
+	for _, k := range f.ins {
+		get(k).Missing++
+	}
+	for _, k := range f.del {
+		get(k).Extra++
+	}
+	for _, k := range f.upd {
+		get(k).Wrong++
+	}
+	return out
+}
+
+// Empty reports whether the stored rows are exactly the computed ones.
+func (f *FamilyDiff) Empty() bool {
+	return len(f.del)+len(f.ins)+len(f.upd) == 0 && f.RecordRowsDiffer == 0
+}
+
+// DiffFamilies recomputes the listed families and compares the result with
+// their stored share and record rows. It writes nothing.
+func DiffFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, roots []string) (*FamilyDiff, error) {
 	in, err := LoadFamiliesOf(ctx, tx, org, roots)
 	if err != nil {
 		return nil, err
 	}
 	want := org.Compute(in)
-	st := &ChunkStats{Records: int64(len(in.Records)), Invalid: want.Invalid}
-
-	// Share rows.
+	f := &FamilyDiff{roots: roots, records: want, objectOf: map[int64]string{}}
 	desired := make(map[shareKey]shareVal, len(want.Shares))
 	for _, s := range want.Shares {
 		gid, ok := d.GID[s.Grantee]
@@ -156,7 +221,40 @@ func ApplyFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, roo
 		}
 		desired[shareKey{s.RID, gid, s.Cause}] = shareVal{int16(s.Level), s.BossOK}
 	}
-	rows, err := tx.Query(ctx, `
+	wantRec := map[int64]grants.RecordRow{}
+	for _, r := range want.Records {
+		wantRec[r.RID] = r
+		f.objectOf[r.RID] = r.Object
+	}
+	for _, r := range in.Records {
+		f.objectOf[r.RID] = r.Object
+	}
+	rows, err := tx.Query(ctx, `SELECT rid, id, object, coalesce(access_root, 0), coalesce(root_id, '') FROM recalc.acl_record
+		WHERE root_id = ANY($1) OR rid IN (SELECT rid FROM recalc.record WHERE root_id = ANY($1))`, roots)
+	if err != nil {
+		return nil, fmt.Errorf("read stored record rows: %w", err)
+	}
+	var rr grants.RecordRow
+	seenRec := map[int64]bool{}
+	_, err = pgx.ForEachRow(rows, []any{&rr.RID, &rr.ID, &rr.Object, &rr.AccessRoot, &rr.RootID}, func() error {
+		if _, ok := f.objectOf[rr.RID]; !ok {
+			f.objectOf[rr.RID] = rr.Object
+		}
+		seenRec[rr.RID] = true
+		if w, ok := wantRec[rr.RID]; !ok || w != rr {
+			f.RecordRowsDiffer++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read stored record rows: %w", err)
+	}
+	for rid := range wantRec {
+		if !seenRec[rid] {
+			f.RecordRowsDiffer++
+		}
+	}
+	rows, err = tx.Query(ctx, `
 		SELECT s.rid, s.gid, s.cause, s.level, s.boss_ok FROM recalc.acl_share s
 		WHERE s.rid IN (SELECT rid FROM recalc.acl_record WHERE root_id = ANY($1)
 		                UNION SELECT rid FROM recalc.record WHERE root_id = ANY($1))`, roots)
@@ -165,34 +263,37 @@ func ApplyFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, roo
 	}
 	var k shareKey
 	var v shareVal
-	var del, upd []shareKey
-	var updVals []shareVal
 	seen := map[shareKey]bool{}
 	_, err = pgx.ForEachRow(rows, []any{&k.rid, &k.gid, &k.cause, &v.level, &v.bossOK}, func() error {
 		seen[k] = true
 		w, ok := desired[k]
 		switch {
 		case !ok:
-			del = append(del, k)
+			f.del = append(f.del, k)
 		case w != v:
-			upd = append(upd, k)
-			updVals = append(updVals, w)
+			f.upd = append(f.upd, k)
+			f.updVals = append(f.updVals, w)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read stored share rows: %w", err)
 	}
-	var ins []shareKey
-	var insVals []shareVal
 	for key, val := range desired {
 		if !seen[key] {
-			ins = append(ins, key)
-			insVals = append(insVals, val)
+			f.ins = append(f.ins, key)
+			f.insVals = append(f.insVals, val)
 		}
 	}
-	if len(del) > 0 {
-		rids, gids, causes := splitKeys(del)
+	return f, nil
+}
+
+// Apply writes the difference with unnest arrays. The caller holds the
+// families' locks (LockFamilies).
+func (f *FamilyDiff) Apply(ctx context.Context, tx pgx.Tx) (*ChunkStats, error) {
+	st := &ChunkStats{Records: int64(len(f.records.Records)), Invalid: f.records.Invalid}
+	if len(f.del) > 0 {
+		rids, gids, causes := splitKeys(f.del)
 		tag, err := tx.Exec(ctx, `DELETE FROM recalc.acl_share s USING unnest($1::bigint[], $2::int[], $3::text[]) AS d (rid, gid, cause)
 			WHERE s.rid = d.rid AND s.gid = d.gid AND s.cause = d.cause`, rids, gids, causes)
 		if err != nil {
@@ -200,9 +301,9 @@ func ApplyFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, roo
 		}
 		st.Removed = tag.RowsAffected()
 	}
-	if len(ins) > 0 {
-		rids, gids, causes := splitKeys(ins)
-		levels, boss := splitVals(insVals)
+	if len(f.ins) > 0 {
+		rids, gids, causes := splitKeys(f.ins)
+		levels, boss := splitVals(f.insVals)
 		tag, err := tx.Exec(ctx, `INSERT INTO recalc.acl_share (rid, gid, cause, level, boss_ok)
 			SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::smallint[], $5::boolean[])`, rids, gids, causes, levels, boss)
 		if err != nil {
@@ -210,9 +311,9 @@ func ApplyFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, roo
 		}
 		st.Added = tag.RowsAffected()
 	}
-	if len(upd) > 0 {
-		rids, gids, causes := splitKeys(upd)
-		levels, boss := splitVals(updVals)
+	if len(f.upd) > 0 {
+		rids, gids, causes := splitKeys(f.upd)
+		levels, boss := splitVals(f.updVals)
 		tag, err := tx.Exec(ctx, `UPDATE recalc.acl_share s SET level = u.level, boss_ok = u.boss_ok
 			FROM unnest($1::bigint[], $2::int[], $3::text[], $4::smallint[], $5::boolean[]) AS u (rid, gid, cause, level, boss_ok)
 			WHERE s.rid = u.rid AND s.gid = u.gid AND s.cause = u.cause`, rids, gids, causes, levels, boss)
@@ -221,19 +322,19 @@ func ApplyFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, roo
 		}
 		st.Updated = tag.RowsAffected()
 	}
-
 	// Record rows: delete the ones gone from these families, upsert the rest.
-	keep := make([]int64, len(want.Records))
-	ids, objects, rootIDs := make([]string, len(want.Records)), make([]string, len(want.Records)), make([]string, len(want.Records))
-	accessRoots := make([]*int64, len(want.Records))
-	for i, r := range want.Records {
+	recs := f.records.Records
+	keep := make([]int64, len(recs))
+	ids, objects, rootIDs := make([]string, len(recs)), make([]string, len(recs)), make([]string, len(recs))
+	accessRoots := make([]*int64, len(recs))
+	for i, r := range recs {
 		keep[i], ids[i], objects[i], rootIDs[i] = r.RID, r.ID, r.Object, r.RootID
 		if r.AccessRoot != 0 {
 			ar := r.AccessRoot
 			accessRoots[i] = &ar
 		}
 	}
-	if _, err := tx.Exec(ctx, `DELETE FROM recalc.acl_record WHERE root_id = ANY($1) AND rid <> ALL($2)`, roots, keep); err != nil {
+	if _, err := tx.Exec(ctx, `DELETE FROM recalc.acl_record WHERE root_id = ANY($1) AND rid <> ALL($2)`, f.roots, keep); err != nil {
 		return nil, fmt.Errorf("delete record rows: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `
@@ -291,9 +392,19 @@ func LoadDict(ctx context.Context, q Querier) (*Dict, error) {
 // ClosureStats counts closure entries added and removed.
 type ClosureStats struct{ Added, Removed int64 }
 
-// DiffClosure brings acl_member to org's closure, writing only the entries
-// that changed, and rewrites the small acl_user table.
-func DiffClosure(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) (*ClosureStats, error) {
+// ClosureDiff is how the stored closure differs from org's.
+type ClosureDiff struct {
+	delG, delU, insG, insU []int32
+	insB                   []bool
+}
+
+// Missing and Extra count the entries the stored closure lacks or has too
+// many of (an entry with the wrong boss flag counts in both).
+func (c *ClosureDiff) Missing() int64 { return int64(len(c.insG)) }
+func (c *ClosureDiff) Extra() int64   { return int64(len(c.delG)) }
+
+// DiffClosureOf compares acl_member with org's closure. It writes nothing.
+func DiffClosureOf(ctx context.Context, q Querier, org *grants.Org, d *Dict) (*ClosureDiff, error) {
 	type entry struct{ gid, uid int32 }
 	want := map[entry]bool{}
 	for _, g := range org.Grantees() {
@@ -302,18 +413,17 @@ func DiffClosure(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) (*Clo
 			want[entry{gid, d.UID[m.User]}] = m.Boss
 		}
 	}
-	rows, err := tx.Query(ctx, `SELECT gid, uid, boss FROM recalc.acl_member`)
+	rows, err := q.Query(ctx, `SELECT gid, uid, boss FROM recalc.acl_member`)
 	if err != nil {
 		return nil, fmt.Errorf("read closure: %w", err)
 	}
+	c := &ClosureDiff{}
 	var e entry
 	var boss bool
-	var delG, delU []int32
 	have := map[entry]bool{}
 	_, err = pgx.ForEachRow(rows, []any{&e.gid, &e.uid, &boss}, func() error {
-		w, ok := want[e]
-		if !ok || w != boss {
-			delG, delU = append(delG, e.gid), append(delU, e.uid)
+		if w, ok := want[e]; !ok || w != boss {
+			c.delG, c.delU = append(c.delG, e.gid), append(c.delU, e.uid)
 		} else {
 			have[e] = true
 		}
@@ -322,29 +432,43 @@ func DiffClosure(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) (*Clo
 	if err != nil {
 		return nil, fmt.Errorf("read closure: %w", err)
 	}
-	var insG, insU []int32
-	var insB []bool
 	for k, b := range want {
 		if !have[k] {
-			insG, insU, insB = append(insG, k.gid), append(insU, k.uid), append(insB, b)
+			c.insG, c.insU, c.insB = append(c.insG, k.gid), append(c.insU, k.uid), append(c.insB, b)
 		}
 	}
+	return c, nil
+}
+
+// Apply writes the closure difference.
+func (c *ClosureDiff) Apply(ctx context.Context, tx pgx.Tx) (*ClosureStats, error) {
 	st := &ClosureStats{}
 	tag, err := tx.Exec(ctx, `DELETE FROM recalc.acl_member m USING unnest($1::int[], $2::int[]) AS d (gid, uid)
-		WHERE m.gid = d.gid AND m.uid = d.uid`, delG, delU)
+		WHERE m.gid = d.gid AND m.uid = d.uid`, c.delG, c.delU)
 	if err != nil {
 		return nil, fmt.Errorf("delete closure entries: %w", err)
 	}
 	st.Removed = tag.RowsAffected()
-	tag, err = tx.Exec(ctx, `INSERT INTO recalc.acl_member (gid, uid, boss) SELECT * FROM unnest($1::int[], $2::int[], $3::boolean[])`, insG, insU, insB)
+	tag, err = tx.Exec(ctx, `INSERT INTO recalc.acl_member (gid, uid, boss) SELECT * FROM unnest($1::int[], $2::int[], $3::boolean[])`, c.insG, c.insU, c.insB)
 	if err != nil {
 		return nil, fmt.Errorf("insert closure entries: %w", err)
 	}
 	st.Added = tag.RowsAffected()
-	if err := WriteUsers(ctx, tx, org, d); err != nil {
+	return st, nil
+}
+
+// DiffClosure brings acl_member to org's closure, writing only the entries
+// that changed, and rewrites the small acl_user table.
+func DiffClosure(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) (*ClosureStats, error) {
+	c, err := DiffClosureOf(ctx, tx, org, d)
+	if err != nil {
 		return nil, err
 	}
-	return st, nil
+	st, err := c.Apply(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	return st, WriteUsers(ctx, tx, org, d)
 }
 
 // RecordsByObject counts the records of the listed families (all records
