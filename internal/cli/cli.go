@@ -211,6 +211,28 @@ func App(out, errOut io.Writer) *cli.App {
 				},
 			},
 			{
+				Name:  "explain",
+				Usage: "say why a user has the access they have to a record: every reason, not just the first",
+				Description: "Lists each grant that reaches the user (owner, rule, manual or apex share, team,\n" +
+					"territory, implicit parent or child, OWD, controlled by parent) with how the user\n" +
+					"receives it: through which group path, role chain or territory. Computed from the\n" +
+					"configuration the share tables were last computed from, and checked against them.",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "user", Required: true, Usage: "user id"},
+					&cli.StringFlag{Name: "record", Required: true, Usage: "record id"},
+					&cli.StringFlag{Name: "format", Value: "text", Usage: "text or json"},
+				},
+				Action: func(c *cli.Context) error {
+					f := c.String("format")
+					if f != "text" && f != "json" {
+						return cli.Exit("recalc explain: --format must be text or json", 2)
+					}
+					return action(out, errOut, func(ctx context.Context, env *Env) error {
+						return ExplainCmd(ctx, env, c.String("user"), c.String("record"), f)
+					})(c)
+				},
+			},
+			{
 				Name:  "verify",
 				Usage: "recompute from scratch and compare with the materialized tables; exit 1 on drift",
 				Description: "Compares every family (or --sample N random ones) and the closure with a fresh\n" +

@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/notify"
 	"github.com/recalc-dev/recalc/internal/sharetable"
 	"github.com/recalc-dev/recalc/internal/watch"
@@ -248,5 +249,39 @@ func VerifyCmd(ctx context.Context, env *Env, opt engine.VerifyOptions, format s
 	if rep.Drift() && !rep.Repaired {
 		return errDrift
 	}
+	return nil
+}
+
+// ExplainCmd prints why user has their access to record.
+func ExplainCmd(ctx context.Context, env *Env, user, record, format string) error {
+	if err := schema.Check(ctx, env.Pool); err != nil {
+		return err
+	}
+	e, err := engine.Explain(ctx, env.Pool, user, record)
+	if err != nil {
+		return err
+	}
+	if format == "json" {
+		return json.NewEncoder(env.Out).Encode(e)
+	}
+	w := env.Out
+	fmt.Fprintf(w, "%s has %s access to %s %s.\n", user, e.Level, e.Object, record)
+	if e.Note != "" {
+		fmt.Fprintf(w, "Note: %s\n", e.Note)
+	}
+	if len(e.Reasons) == 0 {
+		fmt.Fprintln(w, "No grant reaches this user.")
+	}
+	var print func(rs []grants.Reason, indent string)
+	print = func(rs []grants.Reason, indent string) {
+		for _, r := range rs {
+			fmt.Fprintf(w, "%s- %s (%s): %s\n", indent, r.Level, r.Kind, r.Detail)
+			if r.Via != "" {
+				fmt.Fprintf(w, "%s    %s\n", indent, r.Via)
+			}
+			print(r.Reasons, indent+"    ")
+		}
+	}
+	print(e.Reasons, "  ")
 	return nil
 }

@@ -25,6 +25,9 @@ func (l Level) String() string {
 	return fmt.Sprintf("level(%d)", uint8(l))
 }
 
+// MarshalText writes the level's name, so levels read well in JSON.
+func (l Level) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
+
 // ParseLevel parses none, read, edit or all.
 func ParseLevel(s string) (Level, bool) {
 	for i, n := range levelNames {

@@ -1,0 +1,73 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/recalc-dev/recalc/internal/grants"
+	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/sharetable"
+)
+
+// Explanation is why a user has the access they have to a record.
+type Explanation struct {
+	User     string          `json:"user"`
+	Record   string          `json:"record"`
+	Object   string          `json:"object"`
+	Level    string          `json:"level"`    // read from the materialized tables
+	Computed model.Level     `json:"computed"` // the highest reason's level
+	Reasons  []grants.Reason `json:"reasons"`
+	Note     string          `json:"note,omitempty"`
+}
+
+// Explain lists every reason user has access to record, computed from the
+// stored record family and the configuration the share rows were last
+// computed from, and checks it against the materialized level.
+func Explain(ctx context.Context, pool *pgxpool.Pool, user, record string) (*Explanation, error) {
+	var e *Explanation
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		org, err := appliedOrg(ctx, tx, sharetable.SideRules)
+		if err != nil {
+			return err
+		}
+		if org == nil {
+			return fmt.Errorf("nothing has been recalculated yet: run `recalc run`")
+		}
+		var root string
+		var rid int64
+		var object string
+		err = tx.QueryRow(ctx, `SELECT coalesce(root_id, id), rid, object FROM recalc.record WHERE id = $1`, record).Scan(&root, &rid, &object)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("record %q does not exist", record)
+		}
+		if err != nil {
+			return fmt.Errorf("find record %q: %w", record, err)
+		}
+		if org.Index().Users[user] == nil {
+			return fmt.Errorf("user %q does not exist", user)
+		}
+		in, err := sharetable.LoadFamiliesOf(ctx, tx, org, []string{root})
+		if err != nil {
+			return err
+		}
+		e = &Explanation{User: user, Record: record, Object: object, Reasons: org.Explain(in, rid, user)}
+		for _, r := range e.Reasons {
+			e.Computed = max(e.Computed, r.Level)
+		}
+		if e.Level, err = sharetable.AccessLevel(ctx, tx, user, record); err != nil {
+			return err
+		}
+		if !org.Index().Users[user].Active {
+			e.Note = "the user is inactive: inactive users have no access"
+		} else if e.Level != e.Computed.String() {
+			e.Note = fmt.Sprintf("the materialized level %s differs from the reasons' %s: changes are pending since the last run (see `recalc plan`) or the tables drifted (see `recalc verify`)",
+				e.Level, e.Computed)
+		}
+		return nil
+	})
+	return e, err
+}
