@@ -56,7 +56,7 @@ func importFile(b *testing.B, pool *pgxpool.Pool, path string) {
 		b.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := store.Import(context.Background(), pool, bufio.NewReaderSize(f, 1<<20), zerolog.Nop()); err != nil {
+	if _, err := store.Import(context.Background(), pool, bufio.NewReaderSize(f, 1<<20), zerolog.Nop(), nil); err != nil {
 		b.Fatal(err)
 	}
 }

@@ -379,7 +379,7 @@ func Import(ctx context.Context, env *Env, path string) error {
 		r = f
 	}
 	start := time.Now()
-	res, err := store.Import(ctx, env.Pool, r, env.Log)
+	res, err := store.Import(ctx, env.Pool, r, env.Log, nil)
 	if err != nil {
 		return err
 	}

@@ -47,6 +47,8 @@ type Options struct {
 	Notify *notify.Notifier
 	// Live, when set (a terminal), gets a progress line redrawn in place.
 	Live io.Writer
+
+	ignoreDeferral bool // DryRun: plan as if nothing were deferred
 }
 
 func (o *Options) defaults() {
@@ -187,6 +189,9 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 	deferred, err := sharetable.Deferred(ctx, tx)
 	if err != nil {
 		return nil, err
+	}
+	if opt.ignoreDeferral {
+		deferred = nil
 	}
 	oldRules, err := appliedOrg(ctx, tx, sharetable.SideRules)
 	if err != nil {

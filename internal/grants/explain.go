@@ -10,7 +10,7 @@ import (
 
 // Reason is one way a user gets access to a record.
 type Reason struct {
-	Kind   string      `json:"kind"`   // owner, rule, manual, apex, team, territory, implicit_child, implicit_parent, owd, controlled_by_parent
+	Kind   string      `json:"kind"` // owner, rule, manual, apex, team, territory, implicit_child, implicit_parent, owd, controlled_by_parent
 	Level  model.Level `json:"level"`
 	Detail string      `json:"detail"` // which rule, share, territory, child, account or parent
 	Via    string      `json:"via"`    // how the user is among the grant's receivers

@@ -84,13 +84,16 @@ const (
 	readTime    = "applied at read time, no share row"
 )
 
+// NothingYet is the full-plan reason when no recalculation has run yet.
+const NothingYet = "no recalculation has run yet"
+
 // Diff plans the recalculation from old (what the share tables were last
 // computed from; nil when never) to cur, given the ids of records changed
 // since (inserted, updated, deleted, or whose shares or team changed).
 func Diff(old, cur *grants.Org, changedRecords []string) *Plan {
 	p := &Plan{}
 	if old == nil {
-		p.Full, p.FullReason = true, "no recalculation has run yet"
+		p.Full, p.FullReason = true, NothingYet
 		return p
 	}
 	o, n := old.Index(), cur.Index()

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // accessSQL lists effective access per (record, active user) above none from
@@ -123,4 +125,20 @@ func ReadStats(ctx context.Context, q Querier) (*Stats, error) {
 		s.ShareRows += n
 	}
 	return s, rows.Err()
+}
+
+// SnapshotAccess stores, in temporary table name (a constant of the
+// caller's), the access of every active user to the records listed in the
+// temporary table dry_scope (rid): object, record, user_id, level.
+func SnapshotAccess(ctx context.Context, tx pgx.Tx, name string) error {
+	scoped := strings.ReplaceAll(accessSQL, "FROM recalc.acl_record r\n", "FROM recalc.acl_record r JOIN dry_scope sc ON sc.rid = r.rid\n")
+	if _, err := tx.Exec(ctx, `DROP TABLE IF EXISTS `+pgx.Identifier{name}.Sanitize()); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, `CREATE TEMP TABLE `+pgx.Identifier{name}.Sanitize()+` ON COMMIT DROP AS
+		SELECT * FROM (`+scoped+`) s (object, record, user_id, level)`)
+	if err != nil {
+		return fmt.Errorf("snapshot access: %w", err)
+	}
+	return nil
 }

@@ -440,6 +440,19 @@ func DiffClosureOf(ctx context.Context, q Querier, org *grants.Org, d *Dict) (*C
 	return c, nil
 }
 
+// Grantees lists the grantee ids whose members change.
+func (c *ClosureDiff) Grantees() []int32 {
+	seen := map[int32]bool{}
+	var out []int32
+	for _, g := range append(append([]int32{}, c.delG...), c.insG...) {
+		if !seen[g] {
+			seen[g] = true
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
 // Apply writes the closure difference.
 func (c *ClosureDiff) Apply(ctx context.Context, tx pgx.Tx) (*ClosureStats, error) {
 	st := &ClosureStats{}

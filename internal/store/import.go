@@ -56,55 +56,72 @@ var stageCols = []string{"kind", "id", "object", "owner", "parent", "fields", "t
 
 // Import validates the model file read from r and stores it in one
 // transaction: each section present replaces the stored one. On any error the
-// database is unchanged.
-func Import(ctx context.Context, pool *pgxpool.Pool, r io.Reader, log zerolog.Logger) (*Result, error) {
-	res := &Result{}
-	start := time.Now()
+// database is unchanged. check, when not nil, runs last inside the
+// transaction (the blast-radius guard); its error rolls the import back.
+func Import(ctx context.Context, pool *pgxpool.Pool, r io.Reader, log zerolog.Logger, check func(context.Context, pgx.Tx) error) (*Result, error) {
+	var res *Result
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
+		var err error
+		if res, err = ImportTx(ctx, tx, r, log); err != nil {
 			return err
 		}
-		// Like Salesforce, refuse sharing changes while a recalculation is
-		// unfinished: the job computes from the configuration it planned.
-		job, err := sharetable.UnfinishedJob(ctx, tx)
-		if err != nil {
-			return err
+		if check != nil {
+			return check(ctx, tx)
 		}
-		if job != nil {
-			return &BusyError{Job: job.ID, Status: job.Status}
-		}
-		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE stage (
-			kind smallint, id text, object text, owner text, parent text, fields jsonb,
-			territories text[], access smallint, cause text, ca smallint, oa smallint, ka smallint) ON COMMIT DROP`); err != nil {
-			return fmt.Errorf("create staging table: %w", err)
-		}
-		f, err := stageFile(ctx, tx, r, res)
-		if err != nil {
-			return err
-		}
-		log.Debug().Int64("records", res.Records).Int64("shares", res.Shares).Int64("teams", res.Teams).
-			Dur("elapsed", time.Since(start)).Msg("file staged")
-		// Temporary tables are never auto-analyzed: without statistics the
-		// merge's joins over the staged rows can get quadratic plans.
-		if _, err := tx.Exec(ctx, `ANALYZE stage`); err != nil {
-			return fmt.Errorf("analyze staged rows: %w", err)
-		}
-		res.Sections = f.Present()
-		ix, err := mergeConfig(ctx, tx, f)
-		if err != nil {
-			return err
-		}
-		if err := apply(ctx, tx, f, res); err != nil {
-			return err
-		}
-		if err := checkRefs(ctx, tx, ix); err != nil {
-			return err
-		}
-		// Wake `recalc watch`; delivered only if the import commits.
-		_, err = tx.Exec(ctx, `SELECT pg_notify($1, 'import')`, sharetable.ChangesChannel)
-		return err
+		return nil
 	})
 	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// ImportTx is Import inside the caller's transaction; `recalc plan FILE`
+// rolls it back.
+func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, log zerolog.Logger) (*Result, error) {
+	res := &Result{}
+	start := time.Now()
+	if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
+		return nil, err
+	}
+	// Like Salesforce, refuse sharing changes while a recalculation is
+	// unfinished: the job computes from the configuration it planned.
+	job, err := sharetable.UnfinishedJob(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	if job != nil {
+		return nil, &BusyError{Job: job.ID, Status: job.Status}
+	}
+	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE stage (
+		kind smallint, id text, object text, owner text, parent text, fields jsonb,
+		territories text[], access smallint, cause text, ca smallint, oa smallint, ka smallint) ON COMMIT DROP`); err != nil {
+		return nil, fmt.Errorf("create staging table: %w", err)
+	}
+	f, err := stageFile(ctx, tx, r, res)
+	if err != nil {
+		return nil, err
+	}
+	log.Debug().Int64("records", res.Records).Int64("shares", res.Shares).Int64("teams", res.Teams).
+		Dur("elapsed", time.Since(start)).Msg("file staged")
+	// Temporary tables are never auto-analyzed: without statistics the
+	// merge's joins over the staged rows can get quadratic plans.
+	if _, err := tx.Exec(ctx, `ANALYZE stage`); err != nil {
+		return nil, fmt.Errorf("analyze staged rows: %w", err)
+	}
+	res.Sections = f.Present()
+	ix, err := mergeConfig(ctx, tx, f)
+	if err != nil {
+		return nil, err
+	}
+	if err := apply(ctx, tx, f, res); err != nil {
+		return nil, err
+	}
+	if err := checkRefs(ctx, tx, ix); err != nil {
+		return nil, err
+	}
+	// Wake `recalc watch`; delivered only if the import commits.
+	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, 'import')`, sharetable.ChangesChannel); err != nil {
 		return nil, err
 	}
 	return res, nil

@@ -17,7 +17,7 @@ import (
 )
 
 func importString(ctx context.Context, pool *pgxpool.Pool, s string) (*store.Result, error) {
-	return store.Import(ctx, pool, strings.NewReader(s), zerolog.Nop())
+	return store.Import(ctx, pool, strings.NewReader(s), zerolog.Nop(), nil)
 }
 
 // snapshot renders every table of the recalc schema, rows sorted, so two
