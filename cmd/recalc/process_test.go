@@ -367,3 +367,32 @@ func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
 }
+
+// TestBlastRadiusGuard: removing every sharing rule revokes much access;
+// `recalc plan FILE` shows it without storing anything, `import
+// --max-revoke` refuses it and stores nothing, and --yes imports it.
+func TestBlastRadiusGuard(t *testing.T) {
+	o := newProcessOrg(t, 2000)
+	path := filepath.Join(t.TempDir(), "no-rules.json")
+	if err := os.WriteFile(path, []byte(`{"rules": []}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := testdb.Materialized(t, o.pool)
+	plan, err := o.command("plan", path).Output()
+	if err != nil || !strings.Contains(string(plan), "lose it") || !strings.Contains(string(plan), "loses, e.g.") {
+		t.Fatalf("recalc plan FILE: %v\n%s", err, plan)
+	}
+	cmd := o.command("import", "--max-revoke", "0.05", path)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "refused") || !strings.Contains(string(out), "--yes") {
+		t.Fatalf("guarded import: %v\n%s", err, out)
+	}
+	var sections int
+	_ = o.pool.QueryRow(context.Background(), `SELECT count(*) FROM recalc.change`).Scan(&sections)
+	if after := testdb.Materialized(t, o.pool); after != before || sections != 0 {
+		t.Fatalf("a refused import or a plan changed the database (%d changes logged)", sections)
+	}
+	o.run("import", "--max-revoke", "0.05", "--yes", path)
+	o.run("run")
+	o.checkEqualsFull("after the confirmed import")
+}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -61,12 +62,26 @@ func App(out, errOut io.Writer) *cli.App {
 				Usage:     "validate a model file and store it; each section present replaces the stored one",
 				ArgsUsage: "FILE (or - for standard input)",
 				Description: "Nothing is recalculated: run `recalc run` afterwards. An invalid file is rejected whole\n" +
-					"with one message naming the offending entry, and the database is left unchanged.",
+					"with one message naming the offending entry, and the database is left unchanged.\n" +
+					"With --max-revoke (or RECALC_MAX_REVOKE), the import is refused when it would take\n" +
+					"access away from more than that share of the (user, record) pairs with access on the\n" +
+					"records it touches, unless --yes is given; `recalc plan FILE` shows the details.",
+				Flags: []cli.Flag{
+					&cli.Float64Flag{Name: "max-revoke", EnvVars: []string{"RECALC_MAX_REVOKE"},
+						Usage: "refuse a change revoking more than this share (0..1) of the touched pairs with access; unset: no guard"},
+					&cli.BoolFlag{Name: "yes", Usage: "import even past --max-revoke"},
+				},
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 1 {
 						return cli.Exit("recalc import: expected one FILE argument (or - for standard input)", 2)
 					}
-					return action(out, errOut, func(ctx context.Context, env *Env) error { return Import(ctx, env, c.Args().First()) })(c)
+					guard := -1.0
+					if c.IsSet("max-revoke") && !c.Bool("yes") {
+						if guard = c.Float64("max-revoke"); guard < 0 || guard > 1 {
+							return cli.Exit("recalc import: --max-revoke must be between 0 and 1", 2)
+						}
+					}
+					return action(out, errOut, func(ctx context.Context, env *Env) error { return Import(ctx, env, c.Args().First(), guard) })(c)
 				},
 			},
 			{
@@ -171,8 +186,14 @@ func App(out, errOut io.Writer) *cli.App {
 				},
 			},
 			{
-				Name:  "plan",
-				Usage: "print what `recalc run` would recalculate now, and why, without writing anything",
+				Name:      "plan",
+				Usage:     "print what `recalc run` would recalculate now, and why; with FILE, what importing FILE would do to access",
+				ArgsUsage: "[FILE]",
+				Description: "Without FILE: the changes since the share tables were last computed, why each matters,\n" +
+					"the records to recompute by object, and the chunks.\n" +
+					"With FILE: a dry run of importing FILE and recalculating, rolled back. For each object it\n" +
+					"reports how many (user, record) pairs gain and lose access and at which levels, with a\n" +
+					"sample of each, the records to rewrite and chunks, and an estimated time. Nothing is stored.",
 				Flags: []cli.Flag{
 					&cli.BoolFlag{Name: "full", Usage: "plan a full recalculation"},
 					&cli.IntFlag{Name: "chunk-size", Value: 20000, Usage: "records per chunk"},
@@ -184,6 +205,9 @@ func App(out, errOut io.Writer) *cli.App {
 						return cli.Exit("recalc plan: --format must be text or json", 2)
 					}
 					opt := engine.Options{ChunkSize: c.Int("chunk-size"), Full: c.Bool("full")}
+					if c.NArg() > 0 {
+						return action(out, errOut, func(ctx context.Context, env *Env) error { return ImpactCmd(ctx, env, c.Args().First(), opt, f) })(c)
+					}
 					return action(out, errOut, func(ctx context.Context, env *Env) error { return PlanCmd(ctx, env, opt, f) })(c)
 				},
 			},
@@ -365,27 +389,127 @@ func Init(ctx context.Context, env *Env) error {
 }
 
 // Import stores a model file ("-" for standard input).
-func Import(ctx context.Context, env *Env, path string) error {
+func Import(ctx context.Context, env *Env, path string, maxRevoke float64) error {
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
-	r := io.Reader(os.Stdin)
-	if path != "-" {
-		f, err := os.Open(path)
-		if err != nil {
-			return fmt.Errorf("open model file: %w", err)
-		}
-		defer f.Close()
-		r = f
+	r, closeFile, err := openModel(path)
+	if err != nil {
+		return err
+	}
+	defer closeFile()
+	var check func(context.Context, pgx.Tx) error
+	if maxRevoke >= 0 {
+		check = func(ctx context.Context, tx pgx.Tx) error { return blastRadius(ctx, tx, maxRevoke) }
 	}
 	start := time.Now()
-	res, err := store.Import(ctx, env.Pool, r, env.Log, nil)
+	res, err := store.Import(ctx, env.Pool, r, env.Log, check)
 	if err != nil {
 		return err
 	}
 	env.Log.Info().Strs("sections", res.Sections).Int64("records", res.Records).Int64("shares", res.Shares).
 		Int64("teams", res.Teams).Int64("changes", res.Changes).Int64("manual_shares_wiped", res.ManualSharesWiped).
 		Dur("duration", time.Since(start)).Msg("model imported; run `recalc run` to recalculate")
+	return nil
+}
+
+func openModel(path string) (io.Reader, func(), error) {
+	if path == "-" {
+		return os.Stdin, func() {}, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open model file: %w", err)
+	}
+	return f, func() { f.Close() }, nil
+}
+
+// blastRadius dry-runs the imported change in a savepoint and refuses it
+// when it would revoke more than maxRevoke of the touched pairs with access.
+func blastRadius(ctx context.Context, tx pgx.Tx, maxRevoke float64) error {
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer sp.Rollback(context.WithoutCancel(ctx))
+	im, err := engine.DryRun(ctx, sp, engine.Options{})
+	if err != nil {
+		return fmt.Errorf("blast-radius check: %w", err)
+	}
+	if share := im.RevokedShare(); share > maxRevoke {
+		var b strings.Builder
+		fmt.Fprintf(&b, "refused: this change would revoke access for %d of the %d (user, record) pairs with access on the records it touches (%.1f%%, over --max-revoke %.1f%%):",
+			im.Lost, im.PairsBefore, 100*share, 100*maxRevoke)
+		for _, o := range im.Objects {
+			if o.Lost == 0 {
+				continue
+			}
+			fmt.Fprintf(&b, "\n  %s: %d pairs lose access", o.Object, o.Lost)
+			for _, p := range o.LossSamples {
+				fmt.Fprintf(&b, "\n    e.g. %s on %s: %s -> %s", p.User, p.Record, p.Before, p.After)
+			}
+		}
+		b.WriteString("\nNothing was stored. `recalc plan FILE` shows the whole impact; import with --yes to proceed.")
+		return errors.New(b.String())
+	}
+	return nil
+}
+
+// ImpactCmd prints what importing path would do, computed in a rolled-back
+// transaction.
+func ImpactCmd(ctx context.Context, env *Env, path string, opt engine.Options, format string) error {
+	if err := schema.Check(ctx, env.Pool); err != nil {
+		return err
+	}
+	r, closeFile, err := openModel(path)
+	if err != nil {
+		return err
+	}
+	defer closeFile()
+	tx, err := env.Pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := store.ImportTx(ctx, tx, r, env.Log); err != nil {
+		return err
+	}
+	im, err := engine.DryRun(ctx, tx, opt)
+	if err != nil {
+		return err
+	}
+	if format == "json" {
+		return json.NewEncoder(env.Out).Encode(im)
+	}
+	w := env.Out
+	fmt.Fprintf(w, "Dry run of importing %s (nothing is stored):\n", path)
+	if im.Note != "" {
+		fmt.Fprintf(w, "Note: %s\n", im.Note)
+	}
+	fmt.Fprintf(w, "  %d (user, record) pairs gain access, %d lose it", im.Gained, im.Lost)
+	if im.LostWithDeleted > 0 {
+		fmt.Fprintf(w, ", %d go with deleted records", im.LostWithDeleted)
+	}
+	fmt.Fprintf(w, " (of %d pairs with access on the touched records: %.1f%% revoked).\n", im.PairsBefore, 100*im.RevokedShare())
+	for _, o := range im.Objects {
+		fmt.Fprintf(w, "\n%s: +%d -%d\n", o.Object, o.Gained, o.Lost)
+		for _, c := range o.Changes {
+			fmt.Fprintf(w, "  %-5s -> %-5s %d pairs\n", c.Before, c.After, c.Pairs)
+		}
+		for _, p := range o.GainSamples {
+			fmt.Fprintf(w, "  gains, e.g. %s on %s: %s -> %s\n", p.User, p.Record, p.Before, p.After)
+		}
+		for _, p := range o.LossSamples {
+			fmt.Fprintf(w, "  loses, e.g. %s on %s: %s -> %s\n", p.User, p.Record, p.Before, p.After)
+		}
+	}
+	pl := im.Planned
+	var total int64
+	for _, n := range pl.Records {
+		total += n
+	}
+	fmt.Fprintf(w, "\nRecalculation: %s, %d records to recompute in %d families, %d chunks, %d changes; estimated %s.\n",
+		pl.Kind, total, pl.Families, pl.NumChunks, len(pl.Plan.Changes), im.Estimated.Round(time.Millisecond))
 	return nil
 }
 

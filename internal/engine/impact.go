@@ -204,13 +204,22 @@ func summarize(ctx context.Context, tx pgx.Tx, im *Impact) error {
 	if err := tx.QueryRow(ctx, `SELECT count(*) FROM dry_before`).Scan(&im.PairsBefore); err != nil {
 		return fmt.Errorf("count pairs: %w", err)
 	}
-	const diff = `
-		SELECT coalesce(a.object, b.object) AS object, coalesce(a.record, b.record) AS record, coalesce(a.user_id, b.user_id) AS user_id,
-		       coalesce(b.level, 0) AS before, coalesce(a.level, 0) AS after,
-		       NOT EXISTS (SELECT 1 FROM recalc.record r WHERE r.id = coalesce(a.record, b.record)) AS deleted
-		FROM dry_before b FULL JOIN dry_after a ON a.record = b.record AND a.user_id = b.user_id
-		WHERE coalesce(b.level, 0) <> coalesce(a.level, 0)`
-	rows, err := tx.Query(ctx, `SELECT object, before, after, deleted, count(*) FROM (`+diff+`) d GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3`)
+	// The two snapshots are temporary tables: analyze them, or the join
+	// plans blind. Then materialize the difference once.
+	for _, sql := range []string{
+		`ANALYZE dry_before`, `ANALYZE dry_after`,
+		`CREATE TEMP TABLE dry_diff ON COMMIT DROP AS
+		 SELECT coalesce(a.object, b.object) AS object, coalesce(a.record, b.record) AS record, coalesce(a.user_id, b.user_id) AS user_id,
+		        coalesce(b.level, 0) AS before, coalesce(a.level, 0) AS after, r.id IS NULL AS deleted
+		 FROM dry_before b FULL JOIN dry_after a ON a.record = b.record AND a.user_id = b.user_id
+		 LEFT JOIN recalc.record r ON r.id = coalesce(a.record, b.record)
+		 WHERE coalesce(b.level, 0) <> coalesce(a.level, 0)`,
+	} {
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("compare access: %w", err)
+		}
+	}
+	rows, err := tx.Query(ctx, `SELECT object, before, after, deleted, count(*) FROM dry_diff GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3`)
 	if err != nil {
 		return fmt.Errorf("compare access: %w", err)
 	}
@@ -247,7 +256,7 @@ func summarize(ctx context.Context, tx pgx.Tx, im *Impact) error {
 	for _, o := range order {
 		oi := byObject[o]
 		for _, gain := range []bool{true, false} {
-			rows, err := tx.Query(ctx, `SELECT record, user_id, before, after FROM (`+diff+`) d
+			rows, err := tx.Query(ctx, `SELECT record, user_id, before, after FROM dry_diff
 				WHERE object = $1 AND NOT deleted AND (after > before) = $2 ORDER BY record, user_id LIMIT $3`, o, gain, samplesPerObject)
 			if err != nil {
 				return fmt.Errorf("sample changes: %w", err)
