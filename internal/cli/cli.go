@@ -173,13 +173,13 @@ func App(out, errOut io.Writer) *cli.App {
 				Name:  "status",
 				Usage: "show deferral, pending changes, and the running and recent jobs with their figures",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "format", Value: "text", Usage: "text or json"},
+					formatFlag(),
 					&cli.IntFlag{Name: "jobs", Value: 5, Usage: "how many jobs to list"},
 				},
 				Action: func(c *cli.Context) error {
-					f := c.String("format")
-					if f != "text" && f != "json" {
-						return cli.Exit("recalc status: --format must be text or json", 2)
+					f, err := textOrJSON(c)
+					if err != nil {
+						return err
 					}
 					n := c.Int("jobs")
 					return action(out, errOut, func(ctx context.Context, env *Env) error { return StatusCmd(ctx, env, f, n) })(c)
@@ -197,12 +197,12 @@ func App(out, errOut io.Writer) *cli.App {
 				Flags: []cli.Flag{
 					&cli.BoolFlag{Name: "full", Usage: "plan a full recalculation"},
 					&cli.IntFlag{Name: "chunk-size", Value: 20000, Usage: "records per chunk"},
-					&cli.StringFlag{Name: "format", Value: "text", Usage: "text or json"},
+					formatFlag(),
 				},
 				Action: func(c *cli.Context) error {
-					f := c.String("format")
-					if f != "text" && f != "json" {
-						return cli.Exit("recalc plan: --format must be text or json", 2)
+					f, err := textOrJSON(c)
+					if err != nil {
+						return err
 					}
 					opt := engine.Options{ChunkSize: c.Int("chunk-size"), Full: c.Bool("full")}
 					if c.NArg() > 0 {
@@ -244,12 +244,12 @@ func App(out, errOut io.Writer) *cli.App {
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "user", Required: true, Usage: "user id"},
 					&cli.StringFlag{Name: "record", Required: true, Usage: "record id"},
-					&cli.StringFlag{Name: "format", Value: "text", Usage: "text or json"},
+					formatFlag(),
 				},
 				Action: func(c *cli.Context) error {
-					f := c.String("format")
-					if f != "text" && f != "json" {
-						return cli.Exit("recalc explain: --format must be text or json", 2)
+					f, err := textOrJSON(c)
+					if err != nil {
+						return err
 					}
 					return action(out, errOut, func(ctx context.Context, env *Env) error {
 						return ExplainCmd(ctx, env, c.String("user"), c.String("record"), f)
@@ -266,12 +266,12 @@ func App(out, errOut io.Writer) *cli.App {
 				Flags: []cli.Flag{
 					&cli.IntFlag{Name: "sample", Usage: "verify this many random families instead of all"},
 					&cli.BoolFlag{Name: "repair", Usage: "fix the differences"},
-					&cli.StringFlag{Name: "format", Value: "text", Usage: "text or json"},
+					formatFlag(),
 				},
 				Action: func(c *cli.Context) error {
-					f := c.String("format")
-					if f != "text" && f != "json" {
-						return cli.Exit("recalc verify: --format must be text or json", 2)
+					f, err := textOrJSON(c)
+					if err != nil {
+						return err
 					}
 					opt := engine.VerifyOptions{Sample: c.Int("sample"), Repair: c.Bool("repair")}
 					return action(out, errOut, func(ctx context.Context, env *Env) error { return VerifyCmd(ctx, env, opt, f) })(c)
@@ -320,7 +320,7 @@ func App(out, errOut io.Writer) *cli.App {
 			{
 				Name:  "stats",
 				Usage: "summarise the materialized tables: records, users, closure and share rows by row cause",
-				Flags: []cli.Flag{&cli.StringFlag{Name: "format", Value: "text", Usage: "text or json"}},
+				Flags: []cli.Flag{formatFlag()},
 				Action: func(c *cli.Context) error {
 					return action(out, errOut, func(ctx context.Context, env *Env) error { return Stats(ctx, env, c.String("format")) })(c)
 				},

@@ -1,6 +1,11 @@
 package cli
 
-import "sort"
+import (
+	"fmt"
+	"sort"
+
+	"github.com/urfave/cli/v2"
+)
 
 func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
@@ -9,4 +14,17 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+func formatFlag() cli.Flag {
+	return &cli.StringFlag{Name: "format", Value: "text", Usage: "text or json"}
+}
+
+// textOrJSON reads --format, which must be text or json.
+func textOrJSON(c *cli.Context) (string, error) {
+	f := c.String("format")
+	if f != "text" && f != "json" {
+		return "", cli.Exit(fmt.Sprintf("recalc %s: --format must be text or json", c.Command.Name), 2)
+	}
+	return f, nil
 }
