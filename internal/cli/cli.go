@@ -322,7 +322,11 @@ func App(out, errOut io.Writer) *cli.App {
 				Usage: "summarise the materialized tables: records, users, closure and share rows by row cause",
 				Flags: []cli.Flag{formatFlag()},
 				Action: func(c *cli.Context) error {
-					return action(out, errOut, func(ctx context.Context, env *Env) error { return Stats(ctx, env, c.String("format")) })(c)
+					f, err := textOrJSON(c)
+					if err != nil {
+						return err
+					}
+					return action(out, errOut, func(ctx context.Context, env *Env) error { return Stats(ctx, env, f) })(c)
 				},
 			},
 		},
