@@ -84,7 +84,7 @@ func DryRun(ctx context.Context, tx pgx.Tx, opt Options) (*Impact, error) {
 	if pl.Nothing() {
 		return im, nil
 	}
-	org, dict := pl.org, (*sharetable.Dict)(nil)
+	org := pl.org
 	ix := org.Index()
 	users := make([]string, len(ix.Config.Users))
 	for i, u := range ix.Config.Users {
@@ -97,7 +97,8 @@ func DryRun(ctx context.Context, tx pgx.Tx, opt Options) (*Impact, error) {
 	if _, err := sharetable.EnsureDict(ctx, tx, users, keys); err != nil {
 		return nil, err
 	}
-	if dict, err = sharetable.LoadDict(ctx, tx); err != nil {
+	dict, err := sharetable.LoadDict(ctx, tx)
+	if err != nil {
 		return nil, err
 	}
 	closure, err := sharetable.DiffClosureOf(ctx, tx, org, dict)
