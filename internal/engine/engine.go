@@ -470,11 +470,17 @@ func finalize(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org 
 		var drift *int64
 		if j.DoRules {
 			if j.Kind == "full" {
+				applied, err := sharetable.AppliedConfig(ctx, tx, sharetable.SideRules)
+				if err != nil {
+					return err
+				}
 				n, err := sharetable.SwapFull(ctx, tx)
 				if err != nil {
 					return err
 				}
-				drift = &n
+				if string(applied) != "{}" { // the first computation repairs nothing
+					drift = &n
+				}
 			}
 			if err := sharetable.WriteObjects(ctx, tx, org); err != nil {
 				return err
