@@ -474,11 +474,12 @@ func finalize(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org 
 				if err != nil {
 					return err
 				}
-				n, err := sharetable.SwapFull(ctx, tx)
+				first := string(applied) == "{}" // the first computation repairs nothing
+				n, err := sharetable.SwapFull(ctx, tx, !first)
 				if err != nil {
 					return err
 				}
-				if string(applied) != "{}" { // the first computation repairs nothing
+				if !first {
 					drift = &n
 				}
 			}

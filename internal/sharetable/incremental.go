@@ -502,12 +502,15 @@ func RecordsByObject(ctx context.Context, q Querier, roots []string) (map[string
 }
 
 // FixRoots sets the family root of records that lack one (inserted with
-// plain SQL) or whose parent chain changed (listed in ids, with all their
-// descendants). Imports set roots themselves; this covers everyone else.
+// plain SQL) or whose root no longer agrees with their parent's (among the
+// changed ids), and of all their descendants. Imports set roots themselves,
+// so after an import this finds nothing to walk from.
 func FixRoots(ctx context.Context, tx pgx.Tx, ids []string) (int64, error) {
 	tag, err := tx.Exec(ctx, `
 		WITH RECURSIVE down (rid, id) AS (
-		    SELECT rid, id FROM recalc.record WHERE id = ANY($1) OR root_id IS NULL
+		    SELECT c.rid, c.id FROM recalc.record c LEFT JOIN recalc.record p ON p.id = c.parent
+		    WHERE c.root_id IS NULL
+		       OR (c.id = ANY($1) AND c.root_id IS DISTINCT FROM CASE WHEN c.parent IS NULL THEN c.id ELSE p.root_id END)
 		    UNION
 		    SELECT c.rid, c.id FROM recalc.record c JOIN down d ON c.parent = d.id
 		), up (rid, cur, depth) AS (
