@@ -1,11 +1,20 @@
 package gen
 
 import (
+	"bufio"
 	"bytes"
+	"context"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/store"
+	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
 // generate writes an org and parses and validates it with the project's model package.
@@ -99,17 +108,39 @@ func TestOrgParsesAndValidates(t *testing.T) {
 		}
 	}
 
-	// Ownership is skewed: the busiest owner owns far more than the average owner.
+	// Ownership is skewed: the skewed owners each own about 12% of the records, and the
+	// busiest of the others far more than the average owner.
 	owned := map[string]int{}
+	children := map[string]int{}
 	for _, r := range m.Records {
 		owned[r.Owner]++
+		if r.Object == model.Contact || r.Object == model.Opportunity || r.Object == model.Case {
+			children[r.Parent]++
+		}
 	}
-	busiest := 0
-	for _, n := range owned {
-		busiest = max(busiest, n)
+	if s.MaxOwned != slices.Max(slices.Collect(maps.Values(owned))) {
+		t.Errorf("summary says the busiest owner owns %d records, want %d", s.MaxOwned, slices.Max(slices.Collect(maps.Values(owned))))
 	}
-	if avg := len(m.Records) / len(owned); busiest < 5*avg {
-		t.Errorf("busiest owner owns %d records, average %d: want skew", busiest, avg)
+	for _, u := range []string{"u0002", "u0003", "u0004"} {
+		if n := owned[u]; n < 2000/10 {
+			t.Errorf("skewed owner %s owns %d records, want about 12%% of 2000", u, n)
+		}
+	}
+	busiest, avg := 0, len(m.Records)/len(owned)
+	for u, n := range owned {
+		if u > "u0004" {
+			busiest = max(busiest, n)
+		}
+	}
+	if busiest < 5*avg {
+		t.Errorf("busiest other owner owns %d records, average %d: want skew", busiest, avg)
+	}
+	// Account skew: the skewed accounts have about 22% of the children each.
+	kids := byObject[model.Contact] + byObject[model.Opportunity] + byObject[model.Case]
+	for _, a := range []string{"acc000002", "acc000003", "acc000004"} {
+		if n := children[a]; n < kids/6 {
+			t.Errorf("skewed account %s has %d children of %d, want about 22%%", a, n, kids)
+		}
 	}
 
 	// Users, groups, rules, shares and teams have the shape the package promises.
@@ -163,10 +194,40 @@ func TestOrgParsesAndValidates(t *testing.T) {
 			t.Errorf("rule %s on %s has child access", r.ID, r.Object)
 		}
 	}
-	for _, o := range []string{"account", "opportunity", "case", "lead", "project__c"} {
-		if kinds[o+"/owner"] == 0 || kinds[o+"/criteria"] == 0 {
-			t.Errorf("rules on %s: %d owner, %d criteria; want both kinds", o, kinds[o+"/owner"], kinds[o+"/criteria"])
+	// 100 users: the floors, except 250 × 100/2500 = 10 owner rules on account.
+	for o, want := range map[string][2]int{"account": {10, 6}, "opportunity": {4, 4}, "case": {3, 4}, "lead": {2, 3}, "project__c": {3, 3}} {
+		if got := [2]int{kinds[o+"/owner"], kinds[o+"/criteria"]}; got != want {
+			t.Errorf("rules on %s: %d owner, %d criteria; want %d and %d", o, got[0], got[1], want[0], want[1])
 		}
+	}
+
+	// The ids benchmarks build changes from.
+	broad := 0
+	for _, r := range m.Rules {
+		if r.Type == model.OwnerRule && r.Source.Kind == model.GAllInternalUsers && r.Target.String() == "group:"+BroadGroup {
+			broad++
+		}
+	}
+	if g := ix.Groups[BroadGroup]; g == nil || g.Queue || broad != 5 {
+		t.Errorf("BroadGroup %s = %+v, target of %d broad rules: want a public group and 5", BroadGroup, g, broad)
+	}
+	mr, np := ix.Roles[MovableRole], ix.Roles[MovableRoleNewParent]
+	if mr == nil || np == nil || mr.Parent == MovableRoleNewParent {
+		t.Fatalf("MovableRole %s = %+v, new parent %s = %+v", MovableRole, mr, MovableRoleNewParent, np)
+	}
+	for p := MovableRoleNewParent; p != ""; p = ix.Roles[p].Parent {
+		if p == MovableRole {
+			t.Errorf("new parent %s is below %s: moving would make a cycle", MovableRoleNewParent, MovableRole)
+		}
+	}
+	if o := ix.Objects[TightenObject]; o == nil || o.CBP() || o.InternalOWD == model.Private {
+		t.Errorf("TightenObject %s = %+v, want an object with an open internal OWD", TightenObject, o)
+	}
+	if u := ix.Users[SkewedOwner]; u == nil || !u.Active || u.External || u.Role == "" {
+		t.Errorf("SkewedOwner %s = %+v, want an active internal user with a role", SkewedOwner, u)
+	}
+	if children[SkewedAccount] == 0 {
+		t.Errorf("SkewedAccount %s has no children", SkewedAccount)
 	}
 	manual, apex := 0, 0
 	for _, sh := range m.Shares {
@@ -218,5 +279,160 @@ func TestBadOptions(t *testing.T) {
 		if _, err := Write(&bytes.Buffer{}, opt); err == nil {
 			t.Errorf("Write(%+v) succeeded", opt)
 		}
+	}
+}
+
+// scaleOrg returns the configuration and record generator of the default org of n records,
+// without generating any record.
+func scaleOrg(t *testing.T, n int) *recordGen {
+	t.Helper()
+	opt := NewOptions(n, 1)
+	if err := opt.normalize(); err != nil {
+		t.Fatal(err)
+	}
+	return newRecordGen(newOrg(opt))
+}
+
+// TestShapeAtScale checks the shape the benchmarks ask for at 100k, 1M and 10M records:
+// 5,000 users (20% external), 300 account rules of which 50 criteria-based, and a few owners
+// and accounts with over 10,000 records and children each. The configuration and the skew
+// parameters come from the generator; the 100k org's records are generated and counted.
+func TestShapeAtScale(t *testing.T) {
+	for _, n := range []int{100_000, 1_000_000, 10_000_000} {
+		g := scaleOrg(t, n)
+		external := 0
+		for _, u := range g.users {
+			if u.Type == "external" {
+				external++
+			}
+		}
+		if len(g.users) != 5000 || external != 1000 {
+			t.Errorf("%d records: %d users, %d external; want 5000 and 1000", n, len(g.users), external)
+		}
+		if g.depth < 6 || g.depth > 8 {
+			t.Errorf("%d records: role tree %d deep", n, g.depth)
+		}
+		rules := map[string][2]int{}
+		for _, r := range g.rules {
+			c := rules[r.Object]
+			if r.Type == "criteria" {
+				c[1]++
+			} else {
+				c[0]++
+			}
+			rules[r.Object] = c
+		}
+		if a := rules["account"]; a[0]+a[1] != 300 || a[1] != 50 {
+			t.Errorf("%d records: %d account rules, %d criteria-based; want 300 and 50", n, a[0]+a[1], a[1])
+		}
+		for _, o := range []string{"opportunity", "case", "lead", "project__c"} {
+			if c := rules[o]; c[0]+c[1] < 10 || c[0]+c[1] > 40 || c[1] == 0 {
+				t.Errorf("%d records: %d rules on %s, %d criteria-based; want 10 to 40, some criteria-based", n, c[0]+c[1], o, c[1])
+			}
+		}
+		children := g.byObject["contact"].n + g.byObject["opportunity"].n + g.byObject["case"].n
+		if perOwner, perAccount := g.ownerShare*float64(n), g.accountShare*float64(children); len(g.skewed) != 3 ||
+			g.skewedAccounts != 3 || perOwner < 11_000 || perAccount < 11_000 {
+			t.Errorf("%d records: %d skewed owners expecting %.0f records, %d skewed accounts expecting %.0f children; want 3 and over 11,000 each",
+				n, len(g.skewed), perOwner, g.skewedAccounts, perAccount)
+		}
+	}
+
+	// Count the 100k org's records: the expectations above hold.
+	g := scaleOrg(t, 100_000)
+	owned, children := map[string]int{}, map[string]int{}
+	for i := range g.opt.Records {
+		r := g.record(i)
+		owned[r.Owner]++
+		if model.IsAccountChild(r.Object) {
+			children[r.Parent]++
+		}
+	}
+	for _, u := range []string{"u0002", "u0003", "u0004"} {
+		if owned[u] <= 10_000 {
+			t.Errorf("skewed owner %s owns %d of 100k records, want over 10,000", u, owned[u])
+		}
+	}
+	for _, a := range []string{"acc000002", "acc000003", "acc000004"} {
+		if children[a] <= 10_000 {
+			t.Errorf("skewed account %s has %d children at 100k records, want over 10,000", a, children[a])
+		}
+	}
+}
+
+// TestAccountRulesPerAccount checks that owner rule sources and criteria are selective: an
+// account matches 5 to 15 of the 300 account rules on average, measured on a sample of the
+// accounts of the 100k and 1M orgs. It generates the configuration and the sampled accounts
+// only, and matches them with the project's own closure and criteria code.
+func TestAccountRulesPerAccount(t *testing.T) {
+	for _, n := range []int{100_000, 1_000_000} {
+		g := scaleOrg(t, n)
+		var buf bytes.Buffer
+		out := newJSONWriter(bufio.NewWriter(&buf))
+		writeSection(out, "objects", objects)
+		writeSection(out, "roles", g.roles)
+		writeSection(out, "users", g.users)
+		writeSection(out, "groups", g.groups)
+		writeSection(out, "territories", g.territories)
+		writeSection(out, "rules", g.rules)
+		out.begin("records")
+		for p := 0; p < g.blocks[0].n; p += g.blocks[0].n / 5000 {
+			out.entry(g.record(p))
+		}
+		out.end()
+		if err := out.close(); err != nil {
+			t.Fatal(err)
+		}
+		m, _, err := model.Parse(&buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ix, err := m.Validate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		org := grants.NewOrg(ix)
+		sources := map[string]map[string]bool{}
+		owner, criteria := 0, 0
+		for _, r := range m.Rules {
+			if r.Object == model.Account && r.Type == model.OwnerRule && sources[r.ID] == nil {
+				sources[r.ID] = org.MembersAll(r.Source)
+			}
+		}
+		for _, rec := range m.Records {
+			for _, r := range m.Rules {
+				switch {
+				case r.Object != model.Account:
+				case r.Type == model.OwnerRule && sources[r.ID][rec.Owner]:
+					owner++
+				case r.Type == model.CriteriaRule && r.Criteria.Match(rec.Fields):
+					criteria++
+				}
+			}
+		}
+		accounts := float64(len(m.Records))
+		avg := float64(owner+criteria) / accounts
+		t.Logf("%d records: an account matches %.1f account rules on average (%.1f owner-based, %.1f criteria-based; %d accounts sampled)",
+			n, avg, float64(owner)/accounts, float64(criteria)/accounts, len(m.Records))
+		if avg < 5 || avg > 15 || owner == 0 || criteria == 0 {
+			t.Errorf("%d records: %.1f applying account rules per account, want 5 to 15 of both kinds", n, avg)
+		}
+	}
+}
+
+// TestImports loads a generated org through internal/store, as `recalc import` does.
+func TestImports(t *testing.T) {
+	pool := testdb.Migrated(t)
+	var buf bytes.Buffer
+	s, err := Write(&buf, NewOptions(2000, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := store.Import(context.Background(), pool, &buf, zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatalf("import: %v", err)
+	}
+	if res.Records != 2000 || res.Shares != int64(s.Shares) || res.Teams != int64(s.Teams) {
+		t.Errorf("imported %d records, %d shares, %d teams; want 2000, %d, %d", res.Records, res.Shares, res.Teams, s.Shares, s.Teams)
 	}
 }

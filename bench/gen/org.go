@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 )
 
 // The JSON shapes of the model file's entries (interface.md). Optional keys are left out
@@ -122,10 +123,12 @@ type org struct {
 	seed        uint64 // opt.Seed, mixed
 	roles       []jsonRole
 	roleDepth   []int // by index in roles
+	depth       int   // levels in the internal role tree
 	internal    []int // indexes of internal (non-partner) roles
 	partner     []int // indexes of partner roles
 	users       []jsonUser
 	owners      []string // internal users, most prolific owners first
+	skewed      []string // SkewedOwner and the two after it, which own a fixed share of the records
 	externals   []string // external users
 	groups      []jsonGroup
 	plainGroups []string // non-queue groups
@@ -179,6 +182,7 @@ func randomChild(rng *rand.Rand) childAccess {
 
 func (o *org) makeRoles(rng *rand.Rand) {
 	depth := 6 + rng.IntN(3) // levels in the tree
+	o.depth = depth
 	n := min(max(o.opt.Users/6, 2*depth), 300)
 	add := func(parent, d int) {
 		id := titles[d]
@@ -248,22 +252,45 @@ func (o *org) midRole(rng *rand.Rand) string {
 	}
 }
 
+// lowRole draws an internal role from level 3 down to the level above the leaves (or the
+// leaves too, with leaves set): managers with a team below them, the usual owner-rule sources.
+func (o *org) lowRole(rng *rand.Rand, leaves bool) int {
+	bottom := o.depth - 2
+	if leaves {
+		bottom++
+	}
+	for {
+		r := o.internal[rng.IntN(len(o.internal))]
+		if d := o.roleDepth[r]; d >= 3 && d <= bottom {
+			return r
+		}
+	}
+}
+
 func (o *org) makeUsers(rng *rand.Rand) {
-	// Exactly round(share × (users-1)) users other than u0001 are external, and as many inactive.
-	others := o.opt.Users - 1
-	external := make([]bool, o.opt.Users+1)
-	for _, k := range rng.Perm(others)[:int(math.Round(o.opt.ExternalShare*float64(others)))] {
-		external[k+2] = true
+	// u0001 is the demo user and u0002…u0004 are the skewed owners: all four are internal and
+	// active. Exactly round(share × (users-1)) of the others are external (as many as there
+	// are, if fewer), and as many inactive.
+	fixed := min(1+skewedOwners, o.opt.Users)
+	others := o.opt.Users - fixed
+	draw := func(share float64) []bool {
+		set := make([]bool, o.opt.Users+1)
+		n := min(int(math.Round(share*float64(o.opt.Users-1))), others)
+		for _, k := range rng.Perm(others)[:n] {
+			set[k+fixed+1] = true
+		}
+		return set
 	}
-	inactive := make([]bool, o.opt.Users+1)
-	for _, k := range rng.Perm(others)[:int(math.Round(o.opt.InactiveShare*float64(others)))] {
-		inactive[k+2] = true
-	}
+	external := draw(o.opt.ExternalShare)
+	inactive := draw(o.opt.InactiveShare)
 	for i := 1; i <= o.opt.Users; i++ {
 		u := jsonUser{ID: fmt.Sprintf("u%04d", i)}
 		switch {
 		case i == 1: // the demo user: internal, active, a director on the spine
 			u.Role = o.roles[3].ID
+		case i <= fixed: // a skewed owner, an integration user deep in the tree
+			u.Role = o.roles[o.lowRole(rng, true)].ID
+			o.skewed = append(o.skewed, u.ID)
 		case external[i]:
 			u.Type = "external"
 			if rng.IntN(10) < 6 {
@@ -309,6 +336,10 @@ func (o *org) makeGroups(rng *rand.Rand) {
 			}
 		}
 		switch id {
+		case BroadGroup: // every sales team; the broad rules share with it
+			for _, sub := range groupNames[:i] {
+				addMember("group:" + sub)
+			}
 		case "g_everyone":
 			addMember("all_internal_users")
 		case "g_partners":
@@ -428,33 +459,46 @@ func skewed(rng *rand.Rand, n int, power float64) int {
 	return min(int(float64(n)*pow(rng.Float64(), power)), n-1)
 }
 
+// ruleCounts are the rules per object of an org with at least fullRulesUsers users; smaller
+// orgs get proportionally fewer, but never fewer than the floors.
 var ruleCounts = []struct {
-	object, short   string
-	owner, criteria int
+	object, short             string
+	owner, criteria           int
+	ownerFloor, criteriaFloor int
 }{
-	{"account", "acc", 6, 6},
-	{"opportunity", "opp", 4, 4},
-	{"case", "cas", 3, 4},
-	{"lead", "led", 2, 3},
-	{"project__c", "prj", 3, 3},
+	{"account", "acc", 250, 50, 6, 6},
+	{"opportunity", "opp", 20, 10, 4, 4},
+	{"case", "cas", 12, 8, 3, 4},
+	{"lead", "led", 6, 6, 2, 3},
+	{"project__c", "prj", 10, 5, 3, 3},
 }
 
+const fullRulesUsers = 2500
+
 func (o *org) makeRules(rng *rand.Rand) {
+	scale := min(1, float64(o.opt.Users)/fullRulesUsers)
 	for _, rc := range ruleCounts {
-		for k := 1; k <= rc.owner+rc.criteria; k++ {
+		owners := max(rc.ownerFloor, int(math.Round(float64(rc.owner)*scale)))
+		crits := max(rc.criteriaFloor, int(math.Round(float64(rc.criteria)*scale)))
+		for k := 1; k <= owners+crits; k++ {
 			r := jsonRule{Object: rc.object, Access: pick(rng, []string{"read", "edit"}, []int{65, 35})}
-			if k <= rc.owner {
-				r.ID = fmt.Sprintf("%s_owner_%02d", rc.short, k)
+			switch {
+			case k == 1:
+				// The broad rule: everything internal users own is shared with BroadGroup.
+				r.ID = fmt.Sprintf("%s_owner_%03d", rc.short, k)
+				r.Type, r.Source, r.Target, r.Access = "owner", "all_internal_users", "group:"+BroadGroup, "read"
+				if rc.object == "account" {
+					r.childAccess = childAccess{Opportunity: "read"}
+				}
+				o.rules = append(o.rules, r)
+				continue
+			case k <= owners:
+				r.ID = fmt.Sprintf("%s_owner_%03d", rc.short, k)
 				r.Type = "owner"
-				r.Source = pick(rng, []string{
-					"role_and_subordinates:" + o.midRole(rng),
-					"group:" + o.plainGroups[rng.IntN(len(o.plainGroups)-1)], // not g_everyone
-					"role:" + o.roles[o.internalRole(rng, true)].ID,
-					"role_and_internal_subordinates:" + o.midRole(rng),
-				}, []int{50, 30, 10, 10})
+				r.Source = o.ruleSource(rng)
 				r.Target = o.ruleTarget(rng, false)
-			} else {
-				r.ID = fmt.Sprintf("%s_criteria_%02d", rc.short, k-rc.owner)
+			default:
+				r.ID = fmt.Sprintf("%s_criteria_%03d", rc.short, k-owners)
 				r.Type = "criteria"
 				r.Criteria = criteria(rng, rc.object)
 				r.Target = o.ruleTarget(rng, true)
@@ -464,6 +508,26 @@ func (o *org) makeRules(rng *rand.Rand) {
 			}
 			o.rules = append(o.rules, r)
 		}
+	}
+}
+
+// ruleSource draws the source of an owner-based rule: mostly a manager's team or one role, so
+// that a rule applies to the records of a few dozen owners, now and then a group, a larger
+// branch of the tree or a partner company.
+func (o *org) ruleSource(rng *rand.Rand) string {
+	switch n := rng.IntN(100); {
+	case n < 30:
+		return "role_and_subordinates:" + o.roles[o.lowRole(rng, false)].ID
+	case n < 50:
+		return "role:" + o.roles[o.internalRole(rng, true)].ID
+	case n < 70:
+		return "group:" + o.plainGroups[rng.IntN(len(o.plainGroups)-1)] // not g_everyone
+	case n < 80:
+		return "role_and_internal_subordinates:" + o.roles[o.lowRole(rng, false)].ID
+	case n < 95:
+		return "role_and_subordinates:" + o.midRole(rng)
+	default:
+		return "role_and_subordinates:" + o.roles[o.partner[rng.IntN(len(o.partner)/2)*2]].ID
 	}
 }
 
@@ -481,20 +545,28 @@ func (o *org) ruleTarget(rng *rand.Rand, criteria bool) string {
 	}, []int{45, 20, 20, 10, everyone})
 }
 
-// logics are filter logics by number of conditions; "" means AND of all.
+// logics are filter logics by number of conditions; "" means AND of all. Condition 1 is
+// selective, and most logics AND it with the rest; the few that do not make broad rules.
 var logics = [][]string{
 	1: {"", "", "", "1"},
-	2: {"", "", "1 OR 2", "1 AND NOT 2", "NOT 1 OR 2"},
-	3: {"", "1 AND (2 OR 3)", "(1 OR 2) AND NOT 3", "1 OR 2 OR 3", "1 and (2 or not 3)"},
+	2: {"", "", "", "1 AND 2", "1 AND NOT 2", "1 and not 2", "NOT 2 AND 1", "1 OR 2"},
+	3: {"", "", "1 AND (2 OR 3)", "1 AND (2 OR NOT 3)", "1 and (2 or not 3)", "(1 AND 2) OR (1 AND 3)",
+		"1 AND NOT (2 AND 3)", "(1 OR 2) AND NOT 3"},
 }
 
-// criteria draws 1 to 3 conditions on the object's fields, with ops and values that fit the
-// field's type, now and then a value of another type (valid: the condition is then false).
+// criteria draws 1 to 3 conditions on the object's fields: first a selective one (a value or
+// two of a string field, a region prefix, a tier, the top of the revenue range, vip), a second
+// selective one if the logic ORs the two, then any conditions with ops and values that fit
+// the field's type, now and then a value of another type (valid: the condition is then false).
 func criteria(rng *rand.Rand, object string) *jsonCriteria {
 	fs := schema[object]
 	n := 1 + rng.IntN(3)
-	c := &jsonCriteria{}
-	for range n {
+	ls := logics[n]
+	c := &jsonCriteria{Logic: ls[rng.IntN(len(ls))], Conditions: []jsonCondition{selectiveCondition(rng, object)}}
+	if strings.Contains(c.Logic, "1 OR 2") { // either of two selective conditions
+		c.Conditions = append(c.Conditions, selectiveCondition(rng, object))
+	}
+	for len(c.Conditions) < n {
 		f := fs[rng.IntN(len(fs))]
 		var cond jsonCondition
 		switch f.kind {
@@ -510,9 +582,32 @@ func criteria(rng *rand.Rand, object string) *jsonCriteria {
 		}
 		c.Conditions = append(c.Conditions, cond)
 	}
-	ls := logics[n]
-	c.Logic = ls[rng.IntN(len(ls))]
 	return c
+}
+
+// selectiveCondition draws a condition that most records fail.
+func selectiveCondition(rng *rand.Rand, object string) jsonCondition {
+	fs := schema[object]
+	f := fs[rng.IntN(len(fs))]
+	switch {
+	case f.name == "region" && rng.IntN(4) == 0:
+		return jsonCondition{Field: f.name, Op: "starts_with", Value: regions[rng.IntN(len(regions))][:4]}
+	case f.kind == kString && rng.IntN(5) == 0:
+		return jsonCondition{Field: f.name, Op: "equals", Value: stringValue(rng, object, f.name) + "," + stringValue(rng, object, f.name)}
+	case f.kind == kString:
+		return jsonCondition{Field: f.name, Op: "equals", Value: stringValue(rng, object, f.name)}
+	case f.name == "tier":
+		return jsonCondition{Field: f.name, Op: "equals", Value: int64(3 + rng.IntN(2))}
+	case f.kind == kNumber:
+		rr, ok := revenueRange[object]
+		if !ok {
+			rr = [2]float64{3, 6}
+		}
+		top := rr[1] - (rr[1]-rr[0])*0.15*rng.Float64() // the top 0 to 15% of the range
+		return jsonCondition{Field: f.name, Op: pick(rng, []string{"gt", "ge"}, []int{1, 1}), Value: int64(math.Round(math.Pow(10, top)/1000) * 1000)}
+	default:
+		return jsonCondition{Field: f.name, Op: "equals", Value: true}
+	}
 }
 
 func stringCondition(rng *rand.Rand, object, field string) jsonCondition {

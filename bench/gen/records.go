@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 )
 
 type jsonRecord struct {
@@ -74,6 +75,11 @@ type recordGen struct {
 	rng      *rand.Rand
 	auxSrc   *rand.PCG // for looking up another record's owner
 	aux      *rand.Rand
+
+	// ownerShare is the share of the records each skewed owner owns; accountShare the share of
+	// the account children under each of the skewedAccounts skewed accounts.
+	ownerShare, accountShare float64
+	skewedAccounts           int
 }
 
 func newRecordGen(o *org) *recordGen {
@@ -81,6 +87,10 @@ func newRecordGen(o *org) *recordGen {
 	for i := range g.blocks {
 		g.byObject[g.blocks[i].object] = &g.blocks[i]
 	}
+	g.ownerShare = min(skewedOwnerShare, skewedOwnerRecords/float64(o.opt.Records))
+	children := g.byObject["contact"].n + g.byObject["opportunity"].n + g.byObject["case"].n
+	g.skewedAccounts = min(skewedAccounts, g.blocks[0].n-1) // never acc000001
+	g.accountShare = min(skewedAccountShare, skewedAccountChildren/float64(max(children, 1)))
 	g.src = rand.NewPCG(0, 0)
 	g.rng = rand.New(g.src)
 	g.auxSrc = rand.NewPCG(0, 0)
@@ -112,11 +122,27 @@ func (b *block) id(pos int) string { return fmt.Sprintf("%s%06d", b.prefix, pos-
 
 func pow(x, y float64) float64 { return math.Pow(x, y) }
 
+// Skew: the skewed owners (SkewedOwner and the two users after it) each own about
+// skewedOwnerRecords records, or skewedOwnerShare of them in smaller orgs; the skewed accounts
+// (SkewedAccount and the two after it) each have about skewedAccountChildren contacts,
+// opportunities and cases, or skewedAccountShare of them in smaller orgs.
+const (
+	skewedOwners          = 3
+	skewedOwnerRecords    = 12_000
+	skewedOwnerShare      = 0.12
+	skewedAccounts        = 3
+	skewedAccountChildren = 11_500
+	skewedAccountShare    = 0.22
+)
+
 // owner is the first draw of a record's own stream, so that a child can look up its
 // parent's owner by drawing it again.
 func (g *recordGen) owner(rng *rand.Rand, object string, pos int) string {
 	if pos == 0 {
 		return "u0001" // acc000001 belongs to the demo user
+	}
+	if u := rng.Float64(); u < g.ownerShare*float64(len(g.skewed)) {
+		return g.skewed[min(int(u/g.ownerShare), len(g.skewed)-1)]
 	}
 	switch n := rng.IntN(100); {
 	case object == "case" && n < 12:
@@ -128,8 +154,8 @@ func (g *recordGen) owner(rng *rand.Rand, object string, pos int) string {
 	case n >= 97 && len(g.externals) > 0 && object != "task__c":
 		return g.externals[rng.IntN(len(g.externals))]
 	}
-	// Ownership skew: the first owners of the shuffled list own most records (about 12% of
-	// the records belong to the top 1% of owners).
+	// Relative skew among the others: the first owners of the shuffled list own most records
+	// (about 12% of these records belong to the top 1% of owners).
 	return g.owners[min(int(float64(len(g.owners))*pow(rng.Float64(), 2.2)), len(g.owners)-1)]
 }
 
@@ -146,9 +172,16 @@ func (g *recordGen) record(pos int) *jsonRecord {
 	switch b.object {
 	case "contact", "opportunity", "case":
 		acc := g.blocks[0]
-		p := min(int(float64(acc.n)*pow(rng.Float64(), 1.6)), acc.n-1) // some accounts have many children
+		var p int
+		if u := rng.Float64(); u < g.accountShare*float64(g.skewedAccounts) {
+			p = 1 + min(int(u/g.accountShare), g.skewedAccounts-1) // a skewed account
+		} else {
+			p = min(int(float64(acc.n)*pow(rng.Float64(), 1.6)), acc.n-1) // some accounts have many children
+		}
 		r.Parent = acc.id(p)
-		if rng.IntN(10) < 6 {
+		// Most children are owned by the account's owner, but a skewed owner's records stay
+		// its own, so that it owns its share whoever owns the skewed accounts.
+		if !slices.Contains(g.skewed, r.Owner) && rng.IntN(10) < 6 {
 			r.Owner = g.ownerOf("account", p)
 		}
 	case "task__c":

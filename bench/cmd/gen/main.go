@@ -39,7 +39,12 @@ func main() {
 			objs = append(objs, fmt.Sprintf("%s %d", o, n))
 		}
 		sort.Strings(objs)
-		fmt.Fprintf(os.Stderr, "gen: %d users, %d roles, %d groups, %d rules; records: %s; %d shares, %d team entries; %d bytes\n",
-			s.Users, s.Roles, s.Groups, s.Rules, strings.Join(objs, ", "), s.Shares, s.Teams, s.Bytes)
+		rules := make([]string, 0, len(s.RulesByObject))
+		for o, n := range s.RulesByObject {
+			rules = append(rules, fmt.Sprintf("%s %d", o, n))
+		}
+		sort.Strings(rules)
+		fmt.Fprintf(os.Stderr, "gen: %d users, %d roles, %d groups, %d rules (%s); records: %s; busiest owner %d records; %d shares, %d team entries; %d bytes\n",
+			s.Users, s.Roles, s.Groups, s.Rules, strings.Join(rules, ", "), strings.Join(objs, ", "), s.MaxOwned, s.Shares, s.Teams, s.Bytes)
 	}
 }
