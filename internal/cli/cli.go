@@ -50,7 +50,11 @@ func App(out, errOut io.Writer) *cli.App {
 				Usage: "PostgreSQL connection string (URL or key=value); empty uses the PG* environment variables"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"RECALC_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"RECALC_LOG_FORMAT"}, Usage: "auto (console on a terminal, JSON otherwise), console or json"},
+			&cli.StringFlag{Name: "cpu-profile", EnvVars: []string{"RECALC_CPU_PROFILE"}, Usage: "write a pprof CPU profile of the command to this file"},
+			&cli.StringFlag{Name: "mem-profile", EnvVars: []string{"RECALC_MEM_PROFILE"}, Usage: "write a pprof heap profile (allocations) at the command's end to this file"},
 		},
+		Before: startProfiles,
+		After:  stopProfiles,
 		Commands: []*cli.Command{
 			{
 				Name:   "init",
@@ -94,7 +98,10 @@ func App(out, errOut io.Writer) *cli.App {
 					"the drift it repaired; an incremental job rewrites only the rows that differ, under\n" +
 					"row locks. While calculation is deferred (`recalc defer`) a run changes nothing and\n" +
 					"says so. Prints a one-line JSON report.",
-				Flags: append([]cli.Flag{&cli.BoolFlag{Name: "full", Usage: "recalculate everything from scratch (repairs any drift)"}}, runFlags()...),
+				Flags: append([]cli.Flag{
+					&cli.BoolFlag{Name: "full", Usage: "recalculate everything from scratch (repairs any drift)"},
+					&cli.BoolFlag{Name: "in-place", Usage: "with --full: rewrite the live tables family by family under row locks, instead of building new ones and swapping them in (needs no second copy on disk; slower)"},
+				}, runFlags()...),
 				Action: func(c *cli.Context) error {
 					opt, err := runOptions(c, errOut)
 					if err != nil {
@@ -345,6 +352,10 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 			return cli.Exit("recalc: bad --database-url / DATABASE_URL: "+err.Error(), 2)
 		}
 		cfg.MaxConns = int32(max(4, runtime.NumCPU()+2, c.Int("workers")+2))
+		// JIT compilation costs hundreds of milliseconds on queries whose
+		// estimates look big (recursive CTEs) and gains nothing on recalc's
+		// index-driven queries and bulk writes.
+		cfg.ConnConfig.RuntimeParams["jit"] = "off"
 		pool, err := pgxpool.NewWithConfig(c.Context, cfg)
 		if err != nil {
 			return cli.Exit("recalc: connect to database: "+err.Error(), 1)

@@ -39,10 +39,13 @@ func runFlags() []cli.Flag {
 
 // runOptions reads runFlags (and --full, where the command has it).
 func runOptions(c *cli.Context, errOut io.Writer) (engine.Options, error) {
-	opt := engine.Options{Workers: c.Int("workers"), ChunkSize: c.Int("chunk-size"), Full: c.Bool("full"),
+	opt := engine.Options{Workers: c.Int("workers"), ChunkSize: c.Int("chunk-size"), Full: c.Bool("full"), InPlace: c.Bool("in-place"),
 		LockTimeout: c.Duration("lock-timeout"), Retries: c.Int("retries"), Trigger: "run"}
 	if opt.Full {
 		opt.Trigger = "run --full"
+	}
+	if opt.InPlace && !opt.Full {
+		return opt, cli.Exit("recalc: --in-place applies to --full only", 2)
 	}
 	if opt.Workers < 1 || opt.ChunkSize < 1 || opt.Retries < 0 || opt.LockTimeout <= 0 {
 		return opt, cli.Exit("recalc: --workers and --chunk-size must be at least 1, --retries at least 0, --lock-timeout positive", 2)

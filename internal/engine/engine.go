@@ -33,9 +33,14 @@ import (
 
 // Options tune a run.
 type Options struct {
-	Workers     int           // chunks worked at once by this process
-	ChunkSize   int           // records per chunk, whole families kept together
-	Full        bool          // recompute everything
+	Workers   int  // chunks worked at once by this process
+	ChunkSize int  // records per chunk, whole families kept together
+	Full      bool // recompute everything
+	// InPlace makes a full run rewrite the live tables family by family,
+	// under row locks, like an incremental job over every family, instead
+	// of building new tables and swapping them in. It needs no second copy
+	// of the tables on disk; it is slower (see bench/).
+	InPlace     bool
 	Trigger     string        // what started the run, recorded on the job
 	LockTimeout time.Duration // how long a chunk waits for a row lock
 	Retries     int           // retries of a chunk on lock timeout, deadlock or serialization failure
@@ -115,6 +120,7 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 			return nil, err
 		}
 		created := false
+		var org *grants.Org // the job's configuration, when this run planned it
 		switch {
 		case job == nil:
 			var pl *Planned
@@ -133,7 +139,9 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 				}
 				return rep, nil
 			}
-			created = job != nil && pl != nil
+			if created = job != nil && pl != nil; created {
+				org = pl.org
+			}
 		case job.Status == "failed":
 			log.Warn().Int64("job", job.ID).Str("error", job.Error).Msg("resuming failed job")
 			if err := sharetable.ResumeJob(ctx, pool, job.ID); err != nil {
@@ -142,10 +150,10 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 		default:
 			log.Info().Int64("job", job.ID).Str("kind", job.Kind).Msg("joining unfinished job")
 		}
-		if last, err = finish(ctx, pool, job, opt, log); err != nil {
+		if last, err = finish(ctx, pool, job, org, opt, log); err != nil {
 			return nil, err
 		}
-		if created && (!opt.Full || last.Kind == "full") {
+		if created && (!opt.Full || opt.InPlace || last.Kind == "full") {
 			break
 		}
 	}
@@ -201,16 +209,29 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, ids, err := sharetable.ChangedRecords(ctx, tx)
+	// Fix the family roots of the records changed up to seq; the fix is a
+	// change too, so repeat until it changes nothing.
+	seq, err := sharetable.LastChange(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := sharetable.FixRoots(ctx, tx, ids); err != nil {
-		return nil, err
+	for {
+		n, err := sharetable.FixRoots(ctx, tx, seq)
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			break
+		}
+		if seq, err = sharetable.LastChange(ctx, tx); err != nil {
+			return nil, err
+		}
 	}
-	seq, ids, err := sharetable.ChangedRecords(ctx, tx)
-	if err != nil {
-		return nil, err
+	var ids []string
+	if !opt.Full && oldRules != nil { // a full plan needs no list of changes
+		if ids, err = sharetable.ChangedRecords(ctx, tx, seq); err != nil {
+			return nil, err
+		}
 	}
 	p := planner.Diff(oldRules, cur, ids)
 	if opt.Full && !p.Full {
@@ -225,19 +246,26 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 		pl.Records = map[string]int64{}
 		return pl, nil
 	}
-	if !p.Full {
+	switch {
+	case p.Full && opt.InPlace:
+		if pl.Roots, err = sharetable.AllRoots(ctx, tx); err != nil {
+			return nil, err
+		}
+	case !p.Full:
 		if pl.Roots, err = sharetable.ResolveRoots(ctx, tx, p); err != nil {
 			return nil, err
 		}
-		families, err := sharetable.CountFamilies(ctx, tx)
-		if err != nil {
-			return nil, err
-		}
-		if float64(len(pl.Roots)) > opt.FullAbove*float64(families) && len(pl.Roots) > 1000 {
-			p.Full, p.FullReason = true, fmt.Sprintf("the changes touch %d of %d record families: rebuilding is cheaper", len(pl.Roots), families)
+		if len(pl.Roots) > 1000 { // counting every family costs a scan: only when it may matter
+			families, err := sharetable.CountFamilies(ctx, tx)
+			if err != nil {
+				return nil, err
+			}
+			if float64(len(pl.Roots)) > opt.FullAbove*float64(families) {
+				p.Full, p.FullReason = true, fmt.Sprintf("the changes touch %d of %d record families: rebuilding is cheaper", len(pl.Roots), families)
+			}
 		}
 	}
-	if p.Full {
+	if p.Full && !opt.InPlace {
 		pl.Kind, pl.Roots = "full", nil
 		ranges, err := sharetable.RootRanges(ctx, tx, opt.ChunkSize)
 		if err != nil {
@@ -270,7 +298,7 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 	}
 	pl.NumChunks = len(pl.Chunks)
 	scope := pl.Roots // nil counts every record: a full job
-	if !p.Full && scope == nil {
+	if pl.Kind != "full" && scope == nil {
 		scope = []string{}
 	}
 	if pl.Records, err = sharetable.RecordsByObject(ctx, tx, scope); err != nil {
@@ -365,11 +393,13 @@ func createJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog
 }
 
 // finish works job until it is done, also covering peers that died, and
-// returns its final row. A failed job is an error.
-func finish(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, opt Options, log zerolog.Logger) (*sharetable.Job, error) {
-	org, err := orgOf(job.Config)
-	if err != nil {
-		return nil, fmt.Errorf("job %d configuration: %w", job.ID, err)
+// returns its final row. org is the job's configuration, nil to decode it. A failed job is an error.
+func finish(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *grants.Org, opt Options, log zerolog.Logger) (*sharetable.Job, error) {
+	if org == nil {
+		var err error
+		if org, err = orgOf(job.Config); err != nil {
+			return nil, fmt.Errorf("job %d configuration: %w", job.ID, err)
+		}
 	}
 	dict, err := sharetable.LoadDict(ctx, pool)
 	if err != nil {

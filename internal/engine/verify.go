@@ -60,7 +60,11 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zero
 		if closure, err = sharetable.AppliedConfig(ctx, tx, sharetable.SideClosure); err != nil {
 			return err
 		}
-		_, ids, err := sharetable.ChangedRecords(ctx, tx)
+		seq, err := sharetable.LastChange(ctx, tx)
+		if err != nil {
+			return err
+		}
+		ids, err := sharetable.ChangedRecords(ctx, tx, seq)
 		if err != nil {
 			return err
 		}

@@ -24,6 +24,7 @@ type Org struct {
 	rules       map[string][]*model.Rule // object -> rules
 	ownerRules  map[string]map[string][]*model.Rule
 	hasCriteria map[string]bool
+	targets     map[*model.Rule]string // each rule's target grantee key
 }
 
 // NewOrg derives lookups from a validated index. It precomputes, for every
@@ -32,7 +33,7 @@ type Org struct {
 func NewOrg(ix *model.Index) *Org {
 	o := &Org{ix: ix, roleUsers: map[string][]*model.User{}, roleKids: map[string][]string{},
 		terrKids: map[string][]string{}, rules: map[string][]*model.Rule{},
-		ownerRules: map[string]map[string][]*model.Rule{}, hasCriteria: map[string]bool{}}
+		ownerRules: map[string]map[string][]*model.Rule{}, hasCriteria: map[string]bool{}, targets: map[*model.Rule]string{}}
 	for i := range ix.Config.Users {
 		u := &ix.Config.Users[i]
 		o.roleUsers[u.Role] = append(o.roleUsers[u.Role], u)
@@ -50,6 +51,7 @@ func NewOrg(ix *model.Index) *Org {
 	for i := range ix.Config.Rules {
 		r := &ix.Config.Rules[i]
 		o.rules[r.Object] = append(o.rules[r.Object], r)
+		o.targets[r] = r.Target.String()
 		if r.Type == model.CriteriaRule {
 			o.hasCriteria[r.Object] = true
 			continue

@@ -1,6 +1,8 @@
 package grants
 
 import (
+	"sort"
+
 	"github.com/recalc-dev/recalc/internal/model"
 )
 
@@ -89,15 +91,28 @@ func (rs *Rows) add(rid int64, g string, l model.Level, cause string, bossOK boo
 }
 
 // Compute returns the share rows and record rows of the families in in.
+// It works family by family: a row's (record, grantee, cause) can only
+// repeat within its family, so the deduplication index holds one family at
+// a time and memory stays proportional to the largest family.
 func (o *Org) Compute(in *Input) *Rows {
-	rs := &Rows{index: map[rowKey]int{}}
+	rs := &Rows{index: map[rowKey]int{}, Shares: make([]ShareRow, 0, 4*len(in.Records))}
 	valid := map[int64]bool{}
 	byRID := make(map[int64]*Record, len(in.Records))
 	for i := range in.Records {
 		byRID[in.Records[i].RID] = &in.Records[i]
 	}
-	for i := range in.Records {
+	order := make([]int, len(in.Records))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return in.Records[order[a]].RootID < in.Records[order[b]].RootID })
+	c := &computation{Org: o, in: in, applying: map[int64][]*model.Rule{}}
+	for k, i := range order {
 		r := &in.Records[i]
+		if k > 0 && r.RootID != in.Records[order[k-1]].RootID {
+			clear(rs.index) // a new family
+			clear(c.applying)
+		}
 		obj := o.ix.Objects[r.Object]
 		if !o.valid(r, byRID, valid) {
 			rs.Invalid = append(rs.Invalid, r.ID)
@@ -108,7 +123,7 @@ func (o *Org) Compute(in *Input) *Rows {
 			continue
 		}
 		rs.Records = append(rs.Records, RecordRow{RID: r.RID, ID: r.ID, Object: r.Object, AccessRoot: r.RID, RootID: r.RootID})
-		explicit := o.explicit(r, in)
+		explicit := c.explicit(r)
 		for _, g := range explicit {
 			rs.add(r.RID, g.grantee, g.level, g.cause, obj.Hierarchy)
 		}
@@ -119,12 +134,31 @@ func (o *Org) Compute(in *Input) *Rows {
 		if acct == nil || acct.Object != model.Account {
 			continue
 		}
-		o.implicitChild(rs, r, acct, in, obj.Hierarchy)
+		c.implicitChild(rs, r, acct, obj.Hierarchy)
 		for _, g := range explicit {
 			rs.add(acct.RID, g.grantee, model.Read, CauseImplicitParent, obj.Hierarchy)
 		}
 	}
+	rs.index = nil
 	return rs
+}
+
+// computation is one Compute call: the org, its input, and the rules found
+// to apply to each record of the current family (an account's are needed
+// again for each of its children).
+type computation struct {
+	*Org
+	in       *Input
+	applying map[int64][]*model.Rule
+}
+
+func (c *computation) rulesOf(r *Record) []*model.Rule {
+	rules, ok := c.applying[r.RID]
+	if !ok {
+		rules = c.Org.applying(r)
+		c.applying[r.RID] = rules
+	}
+	return rules
 }
 
 // valid reports whether a record's references resolve: its object, owner
@@ -165,15 +199,16 @@ func ownerGrantee(owner string, ix *model.Index) string {
 
 // explicit returns the explicit grants of section 2 on a record whose object
 // is not controlled by parent.
-func (o *Org) explicit(r *Record, in *Input) []grant {
+func (c *computation) explicit(r *Record) []grant {
+	o := c.Org
 	out := []grant{{ownerGrantee(r.Owner, o.ix), model.All, CauseOwner}}
-	for _, rule := range o.applying(r) {
-		out = append(out, grant{rule.Target.String(), rule.Access, CauseRule})
+	for _, rule := range c.rulesOf(r) {
+		out = append(out, grant{o.targets[rule], rule.Access, CauseRule})
 	}
-	for _, s := range in.Shares[r.RID] {
+	for _, s := range c.in.Shares[r.RID] {
 		out = append(out, grant{s.Grantee.String(), s.Access, s.Cause})
 	}
-	for _, t := range in.Teams[r.RID] {
+	for _, t := range c.in.Teams[r.RID] {
 		out = append(out, grant{"user:" + t.User, t.Access, CauseTeam})
 	}
 	for _, id := range r.Territories {
@@ -198,19 +233,20 @@ func (o *Org) applying(r *Record) []*model.Rule {
 }
 
 // implicitChild adds section 3.1's grants on child c of account a.
-func (o *Org) implicitChild(rs *Rows, c, a *Record, in *Input, bossOK bool) {
-	add := func(g string, l model.Level) { rs.add(c.RID, g, l, CauseImplicitChild, bossOK) }
+func (c *computation) implicitChild(rs *Rows, r, a *Record, bossOK bool) {
+	o := c.Org
+	add := func(g string, l model.Level) { rs.add(r.RID, g, l, CauseImplicitChild, bossOK) }
 	if u := o.ix.Users[a.Owner]; u != nil && u.Role != "" {
-		add("user:"+a.Owner, o.ix.Roles[u.Role].Child.For(c.Object))
+		add("user:"+a.Owner, o.ix.Roles[u.Role].Child.For(r.Object))
 	}
-	for _, rule := range o.applying(a) {
-		add(rule.Target.String(), rule.Child.For(c.Object))
+	for _, rule := range c.rulesOf(a) {
+		add(o.targets[rule], rule.Child.For(r.Object))
 	}
-	for _, t := range in.Teams[a.RID] {
-		add("user:"+t.User, t.Child.For(c.Object))
+	for _, t := range c.in.Teams[a.RID] {
+		add("user:"+t.User, t.Child.For(r.Object))
 	}
 	for _, id := range a.Territories {
-		add("territory:"+id, o.ix.Territories[id].Child.For(c.Object))
+		add("territory:"+id, o.ix.Territories[id].Child.For(r.Object))
 	}
 }
 

@@ -99,6 +99,21 @@ func FamilySizes(ctx context.Context, q Querier, roots []string) ([]int64, error
 	return out, nil
 }
 
+// AllRoots returns the root id of every record family, stored or
+// materialized (a family whose records were all deleted is still to clear),
+// in byte order.
+func AllRoots(ctx context.Context, q Querier) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT root_id FROM recalc.record UNION SELECT root_id FROM recalc.acl_record ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("list record families: %w", err)
+	}
+	roots, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list record families: %w", err)
+	}
+	return roots, nil
+}
+
 // CountFamilies returns the number of record families stored.
 func CountFamilies(ctx context.Context, q Querier) (int64, error) {
 	var n int64
@@ -503,14 +518,25 @@ func RecordsByObject(ctx context.Context, q Querier, roots []string) (map[string
 
 // FixRoots sets the family root of records that lack one (inserted with
 // plain SQL) or whose root no longer agrees with their parent's (among the
-// changed ids), and of all their descendants. Imports set roots themselves,
-// so after an import this finds nothing to walk from.
-func FixRoots(ctx context.Context, tx pgx.Tx, ids []string) (int64, error) {
+// records changed up to seq), and of all their descendants. Imports set
+// roots themselves, so after an import this finds nothing to walk from.
+func FixRoots(ctx context.Context, tx pgx.Tx, seq int64) (int64, error) {
+	var todo bool
+	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.change WHERE kind = 'record' AND seq <= $1)
+		OR EXISTS (SELECT FROM recalc.record WHERE root_id IS NULL)`, seq).Scan(&todo)
+	if err != nil || !todo {
+		return 0, err
+	}
 	tag, err := tx.Exec(ctx, `
-		WITH RECURSIVE down (rid, id) AS (
-		    SELECT c.rid, c.id FROM recalc.record c LEFT JOIN recalc.record p ON p.id = c.parent
-		    WHERE c.root_id IS NULL
-		       OR (c.id = ANY($1) AND c.root_id IS DISTINCT FROM CASE WHEN c.parent IS NULL THEN c.id ELSE p.root_id END)
+		WITH RECURSIVE changed AS MATERIALIZED (
+		    SELECT DISTINCT unnest(keys) AS id FROM recalc.change WHERE kind = 'record' AND seq <= $1
+		), wrong (rid, id) AS (
+		    SELECT rid, id FROM recalc.record WHERE root_id IS NULL
+		    UNION
+		    SELECT c.rid, c.id FROM changed x JOIN recalc.record c ON c.id = x.id LEFT JOIN recalc.record p ON p.id = c.parent
+		    WHERE c.root_id IS DISTINCT FROM CASE WHEN c.parent IS NULL THEN c.id ELSE p.root_id END
+		), down (rid, id) AS (
+		    SELECT rid, id FROM wrong
 		    UNION
 		    SELECT c.rid, c.id FROM recalc.record c JOIN down d ON c.parent = d.id
 		), up (rid, cur, depth) AS (
@@ -524,7 +550,7 @@ func FixRoots(ctx context.Context, tx pgx.Tx, ids []string) (int64, error) {
 		    FROM up u JOIN recalc.record r ON r.rid = u.cur ORDER BY u.rid, u.depth DESC
 		)
 		UPDATE recalc.record t SET root_id = roots.root FROM roots
-		WHERE t.rid = roots.rid AND t.root_id IS DISTINCT FROM roots.root`, ids)
+		WHERE t.rid = roots.rid AND t.root_id IS DISTINCT FROM roots.root`, seq)
 	if err != nil {
 		return 0, fmt.Errorf("fix family roots: %w", err)
 	}

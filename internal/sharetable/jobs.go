@@ -208,20 +208,24 @@ func ResumeJob(ctx context.Context, q Querier, id int64) error {
 	return nil
 }
 
-// ChangedRecords returns the highest change seq and the distinct record ids
-// changed up to it.
-func ChangedRecords(ctx context.Context, q Querier) (seq int64, ids []string, err error) {
+// LastChange returns the highest change seq, 0 when the log is empty.
+func LastChange(ctx context.Context, q Querier) (int64, error) {
+	var seq int64
 	if err := q.QueryRow(ctx, `SELECT coalesce(max(seq), 0) FROM recalc.change`).Scan(&seq); err != nil {
-		return 0, nil, fmt.Errorf("read change log: %w", err)
+		return 0, fmt.Errorf("read change log: %w", err)
 	}
+	return seq, nil
+}
+
+// ChangedRecords returns the distinct ids of the records changed up to seq.
+func ChangedRecords(ctx context.Context, q Querier, seq int64) ([]string, error) {
 	rows, err := q.Query(ctx, `SELECT DISTINCT unnest(keys) FROM recalc.change WHERE kind = 'record' AND seq <= $1`, seq)
 	if err != nil {
-		return 0, nil, fmt.Errorf("read change log: %w", err)
+		return nil, fmt.Errorf("read change log: %w", err)
 	}
-	var id string
-	_, err = pgx.ForEachRow(rows, []any{&id}, func() error { ids = append(ids, id); return nil })
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return 0, nil, fmt.Errorf("read change log: %w", err)
+		return nil, fmt.Errorf("read change log: %w", err)
 	}
-	return seq, ids, nil
+	return ids, nil
 }

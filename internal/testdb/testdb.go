@@ -56,7 +56,7 @@ func New(t testing.TB) string {
 			t.Errorf("drop test database: %v", err)
 		}
 	})
-	return withDatabase(AdminURL(), name)
+	return WithDatabase(AdminURL(), name)
 }
 
 // Migrated creates a fresh database with recalc's schema and returns a pool

@@ -5,9 +5,9 @@ import (
 	"strings"
 )
 
-// withDatabase returns conn with its database name replaced. It accepts both
+// WithDatabase returns conn with its database name replaced. It accepts both
 // URL and keyword/value connection strings, as libpq does.
-func withDatabase(conn, db string) string {
+func WithDatabase(conn, db string) string {
 	if strings.HasPrefix(conn, "postgres://") || strings.HasPrefix(conn, "postgresql://") {
 		u, err := url.Parse(conn)
 		if err == nil {

@@ -1,0 +1,52 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/pprof"
+
+	"github.com/urfave/cli/v2"
+)
+
+// startProfiles starts the CPU profile that --cpu-profile asks for.
+func startProfiles(c *cli.Context) error {
+	path := c.String("cpu-profile")
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("recalc: --cpu-profile: %v", err), 2)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return cli.Exit(fmt.Sprintf("recalc: --cpu-profile: %v", err), 2)
+	}
+	c.App.Metadata = map[string]any{"cpu-profile": f}
+	return nil
+}
+
+// stopProfiles ends the CPU profile and writes the heap profile.
+func stopProfiles(c *cli.Context) error {
+	if f, ok := c.App.Metadata["cpu-profile"].(*os.File); ok {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			return cli.Exit(fmt.Sprintf("recalc: --cpu-profile: %v", err), 1)
+		}
+	}
+	path := c.String("mem-profile")
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("recalc: --mem-profile: %v", err), 1)
+	}
+	defer f.Close()
+	runtime.GC()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		return cli.Exit(fmt.Sprintf("recalc: --mem-profile: %v", err), 1)
+	}
+	return nil
+}
