@@ -1,0 +1,81 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+// TargetLine is one goal of the benchmark and whether this run met it.
+type TargetLine struct {
+	Measure string `json:"measure"`
+	Value   string `json:"value"`
+	Target  string `json:"target"`
+	Met     bool   `json:"met"`
+}
+
+const mib = 1 << 20
+
+func targets(r *SizeRun) []TargetLine {
+	out := []TargetLine{
+		{"full recalc rows/s vs raw COPY", fmt.Sprintf("%.2f×", r.Copy.Ratio), "≥ 0.5×", r.Copy.Ratio >= 0.5},
+		{"full recalc vs materialized-view peer", fmt.Sprintf("%.1f× faster", r.Peer.Ratio), "≥ 3× faster", r.Peer.Ratio >= 3},
+		{"peak RSS", fmt.Sprintf("%.0f MiB", float64(r.PeakRSS)/mib), "≤ 256 MiB", r.PeakRSS <= 256*mib},
+		{"access check p99", fmt.Sprintf("%.2f ms", r.Access.P99ms), "≤ 1 ms", r.Access.P99ms <= 1},
+	}
+	for _, c := range r.Incremental {
+		t := TargetLine{Measure: c.Name, Value: fmt.Sprintf("%.2f%% of full, %d share rows", 100*c.Ratio, c.RowsWritten)}
+		if strings.HasPrefix(c.Name, "rule change") {
+			t.Target, t.Met = "≤ 3% of full", c.Ratio <= 0.03
+		} else if !strings.HasPrefix(c.Name, "owner change") {
+			t.Target, t.Met = "≤ 1% of full, 0 share rows", c.Ratio <= 0.01 && c.RowsWritten == 0
+		} else {
+			continue // no target
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+// Print writes the results as tables.
+func (res *Results) Print(w io.Writer) {
+	fmt.Fprintf(w, "recalc bench, %s, %d CPUs, PostgreSQL %s\n", res.Date, res.Host.CPUs, res.Postgres.Version)
+	for _, r := range res.Runs {
+		fmt.Fprintf(w, "\n== %d records: %d users, %d rules, %d manual/apex shares, %d team entries; import %.1f s\n",
+			r.Records, r.Org.Users, r.Org.Rules, r.Org.Shares, r.Org.Teams, r.ImportS)
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "measure\ttime\trows\trows/s\tratio")
+		row := func(name string, s float64, rows int64, ratio string) {
+			rps := "-"
+			if rows > 0 && s > 0 {
+				rps = fmt.Sprintf("%.0f", float64(rows)/s)
+			}
+			fmt.Fprintf(tw, "%s\t%.3f s\t%d\t%s\t%s\n", name, s, rows, rps, ratio)
+		}
+		row("full recalc, first", r.First.Seconds, r.First.ShareRows, "")
+		row("full recalc (blue/green)", r.Full.Seconds, r.Full.ShareRows, "1")
+		row("full recalc in place", r.InPlace.Seconds, r.InPlace.ShareRows, fmt.Sprintf("%.2f× the blue/green time", r.InPlace.Seconds/r.Full.Seconds))
+		row("raw COPY ("+r.Copy.Method+")", r.Copy.Seconds, r.Copy.Rows, fmt.Sprintf("recalc at %.2f× COPY's speed", r.Copy.Ratio))
+		row("materialized-view peer", r.Peer.Seconds, r.Full.ShareRows, fmt.Sprintf("recalc %.1f× faster", r.Peer.Ratio))
+		for _, c := range r.Incremental {
+			row(c.Name, c.Seconds, c.RowsWritten, fmt.Sprintf("%.2f%% of full", 100*c.Ratio))
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "raw COPY: %.3f s into indexed tables, %.3f s with the indexes built after (%d rows of acl_share, acl_record and acl_member)\n",
+			r.Copy.IndexedS, r.Copy.IndexLastS, r.Copy.Rows)
+		fmt.Fprintf(w, "access check: p50 %.3f ms, p99 %.3f ms over %d random (user, record) pairs\n", r.Access.P50ms, r.Access.P99ms, r.Access.Samples)
+		fmt.Fprintf(w, "visible list: p50 %.1f ms, p99 %.1f ms for %d records (%s)\n", r.Visible.P50ms, r.Visible.P99ms, r.Visible.Rows, r.Visible.Query)
+		fmt.Fprintf(w, "peak RSS of recalc: %.0f MiB (import %.0f MiB, full %.0f MiB)\n",
+			float64(r.PeakRSS)/mib, float64(r.ImportRSS)/mib, float64(r.Full.PeakRSS)/mib)
+		tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "target\tvalue\tgoal\tmet")
+		for _, t := range r.Targets {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", t.Measure, t.Value, t.Target, t.Met)
+		}
+		tw.Flush()
+	}
+	for _, s := range res.Scaling {
+		fmt.Fprintf(w, "\nscaling %d → %d records (%.0f×): full recalc time %.2f×\n", s.From, s.To, s.Records, s.Time)
+	}
+}

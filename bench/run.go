@@ -1,0 +1,318 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/recalc-dev/recalc/bench/gen"
+	"github.com/recalc-dev/recalc/bench/peer"
+	"github.com/recalc-dev/recalc/internal/testdb"
+)
+
+// Config says what to measure.
+type Config struct {
+	Sizes     []int  // record counts, each measured on its own fresh database
+	Seed      int64  // generator seed
+	Recalc    string // path of the recalc binary under test
+	ServerURL string // a database on the server; the bench creates its own next to it
+	Database  string // name of the database the bench creates (dropped first)
+	Workers   int    // recalc run --workers
+	Samples   int    // access checks timed
+	Dir       string // scratch space for the org file and COPY dumps
+	Progress  io.Writer
+}
+
+// Results is bench/results.json.
+type Results struct {
+	Date     string       `json:"date"`
+	Host     Host         `json:"host"`
+	Postgres PGInfo       `json:"postgres"`
+	Runs     []*SizeRun   `json:"runs"`
+	Scaling  []ScaleRatio `json:"scaling,omitempty"`
+}
+
+// Host describes the machine.
+type Host struct {
+	CPUs int    `json:"cpus"`
+	Go   string `json:"go"`
+	OS   string `json:"os"`
+}
+
+// PGInfo is the server's version and the settings that matter for bulk writes.
+type PGInfo struct {
+	Version  string            `json:"version"`
+	Settings map[string]string `json:"settings"`
+}
+
+// ScaleRatio compares the full recalculation time of two sizes.
+type ScaleRatio struct {
+	From, To int
+	Records  float64 `json:"records_ratio"`
+	Time     float64 `json:"time_ratio"`
+}
+
+// SizeRun is every measure at one org size, all taken in one run.
+type SizeRun struct {
+	Records     int          `json:"records"`
+	Org         OrgInfo      `json:"org"`
+	ImportS     float64      `json:"import_s"`
+	ImportRSS   int64        `json:"import_peak_rss_bytes"`
+	First       Full         `json:"first_full"`
+	Full        Full         `json:"full"`
+	InPlace     Full         `json:"full_in_place"`
+	Copy        CopyLimit    `json:"raw_copy"`
+	Peer        PeerResult   `json:"mv_peer"`
+	Incremental []Case       `json:"incremental"`
+	Access      Latency      `json:"access_check"`
+	Visible     Latency      `json:"visible_list"`
+	PeakRSS     int64        `json:"peak_rss_bytes"`
+	Targets     []TargetLine `json:"targets"`
+}
+
+// OrgInfo describes the generated org.
+type OrgInfo struct {
+	Users      int     `json:"users"`
+	Rules      int     `json:"rules"`
+	Shares     int     `json:"shares"`
+	Teams      int     `json:"teams"`
+	FileBytes  int64   `json:"file_bytes"`
+	GenerateS  float64 `json:"generate_s"`
+	ClosureLen int64   `json:"closure_rows"`
+}
+
+// Full is one full recalculation through `recalc run --full`.
+type Full struct {
+	Seconds   float64 `json:"s"`
+	ShareRows int64   `json:"share_rows"`
+	RowsPerS  float64 `json:"share_rows_per_s"`
+	PeakRSS   int64   `json:"peak_rss_bytes"`
+}
+
+func runFull(ctx context.Context, rc recalcCmd, workers int, args ...string) (Full, *report, error) {
+	p, err := rc.run(ctx, append([]string{"run", "--full", "--workers", fmt.Sprint(workers)}, args...)...)
+	if err != nil {
+		return Full{}, nil, err
+	}
+	rep, err := parseReport(p.Stdout)
+	if err != nil {
+		return Full{}, nil, err
+	}
+	return Full{Seconds: p.Elapsed.Seconds(), PeakRSS: p.MaxRSS}, rep, nil
+}
+
+// report is the JSON line `recalc run` prints.
+type report struct {
+	Kind    string `json:"kind"`
+	Records int64  `json:"records"`
+	Added   int64  `json:"share_rows_added"`
+	Removed int64  `json:"share_rows_removed"`
+	Updated int64  `json:"share_rows_updated"`
+	Closure int64  `json:"closure_added"`
+	ClosRem int64  `json:"closure_removed"`
+	Drift   int64  `json:"drift_fixed"`
+}
+
+func parseReport(out []byte) (*report, error) {
+	var r report
+	if err := json.Unmarshal(out, &r); err != nil {
+		return nil, fmt.Errorf("read the run's report %q: %w", out, err)
+	}
+	return &r, nil
+}
+
+// Run measures every size in cfg and returns the results.
+func Run(ctx context.Context, cfg Config) (*Results, error) {
+	res := &Results{Date: time.Now().UTC().Format(time.RFC3339),
+		Host: Host{CPUs: runtime.NumCPU(), Go: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH}}
+	admin, err := pgx.Connect(ctx, cfg.ServerURL)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s (set DATABASE_URL): %w", cfg.ServerURL, err)
+	}
+	defer admin.Close(ctx)
+	if res.Postgres, err = pgInfo(ctx, admin); err != nil {
+		return nil, err
+	}
+	for _, n := range cfg.Sizes {
+		r, err := runSize(ctx, cfg, admin, n)
+		if err != nil {
+			return nil, fmt.Errorf("%d records: %w", n, err)
+		}
+		res.Runs = append(res.Runs, r)
+	}
+	for i := 1; i < len(res.Runs); i++ {
+		a, b := res.Runs[i-1], res.Runs[i]
+		res.Scaling = append(res.Scaling, ScaleRatio{From: a.Records, To: b.Records,
+			Records: float64(b.Records) / float64(a.Records), Time: b.Full.Seconds / a.Full.Seconds})
+	}
+	return res, nil
+}
+
+func pgInfo(ctx context.Context, c *pgx.Conn) (PGInfo, error) {
+	info := PGInfo{Settings: map[string]string{}}
+	if err := c.QueryRow(ctx, `SHOW server_version`).Scan(&info.Version); err != nil {
+		return info, fmt.Errorf("read server version: %w", err)
+	}
+	rows, err := c.Query(ctx, `SELECT name, setting || coalesce(' ' || unit, '') FROM pg_settings WHERE name = ANY($1)`,
+		[]string{"shared_buffers", "work_mem", "maintenance_work_mem", "max_wal_size", "wal_level", "synchronous_commit",
+			"fsync", "full_page_writes", "max_parallel_maintenance_workers", "max_parallel_workers_per_gather", "checkpoint_timeout"})
+	if err != nil {
+		return info, fmt.Errorf("read server settings: %w", err)
+	}
+	var k, v string
+	_, err = pgx.ForEachRow(rows, []any{&k, &v}, func() error { info.Settings[k] = v; return nil })
+	return info, err
+}
+
+func (cfg Config) logf(format string, args ...any) {
+	if cfg.Progress != nil {
+		fmt.Fprintf(cfg.Progress, "bench: "+format+"\n", args...)
+	}
+}
+
+func runSize(ctx context.Context, cfg Config, admin *pgx.Conn, n int) (*SizeRun, error) {
+	r := &SizeRun{Records: n}
+	db := pgx.Identifier{cfg.Database}.Sanitize()
+	if _, err := admin.Exec(ctx, `DROP DATABASE IF EXISTS `+db+` WITH (FORCE)`); err != nil {
+		return nil, fmt.Errorf("drop the bench database: %w", err)
+	}
+	if _, err := admin.Exec(ctx, `CREATE DATABASE `+db); err != nil {
+		return nil, fmt.Errorf("create the bench database: %w", err)
+	}
+	url := testdb.WithDatabase(cfg.ServerURL, cfg.Database)
+	rc := recalcCmd{bin: cfg.Recalc, url: url}
+
+	cfg.logf("%d records: generating the org", n)
+	path := filepath.Join(cfg.Dir, "org.json")
+	start := time.Now()
+	sum, err := writeOrg(path, n, cfg.Seed)
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(path)
+	r.Org = OrgInfo{Users: sum.Users, Rules: sum.Rules, Shares: sum.Shares, Teams: sum.Teams, FileBytes: sum.Bytes,
+		GenerateS: time.Since(start).Seconds()}
+
+	cfg.logf("%d records: import (%.0f MB)", n, float64(sum.Bytes)/1e6)
+	if _, err := rc.run(ctx, "init"); err != nil {
+		return nil, err
+	}
+	p, err := rc.run(ctx, "import", path)
+	if err != nil {
+		return nil, err
+	}
+	r.ImportS, r.ImportRSS = p.Elapsed.Seconds(), p.MaxRSS
+
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
+
+	cfg.logf("%d records: first full recalculation", n)
+	if r.First, _, err = runFull(ctx, rc, cfg.Workers); err != nil {
+		return nil, err
+	}
+	cfg.logf("%d records: full recalculation over the existing tables (blue/green)", n)
+	if r.Full, _, err = runFull(ctx, rc, cfg.Workers); err != nil {
+		return nil, err
+	}
+	cfg.logf("%d records: full recalculation in place", n)
+	if r.InPlace, _, err = runFull(ctx, rc, cfg.Workers, "--in-place"); err != nil {
+		return nil, err
+	}
+	var rows int64
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM recalc.acl_share), (SELECT count(*) FROM recalc.acl_member)`).
+		Scan(&rows, &r.Org.ClosureLen); err != nil {
+		return nil, err
+	}
+	for _, f := range []*Full{&r.First, &r.Full, &r.InPlace} {
+		f.ShareRows, f.RowsPerS = rows, float64(rows)/f.Seconds
+	}
+
+	cfg.logf("%d records: raw COPY of the same rows", n)
+	if r.Copy, err = rawCopy(ctx, pool, cfg.Dir); err != nil {
+		return nil, err
+	}
+	r.Copy.Ratio = r.Copy.Seconds / r.Full.Seconds
+
+	cfg.logf("%d records: materialized-view peer", n)
+	if r.Peer, err = runPeer(ctx, pool); err != nil {
+		return nil, err
+	}
+	r.Peer.Ratio = r.Peer.Seconds / r.Full.Seconds
+
+	cfg.logf("%d records: access checks", n)
+	if r.Access, err = accessChecks(ctx, pool, cfg.Samples, cfg.Seed); err != nil {
+		return nil, err
+	}
+	if r.Visible, err = visibleLists(ctx, pool, max(cfg.Samples/50, 20)); err != nil {
+		return nil, err
+	}
+
+	cfg.logf("%d records: incremental cases", n)
+	if r.Incremental, err = incrementalCases(ctx, cfg, rc, pool, r.Full.Seconds); err != nil {
+		return nil, err
+	}
+
+	r.PeakRSS = max(r.ImportRSS, r.First.PeakRSS, r.Full.PeakRSS, r.InPlace.PeakRSS)
+	for _, c := range r.Incremental {
+		r.PeakRSS = max(r.PeakRSS, c.PeakRSS)
+	}
+	r.Targets = targets(r)
+	pool.Close()
+	if _, err := admin.Exec(ctx, `DROP DATABASE IF EXISTS `+db+` WITH (FORCE)`); err != nil {
+		return nil, fmt.Errorf("drop the bench database: %w", err)
+	}
+	return r, nil
+}
+
+func writeOrg(path string, n int, seed int64) (*gen.Summary, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	w := bufio.NewWriterSize(f, 1<<20)
+	sum, err := gen.Write(w, gen.NewOptions(n, seed))
+	if err != nil {
+		return nil, err
+	}
+	if err := w.Flush(); err != nil {
+		return nil, err
+	}
+	return sum, f.Close()
+}
+
+// PeerResult is the pure-SQL materialized-view peer's refresh.
+type PeerResult struct {
+	Seconds  float64 `json:"s"`
+	SameRows bool    `json:"same_access"`
+	Ratio    float64 `json:"time_vs_full"` // peer time / full time: how many times faster recalc is
+}
+
+func runPeer(ctx context.Context, pool *pgxpool.Pool) (PeerResult, error) {
+	if err := peer.Create(ctx, pool); err != nil {
+		return PeerResult{}, err
+	}
+	d, err := peer.Refresh(ctx, pool)
+	if err != nil {
+		return PeerResult{}, err
+	}
+	if err := peer.Check(ctx, pool); err != nil {
+		return PeerResult{}, fmt.Errorf("the materialized-view peer disagrees with recalc: %w", err)
+	}
+	if err := peer.Drop(ctx, pool); err != nil {
+		return PeerResult{}, err
+	}
+	return PeerResult{Seconds: d.Seconds(), SameRows: true}, nil
+}
