@@ -165,15 +165,38 @@ func ownerChange(ctx context.Context, pool *pgxpool.Pool) (string, error) {
 }
 
 // membershipChange adds a user to the group that rules share the most
-// records with.
+// records with, among the groups whose membership decides no owner rule
+// (the planner says the change writes no share row; a group that is an
+// owner rule's source changes which records that rule applies to).
 func membershipChange(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool) (string, error) {
-	var key string
-	var records int64
-	err := pool.QueryRow(ctx, `
-		SELECT g.key, count(DISTINCT s.rid) FROM recalc.acl_share s JOIN recalc.grantee g USING (gid)
-		WHERE s.cause = 'rule' AND g.key LIKE 'group:%' GROUP BY g.key ORDER BY 2 DESC, 1 LIMIT 1`).Scan(&key, &records)
+	rows, err := pool.Query(ctx, `
+		SELECT substr(g.key, 7), count(DISTINCT s.rid) FROM recalc.acl_share s JOIN recalc.grantee g USING (gid)
+		WHERE s.cause = 'rule' AND g.key LIKE 'group:%' GROUP BY g.key ORDER BY 2 DESC, 1`)
 	if err != nil {
-		return "", fmt.Errorf("find the broadest rule target: %w", err)
+		return "", fmt.Errorf("rank the rule targets: %w", err)
+	}
+	var id string
+	var records int64
+	var ranked []struct {
+		id      string
+		records int64
+	}
+	if _, err := pgx.ForEachRow(rows, []any{&id, &records}, func() error {
+		ranked = append(ranked, struct {
+			id      string
+			records int64
+		}{id, records})
+		return nil
+	}); err != nil {
+		return "", fmt.Errorf("rank the rule targets: %w", err)
+	}
+	doc, err := sharetable.StoredConfig(ctx, pool)
+	if err != nil {
+		return "", err
+	}
+	old, err := orgOf(doc)
+	if err != nil {
+		return "", err
 	}
 	groups, err := loadSection(ctx, pool, "groups")
 	if err != nil {
@@ -183,24 +206,69 @@ func membershipChange(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpo
 	if err != nil {
 		return "", err
 	}
-	id := key[len("group:"):]
-	for _, g := range groups {
-		if g["id"] != id {
-			continue
-		}
-		members, _ := g["members"].([]any)
-		for _, u := range users {
-			m := "user:" + u["id"].(string)
-			if !slices.Contains(members, any(m)) {
+	for i, t := range ranked {
+		for _, g := range groups {
+			members, _ := g["members"].([]any)
+			if g["id"] != t.id {
+				continue
+			}
+			for _, u := range users {
+				m := "user:" + u["id"].(string)
+				if slices.Contains(members, any(m)) {
+					continue
+				}
 				g["members"] = append(members, m)
+				p, err := planWith(doc, old, "groups", groups)
+				if err != nil {
+					return "", err
+				}
+				if !noShareRows(p) {
+					g["members"] = members
+					break // this group is an owner rule's source: try the next
+				}
 				if err := importSections(ctx, rc, cfg.Dir, map[string]section{"groups": groups}); err != nil {
 					return "", err
 				}
-				return fmt.Sprintf("%s joins group %s, which rules share %d records with", m, id, records), nil
+				return fmt.Sprintf("%s joins group %s, which rules share %d records with (the %s broadest rule target)", m, t.id, t.records, ordinal(i+1)), nil
 			}
 		}
 	}
-	return "", fmt.Errorf("group %s has every user already", id)
+	return "", fmt.Errorf("every group rules target decides an owner rule")
+}
+
+func ordinal(n int) string {
+	switch n {
+	case 1:
+		return "1st"
+	case 2:
+		return "2nd"
+	case 3:
+		return "3rd"
+	}
+	return fmt.Sprintf("%dth", n)
+}
+
+// planWith returns the plan from old to the stored configuration doc with
+// one section replaced.
+func planWith(doc []byte, old *grants.Org, name string, sec section) (*planner.Plan, error) {
+	var cfg map[string]json.RawMessage
+	if err := json.Unmarshal(doc, &cfg); err != nil {
+		return nil, err
+	}
+	raw, err := json.Marshal(sec)
+	if err != nil {
+		return nil, err
+	}
+	cfg[name] = raw
+	newDoc, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cur, err := orgOf(newDoc)
+	if err != nil {
+		return nil, err
+	}
+	return planner.Diff(old, cur, nil), nil
 }
 
 // owdTightening makes the first object with a public internal default private.
@@ -252,10 +320,6 @@ func roleMove(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool)
 		}
 		return false
 	}
-	var cfgDoc map[string]json.RawMessage
-	if err := json.Unmarshal(doc, &cfgDoc); err != nil {
-		return "", err
-	}
 	tries := 0
 	for _, r := range roles {
 		id := r["id"].(string)
@@ -272,20 +336,11 @@ func roleMove(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool)
 				return "", fmt.Errorf("no role move among the first 400 tried leaves the share rows alone")
 			}
 			r["parent"] = to
-			moved, err := json.Marshal(roles)
+			p, err := planWith(doc, old, "roles", roles)
 			if err != nil {
 				return "", err
 			}
-			cfgDoc["roles"] = moved
-			newDoc, err := json.Marshal(cfgDoc)
-			if err != nil {
-				return "", err
-			}
-			cur, err := orgOf(newDoc)
-			if err != nil {
-				return "", err
-			}
-			if p := planner.Diff(old, cur, nil); !p.Full && noShareRows(p) {
+			if !p.Full && noShareRows(p) {
 				if err := importSections(ctx, rc, cfg.Dir, map[string]section{"roles": roles}); err != nil {
 					return "", err
 				}

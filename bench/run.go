@@ -226,14 +226,23 @@ func runSize(ctx context.Context, cfg Config, admin *pgx.Conn, n int) (*SizeRun,
 	if r.Full, _, err = runFull(ctx, rc, cfg.Workers); err != nil {
 		return nil, err
 	}
+	// In place over empty share tables, so that it writes every row as the
+	// blue/green runs do (over current tables it would write nothing).
 	cfg.logf("%d records: full recalculation in place", n)
-	if r.InPlace, _, err = runFull(ctx, rc, cfg.Workers, "--in-place"); err != nil {
+	if _, err := pool.Exec(ctx, `TRUNCATE recalc.acl_share, recalc.acl_record`); err != nil {
+		return nil, err
+	}
+	var inPlace *report
+	if r.InPlace, inPlace, err = runFull(ctx, rc, cfg.Workers, "--in-place"); err != nil {
 		return nil, err
 	}
 	var rows int64
 	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM recalc.acl_share), (SELECT count(*) FROM recalc.acl_member)`).
 		Scan(&rows, &r.Org.ClosureLen); err != nil {
 		return nil, err
+	}
+	if inPlace.Added != rows {
+		return nil, fmt.Errorf("the in-place run wrote %d share rows, not %d", inPlace.Added, rows)
 	}
 	for _, f := range []*Full{&r.First, &r.Full, &r.InPlace} {
 		f.ShareRows, f.RowsPerS = rows, float64(rows)/f.Seconds

@@ -46,3 +46,7 @@ BEGIN
     RETURN 'none';
 END
 $$;
+
+-- A full job's staging tables are indexed, its closure written and its
+-- drift counted side by side before the swap; staged says that is done.
+ALTER TABLE recalc.job ADD COLUMN staged boolean NOT NULL DEFAULT false;

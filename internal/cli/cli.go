@@ -53,7 +53,7 @@ func App(out, errOut io.Writer) *cli.App {
 			&cli.StringFlag{Name: "cpu-profile", EnvVars: []string{"RECALC_CPU_PROFILE"}, Usage: "write a pprof CPU profile of the command to this file"},
 			&cli.StringFlag{Name: "mem-profile", EnvVars: []string{"RECALC_MEM_PROFILE"}, Usage: "write a pprof heap profile (allocations) at the command's end to this file"},
 		},
-		Before: startProfiles,
+		Before: before,
 		After:  stopProfiles,
 		Commands: []*cli.Command{
 			{
@@ -203,7 +203,7 @@ func App(out, errOut io.Writer) *cli.App {
 					"sample of each, the records to rewrite and chunks, and an estimated time. Nothing is stored.",
 				Flags: []cli.Flag{
 					&cli.BoolFlag{Name: "full", Usage: "plan a full recalculation"},
-					&cli.IntFlag{Name: "chunk-size", Value: 20000, Usage: "records per chunk"},
+					&cli.IntFlag{Name: "chunk-size", Value: 5000, Usage: "records per chunk"},
 					formatFlag(),
 				},
 				Action: func(c *cli.Context) error {

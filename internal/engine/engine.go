@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/locks"
@@ -61,7 +62,7 @@ func (o *Options) defaults() {
 		o.Workers = 1
 	}
 	if o.ChunkSize < 1 {
-		o.ChunkSize = 20000
+		o.ChunkSize = 5000
 	}
 	if o.Trigger == "" {
 		o.Trigger = "run"
@@ -267,18 +268,14 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 	}
 	if p.Full && !opt.InPlace {
 		pl.Kind, pl.Roots = "full", nil
-		ranges, err := sharetable.RootRanges(ctx, tx, opt.ChunkSize)
+		ranges, families, err := sharetable.RootRanges(ctx, tx, opt.ChunkSize)
 		if err != nil {
 			return nil, err
 		}
 		for i, r := range ranges {
 			pl.Chunks = append(pl.Chunks, sharetable.Chunk{N: i, Lo: r[0], Hi: r[1]})
 		}
-		families, err := sharetable.CountFamilies(ctx, tx)
-		if err != nil {
-			return nil, err
-		}
-		pl.Families = int(families)
+		pl.Families = families
 	} else {
 		sizes, err := sharetable.FamilySizes(ctx, tx, pl.Roots)
 		if err != nil {
@@ -370,7 +367,7 @@ func createJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog
 			return err
 		}
 		if pl.Kind == "full" {
-			if err := sharetable.PrepareFull(ctx, tx); err != nil {
+			if err := sharetable.PrepareFull(ctx, tx, pl.DoClosure); err != nil {
 				return err
 			}
 		}
@@ -475,7 +472,46 @@ func work(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *gra
 	if err != nil {
 		return false, err
 	}
+	if job.Kind == "full" && job.DoRules {
+		if err := finishStaging(ctx, pool, job, org, dict, opt); err != nil {
+			return false, err
+		}
+	}
 	return finalize(ctx, pool, job, org, dict)
+}
+
+// finishStaging completes a full job's staging tables once its last chunk is
+// done, before the swap, so that the swap's transaction is short: it builds
+// the indexes, writes the closure and counts the drift (except on the first
+// computation, which repairs nothing), side by side. One process does it;
+// the others wait, then find it done.
+func finishStaging(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *grants.Org, dict *sharetable.Dict, opt Options) error {
+	release, err := locks.Hold(ctx, pool, locks.Staging)
+	if err != nil {
+		return err
+	}
+	defer release()
+	j, err := sharetable.GetJob(ctx, pool, job.ID)
+	if err != nil {
+		return err
+	}
+	pending, err := sharetable.PendingChunks(ctx, pool, job.ID)
+	if err != nil || j.Status != "running" || pending > 0 || j.Staged {
+		return err
+	}
+	applied, err := sharetable.AppliedConfig(ctx, pool, sharetable.SideRules)
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(2, opt.Workers))
+	for _, task := range sharetable.StagingTasks(pool, org, dict, job.ID, j.DoClosure, string(applied) != "{}") {
+		g.Go(func() error { return task(gctx) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return sharetable.SetStaged(ctx, pool, job.ID)
 }
 
 // finalize ends the job if all its chunks are done, in one transaction:
@@ -490,27 +526,13 @@ func finalize(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org 
 		if err != nil || j.Status != "running" {
 			return err
 		}
-		var pending int
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM recalc.chunk WHERE job_id = $1 AND status = 'pending'`, j.ID).Scan(&pending); err != nil {
-			return fmt.Errorf("count pending chunks: %w", err)
+		if pending, err := sharetable.PendingChunks(ctx, tx, j.ID); err != nil || pending > 0 {
+			return err
 		}
-		if pending > 0 {
-			return nil
-		}
-		var drift *int64
 		if j.DoRules {
 			if j.Kind == "full" {
-				applied, err := sharetable.AppliedConfig(ctx, tx, sharetable.SideRules)
-				if err != nil {
+				if err := sharetable.SwapFull(ctx, tx, j.DoClosure); err != nil {
 					return err
-				}
-				first := string(applied) == "{}" // the first computation repairs nothing
-				n, err := sharetable.SwapFull(ctx, tx, !first)
-				if err != nil {
-					return err
-				}
-				if !first {
-					drift = &n
 				}
 			}
 			if err := sharetable.WriteObjects(ctx, tx, org); err != nil {
@@ -522,8 +544,8 @@ func finalize(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org 
 		}
 		cl := &sharetable.ClosureStats{}
 		if j.DoClosure {
-			if j.Kind == "full" {
-				err = sharetable.WriteClosure(ctx, tx, org, dict)
+			if j.Kind == "full" { // the closure came in with the swap
+				err = sharetable.WriteUsers(ctx, tx, org, dict)
 			} else {
 				cl, err = sharetable.DiffClosure(ctx, tx, org, dict)
 			}
@@ -535,7 +557,7 @@ func finalize(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org 
 			}
 		}
 		ended = true
-		return sharetable.FinishJob(ctx, tx, j, cl, drift)
+		return sharetable.FinishJob(ctx, tx, j, cl)
 	})
 	return ended && err == nil, err
 }

@@ -21,6 +21,8 @@ const (
 	// Model serializes writers of the stored model and of the materialized
 	// tables: imports and recalculations never interleave.
 	Model Scope = 2
+	// Staging serializes building a full job's staging indexes.
+	Staging Scope = 3
 )
 
 // namespace is the first key of every recalc advisory lock ("rc" in ASCII).
@@ -32,6 +34,8 @@ func (s Scope) String() string {
 		return "schema"
 	case Model:
 		return "model"
+	case Staging:
+		return "staging"
 	}
 	return fmt.Sprintf("scope(%d)", int32(s))
 }

@@ -3,8 +3,10 @@ package sharetable
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/model"
@@ -57,7 +59,15 @@ func WriteClosure(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) erro
 	if _, err := tx.Exec(ctx, `TRUNCATE recalc.acl_member`); err != nil {
 		return fmt.Errorf("clear closure: %w", err)
 	}
-	// Stream grantee by grantee: only one grantee's closure is in memory.
+	if err := copyClosure(ctx, tx, org, d, "acl_member"); err != nil {
+		return err
+	}
+	return WriteUsers(ctx, tx, org, d)
+}
+
+// copyClosure writes org's closure into table, streaming grantee by
+// grantee: only one grantee's closure is in memory.
+func copyClosure(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, table string) error {
 	grantees := org.Grantees()
 	var gid int32
 	var members []grants.Member
@@ -72,10 +82,10 @@ func WriteClosure(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) erro
 		members = members[1:]
 		return []any{gid, d.UID[m.User], m.Boss}, nil
 	})
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"recalc", "acl_member"}, []string{"gid", "uid", "boss"}, src); err != nil {
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"recalc", table}, []string{"gid", "uid", "boss"}, src); err != nil {
 		return fmt.Errorf("copy closure: %w", err)
 	}
-	return WriteUsers(ctx, tx, org, d)
+	return nil
 }
 
 // WriteUsers replaces acl_user: the active users and whether each is internal.
@@ -149,11 +159,12 @@ func configJSON(ctx context.Context, q Querier, sql string, args ...any) ([]byte
 }
 
 // RootRanges splits the record families into chunks of about size records,
-// returned as inclusive ranges of root record ids in byte order.
-func RootRanges(ctx context.Context, q Querier, size int) ([][2]string, error) {
+// returned as inclusive ranges of root record ids in byte order, and counts
+// the families.
+func RootRanges(ctx context.Context, q Querier, size int) (ranges [][2]string, families int, err error) {
 	rows, err := q.Query(ctx, `SELECT root_id, count(*) FROM recalc.record GROUP BY root_id ORDER BY root_id`)
 	if err != nil {
-		return nil, fmt.Errorf("list record families: %w", err)
+		return nil, 0, fmt.Errorf("list record families: %w", err)
 	}
 	var out [][2]string
 	var n int64
@@ -166,12 +177,13 @@ func RootRanges(ctx context.Context, q Querier, size int) ([][2]string, error) {
 		}
 		out[len(out)-1][1] = root
 		n += cnt
+		families++
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list record families: %w", err)
+		return nil, 0, fmt.Errorf("list record families: %w", err)
 	}
-	return out, nil
+	return out, families, nil
 }
 
 // LoadFamilies reads the records, shares and team entries of the families
@@ -263,13 +275,18 @@ const (
 )
 
 // PrepareFull creates empty, index-free staging tables for a full
-// recalculation, dropping any left by an interrupted one.
-func PrepareFull(ctx context.Context, tx pgx.Tx) error {
-	_, err := tx.Exec(ctx, `
-		DROP TABLE IF EXISTS recalc.acl_share_next, recalc.acl_record_next;
+// recalculation (with closure, acl_member's too), dropping any left by an
+// interrupted one.
+func PrepareFull(ctx context.Context, tx pgx.Tx, closure bool) error {
+	sql := `
+		DROP TABLE IF EXISTS recalc.acl_share_next, recalc.acl_record_next, recalc.acl_member_next;
 		CREATE TABLE recalc.acl_share_next (LIKE recalc.acl_share INCLUDING DEFAULTS);
-		CREATE TABLE recalc.acl_record_next (LIKE recalc.acl_record INCLUDING DEFAULTS)`)
-	if err != nil {
+		CREATE TABLE recalc.acl_record_next (LIKE recalc.acl_record INCLUDING DEFAULTS)`
+	if closure {
+		sql += `;
+		CREATE TABLE recalc.acl_member_next (LIKE recalc.acl_member INCLUDING DEFAULTS)`
+	}
+	if _, err := tx.Exec(ctx, sql); err != nil {
 		return fmt.Errorf("create staging tables: %w", err)
 	}
 	return nil
@@ -315,32 +332,86 @@ func CopyRows(ctx context.Context, tx pgx.Tx, rows *grants.Rows, d *Dict) (int64
 	return n, nil
 }
 
-// SwapFull indexes the staging tables and swaps them in for the live ones.
-// Readers see the old tables until tx commits, then the new ones. With
-// countDrift it returns how many share rows the swap changes: the drift a
-// full run repairs, plus changes not yet recalculated.
-func SwapFull(ctx context.Context, tx pgx.Tx, countDrift bool) (drift int64, err error) {
-	// The index builds sort every row; more memory means fewer sort runs.
-	_, err = tx.Exec(ctx, `
-		SET LOCAL maintenance_work_mem = '256MB';
-		ALTER TABLE recalc.acl_share_next ADD CONSTRAINT acl_share_next_pkey PRIMARY KEY (rid, gid, cause);
-		CREATE INDEX acl_share_next_gid_idx ON recalc.acl_share_next (gid, rid);
-		ALTER TABLE recalc.acl_record_next ADD CONSTRAINT acl_record_next_pkey PRIMARY KEY (rid);
-		CREATE INDEX acl_record_next_id_idx ON recalc.acl_record_next (id);
-		CREATE INDEX acl_record_next_root_idx ON recalc.acl_record_next (root_id);
-		CREATE INDEX acl_record_next_object_idx ON recalc.acl_record_next (object);
-		CREATE INDEX acl_record_next_access_root_idx ON recalc.acl_record_next (access_root)`)
-	if err != nil {
-		return 0, fmt.Errorf("index recalculated tables: %w", err)
+// stagingIndexes builds the staging tables' indexes, the live tables' own
+// under staging names; the biggest first.
+var stagingIndexes = []string{
+	`CREATE UNIQUE INDEX IF NOT EXISTS acl_share_next_pkey ON recalc.acl_share_next (rid, gid, cause)`,
+	`CREATE INDEX IF NOT EXISTS acl_share_next_gid_idx ON recalc.acl_share_next (gid, rid)`,
+	`CREATE UNIQUE INDEX IF NOT EXISTS acl_record_next_pkey ON recalc.acl_record_next (rid)`,
+	`CREATE INDEX IF NOT EXISTS acl_record_next_id_idx ON recalc.acl_record_next (id)`,
+	`CREATE INDEX IF NOT EXISTS acl_record_next_root_idx ON recalc.acl_record_next (root_id)`,
+	`CREATE INDEX IF NOT EXISTS acl_record_next_object_idx ON recalc.acl_record_next (object)`,
+	`CREATE INDEX IF NOT EXISTS acl_record_next_access_root_idx ON recalc.acl_record_next (access_root)`,
+}
+
+// indexMemory is maintenance_work_mem for the index builds: each sorts
+// every row, and more memory means fewer sort runs.
+const indexMemory = `SET LOCAL maintenance_work_mem = '256MB'`
+
+// memberIndexes index acl_member_next like acl_member.
+var memberIndexes = []string{
+	`CREATE UNIQUE INDEX IF NOT EXISTS acl_member_next_pkey ON recalc.acl_member_next (gid, uid)`,
+	`CREATE INDEX IF NOT EXISTS acl_member_next_uid_idx ON recalc.acl_member_next (uid, gid)`,
+}
+
+// StagingTasks returns the independent steps that finish a full job's
+// staging tables once every chunk is in: an index build each, the closure
+// (when closure) written and indexed, and the drift count (when drift),
+// stored on job. Each runs in a transaction of its own on its own
+// connection, so run side by side they use every core. Each is idempotent;
+// callers serialize whole runs of them (two builds of one index clash).
+func StagingTasks(pool *pgxpool.Pool, org *grants.Org, d *Dict, job int64, closure, drift bool) []func(context.Context) error {
+	var tasks []func(context.Context) error
+	for _, sql := range stagingIndexes {
+		tasks = append(tasks, func(ctx context.Context) error {
+			err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, indexMemory+`; `+sql)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("index recalculated tables: %w", err)
+			}
+			return nil
+		})
 	}
-	if countDrift {
-		err = tx.QueryRow(ctx, `SELECT count(*) FROM recalc.acl_share a FULL JOIN recalc.acl_share_next b USING (rid, gid, cause)
-			WHERE a.rid IS NULL OR b.rid IS NULL OR a.level <> b.level OR a.boss_ok <> b.boss_ok`).Scan(&drift)
-		if err != nil {
-			return 0, fmt.Errorf("count drift: %w", err)
-		}
+	if closure {
+		tasks = append(tasks, func(ctx context.Context) error {
+			return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, `TRUNCATE recalc.acl_member_next`); err != nil {
+					return fmt.Errorf("clear staged closure: %w", err)
+				}
+				if err := copyClosure(ctx, tx, org, d, "acl_member_next"); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, indexMemory+`; `+strings.Join(memberIndexes, "; ")); err != nil {
+					return fmt.Errorf("index the closure: %w", err)
+				}
+				return nil
+			})
+		})
 	}
-	_, err = tx.Exec(ctx, `
+	if drift {
+		tasks = append(tasks, func(ctx context.Context) error {
+			_, err := pool.Exec(ctx, `UPDATE recalc.job SET drift_fixed = (
+				SELECT count(*) FROM recalc.acl_share a FULL JOIN recalc.acl_share_next b USING (rid, gid, cause)
+				WHERE a.rid IS NULL OR b.rid IS NULL OR a.level <> b.level OR a.boss_ok <> b.boss_ok)
+				WHERE id = $1`, job)
+			if err != nil {
+				return fmt.Errorf("count drift: %w", err)
+			}
+			return nil
+		})
+	}
+	return tasks
+}
+
+// SwapFull swaps the staging tables (with closure, acl_member's too) in for
+// the live ones, building any index StagingTasks has not. Readers see the
+// old tables until tx commits, then the new ones.
+func SwapFull(ctx context.Context, tx pgx.Tx, closure bool) error {
+	sql := indexMemory + `; ` + strings.Join(stagingIndexes, "; ") + `;
+		ALTER TABLE recalc.acl_share_next ADD CONSTRAINT acl_share_next_pkey PRIMARY KEY USING INDEX acl_share_next_pkey;
+		ALTER TABLE recalc.acl_record_next ADD CONSTRAINT acl_record_next_pkey PRIMARY KEY USING INDEX acl_record_next_pkey;
 		DROP TABLE recalc.acl_share, recalc.acl_record;
 		ALTER TABLE recalc.acl_share_next RENAME TO acl_share;
 		ALTER TABLE recalc.acl_share RENAME CONSTRAINT acl_share_next_pkey TO acl_share_pkey;
@@ -350,10 +421,18 @@ func SwapFull(ctx context.Context, tx pgx.Tx, countDrift bool) (drift int64, err
 		ALTER INDEX recalc.acl_record_next_id_idx RENAME TO acl_record_id_idx;
 		ALTER INDEX recalc.acl_record_next_root_idx RENAME TO acl_record_root_idx;
 		ALTER INDEX recalc.acl_record_next_object_idx RENAME TO acl_record_object_idx;
-		ALTER INDEX recalc.acl_record_next_access_root_idx RENAME TO acl_record_access_root_idx;
-		ANALYZE recalc.acl_share, recalc.acl_record, recalc.acl_member`)
-	if err != nil {
-		return 0, fmt.Errorf("swap in recalculated tables: %w", err)
+		ALTER INDEX recalc.acl_record_next_access_root_idx RENAME TO acl_record_access_root_idx`
+	if closure {
+		sql += `; ` + strings.Join(memberIndexes, "; ") + `;
+		ALTER TABLE recalc.acl_member_next ADD CONSTRAINT acl_member_next_pkey PRIMARY KEY USING INDEX acl_member_next_pkey;
+		DROP TABLE recalc.acl_member;
+		ALTER TABLE recalc.acl_member_next RENAME TO acl_member;
+		ALTER TABLE recalc.acl_member RENAME CONSTRAINT acl_member_next_pkey TO acl_member_pkey;
+		ALTER INDEX recalc.acl_member_next_uid_idx RENAME TO acl_member_uid_idx`
 	}
-	return drift, nil
+	if _, err := tx.Exec(ctx, sql+`;
+		ANALYZE recalc.acl_share, recalc.acl_record, recalc.acl_member`); err != nil {
+		return fmt.Errorf("swap in recalculated tables: %w", err)
+	}
+	return nil
 }

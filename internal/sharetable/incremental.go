@@ -162,7 +162,7 @@ func LockFamilies(ctx context.Context, tx pgx.Tx, roots []string) error {
 		return fmt.Errorf("lock records: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `SELECT 1 FROM recalc.acl_record
-		WHERE root_id = ANY($1) OR rid IN (SELECT rid FROM recalc.record WHERE root_id = ANY($1))
+		WHERE rid IN (SELECT rid FROM recalc.acl_record WHERE root_id = ANY($1) UNION SELECT rid FROM recalc.record WHERE root_id = ANY($1))
 		ORDER BY rid FOR UPDATE`, roots); err != nil {
 		return fmt.Errorf("lock materialized records: %w", err)
 	}
@@ -244,8 +244,10 @@ func DiffFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, root
 	for _, r := range in.Records {
 		f.objectOf[r.RID] = r.Object
 	}
+	// A union of index lookups: "root_id = ANY($1) OR rid IN (...)" would
+	// compare every row of the table with every root.
 	rows, err := tx.Query(ctx, `SELECT rid, id, object, coalesce(access_root, 0), coalesce(root_id, '') FROM recalc.acl_record
-		WHERE root_id = ANY($1) OR rid IN (SELECT rid FROM recalc.record WHERE root_id = ANY($1))`, roots)
+		WHERE rid IN (SELECT rid FROM recalc.acl_record WHERE root_id = ANY($1) UNION SELECT rid FROM recalc.record WHERE root_id = ANY($1))`, roots)
 	if err != nil {
 		return nil, fmt.Errorf("read stored record rows: %w", err)
 	}
@@ -349,7 +351,7 @@ func (f *FamilyDiff) Apply(ctx context.Context, tx pgx.Tx) (*ChunkStats, error) 
 			accessRoots[i] = &ar
 		}
 	}
-	if _, err := tx.Exec(ctx, `DELETE FROM recalc.acl_record WHERE root_id = ANY($1) AND rid <> ALL($2)`, f.roots, keep); err != nil {
+	if _, err := tx.Exec(ctx, `DELETE FROM recalc.acl_record WHERE root_id = ANY($1) AND rid NOT IN (SELECT unnest($2::bigint[]))`, f.roots, keep); err != nil {
 		return nil, fmt.Errorf("delete record rows: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `

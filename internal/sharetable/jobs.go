@@ -25,6 +25,7 @@ type Job struct {
 	Records, RowsAdded, RowsRemoved, RowsUpdated int64
 	ClosureAdded, ClosureRemoved                 int64
 	DriftFixed                                   int64 // full jobs: share rows the swap changed
+	Staged                                       bool  // full jobs: staging tables complete, ready to swap
 }
 
 // Chunk is one unit of a job: families by root id range (full jobs) or by
@@ -36,12 +37,12 @@ type Chunk struct {
 }
 
 const jobCols = `id, kind, trigger, status, change_seq, config::text, plan::text, chunks, coalesce(error, ''),
-	do_rules, do_closure, records, rows_added, rows_removed, rows_updated, closure_added, closure_removed, coalesce(drift_fixed, 0)`
+	do_rules, do_closure, records, rows_added, rows_removed, rows_updated, closure_added, closure_removed, coalesce(drift_fixed, 0), staged`
 
 func scanJob(row pgx.Row) (*Job, error) {
 	j := &Job{}
 	err := row.Scan(&j.ID, &j.Kind, &j.Trigger, &j.Status, &j.ChangeSeq, &j.Config, &j.Plan, &j.Chunks, &j.Error,
-		&j.DoRules, &j.DoClosure, &j.Records, &j.RowsAdded, &j.RowsRemoved, &j.RowsUpdated, &j.ClosureAdded, &j.ClosureRemoved, &j.DriftFixed)
+		&j.DoRules, &j.DoClosure, &j.Records, &j.RowsAdded, &j.RowsRemoved, &j.RowsUpdated, &j.ClosureAdded, &j.ClosureRemoved, &j.DriftFixed, &j.Staged)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -147,15 +148,15 @@ func ChunkProgress(ctx context.Context, q Querier, job int64) (done int, records
 
 // FinishJob marks job done with the totals of its chunks and, when it wrote
 // share rows, clears the changes it covered from the change log.
-func FinishJob(ctx context.Context, tx pgx.Tx, j *Job, cl *ClosureStats, drift *int64) error {
+func FinishJob(ctx context.Context, tx pgx.Tx, j *Job, cl *ClosureStats) error {
 	_, err := tx.Exec(ctx, `
 		UPDATE recalc.job j SET status = 'done', finished_at = now(), error = NULL,
 			records = c.records, rows_added = c.added, rows_removed = c.removed, rows_updated = c.updated,
-			closure_added = $2, closure_removed = $3, drift_fixed = $4
+			closure_added = $2, closure_removed = $3
 		FROM (SELECT coalesce(sum(records), 0) records, coalesce(sum(rows_added), 0) added,
 		             coalesce(sum(rows_removed), 0) removed, coalesce(sum(rows_updated), 0) updated
 		      FROM recalc.chunk WHERE job_id = $1) c
-		WHERE j.id = $1`, j.ID, cl.Added, cl.Removed, drift)
+		WHERE j.id = $1`, j.ID, cl.Added, cl.Removed)
 	if err != nil {
 		return fmt.Errorf("finish job %d: %w", j.ID, err)
 	}
@@ -228,4 +229,21 @@ func ChangedRecords(ctx context.Context, q Querier, seq int64) ([]string, error)
 		return nil, fmt.Errorf("read change log: %w", err)
 	}
 	return ids, nil
+}
+
+// PendingChunks counts the job's chunks not yet done.
+func PendingChunks(ctx context.Context, q Querier, job int64) (int64, error) {
+	var n int64
+	if err := q.QueryRow(ctx, `SELECT count(*) FROM recalc.chunk WHERE job_id = $1 AND status = 'pending'`, job).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count pending chunks: %w", err)
+	}
+	return n, nil
+}
+
+// SetStaged records that a full job's staging tables are complete.
+func SetStaged(ctx context.Context, q Querier, job int64) error {
+	if _, err := q.Exec(ctx, `UPDATE recalc.job SET staged = true WHERE id = $1`, job); err != nil {
+		return fmt.Errorf("mark job %d staged: %w", job, err)
+	}
+	return nil
 }
