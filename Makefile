@@ -8,7 +8,7 @@ SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 
-.PHONY: help build test demo db-stop bench lint clean
+.PHONY: help build test demo db-stop bench bench-go lint clean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -26,10 +26,14 @@ demo: build ## load a generated 50k-record org into database recalc_demo, recalc
 db-stop: ## stop the throwaway PostgreSQL cluster in .pg/
 	@bash scripts/db.sh stop
 
-bench: ## run every benchmark once against DATABASE_URL (BENCH_SIZE=... sets the org size)
+bench: build ## measure full and incremental runs against raw COPY and a pure-SQL peer at BENCH_SIZE records (default 1000000; a comma list for several); writes bench/results.json
+	@url=$$(bash scripts/db.sh url) && \
+	  DATABASE_URL="$$url" $(GO) run ./bench/cmd/bench -sizes "$(or $(BENCH_SIZE),1000000)" -recalc bin/recalc -out bench/results.json
+
+bench-go: ## the Go benchmarks of the hot paths, once each (BENCH_SIZE sets the org size)
 	@url=$$(bash scripts/db.sh url) && \
 	  DATABASE_URL="$$url" $(if $(BENCH_SIZE),BENCH_SIZE="$(BENCH_SIZE)") \
-	  $(GO) test -run='^$$' -bench=. -benchtime=1x ./...
+	  $(GO) test -run='^$$' -bench=. -benchtime=1x ./bench/...
 
 lint: ## go vet, and fail when gofmt would change a file
 	$(GO) vet ./...

@@ -16,6 +16,7 @@ import (
 
 	"github.com/recalc-dev/recalc/bench/gen"
 	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/sharetable"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testdb"
 )
@@ -128,4 +129,58 @@ func BenchmarkBulkCopyCapture(b *testing.B) {
 	b.ReportMetric(without.Seconds()/float64(b.N), "s/copy-plain")
 	b.ReportMetric(with.Seconds()/float64(b.N), "s/copy-captured")
 	b.ReportMetric(100*(with.Seconds()/without.Seconds()-1), "%overhead")
+}
+
+// BenchmarkCompute measures the engine's hot path in Go alone: computing
+// the share rows of every family of an imported org, as a full run's
+// chunks do, with the families already read.
+func BenchmarkCompute(b *testing.B) {
+	n := size(100_000)
+	pool := testdb.Migrated(b)
+	importFile(b, pool, orgFile(b, n))
+	ctx := context.Background()
+	doc, err := sharetable.StoredConfig(ctx, pool)
+	if err != nil {
+		b.Fatal(err)
+	}
+	org, err := orgOf(doc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	in, err := sharetable.LoadFamilies(ctx, pool, org, "", "\U0010FFFF")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	var rows int
+	for b.Loop() {
+		rows = len(org.Compute(in).Shares)
+	}
+	b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "share_rows/s")
+	b.ReportMetric(float64(rows), "share_rows")
+}
+
+// BenchmarkAccessCheck measures recalc.access_level for random (user,
+// record) pairs of a fully computed org, one round trip each.
+func BenchmarkAccessCheck(b *testing.B) {
+	n := size(100_000)
+	pool := testdb.Migrated(b)
+	importFile(b, pool, orgFile(b, n))
+	ctx := context.Background()
+	if _, err := engine.Full(ctx, pool, engine.Options{Workers: 2}, zerolog.Nop()); err != nil {
+		b.Fatal(err)
+	}
+	lat, err := accessChecks(ctx, pool, 1000, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		var level string
+		if err := pool.QueryRow(ctx, `SELECT recalc.access_level('u0001', 'account', 'acc000001')`).Scan(&level); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(lat.P50ms, "p50_ms")
+	b.ReportMetric(lat.P99ms, "p99_ms")
 }

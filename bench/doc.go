@@ -1,4 +1,24 @@
-// Package bench holds recalc's benchmarks and, in bench/gen, the realistic
-// org generator they run on. Benchmarks talk to the real PostgreSQL named by
-// DATABASE_URL (make bench provides one); BENCH_SIZE sets the record count.
+// Package bench measures recalc, and holds what the measuring needs: the
+// realistic org generator (bench/gen), the pure-SQL materialized-view peer
+// (bench/peer), and the driver that `make bench` runs (Run, through
+// bench/cmd/bench).
+//
+// For each org size the driver generates an org, imports it with the recalc
+// binary, and takes, in one run so that every ratio compares figures taken
+// side by side on the same machine:
+//   - full recalculations (`recalc run --full`): the first one, a nightly one
+//     over existing tables (which also counts drift), and one in place;
+//   - the physical limit: a binary COPY of the same materialized rows into
+//     identically indexed tables, indexes before or after, whichever is
+//     faster;
+//   - the peer's REFRESH MATERIALIZED VIEW, checked row for row against
+//     recalc's tables;
+//   - access checks and visible-record lists, p50 and p99;
+//   - incremental runs after typical changes;
+//   - the peak RSS of every recalc process.
+//
+// The Go benchmarks (bench_test.go, `make bench-go`) cover the hot paths:
+// import, full recalculation, computation in Go, access checks, change
+// capture. They talk to the PostgreSQL named by DATABASE_URL; BENCH_SIZE
+// sets the record count.
 package bench

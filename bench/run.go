@@ -28,8 +28,11 @@ type Config struct {
 	Database  string // name of the database the bench creates (dropped first)
 	Workers   int    // recalc run --workers
 	Samples   int    // access checks timed
-	Dir       string // scratch space for the org file and COPY dumps
-	Progress  io.Writer
+	// HeavyMax is the largest size at which the slowest measures, the
+	// in-place run and the materialized-view peer, are taken (0: all).
+	HeavyMax int
+	Dir      string // scratch space for the org file and COPY dumps
+	Progress io.Writer
 }
 
 // Results is bench/results.json.
@@ -67,11 +70,11 @@ type SizeRun struct {
 	Org         OrgInfo      `json:"org"`
 	ImportS     float64      `json:"import_s"`
 	ImportRSS   int64        `json:"import_peak_rss_bytes"`
-	First       Full         `json:"first_full"`
-	Full        Full         `json:"full"`
-	InPlace     Full         `json:"full_in_place"`
+	Full        Full         `json:"full"`         // the first, into empty share tables: every ratio's base
+	Nightly     Full         `json:"full_nightly"` // again over the current tables, counting drift
+	InPlace     *Full        `json:"full_in_place,omitempty"` // not taken above Config.HeavyMax
 	Copy        CopyLimit    `json:"raw_copy"`
-	Peer        PeerResult   `json:"mv_peer"`
+	Peer        *PeerResult  `json:"mv_peer,omitempty"` // not taken above Config.HeavyMax
 	Incremental []Case       `json:"incremental"`
 	Access      Latency      `json:"access_check"`
 	Visible     Latency      `json:"visible_list"`
@@ -218,34 +221,27 @@ func runSize(ctx context.Context, cfg Config, admin *pgx.Conn, n int) (*SizeRun,
 	}
 	defer pool.Close()
 
-	cfg.logf("%d records: first full recalculation", n)
-	if r.First, _, err = runFull(ctx, rc, cfg.Workers); err != nil {
-		return nil, err
-	}
-	cfg.logf("%d records: full recalculation over the existing tables (blue/green)", n)
+	cfg.logf("%d records: full recalculation", n)
 	if r.Full, _, err = runFull(ctx, rc, cfg.Workers); err != nil {
 		return nil, err
 	}
-	// In place over empty share tables, so that it writes every row as the
-	// blue/green runs do (over current tables it would write nothing).
-	cfg.logf("%d records: full recalculation in place", n)
-	if _, err := pool.Exec(ctx, `TRUNCATE recalc.acl_share, recalc.acl_record`); err != nil {
+	cfg.logf("%d records: nightly full recalculation, over the current tables", n)
+	if r.Nightly, _, err = runFull(ctx, rc, cfg.Workers); err != nil {
 		return nil, err
 	}
-	var inPlace *report
-	if r.InPlace, inPlace, err = runFull(ctx, rc, cfg.Workers, "--in-place"); err != nil {
-		return nil, err
-	}
+	heavy := cfg.HeavyMax == 0 || n <= cfg.HeavyMax
 	var rows int64
 	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM recalc.acl_share), (SELECT count(*) FROM recalc.acl_member)`).
 		Scan(&rows, &r.Org.ClosureLen); err != nil {
 		return nil, err
 	}
-	if inPlace.Added != rows {
-		return nil, fmt.Errorf("the in-place run wrote %d share rows, not %d", inPlace.Added, rows)
-	}
-	for _, f := range []*Full{&r.First, &r.Full, &r.InPlace} {
+	for _, f := range []*Full{&r.Full, &r.Nightly} {
 		f.ShareRows, f.RowsPerS = rows, float64(rows)/f.Seconds
+	}
+	if heavy {
+		if r.InPlace, err = inPlace(ctx, cfg, rc, pool, rows); err != nil {
+			return nil, err
+		}
 	}
 
 	cfg.logf("%d records: raw COPY of the same rows", n)
@@ -254,11 +250,12 @@ func runSize(ctx context.Context, cfg Config, admin *pgx.Conn, n int) (*SizeRun,
 	}
 	r.Copy.Ratio = r.Copy.Seconds / r.Full.Seconds
 
-	cfg.logf("%d records: materialized-view peer", n)
-	if r.Peer, err = runPeer(ctx, pool); err != nil {
-		return nil, err
+	if heavy {
+		cfg.logf("%d records: materialized-view peer", n)
+		if r.Peer, err = runPeer(ctx, pool, r.Full.Seconds); err != nil {
+			return nil, err
+		}
 	}
-	r.Peer.Ratio = r.Peer.Seconds / r.Full.Seconds
 
 	cfg.logf("%d records: access checks", n)
 	if r.Access, err = accessChecks(ctx, pool, cfg.Samples, cfg.Seed); err != nil {
@@ -273,7 +270,10 @@ func runSize(ctx context.Context, cfg Config, admin *pgx.Conn, n int) (*SizeRun,
 		return nil, err
 	}
 
-	r.PeakRSS = max(r.ImportRSS, r.First.PeakRSS, r.Full.PeakRSS, r.InPlace.PeakRSS)
+	r.PeakRSS = max(r.ImportRSS, r.Full.PeakRSS, r.Nightly.PeakRSS)
+	if r.InPlace != nil {
+		r.PeakRSS = max(r.PeakRSS, r.InPlace.PeakRSS)
+	}
 	for _, c := range r.Incremental {
 		r.PeakRSS = max(r.PeakRSS, c.PeakRSS)
 	}
@@ -283,6 +283,25 @@ func runSize(ctx context.Context, cfg Config, admin *pgx.Conn, n int) (*SizeRun,
 		return nil, fmt.Errorf("drop the bench database: %w", err)
 	}
 	return r, nil
+}
+
+// inPlace times a full run in place over empty share tables, so that it
+// writes every row as the blue/green runs do (over current tables it would
+// write nothing).
+func inPlace(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool, rows int64) (*Full, error) {
+	cfg.logf("full recalculation in place")
+	if _, err := pool.Exec(ctx, `TRUNCATE recalc.acl_share, recalc.acl_record`); err != nil {
+		return nil, err
+	}
+	f, rep, err := runFull(ctx, rc, cfg.Workers, "--in-place")
+	if err != nil {
+		return nil, err
+	}
+	if rep.Added != rows {
+		return nil, fmt.Errorf("the in-place run wrote %d share rows, not %d", rep.Added, rows)
+	}
+	f.ShareRows, f.RowsPerS = rows, float64(rows)/f.Seconds
+	return &f, nil
 }
 
 func writeOrg(path string, n int, seed int64) (*gen.Summary, error) {
@@ -309,19 +328,19 @@ type PeerResult struct {
 	Ratio    float64 `json:"time_vs_full"` // peer time / full time: how many times faster recalc is
 }
 
-func runPeer(ctx context.Context, pool *pgxpool.Pool) (PeerResult, error) {
+func runPeer(ctx context.Context, pool *pgxpool.Pool, fullS float64) (*PeerResult, error) {
 	if err := peer.Create(ctx, pool); err != nil {
-		return PeerResult{}, err
+		return nil, err
 	}
 	d, err := peer.Refresh(ctx, pool)
 	if err != nil {
-		return PeerResult{}, err
+		return nil, err
 	}
 	if err := peer.Check(ctx, pool); err != nil {
-		return PeerResult{}, fmt.Errorf("the materialized-view peer disagrees with recalc: %w", err)
+		return nil, fmt.Errorf("the materialized-view peer disagrees with recalc: %w", err)
 	}
 	if err := peer.Drop(ctx, pool); err != nil {
-		return PeerResult{}, err
+		return nil, err
 	}
-	return PeerResult{Seconds: d.Seconds(), SameRows: true}, nil
+	return &PeerResult{Seconds: d.Seconds(), SameRows: true, Ratio: d.Seconds() / fullS}, nil
 }

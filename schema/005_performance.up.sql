@@ -50,3 +50,30 @@ $$;
 -- A full job's staging tables are indexed, its closure written and its
 -- drift counted side by side before the swap; staged says that is done.
 ALTER TABLE recalc.job ADD COLUMN staged boolean NOT NULL DEFAULT false;
+
+-- Imports compute every record's family root themselves, so their changes
+-- need no root fixing at the next run (which cost seconds per million
+-- records). The engine's own sessions mark them: the import sets
+-- recalc.rooted for its transaction, and the trigger trusts the mark only
+-- from the role that owns it, never from an application's session.
+ALTER TABLE recalc.change ADD COLUMN rooted boolean NOT NULL DEFAULT false;
+
+CREATE OR REPLACE FUNCTION recalc.log_record_change() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rooted boolean := coalesce(current_setting('recalc.rooted', true), '') = 'on' AND session_user = current_user;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO recalc.change (kind, keys, rooted) SELECT 'record', array_agg(id), v_rooted FROM new_rows HAVING count(*) > 0;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO recalc.change (kind, keys, rooted)
+        SELECT 'record', array_agg(id), v_rooted FROM (SELECT id FROM old_rows UNION SELECT id FROM new_rows) ids HAVING count(*) > 0;
+        DELETE FROM recalc.share_input s
+        USING old_rows o JOIN new_rows n ON n.rid = o.rid
+        WHERE o.owner <> n.owner AND s.record = o.id AND s.cause = 'manual';
+    ELSE
+        INSERT INTO recalc.change (kind, keys, rooted) SELECT 'record', array_agg(id), v_rooted FROM old_rows HAVING count(*) > 0;
+    END IF;
+    PERFORM pg_notify('recalc_changes', TG_OP);
+    RETURN NULL;
+END $$;

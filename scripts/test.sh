@@ -2,7 +2,7 @@
 # test.sh: what `make test` runs once bin/recalc is built.
 #
 # DATABASE_URL comes from scripts/db.sh url (so it is used when set; otherwise the throwaway
-# cluster starts). Then: go vet, go test -race, a tiny benchmark smoke run, the conformance
+# cluster starts). Then: go vet, go test -race, tiny benchmark smoke runs, the conformance
 # cases in testdata/ through scripts/conformance.sh, and, when ../shared/conformance/run
 # exists, that runner too (it wants the PG* variables, derived from a URL-form DATABASE_URL).
 # Every phase runs even when an earlier one failed; the exit status is non-zero if any failed.
@@ -42,8 +42,11 @@ shared_conformance() {
 
 phase "go vet ./..." go vet ./...
 phase "go test -race -count=1 ./..." go test -race -count=1 ./...
-# The benchmarks once at a tiny size, so they never rot.
-phase "benchmarks (smoke, BENCH_SIZE=2000)" env BENCH_SIZE=2000 go test -run '^$' -bench . -benchtime 1x ./bench/
+# The benchmarks once at a tiny size, so they never rot: the Go benchmarks, and make bench's
+# driver (its results go to a scratch file, not bench/results.json).
+phase "Go benchmarks (smoke, BENCH_SIZE=2000)" env BENCH_SIZE=2000 go test -run '^$' -bench . -benchtime 1x ./bench/...
+phase "make bench driver (smoke, 2000 records)" go run ./bench/cmd/bench -sizes 2000 -samples 200 -db recalc_bench_smoke \
+  -recalc bin/recalc -out "$(mktemp -t recalc-bench-XXXXXX.json)"
 if [ -d testdata/conformance/cases ]; then
   phase "conformance (testdata/conformance/cases)" bash scripts/conformance.sh bin/recalc testdata/conformance/cases
 else

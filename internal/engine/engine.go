@@ -13,6 +13,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -202,11 +203,7 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 	if opt.ignoreDeferral {
 		deferred = nil
 	}
-	oldRules, err := appliedOrg(ctx, tx, sharetable.SideRules)
-	if err != nil {
-		return nil, err
-	}
-	oldClosure, err := appliedOrg(ctx, tx, sharetable.SideClosure)
+	oldRules, oldClosure, err := appliedOrgs(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
@@ -240,9 +237,16 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 	}
 	_, rulesDeferred := deferred[sharetable.SideRules]
 	_, closureDeferred := deferred[sharetable.SideClosure]
+	closureChanged := oldClosure == nil || p.Full
+	switch {
+	case closureChanged:
+	case oldClosure == oldRules: // one applied configuration: p says it
+		closureChanged = p.Closure
+	default:
+		closureChanged = planner.Diff(oldClosure, cur, nil).Closure
+	}
 	pl := &Planned{Plan: p, Kind: "incremental", ChangeSeq: seq, Config: cfgJSON, org: cur, Deferred: deferred,
-		DoRules:   !rulesDeferred && !p.Empty(),
-		DoClosure: !closureDeferred && (oldClosure == nil || p.Full || planner.Diff(oldClosure, cur, nil).Closure)}
+		DoRules: !rulesDeferred && !p.Empty(), DoClosure: !closureDeferred && closureChanged}
 	if !pl.DoRules {
 		pl.Records = map[string]int64{}
 		return pl, nil
@@ -304,17 +308,29 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 	return pl, nil
 }
 
-// appliedOrg returns the configuration side was last computed from, or nil.
-func appliedOrg(ctx context.Context, tx pgx.Tx, side string) (*grants.Org, error) {
-	doc, err := sharetable.AppliedConfig(ctx, tx, side)
-	if err != nil || string(doc) == "{}" {
-		return nil, err
+// appliedOrgs returns the configurations the rules and the closure sides
+// were last computed from (nil when never). Usually both sides were computed
+// from the same one, which is then decoded once and returned twice.
+func appliedOrgs(ctx context.Context, tx pgx.Tx) (rules, closure *grants.Org, err error) {
+	var docs [2][]byte
+	for i, side := range []string{sharetable.SideRules, sharetable.SideClosure} {
+		if docs[i], err = sharetable.AppliedConfig(ctx, tx, side); err != nil {
+			return nil, nil, err
+		}
 	}
-	org, err := orgOf(doc)
-	if err != nil {
-		return nil, fmt.Errorf("applied %s configuration: %w", side, err)
+	orgs := [2]*grants.Org{}
+	for i, doc := range docs {
+		switch {
+		case string(doc) == "{}":
+		case i == 1 && bytes.Equal(doc, docs[0]):
+			orgs[1] = orgs[0]
+		default:
+			if orgs[i], err = orgOf(doc); err != nil {
+				return nil, nil, fmt.Errorf("applied configuration: %w", err)
+			}
+		}
 	}
-	return org, nil
+	return orgs[0], orgs[1], nil
 }
 
 func orgOf(cfgJSON []byte) (*grants.Org, error) {

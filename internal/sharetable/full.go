@@ -210,13 +210,20 @@ func loadFamilies(ctx context.Context, q Querier, org *grants.Org, where string,
 	in := &grants.Input{Shares: map[int64][]model.Share{}, Teams: map[int64][]model.Team{}}
 	rows, err := q.Query(ctx, fmt.Sprintf(`
 		SELECT rid, id, object, owner, coalesce(parent, ''), root_id, territories,
-		       CASE WHEN object = ANY($%d) THEN fields END
+		       CASE WHEN object = ANY($%d) THEN fields::text END
 		FROM recalc.record WHERE %s`, len(args)+1, where), append(args, withFields)...)
 	if err != nil {
 		return nil, fmt.Errorf("read records: %w", err)
 	}
 	var r grants.Record
-	_, err = pgx.ForEachRow(rows, []any{&r.RID, &r.ID, &r.Object, &r.Owner, &r.Parent, &r.RootID, &r.Territories, &r.Fields}, func() error {
+	var fields []byte
+	_, err = pgx.ForEachRow(rows, []any{&r.RID, &r.ID, &r.Object, &r.Owner, &r.Parent, &r.RootID, &r.Territories, &fields}, func() error {
+		if fields != nil {
+			var err error
+			if r.Fields, err = model.ParseFields(fields); err != nil {
+				return fmt.Errorf("record %s: %w", r.ID, err)
+			}
+		}
 		in.Records = append(in.Records, r)
 		r = grants.Record{}
 		return nil

@@ -521,17 +521,17 @@ func RecordsByObject(ctx context.Context, q Querier, roots []string) (map[string
 // FixRoots sets the family root of records that lack one (inserted with
 // plain SQL) or whose root no longer agrees with their parent's (among the
 // records changed up to seq), and of all their descendants. Imports set
-// roots themselves, so after an import this finds nothing to walk from.
+// roots themselves and mark their changes rooted, which it skips.
 func FixRoots(ctx context.Context, tx pgx.Tx, seq int64) (int64, error) {
 	var todo bool
-	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.change WHERE kind = 'record' AND seq <= $1)
+	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.change WHERE kind = 'record' AND seq <= $1 AND NOT rooted)
 		OR EXISTS (SELECT FROM recalc.record WHERE root_id IS NULL)`, seq).Scan(&todo)
 	if err != nil || !todo {
 		return 0, err
 	}
 	tag, err := tx.Exec(ctx, `
 		WITH RECURSIVE changed AS MATERIALIZED (
-		    SELECT DISTINCT unnest(keys) AS id FROM recalc.change WHERE kind = 'record' AND seq <= $1
+		    SELECT DISTINCT unnest(keys) AS id FROM recalc.change WHERE kind = 'record' AND seq <= $1 AND NOT rooted
 		), wrong (rid, id) AS (
 		    SELECT rid, id FROM recalc.record WHERE root_id IS NULL
 		    UNION

@@ -292,7 +292,11 @@ func apply(ctx context.Context, tx pgx.Tx, f *model.File, res *Result) error {
 			WHERE s.cause = 'manual' AND n.owner <> r.owner`); err != nil {
 			return err
 		}
-		// Triggers on recalc.record log every row these statements change.
+		// Triggers on recalc.record log every row these statements change,
+		// marked rooted: staged_record's roots are right (see FixRoots).
+		if err := exec(ctx, tx, "merge records", nil, `SELECT set_config('recalc.rooted', 'on', true)`); err != nil {
+			return err
+		}
 		if err := exec(ctx, tx, "merge records", &res.Changes,
 			`DELETE FROM recalc.record r WHERE NOT EXISTS (SELECT 1 FROM staged_record n WHERE n.id = r.id)`,
 			`UPDATE recalc.record r SET object = n.object, owner = n.owner, parent = n.parent, root_id = n.root_id,
@@ -312,8 +316,8 @@ func apply(ctx context.Context, tx pgx.Tx, f *model.File, res *Result) error {
 			return err
 		}
 		if err := exec(ctx, tx, "merge shares", nil, `
-			INSERT INTO recalc.change (kind, keys)
-			SELECT 'record', array_agg(DISTINCT coalesce(n.id, s.record))
+			INSERT INTO recalc.change (kind, keys, rooted) -- shares move no family root
+			SELECT 'record', array_agg(DISTINCT coalesce(n.id, s.record)), true
 			FROM recalc.share_input s
 			FULL JOIN (SELECT * FROM stage WHERE kind = 2) n ON n.id = s.record AND n.owner = s.grantee AND n.cause = s.cause
 			WHERE s.record IS NULL OR n.id IS NULL OR (s.object, s.access) IS DISTINCT FROM (n.object, n.access)
@@ -344,8 +348,8 @@ func apply(ctx context.Context, tx pgx.Tx, f *model.File, res *Result) error {
 			return err
 		}
 		if err := exec(ctx, tx, "merge teams", nil, `
-			INSERT INTO recalc.change (kind, keys)
-			SELECT 'record', array_agg(DISTINCT coalesce(n.id, t.record))
+			INSERT INTO recalc.change (kind, keys, rooted) -- team entries move no family root
+			SELECT 'record', array_agg(DISTINCT coalesce(n.id, t.record)), true
 			FROM recalc.team t
 			FULL JOIN (SELECT * FROM stage WHERE kind = 3) n ON n.id = t.record AND n.owner = t.user_id
 			WHERE t.record IS NULL OR n.id IS NULL

@@ -35,6 +35,7 @@ func run() error {
 	flag.StringVar(&cfg.Database, "db", "recalc_bench", "database to create (dropped first) on DATABASE_URL's server")
 	flag.IntVar(&cfg.Workers, "workers", 2, "recalc run --workers")
 	flag.IntVar(&cfg.Samples, "samples", 2000, "access checks to time")
+	flag.IntVar(&cfg.HeavyMax, "heavy-max", 2_000_000, "largest size at which the in-place run and the materialized-view peer are measured (0: every size)")
 	out := flag.String("out", "bench/results.json", "where to write the results (- for stdout only)")
 	flag.Parse()
 	if cfg.ServerURL == "" {
