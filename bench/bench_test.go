@@ -139,11 +139,7 @@ func BenchmarkCompute(b *testing.B) {
 	pool := testdb.Migrated(b)
 	importFile(b, pool, orgFile(b, n))
 	ctx := context.Background()
-	doc, err := sharetable.StoredConfig(ctx, pool)
-	if err != nil {
-		b.Fatal(err)
-	}
-	org, err := orgOf(doc)
+	_, org, err := storedOrg(ctx, pool)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -201,11 +201,7 @@ func membershipChange(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpo
 	}); err != nil {
 		return "", fmt.Errorf("rank the rule targets: %w", err)
 	}
-	doc, err := sharetable.StoredConfig(ctx, pool)
-	if err != nil {
-		return "", err
-	}
-	old, err := orgOf(doc)
+	doc, old, err := storedOrg(ctx, pool)
 	if err != nil {
 		return "", err
 	}
@@ -275,7 +271,7 @@ func planWith(doc []byte, old *grants.Org, name string, sec section) (*planner.P
 	if err != nil {
 		return nil, err
 	}
-	cur, err := orgOf(newDoc)
+	cur, err := sharetable.DecodeOrg(newDoc)
 	if err != nil {
 		return nil, err
 	}
@@ -306,11 +302,7 @@ func owdTightening(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.
 // closure changes. Other moves recompute the records of the owners whose
 // rules change, which the rule-change case measures.
 func roleMove(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool) (string, error) {
-	doc, err := sharetable.StoredConfig(ctx, pool)
-	if err != nil {
-		return "", err
-	}
-	old, err := orgOf(doc)
+	doc, old, err := storedOrg(ctx, pool)
 	if err != nil {
 		return "", err
 	}
@@ -372,14 +364,12 @@ func noShareRows(p *planner.Plan) bool {
 	return true
 }
 
-func orgOf(doc []byte) (*grants.Org, error) {
-	cfg, err := sharetable.DecodeConfig(doc)
+// storedOrg returns the stored configuration and its decoded org.
+func storedOrg(ctx context.Context, pool *pgxpool.Pool) ([]byte, *grants.Org, error) {
+	doc, err := sharetable.StoredConfig(ctx, pool)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	ix, err := cfg.Validate()
-	if err != nil {
-		return nil, err
-	}
-	return grants.NewOrg(ix), nil
+	org, err := sharetable.DecodeOrg(doc)
+	return doc, org, err
 }

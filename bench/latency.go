@@ -68,8 +68,9 @@ func accessChecks(ctx context.Context, pool *pgxpool.Pool, n int, seed int64) (L
 	return lat, nil
 }
 
-// visibleLists times listing every record of its biggest object that the
-// user owning the most records can see.
+// visibleLists times n listings (after a warm-up one) of every record of
+// its biggest object that the user owning the most records can see: at
+// 10M records one lists over a million records, so n stays small.
 func visibleLists(ctx context.Context, pool *pgxpool.Pool, n int) (Latency, error) {
 	var user, object string
 	err := pool.QueryRow(ctx, `

@@ -70,8 +70,8 @@ type SizeRun struct {
 	Org         OrgInfo      `json:"org"`
 	ImportS     float64      `json:"import_s"`
 	ImportRSS   int64        `json:"import_peak_rss_bytes"`
-	Full        Full         `json:"full"`         // the first, into empty share tables: every ratio's base
-	Nightly     Full         `json:"full_nightly"` // again over the current tables, counting drift
+	Full        Full         `json:"full"`                    // the first, into empty share tables: every ratio's base
+	Nightly     Full         `json:"full_nightly"`            // again over the current tables, counting drift
 	InPlace     *Full        `json:"full_in_place,omitempty"` // not taken above Config.HeavyMax
 	Copy        CopyLimit    `json:"raw_copy"`
 	Peer        *PeerResult  `json:"mv_peer,omitempty"` // not taken above Config.HeavyMax
@@ -261,7 +261,7 @@ func runSize(ctx context.Context, cfg Config, admin *pgx.Conn, n int) (*SizeRun,
 	if r.Access, err = accessChecks(ctx, pool, cfg.Samples, cfg.Seed); err != nil {
 		return nil, err
 	}
-	if r.Visible, err = visibleLists(ctx, pool, max(cfg.Samples/50, 20)); err != nil {
+	if r.Visible, err = visibleLists(ctx, pool, 10); err != nil {
 		return nil, err
 	}
 

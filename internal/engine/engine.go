@@ -192,7 +192,7 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 	if err != nil {
 		return nil, err
 	}
-	cur, err := orgOf(cfgJSON)
+	cur, err := sharetable.DecodeOrg(cfgJSON)
 	if err != nil {
 		return nil, fmt.Errorf("stored model is invalid (re-import it): %w", err)
 	}
@@ -325,24 +325,12 @@ func appliedOrgs(ctx context.Context, tx pgx.Tx) (rules, closure *grants.Org, er
 		case i == 1 && bytes.Equal(doc, docs[0]):
 			orgs[1] = orgs[0]
 		default:
-			if orgs[i], err = orgOf(doc); err != nil {
+			if orgs[i], err = sharetable.DecodeOrg(doc); err != nil {
 				return nil, nil, fmt.Errorf("applied configuration: %w", err)
 			}
 		}
 	}
 	return orgs[0], orgs[1], nil
-}
-
-func orgOf(cfgJSON []byte) (*grants.Org, error) {
-	cfg, err := sharetable.DecodeConfig(cfgJSON)
-	if err != nil {
-		return nil, err
-	}
-	ix, err := cfg.Validate()
-	if err != nil {
-		return nil, err
-	}
-	return grants.NewOrg(ix), nil
 }
 
 // createJob plans and stores a job under the model lock, so that no import
@@ -410,7 +398,7 @@ func createJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog
 func finish(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *grants.Org, opt Options, log zerolog.Logger) (*sharetable.Job, error) {
 	if org == nil {
 		var err error
-		if org, err = orgOf(job.Config); err != nil {
+		if org, err = sharetable.DecodeOrg(job.Config); err != nil {
 			return nil, fmt.Errorf("job %d configuration: %w", job.ID, err)
 		}
 	}

@@ -82,11 +82,11 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zero
 	if string(rules) == "{}" {
 		return nil, fmt.Errorf("nothing has been recalculated yet: run `recalc run`")
 	}
-	rulesOrg, err := orgOf(rules)
+	rulesOrg, err := sharetable.DecodeOrg(rules)
 	if err != nil {
 		return nil, err
 	}
-	closureOrg, err := orgOf(closure)
+	closureOrg, err := sharetable.DecodeOrg(closure)
 	if err != nil {
 		return nil, err
 	}

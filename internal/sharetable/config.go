@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/model"
 )
 
@@ -35,4 +36,18 @@ func DecodeConfig(doc []byte) (*model.Config, error) {
 		return nil, fmt.Errorf("decode stored configuration: %w", err)
 	}
 	return &f.Config, nil
+}
+
+// DecodeOrg decodes and validates a configuration document and derives the
+// computation's lookups from it.
+func DecodeOrg(doc []byte) (*grants.Org, error) {
+	cfg, err := DecodeConfig(doc)
+	if err != nil {
+		return nil, err
+	}
+	ix, err := cfg.Validate()
+	if err != nil {
+		return nil, err
+	}
+	return grants.NewOrg(ix), nil
 }
