@@ -143,13 +143,6 @@ type shareVal struct {
 // only the difference to the materialized tables, inside tx: it locks the
 // families' rows (LockFamilies), diffs (DiffFamilies) and applies.
 func ApplyFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, roots []string) (*ChunkStats, error) {
-	// Every query of a chunk looks families up by root id. A few huge
-	// families skew root_id's statistics until PostgreSQL expects thousands
-	// of rows per root and scans whole tables instead, comparing each row
-	// with every root of the chunk: minutes per chunk at 10M records.
-	if _, err := tx.Exec(ctx, `SET LOCAL enable_seqscan = off`); err != nil {
-		return nil, fmt.Errorf("plan family lookups: %w", err)
-	}
 	if err := LockFamilies(ctx, tx, roots); err != nil {
 		return nil, err
 	}
