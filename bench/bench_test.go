@@ -33,18 +33,7 @@ func size(def int) int {
 func orgFile(b *testing.B, n int) string {
 	b.Helper()
 	path := filepath.Join(b.TempDir(), "org.json")
-	f, err := os.Create(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	w := bufio.NewWriterSize(f, 1<<20)
-	if _, err := gen.Write(w, gen.NewOptions(n, 1)); err != nil {
-		b.Fatal(err)
-	}
-	if err := w.Flush(); err != nil {
-		b.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
+	if _, err := gen.WriteFile(path, gen.NewOptions(n, 1)); err != nil {
 		b.Fatal(err)
 	}
 	return path

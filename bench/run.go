@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -197,7 +196,7 @@ func runSize(ctx context.Context, cfg Config, admin *pgx.Conn, n int) (*SizeRun,
 	cfg.logf("%d records: generating the org", n)
 	path := filepath.Join(cfg.Dir, "org.json")
 	start := time.Now()
-	sum, err := writeOrg(path, n, cfg.Seed)
+	sum, err := gen.WriteFile(path, gen.NewOptions(n, cfg.Seed))
 	if err != nil {
 		return nil, err
 	}
@@ -302,23 +301,6 @@ func inPlace(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool, 
 	}
 	f.ShareRows, f.RowsPerS = rows, float64(rows)/f.Seconds
 	return &f, nil
-}
-
-func writeOrg(path string, n int, seed int64) (*gen.Summary, error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	w := bufio.NewWriterSize(f, 1<<20)
-	sum, err := gen.Write(w, gen.NewOptions(n, seed))
-	if err != nil {
-		return nil, err
-	}
-	if err := w.Flush(); err != nil {
-		return nil, err
-	}
-	return sum, f.Close()
 }
 
 // PeerResult is the pure-SQL materialized-view peer's refresh.

@@ -203,20 +203,14 @@ func BenchmarkRefreshVsFull(b *testing.B) {
 	}
 	ctx, pool := context.Background(), testdb.Migrated(b)
 	path := filepath.Join(b.TempDir(), "org.json")
-	f, err := os.Create(path)
+	if _, err := gen.WriteFile(path, gen.NewOptions(n, 1)); err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.Open(path)
 	if err != nil {
 		b.Fatal(err)
 	}
-	w := bufio.NewWriterSize(f, 1<<20)
-	if _, err := gen.Write(w, gen.NewOptions(n, 1)); err != nil {
-		b.Fatal(err)
-	}
-	if err := w.Flush(); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := f.Seek(0, 0); err != nil {
-		b.Fatal(err)
-	}
+	defer f.Close()
 	if _, err := store.Import(ctx, pool, bufio.NewReaderSize(f, 1<<20), zerolog.Nop(), nil); err != nil {
 		b.Fatal(err)
 	}
