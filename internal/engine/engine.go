@@ -260,10 +260,18 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 		if pl.Roots, err = sharetable.ResolveRoots(ctx, tx, p); err != nil {
 			return nil, err
 		}
-		if len(pl.Roots) > 1000 { // counting every family costs a scan: only when it may matter
-			families, err := sharetable.CountFamilies(ctx, tx)
+		// Counting every family costs a scan of the records: only when the
+		// estimate, low by up to half, leaves the switch in doubt.
+		if len(pl.Roots) > 1000 {
+			estimate, err := sharetable.EstimateFamilies(ctx, tx)
 			if err != nil {
 				return nil, err
+			}
+			families := int64(estimate)
+			if float64(len(pl.Roots)) > opt.FullAbove*estimate/4 {
+				if families, err = sharetable.CountFamilies(ctx, tx); err != nil {
+					return nil, err
+				}
 			}
 			if float64(len(pl.Roots)) > opt.FullAbove*float64(families) {
 				p.Full, p.FullReason = true, fmt.Sprintf("the changes touch %d of %d record families: rebuilding is cheaper", len(pl.Roots), families)
@@ -281,10 +289,11 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 		}
 		pl.Families = families
 	} else {
-		sizes, err := sharetable.FamilySizes(ctx, tx, pl.Roots)
+		sizes, byObject, err := sharetable.FamilySizes(ctx, tx, pl.Roots)
 		if err != nil {
 			return nil, err
 		}
+		pl.Records = byObject
 		var n int64
 		for i, root := range pl.Roots {
 			if len(pl.Chunks) == 0 || n >= int64(opt.ChunkSize) {
@@ -298,12 +307,10 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 		pl.Families = len(pl.Roots)
 	}
 	pl.NumChunks = len(pl.Chunks)
-	scope := pl.Roots // nil counts every record: a full job
-	if pl.Kind != "full" && scope == nil {
-		scope = []string{}
-	}
-	if pl.Records, err = sharetable.RecordsByObject(ctx, tx, scope); err != nil {
-		return nil, err
+	if pl.Records == nil {
+		if pl.Records, err = sharetable.RecordsByObject(ctx, tx); err != nil {
+			return nil, err
+		}
 	}
 	return pl, nil
 }

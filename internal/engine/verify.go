@@ -112,15 +112,20 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zero
 	for lo := 0; lo < len(roots); lo += familiesPerChunk {
 		chunk := roots[lo:min(lo+familiesPerChunk, len(roots))]
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			var rids []int64
+			var err error
 			if opt.Repair {
 				if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
 					return err
 				}
-				if err := sharetable.LockFamilies(ctx, tx, chunk); err != nil {
-					return err
-				}
+				rids, err = sharetable.LockFamilies(ctx, tx, chunk)
+			} else {
+				rids, err = sharetable.FamilyRIDs(ctx, tx, chunk)
 			}
-			diff, err := sharetable.DiffFamilies(ctx, tx, rulesOrg, dict, chunk)
+			if err != nil {
+				return err
+			}
+			diff, err := sharetable.DiffFamilies(ctx, tx, rulesOrg, dict, chunk, rids)
 			if err != nil {
 				return err
 			}

@@ -273,6 +273,10 @@ func NewCriteria(conds []Condition, logic string) (*Criteria, error) {
 	return c, nil
 }
 
+// AllRequired reports whether a record must match every condition: the
+// criteria have no filter logic of their own.
+func (c *Criteria) AllRequired() bool { return c.expr == nil }
+
 // Match reports whether a record with these fields satisfies the criteria.
 func (c *Criteria) Match(f Fields) bool {
 	if c.expr == nil {

@@ -254,6 +254,12 @@ func diffTerritories(p *Plan, o, n *model.Index) {
 
 func diffRules(p *Plan, old, cur *grants.Org) {
 	o, n := rulesByID(old.Index()), rulesByID(cur.Index())
+	// Who a source holds follows from the roles, users, groups and
+	// territories alone: when none changed, no source did.
+	oc, nc := old.Index().Config, cur.Index().Config
+	sameMembers := reflect.DeepEqual(oc.Roles, nc.Roles) && reflect.DeepEqual(oc.Users, nc.Users) &&
+		reflect.DeepEqual(oc.Groups, nc.Groups) && reflect.DeepEqual(oc.Territories, nc.Territories)
+	changedOwners := map[model.Grantee][]string{} // by source, computed once
 	for _, id := range union(keys(o), keys(n)) {
 		a, b := o[id], n[id]
 		switch {
@@ -264,13 +270,16 @@ func diffRules(p *Plan, old, cur *grants.Org) {
 		case !reflect.DeepEqual(a, b):
 			p.add(fmt.Sprintf("rule %s on %s changed", id, b.Object), "records the old or the new rule applies to",
 				ruleRecords(a, old), ruleRecords(b, cur))
-		case a.Type == model.OwnerRule:
-			before, after := old.MembersAll(a.Source), cur.MembersAll(b.Source)
-			var owners []string
-			for _, u := range union(keys(before), keys(after)) {
-				if before[u] != after[u] {
-					owners = append(owners, u)
+		case a.Type == model.OwnerRule && !sameMembers:
+			owners, done := changedOwners[a.Source]
+			if !done {
+				before, after := old.MembersAll(a.Source), cur.MembersAll(b.Source)
+				for _, u := range union(keys(before), keys(after)) {
+					if before[u] != after[u] {
+						owners = append(owners, u)
+					}
 				}
+				changedOwners[a.Source] = owners
 			}
 			if len(owners) > 0 {
 				p.add(fmt.Sprintf("source %s of owner rule %s gained or lost %d users", a.Source, id, len(owners)),

@@ -31,24 +31,36 @@ func EnsureDict(ctx context.Context, tx pgx.Tx, users, grantees []string) (*Dict
 		{"grantee", "key", "gid", grantees, d.GID},
 	} {
 		tbl, key, id := pgx.Identifier{"recalc", t.table}.Sanitize(), pgx.Identifier{t.key}.Sanitize(), pgx.Identifier{t.id}.Sanitize()
-		if _, err := tx.Exec(ctx, `INSERT INTO `+tbl+` (`+key+`) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING`, t.keys); err != nil {
-			return nil, fmt.Errorf("update %s dictionary: %w", t.table, err)
-		}
-		rows, err := tx.Query(ctx, `SELECT `+key+`, `+id+` FROM `+tbl+` WHERE `+key+` = ANY($1)`, t.keys)
-		if err != nil {
-			return nil, fmt.Errorf("read %s dictionary: %w", t.table, err)
-		}
-		for rows.Next() {
+		read := func(keys []string) error {
+			rows, err := tx.Query(ctx, `SELECT `+key+`, `+id+` FROM `+tbl+` WHERE `+key+` = ANY($1)`, keys)
+			if err != nil {
+				return fmt.Errorf("read %s dictionary: %w", t.table, err)
+			}
 			var k string
 			var v int32
-			if err := rows.Scan(&k, &v); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("read %s dictionary: %w", t.table, err)
+			if _, err := pgx.ForEachRow(rows, []any{&k, &v}, func() error { t.dst[k] = v; return nil }); err != nil {
+				return fmt.Errorf("read %s dictionary: %w", t.table, err)
 			}
-			t.dst[k] = v
+			return nil
 		}
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("read %s dictionary: %w", t.table, err)
+		// Usually every key is there already: insert only the new ones.
+		if err := read(t.keys); err != nil {
+			return nil, err
+		}
+		var missing []string
+		for _, k := range t.keys {
+			if _, ok := t.dst[k]; !ok {
+				missing = append(missing, k)
+			}
+		}
+		if len(missing) == 0 {
+			continue
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO `+tbl+` (`+key+`) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING`, missing); err != nil {
+			return nil, fmt.Errorf("update %s dictionary: %w", t.table, err)
+		}
+		if err := read(missing); err != nil {
+			return nil, err
 		}
 	}
 	return d, nil

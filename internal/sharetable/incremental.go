@@ -2,7 +2,9 @@ package sharetable
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/jackc/pgx/v5"
@@ -61,42 +63,51 @@ func ResolveRoots(ctx context.Context, q Querier, p *planner.Plan) ([]string, er
 }
 
 // matchCriteria adds the roots of object's records that crit matches. It
-// evaluates in Go, with the very code recalculation uses.
+// decides with the very code recalculation uses, in Go, on the records a
+// SQL filter lets through (criteriaFilter).
 func matchCriteria(ctx context.Context, q Querier, object string, crit *model.Criteria, set map[string]bool) error {
-	rows, err := q.Query(ctx, `SELECT root_id, fields FROM recalc.record WHERE object = $1`, object)
+	filter, args := criteriaFilter(crit, []any{object})
+	rows, err := q.Query(ctx, `SELECT root_id, fields::text FROM recalc.record r WHERE object = $1 AND `+filter, args...)
 	if err != nil {
 		return err
 	}
 	var root string
-	var f model.Fields
-	_, err = pgx.ForEachRow(rows, []any{&root, &f}, func() error {
+	var text []byte
+	_, err = pgx.ForEachRow(rows, []any{&root, &text}, func() error {
+		f, err := model.ParseFields(text)
+		if err != nil {
+			return fmt.Errorf("record of family %s: %w", root, err)
+		}
 		if crit.Match(f) {
 			set[root] = true
 		}
-		f = nil
 		return nil
 	})
 	return err
 }
 
 // FamilySizes returns the number of stored records of each listed root (zero
-// for a family that no longer has any).
-func FamilySizes(ctx context.Context, q Querier, roots []string) ([]int64, error) {
-	rows, err := q.Query(ctx, `SELECT root_id, count(*) FROM recalc.record WHERE root_id = ANY($1) GROUP BY root_id`, roots)
+// for a family that no longer has any), and of each object in them all.
+func FamilySizes(ctx context.Context, q Querier, roots []string) (sizes []int64, byObject map[string]int64, err error) {
+	rows, err := q.Query(ctx, `SELECT root_id, object, count(*) FROM recalc.record WHERE root_id = ANY($1) GROUP BY 1, 2`, roots)
 	if err != nil {
-		return nil, fmt.Errorf("count family sizes: %w", err)
+		return nil, nil, fmt.Errorf("count family sizes: %w", err)
 	}
-	size := map[string]int64{}
-	var root string
+	size, byObject := map[string]int64{}, map[string]int64{}
+	var root, object string
 	var n int64
-	if _, err := pgx.ForEachRow(rows, []any{&root, &n}, func() error { size[root] = n; return nil }); err != nil {
-		return nil, fmt.Errorf("count family sizes: %w", err)
+	if _, err := pgx.ForEachRow(rows, []any{&root, &object, &n}, func() error {
+		size[root] += n
+		byObject[object] += n
+		return nil
+	}); err != nil {
+		return nil, nil, fmt.Errorf("count family sizes: %w", err)
 	}
-	out := make([]int64, len(roots))
+	sizes = make([]int64, len(roots))
 	for i, r := range roots {
-		out[i] = size[r]
+		sizes[i] = size[r]
 	}
-	return out, nil
+	return sizes, byObject, nil
 }
 
 // AllRoots returns the root id of every record family, stored or
@@ -114,11 +125,30 @@ func AllRoots(ctx context.Context, q Querier) ([]string, error) {
 	return roots, nil
 }
 
-// CountFamilies returns the number of record families stored.
+// CountFamilies returns the number of record families stored. Counting
+// reads every record; EstimateFamilies is free.
 func CountFamilies(ctx context.Context, q Querier) (int64, error) {
 	var n int64
 	err := q.QueryRow(ctx, `SELECT count(DISTINCT root_id) FROM recalc.record`).Scan(&n)
 	return n, err
+}
+
+// EstimateFamilies returns the planner's estimate of the number of record
+// families, from the table statistics (0 when there are none yet). Skewed
+// families make it low, by half at a million records.
+func EstimateFamilies(ctx context.Context, q Querier) (float64, error) {
+	var n *float64
+	err := q.QueryRow(ctx, `
+		SELECT CASE WHEN s.n_distinct < 0 THEN -s.n_distinct * greatest(c.reltuples, 0) ELSE s.n_distinct END
+		FROM pg_class c JOIN pg_stats s ON s.schemaname = 'recalc' AND s.tablename = c.relname AND s.attname = 'root_id'
+		WHERE c.oid = 'recalc.record'::regclass`).Scan(&n)
+	if errors.Is(err, pgx.ErrNoRows) || n == nil {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("estimate record families: %w", err)
+	}
+	return *n, nil
 }
 
 // ChunkStats counts what applying one chunk did.
@@ -143,10 +173,11 @@ type shareVal struct {
 // only the difference to the materialized tables, inside tx: it locks the
 // families' rows (LockFamilies), diffs (DiffFamilies) and applies.
 func ApplyFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, roots []string) (*ChunkStats, error) {
-	if err := LockFamilies(ctx, tx, roots); err != nil {
+	rids, err := LockFamilies(ctx, tx, roots)
+	if err != nil {
 		return nil, err
 	}
-	diff, err := DiffFamilies(ctx, tx, org, d, roots)
+	diff, err := DiffFamilies(ctx, tx, org, d, roots, rids)
 	if err != nil {
 		return nil, err
 	}
@@ -156,17 +187,56 @@ func ApplyFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, roo
 // LockFamilies locks the families' record rows, and the materialized rows
 // of records last computed in them, in key order: the application's
 // concurrent writes to those records wait, and two chunks never interleave
-// on one record.
-func LockFamilies(ctx context.Context, tx pgx.Tx, roots []string) error {
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM recalc.record WHERE root_id = ANY($1) ORDER BY rid FOR UPDATE`, roots); err != nil {
-		return fmt.Errorf("lock records: %w", err)
+// on one record. It returns the ids (rid) of both, sorted: the records
+// whose rows DiffFamilies compares.
+//
+// Every later read of the chunk looks rows up by these ids, in the
+// tables' primary keys. Looking them up by root id instead joins on
+// root_id, whose statistics big families skew: the planner then scans
+// whole share tables for a few thousand records.
+func LockFamilies(ctx context.Context, tx pgx.Tx, roots []string) ([]int64, error) {
+	return familyRIDs(ctx, tx, roots, " FOR UPDATE")
+}
+
+// FamilyRIDs is LockFamilies without the locks, for readers.
+func FamilyRIDs(ctx context.Context, q Querier, roots []string) ([]int64, error) {
+	return familyRIDs(ctx, q, roots, "")
+}
+
+func familyRIDs(ctx context.Context, q Querier, roots []string, lock string) ([]int64, error) {
+	rids := func(what, sql string, args ...any) ([]int64, error) {
+		rows, err := q.Query(ctx, sql, args...)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", what, err)
+		}
+		out, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", what, err)
+		}
+		return out, nil
 	}
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM recalc.acl_record
-		WHERE rid IN (SELECT rid FROM recalc.acl_record WHERE root_id = ANY($1) UNION SELECT rid FROM recalc.record WHERE root_id = ANY($1))
-		ORDER BY rid FOR UPDATE`, roots); err != nil {
-		return fmt.Errorf("lock materialized records: %w", err)
+	current, err := rids("family records", `SELECT rid FROM recalc.record WHERE root_id = ANY($1) ORDER BY rid`+lock, roots)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	before, err := rids("materialized family records", `SELECT rid FROM recalc.acl_record WHERE root_id = ANY($1)`, roots)
+	if err != nil {
+		return nil, err
+	}
+	// Locking re-checks the condition on rows another chunk changed
+	// meanwhile: a record it moved to its own family drops out.
+	computed, err := rids("materialized family records", `SELECT rid FROM recalc.acl_record
+		WHERE rid = ANY($1) AND (root_id = ANY($2) OR rid = ANY($3)) ORDER BY rid`+lock, sortedUnion(current, before), roots, current)
+	if err != nil {
+		return nil, err
+	}
+	return sortedUnion(current, computed), nil
+}
+
+func sortedUnion(a, b []int64) []int64 {
+	out := append(slices.Clone(a), b...)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // FamilyDiff is how the stored rows of some families differ from the rows
@@ -220,8 +290,9 @@ func (f *FamilyDiff) Empty() bool {
 }
 
 // DiffFamilies recomputes the listed families and compares the result with
-// their stored share and record rows. It writes nothing.
-func DiffFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, roots []string) (*FamilyDiff, error) {
+// the stored share and record rows of rids, what LockFamilies returned for
+// them. It writes nothing.
+func DiffFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, roots []string, rids []int64) (*FamilyDiff, error) {
 	in, err := LoadFamiliesOf(ctx, tx, org, roots)
 	if err != nil {
 		return nil, err
@@ -244,10 +315,8 @@ func DiffFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, root
 	for _, r := range in.Records {
 		f.objectOf[r.RID] = r.Object
 	}
-	// A union of index lookups: "root_id = ANY($1) OR rid IN (...)" would
-	// compare every row of the table with every root.
 	rows, err := tx.Query(ctx, `SELECT rid, id, object, coalesce(access_root, 0), coalesce(root_id, '') FROM recalc.acl_record
-		WHERE rid IN (SELECT rid FROM recalc.acl_record WHERE root_id = ANY($1) UNION SELECT rid FROM recalc.record WHERE root_id = ANY($1))`, roots)
+		WHERE rid = ANY($1)`, rids)
 	if err != nil {
 		return nil, fmt.Errorf("read stored record rows: %w", err)
 	}
@@ -272,9 +341,7 @@ func DiffFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, root
 		}
 	}
 	rows, err = tx.Query(ctx, `
-		SELECT s.rid, s.gid, s.cause, s.level, s.boss_ok FROM recalc.acl_share s
-		WHERE s.rid IN (SELECT rid FROM recalc.acl_record WHERE root_id = ANY($1)
-		                UNION SELECT rid FROM recalc.record WHERE root_id = ANY($1))`, roots)
+		SELECT rid, gid, cause, level, boss_ok FROM recalc.acl_share WHERE rid = ANY($1)`, rids)
 	if err != nil {
 		return nil, fmt.Errorf("read stored share rows: %w", err)
 	}
@@ -501,11 +568,9 @@ func DiffClosure(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) (*Clo
 	return st, WriteUsers(ctx, tx, org, d)
 }
 
-// RecordsByObject counts the records of the listed families (all records
-// when roots is nil) by object.
-func RecordsByObject(ctx context.Context, q Querier, roots []string) (map[string]int64, error) {
-	rows, err := q.Query(ctx, `SELECT object, count(*) FROM recalc.record
-		WHERE $1::text[] IS NULL OR root_id = ANY($1) GROUP BY object`, roots)
+// RecordsByObject counts every record by object.
+func RecordsByObject(ctx context.Context, q Querier) (map[string]int64, error) {
+	rows, err := q.Query(ctx, `SELECT object, count(*) FROM recalc.record GROUP BY object`)
 	if err != nil {
 		return nil, fmt.Errorf("count records by object: %w", err)
 	}

@@ -16,6 +16,10 @@ import (
 	"github.com/recalc-dev/recalc/internal/sharetable"
 )
 
+// analyzeAbove is how many rows an import writes before it refreshes the
+// tables' statistics itself.
+const analyzeAbove = 10000
+
 // Result says what an import stored.
 type Result struct {
 	Sections []string // sections present in the file, now replaced
@@ -119,6 +123,14 @@ func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, log zerolog.Logger) (
 	}
 	if err := checkRefs(ctx, tx, ix); err != nil {
 		return nil, err
+	}
+	// After a bulk load the statistics stay stale until autovacuum comes
+	// by, and the next run plans its family lookups with them: a million
+	// records analyzed as none get whole-table scans per chunk.
+	if res.Changes+res.Shares+res.Teams >= analyzeAbove {
+		if _, err := tx.Exec(ctx, `ANALYZE recalc.record, recalc.share_input, recalc.team`); err != nil {
+			return nil, fmt.Errorf("analyze the imported tables: %w", err)
+		}
 	}
 	// Wake `recalc watch`; delivered only if the import commits.
 	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, 'import')`, sharetable.ChangesChannel); err != nil {
