@@ -1,6 +1,7 @@
 package sharetable
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -488,38 +489,70 @@ func (c *ClosureDiff) Missing() int64 { return int64(len(c.insG)) }
 func (c *ClosureDiff) Extra() int64   { return int64(len(c.delG)) }
 
 // DiffClosureOf compares acl_member with org's closure. It writes nothing.
+// It merges the stored entries, read in key order, with the computed ones,
+// grantee by grantee in the same order: no set of either is held.
 func DiffClosureOf(ctx context.Context, q Querier, org *grants.Org, d *Dict) (*ClosureDiff, error) {
-	type entry struct{ gid, uid int32 }
-	want := map[entry]bool{}
-	for _, g := range org.Grantees() {
-		gid := d.GID[g.String()]
-		for _, m := range org.Closure(g) {
-			want[entry{gid, d.UID[m.User]}] = m.Boss
-		}
+	type entry struct {
+		gid, uid int32
+		boss     bool
 	}
-	rows, err := q.Query(ctx, `SELECT gid, uid, boss FROM recalc.acl_member`)
+	grantees := org.Grantees()
+	gids := make([]int32, len(grantees))
+	order := make([]int, len(grantees))
+	for i, g := range grantees {
+		gids[i], order[i] = d.GID[g.String()], i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(gids[a], gids[b]) })
+	var want []entry // the computed entries of one grantee, by uid
+	next := 0        // the next grantee in order
+	// peek returns the next computed entry, computing grantees as needed.
+	peek := func() (entry, bool) {
+		for len(want) == 0 && next < len(order) {
+			i := order[next]
+			next++
+			for _, m := range org.Closure(grantees[i]) {
+				want = append(want, entry{gids[i], d.UID[m.User], m.Boss})
+			}
+			slices.SortFunc(want, func(a, b entry) int { return cmp.Compare(a.uid, b.uid) })
+		}
+		if len(want) == 0 {
+			return entry{}, false
+		}
+		return want[0], true
+	}
+	c := &ClosureDiff{}
+	insert := func(e entry) { c.insG, c.insU, c.insB = append(c.insG, e.gid), append(c.insU, e.uid), append(c.insB, e.boss) }
+	remove := func(e entry) { c.delG, c.delU = append(c.delG, e.gid), append(c.delU, e.uid) }
+	rows, err := q.Query(ctx, `SELECT gid, uid, boss FROM recalc.acl_member ORDER BY gid, uid`)
 	if err != nil {
 		return nil, fmt.Errorf("read closure: %w", err)
 	}
-	c := &ClosureDiff{}
-	var e entry
-	var boss bool
-	have := map[entry]bool{}
-	_, err = pgx.ForEachRow(rows, []any{&e.gid, &e.uid, &boss}, func() error {
-		if w, ok := want[e]; !ok || w != boss {
-			c.delG, c.delU = append(c.delG, e.gid), append(c.delU, e.uid)
-		} else {
-			have[e] = true
+	var have entry
+	_, err = pgx.ForEachRow(rows, []any{&have.gid, &have.uid, &have.boss}, func() error {
+		for {
+			w, ok := peek()
+			switch {
+			case !ok || w.gid > have.gid || w.gid == have.gid && w.uid > have.uid:
+				remove(have)
+				return nil
+			case w.gid == have.gid && w.uid == have.uid:
+				if w.boss != have.boss { // counts as both missing and extra
+					remove(have)
+					insert(w)
+				}
+				want = want[1:]
+				return nil
+			}
+			insert(w) // stored entries have gone past it
+			want = want[1:]
 		}
-		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read closure: %w", err)
 	}
-	for k, b := range want {
-		if !have[k] {
-			c.insG, c.insU, c.insB = append(c.insG, k.gid), append(c.insU, k.uid), append(c.insB, b)
-		}
+	for w, ok := peek(); ok; w, ok = peek() {
+		insert(w)
+		want = want[1:]
 	}
 	return c, nil
 }
