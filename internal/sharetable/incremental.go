@@ -408,6 +408,9 @@ func (f *FamilyDiff) Apply(ctx context.Context, tx pgx.Tx) (*ChunkStats, error) 
 		st.Updated = tag.RowsAffected()
 	}
 	// Record rows: delete the ones gone from these families, upsert the rest.
+	if f.RecordRowsDiffer == 0 { // as computed, usually after a rule change
+		return st, nil
+	}
 	recs := f.records.Records
 	keep := make([]int64, len(recs))
 	ids, objects, rootIDs := make([]string, len(recs)), make([]string, len(recs)), make([]string, len(recs))
