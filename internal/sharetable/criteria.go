@@ -8,6 +8,10 @@ import (
 	"github.com/recalc-dev/recalc/internal/model"
 )
 
+// maxBounded is the largest threshold criteriaFilter bounds: decimals a
+// little past the largest float64 still round to it in Go.
+const maxBounded = 1e300
+
 // criteriaFilter returns a SQL condition on the record r that holds for
 // every record crit matches, and for few others: Go's Criteria.Match
 // decides, the filter only spares reading and parsing the rest. Field
@@ -16,8 +20,9 @@ import (
 // A condition is false when its field is missing or of another JSON type,
 // whatever the operator, so each one requires the type. Numbers are also
 // bounded, widened by a relative 1e-9 since SQL compares decimals where
-// Go compares their float64 roundings, and equal strings must be one of
-// the alternatives. Other operators, and criteria with filter logic of
+// Go compares their float64 roundings (thresholds near float64's limits
+// get no bound), and equal strings must be one of the alternatives.
+// Other operators, and criteria with filter logic of
 // their own (a NOT would turn the widening around), filter nothing more.
 func criteriaFilter(crit *model.Criteria, args []any) (string, []any) {
 	if !crit.AllRequired() {
@@ -33,10 +38,10 @@ func criteriaFilter(crit *model.Criteria, args []any) (string, []any) {
 		kind := map[model.ValueKind]string{model.String: "string", model.Number: "number", model.Bool: "boolean"}[c.Value.Kind]
 		test := "true"
 		switch {
-		case c.Value.Kind == model.Number && c.Op != model.OpNotEquals:
+		case c.Value.Kind == model.Number && c.Op != model.OpNotEquals && math.Abs(c.Value.Num) < maxBounded:
 			t := c.Value.Num
 			eps := math.Abs(t)*1e-9 + 1e-300
-			lo, hi := max(t-eps, -math.MaxFloat64), min(t+eps, math.MaxFloat64)
+			lo, hi := t-eps, t+eps
 			n := "(" + field + ")::numeric"
 			switch c.Op {
 			case model.OpEquals:

@@ -503,18 +503,27 @@ func DiffClosureOf(ctx context.Context, q Querier, org *grants.Org, d *Dict) (*C
 	gids := make([]int32, len(grantees))
 	order := make([]int, len(grantees))
 	for i, g := range grantees {
-		gids[i], order[i] = d.GID[g.String()], i
+		gid, ok := d.GID[g.String()]
+		if !ok {
+			return nil, fmt.Errorf("grantee %s is not in the dictionary", g)
+		}
+		gids[i], order[i] = gid, i
 	}
 	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(gids[a], gids[b]) })
 	var want []entry // the computed entries of one grantee, by uid
 	next := 0        // the next grantee in order
+	var unknown error
 	// peek returns the next computed entry, computing grantees as needed.
 	peek := func() (entry, bool) {
-		for len(want) == 0 && next < len(order) {
+		for len(want) == 0 && next < len(order) && unknown == nil {
 			i := order[next]
 			next++
 			for _, m := range org.Closure(grantees[i]) {
-				want = append(want, entry{gids[i], d.UID[m.User], m.Boss})
+				uid, ok := d.UID[m.User]
+				if !ok {
+					unknown = fmt.Errorf("user %s is not in the dictionary", m.User)
+				}
+				want = append(want, entry{gids[i], uid, m.Boss})
 			}
 			slices.SortFunc(want, func(a, b entry) int { return cmp.Compare(a.uid, b.uid) })
 		}
@@ -524,7 +533,9 @@ func DiffClosureOf(ctx context.Context, q Querier, org *grants.Org, d *Dict) (*C
 		return want[0], true
 	}
 	c := &ClosureDiff{}
-	insert := func(e entry) { c.insG, c.insU, c.insB = append(c.insG, e.gid), append(c.insU, e.uid), append(c.insB, e.boss) }
+	insert := func(e entry) {
+		c.insG, c.insU, c.insB = append(c.insG, e.gid), append(c.insU, e.uid), append(c.insB, e.boss)
+	}
 	remove := func(e entry) { c.delG, c.delU = append(c.delG, e.gid), append(c.delU, e.uid) }
 	rows, err := q.Query(ctx, `SELECT gid, uid, boss FROM recalc.acl_member ORDER BY gid, uid`)
 	if err != nil {
@@ -556,6 +567,9 @@ func DiffClosureOf(ctx context.Context, q Querier, org *grants.Org, d *Dict) (*C
 	for w, ok := peek(); ok; w, ok = peek() {
 		insert(w)
 		want = want[1:]
+	}
+	if unknown != nil {
+		return nil, unknown
 	}
 	return c, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -16,8 +17,8 @@ import (
 	"github.com/recalc-dev/recalc/internal/sharetable"
 )
 
-// analyzeAbove is how many rows an import writes before it refreshes the
-// tables' statistics itself.
+// analyzeAbove is how many rows of a table an import writes before it
+// refreshes the table's statistics itself.
 const analyzeAbove = 10000
 
 // Result says what an import stored.
@@ -70,14 +71,40 @@ func Import(ctx context.Context, pool *pgxpool.Pool, r io.Reader, log zerolog.Lo
 			return err
 		}
 		if check != nil {
-			return check(ctx, tx)
+			if err := check(ctx, tx); err != nil {
+				return err
+			}
 		}
-		return nil
+		return analyze(ctx, tx, res)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// analyze refreshes the statistics of the tables a bulk import rewrote. They
+// would stay stale until autovacuum comes by, and the next run plans its
+// family lookups with them: a million records analyzed as none get
+// whole-table scans per chunk. ANALYZE is not undone by a rollback, so only
+// an import that commits runs it.
+func analyze(ctx context.Context, tx pgx.Tx, res *Result) error {
+	var tables []string
+	for _, t := range []struct {
+		name string
+		rows int64
+	}{{"recalc.record", res.Changes}, {"recalc.share_input", res.Shares}, {"recalc.team", res.Teams}} {
+		if t.rows >= analyzeAbove {
+			tables = append(tables, t.name)
+		}
+	}
+	if len(tables) == 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `ANALYZE `+strings.Join(tables, ", ")); err != nil {
+		return fmt.Errorf("analyze the imported tables: %w", err)
+	}
+	return nil
 }
 
 // ImportTx is Import inside the caller's transaction; `recalc plan FILE`
@@ -123,14 +150,6 @@ func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, log zerolog.Logger) (
 	}
 	if err := checkRefs(ctx, tx, ix); err != nil {
 		return nil, err
-	}
-	// After a bulk load the statistics stay stale until autovacuum comes
-	// by, and the next run plans its family lookups with them: a million
-	// records analyzed as none get whole-table scans per chunk.
-	if res.Changes+res.Shares+res.Teams >= analyzeAbove {
-		if _, err := tx.Exec(ctx, `ANALYZE recalc.record, recalc.share_input, recalc.team`); err != nil {
-			return nil, fmt.Errorf("analyze the imported tables: %w", err)
-		}
 	}
 	// Wake `recalc watch`; delivered only if the import commits.
 	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, 'import')`, sharetable.ChangesChannel); err != nil {
