@@ -228,6 +228,26 @@ func runSize(ctx context.Context, cfg Config, admin *pgx.Conn, n int) (*SizeRun,
 	if r.Nightly, _, err = runFull(ctx, rc, cfg.Workers); err != nil {
 		return nil, err
 	}
+	// Reads are timed on the tables the nightly run swapped in, before the
+	// in-place run, the raw COPY and the peer write gigabytes beside them.
+	// Bulk writes leave autovacuum and the checkpointer busy for a while,
+	// and their work lands in whatever is timed next: latencies are the
+	// settled database's, as readers see it most of the time.
+	cfg.logf("%d records: vacuum and checkpoint before timing reads", n)
+	if _, err := pool.Exec(ctx, `VACUUM (ANALYZE) recalc.acl_share, recalc.acl_record, recalc.acl_member, recalc.acl_user`); err != nil {
+		return nil, fmt.Errorf("vacuum the share tables: %w", err)
+	}
+	if _, err := pool.Exec(ctx, `CHECKPOINT`); err != nil {
+		return nil, fmt.Errorf("checkpoint (the bench's role needs pg_checkpoint): %w", err)
+	}
+	cfg.logf("%d records: access checks", n)
+	if r.Access, err = accessChecks(ctx, pool, cfg.Samples, cfg.Seed); err != nil {
+		return nil, err
+	}
+	if r.Visible, err = visibleLists(ctx, pool, 10); err != nil {
+		return nil, err
+	}
+
 	heavy := cfg.HeavyMax == 0 || n <= cfg.HeavyMax
 	var rows int64
 	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM recalc.acl_share), (SELECT count(*) FROM recalc.acl_member)`).
@@ -254,24 +274,6 @@ func runSize(ctx context.Context, cfg Config, admin *pgx.Conn, n int) (*SizeRun,
 		if r.Peer, err = runPeer(ctx, pool, r.Full.Seconds); err != nil {
 			return nil, err
 		}
-	}
-
-	// The bulk writes above leave autovacuum and the checkpointer busy for
-	// a while, and their work lands in whatever is timed next. Latencies
-	// are the settled database's, as readers see it most of the time.
-	cfg.logf("%d records: vacuum and checkpoint before timing reads", n)
-	if _, err := pool.Exec(ctx, `VACUUM (ANALYZE) recalc.acl_share, recalc.acl_record, recalc.acl_member, recalc.acl_user`); err != nil {
-		return nil, fmt.Errorf("vacuum the share tables: %w", err)
-	}
-	if _, err := pool.Exec(ctx, `CHECKPOINT`); err != nil {
-		return nil, fmt.Errorf("checkpoint (the bench's role needs pg_checkpoint): %w", err)
-	}
-	cfg.logf("%d records: access checks", n)
-	if r.Access, err = accessChecks(ctx, pool, cfg.Samples, cfg.Seed); err != nil {
-		return nil, err
-	}
-	if r.Visible, err = visibleLists(ctx, pool, 10); err != nil {
-		return nil, err
 	}
 
 	cfg.logf("%d records: incremental cases", n)
