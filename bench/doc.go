@@ -6,14 +6,16 @@
 // For each org size the driver generates an org, imports it with the recalc
 // binary, and takes, in one run so that every ratio compares figures taken
 // side by side on the same machine:
-//   - full recalculations (`recalc run --full`): the first one, a nightly one
-//     over existing tables (which also counts drift), and one in place;
+//   - full recalculations (`recalc run --full`): the first one and a nightly
+//     one over existing tables (which also counts drift);
+//   - access checks and visible-record lists, p50 and p99, on the nightly
+//     run's tables after VACUUM and CHECKPOINT;
+//   - a full recalculation in place;
 //   - the physical limit: a binary COPY of the same materialized rows into
 //     identically indexed tables, indexes before or after, whichever is
 //     faster;
 //   - the peer's REFRESH MATERIALIZED VIEW, checked row for row against
 //     recalc's tables;
-//   - access checks and visible-record lists, p50 and p99;
 //   - incremental runs after typical changes;
 //   - the peak RSS of every recalc process.
 //
