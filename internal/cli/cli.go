@@ -47,7 +47,7 @@ func App(out, errOut io.Writer) *cli.App {
 		ErrWriter: errOut,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "database-url", EnvVars: []string{"DATABASE_URL"},
-				Usage: "PostgreSQL connection string (URL or key=value); empty uses the PG* environment variables"},
+				Usage: "PostgreSQL connection string (URL or key=value); empty uses the PG* environment variables. Sessions run with jit=off and random_page_cost=1.1 unless it sets them"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"RECALC_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"RECALC_LOG_FORMAT"}, Usage: "auto (console on a terminal, JSON otherwise), console or json"},
 			&cli.StringFlag{Name: "cpu-profile", EnvVars: []string{"RECALC_CPU_PROFILE"}, Usage: "write a pprof CPU profile of the command to this file"},
