@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -209,5 +210,46 @@ func TestImportRecordsChanges(t *testing.T) {
 	_ = pool.QueryRow(ctx, `SELECT string_agg(kind || ':' || array_to_string(keys, '+'), ',' ORDER BY seq) FROM recalc.change`).Scan(&keys)
 	if keys != "record:a1" {
 		t.Errorf("changes = %q, want record:a1", keys)
+	}
+}
+
+// TestBulkImportAnalyzes checks that an import writing 10,000 records
+// leaves the record table with statistics (pg_class.reltuples is -1 until
+// the first ANALYZE or VACUUM), and that a small one leaves that to
+// autovacuum.
+func TestBulkImportAnalyzes(t *testing.T) {
+	ctx, pool := context.Background(), testdb.Migrated(t)
+	reltuples := func() float64 {
+		var n float64
+		if err := pool.QueryRow(ctx, `SELECT reltuples FROM pg_class WHERE oid = 'recalc.record'::regclass`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	base, _ := os.ReadFile("testdata/base.json")
+	if _, err := importString(ctx, pool, string(base)); err != nil {
+		t.Fatal(err)
+	}
+	if n := reltuples(); n != -1 {
+		t.Fatalf("a 4-record import analyzed the record table (reltuples %v)", n)
+	}
+	var model map[string]any
+	if err := json.Unmarshal(base, &model); err != nil {
+		t.Fatal(err)
+	}
+	recs := model["records"].([]any)
+	for i := range 10000 {
+		recs = append(recs, map[string]any{"object": "account", "id": fmt.Sprintf("bulk%05d", i), "owner": "u1"})
+	}
+	model["records"] = recs
+	bulk, err := json.Marshal(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := importString(ctx, pool, string(bulk)); err != nil {
+		t.Fatal(err)
+	}
+	if n, want := reltuples(), float64(len(recs)); n != want {
+		t.Fatalf("after a 10,000-record import reltuples is %v, want %v", n, want)
 	}
 }
