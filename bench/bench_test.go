@@ -16,6 +16,7 @@ import (
 
 	"github.com/recalc-dev/recalc/bench/gen"
 	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/sharetable"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testdb"
@@ -46,7 +47,7 @@ func importFile(b *testing.B, pool *pgxpool.Pool, path string) {
 		b.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := store.Import(context.Background(), pool, bufio.NewReaderSize(f, 1<<20), zerolog.Nop(), nil); err != nil {
+	if _, err := store.Import(context.Background(), pool, bufio.NewReaderSize(f, 1<<20), model.DefaultLimits(), zerolog.Nop(), nil); err != nil {
 		b.Fatal(err)
 	}
 }

@@ -2,9 +2,10 @@
 # test.sh: what `make test` runs once bin/recalc is built.
 #
 # DATABASE_URL comes from scripts/db.sh url (so it is used when set; otherwise the throwaway
-# cluster starts). Then: go vet, go test -race, tiny benchmark smoke runs, the conformance
-# cases in testdata/ through scripts/conformance.sh, and, when ../shared/conformance/run
-# exists, that runner too (it wants the PG* variables, derived from a URL-form DATABASE_URL).
+# cluster starts). Then: go vet, go test -race, each fuzz target of internal/model for 20 s, tiny
+# benchmark smoke runs, the conformance cases in testdata/ through scripts/conformance.sh, and,
+# when ../shared/conformance/run exists, that runner too (it wants the PG* variables, derived
+# from a URL-form DATABASE_URL).
 # Every phase runs even when an earlier one failed; the exit status is non-zero if any failed.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -42,6 +43,10 @@ shared_conformance() {
 
 phase "go vet ./..." go vet ./...
 phase "go test -race -count=1 ./..." go test -race -count=1 ./...
+# The parser's fuzz targets, briefly; go test -fuzz takes one target at a time.
+for target in FuzzDecode FuzzLogic; do
+  phase "fuzz $target (20s)" go test -run '^$' -fuzz "^$target\$" -fuzztime 20s ./internal/model
+done
 # The benchmarks once at a tiny size, so they never rot: the Go benchmarks, and make bench's
 # driver (its results go to a scratch file, not bench/results.json).
 phase "Go benchmarks (smoke, BENCH_SIZE=2000)" env BENCH_SIZE=2000 go test -run '^$' -bench . -benchtime 1x ./bench/...

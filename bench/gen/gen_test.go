@@ -428,7 +428,7 @@ func TestImports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := store.Import(context.Background(), pool, &buf, zerolog.Nop(), nil)
+	res, err := store.Import(context.Background(), pool, &buf, model.DefaultLimits(), zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatalf("import: %v", err)
 	}

@@ -42,7 +42,7 @@ func importModel(t testing.TB, ctx context.Context, pool *pgxpool.Pool, m *model
 	if err := model.Encode(&buf, m, present); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.Import(ctx, pool, &buf, zerolog.Nop(), nil); err != nil {
+	if _, err := store.Import(ctx, pool, &buf, model.DefaultLimits(), zerolog.Nop(), nil); err != nil {
 		t.Fatalf("import: %v", err)
 	}
 }
@@ -103,7 +103,7 @@ func TestGenOrg(t *testing.T) {
 	if _, err := gen.Write(&buf, gen.NewOptions(3000, 1)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.Import(ctx, pool, &buf, zerolog.Nop(), nil); err != nil {
+	if _, err := store.Import(ctx, pool, &buf, model.DefaultLimits(), zerolog.Nop(), nil); err != nil {
 		t.Fatalf("import: %v", err)
 	}
 	fullRun(t, ctx, pool)
@@ -211,7 +211,7 @@ func BenchmarkRefreshVsFull(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := store.Import(ctx, pool, bufio.NewReaderSize(f, 1<<20), zerolog.Nop(), nil); err != nil {
+	if _, err := store.Import(ctx, pool, bufio.NewReaderSize(f, 1<<20), model.DefaultLimits(), zerolog.Nop(), nil); err != nil {
 		b.Fatal(err)
 	}
 	f.Close()

@@ -21,6 +21,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/sharetable"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/watch"
@@ -69,12 +70,14 @@ func App(out, errOut io.Writer) *cli.App {
 					"with one message naming the offending entry, and the database is left unchanged.\n" +
 					"With --max-revoke (or RECALC_MAX_REVOKE), the import is refused when it would take\n" +
 					"access away from more than that share of the (user, record) pairs with access on the\n" +
-					"records it touches, unless --yes is given; `recalc plan FILE` shows the details.",
-				Flags: []cli.Flag{
+					"records it touches, unless --yes is given; `recalc plan FILE` shows the details.\n" +
+					"The --max-* flags bound the file's size and cost (docs/limits.md); a warning is logged\n" +
+					"when the closure may exceed --closure-warn entries.",
+				Flags: append([]cli.Flag{
 					&cli.Float64Flag{Name: "max-revoke", EnvVars: []string{"RECALC_MAX_REVOKE"},
 						Usage: "refuse a change revoking more than this share (0..1) of the touched pairs with access; unset: no guard"},
 					&cli.BoolFlag{Name: "yes", Usage: "import even past --max-revoke"},
-				},
+				}, limitFlags()...),
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 1 {
 						return cli.Exit("recalc import: expected one FILE argument (or - for standard input)", 2)
@@ -85,7 +88,11 @@ func App(out, errOut io.Writer) *cli.App {
 							return cli.Exit("recalc import: --max-revoke must be between 0 and 1", 2)
 						}
 					}
-					return action(out, errOut, func(ctx context.Context, env *Env) error { return Import(ctx, env, c.Args().First(), guard) })(c)
+					lim, err := limitsFrom(c)
+					if err != nil {
+						return err
+					}
+					return action(out, errOut, func(ctx context.Context, env *Env) error { return Import(ctx, env, c.Args().First(), guard, lim) })(c)
 				},
 			},
 			{
@@ -200,22 +207,28 @@ func App(out, errOut io.Writer) *cli.App {
 					"the records to recompute by object, and the chunks.\n" +
 					"With FILE: a dry run of importing FILE and recalculating, rolled back. For each object it\n" +
 					"reports how many (user, record) pairs gain and lose access and at which levels, with a\n" +
-					"sample of each, the records to rewrite and chunks, and an estimated time. Nothing is stored.",
-				Flags: []cli.Flag{
+					"sample of each, the records to rewrite and chunks, and an estimated time. Nothing is stored.\n" +
+					"FILE is read within the --max-* limits, as by `recalc import` (docs/limits.md). Either way a\n" +
+					"warning is logged when the closure may exceed --closure-warn entries.",
+				Flags: append([]cli.Flag{
 					&cli.BoolFlag{Name: "full", Usage: "plan a full recalculation"},
 					&cli.IntFlag{Name: "chunk-size", Value: 5000, Usage: "records per chunk"},
 					formatFlag(),
-				},
+				}, limitFlags()...),
 				Action: func(c *cli.Context) error {
 					f, err := textOrJSON(c)
 					if err != nil {
 						return err
 					}
 					opt := engine.Options{ChunkSize: c.Int("chunk-size"), Full: c.Bool("full")}
-					if c.NArg() > 0 {
-						return action(out, errOut, func(ctx context.Context, env *Env) error { return ImpactCmd(ctx, env, c.Args().First(), opt, f) })(c)
+					lim, err := limitsFrom(c)
+					if err != nil {
+						return err
 					}
-					return action(out, errOut, func(ctx context.Context, env *Env) error { return PlanCmd(ctx, env, opt, f) })(c)
+					if c.NArg() > 0 {
+						return action(out, errOut, func(ctx context.Context, env *Env) error { return ImpactCmd(ctx, env, c.Args().First(), opt, f, lim) })(c)
+					}
+					return action(out, errOut, func(ctx context.Context, env *Env) error { return PlanCmd(ctx, env, opt, f, lim.ClosureWarn) })(c)
 				},
 			},
 			{
@@ -285,6 +298,31 @@ func App(out, errOut io.Writer) *cli.App {
 				},
 			},
 			{
+				Name:      "grant",
+				Usage:     "give an existing role the least privileges of a reader or a writer of recalc (see SECURITY.md)",
+				ArgsUsage: "reader|writer ROLE",
+				Description: "reader: EXECUTE on the SQL access API (access_level, visible_records, invalid_records),\n" +
+					"which row-level security policies call; no table.\n" +
+					"writer: SELECT and DELETE on recalc.record, INSERT and UPDATE of its columns id, object, owner,\n" +
+					"parent, fields and territories only; no other table. Run it as the role that owns the schema.",
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 2 {
+						return fmt.Errorf("give the kind of access and the role: recalc grant reader|writer ROLE")
+					}
+					kind, role := c.Args().Get(0), c.Args().Get(1)
+					return action(out, errOut, func(ctx context.Context, env *Env) error {
+						if err := schema.Check(ctx, env.Pool); err != nil {
+							return err
+						}
+						err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error { return sharetable.Grant(ctx, tx, kind, role) })
+						if err == nil {
+							fmt.Fprintf(env.Out, "Granted %s access to role %s.\n", kind, role)
+						}
+						return err
+					})(c)
+				},
+			},
+			{
 				Name:  "rls",
 				Usage: "install or remove a row-level security policy that filters an application table by recalc's access",
 				Subcommands: []*cli.Command{
@@ -292,21 +330,33 @@ func App(out, errOut io.Writer) *cli.App {
 						Name:  "enable",
 						Usage: "enable row-level security on TABLE so a session sees only the rows its user may read",
 						Description: "The policy calls recalc.visible_records(current_setting(USER_SETTING), OBJECT), so a\n" +
-							"session sets its user with: SET app.user_id = 'u1' (or set_config). Table owners and\n" +
-							"superusers bypass row-level security, as always in PostgreSQL.",
+							"session sets its user with: SET LOCAL app.user_id = 'u1' (or set_config). Any session can set\n" +
+							"any user: the application owns the setting, and end users never run SQL (SECURITY.md). With\n" +
+							"--user-from-role the policy takes the user id from current_user instead. Readers need\n" +
+							"`recalc grant reader ROLE`. Table owners and superusers bypass row-level security, as always\n" +
+							"in PostgreSQL.",
 						Flags: []cli.Flag{
 							&cli.StringFlag{Name: "table", Required: true, Usage: "application table, TABLE or SCHEMA.TABLE"},
 							&cli.StringFlag{Name: "object", Required: true, Usage: "the recalc object its rows are records of"},
-							&cli.StringFlag{Name: "user-setting", Required: true, Usage: "custom setting holding the current user id, e.g. app.user_id"},
+							&cli.StringFlag{Name: "user-setting", Usage: "custom setting holding the current user id, e.g. app.user_id"},
+							&cli.BoolFlag{Name: "user-from-role", Usage: "take the user id from current_user, not from a setting"},
 							&cli.StringFlag{Name: "id-column", Value: "id", Usage: "column holding the record id"},
 						},
 						Action: func(c *cli.Context) error {
-							r := &sharetable.RLS{Table: c.String("table"), Object: c.String("object"), IDColumn: c.String("id-column"), UserSetting: c.String("user-setting")}
+							r := &sharetable.RLS{Table: c.String("table"), Object: c.String("object"), IDColumn: c.String("id-column"),
+								UserSetting: c.String("user-setting"), UserFromRole: c.Bool("user-from-role")}
+							if r.UserSetting == "" && !r.UserFromRole {
+								return fmt.Errorf("say where the current user comes from: --user-setting app.user_id or --user-from-role")
+							}
 							return action(out, errOut, func(ctx context.Context, env *Env) error {
 								err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error { return sharetable.EnableRLS(ctx, tx, r) })
 								if err == nil {
-									fmt.Fprintf(env.Out, "Row-level security enabled on %s: policy %s shows the rows of %s that current_setting('%s') may read.\n",
-										r.Table, sharetable.PolicyName, r.Object, r.UserSetting)
+									user := fmt.Sprintf("current_setting('%s')", r.UserSetting)
+									if r.UserFromRole {
+										user = "current_user"
+									}
+									fmt.Fprintf(env.Out, "Row-level security enabled on %s: policy %s shows the rows of %s that %s may read.\n",
+										r.Table, sharetable.PolicyName, r.Object, user)
 								}
 								return err
 							})(c)
@@ -412,8 +462,8 @@ func Init(ctx context.Context, env *Env) error {
 	return nil
 }
 
-// Import stores a model file ("-" for standard input).
-func Import(ctx context.Context, env *Env, path string, maxRevoke float64) error {
+// Import stores a model file ("-" for standard input), read within lim.
+func Import(ctx context.Context, env *Env, path string, maxRevoke float64, lim model.Limits) error {
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
@@ -427,10 +477,11 @@ func Import(ctx context.Context, env *Env, path string, maxRevoke float64) error
 		check = func(ctx context.Context, tx pgx.Tx) error { return blastRadius(ctx, tx, maxRevoke) }
 	}
 	start := time.Now()
-	res, err := store.Import(ctx, env.Pool, r, env.Log, check)
+	res, err := store.Import(ctx, env.Pool, r, lim, env.Log, check)
 	if err != nil {
 		return err
 	}
+	warnClosure(ctx, env.Pool, env.Log, lim.ClosureWarn)
 	env.Log.Info().Strs("sections", res.Sections).Int64("records", res.Records).Int64("shares", res.Shares).
 		Int64("teams", res.Teams).Int64("changes", res.Changes).Int64("manual_shares_wiped", res.ManualSharesWiped).
 		Dur("duration", time.Since(start)).Msg("model imported; run `recalc run` to recalculate")
@@ -479,9 +530,9 @@ func blastRadius(ctx context.Context, tx pgx.Tx, maxRevoke float64) error {
 	return nil
 }
 
-// ImpactCmd prints what importing path would do, computed in a rolled-back
-// transaction.
-func ImpactCmd(ctx context.Context, env *Env, path string, opt engine.Options, format string) error {
+// ImpactCmd prints what importing path (read within lim) would do, computed
+// in a rolled-back transaction.
+func ImpactCmd(ctx context.Context, env *Env, path string, opt engine.Options, format string, lim model.Limits) error {
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
@@ -495,9 +546,10 @@ func ImpactCmd(ctx context.Context, env *Env, path string, opt engine.Options, f
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := store.ImportTx(ctx, tx, r, env.Log); err != nil {
+	if _, err := store.ImportTx(ctx, tx, r, lim, env.Log); err != nil {
 		return err
 	}
+	warnClosure(ctx, tx, env.Log, lim.ClosureWarn)
 	im, err := engine.DryRun(ctx, tx, opt)
 	if err != nil {
 		return err
@@ -550,12 +602,14 @@ func Run(ctx context.Context, env *Env, opt engine.Options) error {
 }
 
 // PlanCmd prints what a run would do, computed in a transaction that is
-// rolled back.
-func PlanCmd(ctx context.Context, env *Env, opt engine.Options, format string) error {
+// rolled back, and warns when the closure may exceed closureWarn entries.
+func PlanCmd(ctx context.Context, env *Env, opt engine.Options, format string, closureWarn int64) error {
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
-	tx, err := env.Pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	// Planning fixes the family roots of records the application wrote, so
+	// the transaction writes; it is rolled back.
+	tx, err := env.Pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
@@ -564,6 +618,7 @@ func PlanCmd(ctx context.Context, env *Env, opt engine.Options, format string) e
 	if err != nil {
 		return err
 	}
+	warnClosure(ctx, tx, env.Log, closureWarn)
 	if format == "json" {
 		return json.NewEncoder(env.Out).Encode(pl)
 	}

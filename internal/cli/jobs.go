@@ -194,6 +194,9 @@ func StatusCmd(ctx context.Context, env *Env, format string, jobs int) error {
 	for _, j := range st.Jobs {
 		fmt.Fprintf(w, "Job %d  %-11s %-8s %-10s chunks %d/%d  records %d  share rows +%d -%d ~%d",
 			j.ID, j.Kind, j.Status, j.Trigger, j.ChunksDone, j.Chunks, j.Records, j.RowsAdded, j.RowsRemoved, j.RowsUpdated)
+		if j.Invalid > 0 {
+			fmt.Fprintf(w, "  invalid %d", j.Invalid)
+		}
 		if j.Kind == "full" && j.Status == "done" {
 			fmt.Fprintf(w, "  drift fixed %d", j.DriftFixed)
 		}
@@ -210,6 +213,12 @@ func StatusCmd(ctx context.Context, env *Env, format string, jobs int) error {
 			fmt.Fprintf(w, "\n    error: %s", j.Error)
 		}
 		fmt.Fprintln(w)
+	}
+	if st.InvalidRecords > 0 {
+		fmt.Fprintf(w, "Invalid records, given no access: %d (all in the view recalc.invalid_record)\n", st.InvalidRecords)
+		for _, r := range st.Invalid {
+			fmt.Fprintf(w, "  %s %s: %s\n", r.Object, r.Record, r.Reason)
+		}
 	}
 	return nil
 }

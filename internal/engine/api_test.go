@@ -13,8 +13,10 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
 	"github.com/recalc-dev/recalc/internal/sharetable"
+	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
@@ -90,7 +92,6 @@ func TestRowLevelSecurity(t *testing.T) {
 		`INSERT INTO public.crm_account VALUES ('not-a-record', 'stray row')`,
 		`CREATE ROLE ` + q + ` NOLOGIN NOSUPERUSER`,
 		`GRANT SELECT ON public.crm_account TO ` + q,
-		`GRANT USAGE ON SCHEMA recalc TO ` + q,
 	} {
 		if _, err := pool.Exec(ctx, sql); err != nil {
 			t.Fatalf("%s: %v", sql, err)
@@ -105,6 +106,9 @@ func TestRowLevelSecurity(t *testing.T) {
 		}
 	})
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if err := sharetable.Grant(ctx, tx, sharetable.Reader, role); err != nil {
+			return err
+		}
 		return sharetable.EnableRLS(ctx, tx, &sharetable.RLS{Table: "public.crm_account", Object: "account", IDColumn: "id", UserSetting: "app.user_id"})
 	})
 	if err != nil {
@@ -165,5 +169,79 @@ func TestRowLevelSecurity(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRowLevelSecurityUserFromRole reads through a policy that takes the
+// user from current_user: each login role sees its own readable rows, and
+// no setting can make it see another user's.
+func TestRowLevelSecurityUserFromRole(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Migrated(t)
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	alice, bob := "rls_alice_"+hex.EncodeToString(b[:]), "rls_bob_"+hex.EncodeToString(b[:])
+	org := `{"objects": [{"name": "account", "internal_owd": "private"}],
+		"users": [{"id": "` + alice + `"}, {"id": "` + bob + `"}],
+		"records": [{"object": "account", "id": "a1", "owner": "` + alice + `"}, {"object": "account", "id": "b1", "owner": "` + bob + `"}]}`
+	if _, err := store.Import(ctx, pool, strings.NewReader(org), model.DefaultLimits(), zerolog.Nop(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := engine.Full(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range []string{
+		`CREATE TABLE public.crm_account (id text PRIMARY KEY)`,
+		`INSERT INTO public.crm_account VALUES ('a1'), ('b1')`,
+	} {
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, role := range []string{alice, bob} {
+		q := pgx.Identifier{role}.Sanitize()
+		if _, err := pool.Exec(ctx, `CREATE ROLE `+q+` NOLOGIN NOSUPERUSER; GRANT SELECT ON public.crm_account TO `+q); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if c, err := pgx.Connect(ctx, testdb.AdminURL()); err == nil {
+				defer c.Close(ctx)
+				_, _ = c.Exec(ctx, `DROP ROLE IF EXISTS `+q)
+			}
+		})
+	}
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		for _, role := range []string{alice, bob} {
+			if err := sharetable.Grant(ctx, tx, sharetable.Reader, role); err != nil {
+				return err
+			}
+		}
+		return sharetable.EnableRLS(ctx, tx, &sharetable.RLS{Table: "public.crm_account", Object: "account", IDColumn: "id", UserFromRole: true})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for role, want := range map[string]string{alice: "a1", bob: "b1"} {
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			// The setting a trusted-application policy would read names the other user.
+			if _, err := tx.Exec(ctx, `SET LOCAL ROLE `+pgx.Identifier{role}.Sanitize()+`; SET LOCAL app.user_id = 'x'`); err != nil {
+				return err
+			}
+			rows, err := tx.Query(ctx, `SELECT id FROM public.crm_account ORDER BY id`)
+			if err != nil {
+				return err
+			}
+			got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return err
+			}
+			if strings.Join(got, " ") != want {
+				t.Errorf("%s sees %v, want [%s]", role, got, want)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -88,6 +88,7 @@ type Report struct {
 	DriftFixed     int64                `json:"drift_fixed,omitempty"`
 	Chunks         int                  `json:"chunks"`
 	Records        int64                `json:"records"`
+	InvalidRecords int64                `json:"invalid_records"` // records given no access because they are invalid
 	RowsAdded      int64                `json:"share_rows_added"`
 	RowsRemoved    int64                `json:"share_rows_removed"`
 	RowsUpdated    int64                `json:"share_rows_updated"`
@@ -110,7 +111,7 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 	start := time.Now()
 	var last *sharetable.Job
 	report := func(j *sharetable.Job) *Report {
-		return &Report{Job: j.ID, Kind: j.Kind, Chunks: j.Chunks, Records: j.Records,
+		return &Report{Job: j.ID, Kind: j.Kind, Chunks: j.Chunks, Records: j.Records, InvalidRecords: j.InvalidRecords,
 			RowsAdded: j.RowsAdded, RowsRemoved: j.RowsRemoved, RowsUpdated: j.RowsUpdated,
 			ClosureAdded: j.ClosureAdded, ClosureRemoved: j.ClosureRemoved, DriftFixed: j.DriftFixed, Duration: time.Since(start)}
 	}
@@ -126,7 +127,7 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 		switch {
 		case job == nil:
 			var pl *Planned
-			if job, pl, err = createJob(ctx, pool, opt, log); err != nil {
+			if job, pl, err = planJob(ctx, pool, opt, log); err != nil {
 				return nil, err
 			}
 			if job == nil && pl != nil {
@@ -175,6 +176,7 @@ type Planned struct {
 	Chunks    []sharetable.Chunk   `json:"-"`
 	NumChunks int                  `json:"chunks"`
 	ChangeSeq int64                `json:"-"`
+	Consumes  []int64              `json:"-"` // the change rows planned from
 	Config    []byte               `json:"-"`
 	org       *grants.Org
 }
@@ -207,33 +209,35 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Fix the family roots of the records changed up to seq; the fix is a
-	// change too, so repeat until it changes nothing.
-	seq, err := sharetable.LastChange(ctx, tx)
+	// The change rows committed now are what the job plans from and, once
+	// done, consumes. Read them first: every record they name is then
+	// visible to the root fixing that follows.
+	changes, err := sharetable.ReadChanges(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
-	for {
-		n, err := sharetable.FixRoots(ctx, tx, seq)
-		if err != nil {
-			return nil, err
-		}
-		if n == 0 {
-			break
-		}
-		if seq, err = sharetable.LastChange(ctx, tx); err != nil {
-			return nil, err
-		}
+	// Root fixing locks records the application may hold: wait a bounded time.
+	if err := sharetable.SetLockTimeout(ctx, tx, opt.LockTimeout); err != nil {
+		return nil, err
+	}
+	fixed, err := sharetable.FixRoots(ctx, tx, changes.Seqs)
+	if err != nil {
+		return nil, err
 	}
 	var ids []string
 	if !opt.Full && oldRules != nil { // a full plan needs no list of changes
-		if ids, err = sharetable.ChangedRecords(ctx, tx, seq); err != nil {
+		if ids, err = sharetable.ChangedRecords(ctx, tx, changes.Seqs); err != nil {
 			return nil, err
 		}
+		ids = append(ids, fixed...)
 	}
 	p := planner.Diff(oldRules, cur, ids)
-	if opt.Full && !p.Full {
+	switch {
+	case p.Full:
+	case opt.Full:
 		p.Full, p.FullReason = true, "requested with --full"
+	case changes.Truncated && oldRules != nil:
+		p.Full, p.FullReason = true, "recalc.record was truncated"
 	}
 	_, rulesDeferred := deferred[sharetable.SideRules]
 	_, closureDeferred := deferred[sharetable.SideClosure]
@@ -245,7 +249,7 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 	default:
 		closureChanged = planner.Diff(oldClosure, cur, nil).Closure
 	}
-	pl := &Planned{Plan: p, Kind: "incremental", ChangeSeq: seq, Config: cfgJSON, org: cur, Deferred: deferred,
+	pl := &Planned{Plan: p, Kind: "incremental", ChangeSeq: changes.Last(), Consumes: changes.Seqs, Config: cfgJSON, org: cur, Deferred: deferred,
 		DoRules: !rulesDeferred && !p.Empty(), DoClosure: !closureDeferred && closureChanged}
 	if !pl.DoRules {
 		pl.Records = map[string]int64{}
@@ -340,6 +344,28 @@ func appliedOrgs(ctx context.Context, tx pgx.Tx) (rules, closure *grants.Org, er
 	return orgs[0], orgs[1], nil
 }
 
+// planJob is createJob, retried with backoff while planning cannot lock the
+// records whose family roots it fixes (an application transaction holds them).
+func planJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logger) (*sharetable.Job, *Planned, error) {
+	for attempt := 0; ; attempt++ {
+		job, pl, err := createJob(ctx, pool, opt, log)
+		if err == nil || !workers.Retryable(err) || ctx.Err() != nil {
+			return job, pl, err
+		}
+		if attempt >= opt.Retries {
+			return nil, nil, fmt.Errorf("plan: records whose family roots need fixing stayed locked by other transactions (%d attempts of %s): %w",
+				attempt+1, opt.LockTimeout, err)
+		}
+		wait := workers.Backoff(attempt)
+		log.Warn().Int("attempt", attempt+1).Dur("backoff", wait).Err(err).Msg("planning retry")
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
 // createJob plans and stores a job under the model lock, so that no import
 // commits between planning and the job's creation. It returns the job (nil
 // when there is nothing to do) and the plan (nil when another process
@@ -360,8 +386,7 @@ func createJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog
 		}
 		if pl.Nothing() {
 			if len(pl.Deferred) == 0 { // nothing changed: forget the no-op changes
-				_, err := tx.Exec(ctx, `DELETE FROM recalc.change WHERE seq <= $1`, pl.ChangeSeq)
-				return err
+				return sharetable.ConsumeChanges(ctx, tx, pl.Consumes)
 			}
 			return nil
 		}
@@ -386,7 +411,7 @@ func createJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog
 		if err != nil {
 			return err
 		}
-		id, err := sharetable.CreateJob(ctx, tx, &sharetable.Job{Kind: pl.Kind, Trigger: opt.Trigger, ChangeSeq: pl.ChangeSeq,
+		id, err := sharetable.CreateJob(ctx, tx, &sharetable.Job{Kind: pl.Kind, Trigger: opt.Trigger, ChangeSeq: pl.ChangeSeq, Consumes: pl.Consumes,
 			Config: pl.Config, Plan: planJSON, DoRules: pl.DoRules, DoClosure: pl.DoClosure}, pl.Chunks)
 		if err != nil {
 			return err
@@ -462,23 +487,12 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *g
 func work(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *grants.Org, dict *sharetable.Dict, opt Options, log zerolog.Logger) (ended bool, err error) {
 	err = workers.Run(ctx, pool, job.ID, workers.Options{Workers: opt.Workers, LockTimeout: opt.LockTimeout, Retries: opt.Retries},
 		func(ctx context.Context, tx pgx.Tx, c *sharetable.Chunk) (*sharetable.ChunkStats, error) {
-			if job.Kind != "full" {
-				st, err := sharetable.ApplyFamilies(ctx, tx, org, dict, c.Roots)
-				if err == nil && len(st.Invalid) > 0 {
-					log.Warn().Int64("job", job.ID).Int("chunk", c.N).Int("records", len(st.Invalid)).Strs("first", st.Invalid[:min(10, len(st.Invalid))]).
-						Msg("records with an unknown object, owner, parent or territory get no access: fix them with SQL or import")
-				}
-				return st, err
+			st, err := workChunk(ctx, tx, job, org, dict, c)
+			if err == nil && len(st.Invalid) > 0 {
+				log.Warn().Int64("job", job.ID).Int("chunk", c.N).Int("records", len(st.Invalid)).Strs("first", st.Invalid[:min(10, len(st.Invalid))]).
+					Msg("invalid records get no access (see recalc.invalid_record): fix them with SQL or import")
 			}
-			in, err := sharetable.LoadFamilies(ctx, tx, org, c.Lo, c.Hi)
-			if err != nil {
-				return nil, err
-			}
-			added, err := sharetable.CopyRows(ctx, tx, org.Compute(in), dict)
-			if err != nil {
-				return nil, err
-			}
-			return &sharetable.ChunkStats{Records: int64(len(in.Records)), Added: added}, nil
+			return st, err
 		}, log)
 	if err != nil {
 		return false, err
@@ -489,6 +503,24 @@ func work(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *gra
 		}
 	}
 	return finalize(ctx, pool, job, org, dict)
+}
+
+// workChunk computes one claimed chunk: an incremental job's families are
+// diffed and written in place, a full job's copied into the staging tables.
+func workChunk(ctx context.Context, tx pgx.Tx, job *sharetable.Job, org *grants.Org, dict *sharetable.Dict, c *sharetable.Chunk) (*sharetable.ChunkStats, error) {
+	if job.Kind != "full" {
+		return sharetable.ApplyFamilies(ctx, tx, org, dict, c.Roots)
+	}
+	in, err := sharetable.LoadFamilies(ctx, tx, org, c.Lo, c.Hi)
+	if err != nil {
+		return nil, err
+	}
+	rows := org.Compute(in)
+	added, err := sharetable.CopyRows(ctx, tx, rows, dict)
+	if err != nil {
+		return nil, err
+	}
+	return &sharetable.ChunkStats{Records: int64(len(in.Records)), Added: added, Invalid: rows.Invalid}, nil
 }
 
 // finishStaging completes a full job's staging tables once its last chunk is
@@ -539,6 +571,9 @@ func finalize(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org 
 		}
 		if pending, err := sharetable.PendingChunks(ctx, tx, j.ID); err != nil || pending > 0 {
 			return err
+		}
+		if j.Kind == "full" && j.DoRules && !j.Staged {
+			return nil // another process is still finishing the staging tables
 		}
 		if j.DoRules {
 			if j.Kind == "full" {

@@ -41,7 +41,7 @@ func TestDryRunMatchesActualChange(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := store.ImportTx(ctx, tx, strings.NewReader(doc), zerolog.Nop()); err != nil {
+			if _, err := store.ImportTx(ctx, tx, strings.NewReader(doc), model.DefaultLimits(), zerolog.Nop()); err != nil {
 				t.Fatal(err)
 			}
 			im, err := engine.DryRun(ctx, tx, engine.Options{})
@@ -52,7 +52,7 @@ func TestDryRunMatchesActualChange(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := accessMap(t, ctx, pool)
-			if _, err := store.Import(ctx, pool, strings.NewReader(doc), zerolog.Nop(), nil); err != nil {
+			if _, err := store.Import(ctx, pool, strings.NewReader(doc), model.DefaultLimits(), zerolog.Nop(), nil); err != nil {
 				t.Fatal(err)
 			}
 			cur = oracle.Merge(cur, next, file)

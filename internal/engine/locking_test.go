@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testdb"
@@ -43,7 +44,7 @@ func TestUnableToLockRow(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "UNABLE_TO_LOCK_ROW") || !strings.Contains(err.Error(), "chunk 0") {
 		t.Fatalf("run under a held row lock: %v, want UNABLE_TO_LOCK_ROW naming chunk 0", err)
 	}
-	_, err = store.Import(ctx, pool, strings.NewReader(`{"users": []}`), zerolog.Nop(), nil)
+	_, err = store.Import(ctx, pool, strings.NewReader(`{"users": []}`), model.DefaultLimits(), zerolog.Nop(), nil)
 	var busy *store.BusyError
 	if !errors.As(err, &busy) || !strings.Contains(err.Error(), "recalc run") {
 		t.Fatalf("import during an unfinished job: %v, want a busy error that says to run recalc run", err)

@@ -105,7 +105,7 @@ func mustImport(t *testing.T, ctx context.Context, pool *pgxpool.Pool, prev *mod
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.Import(ctx, pool, strings.NewReader(file), zerolog.Nop(), nil); err != nil {
+	if _, err := store.Import(ctx, pool, strings.NewReader(file), model.DefaultLimits(), zerolog.Nop(), nil); err != nil {
 		t.Fatal(err)
 	}
 	return oracle.Merge(prev, m, f)

@@ -14,6 +14,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
+	"github.com/recalc-dev/recalc/internal/sharetable"
 	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/schema"
 )
@@ -82,8 +83,8 @@ func TestLeastPrivilegeRole(t *testing.T) {
 	if _, err := admin.Exec(ctx, `CREATE ROLE `+qa+` LOGIN NOSUPERUSER`); err != nil {
 		t.Fatal(err)
 	}
-	// The engine role owns the schema, so it grants.
-	if _, err := pool.Exec(ctx, `GRANT USAGE ON SCHEMA recalc TO `+qa+`; GRANT SELECT, INSERT, UPDATE, DELETE ON recalc.record TO `+qa); err != nil {
+	// The engine role owns the schema, so it grants (`recalc grant writer`).
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return sharetable.Grant(ctx, tx, sharetable.Writer, app) }); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

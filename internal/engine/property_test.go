@@ -35,7 +35,7 @@ func importModel(t *testing.T, ctx context.Context, pool *pgxpool.Pool, m *model
 	if err := model.Encode(&buf, m, present); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.Import(ctx, pool, &buf, zerolog.Nop(), nil); err != nil {
+	if _, err := store.Import(ctx, pool, &buf, model.DefaultLimits(), zerolog.Nop(), nil); err != nil {
 		t.Fatalf("import: %v", err)
 	}
 }

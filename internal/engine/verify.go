@@ -60,11 +60,11 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zero
 		if closure, err = sharetable.AppliedConfig(ctx, tx, sharetable.SideClosure); err != nil {
 			return err
 		}
-		seq, err := sharetable.LastChange(ctx, tx)
+		changes, err := sharetable.ReadChanges(ctx, tx)
 		if err != nil {
 			return err
 		}
-		ids, err := sharetable.ChangedRecords(ctx, tx, seq)
+		ids, err := sharetable.ChangedRecords(ctx, tx, changes.Seqs)
 		if err != nil {
 			return err
 		}

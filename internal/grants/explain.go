@@ -32,7 +32,7 @@ func (o *Org) Explain(in *Input, rid int64, user string) []Reason {
 		byRID[in.Records[i].RID] = &in.Records[i]
 	}
 	r := byRID[rid]
-	if r == nil || !o.valid(r, byRID, map[int64]bool{}) {
+	if r == nil || o.invalid(r, byRID, map[int64]string{}) != "" {
 		return nil
 	}
 	return o.explain(in, r, byRID, u)

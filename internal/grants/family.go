@@ -26,6 +26,10 @@ type Record struct {
 	RID       int64
 	ParentRID int64  // 0 when none
 	RootID    string // id of the family's root record
+	// Unreadable is set by the loader when the stored fields could not be
+	// read (not a JSON object of scalars, or past the limits): the record is
+	// invalid and gets no access.
+	Unreadable bool
 }
 
 // Input is a set of whole families: every record of each, with their shares
@@ -55,6 +59,9 @@ type RecordRow struct {
 	ID, Object string
 	AccessRoot int64 // 0 when none
 	RootID     string
+	// Invalid is why the record gets no access at all, empty when it is
+	// valid (see Org.invalid).
+	Invalid string
 }
 
 type rowKey struct {
@@ -69,7 +76,8 @@ type Rows struct {
 	Shares  []ShareRow
 	Records []RecordRow
 	// Invalid lists records written with plain SQL that name an unknown
-	// object, owner, parent or territory. They get no rows, so no access:
+	// object, owner, parent or territory, or whose fields cannot be read.
+	// They get a record row that says why, and no share row, so no access:
 	// an authorization source fails closed.
 	Invalid []string
 	index   map[rowKey]int
@@ -96,7 +104,7 @@ func (rs *Rows) add(rid int64, g string, l model.Level, cause string, bossOK boo
 // a time and memory stays proportional to the largest family.
 func (o *Org) Compute(in *Input) *Rows {
 	rs := &Rows{index: map[rowKey]int{}, Shares: make([]ShareRow, 0, 4*len(in.Records))}
-	valid := map[int64]bool{}
+	invalid := map[int64]string{}
 	byRID := make(map[int64]*Record, len(in.Records))
 	for i := range in.Records {
 		byRID[in.Records[i].RID] = &in.Records[i]
@@ -114,8 +122,9 @@ func (o *Org) Compute(in *Input) *Rows {
 			clear(c.applying)
 		}
 		obj := o.ix.Objects[r.Object]
-		if !o.valid(r, byRID, valid) {
+		if why := o.invalid(r, byRID, invalid); why != "" {
 			rs.Invalid = append(rs.Invalid, r.ID)
+			rs.Records = append(rs.Records, RecordRow{RID: r.RID, ID: r.ID, Object: r.Object, RootID: r.RootID, Invalid: why})
 			continue
 		}
 		if obj.CBP() {
@@ -161,27 +170,50 @@ func (c *computation) rulesOf(r *Record) []*model.Rule {
 	return rules
 }
 
-// valid reports whether a record's references resolve: its object, owner
-// and territories in the configuration, and its parent chain within the
-// family. Imports guarantee it; plain SQL writes may not.
-func (o *Org) valid(r *Record, byRID map[int64]*Record, memo map[int64]bool) bool {
+// Reasons a record is invalid, as stored in acl_record.invalid. They name
+// no value of the record.
+const (
+	InvalidObject    = "unknown object"
+	InvalidOwner     = "unknown owner"
+	InvalidTerritory = "unknown territory, or territories on an object other than account"
+	InvalidParent    = "parent missing, of the wrong object, invalid, or in a cycle"
+	InvalidFields    = "fields are not a JSON object of scalars within the limits"
+)
+
+// invalid says why a record's references do not resolve ("" when they do):
+// its object, owner and territories in the configuration, its fields, and
+// its parent chain within the family. Imports guarantee them; plain SQL
+// writes may not.
+func (o *Org) invalid(r *Record, byRID map[int64]*Record, memo map[int64]string) string {
 	if v, ok := memo[r.RID]; ok {
 		return v
 	}
-	memo[r.RID] = false // a parent cycle ends here, invalid
+	memo[r.RID] = InvalidParent // a parent cycle ends here, invalid
 	obj := o.ix.Objects[r.Object]
-	ok := obj != nil &&
-		(o.ix.Users[r.Owner] != nil || o.ix.Groups[r.Owner] != nil && o.ix.Groups[r.Owner].Queue) &&
-		(len(r.Territories) == 0 || r.Object == model.Account)
+	why := ""
+	switch {
+	case obj == nil:
+		why = InvalidObject
+	case o.ix.Users[r.Owner] == nil && (o.ix.Groups[r.Owner] == nil || !o.ix.Groups[r.Owner].Queue):
+		why = InvalidOwner
+	case len(r.Territories) > 0 && r.Object != model.Account:
+		why = InvalidTerritory
+	case r.Unreadable:
+		why = InvalidFields
+	}
 	for _, t := range r.Territories {
-		ok = ok && o.ix.Territories[t] != nil
+		if why == "" && o.ix.Territories[t] == nil {
+			why = InvalidTerritory
+		}
 	}
-	if ok && r.Parent != "" {
+	if why == "" && r.Parent != "" {
 		p := byRID[r.ParentRID]
-		ok = p != nil && p.Object == obj.Parent && o.valid(p, byRID, memo)
+		if p == nil || p.Object != obj.Parent || o.invalid(p, byRID, memo) != "" {
+			why = InvalidParent
+		}
 	}
-	memo[r.RID] = ok
-	return ok
+	memo[r.RID] = why
+	return why
 }
 
 type grant struct {

@@ -57,11 +57,15 @@ func (v *Value) UnmarshalJSON(b []byte) error {
 	case b[0] == '-' || (b[0] >= '0' && b[0] <= '9'):
 		f, err := strconv.ParseFloat(string(b), 64)
 		if err != nil || math.IsInf(f, 0) {
-			return fmt.Errorf("number %s is out of range", b)
+			return fmt.Errorf("number is out of range") // values stay out of messages
 		}
 		*v = Num(f)
+	case b[0] == '{':
+		return fmt.Errorf("must be a string, number, boolean or null, not an object")
+	case b[0] == '[':
+		return fmt.Errorf("must be a string, number, boolean or null, not a list")
 	default:
-		return fmt.Errorf("must be a string, number, boolean or null, not %.20s", b)
+		return fmt.Errorf("must be a string, number, boolean or null")
 	}
 	return nil
 }
@@ -92,7 +96,7 @@ func (f *Fields) UnmarshalJSON(b []byte) error {
 	for k, v := range raw {
 		var val Value
 		if err := val.UnmarshalJSON(v); err != nil {
-			return fmt.Errorf("field %q: %w", k, err)
+			return fmt.Errorf("field %.100q: %w", k, err) // a long name, cut
 		}
 		(*f)[k] = val
 	}

@@ -67,15 +67,79 @@ func Parse(r io.Reader) (*Model, *File, error) {
 // Decode reads a model file, checks each entry's own shape, streams records,
 // shares and teams to sink and returns the configuration sections. It does not
 // check references between entries: see Config.Validate and Model.Validate.
+// It applies no Limits: it is for trusted input, such as the stored
+// configuration; untrusted files go through DecodeLimited.
 func Decode(r io.Reader, sink Sink) (*File, error) {
-	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
+	return DecodeLimited(r, sink, Limits{})
+}
+
+// DecodeLimited is Decode within lim: the file's size, the configuration
+// sections' size, each entry's size as written, and each entry's strings,
+// conditions and filter logic. It reads past no limit by more than a read
+// buffer, so a huge value is refused, not buffered. Counts and depths, which
+// need the whole configuration, are Config.ValidateLimited's.
+func DecodeLimited(r io.Reader, sink Sink, lim Limits) (*File, error) {
+	d := &decoder{lim: &lim, sink: sink, configLeft: lim.ConfigBytes}
+	if lim.FileBytes > 0 || lim.ConfigBytes > 0 || lim.EntryBytes > 0 || lim.IDBytes > 0 {
+		d.cr = &capReader{r: r, file: lim.FileBytes, window: -1,
+			fileErr: fmt.Errorf("model file: %w", limitErr(LimitFileBytes, lim.FileBytes,
+				fmt.Sprintf("larger than the limit of %d bytes", lim.FileBytes)))}
+		r = d.cr
+	}
+	d.dec = json.NewDecoder(r)
+	d.dec.DisallowUnknownFields()
+	f, err := d.file()
+	if err != nil && d.cr != nil && d.cr.tripped != nil {
+		// encoding/json reports a reader's error in its own words, or
+		// as the syntax error it causes.
+		return nil, d.cr.tripped
+	}
+	return f, err
+}
+
+// decoder is one model file being read.
+type decoder struct {
+	dec        *json.Decoder
+	cr         *capReader // nil: no byte limits, or reading from memory
+	lim        *Limits
+	sink       Sink
+	configLeft int64 // bytes the configuration sections may still take
+}
+
+// tokenSlack is the whitespace allowed around a section name or delimiter
+// on top of IDBytes: the window bounds memory, it is no limit of its own.
+const tokenSlack = 64 << 10
+
+// armToken bounds what the next section name, version or delimiter reads.
+func (d *decoder) armToken() {
+	if d.cr == nil {
+		return
+	}
+	if d.lim.IDBytes == 0 {
+		d.cr.arm(-1, nil)
+		return
+	}
+	d.cr.arm(d.dec.InputOffset()+d.lim.IDBytes+tokenSlack, d.tokenErr)
+}
+
+func (d *decoder) tokenErr() error {
+	return limitErr(LimitIDBytes, d.lim.IDBytes, fmt.Sprintf("model file: a section name or delimiter is longer than the limit of %d bytes (with %d bytes of whitespace)",
+		d.lim.IDBytes, tokenSlack))
+}
+
+func (d *decoder) file() (*File, error) {
+	dec := d.dec
+	d.armToken()
 	if err := expectDelim(dec, '{', "the model file must be one JSON object"); err != nil {
 		return nil, err
 	}
 	f := &File{Raw: map[string]json.RawMessage{}}
 	seen := map[string]bool{}
-	for dec.More() {
+	for {
+		d.armToken()
+		if !dec.More() {
+			break
+		}
 		tok, err := dec.Token()
 		if err != nil {
 			return nil, syntaxErr(err)
@@ -95,26 +159,26 @@ func Decode(r io.Reader, sink Sink) (*File, error) {
 		var err2 error
 		switch key {
 		case "objects":
-			f.Objects, err2 = section(dec, f, key, objectFromRaw)
+			f.Objects, err2 = section(d, f, key, objectFromRaw)
 		case "roles":
-			f.Roles, err2 = section(dec, f, key, roleFromRaw)
+			f.Roles, err2 = section(d, f, key, roleFromRaw)
 		case "users":
-			f.Users, err2 = section(dec, f, key, userFromRaw)
+			f.Users, err2 = section(d, f, key, userFromRaw)
 		case "groups":
-			f.Groups, err2 = section(dec, f, key, groupFromRaw)
+			f.Groups, err2 = section(d, f, key, groupFromRaw)
 		case "territories":
-			f.Territories, err2 = section(dec, f, key, territoryFromRaw)
+			f.Territories, err2 = section(d, f, key, territoryFromRaw)
 		case "rules":
-			f.Rules, err2 = section(dec, f, key, ruleFromRaw)
+			f.Rules, err2 = section(d, f, key, ruleFromRaw)
 		case "records":
 			f.HasRecords = true
-			err2 = stream(dec, key, recordFromRaw, sink.Record)
+			err2 = stream(d, key, recordFromRaw, d.sink.Record)
 		case "shares":
 			f.HasShares = true
-			err2 = stream(dec, key, shareFromRaw, sink.Share)
+			err2 = stream(d, key, shareFromRaw, d.sink.Share)
 		case "teams":
 			f.HasTeams = true
-			err2 = stream(dec, key, teamFromRaw, sink.Team)
+			err2 = stream(d, key, teamFromRaw, d.sink.Team)
 		default:
 			return nil, fmt.Errorf("unknown section %q (known: version, objects, roles, users, groups, territories, records, rules, shares, teams)", key)
 		}
@@ -150,8 +214,9 @@ func syntaxErr(err error) error {
 }
 
 // entryErr names an entry by its id when it has one, else by its position.
-func entryErr(section string, i int, id string, err error) error {
-	if id != "" {
+// An id past the limit is not repeated.
+func entryErr(lim *Limits, section string, i int, id string, err error) error {
+	if id != "" && (lim.IDBytes == 0 || int64(len(id)) <= lim.IDBytes) {
 		return fmt.Errorf("%s %q: %w", singular(section), id, err)
 	}
 	return fmt.Errorf("%s[%d]: %w", section, i, err)
@@ -198,32 +263,71 @@ func goTypeName(t string) string {
 
 type identified interface{ id() string }
 
-// section reads a small section whole, keeping its raw JSON in f.Raw.
-func section[R identified, T any](dec *json.Decoder, f *File, sec string, conv func(*R) (T, error)) ([]T, error) {
+// section reads a small section whole, keeping its raw JSON in f.Raw. The
+// configuration sections share one budget of bytes (Limits.ConfigBytes).
+func section[R identified, T any](d *decoder, f *File, sec string, conv func(*R, *Limits) (T, error)) ([]T, error) {
+	start := d.dec.InputOffset()
+	tooBig := func() error {
+		return fmt.Errorf("section %q: %w", sec, limitErr(LimitConfigBytes, d.lim.ConfigBytes,
+			fmt.Sprintf("the configuration sections up to this one are larger than the limit of %d bytes", d.lim.ConfigBytes)))
+	}
+	if d.cr != nil && d.lim.ConfigBytes > 0 {
+		d.cr.arm(start+d.configLeft, tooBig)
+	}
 	var raw json.RawMessage
-	if err := dec.Decode(&raw); err != nil {
+	if err := d.dec.Decode(&raw); err != nil {
 		return nil, syntaxErr(err)
+	}
+	if d.lim.ConfigBytes > 0 {
+		used := d.dec.InputOffset() - start
+		if used > d.configLeft {
+			return nil, tooBig()
+		}
+		d.configLeft -= used
 	}
 	f.Raw[sec] = raw
 	sub := json.NewDecoder(bytes.NewReader(raw))
 	sub.DisallowUnknownFields()
 	out := []T{}
-	err := stream(sub, sec, conv, func(t *T) error { out = append(out, *t); return nil })
+	err := stream(&decoder{dec: sub, lim: d.lim}, sec, conv, func(t *T) error { out = append(out, *t); return nil })
 	return out, err
 }
 
-func stream[R identified, T any](dec *json.Decoder, sec string, conv func(*R) (T, error), sink func(*T) error) error {
+// stream reads the list sec entry by entry. When d reads a file, each
+// entry may take Limits.EntryBytes, counted from the end of the one before.
+func stream[R identified, T any](d *decoder, sec string, conv func(*R, *Limits) (T, error), sink func(*T) error) error {
+	dec := d.dec
+	d.armToken()
 	if err := expectDelim(dec, '[', fmt.Sprintf("section %q must be a list", sec)); err != nil {
 		return err
 	}
-	for i := 0; dec.More(); i++ {
+	i := 0
+	tooBig := func() error { // of entry i
+		return fmt.Errorf("%s[%d]: %w", sec, i, limitErr(LimitEntryBytes, d.lim.EntryBytes,
+			fmt.Sprintf("larger than the limit of %d bytes as written", d.lim.EntryBytes)))
+	}
+	for ; ; i++ {
+		start := dec.InputOffset()
+		if d.cr != nil {
+			if d.lim.EntryBytes > 0 {
+				d.cr.arm(start+d.lim.EntryBytes, tooBig)
+			} else {
+				d.cr.arm(-1, nil)
+			}
+		}
+		if !dec.More() {
+			break
+		}
 		var raw R
 		if err := decodeEntry(dec, sec, i, &raw); err != nil {
 			return err
 		}
-		t, err := conv(&raw)
+		if d.cr != nil && d.lim.EntryBytes > 0 && dec.InputOffset()-start > d.lim.EntryBytes {
+			return tooBig()
+		}
+		t, err := conv(&raw, d.lim)
 		if err != nil {
-			return entryErr(sec, i, raw.id(), err)
+			return entryErr(d.lim, sec, i, raw.id(), err)
 		}
 		if sink != nil {
 			if err := sink(&t); err != nil {
@@ -231,6 +335,7 @@ func stream[R identified, T any](dec *json.Decoder, sec string, conv func(*R) (T
 			}
 		}
 	}
+	d.armToken()
 	return expectDelim(dec, ']', fmt.Sprintf("section %q must be a list", sec))
 }
 
@@ -246,7 +351,10 @@ func (r rawObject) id() string { return r.Name }
 
 var objectName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 
-func objectFromRaw(r *rawObject) (Object, error) {
+func objectFromRaw(r *rawObject, lim *Limits) (Object, error) {
+	if err := lim.checkIDs([]string{"name", "parent", "internal_owd", "external_owd"}, &r.Name, r.Parent, r.InternalOWD, r.ExternalOWD); err != nil {
+		return Object{}, err
+	}
 	o := Object{Name: r.Name, Parent: str(r.Parent), Hierarchy: r.Hierarchy == nil || *r.Hierarchy}
 	if !objectName.MatchString(r.Name) {
 		return o, fmt.Errorf("name must match [a-z][a-z0-9_]*")
@@ -283,6 +391,10 @@ type rawChild struct {
 	Contact     *string `json:"contact_access"`
 	Opportunity *string `json:"opportunity_access"`
 	Case        *string `json:"case_access"`
+}
+
+func (r rawChild) check(lim *Limits) error {
+	return lim.checkIDs([]string{"contact_access", "opportunity_access", "case_access"}, r.Contact, r.Opportunity, r.Case)
 }
 
 func (r rawChild) set() bool { return r.Contact != nil || r.Opportunity != nil || r.Case != nil }
@@ -322,7 +434,13 @@ type rawRole struct {
 
 func (r rawRole) id() string { return r.ID }
 
-func roleFromRaw(r *rawRole) (Role, error) {
+func roleFromRaw(r *rawRole, lim *Limits) (Role, error) {
+	if err := lim.checkIDs([]string{"id", "parent"}, &r.ID, r.Parent); err != nil {
+		return Role{}, err
+	}
+	if err := r.rawChild.check(lim); err != nil {
+		return Role{}, err
+	}
 	if r.ID == "" {
 		return Role{}, fmt.Errorf("id is required")
 	}
@@ -339,7 +457,10 @@ type rawUser struct {
 
 func (r rawUser) id() string { return r.ID }
 
-func userFromRaw(r *rawUser) (User, error) {
+func userFromRaw(r *rawUser, lim *Limits) (User, error) {
+	if err := lim.checkIDs([]string{"id", "role", "type"}, &r.ID, r.Role, r.Type); err != nil {
+		return User{}, err
+	}
 	u := User{ID: r.ID, Role: str(r.Role), Active: r.Active == nil || *r.Active}
 	if r.ID == "" {
 		return u, fmt.Errorf("id is required")
@@ -363,7 +484,15 @@ type rawGroup struct {
 
 func (r rawGroup) id() string { return r.ID }
 
-func groupFromRaw(r *rawGroup) (Group, error) {
+func groupFromRaw(r *rawGroup, lim *Limits) (Group, error) {
+	if err := lim.checkID("id", r.ID); err != nil {
+		return Group{}, err
+	}
+	for i, m := range r.Members {
+		if lim.checkGrantee("", m) != nil {
+			return Group{}, lim.checkGrantee(fmt.Sprintf("member %d", i+1), m)
+		}
+	}
 	g := Group{ID: r.ID, IncludeBosses: r.IncludeBosses == nil || *r.IncludeBosses, Queue: r.Queue != nil && *r.Queue}
 	if r.ID == "" {
 		return g, fmt.Errorf("id is required")
@@ -388,7 +517,18 @@ type rawTerritory struct {
 
 func (r rawTerritory) id() string { return r.ID }
 
-func territoryFromRaw(r *rawTerritory) (Territory, error) {
+func territoryFromRaw(r *rawTerritory, lim *Limits) (Territory, error) {
+	if err := lim.checkIDs([]string{"id", "parent", "account_access"}, &r.ID, r.Parent, r.AccountAccess); err != nil {
+		return Territory{}, err
+	}
+	for i, u := range r.Users {
+		if !lim.idOK(u) {
+			return Territory{}, lim.checkID(fmt.Sprintf("user %d", i+1), u)
+		}
+	}
+	if err := r.rawChild.check(lim); err != nil {
+		return Territory{}, err
+	}
 	t := Territory{ID: r.ID, Parent: str(r.Parent), Users: r.Users, AccountAccess: Read}
 	if r.ID == "" {
 		return t, fmt.Errorf("id is required")
@@ -416,7 +556,18 @@ type rawRecord struct {
 
 func (r rawRecord) id() string { return r.ID }
 
-func recordFromRaw(r *rawRecord) (Record, error) {
+func recordFromRaw(r *rawRecord, lim *Limits) (Record, error) {
+	if err := lim.checkIDs([]string{"id", "object", "owner", "parent"}, &r.ID, &r.Object, &r.Owner, r.Parent); err != nil {
+		return Record{}, err
+	}
+	for i, t := range r.Territories {
+		if !lim.idOK(t) {
+			return Record{}, lim.checkID(fmt.Sprintf("territory %d", i+1), t)
+		}
+	}
+	if err := checkFields(lim, r.Fields); err != nil {
+		return Record{}, err
+	}
 	rec := Record{Object: r.Object, ID: r.ID, Owner: r.Owner, Parent: str(r.Parent), Fields: r.Fields, Territories: r.Territories}
 	switch {
 	case r.ID == "":
@@ -427,6 +578,27 @@ func recordFromRaw(r *rawRecord) (Record, error) {
 		return rec, fmt.Errorf("owner is required")
 	}
 	return rec, nil
+}
+
+// checkFields bounds a record's field names and string values, reporting
+// the first field at fault in byte order (never its value).
+func checkFields(lim *Limits, f Fields) error {
+	if lim.IDBytes == 0 && lim.ValueBytes == 0 {
+		return nil
+	}
+	bad, found := "", false
+	for k, v := range f {
+		if (!lim.idOK(k) || !lim.valueOK(v)) && (!found || k < bad) {
+			bad, found = k, true
+		}
+	}
+	if !found {
+		return nil
+	}
+	if err := lim.checkID("a field name", bad); err != nil {
+		return err
+	}
+	return lim.checkValue(fmt.Sprintf("field %q", bad), f[bad])
 }
 
 type rawCriteria struct {
@@ -451,7 +623,38 @@ type rawRule struct {
 
 func (r rawRule) id() string { return r.ID }
 
-func ruleFromRaw(r *rawRule) (Rule, error) {
+func ruleFromRaw(r *rawRule, lim *Limits) (Rule, error) {
+	if err := lim.checkIDs([]string{"id", "object", "type", "access"}, &r.ID, &r.Object, &r.Type, &r.Access); err != nil {
+		return Rule{}, err
+	}
+	if err := lim.checkGrantee("target", r.Target); err != nil {
+		return Rule{}, err
+	}
+	if r.Source != nil {
+		if err := lim.checkGrantee("source", *r.Source); err != nil {
+			return Rule{}, err
+		}
+	}
+	if err := r.rawChild.check(lim); err != nil {
+		return Rule{}, err
+	}
+	if c := r.Criteria; c != nil {
+		if err := over(int64(len(c.Conditions)), lim.Conditions, LimitConditions,
+			fmt.Sprintf("%d conditions", len(c.Conditions)), "conditions"); err != nil {
+			return Rule{}, err
+		}
+		if c.Logic != nil {
+			if err := over(int64(len(*c.Logic)), lim.LogicChars, LimitLogicChars,
+				fmt.Sprintf("filter logic of %d characters", len(*c.Logic)), "characters"); err != nil {
+				return Rule{}, err
+			}
+		}
+		for i, cond := range c.Conditions {
+			if !lim.idOK(cond.Field) || !lim.idOK(cond.Op) {
+				return Rule{}, lim.checkIDs([]string{fmt.Sprintf("condition %d: field", i+1), fmt.Sprintf("condition %d: op", i+1)}, &cond.Field, &cond.Op)
+			}
+		}
+	}
 	rule := Rule{ID: r.ID, Object: r.Object}
 	if r.ID == "" {
 		return rule, fmt.Errorf("id is required")
@@ -511,6 +714,9 @@ func ruleFromRaw(r *rawRule) (Rule, error) {
 			if err := conds[i].Value.UnmarshalJSON(c.Value); err != nil {
 				return rule, fmt.Errorf("condition %d: value %w", i+1, err)
 			}
+			if err := lim.checkValue(fmt.Sprintf("condition %d: value", i+1), conds[i].Value); err != nil {
+				return rule, err
+			}
 		}
 		if rule.Criteria, err = NewCriteria(conds, str(r.Criteria.Logic)); err != nil {
 			return rule, err
@@ -533,7 +739,13 @@ func (r rawShare) id() string { return "" }
 
 var apexCause = regexp.MustCompile(`^apex:[a-z0-9_]+$`)
 
-func shareFromRaw(r *rawShare) (Share, error) {
+func shareFromRaw(r *rawShare, lim *Limits) (Share, error) {
+	if err := lim.checkIDs([]string{"object", "record", "access", "cause"}, &r.Object, &r.Record, &r.Access, &r.Cause); err != nil {
+		return Share{}, err
+	}
+	if err := lim.checkGrantee("grantee", r.Grantee); err != nil {
+		return Share{}, err
+	}
 	s := Share{Object: r.Object, Record: r.Record, Cause: r.Cause}
 	var err error
 	switch {
@@ -560,7 +772,13 @@ type rawTeam struct {
 
 func (r rawTeam) id() string { return "" }
 
-func teamFromRaw(r *rawTeam) (Team, error) {
+func teamFromRaw(r *rawTeam, lim *Limits) (Team, error) {
+	if err := lim.checkIDs([]string{"record", "user", "access"}, &r.Record, &r.User, &r.Access); err != nil {
+		return Team{}, err
+	}
+	if err := r.rawChild.check(lim); err != nil {
+		return Team{}, err
+	}
 	t := Team{Record: r.Record, User: r.User}
 	var err error
 	switch {

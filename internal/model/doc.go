@@ -13,4 +13,10 @@
 // that involves only configuration, Check* functions check one large-section
 // entry's own shape, and Model.Validate checks a whole in-memory model,
 // references between records, shares and teams included.
+//
+// An untrusted file is read with DecodeLimited and its configuration checked
+// with Config.ValidateLimited, which bound every input's size and cost by
+// Limits (sizes, lengths, conditions, counts, hierarchy depths) before it is
+// buffered or walked; validation takes time linear in the configuration.
+// Decode and Validate apply no limits, for input that passed them already.
 package model

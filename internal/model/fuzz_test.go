@@ -35,8 +35,21 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(withSections(nil)))
 	f.Add([]byte(`{"version":1}`))
 	f.Add([]byte(`{"rules":[{"id":"r","object":"account","type":"criteria","target":"all_internal_users","access":"read","criteria":{"conditions":[{"field":"a","op":"equals","value":"x, y"}],"logic":"NOT (1 OR 1) and 1"}}]}`))
+	// Small limits, so that fuzzing reaches each of them.
+	small := Limits{FileBytes: 1 << 12, ConfigBytes: 1 << 11, EntryBytes: 1 << 9, IDBytes: 16, ValueBytes: 32,
+		Conditions: 3, LogicChars: 20, Users: 5, Roles: 5, RoleDepth: 3, Territories: 5, TerritoryDepth: 3, Groups: 5, GroupDepth: 3}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, _, err := Parse(bytes.NewReader(data))
+		lf, lerr := DecodeLimited(bytes.NewReader(data), Sink{}, small)
+		if lerr == nil {
+			_, lerr = lf.Config.ValidateLimited(small)
+		}
+		switch {
+		case lerr != nil && lerr.Error() == "":
+			t.Fatal("empty error message within limits")
+		case lerr == nil && err != nil:
+			t.Fatalf("accepted within limits, rejected without: %v", err)
+		}
 		if err != nil {
 			if err.Error() == "" {
 				t.Fatal("empty error message")

@@ -22,8 +22,24 @@ type Index struct {
 
 // Validate checks every rule of the model that involves only configuration
 // (objects, roles, users, groups, territories, rules) and returns the lookups.
-// Absent sections count as empty. The error names the offending entry.
-func (c *Config) Validate() (*Index, error) {
+// Absent sections count as empty. The error names the offending entry. It
+// applies no Limits: see ValidateLimited.
+func (c *Config) Validate() (*Index, error) { return c.ValidateLimited(Limits{}) }
+
+// ValidateLimited is Validate, also bounding the counts of users, roles,
+// territories and groups and the depths of their hierarchies by lim. It
+// takes time linear in the configuration's size.
+func (c *Config) ValidateLimited(lim Limits) (*Index, error) {
+	for _, n := range []struct {
+		n          int
+		max        int64
+		limit, sec string
+	}{{len(c.Users), lim.Users, LimitUsers, "users"}, {len(c.Roles), lim.Roles, LimitRoles, "roles"},
+		{len(c.Territories), lim.Territories, LimitTerritories, "territories"}, {len(c.Groups), lim.Groups, LimitGroups, "groups"}} {
+		if err := over(int64(n.n), n.max, n.limit, fmt.Sprintf("%d %s", n.n, n.sec), n.sec); err != nil {
+			return nil, fmt.Errorf("section %q: %w", n.sec, err)
+		}
+	}
 	ix := &Index{Config: c,
 		Objects: map[string]*Object{}, Roles: map[string]*Role{}, Users: map[string]*User{},
 		Groups: map[string]*Group{}, Territories: map[string]*Territory{}}
@@ -39,10 +55,12 @@ func (c *Config) Validate() (*Index, error) {
 			return nil, fmt.Errorf("object %q: parent object %q does not exist", o.Name, o.Parent)
 		}
 	}
-	for _, o := range c.Objects {
-		if err := noCycle(o.Name, func(n string) string { return ix.Objects[n].Parent }); err != nil {
-			return nil, fmt.Errorf("object %q: parent %w", o.Name, err)
-		}
+	objects := make([]string, len(c.Objects))
+	for i, o := range c.Objects {
+		objects[i] = o.Name
+	}
+	if start, err := levels(objects, func(n string) string { return ix.Objects[n].Parent }, 0); err != nil {
+		return nil, fmt.Errorf("object %q: parent %w", start, err)
 	}
 	for i := range c.Roles {
 		r := &c.Roles[i]
@@ -56,10 +74,12 @@ func (c *Config) Validate() (*Index, error) {
 			return nil, fmt.Errorf("role %q: parent role %q does not exist", r.ID, r.Parent)
 		}
 	}
-	for _, r := range c.Roles {
-		if err := noCycle(r.ID, func(n string) string { return ix.Roles[n].Parent }); err != nil {
-			return nil, fmt.Errorf("role %q: role hierarchy %w", r.ID, err)
-		}
+	roles := make([]string, len(c.Roles))
+	for i, r := range c.Roles {
+		roles[i] = r.ID
+	}
+	if start, err := levels(roles, func(n string) string { return ix.Roles[n].Parent }, lim.RoleDepth); err != nil {
+		return nil, levelErr("role", "role hierarchy", start, LimitRoleDepth, err)
 	}
 	for i := range c.Users {
 		u := &c.Users[i]
@@ -88,7 +108,7 @@ func (c *Config) Validate() (*Index, error) {
 			}
 		}
 	}
-	if err := ix.groupCycles(); err != nil {
+	if err := ix.groupCycles(lim.GroupDepth); err != nil {
 		return nil, err
 	}
 	for i := range c.Territories {
@@ -108,10 +128,12 @@ func (c *Config) Validate() (*Index, error) {
 			}
 		}
 	}
-	for _, t := range c.Territories {
-		if err := noCycle(t.ID, func(n string) string { return ix.Territories[n].Parent }); err != nil {
-			return nil, fmt.Errorf("territory %q: territory hierarchy %w", t.ID, err)
-		}
+	terrs := make([]string, len(c.Territories))
+	for i, t := range c.Territories {
+		terrs[i] = t.ID
+	}
+	if start, err := levels(terrs, func(n string) string { return ix.Territories[n].Parent }, lim.TerritoryDepth); err != nil {
+		return nil, levelErr("territory", "territory hierarchy", start, LimitTerritoryDepth, err)
 	}
 	if err := ix.validateRules(); err != nil {
 		return nil, err
@@ -175,50 +197,104 @@ func (ix *Index) CheckGrantee(g Grantee) error {
 	return nil
 }
 
-func (ix *Index) groupCycles() error {
-	const (
-		white = iota
-		grey
-		black
-	)
-	state := map[string]int{}
-	var visit func(id string) error
-	visit = func(id string) error {
-		switch state[id] {
-		case grey:
-			return fmt.Errorf("group nesting cycle at group %q", id)
-		case black:
-			return nil
+// groupCycles reports a cycle of groups nested in groups, and nesting deeper
+// than maxDepth levels (0: any), in time linear in the groups' members.
+func (ix *Index) groupCycles(maxDepth int64) error {
+	const grey = -1
+	depth := make(map[string]int64, len(ix.Config.Groups)) // 0 unvisited, grey on the path, else levels
+	type frame struct {
+		id   string
+		next int // the next member to visit
+		d    int64
+	}
+	var stack []frame // depth-first, without recursion: nesting may be deep
+	for _, g := range ix.Config.Groups {
+		if depth[g.ID] != 0 {
+			continue
 		}
-		state[id] = grey
-		for _, m := range ix.Groups[id].Members {
-			if m.Kind == GGroup {
-				if err := visit(m.ID); err != nil {
-					return err
+		depth[g.ID] = grey
+		stack = append(stack[:0], frame{id: g.ID, d: 1})
+		for len(stack) > 0 {
+			f := &stack[len(stack)-1]
+			members := ix.Groups[f.id].Members
+			if f.next == len(members) {
+				depth[f.id] = f.d
+				stack = stack[:len(stack)-1]
+				if len(stack) > 0 {
+					p := &stack[len(stack)-1]
+					p.d = max(p.d, f.d+1)
 				}
+				continue
+			}
+			m := members[f.next]
+			f.next++
+			if m.Kind != GGroup {
+				continue
+			}
+			switch k := depth[m.ID]; {
+			case k == grey:
+				return fmt.Errorf("group nesting cycle at group %q", m.ID)
+			case k > 0:
+				f.d = max(f.d, k+1)
+			default:
+				depth[m.ID] = grey
+				stack = append(stack, frame{id: m.ID, d: 1})
 			}
 		}
-		state[id] = black
-		return nil
 	}
 	for _, g := range ix.Config.Groups {
-		if err := visit(g.ID); err != nil {
-			return err
+		if err := over(depth[g.ID], maxDepth, LimitGroupDepth, fmt.Sprintf("nests groups %d levels deep", depth[g.ID]), "levels"); err != nil {
+			return fmt.Errorf("group %q: %w", g.ID, err)
 		}
 	}
 	return nil
 }
 
-// noCycle follows parent links from start and reports a cycle.
-func noCycle(start string, parent func(string) string) error {
-	seen := map[string]bool{}
-	for n := start; n != ""; n = parent(n) {
-		if seen[n] {
-			return fmt.Errorf("has a cycle through %q", n)
+// errTooDeep is levels' report of a hierarchy deeper than its limit.
+type errTooDeep struct{ depth, max int64 }
+
+func (e *errTooDeep) Error() string { return fmt.Sprintf("%d levels deep", e.depth) }
+
+// levels checks the parent links of ids (all of them must exist) in time
+// linear in their number: it reports the first id, in order, whose
+// ancestors form a cycle ("has a cycle through X", X the first id met
+// twice going up from it) or lie deeper than maxDepth levels (0: any; a root
+// is at level 1) as an *errTooDeep.
+func levels(ids []string, parent func(string) string, maxDepth int64) (string, error) {
+	const onPath = -1
+	depth := make(map[string]int64, len(ids)) // 0 unknown, onPath, else levels
+	var path []string
+	for _, id := range ids {
+		path = path[:0]
+		var d int64 // the level above the path
+		for n := id; n != ""; n = parent(n) {
+			if k := depth[n]; k == onPath {
+				return id, fmt.Errorf("has a cycle through %q", n)
+			} else if k > 0 {
+				d = k
+				break
+			}
+			depth[n] = onPath
+			path = append(path, n)
 		}
-		seen[n] = true
+		for i := len(path) - 1; i >= 0; i-- {
+			d++
+			depth[path[i]] = d
+		}
+		if maxDepth > 0 && depth[id] > maxDepth {
+			return id, &errTooDeep{depth[id], maxDepth}
+		}
 	}
-	return nil
+	return "", nil
+}
+
+// levelErr words levels' error for a kind of entry.
+func levelErr(kind, hierarchy, id, limit string, err error) error {
+	if d, ok := err.(*errTooDeep); ok {
+		return fmt.Errorf("%s %q: %w", kind, id, limitErr(limit, d.max,
+			fmt.Sprintf("%d levels deep in the %s, over the limit of %d levels", d.depth, hierarchy, d.max)))
+	}
+	return fmt.Errorf("%s %q: %s %w", kind, id, hierarchy, err)
 }
 
 // CheckRecordRefs checks a record's references to configuration: its object,

@@ -14,8 +14,7 @@ const maxBounded = 1e300
 
 // criteriaFilter returns a SQL condition on the record r that holds for
 // every record crit matches, and for few others: Go's Criteria.Match
-// decides, the filter only spares reading and parsing the rest. Field
-// names and values are query parameters, numbered after args.
+// decides, the filter only spares reading and parsing the rest.
 //
 // A condition is false when its field is missing or of another JSON type,
 // whatever the operator, so each one requires the type. Numbers are also
@@ -24,41 +23,125 @@ const maxBounded = 1e300
 // get no bound), and equal strings must be one of the alternatives.
 // Other operators, and criteria with filter logic of
 // their own (a NOT would turn the widening around), filter nothing more.
+//
+// The conditions' field names, bounds and alternatives are query
+// parameters, numbered after args: at most three jsonb arrays whatever the
+// rule's size, so that no rule comes near PostgreSQL's 65,535 parameters.
+// The SQL text holds constant SQL and array indexes, never a value.
 func criteriaFilter(crit *model.Criteria, args []any) (string, []any) {
-	if !crit.AllRequired() {
+	return filterWith(crit, args, inlineMax)
+}
+
+// inlineMax is the most conditions a filter writes out one by one. Written
+// out, each reads its array elements once, at planning, but planning copies
+// each array at each reference, which is quadratic in the rule's size. A
+// larger rule is one NOT EXISTS over its conditions: constant planning, a
+// little more work per record. The default limit of conditions stays
+// under inlineMax.
+const inlineMax = 1000
+
+// filterCond is one condition as the filter tests it, and as the jsonb
+// parameter of a large rule carries it.
+type filterCond struct {
+	Field string   `json:"f"`
+	Kind  string   `json:"k"`            // the JSON type the field must have
+	Op    string   `json:"op,omitempty"` // "" (the type only), "between", "<=", ">=" or "in"
+	Lo    *float64 `json:"lo,omitempty"`
+	Hi    *float64 `json:"hi,omitempty"`
+	Alts  []string `json:"a,omitempty"` // for "in"
+}
+
+// filterWith is criteriaFilter, writing out rules of at most inline conditions.
+func filterWith(crit *model.Criteria, args []any, inline int) (string, []any) {
+	if !crit.AllRequired() || len(crit.Conditions) == 0 {
 		return "true", args
 	}
-	param := func(v any) string {
-		args = append(args, v)
-		return fmt.Sprintf("$%d", len(args))
-	}
-	var conds []string
-	for _, c := range crit.Conditions {
-		field := "r.fields -> " + param(c.Field) + "::text"
-		kind := map[model.ValueKind]string{model.String: "string", model.Number: "number", model.Bool: "boolean"}[c.Value.Kind]
-		test := "true"
+	conds := make([]filterCond, len(crit.Conditions))
+	for i, c := range crit.Conditions {
+		fc := filterCond{Field: c.Field, Kind: map[model.ValueKind]string{model.String: "string", model.Number: "number", model.Bool: "boolean"}[c.Value.Kind]}
 		switch {
 		case c.Value.Kind == model.Number && c.Op != model.OpNotEquals && math.Abs(c.Value.Num) < maxBounded:
 			t := c.Value.Num
 			eps := math.Abs(t)*1e-9 + 1e-300
 			lo, hi := t-eps, t+eps
-			n := "(" + field + ")::numeric"
 			switch c.Op {
 			case model.OpEquals:
-				test = n + " BETWEEN " + param(lo) + "::numeric AND " + param(hi) + "::numeric"
+				fc.Op, fc.Lo, fc.Hi = "between", &lo, &hi
 			case model.OpLT, model.OpLE:
-				test = n + " <= " + param(hi) + "::numeric"
+				fc.Op, fc.Hi = "<=", &hi
 			case model.OpGT, model.OpGE:
-				test = n + " >= " + param(lo) + "::numeric"
+				fc.Op, fc.Lo = ">=", &lo
 			}
 		case c.Value.Kind == model.String && c.Op == model.OpEquals:
-			alts := []string{c.Value.Str}
+			fc.Op, fc.Alts = "in", []string{c.Value.Str}
 			for _, a := range strings.Split(c.Value.Str, ",") {
-				alts = append(alts, strings.TrimSpace(a))
+				fc.Alts = append(fc.Alts, strings.TrimSpace(a))
 			}
-			test = "(r.fields ->> " + param(c.Field) + "::text) = ANY(" + param(alts) + "::text[])"
 		}
-		conds = append(conds, "CASE WHEN jsonb_typeof("+field+") = '"+kind+"' THEN "+test+" ELSE false END")
+		conds[i] = fc
 	}
-	return strings.Join(conds, " AND "), args
+	// pgx sends a Go value given for a jsonb parameter as its JSON: floats
+	// in their shortest exact form, as it sends a float64 for a numeric.
+	param := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d::jsonb", len(args))
+	}
+	if len(conds) > inline {
+		// A condition that fails keeps the record out. jsonb_to_recordset
+		// reads the numbers as exact decimals.
+		return `NOT EXISTS (SELECT FROM jsonb_to_recordset(` + param(conds) + `) AS c (f text, k text, op text, lo numeric, hi numeric, a jsonb)
+			WHERE NOT CASE WHEN jsonb_typeof(r.fields -> c.f) IS DISTINCT FROM c.k THEN false
+				WHEN c.op = 'between' THEN (r.fields -> c.f)::numeric BETWEEN c.lo AND c.hi
+				WHEN c.op = '<=' THEN (r.fields -> c.f)::numeric <= c.hi
+				WHEN c.op = '>=' THEN (r.fields -> c.f)::numeric >= c.lo
+				WHEN c.op = 'in' THEN c.a @> (r.fields -> c.f)
+				ELSE true END)`, args
+	}
+	fields := make([]string, len(conds))
+	var bounds []float64
+	var alts [][]string
+	for i, c := range conds {
+		fields[i] = c.Field
+		if c.Lo != nil {
+			bounds = append(bounds, *c.Lo)
+		}
+		if c.Hi != nil {
+			bounds = append(bounds, *c.Hi)
+		}
+		if c.Alts != nil {
+			alts = append(alts, c.Alts)
+		}
+	}
+	fieldsP, boundsP, altsP := param(fields), "", ""
+	if len(bounds) > 0 {
+		boundsP = param(bounds)
+	}
+	if len(alts) > 0 {
+		altsP = param(alts)
+	}
+	var b strings.Builder
+	nb, na := 0, 0 // the next bound and alternatives
+	bound := func() string {
+		nb++
+		return fmt.Sprintf("(%s -> %d)::numeric", boundsP, nb-1)
+	}
+	for i, c := range conds {
+		if i > 0 {
+			b.WriteString(" AND ")
+		}
+		field := fmt.Sprintf("(r.fields -> (%s ->> %d))", fieldsP, i)
+		test := "true"
+		switch c.Op {
+		case "between":
+			test = field + "::numeric BETWEEN " + bound()
+			test += " AND " + bound()
+		case "<=", ">=":
+			test = field + "::numeric " + c.Op + " " + bound()
+		case "in": // a jsonb array contains a string it lists, byte for byte
+			test = fmt.Sprintf("(%s -> %d) @> %s", altsP, na, field)
+			na++
+		}
+		fmt.Fprintf(&b, "CASE WHEN jsonb_typeof(%s) = '%s' THEN %s ELSE false END", field, c.Kind, test)
+	}
+	return b.String(), args
 }

@@ -3,12 +3,18 @@ package sharetable
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/planner"
 	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
@@ -121,5 +127,143 @@ func TestCriteriaFilterKeepsEveryMatch(t *testing.T) {
 	// Both must happen, or the test proves nothing.
 	if matches == 0 || dropped == 0 {
 		t.Fatalf("%d matches and %d records filtered out", matches, dropped)
+	}
+}
+
+// TestCriteriaFilterLargeRules resolves criteria rules of 1,000 conditions
+// (written out) and 25,000 (one NOT EXISTS), read with the conditions limit
+// raised to fit: with a parameter per value, the second would exceed
+// PostgreSQL's 65,535 parameters.
+func TestCriteriaFilterLargeRules(t *testing.T) {
+	t.Parallel()
+	ctx, pool := context.Background(), testdb.Migrated(t)
+	if _, err := pool.Exec(ctx, `INSERT INTO recalc.record (id, object, owner, root_id, fields) VALUES
+		('a1', 'account', 'u1', 'a1', '{"n0": 9, "n1": 9, "n2": 9, "n3": 9, "n4": 9, "n5": 9, "n6": 9, "s": "x", "b": true}'),
+		('a2', 'account', 'u1', 'a2', '{"n0": 9, "n1": 9, "n2": 9, "n3": 9, "n4": 0, "n5": 9, "n6": 9, "s": "x", "b": true}'),
+		('a3', 'account', 'u1', 'a3', '{"s": "x"}'),
+		('a4', 'account', 'u1', 'a4', '{"n0": 9, "n1": 9, "n2": 9, "n3": 9, "n4": 9, "n5": 9, "n6": 9, "s": "y", "b": true}')`); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{inlineMax, 25000} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			conds := make([]string, n)
+			for i := range conds {
+				switch i % 4 {
+				case 0:
+					conds[i] = fmt.Sprintf(`{"field":"n%d","op":"ge","value":%d}`, i%7, i%5)
+				case 1:
+					conds[i] = `{"field":"s","op":"equals","value":"x, z"}`
+				case 2:
+					conds[i] = `{"field":"b","op":"equals","value":true}`
+				default:
+					conds[i] = `{"field":"n0","op":"lt","value":10}`
+				}
+			}
+			doc := `{"rules":[{"id":"big","object":"account","type":"criteria","target":"all_internal_users","access":"read",
+				"criteria":{"conditions":[` + strings.Join(conds, ",") + `]}}]}`
+			lim := model.DefaultLimits()
+			lim.Conditions = int64(n - 1)
+			if _, err := model.DecodeLimited(strings.NewReader(doc), model.Sink{}, lim); err == nil {
+				t.Fatalf("a limit of %d conditions accepts %d", n-1, n)
+			}
+			lim.Conditions = int64(n)
+			f, err := model.DecodeLimited(strings.NewReader(doc), model.Sink{}, lim)
+			if err != nil {
+				t.Fatal(err)
+			}
+			crit := f.Rules[0].Criteria
+			plan := &planner.Plan{Changes: []planner.Change{{What: "rule big", Selectors: []*planner.Selector{
+				{Kind: planner.ByCriteria, Object: model.Account, Criteria: crit}}}}}
+			roots, err := ResolveRoots(ctx, pool, plan)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := []string{"a1"}; !slices.Equal(roots, want) {
+				t.Fatalf("roots %v, want %v", roots, want)
+			}
+			filter, args := criteriaFilter(crit, []any{model.Account})
+			if len(args) > 4 {
+				t.Errorf("%d query parameters, want at most 4 (the object and three arrays)", len(args))
+			}
+			if strings.ContainsAny(filter, `"`) || strings.Contains(filter, "x, z") || strings.Contains(filter, "n0") {
+				t.Errorf("the filter's SQL holds a value")
+			}
+		})
+	}
+}
+
+// TestCriteriaFilterShapesAgree checks that the two shapes of the filter,
+// written out and NOT EXISTS, keep the same records, every match among
+// them, on hostile fields and values.
+func TestCriteriaFilterShapesAgree(t *testing.T) {
+	t.Parallel()
+	ctx, pool := context.Background(), testdb.Migrated(t)
+	rng := rand.New(rand.NewPCG(7, 8))
+	names := []string{"f", "it's", `b\s`, "ü", "$2"}
+	strs := []string{"", "a", "a'b", "x,y", " y ", ",", "日本", "'; DROP TABLE x; --", `"]`}
+	nums := []float64{0, 1, -1, 0.1, 0.30000000000000004, 1e300, -1e-300, 123456789012345678, 1.7976931348623157e308}
+	value := func() model.Value {
+		switch rng.IntN(4) {
+		case 0:
+			return model.Bol(rng.IntN(2) == 0)
+		case 1:
+			return model.Num(nums[rng.IntN(len(nums))])
+		}
+		return model.Str(strs[rng.IntN(len(strs))])
+	}
+	var docs []string
+	var read []model.Fields
+	for range 300 {
+		f := model.Fields{}
+		for _, n := range names {
+			if rng.IntN(4) > 0 {
+				f[n] = value()
+			}
+		}
+		b, _ := f.MarshalJSON()
+		docs, read = append(docs, string(b)), append(read, f)
+	}
+	if _, err := pool.Exec(ctx, `CREATE TABLE fields_case AS
+		SELECT n, d::jsonb AS fields FROM unnest($1::text[]) WITH ORDINALITY x (d, n)`, docs); err != nil {
+		t.Fatal(err)
+	}
+	kept := func(filter string, args []any) map[int64]bool {
+		t.Helper()
+		rows, err := pool.Query(ctx, `SELECT n FROM fields_case r WHERE `+filter, args...)
+		if err != nil {
+			t.Fatalf("filter %s: %v", filter, err)
+		}
+		ns, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			t.Fatalf("filter %s: %v", filter, err)
+		}
+		out := map[int64]bool{}
+		for _, n := range ns {
+			out[n] = true
+		}
+		return out
+	}
+	dropped := 0
+	for range 300 {
+		conds := make([]model.Condition, 1+rng.IntN(3))
+		for j := range conds {
+			conds[j] = model.Condition{Field: names[rng.IntN(len(names))], Op: model.Op(rng.IntN(9)), Value: value()}
+		}
+		crit := &model.Criteria{Conditions: conds}
+		inline, set := kept(filterWith(crit, nil, inlineMax)), kept(filterWith(crit, nil, 0))
+		if !maps.Equal(inline, set) {
+			cj, _ := json.Marshal(conds)
+			t.Fatalf("criteria %s: written out the filter keeps %v, as NOT EXISTS %v", cj, inline, set)
+		}
+		for k, f := range read {
+			if crit.Match(f) && !set[int64(k+1)] {
+				cj, _ := json.Marshal(conds)
+				t.Fatalf("criteria %s match fields %s, which the filter drops", cj, docs[k])
+			}
+		}
+		dropped += len(read) - len(set)
+	}
+	if dropped == 0 {
+		t.Fatal("the filters dropped nothing: the test proves nothing")
 	}
 }

@@ -174,7 +174,7 @@ func configJSON(ctx context.Context, q Querier, sql string, args ...any) ([]byte
 // returned as inclusive ranges of root record ids in byte order, and counts
 // the families.
 func RootRanges(ctx context.Context, q Querier, size int) (ranges [][2]string, families int, err error) {
-	rows, err := q.Query(ctx, `SELECT root_id, count(*) FROM recalc.record GROUP BY root_id ORDER BY root_id`)
+	rows, err := q.Query(ctx, `SELECT root_id, count(*) FROM recalc.record WHERE root_id IS NOT NULL GROUP BY root_id ORDER BY root_id`)
 	if err != nil {
 		return nil, 0, fmt.Errorf("list record families: %w", err)
 	}
@@ -222,8 +222,8 @@ func loadFamilies(ctx context.Context, q Querier, org *grants.Org, where string,
 	in := &grants.Input{Shares: map[int64][]model.Share{}, Teams: map[int64][]model.Team{}}
 	rows, err := q.Query(ctx, fmt.Sprintf(`
 		SELECT rid, id, object, owner, coalesce(parent, ''), root_id, territories,
-		       CASE WHEN object = ANY($%d) THEN fields::text END
-		FROM recalc.record WHERE %s`, len(args)+1, where), append(args, withFields)...)
+		       CASE WHEN object = ANY($%d) THEN left(fields::text, $%d) END
+		FROM recalc.record WHERE %s`, len(args)+1, len(args)+2, where), append(args, withFields, maxFieldsText+1)...)
 	if err != nil {
 		return nil, fmt.Errorf("read records: %w", err)
 	}
@@ -231,10 +231,7 @@ func loadFamilies(ctx context.Context, q Querier, org *grants.Org, where string,
 	var fields []byte
 	_, err = pgx.ForEachRow(rows, []any{&r.RID, &r.ID, &r.Object, &r.Owner, &r.Parent, &r.RootID, &r.Territories, &fields}, func() error {
 		if fields != nil {
-			var err error
-			if r.Fields, err = model.ParseFields(fields); err != nil {
-				return fmt.Errorf("record %s: %w", r.ID, err)
-			}
+			r.Fields, r.Unreadable = readFields(fields)
 		}
 		in.Records = append(in.Records, r)
 		r = grants.Record{}
@@ -252,7 +249,7 @@ func loadFamilies(ctx context.Context, q Querier, org *grants.Org, where string,
 	}
 	rows, err = q.Query(ctx, `
 		SELECT r.rid, s.object, s.grantee, s.access, s.cause
-		FROM recalc.share_input s JOIN recalc.record r ON r.id = s.record WHERE r.`+where, args...)
+		FROM recalc.share_input s JOIN recalc.record r ON r.id = s.record AND r.object = s.object WHERE r.`+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read shares: %w", err)
 	}
@@ -285,6 +282,26 @@ func loadFamilies(ctx context.Context, q Querier, org *grants.Org, where string,
 		return nil, fmt.Errorf("read teams: %w", err)
 	}
 	return in, nil
+}
+
+// maxFieldsText is the longest record fields, as JSON text, that a run reads:
+// the record_fields_scalar constraint's bound. Longer fields, stored before
+// the constraint, make their record invalid instead of costing memory.
+const maxFieldsText = 1 << 20
+
+// readFields parses a record's fields as read by loadFamilies, at most
+// maxFieldsText+1 bytes of them; unreadable is true when they are too long or
+// not a JSON object of scalars. The error is dropped on purpose: it may quote
+// the fields, and a record's values never reach a log or a job's error.
+func readFields(text []byte) (f model.Fields, unreadable bool) {
+	if len(text) > maxFieldsText {
+		return nil, true
+	}
+	f, err := model.ParseFields(text)
+	if err != nil {
+		return nil, true
+	}
+	return f, false
 }
 
 // Staging tables of a full recalculation, swapped in when complete.
@@ -332,7 +349,7 @@ func CopyRows(ctx context.Context, tx pgx.Tx, rows *grants.Rows, d *Dict) (int64
 		return 0, fmt.Errorf("copy share rows: %w", err)
 	}
 	j := 0
-	_, err = tx.CopyFrom(ctx, pgx.Identifier{"recalc", nextRecord}, []string{"rid", "id", "object", "access_root", "root_id"},
+	_, err = tx.CopyFrom(ctx, pgx.Identifier{"recalc", nextRecord}, []string{"rid", "id", "object", "access_root", "root_id", "invalid"},
 		pgx.CopyFromFunc(func() ([]any, error) {
 			if j == len(rows.Records) {
 				return nil, nil
@@ -343,7 +360,7 @@ func CopyRows(ctx context.Context, tx pgx.Tx, rows *grants.Rows, d *Dict) (int64
 			if r.AccessRoot != 0 {
 				root = &r.AccessRoot
 			}
-			return []any{r.RID, r.ID, r.Object, root, r.RootID}, nil
+			return []any{r.RID, r.ID, r.Object, root, r.RootID, nullable(r.Invalid)}, nil
 		}))
 	if err != nil {
 		return 0, fmt.Errorf("copy record rows: %w", err)
@@ -425,10 +442,10 @@ func StagingTasks(pool *pgxpool.Pool, org *grants.Org, d *Dict, job int64, closu
 }
 
 // SwapFull swaps the staging tables (with closure, acl_member's too) in for
-// the live ones, building any index StagingTasks has not. Readers see the
-// old tables until tx commits, then the new ones.
+// the live ones. Call it only once StagingTasks have all run: it builds no
+// index. Readers see the old tables until tx commits, then the new ones.
 func SwapFull(ctx context.Context, tx pgx.Tx, closure bool) error {
-	sql := indexMemory + `; ` + strings.Join(stagingIndexes, "; ") + `;
+	sql := `
 		ALTER TABLE recalc.acl_share_next ADD CONSTRAINT acl_share_next_pkey PRIMARY KEY USING INDEX acl_share_next_pkey;
 		ALTER TABLE recalc.acl_record_next ADD CONSTRAINT acl_record_next_pkey PRIMARY KEY USING INDEX acl_record_next_pkey;
 		DROP TABLE recalc.acl_share, recalc.acl_record;
@@ -442,7 +459,7 @@ func SwapFull(ctx context.Context, tx pgx.Tx, closure bool) error {
 		ALTER INDEX recalc.acl_record_next_object_idx RENAME TO acl_record_object_idx;
 		ALTER INDEX recalc.acl_record_next_access_root_idx RENAME TO acl_record_access_root_idx`
 	if closure {
-		sql += `; ` + strings.Join(memberIndexes, "; ") + `;
+		sql += `;
 		ALTER TABLE recalc.acl_member_next ADD CONSTRAINT acl_member_next_pkey PRIMARY KEY USING INDEX acl_member_next_pkey;
 		DROP TABLE recalc.acl_member;
 		ALTER TABLE recalc.acl_member_next RENAME TO acl_member;

@@ -9,6 +9,7 @@ import (
 	"sort"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/model"
@@ -35,16 +36,16 @@ func ResolveRoots(ctx context.Context, q Querier, p *planner.Plan) ([]string, er
 			var err error
 			switch s.Kind {
 			case planner.ByRecords:
-				err = collect(`SELECT root_id FROM recalc.record WHERE id = ANY($1)
+				err = collect(`SELECT root_id FROM recalc.record WHERE id = ANY($1) AND root_id IS NOT NULL
 					UNION SELECT root_id FROM recalc.acl_record WHERE id = ANY($1)`, s.IDs)
 			case planner.ByObject:
-				err = collect(`SELECT root_id FROM recalc.record WHERE object = $1
+				err = collect(`SELECT root_id FROM recalc.record WHERE object = $1 AND root_id IS NOT NULL
 					UNION SELECT root_id FROM recalc.acl_record WHERE object = $1`, s.Object)
 			case planner.ByOwners:
 				err = collect(`SELECT DISTINCT root_id FROM recalc.record
-					WHERE ($1 = '' OR object = $1) AND owner = ANY($2)`, s.Object, s.IDs)
+					WHERE ($1 = '' OR object = $1) AND owner = ANY($2) AND root_id IS NOT NULL`, s.Object, s.IDs)
 			case planner.ByTerritories:
-				err = collect(`SELECT DISTINCT root_id FROM recalc.record WHERE object = $1 AND territories && $2`, s.Object, s.IDs)
+				err = collect(`SELECT DISTINCT root_id FROM recalc.record WHERE object = $1 AND territories && $2 AND root_id IS NOT NULL`, s.Object, s.IDs)
 			case planner.ByCriteria:
 				err = matchCriteria(ctx, q, s.Object, s.Criteria, set)
 			default:
@@ -68,18 +69,16 @@ func ResolveRoots(ctx context.Context, q Querier, p *planner.Plan) ([]string, er
 // SQL filter lets through (criteriaFilter).
 func matchCriteria(ctx context.Context, q Querier, object string, crit *model.Criteria, set map[string]bool) error {
 	filter, args := criteriaFilter(crit, []any{object})
-	rows, err := q.Query(ctx, `SELECT root_id, fields::text FROM recalc.record r WHERE object = $1 AND `+filter, args...)
+	rows, err := q.Query(ctx, `SELECT root_id, left(fields::text, `+fmt.Sprint(maxFieldsText+1)+`) FROM recalc.record r
+		WHERE object = $1 AND root_id IS NOT NULL AND `+filter, args...)
 	if err != nil {
 		return err
 	}
 	var root string
 	var text []byte
 	_, err = pgx.ForEachRow(rows, []any{&root, &text}, func() error {
-		f, err := model.ParseFields(text)
-		if err != nil {
-			return fmt.Errorf("record of family %s: %w", root, err)
-		}
-		if crit.Match(f) {
+		// An unreadable record is recomputed too: it becomes invalid.
+		if f, unreadable := readFields(text); unreadable || crit.Match(f) {
 			set[root] = true
 		}
 		return nil
@@ -115,7 +114,8 @@ func FamilySizes(ctx context.Context, q Querier, roots []string) (sizes []int64,
 // materialized (a family whose records were all deleted is still to clear),
 // in byte order.
 func AllRoots(ctx context.Context, q Querier) ([]string, error) {
-	rows, err := q.Query(ctx, `SELECT root_id FROM recalc.record UNION SELECT root_id FROM recalc.acl_record ORDER BY 1`)
+	rows, err := q.Query(ctx, `SELECT root_id FROM recalc.record WHERE root_id IS NOT NULL
+		UNION SELECT root_id FROM recalc.acl_record ORDER BY 1`)
 	if err != nil {
 		return nil, fmt.Errorf("list record families: %w", err)
 	}
@@ -186,52 +186,154 @@ func ApplyFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, roo
 }
 
 // LockFamilies locks the families' record rows, and the materialized rows
-// of records last computed in them, in key order: the application's
-// concurrent writes to those records wait, and two chunks never interleave
-// on one record. It returns the ids (rid) of both, sorted: the records
-// whose rows DiffFamilies compares.
+// of records last computed in them: the application's concurrent writes to
+// those records wait, and two chunks never interleave on one record. It
+// returns the ids (rid) of both, sorted: the records whose rows
+// DiffFamilies compares.
+//
+// It never waits for a lock while it holds one, so neither an application
+// transaction nor another chunk can deadlock with it, whatever order they
+// lock records in. It takes every lock it can without waiting (SKIP LOCKED),
+// inside a savepoint; if one was held, it gives them all back, waits for that
+// one alone (up to the transaction's lock_timeout), and tries again.
 //
 // Every later read of the chunk looks rows up by these ids, in the
 // tables' primary keys. Looking them up by root id instead joins on
 // root_id, whose statistics big families skew: the planner then scans
 // whole share tables for a few thousand records.
 func LockFamilies(ctx context.Context, tx pgx.Tx, roots []string) ([]int64, error) {
-	return familyRIDs(ctx, tx, roots, " FOR UPDATE")
+	for attempt := 0; attempt < maxLockRounds; attempt++ {
+		sp, err := tx.Begin(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("lock families: %w", err)
+		}
+		rids, busy, err := tryLockFamilies(ctx, sp, roots)
+		if err == nil && busy == nil {
+			if err := sp.Commit(ctx); err != nil { // releases the savepoint, keeps the locks
+				return nil, fmt.Errorf("lock families: %w", err)
+			}
+			return rids, nil
+		}
+		if rerr := sp.Rollback(ctx); rerr != nil && err == nil {
+			err = rerr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("lock families: %w", err)
+		}
+		if err := waitForRow(ctx, tx, busy); err != nil {
+			return nil, err
+		}
+	}
+	return nil, &pgconn.PgError{Code: "55P03", Message: fmt.Sprintf("could not lock the families' rows in %d rounds", maxLockRounds)}
 }
 
-// FamilyRIDs is LockFamilies without the locks, for readers.
+// maxLockRounds bounds LockFamilies' rounds of trying and waiting; past it
+// the chunk is retried like on a lock timeout.
+const maxLockRounds = 50
+
+// busyRow is a row LockFamilies found locked by another transaction.
+type busyRow struct {
+	table string // "record" or "acl_record"
+	rid   int64
+}
+
+// tryLockFamilies is one round of LockFamilies: it locks, without waiting,
+// the rows the families hold now, and returns them, or the first row that
+// another transaction holds.
+func tryLockFamilies(ctx context.Context, tx pgx.Tx, roots []string) ([]int64, *busyRow, error) {
+	current, err := readRIDs(ctx, tx, "family records", `SELECT rid FROM recalc.record WHERE root_id = ANY($1) ORDER BY rid`, roots)
+	if err != nil {
+		return nil, nil, err
+	}
+	locked, err := readRIDs(ctx, tx, "family records", `SELECT rid FROM recalc.record WHERE rid = ANY($1) AND root_id = ANY($2)
+		ORDER BY rid FOR UPDATE SKIP LOCKED`, current, roots)
+	if err != nil {
+		return nil, nil, err
+	}
+	if rid, ok := firstMissing(current, locked); ok {
+		return nil, &busyRow{"record", rid}, nil
+	}
+	before, err := readRIDs(ctx, tx, "materialized family records", `SELECT rid FROM recalc.acl_record WHERE root_id = ANY($1)`, roots)
+	if err != nil {
+		return nil, nil, err
+	}
+	// A record another chunk moved to a family of its own meanwhile drops
+	// out: the condition is checked again on the locked row.
+	const computedSQL = `SELECT rid FROM recalc.acl_record WHERE rid = ANY($1) AND (root_id = ANY($2) OR rid = ANY($3)) ORDER BY rid`
+	candidates := sortedUnion(locked, before)
+	computed, err := readRIDs(ctx, tx, "materialized family records", computedSQL, candidates, roots, locked)
+	if err != nil {
+		return nil, nil, err
+	}
+	lockedComputed, err := readRIDs(ctx, tx, "materialized family records", computedSQL+` FOR UPDATE SKIP LOCKED`, computed, roots, locked)
+	if err != nil {
+		return nil, nil, err
+	}
+	if rid, ok := firstMissing(computed, lockedComputed); ok {
+		return nil, &busyRow{"acl_record", rid}, nil
+	}
+	return sortedUnion(locked, lockedComputed), nil, nil
+}
+
+// firstMissing returns the first of want, sorted, that got lacks.
+func firstMissing(want, got []int64) (int64, bool) {
+	for i, j := 0, 0; i < len(want); i++ {
+		for j < len(got) && got[j] < want[i] {
+			j++
+		}
+		if j == len(got) || got[j] != want[i] {
+			return want[i], true
+		}
+	}
+	return 0, false
+}
+
+// waitForRow waits, holding no record lock, until the busy row is free (or
+// gone), then lets it go again: the next round locks it with the others.
+func waitForRow(ctx context.Context, tx pgx.Tx, b *busyRow) error {
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("lock families: %w", err)
+	}
+	_, err = sp.Exec(ctx, `SELECT FROM `+pgx.Identifier{"recalc", b.table}.Sanitize()+` WHERE rid = $1 FOR UPDATE`, b.rid)
+	if rerr := sp.Rollback(ctx); err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return fmt.Errorf("wait for a locked %s row: %w", b.table, err)
+	}
+	return nil
+}
+
+// FamilyRIDs is what LockFamilies returns, read without locks, for readers.
 func FamilyRIDs(ctx context.Context, q Querier, roots []string) ([]int64, error) {
-	return familyRIDs(ctx, q, roots, "")
-}
-
-func familyRIDs(ctx context.Context, q Querier, roots []string, lock string) ([]int64, error) {
-	rids := func(what, sql string, args ...any) ([]int64, error) {
-		rows, err := q.Query(ctx, sql, args...)
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", what, err)
-		}
-		out, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", what, err)
-		}
-		return out, nil
-	}
-	current, err := rids("family records", `SELECT rid FROM recalc.record WHERE root_id = ANY($1) ORDER BY rid`+lock, roots)
+	current, err := readRIDs(ctx, q, "family records", `SELECT rid FROM recalc.record WHERE root_id = ANY($1) ORDER BY rid`, roots)
 	if err != nil {
 		return nil, err
 	}
-	before, err := rids("materialized family records", `SELECT rid FROM recalc.acl_record WHERE root_id = ANY($1)`, roots)
+	before, err := readRIDs(ctx, q, "materialized family records", `SELECT rid FROM recalc.acl_record WHERE root_id = ANY($1)`, roots)
 	if err != nil {
 		return nil, err
 	}
-	// Locking re-checks the condition on rows another chunk changed
-	// meanwhile: a record it moved to its own family drops out.
-	computed, err := rids("materialized family records", `SELECT rid FROM recalc.acl_record
-		WHERE rid = ANY($1) AND (root_id = ANY($2) OR rid = ANY($3)) ORDER BY rid`+lock, sortedUnion(current, before), roots, current)
+	computed, err := readRIDs(ctx, q, "materialized family records", `SELECT rid FROM recalc.acl_record
+		WHERE rid = ANY($1) AND (root_id = ANY($2) OR rid = ANY($3)) ORDER BY rid`, sortedUnion(current, before), roots, current)
 	if err != nil {
 		return nil, err
 	}
 	return sortedUnion(current, computed), nil
+}
+
+// readRIDs runs a query of record ids.
+func readRIDs(ctx context.Context, q Querier, what, sql string, args ...any) ([]int64, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	return out, nil
 }
 
 func sortedUnion(a, b []int64) []int64 {
@@ -316,14 +418,14 @@ func DiffFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, root
 	for _, r := range in.Records {
 		f.objectOf[r.RID] = r.Object
 	}
-	rows, err := tx.Query(ctx, `SELECT rid, id, object, coalesce(access_root, 0), coalesce(root_id, '') FROM recalc.acl_record
-		WHERE rid = ANY($1)`, rids)
+	rows, err := tx.Query(ctx, `SELECT rid, id, object, coalesce(access_root, 0), coalesce(root_id, ''), coalesce(invalid, '')
+		FROM recalc.acl_record WHERE rid = ANY($1)`, rids)
 	if err != nil {
 		return nil, fmt.Errorf("read stored record rows: %w", err)
 	}
 	var rr grants.RecordRow
 	seenRec := map[int64]bool{}
-	_, err = pgx.ForEachRow(rows, []any{&rr.RID, &rr.ID, &rr.Object, &rr.AccessRoot, &rr.RootID}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&rr.RID, &rr.ID, &rr.Object, &rr.AccessRoot, &rr.RootID, &rr.Invalid}, func() error {
 		if _, ok := f.objectOf[rr.RID]; !ok {
 			f.objectOf[rr.RID] = rr.Object
 		}
@@ -414,9 +516,9 @@ func (f *FamilyDiff) Apply(ctx context.Context, tx pgx.Tx) (*ChunkStats, error) 
 	recs := f.records.Records
 	keep := make([]int64, len(recs))
 	ids, objects, rootIDs := make([]string, len(recs)), make([]string, len(recs)), make([]string, len(recs))
-	accessRoots := make([]*int64, len(recs))
+	accessRoots, invalid := make([]*int64, len(recs)), make([]*string, len(recs))
 	for i, r := range recs {
-		keep[i], ids[i], objects[i], rootIDs[i] = r.RID, r.ID, r.Object, r.RootID
+		keep[i], ids[i], objects[i], rootIDs[i], invalid[i] = r.RID, r.ID, r.Object, r.RootID, nullable(r.Invalid)
 		if r.AccessRoot != 0 {
 			ar := r.AccessRoot
 			accessRoots[i] = &ar
@@ -426,16 +528,24 @@ func (f *FamilyDiff) Apply(ctx context.Context, tx pgx.Tx) (*ChunkStats, error) 
 		return nil, fmt.Errorf("delete record rows: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `
-		INSERT INTO recalc.acl_record (rid, id, object, access_root, root_id)
-		SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+		INSERT INTO recalc.acl_record (rid, id, object, access_root, root_id, invalid)
+		SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
 		ON CONFLICT (rid) DO UPDATE SET id = excluded.id, object = excluded.object,
-			access_root = excluded.access_root, root_id = excluded.root_id
-		WHERE (acl_record.id, acl_record.object, acl_record.access_root, acl_record.root_id)
-		      IS DISTINCT FROM (excluded.id, excluded.object, excluded.access_root, excluded.root_id)`,
-		keep, ids, objects, accessRoots, rootIDs); err != nil {
+			access_root = excluded.access_root, root_id = excluded.root_id, invalid = excluded.invalid
+		WHERE (acl_record.id, acl_record.object, acl_record.access_root, acl_record.root_id, acl_record.invalid)
+		      IS DISTINCT FROM (excluded.id, excluded.object, excluded.access_root, excluded.root_id, excluded.invalid)`,
+		keep, ids, objects, accessRoots, rootIDs, invalid); err != nil {
 		return nil, fmt.Errorf("upsert record rows: %w", err)
 	}
 	return st, nil
+}
+
+// nullable is s, or NULL when s is empty.
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 func splitKeys(ks []shareKey) ([]int64, []int32, []string) {
@@ -635,18 +745,23 @@ func RecordsByObject(ctx context.Context, q Querier) (map[string]int64, error) {
 
 // FixRoots sets the family root of records that lack one (inserted with
 // plain SQL) or whose root no longer agrees with their parent's (among the
-// records changed up to seq), and of all their descendants. Imports set
-// roots themselves and mark their changes rooted, which it skips.
-func FixRoots(ctx context.Context, tx pgx.Tx, seq int64) (int64, error) {
+// records changed by the listed change rows), and of all their descendants,
+// and returns the ids of the records it changed. Imports set roots
+// themselves and mark their changes rooted, which it skips. Its own updates
+// are not logged as changes: the caller recomputes the records it returns.
+func FixRoots(ctx context.Context, tx pgx.Tx, seqs []int64) ([]string, error) {
 	var todo bool
-	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.change WHERE kind = 'record' AND seq <= $1 AND NOT rooted)
-		OR EXISTS (SELECT FROM recalc.record WHERE root_id IS NULL)`, seq).Scan(&todo)
+	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.change WHERE kind = 'record' AND seq = ANY($1) AND NOT rooted)
+		OR EXISTS (SELECT FROM recalc.record WHERE root_id IS NULL)`, seqs).Scan(&todo)
 	if err != nil || !todo {
-		return 0, err
+		return nil, err
 	}
-	tag, err := tx.Exec(ctx, `
+	if _, err := tx.Exec(ctx, `SELECT set_config('recalc.fixing_roots', 'on', true)`); err != nil {
+		return nil, fmt.Errorf("fix family roots: %w", err)
+	}
+	rows, err := tx.Query(ctx, `
 		WITH RECURSIVE changed AS MATERIALIZED (
-		    SELECT DISTINCT unnest(keys) AS id FROM recalc.change WHERE kind = 'record' AND seq <= $1 AND NOT rooted
+		    SELECT DISTINCT unnest(keys) AS id FROM recalc.change WHERE kind = 'record' AND seq = ANY($1) AND NOT rooted
 		), wrong (rid, id) AS (
 		    SELECT rid, id FROM recalc.record WHERE root_id IS NULL
 		    UNION
@@ -667,9 +782,17 @@ func FixRoots(ctx context.Context, tx pgx.Tx, seq int64) (int64, error) {
 		    FROM up u JOIN recalc.record r ON r.rid = u.cur ORDER BY u.rid, u.depth DESC
 		)
 		UPDATE recalc.record t SET root_id = roots.root FROM roots
-		WHERE t.rid = roots.rid AND t.root_id IS DISTINCT FROM roots.root`, seq)
+		WHERE t.rid = roots.rid AND t.root_id IS DISTINCT FROM roots.root
+		RETURNING t.id`, seqs)
 	if err != nil {
-		return 0, fmt.Errorf("fix family roots: %w", err)
+		return nil, fmt.Errorf("fix family roots: %w", err)
 	}
-	return tag.RowsAffected(), nil
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("fix family roots: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT set_config('recalc.fixing_roots', 'off', true)`); err != nil {
+		return nil, fmt.Errorf("fix family roots: %w", err)
+	}
+	return ids, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -13,19 +14,21 @@ type Job struct {
 	ID        int64
 	Kind      string // "full" or "incremental"
 	Trigger   string
-	Status    string // "running", "failed" or "done"
-	ChangeSeq int64
-	Config    []byte // configuration sections as one JSON object
-	Plan      []byte // the plan, as JSON
+	Status    string  // "running", "failed" or "done"
+	ChangeSeq int64   // the highest change seq the job planned from
+	Consumes  []int64 // the change rows the job planned from, deleted when it is done
+	Config    []byte  // configuration sections as one JSON object
+	Plan      []byte  // the plan, as JSON
 	Chunks    int
 	Error     string
 	DoRules   bool // the job writes share rows (and OWDs)
 	DoClosure bool // the job writes the closure (and the user table)
 
-	Records, RowsAdded, RowsRemoved, RowsUpdated int64
-	ClosureAdded, ClosureRemoved                 int64
-	DriftFixed                                   int64 // full jobs: share rows the swap changed
-	Staged                                       bool  // full jobs: staging tables complete, ready to swap
+	Records, InvalidRecords             int64
+	RowsAdded, RowsRemoved, RowsUpdated int64
+	ClosureAdded, ClosureRemoved        int64
+	DriftFixed                          int64 // full jobs: share rows the swap changed
+	Staged                              bool  // full jobs: staging tables complete, ready to swap
 }
 
 // Chunk is one unit of a job: families by root id range (full jobs) or by
@@ -36,13 +39,15 @@ type Chunk struct {
 	Roots  []string
 }
 
-const jobCols = `id, kind, trigger, status, change_seq, config::text, plan::text, chunks, coalesce(error, ''),
-	do_rules, do_closure, records, rows_added, rows_removed, rows_updated, closure_added, closure_removed, coalesce(drift_fixed, 0), staged`
+const jobCols = `id, kind, trigger, status, change_seq, consumes, config::text, plan::text, chunks, coalesce(error, ''),
+	do_rules, do_closure, records, invalid_records, rows_added, rows_removed, rows_updated, closure_added, closure_removed,
+	coalesce(drift_fixed, 0), staged`
 
 func scanJob(row pgx.Row) (*Job, error) {
 	j := &Job{}
-	err := row.Scan(&j.ID, &j.Kind, &j.Trigger, &j.Status, &j.ChangeSeq, &j.Config, &j.Plan, &j.Chunks, &j.Error,
-		&j.DoRules, &j.DoClosure, &j.Records, &j.RowsAdded, &j.RowsRemoved, &j.RowsUpdated, &j.ClosureAdded, &j.ClosureRemoved, &j.DriftFixed, &j.Staged)
+	err := row.Scan(&j.ID, &j.Kind, &j.Trigger, &j.Status, &j.ChangeSeq, &j.Consumes, &j.Config, &j.Plan, &j.Chunks, &j.Error,
+		&j.DoRules, &j.DoClosure, &j.Records, &j.InvalidRecords, &j.RowsAdded, &j.RowsRemoved, &j.RowsUpdated,
+		&j.ClosureAdded, &j.ClosureRemoved, &j.DriftFixed, &j.Staged)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -79,9 +84,13 @@ func LockJob(ctx context.Context, tx pgx.Tx, id int64) (*Job, error) {
 // CreateJob inserts a running job and its chunks and returns its id.
 func CreateJob(ctx context.Context, tx pgx.Tx, j *Job, chunks []Chunk) (int64, error) {
 	var id int64
-	err := tx.QueryRow(ctx, `INSERT INTO recalc.job (kind, trigger, status, change_seq, config, plan, chunks, do_rules, do_closure)
-		VALUES ($1, $2, 'running', $3, $4::jsonb, $5::jsonb, $6, $7, $8) RETURNING id`,
-		j.Kind, j.Trigger, j.ChangeSeq, string(j.Config), string(j.Plan), len(chunks), j.DoRules, j.DoClosure).Scan(&id)
+	consumes := j.Consumes
+	if consumes == nil {
+		consumes = []int64{}
+	}
+	err := tx.QueryRow(ctx, `INSERT INTO recalc.job (kind, trigger, status, change_seq, consumes, config, plan, chunks, do_rules, do_closure)
+		VALUES ($1, $2, 'running', $3, $4, $5::jsonb, $6::jsonb, $7, $8, $9) RETURNING id`,
+		j.Kind, j.Trigger, j.ChangeSeq, consumes, string(j.Config), string(j.Plan), len(chunks), j.DoRules, j.DoClosure).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("create job: %w", err)
 	}
@@ -129,8 +138,8 @@ func ClaimChunk(ctx context.Context, tx pgx.Tx, job int64) (*Chunk, error) {
 // DoneChunk marks a claimed chunk done with what it did.
 func DoneChunk(ctx context.Context, tx pgx.Tx, job int64, n int, st *ChunkStats, worker string) error {
 	_, err := tx.Exec(ctx, `UPDATE recalc.chunk SET status = 'done', records = $3, rows_added = $4, rows_removed = $5,
-		rows_updated = $6, done_by = $7, done_at = now() WHERE job_id = $1 AND n = $2`,
-		job, n, st.Records, st.Added, st.Removed, st.Updated, worker)
+		rows_updated = $6, invalid = $7, done_by = $8, done_at = now() WHERE job_id = $1 AND n = $2`,
+		job, n, st.Records, st.Added, st.Removed, st.Updated, len(st.Invalid), worker)
 	if err != nil {
 		return fmt.Errorf("mark chunk %d of job %d done: %w", n, job, err)
 	}
@@ -147,13 +156,14 @@ func ChunkProgress(ctx context.Context, q Querier, job int64) (done int, records
 }
 
 // FinishJob marks job done with the totals of its chunks and, when it wrote
-// share rows, clears the changes it covered from the change log.
+// share rows, deletes the change rows it planned from, and only those: a
+// change that committed meanwhile, whatever its seq, stays for the next run.
 func FinishJob(ctx context.Context, tx pgx.Tx, j *Job, cl *ClosureStats) error {
 	_, err := tx.Exec(ctx, `
 		UPDATE recalc.job j SET status = 'done', finished_at = now(), error = NULL,
-			records = c.records, rows_added = c.added, rows_removed = c.removed, rows_updated = c.updated,
-			closure_added = $2, closure_removed = $3
-		FROM (SELECT coalesce(sum(records), 0) records, coalesce(sum(rows_added), 0) added,
+			records = c.records, invalid_records = c.invalid, rows_added = c.added, rows_removed = c.removed,
+			rows_updated = c.updated, closure_added = $2, closure_removed = $3
+		FROM (SELECT coalesce(sum(records), 0) records, coalesce(sum(invalid), 0) invalid, coalesce(sum(rows_added), 0) added,
 		             coalesce(sum(rows_removed), 0) removed, coalesce(sum(rows_updated), 0) updated
 		      FROM recalc.chunk WHERE job_id = $1) c
 		WHERE j.id = $1`, j.ID, cl.Added, cl.Removed)
@@ -161,11 +171,19 @@ func FinishJob(ctx context.Context, tx pgx.Tx, j *Job, cl *ClosureStats) error {
 		return fmt.Errorf("finish job %d: %w", j.ID, err)
 	}
 	if j.DoRules {
-		if _, err := tx.Exec(ctx, `DELETE FROM recalc.change WHERE seq <= $1`, j.ChangeSeq); err != nil {
-			return fmt.Errorf("clear change log: %w", err)
+		if err := ConsumeChanges(ctx, tx, j.Consumes); err != nil {
+			return err
 		}
 	}
 	return notifyJob(ctx, tx, j.ID)
+}
+
+// ConsumeChanges deletes the listed change rows.
+func ConsumeChanges(ctx context.Context, tx pgx.Tx, seqs []int64) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM recalc.change WHERE seq = ANY($1)`, seqs); err != nil {
+		return fmt.Errorf("clear change log: %w", err)
+	}
+	return nil
 }
 
 // JobsChannel is the NOTIFY channel on which every job's end is announced,
@@ -209,18 +227,36 @@ func ResumeJob(ctx context.Context, q Querier, id int64) error {
 	return nil
 }
 
-// LastChange returns the highest change seq, 0 when the log is empty.
-func LastChange(ctx context.Context, q Querier) (int64, error) {
-	var seq int64
-	if err := q.QueryRow(ctx, `SELECT coalesce(max(seq), 0) FROM recalc.change`).Scan(&seq); err != nil {
-		return 0, fmt.Errorf("read change log: %w", err)
-	}
-	return seq, nil
+// Changes is the change log as one statement saw it.
+type Changes struct {
+	Seqs      []int64 // the rows seen, in order: a job plans from and consumes exactly these
+	Truncated bool    // recalc.record was truncated
 }
 
-// ChangedRecords returns the distinct ids of the records changed up to seq.
-func ChangedRecords(ctx context.Context, q Querier, seq int64) ([]string, error) {
-	rows, err := q.Query(ctx, `SELECT DISTINCT unnest(keys) FROM recalc.change WHERE kind = 'record' AND seq <= $1`, seq)
+// Last is the highest seq seen, 0 when none.
+func (c *Changes) Last() int64 {
+	if len(c.Seqs) == 0 {
+		return 0
+	}
+	return c.Seqs[len(c.Seqs)-1]
+}
+
+// ReadChanges reads which change rows are committed now, in one statement:
+// rows that commit later, even with lower seqs, are left for the next job.
+func ReadChanges(ctx context.Context, q Querier) (*Changes, error) {
+	c := &Changes{}
+	err := q.QueryRow(ctx, `SELECT coalesce(array_agg(seq ORDER BY seq), '{}'), coalesce(bool_or(kind = 'truncate'), false)
+		FROM recalc.change`).Scan(&c.Seqs, &c.Truncated)
+	if err != nil {
+		return nil, fmt.Errorf("read change log: %w", err)
+	}
+	return c, nil
+}
+
+// ChangedRecords returns the distinct ids of the records changed by the
+// listed change rows.
+func ChangedRecords(ctx context.Context, q Querier, seqs []int64) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT DISTINCT unnest(keys) FROM recalc.change WHERE kind = 'record' AND seq = ANY($1)`, seqs)
 	if err != nil {
 		return nil, fmt.Errorf("read change log: %w", err)
 	}
@@ -244,6 +280,14 @@ func PendingChunks(ctx context.Context, q Querier, job int64) (int64, error) {
 func SetStaged(ctx context.Context, q Querier, job int64) error {
 	if _, err := q.Exec(ctx, `UPDATE recalc.job SET staged = true WHERE id = $1`, job); err != nil {
 		return fmt.Errorf("mark job %d staged: %w", job, err)
+	}
+	return nil
+}
+
+// SetLockTimeout bounds how long each lock wait of tx may take, until tx ends.
+func SetLockTimeout(ctx context.Context, tx pgx.Tx, d time.Duration) error {
+	if _, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true)`, fmt.Sprintf("%dms", max(d.Milliseconds(), 1))); err != nil {
+		return fmt.Errorf("set lock timeout: %w", err)
 	}
 	return nil
 }

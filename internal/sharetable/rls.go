@@ -16,6 +16,11 @@ type RLS struct {
 	Object      string // the recalc object its rows are records of
 	IDColumn    string // the column holding the record id
 	UserSetting string // the setting that holds the current user's id, e.g. app.user_id
+	// UserFromRole takes the user id from current_user instead of a
+	// setting: for applications that log each end user in as (or SET ROLE
+	// to) a database role named like the user. No session can then claim
+	// another user's id, which any session can do with a setting.
+	UserFromRole bool
 }
 
 // PolicyName is the name of the policy recalc installs.
@@ -42,17 +47,23 @@ func EnableRLS(ctx context.Context, tx pgx.Tx, r *RLS) error {
 	if err != nil {
 		return err
 	}
-	if !settingName.MatchString(r.UserSetting) {
+	// The server quotes every name (%I) and value (%L) into the policy.
+	tmpl := `CREATE POLICY %I ON %s FOR SELECT USING (%I IN (SELECT v.record FROM recalc.visible_records(current_setting(%L, true), %L) v))`
+	args := []string{PolicyName, tbl.Sanitize(), r.IDColumn, r.UserSetting, r.Object}
+	switch {
+	case r.UserFromRole && r.UserSetting != "":
+		return fmt.Errorf("give either a user setting or user from role, not both")
+	case r.UserFromRole:
+		tmpl = `CREATE POLICY %I ON %s FOR SELECT USING (%I IN (SELECT v.record FROM recalc.visible_records(current_user::text, %L) v))`
+		args = []string{PolicyName, tbl.Sanitize(), r.IDColumn, r.Object}
+	case !settingName.MatchString(r.UserSetting):
 		return fmt.Errorf("user setting %q must look like prefix.name (a custom setting)", r.UserSetting)
 	}
 	if !objectName.MatchString(r.Object) {
 		return fmt.Errorf("object %q is not an object name", r.Object)
 	}
 	var policy string
-	err = tx.QueryRow(ctx, `SELECT format(
-		'CREATE POLICY %I ON %s FOR SELECT USING (%I IN (SELECT v.record FROM recalc.visible_records(current_setting(%L, true), %L) v))',
-		$1::text, $2::text, $3::text, $4::text, $5::text)`, PolicyName, tbl.Sanitize(), r.IDColumn, r.UserSetting, r.Object).Scan(&policy)
-	if err != nil {
+	if err := tx.QueryRow(ctx, `SELECT format($1::text, VARIADIC $2::text[])`, tmpl, args).Scan(&policy); err != nil {
 		return fmt.Errorf("build policy: %w", err)
 	}
 	for _, sql := range []string{

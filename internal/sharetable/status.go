@@ -19,6 +19,7 @@ type JobSummary struct {
 	Chunks      int        `json:"chunks"`
 	ChunksDone  int        `json:"chunks_done"`
 	Records     int64      `json:"records"`
+	Invalid     int64      `json:"invalid_records"`
 	RowsAdded   int64      `json:"share_rows_added"`
 	RowsRemoved int64      `json:"share_rows_removed"`
 	RowsUpdated int64      `json:"share_rows_updated"`
@@ -38,6 +39,18 @@ type Status struct {
 	PendingRecords int64                `json:"pending_records"`
 	PendingConfig  []string             `json:"pending_sections"`
 	Jobs           []JobSummary         `json:"jobs"` // the unfinished job first, then the most recent ones
+	// Invalid records get no access (recalc.invalid_record): how many, and
+	// the first few by id.
+	InvalidRecords int64           `json:"invalid_records"`
+	Invalid        []InvalidRecord `json:"invalid"`
+}
+
+// InvalidRecord is a record the last run gave no access because it is
+// invalid, and why.
+type InvalidRecord struct {
+	Record string `json:"record"`
+	Object string `json:"object"`
+	Reason string `json:"reason"`
 }
 
 // ReadStatus gathers deferral, pending changes and the recent jobs.
@@ -54,10 +67,21 @@ func ReadStatus(ctx context.Context, q Querier, recent int) (*Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read change log: %w", err)
 	}
-	rows, err := q.Query(ctx, `
+	if err := q.QueryRow(ctx, `SELECT count(*) FROM recalc.acl_record WHERE invalid IS NOT NULL`).Scan(&st.InvalidRecords); err != nil {
+		return nil, fmt.Errorf("count invalid records: %w", err)
+	}
+	rows, err := q.Query(ctx, `SELECT id, object, invalid FROM recalc.acl_record WHERE invalid IS NOT NULL ORDER BY id LIMIT 10`)
+	if err != nil {
+		return nil, fmt.Errorf("list invalid records: %w", err)
+	}
+	if st.Invalid, err = pgx.CollectRows(rows, pgx.RowToStructByPos[InvalidRecord]); err != nil {
+		return nil, fmt.Errorf("list invalid records: %w", err)
+	}
+	rows, err = q.Query(ctx, `
 		SELECT j.id, j.kind, j.trigger, j.status, j.do_rules, j.do_closure, j.chunks,
 		       (SELECT count(*) FROM recalc.chunk c WHERE c.job_id = j.id AND c.status = 'done'),
 		       CASE WHEN j.status = 'done' THEN j.records ELSE (SELECT coalesce(sum(records), 0) FROM recalc.chunk c WHERE c.job_id = j.id) END,
+		       CASE WHEN j.status = 'done' THEN j.invalid_records ELSE (SELECT coalesce(sum(invalid), 0) FROM recalc.chunk c WHERE c.job_id = j.id) END,
 		       j.rows_added, j.rows_removed, j.rows_updated, coalesce(j.drift_fixed, 0), coalesce(j.error, ''), j.created_at, j.finished_at,
 		       extract(epoch FROM now() - j.created_at)
 		FROM recalc.job j ORDER BY j.status = 'done', j.id DESC LIMIT $1`, recent)
@@ -67,7 +91,7 @@ func ReadStatus(ctx context.Context, q Querier, recent int) (*Status, error) {
 	var j JobSummary
 	var elapsed float64
 	_, err = pgx.ForEachRow(rows, []any{&j.ID, &j.Kind, &j.Trigger, &j.Status, &j.Rules, &j.Closure, &j.Chunks, &j.ChunksDone,
-		&j.Records, &j.RowsAdded, &j.RowsRemoved, &j.RowsUpdated, &j.DriftFixed, &j.Error, &j.CreatedAt, &j.FinishedAt, &elapsed}, func() error {
+		&j.Records, &j.Invalid, &j.RowsAdded, &j.RowsRemoved, &j.RowsUpdated, &j.DriftFixed, &j.Error, &j.CreatedAt, &j.FinishedAt, &elapsed}, func() error {
 		if j.Status != "done" && elapsed > 0 {
 			j.RecordsPerSecond = float64(j.Records) / elapsed
 			if j.ChunksDone > 0 {

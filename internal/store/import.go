@@ -59,15 +59,15 @@ const (
 
 var stageCols = []string{"kind", "id", "object", "owner", "parent", "fields", "territories", "access", "cause", "ca", "oa", "ka"}
 
-// Import validates the model file read from r and stores it in one
+// Import validates the model file read from r, within lim, and stores it in one
 // transaction: each section present replaces the stored one. On any error the
 // database is unchanged. check, when not nil, runs last inside the
 // transaction (the blast-radius guard); its error rolls the import back.
-func Import(ctx context.Context, pool *pgxpool.Pool, r io.Reader, log zerolog.Logger, check func(context.Context, pgx.Tx) error) (*Result, error) {
+func Import(ctx context.Context, pool *pgxpool.Pool, r io.Reader, lim model.Limits, log zerolog.Logger, check func(context.Context, pgx.Tx) error) (*Result, error) {
 	var res *Result
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		var err error
-		if res, err = ImportTx(ctx, tx, r, log); err != nil {
+		if res, err = ImportTx(ctx, tx, r, lim, log); err != nil {
 			return err
 		}
 		if check != nil {
@@ -109,7 +109,7 @@ func analyze(ctx context.Context, tx pgx.Tx, res *Result) error {
 
 // ImportTx is Import inside the caller's transaction; `recalc plan FILE`
 // rolls it back.
-func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, log zerolog.Logger) (*Result, error) {
+func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, log zerolog.Logger) (*Result, error) {
 	res := &Result{}
 	start := time.Now()
 	if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
@@ -129,7 +129,7 @@ func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, log zerolog.Logger) (
 		territories text[], access smallint, cause text, ca smallint, oa smallint, ka smallint) ON COMMIT DROP`); err != nil {
 		return nil, fmt.Errorf("create staging table: %w", err)
 	}
-	f, err := stageFile(ctx, tx, r, res)
+	f, err := stageFile(ctx, tx, r, lim, res)
 	if err != nil {
 		return nil, err
 	}
@@ -141,14 +141,18 @@ func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, log zerolog.Logger) (
 		return nil, fmt.Errorf("analyze staged rows: %w", err)
 	}
 	res.Sections = f.Present()
-	ix, err := mergeConfig(ctx, tx, f)
+	stored, err := sharetable.StoredConfig(ctx, tx) // the configuration before this import, for checkRefs
+	if err != nil {
+		return nil, err
+	}
+	ix, err := mergeConfig(ctx, tx, f, lim)
 	if err != nil {
 		return nil, err
 	}
 	if err := apply(ctx, tx, f, res); err != nil {
 		return nil, err
 	}
-	if err := checkRefs(ctx, tx, ix); err != nil {
+	if err := checkRefs(ctx, tx, ix, stored, f.HasRecords, log); err != nil {
 		return nil, err
 	}
 	// Wake `recalc watch`; delivered only if the import commits.
@@ -160,12 +164,12 @@ func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, log zerolog.Logger) (
 
 // stageFile streams the file into the staging table with one COPY, and
 // returns the configuration sections it held.
-func stageFile(ctx context.Context, tx pgx.Tx, r io.Reader, res *Result) (*model.File, error) {
+func stageFile(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, res *Result) (*model.File, error) {
 	var file *model.File
 	var decodeErr error
 	rows := func(yield func([]any) bool) {
 		stop := fmt.Errorf("stopped")
-		file, decodeErr = model.Decode(r, model.Sink{
+		file, decodeErr = model.DecodeLimited(r, model.Sink{
 			Record: func(rec *model.Record) error {
 				fields, _ := rec.Fields.MarshalJSON()
 				terr := rec.Territories
@@ -193,7 +197,7 @@ func stageFile(ctx context.Context, tx pgx.Tx, r io.Reader, res *Result) (*model
 				}
 				return nil
 			},
-		})
+		}, lim)
 	}
 	next, stopPull := iter.Pull(iter.Seq[[]any](rows))
 	defer stopPull()
@@ -217,13 +221,13 @@ func stageFile(ctx context.Context, tx pgx.Tx, r io.Reader, res *Result) (*model
 
 // mergeConfig overlays the file's configuration sections on the stored ones,
 // validates the result and stores the sections that changed.
-func mergeConfig(ctx context.Context, tx pgx.Tx, f *model.File) (*model.Index, error) {
+func mergeConfig(ctx context.Context, tx pgx.Tx, f *model.File, lim model.Limits) (*model.Index, error) {
 	cfg, err := sharetable.LoadConfig(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
 	overlay(cfg, &f.Config)
-	ix, err := cfg.Validate()
+	ix, err := cfg.ValidateLimited(lim)
 	if err != nil {
 		return nil, &InvalidError{err}
 	}
@@ -397,9 +401,24 @@ func apply(ctx context.Context, tx pgx.Tx, f *model.File, res *Result) error {
 	return nil
 }
 
+// checkRecord checks one stored record's references against ix.
+func checkRecord(ix *model.Index, rec *model.Record, parentObject string) error {
+	if err := ix.CheckRecordRefs(rec); err != nil {
+		return err
+	}
+	return ix.CheckRecordParent(rec, parentObject)
+}
+
 // checkRefs checks every stored record, share and team entry against the
 // merged configuration and each other, with the model package's own checks.
-func checkRefs(ctx context.Context, tx pgx.Tx, ix *model.Index) error {
+//
+// Records the application wrote with plain SQL may be invalid already: a
+// run gives them no access (recalc.invalid_record). An import without a
+// records section tolerates those, and logs how many: it fails only on a
+// record that was valid before it and that its configuration change breaks. With
+// a records section every stored record came from the file, and all are
+// checked.
+func checkRefs(ctx context.Context, tx pgx.Tx, ix *model.Index, stored []byte, fromFile bool, log zerolog.Logger) error {
 	rows, err := tx.Query(ctx, `
 		SELECT r.id, r.object, r.owner, coalesce(r.parent, ''), coalesce(p.object, ''), r.territories
 		FROM recalc.record r LEFT JOIN recalc.record p ON p.id = r.parent`)
@@ -408,17 +427,36 @@ func checkRefs(ctx context.Context, tx pgx.Tx, ix *model.Index) error {
 	}
 	var rec model.Record
 	var parentObject string
+	var before *model.Index // stored, decoded at the first invalid record
+	var tolerated []string
 	_, err = pgx.ForEachRow(rows, []any{&rec.ID, &rec.Object, &rec.Owner, &rec.Parent, &parentObject, &rec.Territories}, func() error {
-		if err := ix.CheckRecordRefs(&rec); err != nil {
-			return &InvalidError{err}
+		err := checkRecord(ix, &rec, parentObject)
+		if err == nil {
+			return nil
 		}
-		if err := ix.CheckRecordParent(&rec, parentObject); err != nil {
-			return &InvalidError{err}
+		if !fromFile {
+			if before == nil {
+				cfg, lerr := sharetable.DecodeConfig(stored)
+				if lerr != nil {
+					return lerr
+				}
+				if before, lerr = cfg.Validate(); lerr != nil {
+					return fmt.Errorf("stored configuration: %w", lerr)
+				}
+			}
+			if checkRecord(before, &rec, parentObject) != nil {
+				tolerated = append(tolerated, rec.ID)
+				return nil
+			}
 		}
-		return nil
+		return &InvalidError{err}
 	})
 	if err != nil {
 		return err
+	}
+	if len(tolerated) > 0 {
+		log.Warn().Int("records", len(tolerated)).Strs("first", tolerated[:min(10, len(tolerated))]).
+			Msg("records written with plain SQL are invalid and get no access (see recalc.invalid_record): fix them with SQL or import")
 	}
 	rows, err = tx.Query(ctx, `
 		SELECT s.record, s.object, s.grantee, s.access, s.cause, coalesce(r.object, '')

@@ -13,12 +13,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
 func importString(ctx context.Context, pool *pgxpool.Pool, s string) (*store.Result, error) {
-	return store.Import(ctx, pool, strings.NewReader(s), zerolog.Nop(), nil)
+	return store.Import(ctx, pool, strings.NewReader(s), model.DefaultLimits(), zerolog.Nop(), nil)
 }
 
 // snapshot renders every table of the recalc schema, rows sorted, so two
@@ -97,7 +98,6 @@ var invalidModels = []struct{ name, file, want string }{
 	{"field of wrong type", `{"records": [{"object": "account", "id": "a1", "owner": "u1", "fields": {"x": [1]}}]}`, `records[0]: field "x"`},
 	// Sections absent from the file are checked too, against what is stored.
 	{"removing a user who owns records", `{"users": [{"id": "p1", "type": "external", "role": "vp"}, {"id": "old", "active": false}]}`, `u1`},
-	{"removing a record with shares", `{"records": [{"object": "case", "id": "c1", "owner": "support_q"}, {"object": "project__c", "id": "p9", "owner": "old"}]}`, `record "a1"`},
 	{"removing an object in use", `{"objects": [{"name": "account", "internal_owd": "private"}]}`, "does not exist"},
 }
 
@@ -144,6 +144,42 @@ func TestInvalidImportLeavesDatabaseUnchanged(t *testing.T) {
 				t.Errorf("database changed by a rejected import")
 			}
 		})
+	}
+}
+
+// A record an import removes takes its shares and team entries with it, so
+// none carries over to a record that later takes its id.
+func TestRemovedRecordLosesSharesAndTeam(t *testing.T) {
+	ctx, pool := context.Background(), testdb.Migrated(t)
+	base, err := os.ReadFile("testdata/base.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := importString(ctx, pool, string(base)); err != nil {
+		t.Fatal(err)
+	}
+	count := func() (shares, team int) {
+		t.Helper()
+		if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM recalc.share_input WHERE record = 'a1'),
+			(SELECT count(*) FROM recalc.team WHERE record = 'a1')`).Scan(&shares, &team); err != nil {
+			t.Fatal(err)
+		}
+		return shares, team
+	}
+	if s, tm := count(); s != 1 || tm != 1 {
+		t.Fatalf("base model: a1 has %d shares and %d team entries, want 1 and 1", s, tm)
+	}
+	removed := `{"records": [{"object": "case", "id": "c1", "owner": "support_q"}, {"object": "project__c", "id": "p9", "owner": "old"}]}`
+	if _, err := importString(ctx, pool, removed); err != nil {
+		t.Fatalf("removing a record with shares: %v", err)
+	}
+	back := `{"records": [{"object": "account", "id": "a1", "owner": "u1"}, {"object": "case", "id": "c1", "owner": "support_q"},
+		{"object": "project__c", "id": "p9", "owner": "old"}]}`
+	if _, err := importString(ctx, pool, back); err != nil {
+		t.Fatal(err)
+	}
+	if s, tm := count(); s != 0 || tm != 0 {
+		t.Errorf("a1 removed and imported again has %d shares and %d team entries, want none", s, tm)
 	}
 }
 

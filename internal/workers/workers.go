@@ -65,7 +65,7 @@ func runChunk(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, d
 	for attempt := 0; ; attempt++ {
 		claimed, n := false, -1
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", opt.LockTimeout.Milliseconds())); err != nil {
+			if err := sharetable.SetLockTimeout(ctx, tx, opt.LockTimeout); err != nil {
 				return err
 			}
 			c, err := sharetable.ClaimChunk(ctx, tx, job)
@@ -82,15 +82,14 @@ func runChunk(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, d
 		if err == nil {
 			return claimed, nil
 		}
-		if !retryable(err) || ctx.Err() != nil {
+		if !Retryable(err) || ctx.Err() != nil {
 			return false, fmt.Errorf("chunk %d: %w", n, err)
 		}
 		if attempt >= opt.Retries {
 			return false, fmt.Errorf("chunk %d: UNABLE_TO_LOCK_ROW: could not lock the record rows of its families within %s, %d attempts: %w",
 				n, opt.LockTimeout, attempt+1, err)
 		}
-		wait := min(50*time.Millisecond<<attempt, 2*time.Second)
-		wait = wait/2 + rand.N(wait/2+1)
+		wait := Backoff(attempt)
 		log.Warn().Int64("job", job).Int("chunk", n).Int("attempt", attempt+1).Dur("backoff", wait).Err(err).Msg("chunk retry")
 		select {
 		case <-ctx.Done():
@@ -107,12 +106,21 @@ const (
 	lockNotAvailable     = "55P03"
 )
 
-func retryable(err error) bool {
+// Retryable reports whether err is a lock timeout, a deadlock or a
+// serialization failure: worth retrying after a backoff.
+func Retryable(err error) bool {
 	var pg *pgconn.PgError
 	if !errors.As(err, &pg) {
 		return false
 	}
 	return pg.Code == serializationFailure || pg.Code == deadlockDetected || pg.Code == lockNotAvailable
+}
+
+// Backoff is how long to wait before retry attempt+1: doubling from 50 ms,
+// capped at 2 s, jittered over its upper half.
+func Backoff(attempt int) time.Duration {
+	wait := min(50*time.Millisecond<<attempt, 2*time.Second)
+	return wait/2 + rand.N(wait/2+1)
 }
 
 // Progress reports the job's progress until stopped: a JSON log line

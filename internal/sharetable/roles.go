@@ -1,0 +1,67 @@
+package sharetable
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Access a role can be given to the schema (`recalc grant`), each the least
+// its use needs. SECURITY.md describes them.
+const (
+	// Reader may ask the SQL access API (access_level, visible_records,
+	// invalid_records) and so read through recalc's row-level security
+	// policies. It reads no table.
+	Reader = "reader"
+	// Writer may insert, update and delete records with plain SQL: only the
+	// columns an application owns, never rid or root_id, and no other table.
+	// The capture trigger logs its changes with the engine's rights.
+	Writer = "writer"
+)
+
+// readerGrants and writerGrants are the privileges of each kind of role,
+// with %s for the quoted role name.
+var (
+	readerGrants = []string{
+		`GRANT USAGE ON SCHEMA recalc TO %s`,
+		`GRANT EXECUTE ON FUNCTION recalc.access_level(text, text), recalc.access_level(text, text, text),
+			recalc.visible_records(text, text, text), recalc.invalid_records() TO %s`,
+		`GRANT SELECT ON recalc.invalid_record TO %s`,
+	}
+	writerGrants = []string{
+		`GRANT USAGE ON SCHEMA recalc TO %s`,
+		`GRANT SELECT, DELETE ON recalc.record TO %s`,
+		`GRANT INSERT (id, object, owner, parent, fields, territories), UPDATE (id, object, owner, parent, fields, territories)
+			ON recalc.record TO %s`,
+	}
+)
+
+// Grant gives role the privileges of kind (Reader or Writer). The role
+// must exist; the caller must own the schema.
+func Grant(ctx context.Context, tx pgx.Tx, kind, role string) error {
+	var sqls []string
+	switch kind {
+	case Reader:
+		sqls = readerGrants
+	case Writer:
+		sqls = writerGrants
+	default:
+		return fmt.Errorf("unknown kind of access %q: give %s or %s", kind, Reader, Writer)
+	}
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, role).Scan(&exists); err != nil {
+		return fmt.Errorf("look up role: %w", err)
+	}
+	if !exists {
+		return fmt.Errorf("role %q does not exist: create it first (CREATE ROLE ... LOGIN)", role)
+	}
+	quoted := pgx.Identifier{role}.Sanitize()
+	for _, sql := range sqls {
+		if _, err := tx.Exec(ctx, strings.ReplaceAll(sql, "%s", quoted)); err != nil {
+			return fmt.Errorf("grant %s access to %q: %w", kind, role, err)
+		}
+	}
+	return nil
+}
