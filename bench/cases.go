@@ -14,7 +14,8 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/planner"
-	"github.com/recalc-dev/recalc/internal/sharetable"
+	"github.com/recalc-dev/recalc/internal/queue"
+	"github.com/recalc-dev/recalc/internal/store"
 )
 
 // Case is one incremental recalculation: a change, then `recalc run`.
@@ -95,7 +96,7 @@ func incrementalCases(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpo
 		if err != nil {
 			return nil, err
 		}
-		if rep.Kind != "incremental" {
+		if rep.Kind != string(queue.Incremental) {
 			return nil, fmt.Errorf("%s: the run was %q, not incremental", c.name, rep.Kind)
 		}
 		out = append(out, Case{Name: c.name, Change: what, Seconds: p.Elapsed.Seconds(), Records: rep.Records,
@@ -271,7 +272,7 @@ func planWith(doc []byte, old *grants.Org, name string, sec section) (*planner.P
 	if err != nil {
 		return nil, err
 	}
-	cur, err := sharetable.DecodeOrg(newDoc)
+	cur, err := grants.DecodeOrg(newDoc)
 	if err != nil {
 		return nil, err
 	}
@@ -366,10 +367,10 @@ func noShareRows(p *planner.Plan) bool {
 
 // storedOrg returns the stored configuration and its decoded org.
 func storedOrg(ctx context.Context, pool *pgxpool.Pool) ([]byte, *grants.Org, error) {
-	doc, err := sharetable.StoredConfig(ctx, pool)
+	doc, err := store.StoredConfig(ctx, pool)
 	if err != nil {
 		return nil, nil, err
 	}
-	org, err := sharetable.DecodeOrg(doc)
+	org, err := grants.DecodeOrg(doc)
 	return doc, org, err
 }

@@ -6,7 +6,6 @@ package schema
 import (
 	"context"
 	"embed"
-	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
@@ -14,20 +13,14 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/recalc-dev/recalc/internal/locks"
+	"github.com/recalc-dev/recalc/internal/pg"
 )
 
 //go:embed *.up.sql
 var migrations embed.FS
-
-// SQLSTATE codes Check tells apart.
-const (
-	undefinedTable    = "42P01"
-	invalidSchemaName = "3F000"
-)
 
 // Migration is one numbered schema change.
 type Migration struct {
@@ -109,9 +102,8 @@ func Check(ctx context.Context, pool *pgxpool.Pool) error {
 	}
 	var current int
 	err = pool.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM recalc.schema_version`).Scan(&current)
-	var pgErr *pgconn.PgError
 	switch {
-	case errors.As(err, &pgErr) && (pgErr.Code == undefinedTable || pgErr.Code == invalidSchemaName):
+	case pg.IsNoSchema(err):
 		return fmt.Errorf("the database has no recalc schema: run `recalc init` first")
 	case err != nil:
 		return fmt.Errorf("read schema version: %w", err)

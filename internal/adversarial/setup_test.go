@@ -20,10 +20,10 @@ import (
 	"github.com/rs/zerolog"
 	ucli "github.com/urfave/cli/v2"
 
+	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/cli"
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/model"
-	"github.com/recalc-dev/recalc/internal/sharetable"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/schema"
@@ -414,9 +414,9 @@ func newSyncBuffer() *syncBuffer {
 func (s *syncBuffer) Write(p []byte) (int, error) { return s.w.Write(p) }
 
 // status reads `recalc status` as the engine.
-func (b *bundle) status(t *testing.T) *sharetable.Status {
+func (b *bundle) status(t *testing.T) *access.Status {
 	t.Helper()
-	st, err := sharetable.ReadStatus(context.Background(), b.engine, 5)
+	st, err := access.ReadStatus(context.Background(), b.engine, 5)
 	if err != nil {
 		t.Fatalf("read status as the engine: %v", err)
 	}

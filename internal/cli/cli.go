@@ -20,9 +20,9 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
+	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/model"
-	"github.com/recalc-dev/recalc/internal/sharetable"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/watch"
 	"github.com/recalc-dev/recalc/schema"
@@ -314,7 +314,7 @@ func App(out, errOut io.Writer) *cli.App {
 						if err := schema.Check(ctx, env.Pool); err != nil {
 							return err
 						}
-						err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error { return sharetable.Grant(ctx, tx, kind, role) })
+						err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error { return access.Grant(ctx, tx, kind, role) })
 						if err == nil {
 							fmt.Fprintf(env.Out, "Granted %s access to role %s.\n", kind, role)
 						}
@@ -343,20 +343,20 @@ func App(out, errOut io.Writer) *cli.App {
 							&cli.StringFlag{Name: "id-column", Value: "id", Usage: "column holding the record id"},
 						},
 						Action: func(c *cli.Context) error {
-							r := &sharetable.RLS{Table: c.String("table"), Object: c.String("object"), IDColumn: c.String("id-column"),
+							r := &access.RLS{Table: c.String("table"), Object: c.String("object"), IDColumn: c.String("id-column"),
 								UserSetting: c.String("user-setting"), UserFromRole: c.Bool("user-from-role")}
 							if r.UserSetting == "" && !r.UserFromRole {
 								return fmt.Errorf("say where the current user comes from: --user-setting app.user_id or --user-from-role")
 							}
 							return action(out, errOut, func(ctx context.Context, env *Env) error {
-								err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error { return sharetable.EnableRLS(ctx, tx, r) })
+								err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error { return access.EnableRLS(ctx, tx, r) })
 								if err == nil {
 									user := fmt.Sprintf("current_setting('%s')", r.UserSetting)
 									if r.UserFromRole {
 										user = "current_user"
 									}
 									fmt.Fprintf(env.Out, "Row-level security enabled on %s: policy %s shows the rows of %s that %s may read.\n",
-										r.Table, sharetable.PolicyName, r.Object, user)
+										r.Table, access.PolicyName, r.Object, user)
 								}
 								return err
 							})(c)
@@ -368,7 +368,7 @@ func App(out, errOut io.Writer) *cli.App {
 						Flags: []cli.Flag{&cli.StringFlag{Name: "table", Required: true, Usage: "application table"}},
 						Action: func(c *cli.Context) error {
 							return action(out, errOut, func(ctx context.Context, env *Env) error {
-								return pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error { return sharetable.DisableRLS(ctx, tx, c.String("table")) })
+								return pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error { return access.DisableRLS(ctx, tx, c.String("table")) })
 							})(c)
 						},
 					},
@@ -657,7 +657,7 @@ func AccessCSV(ctx context.Context, env *Env) error {
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
-	return sharetable.WriteAccessCSV(ctx, env.Pool, env.Out)
+	return access.WriteCSV(ctx, env.Pool, env.Out)
 }
 
 // AccessOne prints one user's access level to one record.
@@ -665,7 +665,7 @@ func AccessOne(ctx context.Context, env *Env, user, record string) error {
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
-	l, err := sharetable.AccessLevel(ctx, env.Pool, user, record)
+	l, err := access.Level(ctx, env.Pool, user, record)
 	if err != nil {
 		return err
 	}
@@ -678,7 +678,7 @@ func Stats(ctx context.Context, env *Env, format string) error {
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
-	s, err := sharetable.ReadStats(ctx, env.Pool)
+	s, err := access.ReadStats(ctx, env.Pool)
 	if err != nil {
 		return err
 	}

@@ -13,10 +13,12 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/urfave/cli/v2"
 
+	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/notify"
-	"github.com/recalc-dev/recalc/internal/sharetable"
+	"github.com/recalc-dev/recalc/internal/queue"
+	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/watch"
 	"github.com/recalc-dev/recalc/schema"
 )
@@ -68,13 +70,13 @@ func sideFlags() []cli.Flag {
 func sides(c *cli.Context) []string {
 	var out []string
 	if c.Bool("closure") {
-		out = append(out, sharetable.SideClosure)
+		out = append(out, store.SideClosure)
 	}
 	if c.Bool("rules") {
-		out = append(out, sharetable.SideRules)
+		out = append(out, store.SideRules)
 	}
 	if len(out) == 0 {
-		out = []string{sharetable.SideClosure, sharetable.SideRules}
+		out = []string{store.SideClosure, store.SideRules}
 	}
 	return out
 }
@@ -84,7 +86,7 @@ func DeferCmd(ctx context.Context, env *Env, sides []string) error {
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
-	if err := sharetable.Defer(ctx, env.Pool, sides); err != nil {
+	if err := store.Defer(ctx, env.Pool, sides); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.Out, "Calculation deferred (%s). Imports and data changes accumulate; `recalc resume` recalculates them.\n", strings.Join(sides, ", "))
@@ -96,7 +98,7 @@ func ResumeCmd(ctx context.Context, env *Env, sides []string, opt engine.Options
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
-	if err := sharetable.Undefer(ctx, env.Pool, sides); err != nil {
+	if err := store.Undefer(ctx, env.Pool, sides); err != nil {
 		return err
 	}
 	env.Log.Info().Strs("sides", sides).Msg("deferral lifted")
@@ -128,7 +130,7 @@ func WaitCmd(ctx context.Context, env *Env, id int64) error {
 		return fmt.Errorf("acquire connection: %w", err)
 	}
 	defer conn.Release()
-	if _, err := conn.Exec(ctx, "LISTEN "+sharetable.JobsChannel); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+queue.Channel); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	if id == 0 {
@@ -140,20 +142,20 @@ func WaitCmd(ctx context.Context, env *Env, id int64) error {
 		}
 	}
 	for {
-		j, err := sharetable.GetJob(ctx, conn, id)
+		j, err := queue.Get(ctx, conn, id)
 		if err != nil {
 			return err
 		}
 		if j == nil {
 			return fmt.Errorf("job %d does not exist", id)
 		}
-		if j.Status != "running" {
-			payload, err := sharetable.JobPayload(ctx, conn, id)
+		if j.Status != queue.Running {
+			payload, err := queue.Payload(ctx, conn, id)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintln(env.Out, string(payload))
-			if j.Status == "failed" {
+			if j.Status == queue.Failed {
 				return errJobFailed
 			}
 			return nil
@@ -172,7 +174,7 @@ func StatusCmd(ctx context.Context, env *Env, format string, jobs int) error {
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
-	st, err := sharetable.ReadStatus(ctx, env.Pool, jobs)
+	st, err := access.ReadStatus(ctx, env.Pool, jobs)
 	if err != nil {
 		return err
 	}
@@ -197,11 +199,11 @@ func StatusCmd(ctx context.Context, env *Env, format string, jobs int) error {
 		if j.Invalid > 0 {
 			fmt.Fprintf(w, "  invalid %d", j.Invalid)
 		}
-		if j.Kind == "full" && j.Status == "done" {
+		if j.Kind == queue.Full && j.Status == queue.Done {
 			fmt.Fprintf(w, "  drift fixed %d", j.DriftFixed)
 		}
 		switch {
-		case j.Status != "done":
+		case j.Status != queue.Done:
 			fmt.Fprintf(w, "  %.0f records/s", j.RecordsPerSecond)
 			if j.ETA != nil {
 				fmt.Fprintf(w, "  ETA %s", *j.ETA)

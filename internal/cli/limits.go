@@ -9,7 +9,8 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/model"
-	"github.com/recalc-dev/recalc/internal/sharetable"
+	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/internal/store"
 )
 
 // limitFlags are the flags of the commands that read a model file: one per
@@ -44,11 +45,11 @@ func limitsFrom(c *cli.Context) (model.Limits, error) {
 
 // warnClosure logs a warning when the stored configuration's closure may
 // exceed limit entries (0: never). It is advice: it fails nothing.
-func warnClosure(ctx context.Context, q sharetable.Querier, log zerolog.Logger, limit int64) {
+func warnClosure(ctx context.Context, q pg.Querier, log zerolog.Logger, limit int64) {
 	if limit <= 0 {
 		return
 	}
-	cfg, err := sharetable.LoadConfig(ctx, q)
+	cfg, err := store.LoadConfig(ctx, q)
 	if err != nil {
 		log.Warn().Err(err).Msg("cannot estimate the closure's size")
 		return

@@ -12,10 +12,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
+	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
-	"github.com/recalc-dev/recalc/internal/sharetable"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testdb"
 )
@@ -62,7 +62,7 @@ func TestSQLAccessAPI(t *testing.T) {
 			if err := pool.QueryRow(ctx, `SELECT recalc.access_level($1, $2, $3), recalc.access_level($1, 'no_such__c', $3)`, u.ID, r.Object, r.ID).Scan(&got, &wrong); err != nil {
 				t.Fatal(err)
 			}
-			l, _ := sharetable.AccessLevel(ctx, pool, u.ID, r.ID)
+			l, _ := access.Level(ctx, pool, u.ID, r.ID)
 			if got != l || wrong != "none" {
 				t.Fatalf("access_level(%s, %s, %s) = %s (two-argument form %s), wrong object %s", u.ID, r.Object, r.ID, got, l, wrong)
 			}
@@ -106,10 +106,10 @@ func TestRowLevelSecurity(t *testing.T) {
 		}
 	})
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if err := sharetable.Grant(ctx, tx, sharetable.Reader, role); err != nil {
+		if err := access.Grant(ctx, tx, access.Reader, role); err != nil {
 			return err
 		}
-		return sharetable.EnableRLS(ctx, tx, &sharetable.RLS{Table: "public.crm_account", Object: "account", IDColumn: "id", UserSetting: "app.user_id"})
+		return access.EnableRLS(ctx, tx, &access.RLS{Table: "public.crm_account", Object: "account", IDColumn: "id", UserSetting: "app.user_id"})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -212,11 +212,11 @@ func TestRowLevelSecurityUserFromRole(t *testing.T) {
 	}
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		for _, role := range []string{alice, bob} {
-			if err := sharetable.Grant(ctx, tx, sharetable.Reader, role); err != nil {
+			if err := access.Grant(ctx, tx, access.Reader, role); err != nil {
 				return err
 			}
 		}
-		return sharetable.EnableRLS(ctx, tx, &sharetable.RLS{Table: "public.crm_account", Object: "account", IDColumn: "id", UserFromRole: true})
+		return access.EnableRLS(ctx, tx, &access.RLS{Table: "public.crm_account", Object: "account", IDColumn: "id", UserFromRole: true})
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -8,10 +8,11 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
-	"github.com/recalc-dev/recalc/internal/sharetable"
+	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/internal/watch"
 )
@@ -26,7 +27,7 @@ func TestDeferImportRunResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := accessCSV(t, ctx, pool)
-	if err := sharetable.Defer(ctx, pool, []string{sharetable.SideClosure, sharetable.SideRules}); err != nil {
+	if err := store.Defer(ctx, pool, []string{store.SideClosure, store.SideRules}); err != nil {
 		t.Fatal(err)
 	}
 	cur = mustImport(t, ctx, pool, cur, `{"objects":[{"name":"account","internal_owd":"public_read_only"},{"name":"case","parent":"account","internal_owd":"private"}],
@@ -42,7 +43,7 @@ func TestDeferImportRunResume(t *testing.T) {
 	if got := accessCSV(t, ctx, pool); got != before {
 		t.Fatalf("access changed while deferred\n%s", oracle.Diff(before, got))
 	}
-	if err := sharetable.Undefer(ctx, pool, []string{sharetable.SideClosure, sharetable.SideRules}); err != nil {
+	if err := store.Undefer(ctx, pool, []string{store.SideClosure, store.SideRules}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := engine.Run(ctx, pool, engine.Options{Trigger: "resume"}, zerolog.Nop()); err != nil {
@@ -63,14 +64,14 @@ func TestDeferOneSide(t *testing.T) {
 		t.Fatal(err)
 	}
 	level := func(user, record string) string {
-		l, err := sharetable.AccessLevel(ctx, pool, user, record)
+		l, err := access.Level(ctx, pool, user, record)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return l
 	}
 	// a001 has tier 1: shared with g1 (u4). a002 has tier 2.
-	if err := sharetable.Defer(ctx, pool, []string{sharetable.SideClosure}); err != nil {
+	if err := store.Defer(ctx, pool, []string{store.SideClosure}); err != nil {
 		t.Fatal(err)
 	}
 	cur = mustImport(t, ctx, pool, cur, `{"groups":[{"id":"g1","members":["user:u4","user:u5"]},{"id":"g2","members":["role:rep"]},{"id":"g3","members":["user:u5"]}],
@@ -85,7 +86,7 @@ func TestDeferOneSide(t *testing.T) {
 	if got := level("u5", "a002"); got != "none" {
 		t.Errorf("membership deferred: u5 on a002 = %s, want none until resume", got)
 	}
-	if err := sharetable.Undefer(ctx, pool, []string{sharetable.SideClosure}); err != nil {
+	if err := store.Undefer(ctx, pool, []string{store.SideClosure}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := engine.Run(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
@@ -95,7 +96,7 @@ func TestDeferOneSide(t *testing.T) {
 		t.Fatalf("after resuming the closure, access differs from the oracle\n%s", oracle.Diff(want, got))
 	}
 	// Rules deferred: a membership change applies, a rule change waits.
-	if err := sharetable.Defer(ctx, pool, []string{sharetable.SideRules}); err != nil {
+	if err := store.Defer(ctx, pool, []string{store.SideRules}); err != nil {
 		t.Fatal(err)
 	}
 	cur = mustImport(t, ctx, pool, cur, `{"groups":[{"id":"g1","members":["user:u4","user:u5","user:u1"]},{"id":"g2","members":["role:rep"]},{"id":"g3","members":["user:u5"]}],
@@ -110,7 +111,7 @@ func TestDeferOneSide(t *testing.T) {
 	if got := level("u4", "a008"); got != "none" {
 		t.Errorf("rules deferred: u4 on a008 = %s, want none until resume", got)
 	}
-	if err := sharetable.Undefer(ctx, pool, []string{sharetable.SideRules}); err != nil {
+	if err := store.Undefer(ctx, pool, []string{store.SideRules}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := engine.Run(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
@@ -180,7 +181,7 @@ func TestSQLChanges(t *testing.T) {
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		l, err := sharetable.AccessLevel(ctx, pool, "u5", "a012")
+		l, err := access.Level(ctx, pool, "u5", "a012")
 		if err != nil {
 			t.Fatal(err)
 		}

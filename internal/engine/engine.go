@@ -25,11 +25,15 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/recalc-dev/recalc/internal/changes"
 	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/locks"
 	"github.com/recalc-dev/recalc/internal/notify"
+	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/planner"
+	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/sharetable"
+	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/workers"
 )
 
@@ -82,7 +86,7 @@ func (o *Options) defaults() {
 // Report says what a run did: the job it created, resumed or joined.
 type Report struct {
 	Job            int64                `json:"job"`
-	Kind           string               `json:"kind"`
+	Kind           queue.Kind           `json:"kind"`
 	Nothing        bool                 `json:"nothing_to_do"`
 	Deferred       map[string]time.Time `json:"deferred,omitempty"`
 	DriftFixed     int64                `json:"drift_fixed,omitempty"`
@@ -109,8 +113,8 @@ func Full(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logg
 func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logger) (*Report, error) {
 	opt.defaults()
 	start := time.Now()
-	var last *sharetable.Job
-	report := func(j *sharetable.Job) *Report {
+	var last *queue.Job
+	report := func(j *queue.Job) *Report {
 		return &Report{Job: j.ID, Kind: j.Kind, Chunks: j.Chunks, Records: j.Records, InvalidRecords: j.InvalidRecords,
 			RowsAdded: j.RowsAdded, RowsRemoved: j.RowsRemoved, RowsUpdated: j.RowsUpdated,
 			ClosureAdded: j.ClosureAdded, ClosureRemoved: j.ClosureRemoved, DriftFixed: j.DriftFixed, Duration: time.Since(start)}
@@ -118,7 +122,7 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 	// At most three rounds: a job this run did not plan (joined or resumed)
 	// may predate changes the run must also cover, so plan again after it.
 	for round := 0; round < 3; round++ {
-		job, err := sharetable.UnfinishedJob(ctx, pool)
+		job, err := queue.Unfinished(ctx, pool)
 		if err != nil {
 			return nil, err
 		}
@@ -145,18 +149,18 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 			if created = job != nil && pl != nil; created {
 				org = pl.org
 			}
-		case job.Status == "failed":
+		case job.Status == queue.Failed:
 			log.Warn().Int64("job", job.ID).Str("error", job.Error).Msg("resuming failed job")
-			if err := sharetable.ResumeJob(ctx, pool, job.ID); err != nil {
+			if err := queue.Resume(ctx, pool, job.ID); err != nil {
 				return nil, err
 			}
 		default:
-			log.Info().Int64("job", job.ID).Str("kind", job.Kind).Msg("joining unfinished job")
+			log.Info().Int64("job", job.ID).Str("kind", string(job.Kind)).Msg("joining unfinished job")
 		}
 		if last, err = finish(ctx, pool, job, org, opt, log); err != nil {
 			return nil, err
 		}
-		if created && (!opt.Full || opt.InPlace || last.Kind == "full") {
+		if created && (!opt.Full || opt.InPlace || last.Kind == queue.Full) {
 			break
 		}
 	}
@@ -166,14 +170,14 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 // Planned is a plan resolved against the stored data, before it becomes a job.
 type Planned struct {
 	Plan      *planner.Plan        `json:"plan"`
-	Kind      string               `json:"kind"`
+	Kind      queue.Kind           `json:"kind"`
 	DoRules   bool                 `json:"rules"`   // share rows are recalculated
 	DoClosure bool                 `json:"closure"` // group membership is recalculated
 	Deferred  map[string]time.Time `json:"deferred,omitempty"`
 	Roots     []string             `json:"-"`
 	Families  int                  `json:"families"`
 	Records   map[string]int64     `json:"records_by_object"`
-	Chunks    []sharetable.Chunk   `json:"-"`
+	Chunks    []queue.Chunk        `json:"-"`
 	NumChunks int                  `json:"chunks"`
 	ChangeSeq int64                `json:"-"`
 	Consumes  []int64              `json:"-"` // the change rows planned from
@@ -190,15 +194,15 @@ func (pl *Planned) Nothing() bool { return !pl.DoRules && !pl.DoClosure }
 // plain SQL; roll tx back to leave no trace.
 func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 	opt.defaults()
-	cfgJSON, err := sharetable.StoredConfig(ctx, tx)
+	cfgJSON, err := store.StoredConfig(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
-	cur, err := sharetable.DecodeOrg(cfgJSON)
+	cur, err := grants.DecodeOrg(cfgJSON)
 	if err != nil {
 		return nil, fmt.Errorf("stored model is invalid (re-import it): %w", err)
 	}
-	deferred, err := sharetable.Deferred(ctx, tx)
+	deferred, err := store.Deferred(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
@@ -212,21 +216,21 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 	// The change rows committed now are what the job plans from and, once
 	// done, consumes. Read them first: every record they name is then
 	// visible to the root fixing that follows.
-	changes, err := sharetable.ReadChanges(ctx, tx)
+	seen, err := changes.Read(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
 	// Root fixing locks records the application may hold: wait a bounded time.
-	if err := sharetable.SetLockTimeout(ctx, tx, opt.LockTimeout); err != nil {
+	if err := locks.SetTimeout(ctx, tx, opt.LockTimeout); err != nil {
 		return nil, err
 	}
-	fixed, err := sharetable.FixRoots(ctx, tx, changes.Seqs)
+	fixed, err := changes.FixRoots(ctx, tx, seen.Seqs)
 	if err != nil {
 		return nil, err
 	}
 	var ids []string
 	if !opt.Full && oldRules != nil { // a full plan needs no list of changes
-		if ids, err = sharetable.ChangedRecords(ctx, tx, changes.Seqs); err != nil {
+		if ids, err = changes.Records(ctx, tx, seen.Seqs); err != nil {
 			return nil, err
 		}
 		ids = append(ids, fixed...)
@@ -236,11 +240,11 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 	case p.Full:
 	case opt.Full:
 		p.Full, p.FullReason = true, "requested with --full"
-	case changes.Truncated && oldRules != nil:
+	case seen.Truncated && oldRules != nil:
 		p.Full, p.FullReason = true, "recalc.record was truncated"
 	}
-	_, rulesDeferred := deferred[sharetable.SideRules]
-	_, closureDeferred := deferred[sharetable.SideClosure]
+	_, rulesDeferred := deferred[store.SideRules]
+	_, closureDeferred := deferred[store.SideClosure]
 	closureChanged := oldClosure == nil || p.Full
 	switch {
 	case closureChanged:
@@ -249,7 +253,7 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 	default:
 		closureChanged = planner.Diff(oldClosure, cur, nil).Closure
 	}
-	pl := &Planned{Plan: p, Kind: "incremental", ChangeSeq: changes.Last(), Consumes: changes.Seqs, Config: cfgJSON, org: cur, Deferred: deferred,
+	pl := &Planned{Plan: p, Kind: queue.Incremental, ChangeSeq: seen.Last(), Consumes: seen.Seqs, Config: cfgJSON, org: cur, Deferred: deferred,
 		DoRules: !rulesDeferred && !p.Empty(), DoClosure: !closureDeferred && closureChanged}
 	if !pl.DoRules {
 		pl.Records = map[string]int64{}
@@ -283,13 +287,13 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 		}
 	}
 	if p.Full && !opt.InPlace {
-		pl.Kind, pl.Roots = "full", nil
+		pl.Kind, pl.Roots = queue.Full, nil
 		ranges, families, err := sharetable.RootRanges(ctx, tx, opt.ChunkSize)
 		if err != nil {
 			return nil, err
 		}
 		for i, r := range ranges {
-			pl.Chunks = append(pl.Chunks, sharetable.Chunk{N: i, Lo: r[0], Hi: r[1]})
+			pl.Chunks = append(pl.Chunks, queue.Chunk{N: i, Lo: r[0], Hi: r[1]})
 		}
 		pl.Families = families
 	} else {
@@ -301,7 +305,7 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 		var n int64
 		for i, root := range pl.Roots {
 			if len(pl.Chunks) == 0 || n >= int64(opt.ChunkSize) {
-				pl.Chunks = append(pl.Chunks, sharetable.Chunk{N: len(pl.Chunks), Roots: []string{}})
+				pl.Chunks = append(pl.Chunks, queue.Chunk{N: len(pl.Chunks), Roots: []string{}})
 				n = 0
 			}
 			c := &pl.Chunks[len(pl.Chunks)-1]
@@ -324,8 +328,8 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 // from the same one, which is then decoded once and returned twice.
 func appliedOrgs(ctx context.Context, tx pgx.Tx) (rules, closure *grants.Org, err error) {
 	var docs [2][]byte
-	for i, side := range []string{sharetable.SideRules, sharetable.SideClosure} {
-		if docs[i], err = sharetable.AppliedConfig(ctx, tx, side); err != nil {
+	for i, side := range []string{store.SideRules, store.SideClosure} {
+		if docs[i], err = store.AppliedConfig(ctx, tx, side); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -336,7 +340,7 @@ func appliedOrgs(ctx context.Context, tx pgx.Tx) (rules, closure *grants.Org, er
 		case i == 1 && bytes.Equal(doc, docs[0]):
 			orgs[1] = orgs[0]
 		default:
-			if orgs[i], err = sharetable.DecodeOrg(doc); err != nil {
+			if orgs[i], err = grants.DecodeOrg(doc); err != nil {
 				return nil, nil, fmt.Errorf("applied configuration: %w", err)
 			}
 		}
@@ -346,10 +350,10 @@ func appliedOrgs(ctx context.Context, tx pgx.Tx) (rules, closure *grants.Org, er
 
 // planJob is createJob, retried with backoff while planning cannot lock the
 // records whose family roots it fixes (an application transaction holds them).
-func planJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logger) (*sharetable.Job, *Planned, error) {
+func planJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logger) (*queue.Job, *Planned, error) {
 	for attempt := 0; ; attempt++ {
 		job, pl, err := createJob(ctx, pool, opt, log)
-		if err == nil || !workers.Retryable(err) || ctx.Err() != nil {
+		if err == nil || !pg.IsRetryable(err) || ctx.Err() != nil {
 			return job, pl, err
 		}
 		if attempt >= opt.Retries {
@@ -370,15 +374,15 @@ func planJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.L
 // commits between planning and the job's creation. It returns the job (nil
 // when there is nothing to do) and the plan (nil when another process
 // created a job meanwhile, which it returns).
-func createJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logger) (*sharetable.Job, *Planned, error) {
-	var job *sharetable.Job
+func createJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logger) (*queue.Job, *Planned, error) {
+	var job *queue.Job
 	var pl *Planned
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
 			return err
 		}
 		var err error
-		if job, err = sharetable.UnfinishedJob(ctx, tx); err != nil || job != nil {
+		if job, err = queue.Unfinished(ctx, tx); err != nil || job != nil {
 			return err
 		}
 		if pl, err = Plan(ctx, tx, opt); err != nil {
@@ -386,7 +390,7 @@ func createJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog
 		}
 		if pl.Nothing() {
 			if len(pl.Deferred) == 0 { // nothing changed: forget the no-op changes
-				return sharetable.ConsumeChanges(ctx, tx, pl.Consumes)
+				return changes.Consume(ctx, tx, pl.Consumes)
 			}
 			return nil
 		}
@@ -402,7 +406,7 @@ func createJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog
 		if _, err := sharetable.EnsureDict(ctx, tx, users, keys); err != nil {
 			return err
 		}
-		if pl.Kind == "full" {
+		if pl.Kind == queue.Full {
 			if err := sharetable.PrepareFull(ctx, tx, pl.DoClosure); err != nil {
 				return err
 			}
@@ -411,13 +415,13 @@ func createJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog
 		if err != nil {
 			return err
 		}
-		id, err := sharetable.CreateJob(ctx, tx, &sharetable.Job{Kind: pl.Kind, Trigger: opt.Trigger, ChangeSeq: pl.ChangeSeq, Consumes: pl.Consumes,
+		id, err := queue.Create(ctx, tx, &queue.Job{Kind: pl.Kind, Trigger: opt.Trigger, ChangeSeq: pl.ChangeSeq, Consumes: pl.Consumes,
 			Config: pl.Config, Plan: planJSON, DoRules: pl.DoRules, DoClosure: pl.DoClosure}, pl.Chunks)
 		if err != nil {
 			return err
 		}
-		job, err = sharetable.GetJob(ctx, tx, id)
-		log.Info().Int64("job", id).Str("kind", pl.Kind).Bool("rules", pl.DoRules).Bool("closure", pl.DoClosure).
+		job, err = queue.Get(ctx, tx, id)
+		log.Info().Int64("job", id).Str("kind", string(pl.Kind)).Bool("rules", pl.DoRules).Bool("closure", pl.DoClosure).
 			Int("changes", len(pl.Plan.Changes)).Str("full_reason", pl.Plan.FullReason).
 			Int("families", pl.Families).Int("chunks", pl.NumChunks).Msg("job planned")
 		return err
@@ -427,10 +431,10 @@ func createJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog
 
 // finish works job until it is done, also covering peers that died, and
 // returns its final row. org is the job's configuration, nil to decode it. A failed job is an error.
-func finish(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *grants.Org, opt Options, log zerolog.Logger) (*sharetable.Job, error) {
+func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *grants.Org, opt Options, log zerolog.Logger) (*queue.Job, error) {
 	if org == nil {
 		var err error
-		if org, err = sharetable.DecodeOrg(job.Config); err != nil {
+		if org, err = grants.DecodeOrg(job.Config); err != nil {
 			return nil, fmt.Errorf("job %d configuration: %w", job.ID, err)
 		}
 	}
@@ -448,7 +452,7 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *g
 			}
 			msg := err.Error()
 			ctx := context.WithoutCancel(ctx)
-			if ferr := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return sharetable.FailJob(ctx, tx, job.ID, msg) }); ferr != nil {
+			if ferr := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return queue.Fail(ctx, tx, job.ID, msg) }); ferr != nil {
 				log.Error().Err(ferr).Msg("could not mark job failed")
 			} else {
 				announce(ctx, pool, job.ID, opt, log)
@@ -458,18 +462,18 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *g
 		if ended {
 			announce(ctx, pool, job.ID, opt, log)
 		}
-		cur, err := sharetable.GetJob(ctx, pool, job.ID)
+		cur, err := queue.Get(ctx, pool, job.ID)
 		if err != nil {
 			return nil, err
 		}
 		switch cur.Status {
-		case "done":
-			log.Info().Int64("job", cur.ID).Str("kind", cur.Kind).Int64("records", cur.Records).
+		case queue.Done:
+			log.Info().Int64("job", cur.ID).Str("kind", string(cur.Kind)).Int64("records", cur.Records).
 				Int64("share_rows_added", cur.RowsAdded).Int64("share_rows_removed", cur.RowsRemoved).
 				Int64("share_rows_updated", cur.RowsUpdated).Int64("closure_added", cur.ClosureAdded).
 				Int64("closure_removed", cur.ClosureRemoved).Msg("job done")
 			return cur, nil
-		case "failed":
+		case queue.Failed:
 			return nil, fmt.Errorf("job %d failed: %s (run `recalc run` to resume it)", cur.ID, cur.Error)
 		}
 		// Other workers hold the remaining chunks; wait, then pick up any
@@ -484,9 +488,9 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *g
 
 // work claims and computes chunks until none is left to claim, then
 // finalizes the job if every chunk is done, reporting whether it did.
-func work(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *grants.Org, dict *sharetable.Dict, opt Options, log zerolog.Logger) (ended bool, err error) {
+func work(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *grants.Org, dict *sharetable.Dict, opt Options, log zerolog.Logger) (ended bool, err error) {
 	err = workers.Run(ctx, pool, job.ID, workers.Options{Workers: opt.Workers, LockTimeout: opt.LockTimeout, Retries: opt.Retries},
-		func(ctx context.Context, tx pgx.Tx, c *sharetable.Chunk) (*sharetable.ChunkStats, error) {
+		func(ctx context.Context, tx pgx.Tx, c *queue.Chunk) (*queue.ChunkStats, error) {
 			st, err := workChunk(ctx, tx, job, org, dict, c)
 			if err == nil && len(st.Invalid) > 0 {
 				log.Warn().Int64("job", job.ID).Int("chunk", c.N).Int("records", len(st.Invalid)).Strs("first", st.Invalid[:min(10, len(st.Invalid))]).
@@ -497,7 +501,7 @@ func work(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *gra
 	if err != nil {
 		return false, err
 	}
-	if job.Kind == "full" && job.DoRules {
+	if job.Kind == queue.Full && job.DoRules {
 		if err := finishStaging(ctx, pool, job, org, dict, opt); err != nil {
 			return false, err
 		}
@@ -507,9 +511,14 @@ func work(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *gra
 
 // workChunk computes one claimed chunk: an incremental job's families are
 // diffed and written in place, a full job's copied into the staging tables.
-func workChunk(ctx context.Context, tx pgx.Tx, job *sharetable.Job, org *grants.Org, dict *sharetable.Dict, c *sharetable.Chunk) (*sharetable.ChunkStats, error) {
-	if job.Kind != "full" {
-		return sharetable.ApplyFamilies(ctx, tx, org, dict, c.Roots)
+func workChunk(ctx context.Context, tx pgx.Tx, job *queue.Job, org *grants.Org, dict *sharetable.Dict, c *queue.Chunk) (*queue.ChunkStats, error) {
+	if job.Kind != queue.Full {
+		w, err := sharetable.ApplyFamilies(ctx, tx, org, dict, c.Roots)
+		if err != nil {
+			return nil, err
+		}
+		st := queue.ChunkStats(*w)
+		return &st, nil
 	}
 	in, err := sharetable.LoadFamilies(ctx, tx, org, c.Lo, c.Hi)
 	if err != nil {
@@ -520,7 +529,7 @@ func workChunk(ctx context.Context, tx pgx.Tx, job *sharetable.Job, org *grants.
 	if err != nil {
 		return nil, err
 	}
-	return &sharetable.ChunkStats{Records: int64(len(in.Records)), Added: added, Invalid: rows.Invalid}, nil
+	return &queue.ChunkStats{Records: int64(len(in.Records)), Added: added, Invalid: rows.Invalid}, nil
 }
 
 // finishStaging completes a full job's staging tables once its last chunk is
@@ -528,21 +537,21 @@ func workChunk(ctx context.Context, tx pgx.Tx, job *sharetable.Job, org *grants.
 // the indexes, writes the closure and counts the drift (except on the first
 // computation, which repairs nothing), side by side. One process does it;
 // the others wait, then find it done.
-func finishStaging(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *grants.Org, dict *sharetable.Dict, opt Options) error {
+func finishStaging(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *grants.Org, dict *sharetable.Dict, opt Options) error {
 	release, err := locks.Hold(ctx, pool, locks.Staging)
 	if err != nil {
 		return err
 	}
 	defer release()
-	j, err := sharetable.GetJob(ctx, pool, job.ID)
+	j, err := queue.Get(ctx, pool, job.ID)
 	if err != nil {
 		return err
 	}
-	pending, err := sharetable.PendingChunks(ctx, pool, job.ID)
-	if err != nil || j.Status != "running" || pending > 0 || j.Staged {
+	pending, err := queue.Pending(ctx, pool, job.ID)
+	if err != nil || j.Status != queue.Running || pending > 0 || j.Staged {
 		return err
 	}
-	applied, err := sharetable.AppliedConfig(ctx, pool, sharetable.SideRules)
+	applied, err := store.AppliedConfig(ctx, pool, store.SideRules)
 	if err != nil {
 		return err
 	}
@@ -554,7 +563,7 @@ func finishStaging(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job,
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	return sharetable.SetStaged(ctx, pool, job.ID)
+	return queue.MarkStaged(ctx, pool, job.ID)
 }
 
 // finalize ends the job if all its chunks are done, in one transaction:
@@ -563,20 +572,20 @@ func finishStaging(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job,
 // otherwise) and the user table; record each side's configuration as
 // applied; mark the job done. Whichever worker sees the last chunk done
 // does it.
-func finalize(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org *grants.Org, dict *sharetable.Dict) (ended bool, err error) {
+func finalize(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *grants.Org, dict *sharetable.Dict) (ended bool, err error) {
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		j, err := sharetable.LockJob(ctx, tx, job.ID)
-		if err != nil || j.Status != "running" {
+		j, err := queue.Lock(ctx, tx, job.ID)
+		if err != nil || j.Status != queue.Running {
 			return err
 		}
-		if pending, err := sharetable.PendingChunks(ctx, tx, j.ID); err != nil || pending > 0 {
+		if pending, err := queue.Pending(ctx, tx, j.ID); err != nil || pending > 0 {
 			return err
 		}
-		if j.Kind == "full" && j.DoRules && !j.Staged {
+		if j.Kind == queue.Full && j.DoRules && !j.Staged {
 			return nil // another process is still finishing the staging tables
 		}
 		if j.DoRules {
-			if j.Kind == "full" {
+			if j.Kind == queue.Full {
 				if err := sharetable.SwapFull(ctx, tx, j.DoClosure); err != nil {
 					return err
 				}
@@ -584,13 +593,13 @@ func finalize(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org 
 			if err := sharetable.WriteObjects(ctx, tx, org); err != nil {
 				return err
 			}
-			if err := sharetable.SetApplied(ctx, tx, sharetable.SideRules, j.Config); err != nil {
+			if err := store.SetApplied(ctx, tx, store.SideRules, j.Config); err != nil {
 				return err
 			}
 		}
 		cl := &sharetable.ClosureStats{}
 		if j.DoClosure {
-			if j.Kind == "full" { // the closure came in with the swap
+			if j.Kind == queue.Full { // the closure came in with the swap
 				err = sharetable.WriteUsers(ctx, tx, org, dict)
 			} else {
 				cl, err = sharetable.DiffClosure(ctx, tx, org, dict)
@@ -598,12 +607,17 @@ func finalize(ctx context.Context, pool *pgxpool.Pool, job *sharetable.Job, org 
 			if err != nil {
 				return err
 			}
-			if err := sharetable.SetApplied(ctx, tx, sharetable.SideClosure, j.Config); err != nil {
+			if err := store.SetApplied(ctx, tx, store.SideClosure, j.Config); err != nil {
+				return err
+			}
+		}
+		if j.DoRules { // the changes it planned from, and only those
+			if err := changes.Consume(ctx, tx, j.Consumes); err != nil {
 				return err
 			}
 		}
 		ended = true
-		return sharetable.FinishJob(ctx, tx, j, cl)
+		return queue.Finish(ctx, tx, j, cl.Added, cl.Removed)
 	})
 	return ended && err == nil, err
 }
@@ -615,7 +629,7 @@ func announce(ctx context.Context, pool *pgxpool.Pool, id int64, opt Options, lo
 	if !opt.Notify.Enabled() {
 		return
 	}
-	payload, err := sharetable.JobPayload(ctx, pool, id)
+	payload, err := queue.Payload(ctx, pool, id)
 	if err == nil {
 		err = opt.Notify.Send(ctx, payload)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/sharetable"
@@ -58,7 +59,7 @@ func Explain(ctx context.Context, pool *pgxpool.Pool, user, record string) (*Exp
 		for _, r := range e.Reasons {
 			e.Computed = max(e.Computed, r.Level)
 		}
-		if e.Level, err = sharetable.AccessLevel(ctx, tx, user, record); err != nil {
+		if e.Level, err = access.Level(ctx, tx, user, record); err != nil {
 			return err
 		}
 		if !org.Index().Users[user].Active {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/planner"
 	"github.com/recalc-dev/recalc/internal/sharetable"
@@ -167,7 +168,7 @@ func DryRun(ctx context.Context, tx pgx.Tx, opt Options) (*Impact, error) {
 			return nil, fmt.Errorf("scope the dry run: %w", err)
 		}
 	}
-	if err := sharetable.SnapshotAccess(ctx, tx, "dry_before"); err != nil {
+	if err := access.Snapshot(ctx, tx, "dry_before"); err != nil {
 		return nil, err
 	}
 	start := time.Now()
@@ -194,7 +195,7 @@ func DryRun(ctx context.Context, tx pgx.Tx, opt Options) (*Impact, error) {
 	if _, err := tx.Exec(ctx, `INSERT INTO dry_scope SELECT rid FROM recalc.acl_record WHERE root_id = ANY($1) ON CONFLICT DO NOTHING`, roots); err != nil {
 		return nil, err
 	}
-	if err := sharetable.SnapshotAccess(ctx, tx, "dry_after"); err != nil {
+	if err := access.Snapshot(ctx, tx, "dry_after"); err != nil {
 		return nil, err
 	}
 	return im, summarize(ctx, tx, im)

@@ -18,7 +18,7 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/notify"
-	"github.com/recalc-dev/recalc/internal/sharetable"
+	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
@@ -41,7 +41,7 @@ func listen(t *testing.T, ctx context.Context, pool *pgxpool.Pool) *pgxpool.Conn
 		t.Fatal(err)
 	}
 	t.Cleanup(conn.Release)
-	if _, err := conn.Exec(ctx, "LISTEN "+sharetable.JobsChannel); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+queue.Channel); err != nil {
 		t.Fatal(err)
 	}
 	return conn
@@ -53,7 +53,7 @@ func nextPayload(t *testing.T, ctx context.Context, conn *pgxpool.Conn) payload 
 	defer cancel()
 	n, err := conn.Conn().WaitForNotification(ctx)
 	if err != nil {
-		t.Fatalf("no NOTIFY on %s: %v", sharetable.JobsChannel, err)
+		t.Fatalf("no NOTIFY on %s: %v", queue.Channel, err)
 	}
 	var p payload
 	if err := json.Unmarshal([]byte(n.Payload), &p); err != nil {

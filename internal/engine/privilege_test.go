@@ -11,10 +11,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
+	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
-	"github.com/recalc-dev/recalc/internal/sharetable"
 	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/schema"
 )
@@ -84,7 +84,7 @@ func TestLeastPrivilegeRole(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The engine role owns the schema, so it grants (`recalc grant writer`).
-	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return sharetable.Grant(ctx, tx, sharetable.Writer, app) }); err != nil {
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return access.Grant(ctx, tx, access.Writer, app) }); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

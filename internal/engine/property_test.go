@@ -12,10 +12,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
+	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
-	"github.com/recalc-dev/recalc/internal/sharetable"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testdb"
 )
@@ -43,7 +43,7 @@ func importModel(t *testing.T, ctx context.Context, pool *pgxpool.Pool, m *model
 func accessCSV(t *testing.T, ctx context.Context, pool *pgxpool.Pool) string {
 	t.Helper()
 	var out strings.Builder
-	if err := sharetable.WriteAccessCSV(ctx, pool, &out); err != nil {
+	if err := access.WriteCSV(ctx, pool, &out); err != nil {
 		t.Fatal(err)
 	}
 	return out.String()
@@ -120,7 +120,7 @@ func checkAccessLevel(t *testing.T, ctx context.Context, pool *pgxpool.Pool, rng
 		if len(m.Users) > 0 && rng.IntN(10) > 0 {
 			user = m.Users[rng.IntN(len(m.Users))].ID
 		}
-		got, err := sharetable.AccessLevel(ctx, pool, user, rec)
+		got, err := access.Level(ctx, pool, user, rec)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,9 +17,9 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/locks"
-	"github.com/recalc-dev/recalc/internal/sharetable"
 	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
@@ -216,12 +216,12 @@ func lineDiff(got, want string) string {
 	return strings.Join(out, "\n")
 }
 
-type access struct{ user, record, level string }
+type expect struct{ user, record, level string }
 
-func checkAccess(t *testing.T, ctx context.Context, pool *pgxpool.Pool, want []access) {
+func checkAccess(t *testing.T, ctx context.Context, pool *pgxpool.Pool, want []expect) {
 	t.Helper()
 	for _, w := range want {
-		got, err := sharetable.AccessLevel(ctx, pool, w.user, w.record)
+		got, err := access.Level(ctx, pool, w.user, w.record)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -366,7 +366,7 @@ func TestRaceLostChange(t *testing.T) {
 			if _, err := engine.Run(ctx, pool, engine.Options{ChunkSize: 3}, zerolog.Nop()); err != nil {
 				t.Fatalf("follow-up run: %v", err)
 			}
-			checkAccess(t, ctx, pool, []access{
+			checkAccess(t, ctx, pool, []expect{
 				{"u1", "a002", "all"}, {"u2", "a002", "none"}, {"u3", "a002", "none"}, // A, and the wiped share
 				{"u3", "a001", "all"}, {"u1", "a001", "none"}, // B
 			})
@@ -637,6 +637,6 @@ func TestPlanningWaitsBoundedForLockedRecords(t *testing.T) {
 	if _, err := engine.Run(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
 		t.Fatalf("run once the record is free: %v", err)
 	}
-	checkAccess(t, ctx, pool, []access{{"u1", "c900", "all"}})
+	checkAccess(t, ctx, pool, []expect{{"u1", "c900", "all"}})
 	checkSettled(t, ctx, pool)
 }

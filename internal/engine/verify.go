@@ -9,8 +9,12 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
+	"github.com/recalc-dev/recalc/internal/changes"
+	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/locks"
+	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/sharetable"
+	"github.com/recalc-dev/recalc/internal/store"
 )
 
 // VerifyOptions tune a verification.
@@ -44,7 +48,7 @@ const familiesPerChunk = 1000
 // recalculated are skipped: they differ by design until the next run. With
 // Repair it fixes what differs, under the same row locks as a job.
 func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zerolog.Logger) (*VerifyReport, error) {
-	if job, err := sharetable.UnfinishedJob(ctx, pool); err != nil || job != nil {
+	if job, err := queue.Unfinished(ctx, pool); err != nil || job != nil {
 		if err == nil {
 			err = fmt.Errorf("job %d is unfinished: run `recalc run` first, then verify", job.ID)
 		}
@@ -54,17 +58,17 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zero
 	var pending []string
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		var err error
-		if rules, err = sharetable.AppliedConfig(ctx, tx, sharetable.SideRules); err != nil {
+		if rules, err = store.AppliedConfig(ctx, tx, store.SideRules); err != nil {
 			return err
 		}
-		if closure, err = sharetable.AppliedConfig(ctx, tx, sharetable.SideClosure); err != nil {
+		if closure, err = store.AppliedConfig(ctx, tx, store.SideClosure); err != nil {
 			return err
 		}
-		changes, err := sharetable.ReadChanges(ctx, tx)
+		seen, err := changes.Read(ctx, tx)
 		if err != nil {
 			return err
 		}
-		ids, err := sharetable.ChangedRecords(ctx, tx, changes.Seqs)
+		ids, err := changes.Records(ctx, tx, seen.Seqs)
 		if err != nil {
 			return err
 		}
@@ -82,11 +86,11 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zero
 	if string(rules) == "{}" {
 		return nil, fmt.Errorf("nothing has been recalculated yet: run `recalc run`")
 	}
-	rulesOrg, err := sharetable.DecodeOrg(rules)
+	rulesOrg, err := grants.DecodeOrg(rules)
 	if err != nil {
 		return nil, err
 	}
-	closureOrg, err := sharetable.DecodeOrg(closure)
+	closureOrg, err := grants.DecodeOrg(closure)
 	if err != nil {
 		return nil, err
 	}

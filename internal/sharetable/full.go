@@ -10,6 +10,7 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/pg"
 )
 
 // Dict maps user ids and grantee keys to their stable integer ids.
@@ -64,17 +65,6 @@ func EnsureDict(ctx context.Context, tx pgx.Tx, users, grantees []string) (*Dict
 		}
 	}
 	return d, nil
-}
-
-// WriteClosure replaces the whole closure (acl_member) and acl_user for org.
-func WriteClosure(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) error {
-	if _, err := tx.Exec(ctx, `TRUNCATE recalc.acl_member`); err != nil {
-		return fmt.Errorf("clear closure: %w", err)
-	}
-	if err := copyClosure(ctx, tx, org, d, "acl_member"); err != nil {
-		return err
-	}
-	return WriteUsers(ctx, tx, org, d)
 }
 
 // copyClosure writes org's closure into table, streaming grantee by
@@ -132,48 +122,10 @@ func WriteObjects(ctx context.Context, tx pgx.Tx, org *grants.Org) error {
 	return nil
 }
 
-// Calculation sides, deferred and applied separately.
-const (
-	SideRules   = "rules"   // share rows, and the OWDs read with them
-	SideClosure = "closure" // group membership: the closure and the user table
-)
-
-// SetApplied records config (a JSON object of configuration sections) as
-// what side is computed from.
-func SetApplied(ctx context.Context, tx pgx.Tx, side string, config []byte) error {
-	if _, err := tx.Exec(ctx, `DELETE FROM recalc.applied_section WHERE side = $1`, side); err != nil {
-		return fmt.Errorf("record applied configuration: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO recalc.applied_section (side, name, doc) SELECT $1, key, value FROM jsonb_each($2::jsonb)`,
-		side, string(config)); err != nil {
-		return fmt.Errorf("record applied configuration: %w", err)
-	}
-	return nil
-}
-
-// StoredConfig returns the stored configuration sections as one JSON object.
-func StoredConfig(ctx context.Context, q Querier) ([]byte, error) {
-	return configJSON(ctx, q, `SELECT coalesce(jsonb_object_agg(name, doc), '{}')::text FROM recalc.model_section`)
-}
-
-// AppliedConfig returns the configuration side was last computed from, as
-// one JSON object ("{}" when never).
-func AppliedConfig(ctx context.Context, q Querier, side string) ([]byte, error) {
-	return configJSON(ctx, q, `SELECT coalesce(jsonb_object_agg(name, doc), '{}')::text FROM recalc.applied_section WHERE side = $1`, side)
-}
-
-func configJSON(ctx context.Context, q Querier, sql string, args ...any) ([]byte, error) {
-	var doc []byte
-	if err := q.QueryRow(ctx, sql, args...).Scan(&doc); err != nil {
-		return nil, fmt.Errorf("read configuration: %w", err)
-	}
-	return doc, nil
-}
-
 // RootRanges splits the record families into chunks of about size records,
 // returned as inclusive ranges of root record ids in byte order, and counts
 // the families.
-func RootRanges(ctx context.Context, q Querier, size int) (ranges [][2]string, families int, err error) {
+func RootRanges(ctx context.Context, q pg.Querier, size int) (ranges [][2]string, families int, err error) {
 	rows, err := q.Query(ctx, `SELECT root_id, count(*) FROM recalc.record WHERE root_id IS NOT NULL GROUP BY root_id ORDER BY root_id`)
 	if err != nil {
 		return nil, 0, fmt.Errorf("list record families: %w", err)
@@ -200,19 +152,19 @@ func RootRanges(ctx context.Context, q Querier, size int) (ranges [][2]string, f
 
 // LoadFamilies reads the records, shares and team entries of the families
 // whose root id lies in [lo, hi].
-func LoadFamilies(ctx context.Context, q Querier, org *grants.Org, lo, hi string) (*grants.Input, error) {
+func LoadFamilies(ctx context.Context, q pg.Querier, org *grants.Org, lo, hi string) (*grants.Input, error) {
 	return loadFamilies(ctx, q, org, "root_id BETWEEN $1 AND $2", lo, hi)
 }
 
 // LoadFamiliesOf reads the families whose root ids are listed.
-func LoadFamiliesOf(ctx context.Context, q Querier, org *grants.Org, roots []string) (*grants.Input, error) {
+func LoadFamiliesOf(ctx context.Context, q pg.Querier, org *grants.Org, roots []string) (*grants.Input, error) {
 	return loadFamilies(ctx, q, org, "root_id = ANY($1)", roots)
 }
 
 // loadFamilies reads the families of the records matching where, a constant
 // condition on root_id over the parameters args. Fields are read only for
 // objects that have criteria rules.
-func loadFamilies(ctx context.Context, q Querier, org *grants.Org, where string, args ...any) (*grants.Input, error) {
+func loadFamilies(ctx context.Context, q pg.Querier, org *grants.Org, where string, args ...any) (*grants.Input, error) {
 	var withFields []string
 	for _, o := range org.Index().Config.Objects {
 		if org.HasCriteria(o.Name) {

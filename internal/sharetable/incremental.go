@@ -13,6 +13,7 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/planner"
 )
 
@@ -20,7 +21,7 @@ import (
 // families to recompute. For changed records it takes both the family they
 // are in now and the one they were computed in, so a record that moved or
 // disappeared leaves its old family correct too.
-func ResolveRoots(ctx context.Context, q Querier, p *planner.Plan) ([]string, error) {
+func ResolveRoots(ctx context.Context, q pg.Querier, p *planner.Plan) ([]string, error) {
 	set := map[string]bool{}
 	collect := func(sql string, args ...any) error {
 		rows, err := q.Query(ctx, sql, args...)
@@ -67,7 +68,7 @@ func ResolveRoots(ctx context.Context, q Querier, p *planner.Plan) ([]string, er
 // matchCriteria adds the roots of object's records that crit matches. It
 // decides with the very code recalculation uses, in Go, on the records a
 // SQL filter lets through (criteriaFilter).
-func matchCriteria(ctx context.Context, q Querier, object string, crit *model.Criteria, set map[string]bool) error {
+func matchCriteria(ctx context.Context, q pg.Querier, object string, crit *model.Criteria, set map[string]bool) error {
 	filter, args := criteriaFilter(crit, []any{object})
 	rows, err := q.Query(ctx, `SELECT root_id, left(fields::text, `+fmt.Sprint(maxFieldsText+1)+`) FROM recalc.record r
 		WHERE object = $1 AND root_id IS NOT NULL AND `+filter, args...)
@@ -88,7 +89,7 @@ func matchCriteria(ctx context.Context, q Querier, object string, crit *model.Cr
 
 // FamilySizes returns the number of stored records of each listed root (zero
 // for a family that no longer has any), and of each object in them all.
-func FamilySizes(ctx context.Context, q Querier, roots []string) (sizes []int64, byObject map[string]int64, err error) {
+func FamilySizes(ctx context.Context, q pg.Querier, roots []string) (sizes []int64, byObject map[string]int64, err error) {
 	rows, err := q.Query(ctx, `SELECT root_id, object, count(*) FROM recalc.record WHERE root_id = ANY($1) GROUP BY 1, 2`, roots)
 	if err != nil {
 		return nil, nil, fmt.Errorf("count family sizes: %w", err)
@@ -113,7 +114,7 @@ func FamilySizes(ctx context.Context, q Querier, roots []string) (sizes []int64,
 // AllRoots returns the root id of every record family, stored or
 // materialized (a family whose records were all deleted is still to clear),
 // in byte order.
-func AllRoots(ctx context.Context, q Querier) ([]string, error) {
+func AllRoots(ctx context.Context, q pg.Querier) ([]string, error) {
 	rows, err := q.Query(ctx, `SELECT root_id FROM recalc.record WHERE root_id IS NOT NULL
 		UNION SELECT root_id FROM recalc.acl_record ORDER BY 1`)
 	if err != nil {
@@ -128,7 +129,7 @@ func AllRoots(ctx context.Context, q Querier) ([]string, error) {
 
 // CountFamilies returns the number of record families stored. Counting
 // reads every record; EstimateFamilies is free.
-func CountFamilies(ctx context.Context, q Querier) (int64, error) {
+func CountFamilies(ctx context.Context, q pg.Querier) (int64, error) {
 	var n int64
 	err := q.QueryRow(ctx, `SELECT count(DISTINCT root_id) FROM recalc.record`).Scan(&n)
 	return n, err
@@ -137,7 +138,7 @@ func CountFamilies(ctx context.Context, q Querier) (int64, error) {
 // EstimateFamilies returns the planner's estimate of the number of record
 // families, from the table statistics (0 when there are none yet). Skewed
 // families make it low, by half at a million records.
-func EstimateFamilies(ctx context.Context, q Querier) (float64, error) {
+func EstimateFamilies(ctx context.Context, q pg.Querier) (float64, error) {
 	var n *float64
 	err := q.QueryRow(ctx, `
 		SELECT CASE WHEN s.n_distinct < 0 THEN -s.n_distinct * greatest(c.reltuples, 0) ELSE s.n_distinct END
@@ -152,8 +153,9 @@ func EstimateFamilies(ctx context.Context, q Querier) (float64, error) {
 	return *n, nil
 }
 
-// ChunkStats counts what applying one chunk did.
-type ChunkStats struct {
+// Written counts what writing the rows of some families did. It has the
+// fields of queue.ChunkStats, which a chunk reports.
+type Written struct {
 	Records                 int64
 	Added, Removed, Updated int64
 	Invalid                 []string // records given no access: see grants.Rows.Invalid
@@ -173,7 +175,7 @@ type shareVal struct {
 // ApplyFamilies recomputes the families whose roots are listed and writes
 // only the difference to the materialized tables, inside tx: it locks the
 // families' rows (LockFamilies), diffs (DiffFamilies) and applies.
-func ApplyFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, roots []string) (*ChunkStats, error) {
+func ApplyFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, roots []string) (*Written, error) {
 	rids, err := LockFamilies(ctx, tx, roots)
 	if err != nil {
 		return nil, err
@@ -224,7 +226,7 @@ func LockFamilies(ctx context.Context, tx pgx.Tx, roots []string) ([]int64, erro
 			return nil, err
 		}
 	}
-	return nil, &pgconn.PgError{Code: "55P03", Message: fmt.Sprintf("could not lock the families' rows in %d rounds", maxLockRounds)}
+	return nil, &pgconn.PgError{Code: pg.LockNotAvailable, Message: fmt.Sprintf("could not lock the families' rows in %d rounds", maxLockRounds)}
 }
 
 // maxLockRounds bounds LockFamilies' rounds of trying and waiting; past it
@@ -306,7 +308,7 @@ func waitForRow(ctx context.Context, tx pgx.Tx, b *busyRow) error {
 }
 
 // FamilyRIDs is what LockFamilies returns, read without locks, for readers.
-func FamilyRIDs(ctx context.Context, q Querier, roots []string) ([]int64, error) {
+func FamilyRIDs(ctx context.Context, q pg.Querier, roots []string) ([]int64, error) {
 	current, err := readRIDs(ctx, q, "family records", `SELECT rid FROM recalc.record WHERE root_id = ANY($1) ORDER BY rid`, roots)
 	if err != nil {
 		return nil, err
@@ -324,7 +326,7 @@ func FamilyRIDs(ctx context.Context, q Querier, roots []string) ([]int64, error)
 }
 
 // readRIDs runs a query of record ids.
-func readRIDs(ctx context.Context, q Querier, what, sql string, args ...any) ([]int64, error) {
+func readRIDs(ctx context.Context, q pg.Querier, what, sql string, args ...any) ([]int64, error) {
 	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", what, err)
@@ -477,8 +479,8 @@ func DiffFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, root
 
 // Apply writes the difference with unnest arrays. The caller holds the
 // families' locks (LockFamilies).
-func (f *FamilyDiff) Apply(ctx context.Context, tx pgx.Tx) (*ChunkStats, error) {
-	st := &ChunkStats{Records: int64(len(f.records.Records)), Invalid: f.records.Invalid}
+func (f *FamilyDiff) Apply(ctx context.Context, tx pgx.Tx) (*Written, error) {
+	st := &Written{Records: int64(len(f.records.Records)), Invalid: f.records.Invalid}
 	if len(f.del) > 0 {
 		rids, gids, causes := splitKeys(f.del)
 		tag, err := tx.Exec(ctx, `DELETE FROM recalc.acl_share s USING unnest($1::bigint[], $2::int[], $3::text[]) AS d (rid, gid, cause)
@@ -565,7 +567,7 @@ func splitVals(vs []shareVal) ([]int16, []bool) {
 }
 
 // LoadDict reads the whole user and grantee dictionaries.
-func LoadDict(ctx context.Context, q Querier) (*Dict, error) {
+func LoadDict(ctx context.Context, q pg.Querier) (*Dict, error) {
 	d := &Dict{UID: map[string]int32{}, GID: map[string]int32{}}
 	for _, t := range []struct {
 		sql string
@@ -604,7 +606,7 @@ func (c *ClosureDiff) Extra() int64   { return int64(len(c.delG)) }
 // DiffClosureOf compares acl_member with org's closure. It writes nothing.
 // It merges the stored entries, read in key order, with the computed ones,
 // grantee by grantee in the same order: no set of either is held.
-func DiffClosureOf(ctx context.Context, q Querier, org *grants.Org, d *Dict) (*ClosureDiff, error) {
+func DiffClosureOf(ctx context.Context, q pg.Querier, org *grants.Org, d *Dict) (*ClosureDiff, error) {
 	type entry struct {
 		gid, uid int32
 		boss     bool
@@ -729,7 +731,7 @@ func DiffClosure(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) (*Clo
 }
 
 // RecordsByObject counts every record by object.
-func RecordsByObject(ctx context.Context, q Querier) (map[string]int64, error) {
+func RecordsByObject(ctx context.Context, q pg.Querier) (map[string]int64, error) {
 	rows, err := q.Query(ctx, `SELECT object, count(*) FROM recalc.record GROUP BY object`)
 	if err != nil {
 		return nil, fmt.Errorf("count records by object: %w", err)
@@ -741,58 +743,4 @@ func RecordsByObject(ctx context.Context, q Querier) (map[string]int64, error) {
 		return nil, fmt.Errorf("count records by object: %w", err)
 	}
 	return out, nil
-}
-
-// FixRoots sets the family root of records that lack one (inserted with
-// plain SQL) or whose root no longer agrees with their parent's (among the
-// records changed by the listed change rows), and of all their descendants,
-// and returns the ids of the records it changed. Imports set roots
-// themselves and mark their changes rooted, which it skips. Its own updates
-// are not logged as changes: the caller recomputes the records it returns.
-func FixRoots(ctx context.Context, tx pgx.Tx, seqs []int64) ([]string, error) {
-	var todo bool
-	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.change WHERE kind = 'record' AND seq = ANY($1) AND NOT rooted)
-		OR EXISTS (SELECT FROM recalc.record WHERE root_id IS NULL)`, seqs).Scan(&todo)
-	if err != nil || !todo {
-		return nil, err
-	}
-	if _, err := tx.Exec(ctx, `SELECT set_config('recalc.fixing_roots', 'on', true)`); err != nil {
-		return nil, fmt.Errorf("fix family roots: %w", err)
-	}
-	rows, err := tx.Query(ctx, `
-		WITH RECURSIVE changed AS MATERIALIZED (
-		    SELECT DISTINCT unnest(keys) AS id FROM recalc.change WHERE kind = 'record' AND seq = ANY($1) AND NOT rooted
-		), wrong (rid, id) AS (
-		    SELECT rid, id FROM recalc.record WHERE root_id IS NULL
-		    UNION
-		    SELECT c.rid, c.id FROM changed x JOIN recalc.record c ON c.id = x.id LEFT JOIN recalc.record p ON p.id = c.parent
-		    WHERE c.root_id IS DISTINCT FROM CASE WHEN c.parent IS NULL THEN c.id ELSE p.root_id END
-		), down (rid, id) AS (
-		    SELECT rid, id FROM wrong
-		    UNION
-		    SELECT c.rid, c.id FROM recalc.record c JOIN down d ON c.parent = d.id
-		), up (rid, cur, depth) AS (
-		    SELECT rid, rid, 0 FROM down
-		    UNION ALL
-		    SELECT u.rid, p.rid, u.depth + 1
-		    FROM up u JOIN recalc.record r ON r.rid = u.cur JOIN recalc.record p ON p.id = r.parent
-		    WHERE u.depth < 100
-		), roots AS (
-		    SELECT DISTINCT ON (u.rid) u.rid, r.id AS root
-		    FROM up u JOIN recalc.record r ON r.rid = u.cur ORDER BY u.rid, u.depth DESC
-		)
-		UPDATE recalc.record t SET root_id = roots.root FROM roots
-		WHERE t.rid = roots.rid AND t.root_id IS DISTINCT FROM roots.root
-		RETURNING t.id`, seqs)
-	if err != nil {
-		return nil, fmt.Errorf("fix family roots: %w", err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("fix family roots: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `SELECT set_config('recalc.fixing_roots', 'off', true)`); err != nil {
-		return nil, fmt.Errorf("fix family roots: %w", err)
-	}
-	return ids, nil
 }

@@ -12,9 +12,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
+	"github.com/recalc-dev/recalc/internal/changes"
 	"github.com/recalc-dev/recalc/internal/locks"
 	"github.com/recalc-dev/recalc/internal/model"
-	"github.com/recalc-dev/recalc/internal/sharetable"
+	"github.com/recalc-dev/recalc/internal/queue"
 )
 
 // analyzeAbove is how many rows of a table an import writes before it
@@ -41,11 +42,11 @@ func (e *InvalidError) Unwrap() error { return e.Err }
 // BusyError is an import refused because a recalculation job is unfinished.
 type BusyError struct {
 	Job    int64
-	Status string
+	Status queue.Status
 }
 
 func (e *BusyError) Error() string {
-	if e.Status == "failed" {
+	if e.Status == queue.Failed {
 		return fmt.Sprintf("recalculation job %d failed and is unfinished: run `recalc run` to resume it, then import again", e.Job)
 	}
 	return fmt.Sprintf("recalculation job %d is running: wait for it (`recalc run` joins it and returns when it is done), then import again", e.Job)
@@ -117,7 +118,7 @@ func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, log
 	}
 	// Like Salesforce, refuse sharing changes while a recalculation is
 	// unfinished: the job computes from the configuration it planned.
-	job, err := sharetable.UnfinishedJob(ctx, tx)
+	job, err := queue.Unfinished(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +142,7 @@ func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, log
 		return nil, fmt.Errorf("analyze staged rows: %w", err)
 	}
 	res.Sections = f.Present()
-	stored, err := sharetable.StoredConfig(ctx, tx) // the configuration before this import, for checkRefs
+	stored, err := StoredConfig(ctx, tx) // the configuration before this import, for checkRefs
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +157,7 @@ func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, log
 		return nil, err
 	}
 	// Wake `recalc watch`; delivered only if the import commits.
-	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, 'import')`, sharetable.ChangesChannel); err != nil {
+	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, 'import')`, changes.Channel); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -222,7 +223,7 @@ func stageFile(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, re
 // mergeConfig overlays the file's configuration sections on the stored ones,
 // validates the result and stores the sections that changed.
 func mergeConfig(ctx context.Context, tx pgx.Tx, f *model.File, lim model.Limits) (*model.Index, error) {
-	cfg, err := sharetable.LoadConfig(ctx, tx)
+	cfg, err := LoadConfig(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
@@ -436,7 +437,7 @@ func checkRefs(ctx context.Context, tx pgx.Tx, ix *model.Index, stored []byte, f
 		}
 		if !fromFile {
 			if before == nil {
-				cfg, lerr := sharetable.DecodeConfig(stored)
+				cfg, lerr := model.DecodeConfig(stored)
 				if lerr != nil {
 					return lerr
 				}

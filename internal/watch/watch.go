@@ -13,9 +13,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/recalc-dev/recalc/internal/changes"
 	"github.com/rs/zerolog"
-
-	"github.com/recalc-dev/recalc/internal/sharetable"
 )
 
 // Options tune the loop.
@@ -34,10 +33,10 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, run func(context.
 		return fmt.Errorf("acquire listening connection: %w", err)
 	}
 	defer conn.Release()
-	if _, err := conn.Exec(ctx, "LISTEN "+sharetable.ChangesChannel); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+changes.Channel); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	log.Info().Str("channel", sharetable.ChangesChannel).Dur("debounce", opt.Debounce).Dur("max_wait", opt.MaxWait).
+	log.Info().Str("channel", changes.Channel).Dur("debounce", opt.Debounce).Dur("max_wait", opt.MaxWait).
 		Dur("poll", opt.Poll).Msg("watching for changes")
 	for {
 		if err := run(ctx); err != nil {

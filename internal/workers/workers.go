@@ -8,7 +8,6 @@ package workers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -16,12 +15,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/recalc-dev/recalc/internal/locks"
+	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
-
-	"github.com/recalc-dev/recalc/internal/sharetable"
 )
 
 // Options tune a pool.
@@ -32,7 +31,7 @@ type Options struct {
 }
 
 // Do computes and writes one claimed chunk inside tx.
-type Do func(ctx context.Context, tx pgx.Tx, c *sharetable.Chunk) (*sharetable.ChunkStats, error)
+type Do func(ctx context.Context, tx pgx.Tx, c *queue.Chunk) (*queue.ChunkStats, error)
 
 // Run works the job's chunks until none is left to claim. The first error
 // stops the pool and is returned.
@@ -65,10 +64,10 @@ func runChunk(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, d
 	for attempt := 0; ; attempt++ {
 		claimed, n := false, -1
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-			if err := sharetable.SetLockTimeout(ctx, tx, opt.LockTimeout); err != nil {
+			if err := locks.SetTimeout(ctx, tx, opt.LockTimeout); err != nil {
 				return err
 			}
-			c, err := sharetable.ClaimChunk(ctx, tx, job)
+			c, err := queue.Claim(ctx, tx, job)
 			if err != nil || c == nil {
 				return err
 			}
@@ -77,12 +76,12 @@ func runChunk(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, d
 			if err != nil {
 				return err
 			}
-			return sharetable.DoneChunk(ctx, tx, job, c.N, st, workerID())
+			return queue.Complete(ctx, tx, job, c.N, st, workerID())
 		})
 		if err == nil {
 			return claimed, nil
 		}
-		if !Retryable(err) || ctx.Err() != nil {
+		if !pg.IsRetryable(err) || ctx.Err() != nil {
 			return false, fmt.Errorf("chunk %d: %w", n, err)
 		}
 		if attempt >= opt.Retries {
@@ -97,23 +96,6 @@ func runChunk(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, d
 		case <-time.After(wait):
 		}
 	}
-}
-
-// SQLSTATEs a chunk retries on.
-const (
-	serializationFailure = "40001"
-	deadlockDetected     = "40P01"
-	lockNotAvailable     = "55P03"
-)
-
-// Retryable reports whether err is a lock timeout, a deadlock or a
-// serialization failure: worth retrying after a backoff.
-func Retryable(err error) bool {
-	var pg *pgconn.PgError
-	if !errors.As(err, &pg) {
-		return false
-	}
-	return pg.Code == serializationFailure || pg.Code == deadlockDetected || pg.Code == lockNotAvailable
 }
 
 // Backoff is how long to wait before retry attempt+1: doubling from 50 ms,
@@ -144,7 +126,7 @@ func Progress(ctx context.Context, pool *pgxpool.Pool, job int64, chunks int, lo
 				return
 			case <-t.C:
 			}
-			done, records, err := sharetable.ChunkProgress(ctx, pool, job)
+			done, records, err := queue.Progress(ctx, pool, job)
 			if err != nil || chunks == 0 {
 				continue
 			}

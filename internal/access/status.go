@@ -1,4 +1,4 @@
-package sharetable
+package access
 
 import (
 	"context"
@@ -6,27 +6,30 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/internal/queue"
+	"github.com/recalc-dev/recalc/internal/store"
 )
 
 // JobSummary is a job as `recalc status` shows it.
 type JobSummary struct {
-	ID          int64      `json:"job"`
-	Kind        string     `json:"kind"`
-	Trigger     string     `json:"trigger"`
-	Status      string     `json:"status"`
-	Rules       bool       `json:"rules"`
-	Closure     bool       `json:"closure"`
-	Chunks      int        `json:"chunks"`
-	ChunksDone  int        `json:"chunks_done"`
-	Records     int64      `json:"records"`
-	Invalid     int64      `json:"invalid_records"`
-	RowsAdded   int64      `json:"share_rows_added"`
-	RowsRemoved int64      `json:"share_rows_removed"`
-	RowsUpdated int64      `json:"share_rows_updated"`
-	DriftFixed  int64      `json:"drift_fixed"`
-	Error       string     `json:"error,omitempty"`
-	CreatedAt   time.Time  `json:"created_at"`
-	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	ID          int64        `json:"job"`
+	Kind        queue.Kind   `json:"kind"`
+	Trigger     string       `json:"trigger"`
+	Status      queue.Status `json:"status"`
+	Rules       bool         `json:"rules"`
+	Closure     bool         `json:"closure"`
+	Chunks      int          `json:"chunks"`
+	ChunksDone  int          `json:"chunks_done"`
+	Records     int64        `json:"records"`
+	Invalid     int64        `json:"invalid_records"`
+	RowsAdded   int64        `json:"share_rows_added"`
+	RowsRemoved int64        `json:"share_rows_removed"`
+	RowsUpdated int64        `json:"share_rows_updated"`
+	DriftFixed  int64        `json:"drift_fixed"`
+	Error       string       `json:"error,omitempty"`
+	CreatedAt   time.Time    `json:"created_at"`
+	FinishedAt  *time.Time   `json:"finished_at,omitempty"`
 	// Running jobs: progress figures, from chunks done so far.
 	RecordsPerSecond float64        `json:"records_per_s,omitempty"`
 	ETA              *time.Duration `json:"eta_ns,omitempty"`
@@ -54,10 +57,10 @@ type InvalidRecord struct {
 }
 
 // ReadStatus gathers deferral, pending changes and the recent jobs.
-func ReadStatus(ctx context.Context, q Querier, recent int) (*Status, error) {
+func ReadStatus(ctx context.Context, q pg.Querier, recent int) (*Status, error) {
 	st := &Status{PendingConfig: []string{}}
 	var err error
-	if st.Deferred, err = Deferred(ctx, q); err != nil {
+	if st.Deferred, err = store.Deferred(ctx, q); err != nil {
 		return nil, err
 	}
 	err = q.QueryRow(ctx, `SELECT (SELECT count(*) FROM recalc.change),
@@ -92,7 +95,7 @@ func ReadStatus(ctx context.Context, q Querier, recent int) (*Status, error) {
 	var elapsed float64
 	_, err = pgx.ForEachRow(rows, []any{&j.ID, &j.Kind, &j.Trigger, &j.Status, &j.Rules, &j.Closure, &j.Chunks, &j.ChunksDone,
 		&j.Records, &j.Invalid, &j.RowsAdded, &j.RowsRemoved, &j.RowsUpdated, &j.DriftFixed, &j.Error, &j.CreatedAt, &j.FinishedAt, &elapsed}, func() error {
-		if j.Status != "done" && elapsed > 0 {
+		if j.Status != queue.Done && elapsed > 0 {
 			j.RecordsPerSecond = float64(j.Records) / elapsed
 			if j.ChunksDone > 0 {
 				eta := time.Duration(elapsed / float64(j.ChunksDone) * float64(j.Chunks-j.ChunksDone) * float64(time.Second)).Round(time.Second)

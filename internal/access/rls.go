@@ -1,4 +1,4 @@
-package sharetable
+package access
 
 import (
 	"context"

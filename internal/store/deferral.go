@@ -1,4 +1,4 @@
-package sharetable
+package store
 
 import (
 	"context"
@@ -6,10 +6,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/recalc-dev/recalc/internal/pg"
 )
 
 // Deferred returns the deferred sides and since when.
-func Deferred(ctx context.Context, q Querier) (map[string]time.Time, error) {
+func Deferred(ctx context.Context, q pg.Querier) (map[string]time.Time, error) {
 	rows, err := q.Query(ctx, `SELECT side, since FROM recalc.deferral`)
 	if err != nil {
 		return nil, fmt.Errorf("read deferral: %w", err)
@@ -24,7 +25,7 @@ func Deferred(ctx context.Context, q Querier) (map[string]time.Time, error) {
 }
 
 // Defer suspends calculation of the given sides (keeping an earlier start).
-func Defer(ctx context.Context, q Querier, sides []string) error {
+func Defer(ctx context.Context, q pg.Querier, sides []string) error {
 	if _, err := q.Exec(ctx, `INSERT INTO recalc.deferral (side) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING`, sides); err != nil {
 		return fmt.Errorf("defer %v: %w", sides, err)
 	}
@@ -32,7 +33,7 @@ func Defer(ctx context.Context, q Querier, sides []string) error {
 }
 
 // Undefer lifts the suspension of the given sides.
-func Undefer(ctx context.Context, q Querier, sides []string) error {
+func Undefer(ctx context.Context, q pg.Querier, sides []string) error {
 	if _, err := q.Exec(ctx, `DELETE FROM recalc.deferral WHERE side = ANY($1)`, sides); err != nil {
 		return fmt.Errorf("resume %v: %w", sides, err)
 	}

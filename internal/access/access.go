@@ -1,4 +1,8 @@
-package sharetable
+// Package access holds the read side: access levels and the access CSV
+// from the materialized tables, the row-level security policies that
+// filter application tables by them, the grants of reader and writer roles,
+// and the status of calculation and jobs.
+package access
 
 import (
 	"bufio"
@@ -8,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/recalc-dev/recalc/internal/pg"
 )
 
 // accessSQL lists effective access per (record, active user) above none from
@@ -39,9 +44,9 @@ ORDER BY l.object COLLATE "C", l.id COLLATE "C", u.id COLLATE "C"`
 
 var levelNames = [...]string{"none", "read", "edit", "all"}
 
-// WriteAccessCSV writes every (object, record, user, access) with access
+// WriteCSV writes every (object, record, user, access) with access
 // above none, sorted in byte order, as CSV with a header.
-func WriteAccessCSV(ctx context.Context, q Querier, w io.Writer) error {
+func WriteCSV(ctx context.Context, q pg.Querier, w io.Writer) error {
 	rows, err := q.Query(ctx, accessSQL)
 	if err != nil {
 		return fmt.Errorf("read access: %w", err)
@@ -82,9 +87,9 @@ func csvField(w *bufio.Writer, s string) {
 	w.WriteByte('"')
 }
 
-// AccessLevel returns the access user has to record ("none" when either is
+// Level returns the access user has to record ("none" when either is
 // unknown), through the recalc.access_level SQL function.
-func AccessLevel(ctx context.Context, q Querier, user, record string) (string, error) {
+func Level(ctx context.Context, q pg.Querier, user, record string) (string, error) {
 	var l string
 	if err := q.QueryRow(ctx, `SELECT recalc.access_level($1, $2)`, user, record).Scan(&l); err != nil {
 		return "", fmt.Errorf("access of %q to %q: %w", user, record, err)
@@ -102,7 +107,7 @@ type Stats struct {
 }
 
 // ReadStats counts the materialized rows.
-func ReadStats(ctx context.Context, q Querier) (*Stats, error) {
+func ReadStats(ctx context.Context, q pg.Querier) (*Stats, error) {
 	s := &Stats{ByCause: map[string]int64{}}
 	err := q.QueryRow(ctx, `SELECT (SELECT count(*) FROM recalc.acl_record), (SELECT count(*) FROM recalc.acl_user),
 		(SELECT count(*) FROM recalc.acl_member)`).Scan(&s.Records, &s.Users, &s.Closure)
@@ -127,10 +132,10 @@ func ReadStats(ctx context.Context, q Querier) (*Stats, error) {
 	return s, rows.Err()
 }
 
-// SnapshotAccess stores, in temporary table name (a constant of the
+// Snapshot stores, in temporary table name (a constant of the
 // caller's), the access of every active user to the records listed in the
 // temporary table dry_scope (rid): object, record, user_id, level.
-func SnapshotAccess(ctx context.Context, tx pgx.Tx, name string) error {
+func Snapshot(ctx context.Context, tx pgx.Tx, name string) error {
 	scoped := strings.ReplaceAll(accessSQL, "FROM recalc.acl_record r\n", "FROM recalc.acl_record r JOIN dry_scope sc ON sc.rid = r.rid\n")
 	if _, err := tx.Exec(ctx, `DROP TABLE IF EXISTS `+pgx.Identifier{name}.Sanitize()); err != nil {
 		return err

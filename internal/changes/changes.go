@@ -1,0 +1,121 @@
+// Package changes reads and consumes the change log (recalc.change), which
+// the capture triggers of recalc.record and the imports write: one row per
+// statement with the ids it changed. A job plans from the rows committed
+// when it plans (Read) and deletes exactly those when it is done (Consume),
+// so a change that commits meanwhile, whatever its seq, waits for the next
+// job. FixRoots sets the family roots of records the application wrote.
+package changes
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/recalc-dev/recalc/internal/pg"
+)
+
+// Consume deletes the listed change rows.
+func Consume(ctx context.Context, tx pgx.Tx, seqs []int64) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM recalc.change WHERE seq = ANY($1)`, seqs); err != nil {
+		return fmt.Errorf("clear change log: %w", err)
+	}
+	return nil
+}
+
+// Channel is the NOTIFY channel that record writes and imports
+// signal, so `recalc watch` wakes up.
+const Channel = "recalc_changes"
+
+// Log is the change log as one statement saw it.
+type Log struct {
+	Seqs      []int64 // the rows seen, in order: a job plans from and consumes exactly these
+	Truncated bool    // recalc.record was truncated
+}
+
+// Last is the highest seq seen, 0 when none.
+func (c *Log) Last() int64 {
+	if len(c.Seqs) == 0 {
+		return 0
+	}
+	return c.Seqs[len(c.Seqs)-1]
+}
+
+// Read reads which change rows are committed now, in one statement:
+// rows that commit later, even with lower seqs, are left for the next job.
+func Read(ctx context.Context, q pg.Querier) (*Log, error) {
+	c := &Log{}
+	err := q.QueryRow(ctx, `SELECT coalesce(array_agg(seq ORDER BY seq), '{}'), coalesce(bool_or(kind = 'truncate'), false)
+		FROM recalc.change`).Scan(&c.Seqs, &c.Truncated)
+	if err != nil {
+		return nil, fmt.Errorf("read change log: %w", err)
+	}
+	return c, nil
+}
+
+// Records returns the distinct ids of the records changed by the
+// listed change rows.
+func Records(ctx context.Context, q pg.Querier, seqs []int64) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT DISTINCT unnest(keys) FROM recalc.change WHERE kind = 'record' AND seq = ANY($1)`, seqs)
+	if err != nil {
+		return nil, fmt.Errorf("read change log: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read change log: %w", err)
+	}
+	return ids, nil
+}
+
+// FixRoots sets the family root of records that lack one (inserted with
+// plain SQL) or whose root no longer agrees with their parent's (among the
+// records changed by the listed change rows), and of all their descendants,
+// and returns the ids of the records it changed. Imports set roots
+// themselves and mark their changes rooted, which it skips. Its own updates
+// are not logged as changes: the caller recomputes the records it returns.
+func FixRoots(ctx context.Context, tx pgx.Tx, seqs []int64) ([]string, error) {
+	var todo bool
+	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.change WHERE kind = 'record' AND seq = ANY($1) AND NOT rooted)
+		OR EXISTS (SELECT FROM recalc.record WHERE root_id IS NULL)`, seqs).Scan(&todo)
+	if err != nil || !todo {
+		return nil, err
+	}
+	if _, err := tx.Exec(ctx, `SELECT set_config('recalc.fixing_roots', 'on', true)`); err != nil {
+		return nil, fmt.Errorf("fix family roots: %w", err)
+	}
+	rows, err := tx.Query(ctx, `
+		WITH RECURSIVE changed AS MATERIALIZED (
+		    SELECT DISTINCT unnest(keys) AS id FROM recalc.change WHERE kind = 'record' AND seq = ANY($1) AND NOT rooted
+		), wrong (rid, id) AS (
+		    SELECT rid, id FROM recalc.record WHERE root_id IS NULL
+		    UNION
+		    SELECT c.rid, c.id FROM changed x JOIN recalc.record c ON c.id = x.id LEFT JOIN recalc.record p ON p.id = c.parent
+		    WHERE c.root_id IS DISTINCT FROM CASE WHEN c.parent IS NULL THEN c.id ELSE p.root_id END
+		), down (rid, id) AS (
+		    SELECT rid, id FROM wrong
+		    UNION
+		    SELECT c.rid, c.id FROM recalc.record c JOIN down d ON c.parent = d.id
+		), up (rid, cur, depth) AS (
+		    SELECT rid, rid, 0 FROM down
+		    UNION ALL
+		    SELECT u.rid, p.rid, u.depth + 1
+		    FROM up u JOIN recalc.record r ON r.rid = u.cur JOIN recalc.record p ON p.id = r.parent
+		    WHERE u.depth < 100
+		), roots AS (
+		    SELECT DISTINCT ON (u.rid) u.rid, r.id AS root
+		    FROM up u JOIN recalc.record r ON r.rid = u.cur ORDER BY u.rid, u.depth DESC
+		)
+		UPDATE recalc.record t SET root_id = roots.root FROM roots
+		WHERE t.rid = roots.rid AND t.root_id IS DISTINCT FROM roots.root
+		RETURNING t.id`, seqs)
+	if err != nil {
+		return nil, fmt.Errorf("fix family roots: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("fix family roots: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT set_config('recalc.fixing_roots', 'off', true)`); err != nil {
+		return nil, fmt.Errorf("fix family roots: %w", err)
+	}
+	return ids, nil
+}

@@ -1,0 +1,54 @@
+// Package pg holds what recalc's storage packages share about PostgreSQL:
+// the Querier that both a pool and a transaction are, and the SQLSTATE
+// codes the engine tells apart, with their IsXxx helpers.
+package pg
+
+import (
+	"context"
+	"errors"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Querier is what both a pool and a transaction offer.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// SQLSTATE codes recalc tells apart.
+const (
+	SerializationFailure = "40001"
+	DeadlockDetected     = "40P01"
+	LockNotAvailable     = "55P03"
+	UndefinedTable       = "42P01"
+	InvalidSchemaName    = "3F000"
+)
+
+// Code returns err's SQLSTATE, or "" when it is not a PostgreSQL error.
+func Code(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
+
+// IsRetryable reports whether err is a lock timeout, a deadlock or a
+// serialization failure: worth trying again after a backoff.
+func IsRetryable(err error) bool {
+	switch Code(err) {
+	case SerializationFailure, DeadlockDetected, LockNotAvailable:
+		return true
+	}
+	return false
+}
+
+// IsNoSchema reports whether err says the recalc schema or one of its
+// tables does not exist.
+func IsNoSchema(err error) bool {
+	c := Code(err)
+	return c == UndefinedTable || c == InvalidSchemaName
+}
