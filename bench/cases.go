@@ -12,9 +12,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/planner"
 	"github.com/recalc-dev/recalc/internal/queue"
+	"github.com/recalc-dev/recalc/internal/sharing"
 	"github.com/recalc-dev/recalc/internal/store"
 )
 
@@ -258,7 +258,7 @@ func ordinal(n int) string {
 
 // planWith returns the plan from old to the stored configuration doc with
 // one section replaced.
-func planWith(doc []byte, old *grants.Org, name string, sec section) (*planner.Plan, error) {
+func planWith(doc []byte, old *sharing.Org, name string, sec section) (*planner.Plan, error) {
 	var cfg map[string]json.RawMessage
 	if err := json.Unmarshal(doc, &cfg); err != nil {
 		return nil, err
@@ -272,7 +272,7 @@ func planWith(doc []byte, old *grants.Org, name string, sec section) (*planner.P
 	if err != nil {
 		return nil, err
 	}
-	cur, err := grants.DecodeOrg(newDoc)
+	cur, err := sharing.DecodeOrg(newDoc)
 	if err != nil {
 		return nil, err
 	}
@@ -366,11 +366,11 @@ func noShareRows(p *planner.Plan) bool {
 }
 
 // storedOrg returns the stored configuration and its decoded org.
-func storedOrg(ctx context.Context, pool *pgxpool.Pool) ([]byte, *grants.Org, error) {
+func storedOrg(ctx context.Context, pool *pgxpool.Pool) ([]byte, *sharing.Org, error) {
 	doc, err := store.StoredConfig(ctx, pool)
 	if err != nil {
 		return nil, nil, err
 	}
-	org, err := grants.DecodeOrg(doc)
+	org, err := sharing.DecodeOrg(doc)
 	return doc, org, err
 }

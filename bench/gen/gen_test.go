@@ -11,8 +11,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/sharing"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testdb"
 )
@@ -391,7 +391,7 @@ func TestAccountRulesPerAccount(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		org := grants.NewOrg(ix)
+		org := sharing.NewOrg(ix)
 		sources := map[string]map[string]bool{}
 		owner, criteria := 0, 0
 		for _, r := range m.Rules {

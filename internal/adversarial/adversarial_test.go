@@ -14,8 +14,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/engine"
-	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/sharing"
 )
 
 // Finding 1: the capture trigger function runs with the engine's rights. An
@@ -273,12 +273,12 @@ func TestInvalidRecordsFailClosed(t *testing.T) {
 		('child_of_bad', 'contact', 'u1', 'bad_owner', '{}', '{}'),
 		('wrong_parent', 'opportunity', 'u1', 'p1', '{}', '{}')`)
 	want := map[string]string{
-		"bad_owner":     "account: " + grants.InvalidOwner,
-		"bad_parent":    "contact: " + grants.InvalidParent,
-		"bad_object":    "widget__c: " + grants.InvalidObject,
-		"bad_territory": "account: " + grants.InvalidTerritory,
-		"child_of_bad":  "contact: " + grants.InvalidParent,
-		"wrong_parent":  "opportunity: " + grants.InvalidParent,
+		"bad_owner":     "account: " + sharing.InvalidOwner,
+		"bad_parent":    "contact: " + sharing.InvalidParent,
+		"bad_object":    "widget__c: " + sharing.InvalidObject,
+		"bad_territory": "account: " + sharing.InvalidTerritory,
+		"child_of_bad":  "contact: " + sharing.InvalidParent,
+		"wrong_parent":  "opportunity: " + sharing.InvalidParent,
 	}
 	rep := b.run(t)
 	if rep.Kind != "incremental" || rep.InvalidRecords != int64(len(want)) {
@@ -321,7 +321,7 @@ func TestLegacyBadFieldsFailClosed(t *testing.T) {
 	b.wantAccess(t, map[string]string{"u4 hot1": "read"})
 	exec(t, b.engine, `ALTER TABLE recalc.record DROP CONSTRAINT record_fields_scalar`)
 	exec(t, b.writer, `UPDATE recalc.record SET fields = '{"a": {"b": 1}}' WHERE id = 'hot1'`)
-	want := map[string]string{"hot1": "account: " + grants.InvalidFields}
+	want := map[string]string{"hot1": "account: " + sharing.InvalidFields}
 	for i, fields := range []string{
 		`{"priority": [3]}`,
 		`[]`,
@@ -331,7 +331,7 @@ func TestLegacyBadFieldsFailClosed(t *testing.T) {
 	} {
 		id := fmt.Sprintf("legacy%d", i)
 		exec(t, b.writer, `INSERT INTO recalc.record (id, object, owner, fields) VALUES ($1, 'account', 'u1', $2::jsonb)`, id, fields)
-		want[id] = "account: " + grants.InvalidFields
+		want[id] = "account: " + sharing.InvalidFields
 	}
 	rep := b.run(t)
 	if rep.InvalidRecords != int64(len(want)) {
@@ -595,11 +595,11 @@ func TestNoFieldValuesLeak(t *testing.T) {
 		t.Fatalf("run after the lock is released: %v", err)
 	}
 	b.wantInvalid(t, map[string]string{
-		"leak_owner":  "account: " + grants.InvalidOwner,
-		"leak_nested": "account: " + grants.InvalidFields,
-		"leak_string": "account: " + grants.InvalidFields,
-		"leak_key":    "account: " + grants.InvalidFields,
-		"hot1":        "account: " + grants.InvalidFields,
+		"leak_owner":  "account: " + sharing.InvalidOwner,
+		"leak_nested": "account: " + sharing.InvalidFields,
+		"leak_string": "account: " + sharing.InvalidFields,
+		"leak_key":    "account: " + sharing.InvalidFields,
+		"hot1":        "account: " + sharing.InvalidFields,
 	})
 
 	var payloads []string

@@ -226,7 +226,7 @@ func App(out, errOut io.Writer) *cli.App {
 						return err
 					}
 					if c.NArg() > 0 {
-						return action(out, errOut, func(ctx context.Context, env *Env) error { return ImpactCmd(ctx, env, c.Args().First(), opt, f, lim) })(c)
+						return action(out, errOut, func(ctx context.Context, env *Env) error { return DryRunCmd(ctx, env, c.Args().First(), opt, f, lim) })(c)
 					}
 					return action(out, errOut, func(ctx context.Context, env *Env) error { return PlanCmd(ctx, env, opt, f, lim.ClosureWarn) })(c)
 				},
@@ -530,9 +530,9 @@ func blastRadius(ctx context.Context, tx pgx.Tx, maxRevoke float64) error {
 	return nil
 }
 
-// ImpactCmd prints what importing path (read within lim) would do, computed
+// DryRunCmd prints what importing path (read within lim) would do, computed
 // in a rolled-back transaction.
-func ImpactCmd(ctx context.Context, env *Env, path string, opt engine.Options, format string, lim model.Limits) error {
+func DryRunCmd(ctx context.Context, env *Env, path string, opt engine.Options, format string, lim model.Limits) error {
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}

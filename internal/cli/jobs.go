@@ -15,9 +15,9 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/engine"
-	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/notify"
 	"github.com/recalc-dev/recalc/internal/queue"
+	"github.com/recalc-dev/recalc/internal/sharing"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/watch"
 	"github.com/recalc-dev/recalc/schema"
@@ -286,8 +286,8 @@ func ExplainCmd(ctx context.Context, env *Env, user, record, format string) erro
 	if len(e.Reasons) == 0 {
 		fmt.Fprintln(w, "No grant reaches this user.")
 	}
-	var print func(rs []grants.Reason, indent string)
-	print = func(rs []grants.Reason, indent string) {
+	var print func(rs []sharing.Reason, indent string)
+	print = func(rs []sharing.Reason, indent string) {
 		for _, r := range rs {
 			fmt.Fprintf(w, "%s- %s (%s): %s\n", indent, r.Level, r.Kind, r.Detail)
 			if r.Via != "" {

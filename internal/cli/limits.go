@@ -7,9 +7,9 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
-	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/internal/sharing"
 	"github.com/recalc-dev/recalc/internal/store"
 )
 
@@ -59,7 +59,7 @@ func warnClosure(ctx context.Context, q pg.Querier, log zerolog.Logger, limit in
 		log.Warn().Err(err).Msg("cannot estimate the closure's size")
 		return
 	}
-	if est := grants.NewOrg(ix).ClosureEstimate(); est > limit {
+	if est := sharing.NewOrg(ix).ClosureEstimate(); est > limit {
 		log.Warn().Int64("closure_estimate", est).Int64("closure_warn", limit).
 			Int("users", len(cfg.Users)).Int("roles", len(cfg.Roles)).Int("groups", len(cfg.Groups)).Int("territories", len(cfg.Territories)).
 			Msgf("the closure (acl_member) may reach %d entries, over --%s: role, territory and group hierarchies grow it as their depth times their users",

@@ -26,13 +26,13 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/recalc-dev/recalc/internal/changes"
-	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/locks"
 	"github.com/recalc-dev/recalc/internal/notify"
 	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/planner"
 	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/sharetable"
+	"github.com/recalc-dev/recalc/internal/sharing"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/workers"
 )
@@ -127,7 +127,7 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 			return nil, err
 		}
 		created := false
-		var org *grants.Org // the job's configuration, when this run planned it
+		var org *sharing.Org // the job's configuration, when this run planned it
 		switch {
 		case job == nil:
 			var pl *Planned
@@ -182,7 +182,7 @@ type Planned struct {
 	ChangeSeq int64                `json:"-"`
 	Consumes  []int64              `json:"-"` // the change rows planned from
 	Config    []byte               `json:"-"`
-	org       *grants.Org
+	org       *sharing.Org
 }
 
 // Nothing reports whether there is nothing to recalculate now (perhaps
@@ -198,7 +198,7 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 	if err != nil {
 		return nil, err
 	}
-	cur, err := grants.DecodeOrg(cfgJSON)
+	cur, err := sharing.DecodeOrg(cfgJSON)
 	if err != nil {
 		return nil, fmt.Errorf("stored model is invalid (re-import it): %w", err)
 	}
@@ -326,21 +326,21 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 // appliedOrgs returns the configurations the rules and the closure sides
 // were last computed from (nil when never). Usually both sides were computed
 // from the same one, which is then decoded once and returned twice.
-func appliedOrgs(ctx context.Context, tx pgx.Tx) (rules, closure *grants.Org, err error) {
+func appliedOrgs(ctx context.Context, tx pgx.Tx) (rules, closure *sharing.Org, err error) {
 	var docs [2][]byte
 	for i, side := range []string{store.SideRules, store.SideClosure} {
 		if docs[i], err = store.AppliedConfig(ctx, tx, side); err != nil {
 			return nil, nil, err
 		}
 	}
-	orgs := [2]*grants.Org{}
+	orgs := [2]*sharing.Org{}
 	for i, doc := range docs {
 		switch {
 		case string(doc) == "{}":
 		case i == 1 && bytes.Equal(doc, docs[0]):
 			orgs[1] = orgs[0]
 		default:
-			if orgs[i], err = grants.DecodeOrg(doc); err != nil {
+			if orgs[i], err = sharing.DecodeOrg(doc); err != nil {
 				return nil, nil, fmt.Errorf("applied configuration: %w", err)
 			}
 		}
@@ -431,10 +431,10 @@ func createJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog
 
 // finish works job until it is done, also covering peers that died, and
 // returns its final row. org is the job's configuration, nil to decode it. A failed job is an error.
-func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *grants.Org, opt Options, log zerolog.Logger) (*queue.Job, error) {
+func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharing.Org, opt Options, log zerolog.Logger) (*queue.Job, error) {
 	if org == nil {
 		var err error
-		if org, err = grants.DecodeOrg(job.Config); err != nil {
+		if org, err = sharing.DecodeOrg(job.Config); err != nil {
 			return nil, fmt.Errorf("job %d configuration: %w", job.ID, err)
 		}
 	}
@@ -488,7 +488,7 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *grants
 
 // work claims and computes chunks until none is left to claim, then
 // finalizes the job if every chunk is done, reporting whether it did.
-func work(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *grants.Org, dict *sharetable.Dict, opt Options, log zerolog.Logger) (ended bool, err error) {
+func work(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharing.Org, dict *sharetable.Dict, opt Options, log zerolog.Logger) (ended bool, err error) {
 	err = workers.Run(ctx, pool, job.ID, workers.Options{Workers: opt.Workers, LockTimeout: opt.LockTimeout, Retries: opt.Retries},
 		func(ctx context.Context, tx pgx.Tx, c *queue.Chunk) (*queue.ChunkStats, error) {
 			st, err := workChunk(ctx, tx, job, org, dict, c)
@@ -511,7 +511,7 @@ func work(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *grants.O
 
 // workChunk computes one claimed chunk: an incremental job's families are
 // diffed and written in place, a full job's copied into the staging tables.
-func workChunk(ctx context.Context, tx pgx.Tx, job *queue.Job, org *grants.Org, dict *sharetable.Dict, c *queue.Chunk) (*queue.ChunkStats, error) {
+func workChunk(ctx context.Context, tx pgx.Tx, job *queue.Job, org *sharing.Org, dict *sharetable.Dict, c *queue.Chunk) (*queue.ChunkStats, error) {
 	if job.Kind != queue.Full {
 		w, err := sharetable.ApplyFamilies(ctx, tx, org, dict, c.Roots)
 		if err != nil {
@@ -537,7 +537,7 @@ func workChunk(ctx context.Context, tx pgx.Tx, job *queue.Job, org *grants.Org, 
 // the indexes, writes the closure and counts the drift (except on the first
 // computation, which repairs nothing), side by side. One process does it;
 // the others wait, then find it done.
-func finishStaging(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *grants.Org, dict *sharetable.Dict, opt Options) error {
+func finishStaging(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharing.Org, dict *sharetable.Dict, opt Options) error {
 	release, err := locks.Hold(ctx, pool, locks.Staging)
 	if err != nil {
 		return err
@@ -572,7 +572,7 @@ func finishStaging(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org 
 // otherwise) and the user table; record each side's configuration as
 // applied; mark the job done. Whichever worker sees the last chunk done
 // does it.
-func finalize(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *grants.Org, dict *sharetable.Dict) (ended bool, err error) {
+func finalize(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharing.Org, dict *sharetable.Dict) (ended bool, err error) {
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		j, err := queue.Lock(ctx, tx, job.ID)
 		if err != nil || j.Status != queue.Running {

@@ -9,20 +9,20 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/recalc-dev/recalc/internal/access"
-	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/sharetable"
+	"github.com/recalc-dev/recalc/internal/sharing"
 )
 
 // Explanation is why a user has the access they have to a record.
 type Explanation struct {
-	User     string          `json:"user"`
-	Record   string          `json:"record"`
-	Object   string          `json:"object"`
-	Level    string          `json:"level"`    // read from the materialized tables
-	Computed model.Level     `json:"computed"` // the highest reason's level
-	Reasons  []grants.Reason `json:"reasons"`
-	Note     string          `json:"note,omitempty"`
+	User     string           `json:"user"`
+	Record   string           `json:"record"`
+	Object   string           `json:"object"`
+	Level    string           `json:"level"`    // read from the materialized tables
+	Computed model.Level      `json:"computed"` // the highest reason's level
+	Reasons  []sharing.Reason `json:"reasons"`
+	Note     string           `json:"note,omitempty"`
 }
 
 // Explain lists every reason user has access to record, computed from the

@@ -8,15 +8,15 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/engine"
-	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
+	"github.com/recalc-dev/recalc/internal/sharing"
 	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
 // part maps an explain reason to the part of the spec the oracle's
 // Breakdown names.
-func part(r grants.Reason, cbp bool) string {
+func part(r sharing.Reason, cbp bool) string {
 	switch r.Kind {
 	case "implicit_child", "implicit_parent", "owd":
 		return r.Kind

@@ -10,10 +10,10 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/changes"
-	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/locks"
 	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/sharetable"
+	"github.com/recalc-dev/recalc/internal/sharing"
 	"github.com/recalc-dev/recalc/internal/store"
 )
 
@@ -86,11 +86,11 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zero
 	if string(rules) == "{}" {
 		return nil, fmt.Errorf("nothing has been recalculated yet: run `recalc run`")
 	}
-	rulesOrg, err := grants.DecodeOrg(rules)
+	rulesOrg, err := sharing.DecodeOrg(rules)
 	if err != nil {
 		return nil, err
 	}
-	closureOrg, err := grants.DecodeOrg(closure)
+	closureOrg, err := sharing.DecodeOrg(closure)
 	if err != nil {
 		return nil, err
 	}

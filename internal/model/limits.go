@@ -47,7 +47,7 @@ import (
 //     depth times users. Real hierarchies are under 20 levels.
 //   - ClosureWarn, 50,000,000 closure entries: not a limit but the size at
 //     which `recalc import` and `recalc plan` warn (see
-//     grants.Org.ClosureEstimate): about 4 GB of acl_member with its
+//     sharing.Org.ClosureEstimate): about 4 GB of acl_member with its
 //     indexes. A chain of 1,000 roles with a user each makes 3 million
 //     entries (255 MB).
 type Limits struct {

@@ -30,8 +30,8 @@ import (
 	"slices"
 	"sort"
 
-	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/sharing"
 )
 
 // SelectorKind says how a Selector picks records.
@@ -90,7 +90,7 @@ const NothingYet = "no recalculation has run yet"
 // Diff plans the recalculation from old (what the share tables were last
 // computed from; nil when never) to cur, given the ids of records changed
 // since (inserted, updated, deleted, or whose shares or team changed).
-func Diff(old, cur *grants.Org, changedRecords []string) *Plan {
+func Diff(old, cur *sharing.Org, changedRecords []string) *Plan {
 	p := &Plan{}
 	if old == nil {
 		p.Full, p.FullReason = true, NothingYet
@@ -252,7 +252,7 @@ func diffTerritories(p *Plan, o, n *model.Index) {
 	}
 }
 
-func diffRules(p *Plan, old, cur *grants.Org) {
+func diffRules(p *Plan, old, cur *sharing.Org) {
 	o, n := rulesByID(old.Index()), rulesByID(cur.Index())
 	// Who a source holds follows from the roles, users, groups and
 	// territories alone: when none changed, no source did.
@@ -291,7 +291,7 @@ func diffRules(p *Plan, old, cur *grants.Org) {
 
 // ruleRecords selects the records rule applies to under org's configuration:
 // for an owner rule, the records its source's users own.
-func ruleRecords(rule *model.Rule, org *grants.Org) *Selector {
+func ruleRecords(rule *model.Rule, org *sharing.Org) *Selector {
 	if rule.Type == model.OwnerRule {
 		owners := keys(org.MembersAll(rule.Source))
 		sort.Strings(owners)

@@ -258,5 +258,5 @@ func MarkStaged(ctx context.Context, q pg.Querier, job int64) error {
 type ChunkStats struct {
 	Records                 int64
 	Added, Removed, Updated int64
-	Invalid                 []string // records given no access: see grants.Rows.Invalid
+	Invalid                 []string // records given no access: see sharing.Rows.Invalid
 }

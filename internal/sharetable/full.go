@@ -8,9 +8,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/internal/sharing"
 )
 
 // Dict maps user ids and grantee keys to their stable integer ids.
@@ -69,10 +69,10 @@ func EnsureDict(ctx context.Context, tx pgx.Tx, users, grantees []string) (*Dict
 
 // copyClosure writes org's closure into table, streaming grantee by
 // grantee: only one grantee's closure is in memory.
-func copyClosure(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, table string) error {
+func copyClosure(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict, table string) error {
 	grantees := org.Grantees()
 	var gid int32
-	var members []grants.Member
+	var members []sharing.Member
 	src := pgx.CopyFromFunc(func() ([]any, error) {
 		for len(members) == 0 {
 			if len(grantees) == 0 {
@@ -91,7 +91,7 @@ func copyClosure(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, table
 }
 
 // WriteUsers replaces acl_user: the active users and whether each is internal.
-func WriteUsers(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) error {
+func WriteUsers(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict) error {
 	users := [][]any{}
 	for _, u := range org.Index().Config.Users {
 		if u.Active {
@@ -108,7 +108,7 @@ func WriteUsers(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) error 
 }
 
 // WriteObjects replaces acl_object: each object's OWD levels, read at access time.
-func WriteObjects(ctx context.Context, tx pgx.Tx, org *grants.Org) error {
+func WriteObjects(ctx context.Context, tx pgx.Tx, org *sharing.Org) error {
 	var objs [][]any
 	for _, o := range org.Index().Config.Objects {
 		objs = append(objs, []any{o.Name, int16(o.InternalOWD.Level()), int16(o.ExternalOWD.Level()), o.CBP()})
@@ -152,26 +152,26 @@ func RootRanges(ctx context.Context, q pg.Querier, size int) (ranges [][2]string
 
 // LoadFamilies reads the records, shares and team entries of the families
 // whose root id lies in [lo, hi].
-func LoadFamilies(ctx context.Context, q pg.Querier, org *grants.Org, lo, hi string) (*grants.Input, error) {
+func LoadFamilies(ctx context.Context, q pg.Querier, org *sharing.Org, lo, hi string) (*sharing.Input, error) {
 	return loadFamilies(ctx, q, org, "root_id BETWEEN $1 AND $2", lo, hi)
 }
 
 // LoadFamiliesOf reads the families whose root ids are listed.
-func LoadFamiliesOf(ctx context.Context, q pg.Querier, org *grants.Org, roots []string) (*grants.Input, error) {
+func LoadFamiliesOf(ctx context.Context, q pg.Querier, org *sharing.Org, roots []string) (*sharing.Input, error) {
 	return loadFamilies(ctx, q, org, "root_id = ANY($1)", roots)
 }
 
 // loadFamilies reads the families of the records matching where, a constant
 // condition on root_id over the parameters args. Fields are read only for
 // objects that have criteria rules.
-func loadFamilies(ctx context.Context, q pg.Querier, org *grants.Org, where string, args ...any) (*grants.Input, error) {
+func loadFamilies(ctx context.Context, q pg.Querier, org *sharing.Org, where string, args ...any) (*sharing.Input, error) {
 	var withFields []string
 	for _, o := range org.Index().Config.Objects {
 		if org.HasCriteria(o.Name) {
 			withFields = append(withFields, o.Name)
 		}
 	}
-	in := &grants.Input{Shares: map[int64][]model.Share{}, Teams: map[int64][]model.Team{}}
+	in := &sharing.Input{Shares: map[int64][]model.Share{}, Teams: map[int64][]model.Team{}}
 	rows, err := q.Query(ctx, fmt.Sprintf(`
 		SELECT rid, id, object, owner, coalesce(parent, ''), root_id, territories,
 		       CASE WHEN object = ANY($%d) THEN left(fields::text, $%d) END
@@ -179,14 +179,14 @@ func loadFamilies(ctx context.Context, q pg.Querier, org *grants.Org, where stri
 	if err != nil {
 		return nil, fmt.Errorf("read records: %w", err)
 	}
-	var r grants.Record
+	var r sharing.Record
 	var fields []byte
 	_, err = pgx.ForEachRow(rows, []any{&r.RID, &r.ID, &r.Object, &r.Owner, &r.Parent, &r.RootID, &r.Territories, &fields}, func() error {
 		if fields != nil {
 			r.Fields, r.Unreadable = readFields(fields)
 		}
 		in.Records = append(in.Records, r)
-		r = grants.Record{}
+		r = sharing.Record{}
 		return nil
 	})
 	if err != nil {
@@ -282,7 +282,7 @@ func PrepareFull(ctx context.Context, tx pgx.Tx, closure bool) error {
 
 // CopyRows writes computed rows into the staging tables and returns the
 // number of share rows written.
-func CopyRows(ctx context.Context, tx pgx.Tx, rows *grants.Rows, d *Dict) (int64, error) {
+func CopyRows(ctx context.Context, tx pgx.Tx, rows *sharing.Rows, d *Dict) (int64, error) {
 	i := 0
 	n, err := tx.CopyFrom(ctx, pgx.Identifier{"recalc", nextShare}, []string{"rid", "gid", "level", "cause", "boss_ok"},
 		pgx.CopyFromFunc(func() ([]any, error) {
@@ -348,7 +348,7 @@ var memberIndexes = []string{
 // stored on job. Each runs in a transaction of its own on its own
 // connection, so run side by side they use every core. Each is idempotent;
 // callers serialize whole runs of them (two builds of one index clash).
-func StagingTasks(pool *pgxpool.Pool, org *grants.Org, d *Dict, job int64, closure, drift bool) []func(context.Context) error {
+func StagingTasks(pool *pgxpool.Pool, org *sharing.Org, d *Dict, job int64, closure, drift bool) []func(context.Context) error {
 	var tasks []func(context.Context) error
 	for _, sql := range stagingIndexes {
 		tasks = append(tasks, func(ctx context.Context) error {

@@ -11,10 +11,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/recalc-dev/recalc/internal/grants"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/planner"
+	"github.com/recalc-dev/recalc/internal/sharing"
 )
 
 // ResolveRoots turns a plan's selectors into the sorted root ids of the
@@ -158,7 +158,7 @@ func EstimateFamilies(ctx context.Context, q pg.Querier) (float64, error) {
 type Written struct {
 	Records                 int64
 	Added, Removed, Updated int64
-	Invalid                 []string // records given no access: see grants.Rows.Invalid
+	Invalid                 []string // records given no access: see sharing.Rows.Invalid
 }
 
 type shareKey struct {
@@ -175,7 +175,7 @@ type shareVal struct {
 // ApplyFamilies recomputes the families whose roots are listed and writes
 // only the difference to the materialized tables, inside tx: it locks the
 // families' rows (LockFamilies), diffs (DiffFamilies) and applies.
-func ApplyFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, roots []string) (*Written, error) {
+func ApplyFamilies(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict, roots []string) (*Written, error) {
 	rids, err := LockFamilies(ctx, tx, roots)
 	if err != nil {
 		return nil, err
@@ -348,7 +348,7 @@ func sortedUnion(a, b []int64) []int64 {
 // computed for them now.
 type FamilyDiff struct {
 	roots    []string
-	records  *grants.Rows
+	records  *sharing.Rows
 	del, ins []shareKey
 	insVals  []shareVal
 	upd      []shareKey
@@ -397,7 +397,7 @@ func (f *FamilyDiff) Empty() bool {
 // DiffFamilies recomputes the listed families and compares the result with
 // the stored share and record rows of rids, what LockFamilies returned for
 // them. It writes nothing.
-func DiffFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, roots []string, rids []int64) (*FamilyDiff, error) {
+func DiffFamilies(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict, roots []string, rids []int64) (*FamilyDiff, error) {
 	in, err := LoadFamiliesOf(ctx, tx, org, roots)
 	if err != nil {
 		return nil, err
@@ -412,7 +412,7 @@ func DiffFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, root
 		}
 		desired[shareKey{s.RID, gid, s.Cause}] = shareVal{int16(s.Level), s.BossOK}
 	}
-	wantRec := map[int64]grants.RecordRow{}
+	wantRec := map[int64]sharing.RecordRow{}
 	for _, r := range want.Records {
 		wantRec[r.RID] = r
 		f.objectOf[r.RID] = r.Object
@@ -425,7 +425,7 @@ func DiffFamilies(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict, root
 	if err != nil {
 		return nil, fmt.Errorf("read stored record rows: %w", err)
 	}
-	var rr grants.RecordRow
+	var rr sharing.RecordRow
 	seenRec := map[int64]bool{}
 	_, err = pgx.ForEachRow(rows, []any{&rr.RID, &rr.ID, &rr.Object, &rr.AccessRoot, &rr.RootID, &rr.Invalid}, func() error {
 		if _, ok := f.objectOf[rr.RID]; !ok {
@@ -606,7 +606,7 @@ func (c *ClosureDiff) Extra() int64   { return int64(len(c.delG)) }
 // DiffClosureOf compares acl_member with org's closure. It writes nothing.
 // It merges the stored entries, read in key order, with the computed ones,
 // grantee by grantee in the same order: no set of either is held.
-func DiffClosureOf(ctx context.Context, q pg.Querier, org *grants.Org, d *Dict) (*ClosureDiff, error) {
+func DiffClosureOf(ctx context.Context, q pg.Querier, org *sharing.Org, d *Dict) (*ClosureDiff, error) {
 	type entry struct {
 		gid, uid int32
 		boss     bool
@@ -718,7 +718,7 @@ func (c *ClosureDiff) Apply(ctx context.Context, tx pgx.Tx) (*ClosureStats, erro
 
 // DiffClosure brings acl_member to org's closure, writing only the entries
 // that changed, and rewrites the small acl_user table.
-func DiffClosure(ctx context.Context, tx pgx.Tx, org *grants.Org, d *Dict) (*ClosureStats, error) {
+func DiffClosure(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict) (*ClosureStats, error) {
 	c, err := DiffClosureOf(ctx, tx, org, d)
 	if err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-// Package grants computes, in pure Go, what the materialized tables must hold
+// Package sharing computes, in pure Go, what the materialized tables must hold
 // for a validated model: the group closure (which active users each grantee
 // reaches, and whether only through the role hierarchy) and the share rows of
 // a set of record families at group grain.
@@ -11,4 +11,4 @@
 // independently, in parallel, and in any order.
 //
 // The package holds no SQL; internal/sharetable reads and writes the rows.
-package grants
+package sharing

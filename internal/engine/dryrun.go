@@ -29,8 +29,8 @@ type PairChange struct {
 	After  model.Level `json:"after"`
 }
 
-// ObjectImpact is what a change does to one object's access.
-type ObjectImpact struct {
+// DryRunObject is what a change does to one object's access.
+type DryRunObject struct {
 	Object      string        `json:"object"`
 	Gained      int64         `json:"pairs_gaining"`
 	Lost        int64         `json:"pairs_losing"`
@@ -39,11 +39,11 @@ type ObjectImpact struct {
 	LossSamples []PairChange  `json:"loss_samples"`
 }
 
-// Impact is what applying the stored model would do to access: the plan,
+// DryRunReport is what applying the stored model would do to access: the plan,
 // and the (user, record) pairs that gain and lose access, by object.
-type Impact struct {
+type DryRunReport struct {
 	Planned *Planned       `json:"plan"`
-	Objects []ObjectImpact `json:"objects"`
+	Objects []DryRunObject `json:"objects"`
 	Gained  int64          `json:"pairs_gaining"`
 	Lost    int64          `json:"pairs_losing"`
 	// LostWithDeleted counts pairs lost because their record is deleted;
@@ -57,7 +57,7 @@ type Impact struct {
 }
 
 // RevokedShare is the share of the touched pairs that would lose access.
-func (im *Impact) RevokedShare() float64 {
+func (im *DryRunReport) RevokedShare() float64 {
 	if im.PairsBefore == 0 {
 		return 0
 	}
@@ -71,13 +71,13 @@ const samplesPerObject = 5
 // touches, applies the plan in tx, and snapshots again. The caller must roll
 // tx back. Deferral is ignored: the impact is what the change means, whenever
 // it is recalculated. The time the apply took estimates a real run's.
-func DryRun(ctx context.Context, tx pgx.Tx, opt Options) (*Impact, error) {
+func DryRun(ctx context.Context, tx pgx.Tx, opt Options) (*DryRunReport, error) {
 	opt.ignoreDeferral = true
 	pl, err := Plan(ctx, tx, opt)
 	if err != nil {
 		return nil, err
 	}
-	im := &Impact{Planned: pl}
+	im := &DryRunReport{Planned: pl}
 	if pl.Plan.Full && pl.Plan.FullReason == planner.NothingYet {
 		im.Note = "nothing has been recalculated yet, so no one has access to lose or gain relative to now"
 		return im, nil
@@ -202,7 +202,7 @@ func DryRun(ctx context.Context, tx pgx.Tx, opt Options) (*Impact, error) {
 }
 
 // summarize compares the two snapshots.
-func summarize(ctx context.Context, tx pgx.Tx, im *Impact) error {
+func summarize(ctx context.Context, tx pgx.Tx, im *DryRunReport) error {
 	if err := tx.QueryRow(ctx, `SELECT count(*) FROM dry_before`).Scan(&im.PairsBefore); err != nil {
 		return fmt.Errorf("count pairs: %w", err)
 	}
@@ -225,7 +225,7 @@ func summarize(ctx context.Context, tx pgx.Tx, im *Impact) error {
 	if err != nil {
 		return fmt.Errorf("compare access: %w", err)
 	}
-	byObject := map[string]*ObjectImpact{}
+	byObject := map[string]*DryRunObject{}
 	var order []string
 	var object string
 	var before, after int16
@@ -238,7 +238,7 @@ func summarize(ctx context.Context, tx pgx.Tx, im *Impact) error {
 		}
 		oi := byObject[object]
 		if oi == nil {
-			oi = &ObjectImpact{Object: object}
+			oi = &DryRunObject{Object: object}
 			byObject[object] = oi
 			order = append(order, object)
 		}
