@@ -40,8 +40,12 @@ func (e errSkip) Error() string { return string(e) }
 type section []map[string]any
 
 func loadSection(ctx context.Context, pool *pgxpool.Pool, name string) (section, error) {
+	doc, err := store.Section(ctx, pool, name)
+	if err != nil {
+		return nil, err
+	}
 	var s section
-	if err := pool.QueryRow(ctx, `SELECT doc FROM recalc.model_section WHERE name = $1`, name).Scan(&s); err != nil {
+	if err := json.Unmarshal(doc, &s); err != nil {
 		return nil, fmt.Errorf("read section %s: %w", name, err)
 	}
 	return s, nil
@@ -202,11 +206,7 @@ func membershipChange(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpo
 	}); err != nil {
 		return "", fmt.Errorf("rank the rule targets: %w", err)
 	}
-	doc, old, err := storedOrg(ctx, pool)
-	if err != nil {
-		return "", err
-	}
-	groups, err := loadSection(ctx, pool, "groups")
+	doc, old, groups, err := storedSection(ctx, pool, "groups")
 	if err != nil {
 		return "", err
 	}
@@ -303,11 +303,7 @@ func owdTightening(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.
 // closure changes. Other moves recompute the records of the owners whose
 // rules change, which the rule-change case measures.
 func roleMove(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool) (string, error) {
-	doc, old, err := storedOrg(ctx, pool)
-	if err != nil {
-		return "", err
-	}
-	roles, err := loadSection(ctx, pool, "roles")
+	doc, old, roles, err := storedSection(ctx, pool, "roles")
 	if err != nil {
 		return "", err
 	}
@@ -373,4 +369,14 @@ func storedOrg(ctx context.Context, pool *pgxpool.Pool) ([]byte, *sharing.Org, e
 	}
 	org, err := sharing.DecodeOrg(doc)
 	return doc, org, err
+}
+
+// storedSection returns what storedOrg does, and the section name, to edit.
+func storedSection(ctx context.Context, pool *pgxpool.Pool, name string) ([]byte, *sharing.Org, section, error) {
+	doc, org, err := storedOrg(ctx, pool)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	sec, err := loadSection(ctx, pool, name)
+	return doc, org, sec, err
 }

@@ -38,68 +38,19 @@ func rawCopy(ctx context.Context, pool *pgxpool.Pool, dir string) (CopyLimit, er
 	}
 	defer conn.Release()
 	files := map[string]string{}
-	for _, t := range fullTables {
-		path := filepath.Join(dir, t+".copy")
-		f, err := os.Create(path)
-		if err != nil {
-			return out, err
+	defer func() {
+		for _, path := range files {
+			os.Remove(path)
 		}
-		tag, err := conn.Conn().PgConn().CopyTo(ctx, f, `COPY recalc.`+t+` TO STDOUT (FORMAT binary)`)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return out, fmt.Errorf("dump %s: %w", t, err)
-		}
-		defer os.Remove(path)
-		files[t] = path
-		out.Rows += tag.RowsAffected()
+	}()
+	if out.Rows, err = dumpTables(ctx, conn, dir, files); err != nil {
+		return out, err
 	}
-	load := func(indexFirst bool) (time.Duration, error) {
-		if _, err := conn.Exec(ctx, `DROP SCHEMA IF EXISTS bench_copy CASCADE; CREATE SCHEMA bench_copy`); err != nil {
-			return 0, err
-		}
-		start := time.Now()
-		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			for _, t := range fullTables {
-				like := "INCLUDING DEFAULTS"
-				if indexFirst {
-					like = "INCLUDING ALL"
-				}
-				if _, err := tx.Exec(ctx, fmt.Sprintf(`CREATE TABLE bench_copy.%s (LIKE recalc.%[1]s %s)`, t, like)); err != nil {
-					return err
-				}
-				f, err := os.Open(files[t])
-				if err != nil {
-					return err
-				}
-				_, err = tx.Conn().PgConn().CopyFrom(ctx, f, `COPY bench_copy.`+t+` FROM STDIN (FORMAT binary)`)
-				f.Close()
-				if err != nil {
-					return fmt.Errorf("copy %s: %w", t, err)
-				}
-				if indexFirst {
-					continue
-				}
-				defs, err := indexDefs(ctx, tx, t)
-				if err != nil {
-					return err
-				}
-				for _, d := range defs {
-					if _, err := tx.Exec(ctx, d); err != nil {
-						return fmt.Errorf("index %s: %w", t, err)
-					}
-				}
-			}
-			return nil
-		})
-		return time.Since(start), err
-	}
-	indexed, err := load(true)
+	indexed, err := loadDumps(ctx, conn, files, true)
 	if err != nil {
 		return out, err
 	}
-	last, err := load(false)
+	last, err := loadDumps(ctx, conn, files, false)
 	if err != nil {
 		return out, err
 	}
@@ -112,6 +63,72 @@ func rawCopy(ctx context.Context, pool *pgxpool.Pool, dir string) (CopyLimit, er
 		out.Seconds, out.Method = out.IndexLastS, "COPY, then CREATE INDEX"
 	}
 	return out, nil
+}
+
+// dumpTables dumps each of fullTables in binary COPY format into a file in
+// dir, noted in files, and returns the number of rows dumped.
+func dumpTables(ctx context.Context, conn *pgxpool.Conn, dir string, files map[string]string) (int64, error) {
+	var rows int64
+	for _, t := range fullTables {
+		path := filepath.Join(dir, t+".copy")
+		f, err := os.Create(path)
+		if err != nil {
+			return 0, err
+		}
+		files[t] = path
+		tag, err := conn.Conn().PgConn().CopyTo(ctx, f, `COPY recalc.`+t+` TO STDOUT (FORMAT binary)`)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return 0, fmt.Errorf("dump %s: %w", t, err)
+		}
+		rows += tag.RowsAffected()
+	}
+	return rows, nil
+}
+
+// loadDumps times loading the dumps into fresh copies of the tables in
+// schema bench_copy: indexed first, or bare and indexed after.
+func loadDumps(ctx context.Context, conn *pgxpool.Conn, files map[string]string, indexFirst bool) (time.Duration, error) {
+	if _, err := conn.Exec(ctx, `DROP SCHEMA IF EXISTS bench_copy CASCADE; CREATE SCHEMA bench_copy`); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		for _, t := range fullTables {
+			like := "INCLUDING DEFAULTS"
+			if indexFirst {
+				like = "INCLUDING ALL"
+			}
+			if _, err := tx.Exec(ctx, fmt.Sprintf(`CREATE TABLE bench_copy.%s (LIKE recalc.%[1]s %s)`, t, like)); err != nil {
+				return err
+			}
+			f, err := os.Open(files[t])
+			if err != nil {
+				return err
+			}
+			_, err = tx.Conn().PgConn().CopyFrom(ctx, f, `COPY bench_copy.`+t+` FROM STDIN (FORMAT binary)`)
+			f.Close()
+			if err != nil {
+				return fmt.Errorf("copy %s: %w", t, err)
+			}
+			if indexFirst {
+				continue
+			}
+			defs, err := indexDefs(ctx, tx, t)
+			if err != nil {
+				return err
+			}
+			for _, d := range defs {
+				if _, err := tx.Exec(ctx, d); err != nil {
+					return fmt.Errorf("index %s: %w", t, err)
+				}
+			}
+		}
+		return nil
+	})
+	return time.Since(start), err
 }
 
 // indexDefs returns the definitions of recalc.table's indexes, rewritten

@@ -15,7 +15,8 @@ import (
 
 	"github.com/recalc-dev/recalc/bench/gen"
 	"github.com/recalc-dev/recalc/bench/peer"
-	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/internal/access"
+	"github.com/recalc-dev/recalc/internal/dburl"
 )
 
 // Config says what to measure.
@@ -190,15 +191,37 @@ func runSize(ctx context.Context, cfg Config, admin *pgx.Conn, n int) (*SizeRun,
 	if _, err := admin.Exec(ctx, `CREATE DATABASE `+db); err != nil {
 		return nil, fmt.Errorf("create the bench database: %w", err)
 	}
-	url := testdb.WithDatabase(cfg.ServerURL, cfg.Database)
+	url := dburl.WithDatabase(cfg.ServerURL, cfg.Database)
 	rc := recalcCmd{bin: cfg.Recalc, url: url}
 
+	if err := generateAndImport(ctx, cfg, rc, r); err != nil {
+		return nil, err
+	}
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
+	if err := measure(ctx, cfg, rc, pool, r); err != nil {
+		return nil, err
+	}
+	pool.Close()
+	if _, err := admin.Exec(ctx, `DROP DATABASE IF EXISTS `+db+` WITH (FORCE)`); err != nil {
+		return nil, fmt.Errorf("drop the bench database: %w", err)
+	}
+	return r, nil
+}
+
+// generateAndImport generates an org of r.Records records and imports it
+// into a fresh schema, timing both.
+func generateAndImport(ctx context.Context, cfg Config, rc recalcCmd, r *SizeRun) error {
+	n := r.Records
 	cfg.logf("%d records: generating the org", n)
 	path := filepath.Join(cfg.Dir, "org.json")
 	start := time.Now()
 	sum, err := gen.WriteFile(path, gen.NewOptions(n, cfg.Seed))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer os.Remove(path)
 	r.Org = OrgInfo{Users: sum.Users, Rules: sum.Rules, Shares: sum.Shares, Teams: sum.Teams, FileBytes: sum.Bytes,
@@ -206,81 +229,66 @@ func runSize(ctx context.Context, cfg Config, admin *pgx.Conn, n int) (*SizeRun,
 
 	cfg.logf("%d records: import (%.0f MB)", n, float64(sum.Bytes)/1e6)
 	if _, err := rc.run(ctx, "init"); err != nil {
-		return nil, err
+		return err
 	}
 	p, err := rc.run(ctx, "import", path)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	r.ImportS, r.ImportRSS = p.Elapsed.Seconds(), p.MaxRSS
+	return nil
+}
 
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		return nil, err
-	}
-	defer pool.Close()
-
+// measure takes every measure of the imported org, in an order that keeps
+// each from disturbing the next: the full runs, reads, the in-place run,
+// the raw COPY, the peer, then the incremental cases.
+func measure(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool, r *SizeRun) error {
+	n := r.Records
+	var err error
 	cfg.logf("%d records: full recalculation", n)
 	if r.Full, _, err = runFull(ctx, rc, cfg.Workers); err != nil {
-		return nil, err
+		return err
 	}
 	cfg.logf("%d records: nightly full recalculation, over the current tables", n)
 	if r.Nightly, _, err = runFull(ctx, rc, cfg.Workers); err != nil {
-		return nil, err
+		return err
 	}
-	// Reads are timed on the tables the nightly run swapped in, before the
-	// in-place run, the raw COPY and the peer write gigabytes beside them.
-	// Bulk writes leave autovacuum and the checkpointer busy for a while,
-	// and their work lands in whatever is timed next: latencies are the
-	// settled database's, as readers see it most of the time.
-	cfg.logf("%d records: vacuum and checkpoint before timing reads", n)
-	if _, err := pool.Exec(ctx, `VACUUM (ANALYZE) recalc.acl_share, recalc.acl_record, recalc.acl_member, recalc.acl_user`); err != nil {
-		return nil, fmt.Errorf("vacuum the share tables: %w", err)
+	if err := timeReads(ctx, cfg, pool, r); err != nil {
+		return err
 	}
-	if _, err := pool.Exec(ctx, `CHECKPOINT`); err != nil {
-		return nil, fmt.Errorf("checkpoint (the bench's role needs pg_checkpoint): %w", err)
-	}
-	cfg.logf("%d records: access checks", n)
-	if r.Access, err = accessChecks(ctx, pool, cfg.Samples, cfg.Seed); err != nil {
-		return nil, err
-	}
-	if r.Visible, err = visibleLists(ctx, pool, 10); err != nil {
-		return nil, err
-	}
-
 	heavy := cfg.HeavyMax == 0 || n <= cfg.HeavyMax
-	var rows int64
-	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM recalc.acl_share), (SELECT count(*) FROM recalc.acl_member)`).
-		Scan(&rows, &r.Org.ClosureLen); err != nil {
-		return nil, err
+	st, err := access.ReadStats(ctx, pool)
+	if err != nil {
+		return err
 	}
+	rows := st.ShareRows
+	r.Org.ClosureLen = st.Closure
 	for _, f := range []*Full{&r.Full, &r.Nightly} {
 		f.ShareRows, f.RowsPerS = rows, float64(rows)/f.Seconds
 	}
 	if heavy {
 		if r.InPlace, err = inPlace(ctx, cfg, rc, pool, rows); err != nil {
-			return nil, err
+			return err
 		}
 	}
 
 	cfg.logf("%d records: raw COPY of the same rows", n)
 	if r.Copy, err = rawCopy(ctx, pool, cfg.Dir); err != nil {
-		return nil, err
+		return err
 	}
 	r.Copy.Ratio = r.Copy.Seconds / r.Full.Seconds
 
 	if heavy {
 		cfg.logf("%d records: materialized-view peer", n)
 		if r.Peer, err = runPeer(ctx, pool, r.Full.Seconds); err != nil {
-			return nil, err
+			return err
 		}
 	}
 
 	cfg.logf("%d records: incremental cases", n)
 	if r.Incremental, err = incrementalCases(ctx, cfg, rc, pool, r.Full.Seconds); err != nil {
-		return nil, err
+		return err
 	}
-
 	r.PeakRSS = max(r.ImportRSS, r.Full.PeakRSS, r.Nightly.PeakRSS)
 	if r.InPlace != nil {
 		r.PeakRSS = max(r.PeakRSS, r.InPlace.PeakRSS)
@@ -289,11 +297,31 @@ func runSize(ctx context.Context, cfg Config, admin *pgx.Conn, n int) (*SizeRun,
 		r.PeakRSS = max(r.PeakRSS, c.PeakRSS)
 	}
 	r.Targets = targets(r)
-	pool.Close()
-	if _, err := admin.Exec(ctx, `DROP DATABASE IF EXISTS `+db+` WITH (FORCE)`); err != nil {
-		return nil, fmt.Errorf("drop the bench database: %w", err)
+	return nil
+}
+
+// timeReads times access checks and visible-record lists on the tables the
+// nightly run swapped in, before the in-place run, the raw COPY and the
+// peer write gigabytes beside them. Bulk writes leave autovacuum and the
+// checkpointer busy for a while, and their work lands in whatever is timed
+// next: latencies are the settled database's, as readers see it most of
+// the time.
+func timeReads(ctx context.Context, cfg Config, pool *pgxpool.Pool, r *SizeRun) error {
+	n := r.Records
+	cfg.logf("%d records: vacuum and checkpoint before timing reads", n)
+	if _, err := pool.Exec(ctx, `VACUUM (ANALYZE) recalc.acl_share, recalc.acl_record, recalc.acl_member, recalc.acl_user`); err != nil {
+		return fmt.Errorf("vacuum the share tables: %w", err)
 	}
-	return r, nil
+	if _, err := pool.Exec(ctx, `CHECKPOINT`); err != nil {
+		return fmt.Errorf("checkpoint (the bench's role needs pg_checkpoint): %w", err)
+	}
+	cfg.logf("%d records: access checks", n)
+	var err error
+	if r.Access, err = accessChecks(ctx, pool, cfg.Samples, cfg.Seed); err != nil {
+		return err
+	}
+	r.Visible, err = visibleLists(ctx, pool, 10)
+	return err
 }
 
 // inPlace times a full run in place over empty share tables, so that it

@@ -3,8 +3,7 @@
 #
 #   scripts/conformance.sh RECALC_BIN [CASES_DIR]     (default CASES_DIR: testdata/conformance/cases)
 #
-# It does what ../shared/conformance/run does, but reaches the server through DATABASE_URL
-# (URL or keyword form) instead of the PG* variables: each case gets a fresh database on that
+# It reaches the server through DATABASE_URL (URL or keyword form): each case gets a fresh database on that
 # server, created and dropped with scripts/db.sh (psql), and recalc sees DATABASE_URL naming it.
 # When DATABASE_URL is unset, scripts/db.sh url provides one (the throwaway cluster).
 #

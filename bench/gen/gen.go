@@ -1,5 +1,5 @@
 // Package gen generates realistic demo and benchmark orgs in recalc's JSON model format
-// (../shared/spec/interface.md), deterministically from a seed.
+// (docs/model.md), deterministically from a seed.
 //
 // The org has the shape of a large Salesforce org (figures for the default options at 100k
 // records and more, where the users reach their cap of 5,000):
@@ -167,22 +167,8 @@ func Write(w io.Writer, opt Options) (*Summary, error) {
 	for _, n := range owned {
 		s.MaxOwned = max(s.MaxOwned, n)
 	}
-	out.begin("shares")
-	for i := range opt.Records {
-		for _, sh := range g.shares(i) {
-			out.entry(sh)
-			s.Shares++
-		}
-	}
-	out.end()
-	out.begin("teams")
-	for i := range opt.Records {
-		for _, t := range g.teams(i) {
-			out.entry(t)
-			s.Teams++
-		}
-	}
-	out.end()
+	s.Shares = writeEach(out, "shares", opt.Records, g.shares)
+	s.Teams = writeEach(out, "teams", opt.Records, g.teams)
 	if err := out.close(); err != nil {
 		return nil, err
 	}
@@ -226,4 +212,19 @@ func WriteFile(path string, opt Options) (*Summary, error) {
 		return nil, err
 	}
 	return s, f.Close()
+}
+
+// writeEach writes section name: the entries that of gives for each record
+// position below records, in order. It returns how many it wrote.
+func writeEach[T any](out *jsonWriter, name string, records int, of func(pos int) []T) int {
+	n := 0
+	out.begin(name)
+	for i := range records {
+		for _, e := range of(i) {
+			out.entry(e)
+			n++
+		}
+	}
+	out.end()
+	return n
 }

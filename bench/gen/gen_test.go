@@ -43,6 +43,7 @@ func generate(t *testing.T, opt Options) (*model.Model, *model.Index, *Summary, 
 }
 
 func TestOrgParsesAndValidates(t *testing.T) {
+	t.Parallel()
 	m, ix, s, _ := generate(t, NewOptions(2000, 1))
 
 	if len(m.Records) != 2000 {
@@ -246,6 +247,7 @@ func TestOrgParsesAndValidates(t *testing.T) {
 }
 
 func TestSameSeedSameBytes(t *testing.T) {
+	t.Parallel()
 	_, _, _, a := generate(t, NewOptions(3000, 7))
 	_, _, _, b := generate(t, NewOptions(3000, 7))
 	if !bytes.Equal(a, b) {
@@ -258,6 +260,7 @@ func TestSameSeedSameBytes(t *testing.T) {
 }
 
 func TestEdgeSizesValidate(t *testing.T) {
+	t.Parallel()
 	for _, opt := range []Options{
 		NewOptions(1, 1),
 		NewOptions(2, 2),
@@ -275,6 +278,7 @@ func TestEdgeSizesValidate(t *testing.T) {
 }
 
 func TestBadOptions(t *testing.T) {
+	t.Parallel()
 	for _, opt := range []Options{{Records: 0}, {Records: 10, Users: 5}, {Records: 10, ExternalShare: 1}} {
 		if _, err := Write(&bytes.Buffer{}, opt); err == nil {
 			t.Errorf("Write(%+v) succeeded", opt)
@@ -298,6 +302,7 @@ func scaleOrg(t *testing.T, n int) *recordGen {
 // and accounts with over 10,000 records and children each. The configuration and the skew
 // parameters come from the generator; the 100k org's records are generated and counted.
 func TestShapeAtScale(t *testing.T) {
+	t.Parallel()
 	for _, n := range []int{100_000, 1_000_000, 10_000_000} {
 		g := scaleOrg(t, n)
 		external := 0
@@ -365,6 +370,7 @@ func TestShapeAtScale(t *testing.T) {
 // accounts of the 100k and 1M orgs. It generates the configuration and the sampled accounts
 // only, and matches them with the project's own closure and criteria code.
 func TestAccountRulesPerAccount(t *testing.T) {
+	t.Parallel()
 	for _, n := range []int{100_000, 1_000_000} {
 		g := scaleOrg(t, n)
 		var buf bytes.Buffer
@@ -422,6 +428,7 @@ func TestAccountRulesPerAccount(t *testing.T) {
 
 // TestImports loads a generated org through internal/store, as `recalc import` does.
 func TestImports(t *testing.T) {
+	t.Parallel()
 	pool := testdb.Migrated(t)
 	var buf bytes.Buffer
 	s, err := Write(&buf, NewOptions(2000, 1))

@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+
+	"github.com/recalc-dev/recalc/internal/model"
 )
 
 type jsonRecord struct {
@@ -256,7 +258,7 @@ func (g *recordGen) grantee(rng *rand.Rand) string {
 	}
 }
 
-var apexCauses = []string{"apex:project_team", "apex:region_sync", "apex:budget_owner"}
+var apexCauses = []string{model.CauseApex + "project_team", model.CauseApex + "region_sync", model.CauseApex + "budget_owner"}
 
 // shares returns the manual and apex shares of the record at pos: manual shares on about 1%
 // of the records of objects that take them, apex shares on about 10% of the projects.
@@ -280,7 +282,7 @@ func (g *recordGen) shares(pos int) []jsonShare {
 	}
 	if rng.IntN(100) == 0 {
 		for k := 1 + rng.IntN(4)/3; k > 0; k-- { // one, or two in a quarter of the cases
-			add("manual")
+			add(model.CauseManual)
 		}
 	}
 	if b.object == "project__c" && rng.IntN(10) == 0 {

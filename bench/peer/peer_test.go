@@ -21,31 +21,8 @@ import (
 	"github.com/recalc-dev/recalc/internal/oracle"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/internal/testkit"
 )
-
-// seeds is how many random models a test tries: PEER_SEEDS, or def (5 with
-// -short). PEER_SEED_START sets the first seed, to replay a failure.
-func seeds(def int) (first, n int) {
-	first, _ = strconv.Atoi(os.Getenv("PEER_SEED_START"))
-	if v, err := strconv.Atoi(os.Getenv("PEER_SEEDS")); err == nil && v > 0 {
-		return first, v
-	}
-	if testing.Short() {
-		return first, 5
-	}
-	return first, def
-}
-
-func importModel(t testing.TB, ctx context.Context, pool *pgxpool.Pool, m *model.Model, present []string) {
-	t.Helper()
-	var buf bytes.Buffer
-	if err := model.Encode(&buf, m, present); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.Import(ctx, pool, &buf, model.DefaultLimits(), zerolog.Nop(), nil); err != nil {
-		t.Fatalf("import: %v", err)
-	}
-}
 
 func fullRun(t testing.TB, ctx context.Context, pool *pgxpool.Pool) *engine.Report {
 	t.Helper()
@@ -67,32 +44,67 @@ func createRefresh(t testing.TB, ctx context.Context, pool *pgxpool.Pool) {
 	}
 }
 
+// shardSeeds is how many seeds of TestMatchesRecalcOnRandomModels one
+// parallel subtest runs, on a database of its own.
+const shardSeeds = 10
+
 // TestMatchesRecalcOnRandomModels holds the peer against recalc's full run on
 // random models that exercise every feature of the spec, and on a few
-// random changes of each.
+// random changes of each. PEER_SEEDS sets how many seeds (default 30, 5 with
+// -short), PEER_SEED_START the first, to replay a failure.
+//
+// Each seed's model is imported over the last one's. The seeds run in
+// shards, in parallel: a shard starts from the model the seed before it left
+// stored, which it computes without a database and imports whole.
 func TestMatchesRecalcOnRandomModels(t *testing.T) {
 	t.Parallel()
-	ctx, pool := context.Background(), testdb.Migrated(t)
-	first, n := seeds(30)
-	var cur *model.Model
-	for seed := first; seed < first+n; seed++ {
-		rng := rand.New(rand.NewPCG(uint64(seed), 0x9ee7))
-		for step := 0; step < 3; step++ {
-			if step == 0 {
-				cur = oracle.RandomModel(rng, 10+rng.IntN(60))
-				importModel(t, ctx, pool, cur, nil)
-			} else {
-				next, file := oracle.Mutate(rng, cur)
-				importModel(t, ctx, pool, next, file.Present())
-				cur = oracle.Merge(cur, next, file)
-			}
+	first, n := testkit.Seeds("PEER", 30, 5)
+	testkit.Shards(t, first, n, shardSeeds, func(t *testing.T, from, to int) {
+		ctx, pool := context.Background(), testdb.Migrated(t)
+		stored := testkit.StoredBefore(first, from, func(seed int, prev *model.Model) *model.Model {
+			steps := peerSteps(seed, prev)
+			return steps[len(steps)-1].stored
+		})
+		if stored != nil {
+			testkit.ImportModel(t, ctx, pool, stored, nil)
 			fullRun(t, ctx, pool)
-			createRefresh(t, ctx, pool)
-			if err := peer.Check(ctx, pool); err != nil {
-				t.Fatalf("seed %d step %d: %v", seed, step, err)
-			}
 		}
+		for seed := from; seed < to; seed++ {
+			steps := peerSteps(seed, stored)
+			for i, s := range steps {
+				testkit.ImportModel(t, ctx, pool, s.file, s.present)
+				fullRun(t, ctx, pool)
+				createRefresh(t, ctx, pool)
+				if err := peer.Check(ctx, pool); err != nil {
+					t.Fatalf("seed %d step %d: %v", seed, i, err)
+				}
+			}
+			stored = steps[len(steps)-1].stored
+		}
+	})
+}
+
+// peerStep is one import of TestMatchesRecalcOnRandomModels.
+type peerStep struct {
+	file    *model.Model
+	present []string     // the file's sections (nil: every one)
+	stored  *model.Model // the model stored after the import
+}
+
+// peerSteps generates seed's steps over the stored model prev: a random
+// model with every section, then two random changes of it.
+func peerSteps(seed int, prev *model.Model) []peerStep {
+	rng := rand.New(rand.NewPCG(uint64(seed), 0x9ee7))
+	cur := oracle.RandomModel(rng, 10+rng.IntN(60))
+	stored := oracle.Merge(prev, cur, testkit.EverySection())
+	steps := []peerStep{{file: cur, stored: stored}}
+	for len(steps) < 3 {
+		next, file := oracle.Mutate(rng, cur)
+		cur = oracle.Merge(cur, next, file)
+		stored = oracle.Merge(stored, next, file)
+		steps = append(steps, peerStep{file: next, present: file.Present(), stored: stored})
 	}
+	return steps
 }
 
 // TestGenOrg holds the peer against recalc on a generated benchmark org.
@@ -127,7 +139,7 @@ func TestCheckReportsDifferences(t *testing.T) {
 	t.Parallel()
 	ctx, pool := context.Background(), testdb.Migrated(t)
 	m := oracle.RandomModel(rand.New(rand.NewPCG(7, 7)), 40)
-	importModel(t, ctx, pool, m, nil)
+	testkit.ImportModel(t, ctx, pool, m, nil)
 	fullRun(t, ctx, pool)
 	createRefresh(t, ctx, pool)
 	if err := peer.Check(ctx, pool); err != nil {
@@ -178,11 +190,11 @@ func TestRefreshRefusesChangedRules(t *testing.T) {
 	ctx, pool := context.Background(), testdb.Migrated(t)
 	rng := rand.New(rand.NewPCG(3, 3))
 	m := oracle.RandomModel(rng, 30)
-	importModel(t, ctx, pool, m, nil)
+	testkit.ImportModel(t, ctx, pool, m, nil)
 	fullRun(t, ctx, pool)
 	createRefresh(t, ctx, pool)
 	m.Rules = m.Rules[:len(m.Rules)-1]
-	importModel(t, ctx, pool, m, []string{"rules"})
+	testkit.ImportModel(t, ctx, pool, m, []string{"rules"})
 	if _, err := peer.Refresh(ctx, pool); err == nil {
 		t.Fatal("refresh after a rules change succeeded")
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,6 +26,7 @@ func TestMain(m *testing.M) {
 	if builtBin != "" {
 		os.RemoveAll(filepath.Dir(builtBin))
 	}
+	dropOrgTemplates()
 	os.Exit(code)
 }
 
@@ -38,30 +39,96 @@ type processOrg struct {
 	pool *pgxpool.Pool
 }
 
+// newProcessOrg gives the test a database of its own holding a generated
+// org of records records, recalculated once: a copy of a template the first
+// test to want that size builds with recalc init, import and run --full.
 func newProcessOrg(t *testing.T, records int) *processOrg {
 	t.Helper()
-	o := &processOrg{t: t, bin: buildRecalc(t), url: testdb.New(t)}
-	path := filepath.Join(t.TempDir(), "org.json")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := bufio.NewWriter(f)
-	if _, err := gen.Write(w, gen.NewOptions(records, 3)); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	o.run("init")
-	o.run("import", path)
-	o.run("run", "--full")
+	o := &processOrg{t: t, bin: buildRecalc(t)}
+	o.url = testdb.Clone(t, orgTemplate(t, o.bin, records))
+	var err error
 	if o.pool, err = pgxpool.New(context.Background(), o.url); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(o.pool.Close)
 	return o
+}
+
+// orgTemplates are the template databases of generated orgs, by size, made
+// once per test process and dropped by TestMain.
+var orgTemplates struct {
+	sync.Mutex
+	bySize map[int]*orgBuild
+}
+
+type orgBuild struct {
+	once sync.Once
+	name string
+	err  error
+}
+
+// orgTemplate returns the name of the template holding a generated org of
+// records records, recalculated once, building it if no test has yet.
+func orgTemplate(t *testing.T, bin string, records int) string {
+	t.Helper()
+	orgTemplates.Lock()
+	if orgTemplates.bySize == nil {
+		orgTemplates.bySize = map[int]*orgBuild{}
+	}
+	tmpl := orgTemplates.bySize[records]
+	if tmpl == nil {
+		tmpl = &orgBuild{}
+		orgTemplates.bySize[records] = tmpl
+	}
+	orgTemplates.Unlock()
+	tmpl.once.Do(func() {
+		ctx := context.Background()
+		if tmpl.name, tmpl.err = testdb.Create(ctx, ""); tmpl.err != nil {
+			return
+		}
+		if tmpl.err = buildOrg(ctx, bin, testdb.URL(tmpl.name), records); tmpl.err == nil {
+			tmpl.err = testdb.MarkTemplate(ctx, tmpl.name)
+		}
+	})
+	if tmpl.err != nil {
+		t.Fatalf("build the template of a %d-record org: %v", records, tmpl.err)
+	}
+	return tmpl.name
+}
+
+// buildOrg generates an org of records records and loads it into the
+// database at url with recalc init, import and run --full.
+func buildOrg(ctx context.Context, bin, url string, records int) error {
+	dir, err := os.MkdirTemp("", "recalc-org")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "org.json")
+	if _, err := gen.WriteFile(path, gen.NewOptions(records, 3)); err != nil {
+		return fmt.Errorf("generate the org: %w", err)
+	}
+	for _, args := range [][]string{{"init"}, {"import", path}, {"run", "--full"}} {
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Env = append(os.Environ(), "DATABASE_URL="+url, "RECALC_LOG_FORMAT=json")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("recalc %s: %w\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	return nil
+}
+
+// dropOrgTemplates drops the org templates this process made.
+func dropOrgTemplates() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, tmpl := range orgTemplates.bySize {
+		if tmpl.name != "" {
+			if err := testdb.Drop(ctx, tmpl.name); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+			}
+		}
+	}
 }
 
 func (o *processOrg) command(args ...string) *exec.Cmd {
@@ -109,6 +176,7 @@ func (o *processOrg) checkEqualsFull(what string) {
 // moments, full and incremental, resumes with another run, and requires the
 // result to equal a from-scratch full run.
 func TestKillAndResume(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("kills processes on a 20k-record org")
 	}
@@ -148,6 +216,7 @@ func TestKillAndResume(t *testing.T) {
 // a second, and checks that the chunks were split between them, each done
 // exactly once, none lost.
 func TestTwoProcessesShareAJob(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs processes on a 20k-record org")
 	}
@@ -207,6 +276,7 @@ func TestTwoProcessesShareAJob(t *testing.T) {
 // SQL while an incremental job runs: neither side deadlocks or fails, and
 // the next run brings the tables to what a full run computes.
 func TestApplicationWritesDuringJob(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs processes on a 20k-record org")
 	}
@@ -253,6 +323,7 @@ loop:
 // of a job: it stops cleanly, the job stays resumable, and a restarted watch
 // finishes it to the state a full run computes.
 func TestWatchSIGTERMAndRestart(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs processes on a 20k-record org")
 	}
@@ -326,6 +397,7 @@ func TestWatchSIGTERMAndRestart(t *testing.T) {
 // exits 0 when it succeeded; `recalc status --format json` reports deferral
 // and pending changes.
 func TestWaitAndStatus(t *testing.T) {
+	t.Parallel()
 	o := newProcessOrg(t, 2000)
 	out := o.run("wait")
 	var p struct {
@@ -372,6 +444,7 @@ func lastLine(s string) string {
 // `recalc plan FILE` shows it without storing anything, `import
 // --max-revoke` refuses it and stores nothing, and --yes imports it.
 func TestBlastRadiusGuard(t *testing.T) {
+	t.Parallel()
 	o := newProcessOrg(t, 2000)
 	path := filepath.Join(t.TempDir(), "no-rules.json")
 	if err := os.WriteFile(path, []byte(`{"rules": []}`), 0o600); err != nil {

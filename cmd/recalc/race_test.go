@@ -22,6 +22,7 @@ import (
 // process exits 0, `recalc verify` finds no drift after each round, and at
 // the end the tables equal a from-scratch full run.
 func TestRaceProcessesOnOneFullJob(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs processes on a 3k-record org")
 	}

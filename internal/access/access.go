@@ -1,7 +1,8 @@
 // Package access holds the read side: access levels and the access CSV
-// from the materialized tables, the row-level security policies that
-// filter application tables by them, the grants of reader and writer roles,
-// and the status of calculation and jobs.
+// from the materialized tables, the comparison of access before and after
+// a dry run (dryrun.go), the row-level security policies that filter
+// application tables by them, the grants of reader and writer roles, and
+// the status of calculation and jobs.
 package access
 
 import (
@@ -11,7 +12,6 @@ import (
 	"io"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/recalc-dev/recalc/internal/pg"
 )
 
@@ -130,20 +130,4 @@ func ReadStats(ctx context.Context, q pg.Querier) (*Stats, error) {
 		s.ShareRows += n
 	}
 	return s, rows.Err()
-}
-
-// Snapshot stores, in temporary table name (a constant of the
-// caller's), the access of every active user to the records listed in the
-// temporary table dry_scope (rid): object, record, user_id, level.
-func Snapshot(ctx context.Context, tx pgx.Tx, name string) error {
-	scoped := strings.ReplaceAll(accessSQL, "FROM recalc.acl_record r\n", "FROM recalc.acl_record r JOIN dry_scope sc ON sc.rid = r.rid\n")
-	if _, err := tx.Exec(ctx, `DROP TABLE IF EXISTS `+pgx.Identifier{name}.Sanitize()); err != nil {
-		return err
-	}
-	_, err := tx.Exec(ctx, `CREATE TEMP TABLE `+pgx.Identifier{name}.Sanitize()+` ON COMMIT DROP AS
-		SELECT * FROM (`+scoped+`) s (object, record, user_id, level)`)
-	if err != nil {
-		return fmt.Errorf("snapshot access: %w", err)
-	}
-	return nil
 }

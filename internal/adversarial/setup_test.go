@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,10 +23,10 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/cli"
+	"github.com/recalc-dev/recalc/internal/dburl"
 	"github.com/recalc-dev/recalc/internal/engine"
-	"github.com/recalc-dev/recalc/internal/model"
-	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/internal/testkit"
 	"github.com/recalc-dev/recalc/schema"
 )
 
@@ -150,10 +151,10 @@ func setup(t *testing.T) *bundle {
 	// Registered before the pools, so it runs after they are closed.
 	t.Cleanup(func() { dropRoles(t, b.url, roles) })
 
-	b.engine = openPool(t, testdb.WithUser(b.url, b.engineRole))
-	b.reader = openPool(t, testdb.WithUser(b.url, b.readerRole))
-	b.writer = openPool(t, testdb.WithUser(b.url, b.writerRole))
-	b.outsider = openPool(t, testdb.WithUser(b.url, b.outsiderRole))
+	b.engine = openPool(t, dburl.WithUser(b.url, b.engineRole))
+	b.reader = openPool(t, dburl.WithUser(b.url, b.readerRole))
+	b.writer = openPool(t, dburl.WithUser(b.url, b.writerRole))
+	b.outsider = openPool(t, dburl.WithUser(b.url, b.outsiderRole))
 	for _, p := range []*pgxpool.Pool{b.engine, b.reader, b.writer, b.outsider} {
 		var super bool
 		var user string
@@ -194,7 +195,7 @@ func openPool(t *testing.T, conn string) *pgxpool.Pool {
 func (b *bundle) connect(t *testing.T, role string) *pgx.Conn {
 	t.Helper()
 	ctx := context.Background()
-	c, err := pgx.Connect(ctx, testdb.WithUser(b.url, role))
+	c, err := pgx.Connect(ctx, dburl.WithUser(b.url, role))
 	if err != nil {
 		t.Fatalf("connect as %s: %v", role, err)
 	}
@@ -242,13 +243,21 @@ func (b *bundle) recalc(t *testing.T, args ...string) string {
 	return out
 }
 
+// appMu serializes command lines: urfave/cli's help flag is a package
+// variable that every App writes to as it parses flags, so two Apps in one
+// process race (the race detector fails parallel tests that run both).
+var appMu sync.Mutex
+
 // recalcErr runs the recalc command line as the engine role.
 func (b *bundle) recalcErr(args ...string) (string, error) {
 	var out, errOut bytes.Buffer
 	app := cli.App(&out, &errOut)
 	app.ExitErrHandler = func(*ucli.Context, error) {} // return errors, never exit the test binary
-	argv := append([]string{"recalc", "--database-url", testdb.WithUser(b.url, b.engineRole), "--log-format", "json"}, args...)
-	if err := app.RunContext(context.Background(), argv); err != nil {
+	argv := append([]string{"recalc", "--database-url", dburl.WithUser(b.url, b.engineRole), "--log-format", "json"}, args...)
+	appMu.Lock()
+	err := app.RunContext(context.Background(), argv)
+	appMu.Unlock()
+	if err != nil {
 		return out.String(), fmt.Errorf("%w (stderr: %s)", err, strings.TrimSpace(errOut.String()))
 	}
 	return out.String(), nil
@@ -257,7 +266,7 @@ func (b *bundle) recalcErr(args ...string) (string, error) {
 // importJSON imports a model file as the engine.
 func (b *bundle) importJSON(t *testing.T, doc string) {
 	t.Helper()
-	if _, err := store.Import(context.Background(), b.engine, strings.NewReader(doc), model.DefaultLimits(), zerolog.Nop(), nil); err != nil {
+	if _, err := testkit.ImportString(context.Background(), b.engine, doc); err != nil {
 		t.Fatalf("import as the engine: %v", err)
 	}
 }

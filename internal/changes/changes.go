@@ -66,9 +66,21 @@ func Records(ctx context.Context, q pg.Querier, seqs []int64) ([]string, error) 
 	return ids, nil
 }
 
+// validRecord is the condition of recalc.record's constraints
+// record_refs_bounded and record_fields_scalar (migration 007) on row t.
+// They are NOT VALID: rows stored before them are checked only when they are
+// written, and a root fix writes them. When that fails, root fixing runs
+// again without the rows that would fail: such a row keeps its old root (or
+// none), and so gets no access until the application rewrites it.
+const validRecord = `octet_length(t.id) BETWEEN 1 AND 1024 AND octet_length(t.object) <= 1024 AND octet_length(t.owner) <= 1024
+		  AND coalesce(octet_length(t.parent), 0) <= 1024 AND cardinality(t.territories) <= 1000
+		  AND jsonb_typeof(t.fields) = 'object' AND octet_length(t.fields::text) <= 1048576
+		  AND NOT jsonb_path_exists(t.fields, 'strict $.* ? (@.type() == "object" || @.type() == "array"
+		      || (@.type() == "number" && (@ > 1.7976931348623157e308 || @ < -1.7976931348623157e308)))')`
+
 // FixRoots sets the family root of records that lack one (inserted with
-// plain SQL) or whose root no longer agrees with their parent's (among the
-// records changed by the listed change rows), and of all their descendants,
+// plain SQL), of the records changed by the listed change rows and of those
+// naming one of them as parent, and of all their descendants,
 // and returns the ids of the records it changed. Imports set roots
 // themselves and mark their changes rooted, which it skips. Its own updates
 // are not logged as changes: the caller recomputes the records it returns.
@@ -82,14 +94,36 @@ func FixRoots(ctx context.Context, tx pgx.Tx, seqs []int64) ([]string, error) {
 	if _, err := tx.Exec(ctx, `SELECT set_config('recalc.fixing_roots', 'on', true)`); err != nil {
 		return nil, fmt.Errorf("fix family roots: %w", err)
 	}
-	rows, err := tx.Query(ctx, `
+	ids, err := fixRoots(ctx, tx, seqs, "true")
+	if pg.Code(err) == pg.CheckViolation {
+		ids, err = fixRoots(ctx, tx, seqs, validRecord)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fix family roots: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT set_config('recalc.fixing_roots', 'off', true)`); err != nil {
+		return nil, fmt.Errorf("fix family roots: %w", err)
+	}
+	return ids, nil
+}
+
+// fixRoots is one attempt of FixRoots, in a savepoint, on the rows that
+// meet the condition only.
+func fixRoots(ctx context.Context, tx pgx.Tx, seqs []int64, only string) ([]string, error) {
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer sp.Rollback(ctx) // after Commit, a no-op
+	rows, err := sp.Query(ctx, `
 		WITH RECURSIVE changed AS MATERIALIZED (
 		    SELECT DISTINCT unnest(keys) AS id FROM recalc.change WHERE kind = 'record' AND seq = ANY($1) AND NOT rooted
 		), wrong (rid, id) AS (
 		    SELECT rid, id FROM recalc.record WHERE root_id IS NULL
 		    UNION
-		    SELECT c.rid, c.id FROM changed x JOIN recalc.record c ON c.id = x.id LEFT JOIN recalc.record p ON p.id = c.parent
-		    WHERE c.root_id IS DISTINCT FROM CASE WHEN c.parent IS NULL THEN c.id ELSE p.root_id END
+		    SELECT c.rid, c.id FROM changed x JOIN recalc.record c ON c.id = x.id
+		    UNION -- a changed id may be the parent that records named, or now name
+		    SELECT c.rid, c.id FROM changed x JOIN recalc.record c ON c.parent = x.id
 		), down (rid, id) AS (
 		    SELECT rid, id FROM wrong
 		    UNION
@@ -106,16 +140,14 @@ func FixRoots(ctx context.Context, tx pgx.Tx, seqs []int64) ([]string, error) {
 		)
 		UPDATE recalc.record t SET root_id = roots.root FROM roots
 		WHERE t.rid = roots.rid AND t.root_id IS DISTINCT FROM roots.root
+		  AND `+only+`
 		RETURNING t.id`, seqs)
 	if err != nil {
-		return nil, fmt.Errorf("fix family roots: %w", err)
+		return nil, err
 	}
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return nil, fmt.Errorf("fix family roots: %w", err)
+		return nil, err
 	}
-	if _, err := tx.Exec(ctx, `SELECT set_config('recalc.fixing_roots', 'off', true)`); err != nil {
-		return nil, fmt.Errorf("fix family roots: %w", err)
-	}
-	return ids, nil
+	return ids, sp.Commit(ctx)
 }

@@ -1,6 +1,8 @@
-// Package cli builds the recalc command-line app. Each command's logic is a
-// function taking (ctx, *Env) so tests can drive it without a process; Env
-// carries the pool, output writer and logger.
+// Package cli builds the recalc command-line app: one constructor per
+// command (commands.go), whose flags it reads and whose output it formats.
+// Each command's logic is a function taking (ctx, *Env) so tests can drive
+// it without a process; Env carries the pool, output writer and logger. It
+// holds no SQL: commands call internal/engine and the storage packages.
 package cli
 
 import (
@@ -24,7 +26,6 @@ import (
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/store"
-	"github.com/recalc-dev/recalc/internal/watch"
 	"github.com/recalc-dev/recalc/schema"
 )
 
@@ -57,338 +58,30 @@ func App(out, errOut io.Writer) *cli.App {
 		Before: before,
 		After:  stopProfiles,
 		Commands: []*cli.Command{
-			{
-				Name:   "init",
-				Usage:  "create or upgrade the database schema (idempotent, safe to run concurrently)",
-				Action: action(out, errOut, Init),
-			},
-			{
-				Name:      "import",
-				Usage:     "validate a model file and store it; each section present replaces the stored one",
-				ArgsUsage: "FILE (or - for standard input)",
-				Description: "Nothing is recalculated: run `recalc run` afterwards. An invalid file is rejected whole\n" +
-					"with one message naming the offending entry, and the database is left unchanged.\n" +
-					"With --max-revoke (or RECALC_MAX_REVOKE), the import is refused when it would take\n" +
-					"access away from more than that share of the (user, record) pairs with access on the\n" +
-					"records it touches, unless --yes is given; `recalc plan FILE` shows the details.\n" +
-					"The --max-* flags bound the file's size and cost (docs/limits.md); a warning is logged\n" +
-					"when the closure may exceed --closure-warn entries.",
-				Flags: append([]cli.Flag{
-					&cli.Float64Flag{Name: "max-revoke", EnvVars: []string{"RECALC_MAX_REVOKE"},
-						Usage: "refuse a change revoking more than this share (0..1) of the touched pairs with access; unset: no guard"},
-					&cli.BoolFlag{Name: "yes", Usage: "import even past --max-revoke"},
-				}, limitFlags()...),
-				Action: func(c *cli.Context) error {
-					if c.NArg() != 1 {
-						return cli.Exit("recalc import: expected one FILE argument (or - for standard input)", 2)
-					}
-					guard := -1.0
-					if c.IsSet("max-revoke") && !c.Bool("yes") {
-						if guard = c.Float64("max-revoke"); guard < 0 || guard > 1 {
-							return cli.Exit("recalc import: --max-revoke must be between 0 and 1", 2)
-						}
-					}
-					lim, err := limitsFrom(c)
-					if err != nil {
-						return err
-					}
-					return action(out, errOut, func(ctx context.Context, env *Env) error { return Import(ctx, env, c.Args().First(), guard, lim) })(c)
-				},
-			},
-			{
-				Name:  "run",
-				Usage: "recalculate what changed since the share tables were last computed, and return when done",
-				Description: "A run plans (see `recalc plan`), stores a job split into chunks, and works them.\n" +
-					"If a job is unfinished (running in another process, or left by a crash or a failure),\n" +
-					"the run joins or resumes it first: any number of runs, on any hosts, share one job.\n" +
-					"A full job computes into staging tables swapped in atomically at the end and reports\n" +
-					"the drift it repaired; an incremental job rewrites only the rows that differ, under\n" +
-					"row locks. While calculation is deferred (`recalc defer`) a run changes nothing and\n" +
-					"says so. Prints a one-line JSON report.",
-				Flags: append([]cli.Flag{
-					&cli.BoolFlag{Name: "full", Usage: "recalculate everything from scratch (repairs any drift)"},
-					&cli.BoolFlag{Name: "in-place", Usage: "with --full: rewrite the live tables family by family under row locks, instead of building new ones and swapping them in (needs no second copy on disk; slower)"},
-				}, runFlags()...),
-				Action: func(c *cli.Context) error {
-					opt, err := runOptions(c, errOut)
-					if err != nil {
-						return err
-					}
-					return action(out, errOut, func(ctx context.Context, env *Env) error { return Run(ctx, env, opt) })(c)
-				},
-			},
-			{
-				Name:  "defer",
-				Usage: "suspend recalculation, e.g. around a bulk load (both sides unless one is named)",
-				Description: "Deferred, imports and data changes accumulate and `recalc run` changes nothing.\n" +
-					"--closure defers group membership (the closure: who is in which group, role and territory);\n" +
-					"--rules defers share rows (sharing rules, owners, shares, teams, OWDs). Each side\n" +
-					"recalculates on its own when the other is deferred.",
-				Flags: sideFlags(),
-				Action: func(c *cli.Context) error {
-					sides := sides(c)
-					return action(out, errOut, func(ctx context.Context, env *Env) error { return DeferCmd(ctx, env, sides) })(c)
-				},
-			},
-			{
-				Name:  "resume",
-				Usage: "lift the deferral (both sides unless one is named) and recalculate what accumulated",
-				Flags: append(append(sideFlags(), &cli.BoolFlag{Name: "full", Usage: "recalculate everything from scratch"}), runFlags()...),
-				Action: func(c *cli.Context) error {
-					opt, err := runOptions(c, errOut)
-					if err != nil {
-						return err
-					}
-					opt.Trigger = "resume"
-					sides := sides(c)
-					return action(out, errOut, func(ctx context.Context, env *Env) error { return ResumeCmd(ctx, env, sides, opt) })(c)
-				},
-			},
-			{
-				Name:  "watch",
-				Usage: "keep the share tables current: run after each burst of changes, until SIGINT or SIGTERM",
-				Description: "Listens on channel recalc_changes (record writes by any SQL, and imports), waits for\n" +
-					"--debounce of quiet (at most --max-wait), then runs an incremental recalculation.\n" +
-					"Respects deferral. On SIGINT or SIGTERM it stops; an interrupted job resumes at the\n" +
-					"next start.",
-				Flags: append([]cli.Flag{
-					&cli.DurationFlag{Name: "debounce", Value: 2 * time.Second, Usage: "quiet time after the last change before a run"},
-					&cli.DurationFlag{Name: "max-wait", Value: 30 * time.Second, Usage: "longest a change waits while changes keep coming"},
-					&cli.DurationFlag{Name: "poll", Value: time.Minute, Usage: "run at least this often, notification or not"},
-				}, runFlags()...),
-				Action: func(c *cli.Context) error {
-					opt, err := runOptions(c, errOut)
-					if err != nil {
-						return err
-					}
-					opt.Trigger = "watch"
-					wopt := watch.Options{Debounce: c.Duration("debounce"), MaxWait: c.Duration("max-wait"), Poll: c.Duration("poll")}
-					if wopt.Debounce <= 0 || wopt.MaxWait <= 0 || wopt.Poll <= 0 {
-						return cli.Exit("recalc watch: --debounce, --max-wait and --poll must be positive", 2)
-					}
-					return action(out, errOut, func(ctx context.Context, env *Env) error { return WatchCmd(ctx, env, wopt, opt) })(c)
-				},
-			},
-			{
-				Name:      "wait",
-				Usage:     "block until a job ends; exit 0 if it succeeded, 1 if it failed",
-				ArgsUsage: "[JOB] (default: the unfinished job, else the latest)",
-				Action: func(c *cli.Context) error {
-					var id int64
-					if c.NArg() > 0 {
-						if _, err := fmt.Sscan(c.Args().First(), &id); err != nil || id < 1 {
-							return cli.Exit("recalc wait: JOB must be a job number", 2)
-						}
-					}
-					return action(out, errOut, func(ctx context.Context, env *Env) error { return WaitCmd(ctx, env, id) })(c)
-				},
-			},
-			{
-				Name:  "status",
-				Usage: "show deferral, pending changes, and the running and recent jobs with their figures",
-				Flags: []cli.Flag{
-					formatFlag(),
-					&cli.IntFlag{Name: "jobs", Value: 5, Usage: "how many jobs to list"},
-				},
-				Action: func(c *cli.Context) error {
-					f, err := textOrJSON(c)
-					if err != nil {
-						return err
-					}
-					n := c.Int("jobs")
-					return action(out, errOut, func(ctx context.Context, env *Env) error { return StatusCmd(ctx, env, f, n) })(c)
-				},
-			},
-			{
-				Name:      "plan",
-				Usage:     "print what `recalc run` would recalculate now, and why; with FILE, what importing FILE would do to access",
-				ArgsUsage: "[FILE]",
-				Description: "Without FILE: the changes since the share tables were last computed, why each matters,\n" +
-					"the records to recompute by object, and the chunks.\n" +
-					"With FILE: a dry run of importing FILE and recalculating, rolled back. For each object it\n" +
-					"reports how many (user, record) pairs gain and lose access and at which levels, with a\n" +
-					"sample of each, the records to rewrite and chunks, and an estimated time. Nothing is stored.\n" +
-					"FILE is read within the --max-* limits, as by `recalc import` (docs/limits.md). Either way a\n" +
-					"warning is logged when the closure may exceed --closure-warn entries.",
-				Flags: append([]cli.Flag{
-					&cli.BoolFlag{Name: "full", Usage: "plan a full recalculation"},
-					&cli.IntFlag{Name: "chunk-size", Value: 5000, Usage: "records per chunk"},
-					formatFlag(),
-				}, limitFlags()...),
-				Action: func(c *cli.Context) error {
-					f, err := textOrJSON(c)
-					if err != nil {
-						return err
-					}
-					opt := engine.Options{ChunkSize: c.Int("chunk-size"), Full: c.Bool("full")}
-					lim, err := limitsFrom(c)
-					if err != nil {
-						return err
-					}
-					if c.NArg() > 0 {
-						return action(out, errOut, func(ctx context.Context, env *Env) error { return DryRunCmd(ctx, env, c.Args().First(), opt, f, lim) })(c)
-					}
-					return action(out, errOut, func(ctx context.Context, env *Env) error { return PlanCmd(ctx, env, opt, f, lim.ClosureWarn) })(c)
-				},
-			},
-			{
-				Name:  "access",
-				Usage: "print access read from the materialized tables (no recomputation)",
-				Description: "With --format csv: every (object, record, active user) with access above none,\n" +
-					"sorted by object, record, user in byte order.\n" +
-					"With --user and --record: the access level of one user to one record.",
-				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "format", Usage: "csv: print all access as CSV"},
-					&cli.StringFlag{Name: "user", Usage: "user id, with --record"},
-					&cli.StringFlag{Name: "record", Usage: "record id, with --user"},
-				},
-				Action: func(c *cli.Context) error {
-					switch {
-					case c.String("format") == "csv" && c.String("user") == "" && c.String("record") == "":
-						return action(out, errOut, AccessCSV)(c)
-					case c.String("format") == "" && c.String("user") != "" && c.String("record") != "":
-						return action(out, errOut, func(ctx context.Context, env *Env) error {
-							return AccessOne(ctx, env, c.String("user"), c.String("record"))
-						})(c)
-					}
-					return cli.Exit("recalc access: give either --format csv, or --user U and --record R", 2)
-				},
-			},
-			{
-				Name:  "explain",
-				Usage: "say why a user has the access they have to a record: every reason, not just the first",
-				Description: "Lists each grant that reaches the user (owner, rule, manual or apex share, team,\n" +
-					"territory, implicit parent or child, OWD, controlled by parent) with how the user\n" +
-					"receives it: through which group path, role chain or territory. Computed from the\n" +
-					"configuration the share tables were last computed from, and checked against them.",
-				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "user", Required: true, Usage: "user id"},
-					&cli.StringFlag{Name: "record", Required: true, Usage: "record id"},
-					formatFlag(),
-				},
-				Action: func(c *cli.Context) error {
-					f, err := textOrJSON(c)
-					if err != nil {
-						return err
-					}
-					return action(out, errOut, func(ctx context.Context, env *Env) error {
-						return ExplainCmd(ctx, env, c.String("user"), c.String("record"), f)
-					})(c)
-				},
-			},
-			{
-				Name:  "verify",
-				Usage: "recompute from scratch and compare with the materialized tables; exit 1 on drift",
-				Description: "Compares every family (or --sample N random ones) and the closure with a fresh\n" +
-					"computation from the configuration they were last computed from, and reports the\n" +
-					"differences by object and row cause. Families with changes not yet recalculated are\n" +
-					"skipped. --repair fixes what differs, under the same row locks as a job.",
-				Flags: []cli.Flag{
-					&cli.IntFlag{Name: "sample", Usage: "verify this many random families instead of all"},
-					&cli.BoolFlag{Name: "repair", Usage: "fix the differences"},
-					formatFlag(),
-				},
-				Action: func(c *cli.Context) error {
-					f, err := textOrJSON(c)
-					if err != nil {
-						return err
-					}
-					opt := engine.VerifyOptions{Sample: c.Int("sample"), Repair: c.Bool("repair")}
-					return action(out, errOut, func(ctx context.Context, env *Env) error { return VerifyCmd(ctx, env, opt, f) })(c)
-				},
-			},
-			{
-				Name:      "grant",
-				Usage:     "give an existing role the least privileges of a reader or a writer of recalc (see SECURITY.md)",
-				ArgsUsage: "reader|writer ROLE",
-				Description: "reader: EXECUTE on the SQL access API (access_level, visible_records, invalid_records),\n" +
-					"which row-level security policies call; no table.\n" +
-					"writer: SELECT and DELETE on recalc.record, INSERT and UPDATE of its columns id, object, owner,\n" +
-					"parent, fields and territories only; no other table. Run it as the role that owns the schema.",
-				Action: func(c *cli.Context) error {
-					if c.NArg() != 2 {
-						return fmt.Errorf("give the kind of access and the role: recalc grant reader|writer ROLE")
-					}
-					kind, role := c.Args().Get(0), c.Args().Get(1)
-					return action(out, errOut, func(ctx context.Context, env *Env) error {
-						if err := schema.Check(ctx, env.Pool); err != nil {
-							return err
-						}
-						err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error { return access.Grant(ctx, tx, kind, role) })
-						if err == nil {
-							fmt.Fprintf(env.Out, "Granted %s access to role %s.\n", kind, role)
-						}
-						return err
-					})(c)
-				},
-			},
-			{
-				Name:  "rls",
-				Usage: "install or remove a row-level security policy that filters an application table by recalc's access",
-				Subcommands: []*cli.Command{
-					{
-						Name:  "enable",
-						Usage: "enable row-level security on TABLE so a session sees only the rows its user may read",
-						Description: "The policy calls recalc.visible_records(current_setting(USER_SETTING), OBJECT), so a\n" +
-							"session sets its user with: SET LOCAL app.user_id = 'u1' (or set_config). Any session can set\n" +
-							"any user: the application owns the setting, and end users never run SQL (SECURITY.md). With\n" +
-							"--user-from-role the policy takes the user id from current_user instead. Readers need\n" +
-							"`recalc grant reader ROLE`. Table owners and superusers bypass row-level security, as always\n" +
-							"in PostgreSQL.",
-						Flags: []cli.Flag{
-							&cli.StringFlag{Name: "table", Required: true, Usage: "application table, TABLE or SCHEMA.TABLE"},
-							&cli.StringFlag{Name: "object", Required: true, Usage: "the recalc object its rows are records of"},
-							&cli.StringFlag{Name: "user-setting", Usage: "custom setting holding the current user id, e.g. app.user_id"},
-							&cli.BoolFlag{Name: "user-from-role", Usage: "take the user id from current_user, not from a setting"},
-							&cli.StringFlag{Name: "id-column", Value: "id", Usage: "column holding the record id"},
-						},
-						Action: func(c *cli.Context) error {
-							r := &access.RLS{Table: c.String("table"), Object: c.String("object"), IDColumn: c.String("id-column"),
-								UserSetting: c.String("user-setting"), UserFromRole: c.Bool("user-from-role")}
-							if r.UserSetting == "" && !r.UserFromRole {
-								return fmt.Errorf("say where the current user comes from: --user-setting app.user_id or --user-from-role")
-							}
-							return action(out, errOut, func(ctx context.Context, env *Env) error {
-								err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error { return access.EnableRLS(ctx, tx, r) })
-								if err == nil {
-									user := fmt.Sprintf("current_setting('%s')", r.UserSetting)
-									if r.UserFromRole {
-										user = "current_user"
-									}
-									fmt.Fprintf(env.Out, "Row-level security enabled on %s: policy %s shows the rows of %s that %s may read.\n",
-										r.Table, access.PolicyName, r.Object, user)
-								}
-								return err
-							})(c)
-						},
-					},
-					{
-						Name:  "disable",
-						Usage: "drop recalc's policy from TABLE and disable row-level security",
-						Flags: []cli.Flag{&cli.StringFlag{Name: "table", Required: true, Usage: "application table"}},
-						Action: func(c *cli.Context) error {
-							return action(out, errOut, func(ctx context.Context, env *Env) error {
-								return pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error { return access.DisableRLS(ctx, tx, c.String("table")) })
-							})(c)
-						},
-					},
-				},
-			},
-			{
-				Name:  "stats",
-				Usage: "summarise the materialized tables: records, users, closure and share rows by row cause",
-				Flags: []cli.Flag{formatFlag()},
-				Action: func(c *cli.Context) error {
-					f, err := textOrJSON(c)
-					if err != nil {
-						return err
-					}
-					return action(out, errOut, func(ctx context.Context, env *Env) error { return Stats(ctx, env, f) })(c)
-				},
-			},
+			initCommand(out, errOut),
+			importCommand(out, errOut),
+			runCommand(out, errOut),
+			deferCommand(out, errOut),
+			resumeCommand(out, errOut),
+			watchCommand(out, errOut),
+			waitCommand(out, errOut),
+			statusCommand(out, errOut),
+			planCommand(out, errOut),
+			accessCommand(out, errOut),
+			explainCommand(out, errOut),
+			verifyCommand(out, errOut),
+			grantCommand(out, errOut),
+			rlsCommand(out, errOut),
+			statsCommand(out, errOut),
 		},
 	}
 }
+
+// Errors that make a command exit 1 with no message: it printed its result.
+var (
+	errJobFailed = errors.New("the job failed")                  // `recalc wait`: the job failed
+	errDrift     = errors.New("the materialized tables drifted") // `recalc verify`: drift, not repaired
+)
 
 // action opens the pool and logger for a command and maps errors to exit codes.
 func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.ActionFunc {
@@ -464,10 +157,7 @@ func Init(ctx context.Context, env *Env) error {
 
 // Import stores a model file ("-" for standard input), read within lim.
 func Import(ctx context.Context, env *Env, path string, maxRevoke float64, lim model.Limits) error {
-	if err := schema.Check(ctx, env.Pool); err != nil {
-		return err
-	}
-	r, closeFile, err := openModel(path)
+	r, closeFile, err := openModel(ctx, env, path)
 	if err != nil {
 		return err
 	}
@@ -488,7 +178,12 @@ func Import(ctx context.Context, env *Env, path string, maxRevoke float64, lim m
 	return nil
 }
 
-func openModel(path string) (io.Reader, func(), error) {
+// openModel checks the schema, then opens the model file path ("-" for
+// standard input) and returns it with the function that closes it.
+func openModel(ctx context.Context, env *Env, path string) (io.Reader, func(), error) {
+	if err := schema.Check(ctx, env.Pool); err != nil {
+		return nil, nil, err
+	}
 	if path == "-" {
 		return os.Stdin, func() {}, nil
 	}
@@ -533,10 +228,7 @@ func blastRadius(ctx context.Context, tx pgx.Tx, maxRevoke float64) error {
 // DryRunCmd prints what importing path (read within lim) would do, computed
 // in a rolled-back transaction.
 func DryRunCmd(ctx context.Context, env *Env, path string, opt engine.Options, format string, lim model.Limits) error {
-	if err := schema.Check(ctx, env.Pool); err != nil {
-		return err
-	}
-	r, closeFile, err := openModel(path)
+	r, closeFile, err := openModel(ctx, env, path)
 	if err != nil {
 		return err
 	}

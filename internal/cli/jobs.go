@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/notify"
+	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/sharing"
 	"github.com/recalc-dev/recalc/internal/store"
@@ -116,9 +116,6 @@ func WatchCmd(ctx context.Context, env *Env, wopt watch.Options, opt engine.Opti
 	}, env.Log)
 }
 
-// errJobFailed makes `recalc wait` exit 1 after printing the payload.
-var errJobFailed = errors.New("the job failed")
-
 // WaitCmd blocks until job id (or the unfinished, else the latest job) ends
 // and prints its completion notification.
 func WaitCmd(ctx context.Context, env *Env, id int64) error {
@@ -130,12 +127,12 @@ func WaitCmd(ctx context.Context, env *Env, id int64) error {
 		return fmt.Errorf("acquire connection: %w", err)
 	}
 	defer conn.Release()
-	if _, err := conn.Exec(ctx, "LISTEN "+queue.Channel); err != nil {
-		return fmt.Errorf("listen: %w", err)
+	if err := pg.Listen(ctx, conn, queue.Channel); err != nil {
+		return err
 	}
 	if id == 0 {
-		if err := conn.QueryRow(ctx, `SELECT coalesce((SELECT id FROM recalc.job WHERE status <> 'done'), (SELECT max(id) FROM recalc.job), 0)`).Scan(&id); err != nil {
-			return fmt.Errorf("find job: %w", err)
+		if id, err = queue.UnfinishedOrLatest(ctx, conn); err != nil {
+			return err
 		}
 		if id == 0 {
 			return fmt.Errorf("there is no job to wait for: `recalc run` starts one")
@@ -224,9 +221,6 @@ func StatusCmd(ctx context.Context, env *Env, format string, jobs int) error {
 	}
 	return nil
 }
-
-// errDrift makes `recalc verify` exit 1 after printing its report.
-var errDrift = errors.New("the materialized tables drifted")
 
 // VerifyCmd compares the materialized tables with a recomputation.
 func VerifyCmd(ctx context.Context, env *Env, opt engine.VerifyOptions, format string) error {

@@ -25,13 +25,9 @@ func before(c *cli.Context) error {
 			debug.SetGCPercent(400)
 		}
 	}
-	path := c.String("cpu-profile")
-	if path == "" {
-		return nil
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return cli.Exit(fmt.Sprintf("recalc: --cpu-profile: %v", err), 2)
+	f, err := createProfile(c, "cpu-profile", 2)
+	if err != nil || f == nil {
+		return err
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
 		f.Close()
@@ -49,13 +45,9 @@ func stopProfiles(c *cli.Context) error {
 			return cli.Exit(fmt.Sprintf("recalc: --cpu-profile: %v", err), 1)
 		}
 	}
-	path := c.String("mem-profile")
-	if path == "" {
-		return nil
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return cli.Exit(fmt.Sprintf("recalc: --mem-profile: %v", err), 1)
+	f, err := createProfile(c, "mem-profile", 1)
+	if err != nil || f == nil {
+		return err
 	}
 	defer f.Close()
 	runtime.GC()
@@ -63,4 +55,18 @@ func stopProfiles(c *cli.Context) error {
 		return cli.Exit(fmt.Sprintf("recalc: --mem-profile: %v", err), 1)
 	}
 	return nil
+}
+
+// createProfile creates the file that flag names, nil when it names none;
+// a failure exits with code.
+func createProfile(c *cli.Context, flag string, code int) (*os.File, error) {
+	path := c.String(flag)
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, cli.Exit(fmt.Sprintf("recalc: --%s: %v", flag, err), code)
+	}
+	return f, nil
 }

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"sort"
 
 	"github.com/urfave/cli/v2"
@@ -27,4 +29,16 @@ func textOrJSON(c *cli.Context) (string, error) {
 		return "", cli.Exit(fmt.Sprintf("recalc %s: --format must be text or json", c.Command.Name), 2)
 	}
 	return f, nil
+}
+
+// formatAction is the action of a command with --format text|json: it
+// checks the flag, then runs the command that cmd returns for it.
+func formatAction(out, errOut io.Writer, cmd func(c *cli.Context, format string) func(context.Context, *Env) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		f, err := textOrJSON(c)
+		if err != nil {
+			return err
+		}
+		return action(out, errOut, cmd(c, f))(c)
+	}
 }

@@ -1,7 +1,6 @@
 package engine_test
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	mrand "math/rand/v2"
@@ -10,13 +9,10 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/engine"
-	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
-	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
@@ -24,14 +20,13 @@ import (
 // recalc.access_level to the oracle, for every user and object of random
 // models.
 func TestSQLAccessAPI(t *testing.T) {
-	ctx := context.Background()
-	pool := testdb.Migrated(t)
+	t.Parallel()
+	b := setup(t)
+	ctx, pool := b.ctx, b.pool
 	for seed := 0; seed < 5; seed++ {
 		m := oracle.RandomModel(mrand.New(mrand.NewPCG(uint64(seed), 99)), 60)
-		importModel(t, ctx, pool, m, nil)
-		if _, err := engine.Full(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
-			t.Fatal(err)
-		}
+		b.importModel(t, m, nil)
+		b.full(t, engine.Options{})
 		want := map[[2]string][]string{} // (user, object) -> "record=level"
 		for _, r := range oracle.Access(m) {
 			k := [2]string{r.User, r.Object}
@@ -75,16 +70,15 @@ func TestSQLAccessAPI(t *testing.T) {
 // the rows the oracle says they may read, and a session without a user
 // sees nothing.
 func TestRowLevelSecurity(t *testing.T) {
-	ctx := context.Background()
-	pool := testdb.Migrated(t)
+	t.Parallel()
+	b := setup(t)
+	ctx, pool := b.ctx, b.pool
 	m := oracle.RandomModel(mrand.New(mrand.NewPCG(5, 5)), 80)
-	importModel(t, ctx, pool, m, nil)
-	if _, err := engine.Full(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
-		t.Fatal(err)
-	}
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	role := "rls_reader_" + hex.EncodeToString(b[:])
+	b.importModel(t, m, nil)
+	b.full(t, engine.Options{})
+	var tok [4]byte
+	_, _ = rand.Read(tok[:])
+	role := "rls_reader_" + hex.EncodeToString(tok[:])
 	q := pgx.Identifier{role}.Sanitize()
 	for _, sql := range []string{
 		`CREATE TABLE public.crm_account (id text PRIMARY KEY, name text)`,
@@ -176,20 +170,17 @@ func TestRowLevelSecurity(t *testing.T) {
 // user from current_user: each login role sees its own readable rows, and
 // no setting can make it see another user's.
 func TestRowLevelSecurityUserFromRole(t *testing.T) {
-	ctx := context.Background()
-	pool := testdb.Migrated(t)
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	alice, bob := "rls_alice_"+hex.EncodeToString(b[:]), "rls_bob_"+hex.EncodeToString(b[:])
+	t.Parallel()
+	b := setup(t)
+	ctx, pool := b.ctx, b.pool
+	var tok [4]byte
+	_, _ = rand.Read(tok[:])
+	alice, bob := "rls_alice_"+hex.EncodeToString(tok[:]), "rls_bob_"+hex.EncodeToString(tok[:])
 	org := `{"objects": [{"name": "account", "internal_owd": "private"}],
 		"users": [{"id": "` + alice + `"}, {"id": "` + bob + `"}],
 		"records": [{"object": "account", "id": "a1", "owner": "` + alice + `"}, {"object": "account", "id": "b1", "owner": "` + bob + `"}]}`
-	if _, err := store.Import(ctx, pool, strings.NewReader(org), model.DefaultLimits(), zerolog.Nop(), nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := engine.Full(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
-		t.Fatal(err)
-	}
+	b.importFile(t, org)
+	b.full(t, engine.Options{})
 	for _, sql := range []string{
 		`CREATE TABLE public.crm_account (id text PRIMARY KEY)`,
 		`INSERT INTO public.crm_account VALUES ('a1'), ('b1')`,

@@ -2,7 +2,7 @@ package engine
 
 import (
 	"context"
-	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,12 +22,7 @@ type LevelChange struct {
 }
 
 // PairChange is one (user, record) pair whose access changes.
-type PairChange struct {
-	Record string      `json:"record"`
-	User   string      `json:"user"`
-	Before model.Level `json:"before"`
-	After  model.Level `json:"after"`
-}
+type PairChange = access.PairChange
 
 // DryRunObject is what a change does to one object's access.
 type DryRunObject struct {
@@ -85,198 +80,129 @@ func DryRun(ctx context.Context, tx pgx.Tx, opt Options) (*DryRunReport, error) 
 	if pl.Nothing() {
 		return im, nil
 	}
-	org := pl.org
-	ix := org.Index()
-	users := make([]string, len(ix.Config.Users))
-	for i, u := range ix.Config.Users {
-		users[i] = u.ID
-	}
-	var keys []string
-	for _, g := range org.Grantees() {
-		keys = append(keys, g.String())
-	}
-	if _, err := sharetable.EnsureDict(ctx, tx, users, keys); err != nil {
-		return nil, err
-	}
-	dict, err := sharetable.LoadDict(ctx, tx)
+	d, err := prepareDryRun(ctx, tx, pl)
 	if err != nil {
 		return nil, err
-	}
-	closure, err := sharetable.DiffClosureOf(ctx, tx, org, dict)
-	if err != nil {
-		return nil, err
-	}
-	roots := pl.Roots
-	if pl.Plan.Full {
-		rows, err := tx.Query(ctx, `SELECT root_id FROM recalc.record WHERE root_id IS NOT NULL UNION SELECT root_id FROM recalc.acl_record WHERE root_id IS NOT NULL`)
-		if err != nil {
-			return nil, err
-		}
-		if roots, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
-			return nil, err
-		}
 	}
 	// The records whose access can change: the recomputed families, records
 	// with rows for grantees whose members change, and records whose OWD
 	// (or whose users' OWD) changes.
-	var newUsers, newInternal, objs []string
-	for _, u := range ix.Config.Users {
-		if u.Active {
-			newUsers = append(newUsers, u.ID)
-			if !u.External {
-				newInternal = append(newInternal, u.ID)
-			}
-		}
+	if err := access.ScopeDryRun(ctx, tx, pl.org, d.roots, d.closure.Grantees()); err != nil {
+		return nil, err
 	}
-	var internalLv, externalLv []int16
-	for _, o := range ix.Config.Objects {
-		objs = append(objs, o.Name)
-		internalLv, externalLv = append(internalLv, int16(o.InternalOWD.Level())), append(externalLv, int16(o.ExternalOWD.Level()))
-	}
-	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE dry_scope (rid bigint PRIMARY KEY) ON COMMIT DROP`); err != nil {
-		return nil, fmt.Errorf("scope the dry run: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE dry_owd ON COMMIT DROP AS
-		SELECT * FROM unnest($1::text[], $2::smallint[], $3::smallint[]) AS o (name, internal_level, external_level)`,
-		objs, internalLv, externalLv); err != nil {
-		return nil, fmt.Errorf("scope the dry run: %w", err)
-	}
-	scope := []struct {
-		sql  string
-		args []any
-	}{
-		{`SELECT rid FROM recalc.record WHERE root_id = ANY($1) UNION SELECT rid FROM recalc.acl_record WHERE root_id = ANY($1)`, []any{roots}},
-		{`SELECT r.rid FROM recalc.acl_record r JOIN recalc.acl_share s ON s.rid = r.rid WHERE s.gid = ANY($1)
-		  UNION SELECT r.rid FROM recalc.acl_record r JOIN recalc.acl_share s ON s.rid = r.access_root WHERE s.gid = ANY($1)`, []any{closure.Grantees()}},
-		// Objects whose OWD changes, or, when users change activation or
-		// type, every object whose OWD gives anyone anything.
-		{`WITH users_change AS (
-		      SELECT EXISTS (SELECT id FROM recalc.acl_user EXCEPT SELECT unnest($1::text[]))
-		          OR EXISTS (SELECT unnest($1::text[]) EXCEPT SELECT id FROM recalc.acl_user)
-		          OR EXISTS (SELECT id FROM recalc.acl_user WHERE internal EXCEPT SELECT unnest($2::text[]))
-		          OR EXISTS (SELECT unnest($2::text[]) EXCEPT SELECT id FROM recalc.acl_user WHERE internal) AS yes
-		  ), objs AS (
-		      SELECT coalesce(o.name, n.name) AS name FROM recalc.acl_object o FULL JOIN dry_owd n ON n.name = o.name, users_change
-		      WHERE (o.internal_level, o.external_level) IS DISTINCT FROM (n.internal_level, n.external_level)
-		         OR (users_change.yes AND greatest(o.internal_level, o.external_level, n.internal_level, n.external_level) > 0)
-		  )
-		  SELECT r.rid FROM recalc.acl_record r JOIN recalc.acl_record root ON root.rid = r.access_root JOIN objs ON objs.name = root.object`,
-			[]any{newUsers, newInternal}},
-	}
-	for _, sc := range scope {
-		if _, err := tx.Exec(ctx, `INSERT INTO dry_scope `+sc.sql+` ON CONFLICT DO NOTHING`, sc.args...); err != nil {
-			return nil, fmt.Errorf("scope the dry run: %w", err)
-		}
-	}
-	if err := access.Snapshot(ctx, tx, "dry_before"); err != nil {
+	if err := access.SnapshotBefore(ctx, tx); err != nil {
 		return nil, err
 	}
 	start := time.Now()
-	if pl.DoRules {
-		for lo := 0; lo < len(roots); lo += familiesPerChunk {
-			if _, err := sharetable.ApplyFamilies(ctx, tx, org, dict, roots[lo:min(lo+familiesPerChunk, len(roots))]); err != nil {
-				return nil, err
-			}
-		}
-		if err := sharetable.WriteObjects(ctx, tx, org); err != nil {
-			return nil, err
-		}
-	}
-	if pl.DoClosure {
-		if _, err := closure.Apply(ctx, tx); err != nil {
-			return nil, err
-		}
-		if err := sharetable.WriteUsers(ctx, tx, org, dict); err != nil {
-			return nil, err
-		}
+	if err := d.apply(ctx, tx, pl); err != nil {
+		return nil, err
 	}
 	im.Estimated = time.Since(start)
 	// New records join the scope once they have materialized rows.
-	if _, err := tx.Exec(ctx, `INSERT INTO dry_scope SELECT rid FROM recalc.acl_record WHERE root_id = ANY($1) ON CONFLICT DO NOTHING`, roots); err != nil {
+	if err := access.WidenScope(ctx, tx, d.roots); err != nil {
 		return nil, err
 	}
-	if err := access.Snapshot(ctx, tx, "dry_after"); err != nil {
+	if err := access.SnapshotAfter(ctx, tx); err != nil {
 		return nil, err
 	}
 	return im, summarize(ctx, tx, im)
 }
 
-// summarize compares the two snapshots.
-func summarize(ctx context.Context, tx pgx.Tx, im *DryRunReport) error {
-	if err := tx.QueryRow(ctx, `SELECT count(*) FROM dry_before`).Scan(&im.PairsBefore); err != nil {
-		return fmt.Errorf("count pairs: %w", err)
+// dryRun is what a dry run applies: the families it recomputes, and the
+// closure's difference.
+type dryRun struct {
+	dict    *sharetable.Dict
+	closure *sharetable.ClosureDiff
+	roots   []string
+}
+
+// prepareDryRun gets the dictionary ids of the planned configuration, its
+// closure's difference from the stored one, and the families to recompute:
+// every one for a full plan.
+func prepareDryRun(ctx context.Context, tx pgx.Tx, pl *Planned) (*dryRun, error) {
+	if _, err := sharetable.EnsureDict(ctx, tx, pl.org); err != nil {
+		return nil, err
 	}
-	// The two snapshots are temporary tables: analyze them, or the join
-	// plans blind. Then materialize the difference once.
-	for _, sql := range []string{
-		`ANALYZE dry_before`, `ANALYZE dry_after`,
-		`CREATE TEMP TABLE dry_diff ON COMMIT DROP AS
-		 SELECT coalesce(a.object, b.object) AS object, coalesce(a.record, b.record) AS record, coalesce(a.user_id, b.user_id) AS user_id,
-		        coalesce(b.level, 0) AS before, coalesce(a.level, 0) AS after, r.id IS NULL AS deleted
-		 FROM dry_before b FULL JOIN dry_after a ON a.record = b.record AND a.user_id = b.user_id
-		 LEFT JOIN recalc.record r ON r.id = coalesce(a.record, b.record)
-		 WHERE coalesce(b.level, 0) <> coalesce(a.level, 0)`,
-	} {
-		if _, err := tx.Exec(ctx, sql); err != nil {
-			return fmt.Errorf("compare access: %w", err)
+	d := &dryRun{roots: pl.Roots}
+	var err error
+	if d.dict, err = sharetable.LoadDict(ctx, tx); err != nil {
+		return nil, err
+	}
+	if d.closure, err = sharetable.DiffClosureOf(ctx, tx, pl.org, d.dict); err != nil {
+		return nil, err
+	}
+	if pl.Plan.Full {
+		if d.roots, err = sharetable.FamilyRoots(ctx, tx, nil, 0); err != nil {
+			return nil, err
 		}
 	}
-	rows, err := tx.Query(ctx, `SELECT object, before, after, deleted, count(*) FROM dry_diff GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3`)
+	return d, nil
+}
+
+// apply writes in tx what a job of the plan would: its families' rows and
+// the OWD table, and the closure and the user table.
+func (d *dryRun) apply(ctx context.Context, tx pgx.Tx, pl *Planned) error {
+	if pl.DoRules {
+		for roots := range slices.Chunk(d.roots, familiesPerChunk) {
+			if _, err := sharetable.ApplyFamilies(ctx, tx, pl.org, d.dict, roots); err != nil {
+				return err
+			}
+		}
+		if err := sharetable.WriteObjects(ctx, tx, pl.org); err != nil {
+			return err
+		}
+	}
+	if pl.DoClosure {
+		if _, err := d.closure.Apply(ctx, tx); err != nil {
+			return err
+		}
+		if err := sharetable.WriteUsers(ctx, tx, pl.org, d.dict); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// summarize compares the two snapshots: pairs gaining and losing access,
+// by object and levels, with samples.
+func summarize(ctx context.Context, tx pgx.Tx, im *DryRunReport) error {
+	var err error
+	if im.PairsBefore, err = access.CompareSnapshots(ctx, tx); err != nil {
+		return err
+	}
+	counts, err := access.LevelChanges(ctx, tx)
 	if err != nil {
-		return fmt.Errorf("compare access: %w", err)
+		return err
 	}
 	byObject := map[string]*DryRunObject{}
 	var order []string
-	var object string
-	var before, after int16
-	var deleted bool
-	var n int64
-	_, err = pgx.ForEachRow(rows, []any{&object, &before, &after, &deleted, &n}, func() error {
-		if deleted {
-			im.LostWithDeleted += n
-			return nil
+	for _, c := range counts {
+		if c.Deleted {
+			im.LostWithDeleted += c.Pairs
+			continue
 		}
-		oi := byObject[object]
+		oi := byObject[c.Object]
 		if oi == nil {
-			oi = &DryRunObject{Object: object}
-			byObject[object] = oi
-			order = append(order, object)
+			oi = &DryRunObject{Object: c.Object}
+			byObject[c.Object] = oi
+			order = append(order, c.Object)
 		}
-		oi.Changes = append(oi.Changes, LevelChange{Before: model.Level(before), After: model.Level(after), Pairs: n})
-		if after > before {
-			oi.Gained += n
-			im.Gained += n
+		oi.Changes = append(oi.Changes, LevelChange{Before: c.Before, After: c.After, Pairs: c.Pairs})
+		if c.After > c.Before {
+			oi.Gained += c.Pairs
+			im.Gained += c.Pairs
 		} else {
-			oi.Lost += n
-			im.Lost += n
+			oi.Lost += c.Pairs
+			im.Lost += c.Pairs
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("compare access: %w", err)
 	}
 	for _, o := range order {
 		oi := byObject[o]
-		for _, gain := range []bool{true, false} {
-			rows, err := tx.Query(ctx, `SELECT record, user_id, before, after FROM dry_diff
-				WHERE object = $1 AND NOT deleted AND (after > before) = $2 ORDER BY record, user_id LIMIT $3`, o, gain, samplesPerObject)
-			if err != nil {
-				return fmt.Errorf("sample changes: %w", err)
-			}
-			var pc PairChange
-			var b, a int16
-			_, err = pgx.ForEachRow(rows, []any{&pc.Record, &pc.User, &b, &a}, func() error {
-				pc.Before, pc.After = model.Level(b), model.Level(a)
-				if gain {
-					oi.GainSamples = append(oi.GainSamples, pc)
-				} else {
-					oi.LossSamples = append(oi.LossSamples, pc)
-				}
-				return nil
-			})
-			if err != nil {
-				return fmt.Errorf("sample changes: %w", err)
-			}
+		if oi.GainSamples, err = access.PairChanges(ctx, tx, o, true, samplesPerObject); err != nil {
+			return err
+		}
+		if oi.LossSamples, err = access.PairChanges(ctx, tx, o, false, samplesPerObject); err != nil {
+			return err
 		}
 		im.Objects = append(im.Objects, *oi)
 	}

@@ -14,22 +14,22 @@ import (
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
 	"github.com/recalc-dev/recalc/internal/store"
-	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/internal/testkit"
 )
 
 // TestDryRunMatchesActualChange: for random change steps, `recalc plan FILE`
 // (a dry run) predicts exactly the pairs that gain and lose access, by
 // object, that importing the file and running then produce.
 func TestDryRunMatchesActualChange(t *testing.T) {
-	ctx := context.Background()
-	pool := testdb.Migrated(t)
-	for seed := 0; seed < seeds(25); seed++ {
+	t.Parallel()
+	b := setup(t)
+	ctx, pool := b.ctx, b.pool
+	first, n := testkit.Seeds("RECALC", 25, 0)
+	for seed := first; seed < first+n; seed++ {
 		rng := rand.New(rand.NewPCG(uint64(seed), 42))
 		cur := oracle.RandomModel(rng, 20+rng.IntN(30))
-		importModel(t, ctx, pool, cur, nil)
-		if _, err := engine.Run(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
-			t.Fatal(err)
-		}
+		b.importModel(t, cur, nil)
+		b.run(t, engine.Options{})
 		for step := 0; step < 3; step++ {
 			next, file := oracle.Mutate(rng, cur)
 			var buf bytes.Buffer
@@ -52,7 +52,7 @@ func TestDryRunMatchesActualChange(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := accessMap(t, ctx, pool)
-			if _, err := store.Import(ctx, pool, strings.NewReader(doc), model.DefaultLimits(), zerolog.Nop(), nil); err != nil {
+			if _, err := testkit.ImportString(ctx, pool, doc); err != nil {
 				t.Fatal(err)
 			}
 			cur = oracle.Merge(cur, next, file)
@@ -85,7 +85,7 @@ func TestDryRunMatchesActualChange(t *testing.T) {
 			}
 			for _, o := range cur.Objects {
 				if got, want := predicted[o.Name], [2]int64{gained[o.Name], lost[o.Name]}; got != want {
-					t.Fatalf("seed %d step %d (%v): %s gained/lost predicted %v, actual %v\nplan: %s", seed, step, file.Present(), o.Name, got, want, lastPlan(ctx, pool))
+					t.Fatalf("seed %d step %d (%v): %s gained/lost predicted %v, actual %v\nplan: %s", seed, step, file.Present(), o.Name, got, want, b.lastPlan())
 				}
 			}
 			if im.LostWithDeleted != deleted {
@@ -98,7 +98,7 @@ func TestDryRunMatchesActualChange(t *testing.T) {
 // accessMap reads the materialized access as (object, record, user) -> level.
 func accessMap(t *testing.T, ctx context.Context, pool *pgxpool.Pool) map[[3]string]int {
 	t.Helper()
-	csv := accessCSV(t, ctx, pool)
+	csv := testkit.AccessCSV(t, ctx, pool)
 	out := map[[3]string]int{}
 	for _, line := range strings.Split(strings.TrimSpace(csv), "\n")[1:] {
 		f := strings.Split(line, ",")

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -38,24 +37,21 @@ func Explain(ctx context.Context, pool *pgxpool.Pool, user, record string) (*Exp
 		if org == nil {
 			return fmt.Errorf("nothing has been recalculated yet: run `recalc run`")
 		}
-		var root string
-		var rid int64
-		var object string
-		err = tx.QueryRow(ctx, `SELECT coalesce(root_id, id), rid, object FROM recalc.record WHERE id = $1`, record).Scan(&root, &rid, &object)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("record %q does not exist", record)
-		}
+		rec, err := sharetable.FindRecord(ctx, tx, record)
 		if err != nil {
-			return fmt.Errorf("find record %q: %w", record, err)
+			return err
+		}
+		if rec == nil {
+			return fmt.Errorf("record %q does not exist", record)
 		}
 		if org.Index().Users[user] == nil {
 			return fmt.Errorf("user %q does not exist", user)
 		}
-		in, err := sharetable.LoadFamiliesOf(ctx, tx, org, []string{root})
+		in, err := sharetable.LoadFamiliesOf(ctx, tx, org, []string{rec.Root})
 		if err != nil {
 			return err
 		}
-		e = &Explanation{User: user, Record: record, Object: object, Reasons: org.Explain(in, rid, user)}
+		e = &Explanation{User: user, Record: record, Object: rec.Object, Reasons: org.Explain(in, rec.RID, user)}
 		for _, r := range e.Reasons {
 			e.Computed = max(e.Computed, r.Level)
 		}

@@ -1,17 +1,13 @@
 package engine_test
 
 import (
-	"context"
 	"math/rand/v2"
 	"testing"
-
-	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
 	"github.com/recalc-dev/recalc/internal/sharing"
-	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
 // part maps an explain reason to the part of the spec the oracle's
@@ -35,14 +31,12 @@ func part(r sharing.Reason, cbp bool) string {
 // claims more, every reason names how the user receives it, and the
 // explanation agrees with the materialized level.
 func TestExplainIsComplete(t *testing.T) {
-	ctx := context.Background()
-	pool := testdb.Migrated(t)
+	t.Parallel()
+	b := setup(t)
 	for seed := 0; seed < 3; seed++ {
 		m := oracle.RandomModel(rand.New(rand.NewPCG(uint64(seed), 7)), 30)
-		importModel(t, ctx, pool, m, nil)
-		if _, err := engine.Full(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
-			t.Fatal(err)
-		}
+		b.importModel(t, m, nil)
+		b.full(t, engine.Options{})
 		breakdown := oracle.Breakdown(m)
 		cbp := map[string]bool{}
 		for _, o := range m.Objects {
@@ -50,7 +44,7 @@ func TestExplainIsComplete(t *testing.T) {
 		}
 		for _, r := range m.Records {
 			for _, u := range m.Users {
-				e, err := engine.Explain(ctx, pool, u.ID, r.ID)
+				e, err := engine.Explain(b.ctx, b.pool, u.ID, r.ID)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -1,7 +1,6 @@
 package engine_test
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -10,10 +9,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/engine"
-	"github.com/recalc-dev/recalc/internal/model"
-	"github.com/recalc-dev/recalc/internal/oracle"
 	"github.com/recalc-dev/recalc/internal/store"
-	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/internal/testkit"
 )
 
 // TestUnableToLockRow holds a record's row lock in another transaction: the
@@ -21,16 +18,11 @@ import (
 // is unfinished, imports are refused; once the lock is gone, the next run
 // resumes the job and finishes it.
 func TestUnableToLockRow(t *testing.T) {
-	ctx := context.Background()
-	pool := testdb.Migrated(t)
-	cur := mustImport(t, ctx, pool, nil, minimalOrg())
-	if _, err := engine.Run(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pool.Exec(ctx, `UPDATE recalc.record SET owner = 'u2' WHERE id = 'a007'`); err != nil {
-		t.Fatal(err)
-	}
-	cur.Records[3*7].Owner = "u2" // a007: each account is followed by its two cases
+	t.Parallel()
+	b := setupOrg(t, minimalOrg(), engine.Options{})
+	ctx, pool := b.ctx, b.pool
+	b.exec(t, `UPDATE recalc.record SET owner = 'u2' WHERE id = 'a007'`)
+	b.cur.Records[3*7].Owner = "u2" // a007: each account is followed by its two cases
 
 	holder, err := pool.Begin(ctx)
 	if err != nil {
@@ -44,7 +36,7 @@ func TestUnableToLockRow(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "UNABLE_TO_LOCK_ROW") || !strings.Contains(err.Error(), "chunk 0") {
 		t.Fatalf("run under a held row lock: %v, want UNABLE_TO_LOCK_ROW naming chunk 0", err)
 	}
-	_, err = store.Import(ctx, pool, strings.NewReader(`{"users": []}`), model.DefaultLimits(), zerolog.Nop(), nil)
+	_, err = testkit.ImportString(ctx, pool, `{"users": []}`)
 	var busy *store.BusyError
 	if !errors.As(err, &busy) || !strings.Contains(err.Error(), "recalc run") {
 		t.Fatalf("import during an unfinished job: %v, want a busy error that says to run recalc run", err)
@@ -59,9 +51,7 @@ func TestUnableToLockRow(t *testing.T) {
 	if rep.Kind != "incremental" || rep.Records != 3 {
 		t.Errorf("resumed job: %+v, want the incremental job of a007's family (3 records)", rep)
 	}
-	if got, want := accessCSV(t, ctx, pool), oracle.CSV(oracle.Access(cur)); got != want {
-		t.Fatalf("access differs from the oracle\n%s", oracle.Diff(want, got))
-	}
+	b.checkOracle(t, "after the resumed job")
 	var failed int
 	_ = pool.QueryRow(ctx, `SELECT count(*) FROM recalc.job WHERE status <> 'done'`).Scan(&failed)
 	if failed != 0 {

@@ -1,19 +1,13 @@
 package engine_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/engine"
-	"github.com/recalc-dev/recalc/internal/model"
-	"github.com/recalc-dev/recalc/internal/oracle"
-	"github.com/recalc-dev/recalc/internal/store"
-	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
 // minimalOrg has 100 accounts, each with two cases. Account tier cycles
@@ -41,12 +35,8 @@ func minimalOrg() string {
 // the counts the run reports, that it rewrote no more than that change means,
 // and that access still equals the oracle's.
 func TestMinimalRecalculation(t *testing.T) {
-	ctx := context.Background()
-	pool := testdb.Migrated(t)
-	cur := mustImport(t, ctx, pool, nil, minimalOrg())
-	if _, err := engine.Run(ctx, pool, engine.Options{Workers: 2, ChunkSize: 10}, zerolog.Nop()); err != nil {
-		t.Fatal(err)
-	}
+	t.Parallel()
+	b := setupOrg(t, minimalOrg(), engine.Options{Workers: 2, ChunkSize: 10})
 	for _, tc := range []struct {
 		name    string
 		file    string
@@ -65,16 +55,13 @@ func TestMinimalRecalculation(t *testing.T) {
 		{"role child access changed", `{"roles":[{"id":"ceo"},{"id":"vp","parent":"ceo","case_access":"edit"},{"id":"rep","parent":"ops"},{"id":"ops","parent":"ceo"}]}`, 75, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cur = mustImport(t, ctx, pool, cur, tc.file)
-			rep, err := engine.Run(ctx, pool, engine.Options{Workers: 2, ChunkSize: 10}, zerolog.Nop())
-			if err != nil {
-				t.Fatal(err)
-			}
+			b.importFile(t, tc.file)
+			rep := b.run(t, engine.Options{Workers: 2, ChunkSize: 10})
 			if rep.Kind != "incremental" {
-				t.Fatalf("ran a %s job, want incremental; plan: %s", rep.Kind, lastPlan(ctx, pool))
+				t.Fatalf("ran a %s job, want incremental; plan: %s", rep.Kind, b.lastPlan())
 			}
 			if rep.Records != tc.records {
-				t.Errorf("recomputed %d records, want %d; plan: %s", rep.Records, tc.records, lastPlan(ctx, pool))
+				t.Errorf("recomputed %d records, want %d; plan: %s", rep.Records, tc.records, b.lastPlan())
 			}
 			written := rep.RowsAdded + rep.RowsRemoved + rep.RowsUpdated
 			if !tc.rows && written != 0 {
@@ -86,27 +73,12 @@ func TestMinimalRecalculation(t *testing.T) {
 			if got := rep.ClosureAdded + rep.ClosureRemoved; tc.closure != (got > 0) {
 				t.Errorf("closure entries written: %d, want some: %v", got, tc.closure)
 			}
-			if got, want := accessCSV(t, ctx, pool), oracle.CSV(oracle.Access(cur)); got != want {
-				t.Fatalf("access differs from the oracle\n%s", oracle.Diff(want, got))
-			}
+			b.checkOracle(t, "after the change")
 		})
 	}
 	// A run with nothing changed does nothing.
-	rep, err := engine.Run(ctx, pool, engine.Options{}, zerolog.Nop())
+	rep, err := engine.Run(b.ctx, b.pool, engine.Options{}, zerolog.Nop())
 	if err != nil || !rep.Nothing {
 		t.Errorf("run after no change: %+v, %v; want nothing to do", rep, err)
 	}
-}
-
-// mustImport imports file over the stored model prev and returns the merged model.
-func mustImport(t *testing.T, ctx context.Context, pool *pgxpool.Pool, prev *model.Model, file string) *model.Model {
-	t.Helper()
-	m, f, err := model.Parse(strings.NewReader(file))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.Import(ctx, pool, strings.NewReader(file), model.DefaultLimits(), zerolog.Nop(), nil); err != nil {
-		t.Fatal(err)
-	}
-	return oracle.Merge(prev, m, f)
 }

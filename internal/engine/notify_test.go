@@ -19,7 +19,6 @@ import (
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/notify"
 	"github.com/recalc-dev/recalc/internal/queue"
-	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
 type payload struct {
@@ -66,9 +65,10 @@ func nextPayload(t *testing.T, ctx context.Context, conn *pgxpool.Conn) payload 
 // NOTIFY with their JSON payload, a webhook POST (retried after a failure)
 // and an email through an SMTP relay.
 func TestCompletionNotifications(t *testing.T) {
-	ctx := context.Background()
-	pool := testdb.Migrated(t)
-	mustImport(t, ctx, pool, nil, minimalOrg())
+	t.Parallel()
+	b := setup(t)
+	b.importFile(t, minimalOrg())
+	ctx, pool := b.ctx, b.pool
 	conn := listen(t, ctx, pool)
 
 	var mu sync.Mutex

@@ -12,16 +12,19 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/access"
+	"github.com/recalc-dev/recalc/internal/dburl"
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
 	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/internal/testkit"
 	"github.com/recalc-dev/recalc/schema"
 )
 
 // TestLeastPrivilegeRole runs init, import and a full run as the role the
 // README documents: no superuser, no CREATEDB, owner of the recalc schema only.
 func TestLeastPrivilegeRole(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	url := testdb.New(t)
 	var b [4]byte
@@ -53,7 +56,7 @@ func TestLeastPrivilegeRole(t *testing.T) {
 			t.Errorf("drop role: %v", err)
 		}
 	})
-	pool, err := pgxpool.New(ctx, testdb.WithUser(url, role))
+	pool, err := pgxpool.New(ctx, dburl.WithUser(url, role))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,15 +69,13 @@ func TestLeastPrivilegeRole(t *testing.T) {
 		t.Fatalf("init as %s: %v", role, err)
 	}
 	m := oracle.RandomModel(rand.New(rand.NewPCG(7, 7)), 40)
-	importModel(t, ctx, pool, m, nil)
+	testkit.ImportModel(t, ctx, pool, m, nil)
 	for i := 0; i < 2; i++ { // twice: the second full run swaps out tables the first created
 		if _, err := engine.Full(ctx, pool, engine.Options{Workers: 2, ChunkSize: 10}, zerolog.Nop()); err != nil {
 			t.Fatalf("full run as %s: %v", role, err)
 		}
 	}
-	if got, want := accessCSV(t, ctx, pool), oracle.CSV(oracle.Access(m)); got != want {
-		t.Fatalf("access as %s differs from the oracle\n%s", role, oracle.Diff(want, got))
-	}
+	testkit.CheckOracle(t, ctx, pool, m, "as "+role)
 
 	// An application role with privileges on recalc.record only changes an
 	// owner with plain SQL; the capture trigger runs with its owner's rights.
@@ -94,7 +95,7 @@ func TestLeastPrivilegeRole(t *testing.T) {
 			c.Close(ctx)
 		}
 	})
-	appConn, err := pgx.Connect(ctx, testdb.WithUser(url, app))
+	appConn, err := pgx.Connect(ctx, dburl.WithUser(url, app))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +122,5 @@ func TestLeastPrivilegeRole(t *testing.T) {
 	if _, err := engine.Run(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
 		t.Fatalf("run as %s: %v", role, err)
 	}
-	if got, want := accessCSV(t, ctx, pool), oracle.CSV(oracle.Access(m)); got != want {
-		t.Fatalf("after the application's update, access differs from the oracle\n%s", oracle.Diff(want, got))
-	}
+	testkit.CheckOracle(t, ctx, pool, m, "after the application's update")
 }

@@ -1,131 +1,127 @@
 package engine_test
 
 import (
-	"bytes"
-	"context"
 	"math/rand/v2"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
-	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/internal/testkit"
 )
 
-// seeds is how many random models a property test tries: RECALC_SEEDS, or
-// def. RECALC_SEED_START sets the first seed, to replay a failure.
-func seeds(def int) int {
-	if n, err := strconv.Atoi(os.Getenv("RECALC_SEEDS")); err == nil && n > 0 {
-		return n
-	}
-	return def
-}
-
-func importModel(t *testing.T, ctx context.Context, pool *pgxpool.Pool, m *model.Model, present []string) {
-	t.Helper()
-	var buf bytes.Buffer
-	if err := model.Encode(&buf, m, present); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.Import(ctx, pool, &buf, model.DefaultLimits(), zerolog.Nop(), nil); err != nil {
-		t.Fatalf("import: %v", err)
-	}
-}
-
-func accessCSV(t *testing.T, ctx context.Context, pool *pgxpool.Pool) string {
-	t.Helper()
-	var out strings.Builder
-	if err := access.WriteCSV(ctx, pool, &out); err != nil {
-		t.Fatal(err)
-	}
-	return out.String()
-}
+// shardSeeds is how many seeds of TestIncrementalMatchesFullAndOracle one
+// parallel subtest runs, on a database of its own.
+const shardSeeds = 20
 
 // TestIncrementalMatchesFullAndOracle imports random models and random
 // multi-step change sequences. After every step an incremental run must give
 // the oracle's access, and a full run afterwards must find the materialized
 // tables already identical, row for row.
+//
+// Each seed's model is imported over the last one's. The seeds run in
+// shards, in parallel: a shard starts from the model the seed before it
+// left, which it computes without a database (the steps are a function of
+// the seed and that model) and imports whole.
 func TestIncrementalMatchesFullAndOracle(t *testing.T) {
-	ctx, pool := context.Background(), testdb.Migrated(t)
+	t.Parallel()
+	first, n := testkit.Seeds("RECALC", 200, 0)
 	opt := engine.Options{Workers: 2, ChunkSize: 7} // small chunks: families must stay whole across many
-	first, _ := strconv.Atoi(os.Getenv("RECALC_SEED_START"))
-	var cur *model.Model // what is stored: each seed's model is imported over the last one's
-	for seed := first; seed < first+seeds(200); seed++ {
-		rng := rand.New(rand.NewPCG(uint64(seed), 0x5eed))
-		fresh := oracle.RandomModel(rng, 10+rng.IntN(50))
-		importModel(t, ctx, pool, fresh, nil)
-		cur = oracle.Merge(cur, fresh, everySection)
-		if _, err := cur.Validate(); err != nil {
-			t.Fatalf("seed %d: generator made an invalid model: %v", seed, err)
+	testkit.Shards(t, first, n, shardSeeds, func(t *testing.T, from, to int) {
+		b := setup(t)
+		if from > first {
+			b.cur = testkit.StoredBefore(first, from, func(seed int, prev *model.Model) *model.Model {
+				steps := propertySteps(seed, prev)
+				return steps[len(steps)-1].cur
+			})
+			b.importModel(t, b.cur, nil)
+			b.run(t, opt)
 		}
-		for step := 0; step < 5; step++ {
-			if step > 0 {
-				next, file := oracle.Mutate(rng, cur)
-				importModel(t, ctx, pool, next, file.Present())
-				cur = oracle.Merge(cur, next, file)
-				if _, err := cur.Validate(); err != nil {
-					t.Fatalf("seed %d step %d: merged model invalid: %v", seed, step, err)
+		for seed := from; seed < to; seed++ {
+			for i, s := range propertySteps(seed, b.cur) {
+				b.importModel(t, s.file, s.present)
+				b.cur = s.cur
+				if _, err := b.cur.Validate(); err != nil {
+					t.Fatalf("seed %d step %d: the merged model is invalid: %v", seed, i, err)
+				}
+				if _, err := engine.Run(b.ctx, b.pool, opt, zerolog.Nop()); err != nil {
+					t.Fatalf("seed %d step %d: run: %v", seed, i, err)
+				}
+				rows := oracle.Access(b.cur)
+				want := oracle.CSV(rows)
+				if got := b.access(t); got != want {
+					t.Fatalf("seed %d step %d: access differs from the oracle\n%s\nplan: %s", seed, i, oracle.Diff(want, got), b.lastPlan())
+				}
+				checkAccessLevel(t, b, rows, s.samples)
+				incremental := testdb.Materialized(t, b.pool)
+				if _, err := engine.Full(b.ctx, b.pool, opt, zerolog.Nop()); err != nil {
+					t.Fatalf("seed %d step %d: full run: %v", seed, i, err)
+				}
+				if full := testdb.Materialized(t, b.pool); full != incremental {
+					t.Fatalf("seed %d step %d: incremental tables differ from a full run\n%s", seed, i, oracle.Diff(full, incremental))
 				}
 			}
-			if _, err := engine.Run(ctx, pool, opt, zerolog.Nop()); err != nil {
-				t.Fatalf("seed %d step %d: run: %v", seed, step, err)
-			}
-			want := oracle.CSV(oracle.Access(cur))
-			if got := accessCSV(t, ctx, pool); got != want {
-				t.Fatalf("seed %d step %d: access differs from the oracle\n%s\nplan: %s", seed, step, oracle.Diff(want, got), lastPlan(ctx, pool))
-			}
-			checkAccessLevel(t, ctx, pool, rng, cur)
-			incremental := testdb.Materialized(t, pool)
-			if _, err := engine.Full(ctx, pool, opt, zerolog.Nop()); err != nil {
-				t.Fatalf("seed %d step %d: full run: %v", seed, step, err)
-			}
-			if full := testdb.Materialized(t, pool); full != incremental {
-				t.Fatalf("seed %d step %d: incremental tables differ from a full run\n%s", seed, step, oracle.Diff(full, incremental))
-			}
 		}
-	}
+	})
 }
 
-// everySection says a file holds every section.
-var everySection = &model.File{Config: model.Config{Objects: []model.Object{}, Roles: []model.Role{}, Users: []model.User{},
-	Groups: []model.Group{}, Territories: []model.Territory{}, Rules: []model.Rule{}}, HasRecords: true, HasShares: true, HasTeams: true}
-
-// lastPlan returns the plan of the newest job, for failure messages.
-func lastPlan(ctx context.Context, pool *pgxpool.Pool) string {
-	var plan string
-	_ = pool.QueryRow(ctx, `SELECT kind || ' ' || plan::text FROM recalc.job ORDER BY id DESC LIMIT 1`).Scan(&plan)
-	return plan
+// propertyStep is one import of a property test's seed.
+type propertyStep struct {
+	file    *model.Model
+	present []string     // the file's sections (nil: every one)
+	cur     *model.Model // the model stored after the import
+	samples [][2]string  // (user, record) pairs to ask recalc.access_level about
 }
 
-// checkAccessLevel asks recalc.access_level, the one-query SQL function, about
-// random (user, record) pairs, inactive and unknown users included, and holds
-// it to the oracle.
-func checkAccessLevel(t *testing.T, ctx context.Context, pool *pgxpool.Pool, rng *rand.Rand, m *model.Model) {
-	t.Helper()
-	want := map[[2]string]model.Level{}
-	for _, r := range oracle.Access(m) {
-		want[[2]string{r.User, r.Record}] = r.Level
+// propertySteps generates seed's steps over the stored model prev: a fresh
+// random model with every section, then four random changes.
+func propertySteps(seed int, prev *model.Model) []propertyStep {
+	rng := rand.New(rand.NewPCG(uint64(seed), 0x5eed))
+	fresh := oracle.RandomModel(rng, 10+rng.IntN(50))
+	cur := oracle.Merge(prev, fresh, testkit.EverySection())
+	steps := []propertyStep{{file: fresh, cur: cur, samples: accessSamples(rng, cur)}}
+	for len(steps) < 5 {
+		next, file := oracle.Mutate(rng, cur)
+		cur = oracle.Merge(cur, next, file)
+		steps = append(steps, propertyStep{file: next, present: file.Present(), cur: cur, samples: accessSamples(rng, cur)})
 	}
+	return steps
+}
+
+// accessSamples picks 30 random (user, record) pairs of m, inactive and
+// unknown users included.
+func accessSamples(rng *rand.Rand, m *model.Model) [][2]string {
+	var out [][2]string
 	for i := 0; i < 30 && len(m.Records) > 0; i++ {
 		rec := m.Records[rng.IntN(len(m.Records))].ID
 		user := "nobody"
 		if len(m.Users) > 0 && rng.IntN(10) > 0 {
 			user = m.Users[rng.IntN(len(m.Users))].ID
 		}
-		got, err := access.Level(ctx, pool, user, rec)
+		out = append(out, [2]string{user, rec})
+	}
+	return out
+}
+
+// checkAccessLevel asks recalc.access_level, the one-query SQL function,
+// about pairs of users and records, and holds it to the oracle's rows.
+func checkAccessLevel(t *testing.T, b *bundle, rows []oracle.Row, pairs [][2]string) {
+	t.Helper()
+	want := map[[2]string]model.Level{}
+	for _, r := range rows {
+		want[[2]string{r.User, r.Record}] = r.Level
+	}
+	for _, p := range pairs {
+		got, err := access.Level(b.ctx, b.pool, p[0], p[1])
 		if err != nil {
 			t.Fatal(err)
 		}
-		if w := want[[2]string{user, rec}].String(); got != w {
-			t.Fatalf("access_level(%s, %s) = %s, oracle says %s", user, rec, got, w)
+		if w := want[p].String(); got != w {
+			t.Fatalf("access_level(%s, %s) = %s, oracle says %s", p[0], p[1], got, w)
 		}
 	}
 }
@@ -134,37 +130,38 @@ func checkAccessLevel(t *testing.T, ctx context.Context, pool *pgxpool.Pool, rng
 // tables computed from an older model (records since deleted included),
 // leaves exactly what a blue/green full run builds, and the oracle's access.
 func TestInPlaceFullMatchesBlueGreen(t *testing.T) {
-	ctx, pool := context.Background(), testdb.Migrated(t)
+	t.Parallel()
+	b := setup(t)
 	opt := engine.Options{Workers: 2, ChunkSize: 5}
-	var cur *model.Model
-	for seed := 0; seed < seeds(40); seed++ {
+	first, n := testkit.Seeds("RECALC", 40, 0)
+	for seed := first; seed < first+n; seed++ {
 		rng := rand.New(rand.NewPCG(uint64(seed), 0x1a9ace))
 		fresh := oracle.RandomModel(rng, 10+rng.IntN(40))
-		importModel(t, ctx, pool, fresh, nil)
-		cur = oracle.Merge(cur, fresh, everySection)
-		if _, err := engine.Run(ctx, pool, opt, zerolog.Nop()); err != nil {
+		b.importModel(t, fresh, nil)
+		b.cur = oracle.Merge(b.cur, fresh, testkit.EverySection())
+		if _, err := engine.Run(b.ctx, b.pool, opt, zerolog.Nop()); err != nil {
 			t.Fatalf("seed %d: run: %v", seed, err)
 		}
-		next, file := oracle.Mutate(rng, cur)
-		importModel(t, ctx, pool, next, file.Present())
-		cur = oracle.Merge(cur, next, file)
+		next, file := oracle.Mutate(rng, b.cur)
+		b.importModel(t, next, file.Present())
+		b.cur = oracle.Merge(b.cur, next, file)
 		inPlace := opt
 		inPlace.InPlace = true
-		rep, err := engine.Full(ctx, pool, inPlace, zerolog.Nop())
+		rep, err := engine.Full(b.ctx, b.pool, inPlace, zerolog.Nop())
 		if err != nil {
 			t.Fatalf("seed %d: in-place full run: %v", seed, err)
 		}
 		if rep.Kind != "incremental" {
 			t.Fatalf("seed %d: an in-place full run made a %q job", seed, rep.Kind)
 		}
-		if want, got := oracle.CSV(oracle.Access(cur)), accessCSV(t, ctx, pool); got != want {
+		if want, got := oracle.CSV(oracle.Access(b.cur)), b.access(t); got != want {
 			t.Fatalf("seed %d: in-place access differs from the oracle\n%s", seed, oracle.Diff(want, got))
 		}
-		got := testdb.Materialized(t, pool)
-		if _, err := engine.Full(ctx, pool, opt, zerolog.Nop()); err != nil {
+		got := testdb.Materialized(t, b.pool)
+		if _, err := engine.Full(b.ctx, b.pool, opt, zerolog.Nop()); err != nil {
 			t.Fatalf("seed %d: full run: %v", seed, err)
 		}
-		if want := testdb.Materialized(t, pool); got != want {
+		if want := testdb.Materialized(t, b.pool); got != want {
 			t.Fatalf("seed %d: in-place tables differ from a blue/green full run\n%s", seed, oracle.Diff(want, got))
 		}
 	}

@@ -56,13 +56,7 @@ func raceOrg(accounts int) string {
 // racePool is a fresh database holding raceOrg(12), recalculated once.
 func racePool(t *testing.T) *pgxpool.Pool {
 	t.Helper()
-	ctx := context.Background()
-	pool := testdb.Migrated(t)
-	mustImport(t, ctx, pool, nil, raceOrg(12))
-	if _, err := engine.Run(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
-		t.Fatalf("first run: %v", err)
-	}
-	return pool
+	return setupOrg(t, raceOrg(12), engine.Options{}).pool
 }
 
 // connect opens a connection of its own on pool's database, as an

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/jackc/pgx/v5"
@@ -54,8 +55,36 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zero
 		}
 		return nil, err
 	}
+	v, err := loadVerification(ctx, pool, opt)
+	if err != nil {
+		return nil, err
+	}
+	rep := &VerifyReport{Families: len(v.roots), Skipped: len(v.pending), Repaired: opt.Repair}
+	if rep.ShareRows, rep.RecordRows, err = v.families(ctx, pool); err != nil {
+		return nil, fmt.Errorf("verify families: %w", err)
+	}
+	if rep.ClosureMissing, rep.ClosureExtra, err = v.closure(ctx, pool); err != nil {
+		return nil, fmt.Errorf("verify closure: %w", err)
+	}
+	log.Info().Int("families", rep.Families).Int("skipped_pending", rep.Skipped).Bool("drift", rep.Drift()).
+		Bool("repaired", rep.Repaired && rep.Drift()).Msg("verify done")
+	return rep, nil
+}
+
+// verification is what Verify compares: the families to check, the
+// configurations each side was computed from, and the dictionaries.
+type verification struct {
+	opt               VerifyOptions
+	rules, closureOrg *sharing.Org
+	dict              *sharetable.Dict
+	pending, roots    []string // families skipped, and those checked
+}
+
+// loadVerification reads the applied configurations and the families with
+// pending changes, then lists the families to check.
+func loadVerification(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions) (*verification, error) {
+	v := &verification{opt: opt}
 	var rules, closure []byte
-	var pending []string
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		var err error
 		if rules, err = store.AppliedConfig(ctx, tx, store.SideRules); err != nil {
@@ -72,12 +101,7 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zero
 		if err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `SELECT root_id FROM recalc.record WHERE id = ANY($1) AND root_id IS NOT NULL
-			UNION SELECT root_id FROM recalc.acl_record WHERE id = ANY($1)`, ids)
-		if err != nil {
-			return err
-		}
-		pending, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		v.pending, err = sharetable.RootsOfRecords(ctx, tx, ids)
 		return err
 	})
 	if err != nil {
@@ -86,50 +110,30 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zero
 	if string(rules) == "{}" {
 		return nil, fmt.Errorf("nothing has been recalculated yet: run `recalc run`")
 	}
-	rulesOrg, err := sharing.DecodeOrg(rules)
-	if err != nil {
+	if v.rules, err = sharing.DecodeOrg(rules); err != nil {
 		return nil, err
 	}
-	closureOrg, err := sharing.DecodeOrg(closure)
-	if err != nil {
+	if v.closureOrg, err = sharing.DecodeOrg(closure); err != nil {
 		return nil, err
 	}
-	dict, err := sharetable.LoadDict(ctx, pool)
-	if err != nil {
+	if v.dict, err = sharetable.LoadDict(ctx, pool); err != nil {
 		return nil, err
 	}
-	order, limit := "root_id", "ALL"
-	if opt.Sample > 0 {
-		order, limit = "random()", fmt.Sprint(opt.Sample)
-	}
-	rows, err := pool.Query(ctx, `SELECT root_id FROM (SELECT root_id FROM recalc.record UNION SELECT root_id FROM recalc.acl_record) r
-		WHERE root_id IS NOT NULL AND root_id <> ALL($1) ORDER BY `+order+` LIMIT `+limit, pending)
-	if err != nil {
+	if v.roots, err = sharetable.FamilyRoots(ctx, pool, v.pending, opt.Sample); err != nil {
 		return nil, fmt.Errorf("list families: %w", err)
 	}
-	roots, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("list families: %w", err)
-	}
-	rep := &VerifyReport{Families: len(roots), Skipped: len(pending), Repaired: opt.Repair}
+	return v, nil
+}
+
+// families compares the families to check, familiesPerChunk at a time,
+// and repairs them when asked to. It returns the share rows that differ, by
+// object and cause, and the number of record rows that differ.
+func (v *verification) families(ctx context.Context, pool *pgxpool.Pool) ([]sharetable.DiffCount, int64, error) {
 	counts := map[[2]string]*sharetable.DiffCount{}
-	for lo := 0; lo < len(roots); lo += familiesPerChunk {
-		chunk := roots[lo:min(lo+familiesPerChunk, len(roots))]
+	var recordRows int64
+	for chunk := range slices.Chunk(v.roots, familiesPerChunk) {
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-			var rids []int64
-			var err error
-			if opt.Repair {
-				if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
-					return err
-				}
-				rids, err = sharetable.LockFamilies(ctx, tx, chunk)
-			} else {
-				rids, err = sharetable.FamilyRIDs(ctx, tx, chunk)
-			}
-			if err != nil {
-				return err
-			}
-			diff, err := sharetable.DiffFamilies(ctx, tx, rulesOrg, dict, chunk, rids)
+			diff, err := v.diffFamilies(ctx, tx, chunk)
 			if err != nil {
 				return err
 			}
@@ -141,30 +145,56 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zero
 				counts[k].Extra += c.Extra
 				counts[k].Wrong += c.Wrong
 			}
-			rep.RecordRows += diff.RecordRowsDiffer
-			if opt.Repair && !diff.Empty() {
+			recordRows += diff.RecordRowsDiffer
+			if v.opt.Repair && !diff.Empty() {
 				_, err = diff.Apply(ctx, tx)
 			}
 			return err
 		})
 		if err != nil {
-			return nil, fmt.Errorf("verify families: %w", err)
+			return nil, 0, err
 		}
 	}
+	var out []sharetable.DiffCount
 	for _, c := range counts {
-		rep.ShareRows = append(rep.ShareRows, *c)
+		out = append(out, *c)
 	}
-	sort.Slice(rep.ShareRows, func(i, j int) bool {
-		a, b := rep.ShareRows[i], rep.ShareRows[j]
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
 		return a.Object < b.Object || a.Object == b.Object && a.Cause < b.Cause
 	})
+	return out, recordRows, nil
+}
+
+// diffFamilies compares one chunk of families inside tx, under the same
+// row locks as a job when repairing.
+func (v *verification) diffFamilies(ctx context.Context, tx pgx.Tx, roots []string) (*sharetable.FamilyDiff, error) {
+	var rids []int64
+	var err error
+	if v.opt.Repair {
+		if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
+			return nil, err
+		}
+		rids, err = sharetable.LockFamilies(ctx, tx, roots)
+	} else {
+		rids, err = sharetable.FamilyRIDs(ctx, tx, roots)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return sharetable.DiffFamilies(ctx, tx, v.rules, v.dict, roots, rids)
+}
+
+// closure compares the stored closure with the applied configuration's,
+// and repairs it when asked to. It returns the entries missing and extra.
+func (v *verification) closure(ctx context.Context, pool *pgxpool.Pool) (missing, extra int64, err error) {
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		diff, err := sharetable.DiffClosureOf(ctx, tx, closureOrg, dict)
+		diff, err := sharetable.DiffClosureOf(ctx, tx, v.closureOrg, v.dict)
 		if err != nil {
 			return err
 		}
-		rep.ClosureMissing, rep.ClosureExtra = diff.Missing(), diff.Extra()
-		if opt.Repair && rep.ClosureMissing+rep.ClosureExtra > 0 {
+		missing, extra = diff.Missing(), diff.Extra()
+		if v.opt.Repair && missing+extra > 0 {
 			if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
 				return err
 			}
@@ -172,10 +202,5 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zero
 		}
 		return err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("verify closure: %w", err)
-	}
-	log.Info().Int("families", rep.Families).Int("skipped_pending", rep.Skipped).Bool("drift", rep.Drift()).
-		Bool("repaired", rep.Repaired && rep.Drift()).Msg("verify done")
-	return rep, nil
+	return missing, extra, err
 }

@@ -1,14 +1,11 @@
 package engine_test
 
 import (
-	"context"
 	"testing"
 
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/engine"
-	"github.com/recalc-dev/recalc/internal/oracle"
-	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
 // TestVerifyAndRepair corrupts the materialized tables by hand (a deleted
@@ -16,12 +13,9 @@ import (
 // reports each by object and cause, repair removes them, and a second
 // verify finds nothing.
 func TestVerifyAndRepair(t *testing.T) {
-	ctx := context.Background()
-	pool := testdb.Migrated(t)
-	cur := mustImport(t, ctx, pool, nil, minimalOrg())
-	if _, err := engine.Run(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
-		t.Fatal(err)
-	}
+	t.Parallel()
+	b := setupOrg(t, minimalOrg(), engine.Options{})
+	ctx, pool := b.ctx, b.pool
 	rep, err := engine.Verify(ctx, pool, engine.VerifyOptions{}, zerolog.Nop())
 	if err != nil || rep.Drift() || rep.Families != 100 {
 		t.Fatalf("verify of fresh tables: %+v, %v; want 100 families, no drift", rep, err)
@@ -68,7 +62,5 @@ func TestVerifyAndRepair(t *testing.T) {
 	if err != nil || rep.Drift() {
 		t.Fatalf("verify after repair: %+v, %v; want no drift", rep, err)
 	}
-	if got, want := accessCSV(t, ctx, pool), oracle.CSV(oracle.Access(cur)); got != want {
-		t.Fatalf("after repair, access differs from the oracle\n%s", oracle.Diff(want, got))
-	}
+	b.checkOracle(t, "after repair")
 }

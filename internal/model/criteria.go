@@ -379,34 +379,24 @@ func (p *logicParser) next() {
 	p.tok = p.src[start:p.pos]
 }
 
-func (p *logicParser) or(depth int) (*Expr, error) {
-	l, err := p.and(depth)
-	if err != nil {
-		return nil, err
-	}
-	for strings.EqualFold(p.tok, "OR") {
-		p.next()
-		r, err := p.and(depth)
-		if err != nil {
-			return nil, err
-		}
-		l = &Expr{op: '|', l: l, r: r}
-	}
-	return l, nil
-}
+func (p *logicParser) or(depth int) (*Expr, error) { return p.binary(depth, "OR", '|', p.and) }
 
-func (p *logicParser) and(depth int) (*Expr, error) {
-	l, err := p.unary(depth)
+func (p *logicParser) and(depth int) (*Expr, error) { return p.binary(depth, "AND", '&', p.unary) }
+
+// binary parses operands (with operand) joined by keyword, left to right,
+// into op nodes.
+func (p *logicParser) binary(depth int, keyword string, op byte, operand func(int) (*Expr, error)) (*Expr, error) {
+	l, err := operand(depth)
 	if err != nil {
 		return nil, err
 	}
-	for strings.EqualFold(p.tok, "AND") {
+	for strings.EqualFold(p.tok, keyword) {
 		p.next()
-		r, err := p.unary(depth)
+		r, err := operand(depth)
 		if err != nil {
 			return nil, err
 		}
-		l = &Expr{op: '&', l: l, r: r}
+		l = &Expr{op: op, l: l, r: r}
 	}
 	return l, nil
 }

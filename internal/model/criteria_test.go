@@ -7,6 +7,7 @@ import (
 )
 
 func TestConditionMatch(t *testing.T) {
+	t.Parallel()
 	fields := Fields{
 		"s":     Str("Tech"),
 		"lower": Str("tech"),
@@ -147,6 +148,7 @@ func boolCriteria(n int, bits int) ([]Condition, Fields) {
 }
 
 func TestLogicSemantics(t *testing.T) {
+	t.Parallel()
 	type env func(int) bool
 	cases := []struct {
 		logic string
@@ -190,6 +192,7 @@ func TestLogicSemantics(t *testing.T) {
 }
 
 func TestLogicString(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"1":                  "1",
 		"1 OR 2 AND 3":       "(1 OR (2 AND 3))",
@@ -210,6 +213,7 @@ func TestLogicString(t *testing.T) {
 }
 
 func TestLogicErrors(t *testing.T) {
+	t.Parallel()
 	for _, in := range []string{
 		"1 AND", "AND 1", "OR", "NOT", "(1", "1)", "()", "(", ")", "1 2", "1 AND AND 2",
 		"1 XOR 2", "1 && 2", "1 | 2", "1 AND NOT", "4", "0", "1 OR 4", "-1", "1.5", "1e1",
@@ -223,6 +227,7 @@ func TestLogicErrors(t *testing.T) {
 }
 
 func TestNewCriteriaErrors(t *testing.T) {
+	t.Parallel()
 	ok := Condition{Field: "f", Op: OpEquals, Value: Str("x")}
 	for name, tc := range map[string]struct {
 		conds []Condition

@@ -624,36 +624,8 @@ type rawRule struct {
 func (r rawRule) id() string { return r.ID }
 
 func ruleFromRaw(r *rawRule, lim *Limits) (Rule, error) {
-	if err := lim.checkIDs([]string{"id", "object", "type", "access"}, &r.ID, &r.Object, &r.Type, &r.Access); err != nil {
+	if err := r.checkLimits(lim); err != nil {
 		return Rule{}, err
-	}
-	if err := lim.checkGrantee("target", r.Target); err != nil {
-		return Rule{}, err
-	}
-	if r.Source != nil {
-		if err := lim.checkGrantee("source", *r.Source); err != nil {
-			return Rule{}, err
-		}
-	}
-	if err := r.rawChild.check(lim); err != nil {
-		return Rule{}, err
-	}
-	if c := r.Criteria; c != nil {
-		if err := over(int64(len(c.Conditions)), lim.Conditions, LimitConditions,
-			fmt.Sprintf("%d conditions", len(c.Conditions)), "conditions"); err != nil {
-			return Rule{}, err
-		}
-		if c.Logic != nil {
-			if err := over(int64(len(*c.Logic)), lim.LogicChars, LimitLogicChars,
-				fmt.Sprintf("filter logic of %d characters", len(*c.Logic)), "characters"); err != nil {
-				return Rule{}, err
-			}
-		}
-		for i, cond := range c.Conditions {
-			if !lim.idOK(cond.Field) || !lim.idOK(cond.Op) {
-				return Rule{}, lim.checkIDs([]string{fmt.Sprintf("condition %d: field", i+1), fmt.Sprintf("condition %d: op", i+1)}, &cond.Field, &cond.Op)
-			}
-		}
 	}
 	rule := Rule{ID: r.ID, Object: r.Object}
 	if r.ID == "" {
@@ -698,33 +670,78 @@ func ruleFromRaw(r *rawRule, lim *Limits) (Rule, error) {
 		if r.Criteria == nil {
 			return rule, fmt.Errorf("a criteria rule needs criteria")
 		}
-		conds := make([]Condition, len(r.Criteria.Conditions))
-		for i, c := range r.Criteria.Conditions {
-			op, ok := ParseOp(c.Op)
-			if !ok {
-				return rule, fmt.Errorf("condition %d: unknown op %q (known: %s)", i+1, c.Op, strings.Join(opNames[:], ", "))
-			}
-			if c.Field == "" {
-				return rule, fmt.Errorf("condition %d: field is required", i+1)
-			}
-			conds[i] = Condition{Field: c.Field, Op: op}
-			if len(c.Value) == 0 {
-				return rule, fmt.Errorf("condition %d: value is required", i+1)
-			}
-			if err := conds[i].Value.UnmarshalJSON(c.Value); err != nil {
-				return rule, fmt.Errorf("condition %d: value %w", i+1, err)
-			}
-			if err := lim.checkValue(fmt.Sprintf("condition %d: value", i+1), conds[i].Value); err != nil {
-				return rule, err
-			}
-		}
-		if rule.Criteria, err = NewCriteria(conds, str(r.Criteria.Logic)); err != nil {
+		if rule.Criteria, err = r.Criteria.parse(lim); err != nil {
 			return rule, err
 		}
 	default:
 		return rule, fmt.Errorf("type %q is not owner or criteria", r.Type)
 	}
 	return rule, nil
+}
+
+// checkLimits checks the rule's strings, conditions and filter logic
+// against lim, before anything else is read of it.
+func (r *rawRule) checkLimits(lim *Limits) error {
+	if err := lim.checkIDs([]string{"id", "object", "type", "access"}, &r.ID, &r.Object, &r.Type, &r.Access); err != nil {
+		return err
+	}
+	if err := lim.checkGrantee("target", r.Target); err != nil {
+		return err
+	}
+	if r.Source != nil {
+		if err := lim.checkGrantee("source", *r.Source); err != nil {
+			return err
+		}
+	}
+	if err := r.rawChild.check(lim); err != nil {
+		return err
+	}
+	c := r.Criteria
+	if c == nil {
+		return nil
+	}
+	if err := over(int64(len(c.Conditions)), lim.Conditions, LimitConditions,
+		fmt.Sprintf("%d conditions", len(c.Conditions)), "conditions"); err != nil {
+		return err
+	}
+	if c.Logic != nil {
+		if err := over(int64(len(*c.Logic)), lim.LogicChars, LimitLogicChars,
+			fmt.Sprintf("filter logic of %d characters", len(*c.Logic)), "characters"); err != nil {
+			return err
+		}
+	}
+	for i, cond := range c.Conditions {
+		if !lim.idOK(cond.Field) || !lim.idOK(cond.Op) {
+			return lim.checkIDs([]string{fmt.Sprintf("condition %d: field", i+1), fmt.Sprintf("condition %d: op", i+1)}, &cond.Field, &cond.Op)
+		}
+	}
+	return nil
+}
+
+// parse reads a criteria rule's conditions, each value within lim, and its
+// filter logic.
+func (c *rawCriteria) parse(lim *Limits) (*Criteria, error) {
+	conds := make([]Condition, len(c.Conditions))
+	for i, rc := range c.Conditions {
+		op, ok := ParseOp(rc.Op)
+		if !ok {
+			return nil, fmt.Errorf("condition %d: unknown op %q (known: %s)", i+1, rc.Op, strings.Join(opNames[:], ", "))
+		}
+		if rc.Field == "" {
+			return nil, fmt.Errorf("condition %d: field is required", i+1)
+		}
+		conds[i] = Condition{Field: rc.Field, Op: op}
+		if len(rc.Value) == 0 {
+			return nil, fmt.Errorf("condition %d: value is required", i+1)
+		}
+		if err := conds[i].Value.UnmarshalJSON(rc.Value); err != nil {
+			return nil, fmt.Errorf("condition %d: value %w", i+1, err)
+		}
+		if err := lim.checkValue(fmt.Sprintf("condition %d: value", i+1), conds[i].Value); err != nil {
+			return nil, err
+		}
+	}
+	return NewCriteria(conds, str(c.Logic))
 }
 
 type rawShare struct {
@@ -753,7 +770,7 @@ func shareFromRaw(r *rawShare, lim *Limits) (Share, error) {
 		return s, fmt.Errorf("object is required")
 	case r.Record == "":
 		return s, fmt.Errorf("record is required")
-	case r.Cause != "manual" && !apexCause.MatchString(r.Cause):
+	case r.Cause != CauseManual && !apexCause.MatchString(r.Cause):
 		return s, fmt.Errorf("cause %q is not manual or apex:NAME with NAME in [a-z0-9_]+", r.Cause)
 	}
 	if s.Grantee, err = ParseGrantee(r.Grantee, false); err != nil {

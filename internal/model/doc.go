@@ -3,8 +3,8 @@
 // manual and programmatic shares, and teams.
 //
 // It is pure Go with no database, so it can be fuzzed and used by the test
-// oracle. The file format is described in ../shared/spec/interface.md and the
-// semantics in sharing-model.md; both are summarised in the project README.
+// oracle. The file format is described in docs/model.md and the semantics in
+// docs/semantics.md.
 //
 // Model files are untrusted input. Decode streams the three large sections
 // (records, shares, teams) entry by entry to a Sink, so a million-record file

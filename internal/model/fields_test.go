@@ -8,6 +8,7 @@ import (
 // TestParseFieldsAgreesWithUnmarshal holds the fast path to encoding/json's:
 // the same fields, or an error from both.
 func TestParseFieldsAgreesWithUnmarshal(t *testing.T) {
+	t.Parallel()
 	for _, in := range []string{
 		`{}`, ` { } `, `{"a": "x", "b": 1.5, "c": true, "d": false, "e": null}`,
 		`{"n": -0.25e3, "m": 12345678901234567890, "s": "comma, list", "u": "été"}`,

@@ -288,3 +288,28 @@ func TestDeepHierarchiesValidateFast(t *testing.T) {
 		t.Fatalf("%d nested groups within %d levels: %v", n, n-1, err)
 	}
 }
+
+// TestObjectDepthIsBounded: the object hierarchy may be MaxObjectDepth deep
+// and no deeper, whatever the limits say, since family roots are found by a
+// bounded walk.
+func TestObjectDepthIsBounded(t *testing.T) {
+	t.Parallel()
+	chain := func(n int) *Config {
+		c := &Config{}
+		for i := 0; i < n; i++ {
+			o := Object{Name: fmt.Sprintf("o%d__c", i), InternalOWD: Private, ExternalOWD: Private}
+			if i > 0 {
+				o.Parent = fmt.Sprintf("o%d__c", i-1)
+			}
+			c.Objects = append(c.Objects, o)
+		}
+		return c
+	}
+	if _, err := chain(MaxObjectDepth).ValidateLimited(Limits{}); err != nil {
+		t.Fatalf("%d levels: %v", MaxObjectDepth, err)
+	}
+	_, err := chain(MaxObjectDepth + 1).ValidateLimited(Limits{})
+	if err == nil || !strings.Contains(err.Error(), "fixed limit") {
+		t.Fatalf("%d levels: got %v, want the fixed depth limit", MaxObjectDepth+1, err)
+	}
+}

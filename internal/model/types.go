@@ -18,24 +18,30 @@ const (
 
 var levelNames = [...]string{"none", "read", "edit", "all"}
 
-func (l Level) String() string {
-	if int(l) < len(levelNames) {
-		return levelNames[l]
-	}
-	return fmt.Sprintf("level(%d)", uint8(l))
-}
+func (l Level) String() string { return enumName(levelNames[:], l, "level") }
 
 // MarshalText writes the level's name, so levels read well in JSON.
 func (l Level) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
 
 // ParseLevel parses none, read, edit or all.
-func ParseLevel(s string) (Level, bool) {
-	for i, n := range levelNames {
+func ParseLevel(s string) (Level, bool) { return parseEnum[Level](levelNames[:], s) }
+
+// enumName is the name of v among names, or kind(v) when it has none.
+func enumName[T ~uint8](names []string, v T, kind string) string {
+	if int(v) < len(names) {
+		return names[v]
+	}
+	return fmt.Sprintf("%s(%d)", kind, uint8(v))
+}
+
+// parseEnum returns the value named s among names, false when none is.
+func parseEnum[T ~uint8](names []string, s string) (T, bool) {
+	for i, n := range names {
 		if s == n {
-			return Level(i), true
+			return T(i), true
 		}
 	}
-	return None, false
+	return 0, false
 }
 
 // OWD is an organisation-wide default.
@@ -51,12 +57,7 @@ const (
 
 var owdNames = [...]string{"private", "public_read_only", "public_read_write", "controlled_by_parent"}
 
-func (o OWD) String() string {
-	if int(o) < len(owdNames) {
-		return owdNames[o]
-	}
-	return fmt.Sprintf("owd(%d)", uint8(o))
-}
+func (o OWD) String() string { return enumName(owdNames[:], o, "owd") }
 
 // Level is the access an OWD gives by itself (None for ControlledByParent).
 func (o OWD) Level() Level {
@@ -70,14 +71,7 @@ func (o OWD) Level() Level {
 }
 
 // ParseOWD parses an OWD name.
-func ParseOWD(s string) (OWD, bool) {
-	for i, n := range owdNames {
-		if s == n {
-			return OWD(i), true
-		}
-	}
-	return Private, false
-}
+func ParseOWD(s string) (OWD, bool) { return parseEnum[OWD](owdNames[:], s) }
 
 // Standard object names; a custom object's name ends in "__c".
 const (
@@ -254,8 +248,14 @@ type Share struct {
 	Record  string
 	Grantee Grantee
 	Access  Level
-	Cause   string // "manual" or "apex:NAME"
+	Cause   string // CauseManual, or CauseApex followed by the Apex sharing reason's name
 }
+
+// Causes of input shares.
+const (
+	CauseManual = "manual" // shared by a user, wiped when the record's owner changes
+	CauseApex   = "apex:"  // the prefix of a programmatic share's cause: "apex:NAME"
+)
 
 // Team is an account, opportunity or case team entry.
 type Team struct {
@@ -275,6 +275,30 @@ type Config struct {
 	Groups      []Group
 	Territories []Territory
 	Rules       []Rule
+}
+
+// Overlay replaces each section of c that present has (a non-nil one) with
+// src's. An import overlays a file on the stored configuration with present
+// and src both the file's.
+func (c *Config) Overlay(src, present *Config) {
+	if present.Objects != nil {
+		c.Objects = src.Objects
+	}
+	if present.Roles != nil {
+		c.Roles = src.Roles
+	}
+	if present.Users != nil {
+		c.Users = src.Users
+	}
+	if present.Groups != nil {
+		c.Groups = src.Groups
+	}
+	if present.Territories != nil {
+		c.Territories = src.Territories
+	}
+	if present.Rules != nil {
+		c.Rules = src.Rules
+	}
 }
 
 // Model is a whole org model in memory: configuration plus data.

@@ -30,6 +30,25 @@ func (c *Config) Validate() (*Index, error) { return c.ValidateLimited(Limits{})
 // territories and groups and the depths of their hierarchies by lim. It
 // takes time linear in the configuration's size.
 func (c *Config) ValidateLimited(lim Limits) (*Index, error) {
+	if err := c.checkCounts(lim); err != nil {
+		return nil, err
+	}
+	ix := &Index{Config: c,
+		Objects: map[string]*Object{}, Roles: map[string]*Role{}, Users: map[string]*User{},
+		Groups: map[string]*Group{}, Territories: map[string]*Territory{}}
+	for _, step := range []func(Limits) error{ix.indexObjects, ix.indexRoles, ix.indexUsers, ix.indexGroups, ix.indexTerritories} {
+		if err := step(lim); err != nil {
+			return nil, err
+		}
+	}
+	if err := ix.validateRules(); err != nil {
+		return nil, err
+	}
+	return ix, nil
+}
+
+// checkCounts checks the number of users, roles, territories and groups against lim.
+func (c *Config) checkCounts(lim Limits) error {
 	for _, n := range []struct {
 		n          int
 		max        int64
@@ -37,108 +56,125 @@ func (c *Config) ValidateLimited(lim Limits) (*Index, error) {
 	}{{len(c.Users), lim.Users, LimitUsers, "users"}, {len(c.Roles), lim.Roles, LimitRoles, "roles"},
 		{len(c.Territories), lim.Territories, LimitTerritories, "territories"}, {len(c.Groups), lim.Groups, LimitGroups, "groups"}} {
 		if err := over(int64(n.n), n.max, n.limit, fmt.Sprintf("%d %s", n.n, n.sec), n.sec); err != nil {
-			return nil, fmt.Errorf("section %q: %w", n.sec, err)
+			return fmt.Errorf("section %q: %w", n.sec, err)
 		}
 	}
-	ix := &Index{Config: c,
-		Objects: map[string]*Object{}, Roles: map[string]*Role{}, Users: map[string]*User{},
-		Groups: map[string]*Group{}, Territories: map[string]*Territory{}}
-	for i := range c.Objects {
-		o := &c.Objects[i]
-		if ix.Objects[o.Name] != nil {
-			return nil, fmt.Errorf("object %q is defined twice", o.Name)
+	return nil
+}
+
+// indexObjects indexes the objects and checks their parents and hierarchy depth.
+func (ix *Index) indexObjects(Limits) error {
+	objects, err := indexTree("object", ix.Config.Objects, ix.Objects, func(o *Object) (string, string) { return o.Name, o.Parent }, nil)
+	if err != nil {
+		return err
+	}
+	if start, err := levels(objects, func(n string) string { return ix.Objects[n].Parent }, MaxObjectDepth); err != nil {
+		if d, ok := err.(*errTooDeep); ok {
+			return fmt.Errorf("object %q is %d levels deep in the object hierarchy, over the fixed limit of %d", start, d.depth, d.max)
 		}
-		ix.Objects[o.Name] = o
+		return fmt.Errorf("object %q: parent %w", start, err)
 	}
-	for _, o := range c.Objects {
-		if o.Parent != "" && ix.Objects[o.Parent] == nil {
-			return nil, fmt.Errorf("object %q: parent object %q does not exist", o.Name, o.Parent)
-		}
-	}
-	objects := make([]string, len(c.Objects))
-	for i, o := range c.Objects {
-		objects[i] = o.Name
-	}
-	if start, err := levels(objects, func(n string) string { return ix.Objects[n].Parent }, 0); err != nil {
-		return nil, fmt.Errorf("object %q: parent %w", start, err)
-	}
-	for i := range c.Roles {
-		r := &c.Roles[i]
-		if ix.Roles[r.ID] != nil {
-			return nil, fmt.Errorf("role %q is defined twice", r.ID)
-		}
-		ix.Roles[r.ID] = r
-	}
-	for _, r := range c.Roles {
-		if r.Parent != "" && ix.Roles[r.Parent] == nil {
-			return nil, fmt.Errorf("role %q: parent role %q does not exist", r.ID, r.Parent)
-		}
-	}
-	roles := make([]string, len(c.Roles))
-	for i, r := range c.Roles {
-		roles[i] = r.ID
+	return nil
+}
+
+// indexRoles indexes the roles and checks their parents and hierarchy depth.
+func (ix *Index) indexRoles(lim Limits) error {
+	roles, err := indexTree("role", ix.Config.Roles, ix.Roles, func(r *Role) (string, string) { return r.ID, r.Parent }, nil)
+	if err != nil {
+		return err
 	}
 	if start, err := levels(roles, func(n string) string { return ix.Roles[n].Parent }, lim.RoleDepth); err != nil {
-		return nil, levelErr("role", "role hierarchy", start, LimitRoleDepth, err)
+		return levelErr("role", "role hierarchy", start, LimitRoleDepth, err)
 	}
+	return nil
+}
+
+// indexUsers indexes the users and checks their roles.
+func (ix *Index) indexUsers(Limits) error {
+	c := ix.Config
 	for i := range c.Users {
 		u := &c.Users[i]
 		if ix.Users[u.ID] != nil {
-			return nil, fmt.Errorf("user %q is defined twice", u.ID)
+			return fmt.Errorf("user %q is defined twice", u.ID)
 		}
 		if u.Role != "" && ix.Roles[u.Role] == nil {
-			return nil, fmt.Errorf("user %q: role %q does not exist", u.ID, u.Role)
+			return fmt.Errorf("user %q: role %q does not exist", u.ID, u.Role)
 		}
 		ix.Users[u.ID] = u
 	}
+	return nil
+}
+
+// indexGroups indexes the groups and queues and checks their members and nesting.
+func (ix *Index) indexGroups(lim Limits) error {
+	c := ix.Config
 	for i := range c.Groups {
 		g := &c.Groups[i]
 		if ix.Groups[g.ID] != nil {
-			return nil, fmt.Errorf("group %q is defined twice", g.ID)
+			return fmt.Errorf("group %q is defined twice", g.ID)
 		}
 		if g.Queue && ix.Users[g.ID] != nil {
-			return nil, fmt.Errorf("group %q: a queue cannot share its id with a user, since both can own records", g.ID)
+			return fmt.Errorf("group %q: a queue cannot share its id with a user, since both can own records", g.ID)
 		}
 		ix.Groups[g.ID] = g
 	}
 	for _, g := range c.Groups {
 		for _, m := range g.Members {
 			if err := ix.CheckGrantee(m); err != nil {
-				return nil, fmt.Errorf("group %q: member %w", g.ID, err)
+				return fmt.Errorf("group %q: member %w", g.ID, err)
 			}
 		}
 	}
 	if err := ix.groupCycles(lim.GroupDepth); err != nil {
-		return nil, err
+		return err
 	}
-	for i := range c.Territories {
-		t := &c.Territories[i]
-		if ix.Territories[t.ID] != nil {
-			return nil, fmt.Errorf("territory %q is defined twice", t.ID)
-		}
-		ix.Territories[t.ID] = t
+	return nil
+}
+
+// indexTerritories indexes the territories and checks their parents, users and hierarchy depth.
+func (ix *Index) indexTerritories(lim Limits) error {
+	terrs, err := indexTree("territory", ix.Config.Territories, ix.Territories, func(t *Territory) (string, string) { return t.ID, t.Parent },
+		func(t *Territory) error {
+			for _, u := range t.Users {
+				if ix.Users[u] == nil {
+					return fmt.Errorf("territory %q: user %q does not exist", t.ID, u)
+				}
+			}
+			return nil
+		})
+	if err != nil {
+		return err
 	}
-	for _, t := range c.Territories {
-		if t.Parent != "" && ix.Territories[t.Parent] == nil {
-			return nil, fmt.Errorf("territory %q: parent territory %q does not exist", t.ID, t.Parent)
+	if start, err := levels(terrs, func(n string) string { return ix.Territories[n].Parent }, lim.TerritoryDepth); err != nil {
+		return levelErr("territory", "territory hierarchy", start, LimitTerritoryDepth, err)
+	}
+	return nil
+}
+
+// indexTree indexes the items of a hierarchy (objects, roles or
+// territories) by key into byKey, failing on a key defined twice; then it
+// checks, item by item, that its parent exists and that check (when not
+// nil) passes. It returns the keys in order, for the depth check.
+func indexTree[T any](kind string, items []T, byKey map[string]*T, keys func(*T) (key, parent string), check func(*T) error) ([]string, error) {
+	order := make([]string, len(items))
+	for i := range items {
+		key, _ := keys(&items[i])
+		if byKey[key] != nil {
+			return nil, fmt.Errorf("%s %q is defined twice", kind, key)
 		}
-		for _, u := range t.Users {
-			if ix.Users[u] == nil {
-				return nil, fmt.Errorf("territory %q: user %q does not exist", t.ID, u)
+		byKey[key], order[i] = &items[i], key
+	}
+	for i := range items {
+		if key, parent := keys(&items[i]); parent != "" && byKey[parent] == nil {
+			return nil, fmt.Errorf("%s %q: parent %s %q does not exist", kind, key, kind, parent)
+		}
+		if check != nil {
+			if err := check(&items[i]); err != nil {
+				return nil, err
 			}
 		}
 	}
-	terrs := make([]string, len(c.Territories))
-	for i, t := range c.Territories {
-		terrs[i] = t.ID
-	}
-	if start, err := levels(terrs, func(n string) string { return ix.Territories[n].Parent }, lim.TerritoryDepth); err != nil {
-		return nil, levelErr("territory", "territory hierarchy", start, LimitTerritoryDepth, err)
-	}
-	if err := ix.validateRules(); err != nil {
-		return nil, err
-	}
-	return ix, nil
+	return order, nil
 }
 
 func (ix *Index) validateRules() error {
@@ -288,6 +324,12 @@ func levels(ids []string, parent func(string) string, maxDepth int64) (string, e
 	return "", nil
 }
 
+// MaxObjectDepth is how deep the object hierarchy may be: a record family
+// is at most this deep, and the SQL that finds family roots walks at most
+// 100 parent links. It is fixed, not a Limits field, because raising it past
+// that walk would split families.
+const MaxObjectDepth = 50
+
 // levelErr words levels' error for a kind of entry.
 func levelErr(kind, hierarchy, id, limit string, err error) error {
 	if d, ok := err.(*errTooDeep); ok {
@@ -350,7 +392,7 @@ func (ix *Index) CheckShareRefs(s *Share, recordObject string) error {
 		return fmt.Errorf("share on record %q: record is a %s, not a %s", s.Record, recordObject, s.Object)
 	case o.CBP():
 		return fmt.Errorf("share on record %q: object %q is controlled_by_parent and cannot have shares", s.Record, s.Object)
-	case s.Cause != "manual" && IsStandard(s.Object):
+	case s.Cause != CauseManual && IsStandard(s.Object):
 		return fmt.Errorf("share on record %q: cause %q is allowed only on custom objects", s.Record, s.Cause)
 	}
 	if err := ix.CheckGrantee(s.Grantee); err != nil {

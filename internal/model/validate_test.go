@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/recalc-dev/recalc/internal/testkit/fixture"
 )
 
 // base is a valid model, one JSON list per section. Test cases replace
@@ -60,6 +62,7 @@ func load(src string) (*Model, error) {
 }
 
 func TestBaseIsValid(t *testing.T) {
+	t.Parallel()
 	if _, err := load(withSections(nil)); err != nil {
 		t.Fatal(err)
 	}
@@ -93,6 +96,7 @@ const interfaceExample = `{
 }`
 
 func TestInterfaceExample(t *testing.T) {
+	t.Parallel()
 	m, f, err := Parse(strings.NewReader(interfaceExample))
 	if err != nil {
 		t.Fatal(err)
@@ -136,22 +140,10 @@ func TestInterfaceExample(t *testing.T) {
 	}
 }
 
-// manyRules returns n rules on account, criteria-based when criteria is true.
-func manyRules(n int, criteria bool) string {
-	var rs []string
-	for i := 1; i <= n; i++ {
-		if criteria {
-			rs = append(rs, fmt.Sprintf(`{"id":"x%d","object":"account","type":"criteria","target":"group:g1","access":"read","criteria":{"conditions":[{"field":"f","op":"equals","value":%d}]}}`, i, i))
-		} else {
-			rs = append(rs, fmt.Sprintf(`{"id":"x%d","object":"account","type":"owner","source":"group:g1","target":"group:g1","access":"read"}`, i))
-		}
-	}
-	return "[" + strings.Join(rs, ",") + "]"
-}
-
 // TestInvalid covers every invalidity of sharing-model.md and the file format
 // errors of interface.md. Each error must name the offending entry.
 func TestInvalid(t *testing.T) {
+	t.Parallel()
 	const (
 		acc  = `{"name":"account","internal_owd":"private"}`
 		proj = `{"name":"proj__c","internal_owd":"private"}`
@@ -230,8 +222,8 @@ func TestInvalid(t *testing.T) {
 
 		// Rules.
 		{"rule on cbp object", map[string]string{"rules": `[{"id":"rx","object":"contact","type":"owner","source":"group:g1","target":"group:g1","access":"read"}]`}, []string{`rule "rx"`, "controlled_by_parent"}},
-		{"301 rules on an object", map[string]string{"rules": manyRules(MaxRulesPerObject+1, false)}, []string{`rule "x301"`, "300"}},
-		{"51 criteria rules on an object", map[string]string{"rules": manyRules(MaxCriteriaRulesPerObject+1, true)}, []string{`rule "x51"`, "50"}},
+		{"301 rules on an object", map[string]string{"rules": fixture.ManyRules(MaxRulesPerObject+1, false, "g1", "f")}, []string{`rule "x301"`, "300"}},
+		{"51 criteria rules on an object", map[string]string{"rules": fixture.ManyRules(MaxCriteriaRulesPerObject+1, true, "g1", "f")}, []string{`rule "x51"`, "50"}},
 		{"unknown op", map[string]string{"rules": `[{"id":"rx","object":"account","type":"criteria","target":"group:g1","access":"read","criteria":{"conditions":[{"field":"f","op":"matches","value":"a"}]}}]`}, []string{`rule "rx"`, `"matches"`}},
 		{"empty conditions", map[string]string{"rules": `[{"id":"rx","object":"account","type":"criteria","target":"group:g1","access":"read","criteria":{"conditions":[]}}]`}, []string{`rule "rx"`, "conditions"}},
 		{"missing conditions", map[string]string{"rules": `[{"id":"rx","object":"account","type":"criteria","target":"group:g1","access":"read","criteria":{}}]`}, []string{`rule "rx"`, "conditions"}},
@@ -332,6 +324,7 @@ func TestInvalid(t *testing.T) {
 
 // TestValid covers edge cases that must be accepted.
 func TestValid(t *testing.T) {
+	t.Parallel()
 	for name, repl := range map[string]map[string]string{
 		"empty file":                 {"": `{}`},
 		"version only":               {"": `{"version":1}`},
@@ -342,8 +335,8 @@ func TestValid(t *testing.T) {
 		"inactive owner":             {"records": `[{"object":"account","id":"a1","owner":"u3"},{"object":"opportunity","id":"o1","owner":"u3"},{"object":"proj__c","id":"p1","owner":"u3"}]`},
 		"same share, other cause":    {"shares": `[{"object":"proj__c","record":"p1","grantee":"user:u2","access":"read","cause":"manual"},{"object":"proj__c","record":"p1","grantee":"user:u2","access":"edit","cause":"apex:a"},{"object":"proj__c","record":"p1","grantee":"user:u2","access":"edit","cause":"apex:b"}]`},
 		"same grantee, other record": {"shares": `[{"object":"proj__c","record":"p1","grantee":"user:u2","access":"read","cause":"manual"},{"object":"account","record":"a1","grantee":"user:u2","access":"read","cause":"manual"}]`},
-		"300 owner rules":            {"rules": manyRules(MaxRulesPerObject, false)},
-		"50 criteria rules":          {"rules": manyRules(MaxCriteriaRulesPerObject, true)},
+		"300 owner rules":            {"rules": fixture.ManyRules(MaxRulesPerObject, false, "g1", "f")},
+		"50 criteria rules":          {"rules": fixture.ManyRules(MaxCriteriaRulesPerObject, true, "g1", "f")},
 		"empty sections":             {"objects": `[]`, "roles": `[]`, "users": `[]`, "groups": `[]`, "territories": `[]`, "records": `[]`, "rules": `[]`, "shares": `[]`, "teams": `[]`},
 		"group with no members":      {"groups": `[{"id":"g1","members":[]},{"id":"q1","queue":true}]`},
 		"diamond group nesting":      {"groups": `[{"id":"g0","members":["user:u1"]},{"id":"g1","members":["group:g0"]},{"id":"g2","members":["group:g0","group:g1"]},{"id":"q1","queue":true,"members":["group:g2"]}]`},

@@ -448,9 +448,9 @@ func (g *gen) addShare() {
 		return
 	}
 	r := oneOf(g, recs)
-	s := model.Share{Object: r.Object, Record: r.ID, Grantee: g.grantee(true), Access: g.access(), Cause: "manual"}
+	s := model.Share{Object: r.Object, Record: r.ID, Grantee: g.grantee(true), Access: g.access(), Cause: model.CauseManual}
 	if !model.IsStandard(r.Object) && g.chance(0.4) {
-		s.Cause = oneOf(g, []string{"apex:sync", "apex:batch_2"})
+		s.Cause = oneOf(g, []string{model.CauseApex + "sync", model.CauseApex + "batch_2"})
 	}
 	for _, o := range g.m.Shares {
 		if o.Record == s.Record && o.Grantee == s.Grantee && o.Cause == s.Cause {

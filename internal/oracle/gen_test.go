@@ -12,6 +12,7 @@ import (
 )
 
 func TestRandomModelValid(t *testing.T) {
+	t.Parallel()
 	for seed := uint64(0); seed < 500; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 1))
 		m := RandomModel(rng, int(seed%120))
@@ -22,6 +23,7 @@ func TestRandomModelValid(t *testing.T) {
 }
 
 func TestMutateChainsValid(t *testing.T) {
+	t.Parallel()
 	wipes := 0
 	for seed := uint64(0); seed < 500; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 2))
@@ -58,6 +60,7 @@ func TestMutateChainsValid(t *testing.T) {
 // TestRandomModelCoverage checks that the generator, over many seeds,
 // produces every feature the spec describes.
 func TestRandomModelCoverage(t *testing.T) {
+	t.Parallel()
 	seen := map[string]bool{}
 	for seed := uint64(0); seed < 200; seed++ {
 		m := RandomModel(rand.New(rand.NewPCG(seed, 3)), 60)
@@ -191,6 +194,7 @@ func BenchmarkAccess200(b *testing.B) {
 // reads them back: access must not change. This is how differential tests
 // feed the engine.
 func TestEncodeRoundTrip(t *testing.T) {
+	t.Parallel()
 	for seed := uint64(0); seed < 100; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 4))
 		m := RandomModel(rng, 40)

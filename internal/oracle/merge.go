@@ -19,24 +19,7 @@ func Merge(prev, file *model.Model, present *model.File) *model.Model {
 	if prev != nil {
 		*out = *prev
 	}
-	if present.Objects != nil {
-		out.Objects = file.Objects
-	}
-	if present.Roles != nil {
-		out.Roles = file.Roles
-	}
-	if present.Users != nil {
-		out.Users = file.Users
-	}
-	if present.Groups != nil {
-		out.Groups = file.Groups
-	}
-	if present.Territories != nil {
-		out.Territories = file.Territories
-	}
-	if present.Rules != nil {
-		out.Rules = file.Rules
-	}
+	out.Config.Overlay(&file.Config, &present.Config)
 	if present.HasRecords {
 		out.Records = file.Records
 	}
@@ -63,7 +46,7 @@ func Merge(prev, file *model.Model, present *model.File) *model.Model {
 	type shareID struct{ record, grantee, cause string }
 	wiped := map[shareID]bool{}
 	for _, s := range prev.Shares {
-		if s.Cause == "manual" && changed[s.Record] {
+		if s.Cause == model.CauseManual && changed[s.Record] {
 			wiped[shareID{s.Record, s.Grantee.String(), s.Cause}] = true
 		}
 	}

@@ -25,6 +25,7 @@ func shareList(m *model.Model) string {
 }
 
 func TestMerge(t *testing.T) {
+	t.Parallel()
 	const base = `{"objects":[{"name":"account","internal_owd":"private"},{"name":"doc__c","internal_owd":"private"}],
 	"users":[{"id":"a"},{"id":"b"},{"id":"c"}],
 	"records":[{"object":"account","id":"r1","owner":"a"},{"object":"doc__c","id":"d1","owner":"a"}],

@@ -36,40 +36,31 @@ func (g *gen) mutate(section string) {
 	case "records":
 		g.mutateRecords()
 	case "rules":
-		switch {
-		case len(m.Rules) == 0 || g.chance(0.35):
-			g.addRule()
-		case g.chance(0.3):
-			i := g.intn(len(m.Rules))
-			m.Rules = slices.Delete(m.Rules, i, i+1)
-		default:
-			r := &m.Rules[g.intn(len(m.Rules))]
-			*r = g.rule(r.ID, r.Object)
-		}
+		mutateList(g, &m.Rules, 0.35, 0.3, g.addRule, func(r *model.Rule) { *r = g.rule(r.ID, r.Object) })
 	case "shares":
-		switch {
-		case len(m.Shares) == 0 || g.chance(0.4):
-			g.addShare()
-		case g.chance(0.4):
-			i := g.intn(len(m.Shares))
-			m.Shares = slices.Delete(m.Shares, i, i+1)
-		default:
-			m.Shares[g.intn(len(m.Shares))].Access = g.access()
-		}
+		mutateList(g, &m.Shares, 0.4, 0.4, g.addShare, func(s *model.Share) { s.Access = g.access() })
 	case "teams":
-		switch {
-		case len(m.Teams) == 0 || g.chance(0.4):
-			g.addTeam()
-		case g.chance(0.4):
-			i := g.intn(len(m.Teams))
-			m.Teams = slices.Delete(m.Teams, i, i+1)
-		default:
-			t := &m.Teams[g.intn(len(m.Teams))]
+		mutateList(g, &m.Teams, 0.4, 0.4, g.addTeam, func(t *model.Team) {
 			t.Access = g.access()
 			if g.recordObject(t.Record) == model.Account {
 				t.Child = g.childAccess()
 			}
-		}
+		})
+	}
+}
+
+// mutateList adds an entry to list with add (always when it is empty, else
+// with chance pAdd), or deletes a random one (with chance pDelete), or
+// changes a random one with change.
+func mutateList[T any](g *gen, list *[]T, pAdd, pDelete float64, add func(), change func(*T)) {
+	switch {
+	case len(*list) == 0 || g.chance(pAdd):
+		add()
+	case g.chance(pDelete):
+		i := g.intn(len(*list))
+		*list = slices.Delete(*list, i, i+1)
+	default:
+		change(&(*list)[g.intn(len(*list))])
 	}
 }
 
@@ -313,23 +304,18 @@ func maxSuffix(m *model.Model) int {
 			best = n
 		}
 	}
-	for _, r := range m.Roles {
-		see(r.ID)
-	}
-	for _, u := range m.Users {
-		see(u.ID)
-	}
-	for _, grp := range m.Groups {
-		see(grp.ID)
-	}
-	for _, t := range m.Territories {
-		see(t.ID)
-	}
-	for _, r := range m.Rules {
-		see(r.ID)
-	}
-	for _, r := range m.Records {
-		see(r.ID)
-	}
+	seeEach(m.Roles, func(r model.Role) string { return r.ID }, see)
+	seeEach(m.Users, func(u model.User) string { return u.ID }, see)
+	seeEach(m.Groups, func(g model.Group) string { return g.ID }, see)
+	seeEach(m.Territories, func(t model.Territory) string { return t.ID }, see)
+	seeEach(m.Rules, func(r model.Rule) string { return r.ID }, see)
+	seeEach(m.Records, func(r model.Record) string { return r.ID }, see)
 	return best
+}
+
+// seeEach calls see with the id of each item.
+func seeEach[T any](items []T, id func(T) string, see func(string)) {
+	for _, it := range items {
+		see(id(it))
+	}
 }

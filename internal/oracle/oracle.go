@@ -1,5 +1,5 @@
 // Package oracle is a deliberately simple, in-memory reference evaluator of
-// the sharing model (shared/spec/sharing-model.md). Tests hold the engine
+// the sharing model (docs/semantics.md). Tests hold the engine
 // against it.
 //
 // Each function below transliterates one section of the spec, with the

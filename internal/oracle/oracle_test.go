@@ -15,6 +15,7 @@ const casesDir = "../../testdata/conformance/cases"
 // TestConformance imports every public conformance case step by step and
 // checks the oracle's access against the expected CSV.
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	cases, err := os.ReadDir(casesDir)
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,7 @@ const (
 // TestSpecScenarios pins one sentence of sharing-model.md each, on small
 // hand-checked models.
 func TestSpecScenarios(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, model string
 		want        []string // rows after the header

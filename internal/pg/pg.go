@@ -1,11 +1,12 @@
 // Package pg holds what recalc's storage packages share about PostgreSQL:
-// the Querier that both a pool and a transaction are, and the SQLSTATE
-// codes the engine tells apart, with their IsXxx helpers.
+// the Querier that both a pool and a transaction are, LISTEN, and the
+// SQLSTATE codes the engine tells apart, with their IsXxx helpers.
 package pg
 
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -18,6 +19,15 @@ type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
+// Listen subscribes the session of q, a connection of its own, to NOTIFY
+// channel; the caller then waits for notifications on that connection.
+func Listen(ctx context.Context, q Querier, channel string) error {
+	if _, err := q.Exec(ctx, "LISTEN "+pgx.Identifier{channel}.Sanitize()); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return nil
+}
+
 // SQLSTATE codes recalc tells apart.
 const (
 	SerializationFailure = "40001"
@@ -25,6 +35,7 @@ const (
 	LockNotAvailable     = "55P03"
 	UndefinedTable       = "42P01"
 	InvalidSchemaName    = "3F000"
+	CheckViolation       = "23514"
 )
 
 // Code returns err's SQLSTATE, or "" when it is not a PostgreSQL error.

@@ -1,7 +1,9 @@
 // Package planner diffs the model the share tables were last computed from
 // against the stored one and says, for every change, what it means and which
-// records must be recomputed. It is pure logic: it names record sets with
-// selectors, and internal/sharetable resolves them to record families.
+// records must be recomputed, and it packs record families into chunks
+// (Chunker). It is pure logic: it names record sets with selectors, which
+// internal/engine resolves to record families with internal/sharetable's
+// lookups.
 //
 // The least affected set of each kind of change:
 //   - group membership, role moves, user activation, territory membership and
@@ -79,6 +81,21 @@ func (p *Plan) add(what, effect string, sels ...*Selector) {
 	p.Changes = append(p.Changes, Change{What: what, Effect: effect, Selectors: sels})
 }
 
+// addedOrRemoved notes kind id added or removed, which changes the closure
+// only, and reports whether it was either.
+func (p *Plan) addedOrRemoved(kind, id string, added, removed bool) bool {
+	switch {
+	case added:
+		p.add(kind+" "+id+" added", closureOnly)
+	case removed:
+		p.add(kind+" "+id+" removed", closureOnly)
+	default:
+		return false
+	}
+	p.Closure = true
+	return true
+}
+
 const (
 	closureOnly = "closure only, no share row"
 	readTime    = "applied at read time, no share row"
@@ -145,14 +162,7 @@ func diffObjects(p *Plan, o, n *model.Index) {
 func diffRoles(p *Plan, o, n *model.Index) {
 	for _, id := range union(keys(o.Roles), keys(n.Roles)) {
 		a, b := o.Roles[id], n.Roles[id]
-		switch {
-		case a == nil:
-			p.Closure = true
-			p.add("role "+id+" added", closureOnly)
-		case b == nil:
-			p.Closure = true
-			p.add("role "+id+" removed", closureOnly)
-		default:
+		if !p.addedOrRemoved("role", id, a == nil, b == nil) {
 			if a.Parent != b.Parent {
 				p.Closure = true
 				p.add(fmt.Sprintf("role %s moved from %q to %q", id, a.Parent, b.Parent), closureOnly)
@@ -174,14 +184,7 @@ func diffUsers(p *Plan, o, n *model.Index) {
 	var moved []string
 	for _, id := range union(keys(o.Users), keys(n.Users)) {
 		a, b := o.Users[id], n.Users[id]
-		switch {
-		case a == nil:
-			p.Closure = true
-			p.add("user "+id+" added", closureOnly)
-		case b == nil:
-			p.Closure = true
-			p.add("user "+id+" removed", closureOnly)
-		default:
+		if !p.addedOrRemoved("user", id, a == nil, b == nil) {
 			if a.Active != b.Active {
 				p.Closure = true
 				p.add(fmt.Sprintf("user %s active set to %v", id, b.Active), closureOnly)
@@ -205,13 +208,10 @@ func diffUsers(p *Plan, o, n *model.Index) {
 func diffGroups(p *Plan, o, n *model.Index) {
 	for _, id := range union(keys(o.Groups), keys(n.Groups)) {
 		a, b := o.Groups[id], n.Groups[id]
+		if p.addedOrRemoved("group", id, a == nil, b == nil) {
+			continue
+		}
 		switch {
-		case a == nil:
-			p.Closure = true
-			p.add("group "+id+" added", closureOnly)
-		case b == nil:
-			p.Closure = true
-			p.add("group "+id+" removed", closureOnly)
 		case !reflect.DeepEqual(a.Members, b.Members):
 			p.Closure = true
 			p.add("group "+id+" membership changed", closureOnly)

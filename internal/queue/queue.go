@@ -91,6 +91,16 @@ func Unfinished(ctx context.Context, q pg.Querier) (*Job, error) {
 	return j, nil
 }
 
+// UnfinishedOrLatest returns the id of the unfinished job, else of the
+// latest job, 0 when there is no job at all.
+func UnfinishedOrLatest(ctx context.Context, q pg.Querier) (int64, error) {
+	var id int64
+	if err := q.QueryRow(ctx, `SELECT coalesce((SELECT id FROM recalc.job WHERE status <> 'done'), (SELECT max(id) FROM recalc.job), 0)`).Scan(&id); err != nil {
+		return 0, fmt.Errorf("find job: %w", err)
+	}
+	return id, nil
+}
+
 // Get returns job id, or nil when there is none.
 func Get(ctx context.Context, q pg.Querier, id int64) (*Job, error) {
 	j, err := scan(q.QueryRow(ctx, `SELECT `+jobCols+` FROM recalc.job WHERE id = $1`, id))
@@ -250,6 +260,15 @@ func Pending(ctx context.Context, q pg.Querier, job int64) (int64, error) {
 func MarkStaged(ctx context.Context, q pg.Querier, job int64) error {
 	if _, err := q.Exec(ctx, `UPDATE recalc.job SET staged = true WHERE id = $1`, job); err != nil {
 		return fmt.Errorf("mark job %d staged: %w", job, err)
+	}
+	return nil
+}
+
+// SetDriftFixed records on a full job the number of share rows its swap
+// changes: the drift it repairs.
+func SetDriftFixed(ctx context.Context, q pg.Querier, job, n int64) error {
+	if _, err := q.Exec(ctx, `UPDATE recalc.job SET drift_fixed = $2 WHERE id = $1`, job, n); err != nil {
+		return fmt.Errorf("record drift of job %d: %w", job, err)
 	}
 	return nil
 }

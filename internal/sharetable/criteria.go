@@ -58,45 +58,72 @@ func filterWith(crit *model.Criteria, args []any, inline int) (string, []any) {
 	}
 	conds := make([]filterCond, len(crit.Conditions))
 	for i, c := range crit.Conditions {
-		fc := filterCond{Field: c.Field, Kind: map[model.ValueKind]string{model.String: "string", model.Number: "number", model.Bool: "boolean"}[c.Value.Kind]}
-		switch {
-		case c.Value.Kind == model.Number && c.Op != model.OpNotEquals && math.Abs(c.Value.Num) < maxBounded:
-			t := c.Value.Num
-			eps := math.Abs(t)*1e-9 + 1e-300
-			lo, hi := t-eps, t+eps
-			switch c.Op {
-			case model.OpEquals:
-				fc.Op, fc.Lo, fc.Hi = "between", &lo, &hi
-			case model.OpLT, model.OpLE:
-				fc.Op, fc.Hi = "<=", &hi
-			case model.OpGT, model.OpGE:
-				fc.Op, fc.Lo = ">=", &lo
-			}
-		case c.Value.Kind == model.String && c.Op == model.OpEquals:
-			fc.Op, fc.Alts = "in", []string{c.Value.Str}
-			for _, a := range strings.Split(c.Value.Str, ",") {
-				fc.Alts = append(fc.Alts, strings.TrimSpace(a))
-			}
-		}
-		conds[i] = fc
+		conds[i] = newFilterCond(c)
 	}
-	// pgx sends a Go value given for a jsonb parameter as its JSON: floats
-	// in their shortest exact form, as it sends a float64 for a numeric.
-	param := func(v any) string {
-		args = append(args, v)
-		return fmt.Sprintf("$%d::jsonb", len(args))
-	}
+	p := &params{args: args}
+	var sql string
 	if len(conds) > inline {
-		// A condition that fails keeps the record out. jsonb_to_recordset
-		// reads the numbers as exact decimals.
-		return `NOT EXISTS (SELECT FROM jsonb_to_recordset(` + param(conds) + `) AS c (f text, k text, op text, lo numeric, hi numeric, a jsonb)
+		sql = notExistsFilter(conds, p)
+	} else {
+		sql = writtenOutFilter(conds, p)
+	}
+	return sql, p.args
+}
+
+// newFilterCond is what the filter tests of condition c: its field's type,
+// and the bounds or alternatives it allows.
+func newFilterCond(c model.Condition) filterCond {
+	fc := filterCond{Field: c.Field, Kind: map[model.ValueKind]string{model.String: "string", model.Number: "number", model.Bool: "boolean"}[c.Value.Kind]}
+	switch {
+	case c.Value.Kind == model.Number && c.Op != model.OpNotEquals && math.Abs(c.Value.Num) < maxBounded:
+		t := c.Value.Num
+		eps := math.Abs(t)*1e-9 + 1e-300
+		lo, hi := t-eps, t+eps
+		switch c.Op {
+		case model.OpEquals:
+			fc.Op, fc.Lo, fc.Hi = "between", &lo, &hi
+		case model.OpLT, model.OpLE:
+			fc.Op, fc.Hi = "<=", &hi
+		case model.OpGT, model.OpGE:
+			fc.Op, fc.Lo = ">=", &lo
+		}
+	case c.Value.Kind == model.String && c.Op == model.OpEquals:
+		fc.Op, fc.Alts = "in", []string{c.Value.Str}
+		for _, a := range strings.Split(c.Value.Str, ",") {
+			fc.Alts = append(fc.Alts, strings.TrimSpace(a))
+		}
+	}
+	return fc
+}
+
+// params are a query's parameters, the filter's numbered after the caller's.
+type params struct{ args []any }
+
+// jsonb adds v as a jsonb parameter and returns its reference. pgx sends a
+// Go value given for a jsonb parameter as its JSON: floats in their
+// shortest exact form, as it sends a float64 for a numeric.
+func (p *params) jsonb(v any) string {
+	p.args = append(p.args, v)
+	return fmt.Sprintf("$%d::jsonb", len(p.args))
+}
+
+// notExistsFilter is the filter of a large rule: one NOT EXISTS over its
+// conditions, passed as one parameter. A condition that fails keeps the
+// record out. jsonb_to_recordset reads the numbers as exact decimals.
+func notExistsFilter(conds []filterCond, p *params) string {
+	return `NOT EXISTS (SELECT FROM jsonb_to_recordset(` + p.jsonb(conds) + `) AS c (f text, k text, op text, lo numeric, hi numeric, a jsonb)
 			WHERE NOT CASE WHEN jsonb_typeof(r.fields -> c.f) IS DISTINCT FROM c.k THEN false
 				WHEN c.op = 'between' THEN (r.fields -> c.f)::numeric BETWEEN c.lo AND c.hi
 				WHEN c.op = '<=' THEN (r.fields -> c.f)::numeric <= c.hi
 				WHEN c.op = '>=' THEN (r.fields -> c.f)::numeric >= c.lo
 				WHEN c.op = 'in' THEN c.a @> (r.fields -> c.f)
-				ELSE true END)`, args
-	}
+				ELSE true END)`
+}
+
+// writtenOutFilter is the filter of a rule of at most inlineMax
+// conditions: one test each, ANDed, over three parameters: the fields, the
+// bounds and the alternatives.
+func writtenOutFilter(conds []filterCond, p *params) string {
 	fields := make([]string, len(conds))
 	var bounds []float64
 	var alts [][]string
@@ -112,12 +139,12 @@ func filterWith(crit *model.Criteria, args []any, inline int) (string, []any) {
 			alts = append(alts, c.Alts)
 		}
 	}
-	fieldsP, boundsP, altsP := param(fields), "", ""
+	fieldsP, boundsP, altsP := p.jsonb(fields), "", ""
 	if len(bounds) > 0 {
-		boundsP = param(bounds)
+		boundsP = p.jsonb(bounds)
 	}
 	if len(alts) > 0 {
-		altsP = param(alts)
+		altsP = p.jsonb(alts)
 	}
 	var b strings.Builder
 	nb, na := 0, 0 // the next bound and alternatives
@@ -143,5 +170,5 @@ func filterWith(crit *model.Criteria, args []any, inline int) (string, []any) {
 		}
 		fmt.Fprintf(&b, "CASE WHEN jsonb_typeof(%s) = '%s' THEN %s ELSE false END", field, c.Kind, test)
 	}
-	return b.String(), args
+	return b.String()
 }

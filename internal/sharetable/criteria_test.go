@@ -14,7 +14,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/recalc-dev/recalc/internal/model"
-	"github.com/recalc-dev/recalc/internal/planner"
 	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
@@ -172,9 +171,7 @@ func TestCriteriaFilterLargeRules(t *testing.T) {
 				t.Fatal(err)
 			}
 			crit := f.Rules[0].Criteria
-			plan := &planner.Plan{Changes: []planner.Change{{What: "rule big", Selectors: []*planner.Selector{
-				{Kind: planner.ByCriteria, Object: model.Account, Criteria: crit}}}}}
-			roots, err := ResolveRoots(ctx, pool, plan)
+			roots, err := RootsMatching(ctx, pool, model.Account, crit)
 			if err != nil {
 				t.Fatal(err)
 			}

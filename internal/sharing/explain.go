@@ -18,6 +18,14 @@ type Reason struct {
 	Reasons []Reason `json:"reasons,omitempty"`
 }
 
+// Reason kinds that are no row cause (CauseOwner and the others are kinds
+// too, and so is model.CauseManual).
+const (
+	ReasonApex               = "apex" // an Apex share, whatever its "apex:NAME" cause
+	ReasonOWD                = "owd"
+	ReasonControlledByParent = "controlled_by_parent"
+)
+
 // Explain lists every reason user has access to record rid of the families
 // in in, not just the first: each grant whose receivers include the user,
 // with the path by which they do. Levels are those of the materialized
@@ -47,7 +55,7 @@ func (o *Org) explain(in *Input, r *Record, byRID map[int64]*Record, u *model.Us
 		}
 		if p := byRID[r.ParentRID]; p != nil {
 			if sub := o.explain(in, p, byRID, u); len(sub) > 0 {
-				out = append(out, Reason{Kind: "controlled_by_parent", Level: maxLevel(sub),
+				out = append(out, Reason{Kind: ReasonControlledByParent, Level: maxLevel(sub),
 					Detail: fmt.Sprintf("access to parent %s %s", p.Object, p.ID), Reasons: sub})
 			}
 		}
@@ -88,7 +96,7 @@ func (o *Org) explain(in *Input, r *Record, byRID map[int64]*Record, u *model.Us
 		if u.External {
 			kind = "external"
 		}
-		out = append(out, Reason{Kind: "owd", Level: l, Detail: fmt.Sprintf("%s org-wide default %s", kind, owd), Via: "every " + kind + " user"})
+		out = append(out, Reason{Kind: ReasonOWD, Level: l, Detail: fmt.Sprintf("%s org-wide default %s", kind, owd), Via: "every " + kind + " user"})
 	}
 	return out
 }
@@ -111,9 +119,9 @@ func (o *Org) explicitDetailed(r *Record, in *Input) []detailedGrant {
 			Detail: fmt.Sprintf("rule %s (%s) shares with %s", rule.ID, how, rule.Target)}})
 	}
 	for _, s := range in.Shares[r.RID] {
-		kind := "manual"
-		if s.Cause != "manual" {
-			kind = "apex"
+		kind := model.CauseManual
+		if s.Cause != model.CauseManual {
+			kind = ReasonApex
 		}
 		out = append(out, detailedGrant{s.Grantee, Reason{Kind: kind, Level: s.Access, Detail: fmt.Sprintf("%s share with %s", s.Cause, s.Grantee)}})
 	}

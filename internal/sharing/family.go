@@ -7,7 +7,7 @@ import (
 )
 
 // Row causes of engine-owned share rows. Manual and apex rows keep their
-// input's cause ("manual", "apex:NAME").
+// input's cause (model.CauseManual, or "apex:NAME" after model.CauseApex).
 const (
 	CauseOwner          = "owner"
 	CauseRule           = "rule"

@@ -33,6 +33,15 @@ func StoredConfig(ctx context.Context, q pg.Querier) ([]byte, error) {
 	return configJSON(ctx, q, `SELECT coalesce(jsonb_object_agg(name, doc), '{}')::text FROM recalc.model_section`)
 }
 
+// Section returns the stored configuration section name (a JSON list).
+func Section(ctx context.Context, q pg.Querier, name string) ([]byte, error) {
+	var doc []byte
+	if err := q.QueryRow(ctx, `SELECT doc FROM recalc.model_section WHERE name = $1`, name).Scan(&doc); err != nil {
+		return nil, fmt.Errorf("read section %s: %w", name, err)
+	}
+	return doc, nil
+}
+
 // AppliedConfig returns the configuration side was last computed from, as
 // one JSON object ("{}" when never).
 func AppliedConfig(ctx context.Context, q pg.Querier, side string) ([]byte, error) {

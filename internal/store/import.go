@@ -52,13 +52,54 @@ func (e *BusyError) Error() string {
 	return fmt.Sprintf("recalculation job %d is running: wait for it (`recalc run` joins it and returns when it is done), then import again", e.Job)
 }
 
+// stageKind says what a row of the staging table holds.
+type stageKind int16
+
+// Staging kinds.
 const (
-	kindRecord = 1
-	kindShare  = 2
-	kindTeam   = 3
+	stageRecord stageKind = 1 // a record
+	stageShare  stageKind = 2 // a manual or Apex share on record
+	stageTeam   stageKind = 3 // a team entry on record
 )
 
-var stageCols = []string{"kind", "id", "object", "owner", "parent", "fields", "territories", "access", "cause", "ca", "oa", "ka"}
+// stageTable is the staging table: one row per record, share or team
+// entry of the file, each kind filling its own columns.
+const stageTable = `CREATE TEMP TABLE stage (
+	kind smallint,    -- a stageKind
+	record text,      -- the record's id, or the id of the record the share or team entry is on
+	object text,      -- records and shares
+	owner text,       -- records
+	parent text,      -- records
+	fields jsonb,     -- records
+	territories text[], -- records
+	grantee text,     -- shares
+	cause text,       -- shares
+	user_id text,     -- team entries
+	access smallint,  -- shares and team entries
+	contact_access smallint, opportunity_access smallint, case_access smallint -- team entries
+	) ON COMMIT DROP`
+
+var stageCols = []string{"kind", "record", "object", "owner", "parent", "fields", "territories", "grantee", "cause", "user_id",
+	"access", "contact_access", "opportunity_access", "case_access"}
+
+// recordRow, shareRow and teamRow are the staging rows, in stageCols order.
+func recordRow(rec *model.Record) []any {
+	fields, _ := rec.Fields.MarshalJSON()
+	terr := rec.Territories
+	if terr == nil {
+		terr = []string{}
+	}
+	return []any{stageRecord, rec.ID, rec.Object, rec.Owner, rec.Parent, string(fields), terr, nil, nil, nil, nil, nil, nil, nil}
+}
+
+func shareRow(s *model.Share) []any {
+	return []any{stageShare, s.Record, s.Object, nil, nil, nil, nil, s.Grantee.String(), s.Cause, nil, int16(s.Access), nil, nil, nil}
+}
+
+func teamRow(t *model.Team) []any {
+	return []any{stageTeam, t.Record, nil, nil, nil, nil, nil, nil, nil, t.User, int16(t.Access),
+		int16(t.Child.Contact), int16(t.Child.Opportunity), int16(t.Child.Case)}
+}
 
 // Import validates the model file read from r, within lim, and stores it in one
 // transaction: each section present replaces the stored one. On any error the
@@ -125,9 +166,7 @@ func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, log
 	if job != nil {
 		return nil, &BusyError{Job: job.ID, Status: job.Status}
 	}
-	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE stage (
-		kind smallint, id text, object text, owner text, parent text, fields jsonb,
-		territories text[], access smallint, cause text, ca smallint, oa smallint, ka smallint) ON COMMIT DROP`); err != nil {
+	if _, err := tx.Exec(ctx, stageTable); err != nil {
 		return nil, fmt.Errorf("create staging table: %w", err)
 	}
 	f, err := stageFile(ctx, tx, r, lim, res)
@@ -153,6 +192,11 @@ func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, log
 	if err := apply(ctx, tx, f, res); err != nil {
 		return nil, err
 	}
+	if f.HasShares || f.HasTeams {
+		if err := lockReferenced(ctx, tx); err != nil {
+			return nil, err
+		}
+	}
 	if err := checkRefs(ctx, tx, ix, stored, f.HasRecords, log); err != nil {
 		return nil, err
 	}
@@ -172,28 +216,22 @@ func stageFile(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, re
 		stop := fmt.Errorf("stopped")
 		file, decodeErr = model.DecodeLimited(r, model.Sink{
 			Record: func(rec *model.Record) error {
-				fields, _ := rec.Fields.MarshalJSON()
-				terr := rec.Territories
-				if terr == nil {
-					terr = []string{}
-				}
 				res.Records++
-				if !yield([]any{kindRecord, rec.ID, rec.Object, rec.Owner, rec.Parent, string(fields), terr, nil, nil, nil, nil, nil}) {
+				if !yield(recordRow(rec)) {
 					return stop
 				}
 				return nil
 			},
 			Share: func(s *model.Share) error {
 				res.Shares++
-				if !yield([]any{kindShare, s.Record, s.Object, s.Grantee.String(), nil, nil, nil, int16(s.Access), s.Cause, nil, nil, nil}) {
+				if !yield(shareRow(s)) {
 					return stop
 				}
 				return nil
 			},
 			Team: func(t *model.Team) error {
 				res.Teams++
-				if !yield([]any{kindTeam, t.Record, nil, t.User, nil, nil, nil, int16(t.Access), nil,
-					int16(t.Child.Contact), int16(t.Child.Opportunity), int16(t.Child.Case)}) {
+				if !yield(teamRow(t)) {
 					return stop
 				}
 				return nil
@@ -227,7 +265,7 @@ func mergeConfig(ctx context.Context, tx pgx.Tx, f *model.File, lim model.Limits
 	if err != nil {
 		return nil, err
 	}
-	overlay(cfg, &f.Config)
+	cfg.Overlay(&f.Config, &f.Config)
 	ix, err := cfg.ValidateLimited(lim)
 	if err != nil {
 		return nil, &InvalidError{err}
@@ -246,32 +284,11 @@ func mergeConfig(ctx context.Context, tx pgx.Tx, f *model.File, lim model.Limits
 	return ix, nil
 }
 
-// overlay replaces each section of dst that src has.
-func overlay(dst, src *model.Config) {
-	if src.Objects != nil {
-		dst.Objects = src.Objects
-	}
-	if src.Roles != nil {
-		dst.Roles = src.Roles
-	}
-	if src.Users != nil {
-		dst.Users = src.Users
-	}
-	if src.Groups != nil {
-		dst.Groups = src.Groups
-	}
-	if src.Territories != nil {
-		dst.Territories = src.Territories
-	}
-	if src.Rules != nil {
-		dst.Rules = src.Rules
-	}
-}
-
-// dupCheck fails naming the first key listed twice.
-func dupCheck(ctx context.Context, tx pgx.Tx, sql, what string) error {
+// dupCheck fails naming the first key listed twice, as sql over args
+// finds it.
+func dupCheck(ctx context.Context, tx pgx.Tx, what, sql string, args ...any) error {
 	var k1, k2 string
-	err := tx.QueryRow(ctx, sql).Scan(&k1, &k2)
+	err := tx.QueryRow(ctx, sql, args...).Scan(&k1, &k2)
 	switch {
 	case err == pgx.ErrNoRows:
 		return nil
@@ -281,15 +298,15 @@ func dupCheck(ctx context.Context, tx pgx.Tx, sql, what string) error {
 	return &InvalidError{fmt.Errorf(what, k1, k2)}
 }
 
-func exec(ctx context.Context, tx pgx.Tx, what string, counter *int64, sqls ...string) error {
-	for _, sql := range sqls {
-		tag, err := tx.Exec(ctx, sql)
-		if err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		if counter != nil {
-			*counter += tag.RowsAffected()
-		}
+// exec runs one statement of an import step, adding the rows it changed
+// to counter when it is not nil.
+func exec(ctx context.Context, tx pgx.Tx, step string, counter *int64, sql string, args ...any) error {
+	tag, err := tx.Exec(ctx, sql, args...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", step, err)
+	}
+	if counter != nil {
+		*counter += tag.RowsAffected()
 	}
 	return nil
 }
@@ -298,106 +315,164 @@ func exec(ctx context.Context, tx pgx.Tx, what string, counter *int64, sqls ...s
 // changes, and applies the owner-change wipe of manual shares.
 func apply(ctx context.Context, tx pgx.Tx, f *model.File, res *Result) error {
 	if f.HasRecords {
-		if err := dupCheck(ctx, tx, `SELECT id, '' FROM stage WHERE kind = 1 GROUP BY id HAVING count(*) > 1 LIMIT 1`,
-			"record %q is defined twice%s"); err != nil {
-			return err
-		}
-		// Each record's family root, from the staged parent links. Depth is
-		// bounded by the object hierarchy; the cap only stops a cycle, which
-		// validation then reports as a parent of the wrong object.
-		if err := exec(ctx, tx, "merge records", nil, `
-			CREATE TEMP TABLE staged_record ON COMMIT DROP AS
-			WITH RECURSIVE fam (id, root, depth) AS (
-			    SELECT id, id, 0 FROM stage WHERE kind = 1 AND parent = ''
-			    UNION ALL
-			    SELECT c.id, f.root, f.depth + 1 FROM stage c JOIN fam f ON c.kind = 1 AND c.parent = f.id
-			    WHERE f.depth < 100)
-			SELECT n.id, n.object, n.owner, nullif(n.parent, '') AS parent, coalesce(fam.root, n.id) AS root_id,
-			       n.fields, n.territories
-			FROM stage n LEFT JOIN fam ON fam.id = n.id WHERE n.kind = 1`,
-			`ANALYZE staged_record`); err != nil {
-			return err
-		}
-		// The manual shares the stored version had on records changing owner
-		// are wiped, whatever the file says (sharing-model.md section 5).
-		if err := exec(ctx, tx, "merge records", nil, `
-			CREATE TEMP TABLE wiped ON COMMIT DROP AS
-			SELECT s.record, s.grantee FROM recalc.share_input s
-			JOIN recalc.record r ON r.id = s.record
-			JOIN staged_record n ON n.id = r.id
-			WHERE s.cause = 'manual' AND n.owner <> r.owner`); err != nil {
-			return err
-		}
-		// Triggers on recalc.record log every row these statements change,
-		// marked rooted: staged_record's roots are right (see FixRoots).
-		if err := exec(ctx, tx, "merge records", nil, `SELECT set_config('recalc.rooted', 'on', true)`); err != nil {
-			return err
-		}
-		if err := exec(ctx, tx, "merge records", &res.Changes,
-			`DELETE FROM recalc.record r WHERE NOT EXISTS (SELECT 1 FROM staged_record n WHERE n.id = r.id)`,
-			`UPDATE recalc.record r SET object = n.object, owner = n.owner, parent = n.parent, root_id = n.root_id,
-			        fields = n.fields, territories = n.territories
-			 FROM staged_record n WHERE n.id = r.id
-			   AND (r.object, r.owner, r.parent, r.root_id, r.fields, r.territories)
-			       IS DISTINCT FROM (n.object, n.owner, n.parent, n.root_id, n.fields, n.territories)`,
-			`INSERT INTO recalc.record (id, object, owner, parent, root_id, fields, territories)
-			 SELECT n.id, n.object, n.owner, n.parent, n.root_id, n.fields, n.territories FROM staged_record n
-			 WHERE NOT EXISTS (SELECT 1 FROM recalc.record r WHERE r.id = n.id)`); err != nil {
+		if err := mergeRecords(ctx, tx, res); err != nil {
 			return err
 		}
 	}
 	if f.HasShares {
-		if err := dupCheck(ctx, tx, `SELECT id, owner || ' with cause ' || cause FROM stage WHERE kind = 2
-			GROUP BY id, owner, cause HAVING count(*) > 1 LIMIT 1`, "share on record %q for %s is listed twice"); err != nil {
-			return err
-		}
-		if err := exec(ctx, tx, "merge shares", nil, `
-			INSERT INTO recalc.change (kind, keys, rooted) -- shares move no family root
-			SELECT 'record', array_agg(DISTINCT coalesce(n.id, s.record)), true
-			FROM recalc.share_input s
-			FULL JOIN (SELECT * FROM stage WHERE kind = 2) n ON n.id = s.record AND n.owner = s.grantee AND n.cause = s.cause
-			WHERE s.record IS NULL OR n.id IS NULL OR (s.object, s.access) IS DISTINCT FROM (n.object, n.access)
-			HAVING count(*) > 0`); err != nil {
-			return err
-		}
-		if err := exec(ctx, tx, "merge shares", nil, `DELETE FROM recalc.share_input`,
-			`INSERT INTO recalc.share_input (record, object, grantee, access, cause)
-			 SELECT id, object, owner, access, cause FROM stage WHERE kind = 2`); err != nil {
+		if err := mergeShares(ctx, tx); err != nil {
 			return err
 		}
 	}
 	if f.HasRecords {
-		// The record trigger already wiped the stored ones; these are the
-		// ones the file listed again.
-		if err := exec(ctx, tx, "wipe manual shares", nil, `
-			DELETE FROM recalc.share_input s USING wiped w
-			WHERE s.record = w.record AND s.grantee = w.grantee AND s.cause = 'manual'`); err != nil {
+		if err := wipeManualShares(ctx, tx, res); err != nil {
 			return err
-		}
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM wiped`).Scan(&res.ManualSharesWiped); err != nil {
-			return fmt.Errorf("count wiped manual shares: %w", err)
 		}
 	}
 	if f.HasTeams {
-		if err := dupCheck(ctx, tx, `SELECT id, owner FROM stage WHERE kind = 3 GROUP BY id, owner HAVING count(*) > 1 LIMIT 1`,
-			"team entry on record %q for user %q is listed twice"); err != nil {
+		return mergeTeams(ctx, tx)
+	}
+	return nil
+}
+
+// mergeRecords replaces the stored records with the staged ones, with
+// their family roots, and notes in the temporary table wiped the manual
+// shares of the records whose owner changes.
+func mergeRecords(ctx context.Context, tx pgx.Tx, res *Result) error {
+	const step = "merge records"
+	if err := dupCheck(ctx, tx, "record %q is defined twice%s",
+		`SELECT record, '' FROM stage WHERE kind = $1 GROUP BY record HAVING count(*) > 1 LIMIT 1`, stageRecord); err != nil {
+		return err
+	}
+	// Each record's family root, from the staged parent links. Depth is
+	// bounded by the object hierarchy; the cap only stops a cycle, which
+	// validation then reports as a parent of the wrong object.
+	if err := exec(ctx, tx, step, nil, `
+		CREATE TEMP TABLE staged_record ON COMMIT DROP AS
+		WITH RECURSIVE fam (id, root, depth) AS (
+		    SELECT record, record, 0 FROM stage WHERE kind = $1 AND parent = ''
+		    UNION ALL
+		    SELECT c.record, f.root, f.depth + 1 FROM stage c JOIN fam f ON c.kind = $1 AND c.parent = f.id
+		    WHERE f.depth < 100)
+		SELECT n.record AS id, n.object, n.owner, nullif(n.parent, '') AS parent, coalesce(fam.root, n.record) AS root_id,
+		       n.fields, n.territories
+		FROM stage n LEFT JOIN fam ON fam.id = n.record WHERE n.kind = $1`, stageRecord); err != nil {
+		return err
+	}
+	if err := exec(ctx, tx, step, nil, `ANALYZE staged_record`); err != nil {
+		return err
+	}
+	// The manual shares the stored version had on records changing owner
+	// are wiped, whatever the file says (sharing-model.md section 5).
+	if err := exec(ctx, tx, step, nil, `
+		CREATE TEMP TABLE wiped ON COMMIT DROP AS
+		SELECT s.record, s.grantee FROM recalc.share_input s
+		JOIN recalc.record r ON r.id = s.record
+		JOIN staged_record n ON n.id = r.id
+		WHERE s.cause = $1 AND n.owner <> r.owner`, model.CauseManual); err != nil {
+		return err
+	}
+	// Triggers on recalc.record log every row these statements change,
+	// marked rooted: staged_record's roots are right (see FixRoots).
+	if err := exec(ctx, tx, step, nil, `SELECT set_config('recalc.rooted', 'on', true)`); err != nil {
+		return err
+	}
+	for _, sql := range []string{
+		`DELETE FROM recalc.record r WHERE NOT EXISTS (SELECT 1 FROM staged_record n WHERE n.id = r.id)`,
+		`UPDATE recalc.record r SET object = n.object, owner = n.owner, parent = n.parent, root_id = n.root_id,
+		        fields = n.fields, territories = n.territories
+		 FROM staged_record n WHERE n.id = r.id
+		   AND (r.object, r.owner, r.parent, r.root_id, r.fields, r.territories)
+		       IS DISTINCT FROM (n.object, n.owner, n.parent, n.root_id, n.fields, n.territories)`,
+		`INSERT INTO recalc.record (id, object, owner, parent, root_id, fields, territories)
+		 SELECT n.id, n.object, n.owner, n.parent, n.root_id, n.fields, n.territories FROM staged_record n
+		 WHERE NOT EXISTS (SELECT 1 FROM recalc.record r WHERE r.id = n.id)`,
+	} {
+		if err := exec(ctx, tx, step, &res.Changes, sql); err != nil {
 			return err
 		}
-		if err := exec(ctx, tx, "merge teams", nil, `
-			INSERT INTO recalc.change (kind, keys, rooted) -- team entries move no family root
-			SELECT 'record', array_agg(DISTINCT coalesce(n.id, t.record)), true
-			FROM recalc.team t
-			FULL JOIN (SELECT * FROM stage WHERE kind = 3) n ON n.id = t.record AND n.owner = t.user_id
-			WHERE t.record IS NULL OR n.id IS NULL
-			   OR (t.access, t.contact_access, t.opportunity_access, t.case_access) IS DISTINCT FROM (n.access, n.ca, n.oa, n.ka)
-			HAVING count(*) > 0`); err != nil {
-			return err
-		}
-		if err := exec(ctx, tx, "merge teams", nil, `DELETE FROM recalc.team`,
-			`INSERT INTO recalc.team (record, user_id, access, contact_access, opportunity_access, case_access)
-			 SELECT id, owner, access, ca, oa, ka FROM stage WHERE kind = 3`); err != nil {
-			return err
-		}
+	}
+	return nil
+}
+
+// mergeShares replaces the stored shares with the staged ones and logs the
+// records whose shares changed.
+func mergeShares(ctx context.Context, tx pgx.Tx) error {
+	const step = "merge shares"
+	if err := dupCheck(ctx, tx, "share on record %q for %s is listed twice", `SELECT record, grantee || ' with cause ' || cause FROM stage
+		WHERE kind = $1 GROUP BY record, grantee, cause HAVING count(*) > 1 LIMIT 1`, stageShare); err != nil {
+		return err
+	}
+	if err := exec(ctx, tx, step, nil, `
+		INSERT INTO recalc.change (kind, keys, rooted) -- shares move no family root
+		SELECT 'record', array_agg(DISTINCT coalesce(n.record, s.record)), true
+		FROM recalc.share_input s
+		FULL JOIN (SELECT * FROM stage WHERE kind = $1) n ON n.record = s.record AND n.grantee = s.grantee AND n.cause = s.cause
+		WHERE s.record IS NULL OR n.record IS NULL OR (s.object, s.access) IS DISTINCT FROM (n.object, n.access)
+		HAVING count(*) > 0`, stageShare); err != nil {
+		return err
+	}
+	if err := exec(ctx, tx, step, nil, `DELETE FROM recalc.share_input`); err != nil {
+		return err
+	}
+	return exec(ctx, tx, step, nil, `INSERT INTO recalc.share_input (record, object, grantee, access, cause)
+		SELECT record, object, grantee, access, cause FROM stage WHERE kind = $1`, stageShare)
+}
+
+// wipeManualShares deletes the manual shares mergeRecords noted: the
+// record trigger already wiped the stored ones; these are the ones the file
+// listed again.
+func wipeManualShares(ctx context.Context, tx pgx.Tx, res *Result) error {
+	if err := exec(ctx, tx, "wipe manual shares", nil, `
+		DELETE FROM recalc.share_input s USING wiped w
+		WHERE s.record = w.record AND s.grantee = w.grantee AND s.cause = $1`, model.CauseManual); err != nil {
+		return err
+	}
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM wiped`).Scan(&res.ManualSharesWiped); err != nil {
+		return fmt.Errorf("count wiped manual shares: %w", err)
+	}
+	return nil
+}
+
+// mergeTeams replaces the stored team entries with the staged ones and
+// logs the records whose team changed.
+func mergeTeams(ctx context.Context, tx pgx.Tx) error {
+	const step = "merge teams"
+	if err := dupCheck(ctx, tx, "team entry on record %q for user %q is listed twice",
+		`SELECT record, user_id FROM stage WHERE kind = $1 GROUP BY record, user_id HAVING count(*) > 1 LIMIT 1`, stageTeam); err != nil {
+		return err
+	}
+	if err := exec(ctx, tx, step, nil, `
+		INSERT INTO recalc.change (kind, keys, rooted) -- team entries move no family root
+		SELECT 'record', array_agg(DISTINCT coalesce(n.record, t.record)), true
+		FROM recalc.team t
+		FULL JOIN (SELECT * FROM stage WHERE kind = $1) n ON n.record = t.record AND n.user_id = t.user_id
+		WHERE t.record IS NULL OR n.record IS NULL
+		   OR (t.access, t.contact_access, t.opportunity_access, t.case_access)
+		      IS DISTINCT FROM (n.access, n.contact_access, n.opportunity_access, n.case_access)
+		HAVING count(*) > 0`, stageTeam); err != nil {
+		return err
+	}
+	if err := exec(ctx, tx, step, nil, `DELETE FROM recalc.team`); err != nil {
+		return err
+	}
+	return exec(ctx, tx, step, nil, `INSERT INTO recalc.team (record, user_id, access, contact_access, opportunity_access, case_access)
+		SELECT record, user_id, access, contact_access, opportunity_access, case_access FROM stage WHERE kind = $1`, stageTeam)
+}
+
+// lockReferenced takes a key-share lock on the records that the file's
+// shares and team entries name. An application transaction that deletes or
+// renames one of them meanwhile is waited for, and the check that follows
+// sees its outcome (checkRefs refuses the file); one that comes after waits
+// for the import to commit, and its capture trigger then deletes the new
+// shares and team entries with the record. Either way none is left on a
+// record that does not exist. Stored entries need no lock: a record deleted
+// meanwhile takes them with it in its own transaction.
+func lockReferenced(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, `SELECT FROM recalc.record r
+		WHERE r.id IN (SELECT record FROM stage WHERE kind = ANY($1)) ORDER BY r.rid FOR KEY SHARE`,
+		[]int16{int16(stageShare), int16(stageTeam)}); err != nil {
+		return fmt.Errorf("lock the records shares and team entries name: %w", err)
 	}
 	return nil
 }

@@ -13,13 +13,24 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/engine"
-	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/internal/testkit"
+	"github.com/recalc-dev/recalc/internal/testkit/fixture"
 )
 
-func importString(ctx context.Context, pool *pgxpool.Pool, s string) (*store.Result, error) {
-	return store.Import(ctx, pool, strings.NewReader(s), model.DefaultLimits(), zerolog.Nop(), nil)
+// setup returns a fresh database holding testdata/base.json, and that file.
+func setup(t *testing.T) (context.Context, *pgxpool.Pool, []byte) {
+	t.Helper()
+	ctx, pool := context.Background(), testdb.Migrated(t)
+	base, err := os.ReadFile("testdata/base.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testkit.ImportString(ctx, pool, string(base)); err != nil {
+		t.Fatalf("base model: %v", err)
+	}
+	return ctx, pool, base
 }
 
 // snapshot renders every table of the recalc schema, rows sorted, so two
@@ -79,8 +90,8 @@ var invalidModels = []struct{ name, file, want string }{
 	{"child access off account", `{"rules": [{"id": "bad", "object": "case", "type": "owner", "source": "all_internal_users", "target": "group:emea", "access": "read", "case_access": "read"}]}`, `rule "bad": child access`},
 	{"owner rule with user source", `{"rules": [{"id": "bad", "object": "account", "type": "owner", "source": "user:u1", "target": "group:emea", "access": "read"}]}`, `rule "bad": source`},
 	{"string op on number", `{"rules": [{"id": "bad", "object": "account", "type": "criteria", "target": "group:emea", "access": "read", "criteria": {"conditions": [{"field": "x", "op": "contains", "value": 3}]}}]}`, `rule "bad"`},
-	{"too many rules", manyRules(301, "owner"), "more than 300"},
-	{"too many criteria rules", manyRules(51, "criteria"), "more than 50"},
+	{"too many rules", `{"rules": ` + fixture.ManyRules(301, false, "emea", "x") + `}`, "more than 300"},
+	{"too many criteria rules", `{"rules": ` + fixture.ManyRules(51, true, "emea", "x") + `}`, "more than 50"},
 	{"duplicate share", `{"shares": [{"object": "account", "record": "a1", "grantee": "user:u1", "access": "read", "cause": "manual"}, {"object": "account", "record": "a1", "grantee": "user:u1", "access": "edit", "cause": "manual"}]}`, "listed twice"},
 	{"apex on standard object", `{"shares": [{"object": "account", "record": "a1", "grantee": "user:u1", "access": "read", "cause": "apex:x"}]}`, "custom objects"},
 	{"bad cause", `{"shares": [{"object": "account", "record": "a1", "grantee": "user:u1", "access": "read", "cause": "Apex:X"}]}`, "cause"},
@@ -101,38 +112,20 @@ var invalidModels = []struct{ name, file, want string }{
 	{"removing an object in use", `{"objects": [{"name": "account", "internal_owd": "private"}]}`, "does not exist"},
 }
 
-func manyRules(n int, typ string) string {
-	var rules []string
-	for i := 0; i < n; i++ {
-		if typ == "owner" {
-			rules = append(rules, fmt.Sprintf(`{"id": "r%d", "object": "account", "type": "owner", "source": "all_internal_users", "target": "group:emea", "access": "read"}`, i))
-		} else {
-			rules = append(rules, fmt.Sprintf(`{"id": "r%d", "object": "account", "type": "criteria", "target": "group:emea", "access": "read", "criteria": {"conditions": [{"field": "x", "op": "equals", "value": %d}]}}`, i, i))
-		}
-	}
-	return `{"rules": [` + strings.Join(rules, ",") + `]}`
-}
-
 func TestInvalidImportLeavesDatabaseUnchanged(t *testing.T) {
-	ctx, pool := context.Background(), testdb.Migrated(t)
-	base, err := os.ReadFile("testdata/base.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := importString(ctx, pool, string(base)); err != nil {
-		t.Fatalf("base model: %v", err)
-	}
+	t.Parallel()
+	ctx, pool, _ := setup(t)
 	if _, err := engine.Full(ctx, pool, engine.Options{Workers: 2, ChunkSize: 2}, zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
 	// A pending change, so the change log is part of what must not move.
-	if _, err := importString(ctx, pool, `{"users": [{"id": "u1", "role": "ceo"}, {"id": "p1", "type": "external", "role": "vp"}, {"id": "old", "active": false}]}`); err != nil {
+	if _, err := testkit.ImportString(ctx, pool, `{"users": [{"id": "u1", "role": "ceo"}, {"id": "p1", "type": "external", "role": "vp"}, {"id": "old", "active": false}]}`); err != nil {
 		t.Fatal(err)
 	}
 	before := snapshot(t, ctx, pool)
 	for _, tc := range invalidModels {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := importString(ctx, pool, tc.file)
+			_, err := testkit.ImportString(ctx, pool, tc.file)
 			var inv *store.InvalidError
 			if !errors.As(err, &inv) {
 				t.Fatalf("want an invalid-model error, got %v", err)
@@ -150,14 +143,8 @@ func TestInvalidImportLeavesDatabaseUnchanged(t *testing.T) {
 // A record an import removes takes its shares and team entries with it, so
 // none carries over to a record that later takes its id.
 func TestRemovedRecordLosesSharesAndTeam(t *testing.T) {
-	ctx, pool := context.Background(), testdb.Migrated(t)
-	base, err := os.ReadFile("testdata/base.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := importString(ctx, pool, string(base)); err != nil {
-		t.Fatal(err)
-	}
+	t.Parallel()
+	ctx, pool, _ := setup(t)
 	count := func() (shares, team int) {
 		t.Helper()
 		if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM recalc.share_input WHERE record = 'a1'),
@@ -170,12 +157,12 @@ func TestRemovedRecordLosesSharesAndTeam(t *testing.T) {
 		t.Fatalf("base model: a1 has %d shares and %d team entries, want 1 and 1", s, tm)
 	}
 	removed := `{"records": [{"object": "case", "id": "c1", "owner": "support_q"}, {"object": "project__c", "id": "p9", "owner": "old"}]}`
-	if _, err := importString(ctx, pool, removed); err != nil {
+	if _, err := testkit.ImportString(ctx, pool, removed); err != nil {
 		t.Fatalf("removing a record with shares: %v", err)
 	}
 	back := `{"records": [{"object": "account", "id": "a1", "owner": "u1"}, {"object": "case", "id": "c1", "owner": "support_q"},
 		{"object": "project__c", "id": "p9", "owner": "old"}]}`
-	if _, err := importString(ctx, pool, back); err != nil {
+	if _, err := testkit.ImportString(ctx, pool, back); err != nil {
 		t.Fatal(err)
 	}
 	if s, tm := count(); s != 0 || tm != 0 {
@@ -184,14 +171,11 @@ func TestRemovedRecordLosesSharesAndTeam(t *testing.T) {
 }
 
 func TestOwnerChangeWipesStoredManualShares(t *testing.T) {
-	ctx, pool := context.Background(), testdb.Migrated(t)
-	base, _ := os.ReadFile("testdata/base.json")
-	if _, err := importString(ctx, pool, string(base)); err != nil {
-		t.Fatal(err)
-	}
+	t.Parallel()
+	ctx, pool, _ := setup(t)
 	// a1 changes owner; the file still lists the stored manual share (wiped)
 	// and adds a new one (kept), in the same import.
-	res, err := importString(ctx, pool, `{
+	res, err := testkit.ImportString(ctx, pool, `{
 		"records": [{"object": "account", "id": "a1", "owner": "p1"}, {"object": "case", "id": "c1", "owner": "support_q", "parent": "a1"},
 		            {"object": "contact", "id": "k1", "owner": "u1", "parent": "a1"}, {"object": "project__c", "id": "p9", "owner": "old"}],
 		"shares": [{"object": "account", "record": "a1", "grantee": "user:p1", "access": "edit", "cause": "manual"},
@@ -217,11 +201,8 @@ func TestOwnerChangeWipesStoredManualShares(t *testing.T) {
 }
 
 func TestImportRecordsChanges(t *testing.T) {
-	ctx, pool := context.Background(), testdb.Migrated(t)
-	base, _ := os.ReadFile("testdata/base.json")
-	if _, err := importString(ctx, pool, string(base)); err != nil {
-		t.Fatal(err)
-	}
+	t.Parallel()
+	ctx, pool, base := setup(t)
 	if _, err := engine.Full(ctx, pool, engine.Options{Workers: 1, ChunkSize: 100}, zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +212,7 @@ func TestImportRecordsChanges(t *testing.T) {
 		t.Fatalf("change log holds %d rows after a full run, want 0", n)
 	}
 	// Re-importing the same file changes nothing; editing one record logs it.
-	if _, err := importString(ctx, pool, string(base)); err != nil {
+	if _, err := testkit.ImportString(ctx, pool, string(base)); err != nil {
 		t.Fatal(err)
 	}
 	_ = pool.QueryRow(ctx, `SELECT count(*) FROM recalc.change`).Scan(&n)
@@ -239,7 +220,7 @@ func TestImportRecordsChanges(t *testing.T) {
 		t.Errorf("re-importing the same model logged %d changes, want 0", n)
 	}
 	edited := strings.Replace(string(base), `"Healthcare"`, `"Retail"`, 1)
-	if _, err := importString(ctx, pool, edited); err != nil {
+	if _, err := testkit.ImportString(ctx, pool, edited); err != nil {
 		t.Fatal(err)
 	}
 	var keys string
@@ -254,17 +235,14 @@ func TestImportRecordsChanges(t *testing.T) {
 // the first ANALYZE or VACUUM), and that a small one leaves that to
 // autovacuum.
 func TestBulkImportAnalyzes(t *testing.T) {
-	ctx, pool := context.Background(), testdb.Migrated(t)
+	t.Parallel()
+	ctx, pool, base := setup(t)
 	reltuples := func() float64 {
 		var n float64
 		if err := pool.QueryRow(ctx, `SELECT reltuples FROM pg_class WHERE oid = 'recalc.record'::regclass`).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
-	}
-	base, _ := os.ReadFile("testdata/base.json")
-	if _, err := importString(ctx, pool, string(base)); err != nil {
-		t.Fatal(err)
 	}
 	if n := reltuples(); n != -1 {
 		t.Fatalf("a 4-record import analyzed the record table (reltuples %v)", n)
@@ -282,7 +260,7 @@ func TestBulkImportAnalyzes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := importString(ctx, pool, string(bulk)); err != nil {
+	if _, err := testkit.ImportString(ctx, pool, string(bulk)); err != nil {
 		t.Fatal(err)
 	}
 	if n, want := reltuples(), float64(len(recs)); n != want {

@@ -1,20 +1,32 @@
-// Package testdb gives each test its own fresh PostgreSQL database on the
-// server named by DATABASE_URL (the Makefile sets it, starting a throwaway
-// cluster when none is given). Tests never mock the database.
+// Package testdb gives each test its own PostgreSQL database on the server
+// named by DATABASE_URL (the Makefile sets it, starting a throwaway cluster
+// when none is given), so that tests run in parallel without sharing state.
+// Tests never mock the database.
+//
+// A migrated database is a copy of a template that holds recalc's schema
+// (CREATE DATABASE ... TEMPLATE), which is cheaper than migrating each. The
+// template is named for a hash of the migrations, made once by the first
+// test process that needs it (under an advisory lock, so that concurrent
+// test processes wait for one another) and kept for later runs.
 package testdb
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/recalc-dev/recalc/internal/dburl"
 	"github.com/recalc-dev/recalc/schema"
 )
 
@@ -26,76 +38,248 @@ func AdminURL() string {
 	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 }
 
+// URL returns a connection string for database name on the test server.
+func URL(name string) string { return dburl.WithDatabase(AdminURL(), name) }
+
 // New creates an empty database, drops it when the test ends, and returns a
 // connection string for it. The test fails at once if no server is reachable.
 func New(t testing.TB) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	admin, err := pgx.Connect(ctx, AdminURL())
-	if err != nil {
-		t.Fatalf("connect to test server (set DATABASE_URL or run make test): %v", err)
-	}
-	defer admin.Close(ctx)
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	name := "recalc_test_" + hex.EncodeToString(b[:])
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		t.Fatalf("create test database: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, AdminURL())
-		if err != nil {
-			t.Errorf("drop test database: %v", err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop test database: %v", err)
-		}
-	})
-	return WithDatabase(AdminURL(), name)
+	return clone(t, "")
 }
 
-// Migrated creates a fresh database with recalc's schema and returns a pool
-// on it, closed when the test ends.
+// Clone creates a copy of database template, which no session may be
+// connected to, drops it when the test ends, and returns a connection string
+// for it.
+func Clone(t testing.TB, template string) string {
+	t.Helper()
+	if template == "" {
+		t.Fatal("clone: no template database named")
+	}
+	return clone(t, template)
+}
+
+func clone(t testing.TB, template string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	name, err := Create(ctx, template)
+	if err != nil {
+		t.Fatalf("%v (set DATABASE_URL or run make test)", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		if err := Drop(ctx, name); err != nil {
+			t.Error(err)
+		}
+	})
+	return URL(name)
+}
+
+// Create creates a database, empty or a copy of template when not "", and
+// returns its name. The caller drops it (Drop): for a database that outlives
+// one test, such as a template a TestMain drops; tests use New or Clone.
+func Create(ctx context.Context, template string) (string, error) {
+	name := "recalc_test_" + token()
+	q := "CREATE DATABASE " + ident(name)
+	if template != "" {
+		q += " TEMPLATE " + ident(template)
+	}
+	if err := admin(ctx, q); err != nil {
+		return "", fmt.Errorf("create test database: %w", err)
+	}
+	return name, nil
+}
+
+// Drop drops database name, a template or not, ending the sessions still
+// connected to it.
+func Drop(ctx context.Context, name string) error {
+	c, err := pgx.Connect(ctx, AdminURL())
+	if err != nil {
+		return fmt.Errorf("drop test database %s: connect to the test server: %w", name, err)
+	}
+	defer c.Close(context.Background())
+	if err := drop(ctx, c, name); err != nil {
+		return fmt.Errorf("drop test database %s: %w", name, err)
+	}
+	return nil
+}
+
+// drop drops database name, a template or not, on the admin connection c.
+func drop(ctx context.Context, c *pgx.Conn, name string) error {
+	var template bool
+	err := c.QueryRow(ctx, `SELECT datistemplate FROM pg_database WHERE datname = $1`, name).Scan(&template)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil
+	case err != nil:
+		return err
+	case template:
+		if _, err := c.Exec(ctx, "ALTER DATABASE "+ident(name)+" IS_TEMPLATE false"); err != nil {
+			return err
+		}
+	}
+	_, err = c.Exec(ctx, "DROP DATABASE IF EXISTS "+ident(name)+" WITH (FORCE)")
+	return err
+}
+
+// MarkTemplate makes database name a template: no session may connect to
+// it any more, so that Clone can copy it at any time.
+func MarkTemplate(ctx context.Context, name string) error {
+	if err := admin(ctx, "ALTER DATABASE "+ident(name)+" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"); err != nil {
+		return fmt.Errorf("make %s a template: %w", name, err)
+	}
+	return nil
+}
+
+// Migrated creates a database with recalc's schema and returns a pool on
+// it, closed when the test ends.
 func Migrated(t testing.TB) *pgxpool.Pool {
 	t.Helper()
-	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, New(t))
+	tmpl.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		tmpl.name, tmpl.err = schemaTemplate(ctx)
+	})
+	if tmpl.err != nil {
+		t.Fatal(tmpl.err)
+	}
+	pool, err := pgxpool.New(context.Background(), Clone(t, tmpl.name))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	if _, err := schema.Migrate(ctx, pool); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
 	return pool
 }
 
-// Materialized renders every materialized table with natural keys, sorted,
-// so two renderings are equal exactly when the tables mean the same.
-func Materialized(t testing.TB, pool *pgxpool.Pool) string {
-	t.Helper()
-	ctx := context.Background()
-	var out strings.Builder
-	for _, q := range []string{
-		`SELECT 'share ' || r.id || ' ' || g.key || ' ' || s.cause || ' ' || s.level || ' ' || s.boss_ok
-		 FROM recalc.acl_share s JOIN recalc.acl_record r USING (rid) JOIN recalc.grantee g USING (gid)`,
-		`SELECT 'member ' || g.key || ' ' || p.id || ' ' || m.boss
-		 FROM recalc.acl_member m JOIN recalc.grantee g USING (gid) JOIN recalc.principal p USING (uid)`,
-		`SELECT 'record ' || r.id || ' ' || r.object || ' ' || coalesce(a.id, '-') || ' ' || r.root_id
-		 FROM recalc.acl_record r LEFT JOIN recalc.acl_record a ON a.rid = r.access_root`,
-		`SELECT 'object ' || name || ' ' || internal_level || ' ' || external_level || ' ' || cbp FROM recalc.acl_object`,
-		`SELECT 'user ' || id || ' ' || internal FROM recalc.acl_user`,
-	} {
-		var body string
-		if err := pool.QueryRow(ctx, `SELECT coalesce(string_agg(l, E'\n' ORDER BY l COLLATE "C"), '') FROM (`+q+`) x (l)`).Scan(&body); err != nil {
-			t.Fatal(err)
-		}
-		out.WriteString(body + "\n")
+// tmpl is this process's schema template, found or made once.
+var tmpl struct {
+	once sync.Once
+	name string
+	err  error
+}
+
+// templatePrefix starts the names of schema templates; templateLock is the
+// advisory lock their makers hold.
+const (
+	templatePrefix = "recalc_tmpl_"
+	templateLock   = 0x7265_6361_6c63 // "recalc"
+	staleAfter     = 24 * time.Hour
+)
+
+// schemaTemplate returns the name of the template holding the current
+// migrations, making it if no test process has yet. It drops templates of
+// other migrations made more than staleAfter ago: a test process still
+// running from an older tree may use a newer stale one.
+func schemaTemplate(ctx context.Context) (string, error) {
+	ms, err := schema.Migrations()
+	if err != nil {
+		return "", err
 	}
-	return out.String()
+	h := sha256.New()
+	for _, m := range ms {
+		fmt.Fprintf(h, "%d %s %d\n%s\n", m.Version, m.Name, len(m.SQL), m.SQL)
+	}
+	name := templatePrefix + hex.EncodeToString(h.Sum(nil))[:16]
+
+	conn, err := pgx.Connect(ctx, AdminURL())
+	if err != nil {
+		return "", fmt.Errorf("connect to the test server (set DATABASE_URL or run make test): %w", err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(templateLock)); err != nil {
+		return "", fmt.Errorf("lock the schema template: %w", err)
+	}
+	// Closing the connection releases the lock too, should the unlock fail.
+	defer conn.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, int64(templateLock)) //nolint:errcheck
+
+	var ready bool
+	err = conn.QueryRow(ctx, `SELECT datistemplate FROM pg_database WHERE datname = $1`, name).Scan(&ready)
+	switch {
+	case err == nil && ready:
+		return name, nil
+	case err != nil && !errors.Is(err, pgx.ErrNoRows):
+		return "", fmt.Errorf("look up the schema template: %w", err)
+	}
+	// None, or one a killed process left half made.
+	if err := drop(ctx, conn, name); err != nil {
+		return "", fmt.Errorf("drop a half-made schema template: %w", err)
+	}
+	if err := dropStale(ctx, conn); err != nil {
+		return "", err
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+ident(name)); err != nil {
+		return "", fmt.Errorf("create the schema template: %w", err)
+	}
+	if err := migrate(ctx, URL(name)); err != nil {
+		return "", fmt.Errorf("migrate the schema template: %w", err)
+	}
+	made := time.Now().UTC().Format(time.RFC3339)
+	if _, err := conn.Exec(ctx, "COMMENT ON DATABASE "+ident(name)+" IS "+literal("recalc test schema template, made "+made)); err != nil {
+		return "", fmt.Errorf("label the schema template: %w", err)
+	}
+	if err := MarkTemplate(ctx, name); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+func migrate(ctx context.Context, url string) error {
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	_, err = schema.Migrate(ctx, pool)
+	return err
+}
+
+// dropStale drops the schema templates labelled as made before staleAfter.
+func dropStale(ctx context.Context, conn *pgx.Conn) error {
+	rows, err := conn.Query(ctx, `SELECT datname, coalesce(shobj_description(oid, 'pg_database'), '')
+		FROM pg_database WHERE starts_with(datname, $1)`, templatePrefix)
+	if err != nil {
+		return fmt.Errorf("list schema templates: %w", err)
+	}
+	var stale []string
+	for rows.Next() {
+		var name, label string
+		if err := rows.Scan(&name, &label); err != nil {
+			return fmt.Errorf("list schema templates: %w", err)
+		}
+		_, at, _ := strings.Cut(label, ", made ")
+		if made, err := time.Parse(time.RFC3339, at); err == nil && time.Since(made) > staleAfter {
+			stale = append(stale, name)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list schema templates: %w", err)
+	}
+	for _, name := range stale {
+		if err := drop(ctx, conn, name); err != nil {
+			return fmt.Errorf("drop stale schema template %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// admin runs a statement on a connection of its own to the test server.
+func admin(ctx context.Context, stmt string) error {
+	c, err := pgx.Connect(ctx, AdminURL())
+	if err != nil {
+		return fmt.Errorf("connect to the test server: %w", err)
+	}
+	defer c.Close(context.Background())
+	_, err = c.Exec(ctx, stmt)
+	return err
+}
+
+func ident(s string) string   { return pgx.Identifier{s}.Sanitize() }
+func literal(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+func token() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/recalc-dev/recalc/internal/changes"
+	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/rs/zerolog"
 )
 
@@ -33,8 +34,8 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, run func(context.
 		return fmt.Errorf("acquire listening connection: %w", err)
 	}
 	defer conn.Release()
-	if _, err := conn.Exec(ctx, "LISTEN "+changes.Channel); err != nil {
-		return fmt.Errorf("listen: %w", err)
+	if err := pg.Listen(ctx, conn, changes.Channel); err != nil {
+		return err
 	}
 	log.Info().Str("channel", changes.Channel).Dur("debounce", opt.Debounce).Dur("max_wait", opt.MaxWait).
 		Dur("poll", opt.Poll).Msg("watching for changes")

@@ -1,0 +1,338 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/recalc-dev/recalc/internal/changes"
+	"github.com/recalc-dev/recalc/internal/locks"
+	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/internal/queue"
+	"github.com/recalc-dev/recalc/internal/sharetable"
+	"github.com/recalc-dev/recalc/internal/sharing"
+	"github.com/recalc-dev/recalc/internal/store"
+	"github.com/recalc-dev/recalc/internal/workers"
+)
+
+// createJob is tryCreateJob, retried with backoff while planning cannot lock
+// the records whose family roots it fixes (an application transaction holds
+// them).
+func createJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logger) (*queue.Job, *Planned, error) {
+	for attempt := 0; ; attempt++ {
+		job, pl, err := tryCreateJob(ctx, pool, opt, log)
+		if err == nil || !pg.IsRetryable(err) || ctx.Err() != nil {
+			return job, pl, err
+		}
+		if attempt >= opt.Retries {
+			return nil, nil, fmt.Errorf("plan: records whose family roots need fixing stayed locked by other transactions (%d attempts of %s): %w",
+				attempt+1, opt.LockTimeout, err)
+		}
+		wait := workers.Backoff(attempt)
+		log.Warn().Int("attempt", attempt+1).Dur("backoff", wait).Err(err).Msg("planning retry")
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// tryCreateJob plans and stores a job under the model lock, so that no
+// import commits between planning and the job's creation. It returns the
+// job (nil when there is nothing to do) and the plan (nil when another
+// process created a job meanwhile, which it returns).
+func tryCreateJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logger) (*queue.Job, *Planned, error) {
+	var job *queue.Job
+	var pl *Planned
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
+			return err
+		}
+		var err error
+		if job, err = queue.Unfinished(ctx, tx); err != nil || job != nil {
+			return err
+		}
+		if pl, err = Plan(ctx, tx, opt); err != nil {
+			return err
+		}
+		if pl.Nothing() {
+			if len(pl.Deferred) == 0 { // nothing changed: forget the no-op changes
+				return changes.Consume(ctx, tx, pl.Consumes)
+			}
+			return nil
+		}
+		job, err = storeJob(ctx, tx, pl, opt.Trigger)
+		if err == nil {
+			log.Info().Int64("job", job.ID).Str("kind", string(pl.Kind)).Bool("rules", pl.DoRules).Bool("closure", pl.DoClosure).
+				Int("changes", len(pl.Plan.Changes)).Str("full_reason", pl.Plan.FullReason).
+				Int("families", pl.Families).Int("chunks", pl.NumChunks).Msg("job planned")
+		}
+		return err
+	})
+	return job, pl, err
+}
+
+// storeJob stores the planned job and its chunks inside tx, with what they
+// need: the dictionary ids of the configuration's users and grantees, and a
+// full job's empty staging tables.
+func storeJob(ctx context.Context, tx pgx.Tx, pl *Planned, trigger string) (*queue.Job, error) {
+	if _, err := sharetable.EnsureDict(ctx, tx, pl.org); err != nil {
+		return nil, err
+	}
+	if pl.Kind == queue.Full {
+		if err := sharetable.PrepareFull(ctx, tx, pl.DoClosure); err != nil {
+			return nil, err
+		}
+	}
+	planJSON, err := json.Marshal(pl)
+	if err != nil {
+		return nil, err
+	}
+	id, err := queue.Create(ctx, tx, &queue.Job{Kind: pl.Kind, Trigger: trigger, ChangeSeq: pl.ChangeSeq, Consumes: pl.Consumes,
+		Config: pl.Config, Plan: planJSON, DoRules: pl.DoRules, DoClosure: pl.DoClosure}, pl.Chunks)
+	if err != nil {
+		return nil, err
+	}
+	return queue.Get(ctx, tx, id)
+}
+
+// runJob works job until it is done, also covering peers that died, and
+// returns its final row. org is the job's configuration, nil to decode it.
+// A failed job is an error. Each round works the chunks left to claim,
+// stages a full job's tables once every chunk is complete, and finishes
+// the job; whichever process sees the last step possible takes it.
+func runJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharing.Org, opt Options, log zerolog.Logger) (*queue.Job, error) {
+	if org == nil {
+		var err error
+		if org, err = sharing.DecodeOrg(job.Config); err != nil {
+			return nil, fmt.Errorf("job %d configuration: %w", job.ID, err)
+		}
+	}
+	dict, err := sharetable.LoadDict(ctx, pool)
+	if err != nil {
+		return nil, err
+	}
+	stop := workers.Progress(ctx, pool, job.ID, job.Chunks, log, opt.Live)
+	defer stop()
+	for {
+		err := workChunks(ctx, pool, job, org, dict, opt, log)
+		if err == nil && job.Kind == queue.Full && job.DoRules {
+			err = stage(ctx, pool, job, org, dict, opt)
+		}
+		finished := false
+		if err == nil {
+			finished, err = finish(ctx, pool, job, org, dict)
+		}
+		if err != nil {
+			return nil, failJob(ctx, pool, job, err, opt, log)
+		}
+		if finished {
+			announce(ctx, pool, job.ID, opt, log)
+		}
+		cur, err := queue.Get(ctx, pool, job.ID)
+		if err != nil {
+			return nil, err
+		}
+		switch cur.Status {
+		case queue.Done:
+			log.Info().Int64("job", cur.ID).Str("kind", string(cur.Kind)).Int64("records", cur.Records).
+				Int64("share_rows_added", cur.RowsAdded).Int64("share_rows_removed", cur.RowsRemoved).
+				Int64("share_rows_updated", cur.RowsUpdated).Int64("closure_added", cur.ClosureAdded).
+				Int64("closure_removed", cur.ClosureRemoved).Msg("job done")
+			return cur, nil
+		case queue.Failed:
+			return nil, fmt.Errorf("job %d failed: %s (run `recalc run` to resume it)", cur.ID, cur.Error)
+		}
+		// Other workers hold the remaining chunks; wait, then pick up any
+		// that a dead worker released.
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// failJob marks job failed with err and announces it, unless ctx ended: an
+// interrupted job stays running for the next run to resume. It returns the
+// error to report.
+func failJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, err error, opt Options, log zerolog.Logger) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("job %d interrupted; the next `recalc run` resumes it: %w", job.ID, err)
+	}
+	msg := err.Error()
+	ctx = context.WithoutCancel(ctx)
+	if ferr := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return queue.Fail(ctx, tx, job.ID, msg) }); ferr != nil {
+		log.Error().Err(ferr).Msg("could not mark job failed")
+	} else {
+		announce(ctx, pool, job.ID, opt, log)
+	}
+	return fmt.Errorf("job %d: %w", job.ID, err)
+}
+
+// workChunks claims, computes and completes the job's chunks until none is
+// left to claim.
+func workChunks(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharing.Org, dict *sharetable.Dict, opt Options, log zerolog.Logger) error {
+	return workers.Run(ctx, pool, job.ID, workers.Options{Workers: opt.Workers, LockTimeout: opt.LockTimeout, Retries: opt.Retries},
+		func(ctx context.Context, tx pgx.Tx, c *queue.Chunk) (*queue.ChunkStats, error) {
+			st, err := workChunk(ctx, tx, job, org, dict, c)
+			if err == nil && len(st.Invalid) > 0 {
+				log.Warn().Int64("job", job.ID).Int("chunk", c.N).Int("records", len(st.Invalid)).Strs("first", st.Invalid[:min(10, len(st.Invalid))]).
+					Msg("invalid records get no access (see recalc.invalid_record): fix them with SQL or import")
+			}
+			return st, err
+		}, log)
+}
+
+// workChunk computes one claimed chunk: an incremental job's families are
+// diffed and written in place, a full job's copied into the staging tables.
+func workChunk(ctx context.Context, tx pgx.Tx, job *queue.Job, org *sharing.Org, dict *sharetable.Dict, c *queue.Chunk) (*queue.ChunkStats, error) {
+	if job.Kind != queue.Full {
+		w, err := sharetable.ApplyFamilies(ctx, tx, org, dict, c.Roots)
+		if err != nil {
+			return nil, err
+		}
+		st := queue.ChunkStats(*w)
+		return &st, nil
+	}
+	in, err := sharetable.LoadFamilies(ctx, tx, org, c.Lo, c.Hi)
+	if err != nil {
+		return nil, err
+	}
+	rows := org.Compute(in)
+	added, err := sharetable.CopyRows(ctx, tx, rows, dict)
+	if err != nil {
+		return nil, err
+	}
+	return &queue.ChunkStats{Records: int64(len(in.Records)), Added: added, Invalid: rows.Invalid}, nil
+}
+
+// stage completes a full job's staging tables once its last chunk is
+// complete, before the swap, so that the swap's transaction is short: it
+// builds the indexes, writes the closure and counts the drift (except on
+// the first computation, which repairs nothing), side by side, then marks
+// the job staged. One process does it; the others wait, then find it done.
+func stage(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharing.Org, dict *sharetable.Dict, opt Options) error {
+	release, err := locks.Hold(ctx, pool, locks.Staging)
+	if err != nil {
+		return err
+	}
+	defer release()
+	j, err := queue.Get(ctx, pool, job.ID)
+	if err != nil {
+		return err
+	}
+	pending, err := queue.Pending(ctx, pool, job.ID)
+	if err != nil || j.Status != queue.Running || pending > 0 || j.Staged {
+		return err
+	}
+	applied, err := store.AppliedConfig(ctx, pool, store.SideRules)
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(2, opt.Workers))
+	for _, task := range sharetable.StagingTasks(pool, org, dict, job.ID, j.DoClosure, string(applied) != "{}") {
+		g.Go(func() error { return task(gctx) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return queue.MarkStaged(ctx, pool, job.ID)
+}
+
+// finish ends the job if all its chunks are complete (and a full job's
+// tables staged), in one transaction: for share rows, swap in a full job's
+// staging tables and write the OWD table; for the closure, write it (whole
+// for a full job, the difference otherwise) and the user table; record
+// each side's configuration as applied; consume the change rows planned
+// from; mark the job done. It reports whether it did. Whichever worker
+// sees the last chunk complete does it.
+func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharing.Org, dict *sharetable.Dict) (finished bool, err error) {
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		j, err := queue.Lock(ctx, tx, job.ID)
+		if err != nil || j.Status != queue.Running {
+			return err
+		}
+		if pending, err := queue.Pending(ctx, tx, j.ID); err != nil || pending > 0 {
+			return err
+		}
+		if j.Kind == queue.Full && j.DoRules && !j.Staged {
+			return nil // another process is still staging the tables
+		}
+		if j.DoRules {
+			if err := finishRules(ctx, tx, j, org); err != nil {
+				return err
+			}
+		}
+		cl := &sharetable.ClosureStats{}
+		if j.DoClosure {
+			if cl, err = finishClosure(ctx, tx, j, org, dict); err != nil {
+				return err
+			}
+		}
+		if j.DoRules { // the changes it planned from, and only those
+			if err := changes.Consume(ctx, tx, j.Consumes); err != nil {
+				return err
+			}
+		}
+		finished = true
+		return queue.Finish(ctx, tx, j, cl.Added, cl.Removed)
+	})
+	return finished && err == nil, err
+}
+
+// finishRules is finish's share-row side: the swap of a full job's staging
+// tables, the OWD table and the configuration applied.
+func finishRules(ctx context.Context, tx pgx.Tx, j *queue.Job, org *sharing.Org) error {
+	if j.Kind == queue.Full {
+		if err := sharetable.SwapFull(ctx, tx, j.DoClosure); err != nil {
+			return err
+		}
+	}
+	if err := sharetable.WriteObjects(ctx, tx, org); err != nil {
+		return err
+	}
+	return store.SetApplied(ctx, tx, store.SideRules, j.Config)
+}
+
+// finishClosure is finish's closure side: the closure, unless it came in
+// with a full job's swap, the user table and the configuration applied.
+func finishClosure(ctx context.Context, tx pgx.Tx, j *queue.Job, org *sharing.Org, dict *sharetable.Dict) (*sharetable.ClosureStats, error) {
+	cl := &sharetable.ClosureStats{}
+	var err error
+	if j.Kind == queue.Full { // the closure came in with the swap
+		err = sharetable.WriteUsers(ctx, tx, org, dict)
+	} else {
+		cl, err = sharetable.DiffClosure(ctx, tx, org, dict)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return cl, store.SetApplied(ctx, tx, store.SideClosure, j.Config)
+}
+
+// announce sends the job's completion notification to the webhook and email
+// targets. The NOTIFY went out with the job's end; a failed delivery is
+// logged, not fatal: the job itself is done.
+func announce(ctx context.Context, pool *pgxpool.Pool, id int64, opt Options, log zerolog.Logger) {
+	if !opt.Notify.Enabled() {
+		return
+	}
+	payload, err := queue.Payload(ctx, pool, id)
+	if err == nil {
+		err = opt.Notify.Send(ctx, payload)
+	}
+	if err != nil {
+		log.Error().Int64("job", id).Err(err).Msg("completion notification not delivered")
+		return
+	}
+	log.Info().Int64("job", id).Msg("completion notification sent")
+}

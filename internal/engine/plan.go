@@ -1,0 +1,316 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/recalc-dev/recalc/internal/changes"
+	"github.com/recalc-dev/recalc/internal/locks"
+	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/internal/planner"
+	"github.com/recalc-dev/recalc/internal/queue"
+	"github.com/recalc-dev/recalc/internal/sharetable"
+	"github.com/recalc-dev/recalc/internal/sharing"
+	"github.com/recalc-dev/recalc/internal/store"
+)
+
+// Planned is a plan resolved against the stored data, before it becomes a job.
+type Planned struct {
+	Plan      *planner.Plan        `json:"plan"`
+	Kind      queue.Kind           `json:"kind"`
+	DoRules   bool                 `json:"rules"`   // share rows are recalculated
+	DoClosure bool                 `json:"closure"` // group membership is recalculated
+	Deferred  map[string]time.Time `json:"deferred,omitempty"`
+	Roots     []string             `json:"-"`
+	Families  int                  `json:"families"`
+	Records   map[string]int64     `json:"records_by_object"`
+	Chunks    []queue.Chunk        `json:"-"`
+	NumChunks int                  `json:"chunks"`
+	ChangeSeq int64                `json:"-"`
+	Consumes  []int64              `json:"-"` // the change rows planned from
+	Config    []byte               `json:"-"`
+	org       *sharing.Org
+}
+
+// Nothing reports whether there is nothing to recalculate now (perhaps
+// because calculation is deferred).
+func (pl *Planned) Nothing() bool { return !pl.DoRules && !pl.DoClosure }
+
+// inputs is what Plan reads before it decides anything.
+type inputs struct {
+	rules, closure *sharing.Org // what each side was last computed from (nil when never)
+	log            *changes.Log // the change rows committed now
+}
+
+// Plan computes what a run would do now, inside tx. It writes nothing but
+// the family roots of records the application inserted or re-parented with
+// plain SQL; roll tx back to leave no trace.
+//
+// Its steps: load the stored and the applied configurations and the change
+// log; fix family roots and list the changed records; diff the models;
+// decide which sides to recalculate; resolve the plan's selectors into
+// families, switching to a full job when that is cheaper; chunk.
+func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
+	opt.defaults()
+	pl, in, err := load(ctx, tx, opt)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := changedRecords(ctx, tx, opt, in)
+	if err != nil {
+		return nil, err
+	}
+	pl.Plan = diff(in.rules, pl.org, ids, opt.Full, in.log.Truncated)
+	decideSides(pl, in)
+	if !pl.DoRules {
+		pl.Records = map[string]int64{}
+		return pl, nil
+	}
+	if err := selectFamilies(ctx, tx, opt, pl); err != nil {
+		return nil, err
+	}
+	if pl.Plan.Full && !opt.InPlace {
+		err = chunkAll(ctx, tx, opt, pl)
+	} else {
+		err = chunkRoots(ctx, tx, opt, pl)
+	}
+	if err != nil {
+		return nil, err
+	}
+	pl.NumChunks = len(pl.Chunks)
+	return pl, nil
+}
+
+// load reads the stored configuration, the deferral, the configurations
+// the two sides were last computed from, and which change rows are
+// committed now: what the job plans from and, once done, consumes.
+func load(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, *inputs, error) {
+	cfgJSON, err := store.StoredConfig(ctx, tx)
+	if err != nil {
+		return nil, nil, err
+	}
+	cur, err := sharing.DecodeOrg(cfgJSON)
+	if err != nil {
+		return nil, nil, fmt.Errorf("stored model is invalid (re-import it): %w", err)
+	}
+	deferred, err := store.Deferred(ctx, tx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if opt.ignoreDeferral {
+		deferred = nil
+	}
+	in := &inputs{}
+	if in.rules, in.closure, err = appliedOrgs(ctx, tx); err != nil {
+		return nil, nil, err
+	}
+	// Read the change rows first: every record they name is then visible
+	// to the root fixing that follows.
+	if in.log, err = changes.Read(ctx, tx); err != nil {
+		return nil, nil, err
+	}
+	return &Planned{Kind: queue.Incremental, ChangeSeq: in.log.Last(), Consumes: in.log.Seqs, Config: cfgJSON, org: cur,
+		Deferred: deferred}, in, nil
+}
+
+// changedRecords fixes the family roots of records the application wrote
+// and returns the ids of the records changed since the rules side was
+// computed: none for a full plan, which needs no list of changes.
+func changedRecords(ctx context.Context, tx pgx.Tx, opt Options, in *inputs) ([]string, error) {
+	// Root fixing locks records the application may hold: wait a bounded time.
+	if err := locks.SetTimeout(ctx, tx, opt.LockTimeout); err != nil {
+		return nil, err
+	}
+	fixed, err := changes.FixRoots(ctx, tx, in.log.Seqs)
+	if err != nil {
+		return nil, err
+	}
+	if opt.Full || in.rules == nil {
+		return nil, nil
+	}
+	ids, err := changes.Records(ctx, tx, in.log.Seqs)
+	if err != nil {
+		return nil, err
+	}
+	return append(ids, fixed...), nil
+}
+
+// diff plans from the model the rules side was computed from to cur, full
+// when asked to or when recalc.record was truncated since.
+func diff(oldRules, cur *sharing.Org, ids []string, full, truncated bool) *planner.Plan {
+	p := planner.Diff(oldRules, cur, ids)
+	switch {
+	case p.Full:
+	case full:
+		p.Full, p.FullReason = true, "requested with --full"
+	case truncated && oldRules != nil:
+		p.Full, p.FullReason = true, "recalc.record was truncated"
+	}
+	return p
+}
+
+// decideSides sets which sides the plan recalculates: each one that is not
+// deferred and has changed.
+func decideSides(pl *Planned, in *inputs) {
+	p := pl.Plan
+	closureChanged := in.closure == nil || p.Full
+	switch {
+	case closureChanged:
+	case in.closure == in.rules: // one applied configuration: p says it
+		closureChanged = p.Closure
+	default:
+		closureChanged = planner.Diff(in.closure, pl.org, nil).Closure
+	}
+	_, rulesDeferred := pl.Deferred[store.SideRules]
+	_, closureDeferred := pl.Deferred[store.SideClosure]
+	pl.DoRules = !rulesDeferred && !p.Empty()
+	pl.DoClosure = !closureDeferred && closureChanged
+}
+
+// selectFamilies lists the roots of the families to recompute: every one
+// for a full plan in place, none for a full plan by staging tables (it
+// chunks by root range), those the selectors name otherwise. An
+// incremental plan that would recompute too many families becomes full.
+func selectFamilies(ctx context.Context, tx pgx.Tx, opt Options, pl *Planned) error {
+	var err error
+	switch {
+	case pl.Plan.Full && opt.InPlace:
+		pl.Roots, err = sharetable.FamilyRoots(ctx, tx, nil, 0)
+	case !pl.Plan.Full:
+		if pl.Roots, err = resolveRoots(ctx, tx, pl.Plan); err != nil {
+			return err
+		}
+		err = switchToFull(ctx, tx, opt, pl)
+	}
+	return err
+}
+
+// switchToFull makes the plan full when it would recompute more than
+// opt.FullAbove of all families (and more than 1,000): rebuilding is then
+// cheaper. Counting every family costs a scan of the records: it counts
+// only when the estimate, low by up to half, leaves the switch in doubt.
+func switchToFull(ctx context.Context, tx pgx.Tx, opt Options, pl *Planned) error {
+	if len(pl.Roots) <= 1000 {
+		return nil
+	}
+	estimate, err := sharetable.EstimateFamilies(ctx, tx)
+	if err != nil {
+		return err
+	}
+	families := int64(estimate)
+	if float64(len(pl.Roots)) > opt.FullAbove*estimate/4 {
+		if families, err = sharetable.CountFamilies(ctx, tx); err != nil {
+			return err
+		}
+	}
+	if float64(len(pl.Roots)) > opt.FullAbove*float64(families) {
+		pl.Plan.Full, pl.Plan.FullReason = true, fmt.Sprintf("the changes touch %d of %d record families: rebuilding is cheaper", len(pl.Roots), families)
+	}
+	return nil
+}
+
+// chunkAll makes the plan a full job over every stored family, chunked by
+// root id range.
+func chunkAll(ctx context.Context, tx pgx.Tx, opt Options, pl *Planned) error {
+	pl.Kind, pl.Roots = queue.Full, nil
+	ch := planner.Chunker{Size: int64(opt.ChunkSize)}
+	if err := sharetable.EachFamily(ctx, tx, ch.Add); err != nil {
+		return err
+	}
+	for i, c := range ch.Chunks() {
+		pl.Chunks = append(pl.Chunks, queue.Chunk{N: i, Lo: c.First, Hi: c.Last})
+	}
+	pl.Families = ch.Families()
+	var err error
+	pl.Records, err = sharetable.RecordsByObject(ctx, tx)
+	return err
+}
+
+// chunkRoots chunks the plan's families by root list, counting a family
+// with no stored record left (to clear) as one.
+func chunkRoots(ctx context.Context, tx pgx.Tx, opt Options, pl *Planned) error {
+	sizes, byObject, err := sharetable.FamilySizes(ctx, tx, pl.Roots)
+	if err != nil {
+		return err
+	}
+	pl.Records = byObject
+	ch := planner.Chunker{Size: int64(opt.ChunkSize), ListRoots: true}
+	for i, root := range pl.Roots {
+		ch.Add(root, max(sizes[i], 1))
+	}
+	for i, c := range ch.Chunks() {
+		pl.Chunks = append(pl.Chunks, queue.Chunk{N: i, Roots: c.Roots})
+	}
+	pl.Families = len(pl.Roots)
+	return nil
+}
+
+// resolveRoots turns a plan's selectors into the sorted root ids of the
+// families to recompute, with the lookup of each selector's kind.
+func resolveRoots(ctx context.Context, tx pgx.Tx, p *planner.Plan) ([]string, error) {
+	set := map[string]bool{}
+	for _, c := range p.Changes {
+		for _, s := range c.Selectors {
+			roots, err := lookUp(ctx, tx, s)
+			if err != nil {
+				return nil, fmt.Errorf("resolve %q: %w", c.What, err)
+			}
+			for _, r := range roots {
+				set[r] = true
+			}
+		}
+	}
+	out := make([]string, 0, len(set))
+	for r := range set {
+		out = append(out, r)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// lookUp returns the roots of the families holding the records s selects.
+func lookUp(ctx context.Context, tx pgx.Tx, s *planner.Selector) ([]string, error) {
+	switch s.Kind {
+	case planner.ByRecords:
+		return sharetable.RootsOfRecords(ctx, tx, s.IDs)
+	case planner.ByObject:
+		return sharetable.RootsOfObject(ctx, tx, s.Object)
+	case planner.ByOwners:
+		return sharetable.RootsOfOwners(ctx, tx, s.Object, s.IDs)
+	case planner.ByTerritories:
+		return sharetable.RootsOfTerritories(ctx, tx, s.Object, s.IDs)
+	case planner.ByCriteria:
+		return sharetable.RootsMatching(ctx, tx, s.Object, s.Criteria)
+	}
+	return nil, fmt.Errorf("unknown selector %q", s.Kind)
+}
+
+// appliedOrgs returns the configurations the rules and the closure sides
+// were last computed from (nil when never). Usually both sides were computed
+// from the same one, which is then decoded once and returned twice.
+func appliedOrgs(ctx context.Context, q pg.Querier) (rules, closure *sharing.Org, err error) {
+	var docs [2][]byte
+	for i, side := range []string{store.SideRules, store.SideClosure} {
+		if docs[i], err = store.AppliedConfig(ctx, q, side); err != nil {
+			return nil, nil, err
+		}
+	}
+	orgs := [2]*sharing.Org{}
+	for i, doc := range docs {
+		switch {
+		case string(doc) == "{}":
+		case i == 1 && bytes.Equal(doc, docs[0]):
+			orgs[1] = orgs[0]
+		default:
+			if orgs[i], err = sharing.DecodeOrg(doc); err != nil {
+				return nil, nil, fmt.Errorf("applied configuration: %w", err)
+			}
+		}
+	}
+	return orgs[0], orgs[1], nil
+}

@@ -1,0 +1,116 @@
+package engine_test
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/access"
+	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/internal/testkit"
+)
+
+// bundle is what an engine test works on, as River's testBundle: a
+// database of its own, so that tests run in parallel, and the model stored
+// in it as the oracle sees it.
+type bundle struct {
+	ctx  context.Context
+	pool *pgxpool.Pool
+	cur  *model.Model // the stored model; nil before the first import
+}
+
+// setup gives the test a fresh database with recalc's schema.
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	return &bundle{ctx: context.Background(), pool: testdb.Migrated(t)}
+}
+
+// setupOrg is setup with the model file org imported and recalculated once.
+func setupOrg(t *testing.T, org string, opt engine.Options) *bundle {
+	t.Helper()
+	b := setup(t)
+	b.importFile(t, org)
+	b.run(t, opt)
+	return b
+}
+
+// importFile imports a model file over the stored model.
+func (b *bundle) importFile(t *testing.T, file string) {
+	t.Helper()
+	b.cur = testkit.Import(t, b.ctx, b.pool, b.cur, file)
+}
+
+// importModel imports m's sections in present (every one when nil). The
+// caller says what the stored model then is, when it tracks it.
+func (b *bundle) importModel(t *testing.T, m *model.Model, present []string) {
+	t.Helper()
+	testkit.ImportModel(t, b.ctx, b.pool, m, present)
+}
+
+// run runs engine.Run, failing the test on an error.
+func (b *bundle) run(t *testing.T, opt engine.Options) *engine.Report {
+	t.Helper()
+	rep, err := engine.Run(b.ctx, b.pool, opt, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	return rep
+}
+
+// full runs engine.Full, failing the test on an error.
+func (b *bundle) full(t *testing.T, opt engine.Options) *engine.Report {
+	t.Helper()
+	rep, err := engine.Full(b.ctx, b.pool, opt, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("full run: %v", err)
+	}
+	return rep
+}
+
+// exec runs statements, failing the test on an error.
+func (b *bundle) exec(t *testing.T, stmts ...string) {
+	t.Helper()
+	for _, sql := range stmts {
+		if _, err := b.pool.Exec(b.ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+}
+
+// access reads the materialized access as CSV.
+func (b *bundle) access(t *testing.T) string {
+	t.Helper()
+	return testkit.AccessCSV(t, b.ctx, b.pool)
+}
+
+// level reads user's access to record through recalc.access_level.
+func (b *bundle) level(t *testing.T, user, record string) string {
+	t.Helper()
+	l, err := access.Level(b.ctx, b.pool, user, record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// checkOracle fails the test when the materialized access is not what the
+// oracle computes for the stored model.
+func (b *bundle) checkOracle(t *testing.T, after string) {
+	t.Helper()
+	testkit.CheckOracle(t, b.ctx, b.pool, b.cur, after)
+}
+
+// lastPlan returns the plan of the newest job, for failure messages.
+func (b *bundle) lastPlan() string {
+	var plan string
+	_ = b.pool.QueryRow(b.ctx, `SELECT kind || ' ' || plan::text FROM recalc.job ORDER BY id DESC LIMIT 1`).Scan(&plan)
+	return plan
+}
+
+// TestMain runs four tests at a time by default: they wait on PostgreSQL.
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m, 4)) }

@@ -1,0 +1,209 @@
+package sharetable
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/internal/sharing"
+)
+
+// ClosureStats counts closure entries added and removed.
+type ClosureStats struct{ Added, Removed int64 }
+
+// ClosureDiff is how the stored closure differs from org's.
+type ClosureDiff struct {
+	delG, delU, insG, insU []int32
+	insB                   []bool
+}
+
+// Missing and Extra count the entries the stored closure lacks or has too
+// many of (an entry with the wrong boss flag counts in both).
+func (c *ClosureDiff) Missing() int64 { return int64(len(c.insG)) }
+
+func (c *ClosureDiff) Extra() int64 { return int64(len(c.delG)) }
+
+// DiffClosureOf compares acl_member with org's closure. It writes nothing.
+// It merges the stored entries, read in key order, with the computed ones,
+// grantee by grantee in the same order: no set of either is held.
+func DiffClosureOf(ctx context.Context, q pg.Querier, org *sharing.Org, d *Dict) (*ClosureDiff, error) {
+	type entry struct {
+		gid, uid int32
+		boss     bool
+	}
+	grantees := org.Grantees()
+	gids := make([]int32, len(grantees))
+	order := make([]int, len(grantees))
+	for i, g := range grantees {
+		gid, ok := d.GID[g.String()]
+		if !ok {
+			return nil, fmt.Errorf("grantee %s is not in the dictionary", g)
+		}
+		gids[i], order[i] = gid, i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(gids[a], gids[b]) })
+	var want []entry // the computed entries of one grantee, by uid
+	next := 0        // the next grantee in order
+	var unknown error
+	// peek returns the next computed entry, computing grantees as needed.
+	peek := func() (entry, bool) {
+		for len(want) == 0 && next < len(order) && unknown == nil {
+			i := order[next]
+			next++
+			for _, m := range org.Closure(grantees[i]) {
+				uid, ok := d.UID[m.User]
+				if !ok {
+					unknown = fmt.Errorf("user %s is not in the dictionary", m.User)
+				}
+				want = append(want, entry{gids[i], uid, m.Boss})
+			}
+			slices.SortFunc(want, func(a, b entry) int { return cmp.Compare(a.uid, b.uid) })
+		}
+		if len(want) == 0 {
+			return entry{}, false
+		}
+		return want[0], true
+	}
+	c := &ClosureDiff{}
+	insert := func(e entry) {
+		c.insG, c.insU, c.insB = append(c.insG, e.gid), append(c.insU, e.uid), append(c.insB, e.boss)
+	}
+	remove := func(e entry) { c.delG, c.delU = append(c.delG, e.gid), append(c.delU, e.uid) }
+	rows, err := q.Query(ctx, `SELECT gid, uid, boss FROM recalc.acl_member ORDER BY gid, uid`)
+	if err != nil {
+		return nil, fmt.Errorf("read closure: %w", err)
+	}
+	var have entry
+	_, err = pgx.ForEachRow(rows, []any{&have.gid, &have.uid, &have.boss}, func() error {
+		for {
+			w, ok := peek()
+			switch {
+			case !ok || w.gid > have.gid || w.gid == have.gid && w.uid > have.uid:
+				remove(have)
+				return nil
+			case w.gid == have.gid && w.uid == have.uid:
+				if w.boss != have.boss { // counts as both missing and extra
+					remove(have)
+					insert(w)
+				}
+				want = want[1:]
+				return nil
+			}
+			insert(w) // stored entries have gone past it
+			want = want[1:]
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read closure: %w", err)
+	}
+	for w, ok := peek(); ok; w, ok = peek() {
+		insert(w)
+		want = want[1:]
+	}
+	if unknown != nil {
+		return nil, unknown
+	}
+	return c, nil
+}
+
+// Grantees lists the grantee ids whose members change.
+func (c *ClosureDiff) Grantees() []int32 {
+	seen := map[int32]bool{}
+	var out []int32
+	for _, g := range append(append([]int32{}, c.delG...), c.insG...) {
+		if !seen[g] {
+			seen[g] = true
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// Apply writes the closure difference.
+func (c *ClosureDiff) Apply(ctx context.Context, tx pgx.Tx) (*ClosureStats, error) {
+	st := &ClosureStats{}
+	tag, err := tx.Exec(ctx, `DELETE FROM recalc.acl_member m USING unnest($1::int[], $2::int[]) AS d (gid, uid)
+		WHERE m.gid = d.gid AND m.uid = d.uid`, c.delG, c.delU)
+	if err != nil {
+		return nil, fmt.Errorf("delete closure entries: %w", err)
+	}
+	st.Removed = tag.RowsAffected()
+	tag, err = tx.Exec(ctx, `INSERT INTO recalc.acl_member (gid, uid, boss) SELECT * FROM unnest($1::int[], $2::int[], $3::boolean[])`, c.insG, c.insU, c.insB)
+	if err != nil {
+		return nil, fmt.Errorf("insert closure entries: %w", err)
+	}
+	st.Added = tag.RowsAffected()
+	return st, nil
+}
+
+// DiffClosure brings acl_member to org's closure, writing only the entries
+// that changed, and rewrites the small acl_user table.
+func DiffClosure(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict) (*ClosureStats, error) {
+	c, err := DiffClosureOf(ctx, tx, org, d)
+	if err != nil {
+		return nil, err
+	}
+	st, err := c.Apply(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	return st, WriteUsers(ctx, tx, org, d)
+}
+
+// copyClosure writes org's closure into table, streaming grantee by
+// grantee: only one grantee's closure is in memory.
+func copyClosure(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict, table string) error {
+	grantees := org.Grantees()
+	var gid int32
+	var members []sharing.Member
+	src := pgx.CopyFromFunc(func() ([]any, error) {
+		for len(members) == 0 {
+			if len(grantees) == 0 {
+				return nil, nil
+			}
+			gid, members, grantees = d.GID[grantees[0].String()], org.Closure(grantees[0]), grantees[1:]
+		}
+		m := members[0]
+		members = members[1:]
+		return []any{gid, d.UID[m.User], m.Boss}, nil
+	})
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"recalc", table}, []string{"gid", "uid", "boss"}, src); err != nil {
+		return fmt.Errorf("copy closure: %w", err)
+	}
+	return nil
+}
+
+// WriteUsers replaces acl_user: the active users and whether each is internal.
+func WriteUsers(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict) error {
+	users := [][]any{}
+	for _, u := range org.Index().Config.Users {
+		if u.Active {
+			users = append(users, []any{d.UID[u.ID], u.ID, !u.External})
+		}
+	}
+	if _, err := tx.Exec(ctx, `TRUNCATE recalc.acl_user`); err != nil {
+		return fmt.Errorf("clear acl_user: %w", err)
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"recalc", "acl_user"}, []string{"uid", "id", "internal"}, pgx.CopyFromRows(users)); err != nil {
+		return fmt.Errorf("copy acl_user: %w", err)
+	}
+	return nil
+}
+
+// WriteObjects replaces acl_object: each object's OWD levels, read at access time.
+func WriteObjects(ctx context.Context, tx pgx.Tx, org *sharing.Org) error {
+	var objs [][]any
+	for _, o := range org.Index().Config.Objects {
+		objs = append(objs, []any{o.Name, int16(o.InternalOWD.Level()), int16(o.ExternalOWD.Level()), o.CBP()})
+	}
+	if _, err := tx.Exec(ctx, `TRUNCATE recalc.acl_object`); err != nil {
+		return fmt.Errorf("clear acl_object: %w", err)
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"recalc", "acl_object"}, []string{"name", "internal_level", "external_level", "cbp"}, pgx.CopyFromRows(objs)); err != nil {
+		return fmt.Errorf("copy acl_object: %w", err)
+	}
+	return nil
+}

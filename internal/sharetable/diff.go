@@ -1,0 +1,276 @@
+package sharetable
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/recalc-dev/recalc/internal/sharing"
+)
+
+// Written counts what writing the rows of some families did. It has the
+// fields of queue.ChunkStats, which a chunk reports.
+type Written struct {
+	Records                 int64
+	Added, Removed, Updated int64
+	Invalid                 []string // records given no access: see sharing.Rows.Invalid
+}
+
+type shareKey struct {
+	rid   int64
+	gid   int32
+	cause string
+}
+
+type shareVal struct {
+	level  int16
+	bossOK bool
+}
+
+// ApplyFamilies recomputes the families whose roots are listed and writes
+// only the difference to the materialized tables, inside tx: it locks the
+// families' rows (LockFamilies), diffs (DiffFamilies) and applies.
+func ApplyFamilies(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict, roots []string) (*Written, error) {
+	rids, err := LockFamilies(ctx, tx, roots)
+	if err != nil {
+		return nil, err
+	}
+	diff, err := DiffFamilies(ctx, tx, org, d, roots, rids)
+	if err != nil {
+		return nil, err
+	}
+	return diff.Apply(ctx, tx)
+}
+
+// FamilyDiff is how the stored rows of some families differ from the rows
+// computed for them now.
+type FamilyDiff struct {
+	roots    []string
+	records  *sharing.Rows
+	del, ins []shareKey
+	insVals  []shareVal
+	upd      []shareKey
+	updVals  []shareVal
+	objectOf map[int64]string
+	// RecordRowsDiffer counts acl_record rows missing, extra or different.
+	RecordRowsDiffer int64
+}
+
+// DiffCount is a count of differing share rows by object and row cause.
+type DiffCount struct {
+	Object  string `json:"object"`
+	Cause   string `json:"cause"`
+	Missing int64  `json:"missing"`
+	Extra   int64  `json:"extra"`
+	Wrong   int64  `json:"wrong_level"`
+}
+
+// Counts groups the share-row differences by object and cause.
+func (f *FamilyDiff) Counts() map[[2]string]*DiffCount {
+	out := map[[2]string]*DiffCount{}
+	get := func(k shareKey) *DiffCount {
+		key := [2]string{f.objectOf[k.rid], k.cause}
+		if out[key] == nil {
+			out[key] = &DiffCount{Object: key[0], Cause: key[1]}
+		}
+		return out[key]
+	}
+	for _, k := range f.ins {
+		get(k).Missing++
+	}
+	for _, k := range f.del {
+		get(k).Extra++
+	}
+	for _, k := range f.upd {
+		get(k).Wrong++
+	}
+	return out
+}
+
+// Empty reports whether the stored rows are exactly the computed ones.
+func (f *FamilyDiff) Empty() bool {
+	return len(f.del)+len(f.ins)+len(f.upd) == 0 && f.RecordRowsDiffer == 0
+}
+
+// DiffFamilies recomputes the listed families and compares the result with
+// the stored share and record rows of rids, what LockFamilies returned for
+// them. It writes nothing.
+func DiffFamilies(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict, roots []string, rids []int64) (*FamilyDiff, error) {
+	in, err := LoadFamiliesOf(ctx, tx, org, roots)
+	if err != nil {
+		return nil, err
+	}
+	want := org.Compute(in)
+	f := &FamilyDiff{roots: roots, records: want, objectOf: map[int64]string{}}
+	desired := make(map[shareKey]shareVal, len(want.Shares))
+	for _, s := range want.Shares {
+		gid, ok := d.GID[s.Grantee]
+		if !ok {
+			return nil, fmt.Errorf("grantee %s is not in the dictionary", s.Grantee)
+		}
+		desired[shareKey{s.RID, gid, s.Cause}] = shareVal{int16(s.Level), s.BossOK}
+	}
+	wantRec := map[int64]sharing.RecordRow{}
+	for _, r := range want.Records {
+		wantRec[r.RID] = r
+		f.objectOf[r.RID] = r.Object
+	}
+	for _, r := range in.Records {
+		f.objectOf[r.RID] = r.Object
+	}
+	rows, err := tx.Query(ctx, `SELECT rid, id, object, coalesce(access_root, 0), coalesce(root_id, ''), coalesce(invalid, '')
+		FROM recalc.acl_record WHERE rid = ANY($1)`, rids)
+	if err != nil {
+		return nil, fmt.Errorf("read stored record rows: %w", err)
+	}
+	var rr sharing.RecordRow
+	seenRec := map[int64]bool{}
+	_, err = pgx.ForEachRow(rows, []any{&rr.RID, &rr.ID, &rr.Object, &rr.AccessRoot, &rr.RootID, &rr.Invalid}, func() error {
+		if _, ok := f.objectOf[rr.RID]; !ok {
+			f.objectOf[rr.RID] = rr.Object
+		}
+		seenRec[rr.RID] = true
+		if w, ok := wantRec[rr.RID]; !ok || w != rr {
+			f.RecordRowsDiffer++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read stored record rows: %w", err)
+	}
+	for rid := range wantRec {
+		if !seenRec[rid] {
+			f.RecordRowsDiffer++
+		}
+	}
+	rows, err = tx.Query(ctx, `
+		SELECT rid, gid, cause, level, boss_ok FROM recalc.acl_share WHERE rid = ANY($1)`, rids)
+	if err != nil {
+		return nil, fmt.Errorf("read stored share rows: %w", err)
+	}
+	var k shareKey
+	var v shareVal
+	seen := map[shareKey]bool{}
+	_, err = pgx.ForEachRow(rows, []any{&k.rid, &k.gid, &k.cause, &v.level, &v.bossOK}, func() error {
+		seen[k] = true
+		w, ok := desired[k]
+		switch {
+		case !ok:
+			f.del = append(f.del, k)
+		case w != v:
+			f.upd = append(f.upd, k)
+			f.updVals = append(f.updVals, w)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read stored share rows: %w", err)
+	}
+	for key, val := range desired {
+		if !seen[key] {
+			f.ins = append(f.ins, key)
+			f.insVals = append(f.insVals, val)
+		}
+	}
+	return f, nil
+}
+
+// Apply writes the difference with unnest arrays. The caller holds the
+// families' locks (LockFamilies).
+func (f *FamilyDiff) Apply(ctx context.Context, tx pgx.Tx) (*Written, error) {
+	st := &Written{Records: int64(len(f.records.Records)), Invalid: f.records.Invalid}
+	var err error
+	if st.Removed, err = writeShares(ctx, tx, "delete", `DELETE FROM recalc.acl_share s
+		USING unnest($1::bigint[], $2::int[], $3::text[]) AS d (rid, gid, cause)
+		WHERE s.rid = d.rid AND s.gid = d.gid AND s.cause = d.cause`, f.del, nil); err != nil {
+		return nil, err
+	}
+	if st.Added, err = writeShares(ctx, tx, "insert", `INSERT INTO recalc.acl_share (rid, gid, cause, level, boss_ok)
+		SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::smallint[], $5::boolean[])`, f.ins, f.insVals); err != nil {
+		return nil, err
+	}
+	if st.Updated, err = writeShares(ctx, tx, "update", `UPDATE recalc.acl_share s SET level = u.level, boss_ok = u.boss_ok
+		FROM unnest($1::bigint[], $2::int[], $3::text[], $4::smallint[], $5::boolean[]) AS u (rid, gid, cause, level, boss_ok)
+		WHERE s.rid = u.rid AND s.gid = u.gid AND s.cause = u.cause`, f.upd, f.updVals); err != nil {
+		return nil, err
+	}
+	if f.RecordRowsDiffer == 0 { // as computed, usually after a rule change
+		return st, nil
+	}
+	return st, f.writeRecordRows(ctx, tx)
+}
+
+// writeShares runs sql, a statement over share rows as unnest arrays of
+// their keys and, when vals is not nil, their values, unless there is no
+// row. It returns the number of rows written; verb names the write in
+// errors.
+func writeShares(ctx context.Context, tx pgx.Tx, verb, sql string, keys []shareKey, vals []shareVal) (int64, error) {
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	rids, gids, causes := splitKeys(keys)
+	args := []any{rids, gids, causes}
+	if vals != nil {
+		levels, boss := splitVals(vals)
+		args = append(args, levels, boss)
+	}
+	tag, err := tx.Exec(ctx, sql, args...)
+	if err != nil {
+		return 0, fmt.Errorf("%s share rows: %w", verb, err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// writeRecordRows deletes the record rows gone from the families and
+// upserts the rest.
+func (f *FamilyDiff) writeRecordRows(ctx context.Context, tx pgx.Tx) error {
+	recs := f.records.Records
+	keep := make([]int64, len(recs))
+	ids, objects, rootIDs := make([]string, len(recs)), make([]string, len(recs)), make([]string, len(recs))
+	accessRoots, invalid := make([]*int64, len(recs)), make([]*string, len(recs))
+	for i, r := range recs {
+		keep[i], ids[i], objects[i], rootIDs[i], invalid[i] = r.RID, r.ID, r.Object, r.RootID, nullable(r.Invalid)
+		if r.AccessRoot != 0 {
+			ar := r.AccessRoot
+			accessRoots[i] = &ar
+		}
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM recalc.acl_record WHERE root_id = ANY($1) AND rid NOT IN (SELECT unnest($2::bigint[]))`, f.roots, keep); err != nil {
+		return fmt.Errorf("delete record rows: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `
+		INSERT INTO recalc.acl_record (rid, id, object, access_root, root_id, invalid)
+		SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
+		ON CONFLICT (rid) DO UPDATE SET id = excluded.id, object = excluded.object,
+			access_root = excluded.access_root, root_id = excluded.root_id, invalid = excluded.invalid
+		WHERE (acl_record.id, acl_record.object, acl_record.access_root, acl_record.root_id, acl_record.invalid)
+		      IS DISTINCT FROM (excluded.id, excluded.object, excluded.access_root, excluded.root_id, excluded.invalid)`,
+		keep, ids, objects, accessRoots, rootIDs, invalid); err != nil {
+		return fmt.Errorf("upsert record rows: %w", err)
+	}
+	return nil
+}
+
+// nullable is s, or NULL when s is empty.
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func splitKeys(ks []shareKey) ([]int64, []int32, []string) {
+	rids, gids, causes := make([]int64, len(ks)), make([]int32, len(ks)), make([]string, len(ks))
+	for i, k := range ks {
+		rids[i], gids[i], causes[i] = k.rid, k.gid, k.cause
+	}
+	return rids, gids, causes
+}
+
+func splitVals(vs []shareVal) ([]int16, []bool) {
+	levels, boss := make([]int16, len(vs)), make([]bool, len(vs))
+	for i, v := range vs {
+		levels[i], boss[i] = v.level, v.bossOK
+	}
+	return levels, boss
+}

@@ -1,0 +1,182 @@
+package sharetable
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/recalc-dev/recalc/internal/queue"
+	"github.com/recalc-dev/recalc/internal/sharing"
+)
+
+// Staging tables of a full recalculation, swapped in when complete.
+const (
+	nextShare  = "acl_share_next"
+	nextRecord = "acl_record_next"
+)
+
+// PrepareFull creates empty, index-free staging tables for a full
+// recalculation (with closure, acl_member's too), dropping any left by an
+// interrupted one.
+func PrepareFull(ctx context.Context, tx pgx.Tx, closure bool) error {
+	sql := `
+		DROP TABLE IF EXISTS recalc.acl_share_next, recalc.acl_record_next, recalc.acl_member_next;
+		CREATE TABLE recalc.acl_share_next (LIKE recalc.acl_share INCLUDING DEFAULTS);
+		CREATE TABLE recalc.acl_record_next (LIKE recalc.acl_record INCLUDING DEFAULTS)`
+	if closure {
+		sql += `;
+		CREATE TABLE recalc.acl_member_next (LIKE recalc.acl_member INCLUDING DEFAULTS)`
+	}
+	if _, err := tx.Exec(ctx, sql); err != nil {
+		return fmt.Errorf("create staging tables: %w", err)
+	}
+	return nil
+}
+
+// CopyRows writes computed rows into the staging tables and returns the
+// number of share rows written.
+func CopyRows(ctx context.Context, tx pgx.Tx, rows *sharing.Rows, d *Dict) (int64, error) {
+	i := 0
+	n, err := tx.CopyFrom(ctx, pgx.Identifier{"recalc", nextShare}, []string{"rid", "gid", "level", "cause", "boss_ok"},
+		pgx.CopyFromFunc(func() ([]any, error) {
+			if i == len(rows.Shares) {
+				return nil, nil
+			}
+			s := &rows.Shares[i]
+			i++
+			gid, ok := d.GID[s.Grantee]
+			if !ok {
+				return nil, fmt.Errorf("grantee %s is not in the dictionary", s.Grantee)
+			}
+			return []any{s.RID, gid, int16(s.Level), s.Cause, s.BossOK}, nil
+		}))
+	if err != nil {
+		return 0, fmt.Errorf("copy share rows: %w", err)
+	}
+	j := 0
+	_, err = tx.CopyFrom(ctx, pgx.Identifier{"recalc", nextRecord}, []string{"rid", "id", "object", "access_root", "root_id", "invalid"},
+		pgx.CopyFromFunc(func() ([]any, error) {
+			if j == len(rows.Records) {
+				return nil, nil
+			}
+			r := &rows.Records[j]
+			j++
+			var root *int64
+			if r.AccessRoot != 0 {
+				root = &r.AccessRoot
+			}
+			return []any{r.RID, r.ID, r.Object, root, r.RootID, nullable(r.Invalid)}, nil
+		}))
+	if err != nil {
+		return 0, fmt.Errorf("copy record rows: %w", err)
+	}
+	return n, nil
+}
+
+// stagingIndexes builds the staging tables' indexes, the live tables' own
+// under staging names; the biggest first.
+var stagingIndexes = []string{
+	`CREATE UNIQUE INDEX IF NOT EXISTS acl_share_next_pkey ON recalc.acl_share_next (rid, gid, cause)`,
+	`CREATE INDEX IF NOT EXISTS acl_share_next_gid_idx ON recalc.acl_share_next (gid, rid)`,
+	`CREATE UNIQUE INDEX IF NOT EXISTS acl_record_next_pkey ON recalc.acl_record_next (rid)`,
+	`CREATE INDEX IF NOT EXISTS acl_record_next_id_idx ON recalc.acl_record_next (id)`,
+	`CREATE INDEX IF NOT EXISTS acl_record_next_root_idx ON recalc.acl_record_next (root_id)`,
+	`CREATE INDEX IF NOT EXISTS acl_record_next_object_idx ON recalc.acl_record_next (object)`,
+	`CREATE INDEX IF NOT EXISTS acl_record_next_access_root_idx ON recalc.acl_record_next (access_root)`,
+}
+
+// indexMemory is maintenance_work_mem for the index builds: each sorts
+// every row, and more memory means fewer sort runs.
+const indexMemory = `SET LOCAL maintenance_work_mem = '256MB'`
+
+// memberIndexes index acl_member_next like acl_member.
+var memberIndexes = []string{
+	`CREATE UNIQUE INDEX IF NOT EXISTS acl_member_next_pkey ON recalc.acl_member_next (gid, uid)`,
+	`CREATE INDEX IF NOT EXISTS acl_member_next_uid_idx ON recalc.acl_member_next (uid, gid)`,
+}
+
+// StagingTasks returns the independent steps that finish a full job's
+// staging tables once every chunk is in: an index build each, the closure
+// (when closure) written and indexed, and the drift count (when drift),
+// stored on job. Each runs in a transaction of its own on its own
+// connection, so run side by side they use every core. Each is idempotent;
+// callers serialize whole runs of them (two builds of one index clash).
+func StagingTasks(pool *pgxpool.Pool, org *sharing.Org, d *Dict, job int64, closure, drift bool) []func(context.Context) error {
+	var tasks []func(context.Context) error
+	for _, sql := range stagingIndexes {
+		tasks = append(tasks, func(ctx context.Context) error {
+			err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, indexMemory+`; `+sql)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("index recalculated tables: %w", err)
+			}
+			return nil
+		})
+	}
+	if closure {
+		tasks = append(tasks, func(ctx context.Context) error {
+			return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, `TRUNCATE recalc.acl_member_next`); err != nil {
+					return fmt.Errorf("clear staged closure: %w", err)
+				}
+				if err := copyClosure(ctx, tx, org, d, "acl_member_next"); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, indexMemory+`; `+strings.Join(memberIndexes, "; ")); err != nil {
+					return fmt.Errorf("index the closure: %w", err)
+				}
+				return nil
+			})
+		})
+	}
+	if drift {
+		tasks = append(tasks, func(ctx context.Context) error {
+			return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+				var n int64
+				if err := tx.QueryRow(ctx, `
+					SELECT count(*) FROM recalc.acl_share a FULL JOIN recalc.acl_share_next b USING (rid, gid, cause)
+					WHERE a.rid IS NULL OR b.rid IS NULL OR a.level <> b.level OR a.boss_ok <> b.boss_ok`).Scan(&n); err != nil {
+					return fmt.Errorf("count drift: %w", err)
+				}
+				return queue.SetDriftFixed(ctx, tx, job, n)
+			})
+		})
+	}
+	return tasks
+}
+
+// SwapFull swaps the staging tables (with closure, acl_member's too) in for
+// the live ones. Call it only once StagingTasks have all run: it builds no
+// index. Readers see the old tables until tx commits, then the new ones.
+func SwapFull(ctx context.Context, tx pgx.Tx, closure bool) error {
+	sql := `
+		ALTER TABLE recalc.acl_share_next ADD CONSTRAINT acl_share_next_pkey PRIMARY KEY USING INDEX acl_share_next_pkey;
+		ALTER TABLE recalc.acl_record_next ADD CONSTRAINT acl_record_next_pkey PRIMARY KEY USING INDEX acl_record_next_pkey;
+		DROP TABLE recalc.acl_share, recalc.acl_record;
+		ALTER TABLE recalc.acl_share_next RENAME TO acl_share;
+		ALTER TABLE recalc.acl_share RENAME CONSTRAINT acl_share_next_pkey TO acl_share_pkey;
+		ALTER INDEX recalc.acl_share_next_gid_idx RENAME TO acl_share_gid_idx;
+		ALTER TABLE recalc.acl_record_next RENAME TO acl_record;
+		ALTER TABLE recalc.acl_record RENAME CONSTRAINT acl_record_next_pkey TO acl_record_pkey;
+		ALTER INDEX recalc.acl_record_next_id_idx RENAME TO acl_record_id_idx;
+		ALTER INDEX recalc.acl_record_next_root_idx RENAME TO acl_record_root_idx;
+		ALTER INDEX recalc.acl_record_next_object_idx RENAME TO acl_record_object_idx;
+		ALTER INDEX recalc.acl_record_next_access_root_idx RENAME TO acl_record_access_root_idx`
+	if closure {
+		sql += `;
+		ALTER TABLE recalc.acl_member_next ADD CONSTRAINT acl_member_next_pkey PRIMARY KEY USING INDEX acl_member_next_pkey;
+		DROP TABLE recalc.acl_member;
+		ALTER TABLE recalc.acl_member_next RENAME TO acl_member;
+		ALTER TABLE recalc.acl_member RENAME CONSTRAINT acl_member_next_pkey TO acl_member_pkey;
+		ALTER INDEX recalc.acl_member_next_uid_idx RENAME TO acl_member_uid_idx`
+	}
+	if _, err := tx.Exec(ctx, sql+`;
+		ANALYZE recalc.acl_share, recalc.acl_record, recalc.acl_member`); err != nil {
+		return fmt.Errorf("swap in recalculated tables: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,141 @@
+// Package testkit holds the helpers tests of several packages share: import
+// a model or a file into a test database, read the materialized access, and
+// how many random models a property test tries. Only tests import it.
+// Databases come from internal/testdb; model documents that need nothing
+// of recalc, so that the model package's own tests can use them too, from
+// internal/testkit/fixture.
+package testkit
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/access"
+	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/oracle"
+	"github.com/recalc-dev/recalc/internal/store"
+)
+
+// Seeds says which random models a property test tries: n from the
+// environment variable PREFIX_SEEDS, or def (short under -short, when
+// short > 0), starting at seed PREFIX_SEED_START (0 unless set), to replay
+// a failure.
+func Seeds(prefix string, def, short int) (first, n int) {
+	first, _ = strconv.Atoi(os.Getenv(prefix + "_SEED_START"))
+	if v, err := strconv.Atoi(os.Getenv(prefix + "_SEEDS")); err == nil && v > 0 {
+		return first, v
+	}
+	if short > 0 && testing.Short() {
+		return first, short
+	}
+	return first, def
+}
+
+// ImportModel encodes m, with only the sections in present (every section
+// when nil), and imports it as `recalc import` does.
+func ImportModel(t testing.TB, ctx context.Context, pool *pgxpool.Pool, m *model.Model, present []string) {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := model.Encode(&buf, m, present); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Import(ctx, pool, &buf, model.DefaultLimits(), zerolog.Nop(), nil); err != nil {
+		t.Fatalf("import: %v", err)
+	}
+}
+
+// ImportString imports a model file given as text, with the default limits.
+func ImportString(ctx context.Context, pool *pgxpool.Pool, file string) (*store.Result, error) {
+	return store.Import(ctx, pool, strings.NewReader(file), model.DefaultLimits(), zerolog.Nop(), nil)
+}
+
+// Import imports file over the stored model prev (nil before the first
+// import) and returns the model now stored, as the oracle merges it.
+func Import(t testing.TB, ctx context.Context, pool *pgxpool.Pool, prev *model.Model, file string) *model.Model {
+	t.Helper()
+	m, f, err := model.Parse(strings.NewReader(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ImportString(ctx, pool, file); err != nil {
+		t.Fatalf("import: %v", err)
+	}
+	return oracle.Merge(prev, m, f)
+}
+
+// AccessCSV reads the materialized access as `recalc access --format csv`
+// prints it.
+func AccessCSV(t testing.TB, ctx context.Context, pool *pgxpool.Pool) string {
+	t.Helper()
+	var out strings.Builder
+	if err := access.WriteCSV(ctx, pool, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
+}
+
+// CheckOracle fails the test when the materialized access differs from
+// what the oracle computes for m, saying after what.
+func CheckOracle(t testing.TB, ctx context.Context, pool *pgxpool.Pool, m *model.Model, after string) {
+	t.Helper()
+	if got, want := AccessCSV(t, ctx, pool), oracle.CSV(oracle.Access(m)); got != want {
+		t.Fatalf("%s, access differs from the oracle\n%s", after, oracle.Diff(want, got))
+	}
+}
+
+// EverySection says a file holds every section, as oracle.Merge takes it.
+func EverySection() *model.File {
+	return &model.File{Config: model.Config{Objects: []model.Object{}, Roles: []model.Role{}, Users: []model.User{},
+		Groups: []model.Group{}, Territories: []model.Territory{}, Rules: []model.Rule{}}, HasRecords: true, HasShares: true, HasTeams: true}
+}
+
+// Shards runs seeds first..first+n-1 of a property test in parallel
+// subtests of size seeds each, from and to (excluded) bounding each one's.
+func Shards(t *testing.T, first, n, size int, run func(t *testing.T, from, to int)) {
+	t.Helper()
+	for from := first; from < first+n; from += size {
+		to := min(from+size, first+n)
+		t.Run(fmt.Sprintf("seeds %d-%d", from, to-1), func(t *testing.T) {
+			t.Parallel()
+			run(t, from, to)
+		})
+	}
+}
+
+// StoredBefore is the model stored once seeds first..from-1 have run, each
+// over the model the last one left, where left(seed, prev) is what seed
+// leaves over prev; nil when from is first. A shard of a property test whose
+// seeds import over one another starts from it.
+func StoredBefore(first, from int, left func(seed int, prev *model.Model) *model.Model) *model.Model {
+	var m *model.Model
+	for seed := first; seed < from; seed++ {
+		m = left(seed, m)
+	}
+	return m
+}
+
+// Main runs a package's tests, for its TestMain, with at least parallel
+// tests at a time unless -parallel is given. Tests that wait on PostgreSQL
+// more than they use Go's CPU leave the machine half idle at go test's
+// default of GOMAXPROCS.
+func Main(m *testing.M, parallel int) int {
+	flag.Parse()
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
+	if f := flag.Lookup("test.parallel"); f != nil && !given {
+		if err := f.Value.Set(strconv.Itoa(max(parallel, runtime.GOMAXPROCS(0)))); err != nil {
+			panic(fmt.Sprintf("set -test.parallel: %v", err))
+		}
+	}
+	return m.Run()
+}
