@@ -94,21 +94,40 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied int, err error) {
 	return applied, err
 }
 
-// Check fails with advice when the schema is missing or older than this binary.
-func Check(ctx context.Context, pool *pgxpool.Pool) error {
-	ms, err := Migrations()
-	if err != nil {
-		return err
+// NeedsInitError is Check's error: the schema is missing or older than
+// this binary, and `recalc init` creates or upgrades it.
+type NeedsInitError struct {
+	Current, Want int // Current is 0 when there is no schema
+}
+
+func (e *NeedsInitError) Error() string {
+	if e.Current == 0 {
+		return "it has no recalc schema: run `recalc init` first (with this DATABASE_URL)"
 	}
+	return fmt.Sprintf("its recalc schema is at version %d, this recalc needs %d: run `recalc init` to upgrade", e.Current, e.Want)
+}
+
+// Latest is the version of the newest migration: the schema this binary needs.
+func Latest() int {
+	ms, err := Migrations()
+	if err != nil || len(ms) == 0 {
+		return 0
+	}
+	return ms[len(ms)-1].Version
+}
+
+// Check fails with a *NeedsInitError when the schema is missing or older
+// than this binary.
+func Check(ctx context.Context, pool *pgxpool.Pool) error {
 	var current int
-	err = pool.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM recalc.schema_version`).Scan(&current)
+	err := pool.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM recalc.schema_version`).Scan(&current)
 	switch {
 	case pg.IsNoSchema(err):
-		return fmt.Errorf("the database has no recalc schema: run `recalc init` first")
+		return &NeedsInitError{Want: Latest()}
 	case err != nil:
 		return fmt.Errorf("read schema version: %w", err)
-	case current < ms[len(ms)-1].Version:
-		return fmt.Errorf("the database schema is at version %d, this recalc needs %d: run `recalc init` to upgrade", current, ms[len(ms)-1].Version)
+	case current < Latest():
+		return &NeedsInitError{Current: current, Want: Latest()}
 	}
 	return nil
 }

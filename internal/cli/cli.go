@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -36,11 +37,21 @@ type Env struct {
 	Log  zerolog.Logger
 }
 
+// Exit statuses, the same for every command.
+const (
+	ExitOK          = 0   // success
+	ExitFailed      = 1   // the command failed: a job failed, drift found, invalid input, ...
+	ExitUsage       = 2   // a mistyped command, flag or argument
+	ExitNoDatabase  = 3   // the database cannot be reached
+	ExitInterrupted = 130 // interrupted by SIGINT or SIGTERM; a job stays resumable
+)
+
 // App returns the recalc command-line app writing results to out and logs to errOut.
 func App(out, errOut io.Writer) *cli.App {
-	return &cli.App{
-		Name:  "recalc",
-		Usage: "recalculate a CRM's materialized sharing (who can read or edit each record) on PostgreSQL",
+	app := &cli.App{
+		Name:    "recalc",
+		Version: version(),
+		Usage:   "recalculate a CRM's materialized sharing (who can read or edit each record) on PostgreSQL",
 		Description: "recalc stores an org's sharing model (org-wide defaults, roles, groups, territories, rules,\n" +
 			"manual shares, teams, records) and keeps materialized share tables that answer\n" +
 			"\"what access does user U have to record R\" with one indexed query.\n\n" +
@@ -55,8 +66,11 @@ func App(out, errOut io.Writer) *cli.App {
 			&cli.StringFlag{Name: "cpu-profile", EnvVars: []string{"RECALC_CPU_PROFILE"}, Usage: "write a pprof CPU profile of the command to this file"},
 			&cli.StringFlag{Name: "mem-profile", EnvVars: []string{"RECALC_MEM_PROFILE"}, Usage: "write a pprof heap profile (allocations) at the command's end to this file"},
 		},
-		Before: before,
-		After:  stopProfiles,
+		Before:               before,
+		After:                stopProfiles,
+		EnableBashCompletion: true,
+		OnUsageError:         usageError,
+		Action:               unknownCommand,
 		Commands: []*cli.Command{
 			initCommand(out, errOut),
 			importCommand(out, errOut),
@@ -73,8 +87,95 @@ func App(out, errOut io.Writer) *cli.App {
 			grantCommand(out, errOut),
 			rlsCommand(out, errOut),
 			statsCommand(out, errOut),
+			completionCommand(out),
 		},
 	}
+	for _, cmd := range app.Commands {
+		setUsageError(cmd)
+	}
+	return app
+}
+
+// unknownCommand is the app's action, reached when no command matched: help
+// with no argument, else a one-line error with the nearest command.
+func unknownCommand(c *cli.Context) error {
+	if c.NArg() == 0 {
+		return cli.ShowAppHelp(c)
+	}
+	name := c.Args().First()
+	msg := fmt.Sprintf("recalc: unknown command %q", name)
+	if s := nearest(name, c.App.Commands); s != "" {
+		msg += fmt.Sprintf(": did you mean %q?", s)
+	}
+	return cli.Exit(msg+" (`recalc help` lists the commands)", ExitUsage)
+}
+
+// nearest is the command whose name starts with name or is at most two
+// edits from it, the closest first; "" when none is.
+func nearest(name string, cmds []*cli.Command) string {
+	best, bestD := "", 3
+	for _, c := range cmds {
+		d := editDistance(name, c.Name)
+		if strings.HasPrefix(c.Name, name) {
+			d = 0
+		}
+		if d < bestD {
+			best, bestD = c.Name, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// oneLine joins a multi-line error (pgx lists each address it tried) into
+// one line.
+func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
+
+// usageError reports a mistyped flag or argument on one line, without the
+// help, and exits 2.
+func usageError(c *cli.Context, err error, _ bool) error {
+	help := "`recalc --help`"
+	if c.Command != nil && c.Command.Name != "" {
+		help = fmt.Sprintf("`recalc %s --help`", c.Command.FullName())
+	}
+	return cli.Exit(fmt.Sprintf("recalc: %v (see %s)", err, help), ExitUsage)
+}
+
+func setUsageError(cmd *cli.Command) {
+	cmd.OnUsageError = usageError
+	for _, sub := range cmd.Subcommands {
+		setUsageError(sub)
+	}
+}
+
+// version is the module version the binary was built from ("devel" for a
+// build from a work tree) and the schema version it needs.
+func version() string {
+	v := "devel"
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		v = bi.Main.Version
+	}
+	return fmt.Sprintf("%s (schema version %d)", v, schema.Latest())
 }
 
 // Errors that make a command exit 1 with no message: it printed its result.
@@ -108,21 +209,27 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 				cfg.ConnConfig.RuntimeParams[k] = v
 			}
 		}
+		db := fmt.Sprintf("database %q on %s:%d as %q", cfg.ConnConfig.Database, cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.User)
 		pool, err := pgxpool.NewWithConfig(c.Context, cfg)
 		if err != nil {
-			return cli.Exit("recalc: connect to database: "+err.Error(), 1)
+			return cli.Exit(fmt.Sprintf("recalc: connect to %s: %s", db, oneLine(err)), ExitNoDatabase)
 		}
 		defer pool.Close()
 		if err := pool.Ping(c.Context); err != nil {
-			return cli.Exit("recalc: cannot reach the database (set DATABASE_URL or the PG* variables): "+err.Error(), 1)
+			return cli.Exit(fmt.Sprintf("recalc: cannot reach %s (set DATABASE_URL or the PG* variables): %s", db, oneLine(err)), ExitNoDatabase)
 		}
-		if err := fn(c.Context, &Env{Pool: pool, Out: out, Log: log}); err != nil {
-			if errors.Is(err, errJobFailed) || errors.Is(err, errDrift) {
-				return cli.Exit("", 1)
-			}
-			return cli.Exit("recalc: "+err.Error(), 1)
+		err = fn(c.Context, &Env{Pool: pool, Out: out, Log: log})
+		switch {
+		case err == nil:
+			return nil
+		case c.Context.Err() != nil:
+			return cli.Exit("recalc: interrupted: an unfinished job stays resumable, and the next `recalc run` resumes it", ExitInterrupted)
+		case errors.Is(err, errJobFailed) || errors.Is(err, errDrift):
+			return cli.Exit("", ExitFailed)
+		case errors.As(err, new(*schema.NeedsInitError)):
+			return cli.Exit(fmt.Sprintf("recalc: %s: %v", db, err), ExitFailed)
 		}
-		return nil
+		return cli.Exit("recalc: "+err.Error(), ExitFailed)
 	}
 }
 

@@ -385,3 +385,41 @@ func statsCommand(out, errOut io.Writer) *cli.Command {
 		}),
 	}
 }
+
+// completionCommand prints a shell completion script. The app completes
+// commands and flags itself (--generate-bash-completion); the script asks it.
+func completionCommand(out io.Writer) *cli.Command {
+	return &cli.Command{
+		Name:      "completion",
+		Usage:     "print a shell completion script: source <(recalc completion bash), or zsh",
+		ArgsUsage: "bash|zsh",
+		Action: func(c *cli.Context) error {
+			script, ok := completionScripts[c.Args().First()]
+			if !ok || c.NArg() != 1 {
+				return cli.Exit("recalc: give the shell: recalc completion bash|zsh", ExitUsage)
+			}
+			_, err := io.WriteString(out, script)
+			return err
+		},
+	}
+}
+
+// completionScripts ask `recalc ... --generate-bash-completion` for the
+// words that may follow what is typed.
+var completionScripts = map[string]string{
+	"bash": `_recalc_complete() {
+  local words
+  words=$("${COMP_WORDS[0]}" "${COMP_WORDS[@]:1:$COMP_CWORD-1}" --generate-bash-completion 2>/dev/null)
+  COMPREPLY=($(compgen -W "$words" -- "${COMP_WORDS[COMP_CWORD]}"))
+}
+complete -o default -F _recalc_complete recalc
+`,
+	"zsh": `#compdef recalc
+_recalc() {
+  local -a opts
+  opts=("${(@f)$(${words[1]} ${words[@]:1:$CURRENT-2} --generate-bash-completion 2>/dev/null)}")
+  _describe 'recalc' opts
+}
+compdef _recalc recalc
+`,
+}

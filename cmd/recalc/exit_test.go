@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestExitStatuses holds the command line to its documented exit statuses
+// and one-line errors: 0 success, 1 failure, 2 usage, 3 no database.
+func TestExitStatuses(t *testing.T) {
+	t.Parallel()
+	o := newProcessOrg(t, 200)
+	for _, tc := range []struct {
+		name string
+		env  string // DATABASE_URL, when not the org's
+		args []string
+		code int
+		want string // in stderr
+	}{
+		{"version", "", []string{"--version"}, 0, ""},
+		{"mistyped command", "", []string{"stat"}, 2, `did you mean "status"?`},
+		{"unknown flag", "", []string{"run", "--bogus"}, 2, "see `recalc run --help`"},
+		{"no database", "postgres://postgres@127.0.0.1:1/nope?connect_timeout=5", []string{"status"}, 3, `database "nope" on 127.0.0.1:1`},
+		{"invalid model", "", []string{"import", "/dev/null"}, 1, "invalid model"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := o.command(tc.args...)
+			if tc.env != "" {
+				cmd.Env = append(cmd.Env, "DATABASE_URL="+tc.env)
+			}
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			code := 0
+			var exit *exec.ExitError
+			if errors.As(err, &exit) {
+				code = exit.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tc.code || !strings.Contains(stderr.String(), tc.want) {
+				t.Errorf("recalc %s: exit %d, stderr %q; want exit %d and %q", strings.Join(tc.args, " "), code, stderr.String(), tc.code, tc.want)
+			}
+			if lines := strings.Count(strings.TrimSpace(stderr.String()), "\n"); code > 1 && lines > 0 {
+				t.Errorf("recalc %s: the error takes %d lines, want one:\n%s", strings.Join(tc.args, " "), lines+1, stderr.String())
+			}
+		})
+	}
+}
+
+// TestInterruptExits130: SIGINT during a run that waits for a record an
+// application holds exits 130 and says the job is resumable; the next run
+// finishes the work.
+func TestInterruptExits130(t *testing.T) {
+	t.Parallel()
+	o := newProcessOrg(t, 200)
+	o.changeRecords(7, 0)
+	ctx := context.Background()
+	app, err := o.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Rollback(ctx)
+	if _, err := app.Exec(ctx, `SELECT FROM recalc.record WHERE rid % 7 = 0 FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	cmd := o.command("run", "--lock-timeout", "60s")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // it is waiting for the held records by now
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 130 || !strings.Contains(stderr.String(), "interrupted") {
+		t.Fatalf("interrupted run: %v, stderr %q; want exit 130 saying it was interrupted", err, stderr.String())
+	}
+	if err := app.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	o.run("run")
+	o.checkEqualsFull("after the interrupted run")
+}
