@@ -90,3 +90,55 @@ func TestInterruptExits130(t *testing.T) {
 	o.run("run")
 	o.checkEqualsFull("after the interrupted run")
 }
+
+// TestInterruptedJobReadsInterrupted: a job whose process was killed reads
+// as interrupted, not running, once no process heartbeats it: in `recalc
+// status`, the payload, `recalc wait` (which says so instead of blocking)
+// and imports; the next run resumes it.
+func TestInterruptedJobReadsInterrupted(t *testing.T) {
+	t.Parallel()
+	o := newProcessOrg(t, 2000)
+	cmd := o.command("run", "--full", "--chunk-size", "20", "--workers", "1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var done int
+		if err := o.pool.QueryRow(ctx, `SELECT count(*) FROM recalc.chunk c JOIN recalc.job j ON j.id = c.job_id
+			WHERE j.status = 'running' AND c.status = 'done'`).Scan(&done); err != nil {
+			t.Fatal(err)
+		}
+		if done > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if st := o.run("status", "--format", "json"); !strings.Contains(st, `"status":"running"`) {
+		t.Fatalf("right after the kill the job still reads running (a heartbeat is recent):\n%s", st)
+	}
+	o.exec(`UPDATE recalc.job_worker SET seen_at = now() - interval '1 minute'`) // as if 10 s had passed
+	if st := o.run("status"); !strings.Contains(st, "interrupted") || !strings.Contains(st, "`recalc run` resumes it") {
+		t.Errorf("status does not say the job was interrupted:\n%s", st)
+	}
+	var payload string
+	if err := o.pool.QueryRow(ctx, `SELECT recalc.job_payload(id)->>'status' FROM recalc.job WHERE status = 'running'`).Scan(&payload); err != nil || payload != "interrupted" {
+		t.Errorf("payload status %q (%v), want interrupted", payload, err)
+	}
+	out, err := o.command("wait").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no process is working on it") {
+		t.Errorf("recalc wait on an interrupted job: %v\n%s", err, out)
+	}
+	out, err = o.command("import", "-").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "was interrupted") {
+		t.Errorf("import during an interrupted job: %v\n%s", err, out)
+	}
+	o.run("run")
+	if st := o.run("status"); strings.Contains(st, "interrupted") {
+		t.Errorf("after the resuming run, status still says interrupted:\n%s", st)
+	}
+	o.checkEqualsFull("after resuming the interrupted job")
+}

@@ -81,7 +81,9 @@ func ReadStatus(ctx context.Context, q pg.Querier, recent int) (*Status, error) 
 		return nil, fmt.Errorf("list invalid records: %w", err)
 	}
 	rows, err = q.Query(ctx, `
-		SELECT j.id, j.kind, j.trigger, j.status, j.do_rules, j.do_closure, j.chunks,
+		SELECT j.id, j.kind, j.trigger,
+		       CASE WHEN j.status = 'running' AND NOT recalc.job_alive(j.id) THEN 'interrupted' ELSE j.status END,
+		       j.do_rules, j.do_closure, j.chunks,
 		       (SELECT count(*) FROM recalc.chunk c WHERE c.job_id = j.id AND c.status = 'done'),
 		       CASE WHEN j.status = 'done' THEN j.records ELSE (SELECT coalesce(sum(records), 0) FROM recalc.chunk c WHERE c.job_id = j.id) END,
 		       CASE WHEN j.status = 'done' THEN j.invalid_records ELSE (SELECT coalesce(sum(invalid), 0) FROM recalc.chunk c WHERE c.job_id = j.id) END,
@@ -95,7 +97,7 @@ func ReadStatus(ctx context.Context, q pg.Querier, recent int) (*Status, error) 
 	var elapsed float64
 	_, err = pgx.ForEachRow(rows, []any{&j.ID, &j.Kind, &j.Trigger, &j.Status, &j.Rules, &j.Closure, &j.Chunks, &j.ChunksDone,
 		&j.Records, &j.Invalid, &j.RowsAdded, &j.RowsRemoved, &j.RowsUpdated, &j.DriftFixed, &j.Error, &j.CreatedAt, &j.FinishedAt, &elapsed}, func() error {
-		if j.Status != queue.Done && elapsed > 0 {
+		if j.Status == queue.Running && elapsed > 0 {
 			j.RecordsPerSecond = float64(j.Records) / elapsed
 			if j.ChunksDone > 0 {
 				eta := time.Duration(elapsed / float64(j.ChunksDone) * float64(j.Chunks-j.ChunksDone) * float64(time.Second)).Round(time.Second)

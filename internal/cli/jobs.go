@@ -146,6 +146,9 @@ func WaitCmd(ctx context.Context, env *Env, id int64) error {
 		if j == nil {
 			return fmt.Errorf("job %d does not exist", id)
 		}
+		if j.Interrupted {
+			return fmt.Errorf("job %d was interrupted: no process is working on it; `recalc run` resumes it", id)
+		}
 		if j.Status != queue.Running {
 			payload, err := queue.Payload(ctx, conn, id)
 			if err != nil {
@@ -200,6 +203,8 @@ func StatusCmd(ctx context.Context, env *Env, format string, jobs int) error {
 			fmt.Fprintf(w, "  drift fixed %d", j.DriftFixed)
 		}
 		switch {
+		case j.Status == queue.Interrupted:
+			fmt.Fprint(w, "  no process works on it: `recalc run` resumes it")
 		case j.Status != queue.Done:
 			fmt.Fprintf(w, "  %.0f records/s", j.RecordsPerSecond)
 			if j.ETA != nil {

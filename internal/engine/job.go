@@ -100,6 +100,9 @@ func storeJob(ctx context.Context, tx pgx.Tx, pl *Planned, trigger string) (*que
 	if err != nil {
 		return nil, err
 	}
+	if err := queue.Heartbeat(ctx, tx, id, workers.ID()); err != nil { // alive from its first moment
+		return nil, err
+	}
 	return queue.Get(ctx, tx, id)
 }
 
@@ -119,6 +122,8 @@ func runJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 	if err != nil {
 		return nil, err
 	}
+	stopBeat := workers.Heartbeat(ctx, pool, job.ID, log)
+	defer stopBeat()
 	stop := workers.Progress(ctx, pool, job.ID, job.Chunks, log, opt.Live)
 	defer stop()
 	for {
@@ -170,10 +175,14 @@ func failJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, err error,
 	msg := err.Error()
 	ctx = context.WithoutCancel(ctx)
 	if ferr := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return queue.Fail(ctx, tx, job.ID, msg) }); ferr != nil {
-		log.Error().Err(ferr).Msg("could not mark job failed")
-	} else {
-		announce(ctx, pool, job.ID, opt, log)
+		// The database is gone (a restart, a full disk, a lost connection):
+		// the job stays running, and reads as interrupted once no process
+		// heartbeats it.
+		log.Error().Int64("job", job.ID).Err(ferr).Msg("could not mark job failed")
+		return fmt.Errorf("job %d stopped, and could not be marked failed (is the database reachable?): %w; "+
+			"it stays unfinished: run `recalc run` to resume it", job.ID, err)
 	}
+	announce(ctx, pool, job.ID, opt, log)
 	return fmt.Errorf("job %d: %w", job.ID, err)
 }
 

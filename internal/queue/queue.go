@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/recalc-dev/recalc/internal/pg"
@@ -35,6 +36,16 @@ const (
 	Running Status = "running"
 	Failed  Status = "failed"
 	Done    Status = "done"
+	// Interrupted is never stored: it is how a running job that no
+	// process has heartbeated within LiveWithin reads (status, payload).
+	Interrupted Status = "interrupted"
+)
+
+// Heartbeats: every process working a job marks it every HeartbeatEvery;
+// a running job unmarked for LiveWithin (recalc.job_alive) was interrupted.
+const (
+	HeartbeatEvery = 2 * time.Second
+	LiveWithin     = 10 * time.Second
 )
 
 // Job is a row of recalc.job.
@@ -57,6 +68,16 @@ type Job struct {
 	ClosureAdded, ClosureRemoved        int64
 	DriftFixed                          int64 // full jobs: share rows the swap changed
 	Staged                              bool  // full jobs: staging tables complete, ready to swap
+	Interrupted                         bool  // running, but no process heartbeated it within LiveWithin
+}
+
+// Heartbeat marks job as worked on by worker now.
+func Heartbeat(ctx context.Context, q pg.Querier, job int64, worker string) error {
+	if _, err := q.Exec(ctx, `INSERT INTO recalc.job_worker (job_id, worker) VALUES ($1, $2)
+		ON CONFLICT (job_id, worker) DO UPDATE SET seen_at = now()`, job, worker); err != nil {
+		return fmt.Errorf("heartbeat job %d: %w", job, err)
+	}
+	return nil
 }
 
 // Chunk is one unit of a job: families by root id range (full jobs) or by
@@ -69,13 +90,13 @@ type Chunk struct {
 
 const jobCols = `id, kind, trigger, status, change_seq, consumes, config::text, plan::text, chunks, coalesce(error, ''),
 	do_rules, do_closure, records, invalid_records, rows_added, rows_removed, rows_updated, closure_added, closure_removed,
-	coalesce(drift_fixed, 0), staged`
+	coalesce(drift_fixed, 0), staged, status = 'running' AND NOT recalc.job_alive(id)`
 
 func scan(row pgx.Row) (*Job, error) {
 	j := &Job{}
 	err := row.Scan(&j.ID, &j.Kind, &j.Trigger, &j.Status, &j.ChangeSeq, &j.Consumes, &j.Config, &j.Plan, &j.Chunks, &j.Error,
 		&j.DoRules, &j.DoClosure, &j.Records, &j.InvalidRecords, &j.RowsAdded, &j.RowsRemoved, &j.RowsUpdated,
-		&j.ClosureAdded, &j.ClosureRemoved, &j.DriftFixed, &j.Staged)
+		&j.ClosureAdded, &j.ClosureRemoved, &j.DriftFixed, &j.Staged, &j.Interrupted)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}

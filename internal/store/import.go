@@ -46,7 +46,10 @@ type BusyError struct {
 }
 
 func (e *BusyError) Error() string {
-	if e.Status == queue.Failed {
+	switch e.Status {
+	case queue.Interrupted:
+		return fmt.Sprintf("recalculation job %d was interrupted and is unfinished: run `recalc run` to resume it, then import again", e.Job)
+	case queue.Failed:
 		return fmt.Sprintf("recalculation job %d failed and is unfinished: run `recalc run` to resume it, then import again", e.Job)
 	}
 	return fmt.Sprintf("recalculation job %d is running: wait for it (`recalc run` joins it and returns when it is done), then import again", e.Job)
@@ -164,7 +167,11 @@ func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, log
 		return nil, err
 	}
 	if job != nil {
-		return nil, &BusyError{Job: job.ID, Status: job.Status}
+		status := job.Status
+		if job.Interrupted {
+			status = queue.Interrupted
+		}
+		return nil, &BusyError{Job: job.ID, Status: status}
 	}
 	if _, err := tx.Exec(ctx, stageTable); err != nil {
 		return nil, fmt.Errorf("create staging table: %w", err)

@@ -51,8 +51,9 @@ func Run(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, do Do,
 	return g.Wait()
 }
 
-// workerID names this process on the chunks it completes.
-func workerID() string {
+// ID names this process on the chunks it completes and the jobs it
+// heartbeats: host:pid.
+func ID() string {
 	host, _ := os.Hostname()
 	return fmt.Sprintf("%s:%d", host, os.Getpid())
 }
@@ -76,7 +77,7 @@ func runChunk(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, d
 			if err != nil {
 				return err
 			}
-			return queue.Complete(ctx, tx, job, c.N, st, workerID())
+			return queue.Complete(ctx, tx, job, c.N, st, ID())
 		})
 		if err == nil {
 			return claimed, nil
@@ -103,6 +104,30 @@ func runChunk(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, d
 func Backoff(attempt int) time.Duration {
 	wait := min(50*time.Millisecond<<attempt, 2*time.Second)
 	return wait/2 + rand.N(wait/2+1)
+}
+
+// Heartbeat marks job as worked on by this process now and every
+// queue.HeartbeatEvery until stopped, so `recalc status` can tell a job that
+// no process works on (interrupted) from a running one.
+func Heartbeat(ctx context.Context, pool *pgxpool.Pool, job int64, log zerolog.Logger) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(queue.HeartbeatEvery)
+		defer t.Stop()
+		for {
+			if err := queue.Heartbeat(ctx, pool, job, ID()); err != nil && ctx.Err() == nil {
+				log.Warn().Int64("job", job).Err(err).Msg("heartbeat")
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { cancel(); <-finished }
 }
 
 // Progress reports the job's progress until stopped: a JSON log line
