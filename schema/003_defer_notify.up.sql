@@ -32,7 +32,7 @@ ALTER TABLE recalc.change ALTER COLUMN key TYPE text[] USING ARRAY[key];
 ALTER TABLE recalc.change RENAME COLUMN key TO keys;
 
 -- Record writes by any SQL: log the change, wipe the manual shares of
--- records whose owner changed (sharing-model.md section 5), and wake
+-- records whose owner changed (docs/semantics.md, changes between imports), and wake
 -- `recalc watch` with a NOTIFY on channel recalc_changes. It runs with its
 -- owner's rights, so an application role needs privileges on recalc.record
 -- only, not on the change log or the shares.

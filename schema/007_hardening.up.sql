@@ -3,7 +3,8 @@
 
 -- No function of the schema is executable by PUBLIC. Roles that need one get
 -- EXECUTE by name (`recalc grant`). Every later migration that creates a
--- function revokes it from PUBLIC too; schema_test checks them all.
+-- function revokes it from PUBLIC too; internal/adversarial's
+-- TestSchemaFunctionsHardened checks them all.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA recalc FROM PUBLIC;
 
 -- What the application may store in a record row, checked as it writes:
@@ -51,8 +52,8 @@ ALTER TABLE recalc.change ADD CONSTRAINT change_kind CHECK (kind IN ('section', 
 -- Capture of every write to recalc.record, by imports and by the
 -- application's own SQL, in the writing transaction:
 --   * the changed ids go to the change log, one row per statement;
---   * a record that changes owner loses its manual shares (sharing-model.md
---     section 5); one that is deleted, or changes id or object, loses its
+--   * a record that changes owner loses its manual shares (docs/semantics.md,
+--     changes between imports); one that is deleted, or changes id or object, loses its
 --     shares and team entries, so nothing carries over to a record that
 --     later takes its id;
 --   * TRUNCATE clears the shares and team entries and logs a 'truncate';
@@ -101,9 +102,20 @@ REVOKE EXECUTE ON FUNCTION recalc.log_record_change() FROM PUBLIC;
 CREATE TRIGGER record_truncate_log AFTER TRUNCATE ON recalc.record
     FOR EACH STATEMENT EXECUTE FUNCTION recalc.log_record_change();
 
--- Shares and team entries left behind by records deleted before this version.
-DELETE FROM recalc.share_input s WHERE NOT EXISTS (SELECT 1 FROM recalc.record r WHERE r.id = s.record AND r.object = s.object);
-DELETE FROM recalc.team t WHERE NOT EXISTS (SELECT 1 FROM recalc.record r WHERE r.id = t.record);
+-- Shares and team entries left behind by records deleted before this version,
+-- or naming another object than their record's. Their records are logged as
+-- changed, so the next run removes the share rows built from them.
+WITH gone AS (
+    DELETE FROM recalc.share_input s
+    WHERE NOT EXISTS (SELECT 1 FROM recalc.record r WHERE r.id = s.record AND r.object = s.object)
+    RETURNING s.record
+), gone_team AS (
+    DELETE FROM recalc.team t WHERE NOT EXISTS (SELECT 1 FROM recalc.record r WHERE r.id = t.record)
+    RETURNING t.record
+)
+INSERT INTO recalc.change (kind, keys)
+SELECT 'record', array_agg(DISTINCT record) FROM (SELECT record FROM gone UNION ALL SELECT record FROM gone_team) x
+HAVING count(*) > 0;
 
 -- The payload of a job's completion notification carries counts and the
 -- error, never a record's field values (errors name record ids only).

@@ -6,7 +6,7 @@
 CREATE TABLE recalc.job_worker (
     job_id  bigint NOT NULL REFERENCES recalc.job ON DELETE CASCADE,
     worker  text NOT NULL,          -- host:pid
-    seen_at timestamptz NOT NULL DEFAULT now(),
+    seen_at timestamptz NOT NULL DEFAULT clock_timestamp(), -- not now(): a planning transaction can be long
     PRIMARY KEY (job_id, worker)
 );
 

@@ -2,7 +2,7 @@
 // write instead of recalc. It defines recalc's materialized tables as plain
 // PostgreSQL materialized views over recalc's input tables, refreshed with
 // REFRESH MATERIALIZED VIEW, so a full recalculation can be compared with a
-// full refresh of the same semantics (sharing-model.md) computed in SQL.
+// full refresh of the same semantics (docs/semantics.md) computed in SQL.
 //
 // The views live in schema peer (peer.sql.tmpl):
 //   - peer.member is recalc.acl_member, the grantee closure: members(g) with

@@ -27,6 +27,8 @@ func TestExitStatuses(t *testing.T) {
 		{"unknown flag", "", []string{"run", "--bogus"}, 2, "see `recalc run --help`"},
 		{"no database", "postgres://postgres@127.0.0.1:1/nope?connect_timeout=5", []string{"status"}, 3, `database "nope" on 127.0.0.1:1`},
 		{"invalid model", "", []string{"import", "/dev/null"}, 1, "invalid model"},
+		{"grant without a role", "", []string{"grant", "reader"}, 2, "recalc grant reader|writer ROLE"},
+		{"grant of an unknown kind", "", []string{"grant", "admin", "x"}, 2, `unknown kind of access "admin"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := o.command(tc.args...)

@@ -87,6 +87,10 @@ func TestImportRacesDelete(t *testing.T) {
 			`{"shares": [{"object": "account", "record": "a3", "grantee": "user:u2", "access": "edit", "cause": "manual"}]}`},
 		{"team, rename", `UPDATE recalc.record SET id = 'a3renamed' WHERE id = 'a3'`,
 			`{"teams": [{"record": "a3", "user": "u2", "access": "edit"}]}`},
+		{"share, object change", `UPDATE recalc.record SET object = 'project__c' WHERE id = 'a3'`,
+			`{"shares": [{"object": "account", "record": "a3", "grantee": "user:u2", "access": "edit", "cause": "manual"}]}`},
+		{"team, object change", `UPDATE recalc.record SET object = 'project__c' WHERE id = 'a3'`,
+			`{"teams": [{"record": "a3", "user": "u2", "access": "edit"}]}`},
 	} {
 		for _, writerFirst := range []bool{true, false} {
 			name := tc.name + ", import first"
@@ -127,7 +131,7 @@ func TestImportRacesDelete(t *testing.T) {
 						t.Fatal(err)
 					}
 					if err := <-done; err == nil {
-						t.Log("the import went through after the writer's commit")
+						t.Fatal("the import went through after the writer's commit, though the record it names is gone or changed")
 					}
 				} else {
 					itx, err := conn.Begin(ctx)
@@ -149,11 +153,16 @@ func TestImportRacesDelete(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				if n := b.count(t, `SELECT count(*) FROM (SELECT record FROM recalc.share_input UNION ALL SELECT record FROM recalc.team) x
-					WHERE NOT EXISTS (SELECT 1 FROM recalc.record r WHERE r.id = x.record)`); n != 0 {
-					t.Fatalf("%d shares or team entries name a record that does not exist", n)
+				if n := b.count(t, `SELECT count(*) FROM (SELECT record, object FROM recalc.share_input
+					UNION ALL SELECT record, NULL FROM recalc.team) x
+					WHERE NOT EXISTS (SELECT 1 FROM recalc.record r WHERE r.id = x.record AND r.object = coalesce(x.object, r.object))`); n != 0 {
+					t.Fatalf("%d shares or team entries name a record that does not exist or is of another object", n)
+				}
+				if n := b.count(t, `SELECT count(*) FROM recalc.team WHERE record = 'a3'`); n != 0 {
+					t.Fatalf("a team entry on a3 survived its record's delete, rename or object change")
 				}
 				b.importJSON(t, `{"users": [{"id": "u1"}, {"id": "u2"}, {"id": "u3"}, {"id": "u4"}, {"id": "u5"}]}`)
+				exec(t, b.writer, `DELETE FROM recalc.record WHERE id = 'a3'`) // what the object change left
 				exec(t, b.writer, `INSERT INTO recalc.record (id, object, owner) VALUES ('a3', 'account', 'u4')`)
 				b.run(t)
 				b.wantAccess(t, map[string]string{"u2 a3": "none", "u4 a3": "all"})
@@ -190,7 +199,10 @@ func TestLegacyRowDoesNotStopRootFixing(t *testing.T) {
 	exec(t, b.admin, `ALTER TABLE recalc.record DROP CONSTRAINT record_fields_scalar`)
 	exec(t, b.admin, `INSERT INTO recalc.record (id, object, owner, parent, fields) VALUES ('k9', 'contact', 'u1', 'a9', '{"a": {"b": 1}}')`)
 	exec(t, b.admin, `ALTER TABLE recalc.record ADD CONSTRAINT record_fields_scalar CHECK (
-		jsonb_typeof(fields) = 'object' AND NOT jsonb_path_exists(fields, 'strict $.* ? (@.type() == "object" || @.type() == "array")')) NOT VALID`)
+        jsonb_typeof(fields) = 'object'
+        AND NOT jsonb_path_exists(fields, 'strict $.* ? (@.type() == "object" || @.type() == "array"
+            || (@.type() == "number" && (@ > 1.7976931348623157e308 || @ < -1.7976931348623157e308)))')
+        AND octet_length(fields::text) <= 1048576) NOT VALID`) // as migration 007 has it
 	b.run(t)
 	exec(t, b.writer, `INSERT INTO recalc.record (id, object, owner) VALUES ('a9', 'account', 'u2')`)
 	exec(t, b.writer, `UPDATE recalc.record SET owner = 'u2' WHERE id = 'a1'`) // an unrelated revocation of u1

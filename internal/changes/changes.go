@@ -140,7 +140,7 @@ func fixRoots(ctx context.Context, tx pgx.Tx, seqs []int64, only string) ([]stri
 		)
 		UPDATE recalc.record t SET root_id = roots.root FROM roots
 		WHERE t.rid = roots.rid AND t.root_id IS DISTINCT FROM roots.root
-		  AND `+only+`
+		  AND octet_length(roots.root) <= 1024 AND `+only+`
 		RETURNING t.id`, seqs)
 	if err != nil {
 		return nil, err

@@ -301,9 +301,12 @@ func grantCommand(out, errOut io.Writer) *cli.Command {
 			"parent, fields and territories only; no other table. Run it as the role that owns the schema.",
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 2 {
-				return fmt.Errorf("give the kind of access and the role: recalc grant reader|writer ROLE")
+				return cli.Exit("recalc: give the kind of access and the role: recalc grant reader|writer ROLE", ExitUsage)
 			}
 			kind, role := c.Args().Get(0), c.Args().Get(1)
+			if kind != access.Reader && kind != access.Writer {
+				return cli.Exit(fmt.Sprintf("recalc: unknown kind of access %q: give %s or %s", kind, access.Reader, access.Writer), ExitUsage)
+			}
 			return action(out, errOut, func(ctx context.Context, env *Env) error {
 				if err := schema.Check(ctx, env.Pool); err != nil {
 					return err
@@ -344,7 +347,7 @@ func rlsCommand(out, errOut io.Writer) *cli.Command {
 					r := &access.RLS{Table: c.String("table"), Object: c.String("object"), IDColumn: c.String("id-column"),
 						UserSetting: c.String("user-setting"), UserFromRole: c.Bool("user-from-role")}
 					if r.UserSetting == "" && !r.UserFromRole {
-						return fmt.Errorf("say where the current user comes from: --user-setting app.user_id or --user-from-role")
+						return cli.Exit("recalc: say where the current user comes from: --user-setting app.user_id or --user-from-role", ExitUsage)
 					}
 					return action(out, errOut, func(ctx context.Context, env *Env) error {
 						err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error { return access.EnableRLS(ctx, tx, r) })

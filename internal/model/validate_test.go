@@ -140,7 +140,7 @@ func TestInterfaceExample(t *testing.T) {
 	}
 }
 
-// TestInvalid covers every invalidity of sharing-model.md and the file format
+// TestInvalid covers every invalidity of docs/semantics.md and the file format
 // errors of interface.md. Each error must name the offending entry.
 func TestInvalid(t *testing.T) {
 	t.Parallel()

@@ -8,7 +8,7 @@ import "github.com/recalc-dev/recalc/internal/model"
 // sections the file had, as model.Parse reports it; prev may be nil before the
 // first import.
 //
-// It then applies the owner-change rule (sharing-model.md §5): for each record
+// It then applies the owner-change rule (docs/semantics.md, changes between imports): for each record
 // whose owner differs from prev's record of the same id, every manual share
 // prev had on that record is dropped, even when the file lists it again.
 //

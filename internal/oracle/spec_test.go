@@ -22,7 +22,7 @@ const (
 		         {"id":"x"},{"id":"gone","role":"rep","active":false}]`
 )
 
-// TestSpecScenarios pins one sentence of sharing-model.md each, on small
+// TestSpecScenarios pins one sentence of docs/semantics.md each, on small
 // hand-checked models.
 func TestSpecScenarios(t *testing.T) {
 	t.Parallel()

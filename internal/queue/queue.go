@@ -74,7 +74,7 @@ type Job struct {
 // Heartbeat marks job as worked on by worker now.
 func Heartbeat(ctx context.Context, q pg.Querier, job int64, worker string) error {
 	if _, err := q.Exec(ctx, `INSERT INTO recalc.job_worker (job_id, worker) VALUES ($1, $2)
-		ON CONFLICT (job_id, worker) DO UPDATE SET seen_at = now()`, job, worker); err != nil {
+		ON CONFLICT (job_id, worker) DO UPDATE SET seen_at = clock_timestamp()`, job, worker); err != nil {
 		return fmt.Errorf("heartbeat job %d: %w", job, err)
 	}
 	return nil
@@ -134,8 +134,11 @@ func Get(ctx context.Context, q pg.Querier, id int64) (*Job, error) {
 // Lock returns job id locked FOR UPDATE until tx ends.
 func Lock(ctx context.Context, tx pgx.Tx, id int64) (*Job, error) {
 	j, err := scan(tx.QueryRow(ctx, `SELECT `+jobCols+` FROM recalc.job WHERE id = $1 FOR UPDATE`, id))
-	if err != nil || j == nil {
+	switch {
+	case err != nil:
 		return nil, fmt.Errorf("lock job %d: %w", id, err)
+	case j == nil:
+		return nil, fmt.Errorf("lock job %d: it does not exist", id)
 	}
 	return j, nil
 }

@@ -370,7 +370,7 @@ func mergeRecords(ctx context.Context, tx pgx.Tx, res *Result) error {
 		return err
 	}
 	// The manual shares the stored version had on records changing owner
-	// are wiped, whatever the file says (sharing-model.md section 5).
+	// are wiped, whatever the file says (docs/semantics.md, changes between imports).
 	if err := exec(ctx, tx, step, nil, `
 		CREATE TEMP TABLE wiped ON COMMIT DROP AS
 		SELECT s.record, s.grantee FROM recalc.share_input s
@@ -467,17 +467,18 @@ func mergeTeams(ctx context.Context, tx pgx.Tx) error {
 		SELECT record, user_id, access, contact_access, opportunity_access, case_access FROM stage WHERE kind = $1`, stageTeam)
 }
 
-// lockReferenced takes a key-share lock on the records that the file's
-// shares and team entries name. An application transaction that deletes or
-// renames one of them meanwhile is waited for, and the check that follows
-// sees its outcome (checkRefs refuses the file); one that comes after waits
-// for the import to commit, and its capture trigger then deletes the new
-// shares and team entries with the record. Either way none is left on a
-// record that does not exist. Stored entries need no lock: a record deleted
-// meanwhile takes them with it in its own transaction.
+// lockReferenced takes a share lock on the records that the file's shares
+// and team entries name. An application transaction that deletes one of
+// them or changes its id, object or owner meanwhile is waited for, and the
+// check that follows sees its outcome (checkRefs refuses the file); one that
+// comes after waits for the import to commit, and its capture trigger then
+// deletes or wipes the new shares and team entries as it would the stored
+// ones. Either way none is left on a record that does not exist or whose
+// object changed. Stored entries need no lock: a record deleted meanwhile
+// takes them with it in its own transaction.
 func lockReferenced(ctx context.Context, tx pgx.Tx) error {
 	if _, err := tx.Exec(ctx, `SELECT FROM recalc.record r
-		WHERE r.id IN (SELECT record FROM stage WHERE kind = ANY($1)) ORDER BY r.rid FOR KEY SHARE`,
+		WHERE r.id IN (SELECT record FROM stage WHERE kind = ANY($1)) ORDER BY r.rid FOR SHARE`,
 		[]int16{int16(stageShare), int16(stageTeam)}); err != nil {
 		return fmt.Errorf("lock the records shares and team entries name: %w", err)
 	}
