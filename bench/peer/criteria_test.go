@@ -10,6 +10,7 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/internal/testkit"
 )
 
 // Tricky field names and values: quotes, backslashes, commas with spaces,
@@ -56,7 +57,7 @@ func TestCriteriaMatchesModel(t *testing.T) {
 	ctx, pool := context.Background(), testdb.Migrated(t)
 	rng := rand.New(rand.NewPCG(11, 12))
 	// Fields rows, stored once as jsonb and read back as recalc reads them.
-	var docs []model.Fields
+	var docs []string
 	for range 300 {
 		f := model.Fields{}
 		for _, name := range fieldNames {
@@ -64,20 +65,13 @@ func TestCriteriaMatchesModel(t *testing.T) {
 				f[name] = randValue(rng)
 			}
 		}
-		docs = append(docs, f)
+		doc, err := json.Marshal(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs = append(docs, string(doc))
 	}
-	raw, err := json.Marshal(docs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pool.Exec(ctx, `CREATE TABLE fields_case AS
-		SELECT n, e AS fields FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY x (e, n)`, string(raw)); err != nil {
-		t.Fatal(err)
-	}
-	var stored []string
-	if err := pool.QueryRow(ctx, `SELECT array_agg(fields::text ORDER BY n) FROM fields_case`).Scan(&stored); err != nil {
-		t.Fatal(err)
-	}
+	stored := testkit.FieldsTable(t, ctx, pool, docs)
 	read := make([]model.Fields, len(stored))
 	for i, s := range stored {
 		if err := json.Unmarshal([]byte(s), &read[i]); err != nil {

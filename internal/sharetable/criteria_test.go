@@ -15,6 +15,7 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/internal/testkit"
 )
 
 // TestCriteriaFilterKeepsEveryMatch stores random fields as jsonb and checks
@@ -55,14 +56,7 @@ func TestCriteriaFilterKeepsEveryMatch(t *testing.T) {
 		}
 		docs = append(docs, "{"+strings.Join(kv, ", ")+"}")
 	}
-	if _, err := pool.Exec(ctx, `CREATE TABLE fields_case AS
-		SELECT n, d::jsonb AS fields FROM unnest($1::text[]) WITH ORDINALITY x (d, n)`, docs); err != nil {
-		t.Fatal(err)
-	}
-	var stored []string
-	if err := pool.QueryRow(ctx, `SELECT array_agg(fields::text ORDER BY n) FROM fields_case`).Scan(&stored); err != nil {
-		t.Fatal(err)
-	}
+	stored := testkit.FieldsTable(t, ctx, pool, docs)
 	read := make([]model.Fields, len(stored))
 	for i, s := range stored {
 		f, err := model.ParseFields([]byte(s))

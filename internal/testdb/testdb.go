@@ -161,11 +161,12 @@ var tmpl struct {
 }
 
 // templatePrefix starts the names of schema templates; templateLock is the
-// advisory lock their makers hold.
+// advisory lock their makers hold; staleAfter is the age past which a
+// template of other migrations is dropped.
 const (
 	templatePrefix = "recalc_tmpl_"
 	templateLock   = 0x7265_6361_6c63 // "recalc"
-	staleAfter     = 24 * time.Hour
+	staleAfter     = time.Hour
 )
 
 // schemaTemplate returns the name of the template holding the current

@@ -139,3 +139,19 @@ func Main(m *testing.M, parallel int) int {
 	}
 	return m.Run()
 }
+
+// FieldsTable stores each JSON object of docs as a row of a new table
+// fields_case (n, its position from 1, and fields jsonb) and returns the
+// fields as PostgreSQL gives them back, in order: what recalc reads.
+func FieldsTable(t testing.TB, ctx context.Context, pool *pgxpool.Pool, docs []string) []string {
+	t.Helper()
+	if _, err := pool.Exec(ctx, `CREATE TABLE fields_case AS
+		SELECT n, d::jsonb AS fields FROM unnest($1::text[]) WITH ORDINALITY x (d, n)`, docs); err != nil {
+		t.Fatalf("store fields: %v", err)
+	}
+	var stored []string
+	if err := pool.QueryRow(ctx, `SELECT array_agg(fields::text ORDER BY n) FROM fields_case`).Scan(&stored); err != nil {
+		t.Fatalf("read fields back: %v", err)
+	}
+	return stored
+}
