@@ -2,10 +2,10 @@
 # test.sh: what `make test` runs once bin/recalc is built.
 #
 # DATABASE_URL comes from scripts/db.sh url (so it is used when set; otherwise the throwaway
-# cluster starts). Then: go vet, go test -race, each fuzz target of internal/model for 20 s, tiny
-# benchmark smoke runs, the conformance cases in testdata/ through scripts/conformance.sh, and,
-# when ../shared/conformance/run exists, that runner too (it wants the PG* variables, derived
-# from a URL-form DATABASE_URL).
+# cluster starts). Then: go vet, go test -race (its TestConformance runs testdata's conformance
+# cases), the fuzz targets of internal/model for 20 s side by side, tiny benchmark smoke runs,
+# and the conformance cases through a shell runner: ../shared/conformance/run when it exists
+# (it wants the PG* variables, derived from a URL-form DATABASE_URL), else scripts/conformance.sh.
 # Every phase runs even when an earlier one failed; the exit status is non-zero if any failed.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -43,22 +43,31 @@ shared_conformance() {
 
 phase "go vet ./..." go vet ./...
 phase "go test -race -count=1 ./..." go test -race -count=1 ./...
-# The parser's fuzz targets, briefly; go test -fuzz takes one target at a time.
-for target in FuzzDecode FuzzLogic; do
-  phase "fuzz $target (20s)" go test -run '^$' -fuzz "^$target\$" -fuzztime 20s ./internal/model
-done
+# The parser's fuzz targets, briefly and side by side (go test -fuzz takes one target at a time).
+fuzz() {
+  local target dir pids=() status=0
+  dir=$(mktemp -d)
+  for target in FuzzDecode FuzzLogic; do
+    go test -run '^$' -fuzz "^$target\$" -fuzztime 20s ./internal/model >"$dir/$target" 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+  for target in FuzzDecode FuzzLogic; do echo "--- $target"; tail -n 3 "$dir/$target"; done
+  rm -rf "$dir"
+  return $status
+}
+phase "fuzz FuzzDecode and FuzzLogic (20s each, side by side)" fuzz
 # The benchmarks once at a tiny size, so they never rot: the Go benchmarks, and make bench's
 # driver (its results go to a scratch file, not bench/results.json).
 phase "Go benchmarks (smoke, BENCH_SIZE=2000)" env BENCH_SIZE=2000 go test -run '^$' -bench . -benchtime 1x ./bench/...
 phase "make bench driver (smoke, 2000 records)" go run ./bench/cmd/bench -sizes 2000 -samples 200 -db recalc_bench_smoke \
   -recalc bin/recalc -out "$(mktemp -t recalc-bench-XXXXXX.json)"
-if [ -d testdata/conformance/cases ]; then
-  phase "conformance (testdata/conformance/cases)" bash scripts/conformance.sh bin/recalc testdata/conformance/cases
-else
-  echo "note: no testdata/conformance/cases in this tree; scripts/conformance.sh skipped"
-fi
+# go test's TestConformance drives the same cases in-process; one shell runner checks them
+# end to end: the shared one when it is beside the clone, else scripts/conformance.sh.
 if [ -f ../shared/conformance/run ]; then
   phase "conformance (../shared/conformance/run)" shared_conformance
+else
+  phase "conformance (testdata/conformance/cases)" bash scripts/conformance.sh bin/recalc testdata/conformance/cases
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then

@@ -174,42 +174,58 @@ func (o *processOrg) checkEqualsFull(what string) {
 
 // TestKillAndResume kills real `recalc run` processes with SIGKILL at random
 // moments, full and incremental, resumes with another run, and requires the
-// result to equal a from-scratch full run.
+// result to equal a from-scratch full run. Two orgs take three trials each,
+// in parallel.
 func TestKillAndResume(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
 		t.Skip("kills processes on a 20k-record org")
 	}
-	o := newProcessOrg(t, 20000)
-	rng := rand.New(rand.NewPCG(1, 2))
-	interrupted := 0
-	for trial := 0; trial < 6; trial++ {
-		args := []string{"run", "--chunk-size", "40", "--workers", "2"}
-		if trial%2 == 0 {
-			args = append(args, "--full")
-		} else {
-			o.changeRecords(15, trial)
-		}
-		cmd := o.command(args...)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Duration(150+rng.IntN(900)) * time.Millisecond)
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		err := cmd.Wait()
-		var exit *exec.ExitError
-		if errors.As(err, &exit) && !exit.Exited() {
-			interrupted++
-		}
-		var unfinished int
-		_ = o.pool.QueryRow(context.Background(), `SELECT count(*) FROM recalc.job WHERE status <> 'done'`).Scan(&unfinished)
-		t.Logf("trial %d (%s): killed=%v, unfinished jobs after kill: %d", trial, strings.Join(args, " "), err != nil, unfinished)
-		o.run("run")
-		o.checkEqualsFull(fmt.Sprintf("trial %d", trial))
+	for shard := range 2 {
+		t.Run(fmt.Sprintf("trials %d-%d", 3*shard, 3*shard+2), func(t *testing.T) {
+			t.Parallel()
+			o := newProcessOrg(t, 20000)
+			rng := rand.New(rand.NewPCG(1, uint64(2+shard)))
+			interrupted := 0
+			for trial := 3 * shard; trial < 3*shard+3; trial++ {
+				if o.killAndResume(rng, trial) {
+					interrupted++
+				}
+			}
+			if interrupted == 0 {
+				t.Fatal("no run was interrupted: the org is too small for this machine to kill anything mid-job")
+			}
+		})
 	}
-	if interrupted == 0 {
-		t.Fatal("no run was interrupted: the org is too small for this machine to kill anything mid-job")
+}
+
+// killAndResume starts a run (full in even trials, else incremental over
+// changed records), SIGKILLs it after a random delay, resumes it with
+// another run, and checks the result against a full run. It says whether
+// the kill interrupted the run.
+func (o *processOrg) killAndResume(rng *rand.Rand, trial int) bool {
+	t := o.t
+	t.Helper()
+	args := []string{"run", "--chunk-size", "40", "--workers", "2"}
+	if trial%2 == 0 {
+		args = append(args, "--full")
+	} else {
+		o.changeRecords(15, trial)
 	}
+	cmd := o.command(args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Duration(150+rng.IntN(900)) * time.Millisecond)
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	err := cmd.Wait()
+	var exit *exec.ExitError
+	var unfinished int
+	_ = o.pool.QueryRow(context.Background(), `SELECT count(*) FROM recalc.job WHERE status <> 'done'`).Scan(&unfinished)
+	t.Logf("trial %d (%s): killed=%v, unfinished jobs after kill: %d", trial, strings.Join(args, " "), err != nil, unfinished)
+	o.run("run")
+	o.checkEqualsFull(fmt.Sprintf("trial %d", trial))
+	return errors.As(err, &exit) && !exit.Exited()
 }
 
 // TestTwoProcessesShareAJob starts a full job in one process, joins it from

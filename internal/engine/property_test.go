@@ -131,38 +131,71 @@ func checkAccessLevel(t *testing.T, b *bundle, rows []oracle.Row, pairs [][2]str
 // leaves exactly what a blue/green full run builds, and the oracle's access.
 func TestInPlaceFullMatchesBlueGreen(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
 	opt := engine.Options{Workers: 2, ChunkSize: 5}
 	first, n := testkit.Seeds("RECALC", 40, 0)
-	for seed := first; seed < first+n; seed++ {
-		rng := rand.New(rand.NewPCG(uint64(seed), 0x1a9ace))
-		fresh := oracle.RandomModel(rng, 10+rng.IntN(40))
-		b.importModel(t, fresh, nil)
-		b.cur = oracle.Merge(b.cur, fresh, testkit.EverySection())
-		if _, err := engine.Run(b.ctx, b.pool, opt, zerolog.Nop()); err != nil {
-			t.Fatalf("seed %d: run: %v", seed, err)
+	testkit.Shards(t, first, n, inPlaceShardSeeds, func(t *testing.T, from, to int) {
+		b := setup(t)
+		if from > first {
+			b.cur = testkit.StoredBefore(first, from, func(seed int, prev *model.Model) *model.Model {
+				return inPlaceStep(seed, prev)
+			})
+			b.importModel(t, b.cur, nil)
+			b.run(t, opt)
 		}
-		next, file := oracle.Mutate(rng, b.cur)
-		b.importModel(t, next, file.Present())
-		b.cur = oracle.Merge(b.cur, next, file)
-		inPlace := opt
-		inPlace.InPlace = true
-		rep, err := engine.Full(b.ctx, b.pool, inPlace, zerolog.Nop())
-		if err != nil {
-			t.Fatalf("seed %d: in-place full run: %v", seed, err)
+		for seed := from; seed < to; seed++ {
+			fresh, next, file := inPlaceModels(seed, b.cur)
+			b.importModel(t, fresh, nil)
+			b.cur = oracle.Merge(b.cur, fresh, testkit.EverySection())
+			if _, err := engine.Run(b.ctx, b.pool, opt, zerolog.Nop()); err != nil {
+				t.Fatalf("seed %d: run: %v", seed, err)
+			}
+			b.importModel(t, next, file.Present())
+			b.cur = oracle.Merge(b.cur, next, file)
+			checkInPlaceFull(t, b, seed, opt)
 		}
-		if rep.Kind != "incremental" {
-			t.Fatalf("seed %d: an in-place full run made a %q job", seed, rep.Kind)
-		}
-		if want, got := oracle.CSV(oracle.Access(b.cur)), b.access(t); got != want {
-			t.Fatalf("seed %d: in-place access differs from the oracle\n%s", seed, oracle.Diff(want, got))
-		}
-		got := testdb.Materialized(t, b.pool)
-		if _, err := engine.Full(b.ctx, b.pool, opt, zerolog.Nop()); err != nil {
-			t.Fatalf("seed %d: full run: %v", seed, err)
-		}
-		if want := testdb.Materialized(t, b.pool); got != want {
-			t.Fatalf("seed %d: in-place tables differ from a blue/green full run\n%s", seed, oracle.Diff(want, got))
-		}
+	})
+}
+
+// inPlaceShardSeeds is how many seeds of TestInPlaceFullMatchesBlueGreen
+// one parallel subtest runs.
+const inPlaceShardSeeds = 10
+
+// inPlaceModels is what TestInPlaceFullMatchesBlueGreen imports for seed
+// over prev: a fresh random model whole, then a mutation of the merge.
+func inPlaceModels(seed int, prev *model.Model) (fresh, next *model.Model, file *model.File) {
+	rng := rand.New(rand.NewPCG(uint64(seed), 0x1a9ace))
+	fresh = oracle.RandomModel(rng, 10+rng.IntN(40))
+	next, file = oracle.Mutate(rng, oracle.Merge(prev, fresh, testkit.EverySection()))
+	return fresh, next, file
+}
+
+// inPlaceStep is the model stored once seed ran over prev.
+func inPlaceStep(seed int, prev *model.Model) *model.Model {
+	fresh, next, file := inPlaceModels(seed, prev)
+	return oracle.Merge(oracle.Merge(prev, fresh, testkit.EverySection()), next, file)
+}
+
+// checkInPlaceFull runs a full recalculation in place and requires the
+// oracle's access, then the tables a blue/green full run builds.
+func checkInPlaceFull(t *testing.T, b *bundle, seed int, opt engine.Options) {
+	t.Helper()
+	inPlace := opt
+	inPlace.InPlace = true
+	rep, err := engine.Full(b.ctx, b.pool, inPlace, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("seed %d: in-place full run: %v", seed, err)
+	}
+	if rep.Kind != "incremental" {
+		t.Fatalf("seed %d: an in-place full run made a %q job", seed, rep.Kind)
+	}
+	if want, got := oracle.CSV(oracle.Access(b.cur)), b.access(t); got != want {
+		t.Fatalf("seed %d: in-place access differs from the oracle\n%s", seed, oracle.Diff(want, got))
+	}
+	got := testdb.Materialized(t, b.pool)
+	if _, err := engine.Full(b.ctx, b.pool, opt, zerolog.Nop()); err != nil {
+		t.Fatalf("seed %d: full run: %v", seed, err)
+	}
+	if want := testdb.Materialized(t, b.pool); got != want {
+		t.Fatalf("seed %d: in-place tables differ from a blue/green full run\n%s", seed, oracle.Diff(want, got))
 	}
 }
