@@ -25,6 +25,7 @@ func targets(r *SizeRun) []TargetLine {
 	out = append(out,
 		TargetLine{"peak RSS", fmt.Sprintf("%.0f MiB", float64(r.PeakRSS)/mib), "≤ 256 MiB", r.PeakRSS <= 256*mib},
 		TargetLine{"access check p99", fmt.Sprintf("%.2f ms", r.Access.P99ms), "≤ 1 ms", r.Access.P99ms <= 1})
+	out = append(out, rlsTargets(r)...)
 	for _, c := range r.Incremental {
 		if c.Skipped {
 			continue
@@ -78,6 +79,7 @@ func (res *Results) Print(w io.Writer) {
 			r.Copy.IndexedS, r.Copy.IndexLastS, r.Copy.Rows)
 		fmt.Fprintf(w, "access check: p50 %.3f ms, p99 %.3f ms over %d random (user, record) pairs\n", r.Access.P50ms, r.Access.P99ms, r.Access.Samples)
 		fmt.Fprintf(w, "visible list: p50 %.1f ms, p99 %.1f ms for %d records (%s)\n", r.Visible.P50ms, r.Visible.P99ms, r.Visible.Rows, r.Visible.Query)
+		printRLS(w, r.RLS)
 		fmt.Fprintf(w, "peak RSS of recalc: %.0f MiB (import %.0f MiB, full %.0f MiB)\n",
 			float64(r.PeakRSS)/mib, float64(r.ImportRSS)/mib, float64(r.Full.PeakRSS)/mib)
 		tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
@@ -90,4 +92,48 @@ func (res *Results) Print(w io.Writer) {
 	for _, s := range res.Scaling {
 		fmt.Fprintf(w, "\nscaling %d → %d records (%.0f×): full recalc time %.2f× (goal for 1M → 10M: ≤ 11×)\n", s.From, s.To, s.Records, s.Time)
 	}
+}
+
+// rlsTargets are the read path's goals (issue 13): at 1M records (10M),
+// a primary-key lookup ≤ 1 ms (2 ms), a page of 50 ≤ 20 ms (50 ms) and a
+// visible_records page of 1,000 ≤ 20 ms (50 ms), p99, through the policy.
+func rlsTargets(r *SizeRun) []TargetLine {
+	if r.RLS == nil {
+		return nil
+	}
+	pk, page := 1.0, 20.0
+	if r.Records >= 10_000_000 {
+		pk, page = 2, 50
+	}
+	var out []TargetLine
+	for _, u := range r.RLS.Users {
+		for _, m := range u.Measures {
+			goal := page
+			switch {
+			case m.Name == "count(*)":
+				continue
+			case m.Name == "primary-key lookup":
+				goal = pk
+			}
+			out = append(out, TargetLine{fmt.Sprintf("RLS %s p99, user seeing %s (%d)", m.Name, u.Kind, u.Visible),
+				fmt.Sprintf("%.2f ms (%.2f ms off)", m.On.P99ms, m.Off.P99ms), fmt.Sprintf("≤ %.0f ms", goal), m.On.P99ms <= goal})
+		}
+	}
+	return out
+}
+
+// printRLS writes the read path's measures, each beside RLS off.
+func printRLS(w io.Writer, res *RLSResult) {
+	if res == nil {
+		return
+	}
+	fmt.Fprintf(w, "read path through row-level security, application table of %d accounts (p50 / p99, ms):\n", res.Accounts)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "user\tsees\tquery\tRLS on\tRLS off")
+	for _, u := range res.Users {
+		for _, m := range u.Measures {
+			fmt.Fprintf(tw, "%s (%s)\t%d\t%s\t%.2f / %.2f\t%.2f / %.2f\n", u.User, u.Kind, u.Visible, m.Name, m.On.P50ms, m.On.P99ms, m.Off.P50ms, m.Off.P99ms)
+		}
+	}
+	tw.Flush()
 }

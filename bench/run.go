@@ -31,6 +31,9 @@ type Config struct {
 	// HeavyMax is the largest size at which the slowest measures, the
 	// in-place run and the materialized-view peer, are taken (0: all).
 	HeavyMax int
+	// FreshFor is how long freshness is measured at each write rate, with
+	// `recalc watch` running (0: not measured).
+	FreshFor time.Duration
 	Dir      string // scratch space for the org file and COPY dumps
 	Progress io.Writer
 }
@@ -66,20 +69,24 @@ type ScaleRatio struct {
 
 // SizeRun is every measure at one org size, all taken in one run.
 type SizeRun struct {
-	Records     int          `json:"records"`
-	Org         OrgInfo      `json:"org"`
-	ImportS     float64      `json:"import_s"`
-	ImportRSS   int64        `json:"import_peak_rss_bytes"`
-	Full        Full         `json:"full"`                    // the first, into empty share tables: every ratio's base
-	Nightly     Full         `json:"full_nightly"`            // again over the current tables, counting drift
-	InPlace     *Full        `json:"full_in_place,omitempty"` // not taken above Config.HeavyMax
-	Copy        CopyLimit    `json:"raw_copy"`
-	Peer        *PeerResult  `json:"mv_peer,omitempty"` // not taken above Config.HeavyMax
-	Incremental []Case       `json:"incremental"`
-	Access      Latency      `json:"access_check"`
-	Visible     Latency      `json:"visible_list"`
-	PeakRSS     int64        `json:"peak_rss_bytes"`
-	Targets     []TargetLine `json:"targets"`
+	Records     int           `json:"records"`
+	Org         OrgInfo       `json:"org"`
+	ImportS     float64       `json:"import_s"`
+	ImportRSS   int64         `json:"import_peak_rss_bytes"`
+	Full        Full          `json:"full"`                    // the first, into empty share tables: every ratio's base
+	Nightly     Full          `json:"full_nightly"`            // again over the current tables, counting drift
+	InPlace     *Full         `json:"full_in_place,omitempty"` // not taken above Config.HeavyMax
+	Copy        CopyLimit     `json:"raw_copy"`
+	Peer        *PeerResult   `json:"mv_peer,omitempty"`        // not taken above Config.HeavyMax
+	FeedSwap    *FeedSwapDiff `json:"feed_swap_diff,omitempty"` // bench/feed.go; not taken above Config.HeavyMax
+	Incremental []Case        `json:"incremental"`
+	Plan        []PlanCase    `json:"plan_file"` // bench/plan.go: `recalc plan FILE`
+	Access      Latency       `json:"access_check"`
+	Visible     Latency       `json:"visible_list"`
+	RLS         *RLSResult    `json:"rls,omitempty"`       // bench/rls.go
+	Fresh       *Freshness    `json:"freshness,omitempty"` // bench/fresh.go; not taken when Config.FreshFor is 0
+	PeakRSS     int64         `json:"peak_rss_bytes"`
+	Targets     []TargetLine  `json:"targets"`
 }
 
 // OrgInfo describes the generated org.
@@ -256,6 +263,10 @@ func measure(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool, 
 	if err := timeReads(ctx, cfg, pool, r); err != nil {
 		return err
 	}
+	cfg.logf("%d records: the read path through row-level security", n)
+	if r.RLS, err = measureRLS(ctx, pool, cfg.Samples); err != nil {
+		return err
+	}
 	heavy := cfg.HeavyMax == 0 || n <= cfg.HeavyMax
 	st, err := access.ReadStats(ctx, pool)
 	if err != nil {
@@ -268,6 +279,13 @@ func measure(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool, 
 	}
 	if heavy {
 		if r.InPlace, err = inPlace(ctx, cfg, rc, pool, rows); err != nil {
+			return err
+		}
+	}
+
+	if heavy {
+		cfg.logf("%d records: the feed's diff at a full job's swap", n)
+		if r.FeedSwap, err = feedSwapDiff(ctx, pool, r.Nightly.Seconds); err != nil {
 			return err
 		}
 	}
@@ -289,6 +307,15 @@ func measure(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool, 
 	if r.Incremental, err = incrementalCases(ctx, cfg, rc, pool, r.Full.Seconds); err != nil {
 		return err
 	}
+	cfg.logf("%d records: dry runs of a change (recalc plan FILE)", n)
+	if r.Plan, err = planCases(ctx, cfg, rc, pool); err != nil {
+		return err
+	}
+	if cfg.FreshFor > 0 {
+		if r.Fresh, err = freshness(ctx, cfg, rc, pool, n); err != nil {
+			return err
+		}
+	}
 	r.PeakRSS = max(r.ImportRSS, r.Full.PeakRSS, r.Nightly.PeakRSS)
 	if r.InPlace != nil {
 		r.PeakRSS = max(r.PeakRSS, r.InPlace.PeakRSS)
@@ -296,7 +323,7 @@ func measure(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool, 
 	for _, c := range r.Incremental {
 		r.PeakRSS = max(r.PeakRSS, c.PeakRSS)
 	}
-	r.Targets = targets(r)
+	r.Targets = append(append(targets(r), freshTargets(r.Fresh)...), planTargets(r.Records, r.Plan)...)
 	return nil
 }
 

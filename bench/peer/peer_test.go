@@ -235,7 +235,7 @@ func BenchmarkRefreshVsFull(b *testing.B) {
 	var full, refresh float64
 	for i := 0; i < b.N; i++ {
 		rep := fullRun(b, ctx, pool)
-		full += rep.Duration.Seconds()
+		full += float64(rep.DurationMS) / 1000
 		d, err := peer.Refresh(ctx, pool)
 		if err != nil {
 			b.Fatal(err)

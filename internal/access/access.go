@@ -15,45 +15,51 @@ import (
 	"github.com/recalc-dev/recalc/internal/pg"
 )
 
-// accessSQL lists effective access per (record, active user) above none from
-// the materialized tables: share rows of the record and of its access root,
-// through the closure, and the access root's OWD.
-const accessSQL = `
-WITH levels AS (
-    SELECT r.object, r.id, m.uid, s.level
-    FROM recalc.acl_record r
-    JOIN recalc.acl_share s ON s.rid = r.rid
-    JOIN recalc.acl_member m ON m.gid = s.gid AND (s.boss_ok OR NOT m.boss)
-    UNION ALL
-    SELECT r.object, r.id, m.uid, s.level
-    FROM recalc.acl_record r
-    JOIN recalc.acl_share s ON s.rid = r.access_root AND r.access_root <> r.rid
-    JOIN recalc.acl_member m ON m.gid = s.gid AND (s.boss_ok OR NOT m.boss)
-    UNION ALL
-    SELECT r.object, r.id, u.uid, CASE WHEN u.internal THEN o.internal_level ELSE o.external_level END
-    FROM recalc.acl_record r
-    JOIN recalc.acl_record root ON root.rid = r.access_root
-    JOIN recalc.acl_object o ON o.name = root.object
-    CROSS JOIN recalc.acl_user u
-    WHERE CASE WHEN u.internal THEN o.internal_level ELSE o.external_level END > 0
-)
-SELECT l.object, l.id, u.id, max(l.level)
-FROM levels l JOIN recalc.acl_user u ON u.uid = l.uid
-GROUP BY l.object, l.id, u.id
-ORDER BY l.object COLLATE "C", l.id COLLATE "C", u.id COLLATE "C"`
-
 var levelNames = [...]string{"none", "read", "edit", "all"}
 
+// streamSQL lists effective access per (record, active user) above none
+// from the materialized tables: share rows of the record and of its access
+// root, through the closure, and the access root's OWD. The records are
+// sorted once, then each record's users are found, so rows reach the
+// client as they are computed instead of after the whole result is sorted.
+const streamSQL = `
+SELECT r.object, r.id, x.user_id, x.level
+FROM (SELECT rid, id, object, access_root FROM recalc.acl_record ORDER BY object COLLATE "C", id COLLATE "C") r
+CROSS JOIN LATERAL (
+    SELECT u.id AS user_id, max(l.level) AS level
+    FROM (
+        SELECT m.uid, s.level
+        FROM recalc.acl_share s JOIN recalc.acl_member m ON m.gid = s.gid AND (s.boss_ok OR NOT m.boss)
+        WHERE s.rid = r.rid
+        UNION ALL
+        SELECT m.uid, s.level
+        FROM recalc.acl_share s JOIN recalc.acl_member m ON m.gid = s.gid AND (s.boss_ok OR NOT m.boss)
+        WHERE s.rid = r.access_root AND r.access_root <> r.rid
+        UNION ALL
+        SELECT u.uid, CASE WHEN u.internal THEN o.internal_level ELSE o.external_level END
+        FROM recalc.acl_record root JOIN recalc.acl_object o ON o.name = root.object CROSS JOIN recalc.acl_user u
+        WHERE root.rid = r.access_root AND CASE WHEN u.internal THEN o.internal_level ELSE o.external_level END > 0
+    ) l JOIN recalc.acl_user u ON u.uid = l.uid
+    GROUP BY u.id
+    ORDER BY u.id COLLATE "C"
+) x
+ORDER BY r.object COLLATE "C", r.id COLLATE "C", x.user_id COLLATE "C"`
+
 // WriteCSV writes every (object, record, user, access) with access
-// above none, sorted in byte order, as CSV with a header.
+// above none, sorted in byte order, as CSV with a header. Rows stream:
+// the first is written once the records are sorted, not once every
+// level is computed, and the output is flushed every 64 KiB.
 func WriteCSV(ctx context.Context, q pg.Querier, w io.Writer) error {
-	rows, err := q.Query(ctx, accessSQL)
+	bw := bufio.NewWriterSize(w, 1<<16)
+	bw.WriteString("object,record,user,access\n")
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write access: %w", err)
+	}
+	rows, err := q.Query(ctx, streamSQL)
 	if err != nil {
 		return fmt.Errorf("read access: %w", err)
 	}
 	defer rows.Close()
-	bw := bufio.NewWriterSize(w, 1<<16)
-	bw.WriteString("object,record,user,access\n")
 	var object, record, user string
 	var level int16
 	for rows.Next() {

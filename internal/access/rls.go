@@ -2,34 +2,59 @@ package access
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
+	"sort"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/recalc-dev/recalc/internal/store"
 )
 
-// RLS names an application table to protect with a row-level security
-// policy that shows a session only the rows its user may read.
+// RLS names an application table to protect with row-level security
+// policies that show a session only the rows its user may read, and
+// optionally let it change only the rows it may edit (docs/rls.md).
 type RLS struct {
 	Table       string // table, optionally schema-qualified
 	Object      string // the recalc object its rows are records of
-	IDColumn    string // the column holding the record id
+	IDColumn    string // the column holding the record id: text, varchar, smallint, integer, bigint or uuid
 	UserSetting string // the setting that holds the current user's id, e.g. app.user_id
 	// UserFromRole takes the user id from current_user instead of a
 	// setting: for applications that log each end user in as (or SET ROLE
 	// to) a database role named like the user. No session can then claim
 	// another user's id, which any session can do with a setting.
 	UserFromRole bool
+	// Write adds UPDATE and DELETE policies: a session changes only the
+	// rows its user may edit (and may not update a row into one it may not).
+	Write bool
+	// InsertRole, when set, may INSERT any row (the application's role):
+	// a new row has no record in recalc until the next run.
+	InsertRole string
+	// OwnerColumn, when set, holds the row owner's user id: the owner may
+	// read, insert, update and delete its own rows, recalculated or not.
+	OwnerColumn string
 }
 
-// PolicyName is the name of the policy recalc installs.
-const PolicyName = "recalc_read"
+// Policy names recalc installs; EnableRLS and DisableRLS drop them all.
+const (
+	PolicyName   = "recalc_read"
+	policyUpdate = "recalc_update"
+	policyDelete = "recalc_delete"
+	policyInsert = "recalc_insert"
+	policyOwner  = "recalc_owner"
+)
+
+var policyNames = []string{PolicyName, policyUpdate, policyDelete, policyInsert, policyOwner}
 
 var (
 	settingName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$`)
 	objectName  = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 )
+
+// idTypes are the id column types a policy supports, by pg_type name.
+var idTypes = map[string]bool{"text": true, "varchar": true, "int2": true, "int4": true, "int8": true, "uuid": true}
 
 func (r *RLS) table() (pgx.Identifier, error) {
 	parts := strings.Split(r.Table, ".")
@@ -39,38 +64,47 @@ func (r *RLS) table() (pgx.Identifier, error) {
 	return pgx.Identifier(parts), nil
 }
 
+// validate checks the arguments that need no database.
+func (r *RLS) validate() error {
+	switch {
+	case r.UserFromRole && r.UserSetting != "":
+		return errors.New("give either a user setting or user from role, not both")
+	case !r.UserFromRole && !settingName.MatchString(r.UserSetting):
+		return fmt.Errorf("user setting %q must look like prefix.name (a custom setting)", r.UserSetting)
+	case !objectName.MatchString(r.Object):
+		return fmt.Errorf("object %q is not an object name", r.Object)
+	case r.IDColumn == "":
+		return errors.New("give the id column")
+	}
+	return nil
+}
+
 // EnableRLS enables row-level security on the table and installs (or
-// replaces) a SELECT policy calling recalc.visible_records. Every name is
-// quoted as an identifier and every value passed as a literal.
+// replaces) recalc's policies. It checks first that the object is in the
+// stored model and that the id column (and owner column) exist with a
+// supported type. Every name is quoted as an identifier and every value
+// passed as a literal, by the server's format().
 func EnableRLS(ctx context.Context, tx pgx.Tx, r *RLS) error {
 	tbl, err := r.table()
 	if err != nil {
 		return err
 	}
-	// The server quotes every name (%I) and value (%L) into the policy.
-	tmpl := `CREATE POLICY %I ON %s FOR SELECT USING (%I IN (SELECT v.record FROM recalc.visible_records(current_setting(%L, true), %L) v))`
-	args := []string{PolicyName, tbl.Sanitize(), r.IDColumn, r.UserSetting, r.Object}
-	switch {
-	case r.UserFromRole && r.UserSetting != "":
-		return fmt.Errorf("give either a user setting or user from role, not both")
-	case r.UserFromRole:
-		tmpl = `CREATE POLICY %I ON %s FOR SELECT USING (%I IN (SELECT v.record FROM recalc.visible_records(current_user::text, %L) v))`
-		args = []string{PolicyName, tbl.Sanitize(), r.IDColumn, r.Object}
-	case !settingName.MatchString(r.UserSetting):
-		return fmt.Errorf("user setting %q must look like prefix.name (a custom setting)", r.UserSetting)
+	if err := r.validate(); err != nil {
+		return err
 	}
-	if !objectName.MatchString(r.Object) {
-		return fmt.Errorf("object %q is not an object name", r.Object)
+	if err := checkObject(ctx, tx, r.Object); err != nil {
+		return err
 	}
-	var policy string
-	if err := tx.QueryRow(ctx, `SELECT format($1::text, VARIADIC $2::text[])`, tmpl, args).Scan(&policy); err != nil {
-		return fmt.Errorf("build policy: %w", err)
+	key, err := keyExpr(ctx, tx, tbl, r)
+	if err != nil {
+		return err
 	}
-	for _, sql := range []string{
-		`ALTER TABLE ` + tbl.Sanitize() + ` ENABLE ROW LEVEL SECURITY`,
-		`DROP POLICY IF EXISTS ` + pgx.Identifier{PolicyName}.Sanitize() + ` ON ` + tbl.Sanitize(),
-		policy,
-	} {
+	policies, err := r.policies(ctx, tx, tbl, key)
+	if err != nil {
+		return err
+	}
+	sqls := append([]string{`ALTER TABLE ` + tbl.Sanitize() + ` ENABLE ROW LEVEL SECURITY`}, dropPolicies(tbl)...)
+	for _, sql := range append(sqls, policies...) {
 		if _, err := tx.Exec(ctx, sql); err != nil {
 			return fmt.Errorf("enable row-level security on %s: %w", r.Table, err)
 		}
@@ -78,16 +112,164 @@ func EnableRLS(ctx context.Context, tx pgx.Tx, r *RLS) error {
 	return nil
 }
 
-// DisableRLS drops recalc's policy and disables row-level security.
+// policies returns the CREATE POLICY statements for r, key being the
+// quoted expression of a row's record id.
+func (r *RLS) policies(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, key string) ([]string, error) {
+	user := "current_user::text"
+	if !r.UserFromRole {
+		var err error
+		if user, err = format(ctx, tx, `current_setting(%L, true)`, r.UserSetting); err != nil {
+			return nil, err
+		}
+	}
+	read, err := predicate(ctx, tx, user, r.Object, key, "read")
+	if err != nil {
+		return nil, err
+	}
+	on := tbl.Sanitize()
+	out := []string{`CREATE POLICY ` + PolicyName + ` ON ` + on + ` FOR SELECT USING (` + read + `)`}
+	if r.Write {
+		edit, err := predicate(ctx, tx, user, r.Object, key, "edit")
+		if err != nil {
+			return nil, err
+		}
+		out = append(out,
+			`CREATE POLICY `+policyUpdate+` ON `+on+` FOR UPDATE USING (`+edit+`) WITH CHECK (`+edit+`)`,
+			`CREATE POLICY `+policyDelete+` ON `+on+` FOR DELETE USING (`+edit+`)`)
+	}
+	if r.InsertRole != "" {
+		out = append(out, `CREATE POLICY `+policyInsert+` ON `+on+` FOR INSERT TO `+pgx.Identifier{r.InsertRole}.Sanitize()+` WITH CHECK (true)`)
+	}
+	if r.OwnerColumn != "" {
+		own, err := format(ctx, tx, `%I::text = %s`, r.OwnerColumn, user)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, `CREATE POLICY `+policyOwner+` ON `+on+` FOR ALL USING (`+own+`) WITH CHECK (`+own+`)`)
+	}
+	return out, nil
+}
+
+// predicate is the policy expression "user has level on the row": how to
+// filter is decided once per query (rls_mode, an InitPlan): by a hash of a
+// selective user's visible records (rls_records), else by can_access per row.
+func predicate(ctx context.Context, tx pgx.Tx, user, object, key, level string) (string, error) {
+	return format(ctx, tx, `CASE (SELECT recalc.rls_mode(%1$s, %2$L, %3$L))
+		WHEN 1 THEN %4$s IN (SELECT recalc.rls_records(%1$s, %2$L, %3$L))
+		WHEN 2 THEN recalc.can_access(%1$s, %2$L, %4$s, %3$L)
+		ELSE false END`, user, object, level, key)
+}
+
+// format quotes args into tmpl with the server's format(): %I for names,
+// %L for values.
+func format(ctx context.Context, tx pgx.Tx, tmpl string, args ...string) (string, error) {
+	var s string
+	if err := tx.QueryRow(ctx, `SELECT format($1::text, VARIADIC $2::text[])`, tmpl, args).Scan(&s); err != nil {
+		return "", fmt.Errorf("build policy: %w", err)
+	}
+	return s, nil
+}
+
+// checkObject fails unless object is in the stored model, naming the
+// objects that are.
+func checkObject(ctx context.Context, tx pgx.Tx, object string) error {
+	cfg, err := store.LoadConfig(ctx, tx)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, o := range cfg.Objects {
+		if o.Name == object {
+			return nil
+		}
+		names = append(names, o.Name)
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		return fmt.Errorf("object %q is not in the stored model, which has no object: import a model first", object)
+	}
+	return fmt.Errorf("object %q is not in the stored model: give one of %s", object, strings.Join(names, ", "))
+}
+
+// keyExpr returns the quoted expression of a row's record id in recalc:
+// the id column as text, prefixed with "object:" when the object is attached
+// (recalc.attachment, when that table exists). It fails unless the table and
+// columns exist and the id column has a supported type.
+func keyExpr(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) (string, error) {
+	var exists bool
+	var idType, ownerType *string
+	err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL,
+		(SELECT t.typname::text FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+		 WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped),
+		(SELECT a.attname::text FROM pg_attribute a
+		 WHERE a.attrelid = to_regclass($1) AND a.attname = $3 AND a.attnum > 0 AND NOT a.attisdropped)`,
+		tbl.Sanitize(), r.IDColumn, r.OwnerColumn).Scan(&exists, &idType, &ownerType)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("look up table %s: %w", r.Table, err)
+	case !exists:
+		return "", fmt.Errorf("table %s does not exist: create it first, or give SCHEMA.TABLE", r.Table)
+	case idType == nil:
+		return "", fmt.Errorf("table %s has no column %q: give the id column with --id-column", r.Table, r.IDColumn)
+	case !idTypes[*idType]:
+		return "", fmt.Errorf("id column %q of %s is of type %s: it must be text, varchar, smallint, integer, bigint or uuid", r.IDColumn, r.Table, *idType)
+	case r.OwnerColumn != "" && ownerType == nil:
+		return "", fmt.Errorf("table %s has no column %q: give the owner column with --owner-column", r.Table, r.OwnerColumn)
+	}
+	if r.InsertRole != "" {
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, r.InsertRole).Scan(&exists); err != nil {
+			return "", fmt.Errorf("look up role: %w", err)
+		}
+		if !exists {
+			return "", fmt.Errorf("insert role %q does not exist: create it first, or give the application's role", r.InsertRole)
+		}
+	}
+	attached, err := isAttached(ctx, tx, r.Object)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case attached:
+		return format(ctx, tx, `(%L || %I::text)`, r.Object+":", r.IDColumn)
+	case *idType == "text":
+		return format(ctx, tx, `%I`, r.IDColumn)
+	}
+	return format(ctx, tx, `%I::text`, r.IDColumn)
+}
+
+// isAttached says whether object is attached (recalc attach): its records'
+// ids are then "object:" and the application's id. recalc.attachment may
+// not exist in this schema version.
+func isAttached(ctx context.Context, tx pgx.Tx, object string) (bool, error) {
+	var has bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass('recalc.attachment') IS NOT NULL`).Scan(&has); err != nil {
+		return false, fmt.Errorf("look up attachments: %w", err)
+	}
+	if !has {
+		return false, nil
+	}
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM recalc.attachment WHERE object = $1)`, object).Scan(&has); err != nil {
+		return false, fmt.Errorf("look up attachments: %w", err)
+	}
+	return has, nil
+}
+
+// dropPolicies returns the statements dropping recalc's policies from tbl.
+func dropPolicies(tbl pgx.Identifier) []string {
+	var out []string
+	for _, p := range policyNames {
+		out = append(out, `DROP POLICY IF EXISTS `+pgx.Identifier{p}.Sanitize()+` ON `+tbl.Sanitize())
+	}
+	return out
+}
+
+// DisableRLS drops recalc's policies and disables row-level security.
 func DisableRLS(ctx context.Context, tx pgx.Tx, table string) error {
 	tbl, err := (&RLS{Table: table}).table()
 	if err != nil {
 		return err
 	}
-	for _, sql := range []string{
-		`DROP POLICY IF EXISTS ` + pgx.Identifier{PolicyName}.Sanitize() + ` ON ` + tbl.Sanitize(),
-		`ALTER TABLE ` + tbl.Sanitize() + ` DISABLE ROW LEVEL SECURITY`,
-	} {
+	for _, sql := range append(dropPolicies(tbl), `ALTER TABLE `+tbl.Sanitize()+` DISABLE ROW LEVEL SECURITY`) {
 		if _, err := tx.Exec(ctx, sql); err != nil {
 			return fmt.Errorf("disable row-level security on %s: %w", table, err)
 		}

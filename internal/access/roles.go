@@ -11,9 +11,9 @@ import (
 // Access a role can be given to the schema (`recalc grant`), each the least
 // its use needs. SECURITY.md describes them.
 const (
-	// Reader may ask the SQL access API (access_level, visible_records,
-	// invalid_records) and so read through recalc's row-level security
-	// policies. It reads no table.
+	// Reader may ask the SQL access API (access_level, can_access,
+	// visible_records, rls_mode, rls_records, invalid_records) and so read through
+	// recalc's row-level security policies. It reads no table.
 	Reader = "reader"
 	// Writer may insert, update and delete records with plain SQL: only the
 	// columns an application owns, never rid or root_id, and no other table.
@@ -27,15 +27,21 @@ var (
 	readerGrants = []string{
 		`GRANT USAGE ON SCHEMA recalc TO %s`,
 		`GRANT EXECUTE ON FUNCTION recalc.access_level(text, text), recalc.access_level(text, text, text),
-			recalc.visible_records(text, text, text), recalc.invalid_records() TO %s`,
+			recalc.visible_records(text, text, text), recalc.visible_records(text, text, text, text, integer),
+			recalc.can_access(text, text, text, text), recalc.rls_mode(text, text, text), recalc.rls_records(text, text, text), recalc.invalid_records() TO %s`,
 		`GRANT SELECT ON recalc.invalid_record TO %s`,
+		`GRANT EXECUTE ON FUNCTION recalc.access_changes(bigint, integer), recalc.access_changes_head() TO %s`, // the feed (docs/feed.md)
+		freshGrant,
 	}
 	writerGrants = []string{
 		`GRANT USAGE ON SCHEMA recalc TO %s`,
 		`GRANT SELECT, DELETE ON recalc.record TO %s`,
 		`GRANT INSERT (id, object, owner, parent, fields, territories), UPDATE (id, object, owner, parent, fields, territories)
 			ON recalc.record TO %s`,
+		freshGrant,
 	}
+	// freshGrant is read-your-writes (migration 011), for both kinds.
+	freshGrant = `GRANT EXECUTE ON FUNCTION recalc.fresh_token(), recalc.wait_fresh(bigint, interval), recalc.wait_fresh(interval) TO %s`
 )
 
 // Grant gives role the privileges of kind (Reader or Writer). The role

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/recalc-dev/recalc/internal/outbox"
 	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/store"
@@ -32,7 +33,8 @@ type JobSummary struct {
 	FinishedAt  *time.Time   `json:"finished_at,omitempty"`
 	// Running jobs: progress figures, from chunks done so far.
 	RecordsPerSecond float64        `json:"records_per_s,omitempty"`
-	ETA              *time.Duration `json:"eta_ns,omitempty"`
+	ETA              *time.Duration `json:"-"`
+	ETAMS            *int64         `json:"eta_ms,omitempty"`
 }
 
 // Status is what `recalc status` reports.
@@ -46,6 +48,10 @@ type Status struct {
 	// the first few by id.
 	InvalidRecords int64           `json:"invalid_records"`
 	Invalid        []InvalidRecord `json:"invalid"`
+	// Completion notifications not delivered yet, kept for redelivery
+	// (internal/outbox): how many, and the oldest few.
+	NotificationsKept int64          `json:"notifications_kept"`
+	Notifications     []outbox.Entry `json:"notifications"`
 }
 
 // InvalidRecord is a record the last run gave no access because it is
@@ -72,6 +78,9 @@ func ReadStatus(ctx context.Context, q pg.Querier, recent int) (*Status, error) 
 	}
 	if err := q.QueryRow(ctx, `SELECT count(*) FROM recalc.acl_record WHERE invalid IS NOT NULL`).Scan(&st.InvalidRecords); err != nil {
 		return nil, fmt.Errorf("count invalid records: %w", err)
+	}
+	if st.Notifications, st.NotificationsKept, err = outbox.List(ctx, q, 10); err != nil {
+		return nil, err
 	}
 	rows, err := q.Query(ctx, `SELECT id, object, invalid FROM recalc.acl_record WHERE invalid IS NOT NULL ORDER BY id LIMIT 10`)
 	if err != nil {
@@ -101,7 +110,8 @@ func ReadStatus(ctx context.Context, q pg.Querier, recent int) (*Status, error) 
 			j.RecordsPerSecond = float64(j.Records) / elapsed
 			if j.ChunksDone > 0 {
 				eta := time.Duration(elapsed / float64(j.ChunksDone) * float64(j.Chunks-j.ChunksDone) * float64(time.Second)).Round(time.Second)
-				j.ETA = &eta
+				ms := eta.Milliseconds()
+				j.ETA, j.ETAMS = &eta, &ms
 			}
 		}
 		st.Jobs = append(st.Jobs, j)

@@ -74,6 +74,7 @@ func App(out, errOut io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			initCommand(out, errOut),
 			importCommand(out, errOut),
+			exportCommand(out, errOut),
 			runCommand(out, errOut),
 			deferCommand(out, errOut),
 			resumeCommand(out, errOut),
@@ -85,8 +86,11 @@ func App(out, errOut io.Writer) *cli.App {
 			explainCommand(out, errOut),
 			verifyCommand(out, errOut),
 			grantCommand(out, errOut),
+			attachCommand(out, errOut),
+			detachCommand(out, errOut),
 			rlsCommand(out, errOut),
 			statsCommand(out, errOut),
+			changesCommand(out, errOut),
 			completionCommand(out),
 		},
 	}
@@ -264,6 +268,12 @@ func Init(ctx context.Context, env *Env) error {
 
 // Import stores a model file ("-" for standard input), read within lim.
 func Import(ctx context.Context, env *Env, path string, maxRevoke float64, lim model.Limits) error {
+	return ImportWith(ctx, env, path, maxRevoke, lim, store.Options{})
+}
+
+// ImportWith is Import as opt says: a merge (--merge), a revision check
+// (--if-revision).
+func ImportWith(ctx context.Context, env *Env, path string, maxRevoke float64, lim model.Limits, opt store.Options) error {
 	r, closeFile, err := openModel(ctx, env, path)
 	if err != nil {
 		return err
@@ -271,17 +281,17 @@ func Import(ctx context.Context, env *Env, path string, maxRevoke float64, lim m
 	defer closeFile()
 	var check func(context.Context, pgx.Tx) error
 	if maxRevoke >= 0 {
-		check = func(ctx context.Context, tx pgx.Tx) error { return blastRadius(ctx, tx, maxRevoke) }
+		check = func(ctx context.Context, tx pgx.Tx) error { return blastRadius(ctx, tx, maxRevoke, env.Log) }
 	}
 	start := time.Now()
-	res, err := store.Import(ctx, env.Pool, r, lim, env.Log, check)
+	res, err := store.ImportWith(ctx, env.Pool, r, lim, env.Log, check, opt)
 	if err != nil {
 		return err
 	}
 	warnClosure(ctx, env.Pool, env.Log, lim.ClosureWarn)
-	env.Log.Info().Strs("sections", res.Sections).Int64("records", res.Records).Int64("shares", res.Shares).
+	env.Log.Info().Bool("merge", opt.Merge).Strs("sections", res.Sections).Int64("records", res.Records).Int64("shares", res.Shares).
 		Int64("teams", res.Teams).Int64("changes", res.Changes).Int64("manual_shares_wiped", res.ManualSharesWiped).
-		Dur("duration", time.Since(start)).Msg("model imported; run `recalc run` to recalculate")
+		Int64("duration_ms", time.Since(start).Milliseconds()).Msg("model imported; run `recalc run` to recalculate")
 	return nil
 }
 
@@ -303,19 +313,19 @@ func openModel(ctx context.Context, env *Env, path string) (io.Reader, func(), e
 
 // blastRadius dry-runs the imported change in a savepoint and refuses it
 // when it would revoke more than maxRevoke of the touched pairs with access.
-func blastRadius(ctx context.Context, tx pgx.Tx, maxRevoke float64) error {
+func blastRadius(ctx context.Context, tx pgx.Tx, maxRevoke float64, log zerolog.Logger) error {
 	sp, err := tx.Begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer sp.Rollback(context.WithoutCancel(ctx))
-	im, err := engine.DryRun(ctx, sp, engine.Options{})
+	im, err := engine.DryRun(ctx, sp, engine.Options{}, log)
 	if err != nil {
 		return fmt.Errorf("blast-radius check: %w", err)
 	}
 	if share := im.RevokedShare(); share > maxRevoke {
 		var b strings.Builder
-		fmt.Fprintf(&b, "refused: this change would revoke access for %d of the %d (user, record) pairs with access on the records it touches (%.1f%%, over --max-revoke %.1f%%):",
+		fmt.Fprintf(&b, "refused: this change would revoke access for %d of the %d (user, record) pairs with access whose access it can change (%.1f%%, over --max-revoke %.1f%%):",
 			im.Lost, im.PairsBefore, 100*share, 100*maxRevoke)
 		for _, o := range im.Objects {
 			if o.Lost == 0 {
@@ -332,8 +342,18 @@ func blastRadius(ctx context.Context, tx pgx.Tx, maxRevoke float64) error {
 	return nil
 }
 
+// liveOut is w when it is a terminal, for a progress line redrawn in
+// place, and nil otherwise.
+func liveOut(w io.Writer) io.Writer {
+	if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+		return w
+	}
+	return nil
+}
+
 // DryRunCmd prints what importing path (read within lim) would do, computed
-// in a rolled-back transaction.
+// in a rolled-back transaction. A long dry run logs its progress (opt.Live:
+// on a line redrawn in place).
 func DryRunCmd(ctx context.Context, env *Env, path string, opt engine.Options, format string, lim model.Limits) error {
 	r, closeFile, err := openModel(ctx, env, path)
 	if err != nil {
@@ -349,7 +369,7 @@ func DryRunCmd(ctx context.Context, env *Env, path string, opt engine.Options, f
 		return err
 	}
 	warnClosure(ctx, tx, env.Log, lim.ClosureWarn)
-	im, err := engine.DryRun(ctx, tx, opt)
+	im, err := engine.DryRun(ctx, tx, opt, env.Log)
 	if err != nil {
 		return err
 	}
@@ -365,7 +385,7 @@ func DryRunCmd(ctx context.Context, env *Env, path string, opt engine.Options, f
 	if im.LostWithDeleted > 0 {
 		fmt.Fprintf(w, ", %d go with deleted records", im.LostWithDeleted)
 	}
-	fmt.Fprintf(w, " (of %d pairs with access on the touched records: %.1f%% revoked).\n", im.PairsBefore, 100*im.RevokedShare())
+	fmt.Fprintf(w, " (of %d compared pairs with access: %.1f%% revoked).\n", im.PairsBefore, 100*im.RevokedShare())
 	for _, o := range im.Objects {
 		fmt.Fprintf(w, "\n%s: +%d -%d\n", o.Object, o.Gained, o.Lost)
 		for _, c := range o.Changes {
@@ -449,27 +469,6 @@ func PlanCmd(ctx context.Context, env *Env, opt engine.Options, format string, c
 		fmt.Fprintf(w, "  %-16s %d\n", o, pl.Records[o])
 	}
 	return nil
-}
-
-// AccessCSV prints all access as CSV.
-func AccessCSV(ctx context.Context, env *Env) error {
-	if err := schema.Check(ctx, env.Pool); err != nil {
-		return err
-	}
-	return access.WriteCSV(ctx, env.Pool, env.Out)
-}
-
-// AccessOne prints one user's access level to one record.
-func AccessOne(ctx context.Context, env *Env, user, record string) error {
-	if err := schema.Check(ctx, env.Pool); err != nil {
-		return err
-	}
-	l, err := access.Level(ctx, env.Pool, user, record)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(env.Out, l)
-	return err
 }
 
 // Stats prints a summary of the materialized tables.

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/watch"
 	"github.com/recalc-dev/recalc/schema"
 	"github.com/urfave/cli/v2"
@@ -27,16 +28,23 @@ func initCommand(out, errOut io.Writer) *cli.Command {
 func importCommand(out, errOut io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:      "import",
-		Usage:     "validate a model file and store it; each section present replaces the stored one",
+		Usage:     "validate a model file and store it; each section present replaces the stored one (--merge: each entry)",
 		ArgsUsage: "FILE (or - for standard input)",
 		Description: "Nothing is recalculated: run `recalc run` afterwards. An invalid file is rejected whole\n" +
 			"with one message naming the offending entry, and the database is left unchanged.\n" +
 			"With --max-revoke (or RECALC_MAX_REVOKE), the import is refused when it would take\n" +
-			"access away from more than that share of the (user, record) pairs with access on the\n" +
-			"records it touches, unless --yes is given; `recalc plan FILE` shows the details.\n" +
+			"access away from more than that share of the (user, record) pairs with access whose\n" +
+			"access it can change, unless --yes is given; `recalc plan FILE` shows the details.\n" +
 			"The --max-* flags bound the file's size and cost (docs/limits.md); a warning is logged\n" +
-			"when the closure may exceed --closure-warn entries.",
+			"when the closure may exceed --closure-warn entries.\n" +
+			"With --merge, each entry of FILE replaces the stored entry with the same key (id; name for\n" +
+			"objects; (record, grantee, cause) for shares; (record, user) for team entries) and the\n" +
+			"\"delete\" section removes entries, as {\"delete\": {\"rules\": [\"r1\"]}}; all else is kept\n" +
+			"(docs/model.md). A file from `recalc export`, and --if-revision, are refused when the stored\n" +
+			"configuration changed since.",
 		Flags: append([]cli.Flag{
+			&cli.BoolFlag{Name: "merge", Usage: "apply FILE entry by entry: replace the entries it lists, delete those in its \"delete\" section, keep the rest"},
+			&cli.StringFlag{Name: "if-revision", Usage: "refuse the import unless the stored configuration is at revision `REV` (recalc export logs it and writes it in the file)"},
 			&cli.Float64Flag{Name: "max-revoke", EnvVars: []string{"RECALC_MAX_REVOKE"},
 				Usage: "refuse a change revoking more than this share (0..1) of the touched pairs with access; unset: no guard"},
 			&cli.BoolFlag{Name: "yes", Usage: "import even past --max-revoke"},
@@ -55,7 +63,10 @@ func importCommand(out, errOut io.Writer) *cli.Command {
 			if err != nil {
 				return err
 			}
-			return action(out, errOut, func(ctx context.Context, env *Env) error { return Import(ctx, env, c.Args().First(), guard, lim) })(c)
+			opt := store.Options{Merge: c.Bool("merge"), IfRevision: c.String("if-revision")}
+			return action(out, errOut, func(ctx context.Context, env *Env) error {
+				return ImportWith(ctx, env, c.Args().First(), guard, lim, opt)
+			})(c)
 		},
 	}
 }
@@ -125,15 +136,20 @@ func resumeCommand(out, errOut io.Writer) *cli.Command {
 func watchCommand(out, errOut io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:  "watch",
-		Usage: "keep the share tables current: run after each burst of changes, until SIGINT or SIGTERM",
+		Usage: "keep the share tables fresh: materialize each commit's changes within milliseconds, until SIGINT or SIGTERM",
 		Description: "Listens on channel recalc_changes (record writes by any SQL, and imports), waits for\n" +
-			"--debounce of quiet (at most --max-wait), then runs an incremental recalculation.\n" +
-			"Respects deferral. On SIGINT or SIGTERM it stops; an interrupted job resumes at the\n" +
-			"next start.",
+			"--debounce of quiet (at most --max-wait), then materializes what committed. A batch of\n" +
+			"record changes naming at most --fast-records records takes the fast path: one short\n" +
+			"transaction, no job, with the configuration kept in memory. Anything else (a model\n" +
+			"import, a truncate, a larger batch, an unfinished job) runs a job (incremental or full), as\n" +
+			"`recalc run` does. Respects deferral. Reconnects with backoff when the connection is\n" +
+			"lost. On SIGINT or SIGTERM it stops; an interrupted job resumes at the next start.",
 		Flags: append([]cli.Flag{
-			&cli.DurationFlag{Name: "debounce", Value: 2 * time.Second, Usage: "quiet time after the last change before a run"},
-			&cli.DurationFlag{Name: "max-wait", Value: 30 * time.Second, Usage: "longest a change waits while changes keep coming"},
-			&cli.DurationFlag{Name: "poll", Value: time.Minute, Usage: "run at least this often, notification or not"},
+			&cli.DurationFlag{Name: "debounce", Value: 2 * time.Millisecond, Usage: "quiet time after the last change before materializing"},
+			&cli.DurationFlag{Name: "max-wait", Value: 20 * time.Millisecond, Usage: "longest a change waits while changes keep coming"},
+			&cli.DurationFlag{Name: "poll", Value: 10 * time.Second, Usage: "look for changes at least this often, notification or not"},
+			&cli.IntFlag{Name: "fast-records", Value: 1000, Usage: "most records a batch may name for the fast path (0: always run a job)"},
+			metricsAddrFlag(),
 		}, runFlags()...),
 		Action: func(c *cli.Context) error {
 			opt, err := runOptions(c, errOut)
@@ -141,11 +157,16 @@ func watchCommand(out, errOut io.Writer) *cli.Command {
 				return err
 			}
 			opt.Trigger = "watch"
-			wopt := watch.Options{Debounce: c.Duration("debounce"), MaxWait: c.Duration("max-wait"), Poll: c.Duration("poll")}
-			if wopt.Debounce <= 0 || wopt.MaxWait <= 0 || wopt.Poll <= 0 {
-				return cli.Exit("recalc watch: --debounce, --max-wait and --poll must be positive", 2)
+			wopt := watch.Options{Debounce: c.Duration("debounce"), MaxWait: c.Duration("max-wait"), Poll: c.Duration("poll"),
+				FastRecords: c.Int("fast-records")}
+			if wopt.Debounce <= 0 || wopt.MaxWait <= 0 || wopt.Poll <= 0 || wopt.FastRecords < 0 {
+				return cli.Exit("recalc watch: --debounce, --max-wait and --poll must be positive, --fast-records at least 0", 2)
 			}
-			return action(out, errOut, func(ctx context.Context, env *Env) error { return WatchCmd(ctx, env, wopt, opt) })(c)
+			maddr, err := metricsAddr(c)
+			if err != nil {
+				return err
+			}
+			return action(out, errOut, func(ctx context.Context, env *Env) error { return WatchCmd(ctx, env, wopt, opt, maddr) })(c)
 		},
 	}
 }
@@ -194,6 +215,7 @@ func planCommand(out, errOut io.Writer) *cli.Command {
 			"With FILE: a dry run of importing FILE and recalculating, rolled back. For each object it\n" +
 			"reports how many (user, record) pairs gain and lose access and at which levels, with a\n" +
 			"sample of each, the records to rewrite and chunks, and an estimated time. Nothing is stored.\n" +
+			"It compares only the pairs whose access can change, and past two seconds logs its progress.\n" +
 			"FILE is read within the --max-* limits, as by `recalc import` (docs/limits.md). Either way a\n" +
 			"warning is logged when the closure may exceed --closure-warn entries.",
 		Flags: append([]cli.Flag{
@@ -206,7 +228,7 @@ func planCommand(out, errOut io.Writer) *cli.Command {
 			if err != nil {
 				return err
 			}
-			opt := engine.Options{ChunkSize: c.Int("chunk-size"), Full: c.Bool("full")}
+			opt := engine.Options{ChunkSize: c.Int("chunk-size"), Full: c.Bool("full"), Live: liveOut(errOut)}
 			lim, err := limitsFrom(c)
 			if err != nil {
 				return err
@@ -215,33 +237,6 @@ func planCommand(out, errOut io.Writer) *cli.Command {
 				return action(out, errOut, func(ctx context.Context, env *Env) error { return DryRunCmd(ctx, env, c.Args().First(), opt, f, lim) })(c)
 			}
 			return action(out, errOut, func(ctx context.Context, env *Env) error { return PlanCmd(ctx, env, opt, f, lim.ClosureWarn) })(c)
-		},
-	}
-}
-
-// accessCommand prints access from the materialized tables: `recalc access`.
-func accessCommand(out, errOut io.Writer) *cli.Command {
-	return &cli.Command{
-		Name:  "access",
-		Usage: "print access read from the materialized tables (no recomputation)",
-		Description: "With --format csv: every (object, record, active user) with access above none,\n" +
-			"sorted by object, record, user in byte order.\n" +
-			"With --user and --record: the access level of one user to one record.",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "format", Usage: "csv: print all access as CSV"},
-			&cli.StringFlag{Name: "user", Usage: "user id, with --record"},
-			&cli.StringFlag{Name: "record", Usage: "record id, with --user"},
-		},
-		Action: func(c *cli.Context) error {
-			switch {
-			case c.String("format") == "csv" && c.String("user") == "" && c.String("record") == "":
-				return action(out, errOut, AccessCSV)(c)
-			case c.String("format") == "" && c.String("user") != "" && c.String("record") != "":
-				return action(out, errOut, func(ctx context.Context, env *Env) error {
-					return AccessOne(ctx, env, c.String("user"), c.String("record"))
-				})(c)
-			}
-			return cli.Exit("recalc access: give either --format csv, or --user U and --record R", 2)
 		},
 	}
 }
@@ -295,7 +290,8 @@ func grantCommand(out, errOut io.Writer) *cli.Command {
 		Name:      "grant",
 		Usage:     "give an existing role the least privileges of a reader or a writer of recalc (see SECURITY.md)",
 		ArgsUsage: "reader|writer ROLE",
-		Description: "reader: EXECUTE on the SQL access API (access_level, visible_records, invalid_records),\n" +
+		Description: "reader: EXECUTE on the SQL access API (access_level, can_access, visible_records, rls_mode, rls_records,\n" +
+			"invalid_records),\n" +
 			"which row-level security policies call; no table.\n" +
 			"writer: SELECT and DELETE on recalc.record, INSERT and UPDATE of its columns id, object, owner,\n" +
 			"parent, fields and territories only; no other table. Run it as the role that owns the schema.",
@@ -317,62 +313,6 @@ func grantCommand(out, errOut io.Writer) *cli.Command {
 				}
 				return err
 			})(c)
-		},
-	}
-}
-
-// rlsCommand installs or removes row-level security policies: `recalc rls`.
-func rlsCommand(out, errOut io.Writer) *cli.Command {
-	return &cli.Command{
-		Name:  "rls",
-		Usage: "install or remove a row-level security policy that filters an application table by recalc's access",
-		Subcommands: []*cli.Command{
-			{
-				Name:  "enable",
-				Usage: "enable row-level security on TABLE so a session sees only the rows its user may read",
-				Description: "The policy calls recalc.visible_records(current_setting(USER_SETTING), OBJECT), so a\n" +
-					"session sets its user with: SET LOCAL app.user_id = 'u1' (or set_config). Any session can set\n" +
-					"any user: the application owns the setting, and end users never run SQL (SECURITY.md). With\n" +
-					"--user-from-role the policy takes the user id from current_user instead. Readers need\n" +
-					"`recalc grant reader ROLE`. Table owners and superusers bypass row-level security, as always\n" +
-					"in PostgreSQL.",
-				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "table", Required: true, Usage: "application table, TABLE or SCHEMA.TABLE"},
-					&cli.StringFlag{Name: "object", Required: true, Usage: "the recalc object its rows are records of"},
-					&cli.StringFlag{Name: "user-setting", Usage: "custom setting holding the current user id, e.g. app.user_id"},
-					&cli.BoolFlag{Name: "user-from-role", Usage: "take the user id from current_user, not from a setting"},
-					&cli.StringFlag{Name: "id-column", Value: "id", Usage: "column holding the record id"},
-				},
-				Action: func(c *cli.Context) error {
-					r := &access.RLS{Table: c.String("table"), Object: c.String("object"), IDColumn: c.String("id-column"),
-						UserSetting: c.String("user-setting"), UserFromRole: c.Bool("user-from-role")}
-					if r.UserSetting == "" && !r.UserFromRole {
-						return cli.Exit("recalc: say where the current user comes from: --user-setting app.user_id or --user-from-role", ExitUsage)
-					}
-					return action(out, errOut, func(ctx context.Context, env *Env) error {
-						err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error { return access.EnableRLS(ctx, tx, r) })
-						if err == nil {
-							user := fmt.Sprintf("current_setting('%s')", r.UserSetting)
-							if r.UserFromRole {
-								user = "current_user"
-							}
-							fmt.Fprintf(env.Out, "Row-level security enabled on %s: policy %s shows the rows of %s that %s may read.\n",
-								r.Table, access.PolicyName, r.Object, user)
-						}
-						return err
-					})(c)
-				},
-			},
-			{
-				Name:  "disable",
-				Usage: "drop recalc's policy from TABLE and disable row-level security",
-				Flags: []cli.Flag{&cli.StringFlag{Name: "table", Required: true, Usage: "application table"}},
-				Action: func(c *cli.Context) error {
-					return action(out, errOut, func(ctx context.Context, env *Env) error {
-						return pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error { return access.DisableRLS(ctx, tx, c.String("table")) })
-					})(c)
-				},
-			},
 		},
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/metrics"
 	"github.com/recalc-dev/recalc/internal/notify"
 	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/queue"
@@ -30,12 +31,13 @@ func runFlags() []cli.Flag {
 		&cli.IntFlag{Name: "chunk-size", Value: 5000, Usage: "records per chunk of a new job (whole record families stay together)"},
 		&cli.DurationFlag{Name: "lock-timeout", Value: 5 * time.Second, Usage: "how long a chunk waits for a row lock"},
 		&cli.IntFlag{Name: "retries", Value: 5, Usage: "retries of a chunk that hit a lock timeout or deadlock, with backoff"},
-		&cli.StringFlag{Name: "notify-url", EnvVars: []string{"RECALC_NOTIFY_URL"}, Usage: "POST each job's completion notification (JSON) to this URL"},
+		&cli.StringFlag{Name: "notify-url", EnvVars: []string{"RECALC_NOTIFY_URL"}, Usage: "POST each job's completion notification (JSON) to this http(s) URL; one not delivered is kept and retried by later runs"},
+		&cli.StringFlag{Name: "notify-secret", EnvVars: []string{"RECALC_NOTIFY_SECRET"}, Usage: "sign webhook bodies with HMAC-SHA256 under this secret (16+ characters; prefer the environment variable): headers X-Recalc-Timestamp and X-Recalc-Signature"},
 		&cli.StringSliceFlag{Name: "notify-email", EnvVars: []string{"RECALC_NOTIFY_EMAIL"}, Usage: "mail each job's completion notification to this address (repeatable)"},
 		&cli.StringFlag{Name: "smtp-addr", Value: "localhost:25", EnvVars: []string{"RECALC_SMTP_ADDR"}, Usage: "SMTP relay for --notify-email, host:port"},
 		&cli.StringFlag{Name: "smtp-from", Value: "recalc@localhost", EnvVars: []string{"RECALC_SMTP_FROM"}, Usage: "sender address for --notify-email"},
 		&cli.DurationFlag{Name: "notify-timeout", Value: 10 * time.Second, Usage: "timeout of each notification attempt"},
-		&cli.IntFlag{Name: "notify-retries", Value: 3, Usage: "webhook retries after a failure, with backoff"},
+		&cli.IntFlag{Name: "notify-retries", Value: 3, Usage: "quick webhook retries after a failure, with backoff, before the notification is kept for a later run"},
 	}
 }
 
@@ -52,8 +54,14 @@ func runOptions(c *cli.Context, errOut io.Writer) (engine.Options, error) {
 	if opt.Workers < 1 || opt.ChunkSize < 1 || opt.Retries < 0 || opt.LockTimeout <= 0 {
 		return opt, cli.Exit("recalc: --workers and --chunk-size must be at least 1, --retries at least 0, --lock-timeout positive", 2)
 	}
-	opt.Notify = &notify.Notifier{URL: c.String("notify-url"), Email: c.StringSlice("notify-email"), SMTPAddr: c.String("smtp-addr"),
-		From: c.String("smtp-from"), Timeout: c.Duration("notify-timeout"), Retries: c.Int("notify-retries")}
+	opt.Notify = &notify.Notifier{URL: c.String("notify-url"), Secret: c.String("notify-secret"), Email: c.StringSlice("notify-email"),
+		SMTPAddr: c.String("smtp-addr"), From: c.String("smtp-from"), Timeout: c.Duration("notify-timeout"), Retries: c.Int("notify-retries")}
+	if err := opt.Notify.Validate(); err != nil {
+		return opt, cli.Exit("recalc: "+err.Error(), 2)
+	}
+	if opt.Notify.Timeout <= 0 || opt.Notify.Retries < 0 || opt.Notify.Retries > 10 {
+		return opt, cli.Exit("recalc: --notify-timeout must be positive and --notify-retries between 0 and 10", 2)
+	}
 	if f, ok := errOut.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
 		opt.Live = errOut
 	}
@@ -105,15 +113,31 @@ func ResumeCmd(ctx context.Context, env *Env, sides []string, opt engine.Options
 	return Run(ctx, env, opt)
 }
 
-// WatchCmd runs recalculations after changes until ctx ends.
-func WatchCmd(ctx context.Context, env *Env, wopt watch.Options, opt engine.Options) error {
+// WatchCmd materializes changes as they commit until ctx ends. With
+// metricsAddr it serves /metrics and /healthz there (internal/metrics).
+func WatchCmd(ctx context.Context, env *Env, wopt watch.Options, opt engine.Options, metricsAddr string) error {
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
-	return watch.Run(ctx, env.Pool, wopt, func(ctx context.Context) error {
-		_, err := engine.Run(ctx, env.Pool, opt, env.Log)
+	m := metrics.New(env.Pool, wopt.Poll+wopt.MaxWait+time.Minute)
+	opt.Contended = m.Contended
+	redeliver := opt.Notify.RedeliverEvery(30*time.Second, env.Pool, env.Log)
+	live := engine.NewLive(opt, wopt.FastRecords)
+	step := func(ctx context.Context) error {
+		m.Begin()
+		rep, err := live.Step(ctx, env.Pool, env.Log)
+		m.End(runOf(rep), err)
+		redeliver(ctx)
+		if err == nil && rep.Fast && rep.Changes > 0 {
+			env.Log.Debug().Int("changes", rep.Changes).Int64("records", rep.Written.Records).
+				Int64("share_rows_added", rep.Written.Added).Int64("share_rows_removed", rep.Written.Removed).
+				Int64("share_rows_updated", rep.Written.Updated).Dur("duration_ms", rep.Duration).Msg("changes materialized")
+		}
 		return err
-	}, env.Log)
+	}
+	return metrics.Serve(ctx, metricsAddr, m, env.Log, func(ctx context.Context) error {
+		return watch.Run(ctx, env.Pool, wopt, step, env.Log)
+	})
 }
 
 // WaitCmd blocks until job id (or the unfinished, else the latest job) ends
@@ -218,6 +242,7 @@ func StatusCmd(ctx context.Context, env *Env, format string, jobs int) error {
 		}
 		fmt.Fprintln(w)
 	}
+	printKept(w, st)
 	if st.InvalidRecords > 0 {
 		fmt.Fprintf(w, "Invalid records, given no access: %d (all in the view recalc.invalid_record)\n", st.InvalidRecords)
 		for _, r := range st.Invalid {

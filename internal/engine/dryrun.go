@@ -2,10 +2,14 @@ package engine
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"math"
 	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/model"
@@ -44,8 +48,9 @@ type DryRunReport struct {
 	// LostWithDeleted counts pairs lost because their record is deleted;
 	// they are not in Lost.
 	LostWithDeleted int64 `json:"pairs_lost_with_deleted_records"`
-	// PairsBefore counts the pairs with access, before, on the records the
-	// change touches: the blast-radius guard's denominator.
+	// PairsBefore counts the pairs with access, before, among those the dry
+	// run compares (the pairs whose access can change): the blast-radius
+	// guard's denominator.
 	PairsBefore int64         `json:"pairs_with_access_before"`
 	Estimated   time.Duration `json:"estimated_ns"`
 	Note        string        `json:"note,omitempty"`
@@ -62,11 +67,19 @@ func (im *DryRunReport) RevokedShare() float64 {
 const samplesPerObject = 5
 
 // DryRun computes, inside tx, what recalculating the stored model would do
-// to access, by doing it: it snapshots the access of the records the plan
-// touches, applies the plan in tx, and snapshots again. The caller must roll
-// tx back. Deferral is ignored: the impact is what the change means, whenever
-// it is recalculated. The time the apply took estimates a real run's.
-func DryRun(ctx context.Context, tx pgx.Tx, opt Options) (*DryRunReport, error) {
+// to access, by doing it: it applies the plan in tx, chunk by chunk as a
+// job would, and compares the access of the (record, user) pairs whose
+// access can change before and after (internal/access explains which). The
+// caller must roll tx back. Deferral is ignored: the impact is what the
+// change means, whenever it is recalculated. The time the apply took
+// estimates a real run's. A dry run that lasts reports its progress to log
+// (or, when opt.Live is set, on a line redrawn in place).
+//
+// Its cost grows with the pairs compared: every user reached by the share
+// rows of a record whose share rows change; every record reached by a user
+// whose closure entries, activation or type change; and every user on the
+// records that are added, deleted or moved, or whose OWD changes.
+func DryRun(ctx context.Context, tx pgx.Tx, opt Options, log zerolog.Logger) (*DryRunReport, error) {
 	opt.ignoreDeferral = true
 	pl, err := Plan(ctx, tx, opt)
 	if err != nil {
@@ -84,36 +97,28 @@ func DryRun(ctx context.Context, tx pgx.Tx, opt Options) (*DryRunReport, error) 
 	if err != nil {
 		return nil, err
 	}
-	// The records whose access can change: the recomputed families, records
-	// with rows for grantees whose members change, and records whose OWD
-	// (or whose users' OWD) changes.
-	if err := access.ScopeDryRun(ctx, tx, pl.org, d.roots, d.closure.Grantees()); err != nil {
+	d.progress = newDryProgress(log, opt.Live, len(d.roots))
+	defer d.progress.finish()
+	var cc access.ClosureChange
+	cc.InsGIDs, cc.InsUIDs, cc.InsBoss = d.closure.Inserted()
+	cc.DelGIDs, cc.DelUIDs = d.closure.Deleted()
+	if err := access.BeginDryRun(ctx, tx, pl.org, cc); err != nil {
 		return nil, err
 	}
-	if err := access.SnapshotBefore(ctx, tx); err != nil {
+	if im.Estimated, err = d.apply(ctx, tx, pl); err != nil {
 		return nil, err
 	}
-	start := time.Now()
-	if err := d.apply(ctx, tx, pl); err != nil {
-		return nil, err
-	}
-	im.Estimated = time.Since(start)
-	// New records join the scope once they have materialized rows.
-	if err := access.WidenScope(ctx, tx, d.roots); err != nil {
-		return nil, err
-	}
-	if err := access.SnapshotAfter(ctx, tx); err != nil {
-		return nil, err
-	}
+	d.progress.report("compare", true)
 	return im, summarize(ctx, tx, im)
 }
 
 // dryRun is what a dry run applies: the families it recomputes, and the
 // closure's difference.
 type dryRun struct {
-	dict    *sharetable.Dict
-	closure *sharetable.ClosureDiff
-	roots   []string
+	dict     *sharetable.Dict
+	closure  *sharetable.ClosureDiff
+	roots    []string
+	progress *dryProgress
 }
 
 // prepareDryRun gets the dictionary ids of the planned configuration, its
@@ -139,28 +144,108 @@ func prepareDryRun(ctx context.Context, tx pgx.Tx, pl *Planned) (*dryRun, error)
 	return d, nil
 }
 
-// apply writes in tx what a job of the plan would: its families' rows and
-// the OWD table, and the closure and the user table.
-func (d *dryRun) apply(ctx context.Context, tx pgx.Tx, pl *Planned) error {
+// apply writes in tx what a job of the plan would: its families' rows,
+// chunk by chunk, each scoped for comparison just before it is written;
+// then the OWD table, the closure and the user table. It returns the time
+// the writes and their computation took.
+func (d *dryRun) apply(ctx context.Context, tx pgx.Tx, pl *Planned) (time.Duration, error) {
+	var spent time.Duration
 	if pl.DoRules {
 		for roots := range slices.Chunk(d.roots, familiesPerChunk) {
-			if _, err := sharetable.ApplyFamilies(ctx, tx, pl.org, d.dict, roots); err != nil {
-				return err
+			start := time.Now()
+			rids, err := sharetable.LockFamilies(ctx, tx, roots)
+			if err != nil {
+				return 0, err
 			}
+			diff, err := sharetable.DiffFamilies(ctx, tx, pl.org, d.dict, roots, rids)
+			if err != nil {
+				return 0, err
+			}
+			spent += time.Since(start)
+			var whole []int64 // a record row changes: compare every user
+			if diff.RecordRowsDiffer > 0 {
+				whole = rids
+			}
+			grantRIDs, grantGIDs := diff.Grants()
+			if err := access.ScopeFamilies(ctx, tx, grantRIDs, grantGIDs, whole); err != nil {
+				return 0, err
+			}
+			start = time.Now()
+			if _, err := diff.Apply(ctx, tx); err != nil {
+				return 0, err
+			}
+			spent += time.Since(start)
+			d.progress.families(len(roots))
 		}
 		if err := sharetable.WriteObjects(ctx, tx, pl.org); err != nil {
-			return err
+			return 0, err
 		}
 	}
+	start := time.Now()
 	if pl.DoClosure {
 		if _, err := d.closure.Apply(ctx, tx); err != nil {
-			return err
+			return 0, err
 		}
 		if err := sharetable.WriteUsers(ctx, tx, pl.org, d.dict); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	return nil
+	return spent + time.Since(start), nil
+}
+
+// dryProgress reports a dry run's progress once it has lasted two seconds:
+// a log line every two seconds, or, on a terminal (live), a line redrawn in
+// place.
+type dryProgress struct {
+	log         zerolog.Logger
+	live        io.Writer
+	start, last time.Time
+	done, total int  // families applied, and to apply
+	drawn       bool // a live line is on screen
+}
+
+func newDryProgress(log zerolog.Logger, live io.Writer, families int) *dryProgress {
+	now := time.Now()
+	return &dryProgress{log: log, live: live, start: now, last: now, total: families}
+}
+
+// families counts n more families applied.
+func (p *dryProgress) families(n int) {
+	p.done += n
+	p.report("apply", false)
+}
+
+// report says where the dry run is, in phase apply (families being
+// applied) or compare (access compared), when it is due or forced.
+func (p *dryProgress) report(phase string, force bool) {
+	now := time.Now()
+	every := 2 * time.Second
+	if p.live != nil {
+		every = 500 * time.Millisecond
+	}
+	if now.Sub(p.start) < 2*time.Second || (!force && now.Sub(p.last) < every) {
+		return
+	}
+	p.last = now
+	pct := 100.0
+	if p.total > 0 {
+		pct = 100 * float64(p.done) / float64(p.total)
+	}
+	elapsed := now.Sub(p.start)
+	if p.live != nil {
+		fmt.Fprintf(p.live, "\rdry run: %s, %3.0f%%  %d/%d families  %s   ", phase, pct, p.done, p.total, elapsed.Round(time.Second))
+		p.drawn = true
+		return
+	}
+	p.log.Info().Str("phase", phase).Int("families_done", p.done).Int("families", p.total).
+		Float64("percent", math.Round(pct)).Int64("elapsed_ms", elapsed.Milliseconds()).Msg("dry run progress")
+}
+
+// finish ends a live line.
+func (p *dryProgress) finish() {
+	if p.drawn {
+		fmt.Fprintln(p.live)
+	}
 }
 
 // summarize compares the two snapshots: pairs gaining and losing access,

@@ -31,6 +31,8 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"time"
 
@@ -61,6 +63,9 @@ type Options struct {
 	// Notify receives the completion notification of a job this process
 	// ends (done or failed), besides the NOTIFY every job sends.
 	Notify *notify.Notifier
+	// Contended, when set, is told of each lock timeout, deadlock or
+	// serialization failure of a chunk, and whether it is retried (metrics).
+	Contended func(err error, retry bool)
 	// Live, when set (a terminal), gets a progress line redrawn in place.
 	Live io.Writer
 
@@ -88,13 +93,18 @@ func (o *Options) defaults() {
 	}
 }
 
-// Report says what a run did: the job it created, resumed or joined.
+// Report says what a run did: the job it created, resumed or joined. It
+// has the shape of the job's completion payload (recalc.job_payload, sent by
+// NOTIFY, webhook and email, and printed by `recalc wait`), with units in
+// the field names, plus nothing_to_do and deferred when there was no job.
+// It never carries a record's field values.
 type Report struct {
 	Job            int64                `json:"job"`
-	Kind           queue.Kind           `json:"kind"`
+	Kind           queue.Kind           `json:"kind,omitempty"`
+	Trigger        string               `json:"trigger,omitempty"`
+	Status         string               `json:"status,omitempty"`
 	Nothing        bool                 `json:"nothing_to_do"`
 	Deferred       map[string]time.Time `json:"deferred,omitempty"`
-	DriftFixed     int64                `json:"drift_fixed,omitempty"`
 	Chunks         int                  `json:"chunks"`
 	Records        int64                `json:"records"`
 	InvalidRecords int64                `json:"invalid_records"` // records given no access because they are invalid
@@ -103,7 +113,26 @@ type Report struct {
 	RowsUpdated    int64                `json:"share_rows_updated"`
 	ClosureAdded   int64                `json:"closure_added"`
 	ClosureRemoved int64                `json:"closure_removed"`
-	Duration       time.Duration        `json:"duration_ns"`
+	DriftFixed     int64                `json:"drift_fixed"`
+	Error          string               `json:"error,omitempty"`
+	CreatedAt      *time.Time           `json:"created_at,omitempty"`
+	FinishedAt     *time.Time           `json:"finished_at,omitempty"`
+	DurationMS     int64                `json:"duration_ms"`
+	Database       string               `json:"database,omitempty"`
+	Host           string               `json:"host,omitempty"`
+}
+
+// jobReport reads job id's report from its payload.
+func jobReport(ctx context.Context, pool *pgxpool.Pool, id int64) (*Report, error) {
+	b, err := queue.Payload(ctx, pool, id)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{}
+	if err := json.Unmarshal(b, rep); err != nil {
+		return nil, fmt.Errorf("read report of job %d: %w", id, err)
+	}
+	return rep, nil
 }
 
 // Full recomputes everything from scratch.
@@ -119,11 +148,8 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 	opt.defaults()
 	start := time.Now()
 	var last *queue.Job
-	report := func(j *queue.Job) *Report {
-		return &Report{Job: j.ID, Kind: j.Kind, Chunks: j.Chunks, Records: j.Records, InvalidRecords: j.InvalidRecords,
-			RowsAdded: j.RowsAdded, RowsRemoved: j.RowsRemoved, RowsUpdated: j.RowsUpdated,
-			ClosureAdded: j.ClosureAdded, ClosureRemoved: j.ClosureRemoved, DriftFixed: j.DriftFixed, Duration: time.Since(start)}
-	}
+	report := func(j *queue.Job) (*Report, error) { return jobReport(ctx, pool, j.ID) }
+	redeliver(ctx, pool, opt, log)
 	// At most three rounds: a job this run did not plan (joined or resumed)
 	// may predate changes the run must also cover, so plan again after it.
 	for round := 0; round < 3; round++ {
@@ -141,9 +167,9 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 			}
 			if job == nil && pl != nil {
 				if last != nil {
-					return report(last), nil
+					return report(last)
 				}
-				rep := &Report{Nothing: true, Duration: time.Since(start), Deferred: pl.Deferred}
+				rep := &Report{Nothing: true, DurationMS: time.Since(start).Milliseconds(), Deferred: pl.Deferred}
 				if len(pl.Deferred) > 0 {
 					log.Info().Interface("deferred", pl.Deferred).Msg("calculation is deferred: nothing recalculated (`recalc resume` lifts it)")
 				} else {
@@ -169,5 +195,5 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 			break
 		}
 	}
-	return report(last), nil
+	return report(last)
 }

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/recalc-dev/recalc/internal/changes"
+	"github.com/recalc-dev/recalc/internal/feed"
 	"github.com/recalc-dev/recalc/internal/locks"
 	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/queue"
@@ -35,7 +36,7 @@ func createJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog
 				attempt+1, opt.LockTimeout, err)
 		}
 		wait := workers.Backoff(attempt)
-		log.Warn().Int("attempt", attempt+1).Dur("backoff", wait).Err(err).Msg("planning retry")
+		log.Warn().Int("attempt", attempt+1).Int64("backoff_ms", wait.Milliseconds()).Err(err).Msg("planning retry")
 		select {
 		case <-ctx.Done():
 			return nil, nil, ctx.Err()
@@ -189,7 +190,7 @@ func failJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, err error,
 // workChunks claims, computes and completes the job's chunks until none is
 // left to claim.
 func workChunks(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharing.Org, dict *sharetable.Dict, opt Options, log zerolog.Logger) error {
-	return workers.Run(ctx, pool, job.ID, workers.Options{Workers: opt.Workers, LockTimeout: opt.LockTimeout, Retries: opt.Retries},
+	return workers.Run(ctx, pool, job.ID, workers.Options{Workers: opt.Workers, LockTimeout: opt.LockTimeout, Retries: opt.Retries, Contended: opt.Contended},
 		func(ctx context.Context, tx pgx.Tx, c *queue.Chunk) (*queue.ChunkStats, error) {
 			st, err := workChunk(ctx, tx, job, org, dict, c)
 			if err == nil && len(st.Invalid) > 0 {
@@ -292,6 +293,11 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 				return err
 			}
 		}
+		// The access changes its chunks and finish recorded, and any other
+		// writer's: last, since it holds the feed lock until the commit.
+		if _, err := feed.Publish(ctx, tx, j.ID); err != nil {
+			return err
+		}
 		finished = true
 		return queue.Finish(ctx, tx, j, cl.Added, cl.Removed)
 	})
@@ -330,18 +336,16 @@ func finishClosure(ctx context.Context, tx pgx.Tx, j *queue.Job, org *sharing.Or
 
 // announce sends the job's completion notification to the webhook and email
 // targets. The NOTIFY went out with the job's end; a failed delivery is
-// logged, not fatal: the job itself is done.
+// kept for the next run or watch to retry, and is not fatal: the job itself
+// is done.
 func announce(ctx context.Context, pool *pgxpool.Pool, id int64, opt Options, log zerolog.Logger) {
-	if !opt.Notify.Enabled() {
-		return
+	opt.Notify.Announce(ctx, pool, id, log)
+}
+
+// redeliver retries the kept notifications of this run's targets that are
+// due; it never fails the run.
+func redeliver(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logger) {
+	if _, err := opt.Notify.Redeliver(ctx, pool, log); err != nil && ctx.Err() == nil {
+		log.Warn().Err(err).Msg("kept notifications not redelivered; the next run tries again")
 	}
-	payload, err := queue.Payload(ctx, pool, id)
-	if err == nil {
-		err = opt.Notify.Send(ctx, payload)
-	}
-	if err != nil {
-		log.Error().Int64("job", id).Err(err).Msg("completion notification not delivered")
-		return
-	}
-	log.Info().Int64("job", id).Msg("completion notification sent")
 }

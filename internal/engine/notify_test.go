@@ -1,11 +1,9 @@
 package engine_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -19,6 +17,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/notify"
 	"github.com/recalc-dev/recalc/internal/queue"
+	"github.com/recalc-dev/recalc/internal/testkit"
 )
 
 type payload struct {
@@ -86,8 +85,8 @@ func TestCompletionNotifications(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	smtp := startSMTP(t)
-	n := &notify.Notifier{URL: srv.URL, Email: []string{"admin@example.com"}, SMTPAddr: smtp.addr, From: "recalc@example.com",
+	smtp := testkit.StartSMTP(t)
+	n := &notify.Notifier{URL: srv.URL, Email: []string{"admin@example.com"}, SMTPAddr: smtp.Addr, From: "recalc@example.com",
 		Timeout: 5 * time.Second, Retries: 2}
 
 	rep, err := engine.Run(ctx, pool, engine.Options{Notify: n}, zerolog.Nop())
@@ -103,9 +102,9 @@ func TestCompletionNotifications(t *testing.T) {
 		t.Errorf("webhook: %d calls, bodies %q; want a failed attempt then the same payload again", calls, hooks)
 	}
 	mu.Unlock()
-	if mail := smtp.next(t); !strings.Contains(mail, "Subject: recalc job 1 done (full)") || !strings.Contains(mail, `"share_rows_added"`) ||
-		!strings.Contains(mail, "RCPT TO:<admin@example.com>") {
-		t.Errorf("email:\n%s", mail)
+	if mail := smtp.Next(t); !strings.Contains(mail.Data, "Subject: recalc job 1 done (full)") || !strings.Contains(mail.Data, `"share_rows_added"`) ||
+		strings.Join(mail.Rcpt, ",") != "admin@example.com" {
+		t.Errorf("email to %v:\n%s", mail.Rcpt, mail.Data)
 	}
 
 	// A failing job notifies too: hold a record's row lock so its chunk fails.
@@ -132,80 +131,7 @@ func TestCompletionNotifications(t *testing.T) {
 		t.Errorf("webhook for the failed job: %d calls, last %q", calls, hooks[len(hooks)-1])
 	}
 	mu.Unlock()
-	if mail := smtp.next(t); !strings.Contains(mail, "Subject: recalc job 2 failed (incremental)") {
-		t.Errorf("email of the failed job:\n%s", mail)
-	}
-}
-
-// smtpServer is a minimal SMTP relay on loopback that records each session.
-type smtpServer struct {
-	addr  string
-	mails chan string
-}
-
-func startSMTP(t *testing.T) *smtpServer {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	s := &smtpServer{addr: ln.Addr().String(), mails: make(chan string, 10)}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go s.session(c)
-		}
-	}()
-	return s
-}
-
-func (s *smtpServer) session(c net.Conn) {
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	r := bufio.NewReader(c)
-	var log strings.Builder
-	reply := func(line string) { _, _ = io.WriteString(c, line+"\r\n") }
-	reply("220 test ESMTP")
-	data := false
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return
-		}
-		log.WriteString(line)
-		cmd := strings.ToUpper(strings.TrimSpace(line))
-		switch {
-		case data:
-			if cmd == "." {
-				data = false
-				reply("250 queued")
-			}
-		case strings.HasPrefix(cmd, "EHLO"), strings.HasPrefix(cmd, "HELO"):
-			reply("250 test")
-		case cmd == "DATA":
-			data = true
-			reply("354 go ahead")
-		case cmd == "QUIT":
-			reply("221 bye")
-			s.mails <- log.String()
-			return
-		default:
-			reply("250 ok")
-		}
-	}
-}
-
-func (s *smtpServer) next(t *testing.T) string {
-	t.Helper()
-	select {
-	case m := <-s.mails:
-		return m
-	case <-time.After(10 * time.Second):
-		t.Fatal("no email arrived at the SMTP relay")
-		return ""
+	if mail := smtp.Next(t); !strings.Contains(mail.Data, "Subject: recalc job 2 failed (incremental)") {
+		t.Errorf("email of the failed job:\n%s", mail.Data)
 	}
 }

@@ -16,6 +16,13 @@ type Sink struct {
 	Record func(*Record) error
 	Share  func(*Share) error
 	Team   func(*Team) error
+	// Merge accepts the "delete" section of a merge file (merge.go); the
+	// records, shares (Record, Grantee, Cause) and team entries (Record,
+	// User) it names go to the Delete funcs.
+	Merge        bool
+	DeleteRecord func(*string) error
+	DeleteShare  func(*Share) error
+	DeleteTeam   func(*Team) error
 }
 
 // File is what Decode returns: the configuration sections (nil when absent)
@@ -26,6 +33,13 @@ type File struct {
 	// Raw holds each configuration section present, as the JSON list it was
 	// written as, so it can be stored verbatim.
 	Raw map[string]json.RawMessage
+	// Delete holds the "delete" section of a merge file: for each section
+	// it names, the configuration keys to delete (nil for records, shares
+	// and teams, which went to the sink). Nil when absent.
+	Delete map[string][]string
+	// Revision is the stored configuration's revision the file was
+	// exported at, "" when it has none.
+	Revision string
 }
 
 // Present lists the sections the file contains, in file-format names.
@@ -45,6 +59,7 @@ func (f *File) Present() []string {
 	add(f.Rules != nil, "rules")
 	add(f.HasShares, "shares")
 	add(f.HasTeams, "teams")
+	add(f.Delete != nil, "delete")
 	return out
 }
 
@@ -86,6 +101,12 @@ func DecodeLimited(r io.Reader, sink Sink, lim Limits) (*File, error) {
 				fmt.Sprintf("larger than the limit of %d bytes", lim.FileBytes)))}
 		r = d.cr
 	}
+	if d.cr != nil {
+		// An untrusted file: keep its bytes around the entry being read,
+		// so errors can give a line and column.
+		d.pos = newPosReader(r)
+		r = d.pos
+	}
 	d.dec = json.NewDecoder(r)
 	d.dec.DisallowUnknownFields()
 	f, err := d.file()
@@ -104,6 +125,11 @@ type decoder struct {
 	lim        *Limits
 	sink       Sink
 	configLeft int64 // bytes the configuration sections may still take
+	// pos keeps the file's bytes around the entry being read, for the
+	// line and column of errors; origin is the file offset of the first
+	// byte dec reads (a configuration section is read again from memory).
+	pos    *posReader
+	origin int64
 }
 
 // tokenSlack is the whitespace allowed around a section name or delimiter
@@ -130,19 +156,21 @@ func (d *decoder) tokenErr() error {
 func (d *decoder) file() (*File, error) {
 	dec := d.dec
 	d.armToken()
-	if err := expectDelim(dec, '{', "the model file must be one JSON object"); err != nil {
+	if err := d.expectDelim('{', "the model file must be one JSON object", ""); err != nil {
 		return nil, err
 	}
 	f := &File{Raw: map[string]json.RawMessage{}}
 	seen := map[string]bool{}
 	for {
 		d.armToken()
+		off := dec.InputOffset()
+		d.pos.forget(off)
 		if !dec.More() {
 			break
 		}
 		tok, err := dec.Token()
 		if err != nil {
-			return nil, syntaxErr(err)
+			return nil, d.syntaxError(err, off, "")
 		}
 		key, _ := tok.(string)
 		if seen[key] {
@@ -158,6 +186,10 @@ func (d *decoder) file() (*File, error) {
 		}
 		var err2 error
 		switch key {
+		case "revision":
+			err2 = d.decodeRevision(f)
+		case "delete":
+			err2 = d.decodeDelete(f)
 		case "objects":
 			f.Objects, err2 = section(d, f, key, objectFromRaw)
 		case "roles":
@@ -180,13 +212,13 @@ func (d *decoder) file() (*File, error) {
 			f.HasTeams = true
 			err2 = stream(d, key, teamFromRaw, d.sink.Team)
 		default:
-			return nil, fmt.Errorf("unknown section %q (known: version, objects, roles, users, groups, territories, records, rules, shares, teams)", key)
+			return nil, fmt.Errorf("unknown section %q (known: version, revision, delete, objects, roles, users, groups, territories, records, rules, shares, teams)", key)
 		}
 		if err2 != nil {
 			return nil, err2
 		}
 	}
-	if err := expectDelim(dec, '}', "the model file must be one JSON object"); err != nil {
+	if err := d.expectDelim('}', "the model file must be one JSON object", ""); err != nil {
 		return nil, err
 	}
 	if _, err := dec.Token(); err != io.EOF {
@@ -195,22 +227,18 @@ func (d *decoder) file() (*File, error) {
 	return f, nil
 }
 
-func expectDelim(dec *json.Decoder, d json.Delim, msg string) error {
-	tok, err := dec.Token()
+// expectDelim reads the delimiter delim, failing with msg when the next
+// token is another one; path names where for a malformed file.
+func (d *decoder) expectDelim(delim json.Delim, msg, path string) error {
+	off := d.dec.InputOffset()
+	tok, err := d.dec.Token()
 	if err != nil {
-		return syntaxErr(err)
+		return d.syntaxError(err, d.origin+off, path)
 	}
-	if tok != d {
-		return errors.New(msg)
+	if tok != delim {
+		return errors.New(msg + d.entryAt(off))
 	}
 	return nil
-}
-
-func syntaxErr(err error) error {
-	if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("malformed JSON: unexpected end of file")
-	}
-	return fmt.Errorf("malformed JSON: %v", strings.TrimPrefix(err.Error(), "json: "))
 }
 
 // entryErr names an entry by its id when it has one, else by its position.
@@ -229,20 +257,22 @@ func singular(section string) string {
 	return strings.TrimSuffix(section, "s")
 }
 
-func decodeEntry[R any](dec *json.Decoder, sec string, i int, raw *R) error {
-	if err := dec.Decode(raw); err != nil {
+// decodeEntry reads entry i of section sec, which starts after offset off
+// of d's input.
+func decodeEntry[R any](d *decoder, sec string, i int, off int64, raw *R) error {
+	if err := d.dec.Decode(raw); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			if te.Field == "" {
-				return fmt.Errorf("%s[%d]: must be a JSON object, not %s", sec, i, te.Value)
+				return fmt.Errorf("%s[%d]: must be a JSON object, not %s%s", sec, i, te.Value, d.entryAt(off))
 			}
-			return fmt.Errorf("%s[%d]: field %q must be a %s, not %s", sec, i, te.Field, goTypeName(te.Type.String()), te.Value)
+			return fmt.Errorf("%s[%d]: field %q must be a %s, not %s%s", sec, i, te.Field, goTypeName(te.Type.String()), te.Value, d.entryAt(off))
 		}
 		var se *json.SyntaxError
 		if errors.As(err, &se) || err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
-			return syntaxErr(err)
+			return d.syntaxError(err, d.origin+off, fmt.Sprintf("%s[%d]", sec, i))
 		}
-		return fmt.Errorf("%s[%d]: %v", sec, i, strings.TrimPrefix(err.Error(), "json: "))
+		return fmt.Errorf("%s[%d]: %v%s", sec, i, strings.TrimPrefix(err.Error(), "json: "), d.entryAt(off))
 	}
 	return nil
 }
@@ -276,7 +306,7 @@ func section[R identified, T any](d *decoder, f *File, sec string, conv func(*R,
 	}
 	var raw json.RawMessage
 	if err := d.dec.Decode(&raw); err != nil {
-		return nil, syntaxErr(err)
+		return nil, d.syntaxError(err, start, fmt.Sprintf("section %q", sec))
 	}
 	if d.lim.ConfigBytes > 0 {
 		used := d.dec.InputOffset() - start
@@ -289,7 +319,7 @@ func section[R identified, T any](d *decoder, f *File, sec string, conv func(*R,
 	sub := json.NewDecoder(bytes.NewReader(raw))
 	sub.DisallowUnknownFields()
 	out := []T{}
-	err := stream(&decoder{dec: sub, lim: d.lim}, sec, conv, func(t *T) error { out = append(out, *t); return nil })
+	err := stream(&decoder{dec: sub, lim: d.lim, pos: d.pos, origin: d.pos.valueStart(start)}, sec, conv, func(t *T) error { out = append(out, *t); return nil })
 	return out, err
 }
 
@@ -298,7 +328,7 @@ func section[R identified, T any](d *decoder, f *File, sec string, conv func(*R,
 func stream[R identified, T any](d *decoder, sec string, conv func(*R, *Limits) (T, error), sink func(*T) error) error {
 	dec := d.dec
 	d.armToken()
-	if err := expectDelim(dec, '[', fmt.Sprintf("section %q must be a list", sec)); err != nil {
+	if err := d.expectDelim('[', fmt.Sprintf("section %q must be a list", sec), fmt.Sprintf("section %q", sec)); err != nil {
 		return err
 	}
 	i := 0
@@ -308,6 +338,9 @@ func stream[R identified, T any](d *decoder, sec string, conv func(*R, *Limits) 
 	}
 	for ; ; i++ {
 		start := dec.InputOffset()
+		if d.origin == 0 { // reading the file itself, not a section again from memory
+			d.pos.forget(start)
+		}
 		if d.cr != nil {
 			if d.lim.EntryBytes > 0 {
 				d.cr.arm(start+d.lim.EntryBytes, tooBig)
@@ -319,7 +352,7 @@ func stream[R identified, T any](d *decoder, sec string, conv func(*R, *Limits) 
 			break
 		}
 		var raw R
-		if err := decodeEntry(dec, sec, i, &raw); err != nil {
+		if err := decodeEntry(d, sec, i, start, &raw); err != nil {
 			return err
 		}
 		if d.cr != nil && d.lim.EntryBytes > 0 && dec.InputOffset()-start > d.lim.EntryBytes {
@@ -336,7 +369,7 @@ func stream[R identified, T any](d *decoder, sec string, conv func(*R, *Limits) 
 		}
 	}
 	d.armToken()
-	return expectDelim(dec, ']', fmt.Sprintf("section %q must be a list", sec))
+	return d.expectDelim(']', fmt.Sprintf("section %q must be a list", sec), fmt.Sprintf("section %q", sec))
 }
 
 type rawObject struct {

@@ -1,33 +1,66 @@
 // Package notify sends a finished job's completion notification beyond
-// PostgreSQL's NOTIFY: a webhook POST of the JSON payload, with a timeout
-// and retries, and an email through an SMTP relay. Salesforce admins learn
-// that a recalculation finished from an email; so can recalc's.
+// PostgreSQL's NOTIFY: a webhook POST of the JSON payload, optionally
+// signed with HMAC-SHA256, and an email through an SMTP relay. Salesforce
+// admins learn that a recalculation finished from an email; so can
+// recalc's.
+//
+// A notification is not missed: each attempt has a timeout and a few quick
+// retries, and one that still fails is kept in the outbox
+// (internal/outbox) and delivered again, with backoff, by the next run,
+// resume or watch configured with the same target. Targets are validated
+// before any work starts (Validate). The payload is the job's figures
+// (recalc.job_payload): it never carries a record's field values.
 package notify
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
-	"encoding/json"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
-	"net/smtp"
+	"net/mail"
+	"net/url"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/outbox"
+	"github.com/recalc-dev/recalc/internal/queue"
 )
 
 // Notifier says where to send notifications. The zero value sends nothing.
 type Notifier struct {
 	URL      string        // webhook: POST the payload here
+	Secret   string        // when set, sign webhook bodies with HMAC-SHA256 (SignatureHeader)
 	Email    []string      // mail the payload to these addresses
 	SMTPAddr string        // relay, host:port
 	From     string        // sender address
 	Timeout  time.Duration // per attempt (default 10s)
-	Retries  int           // webhook retries after the first attempt, with backoff
+	Retries  int           // quick retries of a delivery after the first attempt, with backoff
 }
+
+// Channels of a target.
+const (
+	Webhook = "webhook"
+	Email   = "email"
+)
+
+// Bounds of the configured values.
+const (
+	maxURL       = 2048
+	maxAddress   = 254
+	minSecret    = 16
+	maxSecret    = 1024
+	maxRecipient = 20
+	maxLabel     = 300
+	redeliverMax = 5 // kept notifications one run redelivers
+)
 
 // Enabled reports whether n sends anything.
 func (n *Notifier) Enabled() bool { return n != nil && (n.URL != "" || len(n.Email) > 0) }
@@ -39,112 +72,228 @@ func (n *Notifier) timeout() time.Duration {
 	return 10 * time.Second
 }
 
-// Send delivers payload (a job's JSON) to every configured target and
-// returns the errors of those that failed.
+// Validate checks every configured target and says what is wrong with the
+// first bad one, in one line that never repeats the secret.
+func (n *Notifier) Validate() error {
+	if n == nil {
+		return nil
+	}
+	if n.URL != "" {
+		if err := checkURL(n.URL); err != nil {
+			return fmt.Errorf("--notify-url %q: %w", trim(n.URL, 100), err)
+		}
+	}
+	if n.Secret != "" && (len(n.Secret) < minSecret || len(n.Secret) > maxSecret) {
+		return fmt.Errorf("--notify-secret must be %d to %d characters long", minSecret, maxSecret)
+	}
+	if len(n.Email) == 0 {
+		return nil
+	}
+	if len(n.Email) > maxRecipient {
+		return fmt.Errorf("--notify-email: at most %d addresses", maxRecipient)
+	}
+	for _, a := range append([]string{n.From}, n.Email...) {
+		if err := checkAddress(a); err != nil {
+			flag := "--notify-email"
+			if a == n.From {
+				flag = "--smtp-from"
+			}
+			return fmt.Errorf("%s %q: %w", flag, trim(a, 100), err)
+		}
+	}
+	if err := checkHostPort(n.SMTPAddr); err != nil {
+		return fmt.Errorf("--smtp-addr %q: %w", trim(n.SMTPAddr, 100), err)
+	}
+	return nil
+}
+
+func checkURL(s string) error {
+	const want = "give an absolute http:// or https:// URL"
+	if len(s) > maxURL {
+		return fmt.Errorf("longer than %d characters", maxURL)
+	}
+	if strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return errors.New("contains spaces or control characters: " + want)
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("not a URL: " + want)
+	}
+	if u.Port() != "" {
+		if p, err := strconv.Atoi(u.Port()); err != nil || p < 1 || p > 65535 {
+			return errors.New("bad port: " + want)
+		}
+	}
+	return nil
+}
+
+func checkAddress(s string) error {
+	const want = "give a bare address such as admin@example.com"
+	if len(s) > maxAddress {
+		return fmt.Errorf("longer than %d characters", maxAddress)
+	}
+	a, err := mail.ParseAddress(s)
+	if err != nil || a.Name != "" || a.Address != s || !strings.Contains(s, "@") ||
+		strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '"' || r == ',' || r == '<' || r == '>' }) {
+		return errors.New("not an email address: " + want)
+	}
+	return nil
+}
+
+func checkHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	p, perr := strconv.Atoi(port)
+	if err != nil || host == "" || perr != nil || p < 1 || p > 65535 || strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' }) {
+		return errors.New("give the relay as host:port, such as localhost:25")
+	}
+	return nil
+}
+
+func trim(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// Target is one destination: the webhook, or the email recipients.
+type Target struct {
+	Channel string
+	Key     string // SHA-256 of the full destination: which kept notifications are its own
+	Label   string // the destination without credentials or query string
+}
+
+// Targets lists n's destinations.
+func (n *Notifier) Targets() []Target {
+	var out []Target
+	if n.URL != "" {
+		label := n.URL
+		if u, err := url.Parse(n.URL); err == nil {
+			label = u.Scheme + "://" + u.Host + u.EscapedPath()
+		}
+		out = append(out, Target{Channel: Webhook, Key: key(Webhook, n.URL), Label: trim(label, maxLabel-3)})
+	}
+	if len(n.Email) > 0 {
+		to := slices.Sorted(slices.Values(n.Email))
+		out = append(out, Target{Channel: Email, Key: key(Email, n.SMTPAddr, n.From, strings.Join(to, ",")),
+			Label: trim(strings.Join(to, ", ")+" via "+n.SMTPAddr, maxLabel-3)})
+	}
+	return out
+}
+
+func key(parts ...string) string {
+	h := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
+	return hex.EncodeToString(h[:])
+}
+
+// send delivers payload to t, with n's quick retries for a webhook.
+func (n *Notifier) send(ctx context.Context, t Target, payload []byte, retries int) error {
+	if t.Channel == Webhook {
+		return n.post(ctx, payload, retries)
+	}
+	return n.mail(payload)
+}
+
+// Send delivers payload (a job's JSON) to every configured target, with
+// quick retries, and returns the errors of those that failed. It keeps
+// nothing: Announce does.
 func (n *Notifier) Send(ctx context.Context, payload []byte) error {
 	if !n.Enabled() {
 		return nil
 	}
 	var errs []error
-	if n.URL != "" {
-		if err := n.post(ctx, payload); err != nil {
-			errs = append(errs, fmt.Errorf("webhook %s: %w", n.URL, err))
-		}
-	}
-	if len(n.Email) > 0 {
-		if err := n.mail(payload); err != nil {
-			errs = append(errs, fmt.Errorf("email via %s: %w", n.SMTPAddr, err))
+	for _, t := range n.Targets() {
+		if err := n.send(ctx, t, payload, n.Retries); err != nil {
+			errs = append(errs, fmt.Errorf("%s %s: %w", t.Channel, t.Label, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// post sends the payload, retrying on network errors and 5xx answers with
-// capped exponential backoff. A 4xx answer is final.
-func (n *Notifier) post(ctx context.Context, payload []byte) error {
-	client := &http.Client{Timeout: n.timeout()}
-	var last error
-	for attempt := 0; attempt <= n.Retries; attempt++ {
-		if attempt > 0 {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(min(250*time.Millisecond<<(attempt-1), 5*time.Second)):
-			}
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.URL, bytes.NewReader(payload))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("User-Agent", "recalc")
-		resp, err := client.Do(req)
-		if err != nil {
-			last = err
+// Announce sends job's completion notification to every target, and keeps
+// it in the outbox for a target it could not reach. Failures are logged,
+// never fatal: the job itself is over.
+func (n *Notifier) Announce(ctx context.Context, pool *pgxpool.Pool, job int64, log zerolog.Logger) {
+	if !n.Enabled() {
+		return
+	}
+	payload, err := queue.Payload(ctx, pool, job)
+	if err != nil {
+		log.Error().Int64("job", job).Err(err).Msg("completion notification not sent: cannot read it")
+		return
+	}
+	for _, t := range n.Targets() {
+		err := n.send(ctx, t, payload, n.Retries)
+		if err == nil {
+			log.Info().Int64("job", job).Str("channel", t.Channel).Str("target", t.Label).Msg("completion notification sent")
 			continue
 		}
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
-		resp.Body.Close()
-		switch {
-		case resp.StatusCode < 300:
-			return nil
-		case resp.StatusCode < 500:
-			return fmt.Errorf("answered %s", resp.Status)
+		e := outbox.Entry{Job: job, Channel: t.Channel, TargetKey: t.Key, Target: t.Label, Payload: payload, LastError: err.Error()}
+		if kerr := outbox.Keep(context.WithoutCancel(ctx), pool, e); kerr != nil {
+			log.Error().Int64("job", job).Str("channel", t.Channel).Str("target", t.Label).AnErr("delivery", err).Err(kerr).
+				Msg("completion notification not delivered, and could not be kept for redelivery")
+			continue
 		}
-		last = fmt.Errorf("answered %s", resp.Status)
+		log.Warn().Int64("job", job).Str("channel", t.Channel).Str("target", t.Label).Err(err).
+			Int64("retry_in_ms", outbox.Backoff(1).Milliseconds()).Msg("completion notification not delivered: kept, the next run or watch retries it (`recalc status` lists it)")
 	}
-	return fmt.Errorf("%d attempts: %w", n.Retries+1, last)
 }
 
-// mail sends the payload as a plain-text email, using STARTTLS when the
-// relay offers it.
-func (n *Notifier) mail(payload []byte) error {
-	var p struct {
-		Job    int64  `json:"job"`
-		Status string `json:"status"`
-		Kind   string `json:"kind"`
+// Redeliver delivers the kept notifications of n's targets that are due,
+// one attempt each, and returns how many it delivered. A target that fails
+// again gets the rest of its entries back with the same error.
+func (n *Notifier) Redeliver(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger) (int, error) {
+	if !n.Enabled() {
+		return 0, nil
 	}
-	_ = json.Unmarshal(payload, &p)
-	host, _, err := net.SplitHostPort(n.SMTPAddr)
-	if err != nil {
-		return fmt.Errorf("bad --smtp-addr %q: %w", n.SMTPAddr, err)
-	}
-	conn, err := net.DialTimeout("tcp", n.SMTPAddr, n.timeout())
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(n.timeout()))
-	c, err := smtp.NewClient(conn, host)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if ok, _ := c.Extension("STARTTLS"); ok {
-		if err := c.StartTLS(&tls.Config{ServerName: host}); err != nil {
-			return err
+	delivered := 0
+	for _, t := range n.Targets() {
+		lease := n.timeout()*redeliverMax + time.Minute
+		entries, err := outbox.Claim(ctx, pool, []string{t.Key}, redeliverMax, lease)
+		if err != nil {
+			return delivered, err
+		}
+		var fail error
+		for _, e := range entries {
+			if fail == nil {
+				fail = n.send(ctx, t, e.Payload, 0)
+			}
+			if fail == nil {
+				delivered++
+				log.Info().Int64("job", e.Job).Str("channel", t.Channel).Str("target", t.Label).Int("attempt", e.Attempts).
+					Msg("kept completion notification delivered")
+				err = outbox.Delivered(ctx, pool, e)
+			} else {
+				log.Warn().Int64("job", e.Job).Str("channel", t.Channel).Str("target", t.Label).Int("attempt", e.Attempts).
+					Err(fail).Int64("retry_in_ms", outbox.Backoff(e.Attempts).Milliseconds()).Msg("kept completion notification not delivered again")
+				err = outbox.Failed(context.WithoutCancel(ctx), pool, e, fail.Error())
+			}
+			if err != nil {
+				return delivered, err
+			}
 		}
 	}
-	if err := c.Mail(n.From); err != nil {
-		return err
-	}
-	for _, to := range n.Email {
-		if err := c.Rcpt(to); err != nil {
-			return err
+	return delivered, nil
+}
+
+// RedeliverEvery returns a function that starts Redeliver in the
+// background, at most once per every and one at a time, for a loop whose
+// steps may be milliseconds apart (`recalc watch`, whose fast path runs no
+// job): a receiver that hangs never delays a step. A failure is logged, and
+// the next call after every tries again.
+func (n *Notifier) RedeliverEvery(every time.Duration, pool *pgxpool.Pool, log zerolog.Logger) func(context.Context) {
+	var mu sync.Mutex // held while a redelivery runs
+	var last time.Time
+	return func(ctx context.Context) {
+		if !n.Enabled() || time.Since(last) < every || !mu.TryLock() {
+			return
 		}
+		last = time.Now()
+		go func() {
+			defer mu.Unlock()
+			if _, err := n.Redeliver(ctx, pool, log); err != nil && ctx.Err() == nil {
+				log.Warn().Err(err).Msg("kept notifications not redelivered; retrying later")
+			}
+		}()
 	}
-	w, err := c.Data()
-	if err != nil {
-		return err
-	}
-	var pretty bytes.Buffer
-	if json.Indent(&pretty, payload, "", "  ") != nil {
-		pretty.Write(payload)
-	}
-	fmt.Fprintf(w, "From: %s\r\nTo: %s\r\nSubject: recalc job %d %s (%s)\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s\r\n",
-		n.From, strings.Join(n.Email, ", "), p.Job, p.Status, p.Kind, strings.ReplaceAll(pretty.String(), "\n", "\r\n"))
-	if err := w.Close(); err != nil {
-		return err
-	}
-	return c.Quit()
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/recalc-dev/recalc/internal/feed"
 	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/sharing"
 )
@@ -125,6 +126,9 @@ func (c *ClosureDiff) Grantees() []int32 {
 // Apply writes the closure difference.
 func (c *ClosureDiff) Apply(ctx context.Context, tx pgx.Tx) (*ClosureStats, error) {
 	st := &ClosureStats{}
+	if err := feed.Grantees(ctx, tx, c.Grantees()); err != nil {
+		return nil, err
+	}
 	tag, err := tx.Exec(ctx, `DELETE FROM recalc.acl_member m USING unnest($1::int[], $2::int[]) AS d (gid, uid)
 		WHERE m.gid = d.gid AND m.uid = d.uid`, c.delG, c.delU)
 	if err != nil {
@@ -179,10 +183,16 @@ func copyClosure(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict, tabl
 // WriteUsers replaces acl_user: the active users and whether each is internal.
 func WriteUsers(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict) error {
 	users := [][]any{}
+	var ids []string
+	var internal []bool
 	for _, u := range org.Index().Config.Users {
 		if u.Active {
 			users = append(users, []any{d.UID[u.ID], u.ID, !u.External})
+			ids, internal = append(ids, u.ID), append(internal, !u.External)
 		}
+	}
+	if err := feed.Users(ctx, tx, ids, internal); err != nil {
+		return err
 	}
 	if _, err := tx.Exec(ctx, `TRUNCATE recalc.acl_user`); err != nil {
 		return fmt.Errorf("clear acl_user: %w", err)
@@ -196,8 +206,16 @@ func WriteUsers(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict) error
 // WriteObjects replaces acl_object: each object's OWD levels, read at access time.
 func WriteObjects(ctx context.Context, tx pgx.Tx, org *sharing.Org) error {
 	var objs [][]any
+	var names []string
+	var internal, external []int16
+	var cbp []bool
 	for _, o := range org.Index().Config.Objects {
 		objs = append(objs, []any{o.Name, int16(o.InternalOWD.Level()), int16(o.ExternalOWD.Level()), o.CBP()})
+		names, cbp = append(names, o.Name), append(cbp, o.CBP())
+		internal, external = append(internal, int16(o.InternalOWD.Level())), append(external, int16(o.ExternalOWD.Level()))
+	}
+	if err := feed.Objects(ctx, tx, names, internal, external, cbp); err != nil {
+		return err
 	}
 	if _, err := tx.Exec(ctx, `TRUNCATE recalc.acl_object`); err != nil {
 		return fmt.Errorf("clear acl_object: %w", err)

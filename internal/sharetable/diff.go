@@ -52,6 +52,7 @@ type FamilyDiff struct {
 	upd      []shareKey
 	updVals  []shareVal
 	objectOf map[int64]string
+	stored   []sharing.RecordRow // the stored record rows, for the feed
 	// RecordRowsDiffer counts acl_record rows missing, extra or different.
 	RecordRowsDiffer int64
 }
@@ -130,6 +131,7 @@ func DiffFamilies(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict, roo
 			f.objectOf[rr.RID] = rr.Object
 		}
 		seenRec[rr.RID] = true
+		f.stored = append(f.stored, rr)
 		if w, ok := wantRec[rr.RID]; !ok || w != rr {
 			f.RecordRowsDiffer++
 		}
@@ -179,6 +181,9 @@ func DiffFamilies(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict, roo
 // families' locks (LockFamilies).
 func (f *FamilyDiff) Apply(ctx context.Context, tx pgx.Tx) (*Written, error) {
 	st := &Written{Records: int64(len(f.records.Records)), Invalid: f.records.Invalid}
+	if err := f.recordFeed(ctx, tx); err != nil {
+		return nil, err
+	}
 	var err error
 	if st.Removed, err = writeShares(ctx, tx, "delete", `DELETE FROM recalc.acl_share s
 		USING unnest($1::bigint[], $2::int[], $3::text[]) AS d (rid, gid, cause)

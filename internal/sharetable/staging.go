@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/recalc-dev/recalc/internal/feed"
 	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/sharing"
 )
@@ -152,7 +153,11 @@ func StagingTasks(pool *pgxpool.Pool, org *sharing.Org, d *Dict, job int64, clos
 // SwapFull swaps the staging tables (with closure, acl_member's too) in for
 // the live ones. Call it only once StagingTasks have all run: it builds no
 // index. Readers see the old tables until tx commits, then the new ones.
+// It records the records and grantees the swap changes for the feed.
 func SwapFull(ctx context.Context, tx pgx.Tx, closure bool) error {
+	if err := feed.Swap(ctx, tx, closure); err != nil {
+		return err
+	}
 	sql := `
 		ALTER TABLE recalc.acl_share_next ADD CONSTRAINT acl_share_next_pkey PRIMARY KEY USING INDEX acl_share_next_pkey;
 		ALTER TABLE recalc.acl_record_next ADD CONSTRAINT acl_record_next_pkey PRIMARY KEY USING INDEX acl_record_next_pkey;

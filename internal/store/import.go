@@ -109,10 +109,15 @@ func teamRow(t *model.Team) []any {
 // database is unchanged. check, when not nil, runs last inside the
 // transaction (the blast-radius guard); its error rolls the import back.
 func Import(ctx context.Context, pool *pgxpool.Pool, r io.Reader, lim model.Limits, log zerolog.Logger, check func(context.Context, pgx.Tx) error) (*Result, error) {
+	return ImportWith(ctx, pool, r, lim, log, check, Options{})
+}
+
+// ImportWith is Import as opt says: a merge, a revision check.
+func ImportWith(ctx context.Context, pool *pgxpool.Pool, r io.Reader, lim model.Limits, log zerolog.Logger, check func(context.Context, pgx.Tx) error, opt Options) (*Result, error) {
 	var res *Result
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		var err error
-		if res, err = ImportTx(ctx, tx, r, lim, log); err != nil {
+		if res, err = ImportTxWith(ctx, tx, r, lim, log, opt); err != nil {
 			return err
 		}
 		if check != nil {
@@ -155,33 +160,49 @@ func analyze(ctx context.Context, tx pgx.Tx, res *Result) error {
 // ImportTx is Import inside the caller's transaction; `recalc plan FILE`
 // rolls it back.
 func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, log zerolog.Logger) (*Result, error) {
-	res := &Result{}
-	start := time.Now()
+	return ImportTxWith(ctx, tx, r, lim, log, Options{})
+}
+
+// lockModel takes the model lock and refuses an import while a
+// recalculation job is unfinished, as Salesforce refuses sharing changes
+// during one: the job computes from the configuration it planned.
+func lockModel(ctx context.Context, tx pgx.Tx) error {
 	if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
-		return nil, err
+		return err
 	}
-	// Like Salesforce, refuse sharing changes while a recalculation is
-	// unfinished: the job computes from the configuration it planned.
 	job, err := queue.Unfinished(ctx, tx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if job != nil {
 		status := job.Status
 		if job.Interrupted {
 			status = queue.Interrupted
 		}
-		return nil, &BusyError{Job: job.ID, Status: status}
+		return &BusyError{Job: job.ID, Status: status}
+	}
+	return nil
+}
+
+// ImportTxWith is ImportTx as opt says.
+func ImportTxWith(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, log zerolog.Logger, opt Options) (*Result, error) {
+	res := &Result{}
+	start := time.Now()
+	if err := lockModel(ctx, tx); err != nil {
+		return nil, err
 	}
 	if _, err := tx.Exec(ctx, stageTable); err != nil {
 		return nil, fmt.Errorf("create staging table: %w", err)
 	}
-	f, err := stageFile(ctx, tx, r, lim, res)
+	f, err := stageFile(ctx, tx, r, lim, res, opt.Merge)
 	if err != nil {
 		return nil, err
 	}
+	if err := checkRevision(ctx, tx, f.Revision, opt.IfRevision); err != nil {
+		return nil, err
+	}
 	log.Debug().Int64("records", res.Records).Int64("shares", res.Shares).Int64("teams", res.Teams).
-		Dur("elapsed", time.Since(start)).Msg("file staged")
+		Int64("duration_ms", time.Since(start).Milliseconds()).Msg("file staged")
 	// Temporary tables are never auto-analyzed: without statistics the
 	// merge's joins over the staged rows can get quadratic plans.
 	if _, err := tx.Exec(ctx, `ANALYZE stage`); err != nil {
@@ -192,9 +213,18 @@ func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, log
 	if err != nil {
 		return nil, err
 	}
+	if opt.Merge {
+		if err := mergeFileConfig(ctx, tx, f); err != nil {
+			return nil, err
+		}
+	}
 	ix, err := mergeConfig(ctx, tx, f, lim)
 	if err != nil {
 		return nil, err
+	}
+	apply := apply
+	if opt.Merge {
+		apply = applyMerge
 	}
 	if err := apply(ctx, tx, f, res); err != nil {
 		return nil, err
@@ -204,7 +234,7 @@ func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, log
 			return nil, err
 		}
 	}
-	if err := checkRefs(ctx, tx, ix, stored, f.HasRecords, log); err != nil {
+	if err := checkRefs(ctx, tx, ix, stored, f.HasRecords && !opt.Merge, opt.Merge, log); err != nil {
 		return nil, err
 	}
 	// Wake `recalc watch`; delivered only if the import commits.
@@ -216,12 +246,12 @@ func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, log
 
 // stageFile streams the file into the staging table with one COPY, and
 // returns the configuration sections it held.
-func stageFile(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, res *Result) (*model.File, error) {
+func stageFile(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, res *Result, merge bool) (*model.File, error) {
 	var file *model.File
 	var decodeErr error
 	rows := func(yield func([]any) bool) {
 		stop := fmt.Errorf("stopped")
-		file, decodeErr = model.DecodeLimited(r, model.Sink{
+		sink := model.Sink{
 			Record: func(rec *model.Record) error {
 				res.Records++
 				if !yield(recordRow(rec)) {
@@ -243,7 +273,16 @@ func stageFile(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, re
 				}
 				return nil
 			},
-		}, lim)
+		}
+		if merge {
+			deleteSink(&sink, func(row []any) error {
+				if !yield(row) {
+					return stop
+				}
+				return nil
+			})
+		}
+		file, decodeErr = model.DecodeLimited(r, sink, lim)
 	}
 	next, stopPull := iter.Pull(iter.Seq[[]any](rows))
 	defer stopPull()
@@ -351,6 +390,9 @@ func mergeRecords(ctx context.Context, tx pgx.Tx, res *Result) error {
 		`SELECT record, '' FROM stage WHERE kind = $1 GROUP BY record HAVING count(*) > 1 LIMIT 1`, stageRecord); err != nil {
 		return err
 	}
+	if err := checkAttached(ctx, tx, stageRecord); err != nil {
+		return err
+	}
 	// Each record's family root, from the staged parent links. Depth is
 	// bounded by the object hierarchy; the cap only stops a cycle, which
 	// validation then reports as a parent of the wrong object.
@@ -369,14 +411,7 @@ func mergeRecords(ctx context.Context, tx pgx.Tx, res *Result) error {
 	if err := exec(ctx, tx, step, nil, `ANALYZE staged_record`); err != nil {
 		return err
 	}
-	// The manual shares the stored version had on records changing owner
-	// are wiped, whatever the file says (docs/semantics.md, changes between imports).
-	if err := exec(ctx, tx, step, nil, `
-		CREATE TEMP TABLE wiped ON COMMIT DROP AS
-		SELECT s.record, s.grantee FROM recalc.share_input s
-		JOIN recalc.record r ON r.id = s.record
-		JOIN staged_record n ON n.id = r.id
-		WHERE s.cause = $1 AND n.owner <> r.owner`, model.CauseManual); err != nil {
+	if err := noteWiped(ctx, tx); err != nil {
 		return err
 	}
 	// Triggers on recalc.record log every row these statements change,
@@ -384,8 +419,18 @@ func mergeRecords(ctx context.Context, tx pgx.Tx, res *Result) error {
 	if err := exec(ctx, tx, step, nil, `SELECT set_config('recalc.rooted', 'on', true)`); err != nil {
 		return err
 	}
+	// Attached objects' records come from their tables, never from a file.
+	// They are excluded by a parameter: a subquery here made the planner
+	// estimate one row and rescan staged_record for each stored record.
+	var attached []string
+	if err := tx.QueryRow(ctx, `SELECT coalesce(array_agg(object), '{}') FROM recalc.attachment`).Scan(&attached); err != nil {
+		return fmt.Errorf("%s: read attached objects: %w", step, err)
+	}
+	if err := exec(ctx, tx, step, &res.Changes, `DELETE FROM recalc.record r
+		WHERE NOT EXISTS (SELECT 1 FROM staged_record n WHERE n.id = r.id) AND r.object <> ALL ($1::text[])`, attached); err != nil {
+		return err
+	}
 	for _, sql := range []string{
-		`DELETE FROM recalc.record r WHERE NOT EXISTS (SELECT 1 FROM staged_record n WHERE n.id = r.id)`,
 		`UPDATE recalc.record r SET object = n.object, owner = n.owner, parent = n.parent, root_id = n.root_id,
 		        fields = n.fields, territories = n.territories
 		 FROM staged_record n WHERE n.id = r.id
@@ -424,6 +469,33 @@ func mergeShares(ctx context.Context, tx pgx.Tx) error {
 	}
 	return exec(ctx, tx, step, nil, `INSERT INTO recalc.share_input (record, object, grantee, access, cause)
 		SELECT record, object, grantee, access, cause FROM stage WHERE kind = $1`, stageShare)
+}
+
+// checkAttached refuses staged rows of the kinds given that name a record
+// of an attached object: its records are its application table's rows
+// (internal/attach), which an import may not add, replace or delete.
+func checkAttached(ctx context.Context, tx pgx.Tx, kinds ...stageKind) error {
+	k := make([]int16, len(kinds))
+	for i, kind := range kinds {
+		k[i] = int16(kind)
+	}
+	return dupCheck(ctx, tx, "record %q is, or would replace or take the key of, a record of object %s: write that table instead, or `recalc detach` the object first",
+		`SELECT s.record, a.object || ', which is attached to ' || a.source FROM stage s
+		 JOIN recalc.attachment a ON a.object = s.object OR a.object = (SELECT r.object FROM recalc.record r WHERE r.id = s.record)
+		      OR left(s.record, length(a.object) + 1) = a.object || ':' -- a key a row of the table may take later
+		 WHERE s.kind = ANY($1) AND EXISTS (SELECT 1 FROM recalc.attachment) LIMIT 1`, k)
+}
+
+// noteWiped notes in the temporary table wiped the manual shares the
+// stored version had on the staged records changing owner: they are wiped,
+// whatever the file says (docs/semantics.md, changes between imports).
+func noteWiped(ctx context.Context, tx pgx.Tx) error {
+	return exec(ctx, tx, "note wiped manual shares", nil, `
+		CREATE TEMP TABLE wiped ON COMMIT DROP AS
+		SELECT s.record, s.grantee FROM recalc.share_input s
+		JOIN recalc.record r ON r.id = s.record
+		JOIN staged_record n ON n.id = r.id
+		WHERE s.cause = $1 AND n.owner <> r.owner`, model.CauseManual)
 }
 
 // wipeManualShares deletes the manual shares mergeRecords noted: the
@@ -501,48 +573,16 @@ func checkRecord(ix *model.Index, rec *model.Record, parentObject string) error 
 // records section tolerates those, and logs how many: it fails only on a
 // record that was valid before it and that its configuration change breaks. With
 // a records section every stored record came from the file, and all are
-// checked.
-func checkRefs(ctx context.Context, tx pgx.Tx, ix *model.Index, stored []byte, fromFile bool, log zerolog.Logger) error {
-	rows, err := tx.Query(ctx, `
-		SELECT r.id, r.object, r.owner, coalesce(r.parent, ''), coalesce(p.object, ''), r.territories
-		FROM recalc.record r LEFT JOIN recalc.record p ON p.id = r.parent`)
-	if err != nil {
-		return fmt.Errorf("check records: %w", err)
-	}
-	var rec model.Record
-	var parentObject string
-	var before *model.Index // stored, decoded at the first invalid record
-	var tolerated []string
-	_, err = pgx.ForEachRow(rows, []any{&rec.ID, &rec.Object, &rec.Owner, &rec.Parent, &parentObject, &rec.Territories}, func() error {
-		err := checkRecord(ix, &rec, parentObject)
-		if err == nil {
-			return nil
-		}
-		if !fromFile {
-			if before == nil {
-				cfg, lerr := model.DecodeConfig(stored)
-				if lerr != nil {
-					return lerr
-				}
-				if before, lerr = cfg.Validate(); lerr != nil {
-					return fmt.Errorf("stored configuration: %w", lerr)
-				}
-			}
-			if checkRecord(before, &rec, parentObject) != nil {
-				tolerated = append(tolerated, rec.ID)
-				return nil
-			}
-		}
-		return &InvalidError{err}
-	})
-	if err != nil {
+// checked, but those of attached objects (internal/attach), which are
+// tolerated the same way.
+//
+// A merge (merge true) checks strictly the records it wrote and those
+// naming one of them as parent.
+func checkRefs(ctx context.Context, tx pgx.Tx, ix *model.Index, stored []byte, fromFile, merge bool, log zerolog.Logger) error {
+	if err := checkRecords(ctx, tx, ix, stored, fromFile, merge, log); err != nil {
 		return err
 	}
-	if len(tolerated) > 0 {
-		log.Warn().Int("records", len(tolerated)).Strs("first", tolerated[:min(10, len(tolerated))]).
-			Msg("records written with plain SQL are invalid and get no access (see recalc.invalid_record): fix them with SQL or import")
-	}
-	rows, err = tx.Query(ctx, `
+	rows, err := tx.Query(ctx, `
 		SELECT s.record, s.object, s.grantee, s.access, s.cause, coalesce(r.object, '')
 		FROM recalc.share_input s LEFT JOIN recalc.record r ON r.id = s.record`)
 	if err != nil {
@@ -578,4 +618,58 @@ func checkRefs(ctx context.Context, tx pgx.Tx, ix *model.Index, stored []byte, f
 		return nil
 	})
 	return err
+}
+
+// checkRecords is checkRefs' check of the stored records.
+func checkRecords(ctx context.Context, tx pgx.Tx, ix *model.Index, stored []byte, fromFile, merge bool, log zerolog.Logger) error {
+	// A merge checks strictly the records it staged and their children:
+	// joins, since a large set of staged ids does not fit a hashed subplan.
+	strictSQL, stagedSQL, args := "$1::boolean", "", []any{fromFile}
+	if merge {
+		strictSQL = "$1::boolean OR s.record IS NOT NULL OR sp.record IS NOT NULL"
+		stagedSQL = `LEFT JOIN stage s ON s.kind = $2 AND s.record = r.id LEFT JOIN stage sp ON sp.kind = $2 AND sp.record = r.parent`
+		args = append(args, stageRecord)
+	}
+	rows, err := tx.Query(ctx, `
+		SELECT r.id, r.object, r.owner, coalesce(r.parent, ''), coalesce(p.object, ''), r.territories,
+		       EXISTS (SELECT 1 FROM recalc.attachment a WHERE a.object = r.object), `+strictSQL+`
+		FROM recalc.record r LEFT JOIN recalc.record p ON p.id = r.parent `+stagedSQL, args...)
+	if err != nil {
+		return fmt.Errorf("check records: %w", err)
+	}
+	var rec model.Record
+	var parentObject string
+	var attached, strict bool
+	var before *model.Index // stored, decoded at the first invalid record
+	var tolerated []string
+	_, err = pgx.ForEachRow(rows, []any{&rec.ID, &rec.Object, &rec.Owner, &rec.Parent, &parentObject, &rec.Territories, &attached, &strict}, func() error {
+		err := checkRecord(ix, &rec, parentObject)
+		if err == nil {
+			return nil
+		}
+		if !strict || attached {
+			if before == nil {
+				cfg, lerr := model.DecodeConfig(stored)
+				if lerr != nil {
+					return lerr
+				}
+				if before, lerr = cfg.Validate(); lerr != nil {
+					return fmt.Errorf("stored configuration: %w", lerr)
+				}
+			}
+			if checkRecord(before, &rec, parentObject) != nil {
+				tolerated = append(tolerated, rec.ID)
+				return nil
+			}
+		}
+		return &InvalidError{err}
+	})
+	if err != nil {
+		return err
+	}
+	if len(tolerated) > 0 {
+		log.Warn().Int("records", len(tolerated)).Strs("first", tolerated[:min(10, len(tolerated))]).
+			Msg("records written with plain SQL are invalid and get no access (see recalc.invalid_record): fix them with SQL or import")
+	}
+	return nil
 }

@@ -1,9 +1,11 @@
 // Package watch keeps the share tables current without a scheduler: it
-// LISTENs for record writes and imports, waits until they go quiet
-// (debounce, bounded by a maximum wait), and runs an incremental
-// recalculation. It polls as well, in case a notification was missed, and
-// stops gracefully when its context ends; a job it interrupts stays
-// resumable, and the next start resumes it.
+// LISTENs for record writes and imports and, after a short debounce that
+// gathers the commits of a burst (bounded by a maximum wait), calls the
+// step that materializes them (engine.Live.Step, in `recalc watch`). It
+// steps at start to catch up, polls in case a notification was missed, and
+// retries a failed step with backoff. It never dies of a lost connection:
+// it reconnects with backoff and steps again, until its context ends; a
+// job it interrupts stays resumable, and the next step resumes it.
 package watch
 
 import (
@@ -13,68 +15,110 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
 	"github.com/recalc-dev/recalc/internal/changes"
 	"github.com/recalc-dev/recalc/internal/pg"
-	"github.com/rs/zerolog"
+	"github.com/recalc-dev/recalc/internal/workers"
 )
 
 // Options tune the loop.
 type Options struct {
-	Debounce time.Duration // quiet time after the last change before a run
+	Debounce time.Duration // quiet time after the last change before a step
 	MaxWait  time.Duration // longest a change waits while changes keep coming
-	Poll     time.Duration // a run at least this often, notification or not
+	Poll     time.Duration // a step at least this often, notification or not
+	// FastRecords is the most records a batch may name for the step's fast
+	// path (engine.Live); 0 sends every batch through a job.
+	FastRecords int
 }
 
-// Run calls run once at start (resuming any unfinished job and catching
-// up), then after every burst of changes, until ctx ends. A failing run is
-// logged and retried at the next change or poll.
-func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, run func(context.Context) error, log zerolog.Logger) error {
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("acquire listening connection: %w", err)
-	}
-	defer conn.Release()
-	if err := pg.Listen(ctx, conn, changes.Channel); err != nil {
-		return err
-	}
-	log.Info().Str("channel", changes.Channel).Dur("debounce", opt.Debounce).Dur("max_wait", opt.MaxWait).
-		Dur("poll", opt.Poll).Msg("watching for changes")
-	for {
-		if err := run(ctx); err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			log.Error().Err(err).Msg("recalculation failed; retrying at the next change or poll")
-		}
-		// Wait for a change, or the poll interval.
-		if err := wait(ctx, conn.Conn().WaitForNotification, opt.Poll); err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			if !errors.Is(err, context.DeadlineExceeded) {
-				return fmt.Errorf("wait for changes: %w", err)
-			}
-			continue // poll
-		}
-		// Debounce: until quiet for Debounce, at most MaxWait.
-		deadline := time.Now().Add(opt.MaxWait)
-		for time.Now().Before(deadline) {
-			err := wait(ctx, conn.Conn().WaitForNotification, min(opt.Debounce, time.Until(deadline)))
-			if err != nil {
-				break
-			}
-		}
+// Run calls step at start, then after every burst of changes, until ctx
+// ends, and then returns nil. A failing step is logged and retried with
+// backoff (or at the next change); a lost listening connection is
+// reconnected with backoff.
+func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, step func(context.Context) error, log zerolog.Logger) error {
+	log.Info().Str("channel", changes.Channel).Dur("debounce_ms", opt.Debounce).Dur("max_wait_ms", opt.MaxWait).
+		Dur("poll_ms", opt.Poll).Msg("watching for changes")
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		listened, err := session(ctx, pool, opt, step, log)
 		if ctx.Err() != nil {
 			break
 		}
+		if listened {
+			attempt = 0
+			// A lost connection usually means they all are (a restart, a
+			// network cut): start the next steps on new ones.
+			pool.Reset()
+		}
+		wait := workers.Backoff(attempt)
+		log.Warn().Err(err).Int("attempt", attempt+1).Dur("backoff_ms", wait).Msg("lost the database connection; reconnecting")
+		sleep(ctx, wait)
 	}
 	log.Info().Msg("watch stopped")
 	return nil
 }
 
-func wait[N any](ctx context.Context, next func(context.Context) (N, error), d time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	_, err := next(ctx)
-	return err
+// session listens on a connection of its own and steps after changes until
+// ctx ends or the connection fails. It reports whether it got to listen.
+func session(ctx context.Context, pool *pgxpool.Pool, opt Options, step func(context.Context) error, log zerolog.Logger) (bool, error) {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return false, fmt.Errorf("acquire listening connection: %w", err)
+	}
+	defer conn.Release()
+	if err := pg.Listen(ctx, conn, changes.Channel); err != nil {
+		_ = conn.Conn().Close(context.Background()) // the pool then drops it
+		return false, err
+	}
+	next := func(ctx context.Context, d time.Duration) error {
+		ctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		_, err := conn.Conn().WaitForNotification(ctx)
+		return err
+	}
+	failures := 0
+	for {
+		if err := step(ctx); err != nil && ctx.Err() == nil {
+			failures++
+			log.Error().Err(err).Int("failures", failures).Msg("recalculation failed; retrying")
+		} else {
+			failures = 0
+		}
+		wait := opt.Poll
+		if failures > 0 {
+			wait = min(wait, workers.Backoff(failures-1))
+		}
+		err := next(ctx, wait)
+		switch {
+		case ctx.Err() != nil:
+			return true, nil
+		case errors.Is(err, context.DeadlineExceeded):
+			continue // poll or retry
+		case err != nil || conn.Conn().IsClosed():
+			_ = conn.Conn().Close(context.Background())
+			return true, fmt.Errorf("wait for changes: %w", err)
+		}
+		debounce(ctx, opt, next)
+	}
+}
+
+// debounce waits until no notification came for opt.Debounce, at most
+// opt.MaxWait. A lost connection ends it early: the step runs, and the
+// next wait reports the loss.
+func debounce(ctx context.Context, opt Options, next func(context.Context, time.Duration) error) {
+	deadline := time.Now().Add(opt.MaxWait)
+	for left := time.Until(deadline); left > 0 && ctx.Err() == nil; left = time.Until(deadline) {
+		if err := next(ctx, min(opt.Debounce, left)); err != nil {
+			return
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }

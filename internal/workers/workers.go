@@ -28,6 +28,9 @@ type Options struct {
 	Workers     int           // chunks worked at once by this process
 	LockTimeout time.Duration // how long a chunk waits for a row lock
 	Retries     int           // retries of a chunk on lock timeout, deadlock or serialization failure
+	// Contended, when set, is told of each lock timeout, deadlock or
+	// serialization failure of a chunk, and whether the chunk is retried.
+	Contended func(err error, retry bool)
 }
 
 // Do computes and writes one claimed chunk inside tx.
@@ -85,12 +88,15 @@ func runChunk(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, d
 		if !pg.IsRetryable(err) || ctx.Err() != nil {
 			return false, fmt.Errorf("chunk %d: %w", n, err)
 		}
+		if opt.Contended != nil {
+			opt.Contended(err, attempt < opt.Retries)
+		}
 		if attempt >= opt.Retries {
 			return false, fmt.Errorf("chunk %d: UNABLE_TO_LOCK_ROW: could not lock the record rows of its families within %s, %d attempts: %w",
 				n, opt.LockTimeout, attempt+1, err)
 		}
 		wait := Backoff(attempt)
-		log.Warn().Int64("job", job).Int("chunk", n).Int("attempt", attempt+1).Dur("backoff", wait).Err(err).Msg("chunk retry")
+		log.Warn().Int64("job", job).Int("chunk", n).Int("attempt", attempt+1).Int64("backoff_ms", wait.Milliseconds()).Err(err).Msg("chunk retry")
 		select {
 		case <-ctx.Done():
 			return false, ctx.Err()
@@ -166,8 +172,8 @@ func Progress(ctx context.Context, pool *pgxpool.Pool, job int64, chunks int, lo
 				fmt.Fprintf(live, "\rjob %d: %3.0f%%  %d/%d chunks  %d records  %.0f records/s  ETA %s   ", job, pct, done, chunks, records, rate, eta)
 				continue
 			}
-			log.Info().Int64("job", job).Int("chunks_done", done).Int("chunks", chunks).Str("percent", fmt.Sprintf("%.0f", pct)).
-				Int64("records", records).Float64("records_per_s", rate).Dur("eta", eta).Msg("progress")
+			log.Info().Int64("job", job).Int("chunks_done", done).Int("chunks", chunks).Int("percent", int(pct+0.5)).
+				Int64("records", records).Float64("records_per_s", rate).Int64("eta_ms", eta.Milliseconds()).Msg("progress")
 		}
 	}()
 	return func() {

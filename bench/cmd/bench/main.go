@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/recalc-dev/recalc/bench"
 )
@@ -36,6 +37,7 @@ func run() error {
 	flag.IntVar(&cfg.Workers, "workers", 2, "recalc run --workers")
 	flag.IntVar(&cfg.Samples, "samples", 2000, "access checks to time")
 	flag.IntVar(&cfg.HeavyMax, "heavy-max", 2_000_000, "largest size at which the in-place run and the materialized-view peer are measured (0: every size)")
+	flag.DurationVar(&cfg.FreshFor, "fresh-for", time.Minute, "how long freshness is measured at each write rate, with recalc watch running (0: skip)")
 	out := flag.String("out", "bench/results.json", "where to write the results (- for stdout only)")
 	flag.Parse()
 	if cfg.ServerURL == "" {

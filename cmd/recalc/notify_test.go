@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// hookBodies is a webhook receiver that keeps what it is sent.
+type hookBodies struct {
+	mu     sync.Mutex
+	bodies []map[string]any
+}
+
+func (h *hookBodies) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var p map[string]any
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&p); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.bodies = append(h.bodies, p)
+}
+
+func (h *hookBodies) all() []map[string]any {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.bodies)
+}
+
+// TestInterruptedJobPayload: a job whose run got SIGINT reads interrupted
+// in its payload once no process heartbeats it, naming the database and
+// host; the next run resumes it, and its stdout report and webhook payload
+// have one shape, with duration_ms.
+func TestInterruptedJobPayload(t *testing.T) {
+	t.Parallel()
+	o := newProcessOrg(t, 2000)
+	hook := &hookBodies{}
+	srv := httptest.NewServer(hook)
+	defer srv.Close()
+	cmd := o.command("run", "--full", "--chunk-size", "20", "--workers", "1", "--notify-url", srv.URL)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		var done int
+		if err := o.pool.QueryRow(ctx, `SELECT count(*) FROM recalc.chunk c JOIN recalc.job j ON j.id = c.job_id
+			WHERE j.status = 'running' AND c.status = 'done'`).Scan(&done); err != nil {
+			t.Fatal(err)
+		}
+		if done > 0 {
+			break
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	var exit *exec.ExitError
+	if err := cmd.Wait(); !errors.As(err, &exit) || exit.ExitCode() != 130 {
+		t.Fatalf("SIGINT'd run: %v, want exit 130", err)
+	}
+	o.exec(`UPDATE recalc.job_worker SET seen_at = now() - interval '1 minute'`) // as if 10 s had passed
+	var raw string
+	if err := o.pool.QueryRow(ctx, `SELECT recalc.job_payload(id)::text FROM recalc.job WHERE status = 'running'`).Scan(&raw); err != nil {
+		t.Fatal(err)
+	}
+	var p map[string]any
+	if err := json.Unmarshal([]byte(raw), &p); err != nil {
+		t.Fatal(err)
+	}
+	if p["status"] != "interrupted" || p["database"] != o.pool.Config().ConnConfig.Database || p["host"] == nil || p["duration_ms"] == nil {
+		t.Fatalf("payload of the interrupted job: %s; want interrupted, with database, host and duration_ms", raw)
+	}
+
+	var stdout strings.Builder
+	next := o.command("run", "--notify-url", srv.URL)
+	next.Stdout = &stdout
+	if err := next.Run(); err != nil {
+		t.Fatal(err)
+	}
+	var rep map[string]any
+	if err := json.Unmarshal([]byte(stdout.String()), &rep); err != nil {
+		t.Fatalf("report %q: %v", stdout.String(), err)
+	}
+	bodies := hook.all()
+	if len(bodies) != 1 || bodies[0]["job"] != p["job"] || bodies[0]["status"] != "done" || rep["job"] != p["job"] {
+		t.Fatalf("resumed job %v: report %v, webhook %v; want the job done, once", p["job"], rep, bodies)
+	}
+	delete(rep, "nothing_to_do")
+	if got, want := slices.Sorted(maps.Keys(rep)), slices.Sorted(maps.Keys(bodies[0])); !slices.Equal(got, want) {
+		t.Errorf("the report's fields %v differ from the payload's %v", got, want)
+	}
+}
+
+// TestNotifyAndMetricsFlagsAtStart: bad targets and addresses fail before
+// any work, with exit 2 and one line.
+func TestNotifyAndMetricsFlagsAtStart(t *testing.T) {
+	t.Parallel()
+	o := newProcessOrg(t, 200)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--notify-url", "not a url"}, "--notify-url"},
+		{[]string{"run", "--notify-email", "Ops <ops@example.com>"}, "--notify-email"},
+		{[]string{"resume", "--notify-url", "https://h.example/x", "--notify-secret", "short"}, "--notify-secret"},
+		{[]string{"watch", "--metrics-addr", "nowhere"}, "--metrics-addr"},
+	} {
+		cmd := o.command(tc.args...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(stderr.String(), tc.want) ||
+			strings.Count(strings.TrimSpace(stderr.String()), "\n") > 0 {
+			t.Errorf("recalc %s: %v, stderr %q; want exit 2 and one line about %s", strings.Join(tc.args, " "), err, stderr.String(), tc.want)
+		}
+	}
+	if st := o.run("status"); strings.Contains(st, "DEFERRED") || strings.Contains(st, "running") {
+		t.Errorf("a refused command changed something:\n%s", st)
+	}
+}
+
+// TestWatchServesMetrics: `recalc watch --metrics-addr` answers /healthz
+// and /metrics while it runs, and stops on SIGTERM.
+func TestWatchServesMetrics(t *testing.T) {
+	t.Parallel()
+	o := newProcessOrg(t, 200)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := o.command("watch", "--metrics-addr", addr)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	healthy := false
+	for deadline := time.Now().Add(20 * time.Second); !healthy && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+			healthy = resp.StatusCode == http.StatusOK
+			resp.Body.Close()
+		}
+	}
+	var body []byte
+	if resp, err := http.Get("http://" + addr + "/metrics"); err == nil {
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	werr := cmd.Wait()
+	if !healthy || !strings.Contains(string(body), `recalc_jobs{kind="full",status="done"} 1`) {
+		t.Errorf("watch --metrics-addr: healthy %v, metrics:\n%s", healthy, body)
+	}
+	if werr != nil {
+		t.Errorf("watch after SIGTERM: %v", werr)
+	}
+}

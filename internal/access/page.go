@@ -1,0 +1,86 @@
+package access
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/recalc-dev/recalc/internal/pg"
+)
+
+// MaxPage is the most records a page of visible records may hold, as
+// recalc.visible_records checks.
+const MaxPage = 10000
+
+// Visible is a record a user can access, with the level.
+type Visible struct {
+	Record string `json:"record"`
+	Level  string `json:"level"`
+}
+
+// VisiblePage returns the records of object that user can access at
+// minLevel ("read", "edit" or "all") or above, in record id order, after
+// the id after ("" from the start), at most limit (1 to MaxPage) of them,
+// through recalc.visible_records. A page shorter than limit is the last;
+// otherwise the next starts after its last record.
+func VisiblePage(ctx context.Context, q pg.Querier, user, object, minLevel, after string, limit int) ([]Visible, error) {
+	if limit < 1 || limit > MaxPage {
+		return nil, fmt.Errorf("page limit %d: give 1 to %d", limit, MaxPage)
+	}
+	if minLevel != "read" && minLevel != "edit" && minLevel != "all" {
+		return nil, fmt.Errorf("min level %q: give read, edit or all", minLevel)
+	}
+	rows, err := q.Query(ctx, `SELECT record, level FROM recalc.visible_records($1, $2, $3, $4, $5)`, user, object, minLevel, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list visible records: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Visible])
+	if err != nil {
+		return nil, fmt.Errorf("list visible records: %w", err)
+	}
+	return out, nil
+}
+
+// CheckLevel is Level for a user and a record that must exist: it fails
+// saying which does not. A user exists when active or in the stored model
+// (an inactive user has no access); a record, when stored.
+func CheckLevel(ctx context.Context, q pg.Querier, user, record string) (string, error) {
+	if err := checkUser(ctx, q, user); err != nil {
+		return "", err
+	}
+	var ok bool
+	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM recalc.record WHERE id = $1) OR EXISTS (SELECT 1 FROM recalc.acl_record WHERE id = $1)`,
+		record).Scan(&ok)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("look up record: %w", err)
+	case !ok:
+		return "", fmt.Errorf("record %q does not exist", record)
+	}
+	return Level(ctx, q, user, record)
+}
+
+// checkUser fails unless user is active or in the stored model.
+func checkUser(ctx context.Context, q pg.Querier, user string) error {
+	var ok bool
+	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM recalc.acl_user WHERE id = $1)
+		OR EXISTS (SELECT 1 FROM recalc.model_section s, jsonb_array_elements(s.doc) u
+		           WHERE s.name = 'users' AND jsonb_typeof(s.doc) = 'array' AND u->>'id' = $1)`, user).Scan(&ok)
+	switch {
+	case err != nil:
+		return fmt.Errorf("look up user: %w", err)
+	case !ok:
+		return fmt.Errorf("user %q does not exist", user)
+	}
+	return nil
+}
+
+// CheckUserObject fails unless user exists (active or in the stored
+// model) and object is in the stored model, naming what is missing.
+func CheckUserObject(ctx context.Context, tx pgx.Tx, user, object string) error {
+	if err := checkUser(ctx, tx, user); err != nil {
+		return err
+	}
+	return checkObject(ctx, tx, object)
+}

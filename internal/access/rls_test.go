@@ -1,0 +1,372 @@
+package access_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/access"
+	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/oracle"
+	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/internal/testkit"
+)
+
+// bundle is a test's database and a non-superuser role, with reader
+// access, that reads application tables through recalc's policies under
+// SET LOCAL ROLE.
+type bundle struct {
+	ctx  context.Context
+	pool *pgxpool.Pool // superuser: owns the application tables
+	role string        // quoted
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	b := &bundle{ctx: context.Background(), pool: testdb.Migrated(t)}
+	var tok [4]byte
+	_, _ = rand.Read(tok[:])
+	name := "rls_app_" + hex.EncodeToString(tok[:])
+	b.role = pgx.Identifier{name}.Sanitize()
+	if _, err := b.pool.Exec(b.ctx, `CREATE ROLE `+b.role+` NOLOGIN NOSUPERUSER NOBYPASSRLS`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if c, err := pgx.Connect(context.Background(), testdb.AdminURL()); err == nil {
+			defer c.Close(context.Background())
+			_, _ = c.Exec(context.Background(), `DROP ROLE IF EXISTS `+b.role)
+		}
+	})
+	b.tx(t, func(tx pgx.Tx) error { return access.Grant(b.ctx, tx, access.Reader, name) })
+	return b
+}
+
+// tx runs fn in a transaction as the superuser.
+func (b *bundle) tx(t *testing.T, fn func(pgx.Tx) error) {
+	t.Helper()
+	if err := pgx.BeginFunc(b.ctx, b.pool, fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// asUser runs sql as the role with app.user_id = user in a transaction
+// that is rolled back, and returns the first column of its rows, sorted.
+func (b *bundle) asUser(t *testing.T, user, sql string, args ...any) []string {
+	t.Helper()
+	tx, err := b.pool.Begin(b.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(b.ctx)
+	if _, err := tx.Exec(b.ctx, `SET LOCAL ROLE `+b.role); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(b.ctx, `SELECT set_config('app.user_id', $1, true)`, user); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := tx.Query(b.ctx, sql, args...)
+	if err != nil {
+		t.Fatalf("%s as %s: %v", sql, user, err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatalf("%s as %s: %v", sql, user, err)
+	}
+	slices.Sort(got)
+	return got
+}
+
+// idScheme maps the i-th record of a model to its id, for an id column type.
+type idScheme struct {
+	sqlType string
+	id      func(i int) string
+}
+
+var schemes = map[string]idScheme{
+	"text":   {"text", func(i int) string { return "r" + strconv.Itoa(i) }},
+	"bigint": {"bigint", func(i int) string { return strconv.Itoa(1000 + i) }},
+	"uuid":   {"uuid", func(i int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012d", i) }},
+}
+
+// renumber gives m's records the scheme's ids, and every reference to them.
+func renumber(m *model.Model, s idScheme) {
+	ids := map[string]string{}
+	for i := range m.Records {
+		ids[m.Records[i].ID] = s.id(i + 1)
+	}
+	for i := range m.Records {
+		m.Records[i].ID = ids[m.Records[i].ID]
+		if m.Records[i].Parent != "" {
+			m.Records[i].Parent = ids[m.Records[i].Parent]
+		}
+	}
+	for i := range m.Shares {
+		m.Shares[i].Record = ids[m.Shares[i].Record]
+	}
+	for i := range m.Teams {
+		m.Teams[i].Record = ids[m.Teams[i].Record]
+	}
+}
+
+// TestPolicyMatchesOracle installs recalc's read and write policies on one
+// application table per object of random models, with text, bigint and
+// uuid id columns, and reads and writes them as a non-superuser role: for
+// every user (inactive and unknown ones too) SELECT returns exactly the rows
+// the oracle says the user can read, UPDATE and DELETE reach exactly the rows
+// it can edit, and visible_records walked page by page lists each readable
+// record exactly once.
+func TestPolicyMatchesOracle(t *testing.T) {
+	t.Parallel()
+	for name, s := range schemes {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			filtered := 0
+			for seed := 1; seed <= 3; seed++ {
+				m := oracle.RandomModel(mrand.New(mrand.NewPCG(uint64(seed), 0x415)), 30+seed*10)
+				renumber(m, s)
+				testkit.ImportModel(t, b.ctx, b.pool, m, nil)
+				if _, err := engine.Full(b.ctx, b.pool, engine.Options{Workers: 2}, zerolog.Nop()); err != nil {
+					t.Fatalf("seed %d: full run: %v", seed, err)
+				}
+				filtered += b.checkModel(t, seed, m, s)
+			}
+			if filtered == 0 {
+				t.Fatal("no user saw a strict subset of a table: the models do not exercise the policies")
+			}
+		})
+	}
+}
+
+// checkModel checks every object's table and every user of m, and returns
+// how many (user, table) pairs saw a strict subset of the table's records.
+func (b *bundle) checkModel(t *testing.T, seed int, m *model.Model, s idScheme) int {
+	t.Helper()
+	read, edit := map[[2]string][]string{}, map[[2]string][]string{}
+	for _, r := range oracle.Access(m) {
+		k := [2]string{r.Object, r.User}
+		read[k] = append(read[k], r.Record)
+		if r.Level >= model.Edit {
+			edit[k] = append(edit[k], r.Record)
+		}
+	}
+	var all []string
+	for _, r := range m.Records {
+		all = append(all, r.ID)
+	}
+	users := []string{"nobody"}
+	for _, u := range m.Users {
+		users = append(users, u.ID)
+	}
+	filtered := 0
+	for _, o := range m.Objects {
+		table, records := b.appTable(t, seed, o.Name, m, s)
+		for _, u := range users {
+			k := [2]string{o.Name, u}
+			want, wantEdit := sorted(read[k]), sorted(edit[k])
+			got := b.asUser(t, u, `SELECT id::text FROM `+table)
+			if !slices.Equal(got, want) {
+				t.Fatalf("seed %d: %s sees %v of %s through RLS, oracle says %v", seed, u, got, o.Name, want)
+			}
+			if len(got) > 0 && len(got) < records {
+				filtered++
+			}
+			if got := b.asUser(t, u, `UPDATE `+table+` SET owner = owner RETURNING id::text`); !slices.Equal(got, wantEdit) {
+				t.Fatalf("seed %d: %s updates %v of %s through RLS, oracle says it may edit %v", seed, u, got, o.Name, wantEdit)
+			}
+			if got := b.asUser(t, u, `DELETE FROM `+table+` RETURNING id::text`); !slices.Equal(got, wantEdit) {
+				t.Fatalf("seed %d: %s deletes %v of %s through RLS, oracle says it may edit %v", seed, u, got, o.Name, wantEdit)
+			}
+			// can_access alone, per record (the policies call it for broad
+			// users and public objects only): every record of the model is
+			// asked, so records of other objects must be refused.
+			for _, lv := range []struct {
+				name string
+				want []string
+			}{{"read", want}, {"edit", wantEdit}} {
+				got := b.asUser(t, u, `SELECT r FROM unnest($1::text[]) r WHERE recalc.can_access($2, $3, r, $4)`, all, u, o.Name, lv.name)
+				if !slices.Equal(got, lv.want) {
+					t.Fatalf("seed %d: can_access(%s, %s, _, %s) holds for %v, oracle says %v", seed, u, o.Name, lv.name, got, lv.want)
+				}
+			}
+			if got := b.walk(t, u, o.Name, 3); !slices.Equal(got, want) {
+				t.Fatalf("seed %d: visible_records pages of %s for %s list %v, oracle says %v", seed, o.Name, u, got, want)
+			}
+		}
+	}
+	return filtered
+}
+
+// appTable creates the application table of object's records in m (and a
+// row that is no record), owned by the superuser, with recalc's policies,
+// and returns its quoted name and how many records it holds.
+func (b *bundle) appTable(t *testing.T, seed int, object string, m *model.Model, s idScheme) (string, int) {
+	t.Helper()
+	name := fmt.Sprintf("app_%s_%d", object, seed)
+	table := pgx.Identifier{name}.Sanitize()
+	var ids []string
+	for _, r := range m.Records {
+		if r.Object == object {
+			ids = append(ids, r.ID)
+		}
+	}
+	records := len(ids)
+	ids = append(ids, s.id(99999)) // no record: nobody sees it
+	b.tx(t, func(tx pgx.Tx) error {
+		for _, sql := range []string{
+			`CREATE TABLE ` + table + ` (id ` + s.sqlType + ` PRIMARY KEY, owner text)`,
+			`INSERT INTO ` + table + ` (id) SELECT unnest($1::text[])::` + s.sqlType,
+			`GRANT SELECT, UPDATE, DELETE ON ` + table + ` TO ` + b.role,
+		} {
+			args := []any{}
+			if strings.Contains(sql, "$1") {
+				args = append(args, ids)
+			}
+			if _, err := tx.Exec(b.ctx, sql, args...); err != nil {
+				return fmt.Errorf("%s: %w", sql, err)
+			}
+		}
+		return access.EnableRLS(b.ctx, tx, &access.RLS{Table: name, Object: object, IDColumn: "id", UserSetting: "app.user_id", Write: true})
+	})
+	return table, records
+}
+
+// walk lists the records of object that user can read, page by page of
+// limit, as the role; a record listed twice fails the test.
+func (b *bundle) walk(t *testing.T, user, object string, limit int) []string {
+	t.Helper()
+	var all []string
+	seen := map[string]bool{}
+	after := ""
+	for pages := 0; ; pages++ {
+		page := b.asUser(t, user, `SELECT record FROM recalc.visible_records($1, $2, 'read', $3, $4)`, user, object, after, limit)
+		for _, r := range page {
+			if seen[r] {
+				t.Fatalf("visible_records lists %s twice for %s", r, user)
+			}
+			seen[r] = true
+		}
+		all = append(all, page...)
+		if len(page) < limit {
+			slices.Sort(all)
+			return all
+		}
+		after = slices.Max(page)
+		if pages > 10000 {
+			t.Fatal("visible_records pages never end")
+		}
+	}
+}
+
+func sorted(xs []string) []string {
+	out := slices.Clone(xs)
+	slices.Sort(out)
+	if out == nil {
+		out = []string{}
+	}
+	return out
+}
+
+// TestEnableRLSRejects holds EnableRLS to one clear error for each bad
+// argument, with nothing installed.
+func TestEnableRLSRejects(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	testkit.ImportModel(t, b.ctx, b.pool, oracle.RandomModel(mrand.New(mrand.NewPCG(7, 7)), 20), nil)
+	b.tx(t, func(tx pgx.Tx) error {
+		_, err := tx.Exec(b.ctx, `CREATE TABLE app (id text PRIMARY KEY, num numeric, owner text)`)
+		return err
+	})
+	for _, tc := range []struct {
+		name string
+		r    access.RLS
+		want string
+	}{
+		{"misspelled object", access.RLS{Table: "app", Object: "acount", IDColumn: "id", UserSetting: "app.user_id"}, `object "acount" is not in the stored model: give one of account`},
+		{"no table", access.RLS{Table: "nope", Object: "account", IDColumn: "id", UserSetting: "app.user_id"}, "table nope does not exist"},
+		{"no column", access.RLS{Table: "app", Object: "account", IDColumn: "key", UserSetting: "app.user_id"}, `has no column "key"`},
+		{"bad id type", access.RLS{Table: "app", Object: "account", IDColumn: "num", UserSetting: "app.user_id"}, "is of type numeric: it must be text"},
+		{"no owner column", access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "app.user_id", OwnerColumn: "boss"}, `has no column "boss"`},
+		{"no insert role", access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "app.user_id", InsertRole: "no_such_role_x"}, `insert role "no_such_role_x" does not exist`},
+		{"bad setting", access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "user"}, "must look like prefix.name"},
+	} {
+		err := pgx.BeginFunc(b.ctx, b.pool, func(tx pgx.Tx) error { return access.EnableRLS(b.ctx, tx, &tc.r) })
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: EnableRLS error %v, want one containing %q", tc.name, err, tc.want)
+		}
+	}
+	var policies int
+	if err := b.pool.QueryRow(b.ctx, `SELECT count(*) FROM pg_policy WHERE polrelid = 'app'::regclass`).Scan(&policies); err != nil || policies != 0 {
+		t.Errorf("rejected calls left %d policies (err %v)", policies, err)
+	}
+}
+
+// TestInsertAndOwnerPolicies: without --insert-role an INSERT under the
+// policy fails; the insert role may insert any row; with an owner column a
+// user reads and updates its own rows before any run gives them a record.
+func TestInsertAndOwnerPolicies(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	if _, err := testkit.ImportString(b.ctx, b.pool, `{"objects": [{"name": "account", "internal_owd": "private"}], "users": [{"id": "u1"}, {"id": "u2"}]}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := engine.Full(b.ctx, b.pool, engine.Options{}, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	b.tx(t, func(tx pgx.Tx) error {
+		_, err := tx.Exec(b.ctx, `CREATE TABLE app (id bigint PRIMARY KEY, owner text); GRANT SELECT, INSERT, UPDATE ON app TO `+b.role)
+		return err
+	})
+	next := 100
+	insert := func(owner string) error {
+		next++
+		return pgx.BeginFunc(b.ctx, b.pool, func(tx pgx.Tx) error {
+			_, err := tx.Exec(b.ctx, `SET LOCAL ROLE `+b.role+`; SELECT set_config('app.user_id', 'u1', true)`)
+			if err == nil {
+				_, err = tx.Exec(b.ctx, `INSERT INTO app VALUES ($1, $2)`, next, owner)
+			}
+			return errors.Join(err, errors.New("rollback"))
+		})
+	}
+	enable := func(r access.RLS) {
+		r.Table, r.Object, r.IDColumn, r.UserSetting = "app", "account", "id", "app.user_id"
+		b.tx(t, func(tx pgx.Tx) error { return access.EnableRLS(b.ctx, tx, &r) })
+	}
+	enable(access.RLS{})
+	if err := insert("u1"); !strings.Contains(err.Error(), "row-level security") {
+		t.Errorf("insert under the read policy alone: %v, want a row-level security violation", err)
+	}
+	enable(access.RLS{InsertRole: strings.Trim(b.role, `"`)})
+	if err := insert("u2"); strings.Contains(err.Error(), "row-level security") {
+		t.Errorf("insert by the insert role: %v", err)
+	}
+	enable(access.RLS{OwnerColumn: "owner"})
+	b.tx(t, func(tx pgx.Tx) error {
+		_, err := tx.Exec(b.ctx, `INSERT INTO app VALUES (1, 'u1'), (2, 'u2')`)
+		return err
+	})
+	if got := b.asUser(t, "u1", `SELECT id::text FROM app`); !slices.Equal(got, []string{"1"}) {
+		t.Errorf("u1 sees %v with the owner policy, want its own row 1", got)
+	}
+	if got := b.asUser(t, "u1", `UPDATE app SET owner = owner RETURNING id::text`); !slices.Equal(got, []string{"1"}) {
+		t.Errorf("u1 updates %v with the owner policy, want its own row 1", got)
+	}
+	if err := insert("u1"); strings.Contains(err.Error(), "row-level security") {
+		t.Errorf("an owner inserting its own row: %v", err)
+	}
+	if err := insert("u2"); !strings.Contains(err.Error(), "row-level security") {
+		t.Errorf("u1 inserting a row owned by u2: %v, want a row-level security violation", err)
+	}
+}

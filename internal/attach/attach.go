@@ -1,0 +1,264 @@
+package attach
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/recalc-dev/recalc/internal/locks"
+)
+
+// Status says what Apply or Detach did to an object.
+type Status string
+
+// Statuses.
+const (
+	Attached  Status = "attached"  // newly attached, existing rows backfilled
+	Updated   Status = "updated"   // capture rebuilt, records resynchronized
+	Unchanged Status = "unchanged" // same spec, capture in place: nothing done
+	Detached  Status = "detached"  // capture dropped, records deleted
+)
+
+// Change is what Apply or Detach did to one object.
+type Change struct {
+	Object  string `json:"object"`
+	Table   string `json:"table"`
+	Status  Status `json:"status"`
+	Records int64  `json:"records"` // records written (attach, update) or deleted (detach)
+}
+
+// Apply makes the attachments equal spec, in one transaction: it attaches
+// the objects it names (capture installed, existing rows backfilled),
+// rebuilds those whose entry or table changed, leaves the others alone, and
+// detaches the stored ones it does not name. On any error nothing changes.
+// Installing a table's triggers waits for the transactions writing it.
+func Apply(ctx context.Context, pool *pgxpool.Pool, spec *Spec) ([]Change, error) {
+	var out []Change
+	err := inModelLock(ctx, pool, func(tx pgx.Tx, have map[string]stored) error {
+		targets, err := resolveAll(ctx, tx, spec)
+		if err != nil {
+			return err
+		}
+		var gone []string
+		for object := range have {
+			if _, keep := targets[object]; !keep {
+				gone = append(gone, object)
+			}
+		}
+		slices.Sort(gone)
+		if out, err = removeAll(ctx, tx, gone, have); err != nil {
+			return err
+		}
+		for _, o := range spec.Objects {
+			c, err := install(ctx, tx, targets[o.Object], have)
+			if err != nil {
+				return err
+			}
+			out = append(out, c)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// inModelLock runs fn in a transaction that holds the model lock (imports
+// and job creation wait for it), with the stored attachments.
+func inModelLock(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx, have map[string]stored) error) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
+			return err
+		}
+		have, err := storedFingerprints(ctx, tx)
+		if err != nil {
+			return err
+		}
+		return fn(tx, have)
+	})
+}
+
+// removeAll detaches objects, which must be attached.
+func removeAll(ctx context.Context, tx pgx.Tx, objects []string, have map[string]stored) ([]Change, error) {
+	var out []Change
+	for _, o := range objects {
+		st, ok := have[o]
+		if !ok {
+			return nil, fmt.Errorf("object %q is not attached (`recalc attach --list` shows what is)", o)
+		}
+		c := Change{Object: o, Table: st.source, Status: Detached}
+		if err := tx.QueryRow(ctx, `SELECT recalc.attach_remove($1)`, o).Scan(&c.Records); err != nil {
+			return nil, fmt.Errorf("detach %s: %w", o, err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// resolveAll checks every entry of spec.
+func resolveAll(ctx context.Context, tx pgx.Tx, spec *Spec) (map[string]*target, error) {
+	objs, err := modelObjects(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	attached := map[string]bool{}
+	for _, o := range spec.Objects {
+		attached[o.Object] = true
+	}
+	targets := map[string]*target{}
+	for _, o := range spec.Objects {
+		t, err := resolve(ctx, tx, o, objs, attached)
+		if err != nil {
+			return nil, fmt.Errorf("attach %s: %w", o.Object, err)
+		}
+		targets[o.Object] = t
+	}
+	return targets, nil
+}
+
+// stored is an attachment as registered, and whether its triggers are all
+// in place and enabled.
+type stored struct {
+	source      string
+	fingerprint []byte
+	complete    bool
+}
+
+// storedFingerprints reads the registered attachments.
+func storedFingerprints(ctx context.Context, tx pgx.Tx) (map[string]stored, error) {
+	rows, err := tx.Query(ctx, `
+		SELECT a.object, a.source, a.spec::text, recalc.attach_complete(a.object) FROM recalc.attachment a`)
+	if err != nil {
+		return nil, fmt.Errorf("read attachments: %w", err)
+	}
+	out := map[string]stored{}
+	var object, fp string
+	var st stored
+	_, err = pgx.ForEachRow(rows, []any{&object, &st.source, &fp, &st.complete}, func() error {
+		st.fingerprint = []byte(fp)
+		out[object] = st
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read attachments: %w", err)
+	}
+	return out, nil
+}
+
+// install registers t and (re)builds its capture and records, unless the
+// same is in place already.
+func install(ctx context.Context, tx pgx.Tx, t *target, have map[string]stored) (Change, error) {
+	c := Change{Object: t.Object.Object, Table: t.source, Status: Attached}
+	if st, ok := have[c.Object]; ok {
+		if st.complete && jsonEqual(st.fingerprint, t.fingerprint) {
+			c.Status = Unchanged
+			return c, nil
+		}
+		c.Status = Updated
+	}
+	var parentCol, parentObject, territories *string
+	if t.Parent != nil {
+		parentCol, parentObject = t.Parent, &t.parentObject
+	}
+	territories = t.Territories
+	fields := t.Fields
+	if fields == nil {
+		fields = []string{}
+	}
+	if _, err := tx.Exec(ctx, `SELECT recalc.attach_drop_capture($1)`, c.Object); err != nil {
+		return c, fmt.Errorf("drop capture of %s: %w", c.Object, err)
+	}
+	if _, err := tx.Exec(ctx, `
+		INSERT INTO recalc.attachment (object, source, relid, is_view, id_col, id_type, owner_col, parent_col, parent_object, fields, territories_col, spec)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb)
+		ON CONFLICT (object) DO UPDATE SET source = excluded.source, relid = excluded.relid, is_view = excluded.is_view,
+		    id_col = excluded.id_col, id_type = excluded.id_type, owner_col = excluded.owner_col, parent_col = excluded.parent_col,
+		    parent_object = excluded.parent_object, fields = excluded.fields, territories_col = excluded.territories_col,
+		    spec = excluded.spec, attached_at = now()`,
+		c.Object, t.source, t.relid, t.isView, t.ID, t.idType, t.Owner, parentCol, parentObject, fields, territories, string(t.fingerprint)); err != nil {
+		return c, fmt.Errorf("register attachment of %s: %w", c.Object, err)
+	}
+	for _, k := range t.captures {
+		if _, err := tx.Exec(ctx, `INSERT INTO recalc.attach_capture (object, relid, source, key_col, func, cols, types)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)`, c.Object, k.Relid, k.Source, k.KeyCol, k.Func, k.Cols, k.Types); err != nil {
+			return c, fmt.Errorf("register capture of %s on %s: %w", c.Object, k.Source, err)
+		}
+	}
+	if err := tx.QueryRow(ctx, `SELECT recalc.attach_install($1)`, c.Object).Scan(&c.Records); err != nil {
+		return c, fmt.Errorf("install capture of %s: %w", c.Object, err)
+	}
+	return c, nil
+}
+
+// jsonEqual compares two JSON documents by value (jsonb reorders keys).
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	xa, _ := json.Marshal(x)
+	ya, _ := json.Marshal(y)
+	return string(xa) == string(ya)
+}
+
+// Detach detaches the objects named, or every attached object when objects
+// is empty: their capture triggers and functions are dropped and their
+// records deleted (so their shares go too), in one transaction. Naming an
+// object that is not attached is an error, and nothing changes.
+func Detach(ctx context.Context, pool *pgxpool.Pool, objects []string) ([]Change, error) {
+	var out []Change
+	err := inModelLock(ctx, pool, func(tx pgx.Tx, have map[string]stored) error {
+		if len(objects) == 0 {
+			for o := range have {
+				objects = append(objects, o)
+			}
+			slices.Sort(objects)
+		}
+		var err error
+		out, err = removeAll(ctx, tx, objects, have)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Listed is an attached object, as `recalc attach --list` shows it.
+type Listed struct {
+	Object     string    `json:"object"`
+	Table      string    `json:"table"`
+	View       bool      `json:"view"`
+	Capture    []string  `json:"capture"`  // the tables whose writes are captured
+	Records    int64     `json:"records"`  // records mirrored now
+	Complete   bool      `json:"complete"` // every capture trigger in place and enabled
+	AttachedAt time.Time `json:"attached_at"`
+}
+
+// List reads the attached objects, by name.
+func List(ctx context.Context, pool *pgxpool.Pool) ([]Listed, error) {
+	rows, err := pool.Query(ctx, `
+		SELECT a.object, a.source, a.is_view,
+		       (SELECT array_agg(c.source ORDER BY c.source) FROM recalc.attach_capture c WHERE c.object = a.object),
+		       (SELECT count(*) FROM recalc.record r WHERE r.object = a.object),
+		       recalc.attach_complete(a.object), a.attached_at
+		FROM recalc.attachment a ORDER BY a.object`)
+	if err != nil {
+		return nil, fmt.Errorf("list attachments: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Listed, error) {
+		var l Listed
+		err := r.Scan(&l.Object, &l.Table, &l.View, &l.Capture, &l.Records, &l.Complete, &l.AttachedAt)
+		return l, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list attachments: %w", err)
+	}
+	return out, nil
+}

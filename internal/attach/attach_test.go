@@ -1,0 +1,271 @@
+package attach_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/engine"
+)
+
+// checkMirror fails unless recalc.record holds exactly the application's
+// rows as records: ids, owners, parents and fields.
+func (b *bundle) checkMirror(t *testing.T, after string) {
+	t.Helper()
+	var diff []string
+	err := b.admin.QueryRow(context.Background(), `
+		WITH x(doc) AS (`+expectedRecords+`),
+		e AS (SELECT r->>'id' id, r->>'owner' owner, r->>'parent' parent, coalesce(r->'fields', '{}') f
+		      FROM x, jsonb_array_elements(x.doc::jsonb) r),
+		m AS (SELECT id, owner, parent, jsonb_strip_nulls(fields) f FROM recalc.record)
+		SELECT coalesce(array_agg(d), '{}') FROM (
+		    (SELECT 'missing ' || id FROM (SELECT * FROM e EXCEPT SELECT * FROM m) a)
+		    UNION ALL (SELECT 'extra ' || id FROM (SELECT * FROM m EXCEPT SELECT * FROM e) b)) z(d)`).Scan(&diff)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(diff) > 0 {
+		t.Fatalf("%s, recalc.record differs from the application's rows: %v", after, diff)
+	}
+}
+
+// TestAttachCRM attaches a CRM's tables, runs its writes as plain SQL
+// (INSERT, UPDATE, DELETE, COPY, TRUNCATE) from several connections while
+// recalculations run, and checks the records mirror the rows and access
+// equals the oracle's and a full run's.
+func TestAttachCRM(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	out, err := b.attach(t, crmSpec)
+	if err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	for _, o := range []string{"account", "contact", "opportunity", "case"} {
+		if !strings.Contains(out, o) || !strings.Contains(out, "attached") {
+			t.Fatalf("attach output does not report %s attached:\n%s", o, out)
+		}
+	}
+	b.checkMirror(t, "after the backfill")
+	b.run(t)
+	b.checkOracle(t, "after the backfill")
+	// Account 1 and case 1 share the application id 1 and stay apart.
+	var n int
+	if err := b.admin.QueryRow(context.Background(), `SELECT count(*) FROM recalc.record WHERE id IN ('account:1', 'case:1')`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("colliding ids: %d records (%v), want 2", n, err)
+	}
+
+	ctx, stop := context.WithCancel(context.Background())
+	runs := make(chan error, 1)
+	go func() { runs <- b.runUntil(ctx) }()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i, w := range []func(context.Context, *pgxpool.Pool, *rand.Rand) error{writeAccounts, writeContacts, relinkContacts, writeOpportunities, writeCases} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w(context.Background(), b.app, rand.New(rand.NewPCG(uint64(i), 7))); err != nil {
+				errs <- fmt.Errorf("writer %d: %w", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	stop()
+	if err := <-runs; err != nil {
+		t.Fatalf("recalculation during the writes: %v", err)
+	}
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	b.checkMirror(t, "after concurrent writes")
+	b.run(t)
+	b.checkOracle(t, "after concurrent writes and an incremental run")
+	b.full(t)
+	b.checkOracle(t, "after a full run")
+}
+
+// runUntil recalculates incrementally, again and again, until ctx ends,
+// with the command line's default retries.
+func (b *bundle) runUntil(ctx context.Context) error {
+	for ctx.Err() == nil {
+		if _, err := engine.Run(context.Background(), b.engine, engine.Options{ChunkSize: 5, Retries: 5}, zerolog.Nop()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// tx runs statements in one transaction of the application's role. It
+// retries a deadlock, as an application does: recalc's planner fixes family
+// roots with one UPDATE over many records, which can deadlock with an
+// application statement changing many records (PostgreSQL aborts either).
+func tx(ctx context.Context, app *pgxpool.Pool, stmts ...string) error {
+	for attempt := 0; ; attempt++ {
+		err := pgx.BeginFunc(ctx, app, func(tx pgx.Tx) error {
+			for _, s := range stmts {
+				if _, err := tx.Exec(ctx, s); err != nil {
+					return fmt.Errorf("%s: %w", s, err)
+				}
+			}
+			return nil
+		})
+		if sqlState(err) != "40P01" || attempt == 5 {
+			return err
+		}
+	}
+}
+
+var owners = []string{"alice", "bob", "carol", "dave", "erin", "frank"}
+
+// writeAccounts COPYs accounts in, then changes owners, industries and
+// territories, and deletes a few (their children go by cascade).
+func writeAccounts(ctx context.Context, app *pgxpool.Pool, r *rand.Rand) error {
+	var rows [][]any
+	for id := int64(10); id < 40; id++ {
+		terr := []string{}
+		if id%3 == 0 {
+			terr = []string{"north"}
+		}
+		rows = append(rows, []any{id, fmt.Sprintf("Account %d", id), owners[r.IntN(len(owners))], []string{"tech", "energy", "retail"}[id%3], id * 100, id%4 == 0, terr})
+	}
+	if _, err := app.CopyFrom(ctx, pgx.Identifier{"crm", "account"}, []string{"id", "name", "owner_id", "industry", "amount", "vip", "territories"}, pgx.CopyFromRows(rows)); err != nil {
+		return fmt.Errorf("copy accounts: %w", err)
+	}
+	for i := 0; i < 30; i++ {
+		id := 10 + r.IntN(30)
+		err := tx(ctx, app,
+			fmt.Sprintf(`UPDATE crm.account SET owner_id = '%s' WHERE id = %d`, owners[r.IntN(len(owners))], id),
+			fmt.Sprintf(`UPDATE crm.account SET industry = CASE industry WHEN 'tech' THEN 'retail' ELSE 'tech' END, updated_at = now() WHERE id %% 7 = %d`, i%7),
+			`UPDATE crm.account SET name = name || '.'`) // not an attached column: no record change
+		if err != nil {
+			return err
+		}
+	}
+	return tx(ctx, app, `DELETE FROM crm.account WHERE id IN (11, 12)`, `UPDATE crm.account SET territories = '{north}' WHERE id = 2`)
+}
+
+// writeContacts inserts contacts linked to the first accounts, changes
+// their titles and owners, and deletes some.
+func writeContacts(ctx context.Context, app *pgxpool.Pool, r *rand.Rand) error {
+	if err := tx(ctx, app,
+		`INSERT INTO crm.contact SELECT ('00000000-0000-0000-0000-' || lpad(g::text, 12, '0'))::uuid, 'bob', 'Engineer' FROM generate_series(1, 20) g`,
+		`INSERT INTO crm.contact_account SELECT ('00000000-0000-0000-0000-' || lpad(g::text, 12, '0'))::uuid, 1 + g % 3 FROM generate_series(1, 15) g`); err != nil {
+		return err
+	}
+	titles := []string{"VP Sales", "Engineer", "VP Ops", "Buyer"}
+	for i := 0; i < 40; i++ {
+		g := 1 + r.IntN(20)
+		if err := tx(ctx, app, fmt.Sprintf(`UPDATE crm.contact SET title = '%s', owner_id = '%s' WHERE id = ('00000000-0000-0000-0000-' || lpad('%d', 12, '0'))::uuid`,
+			titles[r.IntN(len(titles))], owners[r.IntN(len(owners))], g)); err != nil {
+			return err
+		}
+	}
+	return tx(ctx, app, `DELETE FROM crm.contact WHERE id = '00000000-0000-0000-0000-000000000020'`)
+}
+
+// relinkContacts moves contacts between accounts, and links and unlinks
+// them, concurrently with writeContacts changing the same contacts.
+func relinkContacts(ctx context.Context, app *pgxpool.Pool, r *rand.Rand) error {
+	for i := 0; i < 40; i++ {
+		g := 1 + r.IntN(19)
+		id := fmt.Sprintf("('00000000-0000-0000-0000-' || lpad('%d', 12, '0'))::uuid", g)
+		stmt := fmt.Sprintf(`INSERT INTO crm.contact_account SELECT c.id, %d FROM crm.contact c WHERE c.id = %s
+			ON CONFLICT (contact_id) DO UPDATE SET account_id = excluded.account_id`, 1+r.IntN(3), id)
+		if r.IntN(4) == 0 {
+			stmt = `DELETE FROM crm.contact_account WHERE contact_id = ` + id
+		}
+		if err := tx(ctx, app, stmt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeOpportunities inserts opportunities on the first accounts, changes
+// amounts and stages in bulk, and deletes some.
+func writeOpportunities(ctx context.Context, app *pgxpool.Pool, r *rand.Rand) error {
+	if err := tx(ctx, app, `INSERT INTO crm.opportunity SELECT gen_random_uuid(), 1 + g % 3, (ARRAY['alice','bob','carol','dave','erin','frank'])[1 + g % 6],
+		'Prospecting', g * 97, date '2027-01-01' + g FROM generate_series(1, 60) g`); err != nil {
+		return err
+	}
+	for i := 0; i < 20; i++ {
+		if err := tx(ctx, app, fmt.Sprintf(`UPDATE crm.opportunity SET amount = amount + %d, stage = 'Negotiation' WHERE amount::bigint %% 5 = %d`, r.IntN(900), i%5)); err != nil {
+			return err
+		}
+	}
+	return tx(ctx, app, `DELETE FROM crm.opportunity WHERE amount < 500`)
+}
+
+// writeCases inserts cases whose ids collide with accounts', changes
+// priorities, truncates the table, and inserts again.
+func writeCases(ctx context.Context, app *pgxpool.Pool, r *rand.Rand) error {
+	if err := tx(ctx, app, `INSERT INTO support."case" SELECT g, 1 + g % 3, 'erin', g % 5, 'New' FROM generate_series(3, 30) g`); err != nil {
+		return err
+	}
+	for i := 0; i < 10; i++ {
+		if err := tx(ctx, app, fmt.Sprintf(`UPDATE support."case" SET priority = %d WHERE id %% 3 = %d`, r.IntN(5), i%3)); err != nil {
+			return err
+		}
+	}
+	if err := tx(ctx, app, `TRUNCATE support."case"`); err != nil {
+		return err
+	}
+	return tx(ctx, app, `INSERT INTO support."case" SELECT g, 1 + g % 3, 'dave', g % 5, 'Escalated' FROM generate_series(1, 12) g`,
+		`UPDATE support."case" SET owner_id = 'bob' WHERE id = 1`)
+}
+
+// TestRowsFailClosed: a row recalc.record's constraints would refuse, or
+// whose owner is no user of the model, is still written by the
+// application; its record gets no access and is listed as invalid.
+func TestRowsFailClosed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.exec(t, b.app, `INSERT INTO crm.account (id, name, owner_id, amount) VALUES (50, 'Huge', 'bob', 1e400), (51, 'Nobody', 'zed', 1)`)
+	b.run(t)
+	var invalid []string
+	if err := b.admin.QueryRow(context.Background(), `SELECT array_agg(record || ': ' || reason ORDER BY record) FROM recalc.invalid_record`).Scan(&invalid); err != nil {
+		t.Fatal(err)
+	}
+	if len(invalid) != 2 || !strings.HasPrefix(invalid[0], "account:50: unknown owner") || !strings.HasPrefix(invalid[1], "account:51: unknown owner") {
+		t.Fatalf("invalid records: %v, want account:50 and account:51 with unknown owners", invalid)
+	}
+	for _, u := range crmUsers {
+		var level string
+		if err := b.engine.QueryRow(context.Background(), `SELECT recalc.access_level($1, 'account:50')`, u).Scan(&level); err != nil || level != "none" {
+			t.Fatalf("access_level(%s, account:50) = %s (%v), want none", u, level, err)
+		}
+	}
+}
+
+// TestViewCaptureNeedsReadCommitted: a write to a view's base table under
+// a stricter isolation level is refused, rather than risk losing a
+// concurrent write the view combines with it.
+func TestViewCaptureNeedsReadCommitted(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	ctx := context.Background()
+	err := pgx.BeginTxFunc(ctx, b.app, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO crm.contact VALUES (gen_random_uuid(), 'bob', 'CFO')`)
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "must run in READ COMMITTED") {
+		t.Fatalf("repeatable read write to a view's base table: %v", err)
+	}
+	err = pgx.BeginTxFunc(ctx, b.app, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO crm.account (id, name, owner_id) VALUES (60, 'RR', 'bob')`)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("repeatable read write to an attached table: %v", err)
+	}
+	b.checkMirror(t, "after a repeatable read write")
+}

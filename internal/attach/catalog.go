@@ -1,0 +1,178 @@
+package attach
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// target is an entry of the spec checked against the database: the rows
+// to register for it in recalc.attachment and recalc.attach_capture.
+type target struct {
+	Object
+	source       string // schema.name, quoted
+	relid        uint32
+	isView       bool
+	idType       string // text, bigint, integer or uuid
+	parentObject string
+	captures     []capture
+	fingerprint  []byte // what the installed capture depends on: equal means unchanged
+}
+
+// capture is a table whose writes are captured for a target.
+type capture struct {
+	Relid  uint32   `json:"relid"`
+	Source string   `json:"source"`
+	KeyCol string   `json:"key"`
+	Func   string   `json:"func"`
+	Cols   []string `json:"cols"`
+	Types  []uint32 `json:"types"`
+}
+
+// relation is a table or view as the catalog has it.
+type relation struct {
+	relid               uint32
+	kind                string // pg_class.relkind
+	source              string // schema.name, quoted
+	ownedByMe           bool
+	canSelect, canTrigg bool
+	cols                map[string]column
+}
+
+// column is a column's type: its oid, and its name when it is a type of
+// pg_catalog (empty otherwise).
+type column struct {
+	typ  uint32
+	name string
+}
+
+// Column types an attachment may read: only pg_catalog's, whose casts to
+// text and jsonb no other role can redefine.
+var (
+	keyTypes   = map[string]string{"text": "text", "varchar": "text", "int8": "bigint", "int4": "integer", "uuid": "uuid"}
+	fieldTypes = []string{"bool", "int2", "int4", "int8", "numeric", "float4", "float8", "text", "varchar", "bpchar",
+		"date", "timestamp", "timestamptz", "uuid"}
+	territoryTypes = []string{"_text", "_varchar"}
+)
+
+// readRelation looks up schema.name; nil when there is none.
+func readRelation(ctx context.Context, tx pgx.Tx, table string) (*relation, error) {
+	schema, name, err := splitTable(table)
+	if err != nil {
+		return nil, err
+	}
+	r := relation{cols: map[string]column{}}
+	err = tx.QueryRow(ctx, `
+		SELECT c.oid, c.relkind::text, format('%I.%I', n.nspname, c.relname), c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user),
+		       has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'TRIGGER')
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2`, schema, name).
+		Scan(&r.relid, &r.kind, &r.source, &r.ownedByMe, &r.canSelect, &r.canTrigg)
+	if err == pgx.ErrNoRows {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up table %s: %w", table, err)
+	}
+	rows, err := tx.Query(ctx, `
+		SELECT a.attname, a.atttypid, CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace THEN t.typname::text ELSE '' END
+		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped`, r.relid)
+	if err != nil {
+		return nil, fmt.Errorf("read columns of %s: %w", table, err)
+	}
+	var col string
+	var c column
+	if _, err := pgx.ForEachRow(rows, []any{&col, &c.typ, &c.name}, func() error { r.cols[col] = c; return nil }); err != nil {
+		return nil, fmt.Errorf("read columns of %s: %w", table, err)
+	}
+	return &r, nil
+}
+
+// column checks that table has column col of one of the types allowed.
+func (r *relation) column(table, what, col string, allowed []string) (column, error) {
+	c, ok := r.cols[col]
+	if !ok {
+		return c, fmt.Errorf("%s column %q does not exist in %s", what, col, table)
+	}
+	if !slices.Contains(allowed, c.name) {
+		return c, fmt.Errorf("%s column %q of %s has a type recalc cannot read: use one of %v (PostgreSQL's own types)", what, col, table, allowed)
+	}
+	return c, nil
+}
+
+// uniqueOn reports whether a unique index or constraint covers the column alone.
+func uniqueOn(ctx context.Context, tx pgx.Tx, relid uint32, col string) (bool, error) {
+	var ok bool
+	err := tx.QueryRow(ctx, `SELECT EXISTS (
+		SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+		WHERE i.indrelid = $1 AND i.indisunique AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL
+		  AND a.attname = $2)`, relid, col).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("look up unique indexes: %w", err)
+	}
+	return ok, nil
+}
+
+// viewReads checks what a view's query depends on: only functions and
+// operators of pg_catalog (the capture runs it with the engine's rights,
+// and functions in a view run as the caller), and only tables, which it
+// returns by oid with their names.
+func viewReads(ctx context.Context, tx pgx.Tx, relid uint32, view string) (map[uint32]string, error) {
+	var foreign string
+	err := tx.QueryRow(ctx, `
+		SELECT coalesce(p.oid::regprocedure::text, o.oid::regoperator::text)
+		FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+		LEFT JOIN pg_proc p ON d.refclassid = 'pg_proc'::regclass AND p.oid = d.refobjid
+		LEFT JOIN pg_operator o ON d.refclassid = 'pg_operator'::regclass AND o.oid = d.refobjid
+		WHERE r.ev_class = $1 AND (p.pronamespace <> 'pg_catalog'::regnamespace OR o.oprnamespace <> 'pg_catalog'::regnamespace)
+		LIMIT 1`, relid).Scan(&foreign)
+	if err == nil {
+		return nil, fmt.Errorf("view %s calls %s, which is not PostgreSQL's own: recalc reads the view with its own rights, so it may call only pg_catalog functions and operators", view, foreign)
+	}
+	if err != pgx.ErrNoRows {
+		return nil, fmt.Errorf("read dependencies of view %s: %w", view, err)
+	}
+	rows, err := tx.Query(ctx, `
+		SELECT DISTINCT c.oid, c.relkind::text, c.oid::regclass::text
+		FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+		JOIN pg_class c ON d.refclassid = 'pg_class'::regclass AND c.oid = d.refobjid
+		WHERE r.ev_class = $1 AND c.oid <> $1`, relid)
+	if err != nil {
+		return nil, fmt.Errorf("read tables of view %s: %w", view, err)
+	}
+	tables := map[uint32]string{}
+	var oid uint32
+	var kind, name string
+	_, err = pgx.ForEachRow(rows, []any{&oid, &kind, &name}, func() error {
+		if kind != "r" && kind != "p" {
+			return fmt.Errorf("view %s reads %s, which is not a table: attach a view over tables only", view, name)
+		}
+		tables[oid] = name
+		return nil
+	})
+	return tables, err
+}
+
+// funcName names the capture function of object on table relid: short
+// enough for the trigger names derived from it, and the same on every apply.
+func funcName(object string, relid uint32) string {
+	h := sha256.Sum256([]byte(object))
+	return fmt.Sprintf("attach_%x_%d", h[:6], relid)
+}
+
+// setFingerprint records what the installed capture depends on.
+func (t *target) setFingerprint() error {
+	b, err := json.Marshal(struct {
+		Spec     Object    `json:"spec"`
+		Source   string    `json:"source"`
+		Relid    uint32    `json:"relid"`
+		Captures []capture `json:"captures"`
+	}{t.Object, t.source, t.relid, t.captures})
+	t.fingerprint = b
+	return err
+}

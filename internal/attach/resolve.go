@@ -1,0 +1,194 @@
+package attach
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// modelObjects reads the stored model's objects: name to parent object
+// ("" when none).
+func modelObjects(ctx context.Context, tx pgx.Tx) (map[string]string, error) {
+	rows, err := tx.Query(ctx, `
+		SELECT o->>'name', coalesce(o->>'parent', '')
+		FROM recalc.model_section s, jsonb_array_elements(s.doc) o WHERE s.name = 'objects'`)
+	if err != nil {
+		return nil, fmt.Errorf("read stored objects: %w", err)
+	}
+	objs := map[string]string{}
+	var name, parent string
+	_, err = pgx.ForEachRow(rows, []any{&name, &parent}, func() error { objs[name] = parent; return nil })
+	if err != nil {
+		return nil, fmt.Errorf("read stored objects: %w", err)
+	}
+	return objs, nil
+}
+
+// resolve checks an entry against the stored model and the catalog.
+// attached holds every object the spec attaches.
+func resolve(ctx context.Context, tx pgx.Tx, o Object, objs map[string]string, attached map[string]bool) (*target, error) {
+	parent, ok := objs[o.Object]
+	if !ok {
+		return nil, fmt.Errorf("object %q is not in the stored model: import a model that defines it first (`recalc import`)", o.Object)
+	}
+	t := &target{Object: o, parentObject: parent}
+	switch {
+	case parent == "" && o.Parent != nil:
+		return nil, fmt.Errorf("object %q has no parent object in the model: remove its \"parent\" column", o.Object)
+	case parent != "" && o.Parent == nil:
+		return nil, fmt.Errorf("object %q has parent object %q in the model: give the column holding the parent's id as \"parent\"", o.Object, parent)
+	case parent != "" && !attached[parent]:
+		return nil, fmt.Errorf("object %q has parent object %q, which the spec does not attach: attach %q too", o.Object, parent, parent)
+	case o.Territories != nil && o.Object != "account":
+		return nil, fmt.Errorf("object %q cannot have territories: only accounts may (docs/model.md)", o.Object)
+	}
+	rel, err := readRelation(ctx, tx, o.Table)
+	if err != nil {
+		return nil, err
+	}
+	if rel == nil {
+		return nil, fmt.Errorf("table %s does not exist (or is not visible to this role)", o.Table)
+	}
+	t.source, t.relid = rel.source, rel.relid
+	if !rel.canSelect {
+		return nil, fmt.Errorf("this role cannot read %s: GRANT SELECT ON %s TO the role running recalc", o.Table, rel.source)
+	}
+	cols, err := t.readColumns(rel)
+	if err != nil {
+		return nil, err
+	}
+	switch rel.kind {
+	case "r", "p":
+		err = t.resolveTable(ctx, tx, rel, cols)
+	case "v":
+		err = t.resolveView(ctx, tx, rel)
+	default:
+		err = fmt.Errorf("%s is neither a table nor a view", o.Table)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return t, t.setFingerprint()
+}
+
+// readColumns checks the id, owner, parent, fields and territories columns
+// and returns them with their types, in that order.
+func (t *target) readColumns(rel *relation) (cols []string, err error) {
+	keys := []string{"text", "varchar", "int8", "int4", "uuid"}
+	id, err := rel.column(t.Table, "id", t.ID, keys)
+	if err != nil {
+		return nil, err
+	}
+	t.idType = keyTypes[id.name]
+	cols = append(cols, t.ID)
+	if _, err := rel.column(t.Table, "owner", t.Owner, keys); err != nil {
+		return nil, err
+	}
+	cols = append(cols, t.Owner)
+	if t.Parent != nil {
+		if _, err := rel.column(t.Table, "parent", *t.Parent, keys); err != nil {
+			return nil, err
+		}
+		cols = append(cols, *t.Parent)
+	}
+	for _, f := range t.Fields {
+		if _, err := rel.column(t.Table, "field", f, fieldTypes); err != nil {
+			return nil, err
+		}
+	}
+	cols = append(cols, t.Fields...)
+	if t.Territories != nil {
+		if _, err := rel.column(t.Table, "territories", *t.Territories, territoryTypes); err != nil {
+			return nil, err
+		}
+		cols = append(cols, *t.Territories)
+	}
+	return cols, nil
+}
+
+// resolveTable checks an attached table, which captures its own writes.
+func (t *target) resolveTable(ctx context.Context, tx pgx.Tx, rel *relation, cols []string) error {
+	if len(t.Capture) > 0 {
+		return fmt.Errorf("%s is a table, which captures its own writes: remove \"capture\" (it is for views)", t.Table)
+	}
+	if !rel.canTrigg {
+		return fmt.Errorf("this role cannot add triggers to %s: GRANT TRIGGER ON %s TO the role running recalc", t.Table, rel.source)
+	}
+	unique, err := uniqueOn(ctx, tx, rel.relid, t.ID)
+	if err != nil {
+		return err
+	}
+	if !unique {
+		return fmt.Errorf("id column %q of %s is not unique: give it a primary key or a unique index on it alone", t.ID, t.Table)
+	}
+	c := capture{Relid: rel.relid, Source: rel.source, KeyCol: t.ID, Func: funcName(t.Object.Object, rel.relid), Cols: distinct(cols)}
+	for _, col := range c.Cols {
+		c.Types = append(c.Types, rel.cols[col].typ)
+	}
+	t.captures = []capture{c}
+	return nil
+}
+
+// resolveView checks an attached view and its base tables.
+func (t *target) resolveView(ctx context.Context, tx pgx.Tx, rel *relation) error {
+	t.isView = true
+	if len(t.Capture) == 0 {
+		return fmt.Errorf("%s is a view: list its base tables under \"capture\", each with the column holding the view's %q", t.Table, t.ID)
+	}
+	if !rel.ownedByMe {
+		return fmt.Errorf("view %s must be owned by the role running recalc (ALTER VIEW %s OWNER TO it), so that no other role can change what recalc reads with its rights", t.Table, rel.source)
+	}
+	reads, err := viewReads(ctx, tx, rel.relid, t.Table)
+	if err != nil {
+		return err
+	}
+	idType := rel.cols[t.ID].name
+	for _, c := range t.Capture {
+		base, err := t.baseTable(ctx, tx, c, idType)
+		if err != nil {
+			return err
+		}
+		t.captures = append(t.captures, *base)
+	}
+	for r, name := range reads {
+		if !slices.ContainsFunc(t.captures, func(c capture) bool { return c.Relid == r }) {
+			return fmt.Errorf("view %s reads table %s, which \"capture\" does not list: list every table it reads, or its changes would be missed", t.Table, name)
+		}
+	}
+	return nil
+}
+
+// baseTable checks one base table of a view.
+func (t *target) baseTable(ctx context.Context, tx pgx.Tx, c Capture, idType string) (*capture, error) {
+	rel, err := readRelation(ctx, tx, c.Table)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case rel == nil:
+		return nil, fmt.Errorf("capture table %s does not exist (or is not visible to this role)", c.Table)
+	case rel.kind != "r" && rel.kind != "p":
+		return nil, fmt.Errorf("capture table %s is not a table", c.Table)
+	case !rel.canTrigg || !rel.canSelect:
+		return nil, fmt.Errorf("this role cannot read or add triggers to %s: GRANT SELECT, TRIGGER ON %s TO the role running recalc", c.Table, rel.source)
+	}
+	key, err := rel.column(c.Table, "capture id", c.ID, []string{idType})
+	if err != nil {
+		return nil, fmt.Errorf("%w (the type of the view's id column %q)", err, t.ID)
+	}
+	return &capture{Relid: rel.relid, Source: rel.source, KeyCol: c.ID, Func: funcName(t.Object.Object, rel.relid),
+		Cols: []string{c.ID}, Types: []uint32{key.typ}}, nil
+}
+
+// distinct returns ss without repeats, in order.
+func distinct(ss []string) []string {
+	var out []string
+	for _, s := range ss {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}

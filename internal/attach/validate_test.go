@@ -1,0 +1,125 @@
+package attach_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/recalc-dev/recalc/internal/attach"
+	"github.com/recalc-dev/recalc/internal/testkit"
+)
+
+// TestParseBounds: the spec file is untrusted; its shape and bounds are
+// checked before the database is asked anything.
+func TestParseBounds(t *testing.T) {
+	t.Parallel()
+	many := `{"objects": [` + strings.Repeat(`{"object": "a", "table": "s.t", "id": "id", "owner": "o"},`, attach.MaxObjects) + `{}]}`
+	fields := `{"objects": [{"object": "a", "table": "s.t", "id": "id", "owner": "o", "fields": ["f` +
+		strings.Repeat(`", "f`, attach.MaxFields) + `"]}]}`
+	for name, tc := range map[string]struct{ doc, want string }{
+		"not json":        {`{"objects": [`, "not valid JSON"},
+		"unknown key":     {`{"objects": [], "extra": 1}`, "unknown field"},
+		"no objects":      {`{}`, `no "objects" list`},
+		"trailing data":   {`{"objects": []} {}`, "data after"},
+		"too many":        {many, "more than 100"},
+		"too many fields": {fields, "more than 100"},
+		"unqualified":     {`{"objects": [{"object": "a", "table": "t", "id": "id", "owner": "o"}]}`, "schema-qualified"},
+		"no owner":        {`{"objects": [{"object": "a", "table": "s.t", "id": "id"}]}`, "owner is required"},
+		"long name":       {`{"objects": [{"object": "a", "table": "s.t", "id": "` + strings.Repeat("x", 64) + `", "owner": "o"}]}`, "more than PostgreSQL's 63"},
+		"twice":           {`{"objects": [{"object": "a", "table": "s.t", "id": "id", "owner": "o"}, {"object": "a", "table": "s.u", "id": "id", "owner": "o"}]}`, "attached twice"},
+		"field twice":     {`{"objects": [{"object": "a", "table": "s.t", "id": "id", "owner": "o", "fields": ["x", "x"]}]}`, "listed twice"},
+		"capture strings": {`{"objects": [{"object": "a", "table": "s.t", "id": "id", "owner": "o", "capture": ["s.u"]}]}`, "not valid JSON"},
+		"over 1 MiB":      {`{"objects": [], "x": "` + strings.Repeat("x", attach.MaxSpecBytes) + `"}`, "over 1048576 bytes"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, err := attach.Parse(strings.NewReader(tc.doc))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Parse: %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+	if s, err := attach.Parse(strings.NewReader(crmSpec)); err != nil || len(s.Objects) != 4 {
+		t.Fatalf("Parse(crmSpec): %v", err)
+	}
+}
+
+// TestAttachValidation: a spec the database contradicts is refused with one
+// error saying what to do, and nothing is attached.
+func TestAttachValidation(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.exec(t, b.app, `CREATE TABLE crm.loose (id bigint, owner_id text, account_id bigint, data jsonb, ts tstzrange)`,
+		`CREATE TABLE crm.float_id (id float8 PRIMARY KEY, owner_id text)`,
+		`CREATE TABLE crm.secret (id bigint PRIMARY KEY, owner_id text)`,
+		`GRANT SELECT, TRIGGER ON crm.loose, crm.float_id TO `+ident(b.engineRole),
+		`CREATE VIEW crm.app_view AS SELECT id, owner_id FROM crm.account`,
+		`GRANT SELECT ON crm.app_view TO `+ident(b.engineRole))
+	b.exec(t, b.engine, `CREATE FUNCTION crm_recalc.lower2(text) RETURNS text LANGUAGE sql AS 'SELECT lower($1)'`,
+		`CREATE VIEW crm_recalc.fn_view AS SELECT id, crm_recalc.lower2(owner_id) AS owner_id FROM crm.account`)
+	acc := `{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id"}`
+	for name, tc := range map[string]struct{ entries, want string }{
+		"unknown object":    {`{"object": "lead", "table": "crm.account", "id": "id", "owner": "owner_id"}`, "not in the stored model"},
+		"no table":          {`{"object": "account", "table": "crm.nope", "id": "id", "owner": "owner_id"}`, "does not exist"},
+		"no column":         {`{"object": "account", "table": "crm.account", "id": "id", "owner": "boss"}`, `owner column "boss" does not exist`},
+		"id type":           {`{"object": "account", "table": "crm.float_id", "id": "id", "owner": "owner_id"}`, "type recalc cannot read"},
+		"field type":        {`{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "fields": ["updated_at", "territories"]}`, `field column "territories"`},
+		"not unique":        {`{"object": "account", "table": "crm.loose", "id": "id", "owner": "owner_id"}`, "not unique"},
+		"no privilege":      {`{"object": "account", "table": "crm.secret", "id": "id", "owner": "owner_id"}`, "GRANT SELECT"},
+		"parent missing":    {acc + `, {"object": "case", "table": "support.case", "id": "id", "owner": "owner_id"}`, `give the column holding the parent's id`},
+		"parent not needed": {`{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "parent": "id"}`, "no parent object"},
+		"parent detached":   {`{"object": "case", "table": "support.case", "id": "id", "owner": "owner_id", "parent": "account_id"}`, `attach "account" too`},
+		"territories":       {acc + `, {"object": "case", "table": "support.case", "id": "id", "owner": "owner_id", "parent": "account_id", "territories": "status"}`, "only accounts"},
+		"view no capture":   {`{"object": "account", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id"}`, "list its base tables"},
+		"view not owned":    {`{"object": "account", "table": "crm.app_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "must be owned by the role running recalc"},
+		"view function":     {`{"object": "account", "table": "crm_recalc.fn_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "not PostgreSQL's own"},
+		"view table missed": {acc + `, {"object": "contact", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id", "parent": "account_id", "capture": [{"table": "crm.contact", "id": "id"}]}`, "does not list"},
+		"capture key type":  {acc + `, {"object": "contact", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id", "parent": "account_id", "capture": [{"table": "crm.contact", "id": "id"}, {"table": "crm.contact_account", "id": "account_id"}]}`, "capture id column"},
+		"table capture":     {`{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.contact", "id": "id"}]}`, "remove \"capture\""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := b.attach(t, `{"objects": [`+tc.entries+`]}`)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("attach: %v, want an error containing %q", err, tc.want)
+			}
+			b.checkNothingLeft(t)
+		})
+	}
+}
+
+// TestImportAndAttachedRecords: an import may not add or replace records of
+// an attached object, and one with a records section keeps them; the
+// records of other objects import as before.
+func TestImportAndAttachedRecords(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	ctx := context.Background()
+	for name, rec := range map[string]string{
+		"attached object": `{"object": "account", "id": "a1", "owner": "bob"}`,
+		"attached id":     `{"object": "case", "id": "account:1", "owner": "bob", "parent": "account:2"}`,
+	} {
+		_, err := testkit.ImportString(ctx, b.engine, `{"version": 1, "records": [`+rec+`]}`)
+		if err == nil || !strings.Contains(err.Error(), "which is attached to") {
+			t.Errorf("%s: import: %v, want a refusal naming the attached table", name, err)
+		}
+	}
+	b.checkMirror(t, "after refused imports")
+	// Detach cases; an import of case records replaces the cases only.
+	if _, err := b.recalc("detach", "case"); err != nil {
+		t.Fatalf("detach case: %v", err)
+	}
+	// A key of the form account:ID is the attached table's, even for a row not there yet.
+	_, err := testkit.ImportString(ctx, b.engine, `{"version": 1, "records": [{"object": "case", "id": "account:77", "owner": "bob", "parent": "account:1"}]}`)
+	if err == nil || !strings.Contains(err.Error(), "take the key of") {
+		t.Errorf("import of a record keyed like an attached object's: %v, want a refusal", err)
+	}
+	if _, err := testkit.ImportString(ctx, b.engine, `{"version": 1, "records": [{"object": "case", "id": "k1", "owner": "bob", "parent": "account:1"}]}`); err != nil {
+		t.Fatalf("import of a detached object's records: %v", err)
+	}
+	var n int
+	if err := b.admin.QueryRow(ctx, `SELECT count(*) FROM recalc.record WHERE object = 'account'`).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("attached accounts after an import with records: %d (%v), want 3", n, err)
+	}
+	b.run(t)
+}

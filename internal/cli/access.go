@@ -1,0 +1,219 @@
+package cli
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/urfave/cli/v2"
+
+	"github.com/recalc-dev/recalc/internal/access"
+	"github.com/recalc-dev/recalc/schema"
+)
+
+// accessCommand prints access from the materialized tables: `recalc access`.
+func accessCommand(out, errOut io.Writer) *cli.Command {
+	return &cli.Command{
+		Name:  "access",
+		Usage: "print access read from the materialized tables (no recomputation)",
+		Description: "With --format csv alone: every (object, record, active user) with access above none,\n" +
+			"sorted by object, record, user in byte order, printed as it is computed.\n" +
+			"With --user and --record: the access level of one user to one record; exit 1 with one\n" +
+			"line when the user or the record does not exist.\n" +
+			"With --user and --object: one page of the records of the object the user can access at\n" +
+			"--min-level or above, in record id order, after --after, at most --limit (1 to 10000).\n" +
+			"A full page is followed by a note (on standard error) of the --after that continues it;\n" +
+			"a shorter page is the last. --format csv prints record,level rows; json one object\n" +
+			"{\"records\": [...], \"next_after\": ID or null}; text, one line per record.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "format", Usage: "csv: all access as CSV (alone), or a page as CSV; json or text for a page"},
+			&cli.StringFlag{Name: "user", Usage: "user id, with --record or --object"},
+			&cli.StringFlag{Name: "record", Usage: "record id, with --user"},
+			&cli.StringFlag{Name: "object", Usage: "object, with --user: list the records the user can access"},
+			&cli.StringFlag{Name: "min-level", Value: "read", Usage: "with --object: read, edit or all"},
+			&cli.StringFlag{Name: "after", Usage: "with --object: list records after this id (the last of the previous page)"},
+			&cli.IntFlag{Name: "limit", Value: 1000, Usage: "with --object: records per page, 1 to 10000"},
+		},
+		Action: func(c *cli.Context) error {
+			user, record, object, format := c.String("user"), c.String("record"), c.String("object"), c.String("format")
+			switch {
+			case format == "csv" && user == "" && record == "" && object == "":
+				return action(out, errOut, AccessCSV)(c)
+			case format == "" && user != "" && record != "" && object == "":
+				return action(out, errOut, func(ctx context.Context, env *Env) error { return AccessOne(ctx, env, user, record) })(c)
+			case user != "" && object != "" && record == "":
+				p := accessPage{user: user, object: object, minLevel: c.String("min-level"), after: c.String("after"), limit: c.Int("limit"), format: format}
+				if err := p.check(); err != nil {
+					return cli.Exit("recalc access: "+err.Error(), ExitUsage)
+				}
+				return action(out, errOut, func(ctx context.Context, env *Env) error { return AccessList(ctx, env, p) })(c)
+			}
+			return cli.Exit("recalc access: give --format csv alone, --user U and --record R, or --user U and --object O", ExitUsage)
+		},
+	}
+}
+
+// accessPage is a request for one page of a user's visible records.
+type accessPage struct {
+	user, object, minLevel, after string
+	limit                         int
+	format                        string // csv, json or text ("" is text)
+}
+
+func (p *accessPage) check() error {
+	switch {
+	case p.minLevel != "read" && p.minLevel != "edit" && p.minLevel != "all":
+		return fmt.Errorf("--min-level must be read, edit or all, not %q", p.minLevel)
+	case p.limit < 1 || p.limit > access.MaxPage:
+		return fmt.Errorf("--limit must be between 1 and %d", access.MaxPage)
+	case p.format != "" && p.format != "text" && p.format != "csv" && p.format != "json":
+		return fmt.Errorf("--format must be text, csv or json, not %q", p.format)
+	}
+	return nil
+}
+
+// AccessCSV prints all access as CSV, streaming.
+func AccessCSV(ctx context.Context, env *Env) error {
+	if err := schema.Check(ctx, env.Pool); err != nil {
+		return err
+	}
+	return access.WriteCSV(ctx, env.Pool, env.Out)
+}
+
+// AccessOne prints one user's access level to one record, and fails when
+// either does not exist.
+func AccessOne(ctx context.Context, env *Env, user, record string) error {
+	if err := schema.Check(ctx, env.Pool); err != nil {
+		return err
+	}
+	l, err := access.CheckLevel(ctx, env.Pool, user, record)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(env.Out, l)
+	return err
+}
+
+// AccessList prints one page of the records of an object a user can access.
+func AccessList(ctx context.Context, env *Env, p accessPage) error {
+	if err := schema.Check(ctx, env.Pool); err != nil {
+		return err
+	}
+	var page []access.Visible
+	err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error {
+		if err := access.CheckUserObject(ctx, tx, p.user, p.object); err != nil {
+			return err
+		}
+		var err error
+		page, err = access.VisiblePage(ctx, tx, p.user, p.object, p.minLevel, p.after, p.limit)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	var next *string
+	if len(page) == p.limit {
+		next = &page[len(page)-1].Record
+		env.Log.Info().Str("next_after", *next).Int("records", len(page)).Msg("page full: continue with --after")
+	}
+	switch p.format {
+	case "json":
+		if page == nil {
+			page = []access.Visible{}
+		}
+		return json.NewEncoder(env.Out).Encode(struct {
+			Records   []access.Visible `json:"records"`
+			NextAfter *string          `json:"next_after"`
+		}{page, next})
+	case "csv":
+		w := csv.NewWriter(env.Out)
+		_ = w.Write([]string{"record", "level"})
+		for _, v := range page {
+			_ = w.Write([]string{v.Record, v.Level})
+		}
+		w.Flush()
+		return w.Error()
+	}
+	for _, v := range page {
+		fmt.Fprintf(env.Out, "%s\t%s\n", v.Record, v.Level)
+	}
+	return nil
+}
+
+// rlsCommand installs or removes row-level security policies: `recalc rls`.
+func rlsCommand(out, errOut io.Writer) *cli.Command {
+	return &cli.Command{
+		Name:        "rls",
+		Usage:       "install or remove row-level security policies that filter an application table by recalc's access",
+		Subcommands: []*cli.Command{rlsEnableCommand(out, errOut), rlsDisableCommand(out, errOut)},
+	}
+}
+
+func rlsEnableCommand(out, errOut io.Writer) *cli.Command {
+	return &cli.Command{
+		Name:  "enable",
+		Usage: "enable row-level security on TABLE so a session sees only the rows its user may read",
+		Description: "Installs policy recalc_read: a session sees the rows whose record (the id column, as text)\n" +
+			"its user may read. The user comes from --user-setting (a session sets it with\n" +
+			"SET LOCAL app.user_id = 'u1' or set_config; any session can set any user, so end users must\n" +
+			"never run SQL: SECURITY.md) or, with --user-from-role, from current_user.\n" +
+			"Without --write, UPDATE and DELETE touch no row and INSERT fails for roles under the policy:\n" +
+			"--write lets a session update and delete the rows its user may edit, --insert-role ROLE lets\n" +
+			"ROLE insert any row, --owner-column COL lets a user read and change the rows it owns.\n" +
+			"OBJECT must be in the stored model; the id column must be text, varchar, smallint, integer,\n" +
+			"bigint or uuid. Readers need `recalc grant reader ROLE`. Table owners and superusers bypass\n" +
+			"row-level security, as always in PostgreSQL. See docs/rls.md.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "table", Required: true, Usage: "application table, TABLE or SCHEMA.TABLE"},
+			&cli.StringFlag{Name: "object", Required: true, Usage: "the recalc object its rows are records of"},
+			&cli.StringFlag{Name: "user-setting", Usage: "custom setting holding the current user id, e.g. app.user_id"},
+			&cli.BoolFlag{Name: "user-from-role", Usage: "take the user id from current_user, not from a setting"},
+			&cli.StringFlag{Name: "id-column", Value: "id", Usage: "column holding the record id"},
+			&cli.BoolFlag{Name: "write", Usage: "also install UPDATE and DELETE policies: rows the user may edit"},
+			&cli.StringFlag{Name: "insert-role", Usage: "role that may INSERT any row (the application's role)"},
+			&cli.StringFlag{Name: "owner-column", Usage: "column holding the row owner's user id: owners may read and change their rows"},
+		},
+		Action: func(c *cli.Context) error {
+			r := &access.RLS{Table: c.String("table"), Object: c.String("object"), IDColumn: c.String("id-column"),
+				UserSetting: c.String("user-setting"), UserFromRole: c.Bool("user-from-role"),
+				Write: c.Bool("write"), InsertRole: c.String("insert-role"), OwnerColumn: c.String("owner-column")}
+			if r.UserSetting == "" && !r.UserFromRole {
+				return cli.Exit("recalc: say where the current user comes from: --user-setting app.user_id or --user-from-role", ExitUsage)
+			}
+			return action(out, errOut, func(ctx context.Context, env *Env) error {
+				if err := schema.Check(ctx, env.Pool); err != nil {
+					return err
+				}
+				if err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error { return access.EnableRLS(ctx, tx, r) }); err != nil {
+					return err
+				}
+				user := fmt.Sprintf("current_setting('%s')", r.UserSetting)
+				if r.UserFromRole {
+					user = "current_user"
+				}
+				fmt.Fprintf(env.Out, "Row-level security enabled on %s: policy %s shows the rows of %s that %s may read", r.Table, access.PolicyName, r.Object, user)
+				if r.Write {
+					fmt.Fprint(env.Out, "; UPDATE and DELETE reach the rows it may edit")
+				}
+				fmt.Fprintln(env.Out, ".")
+				return nil
+			})(c)
+		},
+	}
+}
+
+func rlsDisableCommand(out, errOut io.Writer) *cli.Command {
+	return &cli.Command{
+		Name:  "disable",
+		Usage: "drop recalc's policies from TABLE and disable row-level security",
+		Flags: []cli.Flag{&cli.StringFlag{Name: "table", Required: true, Usage: "application table"}},
+		Action: func(c *cli.Context) error {
+			return action(out, errOut, func(ctx context.Context, env *Env) error {
+				return pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error { return access.DisableRLS(ctx, tx, c.String("table")) })
+			})(c)
+		},
+	}
+}

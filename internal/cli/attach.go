@@ -1,0 +1,144 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/recalc-dev/recalc/internal/attach"
+	"github.com/recalc-dev/recalc/schema"
+)
+
+// attachCommand attaches objects to application tables: `recalc attach`.
+func attachCommand(out, errOut io.Writer) *cli.Command {
+	return &cli.Command{
+		Name:      "attach",
+		Usage:     "attach objects to the application's own tables, as a spec FILE says (docs/attach.md)",
+		ArgsUsage: "FILE (or - for standard input), or --list",
+		Description: "FILE lists the attached objects: for each, its table or view, id, owner and parent columns, the\n" +
+			"columns criteria rules read, and for a view the base tables to capture. recalc installs capture\n" +
+			"triggers, so that every INSERT, UPDATE, DELETE, COPY and TRUNCATE of the table shows in\n" +
+			"recalc.record in the same transaction, and backfills the existing rows. Applying the same file\n" +
+			"again changes nothing; a changed file updates; objects the file no longer names are detached.\n" +
+			"All in one transaction: on any error nothing changes. Run it as the role that owns the schema.",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "list", Usage: "show the attached objects instead"},
+			formatFlag(),
+		},
+		Action: formatAction(out, errOut, func(c *cli.Context, format string) func(context.Context, *Env) error {
+			return func(ctx context.Context, env *Env) error {
+				if err := schema.Check(ctx, env.Pool); err != nil {
+					return err
+				}
+				if c.Bool("list") {
+					return listAttached(ctx, env, format)
+				}
+				return applyAttach(ctx, env, c.Args().First(), format)
+			}
+		}),
+		Before: func(c *cli.Context) error {
+			if c.Bool("list") != (c.NArg() == 0) || c.NArg() > 1 {
+				return cli.Exit("recalc attach: give one spec FILE (or - for standard input), or --list", ExitUsage)
+			}
+			return nil
+		},
+	}
+}
+
+// detachCommand detaches objects: `recalc detach`.
+func detachCommand(out, errOut io.Writer) *cli.Command {
+	return &cli.Command{
+		Name:      "detach",
+		Usage:     "detach objects from the application's tables: drop their capture and delete their records",
+		ArgsUsage: "OBJECT... or --all",
+		Description: "The capture triggers and functions recalc installed are dropped, and the object's records are\n" +
+			"deleted from recalc.record, so their shares go too; the next `recalc run` drops their share rows.\n" +
+			"The application's tables and rows are untouched. All in one transaction.",
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "all", Usage: "detach every attached object"}, formatFlag()},
+		Before: func(c *cli.Context) error {
+			if c.Bool("all") == (c.NArg() > 0) {
+				return cli.Exit("recalc detach: give the objects to detach, or --all", ExitUsage)
+			}
+			return nil
+		},
+		Action: formatAction(out, errOut, func(c *cli.Context, format string) func(context.Context, *Env) error {
+			return func(ctx context.Context, env *Env) error {
+				if err := schema.Check(ctx, env.Pool); err != nil {
+					return err
+				}
+				changes, err := attach.Detach(ctx, env.Pool, c.Args().Slice())
+				if err != nil {
+					return err
+				}
+				return printChanges(env, changes, format)
+			}
+		}),
+	}
+}
+
+// applyAttach reads and applies a spec file.
+func applyAttach(ctx context.Context, env *Env, file, format string) error {
+	r := io.Reader(os.Stdin)
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return fmt.Errorf("open attachment spec: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	spec, err := attach.Parse(r)
+	if err != nil {
+		return err
+	}
+	changes, err := attach.Apply(ctx, env.Pool, spec)
+	if err != nil {
+		return err
+	}
+	for _, c := range changes {
+		env.Log.Info().Str("object", c.Object).Str("table", c.Table).Str("status", string(c.Status)).Int64("records", c.Records).Msg("attachment")
+	}
+	return printChanges(env, changes, format)
+}
+
+// printChanges prints what attach or detach did.
+func printChanges(env *Env, changes []attach.Change, format string) error {
+	if format == "json" {
+		return json.NewEncoder(env.Out).Encode(changes)
+	}
+	if len(changes) == 0 {
+		fmt.Fprintln(env.Out, "Nothing attached.")
+	}
+	for _, c := range changes {
+		fmt.Fprintf(env.Out, "%-16s %-10s %s (%d records)\n", c.Object, c.Status, c.Table, c.Records)
+	}
+	fmt.Fprintln(env.Out, "Run `recalc run` (or keep `recalc watch` running) to recalculate.")
+	return nil
+}
+
+// listAttached prints the attached objects.
+func listAttached(ctx context.Context, env *Env, format string) error {
+	ls, err := attach.List(ctx, env.Pool)
+	if err != nil {
+		return err
+	}
+	if format == "json" {
+		return json.NewEncoder(env.Out).Encode(ls)
+	}
+	if len(ls) == 0 {
+		fmt.Fprintln(env.Out, "No object is attached.")
+	}
+	for _, l := range ls {
+		state := "capture complete"
+		if !l.Complete {
+			state = "CAPTURE INCOMPLETE: a trigger was dropped or disabled; run `recalc attach FILE` again"
+		}
+		fmt.Fprintf(env.Out, "%-16s %s (capture on %s) %d records, %s\n", l.Object, l.Table, strings.Join(l.Capture, ", "), l.Records, state)
+	}
+	return nil
+}

@@ -1,0 +1,217 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/changes"
+	"github.com/recalc-dev/recalc/internal/feed"
+	"github.com/recalc-dev/recalc/internal/locks"
+	"github.com/recalc-dev/recalc/internal/planner"
+	"github.com/recalc-dev/recalc/internal/queue"
+	"github.com/recalc-dev/recalc/internal/sharetable"
+	"github.com/recalc-dev/recalc/internal/sharing"
+	"github.com/recalc-dev/recalc/internal/store"
+)
+
+// Live keeps the share tables fresh for a long-running process (`recalc
+// watch`). It keeps the decoded configuration and the dictionaries in
+// memory, reloading them only when recalc.config_version moves, and
+// materializes small batches of record changes on a fast path: one
+// transaction that reads the change rows, plans, locks the families, writes
+// the share difference exactly as an incremental chunk does
+// (sharetable.ApplyFamilies), consumes the change rows it read and
+// publishes the access changes to the feed (feed.Publish), with no job or
+// chunk rows. Everything else goes through Run: a job unfinished, a
+// configuration not yet applied, a deferral, a truncate, a large batch, or
+// an error on the fast path.
+//
+// It is exactly as safe as a job: it plans and writes under the model lock
+// that job creation takes, and only when no job is unfinished, so it never
+// interleaves with a job's chunks or with an import; and it consumes the
+// change rows it read by their seqs, so a change that commits meanwhile,
+// whatever its seq, stays for the next batch. A Live is not safe for
+// concurrent use; any number of processes may each run one.
+type Live struct {
+	opt Options
+	// MaxRecords is the most records a batch may name for the fast path;
+	// 0 disables the fast path.
+	MaxRecords int
+
+	version  int64 // recalc.config_version the state below was read at
+	loaded   bool
+	config   []byte
+	org      *sharing.Org // the stored configuration, when applied to both sides
+	dict     *sharetable.Dict
+	deferred map[string]time.Time
+	idleAt   int64 // the version at which Run last found calculation deferred
+}
+
+// NewLive returns a Live with Run's options opt.
+func NewLive(opt Options, maxRecords int) *Live {
+	opt.defaults()
+	return &Live{opt: opt, MaxRecords: maxRecords, idleAt: -1}
+}
+
+// LiveReport says what one Step did.
+type LiveReport struct {
+	Fast     bool                `json:"fast"`     // the fast path did it
+	Deferred bool                `json:"deferred"` // calculation of share rows is deferred: nothing done
+	Changes  int                 `json:"changes"`  // change rows consumed by the fast path
+	Written  *sharetable.Written `json:"-"`
+	Run      *Report             `json:"run,omitempty"` // what Run did, when it ran
+	Duration time.Duration       `json:"-"`
+}
+
+// errSlow makes the fast path's transaction roll back and Run take over.
+var errSlow = errors.New("not for the fast path")
+
+// Step brings the materialized tables up to date with what is committed
+// now: on the fast path when it can, else with Run.
+func (l *Live) Step(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger) (*LiveReport, error) {
+	start := time.Now()
+	rep := &LiveReport{}
+	if l.MaxRecords > 0 {
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return l.fast(ctx, tx, rep) })
+		switch {
+		case err == nil:
+			rep.Fast, rep.Duration = !rep.Deferred, time.Since(start)
+			return rep, nil
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case !errors.Is(err, errSlow):
+			log.Warn().Err(err).Msg("fast path failed; recalculating with a job")
+			l.loaded = false // reload everything next time
+		}
+	}
+	run, err := Run(ctx, pool, l.opt, log)
+	if err != nil {
+		return nil, err
+	}
+	if _, deferred := run.Deferred[store.SideRules]; run.Nothing && deferred {
+		l.idleAt = l.version // nothing to do until the deferral changes
+	}
+	rep.Run, rep.Duration = run, time.Since(start)
+	return rep, nil
+}
+
+// fast is the fast path's transaction; errSlow hands the batch to Run.
+func (l *Live) fast(ctx context.Context, tx pgx.Tx, rep *LiveReport) error {
+	if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
+		return err
+	}
+	if job, err := queue.Unfinished(ctx, tx); err != nil || job != nil {
+		return errors.Join(err, errSlow)
+	}
+	if err := l.refresh(ctx, tx); err != nil {
+		return err
+	}
+	if _, ok := l.deferred[store.SideRules]; ok && l.idleAt == l.version {
+		rep.Deferred = true
+		return nil
+	}
+	if l.org == nil || len(l.deferred) > 0 {
+		return errSlow
+	}
+	b, err := changes.ReadBatch(ctx, tx, l.MaxRecords)
+	if err != nil {
+		return err
+	}
+	if len(b.Seqs) == 0 {
+		return nil
+	}
+	if b.More || !b.OnlyRecords || b.Keys > int64(l.MaxRecords) {
+		return errSlow
+	}
+	w, err := l.apply(ctx, tx, b.Seqs)
+	if err != nil {
+		return err
+	}
+	rep.Changes, rep.Written = len(b.Seqs), w
+	if err := changes.Consume(ctx, tx, b.Seqs); err != nil {
+		return err
+	}
+	// Last: it holds the feed lock until the commit.
+	_, err = feed.Publish(ctx, tx, 0)
+	return err
+}
+
+// apply plans the record changes of the change rows seqs as Plan does
+// (family roots fixed, the changed records' families selected) and writes
+// their families' difference as an incremental chunk does.
+func (l *Live) apply(ctx context.Context, tx pgx.Tx, seqs []int64) (*sharetable.Written, error) {
+	in := &inputs{rules: l.org, closure: l.org, log: &changes.Log{Seqs: seqs}}
+	ids, err := changedRecords(ctx, tx, l.opt, in)
+	if err != nil {
+		return nil, err
+	}
+	if len(ids) > l.MaxRecords {
+		return nil, errSlow
+	}
+	roots, err := lookUp(ctx, tx, &planner.Selector{Kind: planner.ByRecords, IDs: ids})
+	if err != nil {
+		return nil, err
+	}
+	if len(roots) == 0 {
+		return &sharetable.Written{}, nil
+	}
+	return sharetable.ApplyFamilies(ctx, tx, l.org, l.dict, roots)
+}
+
+// refresh reloads the configuration, the applied configurations, the
+// deferral and the dictionaries when recalc.config_version moved. The
+// fast path may use the configuration (org set) only when both sides
+// were computed from exactly the stored one.
+func (l *Live) refresh(ctx context.Context, tx pgx.Tx) error {
+	v, err := changes.ConfigVersion(ctx, tx)
+	if err != nil || (l.loaded && v == l.version) {
+		return err
+	}
+	cfg, err := store.StoredConfig(ctx, tx)
+	if err != nil {
+		return err
+	}
+	var applied [2][]byte
+	for i, side := range []string{store.SideRules, store.SideClosure} {
+		if applied[i], err = store.AppliedConfig(ctx, tx, side); err != nil {
+			return err
+		}
+	}
+	if l.deferred, err = store.Deferred(ctx, tx); err != nil {
+		return err
+	}
+	prev := l.org
+	l.org = nil
+	if bytes.Equal(cfg, applied[0]) && bytes.Equal(cfg, applied[1]) {
+		if l.org, err = l.decode(ctx, tx, cfg, prev); err != nil {
+			return err
+		}
+	}
+	l.version, l.loaded = v, true
+	return nil
+}
+
+// decode decodes cfg, unless it is the configuration prev was decoded
+// from, and reads the dictionaries, which the job that applied cfg
+// completed.
+func (l *Live) decode(ctx context.Context, tx pgx.Tx, cfg []byte, prev *sharing.Org) (*sharing.Org, error) {
+	org := prev
+	if org == nil || !bytes.Equal(cfg, l.config) {
+		var err error
+		if org, err = sharing.DecodeOrg(cfg); err != nil {
+			return nil, err
+		}
+	}
+	dict, err := sharetable.LoadDict(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	l.config, l.dict = cfg, dict
+	return org, nil
+}

@@ -1,0 +1,81 @@
+package feed
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/recalc-dev/recalc/internal/locks"
+)
+
+// moveCTE moves every pending entry the statement sees to the feed, once
+// per (kind, key, object), under new cursors in a stable order, with the
+// publishing job ($1, NULL outside a job); ins returns the new cursors.
+const moveCTE = `
+	moved AS (DELETE FROM recalc.feed_pending RETURNING kind, key, object),
+	one AS (SELECT DISTINCT kind, key, object FROM moved ORDER BY kind, object, key),
+	ins AS (
+		INSERT INTO recalc.feed (cursor, kind, key, object, job)
+		SELECT nextval('recalc.feed_cursor'), kind, key, object, $1::bigint FROM one
+		RETURNING cursor)`
+
+// pruneCTE deletes the oldest entries, those published at or before the
+// last one older than the retention: always a prefix of the feed, so that
+// pruned_through says exactly which cursors a reader can no longer get.
+// gone returns the deleted cursors.
+const pruneCTE = `
+	cut AS (
+		SELECT max(f.cursor) AS upto FROM recalc.feed f, recalc.feed_state s WHERE f.at < now() - s.retention),
+	gone AS (DELETE FROM recalc.feed f USING cut WHERE f.cursor <= cut.upto RETURNING f.cursor),
+	mark AS (
+		UPDATE recalc.feed_state SET pruned_through = greatest(pruned_through, (SELECT max(cursor) FROM gone))
+		WHERE EXISTS (SELECT 1 FROM gone))`
+
+// publish moves and prunes in one statement: one round trip.
+const publish = `WITH ` + moveCTE + `,` + pruneCTE + `
+	SELECT (SELECT count(*) FROM ins)`
+
+// prune only prunes.
+const prune = `WITH ` + pruneCTE + `
+	SELECT count(*) FROM gone`
+
+// Publish moves the committed pending entries, and tx's own, to the feed
+// under new cursors, in tx. job is the publishing job, 0 outside one.
+//
+// Every writer of the materialized tables calls it in the transaction that
+// writes them, as late as possible: a job's finish does, and so must a
+// fast path that writes share rows outside jobs (after sharetable's writes,
+// which record the pending entries themselves). It takes the feed advisory
+// lock until tx ends, so publishers serialize and cursor order is commit
+// order; take it last, after every row and table lock tx needs. tx must be
+// READ COMMITTED (pgx's default), so that the move, a statement after the
+// lock, sees what the previous publisher committed. Entries pending in
+// transactions that have not committed yet wait for the next publisher.
+// In the same statement it prunes the entries older than the retention
+// (as Prune does): an index probe when there is none.
+func Publish(ctx context.Context, tx pgx.Tx, job int64) (int64, error) {
+	if err := locks.XactLock(ctx, tx, locks.Feed); err != nil {
+		return 0, err
+	}
+	var publisher *int64
+	if job > 0 {
+		publisher = &job
+	}
+	var n int64
+	if err := tx.QueryRow(ctx, publish, publisher).Scan(&n); err != nil {
+		return 0, fmt.Errorf("publish access changes: %w", err)
+	}
+	return n, nil
+}
+
+// Prune deletes the entries older than the retention, in tx, as Publish
+// does. A reader whose cursor is below the last pruned one is told to
+// resync.
+func Prune(ctx context.Context, tx pgx.Tx) (int64, error) {
+	var n int64
+	if err := tx.QueryRow(ctx, prune).Scan(&n); err != nil {
+		return 0, fmt.Errorf("prune access changes: %w", err)
+	}
+	return n, nil
+}

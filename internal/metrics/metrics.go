@@ -1,0 +1,138 @@
+// Package metrics serves the long-running process's Prometheus metrics and
+// its health endpoint (`recalc watch --metrics-addr`). It has its own
+// registry, never the global default one. The database-derived figures
+// (jobs by kind and status, pending changes, freshness lag, closure and
+// share rows, kept notifications) are read on each scrape, with a timeout,
+// by a Collector; the process's own events (its jobs' durations, chunk
+// retries, lock timeouts, runs) are counted as they happen.
+//
+// /healthz answers 200 when the database answers and the watch loop is
+// alive (running, or it ran within its expected interval), else 503.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/pg"
+)
+
+// scrapeTimeout bounds the database reads of one scrape or health check.
+const scrapeTimeout = 5 * time.Second
+
+// Metrics holds the registry and the process's own metrics. A nil
+// *Metrics records nothing.
+type Metrics struct {
+	reg          *prometheus.Registry
+	pool         *pgxpool.Pool
+	jobDuration  *prometheus.HistogramVec
+	runs         *prometheus.CounterVec
+	chunkRetries prometheus.Counter
+	lockTimeouts prometheus.Counter
+
+	within  time.Duration // the loop is alive if it ran within this
+	mu      sync.Mutex
+	running int
+	beat    time.Time
+}
+
+// New returns the metrics of a process whose loop runs at least every
+// within, reading the database through pool.
+func New(pool *pgxpool.Pool, within time.Duration) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry(), pool: pool, within: within, beat: time.Now(),
+		jobDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "recalc_job_duration_seconds",
+			Help:    "Duration of the jobs this process ran or joined, from the job's creation to its end, by kind and final status.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 3, 10), // 50 ms .. ~16 min
+		}, []string{"kind", "status"}),
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "recalc_runs_total",
+			Help: "Recalculation runs of this process, by result: job (a job ended), no_job (the fast path, nothing to do, or deferred), error.",
+		}, []string{"result"}),
+		chunkRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "recalc_chunk_retries_total",
+			Help: "Chunks this process retried after a lock timeout, deadlock or serialization failure.",
+		}),
+		lockTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "recalc_lock_timeouts_total",
+			Help: "Lock timeouts of this process's chunks (SQLSTATE 55P03), retried or not.",
+		}),
+	}
+	m.reg.MustRegister(m.jobDuration, m.runs, m.chunkRetries, m.lockTimeouts, &dbCollector{pool: pool})
+	return m
+}
+
+// Registry is m's registry.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Contended counts a chunk's lock timeout, deadlock or serialization
+// failure (engine.Options.Contended).
+func (m *Metrics) Contended(err error, retry bool) {
+	if m == nil {
+		return
+	}
+	if retry {
+		m.chunkRetries.Inc()
+	}
+	if pg.Code(err) == pg.LockNotAvailable {
+		m.lockTimeouts.Inc()
+	}
+}
+
+// Begin marks the start of one turn of the loop: a run.
+func (m *Metrics) Begin() {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.running++
+	m.beat = time.Now()
+}
+
+// End marks the end of a run, with what it reported.
+func (m *Metrics) End(rep *engine.Report, err error) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	m.running--
+	m.beat = time.Now()
+	m.mu.Unlock()
+	switch {
+	case err != nil:
+		m.runs.WithLabelValues("error").Inc()
+	case rep == nil || rep.Job == 0:
+		m.runs.WithLabelValues("no_job").Inc()
+	default:
+		m.runs.WithLabelValues("job").Inc()
+		m.jobDuration.WithLabelValues(string(rep.Kind), rep.Status).Observe(float64(rep.DurationMS) / 1000)
+	}
+}
+
+// alive reports whether the loop is running or ran within m.within.
+func (m *Metrics) alive(now time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.running > 0 || now.Sub(m.beat) <= m.within
+}
+
+// Healthy says why the process is unhealthy, or nil: the database must
+// answer within the scrape timeout, and the loop must be alive.
+func (m *Metrics) Healthy(ctx context.Context) error {
+	if !m.alive(time.Now()) {
+		return errors.New("the watch loop has not run within " + m.within.String())
+	}
+	ctx, cancel := context.WithTimeout(ctx, scrapeTimeout)
+	defer cancel()
+	if err := m.pool.Ping(ctx); err != nil {
+		return errors.New("the database does not answer")
+	}
+	return nil
+}

@@ -1,0 +1,238 @@
+package metrics_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/metrics"
+	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/internal/testkit"
+)
+
+const org = `{"objects":[{"name":"account","internal_owd":"private"}],
+	"roles":[{"id":"ceo"},{"id":"rep","parent":"ceo"}],
+	"users":[{"id":"u1","role":"rep"},{"id":"u2","role":"ceo"}],
+	"groups":[{"id":"g1","members":["user:u1","user:u2"]}],
+	"rules":[{"id":"r1","object":"account","type":"owner","source":"role:rep","target":"group:g1","access":"read"}],
+	"records":[{"object":"account","id":"a1","owner":"u1"},{"object":"account","id":"a2","owner":"u2"}]}`
+
+// bundle is a recalculated database and a metrics server on it.
+type bundle struct {
+	ctx  context.Context
+	pool *pgxpool.Pool
+	m    *metrics.Metrics
+	addr string
+}
+
+// setup imports org, runs once, and serves the metrics on a free port
+// while a loop that only waits runs.
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &bundle{ctx: ctx, pool: testdb.Migrated(t)}
+	if _, err := testkit.ImportString(ctx, b.pool, org); err != nil {
+		t.Fatal(err)
+	}
+	b.m = metrics.New(b.pool, time.Minute)
+	b.m.Begin()
+	rep, err := engine.Run(ctx, b.pool, engine.Options{Contended: b.m.Contended}, zerolog.Nop())
+	b.m.End(rep, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.addr = ln.Addr().String()
+	ln.Close()
+	served := make(chan error, 1)
+	started := make(chan struct{})
+	go func() {
+		served <- metrics.Serve(ctx, b.addr, b.m, zerolog.Nop(), func(ctx context.Context) error {
+			close(started)
+			<-ctx.Done()
+			return nil
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	select {
+	case <-started:
+	case err := <-served:
+		t.Fatalf("serve: %v", err)
+	}
+	return b
+}
+
+// scrape GETs /metrics and parses it with Prometheus's text parser.
+func (b *bundle) scrape(t *testing.T) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get("http://" + b.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape: %s", resp.Status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse scrape: %v", err)
+	}
+	return fams
+}
+
+// value is the value of the family's metric with labels (name, value
+// pairs), or an error saying what is missing.
+func value(fams map[string]*dto.MetricFamily, name string, labels ...string) (float64, error) {
+	f, ok := fams[name]
+	if !ok {
+		return 0, fmt.Errorf("no metric %s", name)
+	}
+next:
+	for _, m := range f.GetMetric() {
+		got := map[string]string{}
+		for _, l := range m.GetLabel() {
+			got[l.GetName()] = l.GetValue()
+		}
+		for i := 0; i+1 < len(labels); i += 2 {
+			if got[labels[i]] != labels[i+1] {
+				continue next
+			}
+		}
+		switch {
+		case m.Gauge != nil:
+			return m.GetGauge().GetValue(), nil
+		case m.Counter != nil:
+			return m.GetCounter().GetValue(), nil
+		case m.Histogram != nil:
+			return float64(m.GetHistogram().GetSampleCount()), nil
+		}
+	}
+	return 0, fmt.Errorf("no metric %s%v", name, labels)
+}
+
+// TestScrape: a real scrape of the endpoint has the database's figures and
+// the process's own, and they follow what happens.
+func TestScrape(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	lock := &pgconn.PgError{Code: "55P03"}
+	b.m.Contended(lock, true)
+	b.m.Contended(lock, false)
+	b.m.Contended(&pgconn.PgError{Code: "40P01"}, true)
+	if _, err := b.pool.Exec(b.ctx, `UPDATE recalc.record SET owner = 'u2' WHERE id = 'a1'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.pool.Exec(b.ctx, `ANALYZE recalc.acl_share, recalc.acl_member`); err != nil {
+		t.Fatal(err)
+	}
+	fams := b.scrape(t)
+	for _, tc := range []struct {
+		name   string
+		labels []string
+		check  func(v float64) bool
+		want   string
+	}{
+		{"recalc_database_up", nil, func(v float64) bool { return v == 1 }, "1"},
+		{"recalc_jobs", []string{"kind", "full", "status", "done"}, func(v float64) bool { return v == 1 }, "1"},
+		{"recalc_last_job_duration_seconds", []string{"kind", "full", "status", "done"}, func(v float64) bool { return v > 0 && v < 60 }, "seconds of the run"},
+		{"recalc_job_duration_seconds", []string{"kind", "full", "status", "done"}, func(v float64) bool { return v == 1 }, "1 observation"},
+		{"recalc_runs_total", []string{"result", "job"}, func(v float64) bool { return v == 1 }, "1"},
+		{"recalc_pending_changes", nil, func(v float64) bool { return v >= 1 }, "the update pending"},
+		{"recalc_pending_oldest_age_seconds", nil, func(v float64) bool { return v >= 0 && v < 60 }, "a young change"},
+		{"recalc_freshness_lag_seconds", nil, func(v float64) bool { return v >= 0 && v < 60 }, "a small lag"},
+		{"recalc_closure_rows", nil, func(v float64) bool { return v > 0 }, "closure rows"},
+		{"recalc_share_rows", nil, func(v float64) bool { return v > 0 }, "share rows"},
+		{"recalc_notifications_kept", nil, func(v float64) bool { return v == 0 }, "0"},
+		{"recalc_chunk_retries_total", nil, func(v float64) bool { return v == 2 }, "2"},
+		{"recalc_lock_timeouts_total", nil, func(v float64) bool { return v == 2 }, "2"},
+	} {
+		v, err := value(fams, tc.name, tc.labels...)
+		if err != nil || !tc.check(v) {
+			t.Errorf("%s%v = %v (%v), want %s", tc.name, tc.labels, v, err, tc.want)
+		}
+	}
+	if _, ok := fams["go_goroutines"]; ok {
+		t.Error("the scrape has the default registry's Go collector: a global registry leaked in")
+	}
+}
+
+// TestHealthz: 200 while the database answers and the loop is alive; 503
+// when the loop has not run within its interval, or the database is gone.
+func TestHealthz(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	get := func() int {
+		t.Helper()
+		resp, err := http.Get("http://" + b.addr + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(); code != http.StatusOK {
+		t.Fatalf("healthy process: %d", code)
+	}
+	for _, tc := range []struct {
+		name string
+		m    func() *metrics.Metrics
+	}{
+		{"loop stalled", func() *metrics.Metrics { return metrics.New(b.pool, -time.Second) }},
+		{"database gone", func() *metrics.Metrics {
+			pool, err := pgxpool.New(b.ctx, "postgres://nobody@127.0.0.1:1/none?connect_timeout=1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(pool.Close)
+			return metrics.New(pool, time.Minute)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(tc.m().Handler())
+			defer srv.Close()
+			resp, err := http.Get(srv.URL + "/healthz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusServiceUnavailable || !strings.HasPrefix(string(body), "unhealthy: ") {
+				t.Errorf("/healthz: %d %q, want 503 saying why", resp.StatusCode, body)
+			}
+		})
+	}
+	// A run in progress is alive however long it takes.
+	m := metrics.New(b.pool, -time.Second)
+	m.Begin()
+	if err := m.Healthy(b.ctx); err != nil {
+		t.Errorf("a loop in the middle of a run: %v", err)
+	}
+	m.End(nil, errors.New("failed"))
+	if err := m.Healthy(b.ctx); err == nil {
+		t.Error("a loop past its interval reads healthy")
+	}
+}
