@@ -100,19 +100,32 @@ REVOKE EXECUTE ON FUNCTION recalc.rls_mode(text, text, text) FROM PUBLIC;
 -- an object neither controlled by parent nor granting the level by its OWD
 -- (rls_mode 1), these are exactly the records access_level gives the level:
 -- each record is its own access root, and the OWD adds nothing.
+-- Bounded: it reads at most 1,001 of the user's share rows (as rls_mode
+-- counts them) and raises 54000 when there are more, as rls_mode then never
+-- picks mode 1; only the records of p_object are aggregated.
 CREATE OR REPLACE FUNCTION recalc.rls_records(p_user text, p_object text, p_min_level text DEFAULT 'read') RETURNS SETOF text
 LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    v_min smallint := array_position(ARRAY['read', 'edit', 'all'], p_min_level);
+    v_rows integer;
     v_rids bigint[];
 BEGIN
-    -- The share rows first, group by group through the share index (OFFSET 0
-    -- keeps the lateral probe), then their records by primary key.
-    SELECT array_agg(DISTINCT s.rid) INTO v_rids
-    FROM recalc.acl_user u
-    JOIN recalc.acl_member m ON m.uid = u.uid
-    CROSS JOIN LATERAL (SELECT s.rid, s.level, s.boss_ok FROM recalc.acl_share s WHERE s.gid = m.gid OFFSET 0) s
-    WHERE u.id = p_user AND (s.boss_ok OR NOT m.boss)
-      AND s.level >= array_position(ARRAY['read', 'edit', 'all'], p_min_level);
+    IF v_min IS NULL THEN
+        RETURN;
+    END IF;
+    -- The share rows first, group by group through the share index, at most
+    -- 1,001 of them; then the object's records among them by primary key.
+    SELECT count(*), array_agg(DISTINCT x.rid) FILTER (WHERE x.ok) INTO v_rows, v_rids FROM (
+        SELECT s.rid, (s.boss_ok OR NOT m.boss) AND s.level >= v_min
+               AND EXISTS (SELECT 1 FROM recalc.acl_record r WHERE r.rid = s.rid AND r.object = p_object) AS ok
+        FROM recalc.acl_user u
+        JOIN recalc.acl_member m ON m.uid = u.uid
+        CROSS JOIN LATERAL (SELECT s.rid, s.level, s.boss_ok FROM recalc.acl_share s WHERE s.gid = m.gid LIMIT 1001) s
+        WHERE u.id = p_user LIMIT 1001) x;
+    IF v_rows > 1000 THEN
+        RAISE EXCEPTION 'the user reaches more than 1000 share rows: use can_access or visible_records'
+            USING ERRCODE = '54000';
+    END IF;
     RETURN QUERY SELECT r.id FROM recalc.acl_record r WHERE r.rid = ANY (v_rids) AND r.object = p_object;
 END
 $$;
@@ -122,14 +135,21 @@ REVOKE EXECUTE ON FUNCTION recalc.rls_records(text, text, text) FROM PUBLIC;
 -- records of an object the user can access at min_level or above, with the
 -- level, in the order of record id (the database's collation), after the id
 -- p_after (NULL: from the start). A page holds at most p_limit records
--- (1 to 10,000); the next page starts after its last id, and an empty or
--- short page is the end. Nothing is dropped between pages.
+-- (1 to 10,000). A call reads at most 50 x p_limit records of the object:
+-- when it stops there before the page is full, its last row is a
+-- continuation row, record and level NULL and next_after the id to continue
+-- after (next_after is NULL on every other row). So a page is the last
+-- exactly when it is shorter than p_limit and has no continuation row;
+-- otherwise the next page starts after its last record, or after the
+-- continuation's next_after. Nothing is dropped between pages.
 CREATE OR REPLACE FUNCTION recalc.visible_records(p_user text, p_object text, p_min_level text, p_after text, p_limit integer)
-RETURNS TABLE (record text, level text)
+RETURNS TABLE (record text, level text, next_after text)
 LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_min smallint := array_position(ARRAY['read', 'edit', 'all'], p_min_level);
     v_n integer := 0;
+    v_scanned integer := 0;
+    v_last text;
     v_level text;
     r record;
 BEGIN
@@ -143,13 +163,23 @@ BEGIN
     WHEN 0 THEN
         RETURN;
     WHEN 1 THEN
-        RETURN QUERY SELECT k.k, recalc.access_level(p_user, k.k)
+        RETURN QUERY SELECT k.k, recalc.access_level(p_user, k.k), NULL::text
             FROM (SELECT k FROM recalc.rls_records(p_user, p_object, p_min_level) k
                   WHERE k > coalesce(p_after, '') ORDER BY k LIMIT p_limit) k;
     ELSE
         -- Walk the record id index from p_after and check each record of the
-        -- object until the page is full: a fast-start plan, as a cursor's.
+        -- object until the page is full or 50 x p_limit records are read: a
+        -- fast-start plan, as a cursor's.
         FOR r IN SELECT a.id FROM recalc.acl_record a WHERE a.id > coalesce(p_after, '') AND a.object = p_object ORDER BY a.id LOOP
+            IF v_scanned >= 50 * p_limit THEN
+                record := NULL;
+                level := NULL;
+                next_after := v_last;
+                RETURN NEXT;
+                RETURN;
+            END IF;
+            v_scanned := v_scanned + 1;
+            v_last := r.id;
             v_level := recalc.access_level(p_user, r.id);
             CONTINUE WHEN array_position(ARRAY['read', 'edit', 'all'], v_level) IS NULL
                 OR array_position(ARRAY['read', 'edit', 'all'], v_level) < v_min;

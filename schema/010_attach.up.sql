@@ -28,8 +28,9 @@ CREATE TABLE recalc.attachment (
 
 -- The tables whose writes are captured for an object: the attached table
 -- itself, or each base table of an attached view. cols and types are the
--- columns the capture function reads from the rows written and their types
--- when attached: the function refuses to run if they changed since.
+-- columns the capture function reads from the rows written, their types and
+-- collations when attached: the function refuses to run if they changed
+-- since.
 CREATE TABLE recalc.attach_capture (
     object  text NOT NULL REFERENCES recalc.attachment ON DELETE CASCADE,
     relid   oid NOT NULL,
@@ -38,6 +39,7 @@ CREATE TABLE recalc.attach_capture (
     func    text NOT NULL UNIQUE,             -- the capture function, in schema recalc
     cols    text[] NOT NULL,
     types   oid[] NOT NULL,
+    colls   oid[] NOT NULL,                   -- each column's attcollation (0: none)
     PRIMARY KEY (object, relid)
 );
 
@@ -88,15 +90,17 @@ BEGIN
 END $$;
 
 -- attach_upsert_sql wraps a rows query: insert the rows, or update the
--- records whose values differ (an unchanged row writes nothing).
+-- records whose values differ (an unchanged row writes nothing). A record
+-- of another object holding the key is never taken over: the row is then
+-- not mirrored (fails closed; imports refuse such keys, internal/store).
 CREATE FUNCTION recalc.attach_upsert_sql(p_rows text) RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT format($f$
         INSERT INTO recalc.record AS r (id, object, owner, parent, fields, territories)
         SELECT * FROM (%s) x
-        ON CONFLICT (id) DO UPDATE SET object = excluded.object, owner = excluded.owner, parent = excluded.parent,
+        ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, parent = excluded.parent,
             fields = excluded.fields, territories = excluded.territories
-        WHERE (r.object, r.owner, r.parent, r.fields, r.territories)
+        WHERE r.object = excluded.object AND (r.object, r.owner, r.parent, r.fields, r.territories)
               IS DISTINCT FROM (excluded.object, excluded.owner, excluded.parent, excluded.fields, excluded.territories)$f$, p_rows)
 $$;
 
@@ -123,8 +127,10 @@ END $$;
 -- attach_guard_sql: the checks every capture function makes first. It runs
 -- with the engine's rights, so it refuses to run but as the AFTER statement
 -- trigger of the one table it was made for, registered for its object, and
--- while the columns it reads still have the types they had when attached
--- (a changed type could bring a cast that runs the table owner's code).
+-- while the columns it reads still have the types and collations they had
+-- when attached (a changed type could bring a cast that runs the table
+-- owner's code; a nondeterministic collation makes ids equal that differ),
+-- and while the object's capture is complete (recalc.attach_check).
 CREATE FUNCTION recalc.attach_guard_sql(c recalc.attach_capture) RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT format($f$
@@ -132,11 +138,12 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
        OR NOT EXISTS (SELECT 1 FROM recalc.attach_capture WHERE object = %2$L AND relid = TG_RELID AND func = %3$L) THEN
         RAISE EXCEPTION 'recalc.%% runs only as the capture trigger of %%', %3$L, %4$L;
     END IF;
-    IF EXISTS (SELECT 1 FROM unnest(%5$L::text[], %6$L::oid[]) c(n, t)
+    IF EXISTS (SELECT 1 FROM unnest(%5$L::text[], %6$L::oid[], %7$L::oid[]) c(n, t, l)
                WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = TG_RELID AND a.attname = c.n
-                                 AND a.atttypid = c.t AND NOT a.attisdropped)) THEN
+                                 AND a.atttypid = c.t AND a.attcollation = c.l AND NOT a.attisdropped)) THEN
         RAISE EXCEPTION 'columns of %% read by the capture of object %% changed since it was attached: run `recalc attach` again', %4$L, %2$L;
-    END IF;$f$, c.relid, c.object, c.func, c.source, c.cols, c.types)
+    END IF;
+    PERFORM recalc.attach_check(%2$L);$f$, c.relid, c.object, c.func, c.source, c.cols, c.types, c.colls)
 $$;
 
 -- attach_table_body: the capture of an attached table reads the rows
@@ -216,7 +223,8 @@ END $$;
 -- the engine (`recalc attach`) in the transaction that registered them:
 -- CREATE TRIGGER locks each table SHARE ROW EXCLUSIVE until commit, so no
 -- write falls between the backfill, whose statement starts after the locks,
--- and the triggers.
+-- and the triggers. Before the backfill it runs recalc.attach_check, as every
+-- capture does, and it rewrites recalc.record_attached_guard.
 CREATE FUNCTION recalc.attach_install(p_object text) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET row_security = off AS $$
 DECLARE
@@ -241,6 +249,8 @@ BEGIN
                            c.func || '_' || lower(v_op), v_op, c.source, v_ref, c.func);
         END LOOP;
     END LOOP;
+    PERFORM recalc.attach_check(p_object);
+    PERFORM recalc.attach_writer_guard();
     EXECUTE recalc.attach_sync_sql(a, false);
     GET DIAGNOSTICS v_rows = ROW_COUNT;
     RETURN v_rows;
@@ -272,24 +282,122 @@ BEGIN
     DELETE FROM recalc.record WHERE object = p_object;
     GET DIAGNOSTICS v_rows = ROW_COUNT;
     DELETE FROM recalc.attachment WHERE object = p_object;
+    PERFORM recalc.attach_writer_guard();
     RETURN v_rows;
 END $$;
 
--- attach_complete: every capture trigger of the object is in place and
--- enabled (the owner of an application table may drop or disable them;
--- `recalc attach` then rebuilds them).
+-- attach_complete: the capture of the object sees every write of its
+-- source. Every capture trigger is in place and enabled (the owner of an
+-- application table may drop or disable them); every captured table, and
+-- every relation an attached view reads, is a plain table with neither
+-- parent nor children (statement triggers are not cloned to partitions or
+-- inheritance children, and a table without triggers can be turned into a
+-- view that would run its owner's code with the engine's rights); an
+-- attached view reads no table its capture does not list; an attached
+-- table still has its unique index on the id column alone. `recalc attach`
+-- rebuilds what it can; the capture refuses to run until then.
 CREATE FUNCTION recalc.attach_complete(p_object text) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT (SELECT count(*) FROM recalc.attach_capture c
             JOIN pg_proc p ON p.proname = c.func AND p.pronamespace = 'recalc'::regnamespace
-            JOIN pg_trigger t ON t.tgfoid = p.oid AND t.tgrelid = c.relid AND t.tgenabled <> 'D'
+            JOIN pg_trigger t ON t.tgfoid = p.oid AND t.tgrelid = c.relid AND t.tgenabled IN ('O', 'A')
             WHERE c.object = p_object)
          = 4 * (SELECT count(*) FROM recalc.attach_capture c WHERE c.object = p_object)
+       AND NOT EXISTS (
+            SELECT 1 FROM (SELECT c.relid FROM recalc.attach_capture c WHERE c.object = p_object
+                           UNION
+                           SELECT d.refobjid FROM recalc.attachment a
+                           JOIN pg_rewrite r ON r.ev_class = a.relid
+                           JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                                AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> a.relid
+                           WHERE a.object = p_object AND a.is_view) x
+            LEFT JOIN pg_class k ON k.oid = x.relid
+            WHERE k.oid IS NULL OR k.relkind <> 'r' OR k.relhassubclass OR k.relispartition
+               OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = k.oid)
+               OR NOT EXISTS (SELECT 1 FROM recalc.attach_capture c WHERE c.object = p_object AND c.relid = x.relid))
+       AND NOT EXISTS (
+            SELECT 1 FROM recalc.attachment a WHERE a.object = p_object AND NOT a.is_view AND NOT EXISTS (
+                SELECT 1 FROM pg_index i JOIN pg_attribute t ON t.attrelid = i.indrelid AND t.attnum = i.indkey[0]
+                WHERE i.indrelid = a.relid AND i.indisunique AND i.indimmediate AND i.indisvalid AND i.indnkeyatts = 1
+                  AND i.indpred IS NULL AND i.indexprs IS NULL AND t.attname = a.id_col))
 $$;
+
+-- attach_check, run by every capture before it reads or writes anything,
+-- and by attach_install before the backfill: it locks every captured table
+-- (ACCESS SHARE: no DROP TRIGGER, CREATE RULE or ALTER TABLE until the
+-- transaction ends) and only then checks that the capture is complete.
+CREATE FUNCTION recalc.attach_check(p_object text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rel text;
+BEGIN
+    FOR v_rel IN SELECT format('%I.%I', n.nspname, k.relname) FROM recalc.attach_capture c
+                 JOIN pg_class k ON k.oid = c.relid JOIN pg_namespace n ON n.oid = k.relnamespace
+                 WHERE c.object = p_object ORDER BY c.relid LOOP
+        EXECUTE format('LOCK TABLE ONLY %s IN ACCESS SHARE MODE', v_rel);
+    END LOOP;
+    IF NOT recalc.attach_complete(p_object) THEN
+        RAISE EXCEPTION 'the capture of object % is incomplete: a capture trigger is missing or disabled, a table it reads is no longer a plain table without parent or children, or its id column lost its unique index', p_object
+            USING HINT = 'run `recalc attach` again (`recalc attach --list` shows which object)';
+    END IF;
+END $$;
+
+-- record_attached_guard: the records of an attached object are its
+-- source's rows; no role but the schema's owner (whose capture functions
+-- write them) may insert, update or delete them in recalc.record. It runs
+-- with the caller's rights (current_user is the writer, or the owner inside
+-- a capture), so it reads no table: attach_writer_guard rewrites it with
+-- the attached objects as a literal whenever they change. The owner pays
+-- one catalog lookup.
+CREATE FUNCTION recalc.record_attached_guard() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$ BEGIN RETURN NULL; END $$;
+
+CREATE FUNCTION recalc.attach_writer_guard() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_objects text[];
+BEGIN
+    SELECT coalesce(array_agg(object ORDER BY object), '{}') INTO v_objects FROM recalc.attachment;
+    EXECUTE format('CREATE OR REPLACE FUNCTION recalc.record_attached_guard() RETURNS trigger '
+                   'LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS %L', format($f$
+DECLARE
+    v_hit boolean := false;
+BEGIN
+    IF TG_RELID IS DISTINCT FROM 'recalc.record'::regclass OR TG_LEVEL <> 'STATEMENT' OR TG_WHEN <> 'AFTER' THEN
+        RAISE EXCEPTION 'recalc.record_attached_guard() runs only as an AFTER statement trigger of recalc.record';
+    END IF;
+    IF cardinality(%1$L::text[]) = 0
+       OR current_user = (SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'recalc') THEN
+        RETURN NULL;
+    END IF;
+    -- (each transition table in its own statement: only those of TG_OP exist)
+    IF TG_OP <> 'DELETE' THEN
+        v_hit := EXISTS (SELECT 1 FROM new_rows WHERE object = ANY (%1$L::text[]));
+    END IF;
+    IF TG_OP <> 'INSERT' AND NOT v_hit THEN
+        v_hit := EXISTS (SELECT 1 FROM old_rows WHERE object = ANY (%1$L::text[]));
+    END IF;
+    IF v_hit THEN
+        RAISE EXCEPTION 'records of an attached object are written by its table''s capture only'
+            USING ERRCODE = '42501', HINT = 'write the application table instead (`recalc attach --list` shows which objects are attached)';
+    END IF;
+    RETURN NULL;
+END$f$, v_objects));
+    EXECUTE 'REVOKE EXECUTE ON FUNCTION recalc.record_attached_guard() FROM PUBLIC';
+END $$;
+SELECT recalc.attach_writer_guard();
+
+CREATE TRIGGER record_attached_guard_insert AFTER INSERT ON recalc.record
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION recalc.record_attached_guard();
+CREATE TRIGGER record_attached_guard_update AFTER UPDATE ON recalc.record
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION recalc.record_attached_guard();
+CREATE TRIGGER record_attached_guard_delete AFTER DELETE ON recalc.record
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION recalc.record_attached_guard();
 
 REVOKE EXECUTE ON FUNCTION recalc.attach_complete(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION recalc.attach_rows_sql(recalc.attachment, text, text), recalc.attach_upsert_sql(text),
     recalc.attach_sync_sql(recalc.attachment, boolean), recalc.attach_guard_sql(recalc.attach_capture),
     recalc.attach_table_body(recalc.attachment, recalc.attach_capture),
     recalc.attach_view_body(recalc.attachment, recalc.attach_capture),
-    recalc.attach_install(text), recalc.attach_drop_capture(text), recalc.attach_remove(text) FROM PUBLIC;
+    recalc.attach_install(text), recalc.attach_drop_capture(text), recalc.attach_remove(text),
+    recalc.attach_check(text), recalc.attach_writer_guard() FROM PUBLIC;

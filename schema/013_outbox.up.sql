@@ -4,7 +4,8 @@
 -- counts the job's chunks, and has one shape for NOTIFY, the webhook, the
 -- email, `recalc wait` and `recalc run`'s report: units in the field names
 -- (duration_ms), no null fields. It never carries a record's field values.
-CREATE OR REPLACE FUNCTION recalc.job_payload(p_job bigint) RETURNS jsonb LANGUAGE sql STABLE AS $$
+CREATE OR REPLACE FUNCTION recalc.job_payload(p_job bigint) RETURNS jsonb LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_strip_nulls(jsonb_build_object(
         'job', id, 'kind', kind, 'trigger', trigger,
         'status', CASE WHEN status = 'running' AND NOT recalc.job_alive(id) THEN 'interrupted' ELSE status END,

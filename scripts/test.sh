@@ -47,6 +47,8 @@ phase "go test -race -count=1 ./..." go test -race -count=1 ./...
 fuzz() {
   local target dir pids=() status=0
   dir=$(mktemp -d)
+  # One short run builds the instrumented test binary, so the two below share it from the cache.
+  go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 1x ./internal/model >"$dir/build" 2>&1 || { cat "$dir/build"; return 1; }
   for target in FuzzDecode FuzzLogic; do
     go test -run '^$' -fuzz "^$target\$" -fuzztime 20s ./internal/model >"$dir/$target" 2>&1 &
     pids+=($!)
@@ -60,7 +62,7 @@ phase "fuzz FuzzDecode and FuzzLogic (20s each, side by side)" fuzz
 # The benchmarks once at a tiny size, so they never rot: the Go benchmarks, and make bench's
 # driver (its results go to a scratch file, not bench/results.json).
 phase "Go benchmarks (smoke, BENCH_SIZE=2000)" env BENCH_SIZE=2000 go test -run '^$' -bench . -benchtime 1x ./bench/...
-phase "make bench driver (smoke, 2000 records)" go run ./bench/cmd/bench -sizes 2000 -samples 200 -db recalc_bench_smoke \
+phase "make bench driver (smoke, 2000 records)" go run ./bench/cmd/bench -sizes 2000 -samples 200 -fresh-for 3s -db recalc_bench_smoke \
   -recalc bin/recalc -out "$(mktemp -t recalc-bench-XXXXXX.json)"
 # go test's TestConformance drives the same cases in-process; one shell runner checks them
 # end to end: the shared one when it is beside the clone, else scripts/conformance.sh.

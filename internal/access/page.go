@@ -23,7 +23,10 @@ type Visible struct {
 // minLevel ("read", "edit" or "all") or above, in record id order, after
 // the id after ("" from the start), at most limit (1 to MaxPage) of them,
 // through recalc.visible_records. A page shorter than limit is the last;
-// otherwise the next starts after its last record.
+// otherwise the next starts after its last record. recalc.visible_records
+// reads at most 50 x limit records per call and then returns a continuation
+// row instead of a full page: VisiblePage calls it again from there until
+// the page is full or the records end, so no page here is silently short.
 func VisiblePage(ctx context.Context, q pg.Querier, user, object, minLevel, after string, limit int) ([]Visible, error) {
 	if limit < 1 || limit > MaxPage {
 		return nil, fmt.Errorf("page limit %d: give 1 to %d", limit, MaxPage)
@@ -31,15 +34,32 @@ func VisiblePage(ctx context.Context, q pg.Querier, user, object, minLevel, afte
 	if minLevel != "read" && minLevel != "edit" && minLevel != "all" {
 		return nil, fmt.Errorf("min level %q: give read, edit or all", minLevel)
 	}
-	rows, err := q.Query(ctx, `SELECT record, level FROM recalc.visible_records($1, $2, $3, $4, $5)`, user, object, minLevel, after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("list visible records: %w", err)
+	var out []Visible
+	for {
+		rows, err := q.Query(ctx, `SELECT record, level, next_after FROM recalc.visible_records($1, $2, $3, $4, $5)`,
+			user, object, minLevel, after, limit-len(out))
+		if err != nil {
+			return nil, fmt.Errorf("list visible records: %w", err)
+		}
+		next := ""
+		var rec, level, cont *string
+		_, err = pgx.ForEachRow(rows, []any{&rec, &level, &cont}, func() error {
+			switch {
+			case cont != nil:
+				next = *cont
+			case rec != nil && level != nil:
+				out = append(out, Visible{Record: *rec, Level: *level})
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list visible records: %w", err)
+		}
+		if next == "" || len(out) >= limit {
+			return out, nil
+		}
+		after = next
 	}
-	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Visible])
-	if err != nil {
-		return nil, fmt.Errorf("list visible records: %w", err)
-	}
-	return out, nil
 }
 
 // CheckLevel is Level for a user and a record that must exist: it fails

@@ -35,6 +35,9 @@ type RLS struct {
 	// OwnerColumn, when set, holds the row owner's user id: the owner may
 	// read, insert, update and delete its own rows, recalculated or not.
 	OwnerColumn string
+	// Force makes the policies apply to the table's owner too (FORCE ROW
+	// LEVEL SECURITY); without it, reads as the owner see every row.
+	Force bool
 }
 
 // Policy names recalc installs; EnableRLS and DisableRLS drop them all.
@@ -83,15 +86,51 @@ func (r *RLS) validate() error {
 // replaces) recalc's policies. It checks first that the object is in the
 // stored model and that the id column (and owner column) exist with a
 // supported type. Every name is quoted as an identifier and every value
-// passed as a literal, by the server's format().
+// passed as a literal, by the server's pg_catalog.format(), with the
+// transaction's search_path pinned to pg_catalog, pg_temp (and restored
+// after): no function of the caller's search_path is used.
 func EnableRLS(ctx context.Context, tx pgx.Tx, r *RLS) error {
-	tbl, err := r.table()
-	if err != nil {
+	if _, err := r.table(); err != nil {
 		return err
 	}
 	if err := r.validate(); err != nil {
 		return err
 	}
+	tbl, err := resolveTable(ctx, tx, r.Table)
+	if err != nil {
+		return err
+	}
+	var path string
+	if err := tx.QueryRow(ctx, `SELECT pg_catalog.current_setting('search_path'), pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true)`).Scan(&path, new(string)); err != nil {
+		return fmt.Errorf("pin search_path: %w", err)
+	}
+	if err := enableRLS(ctx, tx, tbl, r); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_catalog.set_config('search_path', $1, true)`, path); err != nil {
+		return fmt.Errorf("restore search_path: %w", err)
+	}
+	return nil
+}
+
+// resolveTable returns the schema-qualified name of table, looked up on the
+// caller's search_path, or fails saying the table does not exist.
+func resolveTable(ctx context.Context, tx pgx.Tx, table string) (pgx.Identifier, error) {
+	var nsp, rel *string
+	err := tx.QueryRow(ctx, `SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = pg_catalog.to_regclass($1)`,
+		pgx.Identifier(strings.Split(table, ".")).Sanitize()).Scan(&nsp, &rel)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, fmt.Errorf("table %s does not exist: create it first, or give SCHEMA.TABLE", table)
+	case err != nil:
+		return nil, fmt.Errorf("look up table %s: %w", table, err)
+	}
+	return pgx.Identifier{*nsp, *rel}, nil
+}
+
+// enableRLS is EnableRLS on the resolved table, search_path pinned.
+func enableRLS(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) error {
 	if err := checkObject(ctx, tx, r.Object); err != nil {
 		return err
 	}
@@ -104,6 +143,9 @@ func EnableRLS(ctx context.Context, tx pgx.Tx, r *RLS) error {
 		return err
 	}
 	sqls := append([]string{`ALTER TABLE ` + tbl.Sanitize() + ` ENABLE ROW LEVEL SECURITY`}, dropPolicies(tbl)...)
+	if r.Force {
+		sqls = append(sqls, `ALTER TABLE `+tbl.Sanitize()+` FORCE ROW LEVEL SECURITY`)
+	}
 	for _, sql := range append(sqls, policies...) {
 		if _, err := tx.Exec(ctx, sql); err != nil {
 			return fmt.Errorf("enable row-level security on %s: %w", r.Table, err)
@@ -118,7 +160,9 @@ func (r *RLS) policies(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, key s
 	user := "current_user::text"
 	if !r.UserFromRole {
 		var err error
-		if user, err = format(ctx, tx, `current_setting(%L, true)`, r.UserSetting); err != nil {
+		// nullif: after a SET LOCAL in an earlier transaction of a pooled
+		// session, current_setting returns '' rather than NULL.
+		if user, err = format(ctx, tx, `nullif(current_setting(%L, true), '')`, r.UserSetting); err != nil {
 			return nil, err
 		}
 	}
@@ -141,7 +185,9 @@ func (r *RLS) policies(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, key s
 		out = append(out, `CREATE POLICY `+policyInsert+` ON `+on+` FOR INSERT TO `+pgx.Identifier{r.InsertRole}.Sanitize()+` WITH CHECK (true)`)
 	}
 	if r.OwnerColumn != "" {
-		own, err := format(ctx, tx, `%I::text = %s`, r.OwnerColumn, user)
+		// Only an active user owns rows: rls_mode is 0 for an unknown or
+		// inactive user.
+		own, err := format(ctx, tx, `(SELECT recalc.rls_mode(%1$s, %2$L, 'read')) <> 0 AND %3$I::text = %1$s`, user, r.Object, r.OwnerColumn)
 		if err != nil {
 			return nil, err
 		}
@@ -160,11 +206,11 @@ func predicate(ctx context.Context, tx pgx.Tx, user, object, key, level string) 
 		ELSE false END`, user, object, level, key)
 }
 
-// format quotes args into tmpl with the server's format(): %I for names,
+// format quotes args into tmpl with the server's pg_catalog.format(): %I for names,
 // %L for values.
 func format(ctx context.Context, tx pgx.Tx, tmpl string, args ...string) (string, error) {
 	var s string
-	if err := tx.QueryRow(ctx, `SELECT format($1::text, VARIADIC $2::text[])`, tmpl, args).Scan(&s); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT pg_catalog.format($1::text, VARIADIC $2::text[])`, tmpl, args).Scan(&s); err != nil {
 		return "", fmt.Errorf("build policy: %w", err)
 	}
 	return s, nil
@@ -228,13 +274,12 @@ func keyExpr(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) (string
 	if err != nil {
 		return "", err
 	}
-	switch {
-	case attached:
-		return format(ctx, tx, `(%L || %I::text)`, r.Object+":", r.IDColumn)
-	case *idType == "text":
-		return format(ctx, tx, `%I`, r.IDColumn)
+	// COLLATE "C": a nondeterministic collation of the id column must not
+	// make ids that differ only in case (or accents) match.
+	if attached {
+		return format(ctx, tx, `((%L || %I::text) COLLATE "C")`, r.Object+":", r.IDColumn)
 	}
-	return format(ctx, tx, `%I::text`, r.IDColumn)
+	return format(ctx, tx, `(%I::text COLLATE "C")`, r.IDColumn)
 }
 
 // isAttached says whether object is attached (recalc attach): its records'
@@ -275,4 +320,23 @@ func DisableRLS(ctx context.Context, tx pgx.Tx, table string) error {
 		}
 	}
 	return nil
+}
+
+// OwnerBypass returns the owner of table and whether reads as that owner
+// bypass recalc's policies: row-level security is not forced on the table,
+// or the owner is a superuser or has BYPASSRLS.
+func OwnerBypass(ctx context.Context, tx pgx.Tx, table string) (string, bool, error) {
+	tbl, err := resolveTable(ctx, tx, table)
+	if err != nil {
+		return "", false, err
+	}
+	var owner string
+	var bypass bool
+	err = tx.QueryRow(ctx, `SELECT o.rolname::text, NOT c.relforcerowsecurity OR o.rolsuper OR o.rolbypassrls
+		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_roles o ON o.oid = c.relowner
+		WHERE c.oid = pg_catalog.to_regclass($1)`, tbl.Sanitize()).Scan(&owner, &bypass)
+	if err != nil {
+		return "", false, fmt.Errorf("look up owner of %s: %w", table, err)
+	}
+	return owner, bypass, nil
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
@@ -369,4 +370,230 @@ func TestInsertAndOwnerPolicies(t *testing.T) {
 	if err := insert("u2"); !strings.Contains(err.Error(), "row-level security") {
 		t.Errorf("u1 inserting a row owned by u2: %v, want a row-level security violation", err)
 	}
+}
+
+// model imports doc and runs a full recalculation.
+func (b *bundle) model(t *testing.T, doc string) {
+	t.Helper()
+	if _, err := testkit.ImportString(b.ctx, b.pool, doc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := engine.Full(b.ctx, b.pool, engine.Options{}, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// exec runs statements as the superuser.
+func (b *bundle) exec(t *testing.T, sqls ...string) {
+	t.Helper()
+	for _, sql := range sqls {
+		if _, err := b.pool.Exec(b.ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+}
+
+const privateAccounts = `{"objects": [{"name": "account", "internal_owd": "private"}],
+	"users": [{"id": "u1"}, {"id": "u2"}, {"id": "u3", "active": false}],
+	"records": [{"object": "account", "id": "abc", "owner": "u1"}]}`
+
+// TestRLSKeyIgnoresNondeterministicCollation: an id column with a
+// case-insensitive collation does not make 'ABC' match u1's record 'abc'
+// (the key is compared COLLATE "C").
+func TestRLSKeyIgnoresNondeterministicCollation(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.model(t, privateAccounts)
+	b.exec(t, `CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)`,
+		`CREATE TABLE app (id text COLLATE ci, v varchar(10) COLLATE ci)`,
+		`INSERT INTO app VALUES ('abc', 'abc'), ('ABC', 'ABC'), ('Abc', 'Abc')`,
+		`GRANT SELECT ON app TO `+b.role)
+	for _, col := range []string{"id", "v"} {
+		b.tx(t, func(tx pgx.Tx) error {
+			return access.EnableRLS(b.ctx, tx, &access.RLS{Table: "app", Object: "account", IDColumn: col, UserSetting: "app.user_id"})
+		})
+		if got := b.asUser(t, "u1", `SELECT id FROM app`); !slices.Equal(got, []string{"abc"}) {
+			t.Errorf("id column %s with a case-insensitive collation: u1 sees %v, want only abc", col, got)
+		}
+	}
+}
+
+// TestOwnerPolicyNeedsActiveUser: the owner policy admits no row to a
+// session whose user setting is empty (left by SET LOCAL in an earlier
+// transaction of the same pooled connection), nor to an inactive owner.
+func TestOwnerPolicyNeedsActiveUser(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.model(t, privateAccounts)
+	b.exec(t, `CREATE TABLE app (id bigint PRIMARY KEY, owner text)`,
+		`INSERT INTO app VALUES (1, 'u1'), (2, ''), (3, 'u3')`,
+		`GRANT SELECT ON app TO `+b.role)
+	b.tx(t, func(tx pgx.Tx) error {
+		return access.EnableRLS(b.ctx, tx, &access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "app.user_id", OwnerColumn: "owner"})
+	})
+	if got := b.asUser(t, "u1", `SELECT id::text FROM app`); !slices.Equal(got, []string{"1"}) {
+		t.Errorf("u1 sees %v, want its own row 1", got)
+	}
+	if got := b.asUser(t, "u3", `SELECT id::text FROM app`); len(got) != 0 {
+		t.Errorf("inactive u3 sees %v, want nothing", got)
+	}
+	conn, err := b.pool.Acquire(b.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(b.ctx, `BEGIN; SET LOCAL ROLE `+b.role+`; SELECT set_config('app.user_id', 'u1', true); COMMIT`); err != nil {
+		t.Fatal(err)
+	}
+	var setting string
+	var ids []string
+	err = pgx.BeginFunc(b.ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(b.ctx, `SET LOCAL ROLE `+b.role); err != nil {
+			return err
+		}
+		if err := tx.QueryRow(b.ctx, `SELECT current_setting('app.user_id', true)`).Scan(&setting); err != nil {
+			return err
+		}
+		rows, err := tx.Query(b.ctx, `SELECT id::text FROM app`)
+		if err == nil {
+			ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if setting != "" {
+		t.Fatalf("the pooled session's setting is %q, want '' (the case under test)", setting)
+	}
+	if len(ids) != 0 {
+		t.Errorf("a pooled session with no user set sees %v, want nothing", ids)
+	}
+}
+
+// TestForceAppliesToOwner: without Force a read as the table's owner sees
+// every row and OwnerBypass says so; with Force the owner's reads are
+// filtered too.
+func TestForceAppliesToOwner(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.model(t, privateAccounts)
+	b.exec(t, `CREATE TABLE app (id text PRIMARY KEY)`, `INSERT INTO app VALUES ('abc'), ('other')`,
+		`ALTER TABLE app OWNER TO `+b.role)
+	for _, force := range []bool{false, true} {
+		var owner string
+		var bypass bool
+		b.tx(t, func(tx pgx.Tx) error {
+			err := access.EnableRLS(b.ctx, tx, &access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "app.user_id", Force: force})
+			if err == nil {
+				owner, bypass, err = access.OwnerBypass(b.ctx, tx, "app")
+			}
+			return err
+		})
+		got := b.asUser(t, "u1", `SELECT id FROM app`)
+		want := []string{"abc"}
+		if !force {
+			want = []string{"abc", "other"}
+		}
+		if !slices.Equal(got, want) || bypass == force || (pgx.Identifier{owner}).Sanitize() != b.role {
+			t.Errorf("force %v: the owner reads %v, OwnerBypass %q %v; want %v, bypass %v", force, got, owner, bypass, want, !force)
+		}
+	}
+}
+
+// TestEnableRLSIgnoresHostileFormat: a format(text, VARIADIC text[]) in a
+// schema on the caller's search_path, a better match than pg_catalog's, is
+// not used to build the policies; the caller's search_path is restored.
+func TestEnableRLSIgnoresHostileFormat(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.model(t, privateAccounts)
+	b.exec(t, `CREATE SCHEMA evil`,
+		`CREATE FUNCTION evil.format(text, VARIADIC text[]) RETURNS text LANGUAGE sql AS $$ SELECT 'true' $$`,
+		`CREATE TABLE app (id text PRIMARY KEY)`, `INSERT INTO app VALUES ('abc'), ('other')`,
+		`GRANT SELECT ON app TO `+b.role)
+	var path string
+	b.tx(t, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(b.ctx, `SET LOCAL search_path = evil, public`); err != nil {
+			return err
+		}
+		if err := access.EnableRLS(b.ctx, tx, &access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "app.user_id"}); err != nil {
+			return err
+		}
+		return tx.QueryRow(b.ctx, `SHOW search_path`).Scan(&path)
+	})
+	if got := b.asUser(t, "u2", `SELECT id FROM app`); len(got) != 0 {
+		t.Errorf("u2 sees %v through policies built under a hostile search_path, want nothing", got)
+	}
+	if got := b.asUser(t, "u1", `SELECT id FROM app`); !slices.Equal(got, []string{"abc"}) {
+		t.Errorf("u1 sees %v, want abc", got)
+	}
+	if path != "evil, public" {
+		t.Errorf("search_path after EnableRLS is %q, want the caller's evil, public", path)
+	}
+	var config []string
+	if err := b.pool.QueryRow(b.ctx, `SELECT coalesce(proconfig, '{}') FROM pg_proc WHERE oid = 'recalc.job_payload(bigint)'::regprocedure`).Scan(&config); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(config, "search_path=pg_catalog, pg_temp") {
+		t.Errorf("recalc.job_payload runs with %v, want search_path pinned to pg_catalog, pg_temp", config)
+	}
+}
+
+// TestReadFunctionsBounded: rls_records refuses a user with more than 1,000
+// share rows instead of aggregating them all; a visible_records call reads
+// at most 50 x limit records and then says where to continue; VisiblePage
+// follows the continuation so a short page is still the last.
+func TestReadFunctionsBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var recs []string
+	for i := range 120 {
+		recs = append(recs, fmt.Sprintf(`{"object": "account", "id": "a%04d", "owner": "u2"}`, i))
+	}
+	for i := range 1001 {
+		recs = append(recs, fmt.Sprintf(`{"object": "account", "id": "b%04d", "owner": "u1"}`, i))
+	}
+	b.model(t, `{"objects": [{"name": "account", "internal_owd": "private"}], "users": [{"id": "u1"}, {"id": "u2"}],
+		"records": [`+strings.Join(recs, ",")+`]}`)
+	var state string
+	if err := b.rolledBack(t, `SELECT count(*)::text FROM recalc.rls_records('u1', 'account')`); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) {
+			state = pgErr.Code
+		}
+	}
+	if state != "54000" {
+		t.Errorf("rls_records for a user with 1,001 share rows: state %q, want 54000", state)
+	}
+	if got := b.asUser(t, "u1", `SELECT coalesce(record, '-') || '/' || coalesce(next_after, '-') FROM recalc.visible_records('u1', 'account', 'read', NULL, 1)`); !slices.Equal(got, []string{"-/a0049"}) {
+		t.Errorf("visible_records page of 1 over 120 hidden records: %v, want only a continuation after a0049", got)
+	}
+	if got := b.asUser(t, "u1", `SELECT record FROM recalc.visible_records('u1', 'account', 'read', 'a0100', 1)`); !slices.Equal(got, []string{"b0000"}) {
+		t.Errorf("visible_records within the bound: %v, want b0000", got)
+	}
+	var page []access.Visible
+	b.tx(t, func(tx pgx.Tx) error {
+		var err error
+		page, err = access.VisiblePage(b.ctx, tx, "u1", "account", "read", "", 2)
+		return err
+	})
+	if len(page) != 2 || page[0].Record != "b0000" || page[1].Record != "b0001" {
+		t.Errorf("VisiblePage of 2 across continuations: %v, want b0000 and b0001", page)
+	}
+}
+
+// rolledBack runs sql as the role in a transaction that is rolled back.
+func (b *bundle) rolledBack(t *testing.T, sql string) error {
+	t.Helper()
+	tx, err := b.pool.Begin(b.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(b.ctx)
+	if _, err := tx.Exec(b.ctx, `SET LOCAL ROLE `+b.role); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tx.Exec(b.ctx, sql)
+	return err
 }

@@ -185,8 +185,8 @@ func install(ctx context.Context, tx pgx.Tx, t *target, have map[string]stored) 
 		return c, fmt.Errorf("register attachment of %s: %w", c.Object, err)
 	}
 	for _, k := range t.captures {
-		if _, err := tx.Exec(ctx, `INSERT INTO recalc.attach_capture (object, relid, source, key_col, func, cols, types)
-			VALUES ($1, $2, $3, $4, $5, $6, $7)`, c.Object, k.Relid, k.Source, k.KeyCol, k.Func, k.Cols, k.Types); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO recalc.attach_capture (object, relid, source, key_col, func, cols, types, colls)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, c.Object, k.Relid, k.Source, k.KeyCol, k.Func, k.Cols, k.Types, k.Colls); err != nil {
 			return c, fmt.Errorf("register capture of %s on %s: %w", c.Object, k.Source, err)
 		}
 	}

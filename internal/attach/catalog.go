@@ -31,12 +31,14 @@ type capture struct {
 	Func   string   `json:"func"`
 	Cols   []string `json:"cols"`
 	Types  []uint32 `json:"types"`
+	Colls  []uint32 `json:"colls"`
 }
 
 // relation is a table or view as the catalog has it.
 type relation struct {
 	relid               uint32
 	kind                string // pg_class.relkind
+	inherits            bool   // it has children, or a parent (partitions included)
 	source              string // schema.name, quoted
 	ownedByMe           bool
 	canSelect, canTrigg bool
@@ -44,10 +46,13 @@ type relation struct {
 }
 
 // column is a column's type: its oid, and its name when it is a type of
-// pg_catalog (empty otherwise).
+// pg_catalog (empty otherwise); and its collation, and whether that
+// collation is nondeterministic (equal strings that differ).
 type column struct {
-	typ  uint32
-	name string
+	typ    uint32
+	name   string
+	coll   uint32
+	nondet bool
 }
 
 // Column types an attachment may read: only pg_catalog's, whose casts to
@@ -68,10 +73,11 @@ func readRelation(ctx context.Context, tx pgx.Tx, table string) (*relation, erro
 	r := relation{cols: map[string]column{}}
 	err = tx.QueryRow(ctx, `
 		SELECT c.oid, c.relkind::text, format('%I.%I', n.nspname, c.relname), c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user),
-		       has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'TRIGGER')
+		       has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'TRIGGER'),
+		       c.relhassubclass OR c.relispartition OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE n.nspname = $1 AND c.relname = $2`, schema, name).
-		Scan(&r.relid, &r.kind, &r.source, &r.ownedByMe, &r.canSelect, &r.canTrigg)
+		Scan(&r.relid, &r.kind, &r.source, &r.ownedByMe, &r.canSelect, &r.canTrigg, &r.inherits)
 	if err == pgx.ErrNoRows {
 		return nil, nil
 	}
@@ -79,15 +85,16 @@ func readRelation(ctx context.Context, tx pgx.Tx, table string) (*relation, erro
 		return nil, fmt.Errorf("look up table %s: %w", table, err)
 	}
 	rows, err := tx.Query(ctx, `
-		SELECT a.attname, a.atttypid, CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace THEN t.typname::text ELSE '' END
-		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+		SELECT a.attname, a.atttypid, CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace THEN t.typname::text ELSE '' END,
+		       a.attcollation, coalesce(NOT l.collisdeterministic, false)
+		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_collation l ON l.oid = a.attcollation
 		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped`, r.relid)
 	if err != nil {
 		return nil, fmt.Errorf("read columns of %s: %w", table, err)
 	}
 	var col string
 	var c column
-	if _, err := pgx.ForEachRow(rows, []any{&col, &c.typ, &c.name}, func() error { r.cols[col] = c; return nil }); err != nil {
+	if _, err := pgx.ForEachRow(rows, []any{&col, &c.typ, &c.name, &c.coll, &c.nondet}, func() error { r.cols[col] = c; return nil }); err != nil {
 		return nil, fmt.Errorf("read columns of %s: %w", table, err)
 	}
 	return &r, nil
@@ -105,12 +112,13 @@ func (r *relation) column(table, what, col string, allowed []string) (column, er
 	return c, nil
 }
 
-// uniqueOn reports whether a unique index or constraint covers the column alone.
+// uniqueOn reports whether a valid, not deferrable unique index or
+// constraint covers the column alone (the capture checks it again).
 func uniqueOn(ctx context.Context, tx pgx.Tx, relid uint32, col string) (bool, error) {
 	var ok bool
 	err := tx.QueryRow(ctx, `SELECT EXISTS (
 		SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-		WHERE i.indrelid = $1 AND i.indisunique AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL
+		WHERE i.indrelid = $1 AND i.indisunique AND i.indimmediate AND i.indisvalid AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL
 		  AND a.attname = $2)`, relid, col).Scan(&ok)
 	if err != nil {
 		return false, fmt.Errorf("look up unique indexes: %w", err)
@@ -149,7 +157,7 @@ func viewReads(ctx context.Context, tx pgx.Tx, relid uint32, view string) (map[u
 	var oid uint32
 	var kind, name string
 	_, err = pgx.ForEachRow(rows, []any{&oid, &kind, &name}, func() error {
-		if kind != "r" && kind != "p" {
+		if kind != "r" {
 			return fmt.Errorf("view %s reads %s, which is not a table: attach a view over tables only", view, name)
 		}
 		tables[oid] = name

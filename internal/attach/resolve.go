@@ -60,8 +60,10 @@ func resolve(ctx context.Context, tx pgx.Tx, o Object, objs map[string]string, a
 		return nil, err
 	}
 	switch rel.kind {
-	case "r", "p":
+	case "r":
 		err = t.resolveTable(ctx, tx, rel, cols)
+	case "p":
+		err = fmt.Errorf("%s is a partitioned table, whose partitions' writes its triggers do not see: attach a view over plain tables instead", o.Table)
 	case "v":
 		err = t.resolveView(ctx, tx, rel)
 	default:
@@ -83,12 +85,23 @@ func (t *target) readColumns(rel *relation) (cols []string, err error) {
 	}
 	t.idType = keyTypes[id.name]
 	cols = append(cols, t.ID)
-	if _, err := rel.column(t.Table, "owner", t.Owner, keys); err != nil {
+	owner, err := rel.column(t.Table, "owner", t.Owner, keys)
+	if err != nil {
+		return nil, err
+	}
+	if err := deterministic(t.Table, "id", t.ID, id); err != nil {
+		return nil, err
+	}
+	if err := deterministic(t.Table, "owner", t.Owner, owner); err != nil {
 		return nil, err
 	}
 	cols = append(cols, t.Owner)
 	if t.Parent != nil {
-		if _, err := rel.column(t.Table, "parent", *t.Parent, keys); err != nil {
+		parent, err := rel.column(t.Table, "parent", *t.Parent, keys)
+		if err != nil {
+			return nil, err
+		}
+		if err := deterministic(t.Table, "parent", *t.Parent, parent); err != nil {
 			return nil, err
 		}
 		cols = append(cols, *t.Parent)
@@ -113,6 +126,9 @@ func (t *target) resolveTable(ctx context.Context, tx pgx.Tx, rel *relation, col
 	if len(t.Capture) > 0 {
 		return fmt.Errorf("%s is a table, which captures its own writes: remove \"capture\" (it is for views)", t.Table)
 	}
+	if rel.inherits {
+		return fmt.Errorf("%s has inheritance children or a parent (or is a partition): writes addressed to another table of its hierarchy would not be captured; attach a plain table", t.Table)
+	}
 	if !rel.canTrigg {
 		return fmt.Errorf("this role cannot add triggers to %s: GRANT TRIGGER ON %s TO the role running recalc", t.Table, rel.source)
 	}
@@ -126,6 +142,7 @@ func (t *target) resolveTable(ctx context.Context, tx pgx.Tx, rel *relation, col
 	c := capture{Relid: rel.relid, Source: rel.source, KeyCol: t.ID, Func: funcName(t.Object.Object, rel.relid), Cols: distinct(cols)}
 	for _, col := range c.Cols {
 		c.Types = append(c.Types, rel.cols[col].typ)
+		c.Colls = append(c.Colls, rel.cols[col].coll)
 	}
 	t.captures = []capture{c}
 	return nil
@@ -169,8 +186,10 @@ func (t *target) baseTable(ctx context.Context, tx pgx.Tx, c Capture, idType str
 	switch {
 	case rel == nil:
 		return nil, fmt.Errorf("capture table %s does not exist (or is not visible to this role)", c.Table)
-	case rel.kind != "r" && rel.kind != "p":
-		return nil, fmt.Errorf("capture table %s is not a table", c.Table)
+	case rel.kind != "r":
+		return nil, fmt.Errorf("capture table %s is not a plain table (partitioned tables are refused: their partitions' writes are not captured)", c.Table)
+	case rel.inherits:
+		return nil, fmt.Errorf("capture table %s has inheritance children or a parent (or is a partition): writes addressed to another table of its hierarchy would not be captured", c.Table)
 	case !rel.canTrigg || !rel.canSelect:
 		return nil, fmt.Errorf("this role cannot read or add triggers to %s: GRANT SELECT, TRIGGER ON %s TO the role running recalc", c.Table, rel.source)
 	}
@@ -178,8 +197,20 @@ func (t *target) baseTable(ctx context.Context, tx pgx.Tx, c Capture, idType str
 	if err != nil {
 		return nil, fmt.Errorf("%w (the type of the view's id column %q)", err, t.ID)
 	}
+	if err := deterministic(c.Table, "capture id", c.ID, key); err != nil {
+		return nil, err
+	}
 	return &capture{Relid: rel.relid, Source: rel.source, KeyCol: c.ID, Func: funcName(t.Object.Object, rel.relid),
-		Cols: []string{c.ID}, Types: []uint32{key.typ}}, nil
+		Cols: []string{c.ID}, Types: []uint32{key.typ}, Colls: []uint32{key.coll}}, nil
+}
+
+// deterministic refuses a key column whose collation is nondeterministic:
+// ids that differ only in case (or accents) would compare equal.
+func deterministic(table, what, col string, c column) error {
+	if c.nondet {
+		return fmt.Errorf("%s column %q of %s has a nondeterministic collation, under which different ids compare equal: give it a deterministic one (COLLATE \"C\")", what, col, table)
+	}
+	return nil
 }
 
 // distinct returns ss without repeats, in order.

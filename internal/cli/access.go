@@ -164,8 +164,9 @@ func rlsEnableCommand(out, errOut io.Writer) *cli.Command {
 			"--write lets a session update and delete the rows its user may edit, --insert-role ROLE lets\n" +
 			"ROLE insert any row, --owner-column COL lets a user read and change the rows it owns.\n" +
 			"OBJECT must be in the stored model; the id column must be text, varchar, smallint, integer,\n" +
-			"bigint or uuid. Readers need `recalc grant reader ROLE`. Table owners and superusers bypass\n" +
-			"row-level security, as always in PostgreSQL. See docs/rls.md.",
+			"bigint or uuid. Readers need `recalc grant reader ROLE`. Superusers and BYPASSRLS roles bypass\n" +
+			"row-level security, and so do reads as the table's owner unless --force (FORCE ROW LEVEL\n" +
+			"SECURITY): without it, a warning is printed on standard error. See docs/rls.md.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "table", Required: true, Usage: "application table, TABLE or SCHEMA.TABLE"},
 			&cli.StringFlag{Name: "object", Required: true, Usage: "the recalc object its rows are records of"},
@@ -175,11 +176,12 @@ func rlsEnableCommand(out, errOut io.Writer) *cli.Command {
 			&cli.BoolFlag{Name: "write", Usage: "also install UPDATE and DELETE policies: rows the user may edit"},
 			&cli.StringFlag{Name: "insert-role", Usage: "role that may INSERT any row (the application's role)"},
 			&cli.StringFlag{Name: "owner-column", Usage: "column holding the row owner's user id: owners may read and change their rows"},
+			&cli.BoolFlag{Name: "force", Usage: "apply the policies to the table's owner too (FORCE ROW LEVEL SECURITY)"},
 		},
 		Action: func(c *cli.Context) error {
 			r := &access.RLS{Table: c.String("table"), Object: c.String("object"), IDColumn: c.String("id-column"),
 				UserSetting: c.String("user-setting"), UserFromRole: c.Bool("user-from-role"),
-				Write: c.Bool("write"), InsertRole: c.String("insert-role"), OwnerColumn: c.String("owner-column")}
+				Write: c.Bool("write"), InsertRole: c.String("insert-role"), OwnerColumn: c.String("owner-column"), Force: c.Bool("force")}
 			if r.UserSetting == "" && !r.UserFromRole {
 				return cli.Exit("recalc: say where the current user comes from: --user-setting app.user_id or --user-from-role", ExitUsage)
 			}
@@ -187,8 +189,20 @@ func rlsEnableCommand(out, errOut io.Writer) *cli.Command {
 				if err := schema.Check(ctx, env.Pool); err != nil {
 					return err
 				}
-				if err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error { return access.EnableRLS(ctx, tx, r) }); err != nil {
+				var owner string
+				var bypass bool
+				if err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error {
+					if err := access.EnableRLS(ctx, tx, r); err != nil {
+						return err
+					}
+					var err error
+					owner, bypass, err = access.OwnerBypass(ctx, tx, r.Table)
 					return err
+				}); err != nil {
+					return err
+				}
+				if bypass {
+					fmt.Fprintf(errOut, "warning: reads as %s's owner %q bypass these policies and see every row: give --force, or read as another role\n", r.Table, owner)
 				}
 				user := fmt.Sprintf("current_setting('%s')", r.UserSetting)
 				if r.UserFromRole {

@@ -8,10 +8,10 @@
 // (Records, Grantees, Users, Objects, Swap): they commit or roll back with
 // the change. A publisher then moves every committed pending entry to the
 // feed (Publish): a job's finish does, and so must any other writer of the
-// share tables, in its own transaction. Publishers serialize on the feed
-// advisory lock, held until they commit, and take cursors from a sequence
-// after taking it, so a reader that has seen cursor N never later finds an
-// entry at or below N.
+// share tables, in its own transaction. Publishers serialize on a lock of
+// recalc.feed_state's row, held until they commit, and take cursors from a
+// sequence after taking it, so a reader that has seen cursor N never later
+// finds an entry at or below N.
 //
 // Entries name records, grantees, users and objects by id: never a
 // record's field values.

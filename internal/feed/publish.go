@@ -5,8 +5,6 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/recalc-dev/recalc/internal/locks"
 )
 
 // moveCTE moves every pending entry the statement sees to the feed, once
@@ -46,17 +44,19 @@ const prune = `WITH ` + pruneCTE + `
 // Every writer of the materialized tables calls it in the transaction that
 // writes them, as late as possible: a job's finish does, and so must a
 // fast path that writes share rows outside jobs (after sharetable's writes,
-// which record the pending entries themselves). It takes the feed advisory
-// lock until tx ends, so publishers serialize and cursor order is commit
-// order; take it last, after every row and table lock tx needs. tx must be
+// which record the pending entries themselves). It locks the row of
+// recalc.feed_state until tx ends, so publishers serialize and cursor order
+// is commit order; it is a row lock, not an advisory lock, because any role
+// that can connect could hold an advisory lock and stall every publisher.
+// Take it last, after every row and table lock tx needs. tx must be
 // READ COMMITTED (pgx's default), so that the move, a statement after the
 // lock, sees what the previous publisher committed. Entries pending in
 // transactions that have not committed yet wait for the next publisher.
 // In the same statement it prunes the entries older than the retention
 // (as Prune does): an index probe when there is none.
 func Publish(ctx context.Context, tx pgx.Tx, job int64) (int64, error) {
-	if err := locks.XactLock(ctx, tx, locks.Feed); err != nil {
-		return 0, err
+	if _, err := tx.Exec(ctx, `SELECT FROM recalc.feed_state FOR UPDATE`); err != nil {
+		return 0, fmt.Errorf("lock the access-change feed: %w", err)
 	}
 	var publisher *int64
 	if job > 0 {

@@ -23,9 +23,6 @@ const (
 	Model Scope = 2
 	// Staging serializes building a full job's staging indexes.
 	Staging Scope = 3
-	// Feed serializes publishers of the access-change feed, so that cursor
-	// order is commit order (internal/feed). Taken last in a transaction.
-	Feed Scope = 12
 )
 
 // namespace is the first key of every recalc advisory lock ("rc" in ASCII).
@@ -39,8 +36,6 @@ func (s Scope) String() string {
 		return "model"
 	case Staging:
 		return "staging"
-	case Feed:
-		return "feed"
 	}
 	return fmt.Sprintf("scope(%d)", int32(s))
 }

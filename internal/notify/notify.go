@@ -80,7 +80,7 @@ func (n *Notifier) Validate() error {
 	}
 	if n.URL != "" {
 		if err := checkURL(n.URL); err != nil {
-			return fmt.Errorf("--notify-url %q: %w", trim(n.URL, 100), err)
+			return fmt.Errorf("--notify-url: %w", err) // the URL may hold a token: never echoed
 		}
 	}
 	if n.Secret != "" && (len(n.Secret) < minSecret || len(n.Secret) > maxSecret) {
@@ -149,9 +149,10 @@ func checkHostPort(s string) error {
 	return nil
 }
 
+// trim cuts s to at most n bytes, on a character boundary, marking the cut.
 func trim(s string, n int) string {
 	if len(s) > n {
-		return s[:n] + "..."
+		return strings.ToValidUTF8(s[:n], "") + "..."
 	}
 	return s
 }
@@ -160,7 +161,7 @@ func trim(s string, n int) string {
 type Target struct {
 	Channel string
 	Key     string // SHA-256 of the full destination: which kept notifications are its own
-	Label   string // the destination without credentials or query string
+	Label   string // the destination without credentials, path or query string (webhook tokens live there)
 }
 
 // Targets lists n's destinations.
@@ -169,7 +170,10 @@ func (n *Notifier) Targets() []Target {
 	if n.URL != "" {
 		label := n.URL
 		if u, err := url.Parse(n.URL); err == nil {
-			label = u.Scheme + "://" + u.Host + u.EscapedPath()
+			label = u.Scheme + "://" + u.Host
+			if p := u.EscapedPath(); p != "" && p != "/" {
+				label += "/..."
+			}
 		}
 		out = append(out, Target{Channel: Webhook, Key: key(Webhook, n.URL), Label: trim(label, maxLabel-3)})
 	}

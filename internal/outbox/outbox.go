@@ -14,6 +14,7 @@ package outbox
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -58,7 +59,7 @@ func Backoff(attempts int) time.Duration {
 // gave up more than a week ago.
 func Keep(ctx context.Context, q pg.Querier, e Entry) error {
 	if len(e.LastError) > maxError {
-		e.LastError = e.LastError[:maxError]
+		e.LastError = strings.ToValidUTF8(e.LastError[:maxError], "")
 	}
 	_, err := q.Exec(ctx, `
 		INSERT INTO recalc.notification AS n (job_id, channel, target_key, target, payload, attempts, last_error, next_at)
@@ -116,7 +117,7 @@ func Delivered(ctx context.Context, q pg.Querier, e Entry) error {
 // when to try again, unless it was kept again since the claim.
 func Failed(ctx context.Context, q pg.Querier, e Entry, msg string) error {
 	if len(msg) > maxError {
-		msg = msg[:maxError]
+		msg = strings.ToValidUTF8(msg[:maxError], "")
 	}
 	_, err := q.Exec(ctx, `UPDATE recalc.notification SET last_error = $2, next_at = now() + make_interval(secs => $3)
 		WHERE id = $1 AND attempts = $4`, e.ID, msg, Backoff(e.Attempts).Seconds(), e.Attempts)
