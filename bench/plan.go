@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -22,6 +23,8 @@ type PlanCase struct {
 	Lost    int64   `json:"pairs_losing"`
 	PeakRSS int64   `json:"peak_rss_bytes"`
 	Skipped bool    `json:"skipped,omitempty"`
+	// TimedOut: stopped at -plan-max; Seconds is then that limit.
+	TimedOut bool `json:"timed_out,omitempty"`
 }
 
 // planCases times `recalc plan FILE` for a rule edit (the first criteria
@@ -48,7 +51,7 @@ func planCases(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool
 			return nil, fmt.Errorf("%s: %w", c.name, err)
 		}
 		cfg.logf("  %s: %s", c.name, what)
-		pc, err := timePlan(ctx, rc, cfg.Dir, sections)
+		pc, err := timePlan(ctx, rc, cfg.Dir, sections, cfg.PlanMax)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", c.name, err)
 		}
@@ -59,8 +62,8 @@ func planCases(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool
 }
 
 // timePlan writes sections to a model file and times `recalc plan --format
-// json` on it.
-func timePlan(ctx context.Context, rc recalcCmd, dir string, sections map[string]section) (PlanCase, error) {
+// json` on it, stopping it after limit.
+func timePlan(ctx context.Context, rc recalcCmd, dir string, sections map[string]section, limit time.Duration) (PlanCase, error) {
 	doc, err := json.Marshal(sections)
 	if err != nil {
 		return PlanCase{}, err
@@ -70,7 +73,12 @@ func timePlan(ctx context.Context, rc recalcCmd, dir string, sections map[string
 		return PlanCase{}, err
 	}
 	defer os.Remove(path)
-	p, err := rc.run(ctx, "plan", "--format", "json", path)
+	runCtx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	p, err := rc.run(runCtx, "plan", "--format", "json", path)
+	if err != nil && runCtx.Err() != nil && ctx.Err() == nil {
+		return PlanCase{Seconds: limit.Seconds(), TimedOut: true}, nil
+	}
 	if err != nil {
 		return PlanCase{}, err
 	}
@@ -155,8 +163,11 @@ func planTargets(records int, cases []PlanCase) []TargetLine {
 		if c.Skipped {
 			continue
 		}
-		out = append(out, TargetLine{"recalc plan FILE, " + c.Name, fmt.Sprintf("%.2f s, %d pairs change", c.Seconds, c.Gained+c.Lost),
-			fmt.Sprintf("≤ %.0f s", limit), c.Seconds <= limit})
+		got := fmt.Sprintf("%.2f s, %d pairs change", c.Seconds, c.Gained+c.Lost)
+		if c.TimedOut {
+			got = fmt.Sprintf("stopped after %.0f s", c.Seconds)
+		}
+		out = append(out, TargetLine{"recalc plan FILE, " + c.Name, got, fmt.Sprintf("≤ %.0f s", limit), !c.TimedOut && c.Seconds <= limit})
 	}
 	return out
 }

@@ -34,6 +34,8 @@ type Config struct {
 	// FreshFor is how long freshness is measured at each write rate, with
 	// `recalc watch` running (0: not measured).
 	FreshFor time.Duration
+	// PlanMax stops a timed `recalc plan FILE` that runs longer.
+	PlanMax  time.Duration
 	Dir      string // scratch space for the org file and COPY dumps
 	Progress io.Writer
 }
@@ -307,14 +309,14 @@ func measure(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool, 
 	if r.Incremental, err = incrementalCases(ctx, cfg, rc, pool, r.Full.Seconds); err != nil {
 		return err
 	}
-	cfg.logf("%d records: dry runs of a change (recalc plan FILE)", n)
-	if r.Plan, err = planCases(ctx, cfg, rc, pool); err != nil {
-		return err
-	}
 	if cfg.FreshFor > 0 {
 		if r.Fresh, err = freshness(ctx, cfg, rc, pool, n); err != nil {
 			return err
 		}
+	}
+	cfg.logf("%d records: dry runs of a change (recalc plan FILE)", n)
+	if r.Plan, err = planCases(ctx, cfg, rc, pool); err != nil {
+		return err
 	}
 	r.PeakRSS = max(r.ImportRSS, r.Full.PeakRSS, r.Nightly.PeakRSS)
 	if r.InPlace != nil {

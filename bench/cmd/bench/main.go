@@ -38,6 +38,7 @@ func run() error {
 	flag.IntVar(&cfg.Samples, "samples", 2000, "access checks to time")
 	flag.IntVar(&cfg.HeavyMax, "heavy-max", 2_000_000, "largest size at which the in-place run and the materialized-view peer are measured (0: every size)")
 	flag.DurationVar(&cfg.FreshFor, "fresh-for", time.Minute, "how long freshness is measured at each write rate, with recalc watch running (0: skip)")
+	flag.DurationVar(&cfg.PlanMax, "plan-max", 10*time.Minute, "longest a timed `recalc plan FILE` may run before it is stopped and reported as timed out")
 	out := flag.String("out", "bench/results.json", "where to write the results (- for stdout only)")
 	flag.Parse()
 	if cfg.ServerURL == "" {
