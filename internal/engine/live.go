@@ -51,12 +51,20 @@ type Live struct {
 	dict     *sharetable.Dict
 	deferred map[string]time.Time
 	idleAt   int64 // the version at which Run last found calculation deferred
+	dirty    int   // change rows consumed since the queue tables were last vacuumed
 }
+
+// vacuumAfter is how many change rows the fast path consumes before Step
+// vacuums the queue tables (recalc.change and recalc.feed_pending); Step
+// also vacuums them after every job.
+const vacuumAfter = 2000
 
 // NewLive returns a Live with Run's options opt.
 func NewLive(opt Options, maxRecords int) *Live {
 	opt.defaults()
-	return &Live{opt: opt, MaxRecords: maxRecords, idleAt: -1}
+	// dirty: vacuum after the first fast batch, which may follow a full
+	// job's million feed entries.
+	return &Live{opt: opt, MaxRecords: maxRecords, idleAt: -1, dirty: vacuumAfter}
 }
 
 // LiveReport says what one Step did.
@@ -82,6 +90,9 @@ func (l *Live) Step(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger)
 		switch {
 		case err == nil:
 			rep.Fast, rep.Duration = !rep.Deferred, time.Since(start)
+			if l.dirty += rep.Changes; l.dirty >= vacuumAfter {
+				l.vacuum(ctx, pool, log)
+			}
 			return rep, nil
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
@@ -96,6 +107,9 @@ func (l *Live) Step(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger)
 	}
 	if _, deferred := run.Deferred[store.SideRules]; run.Nothing && deferred {
 		l.idleAt = l.version // nothing to do until the deferral changes
+	}
+	if !run.Nothing {
+		l.vacuum(ctx, pool, log)
 	}
 	rep.Run, rep.Duration = run, time.Since(start)
 	return rep, nil
@@ -214,4 +228,14 @@ func (l *Live) decode(ctx context.Context, tx pgx.Tx, cfg []byte, prev *sharing.
 	}
 	l.config, l.dict = cfg, dict
 	return org, nil
+}
+
+// vacuum vacuums the queue tables that Step empties, so that reading them
+// stays a scan of the rows pending, not of every row they ever held, even
+// where autovacuum is off or slow to come by. A failure is only logged.
+func (l *Live) vacuum(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger) {
+	l.dirty = 0
+	if err := errors.Join(changes.Vacuum(ctx, pool), feed.VacuumPending(ctx, pool)); err != nil && ctx.Err() == nil {
+		log.Warn().Err(err).Msg("could not vacuum the queue tables")
+	}
 }

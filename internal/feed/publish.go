@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/recalc-dev/recalc/internal/pg"
 )
 
 // moveCTE moves every pending entry the statement sees to the feed, once
@@ -78,4 +80,16 @@ func Prune(ctx context.Context, tx pgx.Tx) (int64, error) {
 		return 0, fmt.Errorf("prune access changes: %w", err)
 	}
 	return n, nil
+}
+
+// VacuumPending vacuums recalc.feed_pending, skipping it when another
+// session holds a conflicting lock. Every entry passes through it once, and
+// a full job's can number a million, after which each Publish would scan
+// the dead rows of them all until the table is vacuumed. It cannot run in a
+// transaction.
+func VacuumPending(ctx context.Context, q pg.Querier) error {
+	if _, err := q.Exec(ctx, `VACUUM (SKIP_LOCKED) recalc.feed_pending`); err != nil {
+		return fmt.Errorf("vacuum the pending access changes: %w", err)
+	}
+	return nil
 }

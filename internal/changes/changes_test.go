@@ -1,0 +1,155 @@
+package changes_test
+
+import (
+	"context"
+	"os"
+	"slices"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/recalc-dev/recalc/internal/changes"
+	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/internal/testkit"
+)
+
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m, 4)) }
+
+// bundle is what a change-log test works on: a database of its own with a
+// family a1 <- c1 <- c2 and a lone record b1, all rooted, and an empty log.
+type bundle struct {
+	ctx  context.Context
+	pool *pgxpool.Pool
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	b := &bundle{ctx: context.Background(), pool: testdb.Migrated(t)}
+	b.exec(t, `INSERT INTO recalc.record (id, object, owner, parent, fields) VALUES
+		('a1', 'account', 'u1', NULL, '{}'), ('c1', 'contact', 'u1', 'a1', '{}'),
+		('c2', 'contact', 'u2', 'c1', '{}'), ('b1', 'account', 'u2', NULL, '{}')`)
+	b.fix(t)
+	b.exec(t, `DELETE FROM recalc.change`)
+	return b
+}
+
+func (b *bundle) exec(t *testing.T, sql string) {
+	t.Helper()
+	if _, err := b.pool.Exec(b.ctx, sql); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// fix runs FixRoots over the whole log and returns the ids it re-rooted.
+func (b *bundle) fix(t *testing.T) []string {
+	t.Helper()
+	var ids []string
+	err := pgx.BeginFunc(b.ctx, b.pool, func(tx pgx.Tx) error {
+		log, err := changes.Read(b.ctx, tx)
+		if err == nil {
+			ids, err = changes.FixRoots(b.ctx, tx, log.Seqs)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("fix roots: %v", err)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// logged is the change log as (sorted keys, rooted) pairs, in seq order.
+func (b *bundle) logged(t *testing.T) []string {
+	t.Helper()
+	rows, err := b.pool.Query(b.ctx, `SELECT array_to_string(ARRAY(SELECT unnest(keys) ORDER BY 1), ',')
+		|| CASE WHEN rooted THEN ' rooted' ELSE '' END FROM recalc.change ORDER BY seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (b *bundle) roots(t *testing.T) map[string]string {
+	t.Helper()
+	rows, err := b.pool.Query(b.ctx, `SELECT id, coalesce(root_id, '') FROM recalc.record`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	var id, root string
+	if _, err := pgx.ForEachRow(rows, []any{&id, &root}, func() error { out[id] = root; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestUpdatesThatKeepTheFamilyAreRooted checks the marks the change-log
+// trigger derives from the rows (migration 014), and that FixRoots, which
+// skips rooted rows, still re-roots every record a statement moved.
+func TestUpdatesThatKeepTheFamilyAreRooted(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		sql    string
+		logged []string
+		fixed  []string          // the ids FixRoots re-roots
+		roots  map[string]string // the roots afterwards, of the records listed
+	}{
+		{"owner change", `UPDATE recalc.record SET owner = 'u3' WHERE id = 'c1'`,
+			[]string{"c1 rooted"}, nil, map[string]string{"c1": "a1", "c2": "a1"}},
+		{"fields and object change", `UPDATE recalc.record SET fields = '{"x": 1}', object = 'case' WHERE id IN ('c2', 'b1')`,
+			[]string{"b1,c2 rooted"}, nil, map[string]string{"c2": "a1", "b1": "b1"}},
+		{"parent change moves the subtree", `UPDATE recalc.record SET parent = 'b1' WHERE id = 'c1'`,
+			[]string{"c1"}, []string{"c1", "c2"}, map[string]string{"c1": "b1", "c2": "b1", "a1": "a1"}},
+		{"parent cleared", `UPDATE recalc.record SET parent = NULL WHERE id = 'c1'`,
+			[]string{"c1"}, []string{"c1", "c2"}, map[string]string{"c1": "c1", "c2": "c1"}},
+		{"id change orphans the children", `UPDATE recalc.record SET id = 'a9' WHERE id = 'a1'`,
+			[]string{"a1,a9"}, []string{"a9", "c1", "c2"}, map[string]string{"a9": "a9", "c1": "c1", "c2": "c1"}},
+		{"one statement, both kinds", `UPDATE recalc.record SET owner = 'u4', parent = CASE id WHEN 'c2' THEN 'b1' ELSE parent END
+			WHERE id IN ('c2', 'b1')`,
+			[]string{"b1 rooted", "c2"}, []string{"c2"}, map[string]string{"c2": "b1", "b1": "b1", "c1": "a1"}},
+		{"a new record adopts orphans", `INSERT INTO recalc.record (id, object, owner, parent, fields) VALUES ('z1', 'account', 'u1', NULL, '{}');
+			UPDATE recalc.record SET parent = 'z1' WHERE id = 'b1'`,
+			[]string{"b1", "z1"}, []string{"b1", "z1"}, map[string]string{"b1": "z1", "z1": "z1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			b.exec(t, tc.sql)
+			if got := b.logged(t); !slices.Equal(got, tc.logged) {
+				t.Errorf("change log %q, want %q", got, tc.logged)
+			}
+			if got := b.fix(t); !slices.Equal(got, tc.fixed) {
+				t.Errorf("FixRoots re-rooted %q, want %q", got, tc.fixed)
+			}
+			roots := b.roots(t)
+			for id, want := range tc.roots {
+				if roots[id] != want {
+					t.Errorf("root of %s is %q, want %q", id, roots[id], want)
+				}
+			}
+		})
+	}
+}
+
+// TestFixRootsWalksDeepChains checks that the walk up a long parent chain
+// still finds the topmost record, and caps at 100 levels as before.
+func TestFixRootsWalksDeepChains(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.exec(t, `INSERT INTO recalc.record (id, object, owner, parent, fields)
+		SELECT 'd' || i, 'contact', 'u1', CASE WHEN i > 0 THEN 'd' || (i - 1) END, '{}' FROM generate_series(0, 150) i`)
+	b.fix(t)
+	roots := b.roots(t)
+	for id, want := range map[string]string{"d0": "d0", "d50": "d0", "d100": "d0", "d150": "d50"} {
+		if roots[id] != want {
+			t.Errorf("root of %s is %q, want %q", id, roots[id], want)
+		}
+	}
+}
