@@ -12,9 +12,10 @@ import (
 	"github.com/recalc-dev/recalc/internal/feed"
 )
 
-// FeedSwapDiff is the cost of the feed's set-based diff at a full job's
-// swap (feed.Swap): the live share and record tables against staging
-// tables that differ from them in about 1% of the records.
+// FeedSwapDiff is the cost of the feed's set-based diff of a full job
+// (feed.Diff while staging, feed.Swap at the swap): the live share and
+// record tables against staging tables that differ from them in about 1%
+// of the records.
 type FeedSwapDiff struct {
 	Seconds float64 `json:"s"`
 	Records int64   `json:"records_told"` // record entries it recorded
@@ -22,7 +23,7 @@ type FeedSwapDiff struct {
 	Ratio float64 `json:"ratio_to_nightly_full"`
 }
 
-// feedSwapDiff times feed.Swap in a transaction it rolls back: it builds
+// feedSwapDiff times feed.Diff and feed.Swap in a transaction it rolls back: it builds
 // staging tables as a full job leaves them (copies of the live ones,
 // indexed like them), changes the level of the share rows of every
 // hundredth record, then runs the diff.
@@ -41,6 +42,9 @@ func feedSwapDiff(ctx context.Context, pool *pgxpool.Pool, nightlyS float64) (*F
 			return fmt.Errorf("build staging copies: %w", err)
 		}
 		start := time.Now()
+		if _, err := feed.Diff(ctx, tx); err != nil {
+			return err
+		}
 		if err := feed.Swap(ctx, tx, false); err != nil {
 			return err
 		}

@@ -65,15 +65,59 @@ func Objects(ctx context.Context, tx pgx.Tx, names []string, internal, external 
 	return nil
 }
 
-// swapRecords finds, set-based, the records whose share rows or record row
-// differ between the live tables and a full job's staging tables, and the
-// records that take their access from one of them (access_root), old or
-// new, under their old and new ids.
-const swapRecords = `
-	WITH changed AS (
+// diffShares writes the records whose share rows differ between acl_share
+// and acl_share_next into acl_share_diff, and returns how many share rows
+// differ.
+const diffShares = `
+	WITH d AS MATERIALIZED (
 		SELECT coalesce(a.rid, b.rid) AS rid
 		FROM recalc.acl_share a FULL JOIN recalc.acl_share_next b USING (rid, gid, cause)
 		WHERE a.rid IS NULL OR b.rid IS NULL OR a.level <> b.level OR a.boss_ok <> b.boss_ok
+	), ins AS (INSERT INTO recalc.acl_share_diff SELECT DISTINCT rid FROM d)
+	SELECT count(*) FROM d`
+
+// Diff finds, set-based, the records whose share rows a full job's staging
+// table changes and keeps them for Swap, in tx, and returns how many share
+// rows differ (the drift a nightly run repairs). Call it once every chunk
+// has written acl_share_next; it may run beside the staging index builds.
+// Over empty live tables (the first computation) it keeps nothing and
+// counts acl_share_next's rows: Swap then tells every record.
+func Diff(ctx context.Context, tx pgx.Tx) (int64, error) {
+	if _, err := tx.Exec(ctx, `TRUNCATE recalc.acl_share_diff`); err != nil {
+		return 0, fmt.Errorf("diff share rows: %w", err)
+	}
+	empty, err := liveEmpty(ctx, tx)
+	if err != nil {
+		return 0, err
+	}
+	sql := diffShares
+	if empty {
+		sql = `SELECT count(*) FROM recalc.acl_share_next`
+	}
+	var n int64
+	if err := tx.QueryRow(ctx, sql).Scan(&n); err != nil {
+		return 0, fmt.Errorf("diff share rows: %w", err)
+	}
+	return n, nil
+}
+
+// liveEmpty tells whether the live share and record tables are both empty.
+func liveEmpty(ctx context.Context, tx pgx.Tx) (bool, error) {
+	var empty bool
+	err := tx.QueryRow(ctx, `SELECT NOT EXISTS (SELECT FROM recalc.acl_share) AND NOT EXISTS (SELECT FROM recalc.acl_record)`).Scan(&empty)
+	if err != nil {
+		return false, fmt.Errorf("read the share tables: %w", err)
+	}
+	return empty, nil
+}
+
+// swapRecords finds, set-based, the records whose share rows (acl_share_diff,
+// from Diff) or record row differ between the live tables and a full job's
+// staging tables, and the records that take their access from one of them
+// (access_root), old or new, under their old and new ids.
+const swapRecords = `
+	WITH changed AS (
+		SELECT rid FROM recalc.acl_share_diff
 		UNION
 		SELECT coalesce(a.rid, b.rid)
 		FROM recalc.acl_record a FULL JOIN recalc.acl_record_next b USING (rid)
@@ -90,6 +134,12 @@ const swapRecords = `
 		UNION
 		SELECT r.id, r.object FROM affected JOIN recalc.acl_record_next r USING (rid)) d`
 
+// swapAll tells every record of the staging tables: over empty live
+// tables, each one's access changed.
+const swapAll = `
+	INSERT INTO recalc.feed_pending (kind, key, object)
+	SELECT 'record', id, object FROM recalc.acl_record_next`
+
 // swapGrantees finds the grantees whose closure differs between acl_member
 // and acl_member_next.
 const swapGrantees = `
@@ -101,10 +151,20 @@ const swapGrantees = `
 
 // Swap records pending entries for what swapping in a full job's staging
 // tables (with closure, acl_member_next too) changes, in tx, before the
-// swap: set-based full joins of each live table with its staging table,
-// along their primary keys.
+// swap: the records Diff kept, and set-based full joins of the record (and
+// closure) tables with their staging tables, along their primary keys. It
+// empties acl_share_diff.
 func Swap(ctx context.Context, tx pgx.Tx, closure bool) error {
-	if _, err := tx.Exec(ctx, swapRecords); err != nil {
+	empty, err := liveEmpty(ctx, tx)
+	if err != nil {
+		return err
+	}
+	sql := swapRecords
+	if empty {
+		sql = swapAll
+	}
+	if _, err := tx.Exec(ctx, sql+`;
+		TRUNCATE recalc.acl_share_diff`); err != nil {
 		return fmt.Errorf("record records changed by the swap: %w", err)
 	}
 	if !closure {

@@ -100,7 +100,8 @@ var memberIndexes = []string{
 
 // StagingTasks returns the independent steps that finish a full job's
 // staging tables once every chunk is in: an index build each, the closure
-// (when closure) written and indexed, and the drift count (when drift),
+// (when closure) written and indexed, and the share rows' diff with the
+// live table, kept for the feed (feed.Diff) and, when drift, its count
 // stored on job. Each runs in a transaction of its own on its own
 // connection, so run side by side they use every core. Each is idempotent;
 // callers serialize whole runs of them (two builds of one index clash).
@@ -134,20 +135,15 @@ func StagingTasks(pool *pgxpool.Pool, org *sharing.Org, d *Dict, job int64, clos
 			})
 		})
 	}
-	if drift {
-		tasks = append(tasks, func(ctx context.Context) error {
-			return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-				var n int64
-				if err := tx.QueryRow(ctx, `
-					SELECT count(*) FROM recalc.acl_share a FULL JOIN recalc.acl_share_next b USING (rid, gid, cause)
-					WHERE a.rid IS NULL OR b.rid IS NULL OR a.level <> b.level OR a.boss_ok <> b.boss_ok`).Scan(&n); err != nil {
-					return fmt.Errorf("count drift: %w", err)
-				}
-				return queue.SetDriftFixed(ctx, tx, job, n)
-			})
+	return append(tasks, func(ctx context.Context) error {
+		return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			n, err := feed.Diff(ctx, tx)
+			if err != nil || !drift {
+				return err
+			}
+			return queue.SetDriftFixed(ctx, tx, job, n)
 		})
-	}
-	return tasks
+	})
 }
 
 // SwapFull swaps the staging tables (with closure, acl_member's too) in for

@@ -1,5 +1,5 @@
 -- recalc schema, version 14: updates that keep a record's family need no
--- root fixing.
+-- root fixing, and a full job diffs its share rows once.
 --
 -- A record's family root follows its id and parent chain only. An UPDATE
 -- that keeps a row's id and parent (an owner, field, territory or object
@@ -50,3 +50,10 @@ BEGIN
     RETURN NULL;
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.log_record_change() FROM PUBLIC;
+
+-- acl_share_diff: the records whose share rows a full job's staging table
+-- changes, found while the job stages its tables (feed.Diff, beside the
+-- index builds) and read at the swap for the feed (feed.Swap), which
+-- empties it. One full join of acl_share with acl_share_next serves both
+-- the nightly drift count and the feed. Only the engine uses it.
+CREATE TABLE IF NOT EXISTS recalc.acl_share_diff (rid bigint NOT NULL);
