@@ -45,7 +45,7 @@ func feedSwapDiff(ctx context.Context, pool *pgxpool.Pool, nightlyS float64) (*F
 		if _, err := feed.Diff(ctx, tx); err != nil {
 			return err
 		}
-		if err := feed.Swap(ctx, tx, false); err != nil {
+		if _, err := feed.Swap(ctx, tx, false); err != nil {
 			return err
 		}
 		res.Seconds = time.Since(start).Seconds()

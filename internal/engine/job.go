@@ -277,8 +277,9 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 		if j.Kind == queue.Full && j.DoRules && !j.Staged {
 			return nil // another process is still staging the tables
 		}
+		every := false // the first computation's swap: every record's access changed
 		if j.DoRules {
-			if err := finishRules(ctx, tx, j, org); err != nil {
+			if every, err = finishRules(ctx, tx, j, org); err != nil {
 				return err
 			}
 		}
@@ -295,6 +296,11 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 		}
 		// The access changes its chunks and finish recorded, and any other
 		// writer's: last, since it holds the feed lock until the commit.
+		if every {
+			if err := feed.PublishEvery(ctx, tx, j.ID); err != nil {
+				return err
+			}
+		}
 		if _, err := feed.Publish(ctx, tx, j.ID); err != nil {
 			return err
 		}
@@ -305,17 +311,18 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 }
 
 // finishRules is finish's share-row side: the swap of a full job's staging
-// tables, the OWD table and the configuration applied.
-func finishRules(ctx context.Context, tx pgx.Tx, j *queue.Job, org *sharing.Org) error {
+// tables, the OWD table and the configuration applied. It reports whether
+// the swap changed every record's access (sharetable.SwapFull).
+func finishRules(ctx context.Context, tx pgx.Tx, j *queue.Job, org *sharing.Org) (every bool, err error) {
 	if j.Kind == queue.Full {
-		if err := sharetable.SwapFull(ctx, tx, j.DoClosure); err != nil {
-			return err
+		if every, err = sharetable.SwapFull(ctx, tx, j.DoClosure); err != nil {
+			return false, err
 		}
 	}
 	if err := sharetable.WriteObjects(ctx, tx, org); err != nil {
-		return err
+		return false, err
 	}
-	return store.SetApplied(ctx, tx, store.SideRules, j.Config)
+	return every, store.SetApplied(ctx, tx, store.SideRules, j.Config)
 }
 
 // finishClosure is finish's closure side: the closure, unless it came in

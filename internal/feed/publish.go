@@ -71,6 +71,22 @@ func Publish(ctx context.Context, tx pgx.Tx, job int64) (int64, error) {
 	return n, nil
 }
 
+// PublishEvery publishes a record entry for every record of
+// recalc.acl_record, in tx, under the feed lock, as job: the first
+// computation's swap, after which Swap reports that every record's access
+// changed. Written straight to the feed, not through feed_pending: a
+// million entries need no deduplication. Call it just before Publish.
+func PublishEvery(ctx context.Context, tx pgx.Tx, job int64) error {
+	if _, err := tx.Exec(ctx, `SELECT FROM recalc.feed_state FOR UPDATE`); err != nil {
+		return fmt.Errorf("lock the access-change feed: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO recalc.feed (cursor, kind, key, object, job)
+		SELECT nextval('recalc.feed_cursor'), 'record', id, object, $1 FROM recalc.acl_record`, job); err != nil {
+		return fmt.Errorf("publish every record: %w", err)
+	}
+	return nil
+}
+
 // Prune deletes the entries older than the retention, in tx, as Publish
 // does. A reader whose cursor is below the last pruned one is told to
 // resync.

@@ -134,12 +134,6 @@ const swapRecords = `
 		UNION
 		SELECT r.id, r.object FROM affected JOIN recalc.acl_record_next r USING (rid)) d`
 
-// swapAll tells every record of the staging tables: over empty live
-// tables, each one's access changed.
-const swapAll = `
-	INSERT INTO recalc.feed_pending (kind, key, object)
-	SELECT 'record', id, object FROM recalc.acl_record_next`
-
 // swapGrantees finds the grantees whose closure differs between acl_member
 // and acl_member_next.
 const swapGrantees = `
@@ -153,25 +147,26 @@ const swapGrantees = `
 // tables (with closure, acl_member_next too) changes, in tx, before the
 // swap: the records Diff kept, and set-based full joins of the record (and
 // closure) tables with their staging tables, along their primary keys. It
-// empties acl_share_diff.
-func Swap(ctx context.Context, tx pgx.Tx, closure bool) error {
-	empty, err := liveEmpty(ctx, tx)
-	if err != nil {
-		return err
+// empties acl_share_diff. Over empty live tables it records no record
+// entry and reports every: each record's access changed, and the caller
+// publishes them all with PublishEvery after the swap.
+func Swap(ctx context.Context, tx pgx.Tx, closure bool) (every bool, err error) {
+	if every, err = liveEmpty(ctx, tx); err != nil {
+		return false, err
 	}
-	sql := swapRecords
-	if empty {
-		sql = swapAll
+	sql := `TRUNCATE recalc.acl_share_diff`
+	if !every {
+		sql = swapRecords + `;
+		` + sql
 	}
-	if _, err := tx.Exec(ctx, sql+`;
-		TRUNCATE recalc.acl_share_diff`); err != nil {
-		return fmt.Errorf("record records changed by the swap: %w", err)
+	if _, err := tx.Exec(ctx, sql); err != nil {
+		return false, fmt.Errorf("record records changed by the swap: %w", err)
 	}
 	if !closure {
-		return nil
+		return every, nil
 	}
 	if _, err := tx.Exec(ctx, swapGrantees); err != nil {
-		return fmt.Errorf("record grantees changed by the swap: %w", err)
+		return false, fmt.Errorf("record grantees changed by the swap: %w", err)
 	}
-	return nil
+	return every, nil
 }

@@ -149,10 +149,11 @@ func StagingTasks(pool *pgxpool.Pool, org *sharing.Org, d *Dict, job int64, clos
 // SwapFull swaps the staging tables (with closure, acl_member's too) in for
 // the live ones. Call it only once StagingTasks have all run: it builds no
 // index. Readers see the old tables until tx commits, then the new ones.
-// It records the records and grantees the swap changes for the feed.
-func SwapFull(ctx context.Context, tx pgx.Tx, closure bool) error {
-	if err := feed.Swap(ctx, tx, closure); err != nil {
-		return err
+// It records the records and grantees the swap changes for the feed, or
+// reports every (feed.Swap): the caller publishes every record.
+func SwapFull(ctx context.Context, tx pgx.Tx, closure bool) (every bool, err error) {
+	if every, err = feed.Swap(ctx, tx, closure); err != nil {
+		return false, err
 	}
 	sql := `
 		ALTER TABLE recalc.acl_share_next ADD CONSTRAINT acl_share_next_pkey PRIMARY KEY USING INDEX acl_share_next_pkey;
@@ -177,7 +178,7 @@ func SwapFull(ctx context.Context, tx pgx.Tx, closure bool) error {
 	}
 	if _, err := tx.Exec(ctx, sql+`;
 		ANALYZE recalc.acl_share, recalc.acl_record, recalc.acl_member`); err != nil {
-		return fmt.Errorf("swap in recalculated tables: %w", err)
+		return false, fmt.Errorf("swap in recalculated tables: %w", err)
 	}
-	return nil
+	return every, nil
 }
