@@ -1,5 +1,6 @@
 -- recalc schema, version 14: updates that keep a record's family need no
--- root fixing, and a full job diffs its share rows once.
+-- root fixing, a full job diffs its share rows once, and the capture of an
+-- attached table checks itself with a cached plan.
 --
 -- A record's family root follows its id and parent chain only. An UPDATE
 -- that keeps a row's id and parent (an owner, field, territory or object
@@ -57,3 +58,36 @@ REVOKE EXECUTE ON FUNCTION recalc.log_record_change() FROM PUBLIC;
 -- empties it. One full join of acl_share with acl_share_next serves both
 -- the nightly drift count and the feed. Only the engine uses it.
 CREATE TABLE IF NOT EXISTS recalc.acl_share_diff (rid bigint NOT NULL);
+
+-- attach_complete, unchanged, in PL/pgSQL: every capture runs it once per
+-- statement, and a SQL function with a SET clause is planned again at each
+-- call (about 1-3 ms of catalog joins); PL/pgSQL keeps the plan for the
+-- session. That was nearly all of a single-row write's capture cost.
+CREATE OR REPLACE FUNCTION recalc.attach_complete(p_object text) RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN (
+        SELECT (SELECT count(*) FROM recalc.attach_capture c
+                JOIN pg_proc p ON p.proname = c.func AND p.pronamespace = 'recalc'::regnamespace
+                JOIN pg_trigger t ON t.tgfoid = p.oid AND t.tgrelid = c.relid AND t.tgenabled IN ('O', 'A')
+                WHERE c.object = p_object)
+             = 4 * (SELECT count(*) FROM recalc.attach_capture c WHERE c.object = p_object)
+           AND NOT EXISTS (
+                SELECT 1 FROM (SELECT c.relid FROM recalc.attach_capture c WHERE c.object = p_object
+                               UNION
+                               SELECT d.refobjid FROM recalc.attachment a
+                               JOIN pg_rewrite r ON r.ev_class = a.relid
+                               JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                                    AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> a.relid
+                               WHERE a.object = p_object AND a.is_view) x
+                LEFT JOIN pg_class k ON k.oid = x.relid
+                WHERE k.oid IS NULL OR k.relkind <> 'r' OR k.relhassubclass OR k.relispartition
+                   OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = k.oid)
+                   OR NOT EXISTS (SELECT 1 FROM recalc.attach_capture c WHERE c.object = p_object AND c.relid = x.relid))
+           AND NOT EXISTS (
+                SELECT 1 FROM recalc.attachment a WHERE a.object = p_object AND NOT a.is_view AND NOT EXISTS (
+                    SELECT 1 FROM pg_index i JOIN pg_attribute t ON t.attrelid = i.indrelid AND t.attnum = i.indkey[0]
+                    WHERE i.indrelid = a.relid AND i.indisunique AND i.indimmediate AND i.indisvalid AND i.indnkeyatts = 1
+                      AND i.indpred IS NULL AND i.indexprs IS NULL AND t.attname = a.id_col))
+    );
+END $$;
