@@ -87,6 +87,7 @@ type SizeRun struct {
 	Visible     Latency       `json:"visible_list"`
 	RLS         *RLSResult    `json:"rls,omitempty"`       // bench/rls.go
 	Fresh       *Freshness    `json:"freshness,omitempty"` // bench/fresh.go; not taken when Config.FreshFor is 0
+	Capture     *Capture      `json:"capture,omitempty"`   // bench/capture.go
 	PeakRSS     int64         `json:"peak_rss_bytes"`
 	Targets     []TargetLine  `json:"targets"`
 }
@@ -250,7 +251,8 @@ func generateAndImport(ctx context.Context, cfg Config, rc recalcCmd, r *SizeRun
 
 // measure takes every measure of the imported org, in an order that keeps
 // each from disturbing the next: the full runs, reads, the in-place run,
-// the raw COPY, the peer, then the incremental cases.
+// the raw COPY, the peer, the incremental cases, freshness, dry runs, and
+// last capture, which replaces the org's leads with an attached table's.
 func measure(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool, r *SizeRun) error {
 	n := r.Records
 	var err error
@@ -318,6 +320,10 @@ func measure(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool, 
 	if r.Plan, err = planCases(ctx, cfg, rc, pool); err != nil {
 		return err
 	}
+	cfg.logf("%d records: capture on an attached table", n)
+	if r.Capture, err = captureCost(ctx, cfg, rc, pool, 500, min(max(n/10, 1000), 100000)); err != nil {
+		return err
+	}
 	r.PeakRSS = max(r.ImportRSS, r.Full.PeakRSS, r.Nightly.PeakRSS)
 	if r.InPlace != nil {
 		r.PeakRSS = max(r.PeakRSS, r.InPlace.PeakRSS)
@@ -325,7 +331,7 @@ func measure(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool, 
 	for _, c := range r.Incremental {
 		r.PeakRSS = max(r.PeakRSS, c.PeakRSS)
 	}
-	r.Targets = append(append(targets(r), freshTargets(r.Fresh)...), planTargets(r.Records, r.Plan)...)
+	r.Targets = append(append(append(targets(r), freshTargets(r.Fresh)...), captureTargets(r.Capture)...), planTargets(r.Records, r.Plan)...)
 	return nil
 }
 

@@ -1,0 +1,112 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Capture is the cost of capture on an attached table (docs/attach.md):
+// single-row INSERTs and one COPY into two identical application tables,
+// side by side, one of them attached with `recalc attach`.
+type Capture struct {
+	Inserts        int     `json:"inserts"`
+	PlainInsert    Latency `json:"insert_plain"`
+	CapturedInsert Latency `json:"insert_captured"`
+	AddedP50ms     float64 `json:"insert_added_p50_ms"` // captured p50 minus plain p50
+	CopyRows       int     `json:"copy_rows"`
+	PlainCopyS     float64 `json:"copy_plain_s"`
+	CapturedCopyS  float64 `json:"copy_captured_s"`
+	CopyAdded      float64 `json:"copy_added"` // captured over plain, minus 1 (0.4: +40%)
+}
+
+// captureApp is the application's two lead tables: bench_app.lead is
+// attached as object lead, bench_app.lead_plain is not.
+const captureApp = `
+	DROP SCHEMA IF EXISTS bench_app CASCADE;
+	CREATE SCHEMA bench_app;
+	CREATE TABLE bench_app.lead (id bigint PRIMARY KEY, owner_id text NOT NULL, status text, region text, revenue numeric);
+	CREATE TABLE bench_app.lead_plain (LIKE bench_app.lead INCLUDING ALL)`
+
+// captureCost attaches object lead to an application table (its records
+// are then that table's rows: the org's leads are gone, so it runs last),
+// then times inserts single rows, alternating between the attached and the
+// plain table, and one COPY of copyRows rows into each.
+func captureCost(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool, inserts, copyRows int) (*Capture, error) {
+	if _, err := pool.Exec(ctx, captureApp); err != nil {
+		return nil, fmt.Errorf("create the application tables: %w", err)
+	}
+	spec := filepath.Join(cfg.Dir, "attach.json")
+	if err := os.WriteFile(spec, []byte(`{"objects": [{"object": "lead", "table": "bench_app.lead", "id": "id",
+		"owner": "owner_id", "fields": ["status", "region", "revenue"]}]}`), 0o600); err != nil {
+		return nil, err
+	}
+	defer os.Remove(spec)
+	if _, err := rc.run(ctx, "attach", spec); err != nil {
+		return nil, err
+	}
+	var owners []string
+	if err := pool.QueryRow(ctx, `SELECT array_agg(id) FROM (SELECT id FROM recalc.acl_user ORDER BY id LIMIT 100) u`).Scan(&owners); err != nil || len(owners) == 0 {
+		return nil, fmt.Errorf("read owners: %d: %w", len(owners), err)
+	}
+	c := &Capture{Inserts: inserts, CopyRows: copyRows}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	var plain, captured []time.Duration
+	for i := range inserts {
+		for _, t := range []struct {
+			table string
+			into  *[]time.Duration
+		}{{"bench_app.lead", &captured}, {"bench_app.lead_plain", &plain}} {
+			start := time.Now()
+			if _, err := conn.Exec(ctx, `INSERT INTO `+t.table+` VALUES ($1, $2, 'open', 'emea', 1000)`, int64(i+1), owners[i%len(owners)]); err != nil {
+				return nil, fmt.Errorf("insert into %s: %w", t.table, err)
+			}
+			*t.into = append(*t.into, time.Since(start))
+		}
+	}
+	c.PlainInsert = Latency{Query: "INSERT INTO bench_app.lead_plain VALUES (...)", Samples: inserts}
+	c.PlainInsert.P50ms, c.PlainInsert.P99ms = percentiles(plain)
+	c.CapturedInsert = Latency{Query: "INSERT INTO bench_app.lead VALUES (...) (attached)", Samples: inserts}
+	c.CapturedInsert.P50ms, c.CapturedInsert.P99ms = percentiles(captured)
+	c.AddedP50ms = c.CapturedInsert.P50ms - c.PlainInsert.P50ms
+	for _, t := range []struct {
+		table string
+		s     *float64
+	}{{"lead_plain", &c.PlainCopyS}, {"lead", &c.CapturedCopyS}} {
+		start := time.Now()
+		_, err := conn.Conn().CopyFrom(ctx, pgx.Identifier{"bench_app", t.table}, []string{"id", "owner_id", "status", "region", "revenue"},
+			pgx.CopyFromSlice(copyRows, func(i int) ([]any, error) {
+				return []any{int64(inserts + 1 + i), owners[i%len(owners)], "open", "apac", int64(i)}, nil
+			}))
+		if err != nil {
+			return nil, fmt.Errorf("copy into bench_app.%s: %w", t.table, err)
+		}
+		*t.s = time.Since(start).Seconds()
+	}
+	c.CopyAdded = c.CapturedCopyS/c.PlainCopyS - 1
+	cfg.logf("capture: INSERT p50 %.3f ms plain, %.3f ms captured; COPY of %d rows %.2f s plain, %.2f s captured",
+		c.PlainInsert.P50ms, c.CapturedInsert.P50ms, copyRows, c.PlainCopyS, c.CapturedCopyS)
+	return c, nil
+}
+
+// captureTargets are issue 12's goals for capture.
+func captureTargets(c *Capture) []TargetLine {
+	if c == nil {
+		return nil
+	}
+	return []TargetLine{
+		{"capture: single-row INSERT, added p50", fmt.Sprintf("+%.2f ms (%.2f vs %.2f ms)", c.AddedP50ms, c.CapturedInsert.P50ms, c.PlainInsert.P50ms),
+			"≤ +0.2 ms", c.AddedP50ms <= 0.2},
+		{fmt.Sprintf("capture: COPY of %d rows, added", c.CopyRows), fmt.Sprintf("+%.0f%% (%.2f vs %.2f s)", 100*c.CopyAdded, c.CapturedCopyS, c.PlainCopyS),
+			"≤ +40%", c.CopyAdded <= 0.4},
+	}
+}
