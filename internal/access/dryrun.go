@@ -212,26 +212,21 @@ func CompareSnapshots(ctx context.Context, tx pgx.Tx) (pairsBefore int64, err er
 	if err := tx.QueryRow(ctx, `SELECT count(*) FROM (SELECT DISTINCT record, uid FROM dry_before) b`).Scan(&whole); err != nil {
 		return 0, fmt.Errorf("compare access: %w", err)
 	}
+	for _, sql := range []string{`DROP TABLE IF EXISTS dry_pairs`, recPairsSQL, `ANALYZE dry_pairs`} {
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			return 0, fmt.Errorf("compare access: %w", err)
+		}
+	}
 	if err := tx.QueryRow(ctx, comparePairsSQL).Scan(&pairs); err != nil {
 		return 0, fmt.Errorf("compare access: %w", err)
 	}
 	return whole + pairs, nil
 }
 
-// comparePairsSQL compares the pairs of the records not compared whole
-// whose access can change: it computes each pair's level before and after
-// from the tables now, reading as before the share rows of dry_grant from
-// dry_share_before, the closure with dry_member_ins out and dry_member_del
-// in, and the users of dry_user_before. It puts the pairs whose level
-// differs in dry_diff and returns how many had access before.
-//
-// Its rows carry b and a: whether they count before and after. Pairs come
-// from the records whose share rows change (every user their share rows
-// reach), and from the users whose closure entries, activation or type
-// change (every record they reach); a pair of both comes from the user
-// when the user's activation or type changes (the OWD then differs for
-// records without share rows), else from the record.
-const comparePairsSQL = `
+// pairCTEs are the closure (members) and the share rows of dry_recs
+// (rec_shares), each row flagged with whether it counts before (b) and
+// after (a).
+const pairCTEs = `
 WITH members AS (
     SELECT m.gid, m.uid, m.boss, i.gid IS NULL AS b, true AS a
     FROM recalc.acl_member m LEFT JOIN dry_member_ins i ON i.gid = m.gid AND i.uid = m.uid
@@ -249,11 +244,43 @@ WITH members AS (
     UNION ALL
     SELECT x.rid, p.gid, p.level, p.boss_ok, true, false
     FROM dry_recs x JOIN dry_share_before p ON p.rid = x.access_root AND x.access_root <> x.rid
-), rec_levels AS (
+)`
+
+// recPairsSQL keeps in dry_pairs the (record, user) pairs of dry_recs whose
+// level may change (see comparePairsSQL), to be analyzed before the
+// comparison: planned from an estimate, it joined every share row of
+// dry_recs with every user its grantee reaches (6.7M rows for 41k pairs at
+// 100k records).
+const recPairsSQL = `CREATE TEMP TABLE dry_pairs ON COMMIT DROP AS
+` + pairCTEs + `
+    SELECT x.rid, m.uid FROM dry_recs x JOIN dry_grant c ON c.rid = x.rid JOIN members m ON m.gid = c.gid
+    UNION
+    SELECT x.rid, m.uid FROM dry_recs x JOIN dry_grant c ON c.rid = x.access_root JOIN members m ON m.gid = c.gid
+    UNION
+    SELECT rs.rid, m.uid FROM rec_shares rs JOIN members m ON m.gid = rs.gid JOIN dry_users u ON u.uid = m.uid
+`
+
+// comparePairsSQL compares the pairs of the records not compared whole
+// whose access can change: it computes each pair's level before and after
+// from the tables now, reading as before the share rows of dry_grant from
+// dry_share_before, the closure with dry_member_ins out and dry_member_del
+// in, and the users of dry_user_before. It puts the pairs whose level
+// differs in dry_diff and returns how many had access before.
+//
+// Its rows carry b and a: whether they count before and after. Pairs come
+// from the records whose share rows change, for the users that the
+// grantees of the changed share rows reach, before or after (dry_pairs,
+// from recPairsSQL): any other user reaches the record through unchanged share rows and
+// unchanged closure entries only, so keeps its level; and from the users
+// whose closure entries, activation or type change (every record they
+// reach). A pair of both comes from the user when the user's activation or
+// type changes (the OWD then differs for records without share rows),
+// else from the record.
+const comparePairsSQL = pairCTEs + `, rec_levels AS (
     SELECT rs.rid, m.uid,
            max(rs.level) FILTER (WHERE rs.b AND m.b AND (rs.boss_ok OR NOT m.boss)) AS before,
            max(rs.level) FILTER (WHERE rs.a AND m.a AND (rs.boss_ok OR NOT m.boss)) AS after
-    FROM rec_shares rs JOIN members m ON m.gid = rs.gid
+    FROM dry_pairs p JOIN members m ON m.uid = p.uid JOIN rec_shares rs ON rs.rid = p.rid AND rs.gid = m.gid
     WHERE m.uid NOT IN (SELECT uid FROM dry_typed)
     GROUP BY rs.rid, m.uid
 ), user_members AS (
