@@ -20,25 +20,25 @@ func IsNotFresh(err error) bool { return pg.Code(err) == NotFresh }
 // Batch is the head of the change log as one statement saw it, for the
 // fast path of `recalc watch`.
 type Batch struct {
-	Seqs        []int64 // the rows read, in order: consume exactly these (one more than the limit when More)
-	OnlyRecords bool    // every row is a record change (no section, no truncate)
-	Keys        int64   // record ids the rows name, repeats counted
-	More        bool    // the log holds more than the rows read
+	Seqs        []int64 // the first rows, in order, naming at most maxKeys record ids in all: consume exactly these
+	OnlyRecords bool    // every row read is a record change (no section, no truncate)
+	More        bool    // the log holds more rows than these
 }
 
-// ReadBatch reads the first rows of the change log committed now, at most
-// limit of them (and one more, to tell whether there are more). Rows that commit later, even with lower seqs, are left
-// for the next batch.
-func ReadBatch(ctx context.Context, q pg.Querier, limit int) (*Batch, error) {
+// ReadBatch reads the first rows of the change log committed now, as many
+// as name at most maxKeys record ids in all (repeats counted), and whether
+// more follow. Rows that commit later, even with lower seqs, are left for
+// the next batch. A first row naming more than maxKeys ids alone gives no
+// rows and More.
+func ReadBatch(ctx context.Context, q pg.Querier, maxKeys int) (*Batch, error) {
 	b := &Batch{}
-	var n int
-	err := q.QueryRow(ctx, `SELECT coalesce(array_agg(seq ORDER BY seq), '{}'), coalesce(bool_and(kind = 'record'), true),
-		coalesce(sum(cardinality(keys)), 0), count(*)
-		FROM (SELECT seq, kind, keys FROM recalc.change ORDER BY seq LIMIT $1::int + 1) x`, limit).Scan(&b.Seqs, &b.OnlyRecords, &b.Keys, &n)
+	err := q.QueryRow(ctx, `SELECT coalesce(array_agg(seq ORDER BY seq) FILTER (WHERE n <= $1), '{}'),
+		coalesce(bool_and(kind = 'record') FILTER (WHERE n <= $1), true), coalesce(bool_or(n > $1), false)
+		FROM (SELECT seq, kind, sum(cardinality(keys)) OVER (ORDER BY seq) AS n
+		      FROM recalc.change ORDER BY seq LIMIT $1::int + 1) x`, maxKeys).Scan(&b.Seqs, &b.OnlyRecords, &b.More)
 	if err != nil {
 		return nil, fmt.Errorf("read change log: %w", err)
 	}
-	b.More = n > limit
 	return b, nil
 }
 

@@ -138,11 +138,11 @@ func watchCommand(out, errOut io.Writer) *cli.Command {
 		Name:  "watch",
 		Usage: "keep the share tables fresh: materialize each commit's changes within milliseconds, until SIGINT or SIGTERM",
 		Description: "Listens on channel recalc_changes (record writes by any SQL, and imports), waits for\n" +
-			"--debounce of quiet (at most --max-wait), then materializes what committed. A batch of\n" +
-			"record changes naming at most --fast-records records takes the fast path: one short\n" +
-			"transaction, no job, with the configuration kept in memory. Anything else (a model\n" +
-			"import, a truncate, a larger batch, an unfinished job) runs a job (incremental or full), as\n" +
-			"`recalc run` does. Respects deferral. Reconnects with backoff when the connection is\n" +
+			"--debounce of quiet (at most --max-wait), then materializes what committed. Record\n" +
+			"changes take the fast path, in batches naming at most --fast-records records: one short\n" +
+			"transaction each, no job, with the configuration kept in memory. Anything else (a model\n" +
+			"import, a truncate, one statement naming more records, an unfinished job) runs a job\n" +
+			"(incremental or full), as `recalc run` does. Respects deferral. Reconnects with backoff when the connection is\n" +
 			"lost. On SIGINT or SIGTERM it stops; an interrupted job resumes at the next start.",
 		Flags: append([]cli.Flag{
 			&cli.DurationFlag{Name: "debounce", Value: 2 * time.Millisecond, Usage: "quiet time after the last change before materializing"},

@@ -73,33 +73,56 @@ type LiveReport struct {
 	Deferred bool                `json:"deferred"` // calculation of share rows is deferred: nothing done
 	Changes  int                 `json:"changes"`  // change rows consumed by the fast path
 	Written  *sharetable.Written `json:"-"`
+	more     bool                // the change log held more rows than the batch: step again
 	Run      *Report             `json:"run,omitempty"` // what Run did, when it ran
 	Duration time.Duration       `json:"-"`
+}
+
+// add adds what batch did to r.
+func (r *LiveReport) add(batch *LiveReport) {
+	r.Deferred = r.Deferred || batch.Deferred
+	r.Changes += batch.Changes
+	if w := batch.Written; w != nil {
+		if r.Written == nil {
+			r.Written = &sharetable.Written{}
+		}
+		r.Written.Records, r.Written.Added = r.Written.Records+w.Records, r.Written.Added+w.Added
+		r.Written.Removed, r.Written.Updated = r.Written.Removed+w.Removed, r.Written.Updated+w.Updated
+		r.Written.Invalid = append(r.Written.Invalid, w.Invalid...)
+	}
 }
 
 // errSlow makes the fast path's transaction roll back and Run take over.
 var errSlow = errors.New("not for the fast path")
 
 // Step brings the materialized tables up to date with what is committed
-// now: on the fast path when it can, else with Run.
+// now: on the fast path when it can, one batch of at most MaxRecords
+// records after another, else with Run.
 func (l *Live) Step(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger) (*LiveReport, error) {
 	start := time.Now()
 	rep := &LiveReport{}
-	if l.MaxRecords > 0 {
-		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return l.fast(ctx, tx, rep) })
-		switch {
-		case err == nil:
-			rep.Fast, rep.Duration = !rep.Deferred, time.Since(start)
-			if l.dirty += rep.Changes; l.dirty >= vacuumAfter {
+	for l.MaxRecords > 0 {
+		batch := &LiveReport{}
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return l.fast(ctx, tx, batch) })
+		if err == nil {
+			rep.add(batch)
+			if l.dirty += batch.Changes; l.dirty >= vacuumAfter {
 				l.vacuum(ctx, pool, log)
 			}
+			if batch.more && ctx.Err() == nil {
+				continue // the next batch, at once
+			}
+			rep.Fast, rep.Duration = !rep.Deferred, time.Since(start)
 			return rep, nil
+		}
+		switch {
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
 		case !errors.Is(err, errSlow):
 			log.Warn().Err(err).Msg("fast path failed; recalculating with a job")
 			l.loaded = false // reload everything next time
 		}
+		break
 	}
 	run, err := Run(ctx, pool, l.opt, log)
 	if err != nil {
@@ -134,20 +157,21 @@ func (l *Live) fast(ctx context.Context, tx pgx.Tx, rep *LiveReport) error {
 		return errSlow
 	}
 	b, err := changes.ReadBatch(ctx, tx, l.MaxRecords)
-	if err != nil {
+	switch {
+	case err != nil:
 		return err
-	}
-	if len(b.Seqs) == 0 {
+	case len(b.Seqs) == 0 && b.More: // one statement named more records than a batch may
+		return errSlow
+	case len(b.Seqs) == 0:
 		return nil
-	}
-	if b.More || !b.OnlyRecords || b.Keys > int64(l.MaxRecords) {
+	case !b.OnlyRecords:
 		return errSlow
 	}
 	w, err := l.apply(ctx, tx, b.Seqs)
 	if err != nil {
 		return err
 	}
-	rep.Changes, rep.Written = len(b.Seqs), w
+	rep.Changes, rep.Written, rep.more = len(b.Seqs), w, b.More
 	if err := changes.Consume(ctx, tx, b.Seqs); err != nil {
 		return err
 	}

@@ -269,7 +269,16 @@ func TestLiveFallsBack(t *testing.T) {
 					t.Fatalf("report %+v, want fast", r)
 				}
 			}},
-		{"more records than the limit run a job", []string{`UPDATE recalc.record SET owner = 'u3' WHERE object = 'account'`}, "", wantRun},
+		{"statements past the limit take the fast path in batches", []string{
+			`UPDATE recalc.record SET owner = 'u4' WHERE id = 'a000'`, `UPDATE recalc.record SET owner = 'u4' WHERE id = 'a001'`,
+			`UPDATE recalc.record SET owner = 'u4' WHERE id = 'a002'`, `UPDATE recalc.record SET owner = 'u4' WHERE id = 'a003'`,
+			`UPDATE recalc.record SET owner = 'u4' WHERE id = 'a004'`}, "",
+			func(t *testing.T, r *engine.LiveReport) {
+				if !r.Fast || r.Changes != 5 || r.Run != nil || r.Written == nil || r.Written.Records < 5 {
+					t.Fatalf("report %+v, want fast with 5 changes over 5 records, in batches of at most 3", r)
+				}
+			}},
+		{"a statement naming more records than the limit runs a job", []string{`UPDATE recalc.record SET owner = 'u3' WHERE object = 'account'`}, "", wantRun},
 		{"a truncate runs a job", []string{`TRUNCATE recalc.record`}, "", wantRun},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
