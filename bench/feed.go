@@ -42,7 +42,7 @@ func feedSwapDiff(ctx context.Context, pool *pgxpool.Pool, nightlyS float64) (*F
 			return fmt.Errorf("build staging copies: %w", err)
 		}
 		start := time.Now()
-		if _, err := feed.Diff(ctx, tx); err != nil {
+		if _, err := feed.Diff(ctx, tx, true); err != nil {
 			return err
 		}
 		if _, err := feed.Swap(ctx, tx, false); err != nil {

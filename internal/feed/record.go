@@ -80,9 +80,10 @@ const diffShares = `
 // table changes and keeps them for Swap, in tx, and returns how many share
 // rows differ (the drift a nightly run repairs). Call it once every chunk
 // has written acl_share_next; it may run beside the staging index builds.
-// Over empty live tables (the first computation) it keeps nothing and
-// counts acl_share_next's rows: Swap then tells every record.
-func Diff(ctx context.Context, tx pgx.Tx) (int64, error) {
+// Over empty live tables (the first computation) it keeps nothing, and
+// counts acl_share_next's rows only when count: Swap then tells every
+// record.
+func Diff(ctx context.Context, tx pgx.Tx, count bool) (int64, error) {
 	if _, err := tx.Exec(ctx, `TRUNCATE recalc.acl_share_diff`); err != nil {
 		return 0, fmt.Errorf("diff share rows: %w", err)
 	}
@@ -91,7 +92,10 @@ func Diff(ctx context.Context, tx pgx.Tx) (int64, error) {
 		return 0, err
 	}
 	sql := diffShares
-	if empty {
+	switch {
+	case empty && !count:
+		return 0, nil
+	case empty:
 		sql = `SELECT count(*) FROM recalc.acl_share_next`
 	}
 	var n int64

@@ -137,7 +137,7 @@ func StagingTasks(pool *pgxpool.Pool, org *sharing.Org, d *Dict, job int64, clos
 	}
 	return append(tasks, func(ctx context.Context) error {
 		return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-			n, err := feed.Diff(ctx, tx)
+			n, err := feed.Diff(ctx, tx, drift)
 			if err != nil || !drift {
 				return err
 			}
