@@ -101,7 +101,9 @@ func Prune(ctx context.Context, tx pgx.Tx) (int64, error) {
 // VacuumPending vacuums recalc.feed_pending, skipping it when another
 // session holds a conflicting lock. Every entry passes through it once, and
 // a full job's can number a million, after which each Publish would scan
-// the dead rows of them all until the table is vacuumed. It cannot run in a
+// the dead rows of them all until the table is vacuumed. Only the engine
+// writes it, in the transactions that publish, so the exclusive lock that
+// gives the emptied pages back is rarely contended. It cannot run in a
 // transaction.
 func VacuumPending(ctx context.Context, q pg.Querier) error {
 	if _, err := q.Exec(ctx, `VACUUM (SKIP_LOCKED) recalc.feed_pending`); err != nil {
