@@ -29,6 +29,9 @@ func TestExitStatuses(t *testing.T) {
 		{"invalid model", "", []string{"import", "/dev/null"}, 1, "invalid model"},
 		{"grant without a role", "", []string{"grant", "reader"}, 2, "recalc grant reader|writer ROLE"},
 		{"grant of an unknown kind", "", []string{"grant", "admin", "x"}, 2, `unknown kind of access "admin"`},
+		{"missing required flags", "", []string{"explain"}, 2, "give --user and --record (see `recalc explain --help`)"},
+		{"a missing required flag", "", []string{"explain", "--user", "u1"}, 2, "give --record (see `recalc explain --help`)"},
+		{"a subcommand's missing flag", "", []string{"rls", "enable", "--object", "account"}, 2, "give --table (see `recalc rls enable --help`)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := o.command(tc.args...)

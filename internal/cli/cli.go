@@ -14,6 +14,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -158,15 +159,50 @@ func oneLine(err error) string { return strings.Join(strings.Fields(err.Error())
 // usageError reports a mistyped flag or argument on one line, without the
 // help, and exits 2.
 func usageError(c *cli.Context, err error, _ bool) error {
+	var path []string // the command's names, outermost first: rls enable
+	for _, ctx := range c.Lineage() {
+		if ctx.Command != nil && ctx.Command.Name != "" && ctx.Command.Name != c.App.Name && !slices.Contains(path, ctx.Command.Name) {
+			path = append([]string{ctx.Command.Name}, path...)
+		}
+	}
 	help := "`recalc --help`"
-	if c.Command != nil && c.Command.Name != "" {
-		help = fmt.Sprintf("`recalc %s --help`", c.Command.FullName())
+	if len(path) > 0 {
+		help = fmt.Sprintf("`recalc %s --help`", strings.Join(path, " "))
 	}
 	return cli.Exit(fmt.Sprintf("recalc: %v (see %s)", err, help), ExitUsage)
 }
 
+// setUsageError makes cmd and its subcommands report usage errors with
+// usageError, missing required flags too: urfave/cli checks those before
+// anything else and prints the whole help, so cmd checks them itself, first
+// thing in Before.
 func setUsageError(cmd *cli.Command) {
 	cmd.OnUsageError = usageError
+	var required []string
+	for _, f := range cmd.Flags {
+		if sf, ok := f.(*cli.StringFlag); ok && sf.Required {
+			sf.Required = false
+			required = append(required, sf.Name)
+		}
+	}
+	if len(required) > 0 {
+		before := cmd.Before
+		cmd.Before = func(c *cli.Context) error {
+			var missing []string
+			for _, name := range required {
+				if !c.IsSet(name) {
+					missing = append(missing, "--"+name)
+				}
+			}
+			if len(missing) > 0 {
+				return usageError(c, fmt.Errorf("give %s", strings.Join(missing, " and ")), false)
+			}
+			if before != nil {
+				return before(c)
+			}
+			return nil
+		}
+	}
 	for _, sub := range cmd.Subcommands {
 		setUsageError(sub)
 	}
