@@ -7,7 +7,8 @@
 // retries, lock timeouts, runs) are counted as they happen.
 //
 // /healthz answers 200 when the database answers and the watch loop is
-// alive (running, or it ran within its expected interval), else 503.
+// alive (it ran within its expected interval, or its run works on a job
+// that a process heartbeats), else 503.
 package metrics
 
 import (
@@ -21,6 +22,7 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/internal/queue"
 )
 
 // scrapeTimeout bounds the database reads of one scrape or health check.
@@ -116,23 +118,38 @@ func (m *Metrics) End(rep *engine.Report, err error) {
 	}
 }
 
-// alive reports whether the loop is running or ran within m.within.
-func (m *Metrics) alive(now time.Time) bool {
+// loop reports whether the loop is in a run, and whether that run, or the
+// last one, began or ended within m.within.
+func (m *Metrics) loop(now time.Time) (running, recent bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.running > 0 || now.Sub(m.beat) <= m.within
+	return m.running > 0, now.Sub(m.beat) <= m.within
 }
 
 // Healthy says why the process is unhealthy, or nil: the database must
-// answer within the scrape timeout, and the loop must be alive.
+// answer within the scrape timeout, and the loop must be alive: a run began
+// or ended within m.within, or the run in progress, begun earlier, works on
+// a job that a process heartbeats (a long full job). A run past m.within
+// with no live job is stuck.
 func (m *Metrics) Healthy(ctx context.Context) error {
-	if !m.alive(time.Now()) {
+	running, recent := m.loop(time.Now())
+	if !running && !recent {
 		return errors.New("the watch loop has not run within " + m.within.String())
 	}
 	ctx, cancel := context.WithTimeout(ctx, scrapeTimeout)
 	defer cancel()
 	if err := m.pool.Ping(ctx); err != nil {
 		return errors.New("the database does not answer")
+	}
+	if recent {
+		return nil
+	}
+	job, err := queue.Unfinished(ctx, m.pool)
+	switch {
+	case err != nil:
+		return errors.New("the database does not answer")
+	case job == nil || job.Status != queue.Running || job.Interrupted:
+		return errors.New("the watch loop's run has gone on for over " + m.within.String() + " with no job being worked on")
 	}
 	return nil
 }

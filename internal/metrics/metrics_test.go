@@ -21,6 +21,7 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/metrics"
+	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/internal/testkit"
 )
@@ -225,11 +226,32 @@ func TestHealthz(t *testing.T) {
 			}
 		})
 	}
-	// A run in progress is alive however long it takes.
+	// A run in progress past the interval is alive only while it works on
+	// a job that a process heartbeats.
 	m := metrics.New(b.pool, -time.Second)
 	m.Begin()
+	if err := m.Healthy(b.ctx); err == nil {
+		t.Error("a run stuck past its interval with no job reads healthy")
+	}
+	var job int64
+	if err := b.pool.QueryRow(b.ctx, `INSERT INTO recalc.job (kind, trigger, status, change_seq, config, plan, chunks)
+		VALUES ('incremental', 'test', 'running', 0, '{}', '{}', 0) RETURNING id`).Scan(&job); err != nil {
+		t.Fatal(err)
+	}
+	if err := queue.Heartbeat(b.ctx, b.pool, job, "test"); err != nil {
+		t.Fatal(err)
+	}
 	if err := m.Healthy(b.ctx); err != nil {
-		t.Errorf("a loop in the middle of a run: %v", err)
+		t.Errorf("a long run working on a live job: %v", err)
+	}
+	if _, err := b.pool.Exec(b.ctx, `UPDATE recalc.job_worker SET seen_at = now() - interval '1 hour'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Healthy(b.ctx); err == nil {
+		t.Error("a long run whose job no process heartbeats reads healthy")
+	}
+	if _, err := b.pool.Exec(b.ctx, `DELETE FROM recalc.job WHERE id = $1`, job); err != nil {
+		t.Fatal(err)
 	}
 	m.End(nil, errors.New("failed"))
 	if err := m.Healthy(b.ctx); err == nil {
