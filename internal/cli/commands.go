@@ -142,8 +142,9 @@ func watchCommand(out, errOut io.Writer) *cli.Command {
 			"changes take the fast path, in batches naming at most --fast-records records: one short\n" +
 			"transaction each, no job, with the configuration kept in memory. Anything else (a model\n" +
 			"import, a truncate, one statement naming more records, an unfinished job) runs a job\n" +
-			"(incremental or full), as `recalc run` does. Respects deferral. Reconnects with backoff when the connection is\n" +
-			"lost. On SIGINT or SIGTERM it stops; an interrupted job resumes at the next start.",
+			"(incremental or full), as `recalc run` does. Respects deferral. Reconnects with backoff\n" +
+			"when the connection is lost. On SIGINT or SIGTERM it stops; an interrupted job resumes at\n" +
+			"the next start.",
 		Flags: append([]cli.Flag{
 			&cli.DurationFlag{Name: "debounce", Value: 2 * time.Millisecond, Usage: "quiet time after the last change before materializing"},
 			&cli.DurationFlag{Name: "max-wait", Value: 20 * time.Millisecond, Usage: "longest a change waits while changes keep coming"},
