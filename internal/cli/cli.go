@@ -14,7 +14,6 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"time"
 
@@ -161,7 +160,7 @@ func oneLine(err error) string { return strings.Join(strings.Fields(err.Error())
 func usageError(c *cli.Context, err error, _ bool) error {
 	var path []string // the command's names, outermost first: rls enable
 	for _, ctx := range c.Lineage() {
-		if ctx.Command != nil && ctx.Command.Name != "" && ctx.Command.Name != c.App.Name && !slices.Contains(path, ctx.Command.Name) {
+		if ctx.Command != nil && ctx.Command.Name != "" && ctx.Command.Name != c.App.Name {
 			path = append([]string{ctx.Command.Name}, path...)
 		}
 	}
