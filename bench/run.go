@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -82,6 +83,7 @@ type SizeRun struct {
 	Peer        *PeerResult   `json:"mv_peer,omitempty"`        // not taken above Config.HeavyMax
 	FeedSwap    *FeedSwapDiff `json:"feed_swap_diff,omitempty"` // bench/feed.go; not taken above Config.HeavyMax
 	Incremental []Case        `json:"incremental"`
+	Writes      []WriteLoad   `json:"app_writes"` // bench/writes.go
 	Plan        []PlanCase    `json:"plan_file"` // bench/plan.go: `recalc plan FILE`
 	Access      Latency       `json:"access_check"`
 	Visible     Latency       `json:"visible_list"`
@@ -311,6 +313,10 @@ func measure(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool, 
 	if r.Incremental, err = incrementalCases(ctx, cfg, rc, pool, r.Full.Seconds); err != nil {
 		return err
 	}
+	cfg.logf("%d records: application writes beside jobs", n)
+	if r.Writes, err = writeLatency(ctx, cfg, rc, pool, min(max(cfg.FreshFor, 3*time.Second), 15*time.Second)); err != nil {
+		return err
+	}
 	if cfg.FreshFor > 0 {
 		if r.Fresh, err = freshness(ctx, cfg, rc, pool, n); err != nil {
 			return err
@@ -331,7 +337,7 @@ func measure(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool, 
 	for _, c := range r.Incremental {
 		r.PeakRSS = max(r.PeakRSS, c.PeakRSS)
 	}
-	r.Targets = append(append(append(targets(r), freshTargets(r.Fresh)...), captureTargets(r.Capture)...), planTargets(r.Records, r.Plan)...)
+	r.Targets = slices.Concat(targets(r), freshTargets(r.Fresh), writeTargets(r.Writes), captureTargets(r.Capture), planTargets(r.Records, r.Plan))
 	return nil
 }
 

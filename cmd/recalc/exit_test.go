@@ -58,8 +58,8 @@ func TestExitStatuses(t *testing.T) {
 	}
 }
 
-// TestInterruptExits130: SIGINT during a run that waits for a record an
-// application holds exits 130 and says the job is resumable; the next run
+// TestInterruptExits130: SIGINT during a run that waits for rows another
+// writer holds exits 130 and says the job is resumable; the next run
 // finishes the work.
 func TestInterruptExits130(t *testing.T) {
 	t.Parallel()
@@ -71,7 +71,7 @@ func TestInterruptExits130(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer app.Rollback(ctx)
-	if _, err := app.Exec(ctx, `SELECT FROM recalc.record WHERE rid % 7 = 0 FOR UPDATE`); err != nil {
+	if _, err := app.Exec(ctx, `SELECT FROM recalc.acl_record WHERE rid % 7 = 0 FOR UPDATE`); err != nil {
 		t.Fatal(err)
 	}
 	cmd := o.command("run", "--lock-timeout", "60s")

@@ -573,13 +573,13 @@ func TestNoFieldValuesLeak(t *testing.T) {
 	if _, err := engine.Run(ctx, b.engine, engine.Options{}, zerolog.New(logs)); err != nil {
 		t.Fatalf("run: %v", err)
 	}
-	// A job fails: the writer holds a row lock the job's chunk needs.
+	// A job fails: another writer holds a row lock the job's chunk needs.
 	exec(t, b.writer, `UPDATE recalc.record SET fields = fields || '{"x": 1}' WHERE id = 'leak_type'`)
-	lock, err := b.writer.Begin(ctx)
+	lock, err := b.admin.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	exec(t, lock, `SELECT 1 FROM recalc.record WHERE id = 'leak_type' FOR UPDATE`)
+	exec(t, lock, `SELECT 1 FROM recalc.acl_record WHERE id = 'leak_type' FOR UPDATE`)
 	_, runErr := engine.Run(ctx, b.engine, engine.Options{LockTimeout: 100 * time.Millisecond}, zerolog.New(logs))
 	var jobErr string
 	if err := b.admin.QueryRow(ctx, `SELECT coalesce(string_agg(error, E'\n'), '') FROM recalc.job WHERE status = 'failed'`).Scan(&jobErr); err != nil {

@@ -13,7 +13,8 @@ import (
 	"github.com/recalc-dev/recalc/internal/testkit"
 )
 
-// TestUnableToLockRow holds a record's row lock in another transaction: the
+// TestUnableToLockRow holds a record's materialized row (recalc.acl_record)
+// locked in another transaction, as another writer of its family would: the
 // job's chunk times out, retries, and fails naming the chunk. While the job
 // is unfinished, imports are refused; once the lock is gone, the next run
 // resumes the job and finishes it.
@@ -28,7 +29,7 @@ func TestUnableToLockRow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := holder.Exec(ctx, `SELECT 1 FROM recalc.record WHERE id = 'a007' FOR UPDATE`); err != nil {
+	if _, err := holder.Exec(ctx, `SELECT 1 FROM recalc.acl_record WHERE id = 'a007' FOR UPDATE`); err != nil {
 		t.Fatal(err)
 	}
 	opt := engine.Options{LockTimeout: 100 * time.Millisecond, Retries: 2}

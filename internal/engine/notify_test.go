@@ -107,7 +107,7 @@ func TestCompletionNotifications(t *testing.T) {
 		t.Errorf("email to %v:\n%s", mail.Rcpt, mail.Data)
 	}
 
-	// A failing job notifies too: hold a record's row lock so its chunk fails.
+	// A failing job notifies too: hold a record's materialized row so its chunk fails.
 	if _, err := pool.Exec(ctx, `UPDATE recalc.record SET owner = 'u5' WHERE id = 'a001'`); err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestCompletionNotifications(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer holder.Rollback(ctx)
-	if _, err := holder.Exec(ctx, `SELECT 1 FROM recalc.record WHERE id = 'a001' FOR UPDATE`); err != nil {
+	if _, err := holder.Exec(ctx, `SELECT 1 FROM recalc.acl_record WHERE id = 'a001' FOR UPDATE`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := engine.Run(ctx, pool, engine.Options{Notify: n, LockTimeout: 50 * time.Millisecond}, zerolog.Nop()); err == nil {

@@ -2,7 +2,6 @@ package engine_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -25,10 +24,12 @@ import (
 
 // These tests race application transactions, on their own connections,
 // against engine.Run. They stop the engine at chosen points without any test
-// hook, with locks only: a row lock held on a family's record makes that
-// family's chunk wait (LockFamilies waits for a busy row up to the lock
-// timeout), a lock on the job row makes the job's finish wait, and the model
-// advisory lock makes planning wait. The test sees that the engine waits in
+// hook, with locks only: a row lock held on a family's materialized row
+// (recalc.acl_record, as another writer holds it) makes that family's chunk
+// wait before it reads (LockFamilies waits for a busy row up to the lock
+// timeout), one held on a share row makes it wait before it writes, a lock
+// on the job row makes the job's finish wait, and the model advisory lock
+// makes planning wait. The application's own row locks never stop a chunk. The test sees that the engine waits in
 // pg_stat_activity (pg_blocking_pids), then moves the application on.
 
 // raceOrg has accounts a000.. with two cases each, owned by u4. Roles are
@@ -231,7 +232,7 @@ type commitPoint int
 const (
 	beforeRun    commitPoint = iota // before the run starts
 	atModelLock                     // while the run waits for the model lock, before planning
-	midChunk                        // while a chunk waits for a row lock
+	midChunk                        // while a chunk waits before it reads, or before it writes
 	beforeFinish                    // every chunk done, the job's finish waiting for the job row
 	afterJob                        // after the run returns
 )
@@ -248,14 +249,15 @@ func TestRaceLostChange(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		at   commitPoint
-		// inFamily: B also changes a case of a002, so a002's family is in
-		// the job and its chunk waits for A's own row lock.
+		// inFamily: B also changes the owner of a case of a002, so a002's
+		// family is in the job, and its chunk, which does not wait for A's
+		// row lock, reads it before A commits and writes it after.
 		inFamily bool
 	}{
 		{"A commits before the run", beforeRun, false},
 		{"A commits while planning waits for the model lock", atModelLock, false},
 		{"A commits while another family's chunk runs", midChunk, false},
-		{"A commits while the chunk of its family waits for it", midChunk, true},
+		{"A commits while the chunk of its family is between its reads and its writes", midChunk, true},
 		{"A commits after the chunks, before the finish", beforeFinish, false},
 		{"A commits after the job", afterJob, false},
 	} {
@@ -277,7 +279,7 @@ func TestRaceLostChange(t *testing.T) {
 			}
 			mustExec(t, pool, `UPDATE recalc.record SET owner = 'u3' WHERE id = 'a001'`) // B
 			if tc.inFamily {
-				mustExec(t, pool, `UPDATE recalc.record SET fields = fields || '{"b": 1}' WHERE id = 'c002_1'`)
+				mustExec(t, pool, `UPDATE recalc.record SET owner = 'u1' WHERE id = 'c002_1'`)
 			}
 			var seqB int64
 			if err := pool.QueryRow(ctx, `SELECT max(seq) FROM recalc.change`).Scan(&seqB); err != nil {
@@ -294,9 +296,12 @@ func TestRaceLostChange(t *testing.T) {
 				if err := locks.XactLock(ctx, holder, locks.Model); err != nil {
 					t.Fatal(err)
 				}
-			case tc.at == midChunk && !tc.inFamily, tc.at == beforeFinish:
+			case tc.at == midChunk && tc.inFamily: // the share rows the chunk deletes
 				holder = begin(t, other)
-				mustExec(t, holder, `SELECT FROM recalc.record WHERE id = 'c001_0' FOR UPDATE`)
+				mustExec(t, holder, `SELECT FROM recalc.acl_share WHERE rid = (SELECT rid FROM recalc.acl_record WHERE id = 'c002_1') FOR UPDATE`)
+			case tc.at == midChunk, tc.at == beforeFinish:
+				holder = begin(t, other)
+				mustExec(t, holder, `SELECT FROM recalc.acl_record WHERE id = 'c001_0' FOR UPDATE`)
 			}
 			if holder != nil {
 				defer holder.Rollback(ctx) //nolint:errcheck // no-op once ended
@@ -309,14 +314,12 @@ func TestRaceLostChange(t *testing.T) {
 				rollback(t, holder, "the model lock")
 			case midChunk:
 				if tc.inFamily {
-					waitBlockedBy(t, obs, app.PgConn().PID(), run.done, "the chunk of a002 to wait for A")
+					waitBlockedBy(t, obs, other.PgConn().PID(), run.done, "the chunk of a002 to wait before its writes")
 				} else {
 					waitBlockedBy(t, obs, other.PgConn().PID(), run.done, "the chunk of a001 to wait for the held row")
 				}
 				commit(t, a, "A")
-				if holder != nil {
-					rollback(t, holder, "the row lock")
-				}
+				rollback(t, holder, "the row lock")
 			case beforeFinish:
 				waitBlockedBy(t, obs, other.PgConn().PID(), run.done, "the chunk of a001 to wait for the held row")
 				jobLock := begin(t, other2)
@@ -505,21 +508,22 @@ func TestRaceRootlessInserts(t *testing.T) {
 	checkSettled(t, ctx, pool)
 }
 
-// TestRaceAppTransactionNeverDeadlocks updates two members of a family in one
-// application transaction while a chunk of that family locks it (finding
-// 13): the application holds one row, the run starts and its chunk waits
-// for that row, then the application updates the other. Whichever is the
-// higher rid, the application's second UPDATE succeeds, the job finishes.
-// The application's session checks for deadlocks after 10 ms, so that in a
-// real lock cycle it, not the chunk, is the victim: the control subtest
-// shows that locking the family in rid order (the old LockFamilies) makes
-// exactly that cycle.
-func TestRaceAppTransactionNeverDeadlocks(t *testing.T) {
+// TestRaceAppTransactionNeverWaitsForAJob holds two members of a family in
+// one application transaction while that family's job runs (finding 13, and
+// the live-integration issue's "jobs hold row locks only briefly"): the
+// application updates one row, the job of the family runs to its end while
+// the transaction is open, then the application updates the other row and
+// commits. The job never waits for the application, the application never
+// waits for the job, so they cannot deadlock; the next run materializes
+// what the application committed.
+func TestRaceAppTransactionNeverWaitsForAJob(t *testing.T) {
 	t.Parallel()
-	// family returns the ids of root's family, by rid.
-	family := func(t *testing.T, pool *pgxpool.Pool, root string) []string {
-		t.Helper()
-		rows, err := pool.Query(context.Background(), `SELECT id FROM recalc.record WHERE root_id = $1 ORDER BY rid`, root)
+	ctx := context.Background()
+	pool := racePool(t)
+	app := connect(t, pool)
+	for round := 0; round < 3; round++ {
+		root := fmt.Sprintf("a%03d", 3+round)
+		rows, err := pool.Query(ctx, `SELECT id FROM recalc.record WHERE root_id = $1 ORDER BY rid`, root)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -527,84 +531,31 @@ func TestRaceAppTransactionNeverDeadlocks(t *testing.T) {
 		if err != nil || len(ids) < 2 {
 			t.Fatalf("family of %s: %v, %v", root, ids, err)
 		}
-		return ids
-	}
-	for _, tc := range []struct {
-		name      string
-		highFirst bool
-	}{
-		{"higher rid first", true},
-		{"lower rid first", false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			ctx := context.Background()
-			pool := racePool(t)
-			obs, app := connect(t, pool), connect(t, pool)
-			for round := 0; round < 3; round++ {
-				root := fmt.Sprintf("a%03d", 3+round)
-				ids := family(t, pool, root)
-				first, second := ids[len(ids)-1], ids[0]
-				if !tc.highFirst {
-					first, second = second, first
-				}
-				// A committed change puts the family in the next job.
-				mustExec(t, pool, `UPDATE recalc.record SET fields = fields || jsonb_build_object('round', $2::int) WHERE id = $1`, root, round)
-				tx := begin(t, app)
-				mustExec(t, tx, `SET LOCAL deadlock_timeout = '10ms'`)
-				mustExec(t, tx, `UPDATE recalc.record SET owner = 'u1' WHERE id = $1`, first)
-				run := startRun(t, pool, engine.Options{Workers: 1, ChunkSize: 3, LockTimeout: 20 * time.Second, Retries: 5})
-				waitBlockedBy(t, obs, app.PgConn().PID(), run.done, "the chunk to wait for the application's row")
-				sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-				_, err := tx.Exec(sctx, `UPDATE recalc.record SET owner = 'u2' WHERE id = $1`, second)
-				cancel()
-				if err != nil {
-					t.Fatalf("round %d: the application's update of %s after %s failed while the chunk of %s ran: %v",
-						round, second, first, root, err)
-				}
-				commit(t, tx, "the application transaction")
-				rep := run.wait(t)
-				if rep.Kind != "incremental" || rep.Records == 0 {
-					t.Fatalf("round %d: job %+v, want an incremental job of %s's family", round, rep, root)
-				}
-			}
-			if _, err := engine.Run(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
-				t.Fatalf("follow-up run: %v", err)
-			}
-			checkSettled(t, ctx, pool)
-		})
-	}
-	t.Run("control: locking the family in rid order deadlocks", func(t *testing.T) {
-		t.Parallel()
-		ctx := context.Background()
-		pool := racePool(t)
-		obs, app, naive := connect(t, pool), connect(t, pool), connect(t, pool)
-		ids := family(t, pool, "a003")
+		first, second := ids[len(ids)-1], ids[0]
+		if round%2 == 1 {
+			first, second = second, first
+		}
+		// A committed change puts the family in the next job.
+		mustExec(t, pool, `UPDATE recalc.record SET fields = fields || jsonb_build_object('round', $2::int) WHERE id = $1`, root, round)
 		tx := begin(t, app)
-		defer tx.Rollback(ctx) //nolint:errcheck // no-op once ended
-		mustExec(t, tx, `SET LOCAL deadlock_timeout = '10ms'`)
-		mustExec(t, tx, `UPDATE recalc.record SET owner = 'u1' WHERE id = $1`, ids[len(ids)-1])
-		lockTx := begin(t, naive)
-		defer lockTx.Rollback(ctx) //nolint:errcheck // no-op once ended
-		mustExec(t, lockTx, `SET LOCAL deadlock_timeout = '1min'`)
-		done := make(chan struct{})
-		var lockErr error // read after done closes
-		go func() {
-			defer close(done)
-			_, lockErr = lockTx.Exec(ctx, `SELECT FROM recalc.record WHERE root_id = 'a003' ORDER BY rid FOR UPDATE`)
-		}()
-		waitBlockedBy(t, obs, app.PgConn().PID(), done, "the rid-order lock to wait for the application's row")
-		_, err := tx.Exec(ctx, `UPDATE recalc.record SET owner = 'u2' WHERE id = $1`, ids[0])
-		var pg *pgconn.PgError
-		if !errors.As(err, &pg) || pg.Code != "40P01" {
-			t.Errorf("application's second update against rid-order locking: %v, want deadlock detected (40P01)", err)
+		mustExec(t, tx, `UPDATE recalc.record SET owner = 'u1' WHERE id = $1`, first)
+		rep := startRun(t, pool, engine.Options{Workers: 1, ChunkSize: 3, LockTimeout: 20 * time.Second, Retries: 5}).wait(t)
+		if rep.Kind != "incremental" || rep.Records == 0 {
+			t.Fatalf("round %d: job %+v, want an incremental job of %s's family", round, rep, root)
 		}
-		rollback(t, tx, "the application transaction")
-		<-done
-		if lockErr != nil {
-			t.Errorf("rid-order lock: %v", lockErr)
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = tx.Exec(sctx, `UPDATE recalc.record SET owner = 'u2' WHERE id = $1`, second)
+		cancel()
+		if err != nil {
+			t.Fatalf("round %d: the application's update of %s after %s, after the job of %s: %v", round, second, first, root, err)
 		}
-	})
+		commit(t, tx, "the application transaction")
+		if _, err := engine.Run(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
+			t.Fatalf("round %d: follow-up run: %v", round, err)
+		}
+		checkAccess(t, ctx, pool, []expect{{"u1", first, "all"}, {"u2", second, "all"}})
+	}
+	checkSettled(t, ctx, pool)
 }
 
 // TestPlanningWaitsBoundedForLockedRecords: planning fixes the family roots

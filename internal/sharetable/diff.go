@@ -3,6 +3,7 @@ package sharetable
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/recalc-dev/recalc/internal/sharing"
@@ -101,6 +102,11 @@ func DiffFamilies(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict, roo
 	if err != nil {
 		return nil, err
 	}
+	for _, r := range in.Records {
+		if _, found := slices.BinarySearch(rids, r.RID); !found {
+			return nil, errMoved(fmt.Sprintf("record %d", r.RID))
+		}
+	}
 	want := org.Compute(in)
 	f := &FamilyDiff{roots: roots, records: want, objectOf: map[int64]string{}}
 	desired := make(map[shareKey]shareVal, len(want.Shares))
@@ -191,8 +197,12 @@ func (f *FamilyDiff) Apply(ctx context.Context, tx pgx.Tx) (*Written, error) {
 		return nil, err
 	}
 	if st.Added, err = writeShares(ctx, tx, "insert", `INSERT INTO recalc.acl_share (rid, gid, cause, level, boss_ok)
-		SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::smallint[], $5::boolean[])`, f.ins, f.insVals); err != nil {
+		SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::smallint[], $5::boolean[])
+		ON CONFLICT (rid, gid, cause) DO NOTHING`, f.ins, f.insVals); err != nil {
 		return nil, err
+	}
+	if st.Added < int64(len(f.ins)) { // rows of a record it holds no lock on: see LockFamilies
+		return nil, errMoved("share rows written by another writer")
 	}
 	if st.Updated, err = writeShares(ctx, tx, "update", `UPDATE recalc.acl_share s SET level = u.level, boss_ok = u.boss_ok
 		FROM unnest($1::bigint[], $2::int[], $3::text[], $4::smallint[], $5::boolean[]) AS u (rid, gid, cause, level, boss_ok)
@@ -226,34 +236,67 @@ func writeShares(ctx context.Context, tx pgx.Tx, verb, sql string, keys []shareK
 	return tag.RowsAffected(), nil
 }
 
-// writeRecordRows deletes the record rows gone from the families and
-// upserts the rest.
+// writeRecordRows deletes the record rows gone from the families, inserts
+// those of records new to them and updates the rest.
 func (f *FamilyDiff) writeRecordRows(ctx context.Context, tx pgx.Tx) error {
-	recs := f.records.Records
-	keep := make([]int64, len(recs))
+	stored := make(map[int64]bool, len(f.stored))
+	for _, r := range f.stored {
+		stored[r.RID] = true
+	}
+	keep := make([]int64, len(f.records.Records))
+	var old, added []sharing.RecordRow
+	for i, r := range f.records.Records {
+		keep[i] = r.RID
+		if stored[r.RID] {
+			old = append(old, r)
+		} else {
+			added = append(added, r)
+		}
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM recalc.acl_record WHERE root_id = ANY($1) AND rid NOT IN (SELECT unnest($2::bigint[]))`,
+		f.roots, keep); err != nil {
+		return fmt.Errorf("delete record rows: %w", err)
+	}
+	// A record new to the families has no row LockFamilies could lock: one
+	// that another writer inserted meanwhile is a conflict, not an update.
+	n, err := upsertRecordRows(ctx, tx, added, `DO NOTHING`)
+	if err != nil {
+		return err
+	}
+	if n < int64(len(added)) {
+		return errMoved("record rows written by another writer")
+	}
+	_, err = upsertRecordRows(ctx, tx, old, `DO UPDATE SET id = excluded.id, object = excluded.object,
+			access_root = excluded.access_root, root_id = excluded.root_id, invalid = excluded.invalid
+		WHERE (acl_record.id, acl_record.object, acl_record.access_root, acl_record.root_id, acl_record.invalid)
+		      IS DISTINCT FROM (excluded.id, excluded.object, excluded.access_root, excluded.root_id, excluded.invalid)`)
+	return err
+}
+
+// upsertRecordRows inserts recs into recalc.acl_record, doing onConflict
+// for the rids already there, and returns the number of rows written.
+func upsertRecordRows(ctx context.Context, tx pgx.Tx, recs []sharing.RecordRow, onConflict string) (int64, error) {
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	rids := make([]int64, len(recs))
 	ids, objects, rootIDs := make([]string, len(recs)), make([]string, len(recs)), make([]string, len(recs))
 	accessRoots, invalid := make([]*int64, len(recs)), make([]*string, len(recs))
 	for i, r := range recs {
-		keep[i], ids[i], objects[i], rootIDs[i], invalid[i] = r.RID, r.ID, r.Object, r.RootID, nullable(r.Invalid)
+		rids[i], ids[i], objects[i], rootIDs[i], invalid[i] = r.RID, r.ID, r.Object, r.RootID, nullable(r.Invalid)
 		if r.AccessRoot != 0 {
 			ar := r.AccessRoot
 			accessRoots[i] = &ar
 		}
 	}
-	if _, err := tx.Exec(ctx, `DELETE FROM recalc.acl_record WHERE root_id = ANY($1) AND rid NOT IN (SELECT unnest($2::bigint[]))`, f.roots, keep); err != nil {
-		return fmt.Errorf("delete record rows: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `
+	tag, err := tx.Exec(ctx, `
 		INSERT INTO recalc.acl_record (rid, id, object, access_root, root_id, invalid)
 		SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
-		ON CONFLICT (rid) DO UPDATE SET id = excluded.id, object = excluded.object,
-			access_root = excluded.access_root, root_id = excluded.root_id, invalid = excluded.invalid
-		WHERE (acl_record.id, acl_record.object, acl_record.access_root, acl_record.root_id, acl_record.invalid)
-		      IS DISTINCT FROM (excluded.id, excluded.object, excluded.access_root, excluded.root_id, excluded.invalid)`,
-		keep, ids, objects, accessRoots, rootIDs, invalid); err != nil {
-		return fmt.Errorf("upsert record rows: %w", err)
+		ON CONFLICT (rid) `+onConflict, rids, ids, objects, accessRoots, rootIDs, invalid)
+	if err != nil {
+		return 0, fmt.Errorf("write record rows: %w", err)
 	}
-	return nil
+	return tag.RowsAffected(), nil
 }
 
 // nullable is s, or NULL when s is empty.

@@ -10,17 +10,27 @@ import (
 	"github.com/recalc-dev/recalc/internal/pg"
 )
 
-// LockFamilies locks the families' record rows, and the materialized rows
-// of records last computed in them: the application's concurrent writes to
-// those records wait, and two chunks never interleave on one record. It
-// returns the ids (rid) of both, sorted: the records whose rows
-// DiffFamilies compares.
+// LockFamilies locks the materialized rows (recalc.acl_record) of the
+// families' records and of the records last computed in them, so that two
+// writers (a job's chunks, the fast path, verify --repair) never interleave
+// on one record. It returns the ids (rid) of both, sorted: the records whose
+// rows DiffFamilies compares.
 //
-// It never waits for a lock while it holds one, so neither an application
-// transaction nor another chunk can deadlock with it, whatever order they
-// lock records in. It takes every lock it can without waiting (SKIP LOCKED),
-// inside a savepoint; if one was held, it gives them all back, waits for that
-// one alone (up to the transaction's lock_timeout), and tries again.
+// It locks no recalc.record row, so the application's writes never wait
+// for a job. A write that commits while a chunk computes is logged in
+// recalc.change, and the job consumes only the change rows it planned from:
+// the write's own change row makes a later run or the fast path recompute
+// the family, and that one waits for these locks, so it writes after this
+// chunk. A record new since its family was last computed has no row to
+// lock; only a root_id moved between two families' reads lets two writers
+// compute it, and DiffFamilies and Apply then make the second retry
+// (errMoved).
+//
+// It never waits for a lock while it holds one, so no other writer can
+// deadlock with it, whatever order it locks rows in. It takes every lock it
+// can without waiting (SKIP LOCKED), inside a savepoint; if one was held, it
+// gives them all back, waits for that one alone (up to the transaction's
+// lock_timeout), and tries again.
 //
 // Every later read of the chunk looks rows up by these ids, in the
 // tables' primary keys. Looking them up by root id instead joins on
@@ -32,8 +42,8 @@ func LockFamilies(ctx context.Context, tx pgx.Tx, roots []string) ([]int64, erro
 		if err != nil {
 			return nil, fmt.Errorf("lock families: %w", err)
 		}
-		rids, busy, err := tryLockFamilies(ctx, sp, roots)
-		if err == nil && busy == nil {
+		rids, busy, err := familyRIDs(ctx, sp, roots, true)
+		if err == nil && busy == 0 {
 			if err := sp.Commit(ctx); err != nil { // releases the savepoint, keeps the locks
 				return nil, fmt.Errorf("lock families: %w", err)
 			}
@@ -56,48 +66,40 @@ func LockFamilies(ctx context.Context, tx pgx.Tx, roots []string) ([]int64, erro
 // the chunk is retried like on a lock timeout.
 const maxLockRounds = 50
 
-// busyRow is a row LockFamilies found locked by another transaction.
-type busyRow struct {
-	table string // "record" or "acl_record"
-	rid   int64
+// FamilyRIDs is what LockFamilies returns, read without locks, for readers.
+func FamilyRIDs(ctx context.Context, q pg.Querier, roots []string) ([]int64, error) {
+	rids, _, err := familyRIDs(ctx, q, roots, false)
+	return rids, err
 }
 
-// tryLockFamilies is one round of LockFamilies: it locks, without waiting,
-// the rows the families hold now, and returns them, or the first row that
-// another transaction holds.
-func tryLockFamilies(ctx context.Context, tx pgx.Tx, roots []string) ([]int64, *busyRow, error) {
-	current, err := readColumn[int64](ctx, tx, "family records", `SELECT rid FROM recalc.record WHERE root_id = ANY($1) ORDER BY rid`, roots)
+// familyRIDs reads the ids of the families' records and of the records
+// last computed in them. With lock, it locks the materialized rows of those
+// without waiting, and returns instead the first that another transaction
+// holds (busy), if any.
+func familyRIDs(ctx context.Context, q pg.Querier, roots []string, lock bool) (rids []int64, busy int64, err error) {
+	current, err := readColumn[int64](ctx, q, "family records", `SELECT rid FROM recalc.record WHERE root_id = ANY($1) ORDER BY rid`, roots)
 	if err != nil {
-		return nil, nil, err
+		return nil, 0, err
 	}
-	locked, err := readColumn[int64](ctx, tx, "family records", `SELECT rid FROM recalc.record WHERE rid = ANY($1) AND root_id = ANY($2)
-		ORDER BY rid FOR UPDATE SKIP LOCKED`, current, roots)
+	before, err := readColumn[int64](ctx, q, "materialized family records", `SELECT rid FROM recalc.acl_record WHERE root_id = ANY($1)`, roots)
 	if err != nil {
-		return nil, nil, err
+		return nil, 0, err
 	}
-	if rid, ok := firstMissing(current, locked); ok {
-		return nil, &busyRow{"record", rid}, nil
-	}
-	before, err := readColumn[int64](ctx, tx, "materialized family records", `SELECT rid FROM recalc.acl_record WHERE root_id = ANY($1)`, roots)
-	if err != nil {
-		return nil, nil, err
-	}
-	// A record another chunk moved to a family of its own meanwhile drops
+	// A record another writer moved to a family of its own meanwhile drops
 	// out: the condition is checked again on the locked row.
 	const computedSQL = `SELECT rid FROM recalc.acl_record WHERE rid = ANY($1) AND (root_id = ANY($2) OR rid = ANY($3)) ORDER BY rid`
-	candidates := sortedUnion(locked, before)
-	computed, err := readColumn[int64](ctx, tx, "materialized family records", computedSQL, candidates, roots, locked)
+	computed, err := readColumn[int64](ctx, q, "materialized family records", computedSQL, sortedUnion(current, before), roots, current)
+	if err != nil || !lock {
+		return sortedUnion(current, computed), 0, err
+	}
+	locked, err := readColumn[int64](ctx, q, "materialized family records", computedSQL+` FOR UPDATE SKIP LOCKED`, computed, roots, current)
 	if err != nil {
-		return nil, nil, err
+		return nil, 0, err
 	}
-	lockedComputed, err := readColumn[int64](ctx, tx, "materialized family records", computedSQL+` FOR UPDATE SKIP LOCKED`, computed, roots, locked)
-	if err != nil {
-		return nil, nil, err
+	if rid, ok := firstMissing(computed, locked); ok {
+		return nil, rid, nil
 	}
-	if rid, ok := firstMissing(computed, lockedComputed); ok {
-		return nil, &busyRow{"acl_record", rid}, nil
-	}
-	return sortedUnion(locked, lockedComputed), nil, nil
+	return sortedUnion(current, locked), 0, nil
 }
 
 // firstMissing returns the first of want, sorted, that got lacks.
@@ -113,39 +115,30 @@ func firstMissing(want, got []int64) (int64, bool) {
 	return 0, false
 }
 
-// waitForRow waits, holding no record lock, until the busy row is free (or
-// gone), then lets it go again: the next round locks it with the others.
-func waitForRow(ctx context.Context, tx pgx.Tx, b *busyRow) error {
+// waitForRow waits, holding no lock of LockFamilies, until the materialized
+// row of record rid is free (or gone), then lets it go again: the next round
+// locks it with the others.
+func waitForRow(ctx context.Context, tx pgx.Tx, rid int64) error {
 	sp, err := tx.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("lock families: %w", err)
 	}
-	_, err = sp.Exec(ctx, `SELECT FROM `+pgx.Identifier{"recalc", b.table}.Sanitize()+` WHERE rid = $1 FOR UPDATE`, b.rid)
+	_, err = sp.Exec(ctx, `SELECT FROM recalc.acl_record WHERE rid = $1 FOR UPDATE`, rid)
 	if rerr := sp.Rollback(ctx); err == nil {
 		err = rerr
 	}
 	if err != nil {
-		return fmt.Errorf("wait for a locked %s row: %w", b.table, err)
+		return fmt.Errorf("wait for a locked acl_record row: %w", err)
 	}
 	return nil
 }
 
-// FamilyRIDs is what LockFamilies returns, read without locks, for readers.
-func FamilyRIDs(ctx context.Context, q pg.Querier, roots []string) ([]int64, error) {
-	current, err := readColumn[int64](ctx, q, "family records", `SELECT rid FROM recalc.record WHERE root_id = ANY($1) ORDER BY rid`, roots)
-	if err != nil {
-		return nil, err
-	}
-	before, err := readColumn[int64](ctx, q, "materialized family records", `SELECT rid FROM recalc.acl_record WHERE root_id = ANY($1)`, roots)
-	if err != nil {
-		return nil, err
-	}
-	computed, err := readColumn[int64](ctx, q, "materialized family records", `SELECT rid FROM recalc.acl_record
-		WHERE rid = ANY($1) AND (root_id = ANY($2) OR rid = ANY($3)) ORDER BY rid`, sortedUnion(current, before), roots, current)
-	if err != nil {
-		return nil, err
-	}
-	return sortedUnion(current, computed), nil
+// errMoved says that a record entered the families after LockFamilies read
+// them, or that another writer wrote rows of a record new to them: only a
+// root_id moved between families meanwhile does that. It is a serialization
+// failure, so the chunk is retried and reads the families again.
+func errMoved(what string) error {
+	return &pgconn.PgError{Code: pg.SerializationFailure, Message: "a record moved between families while they were computed: " + what}
 }
 
 // readColumn runs a query of one column and returns its values; what

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
@@ -154,4 +155,24 @@ func FieldsTable(t testing.TB, ctx context.Context, pool *pgxpool.Pool, docs []s
 		t.Fatalf("read fields back: %v", err)
 	}
 	return stored
+}
+
+// WaitBlocked waits, up to 20 s, until the backend pid waits for a lock
+// another transaction holds; what names the wait in the failure.
+func WaitBlocked(t testing.TB, ctx context.Context, pool *pgxpool.Pool, pid uint32, what string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var blocked bool
+		if err := pool.QueryRow(ctx, `SELECT cardinality(pg_blocking_pids($1)) > 0`, int32(pid)).Scan(&blocked); err != nil {
+			t.Fatalf("read lock waits: %v", err)
+		}
+		if blocked {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
