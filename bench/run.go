@@ -84,7 +84,7 @@ type SizeRun struct {
 	FeedSwap    *FeedSwapDiff `json:"feed_swap_diff,omitempty"` // bench/feed.go; not taken above Config.HeavyMax
 	Incremental []Case        `json:"incremental"`
 	Writes      []WriteLoad   `json:"app_writes"` // bench/writes.go
-	Plan        []PlanCase    `json:"plan_file"` // bench/plan.go: `recalc plan FILE`
+	Plan        []PlanCase    `json:"plan_file"`  // bench/plan.go: `recalc plan FILE`
 	Access      Latency       `json:"access_check"`
 	Visible     Latency       `json:"visible_list"`
 	RLS         *RLSResult    `json:"rls,omitempty"`       // bench/rls.go

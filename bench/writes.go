@@ -16,19 +16,19 @@ import (
 // single-record updates a second, as plain SQL on recalc.record (the table
 // an attached table's capture writes).
 type WriteLoad struct {
-	During   string  `json:"during"`
-	Writes   int     `json:"writes"`
-	P50ms    float64 `json:"p50_ms"`
-	P99ms    float64 `json:"p99_ms"`
-	MaxMs    float64 `json:"max_ms"`
-	Over100  int     `json:"over_100ms"`
+	During  string  `json:"during"`
+	Writes  int     `json:"writes"`
+	P50ms   float64 `json:"p50_ms"`
+	P99ms   float64 `json:"p99_ms"`
+	MaxMs   float64 `json:"max_ms"`
+	Over100 int     `json:"over_100ms"`
 	// RowLockWaits counts the samples, one every 5 ms, that found a writer
 	// waiting for a row lock (a tuple or transaction lock): the waits a
 	// job's locks would cause, apart from CPU and I/O contention.
-	RowLockWaits int `json:"row_lock_wait_samples"`
-	Seconds  float64 `json:"s"`           // how long the writes ran
-	JobS     float64 `json:"job_s"`       // how long the job beside them ran
-	Achieved float64 `json:"achieved_per_s"`
+	RowLockWaits int     `json:"row_lock_wait_samples"`
+	Seconds      float64 `json:"s"`     // how long the writes ran
+	JobS         float64 `json:"job_s"` // how long the job beside them ran
+	Achieved     float64 `json:"achieved_per_s"`
 }
 
 const (
