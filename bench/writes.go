@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -112,14 +113,14 @@ func writesDuring(ctx context.Context, pool *pgxpool.Pool, ids []string, phase i
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			conn, err := pool.Acquire(wctx)
+			conn, err := pgx.ConnectConfig(wctx, pool.Config().ConnConfig)
 			if err != nil {
 				errs[c] = err
 				ready.Done()
 				return
 			}
-			defer conn.Release()
-			pids[c] = int32(conn.Conn().PgConn().PID())
+			defer conn.Close(ctx)
+			pids[c] = int32(conn.PgConn().PID())
 			ready.Done()
 			tick := time.NewTicker(writeClients * time.Second / writeRate)
 			defer tick.Stop()
@@ -147,8 +148,17 @@ func writesDuring(ctx context.Context, pool *pgxpool.Pool, ids []string, phase i
 	}
 	wl := &WriteLoad{}
 	ready.Wait()
+	// The clients and the sampler have connections of their own: the job
+	// may need the pool's.
+	sampler, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig)
+	if err != nil {
+		stop()
+		wg.Wait()
+		return nil, err
+	}
+	defer sampler.Close(ctx)
 	wg.Add(1)
-	go func() { // the row-lock wait sampler
+	go func() {
 		defer wg.Done()
 		tick := time.NewTicker(5 * time.Millisecond)
 		defer tick.Stop()
@@ -159,7 +169,7 @@ func writesDuring(ctx context.Context, pool *pgxpool.Pool, ids []string, phase i
 			case <-tick.C:
 			}
 			var waiting int
-			err := pool.QueryRow(wctx, `SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype IN ('tuple', 'transactionid') AND pid = ANY($1)`,
+			err := sampler.QueryRow(wctx, `SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype IN ('tuple', 'transactionid') AND pid = ANY($1)`,
 				pids).Scan(&waiting)
 			if wctx.Err() != nil {
 				return

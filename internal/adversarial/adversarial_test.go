@@ -11,10 +11,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/sharing"
 )
 
@@ -902,5 +904,40 @@ func TestPlanAfterPlainSQL(t *testing.T) {
 	b.wantAccess(t, map[string]string{"u2 a3": "none", "u2 n1": "none"})
 	b.run(t)
 	b.wantAccess(t, map[string]string{"u2 a3": "all", "u2 n1": "all"})
+	b.sameAsFull(t)
+}
+
+// TestEngineLocksNotTakeable: the engine's model and staging locks are row
+// locks that only the engine can take (migration 015). The writer, the
+// reader and the outsider are refused the rows (42501), and one of them
+// holding the advisory keys those locks once were stalls nothing: an import
+// and a run finish while it holds them.
+func TestEngineLocksNotTakeable(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	for role, pool := range map[string]*pgxpool.Pool{"writer": b.writer, "reader": b.reader, "outsider": b.outsider} {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = tx.Exec(ctx, `SELECT FROM recalc.engine_lock FOR UPDATE`)
+		_ = tx.Rollback(ctx)
+		if pg.Code(err) != insufficientPrivilege {
+			t.Errorf("%s locking recalc.engine_lock: %v, want permission denied (%s)", role, err, insufficientPrivilege)
+		}
+	}
+	hold, err := b.writer.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx) //nolint:errcheck // rolled back either way
+	exec(t, hold, `SELECT pg_advisory_xact_lock(29283, 2), pg_advisory_xact_lock(29283, 3)`) // "rc": model, staging
+	// Each waited without a timeout for the advisory lock it stood for.
+	b.importJSON(t, baseModel)
+	exec(t, b.writer, `UPDATE recalc.record SET owner = 'u2' WHERE id = 'a1'`)
+	b.run(t)
+	b.wantAccess(t, map[string]string{"u2 a1": "all"})
+	b.full(t)
 	b.sameAsFull(t)
 }

@@ -1,7 +1,10 @@
-// Package locks names recalc's PostgreSQL advisory locks. Every lock id is a
-// typed constant, so two parts of the engine can never pick the same number
-// by accident, and all ids share one namespace key so they cannot clash with
-// an application's own advisory locks.
+// Package locks names recalc's locks. Every lock id is a typed constant, so
+// two parts of the engine can never pick the same one by accident. The
+// schema lock is a PostgreSQL advisory lock under a namespace key of its own
+// (it is taken before the schema exists); the others are row locks on
+// recalc.engine_lock (migration 015), which only the schema's owner can
+// take: no other role that can connect can hold them to stall recalc, as it
+// could an advisory lock.
 package locks
 
 import (
@@ -25,7 +28,7 @@ const (
 	Staging Scope = 3
 )
 
-// namespace is the first key of every recalc advisory lock ("rc" in ASCII).
+// namespace is the first key of the schema's advisory lock ("rc" in ASCII).
 const namespace = 0x7263
 
 func (s Scope) String() string {
@@ -42,8 +45,18 @@ func (s Scope) String() string {
 
 // XactLock waits for the scope's lock, held until tx ends.
 func XactLock(ctx context.Context, tx pgx.Tx, s Scope) error {
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, $2)`, int32(namespace), int32(s)); err != nil {
+	if s == Schema {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, $2)`, int32(namespace), int32(s)); err != nil {
+			return fmt.Errorf("take %s lock: %w", s, err)
+		}
+		return nil
+	}
+	tag, err := tx.Exec(ctx, `SELECT FROM recalc.engine_lock WHERE scope = $1 FOR UPDATE`, int32(s))
+	if err != nil {
 		return fmt.Errorf("take %s lock: %w", s, err)
+	}
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("take %s lock: recalc.engine_lock has no row for it: run `recalc init`", s)
 	}
 	return nil
 }

@@ -7,24 +7,19 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Hold takes the scope's lock as a session lock on a connection of its own
-// and returns the function that releases it. It waits while another holder
-// runs.
+// Hold takes the scope's lock in a transaction of its own, beside the
+// caller's work on other connections, and returns the function that ends it,
+// releasing the lock. It waits while another holder runs. The transaction
+// only holds the lock: it keeps no snapshot between its statements.
 func Hold(ctx context.Context, pool *pgxpool.Pool, s Scope) (release func(), err error) {
-	conn, err := pool.Acquire(ctx)
+	tx, err := pool.Begin(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("acquire connection for %s lock: %w", s, err)
+		return nil, fmt.Errorf("begin a transaction for the %s lock: %w", s, err)
 	}
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1, $2)`, int32(namespace), int32(s)); err != nil {
-		conn.Release()
-		return nil, fmt.Errorf("take %s lock: %w", s, err)
+	if err := XactLock(ctx, tx, s); err != nil {
+		_ = tx.Rollback(context.Background())
+		return nil, err
 	}
-	return func() {
-		// A failed unlock leaves the lock with the session; closing the
-		// connection ends the session and frees it.
-		if _, err := conn.Exec(context.Background(), `SELECT pg_advisory_unlock($1, $2)`, int32(namespace), int32(s)); err != nil {
-			_ = conn.Conn().Close(context.Background())
-		}
-		conn.Release()
-	}, nil
+	// A failed rollback closes the connection, which ends the transaction.
+	return func() { _ = tx.Rollback(context.Background()) }, nil
 }
