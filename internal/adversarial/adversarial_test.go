@@ -932,7 +932,9 @@ func TestEngineLocksNotTakeable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hold.Rollback(ctx) //nolint:errcheck // rolled back either way
-	exec(t, hold, `SELECT pg_advisory_xact_lock(29283, 2), pg_advisory_xact_lock(29283, 3)`) // "rc": model, staging
+
+	// 29283 is "rc": the old keys of the model (2) and staging (3) locks.
+	exec(t, hold, `SELECT pg_advisory_xact_lock(29283, 2), pg_advisory_xact_lock(29283, 3)`)
 	// Each waited without a timeout for the advisory lock it stood for.
 	b.importJSON(t, baseModel)
 	exec(t, b.writer, `UPDATE recalc.record SET owner = 'u2' WHERE id = 'a1'`)
