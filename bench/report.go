@@ -81,8 +81,8 @@ func (res *Results) Print(w io.Writer) {
 		fmt.Fprintf(w, "visible list: p50 %.1f ms, p99 %.1f ms for %d records (%s)\n", r.Visible.P50ms, r.Visible.P99ms, r.Visible.Rows, r.Visible.Query)
 		printRLS(w, r.RLS)
 		for _, l := range r.Writes {
-			fmt.Fprintf(w, "application writes (%d clients, %d/s), %s: p50 %.1f ms, p99 %.1f ms, max %.0f ms, %d of %d over 100 ms, %d samples waiting for a row lock\n",
-				writeClients, writeRate, l.During, l.P50ms, l.P99ms, l.MaxMs, l.Over100, l.Writes, l.RowLockWaits)
+			fmt.Fprintf(w, "application writes (%d clients, %d/s), %s: p50 %.1f ms, p99 %.1f ms, max %.0f ms, %d of %d over 100 ms, %d samples waiting for a row lock (%d for any lock)\n",
+				writeClients, writeRate, l.During, l.P50ms, l.P99ms, l.MaxMs, l.Over100, l.Writes, l.RowLockWaits, l.LockWaits)
 		}
 		fmt.Fprintf(w, "peak RSS of recalc: %.0f MiB (import %.0f MiB, full %.0f MiB)\n",
 			float64(r.PeakRSS)/mib, float64(r.ImportRSS)/mib, float64(r.Full.PeakRSS)/mib)

@@ -26,10 +26,14 @@ type WriteLoad struct {
 	// RowLockWaits counts the samples, one every 5 ms, that found a writer
 	// waiting for a row lock (a tuple or transaction lock): the waits a
 	// job's locks would cause, apart from CPU and I/O contention.
-	RowLockWaits int     `json:"row_lock_wait_samples"`
-	Seconds      float64 `json:"s"`     // how long the writes ran
-	JobS         float64 `json:"job_s"` // how long the job beside them ran
-	Achieved     float64 `json:"achieved_per_s"`
+	RowLockWaits int `json:"row_lock_wait_samples"`
+	// LockWaits counts those that found a writer waiting for any lock,
+	// such as the one NOTIFY takes at commit (object 0 of pg_database),
+	// which serializes the commits of every notifying transaction.
+	LockWaits int     `json:"lock_wait_samples"`
+	Seconds   float64 `json:"s"`     // how long the writes ran
+	JobS      float64 `json:"job_s"` // how long the job beside them ran
+	Achieved  float64 `json:"achieved_per_s"`
 }
 
 const (
@@ -168,9 +172,9 @@ func writesDuring(ctx context.Context, pool *pgxpool.Pool, ids []string, phase i
 				return
 			case <-tick.C:
 			}
-			var waiting int
-			err := sampler.QueryRow(wctx, `SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype IN ('tuple', 'transactionid') AND pid = ANY($1)`,
-				pids).Scan(&waiting)
+			var rows, all int
+			err := sampler.QueryRow(wctx, `SELECT count(*) FILTER (WHERE locktype IN ('tuple', 'transactionid')), count(*)
+				FROM pg_locks WHERE NOT granted AND pid = ANY($1)`, pids).Scan(&rows, &all)
 			if wctx.Err() != nil {
 				return
 			}
@@ -178,7 +182,8 @@ func writesDuring(ctx context.Context, pool *pgxpool.Pool, ids []string, phase i
 				errs[writeClients] = err
 				return
 			}
-			wl.RowLockWaits += waiting
+			wl.RowLockWaits += rows
+			wl.LockWaits += all
 		}
 	}()
 	var jobErr error

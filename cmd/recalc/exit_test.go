@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -15,23 +16,27 @@ import (
 func TestExitStatuses(t *testing.T) {
 	t.Parallel()
 	o := newProcessOrg(t, 200)
+	prof := t.TempDir()
 	for _, tc := range []struct {
-		name string
-		env  string // DATABASE_URL, when not the org's
-		args []string
-		code int
-		want string // in stderr
+		name     string
+		env      string // DATABASE_URL, when not the org's
+		args     []string
+		code     int
+		want     string // in stderr
+		profiles bool   // the CPU and heap profiles are written to prof
 	}{
-		{"version", "", []string{"--version"}, 0, ""},
-		{"mistyped command", "", []string{"stat"}, 2, `did you mean "status"?`},
-		{"unknown flag", "", []string{"run", "--bogus"}, 2, "see `recalc run --help`"},
-		{"no database", "postgres://postgres@127.0.0.1:1/nope?connect_timeout=5", []string{"status"}, 3, `database "nope" on 127.0.0.1:1`},
-		{"invalid model", "", []string{"import", "/dev/null"}, 1, "invalid model"},
-		{"grant without a role", "", []string{"grant", "reader"}, 2, "recalc grant reader|writer ROLE"},
-		{"grant of an unknown kind", "", []string{"grant", "admin", "x"}, 2, `unknown kind of access "admin"`},
-		{"missing required flags", "", []string{"explain"}, 2, "give --user and --record (see `recalc explain --help`)"},
-		{"a missing required flag", "", []string{"explain", "--user", "u1"}, 2, "give --record (see `recalc explain --help`)"},
-		{"a subcommand's missing flag", "", []string{"rls", "enable", "--object", "account"}, 2, "give --table (see `recalc rls enable --help`)"},
+		{"version", "", []string{"--version"}, 0, "", false},
+		{"mistyped command", "", []string{"stat"}, 2, `did you mean "status"?`, false},
+		{"unknown flag", "", []string{"run", "--bogus"}, 2, "see `recalc run --help`", false},
+		{"no database", "postgres://postgres@127.0.0.1:1/nope?connect_timeout=5", []string{"status"}, 3, `database "nope" on 127.0.0.1:1`, false},
+		{"invalid model", "", []string{"import", "/dev/null"}, 1, "invalid model", false},
+		{"grant without a role", "", []string{"grant", "reader"}, 2, "recalc grant reader|writer ROLE", false},
+		{"grant of an unknown kind", "", []string{"grant", "admin", "x"}, 2, `unknown kind of access "admin"`, false},
+		{"missing required flags", "", []string{"explain"}, 2, "give --user and --record (see `recalc explain --help`)", false},
+		{"a missing required flag", "", []string{"explain", "--user", "u1"}, 2, "give --record (see `recalc explain --help`)", false},
+		{"a subcommand's missing flag", "", []string{"rls", "enable", "--object", "account"}, 2, "give --table (see `recalc rls enable --help`)", false},
+		{"profiles of a failing command", "postgres://postgres@127.0.0.1:1/nope?connect_timeout=5",
+			[]string{"--cpu-profile", prof + "/cpu.pprof", "--mem-profile", prof + "/mem.pprof", "status"}, 3, `database "nope"`, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := o.command(tc.args...)
@@ -50,6 +55,11 @@ func TestExitStatuses(t *testing.T) {
 			}
 			if code != tc.code || !strings.Contains(stderr.String(), tc.want) {
 				t.Errorf("recalc %s: exit %d, stderr %q; want exit %d and %q", strings.Join(tc.args, " "), code, stderr.String(), tc.code, tc.want)
+			}
+			for _, f := range []string{"cpu.pprof", "mem.pprof"} {
+				if st, err := os.Stat(prof + "/" + f); tc.profiles && (err != nil || st.Size() == 0) {
+					t.Errorf("recalc %s: profile %s: %v, want it written", strings.Join(tc.args, " "), f, err)
+				}
 			}
 			if lines := strings.Count(strings.TrimSpace(stderr.String()), "\n"); code > 1 && lines > 0 {
 				t.Errorf("recalc %s: the error takes %d lines, want one:\n%s", strings.Join(tc.args, " "), lines+1, stderr.String())

@@ -66,8 +66,11 @@ func App(out, errOut io.Writer) *cli.App {
 			&cli.StringFlag{Name: "cpu-profile", EnvVars: []string{"RECALC_CPU_PROFILE"}, Usage: "write a pprof CPU profile of the command to this file"},
 			&cli.StringFlag{Name: "mem-profile", EnvVars: []string{"RECALC_MEM_PROFILE"}, Usage: "write a pprof heap profile (allocations) at the command's end to this file"},
 		},
-		Before:               before,
-		After:                stopProfiles,
+		Before: before,
+		After:  stopProfiles,
+		// Errors are returned, not exited on, so that After still writes
+		// the profiles: main exits with ExitCode.
+		ExitErrHandler:       func(*cli.Context, error) {},
 		EnableBashCompletion: true,
 		OnUsageError:         usageError,
 		Action:               unknownCommand,

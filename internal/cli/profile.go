@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -69,4 +71,19 @@ func createProfile(c *cli.Context, flag string, code int) (*os.File, error) {
 		return nil, cli.Exit(fmt.Sprintf("recalc: --%s: %v", flag, err), code)
 	}
 	return f, nil
+}
+
+// ExitCode prints err, when there is one, to w and returns the process's
+// exit code: that of a cli.Exit error, 1 for any other error, 0 for none.
+func ExitCode(w io.Writer, err error) int {
+	if err == nil {
+		return 0
+	}
+	if msg := err.Error(); msg != "" {
+		fmt.Fprintln(w, msg)
+	}
+	if ec, ok := errors.AsType[cli.ExitCoder](err); ok {
+		return ec.ExitCode()
+	}
+	return 1
 }

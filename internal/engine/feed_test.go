@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	mrand "math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -317,5 +318,39 @@ func (b *bundle) readFeed(t *testing.T) []feed.Entry {
 		}
 		out = append(out, es...)
 		since = es[len(es)-1].Cursor
+	}
+}
+
+// TestSwapDiffsAJobStagedBeforeVersion14: a full job staged by a binary
+// older than schema version 14 left no share diff for the swap (its staging
+// did not write acl_share_diff). The swap then makes the diff itself, and
+// the feed tells the record whose share rows alone changed. The run is
+// stopped after staging, before its finish, by a lock on the job row, and
+// the diff is emptied as the old binary would have left it.
+func TestSwapDiffsAJobStagedBeforeVersion14(t *testing.T) {
+	t.Parallel()
+	b := setupOrg(t, minimalOrg(), engine.Options{})
+	obs, stager, finisher := connect(t, b.pool), connect(t, b.pool), connect(t, b.pool)
+	b.exec(t, `UPDATE recalc.record SET owner = 'u3' WHERE id = 'a001'`) // share rows only: the record row keeps its values
+	before := len(b.readFeed(t))
+
+	staging := begin(t, stager)
+	mustExec(t, staging, `SELECT FROM recalc.engine_lock WHERE name = 'staging' FOR UPDATE`)
+	run := startRun(t, b.pool, engine.Options{Full: true})
+	waitBlockedBy(t, obs, stager.PgConn().PID(), run.done, "the full job's staging")
+	job := begin(t, finisher)
+	mustExec(t, job, `SELECT FROM recalc.job WHERE status = 'running' FOR KEY SHARE`) // MarkStaged may update it, the finish may not lock it
+	rollback(t, staging, "the staging lock")
+	waitBlockedBy(t, obs, finisher.PgConn().PID(), run.done, "the job's finish")
+	mustExec(t, b.pool, `TRUNCATE recalc.acl_share_diff`)
+	rollback(t, job, "the job row lock")
+	run.wait(t)
+
+	var told bool
+	for _, e := range b.readFeed(t)[before:] {
+		told = told || e.Kind == "record" && strings.HasSuffix(e.Key, "a001")
+	}
+	if !told {
+		t.Error("the swap of a job staged without a share diff did not tell a001, whose owner changed")
 	}
 }

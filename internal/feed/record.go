@@ -84,7 +84,7 @@ const diffShares = `
 // counts acl_share_next's rows only when count: Swap then tells every
 // record.
 func Diff(ctx context.Context, tx pgx.Tx, count bool) (int64, error) {
-	if _, err := tx.Exec(ctx, `TRUNCATE recalc.acl_share_diff`); err != nil {
+	if _, err := tx.Exec(ctx, `TRUNCATE recalc.acl_share_diff; INSERT INTO recalc.acl_share_diff VALUES (`+diffDone+`)`); err != nil {
 		return 0, fmt.Errorf("diff share rows: %w", err)
 	}
 	empty, err := liveEmpty(ctx, tx)
@@ -104,6 +104,11 @@ func Diff(ctx context.Context, tx pgx.Tx, count bool) (int64, error) {
 	}
 	return n, nil
 }
+
+// diffDone is the rid, no record's, of the row Diff writes first into
+// acl_share_diff: Swap finds no diff without it, only for a job a binary
+// older than schema version 14 staged, and makes the diff then.
+const diffDone = "0"
 
 // liveEmpty tells whether the live share and record tables are both empty.
 func liveEmpty(ctx context.Context, tx pgx.Tx) (bool, error) {
@@ -162,6 +167,15 @@ func Swap(ctx context.Context, tx pgx.Tx, closure bool) (every bool, err error) 
 	if !every {
 		sql = swapRecords + `;
 		` + sql
+		var done bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.acl_share_diff WHERE rid = `+diffDone+`)`).Scan(&done); err != nil {
+			return false, fmt.Errorf("record records changed by the swap: %w", err)
+		}
+		if !done {
+			if _, err := tx.Exec(ctx, diffShares); err != nil {
+				return false, fmt.Errorf("diff share rows: %w", err)
+			}
+		}
 	}
 	if _, err := tx.Exec(ctx, sql); err != nil {
 		return false, fmt.Errorf("record records changed by the swap: %w", err)
