@@ -47,7 +47,7 @@ type Live struct {
 	version  int64 // recalc.config_version the state below was read at
 	loaded   bool
 	config   []byte
-	org      *sharing.Org // the stored configuration, when applied to both sides
+	org      *sharing.Org // the stored configuration, when both sides are current with it
 	dict     *sharetable.Dict
 	deferred map[string]time.Time
 	idleAt   int64 // the version at which Run last found calculation deferred
@@ -204,8 +204,9 @@ func (l *Live) apply(ctx context.Context, tx pgx.Tx, seqs []int64) (*sharetable.
 
 // refresh reloads the configuration, the applied configurations, the
 // deferral and the dictionaries when recalc.config_version moved. The
-// fast path may use the configuration (org set) only when both sides
-// were computed from exactly the stored one.
+// fast path may use the configuration (org set) only when the share rows
+// were computed from exactly the stored one, and the closure from one with
+// the same closure (closureCurrent).
 func (l *Live) refresh(ctx context.Context, tx pgx.Tx) error {
 	v, err := changes.ConfigVersion(ctx, tx)
 	if err != nil || (l.loaded && v == l.version) {
@@ -226,13 +227,37 @@ func (l *Live) refresh(ctx context.Context, tx pgx.Tx) error {
 	}
 	prev := l.org
 	l.org = nil
-	if bytes.Equal(cfg, applied[0]) && bytes.Equal(cfg, applied[1]) {
-		if l.org, err = l.decode(ctx, tx, cfg, prev); err != nil {
+	if bytes.Equal(cfg, applied[0]) {
+		org, err := l.decode(ctx, tx, cfg, prev)
+		if err != nil {
 			return err
+		}
+		if closureCurrent(cfg, applied[1], org) {
+			l.org = org
 		}
 	}
 	l.version, l.loaded = v, true
 	return nil
+}
+
+// closureCurrent reports whether the closure side, computed from the
+// configuration applied, is what the stored one cfg (decoded: org) computes.
+// A job that changes no closure leaves the side's applied configuration as
+// it was, as Plan decides (decideSides): after a rule or OWD change alone it
+// differs from the stored one, and is current all the same.
+func closureCurrent(cfg, applied []byte, org *sharing.Org) bool {
+	if bytes.Equal(cfg, applied) {
+		return true
+	}
+	if string(applied) == "{}" {
+		return false
+	}
+	old, err := sharing.DecodeOrg(applied)
+	if err != nil {
+		return false // Run says why
+	}
+	p := planner.Diff(old, org, nil)
+	return !p.Full && !p.Closure
 }
 
 // decode decodes cfg, unless it is the configuration prev was decoded

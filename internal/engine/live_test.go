@@ -427,3 +427,39 @@ func freshRoleConn(t *testing.T, b *bundle, reader bool) *pgx.Conn {
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	return c
 }
+
+// TestLiveFastAfterRuleChangeAlone: a job for a rule change that changes no
+// group membership leaves the closure side's applied configuration as it
+// was; the fast path still takes the next record change.
+func TestLiveFastAfterRuleChangeAlone(t *testing.T) {
+	t.Parallel()
+	org := strings.Replace(liveOrg(6), `"rules":[`, `"rules":[{"id":"tier4","object":"account","type":"criteria","target":"group:g1","access":"edit",
+	          "criteria":{"conditions":[{"field":"tier","op":"ge","value":4}]}},`, 1)
+	b := setupOrg(t, org, engine.Options{})
+	b.importFile(t, `{"rules":[{"id":"tier","object":"account","type":"criteria","target":"group:g1","access":"read",
+	          "criteria":{"conditions":[{"field":"tier","op":"ge","value":3}]}}]}`)
+	live := engine.NewLive(engine.Options{}, 10)
+	for i, stmts := range [][]string{nil, {`UPDATE recalc.record SET owner = 'u3' WHERE id = 'a000'`}} {
+		b.exec(t, stmts...)
+		rep, err := live.Step(b.ctx, b.pool, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			wantRun(t, rep)
+			var stale []string
+			if err := b.pool.QueryRow(b.ctx, `SELECT coalesce(array_agg(s.name), '{}') FROM recalc.model_section s
+				LEFT JOIN recalc.applied_section a ON a.side = 'closure' AND a.name = s.name WHERE a.doc IS DISTINCT FROM s.doc`).Scan(&stale); err != nil {
+				t.Fatal(err)
+			}
+			if len(stale) == 0 {
+				t.Fatal("the rule change's job updated the closure side's applied configuration: this test no longer covers the case")
+			}
+			continue
+		}
+		if !rep.Fast || rep.Changes != 1 || rep.Run != nil {
+			t.Fatalf("the record change after a rule change alone: %+v, want the fast path", rep)
+		}
+	}
+	checkFull(t, b, "after the fast path")
+}
