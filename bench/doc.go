@@ -17,6 +17,13 @@
 //   - the peer's REFRESH MATERIALIZED VIEW, checked row for row against
 //     recalc's tables;
 //   - incremental runs after typical changes;
+//   - the application's write latency (writes.go): 4 clients, 150
+//     single-record updates a second, with no job, during a full
+//     recalculation and during a ~1% rule-change job, with the samples that
+//     found a writer waiting for a row lock or any lock;
+//   - freshness, commit to visible, and read-your-writes (fresh.go);
+//   - the read path through row-level security (rls.go) and the cost of
+//     capture on an attached table (capture.go);
 //   - dry runs of a change (`recalc plan FILE`, plan.go): a rule edit and a
 //     membership change, held to ≤ 5 s at 50k records and ≤ 60 s at 1M;
 //   - the peak RSS of every recalc process.
