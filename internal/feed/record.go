@@ -80,9 +80,9 @@ const diffShares = `
 // table changes and keeps them for Swap, in tx, and returns how many share
 // rows differ (the drift a nightly run repairs). Call it once every chunk
 // has written acl_share_next; it may run beside the staging index builds.
-// Over empty live tables (the first computation) it keeps nothing, and
+// Over empty live tables (the first computation) it keeps no record, and
 // counts acl_share_next's rows only when count: Swap then tells every
-// record.
+// record. It keeps a marker row first (diffDone).
 func Diff(ctx context.Context, tx pgx.Tx, count bool) (int64, error) {
 	if _, err := tx.Exec(ctx, `TRUNCATE recalc.acl_share_diff; INSERT INTO recalc.acl_share_diff VALUES (`+diffDone+`)`); err != nil {
 		return 0, fmt.Errorf("diff share rows: %w", err)
