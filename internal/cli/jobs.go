@@ -29,7 +29,7 @@ func runFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.IntFlag{Name: "workers", Value: 2, Usage: "chunks this process works at once"},
 		&cli.IntFlag{Name: "chunk-size", Value: 5000, Usage: "records per chunk of a new job (whole record families stay together)"},
-		&cli.DurationFlag{Name: "lock-timeout", Value: 5 * time.Second, Usage: "how long a chunk waits for a row lock"},
+		&cli.DurationFlag{Name: "lock-timeout", Value: 5 * time.Second, Usage: "how long a chunk, or planning, waits for a row lock"},
 		&cli.IntFlag{Name: "retries", Value: 5, Usage: "retries of a chunk that hit a lock timeout or deadlock, with backoff"},
 		&cli.StringFlag{Name: "notify-url", EnvVars: []string{"RECALC_NOTIFY_URL"}, Usage: "POST each job's completion notification (JSON) to this http(s) URL; one not delivered is kept and retried by later runs"},
 		&cli.StringFlag{Name: "notify-secret", EnvVars: []string{"RECALC_NOTIFY_SECRET"}, Usage: "sign webhook bodies with HMAC-SHA256 under this secret (16+ characters; prefer the environment variable): headers X-Recalc-Timestamp and X-Recalc-Signature"},

@@ -92,7 +92,7 @@ func runChunk(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, d
 			opt.Contended(err, attempt < opt.Retries)
 		}
 		if attempt >= opt.Retries {
-			return false, fmt.Errorf("chunk %d: UNABLE_TO_LOCK_ROW: could not lock the record rows of its families within %s, %d attempts: %w",
+			return false, fmt.Errorf("chunk %d: UNABLE_TO_LOCK_ROW: could not lock the rows of its families within %s, %d attempts: %w",
 				n, opt.LockTimeout, attempt+1, err)
 		}
 		wait := Backoff(attempt)
