@@ -42,6 +42,18 @@ func ReadBatch(ctx context.Context, q pg.Querier, maxKeys int) (*Batch, error) {
 	return b, nil
 }
 
+// Idle reports, with reads only, whether nothing waits to be materialized
+// since recalc.config_version was version: the same version, an empty
+// change log and no unfinished job.
+func Idle(ctx context.Context, q pg.Querier, version int64) (bool, error) {
+	var idle bool
+	if err := q.QueryRow(ctx, `SELECT (SELECT version FROM recalc.config_version) = $1
+		AND NOT EXISTS (SELECT FROM recalc.change) AND NOT EXISTS (SELECT FROM recalc.job WHERE status <> 'done')`, version).Scan(&idle); err != nil {
+		return false, fmt.Errorf("read change log: %w", err)
+	}
+	return idle, nil
+}
+
 // ConfigVersion returns the counter of writes to the configuration, the
 // applied configuration and the deferral: while it stays the same, so do
 // they (migration 011).

@@ -140,6 +140,13 @@ func (l *Live) Step(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger)
 
 // fast is the fast path's transaction; errSlow hands the batch to Run.
 func (l *Live) fast(ctx context.Context, tx pgx.Tx, rep *LiveReport) error {
+	// An idle step (a poll with nothing new) reads and writes nothing else:
+	// the model lock is a row lock, which would make it a writing transaction.
+	if l.loaded {
+		if idle, err := changes.Idle(ctx, tx, l.version); err != nil || idle {
+			return err
+		}
+	}
 	if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
 		return err
 	}

@@ -463,3 +463,55 @@ func TestLiveFastAfterRuleChangeAlone(t *testing.T) {
 	}
 	checkFull(t, b, "after the fast path")
 }
+
+// TestQuietWritesAndIdleSteps: a write in a session with recalc.notify =
+// off wakes no listener (migration 016), and the next step, a poll,
+// materializes it all the same; a step with nothing new takes no lock and
+// writes nothing (the model lock's row keeps its xmax).
+func TestQuietWritesAndIdleSteps(t *testing.T) {
+	t.Parallel()
+	b := setupOrg(t, liveOrg(6), engine.Options{})
+	listener, writer := connect(t, b.pool), connect(t, b.pool)
+	mustExec(t, listener, `LISTEN recalc_changes`)
+	heard := func() bool {
+		ctx, cancel := context.WithTimeout(b.ctx, 300*time.Millisecond)
+		defer cancel()
+		_, err := listener.WaitForNotification(ctx)
+		return err == nil
+	}
+	live := engine.NewLive(engine.Options{}, 10)
+	lockXmax := func() string {
+		var x string
+		if err := b.pool.QueryRow(b.ctx, `SELECT xmax::text FROM recalc.engine_lock WHERE name = 'model'`).Scan(&x); err != nil {
+			t.Fatal(err)
+		}
+		return x
+	}
+	for _, tc := range []struct {
+		setting string
+		owner   string
+		notify  bool
+	}{
+		{"off", "u2", false},
+		{"on", "u3", true},
+	} {
+		mustExec(t, writer, `SELECT set_config('recalc.notify', $1, false)`, tc.setting)
+		mustExec(t, writer, `UPDATE recalc.record SET owner = $1 WHERE id = 'a000'`, tc.owner)
+		if got := heard(); got != tc.notify {
+			t.Errorf("recalc.notify = %s: a listener heard the write: %v, want %v", tc.setting, got, tc.notify)
+		}
+		rep, err := live.Step(b.ctx, b.pool, zerolog.Nop())
+		if err != nil || !rep.Fast || rep.Changes != 1 {
+			t.Fatalf("recalc.notify = %s: step %+v, %v; want the fast path with the write", tc.setting, rep, err)
+		}
+		checkAccess(t, b.ctx, b.pool, []expect{{tc.owner, "a000", "all"}})
+		before := lockXmax()
+		if rep, err := live.Step(b.ctx, b.pool, zerolog.Nop()); err != nil || rep.Changes != 0 || rep.Run != nil {
+			t.Fatalf("idle step: %+v, %v; want nothing done", rep, err)
+		}
+		if after := lockXmax(); after != before {
+			t.Errorf("an idle step locked the model lock's row (xmax %s, then %s)", before, after)
+		}
+	}
+	checkFull(t, b, "after quiet writes")
+}
