@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -12,10 +13,12 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/changes"
 	"github.com/recalc-dev/recalc/internal/locks"
+	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/sharetable"
 	"github.com/recalc-dev/recalc/internal/sharing"
 	"github.com/recalc-dev/recalc/internal/store"
+	"github.com/recalc-dev/recalc/internal/workers"
 )
 
 // VerifyOptions tune a verification.
@@ -132,28 +135,33 @@ func (v *verification) families(ctx context.Context, pool *pgxpool.Pool) ([]shar
 	counts := map[[2]string]*sharetable.DiffCount{}
 	var recordRows int64
 	for chunk := range slices.Chunk(v.roots, familiesPerChunk) {
-		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-			diff, err := v.diffFamilies(ctx, tx, chunk)
-			if err != nil {
-				return err
-			}
-			for k, c := range diff.Counts() {
-				if counts[k] == nil {
-					counts[k] = &sharetable.DiffCount{Object: c.Object, Cause: c.Cause}
+		var diff *sharetable.FamilyDiff
+		// A record moved between families by a concurrent writer, or a lock
+		// timeout, fails the chunk's transaction: compare it again.
+		err := retried(ctx, verifyAttempts, func() error {
+			return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+				var err error
+				if diff, err = v.diffFamilies(ctx, tx, chunk); err != nil {
+					return err
 				}
-				counts[k].Missing += c.Missing
-				counts[k].Extra += c.Extra
-				counts[k].Wrong += c.Wrong
-			}
-			recordRows += diff.RecordRowsDiffer
-			if v.opt.Repair && !diff.Empty() {
-				_, err = diff.Apply(ctx, tx)
-			}
-			return err
+				if v.opt.Repair && !diff.Empty() {
+					_, err = diff.Apply(ctx, tx)
+				}
+				return err
+			})
 		})
 		if err != nil {
 			return nil, 0, err
 		}
+		for k, c := range diff.Counts() {
+			if counts[k] == nil {
+				counts[k] = &sharetable.DiffCount{Object: c.Object, Cause: c.Cause}
+			}
+			counts[k].Missing += c.Missing
+			counts[k].Extra += c.Extra
+			counts[k].Wrong += c.Wrong
+		}
+		recordRows += diff.RecordRowsDiffer
 	}
 	var out []sharetable.DiffCount
 	for _, c := range counts {
@@ -164,6 +172,25 @@ func (v *verification) families(ctx context.Context, pool *pgxpool.Pool) ([]shar
 		return a.Object < b.Object || a.Object == b.Object && a.Cause < b.Cause
 	})
 	return out, recordRows, nil
+}
+
+// verifyAttempts bounds the tries of one chunk of families.
+const verifyAttempts = 3
+
+// retried runs f until it succeeds, fails with an error not worth retrying
+// (pg.IsRetryable), or has run attempts times, backing off between tries.
+func retried(ctx context.Context, attempts int, f func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := f()
+		if err == nil || !pg.IsRetryable(err) || attempt+1 >= attempts || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(workers.Backoff(attempt)):
+		}
+	}
 }
 
 // diffFamilies compares one chunk of families inside tx, under the same
