@@ -148,7 +148,7 @@ func watchCommand(out, errOut io.Writer) *cli.Command {
 		Flags: append([]cli.Flag{
 			&cli.DurationFlag{Name: "debounce", Value: 2 * time.Millisecond, Usage: "quiet time after the last change before materializing"},
 			&cli.DurationFlag{Name: "max-wait", Value: 20 * time.Millisecond, Usage: "longest a change waits while changes keep coming"},
-			&cli.DurationFlag{Name: "poll", Value: 10 * time.Second, Usage: "look for changes at least this often, notification or not"},
+			&cli.DurationFlag{Name: "poll", Value: 10 * time.Second, Usage: "look for changes at least this often, notification or not (short, such as 20ms, where writers set recalc.notify = off)"},
 			&cli.IntFlag{Name: "fast-records", Value: 1000, Usage: "most records a batch may name for the fast path (0: always run a job)"},
 			metricsAddrFlag(),
 		}, runFlags()...),
