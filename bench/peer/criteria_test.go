@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"math/rand/v2"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,6 +13,9 @@ import (
 	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/internal/testkit"
 )
+
+// TestMain drops the tests' databases when they have all run (testdb.Main).
+func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
 
 // Tricky field names and values: quotes, backslashes, commas with spaces,
 // non-ASCII, case, prefixes of each other, and numbers that differ only

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +25,9 @@ import (
 	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/internal/testkit"
 )
+
+// TestMain drops the tests' databases when they have all run (testdb.Main).
+func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
 
 // bundle is a test's database and a non-superuser role, with reader
 // access, that reads application tables through recalc's policies under

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -29,6 +30,9 @@ import (
 	"github.com/recalc-dev/recalc/internal/testkit"
 	"github.com/recalc-dev/recalc/schema"
 )
+
+// TestMain drops the tests' databases when they have all run (testdb.Main).
+func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
 
 // SQLSTATE codes the tests expect.
 const (

@@ -5,14 +5,19 @@ import (
 	"mime/quotedprintable"
 	"net"
 	"net/mail"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/recalc-dev/recalc/internal/notify"
+	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/internal/testkit"
 )
+
+// TestMain drops the tests' databases when they have all run (testdb.Main).
+func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
 
 // TestEmailHeaders: the email a job sends has Date, Message-ID,
 // MIME-Version and Content-Type, a subject naming the job and the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +18,9 @@ import (
 	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/internal/testkit"
 )
+
+// TestMain drops the tests' databases when they have all run (testdb.Main).
+func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
 
 // TestCriteriaFilterKeepsEveryMatch stores random fields as jsonb and checks
 // that criteriaFilter lets through every record model.Criteria.Match

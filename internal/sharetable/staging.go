@@ -84,7 +84,7 @@ var stagingIndexes = []string{
 	`CREATE UNIQUE INDEX IF NOT EXISTS acl_record_next_pkey ON recalc.acl_record_next (rid)`,
 	`CREATE INDEX IF NOT EXISTS acl_record_next_id_idx ON recalc.acl_record_next (id)`,
 	`CREATE INDEX IF NOT EXISTS acl_record_next_root_idx ON recalc.acl_record_next (root_id)`,
-	`CREATE INDEX IF NOT EXISTS acl_record_next_object_idx ON recalc.acl_record_next (object)`,
+	`CREATE INDEX IF NOT EXISTS acl_record_next_object_idx ON recalc.acl_record_next (object, id)`,
 	`CREATE INDEX IF NOT EXISTS acl_record_next_access_root_idx ON recalc.acl_record_next (access_root)`,
 }
 

@@ -19,6 +19,9 @@ import (
 	"github.com/recalc-dev/recalc/internal/testkit/fixture"
 )
 
+// TestMain drops the tests' databases when they have all run (testdb.Main).
+func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
+
 // setup returns a fresh database holding testdata/base.json, and that file.
 func setup(t *testing.T) (context.Context, *pgxpool.Pool, []byte) {
 	t.Helper()

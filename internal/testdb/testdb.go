@@ -3,6 +3,11 @@
 // when none is given), so that tests run in parallel without sharing state.
 // Tests never mock the database.
 //
+// Under Main, a test's database is dropped when the package's tests end,
+// several at once, not when the test does: PostgreSQL forces a checkpoint
+// for every DROP DATABASE, and a test that waits for it (and for the
+// flush of every dirty page on the server) holds its parallel slot idle.
+//
 // A migrated database is a copy of a template that holds recalc's schema
 // (CREATE DATABASE ... TEMPLATE), which is cheaper than migrating each. The
 // template is named for a hash of the migrations, made once by the first
@@ -25,6 +30,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/recalc-dev/recalc/internal/dburl"
 	"github.com/recalc-dev/recalc/schema"
@@ -68,6 +74,9 @@ func clone(t testing.TB, template string) string {
 		t.Fatalf("%v (set DATABASE_URL or run make test)", err)
 	}
 	t.Cleanup(func() {
+		if spent.keep(name) {
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		if err := Drop(ctx, name); err != nil {
@@ -75,6 +84,54 @@ func clone(t testing.TB, template string) string {
 		}
 	})
 	return URL(name)
+}
+
+// spentDBs holds the databases of finished tests while Main runs.
+type spentDBs struct {
+	sync.Mutex
+	main  bool
+	names []string
+}
+
+// spent is this test process's.
+var spent spentDBs
+
+// Main runs a package's tests, for its TestMain, and then drops the
+// databases they made, a few at a time: PostgreSQL merges the checkpoints
+// that concurrent drops ask for. It returns m.Run's exit code, or 1 when a
+// drop fails.
+func Main(m *testing.M) int {
+	spent.Lock()
+	spent.main = true
+	spent.Unlock()
+	code := m.Run()
+	spent.Lock()
+	names := spent.names
+	spent.main, spent.names = false, nil
+	spent.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var g errgroup.Group // one failed drop stops no other
+	g.SetLimit(8)
+	for _, name := range names {
+		g.Go(func() error { return Drop(ctx, name) })
+	}
+	if err := g.Wait(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return max(code, 1)
+	}
+	return code
+}
+
+// keep keeps name for Main to drop, and reports whether it did: false when
+// no Main runs, and the caller drops it now.
+func (s *spentDBs) keep(name string) bool {
+	s.Lock()
+	defer s.Unlock()
+	if s.main {
+		s.names = append(s.names, name)
+	}
+	return s.main
 }
 
 // Create creates a database, empty or a copy of template when not "", and

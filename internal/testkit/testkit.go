@@ -25,6 +25,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
 	"github.com/recalc-dev/recalc/internal/store"
+	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
 // Seeds says which random models a property test tries: n from the
@@ -126,9 +127,9 @@ func StoredBefore(first, from int, left func(seed int, prev *model.Model) *model
 }
 
 // Main runs a package's tests, for its TestMain, with at least parallel
-// tests at a time unless -parallel is given. Tests that wait on PostgreSQL
-// more than they use Go's CPU leave the machine half idle at go test's
-// default of GOMAXPROCS.
+// tests at a time unless -parallel is given, as testdb.Main does. Tests that
+// wait on PostgreSQL more than they use Go's CPU leave the machine half idle
+// at go test's default of GOMAXPROCS.
 func Main(m *testing.M, parallel int) int {
 	flag.Parse()
 	given := false
@@ -138,7 +139,7 @@ func Main(m *testing.M, parallel int) int {
 			panic(fmt.Sprintf("set -test.parallel: %v", err))
 		}
 	}
-	return m.Run()
+	return testdb.Main(m)
 }
 
 // FieldsTable stores each JSON object of docs as a row of a new table
