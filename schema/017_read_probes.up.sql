@@ -1,7 +1,7 @@
 -- recalc schema, version 17: fewer probes on the read path (docs/rls.md).
 --
 -- A broad user reaches most records through many share rows (an account
--- of the bench org has about 19), and version 9's functions probed the
+-- of the bench org has 20 to 30), and version 9's functions probed the
 -- closure once for each of them: can_access took the maximum level of all,
 -- and visible_records called access_level once per record it walked (a
 -- statement planned per call: 0.35 ms a record at a million). Now
@@ -24,8 +24,8 @@ CREATE INDEX acl_record_object_idx ON recalc.acl_record (object, id);
 -- entries, about 1,000, and matched the share rows against them), then in
 -- one statement the record and its access root's OWD (when it grants the
 -- level, no share row is read; a record that is its own root is not read
--- twice) and the share rows of the record and of its
--- access root that give the level, until one reaches the user.
+-- twice) and the share rows of the record and of its access root that
+-- give the level, until one reaches the user.
 CREATE OR REPLACE FUNCTION recalc.can_access(p_user text, p_object text, p_record text, p_min_level text DEFAULT 'read') RETURNS boolean
 LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE

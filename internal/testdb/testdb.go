@@ -7,6 +7,7 @@
 // several at once, not when the test does: PostgreSQL forces a checkpoint
 // for every DROP DATABASE, and a test that waits for it (and for the
 // flush of every dirty page on the server) holds its parallel slot idle.
+// Main also drops the test databases a killed test process left behind.
 //
 // A migrated database is a copy of a template that holds recalc's schema
 // (CREATE DATABASE ... TEMPLATE), which is cheaper than migrating each. The
@@ -23,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -101,6 +103,7 @@ var spent spentDBs
 // that concurrent drops ask for. It returns m.Run's exit code, or 1 when a
 // drop fails.
 func Main(m *testing.M) int {
+	sweep()
 	spent.Lock()
 	spent.main = true
 	spent.Unlock()
@@ -123,6 +126,40 @@ func Main(m *testing.M) int {
 	return code
 }
 
+// sweep drops the test databases made more than staleAfter ago (their
+// names carry the time): those of a test process killed before its Main
+// could drop them. A running test binary is younger: go test stops it after
+// 10 minutes unless -timeout says otherwise. Failures are only reported.
+func sweep() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, AdminURL())
+	if err != nil {
+		return // the tests report an unreachable server
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database WHERE starts_with(datname, $1)`, testPrefix)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "list stale test databases:", err)
+		return
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "list stale test databases:", err)
+		return
+	}
+	for _, name := range names {
+		at, _, _ := strings.Cut(strings.TrimPrefix(name, testPrefix), "_")
+		made, err := strconv.ParseInt(at, 10, 64)
+		if err != nil || time.Since(time.Unix(made, 0)) <= staleAfter {
+			continue
+		}
+		if err := drop(ctx, conn, name); err != nil {
+			fmt.Fprintf(os.Stderr, "drop stale test database %s: %v\n", name, err)
+		}
+	}
+}
+
 // keep keeps name for Main to drop, and reports whether it did: false when
 // no Main runs, and the caller drops it now.
 func (s *spentDBs) keep(name string) bool {
@@ -138,7 +175,7 @@ func (s *spentDBs) keep(name string) bool {
 // returns its name. The caller drops it (Drop): for a database that outlives
 // one test, such as a template a TestMain drops; tests use New or Clone.
 func Create(ctx context.Context, template string) (string, error) {
-	name := "recalc_test_" + token()
+	name := fmt.Sprintf("%s%d_%s", testPrefix, time.Now().Unix(), token())
 	q := "CREATE DATABASE " + ident(name)
 	if template != "" {
 		q += " TEMPLATE " + ident(template)
@@ -217,10 +254,13 @@ var tmpl struct {
 	err  error
 }
 
-// templatePrefix starts the names of schema templates; templateLock is the
-// advisory lock their makers hold; staleAfter is the age past which a
-// template of other migrations is dropped.
+// testPrefix starts the names of test databases, then the Unix time they
+// were made; templatePrefix starts the names of schema templates;
+// templateLock is the advisory lock their makers hold; staleAfter is the age
+// past which a template of other migrations, or a test database Main did not
+// drop, is dropped.
 const (
+	testPrefix     = "recalc_test_"
 	templatePrefix = "recalc_tmpl_"
 	templateLock   = 0x7265_6361_6c63 // "recalc"
 	staleAfter     = time.Hour
