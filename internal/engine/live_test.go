@@ -207,7 +207,23 @@ func TestWatchReconnects(t *testing.T) {
 	defer w.stop()
 	admin := connect(t, b.pool)
 	for round := 0; round < 3; round++ {
-		time.Sleep(100 * time.Millisecond) // let it listen
+		// Let it listen again: after a lost connection it waits out a
+		// growing backoff before it reconnects.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var listening bool
+			if err := admin.QueryRow(b.ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+				WHERE datname = current_database() AND starts_with(query, 'LISTEN '))`).Scan(&listening); err != nil {
+				t.Fatal(err)
+			}
+			if listening {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the watch does not listen 10 s after its connections were killed", round)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 		var killed int
 		err := admin.QueryRow(b.ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 			WHERE datname = current_database() AND pid <> pg_backend_pid()`).Scan(&killed)

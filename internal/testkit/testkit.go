@@ -126,10 +126,10 @@ func StoredBefore(first, from int, left func(seed int, prev *model.Model) *model
 	return m
 }
 
-// Main runs a package's tests, for its TestMain, with at least parallel
-// tests at a time unless -parallel is given, as testdb.Main does. Tests that
-// wait on PostgreSQL more than they use Go's CPU leave the machine half idle
-// at go test's default of GOMAXPROCS.
+// Main runs a package's tests with testdb.Main, for its TestMain, with at
+// least parallel tests at a time unless -parallel is given. Tests that wait
+// on PostgreSQL more than they use Go's CPU leave the machine half idle at
+// go test's default of GOMAXPROCS.
 func Main(m *testing.M, parallel int) int {
 	flag.Parse()
 	given := false
