@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -30,15 +31,22 @@ type RLSUser struct {
 	Measures []RLSMeasure `json:"measures"`
 }
 
-// RLSMeasure is one query with the policy and without.
+// RLSMeasure is one query with the policy and without. PerUser is the
+// same query on a copy of the table under the per-user policy (rls enable
+// --per-user-plans --user-from-role), read as a role named like the user.
 type RLSMeasure struct {
-	Name string  `json:"name"`
-	On   Latency `json:"rls_on"`
-	Off  Latency `json:"rls_off"`
+	Name    string   `json:"name"`
+	On      Latency  `json:"rls_on"`
+	Off     Latency  `json:"rls_off"`
+	PerUser *Latency `json:"per_user_plans,omitempty"`
 }
 
 // rlsRole is the role the bench reads as under the policy.
 const rlsRole = "recalc_bench_app"
+
+// perUserTable is the copy of the application table under the per-user
+// policy, which takes the user from current_user.
+const perUserTable = "public.bench_account_by_role"
 
 // measureRLS builds the application table bench_account (id, name indexed,
 // owner) from the account records, installs the policy, picks the three
@@ -78,6 +86,9 @@ func measureRLS(ctx context.Context, pool *pgxpool.Pool, samples int) (*RLSResul
 	if err != nil {
 		return nil, err
 	}
+	if err := perUserCopy(ctx, pool, users); err != nil {
+		return nil, err
+	}
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return nil, err
@@ -94,6 +105,42 @@ func measureRLS(ctx context.Context, pool *pgxpool.Pool, samples int) (*RLSResul
 		res.Users = append(res.Users, *u)
 	}
 	return res, nil
+}
+
+// perUserCopy builds the per-user policy's copy of the application table
+// and a role for each user, member of rlsRole.
+func perUserCopy(ctx context.Context, pool *pgxpool.Pool, users []*RLSUser) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		sqls := []string{
+			`DROP TABLE IF EXISTS ` + perUserTable,
+			`CREATE TABLE ` + perUserTable + ` AS TABLE public.bench_account`,
+			`ALTER TABLE ` + perUserTable + ` ADD PRIMARY KEY (id)`,
+			`CREATE INDEX ON ` + perUserTable + ` (name, id)`,
+			`ANALYZE ` + perUserTable,
+			`GRANT SELECT ON ` + perUserTable + ` TO ` + rlsRole,
+		}
+		for _, sql := range sqls {
+			if _, err := tx.Exec(ctx, sql); err != nil {
+				return fmt.Errorf("build the per-user table: %w", err)
+			}
+		}
+		for _, u := range users {
+			var exists bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, u.User).Scan(&exists); err != nil {
+				return fmt.Errorf("look up role %s: %w", u.User, err)
+			}
+			role := pgx.Identifier{u.User}.Sanitize()
+			if !exists {
+				if _, err := tx.Exec(ctx, `CREATE ROLE `+role+` NOLOGIN`); err != nil {
+					return fmt.Errorf("create role %s: %w", u.User, err)
+				}
+			}
+			if _, err := tx.Exec(ctx, `GRANT `+rlsRole+` TO `+role); err != nil {
+				return fmt.Errorf("grant %s to %s: %w", rlsRole, u.User, err)
+			}
+		}
+		return access.EnableRLS(ctx, tx, &access.RLS{Table: perUserTable, Object: "account", IDColumn: "id", UserFromRole: true, PerUserPlans: true})
+	})
 }
 
 // rlsUsers picks the users whose share rows on accounts (summed over their
@@ -147,22 +194,32 @@ func (u *RLSUser) measure(ctx context.Context, conn *pgx.Conn, ids []string, sam
 	}
 	for _, q := range queries {
 		m := RLSMeasure{Name: q.name}
-		for _, on := range []bool{true, false} {
-			args, err := q.args(on)
+		for _, role := range []string{rlsRole, "", u.User} {
+			args, err := q.args(role != "")
 			if err != nil {
 				return err
 			}
-			lat, rows, err := timeAs(ctx, conn, on, u.User, q.sql, q.n, args)
+			sql := q.sql
+			if role == u.User {
+				sql = strings.ReplaceAll(sql, "public.bench_account", perUserTable)
+			}
+			lat, rows, err := timeAs(ctx, conn, role, u.User, sql, q.n, args)
 			if err != nil {
 				return fmt.Errorf("%s: %w", q.name, err)
 			}
-			if on && q.name == "count(*)" {
-				u.Visible = rows
-			}
-			if on {
+			switch role {
+			case rlsRole:
 				m.On = lat
-			} else {
+				if q.name == "count(*)" {
+					u.Visible = rows
+				}
+			case "":
 				m.Off = lat
+			default:
+				if q.name != "primary-key lookup" && rows != m.On.Rows {
+					return fmt.Errorf("%s: %d rows under the per-user policy, %d under the adaptive one", q.name, rows, m.On.Rows)
+				}
+				m.PerUser = &lat
 			}
 		}
 		u.Measures = append(u.Measures, m)
@@ -175,12 +232,12 @@ func (u *RLSUser) measure(ctx context.Context, conn *pgx.Conn, ids []string, sam
 func (u *RLSUser) visiblePages(ctx context.Context, conn *pgx.Conn, n int) error {
 	m := RLSMeasure{Name: "visible_records page of 1,000"}
 	var err error
-	m.On, _, err = timeAs(ctx, conn, true, u.User, `SELECT * FROM recalc.visible_records($1, 'account', 'read', NULL, 1000)`, n,
+	m.On, _, err = timeAs(ctx, conn, rlsRole, u.User, `SELECT * FROM recalc.visible_records($1, 'account', 'read', NULL, 1000)`, n,
 		func() []any { return []any{u.User} })
 	if err != nil {
 		return fmt.Errorf("visible_records: %w", err)
 	}
-	m.Off, _, err = timeAs(ctx, conn, false, u.User, `SELECT id FROM public.bench_account ORDER BY id LIMIT 1000`, n, func() []any { return nil })
+	m.Off, _, err = timeAs(ctx, conn, "", u.User, `SELECT id FROM public.bench_account ORDER BY id LIMIT 1000`, n, func() []any { return nil })
 	if err != nil {
 		return fmt.Errorf("page of ids: %w", err)
 	}
@@ -191,7 +248,11 @@ func (u *RLSUser) visiblePages(ctx context.Context, conn *pgx.Conn, n int) error
 // keyset returns the (name, id) of the offset-th row user sees in name
 // order, with the policy on or off: where the 20th page starts.
 func keyset(ctx context.Context, conn *pgx.Conn, on bool, user string, offset int) (name, id string, err error) {
-	err = asRole(ctx, conn, on, user, func() error {
+	role := ""
+	if on {
+		role = rlsRole
+	}
+	err = asRole(ctx, conn, role, user, func() error {
 		err := conn.QueryRow(ctx, `SELECT name, id FROM public.bench_account ORDER BY name, id OFFSET $1 LIMIT 1`, offset).Scan(&name, &id)
 		if err == pgx.ErrNoRows {
 			return nil // fewer rows: the page is empty
@@ -201,14 +262,13 @@ func keyset(ctx context.Context, conn *pgx.Conn, on bool, user string, offset in
 	return name, id, err
 }
 
-// timeAs runs sql n times (after a warm-up call), as the policy's role with
-// app.user_id = user when on, else as the table's owner, and returns the
-// latencies and the rows of the last call (its first column's value for a
-// count).
-func timeAs(ctx context.Context, conn *pgx.Conn, on bool, user, sql string, n int, args func() []any) (Latency, int64, error) {
+// timeAs runs sql n times (after a warm-up call), as role with app.user_id
+// = user (role "": as the table's owner), and returns the latencies and the
+// rows of the last call (its first column's value for a count).
+func timeAs(ctx context.Context, conn *pgx.Conn, role, user, sql string, n int, args func() []any) (Latency, int64, error) {
 	lat := Latency{Query: sql, Samples: n}
 	var last int64
-	err := asRole(ctx, conn, on, user, func() error {
+	err := asRole(ctx, conn, role, user, func() error {
 		times := make([]time.Duration, 0, n)
 		for i := range n + 1 {
 			start := time.Now()
@@ -241,14 +301,14 @@ func timeAs(ctx context.Context, conn *pgx.Conn, on bool, user, sql string, n in
 	return lat, last, err
 }
 
-// asRole runs fn as the policy's role with app.user_id = user when on, and
-// resets the session after.
-func asRole(ctx context.Context, conn *pgx.Conn, on bool, user string, fn func() error) error {
-	setup := `SELECT set_config('app.user_id', $1, false)`
-	if on {
-		setup = `SELECT set_config('app.user_id', $1, false), set_config('role', '` + rlsRole + `', false)`
+// asRole runs fn as role (none: the table's owner) with app.user_id =
+// user, and resets the session after.
+func asRole(ctx context.Context, conn *pgx.Conn, role, user string, fn func() error) error {
+	setup, args := `SELECT set_config('app.user_id', $1, false)`, []any{user}
+	if role != "" {
+		setup, args = `SELECT set_config('app.user_id', $1, false), set_config('role', $2, false)`, []any{user, role}
 	}
-	if _, err := conn.Exec(ctx, setup, user); err != nil {
+	if _, err := conn.Exec(ctx, setup, args...); err != nil {
 		return err
 	}
 	err := fn()

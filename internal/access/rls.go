@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -38,6 +40,12 @@ type RLS struct {
 	// Force makes the policies apply to the table's owner too (FORCE ROW
 	// LEVEL SECURITY); without it, reads as the owner see every row.
 	Force bool
+	// PerUserPlans installs the policy the planner plans per user: a
+	// selective user's rows are fetched by id from its grants. Safe when no
+	// plan is shared between users (docs/rls.md): with UserFromRole, or
+	// when the application does not reuse prepared list queries across
+	// users.
+	PerUserPlans bool
 }
 
 // Policy names recalc installs; EnableRLS and DisableRLS drop them all.
@@ -134,11 +142,11 @@ func enableRLS(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) error
 	if err := checkObject(ctx, tx, r.Object); err != nil {
 		return err
 	}
-	key, err := keyExpr(ctx, tx, tbl, r)
+	col, err := idColumnOf(ctx, tx, tbl, r)
 	if err != nil {
 		return err
 	}
-	policies, err := r.policies(ctx, tx, tbl, key)
+	policies, err := r.policies(ctx, tx, tbl, col)
 	if err != nil {
 		return err
 	}
@@ -154,9 +162,8 @@ func enableRLS(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) error
 	return nil
 }
 
-// policies returns the CREATE POLICY statements for r, key being the
-// quoted expression of a row's record id.
-func (r *RLS) policies(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, key string) ([]string, error) {
+// policies returns the CREATE POLICY statements for r on the id column col.
+func (r *RLS) policies(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, col *idColumn) ([]string, error) {
 	user := "current_user::text"
 	if !r.UserFromRole {
 		var err error
@@ -166,14 +173,18 @@ func (r *RLS) policies(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, key s
 			return nil, err
 		}
 	}
-	read, err := predicate(ctx, tx, user, r.Object, key, "read")
+	pred := col.adaptive
+	if r.PerUserPlans {
+		pred = col.perUser
+	}
+	read, err := pred(ctx, tx, user, r.Object, "read")
 	if err != nil {
 		return nil, err
 	}
 	on := tbl.Sanitize()
 	out := []string{`CREATE POLICY ` + PolicyName + ` ON ` + on + ` FOR SELECT USING (` + read + `)`}
 	if r.Write {
-		edit, err := predicate(ctx, tx, user, r.Object, key, "edit")
+		edit, err := pred(ctx, tx, user, r.Object, "edit")
 		if err != nil {
 			return nil, err
 		}
@@ -196,14 +207,62 @@ func (r *RLS) policies(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, key s
 	return out, nil
 }
 
-// predicate is the policy expression "user has level on the row": how to
-// filter is decided once per query (rls_mode, an InitPlan): by a hash of a
-// selective user's visible records (rls_records), else by can_access per row.
-func predicate(ctx context.Context, tx pgx.Tx, user, object, key, level string) (string, error) {
+// adaptive is the policy expression "user has level on the row" that
+// decides how to filter once per query (rls_mode, an InitPlan): by a hash
+// of a selective user's visible records (rls_records), else by can_access
+// per row. One plan serves every user.
+func (c *idColumn) adaptive(ctx context.Context, tx pgx.Tx, user, object, level string) (string, error) {
 	return format(ctx, tx, `CASE (SELECT recalc.rls_mode(%1$s, %2$L, %3$L))
 		WHEN 1 THEN %4$s IN (SELECT recalc.rls_records(%1$s, %2$L, %3$L))
 		WHEN 2 THEN recalc.can_access(%1$s, %2$L, %4$s, %3$L)
-		ELSE false END`, user, object, level, key)
+		ELSE false END`, user, object, level, c.key)
+}
+
+// perUser is the policy expression "user has level on the row" that the
+// planner plans for the user (migration 018): the id column among a
+// selective user's visible ids (an InitPlan, one index probe per id), or
+// can_access per row for anyone else. Both arms are index conditions on
+// the column; the planner sees which is empty when it estimates.
+func (c *idColumn) perUser(ctx context.Context, tx pgx.Tx, user, object, level string) (string, error) {
+	// Arguments of format: 1 the column, 2 the user expression, 3 object,
+	// 4 level, 5 the record id expression, 6 the attachment prefix.
+	const keys = `recalc.rls_keys(%2$s, %3$L, %4$L)`
+	// The ids in a scalar subquery (an InitPlan, run once) cast to an array
+	// type: without the cast, = ANY would compare with the subquery's rows.
+	var ids, floor string
+	switch c.typ {
+	case "text", "varchar":
+		ids = `(SELECT ` + keys + `)::text[] COLLATE ` + c.collate
+		if c.prefix != "" {
+			ids = `(SELECT recalc.rls_text_ids(` + keys + `, %6$L))::text[] COLLATE ` + c.collate
+		}
+		floor = `''::text COLLATE ` + c.collate
+	case "uuid":
+		ids, floor = `(SELECT recalc.rls_uuid_ids(`+keys+`, %6$L))::uuid[]`, `'00000000-0000-0000-0000-000000000000'::uuid`
+	default: // int2, int4, int8
+		lo, hi := intRange(c.typ)
+		bounds := strconv.FormatInt(lo, 10) + `, ` + strconv.FormatInt(hi, 10)
+		ids = `(SELECT recalc.rls_int_ids(` + keys + `, %6$L, ` + bounds + `))::` + c.typ + `[]`
+		floor = `(` + strconv.FormatInt(lo, 10) + `)::` + c.typ
+	}
+	// rls_broad twice: as the range's bound, for the planner, and first,
+	// so that for anyone else the arm is false before can_access (the
+	// range alone is NULL then, and AND would go on).
+	return format(ctx, tx, `%1$I = ANY (`+ids+`)
+		OR (recalc.rls_broad(%2$s, %3$L, %4$L)
+		    AND %1$I >= CASE WHEN recalc.rls_broad(%2$s, %3$L, %4$L) THEN `+floor+` END
+		    AND recalc.can_access(%2$s, %3$L, %5$s, %4$L))`, c.name, user, object, level, c.key, c.prefix)
+}
+
+// intRange is the range of an integer id column type.
+func intRange(typ string) (int64, int64) {
+	switch typ {
+	case "int2":
+		return math.MinInt16, math.MaxInt16
+	case "int4":
+		return math.MinInt32, math.MaxInt32
+	}
+	return math.MinInt64, math.MaxInt64
 }
 
 // format quotes args into tmpl with the server's pg_catalog.format(): %I for names,
@@ -237,49 +296,79 @@ func checkObject(ctx context.Context, tx pgx.Tx, object string) error {
 	return fmt.Errorf("object %q is not in the stored model: give one of %s", object, strings.Join(names, ", "))
 }
 
-// keyExpr returns the quoted expression of a row's record id in recalc:
-// the id column as text, prefixed with "object:" when the object is attached
-// (recalc.attachment, when that table exists). It fails unless the table and
-// columns exist and the id column has a supported type.
-func keyExpr(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) (string, error) {
+// idColumn is the application table's id column, as a policy uses it.
+type idColumn struct {
+	name   string // the column
+	typ    string // its type's name: one of idTypes
+	prefix string // "object:" when the object is attached, else ""
+	key    string // quoted expression of a row's record id in recalc
+	// collate is the column's collation, quoted (text and varchar): the ids
+	// a policy compares it with take it, or the comparison would not use
+	// the column's index (a user from current_user, of type name, would
+	// give them collation "C").
+	collate string
+}
+
+// idColumnOf looks up r's id column: the record id is the column as text,
+// prefixed with "object:" when the object is attached (recalc.attachment,
+// when that table exists). It fails unless the table and columns exist and
+// the id column has a supported type (and, for per-user plans, a
+// deterministic collation).
+func idColumnOf(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) (*idColumn, error) {
 	var exists bool
 	var idType, ownerType *string
+	var deterministic *bool
+	var collate *string
 	err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL,
 		(SELECT t.typname::text FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
 		 WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped),
+		(SELECT coalesce(c.collisdeterministic, true) FROM pg_attribute a LEFT JOIN pg_collation c ON c.oid = a.attcollation
+		 WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped),
+		(SELECT quote_ident(n.nspname) || '.' || quote_ident(c.collname) FROM pg_attribute a
+		 JOIN pg_collation c ON c.oid = a.attcollation JOIN pg_namespace n ON n.oid = c.collnamespace
+		 WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped),
 		(SELECT a.attname::text FROM pg_attribute a
 		 WHERE a.attrelid = to_regclass($1) AND a.attname = $3 AND a.attnum > 0 AND NOT a.attisdropped)`,
-		tbl.Sanitize(), r.IDColumn, r.OwnerColumn).Scan(&exists, &idType, &ownerType)
+		tbl.Sanitize(), r.IDColumn, r.OwnerColumn).Scan(&exists, &idType, &deterministic, &collate, &ownerType)
 	switch {
 	case err != nil:
-		return "", fmt.Errorf("look up table %s: %w", r.Table, err)
+		return nil, fmt.Errorf("look up table %s: %w", r.Table, err)
 	case !exists:
-		return "", fmt.Errorf("table %s does not exist: create it first, or give SCHEMA.TABLE", r.Table)
+		return nil, fmt.Errorf("table %s does not exist: create it first, or give SCHEMA.TABLE", r.Table)
 	case idType == nil:
-		return "", fmt.Errorf("table %s has no column %q: give the id column with --id-column", r.Table, r.IDColumn)
+		return nil, fmt.Errorf("table %s has no column %q: give the id column with --id-column", r.Table, r.IDColumn)
 	case !idTypes[*idType]:
-		return "", fmt.Errorf("id column %q of %s is of type %s: it must be text, varchar, smallint, integer, bigint or uuid", r.IDColumn, r.Table, *idType)
+		return nil, fmt.Errorf("id column %q of %s is of type %s: it must be text, varchar, smallint, integer, bigint or uuid", r.IDColumn, r.Table, *idType)
+	case r.PerUserPlans && !*deterministic:
+		return nil, fmt.Errorf("id column %q of %s has a nondeterministic collation, under which the ids of per-user plans match rows of other ids: give the column a deterministic collation, or leave out --per-user-plans", r.IDColumn, r.Table)
 	case r.OwnerColumn != "" && ownerType == nil:
-		return "", fmt.Errorf("table %s has no column %q: give the owner column with --owner-column", r.Table, r.OwnerColumn)
+		return nil, fmt.Errorf("table %s has no column %q: give the owner column with --owner-column", r.Table, r.OwnerColumn)
 	}
 	if r.InsertRole != "" {
 		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, r.InsertRole).Scan(&exists); err != nil {
-			return "", fmt.Errorf("look up role: %w", err)
+			return nil, fmt.Errorf("look up role: %w", err)
 		}
 		if !exists {
-			return "", fmt.Errorf("insert role %q does not exist: create it first, or give the application's role", r.InsertRole)
+			return nil, fmt.Errorf("insert role %q does not exist: create it first, or give the application's role", r.InsertRole)
 		}
 	}
 	attached, err := isAttached(ctx, tx, r.Object)
 	if err != nil {
-		return "", err
+		return nil, err
+	}
+	c := &idColumn{name: r.IDColumn, typ: *idType}
+	if collate != nil {
+		c.collate = *collate
 	}
 	// COLLATE "C": a nondeterministic collation of the id column must not
 	// make ids that differ only in case (or accents) match.
 	if attached {
-		return format(ctx, tx, `((%L || %I::text) COLLATE "C")`, r.Object+":", r.IDColumn)
+		c.prefix = r.Object + ":"
+		c.key, err = format(ctx, tx, `((%L || %I::text) COLLATE "C")`, c.prefix, r.IDColumn)
+	} else {
+		c.key, err = format(ctx, tx, `(%I::text COLLATE "C")`, r.IDColumn)
 	}
-	return format(ctx, tx, `(%I::text COLLATE "C")`, r.IDColumn)
+	return c, err
 }
 
 // isAttached says whether object is attached (recalc attach): its records'

@@ -70,12 +70,18 @@ func (b *bundle) tx(t *testing.T, fn func(pgx.Tx) error) {
 // that is rolled back, and returns the first column of its rows, sorted.
 func (b *bundle) asUser(t *testing.T, user, sql string, args ...any) []string {
 	t.Helper()
+	return b.asUserWith(t, "", user, sql, args...)
+}
+
+// asUserWith is asUser with the settings (SET LOCAL ...) first.
+func (b *bundle) asUserWith(t *testing.T, settings, user, sql string, args ...any) []string {
+	t.Helper()
 	tx, err := b.pool.Begin(b.ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(b.ctx)
-	if _, err := tx.Exec(b.ctx, `SET LOCAL ROLE `+b.role); err != nil {
+	if _, err := tx.Exec(b.ctx, `SET LOCAL ROLE `+b.role+`; `+settings); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := tx.Exec(b.ctx, `SELECT set_config('app.user_id', $1, true)`, user); err != nil {
@@ -125,39 +131,43 @@ func renumber(m *model.Model, s idScheme) {
 	}
 }
 
-// TestPolicyMatchesOracle installs recalc's read and write policies on one
-// application table per object of random models, with text, bigint and
-// uuid id columns, and reads and writes them as a non-superuser role: for
-// every user (inactive and unknown ones too) SELECT returns exactly the rows
-// the oracle says the user can read, UPDATE and DELETE reach exactly the rows
-// it can edit, and visible_records walked page by page lists each readable
-// record exactly once.
+// TestPolicyMatchesOracle installs recalc's read and write policies, the
+// adaptive ones and the per-user ones, on one application table per object
+// of random models, with text, bigint and uuid id columns, and reads and
+// writes them as a non-superuser role: for every user (inactive and unknown
+// ones too) SELECT returns exactly the rows the oracle says the user can
+// read (per-user policies also with sequential scans off, so the planner
+// takes the index arms), UPDATE and DELETE reach exactly the rows it can
+// edit, and visible_records walked page by page lists each readable record
+// exactly once.
 func TestPolicyMatchesOracle(t *testing.T) {
 	t.Parallel()
 	for name, s := range schemes {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			b := setup(t)
-			filtered := 0
-			for seed := 1; seed <= 3; seed++ {
-				m := oracle.RandomModel(mrand.New(mrand.NewPCG(uint64(seed), 0x415)), 30+seed*10)
-				renumber(m, s)
-				testkit.ImportModel(t, b.ctx, b.pool, m, nil)
-				if _, err := engine.Full(b.ctx, b.pool, engine.Options{Workers: 2}, zerolog.Nop()); err != nil {
-					t.Fatalf("seed %d: full run: %v", seed, err)
+		for _, perUser := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/per-user=%v", name, perUser), func(t *testing.T) {
+				t.Parallel()
+				b := setup(t)
+				filtered := 0
+				for seed := 1; seed <= 3; seed++ {
+					m := oracle.RandomModel(mrand.New(mrand.NewPCG(uint64(seed), 0x415)), 30+seed*10)
+					renumber(m, s)
+					testkit.ImportModel(t, b.ctx, b.pool, m, nil)
+					if _, err := engine.Full(b.ctx, b.pool, engine.Options{Workers: 2}, zerolog.Nop()); err != nil {
+						t.Fatalf("seed %d: full run: %v", seed, err)
+					}
+					filtered += b.checkModel(t, seed, m, s, perUser)
 				}
-				filtered += b.checkModel(t, seed, m, s)
-			}
-			if filtered == 0 {
-				t.Fatal("no user saw a strict subset of a table: the models do not exercise the policies")
-			}
-		})
+				if filtered == 0 {
+					t.Fatal("no user saw a strict subset of a table: the models do not exercise the policies")
+				}
+			})
+		}
 	}
 }
 
 // checkModel checks every object's table and every user of m, and returns
 // how many (user, table) pairs saw a strict subset of the table's records.
-func (b *bundle) checkModel(t *testing.T, seed int, m *model.Model, s idScheme) int {
+func (b *bundle) checkModel(t *testing.T, seed int, m *model.Model, s idScheme, perUser bool) int {
 	t.Helper()
 	read, edit := map[[2]string][]string{}, map[[2]string][]string{}
 	for _, r := range oracle.Access(m) {
@@ -177,7 +187,7 @@ func (b *bundle) checkModel(t *testing.T, seed int, m *model.Model, s idScheme) 
 	}
 	filtered := 0
 	for _, o := range m.Objects {
-		table, records := b.appTable(t, seed, o.Name, m, s)
+		table, records := b.appTable(t, seed, o.Name, m, s, perUser)
 		for _, u := range users {
 			k := [2]string{o.Name, u}
 			want, wantEdit := sorted(read[k]), sorted(edit[k])
@@ -187,6 +197,12 @@ func (b *bundle) checkModel(t *testing.T, seed int, m *model.Model, s idScheme) 
 			}
 			if len(got) > 0 && len(got) < records {
 				filtered++
+			}
+			if perUser {
+				got := b.asUserWith(t, `SET LOCAL enable_seqscan = off`, u, `SELECT id::text FROM `+table)
+				if !slices.Equal(got, want) {
+					t.Fatalf("seed %d: %s sees %v of %s through RLS without seq scans, oracle says %v", seed, u, got, o.Name, want)
+				}
 			}
 			if got := b.asUser(t, u, `UPDATE `+table+` SET owner = owner RETURNING id::text`); !slices.Equal(got, wantEdit) {
 				t.Fatalf("seed %d: %s updates %v of %s through RLS, oracle says it may edit %v", seed, u, got, o.Name, wantEdit)
@@ -217,7 +233,7 @@ func (b *bundle) checkModel(t *testing.T, seed int, m *model.Model, s idScheme) 
 // appTable creates the application table of object's records in m (and a
 // row that is no record), owned by the superuser, with recalc's policies,
 // and returns its quoted name and how many records it holds.
-func (b *bundle) appTable(t *testing.T, seed int, object string, m *model.Model, s idScheme) (string, int) {
+func (b *bundle) appTable(t *testing.T, seed int, object string, m *model.Model, s idScheme, perUser bool) (string, int) {
 	t.Helper()
 	name := fmt.Sprintf("app_%s_%d", object, seed)
 	table := pgx.Identifier{name}.Sanitize()
@@ -243,7 +259,7 @@ func (b *bundle) appTable(t *testing.T, seed int, object string, m *model.Model,
 				return fmt.Errorf("%s: %w", sql, err)
 			}
 		}
-		return access.EnableRLS(b.ctx, tx, &access.RLS{Table: name, Object: object, IDColumn: "id", UserSetting: "app.user_id", Write: true})
+		return access.EnableRLS(b.ctx, tx, &access.RLS{Table: name, Object: object, IDColumn: "id", UserSetting: "app.user_id", Write: true, PerUserPlans: perUser})
 	})
 	return table, records
 }
@@ -418,6 +434,101 @@ func TestRLSKeyIgnoresNondeterministicCollation(t *testing.T) {
 		})
 		if got := b.asUser(t, "u1", `SELECT id FROM app`); !slices.Equal(got, []string{"abc"}) {
 			t.Errorf("id column %s with a case-insensitive collation: u1 sees %v, want only abc", col, got)
+		}
+		// Per-user plans compare the column itself, in its collation: refused.
+		err := pgx.BeginFunc(b.ctx, b.pool, func(tx pgx.Tx) error {
+			return access.EnableRLS(b.ctx, tx, &access.RLS{Table: "app", Object: "account", IDColumn: col, UserSetting: "app.user_id", PerUserPlans: true})
+		})
+		if err == nil || !strings.Contains(err.Error(), "nondeterministic collation") {
+			t.Errorf("per-user plans on id column %s with a case-insensitive collation: error %v, want a refusal", col, err)
+		}
+	}
+}
+
+// TestPerUserPlans: under the per-user policy the planner fetches a
+// selective user's rows by id (a BitmapOr on the id index) and scans in
+// list order for a broad user, each seeing exactly its rows; whatever a
+// session writes into the recalc.rls_plan note, no user sees a row more.
+func TestPerUserPlans(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var recs []string
+	for i := range 1001 { // u1 reaches 1,001 share rows: broad
+		recs = append(recs, fmt.Sprintf(`{"object": "account", "id": "b%04d", "owner": "u1"}`, i))
+	}
+	for i := range 3000 { // nobody's
+		recs = append(recs, fmt.Sprintf(`{"object": "account", "id": "z%04d", "owner": "u9"}`, i))
+	}
+	b.model(t, `{"objects": [{"name": "account", "internal_owd": "private"}],
+		"users": [{"id": "u1"}, {"id": "u2"}, {"id": "u9"}],
+		"records": [`+strings.Join(recs, ",")+`, {"object": "account", "id": "c0", "owner": "u2"}, {"object": "account", "id": "c1", "owner": "u2"}]}`)
+	b.exec(t, `CREATE TABLE app (id text PRIMARY KEY, name text NOT NULL)`,
+		`INSERT INTO app SELECT id, md5(id) FROM recalc.record`,
+		`CREATE INDEX ON app (name)`, `ANALYZE app`, `GRANT SELECT ON app TO `+b.role)
+	b.tx(t, func(tx pgx.Tx) error {
+		return access.EnableRLS(b.ctx, tx, &access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "app.user_id", PerUserPlans: true})
+	})
+	const list = `SELECT id FROM app ORDER BY name LIMIT 5`
+	for _, tc := range []struct {
+		user, plan string
+		bitmap     bool
+		want       int
+	}{
+		{"u2", "fetched by id", true, 2},
+		{"u1", "filtered in list order", false, 5},
+	} {
+		plan := strings.Join(b.asUser(t, tc.user, `EXPLAIN `+list, pgx.QueryExecModeSimpleProtocol), "\n")
+		if strings.Contains(plan, "BitmapOr") != tc.bitmap {
+			t.Errorf("%s's list is not %s:\n%s", tc.user, tc.plan, plan)
+		}
+		if got := b.asUser(t, tc.user, list, pgx.QueryExecModeSimpleProtocol); len(got) != tc.want {
+			t.Errorf("%s's list: %v, want %d rows", tc.user, got, tc.want)
+		}
+	}
+	want := map[string][]string{"u2": {"c0", "c1"}, "u1": b.asUser(t, "u1", `SELECT id FROM app`)}
+	if len(want["u1"]) != 1001 {
+		t.Fatalf("u1 sees %d rows, want its 1,001", len(want["u1"]))
+	}
+	// The note forged for the statement itself (its InitPlan may run before
+	// or after the policy's) or set before it, saying broad and narrow.
+	for _, forge := range []string{
+		`(SELECT set_config('recalc.rls_plan', 't' || format('%L %L %L', $1::text, 'account', 'read'), false)) IS NOT NULL`,
+		`(SELECT set_config('recalc.rls_plan', 'f' || format('%L %L %L', $1::text, 'account', 'read'), false)) IS NOT NULL`,
+	} {
+		for user, rows := range want {
+			for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement} {
+				got := b.asUser(t, user, `SELECT id FROM app WHERE `+forge, mode, user)
+				for _, id := range got {
+					if !slices.Contains(rows, id) {
+						t.Fatalf("%s sees %s with a forged note (%s)", user, id, forge)
+					}
+				}
+				if strings.Contains(forge, "'t'") && len(got) != len(rows) {
+					t.Errorf("%s sees %d rows with a note saying broad, want %d", user, len(got), len(rows))
+				}
+			}
+		}
+	}
+}
+
+// TestRLSIDs: the ids a per-user policy compares with the id column are the
+// keys that are the column's text form, prefix removed, as its type.
+func TestRLSIDs(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	keys := []string{"0", "05", "-0", "12", "-7", "40000", "9223372036854775807", "9223372036854775808", "1e3", " 1", "abc",
+		"x:5", "00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000A", "x:00000000-0000-4000-8000-00000000000b"}
+	for _, tc := range []struct{ sql, want string }{
+		{`recalc.rls_int_ids($1, '', -9223372036854775808, 9223372036854775807)::text`, "{0,12,-7,40000,9223372036854775807}"},
+		{`recalc.rls_int_ids($1, '', -32768, 32767)::text`, "{0,12,-7}"},
+		{`recalc.rls_int_ids($1, 'x:', -32768, 32767)::text`, "{5}"},
+		{`recalc.rls_uuid_ids($1, '')::text`, "{00000000-0000-4000-8000-00000000000a}"},
+		{`recalc.rls_uuid_ids($1, 'x:')::text`, "{00000000-0000-4000-8000-00000000000b}"},
+		{`recalc.rls_text_ids($1, 'x:')::text`, "{5,00000000-0000-4000-8000-00000000000b}"},
+		{`coalesce(recalc.rls_int_ids(CASE WHEN $1::text[] IS NULL THEN $1 END, '', 0, 9)::text, 'null')`, "null"},
+	} {
+		if got := b.asUser(t, "u1", `SELECT `+tc.sql, keys); !slices.Equal(got, []string{tc.want}) {
+			t.Errorf("%s: %v, want %s", tc.sql, got, tc.want)
 		}
 	}
 }

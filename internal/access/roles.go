@@ -12,7 +12,8 @@ import (
 // its use needs. SECURITY.md describes them.
 const (
 	// Reader may ask the SQL access API (access_level, can_access,
-	// visible_records, rls_mode, rls_records, invalid_records) and so read through
+	// visible_records, rls_mode, rls_records, the rls_* functions of per-user
+	// plans, invalid_records) and so read through
 	// recalc's row-level security policies. It reads no table.
 	Reader = "reader"
 	// Writer may insert, update and delete records with plain SQL: only the
@@ -29,6 +30,9 @@ var (
 		`GRANT EXECUTE ON FUNCTION recalc.access_level(text, text), recalc.access_level(text, text, text),
 			recalc.visible_records(text, text, text), recalc.visible_records(text, text, text, text, integer),
 			recalc.can_access(text, text, text, text), recalc.rls_mode(text, text, text), recalc.rls_records(text, text, text), recalc.invalid_records() TO %s`,
+		`GRANT EXECUTE ON FUNCTION recalc.rls_keys(text, text, text), recalc.rls_broad(text, text, text),
+			recalc.rls_broad_exact(text, text, text), recalc.rls_text_ids(text[], text),
+			recalc.rls_int_ids(text[], text, bigint, bigint), recalc.rls_uuid_ids(text[], text) TO %s`, // per-user plans (migration 018)
 		`GRANT SELECT ON recalc.invalid_record TO %s`,
 		`GRANT EXECUTE ON FUNCTION recalc.access_changes(bigint, integer), recalc.access_changes_head() TO %s`, // the feed (docs/feed.md)
 		freshGrant,

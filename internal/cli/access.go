@@ -166,7 +166,12 @@ func rlsEnableCommand(out, errOut io.Writer) *cli.Command {
 			"OBJECT must be in the stored model; the id column must be text, varchar, smallint, integer,\n" +
 			"bigint or uuid. Readers need `recalc grant reader ROLE`. Superusers and BYPASSRLS roles bypass\n" +
 			"row-level security, and so do reads as the table's owner unless --force (FORCE ROW LEVEL\n" +
-			"SECURITY): without it, a warning is printed on standard error. See docs/rls.md.",
+			"SECURITY): without it, a warning is printed on standard error.\n" +
+			"--per-user-plans installs a policy the planner plans for each query's user: a user with few grants\n" +
+			"gets its rows by id (a list of 50 reads ~50 rows, not the table). PostgreSQL reuses a prepared\n" +
+			"statement's plan, so give it only with --user-from-role (a new role gets a new plan) or where no\n" +
+			"prepared list query is reused across users: a broad user on a selective user's plan reads every\n" +
+			"row. See docs/rls.md.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "table", Required: true, Usage: "application table, TABLE or SCHEMA.TABLE"},
 			&cli.StringFlag{Name: "object", Required: true, Usage: "the recalc object its rows are records of"},
@@ -177,11 +182,13 @@ func rlsEnableCommand(out, errOut io.Writer) *cli.Command {
 			&cli.StringFlag{Name: "insert-role", Usage: "role that may INSERT any row (the application's role)"},
 			&cli.StringFlag{Name: "owner-column", Usage: "column holding the row owner's user id: owners may read and change their rows"},
 			&cli.BoolFlag{Name: "force", Usage: "apply the policies to the table's owner too (FORCE ROW LEVEL SECURITY)"},
+			&cli.BoolFlag{Name: "per-user-plans", Usage: "plan each query for its user: a selective user's rows are fetched by id (see the description)"},
 		},
 		Action: func(c *cli.Context) error {
 			r := &access.RLS{Table: c.String("table"), Object: c.String("object"), IDColumn: c.String("id-column"),
 				UserSetting: c.String("user-setting"), UserFromRole: c.Bool("user-from-role"),
-				Write: c.Bool("write"), InsertRole: c.String("insert-role"), OwnerColumn: c.String("owner-column"), Force: c.Bool("force")}
+				Write: c.Bool("write"), InsertRole: c.String("insert-role"), OwnerColumn: c.String("owner-column"), Force: c.Bool("force"),
+				PerUserPlans: c.Bool("per-user-plans")}
 			if r.UserSetting == "" && !r.UserFromRole {
 				return cli.Exit("recalc: say where the current user comes from: --user-setting app.user_id or --user-from-role", ExitUsage)
 			}

@@ -291,9 +291,8 @@ func grantCommand(out, errOut io.Writer) *cli.Command {
 		Name:      "grant",
 		Usage:     "give an existing role the least privileges of a reader or a writer of recalc (see SECURITY.md)",
 		ArgsUsage: "reader|writer ROLE",
-		Description: "reader: EXECUTE on the SQL access API (access_level, can_access, visible_records, rls_mode, rls_records,\n" +
-			"invalid_records),\n" +
-			"which row-level security policies call; no table.\n" +
+		Description: "reader: EXECUTE on the SQL access API (access_level, can_access, visible_records, the rls_*\n" +
+			"functions, invalid_records), which row-level security policies call; no table.\n" +
 			"writer: SELECT and DELETE on recalc.record, INSERT and UPDATE of its columns id, object, owner,\n" +
 			"parent, fields and territories only; no other table. Run it as the role that owns the schema.",
 		Action: func(c *cli.Context) error {
