@@ -86,7 +86,13 @@ func measureRLS(ctx context.Context, pool *pgxpool.Pool, samples int) (*RLSResul
 	if err != nil {
 		return nil, err
 	}
-	if err := perUserCopy(ctx, pool, users); err != nil {
+	created, err := perUserCopy(ctx, pool, users)
+	defer func() {
+		for _, role := range created {
+			_, _ = pool.Exec(context.WithoutCancel(ctx), `DROP ROLE IF EXISTS `+pgx.Identifier{role}.Sanitize())
+		}
+	}()
+	if err != nil {
 		return nil, err
 	}
 	conn, err := pool.Acquire(ctx)
@@ -108,9 +114,10 @@ func measureRLS(ctx context.Context, pool *pgxpool.Pool, samples int) (*RLSResul
 }
 
 // perUserCopy builds the per-user policy's copy of the application table
-// and a role for each user, member of rlsRole.
-func perUserCopy(ctx context.Context, pool *pgxpool.Pool, users []*RLSUser) error {
-	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+// and a role for each user, member of rlsRole, and returns the roles it
+// created (the caller drops them).
+func perUserCopy(ctx context.Context, pool *pgxpool.Pool, users []*RLSUser) (created []string, err error) {
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		sqls := []string{
 			`DROP TABLE IF EXISTS ` + perUserTable,
 			`CREATE TABLE ` + perUserTable + ` AS TABLE public.bench_account`,
@@ -134,6 +141,7 @@ func perUserCopy(ctx context.Context, pool *pgxpool.Pool, users []*RLSUser) erro
 				if _, err := tx.Exec(ctx, `CREATE ROLE `+role+` NOLOGIN`); err != nil {
 					return fmt.Errorf("create role %s: %w", u.User, err)
 				}
+				created = append(created, u.User)
 			}
 			if _, err := tx.Exec(ctx, `GRANT `+rlsRole+` TO `+role); err != nil {
 				return fmt.Errorf("grant %s to %s: %w", rlsRole, u.User, err)
@@ -141,6 +149,10 @@ func perUserCopy(ctx context.Context, pool *pgxpool.Pool, users []*RLSUser) erro
 		}
 		return access.EnableRLS(ctx, tx, &access.RLS{Table: perUserTable, Object: "account", IDColumn: "id", UserFromRole: true, PerUserPlans: true})
 	})
+	if err != nil {
+		created = nil // rolled back
+	}
+	return created, err
 }
 
 // rlsUsers picks the users whose share rows on accounts (summed over their

@@ -23,13 +23,27 @@
 -- answer that rls_keys (the first arm's InitPlan, run before the second
 -- arm is evaluated on any row: an OR evaluates its arms in order, a
 -- BitmapOr runs its scans in order) or rls_broad_exact left in the setting
--- recalc.rls_plan for this user, object and level, and computes it only
--- when the setting holds anything else. While planning, the note is the
--- last statement's for the user: planning a user's next query reads no
--- share row. Any session can write that setting: a false answer
+-- recalc.rls_plan.LEVEL.OBJECT for this user, and computes it only when the
+-- setting holds anything else. While planning, the note is the last
+-- statement's for the user: planning a user's next query reads no share
+-- row. Any session can write that setting: a false answer
 -- makes the second arm false (the user sees less), a true one leaves
 -- can_access to decide. Neither widens what a user sees; the ids of the
 -- first arm come only from rls_keys, a SECURITY DEFINER function.
+
+-- rls_note: notes in the session's setting recalc.rls_plan.LEVEL.OBJECT
+-- whether the user is broad ('t' and the user id) or not ('f' and the id).
+-- A level or object that cannot be part of a setting's name is not noted.
+CREATE FUNCTION recalc.rls_note(p_user text, p_object text, p_min_level text, p_broad boolean) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_min_level IN ('read', 'edit', 'all') AND p_object ~ '^[a-z][a-z0-9_]*$' THEN
+        PERFORM set_config('recalc.rls_plan.' || p_min_level || '.' || p_object,
+                           CASE WHEN p_broad THEN 't' ELSE 'f' END || coalesce(p_user, ''), false);
+    END IF;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION recalc.rls_note(text, text, text, boolean) FROM PUBLIC;
 
 -- rls_keys: the record ids of the object the user may access at the level,
 -- when rls_mode would put the user in mode 1 (a selective user: exactly
@@ -39,10 +53,10 @@
 -- JIT off: the estimate over a generic user's groups made calls compile the
 -- read (12 ms).
 CREATE FUNCTION recalc.rls_keys(p_user text, p_object text, p_min_level text) RETURNS text[]
-LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off AS $$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off AS $$
 DECLARE
     v_min smallint := array_position(ARRAY['read', 'edit', 'all'], p_min_level);
-    v_note text := format('%L %L %L', p_user, p_object, p_min_level);
+    v_mode smallint := 0;
     v_uid integer;
     v_internal boolean;
     v_owd smallint;
@@ -51,24 +65,23 @@ DECLARE
     v_rids bigint[];
 BEGIN
     SELECT uid, internal INTO v_uid, v_internal FROM recalc.acl_user WHERE id = p_user;
-    IF NOT FOUND OR v_min IS NULL THEN
-        PERFORM set_config('recalc.rls_plan', 'f' || v_note, false);
-        RETURN NULL;
+    IF FOUND AND v_min IS NOT NULL THEN
+        SELECT CASE WHEN v_internal THEN internal_level ELSE external_level END, cbp INTO v_owd, v_cbp
+        FROM recalc.acl_object WHERE name = p_object;
+        IF coalesce(v_owd, 0) >= v_min OR coalesce(v_cbp, true) THEN
+            v_mode := 2;
+        ELSE
+            -- Counted from the share index alone, as rls_mode counts: a
+            -- broad user's share rows are never read.
+            SELECT count(*) INTO v_rows FROM (
+                SELECT 1 FROM recalc.acl_member m
+                CROSS JOIN LATERAL (SELECT 1 FROM recalc.acl_share s WHERE s.gid = m.gid LIMIT 1001) s
+                WHERE m.uid = v_uid LIMIT 1001) x;
+            v_mode := CASE WHEN v_rows <= 1000 THEN 1 ELSE 2 END;
+        END IF;
     END IF;
-    SELECT CASE WHEN v_internal THEN internal_level ELSE external_level END, cbp INTO v_owd, v_cbp
-    FROM recalc.acl_object WHERE name = p_object;
-    IF coalesce(v_owd, 0) >= v_min OR coalesce(v_cbp, true) THEN
-        PERFORM set_config('recalc.rls_plan', 't' || v_note, false);
-        RETURN NULL;
-    END IF;
-    -- Counted first, from the share index alone (as rls_mode counts): a
-    -- broad user's share rows are never read.
-    SELECT count(*) INTO v_rows FROM (
-        SELECT 1 FROM recalc.acl_member m
-        CROSS JOIN LATERAL (SELECT 1 FROM recalc.acl_share s WHERE s.gid = m.gid LIMIT 1001) s
-        WHERE m.uid = v_uid LIMIT 1001) x;
-    IF v_rows > 1000 THEN
-        PERFORM set_config('recalc.rls_plan', 't' || v_note, false);
+    PERFORM recalc.rls_note(p_user, p_object, p_min_level, v_mode = 2);
+    IF v_mode <> 1 THEN
         RETURN NULL;
     END IF;
     -- LATERAL: group by group through the share index (a join could hash
@@ -77,7 +90,6 @@ BEGIN
     CROSS JOIN LATERAL (SELECT s.rid FROM recalc.acl_share s
                         WHERE s.gid = m.gid AND (s.boss_ok OR NOT m.boss) AND s.level >= v_min LIMIT 1001) s
     WHERE m.uid = v_uid;
-    PERFORM set_config('recalc.rls_plan', 'f' || v_note, false);
     RETURN (SELECT coalesce(array_agg(r.id), '{}') FROM recalc.acl_record r WHERE r.rid = ANY (v_rids) AND r.object = p_object);
 END
 $$;
@@ -86,12 +98,11 @@ REVOKE EXECUTE ON FUNCTION recalc.rls_keys(text, text, text) FROM PUBLIC;
 -- rls_broad_exact: whether a policy filters the user's rows with
 -- can_access (rls_mode 2), noted for rls_broad.
 CREATE FUNCTION recalc.rls_broad_exact(p_user text, p_object text, p_min_level text) RETURNS boolean
-LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_broad boolean := recalc.rls_mode(p_user, p_object, p_min_level) = 2;
 BEGIN
-    PERFORM set_config('recalc.rls_plan', CASE WHEN v_broad THEN 't' ELSE 'f' END
-        || format('%L %L %L', p_user, p_object, p_min_level), false);
+    PERFORM recalc.rls_note(p_user, p_object, p_min_level, v_broad);
     RETURN v_broad;
 END
 $$;
@@ -102,10 +113,9 @@ REVOKE EXECUTE ON FUNCTION recalc.rls_broad_exact(text, text, text) FROM PUBLIC;
 -- single expression, so the planner inlines it (and evaluates it while
 -- estimating); its body is parsed here, not with the caller's search_path.
 CREATE FUNCTION recalc.rls_broad(p_user text, p_object text, p_min_level text) RETURNS boolean
-LANGUAGE sql STABLE PARALLEL RESTRICTED
-RETURN CASE WHEN substr(current_setting('recalc.rls_plan', true), 2)
-                 = format('%L %L %L', p_user, p_object, p_min_level)
-            THEN left(current_setting('recalc.rls_plan', true), 1) = 't'
+LANGUAGE sql STABLE PARALLEL UNSAFE
+RETURN CASE WHEN substr(current_setting('recalc.rls_plan.' || p_min_level || '.' || p_object, true), 2) = p_user
+            THEN left(current_setting('recalc.rls_plan.' || p_min_level || '.' || p_object, true), 1) = 't'
             ELSE recalc.rls_broad_exact(p_user, p_object, p_min_level) END;
 REVOKE EXECUTE ON FUNCTION recalc.rls_broad(text, text, text) FROM PUBLIC;
 

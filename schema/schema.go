@@ -73,6 +73,14 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied int, err error) {
 			version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
 			return fmt.Errorf("create version table: %w", err)
 		}
+		// Migrations name every object with its schema; builtins are found
+		// in pg_catalog only: a function a role created in a schema on the
+		// caller's search_path (say public.unnest(text[]), a closer match)
+		// would otherwise be bound into SQL-standard function bodies,
+		// which are resolved once, when created.
+		if _, err := tx.Exec(ctx, `SET LOCAL search_path = pg_catalog, pg_temp`); err != nil {
+			return fmt.Errorf("pin search_path: %w", err)
+		}
 		var current int
 		if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM recalc.schema_version`).Scan(&current); err != nil {
 			return fmt.Errorf("read schema version: %w", err)

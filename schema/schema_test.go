@@ -55,3 +55,41 @@ func TestMigrateConcurrentAndIdempotent(t *testing.T) {
 		t.Errorf("Check after init: %v", err)
 	}
 }
+
+// TestMigrateIgnoresCallerSearchPath: functions a role created on the
+// migrating session's search_path, closer matches than pg_catalog's, are
+// not bound into the SQL-standard bodies of migration 018.
+func TestMigrateIgnoresCallerSearchPath(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testdb.New(t)
+	setupPool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer setupPool.Close()
+	if _, err := setupPool.Exec(ctx, `CREATE SCHEMA evil;
+		CREATE FUNCTION evil.unnest(text[]) RETURNS SETOF text LANGUAGE sql AS $$ SELECT 'PWNED' $$`); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = "evil, pg_catalog"
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := schema.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	if err := pool.QueryRow(ctx, `SELECT recalc.rls_text_ids(ARRAY['o:a', 'o:b'], 'o:')::text`).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != "{a,b}" {
+		t.Errorf("rls_text_ids after a migration under search_path evil: %s, want {a,b}", got)
+	}
+}

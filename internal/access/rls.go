@@ -225,18 +225,19 @@ func (c *idColumn) adaptive(ctx context.Context, tx pgx.Tx, user, object, level 
 // the column; the planner sees which is empty when it estimates.
 func (c *idColumn) perUser(ctx context.Context, tx pgx.Tx, user, object, level string) (string, error) {
 	// Arguments of format: 1 the column, 2 the user expression, 3 object,
-	// 4 level, 5 the record id expression, 6 the attachment prefix.
+	// 4 level, 5 the record id expression, 6 the attachment prefix, 7 and 8
+	// the column's collation.
 	const keys = `recalc.rls_keys(%2$s, %3$L, %4$L)`
 	// The ids in a scalar subquery (an InitPlan, run once) cast to an array
 	// type: without the cast, = ANY would compare with the subquery's rows.
 	var ids, floor string
 	switch c.typ {
 	case "text", "varchar":
-		ids = `(SELECT ` + keys + `)::text[] COLLATE ` + c.collate
+		ids = `(SELECT ` + keys + `)::text[] COLLATE %7$I.%8$I`
 		if c.prefix != "" {
-			ids = `(SELECT recalc.rls_text_ids(` + keys + `, %6$L))::text[] COLLATE ` + c.collate
+			ids = `(SELECT recalc.rls_text_ids(` + keys + `, %6$L))::text[] COLLATE %7$I.%8$I`
 		}
-		floor = `''::text COLLATE ` + c.collate
+		floor = `''::text COLLATE %7$I.%8$I`
 	case "uuid":
 		ids, floor = `(SELECT recalc.rls_uuid_ids(`+keys+`, %6$L))::uuid[]`, `'00000000-0000-0000-0000-000000000000'::uuid`
 	default: // int2, int4, int8
@@ -251,7 +252,7 @@ func (c *idColumn) perUser(ctx context.Context, tx pgx.Tx, user, object, level s
 	return format(ctx, tx, `%1$I = ANY (`+ids+`)
 		OR (recalc.rls_broad(%2$s, %3$L, %4$L)
 		    AND %1$I >= CASE WHEN recalc.rls_broad(%2$s, %3$L, %4$L) THEN `+floor+` END
-		    AND recalc.can_access(%2$s, %3$L, %5$s, %4$L))`, c.name, user, object, level, c.key, c.prefix)
+		    AND recalc.can_access(%2$s, %3$L, %5$s, %4$L))`, c.name, user, object, level, c.key, c.prefix, c.collSchema, c.collName)
 }
 
 // intRange is the range of an integer id column type.
@@ -302,11 +303,11 @@ type idColumn struct {
 	typ    string // its type's name: one of idTypes
 	prefix string // "object:" when the object is attached, else ""
 	key    string // quoted expression of a row's record id in recalc
-	// collate is the column's collation, quoted (text and varchar): the ids
-	// a policy compares it with take it, or the comparison would not use
-	// the column's index (a user from current_user, of type name, would
-	// give them collation "C").
-	collate string
+	// collSchema and collName are the column's collation (text and
+	// varchar): the ids a policy compares it with take it, or the
+	// comparison would not use the column's index (a user from
+	// current_user, of type name, would give them collation "C").
+	collSchema, collName string
 }
 
 // idColumnOf looks up r's id column: the record id is the column as text,
@@ -318,18 +319,23 @@ func idColumnOf(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) (*id
 	var exists bool
 	var idType, ownerType *string
 	var deterministic *bool
-	var collate *string
+	var collSchema, collName *string
+	// The type's name counts only in pg_catalog: a domain or type named
+	// int4 elsewhere is not supported.
 	err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL,
-		(SELECT t.typname::text FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+		(SELECT CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace THEN t.typname::text ELSE t.oid::regtype::text END
+		 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
 		 WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped),
 		(SELECT coalesce(c.collisdeterministic, true) FROM pg_attribute a LEFT JOIN pg_collation c ON c.oid = a.attcollation
 		 WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped),
-		(SELECT quote_ident(n.nspname) || '.' || quote_ident(c.collname) FROM pg_attribute a
+		(SELECT n.nspname::text FROM pg_attribute a
 		 JOIN pg_collation c ON c.oid = a.attcollation JOIN pg_namespace n ON n.oid = c.collnamespace
+		 WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped),
+		(SELECT c.collname::text FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
 		 WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped),
 		(SELECT a.attname::text FROM pg_attribute a
 		 WHERE a.attrelid = to_regclass($1) AND a.attname = $3 AND a.attnum > 0 AND NOT a.attisdropped)`,
-		tbl.Sanitize(), r.IDColumn, r.OwnerColumn).Scan(&exists, &idType, &deterministic, &collate, &ownerType)
+		tbl.Sanitize(), r.IDColumn, r.OwnerColumn).Scan(&exists, &idType, &deterministic, &collSchema, &collName, &ownerType)
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("look up table %s: %w", r.Table, err)
@@ -357,8 +363,8 @@ func idColumnOf(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) (*id
 		return nil, err
 	}
 	c := &idColumn{name: r.IDColumn, typ: *idType}
-	if collate != nil {
-		c.collate = *collate
+	if collSchema != nil && collName != nil {
+		c.collSchema, c.collName = *collSchema, *collName
 	}
 	// COLLATE "C": a nondeterministic collation of the id column must not
 	// make ids that differ only in case (or accents) match.

@@ -109,6 +109,9 @@ var schemes = map[string]idScheme{
 	"text":   {"text", func(i int) string { return "r" + strconv.Itoa(i) }},
 	"bigint": {"bigint", func(i int) string { return strconv.Itoa(1000 + i) }},
 	"uuid":   {"uuid", func(i int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012d", i) }},
+	// the per-user policy converts ids to the column's type and collation
+	"integer": {"integer", func(i int) string { return strconv.Itoa(-500 + i) }},
+	"varchar": {`varchar(12) COLLATE "C"`, func(i int) string { return "v" + strconv.Itoa(i) }},
 }
 
 // renumber gives m's records the scheme's ids, and every reference to them.
@@ -489,11 +492,21 @@ func TestPerUserPlans(t *testing.T) {
 	if len(want["u1"]) != 1001 {
 		t.Fatalf("u1 sees %d rows, want its 1,001", len(want["u1"]))
 	}
+	// The functions write the note: a parallel plan would run them in
+	// parallel mode, where no setting can be written. They are parallel
+	// unsafe, so the planner makes none, however cheap parallelism is.
+	parallel := `SET LOCAL parallel_setup_cost = 0; SET LOCAL parallel_tuple_cost = 0; SET LOCAL min_parallel_table_scan_size = 0;
+		SELECT set_config(CASE WHEN current_setting('server_version_num')::int >= 160000 THEN 'debug_parallel_query' ELSE 'force_parallel_mode' END, 'on', true)`
+	for user, rows := range want {
+		if got := b.asUserWith(t, parallel, user, `SELECT a.id FROM app a JOIN app b USING (id)`); len(got) != len(rows) {
+			t.Errorf("%s sees %d rows with parallelism forced, want %d", user, len(got), len(rows))
+		}
+	}
 	// The note forged for the statement itself (its InitPlan may run before
 	// or after the policy's) or set before it, saying broad and narrow.
 	for _, forge := range []string{
-		`(SELECT set_config('recalc.rls_plan', 't' || format('%L %L %L', $1::text, 'account', 'read'), false)) IS NOT NULL`,
-		`(SELECT set_config('recalc.rls_plan', 'f' || format('%L %L %L', $1::text, 'account', 'read'), false)) IS NOT NULL`,
+		`(SELECT set_config('recalc.rls_plan.read.account', 't' || $1::text, false)) IS NOT NULL`,
+		`(SELECT set_config('recalc.rls_plan.read.account', 'f' || $1::text, false)) IS NOT NULL`,
 	} {
 		for user, rows := range want {
 			for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement} {

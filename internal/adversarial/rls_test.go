@@ -13,8 +13,9 @@ import (
 // as the engine on a table the engine owns, and reads and writes it as the
 // reader, a LOGIN role with `recalc grant reader` and SELECT, UPDATE and
 // DELETE on the table only: each user of baseModel sees exactly the rows it
-// may read and changes exactly the rows it may edit. The outsider may call
-// none of the read path's functions.
+// may read and changes exactly the rows it may edit, under the adaptive and
+// the per-user policies. The outsider may call none of the read path's
+// functions.
 func TestReadPathAsRoles(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -35,25 +36,27 @@ func TestReadPathAsRoles(t *testing.T) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
-	b.recalc(t, "rls", "enable", "--table", "app.account", "--object", "account", "--user-setting", "app.user_id", "--write")
-	for _, tc := range []struct {
-		user       string
-		read, edit string
-	}{
-		{"u1", "a1 a2 a3 a4 hot1", "a1 a2 a3 a4 hot1"}, // owner
-		{"u2", "a1 a2", "a1 a2"},                       // manual edit shares
-		{"u3", "a1 a2", ""},                            // read teams
-		{"u4", "hot1", ""},                             // criteria rule, read
-		{"nobody", "", ""},
-	} {
-		if got := b.asReader(t, tc.user, `SELECT id FROM app.account`); got != tc.read {
-			t.Errorf("%s reads %q through the policy, want %q", tc.user, got, tc.read)
-		}
-		if got := b.asReader(t, tc.user, `UPDATE app.account SET name = name RETURNING id`); got != tc.edit {
-			t.Errorf("%s updates %q through the policy, want %q", tc.user, got, tc.edit)
-		}
-		if got := b.asReader(t, tc.user, `DELETE FROM app.account RETURNING id`); got != tc.edit {
-			t.Errorf("%s deletes %q through the policy, want %q", tc.user, got, tc.edit)
+	for _, policy := range [][]string{nil, {"--per-user-plans"}} {
+		b.recalc(t, append([]string{"rls", "enable", "--table", "app.account", "--object", "account", "--user-setting", "app.user_id", "--write"}, policy...)...)
+		for _, tc := range []struct {
+			user       string
+			read, edit string
+		}{
+			{"u1", "a1 a2 a3 a4 hot1", "a1 a2 a3 a4 hot1"}, // owner
+			{"u2", "a1 a2", "a1 a2"},                       // manual edit shares
+			{"u3", "a1 a2", ""},                            // read teams
+			{"u4", "hot1", ""},                             // criteria rule, read
+			{"nobody", "", ""},
+		} {
+			if got := b.asReader(t, tc.user, `SELECT id FROM app.account`); got != tc.read {
+				t.Errorf("%v: %s reads %q through the policy, want %q", policy, tc.user, got, tc.read)
+			}
+			if got := b.asReader(t, tc.user, `UPDATE app.account SET name = name RETURNING id`); got != tc.edit {
+				t.Errorf("%v: %s updates %q through the policy, want %q", policy, tc.user, got, tc.edit)
+			}
+			if got := b.asReader(t, tc.user, `DELETE FROM app.account RETURNING id`); got != tc.edit {
+				t.Errorf("%v: %s deletes %q through the policy, want %q", policy, tc.user, got, tc.edit)
+			}
 		}
 	}
 	for _, sql := range []string{
@@ -61,6 +64,8 @@ func TestReadPathAsRoles(t *testing.T) {
 		`SELECT recalc.rls_mode('u1', 'account')`,
 		`SELECT * FROM recalc.rls_records('u1', 'account')`,
 		`SELECT * FROM recalc.visible_records('u1', 'account', 'read', NULL, 10)`,
+		`SELECT recalc.rls_keys('u1', 'account', 'read')`,
+		`SELECT recalc.rls_broad('u1', 'account', 'read')`,
 	} {
 		wantState(t, "outsider: "+sql, rolledBack(b.outsider, sql), insufficientPrivilege)
 		if err := rolledBack(b.reader, sql); err != nil {

@@ -211,6 +211,9 @@ func rlsEnableCommand(out, errOut io.Writer) *cli.Command {
 				if bypass {
 					fmt.Fprintf(errOut, "warning: reads as %s's owner %q bypass these policies and see every row: give --force, or read as another role\n", r.Table, owner)
 				}
+				if r.PerUserPlans && !r.UserFromRole {
+					fmt.Fprintln(errOut, "warning: with --user-setting, a prepared statement's plan is made for the user it was first planned for: a broad user on a selective user's plan reads every row; reuse no prepared list query across users, or use --user-from-role (docs/rls.md)")
+				}
 				user := fmt.Sprintf("current_setting('%s')", r.UserSetting)
 				if r.UserFromRole {
 					user = "current_user"
