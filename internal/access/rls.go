@@ -318,23 +318,20 @@ type idColumn struct {
 func idColumnOf(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) (*idColumn, error) {
 	var exists bool
 	var idType, ownerType *string
-	var deterministic *bool
+	var deterministic bool
 	var collSchema, collName *string
 	// The type's name counts only in pg_catalog: a domain or type named
 	// int4 elsewhere is not supported.
 	err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL,
-		(SELECT CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace THEN t.typname::text ELSE t.oid::regtype::text END
-		 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-		 WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped),
-		(SELECT coalesce(c.collisdeterministic, true) FROM pg_attribute a LEFT JOIN pg_collation c ON c.oid = a.attcollation
-		 WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped),
-		(SELECT n.nspname::text FROM pg_attribute a
-		 JOIN pg_collation c ON c.oid = a.attcollation JOIN pg_namespace n ON n.oid = c.collnamespace
-		 WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped),
-		(SELECT c.collname::text FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
-		 WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped),
-		(SELECT a.attname::text FROM pg_attribute a
-		 WHERE a.attrelid = to_regclass($1) AND a.attname = $3 AND a.attnum > 0 AND NOT a.attisdropped)`,
+		CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace THEN t.typname::text ELSE t.oid::regtype::text END,
+		coalesce(c.collisdeterministic, true), n.nspname::text, c.collname::text,
+		(SELECT o.attname::text FROM pg_attribute o
+		 WHERE o.attrelid = to_regclass($1) AND o.attname = $3 AND o.attnum > 0 AND NOT o.attisdropped)
+		FROM (SELECT) one
+		LEFT JOIN pg_attribute a ON a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+		LEFT JOIN pg_type t ON t.oid = a.atttypid
+		LEFT JOIN pg_collation c ON c.oid = a.attcollation
+		LEFT JOIN pg_namespace n ON n.oid = c.collnamespace`,
 		tbl.Sanitize(), r.IDColumn, r.OwnerColumn).Scan(&exists, &idType, &deterministic, &collSchema, &collName, &ownerType)
 	switch {
 	case err != nil:
@@ -345,7 +342,7 @@ func idColumnOf(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) (*id
 		return nil, fmt.Errorf("table %s has no column %q: give the id column with --id-column", r.Table, r.IDColumn)
 	case !idTypes[*idType]:
 		return nil, fmt.Errorf("id column %q of %s is of type %s: it must be text, varchar, smallint, integer, bigint or uuid", r.IDColumn, r.Table, *idType)
-	case r.PerUserPlans && !*deterministic:
+	case r.PerUserPlans && !deterministic:
 		return nil, fmt.Errorf("id column %q of %s has a nondeterministic collation, under which the ids of per-user plans match rows of other ids: give the column a deterministic collation, or leave out --per-user-plans", r.IDColumn, r.Table)
 	case r.OwnerColumn != "" && ownerType == nil:
 		return nil, fmt.Errorf("table %s has no column %q: give the owner column with --owner-column", r.Table, r.OwnerColumn)
