@@ -171,7 +171,8 @@ func rlsEnableCommand(out, errOut io.Writer) *cli.Command {
 			"gets its rows by id (a list of 50 reads ~50 rows, not the table). PostgreSQL reuses a prepared\n" +
 			"statement's plan, so give it only with --user-from-role (a new role gets a new plan) or where no\n" +
 			"prepared list query is reused across users: a broad user on a selective user's plan reads every\n" +
-			"row. See docs/rls.md.",
+			"row (with --user-setting, a warning says so). A text or varchar id column then needs a\n" +
+			"deterministic collation. See docs/rls.md.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "table", Required: true, Usage: "application table, TABLE or SCHEMA.TABLE"},
 			&cli.StringFlag{Name: "object", Required: true, Usage: "the recalc object its rows are records of"},
