@@ -13,7 +13,10 @@ import (
 
 // Capture is the cost of capture on an attached table (docs/attach.md):
 // single-row INSERTs and one COPY into two identical application tables,
-// side by side, one of them attached with `recalc attach`.
+// side by side, one of them attached with `recalc attach`; then what the
+// engine takes to absorb and materialize the captured COPY, and how long a
+// read-your-writes wait takes after a single-row write to the attached
+// table with `recalc watch` running.
 type Capture struct {
 	Inserts        int     `json:"inserts"`
 	PlainInsert    Latency `json:"insert_plain"`
@@ -22,7 +25,9 @@ type Capture struct {
 	CopyRows       int     `json:"copy_rows"`
 	PlainCopyS     float64 `json:"copy_plain_s"`
 	CapturedCopyS  float64 `json:"copy_captured_s"`
-	CopyAdded      float64 `json:"copy_added"` // captured over plain, minus 1 (0.4: +40%)
+	CopyAdded      float64 `json:"copy_added"`        // captured over plain, minus 1 (0.4: +40%)
+	AbsorbRunS     float64 `json:"copy_absorb_run_s"` // `recalc run` after the captured COPY
+	WaitFresh      Latency `json:"wait_fresh_attached"`
 }
 
 // captureApp is the application's two lead tables: bench_app.lead is
@@ -95,7 +100,43 @@ func captureCost(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Po
 	c.CopyAdded = c.CapturedCopyS/c.PlainCopyS - 1
 	cfg.logf("capture: INSERT p50 %.3f ms plain, %.3f ms captured; COPY of %d rows %.2f s plain, %.2f s captured",
 		c.PlainInsert.P50ms, c.CapturedInsert.P50ms, copyRows, c.PlainCopyS, c.CapturedCopyS)
+	start := time.Now()
+	if _, err := rc.run(ctx, "run"); err != nil {
+		return nil, err
+	}
+	c.AbsorbRunS = time.Since(start).Seconds()
+	if c.WaitFresh, err = attachedWaitFresh(ctx, rc, pool, owners, inserts); err != nil {
+		return nil, err
+	}
+	cfg.logf("capture: run after the COPY %.2f s; wait_fresh after an attached write p50 %.1f ms, p99 %.1f ms",
+		c.AbsorbRunS, c.WaitFresh.P50ms, c.WaitFresh.P99ms)
 	return c, nil
+}
+
+// attachedWaitFresh times recalc.wait_fresh(token) right after each of
+// inserts single-row owner changes of bench_app.lead, with `recalc watch`
+// running.
+func attachedWaitFresh(ctx context.Context, rc recalcCmd, pool *pgxpool.Pool, owners []string, inserts int) (Latency, error) {
+	lat := Latency{Query: "SELECT recalc.wait_fresh(recalc.fresh_token()) after UPDATE bench_app.lead SET owner_id (attached)", Samples: 200}
+	stop, err := startWatch(ctx, rc)
+	if err != nil {
+		return lat, err
+	}
+	defer stop()
+	var d []time.Duration
+	for i := range lat.Samples {
+		if _, err := pool.Exec(ctx, `UPDATE bench_app.lead SET owner_id = $1 WHERE id = $2`, owners[(i+1)%len(owners)], int64(i%inserts+1)); err != nil {
+			return lat, fmt.Errorf("owner change: %w", err)
+		}
+		start := time.Now()
+		if _, err := pool.Exec(ctx, `SELECT recalc.wait_fresh(recalc.fresh_token(), interval '5 s')`); err != nil {
+			return lat, fmt.Errorf("wait_fresh: %w", err)
+		}
+		d = append(d, time.Since(start))
+		time.Sleep(10 * time.Millisecond)
+	}
+	lat.P50ms, lat.P99ms = percentiles(d)
+	return lat, nil
 }
 
 // captureTargets are issue 12's goals for capture.
@@ -108,5 +149,7 @@ func captureTargets(c *Capture) []TargetLine {
 			"≤ +0.2 ms", c.AddedP50ms <= 0.2},
 		{fmt.Sprintf("capture: COPY of %d rows, added", c.CopyRows), fmt.Sprintf("+%.0f%% (%.2f vs %.2f s)", 100*c.CopyAdded, c.CapturedCopyS, c.PlainCopyS),
 			"≤ +40%", c.CopyAdded <= 0.4},
+		{"capture: read-your-writes wait after a single-row write to the attached table, p99 (p50)",
+			fmt.Sprintf("%.1f ms (%.1f)", c.WaitFresh.P99ms, c.WaitFresh.P50ms), "≤ 100 ms", c.WaitFresh.P99ms <= 100},
 	}
 }

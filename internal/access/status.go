@@ -70,7 +70,8 @@ func ReadStatus(ctx context.Context, q pg.Querier, recent int) (*Status, error) 
 		return nil, err
 	}
 	err = q.QueryRow(ctx, `SELECT (SELECT count(*) FROM recalc.change),
-		(SELECT count(DISTINCT k) FROM recalc.change, unnest(keys) k WHERE kind = 'record'),
+		(SELECT count(DISTINCT CASE kind WHEN 'record' THEN k ELSE object || ':' || k END)
+		 FROM recalc.change, unnest(keys) k WHERE kind IN ('record', 'attached')),
 		(SELECT coalesce(array_agg(DISTINCT k), '{}') FROM recalc.change, unnest(keys) k WHERE kind = 'section')`).
 		Scan(&st.PendingChanges, &st.PendingRecords, &st.PendingConfig)
 	if err != nil {

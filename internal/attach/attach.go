@@ -133,7 +133,7 @@ type stored struct {
 // storedFingerprints reads the registered attachments.
 func storedFingerprints(ctx context.Context, tx pgx.Tx) (map[string]stored, error) {
 	rows, err := tx.Query(ctx, `
-		SELECT a.object, a.source, a.spec::text, recalc.attach_complete(a.object) FROM recalc.attachment a`)
+		SELECT a.object, a.source, a.spec::text, recalc.attach_intact(a.object) FROM recalc.attachment a`)
 	if err != nil {
 		return nil, fmt.Errorf("read attachments: %w", err)
 	}
@@ -247,7 +247,7 @@ func List(ctx context.Context, pool *pgxpool.Pool) ([]Listed, error) {
 		SELECT a.object, a.source, a.is_view,
 		       (SELECT array_agg(c.source ORDER BY c.source) FROM recalc.attach_capture c WHERE c.object = a.object),
 		       (SELECT count(*) FROM recalc.record r WHERE r.object = a.object),
-		       recalc.attach_complete(a.object), a.attached_at
+		       recalc.attach_intact(a.object), a.attached_at
 		FROM recalc.attachment a ORDER BY a.object`)
 	if err != nil {
 		return nil, fmt.Errorf("list attachments: %w", err)

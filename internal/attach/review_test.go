@@ -62,13 +62,19 @@ func TestBaseTableTurnedIntoViewCannotRunAsEngine(t *testing.T) {
 		`CREATE FUNCTION crm.evil() RETURNS text LANGUAGE plpgsql AS $$
 		 BEGIN EXECUTE format('GRANT ALL ON SCHEMA recalc TO %I', session_user); RETURN NULL; END $$`,
 		`CREATE RULE "_RETURN" AS ON SELECT TO crm.tag DO INSTEAD SELECT NULL::uuid AS contact_id, crm.evil() AS label`)
-	_, werr := b.app.Exec(ctx, `INSERT INTO crm.contact VALUES ('00000000-0000-0000-0000-000000000001', 'erin', 'CTO', NULL)`)
+	// The write to the other base table is logged; the engine's absorb must
+	// not read the view over the converted table, and keeps the write.
+	b.exec(t, b.app, `INSERT INTO crm.contact VALUES ('00000000-0000-0000-0000-000000000001', 'erin', 'CTO', NULL)`)
+	b.run(t)
 	var pwned bool
 	if err := b.admin.QueryRow(ctx, `SELECT has_schema_privilege($1, 'recalc', 'CREATE')`, b.appRole).Scan(&pwned); err != nil || pwned {
 		t.Fatalf("the application's function ran as the engine: CREATE on schema recalc %v (%v)", pwned, err)
 	}
-	if werr == nil || !strings.Contains(werr.Error(), "is incomplete") {
-		t.Fatalf("a capture re-reading a view over a converted table: %v, want refused", werr)
+	var waiting, mirrored int
+	if err := b.admin.QueryRow(ctx, `SELECT (SELECT count(*) FROM recalc.change WHERE kind = 'attached' AND object = 'contact'),
+		(SELECT count(*) FROM recalc.record WHERE id = 'contact:00000000-0000-0000-0000-000000000001')`).Scan(&waiting, &mirrored); err != nil ||
+		waiting != 1 || mirrored != 0 {
+		t.Fatalf("a write to a view over a converted table: %d change rows waiting, %d records (%v), want 1 and 0", waiting, mirrored, err)
 	}
 	if list, err := b.recalc("attach", "--list"); err != nil || !strings.Contains(list, "CAPTURE INCOMPLETE") {
 		t.Fatalf("attach --list after a base table became a view: %v\n%s", err, list)
@@ -147,6 +153,7 @@ func TestWriterCannotWriteAttachedRecords(t *testing.T) {
 		t.Fatalf("account:1 after the writer's attempts: %s owned by %q", object, owner)
 	}
 	b.exec(t, b.app, `UPDATE crm.account SET owner_id = 'carol' WHERE id = 1`)
+	b.run(t)
 	if _, owner := b.recordOf(t, "account:1"); owner != "carol" {
 		t.Fatalf("the application's update was not captured: owner %q", owner)
 	}

@@ -42,10 +42,12 @@ func (c *Log) Last() int64 {
 
 // Read reads which change rows are committed now, in one statement:
 // rows that commit later, even with lower seqs, are left for the next job.
+// The rows of attached tables' captures are not among them: Absorb turns
+// them into record changes first.
 func Read(ctx context.Context, q pg.Querier) (*Log, error) {
 	c := &Log{}
 	err := q.QueryRow(ctx, `SELECT coalesce(array_agg(seq ORDER BY seq), '{}'), coalesce(bool_or(kind = 'truncate'), false)
-		FROM recalc.change`).Scan(&c.Seqs, &c.Truncated)
+		FROM recalc.change WHERE kind NOT IN ('attached', 'attached_all')`).Scan(&c.Seqs, &c.Truncated)
 	if err != nil {
 		return nil, fmt.Errorf("read change log: %w", err)
 	}
@@ -171,4 +173,41 @@ func Vacuum(ctx context.Context, q pg.Querier) error {
 		return fmt.Errorf("vacuum the change log: %w", err)
 	}
 	return nil
+}
+
+// Absorbed is what Absorb did for one attached object.
+type Absorbed struct {
+	Object string
+	Keys   int64 // the ids re-read from its source
+	Intact bool  // false: its capture is not intact, so its change rows stay
+}
+
+// Absorb mirrors into recalc.record the writes that the captures of
+// attached tables logged (change kinds 'attached' and 'attached_all',
+// migration 019): it re-reads their sources for the ids logged, and
+// recalc.record's trigger logs the records that changed as change rows of
+// kind 'record', which tx then reads as any other. With maxKeys > 0 it does
+// nothing, and returns ok false, when more than maxKeys ids (or a whole
+// table, after a TRUNCATE) wait. tx must be READ COMMITTED.
+func Absorb(ctx context.Context, tx pgx.Tx, maxKeys int) (done []Absorbed, ok bool, err error) {
+	if maxKeys > 0 {
+		var keys int64
+		var all bool
+		if err := tx.QueryRow(ctx, `SELECT coalesce(sum(cardinality(keys)), 0), coalesce(bool_or(kind = 'attached_all'), false)
+			FROM recalc.change WHERE kind IN ('attached', 'attached_all')`).Scan(&keys, &all); err != nil {
+			return nil, false, fmt.Errorf("read change log: %w", err)
+		}
+		if all || keys > int64(maxKeys) {
+			return nil, false, nil
+		}
+	}
+	rows, err := tx.Query(ctx, `SELECT object, keys, intact FROM recalc.attach_absorb()`)
+	if err != nil {
+		return nil, false, fmt.Errorf("absorb the writes to attached tables: %w", err)
+	}
+	done, err = pgx.CollectRows(rows, pgx.RowToStructByPos[Absorbed])
+	if err != nil {
+		return nil, false, fmt.Errorf("absorb the writes to attached tables: %w", err)
+	}
+	return done, true, nil
 }

@@ -35,7 +35,7 @@ func ReadBatch(ctx context.Context, q pg.Querier, maxKeys int) (*Batch, error) {
 	err := q.QueryRow(ctx, `SELECT coalesce(array_agg(seq ORDER BY seq) FILTER (WHERE n <= $1), '{}'),
 		coalesce(bool_and(kind = 'record') FILTER (WHERE n <= $1), true), coalesce(bool_or(n > $1), false)
 		FROM (SELECT seq, kind, sum(cardinality(keys)) OVER (ORDER BY seq) AS n
-		      FROM recalc.change ORDER BY seq LIMIT $1::int + 1) x`, maxKeys).Scan(&b.Seqs, &b.OnlyRecords, &b.More)
+		      FROM recalc.change WHERE kind NOT IN ('attached', 'attached_all') ORDER BY seq LIMIT $1::int + 1) x`, maxKeys).Scan(&b.Seqs, &b.OnlyRecords, &b.More)
 	if err != nil {
 		return nil, fmt.Errorf("read change log: %w", err)
 	}

@@ -63,6 +63,7 @@ func tryCreateJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zero
 		if pl, err = Plan(ctx, tx, opt); err != nil {
 			return err
 		}
+		warnNotIntact(log, pl.NotIntact)
 		if pl.Nothing() {
 			if len(pl.Deferred) == 0 { // nothing changed: forget the no-op changes
 				return changes.Consume(ctx, tx, pl.Consumes)
@@ -354,5 +355,13 @@ func announce(ctx context.Context, pool *pgxpool.Pool, id int64, opt Options, lo
 func redeliver(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logger) {
 	if _, err := opt.Notify.Redeliver(ctx, pool, log); err != nil && ctx.Err() == nil {
 		log.Warn().Err(err).Msg("kept notifications not redelivered; the next run tries again")
+	}
+}
+
+// warnNotIntact says which attached objects' writes wait, and why.
+func warnNotIntact(log zerolog.Logger, objects []string) {
+	for _, o := range objects {
+		log.Warn().Str("object", o).Msg("the capture of this attached object is not intact (a trigger dropped or disabled, " +
+			"a column or the table changed): its writes wait, logged, until `recalc attach` is run again with its spec")
 	}
 }

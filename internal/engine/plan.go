@@ -34,7 +34,21 @@ type Planned struct {
 	ChangeSeq int64                `json:"-"`
 	Consumes  []int64              `json:"-"` // the change rows planned from
 	Config    []byte               `json:"-"`
+	// NotIntact lists the attached objects whose capture is not intact:
+	// their logged writes wait until `recalc attach` mends it.
+	NotIntact []string `json:"capture_not_intact,omitempty"`
 	org       *sharing.Org
+}
+
+// notIntact lists the objects of absorbed whose capture is not intact.
+func notIntact(absorbed []changes.Absorbed) []string {
+	var objects []string
+	for _, a := range absorbed {
+		if !a.Intact {
+			objects = append(objects, a.Object)
+		}
+	}
+	return objects
 }
 
 // Nothing reports whether there is nothing to recalculate now (perhaps
@@ -109,13 +123,17 @@ func load(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, *inputs, error
 	if in.rules, in.closure, err = appliedOrgs(ctx, tx); err != nil {
 		return nil, nil, err
 	}
-	// Read the change rows first: every record they name is then visible
-	// to the root fixing that follows.
+	// Mirror the writes to attached tables, then read the change rows:
+	// every record they name is then visible to the root fixing that follows.
+	absorbed, _, err := changes.Absorb(ctx, tx, 0)
+	if err != nil {
+		return nil, nil, err
+	}
 	if in.log, err = changes.Read(ctx, tx); err != nil {
 		return nil, nil, err
 	}
 	return &Planned{Kind: queue.Incremental, ChangeSeq: in.log.Last(), Consumes: in.log.Seqs, Config: cfgJSON, org: cur,
-		Deferred: deferred}, in, nil
+		Deferred: deferred, NotIntact: notIntact(absorbed)}, in, nil
 }
 
 // changedRecords fixes the family roots of records the application wrote

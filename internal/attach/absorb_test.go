@@ -1,0 +1,193 @@
+package attach_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/changes"
+	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/locks"
+)
+
+// waitBlocked waits until a session is blocked by the session pid.
+func waitBlocked(t *testing.T, obs *pgxpool.Pool, pid uint32, done <-chan struct{}, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		select {
+		case <-done:
+			t.Fatalf("the run ended before %s", what)
+		default:
+		}
+		var blocked bool
+		if err := obs.QueryRow(context.Background(),
+			`SELECT EXISTS (SELECT FROM pg_stat_activity WHERE $1::int = ANY (pg_blocking_pids(pid)))`, pid).Scan(&blocked); err != nil {
+			t.Fatal(err)
+		}
+		if blocked {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// hold begins a transaction on its own connection of pool and runs stmt in
+// it; the caller ends it.
+func hold(t *testing.T, pool *pgxpool.Pool, stmt string) (pgx.Tx, uint32) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Release)
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback(ctx) }) //nolint:errcheck // no-op once ended
+	if stmt != "" {
+		if _, err := tx.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return tx, c.Conn().PgConn().PID()
+}
+
+// TestRaceAttachedWrite: application transaction A changes the owner of an
+// attached account and stays open, B commits another write, a run starts,
+// and A commits at each point of it: before it, while planning waits for
+// the model lock, while the absorb waits for its object's lock, while a
+// chunk waits, and after the job. A's write is in the run exactly when it
+// committed before the absorb read the change log; otherwise its change row
+// stays for the next run. After one more run the records mirror the rows,
+// and access is the oracle's.
+func TestRaceAttachedWrite(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		holder string // what holds the run where A commits
+		inRun  bool   // A's write is materialized by the run
+	}{
+		{"before the run", "", true},
+		{"while planning waits for the model lock", "model", true},
+		{"while the absorb waits for its object's lock", `SELECT pg_advisory_xact_lock(hashtextextended('recalc.attach_absorb:account', 0))`, true},
+		{"while a chunk waits", `SELECT FROM recalc.acl_record WHERE id = 'account:2' FOR UPDATE`, false},
+		{"after the job", "after", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			b.mustAttach(t, crmSpec)
+			b.run(t)
+			ctx := context.Background()
+			a, _ := hold(t, b.app, `UPDATE crm.account SET owner_id = 'erin' WHERE id = 1`)
+			if tc.holder == "" {
+				if err := a.Commit(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			b.exec(t, b.app, `UPDATE crm.account SET owner_id = 'carol' WHERE id = 2`) // B
+			var holder pgx.Tx
+			var pid uint32
+			switch tc.holder {
+			case "", "after":
+			case "model":
+				holder, pid = hold(t, b.engine, "")
+				if err := locks.XactLock(ctx, holder, locks.Model); err != nil {
+					t.Fatal(err)
+				}
+			default:
+				holder, pid = hold(t, b.engine, tc.holder)
+			}
+			done := make(chan struct{})
+			var rep *engine.Report
+			var runErr error
+			go func() {
+				defer close(done)
+				rep, runErr = engine.Run(ctx, b.engine, engine.Options{Workers: 2, ChunkSize: 1, LockTimeout: 20 * time.Second}, zerolog.Nop())
+			}()
+			if holder != nil {
+				waitBlocked(t, b.admin, pid, done, "the run to wait for "+tc.name)
+				if err := a.Commit(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if err := holder.Rollback(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			<-done
+			if runErr != nil {
+				t.Fatalf("run: %v", runErr)
+			}
+			if tc.holder == "after" {
+				if err := a.Commit(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var owner string
+			if err := b.admin.QueryRow(ctx, `SELECT owner FROM recalc.record WHERE id = 'account:1'`).Scan(&owner); err != nil {
+				t.Fatal(err)
+			}
+			if got := owner == "erin"; got != tc.inRun {
+				t.Errorf("job %d: account:1 owned by %q after the run; A's write in it: %v, want %v", rep.Job, owner, got, tc.inRun)
+			}
+			var waiting bool
+			if err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.change WHERE kind = 'attached' AND object = 'account')`).Scan(&waiting); err != nil {
+				t.Fatal(err)
+			}
+			if waiting == tc.inRun {
+				t.Errorf("A's change row waiting after the run: %v, want %v", waiting, !tc.inRun)
+			}
+			b.run(t)
+			b.checkMirror(t, "after one more run")
+			b.checkOracle(t, "after one more run")
+		})
+	}
+}
+
+// TestFreshTokenCoversAttachedWrites: a token taken after a write to an
+// attached table waits until that write is materialized: not when it is
+// only logged, nor when it is mirrored into recalc.record but its share rows
+// are not written yet (calculation deferred), and it returns once they are.
+func TestFreshTokenCoversAttachedWrites(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	ctx := context.Background()
+	b.exec(t, b.app, `UPDATE crm.account SET owner_id = 'erin' WHERE id = 1`)
+	var token int64
+	if err := b.engine.QueryRow(ctx, `SELECT recalc.fresh_token()`).Scan(&token); err != nil {
+		t.Fatal(err)
+	}
+	waitFresh := func() error {
+		_, err := b.engine.Exec(ctx, `SELECT recalc.wait_fresh($1, interval '50 ms')`, token)
+		return err
+	}
+	if err := waitFresh(); !changes.IsNotFresh(err) {
+		t.Fatalf("wait_fresh with the write only logged: %v, want not fresh", err)
+	}
+	if _, err := b.recalc("defer"); err != nil {
+		t.Fatal(err)
+	}
+	b.run(t) // absorbs, calculates nothing
+	if _, owner := b.recordOf(t, "account:1"); owner != "erin" {
+		t.Fatalf("a deferred run did not absorb the write: owner %q", owner)
+	}
+	if err := waitFresh(); !changes.IsNotFresh(err) {
+		t.Fatalf("wait_fresh with the write mirrored but not calculated: %v, want not fresh", err)
+	}
+	if _, err := b.recalc("resume"); err != nil {
+		t.Fatal(err)
+	}
+	b.run(t)
+	if err := waitFresh(); err != nil {
+		t.Fatalf("wait_fresh after the run: %v", err)
+	}
+	b.checkOracle(t, "after the run")
+}
