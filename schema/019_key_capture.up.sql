@@ -83,8 +83,9 @@ $$;
 -- attach_capture_body: the capture of an attached table, or of a base table
 -- of an attached view, logs the ids its statement wrote, in the key column.
 -- An UPDATE of an attached table logs only the rows whose id or a column it
--- reads changed (old and new matched by id, which is unique): updating
--- other columns logs nothing. A view's base table logs the old and new ids
+-- reads changed (old and new matched by id, which is unique; values compared
+-- as text in the C collation, so that a change a case-insensitive collation
+-- calls equal is still seen): updating other columns logs nothing. A view's base table logs the old and new ids
 -- of every row updated (its key column need not be unique).
 CREATE OR REPLACE FUNCTION recalc.attach_capture_body(c recalc.attach_capture) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -96,8 +97,8 @@ BEGIN
     ELSE
         v_updated := format('SELECT (coalesce(n.%1$I, o.%1$I))::text FROM new_rows n FULL JOIN old_rows o ON o.%1$I = n.%1$I
             WHERE n.%1$I IS NULL OR o.%1$I IS NULL OR (%2$s) IS DISTINCT FROM (%3$s)', c.key_col,
-            (SELECT string_agg(format('n.%I', x), ', ') FROM unnest(c.cols || c.key_col) x),
-            (SELECT string_agg(format('o.%I', x), ', ') FROM unnest(c.cols || c.key_col) x));
+            (SELECT string_agg(format('(n.%I)::text COLLATE "C"', x), ', ') FROM unnest(c.cols) x),
+            (SELECT string_agg(format('(o.%I)::text COLLATE "C"', x), ', ') FROM unnest(c.cols) x));
     END IF;
     RETURN format($f$
 BEGIN
@@ -136,6 +137,16 @@ BEGIN
         recalc.attach_upsert_sql('SELECT * FROM src'));
 END $$;
 
+-- change_inherit_xid gives the record change rows this transaction logged
+-- the transaction id p_xid when it is older: they carry on the writes of
+-- the change rows it consumed, whose writers' tokens must wait for them
+-- (recalc.wait_fresh).
+CREATE OR REPLACE FUNCTION recalc.change_inherit_xid(p_xid xid8) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    UPDATE recalc.change SET xid = p_xid
+    WHERE p_xid IS NOT NULL AND xid = pg_current_xact_id() AND kind = 'record' AND p_xid < xid
+$$;
+
 -- attach_install_capture (re)creates the capture functions and triggers of
 -- an attached object. CREATE TRIGGER locks each table SHARE ROW EXCLUSIVE
 -- until the transaction commits.
@@ -157,7 +168,7 @@ BEGIN
                                WHEN 'UPDATE' THEN 'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows'
                                WHEN 'DELETE' THEN 'REFERENCING OLD TABLE AS old_rows' ELSE '' END;
             EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT EXECUTE FUNCTION recalc.%I()',
-                           c.func || '_' || lower(v_op), v_op, c.source, v_ref, c.func);
+                           c.func || '_' || lower(v_op), v_op, c.relid::regclass, v_ref, c.func);
         END LOOP;
     END LOOP;
 END $$;
@@ -169,14 +180,17 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET row_security = off AS
 DECLARE
     a recalc.attachment;
     v_rows bigint;
+    v_xid xid8;
 BEGIN
     SELECT * INTO STRICT a FROM recalc.attachment WHERE object = p_object;
     PERFORM recalc.attach_install_capture(p_object);
     PERFORM recalc.attach_check(p_object);
     PERFORM recalc.attach_writer_guard();
-    DELETE FROM recalc.change WHERE kind IN ('attached', 'attached_all') AND object = p_object;
+    WITH gone AS (DELETE FROM recalc.change c WHERE c.kind IN ('attached', 'attached_all') AND c.object = p_object RETURNING c.xid)
+    SELECT min(xid) INTO v_xid FROM gone;
     EXECUTE recalc.attach_sync_sql(a, false);
     GET DIAGNOSTICS v_rows = ROW_COUNT;
+    PERFORM recalc.change_inherit_xid(v_xid);
     RETURN v_rows;
 END $$;
 
@@ -185,23 +199,32 @@ CREATE OR REPLACE FUNCTION recalc.attach_remove(p_object text) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_rows bigint;
+    v_xid xid8;
 BEGIN
     PERFORM recalc.attach_drop_capture(p_object);
-    DELETE FROM recalc.change WHERE kind IN ('attached', 'attached_all') AND object = p_object;
+    WITH gone AS (DELETE FROM recalc.change c WHERE c.kind IN ('attached', 'attached_all') AND c.object = p_object RETURNING c.xid)
+    SELECT min(xid) INTO v_xid FROM gone;
     DELETE FROM recalc.record WHERE object = p_object;
     GET DIAGNOSTICS v_rows = ROW_COUNT;
+    PERFORM recalc.change_inherit_xid(v_xid);
     DELETE FROM recalc.attachment WHERE object = p_object;
     PERFORM recalc.attach_writer_guard();
     RETURN v_rows;
 END $$;
 
--- attach_intact: the object's capture is complete (recalc.attach_complete)
--- and every column it reads, on every captured table, still has the type
--- and collation it was attached with.
+-- attach_intact: the object's capture is complete (recalc.attach_complete);
+-- the attached relation (by its oid) is still a table, or a view owned by
+-- the schema's owner (a view dropped and made again by the owner of its
+-- schema has another oid); and every column it reads, on every captured
+-- table, still has the type and collation it was attached with.
 CREATE OR REPLACE FUNCTION recalc.attach_intact(p_object text) RETURNS boolean
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN recalc.attach_complete(p_object) AND NOT EXISTS (
+    RETURN recalc.attach_complete(p_object) AND EXISTS (
+        SELECT 1 FROM recalc.attachment a JOIN pg_class k ON k.oid = a.relid
+        WHERE a.object = p_object AND k.relkind = CASE WHEN a.is_view THEN 'v' ELSE 'r' END
+          AND (NOT a.is_view OR k.relowner = (SELECT nspowner FROM pg_namespace WHERE nspname = 'recalc'))
+    ) AND NOT EXISTS (
         SELECT 1 FROM recalc.attach_capture c, unnest(c.cols, c.types, c.colls) x(n, t, l)
         WHERE c.object = p_object AND NOT EXISTS (
             SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.relid AND a.attname = x.n
@@ -210,16 +233,24 @@ END $$;
 
 -- attach_absorb mirrors the change rows the captures logged (see the top of
 -- this file), object by object, and returns one row per object with rows
--- committed: how many ids it absorbed, or intact = false when the object's
--- capture is not intact, whose rows then stay. Run by the engine first thing
--- in a job's planning transaction and in each fast batch, in READ COMMITTED.
-CREATE OR REPLACE FUNCTION recalc.attach_absorb()
-RETURNS TABLE (object text, keys bigint, intact boolean)
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET row_security = off AS $$
+-- committed: how many ids it absorbed, or absorbed = false when it left the
+-- object's rows in place: its capture is not intact, or absorbing failed
+-- (error_code, a SQLSTATE, says why: a lock not granted within lock_timeout, a right
+-- revoked, row-level security the engine's role does not bypass, ...). A
+-- failure rolls back that object's work only, so one application's table
+-- cannot stop the others. It reads each relation by its oid, never by the
+-- name it was attached under, which its owner can give to another
+-- relation. Run by the engine first thing in a job's planning transaction
+-- and in each fast batch, in READ COMMITTED.
+DROP FUNCTION IF EXISTS recalc.attach_absorb();
+CREATE FUNCTION recalc.attach_absorb()
+RETURNS TABLE (object text, keys bigint, absorbed boolean, error_code text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET row_security = off SET lock_timeout = '2s' AS $$
 DECLARE
     a recalc.attachment;
     v_object text;
-    v_rel text;
+    v_rel regclass;
+    v_name text;
     v_keys text[];
     v_all boolean;
     v_xid xid8;
@@ -228,35 +259,44 @@ BEGIN
         RAISE EXCEPTION 'recalc.attach_absorb needs READ COMMITTED: each of its statements must see what committed before it';
     END IF;
     FOR v_object IN SELECT DISTINCT c.object FROM recalc.change c WHERE c.kind IN ('attached', 'attached_all') ORDER BY 1 LOOP
-        PERFORM pg_advisory_xact_lock(hashtextextended('recalc.attach_absorb:' || v_object, 0));
-        SELECT * INTO a FROM recalc.attachment t WHERE t.object = v_object;
-        IF NOT FOUND THEN -- detached since; recalc.attach_remove deleted its records
-            DELETE FROM recalc.change c WHERE c.kind IN ('attached', 'attached_all') AND c.object = v_object;
-            CONTINUE;
-        END IF;
-        FOR v_rel IN SELECT format('%I.%I', n.nspname, k.relname) FROM recalc.attach_capture c
-                     JOIN pg_class k ON k.oid = c.relid JOIN pg_namespace n ON n.oid = k.relnamespace
-                     WHERE c.object = v_object ORDER BY c.relid LOOP
-            EXECUTE format('LOCK TABLE ONLY %s IN ACCESS SHARE MODE', v_rel);
-        END LOOP;
-        IF NOT recalc.attach_intact(v_object) THEN
-            object := v_object; keys := 0; intact := false;
-            RETURN NEXT;
-            CONTINUE;
-        END IF;
-        WITH gone AS (DELETE FROM recalc.change c WHERE c.kind IN ('attached', 'attached_all') AND c.object = v_object
-                      RETURNING c.kind, c.keys, c.xid)
-        SELECT bool_or(g.kind = 'attached_all'), min(g.xid),
-               (SELECT array_agg(DISTINCT k) FROM gone, unnest(gone.keys) k)
-        INTO v_all, v_xid, v_keys FROM gone g;
-        CONTINUE WHEN v_xid IS NULL; -- another absorb took them
-        IF v_all THEN
-            EXECUTE recalc.attach_sync_sql(a, false);
-        ELSIF cardinality(v_keys) > 0 THEN
-            EXECUTE recalc.attach_sync_sql(a, true) USING v_keys;
-        END IF;
-        UPDATE recalc.change c SET xid = v_xid WHERE c.xid = pg_current_xact_id() AND c.kind = 'record' AND v_xid < c.xid;
-        object := v_object; keys := coalesce(cardinality(v_keys), 0); intact := true;
+        object := v_object; keys := 0; absorbed := false; error_code := NULL;
+        BEGIN
+            PERFORM pg_advisory_xact_lock(hashtextextended('recalc.attach_absorb:' || v_object, 0));
+            SELECT * INTO a FROM recalc.attachment t WHERE t.object = v_object;
+            IF NOT FOUND THEN -- detached since; recalc.attach_remove deleted its records
+                DELETE FROM recalc.change c WHERE c.kind IN ('attached', 'attached_all') AND c.object = v_object;
+                CONTINUE;
+            END IF;
+            -- Lock what the re-read reads, by oid, before checking it.
+            FOR v_rel IN SELECT x.relid::regclass FROM (SELECT c.relid FROM recalc.attach_capture c WHERE c.object = v_object
+                                                        UNION SELECT a.relid) x
+                         WHERE EXISTS (SELECT 1 FROM pg_class k WHERE k.oid = x.relid) ORDER BY x.relid LOOP
+                v_name := v_rel::text;
+                EXECUTE format('LOCK TABLE ONLY %s IN ACCESS SHARE MODE', v_name);
+                IF to_regclass(v_name) IS DISTINCT FROM v_rel THEN -- renamed meanwhile: the name locked is another's
+                    RAISE EXCEPTION 'a relation captured for object % was renamed while it was locked', v_object
+                        USING ERRCODE = 'lock_not_available';
+                END IF;
+            END LOOP;
+            IF recalc.attach_intact(v_object) THEN
+                WITH gone AS (DELETE FROM recalc.change c WHERE c.kind IN ('attached', 'attached_all') AND c.object = v_object
+                              RETURNING c.kind, c.keys, c.xid)
+                SELECT bool_or(g.kind = 'attached_all'), min(g.xid),
+                       (SELECT array_agg(DISTINCT k) FROM gone, unnest(gone.keys) k)
+                INTO v_all, v_xid, v_keys FROM gone g;
+                CONTINUE WHEN v_xid IS NULL; -- another absorb took them
+                a.source := a.relid::regclass::text; -- schema-qualified: search_path is pg_catalog only
+                IF v_all THEN
+                    EXECUTE recalc.attach_sync_sql(a, false);
+                ELSIF cardinality(v_keys) > 0 THEN
+                    EXECUTE recalc.attach_sync_sql(a, true) USING v_keys;
+                END IF;
+                PERFORM recalc.change_inherit_xid(v_xid);
+                keys := coalesce(cardinality(v_keys), 0); absorbed := true;
+            END IF;
+        EXCEPTION WHEN OTHERS THEN -- never the message: it may quote a row's values
+            error_code := SQLSTATE;
+        END;
         RETURN NEXT;
     END LOOP;
 END $$;
@@ -325,9 +365,10 @@ DROP FUNCTION IF EXISTS recalc.attach_table_body(recalc.attachment, recalc.attac
 DROP FUNCTION IF EXISTS recalc.attach_view_body(recalc.attachment, recalc.attach_capture);
 
 REVOKE EXECUTE ON FUNCTION recalc.attach_capture_body(recalc.attach_capture), recalc.attach_install_capture(text),
-    recalc.attach_intact(text), recalc.attach_absorb() FROM PUBLIC;
+    recalc.attach_intact(text), recalc.attach_absorb(), recalc.change_inherit_xid(xid8) FROM PUBLIC;
 
--- Rebuild the captures of the objects attached now. Their records are
--- current: the old captures mirrored every write until this transaction,
--- and these locks keep writers out until it commits.
+-- Rebuild the captures of the objects attached now, and have the next
+-- absorb re-read each whole source: a capture its table's owner had
+-- disabled missed writes that the rebuilt one would not bring back.
 SELECT recalc.attach_install_capture(t.object) FROM recalc.attachment t ORDER BY t.object;
+INSERT INTO recalc.change (kind, object, keys) SELECT 'attached_all', t.object, '{}' FROM recalc.attachment t ORDER BY t.object;

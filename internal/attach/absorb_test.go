@@ -191,3 +191,67 @@ func TestFreshTokenCoversAttachedWrites(t *testing.T) {
 	}
 	b.checkOracle(t, "after the run")
 }
+
+// waiting reports whether object has change rows waiting to be absorbed.
+func (b *bundle) waiting(t *testing.T, object string) bool {
+	t.Helper()
+	var w bool
+	if err := b.admin.QueryRow(context.Background(), `SELECT EXISTS (SELECT FROM recalc.change WHERE kind IN ('attached', 'attached_all') AND object = $1)`, object).Scan(&w); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// TestAbsorbReadsByOid: the owner of an attached table renames it and puts
+// a view calling its own function under the old name. The absorb reads the
+// table it attached (by oid), so the function never runs as the engine, and
+// the write is mirrored.
+func TestAbsorbReadsByOid(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	ctx := context.Background()
+	b.exec(t, b.app, `ALTER TABLE crm.account RENAME TO account_x`,
+		`CREATE FUNCTION crm.evil() RETURNS text LANGUAGE plpgsql AS $$
+		 BEGIN EXECUTE format('GRANT ALL ON SCHEMA recalc TO %I', session_user); RETURN 'erin'; END $$`,
+		`CREATE VIEW crm.account AS SELECT id, name, crm.evil() AS owner_id, industry, amount, vip, territories FROM crm.account_x`,
+		`GRANT SELECT ON crm.account TO `+ident(b.engineRole),
+		`INSERT INTO crm.account_x (id, name, owner_id) VALUES (70, 'Renamed', 'bob')`)
+	b.run(t)
+	var pwned bool
+	if err := b.admin.QueryRow(ctx, `SELECT has_schema_privilege($1, 'recalc', 'CREATE')`, b.appRole).Scan(&pwned); err != nil || pwned {
+		t.Fatalf("the application's function ran as the engine: CREATE on schema recalc %v (%v)", pwned, err)
+	}
+	if object, owner := b.recordOf(t, "account:70"); object != "account" || owner != "bob" {
+		t.Fatalf("account:70 after the absorb: %q owned by %q, want the renamed table's row, owned by bob", object, owner)
+	}
+}
+
+// TestAbsorbSkipsWhatItCannotRead: an attached table under row-level
+// security that the engine's role does not bypass cannot be re-read (with
+// row_security off, PostgreSQL refuses rather than filter). Its writes wait,
+// the other objects' writes go on, and once the engine bypasses row-level
+// security (docs/attach.md) they are absorbed.
+func TestAbsorbSkipsWhatItCannotRead(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	b.exec(t, b.app, `ALTER TABLE crm.account ENABLE ROW LEVEL SECURITY`,
+		`UPDATE crm.account SET owner_id = 'erin' WHERE id = 1`,
+		`UPDATE support."case" SET owner_id = 'carol' WHERE id = 1`)
+	b.run(t)
+	if !b.waiting(t, "account") {
+		t.Fatal("the write to a table the engine cannot read was absorbed or lost")
+	}
+	if _, owner := b.recordOf(t, "case:1"); owner != "carol" || b.waiting(t, "case") {
+		t.Fatalf("another object's write waits too: case:1 owned by %q", owner)
+	}
+	b.exec(t, b.admin, `ALTER ROLE `+ident(b.engineRole)+` BYPASSRLS`)
+	b.run(t)
+	if _, owner := b.recordOf(t, "account:1"); owner != "erin" || b.waiting(t, "account") {
+		t.Fatalf("after BYPASSRLS: account:1 owned by %q", owner)
+	}
+	b.checkOracle(t, "after the absorb")
+}

@@ -177,9 +177,10 @@ func Vacuum(ctx context.Context, q pg.Querier) error {
 
 // Absorbed is what Absorb did for one attached object.
 type Absorbed struct {
-	Object string
-	Keys   int64 // the ids re-read from its source
-	Intact bool  // false: its capture is not intact, so its change rows stay
+	Object   string
+	Keys     int64   // the ids re-read from its source
+	Absorbed bool    // false: its change rows stay, because its capture is not intact or absorbing failed
+	Code     *string // why absorbing failed: a SQLSTATE (never the message, which may quote a row's values)
 }
 
 // Absorb mirrors into recalc.record the writes that the captures of
@@ -201,7 +202,7 @@ func Absorb(ctx context.Context, tx pgx.Tx, maxKeys int) (done []Absorbed, ok bo
 			return nil, false, nil
 		}
 	}
-	rows, err := tx.Query(ctx, `SELECT object, keys, intact FROM recalc.attach_absorb()`)
+	rows, err := tx.Query(ctx, `SELECT object, keys, absorbed, error_code FROM recalc.attach_absorb()`)
 	if err != nil {
 		return nil, false, fmt.Errorf("absorb the writes to attached tables: %w", err)
 	}

@@ -63,7 +63,7 @@ func tryCreateJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zero
 		if pl, err = Plan(ctx, tx, opt); err != nil {
 			return err
 		}
-		warnNotIntact(log, pl.NotIntact)
+		warnNotAbsorbed(log, pl.NotAbsorbed)
 		if pl.Nothing() {
 			if len(pl.Deferred) == 0 { // nothing changed: forget the no-op changes
 				return changes.Consume(ctx, tx, pl.Consumes)
@@ -358,10 +358,15 @@ func redeliver(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog
 	}
 }
 
-// warnNotIntact says which attached objects' writes wait, and why.
-func warnNotIntact(log zerolog.Logger, objects []string) {
-	for _, o := range objects {
-		log.Warn().Str("object", o).Msg("the capture of this attached object is not intact (a trigger dropped or disabled, " +
+// warnNotAbsorbed says which attached objects' writes wait, and why.
+func warnNotAbsorbed(log zerolog.Logger, left []changes.Absorbed) {
+	for _, a := range left {
+		if a.Code != nil {
+			log.Warn().Str("object", a.Object).Str("sqlstate", *a.Code).Msg("absorbing the writes to this attached object failed " +
+				"(a lock not granted in 2 s, a right revoked, row-level security the engine's role does not bypass?): they wait, logged")
+			continue
+		}
+		log.Warn().Str("object", a.Object).Msg("the capture of this attached object is not intact (a trigger dropped or disabled, " +
 			"a column or the table changed): its writes wait, logged, until `recalc attach` is run again with its spec")
 	}
 }

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"strings"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,15 +45,15 @@ type Live struct {
 	// 0 disables the fast path.
 	MaxRecords int
 
-	version   int64 // recalc.config_version the state below was read at
-	loaded    bool
-	config    []byte
-	org       *sharing.Org // the stored configuration, when both sides are current with it
-	dict      *sharetable.Dict
-	deferred  map[string]time.Time
-	idleAt    int64  // the version at which Run last found calculation deferred
-	dirty     int    // change rows consumed since the queue tables were last vacuumed
-	notIntact string // the attached objects last warned of, comma-separated
+	version     int64 // recalc.config_version the state below was read at
+	loaded      bool
+	config      []byte
+	org         *sharing.Org // the stored configuration, when both sides are current with it
+	dict        *sharetable.Dict
+	deferred    map[string]time.Time
+	idleAt      int64  // the version at which Run last found calculation deferred
+	dirty       int    // change rows consumed since the queue tables were last vacuumed
+	notAbsorbed string // the attached objects last warned of
 }
 
 // vacuumAfter is how many change rows the fast path consumes before Step
@@ -71,21 +71,21 @@ func NewLive(opt Options, maxRecords int) *Live {
 
 // LiveReport says what one Step did.
 type LiveReport struct {
-	Fast      bool                `json:"fast"`                         // the fast path did it
-	Deferred  bool                `json:"deferred"`                     // calculation of share rows is deferred: nothing done
-	Changes   int                 `json:"changes"`                      // change rows consumed by the fast path
-	NotIntact []string            `json:"capture_not_intact,omitempty"` // see Planned.NotIntact
-	Written   *sharetable.Written `json:"-"`
-	more      bool                // the change log held more rows than the batch: step again
-	Run       *Report             `json:"run,omitempty"` // what Run did, when it ran
-	Duration  time.Duration       `json:"-"`
+	Fast        bool                `json:"fast"`     // the fast path did it
+	Deferred    bool                `json:"deferred"` // calculation of share rows is deferred: nothing done
+	Changes     int                 `json:"changes"`  // change rows consumed by the fast path
+	NotAbsorbed []changes.Absorbed  `json:"-"`        // see Planned.NotAbsorbed
+	Written     *sharetable.Written `json:"-"`
+	more        bool                // the change log held more rows than the batch: step again
+	Run         *Report             `json:"run,omitempty"` // what Run did, when it ran
+	Duration    time.Duration       `json:"-"`
 }
 
 // add adds what batch did to r.
 func (r *LiveReport) add(batch *LiveReport) {
 	r.Deferred = r.Deferred || batch.Deferred
 	r.Changes += batch.Changes
-	r.NotIntact = append(r.NotIntact, batch.NotIntact...)
+	r.NotAbsorbed = append(r.NotAbsorbed, batch.NotAbsorbed...)
 	if w := batch.Written; w != nil {
 		if r.Written == nil {
 			r.Written = &sharetable.Written{}
@@ -116,9 +116,9 @@ func (l *Live) Step(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger)
 			if batch.more && ctx.Err() == nil {
 				continue // the next batch, at once
 			}
-			if n := strings.Join(rep.NotIntact, ","); n != l.notIntact {
-				warnNotIntact(log, rep.NotIntact) // once, not at every step
-				l.notIntact = n
+			if n := fmt.Sprint(rep.NotAbsorbed); n != l.notAbsorbed {
+				warnNotAbsorbed(log, rep.NotAbsorbed) // once, not at every step
+				l.notAbsorbed = n
 			}
 			rep.Fast, rep.Duration = !rep.Deferred, time.Since(start)
 			return rep, nil
@@ -178,7 +178,7 @@ func (l *Live) fast(ctx context.Context, tx pgx.Tx, rep *LiveReport) error {
 	case !ok:
 		return errSlow
 	}
-	rep.NotIntact = notIntact(absorbed)
+	rep.NotAbsorbed = notAbsorbed(absorbed)
 	b, err := changes.ReadBatch(ctx, tx, l.MaxRecords)
 	switch {
 	case err != nil:

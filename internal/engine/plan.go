@@ -34,21 +34,22 @@ type Planned struct {
 	ChangeSeq int64                `json:"-"`
 	Consumes  []int64              `json:"-"` // the change rows planned from
 	Config    []byte               `json:"-"`
-	// NotIntact lists the attached objects whose capture is not intact:
-	// their logged writes wait until `recalc attach` mends it.
-	NotIntact []string `json:"capture_not_intact,omitempty"`
-	org       *sharing.Org
+	// NotAbsorbed lists the attached objects whose logged writes wait:
+	// their capture is not intact (`recalc attach` mends it), or
+	// absorbing them failed.
+	NotAbsorbed []changes.Absorbed `json:"-"`
+	org         *sharing.Org
 }
 
-// notIntact lists the objects of absorbed whose capture is not intact.
-func notIntact(absorbed []changes.Absorbed) []string {
-	var objects []string
+// notAbsorbed lists the objects of absorbed whose writes wait.
+func notAbsorbed(absorbed []changes.Absorbed) []changes.Absorbed {
+	var left []changes.Absorbed
 	for _, a := range absorbed {
-		if !a.Intact {
-			objects = append(objects, a.Object)
+		if !a.Absorbed {
+			left = append(left, a)
 		}
 	}
-	return objects
+	return left
 }
 
 // Nothing reports whether there is nothing to recalculate now (perhaps
@@ -133,7 +134,7 @@ func load(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, *inputs, error
 		return nil, nil, err
 	}
 	return &Planned{Kind: queue.Incremental, ChangeSeq: in.log.Last(), Consumes: in.log.Seqs, Config: cfgJSON, org: cur,
-		Deferred: deferred, NotIntact: notIntact(absorbed)}, in, nil
+		Deferred: deferred, NotAbsorbed: notAbsorbed(absorbed)}, in, nil
 }
 
 // changedRecords fixes the family roots of records the application wrote
