@@ -71,7 +71,8 @@ const samplesPerObject = 5
 // job would, and compares the access of the (record, user) pairs whose
 // access can change before and after (internal/access explains which). The
 // caller must roll tx back. Deferral is ignored: the impact is what the
-// change means, whenever it is recalculated. The time the apply took
+// change means, whenever it is recalculated. Writes to attached tables not
+// yet absorbed are not in it. The time the apply took
 // estimates a real run's. A dry run that lasts reports its progress to log
 // (or, when opt.Live is set, on a line redrawn in place).
 //
@@ -80,7 +81,7 @@ const samplesPerObject = 5
 // whose closure entries, activation or type change; and every user on the
 // records that are added, deleted or moved, or whose OWD changes.
 func DryRun(ctx context.Context, tx pgx.Tx, opt Options, log zerolog.Logger) (*DryRunReport, error) {
-	opt.ignoreDeferral = true
+	opt.ignoreDeferral, opt.noAbsorb = true, true
 	pl, err := Plan(ctx, tx, opt)
 	if err != nil {
 		return nil, err

@@ -70,6 +70,7 @@ type Options struct {
 	Live io.Writer
 
 	ignoreDeferral bool // DryRun: plan as if nothing were deferred
+	noAbsorb       bool // DryRun: leave the writes to attached tables logged (absorbing would hold their locks for the whole dry run)
 }
 
 func (o *Options) defaults() {

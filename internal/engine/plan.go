@@ -126,9 +126,11 @@ func load(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, *inputs, error
 	}
 	// Mirror the writes to attached tables, then read the change rows:
 	// every record they name is then visible to the root fixing that follows.
-	absorbed, _, err := changes.Absorb(ctx, tx, 0)
-	if err != nil {
-		return nil, nil, err
+	var absorbed []changes.Absorbed
+	if !opt.noAbsorb {
+		if absorbed, _, err = changes.Absorb(ctx, tx, 0); err != nil {
+			return nil, nil, err
+		}
 	}
 	if in.log, err = changes.Read(ctx, tx); err != nil {
 		return nil, nil, err
