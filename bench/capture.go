@@ -117,26 +117,16 @@ func captureCost(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Po
 // inserts single-row owner changes of bench_app.lead, with `recalc watch`
 // running.
 func attachedWaitFresh(ctx context.Context, rc recalcCmd, pool *pgxpool.Pool, owners []string, inserts int) (Latency, error) {
-	lat := Latency{Query: "SELECT recalc.wait_fresh(recalc.fresh_token()) after UPDATE bench_app.lead SET owner_id (attached)", Samples: 200}
 	stop, err := startWatch(ctx, rc)
 	if err != nil {
-		return lat, err
+		return Latency{}, err
 	}
 	defer stop()
-	var d []time.Duration
-	for i := range lat.Samples {
-		if _, err := pool.Exec(ctx, `UPDATE bench_app.lead SET owner_id = $1 WHERE id = $2`, owners[(i+1)%len(owners)], int64(i%inserts+1)); err != nil {
-			return lat, fmt.Errorf("owner change: %w", err)
-		}
-		start := time.Now()
-		if _, err := pool.Exec(ctx, `SELECT recalc.wait_fresh(recalc.fresh_token(), interval '5 s')`); err != nil {
-			return lat, fmt.Errorf("wait_fresh: %w", err)
-		}
-		d = append(d, time.Since(start))
-		time.Sleep(10 * time.Millisecond)
-	}
-	lat.P50ms, lat.P99ms = percentiles(d)
-	return lat, nil
+	return timeWaitFresh(ctx, pool, "SELECT recalc.wait_fresh(recalc.fresh_token()) after UPDATE bench_app.lead SET owner_id (attached)", 200,
+		func(i int) error {
+			_, err := pool.Exec(ctx, `UPDATE bench_app.lead SET owner_id = $1 WHERE id = $2`, owners[(i+1)%len(owners)], int64(i%inserts+1))
+			return err
+		})
 }
 
 // captureTargets are issue 12's goals for capture.

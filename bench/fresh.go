@@ -336,12 +336,20 @@ func freshWrite(ctx context.Context, pool *pgxpool.Pool, c *freshCandidates, rng
 // waitFreshLatency times recalc.wait_fresh(token) right after n single
 // owner changes, each on its own connection's commit.
 func waitFreshLatency(ctx context.Context, pool *pgxpool.Pool, c *freshCandidates, n int) (Latency, error) {
-	lat := Latency{Query: "SELECT recalc.wait_fresh(recalc.fresh_token()) after a committed owner change", Samples: n}
+	return timeWaitFresh(ctx, pool, "SELECT recalc.wait_fresh(recalc.fresh_token()) after a committed owner change", n, func(i int) error {
+		_, err := pool.Exec(ctx, `UPDATE recalc.record SET owner = $1 WHERE id = $2`, c.owners[i%len(c.owners)], c.accounts[i%len(c.accounts)])
+		return err
+	})
+}
+
+// timeWaitFresh times recalc.wait_fresh(token) right after each of n
+// committed writes (write(i)), 10 ms apart.
+func timeWaitFresh(ctx context.Context, pool *pgxpool.Pool, query string, n int, write func(i int) error) (Latency, error) {
+	lat := Latency{Query: query, Samples: n}
 	var d []time.Duration
 	for i := 0; i < n; i++ {
-		rec, user := c.accounts[i%len(c.accounts)], c.owners[i%len(c.owners)]
-		if _, err := pool.Exec(ctx, `UPDATE recalc.record SET owner = $1 WHERE id = $2`, user, rec); err != nil {
-			return lat, fmt.Errorf("owner change: %w", err)
+		if err := write(i); err != nil {
+			return lat, fmt.Errorf("write: %w", err)
 		}
 		start := time.Now()
 		if _, err := pool.Exec(ctx, `SELECT recalc.wait_fresh(recalc.fresh_token(), interval '5 s')`); err != nil {
