@@ -432,3 +432,26 @@ func OwnerBypass(ctx context.Context, tx pgx.Tx, table string) (string, bool, er
 	}
 	return owner, bypass, nil
 }
+
+// EngineBlocked returns the role owning schema recalc, which absorbs the
+// writes to attached tables (migration 019), and whether row-level security
+// on table keeps it from reading the table: table is captured for an
+// attached object, and that role neither owns it nor is a superuser nor has
+// BYPASSRLS. The absorb reads with row_security off, so PostgreSQL refuses
+// the read rather than run a policy, and the table's writes wait.
+func EngineBlocked(ctx context.Context, tx pgx.Tx, table string) (string, bool, error) {
+	tbl, err := resolveTable(ctx, tx, table)
+	if err != nil {
+		return "", false, err
+	}
+	var engine string
+	var blocked bool
+	err = tx.QueryRow(ctx, `SELECT e.rolname::text, c.relowner <> e.oid AND NOT e.rolsuper AND NOT e.rolbypassrls
+		  AND EXISTS (SELECT 1 FROM recalc.attach_capture a WHERE a.relid = c.oid)
+		FROM pg_catalog.pg_class c, pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles e ON e.oid = n.nspowner
+		WHERE c.oid = pg_catalog.to_regclass($1) AND n.nspname = 'recalc'`, tbl.Sanitize()).Scan(&engine, &blocked)
+	if err != nil {
+		return "", false, fmt.Errorf("look up the engine's rights on %s: %w", table, err)
+	}
+	return engine, blocked, nil
+}

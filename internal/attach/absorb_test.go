@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
+	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/changes"
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/locks"
@@ -248,7 +249,25 @@ func TestAbsorbSkipsWhatItCannotRead(t *testing.T) {
 	if _, owner := b.recordOf(t, "case:1"); owner != "carol" || b.waiting(t, "case") {
 		t.Fatalf("another object's write waits too: case:1 owned by %q", owner)
 	}
+	blocked := func() bool {
+		var engine string
+		var blocked bool
+		err := pgx.BeginFunc(context.Background(), b.engine, func(tx pgx.Tx) (err error) {
+			engine, blocked, err = access.EngineBlocked(context.Background(), tx, "crm.account")
+			return err
+		})
+		if err != nil || engine != b.engineRole {
+			t.Fatalf("EngineBlocked: engine %q (%v), want %q", engine, err, b.engineRole)
+		}
+		return blocked
+	}
+	if !blocked() {
+		t.Fatal("rls enable would not warn that the engine cannot read the attached table")
+	}
 	b.exec(t, b.admin, `ALTER ROLE `+ident(b.engineRole)+` BYPASSRLS`)
+	if blocked() {
+		t.Fatal("rls enable would warn though the engine bypasses row-level security")
+	}
 	b.run(t)
 	if _, owner := b.recordOf(t, "account:1"); owner != "erin" || b.waiting(t, "account") {
 		t.Fatalf("after BYPASSRLS: account:1 owned by %q", owner)

@@ -197,17 +197,24 @@ func rlsEnableCommand(out, errOut io.Writer) *cli.Command {
 				if err := schema.Check(ctx, env.Pool); err != nil {
 					return err
 				}
-				var owner string
-				var bypass bool
+				var owner, engine string
+				var bypass, blocked bool
 				if err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error {
 					if err := access.EnableRLS(ctx, tx, r); err != nil {
 						return err
 					}
 					var err error
-					owner, bypass, err = access.OwnerBypass(ctx, tx, r.Table)
+					if owner, bypass, err = access.OwnerBypass(ctx, tx, r.Table); err != nil {
+						return err
+					}
+					engine, blocked, err = access.EngineBlocked(ctx, tx, r.Table)
 					return err
 				}); err != nil {
 					return err
+				}
+				if blocked {
+					fmt.Fprintf(errOut, "warning: %s is attached, and recalc's role %q can no longer read it to absorb its writes, which will wait: "+
+						"make it the table's owner, or ALTER ROLE %q BYPASSRLS as a superuser (docs/attach.md)\n", r.Table, engine, engine)
 				}
 				if bypass {
 					fmt.Fprintf(errOut, "warning: reads as %s's owner %q bypass these policies and see every row: give --force, or read as another role\n", r.Table, owner)
