@@ -137,11 +137,7 @@ func TestRaceAttachedWrite(t *testing.T) {
 			if got := owner == "erin"; got != tc.inRun {
 				t.Errorf("job %d: account:1 owned by %q after the run; A's write in it: %v, want %v", rep.Job, owner, got, tc.inRun)
 			}
-			var waiting bool
-			if err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.change WHERE kind = 'attached' AND object = 'account')`).Scan(&waiting); err != nil {
-				t.Fatal(err)
-			}
-			if waiting == tc.inRun {
+			if waiting := b.waiting(t, "account"); waiting == tc.inRun {
 				t.Errorf("A's change row waiting after the run: %v, want %v", waiting, !tc.inRun)
 			}
 			b.run(t)

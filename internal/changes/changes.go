@@ -178,18 +178,19 @@ func Vacuum(ctx context.Context, q pg.Querier) error {
 // Absorbed is what Absorb did for one attached object.
 type Absorbed struct {
 	Object   string
-	Keys     int64   // the ids re-read from its source
-	Absorbed bool    // false: its change rows stay, because its capture is not intact or absorbing failed
-	Code     *string // why absorbing failed: a SQLSTATE (never the message, which may quote a row's values)
+	Keys     int64  // the ids re-read from its source
+	Absorbed bool   // false: its change rows stay, because its capture is not intact or absorbing failed
+	Code     string // why absorbing failed, "" when it did not: a SQLSTATE (never the message, which may quote a row's values)
 }
 
 // Absorb mirrors into recalc.record the writes that the captures of
 // attached tables logged (change kinds 'attached' and 'attached_all',
 // migration 019): it re-reads their sources for the ids logged, and
 // recalc.record's trigger logs the records that changed as change rows of
-// kind 'record', which tx then reads as any other. With maxKeys > 0 it does
-// nothing, and returns ok false, when more than maxKeys ids (or a whole
-// table, after a TRUNCATE) wait. tx must be READ COMMITTED.
+// kind 'record', which tx then reads as any other. With maxKeys > 0 it
+// counts first: it does nothing, and returns ok false, when more than
+// maxKeys ids (or a whole table, after a TRUNCATE) wait, and returns at
+// once when none do. tx must be READ COMMITTED.
 func Absorb(ctx context.Context, tx pgx.Tx, maxKeys int) (done []Absorbed, ok bool, err error) {
 	if maxKeys > 0 {
 		var keys int64
@@ -201,8 +202,11 @@ func Absorb(ctx context.Context, tx pgx.Tx, maxKeys int) (done []Absorbed, ok bo
 		if all || keys > int64(maxKeys) {
 			return nil, false, nil
 		}
+		if keys == 0 { // nothing logged: spare the fast path a round trip
+			return nil, true, nil
+		}
 	}
-	rows, err := tx.Query(ctx, `SELECT object, keys, absorbed, error_code FROM recalc.attach_absorb()`)
+	rows, err := tx.Query(ctx, `SELECT object, keys, absorbed, coalesce(error_code, '') FROM recalc.attach_absorb()`)
 	if err != nil {
 		return nil, false, fmt.Errorf("absorb the writes to attached tables: %w", err)
 	}

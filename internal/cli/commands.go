@@ -137,14 +137,15 @@ func watchCommand(out, errOut io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:  "watch",
 		Usage: "keep the share tables fresh: materialize each commit's changes within milliseconds, until SIGINT or SIGTERM",
-		Description: "Listens on channel recalc_changes (record writes by any SQL, and imports), waits for\n" +
-			"--debounce of quiet (at most --max-wait), then materializes what committed. Record\n" +
-			"changes take the fast path, in batches naming at most --fast-records records: one short\n" +
-			"transaction each, no job, with the configuration kept in memory. Anything else (a model\n" +
-			"import, a truncate, one statement naming more records, an unfinished job) runs a job\n" +
-			"(incremental or full), as `recalc run` does. Respects deferral. Reconnects with backoff\n" +
-			"when the connection is lost. On SIGINT or SIGTERM it stops; an interrupted job resumes at\n" +
-			"the next start.",
+		Description: "Listens on channel recalc_changes (record writes by any SQL, writes to attached tables,\n" +
+			"and imports), waits for --debounce of quiet (at most --max-wait), then materializes what\n" +
+			"committed. Record changes take the fast path, in batches naming at most --fast-records\n" +
+			"records: one short transaction each, no job, with the configuration kept in memory; it\n" +
+			"first re-reads the rows that attached tables' writes logged (docs/attach.md). Anything\n" +
+			"else (a model import, a truncate, one statement naming more records, an unfinished job)\n" +
+			"runs a job (incremental or full), as `recalc run` does. Respects deferral. Reconnects\n" +
+			"with backoff when the connection is lost. On SIGINT or SIGTERM it stops; an interrupted\n" +
+			"job resumes at the next start.",
 		Flags: append([]cli.Flag{
 			&cli.DurationFlag{Name: "debounce", Value: 2 * time.Millisecond, Usage: "quiet time after the last change before materializing"},
 			&cli.DurationFlag{Name: "max-wait", Value: 20 * time.Millisecond, Usage: "longest a change waits while changes keep coming"},

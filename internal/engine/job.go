@@ -361,8 +361,8 @@ func redeliver(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog
 // warnNotAbsorbed says which attached objects' writes wait, and why.
 func warnNotAbsorbed(log zerolog.Logger, left []changes.Absorbed) {
 	for _, a := range left {
-		if a.Code != nil {
-			log.Warn().Str("object", a.Object).Str("sqlstate", *a.Code).Msg("absorbing the writes to this attached object failed " +
+		if a.Code != "" {
+			log.Warn().Str("object", a.Object).Str("sqlstate", a.Code).Msg("absorbing the writes to this attached object failed " +
 				"(a lock not granted in 2 s, a right revoked, row-level security the engine's role does not bypass?): they wait, logged")
 			continue
 		}

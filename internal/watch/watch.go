@@ -1,7 +1,7 @@
 // Package watch keeps the share tables current without a scheduler: it
-// LISTENs for record writes and imports and, after a short debounce that
-// gathers the commits of a burst (bounded by a maximum wait), calls the
-// step that materializes them (engine.Live.Step, in `recalc watch`). It
+// LISTENs for record writes, writes to attached tables and imports and,
+// after a short debounce that gathers the commits of a burst (bounded by a
+// maximum wait), calls the step that materializes them (engine.Live.Step, in `recalc watch`). It
 // steps at start to catch up, polls in case a notification was missed, and
 // retries a failed step with backoff. It never dies of a lost connection:
 // it reconnects with backoff and steps again, until its context ends; a
