@@ -28,6 +28,9 @@ import (
 func createJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logger) (*queue.Job, *Planned, error) {
 	for attempt := 0; ; attempt++ {
 		job, pl, err := tryCreateJob(ctx, pool, opt, log)
+		if err == nil && pl != nil {
+			warnNotAbsorbed(log, pl.NotAbsorbed) // once the plan is committed, not at each attempt
+		}
 		if err == nil || !pg.IsRetryable(err) || ctx.Err() != nil {
 			return job, pl, err
 		}
@@ -63,7 +66,6 @@ func tryCreateJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zero
 		if pl, err = Plan(ctx, tx, opt); err != nil {
 			return err
 		}
-		warnNotAbsorbed(log, pl.NotAbsorbed)
 		if pl.Nothing() {
 			if len(pl.Deferred) == 0 { // nothing changed: forget the no-op changes
 				return changes.Consume(ctx, tx, pl.Consumes)
