@@ -52,6 +52,17 @@ type Status struct {
 	// (internal/outbox): how many, and the oldest few.
 	NotificationsKept int64          `json:"notifications_kept"`
 	Notifications     []outbox.Entry `json:"notifications"`
+	// Attached objects whose writes the last absorb left logged
+	// (recalc.attach_stuck), by name.
+	Unabsorbed []Unabsorbed `json:"unabsorbed_objects"`
+}
+
+// Unabsorbed is an attached object whose writes wait: its capture is not
+// intact (Code "") or reading its source failed with SQLSTATE Code.
+type Unabsorbed struct {
+	Object string    `json:"object"`
+	Code   string    `json:"error_code"`
+	Since  time.Time `json:"since"`
 }
 
 // InvalidRecord is a record the last run gave no access because it is
@@ -89,6 +100,13 @@ func ReadStatus(ctx context.Context, q pg.Querier, recent int) (*Status, error) 
 	}
 	if st.Invalid, err = pgx.CollectRows(rows, pgx.RowToStructByPos[InvalidRecord]); err != nil {
 		return nil, fmt.Errorf("list invalid records: %w", err)
+	}
+	rows, err = q.Query(ctx, `SELECT object, coalesce(error_code, ''), since FROM recalc.attach_stuck ORDER BY object`)
+	if err != nil {
+		return nil, fmt.Errorf("list unabsorbed objects: %w", err)
+	}
+	if st.Unabsorbed, err = pgx.CollectRows(rows, pgx.RowToStructByPos[Unabsorbed]); err != nil {
+		return nil, fmt.Errorf("list unabsorbed objects: %w", err)
 	}
 	rows, err = q.Query(ctx, `
 		SELECT j.id, j.kind, j.trigger,

@@ -2,6 +2,7 @@ package attach_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -269,4 +270,116 @@ func TestAbsorbSkipsWhatItCannotRead(t *testing.T) {
 		t.Fatalf("after BYPASSRLS: account:1 owned by %q", owner)
 	}
 	b.checkOracle(t, "after the absorb")
+}
+
+// TestStuckObjectStaysOutOfTheWay: an attached table the engine cannot read
+// (row-level security it does not bypass) has more writes logged than a
+// fast batch holds. Once a try has failed, the fast path of `recalc watch`
+// absorbs the other objects' writes without a job, counts itself idle while
+// only the stuck object's writes wait, and wait_fresh fails at once with
+// RC002; `attach --list` says why. Absorbing notifies no one (the writes it
+// mirrors are read by its own transaction). Once the engine may read the
+// table, a job absorbs its writes and forgets that it was stuck.
+func TestStuckObjectStaysOutOfTheWay(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	ctx := context.Background()
+	b.exec(t, b.app, `ALTER TABLE crm.account ENABLE ROW LEVEL SECURITY`,
+		`UPDATE crm.account SET owner_id = 'erin'`) // 3 ids, more than a batch of 2
+	live := engine.NewLive(engine.Options{}, 2)
+	step := func(what string) *engine.LiveReport {
+		t.Helper()
+		rep, err := live.Step(ctx, b.engine, zerolog.Nop())
+		if err != nil {
+			t.Fatalf("%s: step: %v", what, err)
+		}
+		return rep
+	}
+	stuck := func() (code string, ok bool) {
+		t.Helper()
+		err := b.admin.QueryRow(ctx, `SELECT coalesce(error_code, 'not intact') FROM recalc.attach_stuck WHERE object = 'account'`).Scan(&code)
+		if err == pgx.ErrNoRows {
+			return "", false
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return code, true
+	}
+	if rep := step("first try"); rep.Run == nil || len(rep.NotAbsorbed) != 0 && rep.NotAbsorbed[0].Object != "account" {
+		t.Fatalf("first step: %+v, want a job (more ids than a batch) that leaves account", rep)
+	}
+	if code, ok := stuck(); !ok || code != "42501" {
+		t.Fatalf("attach_stuck after the failed try: %q %v, want 42501", code, ok)
+	}
+	listener, err := b.engine.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Release()
+	if _, err := listener.Exec(ctx, `LISTEN recalc_changes`); err != nil {
+		t.Fatal(err)
+	}
+	b.exec(t, b.app, `UPDATE support."case" SET owner_id = 'carol' WHERE id = 1`)
+	drain(listener) // the application's own notification
+	if rep := step("a write to another object"); !rep.Fast || rep.Run != nil || rep.Changes == 0 {
+		t.Fatalf("the other object's write: %+v, want the fast path", rep)
+	}
+	if _, owner := b.recordOf(t, "case:1"); owner != "carol" {
+		t.Fatalf("case:1 owned by %q after the fast step, want carol", owner)
+	}
+	if drain(listener) {
+		t.Fatal("the fast path's absorb notified recalc_changes of the records it wrote")
+	}
+	lockXmax := func() (x string) {
+		t.Helper()
+		if err := b.admin.QueryRow(ctx, `SELECT xmax::text FROM recalc.engine_lock WHERE name = 'model'`).Scan(&x); err != nil {
+			t.Fatal(err)
+		}
+		return x
+	}
+	before := lockXmax()
+	if rep := step("nothing else"); !rep.Fast || rep.Run != nil || rep.Changes != 0 || lockXmax() != before {
+		t.Fatalf("with only the stuck object's writes left: %+v, want an idle fast step, which takes no lock", rep)
+	}
+	start := time.Now()
+	_, err = b.engine.Exec(ctx, `SELECT recalc.wait_fresh(interval '5 s')`)
+	if !changes.IsCaptureStuck(err) || time.Since(start) > 2*time.Second {
+		t.Fatalf("wait_fresh behind the stuck object's writes: %v after %v, want RC002 at once", err, time.Since(start))
+	}
+	if list, err := b.recalc("attach", "--list"); err != nil || !strings.Contains(list, "WRITES NOT ABSORBED (SQLSTATE 42501)") {
+		t.Fatalf("attach --list does not say account's writes wait: %q (%v)", list, err)
+	}
+	if st, err := b.recalc("status"); err != nil || !strings.Contains(st, "Writes to attached object account NOT ABSORBED") {
+		t.Fatalf("status does not say account's writes wait: %q (%v)", st, err)
+	}
+	b.exec(t, b.admin, `ALTER ROLE `+ident(b.engineRole)+` BYPASSRLS`)
+	b.run(t)
+	if _, ok := stuck(); ok || b.waiting(t, "account") {
+		t.Fatal("account still stuck after a job could read it")
+	}
+	if _, owner := b.recordOf(t, "account:3"); owner != "erin" {
+		t.Fatalf("account:3 owned by %q after the absorb, want erin", owner)
+	}
+	if _, err := b.engine.Exec(ctx, `SELECT recalc.wait_fresh(interval '5 s')`); err != nil {
+		t.Fatalf("wait_fresh once absorbed: %v", err)
+	}
+	b.checkOracle(t, "after the absorb")
+}
+
+// drain reports whether conn heard a notification within 300 ms, and
+// consumes those that came.
+func drain(conn *pgxpool.Conn) bool {
+	heard := false
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		_, err := conn.Conn().WaitForNotification(ctx)
+		cancel()
+		if err != nil {
+			return heard
+		}
+		heard = true
+	}
 }

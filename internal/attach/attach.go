@@ -239,6 +239,9 @@ type Listed struct {
 	Records    int64     `json:"records"`  // records mirrored now
 	Complete   bool      `json:"complete"` // every capture trigger in place and enabled
 	AttachedAt time.Time `json:"attached_at"`
+	// AbsorbError says why the engine's last absorb left this object's
+	// writes logged: a SQLSTATE, or "capture not intact"; "" when it did not.
+	AbsorbError string `json:"absorb_error,omitempty"`
 }
 
 // List reads the attached objects, by name.
@@ -247,14 +250,15 @@ func List(ctx context.Context, pool *pgxpool.Pool) ([]Listed, error) {
 		SELECT a.object, a.source, a.is_view,
 		       (SELECT array_agg(c.source ORDER BY c.source) FROM recalc.attach_capture c WHERE c.object = a.object),
 		       (SELECT count(*) FROM recalc.record r WHERE r.object = a.object),
-		       recalc.attach_intact(a.object), a.attached_at
-		FROM recalc.attachment a ORDER BY a.object`)
+		       recalc.attach_intact(a.object), a.attached_at,
+		       CASE WHEN s.object IS NULL THEN '' ELSE coalesce(s.error_code, 'capture not intact') END
+		FROM recalc.attachment a LEFT JOIN recalc.attach_stuck s USING (object) ORDER BY a.object`)
 	if err != nil {
 		return nil, fmt.Errorf("list attachments: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Listed, error) {
 		var l Listed
-		err := r.Scan(&l.Object, &l.Table, &l.View, &l.Capture, &l.Records, &l.Complete, &l.AttachedAt)
+		err := r.Scan(&l.Object, &l.Table, &l.View, &l.Capture, &l.Records, &l.Complete, &l.AttachedAt, &l.AbsorbError)
 		return l, err
 	})
 	if err != nil {

@@ -9,6 +9,7 @@ package changes
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/recalc-dev/recalc/internal/pg"
@@ -175,6 +176,11 @@ func Vacuum(ctx context.Context, q pg.Querier) error {
 	return nil
 }
 
+// StuckRetry is how long the fast path of `recalc watch` leaves alone an
+// attached object whose writes it could not absorb, before trying again
+// (recalc.attach_stuck, migration 020). Jobs try every object.
+const StuckRetry = 10 * time.Second
+
 // Absorbed is what Absorb did for one attached object.
 type Absorbed struct {
 	Object   string
@@ -190,13 +196,19 @@ type Absorbed struct {
 // kind 'record', which tx then reads as any other. With maxKeys > 0 it
 // counts first: it does nothing, and returns ok false, when more than
 // maxKeys ids (or a whole table, after a TRUNCATE) wait, and returns at
-// once when none do. tx must be READ COMMITTED.
+// once when none do; and it leaves alone the objects it could not absorb
+// less than StuckRetry ago (recalc.attach_stuck), which jobs (maxKeys 0)
+// always try. tx must be READ COMMITTED.
 func Absorb(ctx context.Context, tx pgx.Tx, maxKeys int) (done []Absorbed, ok bool, err error) {
+	var retry *time.Duration
 	if maxKeys > 0 {
+		retry = new(StuckRetry)
 		var keys int64
 		var all bool
 		if err := tx.QueryRow(ctx, `SELECT coalesce(sum(cardinality(keys)), 0), coalesce(bool_or(kind = 'attached_all'), false)
-			FROM recalc.change WHERE kind IN ('attached', 'attached_all')`).Scan(&keys, &all); err != nil {
+			FROM recalc.change c WHERE kind IN ('attached', 'attached_all')
+			  AND NOT EXISTS (SELECT FROM recalc.attach_stuck s WHERE s.object = c.object AND s.checked_at > now() - $1::interval)`,
+			StuckRetry).Scan(&keys, &all); err != nil {
 			return nil, false, fmt.Errorf("read change log: %w", err)
 		}
 		if all || keys > int64(maxKeys) {
@@ -206,7 +218,7 @@ func Absorb(ctx context.Context, tx pgx.Tx, maxKeys int) (done []Absorbed, ok bo
 			return nil, true, nil
 		}
 	}
-	rows, err := tx.Query(ctx, `SELECT object, keys, absorbed, coalesce(error_code, '') FROM recalc.attach_absorb()`)
+	rows, err := tx.Query(ctx, `SELECT object, keys, absorbed, coalesce(error_code, '') FROM recalc.attach_absorb($1::interval)`, retry)
 	if err != nil {
 		return nil, false, fmt.Errorf("absorb the writes to attached tables: %w", err)
 	}

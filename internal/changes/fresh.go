@@ -17,6 +17,14 @@ const NotFresh = "RC001"
 // IsNotFresh reports whether err is recalc.wait_fresh's timeout.
 func IsNotFresh(err error) bool { return pg.Code(err) == NotFresh }
 
+// CaptureStuck is the SQLSTATE recalc.wait_fresh raises at once when the
+// changes it waits for include writes of an attached object that cannot be
+// absorbed until its capture is repaired (migration 020).
+const CaptureStuck = "RC002"
+
+// IsCaptureStuck reports whether err is recalc.wait_fresh's CaptureStuck.
+func IsCaptureStuck(err error) bool { return pg.Code(err) == CaptureStuck }
+
 // Batch is the head of the change log as one statement saw it, for the
 // fast path of `recalc watch`.
 type Batch struct {
@@ -43,12 +51,15 @@ func ReadBatch(ctx context.Context, q pg.Querier, maxKeys int) (*Batch, error) {
 }
 
 // Idle reports, with reads only, whether nothing waits to be materialized
-// since recalc.config_version was version: the same version, an empty
-// change log and no unfinished job.
+// since recalc.config_version was version: the same version, no unfinished
+// job, and a change log empty but for the writes of attached objects that
+// Absorb could not absorb less than StuckRetry ago.
 func Idle(ctx context.Context, q pg.Querier, version int64) (bool, error) {
 	var idle bool
 	if err := q.QueryRow(ctx, `SELECT (SELECT version FROM recalc.config_version) = $1
-		AND NOT EXISTS (SELECT FROM recalc.change) AND NOT EXISTS (SELECT FROM recalc.job WHERE status <> 'done')`, version).Scan(&idle); err != nil {
+		AND NOT EXISTS (SELECT FROM recalc.change c WHERE c.object IS NULL OR NOT EXISTS (
+			SELECT FROM recalc.attach_stuck s WHERE s.object = c.object AND s.checked_at > now() - $2::interval))
+		AND NOT EXISTS (SELECT FROM recalc.job WHERE status <> 'done')`, version, StuckRetry).Scan(&idle); err != nil {
 		return false, fmt.Errorf("read change log: %w", err)
 	}
 	return idle, nil

@@ -135,8 +135,11 @@ func listAttached(ctx context.Context, env *Env, format string) error {
 	}
 	for _, l := range ls {
 		state := "capture complete"
-		if !l.Complete {
-			state = "CAPTURE INCOMPLETE: a trigger was dropped or disabled; run `recalc attach FILE` again"
+		switch {
+		case !l.Complete:
+			state = "CAPTURE INCOMPLETE (a trigger dropped or disabled, or a table or column changed): run `recalc attach FILE` again"
+		case l.AbsorbError != "":
+			state = "WRITES NOT ABSORBED (SQLSTATE " + l.AbsorbError + "): grant recalc's role what it lacks (docs/attach.md)"
 		}
 		fmt.Fprintf(env.Out, "%-16s %s (capture on %s) %d records, %s\n", l.Object, l.Table, strings.Join(l.Capture, ", "), l.Records, state)
 	}

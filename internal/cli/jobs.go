@@ -214,6 +214,13 @@ func StatusCmd(ctx context.Context, env *Env, format string, jobs int) error {
 		fmt.Fprintf(w, "Calculation of %s: DEFERRED since %s (%s ago)\n", side, since.Format(time.RFC3339), time.Since(since).Round(time.Second))
 	}
 	fmt.Fprintf(w, "Pending: %d changes: %d records, sections %v\n", st.PendingChanges, st.PendingRecords, st.PendingConfig)
+	for _, u := range st.Unabsorbed {
+		why := "its capture is not intact: run `recalc attach FILE` again"
+		if u.Code != "" {
+			why = "reading its table failed with SQLSTATE " + u.Code + " (docs/attach.md)"
+		}
+		fmt.Fprintf(w, "Writes to attached object %s NOT ABSORBED since %s: %s\n", u.Object, u.Since.Format(time.RFC3339), why)
+	}
 	if len(st.Jobs) == 0 {
 		fmt.Fprintln(w, "Jobs: none yet")
 	}
