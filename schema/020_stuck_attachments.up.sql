@@ -18,11 +18,13 @@
 -- (why, since when, last tried), and forgets it once absorbed, re-attached
 -- or detached. The fast path (attach_absorb with p_retry) and the watch's
 -- idle check leave a remembered object alone until p_retry has passed since
--- its last try; jobs try every object. recalc.wait_fresh fails at once, with
--- SQLSTATE RC002, when what it waits for includes writes of an object that
--- cannot be absorbed until someone acts (anything but a lock or
--- serialization failure). An absorb no longer notifies: the records it
--- writes are read by the transaction that absorbed them.
+-- its last try; jobs try every object. recalc.wait_fresh fails with SQLSTATE
+-- RC002 as soon as all it still waits for is writes of objects that cannot
+-- be absorbed until someone acts (anything but a lock or serialization
+-- failure). An absorb no longer notifies: the records it writes are read by
+-- the transaction that absorbed them. And an object's absorbs are
+-- serialized by a lock on its recalc.attachment row, which no other role may
+-- take, instead of an advisory lock, which any role could.
 -- Every statement is safe to run again on an upgraded database.
 
 -- The attached objects whose last absorb left their writes logged.
@@ -41,7 +43,8 @@ REVOKE ALL ON recalc.attach_stuck FROM PUBLIC;
 DROP FUNCTION IF EXISTS recalc.attach_absorb();
 CREATE OR REPLACE FUNCTION recalc.attach_absorb(p_retry interval DEFAULT NULL)
 RETURNS TABLE (object text, keys bigint, absorbed boolean, error_code text)
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET row_security = off SET lock_timeout = '2s' AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET row_security = off SET lock_timeout = '2s'
+    SET TimeZone = 'UTC' SET extra_float_digits = 1 AS $$
 DECLARE
     v_notify text := current_setting('recalc.notify', true); -- restored at the end (a function's SET clause may not name it)
     a recalc.attachment;
@@ -62,8 +65,9 @@ BEGIN
                     ORDER BY 1 LOOP
         object := v_object; keys := 0; absorbed := false; error_code := NULL;
         BEGIN
-            PERFORM pg_advisory_xact_lock(hashtextextended('recalc.attach_absorb:' || v_object, 0));
-            SELECT * INTO a FROM recalc.attachment t WHERE t.object = v_object;
+            -- The object's lock is its registry row (version 19 took an advisory
+            -- lock, whose key any role could hold to stop the object's absorbs).
+            SELECT * INTO a FROM recalc.attachment t WHERE t.object = v_object FOR NO KEY UPDATE;
             IF NOT FOUND THEN -- detached since; recalc.attach_remove deleted its records
                 DELETE FROM recalc.change c WHERE c.kind IN ('attached', 'attached_all') AND c.object = v_object;
                 CONTINUE;
@@ -101,7 +105,8 @@ BEGIN
         IF absorbed THEN
             DELETE FROM recalc.attach_stuck s WHERE s.object = v_object;
         ELSE
-            INSERT INTO recalc.attach_stuck AS s (object, error_code) VALUES (v_object, error_code)
+            INSERT INTO recalc.attach_stuck AS s (object, error_code)
+            SELECT v_object, error_code WHERE EXISTS (SELECT FROM recalc.attachment t WHERE t.object = v_object)
             ON CONFLICT ON CONSTRAINT attach_stuck_pkey DO UPDATE SET checked_at = excluded.checked_at, error_code = excluded.error_code,
                 since = CASE WHEN s.error_code IS NOT DISTINCT FROM excluded.error_code THEN s.since ELSE excluded.since END;
         END IF;
@@ -112,9 +117,13 @@ END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_absorb(interval) FROM PUBLIC;
 
 -- attach_install, as in version 19, also forgets that the object was stuck:
--- its change rows go, and its records are read again whole.
+-- its change rows go, and its records are read again whole. Both it and
+-- attach_absorb mirror in UTC and with shortest-exact floats: to_jsonb of a
+-- timestamptz (or a real) follows the session's TimeZone (extra_float_digits),
+-- so a criteria rule's result depended on which connection mirrored the row.
 CREATE OR REPLACE FUNCTION recalc.attach_install(p_object text) RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET row_security = off AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET row_security = off
+    SET TimeZone = 'UTC' SET extra_float_digits = 1 AS $$
 DECLARE
     a recalc.attachment;
     v_rows bigint;
@@ -133,10 +142,11 @@ BEGIN
     RETURN v_rows;
 END $$;
 
--- wait_fresh as in version 11, but it fails at once (SQLSTATE RC002) when
--- the changes it waits for include writes of an attached object that cannot
--- be absorbed until someone acts: its capture is not intact, or the engine
--- may not read its source. It still names neither the object nor a record.
+-- wait_fresh as in version 11, but it fails (SQLSTATE RC002) as soon as all
+-- that is left of what it waits for is writes of attached objects that
+-- cannot be absorbed until someone acts: the capture not intact, or the
+-- engine may not read the source. Everything else committed before the
+-- token is then materialized. It still names neither object nor record.
 CREATE OR REPLACE FUNCTION recalc.wait_fresh(token bigint, timeout interval DEFAULT '5 s') RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -164,10 +174,9 @@ BEGIN
     v_deadline := clock_timestamp() + timeout;
     LOOP
         EXIT WHEN NOT EXISTS (SELECT FROM recalc.change WHERE xid < v_token);
-        IF EXISTS (SELECT FROM recalc.attach_stuck s
-                   WHERE coalesce(s.error_code, '') NOT IN ('55P03', '40P01', '40001')
-                     AND EXISTS (SELECT FROM recalc.change c WHERE c.xid < v_token AND c.kind IN ('attached', 'attached_all') AND c.object = s.object)) THEN
-            RAISE EXCEPTION 'recalc: changes committed before the token include writes to an attached table that recalc cannot absorb until its capture is repaired'
+        IF NOT EXISTS (SELECT FROM recalc.change c WHERE c.xid < v_token AND NOT (c.kind IN ('attached', 'attached_all') AND EXISTS (
+                           SELECT FROM recalc.attach_stuck s WHERE s.object = c.object AND coalesce(s.error_code, '') NOT IN ('55P03', '40P01', '40001')))) THEN
+            RAISE EXCEPTION 'recalc: every change committed before the token is materialized but writes to an attached table that recalc cannot absorb until someone repairs its capture'
                 USING ERRCODE = 'RC002',
                       HINT = '`recalc attach --list` shows the object and why (absorb_error); run `recalc attach FILE` again, or grant recalc''s role what it lacks.';
         END IF;
@@ -181,3 +190,7 @@ BEGIN
     END LOOP;
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.wait_fresh(bigint, interval) FROM PUBLIC;
+
+-- Re-read every attached source once, so that records mirrored in another
+-- time zone before this version are written in UTC.
+INSERT INTO recalc.change (kind, object, keys) SELECT 'attached_all', t.object, '{}' FROM recalc.attachment t ORDER BY t.object;

@@ -158,6 +158,11 @@ func install(ctx context.Context, tx pgx.Tx, t *target, have map[string]stored) 
 	if st, ok := have[c.Object]; ok {
 		if st.complete && jsonEqual(st.fingerprint, t.fingerprint) {
 			c.Status = Unchanged
+			// Applying the spec again is how an operator says a cause is fixed
+			// (a grant, BYPASSRLS): the next absorb tries the object at once.
+			if _, err := tx.Exec(ctx, `DELETE FROM recalc.attach_stuck WHERE object = $1`, c.Object); err != nil {
+				return c, fmt.Errorf("retry absorbing %s: %w", c.Object, err)
+			}
 			return c, nil
 		}
 		c.Status = Updated
@@ -240,9 +245,12 @@ type Listed struct {
 	Complete   bool      `json:"complete"` // every capture trigger in place and enabled
 	AttachedAt time.Time `json:"attached_at"`
 	// AbsorbError says why the engine's last absorb left this object's
-	// writes logged: a SQLSTATE, or "capture not intact"; "" when it did not.
+	// writes logged: a SQLSTATE, or NotIntact; "" when it did not.
 	AbsorbError string `json:"absorb_error,omitempty"`
 }
+
+// NotIntact is Listed.AbsorbError when the capture was not intact.
+const NotIntact = "capture not intact"
 
 // List reads the attached objects, by name.
 func List(ctx context.Context, pool *pgxpool.Pool) ([]Listed, error) {
@@ -251,8 +259,8 @@ func List(ctx context.Context, pool *pgxpool.Pool) ([]Listed, error) {
 		       (SELECT array_agg(c.source ORDER BY c.source) FROM recalc.attach_capture c WHERE c.object = a.object),
 		       (SELECT count(*) FROM recalc.record r WHERE r.object = a.object),
 		       recalc.attach_intact(a.object), a.attached_at,
-		       CASE WHEN s.object IS NULL THEN '' ELSE coalesce(s.error_code, 'capture not intact') END
-		FROM recalc.attachment a LEFT JOIN recalc.attach_stuck s USING (object) ORDER BY a.object`)
+		       CASE WHEN s.object IS NULL THEN '' ELSE coalesce(s.error_code, $1) END
+		FROM recalc.attachment a LEFT JOIN recalc.attach_stuck s USING (object) ORDER BY a.object`, NotIntact)
 	if err != nil {
 		return nil, fmt.Errorf("list attachments: %w", err)
 	}

@@ -138,8 +138,10 @@ func listAttached(ctx context.Context, env *Env, format string) error {
 		switch {
 		case !l.Complete:
 			state = "CAPTURE INCOMPLETE (a trigger dropped or disabled, or a table or column changed): run `recalc attach FILE` again"
+		case l.AbsorbError == attach.NotIntact:
+			state = "WRITES NOT ABSORBED (the capture was not intact at the last try): run `recalc attach FILE` again"
 		case l.AbsorbError != "":
-			state = "WRITES NOT ABSORBED (SQLSTATE " + l.AbsorbError + "): grant recalc's role what it lacks (docs/attach.md)"
+			state = "WRITES NOT ABSORBED (SQLSTATE " + l.AbsorbError + "): grant recalc's role what it lacks, then run `recalc attach FILE` again (docs/attach.md)"
 		}
 		fmt.Fprintf(env.Out, "%-16s %s (capture on %s) %d records, %s\n", l.Object, l.Table, strings.Join(l.Capture, ", "), l.Records, state)
 	}

@@ -116,8 +116,10 @@ func (l *Live) Step(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger)
 			if batch.more && ctx.Err() == nil {
 				continue // the next batch, at once
 			}
-			if n := fmt.Sprint(rep.NotAbsorbed); n != l.notAbsorbed {
-				warnNotAbsorbed(log, rep.NotAbsorbed) // once, not at every step
+			// Once, not at every try: steps between tries leave the object
+			// alone (changes.StuckRetry) and report nothing.
+			if n := fmt.Sprint(rep.NotAbsorbed); len(rep.NotAbsorbed) > 0 && n != l.notAbsorbed {
+				warnNotAbsorbed(log, rep.NotAbsorbed)
 				l.notAbsorbed = n
 			}
 			rep.Fast, rep.Duration = !rep.Deferred, time.Since(start)

@@ -97,8 +97,10 @@ func (p *Plan) addedOrRemoved(kind, id string, added, removed bool) bool {
 }
 
 const (
-	closureOnly = "closure only, no share row"
-	readTime    = "applied at read time, no share row"
+	// ownerChecked: a record is invalid while its owner is no user or queue.
+	ownerChecked = "records they own (invalid while their owner does not exist)"
+	closureOnly  = "closure only, no share row"
+	readTime     = "applied at read time, no share row"
 )
 
 // NothingYet is the full-plan reason when no recalculation has run yet.
@@ -181,10 +183,12 @@ func diffRoles(p *Plan, o, n *model.Index) {
 }
 
 func diffUsers(p *Plan, o, n *model.Index) {
-	var moved []string
+	var moved, owners []string
 	for _, id := range union(keys(o.Users), keys(n.Users)) {
 		a, b := o.Users[id], n.Users[id]
-		if !p.addedOrRemoved("user", id, a == nil, b == nil) {
+		if p.addedOrRemoved("user", id, a == nil, b == nil) {
+			owners = append(owners, id)
+		} else {
 			if a.Active != b.Active {
 				p.Closure = true
 				p.add(fmt.Sprintf("user %s active set to %v", id, b.Active), closureOnly)
@@ -203,12 +207,18 @@ func diffUsers(p *Plan, o, n *model.Index) {
 		p.add(fmt.Sprintf("%d users changed role", len(moved)), "closure, and children of accounts they own (their role's child access)",
 			&Selector{Kind: ByOwners, Object: model.Account, IDs: moved})
 	}
+	if len(owners) > 0 { // records written by plain SQL or attached tables may name owners not defined yet
+		p.add(fmt.Sprintf("%d users added or removed", len(owners)), ownerChecked, &Selector{Kind: ByOwners, IDs: owners})
+	}
 }
 
 func diffGroups(p *Plan, o, n *model.Index) {
 	for _, id := range union(keys(o.Groups), keys(n.Groups)) {
 		a, b := o.Groups[id], n.Groups[id]
 		if p.addedOrRemoved("group", id, a == nil, b == nil) {
+			if (a != nil && a.Queue) || (b != nil && b.Queue) {
+				p.add("queue "+id+" added or removed", ownerChecked, &Selector{Kind: ByOwners, IDs: []string{id}})
+			}
 			continue
 		}
 		switch {
@@ -226,13 +236,14 @@ func diffGroups(p *Plan, o, n *model.Index) {
 }
 
 func diffTerritories(p *Plan, o, n *model.Index) {
-	var levels []string
+	var levels, added []string
 	for _, id := range union(keys(o.Territories), keys(n.Territories)) {
 		a, b := o.Territories[id], n.Territories[id]
 		switch {
 		case a == nil:
 			p.Closure = true
 			p.add("territory "+id+" added", closureOnly)
+			added = append(added, id)
 		case b == nil:
 			p.Closure = true
 			levels = append(levels, id)
@@ -245,6 +256,10 @@ func diffTerritories(p *Plan, o, n *model.Index) {
 				levels = append(levels, id)
 			}
 		}
+	}
+	if len(added) > 0 { // accounts written by plain SQL or attached tables may name territories not defined yet
+		p.add(fmt.Sprintf("territories %v added", added), "accounts assigned to them (invalid until the territory exists)",
+			&Selector{Kind: ByTerritories, Object: model.Account, IDs: added})
 	}
 	if len(levels) > 0 {
 		p.add(fmt.Sprintf("territories %v removed or changed access levels", levels), "accounts assigned to them",

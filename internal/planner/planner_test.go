@@ -131,8 +131,9 @@ func render(t *testing.T, c planner.Change) string {
 
 // Effects, as the planner words them.
 const (
-	closureOnly = "closure only, no share row"
-	readTime    = "applied at read time, no share row"
+	closureOnly  = "closure only, no share row"
+	ownerChecked = "records they own (invalid while their owner does not exist)"
+	readTime     = "applied at read time, no share row"
 )
 
 // TestDiff holds the plan of every kind of change to its least affected
@@ -300,18 +301,18 @@ func TestDiff(t *testing.T) {
 			want:    []string{"user u3 external set to true => " + closureOnly + " => "},
 		},
 		{
-			name:    "user added: closure only",
+			name:    "user added: closure, and the records naming it owner (invalid until it exists)",
 			edit:    func(t *testing.T, c *model.Config) { c.Users = append(c.Users, model.User{ID: "u5", Active: true}) },
 			closure: true,
-			want:    []string{"user u5 added => " + closureOnly + " => "},
+			want:    []string{"user u5 added => " + closureOnly + " => ", "1 users added or removed => " + ownerChecked + " => owners  u5"},
 		},
 		{
-			name: "user removed: closure only",
+			name: "user removed: closure, and the records naming it owner",
 			edit: func(t *testing.T, c *model.Config) {
 				c.Users = without(c.Users, func(u *model.User) string { return u.ID }, "u9")
 			},
 			closure: true,
-			want:    []string{"user u9 removed => " + closureOnly + " => "},
+			want:    []string{"user u9 removed => " + closureOnly + " => ", "1 users added or removed => " + ownerChecked + " => owners  u9"},
 		},
 		// Groups.
 		{
@@ -343,6 +344,14 @@ func TestDiff(t *testing.T) {
 			name: "queue flag switched: the records the group owns, no closure",
 			edit: func(t *testing.T, c *model.Config) { group(t, c, "q1").Queue = false },
 			want: []string{"group q1 queue set to false => records it owns => owners  q1"},
+		},
+		{
+			name: "queue added: closure, and the records naming it owner (invalid until it exists)",
+			edit: func(t *testing.T, c *model.Config) {
+				c.Groups = append(c.Groups, model.Group{ID: "q2", Queue: true})
+			},
+			closure: true,
+			want:    []string{"group q2 added => " + closureOnly + " => ", "queue q2 added or removed => " + ownerChecked + " => owners  q2"},
 		},
 		{
 			name: "group added: closure only",
@@ -387,12 +396,13 @@ func TestDiff(t *testing.T) {
 			want: []string{"territories [east west] removed or changed access levels => accounts assigned to them => territories account east,west"},
 		},
 		{
-			name: "territory added: closure only",
+			name: "territory added: closure, and the accounts naming it (invalid until it exists)",
 			edit: func(t *testing.T, c *model.Config) {
 				c.Territories = append(c.Territories, model.Territory{ID: "north", Parent: "west"})
 			},
 			closure: true,
-			want:    []string{"territory north added => " + closureOnly + " => "},
+			want: []string{"territory north added => " + closureOnly + " => ",
+				"territories [north] added => accounts assigned to them (invalid until the territory exists) => territories account north"},
 		},
 		{
 			name: "territory removed: closure, and the accounts assigned to it",
