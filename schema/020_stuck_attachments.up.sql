@@ -154,6 +154,8 @@ DECLARE
     v_own      xid8 := pg_current_xact_id_if_assigned();
     v_deadline timestamptz;
     v_sleep    float8 := 0.001;
+    v_stuck    boolean; -- writes of objects that cannot be absorbed are left below the token
+    v_other    boolean; -- anything else is
 BEGIN
     IF token IS NULL OR token < 1 OR token > pg_snapshot_xmax(pg_current_snapshot())::text::bigint THEN
         RAISE EXCEPTION 'recalc.wait_fresh: % is not a token of recalc.fresh_token(): pass the value it returned', token
@@ -173,9 +175,13 @@ BEGIN
     v_token := token::text::xid8;
     v_deadline := clock_timestamp() + timeout;
     LOOP
-        EXIT WHEN NOT EXISTS (SELECT FROM recalc.change WHERE xid < v_token);
-        IF NOT EXISTS (SELECT FROM recalc.change c WHERE c.xid < v_token AND NOT (c.kind IN ('attached', 'attached_all') AND EXISTS (
-                           SELECT FROM recalc.attach_stuck s WHERE s.object = c.object AND coalesce(s.error_code, '') NOT IN ('55P03', '40P01', '40001')))) THEN
+        -- One statement, one snapshot: what is left, and whether all of it is stuck.
+        WITH stuck AS (SELECT s.object FROM recalc.attach_stuck s WHERE coalesce(s.error_code, '') NOT IN ('55P03', '40P01', '40001'))
+        SELECT EXISTS (SELECT FROM recalc.change c WHERE c.xid < v_token AND c.object IN (SELECT object FROM stuck)),
+               EXISTS (SELECT FROM recalc.change c WHERE c.xid < v_token AND (c.object IS NULL OR c.object NOT IN (SELECT object FROM stuck)))
+        INTO v_stuck, v_other;
+        EXIT WHEN NOT v_stuck AND NOT v_other;
+        IF NOT v_other THEN
             RAISE EXCEPTION 'recalc: every change committed before the token is materialized but writes to an attached table that recalc cannot absorb until someone repairs its capture'
                 USING ERRCODE = 'RC002',
                       HINT = '`recalc attach --list` shows the object and why (absorb_error); run `recalc attach FILE` again, or grant recalc''s role what it lacks.';
@@ -191,6 +197,56 @@ BEGIN
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.wait_fresh(bigint, interval) FROM PUBLIC;
 
+-- attach_rows_sql as in version 10, but a row that fails closed keeps its
+-- owner when the owner column itself is valid (1 to 1024 bytes), and is
+-- marked invalid by the territory list {""} (no territory has an empty id;
+-- the engine gives the reason "values out of bounds"), with no parent or
+-- fields. Version 10 wrote every such row with owner '', which
+-- recalc.record's trigger took for an owner change: a row that failed
+-- closed for a moment (a contact linked to two accounts while the
+-- application moves it, a numeric out of float64's range) lost its manual
+-- shares for good. A view's rows sharing an id are read in owner order, so
+-- the owner written does not depend on the scan.
+CREATE OR REPLACE FUNCTION recalc.attach_rows_sql(a recalc.attachment, p_from text, p_where text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_fields text := '''{}''::jsonb';
+    v_part text;
+    i int;
+BEGIN
+    -- jsonb_build_object takes at most 100 arguments: 50 fields a call.
+    FOR i IN 0 .. cardinality(a.fields) - 1 BY 50 LOOP
+        SELECT string_agg(format('%L, to_jsonb(s.%I)', f, f), ', ') INTO v_part FROM unnest(a.fields[i + 1:i + 50]) f;
+        v_fields := v_fields || format(' || jsonb_build_object(%s)', v_part);
+    END LOOP;
+    RETURN format($f$
+        SELECT %7$s m.id, %1$L::text AS object,
+               CASE WHEN m.owner_ok THEN m.owner ELSE '' END AS owner,
+               CASE WHEN m.ok THEN m.parent END AS parent,
+               CASE WHEN m.ok THEN m.fields ELSE '{}'::jsonb END AS fields,
+               CASE WHEN m.ok THEN m.territories WHEN m.owner_ok THEN '{""}'::text[] ELSE '{}'::text[] END AS territories
+        FROM (SELECT o.*, o.owner_ok AND coalesce(coalesce(octet_length(o.parent), 0) <= 1024
+                  AND cardinality(o.territories) <= 1000 AND array_position(o.territories, NULL) IS NULL
+                  AND octet_length(o.fields::text) <= 1048576
+                  AND NOT jsonb_path_exists(o.fields, 'strict $.* ? (@.type() == "number" && (@ > 1.7976931348623157e308 || @ < -1.7976931348623157e308))')
+                  %8$s, false) AS ok
+              FROM (SELECT r.*, coalesce(octet_length(r.owner) BETWEEN 1 AND 1024, false) AS owner_ok
+                    FROM (SELECT %2$L || (s.%3$I)::text AS id, (s.%4$I)::text AS owner, %5$s AS parent, %6$s AS fields,
+                                 %9$s AS territories
+                          FROM %10$s s WHERE %11$s) r) o) m
+        WHERE octet_length(m.id) <= 1024 %12$s$f$,
+        a.object, a.object || ':', a.id_col, a.owner_col,
+        CASE WHEN a.parent_col IS NULL THEN 'NULL::text' ELSE format('%L || (s.%I)::text', a.parent_object || ':', a.parent_col) END,
+        v_fields,
+        CASE WHEN a.is_view THEN 'DISTINCT ON (m.id)' ELSE '' END,
+        CASE WHEN a.is_view THEN 'AND count(*) OVER (PARTITION BY o.id) = 1' ELSE '' END,
+        CASE WHEN a.territories_col IS NULL THEN '''{}''::text[]' ELSE format('coalesce(s.%I, ''{}'')', a.territories_col) END,
+        p_from, p_where,
+        CASE WHEN a.is_view THEN 'ORDER BY m.id, m.owner COLLATE "C"' ELSE '' END);
+END $$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_rows_sql(recalc.attachment, text, text) FROM PUBLIC;
+
 -- Re-read every attached source once, so that records mirrored in another
--- time zone before this version are written in UTC.
+-- time zone, or failed closed with owner '', before this version are
+-- written as this version writes them.
 INSERT INTO recalc.change (kind, object, keys) SELECT 'attached_all', t.object, '{}' FROM recalc.attachment t ORDER BY t.object;

@@ -3,6 +3,7 @@ package attach_test
 import (
 	"context"
 	"fmt"
+	"github.com/recalc-dev/recalc/internal/testkit"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -234,8 +235,11 @@ func TestRowsFailClosed(t *testing.T) {
 	if err := b.admin.QueryRow(context.Background(), `SELECT array_agg(record || ': ' || reason ORDER BY record) FROM recalc.invalid_record`).Scan(&invalid); err != nil {
 		t.Fatal(err)
 	}
-	if len(invalid) != 2 || !strings.HasPrefix(invalid[0], "account:50: unknown owner") || !strings.HasPrefix(invalid[1], "account:51: unknown owner") {
-		t.Fatalf("invalid records: %v, want account:50 and account:51 with unknown owners", invalid)
+	if len(invalid) != 2 || !strings.HasPrefix(invalid[0], "account:50: values out of bounds") || !strings.HasPrefix(invalid[1], "account:51: unknown owner") {
+		t.Fatalf("invalid records: %v, want account:50 out of bounds and account:51 with an unknown owner", invalid)
+	}
+	if _, owner := b.recordOf(t, "account:50"); owner != "bob" {
+		t.Fatalf("account:50 failed closed with owner %q, want its owner bob kept", owner)
 	}
 	for _, u := range crmUsers {
 		var level string
@@ -267,4 +271,35 @@ func TestCaptureUnderRepeatableRead(t *testing.T) {
 	}
 	b.run(t)
 	b.checkMirror(t, "after a repeatable read write")
+}
+
+// TestFailClosedKeepsManualShares: a row that fails closed for a moment for
+// a reason other than its owner (a number out of float64's range) keeps its
+// owner, so its manual shares are not wiped as by an owner change: they give
+// no access while the record is invalid, and again once the row is valid.
+func TestFailClosedKeepsManualShares(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	ctx := context.Background()
+	if _, err := testkit.ImportString(ctx, b.engine, `{"shares": [{"object": "account", "record": "account:1", "grantee": "user:frank", "access": "edit", "cause": "manual"}]}`); err != nil {
+		t.Fatal(err)
+	}
+	level := func(after string, want string) {
+		t.Helper()
+		b.run(t)
+		var got string
+		if err := b.engine.QueryRow(ctx, `SELECT recalc.access_level('frank', 'account:1')`).Scan(&got); err != nil || got != want {
+			t.Fatalf("%s: frank's access to account:1 is %s (%v), want %s", after, got, err, want)
+		}
+	}
+	level("with the manual share", "edit")
+	b.exec(t, b.app, `UPDATE crm.account SET amount = 1e400 WHERE id = 1`)
+	level("while the row fails closed", "none")
+	if _, owner := b.recordOf(t, "account:1"); owner != "bob" {
+		t.Fatalf("account:1 failed closed with owner %q, want bob kept", owner)
+	}
+	b.exec(t, b.app, `UPDATE crm.account SET amount = 5 WHERE id = 1`)
+	level("once the row is valid again", "edit") // read (the tech rule) if the share were gone
 }

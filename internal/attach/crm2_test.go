@@ -962,9 +962,12 @@ func (b *bundle) crm2Expected(t *testing.T, w crm2Want) (recs []crm2Record, vali
 	valid = map[string]bool{}
 	for i := range recs {
 		r := &recs[i]
-		if !crm2Mirrorable(r) { // docs/attach.md, "Rows that fail closed"
+		if !crm2Mirrorable(r) { // docs/attach.md, "Rows that fail closed": the owner kept when it is valid
 			empty := ""
-			r.Owner, r.Parent, r.Fields, r.Territories = &empty, nil, json.RawMessage(`{}`), []*string{}
+			r.Parent, r.Fields, r.Territories = nil, json.RawMessage(`{}`), []*string{&empty}
+			if r.Owner == nil || len(*r.Owner) < 1 || len(*r.Owner) > 1024 {
+				r.Owner, r.Territories = &empty, []*string{}
+			}
 			continue
 		}
 		ok := owners[*r.Owner]

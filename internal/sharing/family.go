@@ -178,6 +178,10 @@ const (
 	InvalidTerritory = "unknown territory, or territories on an object other than account"
 	InvalidParent    = "parent missing, of the wrong object, invalid, or in a cycle"
 	InvalidFields    = "fields are not a JSON object of scalars within the limits"
+	// InvalidValues: a row of an attached table whose values recalc.record
+	// cannot hold, mirrored closed with the territory list {""}
+	// (recalc.attach_rows_sql, migration 020).
+	InvalidValues = "values out of bounds (a row of an attached table, mirrored closed)"
 )
 
 // invalid says why a record's references do not resolve ("" when they do):
@@ -196,6 +200,8 @@ func (o *Org) invalid(r *Record, byRID map[int64]*Record, memo map[int64]string)
 		why = InvalidObject
 	case o.ix.Users[r.Owner] == nil && (o.ix.Groups[r.Owner] == nil || !o.ix.Groups[r.Owner].Queue):
 		why = InvalidOwner
+	case len(r.Territories) == 1 && r.Territories[0] == "":
+		why = InvalidValues
 	case len(r.Territories) > 0 && r.Object != model.Account:
 		why = InvalidTerritory
 	case r.Unreadable:
