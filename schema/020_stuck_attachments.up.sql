@@ -25,6 +25,14 @@
 -- the transaction that absorbed them. And an object's absorbs are
 -- serialized by a lock on its recalc.attachment row, which no other role may
 -- take, instead of an advisory lock, which any role could.
+--
+-- It also closes holes that attack tests found (internal/attach/
+-- attack2_test.go, SECURITY.md): index and statistics expressions calling
+-- the table owner's code (attach_foreign_code), a backfill that read the
+-- table by name, writes that bypass the capture (attach_fingerprint), and an
+-- UPDATE compared as text under the writer's settings (attach_capture_body);
+-- and it mirrors timestamps in UTC, keeps the owner of a row that fails
+-- closed (attach_rows_sql), and re-reads every attached source once.
 -- Every statement is safe to run again on an upgraded database.
 
 -- The attached objects whose last absorb left their writes logged.
@@ -35,6 +43,85 @@ CREATE TABLE IF NOT EXISTS recalc.attach_stuck (
     checked_at timestamptz NOT NULL DEFAULT now()  -- last tried
 );
 REVOKE ALL ON recalc.attach_stuck FROM PUBLIC;
+
+-- Writes that fire no capture trigger. The owner of a captured table can
+-- write it without firing the capture and leave its catalog as attached:
+-- disable the triggers, write, enable them, in one transaction; write
+-- through a temporary inheritance or partitioned parent it attaches the
+-- table to and detaches it from; or rewrite a column (ALTER TYPE ... USING,
+-- a numeric's scale, dropping a column and adding it again). Each of those
+-- leaves a trace in the catalog: a new xmin on the table's pg_class row, on
+-- a capture trigger's pg_trigger row or on a read column's pg_attribute row,
+-- a new relfilenode, a new attnum or typmod. attach_fingerprint sums them
+-- up per captured table; attach_install stores it; attach_absorb, and the
+-- engine's idle check and fast path (internal/changes), compare it, and on a
+-- difference the object's whole source is read again, as after a TRUNCATE.
+-- Benign DDL (a GRANT, an added column) costs one such re-read.
+ALTER TABLE recalc.attach_capture ADD COLUMN IF NOT EXISTS fingerprint text;
+
+CREATE OR REPLACE FUNCTION recalc.attach_fingerprint(c recalc.attach_capture) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT concat_ws('|', k.relfilenode, k.xmin,
+        (SELECT string_agg(t.oid || ':' || t.xmin, ',' ORDER BY t.oid) FROM pg_trigger t
+         WHERE t.tgrelid = c.relid AND t.tgfoid = to_regprocedure(format('recalc.%I()', c.func))),
+        (SELECT string_agg(a.attname || ':' || a.attnum || ':' || a.atttypmod || ':' || a.xmin, ',' ORDER BY a.attname) FROM pg_attribute a
+         WHERE a.attrelid = c.relid AND a.attname = ANY (c.cols) AND NOT a.attisdropped))
+    FROM pg_class k WHERE k.oid = c.relid
+$$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_fingerprint(recalc.attach_capture) FROM PUBLIC;
+
+-- attach_fingerprints_changed: whether some captured table's fingerprint
+-- differs from the one stored (read only).
+CREATE OR REPLACE FUNCTION recalc.attach_fingerprints_changed() RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT FROM recalc.attach_capture c WHERE recalc.attach_fingerprint(c) IS DISTINCT FROM c.fingerprint)
+$$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_fingerprints_changed() FROM PUBLIC;
+
+-- attach_foreign_code names the first index or extended statistics object
+-- of a table captured for the object that depends on a function, operator,
+-- operator class or type outside pg_catalog (NULL when none). PostgreSQL's
+-- planner evaluates constant calls in index expressions and predicates, and
+-- in statistics expressions, of every table a query reads, as the role that
+-- plans the query: with such an index, the table's owner could have recalc
+-- run its code with recalc's rights whenever recalc re-reads the table.
+CREATE OR REPLACE FUNCTION recalc.attach_foreign_code(p_object text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH objs AS (
+        SELECT 'pg_class'::regclass AS classid, i.indexrelid AS objid, c.relid
+        FROM recalc.attach_capture c JOIN pg_index i ON i.indrelid = c.relid WHERE c.object = p_object
+        UNION ALL
+        SELECT 'pg_statistic_ext'::regclass, s.oid, c.relid
+        FROM recalc.attach_capture c JOIN pg_statistic_ext s ON s.stxrelid = c.relid WHERE c.object = p_object)
+    SELECT format('%s on %s depends on %s', pg_describe_object(d.classid, d.objid, 0), x.relid::regclass,
+                  pg_describe_object(d.refclassid, d.refobjid, 0))
+    FROM objs x JOIN pg_depend d ON d.classid = x.classid AND d.objid = x.objid
+    WHERE coalesce(CASE d.refclassid
+              WHEN 'pg_proc'::regclass THEN (SELECT p.pronamespace FROM pg_proc p WHERE p.oid = d.refobjid)
+              WHEN 'pg_operator'::regclass THEN (SELECT o.oprnamespace FROM pg_operator o WHERE o.oid = d.refobjid)
+              WHEN 'pg_opclass'::regclass THEN (SELECT o.opcnamespace FROM pg_opclass o WHERE o.oid = d.refobjid)
+              WHEN 'pg_type'::regclass THEN (SELECT t.typnamespace FROM pg_type t WHERE t.oid = d.refobjid)
+          END, 'pg_catalog'::regnamespace) <> 'pg_catalog'::regnamespace
+    ORDER BY 1 LIMIT 1
+$$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_foreign_code(text) FROM PUBLIC;
+
+-- attach_intact as in version 19, and no index or statistics object of a
+-- captured table calls code that is not PostgreSQL's own.
+CREATE OR REPLACE FUNCTION recalc.attach_intact(p_object text) RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN recalc.attach_complete(p_object) AND EXISTS (
+        SELECT 1 FROM recalc.attachment a JOIN pg_class k ON k.oid = a.relid
+        WHERE a.object = p_object AND k.relkind = CASE WHEN a.is_view THEN 'v' ELSE 'r' END
+          AND (NOT a.is_view OR k.relowner = (SELECT nspowner FROM pg_namespace WHERE nspname = 'recalc'))
+    ) AND NOT EXISTS (
+        SELECT 1 FROM recalc.attach_capture c, unnest(c.cols, c.types, c.colls) x(n, t, l)
+        WHERE c.object = p_object AND NOT EXISTS (
+            SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.relid AND a.attname = x.n
+              AND a.atttypid = x.t AND a.attcollation = x.l AND NOT a.attisdropped)
+    ) AND recalc.attach_foreign_code(p_object) IS NULL;
+END $$;
 
 -- attach_absorb as in version 19, but for what the top of this file says:
 -- with p_retry, it leaves alone the objects last tried less than p_retry ago
@@ -59,6 +146,12 @@ BEGIN
         RAISE EXCEPTION 'recalc.attach_absorb needs READ COMMITTED: each of its statements must see what committed before it';
     END IF;
     PERFORM set_config('recalc.notify', 'off', true);
+    -- A captured table written without its capture (see attach_fingerprint)
+    -- is read again whole. Under the model lock, as every absorb.
+    WITH changed AS (
+        UPDATE recalc.attach_capture c SET fingerprint = recalc.attach_fingerprint(c)
+        WHERE recalc.attach_fingerprint(c) IS DISTINCT FROM c.fingerprint RETURNING c.object)
+    INSERT INTO recalc.change (kind, object, keys) SELECT DISTINCT 'attached_all', x.object, '{}'::text[] FROM changed x;
     FOR v_object IN SELECT DISTINCT c.object FROM recalc.change c
                     WHERE c.kind IN ('attached', 'attached_all')
                       AND NOT EXISTS (SELECT 1 FROM recalc.attach_stuck s WHERE s.object = c.object AND s.checked_at > now() - p_retry)
@@ -128,10 +221,24 @@ DECLARE
     a recalc.attachment;
     v_rows bigint;
     v_xid xid8;
+    v_code text;
 BEGIN
     SELECT * INTO STRICT a FROM recalc.attachment WHERE object = p_object;
-    PERFORM recalc.attach_install_capture(p_object);
+    PERFORM recalc.attach_install_capture(p_object); -- locks each captured table SHARE ROW EXCLUSIVE: no index or DDL until commit
     PERFORM recalc.attach_check(p_object);
+    v_code := recalc.attach_foreign_code(p_object);
+    IF v_code IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot attach object %: % , which is not PostgreSQL''s own; PostgreSQL''s planner may run it with recalc''s rights when recalc reads the table', p_object, v_code
+            USING HINT = 'drop that index or statistics object, or build it with pg_catalog functions and operators only, then attach again';
+    END IF;
+    -- Read what was checked, by oid: the name may be another relation's by now.
+    EXECUTE format('LOCK TABLE ONLY %s IN ACCESS SHARE MODE', a.relid::regclass);
+    IF NOT recalc.attach_intact(p_object) THEN
+        RAISE EXCEPTION 'the table or view attached for object % changed while it was being attached', p_object
+            USING HINT = 'run `recalc attach` again';
+    END IF;
+    a.source := a.relid::regclass::text; -- schema-qualified: search_path is pg_catalog only
+    UPDATE recalc.attach_capture c SET fingerprint = recalc.attach_fingerprint(c) WHERE c.object = p_object;
     PERFORM recalc.attach_writer_guard();
     WITH gone AS (DELETE FROM recalc.change c WHERE c.kind IN ('attached', 'attached_all') AND c.object = p_object RETURNING c.xid)
     SELECT min(xid) INTO v_xid FROM gone;
@@ -197,6 +304,45 @@ BEGIN
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.wait_fresh(bigint, interval) FROM PUBLIC;
 
+-- attach_capture_body as in version 19, but an UPDATE compares the old and
+-- new values of the columns it reads as values of their own types (text
+-- types in the C collation), not as text: their text forms follow the
+-- writing session's settings (extra_float_digits = -15 prints 999 and 1000
+-- alike, DateStyle and TimeZone make distinct timestamps print alike), so
+-- the application could hide an update from recalc.
+CREATE OR REPLACE FUNCTION recalc.attach_capture_body(c recalc.attach_capture) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_updated text;
+BEGIN
+    IF (SELECT a.is_view FROM recalc.attachment a WHERE a.object = c.object) THEN
+        v_updated := format('SELECT (s.%1$I)::text FROM new_rows s UNION ALL SELECT (s.%1$I)::text FROM old_rows s', c.key_col);
+    ELSE
+        v_updated := format('SELECT (coalesce(n.%1$I, o.%1$I))::text FROM new_rows n FULL JOIN old_rows o ON o.%1$I = n.%1$I
+            WHERE n.%1$I IS NULL OR o.%1$I IS NULL OR (%2$s) IS DISTINCT FROM (%3$s)', c.key_col,
+            (SELECT string_agg(format('n.%I%s', x, CASE WHEN l <> 0 THEN ' COLLATE "C"' ELSE '' END), ', ') FROM unnest(c.cols, c.colls) u(x, l)),
+            (SELECT string_agg(format('o.%I%s', x, CASE WHEN l <> 0 THEN ' COLLATE "C"' ELSE '' END), ', ') FROM unnest(c.cols, c.colls) u(x, l)));
+    END IF;
+    RETURN format($f$
+BEGIN
+%1$s
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO recalc.change (kind, object, keys) SELECT 'attached', %2$L, array_agg((s.%3$I)::text) FROM new_rows s HAVING count(*) > 0;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO recalc.change (kind, object, keys) SELECT 'attached', %2$L, array_agg(k) FROM (%4$s) x(k) HAVING count(*) > 0;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO recalc.change (kind, object, keys) SELECT 'attached', %2$L, array_agg((s.%3$I)::text) FROM old_rows s HAVING count(*) > 0;
+    ELSE
+        INSERT INTO recalc.change (kind, object, keys) VALUES ('attached_all', %2$L, '{}');
+    END IF;
+    IF FOUND AND coalesce(current_setting('recalc.notify', true), '') <> 'off' THEN
+        PERFORM pg_notify('recalc_changes', TG_OP);
+    END IF;
+    RETURN NULL;
+END$f$, recalc.attach_guard_sql(c), c.object, c.key_col, v_updated);
+END $$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_capture_body(recalc.attach_capture) FROM PUBLIC;
+
 -- attach_rows_sql as in version 10, but a row that fails closed keeps its
 -- owner when the owner column itself is valid (1 to 1024 bytes), and is
 -- marked invalid by the territory list {""} (no territory has an empty id;
@@ -246,7 +392,9 @@ BEGIN
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_rows_sql(recalc.attachment, text, text) FROM PUBLIC;
 
--- Re-read every attached source once, so that records mirrored in another
+-- Rebuild the captures of the objects attached now (their UPDATE comparison
+-- above), and re-read every attached source once, so that records mirrored in another
 -- time zone, or failed closed with owner '', before this version are
 -- written as this version writes them.
+SELECT recalc.attach_install_capture(t.object) FROM recalc.attachment t ORDER BY t.object;
 INSERT INTO recalc.change (kind, object, keys) SELECT 'attached_all', t.object, '{}' FROM recalc.attachment t ORDER BY t.object;

@@ -391,3 +391,71 @@ func drain(conn *pgxpool.Conn) bool {
 		heard = true
 	}
 }
+
+// TestLockedObjectIsWaitedThrough: an attached table locked by the
+// application past the absorb's lock_timeout is a passing cause. The run
+// leaves its writes (55P03) and goes on; wait_fresh waits for them
+// (RC001 at its timeout, not RC002); once the lock is gone a job absorbs
+// them; and detaching an object forgets that it was stuck.
+func TestLockedObjectIsWaitedThrough(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	ctx := context.Background()
+	b.exec(t, b.app, `UPDATE crm.account SET owner_id = 'erin' WHERE id = 1`)
+	lock, _ := hold(t, b.app, `LOCK TABLE crm.account IN ACCESS EXCLUSIVE MODE`)
+	b.run(t) // waits lock_timeout (2 s) for the account table, then leaves it
+	var code string
+	if err := b.admin.QueryRow(ctx, `SELECT error_code FROM recalc.attach_stuck WHERE object = 'account'`).Scan(&code); err != nil || code != "55P03" {
+		t.Fatalf("attach_stuck for a locked table: %q (%v), want 55P03", code, err)
+	}
+	if _, err := b.engine.Exec(ctx, `SELECT recalc.wait_fresh(interval '200 ms')`); !changes.IsNotFresh(err) {
+		t.Fatalf("wait_fresh behind a locked table's writes: %v, want RC001 (a lock passes)", err)
+	}
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.run(t)
+	if _, owner := b.recordOf(t, "account:1"); owner != "erin" || b.waiting(t, "account") {
+		t.Fatalf("after the lock: account:1 owned by %q", owner)
+	}
+	b.exec(t, b.admin, `INSERT INTO recalc.attach_stuck (object, error_code) VALUES ('case', '42501')`)
+	if _, err := b.recalc("detach", "case"); err != nil {
+		t.Fatal(err)
+	}
+	var left int
+	if err := b.admin.QueryRow(ctx, `SELECT count(*) FROM recalc.attach_stuck`).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("attach_stuck after detaching case and absorbing account: %d rows (%v), want none", left, err)
+	}
+}
+
+// TestWatchSeesWritesThatBypassedCapture: the application disables the
+// capture triggers, writes and enables them again in one transaction, so
+// no change row is logged and the catalog looks as attached. The next
+// `recalc watch` step is not idle: the table's catalog fingerprint changed,
+// so it reads the whole source again (through a job) and mirrors the write.
+func TestWatchSeesWritesThatBypassedCapture(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	live := engine.NewLive(engine.Options{}, 1000)
+	if rep, err := live.Step(context.Background(), b.engine, zerolog.Nop()); err != nil || rep.Run != nil {
+		t.Fatalf("first step: %+v (%v), want nothing to do", rep, err)
+	}
+	b.exec(t, b.app, `BEGIN; ALTER TABLE crm.account DISABLE TRIGGER USER;
+		UPDATE crm.account SET owner_id = 'erin' WHERE id = 1;
+		ALTER TABLE crm.account ENABLE TRIGGER USER; COMMIT`)
+	if b.waiting(t, "account") {
+		t.Fatal("the write logged a change row: the triggers were not bypassed")
+	}
+	rep, err := live.Step(context.Background(), b.engine, zerolog.Nop())
+	if err != nil || rep.Run == nil {
+		t.Fatalf("step after the bypass: %+v (%v), want a job that reads the table again", rep, err)
+	}
+	if _, owner := b.recordOf(t, "account:1"); owner != "erin" {
+		t.Fatalf("account:1 owned by %q after the step, want erin", owner)
+	}
+	b.checkOracle(t, "after the step")
+}

@@ -196,7 +196,9 @@ type Absorbed struct {
 // kind 'record', which tx then reads as any other. With maxKeys > 0 it
 // counts first: it does nothing, and returns ok false, when more than
 // maxKeys ids (or a whole table, after a TRUNCATE) wait, and returns at
-// once when none do; and it leaves alone the objects it could not absorb
+// once when none do; a captured table written without its capture (its
+// catalog fingerprint changed, migration 020) counts as a TRUNCATE; and it
+// leaves alone the objects it could not absorb
 // less than StuckRetry ago (recalc.attach_stuck), which jobs (maxKeys 0)
 // always try. tx must be READ COMMITTED.
 func Absorb(ctx context.Context, tx pgx.Tx, maxKeys int) (done []Absorbed, ok bool, err error) {
@@ -205,7 +207,8 @@ func Absorb(ctx context.Context, tx pgx.Tx, maxKeys int) (done []Absorbed, ok bo
 		retry = new(StuckRetry)
 		var keys int64
 		var all bool
-		if err := tx.QueryRow(ctx, `SELECT coalesce(sum(cardinality(keys)), 0), coalesce(bool_or(kind = 'attached_all'), false)
+		if err := tx.QueryRow(ctx, `SELECT coalesce(sum(cardinality(keys)), 0),
+			       coalesce(bool_or(kind = 'attached_all'), false) OR recalc.attach_fingerprints_changed()
 			FROM recalc.change c WHERE kind IN ('attached', 'attached_all')
 			  AND NOT EXISTS (SELECT FROM recalc.attach_stuck s WHERE s.object = c.object AND s.checked_at > now() - $1::interval)`,
 			StuckRetry).Scan(&keys, &all); err != nil {
