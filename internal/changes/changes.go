@@ -198,9 +198,9 @@ type Absorbed struct {
 // maxKeys ids (or a whole table, after a TRUNCATE) wait, and returns at
 // once when none do; a captured table written without its capture (its
 // catalog fingerprint changed, migration 020) counts as a TRUNCATE; and it
-// leaves alone the objects it could not absorb
-// less than StuckRetry ago (recalc.attach_stuck), which jobs (maxKeys 0)
-// always try. tx must be READ COMMITTED.
+// leaves alone the objects it could not absorb less than StuckRetry ago
+// (recalc.attach_stuck), which jobs (maxKeys 0) always try. tx must be
+// READ COMMITTED.
 func Absorb(ctx context.Context, tx pgx.Tx, maxKeys int) (done []Absorbed, ok bool, err error) {
 	var retry *time.Duration
 	if maxKeys > 0 {

@@ -17,9 +17,9 @@ const NotFresh = "RC001"
 // IsNotFresh reports whether err is recalc.wait_fresh's timeout.
 func IsNotFresh(err error) bool { return pg.Code(err) == NotFresh }
 
-// CaptureStuck is the SQLSTATE recalc.wait_fresh raises at once when the
-// changes it waits for include writes of an attached object that cannot be
-// absorbed until its capture is repaired (migration 020).
+// CaptureStuck is the SQLSTATE recalc.wait_fresh raises as soon as all it
+// still waits for is writes of attached objects that cannot be absorbed
+// until someone repairs their capture or rights (migration 020).
 const CaptureStuck = "RC002"
 
 // IsCaptureStuck reports whether err is recalc.wait_fresh's CaptureStuck.
