@@ -29,7 +29,7 @@
 -- It also closes holes that attack tests found (internal/attach/
 -- attack2_test.go, SECURITY.md): index and statistics expressions calling
 -- the table owner's code (attach_foreign_code), a backfill that read the
--- table by name, writes that bypass the capture (attach_fingerprint), and an
+-- table by name, writes that bypass the capture (attach_fingerprints; the fifth capture trigger), and an
 -- UPDATE compared as text under the writer's settings (attach_capture_body);
 -- and it mirrors timestamps in UTC, keeps the owner of a row that fails
 -- closed (attach_rows_sql), and re-reads every attached source once.
@@ -46,41 +46,138 @@ REVOKE ALL ON recalc.attach_stuck FROM PUBLIC;
 
 -- Writes that fire no capture trigger. The owner of a captured table can
 -- write it without firing the capture and leave its catalog as attached:
--- disable the triggers, write, enable them, in one transaction; write
--- through a temporary inheritance or partitioned parent it attaches the
--- table to and detaches it from; or rewrite a column (ALTER TYPE ... USING,
--- a numeric's scale, dropping a column and adding it again). Each of those
--- leaves a trace in the catalog: a new xmin on the table's pg_class row, on
+-- disable the triggers, write, enable them, in one transaction; or rewrite
+-- a column (ALTER TYPE ... USING, a numeric's scale, dropping a column and
+-- adding it again). (Writing through a temporary inheritance or partitioned
+-- parent, which leaves no trace, is refused by the fifth capture trigger,
+-- below.) Each of those leaves a trace in the catalog: a new xmin on the table's pg_class row, on
 -- a capture trigger's pg_trigger row or on a read column's pg_attribute row,
--- a new relfilenode, a new attnum or typmod. attach_fingerprint sums them
+-- a new relfilenode, a new attnum or typmod. attach_fingerprints sums them
 -- up per captured table; attach_install stores it; attach_absorb, and the
 -- engine's idle check and fast path (internal/changes), compare it, and on a
 -- difference the object's whole source is read again, as after a TRUNCATE.
 -- Benign DDL (a GRANT, an added column) costs one such re-read.
 ALTER TABLE recalc.attach_capture ADD COLUMN IF NOT EXISTS fingerprint text;
 
-CREATE OR REPLACE FUNCTION recalc.attach_fingerprint(c recalc.attach_capture) RETURNS text
+-- attach_fingerprints: every captured table's fingerprint, in one query
+-- (a function called per row costs its SET clause and a plan each time).
+CREATE OR REPLACE FUNCTION recalc.attach_fingerprints() RETURNS TABLE (object text, relid oid, fingerprint text)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT concat_ws('|', k.relfilenode, k.xmin,
-        (SELECT string_agg(t.oid || ':' || t.xmin, ',' ORDER BY t.oid) FROM pg_trigger t
-         WHERE t.tgrelid = c.relid AND t.tgfoid = to_regprocedure(format('recalc.%I()', c.func))),
-        (SELECT string_agg(a.attname || ':' || a.attnum || ':' || a.atttypmod || ':' || a.xmin, ',' ORDER BY a.attname) FROM pg_attribute a
-         WHERE a.attrelid = c.relid AND a.attname = ANY (c.cols) AND NOT a.attisdropped))
-    FROM pg_class k WHERE k.oid = c.relid
+    SELECT c.object, c.relid, concat_ws('|', coalesce(k.relfilenode::text, 'gone'), k.xmin, t.fp, a.fp)
+    FROM recalc.attach_capture c
+    LEFT JOIN pg_class k ON k.oid = c.relid
+    LEFT JOIN pg_proc p ON p.proname = c.func AND p.pronamespace = 'recalc'::regnamespace
+    LEFT JOIN LATERAL (SELECT string_agg(g.oid || ':' || g.xmin, ',' ORDER BY g.oid) AS fp FROM pg_trigger g
+                       WHERE g.tgrelid = c.relid AND g.tgfoid = p.oid) t ON true
+    LEFT JOIN LATERAL (SELECT string_agg(b.attname || ':' || b.attnum || ':' || b.atttypmod || ':' || b.xmin, ',' ORDER BY b.attname) AS fp
+                       FROM pg_attribute b WHERE b.attrelid = c.relid AND b.attname = ANY (c.cols) AND NOT b.attisdropped) a ON true
 $$;
-REVOKE EXECUTE ON FUNCTION recalc.attach_fingerprint(recalc.attach_capture) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION recalc.attach_fingerprints() FROM PUBLIC;
 
 -- attach_fingerprints_changed: whether some captured table's fingerprint
 -- differs from the one stored (read only).
 CREATE OR REPLACE FUNCTION recalc.attach_fingerprints_changed() RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT EXISTS (SELECT FROM recalc.attach_capture c WHERE recalc.attach_fingerprint(c) IS DISTINCT FROM c.fingerprint)
+    SELECT EXISTS (SELECT FROM recalc.attach_fingerprints() f JOIN recalc.attach_capture c ON c.object = f.object AND c.relid = f.relid
+                   WHERE c.fingerprint IS DISTINCT FROM f.fingerprint)
 $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_fingerprints_changed() FROM PUBLIC;
 
+-- The capture gets a fifth trigger (attach_install_capture), and the checks
+-- that count a capture's triggers count five (attach_guard_sql,
+-- attach_complete): as in versions 19 and 14 otherwise.
+CREATE OR REPLACE FUNCTION recalc.attach_guard_sql(c recalc.attach_capture) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format($f$
+    IF TG_RELID IS DISTINCT FROM %1$s::oid OR TG_LEVEL <> 'STATEMENT' OR TG_WHEN <> 'AFTER'
+       OR NOT EXISTS (SELECT 1 FROM recalc.attach_capture WHERE object = %2$L AND relid = TG_RELID AND func = %3$L) THEN
+        RAISE EXCEPTION 'recalc.%% runs only as the capture trigger of %%', %3$L, %4$L;
+    END IF;
+    IF EXISTS (SELECT 1 FROM unnest(%5$L::text[], %6$L::oid[], %7$L::oid[]) c(n, t, l)
+               WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = TG_RELID AND a.attname = c.n
+                                 AND a.atttypid = c.t AND a.attcollation = c.l AND NOT a.attisdropped)) THEN
+        RAISE EXCEPTION 'columns of %% read by the capture of object %% changed since it was attached: run `recalc attach` again', %4$L, %2$L;
+    END IF;
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_class k WHERE k.oid = TG_RELID AND k.relkind = 'r' AND NOT k.relhassubclass AND NOT k.relispartition
+          AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = k.oid)
+          AND (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = k.oid AND t.tgenabled IN ('O', 'A') AND t.tgfoid = to_regprocedure(%8$L)) = 5
+          AND (%9$L::boolean OR EXISTS (
+                SELECT 1 FROM pg_index i JOIN pg_attribute t ON t.attrelid = i.indrelid AND t.attnum = i.indkey[0]
+                WHERE i.indrelid = k.oid AND i.indisunique AND i.indimmediate AND i.indisvalid AND i.indnkeyatts = 1
+                  AND i.indpred IS NULL AND i.indexprs IS NULL AND t.attname = %10$L))) THEN
+        RAISE EXCEPTION 'the capture of object %% is incomplete: a capture trigger is missing or disabled, %% is no longer a plain table without parent or children, or its id column lost its unique index', %2$L, %4$L
+            USING HINT = 'run `recalc attach` again (`recalc attach --list` shows which object)';
+    END IF;$f$, c.relid, c.object, c.func, c.source, c.cols, c.types, c.colls, format('recalc.%I()', c.func),
+        (SELECT a.is_view FROM recalc.attachment a WHERE a.object = c.object), c.key_col)
+$$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_guard_sql(recalc.attach_capture) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION recalc.attach_install_capture(p_object text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c recalc.attach_capture;
+    v_op text;
+    v_ref text;
+BEGIN
+    FOR c IN SELECT * FROM recalc.attach_capture WHERE object = p_object ORDER BY relid LOOP
+        EXECUTE format('DROP FUNCTION IF EXISTS recalc.%I() CASCADE', c.func);
+        EXECUTE format('CREATE FUNCTION recalc.%I() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER '
+                       'SET search_path = pg_catalog, pg_temp SET row_security = off AS %L', c.func,
+                       recalc.attach_capture_body(c));
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION recalc.%I() FROM PUBLIC', c.func);
+        FOREACH v_op IN ARRAY ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'] LOOP
+            v_ref := CASE v_op WHEN 'INSERT' THEN 'REFERENCING NEW TABLE AS new_rows'
+                               WHEN 'UPDATE' THEN 'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows'
+                               WHEN 'DELETE' THEN 'REFERENCING OLD TABLE AS old_rows' ELSE '' END;
+            EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT EXECUTE FUNCTION recalc.%I()',
+                           c.func || '_' || lower(v_op), v_op, c.relid::regclass, v_ref, c.func);
+        END LOOP;
+        -- The fifth: a row trigger with a transition table that never fires.
+        -- PostgreSQL refuses to make a table with one an inheritance child or a
+        -- partition, so its owner cannot write it through a parent, which
+        -- fires no statement trigger of the table (nor leaves a trace).
+        EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows FOR EACH ROW WHEN (false) EXECUTE FUNCTION recalc.%I()',
+                       c.func || '_pin', c.relid::regclass, c.func);
+    END LOOP;
+END $$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_install_capture(text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION recalc.attach_complete(p_object text) RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN (
+        SELECT (SELECT count(*) FROM recalc.attach_capture c
+                JOIN pg_proc p ON p.proname = c.func AND p.pronamespace = 'recalc'::regnamespace
+                JOIN pg_trigger t ON t.tgfoid = p.oid AND t.tgrelid = c.relid AND t.tgenabled IN ('O', 'A')
+                WHERE c.object = p_object)
+             = 5 * (SELECT count(*) FROM recalc.attach_capture c WHERE c.object = p_object)
+           AND NOT EXISTS (
+                SELECT 1 FROM (SELECT c.relid FROM recalc.attach_capture c WHERE c.object = p_object
+                               UNION
+                               SELECT d.refobjid FROM recalc.attachment a
+                               JOIN pg_rewrite r ON r.ev_class = a.relid
+                               JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                                    AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> a.relid
+                               WHERE a.object = p_object AND a.is_view) x
+                LEFT JOIN pg_class k ON k.oid = x.relid
+                WHERE k.oid IS NULL OR k.relkind <> 'r' OR k.relhassubclass OR k.relispartition
+                   OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = k.oid)
+                   OR NOT EXISTS (SELECT 1 FROM recalc.attach_capture c WHERE c.object = p_object AND c.relid = x.relid))
+           AND NOT EXISTS (
+                SELECT 1 FROM recalc.attachment a WHERE a.object = p_object AND NOT a.is_view AND NOT EXISTS (
+                    SELECT 1 FROM pg_index i JOIN pg_attribute t ON t.attrelid = i.indrelid AND t.attnum = i.indkey[0]
+                    WHERE i.indrelid = a.relid AND i.indisunique AND i.indimmediate AND i.indisvalid AND i.indnkeyatts = 1
+                      AND i.indpred IS NULL AND i.indexprs IS NULL AND t.attname = a.id_col))
+    );
+END $$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_complete(text) FROM PUBLIC;
+
 -- attach_foreign_code names the first index or extended statistics object
 -- of a table captured for the object that depends on a function, operator,
--- operator class or type outside pg_catalog (NULL when none). PostgreSQL's
+-- operator class or type that no superuser owns (NULL when none): PostgreSQL's
+-- own and extensions' (pg_trgm, citext, ...) are owned by a superuser, a
+-- table owner's own are not. PostgreSQL's
 -- planner evaluates constant calls in index expressions and predicates, and
 -- in statistics expressions, of every table a query reads, as the role that
 -- plans the query: with such an index, the table's owner could have recalc
@@ -96,12 +193,12 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT format('%s on %s depends on %s', pg_describe_object(d.classid, d.objid, 0), x.relid::regclass,
                   pg_describe_object(d.refclassid, d.refobjid, 0))
     FROM objs x JOIN pg_depend d ON d.classid = x.classid AND d.objid = x.objid
-    WHERE coalesce(CASE d.refclassid
-              WHEN 'pg_proc'::regclass THEN (SELECT p.pronamespace FROM pg_proc p WHERE p.oid = d.refobjid)
-              WHEN 'pg_operator'::regclass THEN (SELECT o.oprnamespace FROM pg_operator o WHERE o.oid = d.refobjid)
-              WHEN 'pg_opclass'::regclass THEN (SELECT o.opcnamespace FROM pg_opclass o WHERE o.oid = d.refobjid)
-              WHEN 'pg_type'::regclass THEN (SELECT t.typnamespace FROM pg_type t WHERE t.oid = d.refobjid)
-          END, 'pg_catalog'::regnamespace) <> 'pg_catalog'::regnamespace
+    WHERE NOT coalesce((SELECT r.rolsuper FROM pg_roles r WHERE r.oid = CASE d.refclassid
+              WHEN 'pg_proc'::regclass THEN (SELECT p.proowner FROM pg_proc p WHERE p.oid = d.refobjid)
+              WHEN 'pg_operator'::regclass THEN (SELECT o.oprowner FROM pg_operator o WHERE o.oid = d.refobjid)
+              WHEN 'pg_opclass'::regclass THEN (SELECT o.opcowner FROM pg_opclass o WHERE o.oid = d.refobjid)
+              WHEN 'pg_type'::regclass THEN (SELECT t.typowner FROM pg_type t WHERE t.oid = d.refobjid)
+          END), d.refclassid NOT IN ('pg_proc'::regclass, 'pg_operator'::regclass, 'pg_opclass'::regclass, 'pg_type'::regclass))
     ORDER BY 1 LIMIT 1
 $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_foreign_code(text) FROM PUBLIC;
@@ -146,11 +243,11 @@ BEGIN
         RAISE EXCEPTION 'recalc.attach_absorb needs READ COMMITTED: each of its statements must see what committed before it';
     END IF;
     PERFORM set_config('recalc.notify', 'off', true);
-    -- A captured table written without its capture (see attach_fingerprint)
+    -- A captured table written without its capture (see attach_fingerprints)
     -- is read again whole. Under the model lock, as every absorb.
     WITH changed AS (
-        UPDATE recalc.attach_capture c SET fingerprint = recalc.attach_fingerprint(c)
-        WHERE recalc.attach_fingerprint(c) IS DISTINCT FROM c.fingerprint RETURNING c.object)
+        UPDATE recalc.attach_capture c SET fingerprint = f.fingerprint FROM recalc.attach_fingerprints() f
+        WHERE f.object = c.object AND f.relid = c.relid AND c.fingerprint IS DISTINCT FROM f.fingerprint RETURNING c.object)
     INSERT INTO recalc.change (kind, object, keys) SELECT DISTINCT 'attached_all', x.object, '{}'::text[] FROM changed x;
     FOR v_object IN SELECT DISTINCT c.object FROM recalc.change c
                     WHERE c.kind IN ('attached', 'attached_all')
@@ -238,7 +335,8 @@ BEGIN
             USING HINT = 'run `recalc attach` again';
     END IF;
     a.source := a.relid::regclass::text; -- schema-qualified: search_path is pg_catalog only
-    UPDATE recalc.attach_capture c SET fingerprint = recalc.attach_fingerprint(c) WHERE c.object = p_object;
+    UPDATE recalc.attach_capture c SET fingerprint = f.fingerprint FROM recalc.attach_fingerprints() f
+    WHERE f.object = c.object AND f.relid = c.relid AND c.object = p_object;
     PERFORM recalc.attach_writer_guard();
     WITH gone AS (DELETE FROM recalc.change c WHERE c.kind IN ('attached', 'attached_all') AND c.object = p_object RETURNING c.xid)
     SELECT min(xid) INTO v_xid FROM gone;
@@ -306,10 +404,19 @@ REVOKE EXECUTE ON FUNCTION recalc.wait_fresh(bigint, interval) FROM PUBLIC;
 
 -- attach_capture_body as in version 19, but an UPDATE compares the old and
 -- new values of the columns it reads as values of their own types (text
--- types in the C collation), not as text: their text forms follow the
+-- types in the C collation, bpchar as bytes: its = ignores trailing blanks,
+-- which to_jsonb keeps), not as text: their text forms follow the
 -- writing session's settings (extra_float_digits = -15 prints 999 and 1000
 -- alike, DateStyle and TimeZone make distinct timestamps print alike), so
 -- the application could hide an update from recalc.
+CREATE OR REPLACE FUNCTION recalc.attach_compared(p_alias text, p_col text, p_type oid, p_coll oid) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN p_type = 'bpchar'::regtype THEN format('pg_catalog.bpcharsend(%I.%I)', p_alias, p_col) -- = ignores trailing blanks
+                WHEN p_coll <> 0 THEN format('%I.%I COLLATE "C"', p_alias, p_col)
+                ELSE format('%I.%I', p_alias, p_col) END
+$$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_compared(text, text, oid, oid) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION recalc.attach_capture_body(c recalc.attach_capture) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -320,8 +427,8 @@ BEGIN
     ELSE
         v_updated := format('SELECT (coalesce(n.%1$I, o.%1$I))::text FROM new_rows n FULL JOIN old_rows o ON o.%1$I = n.%1$I
             WHERE n.%1$I IS NULL OR o.%1$I IS NULL OR (%2$s) IS DISTINCT FROM (%3$s)', c.key_col,
-            (SELECT string_agg(format('n.%I%s', x, CASE WHEN l <> 0 THEN ' COLLATE "C"' ELSE '' END), ', ') FROM unnest(c.cols, c.colls) u(x, l)),
-            (SELECT string_agg(format('o.%I%s', x, CASE WHEN l <> 0 THEN ' COLLATE "C"' ELSE '' END), ', ') FROM unnest(c.cols, c.colls) u(x, l)));
+            (SELECT string_agg(recalc.attach_compared('n', x, y, l), ', ') FROM unnest(c.cols, c.types, c.colls) u(x, y, l)),
+            (SELECT string_agg(recalc.attach_compared('o', x, y, l), ', ') FROM unnest(c.cols, c.types, c.colls) u(x, y, l)));
     END IF;
     RETURN format($f$
 BEGIN
@@ -379,7 +486,7 @@ BEGIN
               FROM (SELECT r.*, coalesce(octet_length(r.owner) BETWEEN 1 AND 1024, false) AS owner_ok
                     FROM (SELECT %2$L || (s.%3$I)::text AS id, (s.%4$I)::text AS owner, %5$s AS parent, %6$s AS fields,
                                  %9$s AS territories
-                          FROM %10$s s WHERE %11$s) r) o) m
+                          FROM %13$s%10$s s WHERE %11$s) r) o) m
         WHERE octet_length(m.id) <= 1024 %12$s$f$,
         a.object, a.object || ':', a.id_col, a.owner_col,
         CASE WHEN a.parent_col IS NULL THEN 'NULL::text' ELSE format('%L || (s.%I)::text', a.parent_object || ':', a.parent_col) END,
@@ -388,7 +495,8 @@ BEGIN
         CASE WHEN a.is_view THEN 'AND count(*) OVER (PARTITION BY o.id) = 1' ELSE '' END,
         CASE WHEN a.territories_col IS NULL THEN '''{}''::text[]' ELSE format('coalesce(s.%I, ''{}'')', a.territories_col) END,
         p_from, p_where,
-        CASE WHEN a.is_view THEN 'ORDER BY m.id, m.owner COLLATE "C"' ELSE '' END);
+        CASE WHEN a.is_view THEN 'ORDER BY m.id, m.owner COLLATE "C"' ELSE '' END,
+        CASE WHEN a.is_view THEN '' ELSE 'ONLY ' END); -- no child a table's owner adds for a moment is read
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_rows_sql(recalc.attachment, text, text) FROM PUBLIC;
 

@@ -52,7 +52,7 @@ func TestBaseTableTurnedIntoViewCannotRunAsEngine(t *testing.T) {
 		`{"table": "crm.contact_account", "id": "contact_id"}, {"table": "crm.tag", "id": "contact_id"}]`, 1)
 	b.mustAttach(t, spec)
 	var triggers []string
-	if err := b.admin.QueryRow(ctx, `SELECT array_agg(tgname::text) FROM pg_trigger WHERE tgrelid = 'crm.tag'::regclass AND NOT tgisinternal`).Scan(&triggers); err != nil || len(triggers) != 4 {
+	if err := b.admin.QueryRow(ctx, `SELECT array_agg(tgname::text) FROM pg_trigger WHERE tgrelid = 'crm.tag'::regclass AND NOT tgisinternal`).Scan(&triggers); err != nil || len(triggers) != 5 {
 		t.Fatalf("capture triggers of crm.tag: %v (%v)", triggers, err)
 	}
 	for _, tg := range triggers {
