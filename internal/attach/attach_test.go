@@ -3,7 +3,6 @@ package attach_test
 import (
 	"context"
 	"fmt"
-	"github.com/recalc-dev/recalc/internal/testkit"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/testkit"
 )
 
 // checkMirror fails unless recalc.record holds exactly the application's
@@ -62,16 +62,43 @@ func TestAttachCRM(t *testing.T) {
 		t.Fatalf("colliding ids: %d records (%v), want 2", n, err)
 	}
 
+	b.writeWhileRunning(t, 7, writeAccounts, writeContacts, relinkContacts, writeOpportunities, writeCases)
+	b.run(t)
+	b.checkMirror(t, "after concurrent writes and an incremental run")
+	b.checkOracle(t, "after concurrent writes and an incremental run")
+	b.full(t)
+	b.checkOracle(t, "after a full run")
+}
+
+// writer is one of the application's connections writing its tables.
+type writer func(context.Context, *pgxpool.Pool, *rand.Rand) error
+
+// writeWhileRunning runs writers at once as the application (writer i with
+// a generator seeded (i, seed)) while incremental runs follow one another,
+// fails the test on any error, and returns how many runs the writes saw.
+func (b *bundle) writeWhileRunning(t *testing.T, seed uint64, writers ...writer) int {
+	t.Helper()
 	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
 	runs := make(chan error, 1)
-	go func() { runs <- b.runUntil(ctx) }()
+	n := 0
+	go func() {
+		for ctx.Err() == nil {
+			if _, err := engine.Run(context.Background(), b.engine, engine.Options{ChunkSize: 5, Retries: 5}, zerolog.Nop()); err != nil {
+				runs <- err
+				return
+			}
+			n++
+		}
+		runs <- nil
+	}()
 	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for i, w := range []func(context.Context, *pgxpool.Pool, *rand.Rand) error{writeAccounts, writeContacts, relinkContacts, writeOpportunities, writeCases} {
+	errs := make(chan error, len(writers))
+	for i, w := range writers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := w(context.Background(), b.app, rand.New(rand.NewPCG(uint64(i), 7))); err != nil {
+			if err := w(context.Background(), b.app, rand.New(rand.NewPCG(uint64(i), seed))); err != nil {
 				errs <- fmt.Errorf("writer %d: %w", i, err)
 			}
 		}()
@@ -85,22 +112,7 @@ func TestAttachCRM(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	b.run(t)
-	b.checkMirror(t, "after concurrent writes and an incremental run")
-	b.checkOracle(t, "after concurrent writes and an incremental run")
-	b.full(t)
-	b.checkOracle(t, "after a full run")
-}
-
-// runUntil recalculates incrementally, again and again, until ctx ends,
-// with the command line's default retries.
-func (b *bundle) runUntil(ctx context.Context) error {
-	for ctx.Err() == nil {
-		if _, err := engine.Run(context.Background(), b.engine, engine.Options{ChunkSize: 5, Retries: 5}, zerolog.Nop()); err != nil {
-			return err
-		}
-	}
-	return nil
+	return n
 }
 
 // tx runs statements in one transaction of the application's role. It

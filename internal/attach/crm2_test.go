@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -363,40 +362,7 @@ func TestAttachCRM2(t *testing.T) {
 	b.run(t)
 	b.crm2Check(t, "after importing shares", crm2Want{config: crm2Config, keep: func(crm2Share) bool { return true }})
 
-	runCtx, stop := context.WithCancel(ctx)
-	runs := make(chan error, 1)
-	var nRuns int
-	go func() {
-		for runCtx.Err() == nil {
-			if _, err := engine.Run(ctx, b.engine, engine.Options{ChunkSize: 5, Retries: 5}, zerolog.Nop()); err != nil {
-				runs <- err
-				return
-			}
-			nRuns++
-		}
-		runs <- nil
-	}()
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for i, w := range []func(context.Context, *pgxpool.Pool, *mrand.Rand) error{
-		crm2Companies, crm2Deals, crm2Lines, crm2Tickets, crm2Contacts, crm2Projects} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := w(ctx, b.app, mrand.New(mrand.NewPCG(uint64(i), 11))); err != nil {
-				errs <- fmt.Errorf("writer %d: %w", i, err)
-			}
-		}()
-	}
-	wg.Wait()
-	stop()
-	if err := <-runs; err != nil {
-		t.Fatalf("recalculation during the writes: %v", err)
-	}
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	nRuns := b.writeWhileRunning(t, 11, crm2Companies, crm2Deals, crm2Lines, crm2Tickets, crm2Contacts, crm2Projects)
 	t.Logf("%d incremental runs during the writes", nRuns)
 
 	b.run(t)

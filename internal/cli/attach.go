@@ -22,9 +22,11 @@ func attachCommand(out, errOut io.Writer) *cli.Command {
 		ArgsUsage: "FILE (or - for standard input), or --list",
 		Description: "FILE lists the attached objects: for each, its table or view, id, owner and parent columns, the\n" +
 			"columns criteria rules read, and for a view the base tables to capture. recalc installs capture\n" +
-			"triggers, so that every INSERT, UPDATE, DELETE, COPY and TRUNCATE of the table shows in\n" +
-			"recalc.record in the same transaction, and backfills the existing rows. Applying the same file\n" +
-			"again changes nothing; a changed file updates; objects the file no longer names are detached.\n" +
+			"triggers, so that every INSERT, UPDATE, DELETE, COPY and TRUNCATE of the table is logged in the\n" +
+			"same transaction (the next `recalc run` or `recalc watch` step mirrors it into recalc.record),\n" +
+			"and backfills the existing rows. Applying the same file again changes nothing but has the\n" +
+			"engine retry objects whose writes it could not absorb; a changed file updates; objects the\n" +
+			"file no longer names are detached.\n" +
 			"All in one transaction: on any error nothing changes. Run it as the role that owns the schema.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "list", Usage: "show the attached objects instead"},
