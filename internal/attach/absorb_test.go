@@ -279,7 +279,8 @@ func TestAbsorbSkipsWhatItCannotRead(t *testing.T) {
 // only the stuck object's writes wait, and wait_fresh fails at once with
 // RC002; `attach --list` says why. Absorbing notifies no one (the writes it
 // mirrors are read by its own transaction). Once the engine may read the
-// table, a job absorbs its writes and forgets that it was stuck.
+// table and the spec is applied again, the very next step absorbs its
+// writes and forgets that it was stuck.
 func TestStuckObjectStaysOutOfTheWay(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
