@@ -159,7 +159,11 @@ func install(ctx context.Context, tx pgx.Tx, t *target, have map[string]stored) 
 		if st.complete && jsonEqual(st.fingerprint, t.fingerprint) {
 			c.Status = Unchanged
 			// Applying the spec again is how an operator says a cause is fixed
-			// (a grant, BYPASSRLS): the next absorb tries the object at once.
+			// (a grant, BYPASSRLS, the sandbox role): the next absorb tries the
+			// object at once.
+			if _, err := tx.Exec(ctx, `SELECT recalc.attach_ready($1)`, c.Object); err != nil {
+				return c, fmt.Errorf("prepare reads of %s: %w", c.Object, err)
+			}
 			if _, err := tx.Exec(ctx, `DELETE FROM recalc.attach_stuck WHERE object = $1`, c.Object); err != nil {
 				return c, fmt.Errorf("retry absorbing %s: %w", c.Object, err)
 			}
@@ -251,6 +255,11 @@ type Listed struct {
 
 // NotIntact is Listed.AbsorbError when the capture was not intact.
 const NotIntact = "capture not intact"
+
+// SandboxUnsafe is the SQLSTATE of a read refused because the sandbox role
+// or its reader function is missing or not as installed (migration 021,
+// SECURITY.md "The sandbox role"); `recalc attach` installs them again.
+const SandboxUnsafe = "RC003"
 
 // List reads the attached objects, by name.
 func List(ctx context.Context, pool *pgxpool.Pool) ([]Listed, error) {

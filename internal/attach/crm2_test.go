@@ -275,9 +275,11 @@ func setupCRM2(t *testing.T) *bundle {
 	b.engineRole, b.appRole = "attach_engine_"+hex.EncodeToString(tok[:]), "attach_app_"+hex.EncodeToString(tok[:])
 	eng, app := ident(b.engineRole), ident(b.appRole)
 	b.admin = openPool(t, b.url)
-	t.Cleanup(func() { dropRoles(b.url, b.engineRole, b.appRole) })
+	t.Cleanup(func() { dropRoles(b.url, sandboxRole(b.engineRole), b.engineRole, b.appRole) })
 	b.exec(t, b.admin,
 		`CREATE ROLE `+eng+` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT`,
+		`CREATE ROLE `+ident(sandboxRole(b.engineRole))+` NOLOGIN`,
+		`GRANT `+ident(sandboxRole(b.engineRole))+` TO `+eng,
 		`CREATE ROLE `+app+` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE`,
 		`GRANT CONNECT ON DATABASE `+ident(dbName(t, b.url))+` TO `+eng+`, `+app,
 		`CREATE SCHEMA recalc AUTHORIZATION `+eng,

@@ -127,9 +127,11 @@ func setup(t *testing.T) *bundle {
 	db := ident(strings.TrimPrefix(u.Path, "/"))
 	eng, app := ident(b.engineRole), ident(b.appRole)
 	b.admin = openPool(t, b.url)
-	t.Cleanup(func() { dropRoles(b.url, b.engineRole, b.appRole) })
+	t.Cleanup(func() { dropRoles(b.url, sandboxRole(b.engineRole), b.engineRole, b.appRole) })
 	b.exec(t, b.admin,
 		`CREATE ROLE `+eng+` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT`,
+		`CREATE ROLE `+ident(sandboxRole(b.engineRole))+` NOLOGIN`,
+		`GRANT `+ident(sandboxRole(b.engineRole))+` TO `+eng,
 		`CREATE ROLE `+app+` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE`,
 		`GRANT CONNECT ON DATABASE `+db+` TO `+eng+`, `+app,
 		`CREATE SCHEMA recalc AUTHORIZATION `+eng,
@@ -153,6 +155,11 @@ func setup(t *testing.T) *bundle {
 }
 
 func ident(s string) string { return pgx.Identifier{s}.Sanitize() }
+
+// sandboxRole names the role an engine role reads attached tables as
+// (recalc.attach_sandbox_role); an administrator creates it for an engine
+// that may not create roles, as SECURITY.md says.
+func sandboxRole(engine string) string { return engine + "_sandbox" }
 
 // exec runs statements on pool, failing the test on the first error.
 func (b *bundle) exec(t *testing.T, pool *pgxpool.Pool, stmts ...string) {

@@ -142,6 +142,8 @@ func listAttached(ctx context.Context, env *Env, format string) error {
 			state = "CAPTURE INCOMPLETE (a trigger dropped or disabled, or a table or column changed): run `recalc attach FILE` again"
 		case l.AbsorbError == attach.NotIntact:
 			state = "WRITES NOT ABSORBED (the capture was not intact at the last try): run `recalc attach FILE` again"
+		case l.AbsorbError == attach.SandboxUnsafe:
+			state = "WRITES NOT ABSORBED (SQLSTATE " + l.AbsorbError + ": the sandbox role recalc reads as is missing or changed): see SECURITY.md, \"The sandbox role\", then run `recalc attach FILE` again"
 		case l.AbsorbError != "":
 			state = "WRITES NOT ABSORBED (SQLSTATE " + l.AbsorbError + "): grant recalc's role what it lacks, then run `recalc attach FILE` again (docs/attach.md)"
 		}

@@ -26,6 +26,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/schema"
 )
@@ -271,7 +272,11 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 		case errors.As(err, new(*schema.NeedsInitError)):
 			return cli.Exit(fmt.Sprintf("recalc: %s: %v", db, err), ExitFailed)
 		}
-		return cli.Exit("recalc: "+err.Error(), ExitFailed)
+		msg := "recalc: " + err.Error()
+		if h := pg.Hint(err); h != "" && !strings.Contains(msg, h) {
+			msg += "\nhint: " + h // PostgreSQL's: what to do next
+		}
+		return cli.Exit(msg, ExitFailed)
 	}
 }
 

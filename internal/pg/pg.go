@@ -47,6 +47,15 @@ func Code(err error) string {
 	return ""
 }
 
+// Hint returns err's PostgreSQL hint (what to do next), or "".
+func Hint(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Hint
+	}
+	return ""
+}
+
 // IsRetryable reports whether err is a lock timeout, a deadlock or a
 // serialization failure: worth trying again after a backoff.
 func IsRetryable(err error) bool {
