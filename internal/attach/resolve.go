@@ -157,6 +157,9 @@ func (t *target) resolveView(ctx context.Context, tx pgx.Tx, rel *relation) erro
 	if !rel.ownedByMe {
 		return fmt.Errorf("view %s must be owned by the role running recalc (ALTER VIEW %s OWNER TO it), so that no other role can change what recalc reads with its rights", t.Table, rel.source)
 	}
+	if rel.invoker {
+		return fmt.Errorf("view %s has security_invoker set: recalc reads it as its sandbox role, which may read no table; ALTER VIEW %s RESET (security_invoker), then attach again", t.Table, rel.source)
+	}
 	reads, err := viewReads(ctx, tx, rel.relid, t.Table)
 	if err != nil {
 		return err

@@ -56,7 +56,8 @@ func TestAttachValidation(t *testing.T) {
 		`CREATE VIEW crm.app_view AS SELECT id, owner_id FROM crm.account`,
 		`GRANT SELECT ON crm.app_view TO `+ident(b.engineRole))
 	b.exec(t, b.engine, `CREATE FUNCTION crm_recalc.lower2(text) RETURNS text LANGUAGE sql AS 'SELECT lower($1)'`,
-		`CREATE VIEW crm_recalc.fn_view AS SELECT id, crm_recalc.lower2(owner_id) AS owner_id FROM crm.account`)
+		`CREATE VIEW crm_recalc.fn_view AS SELECT id, crm_recalc.lower2(owner_id) AS owner_id FROM crm.account`,
+		`CREATE VIEW crm_recalc.invoker_view WITH (security_invoker = true) AS SELECT id, owner_id FROM crm.account`)
 	acc := `{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id"}`
 	for name, tc := range map[string]struct{ entries, want string }{
 		"unknown object":    {`{"object": "lead", "table": "crm.account", "id": "id", "owner": "owner_id"}`, "not in the stored model"},
@@ -72,6 +73,7 @@ func TestAttachValidation(t *testing.T) {
 		"territories":       {acc + `, {"object": "case", "table": "support.case", "id": "id", "owner": "owner_id", "parent": "account_id", "territories": "status"}`, "only accounts"},
 		"view no capture":   {`{"object": "account", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id"}`, "list its base tables"},
 		"view not owned":    {`{"object": "account", "table": "crm.app_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "must be owned by the role running recalc"},
+		"view invoker":      {`{"object": "account", "table": "crm_recalc.invoker_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "security_invoker"},
 		"view function":     {`{"object": "account", "table": "crm_recalc.fn_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "not PostgreSQL's own"},
 		"view table missed": {acc + `, {"object": "contact", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id", "parent": "account_id", "capture": [{"table": "crm.contact", "id": "id"}]}`, "does not list"},
 		"capture key type":  {acc + `, {"object": "contact", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id", "parent": "account_id", "capture": [{"table": "crm.contact", "id": "id"}, {"table": "crm.contact_account", "id": "account_id"}]}`, "capture id column"},

@@ -27,6 +27,8 @@ func attachCommand(out, errOut io.Writer) *cli.Command {
 			"and backfills the existing rows. Applying the same file again changes nothing but has the\n" +
 			"engine retry objects whose writes it could not absorb; a changed file updates; objects the\n" +
 			"file no longer names are detached.\n" +
+			"recalc reads the tables as its sandbox role (the schema owner's name followed by _sandbox,\n" +
+			"SECURITY.md): it creates the role if it may create roles, else says what to run.\n" +
 			"All in one transaction: on any error nothing changes. Run it as the role that owns the schema.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "list", Usage: "show the attached objects instead"},
