@@ -16,16 +16,25 @@
 --   * is planned and run by recalc.attach_read, a SECURITY DEFINER function
 --     owned by the sandbox role (the engine's name followed by _sandbox): a
 --     NOLOGIN role with no attribute, member of no role, whose only member is
---     the engine, and whose only rights are USAGE on schema recalc and
---     SELECT on those views. Inside a SECURITY DEFINER function PostgreSQL
---     refuses SET ROLE and SET SESSION AUTHORIZATION, so code the planner
---     runs there has the sandbox's rights and no way out of them;
+--     the engine, and whose only rights are USAGE on schema recalc and,
+--     during one read, SELECT on that object's view. Inside a SECURITY
+--     DEFINER function PostgreSQL refuses SET ROLE and SET SESSION
+--     AUTHORIZATION, so code the planner runs there has the sandbox's
+--     rights and no way out of them;
 --   * runs in a subtransaction that recalc.attach_sandboxed always rolls
 --     back, keeping only the rows returned: whatever such code changed (a
 --     setting such as search_path, a temporary table, a grant, a NOTIFY, the
---     reader function itself) is undone before the engine goes on.
--- Reads are made in slices of at most 5,000 ids (a whole re-read reads the
--- ids first), so that the rows held in memory stay bounded.
+--     reader function itself, the grant on the view) is undone before the
+--     engine goes on; what no rollback undoes and the engine relies on (the
+--     session's prepared statements and advisory locks) is compared before
+--     and after, and a difference fails the read with RC004, after which
+--     the engine drops them all (internal/changes.Absorb).
+-- Each object's absorb is now a statement of its own (attach_absorb_begin,
+-- then attach_absorb_one per object), which the engine runs under a
+-- statement_timeout, and which turns any failure, a cancel included, into
+-- its SQLSTATE. Reads are made in slices of at most 5,000 ids (a whole
+-- re-read reads the ids first), halved while their rows do not fit one
+-- array, so that the rows held in memory stay bounded.
 -- Every statement is safe to run again on an upgraded database.
 
 DO $$ BEGIN
@@ -33,11 +42,17 @@ DO $$ BEGIN
 EXCEPTION WHEN duplicate_object THEN NULL;
 END $$;
 
--- attach_sandbox_role: the sandbox role's name.
+-- attach_sandbox_role: the sandbox role's name, the engine's (schema
+-- recalc's owner) followed by _sandbox; an engine name over 55 bytes is
+-- replaced by its md5, so that the name fits PostgreSQL's 63 bytes.
 CREATE OR REPLACE FUNCTION recalc.attach_sandbox_role() RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT left(r.rolname, 55) || '_sandbox' FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE n.nspname = 'recalc'
-$$;
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_engine text;
+BEGIN
+    SELECT r.rolname INTO v_engine FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE n.nspname = 'recalc';
+    RETURN CASE WHEN octet_length(v_engine) <= 55 THEN v_engine ELSE md5(v_engine) END || '_sandbox';
+END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_sandbox_role() FROM PUBLIC;
 
 -- attach_read_view: the view through which object p_object's source is read.
@@ -83,12 +98,25 @@ BEGIN
                            AND p.proconfig = '{"search_path=pg_catalog, pg_temp",row_security=off,TimeZone=UTC,extra_float_digits=1}'::text[])
             THEN format('recalc.attach_read is missing or is not the one role %I must own', v.name)
     END INTO v_fault
-    FROM (SELECT left(o.rolname, 55) || '_sandbox' AS name, n.nspowner AS engine, n.oid AS nsp, recalc.attach_read_body() AS body
-          FROM pg_namespace n JOIN pg_roles o ON o.oid = n.nspowner WHERE n.nspname = 'recalc') v
+    FROM (SELECT recalc.attach_sandbox_role() AS name, n.nspowner AS engine, n.oid AS nsp, recalc.attach_read_body() AS body
+          FROM pg_namespace n WHERE n.nspname = 'recalc') v
     LEFT JOIN pg_roles r ON r.rolname = v.name;
     RETURN v_fault;
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_sandbox_fault() FROM PUBLIC;
+
+-- attach_sandbox_check raises RC003 unless reads can run in the sandbox.
+CREATE OR REPLACE FUNCTION recalc.attach_sandbox_check() RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_fault text := recalc.attach_sandbox_fault();
+BEGIN
+    IF v_fault IS NOT NULL THEN
+        RAISE EXCEPTION 'recalc cannot read attached tables safely: %', v_fault USING ERRCODE = 'RC003',
+            HINT = 'see SECURITY.md, "The sandbox role"; then run `recalc attach` again';
+    END IF;
+END $$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_sandbox_check() FROM PUBLIC;
 
 -- attach_sandbox_install makes the sandbox ready: it creates the role when
 -- the engine may (a superuser, or CREATEROLE), else says what an
@@ -141,7 +169,8 @@ REVOKE EXECUTE ON FUNCTION recalc.attach_sandbox_install() FROM PUBLIC;
 
 -- attach_source_install (re)creates object p_object's read view, over the
 -- attached table (ONLY: no child a table's owner adds for a moment is read)
--- or view, with the attached columns only, and lets the sandbox read it.
+-- or view, with the attached columns only. The sandbox may read it only
+-- while attach_sandboxed reads it for this object.
 -- The view depends on those columns: PostgreSQL refuses to drop them or
 -- change their type, or to drop the table, while the object is attached
 -- (docs/attach.md).
@@ -157,7 +186,6 @@ BEGIN
     FROM (SELECT DISTINCT c FROM unnest(ARRAY[a.id_col, a.owner_col, a.parent_col, a.territories_col] || a.fields) c WHERE c IS NOT NULL) x;
     EXECUTE format('DROP VIEW IF EXISTS %s', v_view);
     EXECUTE format('CREATE VIEW %s AS SELECT %s FROM %s%s', v_view, v_cols, CASE WHEN a.is_view THEN '' ELSE 'ONLY ' END, a.relid::regclass);
-    EXECUTE format('GRANT SELECT ON %s TO %I', v_view, recalc.attach_sandbox_role());
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_source_install(text) FROM PUBLIC;
 
@@ -170,33 +198,54 @@ BEGIN
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_ready(text) FROM PUBLIC;
 
+-- attach_session_state sums up what of the session no rollback undoes and
+-- the engine relies on: its prepared statements (pgx runs cached statements
+-- by name, without parsing them again) and its advisory locks.
+CREATE OR REPLACE FUNCTION recalc.attach_session_state() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce((SELECT string_agg(p.name || ' ' || p.prepare_time, ',' ORDER BY p.name) FROM pg_prepared_statements p), '')
+        || '|' || (SELECT count(*) FROM pg_locks l WHERE l.pid = pg_backend_pid() AND l.locktype = 'advisory')
+$$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_session_state() FROM PUBLIC;
+
 -- attach_sandboxed runs p_sql (a query of recalc.attach_row's columns that
--- may use the text array $1) as the sandbox role, and rolls back all it
--- did but its result. A read that fails, or that raises the rollback's own
--- SQLSTATE itself, fails the caller.
-CREATE OR REPLACE FUNCTION recalc.attach_sandboxed(p_sql text, p_keys text[]) RETURNS recalc.attach_row[]
+-- reads the read view p_view and may use the text array $1) as the sandbox
+-- role, and rolls back all it did but its result: the grant on p_view
+-- that lets the sandbox read it too, so that code running in one object's
+-- read can read no other object's view. What no rollback undoes is checked: a read that
+-- changed the session's prepared statements or advisory locks fails with
+-- RC004, whatever else happened, and the engine must then drop them all
+-- (internal/changes.Absorb) before it runs another statement. A read that
+-- fails, or that raises the rollback's own SQLSTATE itself, fails the
+-- caller.
+CREATE OR REPLACE FUNCTION recalc.attach_sandboxed(p_view text, p_sql text, p_keys text[]) RETURNS recalc.attach_row[]
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v recalc.attach_row[];
     v_done boolean := false;
-    v_fault text := recalc.attach_sandbox_fault();
+    v_state text;
 BEGIN
-    IF v_fault IS NOT NULL THEN
-        RAISE EXCEPTION 'recalc cannot read attached tables safely: %', v_fault USING ERRCODE = 'RC003',
-            HINT = 'see SECURITY.md, "The sandbox role"; then run `recalc attach` again';
-    END IF;
+    PERFORM recalc.attach_sandbox_check();
+    v_state := recalc.attach_session_state();
     BEGIN
+        EXECUTE format('GRANT SELECT ON %s TO %I', p_view, recalc.attach_sandbox_role());
         v := recalc.attach_read(p_sql, p_keys);
         v_done := true;
         RAISE EXCEPTION 'undo the read' USING ERRCODE = 'RC900';
-    EXCEPTION WHEN SQLSTATE 'RC900' THEN
-        IF NOT v_done THEN
+    EXCEPTION WHEN OTHERS OR query_canceled OR assert_failure THEN
+        IF recalc.attach_session_state() IS DISTINCT FROM v_state THEN
+            RAISE EXCEPTION 'a read of an attached source changed the session''s prepared statements or advisory locks'
+                USING ERRCODE = 'RC004';
+        END IF;
+        IF SQLSTATE <> 'RC900' THEN
+            RAISE;
+        ELSIF NOT v_done THEN
             RAISE EXCEPTION 'a read of an attached source raised SQLSTATE RC900' USING ERRCODE = 'RC003';
         END IF;
     END;
     RETURN v;
 END $$;
-REVOKE EXECUTE ON FUNCTION recalc.attach_sandboxed(text, text[]) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION recalc.attach_sandboxed(text, text, text[]) FROM PUBLIC;
 
 -- attach_apply makes the records of attachment a whose ids (the source's,
 -- as text) are p_keys equal p_rows, the rows read for them: records the
@@ -211,17 +260,12 @@ DECLARE
 BEGIN
     -- EXECUTE: planned for these arrays' sizes each time (a cached generic
     -- plan guessed them and ran the anti-join as a nested loop).
-    EXECUTE $q$
+    EXECUTE format($q$
         WITH src AS MATERIALIZED (SELECT * FROM unnest($3::recalc.attach_row[])),
         gone AS (DELETE FROM recalc.record d
                  WHERE d.object = $1 AND d.id IN (SELECT $1 || ':' || k FROM unnest($2::text[]) k)
                    AND NOT EXISTS (SELECT 1 FROM src WHERE src.id = d.id))
-        INSERT INTO recalc.record AS r (id, object, owner, parent, fields, territories)
-        SELECT * FROM src
-        ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, parent = excluded.parent,
-            fields = excluded.fields, territories = excluded.territories
-        WHERE r.object = excluded.object AND (r.object, r.owner, r.parent, r.fields, r.territories)
-              IS DISTINCT FROM (excluded.object, excluded.owner, excluded.parent, excluded.fields, excluded.territories)$q$
+        %s$q$, recalc.attach_upsert_sql('SELECT * FROM src'))
     USING a.object, p_keys, p_rows;
     GET DIAGNOSTICS v_n = ROW_COUNT;
     RETURN v_n;
@@ -231,10 +275,10 @@ REVOKE EXECUTE ON FUNCTION recalc.attach_apply(recalc.attachment, text[], recalc
 -- attach_sync reads, in the sandbox, the rows of attachment a with the ids
 -- p_keys (as text), or with p_keys NULL every id its source holds (records
 -- whose id it no longer holds are deleted), and writes them
--- (attach_apply), 5,000 ids at a time. It returns how many records it
--- inserted or updated. Its caller has locked and checked the source; a
--- read view that the table's owner dropped (DROP COLUMN ... CASCADE) is
--- made again.
+-- (attach_apply), 5,000 ids at a time, fewer when their rows do not fit
+-- one array (attach_sync_slice). It returns how many records it inserted
+-- or updated. Its caller has locked and checked the source; a read view
+-- that the table's owner dropped (DROP COLUMN ... CASCADE) is made again.
 CREATE OR REPLACE FUNCTION recalc.attach_sync(a recalc.attachment, p_keys text[]) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -242,26 +286,47 @@ DECLARE
     v_rows text := recalc.attach_rows_sql(a, v_view,
         format('s.%I IN (SELECT k::%s FROM unnest($1::text[]) k)', a.id_col, a.id_type));
     v_keys text[] := p_keys;
+    v_slice text[];
     v_n bigint := 0;
-    i int;
 BEGIN
-    IF to_regclass(v_view) IS NULL THEN -- dropped by a DROP ... CASCADE of what it reads; the object is intact
+    PERFORM recalc.attach_sandbox_check();
+    IF to_regclass(v_view) IS NULL THEN
         PERFORM recalc.attach_source_install(a.object);
     END IF;
     IF v_keys IS NULL THEN
         SELECT coalesce(array_agg(x.id), '{}') INTO v_keys
-        FROM unnest(recalc.attach_sandboxed(format(
+        FROM unnest(recalc.attach_sandboxed(v_view, format(
             'SELECT DISTINCT (s.%1$I)::text, NULL::text, NULL::text, NULL::text, NULL::jsonb, NULL::text[] FROM %2$s s WHERE s.%1$I IS NOT NULL',
             a.id_col, v_view), NULL)) x;
         EXECUTE 'DELETE FROM recalc.record d WHERE d.object = $1
                  AND NOT EXISTS (SELECT 1 FROM unnest($2::text[]) k WHERE $1 || '':'' || k = d.id)' USING a.object, v_keys;
     END IF;
-    FOR i IN 1 .. coalesce(cardinality(v_keys), 0) BY 5000 LOOP
-        v_n := v_n + recalc.attach_apply(a, v_keys[i:i + 4999], recalc.attach_sandboxed(v_rows, v_keys[i:i + 4999]));
+    -- Each slice built once (a slice of a large array walks it whole).
+    FOR v_slice IN SELECT array_agg(u.k ORDER BY u.n) FROM unnest(v_keys) WITH ORDINALITY u(k, n)
+                   GROUP BY (u.n - 1) / 5000 ORDER BY (u.n - 1) / 5000 LOOP
+        v_n := v_n + recalc.attach_sync_slice(a, v_view, v_rows, v_slice);
     END LOOP;
     RETURN v_n;
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_sync(recalc.attachment, text[]) FROM PUBLIC;
+
+-- attach_sync_slice reads and writes the rows of one slice of ids, in
+-- halves when the rows read do not fit one array (1 GB: fields may hold up
+-- to 1 MB a row).
+CREATE OR REPLACE FUNCTION recalc.attach_sync_slice(a recalc.attachment, p_view text, p_rows text, p_keys text[]) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_half int := cardinality(p_keys) / 2;
+BEGIN
+    RETURN recalc.attach_apply(a, p_keys, recalc.attach_sandboxed(p_view, p_rows, p_keys));
+EXCEPTION WHEN program_limit_exceeded THEN
+    IF v_half = 0 THEN
+        RAISE;
+    END IF;
+    RETURN recalc.attach_sync_slice(a, p_view, p_rows, p_keys[1:v_half])
+         + recalc.attach_sync_slice(a, p_view, p_rows, p_keys[v_half + 1:]);
+END $$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_sync_slice(recalc.attachment, text, text, text[]) FROM PUBLIC;
 
 -- attach_rows_sql as in version 20, but p_from is always a read view: the
 -- ONLY a table needs is in the view.
@@ -319,15 +384,42 @@ BEGIN
     EXECUTE format('DROP VIEW IF EXISTS %s', recalc.attach_read_view(p_object));
 END $$;
 
--- attach_absorb as in version 20, but it reads through attach_sync.
-CREATE OR REPLACE FUNCTION recalc.attach_absorb(p_retry interval DEFAULT NULL)
+-- attach_absorb as in version 20, but it reads through attach_sync, and in
+-- two steps that internal/changes.Absorb calls one by one, so that each
+-- object's absorb is a statement of its own (with its own
+-- statement_timeout): attach_absorb_begin re-queues tables written without
+-- their capture and lists the objects to absorb; attach_absorb_one absorbs
+-- one object, and turns any failure, a cancel included (code in the read
+-- may raise query_canceled), into its SQLSTATE. attach_absorb runs both, for
+-- SQL callers.
+DROP FUNCTION IF EXISTS recalc.attach_absorb(interval);
+CREATE OR REPLACE FUNCTION recalc.attach_absorb_begin(p_retry interval DEFAULT NULL)
+RETURNS TABLE (object text, keys bigint, whole boolean)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'recalc.attach_absorb needs READ COMMITTED: each of its statements must see what committed before it';
+    END IF;
+    -- A captured table written without its capture (see attach_fingerprints)
+    -- is read again whole. Under the model lock, as every absorb.
+    WITH changed AS (
+        UPDATE recalc.attach_capture c SET fingerprint = f.fingerprint FROM recalc.attach_fingerprints() f
+        WHERE f.object = c.object AND f.relid = c.relid AND c.fingerprint IS DISTINCT FROM f.fingerprint RETURNING c.object)
+    INSERT INTO recalc.change (kind, object, keys) SELECT DISTINCT 'attached_all', x.object, '{}'::text[] FROM changed x;
+    RETURN QUERY SELECT c.object, sum(cardinality(c.keys))::bigint, bool_or(c.kind = 'attached_all') FROM recalc.change c
+                 WHERE c.kind IN ('attached', 'attached_all')
+                   AND NOT EXISTS (SELECT 1 FROM recalc.attach_stuck s WHERE s.object = c.object AND s.checked_at > now() - p_retry)
+                 GROUP BY c.object ORDER BY 1;
+END $$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_absorb_begin(interval) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION recalc.attach_absorb_one(p_object text)
 RETURNS TABLE (object text, keys bigint, absorbed boolean, error_code text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET row_security = off SET lock_timeout = '2s'
     SET TimeZone = 'UTC' SET extra_float_digits = 1 AS $$
 DECLARE
     v_notify text := current_setting('recalc.notify', true); -- restored at the end (a function's SET clause may not name it)
     a recalc.attachment;
-    v_object text;
     v_rel regclass;
     v_name text;
     v_keys text[];
@@ -338,65 +430,66 @@ BEGIN
         RAISE EXCEPTION 'recalc.attach_absorb needs READ COMMITTED: each of its statements must see what committed before it';
     END IF;
     PERFORM set_config('recalc.notify', 'off', true);
-    -- A captured table written without its capture (see attach_fingerprints)
-    -- is read again whole. Under the model lock, as every absorb.
-    WITH changed AS (
-        UPDATE recalc.attach_capture c SET fingerprint = f.fingerprint FROM recalc.attach_fingerprints() f
-        WHERE f.object = c.object AND f.relid = c.relid AND c.fingerprint IS DISTINCT FROM f.fingerprint RETURNING c.object)
-    INSERT INTO recalc.change (kind, object, keys) SELECT DISTINCT 'attached_all', x.object, '{}'::text[] FROM changed x;
-    FOR v_object IN SELECT DISTINCT c.object FROM recalc.change c
-                    WHERE c.kind IN ('attached', 'attached_all')
-                      AND NOT EXISTS (SELECT 1 FROM recalc.attach_stuck s WHERE s.object = c.object AND s.checked_at > now() - p_retry)
-                    ORDER BY 1 LOOP
-        object := v_object; keys := 0; absorbed := false; error_code := NULL;
-        BEGIN
-            -- The object's lock is its registry row, which no other role may take.
-            SELECT * INTO a FROM recalc.attachment t WHERE t.object = v_object FOR NO KEY UPDATE;
-            IF NOT FOUND THEN -- detached since; recalc.attach_remove deleted its records
-                DELETE FROM recalc.change c WHERE c.kind IN ('attached', 'attached_all') AND c.object = v_object;
-                CONTINUE;
-            END IF;
-            -- Lock what the re-read reads, by oid, before checking it.
-            FOR v_rel IN SELECT x.relid::regclass FROM (SELECT c.relid FROM recalc.attach_capture c WHERE c.object = v_object
-                                                        UNION SELECT a.relid) x
-                         WHERE EXISTS (SELECT 1 FROM pg_class k WHERE k.oid = x.relid) ORDER BY x.relid LOOP
-                v_name := v_rel::text;
-                EXECUTE format('LOCK TABLE ONLY %s IN ACCESS SHARE MODE', v_name);
-                IF to_regclass(v_name) IS DISTINCT FROM v_rel THEN -- renamed meanwhile: the name locked is another's
-                    RAISE EXCEPTION 'a relation captured for object % was renamed while it was locked', v_object
-                        USING ERRCODE = 'lock_not_available';
-                END IF;
-            END LOOP;
-            IF recalc.attach_intact(v_object) THEN
-                WITH gone AS (DELETE FROM recalc.change c WHERE c.kind IN ('attached', 'attached_all') AND c.object = v_object
-                              RETURNING c.kind, c.keys, c.xid)
-                SELECT bool_or(g.kind = 'attached_all'), min(g.xid),
-                       (SELECT array_agg(DISTINCT k) FROM gone, unnest(gone.keys) k)
-                INTO v_all, v_xid, v_keys FROM gone g;
-                CONTINUE WHEN v_xid IS NULL; -- another absorb took them
-                IF v_all THEN
-                    PERFORM recalc.attach_sync(a, NULL);
-                ELSIF cardinality(v_keys) > 0 THEN
-                    PERFORM recalc.attach_sync(a, v_keys);
-                END IF;
-                PERFORM recalc.change_inherit_xid(v_xid);
-                keys := coalesce(cardinality(v_keys), 0); absorbed := true;
-            END IF;
-        EXCEPTION WHEN OTHERS THEN -- never the message: it may quote a row's values
-            error_code := SQLSTATE;
-        END;
-        IF absorbed THEN
-            DELETE FROM recalc.attach_stuck s WHERE s.object = v_object;
-        ELSE
-            INSERT INTO recalc.attach_stuck AS s (object, error_code)
-            SELECT v_object, error_code WHERE EXISTS (SELECT FROM recalc.attachment t WHERE t.object = v_object)
-            ON CONFLICT ON CONSTRAINT attach_stuck_pkey DO UPDATE SET checked_at = excluded.checked_at, error_code = excluded.error_code,
-                since = CASE WHEN s.error_code IS NOT DISTINCT FROM excluded.error_code THEN s.since ELSE excluded.since END;
+    object := p_object; keys := 0; absorbed := false; error_code := NULL;
+    BEGIN
+        -- The object's lock is its registry row, which no other role may take.
+        SELECT * INTO a FROM recalc.attachment t WHERE t.object = p_object FOR NO KEY UPDATE;
+        IF NOT FOUND THEN -- detached since; recalc.attach_remove deleted its records
+            DELETE FROM recalc.change c WHERE c.kind IN ('attached', 'attached_all') AND c.object = p_object;
+            PERFORM set_config('recalc.notify', coalesce(v_notify, ''), true);
+            RETURN;
         END IF;
-        RETURN NEXT;
-    END LOOP;
+        -- Lock what the re-read reads, by oid, before checking it.
+        FOR v_rel IN SELECT x.relid::regclass FROM (SELECT c.relid FROM recalc.attach_capture c WHERE c.object = p_object
+                                                    UNION SELECT a.relid) x
+                     WHERE EXISTS (SELECT 1 FROM pg_class k WHERE k.oid = x.relid) ORDER BY x.relid LOOP
+            v_name := v_rel::text;
+            EXECUTE format('LOCK TABLE ONLY %s IN ACCESS SHARE MODE', v_name);
+            IF to_regclass(v_name) IS DISTINCT FROM v_rel THEN -- renamed meanwhile: the name locked is another's
+                RAISE EXCEPTION 'a relation captured for object % was renamed while it was locked', p_object
+                    USING ERRCODE = 'lock_not_available';
+            END IF;
+        END LOOP;
+        IF recalc.attach_intact(p_object) THEN
+            WITH gone AS (DELETE FROM recalc.change c WHERE c.kind IN ('attached', 'attached_all') AND c.object = p_object
+                          RETURNING c.kind, c.keys, c.xid)
+            SELECT bool_or(g.kind = 'attached_all'), min(g.xid),
+                   (SELECT array_agg(DISTINCT k) FROM gone, unnest(gone.keys) k)
+            INTO v_all, v_xid, v_keys FROM gone g;
+            IF v_xid IS NULL THEN -- another absorb took them
+                PERFORM set_config('recalc.notify', coalesce(v_notify, ''), true);
+                RETURN;
+            END IF;
+            IF v_all THEN
+                PERFORM recalc.attach_sync(a, NULL);
+            ELSIF cardinality(v_keys) > 0 THEN
+                PERFORM recalc.attach_sync(a, v_keys);
+            END IF;
+            PERFORM recalc.change_inherit_xid(v_xid);
+            keys := coalesce(cardinality(v_keys), 0); absorbed := true;
+        END IF;
+    EXCEPTION WHEN OTHERS OR query_canceled OR assert_failure THEN -- never the message: it may quote a row's values
+        error_code := SQLSTATE;
+    END;
+    IF absorbed THEN
+        DELETE FROM recalc.attach_stuck s WHERE s.object = p_object;
+    ELSE
+        INSERT INTO recalc.attach_stuck AS s (object, error_code)
+        SELECT p_object, error_code WHERE EXISTS (SELECT FROM recalc.attachment t WHERE t.object = p_object)
+        ON CONFLICT ON CONSTRAINT attach_stuck_pkey DO UPDATE SET checked_at = excluded.checked_at, error_code = excluded.error_code,
+            since = CASE WHEN s.error_code IS NOT DISTINCT FROM excluded.error_code THEN s.since ELSE excluded.since END;
+    END IF;
     PERFORM set_config('recalc.notify', coalesce(v_notify, ''), true);
+    RETURN NEXT;
 END $$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_absorb_one(text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION recalc.attach_absorb(p_retry interval DEFAULT NULL)
+RETURNS TABLE (object text, keys bigint, absorbed boolean, error_code text)
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT r.* FROM recalc.attach_absorb_begin(p_retry) o, LATERAL recalc.attach_absorb_one(o.object) r
+$$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_absorb(interval) FROM PUBLIC;
 
 -- attach_install as in version 20, but it makes the sandbox and the read
 -- view ready first, and reads through attach_sync.

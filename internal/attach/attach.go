@@ -253,13 +253,22 @@ type Listed struct {
 	AbsorbError string `json:"absorb_error,omitempty"`
 }
 
+// SandboxFault says why recalc cannot read the attached tables as its
+// sandbox role (migration 021), or "" when it can or nothing is attached.
+func SandboxFault(ctx context.Context, pool *pgxpool.Pool) (string, error) {
+	var fault *string
+	err := pool.QueryRow(ctx, `SELECT recalc.attach_sandbox_fault() WHERE EXISTS (SELECT FROM recalc.attachment)`).Scan(&fault)
+	if err != nil && err != pgx.ErrNoRows {
+		return "", fmt.Errorf("check the sandbox role: %w", err)
+	}
+	if fault == nil {
+		return "", nil
+	}
+	return *fault, nil
+}
+
 // NotIntact is Listed.AbsorbError when the capture was not intact.
 const NotIntact = "capture not intact"
-
-// SandboxUnsafe is the SQLSTATE of a read refused because the sandbox role
-// or its reader function is missing or not as installed (migration 021,
-// SECURITY.md "The sandbox role"); `recalc attach` installs them again.
-const SandboxUnsafe = "RC003"
 
 // List reads the attached objects, by name.
 func List(ctx context.Context, pool *pgxpool.Pool) ([]Listed, error) {

@@ -181,6 +181,35 @@ func Vacuum(ctx context.Context, q pg.Querier) error {
 // (recalc.attach_stuck, migration 020). Jobs try every object.
 const StuckRetry = 10 * time.Second
 
+// absorbTimeout bounds one object's absorb (its statement_timeout): 10 s,
+// and 1 ms more for each id logged; 5 minutes, the most, for a whole
+// re-read (a table of some millions of rows takes less). Locks are waited
+// for 2 s at most (the absorb's lock_timeout).
+func absorbTimeout(keys int64, whole bool) time.Duration {
+	const most = 5 * time.Minute
+	if whole || keys > int64(most/time.Millisecond) {
+		return most
+	}
+	return min(10*time.Second+time.Duration(keys)*time.Millisecond, most)
+}
+
+// SandboxUnsafe is the SQLSTATE of a read refused because the sandbox role
+// or its reader function is missing or not as installed (migration 021,
+// SECURITY.md "The sandbox role"); `recalc attach` installs them again.
+const SandboxUnsafe = "RC003"
+
+// SessionTampered is the SQLSTATE of an absorb whose read changed the
+// session's prepared statements or advisory locks (migration 021), which no
+// rollback undoes; Absorb drops them all.
+const SessionTampered = "RC004"
+
+func wrapAbsorb(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("absorb the writes to attached tables: %w", err)
+}
+
 // Absorbed is what Absorb did for one attached object.
 type Absorbed struct {
 	Object   string
@@ -221,13 +250,52 @@ func Absorb(ctx context.Context, tx pgx.Tx, maxKeys int) (done []Absorbed, ok bo
 			return nil, true, nil
 		}
 	}
-	rows, err := tx.Query(ctx, `SELECT object, keys, absorbed, coalesce(error_code, '') FROM recalc.attach_absorb($1::interval)`, retry)
+	rows, err := tx.Query(ctx, `SELECT object, keys, whole FROM recalc.attach_absorb_begin($1::interval)`, retry)
 	if err != nil {
-		return nil, false, fmt.Errorf("absorb the writes to attached tables: %w", err)
+		return nil, false, wrapAbsorb(err)
 	}
-	done, err = pgx.CollectRows(rows, pgx.RowToStructByPos[Absorbed])
-	if err != nil {
-		return nil, false, fmt.Errorf("absorb the writes to attached tables: %w", err)
+	type pending struct {
+		Object string
+		Keys   int64
+		Whole  bool
+	}
+	objects, err := pgx.CollectRows(rows, pgx.RowToStructByPos[pending])
+	if err != nil || len(objects) == 0 {
+		return nil, err == nil, wrapAbsorb(err)
+	}
+	var saved string
+	if err := tx.QueryRow(ctx, `SELECT current_setting('statement_timeout')`).Scan(&saved); err != nil {
+		return nil, false, wrapAbsorb(err)
+	}
+	for _, o := range objects {
+		// Each object's absorb is a statement of its own, under a timeout:
+		// the application's code may run in its read (as the sandbox role,
+		// SECURITY.md) and must not hold the engine up for long.
+		if _, err := tx.Exec(ctx, `SELECT set_config('statement_timeout', $1, true)`,
+			fmt.Sprintf("%dms", absorbTimeout(o.Keys, o.Whole).Milliseconds())); err != nil {
+			return nil, false, wrapAbsorb(err)
+		}
+		var a Absorbed
+		if err := tx.QueryRow(ctx, `SELECT object, keys, absorbed, coalesce(error_code, '') FROM recalc.attach_absorb_one($1)`, o.Object).
+			Scan(&a.Object, &a.Keys, &a.Absorbed, &a.Code); err != nil && err != pgx.ErrNoRows {
+			return nil, false, wrapAbsorb(err)
+		} else if err == nil {
+			done = append(done, a)
+		}
+		if a.Code == SessionTampered {
+			// Code in the read changed what no rollback undoes: drop every
+			// prepared statement (pgx's cache included) and advisory lock of
+			// the session before running anything else.
+			if err := tx.Conn().DeallocateAll(ctx); err != nil {
+				return nil, false, wrapAbsorb(err)
+			}
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_unlock_all()`); err != nil {
+				return nil, false, wrapAbsorb(err)
+			}
+		}
+	}
+	if _, err := tx.Exec(ctx, `SELECT set_config('statement_timeout', $1, true)`, saved); err != nil {
+		return nil, false, wrapAbsorb(err)
 	}
 	return done, true, nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/recalc-dev/recalc/internal/attach"
+	"github.com/recalc-dev/recalc/internal/changes"
 	"github.com/recalc-dev/recalc/schema"
 )
 
@@ -144,8 +145,10 @@ func listAttached(ctx context.Context, env *Env, format string) error {
 			state = "CAPTURE INCOMPLETE (a trigger dropped or disabled, or a table or column changed): run `recalc attach FILE` again"
 		case l.AbsorbError == attach.NotIntact:
 			state = "WRITES NOT ABSORBED (the capture was not intact at the last try): run `recalc attach FILE` again"
-		case l.AbsorbError == attach.SandboxUnsafe:
+		case l.AbsorbError == changes.SandboxUnsafe:
 			state = "WRITES NOT ABSORBED (SQLSTATE " + l.AbsorbError + ": the sandbox role recalc reads as is missing or changed): see SECURITY.md, \"The sandbox role\", then run `recalc attach FILE` again"
+		case l.AbsorbError == changes.SessionTampered:
+			state = "WRITES NOT ABSORBED (SQLSTATE " + l.AbsorbError + ": code in the table's indexes or statistics ran in recalc's read and changed its session): drop that code, then run `recalc attach FILE` again"
 		case l.AbsorbError != "":
 			state = "WRITES NOT ABSORBED (SQLSTATE " + l.AbsorbError + "): grant recalc's role what it lacks, then run `recalc attach FILE` again (docs/attach.md)"
 		}

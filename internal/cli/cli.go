@@ -24,6 +24,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/recalc-dev/recalc/internal/access"
+	"github.com/recalc-dev/recalc/internal/attach"
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/pg"
@@ -306,6 +307,14 @@ func Init(ctx context.Context, env *Env) error {
 		return err
 	}
 	env.Log.Info().Int("migrations_applied", n).Msg("schema is up to date")
+	fault, err := attach.SandboxFault(ctx, env.Pool)
+	if err != nil {
+		return err
+	}
+	if fault != "" {
+		env.Log.Warn().Str("fault", fault).Msg("the writes to attached tables will wait until recalc can read them as its sandbox role: " +
+			"as an administrator, create the role as SECURITY.md (\"The sandbox role\") says, then run `recalc attach FILE` again")
+	}
 	return nil
 }
 

@@ -363,9 +363,20 @@ func redeliver(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog
 // warnNotAbsorbed says which attached objects' writes wait, and why.
 func warnNotAbsorbed(log zerolog.Logger, left []changes.Absorbed) {
 	for _, a := range left {
-		if a.Code != "" {
+		switch a.Code {
+		case "":
+		case changes.SandboxUnsafe:
+			log.Warn().Str("object", a.Object).Str("sqlstate", a.Code).Msg("the sandbox role recalc reads attached tables as, or its reader, " +
+				"is missing or changed (SECURITY.md, \"The sandbox role\"): the object's writes wait, logged, until it is fixed and `recalc attach` runs again")
+			continue
+		case changes.SessionTampered:
+			log.Error().Str("object", a.Object).Str("sqlstate", a.Code).Msg("code that ran in the read of this attached object (an index or " +
+				"statistics function of its table's owner) changed the session's prepared statements or advisory locks; recalc dropped them. " +
+				"Its writes wait, logged: look at the table's indexes (SECURITY.md, \"The sandbox role\")")
+			continue
+		default:
 			log.Warn().Str("object", a.Object).Str("sqlstate", a.Code).Msg("absorbing the writes to this attached object failed " +
-				"(a lock not granted in 2 s, a right revoked, row-level security the engine's role does not bypass?): they wait, logged")
+				"(a lock not granted in 2 s, a right revoked, row-level security the engine's role does not bypass, a read over 5 minutes?): they wait, logged")
 			continue
 		}
 		log.Warn().Str("object", a.Object).Msg("the capture of this attached object is not intact (a trigger dropped or disabled, " +
