@@ -25,10 +25,11 @@
 --     back, keeping only the rows returned: whatever such code changed (a
 --     setting such as search_path, a temporary table, a grant, a NOTIFY, the
 --     reader function itself, the grant on the view) is undone before the
---     engine goes on; what no rollback undoes and the engine relies on (the
---     session's prepared statements and advisory locks) is compared before
---     and after, and a difference fails the read with RC004, after which
---     the engine drops them all (internal/changes.Absorb).
+--     engine goes on; session advisory locks are released; and the
+--     session's prepared statements, which no rollback undoes and pgx runs
+--     by name, are compared before and after: a difference fails the read
+--     with RC004, after which the engine drops them all
+--     (internal/changes.Absorb).
 -- Each object's absorb is now a statement of its own (attach_absorb_begin,
 -- then attach_absorb_one per object), which the engine runs under a
 -- statement_timeout, and which turns any failure, a cancel included, into
@@ -198,23 +199,25 @@ BEGIN
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_ready(text) FROM PUBLIC;
 
--- attach_session_state sums up what of the session no rollback undoes and
--- the engine relies on: its prepared statements (pgx runs cached statements
--- by name, without parsing them again) and its advisory locks.
+-- attach_session_state sums up the session's prepared statements, which no
+-- rollback undoes and the engine relies on: pgx runs its cached statements
+-- by name, without parsing them again.
 CREATE OR REPLACE FUNCTION recalc.attach_session_state() RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT coalesce((SELECT string_agg(p.name || ' ' || p.prepare_time, ',' ORDER BY p.name) FROM pg_prepared_statements p), '')
-        || '|' || (SELECT count(*) FROM pg_locks l WHERE l.pid = pg_backend_pid() AND l.locktype = 'advisory')
-$$;
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN (SELECT coalesce(string_agg(p.name || ' ' || p.prepare_time, ',' ORDER BY p.name), '') FROM pg_prepared_statements p);
+END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_session_state() FROM PUBLIC;
 
 -- attach_sandboxed runs p_sql (a query of recalc.attach_row's columns that
 -- reads the read view p_view and may use the text array $1) as the sandbox
 -- role, and rolls back all it did but its result: the grant on p_view
 -- that lets the sandbox read it too, so that code running in one object's
--- read can read no other object's view. What no rollback undoes is checked: a read that
--- changed the session's prepared statements or advisory locks fails with
--- RC004, whatever else happened, and the engine must then drop them all
+-- read can read no other object's view. What no rollback undoes is dealt
+-- with: session advisory locks are released (the engine holds none of its
+-- own: its locks are row locks and transaction advisory locks), and a read
+-- that changed the session's prepared statements fails with RC004,
+-- whatever else happened, after which the engine drops them all
 -- (internal/changes.Absorb) before it runs another statement. A read that
 -- fails, or that raises the rollback's own SQLSTATE itself, fails the
 -- caller.
@@ -233,8 +236,9 @@ BEGIN
         v_done := true;
         RAISE EXCEPTION 'undo the read' USING ERRCODE = 'RC900';
     EXCEPTION WHEN OTHERS OR query_canceled OR assert_failure THEN
+        PERFORM pg_advisory_unlock_all();
         IF recalc.attach_session_state() IS DISTINCT FROM v_state THEN
-            RAISE EXCEPTION 'a read of an attached source changed the session''s prepared statements or advisory locks'
+            RAISE EXCEPTION 'a read of an attached source changed the session''s prepared statements'
                 USING ERRCODE = 'RC004';
         END IF;
         IF SQLSTATE <> 'RC900' THEN

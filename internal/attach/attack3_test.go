@@ -293,3 +293,32 @@ func TestAttack3ReadCannotReadOtherObjects(t *testing.T) {
 		t.Fatalf("code in account's read counted %d rows of case's read view: one object's read may read another's", leak-1)
 	}
 }
+
+// TestAttack3ReadKeepsNoAdvisoryLock: a session advisory lock is not
+// undone by a rollback; code in the read that takes one (to stall every
+// other session that wants it while the engine's connection lives) has it
+// released when the read ends.
+func TestAttack3ReadKeepsNoAdvisoryLock(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	ctx := context.Background()
+	b.exec(t, b.app, `CREATE FUNCTION crm.payload() RETURNS void LANGUAGE plpgsql AS $$
+		BEGIN
+		    PERFORM pg_advisory_lock(424242);
+		END $$`)
+	conn, err := b.engine.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	b.inRead(t, conn)
+	var got bool
+	if err := b.admin.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(424242)`).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if !got {
+		t.Fatal("the advisory lock taken in the read is still held by the engine's session")
+	}
+}

@@ -199,8 +199,8 @@ func absorbTimeout(keys int64, whole bool) time.Duration {
 const SandboxUnsafe = "RC003"
 
 // SessionTampered is the SQLSTATE of an absorb whose read changed the
-// session's prepared statements or advisory locks (migration 021), which no
-// rollback undoes; Absorb drops them all.
+// session's prepared statements (migration 021), which no rollback undoes;
+// Absorb drops them all.
 const SessionTampered = "RC004"
 
 func wrapAbsorb(err error) error {
@@ -283,13 +283,10 @@ func Absorb(ctx context.Context, tx pgx.Tx, maxKeys int) (done []Absorbed, ok bo
 			done = append(done, a)
 		}
 		if a.Code == SessionTampered {
-			// Code in the read changed what no rollback undoes: drop every
-			// prepared statement (pgx's cache included) and advisory lock of
-			// the session before running anything else.
+			// Code in the read changed the session's prepared statements,
+			// which no rollback undoes: drop them all (pgx's cache too)
+			// before running anything else.
 			if err := tx.Conn().DeallocateAll(ctx); err != nil {
-				return nil, false, wrapAbsorb(err)
-			}
-			if _, err := tx.Exec(ctx, `SELECT pg_advisory_unlock_all()`); err != nil {
 				return nil, false, wrapAbsorb(err)
 			}
 		}

@@ -371,7 +371,7 @@ func warnNotAbsorbed(log zerolog.Logger, left []changes.Absorbed) {
 			continue
 		case changes.SessionTampered:
 			log.Error().Str("object", a.Object).Str("sqlstate", a.Code).Msg("code that ran in the read of this attached object (an index or " +
-				"statistics function of its table's owner) changed the session's prepared statements or advisory locks; recalc dropped them. " +
+				"statistics function of its table's owner) changed the session's prepared statements; recalc dropped them. " +
 				"Its writes wait, logged: look at the table's indexes (SECURITY.md, \"The sandbox role\")")
 			continue
 		default:
