@@ -322,23 +322,14 @@ func TestAttack2LockedTablesDelayOnlyTheirObjects(t *testing.T) {
 // setting, no temporary table in the engine's session.
 func TestAttack2IndexAddedBetweenCheckAndRead(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
-	ctx := context.Background()
-	b.evilFuncs(t, "crm")
-	b.exec(t, b.app,
+	b, conn := attackedRead(t,
 		`CREATE FUNCTION crm.payload() RETURNS void LANGUAGE plpgsql AS $$
 		 BEGIN
 		     BEGIN PERFORM crm.evil_v(); EXCEPTION WHEN OTHERS THEN NULL; END;
 		     PERFORM set_config('search_path', 'crm, pg_catalog', false);
 		     CREATE TEMP TABLE IF NOT EXISTS spy_tmp (x int);
 		 END $$`)
-	conn, err := b.engine.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
+	ctx := context.Background()
 	var path string
 	if err := conn.QueryRow(ctx, `SELECT current_setting('search_path')`).Scan(&path); err != nil {
 		t.Fatal(err)

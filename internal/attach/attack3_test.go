@@ -102,6 +102,25 @@ func (b *bundle) inRead(t *testing.T, conn *pgxpool.Conn) (done []changes.Absorb
 	return r.done, r.err, took
 }
 
+// attackedRead sets up the attack on the sandboxed read that inRead runs:
+// the CRM attached and recalculated, the application's evil functions
+// (evilFuncs), then stmts as the application, which create crm.payload();
+// and it returns a connection of the engine's, released at the test's end.
+func attackedRead(t *testing.T, stmts ...string) (*bundle, *pgxpool.Conn) {
+	t.Helper()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	b.evilFuncs(t, "crm")
+	b.exec(t, b.app, stmts...)
+	conn, err := b.engine.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Release)
+	return b, conn
+}
+
 // preparedStatements lists the prepared statements of conn's session.
 func preparedStatements(t *testing.T, conn *pgxpool.Conn) map[string]string {
 	t.Helper()
@@ -131,12 +150,7 @@ func preparedStatements(t *testing.T, conn *pgxpool.Conn) map[string]string {
 // CREATE on schema recalc.
 func TestAttack3PreparedStatementsOutliveTheRead(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
-	ctx := context.Background()
-	b.evilFuncs(t, "crm")
-	b.exec(t, b.app, `CREATE FUNCTION crm.payload() RETURNS void LANGUAGE plpgsql AS $$
+	b, conn := attackedRead(t, `CREATE FUNCTION crm.payload() RETURNS void LANGUAGE plpgsql AS $$
 		DECLARE
 		    r record;
 		    v_params text;
@@ -153,12 +167,7 @@ func TestAttack3PreparedStatementsOutliveTheRead(t *testing.T) {
 		        END;
 		    END LOOP;
 		END $$`)
-
-	conn, err := b.engine.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
+	ctx := context.Background()
 	// The engine's fast path on this session: nothing waits, so it only
 	// counts (and pgx prepares the count).
 	if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { _, _, err := changes.Absorb(ctx, tx, 1<<30); return err }); err != nil {
@@ -179,7 +188,7 @@ func TestAttack3PreparedStatementsOutliveTheRead(t *testing.T) {
 	sort.Strings(changed)
 
 	// The engine goes on: the next absorb on this session counts again.
-	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { _, _, err := changes.Absorb(ctx, tx, 1<<30); return err })
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { _, _, err := changes.Absorb(ctx, tx, 1<<30); return err })
 	if b.pwned(t) {
 		t.Fatalf("after the read, the application's code replaced %d prepared statements of the engine's session (%v); "+
 			"the engine's next absorb (%v) ran one of them, and the application's function with it, as the engine: "+
@@ -204,20 +213,11 @@ func TestAttack3PreparedStatementsOutliveTheRead(t *testing.T) {
 // for the object's absorb cancels it.
 func TestAttack3ReadStallsTheEngine(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
-	ctx := context.Background()
-	b.exec(t, b.app, `CREATE FUNCTION crm.payload() RETURNS void LANGUAGE plpgsql AS $$
+	b, conn := attackedRead(t, `CREATE FUNCTION crm.payload() RETURNS void LANGUAGE plpgsql AS $$
 		BEGIN
 		    PERFORM set_config('lock_timeout', '0', true);
 		    PERFORM pg_sleep(60);
 		END $$`)
-	conn, err := b.engine.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
 	done, absorbErr, took := b.inRead(t, conn)
 	// An object's absorb of one id is bounded by a 10 s statement_timeout.
 	if took > 15*time.Second || absorbErr != nil {
@@ -234,20 +234,11 @@ func TestAttack3ReadStallsTheEngine(t *testing.T) {
 // whole absorb fails, and the writes to every other attached object wait.
 func TestAttack3ReadRaisesQueryCanceled(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
-	ctx := context.Background()
-	b.exec(t, b.app, `CREATE FUNCTION crm.payload() RETURNS void LANGUAGE plpgsql AS $$
+	b, conn := attackedRead(t, `CREATE FUNCTION crm.payload() RETURNS void LANGUAGE plpgsql AS $$
 		BEGIN
 		    RAISE EXCEPTION 'not really canceled' USING ERRCODE = 'query_canceled';
 		END $$`,
 		`UPDATE support."case" SET owner_id = 'carol' WHERE id = 1`)
-	conn, err := b.engine.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
 	done, absorbErr, _ := b.inRead(t, conn)
 	if absorbErr != nil || b.waiting(t, "case") {
 		t.Fatalf("an error raised by the application's code in account's read failed the whole absorb (%v; done %v): case's write waits", absorbErr, done)
@@ -261,11 +252,7 @@ func TestAttack3ReadRaisesQueryCanceled(t *testing.T) {
 // columns out through what no rollback undoes (a sequence's value).
 func TestAttack3ReadCannotReadOtherObjects(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
-	ctx := context.Background()
-	b.exec(t, b.app, `CREATE SEQUENCE crm.leak`, `GRANT USAGE ON SCHEMA crm TO PUBLIC`, `GRANT SELECT, UPDATE ON crm.leak TO PUBLIC`,
+	b, conn := attackedRead(t, `CREATE SEQUENCE crm.leak`, `GRANT USAGE ON SCHEMA crm TO PUBLIC`, `GRANT SELECT, UPDATE ON crm.leak TO PUBLIC`,
 		`CREATE FUNCTION crm.payload() RETURNS void LANGUAGE plpgsql AS $$
 		DECLARE
 		    n bigint;
@@ -275,11 +262,7 @@ func TestAttack3ReadCannotReadOtherObjects(t *testing.T) {
 		EXCEPTION WHEN insufficient_privilege THEN
 		    PERFORM setval('crm.leak', 1000000);
 		END $$`)
-	conn, err := b.engine.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
+	ctx := context.Background()
 	b.inRead(t, conn)
 	var leak int64
 	var called bool
@@ -300,19 +283,11 @@ func TestAttack3ReadCannotReadOtherObjects(t *testing.T) {
 // released when the read ends.
 func TestAttack3ReadKeepsNoAdvisoryLock(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
-	ctx := context.Background()
-	b.exec(t, b.app, `CREATE FUNCTION crm.payload() RETURNS void LANGUAGE plpgsql AS $$
+	b, conn := attackedRead(t, `CREATE FUNCTION crm.payload() RETURNS void LANGUAGE plpgsql AS $$
 		BEGIN
 		    PERFORM pg_advisory_lock(424242);
 		END $$`)
-	conn, err := b.engine.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
+	ctx := context.Background()
 	b.inRead(t, conn)
 	var got bool
 	if err := b.admin.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(424242)`).Scan(&got); err != nil {
