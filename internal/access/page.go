@@ -22,8 +22,9 @@ type Visible struct {
 // VisiblePage returns the records of object that user can access at
 // minLevel ("read", "edit" or "all") or above, in record id order, after
 // the id after ("" from the start), at most limit (1 to MaxPage) of them,
-// through recalc.visible_records. A page shorter than limit is the last;
-// otherwise the next starts after its last record. recalc.visible_records
+// through recalc.visible_ids: for an attached object the ids are the
+// application's (42, not account:42). A page shorter than limit is the last;
+// otherwise the next starts after its last record. recalc.visible_ids
 // reads at most 50 x limit records per call and then returns a continuation
 // row instead of a full page: VisiblePage calls it again from there until
 // the page is full or the records end, so no page here is silently short.
@@ -36,7 +37,7 @@ func VisiblePage(ctx context.Context, q pg.Querier, user, object, minLevel, afte
 	}
 	var out []Visible
 	for {
-		rows, err := q.Query(ctx, `SELECT record, level, next_after FROM recalc.visible_records($1, $2, $3, $4, $5)`,
+		rows, err := q.Query(ctx, `SELECT id, level, next_after FROM recalc.visible_ids($1, $2, $3, $4::text, $5)`,
 			user, object, minLevel, after, limit-len(out))
 		if err != nil {
 			return nil, fmt.Errorf("list visible records: %w", err)
@@ -79,6 +80,17 @@ func CheckLevel(ctx context.Context, q pg.Querier, user, record string) (string,
 		return "", fmt.Errorf("record %q does not exist", record)
 	}
 	return Level(ctx, q, user, record)
+}
+
+// RecordKey returns the key of the record the application calls id in
+// object (recalc.record_key): object:id for an attached object, id itself
+// for any other.
+func RecordKey(ctx context.Context, q pg.Querier, object, id string) (string, error) {
+	var key string
+	if err := q.QueryRow(ctx, `SELECT recalc.record_key($1, $2)`, object, id).Scan(&key); err != nil {
+		return "", fmt.Errorf("look up the key of %s %q: %w", object, id, err)
+	}
+	return key, nil
 }
 
 // checkUser fails unless user is active or in the stored model.

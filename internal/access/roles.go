@@ -12,7 +12,7 @@ import (
 // its use needs. SECURITY.md describes them.
 const (
 	// Reader may ask the SQL access API (access_level, can_access,
-	// visible_records, rls_mode, rls_records, the rls_* functions of per-user
+	// visible_records, visible_ids, record_key, rls_mode, rls_records, the rls_* functions of per-user
 	// plans, invalid_records) and so read through
 	// recalc's row-level security policies. It reads no table.
 	Reader = "reader"
@@ -33,6 +33,8 @@ var (
 		`GRANT EXECUTE ON FUNCTION recalc.rls_keys(text, text, text), recalc.rls_broad(text, text, text),
 			recalc.rls_broad_exact(text, text, text), recalc.rls_text_ids(text[], text),
 			recalc.rls_int_ids(text[], text, bigint, bigint), recalc.rls_uuid_ids(text[], text) TO %s`, // per-user plans (migration 018)
+		`GRANT EXECUTE ON FUNCTION recalc.record_key(text, text), recalc.access_level(text, text, bigint),
+			recalc.access_level(text, text, uuid), recalc.visible_ids(text, text, text, anyelement, integer) TO %s`, // application ids (migration 022)
 		`GRANT SELECT ON recalc.invalid_record TO %s`,
 		`GRANT EXECUTE ON FUNCTION recalc.access_changes(bigint, integer), recalc.access_changes_head() TO %s`, // the feed (docs/feed.md)
 		freshGrant,

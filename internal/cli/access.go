@@ -22,9 +22,11 @@ func accessCommand(out, errOut io.Writer) *cli.Command {
 		Description: "With --format csv alone: every (object, record, active user) with access above none,\n" +
 			"sorted by object, record, user in byte order, printed as it is computed.\n" +
 			"With --user and --record: the access level of one user to one record; exit 1 with one\n" +
-			"line when the user or the record does not exist.\n" +
+			"line when the user or the record does not exist. --object O --id ID names the record by\n" +
+			"the application's id instead (42 for the record account:42 of an attached object).\n" +
 			"With --user and --object: one page of the records of the object the user can access at\n" +
 			"--min-level or above, in record id order, after --after, at most --limit (1 to 10000).\n" +
+			"For an attached object, the ids listed and --after are the application's.\n" +
 			"A full page is followed by a note (on standard error) of the --after that continues it;\n" +
 			"a shorter page is the last. --format csv prints record,level rows; json one object\n" +
 			"{\"records\": [...], \"next_after\": ID or null}; text, one line per record.",
@@ -33,25 +35,27 @@ func accessCommand(out, errOut io.Writer) *cli.Command {
 			&cli.StringFlag{Name: "user", Usage: "user id, with --record or --object"},
 			&cli.StringFlag{Name: "record", Usage: "record id, with --user"},
 			&cli.StringFlag{Name: "object", Usage: "object, with --user: list the records the user can access"},
+			&cli.StringFlag{Name: "id", Usage: "with --user and --object: the application's id of one record"},
 			&cli.StringFlag{Name: "min-level", Value: "read", Usage: "with --object: read, edit or all"},
 			&cli.StringFlag{Name: "after", Usage: "with --object: list records after this id (the last of the previous page)"},
 			&cli.IntFlag{Name: "limit", Value: 1000, Usage: "with --object: records per page, 1 to 10000"},
 		},
 		Action: func(c *cli.Context) error {
 			user, record, object, format := c.String("user"), c.String("record"), c.String("object"), c.String("format")
+			id := c.String("id")
 			switch {
-			case format == "csv" && user == "" && record == "" && object == "":
+			case format == "csv" && user == "" && record == "" && object == "" && id == "":
 				return action(out, errOut, AccessCSV)(c)
-			case format == "" && user != "" && record != "" && object == "":
-				return action(out, errOut, func(ctx context.Context, env *Env) error { return AccessOne(ctx, env, user, record) })(c)
-			case user != "" && object != "" && record == "":
+			case format == "" && user != "" && (record != "" && object == "" && id == "" || record == "" && object != "" && id != ""):
+				return action(out, errOut, func(ctx context.Context, env *Env) error { return AccessOne(ctx, env, user, object, id, record) })(c)
+			case user != "" && object != "" && record == "" && id == "":
 				p := accessPage{user: user, object: object, minLevel: c.String("min-level"), after: c.String("after"), limit: c.Int("limit"), format: format}
 				if err := p.check(); err != nil {
 					return cli.Exit("recalc access: "+err.Error(), ExitUsage)
 				}
 				return action(out, errOut, func(ctx context.Context, env *Env) error { return AccessList(ctx, env, p) })(c)
 			}
-			return cli.Exit("recalc access: give --format csv alone, --user U and --record R, or --user U and --object O", ExitUsage)
+			return cli.Exit("recalc access: give --format csv alone, --user U and --record R (or --object O --id ID), or --user U and --object O", ExitUsage)
 		},
 	}
 }
@@ -83,10 +87,15 @@ func AccessCSV(ctx context.Context, env *Env) error {
 	return access.WriteCSV(ctx, env.Pool, env.Out)
 }
 
-// AccessOne prints one user's access level to one record, and fails when
-// either does not exist.
-func AccessOne(ctx context.Context, env *Env, user, record string) error {
+// AccessOne prints one user's access level to one record, named by its key
+// or by an object and the application's id, and fails when either does not
+// exist.
+func AccessOne(ctx context.Context, env *Env, user, object, id, record string) error {
 	if err := schema.Check(ctx, env.Pool); err != nil {
+		return err
+	}
+	record, err := recordKey(ctx, env, object, id, record)
+	if err != nil {
 		return err
 	}
 	l, err := access.CheckLevel(ctx, env.Pool, user, record)
@@ -95,6 +104,15 @@ func AccessOne(ctx context.Context, env *Env, user, record string) error {
 	}
 	_, err = fmt.Fprintln(env.Out, l)
 	return err
+}
+
+// recordKey is record, or the key of the record the application calls id
+// in object when id is given.
+func recordKey(ctx context.Context, env *Env, object, id, record string) (string, error) {
+	if id == "" {
+		return record, nil
+	}
+	return access.RecordKey(ctx, env.Pool, object, id)
 }
 
 // AccessList prints one page of the records of an object a user can access.

@@ -251,17 +251,26 @@ func explainCommand(out, errOut io.Writer) *cli.Command {
 		Description: "Lists each grant that reaches the user (owner, rule, manual or apex share, team,\n" +
 			"territory, implicit parent or child, OWD, controlled by parent) with how the user\n" +
 			"receives it: through which group path, role chain or territory. Computed from the\n" +
-			"configuration the share tables were last computed from, and checked against them.",
+			"configuration the share tables were last computed from, and checked against them.\n" +
+			"Name the record by its key (--record), or by --object and the application's --id.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "user", Required: true, Usage: "user id"},
-			&cli.StringFlag{Name: "record", Required: true, Usage: "record id"},
+			&cli.StringFlag{Name: "record", Usage: "record id (its key: account:42 for an attached object)"},
+			&cli.StringFlag{Name: "object", Usage: "with --id: the record's object"},
+			&cli.StringFlag{Name: "id", Usage: "with --object: the application's id of the record"},
 			formatFlag(),
 		},
-		Action: formatAction(out, errOut, func(c *cli.Context, f string) func(context.Context, *Env) error {
-			return func(ctx context.Context, env *Env) error {
-				return ExplainCmd(ctx, env, c.String("user"), c.String("record"), f)
+		Action: func(c *cli.Context) error {
+			record, object, id := c.String("record"), c.String("object"), c.String("id")
+			if (record != "") == (object != "" || id != "") || (object != "") != (id != "") {
+				return cli.Exit("recalc explain: give --record R, or --object O and --id ID", ExitUsage)
 			}
-		}),
+			return formatAction(out, errOut, func(c *cli.Context, f string) func(context.Context, *Env) error {
+				return func(ctx context.Context, env *Env) error {
+					return ExplainCmd(ctx, env, c.String("user"), object, id, record, f)
+				}
+			})(c)
+		},
 	}
 }
 
@@ -292,8 +301,9 @@ func grantCommand(out, errOut io.Writer) *cli.Command {
 		Name:      "grant",
 		Usage:     "give an existing role the least privileges of a reader or a writer of recalc (see SECURITY.md)",
 		ArgsUsage: "reader|writer ROLE",
-		Description: "reader: EXECUTE on the SQL access API (access_level, can_access, visible_records, the rls_*\n" +
-			"functions, invalid_records), which row-level security policies call; no table.\n" +
+		Description: "reader: EXECUTE on the SQL access API (access_level, can_access, visible_records, visible_ids,\n" +
+			"record_key, the rls_* functions, invalid_records), which row-level security policies call;\n" +
+			"no table.\n" +
 			"writer: SELECT and DELETE on recalc.record, INSERT and UPDATE of its columns id, object, owner,\n" +
 			"parent, fields and territories only; no other table. Run it as the role that owns the schema.",
 		Action: func(c *cli.Context) error {

@@ -298,8 +298,12 @@ func VerifyCmd(ctx context.Context, env *Env, opt engine.VerifyOptions, format s
 }
 
 // ExplainCmd prints why user has their access to record.
-func ExplainCmd(ctx context.Context, env *Env, user, record, format string) error {
+func ExplainCmd(ctx context.Context, env *Env, user, object, id, record, format string) error {
 	if err := schema.Check(ctx, env.Pool); err != nil {
+		return err
+	}
+	record, err := recordKey(ctx, env, object, id, record)
+	if err != nil {
 		return err
 	}
 	e, err := engine.Explain(ctx, env.Pool, user, record)

@@ -1,0 +1,157 @@
+package attach_test
+
+import (
+	"context"
+	"errors"
+	"crypto/rand"
+	"encoding/hex"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/recalc-dev/recalc/internal/dburl"
+)
+
+// TestReadsTakeApplicationIDs: for attached objects, access_level,
+// visible_ids, `recalc access` and `recalc explain` take the application's
+// own ids, of their own types (bigint accounts and cases whose ids collide,
+// uuid contacts and opportunities), and agree with the reads by record key.
+// They are called as a reader role made by `recalc grant reader`.
+func TestReadsTakeApplicationIDs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.exec(t, b.app,
+		`INSERT INTO crm.contact VALUES ('3f0c7a52-0c3e-4c1e-9a55-4b2d8f1e6a01', 'erin', 'CTO', NULL),
+		                                ('9a1b2c3d-0000-4000-8000-00000000000b', 'bob', 'Buyer', NULL)`,
+		`INSERT INTO crm.contact_account VALUES ('3f0c7a52-0c3e-4c1e-9a55-4b2d8f1e6a01', 1), ('9a1b2c3d-0000-4000-8000-00000000000b', 2)`,
+		`INSERT INTO crm.opportunity VALUES ('0d9e8f7a-1111-4222-8333-444455556666', 1, 'carol', 'won', 5000, '2027-01-31'),
+		                                    ('7e6d5c4b-aaaa-4bbb-8ccc-dddddddddddd', 3, 'dave', 'open', 10, NULL)`,
+		`INSERT INTO crm.account (id, name, owner_id, industry) VALUES (10, 'Umbrella', 'erin', 'tech'), (100, 'Hooli', 'frank', NULL)`)
+	b.run(t)
+	b.checkOracle(t, "after the writes")
+
+	var tok [4]byte
+	_, _ = rand.Read(tok[:])
+	readerRole := "attach_reader_" + hex.EncodeToString(tok[:])
+	t.Cleanup(func() { dropRoles(b.url, readerRole) })
+	var db string
+	if err := b.admin.QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
+		t.Fatal(err)
+	}
+	b.exec(t, b.admin, `CREATE ROLE `+ident(readerRole)+` LOGIN NOSUPERUSER`, `GRANT CONNECT ON DATABASE `+ident(db)+` TO `+ident(readerRole))
+	if _, err := b.recalc("grant", "reader", readerRole); err != nil {
+		t.Fatalf("grant reader: %v", err)
+	}
+	reader := openPool(t, dburl.WithUser(b.url, readerRole))
+
+	for _, o := range []struct{ object, idType string }{
+		{"account", "bigint"}, {"case", "bigint"}, {"contact", "uuid"}, {"opportunity", "uuid"}, {"account", "text"},
+	} {
+		var keys []string
+		if err := b.admin.QueryRow(ctx, `SELECT array_agg(id ORDER BY id) FROM recalc.acl_record WHERE object = $1`, o.object).Scan(&keys); err != nil || len(keys) < 2 {
+			t.Fatalf("%s: records %q (%v), want two or more", o.object, keys, err)
+		}
+		prefix := o.object + ":"
+		for _, u := range crmUsers {
+			// access_level by the application's id equals access_level by key.
+			var differ []string
+			if err := reader.QueryRow(ctx, `SELECT coalesce(array_agg(k), '{}') FROM unnest($3::text[]) k
+				WHERE recalc.access_level($1, $2, substr(k, length($2) + 2)::`+o.idType+`) IS DISTINCT FROM recalc.access_level($1, k)`,
+				u, o.object, keys).Scan(&differ); err != nil {
+				t.Fatalf("%s %s by %s id: %v", u, o.object, o.idType, err)
+			}
+			if len(differ) > 0 {
+				t.Errorf("%s: access_level by the %s id differs from by key for %q", u, o.idType, differ)
+			}
+			// visible_ids, a page of one at a time, walks exactly the
+			// records visible_records lists, as the application's ids.
+			var want []string
+			if err := reader.QueryRow(ctx, `SELECT coalesce(array_agg(substr(record, length($2) + 2) ORDER BY n), '{}')
+				FROM recalc.visible_records($1, $2, 'read', NULL, 1000) WITH ORDINALITY v(record, level, next_after, n)`,
+				u, o.object).Scan(&want); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			var after *string
+			for page := 0; ; page++ {
+				if page > len(keys) {
+					t.Fatalf("%s %s: visible_ids did not end after %d pages", u, o.object, page)
+				}
+				var id, next *string
+				err := reader.QueryRow(ctx, `SELECT id::text, next_after::text FROM recalc.visible_ids($1, $2, 'read', $3::`+o.idType+`, 1)`,
+					u, o.object, after).Scan(&id, &next)
+				if err == pgx.ErrNoRows {
+					break
+				}
+				if err != nil {
+					t.Fatalf("%s %s: visible_ids: %v", u, o.object, err)
+				}
+				if id != nil {
+					got = append(got, *id)
+					after = id
+				} else {
+					after = next
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("%s %s: visible_ids by %s pages of one %q, visible_records %q", u, o.object, o.idType, got, want)
+			}
+			for _, id := range got {
+				if strings.HasPrefix(id, prefix) {
+					t.Errorf("%s %s: visible_ids returned the key %q, not the application's id", u, o.object, id)
+				}
+			}
+		}
+	}
+
+	// An after of another type than the object's ids is refused, saying which.
+	_, err := reader.Exec(ctx, `SELECT * FROM recalc.visible_ids('bob', 'account', 'read', NULL::uuid, 10)`)
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "22023" || !strings.Contains(pe.Message, "bigint") {
+		t.Errorf("visible_ids of bigint accounts after a uuid: %v, want 22023 naming bigint", err)
+	}
+	var key string
+	if err := reader.QueryRow(ctx, `SELECT recalc.record_key('account', '42') || ' ' || recalc.record_key('nosuch', 'x')`).Scan(&key); err != nil || key != "account:42 x" {
+		t.Errorf("record_key: %q (%v), want account:42 and x", key, err)
+	}
+
+	// The command line: --object and --id name a record by the application's id.
+	byID, err := b.recalc("access", "--user", "bob", "--object", "account", "--id", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	byKey, err := b.recalc("access", "--user", "bob", "--record", "account:1")
+	if err != nil || byID != byKey || strings.TrimSpace(byKey) != "all" {
+		t.Errorf("access by id %q, by key %q (%v), want both all (bob owns account 1)", byID, byKey, err)
+	}
+	if _, err := b.recalc("access", "--user", "bob", "--object", "account", "--id", "999"); err == nil || !strings.Contains(err.Error(), `"account:999" does not exist`) {
+		t.Errorf("access to a missing account: %v, want it named as missing", err)
+	}
+	out, err := b.recalc("explain", "--user", "bob", "--object", "account", "--id", "1")
+	if err != nil || !strings.Contains(out, "account:1") || !strings.Contains(out, "owner") {
+		t.Errorf("explain by id: %v\n%s", err, out)
+	}
+	var want string
+	if err := reader.QueryRow(ctx, `SELECT 'record,level' || string_agg(E'\n' || substr(record, 6) || ',' || level, '' ORDER BY n) || E'\n'
+		FROM recalc.visible_records('alice', 'case', 'read', NULL, 100) WITH ORDINALITY v(record, level, next_after, n)`).Scan(&want); err != nil {
+		t.Fatal(err)
+	}
+	out, err = b.recalc("access", "--user", "alice", "--object", "case", "--format", "csv")
+	if err != nil || out != want || !strings.Contains(out, "\n1,") || !strings.Contains(out, "\n2,") {
+		t.Errorf("alice's cases: %v\n%q, want %q: cases 1 and 2 by the application's ids", err, out, want)
+	}
+	for _, args := range [][]string{
+		{"explain", "--user", "bob", "--object", "account"},
+		{"explain", "--user", "bob", "--record", "account:1", "--id", "1"},
+		{"access", "--user", "bob", "--id", "1"},
+	} {
+		if _, err := b.recalc(args...); err == nil || !strings.Contains(err.Error(), "--id") {
+			t.Errorf("%q: %v, want a usage error naming --id", args, err)
+		}
+	}
+}
