@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/recalc-dev/recalc/internal/locks"
+	"github.com/recalc-dev/recalc/internal/model"
 )
 
 // Status says what Apply or Detach did to an object.
@@ -56,6 +57,13 @@ func Apply(ctx context.Context, pool *pgxpool.Pool, spec *Spec) ([]Change, error
 		}
 		for _, o := range spec.Objects {
 			c, err := install(ctx, tx, targets[o.Object], have)
+			if err != nil {
+				return err
+			}
+			out = append(out, c)
+		}
+		if t, ok := targets[model.UsersAttachment]; ok {
+			c, err := install(ctx, tx, t, have)
 			if err != nil {
 				return err
 			}
@@ -118,6 +126,16 @@ func resolveAll(ctx context.Context, tx pgx.Tx, spec *Spec) (map[string]*target,
 			return nil, fmt.Errorf("attach %s: %w", o.Object, err)
 		}
 		targets[o.Object] = t
+	}
+	if u := spec.Users; u != nil {
+		t, err := resolve(ctx, tx, u.object(), objs, attached)
+		if err == nil {
+			err = t.resolveUsers(u)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("attach users: %w", err)
+		}
+		targets[model.UsersAttachment] = t
 	}
 	return targets, nil
 }
@@ -245,12 +263,15 @@ type Listed struct {
 	Table      string    `json:"table"`
 	View       bool      `json:"view"`
 	Capture    []string  `json:"capture"`  // the tables whose writes are captured
-	Records    int64     `json:"records"`  // records mirrored now
+	Records    int64     `json:"records"`  // records mirrored now (for the users, their rows)
 	Complete   bool      `json:"complete"` // every capture trigger in place and enabled
 	AttachedAt time.Time `json:"attached_at"`
 	// AbsorbError says why the engine's last absorb left this object's
 	// writes logged: a SQLSTATE, or NotIntact; "" when it did not.
 	AbsorbError string `json:"absorb_error,omitempty"`
+	// UserFixes is, for the users, what the last rebuild of the model's
+	// users from their rows changed (nil before the first).
+	UserFixes *model.UserFixes `json:"user_fixes,omitempty"`
 }
 
 // SandboxFault says why recalc cannot read the attached tables as its
@@ -275,16 +296,18 @@ func List(ctx context.Context, pool *pgxpool.Pool) ([]Listed, error) {
 	rows, err := pool.Query(ctx, `
 		SELECT a.object, a.source, a.is_view,
 		       (SELECT array_agg(c.source ORDER BY c.source) FROM recalc.attach_capture c WHERE c.object = a.object),
-		       (SELECT count(*) FROM recalc.record r WHERE r.object = a.object),
+		       CASE WHEN a.object = $2 THEN (SELECT count(*) FROM recalc.attached_user)
+		            ELSE (SELECT count(*) FROM recalc.record r WHERE r.object = a.object) END,
 		       recalc.attach_intact(a.object), a.attached_at,
-		       CASE WHEN s.object IS NULL THEN '' ELSE coalesce(s.error_code, $1) END
-		FROM recalc.attachment a LEFT JOIN recalc.attach_stuck s USING (object) ORDER BY a.object`, NotIntact)
+		       CASE WHEN s.object IS NULL THEN '' ELSE coalesce(s.error_code, $1) END,
+		       CASE WHEN a.object = $2 THEN (SELECT fixes FROM recalc.attached_users_state) END
+		FROM recalc.attachment a LEFT JOIN recalc.attach_stuck s USING (object) ORDER BY a.object`, NotIntact, model.UsersAttachment)
 	if err != nil {
 		return nil, fmt.Errorf("list attachments: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Listed, error) {
 		var l Listed
-		err := r.Scan(&l.Object, &l.Table, &l.View, &l.Capture, &l.Records, &l.Complete, &l.AttachedAt, &l.AbsorbError)
+		err := r.Scan(&l.Object, &l.Table, &l.View, &l.Capture, &l.Records, &l.Complete, &l.AttachedAt, &l.AbsorbError, &l.UserFixes)
 		return l, err
 	})
 	if err != nil {

@@ -20,7 +20,9 @@ type target struct {
 	idType       string // text, bigint, integer or uuid
 	parentObject string
 	captures     []capture
-	fingerprint  []byte // what the installed capture depends on: equal means unchanged
+	users        *Users    // the users' columns, for the users' attachment
+	rel          *relation // the table or view, as the catalog had it
+	fingerprint  []byte    // what the installed capture depends on: equal means unchanged
 }
 
 // capture is a table whose writes are captured for a target.
@@ -182,7 +184,8 @@ func (t *target) setFingerprint() error {
 		Source   string    `json:"source"`
 		Relid    uint32    `json:"relid"`
 		Captures []capture `json:"captures"`
-	}{t.Object, t.source, t.relid, t.captures})
+		Users    *Users    `json:"users,omitempty"` // recalc.attach_users_sync reads its type and active
+	}{t.Object, t.source, t.relid, t.captures, t.users})
 	t.fingerprint = b
 	return err
 }

@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/recalc-dev/recalc/internal/model"
 )
 
 // modelObjects reads the stored model's objects: name to parent object
@@ -30,7 +32,7 @@ func modelObjects(ctx context.Context, tx pgx.Tx) (map[string]string, error) {
 // attached holds every object the spec attaches.
 func resolve(ctx context.Context, tx pgx.Tx, o Object, objs map[string]string, attached map[string]bool) (*target, error) {
 	parent, ok := objs[o.Object]
-	if !ok {
+	if !ok && o.Object != model.UsersAttachment {
 		return nil, fmt.Errorf("object %q is not in the stored model: import a model that defines it first (`recalc import`)", o.Object)
 	}
 	t := &target{Object: o, parentObject: parent}
@@ -51,7 +53,7 @@ func resolve(ctx context.Context, tx pgx.Tx, o Object, objs map[string]string, a
 	if rel == nil {
 		return nil, fmt.Errorf("table %s does not exist (or is not visible to this role)", o.Table)
 	}
-	t.source, t.relid = rel.source, rel.relid
+	t.source, t.relid, t.rel = rel.source, rel.relid, rel
 	if !rel.canSelect {
 		return nil, fmt.Errorf("this role cannot read %s: GRANT SELECT ON %s TO the role running recalc", o.Table, rel.source)
 	}
@@ -75,6 +77,25 @@ func resolve(ctx context.Context, tx pgx.Tx, o Object, objs map[string]string, a
 	return t, t.setFingerprint()
 }
 
+// resolveUsers checks the users' type and active columns, which
+// readColumns read as fields, and records which is which.
+func (t *target) resolveUsers(u *Users) error {
+	for _, c := range []struct {
+		what  string
+		col   *string
+		types []string
+	}{{"type", u.Type, []string{"text", "varchar"}}, {"active", u.Active, []string{"bool"}}} {
+		if c.col == nil {
+			continue
+		}
+		if _, err := t.rel.column(t.Table, c.what, *c.col, c.types); err != nil {
+			return err
+		}
+	}
+	t.users = u
+	return t.setFingerprint()
+}
+
 // readColumns checks the id, owner, parent, fields and territories columns
 // and returns them with their types, in that order.
 func (t *target) readColumns(rel *relation) (cols []string, err error) {
@@ -85,14 +106,18 @@ func (t *target) readColumns(rel *relation) (cols []string, err error) {
 	}
 	t.idType = keyTypes[id.name]
 	cols = append(cols, t.ID)
-	owner, err := rel.column(t.Table, "owner", t.Owner, keys)
+	ownerWhat, fieldWhat := "owner", "field"
+	if t.Object.Object == model.UsersAttachment {
+		ownerWhat, fieldWhat = "role", "type or active"
+	}
+	owner, err := rel.column(t.Table, ownerWhat, t.Owner, keys)
 	if err != nil {
 		return nil, err
 	}
 	if err := deterministic(t.Table, "id", t.ID, id); err != nil {
 		return nil, err
 	}
-	if err := deterministic(t.Table, "owner", t.Owner, owner); err != nil {
+	if err := deterministic(t.Table, ownerWhat, t.Owner, owner); err != nil {
 		return nil, err
 	}
 	cols = append(cols, t.Owner)
@@ -107,7 +132,7 @@ func (t *target) readColumns(rel *relation) (cols []string, err error) {
 		cols = append(cols, *t.Parent)
 	}
 	for _, f := range t.Fields {
-		if _, err := rel.column(t.Table, "field", f, fieldTypes); err != nil {
+		if _, err := rel.column(t.Table, fieldWhat, f, fieldTypes); err != nil {
 			return nil, err
 		}
 	}

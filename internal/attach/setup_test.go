@@ -287,11 +287,18 @@ SELECT coalesce(jsonb_agg(jsonb_strip_nulls(r)), '[]')::text FROM (
 // crmModel with the application's rows as its records.
 func (b *bundle) checkOracle(t *testing.T, after string) {
 	t.Helper()
+	b.checkOracleOf(t, crmModel, after)
+}
+
+// checkOracleOf is checkOracle for the configuration config instead of
+// crmModel's.
+func (b *bundle) checkOracleOf(t *testing.T, config, after string) {
+	t.Helper()
 	var records string
 	if err := b.admin.QueryRow(context.Background(), expectedRecords).Scan(&records); err != nil {
 		t.Fatal(err)
 	}
-	file := strings.TrimSuffix(strings.TrimSpace(crmModel), "}") + `, "records": ` + records + "}"
+	file := strings.TrimSuffix(strings.TrimSpace(config), "}") + `, "records": ` + records + "}"
 	m, _, err := model.Parse(strings.NewReader(file))
 	if err != nil {
 		t.Fatalf("expected model: %v", err)

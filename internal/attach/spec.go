@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/recalc-dev/recalc/internal/model"
 )
 
 // Bounds of a spec file: it is untrusted input.
@@ -18,9 +20,46 @@ const (
 	maxName      = 63      // PostgreSQL's identifier length, in bytes
 )
 
-// Spec is an attachment file: the objects attached to application tables.
+// Spec is an attachment file: the objects attached to application tables,
+// and optionally the table of the model's users.
 type Spec struct {
 	Objects []Object `json:"objects"`
+	Users   *Users   `json:"users"`
+}
+
+// Users attaches the model's users to a table (or a view): each row is a
+// user, its id the id column's value as text.
+type Users struct {
+	Table   string    `json:"table"`   // schema.name of the table or view
+	ID      string    `json:"id"`      // id column: text, varchar, bigint, integer or uuid
+	Role    string    `json:"role"`    // the column holding the user's role id (NULL: none)
+	Type    *string   `json:"type"`    // a text column: internal or external (NULL: internal); absent: all internal
+	Active  *string   `json:"active"`  // a boolean column (NULL: inactive); absent: all active
+	Capture []Capture `json:"capture"` // a view's base tables
+}
+
+// object is the users' attachment as an attached object's entry, its type
+// and active columns as fields.
+func (u *Users) object() Object {
+	o := Object{Object: model.UsersAttachment, Table: u.Table, ID: u.ID, Owner: u.Role, Fields: []string{}, Capture: u.Capture}
+	for _, c := range []*string{u.Type, u.Active} {
+		if c != nil {
+			o.Fields = append(o.Fields, *c)
+		}
+	}
+	return o
+}
+
+// check checks the users entry's names and bounds.
+func (u *Users) check() error {
+	if err := checkName("role", u.Role); err != nil {
+		return err
+	}
+	if u.Type != nil && u.Active != nil && *u.Type == *u.Active {
+		return fmt.Errorf("type and active name the same column %q", *u.Type)
+	}
+	o := u.object()
+	return o.check()
 }
 
 // Object attaches one object of the model to a table or a view.
@@ -66,6 +105,11 @@ func Parse(r io.Reader) (*Spec, error) {
 	}
 	if len(s.Objects) > MaxObjects {
 		return nil, fmt.Errorf("attachment spec attaches %d objects, more than %d", len(s.Objects), MaxObjects)
+	}
+	if s.Users != nil {
+		if err := s.Users.check(); err != nil {
+			return nil, fmt.Errorf("users: %w", err)
+		}
 	}
 	seen := map[string]bool{}
 	for i := range s.Objects {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/pg"
 )
 
@@ -272,7 +273,7 @@ func Absorb(ctx context.Context, tx pgx.Tx, maxKeys int) (done []Absorbed, ok bo
 		// the application's code may run in its read (as the sandbox role,
 		// SECURITY.md) and must not hold the engine up for long.
 		if _, err := tx.Exec(ctx, `SELECT set_config('statement_timeout', $1, true)`,
-			fmt.Sprintf("%dms", absorbTimeout(o.Keys, o.Whole).Milliseconds())); err != nil {
+			fmt.Sprintf("%dms", absorbTimeout(o.Keys, o.Whole || o.Object == model.UsersAttachment).Milliseconds())); err != nil {
 			return nil, false, wrapAbsorb(err)
 		}
 		var a Absorbed

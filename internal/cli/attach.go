@@ -27,7 +27,8 @@ func attachCommand(out, errOut io.Writer) *cli.Command {
 			"same transaction (the next `recalc run` or `recalc watch` step mirrors it into recalc.record),\n" +
 			"and backfills the existing rows. Applying the same file again changes nothing but has the\n" +
 			"engine retry objects whose writes it could not absorb; a changed file updates; objects the\n" +
-			"file no longer names are detached.\n" +
+			"file no longer names are detached. A \"users\" entry attaches the model's users to a table the\n" +
+			"same way: its id, role, type and active columns (docs/attach.md, \"Attaching the users\").\n" +
 			"recalc reads the tables as its sandbox role (the schema owner's name followed by _sandbox,\n" +
 			"SECURITY.md): it creates the role if it may create roles, else says what to run.\n" +
 			"All in one transaction: on any error nothing changes. Run it as the role that owns the schema.",
@@ -152,7 +153,11 @@ func listAttached(ctx context.Context, env *Env, format string) error {
 		case l.AbsorbError != "":
 			state = "WRITES NOT ABSORBED (SQLSTATE " + l.AbsorbError + "): grant recalc's role what it lacks, then run `recalc attach FILE` again (docs/attach.md)"
 		}
-		fmt.Fprintf(env.Out, "%-16s %s (capture on %s) %d records, %s\n", l.Object, l.Table, strings.Join(l.Capture, ", "), l.Records, state)
+		what := "records"
+		if fx := l.UserFixes; fx != nil {
+			what = fmt.Sprintf("users (%d skipped, %d made inactive, %d inactive stubs: docs/attach.md)", fx.Skipped, fx.Inactive, fx.Stubs)
+		}
+		fmt.Fprintf(env.Out, "%-16s %s (capture on %s) %d %s, %s\n", l.Object, l.Table, strings.Join(l.Capture, ", "), l.Records, what, state)
 	}
 	return nil
 }

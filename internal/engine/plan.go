@@ -105,6 +105,19 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 // the two sides were last computed from, and which change rows are
 // committed now: what the job plans from and, once done, consumes.
 func load(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, *inputs, error) {
+	// Mirror the writes to attached tables first, the users table's into
+	// the stored configuration (read next); the change rows, read last,
+	// then name every record they wrote, for the root fixing that follows.
+	var absorbed []changes.Absorbed
+	if !opt.noAbsorb {
+		var err error
+		if absorbed, _, err = changes.Absorb(ctx, tx, 0); err != nil {
+			return nil, nil, err
+		}
+		if _, err := store.SyncAttachedUsers(ctx, tx); err != nil {
+			return nil, nil, err
+		}
+	}
 	cfgJSON, err := store.StoredConfig(ctx, tx)
 	if err != nil {
 		return nil, nil, err
@@ -123,14 +136,6 @@ func load(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, *inputs, error
 	in := &inputs{}
 	if in.rules, in.closure, err = appliedOrgs(ctx, tx); err != nil {
 		return nil, nil, err
-	}
-	// Mirror the writes to attached tables, then read the change rows:
-	// every record they name is then visible to the root fixing that follows.
-	var absorbed []changes.Absorbed
-	if !opt.noAbsorb {
-		if absorbed, _, err = changes.Absorb(ctx, tx, 0); err != nil {
-			return nil, nil, err
-		}
 	}
 	if in.log, err = changes.Read(ctx, tx); err != nil {
 		return nil, nil, err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"maps"
 	"strings"
 	"time"
 
@@ -311,20 +312,43 @@ func mergeConfig(ctx context.Context, tx pgx.Tx, f *model.File, lim model.Limits
 	if err != nil {
 		return nil, err
 	}
+	_, hasUsers := f.Raw["users"]
+	_, deletesUsers := f.Delete["users"]
+	known := map[string]bool{}
+	for _, u := range cfg.Users {
+		known[u.ID] = true
+	}
 	cfg.Overlay(&f.Config, &f.Config)
+	// Attached users are the users table's rows as last absorbed, fitted to
+	// the merged configuration (its roles, and the users it names).
+	attached, fx, err := attachUsers(ctx, tx, cfg, lim)
+	switch {
+	case err != nil:
+		return nil, err
+	case attached && (hasUsers || deletesUsers):
+		return nil, &InvalidError{fmt.Errorf(`the users are attached to an application table (recalc attach --list): write them there, and leave the "users" section out of the file (or detach them first: recalc detach users)`)}
+	}
+	for _, id := range fx.StubIDs {
+		if !known[id] { // a stub stands for a user the table lost, never for a new name
+			return nil, &InvalidError{fmt.Errorf("user %q does not exist: the users are attached, so add it to their table (recalc attach --list), let recalc absorb it (recalc run), then import again", id)}
+		}
+	}
 	ix, err := cfg.ValidateLimited(lim)
 	if err != nil {
 		return nil, &InvalidError{err}
 	}
-	for name, raw := range f.Raw {
-		if _, err := tx.Exec(ctx, `
-			WITH changed AS (
-				INSERT INTO recalc.change (kind, keys)
-				SELECT 'section', ARRAY[$1] WHERE NOT EXISTS (
-					SELECT 1 FROM recalc.model_section WHERE name = $1 AND doc = $2::jsonb))
-			INSERT INTO recalc.model_section (name, doc) VALUES ($1, $2::jsonb)
-			ON CONFLICT (name) DO UPDATE SET doc = excluded.doc`, name, string(raw)); err != nil {
-			return nil, fmt.Errorf("store section %s: %w", name, err)
+	sections := f.Raw
+	if attached {
+		doc, err := model.UsersJSON(cfg.Users)
+		if err != nil {
+			return nil, fmt.Errorf("encode the attached users: %w", err)
+		}
+		sections = maps.Clone(f.Raw)
+		sections["users"] = doc
+	}
+	for name, raw := range sections {
+		if _, err := storeSection(ctx, tx, name, raw); err != nil {
+			return nil, err
 		}
 	}
 	return ix, nil
