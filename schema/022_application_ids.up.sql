@@ -18,13 +18,24 @@
 -- the key). Every statement is safe to run again.
 
 -- record_key: the key of the record an application calls p_id in p_object.
+-- An attached object's id is read as its column's type, as the capture
+-- writes it: '01' is bigint 1, an upper-case uuid its lower-case text. An
+-- id that is not a value of the type names no record: NULL.
 CREATE OR REPLACE FUNCTION recalc.record_key(p_object text, p_id text) RETURNS text
 LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_type text;
 BEGIN
-    IF EXISTS (SELECT 1 FROM recalc.attachment WHERE object = p_object) THEN
-        RETURN p_object || ':' || p_id;
+    SELECT id_type INTO v_type FROM recalc.attachment WHERE object = p_object;
+    IF NOT FOUND THEN
+        RETURN p_id;
     END IF;
-    RETURN p_id;
+    BEGIN
+        RETURN p_object || ':' || CASE v_type WHEN 'bigint' THEN p_id::bigint::text WHEN 'integer' THEN p_id::integer::text
+                                              WHEN 'uuid' THEN p_id::uuid::text ELSE p_id END;
+    EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+        RETURN NULL;
+    END;
 END
 $$;
 REVOKE EXECUTE ON FUNCTION recalc.record_key(text, text) FROM PUBLIC;
@@ -34,7 +45,7 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_cata
 DECLARE
     v_key text := recalc.record_key(p_object, p_record);
 BEGIN
-    IF EXISTS (SELECT 1 FROM recalc.acl_record WHERE id = v_key AND object = p_object) THEN
+    IF v_key IS NOT NULL AND EXISTS (SELECT 1 FROM recalc.acl_record WHERE id = v_key AND object = p_object) THEN
         RETURN recalc.access_level(p_user, v_key);
     END IF;
     RETURN 'none';

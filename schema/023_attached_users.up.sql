@@ -34,11 +34,15 @@ CREATE TABLE IF NOT EXISTS recalc.attached_users_state (
 INSERT INTO recalc.attached_users_state DEFAULT VALUES ON CONFLICT DO NOTHING;
 
 -- attach_users_sync reads every row of the users attachment a, in the
--- sandbox, and makes recalc.attached_user equal them, marking it dirty when
--- anything changed. Its type and active columns are in a.spec (the
--- fingerprint of internal/attach): without a type column every user is
--- internal, without an active column every user is active; a NULL active
--- is read as inactive. It returns how many rows it inserted, updated or
+-- sandbox, and makes recalc.attached_user equal them. Its type and active
+-- columns are in a.spec (the fingerprint of internal/attach): without a
+-- type column every user is internal, without an active column every user
+-- is active; a NULL active is read as inactive. Rows sharing an id (a view
+-- may return them) are left out: no user. Every call marks the rows dirty
+-- and logs a section change, so that the next job, or `recalc watch`'s
+-- next step, rebuilds the users section from them, even when nothing
+-- changed since (an attach of an empty table must still replace the users
+-- an import gave). It returns how many rows it inserted, updated or
 -- deleted.
 CREATE OR REPLACE FUNCTION recalc.attach_users_sync(a recalc.attachment) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -63,15 +67,14 @@ BEGIN
         CASE WHEN v_active IS NULL THEN 'true' ELSE format('s.%I', v_active) END,
         v_view), NULL);
     WITH src AS (SELECT r.id, r.owner AS role, r.fields->>'type' AS type, (r.fields->>'active')::boolean AS active
-                 FROM unnest(v_rows) r),
+                 FROM (SELECT u.*, count(*) OVER (PARTITION BY u.id) AS n FROM unnest(v_rows) u) r WHERE r.n = 1),
     gone AS (DELETE FROM recalc.attached_user u WHERE NOT EXISTS (SELECT 1 FROM src WHERE src.id = u.id) RETURNING 1),
     put AS (INSERT INTO recalc.attached_user AS u (id, role, type, active) SELECT * FROM src
             ON CONFLICT (id) DO UPDATE SET role = excluded.role, type = excluded.type, active = excluded.active
             WHERE (u.role, u.type, u.active) IS DISTINCT FROM (excluded.role, excluded.type, excluded.active) RETURNING 1)
     SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM put) INTO v_n;
-    IF v_n > 0 THEN
-        UPDATE recalc.attached_users_state SET dirty = true;
-    END IF;
+    UPDATE recalc.attached_users_state SET dirty = true;
+    INSERT INTO recalc.change (kind, keys) VALUES ('section', ARRAY['users']);
     RETURN v_n;
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_users_sync(recalc.attachment) FROM PUBLIC;

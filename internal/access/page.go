@@ -84,13 +84,18 @@ func CheckLevel(ctx context.Context, q pg.Querier, user, record string) (string,
 
 // RecordKey returns the key of the record the application calls id in
 // object (recalc.record_key): object:id for an attached object, id itself
-// for any other.
+// for any other. It fails when no record of object has that id.
 func RecordKey(ctx context.Context, q pg.Querier, object, id string) (string, error) {
-	var key string
-	if err := q.QueryRow(ctx, `SELECT recalc.record_key($1, $2)`, object, id).Scan(&key); err != nil {
+	var key *string
+	var ok bool
+	if err := q.QueryRow(ctx, `SELECT k, EXISTS (SELECT 1 FROM recalc.record r WHERE r.id = k AND r.object = $1)
+		FROM recalc.record_key($1, $2) k`, object, id).Scan(&key, &ok); err != nil {
 		return "", fmt.Errorf("look up the key of %s %q: %w", object, id, err)
 	}
-	return key, nil
+	if !ok {
+		return "", fmt.Errorf("record %q of object %s does not exist", id, object)
+	}
+	return *key, nil
 }
 
 // checkUser fails unless user is active or in the stored model.

@@ -129,7 +129,7 @@ func TestReadsTakeApplicationIDs(t *testing.T) {
 	if err != nil || byID != byKey || strings.TrimSpace(byKey) != "all" {
 		t.Errorf("access by id %q, by key %q (%v), want both all (bob owns account 1)", byID, byKey, err)
 	}
-	if _, err := b.recalc("access", "--user", "bob", "--object", "account", "--id", "999"); err == nil || !strings.Contains(err.Error(), `"account:999" does not exist`) {
+	if _, err := b.recalc("access", "--user", "bob", "--object", "account", "--id", "999"); err == nil || !strings.Contains(err.Error(), `record "999" of object account does not exist`) {
 		t.Errorf("access to a missing account: %v, want it named as missing", err)
 	}
 	out, err := b.recalc("explain", "--user", "bob", "--object", "account", "--id", "1")

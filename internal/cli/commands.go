@@ -263,7 +263,7 @@ func explainCommand(out, errOut io.Writer) *cli.Command {
 		Action: func(c *cli.Context) error {
 			record, object, id := c.String("record"), c.String("object"), c.String("id")
 			if (record != "") == (object != "" || id != "") || (object != "") != (id != "") {
-				return cli.Exit("recalc explain: give --record R, or --object O and --id ID", ExitUsage)
+				return cli.Exit("recalc explain: give --record R, or --object O and --id ID (see `recalc explain --help`)", ExitUsage)
 			}
 			return formatAction(out, errOut, func(c *cli.Context, f string) func(context.Context, *Env) error {
 				return func(ctx context.Context, env *Env) error {

@@ -24,22 +24,24 @@ type UserFixes struct {
 	Skipped  int `json:"skipped"`  // rows with no usable id, or a queue's id: no such user
 	Inactive int `json:"inactive"` // rows made inactive: unknown role or type, or NULL active
 	Stubs    int `json:"stubs"`    // users the configuration names but no row holds: kept, inactive
-	// StubIDs are the stubs' ids, in the order the configuration names them.
-	StubIDs []string `json:"-"`
+	// StubIDs are the stubs' ids, in the order they are named; QueueIDs
+	// the ids of rows skipped because a queue has them.
+	StubIDs, QueueIDs []string `json:"-"`
 }
 
 // AttachUsers makes c.Users the users of rows, the rows of an attached
-// users table, so that c validates whatever the rows hold:
+// users table, so that c validates whatever the rows hold (named are the
+// users that data outside c names: team members, users shares grant to):
 //   - a row without an id, with one over lim's id bytes, or with a queue's
 //     id is skipped;
 //   - a row naming a role that does not exist, or a type that is neither
 //     internal nor external, gives an inactive user with no role; a NULL
 //     active gives an inactive user;
-//   - a user that the groups, territories or rules name and no row holds
-//     is kept as an inactive stub, with no role.
+//   - a user that the groups, territories, rules or named name and no row
+//     holds is kept as an inactive stub, with no role.
 //
 // The users are sorted by id. More users than lim.Users is an error.
-func (c *Config) AttachUsers(rows []UserRow, lim Limits) (UserFixes, error) {
+func (c *Config) AttachUsers(rows []UserRow, named []string, lim Limits) (UserFixes, error) {
 	var fx UserFixes
 	roles := map[string]bool{}
 	for _, r := range c.Roles {
@@ -56,6 +58,9 @@ func (c *Config) AttachUsers(rows []UserRow, lim Limits) (UserFixes, error) {
 	for _, r := range rows {
 		if r.ID == nil || *r.ID == "" || !lim.idOK(*r.ID) || queues[*r.ID] || have[*r.ID] {
 			fx.Skipped++
+			if r.ID != nil && queues[*r.ID] {
+				fx.QueueIDs = append(fx.QueueIDs, *r.ID)
+			}
 			continue
 		}
 		u := User{ID: *r.ID, Active: r.Active != nil && *r.Active}
@@ -78,8 +83,8 @@ func (c *Config) AttachUsers(rows []UserRow, lim Limits) (UserFixes, error) {
 		have[u.ID] = true
 		users = append(users, u)
 	}
-	for _, id := range c.namedUsers() {
-		if !have[id] {
+	for _, id := range append(c.namedUsers(), named...) {
+		if !have[id] && !queues[id] {
 			have[id] = true
 			users = append(users, User{ID: id})
 			fx.Stubs++

@@ -314,9 +314,12 @@ func mergeConfig(ctx context.Context, tx pgx.Tx, f *model.File, lim model.Limits
 	}
 	_, hasUsers := f.Raw["users"]
 	_, deletesUsers := f.Delete["users"]
-	known := map[string]bool{}
+	known, queues := map[string]bool{}, map[string]bool{}
 	for _, u := range cfg.Users {
 		known[u.ID] = true
+	}
+	for _, g := range cfg.Groups {
+		queues[g.ID] = g.Queue
 	}
 	cfg.Overlay(&f.Config, &f.Config)
 	// Attached users are the users table's rows as last absorbed, fitted to
@@ -327,6 +330,11 @@ func mergeConfig(ctx context.Context, tx pgx.Tx, f *model.File, lim model.Limits
 		return nil, err
 	case attached && (hasUsers || deletesUsers):
 		return nil, &InvalidError{fmt.Errorf(`the users are attached to an application table (recalc attach --list): write them there, and leave the "users" section out of the file (or detach them first: recalc detach users)`)}
+	}
+	for _, id := range fx.QueueIDs {
+		if !queues[id] { // the table may not make a queue's id a user, nor an import a user's id a queue
+			return nil, &InvalidError{fmt.Errorf("group %q: a queue cannot share its id with a user of the attached users table", id)}
+		}
 	}
 	for _, id := range fx.StubIDs {
 		if !known[id] { // a stub stands for a user the table lost, never for a new name

@@ -54,7 +54,13 @@ func attachUsers(ctx context.Context, tx pgx.Tx, cfg *model.Config, lim model.Li
 	if err != nil {
 		return true, fx, fmt.Errorf("read the attached users: %w", err)
 	}
-	if fx, err = cfg.AttachUsers(users, lim); err != nil {
+	// Team entries and shares to a user name users too: keep them.
+	var named []string
+	if err := tx.QueryRow(ctx, `SELECT coalesce(array_agg(u ORDER BY u), '{}') FROM (
+		SELECT user_id FROM recalc.team UNION SELECT substr(grantee, 6) FROM recalc.share_input WHERE grantee LIKE 'user:%') x(u)`).Scan(&named); err != nil {
+		return true, fx, fmt.Errorf("read the users teams and shares name: %w", err)
+	}
+	if fx, err = cfg.AttachUsers(users, named, lim); err != nil {
 		return true, fx, err
 	}
 	b, err := json.Marshal(fx)
