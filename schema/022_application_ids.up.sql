@@ -20,22 +20,34 @@
 -- record_key: the key of the record an application calls p_id in p_object.
 -- An attached object's id is read as its column's type, as the capture
 -- writes it: '01' is bigint 1, an upper-case uuid its lower-case text. An
--- id that is not a value of the type names no record: NULL.
+-- id that is not a value of the type names no record: NULL. The text is
+-- checked before the cast, not caught after it: an EXCEPTION block starts
+-- a subtransaction, which a parallel query may not.
 CREATE OR REPLACE FUNCTION recalc.record_key(p_object text, p_id text) RETURNS text
 LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_type text;
+    v_max numeric;
 BEGIN
     SELECT id_type INTO v_type FROM recalc.attachment WHERE object = p_object;
     IF NOT FOUND THEN
         RETURN p_id;
     END IF;
-    BEGIN
-        RETURN p_object || ':' || CASE v_type WHEN 'bigint' THEN p_id::bigint::text WHEN 'integer' THEN p_id::integer::text
-                                              WHEN 'uuid' THEN p_id::uuid::text ELSE p_id END;
-    EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
-        RETURN NULL;
-    END;
+    CASE v_type
+    WHEN 'bigint', 'integer' THEN
+        v_max := CASE v_type WHEN 'bigint' THEN 9223372036854775807 ELSE 2147483647 END;
+        IF p_id !~ '^\s*[+-]?[0-9]+\s*$' OR NOT p_id::numeric BETWEEN -v_max - 1 AND v_max THEN
+            RETURN NULL;
+        END IF;
+        RETURN p_object || ':' || p_id::bigint::text;
+    WHEN 'uuid' THEN
+        IF p_id !~ '^(\{[0-9a-fA-F]{4}(-?[0-9a-fA-F]{4}){7}\}|[0-9a-fA-F]{4}(-?[0-9a-fA-F]{4}){7})$' THEN
+            RETURN NULL;
+        END IF;
+        RETURN p_object || ':' || p_id::uuid::text;
+    ELSE
+        RETURN p_object || ':' || p_id;
+    END CASE;
 END
 $$;
 REVOKE EXECUTE ON FUNCTION recalc.record_key(text, text) FROM PUBLIC;

@@ -38,12 +38,12 @@ INSERT INTO recalc.attached_users_state DEFAULT VALUES ON CONFLICT DO NOTHING;
 -- columns are in a.spec (the fingerprint of internal/attach): without a
 -- type column every user is internal, without an active column every user
 -- is active; a NULL active is read as inactive. Rows sharing an id (a view
--- may return them) are left out: no user. Every call marks the rows dirty
--- and logs a section change, so that the next job, or `recalc watch`'s
--- next step, rebuilds the users section from them, even when nothing
--- changed since (an attach of an empty table must still replace the users
--- an import gave). It returns how many rows it inserted, updated or
--- deleted.
+-- may return them) are left out: no user. When a row changed, or the
+-- users section was never built from the rows since they were attached
+-- (an attach of an empty table must still replace the users an import
+-- gave), it marks the rows dirty and logs a section change, so that the
+-- next job, or `recalc watch`'s next step, rebuilds the users section. It
+-- returns how many rows it inserted, updated or deleted.
 CREATE OR REPLACE FUNCTION recalc.attach_users_sync(a recalc.attachment) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -73,8 +73,10 @@ BEGIN
             ON CONFLICT (id) DO UPDATE SET role = excluded.role, type = excluded.type, active = excluded.active
             WHERE (u.role, u.type, u.active) IS DISTINCT FROM (excluded.role, excluded.type, excluded.active) RETURNING 1)
     SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM put) INTO v_n;
-    UPDATE recalc.attached_users_state SET dirty = true;
-    INSERT INTO recalc.change (kind, keys) VALUES ('section', ARRAY['users']);
+    IF v_n > 0 OR (SELECT s.fixes IS NULL FROM recalc.attached_users_state s) THEN
+        UPDATE recalc.attached_users_state SET dirty = true;
+        INSERT INTO recalc.change (kind, keys) VALUES ('section', ARRAY['users']);
+    END IF;
     RETURN v_n;
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_users_sync(recalc.attachment) FROM PUBLIC;
