@@ -181,13 +181,6 @@ func (l *Live) fast(ctx context.Context, tx pgx.Tx, rep *LiveReport) error {
 		return errSlow
 	}
 	rep.NotAbsorbed = notAbsorbed(absorbed)
-	// A change of the attached users is a change of the configuration: a job's.
-	switch changed, err := store.SyncAttachedUsers(ctx, tx); {
-	case err != nil:
-		return err
-	case changed:
-		return errSlow
-	}
 	b, err := changes.ReadBatch(ctx, tx, l.MaxRecords)
 	switch {
 	case err != nil:
