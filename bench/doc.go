@@ -19,7 +19,8 @@
 //   - incremental runs after typical changes;
 //   - the application's write latency (writes.go): 4 clients, 150
 //     single-record updates a second, with no job, during a full
-//     recalculation and during a ~1% rule-change job, with the samples that
+//     recalculation swapping in new tables and during one in place, and
+//     during a ~1% rule-change job, with the samples that
 //     found a writer waiting for a row lock or any lock;
 //   - freshness, commit to visible, and read-your-writes (fresh.go);
 //   - the read path through row-level security (rls.go) and the cost of

@@ -42,8 +42,9 @@ const (
 )
 
 // writeLatency measures the application's writes with no job running, then
-// during a full recalculation, then during an incremental job that removes
-// the ~1% rule the incremental cases added (it runs after them). Between
+// during a full recalculation swapping in new tables, then during one in
+// place, then during an incremental job that removes the ~1% rule the
+// incremental cases added (it runs after them). Between
 // the phases a `recalc run` consumes the writes' changes, untimed.
 func writeLatency(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool, baseline time.Duration) ([]WriteLoad, error) {
 	var ids []string
@@ -62,6 +63,10 @@ func writeLatency(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.P
 		{"no job", nil},
 		{"full recalculation (run --full)", func() error {
 			_, err := rc.run(ctx, "run", "--full", "--workers", fmt.Sprint(cfg.Workers))
+			return err
+		}},
+		{"full recalculation in place (run --full --in-place, as recalc watch runs full jobs)", func() error {
+			_, err := rc.run(ctx, "run", "--full", "--in-place", "--workers", fmt.Sprint(cfg.Workers))
 			return err
 		}},
 		{"rule change job (the ~1% rule removed)", func() error {

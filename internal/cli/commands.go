@@ -81,12 +81,12 @@ func runCommand(out, errOut io.Writer) *cli.Command {
 			"the run joins or resumes it first: any number of runs, on any hosts, share one job.\n" +
 			"A full job computes into staging tables swapped in atomically at the end and reports\n" +
 			"the drift it repaired; an incremental job rewrites only the rows that differ, under\n" +
-			"row locks. While calculation is deferred (`recalc defer`) a run changes nothing and\n" +
-			"says so. Prints a one-line JSON report.",
+			"row locks. With --in-place a full job is an incremental one over every family: use it\n" +
+			"while an application writes, which a swap's index builds stall. While calculation is\n" +
+			"deferred (`recalc defer`) a run changes nothing and says so. Prints a one-line JSON report.",
 		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "full", Usage: "recalculate everything from scratch (repairs any drift)"},
-			&cli.BoolFlag{Name: "in-place", Usage: "with --full: rewrite the live tables family by family under row locks, instead of building new ones and swapping them in (needs no second copy on disk; slower)"},
-		}, runFlags()...),
+		}, runFlags(false)...),
 		Action: func(c *cli.Context) error {
 			opt, err := runOptions(c, errOut)
 			if err != nil {
@@ -119,7 +119,7 @@ func resumeCommand(out, errOut io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:  "resume",
 		Usage: "lift the deferral (both sides unless one is named) and recalculate what accumulated",
-		Flags: append(append(sideFlags(), &cli.BoolFlag{Name: "full", Usage: "recalculate everything from scratch"}), runFlags()...),
+		Flags: append(append(sideFlags(), &cli.BoolFlag{Name: "full", Usage: "recalculate everything from scratch"}), runFlags(false)...),
 		Action: func(c *cli.Context) error {
 			opt, err := runOptions(c, errOut)
 			if err != nil {
@@ -143,16 +143,17 @@ func watchCommand(out, errOut io.Writer) *cli.Command {
 			"records: one short transaction each, no job, with the configuration kept in memory; it\n" +
 			"first re-reads the rows that attached tables' writes logged (docs/attach.md). Anything\n" +
 			"else (a model import, a truncate, one statement naming more records, an unfinished job)\n" +
-			"runs a job (incremental or full), as `recalc run` does. Respects deferral. Reconnects\n" +
-			"with backoff when the connection is lost. On SIGINT or SIGTERM it stops; an interrupted\n" +
-			"job resumes at the next start.",
+			"runs a job, as `recalc run` does, but in place by default (--in-place): a full job rewrites\n" +
+			"the live tables under row locks instead of swapping in new ones, which the application's\n" +
+			"writes would wait behind. Respects deferral. Reconnects with backoff when the connection\n" +
+			"is lost. On SIGINT or SIGTERM it stops; an interrupted job resumes at the next start.",
 		Flags: append([]cli.Flag{
 			&cli.DurationFlag{Name: "debounce", Value: 2 * time.Millisecond, Usage: "quiet time after the last change before materializing"},
 			&cli.DurationFlag{Name: "max-wait", Value: 20 * time.Millisecond, Usage: "longest a change waits while changes keep coming"},
 			&cli.DurationFlag{Name: "poll", Value: 10 * time.Second, Usage: "look for changes at least this often, notification or not (short, such as 20ms, where writers set recalc.notify = off)"},
 			&cli.IntFlag{Name: "fast-records", Value: 1000, Usage: "most records a batch may name for the fast path (0: always run a job)"},
 			metricsAddrFlag(),
-		}, runFlags()...),
+		}, runFlags(true)...),
 		Action: func(c *cli.Context) error {
 			opt, err := runOptions(c, errOut)
 			if err != nil {

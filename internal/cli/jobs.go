@@ -24,9 +24,13 @@ import (
 	"github.com/recalc-dev/recalc/schema"
 )
 
-// runFlags are the flags of every command that recalculates.
-func runFlags() []cli.Flag {
+// runFlags are the flags of every command that recalculates; inPlace is
+// --in-place's default.
+func runFlags(inPlace bool) []cli.Flag {
 	return []cli.Flag{
+		&cli.BoolFlag{Name: "in-place", Value: inPlace, Usage: "full jobs (--full, or planned for a truncate or a change to most records) rewrite the live tables " +
+			"family by family under row locks, instead of building new ones and swapping them in: slower, no second copy on disk, and " +
+			"no stall of the application's commits, which wait behind a swap's index builds' WAL for up to seconds"},
 		&cli.IntFlag{Name: "workers", Value: 2, Usage: "chunks this process works at once"},
 		&cli.IntFlag{Name: "chunk-size", Value: 5000, Usage: "records per chunk of a new job (whole record families stay together)"},
 		&cli.DurationFlag{Name: "lock-timeout", Value: 5 * time.Second, Usage: "how long a chunk, or planning, waits for a row lock"},
@@ -47,9 +51,6 @@ func runOptions(c *cli.Context, errOut io.Writer) (engine.Options, error) {
 		LockTimeout: c.Duration("lock-timeout"), Retries: c.Int("retries"), Trigger: "run"}
 	if opt.Full {
 		opt.Trigger = "run --full"
-	}
-	if opt.InPlace && !opt.Full {
-		return opt, cli.Exit("recalc: --in-place applies to --full only", 2)
 	}
 	if opt.Workers < 1 || opt.ChunkSize < 1 || opt.Retries < 0 || opt.LockTimeout <= 0 {
 		return opt, cli.Exit("recalc: --workers and --chunk-size must be at least 1, --retries at least 0, --lock-timeout positive", 2)

@@ -49,10 +49,14 @@ type Options struct {
 	Workers   int  // chunks worked at once by this process
 	ChunkSize int  // records per chunk, whole families kept together
 	Full      bool // recompute everything
-	// InPlace makes a full run rewrite the live tables family by family,
-	// under row locks, like an incremental job over every family, instead
-	// of building new tables and swapping them in. It needs no second copy
-	// of the tables on disk; it is slower (see bench/).
+	// InPlace makes full jobs, asked for (Full) or planned (a truncate, or
+	// a change touching most families), rewrite the live tables family by
+	// family under row locks, as an incremental job over every family (or
+	// over those changed), instead of building new tables and swapping
+	// them in. It is slower and needs no second copy of the tables on
+	// disk; the application's commits barely notice it, while a swap's
+	// index builds write the whole tables' WAL at once, which every commit
+	// then waits to flush (see bench/).
 	InPlace     bool
 	Trigger     string        // what started the run, recorded on the job
 	LockTimeout time.Duration // how long a chunk waits for a row lock

@@ -201,14 +201,16 @@ func decideSides(pl *Planned, in *inputs) {
 // selectFamilies lists the roots of the families to recompute: every one
 // for a full plan in place, none for a full plan by staging tables (it
 // chunks by root range), those the selectors name otherwise. An
-// incremental plan that would recompute too many families becomes full.
+// incremental plan that would recompute too many families becomes full,
+// unless the run works in place: it then stays incremental, which is what
+// a full job in place is.
 func selectFamilies(ctx context.Context, tx pgx.Tx, opt Options, pl *Planned) error {
 	var err error
 	switch {
 	case pl.Plan.Full && opt.InPlace:
 		pl.Roots, err = sharetable.FamilyRoots(ctx, tx, nil, 0)
 	case !pl.Plan.Full:
-		if pl.Roots, err = resolveRoots(ctx, tx, pl.Plan); err != nil {
+		if pl.Roots, err = resolveRoots(ctx, tx, pl.Plan); err != nil || opt.InPlace {
 			return err
 		}
 		err = switchToFull(ctx, tx, opt, pl)
