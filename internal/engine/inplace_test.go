@@ -5,10 +5,14 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
+	"github.com/recalc-dev/recalc/internal/pg"
 )
 
 // manyFamilies is a model file of n single-record families owned by
@@ -30,8 +34,9 @@ func manyFamilies(t *testing.T, n int, owners ...string) string {
 // TestInPlacePlansStayIncremental: with Options.InPlace, a change to most
 // families and a truncate of the records, which the planner otherwise
 // turns into a full job swapping in new tables, are materialized by an
-// incremental job rewriting the live tables; either way access equals the
-// oracle's.
+// incremental job rewriting the live tables, and a full run in place
+// repairs share rows missing, extra and wrong, and record rows; either way
+// access equals the oracle's.
 func TestInPlacePlansStayIncremental(t *testing.T) {
 	t.Parallel()
 	const base = `{"version": 1,
@@ -39,15 +44,16 @@ func TestInPlacePlansStayIncremental(t *testing.T) {
 	  "roles": [{"id": "boss"}, {"id": "rep", "parent": "boss"}],
 	  "users": [{"id": "ann", "role": "boss"}, {"id": "bo", "role": "rep"}, {"id": "cy", "role": "rep"}]}`
 	for _, tc := range []struct {
-		name    string
-		inPlace bool
-		change  func(t *testing.T, b *bundle)
-		want    string // the job kind
+		name   string
+		opt    engine.Options
+		change func(t *testing.T, b *bundle)
+		want   string // the job kind
 	}{
-		{"most families change, swapping", false, changeOwners, "full"},
-		{"most families change, in place", true, changeOwners, "incremental"},
-		{"a truncate, swapping", false, truncateRecords, "full"},
-		{"a truncate, in place", true, truncateRecords, "incremental"},
+		{"most families change, swapping", engine.Options{}, changeOwners, "full"},
+		{"most families change, in place", engine.Options{InPlace: true}, changeOwners, "incremental"},
+		{"a truncate, swapping", engine.Options{}, truncateRecords, "full"},
+		{"a truncate, in place", engine.Options{InPlace: true}, truncateRecords, "incremental"},
+		{"drift, full in place", engine.Options{Full: true, InPlace: true}, tamper, "incremental"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -57,13 +63,26 @@ func TestInPlacePlansStayIncremental(t *testing.T) {
 			b.run(t, engine.Options{Workers: 2, ChunkSize: 100})
 			b.checkOracle(t, "after the first run")
 			tc.change(t, b)
-			rep := b.run(t, engine.Options{Workers: 2, ChunkSize: 100, InPlace: tc.inPlace})
+			opt := tc.opt
+			opt.Workers, opt.ChunkSize = 2, 100
+			rep := b.run(t, opt)
 			if string(rep.Kind) != tc.want {
 				t.Fatalf("the run made a %q job, want %q: %s", rep.Kind, tc.want, b.lastPlan())
 			}
 			b.checkOracle(t, "after "+tc.name)
 		})
 	}
+}
+
+// tamper deletes, adds and changes share rows, and moves a record row to
+// another family, behind the engine's back.
+func tamper(t *testing.T, b *bundle) {
+	b.exec(t,
+		`DELETE FROM recalc.acl_share WHERE rid IN (SELECT rid FROM recalc.acl_record WHERE id IN ('a00007', 'a00500'))`,
+		`INSERT INTO recalc.acl_share (rid, gid, cause, level, boss_ok)
+		 SELECT a.rid, s.gid, 'manual', 3, true FROM recalc.acl_record a, recalc.acl_share s WHERE a.id = 'a01000' LIMIT 1`,
+		`UPDATE recalc.acl_share SET level = 3 WHERE rid = (SELECT rid FROM recalc.acl_record WHERE id = 'a00900') AND level < 3`,
+		`UPDATE recalc.acl_record SET root_id = 'a00001' WHERE id = 'a01100'`)
 }
 
 // changeOwners gives every record another owner.
@@ -80,4 +99,35 @@ func truncateRecords(t *testing.T, b *bundle) {
 		t.Fatal(err)
 	}
 	b.cur = oracle.Merge(b.cur, m, f)
+}
+
+// TestFullInPlaceLocksOnlyWhatDiffers: a full run in place diffs each
+// family before locking it, so a family whose rows another writer holds
+// locked is passed over while it needs no change, and waited for once it
+// does.
+func TestFullInPlaceLocksOnlyWhatDiffers(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.importFile(t, `{"version": 1,
+	  "objects": [{"name": "account", "internal_owd": "private", "external_owd": "private"}],
+	  "users": [{"id": "bo"}, {"id": "cy"}]}`)
+	b.importFile(t, manyFamilies(t, 50, "bo", "cy"))
+	b.run(t, engine.Options{})
+	holder := connect(t, b.pool)
+	if _, err := holder.Exec(b.ctx, `BEGIN; SELECT FROM recalc.acl_record WHERE id = 'a00003' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	opt := engine.Options{Full: true, InPlace: true, ChunkSize: 10, LockTimeout: 200 * time.Millisecond, Retries: 0}
+	if _, err := engine.Run(b.ctx, b.pool, opt, zerolog.Nop()); err != nil {
+		t.Fatalf("a full run in place with nothing to change waited for a row lock: %v", err)
+	}
+	b.exec(t, `DELETE FROM recalc.acl_share WHERE rid = (SELECT rid FROM recalc.acl_record WHERE id = 'a00003')`)
+	if _, err := engine.Run(b.ctx, b.pool, opt, zerolog.Nop()); !pg.IsRetryable(err) {
+		t.Fatalf("a full run in place repaired a family whose rows another writer held locked: %v", err)
+	}
+	if _, err := holder.Exec(b.ctx, `ROLLBACK`); err != nil {
+		t.Fatal(err)
+	}
+	b.run(t, engine.Options{})
+	b.checkOracle(t, "after the held lock was released")
 }

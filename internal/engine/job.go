@@ -193,9 +193,13 @@ func failJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, err error,
 // workChunks claims, computes and completes the job's chunks until none is
 // left to claim.
 func workChunks(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharing.Org, dict *sharetable.Dict, opt Options, log zerolog.Logger) error {
+	repair, err := inPlaceFull(job)
+	if err != nil {
+		return err
+	}
 	return workers.Run(ctx, pool, job.ID, workers.Options{Workers: opt.Workers, LockTimeout: opt.LockTimeout, Retries: opt.Retries, Contended: opt.Contended},
 		func(ctx context.Context, tx pgx.Tx, c *queue.Chunk) (*queue.ChunkStats, error) {
-			st, err := workChunk(ctx, tx, job, org, dict, c)
+			st, err := workChunk(ctx, tx, job, org, dict, c, repair)
 			if err == nil && len(st.Invalid) > 0 {
 				log.Warn().Int64("job", job.ID).Int("chunk", c.N).Int("records", len(st.Invalid)).Strs("first", st.Invalid[:min(10, len(st.Invalid))]).
 					Msg("invalid records get no access (see recalc.invalid_record): fix them with SQL or import")
@@ -204,11 +208,33 @@ func workChunks(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sh
 		}, log)
 }
 
+// inPlaceFull reports whether job is a full recalculation in place: an
+// incremental job over every family, planned full.
+func inPlaceFull(job *queue.Job) (bool, error) {
+	if job.Kind == queue.Full {
+		return false, nil
+	}
+	var pl struct {
+		Plan struct {
+			Full bool `json:"full"`
+		} `json:"plan"`
+	}
+	if err := json.Unmarshal(job.Plan, &pl); err != nil {
+		return false, fmt.Errorf("job %d plan: %w", job.ID, err)
+	}
+	return pl.Plan.Full, nil
+}
+
 // workChunk computes one claimed chunk: an incremental job's families are
-// diffed and written in place, a full job's copied into the staging tables.
-func workChunk(ctx context.Context, tx pgx.Tx, job *queue.Job, org *sharing.Org, dict *sharetable.Dict, c *queue.Chunk) (*queue.ChunkStats, error) {
+// diffed and written in place (with repair, a full job in place's, locked
+// only where they differ), a full job's copied into the staging tables.
+func workChunk(ctx context.Context, tx pgx.Tx, job *queue.Job, org *sharing.Org, dict *sharetable.Dict, c *queue.Chunk, repair bool) (*queue.ChunkStats, error) {
 	if job.Kind != queue.Full {
-		w, err := sharetable.ApplyFamilies(ctx, tx, org, dict, c.Roots)
+		apply := sharetable.ApplyFamilies
+		if repair {
+			apply = sharetable.RepairFamilies
+		}
+		w, err := apply(ctx, tx, org, dict, c.Roots)
 		if err != nil {
 			return nil, err
 		}

@@ -375,137 +375,146 @@ func TestRaceLostChange(t *testing.T) {
 // TestRaceRootlessInserts inserts records without root_id with plain SQL
 // (roots, children of stored records, children of rootless records in the
 // same statement or transaction, three levels deep) and re-parents some,
-// ~30 statements a second for 3 s, while incremental and full runs repeat on
-// two pools (finding 11). No run fails; after the load and one more run,
-// every record is rooted and materialized, and nothing drifts.
+// ~30 statements a second for 3 s, while incremental and full runs (swapping
+// in new tables, or in place) repeat on two pools (finding 11). No run
+// fails; after the load and one more run, every record is rooted and
+// materialized, and nothing drifts.
 func TestRaceRootlessInserts(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	pool := racePool(t)
-	pool2, err := pgxpool.New(ctx, pool.Config().ConnString())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool2.Close)
-	app := connect(t, pool)
-
-	stop := make(chan struct{})
-	var inserted []string // written by the inserter only, read after it ends
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		rng := rand.New(rand.NewPCG(11, 11))
-		var lastRoot, lastCase string // rootless, or rooted by a run meanwhile
-		insert := func(sql string, args ...any) error {
-			if _, err := app.Exec(gctx, sql, args...); err != nil {
-				return fmt.Errorf("insert %v: %w", args, err)
-			}
-			return nil
-		}
-		tick := time.NewTicker(30 * time.Millisecond)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return nil
-			case <-gctx.Done():
-				return gctx.Err()
-			case <-tick.C:
-			}
-			acc, cas, task := fmt.Sprintf("ra%04d", i), fmt.Sprintf("rc%04d", i), fmt.Sprintf("rt%04d", i)
-			owner := fmt.Sprintf("u%d", 1+rng.IntN(4))
-			var err error
-			switch k := i % 6; {
-			case k == 0 || lastRoot == "": // a root
-				err = insert(`INSERT INTO recalc.record (id, object, owner, fields) VALUES ($1, 'account', $2, '{"tier": 1}')`, acc, owner)
-				inserted, lastRoot = append(inserted, acc), acc
-			case k == 1: // a child of a stored, rooted account
-				err = insert(`INSERT INTO recalc.record (id, object, owner, parent) VALUES ($1, 'case', $2, $3)`, cas, owner, fmt.Sprintf("a%03d", rng.IntN(12)))
-				inserted, lastCase = append(inserted, cas), cas
-			case k == 2: // a child of the last inserted account, perhaps still rootless
-				err = insert(`INSERT INTO recalc.record (id, object, owner, parent) VALUES ($1, 'case', $2, $3)`, cas, owner, lastRoot)
-				inserted, lastCase = append(inserted, cas), cas
-			case k == 3: // a three-level family in one statement
-				err = insert(`INSERT INTO recalc.record (id, object, owner, parent) VALUES ($1, 'account', $4, NULL), ($2, 'case', $4, $1), ($3, 'task__c', $4, $2)`,
-					acc, cas, task, owner)
-				inserted, lastRoot, lastCase = append(inserted, acc, cas, task), acc, cas
-			case k == 4: // a family in one transaction, a task under the last case
-				err = pgx.BeginFunc(gctx, app, func(tx pgx.Tx) error {
-					if _, err := tx.Exec(gctx, `INSERT INTO recalc.record (id, object, owner) VALUES ($1, 'account', $2)`, acc, owner); err != nil {
-						return err
-					}
-					if _, err := tx.Exec(gctx, `INSERT INTO recalc.record (id, object, owner, parent) VALUES ($1, 'case', $2, $3)`, cas, owner, acc); err != nil {
-						return err
-					}
-					if lastCase == "" {
-						return nil
-					}
-					_, err := tx.Exec(gctx, `INSERT INTO recalc.record (id, object, owner, parent) VALUES ($1, 'task__c', $2, $3)`, task, owner, lastCase)
-					return err
-				})
-				inserted = append(inserted, acc, cas)
-				if lastCase != "" {
-					inserted = append(inserted, task)
-				}
-				lastRoot, lastCase = acc, cas
-				if err != nil {
-					err = fmt.Errorf("insert family %s: %w", acc, err)
-				}
-			default: // re-parent the last case under a stored account, leaving its root stale
-				err = insert(`UPDATE recalc.record SET parent = $2 WHERE id = $1`, lastCase, fmt.Sprintf("a%03d", rng.IntN(12)))
-			}
+	for _, tc := range []struct {
+		name    string
+		inPlace bool // the full runs work in place
+	}{{"full runs swapping", false}, {"full runs in place", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			pool := racePool(t)
+			pool2, err := pgxpool.New(ctx, pool.Config().ConnString())
 			if err != nil {
-				return err
+				t.Fatal(err)
 			}
-		}
-	})
-	var incremental, full atomic.Int64
-	loop := func(kind string, p *pgxpool.Pool, opt engine.Options, n *atomic.Int64) func() error {
-		return func() error {
-			for {
-				select {
-				case <-stop:
-					return nil
-				default:
-				}
-				if _, err := engine.Run(gctx, p, opt, zerolog.Nop()); err != nil {
-					return fmt.Errorf("%s run number %d: %w", kind, n.Load()+1, err)
-				}
-				n.Add(1)
-			}
-		}
-	}
-	g.Go(loop("incremental", pool, engine.Options{Workers: 2, ChunkSize: 5, LockTimeout: 10 * time.Second, Retries: 5}, &incremental))
-	g.Go(loop("full", pool2, engine.Options{Full: true, Workers: 2, ChunkSize: 5, LockTimeout: 10 * time.Second, Retries: 5}, &full))
-	select {
-	case <-time.After(3 * time.Second):
-	case <-gctx.Done(): // something failed: stop at once
-	}
-	close(stop)
-	if err := g.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%d records inserted; %d incremental and %d full runs during the load", len(inserted), incremental.Load(), full.Load())
-	if incremental.Load() == 0 || full.Load() == 0 || len(inserted) == 0 {
-		t.Fatal("the load ended before both kinds of run and inserts happened: nothing was raced")
-	}
+			t.Cleanup(pool2.Close)
+			app := connect(t, pool)
 
-	if _, err := engine.Run(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
-		t.Fatalf("run after the load: %v", err)
+			stop := make(chan struct{})
+			var inserted []string // written by the inserter only, read after it ends
+			g, gctx := errgroup.WithContext(ctx)
+			g.Go(func() error {
+				rng := rand.New(rand.NewPCG(11, 11))
+				var lastRoot, lastCase string // rootless, or rooted by a run meanwhile
+				insert := func(sql string, args ...any) error {
+					if _, err := app.Exec(gctx, sql, args...); err != nil {
+						return fmt.Errorf("insert %v: %w", args, err)
+					}
+					return nil
+				}
+				tick := time.NewTicker(30 * time.Millisecond)
+				defer tick.Stop()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return nil
+					case <-gctx.Done():
+						return gctx.Err()
+					case <-tick.C:
+					}
+					acc, cas, task := fmt.Sprintf("ra%04d", i), fmt.Sprintf("rc%04d", i), fmt.Sprintf("rt%04d", i)
+					owner := fmt.Sprintf("u%d", 1+rng.IntN(4))
+					var err error
+					switch k := i % 6; {
+					case k == 0 || lastRoot == "": // a root
+						err = insert(`INSERT INTO recalc.record (id, object, owner, fields) VALUES ($1, 'account', $2, '{"tier": 1}')`, acc, owner)
+						inserted, lastRoot = append(inserted, acc), acc
+					case k == 1: // a child of a stored, rooted account
+						err = insert(`INSERT INTO recalc.record (id, object, owner, parent) VALUES ($1, 'case', $2, $3)`, cas, owner, fmt.Sprintf("a%03d", rng.IntN(12)))
+						inserted, lastCase = append(inserted, cas), cas
+					case k == 2: // a child of the last inserted account, perhaps still rootless
+						err = insert(`INSERT INTO recalc.record (id, object, owner, parent) VALUES ($1, 'case', $2, $3)`, cas, owner, lastRoot)
+						inserted, lastCase = append(inserted, cas), cas
+					case k == 3: // a three-level family in one statement
+						err = insert(`INSERT INTO recalc.record (id, object, owner, parent) VALUES ($1, 'account', $4, NULL), ($2, 'case', $4, $1), ($3, 'task__c', $4, $2)`,
+							acc, cas, task, owner)
+						inserted, lastRoot, lastCase = append(inserted, acc, cas, task), acc, cas
+					case k == 4: // a family in one transaction, a task under the last case
+						err = pgx.BeginFunc(gctx, app, func(tx pgx.Tx) error {
+							if _, err := tx.Exec(gctx, `INSERT INTO recalc.record (id, object, owner) VALUES ($1, 'account', $2)`, acc, owner); err != nil {
+								return err
+							}
+							if _, err := tx.Exec(gctx, `INSERT INTO recalc.record (id, object, owner, parent) VALUES ($1, 'case', $2, $3)`, cas, owner, acc); err != nil {
+								return err
+							}
+							if lastCase == "" {
+								return nil
+							}
+							_, err := tx.Exec(gctx, `INSERT INTO recalc.record (id, object, owner, parent) VALUES ($1, 'task__c', $2, $3)`, task, owner, lastCase)
+							return err
+						})
+						inserted = append(inserted, acc, cas)
+						if lastCase != "" {
+							inserted = append(inserted, task)
+						}
+						lastRoot, lastCase = acc, cas
+						if err != nil {
+							err = fmt.Errorf("insert family %s: %w", acc, err)
+						}
+					default: // re-parent the last case under a stored account, leaving its root stale
+						err = insert(`UPDATE recalc.record SET parent = $2 WHERE id = $1`, lastCase, fmt.Sprintf("a%03d", rng.IntN(12)))
+					}
+					if err != nil {
+						return err
+					}
+				}
+			})
+			var incremental, full atomic.Int64
+			loop := func(kind string, p *pgxpool.Pool, opt engine.Options, n *atomic.Int64) func() error {
+				return func() error {
+					for {
+						select {
+						case <-stop:
+							return nil
+						default:
+						}
+						if _, err := engine.Run(gctx, p, opt, zerolog.Nop()); err != nil {
+							return fmt.Errorf("%s run number %d: %w", kind, n.Load()+1, err)
+						}
+						n.Add(1)
+					}
+				}
+			}
+			g.Go(loop("incremental", pool, engine.Options{Workers: 2, ChunkSize: 5, LockTimeout: 10 * time.Second, Retries: 5}, &incremental))
+			g.Go(loop("full", pool2, engine.Options{Full: true, InPlace: tc.inPlace, Workers: 2, ChunkSize: 5, LockTimeout: 10 * time.Second, Retries: 5}, &full))
+			select {
+			case <-time.After(3 * time.Second):
+			case <-gctx.Done(): // something failed: stop at once
+			}
+			close(stop)
+			if err := g.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%d records inserted; %d incremental and %d full runs during the load", len(inserted), incremental.Load(), full.Load())
+			if incremental.Load() == 0 || full.Load() == 0 || len(inserted) == 0 {
+				t.Fatal("the load ended before both kinds of run and inserts happened: nothing was raced")
+			}
+
+			if _, err := engine.Run(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
+				t.Fatalf("run after the load: %v", err)
+			}
+			var present, rootless int
+			var unmaterialized, invalid []string
+			if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM recalc.record WHERE id = ANY($1)),
+					(SELECT count(*) FROM recalc.record WHERE root_id IS NULL),
+					(SELECT coalesce(array_agg(id), '{}') FROM recalc.record r WHERE NOT EXISTS (SELECT FROM recalc.acl_record a WHERE a.rid = r.rid AND a.id = r.id)),
+					(SELECT coalesce(array_agg(id), '{}') FROM recalc.acl_record WHERE invalid IS NOT NULL)`, inserted).
+				Scan(&present, &rootless, &unmaterialized, &invalid); err != nil {
+				t.Fatal(err)
+			}
+			if present != len(inserted) || rootless != 0 || len(unmaterialized) != 0 || len(invalid) != 0 {
+				t.Errorf("%d of %d inserted records stored, %d rootless, without an acl_record row: %v, invalid: %v",
+					present, len(inserted), rootless, unmaterialized, invalid)
+			}
+			checkSettled(t, ctx, pool)
+		})
 	}
-	var present, rootless int
-	var unmaterialized, invalid []string
-	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM recalc.record WHERE id = ANY($1)),
-			(SELECT count(*) FROM recalc.record WHERE root_id IS NULL),
-			(SELECT coalesce(array_agg(id), '{}') FROM recalc.record r WHERE NOT EXISTS (SELECT FROM recalc.acl_record a WHERE a.rid = r.rid AND a.id = r.id)),
-			(SELECT coalesce(array_agg(id), '{}') FROM recalc.acl_record WHERE invalid IS NOT NULL)`, inserted).
-		Scan(&present, &rootless, &unmaterialized, &invalid); err != nil {
-		t.Fatal(err)
-	}
-	if present != len(inserted) || rootless != 0 || len(unmaterialized) != 0 || len(invalid) != 0 {
-		t.Errorf("%d of %d inserted records stored, %d rootless, without an acl_record row: %v, invalid: %v",
-			present, len(inserted), rootless, unmaterialized, invalid)
-	}
-	checkSettled(t, ctx, pool)
 }
 
 // TestRaceAppTransactionNeverWaitsForAJob holds two members of a family in

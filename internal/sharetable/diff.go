@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/sharing"
 )
 
@@ -41,6 +43,38 @@ func ApplyFamilies(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict, ro
 		return nil, err
 	}
 	return diff.Apply(ctx, tx)
+}
+
+// RepairFamilies is ApplyFamilies for families that are expected not to
+// have changed, as a full job in place finds nearly all: it diffs them
+// first without locking them and, when nothing differs, writes and locks
+// nothing (a row lock writes too: a WAL record for every row, and a dirtied
+// page, which the application's commits would then wait to flush). When
+// something differs, or a record moved between the reads, it locks and
+// diffs again, as ApplyFamilies does; families with no row stored yet (a
+// first computation in place) go there at once. Skipping is safe: it
+// writes nothing over another writer, and a write committed since the job
+// was planned has a change row of its own, which a later run materializes.
+func RepairFamilies(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict, roots []string) (*Written, error) {
+	var stored bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.acl_record WHERE root_id = ANY($1))`, roots).Scan(&stored); err != nil {
+		return nil, fmt.Errorf("look up materialized families: %w", err)
+	}
+	if !stored {
+		return ApplyFamilies(ctx, tx, org, d, roots)
+	}
+	rids, err := FamilyRIDs(ctx, tx, roots)
+	if err != nil {
+		return nil, err
+	}
+	diff, err := DiffFamilies(ctx, tx, org, d, roots, rids)
+	switch {
+	case err == nil && diff.Empty():
+		return diff.Apply(ctx, tx) // counts the records, writes nothing
+	case err != nil && !pg.IsRetryable(err):
+		return nil, err
+	}
+	return ApplyFamilies(ctx, tx, org, d, roots)
 }
 
 // FamilyDiff is how the stored rows of some families differ from the rows
