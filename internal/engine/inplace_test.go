@@ -131,3 +131,52 @@ func TestFullInPlaceLocksOnlyWhatDiffers(t *testing.T) {
 	b.run(t, engine.Options{})
 	b.checkOracle(t, "after the held lock was released")
 }
+
+// TestFullInPlaceRetriesServerErrors: a lock timeout raised by the server
+// in a full run in place's unlocked diff aborts the chunk's transaction, so
+// the chunk is retried whole, as a swap's is, and the job does not fail
+// (it did when the diff's error sent the chunk on to the locking path in
+// the aborted transaction). Another session holds recalc.team ACCESS
+// EXCLUSIVE, as a TRUNCATE, VACUUM FULL or ALTER TABLE would, for 600 ms:
+// longer than the 100 ms lock timeout, well within the retries.
+func TestFullInPlaceRetriesServerErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		opt  engine.Options
+	}{
+		{"full swapping (control)", engine.Options{Full: true}},
+		{"full in place", engine.Options{Full: true, InPlace: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			b.importFile(t, `{"version": 1,
+			  "objects": [{"name": "account", "internal_owd": "private", "external_owd": "private"}],
+			  "users": [{"id": "bo"}, {"id": "cy"}]}`)
+			b.importFile(t, manyFamilies(t, 50, "bo", "cy"))
+			b.run(t, engine.Options{})
+
+			holder := connect(t, b.pool)
+			if _, err := holder.Exec(b.ctx, `BEGIN; LOCK TABLE recalc.team IN ACCESS EXCLUSIVE MODE`); err != nil {
+				t.Fatal(err)
+			}
+			released := make(chan error, 1)
+			go func() {
+				time.Sleep(600 * time.Millisecond)
+				_, err := holder.Exec(b.ctx, `ROLLBACK`)
+				released <- err
+			}()
+			opt := tc.opt
+			opt.ChunkSize, opt.LockTimeout, opt.Retries = 10, 100*time.Millisecond, 10
+			_, err := engine.Run(b.ctx, b.pool, opt, zerolog.Nop())
+			if rerr := <-released; rerr != nil {
+				t.Fatal(rerr)
+			}
+			if err != nil {
+				t.Fatalf("a lock held on recalc.team for 600 ms (lock timeout 100 ms, 10 retries) failed the job: %v", err)
+			}
+			b.checkOracle(t, "after the run")
+		})
+	}
+}

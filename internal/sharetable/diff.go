@@ -2,12 +2,12 @@ package sharetable
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/sharing"
 )
 
@@ -71,8 +71,8 @@ func RepairFamilies(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict, r
 	switch {
 	case err == nil && diff.Empty():
 		return diff.Apply(ctx, tx) // counts the records, writes nothing
-	case err != nil && !pg.IsRetryable(err):
-		return nil, err
+	case err != nil && !errors.Is(err, errFamiliesMoved):
+		return nil, err // a server's error aborted the transaction: the chunk is retried whole
 	}
 	return ApplyFamilies(ctx, tx, org, d, roots)
 }

@@ -2,6 +2,7 @@ package sharetable
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -138,8 +139,12 @@ func waitForRow(ctx context.Context, tx pgx.Tx, rid int64) error {
 // root_id moved between families meanwhile does that. It is a serialization
 // failure, so the chunk is retried and reads the families again.
 func errMoved(what string) error {
-	return &pgconn.PgError{Code: pg.SerializationFailure, Message: "a record moved between families while they were computed: " + what}
+	return fmt.Errorf("%w: %w", errFamiliesMoved, &pgconn.PgError{Code: pg.SerializationFailure, Message: "a record moved between families while they were computed: " + what})
 }
+
+// errFamiliesMoved marks errMoved's errors: raised in Go, they leave the
+// transaction usable, where a server's error aborts it.
+var errFamiliesMoved = errors.New("families moved")
 
 // readColumn runs a query of one column and returns its values; what
 // names them in the error.
