@@ -157,8 +157,10 @@ func perUserCopy(ctx context.Context, pool *pgxpool.Pool, users []*RLSUser) (cre
 
 // rlsUsers picks the users whose share rows on accounts (summed over their
 // groups, an estimate) come nearest to 50 and to 1% of the accounts, and
-// the user with the most. Internal users see every account when the OWD
-// grants it: then the few are looked for among external users.
+// the user with the most, three distinct users where the org has them
+// (the "1%" user is the nearest to 1% among the others). Internal users see
+// every account when the OWD grants it: then the few are looked for among
+// external users.
 func rlsUsers(ctx context.Context, pool *pgxpool.Pool, accounts int64) ([]*RLSUser, error) {
 	var few, pct, all string
 	err := pool.QueryRow(ctx, `
@@ -171,10 +173,15 @@ func rlsUsers(ctx context.Context, pool *pgxpool.Pool, accounts int64) ([]*RLSUs
 		    FROM recalc.acl_user u CROSS JOIN recalc.acl_object o
 		    LEFT JOIN recalc.acl_member m ON m.uid = u.uid LEFT JOIN g ON g.gid = m.gid
 		    WHERE o.name = 'account' GROUP BY u.id, u.internal, o.internal_level, o.external_level
+		), few AS (
+		    SELECT id FROM u WHERE n > 0 ORDER BY abs(n - 50), id LIMIT 1
+		), alls AS (
+		    SELECT id FROM u ORDER BY n DESC, id LIMIT 1
 		)
-		SELECT (SELECT id FROM u WHERE n > 0 ORDER BY abs(n - 50), id LIMIT 1),
-		       (SELECT id FROM u WHERE n > 0 ORDER BY abs(n - $1 / 100), id LIMIT 1),
-		       (SELECT id FROM u ORDER BY n DESC, id LIMIT 1)`, accounts).Scan(&few, &pct, &all)
+		SELECT (SELECT id FROM few),
+		       coalesce((SELECT id FROM u WHERE n > 0 AND id NOT IN (SELECT id FROM few UNION ALL SELECT id FROM alls)
+		                 ORDER BY abs(n - $1 / 100), id LIMIT 1), (SELECT id FROM few)),
+		       (SELECT id FROM alls)`, accounts).Scan(&few, &pct, &all)
 	if err != nil {
 		return nil, fmt.Errorf("pick users: %w", err)
 	}
