@@ -101,18 +101,25 @@ func truncateRecords(t *testing.T, b *bundle) {
 	b.cur = oracle.Merge(b.cur, m, f)
 }
 
-// TestFullInPlaceLocksOnlyWhatDiffers: a full run in place diffs each
-// family before locking it, so a family whose rows another writer holds
-// locked is passed over while it needs no change, and waited for once it
-// does.
-func TestFullInPlaceLocksOnlyWhatDiffers(t *testing.T) {
-	t.Parallel()
+// fiftyFamilies is a bundle holding 50 single-record families of private
+// accounts owned by bo and cy, materialized.
+func fiftyFamilies(t *testing.T) *bundle {
 	b := setup(t)
 	b.importFile(t, `{"version": 1,
 	  "objects": [{"name": "account", "internal_owd": "private", "external_owd": "private"}],
 	  "users": [{"id": "bo"}, {"id": "cy"}]}`)
 	b.importFile(t, manyFamilies(t, 50, "bo", "cy"))
 	b.run(t, engine.Options{})
+	return b
+}
+
+// TestFullInPlaceLocksOnlyWhatDiffers: a full run in place diffs each
+// family before locking it, so a family whose rows another writer holds
+// locked is passed over while it needs no change, and waited for once it
+// does.
+func TestFullInPlaceLocksOnlyWhatDiffers(t *testing.T) {
+	t.Parallel()
+	b := fiftyFamilies(t)
 	holder := connect(t, b.pool)
 	if _, err := holder.Exec(b.ctx, `BEGIN; SELECT FROM recalc.acl_record WHERE id = 'a00003' FOR UPDATE`); err != nil {
 		t.Fatal(err)
@@ -150,12 +157,7 @@ func TestFullInPlaceRetriesServerErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t)
-			b.importFile(t, `{"version": 1,
-			  "objects": [{"name": "account", "internal_owd": "private", "external_owd": "private"}],
-			  "users": [{"id": "bo"}, {"id": "cy"}]}`)
-			b.importFile(t, manyFamilies(t, 50, "bo", "cy"))
-			b.run(t, engine.Options{})
+			b := fiftyFamilies(t)
 
 			holder := connect(t, b.pool)
 			if _, err := holder.Exec(b.ctx, `BEGIN; LOCK TABLE recalc.team IN ACCESS EXCLUSIVE MODE`); err != nil {
