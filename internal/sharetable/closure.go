@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/recalc-dev/recalc/internal/feed"
@@ -180,48 +181,58 @@ func copyClosure(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict, tabl
 	return nil
 }
 
-// WriteUsers replaces acl_user: the active users and whether each is internal.
+// WriteUsers makes acl_user the active users and whether each is internal.
 func WriteUsers(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict) error {
-	users := [][]any{}
+	var uids []int32
 	var ids []string
 	var internal []bool
 	for _, u := range org.Index().Config.Users {
 		if u.Active {
-			users = append(users, []any{d.UID[u.ID], u.ID, !u.External})
-			ids, internal = append(ids, u.ID), append(internal, !u.External)
+			uids, ids, internal = append(uids, d.UID[u.ID]), append(ids, u.ID), append(internal, !u.External)
 		}
 	}
 	if err := feed.Users(ctx, tx, ids, internal); err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, `TRUNCATE recalc.acl_user`); err != nil {
-		return fmt.Errorf("clear acl_user: %w", err)
-	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"recalc", "acl_user"}, []string{"uid", "id", "internal"}, pgx.CopyFromRows(users)); err != nil {
-		return fmt.Errorf("copy acl_user: %w", err)
-	}
-	return nil
+	return mergeRows(ctx, tx, "acl_user", `SELECT * FROM unnest($1::integer[], $2::text[], $3::boolean[]) AS n (uid, id, internal)`,
+		[]string{"uid", "id", "internal"}, uids, ids, internal)
 }
 
-// WriteObjects replaces acl_object: each object's OWD levels, read at access time.
+// WriteObjects makes acl_object each object's OWD levels, read at access time.
 func WriteObjects(ctx context.Context, tx pgx.Tx, org *sharing.Org) error {
-	var objs [][]any
 	var names []string
 	var internal, external []int16
 	var cbp []bool
 	for _, o := range org.Index().Config.Objects {
-		objs = append(objs, []any{o.Name, int16(o.InternalOWD.Level()), int16(o.ExternalOWD.Level()), o.CBP()})
 		names, cbp = append(names, o.Name), append(cbp, o.CBP())
 		internal, external = append(internal, int16(o.InternalOWD.Level())), append(external, int16(o.ExternalOWD.Level()))
 	}
 	if err := feed.Objects(ctx, tx, names, internal, external, cbp); err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, `TRUNCATE recalc.acl_object`); err != nil {
-		return fmt.Errorf("clear acl_object: %w", err)
+	return mergeRows(ctx, tx, "acl_object", `SELECT * FROM unnest($1::text[], $2::smallint[], $3::smallint[], $4::boolean[]) AS n (name, internal_level, external_level, cbp)`,
+		[]string{"name", "internal_level", "external_level", "cbp"}, names, internal, external, cbp)
+}
+
+// mergeRows makes table (acl_user or acl_object) hold the rows of rows, a
+// query of the table's columns cols over args: it deletes the rows that
+// differ from every new one, then inserts the new rows it lacks. Readers
+// neither wait for it nor miss a row: a TRUNCATE took an ACCESS EXCLUSIVE
+// lock that queued every reader behind it, and left a reader whose snapshot
+// predated it an empty table (no user: `none` for everyone).
+func mergeRows(ctx context.Context, tx pgx.Tx, table, rows string, cols []string, args ...any) error {
+	name := pgx.Identifier{"recalc", table}.Sanitize()
+	same := make([]string, len(cols)) // the columns are NOT NULL
+	for i, c := range cols {
+		c = pgx.Identifier{c}.Sanitize()
+		same[i], cols[i] = "n."+c+" = t."+c, c
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"recalc", "acl_object"}, []string{"name", "internal_level", "external_level", "cbp"}, pgx.CopyFromRows(objs)); err != nil {
-		return fmt.Errorf("copy acl_object: %w", err)
+	if _, err := tx.Exec(ctx, `DELETE FROM `+name+` t WHERE NOT EXISTS (SELECT FROM (`+rows+`) n WHERE `+strings.Join(same, " AND ")+`)`, args...); err != nil {
+		return fmt.Errorf("delete from %s: %w", table, err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO `+name+` (`+strings.Join(cols, ", ")+`)
+		SELECT * FROM (`+rows+`) n WHERE NOT EXISTS (SELECT FROM `+name+` t WHERE `+strings.Join(same, " AND ")+`)`, args...); err != nil {
+		return fmt.Errorf("insert into %s: %w", table, err)
 	}
 	return nil
 }
