@@ -132,6 +132,8 @@ func Check(ctx context.Context, pool *pgxpool.Pool) error {
 	switch {
 	case pg.IsNoSchema(err):
 		return &NeedsInitError{Want: Latest()}
+	case pg.IsInsufficientPrivilege(err):
+		return fmt.Errorf("read schema version: %w: this role may not read recalc's tables; connect as recalc's engine role (SECURITY.md, \"Roles\")", err)
 	case err != nil:
 		return fmt.Errorf("read schema version: %w", err)
 	case current < Latest():

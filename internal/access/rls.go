@@ -139,6 +139,15 @@ func resolveTable(ctx context.Context, tx pgx.Tx, table string) (pgx.Identifier,
 
 // enableRLS is EnableRLS on the resolved table, search_path pinned.
 func enableRLS(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) error {
+	var owner string
+	var owns bool
+	if err := tx.QueryRow(ctx, `SELECT c.relowner::regrole::text, pg_catalog.pg_has_role(c.relowner, 'USAGE')
+		FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1)`, tbl.Sanitize()).Scan(&owner, &owns); err != nil {
+		return fmt.Errorf("look up the owner of %s: %w", r.Table, err)
+	}
+	if !owns {
+		return fmt.Errorf("only the owner of %s (%s) may enable row-level security on it: run `recalc rls enable` as a superuser, or as that owner with recalc's engine role granted to it (docs/rls.md, \"Who runs it\")", r.Table, owner)
+	}
 	if err := checkObject(ctx, tx, r.Object); err != nil {
 		return err
 	}

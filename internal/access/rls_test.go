@@ -322,19 +322,28 @@ func TestEnableRLSRejects(t *testing.T) {
 		return err
 	})
 	for _, tc := range []struct {
-		name string
-		r    access.RLS
-		want string
+		name   string
+		r      access.RLS
+		want   string
+		asRole bool // as the test's role, which does not own the table
 	}{
-		{"misspelled object", access.RLS{Table: "app", Object: "acount", IDColumn: "id", UserSetting: "app.user_id"}, `object "acount" is not in the stored model: give one of account`},
-		{"no table", access.RLS{Table: "nope", Object: "account", IDColumn: "id", UserSetting: "app.user_id"}, "table nope does not exist"},
-		{"no column", access.RLS{Table: "app", Object: "account", IDColumn: "key", UserSetting: "app.user_id"}, `has no column "key"`},
-		{"bad id type", access.RLS{Table: "app", Object: "account", IDColumn: "num", UserSetting: "app.user_id"}, "is of type numeric: it must be text"},
-		{"no owner column", access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "app.user_id", OwnerColumn: "boss"}, `has no column "boss"`},
-		{"no insert role", access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "app.user_id", InsertRole: "no_such_role_x"}, `insert role "no_such_role_x" does not exist`},
-		{"bad setting", access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "user"}, "must look like prefix.name"},
+		{"not the owner", access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "app.user_id"}, "only the owner of app (postgres) may enable row-level security on it", true},
+		{"misspelled object", access.RLS{Table: "app", Object: "acount", IDColumn: "id", UserSetting: "app.user_id"}, `object "acount" is not in the stored model: give one of account`, false},
+		{"no table", access.RLS{Table: "nope", Object: "account", IDColumn: "id", UserSetting: "app.user_id"}, "table nope does not exist", false},
+		{"no column", access.RLS{Table: "app", Object: "account", IDColumn: "key", UserSetting: "app.user_id"}, `has no column "key"`, false},
+		{"bad id type", access.RLS{Table: "app", Object: "account", IDColumn: "num", UserSetting: "app.user_id"}, "is of type numeric: it must be text", false},
+		{"no owner column", access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "app.user_id", OwnerColumn: "boss"}, `has no column "boss"`, false},
+		{"no insert role", access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "app.user_id", InsertRole: "no_such_role_x"}, `insert role "no_such_role_x" does not exist`, false},
+		{"bad setting", access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "user"}, "must look like prefix.name", false},
 	} {
-		err := pgx.BeginFunc(b.ctx, b.pool, func(tx pgx.Tx) error { return access.EnableRLS(b.ctx, tx, &tc.r) })
+		err := pgx.BeginFunc(b.ctx, b.pool, func(tx pgx.Tx) error {
+			if tc.asRole {
+				if _, err := tx.Exec(b.ctx, `SET LOCAL ROLE `+b.role); err != nil {
+					return err
+				}
+			}
+			return access.EnableRLS(b.ctx, tx, &tc.r)
+		})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: EnableRLS error %v, want one containing %q", tc.name, err, tc.want)
 		}

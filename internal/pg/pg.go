@@ -30,12 +30,13 @@ func Listen(ctx context.Context, q Querier, channel string) error {
 
 // SQLSTATE codes recalc tells apart.
 const (
-	SerializationFailure = "40001"
-	DeadlockDetected     = "40P01"
-	LockNotAvailable     = "55P03"
-	UndefinedTable       = "42P01"
-	InvalidSchemaName    = "3F000"
-	CheckViolation       = "23514"
+	SerializationFailure  = "40001"
+	DeadlockDetected      = "40P01"
+	LockNotAvailable      = "55P03"
+	UndefinedTable        = "42P01"
+	InvalidSchemaName     = "3F000"
+	CheckViolation        = "23514"
+	InsufficientPrivilege = "42501"
 )
 
 // Code returns err's SQLSTATE, or "" when it is not a PostgreSQL error.
@@ -65,6 +66,9 @@ func IsRetryable(err error) bool {
 	}
 	return false
 }
+
+// IsInsufficientPrivilege reports whether err says the role lacks a right.
+func IsInsufficientPrivilege(err error) bool { return Code(err) == InsufficientPrivilege }
 
 // IsNoSchema reports whether err says the recalc schema or one of its
 // tables does not exist.
