@@ -376,9 +376,13 @@ func TestStuckObjectStaysOutOfTheWay(t *testing.T) {
 		t.Fatalf("status does not say account's writes wait: %q (%v)", st, err)
 	}
 	b.exec(t, b.admin, `ALTER ROLE `+ident(b.engineRole)+` BYPASSRLS`)
+	drain(listener)
 	b.mustAttach(t, crmSpec) // the same spec: says the cause is fixed
 	if _, ok := stuck(); ok {
 		t.Fatal("applying the spec again did not forget that account was stuck")
+	}
+	if !drain(listener) {
+		t.Fatal("applying the spec again did not wake recalc watch")
 	}
 	step("after the fix") // within StuckRetry of the last try: only a forgotten object is tried
 	if _, ok := stuck(); ok || b.waiting(t, "account") {

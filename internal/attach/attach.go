@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/recalc-dev/recalc/internal/changes"
 	"github.com/recalc-dev/recalc/internal/locks"
 	"github.com/recalc-dev/recalc/internal/model"
 )
@@ -182,7 +183,11 @@ func install(ctx context.Context, tx pgx.Tx, t *target, have map[string]stored) 
 			if _, err := tx.Exec(ctx, `SELECT recalc.attach_ready($1)`, c.Object); err != nil {
 				return c, fmt.Errorf("prepare reads of %s: %w", c.Object, err)
 			}
-			if _, err := tx.Exec(ctx, `DELETE FROM recalc.attach_stuck WHERE object = $1`, c.Object); err != nil {
+			// It also wakes recalc watch, which otherwise leaves the object
+			// alone until its next poll.
+			if _, err := tx.Exec(ctx, `
+				WITH gone AS (DELETE FROM recalc.attach_stuck WHERE object = $1 RETURNING 1)
+				SELECT pg_notify($2, 'attach') FROM gone`, c.Object, changes.Channel); err != nil {
 				return c, fmt.Errorf("retry absorbing %s: %w", c.Object, err)
 			}
 			return c, nil
