@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -111,9 +112,38 @@ func (r *relation) column(table, what, col string, allowed []string) (column, er
 		return c, fmt.Errorf("%s column %q does not exist in %s", what, col, table)
 	}
 	if !slices.Contains(allowed, c.name) {
-		return c, fmt.Errorf("%s column %q of %s has a type recalc cannot read: use one of %v (PostgreSQL's own types)", what, col, table, allowed)
+		names := make([]string, len(allowed))
+		for i, a := range allowed {
+			names[i] = sqlType(a)
+		}
+		return c, fmt.Errorf("%s column %q of %s is of type %s, which recalc cannot read: use one of %s (PostgreSQL's own types)",
+			what, col, table, sqlType(c.name), strings.Join(names, ", "))
 	}
 	return c, nil
+}
+
+// sqlType is the SQL name of a pg_catalog type's internal name (int8 is
+// bigint); "" stands for a type outside pg_catalog.
+func sqlType(name string) string {
+	switch name {
+	case "":
+		return "one not in pg_catalog"
+	case "int8":
+		return "bigint"
+	case "int4":
+		return "integer"
+	case "int2":
+		return "smallint"
+	case "bool":
+		return "boolean"
+	case "float8":
+		return "double precision"
+	case "float4":
+		return "real"
+	case "timestamptz":
+		return "timestamp with time zone"
+	}
+	return name
 }
 
 // uniqueOn reports whether a valid, not deferrable unique index or

@@ -221,9 +221,13 @@ func (t *target) baseTable(ctx context.Context, tx pgx.Tx, c Capture, idType str
 	case !rel.canTrigg || !rel.canSelect:
 		return nil, fmt.Errorf("this role cannot read or add triggers to %s: GRANT SELECT, TRIGGER ON %s TO the role running recalc", c.Table, rel.source)
 	}
-	key, err := rel.column(c.Table, "capture id", c.ID, []string{idType})
-	if err != nil {
-		return nil, fmt.Errorf("%w (the type of the view's id column %q)", err, t.ID)
+	key, ok := rel.cols[c.ID]
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("capture id column %q does not exist in %s", c.ID, c.Table)
+	case key.name != idType:
+		return nil, fmt.Errorf("capture id column %q of %s is of type %s: it must be of the type of the view's id column %q, %s",
+			c.ID, c.Table, sqlType(key.name), t.ID, sqlType(idType))
 	}
 	if err := deterministic(c.Table, "capture id", c.ID, key); err != nil {
 		return nil, err

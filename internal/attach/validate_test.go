@@ -63,7 +63,7 @@ func TestAttachValidation(t *testing.T) {
 		"unknown object":    {`{"object": "lead", "table": "crm.account", "id": "id", "owner": "owner_id"}`, "not in the stored model"},
 		"no table":          {`{"object": "account", "table": "crm.nope", "id": "id", "owner": "owner_id"}`, "does not exist"},
 		"no column":         {`{"object": "account", "table": "crm.account", "id": "id", "owner": "boss"}`, `owner column "boss" does not exist`},
-		"id type":           {`{"object": "account", "table": "crm.float_id", "id": "id", "owner": "owner_id"}`, "type recalc cannot read"},
+		"id type":           {`{"object": "account", "table": "crm.float_id", "id": "id", "owner": "owner_id"}`, "of type double precision, which recalc cannot read: use one of text, varchar, bigint, integer, uuid"},
 		"field type":        {`{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "fields": ["updated_at", "territories"]}`, `field column "territories"`},
 		"not unique":        {`{"object": "account", "table": "crm.loose", "id": "id", "owner": "owner_id"}`, "not unique"},
 		"no privilege":      {`{"object": "account", "table": "crm.secret", "id": "id", "owner": "owner_id"}`, "GRANT SELECT"},
@@ -76,7 +76,7 @@ func TestAttachValidation(t *testing.T) {
 		"view invoker":      {`{"object": "account", "table": "crm_recalc.invoker_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "security_invoker"},
 		"view function":     {`{"object": "account", "table": "crm_recalc.fn_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "not PostgreSQL's own"},
 		"view table missed": {acc + `, {"object": "contact", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id", "parent": "account_id", "capture": [{"table": "crm.contact", "id": "id"}]}`, "does not list"},
-		"capture key type":  {acc + `, {"object": "contact", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id", "parent": "account_id", "capture": [{"table": "crm.contact", "id": "id"}, {"table": "crm.contact_account", "id": "account_id"}]}`, "capture id column"},
+		"capture key type":  {acc + `, {"object": "contact", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id", "parent": "account_id", "capture": [{"table": "crm.contact", "id": "id"}, {"table": "crm.contact_account", "id": "account_id"}]}`, "it must be of the type of the view's id column \"id\", uuid"},
 		"table capture":     {`{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.contact", "id": "id"}]}`, "remove \"capture\""},
 	} {
 		t.Run(name, func(t *testing.T) {
