@@ -3,6 +3,8 @@ package access
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -93,6 +95,13 @@ func RecordKey(ctx context.Context, q pg.Querier, object, id string) (string, er
 		return "", fmt.Errorf("look up the key of %s %q: %w", object, id, err)
 	}
 	if !ok {
+		var objects []string
+		if err := q.QueryRow(ctx, `SELECT coalesce(array_agg(name ORDER BY name), '{}') FROM recalc.acl_object`).Scan(&objects); err != nil {
+			return "", fmt.Errorf("look up objects: %w", err)
+		}
+		if len(objects) > 0 && !slices.Contains(objects, object) {
+			return "", fmt.Errorf("object %q does not exist: give one of %s", object, strings.Join(objects, ", "))
+		}
 		return "", fmt.Errorf("record %q of object %s does not exist", id, object)
 	}
 	return *key, nil

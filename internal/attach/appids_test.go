@@ -132,6 +132,9 @@ func TestReadsTakeApplicationIDs(t *testing.T) {
 	if _, err := b.recalc("access", "--user", "bob", "--object", "account", "--id", "999"); err == nil || !strings.Contains(err.Error(), `record "999" of object account does not exist`) {
 		t.Errorf("access to a missing account: %v, want it named as missing", err)
 	}
+	if _, err := b.recalc("explain", "--user", "bob", "--object", "acount", "--id", "1"); err == nil || !strings.Contains(err.Error(), `object "acount" does not exist: give one of account, `) {
+		t.Errorf("explain of a misspelled object: %v, want the object named as missing", err)
+	}
 	out, err := b.recalc("explain", "--user", "bob", "--object", "account", "--id", "1")
 	if err != nil || !strings.Contains(out, "account:1") || !strings.Contains(out, "owner") {
 		t.Errorf("explain by id: %v\n%s", err, out)

@@ -121,6 +121,10 @@ func printChanges(env *Env, changes []attach.Change, format string) error {
 		fmt.Fprintln(env.Out, "Nothing attached.")
 	}
 	for _, c := range changes {
+		if c.Status == attach.Unchanged { // nothing written: its records are as they were
+			fmt.Fprintf(env.Out, "%-16s %-10s %s\n", c.Object, c.Status, c.Table)
+			continue
+		}
 		fmt.Fprintf(env.Out, "%-16s %-10s %s (%d records)\n", c.Object, c.Status, c.Table, c.Records)
 	}
 	fmt.Fprintln(env.Out, "Run `recalc run` (or keep `recalc watch` running) to recalculate.")
