@@ -72,12 +72,14 @@ func CheckLevel(ctx context.Context, q pg.Querier, user, record string) (string,
 	if err := checkUser(ctx, q, user); err != nil {
 		return "", err
 	}
-	var ok bool
-	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM recalc.record WHERE id = $1) OR EXISTS (SELECT 1 FROM recalc.acl_record WHERE id = $1)`,
-		record).Scan(&ok)
+	var ok, attached bool
+	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM recalc.record WHERE id = $1) OR EXISTS (SELECT 1 FROM recalc.acl_record WHERE id = $1),
+		EXISTS (SELECT 1 FROM recalc.attachment)`, record).Scan(&ok, &attached)
 	switch {
 	case err != nil:
 		return "", fmt.Errorf("look up record: %w", err)
+	case !ok && attached && !strings.Contains(record, ":"):
+		return "", fmt.Errorf("record %q does not exist: an attached object's records are keyed OBJECT:ID (account:42), or give --object and --id", record)
 	case !ok:
 		return "", fmt.Errorf("record %q does not exist", record)
 	}

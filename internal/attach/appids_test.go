@@ -132,6 +132,9 @@ func TestReadsTakeApplicationIDs(t *testing.T) {
 	if _, err := b.recalc("access", "--user", "bob", "--object", "account", "--id", "999"); err == nil || !strings.Contains(err.Error(), `record "999" of object account does not exist`) {
 		t.Errorf("access to a missing account: %v, want it named as missing", err)
 	}
+	if _, err := b.recalc("access", "--user", "bob", "--record", "1"); err == nil || !strings.Contains(err.Error(), `an attached object's records are keyed OBJECT:ID`) {
+		t.Errorf("access to an attached record by its bare id: %v, want a hint at keys", err)
+	}
 	if _, err := b.recalc("explain", "--user", "bob", "--object", "acount", "--id", "1"); err == nil || !strings.Contains(err.Error(), `object "acount" does not exist: give one of account, `) {
 		t.Errorf("explain of a misspelled object: %v, want the object named as missing", err)
 	}
