@@ -327,7 +327,7 @@ func TestEnableRLSRejects(t *testing.T) {
 		want   string
 		asRole bool // as the test's role, which does not own the table
 	}{
-		{"not the owner", access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "app.user_id"}, "only the owner of app (postgres) may enable row-level security on it", true},
+		{"not the owner", access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "app.user_id"}, "only the owner of app (", true},
 		{"misspelled object", access.RLS{Table: "app", Object: "acount", IDColumn: "id", UserSetting: "app.user_id"}, `object "acount" is not in the stored model: give one of account`, false},
 		{"no table", access.RLS{Table: "nope", Object: "account", IDColumn: "id", UserSetting: "app.user_id"}, "table nope does not exist", false},
 		{"no column", access.RLS{Table: "app", Object: "account", IDColumn: "key", UserSetting: "app.user_id"}, `has no column "key"`, false},

@@ -222,15 +222,15 @@ func WriteObjects(ctx context.Context, tx pgx.Tx, org *sharing.Org) error {
 // predated it an empty table (no user: `none` for everyone).
 func mergeRows(ctx context.Context, tx pgx.Tx, table, rows string, cols []string, args ...any) error {
 	name := pgx.Identifier{"recalc", table}.Sanitize()
-	same := make([]string, len(cols)) // the columns are NOT NULL
+	quoted, same := make([]string, len(cols)), make([]string, len(cols)) // the columns are NOT NULL
 	for i, c := range cols {
-		c = pgx.Identifier{c}.Sanitize()
-		same[i], cols[i] = "n."+c+" = t."+c, c
+		quoted[i] = pgx.Identifier{c}.Sanitize()
+		same[i] = "n." + quoted[i] + " = t." + quoted[i]
 	}
 	if _, err := tx.Exec(ctx, `DELETE FROM `+name+` t WHERE NOT EXISTS (SELECT FROM (`+rows+`) n WHERE `+strings.Join(same, " AND ")+`)`, args...); err != nil {
 		return fmt.Errorf("delete from %s: %w", table, err)
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO `+name+` (`+strings.Join(cols, ", ")+`)
+	if _, err := tx.Exec(ctx, `INSERT INTO `+name+` (`+strings.Join(quoted, ", ")+`)
 		SELECT * FROM (`+rows+`) n WHERE NOT EXISTS (SELECT FROM `+name+` t WHERE `+strings.Join(same, " AND ")+`)`, args...); err != nil {
 		return fmt.Errorf("insert into %s: %w", table, err)
 	}
