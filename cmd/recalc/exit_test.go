@@ -31,6 +31,7 @@ func TestExitStatuses(t *testing.T) {
 		{"no database", "postgres://postgres@127.0.0.1:1/nope?connect_timeout=5", []string{"status"}, 3, `database "nope" on 127.0.0.1:1`, false},
 		{"invalid model", "", []string{"import", "/dev/null"}, 1, "invalid model", false},
 		{"grant without a role", "", []string{"grant", "reader"}, 2, "recalc grant reader|writer ROLE", false},
+		{"a nice ratio out of range", "", []string{"run", "--nice", "-1"}, 2, "--nice between 0 and 100", false},
 		{"grant of an unknown kind", "", []string{"grant", "admin", "x"}, 2, `unknown kind of access "admin"`, false},
 		{"missing required flags", "", []string{"explain"}, 2, "give --user (see `recalc explain --help`)", false},
 		{"a missing required flag", "", []string{"explain", "--user", "u1"}, 2, "give --record R, or --object O and --id ID (see `recalc explain --help`)", false},

@@ -35,6 +35,8 @@ func runFlags(inPlace bool) []cli.Flag {
 		&cli.IntFlag{Name: "chunk-size", Value: 5000, Usage: "records per chunk of a new job (whole record families stay together)"},
 		&cli.DurationFlag{Name: "lock-timeout", Value: 5 * time.Second, Usage: "how long a chunk, or planning, waits for a row lock"},
 		&cli.IntFlag{Name: "retries", Value: 5, Usage: "retries of a chunk that hit a lock timeout or deadlock, with backoff"},
+		&cli.Float64Flag{Name: "nice", Usage: "after each chunk, a worker rests this many times as long as the chunk took, leaving the CPUs and the disk " +
+			"to the application (1: a job takes about twice as long; 0 to 100)"},
 		&cli.StringFlag{Name: "notify-url", EnvVars: []string{"RECALC_NOTIFY_URL"}, Usage: "POST each job's completion notification (JSON) to this http(s) URL; one not delivered is kept and retried by later runs"},
 		&cli.StringFlag{Name: "notify-secret", EnvVars: []string{"RECALC_NOTIFY_SECRET"}, Usage: "sign webhook bodies with HMAC-SHA256 under this secret (16+ characters; prefer the environment variable): headers X-Recalc-Timestamp and X-Recalc-Signature"},
 		&cli.StringSliceFlag{Name: "notify-email", EnvVars: []string{"RECALC_NOTIFY_EMAIL"}, Usage: "mail each job's completion notification to this address (repeatable)"},
@@ -48,12 +50,12 @@ func runFlags(inPlace bool) []cli.Flag {
 // runOptions reads runFlags (and --full, where the command has it).
 func runOptions(c *cli.Context, errOut io.Writer) (engine.Options, error) {
 	opt := engine.Options{Workers: c.Int("workers"), ChunkSize: c.Int("chunk-size"), Full: c.Bool("full"), InPlace: c.Bool("in-place"),
-		LockTimeout: c.Duration("lock-timeout"), Retries: c.Int("retries"), Trigger: "run"}
+		LockTimeout: c.Duration("lock-timeout"), Retries: c.Int("retries"), Nice: c.Float64("nice"), Trigger: "run"}
 	if opt.Full {
 		opt.Trigger = "run --full"
 	}
-	if opt.Workers < 1 || opt.ChunkSize < 1 || opt.Retries < 0 || opt.LockTimeout <= 0 {
-		return opt, cli.Exit("recalc: --workers and --chunk-size must be at least 1, --retries at least 0, --lock-timeout positive", 2)
+	if opt.Workers < 1 || opt.ChunkSize < 1 || opt.Retries < 0 || opt.LockTimeout <= 0 || !(opt.Nice >= 0 && opt.Nice <= 100) {
+		return opt, cli.Exit("recalc: --workers and --chunk-size must be at least 1, --retries at least 0, --lock-timeout positive, --nice between 0 and 100", 2)
 	}
 	opt.Notify = &notify.Notifier{URL: c.String("notify-url"), Secret: c.String("notify-secret"), Email: c.StringSlice("notify-email"),
 		SMTPAddr: c.String("smtp-addr"), From: c.String("smtp-from"), Timeout: c.Duration("notify-timeout"), Retries: c.Int("notify-retries")}

@@ -61,6 +61,7 @@ type Options struct {
 	Trigger     string        // what started the run, recorded on the job
 	LockTimeout time.Duration // how long a chunk waits for a row lock
 	Retries     int           // retries of a chunk on lock timeout, deadlock or serialization failure
+	Nice        float64       // after each chunk, a worker rests Nice times as long as it took (workers.Options)
 	// FullAbove switches an incremental plan to a full job when it would
 	// recompute more than this share of all families (0 means 0.5).
 	FullAbove float64

@@ -197,7 +197,7 @@ func workChunks(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sh
 	if err != nil {
 		return err
 	}
-	return workers.Run(ctx, pool, job.ID, workers.Options{Workers: opt.Workers, LockTimeout: opt.LockTimeout, Retries: opt.Retries, Contended: opt.Contended},
+	return workers.Run(ctx, pool, job.ID, workers.Options{Workers: opt.Workers, LockTimeout: opt.LockTimeout, Retries: opt.Retries, Nice: opt.Nice, Contended: opt.Contended},
 		func(ctx context.Context, tx pgx.Tx, c *queue.Chunk) (*queue.ChunkStats, error) {
 			st, err := workChunk(ctx, tx, job, org, dict, c, repair)
 			if err == nil && len(st.Invalid) > 0 {

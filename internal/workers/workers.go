@@ -28,6 +28,11 @@ type Options struct {
 	Workers     int           // chunks worked at once by this process
 	LockTimeout time.Duration // how long a chunk waits for a row lock
 	Retries     int           // retries of a chunk on lock timeout, deadlock or serialization failure
+	// Nice makes a worker rest after each chunk Nice times as long as the
+	// chunk took, leaving the CPUs and the disk to the application
+	// meanwhile: a job then takes about 1+Nice times as long (gh-ost's
+	// nice ratio). 0: no rest.
+	Nice float64
 	// Contended, when set, is told of each lock timeout, deadlock or
 	// serialization failure of a chunk, and whether the chunk is retried.
 	Contended func(err error, retry bool)
@@ -44,9 +49,17 @@ func Run(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, do Do,
 	for i := 0; i < max(opt.Workers, 1); i++ {
 		g.Go(func() error {
 			for {
+				start := time.Now()
 				claimed, err := runChunk(gctx, pool, job, opt, do, log)
 				if err != nil || !claimed {
 					return err
+				}
+				if opt.Nice > 0 {
+					select {
+					case <-gctx.Done():
+						return gctx.Err()
+					case <-time.After(time.Duration(opt.Nice * float64(time.Since(start)))):
+					}
 				}
 			}
 		})

@@ -1,0 +1,60 @@
+package workers_test
+
+import (
+	"context"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/queue"
+	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/internal/workers"
+)
+
+func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
+
+// TestNiceRests: with Nice, a worker rests after each chunk Nice times as
+// long as the chunk took, so a job of chunks that each take 20 ms takes at
+// least (1+Nice) x 20 ms a chunk; every chunk is still done once.
+func TestNiceRests(t *testing.T) {
+	t.Parallel()
+	const chunks, work = 4, 20 * time.Millisecond
+	for _, nice := range []float64{0, 1.5} {
+		pool := testdb.Migrated(t)
+		ctx := context.Background()
+		var job int64
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			cs := make([]queue.Chunk, chunks)
+			for i := range cs {
+				cs[i] = queue.Chunk{N: i, Roots: []string{"r"}}
+			}
+			var err error
+			job, err = queue.Create(ctx, tx, &queue.Job{Kind: queue.Incremental, Trigger: "test", Config: []byte("{}"), Plan: []byte("{}")}, cs)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var done atomic.Int32
+		do := func(ctx context.Context, tx pgx.Tx, c *queue.Chunk) (*queue.ChunkStats, error) {
+			time.Sleep(work)
+			done.Add(1)
+			return &queue.ChunkStats{}, nil
+		}
+		start := time.Now()
+		if err := workers.Run(ctx, pool, job, workers.Options{Workers: 1, LockTimeout: time.Second, Nice: nice}, do, zerolog.Nop()); err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(start)
+		if done.Load() != chunks {
+			t.Fatalf("nice %v: %d chunks done, want %d", nice, done.Load(), chunks)
+		}
+		if least := time.Duration(float64(chunks) * (1 + nice) * float64(work)); took < least {
+			t.Fatalf("nice %v: %d chunks of %v took %v, less than the %v their rests need", nice, chunks, work, took, least)
+		}
+	}
+}
