@@ -6,11 +6,13 @@
 // For each org size the driver generates an org, imports it with the recalc
 // binary, and takes, in one run so that every ratio compares figures taken
 // side by side on the same machine:
-//   - full recalculations (`recalc run --full`): the first one and a nightly
-//     one over existing tables (which also counts drift);
+//   - full recalculations building new tables and swapping them in: the
+//     first one and a nightly one over existing tables (`recalc run --full
+//     --in-place=false`, which also counts drift);
 //   - access checks and visible-record lists, p50 and p99, on the nightly
 //     run's tables after VACUUM and CHECKPOINT;
-//   - a full recalculation in place;
+//   - a full recalculation in place (`recalc run --full`) over emptied
+//     share tables, so that it writes every row;
 //   - the physical limit: a binary COPY of the same materialized rows into
 //     identically indexed tables, indexes before or after, whichever is
 //     faster;

@@ -263,7 +263,7 @@ func measure(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool, 
 		return err
 	}
 	cfg.logf("%d records: nightly full recalculation, over the current tables", n)
-	if r.Nightly, _, err = runFull(ctx, rc, cfg.Workers); err != nil {
+	if r.Nightly, _, err = runFull(ctx, rc, cfg.Workers, "--in-place=false"); err != nil {
 		return err
 	}
 	if err := timeReads(ctx, cfg, pool, r); err != nil {

@@ -238,7 +238,7 @@ func TestTwoProcessesShareAJob(t *testing.T) {
 	}
 	o := newProcessOrg(t, 20000)
 	ctx := context.Background()
-	a := o.command("run", "--full", "--chunk-size", "30", "--workers", "1")
+	a := o.command("run", "--full", "--in-place=false", "--chunk-size", "30", "--workers", "1") // a full job that swaps: chunks copy into staging tables
 	if err := a.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ func TestRaceProcessesOnOneFullJob(t *testing.T) {
 	o := newProcessOrg(t, 3000)
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(12, 12))
-	full := []string{"run", "--full", "--chunk-size", "40", "--workers", "2"}
+	full := []string{"run", "--full", "--in-place=false", "--chunk-size", "40", "--workers", "2"}
 	plain := []string{"run", "--chunk-size", "40", "--workers", "2"}
 	mixes := [][2][]string{{full, full}, {plain, full}, {plain, plain}}
 	start := time.Now()

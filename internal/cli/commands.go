@@ -79,14 +79,16 @@ func runCommand(out, errOut io.Writer) *cli.Command {
 		Description: "A run plans (see `recalc plan`), stores a job split into chunks, and works them.\n" +
 			"If a job is unfinished (running in another process, or left by a crash or a failure),\n" +
 			"the run joins or resumes it first: any number of runs, on any hosts, share one job.\n" +
-			"A full job computes into staging tables swapped in atomically at the end and reports\n" +
-			"the drift it repaired; an incremental job rewrites only the rows that differ, under\n" +
-			"row locks. With --in-place a full job is an incremental one over every family: use it\n" +
-			"while an application writes, which a swap's index builds stall. While calculation is\n" +
-			"deferred (`recalc defer`) a run changes nothing and says so. Prints a one-line JSON report.",
+			"An incremental job rewrites only the rows that differ, under row locks. A full job, by\n" +
+			"default (--in-place), is an incremental one over every family: it diffs each family and\n" +
+			"rewrites only those that differ, so readers and the application's writes go on. The first\n" +
+			"computation, and any full job with --in-place=false, computes into staging tables swapped\n" +
+			"in at the end instead (faster from scratch; the swap waits for open readers, and a\n" +
+			"transaction whose snapshot predates it reads the new tables as empty). While calculation\n" +
+			"is deferred (`recalc defer`) a run changes nothing and says so. Prints a one-line JSON report.",
 		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "full", Usage: "recalculate everything from scratch (repairs any drift)"},
-		}, runFlags(false)...),
+		}, runFlags()...),
 		Action: func(c *cli.Context) error {
 			opt, err := runOptions(c, errOut)
 			if err != nil {
@@ -119,7 +121,7 @@ func resumeCommand(out, errOut io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:  "resume",
 		Usage: "lift the deferral (both sides unless one is named) and recalculate what accumulated",
-		Flags: append(append(sideFlags(), &cli.BoolFlag{Name: "full", Usage: "recalculate everything from scratch"}), runFlags(false)...),
+		Flags: append(append(sideFlags(), &cli.BoolFlag{Name: "full", Usage: "recalculate everything from scratch"}), runFlags()...),
 		Action: func(c *cli.Context) error {
 			opt, err := runOptions(c, errOut)
 			if err != nil {
@@ -143,9 +145,8 @@ func watchCommand(out, errOut io.Writer) *cli.Command {
 			"records: one short transaction each, no job, with the configuration kept in memory; it\n" +
 			"first re-reads the rows that attached tables' writes logged (docs/attach.md). Anything\n" +
 			"else (a model import, a truncate, one statement naming more records, an unfinished job)\n" +
-			"runs a job, as `recalc run` does, but in place by default (--in-place): a full job rewrites\n" +
-			"the live tables under row locks instead of swapping in new ones, which the application's\n" +
-			"writes would wait behind. Respects deferral. Reconnects with backoff when the connection\n" +
+			"runs a job, as `recalc run` does (in place: a full job rewrites the live tables under row\n" +
+			"locks instead of swapping in new ones). Respects deferral. Reconnects with backoff when the connection\n" +
 			"is lost. On SIGINT or SIGTERM it stops; an interrupted job resumes at the next start.",
 		Flags: append([]cli.Flag{
 			&cli.DurationFlag{Name: "debounce", Value: 2 * time.Millisecond, Usage: "quiet time after the last change before materializing"},
@@ -153,7 +154,7 @@ func watchCommand(out, errOut io.Writer) *cli.Command {
 			&cli.DurationFlag{Name: "poll", Value: 10 * time.Second, Usage: "look for changes at least this often, notification or not (short, such as 20ms, where writers set recalc.notify = off)"},
 			&cli.IntFlag{Name: "fast-records", Value: 1000, Usage: "most records a batch may name for the fast path (0: always run a job)"},
 			metricsAddrFlag(),
-		}, runFlags(true)...),
+		}, runFlags()...),
 		Action: func(c *cli.Context) error {
 			opt, err := runOptions(c, errOut)
 			if err != nil {
@@ -239,6 +240,7 @@ func planCommand(out, errOut io.Writer) *cli.Command {
 			if c.NArg() > 0 {
 				return action(out, errOut, func(ctx context.Context, env *Env) error { return DryRunCmd(ctx, env, c.Args().First(), opt, f, lim) })(c)
 			}
+			opt.InPlace = true // as `recalc run` plans by default
 			return action(out, errOut, func(ctx context.Context, env *Env) error { return PlanCmd(ctx, env, opt, f, lim.ClosureWarn) })(c)
 		},
 	}

@@ -24,13 +24,13 @@ import (
 	"github.com/recalc-dev/recalc/schema"
 )
 
-// runFlags are the flags of every command that recalculates; inPlace is
-// --in-place's default.
-func runFlags(inPlace bool) []cli.Flag {
+// runFlags are the flags of every command that recalculates.
+func runFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.BoolFlag{Name: "in-place", Value: inPlace, Usage: "full jobs (--full, or planned for a truncate or a change to most records) rewrite the live tables " +
-			"family by family under row locks, instead of building new ones and swapping them in: slower, no second copy on disk, and " +
-			"no stall of the application's commits, which wait behind a swap's index builds' WAL for up to seconds"},
+		&cli.BoolFlag{Name: "in-place", Value: true, Usage: "full jobs (--full, or planned for a truncate or a change to most records) rewrite the live tables " +
+			"family by family, locking and writing only the families that differ; --in-place=false builds new tables and swaps them in: faster from scratch " +
+			"(a first computation always does), but the swap waits for open readers, a transaction whose snapshot predates it reads the new tables as " +
+			"empty, and its index builds stall the application's commits"},
 		&cli.IntFlag{Name: "workers", Value: 2, Usage: "chunks this process works at once"},
 		&cli.IntFlag{Name: "chunk-size", Value: 5000, Usage: "records per chunk of a new job (whole record families stay together)"},
 		&cli.DurationFlag{Name: "lock-timeout", Value: 5 * time.Second, Usage: "how long a chunk, or planning, waits for a row lock"},

@@ -333,6 +333,14 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 		if _, err := feed.Publish(ctx, tx, j.ID); err != nil {
 			return err
 		}
+		if full, err := inPlaceFull(j); err != nil || (full && j.DoRules) {
+			if err == nil {
+				err = queue.SetDriftFromChunks(ctx, tx, j.ID)
+			}
+			if err != nil {
+				return err
+			}
+		}
 		finished = true
 		return queue.Finish(ctx, tx, j, cl.Added, cl.Removed)
 	})

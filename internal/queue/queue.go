@@ -297,6 +297,17 @@ func SetDriftFixed(ctx context.Context, q pg.Querier, job, n int64) error {
 	return nil
 }
 
+// SetDriftFromChunks records on a full job in place, before it finishes,
+// the share rows its chunks changed as its drift: it diffs every family and
+// writes only what differs, as a swap's drift count counts.
+func SetDriftFromChunks(ctx context.Context, q pg.Querier, job int64) error {
+	if _, err := q.Exec(ctx, `UPDATE recalc.job SET drift_fixed = (
+		SELECT coalesce(sum(rows_added + rows_removed + rows_updated), 0) FROM recalc.chunk WHERE job_id = $1) WHERE id = $1`, job); err != nil {
+		return fmt.Errorf("record drift of job %d: %w", job, err)
+	}
+	return nil
+}
+
 // ChunkStats counts what applying one chunk did.
 type ChunkStats struct {
 	Records                 int64

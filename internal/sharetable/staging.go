@@ -3,11 +3,14 @@ package sharetable
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/recalc-dev/recalc/internal/feed"
+	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/sharing"
 )
@@ -152,6 +155,9 @@ func StagingTasks(pool *pgxpool.Pool, org *sharing.Org, d *Dict, job int64, clos
 // It records the records and grantees the swap changes for the feed, or
 // reports every (feed.Swap): the caller publishes every record.
 func SwapFull(ctx context.Context, tx pgx.Tx, closure bool) (every bool, err error) {
+	if err := lockForSwap(ctx, tx, closure); err != nil {
+		return false, err
+	}
 	if every, err = feed.Swap(ctx, tx, closure); err != nil {
 		return false, err
 	}
@@ -181,4 +187,41 @@ func SwapFull(ctx context.Context, tx pgx.Tx, closure bool) (every bool, err err
 		return false, fmt.Errorf("swap in recalculated tables: %w", err)
 	}
 	return every, nil
+}
+
+// lockForSwap takes the live tables SwapFull drops and renames, ACCESS
+// EXCLUSIVE, all at once, before it reads them. Each try waits at most
+// 100 ms: readers take these tables one statement at a time, in their own
+// order, so a swap that waited longer while it held one of them could
+// deadlock with a reader, and every new reader queues behind a waiting
+// swap. A try that times out lets go of what it took, and the next one
+// comes after a pause, until no reader holds the tables.
+func lockForSwap(ctx context.Context, tx pgx.Tx, closure bool) error {
+	tables := "recalc.acl_record, recalc.acl_share" // in the order a reader's statement locks them
+	if closure {
+		tables += ", recalc.acl_member"
+	}
+	var timeout string
+	if err := tx.QueryRow(ctx, `SELECT pg_catalog.current_setting('lock_timeout')`).Scan(&timeout); err != nil {
+		return fmt.Errorf("read lock_timeout: %w", err)
+	}
+	for {
+		err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { // a savepoint: a timed-out try releases its locks
+			_, err := sp.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', '100ms', true);
+				LOCK TABLE `+tables+` IN ACCESS EXCLUSIVE MODE`)
+			return err
+		})
+		switch {
+		case err == nil:
+			_, err = tx.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', $1, true)`, timeout)
+			return err
+		case !pg.IsRetryable(err):
+			return fmt.Errorf("lock the live tables for the swap: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(20+rand.IntN(80)) * time.Millisecond):
+		}
+	}
 }
