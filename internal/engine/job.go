@@ -292,7 +292,8 @@ func stage(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharing
 // staging tables and write the OWD table; for the closure, write it (whole
 // for a full job, the difference otherwise) and the user table; record
 // each side's configuration as applied; consume the change rows planned
-// from; mark the job done. It reports whether it did. Whichever worker
+// from (a full job in place also records the rows it rewrote as its
+// drift); mark the job done. It reports whether it did. Whichever worker
 // sees the last chunk complete does it.
 func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharing.Org, dict *sharetable.Dict) (finished bool, err error) {
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
@@ -323,6 +324,15 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 				return err
 			}
 		}
+		// A full job in place counts its drift as a swap does.
+		if full, err := inPlaceFull(j); err != nil || (full && j.DoRules) {
+			if err == nil {
+				err = queue.SetDriftFromChunks(ctx, tx, j.ID)
+			}
+			if err != nil {
+				return err
+			}
+		}
 		// The access changes its chunks and finish recorded, and any other
 		// writer's: last, since it holds the feed lock until the commit.
 		if every {
@@ -332,14 +342,6 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 		}
 		if _, err := feed.Publish(ctx, tx, j.ID); err != nil {
 			return err
-		}
-		if full, err := inPlaceFull(j); err != nil || (full && j.DoRules) {
-			if err == nil {
-				err = queue.SetDriftFromChunks(ctx, tx, j.ID)
-			}
-			if err != nil {
-				return err
-			}
 		}
 		finished = true
 		return queue.Finish(ctx, tx, j, cl.Added, cl.Removed)
