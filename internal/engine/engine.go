@@ -53,10 +53,13 @@ type Options struct {
 	// a change touching most families), rewrite the live tables family by
 	// family under row locks, as an incremental job over every family (or
 	// over those changed), instead of building new tables and swapping
-	// them in. It is slower and needs no second copy of the tables on
-	// disk; the application's commits barely notice it, while a swap's
-	// index builds write the whole tables' WAL at once, which every commit
-	// then waits to flush (see bench/).
+	// them in. It is slower from scratch, so a first computation swaps
+	// anyway (Plan); over current tables it writes only the families that
+	// differ, needs no second copy of the tables on disk, and neither
+	// readers nor the application's commits notice it, while a swap waits
+	// for open readers, empties the tables for a snapshot taken before it,
+	// and its index builds write the whole tables' WAL at once, which every
+	// commit then waits to flush (see bench/).
 	InPlace     bool
 	Trigger     string        // what started the run, recorded on the job
 	LockTimeout time.Duration // how long a chunk waits for a row lock

@@ -324,12 +324,12 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 				return err
 			}
 		}
-		// A full job in place counts its drift as a swap does.
-		if full, err := inPlaceFull(j); err != nil || (full && j.DoRules) {
-			if err == nil {
-				err = queue.SetDriftFromChunks(ctx, tx, j.ID)
-			}
-			if err != nil {
+		full, err := inPlaceFull(j)
+		if err != nil {
+			return err
+		}
+		if full && j.DoRules { // a full job in place counts its drift as a swap does
+			if err := queue.SetDriftFromChunks(ctx, tx, j.ID); err != nil {
 				return err
 			}
 		}
