@@ -24,6 +24,30 @@ func Consume(ctx context.Context, tx pgx.Tx, seqs []int64) error {
 	return nil
 }
 
+// ConsumeSections deletes the section changes among the listed change rows:
+// what a job that leaves the share rows alone may consume, since record
+// changes wait for the share rows.
+func ConsumeSections(ctx context.Context, tx pgx.Tx, seqs []int64) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM recalc.change WHERE seq = ANY($1) AND kind = 'section'`, seqs); err != nil {
+		return fmt.Errorf("clear change log: %w", err)
+	}
+	return nil
+}
+
+// Touching returns the seqs among seqs of the changes to any of the
+// configuration sections named.
+func Touching(ctx context.Context, q pg.Querier, seqs []int64, sections []string) ([]int64, error) {
+	rows, err := q.Query(ctx, `SELECT seq FROM recalc.change WHERE seq = ANY($1) AND kind = 'section' AND keys && $2`, seqs, sections)
+	if err != nil {
+		return nil, fmt.Errorf("read change log: %w", err)
+	}
+	touching, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("read change log: %w", err)
+	}
+	return touching, nil
+}
+
 // Channel is the NOTIFY channel that record writes and imports
 // signal, so `recalc watch` wakes up.
 const Channel = "recalc_changes"

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/recalc-dev/recalc/internal/changes"
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
@@ -43,10 +44,26 @@ func TestDeferImportRunResume(t *testing.T) {
 }
 
 // TestDeferOneSide defers group membership only: a rule change applies at
-// once while a membership change waits for resume; then the reverse.
+// once while a membership change waits for resume; then the reverse. A
+// token taken after the changes stays unfresh until the waiting side
+// resumes: its changes are not materialized before.
 func TestDeferOneSide(t *testing.T) {
 	t.Parallel()
 	b := setupOrg(t, minimalOrg(), engine.Options{})
+	var token int64
+	take := func() {
+		var err error
+		if token, err = changes.FreshToken(b.ctx, b.pool); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh := func(when string, want bool) {
+		t.Helper()
+		err := changes.WaitFresh(b.ctx, b.pool, token, 50*time.Millisecond)
+		if got := err == nil; got != want || (err != nil && !changes.IsNotFresh(err)) {
+			t.Errorf("%s: wait_fresh returned %v, want fresh %v", when, err, want)
+		}
+	}
 	// a001 has tier 1: shared with g1 (u4). a002 has tier 2.
 	if err := store.Defer(b.ctx, b.pool, []string{store.SideClosure}); err != nil {
 		t.Fatal(err)
@@ -54,7 +71,9 @@ func TestDeferOneSide(t *testing.T) {
 	b.importFile(t, `{"groups":[{"id":"g1","members":["user:u4","user:u5"]},{"id":"g2","members":["role:rep"]},{"id":"g3","members":["user:u5"]}],
 		"rules":[{"id":"acct_tier","object":"account","type":"criteria","target":"group:g1","access":"read","criteria":{"conditions":[{"field":"tier","op":"equals","value":2}]}},
 		         {"id":"case_rep","object":"case","type":"owner","source":"group:g2","target":"group:g3","access":"edit"}]}`)
+	take()
 	b.run(t, engine.Options{})
+	fresh("membership deferred", false)
 	if got := b.level(t, "u4", "a002"); got != "read" {
 		t.Errorf("rule change with membership deferred: u4 on a002 = %s, want read (rules recalculate)", got)
 	}
@@ -65,6 +84,7 @@ func TestDeferOneSide(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.run(t, engine.Options{})
+	fresh("after resuming the closure", true)
 	b.checkOracle(t, "after resuming the closure")
 	// Rules deferred: a membership change applies, a rule change waits.
 	if err := store.Defer(b.ctx, b.pool, []string{store.SideRules}); err != nil {
@@ -73,7 +93,9 @@ func TestDeferOneSide(t *testing.T) {
 	b.importFile(t, `{"groups":[{"id":"g1","members":["user:u4","user:u5","user:u1"]},{"id":"g2","members":["role:rep"]},{"id":"g3","members":["user:u5"]}],
 		"rules":[{"id":"acct_tier","object":"account","type":"criteria","target":"group:g1","access":"read","criteria":{"conditions":[{"field":"tier","op":"equals","value":3}]}},
 		         {"id":"case_rep","object":"case","type":"owner","source":"group:g2","target":"group:g3","access":"edit"}]}`)
+	take()
 	b.run(t, engine.Options{})
+	fresh("rules deferred", false)
 	if got := b.level(t, "u1", "a007"); got != "read" {
 		t.Errorf("membership change with rules deferred: u1 on a007 = %s, want read through g1", got)
 	}
@@ -84,6 +106,7 @@ func TestDeferOneSide(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.run(t, engine.Options{})
+	fresh("after resuming rules", true)
 	b.checkOracle(t, "after resuming rules")
 }
 

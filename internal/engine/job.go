@@ -66,11 +66,8 @@ func tryCreateJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zero
 		if pl, err = Plan(ctx, tx, opt); err != nil {
 			return err
 		}
-		if pl.Nothing() {
-			if len(pl.Deferred) == 0 { // nothing changed: forget the no-op changes
-				return changes.Consume(ctx, tx, pl.Consumes)
-			}
-			return nil
+		if pl.Nothing() { // forget the changes that change nothing
+			return changes.Consume(ctx, tx, pl.Consumes)
 		}
 		job, err = storeJob(ctx, tx, pl, opt.Trigger)
 		if err == nil {
@@ -319,10 +316,14 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 				return err
 			}
 		}
-		if j.DoRules { // the changes it planned from, and only those
-			if err := changes.Consume(ctx, tx, j.Consumes); err != nil {
-				return err
-			}
+		// The changes it planned from, and only those; record changes only
+		// with the share rows.
+		consume := changes.Consume
+		if !j.DoRules {
+			consume = changes.ConsumeSections
+		}
+		if err := consume(ctx, tx, j.Consumes); err != nil {
+			return err
 		}
 		full, err := inPlaceFull(j)
 		if err != nil {

@@ -86,7 +86,10 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 		return nil, err
 	}
 	pl.Plan = diff(in.rules, pl.org, ids, opt.Full, in.log.Truncated)
-	decideSides(pl, in)
+	rulesWait, closureWait := decideSides(pl, in)
+	if err := keepWaiting(ctx, tx, pl, rulesWait, closureWait); err != nil {
+		return nil, err
+	}
 	if !pl.DoRules {
 		pl.Records = map[string]int64{}
 		return pl, nil
@@ -186,8 +189,9 @@ func diff(oldRules, cur *sharing.Org, ids []string, full, truncated bool) *plann
 }
 
 // decideSides sets which sides the plan recalculates: each one that is not
-// deferred and has changed.
-func decideSides(pl *Planned, in *inputs) {
+// deferred and has changed. It returns those that are deferred and have
+// changed: they wait.
+func decideSides(pl *Planned, in *inputs) (rulesWait, closureWait bool) {
 	p := pl.Plan
 	closureChanged := in.closure == nil || p.Full
 	switch {
@@ -201,6 +205,25 @@ func decideSides(pl *Planned, in *inputs) {
 	_, closureDeferred := pl.Deferred[store.SideClosure]
 	pl.DoRules = !rulesDeferred && !p.Empty()
 	pl.DoClosure = !closureDeferred && closureChanged
+	return rulesDeferred && !p.Empty(), closureDeferred && closureChanged
+}
+
+// keepWaiting leaves in the change log what a waiting side has yet to
+// materialize, so that recalc.wait_fresh keeps waiting for it: every
+// change while the share rows wait, the changes to the closure's sections
+// while the closure waits. The job consumes the rest.
+func keepWaiting(ctx context.Context, tx pgx.Tx, pl *Planned, rulesWait, closureWait bool) error {
+	switch {
+	case rulesWait:
+		pl.Consumes = nil
+	case closureWait:
+		keep, err := changes.Touching(ctx, tx, pl.Consumes, planner.ClosureSections())
+		if err != nil {
+			return err
+		}
+		pl.Consumes = slices.DeleteFunc(slices.Clone(pl.Consumes), func(seq int64) bool { return slices.Contains(keep, seq) })
+	}
+	return nil
 }
 
 // selectFamilies lists the roots of the families to recompute: every one

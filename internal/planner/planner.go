@@ -74,6 +74,10 @@ type Plan struct {
 	Changes    []Change `json:"changes"`
 }
 
+// ClosureSections are the configuration sections the closure and the user
+// table are computed from: a change to one waits for the closure side.
+func ClosureSections() []string { return []string{"roles", "users", "groups", "territories"} }
+
 // Empty reports whether nothing needs recalculating.
 func (p *Plan) Empty() bool { return !p.Full && !p.Closure && !p.Objects && len(p.Changes) == 0 }
 
