@@ -232,7 +232,8 @@ func planCommand(out, errOut io.Writer) *cli.Command {
 			if err != nil {
 				return err
 			}
-			opt := engine.Options{ChunkSize: c.Int("chunk-size"), Full: c.Bool("full"), Live: liveOut(errOut)}
+			// In place, as `recalc run` plans by default.
+			opt := engine.Options{ChunkSize: c.Int("chunk-size"), Full: c.Bool("full"), InPlace: true, Live: liveOut(errOut)}
 			lim, err := limitsFrom(c)
 			if err != nil {
 				return err
@@ -240,7 +241,6 @@ func planCommand(out, errOut io.Writer) *cli.Command {
 			if c.NArg() > 0 {
 				return action(out, errOut, func(ctx context.Context, env *Env) error { return DryRunCmd(ctx, env, c.Args().First(), opt, f, lim) })(c)
 			}
-			opt.InPlace = true // as `recalc run` plans by default
 			return action(out, errOut, func(ctx context.Context, env *Env) error { return PlanCmd(ctx, env, opt, f, lim.ClosureWarn) })(c)
 		},
 	}

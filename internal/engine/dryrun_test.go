@@ -76,7 +76,7 @@ func (b *bundle) checkDryRun(t *testing.T, name string, cur, next *model.Model, 
 	if _, err := store.ImportTx(ctx, tx, strings.NewReader(doc), model.DefaultLimits(), zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
-	im, err := engine.DryRun(ctx, tx, engine.Options{}, zerolog.Nop())
+	im, err := engine.DryRun(ctx, tx, engine.Options{InPlace: true}, zerolog.Nop()) // as `recalc plan FILE`
 	if err != nil {
 		t.Fatalf("%s: dry run: %v", name, err)
 	}
