@@ -206,8 +206,10 @@ func (r *RLS) policies(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, col *
 	}
 	if r.OwnerColumn != "" {
 		// Only an active user owns rows: rls_mode is 0 for an unknown or
-		// inactive user.
-		own, err := format(ctx, tx, `(SELECT recalc.rls_mode(%1$s, %2$L, 'read')) <> 0 AND %3$I::text = %1$s`, user, r.Object, r.OwnerColumn)
+		// inactive user. COLLATE "C", as for the id column: a
+		// nondeterministic collation of the owner column must not make
+		// user U1 the owner of u1's rows.
+		own, err := format(ctx, tx, `(SELECT recalc.rls_mode(%1$s, %2$L, 'read')) <> 0 AND (%3$I::text COLLATE "C") = %1$s`, user, r.Object, r.OwnerColumn)
 		if err != nil {
 			return nil, err
 		}

@@ -465,6 +465,34 @@ func TestRLSKeyIgnoresNondeterministicCollation(t *testing.T) {
 	}
 }
 
+// TestRLSOwnerIgnoresNondeterministicCollation: the owner policy compares
+// the owner column COLLATE "C", as the key column: an owner column with a
+// case-insensitive collation does not make user U1 the owner of u1's rows.
+func TestRLSOwnerIgnoresNondeterministicCollation(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.model(t, `{"objects": [{"name": "account", "internal_owd": "private"}],
+		"users": [{"id": "u1"}, {"id": "U1"}],
+		"records": [{"object": "account", "id": "1", "owner": "u1"}]}`)
+	b.exec(t, `CREATE COLLATION ci_owner (provider = icu, locale = 'und-u-ks-level2', deterministic = false)`,
+		`CREATE TABLE app (id bigint PRIMARY KEY, owner text COLLATE ci_owner, secret text)`,
+		`INSERT INTO app VALUES (1, 'u1', 'u1 only'), (2, 'u1', 'u1 only, not yet recalculated')`,
+		`GRANT SELECT, UPDATE, DELETE ON app TO `+b.role)
+	b.tx(t, func(tx pgx.Tx) error {
+		return access.EnableRLS(b.ctx, tx, &access.RLS{Table: "app", Object: "account", IDColumn: "id",
+			UserSetting: "app.user_id", OwnerColumn: "owner"})
+	})
+	if got := b.asUser(t, "u1", `SELECT id::text FROM app`); !slices.Equal(got, []string{"1", "2"}) {
+		t.Fatalf("u1 sees %v, want its rows 1 and 2 (the setup is wrong)", got)
+	}
+	if got := b.asUser(t, "U1", `SELECT secret FROM app`); len(got) != 0 {
+		t.Errorf("user U1 (who owns nothing and has no share) reads %v through the owner policy", got)
+	}
+	if got := b.asUser(t, "U1", `UPDATE app SET secret = 'overwritten by U1' RETURNING id::text`); len(got) != 0 {
+		t.Errorf("user U1 updates u1's rows %v through the owner policy", got)
+	}
+}
+
 // TestPerUserPlans: under the per-user policy the planner fetches a
 // selective user's rows by id (a BitmapOr on the id index) and scans in
 // list order for a broad user, each seeing exactly its rows; whatever a
