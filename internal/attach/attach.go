@@ -3,6 +3,7 @@ package attach
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -194,6 +195,11 @@ func install(ctx context.Context, tx pgx.Tx, t *target, have map[string]stored) 
 		}
 		c.Status = Updated
 	}
+	if c.Object != model.UsersAttachment { // the users table has no records
+		if err := keysFree(ctx, tx, c.Object, t.source); err != nil {
+			return c, err
+		}
+	}
 	var parentCol, parentObject, territories *string
 	if t.Parent != nil {
 		parentCol, parentObject = t.Parent, &t.parentObject
@@ -226,6 +232,23 @@ func install(ctx context.Context, tx pgx.Tx, t *target, have map[string]stored) 
 		return c, fmt.Errorf("install capture of %s: %w", c.Object, err)
 	}
 	return c, nil
+}
+
+// keysFree fails when a record of another object is keyed like a row of
+// the table attached as object (object:id): it would keep that row from
+// being mirrored, and its key would name the other record, since the
+// capture never takes over another object's record.
+func keysFree(ctx context.Context, tx pgx.Tx, object, source string) error {
+	var taken string
+	err := tx.QueryRow(ctx, `SELECT id FROM recalc.record WHERE starts_with(id, $1 || ':') AND object <> $1 ORDER BY id LIMIT 1`, object).Scan(&taken)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil
+	case err != nil:
+		return fmt.Errorf("look for records keyed like %s's rows: %w", object, err)
+	}
+	return fmt.Errorf("record %q is not of object %s but takes the key of a row of %s (%s:id): give it another id or delete it, then attach again",
+		taken, object, source, object)
 }
 
 // jsonEqual compares two JSON documents by value (jsonb reorders keys).

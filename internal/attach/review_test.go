@@ -143,6 +143,11 @@ func TestWriterCannotWriteAttachedRecords(t *testing.T) {
 		"re-own":    `UPDATE recalc.record SET owner = 'erin' WHERE id = 'account:1'`,
 		"re-object": `UPDATE recalc.record SET object = 'account', parent = NULL WHERE id = 'case:900'`,
 		"delete":    `DELETE FROM recalc.record WHERE id = 'account:1'`,
+		// A record of another object under the key of a row the table may
+		// take later: the row would never be mirrored, and its key would
+		// name the writer's record.
+		"take a key": `INSERT INTO recalc.record (id, object, owner, parent) VALUES ('account:5', 'case', 'erin', 'account:1')`,
+		"re-key":     `UPDATE recalc.record SET id = 'account:6' WHERE id = 'case:900'`,
 	} {
 		_, err := w.Exec(ctx, stmt)
 		if sqlState(err) != "42501" || !strings.Contains(err.Error(), "attached object") {
@@ -152,10 +157,14 @@ func TestWriterCannotWriteAttachedRecords(t *testing.T) {
 	if object, owner := b.recordOf(t, "account:1"); object != "account" || owner != "bob" {
 		t.Fatalf("account:1 after the writer's attempts: %s owned by %q", object, owner)
 	}
-	b.exec(t, b.app, `UPDATE crm.account SET owner_id = 'carol' WHERE id = 1`)
+	b.exec(t, b.app, `UPDATE crm.account SET owner_id = 'carol' WHERE id = 1`,
+		`INSERT INTO crm.account (id, name, owner_id) VALUES (5, 'Umbrella', 'frank')`)
 	b.run(t)
 	if _, owner := b.recordOf(t, "account:1"); owner != "carol" {
 		t.Fatalf("the application's update was not captured: owner %q", owner)
+	}
+	if object, owner := b.recordOf(t, "account:5"); object != "account" || owner != "frank" {
+		t.Fatalf("the application's account 5 is mirrored as %s owned by %q, want account owned by frank", object, owner)
 	}
 }
 
@@ -188,6 +197,15 @@ func TestCaptureNeverTakesOverAnotherObjectsRecord(t *testing.T) {
 		`, "records": [{"object": "case", "id": "account:77", "owner": "bob", "parent": "account:1"}]}`
 	if _, err := testkit.ImportString(ctx, b.engine, model); err == nil || !strings.Contains(err.Error(), "take the key") {
 		t.Fatalf("importing a record keyed like an attached object's: %v, want refused", err)
+	}
+	// Attaching a table whose rows' keys a record of another object holds
+	// fails, and attaches nothing.
+	b.exec(t, b.engine, `INSERT INTO recalc.record (id, object, owner, parent) VALUES ('case:9', 'opportunity', 'dave', 'account:1')`)
+	if out, err := b.attach(t, crmSpec); err == nil || !strings.Contains(out+err.Error(), `record "case:9" is not of object case but takes the key`) {
+		t.Fatalf("attaching case while record case:9 is an opportunity: %v\n%s", err, out)
+	}
+	if list, err := b.recalc("attach", "--list"); err != nil || strings.Contains(list, "support.case") {
+		t.Fatalf("attach --list after the refused attach: %v\n%s", err, list)
 	}
 }
 
