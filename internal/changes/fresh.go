@@ -53,15 +53,19 @@ func ReadBatch(ctx context.Context, q pg.Querier, maxKeys int) (*Batch, error) {
 // Idle reports, with reads only, whether nothing waits to be materialized
 // since recalc.config_version was version: the same version, no unfinished
 // job, and a change log empty but for the writes of attached objects that
-// Absorb could not absorb less than StuckRetry ago, and no captured table
-// written without its capture (migration 020).
-func Idle(ctx context.Context, q pg.Querier, version int64) (bool, error) {
+// Absorb could not absorb less than StuckRetry ago and the changes to the
+// sections named by waiting (those a deferred side keeps), and no captured
+// table written without its capture (migration 020).
+func Idle(ctx context.Context, q pg.Querier, version int64, waiting []string) (bool, error) {
+	if waiting == nil {
+		waiting = []string{}
+	}
 	var idle bool
 	if err := q.QueryRow(ctx, `SELECT (SELECT version FROM recalc.config_version) = $1
-		AND NOT EXISTS (SELECT FROM recalc.change c WHERE c.object IS NULL OR NOT EXISTS (
-			SELECT FROM recalc.attach_stuck s WHERE s.object = c.object AND s.checked_at > now() - $2::interval))
+		AND NOT EXISTS (SELECT FROM recalc.change c WHERE NOT (c.kind = 'section' AND c.keys <@ $3) AND (c.object IS NULL OR NOT EXISTS (
+			SELECT FROM recalc.attach_stuck s WHERE s.object = c.object AND s.checked_at > now() - $2::interval)))
 		AND NOT EXISTS (SELECT FROM recalc.job WHERE status <> 'done')
-		AND NOT recalc.attach_fingerprints_changed()`, version, StuckRetry).Scan(&idle); err != nil {
+		AND NOT recalc.attach_fingerprints_changed()`, version, StuckRetry, waiting).Scan(&idle); err != nil {
 		return false, fmt.Errorf("read change log: %w", err)
 	}
 	return idle, nil

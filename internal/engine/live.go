@@ -153,7 +153,11 @@ func (l *Live) fast(ctx context.Context, tx pgx.Tx, rep *LiveReport) error {
 	// An idle step (a poll with nothing new) reads and writes nothing else:
 	// the model lock is a row lock, which would make it a writing transaction.
 	if l.loaded {
-		if idle, err := changes.Idle(ctx, tx, l.version); err != nil || idle {
+		var waiting []string // what a deferred closure keeps in the log (keepWaiting)
+		if _, ok := l.deferred[store.SideClosure]; ok {
+			waiting = planner.ClosureSections()
+		}
+		if idle, err := changes.Idle(ctx, tx, l.version, waiting); err != nil || idle {
 			return err
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/oracle"
 	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/internal/watch"
 )
@@ -529,4 +531,55 @@ func TestQuietWritesAndIdleSteps(t *testing.T) {
 		}
 	}
 	checkFull(t, b, "after quiet writes")
+}
+
+// TestLiveIdleWhileDeferred: while a side is deferred and nothing new is
+// committed, a step plans nothing, though the changes the deferred side
+// waits for stay in the log; a record write is still materialized at the
+// next step when the share rows are not deferred.
+func TestLiveIdleWhileDeferred(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		sides []string
+	}{
+		{"nothing deferred", nil},
+		{"rules deferred", []string{store.SideRules}},
+		{"closure deferred", []string{store.SideClosure}},
+		{"both deferred", []string{store.SideRules, store.SideClosure}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setupOrg(t, minimalOrg(), engine.Options{})
+			if err := store.Defer(b.ctx, b.pool, tc.sides); err != nil {
+				t.Fatal(err)
+			}
+			b.importFile(t, `{"groups":[{"id":"g1","members":["user:u4","user:u5"]},{"id":"g2","members":["role:rep"]},{"id":"g3","members":["user:u5"]}]}`)
+			live := engine.NewLive(engine.Options{}, 50)
+			step := func() *engine.LiveReport {
+				t.Helper()
+				rep, err := live.Step(b.ctx, b.pool, zerolog.Nop())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return rep
+			}
+			step() // the import's job, if any side may run
+			step()
+			for i := range 10 {
+				if rep := step(); rep.Run != nil {
+					t.Fatalf("idle step %d ran a plan: %+v", i, rep.Run)
+				}
+			}
+			want := "all"
+			if slices.Contains(tc.sides, store.SideRules) {
+				want = b.level(t, "u3", "a000") // the share rows wait for resume
+			}
+			b.exec(t, `UPDATE recalc.record SET owner = 'u3' WHERE id = 'a000'`)
+			step()
+			if got := b.level(t, "u3", "a000"); got != want {
+				t.Fatalf("the new owner u3 has %s on a000 after a step, want %s", got, want)
+			}
+		})
+	}
 }
