@@ -250,14 +250,7 @@ func TestLiveFallsBack(t *testing.T) {
 	t.Parallel()
 	b := setupOrg(t, liveOrg(6), engine.Options{})
 	live := engine.NewLive(engine.Options{}, 3)
-	step := func(t *testing.T) *engine.LiveReport {
-		t.Helper()
-		rep, err := live.Step(b.ctx, b.pool, zerolog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rep
-	}
+	step := func(t *testing.T) *engine.LiveReport { return b.step(t, live) }
 	for _, tc := range []struct {
 		name  string
 		sql   []string
@@ -457,14 +450,7 @@ func TestLiveFastAfterRuleChangeAlone(t *testing.T) {
 	b.importFile(t, `{"rules":[{"id":"tier","object":"account","type":"criteria","target":"group:g1","access":"read",
 	          "criteria":{"conditions":[{"field":"tier","op":"ge","value":3}]}}]}`)
 	live := engine.NewLive(engine.Options{}, 10)
-	step := func() *engine.LiveReport {
-		t.Helper()
-		rep, err := live.Step(b.ctx, b.pool, zerolog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rep
-	}
+	step := func() *engine.LiveReport { return b.step(t, live) }
 	wantRun(t, step())
 	var stale []string
 	if err := b.pool.QueryRow(b.ctx, `SELECT coalesce(array_agg(s.name), '{}') FROM recalc.model_section s
@@ -556,14 +542,7 @@ func TestLiveIdleWhileDeferred(t *testing.T) {
 			}
 			b.importFile(t, `{"groups":[{"id":"g1","members":["user:u4","user:u5"]},{"id":"g2","members":["role:rep"]},{"id":"g3","members":["user:u5"]}]}`)
 			live := engine.NewLive(engine.Options{}, 50)
-			step := func() *engine.LiveReport {
-				t.Helper()
-				rep, err := live.Step(b.ctx, b.pool, zerolog.Nop())
-				if err != nil {
-					t.Fatal(err)
-				}
-				return rep
-			}
+			step := func() *engine.LiveReport { return b.step(t, live) }
 			step() // the import's job, if any side may run
 			step()
 			for i := range 10 {

@@ -62,6 +62,16 @@ func (b *bundle) run(t *testing.T, opt engine.Options) *engine.Report {
 	return rep
 }
 
+// step runs one step of live, failing the test on an error.
+func (b *bundle) step(t *testing.T, live *engine.Live) *engine.LiveReport {
+	t.Helper()
+	rep, err := live.Step(b.ctx, b.pool, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("live step: %v", err)
+	}
+	return rep
+}
+
 // full runs engine.Full, failing the test on an error.
 func (b *bundle) full(t *testing.T, opt engine.Options) *engine.Report {
 	t.Helper()
