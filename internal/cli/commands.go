@@ -107,7 +107,9 @@ func deferCommand(out, errOut io.Writer) *cli.Command {
 		Description: "Deferred, imports and data changes accumulate and `recalc run` changes nothing.\n" +
 			"--closure defers group membership (the closure: who is in which group, role and territory);\n" +
 			"--rules defers share rows (sharing rules, owners, shares, teams, OWDs). Each side\n" +
-			"recalculates on its own when the other is deferred.",
+			"recalculates on its own when the other is deferred. recalc.wait_fresh waits for what a\n" +
+			"deferred side has yet to apply (every change for share rows; users, roles, groups and\n" +
+			"territories for the closure) until it resumes.",
 		Flags: sideFlags(),
 		Action: func(c *cli.Context) error {
 			sides := sides(c)
