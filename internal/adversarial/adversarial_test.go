@@ -210,6 +210,8 @@ func TestConstraintsRefuseBadRecords(t *testing.T) {
 		{"object over 1024 bytes", `UPDATE recalc.record SET object = $1 WHERE id = 'a3'`, []any{long}},
 		{"parent over 1024 bytes", `UPDATE recalc.record SET parent = $1 WHERE id = 'k4'`, []any{long}},
 		{"over 1000 territories", `UPDATE recalc.record SET territories = $1 WHERE id = 'a3'`, []any{tooMany}},
+		{"a NULL territory", `UPDATE recalc.record SET territories = ARRAY[NULL, 'west']::text[] WHERE id = 'a3'`, nil},
+		{"territories of two dimensions", `UPDATE recalc.record SET territories = '{{west},{west}}'::text[] WHERE id = 'a3'`, nil},
 	} {
 		t.Run("refs/"+tc.name, func(t *testing.T) {
 			wantState(t, tc.name, rolledBack(b.writer, tc.sql, tc.args...), checkViolation)
@@ -345,6 +347,36 @@ func TestLegacyBadFieldsFailClosed(t *testing.T) {
 	}
 	b.wantInvalid(t, want)
 	exec(t, b.writer, `UPDATE recalc.record SET fields = '{"priority": 5}' WHERE id = 'hot1'`)
+	b.run(t)
+	b.wantAccess(t, map[string]string{"u4 hot1": "read", "u1 hot1": "all"})
+	b.sameAsFull(t)
+}
+
+// TestLegacyBadTerritoriesFailClosed: records stored before migration 027
+// (here: with the constraint dropped) whose territories hold a NULL or
+// have two dimensions are invalid, and every run goes on (every job failed
+// reading such a record before).
+func TestLegacyBadTerritoriesFailClosed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	exec(t, b.engine, `ALTER TABLE recalc.record DROP CONSTRAINT record_refs_bounded`)
+	exec(t, b.writer, `INSERT INTO recalc.record (id, object, owner, territories, fields) VALUES
+		('null_territory', 'account', 'u1', ARRAY[NULL, 'west']::text[], '{"priority": 3}'),
+		('flat_territories', 'account', 'u1', '{{west},{west}}'::text[], '{"priority": 3}')`)
+	exec(t, b.writer, `UPDATE recalc.record SET territories = ARRAY['west', NULL]::text[] WHERE id = 'hot1'`)
+	want := map[string]string{}
+	for _, id := range []string{"null_territory", "flat_territories", "hot1"} {
+		want[id] = "account: " + sharing.InvalidValues
+	}
+	if rep := b.run(t); rep.InvalidRecords != int64(len(want)) {
+		t.Errorf("run counted %d invalid records, want %d", rep.InvalidRecords, len(want))
+	}
+	b.wantInvalid(t, want)
+	if rep := b.full(t); rep.InvalidRecords != int64(len(want)) {
+		t.Errorf("full run counted %d invalid records, want %d", rep.InvalidRecords, len(want))
+	}
+	b.wantInvalid(t, want)
+	exec(t, b.writer, `UPDATE recalc.record SET territories = '{}' WHERE id = 'hot1'`)
 	b.run(t)
 	b.wantAccess(t, map[string]string{"u4 hot1": "read", "u1 hot1": "all"})
 	b.sameAsFull(t)

@@ -261,6 +261,62 @@ func TestRowsFailClosed(t *testing.T) {
 	}
 }
 
+// TestPoisonRowsFailClosed: a row whose value the absorb could not convert
+// used to stop its whole object (every try failed, so no write of it was
+// mirrored, a revocation included). Now the row fails closed and the
+// object's other writes go on being mirrored.
+func TestPoisonRowsFailClosed(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, poison string }{
+		{"territories of two dimensions", `UPDATE crm.account SET territories = '{{north},{north}}' WHERE id = 1`},
+		{"a field over jsonb's string limit", `UPDATE crm.account SET industry = repeat('x', 270000000) WHERE id = 1`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			b.mustAttach(t, crmSpec)
+			b.run(t)
+			b.exec(t, b.app, tc.poison,
+				`UPDATE crm.account SET owner_id = 'frank' WHERE id = 3`) // a revocation: account 3 leaves carol
+			b.run(t)
+			for _, tw := range []struct{ user, record, level string }{{"carol", "account:3", "none"}, {"frank", "account:3", "all"}, {"bob", "account:1", "none"}} {
+				var level string
+				if err := b.engine.QueryRow(context.Background(), `SELECT recalc.access_level($1, $2)`, tw.user, tw.record).Scan(&level); err != nil || level != tw.level {
+					t.Errorf("access_level(%s, %s) = %s (%v), want %s", tw.user, tw.record, level, err, tw.level)
+				}
+			}
+			var stuck, reason string
+			if err := b.admin.QueryRow(context.Background(), `SELECT (SELECT coalesce(string_agg(object, ','), '') FROM recalc.attach_stuck),
+				(SELECT coalesce(string_agg(reason, ','), '') FROM recalc.invalid_record WHERE record = 'account:1')`).Scan(&stuck, &reason); err != nil {
+				t.Fatal(err)
+			}
+			if stuck != "" || !strings.HasPrefix(reason, "values out of bounds") {
+				t.Errorf("stuck objects %q, account:1 invalid for %q; want none stuck, account:1 out of bounds", stuck, reason)
+			}
+		})
+	}
+}
+
+// TestAttachErrorHidesRowValues: a view whose cast fails on a row's value
+// makes `recalc attach` fail with the SQLSTATE, not the value.
+func TestAttachErrorHidesRowValues(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const secret = "SSN 078-05-1120"
+	b.exec(t, b.app, `UPDATE support."case" SET status = '7' WHERE id = 1`,
+		`UPDATE support."case" SET status = '`+secret+`' WHERE id = 2`,
+		`GRANT SELECT, TRIGGER ON support."case" TO `+ident(b.engineRole))
+	b.exec(t, b.engine, `CREATE VIEW crm_recalc.case_n AS SELECT c.id, c.owner_id, c.account_id, (c.status)::integer AS status_n FROM support."case" c`)
+	spec := `{"objects": [
+  {"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "fields": ["industry", "amount", "vip"], "territories": "territories"},
+  {"object": "case", "table": "crm_recalc.case_n", "id": "id", "owner": "owner_id", "parent": "account_id", "fields": ["status_n"],
+   "capture": [{"table": "support.case", "id": "id"}]}]}`
+	out, err := b.attach(t, spec)
+	if err == nil || strings.Contains(out+err.Error(), "078-05-1120") || !strings.Contains(err.Error(), "SQLSTATE 22P02") {
+		t.Fatalf("attach with a failing cast: %v\n%s\nwant an error naming SQLSTATE 22P02 and no value", err, out)
+	}
+}
+
 // TestCaptureUnderRepeatableRead: writes to an attached table and to a
 // view's base table under REPEATABLE READ are captured: the engine re-reads
 // the view for them later, in its own READ COMMITTED transaction.

@@ -180,8 +180,10 @@ const (
 	InvalidFields    = "fields are not a JSON object of scalars within the limits"
 	// InvalidValues: a row of an attached table whose values recalc.record
 	// cannot hold, mirrored closed with the territory list {""}
-	// (recalc.attach_rows_sql, migration 020).
-	InvalidValues = "values out of bounds (a row of an attached table, mirrored closed)"
+	// (recalc.attach_rows_sql, migration 020), or a record whose
+	// territories hold a NULL or have two dimensions, stored before
+	// migration 027 refused them and read as {""} (LoadFamilies).
+	InvalidValues = "values out of bounds (a row of an attached table, or territories stored before their bounds), read closed"
 )
 
 // invalid says why a record's references do not resolve ("" when they do):
