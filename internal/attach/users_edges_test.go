@@ -241,3 +241,32 @@ func TestAttachUsersWhileWatching(t *testing.T) {
 		t.Errorf("bob, inactive in the users table just attached, is still an active user after live steps (attached_users_state dirty, but the step was idle)")
 	}
 }
+
+// TestUsersHugeTypeFailsClosed: a users row whose type is over jsonb's
+// string limit makes that user inactive; every other users change, a
+// deactivation included, still applies (the users absorb failed at every
+// try before migration 028).
+func TestUsersHugeTypeFailsClosed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.exec(t, b.app,
+		`ALTER TABLE crm.app_user ADD COLUMN role_id text, ADD COLUMN kind text, ADD COLUMN active boolean DEFAULT true`,
+		`UPDATE crm.app_user SET role_id = CASE id WHEN 'alice' THEN 'ceo' WHEN 'bob' THEN 'east' WHEN 'carol' THEN 'east'
+		     WHEN 'dave' THEN 'west' WHEN 'erin' THEN 'west' END`,
+		`GRANT SELECT, TRIGGER ON crm.app_user TO `+ident(b.engineRole))
+	spec := strings.TrimSuffix(strings.TrimSpace(crmSpec), "}") +
+		`, "users": {"table": "crm.app_user", "id": "id", "role": "role_id", "type": "kind", "active": "active"}}`
+	b.mustAttach(t, spec)
+	b.run(t)
+	b.exec(t, b.app, `UPDATE crm.app_user SET kind = repeat('x', 270000000) WHERE id = 'dave'`,
+		`UPDATE crm.app_user SET active = false WHERE id = 'carol'`)
+	b.run(t)
+	var stuck string
+	if err := b.admin.QueryRow(context.Background(), `SELECT coalesce(string_agg(object, ','), '') FROM recalc.attach_stuck`).Scan(&stuck); err != nil {
+		t.Fatal(err)
+	}
+	if stuck != "" || storedActive(t, b, "carol") || storedActive(t, b, "dave") || !storedActive(t, b, "bob") {
+		t.Errorf("stuck %q; active carol %v, dave %v, bob %v; want nothing stuck, carol deactivated, dave inactive (unknown type), bob active",
+			stuck, storedActive(t, b, "carol"), storedActive(t, b, "dave"), storedActive(t, b, "bob"))
+	}
+}
