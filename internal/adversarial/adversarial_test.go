@@ -376,6 +376,11 @@ func TestLegacyBadTerritoriesFailClosed(t *testing.T) {
 		t.Errorf("full run counted %d invalid records, want %d", rep.InvalidRecords, len(want))
 	}
 	b.wantInvalid(t, want)
+	// Imports and exports go on too: each reads every stored record.
+	b.importJSON(t, `{"version": 1, "users": [{"id": "u1"}, {"id": "u2"}, {"id": "u3"}, {"id": "u4"}, {"id": "u5"}]}`)
+	if out := b.recalc(t, "export"); !strings.Contains(out, `"id":"null_territory"`) {
+		t.Errorf("export lacks the record null_territory:\n%.2000s", out)
+	}
 	exec(t, b.writer, `UPDATE recalc.record SET territories = '{}' WHERE id = 'hot1'`)
 	b.run(t)
 	b.wantAccess(t, map[string]string{"u4 hot1": "read", "u1 hot1": "all"})

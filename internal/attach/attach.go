@@ -246,8 +246,14 @@ func install(ctx context.Context, tx pgx.Tx, t *target, have map[string]stored) 
 // keysFree fails when a record of another object is keyed like a row of
 // the table attached as object (object:id): it would keep that row from
 // being mirrored, and its key would name the other record, since the
-// capture never takes over another object's record.
+// capture never takes over another object's record. It first locks
+// recalc.record against writes until the attach commits: other sessions'
+// writes check the keys against the guard of before the attach
+// (migration 026) until then.
 func keysFree(ctx context.Context, tx pgx.Tx, object, source string) error {
+	if _, err := tx.Exec(ctx, `LOCK TABLE recalc.record IN SHARE ROW EXCLUSIVE MODE`); err != nil {
+		return fmt.Errorf("lock the records against writes while %s is attached: %w", object, err)
+	}
 	var taken string
 	err := tx.QueryRow(ctx, `SELECT id FROM recalc.record WHERE starts_with(id, $1 || ':') AND object <> $1 ORDER BY id LIMIT 1`, object).Scan(&taken)
 	switch {

@@ -109,6 +109,15 @@ const validRecord = `octet_length(t.id) BETWEEN 1 AND 1024 AND octet_length(t.ob
 		  AND NOT jsonb_path_exists(t.fields, 'strict $.* ? (@.type() == "object" || @.type() == "array"
 		      || (@.type() == "number" && (@ > 1.7976931348623157e308 || @ < -1.7976931348623157e308)))')`
 
+// ReadTerritories is the SQL expression that reads recalc.record's
+// territories column col into a list every reader can scan: territories
+// holding a NULL, or of more than one dimension, stored before migration
+// 027 refused them, read as one unknown territory (""), so the record is
+// invalid and fails closed.
+func ReadTerritories(col string) string {
+	return fmt.Sprintf(`CASE WHEN array_ndims(%[1]s) > 1 THEN '{""}' WHEN array_position(%[1]s, NULL) IS NOT NULL THEN '{""}' ELSE %[1]s END`, col)
+}
+
 // FixRoots sets the family root of records that lack one (inserted with
 // plain SQL), of the records changed by the listed change rows and of those
 // naming one of them as parent, and of all their descendants,

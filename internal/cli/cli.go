@@ -371,7 +371,7 @@ func blastRadius(ctx context.Context, tx pgx.Tx, maxRevoke float64, log zerolog.
 		return err
 	}
 	defer sp.Rollback(context.WithoutCancel(ctx))
-	im, err := engine.DryRun(ctx, sp, engine.Options{}, log)
+	im, err := engine.DryRun(ctx, sp, engine.Options{InPlace: true}, log) // as `recalc run` plans
 	if err != nil {
 		return fmt.Errorf("blast-radius check: %w", err)
 	}

@@ -137,7 +137,7 @@ func prepareDryRun(ctx context.Context, tx pgx.Tx, pl *Planned) (*dryRun, error)
 	if d.closure, err = sharetable.DiffClosureOf(ctx, tx, pl.org, d.dict); err != nil {
 		return nil, err
 	}
-	if pl.Plan.Full {
+	if pl.Plan.Full && pl.Roots == nil { // planned in place, a full plan lists them already
 		if d.roots, err = sharetable.FamilyRoots(ctx, tx, nil, 0); err != nil {
 			return nil, err
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/recalc-dev/recalc/internal/changes"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/pg"
 
@@ -219,15 +220,10 @@ func loadFamilies(ctx context.Context, q pg.Querier, org *sharing.Org, where str
 		}
 	}
 	in := &sharing.Input{Shares: map[int64][]model.Share{}, Teams: map[int64][]model.Team{}}
-	// Territories holding a NULL or of more than one dimension, stored
-	// before migration 027 refused them, read as one unknown territory:
-	// the record is invalid, and fails closed.
 	rows, err := q.Query(ctx, fmt.Sprintf(`
-		SELECT rid, id, object, owner, coalesce(parent, ''), root_id,
-		       CASE WHEN array_ndims(territories) > 1 THEN '{""}' WHEN array_position(territories, NULL) IS NOT NULL THEN '{""}'
-		            ELSE territories END,
+		SELECT rid, id, object, owner, coalesce(parent, ''), root_id, %s,
 		       CASE WHEN object = ANY($%d) THEN left(fields::text, $%d) END
-		FROM recalc.record WHERE %s`, len(args)+1, len(args)+2, where), append(args, withFields, maxFieldsText+1)...)
+		FROM recalc.record WHERE %s`, changes.ReadTerritories("territories"), len(args)+1, len(args)+2, where), append(args, withFields, maxFieldsText+1)...)
 	if err != nil {
 		return nil, fmt.Errorf("read records: %w", err)
 	}

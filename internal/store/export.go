@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/recalc-dev/recalc/internal/changes"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/pg"
 )
@@ -141,7 +142,7 @@ func exportData(ctx context.Context, tx pgx.Tx, w *bufio.Writer, sec string, res
 	case "records":
 		var r recordOut
 		var parent *string
-		err = forEach(ctx, tx, `SELECT object, id, owner, parent, fields::text, territories FROM recalc.record ORDER BY id`,
+		err = forEach(ctx, tx, `SELECT object, id, owner, parent, fields::text, `+changes.ReadTerritories("territories")+` FROM recalc.record ORDER BY id`,
 			[]any{&r.Object, &r.ID, &r.Owner, &parent, &r.Fields, &r.Territories}, func() error {
 				r.Parent = ""
 				if parent != nil {

@@ -514,8 +514,8 @@ func checkAttached(ctx context.Context, tx pgx.Tx, kinds ...stageKind) error {
 	return dupCheck(ctx, tx, "record %q is, or would replace or take the key of, a record of object %s: write that table instead, or `recalc detach` the object first",
 		`SELECT s.record, a.object || ', which is attached to ' || a.source FROM stage s
 		 JOIN recalc.attachment a ON a.object = s.object OR a.object = (SELECT r.object FROM recalc.record r WHERE r.id = s.record)
-		      OR left(s.record, length(a.object) + 1) = a.object || ':' -- a key a row of the table may take later
-		 WHERE s.kind = ANY($1) AND EXISTS (SELECT 1 FROM recalc.attachment) LIMIT 1`, k)
+		      OR (left(s.record, length(a.object) + 1) = a.object || ':' AND a.object <> $2) -- a key a row of the table may take later
+		 WHERE s.kind = ANY($1) AND EXISTS (SELECT 1 FROM recalc.attachment) LIMIT 1`, k, model.UsersAttachment)
 }
 
 // noteWiped notes in the temporary table wiped the manual shares the
@@ -663,7 +663,7 @@ func checkRecords(ctx context.Context, tx pgx.Tx, ix *model.Index, stored []byte
 		args = append(args, stageRecord)
 	}
 	rows, err := tx.Query(ctx, `
-		SELECT r.id, r.object, r.owner, coalesce(r.parent, ''), coalesce(p.object, ''), r.territories,
+		SELECT r.id, r.object, r.owner, coalesce(r.parent, ''), coalesce(p.object, ''), `+changes.ReadTerritories("r.territories")+`,
 		       EXISTS (SELECT 1 FROM recalc.attachment a WHERE a.object = r.object), `+strictSQL+`
 		FROM recalc.record r LEFT JOIN recalc.record p ON p.id = r.parent `+stagedSQL, args...)
 	if err != nil {
