@@ -36,7 +36,10 @@ type Config struct {
 	// `recalc watch` running (0: not measured).
 	FreshFor time.Duration
 	// PlanMax stops a timed `recalc plan FILE` that runs longer.
-	PlanMax  time.Duration
+	PlanMax time.Duration
+	// CopyRows is the size of the timed COPYs into an application table
+	// with and without capture.
+	CopyRows int
 	Dir      string // scratch space for the org file and COPY dumps
 	Progress io.Writer
 }

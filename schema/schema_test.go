@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/schema"
 )
@@ -91,5 +92,29 @@ func TestMigrateIgnoresCallerSearchPath(t *testing.T) {
 	}
 	if got != "{a,b}" {
 		t.Errorf("rls_text_ids after a migration under search_path evil: %s, want {a,b}", got)
+	}
+}
+
+// TestChangeKeysCompression: the ids array of a change row is compressed
+// with lz4 on a server that has it (migration 030), and a server without
+// lz4 keeps its default.
+func TestChangeKeysCompression(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.Migrated(t)
+	want := "l"
+	if _, err := pool.Exec(ctx, `CREATE TEMP TABLE probe (x text COMPRESSION lz4)`); err != nil {
+		if pg.Code(err) != pg.FeatureNotSupported {
+			t.Fatal(err)
+		}
+		want = "" // the server's default_toast_compression
+	}
+	var got string
+	if err := pool.QueryRow(ctx, `SELECT attcompression::text FROM pg_attribute
+		WHERE attrelid = 'recalc.change'::regclass AND attname = 'keys'`).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("recalc.change.keys compression %q, want %q", got, want)
 	}
 }

@@ -62,7 +62,7 @@ phase "fuzz FuzzDecode and FuzzLogic (20s each, side by side)" fuzz
 # The benchmarks once at a tiny size, so they never rot: the Go benchmarks, and make bench's
 # driver (its results go to a scratch file, not bench/results.json).
 phase "Go benchmarks (smoke, BENCH_SIZE=2000)" env BENCH_SIZE=2000 go test -run '^$' -bench . -benchtime 1x ./bench/...
-phase "make bench driver (smoke, 2000 records)" go run ./bench/cmd/bench -sizes 2000 -samples 200 -fresh-for 3s -db recalc_bench_smoke \
+phase "make bench driver (smoke, 2000 records)" go run ./bench/cmd/bench -sizes 2000 -samples 200 -fresh-for 3s -copy-rows 2000 -db recalc_bench_smoke \
   -recalc bin/recalc -out "$(mktemp -t recalc-bench-XXXXXX.json)"
 # go test's TestConformance drives the same cases in-process; one shell runner checks them
 # end to end: the shared one when it is beside the clone, else scripts/conformance.sh.

@@ -37,6 +37,7 @@ const (
 	InvalidSchemaName     = "3F000"
 	CheckViolation        = "23514"
 	InsufficientPrivilege = "42501"
+	FeatureNotSupported   = "0A000"
 )
 
 // Code returns err's SQLSTATE, or "" when it is not a PostgreSQL error.

@@ -39,8 +39,12 @@ func run() error {
 	flag.IntVar(&cfg.HeavyMax, "heavy-max", 2_000_000, "largest size at which the in-place run and the materialized-view peer are measured (0: every size)")
 	flag.DurationVar(&cfg.FreshFor, "fresh-for", time.Minute, "how long freshness is measured at each write rate, with recalc watch running (0: skip)")
 	flag.DurationVar(&cfg.PlanMax, "plan-max", 10*time.Minute, "longest a timed `recalc plan FILE` may run before it is stopped and reported as timed out")
+	flag.IntVar(&cfg.CopyRows, "copy-rows", 1_000_000, "rows of each timed COPY into an application table, with capture and without")
 	out := flag.String("out", "bench/results.json", "where to write the results (- for stdout only)")
 	flag.Parse()
+	if cfg.CopyRows < 1 {
+		return fmt.Errorf("-copy-rows %d: want at least 1 row", cfg.CopyRows)
+	}
 	if cfg.ServerURL == "" {
 		return fmt.Errorf("set DATABASE_URL to a database on the server to measure (make bench does)")
 	}
