@@ -45,7 +45,15 @@ const (
 	KindUser = "user"
 	// KindOWD: the object's org-wide defaults changed, so access to any of
 	// its records may have changed. Key and Object are the object's name.
+	// A change of any object's defaults also names every object controlled
+	// by its parent: their records take their access root's defaults.
 	KindOWD = "owd"
+	// KindSwap: a full job swapped new share tables in. It changes no
+	// access by itself (the swap's changes have entries of their own), but
+	// a REPEATABLE READ transaction whose snapshot is older than the swap
+	// reads the new tables as empty: a resync whose head is below this
+	// entry's cursor must be done again. Key is empty.
+	KindSwap = "swap"
 )
 
 // MaxLimit is the most entries one read returns.

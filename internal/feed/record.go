@@ -51,14 +51,19 @@ func Users(ctx context.Context, tx pgx.Tx, ids []string, internal []bool) error 
 }
 
 // Objects records pending owd entries for the objects whose acl_object row
-// differs from the rows about to replace them (parallel slices), in tx.
-// Call it before the replacement.
+// differs from the rows about to replace them (parallel slices), and then
+// for every object controlled by its parent too, in tx. Call it before the
+// replacement.
 func Objects(ctx context.Context, tx pgx.Tx, names []string, internal, external []int16, cbp []bool) error {
 	if _, err := tx.Exec(ctx, `
 		WITH want AS (SELECT * FROM unnest($1::text[], $2::smallint[], $3::smallint[], $4::boolean[]) AS w (name, i, e, cbp)),
-		have AS (SELECT name, internal_level, external_level, cbp FROM recalc.acl_object)
+		have AS (SELECT name, internal_level, external_level, cbp FROM recalc.acl_object),
+		changed AS (SELECT name FROM ((TABLE have EXCEPT TABLE want) UNION ALL (TABLE want EXCEPT TABLE have)) d)
 		INSERT INTO recalc.feed_pending (kind, key, object)
-		SELECT DISTINCT 'owd', name, name FROM ((TABLE have EXCEPT TABLE want) UNION ALL (TABLE want EXCEPT TABLE have)) d`,
+		SELECT DISTINCT 'owd', name, name FROM (
+			TABLE changed
+			UNION ALL -- their records take their access root's defaults
+			SELECT name FROM want WHERE cbp AND EXISTS (SELECT FROM changed)) x`,
 		names, internal, external, cbp); err != nil {
 		return fmt.Errorf("record changed org-wide defaults: %w", err)
 	}
@@ -156,14 +161,16 @@ const swapGrantees = `
 // tables (with closure, acl_member_next too) changes, in tx, before the
 // swap: the records Diff kept, and set-based full joins of the record (and
 // closure) tables with their staging tables, along their primary keys. It
-// empties acl_share_diff. Over empty live tables it records no record
-// entry and reports every: each record's access changed, and the caller
-// publishes them all with PublishEvery after the swap.
+// empties acl_share_diff, and records the swap's own entry (KindSwap).
+// Over empty live tables it records no record entry and reports every:
+// each record's access changed, and the caller publishes them all with
+// PublishEvery after the swap.
 func Swap(ctx context.Context, tx pgx.Tx, closure bool) (every bool, err error) {
 	if every, err = liveEmpty(ctx, tx); err != nil {
 		return false, err
 	}
-	sql := `TRUNCATE recalc.acl_share_diff`
+	sql := `TRUNCATE recalc.acl_share_diff;
+		INSERT INTO recalc.feed_pending (kind, key) VALUES ('swap', '')`
 	if !every {
 		sql = swapRecords + `;
 		` + sql
