@@ -23,14 +23,15 @@ type Visible struct {
 
 // VisiblePage returns the records of object that user can access at
 // minLevel ("read", "edit" or "all") or above, in record id order, after
-// the id after ("" from the start), at most limit (1 to MaxPage) of them,
+// the id after (nil from the start: "" is an id), at most limit (1 to
+// MaxPage) of them,
 // through recalc.visible_ids: for an attached object the ids are the
 // application's (42, not account:42). A page shorter than limit is the last;
 // otherwise the next starts after its last record. recalc.visible_ids
 // reads at most 50 x limit records per call and then returns a continuation
 // row instead of a full page: VisiblePage calls it again from there until
 // the page is full or the records end, so no page here is silently short.
-func VisiblePage(ctx context.Context, q pg.Querier, user, object, minLevel, after string, limit int) ([]Visible, error) {
+func VisiblePage(ctx context.Context, q pg.Querier, user, object, minLevel string, after *string, limit int) ([]Visible, error) {
 	if limit < 1 || limit > MaxPage {
 		return nil, fmt.Errorf("page limit %d: give 1 to %d", limit, MaxPage)
 	}
@@ -44,12 +45,12 @@ func VisiblePage(ctx context.Context, q pg.Querier, user, object, minLevel, afte
 		if err != nil {
 			return nil, fmt.Errorf("list visible records: %w", err)
 		}
-		next := ""
-		var rec, level, cont *string
+		var next, rec, level, cont *string
 		_, err = pgx.ForEachRow(rows, []any{&rec, &level, &cont}, func() error {
 			switch {
 			case cont != nil:
-				next = *cont
+				v := *cont
+				next = &v
 			case rec != nil && level != nil:
 				out = append(out, Visible{Record: *rec, Level: *level})
 			}
@@ -58,7 +59,7 @@ func VisiblePage(ctx context.Context, q pg.Querier, user, object, minLevel, afte
 		if err != nil {
 			return nil, fmt.Errorf("list visible records: %w", err)
 		}
-		if next == "" || len(out) >= limit {
+		if next == nil || len(out) >= limit {
 			return out, nil
 		}
 		after = next

@@ -748,7 +748,7 @@ func TestReadFunctionsBounded(t *testing.T) {
 	var page []access.Visible
 	b.tx(t, func(tx pgx.Tx) error {
 		var err error
-		page, err = access.VisiblePage(b.ctx, tx, "u1", "account", "read", "", 2)
+		page, err = access.VisiblePage(b.ctx, tx, "u1", "account", "read", nil, 2)
 		return err
 	})
 	if len(page) != 2 || page[0].Record != "b0000" || page[1].Record != "b0001" {

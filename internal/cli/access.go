@@ -49,7 +49,11 @@ func accessCommand(out, errOut io.Writer) *cli.Command {
 			case format == "" && user != "" && (record != "" && object == "" && id == "" || record == "" && object != "" && id != ""):
 				return action(out, errOut, func(ctx context.Context, env *Env) error { return AccessOne(ctx, env, user, object, id, record) })(c)
 			case user != "" && object != "" && record == "" && id == "":
-				p := accessPage{user: user, object: object, minLevel: c.String("min-level"), after: c.String("after"), limit: c.Int("limit"), format: format}
+				p := accessPage{user: user, object: object, minLevel: c.String("min-level"), limit: c.Int("limit"), format: format}
+				if c.IsSet("after") { // "" is an id
+					after := c.String("after")
+					p.after = &after
+				}
 				if err := p.check(); err != nil {
 					return cli.Exit("recalc access: "+err.Error(), ExitUsage)
 				}
@@ -62,9 +66,10 @@ func accessCommand(out, errOut io.Writer) *cli.Command {
 
 // accessPage is a request for one page of a user's visible records.
 type accessPage struct {
-	user, object, minLevel, after string
-	limit                         int
-	format                        string // csv, json or text ("" is text)
+	user, object, minLevel string
+	after                  *string // nil: from the start
+	limit                  int
+	format                 string // csv, json or text ("" is text)
 }
 
 func (p *accessPage) check() error {
