@@ -142,11 +142,11 @@ func (b *bundle) wantWritable(t *testing.T, tb protectedTable, user, level strin
 // that recalc does not know.
 var policyUsers = append(slices.Clone(crmUsers), "", "nobody", "zed", "BOB", "bob ", " bob", "Dave", "dave ")
 
-// TestRLSWriteWritePoliciesMatchOracle: for every user, both policies,
+// TestRLSWritePoliciesMatchAccessLevel: for every user, both policies,
 // with and without the owner policy, and forged per-user notes, an UPDATE
 // touches, and a DELETE removes, exactly the rows the user may edit (or
 // owns); RETURNING shows no other row.
-func TestRLSWriteWritePoliciesMatchOracle(t *testing.T) {
+func TestRLSWritePoliciesMatchAccessLevel(t *testing.T) {
 	t.Parallel()
 	b, role := setupWritePolicies(t)
 	for _, owner := range []bool{false, true} {
@@ -212,10 +212,10 @@ func TestRLSWriteWritePoliciesMatchOracle(t *testing.T) {
 	}
 }
 
-// TestRLSWriteWriteThenAbsorb: after a permitted write (an owner giving
+// TestRLSWritesThenAbsorb: after a permitted write (an owner giving
 // its account away, an editor changing a criteria field), the next run
 // mirrors it and the write policies then admit exactly the oracle's rows.
-func TestRLSWriteWriteThenAbsorb(t *testing.T) {
+func TestRLSWritesThenAbsorb(t *testing.T) {
 	t.Parallel()
 	b, role := setupWritePolicies(t)
 	for _, tb := range protectedTables {
