@@ -55,9 +55,12 @@ const (
 	policyDelete = "recalc_delete"
 	policyInsert = "recalc_insert"
 	policyOwner  = "recalc_owner"
+	// policyOwnerChange is restrictive: under Write, an UPDATE of an
+	// attached table's owner column needs all access (migration 033).
+	policyOwnerChange = "recalc_owner_change"
 )
 
-var policyNames = []string{PolicyName, policyUpdate, policyDelete, policyInsert, policyOwner}
+var policyNames = []string{PolicyName, policyUpdate, policyDelete, policyInsert, policyOwner, policyOwnerChange}
 
 var (
 	settingName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$`)
@@ -200,6 +203,16 @@ func (r *RLS) policies(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, col *
 		out = append(out,
 			`CREATE POLICY `+policyUpdate+` ON `+on+` FOR UPDATE USING (`+edit+`) WITH CHECK (`+edit+`)`,
 			`CREATE POLICY `+policyDelete+` ON `+on+` FOR DELETE USING (`+edit+`)`)
+		if col.owner != "" {
+			// Restrictive, so that no permissive policy (the owner
+			// policy's WITH CHECK admits any row its user owns after the
+			// update) lets an editor take a record.
+			kept, err := format(ctx, tx, `recalc.rls_owner_kept(%s, %L, %s, %I::text)`, user, r.Object, col.key, col.owner)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, `CREATE POLICY `+policyOwnerChange+` ON `+on+` AS RESTRICTIVE FOR UPDATE USING (true) WITH CHECK (`+kept+`)`)
+		}
 	}
 	if r.InsertRole != "" {
 		out = append(out, `CREATE POLICY `+policyInsert+` ON `+on+` FOR INSERT TO `+pgx.Identifier{r.InsertRole}.Sanitize()+` WITH CHECK (true)`)
@@ -314,6 +327,9 @@ type idColumn struct {
 	typ    string // its type's name: one of idTypes
 	prefix string // "object:" when the object is attached, else ""
 	key    string // quoted expression of a row's record id in recalc
+	// owner is the owner column recalc mirrors when the table is the
+	// object's attached table (not a view's base table), else "".
+	owner string
 	// collSchema and collName are the column's collation (text and
 	// varchar): the ids a policy compares it with take it, or the
 	// comparison would not use the column's index (a user from
@@ -371,6 +387,13 @@ func idColumnOf(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) (*id
 		return nil, err
 	}
 	c := &idColumn{name: r.IDColumn, typ: *idType}
+	if attached {
+		err := tx.QueryRow(ctx, `SELECT coalesce((SELECT owner_col FROM recalc.attachment
+			WHERE object = $1 AND relid = to_regclass($2) AND NOT is_view), '')`, r.Object, tbl.Sanitize()).Scan(&c.owner)
+		if err != nil {
+			return nil, fmt.Errorf("look up the attached owner column: %w", err)
+		}
+	}
 	if collSchema != nil && collName != nil {
 		c.collSchema, c.collName = *collSchema, *collName
 	}
