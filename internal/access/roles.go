@@ -12,9 +12,9 @@ import (
 // its use needs. SECURITY.md describes them.
 const (
 	// Reader may ask the SQL access API (access_level, can_access,
-	// visible_records, visible_ids, record_key, rls_mode, rls_records, the rls_* functions of per-user
-	// plans, invalid_records) and so read through
-	// recalc's row-level security policies. It reads no table.
+	// visible_records, visible_ids, record_key, invalid_records, and the
+	// rls_* functions that recalc's row-level security policies call) and
+	// so read and write through those policies. It reads no table.
 	Reader = "reader"
 	// Writer may insert, update and delete records with plain SQL: only the
 	// columns an application owns, never rid or root_id, and no other table.

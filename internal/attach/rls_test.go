@@ -2,7 +2,6 @@ package attach_test
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"testing"
 
@@ -50,8 +49,11 @@ func TestRLSOnAttachedTables(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				got := b.readAs(t, reader, u, `SELECT id::text FROM `+tc.table+` ORDER BY id::text`)
-				if !slices.Equal(got, want) {
+				got, err := b.asPolicyUser(t, reader, &u, nil, `SELECT id::text FROM `+tc.table, "")
+				if err != nil {
+					t.Fatalf("%s as %s: %v", tc.table, u, err)
+				}
+				if want = sortedIDs(want); !slices.Equal(got, want) {
 					t.Errorf("%s, per-user %v: %s sees %v, access_level gives %v", tc.table, perUser, u, got, want)
 				}
 				filtered = filtered || len(want) > 0
@@ -61,31 +63,4 @@ func TestRLSOnAttachedTables(t *testing.T) {
 			}
 		}
 	}
-}
-
-// readAs runs sql as role with app.user_id = user, rolled back, and returns
-// the first column of its rows.
-func (b *bundle) readAs(t *testing.T, role, user, sql string) []string {
-	t.Helper()
-	ctx := context.Background()
-	tx, err := b.admin.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL ROLE %s`, ident(role))); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `SELECT set_config('app.user_id', $1, true)`, user); err != nil {
-		t.Fatal(err)
-	}
-	rows, err := tx.Query(ctx, sql)
-	if err != nil {
-		t.Fatalf("%s as %s: %v", sql, user, err)
-	}
-	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return got
 }
