@@ -259,6 +259,26 @@ func generateAndImport(ctx context.Context, cfg Config, rc recalcCmd, r *SizeRun
 // the raw COPY, the peer, the incremental cases, freshness, dry runs, and
 // last capture, which replaces the org's leads with an attached table's.
 func measure(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool, r *SizeRun) error {
+	if err := measureFull(ctx, cfg, rc, pool, r); err != nil {
+		return err
+	}
+	if err := measureChanges(ctx, cfg, rc, pool, r); err != nil {
+		return err
+	}
+	r.PeakRSS = max(r.ImportRSS, r.Full.PeakRSS, r.Nightly.PeakRSS)
+	if r.InPlace != nil {
+		r.PeakRSS = max(r.PeakRSS, r.InPlace.PeakRSS)
+	}
+	for _, c := range r.Incremental {
+		r.PeakRSS = max(r.PeakRSS, c.PeakRSS)
+	}
+	r.Targets = slices.Concat(targets(r), freshTargets(r.Fresh), writeTargets(r.Writes), captureTargets(r.Capture), planTargets(r.Records, r.Plan))
+	return nil
+}
+
+// measureFull times the full recalculations, the reads on the tables they
+// made, and the anchors they are compared with: raw COPY and the peer.
+func measureFull(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool, r *SizeRun) error {
 	n := r.Records
 	var err error
 	cfg.logf("%d records: full recalculation", n)
@@ -311,7 +331,14 @@ func measure(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool, 
 			return err
 		}
 	}
+	return nil
+}
 
+// measureChanges times what follows a change: incremental jobs, the
+// application's writes beside jobs, freshness, dry runs and capture.
+func measureChanges(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool, r *SizeRun) error {
+	n := r.Records
+	var err error
 	cfg.logf("%d records: incremental cases", n)
 	if r.Incremental, err = incrementalCases(ctx, cfg, rc, pool, r.Full.Seconds); err != nil {
 		return err
@@ -333,14 +360,6 @@ func measure(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.Pool, 
 	if r.Capture, err = captureCost(ctx, cfg, rc, pool, 500, min(max(n/10, 1000), 100000)); err != nil {
 		return err
 	}
-	r.PeakRSS = max(r.ImportRSS, r.Full.PeakRSS, r.Nightly.PeakRSS)
-	if r.InPlace != nil {
-		r.PeakRSS = max(r.PeakRSS, r.InPlace.PeakRSS)
-	}
-	for _, c := range r.Incremental {
-		r.PeakRSS = max(r.PeakRSS, c.PeakRSS)
-	}
-	r.Targets = slices.Concat(targets(r), freshTargets(r.Fresh), writeTargets(r.Writes), captureTargets(r.Capture), planTargets(r.Records, r.Plan))
 	return nil
 }
 

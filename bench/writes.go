@@ -106,109 +106,120 @@ func writeLatency(ctx context.Context, cfg Config, rc recalcCmd, pool *pgxpool.P
 }
 
 // writesDuring paces the clients' updates until job returns (or for d when
-// job is nil) and summarizes their latencies.
+// job is nil) and summarizes their latencies. The clients and the lock
+// sampler have connections of their own: the job may need the pool's.
 func writesDuring(ctx context.Context, pool *pgxpool.Pool, ids []string, phase int64, d time.Duration, job func() error) (*WriteLoad, error) {
+	conns := make([]*pgx.Conn, writeClients+1) // the clients', then the sampler's
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close(ctx)
+			}
+		}
+	}()
+	pids := make([]int32, writeClients)
+	for i := range conns {
+		c, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig)
+		if err != nil {
+			return nil, err
+		}
+		conns[i] = c
+		if i < writeClients {
+			pids[i] = int32(c.PgConn().PID())
+		}
+	}
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
-	var mu sync.Mutex
-	var lat []time.Duration
+	lats := make([][]time.Duration, writeClients)
+	errs := make([]error, writeClients+2)
+	wl := &WriteLoad{}
 	var wg sync.WaitGroup
-	errs := make([]error, writeClients+1)
-	pids := make([]int32, writeClients)
-	var ready sync.WaitGroup
-	ready.Add(writeClients)
 	start := time.Now()
 	for c := range writeClients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			conn, err := pgx.ConnectConfig(wctx, pool.Config().ConnConfig)
-			if err != nil {
-				errs[c] = err
-				ready.Done()
-				return
-			}
-			defer conn.Close(ctx)
-			pids[c] = int32(conn.PgConn().PID())
-			ready.Done()
-			tick := time.NewTicker(writeClients * time.Second / writeRate)
-			defer tick.Stop()
-			for n := c; ; n += writeClients {
-				select {
-				case <-wctx.Done():
-					return
-				case <-tick.C:
-				}
-				t := time.Now()
-				_, err := conn.Exec(wctx, `UPDATE recalc.record SET fields = fields || jsonb_build_object('bench_touch', $1::bigint) WHERE id = $2`,
-					phase<<32|int64(n), ids[n%len(ids)])
-				if wctx.Err() != nil {
-					return
-				}
-				if err != nil {
-					errs[c] = err
-					return
-				}
-				mu.Lock()
-				lat = append(lat, time.Since(t))
-				mu.Unlock()
-			}
+			lats[c], errs[c] = writeLoop(wctx, conns[c], ids, phase, c)
 		}()
 	}
-	wl := &WriteLoad{}
-	ready.Wait()
-	// The clients and the sampler have connections of their own: the job
-	// may need the pool's.
-	sampler, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig)
-	if err != nil {
-		stop()
-		wg.Wait()
-		return nil, err
-	}
-	defer sampler.Close(ctx)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-wctx.Done():
-				return
-			case <-tick.C:
-			}
-			var rows, all int
-			err := sampler.QueryRow(wctx, `SELECT count(*) FILTER (WHERE locktype IN ('tuple', 'transactionid')), count(*)
-				FROM pg_locks WHERE NOT granted AND pid = ANY($1)`, pids).Scan(&rows, &all)
-			if wctx.Err() != nil {
-				return
-			}
-			if err != nil {
-				errs[writeClients] = err
-				return
-			}
-			wl.RowLockWaits += rows
-			wl.LockWaits += all
-		}
+		wl.RowLockWaits, wl.LockWaits, errs[writeClients] = sampleLockWaits(wctx, conns[writeClients], pids)
 	}()
-	var jobErr error
 	if job == nil {
 		select {
 		case <-ctx.Done():
 		case <-time.After(d):
 		}
 	} else {
-		jobErr = job()
+		errs[writeClients+1] = job()
 		wl.JobS = time.Since(start).Seconds()
 	}
 	stop()
 	wg.Wait()
 	wl.Seconds = time.Since(start).Seconds()
-	if err := errors.Join(append(errs, jobErr, ctx.Err())...); err != nil {
+	if err := errors.Join(append(errs, ctx.Err())...); err != nil {
 		return nil, err
 	}
+	return wl, wl.summarize(slices.Concat(lats...))
+}
+
+// writeLoop is client c of writesDuring: one update every writeClients
+// ticks of the shared rate, until ctx ends. It returns the latencies.
+func writeLoop(ctx context.Context, conn *pgx.Conn, ids []string, phase int64, c int) ([]time.Duration, error) {
+	var lat []time.Duration
+	tick := time.NewTicker(writeClients * time.Second / writeRate)
+	defer tick.Stop()
+	for n := c; ; n += writeClients {
+		select {
+		case <-ctx.Done():
+			return lat, nil
+		case <-tick.C:
+		}
+		t := time.Now()
+		_, err := conn.Exec(ctx, `UPDATE recalc.record SET fields = fields || jsonb_build_object('bench_touch', $1::bigint) WHERE id = $2`,
+			phase<<32|int64(n), ids[n%len(ids)])
+		if ctx.Err() != nil {
+			return lat, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		lat = append(lat, time.Since(t))
+	}
+}
+
+// sampleLockWaits counts, every 5 ms until ctx ends, the samples that find
+// one of pids waiting for a row lock, and those that find one waiting for
+// any lock.
+func sampleLockWaits(ctx context.Context, conn *pgx.Conn, pids []int32) (rowWaits, waits int, err error) {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return rowWaits, waits, nil
+		case <-tick.C:
+		}
+		var rows, all int
+		err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE locktype IN ('tuple', 'transactionid')), count(*)
+			FROM pg_locks WHERE NOT granted AND pid = ANY($1)`, pids).Scan(&rows, &all)
+		if ctx.Err() != nil {
+			return rowWaits, waits, nil
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+		rowWaits += rows
+		waits += all
+	}
+}
+
+// summarize fills in the counts and percentiles of the writes' latencies.
+func (wl *WriteLoad) summarize(lat []time.Duration) error {
 	if len(lat) == 0 {
-		return nil, fmt.Errorf("no write completed")
+		return fmt.Errorf("no write completed")
 	}
 	wl.Writes, wl.Achieved = len(lat), float64(len(lat))/wl.Seconds
 	wl.P50ms, wl.P99ms = percentiles(lat)
@@ -218,7 +229,7 @@ func writesDuring(ctx context.Context, pool *pgxpool.Pool, ids []string, phase i
 			wl.Over100++
 		}
 	}
-	return wl, nil
+	return nil
 }
 
 // writeTargets: during a job, the writes' p99 is at most twice the no-job

@@ -216,48 +216,52 @@ func rlsEnableCommand(out, errOut io.Writer) *cli.Command {
 			if r.UserSetting == "" && !r.UserFromRole {
 				return cli.Exit("recalc: say where the current user comes from: --user-setting app.user_id or --user-from-role", ExitUsage)
 			}
-			return action(out, errOut, func(ctx context.Context, env *Env) error {
-				if err := schema.Check(ctx, env.Pool); err != nil {
-					return err
-				}
-				var owner, engine string
-				var bypass, blocked bool
-				if err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error {
-					if err := access.EnableRLS(ctx, tx, r); err != nil {
-						return err
-					}
-					var err error
-					if owner, bypass, err = access.OwnerBypass(ctx, tx, r.Table); err != nil {
-						return err
-					}
-					engine, blocked, err = access.EngineBlocked(ctx, tx, r.Table)
-					return err
-				}); err != nil {
-					return err
-				}
-				if blocked {
-					fmt.Fprintf(errOut, "warning: %s is attached, and recalc's role %q can no longer read it to absorb its writes, which will wait: "+
-						"make it the table's owner, or ALTER ROLE %q BYPASSRLS as a superuser (docs/attach.md)\n", r.Table, engine, engine)
-				}
-				if bypass {
-					fmt.Fprintf(errOut, "warning: reads as %s's owner %q bypass these policies and see every row: give --force, or read as another role\n", r.Table, owner)
-				}
-				if r.PerUserPlans && !r.UserFromRole {
-					fmt.Fprintln(errOut, "warning: with --user-setting, a prepared statement's plan is made for the user it was first planned for: a broad user on a selective user's plan reads every row; reuse no prepared list query across users, or use --user-from-role (docs/rls.md)")
-				}
-				user := fmt.Sprintf("current_setting('%s')", r.UserSetting)
-				if r.UserFromRole {
-					user = "current_user"
-				}
-				fmt.Fprintf(env.Out, "Row-level security enabled on %s: policy %s shows the rows of %s that %s may read", r.Table, access.PolicyName, r.Object, user)
-				if r.Write {
-					fmt.Fprint(env.Out, "; UPDATE and DELETE reach the rows it may edit")
-				}
-				fmt.Fprintln(env.Out, ".")
-				return nil
-			})(c)
+			return action(out, errOut, func(ctx context.Context, env *Env) error { return enableRLS(ctx, env, errOut, r) })(c)
 		},
 	}
+}
+
+// enableRLS installs r's policies, warns of the reads that would bypass
+// them or that they would block, and says what it did.
+func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) error {
+	if err := schema.Check(ctx, env.Pool); err != nil {
+		return err
+	}
+	var owner, engine string
+	var bypass, blocked bool
+	if err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error {
+		if err := access.EnableRLS(ctx, tx, r); err != nil {
+			return err
+		}
+		var err error
+		if owner, bypass, err = access.OwnerBypass(ctx, tx, r.Table); err != nil {
+			return err
+		}
+		engine, blocked, err = access.EngineBlocked(ctx, tx, r.Table)
+		return err
+	}); err != nil {
+		return err
+	}
+	if blocked {
+		fmt.Fprintf(errOut, "warning: %s is attached, and recalc's role %q can no longer read it to absorb its writes, which will wait: "+
+			"make it the table's owner, or ALTER ROLE %q BYPASSRLS as a superuser (docs/attach.md)\n", r.Table, engine, engine)
+	}
+	if bypass {
+		fmt.Fprintf(errOut, "warning: reads as %s's owner %q bypass these policies and see every row: give --force, or read as another role\n", r.Table, owner)
+	}
+	if r.PerUserPlans && !r.UserFromRole {
+		fmt.Fprintln(errOut, "warning: with --user-setting, a prepared statement's plan is made for the user it was first planned for: a broad user on a selective user's plan reads every row; reuse no prepared list query across users, or use --user-from-role (docs/rls.md)")
+	}
+	user := fmt.Sprintf("current_setting('%s')", r.UserSetting)
+	if r.UserFromRole {
+		user = "current_user"
+	}
+	fmt.Fprintf(env.Out, "Row-level security enabled on %s: policy %s shows the rows of %s that %s may read", r.Table, access.PolicyName, r.Object, user)
+	if r.Write {
+		fmt.Fprint(env.Out, "; UPDATE and DELETE reach the rows it may edit")
+	}
+	fmt.Fprintln(env.Out, ".")
+	return nil
 }
 
 func rlsDisableCommand(out, errOut io.Writer) *cli.Command {

@@ -143,52 +143,72 @@ func DiffFamilies(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict, roo
 	}
 	want := org.Compute(in)
 	f := &FamilyDiff{roots: roots, records: want, objectOf: map[int64]string{}}
-	desired := make(map[shareKey]shareVal, len(want.Shares))
-	for _, s := range want.Shares {
-		gid, ok := d.GID[s.Grantee]
-		if !ok {
-			return nil, fmt.Errorf("grantee %s is not in the dictionary", s.Grantee)
-		}
-		desired[shareKey{s.RID, gid, s.Cause}] = shareVal{int16(s.Level), s.BossOK}
-	}
-	wantRec := map[int64]sharing.RecordRow{}
 	for _, r := range want.Records {
-		wantRec[r.RID] = r
 		f.objectOf[r.RID] = r.Object
 	}
 	for _, r := range in.Records {
 		f.objectOf[r.RID] = r.Object
 	}
+	if err := f.diffRecords(ctx, tx, rids); err != nil {
+		return nil, err
+	}
+	if err := f.diffShares(ctx, tx, d, rids); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// diffRecords counts the stored record rows of rids that differ from the
+// computed ones, or are missing on either side.
+func (f *FamilyDiff) diffRecords(ctx context.Context, tx pgx.Tx, rids []int64) error {
+	want := make(map[int64]sharing.RecordRow, len(f.records.Records))
+	for _, r := range f.records.Records {
+		want[r.RID] = r
+	}
 	rows, err := tx.Query(ctx, `SELECT rid, id, object, coalesce(access_root, 0), coalesce(root_id, ''), coalesce(invalid, '')
 		FROM recalc.acl_record WHERE rid = ANY($1)`, rids)
 	if err != nil {
-		return nil, fmt.Errorf("read stored record rows: %w", err)
+		return fmt.Errorf("read stored record rows: %w", err)
 	}
 	var rr sharing.RecordRow
-	seenRec := map[int64]bool{}
+	seen := map[int64]bool{}
 	_, err = pgx.ForEachRow(rows, []any{&rr.RID, &rr.ID, &rr.Object, &rr.AccessRoot, &rr.RootID, &rr.Invalid}, func() error {
 		if _, ok := f.objectOf[rr.RID]; !ok {
 			f.objectOf[rr.RID] = rr.Object
 		}
-		seenRec[rr.RID] = true
+		seen[rr.RID] = true
 		f.stored = append(f.stored, rr)
-		if w, ok := wantRec[rr.RID]; !ok || w != rr {
+		if w, ok := want[rr.RID]; !ok || w != rr {
 			f.RecordRowsDiffer++
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read stored record rows: %w", err)
+		return fmt.Errorf("read stored record rows: %w", err)
 	}
-	for rid := range wantRec {
-		if !seenRec[rid] {
+	for rid := range want {
+		if !seen[rid] {
 			f.RecordRowsDiffer++
 		}
 	}
-	rows, err = tx.Query(ctx, `
+	return nil
+}
+
+// diffShares sorts the share rows of rids into those to delete, update and
+// insert so that the stored rows become the computed ones.
+func (f *FamilyDiff) diffShares(ctx context.Context, tx pgx.Tx, d *Dict, rids []int64) error {
+	desired := make(map[shareKey]shareVal, len(f.records.Shares))
+	for _, s := range f.records.Shares {
+		gid, ok := d.GID[s.Grantee]
+		if !ok {
+			return fmt.Errorf("grantee %s is not in the dictionary", s.Grantee)
+		}
+		desired[shareKey{s.RID, gid, s.Cause}] = shareVal{int16(s.Level), s.BossOK}
+	}
+	rows, err := tx.Query(ctx, `
 		SELECT rid, gid, cause, level, boss_ok FROM recalc.acl_share WHERE rid = ANY($1)`, rids)
 	if err != nil {
-		return nil, fmt.Errorf("read stored share rows: %w", err)
+		return fmt.Errorf("read stored share rows: %w", err)
 	}
 	var k shareKey
 	var v shareVal
@@ -206,7 +226,7 @@ func DiffFamilies(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict, roo
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read stored share rows: %w", err)
+		return fmt.Errorf("read stored share rows: %w", err)
 	}
 	for key, val := range desired {
 		if !seen[key] {
@@ -214,7 +234,7 @@ func DiffFamilies(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict, roo
 			f.insVals = append(f.insVals, val)
 		}
 	}
-	return f, nil
+	return nil
 }
 
 // Apply writes the difference with unnest arrays. The caller holds the
