@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/store"
 )
 
@@ -55,12 +56,22 @@ const (
 	policyDelete = "recalc_delete"
 	policyInsert = "recalc_insert"
 	policyOwner  = "recalc_owner"
-	// policyOwnerChange is restrictive: under Write, an UPDATE of an
-	// attached table's owner column needs all access (migration 033).
+	// policyOwnerChange was migration 033's restrictive policy, which the
+	// write guard replaced: only dropped.
 	policyOwnerChange = "recalc_owner_change"
+	// writeGuard is the row trigger that sees a write's old and new rows
+	// (migration 034): on an attached table under a write policy, changing
+	// a row's id or owner needs all access, and a new or changed parent
+	// must be readable.
+	writeGuard = "recalc_write_guard"
 )
 
 var policyNames = []string{PolicyName, policyUpdate, policyDelete, policyInsert, policyOwner, policyOwnerChange}
+
+// PolicyVersion is the schema version whose policies rls enable installs:
+// policies enabled by an earlier one lack what later versions added, and
+// `recalc init` names their tables (OutdatedPolicies).
+const PolicyVersion = 34
 
 var (
 	settingName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$`)
@@ -203,16 +214,6 @@ func (r *RLS) policies(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, col *
 		out = append(out,
 			`CREATE POLICY `+policyUpdate+` ON `+on+` FOR UPDATE USING (`+edit+`) WITH CHECK (`+edit+`)`,
 			`CREATE POLICY `+policyDelete+` ON `+on+` FOR DELETE USING (`+edit+`)`)
-		if col.owner != "" {
-			// Restrictive, so that no permissive policy (the owner
-			// policy's WITH CHECK admits any row its user owns after the
-			// update) lets an editor take a record.
-			kept, err := format(ctx, tx, `recalc.rls_owner_kept(%s, %L, %s, %I::text)`, user, r.Object, col.key, col.owner)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, `CREATE POLICY `+policyOwnerChange+` ON `+on+` AS RESTRICTIVE FOR UPDATE USING (true) WITH CHECK (`+kept+`)`)
-		}
 	}
 	if r.InsertRole != "" {
 		out = append(out, `CREATE POLICY `+policyInsert+` ON `+on+` FOR INSERT TO `+pgx.Identifier{r.InsertRole}.Sanitize()+` WITH CHECK (true)`)
@@ -228,7 +229,39 @@ func (r *RLS) policies(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, col *
 		}
 		out = append(out, `CREATE POLICY `+policyOwner+` ON `+on+` FOR ALL USING (`+own+`) WITH CHECK (`+own+`)`)
 	}
-	return out, nil
+	if col.owner != "" && (r.Write || r.InsertRole != "" || r.OwnerColumn != "") {
+		guard, err := format(ctx, tx, `CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW
+			EXECUTE FUNCTION recalc.rls_write_guard(%L, %L, %L, %L, %L, %L)`,
+			writeGuard, on, r.Object, col.name, col.owner, col.parent, col.parentObject, r.UserSetting)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, guard)
+	}
+	version, err := format(ctx, tx, `COMMENT ON POLICY %I ON %s IS %L`, PolicyName, on, policyComment())
+	if err != nil {
+		return nil, err
+	}
+	return append(out, version), nil
+}
+
+// policyComment labels the read policy with the schema version of its set.
+func policyComment() string { return fmt.Sprintf("recalc policies, schema version %d", PolicyVersion) }
+
+// OutdatedPolicies lists the tables whose recalc policies an earlier schema
+// version installed: `recalc rls enable` on each brings them up to date.
+func OutdatedPolicies(ctx context.Context, q pg.Querier) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT p.polrelid::regclass::text FROM pg_catalog.pg_policy p
+		WHERE p.polname = $1 AND coalesce(pg_catalog.obj_description(p.oid, 'pg_policy'), '') <> $2
+		ORDER BY 1`, PolicyName, policyComment())
+	if err != nil {
+		return nil, fmt.Errorf("list row-level security policies: %w", err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list row-level security policies: %w", err)
+	}
+	return tables, nil
 }
 
 // adaptive is the policy expression "user has level on the row" that
@@ -328,8 +361,10 @@ type idColumn struct {
 	prefix string // "object:" when the object is attached, else ""
 	key    string // quoted expression of a row's record id in recalc
 	// owner is the owner column recalc mirrors when the table is the
-	// object's attached table (not a view's base table), else "".
-	owner string
+	// object's attached table (not a view's base table), else "";
+	// parent and parentObject its parent column and the parent's object,
+	// "" when it has none.
+	owner, parent, parentObject string
 	// collSchema and collName are the column's collation (text and
 	// varchar): the ids a policy compares it with take it, or the
 	// comparison would not use the column's index (a user from
@@ -388,8 +423,9 @@ func idColumnOf(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) (*id
 	}
 	c := &idColumn{name: r.IDColumn, typ: *idType}
 	if attached {
-		err := tx.QueryRow(ctx, `SELECT coalesce((SELECT owner_col FROM recalc.attachment
-			WHERE object = $1 AND relid = to_regclass($2) AND NOT is_view), '')`, r.Object, tbl.Sanitize()).Scan(&c.owner)
+		err := tx.QueryRow(ctx, `SELECT coalesce(max(owner_col), ''), coalesce(max(parent_col), ''), coalesce(max(parent_object), '')
+			FROM recalc.attachment WHERE object = $1 AND relid = to_regclass($2) AND NOT is_view`,
+			r.Object, tbl.Sanitize()).Scan(&c.owner, &c.parent, &c.parentObject)
 		if err != nil {
 			return nil, fmt.Errorf("look up the attached owner column: %w", err)
 		}
@@ -431,7 +467,7 @@ func dropPolicies(tbl pgx.Identifier) []string {
 	for _, p := range policyNames {
 		out = append(out, `DROP POLICY IF EXISTS `+pgx.Identifier{p}.Sanitize()+` ON `+tbl.Sanitize())
 	}
-	return out
+	return append(out, `DROP TRIGGER IF EXISTS `+pgx.Identifier{writeGuard}.Sanitize()+` ON `+tbl.Sanitize())
 }
 
 // DisableRLS drops recalc's policies and disables row-level security.

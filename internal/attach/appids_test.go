@@ -119,6 +119,19 @@ func TestReadsTakeApplicationIDs(t *testing.T) {
 	if err := reader.QueryRow(ctx, `SELECT recalc.record_key('account', '42') || ' ' || recalc.record_key('nosuch', 'x')`).Scan(&key); err != nil || key != "account:42 x" {
 		t.Errorf("record_key: %q (%v), want account:42 and x", key, err)
 	}
+	// A number of any length is answered, not an overflow (22003): NULL past
+	// a bigint, the number when the digits are leading zeros; and
+	// access_level of such an id is none.
+	for _, c := range []struct{ id, want string }{
+		{"repeat('1', 200000)", "<nil>"}, {"repeat('9', 20)", "<nil>"}, {"repeat('0', 200000) || '42'", "account:42"}, {"'-9223372036854775808'", "account:-9223372036854775808"},
+	} {
+		var got *string
+		var level string
+		err := reader.QueryRow(ctx, `SELECT recalc.record_key('account', `+c.id+`), recalc.access_level('bob', 'account', `+c.id+`)`).Scan(&got, &level)
+		if err != nil || deref(got) != c.want || level != "none" { // no account 42
+			t.Errorf("record_key of %s: %s, access %s (%v), want %s and none", c.id, deref(got), level, err, c.want)
+		}
+	}
 
 	// The command line: --object and --id name a record by the application's id.
 	byID, err := b.recalc("access", "--user", "bob", "--object", "account", "--id", "1")
@@ -160,4 +173,12 @@ func TestReadsTakeApplicationIDs(t *testing.T) {
 			t.Errorf("%q: %v, want a usage error naming --id", args, err)
 		}
 	}
+}
+
+// deref is *s, or "<nil>".
+func deref(s *string) string {
+	if s == nil {
+		return "<nil>"
+	}
+	return *s
 }

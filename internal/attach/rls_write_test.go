@@ -315,8 +315,8 @@ func TestRLSWriteOwnerChangeNeedsAll(t *testing.T) {
 	check("with --write", false)
 	b.enablePolicies(t, protectedTables[1], access.RLS{Write: true, Force: true, OwnerColumn: "owner_id"})
 	check("with --write and --owner-column", false)
-	b.exec(t, b.admin, `DROP POLICY recalc_owner_change ON crm.opportunity`)
-	check("without the restrictive policy", true)
+	b.exec(t, b.admin, `DROP TRIGGER recalc_write_guard ON crm.opportunity`)
+	check("without the write guard", true)
 	b.exec(t, b.app, `CREATE FUNCTION crm.owner_change_needs_all() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN
 			IF NEW.owner_id IS DISTINCT FROM OLD.owner_id

@@ -202,7 +202,7 @@ func rlsEnableCommand(out, errOut io.Writer) *cli.Command {
 			&cli.StringFlag{Name: "user-setting", Usage: "custom setting holding the current user id, e.g. app.user_id"},
 			&cli.BoolFlag{Name: "user-from-role", Usage: "take the user id from current_user, not from a setting"},
 			&cli.StringFlag{Name: "id-column", Value: "id", Usage: "column holding the record id"},
-			&cli.BoolFlag{Name: "write", Usage: "also install UPDATE and DELETE policies: rows the user may edit (on an attached table, an owner change needs all)"},
+			&cli.BoolFlag{Name: "write", Usage: "also install UPDATE and DELETE policies: rows the user may edit (on an attached table, an owner or id change needs all, and a parent must be readable)"},
 			&cli.StringFlag{Name: "insert-role", Usage: "role that may INSERT any row (the application's role)"},
 			&cli.StringFlag{Name: "owner-column", Usage: "column holding the row owner's user id: owners may read and change their rows"},
 			&cli.BoolFlag{Name: "force", Usage: "apply the policies to the table's owner too (FORCE ROW LEVEL SECURITY)"},
