@@ -393,7 +393,7 @@ func exec(ctx context.Context, tx pgx.Tx, step string, counter *int64, sql strin
 // changes, and applies the owner-change wipe of manual shares.
 func apply(ctx context.Context, tx pgx.Tx, f *model.File, res *Result) error {
 	if f.HasRecords {
-		if err := mergeRecords(ctx, tx, res); err != nil {
+		if err := mergeRecords(ctx, tx, res, !f.HasShares, !f.HasTeams); err != nil {
 			return err
 		}
 	}
@@ -415,8 +415,12 @@ func apply(ctx context.Context, tx pgx.Tx, f *model.File, res *Result) error {
 
 // mergeRecords replaces the stored records with the staged ones, with
 // their family roots, and notes in the temporary table wiped the manual
-// shares of the records whose owner changes.
-func mergeRecords(ctx context.Context, tx pgx.Tx, res *Result) error {
+// shares of the records whose owner changes. Deleting a record, or changing
+// its object, deletes its shares and team entries (the trigger on
+// recalc.record); the stored sections the file leaves alone (keepShares,
+// keepTeams) keep theirs, so that checkRefs refuses those that no longer
+// resolve and a team entry stays on a record of another object.
+func mergeRecords(ctx context.Context, tx pgx.Tx, res *Result, keepShares, keepTeams bool) error {
 	const step = "merge records"
 	if err := dupCheck(ctx, tx, "record %q is defined twice%s",
 		`SELECT record, '' FROM stage WHERE kind = $1 GROUP BY record HAVING count(*) > 1 LIMIT 1`, stageRecord); err != nil {
@@ -458,6 +462,9 @@ func mergeRecords(ctx context.Context, tx pgx.Tx, res *Result) error {
 	if err := tx.QueryRow(ctx, `SELECT coalesce(array_agg(object), '{}') FROM recalc.attachment`).Scan(&attached); err != nil {
 		return fmt.Errorf("%s: read attached objects: %w", step, err)
 	}
+	if err := keepReferences(ctx, tx, attached, keepShares, keepTeams); err != nil {
+		return err
+	}
 	if err := exec(ctx, tx, step, &res.Changes, `DELETE FROM recalc.record r
 		WHERE NOT EXISTS (SELECT 1 FROM staged_record n WHERE n.id = r.id) AND r.object <> ALL ($1::text[])`, attached); err != nil {
 		return err
@@ -475,6 +482,52 @@ func mergeRecords(ctx context.Context, tx pgx.Tx, res *Result) error {
 		if err := exec(ctx, tx, step, &res.Changes, sql); err != nil {
 			return err
 		}
+	}
+	return restoreReferences(ctx, tx, keepShares, keepTeams)
+}
+
+// keepReferences copies the share and team entries (those asked for) on
+// the stored records that the staged ones drop or give another object,
+// but for the manual shares of those whose owner changes (section 5 of
+// the contract wipes them), into temporary tables.
+func keepReferences(ctx context.Context, tx pgx.Tx, attached []string, shares, teams bool) error {
+	const step = "keep the references of dropped or moved records"
+	if !shares && !teams {
+		return nil
+	}
+	if err := exec(ctx, tx, step, nil, `CREATE TEMP TABLE moved_record ON COMMIT DROP AS
+		SELECT r.id, n.owner IS NOT NULL AND n.owner <> r.owner AS reowned
+		FROM recalc.record r LEFT JOIN staged_record n ON n.id = r.id
+		WHERE (n.id IS NULL OR n.object <> r.object) AND r.object <> ALL ($1::text[])`, attached); err != nil {
+		return err
+	}
+	if shares {
+		if err := exec(ctx, tx, step, nil, `CREATE TEMP TABLE kept_share ON COMMIT DROP AS
+			SELECT s.record, s.object, s.grantee, s.access, s.cause FROM recalc.share_input s JOIN moved_record m ON m.id = s.record
+			WHERE NOT (m.reowned AND s.cause = 'manual')`); err != nil {
+			return err
+		}
+	}
+	if teams {
+		return exec(ctx, tx, step, nil, `CREATE TEMP TABLE kept_team ON COMMIT DROP AS
+			SELECT t.record, t.user_id, t.access, t.contact_access, t.opportunity_access, t.case_access
+			FROM recalc.team t JOIN moved_record m ON m.id = t.record`)
+	}
+	return nil
+}
+
+// restoreReferences puts back what keepReferences kept.
+func restoreReferences(ctx context.Context, tx pgx.Tx, shares, teams bool) error {
+	const step = "restore the references of dropped or moved records"
+	if shares {
+		if err := exec(ctx, tx, step, nil, `INSERT INTO recalc.share_input (record, object, grantee, access, cause)
+			SELECT record, object, grantee, access, cause FROM kept_share`); err != nil {
+			return err
+		}
+	}
+	if teams {
+		return exec(ctx, tx, step, nil, `INSERT INTO recalc.team (record, user_id, access, contact_access, opportunity_access, case_access)
+			SELECT record, user_id, access, contact_access, opportunity_access, case_access FROM kept_team`)
 	}
 	return nil
 }

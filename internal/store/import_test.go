@@ -143,8 +143,11 @@ func TestInvalidImportLeavesDatabaseUnchanged(t *testing.T) {
 	}
 }
 
-// A record an import removes takes its shares and team entries with it, so
-// none carries over to a record that later takes its id.
+// A records-only import may not drop a record that the stored shares or
+// team entries name: those sections are left alone, and their entries would
+// no longer resolve, so the model is invalid and nothing changes. Dropped
+// with them, the record takes its shares and team entries along, so none
+// carries over to a record that later takes its id.
 func TestRemovedRecordLosesSharesAndTeam(t *testing.T) {
 	t.Parallel()
 	ctx, pool, _ := setup(t)
@@ -159,9 +162,18 @@ func TestRemovedRecordLosesSharesAndTeam(t *testing.T) {
 	if s, tm := count(); s != 1 || tm != 1 {
 		t.Fatalf("base model: a1 has %d shares and %d team entries, want 1 and 1", s, tm)
 	}
-	removed := `{"records": [{"object": "case", "id": "c1", "owner": "support_q"}, {"object": "project__c", "id": "p9", "owner": "old"}]}`
-	if _, err := testkit.ImportString(ctx, pool, removed); err != nil {
-		t.Fatalf("removing a record with shares: %v", err)
+	const records = `"records": [{"object": "case", "id": "c1", "owner": "support_q"}, {"object": "project__c", "id": "p9", "owner": "old"}]`
+	for _, file := range []string{`{` + records + `}`, `{` + records + `, "teams": []}`, `{` + records + `, "shares": []}`} {
+		var inv *store.InvalidError
+		if _, err := testkit.ImportString(ctx, pool, file); !errors.As(err, &inv) || !strings.Contains(err.Error(), `record "a1"`) {
+			t.Errorf("import %s, which leaves a1's share or team entry without its record: %v, want it refused naming a1", file, err)
+		}
+		if s, tm := count(); s != 1 || tm != 1 {
+			t.Fatalf("after a refused import, a1 has %d shares and %d team entries, want 1 and 1", s, tm)
+		}
+	}
+	if _, err := testkit.ImportString(ctx, pool, `{`+records+`, "shares": [], "teams": []}`); err != nil {
+		t.Fatalf("removing a record with its shares and team entries: %v", err)
 	}
 	back := `{"records": [{"object": "account", "id": "a1", "owner": "u1"}, {"object": "case", "id": "c1", "owner": "support_q"},
 		{"object": "project__c", "id": "p9", "owner": "old"}]}`
