@@ -1,6 +1,8 @@
 // Package schema holds recalc's numbered SQL migrations, embedded in the
 // binary, and applies them. Migrations run in one transaction that holds an
 // advisory lock, so concurrent `recalc init` calls are safe and idempotent.
+// A binary refuses a schema other than its own (VersionError): older, it
+// needs `recalc init`; newer, a newer recalc upgraded it.
 package schema
 
 import (
@@ -11,6 +13,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -52,38 +56,60 @@ func Migrations() ([]Migration, error) {
 	return out, nil
 }
 
-// Migrate applies the migrations not yet applied and returns how many it applied.
+// Migrate applies the migrations not yet applied and returns how many it
+// applied. It refuses a schema newer than this binary (a *VersionError),
+// before changing anything. Before migrating it waits for the engine's
+// running work (plans, live steps, imports, job finishes), so that none
+// interleaves with a migration. Its lock waits are bounded (lockTimeout,
+// or the session's lock_timeout when one is set): holding the locks of its
+// earlier migrations while it waits on a table would block the application's
+// writes to attached tables behind it. When a wait times out, it rolls back
+// and tries again, a few times, then fails.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied int, err error) {
 	ms, err := Migrations()
 	if err != nil {
 		return 0, err
 	}
+	for try := 1; ; try++ {
+		applied, err = migrateOnce(ctx, pool, ms)
+		if !pg.IsLockNotAvailable(err) && pg.Code(err) != pg.DeadlockDetected {
+			return applied, err
+		}
+		if try == migrateTries {
+			return 0, fmt.Errorf("migrate: %d tries timed out waiting for a lock: another session holds a lock on recalc's tables "+
+				"(a long transaction, a feed reader, a running job): retry when it ends; "+
+				"application writes to attached tables are not blocked meanwhile: %w", try, err)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(200 * time.Millisecond << (try - 1)):
+		}
+	}
+}
+
+// Migrate's lock waits: tries, and the lock_timeout of each unless the
+// session sets its own (PGOPTIONS='-c lock_timeout=30s' waits longer).
+const (
+	migrateTries = 5
+	lockTimeout  = "5s"
+)
+
+// migrateOnce is one try of Migrate, in one transaction.
+func migrateOnce(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (applied int, err error) {
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if err := locks.XactLock(ctx, tx, locks.Schema); err != nil {
+		current, err := begin(ctx, tx)
+		if err != nil {
 			return err
 		}
-		// CREATE SCHEMA IF NOT EXISTS would need CREATE on the database even
-		// when the schema exists, which a least-privilege role lacks.
-		if _, err := tx.Exec(ctx, `DO $$ BEGIN
-			IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'recalc') THEN CREATE SCHEMA recalc; END IF;
-			END $$`); err != nil {
-			return fmt.Errorf("create schema recalc: %w", err)
+		switch latest := latestOf(ms); {
+		case current > latest:
+			return &VersionError{Current: current, Want: latest}
+		case current == latest:
+			return nil
 		}
-		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS recalc.schema_version (
-			version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
-			return fmt.Errorf("create version table: %w", err)
-		}
-		// Migrations name every object with its schema; builtins are found
-		// in pg_catalog only: a function a role created in a schema on the
-		// caller's search_path (say public.unnest(text[]), a closer match)
-		// would otherwise be bound into SQL-standard function bodies,
-		// which are resolved once, when created.
-		if _, err := tx.Exec(ctx, `SET LOCAL search_path = pg_catalog, pg_temp`); err != nil {
-			return fmt.Errorf("pin search_path: %w", err)
-		}
-		var current int
-		if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM recalc.schema_version`).Scan(&current); err != nil {
-			return fmt.Errorf("read schema version: %w", err)
+		if err := waitForWork(ctx, tx); err != nil {
+			return err
 		}
 		for _, m := range ms {
 			if m.Version <= current {
@@ -99,45 +125,133 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied int, err error) {
 		}
 		return nil
 	})
-	return applied, err
+	if err != nil {
+		return 0, err // rolled back
+	}
+	return applied, nil
 }
 
-// NeedsInitError is Check's error: the schema is missing or older than
-// this binary, and `recalc init` creates or upgrades it.
-type NeedsInitError struct {
-	Current, Want int // Current is 0 when there is no schema
+// begin takes the schema lock, bounds the transaction's lock waits from
+// then on, creates the schema and its version table if missing, and reads
+// the version.
+func begin(ctx context.Context, tx pgx.Tx) (current int, err error) {
+	// Unbounded: a concurrent init holds it while it migrates, and a
+	// session waiting for it holds nothing.
+	if err := locks.XactLock(ctx, tx, locks.Schema); err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true) WHERE current_setting('lock_timeout') = '0'`, lockTimeout); err != nil {
+		return 0, fmt.Errorf("set lock timeout: %w", err)
+	}
+	// CREATE SCHEMA IF NOT EXISTS would need CREATE on the database even
+	// when the schema exists, which a least-privilege role lacks.
+	if _, err := tx.Exec(ctx, `DO $$ BEGIN
+		IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'recalc') THEN CREATE SCHEMA recalc; END IF;
+		END $$`); err != nil {
+		return 0, fmt.Errorf("create schema recalc: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS recalc.schema_version (
+		version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		return 0, fmt.Errorf("create version table: %w", err)
+	}
+	// Migrations name every object with its schema; builtins are found
+	// in pg_catalog only: a function a role created in a schema on the
+	// caller's search_path (say public.unnest(text[]), a closer match)
+	// would otherwise be bound into SQL-standard function bodies,
+	// which are resolved once, when created.
+	if _, err := tx.Exec(ctx, `SET LOCAL search_path = pg_catalog, pg_temp`); err != nil {
+		return 0, fmt.Errorf("pin search_path: %w", err)
+	}
+	if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM recalc.schema_version`).Scan(&current); err != nil {
+		return 0, fmt.Errorf("read schema version: %w", err)
+	}
+	return current, nil
 }
 
-func (e *NeedsInitError) Error() string {
-	if e.Current == 0 {
+// waitForWork waits for the engine's running work and keeps new work from
+// starting until tx ends: plans, live steps and imports hold the model lock
+// (from version 15), and a job's finish its row of recalc.job. FOR NO KEY
+// UPDATE lets the job's heartbeats and chunks (their foreign keys) go on.
+func waitForWork(ctx context.Context, tx pgx.Tx) error {
+	var engineLock, job bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass('recalc.engine_lock') IS NOT NULL, to_regclass('recalc.job') IS NOT NULL`).Scan(&engineLock, &job); err != nil {
+		return fmt.Errorf("look up recalc's lock tables: %w", err)
+	}
+	if engineLock {
+		if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
+			return err
+		}
+	}
+	if job {
+		if _, err := tx.Exec(ctx, `SELECT FROM recalc.job WHERE status = 'running' FOR NO KEY UPDATE`); err != nil {
+			return fmt.Errorf("wait for running jobs: %w", err)
+		}
+	}
+	return nil
+}
+
+// VersionError says that this binary and the database's recalc schema
+// disagree: the schema is missing or older (`recalc init` creates or
+// upgrades it), or newer (a newer recalc upgraded it, and only that one
+// may work on it).
+type VersionError struct {
+	Current, Want int // Current is 0 when there is no schema; Want is Latest()
+}
+
+func (e *VersionError) Error() string {
+	switch {
+	case e.Current == 0:
 		return "it has no recalc schema: run `recalc init` first (with this DATABASE_URL)"
+	case e.Current > e.Want:
+		return fmt.Sprintf("its recalc schema is at version %d, newer than this recalc, which knows up to %d: a newer recalc upgraded it; "+
+			"run that one (its `recalc run` resumes any job this one left failed)", e.Current, e.Want)
 	}
 	return fmt.Sprintf("its recalc schema is at version %d, this recalc needs %d: run `recalc init` to upgrade", e.Current, e.Want)
 }
 
 // Latest is the version of the newest migration: the schema this binary needs.
-func Latest() int {
+func Latest() int { return latest() }
+
+// latest reads the embedded migrations once: the engine checks the version
+// at every plan and live step.
+var latest = sync.OnceValue(func() int {
 	ms, err := Migrations()
-	if err != nil || len(ms) == 0 {
+	if err != nil {
+		return 0
+	}
+	return latestOf(ms)
+})
+
+func latestOf(ms []Migration) int {
+	if len(ms) == 0 {
 		return 0
 	}
 	return ms[len(ms)-1].Version
 }
 
-// Check fails with a *NeedsInitError when the schema is missing or older
-// than this binary.
+// Check fails with a *VersionError unless the schema is at the version
+// this binary needs: missing, older or newer.
 func Check(ctx context.Context, pool *pgxpool.Pool) error {
+	return CheckCurrent(ctx, pool)
+}
+
+// CheckCurrent fails with a *VersionError unless the stored schema version is
+// Latest(). The engine calls it inside its transactions, once it holds the
+// model lock or a job's row, which Migrate also takes: a process that an
+// upgrade by a newer recalc left running stops at its next plan, live step
+// or job finish, rather than work on a schema it does not know.
+func CheckCurrent(ctx context.Context, q pg.Querier) error {
 	var current int
-	err := pool.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM recalc.schema_version`).Scan(&current)
+	err := q.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM recalc.schema_version`).Scan(&current)
 	switch {
 	case pg.IsNoSchema(err):
-		return &NeedsInitError{Want: Latest()}
+		return &VersionError{Want: Latest()}
 	case pg.IsInsufficientPrivilege(err):
 		return fmt.Errorf("read schema version: %w: this role may not read recalc's tables; connect as recalc's engine role (SECURITY.md, \"Roles\")", err)
 	case err != nil:
 		return fmt.Errorf("read schema version: %w", err)
-	case current < Latest():
-		return &NeedsInitError{Current: current, Want: Latest()}
+	case current != Latest():
+		return &VersionError{Current: current, Want: Latest()}
 	}
 	return nil
 }

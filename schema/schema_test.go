@@ -2,9 +2,13 @@ package schema_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/recalc-dev/recalc/internal/pg"
@@ -117,4 +121,221 @@ func TestChangeKeysCompression(t *testing.T) {
 	if got != want {
 		t.Errorf("recalc.change.keys compression %q, want %q", got, want)
 	}
+}
+
+// newPool returns a pool on url, closed when the test ends, with the
+// session parameters params.
+func newPool(t *testing.T, url string, params map[string]string) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range params {
+		cfg.ConnConfig.RuntimeParams[k] = v
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// migratedURL returns a connection string for a database with recalc's
+// schema of its own.
+func migratedURL(t *testing.T) string {
+	t.Helper()
+	return testdb.Migrated(t).Config().ConnString()
+}
+
+// exec runs statements on pool, failing the test on an error.
+func exec(t *testing.T, pool *pgxpool.Pool, stmts ...string) {
+	t.Helper()
+	for _, sql := range stmts {
+		if _, err := pool.Exec(context.Background(), sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+}
+
+// The schema_version changes the tests make: a newer recalc's migration, or
+// this binary's newest one not applied yet.
+const (
+	bumpVersion   = `INSERT INTO recalc.schema_version (version, name) SELECT max(version) + 1, 'future.up.sql' FROM recalc.schema_version`
+	unapplyNewest = `DELETE FROM recalc.schema_version WHERE version = (SELECT max(version) FROM recalc.schema_version)`
+)
+
+// TestCheckVersion: Check, and CheckCurrent inside a transaction, pass on
+// the schema this binary needs only, and say what to do otherwise.
+func TestCheckVersion(t *testing.T) {
+	t.Parallel()
+	latest := schema.Latest()
+	for _, tc := range []struct {
+		name    string
+		stmts   []string // run on a migrated database; nil: an empty database
+		current int      // the VersionError's Current; -1: no error
+		says    string
+	}{
+		{name: "no schema", current: 0, says: "run `recalc init` first"},
+		{name: "older", stmts: []string{unapplyNewest}, current: latest - 1, says: "run `recalc init` to upgrade"},
+		{name: "current", stmts: []string{}, current: -1},
+		{name: "newer", stmts: []string{bumpVersion}, current: latest + 1,
+			says: "newer than this recalc, which knows up to"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			var pool *pgxpool.Pool
+			if tc.stmts == nil {
+				pool = newPool(t, testdb.New(t), nil)
+			} else {
+				pool = newPool(t, migratedURL(t), nil)
+				exec(t, pool, tc.stmts...)
+			}
+			inTx := func(ctx context.Context, tx pgx.Tx) error { return schema.CheckCurrent(ctx, tx) }
+			for what, err := range map[string]error{
+				"Check":        schema.Check(ctx, pool),
+				"CheckCurrent": pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return inTx(ctx, tx) }),
+			} {
+				var ve *schema.VersionError
+				switch {
+				case tc.current < 0:
+					if err != nil {
+						t.Errorf("%s: %v, want nil", what, err)
+					}
+				case !errors.As(err, &ve):
+					t.Errorf("%s: %v, want a *schema.VersionError", what, err)
+				case ve.Current != tc.current || ve.Want != latest:
+					t.Errorf("%s: %+v, want Current %d, Want %d", what, *ve, tc.current, latest)
+				case !strings.Contains(err.Error(), tc.says):
+					t.Errorf("%s: %q, want it to say %q", what, err, tc.says)
+				}
+			}
+		})
+	}
+}
+
+// TestMigrateRefusesNewerSchema: `recalc init` with a binary older than
+// the schema fails, saying that a newer recalc upgraded it, and changes
+// nothing; it does not report the schema up to date.
+func TestMigrateRefusesNewerSchema(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newPool(t, migratedURL(t), nil)
+	exec(t, pool, bumpVersion)
+	state := func() string {
+		var s string
+		if err := pool.QueryRow(ctx, `SELECT concat_ws(' | ',
+			(SELECT string_agg(version || ' ' || name, ',' ORDER BY version) FROM recalc.schema_version),
+			(SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class WHERE relnamespace = 'recalc'::regnamespace),
+			(SELECT string_agg(oid::regprocedure::text, ',' ORDER BY oid::regprocedure::text) FROM pg_proc WHERE pronamespace = 'recalc'::regnamespace),
+			(SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE tgrelid IN
+				(SELECT oid FROM pg_class WHERE relnamespace = 'recalc'::regnamespace)))`).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	before := state()
+	n, err := schema.Migrate(ctx, pool)
+	var ve *schema.VersionError
+	if !errors.As(err, &ve) || ve.Current != schema.Latest()+1 || ve.Want != schema.Latest() {
+		t.Fatalf("Migrate on a schema one version newer than this binary: applied %d, err %v; want a *schema.VersionError{%d, %d}",
+			n, err, schema.Latest()+1, schema.Latest())
+	}
+	if n != 0 || !strings.Contains(err.Error(), "a newer recalc upgraded it") {
+		t.Errorf("Migrate: applied %d, err %q; want 0 and an error saying a newer recalc upgraded it", n, err)
+	}
+	if after := state(); after != before {
+		t.Errorf("Migrate refused, but changed the schema:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+// TestMigrateLockTimeout: Migrate bounds its lock waits (here with the
+// session's lock_timeout, 100ms, rather than its own 5s), rolls back and
+// tries again while another session holds a lock on recalc's tables, and
+// fails with an error saying what to do when the lock stays held. It waits
+// for the engine's running work (the model lock of an import or a plan, a
+// job's row locked by its finish) only when it has a migration to apply.
+func TestMigrateLockTimeout(t *testing.T) {
+	t.Parallel()
+	const timeout = 100 * time.Millisecond
+	for _, tc := range []struct {
+		name    string
+		empty   bool     // an empty database, else a migrated one
+		setup   []string // statements run first
+		hold    string   // the lock another transaction holds
+		release time.Duration
+		applied int // -1: Migrate fails
+	}{
+		{name: "version table, released while retrying", empty: true,
+			setup: []string{`CREATE SCHEMA recalc`, `CREATE TABLE recalc.schema_version (
+				version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`},
+			hold: `LOCK TABLE recalc.schema_version IN ACCESS EXCLUSIVE MODE`, release: 4 * timeout, applied: len(mustMigrations(t))},
+		{name: "model lock held by an import", setup: []string{unapplyNewest},
+			hold: `SELECT FROM recalc.engine_lock WHERE scope = 2 FOR UPDATE`, applied: -1},
+		{name: "running job's row held by its finish", setup: []string{unapplyNewest,
+			`INSERT INTO recalc.job (kind, trigger, status, change_seq, config, plan, chunks) VALUES ('incremental', 'test', 'running', 0, '{}', '{}', 0)`},
+			hold: `SELECT FROM recalc.job WHERE status = 'running' FOR UPDATE`, applied: -1},
+		{name: "up to date: waits for no work",
+			hold: `SELECT FROM recalc.engine_lock WHERE scope = 2 FOR UPDATE`, applied: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			url := testdb.New(t)
+			if !tc.empty {
+				url = migratedURL(t)
+			}
+			other := newPool(t, url, nil)
+			exec(t, other, tc.setup...)
+			var want int
+			if err := other.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM recalc.schema_version`).Scan(&want); err != nil {
+				t.Fatal(err)
+			}
+			holder, err := other.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var once sync.Once
+			release := func() { once.Do(func() { _ = holder.Rollback(ctx) }) }
+			defer release()
+			if _, err := holder.Exec(ctx, tc.hold); err != nil {
+				t.Fatal(err)
+			}
+			if tc.release > 0 {
+				time.AfterFunc(tc.release, release)
+			}
+			pool := newPool(t, url, map[string]string{"lock_timeout": timeout.String()})
+			start := time.Now()
+			n, err := schema.Migrate(ctx, pool)
+			took := time.Since(start)
+			switch {
+			case tc.applied >= 0 && (err != nil || n != tc.applied):
+				t.Fatalf("Migrate: applied %d, %v; want %d", n, err, tc.applied)
+			case tc.applied >= 0 && tc.release > 0 && took < tc.release:
+				t.Errorf("Migrate returned after %s, before the lock was released (%s)", took, tc.release)
+			case tc.applied >= 0:
+				return
+			case !pg.IsLockNotAvailable(err) || !strings.Contains(err.Error(), "another session holds a lock on recalc's tables") ||
+				!strings.Contains(err.Error(), "retry when it ends"):
+				t.Fatalf("Migrate with a lock held throughout: applied %d, %v; want a lock timeout saying to retry when the lock's holder ends", n, err)
+			case took < 5*timeout || took > 20*time.Second:
+				t.Errorf("Migrate failed after %s; want 5 tries of %s each, with backoff", took, timeout)
+			}
+			var got int
+			if err := pool.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM recalc.schema_version`).Scan(&got); err != nil || got != want {
+				t.Errorf("schema version after the failed Migrate: %d (%v), want %d, unchanged", got, err, want)
+			}
+		})
+	}
+}
+
+func mustMigrations(t *testing.T) []schema.Migration {
+	t.Helper()
+	ms, err := schema.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ms
 }

@@ -770,3 +770,40 @@ func (b *bundle) rolledBack(t *testing.T, sql string) error {
 	_, err = tx.Exec(b.ctx, sql)
 	return err
 }
+
+// TestOutdatedPolicies: rls enable labels its policies with the schema
+// version of their set; recalc init names the tables whose policies an
+// earlier version installed (unlabelled, or labelled for another version),
+// and rls enable again brings them up to date.
+func TestOutdatedPolicies(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.model(t, privateAccounts)
+	b.exec(t, `CREATE TABLE app (id text)`, `CREATE TABLE other (id text)`)
+	enable := func(table string) {
+		b.tx(t, func(tx pgx.Tx) error {
+			return access.EnableRLS(b.ctx, tx, &access.RLS{Table: table, Object: "account", IDColumn: "id", UserSetting: "app.user_id"})
+		})
+	}
+	outdated := func() []string {
+		t.Helper()
+		got, err := access.OutdatedPolicies(b.ctx, b.pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	enable("app")
+	enable("other")
+	if got := outdated(); len(got) != 0 {
+		t.Fatalf("just enabled: outdated %v, want none", got)
+	}
+	b.exec(t, `COMMENT ON POLICY recalc_read ON app IS NULL`, `COMMENT ON POLICY recalc_read ON other IS 'recalc policies, schema version 1'`)
+	if got := outdated(); !slices.Equal(got, []string{"app", "other"}) {
+		t.Errorf("policies of earlier versions: outdated %v, want app and other", got)
+	}
+	enable("app")
+	if got := outdated(); !slices.Equal(got, []string{"other"}) {
+		t.Errorf("app enabled again: outdated %v, want other", got)
+	}
+}

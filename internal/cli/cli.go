@@ -270,7 +270,7 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 			return cli.Exit("recalc: interrupted: an unfinished job stays resumable, and the next `recalc run` resumes it", ExitInterrupted)
 		case errors.Is(err, errJobFailed) || errors.Is(err, errDrift):
 			return cli.Exit("", ExitFailed)
-		case errors.As(err, new(*schema.NeedsInitError)):
+		case errors.As(err, new(*schema.VersionError)):
 			return cli.Exit(fmt.Sprintf("recalc: %s: %v", db, err), ExitFailed)
 		}
 		msg := "recalc: " + err.Error()
@@ -314,6 +314,14 @@ func Init(ctx context.Context, env *Env) error {
 	if fault != "" {
 		env.Log.Warn().Str("fault", fault).Msg("the writes to attached tables will wait until recalc can read them as its sandbox role: " +
 			"as an administrator, create the role as SECURITY.md (\"The sandbox role\") says, then run `recalc attach FILE` again")
+	}
+	outdated, err := access.OutdatedPolicies(ctx, env.Pool)
+	if err != nil {
+		return err
+	}
+	for _, table := range outdated {
+		env.Log.Warn().Str("table", table).Msg("an earlier recalc installed this table's row-level security policies: " +
+			"run `recalc rls enable` on it again with the same flags to bring them up to date (docs/rls.md)")
 	}
 	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/sharing"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/workers"
+	"github.com/recalc-dev/recalc/schema"
 )
 
 // createJob is tryCreateJob, retried with backoff while planning cannot lock
@@ -57,6 +58,9 @@ func tryCreateJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zero
 	var pl *Planned
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
+			return err
+		}
+		if err := schema.CheckCurrent(ctx, tx); err != nil { // a newer recalc upgraded it
 			return err
 		}
 		var err error
@@ -196,6 +200,9 @@ func workChunks(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sh
 	}
 	return workers.Run(ctx, pool, job.ID, workers.Options{Workers: opt.Workers, LockTimeout: opt.LockTimeout, Retries: opt.Retries, Nice: opt.Nice, Contended: opt.Contended},
 		func(ctx context.Context, tx pgx.Tx, c *queue.Chunk) (*queue.ChunkStats, error) {
+			if err := schema.CheckCurrent(ctx, tx); err != nil { // the job fails, for the newer recalc to resume
+				return nil, err
+			}
 			st, err := workChunk(ctx, tx, job, org, dict, c, repair)
 			if err == nil && len(st.Invalid) > 0 {
 				log.Warn().Int64("job", job.ID).Int("chunk", c.N).Int("records", len(st.Invalid)).Strs("first", st.Invalid[:min(10, len(st.Invalid))]).
@@ -296,6 +303,9 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		j, err := queue.Lock(ctx, tx, job.ID)
 		if err != nil || j.Status != queue.Running {
+			return err
+		}
+		if err := schema.CheckCurrent(ctx, tx); err != nil { // the job fails, for the newer recalc to resume
 			return err
 		}
 		if pending, err := queue.Pending(ctx, tx, j.ID); err != nil || pending > 0 {

@@ -19,6 +19,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/sharetable"
 	"github.com/recalc-dev/recalc/internal/sharing"
 	"github.com/recalc-dev/recalc/internal/store"
+	"github.com/recalc-dev/recalc/schema"
 )
 
 // Live keeps the share tables fresh for a long-running process (`recalc
@@ -128,6 +129,8 @@ func (l *Live) Step(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger)
 		switch {
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
+		case errors.As(err, new(*schema.VersionError)):
+			return nil, err
 		case !errors.Is(err, errSlow):
 			log.Warn().Err(err).Msg("fast path failed; recalculating with a job")
 			l.loaded = false // reload everything next time
@@ -162,6 +165,9 @@ func (l *Live) fast(ctx context.Context, tx pgx.Tx, rep *LiveReport) error {
 		}
 	}
 	if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
+		return err
+	}
+	if err := schema.CheckCurrent(ctx, tx); err != nil { // a newer recalc upgraded it
 		return err
 	}
 	if job, err := queue.Unfinished(ctx, tx); err != nil || job != nil {

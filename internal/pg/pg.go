@@ -68,6 +68,10 @@ func IsRetryable(err error) bool {
 	return false
 }
 
+// IsLockNotAvailable reports whether err is a lock wait that lock_timeout
+// ended, or a NOWAIT lock that another session held.
+func IsLockNotAvailable(err error) bool { return Code(err) == LockNotAvailable }
+
 // IsInsufficientPrivilege reports whether err says the role lacks a right.
 func IsInsufficientPrivilege(err error) bool { return Code(err) == InsufficientPrivilege }
 
