@@ -229,18 +229,13 @@ func latestOf(ms []Migration) int {
 	return ms[len(ms)-1].Version
 }
 
-// Check fails with a *VersionError unless the schema is at the version
-// this binary needs: missing, older or newer.
-func Check(ctx context.Context, pool *pgxpool.Pool) error {
-	return CheckCurrent(ctx, pool)
-}
-
-// CheckCurrent fails with a *VersionError unless the stored schema version is
-// Latest(). The engine calls it inside its transactions, once it holds the
-// model lock or a job's row, which Migrate also takes: a process that an
-// upgrade by a newer recalc left running stops at its next plan, live step
-// or job finish, rather than work on a schema it does not know.
-func CheckCurrent(ctx context.Context, q pg.Querier) error {
+// Check fails with a *VersionError unless the stored schema version is
+// Latest(): missing, older or newer. The engine also calls it inside its
+// transactions, once it holds the model lock or a job's row, which Migrate
+// also takes: a process that an upgrade by a newer recalc left running
+// stops at its next plan, live step, chunk or job finish, rather than work
+// on a schema it does not know.
+func Check(ctx context.Context, q pg.Querier) error {
 	var current int
 	err := q.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM recalc.schema_version`).Scan(&current)
 	switch {

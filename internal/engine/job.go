@@ -60,7 +60,7 @@ func tryCreateJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zero
 		if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
 			return err
 		}
-		if err := schema.CheckCurrent(ctx, tx); err != nil { // a newer recalc upgraded it
+		if err := schema.Check(ctx, tx); err != nil { // a newer recalc upgraded it
 			return err
 		}
 		var err error
@@ -200,7 +200,7 @@ func workChunks(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sh
 	}
 	return workers.Run(ctx, pool, job.ID, workers.Options{Workers: opt.Workers, LockTimeout: opt.LockTimeout, Retries: opt.Retries, Nice: opt.Nice, Contended: opt.Contended},
 		func(ctx context.Context, tx pgx.Tx, c *queue.Chunk) (*queue.ChunkStats, error) {
-			if err := schema.CheckCurrent(ctx, tx); err != nil { // the job fails, for the newer recalc to resume
+			if err := schema.Check(ctx, tx); err != nil { // the job fails, for the newer recalc to resume
 				return nil, err
 			}
 			st, err := workChunk(ctx, tx, job, org, dict, c, repair)
@@ -305,7 +305,7 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 		if err != nil || j.Status != queue.Running {
 			return err
 		}
-		if err := schema.CheckCurrent(ctx, tx); err != nil { // the job fails, for the newer recalc to resume
+		if err := schema.Check(ctx, tx); err != nil { // the job fails, for the newer recalc to resume
 			return err
 		}
 		if pending, err := queue.Pending(ctx, tx, j.ID); err != nil || pending > 0 {

@@ -167,7 +167,7 @@ func (l *Live) fast(ctx context.Context, tx pgx.Tx, rep *LiveReport) error {
 	if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
 		return err
 	}
-	if err := schema.CheckCurrent(ctx, tx); err != nil { // a newer recalc upgraded it
+	if err := schema.Check(ctx, tx); err != nil { // a newer recalc upgraded it
 		return err
 	}
 	if job, err := queue.Unfinished(ctx, tx); err != nil || job != nil {
