@@ -5,29 +5,51 @@
 -- CHECK), never both. Version 33's restrictive policy judged an owner change
 -- by the new row alone, and admitted a row whose id recalc had no record of
 -- yet, so an editor who changed the id column with the owner column in one
--- UPDATE took the record. And no policy looked at the parent column, so a
--- user who could write a child row (the owner policy, --write) could put
--- it under any parent and, once absorbed, read that parent (implicit parent
--- access, docs/semantics.md).
+-- UPDATE took the record; so did one who deleted a row and wrote another
+-- under its id. And no policy looked at the parent column, so a user who
+-- could write a child row (the owner policy, --write) could put it under any
+-- parent and, once absorbed, read that parent (implicit parent access,
+-- docs/semantics.md).
 --
--- `rls enable` with a write policy on an object's attached table (not a
--- view's base table) now installs recalc_write_guard, a BEFORE INSERT OR
--- UPDATE row trigger that sees both rows. In a session under the table's
--- row-level security:
---   * changing a row's id or owner column needs all access to its record
---     (or a row recalc has no record of yet: one not absorbed);
---   * a new row's parent, or a changed one, must be a record the session's
---     user may read (or one not absorbed yet). A session whose user is not
---     an active recalc user (the application's own role inserting through
---     --insert-role with no user set) gains no access by it and is not
---     checked.
--- The restrictive policy is no longer created; `rls enable` drops it.
--- Tables enabled before this version keep version 33's policies until
--- `rls enable` runs again (recalc init warns of them).
+-- `rls enable` with a write policy now installs recalc_write_guard, an
+-- AFTER INSERT OR UPDATE row trigger, which sees both rows as written (after
+-- every BEFORE trigger, generated columns included). It reads the table's
+-- attachment when it runs (rls_guard), so it follows `recalc attach` after
+-- a column changes, and does nothing on a table no object is attached to
+-- (or only through a view). In a session under the table's row-level
+-- security whose user is an active recalc user:
+--   * changing a row's id or owner needs all access to its record (or a
+--     row recalc has no record of yet);
+--   * a row that takes an id (an INSERT, or an UPDATE of the id) needs all
+--     access to the record recalc still holds under that id, if any;
+--   * a new or changed parent must be a record the user may read, or, not
+--     absorbed yet, a row of the parent's table that this session can see
+--     and whose owner is the user.
+-- A session whose user is not an active recalc user (the application's own
+-- role inserting through --insert-role with no user set) gains no access by
+-- a row, and is not checked. Tables enabled before this version keep
+-- version 33's policies until `rls enable` runs again (recalc init names
+-- them). The restrictive policy is no longer created; `rls enable` drops it.
 
--- Whether p_user may change the id or the owner of the record p_key: all
--- access to it, or no such record yet. What it tells a reader,
--- access_level tells too, but for whether a record exists.
+-- What the guard of table p_relid needs, read as it runs: whether p_user is
+-- an active user, and the attached object's columns and its parent's table.
+-- No row when no object is attached to the table itself. It tells the
+-- columns an attachment names, and whether a user is active.
+CREATE FUNCTION recalc.rls_guard(p_relid oid, p_user text,
+    OUT active boolean, OUT object text, OUT id_col text, OUT owner_col text, OUT parent_col text, OUT parent_object text,
+    OUT parent_table text, OUT parent_id_col text, OUT parent_id_type text, OUT parent_owner_col text)
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM recalc.acl_user u WHERE u.id = p_user), a.object, a.id_col, a.owner_col, a.parent_col, a.parent_object,
+           p.relid::regclass::text, p.id_col, p.id_type, p.owner_col
+    FROM recalc.attachment a LEFT JOIN recalc.attachment p ON p.object = a.parent_object AND NOT p.is_view
+    WHERE a.relid = p_relid AND NOT a.is_view AND a.object <> 'users'
+$$;
+REVOKE EXECUTE ON FUNCTION recalc.rls_guard(oid, text) FROM PUBLIC;
+
+-- Whether p_user may change the id or the owner of the record p_key, or
+-- give a row its id: all access to it, or no such record. What it tells a
+-- reader, access_level tells too, but for whether a record exists, which a
+-- unique index tells as well.
 CREATE FUNCTION recalc.rls_may_transfer(p_user text, p_key text) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT NOT EXISTS (SELECT 1 FROM recalc.record r WHERE r.id = p_key)
@@ -35,59 +57,71 @@ LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog,
 $$;
 REVOKE EXECUTE ON FUNCTION recalc.rls_may_transfer(text, text) FROM PUBLIC;
 
--- Whether p_user may make p_key a row's parent: p_user is not an active
--- user (it gains no access by it), or may read p_key, or there is no such
--- record yet.
-CREATE FUNCTION recalc.rls_parent_readable(p_user text, p_key text) RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT NOT EXISTS (SELECT 1 FROM recalc.acl_user u WHERE u.id = p_user)
-        OR NOT EXISTS (SELECT 1 FROM recalc.record r WHERE r.id = p_key)
-        OR recalc.access_level(p_user, p_key) <> 'none'
-$$;
-REVOKE EXECUTE ON FUNCTION recalc.rls_parent_readable(text, text) FROM PUBLIC;
-
 -- The trigger. Not SECURITY DEFINER: it runs as the writing role, which
--- the policies already require to hold the reader's functions. Its
--- arguments, set by rls enable: the object, the id, owner and parent
--- columns (parent '' when none), the parent object, and the custom
+-- the policies already require to hold the reader's functions, and reads a
+-- parent not absorbed yet through that role's own rights (its row-level
+-- security included). Its one argument, set by rls enable: the custom
 -- setting holding the user ('' for current_user). Its errors name the
 -- object, never a value.
 CREATE FUNCTION recalc.rls_write_guard() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    v_user text;
+    g record;
     v_new jsonb;
     v_old jsonb;
-    v_user text;
+    v_owner text;
 BEGIN
-    IF TG_WHEN <> 'BEFORE' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE') OR TG_NARGS <> 6 THEN
+    IF TG_WHEN <> 'AFTER' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE') OR TG_NARGS <> 1 THEN
         RAISE EXCEPTION 'recalc.rls_write_guard runs only as the row trigger recalc rls enable installs' USING ERRCODE = '42501';
     END IF;
     IF NOT row_security_active(TG_RELID) THEN
-        RETURN NEW; -- the table's owner, a superuser, a BYPASSRLS role: no policy applies either
+        RETURN NULL; -- the table's owner, a superuser, a BYPASSRLS role: no policy applies either
     END IF;
-    v_user := CASE WHEN TG_ARGV[5] = '' THEN current_user::text ELSE nullif(current_setting(TG_ARGV[5], true), '') END;
+    v_user := CASE WHEN TG_ARGV[0] = '' THEN current_user::text ELSE nullif(current_setting(TG_ARGV[0], true), '') END;
+    SELECT * INTO g FROM recalc.rls_guard(TG_RELID, v_user);
+    IF NOT FOUND OR NOT g.active THEN
+        RETURN NULL; -- no object attached to the table, or a session acting for no active user
+    END IF;
     v_new := to_jsonb(NEW);
-    IF TG_OP = 'UPDATE' THEN
-        v_old := to_jsonb(OLD);
-        IF (v_old -> TG_ARGV[1] IS DISTINCT FROM v_new -> TG_ARGV[1] OR v_old -> TG_ARGV[2] IS DISTINCT FROM v_new -> TG_ARGV[2])
-           AND NOT coalesce(recalc.rls_may_transfer(v_user, TG_ARGV[0] || ':' || (v_old ->> TG_ARGV[1])), false) THEN
-            RAISE EXCEPTION 'only a user with all access to a % record may change its owner or its id', TG_ARGV[0]
-                USING ERRCODE = '42501';
-        END IF;
-    END IF;
-    IF TG_ARGV[3] <> '' AND v_new ->> TG_ARGV[3] IS NOT NULL
-       AND (TG_OP = 'INSERT' OR v_old -> TG_ARGV[3] IS DISTINCT FROM v_new -> TG_ARGV[3])
-       AND NOT coalesce(recalc.rls_parent_readable(v_user, TG_ARGV[4] || ':' || (v_new ->> TG_ARGV[3])), false) THEN
-        RAISE EXCEPTION 'the parent of a % record must be a % record the user may read', TG_ARGV[0], TG_ARGV[4]
+    IF NOT (v_new ? g.id_col AND v_new ? g.owner_col AND (g.parent_col IS NULL OR v_new ? g.parent_col)) THEN
+        RAISE EXCEPTION 'the write guard of object % finds none of its columns: run recalc attach, then recalc rls enable, again', g.object
             USING ERRCODE = '42501';
     END IF;
-    RETURN NEW;
+    IF TG_OP = 'UPDATE' THEN
+        v_old := to_jsonb(OLD);
+        IF (v_old -> g.id_col IS DISTINCT FROM v_new -> g.id_col OR v_old -> g.owner_col IS DISTINCT FROM v_new -> g.owner_col)
+           AND NOT coalesce(recalc.rls_may_transfer(v_user, g.object || ':' || (v_old ->> g.id_col)), false) THEN
+            RAISE EXCEPTION 'only a user with all access to a % record may change its owner or its id', g.object USING ERRCODE = '42501';
+        END IF;
+    END IF;
+    IF (TG_OP = 'INSERT' OR v_old -> g.id_col IS DISTINCT FROM v_new -> g.id_col)
+       AND NOT coalesce(recalc.rls_may_transfer(v_user, g.object || ':' || (v_new ->> g.id_col)), false) THEN
+        RAISE EXCEPTION 'only a user with all access to the % record recalc holds under an id may give a row that id', g.object
+            USING ERRCODE = '42501';
+    END IF;
+    IF g.parent_col IS NULL OR v_new ->> g.parent_col IS NULL
+       OR TG_OP = 'UPDATE' AND v_old -> g.parent_col IS NOT DISTINCT FROM v_new -> g.parent_col
+       OR recalc.access_level(v_user, g.parent_object || ':' || (v_new ->> g.parent_col)) <> 'none' THEN
+        RETURN NULL;
+    END IF;
+    -- A parent recalc has no record of that the user may see and owns: one
+    -- written moments ago, in this transaction or another, not absorbed.
+    IF g.parent_table IS NOT NULL AND g.parent_id_type IN ('text', 'bigint', 'integer', 'uuid') THEN
+        EXECUTE format('SELECT (%I)::text FROM %s WHERE %I = $1::%s', g.parent_owner_col, g.parent_table, g.parent_id_col, g.parent_id_type)
+            INTO v_owner USING v_new ->> g.parent_col;
+        -- rls_may_transfer is true here only when recalc has no such record.
+        IF v_owner COLLATE "C" = v_user AND coalesce(recalc.rls_may_transfer(v_user, g.parent_object || ':' || (v_new ->> g.parent_col)), false) THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    RAISE EXCEPTION 'the parent of a % record must be a % record the user may read', g.object, g.parent_object USING ERRCODE = '42501';
 END
 $$;
 REVOKE EXECUTE ON FUNCTION recalc.rls_write_guard() FROM PUBLIC;
 
--- Roles granted the reader's functions (recalc grant reader) get the two
--- checks too.
+-- Roles granted the reader's functions (recalc grant reader) get the
+-- guard's two functions too.
 DO $$
 DECLARE
     v_role text;
@@ -98,7 +132,7 @@ BEGIN
         WHERE p.oid = 'recalc.rls_mode(text, text, text)'::regprocedure
           AND a.privilege_type = 'EXECUTE' AND r.oid <> p.proowner
     LOOP
-        EXECUTE format('GRANT EXECUTE ON FUNCTION recalc.rls_may_transfer(text, text), recalc.rls_parent_readable(text, text) TO %s', v_role);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION recalc.rls_guard(oid, text), recalc.rls_may_transfer(text, text) TO %s', v_role);
     END LOOP;
 END
 $$;

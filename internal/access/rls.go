@@ -229,10 +229,11 @@ func (r *RLS) policies(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, col *
 		}
 		out = append(out, `CREATE POLICY `+policyOwner+` ON `+on+` FOR ALL USING (`+own+`) WITH CHECK (`+own+`)`)
 	}
-	if col.owner != "" && (r.Write || r.InsertRole != "" || r.OwnerColumn != "") {
-		guard, err := format(ctx, tx, `CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW
-			EXECUTE FUNCTION recalc.rls_write_guard(%L, %L, %L, %L, %L, %L)`,
-			writeGuard, on, r.Object, col.name, col.owner, col.parent, col.parentObject, r.UserSetting)
+	if r.Write || r.InsertRole != "" || r.OwnerColumn != "" {
+		// It reads the table's attachment as it runs: it guards once an
+		// object is attached to the table, and follows a new attach.
+		guard, err := format(ctx, tx, `CREATE TRIGGER %I AFTER INSERT OR UPDATE ON %s FOR EACH ROW
+			EXECUTE FUNCTION recalc.rls_write_guard(%L)`, writeGuard, on, r.UserSetting)
 		if err != nil {
 			return nil, err
 		}
@@ -360,11 +361,6 @@ type idColumn struct {
 	typ    string // its type's name: one of idTypes
 	prefix string // "object:" when the object is attached, else ""
 	key    string // quoted expression of a row's record id in recalc
-	// owner is the owner column recalc mirrors when the table is the
-	// object's attached table (not a view's base table), else "";
-	// parent and parentObject its parent column and the parent's object,
-	// "" when it has none.
-	owner, parent, parentObject string
 	// collSchema and collName are the column's collation (text and
 	// varchar): the ids a policy compares it with take it, or the
 	// comparison would not use the column's index (a user from
@@ -422,14 +418,6 @@ func idColumnOf(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) (*id
 		return nil, err
 	}
 	c := &idColumn{name: r.IDColumn, typ: *idType}
-	if attached {
-		err := tx.QueryRow(ctx, `SELECT coalesce(max(owner_col), ''), coalesce(max(parent_col), ''), coalesce(max(parent_object), '')
-			FROM recalc.attachment WHERE object = $1 AND relid = to_regclass($2) AND NOT is_view`,
-			r.Object, tbl.Sanitize()).Scan(&c.owner, &c.parent, &c.parentObject)
-		if err != nil {
-			return nil, fmt.Errorf("look up the attached owner column: %w", err)
-		}
-	}
 	if collSchema != nil && collName != nil {
 		c.collSchema, c.collName = *collSchema, *collName
 	}
@@ -524,4 +512,21 @@ func EngineBlocked(ctx context.Context, tx pgx.Tx, table string) (string, bool, 
 		return "", false, fmt.Errorf("look up the engine's rights on %s: %w", table, err)
 	}
 	return engine, blocked, nil
+}
+
+// ViewBase returns the object attached through a view that table is a base
+// table of ("" when none): the write guard knows no owner or parent column
+// of such a table.
+func ViewBase(ctx context.Context, tx pgx.Tx, table string) (string, error) {
+	tbl, err := resolveTable(ctx, tx, table)
+	if err != nil {
+		return "", err
+	}
+	var object string
+	err = tx.QueryRow(ctx, `SELECT coalesce(min(a.object), '') FROM recalc.attach_capture c JOIN recalc.attachment a ON a.object = c.object
+		WHERE c.relid = pg_catalog.to_regclass($1) AND a.is_view`, tbl.Sanitize()).Scan(&object)
+	if err != nil {
+		return "", fmt.Errorf("look up the views attached over %s: %w", table, err)
+	}
+	return object, nil
 }

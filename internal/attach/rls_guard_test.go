@@ -33,7 +33,7 @@ func TestRLSWriteGuard(t *testing.T) {
 	ctx := context.Background()
 	const opp = "'00000000-0000-0000-0000-00000000000b'"
 	// Account 9 is not absorbed yet: recalc has no record of it.
-	b.exec(t, b.admin, `INSERT INTO crm.account (id, name, owner_id) VALUES (9, 'New', 'carol')`)
+	b.exec(t, b.admin, `INSERT INTO crm.account (id, name, owner_id) VALUES (9, 'New', 'carol'), (10, 'Other', 'bob')`)
 	for _, p := range []struct{ user, object, id, level string }{
 		{"frank", "opportunity", "00000000-0000-0000-0000-00000000000b", "edit"}, {"dave", "opportunity", "00000000-0000-0000-0000-00000000000b", "all"},
 		{"bob", "case", "1", "edit"}, {"erin", "case", "1", "all"},
@@ -65,6 +65,7 @@ func TestRLSWriteGuard(t *testing.T) {
 		{"owner inserts a child under an account it cannot read", "carol", `INSERT INTO crm.opportunity VALUES (gen_random_uuid(), 1, 'carol', 'open', 1, NULL)`, []string{"owner", "insert"}, refused},
 		{"owner inserts a child under an account it reads", "carol", `INSERT INTO crm.opportunity VALUES (gen_random_uuid(), 3, 'carol', 'open', 1, NULL)`, []string{"owner", "insert"}, allowed},
 		{"owner inserts a child under an account not absorbed yet", "carol", `INSERT INTO crm.opportunity VALUES (gen_random_uuid(), 9, 'carol', 'open', 1, NULL)`, []string{"owner", "insert"}, allowed},
+		{"owner inserts a child under another user's account not absorbed yet", "carol", `INSERT INTO crm.opportunity VALUES (gen_random_uuid(), 10, 'carol', 'open', 1, NULL)`, []string{"owner", "insert"}, refused},
 		{"the application inserts with no user set", "", `INSERT INTO crm.opportunity VALUES (gen_random_uuid(), 1, 'carol', 'open', 1, NULL)`, []string{"insert"}, allowed},
 		{"the application inserts for an unknown user", "nobody", `INSERT INTO crm.opportunity VALUES (gen_random_uuid(), 1, 'carol', 'open', 1, NULL)`, []string{"insert"}, allowed},
 	}
@@ -100,11 +101,10 @@ func TestRLSWriteGuard(t *testing.T) {
 	if err := b.admin.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgrelid = 'crm.opportunity'::regclass AND tgname = 'recalc_write_guard'`).Scan(&guards); err != nil || guards != 0 {
 		t.Errorf("after rls disable: %d write guards (%v), want none", guards, err)
 	}
-	b.exec(t, b.admin, `CREATE TRIGGER borrowed AFTER UPDATE ON crm.opportunity FOR EACH ROW
-		EXECUTE FUNCTION recalc.rls_write_guard('opportunity', 'id', 'owner_id', 'account_id', 'account', 'app.user_id')`)
+	b.exec(t, b.admin, `CREATE TRIGGER borrowed BEFORE UPDATE ON crm.opportunity FOR EACH ROW EXECUTE FUNCTION recalc.rls_write_guard('app.user_id')`)
 	_, err := b.admin.Exec(ctx, `UPDATE crm.opportunity SET stage = 'x' WHERE id = `+opp)
 	if pg.Code(err) != pg.InsufficientPrivilege {
-		t.Errorf("the guard as an AFTER trigger: %v, want refused (42501)", err)
+		t.Errorf("the guard as a BEFORE trigger: %v, want refused (42501)", err)
 	}
 }
 

@@ -227,7 +227,7 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
-	var owner, engine string
+	var owner, engine, view string
 	var bypass, blocked bool
 	if err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error {
 		if err := access.EnableRLS(ctx, tx, r); err != nil {
@@ -237,10 +237,17 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 		if owner, bypass, err = access.OwnerBypass(ctx, tx, r.Table); err != nil {
 			return err
 		}
+		if view, err = access.ViewBase(ctx, tx, r.Table); err != nil {
+			return err
+		}
 		engine, blocked, err = access.EngineBlocked(ctx, tx, r.Table)
 		return err
 	}); err != nil {
 		return err
+	}
+	if view != "" && (r.Write || r.InsertRole != "" || r.OwnerColumn != "") {
+		fmt.Fprintf(errOut, "warning: %s is a base table of object %s's attached view: the write guard knows no owner or parent column of it, "+
+			"so an editor may change them; add the trigger docs/rls.md gives (\"What the write policies do not check, and the write guard\")\n", r.Table, view)
 	}
 	if blocked {
 		fmt.Fprintf(errOut, "warning: %s is attached, and recalc's role %q can no longer read it to absorb its writes, which will wait: "+

@@ -1,0 +1,232 @@
+package attach_test
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/recalc-dev/recalc/internal/access"
+	"github.com/recalc-dev/recalc/internal/cli"
+	"github.com/recalc-dev/recalc/internal/dburl"
+	"github.com/recalc-dev/recalc/internal/pg"
+)
+
+// Attacks on the write guard (migration 034). Each test commits a write
+// made as the writer role under recalc's policies, lets recalc absorb it,
+// and fails when the writer ends with access the sharing model did not
+// give it.
+
+const (
+	guardOppB = "00000000-0000-0000-0000-00000000000b"
+	guardOppC = "00000000-0000-0000-0000-00000000000c"
+	guardCtc  = "00000000-0000-0000-0000-0000000000f1"
+)
+
+// commitAs runs stmts as role with app.user_id = user and commits.
+func (b *bundle) commitAs(t *testing.T, role, user string, stmts ...string) error {
+	t.Helper()
+	ctx := context.Background()
+	return pgx.BeginFunc(ctx, b.admin, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL ROLE `+ident(role)); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `SELECT set_config('app.user_id', $1, true)`, user); err != nil {
+			return err
+		}
+		for _, s := range stmts {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// noActionFKs makes the CRM's foreign keys to accounts the default
+// (NO ACTION), as most schemas declare them, and adds contact f1 (dave's)
+// under account 2.
+func noActionFKs(t *testing.T, b *bundle) {
+	t.Helper()
+	b.exec(t, b.app,
+		`ALTER TABLE crm.opportunity DROP CONSTRAINT opportunity_account_id_fkey,
+			ADD CONSTRAINT opportunity_account_id_fkey FOREIGN KEY (account_id) REFERENCES crm.account`,
+		`ALTER TABLE support."case" DROP CONSTRAINT case_account_id_fkey,
+			ADD CONSTRAINT case_account_id_fkey FOREIGN KEY (account_id) REFERENCES crm.account`,
+		`ALTER TABLE crm.contact_account DROP CONSTRAINT contact_account_account_id_fkey,
+			ADD CONSTRAINT contact_account_account_id_fkey FOREIGN KEY (account_id) REFERENCES crm.account`,
+		`INSERT INTO crm.contact VALUES ('`+guardCtc+`', 'dave', 'CTO', 'x@example.com')`,
+		`INSERT INTO crm.contact_account VALUES ('`+guardCtc+`', 2)`)
+	// bob edits account 2 through a team entry (edit, nothing on children).
+	if _, err := b.recalc("import", "--merge", tempFile(t, `{"teams": [{"record": "account:2", "user": "bob", "access": "edit"}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	b.run(t)
+}
+
+func wantLevels(t *testing.T, b *bundle, when string, want map[[2]string]string) {
+	t.Helper()
+	for k, w := range want {
+		if got := levelOf(t, b, k[0], k[1]); got != w {
+			t.Errorf("%s: %s has %s on %s, want %s", when, k[0], got, k[1], w)
+		}
+	}
+}
+
+// An editor (not owner) of account 2 deletes it and inserts a row with the
+// same id and itself as owner, in one statement (a NO ACTION foreign key
+// accepts the replacement row, so the children stay). The guard checks no
+// new row's id: the absorb sees account:2's owner change, and bob takes the
+// account with its children.
+func TestGuardAttackDeleteReinsertSameID(t *testing.T) {
+	t.Parallel()
+	b, role := setupWritePolicies(t)
+	noActionFKs(t, b)
+	pre := map[[2]string]string{
+		{"bob", "account:2"}: "edit", {"bob", "opportunity:" + guardOppB}: "none", {"bob", "contact:" + guardCtc}: "edit",
+	}
+	wantLevels(t, b, "premise", pre)
+	b.enablePolicies(t, protectedTables[0], access.RLS{Write: true, Force: true, OwnerColumn: "owner_id"})
+	// The plain owner change is refused.
+	if err := b.commitAs(t, role, "bob", `UPDATE crm.account SET owner_id = 'bob' WHERE id = 2`); err == nil {
+		t.Fatal("premise: the guard let bob change the owner")
+	}
+	err := b.commitAs(t, role, "bob", `WITH d AS (DELETE FROM crm.account WHERE id = 2 RETURNING *)
+		INSERT INTO crm.account (id, name, owner_id, industry, amount, vip, territories, updated_at)
+		SELECT id, name, 'bob', industry, amount, vip, territories, updated_at FROM d`)
+	if err != nil {
+		wantRefused(t, err)
+		return
+	}
+	b.run(t)
+	wantLevels(t, b, "after bob re-created account 2 as his", pre)
+}
+
+// The same with --write alone (no insert policy): an editor of account 2
+// who owns another account (4, no children) deletes 2 and gives 4 the id
+// 2 in one statement. The id change is judged by account 4 (all), never by
+// the record the new id names.
+func TestGuardAttackRenameIntoDeletedID(t *testing.T) {
+	t.Parallel()
+	b, role := setupWritePolicies(t)
+	b.exec(t, b.app, `INSERT INTO crm.account (id, name, owner_id) VALUES (4, 'Bobs', 'bob')`)
+	noActionFKs(t, b)
+	pre := map[[2]string]string{
+		{"bob", "account:2"}: "edit", {"bob", "opportunity:" + guardOppB}: "none", {"bob", "contact:" + guardCtc}: "edit",
+	}
+	wantLevels(t, b, "premise", pre)
+	b.enablePolicies(t, protectedTables[0], access.RLS{Write: true, Force: true})
+	err := b.commitAs(t, role, "bob", `WITH d AS (DELETE FROM crm.account WHERE id = 2 RETURNING id)
+		UPDATE crm.account a SET id = d.id FROM d WHERE a.id = 4`)
+	if err != nil {
+		wantRefused(t, err)
+		return
+	}
+	b.run(t)
+	wantLevels(t, b, "after bob renamed his account 4 to 2", pre)
+}
+
+// A parent not absorbed yet is exempt from the parent check, whoever owns
+// it: carol (owner of opportunity c, no access to bob's accounts) moves c
+// under the account bob created moments ago, before the absorb, and reads
+// it afterwards (implicit parent access). The foreign key is the CRM's.
+func TestGuardAttackParentNotAbsorbedYet(t *testing.T) {
+	t.Parallel()
+	b, role := setupWritePolicies(t)
+	b.enablePolicies(t, protectedTables[1], access.RLS{Write: true, Force: true, OwnerColumn: "owner_id"})
+	b.exec(t, b.app, `INSERT INTO crm.account (id, name, owner_id) VALUES (4, 'Bobs new', 'bob')`)
+	if err := b.commitAs(t, role, "carol", `UPDATE crm.opportunity SET account_id = 4 WHERE id = '`+guardOppC+`'`); err != nil {
+		wantRefused(t, err)
+		return
+	}
+	b.run(t)
+	wantLevels(t, b, "after carol moved opportunity c under bob's new account", map[[2]string]string{{"carol", "account:4"}: "none"})
+}
+
+// The guard's trigger arguments name the owner column; a rename followed
+// by `recalc attach` of the fixed spec (what the capture's error asks for)
+// leaves the guard comparing a column no row has: owner changes pass.
+func TestGuardAttackStaleAfterColumnRename(t *testing.T) {
+	t.Parallel()
+	b, role := setupWritePolicies(t)
+	b.enablePolicies(t, protectedTables[1], access.RLS{Write: true, Force: true})
+	b.exec(t, b.app, `ALTER TABLE crm.opportunity RENAME owner_id TO owner_user`)
+	b.mustAttach(t, `{"objects": [
+  {"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "parent": null,
+   "fields": ["industry", "amount", "vip"], "territories": "territories"},
+  {"object": "contact", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id", "parent": "account_id",
+   "fields": ["title"], "capture": [{"table": "crm.contact", "id": "id"}, {"table": "crm.contact_account", "id": "contact_id"}]},
+  {"object": "opportunity", "table": "crm.opportunity", "id": "id", "owner": "owner_user", "parent": "account_id", "fields": ["stage", "amount", "closes_on"]},
+  {"object": "case", "table": "support.case", "id": "id", "owner": "owner_id", "parent": "account_id", "fields": ["priority", "status"]}
+]}`)
+	b.run(t)
+	wantLevels(t, b, "premise", map[[2]string]string{{"frank", "opportunity:" + guardOppB}: "edit"})
+	if err := b.commitAs(t, role, "frank", `UPDATE crm.opportunity SET owner_user = 'frank' WHERE id = '`+guardOppB+`'`); err != nil {
+		wantRefused(t, err)
+		return
+	}
+	b.run(t)
+	wantLevels(t, b, "after frank set the renamed owner column", map[[2]string]string{{"frank", "opportunity:" + guardOppB}: "edit"})
+}
+
+// A view-attached object's base table: the guard knows no owner or parent
+// column of it (the view computes them), so an editor of contact f1 (bob,
+// through account 2) could take it by its owner column; rls enable says so
+// on standard error, and docs/rls.md gives the trigger the application adds.
+func TestGuardViewBaseTableWarns(t *testing.T) {
+	t.Parallel()
+	b, role := setupWritePolicies(t)
+	b.exec(t, b.admin, `GRANT SELECT, INSERT, UPDATE, DELETE ON crm.contact, crm.contact_account TO `+ident(role),
+		`GRANT `+ident(b.engineRole)+` TO `+ident(b.appRole))
+	var out, errOut bytes.Buffer
+	app := cli.App(&out, &errOut)
+	app.ExitErrHandler = func(*ucli.Context, error) {}
+	appMu.Lock()
+	err := app.RunContext(context.Background(), []string{"recalc", "--database-url", dburl.WithUser(b.url, b.appRole), "rls", "enable",
+		"--table", "crm.contact", "--object", "contact", "--user-setting", "app.user_id", "--write", "--force"})
+	appMu.Unlock()
+	if err != nil {
+		t.Fatalf("rls enable on the view's base table: %v (%s)", err, errOut.String())
+	}
+	if !strings.Contains(errOut.String(), "crm.contact is a base table of object contact's attached view: the write guard knows no owner or parent column of it") {
+		t.Errorf("rls enable --write on the contact view's base table warned %q, want it to say the guard cannot check it", errOut.String())
+	}
+}
+
+// A stored generated parent column is computed after BEFORE triggers: the
+// guard sees NULL for the new parent and skips the parent check. `recalc
+// attach` accepts such a column.
+func TestGuardAttackGeneratedParentColumn(t *testing.T) {
+	t.Parallel()
+	b, role := setupWritePolicies(t)
+	b.exec(t, b.app, `ALTER TABLE support."case" ADD COLUMN parent_acct bigint GENERATED ALWAYS AS (account_id) STORED`)
+	b.mustAttach(t, `{"objects": [
+  {"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "parent": null,
+   "fields": ["industry", "amount", "vip"], "territories": "territories"},
+  {"object": "contact", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id", "parent": "account_id",
+   "fields": ["title"], "capture": [{"table": "crm.contact", "id": "id"}, {"table": "crm.contact_account", "id": "contact_id"}]},
+  {"object": "opportunity", "table": "crm.opportunity", "id": "id", "owner": "owner_id", "parent": "account_id", "fields": ["stage", "amount", "closes_on"]},
+  {"object": "case", "table": "support.case", "id": "id", "owner": "owner_id", "parent": "parent_acct", "fields": ["priority", "status"]}
+]}`)
+	b.run(t)
+	b.enablePolicies(t, protectedTables[2], access.RLS{Write: true, Force: true, OwnerColumn: "owner_id"})
+	wantLevels(t, b, "premise", map[[2]string]string{{"carol", "account:1"}: "none", {"carol", "case:3"}: "all"})
+	if err := b.commitAs(t, role, "carol", `UPDATE support."case" SET account_id = 1 WHERE id = 3`); err != nil {
+		wantRefused(t, err)
+		return
+	}
+	b.run(t)
+	wantLevels(t, b, "after carol moved case 3 under account 1", map[[2]string]string{{"carol", "account:1"}: "none"})
+}
+
+// wantRefused fails unless err is the guard's refusal (42501): any other
+// error would mean the attack was not tried.
+func wantRefused(t *testing.T, err error) {
+	t.Helper()
+	if pg.Code(err) != pg.InsufficientPrivilege {
+		t.Fatalf("the attack failed otherwise than by the guard's refusal: %v", err)
+	}
+}
