@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode/utf8"
 )
 
 // Limits bound the size and the cost of a model file, which is untrusted
@@ -179,17 +180,28 @@ func limitErr(limit string, max int64, msg string) *LimitError {
 }
 
 // idOK reports whether an id or keyword is within the limit.
-func (l *Limits) idOK(s string) bool { return l.IDBytes == 0 || int64(len(s)) <= l.IDBytes }
+func (l *Limits) idOK(s string) bool {
+	return (l.IDBytes == 0 || int64(len(s)) <= l.IDBytes) && !strings.ContainsRune(s, 0)
+}
 
 // valueOK reports whether a value is within the limit.
 func (l *Limits) valueOK(v Value) bool {
-	return v.Kind != String || l.ValueBytes == 0 || int64(len(v.Str)) <= l.ValueBytes
+	return v.Kind != String || (l.ValueBytes == 0 || int64(len(v.Str)) <= l.ValueBytes) && !strings.ContainsRune(v.Str, 0)
+}
+
+// errNUL is the error of a string holding U+0000, which PostgreSQL cannot
+// store in text or jsonb.
+func errNUL(what string) error {
+	return fmt.Errorf("%s holds the character \\u0000, which PostgreSQL cannot store: remove it", what)
 }
 
 // checkID bounds an id or keyword; what names it, as "parent" or "member 3".
 func (l *Limits) checkID(what, s string) error {
-	if l.idOK(s) {
+	switch {
+	case l.idOK(s):
 		return nil
+	case strings.ContainsRune(s, 0):
+		return errNUL(what)
 	}
 	return over(int64(len(s)), l.IDBytes, LimitIDBytes, fmt.Sprintf("%s is %d bytes long", what, len(s)), "bytes")
 }
@@ -226,8 +238,11 @@ func (l *Limits) checkGrantee(what, s string) error {
 
 // checkValue bounds a string value. The message never shows the value.
 func (l *Limits) checkValue(what string, v Value) error {
-	if l.valueOK(v) {
+	switch {
+	case l.valueOK(v):
 		return nil
+	case strings.ContainsRune(v.Str, 0):
+		return errNUL(what)
 	}
 	return over(int64(len(v.Str)), l.ValueBytes, LimitValueBytes, fmt.Sprintf("%s is a string of %d bytes", what, len(v.Str)), "bytes")
 }
@@ -244,6 +259,10 @@ type capReader struct {
 	window  int64        // absolute offset not to read past; < 0: none
 	winErr  func() error // what reading past window reports, built only then
 	tripped error        // the limit error last returned, reset by arm
+	// tail is the start of a UTF-8 sequence the last read cut: every byte
+	// must be UTF-8, or encoding/json would read it as U+FFFD, and two
+	// ids that differ only there would read alike.
+	tail []byte
 }
 
 func (c *capReader) Read(p []byte) (int, error) {
@@ -269,7 +288,42 @@ func (c *capReader) Read(p []byte) (int, error) {
 		c.tripped = c.fileErr
 		return 0, c.fileErr
 	}
+	if uerr := c.checkUTF8(p[:k], err == io.EOF); uerr != nil {
+		c.tripped = uerr
+		return 0, uerr
+	}
 	return k, err
+}
+
+// checkUTF8 fails when the bytes read so far, b the last of them, are not
+// UTF-8, but for a sequence b ends in the middle of, unless at the end.
+func (c *capReader) checkUTF8(b []byte, end bool) error {
+	buf := b
+	if len(c.tail) > 0 { // a few bytes: copy them before the read
+		buf = append(c.tail, b...)
+	}
+	cut := len(buf)
+	for i := len(buf) - 1; i >= 0 && i >= len(buf)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(buf[i]) {
+			if !utf8.FullRune(buf[i:]) && !end {
+				cut = i
+			}
+			break
+		}
+	}
+	if !utf8.Valid(buf[:cut]) {
+		i := 0
+		for i < cut {
+			r, size := utf8.DecodeRune(buf[i:cut])
+			if r == utf8.RuneError && size == 1 {
+				break
+			}
+			i += size
+		}
+		return fmt.Errorf("model file: byte %d is not UTF-8: save the file as UTF-8", c.n-int64(len(buf))+int64(i)+1)
+	}
+	c.tail = append(c.tail[:0], buf[cut:]...)
+	return nil
 }
 
 // arm sets the window: no reading past offset at (none when at < 0); err

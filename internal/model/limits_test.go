@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -311,5 +312,45 @@ func TestObjectDepthIsBounded(t *testing.T) {
 	_, err := chain(MaxObjectDepth + 1).ValidateLimited(Limits{})
 	if err == nil || !strings.Contains(err.Error(), "fixed limit") {
 		t.Fatalf("%d levels: got %v, want the fixed depth limit", MaxObjectDepth+1, err)
+	}
+}
+
+// TestUntrustedText: a file must be UTF-8, byte for byte (encoding/json
+// would read a stray byte as U+FFFD, so that "z\xff" and "z\xfe" read as
+// the same id), and no id or string value may hold U+0000 (PostgreSQL
+// stores neither in text nor in jsonb); each is refused with one message
+// naming the byte or the entry. Read a byte at a time too, so that a
+// character split across reads is told from a broken one.
+func TestUntrustedText(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, doc, want string // want: "" to accept
+	}{
+		{"a character of 2, 3 and 4 bytes", `{"users":[{"id":"é€😀"}]}`, ""},
+		{"U+FFFD written as such", `{"users":[{"id":"\uFFFD�"}]}`, ""},
+		{"a stray byte in an id", "{\"users\":[{\"id\":\"z\xff\"}]}", "model file: byte 19 is not UTF-8"},
+		{"a character cut by the end of the file", "{\"users\":[{\"id\":\"z\xe2\x82", "byte 19 is not UTF-8"},
+		{"a character cut by a quote", "{\"users\":[{\"id\":\"z\xe2\x82\"}]}", "byte 19 is not UTF-8"},
+		{"a broken character in a field value", "{" + account + ",\"users\":[{\"id\":\"u1\"}],\"records\":[{\"object\":\"account\",\"id\":\"a1\",\"owner\":\"u1\",\"fields\":{\"f\":\"\xe2\x28\xa1\"}}]}", "is not UTF-8"},
+		{"U+0000 in a user id", `{"users":[{"id":"u\u0000"}]}`, `user "u\x00": id holds the character \u0000`},
+		{"U+0000 in a field name", `{` + account + `,"users":[{"id":"u1"}],"records":[{"object":"account","id":"a1","owner":"u1","fields":{"f\u0000":1}}]}`, `a field name holds the character \u0000`},
+		{"U+0000 in a field value", `{` + account + `,"users":[{"id":"u1"}],"records":[{"object":"account","id":"a1","owner":"u1","fields":{"f":"\u0000"}}]}`, `field "f" holds the character \u0000`},
+	} {
+		for _, oneByte := range []bool{false, true} {
+			var r io.Reader = strings.NewReader(tc.doc)
+			if oneByte {
+				r = iotest.OneByteReader(r)
+			}
+			f, err := DecodeLimited(r, Sink{}, DefaultLimits())
+			if err == nil {
+				_, err = f.Config.ValidateLimited(DefaultLimits())
+			}
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("%s (one byte at a time: %v): %v, want it accepted", tc.name, oneByte, err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("%s (one byte at a time: %v): %v, want an error containing %q", tc.name, oneByte, err, tc.want)
+			}
+		}
 	}
 }
