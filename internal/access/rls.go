@@ -61,8 +61,9 @@ const (
 	policyOwnerChange = "recalc_owner_change"
 	// writeGuard is the row trigger that sees a write's old and new rows
 	// (migration 034): on an attached table under a write policy, changing
-	// a row's id or owner needs all access, and a new or changed parent
-	// must be readable.
+	// a row's id or owner, or giving a row the id of a record recalc still
+	// holds, needs all access, and a new or changed parent must be
+	// readable.
 	writeGuard = "recalc_write_guard"
 )
 
