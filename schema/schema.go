@@ -13,7 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -76,7 +75,7 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied int, err error) {
 			return applied, err
 		}
 		if try == migrateTries {
-			return 0, fmt.Errorf("migrate: %d tries timed out waiting for a lock: another session holds a lock on recalc's tables "+
+			return 0, fmt.Errorf("migrate: %d tries timed out waiting for a lock, or deadlocked: another session holds a lock on recalc's tables "+
 				"(a long transaction, a feed reader, a running job): retry when it ends; "+
 				"application writes to attached tables are not blocked meanwhile: %w", try, err)
 		}
@@ -190,6 +189,18 @@ func waitForWork(ctx context.Context, tx pgx.Tx) error {
 	return nil
 }
 
+// LockModel takes the model lock (locks.Model), held until tx ends, then
+// checks the schema version (Check): Migrate takes the lock too, so a
+// writer of the stored model or the share tables that waited behind a
+// newer recalc's migration stops rather than write into a schema it does
+// not know.
+func LockModel(ctx context.Context, tx pgx.Tx) error {
+	if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
+		return err
+	}
+	return Check(ctx, tx)
+}
+
 // VersionError says that this binary and the database's recalc schema
 // disagree: the schema is missing or older (`recalc init` creates or
 // upgrades it), or newer (a newer recalc upgraded it, and only that one
@@ -209,18 +220,20 @@ func (e *VersionError) Error() string {
 	return fmt.Sprintf("its recalc schema is at version %d, this recalc needs %d: run `recalc init` to upgrade", e.Current, e.Want)
 }
 
-// Latest is the version of the newest migration: the schema this binary needs.
-func Latest() int { return latest() }
-
-// latest reads the embedded migrations once: the engine checks the version
-// at every plan and live step.
-var latest = sync.OnceValue(func() int {
-	ms, err := Migrations()
-	if err != nil {
-		return 0
+// Latest is the version of the newest migration: the schema this binary
+// needs. The engine asks at every plan, live step and chunk, so it reads the
+// migrations' names only.
+func Latest() int {
+	names, _ := fs.Glob(migrations, "*.up.sql")
+	latest := 0
+	for _, n := range names {
+		num, _, _ := strings.Cut(n, "_")
+		if v, err := strconv.Atoi(num); err == nil {
+			latest = max(latest, v)
+		}
 	}
-	return latestOf(ms)
-})
+	return latest
+}
 
 func latestOf(ms []Migration) int {
 	if len(ms) == 0 {

@@ -250,12 +250,14 @@ func (r *RLS) policies(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, col *
 // policyComment labels the read policy with the schema version of its set.
 func policyComment() string { return fmt.Sprintf("recalc policies, schema version %d", PolicyVersion) }
 
-// OutdatedPolicies lists the tables whose recalc policies an earlier schema
-// version installed: `recalc rls enable` on each brings them up to date.
+// OutdatedPolicies lists the tables with recalc write policies that an
+// earlier schema version installed (the read policy alone has not changed
+// since): `recalc rls enable` on each brings them up to date.
 func OutdatedPolicies(ctx context.Context, q pg.Querier) ([]string, error) {
 	rows, err := q.Query(ctx, `SELECT p.polrelid::regclass::text FROM pg_catalog.pg_policy p
 		WHERE p.polname = $1 AND coalesce(pg_catalog.obj_description(p.oid, 'pg_policy'), '') <> $2
-		ORDER BY 1`, PolicyName, policyComment())
+		  AND EXISTS (SELECT 1 FROM pg_catalog.pg_policy w WHERE w.polrelid = p.polrelid AND w.polname = ANY ($3))
+		ORDER BY 1`, PolicyName, policyComment(), []string{policyUpdate, policyInsert, policyOwner})
 	if err != nil {
 		return nil, fmt.Errorf("list row-level security policies: %w", err)
 	}
@@ -530,4 +532,27 @@ func ViewBase(ctx context.Context, tx pgx.Tx, table string) (string, error) {
 		return "", fmt.Errorf("look up the views attached over %s: %w", table, err)
 	}
 	return object, nil
+}
+
+// ParentWithoutKey returns the parent object of the object attached to
+// table when the table's parent column has no foreign key to the parent's
+// attached table ("" otherwise): without one, a user may leave a child
+// under a parent id that no longer exists, and gain read of whatever record
+// later takes that id (implicit parent access).
+func ParentWithoutKey(ctx context.Context, tx pgx.Tx, table string) (string, error) {
+	tbl, err := resolveTable(ctx, tx, table)
+	if err != nil {
+		return "", err
+	}
+	var parent string
+	err = tx.QueryRow(ctx, `SELECT coalesce(min(a.parent_object), '')
+		FROM recalc.attachment a JOIN recalc.attachment p ON p.object = a.parent_object AND NOT p.is_view
+		WHERE a.relid = pg_catalog.to_regclass($1) AND NOT a.is_view AND NOT EXISTS (
+		    SELECT 1 FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_attribute k ON k.attrelid = c.conrelid AND k.attnum = c.conkey[1]
+		    WHERE c.conrelid = a.relid AND c.contype = 'f' AND c.confrelid = p.relid AND cardinality(c.conkey) = 1 AND k.attname = a.parent_col)`,
+		tbl.Sanitize()).Scan(&parent)
+	if err != nil {
+		return "", fmt.Errorf("look up the foreign key of %s's parent column: %w", table, err)
+	}
+	return parent, nil
 }

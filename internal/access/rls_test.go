@@ -772,17 +772,19 @@ func (b *bundle) rolledBack(t *testing.T, sql string) error {
 }
 
 // TestOutdatedPolicies: rls enable labels its policies with the schema
-// version of their set; recalc init names the tables whose policies an
-// earlier version installed (unlabelled, or labelled for another version),
-// and rls enable again brings them up to date.
+// version of their set; recalc init names the tables whose write policies
+// an earlier version installed (unlabelled, or labelled for another
+// version), not those with the read policy alone, and rls enable again
+// brings them up to date.
 func TestOutdatedPolicies(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.model(t, privateAccounts)
-	b.exec(t, `CREATE TABLE app (id text)`, `CREATE TABLE other (id text)`)
+	b.exec(t, `CREATE TABLE app (id text)`, `CREATE TABLE other (id text)`, `CREATE TABLE readonly (id text)`)
 	enable := func(table string) {
 		b.tx(t, func(tx pgx.Tx) error {
-			return access.EnableRLS(b.ctx, tx, &access.RLS{Table: table, Object: "account", IDColumn: "id", UserSetting: "app.user_id"})
+			return access.EnableRLS(b.ctx, tx, &access.RLS{Table: table, Object: "account", IDColumn: "id", UserSetting: "app.user_id",
+				Write: table != "readonly"})
 		})
 	}
 	outdated := func() []string {
@@ -795,10 +797,12 @@ func TestOutdatedPolicies(t *testing.T) {
 	}
 	enable("app")
 	enable("other")
+	enable("readonly")
 	if got := outdated(); len(got) != 0 {
 		t.Fatalf("just enabled: outdated %v, want none", got)
 	}
-	b.exec(t, `COMMENT ON POLICY recalc_read ON app IS NULL`, `COMMENT ON POLICY recalc_read ON other IS 'recalc policies, schema version 1'`)
+	b.exec(t, `COMMENT ON POLICY recalc_read ON app IS NULL`, `COMMENT ON POLICY recalc_read ON other IS 'recalc policies, schema version 1'`,
+		`COMMENT ON POLICY recalc_read ON readonly IS NULL`)
 	if got := outdated(); !slices.Equal(got, []string{"app", "other"}) {
 		t.Errorf("policies of earlier versions: outdated %v, want app and other", got)
 	}

@@ -13,9 +13,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/recalc-dev/recalc/internal/changes"
-	"github.com/recalc-dev/recalc/internal/locks"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/schema"
 )
 
 // Status says what Apply or Detach did to an object.
@@ -85,7 +85,7 @@ func Apply(ctx context.Context, pool *pgxpool.Pool, spec *Spec) ([]Change, error
 // and job creation wait for it), with the stored attachments.
 func inModelLock(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx, have map[string]stored) error) error {
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
+		if err := schema.LockModel(ctx, tx); err != nil {
 			return err
 		}
 		have, err := storedFingerprints(ctx, tx)

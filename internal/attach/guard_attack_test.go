@@ -78,9 +78,9 @@ func wantLevels(t *testing.T, b *bundle, when string, want map[[2]string]string)
 
 // An editor (not owner) of account 2 deletes it and inserts a row with the
 // same id and itself as owner, in one statement (a NO ACTION foreign key
-// accepts the replacement row, so the children stay). The guard checks no
-// new row's id: the absorb sees account:2's owner change, and bob takes the
-// account with its children.
+// accepts the replacement row, so the children stay): absorbed, the owner
+// change of account:2 would give bob the account with its children. The
+// guard refuses a row taking a held record's id below all.
 func TestGuardAttackDeleteReinsertSameID(t *testing.T) {
 	t.Parallel()
 	b, role := setupWritePolicies(t)
@@ -107,8 +107,8 @@ func TestGuardAttackDeleteReinsertSameID(t *testing.T) {
 
 // The same with --write alone (no insert policy): an editor of account 2
 // who owns another account (4, no children) deletes 2 and gives 4 the id
-// 2 in one statement. The id change is judged by account 4 (all), never by
-// the record the new id names.
+// 2 in one statement. Judged by account 4 (all) alone, the id change would
+// pass; the guard also judges it by the record the new id names.
 func TestGuardAttackRenameIntoDeletedID(t *testing.T) {
 	t.Parallel()
 	b, role := setupWritePolicies(t)
@@ -129,10 +129,11 @@ func TestGuardAttackRenameIntoDeletedID(t *testing.T) {
 	wantLevels(t, b, "after bob renamed his account 4 to 2", pre)
 }
 
-// A parent not absorbed yet is exempt from the parent check, whoever owns
-// it: carol (owner of opportunity c, no access to bob's accounts) moves c
-// under the account bob created moments ago, before the absorb, and reads
-// it afterwards (implicit parent access). The foreign key is the CRM's.
+// A parent not absorbed yet: carol (owner of opportunity c, no access to
+// bob's accounts) moves c under the account bob created moments ago, before
+// the absorb, to read it afterwards (implicit parent access). The guard
+// exempts such a parent only when the user owns its row. The foreign key
+// is the CRM's.
 func TestGuardAttackParentNotAbsorbedYet(t *testing.T) {
 	t.Parallel()
 	b, role := setupWritePolicies(t)
@@ -146,9 +147,10 @@ func TestGuardAttackParentNotAbsorbedYet(t *testing.T) {
 	wantLevels(t, b, "after carol moved opportunity c under bob's new account", map[[2]string]string{{"carol", "account:4"}: "none"})
 }
 
-// The guard's trigger arguments name the owner column; a rename followed
-// by `recalc attach` of the fixed spec (what the capture's error asks for)
-// leaves the guard comparing a column no row has: owner changes pass.
+// A rename of the owner column, then `recalc attach` of the fixed spec
+// (what the capture's error asks for): a guard that kept the old column
+// name would compare a column no row has, and let owner changes pass. The
+// guard reads the attachment as it runs.
 func TestGuardAttackStaleAfterColumnRename(t *testing.T) {
 	t.Parallel()
 	b, role := setupWritePolicies(t)
@@ -179,26 +181,35 @@ func TestGuardAttackStaleAfterColumnRename(t *testing.T) {
 func TestGuardViewBaseTableWarns(t *testing.T) {
 	t.Parallel()
 	b, role := setupWritePolicies(t)
-	b.exec(t, b.admin, `GRANT SELECT, INSERT, UPDATE, DELETE ON crm.contact, crm.contact_account TO `+ident(role),
-		`GRANT `+ident(b.engineRole)+` TO `+ident(b.appRole))
-	var out, errOut bytes.Buffer
-	app := cli.App(&out, &errOut)
-	app.ExitErrHandler = func(*ucli.Context, error) {}
-	appMu.Lock()
-	err := app.RunContext(context.Background(), []string{"recalc", "--database-url", dburl.WithUser(b.url, b.appRole), "rls", "enable",
-		"--table", "crm.contact", "--object", "contact", "--user-setting", "app.user_id", "--write", "--force"})
-	appMu.Unlock()
-	if err != nil {
-		t.Fatalf("rls enable on the view's base table: %v (%s)", err, errOut.String())
-	}
-	if !strings.Contains(errOut.String(), "crm.contact is a base table of object contact's attached view: the write guard knows no owner or parent column of it") {
-		t.Errorf("rls enable --write on the contact view's base table warned %q, want it to say the guard cannot check it", errOut.String())
+	b.exec(t, b.admin, `GRANT SELECT, INSERT, UPDATE, DELETE ON crm.contact, crm.contact_account TO `+ident(role))
+	warned := b.rlsEnableWarnings(t, "--table", "crm.contact", "--object", "contact", "--write")
+	if !strings.Contains(warned, "crm.contact is a base table of object contact's attached view: the write guard knows no owner or parent column of it") {
+		t.Errorf("rls enable --write on the contact view's base table warned %q, want it to say the guard cannot check it", warned)
 	}
 }
 
-// A stored generated parent column is computed after BEFORE triggers: the
-// guard sees NULL for the new parent and skips the parent check. `recalc
-// attach` accepts such a column.
+// rlsEnableWarnings runs `recalc rls enable` with args (and a user setting,
+// --force) as the tables' owner, with the engine's role granted as
+// docs/rls.md says, and returns what it wrote on standard error.
+func (b *bundle) rlsEnableWarnings(t *testing.T, args ...string) string {
+	t.Helper()
+	b.exec(t, b.admin, `GRANT `+ident(b.engineRole)+` TO `+ident(b.appRole))
+	var out, errOut bytes.Buffer
+	app := cli.App(&out, &errOut)
+	app.ExitErrHandler = func(*ucli.Context, error) {}
+	argv := append([]string{"recalc", "--database-url", dburl.WithUser(b.url, b.appRole), "rls", "enable", "--user-setting", "app.user_id", "--force"}, args...)
+	appMu.Lock()
+	err := app.RunContext(context.Background(), argv)
+	appMu.Unlock()
+	if err != nil {
+		t.Fatalf("rls enable %v: %v (%s)", args, err, errOut.String())
+	}
+	return errOut.String()
+}
+
+// A stored generated parent column is computed after BEFORE triggers: a
+// BEFORE trigger would see NULL for the new parent and skip the parent
+// check (`recalc attach` accepts such a column). The guard runs AFTER.
 func TestGuardAttackGeneratedParentColumn(t *testing.T) {
 	t.Parallel()
 	b, role := setupWritePolicies(t)

@@ -203,7 +203,7 @@ func rlsEnableCommand(out, errOut io.Writer) *cli.Command {
 			&cli.BoolFlag{Name: "user-from-role", Usage: "take the user id from current_user, not from a setting"},
 			&cli.StringFlag{Name: "id-column", Value: "id", Usage: "column holding the record id"},
 			&cli.BoolFlag{Name: "write", Usage: "also install UPDATE and DELETE policies: rows the user may edit (on an attached table, an owner or id change needs all, and a parent must be readable)"},
-			&cli.StringFlag{Name: "insert-role", Usage: "role that may INSERT any row (the application's role)"},
+			&cli.StringFlag{Name: "insert-role", Usage: "role that may INSERT any row (the application's role; it needs recalc grant reader, and on an attached table the write guard checks its rows)"},
 			&cli.StringFlag{Name: "owner-column", Usage: "column holding the row owner's user id: owners may read and change their rows"},
 			&cli.BoolFlag{Name: "force", Usage: "apply the policies to the table's owner too (FORCE ROW LEVEL SECURITY)"},
 			&cli.BoolFlag{Name: "per-user-plans", Usage: "plan each query for its user: a selective user's rows are fetched by id (see the description)"},
@@ -227,7 +227,7 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
-	var owner, engine, view string
+	var owner, engine, view, parent string
 	var bypass, blocked bool
 	if err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error {
 		if err := access.EnableRLS(ctx, tx, r); err != nil {
@@ -240,14 +240,20 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 		if view, err = access.ViewBase(ctx, tx, r.Table); err != nil {
 			return err
 		}
+		if parent, err = access.ParentWithoutKey(ctx, tx, r.Table); err != nil {
+			return err
+		}
 		engine, blocked, err = access.EngineBlocked(ctx, tx, r.Table)
 		return err
 	}); err != nil {
 		return err
 	}
-	if view != "" && (r.Write || r.InsertRole != "" || r.OwnerColumn != "") {
+	if writes := r.Write || r.InsertRole != "" || r.OwnerColumn != ""; writes && view != "" {
 		fmt.Fprintf(errOut, "warning: %s is a base table of object %s's attached view: the write guard knows no owner or parent column of it, "+
 			"so an editor may change them; add the trigger docs/rls.md gives (\"What the write policies do not check, and the write guard\")\n", r.Table, view)
+	} else if writes && parent != "" {
+		fmt.Fprintf(errOut, "warning: %s's parent column has no foreign key to the table of %s: a user may leave a row under a %s that no longer exists "+
+			"and read whatever record later takes its id; declare the foreign key (docs/rls.md, \"What the write policies do not check, and the write guard\")\n", r.Table, parent, parent)
 	}
 	if blocked {
 		fmt.Fprintf(errOut, "warning: %s is attached, and recalc's role %q can no longer read it to absorb its writes, which will wait: "+

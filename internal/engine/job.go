@@ -57,10 +57,7 @@ func tryCreateJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zero
 	var job *queue.Job
 	var pl *Planned
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
-			return err
-		}
-		if err := schema.Check(ctx, tx); err != nil { // a newer recalc upgraded it
+		if err := schema.LockModel(ctx, tx); err != nil {
 			return err
 		}
 		var err error

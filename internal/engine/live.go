@@ -13,7 +13,6 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/changes"
 	"github.com/recalc-dev/recalc/internal/feed"
-	"github.com/recalc-dev/recalc/internal/locks"
 	"github.com/recalc-dev/recalc/internal/planner"
 	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/sharetable"
@@ -164,10 +163,7 @@ func (l *Live) fast(ctx context.Context, tx pgx.Tx, rep *LiveReport) error {
 			return err
 		}
 	}
-	if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
-		return err
-	}
-	if err := schema.Check(ctx, tx); err != nil { // a newer recalc upgraded it
+	if err := schema.LockModel(ctx, tx); err != nil {
 		return err
 	}
 	if job, err := queue.Unfinished(ctx, tx); err != nil || job != nil {

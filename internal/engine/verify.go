@@ -12,13 +12,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/changes"
-	"github.com/recalc-dev/recalc/internal/locks"
 	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/sharetable"
 	"github.com/recalc-dev/recalc/internal/sharing"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/workers"
+	"github.com/recalc-dev/recalc/schema"
 )
 
 // VerifyOptions tune a verification.
@@ -199,7 +199,7 @@ func (v *verification) diffFamilies(ctx context.Context, tx pgx.Tx, roots []stri
 	var rids []int64
 	var err error
 	if v.opt.Repair {
-		if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
+		if err := schema.LockModel(ctx, tx); err != nil {
 			return nil, err
 		}
 		rids, err = sharetable.LockFamilies(ctx, tx, roots)
@@ -222,7 +222,7 @@ func (v *verification) closure(ctx context.Context, pool *pgxpool.Pool) (missing
 		}
 		missing, extra = diff.Missing(), diff.Extra()
 		if v.opt.Repair && missing+extra > 0 {
-			if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
+			if err := schema.LockModel(ctx, tx); err != nil {
 				return err
 			}
 			_, err = diff.Apply(ctx, tx)

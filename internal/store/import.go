@@ -14,9 +14,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/changes"
-	"github.com/recalc-dev/recalc/internal/locks"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/queue"
+	"github.com/recalc-dev/recalc/schema"
 )
 
 // analyzeAbove is how many rows of a table an import writes before it
@@ -168,7 +168,7 @@ func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, log
 // recalculation job is unfinished, as Salesforce refuses sharing changes
 // during one: the job computes from the configuration it planned.
 func lockModel(ctx context.Context, tx pgx.Tx) error {
-	if err := locks.XactLock(ctx, tx, locks.Model); err != nil {
+	if err := schema.LockModel(ctx, tx); err != nil {
 		return err
 	}
 	job, err := queue.Unfinished(ctx, tx)
