@@ -76,57 +76,46 @@ func wantLevels(t *testing.T, b *bundle, when string, want map[[2]string]string)
 	}
 }
 
-// An editor (not owner) of account 2 deletes it and inserts a row with the
-// same id and itself as owner, in one statement (a NO ACTION foreign key
+// An editor (not owner) of account 2, bob, deletes it and writes another
+// row under its id, as his, in one statement (a NO ACTION foreign key
 // accepts the replacement row, so the children stay): absorbed, the owner
-// change of account:2 would give bob the account with its children. The
-// guard refuses a row taking a held record's id below all.
-func TestGuardAttackDeleteReinsertSameID(t *testing.T) {
+// change of account:2 would give him the account with its children. Two
+// ways: an insert through the owner policy; with --write alone, renaming
+// his own account 4 (no children) to 2, which judged by account 4 (all)
+// alone would pass. The guard refuses a row taking a held record's id
+// below all.
+func TestGuardAttackTakeDeletedID(t *testing.T) {
 	t.Parallel()
-	b, role := setupWritePolicies(t)
-	noActionFKs(t, b)
-	pre := map[[2]string]string{
-		{"bob", "account:2"}: "edit", {"bob", "opportunity:" + guardOppB}: "none", {"bob", "contact:" + guardCtc}: "edit",
+	for _, tc := range []struct {
+		name   string
+		policy access.RLS
+		attack string
+	}{
+		{"insert as owner", access.RLS{Write: true, Force: true, OwnerColumn: "owner_id"}, `WITH d AS (DELETE FROM crm.account WHERE id = 2 RETURNING *)
+			INSERT INTO crm.account (id, name, owner_id, industry, amount, vip, territories, updated_at)
+			SELECT id, name, 'bob', industry, amount, vip, territories, updated_at FROM d`},
+		{"rename own account", access.RLS{Write: true, Force: true}, `WITH d AS (DELETE FROM crm.account WHERE id = 2 RETURNING id)
+			UPDATE crm.account a SET id = d.id FROM d WHERE a.id = 4`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b, role := setupWritePolicies(t)
+			b.exec(t, b.app, `INSERT INTO crm.account (id, name, owner_id) VALUES (4, 'Bobs', 'bob')`)
+			noActionFKs(t, b)
+			pre := map[[2]string]string{
+				{"bob", "account:2"}: "edit", {"bob", "opportunity:" + guardOppB}: "none", {"bob", "contact:" + guardCtc}: "edit",
+			}
+			wantLevels(t, b, "premise", pre)
+			b.enablePolicies(t, protectedTables[0], tc.policy)
+			wantRefused(t, b.commitAs(t, role, "bob", `UPDATE crm.account SET owner_id = 'bob' WHERE id = 2`))
+			if err := b.commitAs(t, role, "bob", tc.attack); err != nil {
+				wantRefused(t, err)
+				return
+			}
+			b.run(t)
+			wantLevels(t, b, "after bob's row took account 2's id", pre)
+		})
 	}
-	wantLevels(t, b, "premise", pre)
-	b.enablePolicies(t, protectedTables[0], access.RLS{Write: true, Force: true, OwnerColumn: "owner_id"})
-	// The plain owner change is refused.
-	if err := b.commitAs(t, role, "bob", `UPDATE crm.account SET owner_id = 'bob' WHERE id = 2`); err == nil {
-		t.Fatal("premise: the guard let bob change the owner")
-	}
-	err := b.commitAs(t, role, "bob", `WITH d AS (DELETE FROM crm.account WHERE id = 2 RETURNING *)
-		INSERT INTO crm.account (id, name, owner_id, industry, amount, vip, territories, updated_at)
-		SELECT id, name, 'bob', industry, amount, vip, territories, updated_at FROM d`)
-	if err != nil {
-		wantRefused(t, err)
-		return
-	}
-	b.run(t)
-	wantLevels(t, b, "after bob re-created account 2 as his", pre)
-}
-
-// The same with --write alone (no insert policy): an editor of account 2
-// who owns another account (4, no children) deletes 2 and gives 4 the id
-// 2 in one statement. Judged by account 4 (all) alone, the id change would
-// pass; the guard also judges it by the record the new id names.
-func TestGuardAttackRenameIntoDeletedID(t *testing.T) {
-	t.Parallel()
-	b, role := setupWritePolicies(t)
-	b.exec(t, b.app, `INSERT INTO crm.account (id, name, owner_id) VALUES (4, 'Bobs', 'bob')`)
-	noActionFKs(t, b)
-	pre := map[[2]string]string{
-		{"bob", "account:2"}: "edit", {"bob", "opportunity:" + guardOppB}: "none", {"bob", "contact:" + guardCtc}: "edit",
-	}
-	wantLevels(t, b, "premise", pre)
-	b.enablePolicies(t, protectedTables[0], access.RLS{Write: true, Force: true})
-	err := b.commitAs(t, role, "bob", `WITH d AS (DELETE FROM crm.account WHERE id = 2 RETURNING id)
-		UPDATE crm.account a SET id = d.id FROM d WHERE a.id = 4`)
-	if err != nil {
-		wantRefused(t, err)
-		return
-	}
-	b.run(t)
-	wantLevels(t, b, "after bob renamed his account 4 to 2", pre)
 }
 
 // A parent not absorbed yet: carol (owner of opportunity c, no access to
