@@ -85,17 +85,23 @@ func Parse(r io.Reader) (*Model, *File, error) {
 // It applies no Limits: it is for trusted input, such as the stored
 // configuration; untrusted files go through DecodeLimited.
 func Decode(r io.Reader, sink Sink) (*File, error) {
-	return DecodeLimited(r, sink, Limits{})
+	return decode(r, sink, Limits{}, false)
 }
 
-// DecodeLimited is Decode within lim: the file's size, the configuration
-// sections' size, each entry's size as written, and each entry's strings,
-// conditions and filter logic. It reads past no limit by more than a read
-// buffer, so a huge value is refused, not buffered. Counts and depths, which
-// need the whole configuration, are Config.ValidateLimited's.
+// DecodeLimited is Decode for an untrusted file, within lim: the file's
+// size, the configuration sections' size, each entry's size as written, and
+// each entry's strings, conditions and filter logic. It reads past no limit
+// by more than a read buffer, so a huge value is refused, not buffered.
+// Counts and depths, which need the whole configuration, are
+// Config.ValidateLimited's. Whatever the limits (0 lifts one), the file must
+// be UTF-8 and its keys exact and unique (keys.go).
 func DecodeLimited(r io.Reader, sink Sink, lim Limits) (*File, error) {
+	return decode(r, sink, lim, true)
+}
+
+func decode(r io.Reader, sink Sink, lim Limits, untrusted bool) (*File, error) {
 	d := &decoder{lim: &lim, sink: sink, configLeft: lim.ConfigBytes}
-	if lim.FileBytes > 0 || lim.ConfigBytes > 0 || lim.EntryBytes > 0 || lim.IDBytes > 0 {
+	if untrusted {
 		d.cr = &capReader{r: r, file: lim.FileBytes, window: -1,
 			fileErr: fmt.Errorf("model file: %w", limitErr(LimitFileBytes, lim.FileBytes,
 				fmt.Sprintf("larger than the limit of %d bytes", lim.FileBytes)))}
@@ -106,6 +112,7 @@ func DecodeLimited(r io.Reader, sink Sink, lim Limits) (*File, error) {
 		// so errors can give a line and column.
 		d.pos = newPosReader(r)
 		r = d.pos
+		d.keys = &keyChecker{}
 	}
 	d.dec = json.NewDecoder(r)
 	d.dec.DisallowUnknownFields()
@@ -130,6 +137,7 @@ type decoder struct {
 	// byte dec reads (a configuration section is read again from memory).
 	pos    *posReader
 	origin int64
+	keys   *keyChecker // nil: reading from memory, trusted
 }
 
 // tokenSlack is the whitespace allowed around a section name or delimiter
@@ -319,7 +327,7 @@ func section[R identified, T any](d *decoder, f *File, sec string, conv func(*R,
 	sub := json.NewDecoder(bytes.NewReader(raw))
 	sub.DisallowUnknownFields()
 	out := []T{}
-	err := stream(&decoder{dec: sub, lim: d.lim, pos: d.pos, origin: d.pos.valueStart(start)}, sec, conv, func(t *T) error { out = append(out, *t); return nil })
+	err := stream(&decoder{dec: sub, lim: d.lim, pos: d.pos, origin: d.pos.valueStart(start), keys: d.keys}, sec, conv, func(t *T) error { out = append(out, *t); return nil })
 	return out, err
 }
 
@@ -357,6 +365,9 @@ func stream[R identified, T any](d *decoder, sec string, conv func(*R, *Limits) 
 		}
 		if d.cr != nil && d.lim.EntryBytes > 0 && dec.InputOffset()-start > d.lim.EntryBytes {
 			return tooBig()
+		}
+		if err := d.checkKeys(start, &raw); err != nil {
+			return entryErr(d.lim, sec, i, raw.id(), err)
 		}
 		t, err := conv(&raw, d.lim)
 		if err != nil {

@@ -53,6 +53,15 @@ func (p *posReader) forget(off int64) {
 	p.base = off
 }
 
+// slice is the bytes from file offset from to offset to, or nil when they
+// are not all held.
+func (p *posReader) slice(from, to int64) []byte {
+	if p == nil || from < p.base || to > p.end() || from > to {
+		return nil
+	}
+	return p.buf[from-p.base : to-p.base]
+}
+
 // end is the offset of the first byte not read yet.
 func (p *posReader) end() int64 { return p.base + int64(len(p.buf)) }
 
