@@ -307,10 +307,12 @@ func grantCommand(out, errOut io.Writer) *cli.Command {
 		Usage:     "give an existing role the least privileges of a reader or a writer of recalc (see SECURITY.md)",
 		ArgsUsage: "reader|writer ROLE",
 		Description: "reader: EXECUTE on the SQL access API (access_level, can_access, visible_records, visible_ids,\n" +
-			"record_key, the rls_* functions, invalid_records), which row-level security policies call;\n" +
-			"no table.\n" +
+			"record_key, the rls_* functions, invalid_records), which row-level security policies call, on\n" +
+			"the feed (access_changes, access_changes_head) and on read-your-writes (fresh_token,\n" +
+			"wait_fresh); SELECT on the view invalid_record; no table.\n" +
 			"writer: SELECT and DELETE on recalc.record, INSERT and UPDATE of its columns id, object, owner,\n" +
-			"parent, fields and territories only; no other table. Run it as the role that owns the schema.",
+			"parent, fields and territories only, and read-your-writes; no other table. Run it as the role\n" +
+			"that owns the schema.",
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 2 {
 				return cli.Exit("recalc: give the kind of access and the role: recalc grant reader|writer ROLE", ExitUsage)

@@ -22,10 +22,11 @@ func changesCommand(out, errOut io.Writer) *cli.Command {
 		Usage: "print the access changes published after a cursor, one JSON object a line (docs/feed.md)",
 		Description: "Each line is {\"cursor\", \"kind\", \"key\", \"object\", \"job\", \"at\"}: kind record (key: a record\n" +
 			"whose share rows changed), grantee (key: a grantee whose members changed), user (key: a user\n" +
-			"activated, deactivated or moved between internal and external) or owd (key: an object whose\n" +
-			"org-wide defaults changed). Cursors increase in commit order: store the last one you\n" +
-			"processed and pass it as --since next time. A cursor older than the retention fails and\n" +
-			"says how to resync. With --retention, sets how long entries are kept and exits.",
+			"activated, deactivated or moved between internal and external), owd (key: an object whose\n" +
+			"org-wide defaults changed) or swap (key empty: a full job swapped new share tables in; redo a\n" +
+			"resync whose head it follows, docs/feed.md). Cursors increase in commit order: store the last\n" +
+			"one you processed and pass it as --since next time. A cursor older than the retention fails\n" +
+			"and says how to resync. With --retention, sets how long entries are kept and exits.",
 		Flags: []cli.Flag{
 			&cli.Int64Flag{Name: "since", Usage: "print entries after this cursor (0: from the oldest kept)"},
 			&cli.IntFlag{Name: "limit", Value: 1000, Usage: fmt.Sprintf("print at most this many entries (1 to %d; with --follow, per read)", feed.MaxLimit)},

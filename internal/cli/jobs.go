@@ -27,14 +27,14 @@ import (
 // runFlags are the flags of every command that recalculates.
 func runFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.BoolFlag{Name: "in-place", Value: true, Usage: "full jobs (--full, or planned for a truncate or a change to most records) rewrite the live tables " +
+		&cli.BoolFlag{Name: "in-place", Value: true, Usage: "full jobs (--full, or planned for a truncate) rewrite the live tables " +
 			"family by family, locking and writing only the families that differ; --in-place=false builds new tables and swaps them in: faster from scratch " +
-			"(a first computation always does), but the swap waits for open readers, a transaction whose snapshot predates it reads the new tables as " +
+			"(a first computation always does; a change to most records then becomes a full job too), but the swap waits for open readers, a transaction whose snapshot predates it reads the new tables as " +
 			"empty, and its index builds stall the application's commits"},
 		&cli.IntFlag{Name: "workers", Value: 2, Usage: "chunks this process works at once"},
 		&cli.IntFlag{Name: "chunk-size", Value: 5000, Usage: "records per chunk of a new job (whole record families stay together)"},
 		&cli.DurationFlag{Name: "lock-timeout", Value: 5 * time.Second, Usage: "how long a chunk, or planning, waits for a row lock"},
-		&cli.IntFlag{Name: "retries", Value: 5, Usage: "retries of a chunk that hit a lock timeout or deadlock, with backoff"},
+		&cli.IntFlag{Name: "retries", Value: 5, Usage: "retries of a chunk that hit a lock timeout, deadlock or serialization failure, with backoff"},
 		&cli.Float64Flag{Name: "nice", Usage: "after each chunk, a worker rests this many times as long as the chunk took, leaving the CPUs and the disk " +
 			"to the application (1: a job takes about twice as long; 0 to 100)"},
 		&cli.StringFlag{Name: "notify-url", EnvVars: []string{"RECALC_NOTIFY_URL"}, Usage: "POST each job's completion notification (JSON) to this http(s) URL; one not delivered is kept and retried by later runs"},
@@ -233,7 +233,7 @@ func StatusCmd(ctx context.Context, env *Env, format string, jobs int) error {
 		if j.Invalid > 0 {
 			fmt.Fprintf(w, "  invalid %d", j.Invalid)
 		}
-		if j.Kind == queue.Full && j.Status == queue.Done {
+		if (j.Kind == queue.Full || j.DriftFixed > 0) && j.Status == queue.Done {
 			fmt.Fprintf(w, "  drift fixed %d", j.DriftFixed)
 		}
 		switch {
