@@ -33,6 +33,8 @@ func TestExitStatuses(t *testing.T) {
 		{"grant without a role", "", []string{"grant", "reader"}, 2, "recalc grant reader|writer ROLE", false},
 		{"a nice ratio out of range", "", []string{"run", "--nice", "-1"}, 2, "--nice between 0 and 100", false},
 		{"grant of an unknown kind", "", []string{"grant", "admin", "x"}, 2, `unknown kind of access "admin"`, false},
+		{"an argument to a command that takes none", "", []string{"init", "extra"}, 2, `init takes no arguments, got "extra" (see`, false},
+		{"a job number with a tail", "", []string{"wait", "1x"}, 2, "JOB must be a job number", false},
 		{"missing required flags", "", []string{"explain"}, 2, "give --user (see `recalc explain --help`)", false},
 		{"a missing required flag", "", []string{"explain", "--user", "u1"}, 2, "give --record R, or --object O and --id ID (see `recalc explain --help`)", false},
 		{"a subcommand's missing flag", "", []string{"rls", "enable", "--object", "account"}, 2, "give --table (see `recalc rls enable --help`)", false},

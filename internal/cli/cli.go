@@ -177,9 +177,11 @@ func usageError(c *cli.Context, err error, _ bool) error {
 }
 
 // setUsageError makes cmd and its subcommands report usage errors with
-// usageError, missing required flags too: urfave/cli checks those before
+// usageError: missing required flags (urfave/cli checks those before
 // anything else and prints the whole help, so cmd checks them itself, first
-// thing in Before.
+// thing in Before), and any argument given to a command that takes none (a
+// flag typed without its dashes, `defer closure`, would otherwise be
+// ignored and the command run as if it were not there).
 func setUsageError(cmd *cli.Command) {
 	cmd.OnUsageError = usageError
 	var required []string
@@ -189,27 +191,42 @@ func setUsageError(cmd *cli.Command) {
 			required = append(required, sf.Name)
 		}
 	}
-	if len(required) > 0 {
-		before := cmd.Before
-		cmd.Before = func(c *cli.Context) error {
-			var missing []string
-			for _, name := range required {
-				if !c.IsSet(name) {
-					missing = append(missing, "--"+name)
-				}
+	noArgs := cmd.ArgsUsage == "" && len(cmd.Subcommands) == 0
+	before := cmd.Before
+	cmd.Before = func(c *cli.Context) error {
+		var missing []string
+		for _, name := range required {
+			if !c.IsSet(name) {
+				missing = append(missing, "--"+name)
 			}
-			if len(missing) > 0 {
-				return usageError(c, fmt.Errorf("give %s", strings.Join(missing, " and ")), false)
-			}
-			if before != nil {
-				return before(c)
-			}
-			return nil
 		}
+		if len(missing) > 0 {
+			return usageError(c, fmt.Errorf("give %s", strings.Join(missing, " and ")), false)
+		}
+		if noArgs && c.NArg() > 0 {
+			return usageError(c, strayArgument(cmd, c.Args().First()), false)
+		}
+		if before != nil {
+			return before(c)
+		}
+		return nil
 	}
 	for _, sub := range cmd.Subcommands {
 		setUsageError(sub)
 	}
+}
+
+// strayArgument is the error for arg given to cmd, which takes no
+// arguments, naming the flag it may have meant.
+func strayArgument(cmd *cli.Command, arg string) error {
+	for _, f := range cmd.Flags {
+		for _, name := range f.Names() {
+			if name == strings.TrimLeft(arg, "-") {
+				return fmt.Errorf("%s takes no arguments, got %.100q: a flag starts with dashes, as --%s", cmd.Name, arg, name)
+			}
+		}
+	}
+	return fmt.Errorf("%s takes no arguments, got %.100q", cmd.Name, arg)
 }
 
 // version is the module version the binary was built from ("devel" for a

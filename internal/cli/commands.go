@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -185,8 +186,9 @@ func waitCommand(out, errOut io.Writer) *cli.Command {
 		ArgsUsage: "[JOB] (default: the unfinished job, else the latest)",
 		Action: func(c *cli.Context) error {
 			var id int64
+			var err error
 			if c.NArg() > 0 {
-				if _, err := fmt.Sscan(c.Args().First(), &id); err != nil || id < 1 {
+				if id, err = strconv.ParseInt(c.Args().First(), 10, 64); err != nil || id < 1 || c.NArg() > 1 {
 					return cli.Exit("recalc wait: JOB must be a job number", 2)
 				}
 			}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/recalc-dev/recalc/internal/testdb"
+)
+
+// deferralState reads the deferral as `recalc status` prints it.
+func (o *processOrg) deferralState() string {
+	o.t.Helper()
+	var lines []string
+	for _, l := range strings.Split(o.run("status"), "\n") {
+		if strings.HasPrefix(l, "Calculation") || strings.HasPrefix(l, "Pending") {
+			if i := strings.Index(l, " since "); i > 0 {
+				l = l[:i]
+			}
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "; ")
+}
+
+// TestStrayArgumentChangesNothing: a command that takes no arguments
+// refuses one (exit 2) and changes nothing. urfave/cli passes a word
+// without dashes on as an argument, so `recalc defer closure` (meant:
+// --closure) deferred both sides, `recalc resume rules` lifted both, and
+// `recalc run full` (meant: --full) ran an incremental job. (Found by an
+// attack helper.)
+func TestStrayArgumentChangesNothing(t *testing.T) {
+	t.Parallel()
+	o := newProcessOrg(t, 200)
+	for _, tc := range []struct {
+		prepare []string // a recalc call before, or nil
+		args    []string
+	}{
+		{nil, []string{"defer", "closure"}},
+		{[]string{"defer"}, []string{"resume", "rules"}},
+		{[]string{"resume"}, []string{"run", "full"}},
+	} {
+		if tc.prepare != nil {
+			o.run(tc.prepare...)
+		}
+		o.changeRecords(50, 1)
+		before := o.deferralState()
+		out, err := o.command(tc.args...).CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "takes no arguments") {
+			t.Errorf("recalc %s: %v, want exit 2 saying it takes no arguments\n%s", strings.Join(tc.args, " "), err, out)
+		}
+		if after := o.deferralState(); after != before {
+			t.Errorf("recalc %s was refused but changed the state %q -> %q", strings.Join(tc.args, " "), before, after)
+		}
+	}
+}
+
+// TestDeferDuringRunThenResumesRace: a run's job is in progress
+// when `defer` is called; imports during the job are refused with one
+// error and store nothing; once it is done a deferred `run` changes nothing
+// and says so; then an import and application writes accumulate, and two
+// `resume`s and a `run` start at once. All exit 0, nothing is left
+// pending, and the tables equal a from-scratch full run of the final model.
+func TestDeferDuringRunThenResumesRace(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("runs processes on a 3k-record org")
+	}
+	o := newProcessOrg(t, 3000)
+	ctx := context.Background()
+	dir := t.TempDir()
+
+	// A rules-only file: every other stored rule.
+	full := filepath.Join(dir, "export.json")
+	o.run("export", "-o", full)
+	b, err := os.ReadFile(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	var rules []json.RawMessage
+	if err := json.Unmarshal(m["rules"], &rules); err != nil {
+		t.Fatal(err)
+	}
+	var half []json.RawMessage
+	for i := 0; i < len(rules); i += 2 {
+		half = append(half, rules[i])
+	}
+	rulesFile := filepath.Join(dir, "rules.json")
+	hb, _ := json.Marshal(map[string]any{"rules": half})
+	if err := os.WriteFile(rulesFile, hb, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	o.changeRecords(3, 0) // a long incremental job
+	var runOut bytes.Buffer
+	run := o.command("run", "--chunk-size", "20", "--workers", "1", "--nice", "3")
+	run.Stdout, run.Stderr = &runOut, &runOut
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var n int
+		_ = o.pool.QueryRow(ctx, `SELECT count(*) FROM recalc.job WHERE status = 'running'`).Scan(&n)
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no job ran within 20s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	o.run("defer")
+	// An import during the job is refused and stores nothing.
+	if out, err := o.command("import", rulesFile).CombinedOutput(); err == nil {
+		t.Logf("import during the job succeeded (the job may have finished): %s", out)
+	} else if !strings.Contains(string(out), "is running") {
+		t.Fatalf("import during the job: want the job-running error, got %v\n%s", err, out)
+	}
+	if err := run.Wait(); err != nil {
+		t.Fatalf("run under defer: %v\n%s", err, runOut.String())
+	}
+
+	// Deferred: run changes nothing and says so.
+	o.run("import", rulesFile)
+	o.changeRecords(7, 2)
+	before := testdb.Materialized(t, o.pool)
+	out := o.run("run")
+	if !strings.Contains(out, "calculation is deferred") {
+		t.Errorf("deferred run did not say so:\n%s", out)
+	}
+	if after := testdb.Materialized(t, o.pool); after != before {
+		t.Fatal("a deferred run changed the materialized tables")
+	}
+
+	// Two resumes and a run at once.
+	args := [][]string{{"resume", "--chunk-size", "20"}, {"resume", "--chunk-size", "20"}, {"run", "--chunk-size", "20"}}
+	var wg sync.WaitGroup
+	outs := make([][]byte, len(args))
+	errs := make([]error, len(args))
+	for i, a := range args {
+		wg.Add(1)
+		go func(i int, a []string) {
+			defer wg.Done()
+			time.Sleep(time.Duration(i*15) * time.Millisecond)
+			outs[i], errs[i] = o.command(a...).CombinedOutput()
+		}(i, a)
+	}
+	wg.Wait()
+	for i := range args {
+		if errs[i] != nil {
+			t.Fatalf("recalc %s: %v\n%s", strings.Join(args[i], " "), errs[i], outs[i])
+		}
+	}
+	if st := o.deferralState(); !strings.Contains(st, "Calculation: active") || !strings.Contains(st, "Pending: 0 changes") {
+		t.Fatalf("after the resumes: %s", st)
+	}
+	o.checkEqualsFull("after defer during a run, imports, and racing resumes")
+}
