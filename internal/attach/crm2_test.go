@@ -80,7 +80,7 @@ const crm2Config = `{
      "criteria": {"conditions": [{"field": "probability", "op": "gt", "value": 0.5}]}},
     {"id": "hot_tickets", "object": "case", "type": "criteria", "target": "role:Sales Rep", "access": "edit",
      "criteria": {"conditions": [{"field": "priority", "op": "ge", "value": 3}, {"field": "escalated", "op": "equals", "value": true},
-                                 {"field": "opened", "op": "lt", "value": "2026-06-01"}], "logic": "1 AND 2 OR 3"}},
+                                 {"field": "opened", "op": "lt", "value": "2026-06-01"}], "logic": "(1 AND 2) OR 3"}},
     {"id": "support_cases", "object": "case", "type": "owner", "source": "role:Support", "target": "group:key accounts", "access": "read"},
     {"id": "vp_contacts", "object": "contact", "type": "criteria", "target": "user:1002", "access": "read",
      "criteria": {"conditions": [{"field": "Title", "op": "contains", "value": "VP"}, {"field": "Email", "op": "starts_with", "value": "p1"}], "logic": "1 OR 2"}},

@@ -342,6 +342,43 @@ func ParseLogic(s string, n int) (*Expr, error) {
 	return e, nil
 }
 
+// checkGrouping refuses filter logic that joins AND and OR at one level of
+// parentheses, as Salesforce does ("1 OR 2 AND 3" could mean either
+// grouping). It applies to model files; logic stored by an earlier version,
+// which read AND before OR, keeps that reading.
+func checkGrouping(rules []Rule) error {
+	for _, r := range rules {
+		if r.Criteria != nil && mixesAndOr(r.Criteria.Logic) {
+			return fmt.Errorf("rule %q: logic %.200q joins AND and OR without parentheses: group them, as (1 AND 2) OR 3 or 1 AND (2 OR 3)", r.ID, r.Criteria.Logic)
+		}
+	}
+	return nil
+}
+
+// mixesAndOr reports whether logic joins AND and OR at one level of
+// parentheses.
+func mixesAndOr(logic string) bool {
+	p := logicParser{src: logic}
+	levels := []byte{0} // per open parenthesis: 1 for an AND seen, 2 for an OR
+	for p.next(); p.tok != ""; p.next() {
+		top := len(levels) - 1
+		switch {
+		case p.tok == "(":
+			levels = append(levels, 0)
+		case p.tok == ")" && top > 0:
+			levels = levels[:top]
+		case strings.EqualFold(p.tok, "AND"):
+			levels[top] |= 1
+		case strings.EqualFold(p.tok, "OR"):
+			levels[top] |= 2
+		}
+		if levels[len(levels)-1] == 3 {
+			return true
+		}
+	}
+	return false
+}
+
 type logicParser struct {
 	src string
 	pos int

@@ -248,3 +248,39 @@ func TestNewCriteriaErrors(t *testing.T) {
 		}
 	}
 }
+
+// A model file may not join AND and OR at one level of parentheses, as in
+// Salesforce; the stored configuration (decoded as trusted) keeps reading
+// AND before OR, as rules stored before the check were read.
+func TestLogicGrouping(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		logic   string
+		refused bool
+	}{
+		{"1 OR 2 AND 3", true},
+		{"1 and 2 or 3", true},
+		{"1 OR NOT 2 AND 3", true},
+		{"(1 OR 2) AND 3 OR 1", true},
+		{"1 AND (2 OR 3 AND 1)", true},
+		{"(1 OR 2) AND 3", false},
+		{"1 OR (2 AND 3)", false},
+		{"1 AND 2 AND 3", false},
+		{"1 or 2 OR 3", false},
+		{"NOT 1 AND 2", false},
+		{"NOT (1 OR 2) AND NOT 3", false},
+		{"((1 AND 2)) OR (3)", false},
+		{"", false},
+	} {
+		doc := `{"objects":[{"name":"account","internal_owd":"private"}],"groups":[{"id":"g"}],"rules":[{"id":"r","object":"account","type":"criteria",
+			"target":"group:g","access":"read","criteria":{"conditions":[{"field":"a","op":"equals","value":"x"},{"field":"b","op":"equals","value":"y"},
+			{"field":"c","op":"equals","value":"z"}],"logic":"` + tc.logic + `"}}]}`
+		_, err := DecodeLimited(strings.NewReader(doc), Sink{}, DefaultLimits())
+		if refused := err != nil && strings.Contains(err.Error(), "joins AND and OR without parentheses"); refused != tc.refused || (err != nil && !refused) {
+			t.Errorf("logic %q in a model file: %v, want refused %v", tc.logic, err, tc.refused)
+		}
+		if _, err := Decode(strings.NewReader(doc), Sink{}); err != nil {
+			t.Errorf("logic %q stored: %v, want it read", tc.logic, err)
+		}
+	}
+}

@@ -209,7 +209,9 @@ func (d *decoder) file() (*File, error) {
 		case "territories":
 			f.Territories, err2 = section(d, f, key, territoryFromRaw)
 		case "rules":
-			f.Rules, err2 = section(d, f, key, ruleFromRaw)
+			if f.Rules, err2 = section(d, f, key, ruleFromRaw); err2 == nil && d.cr != nil {
+				err2 = checkGrouping(f.Rules)
+			}
 		case "records":
 			f.HasRecords = true
 			err2 = stream(d, key, recordFromRaw, d.sink.Record)

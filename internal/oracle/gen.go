@@ -402,9 +402,18 @@ func (g *gen) condition() model.Condition {
 }
 
 // logic returns random filter logic over conditions 1..n. Any mix of
-// keywords, numbers and balanced parentheses parses, so parentheses are
-// added at random and keywords are in random case.
+// keywords, numbers and balanced parentheses parses, as long as AND and OR
+// never meet at one level of parentheses (model files refuse that), so
+// parentheses are added at random, where they must, and keywords are in
+// random case.
 func (g *gen) logic(n, depth int) string {
+	s, _ := g.logicOp(n, depth)
+	return s
+}
+
+// logicOp is logic, and the operator that joins its top level: '&', '|',
+// or 0 for none.
+func (g *gen) logicOp(n, depth int) (string, byte) {
 	kw := func(s string) string {
 		switch g.intn(3) {
 		case 0:
@@ -414,21 +423,37 @@ func (g *gen) logic(n, depth int) string {
 		}
 		return s
 	}
+	// operand is an operand of op, in parentheses if another operator
+	// joins its top level.
+	operand := func(op byte) string {
+		s, top := g.logicOp(n, depth-1)
+		if top != 0 && top != op {
+			return "(" + s + ")"
+		}
+		return s
+	}
 	var s string
+	var op byte
 	switch k := g.intn(4); {
 	case depth == 0 || k == 0:
-		return strconv.Itoa(1 + g.intn(n))
+		return strconv.Itoa(1 + g.intn(n)), 0
 	case k == 1:
-		s = kw("NOT") + " " + g.logic(n, depth-1)
+		var sub string
+		sub, op = g.logicOp(n, depth-1) // NOT a AND b is (NOT a) AND b
+		s = kw("NOT") + " " + sub
 	case k == 2:
-		s = g.logic(n, depth-1) + " " + kw("AND") + " " + g.logic(n, depth-1)
+		op = '&'
+		l := operand(op)
+		s = l + " " + kw("AND") + " " + operand(op)
 	default:
-		s = g.logic(n, depth-1) + " " + kw("OR") + " " + g.logic(n, depth-1)
+		op = '|'
+		l := operand(op)
+		s = l + " " + kw("OR") + " " + operand(op)
 	}
 	if g.chance(0.5) {
-		s = "(" + s + ")"
+		return "(" + s + ")", 0
 	}
-	return s
+	return s, op
 }
 
 // recordsOf returns the records of the given objects.
