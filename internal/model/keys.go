@@ -20,21 +20,22 @@ type keyChecker struct {
 	seen   [][]byte                                 // the keys of the objects being read, outermost first
 }
 
-// keyError is a refused key; at is the path to its object.
+// keyError is a refused key or string; at is the path to its object.
 type keyError struct {
-	at, key, want string
+	at, msg string
 }
 
 func (e *keyError) Error() string {
-	where := ""
 	if e.at != "" {
-		where = e.at + ": "
+		return e.at + ": " + e.msg
 	}
-	if e.want != "" {
-		return fmt.Sprintf("%skey %.100q is not %q (keys are case-sensitive)", where, e.key, e.want)
-	}
-	return fmt.Sprintf("%skey %.100q appears twice", where, e.key)
+	return e.msg
 }
+
+// loneSurrogate is the error for a string that escapes half a UTF-16
+// surrogate pair, which encoding/json reads as U+FFFD: "\ud800" and
+// "\ud801" would read as one id, and as the id written "\ufffd".
+const loneSurrogate = "a string escapes half a surrogate pair (\\ud800 to \\udfff without its other half), which would read as U+FFFD: write the character itself"
 
 // checkKeys holds the entry raw, read from offset start, to exact and
 // unique keys when d reads an untrusted file.
@@ -138,7 +139,9 @@ func (w *keyWalker) value(t reflect.Type) error {
 			}
 		}
 	case '"':
-		w.str()
+		if _, ok := w.str(); !ok {
+			return &keyError{msg: loneSurrogate}
+		}
 	default:
 		for w.i < len(w.b) && !strings.ContainsRune(",]} \t\n\r", rune(w.b[w.i])) {
 			w.i++
@@ -172,15 +175,17 @@ func (w *keyWalker) object(t reflect.Type) error {
 			w.i++
 			continue
 		}
-		key := w.str()
-		if !w.k.add(base, &many, key) {
-			return &keyError{key: string(key)}
+		key, ok := w.str()
+		switch {
+		case !ok:
+			return &keyError{msg: loneSurrogate}
+		case !w.k.add(base, &many, key):
+			return &keyError{msg: fmt.Sprintf("key %.100q appears twice", key)}
 		}
 		vt := elem
 		if keys != nil {
-			var ok bool
 			if vt, ok = keys[string(key)]; !ok {
-				return &keyError{key: string(key), want: caseMatch(keys, string(key))}
+				return &keyError{msg: fmt.Sprintf("key %.100q is not %q (keys are case-sensitive)", key, caseMatch(keys, string(key)))}
 			}
 		}
 		w.space()
@@ -230,28 +235,67 @@ func (k *keyChecker) add(base int, many *map[string]bool, key []byte) bool {
 	return true
 }
 
-// str reads a string and returns its value (in w.b unless escaped).
-func (w *keyWalker) str() []byte {
+// str reads a string and returns its value (in w.b unless escaped); ok is
+// false when it escapes half a surrogate pair.
+func (w *keyWalker) str() (s []byte, ok bool) {
 	start := w.i
 	w.i++
-	escaped := false
+	escaped, ok := false, true
 	for w.i < len(w.b) {
 		c := w.b[w.i]
 		w.i++
-		if c == '\\' {
-			escaped = true
+		if c == '"' {
+			break
+		}
+		if c != '\\' {
+			continue
+		}
+		escaped = true
+		if w.b[w.i] != 'u' {
 			w.i++
 			continue
 		}
-		if c == '"' {
-			break
+		switch r := hex4(w.b[w.i+1 : w.i+5]); {
+		case r >= 0xd800 && r < 0xdc00: // the high half: the low half must follow
+			w.i += 5
+			if w.i+6 > len(w.b) || w.b[w.i] != '\\' || w.b[w.i+1] != 'u' {
+				ok = false
+				continue
+			}
+			if low := hex4(w.b[w.i+2 : w.i+6]); low < 0xdc00 || low >= 0xe000 {
+				ok = false
+				continue
+			}
+			w.i += 6
+		case r >= 0xdc00 && r < 0xe000:
+			ok = false
+			w.i += 5
+		default:
+			w.i += 5
 		}
 	}
 	raw := w.b[start:w.i]
 	if !escaped {
-		return raw[1 : len(raw)-1]
+		return raw[1 : len(raw)-1], ok
 	}
-	var s string
-	_ = json.Unmarshal(raw, &s) // valid: encoding/json has read it
-	return []byte(s)
+	var v string
+	_ = json.Unmarshal(raw, &v) // valid: encoding/json has read it
+	return []byte(v), ok
+}
+
+// hex4 is the value of four hexadecimal digits (valid: encoding/json has
+// read them).
+func hex4(b []byte) rune {
+	var r rune
+	for _, c := range b {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		default:
+			r = r<<4 | rune(c-'A'+10)
+		}
+	}
+	return r
 }

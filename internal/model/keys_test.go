@@ -56,3 +56,38 @@ func TestKeysExactAndUnique(t *testing.T) {
 		}
 	}
 }
+
+// A string may not escape half a surrogate pair: encoding/json reads it as
+// U+FFFD, so "\ud800" and "\udc00" would be one id, and the id written
+// "\ufffd".
+func TestLoneSurrogates(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, doc string
+		refused   bool
+	}{
+		{"a pair", `{"users":[{"id":"\ud83d\ude00"},{"id":"\uD83D\uDE00x"}]}`, false},
+		{"U+FFFD itself", `{"users":[{"id":"\ufffd"}]}`, false},
+		{"other escapes", `{"users":[{"id":"a\\\"\u00e9\/"}]}`, false},
+		{"a high half alone", `{"users":[{"id":"\ud800"}]}`, true},
+		{"a high half before a character", `{"users":[{"id":"\ud800x"}]}`, true},
+		{"a high half before another escape", `{"users":[{"id":"\ud800\n"}]}`, true},
+		{"two high halves", `{"users":[{"id":"\ud800\ud800"}]}`, true},
+		{"a low half alone", `{"users":[{"id":"\udc00"}]}`, true},
+		{"in a field name", `{` + account + `,"users":[{"id":"u1"}],"records":[{"object":"account","id":"a1","owner":"u1","fields":{"\ud800":1}}]}`, true},
+		{"in a field value", `{` + account + `,"users":[{"id":"u1"}],"records":[{"object":"account","id":"a1","owner":"u1","fields":{"f":"\udfff"}}]}`, true},
+		{"in a condition value", `{` + account + `,"groups":[{"id":"g"}],"rules":[{"id":"r","object":"account","type":"criteria","target":"group:g","access":"read",
+			"criteria":{"conditions":[{"field":"f","op":"equals","value":"a\ud800"}]}}]}`, true},
+	} {
+		for _, oneByte := range []bool{false, true} {
+			var r io.Reader = strings.NewReader(tc.doc)
+			if oneByte {
+				r = iotest.OneByteReader(r)
+			}
+			_, err := DecodeLimited(r, Sink{}, DefaultLimits())
+			if refused := err != nil && strings.Contains(err.Error(), "half a surrogate pair"); refused != tc.refused || (err != nil && !refused) {
+				t.Errorf("%s (one byte at a time: %v): %v, want refused %v", tc.name, oneByte, err, tc.refused)
+			}
+		}
+	}
+}
