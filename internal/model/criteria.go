@@ -386,8 +386,13 @@ type logicParser struct {
 	n   int
 }
 
-// maxLogicDepth bounds nesting so hostile input cannot exhaust the stack.
-const maxLogicDepth = 100
+// maxLogicDepth bounds nesting so hostile input cannot exhaust the stack,
+// and maxLogicChain the operands one AND or OR joins (a chain is a tree as
+// deep as it is long): ten times the default limit of conditions.
+const (
+	maxLogicDepth = 100
+	maxLogicChain = 10000
+)
 
 func (p *logicParser) next() {
 	for p.pos < len(p.src) && (p.src[p.pos] == ' ' || p.src[p.pos] == '\t' || p.src[p.pos] == '\n' || p.src[p.pos] == '\r') {
@@ -427,7 +432,10 @@ func (p *logicParser) binary(depth int, keyword string, op byte, operand func(in
 	if err != nil {
 		return nil, err
 	}
-	for strings.EqualFold(p.tok, keyword) {
+	for n := 1; strings.EqualFold(p.tok, keyword); n++ {
+		if n == maxLogicChain { // each operand is a level of the tree (whatever the limits)
+			return nil, fmt.Errorf("joins more than %d operands with %s", maxLogicChain, keyword)
+		}
 		p.next()
 		r, err := operand(depth)
 		if err != nil {

@@ -284,3 +284,16 @@ func TestLogicGrouping(t *testing.T) {
 		}
 	}
 }
+
+// One AND or OR joins at most maxLogicChain operands, whatever the limits:
+// a chain is a tree as deep as it is long, and evaluating it recurses.
+func TestLogicChainBounded(t *testing.T) {
+	t.Parallel()
+	chain := func(n int) string { return strings.TrimSuffix(strings.Repeat("1 AND ", n), " AND ") }
+	if _, err := ParseLogic(chain(maxLogicChain), 1); err != nil {
+		t.Errorf("a chain of %d operands: %v, want it parsed", maxLogicChain, err)
+	}
+	if _, err := ParseLogic(chain(maxLogicChain+1), 1); err == nil || !strings.Contains(err.Error(), "joins more than 10000 operands") {
+		t.Errorf("a chain of %d operands: %v, want it refused", maxLogicChain+1, err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"regexp"
 	"strings"
 )
@@ -274,9 +275,9 @@ func decodeEntry[R any](d *decoder, sec string, i int, off int64, raw *R) error 
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			if te.Field == "" {
-				return fmt.Errorf("%s[%d]: must be a JSON object, not %s%s", sec, i, te.Value, d.entryAt(off))
+				return fmt.Errorf("%s[%d]: must be a %s, not %s%s", sec, i, typeName(te.Type), te.Value, d.entryAt(off))
 			}
-			return fmt.Errorf("%s[%d]: field %q must be a %s, not %s%s", sec, i, te.Field, goTypeName(te.Type.String()), te.Value, d.entryAt(off))
+			return fmt.Errorf("%s[%d]: field %q must be a %s, not %s%s", sec, i, te.Field, typeName(te.Type), te.Value, d.entryAt(off))
 		}
 		var se *json.SyntaxError
 		if errors.As(err, &se) || err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -287,18 +288,25 @@ func decodeEntry[R any](d *decoder, sec string, i int, off int64, raw *R) error 
 	return nil
 }
 
-func goTypeName(t string) string {
-	switch {
-	case strings.Contains(t, "[]"):
+// typeName names the JSON type that encoding/json reads into t.
+func typeName(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array:
+		if t == reflect.TypeOf(json.RawMessage(nil)) {
+			return "JSON value"
+		}
 		return "list"
-	case strings.Contains(t, "string"):
+	case reflect.String:
 		return "string"
-	case strings.Contains(t, "bool"):
+	case reflect.Bool:
 		return "boolean"
-	case strings.Contains(t, "map") || strings.Contains(t, "struct") || strings.Contains(t, "raw"):
+	case reflect.Map, reflect.Struct:
 		return "JSON object"
 	}
-	return t
+	return "number"
 }
 
 type identified interface{ id() string }
@@ -368,10 +376,10 @@ func stream[R identified, T any](d *decoder, sec string, conv func(*R, *Limits) 
 		if d.cr != nil && d.lim.EntryBytes > 0 && dec.InputOffset()-start > d.lim.EntryBytes {
 			return tooBig()
 		}
-		if err := d.checkKeys(start, &raw); err != nil {
-			return entryErr(d.lim, sec, i, raw.id(), err)
-		}
 		t, err := conv(&raw, d.lim)
+		if err == nil { // after conv, whose messages are the more precise
+			err = d.checkKeys(start, &raw)
+		}
 		if err != nil {
 			return entryErr(d.lim, sec, i, raw.id(), err)
 		}

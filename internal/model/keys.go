@@ -35,6 +35,10 @@ func (e *keyError) Error() string {
 // loneSurrogate is the error for a string that escapes half a UTF-16
 // surrogate pair, which encoding/json reads as U+FFFD: "\ud800" and
 // "\ud801" would read as one id, and as the id written "\ufffd".
+// stringNUL is the error for a string that escapes U+0000, whatever the
+// limits (which check it, naming the string, unless lifted).
+const stringNUL = "a string holds the character \\u0000, which PostgreSQL cannot store: remove it"
+
 const loneSurrogate = "a string escapes half a surrogate pair (\\ud800 to \\udfff without its other half), which would read as U+FFFD: write the character itself"
 
 // checkKeys holds the entry raw, read from offset start, to exact and
@@ -139,8 +143,8 @@ func (w *keyWalker) value(t reflect.Type) error {
 			}
 		}
 	case '"':
-		if _, ok := w.str(); !ok {
-			return &keyError{msg: loneSurrogate}
+		if _, bad := w.str(); bad != "" {
+			return &keyError{msg: bad}
 		}
 	default:
 		for w.i < len(w.b) && !strings.ContainsRune(",]} \t\n\r", rune(w.b[w.i])) {
@@ -175,15 +179,16 @@ func (w *keyWalker) object(t reflect.Type) error {
 			w.i++
 			continue
 		}
-		key, ok := w.str()
+		key, bad := w.str()
 		switch {
-		case !ok:
-			return &keyError{msg: loneSurrogate}
+		case bad != "":
+			return &keyError{msg: bad}
 		case !w.k.add(base, &many, key):
 			return &keyError{msg: fmt.Sprintf("key %.100q appears twice", key)}
 		}
 		vt := elem
 		if keys != nil {
+			var ok bool
 			if vt, ok = keys[string(key)]; !ok {
 				return &keyError{msg: fmt.Sprintf("key %.100q is not %q (keys are case-sensitive)", key, caseMatch(keys, string(key)))}
 			}
@@ -235,12 +240,12 @@ func (k *keyChecker) add(base int, many *map[string]bool, key []byte) bool {
 	return true
 }
 
-// str reads a string and returns its value (in w.b unless escaped); ok is
-// false when it escapes half a surrogate pair.
-func (w *keyWalker) str() (s []byte, ok bool) {
+// str reads a string and returns its value (in w.b unless escaped), and
+// what is wrong with it: an escaped U+0000 or half a surrogate pair.
+func (w *keyWalker) str() (s []byte, bad string) {
 	start := w.i
 	w.i++
-	escaped, ok := false, true
+	escaped := false
 	for w.i < len(w.b) {
 		c := w.b[w.i]
 		w.i++
@@ -259,16 +264,19 @@ func (w *keyWalker) str() (s []byte, ok bool) {
 		case r >= 0xd800 && r < 0xdc00: // the high half: the low half must follow
 			w.i += 5
 			if w.i+6 > len(w.b) || w.b[w.i] != '\\' || w.b[w.i+1] != 'u' {
-				ok = false
+				bad = loneSurrogate
 				continue
 			}
 			if low := hex4(w.b[w.i+2 : w.i+6]); low < 0xdc00 || low >= 0xe000 {
-				ok = false
+				bad = loneSurrogate
 				continue
 			}
 			w.i += 6
 		case r >= 0xdc00 && r < 0xe000:
-			ok = false
+			bad = loneSurrogate
+			w.i += 5
+		case r == 0:
+			bad = stringNUL
 			w.i += 5
 		default:
 			w.i += 5
@@ -276,11 +284,11 @@ func (w *keyWalker) str() (s []byte, ok bool) {
 	}
 	raw := w.b[start:w.i]
 	if !escaped {
-		return raw[1 : len(raw)-1], ok
+		return raw[1 : len(raw)-1], bad
 	}
 	var v string
 	_ = json.Unmarshal(raw, &v) // valid: encoding/json has read it
-	return []byte(v), ok
+	return []byte(v), bad
 }
 
 // hex4 is the value of four hexadecimal digits (valid: encoding/json has

@@ -228,7 +228,7 @@ func (ix *Index) CheckGrantee(g Grantee) error {
 		ok = ix.Territories[g.ID] != nil
 	}
 	if !ok {
-		return fmt.Errorf("%s does not exist", g)
+		return fmt.Errorf("%q does not exist", g.String())
 	}
 	return nil
 }
@@ -458,7 +458,7 @@ func (m *Model) Validate() (*Index, error) {
 		}
 		k := shareKey{s.Record, s.Grantee.String(), s.Cause}
 		if shares[k] {
-			return nil, fmt.Errorf("share on record %q for %s with cause %s is listed twice", s.Record, s.Grantee, s.Cause)
+			return nil, fmt.Errorf("share on record %q for %q with cause %q is listed twice", s.Record, s.Grantee.String(), s.Cause)
 		}
 		shares[k] = true
 	}

@@ -536,7 +536,7 @@ func restoreReferences(ctx context.Context, tx pgx.Tx, shares, teams bool) error
 // records whose shares changed.
 func mergeShares(ctx context.Context, tx pgx.Tx) error {
 	const step = "merge shares"
-	if err := dupCheck(ctx, tx, "share on record %q for %s is listed twice", `SELECT record, grantee || ' with cause ' || cause FROM stage
+	if err := dupCheck(ctx, tx, "share on record %q for %s is listed twice", `SELECT record, to_json(grantee) || ' with cause ' || to_json(cause) FROM stage
 		WHERE kind = $1 GROUP BY record, grantee, cause HAVING count(*) > 1 LIMIT 1`, stageShare); err != nil {
 		return err
 	}

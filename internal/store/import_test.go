@@ -101,7 +101,7 @@ var invalidModels = []struct{ name, file, want string }{
 	{"share on cbp object", `{"shares": [{"object": "contact", "record": "k1", "grantee": "user:u1", "access": "read", "cause": "manual"}]}`, "controlled_by_parent"},
 	{"share object mismatch", `{"shares": [{"object": "case", "record": "a1", "grantee": "user:u1", "access": "read", "cause": "manual"}]}`, `record is a account`},
 	{"share on missing record", `{"shares": [{"object": "account", "record": "zz", "grantee": "user:u1", "access": "read", "cause": "manual"}]}`, `"zz": record does not exist`},
-	{"share to missing user", `{"shares": [{"object": "account", "record": "a1", "grantee": "user:ghost", "access": "read", "cause": "manual"}]}`, "user:ghost does not exist"},
+	{"share to missing user", `{"shares": [{"object": "account", "record": "a1", "grantee": "user:ghost", "access": "read", "cause": "manual"}]}`, `"user:ghost" does not exist`},
 	{"team on contact", `{"teams": [{"record": "k1", "user": "u1", "access": "read"}]}`, "teams exist only"},
 	{"duplicate team", `{"teams": [{"record": "a1", "user": "u1", "access": "read"}, {"record": "a1", "user": "u1", "access": "edit"}]}`, "listed twice"},
 	{"team child access off account", `{"teams": [{"record": "c1", "user": "u1", "access": "read", "case_access": "read"}]}`, "child access"},

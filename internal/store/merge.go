@@ -221,12 +221,12 @@ func mergeRecordsByID(ctx context.Context, tx pgx.Tx, res *Result) error {
 // deletes the listed ones and logs the records whose shares changed.
 func mergeSharesByKey(ctx context.Context, tx pgx.Tx) error {
 	const step = "merge shares"
-	if err := dupCheck(ctx, tx, "share on record %q for %s is listed twice", `SELECT record, grantee || ' with cause ' || cause FROM stage
+	if err := dupCheck(ctx, tx, "share on record %q for %s is listed twice", `SELECT record, to_json(grantee) || ' with cause ' || to_json(cause) FROM stage
 		WHERE kind = $1 GROUP BY record, grantee, cause HAVING count(*) > 1 LIMIT 1`, stageShare); err != nil {
 		return err
 	}
 	if err := checkDeletes(ctx, tx, "shares", stageDelShare, stageShare,
-		`format('share on record %s for %s with cause %s', to_json(d.record), d.grantee, d.cause)`,
+		`format('share on record %s for %s with cause %s', to_json(d.record), to_json(d.grantee), to_json(d.cause))`,
 		`SELECT 1 FROM recalc.share_input s WHERE (s.record, s.grantee, s.cause) = (d.record, d.grantee, d.cause)`); err != nil {
 		return err
 	}
