@@ -166,6 +166,9 @@ func (d *decoder) file() (*File, error) {
 	dec := d.dec
 	d.armToken()
 	if err := d.expectDelim('{', "the model file must be one JSON object", ""); err != nil {
+		if d.pos != nil && d.pos.base == 0 && len(d.pos.buf) > 0 && d.pos.buf[0] == 0xef { // what a byte order mark starts with
+			return nil, fmt.Errorf("the model file starts with a byte order mark (EF BB BF), which JSON does not allow: save it as UTF-8 without one")
+		}
 		return nil, err
 	}
 	f := &File{Raw: map[string]json.RawMessage{}}

@@ -33,6 +33,7 @@ func TestKeysExactAndUnique(t *testing.T) {
 		{"a condition's key in another case", `{` + account + `,"rules":[{"id":"r","object":"account","type":"criteria","target":"all_internal_users","access":"read",
 			"criteria":{"conditions":[{"field":"x","Op":"equals","value":"1"}]}}]}`, `rule "r": criteria.conditions: key "Op" is not "op"`, false},
 		{"an object's name in another case", `{"objects":[{"Name":"account","internal_owd":"private"}]}`, `key "Name" is not "name"`, false},
+		{"a byte order mark", "\xef\xbb\xbf" + `{"users":[{"id":"u1"}]}`, "starts with a byte order mark (EF BB BF)", false},
 		{"a key folded by Unicode", `{"users":[{"id":"u1"}],"groups":[{"id":"g","memberſ":["user:u1"]}]}`, `group "g": key "memberſ" is not "members"`, false},
 		{"a deleted share's key twice", `{"delete":{"shares":[{"record":"a1","grantee":"user:u1","grantee":"user:u2","cause":"manual"}]}}`, `key "grantee" appears twice`, true},
 	} {
