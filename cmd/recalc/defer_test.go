@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,6 +32,27 @@ func (o *processOrg) deferralState() string {
 	return strings.Join(lines, "; ")
 }
 
+// stdout runs recalc and returns its standard output (its log goes to
+// standard error).
+func (o *processOrg) stdout(args ...string) string {
+	o.t.Helper()
+	out, err := o.command(args...).Output()
+	if err != nil {
+		o.t.Fatalf("recalc %s: %v", strings.Join(args, " "), err)
+	}
+	return string(out)
+}
+
+// jobCount reads how many jobs there are.
+func (o *processOrg) jobCount() string {
+	o.t.Helper()
+	var n int
+	if err := o.pool.QueryRow(context.Background(), `SELECT count(*) FROM recalc.job`).Scan(&n); err != nil {
+		o.t.Fatal(err)
+	}
+	return fmt.Sprintf("%d jobs", n)
+}
+
 // TestStrayArgumentChangesNothing: a command that takes no arguments
 // refuses one (exit 2) and changes nothing. urfave/cli passes a word
 // without dashes on as an argument, so `recalc defer closure` (meant:
@@ -52,13 +74,13 @@ func TestStrayArgumentChangesNothing(t *testing.T) {
 			o.run(tc.prepare...)
 		}
 		o.changeRecords(50, 1)
-		before := o.deferralState()
+		before := o.deferralState() + "; " + o.jobCount()
 		out, err := o.command(tc.args...).CombinedOutput()
 		var exit *exec.ExitError
 		if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "takes no arguments") {
 			t.Errorf("recalc %s: %v, want exit 2 saying it takes no arguments\n%s", strings.Join(tc.args, " "), err, out)
 		}
-		if after := o.deferralState(); after != before {
+		if after := o.deferralState() + "; " + o.jobCount(); after != before {
 			t.Errorf("recalc %s was refused but changed the state %q -> %q", strings.Join(tc.args, " "), before, after)
 		}
 	}
@@ -125,10 +147,13 @@ func TestDeferDuringRunThenResumesRace(t *testing.T) {
 	}
 	o.run("defer")
 	// An import during the job is refused and stores nothing.
+	stored := o.stdout("export", "--no-records")
 	if out, err := o.command("import", rulesFile).CombinedOutput(); err == nil {
 		t.Logf("import during the job succeeded (the job may have finished): %s", out)
 	} else if !strings.Contains(string(out), "is running") {
 		t.Fatalf("import during the job: want the job-running error, got %v\n%s", err, out)
+	} else if o.stdout("export", "--no-records") != stored {
+		t.Fatal("the refused import changed the stored configuration")
 	}
 	if err := run.Wait(); err != nil {
 		t.Fatalf("run under defer: %v\n%s", err, runOut.String())

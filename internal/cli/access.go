@@ -172,6 +172,12 @@ func rlsCommand(out, errOut io.Writer) *cli.Command {
 		Name:        "rls",
 		Usage:       "install or remove row-level security policies that filter an application table by recalc's access",
 		Subcommands: []*cli.Command{rlsEnableCommand(out, errOut), rlsDisableCommand(out, errOut)},
+		Action: func(c *cli.Context) error {
+			if c.NArg() == 0 {
+				return cli.ShowSubcommandHelp(c)
+			}
+			return usageError(c, fmt.Errorf("unknown subcommand %.100q: give enable or disable", c.Args().First()), false)
+		},
 	}
 }
 

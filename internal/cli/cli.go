@@ -203,7 +203,7 @@ func setUsageError(cmd *cli.Command) {
 		if len(missing) > 0 {
 			return usageError(c, fmt.Errorf("give %s", strings.Join(missing, " and ")), false)
 		}
-		if noArgs && c.NArg() > 0 {
+		if noArgs && c.NArg() > 0 && cmd.Command(c.Args().First()) == nil { // not urfave/cli's help subcommand
 			return usageError(c, strayArgument(cmd, c.Args().First()), false)
 		}
 		if before != nil {
@@ -221,12 +221,13 @@ func setUsageError(cmd *cli.Command) {
 func strayArgument(cmd *cli.Command, arg string) error {
 	for _, f := range cmd.Flags {
 		for _, name := range f.Names() {
-			if name == strings.TrimLeft(arg, "-") {
+			if len(name) > 1 && name == strings.TrimLeft(arg, "-") {
 				return fmt.Errorf("%s takes no arguments, got %.100q: a flag starts with dashes, as --%s", cmd.Name, arg, name)
 			}
 		}
 	}
-	return fmt.Errorf("%s takes no arguments, got %.100q", cmd.Name, arg)
+	hint := map[string]string{"changes": ": give the cursor as --since CURSOR", "export": ": --output FILE names the file"}[cmd.Name]
+	return fmt.Errorf("%s takes no arguments, got %.100q%s", cmd.Name, arg, hint)
 }
 
 // version is the module version the binary was built from ("devel" for a

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -187,9 +188,14 @@ func waitCommand(out, errOut io.Writer) *cli.Command {
 		Action: func(c *cli.Context) error {
 			var id int64
 			var err error
-			if c.NArg() > 0 {
-				if id, err = strconv.ParseInt(c.Args().First(), 10, 64); err != nil || id < 1 || c.NArg() > 1 {
-					return cli.Exit("recalc wait: JOB must be a job number", 2)
+			switch arg := c.Args().First(); {
+			case c.NArg() > 1:
+				return usageError(c, fmt.Errorf("give at most one JOB, and the flags before it (got %.100q after it)", c.Args().Get(1)), false)
+			case c.NArg() == 1 && strings.Trim(arg, "0123456789") != "":
+				return cli.Exit("recalc wait: JOB must be a job number", ExitUsage)
+			case c.NArg() == 1:
+				if id, err = strconv.ParseInt(arg, 10, 64); err != nil || id < 1 {
+					return cli.Exit("recalc wait: JOB must be a job number", ExitUsage)
 				}
 			}
 			return action(out, errOut, func(ctx context.Context, env *Env) error { return WaitCmd(ctx, env, id) })(c)
@@ -242,7 +248,10 @@ func planCommand(out, errOut io.Writer) *cli.Command {
 			if err != nil {
 				return err
 			}
-			if c.NArg() > 0 {
+			switch {
+			case c.NArg() > 1: // urfave/cli reads no flag after the first argument
+				return usageError(c, fmt.Errorf("give one FILE, and the flags before it (got %.100q after it)", c.Args().Get(1)), false)
+			case c.NArg() == 1:
 				return action(out, errOut, func(ctx context.Context, env *Env) error { return DryRunCmd(ctx, env, c.Args().First(), opt, f, lim) })(c)
 			}
 			return action(out, errOut, func(ctx context.Context, env *Env) error { return PlanCmd(ctx, env, opt, f, lim.ClosureWarn) })(c)

@@ -46,9 +46,6 @@ func changesCommand(out, errOut io.Writer) *cli.Command {
 			if since < 0 || limit < 1 || limit > feed.MaxLimit || poll <= 0 {
 				return cli.Exit(fmt.Sprintf("recalc changes: --since must be 0 or more, --limit between 1 and %d, --poll positive", feed.MaxLimit), ExitUsage)
 			}
-			if c.NArg() > 0 {
-				return cli.Exit("recalc changes: takes no argument: give the cursor as --since CURSOR", ExitUsage)
-			}
 			return action(out, errOut, func(ctx context.Context, env *Env) error {
 				return ChangesCmd(ctx, env, since, limit, c.Bool("follow"), poll)
 			})(c)

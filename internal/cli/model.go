@@ -34,9 +34,6 @@ func exportCommand(out, errOut io.Writer) *cli.Command {
 			&cli.BoolFlag{Name: "no-records", Usage: "leave out records, shares and teams: the configuration only"},
 		},
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 0 {
-				return cli.Exit("recalc export: takes no argument (--output FILE names the file)", ExitUsage)
-			}
 			sections, err := exportSections(c.StringSlice("section"), c.Bool("no-records"))
 			if err != nil {
 				return err

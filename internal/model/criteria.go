@@ -344,39 +344,54 @@ func ParseLogic(s string, n int) (*Expr, error) {
 
 // checkGrouping refuses filter logic that joins AND and OR at one level of
 // parentheses, as Salesforce does ("1 OR 2 AND 3" could mean either
-// grouping). It applies to model files; logic stored by an earlier version,
-// which read AND before OR, keeps that reading.
+// grouping), and one that joins more than maxLogicChain operands. It
+// applies to model files; logic stored by an earlier version, which read
+// AND before OR, keeps that reading.
 func checkGrouping(rules []Rule) error {
 	for _, r := range rules {
-		if r.Criteria != nil && mixesAndOr(r.Criteria.Logic) {
-			return fmt.Errorf("rule %q: logic %.200q joins AND and OR without parentheses: group them, as (1 AND 2) OR 3 or 1 AND (2 OR 3)", r.ID, r.Criteria.Logic)
+		if r.Criteria == nil {
+			continue
+		}
+		if err := grouping(r.Criteria.Logic); err != nil {
+			return fmt.Errorf("rule %q: logic %.200q %w", r.ID, r.Criteria.Logic, err)
 		}
 	}
 	return nil
 }
 
-// mixesAndOr reports whether logic joins AND and OR at one level of
-// parentheses.
-func mixesAndOr(logic string) bool {
+// grouping checks the operators at each level of parentheses of logic.
+func grouping(logic string) error {
+	type level struct {
+		ops byte // 1 for an AND seen, 2 for an OR
+		n   int  // operators
+	}
 	p := logicParser{src: logic}
-	levels := []byte{0} // per open parenthesis: 1 for an AND seen, 2 for an OR
+	levels := []level{{}}
 	for p.next(); p.tok != ""; p.next() {
-		top := len(levels) - 1
+		top := &levels[len(levels)-1]
 		switch {
 		case p.tok == "(":
-			levels = append(levels, 0)
-		case p.tok == ")" && top > 0:
-			levels = levels[:top]
+			levels = append(levels, level{})
+			continue
+		case p.tok == ")" && len(levels) > 1:
+			levels = levels[:len(levels)-1]
+			continue
 		case strings.EqualFold(p.tok, "AND"):
-			levels[top] |= 1
+			top.ops |= 1
 		case strings.EqualFold(p.tok, "OR"):
-			levels[top] |= 2
+			top.ops |= 2
+		default:
+			continue
 		}
-		if levels[len(levels)-1] == 3 {
-			return true
+		top.n++
+		switch {
+		case top.ops == 3:
+			return fmt.Errorf("joins AND and OR without parentheses: group them, as (1 AND 2) OR 3 or 1 AND (2 OR 3)")
+		case top.n >= maxLogicChain:
+			return fmt.Errorf("joins more than %d operands with one operator", maxLogicChain)
 		}
 	}
-	return false
+	return nil
 }
 
 type logicParser struct {
@@ -386,13 +401,13 @@ type logicParser struct {
 	n   int
 }
 
-// maxLogicDepth bounds nesting so hostile input cannot exhaust the stack,
-// and maxLogicChain the operands one AND or OR joins (a chain is a tree as
-// deep as it is long): ten times the default limit of conditions.
-const (
-	maxLogicDepth = 100
-	maxLogicChain = 10000
-)
+// maxLogicDepth bounds nesting so hostile input cannot exhaust the stack.
+const maxLogicDepth = 100
+
+// maxLogicChain bounds the operands one AND or OR of a model file joins (a
+// chain is a tree as deep as it is long): ten times the default limit of
+// conditions, whatever the limits.
+const maxLogicChain = 10000
 
 func (p *logicParser) next() {
 	for p.pos < len(p.src) && (p.src[p.pos] == ' ' || p.src[p.pos] == '\t' || p.src[p.pos] == '\n' || p.src[p.pos] == '\r') {
@@ -432,10 +447,7 @@ func (p *logicParser) binary(depth int, keyword string, op byte, operand func(in
 	if err != nil {
 		return nil, err
 	}
-	for n := 1; strings.EqualFold(p.tok, keyword); n++ {
-		if n == maxLogicChain { // each operand is a level of the tree (whatever the limits)
-			return nil, fmt.Errorf("joins more than %d operands with %s", maxLogicChain, keyword)
-		}
+	for strings.EqualFold(p.tok, keyword) {
 		p.next()
 		r, err := operand(depth)
 		if err != nil {

@@ -285,15 +285,21 @@ func TestLogicGrouping(t *testing.T) {
 	}
 }
 
-// One AND or OR joins at most maxLogicChain operands, whatever the limits:
-// a chain is a tree as deep as it is long, and evaluating it recurses.
+// One AND or OR of a model file joins at most maxLogicChain operands,
+// whatever the limits: a chain is a tree as deep as it is long, and
+// evaluating it recurses. A stored configuration is read as it was stored.
 func TestLogicChainBounded(t *testing.T) {
 	t.Parallel()
-	chain := func(n int) string { return strings.TrimSuffix(strings.Repeat("1 AND ", n), " AND ") }
-	if _, err := ParseLogic(chain(maxLogicChain), 1); err != nil {
-		t.Errorf("a chain of %d operands: %v, want it parsed", maxLogicChain, err)
-	}
-	if _, err := ParseLogic(chain(maxLogicChain+1), 1); err == nil || !strings.Contains(err.Error(), "joins more than 10000 operands") {
-		t.Errorf("a chain of %d operands: %v, want it refused", maxLogicChain+1, err)
+	for _, n := range []int{maxLogicChain, maxLogicChain + 1} {
+		doc := `{"objects":[{"name":"account","internal_owd":"private"}],"groups":[{"id":"g"}],"rules":[{"id":"r","object":"account","type":"criteria",
+			"target":"group:g","access":"read","criteria":{"conditions":[{"field":"a","op":"equals","value":"x"}],
+			"logic":"` + strings.TrimSuffix(strings.Repeat("1 AND ", n), " AND ") + `"}}]}`
+		_, err := DecodeLimited(strings.NewReader(doc), Sink{}, Limits{})
+		if refused := err != nil && strings.Contains(err.Error(), "joins more than 10000 operands"); refused != (n > maxLogicChain) || (err != nil && !refused) {
+			t.Errorf("a chain of %d operands in a model file: %v", n, err)
+		}
+		if _, err := Decode(strings.NewReader(doc), Sink{}); err != nil {
+			t.Errorf("a chain of %d operands stored: %v, want it read", n, err)
+		}
 	}
 }

@@ -107,10 +107,8 @@ func decode(r io.Reader, sink Sink, lim Limits, untrusted bool) (*File, error) {
 			fileErr: fmt.Errorf("model file: %w", limitErr(LimitFileBytes, lim.FileBytes,
 				fmt.Sprintf("larger than the limit of %d bytes", lim.FileBytes)))}
 		r = d.cr
-	}
-	if d.cr != nil {
-		// An untrusted file: keep its bytes around the entry being read,
-		// so errors can give a line and column.
+		// Keep the file's bytes around the entry being read, so errors
+		// can give a line and column, and its keys be checked.
 		d.pos = newPosReader(r)
 		r = d.pos
 		d.keys = &keyChecker{}
@@ -129,7 +127,7 @@ func decode(r io.Reader, sink Sink, lim Limits, untrusted bool) (*File, error) {
 // decoder is one model file being read.
 type decoder struct {
 	dec        *json.Decoder
-	cr         *capReader // nil: no byte limits, or reading from memory
+	cr         *capReader // nil: a trusted file (the stored configuration)
 	lim        *Limits
 	sink       Sink
 	configLeft int64 // bytes the configuration sections may still take
@@ -138,7 +136,7 @@ type decoder struct {
 	// byte dec reads (a configuration section is read again from memory).
 	pos    *posReader
 	origin int64
-	keys   *keyChecker // nil: reading from memory, trusted
+	keys   *keyChecker // nil: a trusted file
 }
 
 // tokenSlack is the whitespace allowed around a section name or delimiter

@@ -253,7 +253,7 @@ func TestAttackGranteeMessageOneLine(t *testing.T) {
 }
 
 // A merge file's deleted configuration keys and record ids are strings; a
-// wrong type is reported as "must be a JSON object, not object".
+// wrong type was reported as "must be a JSON object, not object".
 func TestAttackDeleteEntryTypeMessage(t *testing.T) {
 	t.Parallel()
 	attackMessages(t, []struct{ name, doc string }{
@@ -261,7 +261,7 @@ func TestAttackDeleteEntryTypeMessage(t *testing.T) {
 		{"deleted record a number", `{"delete":{"records":[5]}}`},
 		{"deleted user a list", `{"delete":{"users":[["u1"]]}}`},
 	}, func(name, msg string) {
-		if strings.Contains(msg, "must be a JSON object") {
+		if !strings.Contains(msg, "must be a string, not") {
 			t.Errorf("%s: %q, want it to say the entry must be a string", name, msg)
 		}
 	})

@@ -32,13 +32,13 @@ func (e *keyError) Error() string {
 	return e.msg
 }
 
-// loneSurrogate is the error for a string that escapes half a UTF-16
-// surrogate pair, which encoding/json reads as U+FFFD: "\ud800" and
-// "\ud801" would read as one id, and as the id written "\ufffd".
 // stringNUL is the error for a string that escapes U+0000, whatever the
 // limits (which check it, naming the string, unless lifted).
 const stringNUL = "a string holds the character \\u0000, which PostgreSQL cannot store: remove it"
 
+// loneSurrogate is the error for a string that escapes half a UTF-16
+// surrogate pair, which encoding/json reads as U+FFFD: "\ud800" and
+// "\ud801" would read as one id, and as the id written "\ufffd".
 const loneSurrogate = "a string escapes half a surrogate pair (\\ud800 to \\udfff without its other half), which would read as U+FFFD: write the character itself"
 
 // checkKeys holds the entry raw, read from offset start, to exact and
@@ -197,7 +197,14 @@ func (w *keyWalker) object(t reflect.Type) error {
 		w.i++ // the colon
 		if err := w.value(vt); err != nil {
 			if ke, ok := err.(*keyError); ok {
-				ke.at = strings.TrimSuffix(string(key)+"."+ke.at, ".")
+				step := string(key) // a field's name; a map's key is quoted: it may hold anything
+				if keys == nil {
+					step = fmt.Sprintf("[%.100q]", key)
+				}
+				if ke.at != "" && !strings.HasPrefix(ke.at, "[") {
+					step += "."
+				}
+				ke.at = step + ke.at
 			}
 			return err
 		}

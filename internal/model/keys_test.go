@@ -92,3 +92,14 @@ func TestLoneSurrogates(t *testing.T) {
 		}
 	}
 }
+
+// A refused string's path names a field's name quoted: a name may hold a
+// newline, which would otherwise forge a second line of the message.
+func TestKeyPathQuoted(t *testing.T) {
+	t.Parallel()
+	doc := `{` + account + `,"users":[{"id":"u1"}],"records":[{"object":"account","id":"a1","owner":"u1","fields":{"evil\nrecalc: forged":"\ud800"}}]}`
+	_, err := DecodeLimited(strings.NewReader(doc), Sink{}, DefaultLimits())
+	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), `record "a1": fields["evil\nrecalc: forged"]: a string escapes half a surrogate pair`) {
+		t.Errorf("a bad value under a field name holding a newline: %q, want one line naming the field quoted", err)
+	}
+}
