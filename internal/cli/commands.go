@@ -191,10 +191,8 @@ func waitCommand(out, errOut io.Writer) *cli.Command {
 			switch arg := c.Args().First(); {
 			case c.NArg() > 1:
 				return usageError(c, fmt.Errorf("give at most one JOB, and the flags before it (got %.100q after it)", c.Args().Get(1)), false)
-			case c.NArg() == 1 && strings.Trim(arg, "0123456789") != "":
-				return cli.Exit("recalc wait: JOB must be a job number", ExitUsage)
 			case c.NArg() == 1:
-				if id, err = strconv.ParseInt(arg, 10, 64); err != nil || id < 1 {
+				if id, err = strconv.ParseInt(arg, 10, 64); err != nil || id < 1 || strings.Trim(arg, "0123456789") != "" { // no sign
 					return cli.Exit("recalc wait: JOB must be a job number", ExitUsage)
 				}
 			}
