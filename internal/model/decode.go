@@ -851,7 +851,7 @@ func teamFromRaw(r *rawTeam, lim *Limits) (Team, error) {
 	if err := r.rawChild.check(lim); err != nil {
 		return Team{}, err
 	}
-	t := Team{Record: r.Record, User: r.User}
+	t := Team{Record: r.Record, User: r.User, ChildGiven: r.rawChild.set()}
 	var err error
 	switch {
 	case r.Record == "":

@@ -263,6 +263,9 @@ type Team struct {
 	User   string
 	Access Level
 	Child  ChildAccess
+	// ChildGiven is set when the entry named a child access, even none:
+	// only an account's team entries may.
+	ChildGiven bool
 }
 
 // Config holds the small configuration sections of a model. A nil slice means

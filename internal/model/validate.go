@@ -411,7 +411,7 @@ func (ix *Index) CheckTeamRefs(t *Team, recordObject string) error {
 		return fmt.Errorf("team entry on record %q: teams exist only on account, opportunity and case records, not %s", t.Record, recordObject)
 	case ix.Objects[recordObject].CBP():
 		return fmt.Errorf("team entry on record %q: object %q is controlled_by_parent and cannot have teams", t.Record, recordObject)
-	case !t.Child.IsZero() && recordObject != Account:
+	case (t.ChildGiven || !t.Child.IsZero()) && recordObject != Account:
 		return fmt.Errorf("team entry on record %q: child access is allowed only on account teams", t.Record)
 	case ix.Users[t.User] == nil:
 		return fmt.Errorf("team entry on record %q: user %q does not exist", t.Record, t.User)

@@ -272,6 +272,7 @@ func TestInvalid(t *testing.T) {
 		{"team access none", map[string]string{"teams": `[{"record":"a1","user":"u1","access":"none"}]`}, []string{"teams[0]", "access"}},
 		{"team access all", map[string]string{"teams": `[{"record":"a1","user":"u1","access":"all"}]`}, []string{"teams[0]", "access"}},
 		{"team child access on opportunity", map[string]string{"teams": `[{"record":"o1","user":"u1","access":"read","case_access":"read"}]`}, []string{`record "o1"`, "child access"}},
+		{"team child access none on opportunity", map[string]string{"teams": `[{"record":"o1","user":"u1","access":"read","contact_access":"none"}]`}, []string{`record "o1"`, "child access"}},
 		{"team child access all", map[string]string{"teams": `[{"record":"a1","user":"u1","access":"read","case_access":"all"}]`}, []string{"teams[0]", "case_access"}},
 		{"team listed twice", map[string]string{"teams": `[{"record":"a1","user":"u1","access":"read"},{"record":"a1","user":"u1","access":"edit"}]`}, []string{`record "a1"`, `"u1"`, "twice"}},
 		{"team unknown user", map[string]string{"teams": `[{"record":"a1","user":"u9","access":"read"}]`}, []string{`record "a1"`, `"u9"`}},

@@ -80,11 +80,12 @@ const stageTable = `CREATE TEMP TABLE stage (
 	cause text,       -- shares
 	user_id text,     -- team entries
 	access smallint,  -- shares and team entries
-	contact_access smallint, opportunity_access smallint, case_access smallint -- team entries
+	contact_access smallint, opportunity_access smallint, case_access smallint, -- team entries
+	child_given boolean -- team entries: a child access was named, even none
 	) ON COMMIT DROP`
 
 var stageCols = []string{"kind", "record", "object", "owner", "parent", "fields", "territories", "grantee", "cause", "user_id",
-	"access", "contact_access", "opportunity_access", "case_access"}
+	"access", "contact_access", "opportunity_access", "case_access", "child_given"}
 
 // recordRow, shareRow and teamRow are the staging rows, in stageCols order.
 func recordRow(rec *model.Record) []any {
@@ -93,16 +94,16 @@ func recordRow(rec *model.Record) []any {
 	if terr == nil {
 		terr = []string{}
 	}
-	return []any{stageRecord, rec.ID, rec.Object, rec.Owner, rec.Parent, string(fields), terr, nil, nil, nil, nil, nil, nil, nil}
+	return []any{stageRecord, rec.ID, rec.Object, rec.Owner, rec.Parent, string(fields), terr, nil, nil, nil, nil, nil, nil, nil, nil}
 }
 
 func shareRow(s *model.Share) []any {
-	return []any{stageShare, s.Record, s.Object, nil, nil, nil, nil, s.Grantee.String(), s.Cause, nil, int16(s.Access), nil, nil, nil}
+	return []any{stageShare, s.Record, s.Object, nil, nil, nil, nil, s.Grantee.String(), s.Cause, nil, int16(s.Access), nil, nil, nil, nil}
 }
 
 func teamRow(t *model.Team) []any {
 	return []any{stageTeam, t.Record, nil, nil, nil, nil, nil, nil, nil, t.User, int16(t.Access),
-		int16(t.Child.Contact), int16(t.Child.Opportunity), int16(t.Child.Case)}
+		int16(t.Child.Contact), int16(t.Child.Opportunity), int16(t.Child.Case), t.ChildGiven}
 }
 
 // Import validates the model file read from r, within lim, and stores it in one
@@ -697,6 +698,23 @@ func checkRefs(ctx context.Context, tx pgx.Tx, ix *model.Index, stored []byte, f
 	}
 	var tm model.Team
 	_, err = pgx.ForEachRow(rows, []any{&tm.Record, &tm.User, &tm.Access, &tm.Child.Contact, &tm.Child.Opportunity, &tm.Child.Case, &recordObject}, func() error {
+		if err := ix.CheckTeamRefs(&tm, recordObject); err != nil {
+			return &InvalidError{err}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// A child access of none is stored as none is: the file's entries say
+	// whether they named one.
+	rows, err = tx.Query(ctx, `SELECT s.record, s.user_id, r.object FROM stage s JOIN recalc.record r ON r.id = s.record
+		WHERE s.kind = $1 AND s.child_given AND r.object <> $2 LIMIT 1`, stageTeam, model.Account)
+	if err != nil {
+		return fmt.Errorf("check teams: %w", err)
+	}
+	tm = model.Team{ChildGiven: true}
+	_, err = pgx.ForEachRow(rows, []any{&tm.Record, &tm.User, &recordObject}, func() error {
 		if err := ix.CheckTeamRefs(&tm, recordObject); err != nil {
 			return &InvalidError{err}
 		}

@@ -105,6 +105,7 @@ var invalidModels = []struct{ name, file, want string }{
 	{"team on contact", `{"teams": [{"record": "k1", "user": "u1", "access": "read"}]}`, "teams exist only"},
 	{"duplicate team", `{"teams": [{"record": "a1", "user": "u1", "access": "read"}, {"record": "a1", "user": "u1", "access": "edit"}]}`, "listed twice"},
 	{"team child access off account", `{"teams": [{"record": "c1", "user": "u1", "access": "read", "case_access": "read"}]}`, "child access"},
+	{"team child access none off account", `{"teams": [{"record": "a1", "user": "u1", "access": "read", "case_access": "none"}, {"record": "c1", "user": "u1", "access": "read", "case_access": "none"}]}`, `team entry on record "c1": child access`},
 	{"duplicate record", `{"records": [{"object": "account", "id": "a1", "owner": "u1"}, {"object": "account", "id": "a1", "owner": "u1"}, {"object": "project__c", "id": "p9", "owner": "u1"}]}`, `record "a1" is defined twice`},
 	{"unknown owner", `{"records": [{"object": "account", "id": "a1", "owner": "ghost"}, {"object": "project__c", "id": "p9", "owner": "u1"}]}`, `owner "ghost"`},
 	{"parent of wrong object", `{"records": [{"object": "account", "id": "a1", "owner": "u1"}, {"object": "case", "id": "c1", "owner": "u1", "parent": "p9"}, {"object": "project__c", "id": "p9", "owner": "u1"}]}`, `record "c1": parent record "p9" is a project__c`},

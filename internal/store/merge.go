@@ -71,13 +71,13 @@ const (
 func deleteSink(sink *model.Sink, yield func([]any) error) {
 	sink.Merge = true
 	sink.DeleteRecord = func(id *string) error {
-		return yield([]any{stageDelRecord, *id, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil})
+		return yield([]any{stageDelRecord, *id, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil})
 	}
 	sink.DeleteShare = func(s *model.Share) error {
-		return yield([]any{stageDelShare, s.Record, nil, nil, nil, nil, nil, s.Grantee.String(), s.Cause, nil, nil, nil, nil, nil})
+		return yield([]any{stageDelShare, s.Record, nil, nil, nil, nil, nil, s.Grantee.String(), s.Cause, nil, nil, nil, nil, nil, nil})
 	}
 	sink.DeleteTeam = func(t *model.Team) error {
-		return yield([]any{stageDelTeam, t.Record, nil, nil, nil, nil, nil, nil, nil, t.User, nil, nil, nil, nil})
+		return yield([]any{stageDelTeam, t.Record, nil, nil, nil, nil, nil, nil, nil, t.User, nil, nil, nil, nil, nil})
 	}
 }
 
