@@ -95,7 +95,8 @@ func Decode(r io.Reader, sink Sink) (*File, error) {
 // by more than a read buffer, so a huge value is refused, not buffered.
 // Counts and depths, which need the whole configuration, are
 // Config.ValidateLimited's. Whatever the limits (0 lifts one), the file must
-// be UTF-8 and its keys exact and unique (keys.go).
+// be UTF-8, its keys exact and unique, its strings free of U+0000 and of half
+// surrogate pairs (keys.go), and its filter logic grouped (checkGrouping).
 func DecodeLimited(r io.Reader, sink Sink, lim Limits) (*File, error) {
 	return decode(r, sink, lim, true)
 }
