@@ -87,8 +87,7 @@ func TestStrayArgumentChangesNothing(t *testing.T) {
 }
 
 // TestDeferDuringRunThenResumesRace: a run's job is in progress
-// when `defer` is called; imports during the job are refused with one
-// error and store nothing; once it is done a deferred `run` changes nothing
+// when `defer` is called, and runs to its end; then a deferred `run` changes nothing
 // and says so; then an import and application writes accumulate, and two
 // `resume`s and a `run` start at once. All exit 0, nothing is left
 // pending, and the tables equal a from-scratch full run of the final model.
@@ -146,15 +145,6 @@ func TestDeferDuringRunThenResumesRace(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	o.run("defer")
-	// An import during the job is refused and stores nothing.
-	stored := o.stdout("export", "--no-records")
-	if out, err := o.command("import", rulesFile).CombinedOutput(); err == nil {
-		t.Logf("import during the job succeeded (the job may have finished): %s", out)
-	} else if !strings.Contains(string(out), "is running") {
-		t.Fatalf("import during the job: want the job-running error, got %v\n%s", err, out)
-	} else if o.stdout("export", "--no-records") != stored {
-		t.Fatal("the refused import changed the stored configuration")
-	}
 	if err := run.Wait(); err != nil {
 		t.Fatalf("run under defer: %v\n%s", err, runOut.String())
 	}
@@ -194,4 +184,75 @@ func TestDeferDuringRunThenResumesRace(t *testing.T) {
 		t.Fatalf("after the resumes: %s", st)
 	}
 	o.checkEqualsFull("after defer during a run, imports, and racing resumes")
+}
+
+// TestImportWaitsForARunningJob: an import while a job runs waits for the
+// job to end (sharing changes wait for a recalculation), then imports;
+// with --wait-job shorter than the job it is refused, storing nothing. The
+// job is held by an application transaction's row locks.
+func TestImportWaitsForARunningJob(t *testing.T) {
+	t.Parallel()
+	o := newProcessOrg(t, 200)
+	o.changeRecords(7, 0)
+	ctx := context.Background()
+	app, err := o.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Rollback(ctx)
+	if _, err := app.Exec(ctx, `SELECT FROM recalc.acl_record WHERE rid % 7 = 0 FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	run := o.command("run", "--lock-timeout", "60s")
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer run.Wait()
+	for deadline := time.Now().Add(20 * time.Second); o.runningJobs() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no job ran within 20s")
+		}
+	}
+	file := filepath.Join(t.TempDir(), "users.json")
+	exported := o.stdout("export", "--section", "users")
+	if err := os.WriteFile(file, []byte(strings.Replace(exported, `"users": [`, `"users": [{"id": "waited"},`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stored := o.stdout("export", "--no-records")
+	out, err := o.command("import", "--wait-job", "300ms", file).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "is running") || o.stdout("export", "--no-records") != stored {
+		t.Fatalf("import with --wait-job shorter than the job: %v, want refused, storing nothing\n%s", err, out)
+	}
+	imp := o.command("import", file)
+	var impOut bytes.Buffer
+	imp.Stdout, imp.Stderr = &impOut, &impOut
+	if err := imp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- imp.Wait() }()
+	select {
+	case err := <-done:
+		t.Fatalf("the import did not wait for the job: %v\n%s", err, impOut.String())
+	case <-time.After(time.Second):
+	}
+	if err := app.Rollback(ctx); err != nil { // the job goes on, and ends
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil || !strings.Contains(impOut.String(), "waits for it to end") {
+		t.Fatalf("import after waiting: %v\n%s", err, impOut.String())
+	}
+	if o.runningJobs() != 0 || !strings.Contains(o.stdout("export", "--section", "users"), `"waited"`) {
+		t.Fatal("the import did not store its file after the job")
+	}
+}
+
+// runningJobs counts the running jobs.
+func (o *processOrg) runningJobs() int {
+	o.t.Helper()
+	var n int
+	if err := o.pool.QueryRow(context.Background(), `SELECT count(*) FROM recalc.job WHERE status = 'running'`).Scan(&n); err != nil {
+		o.t.Fatal(err)
+	}
+	return n
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/schema"
 )
@@ -344,14 +345,10 @@ func Init(ctx context.Context, env *Env) error {
 	return nil
 }
 
-// Import stores a model file ("-" for standard input), read within lim.
-func Import(ctx context.Context, env *Env, path string, maxRevoke float64, lim model.Limits) error {
-	return ImportWith(ctx, env, path, maxRevoke, lim, store.Options{})
-}
-
-// ImportWith is Import as opt says: a merge (--merge), a revision check
-// (--if-revision).
-func ImportWith(ctx context.Context, env *Env, path string, maxRevoke float64, lim model.Limits, opt store.Options) error {
+// ImportWith stores a model file ("-" for standard input), read within lim,
+// as opt says: a merge (--merge), a revision check (--if-revision). While a
+// recalculation job runs it waits up to waitJob for the job to end.
+func ImportWith(ctx context.Context, env *Env, path string, maxRevoke float64, lim model.Limits, opt store.Options, waitJob time.Duration) error {
 	r, closeFile, err := openModel(ctx, env, path)
 	if err != nil {
 		return err
@@ -362,7 +359,20 @@ func ImportWith(ctx context.Context, env *Env, path string, maxRevoke float64, l
 		check = func(ctx context.Context, tx pgx.Tx) error { return blastRadius(ctx, tx, maxRevoke, env.Log) }
 	}
 	start := time.Now()
-	res, err := store.ImportWith(ctx, env.Pool, r, lim, env.Log, check, opt)
+	var res *store.Result
+	for {
+		// A running job refuses the import before it reads the file, so
+		// the file can be imported once the job has ended.
+		res, err = store.ImportWith(ctx, env.Pool, r, lim, env.Log, check, opt)
+		var busy *store.BusyError
+		if !errors.As(err, &busy) || busy.Status != queue.Running || time.Since(start) >= waitJob {
+			break
+		}
+		env.Log.Info().Int64("job", busy.Job).Dur("wait_job", waitJob).Msg("a recalculation job is running: the import waits for it to end")
+		if err := waitForJob(ctx, env.Pool, busy.Job, start.Add(waitJob)); err != nil {
+			return err
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -371,6 +381,29 @@ func ImportWith(ctx context.Context, env *Env, path string, maxRevoke float64, l
 		Int64("teams", res.Teams).Int64("changes", res.Changes).Int64("manual_shares_wiped", res.ManualSharesWiped).
 		Int64("duration_ms", time.Since(start).Milliseconds()).Msg("model imported; run `recalc run` to recalculate")
 	return nil
+}
+
+// waitForJob waits until job id has ended, or no process works on it, or
+// the deadline has passed (the caller then tries again, and says so).
+func waitForJob(ctx context.Context, pool *pgxpool.Pool, id int64, deadline time.Time) error {
+	wctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	err := func() error {
+		conn, err := pool.Acquire(wctx)
+		if err != nil {
+			return fmt.Errorf("acquire connection: %w", err)
+		}
+		defer conn.Release()
+		if err := pg.Listen(wctx, conn, queue.Channel); err != nil {
+			return err
+		}
+		_, err = awaitJob(wctx, conn, id)
+		return err
+	}()
+	if err != nil && wctx.Err() != nil && ctx.Err() == nil {
+		return nil // the deadline
+	}
+	return err
 }
 
 // openModel checks the schema, then opens the model file path ("-" for

@@ -33,7 +33,8 @@ func importCommand(out, errOut io.Writer) *cli.Command {
 		Usage:     "validate a model file and store it; each section present replaces the stored one (--merge: each entry)",
 		ArgsUsage: "FILE (or - for standard input)",
 		Description: "Nothing is recalculated: run `recalc run` afterwards. An invalid file is rejected whole\n" +
-			"with one message naming the offending entry, and the database is left unchanged.\n" +
+			"with one message naming the offending entry, and the database is left unchanged. While a\n" +
+			"recalculation job runs, the import waits for it to end (--wait-job), then imports.\n" +
 			"With --max-revoke (or RECALC_MAX_REVOKE), the import is refused when it would take\n" +
 			"access away from more than that share of the (user, record) pairs with access whose\n" +
 			"access it can change, unless --yes is given; `recalc plan FILE` shows the details.\n" +
@@ -50,6 +51,8 @@ func importCommand(out, errOut io.Writer) *cli.Command {
 			&cli.Float64Flag{Name: "max-revoke", EnvVars: []string{"RECALC_MAX_REVOKE"},
 				Usage: "refuse a change revoking more than this share (0..1) of the touched pairs with access; unset: no guard"},
 			&cli.BoolFlag{Name: "yes", Usage: "import even past --max-revoke"},
+			&cli.DurationFlag{Name: "wait-job", Value: 10 * time.Minute, Usage: "while a recalculation job runs, wait up to this long for it to end, then import " +
+				"(sharing changes wait for a recalculation, as in Salesforce); 0: refuse at once"},
 		}, limitFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -67,7 +70,7 @@ func importCommand(out, errOut io.Writer) *cli.Command {
 			}
 			opt := store.Options{Merge: c.Bool("merge"), IfRevision: c.String("if-revision")}
 			return action(out, errOut, func(ctx context.Context, env *Env) error {
-				return ImportWith(ctx, env, c.Args().First(), guard, lim, opt)
+				return ImportWith(ctx, env, c.Args().First(), guard, lim, opt, c.Duration("wait-job"))
 			})(c)
 		},
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/mattn/go-isatty"
 	"github.com/urfave/cli/v2"
 
@@ -165,33 +166,43 @@ func WaitCmd(ctx context.Context, env *Env, id int64) error {
 			return fmt.Errorf("there is no job to wait for: `recalc run` starts one")
 		}
 	}
+	j, err := awaitJob(ctx, conn, id)
+	if err != nil {
+		return err
+	}
+	if j.Interrupted {
+		return fmt.Errorf("job %d was interrupted: no process is working on it; `recalc run` resumes it", id)
+	}
+	payload, err := queue.Payload(ctx, conn, id)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(env.Out, string(payload))
+	if j.Status == queue.Failed {
+		return errJobFailed
+	}
+	return nil
+}
+
+// awaitJob returns job id once it has ended, or no process works on it
+// (Interrupted), on conn, which listens on queue.Channel.
+func awaitJob(ctx context.Context, conn *pgxpool.Conn, id int64) (*queue.Job, error) {
 	for {
 		j, err := queue.Get(ctx, conn, id)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if j == nil {
-			return fmt.Errorf("job %d does not exist", id)
+			return nil, fmt.Errorf("job %d does not exist", id)
 		}
-		if j.Interrupted {
-			return fmt.Errorf("job %d was interrupted: no process is working on it; `recalc run` resumes it", id)
-		}
-		if j.Status != queue.Running {
-			payload, err := queue.Payload(ctx, conn, id)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(env.Out, string(payload))
-			if j.Status == queue.Failed {
-				return errJobFailed
-			}
-			return nil
+		if j.Interrupted || j.Status != queue.Running {
+			return j, nil
 		}
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second) // recheck now and then
 		_, err = conn.Conn().WaitForNotification(wctx)
 		cancel()
 		if err != nil && ctx.Err() != nil {
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
 }
