@@ -193,21 +193,13 @@ func TestDeferDuringRunThenResumesRace(t *testing.T) {
 func TestImportWaitsForARunningJob(t *testing.T) {
 	t.Parallel()
 	o := newProcessOrg(t, 200)
-	o.changeRecords(7, 0)
 	ctx := context.Background()
-	app, err := o.pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Rollback(ctx)
-	if _, err := app.Exec(ctx, `SELECT FROM recalc.acl_record WHERE rid % 7 = 0 FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
+	app := o.holdChangedRows()
 	run := o.command("run", "--lock-timeout", "60s")
 	if err := run.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer run.Wait()
+	t.Cleanup(func() { _ = run.Process.Kill(); _ = run.Wait() }) // before the rows are let go
 	for deadline := time.Now().Add(20 * time.Second); o.runningJobs() == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no job ran within 20s")

@@ -80,16 +80,8 @@ func TestExitStatuses(t *testing.T) {
 func TestInterruptExits130(t *testing.T) {
 	t.Parallel()
 	o := newProcessOrg(t, 200)
-	o.changeRecords(7, 0)
 	ctx := context.Background()
-	app, err := o.pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Rollback(ctx)
-	if _, err := app.Exec(ctx, `SELECT FROM recalc.acl_record WHERE rid % 7 = 0 FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
+	app := o.holdChangedRows()
 	cmd := o.command("run", "--lock-timeout", "60s")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -100,7 +92,7 @@ func TestInterruptExits130(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	err = cmd.Wait()
+	err := cmd.Wait()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 130 || !strings.Contains(stderr.String(), "interrupted") {
 		t.Fatalf("interrupted run: %v, stderr %q; want exit 130 saying it was interrupted", err, stderr.String())

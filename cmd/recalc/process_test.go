@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/recalc-dev/recalc/bench/gen"
@@ -159,6 +160,24 @@ func (o *processOrg) changeRecords(n, offset int) {
 	o.exec(`UPDATE recalc.record r SET owner = o.owner, fields = r.fields || jsonb_build_object('tier', (r.rid % 5)::int)
 		FROM (SELECT rid, lag(owner) OVER (ORDER BY rid) AS owner FROM recalc.record) o
 		WHERE o.rid = r.rid AND o.owner IS NOT NULL AND r.rid % $1 = $2`, n, offset)
+}
+
+// holdChangedRows changes every 7th record, as changeRecords does, and
+// returns an application transaction that holds their materialized rows,
+// so that the next run's job waits for it; the test's end rolls it back.
+func (o *processOrg) holdChangedRows() pgx.Tx {
+	o.t.Helper()
+	o.changeRecords(7, 0)
+	ctx := context.Background()
+	app, err := o.pool.Begin(ctx)
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	o.t.Cleanup(func() { app.Rollback(ctx) })
+	if _, err := app.Exec(ctx, `SELECT FROM recalc.acl_record WHERE rid % 7 = 0 FOR UPDATE`); err != nil {
+		o.t.Fatal(err)
+	}
+	return app
 }
 
 // checkEqualsFull holds the materialized tables to what a from-scratch full
