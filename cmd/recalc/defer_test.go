@@ -223,6 +223,7 @@ func TestImportWaitsForARunningJob(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- imp.Wait() }()
+	t.Cleanup(func() { _ = imp.Process.Kill() })
 	select {
 	case err := <-done:
 		t.Fatalf("the import did not wait for the job: %v\n%s", err, impOut.String())

@@ -358,18 +358,20 @@ func ImportWith(ctx context.Context, env *Env, path string, maxRevoke float64, l
 	if maxRevoke >= 0 {
 		check = func(ctx context.Context, tx pgx.Tx) error { return blastRadius(ctx, tx, maxRevoke, env.Log) }
 	}
-	start := time.Now()
+	began := time.Now()
+	var start time.Time
 	var res *store.Result
 	for {
 		// A running job refuses the import before it reads the file, so
 		// the file can be imported once the job has ended.
+		start = time.Now()
 		res, err = store.ImportWith(ctx, env.Pool, r, lim, env.Log, check, opt)
 		var busy *store.BusyError
-		if !errors.As(err, &busy) || busy.Status != queue.Running || time.Since(start) >= waitJob {
+		if !errors.As(err, &busy) || busy.Status != queue.Running || time.Since(began) >= waitJob {
 			break
 		}
 		env.Log.Info().Int64("job", busy.Job).Dur("wait_job", waitJob).Msg("a recalculation job is running: the import waits for it to end")
-		if err := waitForJob(ctx, env.Pool, busy.Job, start.Add(waitJob)); err != nil {
+		if err := waitForJob(ctx, env.Pool, busy.Job, began.Add(waitJob)); err != nil {
 			return err
 		}
 	}
@@ -393,7 +395,7 @@ func waitForJob(ctx context.Context, pool *pgxpool.Pool, id int64, deadline time
 		if err != nil {
 			return fmt.Errorf("acquire connection: %w", err)
 		}
-		defer conn.Release()
+		defer func() { _ = conn.Hijack().Close(context.WithoutCancel(ctx)) }() // it listens: not for the pool
 		if err := pg.Listen(wctx, conn, queue.Channel); err != nil {
 			return err
 		}

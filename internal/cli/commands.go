@@ -68,6 +68,9 @@ func importCommand(out, errOut io.Writer) *cli.Command {
 			if err != nil {
 				return err
 			}
+			if c.Duration("wait-job") < 0 {
+				return usageError(c, fmt.Errorf("--wait-job must be 0 (refuse at once) or more"), false)
+			}
 			opt := store.Options{Merge: c.Bool("merge"), IfRevision: c.String("if-revision")}
 			return action(out, errOut, func(ctx context.Context, env *Env) error {
 				return ImportWith(ctx, env, c.Args().First(), guard, lim, opt, c.Duration("wait-job"))
