@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 )
 
@@ -301,16 +302,6 @@ func (w *keyWalker) str() (s []byte, bad string) {
 // hex4 is the value of four hexadecimal digits (valid: encoding/json has
 // read them).
 func hex4(b []byte) rune {
-	var r rune
-	for _, c := range b {
-		switch {
-		case c >= '0' && c <= '9':
-			r = r<<4 | rune(c-'0')
-		case c >= 'a' && c <= 'f':
-			r = r<<4 | rune(c-'a'+10)
-		default:
-			r = r<<4 | rune(c-'A'+10)
-		}
-	}
-	return r
+	v, _ := strconv.ParseUint(string(b), 16, 32)
+	return rune(v)
 }
