@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -70,6 +71,9 @@ func detachCommand(out, errOut io.Writer) *cli.Command {
 			if c.Bool("all") == (c.NArg() > 0) {
 				return cli.Exit("recalc detach: give the objects to detach, or --all", ExitUsage)
 			}
+			if flag := flagAfterArgument(c.Command, c.Args().Slice()); flag != "" {
+				return usageError(c, fmt.Errorf("give the OBJECTs, and the flags before them (got %.100q after them)", flag), false)
+			}
 			return nil
 		},
 		Action: formatAction(out, errOut, func(c *cli.Context, format string) func(context.Context, *Env) error {
@@ -85,6 +89,23 @@ func detachCommand(out, errOut io.Writer) *cli.Command {
 			}
 		}),
 	}
+}
+
+// flagAfterArgument returns the first of args after the first that is one
+// of cmd's flags (urfave/cli reads no flag after an argument), or "".
+func flagAfterArgument(cmd *cli.Command, args []string) string {
+	for _, arg := range args[min(1, len(args)):] {
+		name, _, _ := strings.Cut(strings.TrimLeft(arg, "-"), "=")
+		if !strings.HasPrefix(arg, "-") || name == "" {
+			continue
+		}
+		for _, f := range cmd.Flags {
+			if slices.Contains(f.Names(), name) {
+				return arg
+			}
+		}
+	}
+	return ""
 }
 
 // applyAttach reads and applies a spec file.
