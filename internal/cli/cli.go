@@ -391,14 +391,11 @@ func waitForJob(ctx context.Context, pool *pgxpool.Pool, id int64, deadline time
 	wctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	err := func() error {
-		conn, err := pool.Acquire(wctx)
+		conn, done, err := listenForJobs(wctx, pool)
 		if err != nil {
-			return fmt.Errorf("acquire connection: %w", err)
-		}
-		defer func() { _ = conn.Hijack().Close(context.WithoutCancel(ctx)) }() // it listens: not for the pool
-		if err := pg.Listen(wctx, conn, queue.Channel); err != nil {
 			return err
 		}
+		defer done()
 		_, err = awaitJob(wctx, conn, id)
 		return err
 	}()

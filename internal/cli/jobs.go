@@ -150,14 +150,11 @@ func WaitCmd(ctx context.Context, env *Env, id int64) error {
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
-	conn, err := env.Pool.Acquire(ctx)
+	conn, done, err := listenForJobs(ctx, env.Pool)
 	if err != nil {
-		return fmt.Errorf("acquire connection: %w", err)
-	}
-	defer conn.Release()
-	if err := pg.Listen(ctx, conn, queue.Channel); err != nil {
 		return err
 	}
+	defer done()
 	if id == 0 {
 		if id, err = queue.UnfinishedOrLatest(ctx, conn); err != nil {
 			return err
@@ -182,6 +179,21 @@ func WaitCmd(ctx context.Context, env *Env, id int64) error {
 		return errJobFailed
 	}
 	return nil
+}
+
+// listenForJobs takes a connection from pool that listens on
+// queue.Channel; done closes it, since a listening connection is not for
+// the pool.
+func listenForJobs(ctx context.Context, pool *pgxpool.Pool) (conn *pgxpool.Conn, done func(), err error) {
+	if conn, err = pool.Acquire(ctx); err != nil {
+		return nil, nil, fmt.Errorf("acquire connection: %w", err)
+	}
+	done = func() { _ = conn.Hijack().Close(context.WithoutCancel(ctx)) }
+	if err := pg.Listen(ctx, conn, queue.Channel); err != nil {
+		done()
+		return nil, nil, err
+	}
+	return conn, done, nil
 }
 
 // awaitJob returns job id once it has ended, or no process works on it
