@@ -154,12 +154,21 @@ func StagingTasks(pool *pgxpool.Pool, org *sharing.Org, d *Dict, job int64, clos
 // index. Readers see the old tables until tx commits, then the new ones.
 // It records the records and grantees the swap changes for the feed, or
 // reports every (feed.Swap): the caller publishes every record.
+//
+// When readers hold the live tables for longer than swapWait (a reader's
+// transaction left open holds them: it needs no privilege on them, only a
+// call of recalc's functions), it copies the staged rows into the live
+// tables in place instead, under the row locks readers do not take.
 func SwapFull(ctx context.Context, tx pgx.Tx, closure bool) (every bool, err error) {
-	if err := lockForSwap(ctx, tx, closure); err != nil {
+	locked, err := lockForSwap(ctx, tx, closure, time.Now().Add(swapWait))
+	if err != nil {
 		return false, err
 	}
 	if every, err = feed.Swap(ctx, tx, closure); err != nil {
 		return false, err
+	}
+	if !locked {
+		return every, copyIntoLive(ctx, tx, closure)
 	}
 	sql := `
 		ALTER TABLE recalc.acl_share_next ADD CONSTRAINT acl_share_next_pkey PRIMARY KEY USING INDEX acl_share_next_pkey;
@@ -189,23 +198,28 @@ func SwapFull(ctx context.Context, tx pgx.Tx, closure bool) (every bool, err err
 	return every, nil
 }
 
+// swapWait bounds how long a swap waits for readers to let go of the live
+// tables before it copies the rows in place instead.
+const swapWait = 10 * time.Second
+
 // lockForSwap takes the live tables SwapFull drops and renames, ACCESS
-// EXCLUSIVE, all at once, before it reads them. Each try waits at most
-// 100 ms: readers take these tables one statement at a time, in their own
-// order, so a swap that waited longer while it held one of them could
-// deadlock with a reader, and every new reader queues behind a waiting
-// swap. A try that times out lets go of what it took, and the next one
-// comes after a pause, until no reader holds the tables.
-func lockForSwap(ctx context.Context, tx pgx.Tx, closure bool) error {
+// EXCLUSIVE, all at once, before it reads them, and reports whether it took
+// them before deadline. Each try waits at most 100 ms: readers take these
+// tables one statement at a time, in their own order, so a swap that waited
+// longer while it held one of them could deadlock with a reader, and every
+// new reader queues behind a waiting swap. A try that times out lets go of
+// what it took, and the next one comes after a pause, until no reader holds
+// the tables or the deadline passes.
+func lockForSwap(ctx context.Context, tx pgx.Tx, closure bool, deadline time.Time) (bool, error) {
 	tables := "recalc.acl_record, recalc.acl_share" // in the order a reader's statement locks them
 	if closure {
 		tables += ", recalc.acl_member"
 	}
 	var timeout string
 	if err := tx.QueryRow(ctx, `SELECT pg_catalog.current_setting('lock_timeout')`).Scan(&timeout); err != nil {
-		return fmt.Errorf("read lock_timeout: %w", err)
+		return false, fmt.Errorf("read lock_timeout: %w", err)
 	}
-	for {
+	for time.Now().Before(deadline) {
 		err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { // a savepoint: a timed-out try releases its locks
 			_, err := sp.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', '100ms', true);
 				LOCK TABLE `+tables+` IN ACCESS EXCLUSIVE MODE`)
@@ -214,14 +228,35 @@ func lockForSwap(ctx context.Context, tx pgx.Tx, closure bool) error {
 		switch {
 		case err == nil:
 			_, err = tx.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', $1, true)`, timeout)
-			return err
+			return err == nil, err
 		case !pg.IsRetryable(err):
-			return fmt.Errorf("lock the live tables for the swap: %w", err)
+			return false, fmt.Errorf("lock the live tables for the swap: %w", err)
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		case <-time.After(time.Duration(20+rand.IntN(80)) * time.Millisecond):
 		}
 	}
+	return false, nil
+}
+
+// copyIntoLive replaces the live tables' rows with the staged ones, in
+// place (readers see the old rows until tx commits), and drops the staging
+// tables: SwapFull's way when it could not lock the live tables.
+func copyIntoLive(ctx context.Context, tx pgx.Tx, closure bool) error {
+	tables := []string{"acl_share", "acl_record"}
+	if closure {
+		tables = append(tables, "acl_member")
+	}
+	var sql []string
+	for _, t := range tables {
+		sql = append(sql, `DELETE FROM recalc.`+t, `INSERT INTO recalc.`+t+` TABLE recalc.`+t+`_next`)
+	}
+	sql = append(sql, `DROP TABLE IF EXISTS recalc.acl_share_next, recalc.acl_record_next, recalc.acl_member_next`,
+		`ANALYZE recalc.acl_share, recalc.acl_record, recalc.acl_member`)
+	if _, err := tx.Exec(ctx, strings.Join(sql, "; ")); err != nil {
+		return fmt.Errorf("copy recalculated rows into the live tables: %w", err)
+	}
+	return nil
 }
