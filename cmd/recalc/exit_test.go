@@ -32,6 +32,7 @@ func TestExitStatuses(t *testing.T) {
 		{"invalid model", "", []string{"import", "/dev/null"}, 1, "invalid model", false},
 		{"grant without a role", "", []string{"grant", "reader"}, 2, "recalc grant reader|writer ROLE", false},
 		{"a nice ratio out of range", "", []string{"run", "--nice", "-1"}, 2, "--nice between 0 and 100", false},
+		{"a poll too short", "", []string{"changes", "--follow", "--poll", "1ms"}, 2, "--poll must be 10ms or more (see `recalc changes --help`)", false},
 		{"grant of an unknown kind", "", []string{"grant", "admin", "x"}, 2, `unknown kind of access "admin"`, false},
 		{"an argument to a command that takes none", "", []string{"init", "extra"}, 2, `init takes no arguments, got "extra" (see`, false},
 		{"a job number with a tail", "", []string{"wait", "1x"}, 2, "JOB must be a job number", false},

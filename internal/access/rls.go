@@ -85,22 +85,38 @@ var idTypes = map[string]bool{"text": true, "varchar": true, "int2": true, "int4
 func (r *RLS) table() (pgx.Identifier, error) {
 	parts := strings.Split(r.Table, ".")
 	if len(parts) > 2 || r.Table == "" {
-		return nil, fmt.Errorf("table %q: give TABLE or SCHEMA.TABLE", r.Table)
+		return nil, fmt.Errorf("table %.100q: give TABLE or SCHEMA.TABLE", r.Table)
+	}
+	for _, p := range parts {
+		if err := pg.CheckName("table "+r.shortTable(), p); err != nil {
+			return nil, err
+		}
 	}
 	return pgx.Identifier(parts), nil
 }
 
-// validate checks the arguments that need no database.
-func (r *RLS) validate() error {
+// shortTable is the table as given, quoted and cut for a message.
+func (r *RLS) shortTable() string { return fmt.Sprintf("%.100q", r.Table) }
+
+// Validate checks the arguments that need no database.
+func (r *RLS) Validate() error {
+	if _, err := r.table(); err != nil {
+		return err
+	}
 	switch {
 	case r.UserFromRole && r.UserSetting != "":
-		return errors.New("give either a user setting or user from role, not both")
+		return errors.New("give --user-setting or --user-from-role, not both")
 	case !r.UserFromRole && !settingName.MatchString(r.UserSetting):
-		return fmt.Errorf("user setting %q must look like prefix.name (a custom setting)", r.UserSetting)
+		return fmt.Errorf("user setting %.100q must look like prefix.name (a custom setting)", r.UserSetting)
 	case !objectName.MatchString(r.Object):
 		return fmt.Errorf("object %q is not an object name", r.Object)
 	case r.IDColumn == "":
-		return errors.New("give the id column")
+		return errors.New("give the id column (--id-column)")
+	}
+	for _, n := range [][2]string{{"id column", r.IDColumn}, {"owner column", r.OwnerColumn}, {"insert role", r.InsertRole}} {
+		if err := pg.CheckName(n[0], n[1]); n[1] != "" && err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -113,10 +129,7 @@ func (r *RLS) validate() error {
 // transaction's search_path pinned to pg_catalog, pg_temp (and restored
 // after): no function of the caller's search_path is used.
 func EnableRLS(ctx context.Context, tx pgx.Tx, r *RLS) error {
-	if _, err := r.table(); err != nil {
-		return err
-	}
-	if err := r.validate(); err != nil {
+	if err := r.Validate(); err != nil {
 		return err
 	}
 	tbl, err := resolveTable(ctx, tx, r.Table)
@@ -145,9 +158,9 @@ func resolveTable(ctx context.Context, tx pgx.Tx, table string) (pgx.Identifier,
 		pgx.Identifier(strings.Split(table, ".")).Sanitize()).Scan(&nsp, &rel)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return nil, fmt.Errorf("table %s does not exist: create it first, or give SCHEMA.TABLE", table)
+		return nil, fmt.Errorf("table %.100q does not exist: create it first, or give SCHEMA.TABLE", table)
 	case err != nil:
-		return nil, fmt.Errorf("look up table %s: %w", table, err)
+		return nil, fmt.Errorf("look up table %.100q: %w", table, err)
 	}
 	return pgx.Identifier{*nsp, *rel}, nil
 }
@@ -158,7 +171,7 @@ func enableRLS(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) error
 	var owns bool
 	if err := tx.QueryRow(ctx, `SELECT c.relowner::regrole::text, pg_catalog.pg_has_role(c.relowner, 'USAGE')
 		FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1)`, tbl.Sanitize()).Scan(&owner, &owns); err != nil {
-		return fmt.Errorf("look up the owner of %s: %w", r.Table, err)
+		return fmt.Errorf("look up the owner of %q: %w", r.Table, err)
 	}
 	if !owns {
 		return fmt.Errorf("only the owner of %s (%s) may enable row-level security on it: run `recalc rls enable` as a superuser, or as that owner with recalc's engine role granted to it (docs/rls.md, \"Who runs it\")", r.Table, owner)
@@ -180,7 +193,7 @@ func enableRLS(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) error
 	}
 	for _, sql := range append(sqls, policies...) {
 		if _, err := tx.Exec(ctx, sql); err != nil {
-			return fmt.Errorf("enable row-level security on %s: %w", r.Table, err)
+			return fmt.Errorf("enable row-level security on %q: %w", r.Table, err)
 		}
 	}
 	return nil
@@ -396,17 +409,17 @@ func idColumnOf(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) (*id
 		tbl.Sanitize(), r.IDColumn, r.OwnerColumn).Scan(&exists, &idType, &deterministic, &collSchema, &collName, &ownerType)
 	switch {
 	case err != nil:
-		return nil, fmt.Errorf("look up table %s: %w", r.Table, err)
+		return nil, fmt.Errorf("look up table %q: %w", r.Table, err)
 	case !exists:
-		return nil, fmt.Errorf("table %s does not exist: create it first, or give SCHEMA.TABLE", r.Table)
+		return nil, fmt.Errorf("table %q does not exist: create it first, or give SCHEMA.TABLE", r.Table)
 	case idType == nil:
-		return nil, fmt.Errorf("table %s has no column %q: give the id column with --id-column", r.Table, r.IDColumn)
+		return nil, fmt.Errorf("table %q has no column %q: give the id column with --id-column", r.Table, r.IDColumn)
 	case !idTypes[*idType]:
-		return nil, fmt.Errorf("id column %q of %s is of type %s: it must be text, varchar, smallint, integer, bigint or uuid", r.IDColumn, r.Table, *idType)
+		return nil, fmt.Errorf("id column %q of %q is of type %s: it must be text, varchar, smallint, integer, bigint or uuid", r.IDColumn, r.Table, *idType)
 	case r.PerUserPlans && !deterministic:
-		return nil, fmt.Errorf("id column %q of %s has a nondeterministic collation, under which the ids of per-user plans match rows of other ids: give the column a deterministic collation, or leave out --per-user-plans", r.IDColumn, r.Table)
+		return nil, fmt.Errorf("id column %q of %q has a nondeterministic collation, under which the ids of per-user plans match rows of other ids: give the column a deterministic collation, or leave out --per-user-plans", r.IDColumn, r.Table)
 	case r.OwnerColumn != "" && ownerType == nil:
-		return nil, fmt.Errorf("table %s has no column %q: give the owner column with --owner-column", r.Table, r.OwnerColumn)
+		return nil, fmt.Errorf("table %q has no column %q: give the owner column with --owner-column", r.Table, r.OwnerColumn)
 	}
 	if r.InsertRole != "" {
 		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, r.InsertRole).Scan(&exists); err != nil {
@@ -461,18 +474,51 @@ func dropPolicies(tbl pgx.Identifier) []string {
 	return append(out, `DROP TRIGGER IF EXISTS `+pgx.Identifier{writeGuard}.Sanitize()+` ON `+tbl.Sanitize())
 }
 
-// DisableRLS drops recalc's policies and disables row-level security.
-func DisableRLS(ctx context.Context, tx pgx.Tx, table string) error {
-	tbl, err := (&RLS{Table: table}).table()
-	if err != nil {
-		return err
+// DisableRLS drops recalc's policies and write guard from table, and
+// disables row-level security unless other policies remain: those are the
+// application's, and stay in force. It returns their names.
+func DisableRLS(ctx context.Context, tx pgx.Tx, table string) (remaining []string, err error) {
+	if _, err := (&RLS{Table: table}).table(); err != nil {
+		return nil, err
 	}
-	for _, sql := range append(dropPolicies(tbl), `ALTER TABLE `+tbl.Sanitize()+` DISABLE ROW LEVEL SECURITY`) {
+	tbl, err := resolveTable(ctx, tx, table)
+	if err != nil {
+		return nil, err
+	}
+	for _, sql := range dropPolicies(tbl) {
 		if _, err := tx.Exec(ctx, sql); err != nil {
-			return fmt.Errorf("disable row-level security on %s: %w", table, err)
+			return nil, fmt.Errorf("drop recalc's policies from %.100q: %w", table, err)
 		}
 	}
-	return nil
+	if remaining, err = OtherPolicies(ctx, tx, table, false); err != nil || len(remaining) > 0 {
+		return remaining, err
+	}
+	if _, err := tx.Exec(ctx, `ALTER TABLE `+tbl.Sanitize()+` DISABLE ROW LEVEL SECURITY`); err != nil {
+		return nil, fmt.Errorf("disable row-level security on %.100q: %w", table, err)
+	}
+	return nil, nil
+}
+
+// OtherPolicies returns the names of table's policies that recalc did not
+// install; with reads, only the permissive ones that admit rows to SELECT,
+// which widen what recalc_read shows (permissive policies add up).
+func OtherPolicies(ctx context.Context, tx pgx.Tx, table string, reads bool) ([]string, error) {
+	tbl, err := resolveTable(ctx, tx, table)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := tx.Query(ctx, `SELECT polname::text FROM pg_catalog.pg_policy
+		WHERE polrelid = pg_catalog.to_regclass($1) AND polname::text <> ALL ($2)
+		  AND (NOT $3 OR (polpermissive AND polcmd IN ('r', '*')))
+		ORDER BY polname`, tbl.Sanitize(), policyNames, reads)
+	if err != nil {
+		return nil, fmt.Errorf("list the policies of %.100q: %w", table, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list the policies of %.100q: %w", table, err)
+	}
+	return names, nil
 }
 
 // OwnerBypass returns the owner of table and whether reads as that owner
@@ -489,7 +535,7 @@ func OwnerBypass(ctx context.Context, tx pgx.Tx, table string) (string, bool, er
 		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_roles o ON o.oid = c.relowner
 		WHERE c.oid = pg_catalog.to_regclass($1)`, tbl.Sanitize()).Scan(&owner, &bypass)
 	if err != nil {
-		return "", false, fmt.Errorf("look up owner of %s: %w", table, err)
+		return "", false, fmt.Errorf("look up owner of %q: %w", table, err)
 	}
 	return owner, bypass, nil
 }

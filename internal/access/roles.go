@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/recalc-dev/recalc/internal/pg"
 )
 
 // Access a role can be given to the schema (`recalc grant`), each the least
@@ -63,6 +65,9 @@ func Grant(ctx context.Context, tx pgx.Tx, kind, role string) error {
 		sqls = writerGrants
 	default:
 		return fmt.Errorf("unknown kind of access %q: give %s or %s", kind, Reader, Writer)
+	}
+	if err := pg.CheckName("role", role); err != nil {
+		return err
 	}
 	var exists bool
 	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, role).Scan(&exists); err != nil {

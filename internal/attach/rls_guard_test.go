@@ -97,7 +97,7 @@ func TestRLSWriteGuard(t *testing.T) {
 
 	// The guard is rls enable's: rls disable removes it, and it refuses to
 	// run as any other trigger.
-	if err := pgx.BeginFunc(ctx, b.admin, func(tx pgx.Tx) error { return access.DisableRLS(ctx, tx, "crm.opportunity") }); err != nil {
+	if err := pgx.BeginFunc(ctx, b.admin, func(tx pgx.Tx) error { _, err := access.DisableRLS(ctx, tx, "crm.opportunity"); return err }); err != nil {
 		t.Fatal(err)
 	}
 	var guards int

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/pg"
 )
 
 // Bounds of a spec file: it is untrusted input.
@@ -17,7 +18,6 @@ const (
 	MaxObjects   = 100     // attached objects
 	MaxFields    = 100     // fields of one object
 	MaxCapture   = 16      // base tables of one view
-	maxName      = 63      // PostgreSQL's identifier length, in bytes
 )
 
 // Spec is an attachment file: the objects attached to application tables,
@@ -52,7 +52,7 @@ func (u *Users) object() Object {
 
 // check checks the users entry's names and bounds.
 func (u *Users) check() error {
-	if err := checkName("role", u.Role); err != nil {
+	if err := pg.CheckName("role", u.Role); err != nil {
 		return err
 	}
 	if u.Type != nil && u.Active != nil && *u.Type == *u.Active {
@@ -135,7 +135,7 @@ func (o *Object) check() error {
 		names = append(names, struct{ what, v string }{"territories", *o.Territories})
 	}
 	for _, n := range names {
-		if err := checkName(n.what, n.v); err != nil {
+		if err := pg.CheckName(n.what, n.v); err != nil {
 			return err
 		}
 	}
@@ -147,7 +147,7 @@ func (o *Object) check() error {
 	}
 	seen := map[string]bool{}
 	for _, f := range o.Fields {
-		if err := checkName("a field", f); err != nil {
+		if err := pg.CheckName("a field", f); err != nil {
 			return err
 		}
 		if seen[f] {
@@ -168,7 +168,7 @@ func (o *Object) checkCapture() error {
 		if _, _, err := splitTable(c.Table); err != nil {
 			return fmt.Errorf("capture: %w", err)
 		}
-		if err := checkName("capture id of "+c.Table, c.ID); err != nil {
+		if err := pg.CheckName("capture id of "+c.Table, c.ID); err != nil {
 			return err
 		}
 		if seen[c.Table] {
@@ -179,22 +179,11 @@ func (o *Object) checkCapture() error {
 	return nil
 }
 
-// checkName requires a name of 1 to 63 bytes.
-func checkName(what, v string) error {
-	if v == "" {
-		return fmt.Errorf("%s is required", what)
-	}
-	if len(v) > maxName {
-		return fmt.Errorf("%s is %d bytes long, more than PostgreSQL's %d", what, len(v), maxName)
-	}
-	return nil
-}
-
 // splitTable splits schema.name; names are as stored in the catalog (no
 // quotes), and the schema is required so that no search_path decides.
 func splitTable(t string) (schema, name string, err error) {
 	schema, name, ok := strings.Cut(t, ".")
-	if !ok || strings.Contains(name, ".") || checkName("schema", schema) != nil || checkName("table", name) != nil {
+	if !ok || strings.Contains(name, ".") || pg.CheckName("schema", schema) != nil || pg.CheckName("table", name) != nil {
 		return "", "", fmt.Errorf("table %q must be schema-qualified, as schema.name", t)
 	}
 	return schema, name, nil

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/urfave/cli/v2"
@@ -32,12 +34,12 @@ func accessCommand(out, errOut io.Writer) *cli.Command {
 			"{\"records\": [...], \"next_after\": ID or null}; text, one line per record.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "format", Usage: "csv: all access as CSV (alone), or a page as CSV; json or text for a page"},
-			&cli.StringFlag{Name: "user", Usage: "user id, with --record or --object"},
-			&cli.StringFlag{Name: "record", Usage: "record id, with --user"},
-			&cli.StringFlag{Name: "object", Usage: "object, with --user: list the records the user can access"},
-			&cli.StringFlag{Name: "id", Usage: "with --user and --object: the application's id of one record"},
+			idFlag(&cli.StringFlag{Name: "user", Usage: "user id, with --record or --object"}),
+			idFlag(&cli.StringFlag{Name: "record", Usage: "record id, with --user"}),
+			idFlag(&cli.StringFlag{Name: "object", Usage: "object, with --user: list the records the user can access"}),
+			idFlag(&cli.StringFlag{Name: "id", Usage: "with --user and --object: the application's id of one record"}),
 			&cli.StringFlag{Name: "min-level", Value: "read", Usage: "with --object: read, edit or all"},
-			&cli.StringFlag{Name: "after", Usage: "with --object: list records after this id (the last of the previous page)"},
+			idFlag(&cli.StringFlag{Name: "after", Usage: "with --object: list records after this id (the last of the previous page)"}),
 			&cli.IntFlag{Name: "limit", Value: 1000, Usage: "with --object: records per page, 1 to 10000"},
 		},
 		Action: func(c *cli.Context) error {
@@ -75,11 +77,11 @@ type accessPage struct {
 func (p *accessPage) check() error {
 	switch {
 	case p.minLevel != "read" && p.minLevel != "edit" && p.minLevel != "all":
-		return fmt.Errorf("--min-level must be read, edit or all, not %q", p.minLevel)
+		return fmt.Errorf("--min-level must be read, edit or all, not %.100q", p.minLevel)
 	case p.limit < 1 || p.limit > access.MaxPage:
 		return fmt.Errorf("--limit must be between 1 and %d", access.MaxPage)
 	case p.format != "" && p.format != "text" && p.format != "csv" && p.format != "json":
-		return fmt.Errorf("--format must be text, csv or json, not %q", p.format)
+		return fmt.Errorf("--format must be text, csv or json, not %.100q", p.format)
 	}
 	return nil
 }
@@ -206,7 +208,7 @@ func rlsEnableCommand(out, errOut io.Writer) *cli.Command {
 			"deterministic collation. See docs/rls.md.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "table", Required: true, Usage: "application table, TABLE or SCHEMA.TABLE"},
-			&cli.StringFlag{Name: "object", Required: true, Usage: "the recalc object its rows are records of"},
+			idFlag(&cli.StringFlag{Name: "object", Required: true, Usage: "the recalc object its rows are records of"}),
 			&cli.StringFlag{Name: "user-setting", Usage: "custom setting holding the current user id, e.g. app.user_id"},
 			&cli.BoolFlag{Name: "user-from-role", Usage: "take the user id from current_user, not from a setting"},
 			&cli.StringFlag{Name: "id-column", Value: "id", Usage: "column holding the record id"},
@@ -221,8 +223,11 @@ func rlsEnableCommand(out, errOut io.Writer) *cli.Command {
 				UserSetting: c.String("user-setting"), UserFromRole: c.Bool("user-from-role"),
 				Write: c.Bool("write"), InsertRole: c.String("insert-role"), OwnerColumn: c.String("owner-column"), Force: c.Bool("force"),
 				PerUserPlans: c.Bool("per-user-plans")}
-			if r.UserSetting == "" && !r.UserFromRole {
-				return cli.Exit("recalc: say where the current user comes from: --user-setting app.user_id or --user-from-role", ExitUsage)
+			if !r.UserFromRole && r.UserSetting == "" {
+				return usageError(c, errors.New("say where the current user comes from: --user-setting app.user_id or --user-from-role"), false)
+			}
+			if err := r.Validate(); err != nil {
+				return usageError(c, err, false)
 			}
 			return action(out, errOut, func(ctx context.Context, env *Env) error { return enableRLS(ctx, env, errOut, r) })(c)
 		},
@@ -236,6 +241,7 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 		return err
 	}
 	var owner, engine, view, parent string
+	var others []string
 	var bypass, blocked bool
 	if err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error {
 		if err := access.EnableRLS(ctx, tx, r); err != nil {
@@ -251,24 +257,34 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 		if parent, err = access.ParentWithoutKey(ctx, tx, r.Table); err != nil {
 			return err
 		}
+		if others, err = access.OtherPolicies(ctx, tx, r.Table, true); err != nil {
+			return err
+		}
 		engine, blocked, err = access.EngineBlocked(ctx, tx, r.Table)
 		return err
 	}); err != nil {
 		return err
 	}
 	if writes := r.Write || r.InsertRole != "" || r.OwnerColumn != ""; writes && view != "" {
-		fmt.Fprintf(errOut, "warning: %s is a base table of object %s's attached view: the write guard knows no owner or parent column of it, "+
+		fmt.Fprintf(errOut, "warning: %q is a base table of object %s's attached view: the write guard knows no owner or parent column of it, "+
 			"so an editor may change them; add the trigger docs/rls.md gives (\"What the write policies do not check, and the write guard\")\n", r.Table, view)
 	} else if writes && parent != "" {
-		fmt.Fprintf(errOut, "warning: %s's parent column has no foreign key to the table of %s: a user may leave a row under a %s that no longer exists "+
+		fmt.Fprintf(errOut, "warning: %q's parent column has no foreign key to the table of %s: a user may leave a row under a %s that no longer exists "+
 			"and read whatever record later takes its id; declare the foreign key (docs/rls.md, \"What the write policies do not check, and the write guard\")\n", r.Table, parent, parent)
 	}
 	if blocked {
-		fmt.Fprintf(errOut, "warning: %s is attached, and recalc's role %q can no longer read it to absorb its writes, which will wait: "+
+		fmt.Fprintf(errOut, "warning: %q is attached, and recalc's role %q can no longer read it to absorb its writes, which will wait: "+
 			"make it the table's owner, or ALTER ROLE %q BYPASSRLS as a superuser (docs/attach.md)\n", r.Table, engine, engine)
 	}
-	if bypass {
-		fmt.Fprintf(errOut, "warning: reads as %s's owner %q bypass these policies and see every row: give --force, or read as another role\n", r.Table, owner)
+	if len(others) > 0 {
+		fmt.Fprintf(errOut, "warning: %q has permissive policies of its own (%s) that admit rows to SELECT: permissive policies add up, "+
+			"so a row any of them admits is visible whatever recalc allows; make them restrictive (AS RESTRICTIVE) or drop them\n", r.Table, strings.Join(others, ", "))
+	}
+	switch {
+	case bypass && r.Force:
+		fmt.Fprintf(errOut, "warning: reads as %q's owner %q bypass these policies and see every row, even with --force (a superuser, or BYPASSRLS): read as another role\n", r.Table, owner)
+	case bypass:
+		fmt.Fprintf(errOut, "warning: reads as %q's owner %q bypass these policies and see every row: give --force, or read as another role\n", r.Table, owner)
 	}
 	if r.PerUserPlans && !r.UserFromRole {
 		fmt.Fprintln(errOut, "warning: with --user-setting, a prepared statement's plan is made for the user it was first planned for: a broad user on a selective user's plan reads every row; reuse no prepared list query across users, or use --user-from-role (docs/rls.md)")
@@ -277,7 +293,7 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 	if r.UserFromRole {
 		user = "current_user"
 	}
-	fmt.Fprintf(env.Out, "Row-level security enabled on %s: policy %s shows the rows of %s that %s may read", r.Table, access.PolicyName, r.Object, user)
+	fmt.Fprintf(env.Out, "Row-level security enabled on %q: policy %s shows the rows of %s that %s may read", r.Table, access.PolicyName, r.Object, user)
 	if r.Write {
 		fmt.Fprint(env.Out, "; UPDATE and DELETE reach the rows it may edit")
 	}
@@ -288,11 +304,23 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 func rlsDisableCommand(out, errOut io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:  "disable",
-		Usage: "drop recalc's policies from TABLE and disable row-level security",
+		Usage: "drop recalc's policies from TABLE, and disable row-level security unless the table has policies of its own",
 		Flags: []cli.Flag{&cli.StringFlag{Name: "table", Required: true, Usage: "application table"}},
 		Action: func(c *cli.Context) error {
 			return action(out, errOut, func(ctx context.Context, env *Env) error {
-				return pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error { return access.DisableRLS(ctx, tx, c.String("table")) })
+				var remaining []string
+				if err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) (err error) {
+					remaining, err = access.DisableRLS(ctx, tx, c.String("table"))
+					return err
+				}); err != nil {
+					return err
+				}
+				if len(remaining) > 0 {
+					fmt.Fprintf(env.Out, "recalc's policies dropped from %q; row-level security stays enabled for its other policies: %s.\n", c.String("table"), strings.Join(remaining, ", "))
+					return nil
+				}
+				fmt.Fprintf(env.Out, "recalc's policies dropped from %q, and row-level security disabled.\n", c.String("table"))
+				return nil
 			})(c)
 		},
 	}

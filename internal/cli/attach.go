@@ -74,6 +74,11 @@ func detachCommand(out, errOut io.Writer) *cli.Command {
 			if flag := flagAfterArgument(c.Command, c.Args().Slice()); flag != "" {
 				return usageError(c, fmt.Errorf("give the OBJECTs, and the flags before them (got %.100q after them)", flag), false)
 			}
+			for _, object := range c.Args().Slice() {
+				if err := checkID(c, "OBJECT", object); err != nil {
+					return err
+				}
+			}
 			return nil
 		},
 		Action: formatAction(out, errOut, func(c *cli.Context, format string) func(context.Context, *Env) error {

@@ -6,6 +6,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -113,7 +115,7 @@ func unknownCommand(c *cli.Context) error {
 		return cli.ShowAppHelp(c)
 	}
 	name := c.Args().First()
-	msg := fmt.Sprintf("recalc: unknown command %q", name)
+	msg := fmt.Sprintf("recalc: unknown command %.100q", name)
 	if s := nearest(name, c.App.Commands); s != "" {
 		msg += fmt.Sprintf(": did you mean %q?", s)
 	}
@@ -182,7 +184,8 @@ func usageError(c *cli.Context, err error, _ bool) error {
 // anything else and prints the whole help, so cmd checks them itself, first
 // thing in Before), and any argument given to a command that takes none (a
 // flag typed without its dashes, `defer closure`, would otherwise be
-// ignored and the command run as if it were not there).
+// ignored and the command run as if it were not there), and any flag or
+// argument that is not UTF-8 (checkUTF8).
 func setUsageError(cmd *cli.Command) {
 	cmd.OnUsageError = usageError
 	var required []string
@@ -207,6 +210,9 @@ func setUsageError(cmd *cli.Command) {
 		if noArgs && c.NArg() > 0 && cmd.Command(c.Args().First()) == nil { // not urfave/cli's help subcommand
 			return usageError(c, strayArgument(cmd, c.Args().First()), false)
 		}
+		if err := checkUTF8(c, cmd); err != nil {
+			return usageError(c, err, false)
+		}
 		if before != nil {
 			return before(c)
 		}
@@ -216,6 +222,60 @@ func setUsageError(cmd *cli.Command) {
 		setUsageError(sub)
 	}
 }
+
+// checkUTF8 refuses a string flag or an argument of cmd that is not valid
+// UTF-8, which PostgreSQL would refuse with an error of its own. File names
+// (a flag with TakesFile, a FILE argument) may be any bytes.
+func checkUTF8(c *cli.Context, cmd *cli.Command) error {
+	for _, f := range cmd.Flags {
+		if sf, ok := f.(*cli.StringFlag); ok && !sf.TakesFile && !utf8.ValidString(c.String(sf.Name)) {
+			return fmt.Errorf("--%s is not valid UTF-8", sf.Name)
+		}
+	}
+	if strings.Contains(cmd.ArgsUsage, "FILE") {
+		return nil
+	}
+	for i, arg := range c.Args().Slice() {
+		if !utf8.ValidString(arg) {
+			return fmt.Errorf("argument %d is not valid UTF-8", i+1)
+		}
+	}
+	return nil
+}
+
+// maxIDBytes bounds a stored id, object or name: recalc.record's check
+// constraint, and the model's default --max-id-bytes.
+var maxIDBytes = model.DefaultLimits().IDBytes
+
+// checkID refuses v, which what names, when it is longer than any stored
+// id: it names nothing, and would be echoed whole in the error.
+func checkID(c *cli.Context, what, v string) error {
+	if int64(len(v)) > maxIDBytes {
+		return usageError(c, fmt.Errorf("%s is %d bytes long, and no stored id or name is over %d", what, len(v), maxIDBytes), false)
+	}
+	return nil
+}
+
+// idFlag is f, its value refused by checkID before the command runs.
+func idFlag(f *cli.StringFlag) *cli.StringFlag {
+	f.Action = func(c *cli.Context, v string) error { return checkID(c, "--"+f.Name, v) }
+	return f
+}
+
+// atLeast is the Action of a numeric flag whose value must be least or
+// more; NaN is refused too.
+func atLeast[T cmp.Ordered](name string, least T) func(*cli.Context, T) error {
+	return func(c *cli.Context, v T) error {
+		if !(v >= least) {
+			return usageError(c, fmt.Errorf("--%s must be %v or more", name, least), false)
+		}
+		return nil
+	}
+}
+
+// minPoll is the shortest --poll (of watch, and changes --follow): a
+// shorter one has the process query the database without pause.
+const minPoll = 10 * time.Millisecond
 
 // strayArgument is the error for arg given to cmd, which takes no
 // arguments, naming the flag it may have meant.
@@ -303,7 +363,7 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 	lvl, err := zerolog.ParseLevel(level)
 	if err != nil {
-		return zerolog.Logger{}, fmt.Errorf("bad --log-level %q", level)
+		return zerolog.Logger{}, fmt.Errorf("bad --log-level %.100q", level)
 	}
 	switch format {
 	case "auto":
@@ -314,7 +374,7 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly, NoColor: true}
 	case "json":
 	default:
-		return zerolog.Logger{}, fmt.Errorf("bad --log-format %q: use auto, console or json", format)
+		return zerolog.Logger{}, fmt.Errorf("bad --log-format %.100q: use auto, console or json", format)
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
 }

@@ -60,7 +60,7 @@ func importCommand(out, errOut io.Writer) *cli.Command {
 			}
 			guard := -1.0
 			if c.IsSet("max-revoke") && !c.Bool("yes") {
-				if guard = c.Float64("max-revoke"); guard < 0 || guard > 1 {
+				if guard = c.Float64("max-revoke"); !(guard >= 0 && guard <= 1) { // NaN too
 					return cli.Exit("recalc import: --max-revoke must be between 0 and 1", 2)
 				}
 			}
@@ -161,7 +161,8 @@ func watchCommand(out, errOut io.Writer) *cli.Command {
 		Flags: append([]cli.Flag{
 			&cli.DurationFlag{Name: "debounce", Value: 2 * time.Millisecond, Usage: "quiet time after the last change before materializing"},
 			&cli.DurationFlag{Name: "max-wait", Value: 20 * time.Millisecond, Usage: "longest a change waits while changes keep coming"},
-			&cli.DurationFlag{Name: "poll", Value: 10 * time.Second, Usage: "look for changes at least this often, notification or not (short, such as 20ms, where writers set recalc.notify = off)"},
+			&cli.DurationFlag{Name: "poll", Value: 10 * time.Second, Action: atLeast("poll", minPoll),
+				Usage: fmt.Sprintf("look for changes at least this often, notification or not (short, such as 20ms, where writers set recalc.notify = off; %v or more)", minPoll)},
 			&cli.IntFlag{Name: "fast-records", Value: 1000, Usage: "most records a batch may name for the fast path (0: always run a job)"},
 			metricsAddrFlag(),
 		}, runFlags()...),
@@ -173,8 +174,8 @@ func watchCommand(out, errOut io.Writer) *cli.Command {
 			opt.Trigger = "watch"
 			wopt := watch.Options{Debounce: c.Duration("debounce"), MaxWait: c.Duration("max-wait"), Poll: c.Duration("poll"),
 				FastRecords: c.Int("fast-records")}
-			if wopt.Debounce <= 0 || wopt.MaxWait <= 0 || wopt.Poll <= 0 || wopt.FastRecords < 0 {
-				return cli.Exit("recalc watch: --debounce, --max-wait and --poll must be positive, --fast-records at least 0", 2)
+			if wopt.Debounce <= 0 || wopt.MaxWait <= 0 || wopt.FastRecords < 0 {
+				return cli.Exit("recalc watch: --debounce and --max-wait must be positive, --fast-records at least 0", 2)
 			}
 			maddr, err := metricsAddr(c)
 			if err != nil {
@@ -214,7 +215,7 @@ func statusCommand(out, errOut io.Writer) *cli.Command {
 		Usage: "show deferral, pending changes, and the running and recent jobs with their figures",
 		Flags: []cli.Flag{
 			formatFlag(),
-			&cli.IntFlag{Name: "jobs", Value: 5, Usage: "how many jobs to list"},
+			&cli.IntFlag{Name: "jobs", Value: 5, Usage: "how many jobs to list (0 or more)", Action: atLeast("jobs", 0)},
 		},
 		Action: formatAction(out, errOut, func(c *cli.Context, f string) func(context.Context, *Env) error {
 			return func(ctx context.Context, env *Env) error { return StatusCmd(ctx, env, f, c.Int("jobs")) }
@@ -274,10 +275,10 @@ func explainCommand(out, errOut io.Writer) *cli.Command {
 			"configuration the share tables were last computed from, and checked against them.\n" +
 			"Name the record by its key (--record), or by --object and the application's --id.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "user", Required: true, Usage: "user id"},
-			&cli.StringFlag{Name: "record", Usage: "record id (its key: account:42 for an attached object)"},
-			&cli.StringFlag{Name: "object", Usage: "with --id: the record's object"},
-			&cli.StringFlag{Name: "id", Usage: "with --object: the application's id of the record"},
+			idFlag(&cli.StringFlag{Name: "user", Required: true, Usage: "user id"}),
+			idFlag(&cli.StringFlag{Name: "record", Usage: "record id (its key: account:42 for an attached object)"}),
+			idFlag(&cli.StringFlag{Name: "object", Usage: "with --id: the record's object"}),
+			idFlag(&cli.StringFlag{Name: "id", Usage: "with --object: the application's id of the record"}),
 			formatFlag(),
 		},
 		Action: func(c *cli.Context) error {
@@ -304,7 +305,7 @@ func verifyCommand(out, errOut io.Writer) *cli.Command {
 			"differences by object and row cause. Families with changes not yet recalculated are\n" +
 			"skipped. --repair fixes what differs, under the same row locks as a job.",
 		Flags: []cli.Flag{
-			&cli.IntFlag{Name: "sample", Usage: "verify this many random families instead of all"},
+			&cli.IntFlag{Name: "sample", Usage: "verify this many random families instead of all (0: all)", Action: atLeast("sample", 0)},
 			&cli.BoolFlag{Name: "repair", Usage: "fix the differences"},
 			formatFlag(),
 		},
@@ -334,7 +335,7 @@ func grantCommand(out, errOut io.Writer) *cli.Command {
 			}
 			kind, role := c.Args().Get(0), c.Args().Get(1)
 			if kind != access.Reader && kind != access.Writer {
-				return cli.Exit(fmt.Sprintf("recalc: unknown kind of access %q: give %s or %s", kind, access.Reader, access.Writer), ExitUsage)
+				return cli.Exit(fmt.Sprintf("recalc: unknown kind of access %.100q: give %s or %s", kind, access.Reader, access.Writer), ExitUsage)
 			}
 			return action(out, errOut, func(ctx context.Context, env *Env) error {
 				if err := schema.Check(ctx, env.Pool); err != nil {

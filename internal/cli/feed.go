@@ -31,7 +31,8 @@ func changesCommand(out, errOut io.Writer) *cli.Command {
 			&cli.Int64Flag{Name: "since", Usage: "print entries after this cursor (0: from the oldest kept)"},
 			&cli.IntFlag{Name: "limit", Value: 1000, Usage: fmt.Sprintf("print at most this many entries (1 to %d; with --follow, per read)", feed.MaxLimit)},
 			&cli.BoolFlag{Name: "follow", Usage: "keep printing new entries as they are published, until interrupted"},
-			&cli.DurationFlag{Name: "poll", Value: 500 * time.Millisecond, Usage: "with --follow, how often to look for new entries"},
+			&cli.DurationFlag{Name: "poll", Value: 500 * time.Millisecond, Action: atLeast("poll", minPoll),
+				Usage: fmt.Sprintf("with --follow, how often to look for new entries (%v or more)", minPoll)},
 			&cli.StringFlag{Name: "retention", Usage: "set how long published entries are kept (e.g. 7d, 36h; 1m to 3650d), then exit"},
 		},
 		Action: func(c *cli.Context) error {
@@ -43,8 +44,8 @@ func changesCommand(out, errOut io.Writer) *cli.Command {
 				return action(out, errOut, func(ctx context.Context, env *Env) error { return SetRetentionCmd(ctx, env, d) })(c)
 			}
 			since, limit, poll := c.Int64("since"), c.Int("limit"), c.Duration("poll")
-			if since < 0 || limit < 1 || limit > feed.MaxLimit || poll <= 0 {
-				return cli.Exit(fmt.Sprintf("recalc changes: --since must be 0 or more, --limit between 1 and %d, --poll positive", feed.MaxLimit), ExitUsage)
+			if since < 0 || limit < 1 || limit > feed.MaxLimit {
+				return cli.Exit(fmt.Sprintf("recalc changes: --since must be 0 or more, --limit between 1 and %d", feed.MaxLimit), ExitUsage)
 			}
 			return action(out, errOut, func(ctx context.Context, env *Env) error {
 				return ChangesCmd(ctx, env, since, limit, c.Bool("follow"), poll)
@@ -112,7 +113,7 @@ func parseRetention(s string) (time.Duration, error) {
 		d, err = time.ParseDuration(s)
 	}
 	if err != nil || d < feed.MinRetention || d > feed.MaxRetention {
-		return 0, fmt.Errorf("--retention %q: give a duration between 1m and 3650d, such as 7d or 36h", s)
+		return 0, fmt.Errorf("--retention %.100q: give a duration between 1m and 3650d, such as 7d or 36h", s)
 	}
 	return d, nil
 }

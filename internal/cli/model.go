@@ -29,11 +29,14 @@ func exportCommand(out, errOut io.Writer) *cli.Command {
 			"Records written with plain SQL are exported as stored, even invalid ones, which an\n" +
 			"import then refuses (see recalc.invalid_record).",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "-", Usage: "the file to write; - is standard output. A file is written whole or not at all, readable by its owner only; a device or pipe is written to"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "-", TakesFile: true, Usage: "the file to write; - is standard output. A file is written whole or not at all, readable by its owner only; a device or pipe is written to"},
 			&cli.StringSliceFlag{Name: "section", Usage: "export only this section (repeatable): " + strings.Join(allSections(), ", ")},
 			&cli.BoolFlag{Name: "no-records", Usage: "leave out records, shares and teams: the configuration only"},
 		},
 		Action: func(c *cli.Context) error {
+			if c.String("output") == "" {
+				return usageError(c, fmt.Errorf("--output must name a file, or - for standard output"), false)
+			}
 			sections, err := exportSections(c.StringSlice("section"), c.Bool("no-records"))
 			if err != nil {
 				return err
@@ -52,7 +55,7 @@ func allSections() []string { return append(slices.Clone(model.ConfigSections), 
 func exportSections(named []string, noRecords bool) ([]string, error) {
 	for _, n := range named {
 		if !slices.Contains(allSections(), n) {
-			return nil, cli.Exit(fmt.Sprintf("recalc export: unknown --section %q (known: %s)", n, strings.Join(allSections(), ", ")), ExitUsage)
+			return nil, cli.Exit(fmt.Sprintf("recalc export: unknown --section %.100q (known: %s)", n, strings.Join(allSections(), ", ")), ExitUsage)
 		}
 	}
 	var out []string

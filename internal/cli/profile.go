@@ -18,8 +18,9 @@ import (
 // keep the heap under the limit.
 const softMemoryLimit = 160 << 20
 
-// before sets the soft memory limit and starts the CPU profile that
-// --cpu-profile asks for.
+// before sets the soft memory limit, creates the files --cpu-profile and
+// --mem-profile name (a bad path is a usage error before the command runs)
+// and starts the CPU profile.
 func before(c *cli.Context) error {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(softMemoryLimit)
@@ -27,15 +28,21 @@ func before(c *cli.Context) error {
 			debug.SetGCPercent(400)
 		}
 	}
-	f, err := createProfile(c, "cpu-profile", 2)
-	if err != nil || f == nil {
-		return err
+	c.App.Metadata = map[string]any{}
+	for _, flag := range []string{"mem-profile", "cpu-profile"} {
+		if path := c.String(flag); path != "" {
+			f, err := os.Create(path)
+			if err != nil {
+				return cli.Exit(fmt.Sprintf("recalc: --%s: %v", flag, err), ExitUsage)
+			}
+			c.App.Metadata[flag] = f
+		}
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return cli.Exit(fmt.Sprintf("recalc: --cpu-profile: %v", err), 2)
+	if f, ok := c.App.Metadata["cpu-profile"].(*os.File); ok {
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return cli.Exit(fmt.Sprintf("recalc: --cpu-profile: %v", err), ExitUsage)
+		}
 	}
-	c.App.Metadata = map[string]any{"cpu-profile": f}
 	return nil
 }
 
@@ -44,33 +51,22 @@ func stopProfiles(c *cli.Context) error {
 	if f, ok := c.App.Metadata["cpu-profile"].(*os.File); ok {
 		pprof.StopCPUProfile()
 		if err := f.Close(); err != nil {
-			return cli.Exit(fmt.Sprintf("recalc: --cpu-profile: %v", err), 1)
+			return cli.Exit(fmt.Sprintf("recalc: --cpu-profile: %v", err), ExitFailed)
 		}
 	}
-	f, err := createProfile(c, "mem-profile", 1)
-	if err != nil || f == nil {
-		return err
+	f, ok := c.App.Metadata["mem-profile"].(*os.File)
+	if !ok {
+		return nil
 	}
-	defer f.Close()
 	runtime.GC()
-	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
-		return cli.Exit(fmt.Sprintf("recalc: --mem-profile: %v", err), 1)
+	err := pprof.Lookup("allocs").WriteTo(f, 0)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("recalc: --mem-profile: %v", err), ExitFailed)
 	}
 	return nil
-}
-
-// createProfile creates the file that flag names, nil when it names none;
-// a failure exits with code.
-func createProfile(c *cli.Context, flag string, code int) (*os.File, error) {
-	path := c.String(flag)
-	if path == "" {
-		return nil, nil
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, cli.Exit(fmt.Sprintf("recalc: --%s: %v", flag, err), code)
-	}
-	return f, nil
 }
 
 // ExitCode prints err, when there is one, to w and returns the process's

@@ -81,3 +81,19 @@ func IsNoSchema(err error) bool {
 	c := Code(err)
 	return c == UndefinedTable || c == InvalidSchemaName
 }
+
+// MaxName is PostgreSQL's identifier length in bytes: a longer name is cut
+// to it silently, and would name another object.
+const MaxName = 63
+
+// CheckName refuses an empty name, and one PostgreSQL would cut to MaxName
+// bytes; what says which name it is.
+func CheckName(what, v string) error {
+	if v == "" {
+		return fmt.Errorf("%s is required", what)
+	}
+	if len(v) > MaxName {
+		return fmt.Errorf("%s is %d bytes long, more than PostgreSQL's %d: PostgreSQL would cut it and name another object", what, len(v), MaxName)
+	}
+	return nil
+}
