@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -79,6 +80,7 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zero
 type verification struct {
 	opt               VerifyOptions
 	rules, closureOrg *sharing.Org
+	applied           [2][]byte // the configurations rules and closureOrg decode
 	dict              *sharetable.Dict
 	pending, roots    []string // families skipped, and those checked
 }
@@ -113,6 +115,7 @@ func loadVerification(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions
 	if string(rules) == "{}" {
 		return nil, fmt.Errorf("nothing has been recalculated yet: run `recalc run`")
 	}
+	v.applied = [2][]byte{rules, closure}
 	if v.rules, err = sharing.DecodeOrg(rules); err != nil {
 		return nil, err
 	}
@@ -199,7 +202,7 @@ func (v *verification) diffFamilies(ctx context.Context, tx pgx.Tx, roots []stri
 	var rids []int64
 	var err error
 	if v.opt.Repair {
-		if err := schema.LockModel(ctx, tx); err != nil {
+		if err := v.lockCurrent(ctx, tx); err != nil {
 			return nil, err
 		}
 		rids, err = sharetable.LockFamilies(ctx, tx, roots)
@@ -216,18 +219,48 @@ func (v *verification) diffFamilies(ctx context.Context, tx pgx.Tx, roots []stri
 // and repairs it when asked to. It returns the entries missing and extra.
 func (v *verification) closure(ctx context.Context, pool *pgxpool.Pool) (missing, extra int64, err error) {
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if v.opt.Repair {
+			if err := v.lockCurrent(ctx, tx); err != nil {
+				return err
+			}
+		}
 		diff, err := sharetable.DiffClosureOf(ctx, tx, v.closureOrg, v.dict)
 		if err != nil {
 			return err
 		}
 		missing, extra = diff.Missing(), diff.Extra()
 		if v.opt.Repair && missing+extra > 0 {
-			if err := schema.LockModel(ctx, tx); err != nil {
-				return err
-			}
 			_, err = diff.Apply(ctx, tx)
 		}
 		return err
 	})
 	return missing, extra, err
+}
+
+// lockCurrent takes the model lock for a repair in tx and checks that what
+// v compares with still holds: no job is unfinished (none can start until
+// tx ends), and the applied configurations are those v loaded. A repair
+// computed from a configuration a job has since replaced would write back
+// the share rows that job removed.
+func (v *verification) lockCurrent(ctx context.Context, tx pgx.Tx) error {
+	if err := schema.LockModel(ctx, tx); err != nil {
+		return err
+	}
+	job, err := queue.Unfinished(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if job != nil {
+		return fmt.Errorf("job %d started while verify ran, so nothing more is repaired: run `recalc verify --repair` again once it has finished", job.ID)
+	}
+	for i, side := range []string{store.SideRules, store.SideClosure} {
+		cfg, err := store.AppliedConfig(ctx, tx, side)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(cfg, v.applied[i]) {
+			return fmt.Errorf("a job applied a new configuration while verify ran, so nothing more is repaired: run `recalc verify --repair` again")
+		}
+	}
+	return nil
 }
