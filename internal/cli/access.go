@@ -266,25 +266,25 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 		return err
 	}
 	if writes := r.Write || r.InsertRole != "" || r.OwnerColumn != ""; writes && view != "" {
-		fmt.Fprintf(errOut, "warning: %q is a base table of object %s's attached view: the write guard knows no owner or parent column of it, "+
+		fmt.Fprintf(errOut, "warning: %s is a base table of object %s's attached view: the write guard knows no owner or parent column of it, "+
 			"so an editor may change them; add the trigger docs/rls.md gives (\"What the write policies do not check, and the write guard\")\n", r.Table, view)
 	} else if writes && parent != "" {
-		fmt.Fprintf(errOut, "warning: %q's parent column has no foreign key to the table of %s: a user may leave a row under a %s that no longer exists "+
+		fmt.Fprintf(errOut, "warning: %s's parent column has no foreign key to the table of %s: a user may leave a row under a %s that no longer exists "+
 			"and read whatever record later takes its id; declare the foreign key (docs/rls.md, \"What the write policies do not check, and the write guard\")\n", r.Table, parent, parent)
 	}
 	if blocked {
-		fmt.Fprintf(errOut, "warning: %q is attached, and recalc's role %q can no longer read it to absorb its writes, which will wait: "+
+		fmt.Fprintf(errOut, "warning: %s is attached, and recalc's role %q can no longer read it to absorb its writes, which will wait: "+
 			"make it the table's owner, or ALTER ROLE %q BYPASSRLS as a superuser (docs/attach.md)\n", r.Table, engine, engine)
 	}
 	if len(others) > 0 {
-		fmt.Fprintf(errOut, "warning: %q has permissive policies of its own (%s) that admit rows to SELECT: permissive policies add up, "+
+		fmt.Fprintf(errOut, "warning: %s has permissive policies of its own (%s) that admit rows to SELECT: permissive policies add up, "+
 			"so a row any of them admits is visible whatever recalc allows; make them restrictive (AS RESTRICTIVE) or drop them\n", r.Table, strings.Join(others, ", "))
 	}
 	switch {
 	case bypass && r.Force:
-		fmt.Fprintf(errOut, "warning: reads as %q's owner %q bypass these policies and see every row, even with --force (a superuser, or BYPASSRLS): read as another role\n", r.Table, owner)
+		fmt.Fprintf(errOut, "warning: reads as %s's owner %q bypass these policies and see every row, even with --force (a superuser, or BYPASSRLS): read as another role\n", r.Table, owner)
 	case bypass:
-		fmt.Fprintf(errOut, "warning: reads as %q's owner %q bypass these policies and see every row: give --force, or read as another role\n", r.Table, owner)
+		fmt.Fprintf(errOut, "warning: reads as %s's owner %q bypass these policies and see every row: give --force, or read as another role\n", r.Table, owner)
 	}
 	if r.PerUserPlans && !r.UserFromRole {
 		fmt.Fprintln(errOut, "warning: with --user-setting, a prepared statement's plan is made for the user it was first planned for: a broad user on a selective user's plan reads every row; reuse no prepared list query across users, or use --user-from-role (docs/rls.md)")
@@ -293,7 +293,7 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 	if r.UserFromRole {
 		user = "current_user"
 	}
-	fmt.Fprintf(env.Out, "Row-level security enabled on %q: policy %s shows the rows of %s that %s may read", r.Table, access.PolicyName, r.Object, user)
+	fmt.Fprintf(env.Out, "Row-level security enabled on %s: policy %s shows the rows of %s that %s may read", r.Table, access.PolicyName, r.Object, user)
 	if r.Write {
 		fmt.Fprint(env.Out, "; UPDATE and DELETE reach the rows it may edit")
 	}
@@ -316,10 +316,10 @@ func rlsDisableCommand(out, errOut io.Writer) *cli.Command {
 					return err
 				}
 				if len(remaining) > 0 {
-					fmt.Fprintf(env.Out, "recalc's policies dropped from %q; row-level security stays enabled for its other policies: %s.\n", c.String("table"), strings.Join(remaining, ", "))
+					fmt.Fprintf(env.Out, "recalc's policies dropped from %s; row-level security stays enabled for its other policies: %s.\n", c.String("table"), strings.Join(remaining, ", "))
 					return nil
 				}
-				fmt.Fprintf(env.Out, "recalc's policies dropped from %q, and row-level security disabled.\n", c.String("table"))
+				fmt.Fprintf(env.Out, "recalc's policies dropped from %s, and row-level security disabled.\n", c.String("table"))
 				return nil
 			})(c)
 		},
