@@ -26,6 +26,12 @@ DECLARE
     v_more boolean;
     r record;
 BEGIN
+    -- As before: 'none' lists what 'read' does, and an unknown level nothing.
+    IF p_min_level = 'none' THEN
+        p_min_level := 'read';
+    ELSIF p_min_level IS NULL OR p_min_level NOT IN ('read', 'edit', 'all') THEN
+        RETURN;
+    END IF;
     LOOP
         v_rows := 0;
         v_more := false;

@@ -144,6 +144,16 @@ func TestInputAttackRLSForeignPolicies(t *testing.T) {
 		}
 	})
 
+	t.Run("rls disable warns when only restrictive policies are left", func(t *testing.T) {
+		o.exec(`CREATE TABLE public.h3ia_tenant (id text PRIMARY KEY)`)
+		o.exec(`ALTER TABLE public.h3ia_tenant ENABLE ROW LEVEL SECURITY`)
+		o.exec(`CREATE POLICY tenant_iso ON public.h3ia_tenant AS RESTRICTIVE USING (true)`)
+		code, _, stderr := o.attackRun(nil, "rls", "disable", "--table", "public.h3ia_tenant")
+		if code != 0 || !strings.Contains(stderr, "now read no row of public.h3ia_tenant") {
+			t.Errorf("rls disable leaving only a restrictive policy: exit %d, stderr %q; want exit 0 and a warning that no row is readable", code, stderr)
+		}
+	})
+
 	t.Run("rls enable warns of a permissive policy that admits every row", func(t *testing.T) {
 		code, _, stderr := o.attackRun(nil, "rls", "enable", "--table", "public.h3ia_open", "--object", "account", "--user-setting", "app.user_id")
 		if code != 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -84,7 +85,7 @@ var idTypes = map[string]bool{"text": true, "varchar": true, "int2": true, "int4
 
 func (r *RLS) table() (pgx.Identifier, error) {
 	parts := strings.Split(r.Table, ".")
-	if len(parts) > 2 || r.Table == "" {
+	if len(parts) > 2 || slices.Contains(parts, "") {
 		return nil, fmt.Errorf("table %.100q: give TABLE or SCHEMA.TABLE", r.Table)
 	}
 	for _, p := range parts {

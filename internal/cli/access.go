@@ -308,15 +308,22 @@ func rlsDisableCommand(out, errOut io.Writer) *cli.Command {
 		Flags: []cli.Flag{&cli.StringFlag{Name: "table", Required: true, Usage: "application table"}},
 		Action: func(c *cli.Context) error {
 			return action(out, errOut, func(ctx context.Context, env *Env) error {
-				var remaining []string
+				var remaining, reads []string
 				if err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) (err error) {
-					remaining, err = access.DisableRLS(ctx, tx, c.String("table"))
+					if remaining, err = access.DisableRLS(ctx, tx, c.String("table")); err != nil || len(remaining) == 0 {
+						return err
+					}
+					reads, err = access.OtherPolicies(ctx, tx, c.String("table"), true)
 					return err
 				}); err != nil {
 					return err
 				}
 				if len(remaining) > 0 {
 					fmt.Fprintf(env.Out, "recalc's policies dropped from %s; row-level security stays enabled for its other policies: %s.\n", c.String("table"), strings.Join(remaining, ", "))
+					if len(reads) == 0 {
+						fmt.Fprintf(errOut, "warning: none of them admits rows to SELECT, so roles under row-level security now read no row of %s: "+
+							"add a permissive policy, or ALTER TABLE ... DISABLE ROW LEVEL SECURITY if the table had it off before recalc\n", c.String("table"))
+					}
 					return nil
 				}
 				fmt.Fprintf(env.Out, "recalc's policies dropped from %s, and row-level security disabled.\n", c.String("table"))

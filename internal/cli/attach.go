@@ -75,7 +75,7 @@ func detachCommand(out, errOut io.Writer) *cli.Command {
 				return usageError(c, fmt.Errorf("give the OBJECTs, and the flags before them (got %.100q after them)", flag), false)
 			}
 			for _, object := range c.Args().Slice() {
-				if err := checkID(c, "OBJECT", object); err != nil {
+				if err := checkID(c, "OBJECT", object, maxIDBytes); err != nil {
 					return err
 				}
 			}

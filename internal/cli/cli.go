@@ -225,10 +225,11 @@ func setUsageError(cmd *cli.Command) {
 
 // checkUTF8 refuses a string flag or an argument of cmd that is not valid
 // UTF-8, which PostgreSQL would refuse with an error of its own. File names
-// (a flag with TakesFile, a FILE argument) may be any bytes.
+// (a flag with TakesFile, a FILE argument) and the webhook secret (HMAC key
+// bytes) may be any bytes.
 func checkUTF8(c *cli.Context, cmd *cli.Command) error {
 	for _, f := range cmd.Flags {
-		if sf, ok := f.(*cli.StringFlag); ok && !sf.TakesFile && !utf8.ValidString(c.String(sf.Name)) {
+		if sf, ok := f.(*cli.StringFlag); ok && !sf.TakesFile && sf.Name != "notify-secret" && !utf8.ValidString(c.String(sf.Name)) {
 			return fmt.Errorf("--%s is not valid UTF-8", sf.Name)
 		}
 	}
@@ -247,18 +248,26 @@ func checkUTF8(c *cli.Context, cmd *cli.Command) error {
 // constraint, and the model's default --max-id-bytes.
 var maxIDBytes = model.DefaultLimits().IDBytes
 
-// checkID refuses v, which what names, when it is longer than any stored
-// id: it names nothing, and would be echoed whole in the error.
-func checkID(c *cli.Context, what, v string) error {
-	if int64(len(v)) > maxIDBytes {
-		return usageError(c, fmt.Errorf("%s is %d bytes long, and no stored id or name is over %d", what, len(v), maxIDBytes), false)
+// maxUserBytes bounds a user id: the database does not bound users, so an
+// import with a larger --max-id-bytes (or 0) may store longer ones.
+const maxUserBytes = 64 << 10
+
+// checkID refuses v, which what names, when it is longer than limit: it
+// names nothing stored, and would be echoed whole in the error.
+func checkID(c *cli.Context, what, v string, limit int64) error {
+	if int64(len(v)) > limit {
+		return usageError(c, fmt.Errorf("%s is %d bytes long, and none stored is over %d", what, len(v), limit), false)
 	}
 	return nil
 }
 
 // idFlag is f, its value refused by checkID before the command runs.
 func idFlag(f *cli.StringFlag) *cli.StringFlag {
-	f.Action = func(c *cli.Context, v string) error { return checkID(c, "--"+f.Name, v) }
+	limit := maxIDBytes
+	if f.Name == "user" {
+		limit = maxUserBytes
+	}
+	f.Action = func(c *cli.Context, v string) error { return checkID(c, "--"+f.Name, v, limit) }
 	return f
 }
 

@@ -160,11 +160,12 @@ func StagingTasks(pool *pgxpool.Pool, org *sharing.Org, d *Dict, job int64, clos
 // call of recalc's functions), it copies the staged rows into the live
 // tables in place instead, under the row locks readers do not take.
 func SwapFull(ctx context.Context, tx pgx.Tx, closure bool) (every bool, err error) {
-	locked, err := lockLive(ctx, tx, closure, "ACCESS EXCLUSIVE", time.Now().Add(swapWait))
+	locked, err := lockForSwap(ctx, tx, closure, time.Now().Add(swapWait))
 	if err == nil && !locked {
 		// No writer may come between the feed's diff and the copy's
-		// commit; readers may.
-		_, err = lockLive(ctx, tx, closure, "EXCLUSIVE", time.Time{})
+		// commit; readers may. Nothing but the engine writes these tables,
+		// and a plain wait has autovacuum give way.
+		_, err = tx.Exec(ctx, `LOCK TABLE recalc.acl_record, recalc.acl_share, recalc.acl_member IN EXCLUSIVE MODE`)
 	}
 	if err != nil {
 		return false, err
@@ -207,16 +208,15 @@ func SwapFull(ctx context.Context, tx pgx.Tx, closure bool) (every bool, err err
 // tables before it copies the rows in place instead.
 const swapWait = 10 * time.Second
 
-// lockLive takes the live tables SwapFull replaces in mode (ACCESS
-// EXCLUSIVE to drop and rename them), all at once, before it reads them,
-// and reports whether it took them before deadline (the zero time: no
-// deadline). Each try waits at most 100 ms: readers take these tables one
+// lockForSwap takes the live tables SwapFull drops and renames, ACCESS
+// EXCLUSIVE, all at once, before it reads them, and reports whether it took
+// them before deadline. Each try waits at most 100 ms: readers take these tables one
 // statement at a time, in their own order, so a swap that waited longer
 // while it held one of them could deadlock with a reader, and every new
 // reader queues behind a waiting swap. A try that times out lets go of what
 // it took, and the next one comes after a pause, until no one holds the
-// tables in a conflicting mode or the deadline passes.
-func lockLive(ctx context.Context, tx pgx.Tx, closure bool, mode string, deadline time.Time) (bool, error) {
+// tables or the deadline passes.
+func lockForSwap(ctx context.Context, tx pgx.Tx, closure bool, deadline time.Time) (bool, error) {
 	tables := "recalc.acl_record, recalc.acl_share" // in the order a reader's statement locks them
 	if closure {
 		tables += ", recalc.acl_member"
@@ -225,10 +225,10 @@ func lockLive(ctx context.Context, tx pgx.Tx, closure bool, mode string, deadlin
 	if err := tx.QueryRow(ctx, `SELECT pg_catalog.current_setting('lock_timeout')`).Scan(&timeout); err != nil {
 		return false, fmt.Errorf("read lock_timeout: %w", err)
 	}
-	for deadline.IsZero() || time.Now().Before(deadline) {
+	for time.Now().Before(deadline) {
 		err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { // a savepoint: a timed-out try releases its locks
 			_, err := sp.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', '100ms', true);
-				LOCK TABLE `+tables+` IN `+mode+` MODE`)
+				LOCK TABLE `+tables+` IN ACCESS EXCLUSIVE MODE`)
 			return err
 		})
 		switch {
@@ -236,7 +236,7 @@ func lockLive(ctx context.Context, tx pgx.Tx, closure bool, mode string, deadlin
 			_, err = tx.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', $1, true)`, timeout)
 			return err == nil, err
 		case !pg.IsRetryable(err):
-			return false, fmt.Errorf("lock the live tables %s: %w", mode, err)
+			return false, fmt.Errorf("lock the live tables for the swap: %w", err)
 		}
 		select {
 		case <-ctx.Done():
