@@ -96,6 +96,13 @@ func (r *RLS) table() (pgx.Identifier, error) {
 	return pgx.Identifier(parts), nil
 }
 
+// CheckTable checks a table name as given (TABLE or SCHEMA.TABLE), without
+// the database.
+func CheckTable(table string) error {
+	_, err := (&RLS{Table: table}).table()
+	return err
+}
+
 // shortTable is the table as given, quoted and cut for a message.
 func (r *RLS) shortTable() string { return fmt.Sprintf("%.100q", r.Table) }
 
@@ -479,7 +486,7 @@ func dropPolicies(tbl pgx.Identifier) []string {
 // disables row-level security unless other policies remain: those are the
 // application's, and stay in force. It returns their names.
 func DisableRLS(ctx context.Context, tx pgx.Tx, table string) (remaining []string, err error) {
-	if _, err := (&RLS{Table: table}).table(); err != nil {
+	if err := CheckTable(table); err != nil {
 		return nil, err
 	}
 	tbl, err := resolveTable(ctx, tx, table)

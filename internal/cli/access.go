@@ -305,8 +305,11 @@ func rlsDisableCommand(out, errOut io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:  "disable",
 		Usage: "drop recalc's policies from TABLE, and disable row-level security unless the table has policies of its own",
-		Flags: []cli.Flag{&cli.StringFlag{Name: "table", Required: true, Usage: "application table"}},
+		Flags: []cli.Flag{&cli.StringFlag{Name: "table", Required: true, Usage: "application table, TABLE or SCHEMA.TABLE"}},
 		Action: func(c *cli.Context) error {
+			if err := access.CheckTable(c.String("table")); err != nil {
+				return usageError(c, err, false)
+			}
 			return action(out, errOut, func(ctx context.Context, env *Env) error {
 				var remaining, reads []string
 				if err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) (err error) {
