@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/changes"
 	"github.com/recalc-dev/recalc/internal/model"
-	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/schema"
 )
 
@@ -231,13 +229,8 @@ func install(ctx context.Context, tx pgx.Tx, t *target, have map[string]stored) 
 		}
 	}
 	if err := tx.QueryRow(ctx, `SELECT recalc.attach_install($1)`, c.Object).Scan(&c.Records); err != nil {
-		// A data exception's message may quote a row's value (an invalid
-		// cast in the table's view): only its SQLSTATE is told, as the
-		// absorb does.
-		if code := pg.Code(err); strings.HasPrefix(code, "22") {
-			return c, fmt.Errorf("install capture of %s: reading %s failed on a row's value (SQLSTATE %s, not shown: it may be the application's data); "+
-				"check the casts of its view, or the row, then attach again", c.Object, t.source, code)
-		}
+		// A failed backfill names its SQLSTATE, not the server's message,
+		// which may quote a row's value (migration 036).
 		return c, fmt.Errorf("install capture of %s: %w", c.Object, err)
 	}
 	return c, nil
