@@ -28,18 +28,7 @@ func TestConformance(t *testing.T) {
 	for _, dir := range cases {
 		t.Run(filepath.Base(dir), func(t *testing.T) {
 			t.Parallel()
-			url := testdb.New(t)
-			recalc := func(args ...string) (string, error) {
-				cmd := exec.Command(bin, args...)
-				cmd.Env = append(os.Environ(), "DATABASE_URL="+url, "RECALC_LOG_FORMAT=json")
-				var stdout, stderr bytes.Buffer
-				cmd.Stdout, cmd.Stderr = &stdout, &stderr
-				err := cmd.Run()
-				if err != nil {
-					return stdout.String(), &cmdError{err, stderr.String()}
-				}
-				return stdout.String(), nil
-			}
+			recalc := caseRecalc(t, bin)
 			if _, err := recalc("init"); err != nil {
 				t.Fatalf("init: %v", err)
 			}
@@ -74,6 +63,96 @@ func TestConformance(t *testing.T) {
 				}
 				if got != want {
 					t.Fatalf("step %s: access differs\n%s", name, oracle.Diff(want, got))
+				}
+			}
+		})
+	}
+}
+
+// caseRecalc makes a fresh database and returns a function that runs the
+// recalc binary bin against it, returning its standard output, and an error
+// carrying its standard error when it fails.
+func caseRecalc(t *testing.T, bin string) func(args ...string) (string, error) {
+	url := testdb.New(t)
+	return func(args ...string) (string, error) {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), "DATABASE_URL="+url, "RECALC_LOG_FORMAT=json")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			return stdout.String(), &cmdError{err, stderr.String()}
+		}
+		return stdout.String(), nil
+	}
+}
+
+// TestDeferSequence drives a conformance case's step files through defer,
+// resume, run while deferred and run --full in the order its `sequence`
+// file gives (the conformance format has no deferral step). One command a
+// line: `import NN` (must succeed), `import! NN` (must fail), `run`,
+// `defer`, `resume` and their arguments (must exit 0), `run-deferred`
+// (`recalc run` while deferred: exits 0, changes nothing and says it is
+// deferred), `access NN` (`access --format csv` equals steps/NN.csv).
+// While deferred, access shows the last computed state.
+func TestDeferSequence(t *testing.T) {
+	t.Parallel()
+	bin := buildRecalc(t)
+	seqs, err := filepath.Glob("../../testdata/conformance/cases/*/sequence")
+	if err != nil || len(seqs) == 0 {
+		t.Fatalf("no sequence files found (%v)", err)
+	}
+	for _, seq := range seqs {
+		dir := filepath.Dir(seq)
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			t.Parallel()
+			recalc := caseRecalc(t, bin)
+			if _, err := recalc("init"); err != nil {
+				t.Fatalf("init: %v", err)
+			}
+			text, err := os.ReadFile(seq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for n, line := range strings.Split(string(text), "\n") {
+				line, _, _ = strings.Cut(line, "#")
+				f := strings.Fields(line)
+				if len(f) == 0 {
+					continue
+				}
+				step := func(i int) string { return filepath.Join(dir, "steps", f[i]) }
+				where := fmt.Sprintf("%s:%d %q", filepath.Base(seq), n+1, strings.TrimSpace(line))
+				switch f[0] {
+				case "import":
+					if _, err := recalc("import", step(1)+".json"); err != nil {
+						t.Fatalf("%s: %v", where, err)
+					}
+				case "import!":
+					if _, err := recalc("import", step(1)+".json"); err == nil {
+						t.Fatalf("%s: invalid model was accepted", where)
+					}
+				case "run", "defer", "resume":
+					if _, err := recalc(f...); err != nil {
+						t.Fatalf("%s: %v", where, err)
+					}
+				case "run-deferred":
+					out, err := recalc(append([]string{"run"}, f[1:]...)...)
+					if err != nil || !strings.Contains(strings.ToLower(out), "defer") {
+						t.Fatalf("%s: exit %v, output %q; want exit 0 and a word that it is deferred", where, err, out)
+					}
+				case "access":
+					want, err := os.ReadFile(step(1) + ".csv")
+					if err != nil {
+						t.Fatal(err)
+					}
+					got, err := recalc("access", "--format", "csv")
+					if err != nil {
+						t.Fatalf("%s: %v", where, err)
+					}
+					if got != string(want) {
+						t.Fatalf("%s: access differs\n%s", where, oracle.Diff(string(want), got))
+					}
+				default:
+					t.Fatalf("%s: unknown command %q", where, f[0])
 				}
 			}
 		})
