@@ -39,6 +39,7 @@ func TestExitStatuses(t *testing.T) {
 		{"a flag after a plan's file", "", []string{"plan", "/dev/null", "--full"}, 2, `give one FILE, and the flags before it (got "--full" after it)`, false},
 		{"a flag after detach's objects", "", []string{"detach", "lead", "--all"}, 2, `give the OBJECTs, and the flags before them (got "--all" after them)`, false},
 		{"an unknown subcommand", "", []string{"rls", "x"}, 2, `unknown subcommand "x": give enable or disable`, false},
+		{"help after grant's arguments", "", []string{"grant", "reader", "--help"}, 2, `give the flags before the kind of access and the role (got "--help" after them)`, false},
 		{"a table name of three parts", "", []string{"rls", "disable", "--table", "a.b.c"}, 2, `table "a.b.c": give TABLE or SCHEMA.TABLE (see`, false},
 		{"a command's help subcommand", "", []string{"run", "help"}, 0, "", false},
 		{"missing required flags", "", []string{"explain"}, 2, "give --user (see `recalc explain --help`)", false},

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +15,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/oracle"
+	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/internal/testkit"
 )
 
@@ -370,4 +374,46 @@ func TestFailClosedKeepsManualShares(t *testing.T) {
 	}
 	b.exec(t, b.app, `UPDATE crm.account SET amount = 5 WHERE id = 1`)
 	level("once the row is valid again", "edit") // read (the tech rule) if the share were gone
+}
+
+// TestExportOfAttachedOrgImportsBack: `recalc export` leaves out the records
+// of attached objects (they are the application's rows, which an import may
+// not write), so importing the export is accepted and changes nothing, and
+// the team entry and share on attached records go out and come back.
+func TestExportOfAttachedOrgImportsBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	if _, err := b.recalc("import", "--merge", tempFile(t, `{"teams": [{"record": "account:2", "user": "bob", "access": "edit"}],
+		"shares": [{"object": "account", "record": "account:1", "grantee": "user:bob", "access": "read", "cause": "manual"}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	b.run(t)
+	before := testdb.Materialized(t, b.admin)
+	path := filepath.Join(t.TempDir(), "export.json")
+	if _, err := b.recalc("export", "-o", path); err != nil {
+		t.Fatal(err)
+	}
+	file, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"record":"account:2","user":"bob"`, `"record":"account:1","grantee":"user:bob"`} {
+		if !strings.Contains(string(file), want) {
+			t.Errorf("the export lacks %s:\n%.3000s", want, file)
+		}
+	}
+	if strings.Contains(string(file), `"id":"account:`) {
+		t.Errorf("the export holds records of the attached object account:\n%.3000s", file)
+	}
+	if _, err := b.recalc("import", path); err != nil {
+		t.Fatalf("importing the export: %v", err)
+	}
+	if rep := b.run(t); !rep.Nothing {
+		t.Errorf("importing the export left something to recalculate: %+v", rep)
+	}
+	if after := testdb.Materialized(t, b.admin); after != before {
+		t.Errorf("importing the export changed the materialized tables:\n%s", oracle.Diff(before, after))
+	}
+	b.checkMirror(t, "import of the export")
 }

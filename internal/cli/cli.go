@@ -394,7 +394,11 @@ func Init(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	env.Log.Info().Int("migrations_applied", n).Msg("schema is up to date")
+	msg := "schema is up to date"
+	if n > 0 {
+		msg = "schema created or upgraded"
+	}
+	env.Log.Info().Int("migrations_applied", n).Msg(msg)
 	fault, err := attach.SandboxFault(ctx, env.Pool)
 	if err != nil {
 		return err

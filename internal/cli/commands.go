@@ -330,6 +330,9 @@ func grantCommand(out, errOut io.Writer) *cli.Command {
 			"parent, fields and territories only, and read-your-writes; no other table. Run it as the role\n" +
 			"that owns the schema.",
 		Action: func(c *cli.Context) error {
+			if flag := flagAfterArgument(c.Command, c.Args().Slice()); flag != "" {
+				return usageError(c, fmt.Errorf("give the flags before the kind of access and the role (got %.100q after them)", flag), false)
+			}
 			if c.NArg() != 2 {
 				return cli.Exit("recalc: give the kind of access and the role: recalc grant reader|writer ROLE", ExitUsage)
 			}

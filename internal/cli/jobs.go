@@ -247,7 +247,7 @@ func StatusCmd(ctx context.Context, env *Env, format string, jobs int) error {
 		}
 		fmt.Fprintf(w, "Writes to attached object %s NOT ABSORBED since %s: %s\n", u.Object, u.Since.Format(time.RFC3339), why)
 	}
-	if len(st.Jobs) == 0 {
+	if len(st.Jobs) == 0 && jobs > 0 { // --jobs 0 asks for none
 		fmt.Fprintln(w, "Jobs: none yet")
 	}
 	for _, j := range st.Jobs {

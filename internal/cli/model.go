@@ -27,7 +27,8 @@ func exportCommand(out, errOut io.Writer) *cli.Command {
 			"\"revision\": importing it (whole or with --merge) is refused once the configuration has\n" +
 			"changed since, so an old export never silently reverts a newer edit.\n" +
 			"Records written with plain SQL are exported as stored, even invalid ones, which an\n" +
-			"import then refuses (see recalc.invalid_record).",
+			"import then refuses (see recalc.invalid_record). The records of attached objects are left\n" +
+			"out: they are the application's rows, which an import keeps and may not write.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "-", TakesFile: true, Usage: "the file to write; - is standard output. A file is written whole or not at all, readable by its owner only; a device or pipe is written to"},
 			&cli.StringSliceFlag{Name: "section", Usage: "export only this section (repeatable): " + strings.Join(allSections(), ", ")},

@@ -108,7 +108,7 @@ func (o *Options) defaults() {
 // the field names, plus nothing_to_do and deferred when there was no job.
 // It never carries a record's field values.
 type Report struct {
-	Job            int64                `json:"job"`
+	Job            int64                `json:"job,omitempty"` // 0 (left out) when there was nothing to do
 	Kind           queue.Kind           `json:"kind,omitempty"`
 	Trigger        string               `json:"trigger,omitempty"`
 	Status         string               `json:"status,omitempty"`

@@ -41,7 +41,8 @@ type ExportCounts struct {
 // Export writes the stored model to w in the model file format, with the
 // sections listed (all when none), from one snapshot. Records, shares and
 // team entries are streamed in key order, so memory stays bounded however
-// many there are. Importing the file gives back the same stored model.
+// many there are. Importing the file gives back the same stored model. The
+// records of attached objects are left out: they are the application's rows.
 func Export(ctx context.Context, pool *pgxpool.Pool, w io.Writer, sections []string) (*ExportCounts, error) {
 	if len(sections) == 0 {
 		sections = append(slices.Clone(model.ConfigSections), model.DataSections...)
@@ -142,7 +143,10 @@ func exportData(ctx context.Context, tx pgx.Tx, w *bufio.Writer, sec string, res
 	case "records":
 		var r recordOut
 		var parent *string
-		err = forEach(ctx, tx, `SELECT object, id, owner, parent, fields::text, `+changes.ReadTerritories("territories")+` FROM recalc.record ORDER BY id`,
+		// The records of attached objects are the application's rows: an
+		// import keeps them, and refuses a file that writes them.
+		err = forEach(ctx, tx, `SELECT object, id, owner, parent, fields::text, `+changes.ReadTerritories("territories")+` FROM recalc.record r
+			WHERE NOT EXISTS (SELECT 1 FROM recalc.attachment a WHERE a.object = r.object) ORDER BY id`,
 			[]any{&r.Object, &r.ID, &r.Owner, &parent, &r.Fields, &r.Territories}, func() error {
 				r.Parent = ""
 				if parent != nil {
