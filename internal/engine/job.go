@@ -138,7 +138,10 @@ func runJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 			finished, err = finish(ctx, pool, job, org, dict)
 		}
 		if err != nil {
-			return nil, failJob(ctx, pool, job, err, opt, log)
+			if err = failJob(ctx, pool, job, err, opt, log); err != nil {
+				return nil, err
+			}
+			finished = true // it ended after all: tell its webhook and email (once more, at worst)
 		}
 		if finished {
 			announce(ctx, pool, job.ID, opt, log)
@@ -169,20 +172,27 @@ func runJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 
 // failJob marks job failed with err and announces it, unless ctx ended: an
 // interrupted job stays running for the next run to resume. It returns the
-// error to report.
+// error to report, or nil when the job has ended after all (its finish
+// committed though the commit's answer was lost, or another process ended
+// it): the caller reads how.
 func failJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, err error, opt Options, log zerolog.Logger) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("job %d interrupted; the next `recalc run` resumes it: %w", job.ID, err)
 	}
 	msg := err.Error()
 	ctx = context.WithoutCancel(ctx)
-	if ferr := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return queue.Fail(ctx, tx, job.ID, msg) }); ferr != nil {
+	var marked bool
+	if ferr := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) (ferr error) { marked, ferr = queue.Fail(ctx, tx, job.ID, msg); return ferr }); ferr != nil {
 		// The database is gone (a restart, a full disk, a lost connection):
 		// the job stays running, and reads as interrupted once no process
 		// heartbeats it.
 		log.Error().Int64("job", job.ID).Err(ferr).Msg("could not mark job failed")
 		return fmt.Errorf("job %d stopped, and could not be marked failed (is the database reachable?): %w; "+
 			"it stays unfinished: run `recalc run` to resume it", job.ID, err)
+	}
+	if !marked {
+		log.Warn().Int64("job", job.ID).Err(err).Msg("the job ended after all, though its last step reported an error")
+		return nil
 	}
 	announce(ctx, pool, job.ID, opt, log)
 	return fmt.Errorf("job %d: %w", job.ID, err)

@@ -255,12 +255,19 @@ func Payload(ctx context.Context, q pg.Querier, id int64) ([]byte, error) {
 	return b, nil
 }
 
-// Fail marks a job failed with its error and announces it.
-func Fail(ctx context.Context, tx pgx.Tx, id int64, msg string) error {
-	if _, err := tx.Exec(ctx, `UPDATE recalc.job SET status = 'failed', error = $2, finished_at = now() WHERE id = $1`, id, msg); err != nil {
-		return fmt.Errorf("mark job %d failed: %w", id, err)
+// Fail marks a running job failed with its error and announces it. It
+// returns false, and changes nothing, when the job has ended already: a
+// finish whose commit's answer was lost did commit, and a done job stays
+// done.
+func Fail(ctx context.Context, tx pgx.Tx, id int64, msg string) (bool, error) {
+	tag, err := tx.Exec(ctx, `UPDATE recalc.job SET status = 'failed', error = $2, finished_at = now() WHERE id = $1 AND status = 'running'`, id, msg)
+	if err != nil {
+		return false, fmt.Errorf("mark job %d failed: %w", id, err)
 	}
-	return notify(ctx, tx, id)
+	if tag.RowsAffected() == 0 {
+		return false, nil
+	}
+	return true, notify(ctx, tx, id)
 }
 
 // Resume sets a failed job running again.

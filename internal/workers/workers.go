@@ -119,9 +119,10 @@ func runChunk(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, d
 }
 
 // Backoff is how long to wait before retry attempt+1: doubling from 50 ms,
-// capped at 2 s, jittered over its upper half.
+// capped at 2 s, jittered over its upper half. Any count of attempts is
+// fine: a watch that fails for hours keeps counting.
 func Backoff(attempt int) time.Duration {
-	wait := min(50*time.Millisecond<<attempt, 2*time.Second)
+	wait := min(50*time.Millisecond<<min(max(attempt, 0), 6), 2*time.Second)
 	return wait/2 + rand.N(wait/2+1)
 }
 

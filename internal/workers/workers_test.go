@@ -2,6 +2,7 @@ package workers_test
 
 import (
 	"context"
+	"math"
 	"os"
 	"sync/atomic"
 	"testing"
@@ -55,6 +56,20 @@ func TestNiceRests(t *testing.T) {
 		}
 		if least := time.Duration(float64(chunks) * (1 + nice) * float64(work)); took < least {
 			t.Fatalf("nice %v: %d chunks of %v took %v, less than the %v their rests need", nice, chunks, work, took, least)
+		}
+	}
+}
+
+// TestBackoffBounded: the wait before a retry stays between 25 ms and 2 s
+// for every count of attempts, however large (a count of 38 or more
+// overflowed the shift, and rand.N panicked on the negative wait).
+func TestBackoffBounded(t *testing.T) {
+	t.Parallel()
+	for _, attempt := range []int{-1, 0, 1, 5, 6, 7, 37, 38, 63, 64, 1 << 20, math.MaxInt} {
+		for range 20 {
+			if w := workers.Backoff(attempt); w < 25*time.Millisecond || w > 2*time.Second {
+				t.Fatalf("Backoff(%d) = %v, want between 25ms and 2s", attempt, w)
+			}
 		}
 	}
 }
