@@ -142,7 +142,10 @@ func diffObjects(p *Plan, o, n *model.Index) {
 		switch {
 		case a == nil:
 			p.Objects = true
-			p.add("object "+name+" added", "its records arrive as record changes")
+			// An import brings its records as record changes, but an attached
+			// table's rows may have been absorbed while the object was out of
+			// the model (invalid then): they must be computed now.
+			p.add("object "+name+" added", "every record of the object", &Selector{Kind: ByObject, Object: name})
 		case b == nil:
 			p.Objects = true
 			p.add("object "+name+" removed", "its records leave as record changes")

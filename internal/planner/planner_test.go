@@ -213,12 +213,12 @@ func TestDiff(t *testing.T) {
 			want: []string{"object project__c grant access using hierarchies set to false => every record of the object => object project__c "},
 		},
 		{
-			name: "object added: its records come as record changes",
+			name: "object added: its records, which an attached table may have written before",
 			edit: func(t *testing.T, c *model.Config) {
 				c.Objects = append(c.Objects, model.Object{Name: "x__c", Hierarchy: true})
 			},
 			objects: true,
-			want:    []string{"object x__c added => its records arrive as record changes => "},
+			want:    []string{"object x__c added => every record of the object => object x__c "},
 		},
 		{
 			name: "object removed: its records leave as record changes",
