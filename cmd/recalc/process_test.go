@@ -495,6 +495,22 @@ func TestBlastRadiusGuard(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "refused") || !strings.Contains(string(out), "--yes") {
 		t.Fatalf("guarded import: %v\n%s", err, out)
 	}
+	// A merge file deleting one rule: `recalc plan --merge` dry-runs it as
+	// the refusal of `import --merge` advises.
+	var rule string
+	if err := o.pool.QueryRow(context.Background(), `SELECT doc->0->>'id' FROM recalc.model_section WHERE name = 'rules'`).Scan(&rule); err != nil {
+		t.Fatal(err)
+	}
+	del := filepath.Join(t.TempDir(), "delete.json")
+	if err := os.WriteFile(del, []byte(`{"delete": {"rules": ["`+rule+`"]}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if plan, err := o.command("plan", "--merge", del).Output(); err != nil || !strings.Contains(string(plan), "lose it") {
+		t.Fatalf("recalc plan --merge FILE: %v\n%s", err, plan)
+	}
+	if out, err := o.command("import", "--merge", "--max-revoke", "0", del).CombinedOutput(); err == nil || !strings.Contains(string(out), "recalc plan --merge FILE") {
+		t.Fatalf("guarded merge: %v\n%s", err, out)
+	}
 	var sections int
 	_ = o.pool.QueryRow(context.Background(), `SELECT count(*) FROM recalc.change`).Scan(&sections)
 	if after := testdb.Materialized(t, o.pool); after != before || sections != 0 {

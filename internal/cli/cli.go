@@ -519,7 +519,7 @@ func blastRadius(ctx context.Context, tx pgx.Tx, maxRevoke float64, log zerolog.
 				fmt.Fprintf(&b, "\n    e.g. %s on %s: %s -> %s", p.User, p.Record, p.Before, p.After)
 			}
 		}
-		b.WriteString("\nNothing was stored. `recalc plan FILE` shows the whole impact; import with --yes to proceed.")
+		b.WriteString("\nNothing was stored. `recalc plan FILE` (`recalc plan --merge FILE` for a merge file) shows the whole impact; import with --yes to proceed.")
 		return errors.New(b.String())
 	}
 	return nil
@@ -534,10 +534,10 @@ func liveOut(w io.Writer) io.Writer {
 	return nil
 }
 
-// DryRunCmd prints what importing path (read within lim) would do, computed
-// in a rolled-back transaction. A long dry run logs its progress (opt.Live:
+// DryRunCmd prints what importing path (read within lim; merged, with merge)
+// would do, computed in a rolled-back transaction. A long dry run logs its progress (opt.Live:
 // on a line redrawn in place).
-func DryRunCmd(ctx context.Context, env *Env, path string, opt engine.Options, format string, lim model.Limits) error {
+func DryRunCmd(ctx context.Context, env *Env, path string, merge bool, opt engine.Options, format string, lim model.Limits) error {
 	r, closeFile, err := openModel(ctx, env, path)
 	if err != nil {
 		return err
@@ -548,7 +548,7 @@ func DryRunCmd(ctx context.Context, env *Env, path string, opt engine.Options, f
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := store.ImportTx(ctx, tx, r, lim, env.Log); err != nil {
+	if _, err := store.ImportTxWith(ctx, tx, r, lim, env.Log, store.Options{Merge: merge}); err != nil {
 		return err
 	}
 	warnClosure(ctx, tx, env.Log, lim.ClosureWarn)

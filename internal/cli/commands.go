@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -37,7 +38,7 @@ func importCommand(out, errOut io.Writer) *cli.Command {
 			"recalculation job runs, the import waits for it to end (--wait-job), then imports.\n" +
 			"With --max-revoke (or RECALC_MAX_REVOKE), the import is refused when it would take\n" +
 			"access away from more than that share of the (user, record) pairs with access whose\n" +
-			"access it can change, unless --yes is given; `recalc plan FILE` shows the details.\n" +
+			"access it can change, unless --yes is given; `recalc plan [--merge] FILE` shows the details.\n" +
 			"The --max-* flags bound the file's size and cost (docs/limits.md); a warning is logged\n" +
 			"when the closure may exceed --closure-warn entries.\n" +
 			"With --merge, each entry of FILE replaces the stored entry with the same key (id; name for\n" +
@@ -231,7 +232,7 @@ func planCommand(out, errOut io.Writer) *cli.Command {
 		ArgsUsage: "[FILE]",
 		Description: "Without FILE: the changes since the share tables were last computed, why each matters,\n" +
 			"the records to recompute by object, and the chunks.\n" +
-			"With FILE: a dry run of importing FILE and recalculating, rolled back. For each object it\n" +
+			"With FILE: a dry run of importing FILE (with --merge, merging it) and recalculating, rolled back. For each object it\n" +
 			"reports how many (user, record) pairs gain and lose access and at which levels, with a\n" +
 			"sample of each, the records to rewrite and chunks, and an estimated time. Nothing is stored.\n" +
 			"It compares only the pairs whose access can change, and past two seconds logs its progress.\n" +
@@ -239,6 +240,7 @@ func planCommand(out, errOut io.Writer) *cli.Command {
 			"warning is logged when the closure may exceed --closure-warn entries.",
 		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "full", Usage: "plan a full recalculation"},
+			&cli.BoolFlag{Name: "merge", Usage: "FILE is a merge file, as for `recalc import --merge`"},
 			&cli.IntFlag{Name: "chunk-size", Value: 5000, Usage: "records per chunk"},
 			formatFlag(),
 		}, limitFlags()...),
@@ -257,7 +259,11 @@ func planCommand(out, errOut io.Writer) *cli.Command {
 			case c.NArg() > 1: // urfave/cli reads no flag after the first argument
 				return usageError(c, fmt.Errorf("give one FILE, and the flags before it (got %.100q after it)", c.Args().Get(1)), false)
 			case c.NArg() == 1:
-				return action(out, errOut, func(ctx context.Context, env *Env) error { return DryRunCmd(ctx, env, c.Args().First(), opt, f, lim) })(c)
+				return action(out, errOut, func(ctx context.Context, env *Env) error {
+					return DryRunCmd(ctx, env, c.Args().First(), c.Bool("merge"), opt, f, lim)
+				})(c)
+			case c.Bool("merge"):
+				return usageError(c, errors.New("--merge needs the FILE to merge"), false)
 			}
 			return action(out, errOut, func(ctx context.Context, env *Env) error { return PlanCmd(ctx, env, opt, f, lim.ClosureWarn) })(c)
 		},
