@@ -211,7 +211,10 @@ func LoadFamiliesOf(ctx context.Context, q pg.Querier, org *sharing.Org, roots [
 
 // loadFamilies reads the families of the records matching where, a constant
 // condition on root_id over the parameters args. Fields are read only for
-// objects that have criteria rules.
+// objects that have criteria rules, matched as each record is read and not
+// kept; a record naming a territory the model lacks is read without its
+// territories, marked (it is invalid either way). So a chunk holds no
+// record's fields and no name the writer made up, however large.
 func loadFamilies(ctx context.Context, q pg.Querier, org *sharing.Org, where string, args ...any) (*sharing.Input, error) {
 	var withFields []string
 	for _, o := range org.Index().Config.Objects {
@@ -219,19 +222,27 @@ func loadFamilies(ctx context.Context, q pg.Querier, org *sharing.Org, where str
 			withFields = append(withFields, o.Name)
 		}
 	}
+	known := make([]string, 0, len(org.Index().Territories))
+	for id := range org.Index().Territories {
+		known = append(known, id)
+	}
 	in := &sharing.Input{Shares: map[int64][]model.Share{}, Teams: map[int64][]model.Team{}}
 	rows, err := q.Query(ctx, fmt.Sprintf(`
-		SELECT rid, id, object, owner, coalesce(parent, ''), root_id, %s,
-		       CASE WHEN object = ANY($%d) THEN left(fields::text, $%d) END
-		FROM recalc.record WHERE %s`, changes.ReadTerritories("territories"), len(args)+1, len(args)+2, where), append(args, withFields, maxFieldsText+1)...)
+		SELECT rid, id, object, owner, coalesce(parent, ''), root_id, CASE WHEN x.ok THEN x.t ELSE '{}' END, NOT x.ok,
+		       CASE WHEN object = ANY($%[3]d) THEN left(fields::text, $%[4]d) END
+		FROM recalc.record,
+		     LATERAL (SELECT y.t, coalesce(territories <@ $%[1]d::text[] OR y.t = '{""}', true) AS ok FROM (SELECT %[2]s AS t) y) x
+		WHERE %[5]s`, len(args)+1, changes.ReadTerritories("territories"), len(args)+2, len(args)+3, where),
+		append(args, known, withFields, maxFieldsText+1)...)
 	if err != nil {
 		return nil, fmt.Errorf("read records: %w", err)
 	}
 	var r sharing.Record
 	var fields []byte
-	_, err = pgx.ForEachRow(rows, []any{&r.RID, &r.ID, &r.Object, &r.Owner, &r.Parent, &r.RootID, &r.Territories, &fields}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&r.RID, &r.ID, &r.Object, &r.Owner, &r.Parent, &r.RootID, &r.Territories, &r.UnknownTerritory, &fields}, func() error {
 		if fields != nil {
 			r.Fields, r.Unreadable = readFields(fields)
+			org.MatchCriteria(&r)
 		}
 		in.Records = append(in.Records, r)
 		r = sharing.Record{}

@@ -1,6 +1,7 @@
 package sharing
 
 import (
+	"slices"
 	"sort"
 
 	"github.com/recalc-dev/recalc/internal/model"
@@ -30,6 +31,13 @@ type Record struct {
 	// read (not a JSON object of scalars, or past the limits): the record is
 	// invalid and gets no access.
 	Unreadable bool
+	// UnknownTerritory is set by the loader when the record names a
+	// territory the configuration lacks: it reads no territory then, and the
+	// record is invalid.
+	UnknownTerritory bool
+	// criteria holds the criteria rules the fields matched, once
+	// MatchCriteria dropped the fields; nil before.
+	criteria []*model.Rule
 }
 
 // Input is a set of whole families: every record of each, with their shares
@@ -214,6 +222,9 @@ func (o *Org) invalid(r *Record, byRID map[int64]*Record, memo map[int64]string)
 			why = InvalidTerritory
 		}
 	}
+	if why == "" && r.UnknownTerritory {
+		why = InvalidTerritory
+	}
 	if why == "" && r.Parent != "" {
 		p := byRID[r.ParentRID]
 		if p == nil || p.Object != obj.Parent || o.invalid(p, byRID, memo) != "" {
@@ -263,13 +274,32 @@ func (o *Org) applying(r *Record) []*model.Rule {
 	if !o.hasCriteria[r.Object] {
 		return out
 	}
-	out = append([]*model.Rule(nil), out...)
+	crit := r.criteria
+	if crit == nil {
+		crit = o.matching(r)
+	}
+	return append(slices.Clip(out), crit...)
+}
+
+// matching is the criteria rules of r's object that r's fields match.
+func (o *Org) matching(r *Record) []*model.Rule {
+	out := []*model.Rule{} // not nil: matched, though maybe by none
 	for _, rule := range o.rules[r.Object] {
 		if rule.Type == model.CriteriaRule && rule.Criteria.Match(r.Fields) {
 			out = append(out, rule)
 		}
 	}
 	return out
+}
+
+// MatchCriteria matches r's fields against its object's criteria rules now
+// and drops them, so that a loader holds one record's fields at a time, not
+// a chunk's.
+func (o *Org) MatchCriteria(r *Record) {
+	if o.hasCriteria[r.Object] {
+		r.criteria = o.matching(r)
+	}
+	r.Fields = nil
 }
 
 // implicitChild adds section 3.1's grants on child c of account a.
