@@ -152,6 +152,9 @@ func (o *Org) Compute(in *Input) *Rows {
 			continue
 		}
 		c.implicitChild(rs, r, acct, obj.Hierarchy)
+		if o.ix.Objects[acct.Object].CBP() {
+			continue // a controlled-by-parent account has its parent's access only (3.3): no implicit parent
+		}
 		for _, g := range explicit {
 			rs.add(acct.RID, g.grantee, model.Read, CauseImplicitParent, obj.Hierarchy)
 		}
