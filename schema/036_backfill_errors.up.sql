@@ -48,7 +48,7 @@ BEGIN
     END IF;
     BEGIN
         v_rows := recalc.attach_sync(a, NULL);
-    EXCEPTION WHEN OTHERS THEN
+    EXCEPTION WHEN OTHERS OR query_canceled OR assert_failure THEN -- OTHERS leaves these two out
         GET STACKED DIAGNOSTICS v_code = RETURNED_SQLSTATE;
         IF v_code LIKE 'RC%' OR left(v_code, 2) IN ('40', '53', '55', '57') THEN
             RAISE;

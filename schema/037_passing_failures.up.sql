@@ -8,7 +8,9 @@
 -- P0001 as if the capture were broken, though it was whole. Outside READ
 -- COMMITTED the guard now fails with 40001, serialization_failure, which
 -- such applications already retry: the retry's snapshot sees the capture
--- (and a capture that is really broken fails the retry too). The guard is
+-- (and a capture that is really broken fails the retry too, with 40001
+-- again: one that retries without end needs a bound). READ UNCOMMITTED runs
+-- as READ COMMITTED, and keeps P0001. The guard is
 -- built into each capture function at attach, so this applies to the
 -- captures installed from now on, which are the ones a transaction can
 -- see change under it.
@@ -18,14 +20,14 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     IF TG_RELID IS DISTINCT FROM %1$s::oid OR TG_LEVEL <> 'STATEMENT' OR TG_WHEN <> 'AFTER'
        OR NOT EXISTS (SELECT 1 FROM recalc.attach_capture WHERE object = %2$L AND relid = TG_RELID AND func = %3$L) THEN
         RAISE EXCEPTION 'recalc.%% runs only as the capture trigger of %%', %3$L, %4$L
-            USING ERRCODE = CASE current_setting('transaction_isolation') WHEN 'read committed' THEN 'P0001' ELSE '40001' END,
+            USING ERRCODE = CASE WHEN current_setting('transaction_isolation') IN ('read committed', 'read uncommitted') THEN 'P0001' ELSE '40001' END,
                   HINT = 'under REPEATABLE READ or SERIALIZABLE, the capture may have been installed after this transaction''s snapshot: retry the transaction';
     END IF;
     IF EXISTS (SELECT 1 FROM unnest(%5$L::text[], %6$L::oid[], %7$L::oid[]) c(n, t, l)
                WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = TG_RELID AND a.attname = c.n
                                  AND a.atttypid = c.t AND a.attcollation = c.l AND NOT a.attisdropped)) THEN
         RAISE EXCEPTION 'columns of %% read by the capture of object %% changed since it was attached: run `recalc attach` again', %4$L, %2$L
-            USING ERRCODE = CASE current_setting('transaction_isolation') WHEN 'read committed' THEN 'P0001' ELSE '40001' END;
+            USING ERRCODE = CASE WHEN current_setting('transaction_isolation') IN ('read committed', 'read uncommitted') THEN 'P0001' ELSE '40001' END;
     END IF;
     IF NOT EXISTS (
         SELECT 1 FROM pg_class k WHERE k.oid = TG_RELID AND k.relkind = 'r' AND NOT k.relhassubclass AND NOT k.relispartition
@@ -36,7 +38,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                 WHERE i.indrelid = k.oid AND i.indisunique AND i.indimmediate AND i.indisvalid AND i.indnkeyatts = 1
                   AND i.indpred IS NULL AND i.indexprs IS NULL AND t.attname = %10$L))) THEN
         RAISE EXCEPTION 'the capture of object %% is incomplete: a capture trigger is missing or disabled, %% is no longer a plain table without parent or children, or its id column lost its unique index', %2$L, %4$L
-            USING ERRCODE = CASE current_setting('transaction_isolation') WHEN 'read committed' THEN 'P0001' ELSE '40001' END,
+            USING ERRCODE = CASE WHEN current_setting('transaction_isolation') IN ('read committed', 'read uncommitted') THEN 'P0001' ELSE '40001' END,
                   HINT = 'run `recalc attach` again (`recalc attach --list` shows which object); under REPEATABLE READ or SERIALIZABLE, the capture may have been installed after this transaction''s snapshot: retry the transaction';
     END IF;$f$, c.relid, c.object, c.func, c.source, c.cols, c.types, c.colls, format('recalc.%I()', c.func),
         (SELECT a.is_view FROM recalc.attachment a WHERE a.object = c.object), c.key_col)

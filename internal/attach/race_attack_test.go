@@ -543,7 +543,7 @@ func TestRaceAttackImportChangesAttachedObject(t *testing.T) {
 			}
 			b.exec(t, b.app, `UPDATE support."case" SET priority = 5, status = 'Open', owner_id = 'bob' WHERE id = 2`,
 				`INSERT INTO support."case" VALUES (40, 3, 'carol', 4, 'Open')`)
-			txB, pid := hold(t, b.app, `INSERT INTO support."case" VALUES (41, 1, 'erin', 1, 'Open')`)
+			txB, _ := hold(t, b.app, `INSERT INTO support."case" VALUES (41, 1, 'erin', 1, 'Open')`)
 			// A run waits for the import (model lock).
 			done := make(chan struct{})
 			var runErr error
@@ -551,13 +551,12 @@ func TestRaceAttackImportChangesAttachedObject(t *testing.T) {
 				defer close(done)
 				_, runErr = engine.Run(ctx, b.engine, engine.Options{Workers: 1}, zerolog.Nop())
 			}()
-			time.Sleep(200 * time.Millisecond)
+			waitBlocked(t, b.admin, imp.Conn().PgConn().PID(), done, "the run to wait for the import")
 			commit(t, imp)
 			<-done
 			if runErr != nil {
 				t.Fatalf("run: %v", runErr)
 			}
-			_ = pid
 			commit(t, txB)
 			b.exec(t, b.app, `DELETE FROM support."case" WHERE id = 1`, `UPDATE support."case" SET priority = 1 WHERE id = 40`)
 			b.checkMirrorAfterRun(t, "after the import")
@@ -627,7 +626,7 @@ func TestRaceAttackTruncateAndCopy(t *testing.T) {
 		_, err := txB.Exec(ctx, `INSERT INTO support."case" VALUES (11, 2, 'erin', 3, 'B')`)
 		bDone <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
+	waitBlocked(t, b.admin, tr.Conn().PgConn().PID(), nil, "B to wait for the TRUNCATE")
 	if err := tr.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -133,15 +133,18 @@ func runJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 		if err == nil && job.Kind == queue.Full && job.DoRules {
 			err = stage(ctx, pool, job, org, dict, opt)
 		}
-		finished := false
-		if err == nil {
+		finished, finishing := false, err == nil
+		if finishing {
 			finished, err = finish(ctx, pool, job, org, dict)
 		}
 		if err != nil {
 			if err = failJob(ctx, pool, job, err, opt, log); err != nil {
 				return nil, err
 			}
-			finished = true // it ended after all: tell its webhook and email (once more, at worst)
+			// The job ended after all. If this finish's commit lost its
+			// answer, nobody told the webhook and email: tell them (once
+			// more, at worst). Otherwise whoever ended it did.
+			finished = finishing
 		}
 		if finished {
 			announce(ctx, pool, job.ID, opt, log)

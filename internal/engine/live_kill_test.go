@@ -453,9 +453,12 @@ func TestLiveKillCancelDuringAbsorb(t *testing.T) {
 		locked <- err
 	}()
 	obs := connect(t, b.pool)
-	for waiting := false; !waiting; {
+	for waiting, deadline := false, time.Now().Add(10*time.Second); !waiting; time.Sleep(2 * time.Millisecond) {
 		if err := obs.QueryRow(b.ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'app.deal'::regclass AND NOT granted)`).Scan(&waiting); err != nil {
 			t.Fatal(err)
+		}
+		if !waiting && time.Now().After(deadline) {
+			t.Fatal("the LOCK TABLE never queued behind the writer")
 		}
 	}
 	if err := writer.Commit(b.ctx); err != nil {

@@ -19,6 +19,8 @@
 //   - a territory's access levels: accounts assigned to it;
 //   - an object's hierarchy switch, parent or controlled_by_parent switch:
 //     that object's records (the whole object, said so in the plan);
+//   - an object added: its records (an attached table may have written some
+//     while the object was out of the model);
 //   - record, share and team changes: those records.
 //
 // Every selected record brings its whole family (root record and all its

@@ -212,9 +212,9 @@ func LoadFamiliesOf(ctx context.Context, q pg.Querier, org *sharing.Org, roots [
 // loadFamilies reads the families of the records matching where, a constant
 // condition on root_id over the parameters args. Fields are read only for
 // objects that have criteria rules, matched as each record is read and not
-// kept; a record naming a territory the model lacks is read without its
-// territories, marked (it is invalid either way). So a chunk holds no
-// record's fields and no name the writer made up, however large.
+// kept; a record naming a territory longer than any of the model's is read
+// without its territories, marked (it is invalid either way). So a chunk
+// holds no record's fields, and no territory name longer than the model's.
 func loadFamilies(ctx context.Context, q pg.Querier, org *sharing.Org, where string, args ...any) (*sharing.Input, error) {
 	var withFields []string
 	for _, o := range org.Index().Config.Objects {
@@ -222,18 +222,20 @@ func loadFamilies(ctx context.Context, q pg.Querier, org *sharing.Org, where str
 			withFields = append(withFields, o.Name)
 		}
 	}
-	known := make([]string, 0, len(org.Index().Territories))
+	longest := 0 // the longest territory id: a longer name is none
 	for id := range org.Index().Territories {
-		known = append(known, id)
+		longest = max(longest, len(id))
 	}
 	in := &sharing.Input{Shares: map[int64][]model.Share{}, Teams: map[int64][]model.Team{}}
 	rows, err := q.Query(ctx, fmt.Sprintf(`
-		SELECT rid, id, object, owner, coalesce(parent, ''), root_id, CASE WHEN x.ok THEN x.t ELSE '{}' END, NOT x.ok,
+		SELECT rid, id, object, owner, coalesce(parent, ''), root_id, CASE WHEN x.long THEN '{}' ELSE %[2]s END, x.long,
 		       CASE WHEN object = ANY($%[3]d) THEN left(fields::text, $%[4]d) END
 		FROM recalc.record,
-		     LATERAL (SELECT y.t, coalesce(territories <@ $%[1]d::text[] OR y.t = '{""}', true) AS ok FROM (SELECT %[2]s AS t) y) x
+		     LATERAL (SELECT CASE WHEN array_ndims(territories) > 1 THEN false WHEN array_position(territories, NULL) IS NOT NULL THEN false -- read as {""}
+		                          ELSE coalesce(max(octet_length(e)) > $%[1]d, false) END AS long
+		              FROM unnest(territories) e) x
 		WHERE %[5]s`, len(args)+1, changes.ReadTerritories("territories"), len(args)+2, len(args)+3, where),
-		append(args, known, withFields, maxFieldsText+1)...)
+		append(args, longest, withFields, maxFieldsText+1)...)
 	if err != nil {
 		return nil, fmt.Errorf("read records: %w", err)
 	}

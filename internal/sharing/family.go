@@ -32,8 +32,8 @@ type Record struct {
 	// invalid and gets no access.
 	Unreadable bool
 	// UnknownTerritory is set by the loader when the record names a
-	// territory the configuration lacks: it reads no territory then, and the
-	// record is invalid.
+	// territory longer than any of the configuration's: it reads no
+	// territory then, and the record is invalid.
 	UnknownTerritory bool
 	// criteria holds the criteria rules the fields matched, once
 	// MatchCriteria dropped the fields; nil before.
@@ -215,7 +215,7 @@ func (o *Org) invalid(r *Record, byRID map[int64]*Record, memo map[int64]string)
 		why = InvalidOwner
 	case len(r.Territories) == 1 && r.Territories[0] == "":
 		why = InvalidValues
-	case len(r.Territories) > 0 && r.Object != model.Account:
+	case (len(r.Territories) > 0 || r.UnknownTerritory) && r.Object != model.Account:
 		why = InvalidTerritory
 	case r.Unreadable:
 		why = InvalidFields

@@ -73,3 +73,51 @@ func TestBackoffBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestFailEndsOnlyARunningJob: queue.Fail marks a running job failed, and
+// leaves a done job done (a finish whose commit's answer was lost did
+// commit: marking it failed made the next run finish it again).
+func TestFailEndsOnlyARunningJob(t *testing.T) {
+	t.Parallel()
+	pool := testdb.Migrated(t)
+	ctx := context.Background()
+	var job int64
+	fail := func() bool {
+		var marked bool
+		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) (err error) { marked, err = queue.Fail(ctx, tx, job, "boom"); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return marked
+	}
+	status := func() queue.Status {
+		j, err := queue.Get(ctx, pool, job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j.Status
+	}
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) (err error) {
+		job, err = queue.Create(ctx, tx, &queue.Job{Kind: queue.Incremental, Trigger: "test", Config: []byte("{}"), Plan: []byte("{}")}, nil)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !fail() || status() != queue.Failed {
+		t.Fatalf("Fail of a running job: status %s, want it marked failed", status())
+	}
+	if err := queue.Resume(ctx, pool, job); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		j, err := queue.Lock(ctx, tx, job)
+		if err != nil {
+			return err
+		}
+		return queue.Finish(ctx, tx, j, 0, 0)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if fail() || status() != queue.Done {
+		t.Fatalf("Fail of a done job: status %s, want it left done and reported unmarked", status())
+	}
+}
