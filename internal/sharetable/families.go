@@ -210,49 +210,14 @@ func LoadFamiliesOf(ctx context.Context, q pg.Querier, org *sharing.Org, roots [
 }
 
 // loadFamilies reads the families of the records matching where, a constant
-// condition on root_id over the parameters args. Fields are read only for
-// objects that have criteria rules, matched as each record is read and not
-// kept; a record naming a territory longer than any of the model's is read
-// without its territories, marked (it is invalid either way). So a chunk
-// holds no record's fields, and no territory name longer than the model's.
+// condition on root_id over the parameters args: their records
+// (readRecords), shares and team entries.
 func loadFamilies(ctx context.Context, q pg.Querier, org *sharing.Org, where string, args ...any) (*sharing.Input, error) {
-	var withFields []string
-	for _, o := range org.Index().Config.Objects {
-		if org.HasCriteria(o.Name) {
-			withFields = append(withFields, o.Name)
-		}
-	}
-	longest := 0 // the longest territory id: a longer name is none
-	for id := range org.Index().Territories {
-		longest = max(longest, len(id))
-	}
-	in := &sharing.Input{Shares: map[int64][]model.Share{}, Teams: map[int64][]model.Team{}}
-	rows, err := q.Query(ctx, fmt.Sprintf(`
-		SELECT rid, id, object, owner, coalesce(parent, ''), root_id, CASE WHEN x.long THEN '{}' ELSE %[2]s END, x.long,
-		       CASE WHEN object = ANY($%[3]d) THEN left(fields::text, $%[4]d) END
-		FROM recalc.record,
-		     LATERAL (SELECT CASE WHEN array_ndims(territories) > 1 THEN false WHEN array_position(territories, NULL) IS NOT NULL THEN false -- read as {""}
-		                          ELSE coalesce(max(octet_length(e)) > $%[1]d, false) END AS long
-		              FROM unnest(territories) e) x
-		WHERE %[5]s`, len(args)+1, changes.ReadTerritories("territories"), len(args)+2, len(args)+3, where),
-		append(args, longest, withFields, maxFieldsText+1)...)
+	records, err := readRecords(ctx, q, org, where, args)
 	if err != nil {
-		return nil, fmt.Errorf("read records: %w", err)
+		return nil, err
 	}
-	var r sharing.Record
-	var fields []byte
-	_, err = pgx.ForEachRow(rows, []any{&r.RID, &r.ID, &r.Object, &r.Owner, &r.Parent, &r.RootID, &r.Territories, &r.UnknownTerritory, &fields}, func() error {
-		if fields != nil {
-			r.Fields, r.Unreadable = readFields(fields)
-			org.MatchCriteria(&r)
-		}
-		in.Records = append(in.Records, r)
-		r = sharing.Record{}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read records: %w", err)
-	}
+	in := &sharing.Input{Records: records, Shares: map[int64][]model.Share{}, Teams: map[int64][]model.Team{}}
 	// A parent counts only within the record's family: one outside it (the
 	// application wrote roots that disagree) leaves the record without a
 	// parent, so invalid, whichever families a chunk holds.
@@ -269,7 +234,7 @@ func loadFamilies(ctx context.Context, q pg.Querier, org *sharing.Org, where str
 			in.Records[i].ParentRID = p.rid
 		}
 	}
-	rows, err = q.Query(ctx, `
+	rows, err := q.Query(ctx, `
 		SELECT r.rid, s.object, s.grantee, s.access, s.cause
 		FROM recalc.share_input s JOIN recalc.record r ON r.id = s.record AND r.object = s.object WHERE r.`+where, args...)
 	if err != nil {
@@ -310,6 +275,53 @@ func loadFamilies(ctx context.Context, q pg.Querier, org *sharing.Org, where str
 // the record_fields_scalar constraint's bound. Longer fields, stored before
 // the constraint, make their record invalid instead of costing memory.
 const maxFieldsText = 1 << 20
+
+// readRecords reads the records matching where (loadFamilies). Fields are
+// read only for objects that have criteria rules, matched as each record is
+// read and not kept; a record naming a territory longer than any of the
+// model's is read without its territories, marked (it is invalid either
+// way). So a chunk holds no record's fields, and no territory name longer
+// than the model's.
+func readRecords(ctx context.Context, q pg.Querier, org *sharing.Org, where string, args []any) ([]sharing.Record, error) {
+	var withFields []string
+	for _, o := range org.Index().Config.Objects {
+		if org.HasCriteria(o.Name) {
+			withFields = append(withFields, o.Name)
+		}
+	}
+	longest := 0 // the longest territory id: a longer name is none
+	for id := range org.Index().Territories {
+		longest = max(longest, len(id))
+	}
+	rows, err := q.Query(ctx, fmt.Sprintf(`
+		SELECT rid, id, object, owner, coalesce(parent, ''), root_id, CASE WHEN x.long THEN '{}' ELSE %[2]s END, x.long,
+		       CASE WHEN object = ANY($%[3]d) THEN left(fields::text, $%[4]d) END
+		FROM recalc.record,
+		     LATERAL (SELECT CASE WHEN array_ndims(territories) > 1 THEN false WHEN array_position(territories, NULL) IS NOT NULL THEN false -- read as {""}
+		                          ELSE coalesce(max(octet_length(e)) > $%[1]d, false) END AS long
+		              FROM unnest(territories) e) x
+		WHERE %[5]s`, len(args)+1, changes.ReadTerritories("territories"), len(args)+2, len(args)+3, where),
+		append(args, longest, withFields, maxFieldsText+1)...)
+	if err != nil {
+		return nil, fmt.Errorf("read records: %w", err)
+	}
+	var out []sharing.Record
+	var r sharing.Record
+	var fields []byte
+	_, err = pgx.ForEachRow(rows, []any{&r.RID, &r.ID, &r.Object, &r.Owner, &r.Parent, &r.RootID, &r.Territories, &r.UnknownTerritory, &fields}, func() error {
+		if fields != nil {
+			r.Fields, r.Unreadable = readFields(fields)
+			org.MatchCriteria(&r)
+		}
+		out = append(out, r)
+		r = sharing.Record{}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read records: %w", err)
+	}
+	return out, nil
+}
 
 // readFields parses a record's fields as read by loadFamilies, at most
 // maxFieldsText+1 bytes of them; unreadable is true when they are too long or
