@@ -206,7 +206,7 @@ func TestInputAttackRawDatabaseErrors(t *testing.T) {
 		{"grant to a role not UTF-8", []string{"grant", "reader", bad}, 2},
 		{"rls enable on a table not UTF-8", []string{"rls", "enable", "--table", bad, "--object", "account", "--user-setting", "app.user_id"}, 2},
 		{"rls disable on a missing table", []string{"rls", "disable", "--table", "public.h3ia_no_such_table"}, 1},
-		{"rls disable on an empty schema name", []string{"rls", "disable", "--table", ".x"}, 1},
+		{"rls disable on an empty schema name", []string{"rls", "disable", "--table", ".x"}, 2},
 		{"status --jobs negative", []string{"status", "--jobs", "-1"}, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

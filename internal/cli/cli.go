@@ -535,8 +535,8 @@ func liveOut(w io.Writer) io.Writer {
 }
 
 // DryRunCmd prints what importing path (read within lim; merged, with merge)
-// would do, computed in a rolled-back transaction. A long dry run logs its progress (opt.Live:
-// on a line redrawn in place).
+// would do, computed in a rolled-back transaction. A long dry run logs its
+// progress (opt.Live: on a line redrawn in place).
 func DryRunCmd(ctx context.Context, env *Env, path string, merge bool, opt engine.Options, format string, lim model.Limits) error {
 	r, closeFile, err := openModel(ctx, env, path)
 	if err != nil {

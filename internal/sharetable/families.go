@@ -323,7 +323,7 @@ func readRecords(ctx context.Context, q pg.Querier, org *sharing.Org, where stri
 	return out, nil
 }
 
-// readFields parses a record's fields as read by loadFamilies, at most
+// readFields parses a record's fields as read by readRecords, at most
 // maxFieldsText+1 bytes of them; unreadable is true when they are too long or
 // not a JSON object of scalars. The error is dropped on purpose: it may quote
 // the fields, and a record's values never reach a log or a job's error.
