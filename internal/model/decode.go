@@ -8,6 +8,7 @@ import (
 	"io"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -190,7 +191,7 @@ func (d *decoder) file() (*File, error) {
 		seen[key] = true
 		if key == "version" {
 			var v json.RawMessage // not json.Number, which also takes the string "1"
-			if err := dec.Decode(&v); err != nil || strings.TrimSpace(string(v)) != "1" {
+			if err := dec.Decode(&v); err != nil || !isOne(v) {
 				return nil, fmt.Errorf("version must be 1")
 			}
 			continue
@@ -411,6 +412,9 @@ func objectFromRaw(r *rawObject, lim *Limits) (Object, error) {
 	if err := lim.checkIDs([]string{"name", "parent", "internal_owd", "external_owd"}, &r.Name, r.Parent, r.InternalOWD, r.ExternalOWD); err != nil {
 		return Object{}, err
 	}
+	if err := emptyKey([]string{"parent"}, r.Parent); err != nil {
+		return Object{}, err
+	}
 	o := Object{Name: r.Name, Parent: str(r.Parent), Hierarchy: r.Hierarchy == nil || *r.Hierarchy}
 	if !objectName.MatchString(r.Name) {
 		return o, fmt.Errorf("name must match [a-z][a-z0-9_]*")
@@ -500,6 +504,9 @@ func roleFromRaw(r *rawRole, lim *Limits) (Role, error) {
 	if r.ID == "" {
 		return Role{}, fmt.Errorf("id is required")
 	}
+	if err := emptyKey([]string{"parent"}, r.Parent); err != nil {
+		return Role{}, err
+	}
 	c, err := r.rawChild.parse()
 	return Role{ID: r.ID, Parent: str(r.Parent), Child: c}, err
 }
@@ -517,12 +524,15 @@ func userFromRaw(r *rawUser, lim *Limits) (User, error) {
 	if err := lim.checkIDs([]string{"id", "role", "type"}, &r.ID, r.Role, r.Type); err != nil {
 		return User{}, err
 	}
+	if err := emptyKey([]string{"role", "type"}, r.Role, r.Type); err != nil {
+		return User{}, err
+	}
 	u := User{ID: r.ID, Role: str(r.Role), Active: r.Active == nil || *r.Active}
 	if r.ID == "" {
 		return u, fmt.Errorf("id is required")
 	}
 	switch str(r.Type) {
-	case "", "internal":
+	case "", "internal": // "" is the absent key
 	case "external":
 		u.External = true
 	default:
@@ -585,6 +595,9 @@ func territoryFromRaw(r *rawTerritory, lim *Limits) (Territory, error) {
 	if err := r.rawChild.check(lim); err != nil {
 		return Territory{}, err
 	}
+	if err := emptyKey([]string{"parent"}, r.Parent); err != nil {
+		return Territory{}, err
+	}
 	t := Territory{ID: r.ID, Parent: str(r.Parent), Users: r.Users, AccountAccess: Read}
 	if r.ID == "" {
 		return t, fmt.Errorf("id is required")
@@ -622,6 +635,9 @@ func recordFromRaw(r *rawRecord, lim *Limits) (Record, error) {
 		}
 	}
 	if err := checkFields(lim, r.Fields); err != nil {
+		return Record{}, err
+	}
+	if err := emptyKey([]string{"parent"}, r.Parent); err != nil {
 		return Record{}, err
 	}
 	rec := Record{Object: r.Object, ID: r.ID, Owner: r.Owner, Parent: str(r.Parent), Fields: r.Fields, Territories: r.Territories}
@@ -865,6 +881,25 @@ func teamFromRaw(r *rawTeam, lim *Limits) (Team, error) {
 	}
 	t.Child, err = r.rawChild.parse()
 	return t, err
+}
+
+// isOne says whether v is a JSON number equal to 1 (1, 1.0, 1e0): a string
+// or a boolean is not.
+func isOne(v json.RawMessage) bool {
+	f, err := strconv.ParseFloat(strings.TrimSpace(string(v)), 64)
+	return err == nil && f == 1
+}
+
+// emptyKey refuses an optional key given as "": an id is never empty
+// (docs/model.md), so "" names nothing; leave the key out, or give null, for
+// none.
+func emptyKey(keys []string, ps ...*string) error {
+	for i, p := range ps {
+		if p != nil && *p == "" {
+			return fmt.Errorf("%s is empty: leave the key out for none", keys[i])
+		}
+	}
+	return nil
 }
 
 func str(p *string) string {
