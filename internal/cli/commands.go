@@ -50,7 +50,7 @@ func importCommand(out, errOut io.Writer) *cli.Command {
 			&cli.BoolFlag{Name: "merge", Usage: "apply FILE entry by entry: replace the entries it lists, delete those in its \"delete\" section, keep the rest"},
 			&cli.StringFlag{Name: "if-revision", Usage: "refuse the import unless the stored configuration is at revision `REV` (recalc export logs it and writes it in the file)"},
 			&cli.Float64Flag{Name: "max-revoke", EnvVars: []string{"RECALC_MAX_REVOKE"},
-				Usage: "refuse a change revoking more than this share (0..1) of the touched pairs with access; unset: no guard"},
+				DefaultText: "unset: no guard", Usage: "refuse a change revoking more than this share (0..1) of the touched pairs with access (0: refuse any revocation)"},
 			&cli.BoolFlag{Name: "yes", Usage: "import even past --max-revoke"},
 			&cli.DurationFlag{Name: "wait-job", Value: 10 * time.Minute, Usage: "while a recalculation job runs, wait up to this long for it to end, then import " +
 				"(sharing changes wait for a recalculation, as in Salesforce); 0: refuse at once"},
@@ -240,7 +240,7 @@ func planCommand(out, errOut io.Writer) *cli.Command {
 			"warning is logged when the closure may exceed --closure-warn entries.",
 		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "full", Usage: "plan a full recalculation"},
-			&cli.BoolFlag{Name: "merge", Usage: "FILE is a merge file, as for `recalc import --merge`"},
+			&cli.BoolFlag{Name: "merge", Usage: "FILE is a merge file, as for recalc import --merge"},
 			&cli.IntFlag{Name: "chunk-size", Value: 5000, Usage: "records per chunk"},
 			formatFlag(),
 		}, limitFlags()...),
@@ -329,7 +329,7 @@ func grantCommand(out, errOut io.Writer) *cli.Command {
 		Usage:     "give an existing role the least privileges of a reader or a writer of recalc (see SECURITY.md)",
 		ArgsUsage: "reader|writer ROLE",
 		Description: "reader: EXECUTE on the SQL access API (access_level, can_access, visible_records, visible_ids,\n" +
-			"record_key, the rls_* functions, invalid_records), which row-level security policies call, on\n" +
+			"record_key, the rls_* functions that policies call, invalid_records), on\n" +
 			"the feed (access_changes, access_changes_head) and on read-your-writes (fresh_token,\n" +
 			"wait_fresh); SELECT on the view invalid_record; no table.\n" +
 			"writer: SELECT and DELETE on recalc.record, INSERT and UPDATE of its columns id, object, owner,\n" +
