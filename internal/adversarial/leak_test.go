@@ -95,23 +95,30 @@ func TestLeakAttachInstallQuotesRowValue(t *testing.T) {
 	}
 }
 
-// TestLeakAttachInstallHidesDataException: the same backfill failing with a
-// class 22 cast error (22P02, `invalid input syntax for type numeric:
-// "..."`) names the SQLSTATE only.
+// TestLeakAttachInstallHidesDataException: a row failing the view's cast
+// with a class 22 error (22P02, `invalid input syntax for type numeric:
+// "..."`) fails closed alone (migration 039): the attach succeeds, and
+// neither it, `recalc attach --list` nor the invalid records carry the value.
 func TestLeakAttachInstallHidesDataException(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	spec := b.attachView(t, "other__c", `((p.tag)::numeric)::text`)
-	exec(t, b.admin, `UPDATE app.proj SET tag = $1 WHERE id IN (1, 2)`, leakSecret)
-	out, err := b.recalcErr("attach", spec)
-	if err == nil {
-		t.Fatalf("attach over a row the view cannot read succeeded: %s", out)
+	exec(t, b.admin, `UPDATE app.proj SET tag = '5' WHERE id = 1`)
+	exec(t, b.admin, `UPDATE app.proj SET tag = $1 WHERE id = 2`, leakSecret)
+	out := b.recalc(t, "attach", spec)
+	b.run(t)
+	list := b.recalc(t, "attach", "--list")
+	var invalid string
+	if err := b.admin.QueryRow(context.Background(), `SELECT coalesce(string_agg(i::text, E'\n'), '') FROM recalc.invalid_record i`).Scan(&invalid); err != nil {
+		t.Fatal(err)
 	}
-	if !strings.Contains(err.Error(), "22P02") {
-		t.Errorf("attach error %v does not name SQLSTATE 22P02", err)
+	if !strings.Contains(invalid, "other__c:2") || strings.Contains(invalid, "other__c:1") {
+		t.Errorf("invalid records %q: want other__c:2 alone", invalid)
 	}
-	if strings.Contains(err.Error(), leakSecret) || strings.Contains(out, leakSecret) {
-		t.Errorf("recalc attach prints the row's field value:\n%v\n%s", err, out)
+	for what, text := range map[string]string{"`recalc attach`": out, "`recalc attach --list`": list, "the invalid records": invalid, "the stuck objects": b.stuckText(t)} {
+		if strings.Contains(text, leakSecret) {
+			t.Errorf("%s carry the field value %s:\n%s", what, leakSecret, text)
+		}
 	}
 }
 

@@ -301,14 +301,19 @@ func TestPoisonRowsFailClosed(t *testing.T) {
 	}
 }
 
-// TestAttachErrorHidesRowValues: a view whose cast fails on a row's value
-// makes `recalc attach` fail with the SQLSTATE, not the value.
-func TestAttachErrorHidesRowValues(t *testing.T) {
+// TestUnreadableRowFailsClosedAlone: a row that the attached view cannot
+// read (its cast does not fit the row's value) fails closed alone, at the
+// backfill and at every absorb after it: the rows around it are mirrored,
+// no object is stuck, nothing prints the value, the record keeps its stored
+// owner, and once the row is corrected it is mirrored as it is.
+func TestUnreadableRowFailsClosedAlone(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
+	ctx := context.Background()
 	const secret = "SSN 078-05-1120"
 	b.exec(t, b.app, `UPDATE support."case" SET status = '7' WHERE id = 1`,
 		`UPDATE support."case" SET status = '`+secret+`' WHERE id = 2`,
+		`INSERT INTO support."case" SELECT g, 1, 'carol', g, g::text FROM generate_series(3, 40) g`,
 		`GRANT SELECT, TRIGGER ON support."case" TO `+ident(b.engineRole))
 	b.exec(t, b.engine, `CREATE VIEW crm_recalc.case_n AS SELECT c.id, c.owner_id, c.account_id, (c.status)::integer AS status_n FROM support."case" c`)
 	spec := `{"objects": [
@@ -316,8 +321,73 @@ func TestAttachErrorHidesRowValues(t *testing.T) {
   {"object": "case", "table": "crm_recalc.case_n", "id": "id", "owner": "owner_id", "parent": "account_id", "fields": ["status_n"],
    "capture": [{"table": "support.case", "id": "id"}]}]}`
 	out, err := b.attach(t, spec)
-	if err == nil || strings.Contains(out+err.Error(), "078-05-1120") || !strings.Contains(err.Error(), "SQLSTATE 22P02") {
-		t.Fatalf("attach with a failing cast: %v\n%s\nwant an error naming SQLSTATE 22P02 and no value", err, out)
+	if err != nil || strings.Contains(out, "078-05-1120") {
+		t.Fatalf("attach over a row the view cannot read: %v\n%s\nwant it attached, the value unprinted", err, out)
+	}
+	check := func(when string, invalid string, owners map[string]string) {
+		t.Helper()
+		b.run(t)
+		var got, stuck string
+		var mirrored int
+		if err := b.admin.QueryRow(ctx, `SELECT (SELECT coalesce(string_agg(record || ' ' || split_part(reason, ' (', 1), ',' ORDER BY record), '') FROM recalc.invalid_record),
+				(SELECT coalesce(string_agg(object || ' ' || error_code, ','), '') FROM recalc.attach_stuck),
+				(SELECT count(*) FROM recalc.record WHERE object = 'case' AND fields ? 'status_n')`).Scan(&got, &stuck, &mirrored); err != nil {
+			t.Fatal(err)
+		}
+		if got != invalid || stuck != "" {
+			t.Errorf("%s: invalid records %q, stuck objects %q; want %q, none stuck", when, got, stuck, invalid)
+		}
+		wantMirrored := 40 - strings.Count(invalid, ",") - 1
+		if invalid == "" {
+			wantMirrored = 40
+		}
+		if mirrored != wantMirrored {
+			t.Errorf("%s: %d cases mirrored with their fields, want %d", when, mirrored, wantMirrored)
+		}
+		for id, want := range owners {
+			if _, owner := b.recordOf(t, id); owner != want {
+				t.Errorf("%s: %s is owned by %q, want %q", when, id, owner, want)
+			}
+		}
+	}
+	check("after the backfill", "case:2 values out of bounds or unreadable", map[string]string{"case:1": "erin", "case:2": "", "case:3": "carol"})
+	// An unreadable value on a row mirrored before, beside writes to its
+	// neighbours in the same statement and in later ones.
+	b.exec(t, b.app, `UPDATE support."case" SET status = CASE id WHEN 30 THEN 'n/a' ELSE status END, owner_id = 'dave' WHERE id BETWEEN 25 AND 35`,
+		`UPDATE support."case" SET owner_id = 'frank' WHERE id = 1`)
+	check("after an update", "case:2 values out of bounds or unreadable,case:30 values out of bounds or unreadable",
+		map[string]string{"case:1": "frank", "case:25": "dave", "case:30": "carol", "case:35": "dave"})
+	level := func(when, user, record, want string) {
+		t.Helper()
+		var got string
+		if err := b.engine.QueryRow(ctx, `SELECT recalc.access_level($1, $2)`, user, record).Scan(&got); err != nil || got != want {
+			t.Errorf("%s: %s's access to %s is %q (%v), want %s", when, user, record, got, err, want)
+		}
+	}
+	level("while unreadable", "carol", "case:30", "none")
+	level("while unreadable", "dave", "case:29", "all")
+	b.exec(t, b.app, `UPDATE support."case" SET status = '2' WHERE id IN (2, 30)`)
+	check("once corrected", "", map[string]string{"case:2": "bob", "case:30": "dave"})
+	b.full(t)
+	level("after a full run", "dave", "case:30", "all")
+	level("after a full run", "bob", "case:2", "all")
+}
+
+// TestViewFailingWithoutRowsFailsAttach: a view whose read fails whatever
+// the rows (a constant cast, folded when planned) is the view's fault, not
+// a row's: the attach fails with the SQLSTATE, rather than mirror every row
+// closed.
+func TestViewFailingWithoutRowsFailsAttach(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.exec(t, b.app, `GRANT SELECT, TRIGGER ON support."case" TO `+ident(b.engineRole))
+	b.exec(t, b.engine, `CREATE VIEW crm_recalc.case_k AS SELECT c.id, c.owner_id, c.account_id, ('n/a'::text)::integer AS k FROM support."case" c`)
+	_, err := b.attach(t, `{"objects": [
+  {"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id"},
+  {"object": "case", "table": "crm_recalc.case_k", "id": "id", "owner": "owner_id", "parent": "account_id", "fields": ["k"],
+   "capture": [{"table": "support.case", "id": "id"}]}]}`)
+	if err == nil || !strings.Contains(err.Error(), "SQLSTATE 22P02") {
+		t.Fatalf("attach of a view that fails for every row: %v, want an error naming SQLSTATE 22P02", err)
 	}
 }
 

@@ -191,10 +191,11 @@ const (
 	InvalidFields    = "fields are not a JSON object of scalars within the limits"
 	// InvalidValues: a row of an attached table whose values recalc.record
 	// cannot hold, mirrored closed with the territory list {""}
-	// (recalc.attach_rows_sql, migration 020), or a record whose
+	// (recalc.attach_rows_sql, migration 020), or that could not be read
+	// (recalc.attach_unreadable, migration 039), or a record whose
 	// territories hold a NULL or have two dimensions, stored before
 	// migration 027 refused them and read as {""} (LoadFamilies).
-	InvalidValues = "values out of bounds (a row of an attached table, or territories stored before their bounds), read closed"
+	InvalidValues = "values out of bounds or unreadable (a row of an attached table, or territories stored before their bounds), read closed"
 )
 
 // invalid says why a record's references do not resolve ("" when they do):
@@ -211,10 +212,10 @@ func (o *Org) invalid(r *Record, byRID map[int64]*Record, memo map[int64]string)
 	switch {
 	case obj == nil:
 		why = InvalidObject
-	case o.ix.Users[r.Owner] == nil && (o.ix.Groups[r.Owner] == nil || !o.ix.Groups[r.Owner].Queue):
-		why = InvalidOwner
 	case len(r.Territories) == 1 && r.Territories[0] == "":
 		why = InvalidValues
+	case o.ix.Users[r.Owner] == nil && (o.ix.Groups[r.Owner] == nil || !o.ix.Groups[r.Owner].Queue):
+		why = InvalidOwner
 	case (len(r.Territories) > 0 || r.UnknownTerritory) && r.Object != model.Account:
 		why = InvalidTerritory
 	case r.Unreadable:
