@@ -270,3 +270,40 @@ func TestUsersHugeTypeFailsClosed(t *testing.T) {
 			stuck, storedActive(t, b, "carol"), storedActive(t, b, "dave"), storedActive(t, b, "bob"))
 	}
 }
+
+// TestAttachUsersUnreadableRowFailsClosedAlone: a users row that the users
+// view cannot read (its cast does not fit the row's value) becomes an
+// inactive user with no role, alone: the other users' changes go on being
+// absorbed, no object is stuck, and the corrected row is read as it is.
+func TestAttachUsersUnreadableRowFailsClosedAlone(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	b.exec(t, b.app,
+		`ALTER TABLE crm.app_user ADD COLUMN role_id text, ADD COLUMN flag text DEFAULT 'true'`,
+		`UPDATE crm.app_user SET role_id = CASE id WHEN 'alice' THEN 'ceo' WHEN 'bob' THEN 'east' WHEN 'carol' THEN 'east' ELSE 'west' END`,
+		`GRANT SELECT, TRIGGER ON crm.app_user TO `+ident(b.engineRole))
+	b.exec(t, b.engine, `CREATE VIEW crm_recalc.users_v AS SELECT u.id, u.role_id, (u.flag)::boolean AS active FROM crm.app_user u`)
+	b.mustAttach(t, strings.TrimSuffix(strings.TrimSpace(crmSpec), "}")+
+		`, "users": {"table": "crm_recalc.users_v", "id": "id", "role": "role_id", "active": "active", "capture": [{"table": "crm.app_user", "id": "id"}]}}`)
+	check := func(when, bobActive, carolRole, bobLevel string) {
+		t.Helper()
+		b.run(t)
+		var active, role, stuck, level string
+		if err := b.admin.QueryRow(ctx, `SELECT coalesce((SELECT active::text FROM recalc.attached_user WHERE id = 'bob'), 'null'),
+				(SELECT role FROM recalc.attached_user WHERE id = 'carol'),
+				(SELECT coalesce(string_agg(object || ' ' || error_code, ','), '') FROM recalc.attach_stuck),
+				recalc.access_level('bob', 'account:1')`).Scan(&active, &role, &stuck, &level); err != nil {
+			t.Fatal(err)
+		}
+		if active != bobActive || role != carolRole || stuck != "" || level != bobLevel {
+			t.Errorf("%s: bob active %s, carol's role %s, stuck objects %q, bob's access to his account:1 %s; want %s, %s, none stuck, %s",
+				when, active, role, stuck, level, bobActive, carolRole, bobLevel)
+		}
+	}
+	check("attached", "true", "east", "all")
+	b.exec(t, b.app, `UPDATE crm.app_user SET flag = 'maybe' WHERE id = 'bob'`, `UPDATE crm.app_user SET role_id = 'west' WHERE id = 'carol'`)
+	check("with bob's row unreadable", "null", "west", "none")
+	b.exec(t, b.app, `UPDATE crm.app_user SET flag = 'yes' WHERE id = 'bob'`)
+	check("once corrected", "true", "west", "all")
+}
