@@ -47,17 +47,15 @@ func TestCampaign(t *testing.T) {
 	b := setup(t)
 	steps := 0
 	seed := first
+	applied := map[string]int{} // the extra mutations applied, by name
 	for ; seed < first+n && time.Now().Before(deadline); seed++ {
-		steps += campaignSeed(t, b, seed, 8)
+		steps += campaignSeed(t, b, seed, 8, applied)
 	}
 	t.Logf("campaign: seeds %d..%d, %d runs checked", first, seed-1, steps)
-	for _, k := range slices.Sorted(maps.Keys(campaignStats)) {
-		t.Logf("%6d %s", campaignStats[k], k)
+	for _, k := range slices.Sorted(maps.Keys(applied)) {
+		t.Logf("%6d %s", applied[k], k)
 	}
 }
-
-// campaignStats counts the extra mutations applied, by name.
-var campaignStats = map[string]int{}
 
 // campaignOpt are the engine options of the campaign: small chunks.
 var campaignOpt = engine.Options{Workers: 2, ChunkSize: 7}
@@ -71,8 +69,9 @@ type cstep struct {
 }
 
 // campaignSeed runs one seed on b: clears the stored model, imports a
-// fresh one, then nSteps rounds of changes. It returns the runs checked.
-func campaignSeed(t *testing.T, b *bundle, seed, nSteps int) int {
+// fresh one, then nSteps rounds of changes, counting the extra mutations
+// in applied. It returns the runs checked.
+func campaignSeed(t *testing.T, b *bundle, seed, nSteps int, applied map[string]int) int {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(uint64(seed), 0xca3a))
 	checked := 0
@@ -116,7 +115,7 @@ func campaignSeed(t *testing.T, b *bundle, seed, nSteps int) int {
 			log = append(log, fmt.Sprintf("defer %v", sides))
 		}
 		for j := 0; j < batch; j++ {
-			s := campaignMutation(rng, b.cur)
+			s := campaignMutation(rng, b.cur, applied)
 			b.importModel(t, s.file, s.present)
 			b.cur = oracle.Merge(b.cur, s.file, s.pf)
 			if _, err := b.cur.Validate(); err != nil {
@@ -181,7 +180,7 @@ func campaignCheck(t *testing.T, b *bundle, seed int, log []string, rng *rand.Ra
 // campaignMutation returns the next import over cur: half the time
 // oracle.Mutate's, else one of the extra mutations (falling back to
 // oracle.Mutate when none applies validly).
-func campaignMutation(rng *rand.Rand, cur *model.Model) cstep {
+func campaignMutation(rng *rand.Rand, cur *model.Model, applied map[string]int) cstep {
 	if rng.IntN(2) == 0 {
 		if s, ok := safeMutate(rng, cur); ok {
 			return s
@@ -204,7 +203,7 @@ func campaignMutation(rng *rand.Rand, cur *model.Model) cstep {
 			continue
 		}
 		s.what = cmuts[i].name
-		campaignStats[s.what]++
+		applied[s.what]++
 		return *s
 	}
 	if s, ok := safeMutate(rng, cur); ok {
@@ -1082,7 +1081,7 @@ func TestCampaignExtraMutations(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	for seed := 1; seed <= 3; seed++ {
-		campaignSeed(t, b, seed, 8)
+		campaignSeed(t, b, seed, 8, map[string]int{})
 	}
 }
 
