@@ -8,75 +8,122 @@
 -- object's absorb on every try: none of the object's later writes was
 -- mirrored, a revocation included, and every `wait_fresh` failed with RC002
 -- until someone corrected the row (or, for a backfill, the whole attach
--- failed). attach_sync_slice now halves a slice that fails so, as it
--- halves one whose rows do not fit an array, down to the single id whose
--- read fails, and mirrors that record closed, as a row whose values are out
--- of bounds (version 27): its stored owner kept (the moment of failure is
--- no owner change, so its manual shares stay), no parent or fields, the
--- territory list {""}; a new record gets the empty owner too. Reading the
--- row again, once it is corrected, mirrors it as it is. A check_violation
--- of recalc.record on one row is isolated the same way. A read that fails
--- even for no id is the view's fault, not a row's: it still fails the
--- absorb. The users attachment, read whole, isolates such a row the same
--- way: it becomes an inactive user with no role.
+-- failed). Now a slice whose read fails so is read again apart
+-- (attach_read_apart: by halves, then id by id), and the records of the ids
+-- whose read still fails are mirrored closed, as rows whose values are out
+-- of bounds (version 27): the stored owner kept (the moment of failure is
+-- no owner change, so the record's manual shares stay), no parent or
+-- fields, the territory list {""}; a new record gets the empty owner too.
+-- The users attachment, read whole, isolates such rows the same way: each
+-- becomes an inactive user with no role.
+--
+-- A read may fail whatever ids it asks for: a view that aggregates or
+-- sorts is computed whole before the ids are picked, so one bad row fails
+-- every read of it. When every id fails alone, a read of one id that names
+-- no row (attach_blames_view) tells the two apart: if it fails too, the
+-- view is at fault, not the rows, and the absorb fails as before (the
+-- object's writes wait: correct the row or the view), rather than close
+-- every record of the object.
+-- attach_read_apart reads p_sql for p_keys as attach_sandboxed does, but
+-- by parts: it returns the rows it could read and the ids whose read fails
+-- with a class 22 error even alone. A slice of more than 8 ids is halved;
+-- a smaller one read id by id.
+CREATE OR REPLACE FUNCTION recalc.attach_read_apart(p_view text, p_sql text, p_keys text[], OUT o_rows recalc.attach_row[], OUT o_bad text[])
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_half int := cardinality(p_keys) / 2;
+    v_rows recalc.attach_row[];
+    v_bad text[];
+    k text;
+BEGIN
+    o_rows := '{}'; o_bad := '{}';
+    IF cardinality(p_keys) > 8 THEN
+        BEGIN
+            o_rows := recalc.attach_sandboxed(p_view, p_sql, p_keys);
+            RETURN;
+        EXCEPTION WHEN data_exception THEN
+            NULL;
+        END;
+        SELECT * INTO v_rows, v_bad FROM recalc.attach_read_apart(p_view, p_sql, p_keys[1:v_half]);
+        SELECT v_rows || r.o_rows, v_bad || r.o_bad INTO o_rows, o_bad FROM recalc.attach_read_apart(p_view, p_sql, p_keys[v_half + 1:]) r;
+        RETURN;
+    END IF;
+    FOREACH k IN ARRAY p_keys LOOP
+        BEGIN
+            o_rows := o_rows || recalc.attach_sandboxed(p_view, p_sql, ARRAY[k]);
+        EXCEPTION WHEN data_exception THEN
+            o_bad := o_bad || k;
+        END;
+    END LOOP;
+END $$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_read_apart(text, text, text[]) FROM PUBLIC;
+
+-- attach_blames_view says whether a read of p_sql fails with a class 22
+-- error for an id that names no row, of the id type p_type: then the view,
+-- not a row, is at fault. (A read of no id at all proves nothing: the
+-- executor need not compute the view for it.)
+CREATE OR REPLACE FUNCTION recalc.attach_blames_view(p_view text, p_sql text, p_type text) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM recalc.attach_sandboxed(p_view, p_sql,
+        ARRAY[CASE p_type WHEN 'uuid' THEN '00000000-0000-0000-0000-000000000000' WHEN 'text' THEN '' ELSE '-2147483648' END]);
+    RETURN false;
+EXCEPTION WHEN data_exception THEN
+    RETURN true;
+END $$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_blames_view(text, text, text) FROM PUBLIC;
+
+-- attach_sync_slice as in version 21 (halving a slice whose rows do not fit
+-- one array), but a slice whose read fails on its rows' values is read
+-- apart, and the records of the ids that fail alone are mirrored closed,
+-- unless every id fails and the view is to blame.
 CREATE OR REPLACE FUNCTION recalc.attach_sync_slice(a recalc.attachment, p_view text, p_rows text, p_keys text[]) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_half int := cardinality(p_keys) / 2;
+    v_rows recalc.attach_row[];
+    v_bad text[];
 BEGIN
     RETURN recalc.attach_apply(a, p_keys, recalc.attach_sandboxed(p_view, p_rows, p_keys));
-EXCEPTION WHEN program_limit_exceeded OR data_exception OR check_violation THEN
-    IF v_half > 0 THEN
+EXCEPTION
+    WHEN program_limit_exceeded THEN
+        IF v_half = 0 THEN
+            RAISE;
+        END IF;
         RETURN recalc.attach_sync_slice(a, p_view, p_rows, p_keys[1:v_half])
              + recalc.attach_sync_slice(a, p_view, p_rows, p_keys[v_half + 1:]);
-    ELSIF SQLSTATE LIKE '54%' THEN -- one row that does not fit: nothing to halve
-        RAISE;
-    END IF;
-    -- A read that fails with no row at all (a constant cast in the view,
-    -- folded when planned) is not this row's doing: that fails the absorb.
-    PERFORM recalc.attach_sandboxed(p_view, p_rows, '{}'::text[]);
-    RETURN recalc.attach_unreadable(a, p_keys[1]);
+    WHEN data_exception THEN
+        SELECT * INTO v_rows, v_bad FROM recalc.attach_read_apart(p_view, p_rows, p_keys);
+        IF cardinality(v_bad) = cardinality(p_keys) AND recalc.attach_blames_view(p_view, p_rows, a.id_type) THEN
+            RAISE;
+        END IF;
+        RETURN recalc.attach_apply(a, ARRAY(SELECT k FROM unnest(p_keys) k WHERE k <> ALL (v_bad)), v_rows)
+             + recalc.attach_unreadable(a, v_bad);
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_sync_slice(recalc.attachment, text, text, text[]) FROM PUBLIC;
 
--- attach_unreadable mirrors closed the record of attachment a whose id (the
--- source's, as text) is p_key, whose row could not be read. A record of
--- another object holding the id is never taken over.
-CREATE OR REPLACE FUNCTION recalc.attach_unreadable(a recalc.attachment, p_key text) RETURNS bigint
+-- attach_unreadable mirrors closed the records of attachment a whose ids
+-- (the source's, as text) are p_keys, whose rows could not be read. A
+-- record of another object holding such an id is never taken over.
+CREATE OR REPLACE FUNCTION recalc.attach_unreadable(a recalc.attachment, p_keys text[]) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_n bigint;
 BEGIN
     INSERT INTO recalc.record AS r (id, object, owner, parent, fields, territories)
-    VALUES (a.object || ':' || p_key, a.object, '', NULL, '{}', '{""}')
+    SELECT DISTINCT a.object || ':' || k, a.object, '', NULL::text, '{}'::jsonb, '{""}'::text[] FROM unnest(p_keys) k
     ON CONFLICT (id) DO UPDATE SET parent = NULL, fields = '{}', territories = '{""}'
     WHERE r.object = a.object AND (r.parent, r.fields, r.territories) IS DISTINCT FROM (NULL::text, '{}'::jsonb, '{""}'::text[]);
     GET DIAGNOSTICS v_n = ROW_COUNT;
     RETURN v_n;
 END $$;
-REVOKE EXECUTE ON FUNCTION recalc.attach_unreadable(recalc.attachment, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION recalc.attach_unreadable(recalc.attachment, text[]) FROM PUBLIC;
 
 -- attach_users_sync as in version 28, but a users row that the view cannot
 -- read because of its values no longer fails every absorb of the users:
--- the ids are read alone, then the rows by halves (attach_users_read), and
--- a row that still fails alone is an inactive user with no role (a NULL
--- active, model.AttachUsers), so that it reaches nothing.
-CREATE OR REPLACE FUNCTION recalc.attach_users_read(p_view text, p_sql text, p_keys text[]) RETURNS recalc.attach_row[]
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_half int := cardinality(p_keys) / 2;
-BEGIN
-    RETURN recalc.attach_sandboxed(p_view, p_sql, p_keys);
-EXCEPTION WHEN data_exception THEN
-    IF v_half > 0 THEN
-        RETURN recalc.attach_users_read(p_view, p_sql, p_keys[1:v_half])
-            || recalc.attach_users_read(p_view, p_sql, p_keys[v_half + 1:]);
-    END IF;
-    PERFORM recalc.attach_sandboxed(p_view, p_sql, '{}'::text[]); -- as attach_sync_slice
-    RETURN ARRAY[ROW(p_keys[1], NULL, NULL, NULL, jsonb_build_object('type', NULL, 'active', NULL), NULL)::recalc.attach_row];
-END $$;
-REVOKE EXECUTE ON FUNCTION recalc.attach_users_read(text, text, text[]) FROM PUBLIC;
-
+-- the ids are read alone, then the rows apart, and a row that fails alone is
+-- an inactive user with no role (a NULL active, model.AttachUsers), so that
+-- it reaches nothing; unless every row fails and the view is to blame.
 CREATE OR REPLACE FUNCTION recalc.attach_users_sync(a recalc.attachment) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -86,6 +133,7 @@ DECLARE
     v_sql text;
     v_keys text[];
     v_rows recalc.attach_row[];
+    v_bad text[];
     v_n bigint;
 BEGIN
     IF a.object <> 'users' THEN
@@ -109,8 +157,13 @@ BEGIN
         FROM unnest(recalc.attach_sandboxed(v_view, format(
             'SELECT DISTINCT (s.%1$I)::text, NULL::text, NULL::text, NULL::text, NULL::jsonb, NULL::text[] FROM %2$s s WHERE s.%1$I IS NOT NULL',
             a.id_col, v_view), NULL)) x;
-        v_rows := recalc.attach_users_read(v_view,
-            v_sql || format(' AND s.%I IN (SELECT k::%s FROM unnest($1::text[]) k)', a.id_col, a.id_type), v_keys);
+        v_sql := v_sql || format(' AND s.%I IN (SELECT k::%s FROM unnest($1::text[]) k)', a.id_col, a.id_type);
+        SELECT * INTO v_rows, v_bad FROM recalc.attach_read_apart(v_view, v_sql, v_keys);
+        IF cardinality(v_bad) = cardinality(v_keys) AND recalc.attach_blames_view(v_view, v_sql, a.id_type) THEN
+            RAISE;
+        END IF;
+        v_rows := v_rows || ARRAY(SELECT ROW(k, NULL, NULL, NULL, jsonb_build_object('type', NULL, 'active', NULL), NULL)::recalc.attach_row
+                                  FROM unnest(v_bad) k);
     END;
     WITH src AS (SELECT r.id, r.owner AS role, r.fields->>'type' AS type, (r.fields->>'active')::boolean AS active
                  FROM (SELECT u.*, count(*) OVER (PARTITION BY u.id) AS n FROM unnest(v_rows) u) r WHERE r.n = 1),

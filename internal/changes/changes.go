@@ -219,15 +219,16 @@ func Vacuum(ctx context.Context, q pg.Querier) error {
 const StuckRetry = 10 * time.Second
 
 // absorbTimeout bounds one object's absorb (its statement_timeout): 10 s,
-// and 1 ms more for each id logged; 5 minutes, the most, for a whole
-// re-read (a table of some millions of rows takes less). Locks are waited
-// for 2 s at most (the absorb's lock_timeout).
+// and 5 ms more for each id logged (what reading a row apart costs, when
+// its slice's read failed on a row's values: migration 039); 5 minutes,
+// the most, for a whole re-read (a table of some millions of rows takes
+// less). Locks are waited for 2 s at most (the absorb's lock_timeout).
 func absorbTimeout(keys int64, whole bool) time.Duration {
 	const most = 5 * time.Minute
-	if whole || keys > int64(most/time.Millisecond) {
+	if whole || keys > int64(most/(5*time.Millisecond)) {
 		return most
 	}
-	return min(10*time.Second+time.Duration(keys)*time.Millisecond, most)
+	return min(10*time.Second+time.Duration(keys)*5*time.Millisecond, most)
 }
 
 // SandboxUnsafe is the SQLSTATE of a read refused because the sandbox role

@@ -181,7 +181,7 @@ func listAttached(ctx context.Context, env *Env, format string) error {
 		case l.AbsorbError == changes.SessionTampered:
 			state = "WRITES NOT ABSORBED (SQLSTATE " + l.AbsorbError + ": code in the table's indexes or statistics ran in recalc's read and changed its session): drop that code, then run `recalc attach FILE` again"
 		case strings.HasPrefix(l.AbsorbError, "22"):
-			state = "WRITES NOT ABSORBED (SQLSTATE " + l.AbsorbError + ": a row's value fails the read of the source's ids, as in the view's filter): correct the row or the view (docs/attach.md)"
+			state = "WRITES NOT ABSORBED (SQLSTATE " + l.AbsorbError + ": a row's value fails every read of the source, as in a view that aggregates): correct the row or the view (docs/attach.md)"
 		case l.AbsorbError != "":
 			state = "WRITES NOT ABSORBED (SQLSTATE " + l.AbsorbError + "): grant recalc's role what it lacks, then run `recalc attach FILE` again (docs/attach.md)"
 		}
