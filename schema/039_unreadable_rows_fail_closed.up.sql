@@ -8,26 +8,137 @@
 -- object's absorb on every try: none of the object's later writes was
 -- mirrored, a revocation included, and every `wait_fresh` failed with RC002
 -- until someone corrected the row (or, for a backfill, the whole attach
--- failed). Now a slice whose read fails so is read again apart
--- (attach_read_apart: by halves, then id by id), and the records of the ids
--- whose read still fails are mirrored closed, as rows whose values are out
--- of bounds (version 27): the stored owner kept (the moment of failure is
--- no owner change, so the record's manual shares stay), no parent or
--- fields, the territory list {""}; a new record gets the empty owner too.
--- The users attachment, read whole, isolates such rows the same way: each
--- becomes an inactive user with no role.
+-- failed). Now a slice whose read fails so is read apart (by halves, then
+-- id by id), and the records of the ids whose read still fails alone are
+-- mirrored closed, as rows whose values are out of bounds (version 27): the
+-- stored owner kept (the moment of failure is no owner change, so the
+-- record's manual shares stay), no parent or fields, the territory list
+-- {""}; a new record gets the empty owner too. The users attachment, read
+-- whole, isolates such rows the same way: each becomes an inactive user
+-- with no role.
 --
 -- A read may fail whatever ids it asks for: a view that aggregates or
 -- sorts is computed whole before the ids are picked, so one bad row fails
--- every read of it. When every id fails alone, a read of one id that names
--- no row (attach_blames_view) tells the two apart: if it fails too, the
--- view is at fault, not the rows, and the absorb fails as before (the
--- object's writes wait: correct the row or the view), rather than close
--- every record of the object.
+-- every read of it. Before reading apart, a read of an id that names no row
+-- (attach_blames_view) tells the two apart: if it fails too, the view is at
+-- fault, not a row, and the absorb fails as before (the object's writes
+-- wait: correct the row or the view), rather than close every record.
+
+-- attach_blames_view says whether the read p_sql of attachment a's read
+-- view p_view fails with a class 22 error for an id that names no row (a
+-- read of no id at all proves nothing: the executor need not compute the
+-- view for it). The probe id is checked to name no row first, by a read of
+-- the id column alone; when every probe names a row, the view is not
+-- blamed.
+CREATE OR REPLACE FUNCTION recalc.attach_blames_view(a recalc.attachment, p_view text, p_sql text) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_ids text := format('SELECT (s.%1$I)::text, NULL::text, NULL::text, NULL::text, NULL::jsonb, NULL::text[] FROM %2$s s '
+                         'WHERE s.%1$I IN (SELECT k::%3$s FROM unnest($1::text[]) k)', a.id_col, p_view, a.id_type);
+    v_probe text;
+BEGIN
+    FOREACH v_probe IN ARRAY CASE a.id_type
+        WHEN 'uuid' THEN ARRAY['00000000-0000-0000-0000-000000000000', 'ffffffff-ffff-ffff-ffff-ffffffffffff', '00000000-0000-0000-0000-000000000001']
+        WHEN 'text' THEN ARRAY['', '-', '~']
+        ELSE ARRAY['-2147483648', '-2147483647', '-2147483646'] END LOOP
+        BEGIN
+            IF cardinality(recalc.attach_sandboxed(p_view, v_ids, ARRAY[v_probe])) > 0 THEN
+                CONTINUE; -- a row has this id
+            END IF;
+            PERFORM recalc.attach_sandboxed(p_view, p_sql, ARRAY[v_probe]);
+            RETURN false;
+        EXCEPTION WHEN data_exception THEN
+            RETURN true;
+        END;
+    END LOOP;
+    RETURN false;
+END $$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_blames_view(recalc.attachment, text, text) FROM PUBLIC;
+
+-- attach_sync_part reads and writes the rows of the ids p_keys, as
+-- attach_sync_slice did in version 21 (halving a slice whose rows do not
+-- fit one array), but a read that fails on the rows' values is done apart
+-- (attach_sync_apart), once attach_blames_view has cleared the view
+-- (p_cleared: it was, for an upper part).
+CREATE OR REPLACE FUNCTION recalc.attach_sync_part(a recalc.attachment, p_view text, p_rows text, p_keys text[], p_cleared boolean) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_half int := cardinality(p_keys) / 2;
+BEGIN
+    RETURN recalc.attach_apply(a, p_keys, recalc.attach_sandboxed(p_view, p_rows, p_keys));
+EXCEPTION
+    WHEN program_limit_exceeded THEN
+        IF v_half = 0 THEN
+            RAISE;
+        END IF;
+        RETURN recalc.attach_sync_part(a, p_view, p_rows, p_keys[1:v_half], p_cleared)
+             + recalc.attach_sync_part(a, p_view, p_rows, p_keys[v_half + 1:], p_cleared);
+    WHEN data_exception THEN
+        IF NOT p_cleared AND recalc.attach_blames_view(a, p_view, p_rows) THEN
+            RAISE;
+        END IF;
+        RETURN recalc.attach_sync_apart(a, p_view, p_rows, p_keys);
+END $$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_sync_part(recalc.attachment, text, text, text[], boolean) FROM PUBLIC;
+
+-- attach_sync_apart writes the ids p_keys whose read failed on a row's
+-- values: more than 8 by halves (each a part of its own), fewer id by id,
+-- the ids whose read fails alone mirrored closed (attach_unreadable).
+CREATE OR REPLACE FUNCTION recalc.attach_sync_apart(a recalc.attachment, p_view text, p_rows text, p_keys text[]) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_half int := cardinality(p_keys) / 2;
+    v_read recalc.attach_row[] := '{}';
+    v_bad text[] := '{}';
+    k text;
+BEGIN
+    IF cardinality(p_keys) > 8 THEN
+        RETURN recalc.attach_sync_part(a, p_view, p_rows, p_keys[1:v_half], true)
+             + recalc.attach_sync_part(a, p_view, p_rows, p_keys[v_half + 1:], true);
+    END IF;
+    FOREACH k IN ARRAY p_keys LOOP
+        BEGIN
+            v_read := v_read || recalc.attach_sandboxed(p_view, p_rows, ARRAY[k]);
+        EXCEPTION WHEN data_exception THEN
+            v_bad := v_bad || k;
+        END;
+    END LOOP;
+    RETURN recalc.attach_apply(a, ARRAY(SELECT x FROM unnest(p_keys) x WHERE x <> ALL (v_bad)), v_read)
+         + recalc.attach_unreadable(a, v_bad);
+END $$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_sync_apart(recalc.attachment, text, text, text[]) FROM PUBLIC;
+
+-- attach_sync_slice keeps its version 21 signature, which attach_sync
+-- calls.
+CREATE OR REPLACE FUNCTION recalc.attach_sync_slice(a recalc.attachment, p_view text, p_rows text, p_keys text[]) RETURNS bigint
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT recalc.attach_sync_part(a, p_view, p_rows, p_keys, false)
+$$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_sync_slice(recalc.attachment, text, text, text[]) FROM PUBLIC;
+
+-- attach_unreadable mirrors closed the records of attachment a whose ids
+-- (the source's, as text) are p_keys, whose rows could not be read. A
+-- record of another object holding such an id is never taken over, and an
+-- id over 1 KiB as a key is not mirrored (as attach_rows_sql).
+CREATE OR REPLACE FUNCTION recalc.attach_unreadable(a recalc.attachment, p_keys text[]) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_n bigint;
+BEGIN
+    INSERT INTO recalc.record AS r (id, object, owner, parent, fields, territories)
+    SELECT DISTINCT a.object || ':' || k, a.object, '', NULL::text, '{}'::jsonb, '{""}'::text[] FROM unnest(p_keys) k
+    WHERE octet_length(a.object || ':' || k) <= 1024
+    ON CONFLICT (id) DO UPDATE SET parent = NULL, fields = '{}', territories = '{""}'
+    WHERE r.object = a.object AND (r.parent, r.fields, r.territories) IS DISTINCT FROM (NULL::text, '{}'::jsonb, '{""}'::text[]);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END $$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_unreadable(recalc.attachment, text[]) FROM PUBLIC;
+
 -- attach_read_apart reads p_sql for p_keys as attach_sandboxed does, but
--- by parts: it returns the rows it could read and the ids whose read fails
--- with a class 22 error even alone. A slice of more than 8 ids is halved;
--- a smaller one read id by id.
+-- by parts, for the users attachment (whose rows are written together): it
+-- returns the rows it could read and the ids whose read fails with a class
+-- 22 error alone. More than 8 ids are halved; fewer read id by id.
 CREATE OR REPLACE FUNCTION recalc.attach_read_apart(p_view text, p_sql text, p_keys text[], OUT o_rows recalc.attach_row[], OUT o_bad text[])
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -58,72 +169,11 @@ BEGIN
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_read_apart(text, text, text[]) FROM PUBLIC;
 
--- attach_blames_view says whether a read of p_sql fails with a class 22
--- error for an id that names no row, of the id type p_type: then the view,
--- not a row, is at fault. (A read of no id at all proves nothing: the
--- executor need not compute the view for it.)
-CREATE OR REPLACE FUNCTION recalc.attach_blames_view(p_view text, p_sql text, p_type text) RETURNS boolean
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM recalc.attach_sandboxed(p_view, p_sql,
-        ARRAY[CASE p_type WHEN 'uuid' THEN '00000000-0000-0000-0000-000000000000' WHEN 'text' THEN '' ELSE '-2147483648' END]);
-    RETURN false;
-EXCEPTION WHEN data_exception THEN
-    RETURN true;
-END $$;
-REVOKE EXECUTE ON FUNCTION recalc.attach_blames_view(text, text, text) FROM PUBLIC;
-
--- attach_sync_slice as in version 21 (halving a slice whose rows do not fit
--- one array), but a slice whose read fails on its rows' values is read
--- apart, and the records of the ids that fail alone are mirrored closed,
--- unless every id fails and the view is to blame.
-CREATE OR REPLACE FUNCTION recalc.attach_sync_slice(a recalc.attachment, p_view text, p_rows text, p_keys text[]) RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_half int := cardinality(p_keys) / 2;
-    v_rows recalc.attach_row[];
-    v_bad text[];
-BEGIN
-    RETURN recalc.attach_apply(a, p_keys, recalc.attach_sandboxed(p_view, p_rows, p_keys));
-EXCEPTION
-    WHEN program_limit_exceeded THEN
-        IF v_half = 0 THEN
-            RAISE;
-        END IF;
-        RETURN recalc.attach_sync_slice(a, p_view, p_rows, p_keys[1:v_half])
-             + recalc.attach_sync_slice(a, p_view, p_rows, p_keys[v_half + 1:]);
-    WHEN data_exception THEN
-        SELECT * INTO v_rows, v_bad FROM recalc.attach_read_apart(p_view, p_rows, p_keys);
-        IF cardinality(v_bad) = cardinality(p_keys) AND recalc.attach_blames_view(p_view, p_rows, a.id_type) THEN
-            RAISE;
-        END IF;
-        RETURN recalc.attach_apply(a, ARRAY(SELECT k FROM unnest(p_keys) k WHERE k <> ALL (v_bad)), v_rows)
-             + recalc.attach_unreadable(a, v_bad);
-END $$;
-REVOKE EXECUTE ON FUNCTION recalc.attach_sync_slice(recalc.attachment, text, text, text[]) FROM PUBLIC;
-
--- attach_unreadable mirrors closed the records of attachment a whose ids
--- (the source's, as text) are p_keys, whose rows could not be read. A
--- record of another object holding such an id is never taken over.
-CREATE OR REPLACE FUNCTION recalc.attach_unreadable(a recalc.attachment, p_keys text[]) RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_n bigint;
-BEGIN
-    INSERT INTO recalc.record AS r (id, object, owner, parent, fields, territories)
-    SELECT DISTINCT a.object || ':' || k, a.object, '', NULL::text, '{}'::jsonb, '{""}'::text[] FROM unnest(p_keys) k
-    ON CONFLICT (id) DO UPDATE SET parent = NULL, fields = '{}', territories = '{""}'
-    WHERE r.object = a.object AND (r.parent, r.fields, r.territories) IS DISTINCT FROM (NULL::text, '{}'::jsonb, '{""}'::text[]);
-    GET DIAGNOSTICS v_n = ROW_COUNT;
-    RETURN v_n;
-END $$;
-REVOKE EXECUTE ON FUNCTION recalc.attach_unreadable(recalc.attachment, text[]) FROM PUBLIC;
-
 -- attach_users_sync as in version 28, but a users row that the view cannot
 -- read because of its values no longer fails every absorb of the users:
--- the ids are read alone, then the rows apart, and a row that fails alone is
--- an inactive user with no role (a NULL active, model.AttachUsers), so that
--- it reaches nothing; unless every row fails and the view is to blame.
+-- unless the view is to blame, the ids are read alone, then the rows apart,
+-- and a row that fails alone is an inactive user with no role (a NULL
+-- active, model.AttachUsers), so that it reaches nothing.
 CREATE OR REPLACE FUNCTION recalc.attach_users_sync(a recalc.attachment) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -153,15 +203,15 @@ BEGIN
     BEGIN
         v_rows := recalc.attach_sandboxed(v_view, v_sql, NULL);
     EXCEPTION WHEN data_exception THEN
+        v_sql := v_sql || format(' AND s.%I IN (SELECT k::%s FROM unnest($1::text[]) k)', a.id_col, a.id_type);
+        IF recalc.attach_blames_view(a, v_view, v_sql) THEN
+            RAISE;
+        END IF;
         SELECT coalesce(array_agg(x.id), '{}') INTO v_keys
         FROM unnest(recalc.attach_sandboxed(v_view, format(
             'SELECT DISTINCT (s.%1$I)::text, NULL::text, NULL::text, NULL::text, NULL::jsonb, NULL::text[] FROM %2$s s WHERE s.%1$I IS NOT NULL',
             a.id_col, v_view), NULL)) x;
-        v_sql := v_sql || format(' AND s.%I IN (SELECT k::%s FROM unnest($1::text[]) k)', a.id_col, a.id_type);
         SELECT * INTO v_rows, v_bad FROM recalc.attach_read_apart(v_view, v_sql, v_keys);
-        IF cardinality(v_bad) = cardinality(v_keys) AND recalc.attach_blames_view(v_view, v_sql, a.id_type) THEN
-            RAISE;
-        END IF;
         v_rows := v_rows || ARRAY(SELECT ROW(k, NULL, NULL, NULL, jsonb_build_object('type', NULL, 'active', NULL), NULL)::recalc.attach_row
                                   FROM unnest(v_bad) k);
     END;

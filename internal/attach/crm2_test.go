@@ -3,8 +3,6 @@ package attach_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
@@ -22,7 +20,6 @@ import (
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
-	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/internal/testkit"
 	"github.com/recalc-dev/recalc/schema"
 )
@@ -269,27 +266,8 @@ var crm2Shares = []crm2Share{
 func setupCRM2(t *testing.T) *bundle {
 	t.Helper()
 	ctx := context.Background()
-	b := &bundle{url: testdb.New(t)}
-	var tok [4]byte
-	_, _ = rand.Read(tok[:])
-	b.engineRole, b.appRole = "attach_engine_"+hex.EncodeToString(tok[:]), "attach_app_"+hex.EncodeToString(tok[:])
-	eng, app := ident(b.engineRole), ident(b.appRole)
-	b.admin = openPool(t, b.url)
-	t.Cleanup(func() { dropRoles(b.url, sandboxRole(b.engineRole), b.engineRole, b.appRole) })
-	b.exec(t, b.admin,
-		`CREATE ROLE `+eng+` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT`,
-		`CREATE ROLE `+ident(sandboxRole(b.engineRole))+` NOLOGIN`,
-		`GRANT `+ident(sandboxRole(b.engineRole))+` TO `+eng,
-		`CREATE ROLE `+app+` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE`,
-		`GRANT CONNECT ON DATABASE `+ident(dbName(t, b.url))+` TO `+eng+`, `+app,
-		`CREATE SCHEMA recalc AUTHORIZATION `+eng,
-		`CREATE SCHEMA "Recalc Views" AUTHORIZATION `+eng,
-		`CREATE SCHEMA "Sales" AUTHORIZATION `+app,
-		`CREATE SCHEMA "Help Desk" AUTHORIZATION `+app,
-		`CREATE SCHEMA people AUTHORIZATION `+app,
-		`CREATE SCHEMA "Projects" AUTHORIZATION `+app)
-	b.engine = openPool(t, dburl.WithUser(b.url, b.engineRole))
-	b.app = openPool(t, dburl.WithUser(b.url, b.appRole))
+	b := newBundle(t, []string{"Recalc Views"}, []string{"Sales", "Help Desk", "people", "Projects"})
+	eng := ident(b.engineRole)
 	b.exec(t, b.app, crm2Schema,
 		`GRANT USAGE ON SCHEMA "Sales", "Help Desk", people, "Projects" TO `+eng,
 		`GRANT SELECT, TRIGGER ON "Sales"."Company", "Sales"."Deal", "Sales"."Deal Line", "Help Desk"."Ticket",

@@ -3,8 +3,6 @@ package attach_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
@@ -23,7 +21,6 @@ import (
 	"github.com/recalc-dev/recalc/internal/dburl"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
-	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/internal/testkit"
 	"github.com/recalc-dev/recalc/schema"
 )
@@ -251,25 +248,8 @@ type crm3Record struct {
 func setupCRM3(t *testing.T) *bundle {
 	t.Helper()
 	ctx := context.Background()
-	b := &bundle{url: testdb.New(t)}
-	var tok [4]byte
-	_, _ = rand.Read(tok[:])
-	b.engineRole, b.appRole = "attach_engine_"+hex.EncodeToString(tok[:]), "attach_app_"+hex.EncodeToString(tok[:])
-	eng, app := ident(b.engineRole), ident(b.appRole)
-	b.admin = openPool(t, b.url)
-	t.Cleanup(func() { dropRoles(b.url, sandboxRole(b.engineRole), b.engineRole, b.appRole) })
-	b.exec(t, b.admin,
-		`CREATE ROLE `+eng+` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE`,
-		`CREATE ROLE `+ident(sandboxRole(b.engineRole))+` NOLOGIN`,
-		`GRANT `+ident(sandboxRole(b.engineRole))+` TO `+eng,
-		`CREATE ROLE `+app+` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE`,
-		`GRANT CONNECT ON DATABASE `+ident(dbName(t, b.url))+` TO `+eng+`, `+app,
-		`CREATE SCHEMA recalc AUTHORIZATION `+eng,
-		`CREATE SCHEMA odoo_recalc AUTHORIZATION `+eng,
-		`CREATE SCHEMA odoo AUTHORIZATION `+app,
-		`CREATE SCHEMA "SuiteCRM" AUTHORIZATION `+app)
-	b.engine = openPool(t, dburl.WithUser(b.url, b.engineRole))
-	b.app = openPool(t, dburl.WithUser(b.url, b.appRole))
+	b := newBundle(t, []string{"odoo_recalc"}, []string{"odoo", "SuiteCRM"})
+	eng := ident(b.engineRole)
 	b.exec(t, b.app, crm3Schema,
 		`GRANT USAGE ON SCHEMA odoo, "SuiteCRM" TO `+eng,
 		`GRANT SELECT, TRIGGER ON odoo.res_users, odoo.res_partner, odoo.crm_lead, odoo.crm_tag_rel, "SuiteCRM"."Cases" TO `+eng)
@@ -508,15 +488,18 @@ func TestAttachCRM3(t *testing.T) {
 // companies that the leads and cases point at (their foreign keys would
 // refuse them before it).
 func crm3WaitCompanies(ctx context.Context, app *pgxpool.Pool, r *mrand.Rand) error {
-	for n := 0; n < 6; {
+	for deadline := time.Now().Add(time.Minute); ; pause(r) {
+		var n int
 		if err := app.QueryRow(ctx, `SELECT count(*) FROM odoo.res_partner WHERE id IN (200, 201, 210, 215, 220, 239)`).Scan(&n); err != nil {
 			return fmt.Errorf("wait for the companies: %w", err)
 		}
-		if n < 6 {
-			pause(r)
+		if n == 6 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("wait for the companies: %d of 6 after a minute", n)
 		}
 	}
-	return nil
 }
 
 // crm3Partners COPYs companies and contacts, changes salespeople (to NULL

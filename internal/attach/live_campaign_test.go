@@ -1027,7 +1027,7 @@ func liveCheck(t *testing.T, b *bundle, config *model.Model) (failure, detail st
 	want := oracle.CSV(rows)
 	got := testkit.AccessCSV(t, ctx, b.engine)
 	if got != want {
-		return "access differs from the oracle's", oracle.Diff(want, got) + "\n" + liveRecordDiag(t, b, want, got, attached)
+		return "access differs from the oracle's", oracle.Diff(want, got) + "\n" + liveRecordDiag(t, b, want, got)
 	}
 	// access_level by the application's ids, on a sample.
 	level := map[[2]string]string{}
@@ -1059,7 +1059,7 @@ func liveCheck(t *testing.T, b *bundle, config *model.Model) (failure, detail st
 
 // liveRecordDiag shows, for the records whose access differs, the
 // application's row and recalc.record's.
-func liveRecordDiag(t *testing.T, b *bundle, want, got string, _ []string) string {
+func liveRecordDiag(t *testing.T, b *bundle, want, got string) string {
 	ids := map[string]bool{}
 	for _, l := range strings.Split(oracle.Diff(want, got), "\n") {
 		parts := strings.Split(strings.TrimPrefix(strings.TrimPrefix(l, "< "), "> "), ",")

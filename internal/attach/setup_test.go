@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -116,30 +115,8 @@ type bundle struct {
 func setup(t *testing.T) *bundle {
 	t.Helper()
 	ctx := context.Background()
-	b := &bundle{url: testdb.New(t)}
-	var tok [4]byte
-	_, _ = rand.Read(tok[:])
-	b.engineRole, b.appRole = "attach_engine_"+hex.EncodeToString(tok[:]), "attach_app_"+hex.EncodeToString(tok[:])
-	u, err := url.Parse(b.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := ident(strings.TrimPrefix(u.Path, "/"))
-	eng, app := ident(b.engineRole), ident(b.appRole)
-	b.admin = openPool(t, b.url)
-	t.Cleanup(func() { dropRoles(b.url, sandboxRole(b.engineRole), b.engineRole, b.appRole) })
-	b.exec(t, b.admin,
-		`CREATE ROLE `+eng+` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT`,
-		`CREATE ROLE `+ident(sandboxRole(b.engineRole))+` NOLOGIN`,
-		`GRANT `+ident(sandboxRole(b.engineRole))+` TO `+eng,
-		`CREATE ROLE `+app+` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE`,
-		`GRANT CONNECT ON DATABASE `+db+` TO `+eng+`, `+app,
-		`CREATE SCHEMA recalc AUTHORIZATION `+eng,
-		`CREATE SCHEMA crm_recalc AUTHORIZATION `+eng,
-		`CREATE SCHEMA crm AUTHORIZATION `+app,
-		`CREATE SCHEMA support AUTHORIZATION `+app)
-	b.engine = openPool(t, dburl.WithUser(b.url, b.engineRole))
-	b.app = openPool(t, dburl.WithUser(b.url, b.appRole))
+	b := newBundle(t, []string{"crm_recalc"}, []string{"crm", "support"})
+	eng := ident(b.engineRole)
 	b.exec(t, b.app, crmSchema,
 		`GRANT USAGE ON SCHEMA crm, support TO `+eng,
 		`GRANT SELECT, TRIGGER ON crm.account, crm.contact, crm.contact_account, crm.opportunity, support."case" TO `+eng)
@@ -151,6 +128,39 @@ func setup(t *testing.T) *bundle {
 		t.Fatalf("import: %v", err)
 	}
 	b.full(t)
+	return b
+}
+
+// newBundle creates the database and the roles: an engine that may not
+// create roles, with the sandbox role an administrator made for it
+// (SECURITY.md), and the application's; schema recalc and engineSchemas
+// owned by the engine, appSchemas by the application. Nothing is migrated.
+func newBundle(t *testing.T, engineSchemas, appSchemas []string) *bundle {
+	t.Helper()
+	b := &bundle{url: testdb.New(t)}
+	var tok [4]byte
+	_, _ = rand.Read(tok[:])
+	b.engineRole, b.appRole = "attach_engine_"+hex.EncodeToString(tok[:]), "attach_app_"+hex.EncodeToString(tok[:])
+	eng, app := ident(b.engineRole), ident(b.appRole)
+	b.admin = openPool(t, b.url)
+	t.Cleanup(func() { dropRoles(b.url, sandboxRole(b.engineRole), b.engineRole, b.appRole) })
+	stmts := []string{
+		`CREATE ROLE ` + eng + ` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT`,
+		`CREATE ROLE ` + ident(sandboxRole(b.engineRole)) + ` NOLOGIN`,
+		`GRANT ` + ident(sandboxRole(b.engineRole)) + ` TO ` + eng,
+		`CREATE ROLE ` + app + ` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE`,
+		`GRANT CONNECT ON DATABASE ` + ident(dbName(t, b.url)) + ` TO ` + eng + `, ` + app,
+		`CREATE SCHEMA recalc AUTHORIZATION ` + eng,
+	}
+	for _, s := range engineSchemas {
+		stmts = append(stmts, `CREATE SCHEMA `+ident(s)+` AUTHORIZATION `+eng)
+	}
+	for _, s := range appSchemas {
+		stmts = append(stmts, `CREATE SCHEMA `+ident(s)+` AUTHORIZATION `+app)
+	}
+	b.exec(t, b.admin, stmts...)
+	b.engine = openPool(t, dburl.WithUser(b.url, b.engineRole))
+	b.app = openPool(t, dburl.WithUser(b.url, b.appRole))
 	return b
 }
 

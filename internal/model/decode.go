@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -883,11 +884,17 @@ func teamFromRaw(r *rawTeam, lim *Limits) (Team, error) {
 	return t, err
 }
 
-// isOne says whether v is a JSON number equal to 1 (1, 1.0, 1e0): a string
-// or a boolean is not.
+// isOne says whether v is a JSON number equal to 1 exactly (1, 1.0, 1e0):
+// a string or a boolean is not, nor is 1.00000000000000001.
 func isOne(v json.RawMessage) bool {
-	f, err := strconv.ParseFloat(strings.TrimSpace(string(v)), 64)
-	return err == nil && f == 1
+	s := strings.TrimSpace(string(v))
+	// The float check first: a number near 1 has an exponent no larger
+	// than its length, so the exact one then costs little.
+	if f, err := strconv.ParseFloat(s, 64); err != nil || f != 1 {
+		return false
+	}
+	r, ok := new(big.Rat).SetString(s)
+	return ok && r.Cmp(big.NewRat(1, 1)) == 0
 }
 
 // emptyKey refuses an optional key given as "": an id is never empty
