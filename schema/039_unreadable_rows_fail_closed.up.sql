@@ -18,102 +18,133 @@
 -- with no role.
 --
 -- A read may fail whatever ids it asks for: a view that aggregates or
--- sorts is computed whole before the ids are picked, so one bad row fails
--- every read of it. Before reading apart, a read of an id that names no row
--- (attach_blames_view) tells the two apart: if it fails too, the view is at
+-- sorts is computed whole before the ids are picked, and one that joins a
+-- summary, or holds a scalar subquery, computes it for any row it returns;
+-- one bad row then fails every read of it, or every read of the ids past
+-- it in the view's order (a merge join may stop before it). So the records
+-- are closed only on evidence that the failure is the rows': a read, with
+-- hash joins only (the view computed whole, whatever the id), of one of a
+-- few other ids of the view, or of an id of the slice that read a row
+-- alone, returns its row (attach_blames_view). Otherwise the view is at
 -- fault, not a row, and the absorb fails as before (the object's writes
--- wait: correct the row or the view), rather than close every record.
+-- wait: correct the row or the view), rather than close every record. A
+-- cast in the view's filter, evaluated on every row such a read's scan
+-- meets, makes the view blamed.
 
--- attach_blames_view says whether the read p_sql of attachment a's read
--- view p_view fails with a class 22 error for an id that names no row (a
--- read of no id at all proves nothing: the executor need not compute the
--- view for it). The probe id is checked to name no row first, by a read of
--- the id column alone; when every probe names a row, the view is not
--- blamed.
-CREATE OR REPLACE FUNCTION recalc.attach_blames_view(a recalc.attachment, p_view text, p_sql text) RETURNS boolean
+-- attach_read_one reads p_sql for the one id p_key as attach_sandboxed
+-- does, with hash joins only: a merge or nested-loop join may stop before
+-- it computes the part of a view that fails (the groups of ids above
+-- p_key, say), so that whether a read fails would depend on the id's
+-- place in the view's order, not on its row. It reads the view's tables
+-- whole: attach_blames_view's few reads use it, not every id's.
+CREATE OR REPLACE FUNCTION recalc.attach_read_one(p_view text, p_sql text, p_key text) RETURNS recalc.attach_row[]
+LANGUAGE sql SET search_path = pg_catalog, pg_temp SET enable_mergejoin = off SET enable_nestloop = off AS $$
+    SELECT recalc.attach_sandboxed(p_view, p_sql, ARRAY[p_key])
+$$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_read_one(text, text, text) FROM PUBLIC;
+
+-- attach_blames_view says whether attachment a's read p_sql of its read
+-- view p_view fails whatever the ids: it reads up to three ids of the view
+-- other than p_keys (the id column alone), and p_good (an id of p_keys
+-- that read a row alone, or NULL), then each one's row with hash joins
+-- only; the view is cleared by the first that reads a row, and blamed when
+-- none does.
+CREATE OR REPLACE FUNCTION recalc.attach_blames_view(a recalc.attachment, p_view text, p_sql text, p_keys text[], p_good text) RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_ids text := format('SELECT (s.%1$I)::text, NULL::text, NULL::text, NULL::text, NULL::jsonb, NULL::text[] FROM %2$s s '
-                         'WHERE s.%1$I IN (SELECT k::%3$s FROM unnest($1::text[]) k)', a.id_col, p_view, a.id_type);
     v_probe text;
 BEGIN
-    FOREACH v_probe IN ARRAY CASE a.id_type
-        WHEN 'uuid' THEN ARRAY['00000000-0000-0000-0000-000000000000', 'ffffffff-ffff-ffff-ffff-ffffffffffff', '00000000-0000-0000-0000-000000000001']
-        WHEN 'text' THEN ARRAY['', '-', '~']
-        ELSE ARRAY['-2147483648', '-2147483647', '-2147483646'] END LOOP
+    FOR v_probe IN SELECT x.id FROM unnest(recalc.attach_sandboxed(p_view, format(
+            'SELECT (s.%1$I)::text, NULL::text, NULL::text, NULL::text, NULL::jsonb, NULL::text[] FROM %2$s s '
+            'WHERE s.%1$I IS NOT NULL AND s.%1$I NOT IN (SELECT k::%3$s FROM unnest($1::text[]) k) LIMIT 3', a.id_col, p_view, a.id_type),
+            p_keys)) x
+            UNION ALL SELECT p_good WHERE p_good IS NOT NULL LOOP
         BEGIN
-            IF cardinality(recalc.attach_sandboxed(p_view, v_ids, ARRAY[v_probe])) > 0 THEN
-                CONTINUE; -- a row has this id
+            IF cardinality(recalc.attach_read_one(p_view, p_sql, v_probe)) > 0 THEN
+                RETURN false;
             END IF;
-            PERFORM recalc.attach_sandboxed(p_view, p_sql, ARRAY[v_probe]);
-            RETURN false;
         EXCEPTION WHEN data_exception THEN
-            RETURN true;
+            NULL;
         END;
     END LOOP;
-    RETURN false;
+    RETURN true;
+EXCEPTION WHEN data_exception THEN -- not even the ids read
+    RETURN true;
 END $$;
-REVOKE EXECUTE ON FUNCTION recalc.attach_blames_view(recalc.attachment, text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION recalc.attach_blames_view(recalc.attachment, text, text, text[], text) FROM PUBLIC;
 
 -- attach_sync_part reads and writes the rows of the ids p_keys, as
 -- attach_sync_slice did in version 21 (halving a slice whose rows do not
--- fit one array), but a read that fails on the rows' values is done apart
--- (attach_sync_apart), once attach_blames_view has cleared the view
--- (p_cleared: it was, for an upper part).
-CREATE OR REPLACE FUNCTION recalc.attach_sync_part(a recalc.attachment, p_view text, p_rows text, p_keys text[], p_cleared boolean) RETURNS bigint
+-- fit one array), but a read that fails on the rows' values is done apart:
+-- more than 8 ids by halves, each a part of its own, fewer id by id, the
+-- ids whose read fails alone mirrored closed (attach_unreadable). It
+-- returns the records written (n), an id that read a row alone (good), the
+-- ids closed (closed), and the SQLSTATE of the first read that failed
+-- (code).
+CREATE OR REPLACE FUNCTION recalc.attach_sync_part(a recalc.attachment, p_view text, p_rows text, p_keys text[],
+    OUT n bigint, OUT good text, OUT closed bigint, OUT code text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_half int := cardinality(p_keys) / 2;
-BEGIN
-    RETURN recalc.attach_apply(a, p_keys, recalc.attach_sandboxed(p_view, p_rows, p_keys));
-EXCEPTION
-    WHEN program_limit_exceeded THEN
-        IF v_half = 0 THEN
-            RAISE;
-        END IF;
-        RETURN recalc.attach_sync_part(a, p_view, p_rows, p_keys[1:v_half], p_cleared)
-             + recalc.attach_sync_part(a, p_view, p_rows, p_keys[v_half + 1:], p_cleared);
-    WHEN data_exception THEN
-        IF NOT p_cleared AND recalc.attach_blames_view(a, p_view, p_rows) THEN
-            RAISE;
-        END IF;
-        RETURN recalc.attach_sync_apart(a, p_view, p_rows, p_keys);
-END $$;
-REVOKE EXECUTE ON FUNCTION recalc.attach_sync_part(recalc.attachment, text, text, text[], boolean) FROM PUBLIC;
-
--- attach_sync_apart writes the ids p_keys whose read failed on a row's
--- values: more than 8 by halves (each a part of its own), fewer id by id,
--- the ids whose read fails alone mirrored closed (attach_unreadable).
-CREATE OR REPLACE FUNCTION recalc.attach_sync_apart(a recalc.attachment, p_view text, p_rows text, p_keys text[]) RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_half int := cardinality(p_keys) / 2;
+    v_rows recalc.attach_row[];
     v_read recalc.attach_row[] := '{}';
+    v_one recalc.attach_row[];
     v_bad text[] := '{}';
     k text;
+    r record;
 BEGIN
-    IF cardinality(p_keys) > 8 THEN
-        RETURN recalc.attach_sync_part(a, p_view, p_rows, p_keys[1:v_half], true)
-             + recalc.attach_sync_part(a, p_view, p_rows, p_keys[v_half + 1:], true);
+    BEGIN
+        v_rows := recalc.attach_sandboxed(p_view, p_rows, p_keys);
+        n := recalc.attach_apply(a, p_keys, v_rows); closed := 0;
+        RETURN;
+    EXCEPTION
+        WHEN program_limit_exceeded THEN
+            IF v_half = 0 THEN
+                RAISE;
+            END IF;
+        WHEN data_exception THEN
+            code := SQLSTATE;
+    END;
+    n := 0; closed := 0;
+    IF v_half > 0 AND (code IS NULL OR cardinality(p_keys) > 8) THEN
+        FOR r IN SELECT * FROM recalc.attach_sync_part(a, p_view, p_rows, p_keys[1:v_half])
+                 UNION ALL SELECT * FROM recalc.attach_sync_part(a, p_view, p_rows, p_keys[v_half + 1:]) LOOP
+            n := n + r.n; good := coalesce(good, r.good); closed := closed + r.closed; code := coalesce(code, r.code);
+        END LOOP;
+        RETURN;
     END IF;
     FOREACH k IN ARRAY p_keys LOOP
         BEGIN
-            v_read := v_read || recalc.attach_sandboxed(p_view, p_rows, ARRAY[k]);
+            v_one := recalc.attach_sandboxed(p_view, p_rows, ARRAY[k]);
+            v_read := v_read || v_one;
+            IF cardinality(v_one) > 0 THEN
+                good := coalesce(good, k);
+            END IF;
         EXCEPTION WHEN data_exception THEN
             v_bad := v_bad || k;
         END;
     END LOOP;
-    RETURN recalc.attach_apply(a, ARRAY(SELECT x FROM unnest(p_keys) x WHERE x <> ALL (v_bad)), v_read)
-         + recalc.attach_unreadable(a, v_bad);
+    n := recalc.attach_apply(a, ARRAY(SELECT x FROM unnest(p_keys) x WHERE x <> ALL (v_bad)), v_read) + recalc.attach_unreadable(a, v_bad);
+    closed := cardinality(v_bad);
 END $$;
-REVOKE EXECUTE ON FUNCTION recalc.attach_sync_apart(recalc.attachment, text, text, text[]) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION recalc.attach_sync_part(recalc.attachment, text, text, text[]) FROM PUBLIC;
 
 -- attach_sync_slice keeps its version 21 signature, which attach_sync
--- calls.
+-- calls: it writes a slice by parts, and when it closed ids, asks
+-- attach_blames_view whether to fail instead (which undoes the slice's
+-- writes with the absorb).
 CREATE OR REPLACE FUNCTION recalc.attach_sync_slice(a recalc.attachment, p_view text, p_rows text, p_keys text[]) RETURNS bigint
-LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
-    SELECT recalc.attach_sync_part(a, p_view, p_rows, p_keys, false)
-$$;
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    SELECT * INTO r FROM recalc.attach_sync_part(a, p_view, p_rows, p_keys);
+    IF r.closed > 0 AND recalc.attach_blames_view(a, p_view, p_rows, p_keys, r.good) THEN
+        RAISE EXCEPTION 'the read view of attached object % fails whatever the ids: correct the row or the view', a.object
+            USING ERRCODE = r.code;
+    END IF;
+    RETURN r.n;
+END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_sync_slice(recalc.attachment, text, text, text[]) FROM PUBLIC;
 
 -- attach_unreadable mirrors closed the records of attachment a whose ids
@@ -137,14 +168,17 @@ REVOKE EXECUTE ON FUNCTION recalc.attach_unreadable(recalc.attachment, text[]) F
 
 -- attach_read_apart reads p_sql for p_keys as attach_sandboxed does, but
 -- by parts, for the users attachment (whose rows are written together): it
--- returns the rows it could read and the ids whose read fails with a class
--- 22 error alone. More than 8 ids are halved; fewer read id by id.
-CREATE OR REPLACE FUNCTION recalc.attach_read_apart(p_view text, p_sql text, p_keys text[], OUT o_rows recalc.attach_row[], OUT o_bad text[])
+-- returns the rows it could read, the ids whose read fails with a class 22
+-- error alone, and an id that read a row alone. More than 8 ids are
+-- halved; fewer read id by id.
+CREATE OR REPLACE FUNCTION recalc.attach_read_apart(p_view text, p_sql text, p_keys text[], OUT o_rows recalc.attach_row[], OUT o_bad text[], OUT o_good text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_half int := cardinality(p_keys) / 2;
     v_rows recalc.attach_row[];
     v_bad text[];
+    v_good text;
+    v_one recalc.attach_row[];
     k text;
 BEGIN
     o_rows := '{}'; o_bad := '{}';
@@ -155,13 +189,18 @@ BEGIN
         EXCEPTION WHEN data_exception THEN
             NULL;
         END;
-        SELECT * INTO v_rows, v_bad FROM recalc.attach_read_apart(p_view, p_sql, p_keys[1:v_half]);
-        SELECT v_rows || r.o_rows, v_bad || r.o_bad INTO o_rows, o_bad FROM recalc.attach_read_apart(p_view, p_sql, p_keys[v_half + 1:]) r;
+        SELECT * INTO v_rows, v_bad, v_good FROM recalc.attach_read_apart(p_view, p_sql, p_keys[1:v_half]);
+        SELECT v_rows || r.o_rows, v_bad || r.o_bad, coalesce(v_good, r.o_good) INTO o_rows, o_bad, o_good
+        FROM recalc.attach_read_apart(p_view, p_sql, p_keys[v_half + 1:]) r;
         RETURN;
     END IF;
     FOREACH k IN ARRAY p_keys LOOP
         BEGIN
-            o_rows := o_rows || recalc.attach_sandboxed(p_view, p_sql, ARRAY[k]);
+            v_one := recalc.attach_sandboxed(p_view, p_sql, ARRAY[k]);
+            o_rows := o_rows || v_one;
+            IF cardinality(v_one) > 0 THEN
+                o_good := coalesce(o_good, k);
+            END IF;
         EXCEPTION WHEN data_exception THEN
             o_bad := o_bad || k;
         END;
@@ -171,9 +210,9 @@ REVOKE EXECUTE ON FUNCTION recalc.attach_read_apart(text, text, text[]) FROM PUB
 
 -- attach_users_sync as in version 28, but a users row that the view cannot
 -- read because of its values no longer fails every absorb of the users:
--- unless the view is to blame, the ids are read alone, then the rows apart,
--- and a row that fails alone is an inactive user with no role (a NULL
--- active, model.AttachUsers), so that it reaches nothing.
+-- the ids are read alone, then the rows apart, and a row that fails alone
+-- is an inactive user with no role (a NULL active, model.AttachUsers), so
+-- that it reaches nothing; unless no row reads at all (the view is blamed).
 CREATE OR REPLACE FUNCTION recalc.attach_users_sync(a recalc.attachment) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -184,6 +223,7 @@ DECLARE
     v_keys text[];
     v_rows recalc.attach_row[];
     v_bad text[];
+    v_good text;
     v_n bigint;
 BEGIN
     IF a.object <> 'users' THEN
@@ -204,14 +244,14 @@ BEGIN
         v_rows := recalc.attach_sandboxed(v_view, v_sql, NULL);
     EXCEPTION WHEN data_exception THEN
         v_sql := v_sql || format(' AND s.%I IN (SELECT k::%s FROM unnest($1::text[]) k)', a.id_col, a.id_type);
-        IF recalc.attach_blames_view(a, v_view, v_sql) THEN
-            RAISE;
-        END IF;
         SELECT coalesce(array_agg(x.id), '{}') INTO v_keys
         FROM unnest(recalc.attach_sandboxed(v_view, format(
             'SELECT DISTINCT (s.%1$I)::text, NULL::text, NULL::text, NULL::text, NULL::jsonb, NULL::text[] FROM %2$s s WHERE s.%1$I IS NOT NULL',
             a.id_col, v_view), NULL)) x;
-        SELECT * INTO v_rows, v_bad FROM recalc.attach_read_apart(v_view, v_sql, v_keys);
+        SELECT * INTO v_rows, v_bad, v_good FROM recalc.attach_read_apart(v_view, v_sql, v_keys);
+        IF cardinality(v_bad) > 0 AND recalc.attach_blames_view(a, v_view, v_sql, v_keys, v_good) THEN
+            RAISE;
+        END IF;
         v_rows := v_rows || ARRAY(SELECT ROW(k, NULL, NULL, NULL, jsonb_build_object('type', NULL, 'active', NULL), NULL)::recalc.attach_row
                                   FROM unnest(v_bad) k);
     END;

@@ -242,10 +242,10 @@ func TestUnreadableRowWithLongIDFailsClosedAlone(t *testing.T) {
 	}
 }
 
-// TestUnreadableRowAtTheProbeID: the row that cannot be read holds the id
-// that attach_blames_view would probe first (the empty text id): the probe
-// must see that a row has it and take another, so the row fails closed
-// alone instead of the view being blamed.
+// TestUnreadableRowAtTheProbeID: the row that cannot be read holds the
+// empty text id, which an earlier attach_blames_view probed as an id that
+// names no row; the probes are now other rows of the view, and the row
+// fails closed alone instead of the view being blamed.
 func TestUnreadableRowAtTheProbeID(t *testing.T) {
 	t.Parallel()
 	b := uaTicketSetup(t)
