@@ -87,10 +87,8 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_half int := cardinality(p_keys) / 2;
     v_rows recalc.attach_row[];
-    v_read recalc.attach_row[] := '{}';
-    v_one recalc.attach_row[];
-    v_bad text[] := '{}';
-    k text;
+    v_read recalc.attach_row[];
+    v_bad text[];
     r record;
 BEGIN
     BEGIN
@@ -113,17 +111,7 @@ BEGIN
         END LOOP;
         RETURN;
     END IF;
-    FOREACH k IN ARRAY p_keys LOOP
-        BEGIN
-            v_one := recalc.attach_sandboxed(p_view, p_rows, ARRAY[k]);
-            v_read := v_read || v_one;
-            IF cardinality(v_one) > 0 THEN
-                good := coalesce(good, k);
-            END IF;
-        EXCEPTION WHEN data_exception THEN
-            v_bad := v_bad || k;
-        END;
-    END LOOP;
+    SELECT * INTO v_read, v_bad, good FROM recalc.attach_read_apart(p_view, p_rows, p_keys); -- id by id
     n := recalc.attach_apply(a, ARRAY(SELECT x FROM unnest(p_keys) x WHERE x <> ALL (v_bad)), v_read) + recalc.attach_unreadable(a, v_bad);
     closed := cardinality(v_bad);
 END $$;
@@ -167,7 +155,8 @@ END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_unreadable(recalc.attachment, text[]) FROM PUBLIC;
 
 -- attach_read_apart reads p_sql for p_keys as attach_sandboxed does, but
--- by parts, for the users attachment (whose rows are written together): it
+-- by parts (for the users attachment, whose rows are written together, and
+-- for attach_sync_part's last few ids): it
 -- returns the rows it could read, the ids whose read fails with a class 22
 -- error alone, and an id that read a row alone. More than 8 ids are
 -- halved; fewer read id by id.

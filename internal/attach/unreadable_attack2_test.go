@@ -69,14 +69,7 @@ func TestUnreadable2ProbeIDsTakenByTheApplication(t *testing.T) {
 // users with those ids and one unreadable flag make every user inactive.
 func TestUnreadable2UsersProbeIDsTakenByTheApplication(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.exec(t, b.app,
-		`ALTER TABLE crm.app_user ADD COLUMN role_id text, ADD COLUMN flag text DEFAULT 'true'`,
-		`UPDATE crm.app_user SET role_id = CASE id WHEN 'alice' THEN 'ceo' WHEN 'bob' THEN 'east' WHEN 'carol' THEN 'east' ELSE 'west' END`,
-		`GRANT SELECT, TRIGGER ON crm.app_user TO `+ident(b.engineRole))
-	b.exec(t, b.engine, `CREATE VIEW crm_recalc.users_g AS SELECT u.id, u.role_id, bool_and((u.flag)::boolean) AS active FROM crm.app_user u GROUP BY u.id, u.role_id`)
-	b.mustAttach(t, strings.TrimSuffix(strings.TrimSpace(crmSpec), "}")+
-		`, "users": {"table": "crm_recalc.users_g", "id": "id", "role": "role_id", "active": "active", "capture": [{"table": "crm.app_user", "id": "id"}]}}`)
+	b := setupFlagUsers(t, `SELECT u.id, u.role_id, bool_and((u.flag)::boolean) AS active FROM crm.app_user u GROUP BY u.id, u.role_id`)
 	b.run(t)
 	b.exec(t, b.app, `INSERT INTO crm.app_user (id, name, role_id) VALUES ('', 'p1', 'west'), ('-', 'p2', 'west'), ('~', 'p3', 'west')`)
 	b.run(t)

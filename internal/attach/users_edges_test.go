@@ -277,15 +277,8 @@ func TestUsersHugeTypeFailsClosed(t *testing.T) {
 // absorbed, no object is stuck, and the corrected row is read as it is.
 func TestAttachUsersUnreadableRowFailsClosedAlone(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	b := setupFlagUsers(t, `SELECT u.id, u.role_id, (u.flag)::boolean AS active FROM crm.app_user u`)
 	ctx := context.Background()
-	b.exec(t, b.app,
-		`ALTER TABLE crm.app_user ADD COLUMN role_id text, ADD COLUMN flag text DEFAULT 'true'`,
-		`UPDATE crm.app_user SET role_id = CASE id WHEN 'alice' THEN 'ceo' WHEN 'bob' THEN 'east' WHEN 'carol' THEN 'east' ELSE 'west' END`,
-		`GRANT SELECT, TRIGGER ON crm.app_user TO `+ident(b.engineRole))
-	b.exec(t, b.engine, `CREATE VIEW crm_recalc.users_v AS SELECT u.id, u.role_id, (u.flag)::boolean AS active FROM crm.app_user u`)
-	b.mustAttach(t, strings.TrimSuffix(strings.TrimSpace(crmSpec), "}")+
-		`, "users": {"table": "crm_recalc.users_v", "id": "id", "role": "role_id", "active": "active", "capture": [{"table": "crm.app_user", "id": "id"}]}}`)
 	check := func(when, bobActive, carolRole, bobLevel string) {
 		t.Helper()
 		b.run(t)
@@ -306,4 +299,20 @@ func TestAttachUsersUnreadableRowFailsClosedAlone(t *testing.T) {
 	check("with bob's row unreadable", "null", "west", "none")
 	b.exec(t, b.app, `UPDATE crm.app_user SET flag = 'yes' WHERE id = 'bob'`)
 	check("once corrected", "true", "west", "all")
+}
+
+// setupFlagUsers is setup with crm.app_user given a role and a text flag
+// ('true'), and attached, beside crmSpec's objects, through the view
+// crm_recalc.users_x defined as view (its id, role_id and active columns).
+func setupFlagUsers(t *testing.T, view string) *bundle {
+	t.Helper()
+	b := setup(t)
+	b.exec(t, b.app,
+		`ALTER TABLE crm.app_user ADD COLUMN role_id text, ADD COLUMN flag text DEFAULT 'true'`,
+		`UPDATE crm.app_user SET role_id = CASE id WHEN 'alice' THEN 'ceo' WHEN 'bob' THEN 'east' WHEN 'carol' THEN 'east' ELSE 'west' END`,
+		`GRANT SELECT, TRIGGER ON crm.app_user TO `+ident(b.engineRole))
+	b.exec(t, b.engine, `CREATE VIEW crm_recalc.users_x AS `+view)
+	b.mustAttach(t, strings.TrimSuffix(strings.TrimSpace(crmSpec), "}")+
+		`, "users": {"table": "crm_recalc.users_x", "id": "id", "role": "role_id", "active": "active", "capture": [{"table": "crm.app_user", "id": "id"}]}}`)
+	return b
 }
