@@ -45,13 +45,12 @@ func (b *bundle) ua2NoGoodRowClosed(t *testing.T, when string) {
 	}
 }
 
-// TestUnreadable2ProbeIDsTakenByTheApplication: attach_blames_view probes
-// three fixed ids (for bigint and integer ids -2147483648, -2147483647 and
-// -2147483646) and blames nothing when rows hold all three. The application
-// inserts three accounts with those ids: one opportunity whose stage the
-// aggregating view cannot read then fails every read of the accounts, alone
-// too, the view is not blamed, and every account written (or re-read) is
-// closed, which the probe was meant to prevent (9f39602).
+// TestUnreadable2ProbeIDsTakenByTheApplication: an earlier
+// attach_blames_view probed three fixed ids (for bigint and integer ids
+// -2147483648, -2147483647 and -2147483646). The application inserts
+// accounts with those ids, then one opportunity whose stage the
+// aggregating view cannot read fails every read of the accounts: the view
+// must be blamed (the accounts wait), not every account closed.
 func TestUnreadable2ProbeIDsTakenByTheApplication(t *testing.T) {
 	t.Parallel()
 	b := ua2AggSetup(t, `SELECT a.id, a.owner_id, max((o.stage)::integer) AS top_stage
@@ -65,8 +64,9 @@ func TestUnreadable2ProbeIDsTakenByTheApplication(t *testing.T) {
 }
 
 // TestUnreadable2UsersProbeIDsTakenByTheApplication: the same for the
-// users attachment (text ids, probes the empty id, "-" and "~"): three application
-// users with those ids and one unreadable flag make every user inactive.
+// users attachment (text ids; the earlier probes were the empty id, "-" and
+// "~"): with application users at those ids, one unreadable flag must not
+// make every user inactive.
 func TestUnreadable2UsersProbeIDsTakenByTheApplication(t *testing.T) {
 	t.Parallel()
 	b := setupFlagUsers(t, `SELECT u.id, u.role_id, bool_and((u.flag)::boolean) AS active FROM crm.app_user u GROUP BY u.id, u.role_id`)
@@ -92,9 +92,9 @@ func TestUnreadable2UsersProbeIDsTakenByTheApplication(t *testing.T) {
 // aggregate of the opportunities (the usual "account with its deals'
 // summary") computes the aggregate whole whenever an account is read, so
 // one opportunity whose stage the cast does not fit fails every read of an
-// account. The probe reads an id that names no row: the join's outer side
-// is empty, the executor never computes the aggregate, the read succeeds
-// and the view is not blamed, so every account read is closed.
+// account. A probe of an id that names no row proves nothing (the join's
+// outer side is empty, the executor never computes the aggregate): the
+// view must still be blamed, not every account read closed.
 func TestUnreadable2JoinedAggregateDefeatsTheProbe(t *testing.T) {
 	t.Parallel()
 	b := ua2AggSetup(t, `SELECT a.id, a.owner_id, s.top_stage FROM crm.account a
@@ -107,7 +107,7 @@ func TestUnreadable2JoinedAggregateDefeatsTheProbe(t *testing.T) {
 
 // TestUnreadable2ScalarSubqueryDefeatsTheProbe: the same with an
 // uncorrelated scalar subquery (an InitPlan, run at the first row that
-// needs it, so never for the probe).
+// needs it, so never for a probe of an id that names no row).
 func TestUnreadable2ScalarSubqueryDefeatsTheProbe(t *testing.T) {
 	t.Parallel()
 	b := ua2AggSetup(t, `SELECT a.id, a.owner_id, (SELECT max((o.stage)::integer) FROM crm.opportunity o) AS top_stage FROM crm.account a`)
