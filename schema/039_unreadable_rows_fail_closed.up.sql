@@ -23,13 +23,13 @@
 -- one bad row then fails every read of it, or every read of the ids past
 -- it in the view's order (a merge join may stop before it). So the records
 -- are closed only on evidence that the failure is the rows': a read, with
--- hash joins only (the view computed whole, whatever the id), of one of a
--- few other ids of the view, or of an id of the slice that read a row
--- alone, returns its row (attach_blames_view). Otherwise the view is at
+-- hash joins only (the view computed whole, whatever the id), of an id of
+-- the slice that read a row alone, or of one of a few other records of
+-- the object that are not closed, returns its row (attach_blames_view). Otherwise the view is at
 -- fault, not a row, and the absorb fails as before (the object's writes
 -- wait: correct the row or the view), rather than close every record. A
--- cast in the view's filter, evaluated on every row such a read's scan
--- meets, makes the view blamed.
+-- cast in the view's filter, or in the branches of a UNION ALL, evaluated
+-- on every row such a read's scans meet, makes the view blamed.
 
 -- attach_read_one reads p_sql for the one id p_key as attach_sandboxed
 -- does, with hash joins only: a merge or nested-loop join may stop before
@@ -44,21 +44,20 @@ $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_read_one(text, text, text) FROM PUBLIC;
 
 -- attach_blames_view says whether attachment a's read p_sql of its read
--- view p_view fails whatever the ids: it reads up to three ids of the view
--- other than p_keys (the id column alone), and p_good (an id of p_keys
--- that read a row alone, or NULL), then each one's row with hash joins
--- only; the view is cleared by the first that reads a row, and blamed when
--- none does.
+-- view p_view fails whatever the ids: it reads p_good (an id of p_keys
+-- that read a row alone, or NULL) and up to three ids of records of a
+-- other than p_keys that are not closed (their rows read at their last
+-- absorb), each one's row with hash joins only; the view is cleared by the
+-- first that reads a row, and blamed when none does.
 CREATE OR REPLACE FUNCTION recalc.attach_blames_view(a recalc.attachment, p_view text, p_sql text, p_keys text[], p_good text) RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_probe text;
 BEGIN
-    FOR v_probe IN SELECT x.id FROM unnest(recalc.attach_sandboxed(p_view, format(
-            'SELECT (s.%1$I)::text, NULL::text, NULL::text, NULL::text, NULL::jsonb, NULL::text[] FROM %2$s s '
-            'WHERE s.%1$I IS NOT NULL AND s.%1$I NOT IN (SELECT k::%3$s FROM unnest($1::text[]) k) LIMIT 3', a.id_col, p_view, a.id_type),
-            p_keys)) x
-            UNION ALL SELECT p_good WHERE p_good IS NOT NULL LOOP
+    FOR v_probe IN SELECT p_good WHERE p_good IS NOT NULL
+            UNION ALL (SELECT substr(r.id, length(a.object) + 2) FROM recalc.record r
+                       WHERE r.object = a.object AND r.territories IS DISTINCT FROM '{""}'
+                         AND substr(r.id, length(a.object) + 2) <> ALL (p_keys) LIMIT 3) LOOP
         BEGIN
             IF cardinality(recalc.attach_read_one(p_view, p_sql, v_probe)) > 0 THEN
                 RETURN false;
@@ -67,8 +66,6 @@ BEGIN
             NULL;
         END;
     END LOOP;
-    RETURN true;
-EXCEPTION WHEN data_exception THEN -- not even the ids read
     RETURN true;
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_blames_view(recalc.attachment, text, text, text[], text) FROM PUBLIC;
