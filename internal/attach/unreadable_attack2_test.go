@@ -78,10 +78,7 @@ func TestUnreadable2UsersProbeIDsTakenByTheApplication(t *testing.T) {
 	}
 	b.exec(t, b.app, `UPDATE crm.app_user SET flag = 'maybe' WHERE id = 'bob'`)
 	b.run(t)
-	var inactive string
-	if err := b.admin.QueryRow(context.Background(), `SELECT coalesce(string_agg(id, ',' ORDER BY id), '') FROM recalc.attached_user WHERE active IS NOT TRUE`).Scan(&inactive); err != nil {
-		t.Fatal(err)
-	}
+	inactive := b.inactiveUsers(t)
 	_, stuck := b.uaState(t, "users")
 	if l := b.uaLevel(t, "dave", "account:2"); l != "all" || strings.Contains(","+inactive+",", ",dave,") {
 		t.Errorf("probe ids taken, bob's row unreadable: dave has %s to his account:2 (want all); inactive users %q, stuck %q", l, inactive, stuck)

@@ -367,10 +367,7 @@ func TestUnreadableUsersAggregateViewBlamesTheView(t *testing.T) {
 	}
 	b.exec(t, b.app, `UPDATE crm.app_user SET flag = 'maybe' WHERE id = 'bob'`)
 	b.run(t)
-	var inactive string
-	if err := b.admin.QueryRow(context.Background(), `SELECT coalesce(string_agg(id, ',' ORDER BY id), '') FROM recalc.attached_user WHERE active IS NOT TRUE`).Scan(&inactive); err != nil {
-		t.Fatal(err)
-	}
+	inactive := b.inactiveUsers(t)
 	if _, stuck := b.uaState(t, "users"); inactive != "" || stuck != "users 22P02" {
 		t.Errorf("after bob's row became unreadable: users inactive %q, stuck %q; want none inactive, users stuck with 22P02", inactive, stuck)
 	}

@@ -316,3 +316,13 @@ func setupFlagUsers(t *testing.T, view string) *bundle {
 		`, "users": {"table": "crm_recalc.users_x", "id": "id", "role": "role_id", "active": "active", "capture": [{"table": "crm.app_user", "id": "id"}]}}`)
 	return b
 }
+
+// inactiveUsers lists the attached users that are not active, by id.
+func (b *bundle) inactiveUsers(t *testing.T) string {
+	t.Helper()
+	var ids string
+	if err := b.admin.QueryRow(context.Background(), `SELECT coalesce(string_agg(id, ',' ORDER BY id), '') FROM recalc.attached_user WHERE active IS NOT TRUE`).Scan(&ids); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
