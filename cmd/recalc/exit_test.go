@@ -42,6 +42,8 @@ func TestExitStatuses(t *testing.T) {
 		{"help after grant's arguments", "", []string{"grant", "reader", "--help"}, 2, `give the flags before the kind of access and the role (got "--help" after them)`, false},
 		{"a table name of three parts", "", []string{"rls", "disable", "--table", "a.b.c"}, 2, `table "a.b.c": give TABLE or SCHEMA.TABLE (see`, false},
 		{"a command's help subcommand", "", []string{"run", "help"}, 0, "", false},
+		{"help before an operand", "", []string{"grant", "--help", "reader"}, 0, "", false},
+		{"help of an unknown command", "", []string{"help", "stat"}, 2, `unknown command "stat": did you mean "status"?`, false},
 		{"missing required flags", "", []string{"explain"}, 2, "give --user (see `recalc explain --help`)", false},
 		{"a missing required flag", "", []string{"explain", "--user", "u1"}, 2, "give --record R, or --object O and --id ID (see `recalc explain --help`)", false},
 		{"a subcommand's missing flag", "", []string{"rls", "enable", "--object", "account"}, 2, "give --table (see `recalc rls enable --help`)", false},

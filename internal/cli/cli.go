@@ -70,6 +70,7 @@ func App(out, errOut io.Writer) *cli.App {
 			&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"RECALC_LOG_FORMAT"}, Usage: "auto (console on a terminal, JSON otherwise), console or json"},
 			&cli.StringFlag{Name: "cpu-profile", EnvVars: []string{"RECALC_CPU_PROFILE"}, Usage: "write a pprof CPU profile of the command to this file"},
 			&cli.StringFlag{Name: "mem-profile", EnvVars: []string{"RECALC_MEM_PROFILE"}, Usage: "write a pprof heap profile (allocations) at the command's end to this file"},
+			cli.HelpFlag, // urfave/cli adds it only when it adds its own help command
 		},
 		Before: before,
 		After:  stopProfiles,
@@ -79,6 +80,7 @@ func App(out, errOut io.Writer) *cli.App {
 		EnableBashCompletion: true,
 		OnUsageError:         usageError,
 		Action:               unknownCommand,
+		CommandNotFound:      helpOfContext,
 		Commands: []*cli.Command{
 			initCommand(out, errOut),
 			importCommand(out, errOut),
@@ -100,6 +102,7 @@ func App(out, errOut io.Writer) *cli.App {
 			statsCommand(out, errOut),
 			changesCommand(out, errOut),
 			completionCommand(out),
+			helpCommand(),
 		},
 	}
 	for _, cmd := range app.Commands {
@@ -120,6 +123,40 @@ func unknownCommand(c *cli.Context) error {
 		msg += fmt.Sprintf(": did you mean %q?", s)
 	}
 	return cli.Exit(msg+" (`recalc help` lists the commands)", ExitUsage)
+}
+
+// helpCommand is `recalc help [COMMAND]`, as urfave/cli's own, except that
+// a COMMAND recalc does not have is a usage error (urfave/cli exits 3, the
+// status that means no database).
+func helpCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "help",
+		Aliases:   []string{"h"},
+		Usage:     "show the commands, or one command's help",
+		ArgsUsage: "[COMMAND]",
+		Action: func(c *cli.Context) error {
+			name := c.Args().First()
+			if name == "" {
+				return cli.ShowAppHelp(c)
+			}
+			if c.App.Command(name) == nil {
+				return unknownCommand(c)
+			}
+			return cli.ShowCommandHelp(c.Lineage()[1], name)
+		},
+	}
+}
+
+// helpOfContext answers --help followed by an operand that names no
+// subcommand, `recalc grant --help reader`: the help of the command it
+// follows, as --help alone shows (urfave/cli would look the operand up as a
+// help topic and exit 3).
+func helpOfContext(c *cli.Context, _ string) {
+	if c.Command == nil || c.Command.Name == "" || c.Command.Name == c.App.Name || len(c.Lineage()) < 2 {
+		_ = cli.ShowAppHelp(c)
+		return
+	}
+	_ = cli.ShowCommandHelp(c.Lineage()[1], c.Command.Name)
 }
 
 // nearest is the command whose name starts with name or is at most two
