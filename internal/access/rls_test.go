@@ -816,3 +816,102 @@ func TestOutdatedPolicies(t *testing.T) {
 		t.Errorf("app enabled again: outdated %v, want other", got)
 	}
 }
+
+// TestBroadUserNoted: a user found to reach more than 1,000 share rows is
+// noted for the session (recalc.rls_broad_uids), and the adaptive policy,
+// visible_records and rls_keys then filter with can_access without counting
+// again. The note can only say "broad": forged for a selective user, for an
+// inactive one, or as garbage, it changes no row anyone sees. The functions
+// write a setting, so no plan runs them in parallel, forced or not.
+func TestBroadUserNoted(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var recs []string
+	for i := range 1001 { // u1 reaches 1,001 share rows: broad
+		recs = append(recs, fmt.Sprintf(`{"object": "account", "id": "b%04d", "owner": "u1"}`, i))
+	}
+	b.model(t, `{"objects": [{"name": "account", "internal_owd": "private"}],
+		"users": [{"id": "u1"}, {"id": "u2"}, {"id": "u3", "active": false}],
+		"records": [`+strings.Join(recs, ",")+`, {"object": "account", "id": "c0", "owner": "u2"}, {"object": "account", "id": "c1", "owner": "u3"}]}`)
+	b.exec(t, `CREATE TABLE app (id text PRIMARY KEY)`, `INSERT INTO app SELECT id FROM recalc.record`, `GRANT SELECT ON app TO `+b.role)
+	b.tx(t, func(tx pgx.Tx) error {
+		return access.EnableRLS(b.ctx, tx, &access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "app.user_id"})
+	})
+	var uids string // every user's uid, as a note would list them
+	if err := b.pool.QueryRow(b.ctx, `SELECT ',' || string_agg(uid::text, ',') || ',' FROM recalc.acl_user`).Scan(&uids); err != nil {
+		t.Fatal(err)
+	}
+	forced := `SET LOCAL parallel_setup_cost = 0; SET LOCAL parallel_tuple_cost = 0; SET LOCAL min_parallel_table_scan_size = 0;
+		SELECT set_config(CASE WHEN current_setting('server_version_num')::int >= 160000 THEN 'debug_parallel_query' ELSE 'force_parallel_mode' END, 'on', true)`
+	for _, tc := range []struct {
+		name, note string // the note before the queries ("": none)
+		parallel   bool
+		mode       map[string]string // rls_mode by user
+	}{
+		{"no note", "", false, map[string]string{"u1": "2", "u2": "1", "u3": "0"}},
+		{"every user noted", uids, false, map[string]string{"u1": "2", "u2": "2", "u3": "0"}},
+		{"garbage", strings.Repeat("x,", 3000), false, map[string]string{"u1": "2", "u2": "1", "u3": "0"}},
+		{"parallelism forced", "", true, map[string]string{"u1": "2", "u2": "1", "u3": "0"}},
+		{"every user noted, parallelism forced", uids, true, map[string]string{"u1": "2", "u2": "2", "u3": "0"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tx, err := b.pool.Begin(b.ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(b.ctx)
+			if _, err := tx.Exec(b.ctx, `SET LOCAL ROLE `+b.role); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(b.ctx, `SELECT set_config('recalc.rls_broad_uids', $1, false)`, tc.note); err != nil {
+				t.Fatal(err)
+			}
+			if tc.parallel {
+				if _, err := tx.Exec(b.ctx, forced); err != nil {
+					t.Fatal(err)
+				}
+			}
+			query := func(sql string, args ...any) []string {
+				t.Helper()
+				rows, err := tx.Query(b.ctx, sql, args...)
+				if err != nil {
+					t.Fatalf("%s: %v", sql, err)
+				}
+				got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+				if err != nil {
+					t.Fatalf("%s: %v", sql, err)
+				}
+				slices.Sort(got)
+				return got
+			}
+			want := map[string]int{"u1": 1001, "u2": 1, "u3": 0}
+			// visible_records first: u1's first call notes u1, in a parallel
+			// plan if one were made.
+			for _, user := range []string{"u1", "u2", "u3", "u1", "u2"} { // u1 again, noted by then
+				if _, err := tx.Exec(b.ctx, `SELECT set_config('app.user_id', $1, true)`, user); err != nil {
+					t.Fatal(err)
+				}
+				if got := query(`SELECT record FROM recalc.visible_records($1, 'account', 'read', NULL, 2000)`, user); len(got) != want[user] {
+					t.Errorf("%s's visible_records: %d records, want %d", user, len(got), want[user])
+				}
+				if got := query(`SELECT id FROM app`); len(got) != want[user] || user == "u2" && got[0] != "c0" {
+					t.Errorf("%s sees %d rows (%.3v), want %d", user, len(got), got, want[user])
+				}
+				if got := query(`SELECT id FROM app WHERE id = 'b0007'`); len(got) != map[string]int{"u1": 1}[user] {
+					t.Errorf("%s's lookup of b0007: %v", user, got)
+				}
+				if got := query(`SELECT recalc.rls_mode($1, 'account', 'read')::text`, user); got[0] != tc.mode[user] {
+					t.Errorf("%s's rls_mode: %v, want %s", user, got, tc.mode[user])
+				}
+			}
+			note := query(`SELECT current_setting('recalc.rls_broad_uids')`)[0]
+			var uid1 string
+			if err := b.pool.QueryRow(b.ctx, `SELECT uid::text FROM recalc.acl_user WHERE id = 'u1'`).Scan(&uid1); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(note, ","+uid1+",") || len(note) > 2100 {
+				t.Errorf("the note after u1's queries: %.80q (%d bytes), want u1's uid %s in at most about 2,000 bytes", note, len(note), uid1)
+			}
+		})
+	}
+}
