@@ -81,12 +81,23 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 		// new tables and swapping them in is then 2.6 times as fast.
 		opt.InPlace = false
 	}
-	ids, err := changedRecords(ctx, tx, opt, in)
+	// Root fixing locks records the application may hold: wait a bounded time.
+	if err := locks.SetTimeout(ctx, tx, opt.LockTimeout); err != nil {
+		return nil, err
+	}
+	fixes, err := tx.Begin(ctx) // a savepoint: see settleRootFixes
+	if err != nil {
+		return nil, err
+	}
+	ids, err := changedRecords(ctx, fixes, opt, in)
 	if err != nil {
 		return nil, err
 	}
 	pl.Plan = diff(in.rules, pl.org, ids, opt.Full, in.log.Truncated)
 	rulesWait, closureWait := decideSides(pl, in)
+	if err := settleRootFixes(ctx, fixes, rulesWait); err != nil {
+		return nil, err
+	}
 	if err := keepWaiting(ctx, tx, pl, rulesWait, closureWait); err != nil {
 		return nil, err
 	}
@@ -156,10 +167,6 @@ func load(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, *inputs, error
 // and returns the ids of the records changed since the rules side was
 // computed: none for a full plan, which needs no list of changes.
 func changedRecords(ctx context.Context, tx pgx.Tx, opt Options, in *inputs) ([]string, error) {
-	// Root fixing locks records the application may hold: wait a bounded time.
-	if err := locks.SetTimeout(ctx, tx, opt.LockTimeout); err != nil {
-		return nil, err
-	}
 	fixed, err := changes.FixRoots(ctx, tx, in.log.Seqs)
 	if err != nil {
 		return nil, err
@@ -172,6 +179,19 @@ func changedRecords(ctx context.Context, tx pgx.Tx, opt Options, in *inputs) ([]
 		return nil, err
 	}
 	return append(ids, fixed...), nil
+}
+
+// settleRootFixes keeps the root fixes made in savepoint fixes, unless the
+// rules side waits: its change rows then stay in the log, and the fixes
+// are made again, and the records they move recomputed, when it runs. A
+// fix kept now would not be found again then: a record orphaned while the
+// rules side was deferred would keep its old family's share rows cleared
+// and its own never computed.
+func settleRootFixes(ctx context.Context, fixes pgx.Tx, rulesWait bool) error {
+	if rulesWait {
+		return fixes.Rollback(ctx)
+	}
+	return fixes.Commit(ctx)
 }
 
 // diff plans from the model the rules side was computed from to cur, full

@@ -1,0 +1,1277 @@
+package attach_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/changes"
+	"github.com/recalc-dev/recalc/internal/dburl"
+	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/oracle"
+	"github.com/recalc-dev/recalc/internal/store"
+	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/internal/testkit"
+	"github.com/recalc-dev/recalc/internal/watch"
+)
+
+// TestLiveUsersDefer is a random differential campaign of the live path
+// with the application's users table attached beside its object tables
+// (docs/attach.md, "Attaching the users"). While `recalc watch` (watch.Run
+// stepping an engine.Live) runs in-process, three connections write the
+// object tables (TestLiveCampaign's steps) and a fourth writes the users
+// table: activations and deactivations (NULL included), role changes (to
+// roles the model has, roles a later import adds, roles it lacks, none),
+// type changes (internal, external, NULL, an unknown type), new users,
+// deleted users, id changes, multi-row updates, a truncate refilled in the
+// same transaction, a row holding a queue's id, rolled-back work.
+// Meanwhile model imports change roles (added, re-parented, removed), groups
+// (roles, role_and_subordinates and users as members, new groups), rules
+// (shared with roles, role_and_subordinates, groups, users) and OWDs.
+//
+// A phase is live (with a concurrent `recalc run --full` now and then), or
+// deferred: `recalc defer` (both sides, or --rules or --closure), the
+// writes and imports, `recalc run` (must change nothing), then
+// recalc.wait_fresh on a token taken after a users-table write must raise
+// RC001 (README "Read your writes": a deferred side's changes stay in the
+// log), and with both sides deferred the materialized access must not have
+// moved; then `recalc resume`. After every phase it waits with
+// recalc.wait_fresh and holds every (user, record) access, and the stored
+// users section, to what the application's tables say by the rules of
+// docs/attach.md (computed by the test, with internal/oracle); at the end a
+// full run must leave the share tables as they are.
+//
+// Seeds 1 and 2 always run. The campaign runs when RECALC_USERS_CAMPAIGN is
+// set:
+//
+//	RECALC_USERS_CAMPAIGN=1 USERS_CAMPAIGN_SEED_START=5000 USERS_CAMPAIGN_SEEDS=200 USERS_CAMPAIGN_MINUTES=10
+//
+// A failing seed is replayed sequentially (its committed steps in commit
+// order); LIVE_USERS_REPLAY=SEED:i,j,k replays those steps of SEED, and
+// LIVE_USERS_MINIMIZE=1 minimizes a failing sequential replay.
+func TestLiveUsersDefer(t *testing.T) {
+	if r := os.Getenv("LIVE_USERS_REPLAY"); r != "" {
+		seedS, idx, _ := strings.Cut(r, ":")
+		seed, _ := strconv.Atoi(seedS)
+		var keep []int
+		for _, s := range strings.Split(idx, ",") {
+			if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil {
+				keep = append(keep, n)
+			}
+		}
+		p := usersPlan(seed, &liveCounts{n: map[string]int{}})
+		res := runUsersSeed(t, p, keep)
+		t.Logf("replay of seed %d (phases %v, fast path batches of %d) with steps %v: %s\n%s", seed, p.phaseKinds(), p.fast, keep, orStr(res.failure, "agrees"), res.detail)
+		if res.failure != "" && os.Getenv("LIVE_USERS_MINIMIZE") != "" {
+			small := minimizeUsers(t, p, keep)
+			final := runUsersSub(t, p, small)
+			t.Logf("minimized to steps %v (LIVE_USERS_REPLAY=%d:%s):\n%s\n%s\n%s", small, seed, joinInts(small), p.describe(small), final.failure, final.detail)
+		}
+		return
+	}
+	if os.Getenv("RECALC_USERS_CAMPAIGN") == "" {
+		t.Parallel()
+		for _, seed := range []int{1, 2} { // one at a time: each holds a dozen connections
+			t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) { usersCampaignSeed(t, seed, &liveCounts{n: map[string]int{}}) })
+		}
+		return
+	}
+	first, n := testkit.Seeds("USERS_CAMPAIGN", 1000, 0)
+	if first == 0 {
+		first = 5000
+	}
+	minutes, _ := strconv.Atoi(os.Getenv("USERS_CAMPAIGN_MINUTES"))
+	if minutes <= 0 {
+		minutes = 10
+	}
+	deadline := time.Now().Add(time.Duration(minutes) * time.Minute)
+	var mu sync.Mutex
+	counts := &liveCounts{n: map[string]int{}}
+	seeds, failed := 0, []int{}
+	next := first
+	var wg sync.WaitGroup
+	for w := 0; w < 2; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				seed := next
+				next++
+				mu.Unlock()
+				if seed >= first+n || time.Now().After(deadline) {
+					return
+				}
+				ok := t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) { usersCampaignSeed(t, seed, counts) })
+				mu.Lock()
+				seeds++
+				if !ok {
+					failed = append(failed, seed)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("users/defer campaign: %d seeds from %d; failed seeds %v", seeds, first, failed)
+	for _, k := range slices.Sorted(maps.Keys(counts.n)) {
+		t.Logf("%7d %s", counts.n[k], k)
+	}
+}
+
+func usersCampaignSeed(t *testing.T, seed int, counts *liveCounts) {
+	t.Helper()
+	p := usersPlan(seed, counts)
+	res := runUsersSeed(t, p, nil)
+	if res.failure == "" {
+		t.Logf("seed %d: %d steps committed, %d checkpoints, phases %v", seed, res.steps, res.checks, p.phaseKinds())
+		return
+	}
+	report := fmt.Sprintf("seed %d: %s\n%s\ncommitted steps in commit order (LIVE_USERS_REPLAY=%d:%s):\n%s", seed, res.failure, res.detail,
+		seed, joinInts(res.order), p.describe(res.order))
+	seq := runUsersSub(t, p, res.order)
+	report += fmt.Sprintf("\nsequential replay of the committed steps: %s %s", orStr(seq.failure, "agrees (a race)"), seq.detail)
+	if seq.failure != "" && os.Getenv("LIVE_USERS_MINIMIZE") != "" {
+		small := minimizeUsers(t, p, res.order)
+		final := runUsersSub(t, p, small)
+		report += fmt.Sprintf("\nminimized to steps %v (LIVE_USERS_REPLAY=%d:%s):\n%s\n%s\n%s", small, seed, joinInts(small), p.describe(small), final.failure, final.detail)
+	}
+	t.Fatal(report)
+}
+
+// minimizeUsers is ddmin over the steps keep, replayed sequentially.
+func minimizeUsers(t *testing.T, p *uplan, keep []int) []int {
+	fails := func(c []int) bool { return runUsersSub(t, p, c).failure != "" }
+	cur := slices.Clone(keep)
+	n := 2
+	for len(cur) >= 2 {
+		chunk := (len(cur) + n - 1) / n
+		reduced := false
+		for i := 0; i < len(cur); i += chunk {
+			comp := append(slices.Clone(cur[:i]), cur[min(i+chunk, len(cur)):]...)
+			if len(comp) > 0 && fails(comp) {
+				cur, n, reduced = comp, max(n-1, 2), true
+				break
+			}
+		}
+		if !reduced {
+			if n >= len(cur) {
+				break
+			}
+			n = min(2*n, len(cur))
+		}
+	}
+	return cur
+}
+
+// runUsersSub is runUsersSeed in a subtest of its own, so that each
+// replay's database and connections go when it ends.
+func runUsersSub(t *testing.T, p *uplan, keep []int) (res liveResult) {
+	t.Run("replay", func(t *testing.T) { res = runUsersSeed(t, p, keep) })
+	return res
+}
+
+// --- the plan.
+
+const (
+	uObjectWriters = 3
+	uUsersWriter   = 3 // the writer index of the users table's connection
+	uSentinel      = "zz_sentinel"
+)
+
+// uphase is what a phase does besides the writes and imports.
+type uphase struct {
+	deferred bool
+	sides    []string // the flags of `recalc defer`: none (both sides), --rules or --closure
+	full     bool     // a `recalc run --full` while the writes go on (live phases)
+}
+
+type uplan struct {
+	*lplan
+	userRows  []lop    // the users table's rows, before the attach
+	stable    []string // users never deleted nor renamed: imports may name them
+	mutable   []string // users that writers delete, re-insert and rename
+	rolePool  []string // roles a writer gives users: the model's, later imports', unknown
+	extraRole []string // roles an import may add
+	uphases   []uphase
+}
+
+func (p *uplan) phaseKinds() []string {
+	var out []string
+	for _, ph := range p.uphases {
+		switch {
+		case ph.deferred:
+			out = append(out, "deferred"+strings.Join(ph.sides, ""))
+		case ph.full:
+			out = append(out, "live+full")
+		default:
+			out = append(out, "live")
+		}
+	}
+	return out
+}
+
+// usersSpec attaches liveSpec's objects and app.app_user.
+var uSpec = strings.TrimSuffix(strings.TrimSpace(liveSpec), "}") +
+	`, "users": {"table": "app.app_user", "id": "id", "role": "role_id", "type": "kind", "active": "active"}}`
+
+const uUsersTable = `CREATE TABLE app.app_user (id text PRIMARY KEY, name text, role_id text, kind text, active boolean)`
+
+func usersPlan(seed int, counts *liveCounts) *uplan {
+	rng := rand.New(rand.NewPCG(uint64(seed), 0x05e5))
+	lp := &lplan{seed: seed, fast: []int{1000, 1000, 4, 1}[rng.IntN(4)], counts: counts}
+	p := &uplan{lplan: lp, extraRole: []string{"rx1", "rx2", "rx3"}}
+	m := oracle.RandomModel(rng, 10+rng.IntN(25))
+	liveSanitize(m)
+	liveExtraRules(rng, m)
+	if _, err := m.Validate(); err != nil {
+		panic(fmt.Sprintf("seed %d: initial model invalid: %v", seed, err))
+	}
+	lp.initial = m
+	for _, r := range m.Roles {
+		p.rolePool = append(p.rolePool, r.ID)
+	}
+	p.rolePool = append(p.rolePool, p.extraRole...)
+	p.rolePool = append(p.rolePool, "nosuch")
+	// The users table holds the model's users (its truth from the attach
+	// on); some of them may go, and new ones come.
+	for _, u := range m.Users {
+		lp.users = append(lp.users, u.ID)
+		if rng.IntN(3) == 0 {
+			p.mutable = append(p.mutable, u.ID)
+		} else {
+			p.stable = append(p.stable, u.ID)
+		}
+		role := "NULL"
+		if u.Role != "" {
+			role = q(u.Role)
+		}
+		kind := []string{"NULL", "'internal'"}[rng.IntN(2)]
+		if u.External {
+			kind = "'external'"
+		}
+		p.userRows = append(p.userRows, lop{sql: fmt.Sprintf(`INSERT INTO app.app_user (id, name, role_id, kind, active) VALUES (%s, 'n', %s, %s, %v)`,
+			q(u.ID), role, kind, u.Active)})
+	}
+	if len(p.stable) == 0 {
+		p.stable, p.mutable = p.mutable[:1], p.mutable[1:]
+	}
+	p.userRows = append(p.userRows, lop{sql: `INSERT INTO app.app_user (id, name, role_id, kind, active) VALUES ('` + uSentinel + `', 's', NULL, NULL, true)`})
+	for i := 0; i < 6; i++ {
+		id := fmt.Sprintf("nu%d", i)
+		p.mutable = append(p.mutable, id)
+		lp.users = append(lp.users, id) // records may name them before they exist
+	}
+	for _, g := range m.Groups {
+		if g.Queue {
+			lp.queues = append(lp.queues, g.ID)
+		}
+	}
+	for _, tr := range m.Territories {
+		lp.territory = append(lp.territory, tr.ID)
+	}
+	g := &lgen{rng: rng, p: lp}
+	for i := 0; i < 6+rng.IntN(8); i++ {
+		lp.initRows = append(lp.initRows, g.insertAccount(int64(1+i)))
+	}
+	for i := 0; i < 4+rng.IntN(6); i++ {
+		lp.initRows = append(lp.initRows, g.insertOpp(fmt.Sprintf("o%d", i)), g.insertContact(i))
+	}
+	for i := 0; i < 2; i++ {
+		lp.postRows = append(lp.postRows, g.insertAccount(int64(20+i)), g.insertOpp(fmt.Sprintf("o%d", 20+i)))
+	}
+	lp.phases = 4 + rng.IntN(3)
+	cur := m
+	nImport := 0
+	for ph := 0; ph < lp.phases; ph++ {
+		up := uphase{}
+		// Phase 1 is always deferred, so that every seed defers.
+		if ph == 1 || (ph > 1 && rng.IntN(2) == 0) {
+			up.deferred = true
+			switch rng.IntN(5) {
+			case 0:
+				up.sides = []string{"--rules"}
+			case 1:
+				up.sides = []string{"--closure"}
+			}
+		} else {
+			up.full = rng.IntN(3) == 0
+		}
+		p.uphases = append(p.uphases, up)
+		for w := 0; w < uObjectWriters; w++ {
+			wr := rand.New(rand.NewPCG(uint64(seed), uint64(1000*ph+w)))
+			wg := &lgen{rng: wr, p: lp, writer: w, phase: ph}
+			for i, n := 0, 4+wr.IntN(8); i < n; i++ {
+				s := wg.step()
+				s.phase, s.writer, s.idx = ph, w, len(lp.steps)
+				lp.steps = append(lp.steps, s)
+			}
+		}
+		ur := rand.New(rand.NewPCG(uint64(seed), uint64(1000*ph+uUsersWriter)))
+		ug := &ugen{rng: ur, p: p}
+		for i, n := 0, 6+ur.IntN(10); i < n; i++ {
+			s := ug.step()
+			s.phase, s.writer, s.idx = ph, uUsersWriter, len(lp.steps)
+			lp.steps = append(lp.steps, s)
+		}
+		for i, n := 0, 1+rng.IntN(3); i < n; i++ {
+			s, next := usersImport(rng, cur, p, &nImport)
+			if s == nil {
+				continue
+			}
+			cur = next
+			s.phase, s.writer, s.idx = ph, -1, len(lp.steps)
+			lp.steps = append(lp.steps, s)
+		}
+	}
+	lp.finalModel = cur
+	return p
+}
+
+// ugen makes the users writer's steps.
+type ugen struct {
+	rng *rand.Rand
+	p   *uplan
+}
+
+func (g *ugen) pick(xs ...string) string { return xs[g.rng.IntN(len(xs))] }
+func (g *ugen) role() string {
+	switch k := g.rng.IntN(20); {
+	case k < 2:
+		return "NULL"
+	case k < 3:
+		return "'nosuch'"
+	case k < 6:
+		return q(g.pick(g.p.extraRole...))
+	}
+	return q(g.pick(g.p.rolePool...))
+}
+func (g *ugen) kind() string {
+	return g.pick("NULL", "NULL", "'internal'", "'internal'", "'external'", "'external'", "'alien'")
+}
+func (g *ugen) active() string { return g.pick("true", "true", "true", "false", "false", "NULL") }
+func (g *ugen) anyUser() string {
+	all := append(slices.Clone(g.p.stable), g.p.mutable...)
+	return q(g.pick(all...))
+}
+func (g *ugen) mutableUser() string { return q(g.pick(g.p.mutable...)) }
+
+func (g *ugen) step() *lstep {
+	s := &lstep{tz: "UTC"}
+	one := func(kind string, stmts ...string) *lstep {
+		s.kind = kind
+		for _, st := range stmts {
+			s.ops = append(s.ops, lop{sql: st})
+		}
+		return s
+	}
+	switch k := g.rng.IntN(100); {
+	case k < 18:
+		return one("user active", fmt.Sprintf(`UPDATE app.app_user SET active = %s WHERE id = %s`, g.active(), g.anyUser()))
+	case k < 34:
+		return one("user role", fmt.Sprintf(`UPDATE app.app_user SET role_id = %s WHERE id = %s`, g.role(), g.anyUser()))
+	case k < 46:
+		return one("user type", fmt.Sprintf(`UPDATE app.app_user SET kind = %s WHERE id = %s`, g.kind(), g.anyUser()))
+	case k < 58:
+		return one("user insert", fmt.Sprintf(`INSERT INTO app.app_user (id, name, role_id, kind, active) VALUES (%s, 'new', %s, %s, %s) ON CONFLICT (id) DO NOTHING`,
+			g.mutableUser(), g.role(), g.kind(), g.active()))
+	case k < 68:
+		return one("user delete", fmt.Sprintf(`DELETE FROM app.app_user WHERE id = %s`, g.mutableUser()))
+	case k < 74:
+		return one("user id change", fmt.Sprintf(`UPDATE app.app_user SET id = %s WHERE id = %s`, g.mutableUser(), g.mutableUser()))
+	case k < 79:
+		return one("users multi-row active", fmt.Sprintf(`UPDATE app.app_user SET active = NOT coalesce(active, false) WHERE id <> '%s' AND md5(id) < %s`,
+			uSentinel, q(fmt.Sprintf("%x", g.rng.IntN(16)))))
+	case k < 83:
+		return one("users multi-row role", fmt.Sprintf(`UPDATE app.app_user SET role_id = %s WHERE id <> '%s' AND md5(id || 'r') < %s`,
+			g.role(), uSentinel, q(fmt.Sprintf("%x", g.rng.IntN(16)))))
+	case k < 86:
+		return one("user other columns only", `UPDATE app.app_user SET name = name || '.' WHERE true`)
+	case k < 89:
+		s.rollback = true
+		return one("users rolled back", `UPDATE app.app_user SET active = false WHERE true`, fmt.Sprintf(`DELETE FROM app.app_user WHERE id = %s`, g.anyUser()))
+	case k < 91 && len(g.p.queues) > 0:
+		return one("user row with a queue's id", fmt.Sprintf(`INSERT INTO app.app_user (id, name, role_id, active) VALUES (%s, 'q', %s, true) ON CONFLICT (id) DO NOTHING`,
+			q(g.pick(g.p.queues...)), g.role()))
+	case k < 93:
+		// Truncated and refilled at once: the stable users are never missing
+		// from a committed table, so that imports may name them.
+		stmts := []string{`TRUNCATE app.app_user`,
+			`INSERT INTO app.app_user (id, name, role_id, kind, active) VALUES ('` + uSentinel + `', 's', NULL, NULL, true)`}
+		for _, u := range g.p.stable {
+			stmts = append(stmts, fmt.Sprintf(`INSERT INTO app.app_user (id, name, role_id, kind, active) VALUES (%s, 'refill', %s, %s, %s)`, q(u), g.role(), g.kind(), g.active()))
+		}
+		return one("users truncate and refill", stmts...)
+	case k < 96:
+		return one("user same values", `UPDATE app.app_user SET role_id = role_id, kind = kind, active = active WHERE true`)
+	}
+	return one("user role and back", fmt.Sprintf(`UPDATE app.app_user SET role_id = 'nosuch' WHERE id = %s`, g.anyUser()),
+		`UPDATE app.app_user SET role_id = role_id WHERE true`)
+}
+
+// usersImport is a random import over cur that names no user but the
+// stable ones: roles, groups, rules or objects. Nil when none fits.
+func usersImport(rng *rand.Rand, cur *model.Model, p *uplan, n *int) (*lstep, *model.Model) {
+	pickS := func(xs []string) string { return xs[rng.IntN(len(xs))] }
+	roleIDs := func(m *model.Model) []string {
+		var out []string
+		for _, r := range m.Roles {
+			out = append(out, r.ID)
+		}
+		return out
+	}
+	var groupIDs []string
+	for _, g := range cur.Groups {
+		if !g.Queue {
+			groupIDs = append(groupIDs, g.ID)
+		}
+	}
+	grantee := func(m *model.Model, users bool) model.Grantee {
+		roles := roleIDs(m)
+		for {
+			switch rng.IntN(6) {
+			case 0:
+				if len(roles) > 0 {
+					return model.Grantee{Kind: model.GRole, ID: pickS(roles)}
+				}
+			case 1, 2:
+				if len(roles) > 0 {
+					return model.Grantee{Kind: model.GRoleAndSubordinates, ID: pickS(roles)}
+				}
+			case 3:
+				if len(groupIDs) > 0 {
+					return model.Grantee{Kind: model.GGroup, ID: pickS(groupIDs)}
+				}
+			case 4:
+				if users {
+					return model.Grantee{Kind: model.GUser, ID: pickS(p.stable)}
+				}
+			case 5:
+				if len(roles) > 0 {
+					return model.Grantee{Kind: model.GRoleAndInternalSubordinates, ID: pickS(roles)}
+				}
+			}
+		}
+	}
+	cbp := func(m *model.Model, o string) bool {
+		for _, ob := range m.Objects {
+			if ob.Name == o {
+				return ob.CBP()
+			}
+		}
+		return true
+	}
+	rule := func(m *model.Model, id string) (model.Rule, bool) {
+		obj := pickS([]string{model.Account, model.Account, model.Opportunity, model.Contact, model.Case, model.Lead})
+		if cbp(m, obj) {
+			return model.Rule{}, false
+		}
+		r := model.Rule{ID: id, Object: obj, Target: grantee(m, true), Access: model.Read + model.Level(rng.IntN(2))}
+		if obj == model.Account && rng.IntN(2) == 0 {
+			r.Child = model.ChildAccess{Contact: model.Level(rng.IntN(3)), Opportunity: model.Level(rng.IntN(3)), Case: model.Level(rng.IntN(3))}
+		}
+		conds := map[string][]model.Condition{
+			model.Account: {{Field: "industry", Op: model.OpEquals, Value: model.Str("Tech")}, {Field: "vip", Op: model.OpEquals, Value: model.Bol(true)},
+				{Field: "revenue", Op: model.OpGE, Value: model.Num(100)}, {Field: "priority", Op: model.OpGE, Value: model.Num(2)}},
+			model.Opportunity: {{Field: "status", Op: model.OpEquals, Value: model.Str("Closed")}, {Field: "revenue", Op: model.OpGE, Value: model.Num(3)}},
+			model.Contact:     {{Field: "region", Op: model.OpEquals, Value: model.Str("Retail")}, {Field: "status", Op: model.OpStartsWith, Value: model.Str("Esc")}},
+		}[obj]
+		if len(conds) == 0 || rng.IntN(2) == 0 {
+			r.Type, r.Source = model.OwnerRule, grantee(m, false)
+			return r, true
+		}
+		c, err := model.NewCriteria([]model.Condition{conds[rng.IntN(len(conds))]}, "")
+		if err != nil {
+			panic(err)
+		}
+		r.Type, r.Criteria = model.CriteriaRule, c
+		return r, true
+	}
+	for try := 0; try < 20; try++ {
+		next := &model.Model{Config: cur.Config, Records: cur.Records, Shares: cur.Shares, Teams: cur.Teams}
+		var present []string
+		switch rng.IntN(8) {
+		case 0, 1: // a rule added or replaced, or removed
+			next.Rules = slices.Clone(cur.Rules)
+			if len(next.Rules) > 0 && rng.IntN(4) == 0 {
+				i := rng.IntN(len(cur.Rules))
+				next.Rules = slices.Delete(slices.Clone(cur.Rules), i, i+1)
+			} else {
+				*n++
+				r, ok := rule(next, fmt.Sprintf("ur%d", *n))
+				if !ok {
+					continue
+				}
+				next.Rules = append(next.Rules, r)
+			}
+			present = []string{"rules"}
+		case 2, 3: // a group's members change, or a new group of roles and a rule to it
+			next.Groups = slices.Clone(cur.Groups)
+			if len(groupIDs) > 0 && rng.IntN(3) > 0 {
+				gid := pickS(groupIDs)
+				i := slices.IndexFunc(next.Groups, func(g model.Group) bool { return g.ID == gid })
+				grp := &next.Groups[i]
+				grp.Members = slices.Clone(grp.Members)
+				if len(grp.Members) > 1 && rng.IntN(3) == 0 {
+					j := rng.IntN(len(grp.Members))
+					grp.Members = slices.Delete(grp.Members, j, j+1)
+				} else {
+					mem := grantee(next, true)
+					if mem.Kind == model.GGroup || slices.Contains(grp.Members, mem) {
+						continue // nesting is left to the initial model: no cycles
+					}
+					grp.Members = append(grp.Members, mem)
+				}
+				grp.IncludeBosses = rng.IntN(2) == 0
+				present = []string{"groups"}
+			} else {
+				*n++
+				grp := model.Group{ID: fmt.Sprintf("ug%d", *n), IncludeBosses: rng.IntN(2) == 0}
+				for i := 0; i < 1+rng.IntN(3); i++ {
+					mem := grantee(next, true)
+					if mem.Kind != model.GGroup && !slices.Contains(grp.Members, mem) {
+						grp.Members = append(grp.Members, mem)
+					}
+				}
+				if len(grp.Members) == 0 {
+					continue
+				}
+				next.Groups = append(next.Groups, grp)
+				r, ok := rule(next, fmt.Sprintf("ur%d", *n))
+				if !ok {
+					continue
+				}
+				r.Target = model.Grantee{Kind: model.GGroup, ID: grp.ID}
+				next.Rules = append(slices.Clone(cur.Rules), r)
+				present = []string{"groups", "rules"}
+			}
+		case 4, 5: // roles: added, re-parented, removed, their child access
+			next.Roles = slices.Clone(cur.Roles)
+			roles := roleIDs(cur)
+			switch rng.IntN(4) {
+			case 0:
+				var free []string
+				for _, x := range p.extraRole {
+					if !slices.Contains(roles, x) {
+						free = append(free, x)
+					}
+				}
+				if len(free) == 0 {
+					continue
+				}
+				r := model.Role{ID: pickS(free)}
+				if len(roles) > 0 && rng.IntN(4) > 0 {
+					r.Parent = pickS(roles)
+				}
+				next.Roles = append(next.Roles, r)
+			case 1:
+				if len(roles) == 0 {
+					continue
+				}
+				i := rng.IntN(len(next.Roles))
+				next.Roles[i].Parent = ""
+				if rng.IntN(4) > 0 {
+					next.Roles[i].Parent = pickS(roles) // a cycle is refused by Validate below
+				}
+			case 2:
+				if len(roles) == 0 {
+					continue
+				}
+				i := rng.IntN(len(next.Roles))
+				next.Roles = slices.Delete(next.Roles, i, i+1) // unless something names it
+			default:
+				if len(roles) == 0 {
+					continue
+				}
+				i := rng.IntN(len(next.Roles))
+				next.Roles[i].Child = model.ChildAccess{Contact: model.Level(rng.IntN(3)), Opportunity: model.Level(rng.IntN(3)), Case: model.Level(rng.IntN(3))}
+			}
+			present = []string{"roles"}
+		default: // an OWD or the hierarchy flag
+			next.Objects = slices.Clone(cur.Objects)
+			o := &next.Objects[rng.IntN(len(next.Objects))]
+			if o.CBP() {
+				continue
+			}
+			if !model.IsStandard(o.Name) && rng.IntN(3) == 0 {
+				o.Hierarchy = !o.Hierarchy
+			} else {
+				o.InternalOWD = model.OWD(rng.IntN(3))
+				o.ExternalOWD = model.OWD(rng.IntN(int(o.InternalOWD) + 1))
+			}
+			present = []string{"objects"}
+		}
+		// Validate against every user the model may have, with no role (an
+		// attached user whose role goes becomes inactive, docs/attach.md).
+		vc := next.Config
+		vc.Users = nil
+		for _, u := range p.initial.Users {
+			vc.Users = append(vc.Users, model.User{ID: u.ID, Active: true})
+		}
+		if _, err := vc.Validate(); err != nil {
+			continue
+		}
+		var buf bytes.Buffer
+		if err := model.Encode(&buf, next, present); err != nil {
+			panic(err)
+		}
+		return &lstep{kind: "import", file: buf.String(), present: present, after: next}, next
+	}
+	return nil, cur
+}
+
+// --- running a plan.
+
+func runUsersSeed(t *testing.T, p *uplan, keep []int) (res liveResult) {
+	t.Helper()
+	ctx := context.Background()
+	b := setup(t)
+	u, err := url.Parse(b.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.exec(t, b.admin, `GRANT CREATE ON DATABASE `+ident(strings.TrimPrefix(u.Path, "/"))+` TO `+ident(b.appRole))
+	b.exec(t, b.app, liveSchema, uUsersTable, `GRANT USAGE ON SCHEMA app TO `+ident(b.engineRole),
+		`GRANT SELECT, TRIGGER ON app.account, app.opportunity, app.contact, app.app_user TO `+ident(b.engineRole))
+	if err := liveImportModel(ctx, b, p.initial, nil); err != nil {
+		t.Fatalf("seed %d: initial import: %v", p.seed, err)
+	}
+	for _, o := range append(slices.Clone(p.initRows), p.userRows...) {
+		b.exec(t, b.app, o.sql)
+	}
+	b.mustAttach(t, uSpec)
+	for _, o := range p.postRows {
+		b.exec(t, b.app, o.sql)
+	}
+	b.run(t)
+	if f, d := usersCheck(t, b, p.initial); f != "" {
+		res.failure, res.detail = "after the attach and a run: "+f, d
+		return res
+	}
+
+	wctx, stopWatch := context.WithCancel(ctx)
+	var stepErrs atomic.Int64
+	var lastErr atomic.Value
+	live := engine.NewLive(engine.Options{Trigger: "watch", LockTimeout: 2 * time.Second, Retries: 5, Workers: 2, ChunkSize: 7}, p.fast)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = watch.Run(wctx, b.engine, watch.Options{Debounce: time.Millisecond, MaxWait: 10 * time.Millisecond, Poll: 200 * time.Millisecond},
+			func(ctx context.Context) error {
+				_, err := live.Step(ctx, b.engine, zerolog.Nop())
+				if err != nil && ctx.Err() == nil {
+					stepErrs.Add(1)
+					lastErr.Store(err.Error())
+				}
+				return err
+			}, zerolog.Nop())
+	}()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			stopWatch()
+			<-done
+		}
+	}
+	defer stop()
+
+	var commitSeq atomic.Int64
+	var cmu sync.Mutex
+	var commits []committedStep
+	record := func(i int) {
+		cmu.Lock()
+		commits = append(commits, committedStep{i, commitSeq.Add(1)})
+		cmu.Unlock()
+	}
+	fail := func(f, d string) liveResult {
+		res.failure, res.detail = f, d
+		cmu.Lock()
+		res.order = orderOf(commits)
+		cmu.Unlock()
+		return res
+	}
+	kept := map[int]bool{}
+	for _, i := range keep {
+		kept[i] = true
+	}
+	appURL := dburl.WithUser(b.url, b.appRole)
+	conns := make([]*pgx.Conn, uUsersWriter+1)
+	for i := range conns {
+		c, err := pgx.Connect(ctx, appURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(context.Background())
+		conns[i] = c
+	}
+	cur := p.initial
+	sentinelActive := true
+	for ph, up := range p.uphases {
+		var snapshot string
+		if up.deferred {
+			if out, err := b.recalc(append([]string{"defer"}, up.sides...)...); err != nil {
+				t.Fatalf("seed %d, phase %d: recalc defer %v: %v\n%s", p.seed, ph, up.sides, err, out)
+			}
+			p.counts.add("deferrals "+orStr(strings.Join(up.sides, ""), "both"), 1)
+			// A step that started before the deferral finishes; nothing
+			// was pending (the last checkpoint), so none writes after this.
+			snapshot = testkit.AccessCSV(t, ctx, b.engine)
+		}
+		var byWriter [uUsersWriter + 1][]*lstep
+		var imports []*lstep
+		for _, s := range p.steps {
+			if s.phase != ph || (keep != nil && !kept[s.idx]) {
+				continue
+			}
+			if s.writer < 0 {
+				imports = append(imports, s)
+			} else {
+				byWriter[s.writer] = append(byWriter[s.writer], s)
+			}
+		}
+		var failMu sync.Mutex
+		var stepFail error
+		setFail := func(err error) {
+			failMu.Lock()
+			if stepFail == nil {
+				stepFail = err
+			}
+			failMu.Unlock()
+		}
+		doImport := func(s *lstep) {
+			for start := time.Now(); ; {
+				_, err := store.Import(ctx, b.engine, strings.NewReader(s.file), model.DefaultLimits(), zerolog.Nop(), nil)
+				var busy *store.BusyError
+				if errors.As(err, &busy) && time.Since(start) < 60*time.Second {
+					p.counts.add("imports retried behind a job", 1)
+					time.Sleep(20 * time.Millisecond)
+					continue
+				}
+				if err != nil {
+					setFail(fmt.Errorf("import #%d (%v): %w\n%s", s.idx, s.present, err, s.file))
+					return
+				}
+				break
+			}
+			p.counts.add("imports "+strings.Join(s.present, "+"), 1)
+			record(s.idx)
+		}
+		fullRun := func() {
+			if out, err := b.recalc("run", "--full"); err != nil {
+				setFail(fmt.Errorf("recalc run --full: %w\n%s", err, out))
+				return
+			}
+			p.counts.add("run --full beside the writes", 1)
+		}
+		if keep != nil {
+			for _, i := range keep {
+				s := p.steps[i]
+				if s.phase != ph {
+					continue
+				}
+				if s.writer < 0 {
+					doImport(s)
+					if stepFail != nil {
+						return liveResult{} // the kept imports do not fit together
+					}
+					cur = liveMergeKept(p.lplan, keep, ph, s.idx)
+					continue
+				}
+				ok, err := runStep(ctx, conns[0], s, p.counts)
+				if err != nil {
+					t.Fatalf("seed %d: replay of step #%d: %v", p.seed, s.idx, err)
+				}
+				if ok {
+					record(s.idx)
+				}
+			}
+			if up.full {
+				fullRun()
+			}
+		} else {
+			var wg sync.WaitGroup
+			for w := 0; w <= uUsersWriter; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					rng := rand.New(rand.NewPCG(uint64(p.seed), uint64(w)))
+					for _, s := range byWriter[w] {
+						ok, err := runStep(ctx, conns[w], s, p.counts)
+						if err != nil {
+							setFail(fmt.Errorf("writer %d, step #%d %s: %w", w, s.idx, s.kind, err))
+							return
+						}
+						if ok {
+							record(s.idx)
+							p.counts.add("committed: "+s.kind, 1)
+						}
+						time.Sleep(time.Duration(rng.IntN(4)) * time.Millisecond)
+					}
+				}()
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for _, s := range imports {
+					time.Sleep(time.Duration(5+p.seed%7) * time.Millisecond)
+					doImport(s)
+					if s.after != nil {
+						cur = s.after
+					}
+				}
+			}()
+			if up.full {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					time.Sleep(time.Duration(10+p.seed%13) * time.Millisecond)
+					fullRun()
+				}()
+			}
+			wg.Wait()
+		}
+		if stepFail != nil {
+			t.Fatalf("seed %d, phase %d: %v", p.seed, ph, stepFail)
+		}
+		if up.deferred {
+			// A users-table write that changes a user: its change is one a
+			// deferred side keeps (README, "Read your writes").
+			sentinelActive = !sentinelActive
+			b.exec(t, b.app, fmt.Sprintf(`UPDATE app.app_user SET active = %v WHERE id = '%s'`, sentinelActive, uSentinel))
+			token, err := changes.FreshToken(ctx, b.engine)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out, err := b.recalc("run"); err != nil {
+				return fail(fmt.Sprintf("phase %d (deferred %v): recalc run while deferred: %v", ph, up.sides, err), out)
+			}
+			time.Sleep(50 * time.Millisecond) // let watch absorb the write, if it does while deferred
+			err = changes.WaitFresh(ctx, b.engine, token, 200*time.Millisecond)
+			if !changes.IsNotFresh(err) {
+				return fail(fmt.Sprintf("phase %d (deferred %v): wait_fresh after a users-table write while deferred returned %v, want RC001 (not fresh)", ph, up.sides, err), "")
+			}
+			if err := changes.WaitFresh(ctx, b.engine, 0, 100*time.Millisecond); !changes.IsNotFresh(err) {
+				return fail(fmt.Sprintf("phase %d (deferred %v): wait_fresh() while deferred returned %v, want RC001", ph, up.sides, err), "")
+			}
+			if len(up.sides) == 0 {
+				if got := testkit.AccessCSV(t, ctx, b.engine); got != snapshot {
+					return fail(fmt.Sprintf("phase %d: access moved while both sides were deferred", ph), oracle.Diff(snapshot, got))
+				}
+			}
+			if out, err := b.recalc("resume"); err != nil {
+				return fail(fmt.Sprintf("phase %d: recalc resume: %v", ph, err), out)
+			}
+		}
+		if err := changes.WaitFresh(ctx, b.engine, 0, 60*time.Second); err != nil {
+			return fail(fmt.Sprintf("phase %d: wait_fresh: %v (watch step errors %d, last %v)", ph, err, stepErrs.Load(), lastErr.Load()), "")
+		}
+		res.checks++
+		if f, d := usersCheck(t, b, cur); f != "" {
+			return fail(fmt.Sprintf("phase %d (%s) checkpoint: %s", ph, p.phaseKinds()[ph], f), d)
+		}
+	}
+	stop()
+	cmu.Lock()
+	res.order = orderOf(commits)
+	cmu.Unlock()
+	res.steps = len(res.order)
+	before := testdb.Materialized(t, b.admin)
+	if _, err := engine.Full(ctx, b.engine, engine.Options{Workers: 2}, zerolog.Nop()); err != nil {
+		t.Fatalf("seed %d: full run: %v", p.seed, err)
+	}
+	if after := testdb.Materialized(t, b.admin); after != before {
+		d := oracle.Diff(after, before)
+		res.failure, res.detail = "the live share tables differ from a full run's (< full run, > live)", d+"\n"+uMaterializedDiag(t, b, d)
+		if f, d := usersCheck(t, b, cur); f != "" {
+			res.detail += "\nand after the full run: " + f + "\n" + d
+		} else {
+			res.detail += "\nthe full run's access agrees with the oracle's"
+		}
+		return res
+	}
+	if f, d := usersCheck(t, b, cur); f != "" {
+		res.failure, res.detail = "after run --full: "+f, d
+	}
+	if e := lastErr.Load(); e != nil {
+		t.Logf("seed %d: %d watch step errors, last: %v", p.seed, stepErrs.Load(), e)
+	}
+	p.counts.add("seeds", 1)
+	p.counts.add("checkpoints", res.checks)
+	return res
+}
+
+// usersExpected is the users section the users table gives config, by
+// docs/attach.md's rules, computed by the test: a row whose id is a
+// queue's is no user; a role the model lacks, a type other than internal
+// and external (NULL: internal) or a NULL active make an inactive user with
+// no role; active false keeps the role and type; a user that a group,
+// territory, rule, team entry or share names and the table lacks is an
+// inactive stub with no role.
+func usersExpected(t *testing.T, b *bundle, config *model.Model) []model.User {
+	t.Helper()
+	roles, queues := map[string]bool{}, map[string]bool{}
+	for _, r := range config.Roles {
+		roles[r.ID] = true
+	}
+	for _, g := range config.Groups {
+		if g.Queue {
+			queues[g.ID] = true
+		}
+	}
+	rows, err := b.admin.Query(context.Background(), `SELECT id, role_id, kind, active FROM app.app_user ORDER BY id COLLATE "C"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var users []model.User
+	have := map[string]bool{}
+	var id string
+	var role, kind *string
+	var active *bool
+	if _, err := pgx.ForEachRow(rows, []any{&id, &role, &kind, &active}, func() error {
+		if queues[id] {
+			return nil
+		}
+		u := model.User{ID: id}
+		ok := active != nil
+		if role != nil {
+			u.Role = *role
+			ok = ok && roles[*role]
+		}
+		if kind != nil {
+			switch *kind {
+			case "internal":
+			case "external":
+				u.External = true
+			default:
+				ok = false
+			}
+		}
+		if ok {
+			u.Active = *active
+		} else {
+			u.Role, u.Active = "", false
+		}
+		have[id] = true
+		users = append(users, u)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	stub := func(id string) {
+		if id != "" && !have[id] && !queues[id] {
+			have[id] = true
+			users = append(users, model.User{ID: id})
+		}
+	}
+	grantee := func(g model.Grantee) {
+		if g.Kind == model.GUser {
+			stub(g.ID)
+		}
+	}
+	for _, g := range config.Groups {
+		for _, m := range g.Members {
+			grantee(m)
+		}
+	}
+	for _, tr := range config.Territories {
+		for _, u := range tr.Users {
+			stub(u)
+		}
+	}
+	for _, r := range config.Rules {
+		grantee(r.Source)
+		grantee(r.Target)
+	}
+	for _, tm := range config.Teams {
+		stub(tm.User)
+	}
+	for _, s := range config.Shares {
+		grantee(s.Grantee)
+	}
+	slices.SortFunc(users, func(a, b model.User) int { return strings.Compare(a.ID, b.ID) })
+	return users
+}
+
+// usersCheck holds the stored users section, and every (user, record)
+// access, to what the application's tables say for config (its users
+// replaced by the users table's).
+func usersCheck(t *testing.T, b *bundle, config *model.Model) (failure, detail string) {
+	t.Helper()
+	users := usersExpected(t, b, config)
+	// The stored users section first: it says why access would differ.
+	stored := storedUsers(t, b)
+	var diffs []string
+	for _, u := range users {
+		s, ok := stored[u.ID]
+		if !ok {
+			diffs = append(diffs, fmt.Sprintf("user %s missing from the stored users section, want %+v", u.ID, u))
+			continue
+		}
+		got := model.User{ID: u.ID, Role: fmt.Sprint(s["role"]), External: s["type"] == "external", Active: s["active"] != false}
+		if s["role"] == nil {
+			got.Role = ""
+		}
+		if got != u {
+			diffs = append(diffs, fmt.Sprintf("user %s stored %+v, want %+v", u.ID, got, u))
+		}
+		delete(stored, u.ID)
+	}
+	for id, s := range stored {
+		diffs = append(diffs, fmt.Sprintf("user %s stored %v, want no such user", id, s))
+	}
+	if len(diffs) > 0 {
+		slices.Sort(diffs)
+		var rows strings.Builder
+		r, _ := b.admin.Query(context.Background(), `SELECT row_to_json(u)::text FROM app.app_user u ORDER BY id`)
+		for r.Next() {
+			var s string
+			_ = r.Scan(&s)
+			rows.WriteString("  " + s + "\n")
+		}
+		r.Close()
+		return "the stored users section differs from the users table's", strings.Join(diffs, "\n") + "\nusers table:\n" + rows.String()
+	}
+	// The imported records (of the objects not attached) whose owner or
+	// parent is no more are invalid: no access (docs/attach.md, "Imports,
+	// model changes and table changes").
+	m := &model.Model{Config: config.Config}
+	m.Users = users
+	owners := map[string]bool{}
+	for _, u := range users {
+		owners[u.ID] = true
+	}
+	for _, g := range config.Groups {
+		if g.Queue {
+			owners[g.ID] = true
+		}
+	}
+	byID := map[string]*model.Record{}
+	for i := range config.Records {
+		byID[config.Records[i].ID] = &config.Records[i]
+	}
+	memo := map[string]bool{}
+	var valid func(r *model.Record) bool
+	valid = func(r *model.Record) bool {
+		if v, ok := memo[r.ID]; ok {
+			return v
+		}
+		memo[r.ID] = false
+		ok := owners[r.Owner]
+		if ok && r.Parent != "" {
+			pr := byID[r.Parent]
+			ok = pr != nil && valid(pr)
+		}
+		memo[r.ID] = ok
+		return ok
+	}
+	kept := map[string]bool{}
+	for i := range config.Records {
+		if r := &config.Records[i]; valid(r) {
+			m.Records = append(m.Records, *r)
+			kept[r.ID] = true
+		}
+	}
+	for _, s := range config.Shares {
+		if kept[s.Record] {
+			m.Shares = append(m.Shares, s)
+		}
+	}
+	for _, tm := range config.Teams {
+		if kept[tm.Record] {
+			m.Teams = append(m.Teams, tm)
+		}
+	}
+	return liveCheck(t, b, m)
+}
+
+// uTinyModel is a small model over liveSpec's objects.
+const uTinyModel = `{"version": 1,
+  "objects": [{"name": "account", "internal_owd": "private", "external_owd": "private"},
+    {"name": "opportunity", "parent": "account", "internal_owd": "private", "external_owd": "private"},
+    {"name": "contact", "parent": "account", "internal_owd": "controlled_by_parent", "external_owd": "controlled_by_parent"}],
+  "roles": [{"id": "r1"}, {"id": "r2", "parent": "r1"}],
+  "users": [{"id": "alice", "role": "r1"}, {"id": "bob", "role": "r2"}],
+  "groups": [{"id": "q1", "queue": true, "members": ["user:alice"]}], "territories": [], "rules": [], "records": []}`
+
+// setupTiny creates liveSchema and the users table (alice, bob), imports
+// uTinyModel and attaches spec, then runs.
+func setupTiny(t *testing.T, spec string) *bundle {
+	t.Helper()
+	ctx := context.Background()
+	b := setup(t)
+	b.exec(t, b.admin, `GRANT CREATE ON DATABASE `+ident(dbName(t, b.url))+` TO `+ident(b.appRole))
+	b.exec(t, b.app, liveSchema, uUsersTable, `GRANT USAGE ON SCHEMA app TO `+ident(b.engineRole),
+		`GRANT SELECT, TRIGGER ON app.account, app.opportunity, app.contact, app.app_user TO `+ident(b.engineRole),
+		`INSERT INTO app.app_user VALUES ('alice', 'a', 'r1', NULL, true), ('bob', 'b', 'r2', NULL, true)`)
+	if _, err := testkit.ImportString(ctx, b.engine, uTinyModel); err != nil {
+		t.Fatal(err)
+	}
+	b.mustAttach(t, spec)
+	b.run(t)
+	return b
+}
+
+// uCompareFull fails unless a full run leaves the share tables as they are.
+func uCompareFull(t *testing.T, b *bundle, after string) {
+	t.Helper()
+	before := testdb.Materialized(t, b.admin)
+	b.full(t)
+	if got := testdb.Materialized(t, b.admin); got != before {
+		t.Errorf("%s: the share tables differ from a full run's (< full run, > incremental)\n%s", after, oracle.Diff(got, before))
+	}
+}
+
+// TestUsersNewOwnerRevalidatesChildren: an account owned by a user the
+// model does not have yet is an invalid record, and so is its child
+// opportunity. Once the user appears (a row of the attached users table,
+// or an import of users), the next run must make both valid: "a user ...
+// added makes valid the records that named it before it existed (the next
+// run recomputes those records)" (docs/attach.md).
+func TestUsersNewOwnerRevalidatesChildren(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, spec string
+		addUser    func(t *testing.T, b *bundle)
+	}{
+		{"users attached", uSpec, func(t *testing.T, b *bundle) {
+			b.exec(t, b.app, `INSERT INTO app.app_user VALUES ('nu0', 'n', 'r2', NULL, true)`)
+		}},
+		{"users imported", liveSpec, func(t *testing.T, b *bundle) {
+			if _, err := testkit.ImportString(context.Background(), b.engine,
+				`{"users": [{"id": "alice", "role": "r1"}, {"id": "bob", "role": "r2"}, {"id": "nu0", "role": "r2"}]}`); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setupTiny(t, tc.spec)
+			b.exec(t, b.app, `INSERT INTO app.account (id, name, owner_id) VALUES (30, 'a', 'nu0')`,
+				`INSERT INTO app.opportunity (id, name, owner_id, account_id) VALUES ('c', 'o', 'bob', 30)`)
+			b.run(t)
+			tc.addUser(t, b)
+			b.run(t)
+			if l := levelOf(t, b, "bob", "opportunity:c"); l != "all" {
+				t.Errorf("bob on his opportunity:c, whose account's owner nu0 now exists: %s, want all", l)
+			}
+			if l := levelOf(t, b, "nu0", "account:30"); l != "all" {
+				t.Errorf("nu0 on its account:30: %s, want all", l)
+			}
+			uCompareFull(t, b, "after the owner appeared")
+		})
+	}
+}
+
+// uMaterializedDiag shows recalc.record's row, its invalid reasons, and its
+// parent's, for the records a Materialized diff names.
+func uMaterializedDiag(t *testing.T, b *bundle, diff string) string {
+	t.Helper()
+	var out strings.Builder
+	seen := map[string]bool{}
+	for _, l := range strings.Split(diff, "\n") {
+		f := strings.Fields(strings.TrimLeft(l, "<> "))
+		if len(f) < 2 || f[0] != "record" && f[0] != "share" || seen[f[1]] {
+			continue
+		}
+		seen[f[1]] = true
+		var rec, inv, par string
+		_ = b.admin.QueryRow(context.Background(), `SELECT coalesce((SELECT row_to_json(r)::text FROM recalc.record r WHERE id = $1), 'no record'),
+			coalesce((SELECT string_agg(reason, ';') FROM recalc.invalid_record WHERE record = $1), ''),
+			coalesce((SELECT row_to_json(p)::text || ' invalid: ' || coalesce((SELECT string_agg(reason, ';') FROM recalc.invalid_record WHERE record = p.id), '')
+			          FROM recalc.record r JOIN recalc.record p ON p.id = r.parent WHERE r.id = $1), 'no parent record')`, f[1]).Scan(&rec, &inv, &par)
+		fmt.Fprintf(&out, "%s: recalc.record %s invalid %q; parent %s\n", f[1], rec, inv, par)
+	}
+	return out.String()
+}
+
+// TestOrphanAdoptedThenOrphanedAgain: an opportunity whose account does not
+// exist yet is invalid, its own family root; the account is inserted (the
+// opportunity joins its family and becomes valid), then deleted again (the
+// opportunity is its own root again, invalid). However the runs go (plain
+// runs, or the delete made while calculation is deferred, then resumed),
+// they must leave the share tables as a full run does. Minimized from
+// TestLiveUsersDefer seed 1 (LIVE_USERS_REPLAY=1:35,110).
+func TestOrphanAdoptedThenOrphanedAgain(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name          string
+		deferDelete   []string // `recalc defer` flags around the delete; nil: no deferral
+		watchInsteadR bool
+	}{
+		{"runs", nil, false},
+		{"watch", nil, true},
+		{"delete deferred (both sides)", []string{}, false},
+		{"delete deferred (--rules)", []string{"--rules"}, false},
+		{"delete deferred (--closure)", []string{"--closure"}, false},
+		{"delete deferred (--rules), watch", []string{"--rules"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			b := setupTiny(t, uSpec)
+			live := engine.NewLive(engine.Options{}, 1000)
+			step := func() {
+				t.Helper()
+				if !tc.watchInsteadR {
+					b.run(t)
+					return
+				}
+				for range 2 {
+					if _, err := live.Step(ctx, b.engine, zerolog.Nop()); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			b.exec(t, b.app, `INSERT INTO app.opportunity (id, name, owner_id, account_id) VALUES ('o20', 'o', 'bob', 22)`)
+			step()
+			b.exec(t, b.app, `INSERT INTO app.account (id, name, owner_id) VALUES (22, 'a', 'alice')`)
+			step()
+			if l := levelOf(t, b, "bob", "opportunity:o20"); l != "all" {
+				t.Errorf("bob on opportunity:o20 once its account exists: %s, want all", l)
+			}
+			if tc.deferDelete != nil {
+				if out, err := b.recalc(append([]string{"defer"}, tc.deferDelete...)...); err != nil {
+					t.Fatal(err, out)
+				}
+			}
+			b.exec(t, b.app, `DELETE FROM app.account WHERE id = 22`)
+			step()
+			if tc.deferDelete != nil {
+				if out, err := b.recalc("resume"); err != nil {
+					t.Fatal(err, out)
+				}
+				step()
+			}
+			if l := levelOf(t, b, "bob", "opportunity:o20"); l != "none" {
+				t.Errorf("bob on opportunity:o20 once its account is gone: %s, want none", l)
+			}
+			// docs/attach.md, "Rows that fail closed": an invalid record is
+			// "listed in recalc.invalid_record with its reason".
+			var listed int
+			if err := b.admin.QueryRow(ctx, `SELECT count(*) FROM recalc.invalid_record WHERE record = 'opportunity:o20'`).Scan(&listed); err != nil {
+				t.Fatal(err)
+			}
+			if listed != 1 {
+				t.Errorf("opportunity:o20, whose account is gone, is listed %d times in recalc.invalid_record, want once", listed)
+			}
+			uCompareFull(t, b, "after the account was inserted and deleted again")
+		})
+	}
+}
