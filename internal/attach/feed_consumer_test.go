@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,52 +67,10 @@ func TestFeedConsumer(t *testing.T) {
 		for _, seed := range []int{1, 2} {
 			t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) { runFeedConsumerSeed(t, seed, counts) })
 		}
-		logCounts(t, counts)
+		counts.log(t)
 		return
 	}
-	first, n := testkit.Seeds("FEED_CONSUMER", 1000, 0)
-	if first == 0 {
-		first = 100
-	}
-	minutes, _ := strconv.Atoi(os.Getenv("FEED_CONSUMER_MINUTES"))
-	if minutes <= 0 {
-		minutes = 10
-	}
-	deadline := time.Now().Add(time.Duration(minutes) * time.Minute)
-	var mu sync.Mutex
-	next, seeds, failed := first, 0, []int{}
-	var wg sync.WaitGroup
-	for w := 0; w < 3; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				mu.Lock()
-				seed := next
-				next++
-				mu.Unlock()
-				if seed >= first+n || time.Now().After(deadline) {
-					return
-				}
-				ok := t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) { runFeedConsumerSeed(t, seed, counts) })
-				mu.Lock()
-				seeds++
-				if !ok {
-					failed = append(failed, seed)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	t.Logf("feed consumer campaign: %d seeds from %d; failed seeds %v", seeds, first, failed)
-	logCounts(t, counts)
-}
-
-func logCounts(t *testing.T, counts *liveCounts) {
-	for _, k := range slices.Sorted(maps.Keys(counts.n)) {
-		t.Logf("%7d %s", counts.n[k], k)
-	}
+	campaignSeeds(t, "FEED_CONSUMER", 100, 3, runFeedConsumerSeed)
 }
 
 // fcJob is one job the jobs goroutine runs during a phase.

@@ -79,25 +79,34 @@ func TestLiveCampaign(t *testing.T) {
 		}
 		return
 	}
-	first, n := testkit.Seeds("CAMPAIGN", 1000, 0)
+	campaignSeeds(t, "CAMPAIGN", 5000, 2, func(t *testing.T, seed int, counts *liveCounts) {
+		res := liveCampaignSeed(t, seed, counts)
+		counts.add("committed steps", res.steps)
+		counts.add("checkpoints", res.checks)
+	})
+}
+
+// campaignSeeds runs a campaign's seeds, workers at a time (each is mostly
+// waiting on PostgreSQL), each a subtest of run, from PREFIX_SEED_START
+// (default start) until PREFIX_SEEDS seeds (default 1,000) or
+// PREFIX_MINUTES minutes (default 10) are done, and logs the seeds run and
+// failed and what counts counted.
+func campaignSeeds(t *testing.T, prefix string, start, workers int, run func(t *testing.T, seed int, counts *liveCounts)) {
+	first, n := testkit.Seeds(prefix, 1000, 0)
 	if first == 0 {
-		first = 5000
+		first = start
 	}
-	minutes, _ := strconv.Atoi(os.Getenv("CAMPAIGN_MINUTES"))
+	minutes, _ := strconv.Atoi(os.Getenv(prefix + "_MINUTES"))
 	if minutes <= 0 {
 		minutes = 10
 	}
 	deadline := time.Now().Add(time.Duration(minutes) * time.Minute)
-	var mu sync.Mutex
 	counts := &liveCounts{n: map[string]int{}}
-	seeds, steps, checks, failed := 0, 0, 0, []int{}
-	next := first
+	var mu sync.Mutex
+	next, seeds, failed := first, 0, []int{}
 	var wg sync.WaitGroup
-	// Two seeds at a time: each is mostly waiting on PostgreSQL.
-	for w := 0; w < 2; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	for range workers {
+		wg.Go(func() {
 			for {
 				mu.Lock()
 				seed := next
@@ -106,13 +115,7 @@ func TestLiveCampaign(t *testing.T) {
 				if seed >= first+n || time.Now().After(deadline) {
 					return
 				}
-				ok := t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
-					res := liveCampaignSeed(t, seed, counts)
-					mu.Lock()
-					steps += res.steps
-					checks += res.checks
-					mu.Unlock()
-				})
+				ok := t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) { run(t, seed, counts) })
 				mu.Lock()
 				seeds++
 				if !ok {
@@ -120,13 +123,11 @@ func TestLiveCampaign(t *testing.T) {
 				}
 				mu.Unlock()
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	t.Logf("live campaign: %d seeds from %d, %d committed steps, %d checkpoints; failed seeds %v", seeds, first, steps, checks, failed)
-	for _, k := range slices.Sorted(maps.Keys(counts.n)) {
-		t.Logf("%7d %s", counts.n[k], k)
-	}
+	t.Logf("%s campaign: %d seeds from %d; failed seeds %v", prefix, seeds, first, failed)
+	counts.log(t)
 }
 
 // liveCounts counts what the campaign did, by kind.
@@ -139,6 +140,13 @@ func (c *liveCounts) add(k string, n int) {
 	c.mu.Lock()
 	c.n[k] += n
 	c.mu.Unlock()
+}
+
+// log logs the counts, one kind a line.
+func (c *liveCounts) log(t *testing.T) {
+	for _, k := range slices.Sorted(maps.Keys(c.n)) {
+		t.Logf("%7d %s", c.n[k], k)
+	}
 }
 
 // liveCampaignSeed runs seed concurrently, and on a disagreement replays

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"net/url"
 	"os"
@@ -92,47 +91,7 @@ func TestLiveUsersDefer(t *testing.T) {
 		}
 		return
 	}
-	first, n := testkit.Seeds("USERS_CAMPAIGN", 1000, 0)
-	if first == 0 {
-		first = 5000
-	}
-	minutes, _ := strconv.Atoi(os.Getenv("USERS_CAMPAIGN_MINUTES"))
-	if minutes <= 0 {
-		minutes = 10
-	}
-	deadline := time.Now().Add(time.Duration(minutes) * time.Minute)
-	var mu sync.Mutex
-	counts := &liveCounts{n: map[string]int{}}
-	seeds, failed := 0, []int{}
-	next := first
-	var wg sync.WaitGroup
-	for w := 0; w < 2; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				mu.Lock()
-				seed := next
-				next++
-				mu.Unlock()
-				if seed >= first+n || time.Now().After(deadline) {
-					return
-				}
-				ok := t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) { usersCampaignSeed(t, seed, counts) })
-				mu.Lock()
-				seeds++
-				if !ok {
-					failed = append(failed, seed)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	t.Logf("users/defer campaign: %d seeds from %d; failed seeds %v", seeds, first, failed)
-	for _, k := range slices.Sorted(maps.Keys(counts.n)) {
-		t.Logf("%7d %s", counts.n[k], k)
-	}
+	campaignSeeds(t, "USERS_CAMPAIGN", 5000, 2, usersCampaignSeed)
 }
 
 func usersCampaignSeed(t *testing.T, seed int, counts *liveCounts) {
