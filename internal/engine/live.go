@@ -216,7 +216,7 @@ func (l *Live) fast(ctx context.Context, tx pgx.Tx, rep *LiveReport) error {
 // their families' difference as an incremental chunk does.
 func (l *Live) apply(ctx context.Context, tx pgx.Tx, seqs []int64) (*sharetable.Written, error) {
 	in := &inputs{rules: l.org, closure: l.org, log: &changes.Log{Seqs: seqs}}
-	ids, err := changedRecords(ctx, tx, l.opt, in)
+	ids, err := changedRecords(ctx, tx, l.opt, in, true)
 	if err != nil {
 		return nil, err
 	}

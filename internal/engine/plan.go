@@ -64,7 +64,8 @@ type inputs struct {
 
 // Plan computes what a run would do now, inside tx. It writes nothing but
 // the family roots of records the application inserted or re-parented with
-// plain SQL; roll tx back to leave no trace.
+// plain SQL (not while the rules side is deferred); roll tx back to leave
+// no trace.
 //
 // Its steps: load the stored and the applied configurations and the change
 // log; fix family roots and list the changed records; diff the models;
@@ -81,23 +82,18 @@ func Plan(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, error) {
 		// new tables and swapping them in is then 2.6 times as fast.
 		opt.InPlace = false
 	}
-	// Root fixing locks records the application may hold: wait a bounded time.
-	if err := locks.SetTimeout(ctx, tx, opt.LockTimeout); err != nil {
-		return nil, err
-	}
-	fixes, err := tx.Begin(ctx) // a savepoint: see settleRootFixes
-	if err != nil {
-		return nil, err
-	}
-	ids, err := changedRecords(ctx, fixes, opt, in)
+	// While the rules side is deferred its change rows stay in the log, and
+	// the roots are fixed when it runs: fixed now, they would not be found
+	// again then, and the records they move (a child orphaned by a deleted
+	// parent) would never be recomputed. Nor does a deferred run wait for
+	// records the application holds.
+	_, rulesDeferred := pl.Deferred[store.SideRules]
+	ids, err := changedRecords(ctx, tx, opt, in, !rulesDeferred)
 	if err != nil {
 		return nil, err
 	}
 	pl.Plan = diff(in.rules, pl.org, ids, opt.Full, in.log.Truncated)
 	rulesWait, closureWait := decideSides(pl, in)
-	if err := settleRootFixes(ctx, fixes, rulesWait); err != nil {
-		return nil, err
-	}
 	if err := keepWaiting(ctx, tx, pl, rulesWait, closureWait); err != nil {
 		return nil, err
 	}
@@ -164,12 +160,20 @@ func load(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, *inputs, error
 }
 
 // changedRecords fixes the family roots of records the application wrote
-// and returns the ids of the records changed since the rules side was
-// computed: none for a full plan, which needs no list of changes.
-func changedRecords(ctx context.Context, tx pgx.Tx, opt Options, in *inputs) ([]string, error) {
-	fixed, err := changes.FixRoots(ctx, tx, in.log.Seqs)
-	if err != nil {
+// (when fix) and returns the ids of the records changed since the rules
+// side was computed: none for a full plan, which needs no list of changes.
+func changedRecords(ctx context.Context, tx pgx.Tx, opt Options, in *inputs, fix bool) ([]string, error) {
+	// Root fixing, and what follows, locks records the application may
+	// hold: wait a bounded time.
+	if err := locks.SetTimeout(ctx, tx, opt.LockTimeout); err != nil {
 		return nil, err
+	}
+	var fixed []string
+	if fix {
+		var err error
+		if fixed, err = changes.FixRoots(ctx, tx, in.log.Seqs); err != nil {
+			return nil, err
+		}
 	}
 	if opt.Full || in.rules == nil {
 		return nil, nil
@@ -179,19 +183,6 @@ func changedRecords(ctx context.Context, tx pgx.Tx, opt Options, in *inputs) ([]
 		return nil, err
 	}
 	return append(ids, fixed...), nil
-}
-
-// settleRootFixes keeps the root fixes made in savepoint fixes, unless the
-// rules side waits: its change rows then stay in the log, and the fixes
-// are made again, and the records they move recomputed, when it runs. A
-// fix kept now would not be found again then: a record orphaned while the
-// rules side was deferred would keep its old family's share rows cleared
-// and its own never computed.
-func settleRootFixes(ctx context.Context, fixes pgx.Tx, rulesWait bool) error {
-	if rulesWait {
-		return fixes.Rollback(ctx)
-	}
-	return fixes.Commit(ctx)
 }
 
 // diff plans from the model the rules side was computed from to cur, full
