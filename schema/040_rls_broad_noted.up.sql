@@ -5,8 +5,9 @@
 -- rows, up to 1,001, to pick how to filter. For a user who reaches more,
 -- that count read about 450 buffers of the share index on every query: at
 -- 1,000,000 records, a primary-key lookup through the adaptive policy cost
--- 0.41 ms against 0.09 ms with row-level security off (pgbench, prepared),
--- about 0.18 ms of it the count. Now a user found to reach more than 1,000 share rows is noted in
+-- 0.41 ms against 0.09 ms with row-level security off (pgbench, prepared,
+-- a first look), about 0.18 ms of it the count; the README has the side by
+-- side measure. Now a user found to reach more than 1,000 share rows is noted in
 -- the session's setting recalc.rls_broad_uids, and later queries of the
 -- session read the note instead of counting again.
 --

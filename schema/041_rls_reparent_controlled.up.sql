@@ -18,7 +18,8 @@
 -- object is controlled by its parent, in the materialized tables or in the
 -- stored model (an import not yet run): then as rls_may_transfer. A reader
 -- may ask it about any object: it tells whether an object is controlled by
--- its parent, which the access functions tell as well.
+-- its parent, in the stored model too (an import not yet run, which no
+-- other reader function tells).
 CREATE FUNCTION recalc.rls_may_reparent(p_user text, p_object text, p_key text) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT NOT (coalesce((SELECT o.cbp FROM recalc.acl_object o WHERE o.name = p_object), false)
@@ -46,7 +47,8 @@ BEGIN
 END
 $$;
 
--- The guard, as in version 34 with the check above.
+-- The guard, as in version 34 with the check above, and the check that the
+-- writing role may run all three lookups.
 CREATE OR REPLACE FUNCTION recalc.rls_write_guard() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -62,7 +64,8 @@ BEGIN
     IF NOT row_security_active(TG_RELID) THEN
         RETURN NULL; -- the table's owner, a superuser, a BYPASSRLS role: no policy applies either
     END IF;
-    IF NOT (has_schema_privilege('recalc', 'USAGE') AND has_function_privilege('recalc.rls_guard(oid)', 'EXECUTE')) THEN
+    IF NOT (has_schema_privilege('recalc', 'USAGE') AND has_function_privilege('recalc.rls_guard(oid)', 'EXECUTE')
+            AND has_function_privilege('recalc.rls_may_reparent(text, text, text)', 'EXECUTE')) THEN
         RAISE EXCEPTION 'a role writing to % under recalc''s write policies needs the reader''s functions for recalc''s write guard: recalc grant reader ROLE',
             TG_TABLE_NAME USING ERRCODE = '42501';
     END IF;

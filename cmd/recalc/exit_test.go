@@ -44,6 +44,8 @@ func TestExitStatuses(t *testing.T) {
 		{"a command's help subcommand", "", []string{"run", "help"}, 0, "", false},
 		{"help before an operand", "", []string{"grant", "--help", "reader"}, 0, "", false},
 		{"help of an unknown command", "", []string{"help", "stat"}, 2, `unknown command "stat": did you mean "status"?`, false},
+		{"help flag before an unknown command", "", []string{"--help", "stat"}, 2, `unknown command "stat": did you mean "status"?`, false},
+		{"help of an unknown subcommand", "", []string{"rls", "--help", "enabel"}, 2, `unknown command "enabel": did you mean "enable"?`, false},
 		{"missing required flags", "", []string{"explain"}, 2, "give --user (see `recalc explain --help`)", false},
 		{"a missing required flag", "", []string{"explain", "--user", "u1"}, 2, "give --record R, or --object O and --id ID (see `recalc explain --help`)", false},
 		{"a subcommand's missing flag", "", []string{"rls", "enable", "--object", "account"}, 2, "give --table (see `recalc rls enable --help`)", false},

@@ -252,7 +252,9 @@ func TestBroadNoteAttackWithinStatement(t *testing.T) {
 	broadModel(t, b)
 	note := fmt.Sprintf(",%d,%d,%d,", uidOf(t, b, "u1"), uidOf(t, b, "u2"), 999999)
 	var uid3 int // u3 is inactive: no acl_user row; note the uid it could take
-	_ = b.pool.QueryRow(b.ctx, `SELECT max(uid) + 1 FROM recalc.acl_user`).Scan(&uid3)
+	if err := b.pool.QueryRow(b.ctx, `SELECT max(uid) + 1 FROM recalc.acl_user`).Scan(&uid3); err != nil {
+		t.Fatal(err)
+	}
 	note += fmt.Sprintf("%d,", uid3)
 	set := `set_config('recalc.rls_broad_uids', '` + note + `', false)`
 	unset := `set_config('recalc.rls_broad_uids', ',', false)`
@@ -484,9 +486,6 @@ func TestBroadNoteAttackParallelSafeCallers(t *testing.T) {
 		`SELECT count(*)::text FROM app_pu WHERE id < 'b0010'`,
 	} {
 		b.noteTx(t, forceParallel, "", "u1", func(tx pgx.Tx) {
-			if _, err := tx.Exec(b.ctx, `SAVEPOINT s`); err != nil {
-				t.Fatal(err)
-			}
 			if _, err := tx.Exec(b.ctx, q); err != nil {
 				t.Errorf("%s, parallelism forced, u1 not yet noted: %v", q, err)
 			}

@@ -144,6 +144,7 @@ func (c *liveCounts) add(k string, n int) {
 
 // log logs the counts, one kind a line.
 func (c *liveCounts) log(t *testing.T) {
+	t.Helper()
 	for _, k := range slices.Sorted(maps.Keys(c.n)) {
 		t.Logf("%7d %s", c.n[k], k)
 	}

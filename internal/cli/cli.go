@@ -15,6 +15,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -148,15 +149,25 @@ func helpCommand() *cli.Command {
 }
 
 // helpOfContext answers --help followed by an operand that names no
-// subcommand, `recalc grant --help reader`: the help of the command it
-// follows, as --help alone shows (urfave/cli would look the operand up as a
-// help topic and exit 3).
-func helpOfContext(c *cli.Context, _ string) {
-	if c.Command == nil || c.Command.Name == "" || c.Command.Name == c.App.Name || len(c.Lineage()) < 2 {
-		_ = cli.ShowAppHelp(c)
-		return
+// subcommand. After a command that has none, `recalc grant --help reader`,
+// it shows that command's help, as --help alone does; elsewhere, `recalc
+// --help stat` or `recalc rls --help enabel`, the operand is a mistyped
+// command: a usage error with the nearest one. (urfave/cli would exit 3,
+// the status that means no database, and cannot return an error here.)
+func helpOfContext(c *cli.Context, topic string) {
+	cmds := c.App.Commands
+	if c.Command != nil && c.Command.Name != "" && c.Command.Name != c.App.Name {
+		cmds = slices.DeleteFunc(slices.Clone(c.Command.Subcommands), func(s *cli.Command) bool { return s.Name == "help" })
+		if len(cmds) == 0 && len(c.Lineage()) > 1 {
+			_ = cli.ShowCommandHelp(c.Lineage()[1], c.Command.Name)
+			return
+		}
 	}
-	_ = cli.ShowCommandHelp(c.Lineage()[1], c.Command.Name)
+	msg := fmt.Sprintf("recalc: unknown command %.100q", topic)
+	if s := nearest(topic, cmds); s != "" {
+		msg += fmt.Sprintf(": did you mean %q?", s)
+	}
+	cli.HandleExitCoder(cli.Exit(msg+" (`recalc help` lists the commands)", ExitUsage))
 }
 
 // nearest is the command whose name starts with name or is at most two
