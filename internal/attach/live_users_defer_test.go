@@ -909,13 +909,13 @@ func usersExpected(t *testing.T, b *bundle, config *model.Model) []model.User {
 		}
 		u := model.User{ID: id}
 		ok := active != nil
-		if role != nil {
+		if role != nil && *role != "" { // '' is no role, as NULL (docs/attach.md)
 			u.Role = *role
 			ok = ok && roles[*role]
 		}
 		if kind != nil {
 			switch *kind {
-			case "internal":
+			case "internal", "": // '' is internal, as NULL
 			case "external":
 				u.External = true
 			default:
