@@ -125,3 +125,20 @@ func TestImportAndAttachedRecords(t *testing.T) {
 	}
 	b.run(t)
 }
+
+// TestImportBreakingAttachedRecordSaysWhere: an import that would break an
+// attached record (dropping the user a row of the application's table names
+// as owner) is refused, and the error says the record mirrors an attached
+// table's row, so the fix may be there.
+func TestImportBreakingAttachedRecordSaysWhere(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	_, err := testkit.ImportString(context.Background(), b.engine, `{"version": 1, "users": [{"id": "alice", "role": "ceo"}, {"id": "bob", "role": "east"},
+		{"id": "dave", "role": "west"}, {"id": "erin", "role": "west"}, {"id": "frank"}]}`)
+	if err == nil || !strings.Contains(err.Error(), `owner "carol" is neither a user nor a queue`) || !strings.Contains(err.Error(), "mirrors a row of an attached table") {
+		t.Errorf("import dropping carol, who owns account 3: %v, want a refusal saying the record mirrors an attached table's row", err)
+	}
+	b.checkMirror(t, "after the refused import")
+}

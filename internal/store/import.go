@@ -765,6 +765,9 @@ func checkRecords(ctx context.Context, tx pgx.Tx, ix *model.Index, stored []byte
 				return nil
 			}
 		}
+		if attached {
+			return &InvalidError{fmt.Errorf("%w: the record mirrors a row of an attached table (recalc attach --list), so keep in the model what the row names, or correct the row there first", err)}
+		}
 		return &InvalidError{err}
 	})
 	if err != nil {
