@@ -585,18 +585,7 @@ func runFeedConsumerSeed(t *testing.T, seed int, counts *liveCounts) {
 	checkpoint("after the attach")
 
 	for ph := 0; ph < p.phases; ph++ {
-		var byWriter [lWriters][]*lstep
-		var imports []*lstep
-		for _, s := range p.steps {
-			if s.phase != ph {
-				continue
-			}
-			if s.writer < 0 {
-				imports = append(imports, s)
-			} else {
-				byWriter[s.writer] = append(byWriter[s.writer], s)
-			}
-		}
+		byWriter, imports := phaseSteps(p.steps, ph, lWriters, nil, nil)
 		var failMu sync.Mutex
 		var fail error
 		setFail := func(err error) {
@@ -803,25 +792,7 @@ func (h *holdAt) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData
 func TestFeedConsumerReReadAcrossSwap(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := newBundle(t, nil, nil)
-	if _, err := schema.Migrate(ctx, b.engine); err != nil {
-		t.Fatal(err)
-	}
-	const cfg = `"version": 1, "objects": [{"name": "account", "internal_owd": "private", "external_owd": "private"}],
-		"users": [{"id": "u1"}, {"id": "u2"}]`
-	if _, err := testkit.ImportString(ctx, b.engine, `{`+cfg+`, "records": [{"object": "account", "id": "a1", "owner": "u1"}]}`); err != nil {
-		t.Fatal(err)
-	}
-	b.full(t)
-	head, err := feed.Head(ctx, b.engine)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The application gives a1 to u2; a job publishes a record entry.
-	if _, err := testkit.ImportString(ctx, b.engine, `{`+cfg+`, "records": [{"object": "account", "id": "a1", "owner": "u2"}]}`); err != nil {
-		t.Fatal(err)
-	}
-	b.run(t)
+	b, head := ownerChangeAfterHead(t)
 	es, err := feed.Read(ctx, b.engine, head, 100)
 	if err != nil {
 		t.Fatal(err)
@@ -935,29 +906,12 @@ func TestFeedConsumerReReadAcrossSwap(t *testing.T) {
 func TestFeedConsumerBatchInRepeatableReadAcrossSwap(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := newBundle(t, nil, nil)
-	if _, err := schema.Migrate(ctx, b.engine); err != nil {
-		t.Fatal(err)
-	}
-	const cfg = `"version": 1, "objects": [{"name": "account", "internal_owd": "private", "external_owd": "private"}],
-		"users": [{"id": "u1"}, {"id": "u2"}]`
-	if _, err := testkit.ImportString(ctx, b.engine, `{`+cfg+`, "records": [{"object": "account", "id": "a1", "owner": "u1"}]}`); err != nil {
-		t.Fatal(err)
-	}
-	b.full(t)
-	head, err := feed.Head(ctx, b.engine)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := testkit.ImportString(ctx, b.engine, `{`+cfg+`, "records": [{"object": "account", "id": "a1", "owner": "u2"}]}`); err != nil {
-		t.Fatal(err)
-	}
-	b.run(t)
+	b, head := ownerChangeAfterHead(t)
 
 	consumer := openPool(t, dburl.WithUser(b.url, b.engineRole))
 	var cursor int64
 	var level string
-	err = pgx.BeginTxFunc(ctx, consumer, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
+	err := pgx.BeginTxFunc(ctx, consumer, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
 		es, err := feed.Read(ctx, tx, head, 100)
 		if err != nil {
 			return err
@@ -999,4 +953,31 @@ func TestFeedConsumerBatchInRepeatableReadAcrossSwap(t *testing.T) {
 	if level == now {
 		t.Fatalf("premise: the re-read across the swap was right (%s): the swap did not run inside the transaction's snapshot", level)
 	}
+}
+
+// ownerChangeAfterHead: u1's account a1 computed, then given to u2 and
+// recomputed; head is the feed's cursor before the owner change, so the
+// entries after it are the change's record entry.
+func ownerChangeAfterHead(t *testing.T) (*bundle, int64) {
+	t.Helper()
+	ctx := context.Background()
+	b := newBundle(t, nil, nil)
+	if _, err := schema.Migrate(ctx, b.engine); err != nil {
+		t.Fatal(err)
+	}
+	const cfg = `"version": 1, "objects": [{"name": "account", "internal_owd": "private", "external_owd": "private"}],
+		"users": [{"id": "u1"}, {"id": "u2"}]`
+	if _, err := testkit.ImportString(ctx, b.engine, `{`+cfg+`, "records": [{"object": "account", "id": "a1", "owner": "u1"}]}`); err != nil {
+		t.Fatal(err)
+	}
+	b.full(t)
+	head, err := feed.Head(ctx, b.engine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testkit.ImportString(ctx, b.engine, `{`+cfg+`, "records": [{"object": "account", "id": "a1", "owner": "u2"}]}`); err != nil {
+		t.Fatal(err)
+	}
+	b.run(t)
+	return b, head
 }

@@ -799,18 +799,7 @@ func runLiveSeed(t *testing.T, p *lplan, keep []int) (res liveResult) {
 		conns[i] = c
 	}
 	for ph := 0; ph < p.phases; ph++ {
-		var byWriter [lWriters][]*lstep
-		var imports []*lstep
-		for _, s := range p.steps {
-			if s.phase != ph || (keep != nil && !kept[s.idx]) {
-				continue
-			}
-			if s.writer < 0 {
-				imports = append(imports, s)
-			} else {
-				byWriter[s.writer] = append(byWriter[s.writer], s)
-			}
-		}
+		byWriter, imports := phaseSteps(p.steps, ph, lWriters, keep, kept)
 		var failMu sync.Mutex
 		var fail error
 		setFail := func(err error) {
@@ -1196,4 +1185,21 @@ func liveImportModel(ctx context.Context, b *bundle, m *model.Model, present []s
 	}
 	_, err := store.Import(ctx, b.engine, &buf, model.DefaultLimits(), zerolog.Nop(), nil)
 	return err
+}
+
+// phaseSteps splits the steps of phase ph among its writers, and lists its
+// imports: all of them, or only those kept names when keep is not nil.
+func phaseSteps(steps []*lstep, ph, writers int, keep []int, kept map[int]bool) (byWriter [][]*lstep, imports []*lstep) {
+	byWriter = make([][]*lstep, writers)
+	for _, s := range steps {
+		if s.phase != ph || (keep != nil && !kept[s.idx]) {
+			continue
+		}
+		if s.writer < 0 {
+			imports = append(imports, s)
+		} else {
+			byWriter[s.writer] = append(byWriter[s.writer], s)
+		}
+	}
+	return byWriter, imports
 }

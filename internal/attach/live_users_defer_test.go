@@ -693,18 +693,7 @@ func runUsersSeed(t *testing.T, p *uplan, keep []int) (res liveResult) {
 			// was pending (the last checkpoint), so none writes after this.
 			snapshot = testkit.AccessCSV(t, ctx, b.engine)
 		}
-		var byWriter [uUsersWriter + 1][]*lstep
-		var imports []*lstep
-		for _, s := range p.steps {
-			if s.phase != ph || (keep != nil && !kept[s.idx]) {
-				continue
-			}
-			if s.writer < 0 {
-				imports = append(imports, s)
-			} else {
-				byWriter[s.writer] = append(byWriter[s.writer], s)
-			}
-		}
+		byWriter, imports := phaseSteps(p.steps, ph, uUsersWriter+1, keep, kept)
 		var failMu sync.Mutex
 		var stepFail error
 		setFail := func(err error) {
