@@ -72,7 +72,7 @@ func tryCreateJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zero
 		}
 		job, err = storeJob(ctx, tx, pl, opt.Trigger)
 		if err == nil {
-			log.Info().Int64("job", job.ID).Str("kind", string(pl.Kind)).Bool("rules", pl.DoRules).Bool("closure", pl.DoClosure).
+			log.Info().Int64("job", job.ID).Str("kind", string(pl.Kind)).Bool("full", pl.Plan.Full).Bool("rules", pl.DoRules).Bool("closure", pl.DoClosure).
 				Int("changes", len(pl.Plan.Changes)).Str("full_reason", pl.Plan.FullReason).
 				Int("families", pl.Families).Int("chunks", pl.NumChunks).Msg("job planned")
 		}
