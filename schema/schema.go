@@ -77,7 +77,7 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied int, err error) {
 		if try == migrateTries {
 			return 0, fmt.Errorf("migrate: %d tries timed out waiting for a lock, or deadlocked: another session holds a lock on recalc's tables "+
 				"(a long transaction, a feed reader, a running job): retry when it ends; "+
-				"application writes to attached tables are not blocked meanwhile: %w", try, err)
+				"between tries nothing is held, and an application write to an attached table waited at most one lock wait: %w", try, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -131,8 +131,8 @@ func migrateOnce(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (appli
 }
 
 // begin takes the schema lock, bounds the transaction's lock waits from
-// then on, creates the schema and its version table if missing, and reads
-// the version.
+// then on, creates the schema if missing, refuses a role that does not own
+// it, creates the version table if missing, and reads the version.
 func begin(ctx context.Context, tx pgx.Tx) (current int, err error) {
 	// Unbounded: a concurrent init holds it while it migrates, and a
 	// session waiting for it holds nothing.
@@ -148,6 +148,9 @@ func begin(ctx context.Context, tx pgx.Tx) (current int, err error) {
 		IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'recalc') THEN CREATE SCHEMA recalc; END IF;
 		END $$`); err != nil {
 		return 0, fmt.Errorf("create schema recalc: %w", err)
+	}
+	if err := checkOwner(ctx, tx); err != nil {
+		return 0, err
 	}
 	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS recalc.schema_version (
 		version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
@@ -165,6 +168,32 @@ func begin(ctx context.Context, tx pgx.Tx) (current int, err error) {
 		return 0, fmt.Errorf("read schema version: %w", err)
 	}
 	return current, nil
+}
+
+// checkOwner refuses a role other than the owner of schema recalc, a
+// superuser included: what its migrations created would belong to it, and
+// the engine's SECURITY DEFINER functions, which run as their owner, could
+// not call the new ones.
+func checkOwner(ctx context.Context, tx pgx.Tx) error {
+	var owner string
+	var mine bool
+	if err := tx.QueryRow(ctx, `SELECT pg_get_userbyid(nspowner), nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+		FROM pg_namespace WHERE nspname = 'recalc'`).Scan(&owner, &mine); err != nil {
+		return fmt.Errorf("read the owner of schema recalc: %w", err)
+	}
+	if !mine {
+		return &OwnerError{Owner: owner}
+	}
+	return nil
+}
+
+// OwnerError says that a role other than the owner of schema recalc tried
+// to migrate it.
+type OwnerError struct{ Owner string }
+
+func (e *OwnerError) Error() string {
+	return fmt.Sprintf("schema recalc belongs to role %q: run recalc init as that role (connect as it, or with PGOPTIONS='-c role=%s'), "+
+		"so that what the upgrade creates belongs to it too; nothing was changed", e.Owner, e.Owner)
 }
 
 // waitForWork waits for the engine's running work and keeps new work from

@@ -3,6 +3,7 @@ package schema_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -337,4 +338,53 @@ func mustMigrations(t *testing.T) []schema.Migration {
 		t.Fatal(err)
 	}
 	return ms
+}
+
+// TestMigrateRefusesNonOwner: a migration by a role other than the owner of
+// schema recalc is refused with a *schema.OwnerError naming the owner, and
+// changes nothing; a superuser is no exception, since what it created would
+// belong to it and the owner's SECURITY DEFINER functions could not call it
+// (internal/attach's TestUpgradeAsSuperuserIsRefused has the owner upgrade
+// after the refusal).
+func TestMigrateRefusesNonOwner(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		roleOwnsIt bool // the test's role owns the schema and a superuser migrates; else the role migrates
+	}{
+		{"a superuser, the schema belonging to another role", true},
+		{"a role that does not own the schema", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			url := migratedURL(t)
+			admin := newPool(t, url, nil)
+			role := fmt.Sprintf("schema_owner_test_%d", time.Now().UnixNano())
+			exec(t, admin, `CREATE ROLE `+role+` NOLOGIN`)
+			t.Cleanup(func() { exec(t, admin, `ALTER SCHEMA recalc OWNER TO CURRENT_USER`, `DROP ROLE `+role) })
+			var superuser string
+			if err := admin.QueryRow(ctx, `SELECT current_user`).Scan(&superuser); err != nil {
+				t.Fatal(err)
+			}
+			migrating, owner := newPool(t, url, map[string]string{"role": role}), superuser
+			if tc.roleOwnsIt {
+				exec(t, admin, `ALTER SCHEMA recalc OWNER TO `+role)
+				migrating, owner = admin, role
+			}
+			exec(t, admin, unapplyNewest)
+			n, err := schema.Migrate(ctx, migrating)
+			var oe *schema.OwnerError
+			if !errors.As(err, &oe) || oe.Owner != owner || n != 0 {
+				t.Fatalf("Migrate by a role not owning schema recalc: applied %d, %v; want a *schema.OwnerError naming %s", n, err, owner)
+			}
+			if !strings.Contains(err.Error(), "run recalc init as that role") || !strings.Contains(err.Error(), "nothing was changed") {
+				t.Errorf("the refusal does not say what to do: %q", err)
+			}
+			var version int
+			if err := admin.QueryRow(ctx, `SELECT max(version) FROM recalc.schema_version`).Scan(&version); err != nil || version != schema.Latest()-1 {
+				t.Fatalf("after the refusal, schema version %d (%v), want %d", version, err, schema.Latest()-1)
+			}
+		})
+	}
 }
