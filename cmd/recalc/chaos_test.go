@@ -39,6 +39,9 @@ import (
 // runs more seeds; a failure names its seed and round.
 func TestCLIChaos(t *testing.T) {
 	t.Parallel()
+	if testing.Short() {
+		t.Skip("runs recalc processes")
+	}
 	bin := buildRecalc(t)
 	start, n := chaosEnv(t, "CLI_CHAOS_SEED_START", 1), chaosEnv(t, "CLI_CHAOS_SEEDS", 2)
 	rounds := 6

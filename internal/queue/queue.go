@@ -80,16 +80,6 @@ func Heartbeat(ctx context.Context, q pg.Querier, job int64, worker string) erro
 	return nil
 }
 
-// Withdraw removes worker's heartbeat of job: a process that stops
-// working the job before it ends says so, and the job reads as interrupted
-// at once, unless another process works it.
-func Withdraw(ctx context.Context, q pg.Querier, job int64, worker string) error {
-	if _, err := q.Exec(ctx, `DELETE FROM recalc.job_worker WHERE job_id = $1 AND worker = $2`, job, worker); err != nil {
-		return fmt.Errorf("withdraw from job %d: %w", job, err)
-	}
-	return nil
-}
-
 // Chunk is one unit of a job: families by root id range (full jobs) or by
 // root id list (incremental jobs).
 type Chunk struct {

@@ -128,13 +128,8 @@ func Backoff(attempt int) time.Duration {
 
 // Heartbeat marks job as worked on by this process now and every
 // queue.HeartbeatEvery until stopped, so `recalc status` can tell a job that
-// no process works on (interrupted) from a running one. When ctx ends (the
-// process is interrupted: SIGINT, SIGTERM), it withdraws the heartbeat, so
-// that the job reads as interrupted at once rather than once the last beat
-// is old: an import waiting for the job, `recalc wait` and `recalc status`
-// learn it without waiting.
+// no process works on (interrupted) from a running one.
 func Heartbeat(ctx context.Context, pool *pgxpool.Pool, job int64, log zerolog.Logger) (stop func()) {
-	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	finished := make(chan struct{})
 	go func() {
@@ -147,13 +142,6 @@ func Heartbeat(ctx context.Context, pool *pgxpool.Pool, job int64, log zerolog.L
 			}
 			select {
 			case <-ctx.Done():
-				if parent.Err() != nil {
-					wctx, wcancel := context.WithTimeout(context.WithoutCancel(parent), 2*time.Second)
-					defer wcancel()
-					if err := queue.Withdraw(wctx, pool, job, ID()); err != nil {
-						log.Warn().Int64("job", job).Err(err).Msg("withdraw the heartbeat; the job reads as interrupted once it is old")
-					}
-				}
 				return
 			case <-t.C:
 			}
