@@ -2,12 +2,14 @@
 // binary, and applies them. Migrations run in one transaction that holds an
 // advisory lock, so concurrent `recalc init` calls are safe and idempotent.
 // A binary refuses a schema other than its own (VersionError): older, it
-// needs `recalc init`; newer, a newer recalc upgraded it.
+// needs `recalc init`; newer, a newer recalc upgraded it. Only the role that
+// owns recalc's objects may migrate them (OwnerError).
 package schema
 
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
@@ -170,30 +172,50 @@ func begin(ctx context.Context, tx pgx.Tx) (current int, err error) {
 	return current, nil
 }
 
-// checkOwner refuses a role other than the owner of schema recalc, a
+// checkOwner refuses a role other than the one that owns recalc's objects
+// (the owner of recalc.schema_version, which the first init creates), a
 // superuser included: what its migrations created would belong to it, and
-// the engine's SECURITY DEFINER functions, which run as their owner, could
-// not call the new ones.
+// the owner's SECURITY DEFINER functions, which run as their owner, could
+// not call them. A schema not yet migrated is anyone's who may create in
+// it. It also refuses objects that belong to another role already (an
+// upgrade an older recalc let another role run), naming a few; those of a
+// role the owner is a member of (the sandbox role's reader, migration 021)
+// are the owner's own.
 func checkOwner(ctx context.Context, tx pgx.Tx) error {
 	var owner string
 	var mine bool
-	if err := tx.QueryRow(ctx, `SELECT pg_get_userbyid(nspowner), nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
-		FROM pg_namespace WHERE nspname = 'recalc'`).Scan(&owner, &mine); err != nil {
-		return fmt.Errorf("read the owner of schema recalc: %w", err)
-	}
-	if !mine {
+	var strays []string
+	err := tx.QueryRow(ctx, `SELECT pg_get_userbyid(v.relowner), v.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user),
+		ARRAY(SELECT o FROM (
+			SELECT format('function %s', p.oid::regprocedure) FROM pg_proc p WHERE p.pronamespace = v.relnamespace AND p.proowner <> v.relowner AND NOT pg_has_role(v.relowner, p.proowner, 'MEMBER')
+			UNION ALL
+			SELECT format('relation %s', c.oid::regclass) FROM pg_class c
+			WHERE c.relnamespace = v.relnamespace AND c.relowner <> v.relowner AND NOT pg_has_role(v.relowner, c.relowner, 'MEMBER') AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')) x(o)
+			ORDER BY 1 LIMIT 3)
+		FROM pg_class v JOIN pg_namespace n ON n.oid = v.relnamespace WHERE n.nspname = 'recalc' AND v.relname = 'schema_version'`).
+		Scan(&owner, &mine, &strays)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read the owner of recalc's objects: %w", err)
+	case !mine:
 		return &OwnerError{Owner: owner}
+	case len(strays) > 0:
+		return fmt.Errorf("some of recalc's objects belong to another role than %q, which owns the rest (such as %s): an earlier upgrade ran as that role; "+
+			"as a superuser, give each back (e.g. ALTER FUNCTION ... OWNER TO %s), then run recalc init again; nothing was changed",
+			owner, strings.Join(strays, ", "), pgx.Identifier{owner}.Sanitize())
 	}
 	return nil
 }
 
-// OwnerError says that a role other than the owner of schema recalc tried
-// to migrate it.
+// OwnerError says that a role other than the owner of recalc's objects
+// tried to migrate them.
 type OwnerError struct{ Owner string }
 
 func (e *OwnerError) Error() string {
-	return fmt.Sprintf("schema recalc belongs to role %q: run recalc init as that role (connect as it, or with PGOPTIONS='-c role=%s'), "+
-		"so that what the upgrade creates belongs to it too; nothing was changed", e.Owner, e.Owner)
+	return fmt.Sprintf("recalc's objects belong to role %q: run recalc init as that role (connect as it, or SET ROLE to it), "+
+		"so that what the migrations create belongs to it too; nothing was changed", e.Owner)
 }
 
 // waitForWork waits for the engine's running work and keeps new work from

@@ -340,51 +340,100 @@ func mustMigrations(t *testing.T) []schema.Migration {
 	return ms
 }
 
-// TestMigrateRefusesNonOwner: a migration by a role other than the owner of
-// schema recalc is refused with a *schema.OwnerError naming the owner, and
-// changes nothing; a superuser is no exception, since what it created would
-// belong to it and the owner's SECURITY DEFINER functions could not call it
-// (internal/attach's TestUpgradeAsSuperuserIsRefused has the owner upgrade
-// after the refusal).
+// TestMigrateRefusesNonOwner: only the role that owns recalc's objects
+// (the owner of recalc.schema_version) may migrate them. Another role, a
+// superuser included, is refused with a *schema.OwnerError naming the
+// owner, and nothing changes: what it created would belong to it, and the
+// owner's SECURITY DEFINER functions could not call it. A schema not yet
+// migrated is anyone's who may create in it, and objects an earlier upgrade
+// gave to another role are named, so that they can be given back.
 func TestMigrateRefusesNonOwner(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name       string
-		roleOwnsIt bool // the test's role owns the schema and a superuser migrates; else the role migrates
+		name        string
+		engineOwned bool   // the test's role ran the first init; else a superuser did
+		prepare     string // run by the superuser before the migration
+		asRole      bool   // the test's role migrates; else the superuser
+		want        string // the refusal; "" for a migration that applies
 	}{
-		{"a superuser, the schema belonging to another role", true},
-		{"a role that does not own the schema", false},
+		{"a superuser, recalc's objects being another role's", true, unapplyNewest, false, "owner:role"},
+		{"a role that does not own recalc's objects", false, unapplyNewest, true, "owner:superuser"},
+		{"objects an earlier upgrade gave to another role", true,
+			`ALTER FUNCTION recalc.rls_mode(text, text, text) OWNER TO CURRENT_USER`, true, "function recalc.rls_mode(text,text,text)"},
+		{"the first init, into a schema another role created", false,
+			`CREATE SCHEMA recalc; GRANT USAGE, CREATE ON SCHEMA recalc TO ROLE`, true, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			url := migratedURL(t)
+			url := testdb.New(t)
 			admin := newPool(t, url, nil)
-			role := fmt.Sprintf("schema_owner_test_%d", time.Now().UnixNano())
-			exec(t, admin, `CREATE ROLE `+role+` NOLOGIN`)
-			t.Cleanup(func() { exec(t, admin, `ALTER SCHEMA recalc OWNER TO CURRENT_USER`, `DROP ROLE `+role) })
 			var superuser string
 			if err := admin.QueryRow(ctx, `SELECT current_user`).Scan(&superuser); err != nil {
 				t.Fatal(err)
 			}
-			migrating, owner := newPool(t, url, map[string]string{"role": role}), superuser
-			if tc.roleOwnsIt {
-				exec(t, admin, `ALTER SCHEMA recalc OWNER TO `+role)
-				migrating, owner = admin, role
+			role := fmt.Sprintf("schema_owner_test_%d", time.Now().UnixNano())
+			exec(t, admin, `CREATE ROLE `+role+` NOLOGIN`)
+			t.Cleanup(func() {
+				exec(t, admin, `DROP SCHEMA IF EXISTS recalc CASCADE`, `DROP OWNED BY `+role, `DROP ROLE `+role)
+			})
+			asRole := newPool(t, url, map[string]string{"role": role})
+			first := admin
+			if tc.engineOwned {
+				exec(t, admin, `CREATE SCHEMA recalc AUTHORIZATION `+role)
+				first = asRole
 			}
-			exec(t, admin, unapplyNewest)
+			if !strings.HasPrefix(tc.prepare, "CREATE SCHEMA") {
+				if _, err := schema.Migrate(ctx, first); err != nil {
+					t.Fatalf("the first init: %v", err)
+				}
+			}
+			exec(t, admin, strings.ReplaceAll(tc.prepare, "ROLE", role))
+			before := versions(t, admin)
+			migrating := admin
+			if tc.asRole {
+				migrating = asRole
+			}
 			n, err := schema.Migrate(ctx, migrating)
+			if tc.want == "" {
+				var owner string
+				if err != nil || n != len(mustMigrations(t)) || admin.QueryRow(ctx,
+					`SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'recalc.schema_version'::regclass`).Scan(&owner) != nil || owner != role {
+					t.Fatalf("the first init into a schema %s created: applied %d, %v; schema_version owned by %q, want %s", superuser, n, err, owner, role)
+				}
+				return
+			}
 			var oe *schema.OwnerError
-			if !errors.As(err, &oe) || oe.Owner != owner || n != 0 {
-				t.Fatalf("Migrate by a role not owning schema recalc: applied %d, %v; want a *schema.OwnerError naming %s", n, err, owner)
-			}
-			if !strings.Contains(err.Error(), "run recalc init as that role") || !strings.Contains(err.Error(), "nothing was changed") {
+			switch owner := strings.TrimPrefix(tc.want, "owner:"); {
+			case owner == "role" && (!errors.As(err, &oe) || oe.Owner != role),
+				owner == "superuser" && (!errors.As(err, &oe) || oe.Owner != superuser):
+				t.Fatalf("Migrate by a role not owning recalc's objects: applied %d, %v; want a *schema.OwnerError naming the %s", n, err, owner)
+			case oe != nil && !strings.Contains(err.Error(), "run recalc init as that role"):
 				t.Errorf("the refusal does not say what to do: %q", err)
+			case oe == nil && (err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "ALTER FUNCTION")):
+				t.Fatalf("Migrate over objects of another role: %v; want a refusal naming %s and how to give it back", err, tc.want)
 			}
-			var version int
-			if err := admin.QueryRow(ctx, `SELECT max(version) FROM recalc.schema_version`).Scan(&version); err != nil || version != schema.Latest()-1 {
-				t.Fatalf("after the refusal, schema version %d (%v), want %d", version, err, schema.Latest()-1)
+			if n != 0 || !strings.Contains(err.Error(), "nothing was changed") || versions(t, admin) != before {
+				t.Errorf("the refusal applied %d, changed the versions (%s, then %s), or does not say nothing changed: %v", n, before, versions(t, admin), err)
 			}
 		})
 	}
+}
+
+// versions lists the applied migrations ("" before the first).
+func versions(t *testing.T, pool *pgxpool.Pool) string {
+	t.Helper()
+	ctx := context.Background()
+	var exists bool
+	var s string
+	if err := pool.QueryRow(ctx, `SELECT to_regclass('recalc.schema_version') IS NOT NULL`).Scan(&exists); err != nil {
+		t.Fatal(err)
+	}
+	if !exists {
+		return ""
+	}
+	if err := pool.QueryRow(ctx, `SELECT string_agg(version::text, ',' ORDER BY version) FROM recalc.schema_version`).Scan(&s); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

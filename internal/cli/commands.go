@@ -22,7 +22,7 @@ import (
 func initCommand(out, errOut io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:   "init",
-		Usage:  "create or upgrade the database schema (idempotent, safe to run concurrently)",
+		Usage:  "create or upgrade the database schema (idempotent, safe to run concurrently; run it as the role that owns recalc's objects)",
 		Action: action(out, errOut, Init),
 	}
 }
