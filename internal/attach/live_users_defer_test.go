@@ -577,13 +577,14 @@ func usersImport(rng *rand.Rand, cur *model.Model, p *uplan, n *int) (*lstep, *m
 			present = []string{"objects"}
 		}
 		// Validate against every user the model may have, with no role (an
-		// attached user whose role goes becomes inactive, docs/attach.md).
-		vc := next.Config
-		vc.Users = nil
+		// attached user whose role goes becomes inactive, docs/attach.md):
+		// the configuration, and the records, shares and teams that name it.
+		vm := *next
+		vm.Users = nil
 		for _, u := range p.initial.Users {
-			vc.Users = append(vc.Users, model.User{ID: u.ID, Active: true})
+			vm.Users = append(vm.Users, model.User{ID: u.ID, Active: true})
 		}
-		if _, err := vc.Validate(); err != nil {
+		if _, err := vm.Validate(); err != nil {
 			continue
 		}
 		var buf bytes.Buffer
