@@ -134,7 +134,8 @@ func migrateOnce(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (appli
 
 // begin takes the schema lock, bounds the transaction's lock waits from
 // then on, creates the schema if missing, refuses a role that does not own
-// it, creates the version table if missing, and reads the version.
+// recalc's objects, creates the version table if missing, and reads the
+// version.
 func begin(ctx context.Context, tx pgx.Tx) (current int, err error) {
 	// Unbounded: a concurrent init holds it while it migrates, and a
 	// session waiting for it holds nothing.
@@ -185,15 +186,16 @@ func checkOwner(ctx context.Context, tx pgx.Tx) error {
 	var owner string
 	var mine bool
 	var strays []string
-	err := tx.QueryRow(ctx, `SELECT pg_get_userbyid(v.relowner), v.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user),
-		ARRAY(SELECT o FROM (
-			SELECT format('function %s', p.oid::regprocedure) FROM pg_proc p WHERE p.pronamespace = v.relnamespace AND p.proowner <> v.relowner AND NOT pg_has_role(v.relowner, p.proowner, 'MEMBER')
-			UNION ALL
-			SELECT format('relation %s', c.oid::regclass) FROM pg_class c
-			WHERE c.relnamespace = v.relnamespace AND c.relowner <> v.relowner AND NOT pg_has_role(v.relowner, c.relowner, 'MEMBER') AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')) x(o)
-			ORDER BY 1 LIMIT 3)
-		FROM pg_class v JOIN pg_namespace n ON n.oid = v.relnamespace WHERE n.nspname = 'recalc' AND v.relname = 'schema_version'`).
-		Scan(&owner, &mine, &strays)
+	err := tx.QueryRow(ctx, `
+		SELECT pg_get_userbyid(v.relowner), v.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user),
+			ARRAY(SELECT what FROM (
+				SELECT format('function %s', p.oid::regprocedure), p.proowner FROM pg_proc p WHERE p.pronamespace = v.relnamespace
+				UNION ALL
+				SELECT format('relation %s', c.oid::regclass), c.relowner FROM pg_class c
+				WHERE c.relnamespace = v.relnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')) o(what, owner)
+			WHERE o.owner <> v.relowner AND NOT pg_has_role(v.relowner, o.owner, 'MEMBER') ORDER BY 1 LIMIT 3)
+		FROM pg_class v JOIN pg_namespace n ON n.oid = v.relnamespace
+		WHERE n.nspname = 'recalc' AND v.relname = 'schema_version'`).Scan(&owner, &mine, &strays)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil
@@ -202,7 +204,7 @@ func checkOwner(ctx context.Context, tx pgx.Tx) error {
 	case !mine:
 		return &OwnerError{Owner: owner}
 	case len(strays) > 0:
-		return fmt.Errorf("some of recalc's objects belong to another role than %q, which owns the rest (such as %s): an earlier upgrade ran as that role; "+
+		return fmt.Errorf("some of recalc's objects belong to another role than %q, which owns the rest (such as %s): an earlier upgrade ran as another role; "+
 			"as a superuser, give each back (e.g. ALTER FUNCTION ... OWNER TO %s), then run recalc init again; nothing was changed",
 			owner, strings.Join(strays, ", "), pgx.Identifier{owner}.Sanitize())
 	}
