@@ -3,11 +3,14 @@ package attach_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,6 +31,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/internal/testkit"
 	"github.com/recalc-dev/recalc/internal/watch"
+	"github.com/recalc-dev/recalc/schema"
 )
 
 // TestLiveUsersDefer is a random differential campaign of the live path
@@ -598,7 +602,82 @@ func usersImport(rng *rand.Rand, cur *model.Model, p *uplan, n *int) (*lstep, *m
 
 // --- running a plan.
 
-func runUsersSeed(t *testing.T, p *uplan, keep []int) (res liveResult) {
+// urun is one run of a plan on a database of its own (runUsersSeed).
+type urun struct {
+	t     *testing.T
+	ctx   context.Context
+	p     *uplan
+	b     *bundle
+	keep  []int // nil: concurrently; else only these steps, one after another
+	kept  map[int]bool
+	conns []*pgx.Conn
+	// cur is the configuration the product must hold: the imports it had
+	// to take, not the ones its rules refuse.
+	cur       *model.Model
+	stepErrs  atomic.Int64 // watch steps that failed (and were retried)
+	lastErr   atomic.Value
+	commitSeq atomic.Int64
+	cmu       sync.Mutex
+	commits   []committedStep
+	res       liveResult
+}
+
+// record notes that step i committed (or, an import, ran), now.
+func (r *urun) record(i int) {
+	r.cmu.Lock()
+	r.commits = append(r.commits, committedStep{i, r.commitSeq.Add(1)})
+	r.cmu.Unlock()
+}
+
+// fail is the run's result with failure f (detail d) and the steps so far.
+func (r *urun) fail(f, d string) liveResult {
+	r.res.failure, r.res.detail = f, d
+	r.cmu.Lock()
+	r.res.order = orderOf(r.commits)
+	r.cmu.Unlock()
+	return r.res
+}
+
+// uMismatch is an import that did not do what the product's rules say it
+// must: a failure of the run (replayed, minimized), not of the harness.
+type uMismatch struct{ failure, detail string }
+
+func (m *uMismatch) Error() string { return m.failure }
+
+func runUsersSeed(t *testing.T, p *uplan, keep []int) liveResult {
+	t.Helper()
+	r := &urun{t: t, ctx: context.Background(), p: p, keep: keep, kept: map[int]bool{}, cur: p.initial}
+	for _, i := range keep {
+		r.kept[i] = true
+	}
+	r.b = uSetupSeed(t, p)
+	if f, d := usersCheck(t, r.b, p.initial); f != "" {
+		return r.fail("after the attach and a run: "+f, d)
+	}
+	stop := r.startWatch()
+	defer stop()
+	appURL := dburl.WithUser(r.b.url, r.b.appRole)
+	r.conns = make([]*pgx.Conn, uUsersWriter+1)
+	for i := range r.conns {
+		c, err := pgx.Connect(r.ctx, appURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(context.Background())
+		r.conns[i] = c
+	}
+	for ph, up := range p.uphases {
+		if f, d := r.phase(ph, up); f != "" {
+			return r.fail(f, d)
+		}
+	}
+	stop()
+	return r.finish()
+}
+
+// uSetupSeed makes p's database: the tables, the initial model, the rows,
+// the attach (the users table's included) and a run.
+func uSetupSeed(t *testing.T, p *uplan) *bundle {
 	t.Helper()
 	ctx := context.Background()
 	b := setup(t)
@@ -620,250 +699,541 @@ func runUsersSeed(t *testing.T, p *uplan, keep []int) (res liveResult) {
 		b.exec(t, b.app, o.sql)
 	}
 	b.run(t)
-	if f, d := usersCheck(t, b, p.initial); f != "" {
-		res.failure, res.detail = "after the attach and a run: "+f, d
-		return res
-	}
+	return b
+}
 
-	wctx, stopWatch := context.WithCancel(ctx)
-	var stepErrs atomic.Int64
-	var lastErr atomic.Value
-	live := engine.NewLive(engine.Options{Trigger: "watch", LockTimeout: 2 * time.Second, Retries: 5, Workers: 2, ChunkSize: 7}, p.fast)
+// startWatch runs `recalc watch` in-process; the function returned stops
+// it (once).
+func (r *urun) startWatch() (stop func()) {
+	wctx, stopWatch := context.WithCancel(r.ctx)
+	live := engine.NewLive(engine.Options{Trigger: "watch", LockTimeout: 2 * time.Second, Retries: 5, Workers: 2, ChunkSize: 7}, r.p.fast)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = watch.Run(wctx, b.engine, watch.Options{Debounce: time.Millisecond, MaxWait: 10 * time.Millisecond, Poll: 200 * time.Millisecond},
+		_ = watch.Run(wctx, r.b.engine, watch.Options{Debounce: time.Millisecond, MaxWait: 10 * time.Millisecond, Poll: 200 * time.Millisecond},
 			func(ctx context.Context) error {
-				_, err := live.Step(ctx, b.engine, zerolog.Nop())
+				_, err := live.Step(ctx, r.b.engine, zerolog.Nop())
 				if err != nil && ctx.Err() == nil {
-					stepErrs.Add(1)
-					lastErr.Store(err.Error())
+					r.stepErrs.Add(1)
+					r.lastErr.Store(err.Error())
 				}
 				return err
 			}, zerolog.Nop())
 	}()
 	stopped := false
-	stop := func() {
+	return func() {
 		if !stopped {
 			stopped = true
 			stopWatch()
 			<-done
 		}
 	}
-	defer stop()
+}
 
-	var commitSeq atomic.Int64
-	var cmu sync.Mutex
-	var commits []committedStep
-	record := func(i int) {
-		cmu.Lock()
-		commits = append(commits, committedStep{i, commitSeq.Add(1)})
-		cmu.Unlock()
-	}
-	fail := func(f, d string) liveResult {
-		res.failure, res.detail = f, d
-		cmu.Lock()
-		res.order = orderOf(commits)
-		cmu.Unlock()
-		return res
-	}
-	kept := map[int]bool{}
-	for _, i := range keep {
-		kept[i] = true
-	}
-	appURL := dburl.WithUser(b.url, b.appRole)
-	conns := make([]*pgx.Conn, uUsersWriter+1)
-	for i := range conns {
-		c, err := pgx.Connect(ctx, appURL)
-		if err != nil {
-			t.Fatal(err)
+// phase runs phase ph: its writes and imports (and deferral, and full
+// run), then the checkpoint. It returns the first disagreement.
+func (r *urun) phase(ph int, up uphase) (failure, detail string) {
+	t, p, b, ctx := r.t, r.p, r.b, r.ctx
+	var snapshot string
+	if up.deferred {
+		if out, err := b.recalc(append([]string{"defer"}, up.sides...)...); err != nil {
+			t.Fatalf("seed %d, phase %d: recalc defer %v: %v\n%s", p.seed, ph, up.sides, err, out)
 		}
-		defer c.Close(context.Background())
-		conns[i] = c
+		p.counts.add("deferrals "+orStr(strings.Join(up.sides, ""), "both"), 1)
+		// A step that started before the deferral finishes; nothing
+		// was pending (the last checkpoint), so none writes after this.
+		snapshot = testkit.AccessCSV(t, ctx, b.engine)
 	}
-	cur := p.initial
-	sentinelActive := true
-	for ph, up := range p.uphases {
-		var snapshot string
-		if up.deferred {
-			if out, err := b.recalc(append([]string{"defer"}, up.sides...)...); err != nil {
-				t.Fatalf("seed %d, phase %d: recalc defer %v: %v\n%s", p.seed, ph, up.sides, err, out)
-			}
-			p.counts.add("deferrals "+orStr(strings.Join(up.sides, ""), "both"), 1)
-			// A step that started before the deferral finishes; nothing
-			// was pending (the last checkpoint), so none writes after this.
-			snapshot = testkit.AccessCSV(t, ctx, b.engine)
+	var failMu sync.Mutex
+	var stepFail error
+	setFail := func(err error) {
+		failMu.Lock()
+		if stepFail == nil {
+			stepFail = err
 		}
-		byWriter, imports := phaseSteps(p.steps, ph, uUsersWriter+1, keep, kept)
-		var failMu sync.Mutex
-		var stepFail error
-		setFail := func(err error) {
-			failMu.Lock()
-			if stepFail == nil {
-				stepFail = err
-			}
-			failMu.Unlock()
+		failMu.Unlock()
+	}
+	if r.keep != nil {
+		r.sequential(ph, up, setFail)
+	} else {
+		r.concurrent(ph, up, setFail)
+	}
+	if m := (*uMismatch)(nil); errors.As(stepFail, &m) {
+		return fmt.Sprintf("phase %d: %s", ph, m.failure), m.detail
+	}
+	if stepFail != nil {
+		t.Fatalf("seed %d, phase %d: %v", p.seed, ph, stepFail)
+	}
+	if up.deferred {
+		if f, d := r.deferredChecks(ph, up, snapshot); f != "" {
+			return f, d
 		}
-		doImport := func(s *lstep) {
-			for start := time.Now(); ; {
-				_, err := store.Import(ctx, b.engine, strings.NewReader(s.file), model.DefaultLimits(), zerolog.Nop(), nil)
-				var busy *store.BusyError
-				if errors.As(err, &busy) && time.Since(start) < 60*time.Second {
-					p.counts.add("imports retried behind a job", 1)
-					time.Sleep(20 * time.Millisecond)
-					continue
-				}
-				if err != nil {
-					setFail(fmt.Errorf("import #%d (%v): %w\n%s", s.idx, s.present, err, s.file))
-					return
-				}
-				break
-			}
-			p.counts.add("imports "+strings.Join(s.present, "+"), 1)
-			record(s.idx)
+	}
+	if err := changes.WaitFresh(ctx, b.engine, 0, 60*time.Second); err != nil {
+		return fmt.Sprintf("phase %d: wait_fresh: %v (watch step errors %d, last %v)", ph, err, r.stepErrs.Load(), r.lastErr.Load()), ""
+	}
+	r.res.checks++
+	if f, d := usersCheck(t, b, r.cur); f != "" {
+		return fmt.Sprintf("phase %d (%s) checkpoint: %s", ph, p.phaseKinds()[ph], f), d
+	}
+	return "", ""
+}
+
+// fullRun is a `recalc run --full` beside the writes.
+func (r *urun) fullRun(setFail func(error)) {
+	if out, err := r.b.recalc("run", "--full"); err != nil {
+		setFail(fmt.Errorf("recalc run --full: %w\n%s", err, out))
+		return
+	}
+	r.p.counts.add("run --full beside the writes", 1)
+}
+
+// sequential runs the kept steps of phase ph one after another, in the
+// order kept.
+func (r *urun) sequential(ph int, up uphase, setFail func(error)) {
+	for _, i := range r.keep {
+		s := r.p.steps[i]
+		if s.phase != ph {
+			continue
 		}
-		fullRun := func() {
-			if out, err := b.recalc("run", "--full"); err != nil {
-				setFail(fmt.Errorf("recalc run --full: %w\n%s", err, out))
+		if s.writer < 0 {
+			if err := r.doImport(s); err != nil {
+				setFail(err)
 				return
 			}
-			p.counts.add("run --full beside the writes", 1)
+			continue
 		}
-		if keep != nil {
-			for _, i := range keep {
-				s := p.steps[i]
-				if s.phase != ph {
-					continue
-				}
-				if s.writer < 0 {
-					doImport(s)
-					if stepFail != nil {
-						return liveResult{} // the kept imports do not fit together
-					}
-					cur = liveMergeKept(p.lplan, keep, ph, s.idx)
-					continue
-				}
-				ok, err := runStep(ctx, conns[0], s, p.counts)
-				if err != nil {
-					t.Fatalf("seed %d: replay of step #%d: %v", p.seed, s.idx, err)
-				}
-				if ok {
-					record(s.idx)
-				}
-			}
-			if up.full {
-				fullRun()
-			}
-		} else {
-			var wg sync.WaitGroup
-			for w := 0; w <= uUsersWriter; w++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					rng := rand.New(rand.NewPCG(uint64(p.seed), uint64(w)))
-					for _, s := range byWriter[w] {
-						ok, err := runStep(ctx, conns[w], s, p.counts)
-						if err != nil {
-							setFail(fmt.Errorf("writer %d, step #%d %s: %w", w, s.idx, s.kind, err))
-							return
-						}
-						if ok {
-							record(s.idx)
-							p.counts.add("committed: "+s.kind, 1)
-						}
-						time.Sleep(time.Duration(rng.IntN(4)) * time.Millisecond)
-					}
-				}()
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for _, s := range imports {
-					time.Sleep(time.Duration(5+p.seed%7) * time.Millisecond)
-					doImport(s)
-					if s.after != nil {
-						cur = s.after
-					}
-				}
-			}()
-			if up.full {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					time.Sleep(time.Duration(10+p.seed%13) * time.Millisecond)
-					fullRun()
-				}()
-			}
-			wg.Wait()
+		ok, err := runStep(r.ctx, r.conns[0], s, r.p.counts)
+		if err != nil {
+			r.t.Fatalf("seed %d: replay of step #%d: %v", r.p.seed, s.idx, err)
 		}
-		if stepFail != nil {
-			t.Fatalf("seed %d, phase %d: %v", p.seed, ph, stepFail)
-		}
-		if up.deferred {
-			// A users-table write that changes a user: its change is one a
-			// deferred side keeps (README, "Read your writes").
-			sentinelActive = !sentinelActive
-			b.exec(t, b.app, fmt.Sprintf(`UPDATE app.app_user SET active = %v WHERE id = '%s'`, sentinelActive, uSentinel))
-			token, err := changes.FreshToken(ctx, b.engine)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if out, err := b.recalc("run"); err != nil {
-				return fail(fmt.Sprintf("phase %d (deferred %v): recalc run while deferred: %v", ph, up.sides, err), out)
-			}
-			time.Sleep(50 * time.Millisecond) // let watch absorb the write, if it does while deferred
-			err = changes.WaitFresh(ctx, b.engine, token, 200*time.Millisecond)
-			if !changes.IsNotFresh(err) {
-				return fail(fmt.Sprintf("phase %d (deferred %v): wait_fresh after a users-table write while deferred returned %v, want RC001 (not fresh)", ph, up.sides, err), "")
-			}
-			if err := changes.WaitFresh(ctx, b.engine, 0, 100*time.Millisecond); !changes.IsNotFresh(err) {
-				return fail(fmt.Sprintf("phase %d (deferred %v): wait_fresh() while deferred returned %v, want RC001", ph, up.sides, err), "")
-			}
-			if len(up.sides) == 0 {
-				if got := testkit.AccessCSV(t, ctx, b.engine); got != snapshot {
-					return fail(fmt.Sprintf("phase %d: access moved while both sides were deferred", ph), oracle.Diff(snapshot, got))
-				}
-			}
-			if out, err := b.recalc("resume"); err != nil {
-				return fail(fmt.Sprintf("phase %d: recalc resume: %v", ph, err), out)
-			}
-		}
-		if err := changes.WaitFresh(ctx, b.engine, 0, 60*time.Second); err != nil {
-			return fail(fmt.Sprintf("phase %d: wait_fresh: %v (watch step errors %d, last %v)", ph, err, stepErrs.Load(), lastErr.Load()), "")
-		}
-		res.checks++
-		if f, d := usersCheck(t, b, cur); f != "" {
-			return fail(fmt.Sprintf("phase %d (%s) checkpoint: %s", ph, p.phaseKinds()[ph], f), d)
+		if ok {
+			r.record(s.idx)
 		}
 	}
-	stop()
-	cmu.Lock()
-	res.order = orderOf(commits)
-	cmu.Unlock()
+	if up.full {
+		r.fullRun(setFail)
+	}
+}
+
+// concurrent runs the steps of phase ph: each writer's on its connection,
+// the imports, and the full run, all at once.
+func (r *urun) concurrent(ph int, up uphase, setFail func(error)) {
+	p := r.p
+	byWriter, imports := phaseSteps(p.steps, ph, uUsersWriter+1, r.keep, r.kept)
+	var wg sync.WaitGroup
+	for w := 0; w <= uUsersWriter; w++ {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(p.seed), uint64(w)))
+			for _, s := range byWriter[w] {
+				ok, err := runStep(r.ctx, r.conns[w], s, p.counts)
+				if err != nil {
+					setFail(fmt.Errorf("writer %d, step #%d %s: %w", w, s.idx, s.kind, err))
+					return
+				}
+				if ok {
+					r.record(s.idx)
+					p.counts.add("committed: "+s.kind, 1)
+				}
+				time.Sleep(time.Duration(rng.IntN(4)) * time.Millisecond)
+			}
+		})
+	}
+	wg.Go(func() {
+		for _, s := range imports {
+			time.Sleep(time.Duration(5+p.seed%7) * time.Millisecond)
+			if err := r.doImport(s); err != nil {
+				setFail(err)
+				return
+			}
+		}
+	})
+	if up.full {
+		wg.Go(func() {
+			time.Sleep(time.Duration(10+p.seed%13) * time.Millisecond)
+			r.fullRun(setFail)
+		})
+	}
+	wg.Wait()
+}
+
+// deferredChecks ends a deferred phase: a users-table write, `recalc run`
+// (changing nothing), wait_fresh (RC001), the access unmoved when both
+// sides are deferred, and `recalc resume`.
+func (r *urun) deferredChecks(ph int, up uphase, snapshot string) (failure, detail string) {
+	t, b, ctx := r.t, r.b, r.ctx
+	// A users-table write that changes a user: its change is one a
+	// deferred side keeps (README, "Read your writes"). It flips what the
+	// table holds: a truncate and refill of the users writer sets the
+	// sentinel active again, so a flag the test kept could be a write of
+	// the same value (seed 791, LIVE_USERS_REPLAY=791:105).
+	b.exec(t, b.app, fmt.Sprintf(`UPDATE app.app_user SET active = NOT active WHERE id = '%s'`, uSentinel))
+	token, err := changes.FreshToken(ctx, b.engine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := b.recalc("run"); err != nil {
+		return fmt.Sprintf("phase %d (deferred %v): recalc run while deferred: %v", ph, up.sides, err), out
+	}
+	time.Sleep(50 * time.Millisecond) // let watch absorb the write, if it does while deferred
+	err = changes.WaitFresh(ctx, b.engine, token, 200*time.Millisecond)
+	if !changes.IsNotFresh(err) {
+		return fmt.Sprintf("phase %d (deferred %v): wait_fresh after a users-table write while deferred returned %v, want RC001 (not fresh)", ph, up.sides, err), ""
+	}
+	if err := changes.WaitFresh(ctx, b.engine, 0, 100*time.Millisecond); !changes.IsNotFresh(err) {
+		return fmt.Sprintf("phase %d (deferred %v): wait_fresh() while deferred returned %v, want RC001", ph, up.sides, err), ""
+	}
+	if len(up.sides) == 0 {
+		if got := testkit.AccessCSV(t, ctx, b.engine); got != snapshot {
+			return fmt.Sprintf("phase %d: access moved while both sides were deferred", ph), oracle.Diff(snapshot, got)
+		}
+	}
+	if out, err := b.recalc("resume"); err != nil {
+		return fmt.Sprintf("phase %d: recalc resume: %v", ph, err), out
+	}
+	return "", ""
+}
+
+// finish, once the watch is stopped, holds the share tables to a full
+// run's, and the access after it to the oracle's.
+func (r *urun) finish() liveResult {
+	t, p, b := r.t, r.p, r.b
+	r.cmu.Lock()
+	r.res.order = orderOf(r.commits)
+	r.cmu.Unlock()
+	res := r.res
 	res.steps = len(res.order)
 	before := testdb.Materialized(t, b.admin)
-	if _, err := engine.Full(ctx, b.engine, engine.Options{Workers: 2}, zerolog.Nop()); err != nil {
+	if _, err := engine.Full(r.ctx, b.engine, engine.Options{Workers: 2}, zerolog.Nop()); err != nil {
 		t.Fatalf("seed %d: full run: %v", p.seed, err)
 	}
 	if after := testdb.Materialized(t, b.admin); after != before {
 		d := oracle.Diff(after, before)
 		res.failure, res.detail = "the live share tables differ from a full run's (< full run, > live)", d+"\n"+uMaterializedDiag(t, b, d)
-		if f, d := usersCheck(t, b, cur); f != "" {
+		if f, d := usersCheck(t, b, r.cur); f != "" {
 			res.detail += "\nand after the full run: " + f + "\n" + d
 		} else {
 			res.detail += "\nthe full run's access agrees with the oracle's"
 		}
 		return res
 	}
-	if f, d := usersCheck(t, b, cur); f != "" {
+	if f, d := usersCheck(t, b, r.cur); f != "" {
 		res.failure, res.detail = "after run --full: "+f, d
 	}
-	if e := lastErr.Load(); e != nil {
-		t.Logf("seed %d: %d watch step errors, last: %v", p.seed, stepErrs.Load(), e)
+	if e := r.lastErr.Load(); e != nil {
+		t.Logf("seed %d: %d watch step errors, last: %v", p.seed, r.stepErrs.Load(), e)
 	}
 	p.counts.add("seeds", 1)
 	p.counts.add("checkpoints", res.checks)
 	return res
+}
+
+// doImport runs import s as an application does (waiting behind a running
+// job), and holds what it did to what the product's rules say it must do
+// (uExpectImport): taken, and r.cur becomes the configuration it leads
+// to, or refused, and r.cur stays. A disagreement is a *uMismatch.
+func (r *urun) doImport(s *lstep) error {
+	for start := time.Now(); ; {
+		next, refused, err := uImportTx(r.ctx, r.b, s, r.cur)
+		var busy *store.BusyError
+		if errors.As(err, &busy) && time.Since(start) < 60*time.Second {
+			r.p.counts.add("imports retried behind a job", 1)
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		if err != nil {
+			if m := (*uMismatch)(nil); errors.As(err, &m) {
+				return err
+			}
+			return fmt.Errorf("import #%d (%v): %w\n%s", s.idx, s.present, err, s.file)
+		}
+		if refused {
+			r.p.counts.add("imports refused, as they must be", 1)
+		} else {
+			r.p.counts.add("imports "+strings.Join(s.present, "+"), 1)
+		}
+		r.cur = next
+		r.record(s.idx) // replayed too: taken or refused again, as the state then says
+		return nil
+	}
+}
+
+// uImportTx imports s as store.Import does, in a transaction that first
+// takes the model lock (as the import does, first) and, under it, reads
+// what the import is checked against: nothing else may change it until
+// the import ends, since the watch's and the jobs' absorbing hold that
+// lock too. It reports the configuration after the import (cur when it
+// was refused) and whether it was refused; an import that does other than
+// uExpectImport says is a *uMismatch.
+func uImportTx(ctx context.Context, b *bundle, s *lstep, cur *model.Model) (next *model.Model, refused bool, err error) {
+	errRefused := errors.New("refused, as it must be")
+	err = pgx.BeginFunc(ctx, b.engine, func(tx pgx.Tx) error {
+		if err := schema.LockModel(ctx, tx); err != nil {
+			return err
+		}
+		exp, err := uExpectImport(ctx, tx, cur, s)
+		if err != nil {
+			return fmt.Errorf("predict the import: %w", err)
+		}
+		_, err = store.ImportTx(ctx, tx, strings.NewReader(s.file), model.DefaultLimits(), zerolog.Nop())
+		if inv := (*store.InvalidError)(nil); err != nil && !errors.As(err, &inv) {
+			return err // busy behind a job, or worse: not a refusal
+		}
+		if m := exp.mismatch(s, err); m != nil {
+			return m
+		}
+		next = exp.next
+		if err != nil {
+			return errRefused // nothing stored: the next checkpoint holds the database to cur
+		}
+		return nil
+	})
+	if errors.Is(err, errRefused) {
+		return cur, true, nil
+	}
+	return next, false, err
+}
+
+// uExpect is what an import must do.
+type uExpect struct {
+	next    *model.Model    // the configuration after it, when it is taken
+	refuse  error           // the first check it fails; nil: it must be taken
+	broken  map[string]bool // the records it would break, when refuse is theirs
+	explain string          // the users it was checked against
+}
+
+// uExpectImport is what import s over cur must do, by the rules of
+// docs/attach.md ("While the users are attached") and docs/semantics.md
+// (an import without records "fails on a record that was valid and that
+// its own configuration change would break"), from what the product holds
+// now: the users table's rows as last absorbed (recalc.attached_user), the
+// users section as last built, and the records (an attached object's rows
+// as last absorbed). The users of the merged configuration are the
+// absorbed rows (less queues' ids) and a stub for every other user its
+// groups, territories, rules, shares and team entries name; a stub must
+// stand for a user the stored section has. The import is refused when the
+// merged configuration is invalid with those users, or when a record valid
+// with the stored configuration is not with the merged one, or a share or
+// team entry is not.
+func uExpectImport(ctx context.Context, tx pgx.Tx, cur *model.Model, s *lstep) (*uExpect, error) {
+	fm, ff, err := model.Parse(strings.NewReader(s.file))
+	if err != nil {
+		return nil, err
+	}
+	exp := &uExpect{next: oracle.Merge(cur, fm, ff), broken: map[string]bool{}}
+	rows, err := tx.Query(ctx, `SELECT id FROM recalc.attached_user ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	absorbed, err := pgx.CollectRows(rows, pgx.RowTo[*string])
+	if err != nil {
+		return nil, err
+	}
+	var doc []byte
+	if err := tx.QueryRow(ctx, `SELECT doc FROM recalc.model_section WHERE name = 'users'`).Scan(&doc); err != nil {
+		return nil, err
+	}
+	var stored []struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(doc, &stored); err != nil {
+		return nil, err
+	}
+	before := cur.Config
+	before.Users = nil
+	known := map[string]bool{}
+	for _, u := range stored {
+		known[u.ID] = true
+		before.Users = append(before.Users, model.User{ID: u.ID, Active: true}) // a record needs its owner to exist, whatever its role
+	}
+	bix, err := before.Validate()
+	if err != nil {
+		return nil, fmt.Errorf("the stored users section with the expected configuration: %w", err)
+	}
+	after := exp.next.Config
+	var stubs []string
+	after.Users, stubs, exp.refuse = uUsersAfter(absorbed, cur, exp.next, known)
+	exp.explain = fmt.Sprintf("users as last absorbed %v; stored users section %v; stubs after the import %v", derefs(absorbed), slices.Sorted(maps.Keys(known)), stubs)
+	if exp.refuse != nil {
+		return exp, nil
+	}
+	ix, err := after.ValidateLimited(model.DefaultLimits())
+	if err != nil {
+		exp.refuse = err
+		return exp, nil
+	}
+	objects, err := uCheckRecords(ctx, tx, bix, ix, exp)
+	if err != nil || exp.refuse != nil {
+		return exp, err
+	}
+	for i := range exp.next.Shares {
+		sh := &exp.next.Shares[i]
+		if err := ix.CheckShareRefs(sh, objects[sh.Record]); err != nil {
+			exp.refuse = err
+			return exp, nil
+		}
+	}
+	for i := range exp.next.Teams {
+		tm := &exp.next.Teams[i]
+		if err := ix.CheckTeamRefs(tm, objects[tm.Record]); err != nil {
+			exp.refuse = err
+			return exp, nil
+		}
+	}
+	return exp, nil
+}
+
+// uUsersAfter is the users of next (ids only, with no role), made of the
+// absorbed rows of the users table and the stubs it names (also
+// returned). A row holding the id of a queue next has and cur lacks, or a
+// stub for a user the stored section lacks (known), refuses the import.
+func uUsersAfter(absorbed []*string, cur, next *model.Model, known map[string]bool) (users []model.User, stubs []string, refuse error) {
+	queuesBefore, queues := uQueues(cur), uQueues(next)
+	lim := model.DefaultLimits()
+	have := map[string]bool{}
+	for _, id := range absorbed {
+		switch {
+		case id == nil || *id == "" || int64(len(*id)) > lim.IDBytes || strings.ContainsRune(*id, 0) || have[*id]:
+			continue
+		case queues[*id]:
+			if !queuesBefore[*id] && refuse == nil {
+				refuse = fmt.Errorf("group %q: a queue cannot share its id with a user of the attached users table", *id)
+			}
+			continue
+		}
+		have[*id] = true
+		users = append(users, model.User{ID: *id, Active: true})
+	}
+	for _, id := range uNamedUsers(next) {
+		if !have[id] && !queues[id] {
+			have[id] = true
+			stubs = append(stubs, id)
+			users = append(users, model.User{ID: id})
+			if !known[id] && refuse == nil {
+				refuse = fmt.Errorf("user %q does not exist: the users are attached, so add it to their table (recalc attach --list), let recalc absorb it (recalc run), then import again", id)
+			}
+		}
+	}
+	slices.SortFunc(users, func(a, b model.User) int { return strings.Compare(a.ID, b.ID) })
+	return users, stubs, refuse
+}
+
+// uCheckRecords sets exp.refuse, and exp.broken, when a stored record
+// valid by bix (the stored configuration) is invalid by ix (the merged
+// one). It returns the records' objects.
+func uCheckRecords(ctx context.Context, tx pgx.Tx, bix, ix *model.Index, exp *uExpect) (map[string]string, error) {
+	rows, err := tx.Query(ctx, `SELECT r.id, r.object, r.owner, coalesce(r.parent, ''), coalesce(p.object, ''), `+changes.ReadTerritories("r.territories")+`
+		FROM recalc.record r LEFT JOIN recalc.record p ON p.id = r.parent ORDER BY r.id`)
+	if err != nil {
+		return nil, err
+	}
+	objects := map[string]string{}
+	var rec model.Record
+	var parentObject string
+	_, err = pgx.ForEachRow(rows, []any{&rec.ID, &rec.Object, &rec.Owner, &rec.Parent, &parentObject, &rec.Territories}, func() error {
+		objects[rec.ID] = rec.Object
+		check := func(ix *model.Index) error {
+			if err := ix.CheckRecordRefs(&rec); err != nil {
+				return err
+			}
+			return ix.CheckRecordParent(&rec, parentObject)
+		}
+		if err := check(ix); err != nil && check(bix) == nil {
+			exp.broken[rec.ID] = true
+			if exp.refuse == nil {
+				exp.refuse = err
+			}
+		}
+		return nil
+	})
+	return objects, err
+}
+
+// mismatch is nil when the import's outcome got (nil, or its
+// *store.InvalidError) is what e says; a refusal of a record must name one
+// it breaks, and any other one must say what e.refuse says.
+func (e *uExpect) mismatch(s *lstep, got error) error {
+	var want string
+	switch {
+	case e.refuse == nil && got == nil:
+		return nil
+	case e.refuse == nil:
+		want = "taken"
+	case got == nil:
+		want = "refused: " + e.refuse.Error()
+	case len(e.broken) > 0:
+		m := regexp.MustCompile(`^invalid model: record "([^"]*)": `).FindStringSubmatch(got.Error())
+		if m != nil && e.broken[m[1]] {
+			return nil
+		}
+		want = fmt.Sprintf("refused naming one of the records it breaks %v: %v", slices.Sorted(maps.Keys(e.broken)), e.refuse)
+	case got.Error() == (&store.InvalidError{Err: e.refuse}).Error():
+		return nil
+	default:
+		want = "refused: " + e.refuse.Error()
+	}
+	return &uMismatch{fmt.Sprintf("import #%d (%v): got %v, want %s", s.idx, s.present, orStr(fmt.Sprint(got), "taken"), want),
+		fmt.Sprintf("%s\nfile: %s", e.explain, s.file)}
+}
+
+// uQueues is the ids of m's queues.
+func uQueues(m *model.Model) map[string]bool {
+	out := map[string]bool{}
+	for _, g := range m.Groups {
+		if g.Queue {
+			out[g.ID] = true
+		}
+	}
+	return out
+}
+
+// uNamedUsers lists the users m's groups, territories, rules, team
+// entries and shares name, in that order, each once.
+func uNamedUsers(m *model.Model) []string {
+	var out []string
+	seen := map[string]bool{}
+	add := func(id string) {
+		if id != "" && !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	grantee := func(g model.Grantee) {
+		if g.Kind == model.GUser {
+			add(g.ID)
+		}
+	}
+	for _, g := range m.Groups {
+		for _, mem := range g.Members {
+			grantee(mem)
+		}
+	}
+	for _, tr := range m.Territories {
+		for _, u := range tr.Users {
+			add(u)
+		}
+	}
+	for _, r := range m.Rules {
+		grantee(r.Source)
+		grantee(r.Target)
+	}
+	for _, tm := range m.Teams {
+		add(tm.User)
+	}
+	for _, s := range m.Shares {
+		grantee(s.Grantee)
+	}
+	return out
+}
+
+func derefs(xs []*string) []string {
+	var out []string
+	for _, x := range xs {
+		if x != nil {
+			out = append(out, *x)
+		}
+	}
+	return out
 }
 
 // usersExpected is the users section the users table gives config, by
@@ -923,36 +1293,11 @@ func usersExpected(t *testing.T, b *bundle, config *model.Model) []model.User {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	stub := func(id string) {
-		if id != "" && !have[id] && !queues[id] {
+	for _, id := range uNamedUsers(config) {
+		if !have[id] && !queues[id] {
 			have[id] = true
 			users = append(users, model.User{ID: id})
 		}
-	}
-	grantee := func(g model.Grantee) {
-		if g.Kind == model.GUser {
-			stub(g.ID)
-		}
-	}
-	for _, g := range config.Groups {
-		for _, m := range g.Members {
-			grantee(m)
-		}
-	}
-	for _, tr := range config.Territories {
-		for _, u := range tr.Users {
-			stub(u)
-		}
-	}
-	for _, r := range config.Rules {
-		grantee(r.Source)
-		grantee(r.Target)
-	}
-	for _, tm := range config.Teams {
-		stub(tm.User)
-	}
-	for _, s := range config.Shares {
-		grantee(s.Grantee)
 	}
 	slices.SortFunc(users, func(a, b model.User) int { return strings.Compare(a.ID, b.ID) })
 	return users
