@@ -258,7 +258,7 @@ func (p *chaosProc) stoppedMidJob() bool {
 // refusedInterrupted reports whether p is an import refused because a job
 // is unfinished and no process works on it.
 func (p *chaosProc) refusedInterrupted() bool {
-	return p.file >= 0 && p.err != nil && strings.Contains(lastLines(p.stderr.String(), 1), "was interrupted and is unfinished")
+	return p.file >= 0 && p.err != nil && strings.Contains(lastLine(p.stderr.String()), "was interrupted and is unfinished")
 }
 
 // checkExit: every process exits 0, but an import may fail with exit 1 and
@@ -278,7 +278,7 @@ func (c *chaos) checkExit(p *chaosProc, stopped bool) {
 		c.t.Fatalf("%s: an import was refused for an interrupted job, but no watch was stopped mid-job\n%s", c.where, p)
 	}
 	var exit *exec.ExitError
-	last := lastLines(p.stderr.String(), 1)
+	last := lastLine(p.stderr.String())
 	if p.file < 0 || !errors.As(p.err, &exit) || exit.ExitCode() != 1 || last == "" ||
 		strings.Contains(last, "SQLSTATE") || strings.HasPrefix(last, "{") {
 		c.t.Fatalf("%s: a process failed\n%s", c.where, p)
@@ -466,9 +466,7 @@ func (c *chaos) writeModel(path string, m *model.Model, present []string) {
 }
 
 func (c *chaos) command(args ...string) *exec.Cmd {
-	cmd := exec.Command(c.bin, args...)
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+c.url, "RECALC_LOG_FORMAT=json")
-	return cmd
+	return recalcCommand(context.Background(), c.bin, c.url, args...)
 }
 
 // must runs recalc alone, which must exit 0 within a minute, and returns
@@ -477,8 +475,7 @@ func (c *chaos) must(args ...string) string {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, c.bin, args...)
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+c.url, "RECALC_LOG_FORMAT=json")
+	cmd := recalcCommand(ctx, c.bin, c.url, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

@@ -133,8 +133,14 @@ func dropOrgTemplates() {
 }
 
 func (o *processOrg) command(args ...string) *exec.Cmd {
-	cmd := exec.Command(o.bin, args...)
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+o.url, "RECALC_LOG_FORMAT=json")
+	return recalcCommand(context.Background(), o.bin, o.url, args...)
+}
+
+// recalcCommand is recalc bin on the database at url, logging JSON, killed
+// when ctx ends.
+func recalcCommand(ctx context.Context, bin, url string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+url, "RECALC_LOG_FORMAT=json")
 	return cmd
 }
 
@@ -219,7 +225,7 @@ func TestKillAndResume(t *testing.T) {
 }
 
 // killAndResume starts a run (full in even trials, else incremental over
-// changed records), SIGKILLs it after a random delay, resumes it with
+// changed records), SIGKILLs it at a random moment of its job, resumes it with
 // another run, and checks the result against a full run. It says whether
 // the kill interrupted the run.
 func (o *processOrg) killAndResume(rng *rand.Rand, trial int) bool {
@@ -235,7 +241,15 @@ func (o *processOrg) killAndResume(rng *rand.Rand, trial int) bool {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Duration(150+rng.IntN(900)) * time.Millisecond)
+	// Kill at a random moment of the job: once it runs (on a fast machine
+	// a fixed delay outlasted the whole run), within the next 50 ms.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		var running bool
+		if o.pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM recalc.job WHERE status = 'running')`).Scan(&running) == nil && running {
+			break
+		}
+	}
+	time.Sleep(time.Duration(rng.IntN(50)) * time.Millisecond)
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	err := cmd.Wait()
 	var exit *exec.ExitError
