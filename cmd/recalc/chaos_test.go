@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -82,12 +83,40 @@ type chaos struct {
 
 // chaosProc is one process of a round and what became of it.
 type chaosProc struct {
-	args           []string
-	file           int // the candidate file an import imports, else -1
-	delay          time.Duration
-	watchFor       time.Duration // a watch: SIGTERM after this long
-	stdout, stderr bytes.Buffer
-	err            error
+	args     []string
+	file     int // the candidate file an import imports, else -1
+	delay    time.Duration
+	watchFor time.Duration // a watch: SIGTERM this long after it logs that it watches
+	stdout   bytes.Buffer
+	stderr   stderrBuffer
+	err      error
+}
+
+// stderrBuffer is a process's standard error, written while the test reads
+// it: watching is closed once the process logs "watching for changes", when
+// its SIGTERM handler is installed (a signal before that, on a loaded
+// machine, kills the process as the Go runtime's default does).
+type stderrBuffer struct {
+	mu       sync.Mutex
+	buf      bytes.Buffer
+	watching chan struct{}
+}
+
+func (b *stderrBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, err := b.buf.Write(p)
+	if b.watching != nil && bytes.Contains(b.buf.Bytes(), []byte(`"watching for changes"`)) {
+		close(b.watching)
+		b.watching = nil
+	}
+	return n, err
+}
+
+func (b *stderrBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func (p *chaosProc) String() string {
@@ -222,6 +251,8 @@ var errHang = errors.New("still running after 90s: killed (a hang)")
 
 func (c *chaos) runProc(p *chaosProc) error {
 	cmd := c.command(p.args...)
+	watching := make(chan struct{})
+	p.stderr.watching = watching
 	cmd.Stdout, cmd.Stderr = &p.stdout, &p.stderr
 	if err := cmd.Start(); err != nil {
 		return err
@@ -229,6 +260,15 @@ func (c *chaos) runProc(p *chaosProc) error {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	if p.watchFor > 0 {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("watch exited before it was watching: %w", err)
+		case <-watching:
+		case <-time.After(90 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+			return errHang
+		}
 		select {
 		case err := <-exited:
 			return fmt.Errorf("watch exited before SIGTERM: %w", err)
