@@ -35,8 +35,9 @@ bench-go: ## the Go benchmarks of the hot paths, once each (BENCH_SIZE sets the 
 	  DATABASE_URL="$$url" $(if $(BENCH_SIZE),BENCH_SIZE="$(BENCH_SIZE)") \
 	  $(GO) test -run='^$$' -bench=. -benchtime=1x ./bench/...
 
-lint: ## go vet, and fail when gofmt would change a file
+lint: ## go vet, staticcheck (fetched by go run, pinned), and fail when gofmt would change a file
 	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 	@files=$$(find . -type d \( -name .git -o -name .pg -o -name .demo -o -name bin -o -name testdata \) -prune \
 	  -o -type f -name '*.go' -print | xargs -r gofmt -l); \
 	if [ -n "$$files" ]; then echo "gofmt -l lists files that need formatting:"; echo "$$files"; exit 1; fi

@@ -334,7 +334,7 @@ func TestAttack2IndexAddedBetweenCheckAndRead(t *testing.T) {
 	if err := conn.QueryRow(ctx, `SELECT current_setting('search_path')`).Scan(&path); err != nil {
 		t.Fatal(err)
 	}
-	done, absorbErr, _ := b.inRead(t, conn)
+	done, _, absorbErr := b.inRead(t, conn)
 	if b.pwned(t) {
 		t.Fatal("the index's function granted the application rights on schema recalc")
 	}

@@ -29,7 +29,7 @@ import (
 // still see it, makes CREATE INDEX mark the index unusable by older
 // transactions (indcheckxmin), and the planner would skip it. It fails the test unless crm.payload() ran,
 // as the sandbox role. The index is dropped again.
-func (b *bundle) inRead(t *testing.T, conn *pgxpool.Conn) (done []changes.Absorbed, absorbErr error, took time.Duration) {
+func (b *bundle) inRead(t *testing.T, conn *pgxpool.Conn) (done []changes.Absorbed, took time.Duration, absorbErr error) {
 	t.Helper()
 	ctx := context.Background()
 	app := strings.ReplaceAll(b.appRole, `'`, `''`)
@@ -99,7 +99,7 @@ func (b *bundle) inRead(t *testing.T, conn *pgxpool.Conn) (done []changes.Absorb
 		t.Fatalf("the index's function ran as %s, want the sandbox role %s", *ranAs, sandboxRole(b.engineRole))
 	}
 	b.exec(t, b.app, `DROP INDEX crm.account_spy`)
-	return r.done, r.err, took
+	return r.done, took, r.err
 }
 
 // attackedRead sets up the attack on the sandboxed read that inRead runs:
@@ -218,7 +218,7 @@ func TestAttack3ReadStallsTheEngine(t *testing.T) {
 		    PERFORM set_config('lock_timeout', '0', true);
 		    PERFORM pg_sleep(60);
 		END $$`)
-	done, absorbErr, took := b.inRead(t, conn)
+	done, took, absorbErr := b.inRead(t, conn)
 	// An object's absorb of one id is bounded by a 10 s statement_timeout.
 	if took > 15*time.Second || absorbErr != nil {
 		t.Fatalf("the application's code held the engine's absorb (and its job's model lock) for %v (absorb: %v)", took, absorbErr)
@@ -239,7 +239,7 @@ func TestAttack3ReadRaisesQueryCanceled(t *testing.T) {
 		    RAISE EXCEPTION 'not really canceled' USING ERRCODE = 'query_canceled';
 		END $$`,
 		`UPDATE support."case" SET owner_id = 'carol' WHERE id = 1`)
-	done, absorbErr, _ := b.inRead(t, conn)
+	done, _, absorbErr := b.inRead(t, conn)
 	if absorbErr != nil || b.waiting(t, "case") {
 		t.Fatalf("an error raised by the application's code in account's read failed the whole absorb (%v; done %v): case's write waits", absorbErr, done)
 	}

@@ -402,15 +402,6 @@ func (c *cmut) object(name string) *model.Object {
 	return nil
 }
 
-func (c *cmut) record(id string) *model.Record {
-	for i := range c.m.Records {
-		if c.m.Records[i].ID == id {
-			return &c.m.Records[i]
-		}
-	}
-	return nil
-}
-
 func (c *cmut) randRecord(pred func(*model.Record) bool) *model.Record {
 	var cands []*model.Record
 	for i := range c.m.Records {

@@ -16,7 +16,6 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/changes"
 	"github.com/recalc-dev/recalc/internal/engine"
-	"github.com/recalc-dev/recalc/internal/locks"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
 	"github.com/recalc-dev/recalc/internal/pg"
@@ -167,18 +166,6 @@ func holdRows(t *testing.T, pool *pgxpool.Pool, ids ...string) (pgx.Tx, uint32) 
 	tag, err := tx.Exec(context.Background(), `SELECT FROM recalc.record WHERE id = ANY($1) FOR UPDATE`, ids)
 	if err != nil || tag.RowsAffected() != int64(len(ids)) {
 		t.Fatalf("lock %v: %v (%d rows)", ids, err, tag.RowsAffected())
-	}
-	return tx, c.PgConn().PID()
-}
-
-// holdModel holds recalc's model lock in a transaction of its own.
-func holdModel(t *testing.T, pool *pgxpool.Pool) (pgx.Tx, uint32) {
-	t.Helper()
-	c := connect(t, pool)
-	tx := begin(t, c)
-	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
-	if err := locks.XactLock(context.Background(), tx, locks.Model); err != nil {
-		t.Fatal(err)
 	}
 	return tx, c.PgConn().PID()
 }
