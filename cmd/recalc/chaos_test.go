@@ -88,21 +88,22 @@ type chaosProc struct {
 	delay    time.Duration
 	watchFor time.Duration // a watch: SIGTERM this long after it logs that it watches
 	stdout   bytes.Buffer
-	stderr   stderrBuffer
+	stderr   syncBuffer
 	err      error
 }
 
-// stderrBuffer is a process's standard error, written while the test reads
-// it: watching is closed once the process logs "watching for changes", when
-// its SIGTERM handler is installed (a signal before that, on a loaded
-// machine, kills the process as the Go runtime's default does).
-type stderrBuffer struct {
+// syncBuffer is a process's output, written while the test reads it. When
+// watching is set, it is closed once the process logs "watching for
+// changes": a watch's SIGTERM handler is installed by then (a signal before
+// that, on a loaded machine, kills the process as the Go runtime's default
+// does).
+type syncBuffer struct {
 	mu       sync.Mutex
 	buf      bytes.Buffer
 	watching chan struct{}
 }
 
-func (b *stderrBuffer) Write(p []byte) (int, error) {
+func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n, err := b.buf.Write(p)
@@ -113,7 +114,7 @@ func (b *stderrBuffer) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *stderrBuffer) String() string {
+func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -162,4 +164,45 @@ func TestInterruptedJobReadsInterrupted(t *testing.T) {
 		t.Errorf("after the resuming run, status still says interrupted:\n%s", st)
 	}
 	o.checkEqualsFull("after resuming the interrupted job")
+}
+
+// TestChangesFollowStopsOnSignal: `recalc changes --follow` prints the
+// entries a run publishes while it follows, and SIGTERM, the way to stop
+// it, ends it with exit 0 and whole lines of increasing cursors.
+func TestChangesFollowStopsOnSignal(t *testing.T) {
+	t.Parallel()
+	o := newProcessOrg(t, 200)
+	var head int64
+	if err := o.pool.QueryRow(context.Background(), `SELECT recalc.access_changes_head()`).Scan(&head); err != nil {
+		t.Fatal(err)
+	}
+	cmd := o.command("changes", "--follow", "--poll", "10ms", "--since", strconv.FormatInt(head, 10))
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	o.changeRecords(20, 1)
+	o.run("run")
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(stdout.String(), "\n") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("recalc changes --follow stopped by SIGTERM: %v, want exit 0\n%s", err, stderr.String())
+	}
+	if stdout.String() == "" {
+		t.Fatal("the follower printed nothing of the run's entries within 30 s")
+	}
+	last := head
+	for _, line := range strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n") {
+		var e struct{ Cursor int64 }
+		if err := json.Unmarshal([]byte(line), &e); err != nil || e.Cursor <= last {
+			t.Fatalf("line %q: %v, want an entry with a cursor after %d", line, err, last)
+		}
+		last = e.Cursor
+	}
 }

@@ -96,7 +96,7 @@ func runCommand(out, errOut io.Writer) *cli.Command {
 			"transaction whose snapshot predates it reads the new tables as empty). While calculation\n" +
 			"is deferred (`recalc defer`) a run changes nothing and says so. Prints a one-line JSON report.",
 		Flags: append([]cli.Flag{
-			&cli.BoolFlag{Name: "full", Usage: "recalculate everything from scratch (repairs any drift)"},
+			&cli.BoolFlag{Name: "full", Usage: "recompute every family and rewrite those that differ (repairs any drift; see --in-place)"},
 		}, runFlags()...),
 		Action: func(c *cli.Context) error {
 			opt, err := runOptions(c, errOut)
@@ -132,13 +132,13 @@ func resumeCommand(out, errOut io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:  "resume",
 		Usage: "lift the deferral (both sides unless one is named) and recalculate what accumulated",
-		Flags: append(append(sideFlags(), &cli.BoolFlag{Name: "full", Usage: "recalculate everything from scratch"}), runFlags()...),
+		Flags: append(append(sideFlags(), &cli.BoolFlag{Name: "full", Usage: "recompute every family, as recalc run --full"}), runFlags()...),
 		Action: func(c *cli.Context) error {
 			opt, err := runOptions(c, errOut)
 			if err != nil {
 				return err
 			}
-			opt.Trigger = "resume"
+			opt.Trigger = strings.Replace(opt.Trigger, "run", "resume", 1) // resume, or resume --full
 			sides := sides(c)
 			return action(out, errOut, func(ctx context.Context, env *Env) error { return ResumeCmd(ctx, env, sides, opt) })(c)
 		},
@@ -391,19 +391,25 @@ func completionCommand(out io.Writer) *cli.Command {
 }
 
 // completionScripts ask `recalc ... --generate-bash-completion` for the
-// words that may follow what is typed.
+// words that may follow what is typed. When the word being typed starts with
+// "-", a "-" is passed after the others: that makes the app list flags
+// rather than commands (the word itself may be "--", which would end them).
 var completionScripts = map[string]string{
 	"bash": `_recalc_complete() {
-  local words
-  words=$("${COMP_WORDS[0]}" "${COMP_WORDS[@]:1:$COMP_CWORD-1}" --generate-bash-completion 2>/dev/null)
-  COMPREPLY=($(compgen -W "$words" -- "${COMP_WORDS[COMP_CWORD]}"))
+  local cur=${COMP_WORDS[COMP_CWORD]} words
+  local -a args=("${COMP_WORDS[@]:1:COMP_CWORD-1}")
+  [[ $cur == -* ]] && args+=(-)
+  words=$("${COMP_WORDS[0]}" "${args[@]}" --generate-bash-completion 2>/dev/null)
+  COMPREPLY=($(compgen -W "$words" -- "$cur"))
 }
 complete -o default -F _recalc_complete recalc
 `,
 	"zsh": `#compdef recalc
 _recalc() {
-  local -a opts
-  opts=("${(@f)$(${words[1]} ${words[@]:1:$CURRENT-2} --generate-bash-completion 2>/dev/null)}")
+  local -a opts args
+  args=(${words[@]:1:$CURRENT-2})
+  [[ ${words[CURRENT]} == -* ]] && args+=(-)
+  opts=("${(@f)$(${words[1]} ${args[@]} --generate-bash-completion 2>/dev/null)}")
   _describe 'recalc' opts
 }
 compdef _recalc recalc

@@ -30,7 +30,7 @@ func changesCommand(out, errOut io.Writer) *cli.Command {
 		Flags: []cli.Flag{
 			&cli.Int64Flag{Name: "since", Usage: "print entries after this cursor (0: from the oldest kept)"},
 			&cli.IntFlag{Name: "limit", Value: 1000, Usage: fmt.Sprintf("print at most this many entries (1 to %d; with --follow, per read)", feed.MaxLimit)},
-			&cli.BoolFlag{Name: "follow", Usage: "keep printing new entries as they are published, until interrupted"},
+			&cli.BoolFlag{Name: "follow", Usage: "keep printing new entries as they are published, until SIGINT or SIGTERM (then exit 0)"},
 			&cli.DurationFlag{Name: "poll", Value: 500 * time.Millisecond, Action: atLeast("poll", minPoll),
 				Usage: fmt.Sprintf("with --follow, how often to look for new entries (%v or more)", minPoll)},
 			&cli.StringFlag{Name: "retention", Usage: "set how long published entries are kept (e.g. 7d, 36h; 1m to 3650d), then exit"},
@@ -56,7 +56,8 @@ func changesCommand(out, errOut io.Writer) *cli.Command {
 
 // ChangesCmd prints the entries after since as JSON lines: at most limit,
 // or with follow every entry as it is published, reading limit at a time
-// and waiting poll when there is none, until ctx ends.
+// and waiting poll when there is none, until ctx ends (a signal), which
+// ends it without error.
 func ChangesCmd(ctx context.Context, env *Env, since int64, limit int, follow bool, poll time.Duration) error {
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
@@ -65,6 +66,9 @@ func ChangesCmd(ctx context.Context, env *Env, since int64, limit int, follow bo
 	for {
 		es, err := feed.Read(ctx, env.Pool, since, limit)
 		if err != nil {
+			if follow && ctx.Err() != nil {
+				return nil // a signal is how a follower stops; what it printed is whole
+			}
 			return err
 		}
 		for _, e := range es {
@@ -81,7 +85,7 @@ func ChangesCmd(ctx context.Context, env *Env, since int64, limit int, follow bo
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil
 		case <-time.After(poll):
 		}
 	}

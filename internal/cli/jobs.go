@@ -256,7 +256,7 @@ func StatusCmd(ctx context.Context, env *Env, format string, jobs int) error {
 		if j.Invalid > 0 {
 			fmt.Fprintf(w, "  invalid %d", j.Invalid)
 		}
-		if (j.Kind == queue.Full || j.DriftFixed > 0) && j.Status == queue.Done {
+		if (j.Kind == queue.Full || strings.HasSuffix(j.Trigger, "--full") || j.DriftFixed > 0) && j.Status == queue.Done {
 			fmt.Fprintf(w, "  drift fixed %d", j.DriftFixed)
 		}
 		switch {
