@@ -361,16 +361,14 @@ func lookUp(ctx context.Context, tx pgx.Tx, s *planner.Selector) ([]string, erro
 // were last computed from (nil when never). Usually both sides were computed
 // from the same one, which is then decoded once and returned twice.
 func appliedOrgs(ctx context.Context, q pg.Querier) (rules, closure *sharing.Org, err error) {
-	var docs [2][]byte
-	for i, side := range []string{store.SideRules, store.SideClosure} {
-		if docs[i], err = store.AppliedConfig(ctx, q, side); err != nil {
-			return nil, nil, err
-		}
+	docs, err := appliedConfigs(ctx, q)
+	if err != nil {
+		return nil, nil, err
 	}
 	orgs := [2]*sharing.Org{}
 	for i, doc := range docs {
 		switch {
-		case string(doc) == "{}":
+		case doc == nil:
 		case i == 1 && bytes.Equal(doc, docs[0]):
 			orgs[1] = orgs[0]
 		default:
@@ -380,4 +378,35 @@ func appliedOrgs(ctx context.Context, q pg.Querier) (rules, closure *sharing.Org
 		}
 	}
 	return orgs[0], orgs[1], nil
+}
+
+// appliedConfigs returns the configurations (JSON objects of sections) the
+// rules and the closure sides were last computed from, nil for a side never
+// computed. A side's applied sections are stored one row each, so an empty
+// configuration stores nothing: when nothing is imported at all and a job
+// is done, the empty model was computed (else every run after init would
+// plan a full job again, and verify and explain would say to run one).
+func appliedConfigs(ctx context.Context, q pg.Querier) ([2][]byte, error) {
+	var docs [2][]byte
+	for i, side := range []string{store.SideRules, store.SideClosure} {
+		doc, err := store.AppliedConfig(ctx, q, side)
+		if err != nil {
+			return docs, err
+		}
+		if string(doc) != "{}" {
+			docs[i] = doc
+		}
+	}
+	if docs[0] != nil || docs[1] != nil {
+		return docs, nil
+	}
+	stored, err := store.StoredConfig(ctx, q)
+	if err != nil || string(stored) != "{}" {
+		return docs, err
+	}
+	ran, err := queue.AnyDone(ctx, q)
+	if ran {
+		docs[0], docs[1] = stored, stored
+	}
+	return docs, err
 }

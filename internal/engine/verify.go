@@ -89,13 +89,10 @@ type verification struct {
 // pending changes, then lists the families to check.
 func loadVerification(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions) (*verification, error) {
 	v := &verification{opt: opt}
-	var rules, closure []byte
+	var applied [2][]byte
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		var err error
-		if rules, err = store.AppliedConfig(ctx, tx, store.SideRules); err != nil {
-			return err
-		}
-		if closure, err = store.AppliedConfig(ctx, tx, store.SideClosure); err != nil {
+		if applied, err = appliedConfigs(ctx, tx); err != nil {
 			return err
 		}
 		seen, err := changes.Read(ctx, tx)
@@ -112,14 +109,17 @@ func loadVerification(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions
 	if err != nil {
 		return nil, fmt.Errorf("read applied state: %w", err)
 	}
-	if string(rules) == "{}" {
+	if applied[0] == nil {
 		return nil, fmt.Errorf("nothing has been recalculated yet: run `recalc run`")
 	}
-	v.applied = [2][]byte{rules, closure}
-	if v.rules, err = sharing.DecodeOrg(rules); err != nil {
+	if applied[1] == nil {
+		applied[1] = []byte("{}")
+	}
+	v.applied = applied
+	if v.rules, err = sharing.DecodeOrg(applied[0]); err != nil {
 		return nil, err
 	}
-	if v.closureOrg, err = sharing.DecodeOrg(closure); err != nil {
+	if v.closureOrg, err = sharing.DecodeOrg(applied[1]); err != nil {
 		return nil, err
 	}
 	if v.dict, err = sharetable.LoadDict(ctx, pool); err != nil {

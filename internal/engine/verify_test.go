@@ -1,11 +1,13 @@
 package engine_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/queue"
 )
 
 // TestVerifyAndRepair corrupts the materialized tables by hand (a deleted
@@ -63,4 +65,30 @@ func TestVerifyAndRepair(t *testing.T) {
 		t.Fatalf("verify after repair: %+v, %v; want no drift", rep, err)
 	}
 	b.checkOracle(t, "after repair")
+}
+
+// TestEmptyModelRunsOnce: with nothing imported, the first run is a full
+// job over nothing, and then the share tables count as computed: the next
+// run has nothing to do, verify and explain answer, and the first import
+// is still recalculated from scratch.
+func TestEmptyModelRunsOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	if rep := b.run(t, engine.Options{}); rep.Nothing || rep.Kind != queue.Full {
+		t.Fatalf("first run on an empty model: %+v, want a full job", rep)
+	}
+	if rep := b.run(t, engine.Options{}); !rep.Nothing {
+		t.Fatalf("second run on an empty model: %+v, want nothing to do", rep)
+	}
+	if rep, err := engine.Verify(b.ctx, b.pool, engine.VerifyOptions{}, zerolog.Nop()); err != nil || rep.Drift() {
+		t.Fatalf("verify of an empty model's tables: %+v, %v; want no drift", rep, err)
+	}
+	if _, err := engine.Explain(b.ctx, b.pool, "u1", "a001"); err == nil || !strings.Contains(err.Error(), `record "a001" does not exist`) {
+		t.Fatalf("explain on an empty model: %v, want the record not found", err)
+	}
+	b.importFile(t, minimalOrg())
+	if rep := b.run(t, engine.Options{}); rep.Kind != queue.Full || rep.Records == 0 {
+		t.Fatalf("run after the first import: %+v, want a full job over the records", rep)
+	}
+	b.checkOracle(t, "the first import after an empty model's run")
 }

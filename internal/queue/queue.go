@@ -112,6 +112,15 @@ func Unfinished(ctx context.Context, q pg.Querier) (*Job, error) {
 	return j, nil
 }
 
+// AnyDone reports whether any job is done.
+func AnyDone(ctx context.Context, q pg.Querier) (bool, error) {
+	var done bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.job WHERE status = 'done')`).Scan(&done); err != nil {
+		return false, fmt.Errorf("find a done job: %w", err)
+	}
+	return done, nil
+}
+
 // UnfinishedOrLatest returns the id of the unfinished job, else of the
 // latest job, 0 when there is no job at all.
 func UnfinishedOrLatest(ctx context.Context, q pg.Querier) (int64, error) {
