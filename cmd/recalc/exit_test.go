@@ -29,7 +29,11 @@ func TestExitStatuses(t *testing.T) {
 	}{
 		{"version", "", []string{"--version"}, 0, "", false},
 		{"mistyped command", "", []string{"stat"}, 2, `did you mean "status"?`, false},
-		{"unknown flag", "", []string{"run", "--bogus"}, 2, "see `recalc run --help`", false},
+		{"unknown flag", "", []string{"run", "--bogus"}, 2, "unknown flag --bogus (see `recalc run --help`)", false},
+		{"mistyped flag", "", []string{"run", "--fulll"}, 2, "unknown flag --fulll: did you mean --full? (see `recalc run --help`)", false},
+		{"global option after the command", "", []string{"status", "--log-level", "debug"}, 2,
+			"--log-level is an option of recalc itself: give it before the command (recalc --log-level ... status) (see `recalc --help`)", false},
+		{"unknown format", "", []string{"access", "--format", "xml"}, 2, `--format must be text, csv or json, not "xml" (see`, false},
 		{"no database", "postgres://postgres@127.0.0.1:1/nope?connect_timeout=5", []string{"status"}, 3, `database "nope" on 127.0.0.1:1`, false},
 		{"invalid model", "", []string{"import", "/dev/null"}, 1, "invalid model", false},
 		{"grant without a role", "", []string{"grant", "reader"}, 2, "recalc grant reader|writer ROLE", false},

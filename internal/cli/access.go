@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -45,6 +46,9 @@ func accessCommand(out, errOut io.Writer) *cli.Command {
 		Action: func(c *cli.Context) error {
 			user, record, object, format := c.String("user"), c.String("record"), c.String("object"), c.String("format")
 			id := c.String("id")
+			if !slices.Contains([]string{"", "text", "csv", "json"}, format) {
+				return usageError(c, fmt.Errorf("--format must be text, csv or json, not %.100q", format), false)
+			}
 			switch {
 			case format == "csv" && user == "" && record == "" && object == "" && id == "":
 				return action(out, errOut, AccessCSV)(c)
@@ -80,8 +84,6 @@ func (p *accessPage) check() error {
 		return fmt.Errorf("--min-level must be read, edit or all, not %.100q", p.minLevel)
 	case p.limit < 1 || p.limit > access.MaxPage:
 		return fmt.Errorf("--limit must be between 1 and %d", access.MaxPage)
-	case p.format != "" && p.format != "text" && p.format != "csv" && p.format != "json":
-		return fmt.Errorf("--format must be text, csv or json, not %.100q", p.format)
 	}
 	return nil
 }

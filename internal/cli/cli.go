@@ -173,17 +173,64 @@ func helpOfContext(c *cli.Context, topic string) {
 // nearest is the command whose name starts with name or is at most two
 // edits from it, the closest first; "" when none is.
 func nearest(name string, cmds []*cli.Command) string {
+	names := make([]string, len(cmds))
+	for i, c := range cmds {
+		names[i] = c.Name
+	}
+	return nearestName(name, names)
+}
+
+// nearestName is the one of names that starts with name or is at most two
+// edits from it, the closest first; "" when none is.
+func nearestName(name string, names []string) string {
 	best, bestD := "", 3
-	for _, c := range cmds {
-		d := editDistance(name, c.Name)
-		if strings.HasPrefix(c.Name, name) {
+	for _, n := range names {
+		d := editDistance(name, n)
+		if strings.HasPrefix(n, name) {
 			d = 0
 		}
 		if d < bestD {
-			best, bestD = c.Name, d
+			best, bestD = n, d
 		}
 	}
 	return best
+}
+
+// flagNames are the names of flags, aliases included.
+func flagNames(flags []cli.Flag) []string {
+	var names []string
+	for _, f := range flags {
+		names = append(names, f.Names()...)
+	}
+	return names
+}
+
+// unknownFlag rewords urfave/cli's error for a flag the command does not
+// have: a global option given after the command is told to go before it
+// (global is then true), and a mistyped one gets the nearest of the
+// command's flags.
+func unknownFlag(c *cli.Context, err error, path []string) (_ error, global bool) {
+	name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: ")
+	if !ok {
+		return err, false
+	}
+	name = strings.TrimLeft(name, "-")
+	dashed := func(n string) string {
+		if len(n) == 1 {
+			return "-" + n
+		}
+		return "--" + n
+	}
+	if len(path) > 0 && slices.Contains(flagNames(c.App.Flags), name) {
+		return fmt.Errorf("%s is an option of recalc itself: give it before the command (recalc %s ... %s)",
+			dashed(name), dashed(name), strings.Join(path, " ")), true
+	}
+	if c.Command != nil && len(name) > 1 {
+		if s := nearestName(name, flagNames(c.Command.Flags)); s != "" {
+			return fmt.Errorf("unknown flag %.100s: did you mean %s?", dashed(name), dashed(s)), false
+		}
+	}
+	return fmt.Errorf("unknown flag %.100s", dashed(name)), false
 }
 
 // editDistance is the Levenshtein distance between a and b.
@@ -220,8 +267,9 @@ func usageError(c *cli.Context, err error, _ bool) error {
 			path = append([]string{ctx.Command.Name}, path...)
 		}
 	}
+	err, global := unknownFlag(c, err, path)
 	help := "`recalc --help`"
-	if len(path) > 0 {
+	if len(path) > 0 && !global {
 		help = fmt.Sprintf("`recalc %s --help`", strings.Join(path, " "))
 	}
 	return cli.Exit(fmt.Sprintf("recalc: %v (see %s)", err, help), ExitUsage)
