@@ -109,11 +109,19 @@ func TestReadsTakeApplicationIDs(t *testing.T) {
 		}
 	}
 
-	// An after of another type than the object's ids is refused, saying which.
-	_, err := reader.Exec(ctx, `SELECT * FROM recalc.visible_ids('bob', 'account', 'read', NULL::uuid, 10)`)
-	var pe *pgconn.PgError
-	if !errors.As(err, &pe) || pe.Code != "22023" || !strings.Contains(pe.Message, "bigint") {
-		t.Errorf("visible_ids of bigint accounts after a uuid: %v, want 22023 naming bigint", err)
+	// An after of another type than the object's ids is refused, saying
+	// which type to pass (an object not attached has text ids).
+	for _, c := range []struct{ object, after, msg, hint string }{
+		{"account", "NULL::uuid", "the ids of object 'account' are bigint, not uuid",
+			"pass the id to continue after as bigint or text, and NULL::bigint for the first page"},
+		{"lead", "NULL::bigint", "the ids of object 'lead' are text, not bigint",
+			"pass the id to continue after as text, and NULL::text for the first page"},
+	} {
+		_, err := reader.Exec(ctx, `SELECT * FROM recalc.visible_ids('bob', $1, 'read', `+c.after+`, 10)`, c.object)
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "22023" || pe.Message != c.msg || pe.Hint != c.hint {
+			t.Errorf("visible_ids of %s after %s: %v (hint %q), want 22023 %q, hint %q", c.object, c.after, err, hintOf(pe), c.msg, c.hint)
+		}
 	}
 	var key string
 	if err := reader.QueryRow(ctx, `SELECT recalc.record_key('account', '42') || ' ' || recalc.record_key('nosuch', 'x')`).Scan(&key); err != nil || key != "account:42 x" {
@@ -181,4 +189,11 @@ func deref(s *string) string {
 		return "<nil>"
 	}
 	return *s
+}
+
+func hintOf(pe *pgconn.PgError) string {
+	if pe == nil {
+		return ""
+	}
+	return pe.Hint
 }

@@ -95,6 +95,12 @@ func TestRLSWriteGuard(t *testing.T) {
 		}
 	}
 
+	// The guard's refusal names the objects, and no value.
+	err := b.writeAs(t, role, "carol", `INSERT INTO crm.opportunity VALUES (gen_random_uuid(), 1, 'carol', 'open', 1, NULL)`)
+	if want := "the parent of a record of object opportunity must be a record of object account that the user may read"; err == nil || !strings.HasSuffix(err.Error(), want+" (SQLSTATE 42501)") {
+		t.Errorf("the guard's refusal of a parent: %v, want %q", err, want)
+	}
+
 	// The guard is rls enable's: rls disable removes it, and it refuses to
 	// run as any other trigger.
 	if err := pgx.BeginFunc(ctx, b.admin, func(tx pgx.Tx) error { _, err := access.DisableRLS(ctx, tx, "crm.opportunity"); return err }); err != nil {
@@ -105,7 +111,7 @@ func TestRLSWriteGuard(t *testing.T) {
 		t.Errorf("after rls disable: %d write guards (%v), want none", guards, err)
 	}
 	b.exec(t, b.admin, `CREATE TRIGGER borrowed BEFORE UPDATE ON crm.opportunity FOR EACH ROW EXECUTE FUNCTION recalc.rls_write_guard('app.user_id')`)
-	_, err := b.admin.Exec(ctx, `UPDATE crm.opportunity SET stage = 'x' WHERE id = `+opp)
+	_, err = b.admin.Exec(ctx, `UPDATE crm.opportunity SET stage = 'x' WHERE id = `+opp)
 	if pg.Code(err) != pg.InsufficientPrivilege {
 		t.Errorf("the guard as a BEFORE trigger: %v, want refused (42501)", err)
 	}

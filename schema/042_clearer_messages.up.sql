@@ -1,0 +1,122 @@
+-- recalc schema, version 42: messages an application shows its users.
+--
+-- The write guard named an object with an article in front ("the parent of
+-- a contact record must be a account record ..."); it now says "a record of
+-- object account". visible_ids quoted the object and then added 's to the
+-- quote ("object 'account''s ids are text"), and its hint offered "text or
+-- text" for an object whose ids are text. Nothing else changes: the two
+-- functions are as in versions 41 and 32 (visible_ids PARALLEL UNSAFE, as
+-- version 40 made it), and CREATE OR REPLACE keeps their owners and grants.
+
+CREATE OR REPLACE FUNCTION recalc.visible_ids(p_user text, p_object text, p_min_level text, p_after anyelement, p_limit integer)
+RETURNS TABLE (id anyelement, level text, next_after anyelement)
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off AS $$
+DECLARE
+    v_type text := pg_typeof(p_after)::text;
+    v_id_type text := 'text';
+    v_prefix text := '';
+    v_after text;
+    r record;
+BEGIN
+    SELECT a.id_type, a.object || ':' INTO v_id_type, v_prefix FROM recalc.attachment a WHERE a.object = p_object;
+    IF NOT FOUND THEN
+        v_id_type := 'text';
+        v_prefix := '';
+    END IF;
+    IF v_type NOT IN ('text', v_id_type) AND NOT (v_type = 'bigint' AND v_id_type = 'integer') THEN
+        RAISE EXCEPTION 'the ids of object % are %, not %', quote_literal(left(p_object, 64)), v_id_type, v_type
+            USING ERRCODE = '22023', HINT = CASE v_id_type WHEN 'text' THEN 'pass the id to continue after as text, and NULL::text for the first page'
+                ELSE format('pass the id to continue after as %s or text, and NULL::%s for the first page', v_id_type, v_id_type) END;
+    END IF;
+    IF p_after IS NOT NULL THEN
+        v_after := recalc.record_key(p_object, p_after::text);
+        IF v_after IS NULL THEN
+            RAISE EXCEPTION 'the id to continue after is not an id of object %: its ids are %', quote_literal(left(p_object, 64)), v_id_type
+                USING ERRCODE = '22023', HINT = 'pass the last id of the previous page, or NULL for the first page';
+        END IF;
+    END IF;
+    FOR r IN SELECT * FROM recalc.visible_records(p_user, p_object, p_min_level, v_after, p_limit) LOOP
+        id := substr(r.record, length(v_prefix) + 1);
+        level := r.level;
+        next_after := substr(r.next_after, length(v_prefix) + 1);
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION recalc.rls_write_guard() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_user text;
+    g record;
+    v_new jsonb;
+    v_old jsonb;
+    v_owner text;
+BEGIN
+    IF TG_WHEN <> 'AFTER' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE') OR TG_NARGS <> 1 THEN
+        RAISE EXCEPTION 'recalc.rls_write_guard runs only as the row trigger recalc rls enable installs' USING ERRCODE = '42501';
+    END IF;
+    IF NOT row_security_active(TG_RELID) THEN
+        RETURN NULL; -- the table's owner, a superuser, a BYPASSRLS role: no policy applies either
+    END IF;
+    IF NOT (has_schema_privilege('recalc', 'USAGE') AND has_function_privilege('recalc.rls_guard(oid)', 'EXECUTE')
+            AND has_function_privilege('recalc.rls_may_reparent(text, text, text)', 'EXECUTE')) THEN
+        RAISE EXCEPTION 'a role writing to % under recalc''s write policies needs the reader''s functions for recalc''s write guard: recalc grant reader ROLE',
+            TG_TABLE_NAME USING ERRCODE = '42501';
+    END IF;
+    SELECT * INTO g FROM recalc.rls_guard(TG_RELID);
+    IF NOT FOUND THEN
+        RETURN NULL; -- no object attached to the table itself
+    END IF;
+    v_new := to_jsonb(NEW);
+    IF NOT (v_new ? g.id_col AND v_new ? g.owner_col AND (g.parent_col IS NULL OR v_new ? g.parent_col)) THEN
+        RAISE EXCEPTION 'the write guard of object % finds none of its columns: run recalc attach, then recalc rls enable, again', g.object
+            USING ERRCODE = '42501';
+    END IF;
+    -- NULL: no user set (the application's own role, through --insert-role).
+    -- It has no access: it may give a row only an id recalc holds nothing
+    -- under, and no parent check applies, as it gains nothing by one.
+    v_user := CASE WHEN TG_ARGV[0] = '' THEN current_user::text ELSE nullif(current_setting(TG_ARGV[0], true), '') END;
+    IF TG_OP = 'UPDATE' THEN
+        v_old := to_jsonb(OLD);
+        IF (v_old -> g.id_col IS DISTINCT FROM v_new -> g.id_col OR v_old -> g.owner_col IS DISTINCT FROM v_new -> g.owner_col)
+           AND NOT coalesce(recalc.rls_may_transfer(v_user, g.object || ':' || (v_old ->> g.id_col)), false) THEN
+            RAISE EXCEPTION 'only a user with all access to a record of object % may change its owner or its id', g.object USING ERRCODE = '42501';
+        END IF;
+    END IF;
+    IF TG_OP = 'UPDATE' AND g.parent_col IS NOT NULL AND v_old -> g.parent_col IS DISTINCT FROM v_new -> g.parent_col
+       AND NOT coalesce(recalc.rls_may_reparent(v_user, g.object, g.object || ':' || (v_old ->> g.id_col)), false) THEN
+        RAISE EXCEPTION 'only a user with all access to a record of object % may move it under another parent: its access comes from its parent', g.object
+            USING ERRCODE = '42501';
+    END IF;
+    IF (TG_OP = 'INSERT' OR v_old -> g.id_col IS DISTINCT FROM v_new -> g.id_col)
+       AND NOT coalesce(recalc.rls_may_transfer(v_user, g.object || ':' || (v_new ->> g.id_col)), false) THEN
+        RAISE EXCEPTION 'only a user with all access to the record of object % that recalc holds under an id may give a row that id', g.object
+            USING ERRCODE = '42501';
+    END IF;
+    IF v_user IS NULL OR g.parent_col IS NULL OR v_new ->> g.parent_col IS NULL
+       OR TG_OP = 'UPDATE' AND v_old -> g.parent_col IS NOT DISTINCT FROM v_new -> g.parent_col
+       OR recalc.access_level(v_user, g.parent_object || ':' || (v_new ->> g.parent_col)) <> 'none' THEN
+        RETURN NULL;
+    END IF;
+    -- A parent recalc has no record of that the user may see and owns: one
+    -- written moments ago, in this transaction or another, not absorbed.
+    -- The type is spliced into the SQL: only the four attachment.id_type
+    -- admits. A value that is no id of that type is no such row: the cast's
+    -- error would carry the value.
+    IF g.parent_table IS NOT NULL AND g.parent_id_type IN ('text', 'bigint', 'integer', 'uuid') THEN
+        BEGIN
+            EXECUTE format('SELECT (%I)::text FROM %s WHERE %I = $1::%s', g.parent_owner_col, g.parent_table, g.parent_id_col, g.parent_id_type)
+                INTO v_owner USING v_new ->> g.parent_col;
+        EXCEPTION WHEN data_exception THEN
+            v_owner := NULL;
+        END;
+        -- rls_may_transfer is true here only when recalc holds nothing
+        -- under that id.
+        IF v_owner COLLATE "C" = v_user AND coalesce(recalc.rls_may_transfer(v_user, g.parent_object || ':' || (v_new ->> g.parent_col)), false) THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    RAISE EXCEPTION 'the parent of a record of object % must be a record of object % that the user may read', g.object, g.parent_object USING ERRCODE = '42501';
+END
+$$;
