@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -94,12 +95,15 @@ func DryRun(ctx context.Context, tx pgx.Tx, opt Options, log zerolog.Logger) (*D
 	if pl.Nothing() {
 		return im, nil
 	}
+	progress := newDryProgress(log, opt.Live, time.Now())
+	progress.begin()
+	defer progress.finish()
 	d, err := prepareDryRun(ctx, tx, pl)
 	if err != nil {
 		return nil, err
 	}
-	d.progress = newDryProgress(log, opt.Live, len(d.roots))
-	defer d.progress.finish()
+	d.progress = progress
+	progress.phase("apply", len(d.roots))
 	var cc access.ClosureChange
 	cc.InsGIDs, cc.InsUIDs, cc.InsBoss = d.closure.Inserted()
 	cc.DelGIDs, cc.DelUIDs = d.closure.Deleted()
@@ -109,7 +113,7 @@ func DryRun(ctx context.Context, tx pgx.Tx, opt Options, log zerolog.Logger) (*D
 	if im.Estimated, err = d.apply(ctx, tx, pl); err != nil {
 		return nil, err
 	}
-	d.progress.report("compare", true)
+	progress.phase("compare", len(d.roots))
 	return im, summarize(ctx, tx, im)
 }
 
@@ -194,56 +198,96 @@ func (d *dryRun) apply(ctx context.Context, tx pgx.Tx, pl *Planned) (time.Durati
 	return spent + time.Since(start), nil
 }
 
-// dryProgress reports a dry run's progress once it has lasted two seconds:
-// a log line every two seconds, or, on a terminal (live), a line redrawn in
-// place.
+// dryProgress reports a dry run's progress once it has lasted two seconds,
+// whatever phase it is in (prepare, apply: families being applied, compare:
+// access compared): a log line every two seconds, or, on a terminal (live),
+// a line redrawn in place. A ticker reports while one long statement runs.
 type dryProgress struct {
-	log         zerolog.Logger
-	live        io.Writer
-	start, last time.Time
+	log   zerolog.Logger
+	live  io.Writer
+	start time.Time
+	stop  chan struct{}
+	ended chan struct{}
+
+	mu          sync.Mutex
+	last        time.Time
+	step        string
 	done, total int  // families applied, and to apply
 	drawn       bool // a live line is on screen
 }
 
-func newDryProgress(log zerolog.Logger, live io.Writer, families int) *dryProgress {
-	now := time.Now()
-	return &dryProgress{log: log, live: live, start: now, last: now, total: families}
+// newDryProgress is the progress of a dry run that started at start;
+// begin starts its reports.
+func newDryProgress(log zerolog.Logger, live io.Writer, start time.Time) *dryProgress {
+	return &dryProgress{log: log, live: live, start: start, last: start, step: "prepare",
+		stop: make(chan struct{}), ended: make(chan struct{})}
+}
+
+// begin reports, when due, every quarter of a second until finish.
+func (p *dryProgress) begin() {
+	go func() {
+		defer close(p.ended)
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-t.C:
+				p.report()
+			}
+		}
+	}()
+}
+
+// phase starts a phase over total families.
+func (p *dryProgress) phase(step string, total int) {
+	p.mu.Lock()
+	p.step, p.total = step, total
+	p.mu.Unlock()
 }
 
 // families counts n more families applied.
 func (p *dryProgress) families(n int) {
+	p.mu.Lock()
 	p.done += n
-	p.report("apply", false)
+	p.mu.Unlock()
 }
 
-// report says where the dry run is, in phase apply (families being
-// applied) or compare (access compared), when it is due or forced.
-func (p *dryProgress) report(phase string, force bool) {
+// report says where the dry run is, when a report is due.
+func (p *dryProgress) report() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	now := time.Now()
 	every := 2 * time.Second
 	if p.live != nil {
 		every = 500 * time.Millisecond
 	}
-	if now.Sub(p.start) < 2*time.Second || (!force && now.Sub(p.last) < every) {
+	if now.Sub(p.start) < 2*time.Second || now.Sub(p.last) < every {
 		return
 	}
 	p.last = now
-	pct := 100.0
-	if p.total > 0 {
+	pct := 0.0
+	switch {
+	case p.step == "compare" || p.step == "apply" && p.total == 0:
+		pct = 100
+	case p.total > 0:
 		pct = 100 * float64(p.done) / float64(p.total)
 	}
 	elapsed := now.Sub(p.start)
 	if p.live != nil {
-		fmt.Fprintf(p.live, "\rdry run: %s, %3.0f%%  %d/%d families  %s   ", phase, pct, p.done, p.total, elapsed.Round(time.Second))
+		fmt.Fprintf(p.live, "\rdry run: %s, %3.0f%%  %d/%d families  %s   ", p.step, pct, p.done, p.total, elapsed.Round(time.Second))
 		p.drawn = true
 		return
 	}
-	p.log.Info().Str("phase", phase).Int("families_done", p.done).Int("families", p.total).
+	p.log.Info().Str("phase", p.step).Int("families_done", p.done).Int("families", p.total).
 		Float64("percent", math.Round(pct)).Int64("elapsed_ms", elapsed.Milliseconds()).Msg("dry run progress")
 }
 
-// finish ends a live line.
+// finish stops the reports and ends a live line.
 func (p *dryProgress) finish() {
+	close(p.stop)
+	<-p.ended
 	if p.drawn {
 		fmt.Fprintln(p.live)
 	}
