@@ -295,6 +295,18 @@ func latestOf(ms []Migration) int {
 	return ms[len(ms)-1].Version
 }
 
+// engineRoleAdvice says how to act as recalc's engine role, named when the
+// catalog (which any role may read) tells who owns recalc's objects.
+func engineRoleAdvice(ctx context.Context, q pg.Querier) string {
+	var owner, user string
+	err := q.QueryRow(ctx, `SELECT c.relowner::regrole::text, current_user::text FROM pg_catalog.pg_class c
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'recalc' AND c.relname = 'schema_version'`).Scan(&owner, &user)
+	if err != nil {
+		return "connect as recalc's engine role, or grant it to this role"
+	}
+	return fmt.Sprintf("connect as recalc's engine role, %s, or grant it to this role (GRANT %s TO %s)", owner, owner, pgx.Identifier{user}.Sanitize())
+}
+
 // Check fails with a *VersionError unless the stored schema version is
 // Latest(): missing, older or newer. The engine also calls it inside its
 // transactions, once it holds the model lock or a job's row, which Migrate
@@ -308,7 +320,7 @@ func Check(ctx context.Context, q pg.Querier) error {
 	case pg.IsNoSchema(err):
 		return &VersionError{Want: Latest()}
 	case pg.IsInsufficientPrivilege(err):
-		return fmt.Errorf("read schema version: %w: this role may not read recalc's tables; connect as recalc's engine role (SECURITY.md, \"Roles\")", err)
+		return fmt.Errorf("read schema version: %w: this role may not read recalc's tables; %s (SECURITY.md, \"Roles\")", err, engineRoleAdvice(ctx, q))
 	case err != nil:
 		return fmt.Errorf("read schema version: %w", err)
 	case current != Latest():

@@ -437,3 +437,26 @@ func versions(t *testing.T, pool *pgxpool.Pool) string {
 	}
 	return s
 }
+
+// TestCheckNamesTheEngineRole: a role that may not read recalc's tables is
+// told which role owns them and how to act as it.
+func TestCheckNamesTheEngineRole(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testdb.New(t)
+	admin := newPool(t, url, nil)
+	role := fmt.Sprintf("schema_check_test_%d", time.Now().UnixNano())
+	exec(t, admin, `CREATE ROLE `+role+` NOLOGIN`)
+	t.Cleanup(func() { exec(t, admin, `DROP SCHEMA IF EXISTS recalc CASCADE`, `DROP ROLE `+role) })
+	if _, err := schema.Migrate(ctx, admin); err != nil {
+		t.Fatal(err)
+	}
+	var owner string
+	if err := admin.QueryRow(ctx, `SELECT current_user`).Scan(&owner); err != nil {
+		t.Fatal(err)
+	}
+	err := schema.Check(ctx, newPool(t, url, map[string]string{"role": role}))
+	if want := fmt.Sprintf("connect as recalc's engine role, %s, or grant it to this role (GRANT %s TO %s)", owner, owner, `"`+role+`"`); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Check as a role without privileges: %v, want it to say %q", err, want)
+	}
+}

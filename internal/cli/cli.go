@@ -604,13 +604,13 @@ func blastRadius(ctx context.Context, tx pgx.Tx, maxRevoke float64, log zerolog.
 	}
 	if share := im.RevokedShare(); share > maxRevoke {
 		var b strings.Builder
-		fmt.Fprintf(&b, "refused: this change would revoke access for %d of the %d (user, record) pairs with access whose access it can change (%.1f%%, over --max-revoke %.1f%%):",
+		fmt.Fprintf(&b, "refused: this change would revoke or lower access for %d of the %d (user, record) pairs with access whose access it can change (%.1f%%, over --max-revoke %.1f%%):",
 			im.Lost, im.PairsBefore, 100*share, 100*maxRevoke)
 		for _, o := range im.Objects {
 			if o.Lost == 0 {
 				continue
 			}
-			fmt.Fprintf(&b, "\n  %s: %d pairs lose access", o.Object, o.Lost)
+			fmt.Fprintf(&b, "\n  %s: %d pairs lose access or a level", o.Object, o.Lost)
 			for _, p := range o.LossSamples {
 				fmt.Fprintf(&b, "\n    e.g. %s on %s: %s -> %s", p.User, p.Record, p.Before, p.After)
 			}

@@ -50,7 +50,7 @@ func importCommand(out, errOut io.Writer) *cli.Command {
 			&cli.BoolFlag{Name: "merge", Usage: "apply FILE entry by entry: replace the entries it lists, delete those in its \"delete\" section, keep the rest"},
 			&cli.StringFlag{Name: "if-revision", Usage: "refuse the import unless the stored configuration is at revision `REV` (recalc export logs it and writes it in the file)"},
 			&cli.Float64Flag{Name: "max-revoke", EnvVars: []string{"RECALC_MAX_REVOKE"},
-				DefaultText: "unset: no guard", Usage: "refuse a change revoking more than this share (0..1) of the touched pairs with access (0: refuse any revocation)"},
+				DefaultText: "unset: no guard", Usage: "refuse a change revoking or lowering the access of more than this share (0..1) of the touched pairs with access (0: refuse any)"},
 			&cli.BoolFlag{Name: "yes", Usage: "import even past --max-revoke"},
 			&cli.DurationFlag{Name: "wait-job", Value: 10 * time.Minute, Usage: "while a recalculation job runs, wait up to this long for it to end, then import " +
 				"(sharing changes wait for a recalculation, as in Salesforce); 0: refuse at once"},
