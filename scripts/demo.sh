@@ -69,7 +69,7 @@ cat <<'EOF'
 Then try:
 
     recalc status                                    # deferral, pending changes, recent jobs
-    recalc explain --user u0001 --record con000001   # every reason u0001 has access to contact con000001
+    recalc explain --user u0100 --record con000010   # every reason u0100 has access to contact con000010
     recalc plan                                      # what the next `recalc run` would recompute, and why
 
 README.md tells the rest; docs/model.md describes the model file that .demo/org.json is.
