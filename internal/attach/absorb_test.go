@@ -2,6 +2,7 @@ package attach_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -374,6 +375,9 @@ func TestStuckObjectStaysOutOfTheWay(t *testing.T) {
 	}
 	if st, err := b.recalc("status"); err != nil || !strings.Contains(st, "Writes to attached object account NOT ABSORBED") {
 		t.Fatalf("status does not say account's writes wait: %q (%v)", st, err)
+	}
+	if rep := b.run(t); !slices.Equal(rep.NotAbsorbed, []string{"account"}) {
+		t.Fatalf("a run with account's writes waiting reports %+v, want not_absorbed [account]", rep)
 	}
 	b.exec(t, b.admin, `ALTER ROLE `+ident(b.engineRole)+` BYPASSRLS`)
 	drain(listener)

@@ -39,6 +39,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
+	"github.com/recalc-dev/recalc/internal/changes"
 	"github.com/recalc-dev/recalc/internal/notify"
 	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/sharing"
@@ -114,6 +115,7 @@ type Report struct {
 	Status         string               `json:"status,omitempty"`
 	Nothing        bool                 `json:"nothing_to_do"`
 	Deferred       map[string]time.Time `json:"deferred,omitempty"`
+	NotAbsorbed    []string             `json:"not_absorbed,omitempty"` // attached objects whose writes wait (recalc attach --list says why)
 	Chunks         int                  `json:"chunks"`
 	Records        int64                `json:"records"`
 	InvalidRecords int64                `json:"invalid_records"` // records given no access because they are invalid
@@ -129,6 +131,15 @@ type Report struct {
 	DurationMS     int64                `json:"duration_ms"`
 	Database       string               `json:"database,omitempty"`
 	Host           string               `json:"host,omitempty"`
+}
+
+// waitingObjects names the attached objects whose writes wait.
+func waitingObjects(left []changes.Absorbed) []string {
+	var objs []string
+	for _, a := range left {
+		objs = append(objs, a.Object)
+	}
+	return objs
 }
 
 // jobReport reads job id's report from its payload.
@@ -157,7 +168,14 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 	opt.defaults()
 	start := time.Now()
 	var last *queue.Job
-	report := func(j *queue.Job) (*Report, error) { return jobReport(ctx, pool, j.ID) }
+	var waiting []string // attached objects whose writes this run's plan could not absorb
+	report := func(j *queue.Job) (*Report, error) {
+		rep, err := jobReport(ctx, pool, j.ID)
+		if rep != nil {
+			rep.NotAbsorbed = waiting
+		}
+		return rep, err
+	}
 	redeliver(ctx, pool, opt, log)
 	// At most three rounds: a job this run did not plan (joined or resumed)
 	// may predate changes the run must also cover, so plan again after it.
@@ -174,11 +192,14 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 			if job, pl, err = createJob(ctx, pool, opt, log); err != nil {
 				return nil, err
 			}
+			if pl != nil {
+				waiting = waitingObjects(pl.NotAbsorbed)
+			}
 			if job == nil && pl != nil {
 				if last != nil {
 					return report(last)
 				}
-				rep := &Report{Nothing: true, DurationMS: time.Since(start).Milliseconds(), Deferred: pl.Deferred}
+				rep := &Report{Nothing: true, DurationMS: time.Since(start).Milliseconds(), Deferred: pl.Deferred, NotAbsorbed: waiting}
 				if len(pl.Deferred) > 0 {
 					log.Info().Interface("deferred", pl.Deferred).Msg("calculation is deferred: nothing recalculated (`recalc resume` lifts it)")
 				} else {
