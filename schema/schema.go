@@ -204,8 +204,9 @@ func checkOwner(ctx context.Context, tx pgx.Tx) error {
 	case !mine:
 		return &OwnerError{Owner: owner}
 	case len(strays) > 0:
-		return fmt.Errorf("some of recalc's objects belong to another role than %q, which owns the rest (such as %s): an earlier upgrade ran as another role; "+
-			"as a superuser, give each back (e.g. ALTER FUNCTION ... OWNER TO %s), then run recalc init again; nothing was changed",
+		return fmt.Errorf("some of recalc's objects belong to another role than %q, which owns the rest (such as %s): an earlier upgrade, "+
+			"or a full run by an older recalc, ran as another role; as a superuser, give each back (ALTER FUNCTION or ALTER TABLE ... OWNER TO %s), "+
+			"then run recalc init again; nothing was changed",
 			owner, strings.Join(strays, ", "), pgx.Identifier{owner}.Sanitize())
 	}
 	return nil

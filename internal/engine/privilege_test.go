@@ -123,4 +123,23 @@ func TestLeastPrivilegeRole(t *testing.T) {
 		t.Fatalf("run as %s: %v", role, err)
 	}
 	testkit.CheckOracle(t, ctx, pool, m, "after the application's update")
+
+	// A superuser's full run swaps in tables the engine role owns, as the
+	// ones it replaced: else the engine could not read them.
+	superPool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer superPool.Close()
+	if _, err := engine.Full(ctx, superPool, engine.Options{Workers: 2, ChunkSize: 10}, zerolog.Nop()); err != nil {
+		t.Fatalf("full run as a superuser: %v", err)
+	}
+	var strays []string
+	if err := admin.QueryRow(ctx, `SELECT coalesce(array_agg(tablename::text), '{}') FROM pg_tables WHERE schemaname = 'recalc' AND tableowner <> $1`, role).Scan(&strays); err != nil || len(strays) > 0 {
+		t.Fatalf("after a superuser's full run, tables owned by another role than %s: %v (%v)", role, strays, err)
+	}
+	if _, err := engine.Run(ctx, pool, engine.Options{Full: true}, zerolog.Nop()); err != nil {
+		t.Fatalf("full run in place as %s after a superuser's swap: %v", role, err)
+	}
+	testkit.CheckOracle(t, ctx, pool, m, "after a superuser's swap")
 }

@@ -36,6 +36,33 @@ func PrepareFull(ctx context.Context, tx pgx.Tx, closure bool) error {
 	if _, err := tx.Exec(ctx, sql); err != nil {
 		return fmt.Errorf("create staging tables: %w", err)
 	}
+	return ownLikeLive(ctx, tx, closure)
+}
+
+// ownLikeLive gives the staging tables the live tables' owner, recalc's
+// engine role, when another role (a superuser, a member of the engine role)
+// runs the job: the swapped-in tables would otherwise be that role's, and
+// the engine's SECURITY DEFINER functions, every read through them, would
+// be refused.
+func ownLikeLive(ctx context.Context, tx pgx.Tx, closure bool) error {
+	var owner string
+	var mine bool
+	if err := tx.QueryRow(ctx, `SELECT pg_get_userbyid(relowner), relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+		FROM pg_class WHERE oid = 'recalc.acl_share'::regclass`).Scan(&owner, &mine); err != nil {
+		return fmt.Errorf("read the share tables' owner: %w", err)
+	}
+	if mine {
+		return nil
+	}
+	tables := []string{"recalc.acl_share_next", "recalc.acl_record_next"}
+	if closure {
+		tables = append(tables, "recalc.acl_member_next")
+	}
+	for _, t := range tables {
+		if _, err := tx.Exec(ctx, `ALTER TABLE `+t+` OWNER TO `+pgx.Identifier{owner}.Sanitize()); err != nil {
+			return fmt.Errorf("give the staging tables to %s, the share tables' owner (run the job as that role): %w", owner, err)
+		}
+	}
 	return nil
 }
 
