@@ -145,11 +145,19 @@ func begin(ctx context.Context, tx pgx.Tx) (current int, err error) {
 	if _, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true) WHERE current_setting('lock_timeout') = '0'`, lockTimeout); err != nil {
 		return 0, fmt.Errorf("set lock timeout: %w", err)
 	}
+	var self string // for the advice below: the transaction cannot answer once CREATE SCHEMA failed
+	if err := tx.QueryRow(ctx, `SELECT current_user`).Scan(&self); err != nil {
+		return 0, fmt.Errorf("read the current role: %w", err)
+	}
 	// CREATE SCHEMA IF NOT EXISTS would need CREATE on the database even
 	// when the schema exists, which a least-privilege role lacks.
 	if _, err := tx.Exec(ctx, `DO $$ BEGIN
 		IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'recalc') THEN CREATE SCHEMA recalc; END IF;
 		END $$`); err != nil {
+		if pg.IsInsufficientPrivilege(err) {
+			return 0, fmt.Errorf("create schema recalc: %w: as a superuser, create it for this role "+
+				"(CREATE SCHEMA recalc AUTHORIZATION %s; SECURITY.md, \"Roles\"), then run recalc init again", err, pgx.Identifier{self}.Sanitize())
+		}
 		return 0, fmt.Errorf("create schema recalc: %w", err)
 	}
 	if err := checkOwner(ctx, tx); err != nil {

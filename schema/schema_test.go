@@ -460,3 +460,22 @@ func TestCheckNamesTheEngineRole(t *testing.T) {
 		t.Fatalf("Check as a role without privileges: %v, want it to say %q", err, want)
 	}
 }
+
+// TestInitWithoutCreateSaysHow: a first init by a role that may not create
+// the schema says how a superuser creates it for the role.
+func TestInitWithoutCreateSaysHow(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testdb.New(t)
+	admin := newPool(t, url, nil)
+	role := fmt.Sprintf("schema_create_test_%d", time.Now().UnixNano())
+	exec(t, admin, `CREATE ROLE `+role+` NOLOGIN`)
+	t.Cleanup(func() { exec(t, admin, `DROP ROLE `+role) })
+	_, err := schema.Migrate(ctx, newPool(t, url, map[string]string{"role": role}))
+	if want := `CREATE SCHEMA recalc AUTHORIZATION "` + role + `"`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("init by a role without CREATE: %v, want it to say %q", err, want)
+	}
+	if versions(t, admin) != "" {
+		t.Error("the refused init left a schema")
+	}
+}

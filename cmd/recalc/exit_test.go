@@ -43,6 +43,8 @@ func TestExitStatuses(t *testing.T) {
 		{"an argument to a command that takes none", "", []string{"init", "extra"}, 2, `init takes no arguments, got "extra" (see`, false},
 		{"a job number with a tail", "", []string{"wait", "1x"}, 2, "JOB must be a job number", false},
 		{"a flag after a plan's file", "", []string{"plan", "/dev/null", "--full"}, 2, `give one FILE, and the flags before it (got "--full" after it)`, false},
+		{"a flag after an import's file", "", []string{"import", "/dev/null", "--wait-job", "3s"}, 2, `give one FILE, and the flags before it (got "--wait-job" after it) (see`, false},
+		{"an import without a file", "", []string{"import"}, 2, "give one FILE (or - for standard input) (see `recalc import --help`)", false},
 		{"a flag after detach's objects", "", []string{"detach", "lead", "--all"}, 2, `give the OBJECTs, and the flags before them (got "--all" after them)`, false},
 		{"an unknown subcommand", "", []string{"rls", "x"}, 2, `unknown subcommand "x": give enable or disable`, false},
 		{"help after grant's arguments", "", []string{"grant", "reader", "--help"}, 2, `give the flags before the kind of access and the role (got "--help" after them)`, false},

@@ -548,9 +548,13 @@ func ImportWith(ctx context.Context, env *Env, path string, maxRevoke float64, l
 		return err
 	}
 	warnClosure(ctx, env.Pool, env.Log, lim.ClosureWarn)
+	next := "model imported; run `recalc run` to recalculate"
+	if deferred, err := store.Deferred(ctx, env.Pool); err == nil && len(deferred) > 0 {
+		next = "model imported; calculation is deferred: `recalc resume` recalculates"
+	}
 	env.Log.Info().Bool("merge", opt.Merge).Strs("sections", res.Sections).Int64("records", res.Records).Int64("shares", res.Shares).
 		Int64("teams", res.Teams).Int64("changes", res.Changes).Int64("manual_shares_wiped", res.ManualSharesWiped).
-		Int64("duration_ms", time.Since(start).Milliseconds()).Msg("model imported; run `recalc run` to recalculate")
+		Int64("duration_ms", time.Since(start).Milliseconds()).Msg(next)
 	return nil
 }
 

@@ -56,8 +56,11 @@ func importCommand(out, errOut io.Writer) *cli.Command {
 				"(sharing changes wait for a recalculation, as in Salesforce); 0: refuse at once"},
 		}, limitFlags()...),
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return cli.Exit("recalc import: expected one FILE argument (or - for standard input)", 2)
+			switch {
+			case c.NArg() > 1: // urfave/cli reads no flag after the first argument
+				return usageError(c, fmt.Errorf("give one FILE, and the flags before it (got %.100q after it)", c.Args().Get(1)), false)
+			case c.NArg() == 0:
+				return usageError(c, errors.New("give one FILE (or - for standard input)"), false)
 			}
 			guard := -1.0
 			if c.IsSet("max-revoke") && !c.Bool("yes") {

@@ -191,7 +191,7 @@ func failJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, err error,
 		// heartbeats it.
 		log.Error().Int64("job", job.ID).Err(ferr).Msg("could not mark job failed")
 		return fmt.Errorf("job %d stopped, and could not be marked failed (is the database reachable?): %w; "+
-			"it stays unfinished: run `recalc run` to resume it", job.ID, err)
+			"it stays unfinished: the next `recalc run` or `recalc watch` step resumes it", job.ID, err)
 	}
 	if !marked {
 		log.Warn().Int64("job", job.ID).Err(err).Msg("the job ended after all, though its last step reported an error")

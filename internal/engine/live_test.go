@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -46,6 +47,11 @@ type liveRun struct {
 }
 
 func startWatch(pool *pgxpool.Pool, fast *atomic.Int64) *liveRun {
+	return startWatchLogged(pool, fast, zerolog.Nop())
+}
+
+// startWatchLogged is startWatch with the watch loop's log.
+func startWatchLogged(pool *pgxpool.Pool, fast *atomic.Int64, log zerolog.Logger) *liveRun {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &liveRun{cancel: cancel, done: make(chan struct{}), fast: fast}
 	live := engine.NewLive(engine.Options{Trigger: "watch", LockTimeout: 2 * time.Second, Retries: 5}, 1000)
@@ -58,12 +64,10 @@ func startWatch(pool *pgxpool.Pool, fast *atomic.Int64) *liveRun {
 				fast.Add(1)
 			}
 			return err
-		}, liveLog)
+		}, log)
 	}()
 	return r
 }
-
-var liveLog = zerolog.Nop()
 
 func (r *liveRun) stop() { r.cancel(); <-r.done }
 
@@ -200,13 +204,19 @@ func TestLiveKilledAndRestarted(t *testing.T) {
 }
 
 // TestWatchReconnects: the watch loop survives pg_terminate_backend of all
-// its connections, and materializes the next write.
+// its connections, materializes the next write, and logs each reconnection.
 func TestWatchReconnects(t *testing.T) {
 	t.Parallel()
 	b := setupOrg(t, liveOrg(3), engine.Options{})
 	var fast atomic.Int64
-	w := startWatch(b.pool, &fast)
-	defer w.stop()
+	var logged bytes.Buffer // written by the watch's goroutine, read once it has stopped
+	w := startWatchLogged(b.pool, &fast, zerolog.New(&logged))
+	defer func() {
+		w.stop()
+		if n := strings.Count(logged.String(), `"reconnected: listening for changes again"`); n < 3 {
+			t.Errorf("the watch logged %d reconnections, want one for each of 3 rounds:\n%s", n, logged.String())
+		}
+	}()
 	admin := connect(t, b.pool)
 	for round := 0; round < 3; round++ {
 		// Let it listen again: after a lost connection it waits out a

@@ -53,7 +53,8 @@ func (e *BusyError) Error() string {
 	case queue.Failed:
 		return fmt.Sprintf("recalculation job %d failed and is unfinished: run `recalc run` to resume it, then import again", e.Job)
 	}
-	return fmt.Sprintf("recalculation job %d is running: wait for it (`recalc run` joins it and returns when it is done), then import again", e.Job)
+	return fmt.Sprintf("recalculation job %d is running (or its process stopped less than 10 s ago): wait for it "+
+		"(`recalc run` joins it, or resumes it, and returns when it is done), then import again", e.Job)
 }
 
 // stageKind says what a row of the staging table holds.

@@ -40,7 +40,7 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, step func(context
 	log.Info().Str("channel", changes.Channel).Dur("debounce_ms", opt.Debounce).Dur("max_wait_ms", opt.MaxWait).
 		Dur("poll_ms", opt.Poll).Msg("watching for changes")
 	for attempt := 0; ctx.Err() == nil; attempt++ {
-		listened, err := session(ctx, pool, opt, step, log)
+		listened, err := session(ctx, pool, opt, step, log, attempt)
 		if ctx.Err() != nil {
 			break
 		}
@@ -60,7 +60,9 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, step func(context
 
 // session listens on a connection of its own and steps after changes until
 // ctx ends or the connection fails. It reports whether it got to listen.
-func session(ctx context.Context, pool *pgxpool.Pool, opt Options, step func(context.Context) error, log zerolog.Logger) (bool, error) {
+// tries counts the attempts to connect since the connection was lost (0 at
+// the start).
+func session(ctx context.Context, pool *pgxpool.Pool, opt Options, step func(context.Context) error, log zerolog.Logger, tries int) (bool, error) {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return false, fmt.Errorf("acquire listening connection: %w", err)
@@ -69,6 +71,9 @@ func session(ctx context.Context, pool *pgxpool.Pool, opt Options, step func(con
 	if err := pg.Listen(ctx, conn, changes.Channel); err != nil {
 		_ = conn.Conn().Close(context.Background()) // the pool then drops it
 		return false, err
+	}
+	if tries > 0 {
+		log.Info().Int("attempts", tries).Msg("reconnected: listening for changes again")
 	}
 	next := func(ctx context.Context, d time.Duration) error {
 		ctx, cancel := context.WithTimeout(ctx, d)
