@@ -212,3 +212,36 @@ func TestChangesFollowStopsOnSignal(t *testing.T) {
 		last = e.Cursor
 	}
 }
+
+// TestWatchExitsOnNewerSchema: a watch left running when a newer recalc
+// upgrades the schema exits 1 at its next step with work, saying so, instead of
+// logging the error forever, so that its service manager starts the new
+// binary.
+func TestWatchExitsOnNewerSchema(t *testing.T) {
+	t.Parallel()
+	o := newProcessOrg(t, 200)
+	cmd := o.command("watch", "--debounce", "5ms", "--poll", "100ms")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(stderr.String(), `"watching for changes"`) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	o.exec(`INSERT INTO recalc.schema_version (version, name) SELECT max(version) + 1, 'from_the_future' FROM recalc.schema_version`)
+	o.changeRecords(50, 1) // an idle poll reads nothing; the next write's step finds the schema
+	select {
+	case err := <-exited:
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(lastLine(stderr.String()), "newer than this recalc") {
+			t.Fatalf("watch after a newer schema: %v, want exit 1 saying the schema is newer\n%s", err, lastLines(stderr.String(), 4))
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("the watch still runs 30 s after a newer recalc upgraded the schema\n%s", lastLines(stderr.String(), 4))
+	}
+}

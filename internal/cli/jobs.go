@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -131,6 +132,11 @@ func WatchCmd(ctx context.Context, env *Env, wopt watch.Options, opt engine.Opti
 		m.Begin()
 		rep, err := live.Step(ctx, env.Pool, env.Log)
 		m.End(runOf(rep), err)
+		if ve := new(schema.VersionError); errors.As(err, &ve) && ve.Current > ve.Want {
+			// No retry helps: exit, so that a service manager starts the
+			// new binary (docs/operations.md, "Upgrades").
+			return fmt.Errorf("%w: %w", watch.ErrStop, err)
+		}
 		redeliver(ctx)
 		if err == nil && rep.Fast && rep.Changes > 0 {
 			env.Log.Debug().Int("changes", rep.Changes).Int64("records", rep.Written.Records).

@@ -32,15 +32,24 @@ type Options struct {
 	FastRecords int
 }
 
+// ErrStop, wrapped in a step's error, ends the watch: Run returns that
+// error. A step returns it when no retry can succeed, such as a schema a
+// newer recalc upgraded.
+var ErrStop = errors.New("the watch cannot go on")
+
 // Run calls step at start, then after every burst of changes, until ctx
 // ends, and then returns nil. A failing step is logged and retried with
-// backoff (or at the next change); a lost listening connection is
+// backoff (or at the next change), unless its error wraps ErrStop, which
+// Run returns; a lost listening connection is
 // reconnected with backoff.
 func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, step func(context.Context) error, log zerolog.Logger) error {
 	log.Info().Str("channel", changes.Channel).Dur("debounce_ms", opt.Debounce).Dur("max_wait_ms", opt.MaxWait).
 		Dur("poll_ms", opt.Poll).Msg("watching for changes")
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		listened, err := session(ctx, pool, opt, step, log, attempt)
+		if errors.Is(err, ErrStop) {
+			return err
+		}
 		if ctx.Err() != nil {
 			break
 		}
@@ -83,7 +92,9 @@ func session(ctx context.Context, pool *pgxpool.Pool, opt Options, step func(con
 	}
 	failures := 0
 	for {
-		if err := step(ctx); err != nil && ctx.Err() == nil {
+		if err := step(ctx); errors.Is(err, ErrStop) {
+			return true, err
+		} else if err != nil && ctx.Err() == nil {
 			failures++
 			log.Error().Err(err).Int("failures", failures).Msg("recalculation failed; retrying")
 		} else {
