@@ -479,3 +479,35 @@ func TestInitWithoutCreateSaysHow(t *testing.T) {
 		t.Error("the refused init left a schema")
 	}
 }
+
+// TestRedefinedFunctionsKeepAttributes: a migration that redefines a
+// function (CREATE OR REPLACE resets what it does not say) keeps its
+// attributes: SECURITY DEFINER or not, parallel safety, pinned settings,
+// and no EXECUTE for PUBLIC.
+func TestRedefinedFunctionsKeepAttributes(t *testing.T) {
+	t.Parallel()
+	pool := testdb.Migrated(t)
+	for _, tc := range []struct {
+		fn       string
+		definer  bool
+		parallel string
+		config   string
+	}{
+		{"recalc.visible_ids(text, text, text, anyelement, integer)", true, "u", "{\"search_path=pg_catalog, pg_temp\",jit=off}"},
+		{"recalc.rls_write_guard()", false, "u", "{\"search_path=pg_catalog, pg_temp\"}"},
+		{"recalc.visible_records(text, text, text, text, integer)", true, "u", ""},
+	} {
+		var definer, public bool
+		var parallel, config string
+		err := pool.QueryRow(context.Background(), `SELECT prosecdef, proparallel::text, coalesce(proconfig::text, ''),
+				EXISTS (SELECT FROM aclexplode(coalesce(proacl, acldefault('f', proowner))) a WHERE a.grantee = 0)
+			FROM pg_proc WHERE oid = $1::regprocedure`, tc.fn).Scan(&definer, &parallel, &config, &public)
+		switch {
+		case err != nil:
+			t.Errorf("%s: %v", tc.fn, err)
+		case definer != tc.definer || parallel != tc.parallel || (tc.config != "" && config != tc.config) || public:
+			t.Errorf("%s: SECURITY DEFINER %v, parallel %s, settings %s, PUBLIC may run it %v; want %v, %s, %s, false",
+				tc.fn, definer, parallel, config, public, tc.definer, tc.parallel, tc.config)
+		}
+	}
+}

@@ -253,7 +253,9 @@ var errHang = errors.New("still running after 90s: killed (a hang)")
 func (c *chaos) runProc(p *chaosProc) error {
 	cmd := c.command(p.args...)
 	watching := make(chan struct{})
-	p.stderr.watching = watching
+	if p.watchFor > 0 {
+		p.stderr.watching = watching
+	}
 	cmd.Stdout, cmd.Stderr = &p.stdout, &p.stderr
 	if err := cmd.Start(); err != nil {
 		return err

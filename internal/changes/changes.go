@@ -213,6 +213,23 @@ func Vacuum(ctx context.Context, q pg.Querier) error {
 	return nil
 }
 
+// Stuck names the attached objects whose logged writes wait, because
+// their last absorb failed or their capture was not intact.
+func Stuck(ctx context.Context, q pg.Querier) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT object FROM recalc.attach_stuck ORDER BY object`)
+	if err != nil {
+		return nil, fmt.Errorf("read stuck attachments: %w", err)
+	}
+	objs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("read stuck attachments: %w", err)
+	case len(objs) == 0:
+		return nil, nil // as a report leaves it out
+	}
+	return objs, nil
+}
+
 // StuckRetry is how long the fast path of `recalc watch` leaves alone an
 // attached object whose writes it could not absorb, before trying again
 // (recalc.attach_stuck, migration 020). Jobs try every object.

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -550,7 +551,8 @@ func ImportWith(ctx context.Context, env *Env, path string, maxRevoke float64, l
 	warnClosure(ctx, env.Pool, env.Log, lim.ClosureWarn)
 	next := "model imported; run `recalc run` to recalculate"
 	if deferred, err := store.Deferred(ctx, env.Pool); err == nil && len(deferred) > 0 {
-		next = "model imported; calculation is deferred: `recalc resume` recalculates"
+		next = "model imported; calculation of " + strings.Join(slices.Sorted(maps.Keys(deferred)), " and ") +
+			" is deferred: `recalc run` recalculates the rest, `recalc resume` lifts the deferral and recalculates all"
 	}
 	env.Log.Info().Bool("merge", opt.Merge).Strs("sections", res.Sections).Int64("records", res.Records).Int64("shares", res.Shares).
 		Int64("teams", res.Teams).Int64("changes", res.Changes).Int64("manual_shares_wiped", res.ManualSharesWiped).

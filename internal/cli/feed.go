@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -66,7 +67,7 @@ func ChangesCmd(ctx context.Context, env *Env, since int64, limit int, follow bo
 	for {
 		es, err := feed.Read(ctx, env.Pool, since, limit)
 		if err != nil {
-			if follow && ctx.Err() != nil {
+			if follow && errors.Is(err, context.Canceled) && ctx.Err() != nil {
 				return nil // a signal is how a follower stops; what it printed is whole
 			}
 			return err

@@ -228,9 +228,13 @@ func TestDeferRaceFastPathLockTimeout(t *testing.T) {
 			b.exec(t, tc.write)
 			holder := begin(t, connect(t, b.pool))
 			mustExec(t, holder, tc.lock)
-			_, took, err := stepWithin(b, live, 15*time.Second)
-			if took > 8*time.Second || errors.Is(err, context.DeadlineExceeded) {
-				t.Errorf("a step waited %s for a held row (error %v); with a lock timeout of 100 ms and one retry it should give up within a second or two", took, err)
+			// It gives up by itself, on its lock timeout, while the row is
+			// still held: not when the holder lets go (never, here) or the
+			// caller's deadline ends it. (How long that takes is the
+			// machine's: about a second on a quiet one.)
+			_, took, err := stepWithin(b, live, time.Minute)
+			if errors.Is(err, context.DeadlineExceeded) || !pg.IsLockNotAvailable(err) {
+				t.Errorf("a step held up by a row lock for %s ended with %v; with a lock timeout of 100 ms and one retry it should give up on its own (55P03)", took, err)
 			}
 			rollback(t, holder, "the held row")
 			if _, _, err := stepWithin(b, live, 15*time.Second); err != nil {

@@ -83,6 +83,9 @@ const samplesPerObject = 5
 // records that are added, deleted or moved, or whose OWD changes.
 func DryRun(ctx context.Context, tx pgx.Tx, opt Options, log zerolog.Logger) (*DryRunReport, error) {
 	opt.ignoreDeferral, opt.noAbsorb = true, true
+	progress := newDryProgress(log, opt.Live, time.Now())
+	progress.begin()
+	defer progress.finish()
 	pl, err := Plan(ctx, tx, opt)
 	if err != nil {
 		return nil, err
@@ -95,9 +98,7 @@ func DryRun(ctx context.Context, tx pgx.Tx, opt Options, log zerolog.Logger) (*D
 	if pl.Nothing() {
 		return im, nil
 	}
-	progress := newDryProgress(log, opt.Live, time.Now())
-	progress.begin()
-	defer progress.finish()
+	progress.phase("prepare", 0)
 	d, err := prepareDryRun(ctx, tx, pl)
 	if err != nil {
 		return nil, err
@@ -199,15 +200,16 @@ func (d *dryRun) apply(ctx context.Context, tx pgx.Tx, pl *Planned) (time.Durati
 }
 
 // dryProgress reports a dry run's progress once it has lasted two seconds,
-// whatever phase it is in (prepare, apply: families being applied, compare:
-// access compared): a log line every two seconds, or, on a terminal (live),
-// a line redrawn in place. A ticker reports while one long statement runs.
+// whatever phase it is in (plan, prepare, apply: families being applied,
+// compare: access compared): a log line every two seconds, or, on a
+// terminal (live), a line redrawn in place. A ticker reports while one long
+// statement runs.
 type dryProgress struct {
 	log   zerolog.Logger
 	live  io.Writer
 	start time.Time
 	stop  chan struct{}
-	ended chan struct{}
+	ended chan struct{} // nil until begin
 
 	mu          sync.Mutex
 	last        time.Time
@@ -219,12 +221,12 @@ type dryProgress struct {
 // newDryProgress is the progress of a dry run that started at start;
 // begin starts its reports.
 func newDryProgress(log zerolog.Logger, live io.Writer, start time.Time) *dryProgress {
-	return &dryProgress{log: log, live: live, start: start, last: start, step: "prepare",
-		stop: make(chan struct{}), ended: make(chan struct{})}
+	return &dryProgress{log: log, live: live, start: start, last: start, step: "plan", stop: make(chan struct{})}
 }
 
 // begin reports, when due, every quarter of a second until finish.
 func (p *dryProgress) begin() {
+	p.ended = make(chan struct{})
 	go func() {
 		defer close(p.ended)
 		t := time.NewTicker(250 * time.Millisecond)
@@ -233,8 +235,8 @@ func (p *dryProgress) begin() {
 			select {
 			case <-p.stop:
 				return
-			case <-t.C:
-				p.report()
+			case now := <-t.C:
+				p.report(now)
 			}
 		}
 	}()
@@ -254,11 +256,10 @@ func (p *dryProgress) families(n int) {
 	p.mu.Unlock()
 }
 
-// report says where the dry run is, when a report is due.
-func (p *dryProgress) report() {
+// report says where the dry run is at now, when a report is due.
+func (p *dryProgress) report(now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	now := time.Now()
 	every := 2 * time.Second
 	if p.live != nil {
 		every = 500 * time.Millisecond
@@ -267,11 +268,11 @@ func (p *dryProgress) report() {
 		return
 	}
 	p.last = now
-	pct := 0.0
+	pct := 0.0 // planning and preparing: none applied yet
 	switch {
 	case p.step == "compare" || p.step == "apply" && p.total == 0:
 		pct = 100
-	case p.total > 0:
+	case p.step == "apply":
 		pct = 100 * float64(p.done) / float64(p.total)
 	}
 	elapsed := now.Sub(p.start)
@@ -286,8 +287,10 @@ func (p *dryProgress) report() {
 
 // finish stops the reports and ends a live line.
 func (p *dryProgress) finish() {
-	close(p.stop)
-	<-p.ended
+	if p.ended != nil {
+		close(p.stop)
+		<-p.ended
+	}
 	if p.drawn {
 		fmt.Fprintln(p.live)
 	}

@@ -133,15 +133,6 @@ type Report struct {
 	Host           string               `json:"host,omitempty"`
 }
 
-// waitingObjects names the attached objects whose writes wait.
-func waitingObjects(left []changes.Absorbed) []string {
-	var objs []string
-	for _, a := range left {
-		objs = append(objs, a.Object)
-	}
-	return objs
-}
-
 // jobReport reads job id's report from its payload.
 func jobReport(ctx context.Context, pool *pgxpool.Pool, id int64) (*Report, error) {
 	b, err := queue.Payload(ctx, pool, id)
@@ -168,11 +159,11 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 	opt.defaults()
 	start := time.Now()
 	var last *queue.Job
-	var waiting []string // attached objects whose writes this run's plan could not absorb
-	report := func(j *queue.Job) (*Report, error) {
-		rep, err := jobReport(ctx, pool, j.ID)
-		if rep != nil {
-			rep.NotAbsorbed = waiting
+	// withStuck adds the attached objects whose writes wait, whichever
+	// process's job the report is of.
+	withStuck := func(rep *Report, err error) (*Report, error) {
+		if err == nil {
+			rep.NotAbsorbed, err = changes.Stuck(ctx, pool)
 		}
 		return rep, err
 	}
@@ -192,20 +183,17 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 			if job, pl, err = createJob(ctx, pool, opt, log); err != nil {
 				return nil, err
 			}
-			if pl != nil {
-				waiting = waitingObjects(pl.NotAbsorbed)
-			}
 			if job == nil && pl != nil {
 				if last != nil {
-					return report(last)
+					return withStuck(jobReport(ctx, pool, last.ID))
 				}
-				rep := &Report{Nothing: true, DurationMS: time.Since(start).Milliseconds(), Deferred: pl.Deferred, NotAbsorbed: waiting}
+				rep := &Report{Nothing: true, DurationMS: time.Since(start).Milliseconds(), Deferred: pl.Deferred}
 				if len(pl.Deferred) > 0 {
 					log.Info().Interface("deferred", pl.Deferred).Msg("calculation is deferred: nothing recalculated (`recalc resume` lifts it)")
 				} else {
 					log.Info().Msg("nothing to recalculate")
 				}
-				return rep, nil
+				return withStuck(rep, nil)
 			}
 			if created = job != nil && pl != nil; created {
 				org = pl.org
@@ -225,5 +213,5 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 			break
 		}
 	}
-	return report(last)
+	return withStuck(jobReport(ctx, pool, last.ID))
 }

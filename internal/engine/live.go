@@ -247,11 +247,9 @@ func (l *Live) refresh(ctx context.Context, tx pgx.Tx) error {
 	if err != nil {
 		return err
 	}
-	var applied [2][]byte
-	for i, side := range []string{store.SideRules, store.SideClosure} {
-		if applied[i], err = store.AppliedConfig(ctx, tx, side); err != nil {
-			return err
-		}
+	applied, err := appliedConfigs(ctx, tx)
+	if err != nil {
+		return err
 	}
 	if l.deferred, err = store.Deferred(ctx, tx); err != nil {
 		return err
@@ -280,7 +278,7 @@ func closureCurrent(cfg, applied []byte, org *sharing.Org) bool {
 	if bytes.Equal(cfg, applied) {
 		return true
 	}
-	if string(applied) == "{}" {
+	if applied == nil { // never computed
 		return false
 	}
 	old, err := sharing.DecodeOrg(applied)

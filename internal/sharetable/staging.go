@@ -39,17 +39,19 @@ func PrepareFull(ctx context.Context, tx pgx.Tx, closure bool) error {
 	return ownLikeLive(ctx, tx, closure)
 }
 
-// ownLikeLive gives the staging tables the live tables' owner, recalc's
-// engine role, when another role (a superuser, a member of the engine role)
-// runs the job: the swapped-in tables would otherwise be that role's, and
-// the engine's SECURITY DEFINER functions, every read through them, would
-// be refused.
+// ownLikeLive gives the staging tables to recalc's engine role, the owner
+// of its objects (of recalc.schema_version, as recalc init holds it), when
+// another role (a superuser, a member of the engine role) runs the job: the
+// swapped-in tables would otherwise be that role's, and the engine's
+// SECURITY DEFINER functions, every read through them, would be refused.
+// Tables an older recalc's swap left to another role go back to the engine
+// with this one.
 func ownLikeLive(ctx context.Context, tx pgx.Tx, closure bool) error {
 	var owner string
 	var mine bool
 	if err := tx.QueryRow(ctx, `SELECT pg_get_userbyid(relowner), relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
-		FROM pg_class WHERE oid = 'recalc.acl_share'::regclass`).Scan(&owner, &mine); err != nil {
-		return fmt.Errorf("read the share tables' owner: %w", err)
+		FROM pg_class WHERE oid = 'recalc.schema_version'::regclass`).Scan(&owner, &mine); err != nil {
+		return fmt.Errorf("read the engine role (the owner of recalc's objects): %w", err)
 	}
 	if mine {
 		return nil
@@ -60,7 +62,8 @@ func ownLikeLive(ctx context.Context, tx pgx.Tx, closure bool) error {
 	}
 	for _, t := range tables {
 		if _, err := tx.Exec(ctx, `ALTER TABLE `+t+` OWNER TO `+pgx.Identifier{owner}.Sanitize()); err != nil {
-			return fmt.Errorf("give the staging tables to %s, the share tables' owner (run the job as that role): %w", owner, err)
+			return fmt.Errorf("give the staging tables to %s, the engine role that owns recalc's objects "+
+				"(run the job as that role, a member of it or a superuser): %w", owner, err)
 		}
 	}
 	return nil
