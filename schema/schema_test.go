@@ -445,9 +445,7 @@ func TestCheckNamesTheEngineRole(t *testing.T) {
 	ctx := context.Background()
 	url := testdb.New(t)
 	admin := newPool(t, url, nil)
-	role := fmt.Sprintf("schema_check_test_%d", time.Now().UnixNano())
-	exec(t, admin, `CREATE ROLE `+role+` NOLOGIN`)
-	t.Cleanup(func() { exec(t, admin, `DROP SCHEMA IF EXISTS recalc CASCADE`, `DROP ROLE `+role) })
+	role := testRole(t, admin, `DROP SCHEMA IF EXISTS recalc CASCADE`)
 	if _, err := schema.Migrate(ctx, admin); err != nil {
 		t.Fatal(err)
 	}
@@ -468,9 +466,7 @@ func TestInitWithoutCreateSaysHow(t *testing.T) {
 	ctx := context.Background()
 	url := testdb.New(t)
 	admin := newPool(t, url, nil)
-	role := fmt.Sprintf("schema_create_test_%d", time.Now().UnixNano())
-	exec(t, admin, `CREATE ROLE `+role+` NOLOGIN`)
-	t.Cleanup(func() { exec(t, admin, `DROP ROLE `+role) })
+	role := testRole(t, admin)
 	_, err := schema.Migrate(ctx, newPool(t, url, map[string]string{"role": role}))
 	if want := `CREATE SCHEMA recalc AUTHORIZATION "` + role + `"`; err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("init by a role without CREATE: %v, want it to say %q", err, want)
@@ -510,4 +506,14 @@ func TestRedefinedFunctionsKeepAttributes(t *testing.T) {
 				tc.fn, definer, parallel, config, public, tc.definer, tc.parallel, tc.config)
 		}
 	}
+}
+
+// testRole creates a role with no privileges for the test; at its end it
+// runs first, then drops the role.
+func testRole(t *testing.T, admin *pgxpool.Pool, first ...string) string {
+	t.Helper()
+	role := fmt.Sprintf("schema_test_role_%d", time.Now().UnixNano())
+	exec(t, admin, `CREATE ROLE `+role+` NOLOGIN`)
+	t.Cleanup(func() { exec(t, admin, append(first, `DROP ROLE `+role)...) })
+	return role
 }

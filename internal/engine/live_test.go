@@ -1,14 +1,12 @@
 package engine_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -210,7 +208,7 @@ func TestWatchReconnects(t *testing.T) {
 	t.Parallel()
 	b := setupOrg(t, liveOrg(3), engine.Options{})
 	var fast atomic.Int64
-	var logged lockedBuffer
+	var logged syncBuf
 	w := startWatchLogged(b.pool, &fast, zerolog.New(&logged))
 	defer w.stop()
 	admin := connect(t, b.pool)
@@ -258,24 +256,6 @@ func TestWatchReconnects(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// lockedBuffer is a log written by one goroutine while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // TestLiveFallsBack: what the fast path leaves to a job, and deferral.
