@@ -36,17 +36,17 @@ func PrepareFull(ctx context.Context, tx pgx.Tx, closure bool) error {
 	if _, err := tx.Exec(ctx, sql); err != nil {
 		return fmt.Errorf("create staging tables: %w", err)
 	}
-	return ownLikeLive(ctx, tx, closure)
+	return giveToEngine(ctx, tx, closure)
 }
 
-// ownLikeLive gives the staging tables to recalc's engine role, the owner
+// giveToEngine gives the staging tables to recalc's engine role, the owner
 // of its objects (of recalc.schema_version, as recalc init holds it), when
 // another role (a superuser, a member of the engine role) runs the job: the
 // swapped-in tables would otherwise be that role's, and the engine's
 // SECURITY DEFINER functions, every read through them, would be refused.
 // Tables an older recalc's swap left to another role go back to the engine
 // with this one.
-func ownLikeLive(ctx context.Context, tx pgx.Tx, closure bool) error {
+func giveToEngine(ctx context.Context, tx pgx.Tx, closure bool) error {
 	var owner string
 	var mine bool
 	if err := tx.QueryRow(ctx, `SELECT pg_get_userbyid(relowner), relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
