@@ -381,6 +381,8 @@ func TestWatchSIGTERMAndRestart(t *testing.T) {
 	o.changeRecords(9, 1)
 	watchArgs := []string{"watch", "--chunk-size", "20", "--workers", "1", "--debounce", "50ms", "--poll", "1s"}
 	w := o.command(watchArgs...)
+	var stderr syncBuffer
+	w.Stderr = &stderr
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -412,9 +414,13 @@ func TestWatchSIGTERMAndRestart(t *testing.T) {
 		t.Fatal("watch did not stop within 20s of SIGTERM")
 	}
 	var unfinished int
-	_ = o.pool.QueryRow(ctx, `SELECT count(*) FROM recalc.job WHERE status = 'running'`).Scan(&unfinished)
+	var job string
+	_ = o.pool.QueryRow(ctx, `SELECT count(*), max(id)::text FROM recalc.job WHERE status = 'running'`).Scan(&unfinished, &job)
 	if unfinished != 1 {
 		t.Fatalf("%d running jobs after SIGTERM, want the interrupted one", unfinished)
+	}
+	if log := stderr.String(); !strings.Contains(log, "job "+job+" interrupted; the next `recalc run` or `recalc watch` resumes it") {
+		t.Errorf("the watch's log does not name the job it left unfinished (%s):\n%s", job, lastLines(log, 4))
 	}
 	w = o.command(watchArgs...)
 	if err := w.Start(); err != nil {

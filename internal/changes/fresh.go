@@ -55,8 +55,10 @@ func ReadBatch(ctx context.Context, q pg.Querier, maxKeys int) (*Batch, error) {
 // job, and a change log empty but for the writes of attached objects that
 // Absorb could not absorb less than StuckRetry ago and the changes to the
 // sections named by waiting (those a deferred side keeps), and no captured
-// table written without its capture (migration 020).
-func Idle(ctx context.Context, q pg.Querier, version int64, waiting []string) (bool, error) {
+// table written without its capture (migration 020); and the schema still
+// at schemaVersion, so that a process a newer recalc's upgrade left running
+// finds out at its next poll, not at its next write.
+func Idle(ctx context.Context, q pg.Querier, version int64, waiting []string, schemaVersion int) (bool, error) {
 	if waiting == nil {
 		waiting = []string{}
 	}
@@ -65,7 +67,8 @@ func Idle(ctx context.Context, q pg.Querier, version int64, waiting []string) (b
 		AND NOT EXISTS (SELECT FROM recalc.change c WHERE NOT (c.kind = 'section' AND c.keys <@ $3) AND (c.object IS NULL OR NOT EXISTS (
 			SELECT FROM recalc.attach_stuck s WHERE s.object = c.object AND s.checked_at > now() - $2::interval)))
 		AND NOT EXISTS (SELECT FROM recalc.job WHERE status <> 'done')
-		AND NOT recalc.attach_fingerprints_changed()`, version, StuckRetry, waiting).Scan(&idle); err != nil {
+		AND NOT recalc.attach_fingerprints_changed()
+		AND (SELECT max(version) FROM recalc.schema_version) = $4`, version, StuckRetry, waiting, schemaVersion).Scan(&idle); err != nil {
 		return false, fmt.Errorf("read change log: %w", err)
 	}
 	return idle, nil

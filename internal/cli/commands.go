@@ -162,7 +162,7 @@ func watchCommand(out, errOut io.Writer) *cli.Command {
 			"runs a job, as `recalc run` does (in place: a full job rewrites the live tables under row\n" +
 			"locks instead of swapping in new ones). Respects deferral. Reconnects with backoff when the connection\n" +
 			"is lost. On SIGINT or SIGTERM it stops (exit 0); an interrupted job resumes at the next start.\n" +
-			"Once a newer recalc has upgraded the schema, it exits 1 at its next step with work.",
+			"Once a newer recalc has upgraded the schema, it exits 1 at its next step or --poll.",
 		Flags: append([]cli.Flag{
 			&cli.DurationFlag{Name: "debounce", Value: 2 * time.Millisecond, Usage: "quiet time after the last change before materializing"},
 			&cli.DurationFlag{Name: "max-wait", Value: 20 * time.Millisecond, Usage: "longest a change waits while changes keep coming"},

@@ -180,7 +180,7 @@ func runJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 // it): the caller reads how.
 func failJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, err error, opt Options, log zerolog.Logger) error {
 	if ctx.Err() != nil {
-		return fmt.Errorf("job %d interrupted; the next `recalc run` resumes it: %w", job.ID, err)
+		return fmt.Errorf("job %d interrupted; the next `recalc run` or `recalc watch` resumes it: %w", job.ID, err)
 	}
 	msg := err.Error()
 	ctx = context.WithoutCancel(ctx)

@@ -159,7 +159,7 @@ func (l *Live) fast(ctx context.Context, tx pgx.Tx, rep *LiveReport) error {
 		if _, ok := l.deferred[store.SideClosure]; ok {
 			waiting = planner.ClosureSections()
 		}
-		if idle, err := changes.Idle(ctx, tx, l.version, waiting); err != nil || idle {
+		if idle, err := changes.Idle(ctx, tx, l.version, waiting, schema.Latest()); err != nil || idle {
 			return err
 		}
 	}

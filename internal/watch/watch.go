@@ -92,12 +92,15 @@ func session(ctx context.Context, pool *pgxpool.Pool, opt Options, step func(con
 	}
 	failures := 0
 	for {
-		if err := step(ctx); errors.Is(err, ErrStop) {
-			return true, err
-		} else if err != nil && ctx.Err() == nil {
+		switch serr := step(ctx); {
+		case errors.Is(serr, ErrStop):
+			return true, serr
+		case serr != nil && ctx.Err() != nil:
+			log.Info().Err(serr).Msg("step interrupted") // says which job, if one was left unfinished
+		case serr != nil:
 			failures++
-			log.Error().Err(err).Int("failures", failures).Msg("recalculation failed; retrying")
-		} else {
+			log.Error().Err(serr).Int("failures", failures).Msg("recalculation failed; retrying")
+		default:
 			failures = 0
 		}
 		wait := opt.Poll
