@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/recalc-dev/recalc/internal/dburl"
+	"github.com/recalc-dev/recalc/internal/pg"
 )
 
 // TestReadsTakeApplicationIDs: for attached objects, access_level,
@@ -120,7 +121,7 @@ func TestReadsTakeApplicationIDs(t *testing.T) {
 		_, err := reader.Exec(ctx, `SELECT * FROM recalc.visible_ids('bob', $1, 'read', `+c.after+`, 10)`, c.object)
 		var pe *pgconn.PgError
 		if !errors.As(err, &pe) || pe.Code != "22023" || pe.Message != c.msg || pe.Hint != c.hint {
-			t.Errorf("visible_ids of %s after %s: %v (hint %q), want 22023 %q, hint %q", c.object, c.after, err, hintOf(pe), c.msg, c.hint)
+			t.Errorf("visible_ids of %s after %s: %v (hint %q), want 22023 %q, hint %q", c.object, c.after, err, pg.Hint(err), c.msg, c.hint)
 		}
 	}
 	var key string
@@ -189,11 +190,4 @@ func deref(s *string) string {
 		return "<nil>"
 	}
 	return *s
-}
-
-func hintOf(pe *pgconn.PgError) string {
-	if pe == nil {
-		return ""
-	}
-	return pe.Hint
 }
