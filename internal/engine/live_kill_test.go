@@ -120,7 +120,13 @@ func startKillWatch(t *testing.T, b *bundle, o killWatchOpts) *killWatch {
 	go func() {
 		defer close(w.done)
 		_ = watch.Run(ctx, pool, wo, func(ctx context.Context) error {
-			_, err := live.Step(ctx, pool, lg)
+			rep, err := live.Step(ctx, pool, lg)
+			if err == nil && (rep.Changes > 0 || rep.Run != nil || len(rep.NotAbsorbed) > 0) {
+				// What each step did, so that a failure's log tells a step
+				// that hangs from one that leaves changes behind.
+				lg.Debug().Bool("fast", rep.Fast).Int("changes", rep.Changes).Bool("job", rep.Run != nil).
+					Int("not_absorbed", len(rep.NotAbsorbed)).Msg("step")
+			}
 			return err
 		}, lg)
 	}()
@@ -157,7 +163,7 @@ func killBackends(ctx context.Context, admin *pgx.Conn, fn, cond string) (int, e
 func settled(t *testing.T, b *bundle, w *killWatch, admin *pgx.Conn, timeout time.Duration) {
 	t.Helper()
 	if err := changes.WaitFresh(b.ctx, admin, 0, timeout); err != nil {
-		t.Fatalf("not fresh after the storm: %v\nwatch log:\n%s", err, w.log.tail(30))
+		t.Fatalf("not fresh after the storm: %v\nwatch log:\n%s\n%s", err, w.log.tail(30), liveState(b, admin))
 	}
 	if !w.alive() {
 		t.Fatalf("the watch exited\nwatch log:\n%s", w.log.tail(30))
@@ -172,6 +178,25 @@ func settled(t *testing.T, b *bundle, w *killWatch, admin *pgx.Conn, timeout tim
 	}
 	w.stop()
 	checkFull(t, b, "after the storm")
+}
+
+// liveState describes, for a failure's message, what keeps the database
+// from being fresh: the change rows left, the objects whose writes could
+// not be absorbed, unfinished jobs, and what the watch's backends do.
+func liveState(b *bundle, admin *pgx.Conn) string {
+	var out string
+	err := admin.QueryRow(b.ctx, `SELECT concat_ws(E'\n',
+		'change rows: ' || (SELECT coalesce(string_agg(kind || '/' || coalesce(object, '-') || ' x' || n, ', '), 'none')
+			FROM (SELECT kind, object, count(*) n FROM recalc.change GROUP BY 1, 2) c),
+		'stuck: ' || (SELECT coalesce(string_agg(object || ' ' || coalesce(error_code, '-') || ' checked ' || (now() - checked_at)::text || ' ago', ', '), 'none')
+			FROM recalc.attach_stuck),
+		'unfinished jobs: ' || (SELECT coalesce(string_agg(id || ' ' || status, ', '), 'none') FROM recalc.job WHERE status <> 'done'),
+		'watch backends: ' || (SELECT coalesce(string_agg(state || ' ' || coalesce(wait_event_type || ':' || wait_event, '-') || ' ' || left(query, 60), E'\n  '), 'none')
+			FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1))`, killApp).Scan(&out)
+	if err != nil {
+		return "state unreadable: " + err.Error()
+	}
+	return out
 }
 
 // killOrg is liveOrg with a top-level object deal, attached to app.deal.
@@ -256,11 +281,13 @@ func TestLiveKillStorm(t *testing.T) {
 	admin := connect(t, b.pool)
 	ctx, cancel := context.WithCancel(b.ctx)
 	defer cancel()
-	dealDone := make(chan error, 1)
+	// Every connection is opened before a writer starts: a failed connect
+	// ends the test, which must not close a connection a writer still uses.
 	dc := connect(t, b.pool)
+	apps := conns(t, b.pool, 3)
+	dealDone := make(chan error, 1)
 	go func() { dealDone <- dealWrites(ctx, dc, 3) }()
 	load := make(chan error, 1)
-	apps := conns(t, b.pool, 3)
 	go func() {
 		g, gctx := errgroup.WithContext(b.ctx)
 		for n, c := range apps {
@@ -332,13 +359,13 @@ func TestLiveKillLongWriter(t *testing.T) {
 			}
 		}
 		if err := changes.WaitFresh(b.ctx, admin, 0, 10*time.Second); err != nil {
-			t.Fatalf("round %d: the others' writes: %v\n%s", round, err, w.log.tail(20))
+			t.Fatalf("round %d: the others' writes: %v\n%s\n%s", round, err, w.log.tail(20), liveState(b, admin))
 		}
 		if err := tx.Commit(b.ctx); err != nil {
 			t.Fatal(err)
 		}
 		if err := changes.WaitFresh(b.ctx, admin, 0, 10*time.Second); err != nil {
-			t.Fatalf("round %d: the long writer's write: %v\n%s", round, err, w.log.tail(20))
+			t.Fatalf("round %d: the long writer's write: %v\n%s\n%s", round, err, w.log.tail(20), liveState(b, admin))
 		}
 		if l := b.level(t, owner, "a000"); l != "all" {
 			t.Fatalf("round %d: the long writer's new owner %s has %q on a000, want all", round, owner, l)

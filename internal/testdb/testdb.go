@@ -181,9 +181,14 @@ func Create(ctx context.Context, template string) (string, error) {
 		q += " TEMPLATE " + ident(template)
 	}
 	// A commit need not wait for its WAL flush: no test crashes the server,
-	// and a test commits thousands of times (a database's settings are not
-	// copied from its template).
-	if err := admin(ctx, q, "ALTER DATABASE "+ident(name)+" SET synchronous_commit = off"); err != nil {
+	// and a test commits thousands of times. JIT is off, as recalc's CLI
+	// sets it for its own sessions: it changes no result, and compiling a
+	// query whose estimate looks big (a recursive CTE over a table never
+	// analyzed) took 0.7 s on an idle machine and several seconds on a
+	// loaded one, so that a watch under test missed its freshness deadline.
+	// (A database's settings are not copied from its template.)
+	if err := admin(ctx, q, "ALTER DATABASE "+ident(name)+" SET synchronous_commit = off",
+		"ALTER DATABASE "+ident(name)+" SET jit = off"); err != nil {
 		return "", fmt.Errorf("create test database: %w", err)
 	}
 	return name, nil
