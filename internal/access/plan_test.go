@@ -1,0 +1,111 @@
+package access_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// TestCanAccessProbesFromShareRows: can_access reads the record's share
+// rows and probes the user's closure entries by (uid, gid) for each, even in
+// a generic plan made while the planner believes every record has many
+// share rows and every user few entries (as it did at 10,000,000 records,
+// where a user high in the hierarchy then read all 958 of its entries at
+// every call). auto_explain shows the plans of the function's statements.
+func TestCanAccessProbesFromShareRows(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var roles, users, recs []string
+	for i := range 200 {
+		roles = append(roles, fmt.Sprintf(`{"id": "r%d", "parent": "top"}`, i))
+		users = append(users, fmt.Sprintf(`{"id": "w%d", "role": "r%d"}`, i, i))
+		recs = append(recs, fmt.Sprintf(`{"object": "account", "id": "a%d", "owner": "w%d"}`, i, i))
+	}
+	b.model(t, `{"objects": [{"name": "account", "internal_owd": "private"}],
+		"roles": [{"id": "top"}, `+strings.Join(roles, ",")+`],
+		"users": [{"id": "boss", "role": "top"}, `+strings.Join(users, ",")+`],
+		"records": [`+strings.Join(recs, ",")+`]}`)
+	b.exec(t, `ALTER TABLE recalc.acl_share ALTER COLUMN rid SET (n_distinct = 2)`,
+		`ANALYZE recalc.acl_share`, `ANALYZE recalc.acl_member`)
+
+	cfg := b.pool.Config().ConnConfig.Copy()
+	var notices []string
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n.Message) }
+	conn, err := pgx.ConnectConfig(b.ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(b.ctx)
+	for _, sql := range []string{`LOAD 'auto_explain'`, `SET auto_explain.log_min_duration = 0`,
+		`SET auto_explain.log_nested_statements = on`, `SET auto_explain.log_level = notice`,
+		`SET auto_explain.log_format = json`, `SET plan_cache_mode = force_generic_plan`} {
+		if _, err := conn.Exec(b.ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	for _, tc := range []struct {
+		user, record string
+		want         bool
+	}{{"boss", "a7", true}, {"w3", "a3", true}, {"w3", "a4", false}, {"boss", "a199", true}} {
+		notices = notices[:0]
+		var got bool
+		if err := conn.QueryRow(b.ctx, `SELECT recalc.can_access($1, 'account', $2, 'read')`, tc.user, tc.record).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != tc.want {
+			t.Errorf("can_access(%s, %s) = %v, want %v", tc.user, tc.record, got, tc.want)
+		}
+		probes := 0
+		for _, n := range notices {
+			for _, scan := range memberScans(t, n) {
+				probes++
+				if !strings.Contains(scan, "gid") {
+					t.Errorf("can_access(%s, %s) reads the user's closure entries without a gid: %s", tc.user, tc.record, scan)
+				}
+			}
+		}
+		if probes == 0 {
+			t.Errorf("can_access(%s, %s): no plan read acl_member (%d plans logged)", tc.user, tc.record, len(notices))
+		}
+	}
+}
+
+// memberScans returns, for each node of an auto_explain JSON plan that reads
+// acl_member, its index condition ("" for a scan without one).
+func memberScans(t *testing.T, notice string) []string {
+	t.Helper()
+	i := strings.Index(notice, "{")
+	if i < 0 {
+		return nil
+	}
+	var doc struct {
+		Plan json.RawMessage `json:"Plan"`
+	}
+	if err := json.Unmarshal([]byte(notice[i:]), &doc); err != nil {
+		t.Fatalf("auto_explain: %v: %.200s", err, notice)
+	}
+	var out []string
+	var walk func(raw json.RawMessage)
+	walk = func(raw json.RawMessage) {
+		var node struct {
+			Relation  string            `json:"Relation Name"`
+			IndexCond string            `json:"Index Cond"`
+			Plans     []json.RawMessage `json:"Plans"`
+		}
+		if err := json.Unmarshal(raw, &node); err != nil {
+			t.Fatalf("auto_explain node: %v", err)
+		}
+		if node.Relation == "acl_member" {
+			out = append(out, node.IndexCond)
+		}
+		for _, p := range node.Plans {
+			walk(p)
+		}
+	}
+	walk(doc.Plan)
+	return out
+}
