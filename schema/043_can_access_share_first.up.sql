@@ -11,7 +11,7 @@
 -- took 50 ms a page. The closure probe is now a LATERAL subquery with LIMIT
 -- 1, which no plan can turn into a scan of the user's entries: the share
 -- rows of the record and of its access root that give the level are read
--- first, and each costs one probe of the closure's (uid, gid) index until
+-- first, and each costs one probe of the closure's index until
 -- one reaches the user, as docs/rls.md describes. The result is the same
 -- for every input; nothing else changes (the function is as in version 17,
 -- and CREATE OR REPLACE keeps its owner and grants).
