@@ -11,13 +11,14 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// TestCanAccessProbesFromShareRows: can_access reads the record's share
-// rows and probes the user's closure entries by (uid, gid) for each, even in
-// a generic plan made while the planner believes every record has many
-// share rows and every user few entries (as it did at 10,000,000 records,
-// where a user high in the hierarchy then read all 958 of its entries at
-// every call). auto_explain shows the plans of the function's statements.
-func TestCanAccessProbesFromShareRows(t *testing.T) {
+// TestAccessChecksProbeFromShareRows: can_access and access_level read the
+// record's share rows and probe the user's closure entries by gid for each,
+// even in generic plans made while the planner believes every record has
+// many share rows and every user few entries (as it did at 10,000,000
+// records, where can_access then read all 958 entries of a user high in the
+// hierarchy at every call). auto_explain shows the plans of the functions'
+// statements.
+func TestAccessChecksProbeFromShareRows(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	var roles, users, recs []string
@@ -60,25 +61,31 @@ func TestCanAccessProbesFromShareRows(t *testing.T) {
 		// c1 takes its access from a5's share rows (its access root)
 		{"boss", "contact", "c1", true}, {"w5", "contact", "c1", true}, {"w3", "contact", "c1", false},
 	} {
-		notices = notices[:0]
-		var got bool
-		if err := conn.QueryRow(b.ctx, `SELECT recalc.can_access($1, $2, $3, 'read')`, tc.user, tc.object, tc.record).Scan(&got); err != nil {
-			t.Fatal(err)
-		}
-		if got != tc.want {
-			t.Errorf("can_access(%s, %s) = %v, want %v", tc.user, tc.record, got, tc.want)
-		}
-		probes := 0
-		for _, n := range notices {
-			for _, scan := range memberScans(t, n) {
-				probes++
-				if !strings.Contains(scan, "gid") {
-					t.Errorf("can_access(%s, %s) reads the user's closure entries without a gid: %s", tc.user, tc.record, scan)
+		for _, fn := range []string{"can_access", "access_level"} {
+			notices = notices[:0]
+			var got bool
+			sql := `SELECT recalc.can_access($1, $2, $3, 'read')`
+			if fn == "access_level" {
+				sql = `SELECT recalc.access_level($1, $2, $3) <> 'none'`
+			}
+			if err := conn.QueryRow(b.ctx, sql, tc.user, tc.object, tc.record).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Errorf("%s(%s, %s): %v, want %v", fn, tc.user, tc.record, got, tc.want)
+			}
+			probes := 0
+			for _, n := range notices {
+				for _, scan := range memberScans(t, n) {
+					probes++
+					if !strings.Contains(scan, "gid") {
+						t.Errorf("%s(%s, %s) reads the user's closure entries without a gid: %s", fn, tc.user, tc.record, scan)
+					}
 				}
 			}
-		}
-		if probes == 0 {
-			t.Errorf("can_access(%s, %s): no plan read acl_member (%d plans logged)", tc.user, tc.record, len(notices))
+			if probes == 0 {
+				t.Errorf("%s(%s, %s): no plan read acl_member (%d plans logged)", fn, tc.user, tc.record, len(notices))
+			}
 		}
 	}
 }
