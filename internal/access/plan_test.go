@@ -90,38 +90,35 @@ func TestAccessChecksProbeFromShareRows(t *testing.T) {
 	}
 }
 
+// planNode is a node of an auto_explain JSON plan.
+type planNode struct {
+	Relation  string     `json:"Relation Name"`
+	IndexCond string     `json:"Index Cond"`
+	Recheck   string     `json:"Recheck Cond"` // a bitmap heap scan's
+	Plans     []planNode `json:"Plans"`
+}
+
 // memberScans returns, for each node of an auto_explain JSON plan that reads
 // acl_member, its index condition ("" for a scan without one).
 func memberScans(t *testing.T, notice string) []string {
 	t.Helper()
-	var doc struct {
-		Plan json.RawMessage `json:"Plan"`
-	}
 	// The notice is "duration: ... plan:" and the plan's JSON.
 	i := strings.Index(notice, "{")
 	if i < 0 {
 		t.Fatalf("auto_explain: no plan in %.200q", notice)
 	}
+	var doc struct{ Plan planNode }
 	if err := json.Unmarshal([]byte(notice[i:]), &doc); err != nil {
 		t.Fatalf("auto_explain: %v: %.200s", err, notice)
 	}
 	var out []string
-	var walk func(raw json.RawMessage)
-	walk = func(raw json.RawMessage) {
-		var node struct {
-			Relation  string            `json:"Relation Name"`
-			IndexCond string            `json:"Index Cond"`
-			Recheck   string            `json:"Recheck Cond"` // a bitmap heap scan's
-			Plans     []json.RawMessage `json:"Plans"`
+	var walk func(n planNode)
+	walk = func(n planNode) {
+		if n.Relation == "acl_member" {
+			out = append(out, n.IndexCond+n.Recheck)
 		}
-		if err := json.Unmarshal(raw, &node); err != nil {
-			t.Fatalf("auto_explain node: %v", err)
-		}
-		if node.Relation == "acl_member" {
-			out = append(out, node.IndexCond+node.Recheck)
-		}
-		for _, p := range node.Plans {
-			walk(p)
+		for _, c := range n.Plans {
+			walk(c)
 		}
 	}
 	walk(doc.Plan)
