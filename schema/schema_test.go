@@ -493,6 +493,7 @@ func TestRedefinedFunctionsKeepAttributes(t *testing.T) {
 		{"recalc.rls_write_guard()", false, "u", "{\"search_path=pg_catalog, pg_temp\"}"},
 		{"recalc.visible_records(text, text, text, text, integer)", true, "u", ""},
 		{"recalc.can_access(text, text, text, text)", true, "s", "{\"search_path=pg_catalog, pg_temp\"}"},
+		{"recalc.rls_records(text, text, text)", true, "s", "{\"search_path=pg_catalog, pg_temp\"}"},
 	} {
 		var definer, public bool
 		var parallel, config string
