@@ -23,7 +23,7 @@ import (
 type RLS struct {
 	Table       string // table, optionally schema-qualified
 	Object      string // the recalc object its rows are records of
-	IDColumn    string // the column holding the record id: text, varchar, smallint, integer, bigint or uuid
+	IDColumn    string // the column holding the record id: text, varchar, char, smallint, integer, bigint or uuid
 	UserSetting string // the setting that holds the current user's id, e.g. app.user_id
 	// UserFromRole takes the user id from current_user instead of a
 	// setting: for applications that log each end user in as (or SET ROLE
@@ -81,7 +81,7 @@ var (
 )
 
 // idTypes are the id column types a policy supports, by pg_type name.
-var idTypes = map[string]bool{"text": true, "varchar": true, "int2": true, "int4": true, "int8": true, "uuid": true}
+var idTypes = map[string]bool{"text": true, "varchar": true, "bpchar": true, "int2": true, "int4": true, "int8": true, "uuid": true}
 
 func (r *RLS) table() (pgx.Identifier, error) {
 	parts := strings.Split(r.Table, ".")
@@ -314,12 +314,17 @@ func (c *idColumn) perUser(ctx context.Context, tx pgx.Tx, user, object, level s
 	// type: without the cast, = ANY would compare with the subquery's rows.
 	var ids, floor string
 	switch c.typ {
-	case "text", "varchar":
-		ids = `(SELECT ` + keys + `)::text[] COLLATE %7$I.%8$I`
-		if c.prefix != "" {
-			ids = `(SELECT recalc.rls_text_ids(` + keys + `, %6$L))::text[] COLLATE %7$I.%8$I`
+	case "text", "varchar", "bpchar":
+		// A char column compares as bpchar: its index answers bpchar[].
+		arr := "text"
+		if c.typ == "bpchar" {
+			arr = "bpchar"
 		}
-		floor = `''::text COLLATE %7$I.%8$I`
+		ids = `(SELECT ` + keys + `)::` + arr + `[] COLLATE %7$I.%8$I`
+		if c.prefix != "" {
+			ids = `(SELECT recalc.rls_text_ids(` + keys + `, %6$L))::` + arr + `[] COLLATE %7$I.%8$I`
+		}
+		floor = `''::` + arr + ` COLLATE %7$I.%8$I`
 	case "uuid":
 		ids, floor = `(SELECT recalc.rls_uuid_ids(`+keys+`, %6$L))::uuid[]`, `'00000000-0000-0000-0000-000000000000'::uuid`
 	default: // int2, int4, int8
@@ -423,7 +428,7 @@ func idColumnOf(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) (*id
 	case idType == nil:
 		return nil, fmt.Errorf("table %q has no column %q: give the id column with --id-column", r.Table, r.IDColumn)
 	case !idTypes[*idType]:
-		return nil, fmt.Errorf("id column %q of %q is of type %s: it must be text, varchar, smallint, integer, bigint or uuid", r.IDColumn, r.Table, *idType)
+		return nil, fmt.Errorf("id column %q of %q is of type %s: it must be text, varchar, char, smallint, integer, bigint or uuid", r.IDColumn, r.Table, *idType)
 	case r.PerUserPlans && !deterministic:
 		return nil, fmt.Errorf("id column %q of %q has a nondeterministic collation, under which the ids of per-user plans match rows of other ids: give the column a deterministic collation, or leave out --per-user-plans", r.IDColumn, r.Table)
 	case r.OwnerColumn != "" && ownerType == nil:

@@ -18,7 +18,7 @@ type target struct {
 	source       string // schema.name, quoted
 	relid        uint32
 	isView       bool
-	idType       string // text, bigint, integer or uuid
+	idType       string // text, bigint, integer, uuid or bpchar (char(n)), as recalc.attachment.id_type
 	parentObject string
 	captures     []capture
 	users        *Users    // the users' columns, for the users' attachment
@@ -55,6 +55,7 @@ type relation struct {
 type column struct {
 	typ    uint32
 	name   string
+	shown  string // as format_type shows it, schema-qualified when needed
 	coll   uint32
 	nondet bool
 }
@@ -62,7 +63,7 @@ type column struct {
 // Column types an attachment may read: only pg_catalog's, whose casts to
 // text and jsonb no other role can redefine.
 var (
-	keyTypes   = map[string]string{"text": "text", "varchar": "text", "int8": "bigint", "int4": "integer", "uuid": "uuid"}
+	keyTypes   = map[string]string{"text": "text", "varchar": "text", "bpchar": "bpchar", "int8": "bigint", "int4": "integer", "uuid": "uuid"}
 	fieldTypes = []string{"bool", "int2", "int4", "int8", "numeric", "float4", "float8", "text", "varchar", "bpchar",
 		"date", "timestamp", "timestamptz", "uuid"}
 	territoryTypes = []string{"_text", "_varchar"}
@@ -91,7 +92,7 @@ func readRelation(ctx context.Context, tx pgx.Tx, table string) (*relation, erro
 	}
 	rows, err := tx.Query(ctx, `
 		SELECT a.attname, a.atttypid, CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace THEN t.typname::text ELSE '' END,
-		       a.attcollation, coalesce(NOT l.collisdeterministic, false)
+		       format_type(a.atttypid, NULL), a.attcollation, coalesce(NOT l.collisdeterministic, false)
 		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_collation l ON l.oid = a.attcollation
 		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped`, r.relid)
 	if err != nil {
@@ -99,7 +100,7 @@ func readRelation(ctx context.Context, tx pgx.Tx, table string) (*relation, erro
 	}
 	var col string
 	var c column
-	if _, err := pgx.ForEachRow(rows, []any{&col, &c.typ, &c.name, &c.coll, &c.nondet}, func() error { r.cols[col] = c; return nil }); err != nil {
+	if _, err := pgx.ForEachRow(rows, []any{&col, &c.typ, &c.name, &c.shown, &c.coll, &c.nondet}, func() error { r.cols[col] = c; return nil }); err != nil {
 		return nil, fmt.Errorf("read columns of %s: %w", table, err)
 	}
 	return &r, nil
@@ -116,8 +117,13 @@ func (r *relation) column(table, what, col string, allowed []string) (column, er
 		for i, a := range allowed {
 			names[i] = sqlType(a)
 		}
-		return c, fmt.Errorf("%s column %q of %s is of type %s, which recalc cannot read: use one of %s (PostgreSQL's own types)",
-			what, col, table, sqlType(c.name), strings.Join(names, ", "))
+		hint := ""
+		if c.name == "" {
+			hint = fmt.Sprintf("; for a type of the application's own (an enum, a domain), attach a view over %s that casts the column, such as %s::text AS %s",
+				table, pgx.Identifier{col}.Sanitize(), pgx.Identifier{col}.Sanitize())
+		}
+		return c, fmt.Errorf("%s column %q of %s is of type %s, which recalc cannot read: use one of %s (PostgreSQL's own types)%s",
+			what, col, table, c.shown, strings.Join(names, ", "), hint)
 	}
 	return c, nil
 }

@@ -99,7 +99,7 @@ func (t *target) resolveUsers(u *Users) error {
 // readColumns checks the id, owner, parent, fields and territories columns
 // and returns them with their types, in that order.
 func (t *target) readColumns(rel *relation) (cols []string, err error) {
-	keys := []string{"text", "varchar", "int8", "int4", "uuid"}
+	keys := []string{"text", "varchar", "bpchar", "int8", "int4", "uuid"}
 	id, err := rel.column(t.Table, "id", t.ID, keys)
 	if err != nil {
 		return nil, err

@@ -52,6 +52,7 @@ func TestAttachValidation(t *testing.T) {
 	b.exec(t, b.app, `CREATE TABLE crm.loose (id bigint, owner_id text, account_id bigint, data jsonb, ts tstzrange)`,
 		`CREATE TABLE crm.float_id (id float8 PRIMARY KEY, owner_id text)`,
 		`CREATE TABLE crm.secret (id bigint PRIMARY KEY, owner_id text)`,
+		`CREATE TYPE crm.mood AS ENUM ('calm')`, `ALTER TABLE crm.account ADD COLUMN mood crm.mood`,
 		`GRANT SELECT, TRIGGER ON crm.loose, crm.float_id TO `+ident(b.engineRole),
 		`CREATE VIEW crm.app_view AS SELECT id, owner_id FROM crm.account`,
 		`GRANT SELECT ON crm.app_view TO `+ident(b.engineRole))
@@ -63,8 +64,9 @@ func TestAttachValidation(t *testing.T) {
 		"unknown object":    {`{"object": "lead", "table": "crm.account", "id": "id", "owner": "owner_id"}`, "not in the stored model"},
 		"no table":          {`{"object": "account", "table": "crm.nope", "id": "id", "owner": "owner_id"}`, "does not exist"},
 		"no column":         {`{"object": "account", "table": "crm.account", "id": "id", "owner": "boss"}`, `owner column "boss" does not exist`},
-		"id type":           {`{"object": "account", "table": "crm.float_id", "id": "id", "owner": "owner_id"}`, "of type double precision, which recalc cannot read: use one of text, varchar, bigint, integer, uuid"},
+		"id type":           {`{"object": "account", "table": "crm.float_id", "id": "id", "owner": "owner_id"}`, "of type double precision, which recalc cannot read: use one of text, varchar, bpchar, bigint, integer, uuid"},
 		"field type":        {`{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "fields": ["updated_at", "territories"]}`, `field column "territories"`},
+		"enum field":        {`{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "fields": ["mood"]}`, `field column "mood" of crm.account is of type crm.mood, which recalc cannot read: use one of boolean, smallint, integer, bigint, numeric, real, double precision, text, varchar, bpchar, date, timestamp, timestamp with time zone, uuid (PostgreSQL's own types); for a type of the application's own (an enum, a domain), attach a view over crm.account that casts the column, such as "mood"::text AS "mood"`},
 		"not unique":        {`{"object": "account", "table": "crm.loose", "id": "id", "owner": "owner_id"}`, "not unique"},
 		"no privilege":      {`{"object": "account", "table": "crm.secret", "id": "id", "owner": "owner_id"}`, "GRANT SELECT"},
 		"parent missing":    {acc + `, {"object": "case", "table": "support.case", "id": "id", "owner": "owner_id"}`, `give the column holding the parent's id`},

@@ -265,6 +265,18 @@ func wrapAbsorb(err error) error {
 	return fmt.Errorf("absorb the writes to attached tables: %w", err)
 }
 
+// RereadAttached logs a whole re-read of every attached source (the users
+// table's included), as a TRUNCATE does: the next Absorb in tx mirrors them
+// again and so repairs what no capture can see, such as a view's rows
+// changing with the clock. A full run calls it.
+func RereadAttached(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, `INSERT INTO recalc.change (kind, object, keys)
+		SELECT 'attached_all', t.object, '{}' FROM recalc.attachment t ORDER BY t.object`); err != nil {
+		return fmt.Errorf("log a re-read of the attached tables: %w", err)
+	}
+	return nil
+}
+
 // Absorbed is what Absorb did for one attached object.
 type Absorbed struct {
 	Object   string

@@ -123,8 +123,16 @@ func load(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, *inputs, error
 	// Mirror the writes to attached tables first, the users table's into
 	// the stored configuration (read next); the change rows, read last,
 	// then name every record they wrote, for the root fixing that follows.
+	// A full run also reads every attached source again, whole: it then
+	// repairs what no capture sees (a view's rows that change with the
+	// clock), as it repairs the share tables.
 	var absorbed []changes.Absorbed
 	if !opt.noAbsorb {
+		if opt.Full {
+			if err := changes.RereadAttached(ctx, tx); err != nil {
+				return nil, nil, err
+			}
+		}
 		var err error
 		if absorbed, _, err = changes.Absorb(ctx, tx, 0); err != nil {
 			return nil, nil, err
