@@ -183,7 +183,10 @@ func (o *Object) checkCapture() error {
 // quotes), and the schema is required so that no search_path decides.
 func splitTable(t string) (schema, name string, err error) {
 	schema, name, ok := strings.Cut(t, ".")
-	if !ok || strings.Contains(name, ".") || pg.CheckName("schema", schema) != nil || pg.CheckName("table", name) != nil {
+	if ok && strings.Contains(name, ".") {
+		return "", "", fmt.Errorf("table %q holds more than one dot: it must be schema.name, and a schema or table whose name holds a dot cannot be named; attach a view over it, in a schema without one", t)
+	}
+	if !ok || pg.CheckName("schema", schema) != nil || pg.CheckName("table", name) != nil {
 		return "", "", fmt.Errorf("table %q must be schema-qualified, as schema.name", t)
 	}
 	return schema, name, nil

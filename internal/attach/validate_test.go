@@ -24,6 +24,7 @@ func TestParseBounds(t *testing.T) {
 		"too many":        {many, "more than 100"},
 		"too many fields": {fields, "more than 100"},
 		"unqualified":     {`{"objects": [{"object": "a", "table": "t", "id": "id", "owner": "o"}]}`, "schema-qualified"},
+		"two dots":        {`{"objects": [{"object": "a", "table": "sales.eu.account", "id": "id", "owner": "o"}]}`, "holds more than one dot"},
 		"no owner":        {`{"objects": [{"object": "a", "table": "s.t", "id": "id"}]}`, "owner is required"},
 		"long name":       {`{"objects": [{"object": "a", "table": "s.t", "id": "` + strings.Repeat("x", 64) + `", "owner": "o"}]}`, "more than PostgreSQL's 63"},
 		"twice":           {`{"objects": [{"object": "a", "table": "s.t", "id": "id", "owner": "o"}, {"object": "a", "table": "s.u", "id": "id", "owner": "o"}]}`, "attached twice"},
