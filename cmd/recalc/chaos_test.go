@@ -166,9 +166,8 @@ func (c *chaos) round(round int) {
 	c.race(procs)
 	var imports []int // the procs that import, in proc order
 	var observed []bool
-	stopped := slices.ContainsFunc(procs, (*chaosProc).stoppedMidJob)
 	for i, p := range procs {
-		c.checkExit(p, stopped)
+		c.checkExit(p)
 		c.stats[p.args[0]]++
 		if p.stoppedMidJob() {
 			c.stats["watch stopped mid-job"]++
@@ -298,18 +297,11 @@ func (p *chaosProc) stoppedMidJob() bool {
 	return p.watchFor > 0 && strings.Count(log, `"job planned"`)+strings.Count(log, `"joining unfinished job"`) > strings.Count(log, `"job done"`)
 }
 
-// refusedInterrupted reports whether p is an import refused because a job
-// is unfinished and no process works on it.
-func (p *chaosProc) refusedInterrupted() bool {
-	return p.file >= 0 && p.err != nil && strings.Contains(lastLine(p.stderr.String()), "was interrupted and is unfinished")
-}
-
 // checkExit: every process exits 0, but an import may fail with exit 1 and
 // one message that is neither a panic nor a raw SQL error (whether it may
-// fail at all is for the commit orders to say). After a watch was stopped
-// in the middle of a job, an import may be refused because that job is
-// unfinished (documented: `recalc run` resumes it, then import again).
-func (c *chaos) checkExit(p *chaosProc, stopped bool) {
+// fail at all is for the commit orders to say). An import is never refused
+// for a job a stopped watch left unfinished: it finishes that job first.
+func (c *chaos) checkExit(p *chaosProc) {
 	c.t.Helper()
 	if strings.Contains(p.stderr.String(), "panic") || strings.Contains(p.stderr.String(), "goroutine ") {
 		c.t.Fatalf("%s: a process panicked\n%s", c.where, p)
@@ -317,8 +309,8 @@ func (c *chaos) checkExit(p *chaosProc, stopped bool) {
 	if p.err == nil {
 		return
 	}
-	if p.refusedInterrupted() && !stopped {
-		c.t.Fatalf("%s: an import was refused for an interrupted job, but no watch was stopped mid-job\n%s", c.where, p)
+	if strings.Contains(lastLine(p.stderr.String()), "was interrupted and is unfinished") {
+		c.t.Fatalf("%s: an import was refused for an interrupted job\n%s", c.where, p)
 	}
 	var exit *exec.ExitError
 	last := lastLine(p.stderr.String())
@@ -346,9 +338,6 @@ func (c *chaos) orders(procs []*chaosProc, imports []int, cands []candidate) []o
 		if len(rest) == 0 {
 			o := order{perm: perm, ok: make([]bool, len(imports)), states: []*model.Model{c.cur}}
 			for _, k := range perm {
-				if procs[imports[k]].refusedInterrupted() {
-					continue // refused before reading its file
-				}
 				cand := cands[procs[imports[k]].file]
 				merged := oracle.Merge(o.states[len(o.states)-1], cand.step, cand.file)
 				if _, err := merged.Validate(); err == nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -256,9 +257,47 @@ func (o *processOrg) killAndResume(rng *rand.Rand, trial int) bool {
 	var unfinished int
 	_ = o.pool.QueryRow(context.Background(), `SELECT count(*) FROM recalc.job WHERE status <> 'done'`).Scan(&unfinished)
 	t.Logf("trial %d (%s): killed=%v, unfinished jobs after kill: %d", trial, strings.Join(args, " "), err != nil, unfinished)
+	if trial%3 == 2 {
+		o.importFlippedOWD() // an import right after the kill stores its file (finishing the job first)
+	}
 	o.run("run")
 	o.checkEqualsFull(fmt.Sprintf("trial %d", trial))
 	return errors.As(err, &exit) && !exit.Exited()
+}
+
+// importFlippedOWD imports the stored objects with the account's internal
+// OWD flipped between private and public_read_only: a change of the
+// configuration, through the CLI, which must succeed.
+func (o *processOrg) importFlippedOWD() {
+	o.t.Helper()
+	file := filepath.Join(o.t.TempDir(), "objects.json")
+	o.run("export", "-o", file)
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	var m struct {
+		Objects []map[string]any `json:"objects"`
+	}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		o.t.Fatalf("exported model: %v", err)
+	}
+	i := slices.IndexFunc(m.Objects, func(obj map[string]any) bool { return obj["name"] == "account" })
+	if i < 0 {
+		o.t.Fatalf("the exported model has no account object: %s", raw)
+	}
+	if m.Objects[i]["internal_owd"] == "private" { // its external OWD is private
+		m.Objects[i]["internal_owd"] = "public_read_only"
+	} else {
+		m.Objects[i]["internal_owd"] = "private"
+	}
+	if raw, err = json.Marshal(m); err != nil {
+		o.t.Fatal(err)
+	}
+	if err := os.WriteFile(file, raw, 0o600); err != nil {
+		o.t.Fatal(err)
+	}
+	o.run("import", file)
 }
 
 // TestTwoProcessesShareAJob starts a full job in one process, joins it from

@@ -517,7 +517,9 @@ func Init(ctx context.Context, env *Env) error {
 
 // ImportWith stores a model file ("-" for standard input), read within lim,
 // as opt says: a merge (--merge), a revision check (--if-revision). While a
-// recalculation job runs it waits up to waitJob for the job to end.
+// recalculation job runs it waits up to waitJob for the job to end; a job
+// that no process works on any more (its process was killed) it finishes
+// first, as `recalc run` would, planning nothing new.
 func ImportWith(ctx context.Context, env *Env, path string, maxRevoke float64, lim model.Limits, opt store.Options, waitJob time.Duration) error {
 	r, closeFile, err := openModel(ctx, env, path)
 	if err != nil {
@@ -537,6 +539,13 @@ func ImportWith(ctx context.Context, env *Env, path string, maxRevoke float64, l
 		start = time.Now()
 		res, err = store.ImportWith(ctx, env.Pool, r, lim, env.Log, check, opt)
 		var busy *store.BusyError
+		if errors.As(err, &busy) && busy.Status == queue.Interrupted {
+			env.Log.Warn().Int64("job", busy.Job).Msg("a recalculation job was interrupted: the import finishes it first (as `recalc run` would), then imports")
+			if _, err := engine.Finish(ctx, env.Pool, engine.Options{}, env.Log); err != nil {
+				return fmt.Errorf("finish interrupted job %d before importing (run `recalc run`, then import again): %w", busy.Job, err)
+			}
+			continue
+		}
 		if !errors.As(err, &busy) || busy.Status != queue.Running || time.Since(began) >= waitJob {
 			break
 		}

@@ -35,7 +35,8 @@ func importCommand(out, errOut io.Writer) *cli.Command {
 		ArgsUsage: "FILE (or - for standard input)",
 		Description: "Nothing is recalculated: run `recalc run` afterwards. An invalid file is rejected whole\n" +
 			"with one message naming the offending entry, and the database is left unchanged. While a\n" +
-			"recalculation job runs, the import waits for it to end (--wait-job), then imports.\n" +
+			"recalculation job runs, the import waits for it to end (--wait-job), then imports; a job\n" +
+			"no process works on any more (its process was killed) it finishes first, as `recalc run` would.\n" +
 			"With --max-revoke (or RECALC_MAX_REVOKE), the import is refused when it would take\n" +
 			"access away from more than that share of the (user, record) pairs with access whose\n" +
 			"access it can change, unless --yes is given; `recalc plan [--merge] FILE` shows the details.\n" +

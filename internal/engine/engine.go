@@ -177,8 +177,7 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 		}
 		created := false
 		var org *sharing.Org // the job's configuration, when this run planned it
-		switch {
-		case job == nil:
+		if job == nil {
 			var pl *Planned
 			if job, pl, err = createJob(ctx, pool, opt, log); err != nil {
 				return nil, err
@@ -198,15 +197,13 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 			if created = job != nil && pl != nil; created {
 				org = pl.org
 			}
-		case job.Status == queue.Failed:
-			log.Warn().Int64("job", job.ID).Str("error", job.Error).Msg("resuming failed job")
-			if err := queue.Resume(ctx, pool, job.ID); err != nil {
-				return nil, err
-			}
-		default:
-			log.Info().Int64("job", job.ID).Str("kind", string(job.Kind)).Msg("joining unfinished job")
 		}
-		if last, err = runJob(ctx, pool, job, org, opt, log); err != nil {
+		if created {
+			last, err = runJob(ctx, pool, job, org, opt, log)
+		} else {
+			last, err = joinJob(ctx, pool, job, opt, log)
+		}
+		if err != nil {
 			return nil, err
 		}
 		if created && (!opt.Full || opt.InPlace || last.Kind == queue.Full) {
@@ -214,4 +211,33 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 		}
 	}
 	return withStuck(jobReport(ctx, pool, last.ID))
+}
+
+// Finish works the unfinished job, if there is one, to its end, and plans
+// nothing new: an import does so with a job that no process works on any
+// more. It returns nil when no job is unfinished.
+func Finish(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logger) (*Report, error) {
+	opt.defaults()
+	job, err := queue.Unfinished(ctx, pool)
+	if err != nil || job == nil {
+		return nil, err
+	}
+	if job, err = joinJob(ctx, pool, job, opt, log); err != nil {
+		return nil, err
+	}
+	return jobReport(ctx, pool, job.ID)
+}
+
+// joinJob works an unfinished job that another process planned (running
+// elsewhere, interrupted, or failed: resumed) until it ends.
+func joinJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, opt Options, log zerolog.Logger) (*queue.Job, error) {
+	if job.Status == queue.Failed {
+		log.Warn().Int64("job", job.ID).Str("error", job.Error).Msg("resuming failed job")
+		if err := queue.Resume(ctx, pool, job.ID); err != nil {
+			return nil, err
+		}
+	} else {
+		log.Info().Int64("job", job.ID).Str("kind", string(job.Kind)).Msg("joining unfinished job")
+	}
+	return runJob(ctx, pool, job, nil, opt, log)
 }
