@@ -3,6 +3,7 @@ package attach_test
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -120,5 +121,28 @@ func TestCharIDs(t *testing.T) {
 				t.Errorf("per-user %v: %s sees %q through the policy, access_level allows %q", perUser, u, got, want)
 			}
 		}
+	}
+}
+
+// TestCharUserIDs: the users attached from a table keyed by char(n) are
+// named by their ids without trailing blanks, as char owner columns name
+// them, and a change to a user's row is absorbed.
+func TestCharUserIDs(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.exec(t, b.app,
+		`CREATE TABLE crm.s_user (id char(12) PRIMARY KEY, role_id text, active boolean NOT NULL DEFAULT true)`,
+		`INSERT INTO crm.s_user (id, role_id) VALUES ('alice', 'ceo'), ('bob', 'east'), ('carol', 'east'), ('dave', 'west'), ('erin', 'west'), ('frank', NULL)`,
+		`GRANT SELECT, TRIGGER ON crm.s_user TO `+ident(b.engineRole))
+	b.mustAttach(t, strings.TrimSuffix(strings.TrimSpace(crmSpec), "}")+
+		`, "users": {"table": "crm.s_user", "id": "id", "role": "role_id", "active": "active"}}`)
+	b.run(t)
+	if !storedActive(t, b, "bob") || levelOf(t, b, "bob", "account:1") != "all" {
+		t.Fatalf("attached: bob active %v, his account:1 %s; want active, all", storedActive(t, b, "bob"), levelOf(t, b, "bob", "account:1"))
+	}
+	b.exec(t, b.app, `UPDATE crm.s_user SET active = false WHERE id = 'bob'`)
+	b.run(t)
+	if storedActive(t, b, "bob") || levelOf(t, b, "bob", "account:1") != "none" {
+		t.Errorf("deactivated: bob active %v, his account:1 %s; want inactive, none", storedActive(t, b, "bob"), levelOf(t, b, "bob", "account:1"))
 	}
 }
