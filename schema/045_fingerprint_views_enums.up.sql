@@ -13,9 +13,10 @@
 -- Both now take part in the fingerprint of each of the object's captured
 -- tables, through the column's type, the element type of an array and the
 -- base type of a domain. On a difference the object's whole source is read
--- again, as for any other change of the fingerprint. Fingerprints stored
--- before this version differ from the new ones: the first absorb after the
--- upgrade reads every attached source again, once.
+-- again, as for any other change of the fingerprint. The fingerprints
+-- stored before this version of a view, or of a table with an enum column,
+-- differ from the new ones (concat_ws skips the parts that are NULL for
+-- the others): the first absorb after the upgrade reads those once.
 
 CREATE OR REPLACE FUNCTION recalc.attach_fingerprints() RETURNS TABLE (object text, relid oid, fingerprint text)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
