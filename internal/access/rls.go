@@ -158,12 +158,26 @@ func EnableRLS(ctx context.Context, tx pgx.Tx, r *RLS) error {
 }
 
 // resolveTable returns the schema-qualified name of table, looked up on the
-// caller's search_path, or fails saying the table does not exist.
+// caller's search_path, or fails saying the table does not exist. The
+// session's own search_path may be pinned (pg.PinSearchPath): the name is
+// looked up on its default, which only that lookup runs under.
 func resolveTable(ctx context.Context, tx pgx.Tx, table string) (pgx.Identifier, error) {
+	var path string
+	if err := tx.QueryRow(ctx, `SELECT pg_catalog.current_setting('search_path'), pg_catalog.set_config('search_path', s.reset_val, true)
+		FROM pg_catalog.pg_settings s WHERE s.name = 'search_path'`).Scan(&path, new(string)); err != nil {
+		return nil, fmt.Errorf("look up table %.100q: %w", table, err)
+	}
+	var oid *uint32
+	err := tx.QueryRow(ctx, `SELECT pg_catalog.to_regclass($1)::oid`, pgx.Identifier(strings.Split(table, ".")).Sanitize()).Scan(&oid)
+	if err == nil {
+		_, err = tx.Exec(ctx, `SELECT pg_catalog.set_config('search_path', $1, true)`, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up table %.100q: %w", table, err)
+	}
 	var nsp, rel *string
-	err := tx.QueryRow(ctx, `SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c
-		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = pg_catalog.to_regclass($1)`,
-		pgx.Identifier(strings.Split(table, ".")).Sanitize()).Scan(&nsp, &rel)
+	err = tx.QueryRow(ctx, `SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`, oid).Scan(&nsp, &rel)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil, fmt.Errorf("table %.100q does not exist: create it first, or give SCHEMA.TABLE", table)

@@ -254,10 +254,15 @@ var appMu sync.Mutex
 
 // recalcErr runs the recalc command line as the engine role.
 func (b *bundle) recalcErr(args ...string) (string, error) {
+	return b.recalcAs(dburl.WithUser(b.url, b.engineRole), args...)
+}
+
+// recalcAs runs the recalc command line on the database url.
+func (b *bundle) recalcAs(url string, args ...string) (string, error) {
 	var out, errOut bytes.Buffer
 	app := cli.App(&out, &errOut)
 	app.ExitErrHandler = func(*ucli.Context, error) {} // return errors, never exit the test binary
-	argv := append([]string{"recalc", "--database-url", dburl.WithUser(b.url, b.engineRole), "--log-format", "json"}, args...)
+	argv := append([]string{"recalc", "--database-url", url, "--log-format", "json"}, args...)
 	appMu.Lock()
 	err := app.RunContext(context.Background(), argv)
 	appMu.Unlock()

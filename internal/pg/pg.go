@@ -28,6 +28,23 @@ func Listen(ctx context.Context, q Querier, channel string) error {
 	return nil
 }
 
+// PinSearchPath makes every session that cfg opens set its search_path
+// to pg_catalog, pg_temp before its first statement, whatever the URL, the
+// role or the database sets. An unqualified function or operator in the
+// engine's statements then never resolves to one that another role
+// created: a public.unnest(text[]) is a closer match than
+// pg_catalog.unnest(anyarray) wherever public is on the path, and would run
+// with the engine's rights (SECURITY.md). RESET, and pg_settings'
+// reset_val, still give the session's default.
+func PinSearchPath(cfg *pgconn.Config) {
+	cfg.AfterConnect = func(ctx context.Context, c *pgconn.PgConn) error {
+		if _, err := c.Exec(ctx, "SET search_path = pg_catalog, pg_temp").ReadAll(); err != nil {
+			return fmt.Errorf("pin search_path: %w", err)
+		}
+		return nil
+	}
+}
+
 // SQLSTATE codes recalc tells apart.
 const (
 	SerializationFailure  = "40001"
