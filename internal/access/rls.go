@@ -329,15 +329,19 @@ func (c *idColumn) perUser(ctx context.Context, tx pgx.Tx, user, object, level s
 	var ids, floor string
 	switch c.typ {
 	case "text", "varchar", "bpchar":
-		// A char column compares as bpchar: its index answers bpchar[].
+		list := keys
+		if c.prefix != "" {
+			list = `recalc.rls_text_ids(` + keys + `, %6$L)`
+		}
 		arr := "text"
 		if c.typ == "bpchar" {
+			// A char column compares as bpchar: its index answers
+			// bpchar[]. bpchar's = ignores trailing blanks, and a char
+			// value's key has none: a key with one names no row.
 			arr = "bpchar"
+			list = `ARRAY(SELECT k FROM unnest(` + list + `) k WHERE k NOT LIKE '%% ')`
 		}
-		ids = `(SELECT ` + keys + `)::` + arr + `[] COLLATE %7$I.%8$I`
-		if c.prefix != "" {
-			ids = `(SELECT recalc.rls_text_ids(` + keys + `, %6$L))::` + arr + `[] COLLATE %7$I.%8$I`
-		}
+		ids = `(SELECT ` + list + `)::` + arr + `[] COLLATE %7$I.%8$I`
 		floor = `''::` + arr + ` COLLATE %7$I.%8$I`
 	case "uuid":
 		ids, floor = `(SELECT recalc.rls_uuid_ids(`+keys+`, %6$L))::uuid[]`, `'00000000-0000-0000-0000-000000000000'::uuid`

@@ -117,6 +117,7 @@ var schemes = map[string]idScheme{
 	// the per-user policy converts ids to the column's type and collation
 	"integer": {"integer", func(i int) string { return strconv.Itoa(-500 + i) }},
 	"varchar": {`varchar(12) COLLATE "C"`, func(i int) string { return "v" + strconv.Itoa(i) }},
+	"char":    {`char(12) COLLATE "C"`, func(i int) string { return "c" + strconv.Itoa(i) }},
 }
 
 // renumber gives m's records the scheme's ids, and every reference to them.
@@ -470,6 +471,31 @@ func TestRLSKeyIgnoresNondeterministicCollation(t *testing.T) {
 		})
 		if err == nil || !strings.Contains(err.Error(), "nondeterministic collation") {
 			t.Errorf("per-user plans on id column %s with a case-insensitive collation: error %v, want a refusal", col, err)
+		}
+	}
+}
+
+// TestRLSCharKeysHaveNoTrailingBlanks: a char(n) column's value is the
+// key of the record named by its text, without its padding, so the record
+// "abc " (u2's) names no row of the table, whose 'abc' is u1's record.
+// Both policies admit only u1 to it; the per-user one compared bpchar
+// values, whose = ignores trailing blanks, and admitted u2 too (found by an
+// attack helper).
+func TestRLSCharKeysHaveNoTrailingBlanks(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.model(t, strings.Replace(privateAccounts, `"owner": "u1"}]`, `"owner": "u1"}, {"object": "account", "id": "abc ", "owner": "u2"}]`, 1))
+	b.exec(t, `CREATE TABLE app (id char(8) PRIMARY KEY)`, `INSERT INTO app VALUES ('abc')`, `GRANT SELECT ON app TO `+b.role)
+	for _, perUser := range []bool{false, true} {
+		b.tx(t, func(tx pgx.Tx) error {
+			return access.EnableRLS(b.ctx, tx, &access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "app.user_id", PerUserPlans: perUser})
+		})
+		for _, settings := range []string{"", `SET LOCAL enable_seqscan = off`} {
+			for user, want := range map[string][]string{"u1": {"abc"}, "u2": nil} {
+				if got := b.asUserWith(t, settings, user, `SELECT id::text FROM app`); !slices.Equal(got, want) {
+					t.Errorf("per-user %v, %q: %s sees %q, want %q", perUser, settings, user, got, want)
+				}
+			}
 		}
 	}
 }

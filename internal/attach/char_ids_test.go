@@ -7,6 +7,9 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/recalc-dev/recalc/internal/access"
+	"github.com/recalc-dev/recalc/internal/pg"
 )
 
 // charIDSpec attaches account and case to tables keyed by char(36), as
@@ -14,6 +17,78 @@ import (
 const charIDSpec = `{"objects": [
   {"object": "account", "table": "crm.s_account", "id": "id", "owner": "assigned_user_id", "parent": null, "fields": ["industry", "vip"]},
   {"object": "case", "table": "crm.s_case", "id": "id", "owner": "assigned_user_id", "parent": "account_id", "fields": ["priority"]}]}`
+
+// setupCharIDs attaches charIDSpec's tables, holding the CRM's accounts 1
+// to 3 as a1, a uuid, and a3, and two cases: c1 (erin's, under a1) and c2
+// (bob's, under the uuid account).
+func setupCharIDs(t *testing.T) *bundle {
+	t.Helper()
+	b := setup(t)
+	b.exec(t, b.app,
+		`CREATE TABLE crm.s_account (id char(36) PRIMARY KEY, assigned_user_id char(36) NOT NULL, industry text, vip boolean)`,
+		`CREATE TABLE crm.s_case (id char(36) PRIMARY KEY, assigned_user_id char(36), account_id char(36) REFERENCES crm.s_account, priority integer)`,
+		`INSERT INTO crm.s_account VALUES ('a1', 'bob', 'tech', false), ('`+charUUID+`', 'dave', 'energy', true),
+		     ('a3', 'carol', NULL, NULL)`,
+		`INSERT INTO crm.s_case VALUES ('c1', 'erin', 'a1', 4), ('c2', 'bob', '`+charUUID+`', 1)`,
+		`GRANT SELECT, TRIGGER ON crm.s_account, crm.s_case TO `+ident(b.engineRole))
+	b.mustAttach(t, charIDSpec)
+	b.run(t)
+	return b
+}
+
+// charUUID is the id of setupCharIDs' second account, which fills its
+// char(36) column.
+const charUUID = "5f0c2a8e-1b7c-4c0e-9d3a-000000000002"
+
+// TestCharIDsWriteGuard: the write guard reads a char id or parent
+// column's value as the record's key, without its padding. It used to ask
+// about the padded id, of which recalc holds no record, and so let an
+// editor take a record (found by an attack helper), and refused a move
+// under a char parent the user may read. Under --write, bob may edit case
+// c1 (his role's case access on his account a1), which erin owns; erin
+// reads account a4 (rule tech: vip) and not a3.
+func TestCharIDsWriteGuard(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupCharIDs(t)
+	b.exec(t, b.app, `INSERT INTO crm.s_account VALUES ('a4', 'dave', 'energy', true)`)
+	b.run(t)
+	for _, p := range []struct{ user, key, level string }{
+		{"bob", "case:c1", "edit"}, {"erin", "case:c1", "all"}, {"erin", "account:a4", "read"}, {"erin", "account:a3", "none"},
+	} {
+		if got := levelOf(t, b, p.user, p.key); got != p.level {
+			t.Fatalf("premise: %s has %s on %s, want %s", p.user, got, p.key, p.level)
+		}
+	}
+	role := "attach_writer_" + b.appRole[len("attach_app_"):]
+	t.Cleanup(func() { dropRoles(b.url, role) })
+	b.exec(t, b.admin, `ALTER ROLE `+ident(b.engineRole)+` BYPASSRLS`,
+		`CREATE ROLE `+ident(role)+` NOLOGIN NOSUPERUSER`, `GRANT USAGE ON SCHEMA crm TO `+ident(role),
+		`GRANT SELECT, INSERT, UPDATE ON crm.s_account, crm.s_case TO `+ident(role))
+	if err := pgx.BeginFunc(ctx, b.admin, func(tx pgx.Tx) error { return access.Grant(ctx, tx, access.Reader, role) }); err != nil {
+		t.Fatal(err)
+	}
+	b.enablePolicies(t, protectedTable{name: "crm.s_case", object: "case"}, access.RLS{Write: true})
+	tests := []struct {
+		name, user, stmt string
+		refused          bool
+	}{
+		{"an editor changes the owner", "bob", `UPDATE crm.s_case SET assigned_user_id = 'bob' WHERE id = 'c1'`, true},
+		{"an editor changes the id", "bob", `UPDATE crm.s_case SET id = 'c9' WHERE id = 'c1'`, true},
+		{"the owner changes the owner", "erin", `UPDATE crm.s_case SET assigned_user_id = 'bob' WHERE id = 'c1'`, false},
+		{"the owner moves it under an account she reads", "erin", `UPDATE crm.s_case SET account_id = 'a4' WHERE id = 'c1'`, false},
+		{"the owner moves it under an account she cannot read", "erin", `UPDATE crm.s_case SET account_id = 'a3' WHERE id = 'c1'`, true},
+	}
+	for _, tc := range tests {
+		got, err := b.asPolicyUser(t, role, &tc.user, nil, tc.stmt+` RETURNING id::text`, "")
+		switch {
+		case tc.refused && !pg.IsInsufficientPrivilege(err):
+			t.Errorf("%s: %v (rows %q), want refused with 42501", tc.name, err, got)
+		case !tc.refused && (err != nil || len(got) != 1):
+			t.Errorf("%s: %v (rows %q), want one row written", tc.name, err, got)
+		}
+	}
+}
 
 // TestCharIDs: an object attached to a char(n)-keyed table works as one
 // keyed by text: its ids (blank-padded in the column) are their text
@@ -24,16 +99,7 @@ const charIDSpec = `{"objects": [
 func TestCharIDs(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setup(t)
-	b.exec(t, b.app,
-		`CREATE TABLE crm.s_account (id char(36) PRIMARY KEY, assigned_user_id char(36) NOT NULL, industry text, vip boolean)`,
-		`CREATE TABLE crm.s_case (id char(36) PRIMARY KEY, assigned_user_id char(36), account_id char(36), priority integer)`,
-		`INSERT INTO crm.s_account VALUES ('a1', 'bob', 'tech', false), ('5f0c2a8e-1b7c-4c0e-9d3a-000000000002', 'dave', 'energy', true),
-		     ('a3', 'carol', NULL, NULL)`,
-		`INSERT INTO crm.s_case VALUES ('c1', 'erin', 'a1', 4), ('c2', 'bob', '5f0c2a8e-1b7c-4c0e-9d3a-000000000002', 1)`,
-		`GRANT SELECT, TRIGGER ON crm.s_account, crm.s_case TO `+ident(b.engineRole))
-	b.mustAttach(t, charIDSpec)
-	b.run(t)
+	b := setupCharIDs(t)
 
 	level := func(user, object, id string) string {
 		t.Helper()
@@ -83,7 +149,7 @@ func TestCharIDs(t *testing.T) {
 			FROM recalc.visible_ids('frank', 'account', 'read', `+after+`, 10) WITH ORDINALITY v(id, level, next_after, n)`).Scan(&ids); err != nil {
 			t.Fatalf("visible_ids(%s): %v", after, err)
 		}
-		if want := []string{"5f0c2a8e-1b7c-4c0e-9d3a-000000000002", "a1", "a3"}; !slices.Equal(ids, want) {
+		if want := []string{charUUID, "a1", "a3"}; !slices.Equal(ids, want) {
 			t.Errorf("visible_ids(frank, %s) = %q, want %q", after, ids, want)
 		}
 	}

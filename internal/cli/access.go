@@ -198,8 +198,8 @@ func rlsEnableCommand(out, errOut io.Writer) *cli.Command {
 			"ROLE insert any row, --owner-column COL lets a user read and change the rows it owns. On an\n" +
 			"attached table they come with a write guard (a trigger): an owner or id change needs all access,\n" +
 			"a new or changed parent must be readable, and the writing role needs `recalc grant reader`.\n" +
-			"OBJECT must be in the stored model; the id column must be text, varchar, smallint, integer,\n" +
-			"bigint or uuid. Readers need `recalc grant reader ROLE`. Superusers and BYPASSRLS roles bypass\n" +
+			"OBJECT must be in the stored model; the id column must be text, varchar, char, smallint,\n" +
+			"integer, bigint or uuid. Readers need `recalc grant reader ROLE`. Superusers and BYPASSRLS roles bypass\n" +
 			"row-level security, and so do reads as the table's owner unless --force (FORCE ROW LEVEL\n" +
 			"SECURITY): without it, a warning is printed on standard error.\n" +
 			"--per-user-plans installs a policy the planner plans for each query's user: a user with few grants\n" +
