@@ -17,9 +17,29 @@ var driftSpec = strings.Replace(crmSpec,
 	`{"object": "account", "table": "crm_recalc.account_v", "id": "id", "owner": "owner_id", "parent": null,
    "fields": ["industry", "amount", "vip"], "territories": "territories", "capture": [{"table": "crm.account", "id": "id"}]}`, 1)
 
-const driftView = `CREATE OR REPLACE VIEW crm_recalc.account_v AS
-    SELECT a.id, a.owner_id, a.sector::text AS industry, a.amount, coalesce(a.shared_until > now(), false) AS vip, a.territories
+// driftView reads the industry from the sector column with read, an
+// expression of a.sector.
+func driftView(read string) string {
+	return `CREATE OR REPLACE VIEW crm_recalc.account_v AS
+    SELECT a.id, a.owner_id, ` + read + ` AS industry, a.amount, coalesce(a.shared_until > now(), false) AS vip, a.territories
     FROM crm.account a`
+}
+
+// sectorColumn is the type of crm.account's sector column, which holds the
+// enum crm.sector, how the column is set from the industry, and how the
+// view reads it back as text.
+type sectorColumn struct{ typ, set, read string }
+
+// sectorTypes are the types that hold crm.sector, each created for every
+// case.
+const sectorTypes = `CREATE TYPE crm.sector AS ENUM ('tech', 'energy');
+    CREATE DOMAIN crm.sector_d AS crm.sector;
+    CREATE DOMAIN crm.sector_dd AS crm.sector_d;
+    CREATE DOMAIN crm.sectors_d AS crm.sector[];
+    CREATE TYPE crm.tag AS (s crm.sector_d, weight integer);
+    CREATE TYPE crm.sector_r AS RANGE (subtype = crm.sector)`
+
+var plainSector = sectorColumn{"crm.sector", "industry::crm.sector", "a.sector::text"}
 
 // TestSourceDriftWithoutWrites: an attached view can show other rows while
 // no row is written. A renamed enum label and a redefined view change the
@@ -31,7 +51,8 @@ func TestSourceDriftWithoutWrites(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name   string
-		app    []string // as the application, before attaching
+		sector sectorColumn // plainSector when empty
+		app    []string     // as the application, before attaching
 		change func(t *testing.T, b *bundle)
 		user   string
 		record string
@@ -40,17 +61,42 @@ func TestSourceDriftWithoutWrites(t *testing.T) {
 		full   string // after a full run
 	}{
 		{
-			name: "enum label renamed",
-			change: func(t *testing.T, b *bundle) {
-				b.exec(t, b.app, `ALTER TYPE crm.sector RENAME VALUE 'tech' TO 'technology'`)
-			},
-			user: "frank", record: "account:1", before: "read", run: "none", full: "none",
+			name:   "enum label renamed",
+			change: renameTech,
+			user:   "frank", record: "account:1", before: "read", run: "none", full: "none",
+		},
+		// Found by an attack helper: migration 045 followed a column's type
+		// one level only.
+		{
+			name:   "enum label renamed, under an array of a domain",
+			sector: sectorColumn{"crm.sector_d[]", "ARRAY[industry::crm.sector]::crm.sector_d[]", "(a.sector[1])::text"},
+			change: renameTech, user: "frank", record: "account:1", before: "read", run: "none", full: "none",
+		},
+		{
+			name:   "enum label renamed, under a domain over a domain",
+			sector: sectorColumn{"crm.sector_dd", "industry::crm.sector", "a.sector::text"},
+			change: renameTech, user: "frank", record: "account:1", before: "read", run: "none", full: "none",
+		},
+		{
+			name:   "enum label renamed, under a domain over an array",
+			sector: sectorColumn{"crm.sectors_d", "ARRAY[industry::crm.sector]", "(a.sector[1])::text"},
+			change: renameTech, user: "frank", record: "account:1", before: "read", run: "none", full: "none",
+		},
+		{
+			name:   "enum label renamed, in a composite type",
+			sector: sectorColumn{"crm.tag", "ROW(industry::crm.sector, 1)::crm.tag", "split_part(btrim(a.sector::text, '()'), ',', 1)"},
+			change: renameTech, user: "frank", record: "account:1", before: "read", run: "none", full: "none",
+		},
+		{
+			name:   "enum label renamed, in a range",
+			sector: sectorColumn{"crm.sector_r", "crm.sector_r(industry::crm.sector, industry::crm.sector, '[]')", "lower(a.sector)::text"},
+			change: renameTech, user: "frank", record: "account:1", before: "read", run: "none", full: "none",
 		},
 		{
 			name: "view redefined",
 			app:  []string{`UPDATE crm.account SET deleted = true WHERE id = 1`},
 			change: func(t *testing.T, b *bundle) {
-				b.exec(t, b.engine, driftView+` WHERE NOT a.deleted`)
+				b.exec(t, b.engine, driftView(plainSector.read)+` WHERE NOT a.deleted`)
 			},
 			user: "bob", record: "account:1", before: "all", run: "none", full: "none",
 		},
@@ -70,13 +116,17 @@ func TestSourceDriftWithoutWrites(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			sector := tc.sector
+			if sector == (sectorColumn{}) {
+				sector = plainSector
+			}
 			b := setup(t)
-			b.exec(t, b.app, `CREATE TYPE crm.sector AS ENUM ('tech', 'energy')`,
-				`ALTER TABLE crm.account ADD COLUMN sector crm.sector, ADD COLUMN deleted boolean NOT NULL DEFAULT false,
+			b.exec(t, b.app, sectorTypes,
+				`ALTER TABLE crm.account ADD COLUMN sector `+sector.typ+`, ADD COLUMN deleted boolean NOT NULL DEFAULT false,
 				 ADD COLUMN shared_until timestamptz`,
-				`UPDATE crm.account SET sector = industry::crm.sector, vip = NULL`)
+				`UPDATE crm.account SET sector = `+sector.set+`, vip = NULL`)
 			b.exec(t, b.app, tc.app...)
-			b.exec(t, b.engine, driftView)
+			b.exec(t, b.engine, driftView(sector.read))
 			b.mustAttach(t, driftSpec)
 			b.run(t)
 			level := func() string {
@@ -101,4 +151,9 @@ func TestSourceDriftWithoutWrites(t *testing.T) {
 			}
 		})
 	}
+}
+
+// renameTech renames crm.sector's label tech, as the application.
+func renameTech(t *testing.T, b *bundle) {
+	b.exec(t, b.app, `ALTER TYPE crm.sector RENAME VALUE 'tech' TO 'technology'`)
 }
