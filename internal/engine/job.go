@@ -216,7 +216,7 @@ func workChunks(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sh
 			st, err := workChunk(ctx, tx, job, org, dict, c, repair)
 			if err == nil && len(st.Invalid) > 0 {
 				log.Warn().Int64("job", job.ID).Int("chunk", c.N).Int("records", len(st.Invalid)).Strs("first", st.Invalid[:min(10, len(st.Invalid))]).
-					Msg("invalid records get no access (see recalc.invalid_record): fix them with SQL or import")
+					Msg("invalid records get no access (see recalc.invalid_record): fix their rows (an attached table's, or recalc.record with SQL), or import")
 			}
 			return st, err
 		}, log)

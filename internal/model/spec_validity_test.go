@@ -217,7 +217,7 @@ func specCases() []specCase {
 	bad("sharing-model.md 1: ids must be unique within their kind", "object listed twice", "lead", sdoc().add("objects", `{"name":"lead","internal_owd":"private"}`))
 	const objParent = "sharing-model.md 1 Objects: `parent` names an unknown object"
 	bad(objParent, "unknown parent object", "w__c", sdoc().add("objects", `{"name":"w__c","parent":"nope__c","internal_owd":"private"}`))
-	bad("sharing-model.md 1 Objects: `parent`: optional, another object's name", "object its own parent", "w__c", sdoc().add("objects", `{"name":"w__c","parent":"w__c","internal_owd":"controlled_by_parent","external_owd":"controlled_by_parent"}`))
+	bad("sharing-model.md 1 Objects: `parent`: optional, another object's name", "object its own parent", `object "w__c" cannot be its own parent`, sdoc().add("objects", `{"name":"w__c","parent":"w__c","internal_owd":"controlled_by_parent","external_owd":"controlled_by_parent"}`))
 	bad("sharing-model.md 3.3: controlled_by_parent reads the parent record's access (a cycle has none)", "controlled_by_parent object cycle", "__c",
 		sdoc().add("objects", `{"name":"w__c","parent":"x__c","internal_owd":"controlled_by_parent","external_owd":"controlled_by_parent"}`,
 			`{"name":"x__c","parent":"w__c","internal_owd":"controlled_by_parent","external_owd":"controlled_by_parent"}`))

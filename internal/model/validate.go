@@ -68,6 +68,12 @@ func (ix *Index) indexObjects(Limits) error {
 	if err != nil {
 		return err
 	}
+	for _, o := range ix.Config.Objects {
+		if o.Parent == o.Name {
+			return fmt.Errorf("object %q cannot be its own parent: an object's parent is the object its records' access can come from (a contact's account); "+
+				"a record's link to another record of its own object, such as an account's parent account, plays no part in sharing: leave it out", o.Name)
+		}
+	}
 	if start, err := levels(objects, func(n string) string { return ix.Objects[n].Parent }, MaxObjectDepth); err != nil {
 		if d, ok := err.(*errTooDeep); ok {
 			return fmt.Errorf("object %q is %d levels deep in the object hierarchy, over the fixed limit of %d", start, d.depth, d.max)

@@ -776,7 +776,7 @@ func checkRecords(ctx context.Context, tx pgx.Tx, ix *model.Index, stored []byte
 	}
 	if len(tolerated) > 0 {
 		log.Warn().Int("records", len(tolerated)).Strs("first", tolerated[:min(10, len(tolerated))]).
-			Msg("records written with plain SQL are invalid and get no access (see recalc.invalid_record): fix them with SQL or import")
+			Msg("records written with plain SQL or through attached tables are invalid and get no access (see recalc.invalid_record): fix their rows, or import")
 	}
 	return nil
 }
