@@ -169,8 +169,8 @@ func uniqueOn(ctx context.Context, tx pgx.Tx, relid uint32, col string) (bool, e
 // viewReads checks what a view's query depends on: only functions and
 // operators of pg_catalog (the capture runs it with the engine's rights,
 // and functions in a view run as the caller), and only tables, which it
-// returns by oid with their names.
-func viewReads(ctx context.Context, tx pgx.Tx, relid uint32, view string) (map[uint32]string, error) {
+// returns by oid with their names and how many times the view reads each.
+func viewReads(ctx context.Context, tx pgx.Tx, relid uint32, view string) (map[uint32]viewRead, error) {
 	var foreign string
 	err := tx.QueryRow(ctx, `
 		SELECT coalesce(p.oid::regprocedure::text, o.oid::regoperator::text)
@@ -185,25 +185,35 @@ func viewReads(ctx context.Context, tx pgx.Tx, relid uint32, view string) (map[u
 	if err != pgx.ErrNoRows {
 		return nil, fmt.Errorf("read dependencies of view %s: %w", view, err)
 	}
+	// How many times the view reads each table: its range table entries
+	// of the relation, counted in the stored rule's text (":rtekind 0
+	// :relid N" in PostgreSQL 15 and 16).
 	rows, err := tx.Query(ctx, `
-		SELECT DISTINCT c.oid, c.relkind::text, c.oid::regclass::text
+		SELECT DISTINCT c.oid, c.relkind::text, c.oid::regclass::text, regexp_count(r.ev_action::text, ':rtekind 0 :relid ' || c.oid || ' ')
 		FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
 		JOIN pg_class c ON d.refclassid = 'pg_class'::regclass AND c.oid = d.refobjid
 		WHERE r.ev_class = $1 AND c.oid <> $1`, relid)
 	if err != nil {
 		return nil, fmt.Errorf("read tables of view %s: %w", view, err)
 	}
-	tables := map[uint32]string{}
+	tables := map[uint32]viewRead{}
 	var oid uint32
-	var kind, name string
-	_, err = pgx.ForEachRow(rows, []any{&oid, &kind, &name}, func() error {
+	var kind string
+	var read viewRead
+	_, err = pgx.ForEachRow(rows, []any{&oid, &kind, &read.name, &read.times}, func() error {
 		if kind != "r" {
-			return fmt.Errorf("view %s reads %s, which is not a table: attach a view over tables only", view, name)
+			return fmt.Errorf("view %s reads %s, which is not a table: attach a view over tables only", view, read.name)
 		}
-		tables[oid] = name
+		tables[oid] = read
 		return nil
 	})
 	return tables, err
+}
+
+// viewRead is a table a view reads, and how many times.
+type viewRead struct {
+	name  string
+	times int
 }
 
 // funcName names the capture function of object on table relid: short

@@ -197,9 +197,15 @@ func (t *target) resolveView(ctx context.Context, tx pgx.Tx, rel *relation) erro
 		}
 		t.captures = append(t.captures, *base)
 	}
-	for r, name := range reads {
-		if !slices.ContainsFunc(t.captures, func(c capture) bool { return c.Relid == r }) {
-			return fmt.Errorf("view %s reads table %s, which \"capture\" does not list: list every table it reads, or its changes would be missed", t.Table, name)
+	for r, read := range reads {
+		i := slices.IndexFunc(t.captures, func(c capture) bool { return c.Relid == r })
+		switch {
+		case i < 0:
+			return fmt.Errorf("view %s reads table %s, which \"capture\" does not list: list every table it reads, or its changes would be missed", t.Table, read.name)
+		case read.times > 1 && t.Object.Object != model.UsersAttachment: // the users' source is read whole
+			return fmt.Errorf("view %s reads table %s %d times: a write to one of its rows re-reads only the record whose id its column %q holds, "+
+				"so a row read for another record (a parent's, say) would leave that record stale: read each row of it for its own record only (docs/attach.md, \"A row counts for one record\")",
+				t.Table, read.name, read.times, t.captures[i].KeyCol)
 		}
 	}
 	return nil

@@ -59,7 +59,11 @@ func TestAttachValidation(t *testing.T) {
 		`GRANT SELECT ON crm.app_view TO `+ident(b.engineRole))
 	b.exec(t, b.engine, `CREATE FUNCTION crm_recalc.lower2(text) RETURNS text LANGUAGE sql AS 'SELECT lower($1)'`,
 		`CREATE VIEW crm_recalc.fn_view AS SELECT id, crm_recalc.lower2(owner_id) AS owner_id FROM crm.account`,
-		`CREATE VIEW crm_recalc.invoker_view WITH (security_invoker = true) AS SELECT id, owner_id FROM crm.account`)
+		`CREATE VIEW crm_recalc.invoker_view WITH (security_invoker = true) AS SELECT id, owner_id FROM crm.account`,
+		// A helper's view of a child that also read its parent's row of
+		// the same table, to leave out children of deleted parents.
+		`CREATE VIEW crm_recalc.twice_view AS SELECT a.id, a.owner_id FROM crm.account a
+		   WHERE EXISTS (SELECT FROM crm.account p WHERE p.id = a.id - 1)`)
 	acc := `{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id"}`
 	for name, tc := range map[string]struct{ entries, want string }{
 		"unknown object":    {`{"object": "lead", "table": "crm.account", "id": "id", "owner": "owner_id"}`, "not in the stored model"},
@@ -80,6 +84,7 @@ func TestAttachValidation(t *testing.T) {
 		"view function":     {`{"object": "account", "table": "crm_recalc.fn_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "not PostgreSQL's own"},
 		"view table missed": {acc + `, {"object": "contact", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id", "parent": "account_id", "capture": [{"table": "crm.contact", "id": "id"}]}`, "does not list"},
 		"capture key type":  {acc + `, {"object": "contact", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id", "parent": "account_id", "capture": [{"table": "crm.contact", "id": "id"}, {"table": "crm.contact_account", "id": "account_id"}]}`, "it must be of the type of the view's id column \"id\", uuid"},
+		"view reads twice":  {`{"object": "account", "table": "crm_recalc.twice_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "reads table crm.account 2 times"},
 		"table capture":     {`{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.contact", "id": "id"}]}`, "remove \"capture\""},
 	} {
 		t.Run(name, func(t *testing.T) {
