@@ -201,7 +201,11 @@ func viewReads(ctx context.Context, tx pgx.Tx, relid uint32, view string) (map[u
 	var kind string
 	var read viewRead
 	_, err = pgx.ForEachRow(rows, []any{&oid, &kind, &read.name, &read.times}, func() error {
-		if kind != "r" {
+		switch kind {
+		case "r":
+		case "c":
+			return fmt.Errorf("view %s reads a field of the composite type %s: attach a view that reads only tables' columns (a column of that type as a whole, col::text, may be read)", view, read.name)
+		default:
 			return fmt.Errorf("view %s reads %s, which is not a table: attach a view over tables only", view, read.name)
 		}
 		tables[oid] = read

@@ -54,6 +54,7 @@ func TestAttachValidation(t *testing.T) {
 		`CREATE TABLE crm.float_id (id float8 PRIMARY KEY, owner_id text)`,
 		`CREATE TABLE crm.secret (id bigint PRIMARY KEY, owner_id text)`,
 		`CREATE TYPE crm.mood AS ENUM ('calm')`, `ALTER TABLE crm.account ADD COLUMN mood crm.mood`,
+		`CREATE TYPE crm.pair AS (a text, b text)`, `ALTER TABLE crm.account ADD COLUMN pair crm.pair`,
 		`GRANT SELECT, TRIGGER ON crm.loose, crm.float_id TO `+ident(b.engineRole),
 		`CREATE VIEW crm.app_view AS SELECT id, owner_id FROM crm.account`,
 		`GRANT SELECT ON crm.app_view TO `+ident(b.engineRole))
@@ -62,30 +63,32 @@ func TestAttachValidation(t *testing.T) {
 		`CREATE VIEW crm_recalc.invoker_view WITH (security_invoker = true) AS SELECT id, owner_id FROM crm.account`,
 		// A helper's view of a child that also read its parent's row of
 		// the same table, to leave out children of deleted parents.
+		`CREATE VIEW crm_recalc.field_view AS SELECT a.id, (a.pair).a AS owner_id FROM crm.account a`,
 		`CREATE VIEW crm_recalc.twice_view AS SELECT a.id, a.owner_id FROM crm.account a
 		   WHERE EXISTS (SELECT FROM crm.account p WHERE p.id = a.id - 1)`)
 	acc := `{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id"}`
 	for name, tc := range map[string]struct{ entries, want string }{
-		"unknown object":    {`{"object": "lead", "table": "crm.account", "id": "id", "owner": "owner_id"}`, "not in the stored model"},
-		"no table":          {`{"object": "account", "table": "crm.nope", "id": "id", "owner": "owner_id"}`, "does not exist"},
-		"no column":         {`{"object": "account", "table": "crm.account", "id": "id", "owner": "boss"}`, `owner column "boss" does not exist`},
-		"id type":           {`{"object": "account", "table": "crm.float_id", "id": "id", "owner": "owner_id"}`, "of type double precision, which recalc cannot read: use one of text, varchar, bpchar, bigint, integer, uuid"},
-		"field type":        {`{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "fields": ["updated_at", "territories"]}`, `field column "territories"`},
-		"enum field":        {`{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "fields": ["mood"]}`, `field column "mood" of crm.account is of type crm.mood, which recalc cannot read: use one of boolean, smallint, integer, bigint, numeric, real, double precision, text, varchar, bpchar, date, timestamp, timestamp with time zone, uuid (PostgreSQL's own types); for a type of the application's own (an enum, a domain), attach a view over crm.account that casts the column, such as "mood"::text AS "mood"`},
-		"not unique":        {`{"object": "account", "table": "crm.loose", "id": "id", "owner": "owner_id"}`, "not unique"},
-		"no privilege":      {`{"object": "account", "table": "crm.secret", "id": "id", "owner": "owner_id"}`, "GRANT SELECT"},
-		"parent missing":    {acc + `, {"object": "case", "table": "support.case", "id": "id", "owner": "owner_id"}`, `give the column holding the parent's id`},
-		"parent not needed": {`{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "parent": "id"}`, "no parent object"},
-		"parent detached":   {`{"object": "case", "table": "support.case", "id": "id", "owner": "owner_id", "parent": "account_id"}`, `attach "account" too`},
-		"territories":       {acc + `, {"object": "case", "table": "support.case", "id": "id", "owner": "owner_id", "parent": "account_id", "territories": "status"}`, "only accounts"},
-		"view no capture":   {`{"object": "account", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id"}`, "list its base tables"},
-		"view not owned":    {`{"object": "account", "table": "crm.app_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "must be owned by the role running recalc"},
-		"view invoker":      {`{"object": "account", "table": "crm_recalc.invoker_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "security_invoker"},
-		"view function":     {`{"object": "account", "table": "crm_recalc.fn_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "not PostgreSQL's own"},
-		"view table missed": {acc + `, {"object": "contact", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id", "parent": "account_id", "capture": [{"table": "crm.contact", "id": "id"}]}`, "does not list"},
-		"capture key type":  {acc + `, {"object": "contact", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id", "parent": "account_id", "capture": [{"table": "crm.contact", "id": "id"}, {"table": "crm.contact_account", "id": "account_id"}]}`, "it must be of the type of the view's id column \"id\", uuid"},
-		"view reads twice":  {`{"object": "account", "table": "crm_recalc.twice_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "reads table crm.account 2 times"},
-		"table capture":     {`{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.contact", "id": "id"}]}`, "remove \"capture\""},
+		"unknown object":     {`{"object": "lead", "table": "crm.account", "id": "id", "owner": "owner_id"}`, "not in the stored model"},
+		"no table":           {`{"object": "account", "table": "crm.nope", "id": "id", "owner": "owner_id"}`, "does not exist"},
+		"no column":          {`{"object": "account", "table": "crm.account", "id": "id", "owner": "boss"}`, `owner column "boss" does not exist`},
+		"id type":            {`{"object": "account", "table": "crm.float_id", "id": "id", "owner": "owner_id"}`, "of type double precision, which recalc cannot read: use one of text, varchar, bpchar, bigint, integer, uuid"},
+		"field type":         {`{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "fields": ["updated_at", "territories"]}`, `field column "territories"`},
+		"enum field":         {`{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "fields": ["mood"]}`, `field column "mood" of crm.account is of type crm.mood, which recalc cannot read: use one of boolean, smallint, integer, bigint, numeric, real, double precision, text, varchar, bpchar, date, timestamp, timestamp with time zone, uuid (PostgreSQL's own types); for a type of the application's own (an enum, a domain), attach a view over crm.account that casts the column, such as "mood"::text AS "mood"`},
+		"not unique":         {`{"object": "account", "table": "crm.loose", "id": "id", "owner": "owner_id"}`, "not unique"},
+		"no privilege":       {`{"object": "account", "table": "crm.secret", "id": "id", "owner": "owner_id"}`, "GRANT SELECT"},
+		"parent missing":     {acc + `, {"object": "case", "table": "support.case", "id": "id", "owner": "owner_id"}`, `give the column holding the parent's id`},
+		"parent not needed":  {`{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "parent": "id"}`, "no parent object"},
+		"parent detached":    {`{"object": "case", "table": "support.case", "id": "id", "owner": "owner_id", "parent": "account_id"}`, `attach "account" too`},
+		"territories":        {acc + `, {"object": "case", "table": "support.case", "id": "id", "owner": "owner_id", "parent": "account_id", "territories": "status"}`, "only accounts"},
+		"view no capture":    {`{"object": "account", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id"}`, "list its base tables"},
+		"view not owned":     {`{"object": "account", "table": "crm.app_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "must be owned by the role running recalc"},
+		"view invoker":       {`{"object": "account", "table": "crm_recalc.invoker_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "security_invoker"},
+		"view function":      {`{"object": "account", "table": "crm_recalc.fn_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "not PostgreSQL's own"},
+		"view table missed":  {acc + `, {"object": "contact", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id", "parent": "account_id", "capture": [{"table": "crm.contact", "id": "id"}]}`, "does not list"},
+		"capture key type":   {acc + `, {"object": "contact", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id", "parent": "account_id", "capture": [{"table": "crm.contact", "id": "id"}, {"table": "crm.contact_account", "id": "account_id"}]}`, "it must be of the type of the view's id column \"id\", uuid"},
+		"view reads a field": {`{"object": "account", "table": "crm_recalc.field_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "reads a field of the composite type crm.pair"},
+		"view reads twice":   {`{"object": "account", "table": "crm_recalc.twice_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "reads table crm.account 2 times"},
+		"table capture":      {`{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.contact", "id": "id"}]}`, "remove \"capture\""},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := b.attach(t, `{"objects": [`+tc.entries+`]}`)
