@@ -82,19 +82,29 @@ type writer func(context.Context, *pgxpool.Pool, *rand.Rand) error
 // fails the test on any error, and returns how many runs the writes saw.
 func (b *bundle) writeWhileRunning(t *testing.T, seed uint64, writers ...writer) int {
 	t.Helper()
+	return b.writeWhile(t, seed, func() error {
+		_, err := engine.Run(context.Background(), b.engine, engine.Options{ChunkSize: 5, Retries: 5}, zerolog.Nop())
+		return err
+	}, writers...)
+}
+
+// writeWhile runs writers as writeWhileRunning does while step runs again
+// and again, and returns how many times step ran.
+func (b *bundle) writeWhile(t *testing.T, seed uint64, step func() error, writers ...writer) int {
+	t.Helper()
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	runs := make(chan error, 1)
+	steps := make(chan error, 1)
 	n := 0
 	go func() {
 		for ctx.Err() == nil {
-			if _, err := engine.Run(context.Background(), b.engine, engine.Options{ChunkSize: 5, Retries: 5}, zerolog.Nop()); err != nil {
-				runs <- err
+			if err := step(); err != nil {
+				steps <- err
 				return
 			}
 			n++
 		}
-		runs <- nil
+		steps <- nil
 	}()
 	var wg sync.WaitGroup
 	errs := make(chan error, len(writers))
@@ -109,8 +119,8 @@ func (b *bundle) writeWhileRunning(t *testing.T, seed uint64, writers ...writer)
 	}
 	wg.Wait()
 	stop()
-	if err := <-runs; err != nil {
-		t.Fatalf("recalculation during the writes: %v", err)
+	if err := <-steps; err != nil {
+		t.Fatalf("beside the writes: %v", err)
 	}
 	close(errs)
 	for err := range errs {

@@ -335,31 +335,44 @@ func Absorb(ctx context.Context, tx pgx.Tx, maxKeys int) (done []Absorbed, ok bo
 		return nil, false, wrapAbsorb(err)
 	}
 	for _, o := range objects {
-		// Each object's absorb is a statement of its own, under a timeout:
-		// the application's code may run in its read (as the sandbox role,
-		// SECURITY.md) and must not hold the engine up for long.
-		if _, err := tx.Exec(ctx, `SELECT set_config('statement_timeout', $1, true)`,
-			fmt.Sprintf("%dms", absorbTimeout(o.Keys, o.Whole || o.Object == model.UsersAttachment).Milliseconds())); err != nil {
+		a, found, err := absorbOne(ctx, tx, o.Object, absorbTimeout(o.Keys, o.Whole || o.Object == model.UsersAttachment))
+		if err != nil {
 			return nil, false, wrapAbsorb(err)
 		}
-		var a Absorbed
-		if err := tx.QueryRow(ctx, `SELECT object, keys, absorbed, coalesce(error_code, '') FROM recalc.attach_absorb_one($1)`, o.Object).
-			Scan(&a.Object, &a.Keys, &a.Absorbed, &a.Code); err != nil && err != pgx.ErrNoRows {
-			return nil, false, wrapAbsorb(err)
-		} else if err == nil {
+		if found {
 			done = append(done, a)
-		}
-		if a.Code == SessionTampered {
-			// Code in the read changed the session's prepared statements,
-			// which no rollback undoes: drop them all (pgx's cache too)
-			// before running anything else.
-			if err := tx.Conn().DeallocateAll(ctx); err != nil {
-				return nil, false, wrapAbsorb(err)
-			}
 		}
 	}
 	if _, err := tx.Exec(ctx, `SELECT set_config('statement_timeout', $1, true)`, saved); err != nil {
 		return nil, false, wrapAbsorb(err)
 	}
 	return done, true, nil
+}
+
+// absorbOne absorbs the change rows logged for object, in a statement of
+// its own under timeout: the application's code may run in its read (as
+// the sandbox role, SECURITY.md) and must not hold the engine up for long.
+// found is false when no change row was left to absorb. It leaves the
+// session's statement_timeout at timeout.
+func absorbOne(ctx context.Context, tx pgx.Tx, object string, timeout time.Duration) (a Absorbed, found bool, err error) {
+	if _, err := tx.Exec(ctx, `SELECT set_config('statement_timeout', $1, true)`, fmt.Sprintf("%dms", timeout.Milliseconds())); err != nil {
+		return a, false, err
+	}
+	err = tx.QueryRow(ctx, `SELECT object, keys, absorbed, coalesce(error_code, '') FROM recalc.attach_absorb_one($1)`, object).
+		Scan(&a.Object, &a.Keys, &a.Absorbed, &a.Code)
+	if err == pgx.ErrNoRows {
+		return a, false, nil
+	}
+	if err != nil {
+		return a, false, err
+	}
+	if a.Code == SessionTampered {
+		// Code in the read changed the session's prepared statements,
+		// which no rollback undoes: drop them all (pgx's cache too)
+		// before running anything else.
+		if err := tx.Conn().DeallocateAll(ctx); err != nil {
+			return a, true, err
+		}
+	}
+	return a, true, nil
 }

@@ -314,14 +314,19 @@ func verifyCommand(out, errOut io.Writer) *cli.Command {
 		Description: "Compares every family (or --sample N random ones) and the closure with a fresh\n" +
 			"computation from the configuration they were last computed from, and reports the\n" +
 			"differences by object and row cause. Families with changes not yet recalculated are\n" +
-			"skipped. --repair fixes what differs, under the same row locks as a job.",
+			"skipped. First it reads each attached table (or view) again, whole, and counts the\n" +
+			"records it mirrors that differ from it although no write is pending: what no capture\n" +
+			"saw. Each source's read holds its attachment's lock, as a full run's does, so the\n" +
+			"watch waits for it. --repair fixes what differs, under the same row locks as a job;\n" +
+			"re-read records are left for the next `recalc run` to recalculate.",
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "sample", Usage: "verify this many random families instead of all (0: all)", Action: atLeast("sample", 0)},
 			&cli.BoolFlag{Name: "repair", Usage: "fix the differences"},
+			&cli.BoolFlag{Name: "sources", Value: true, Usage: "compare the attached tables with the records mirrored from them (--sources=false skips it)"},
 			formatFlag(),
 		},
 		Action: formatAction(out, errOut, func(c *cli.Context, f string) func(context.Context, *Env) error {
-			opt := engine.VerifyOptions{Sample: c.Int("sample"), Repair: c.Bool("repair")}
+			opt := engine.VerifyOptions{Sample: c.Int("sample"), Repair: c.Bool("repair"), Sources: c.Bool("sources")}
 			return func(ctx context.Context, env *Env) error { return VerifyCmd(ctx, env, opt, f) }
 		}),
 	}

@@ -305,28 +305,48 @@ func VerifyCmd(ctx context.Context, env *Env, opt engine.VerifyOptions, format s
 			return err
 		}
 	} else {
-		w := env.Out
-		fmt.Fprintf(w, "Verified %d families (%d skipped: changes pending until the next run).\n", rep.Families, rep.Skipped)
-		if !rep.Drift() {
-			fmt.Fprintln(w, "No drift: the materialized tables equal a recomputation.")
-			return nil
-		}
-		fmt.Fprintln(w, "Share rows that differ:")
-		fmt.Fprintf(w, "  %-16s %-16s %8s %8s %12s\n", "object", "cause", "missing", "extra", "wrong level")
-		for _, c := range rep.ShareRows {
-			fmt.Fprintf(w, "  %-16s %-16s %8d %8d %12d\n", c.Object, c.Cause, c.Missing, c.Extra, c.Wrong)
-		}
-		fmt.Fprintf(w, "Record rows that differ: %d\nClosure entries missing: %d, extra: %d\n", rep.RecordRows, rep.ClosureMissing, rep.ClosureExtra)
-		if rep.Repaired {
-			fmt.Fprintln(w, "Repaired.")
-		} else {
-			fmt.Fprintln(w, "Run `recalc verify --repair` to fix them.")
-		}
+		printVerify(env.Out, rep)
 	}
 	if rep.Drift() && !rep.Repaired {
 		return errDrift
 	}
 	return nil
+}
+
+// printVerify prints a verification's report as text.
+func printVerify(w io.Writer, rep *engine.VerifyReport) {
+	for _, s := range rep.Sources {
+		switch {
+		case s.Unchecked != "":
+			fmt.Fprintf(w, "Attached source %s not compared: %s.\n", s.Object, s.Unchecked)
+		case s.Differing > 0:
+			fmt.Fprintf(w, "Attached source %s: %d mirrored rows differ from it.\n", s.Object, s.Differing)
+		}
+	}
+	if len(rep.Sources) > 0 && rep.SourceDrift() == 0 {
+		fmt.Fprintf(w, "Compared %d attached sources with the records mirrored from them.\n", len(rep.Sources))
+	}
+	fmt.Fprintf(w, "Verified %d families (%d skipped: changes pending until the next run).\n", rep.Families, rep.Skipped)
+	if !rep.Drift() {
+		fmt.Fprintln(w, "No drift: the materialized tables equal a recomputation.")
+		return
+	}
+	if len(rep.ShareRows) > 0 {
+		fmt.Fprintln(w, "Share rows that differ:")
+		fmt.Fprintf(w, "  %-16s %-16s %8s %8s %12s\n", "object", "cause", "missing", "extra", "wrong level")
+		for _, c := range rep.ShareRows {
+			fmt.Fprintf(w, "  %-16s %-16s %8d %8d %12d\n", c.Object, c.Cause, c.Missing, c.Extra, c.Wrong)
+		}
+	}
+	fmt.Fprintf(w, "Record rows that differ: %d\nClosure entries missing: %d, extra: %d\n", rep.RecordRows, rep.ClosureMissing, rep.ClosureExtra)
+	switch {
+	case !rep.Repaired:
+		fmt.Fprintln(w, "Run `recalc verify --repair` to fix them.")
+	case rep.SourceDrift() > 0:
+		fmt.Fprintln(w, "Repaired. The records re-read from attached sources wait for `recalc run` (or the watch) to recalculate them.")
+	default:
+		fmt.Fprintln(w, "Repaired.")
+	}
 }
 
 // ExplainCmd prints why user has their access to record.

@@ -1,0 +1,201 @@
+package attach_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/engine"
+)
+
+// TestVerifyComparesSources: `recalc verify` reads every attached source
+// again and counts the mirrored rows that differ from it although no write
+// is pending: here, rows of views that read the clock. It
+// changes nothing unless asked to repair; a write the capture logged and no
+// run has absorbed yet is no drift, and stays for the next run. Frank reads
+// an account only through the "tech" rule (industry 'tech' or vip).
+func TestVerifyComparesSources(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.exec(t, b.app,
+		`ALTER TABLE crm.app_user ADD COLUMN role_id text, ADD COLUMN kind text, ADD COLUMN active boolean DEFAULT true,
+		     ADD COLUMN active_until timestamptz`,
+		`UPDATE crm.app_user SET role_id = CASE id WHEN 'alice' THEN 'ceo' WHEN 'bob' THEN 'east' WHEN 'carol' THEN 'east'
+		     WHEN 'dave' THEN 'west' WHEN 'erin' THEN 'west' END`,
+		`ALTER TABLE crm.account ADD COLUMN shared_until timestamptz`,
+		`UPDATE crm.account SET vip = NULL`,
+		`GRANT SELECT, TRIGGER ON crm.app_user TO `+ident(b.engineRole))
+	b.exec(t, b.engine,
+		`CREATE VIEW crm_recalc.account_v AS SELECT a.id, a.owner_id, a.industry, a.amount,
+		     coalesce(a.shared_until > now(), false) AS vip, a.territories FROM crm.account a`,
+		`CREATE VIEW crm_recalc.user_v AS SELECT u.id, u.role_id, u.kind,
+		     u.active AND coalesce(u.active_until > now(), true) AS active FROM crm.app_user u`)
+	spec := strings.Replace(crmSpec, `"table": "crm.account", "id": "id", "owner": "owner_id", "parent": null,`,
+		`"table": "crm_recalc.account_v", "capture": [{"table": "crm.account", "id": "id"}], "id": "id", "owner": "owner_id", "parent": null,`, 1)
+	spec = strings.TrimSuffix(strings.TrimSpace(spec), "}") + `, "users": {"table": "crm_recalc.user_v", "id": "id", "role": "role_id",
+		"type": "kind", "active": "active", "capture": [{"table": "crm.app_user", "id": "id"}]}}`
+	b.mustAttach(t, spec)
+	b.run(t)
+
+	ctx := context.Background()
+	verify := func(repair bool) map[string]int64 {
+		t.Helper()
+		rep, err := engine.Verify(ctx, b.engine, engine.VerifyOptions{Sources: true, Repair: repair}, zerolog.Nop())
+		if err != nil {
+			t.Fatalf("verify: %v", err)
+		}
+		got := map[string]int64{}
+		for _, s := range rep.Sources {
+			if s.Unchecked != "" {
+				t.Fatalf("source %s unchecked: %s", s.Object, s.Unchecked)
+			}
+			got[s.Object] = s.Differing
+		}
+		if len(got) != 5 {
+			t.Fatalf("verify compared %v, want the 4 objects and the users", got)
+		}
+		if drift := rep.SourceDrift() > 0; rep.Drift() != drift || len(rep.ShareRows) > 0 || rep.ClosureMissing+rep.ClosureExtra > 0 {
+			t.Fatalf("verify: %+v, want drift only in the sources (%v)", rep, drift)
+		}
+		return got
+	}
+	level := func(user, record string) string {
+		t.Helper()
+		var l string
+		if err := b.admin.QueryRow(ctx, `SELECT recalc.access_level($1, $2)`, user, record).Scan(&l); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	want := func(step string, got map[string]int64, account, users int64) {
+		t.Helper()
+		for object, n := range got {
+			w := map[string]int64{"account": account, "users": users}[object]
+			if n != w {
+				t.Errorf("%s: %s differs in %d rows, want %d (%v)", step, object, n, w, got)
+			}
+		}
+	}
+
+	want("attached", verify(false), 0, 0)
+
+	// Pending writes: absorbed to compare, then left for the run.
+	b.exec(t, b.app, `UPDATE crm.account SET industry = 'tech' WHERE id = 3`, `UPDATE crm.app_user SET active = false WHERE id = 'bob'`)
+	want("writes pending", verify(false), 0, 0)
+	if l := level("frank", "account:3"); l != "none" {
+		t.Fatalf("verify recalculated a pending write: frank's access to account:3 is %s", l)
+	}
+	b.run(t)
+	if l, lb := level("frank", "account:3"), level("bob", "account:1"); l != "read" || lb != "none" {
+		t.Fatalf("the pending writes after verify and a run: frank reads account:3 %s, bob's account:1 %s; want read, none", l, lb)
+	}
+	b.exec(t, b.app, `UPDATE crm.account SET industry = NULL WHERE id = 3`, `UPDATE crm.app_user SET active = true WHERE id = 'bob'`)
+	b.run(t)
+
+	// Rows that change with the clock, with no write to capture: drift,
+	// until repaired. Account 3 is shared with frank as vip, and carol (its
+	// owner) and erin are active, for 4 seconds.
+	b.exec(t, b.app, `UPDATE crm.account SET shared_until = now() + interval '4 seconds' WHERE id = 3`,
+		`UPDATE crm.app_user SET active_until = now() + interval '4 seconds' WHERE id IN ('carol', 'erin')`)
+	b.run(t)
+	if l, lc := level("frank", "account:3"), level("carol", "account:3"); l != "read" || lc != "all" {
+		t.Fatalf("account 3 shared until later: frank reads it %s, carol %s; want read, all", l, lc)
+	}
+	var until time.Time
+	if err := b.admin.QueryRow(ctx, `SELECT shared_until FROM crm.account WHERE id = 3`).Scan(&until); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(until) + 100*time.Millisecond)
+	want("expired", verify(false), 1, 2)
+	out, err := b.recalc("verify")
+	if err == nil || !strings.Contains(out, "Attached source account: 1 mirrored rows differ from it.") ||
+		!strings.Contains(out, "Attached source users: 2 mirrored rows differ from it.") {
+		t.Fatalf("recalc verify beside the drifted sources: %v\n%s\nwant exit 1 naming account's 1 row and the users' 2", err, out)
+	}
+	want("compared again", verify(false), 1, 2)
+	if l := level("frank", "account:3"); l != "read" {
+		t.Fatalf("verify without --repair changed access: frank reads account:3 %s", l)
+	}
+	want("repaired", verify(true), 1, 2)
+	want("after the repair", verify(false), 0, 0)
+	b.run(t)
+	if l, lc := level("frank", "account:3"), level("carol", "account:3"); l != "none" || lc != "none" {
+		t.Fatalf("after the repair and a run: frank reads account:3 %s, carol %s; want none, none", l, lc)
+	}
+	want("after the run", verify(false), 0, 0)
+}
+
+// TestVerifySourcesUnderWrites: the application's writes that commit
+// while verify compares the sources, before, during or after each re-read,
+// are no drift. Nothing here changes without a write, so every comparison
+// finds none; and the writes verify absorbed to compare are left for the
+// run that follows.
+func TestVerifySourcesUnderWrites(t *testing.T) {
+	t.Parallel()
+	b := setupUsers(t)
+	b.run(t)
+	compared, unchecked := 0, 0
+	b.writeWhile(t, 5, func() error {
+		rep, err := engine.Verify(context.Background(), b.engine, engine.VerifyOptions{Sources: true}, zerolog.Nop())
+		if err != nil {
+			return err
+		}
+		for _, s := range rep.Sources {
+			if s.Differing > 0 {
+				return fmt.Errorf("verify found %d rows of %s differing while none drifted", s.Differing, s.Object)
+			}
+			if s.Unchecked != "" {
+				unchecked++
+			} else {
+				compared++
+			}
+		}
+		return nil
+	}, writeUsers, writeAccounts, writeOpportunities, writeCases)
+	t.Logf("%d sources compared, %d unchecked, beside the writes", compared, unchecked)
+	if compared < 5 || unchecked > compared {
+		t.Fatalf("%d sources compared and %d unchecked beside the writes: want at least one whole verify, and most compared", compared, unchecked)
+	}
+	b.run(t)
+	b.checkUsers(t, "after verifying beside the writes and a run")
+}
+
+// TestVerifyLeavesOutWritesDuringTheRead: a write that commits while
+// verify re-reads its source, which the re-read may or may not see, is no
+// drift. The account's view takes 0.6 s for each read, and the write
+// commits during the comparison's first.
+func TestVerifyLeavesOutWritesDuringTheRead(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.exec(t, b.engine, `CREATE VIEW crm_recalc.account_slow AS SELECT a.id, a.owner_id, a.industry, a.amount, a.vip, a.territories
+		FROM crm.account a CROSS JOIN LATERAL (SELECT pg_sleep(0.6)) z`)
+	b.mustAttach(t, strings.Replace(crmSpec, `"table": "crm.account", "id": "id",`,
+		`"table": "crm_recalc.account_slow", "capture": [{"table": "crm.account", "id": "id"}], "id": "id",`, 1))
+	b.run(t)
+	ctx := context.Background()
+	done := make(chan *engine.VerifyReport, 1)
+	go func() {
+		rep, err := engine.Verify(ctx, b.engine, engine.VerifyOptions{Sources: true}, zerolog.Nop())
+		if err != nil {
+			t.Errorf("verify: %v", err)
+		}
+		done <- rep
+	}()
+	time.Sleep(300 * time.Millisecond) // during the read of the ids, before the read of their rows
+	b.exec(t, b.app, `UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`)
+	rep := <-done
+	if rep == nil {
+		t.FailNow()
+	}
+	for _, s := range rep.Sources {
+		if s.Differing > 0 || s.Unchecked != "" {
+			t.Errorf("source %s: %d rows differing, unchecked %q; want none of either", s.Object, s.Differing, s.Unchecked)
+		}
+	}
+	b.run(t)
+	b.checkOracle(t, "after the write verify left out, and a run")
+}
