@@ -491,6 +491,7 @@ func TestRedefinedFunctionsKeepAttributes(t *testing.T) {
 	}{
 		{"recalc.visible_ids(text, text, text, anyelement, integer)", true, "u", "{\"search_path=pg_catalog, pg_temp\",jit=off}"},
 		{"recalc.rls_write_guard()", false, "u", "{\"search_path=pg_catalog, pg_temp\"}"},
+		{"recalc.rls_guard(oid)", true, "s", "{\"search_path=pg_catalog, pg_temp\"}"},
 		{"recalc.visible_records(text, text, text, text, integer)", true, "u", ""},
 		{"recalc.can_access(text, text, text, text)", true, "s", "{\"search_path=pg_catalog, pg_temp\"}"},
 		{"recalc.rls_records(text, text, text)", true, "s", "{\"search_path=pg_catalog, pg_temp\"}"},

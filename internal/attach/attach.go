@@ -139,7 +139,30 @@ func resolveAll(ctx context.Context, tx pgx.Tx, spec *Spec) (map[string]*target,
 		}
 		targets[model.UsersAttachment] = t
 	}
-	return targets, nil
+	return targets, oneObjectEach(spec, targets)
+}
+
+// oneObjectEach refuses a table or view attached as more than one object:
+// what recalc keys by relation (the write guard of `recalc rls enable`)
+// could not tell which object a row is.
+func oneObjectEach(spec *Spec, targets map[string]*target) error {
+	names := make([]string, 0, len(spec.Objects)+1)
+	for _, o := range spec.Objects {
+		names = append(names, o.Object)
+	}
+	if spec.Users != nil {
+		names = append(names, model.UsersAttachment)
+	}
+	seen := map[uint32]string{}
+	for _, n := range names {
+		t := targets[n]
+		if first, ok := seen[t.relid]; ok {
+			return fmt.Errorf("attach %s: %s is already attached as %s: a table or view holds one object's records; "+
+				"attach each object through a view of its own (docs/attach.md)", n, t.source, first)
+		}
+		seen[t.relid] = n
+	}
+	return nil
 }
 
 // stored is an attachment as registered, and whether its triggers are all

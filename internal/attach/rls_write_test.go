@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -401,5 +402,29 @@ func TestRLSWriteGenericPlanAcrossUsers(t *testing.T) {
 			exec(`RESET plan_cache_mode`)
 			conn.Release()
 		}
+	}
+}
+
+// TestRLSWriteGuardNeedsOneAttachment: a table attached as two objects,
+// which `recalc attach` refuses now and accepted before version 49, fails
+// closed: the write guard cannot tell which object's columns and parent to
+// check, and refuses every write under the policies.
+func TestRLSWriteGuardNeedsOneAttachment(t *testing.T) {
+	t.Parallel()
+	b, role := setupWritePolicies(t)
+	b.enablePolicies(t, protectedTables[1], access.RLS{Write: true, Force: true})
+	bob := "bob"
+	const update = `UPDATE crm.opportunity SET stage = 'won' WHERE id = '00000000-0000-0000-0000-00000000000a' RETURNING stage`
+	if got, err := b.asPolicyUser(t, role, &bob, nil, update, ""); err != nil || len(got) != 1 {
+		t.Fatalf("bob updates his opportunity: %v %v, want one row", got, err)
+	}
+	if _, err := b.recalc("detach", "case"); err != nil {
+		t.Fatal(err)
+	}
+	b.exec(t, b.engine, `INSERT INTO recalc.attachment
+		SELECT (jsonb_populate_record(a, '{"object": "case"}')).* FROM recalc.attachment a WHERE a.object = 'opportunity'`)
+	_, err := b.asPolicyUser(t, role, &bob, nil, update, "")
+	if pg.Code(err) != pg.InsufficientPrivilege || !strings.Contains(err.Error(), "attached as more than one object") {
+		t.Fatalf("bob updates his opportunity, attached as two objects: %v, want the write refused as ambiguous", err)
 	}
 }

@@ -88,6 +88,7 @@ func TestAttachValidation(t *testing.T) {
 		"capture key type":   {acc + `, {"object": "contact", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id", "parent": "account_id", "capture": [{"table": "crm.contact", "id": "id"}, {"table": "crm.contact_account", "id": "account_id"}]}`, "it must be of the type of the view's id column \"id\", uuid"},
 		"view reads a field": {`{"object": "account", "table": "crm_recalc.field_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "reads a field of the composite type crm.pair"},
 		"view reads twice":   {`{"object": "account", "table": "crm_recalc.twice_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "reads table crm.account 2 times"},
+		"one table, two":     {acc + `, {"object": "opportunity", "table": "crm.opportunity", "id": "id", "owner": "owner_id", "parent": "account_id"}, {"object": "case", "table": "crm.opportunity", "id": "id", "owner": "owner_id", "parent": "account_id"}`, "crm.opportunity is already attached as opportunity"},
 		"table capture":      {`{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.contact", "id": "id"}]}`, "remove \"capture\""},
 	} {
 		t.Run(name, func(t *testing.T) {
