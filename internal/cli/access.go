@@ -165,7 +165,7 @@ func AccessList(ctx context.Context, env *Env, p accessPage) error {
 		return w.Error()
 	}
 	for _, v := range page {
-		fmt.Fprintf(env.Out, "%s\t%s\n", v.Record, v.Level)
+		fmt.Fprintf(env.Out, "%s\t%s\n", shown(v.Record), v.Level)
 	}
 	return nil
 }

@@ -628,7 +628,7 @@ func blastRadius(ctx context.Context, tx pgx.Tx, maxRevoke float64, log zerolog.
 			}
 			fmt.Fprintf(&b, "\n  %s: %d pairs lose access or a level", o.Object, o.Lost)
 			for _, p := range o.LossSamples {
-				fmt.Fprintf(&b, "\n    e.g. %s on %s: %s -> %s", p.User, p.Record, p.Before, p.After)
+				fmt.Fprintf(&b, "\n    e.g. %s on %s: %s -> %s", shown(p.User), shown(p.Record), p.Before, p.After)
 			}
 		}
 		b.WriteString("\nNothing was stored. `recalc plan FILE` (`recalc plan --merge FILE` for a merge file) shows the whole impact; import with --yes to proceed.")
@@ -687,10 +687,10 @@ func DryRunCmd(ctx context.Context, env *Env, path string, merge bool, opt engin
 			fmt.Fprintf(w, "  %-5s -> %-5s %d pairs\n", c.Before, c.After, c.Pairs)
 		}
 		for _, p := range o.GainSamples {
-			fmt.Fprintf(w, "  gains, e.g. %s on %s: %s -> %s\n", p.User, p.Record, p.Before, p.After)
+			fmt.Fprintf(w, "  gains, e.g. %s on %s: %s -> %s\n", shown(p.User), shown(p.Record), p.Before, p.After)
 		}
 		for _, p := range o.LossSamples {
-			fmt.Fprintf(w, "  loses, e.g. %s on %s: %s -> %s\n", p.User, p.Record, p.Before, p.After)
+			fmt.Fprintf(w, "  loses, e.g. %s on %s: %s -> %s\n", shown(p.User), shown(p.Record), p.Before, p.After)
 		}
 	}
 	pl := im.Planned

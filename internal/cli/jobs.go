@@ -277,7 +277,7 @@ func StatusCmd(ctx context.Context, env *Env, format string, jobs int) error {
 			fmt.Fprintf(w, "  took %s, %s", j.FinishedAt.Sub(j.CreatedAt).Round(time.Millisecond), j.FinishedAt.Format(time.RFC3339))
 		}
 		if j.Error != "" {
-			fmt.Fprintf(w, "\n    error: %s", j.Error)
+			fmt.Fprintf(w, "\n    error: %s", shown(j.Error))
 		}
 		fmt.Fprintln(w)
 	}
@@ -285,7 +285,7 @@ func StatusCmd(ctx context.Context, env *Env, format string, jobs int) error {
 	if st.InvalidRecords > 0 {
 		fmt.Fprintf(w, "Invalid records, given no access: %d (all in the view recalc.invalid_record)\n", st.InvalidRecords)
 		for _, r := range st.Invalid {
-			fmt.Fprintf(w, "  %s %s: %s\n", r.Object, r.Record, r.Reason)
+			fmt.Fprintf(w, "  %s %s: %s\n", r.Object, shown(r.Record), shown(r.Reason))
 		}
 	}
 	return nil
@@ -366,7 +366,7 @@ func ExplainCmd(ctx context.Context, env *Env, user, object, id, record, format 
 		return json.NewEncoder(env.Out).Encode(e)
 	}
 	w := env.Out
-	fmt.Fprintf(w, "%s has %s access to %s %s.\n", user, e.Level, e.Object, record)
+	fmt.Fprintf(w, "%s has %s access to %s %s.\n", shown(user), e.Level, e.Object, shown(record))
 	if e.Note != "" {
 		fmt.Fprintf(w, "Note: %s\n", e.Note)
 	}
@@ -376,9 +376,9 @@ func ExplainCmd(ctx context.Context, env *Env, user, object, id, record, format 
 	var print func(rs []sharing.Reason, indent string)
 	print = func(rs []sharing.Reason, indent string) {
 		for _, r := range rs {
-			fmt.Fprintf(w, "%s- %s (%s): %s\n", indent, r.Level, r.Kind, r.Detail)
+			fmt.Fprintf(w, "%s- %s (%s): %s\n", indent, r.Level, r.Kind, shown(r.Detail))
 			if r.Via != "" {
-				fmt.Fprintf(w, "%s    %s\n", indent, r.Via)
+				fmt.Fprintf(w, "%s    %s\n", indent, shown(r.Via))
 			}
 			print(r.Reasons, indent+"    ")
 		}

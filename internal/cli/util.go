@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
+	"unicode"
 
 	"github.com/urfave/cli/v2"
 )
@@ -16,6 +18,19 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// shown is s as text output prints it: as it is when every character is
+// printable, quoted with Go's escapes otherwise. An id is the
+// application's (or a model file's) choice, and must not write control
+// sequences or forged lines to the operator's terminal.
+func shown(s string) string {
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 func formatFlag() cli.Flag {
