@@ -42,6 +42,7 @@ type relation struct {
 	relid               uint32
 	kind                string // pg_class.relkind
 	inherits            bool   // it has children, or a parent (partitions included)
+	subscribed          bool   // a subscription of logical replication writes it
 	source              string // schema.name, quoted
 	ownedByMe           bool
 	invoker             bool // a view with security_invoker: its tables are checked as the reading role
@@ -80,10 +81,11 @@ func readRelation(ctx context.Context, tx pgx.Tx, table string) (*relation, erro
 		SELECT c.oid, c.relkind::text, format('%I.%I', n.nspname, c.relname), c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user),
 		       has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'TRIGGER'),
 		       c.relhassubclass OR c.relispartition OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid),
+		       EXISTS (SELECT 1 FROM pg_subscription_rel s WHERE s.srrelid = c.oid),
 		       coalesce((SELECT o.option_value::boolean FROM pg_options_to_table(c.reloptions) o WHERE o.option_name = 'security_invoker'), false)
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE n.nspname = $1 AND c.relname = $2`, schema, name).
-		Scan(&r.relid, &r.kind, &r.source, &r.ownedByMe, &r.canSelect, &r.canTrigg, &r.inherits, &r.invoker)
+		Scan(&r.relid, &r.kind, &r.source, &r.ownedByMe, &r.canSelect, &r.canTrigg, &r.inherits, &r.subscribed, &r.invoker)
 	if err == pgx.ErrNoRows {
 		return nil, nil
 	}

@@ -154,6 +154,9 @@ func (t *target) resolveTable(ctx context.Context, tx pgx.Tx, rel *relation, col
 	if rel.inherits {
 		return fmt.Errorf("%s has inheritance children or a parent (or is a partition): writes addressed to another table of its hierarchy would not be captured; attach a plain table", t.Table)
 	}
+	if rel.subscribed {
+		return fmt.Errorf("%s is written by a subscription of logical replication, whose writes fire no capture trigger: attach it on the publisher", t.Table)
+	}
 	if !rel.canTrigg {
 		return fmt.Errorf("this role cannot add triggers to %s: GRANT TRIGGER ON %s TO the role running recalc", t.Table, rel.source)
 	}
@@ -224,6 +227,8 @@ func (t *target) baseTable(ctx context.Context, tx pgx.Tx, c Capture, idType str
 		return nil, fmt.Errorf("capture table %s is not a plain table (partitioned tables are refused: their partitions' writes are not captured)", c.Table)
 	case rel.inherits:
 		return nil, fmt.Errorf("capture table %s has inheritance children or a parent (or is a partition): writes addressed to another table of its hierarchy would not be captured", c.Table)
+	case rel.subscribed:
+		return nil, fmt.Errorf("capture table %s is written by a subscription of logical replication, whose writes fire no capture trigger: attach it on the publisher", c.Table)
 	case !rel.canTrigg || !rel.canSelect:
 		return nil, fmt.Errorf("this role cannot read or add triggers to %s: GRANT SELECT, TRIGGER ON %s TO the role running recalc", c.Table, rel.source)
 	}

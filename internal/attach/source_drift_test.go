@@ -2,6 +2,9 @@ package attach_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -156,4 +159,36 @@ func TestSourceDriftWithoutWrites(t *testing.T) {
 // renameTech renames crm.sector's label tech, as the application.
 func renameTech(t *testing.T, b *bundle) {
 	b.exec(t, b.app, `ALTER TYPE crm.sector RENAME VALUE 'tech' TO 'technology'`)
+}
+
+// TestColumnSwapNeedsAttach: the application swaps an attached column for
+// a new one under the same name (add, copy, rename the old one away and the
+// new one in), the usual way round a refused ALTER TYPE. recalc reads a
+// column by its number, so the capture is no longer intact: the writes
+// wait, unabsorbed, and attaching the same spec again rebuilds it. Before
+// version 50 it went on reading the old column, and bob kept account 1.
+func TestColumnSwapNeedsAttach(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	b.exec(t, b.app, `ALTER TABLE crm.account ADD COLUMN owner_id2 text`,
+		`UPDATE crm.account SET owner_id2 = owner_id`,
+		`ALTER TABLE crm.account RENAME COLUMN owner_id TO owner_id_old`,
+		`ALTER TABLE crm.account RENAME COLUMN owner_id2 TO owner_id`,
+		`ALTER TABLE crm.account ALTER COLUMN owner_id_old DROP NOT NULL`,
+		`UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`)
+	if rep := b.run(t); !slices.Equal(rep.NotAbsorbed, []string{"account"}) {
+		t.Fatalf("a run after the column swap: not absorbed %v, want account's writes to wait", rep.NotAbsorbed)
+	}
+	f := filepath.Join(t.TempDir(), "attach.json")
+	if err := os.WriteFile(f, []byte(crmSpec), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := b.recalc("attach", "--format", "json", f)
+	if err != nil || !strings.Contains(out, `"object":"account","table":"crm.account","status":"updated"`) {
+		t.Fatalf("attach again after the column swap: %v\n%s\nwant account updated", err, out)
+	}
+	b.run(t)
+	b.checkOracle(t, "after the column swap, attach and a run")
 }

@@ -2,6 +2,7 @@ package attach_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -153,4 +154,28 @@ func TestImportBreakingAttachedRecordSaysWhere(t *testing.T) {
 		t.Errorf("import dropping carol, who owns account 3: %v, want a refusal saying the record mirrors an attached table's row", err)
 	}
 	b.checkMirror(t, "after the refused import")
+}
+
+// TestSubscribedTableNotCaptured: PostgreSQL's apply worker of logical
+// replication fires no statement trigger, so a table a subscription writes
+// is not captured: once subscribed, its writes wait unabsorbed, and attach
+// refuses it. (The subscription here has no slot and never runs: the table
+// list is what counts.)
+func TestSubscribedTableNotCaptured(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	b.exec(t, b.admin, `CREATE PUBLICATION recalc_test_pub FOR TABLE crm.account`)
+	sub := "recalc_test_sub_" + b.appRole[len("attach_app_"):]
+	b.exec(t, b.admin, `CREATE SUBSCRIPTION `+ident(sub)+` CONNECTION '`+strings.ReplaceAll(b.url, "'", "''")+`' PUBLICATION recalc_test_pub
+		WITH (create_slot = false, enabled = false, slot_name = NONE)`)
+	t.Cleanup(func() { _, _ = b.admin.Exec(context.Background(), `DROP SUBSCRIPTION IF EXISTS `+ident(sub)) })
+	b.exec(t, b.app, `UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`)
+	if rep := b.run(t); !slices.Equal(rep.NotAbsorbed, []string{"account"}) {
+		t.Fatalf("a run once crm.account is subscribed: not absorbed %v, want account's writes to wait", rep.NotAbsorbed)
+	}
+	if _, err := b.attach(t, crmSpec); err == nil || !strings.Contains(err.Error(), "crm.account is written by a subscription of logical replication") {
+		t.Fatalf("attach a subscribed table: %v, want it refused", err)
+	}
 }
