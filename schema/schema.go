@@ -103,14 +103,14 @@ func migrateOnce(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (appli
 		if err != nil {
 			return err
 		}
-		switch latest := latestOf(ms); {
-		case current > latest:
+		latest := latestOf(ms)
+		if current > latest {
 			return &VersionError{Current: current, Want: latest}
-		case current == latest:
-			return nil
 		}
-		if err := waitForWork(ctx, tx); err != nil {
-			return err
+		if current < latest {
+			if err := waitForWork(ctx, tx); err != nil {
+				return err
+			}
 		}
 		for _, m := range ms {
 			if m.Version <= current {
@@ -124,12 +124,38 @@ func migrateOnce(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (appli
 			}
 			applied++
 		}
-		return nil
+		return restorePrivileges(ctx, tx)
 	})
 	if err != nil {
 		return 0, err // rolled back
 	}
 	return applied, nil
+}
+
+// restorePrivileges puts back what a restore without privileges
+// (pg_restore --no-acl) changes: EXECUTE on recalc's functions, which no
+// function grants to PUBLIC (each migration revokes it), and the sandbox
+// role's USAGE on the schema (SECURITY.md). It changes nothing otherwise.
+func restorePrivileges(ctx context.Context, tx pgx.Tx) error {
+	var public bool
+	var sandbox *string
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = 'recalc'::regnamespace
+		AND has_function_privilege('public', p.oid, 'EXECUTE')),
+		(SELECT r.rolname::text FROM pg_roles r WHERE r.rolname = recalc.attach_sandbox_role() AND NOT has_schema_privilege(r.oid, 'recalc', 'USAGE'))`).
+		Scan(&public, &sandbox); err != nil {
+		return fmt.Errorf("read recalc's privileges: %w", err)
+	}
+	if public {
+		if _, err := tx.Exec(ctx, `REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA recalc FROM PUBLIC`); err != nil {
+			return fmt.Errorf("revoke recalc's functions from PUBLIC: %w", err)
+		}
+	}
+	if sandbox != nil {
+		if _, err := tx.Exec(ctx, `GRANT USAGE ON SCHEMA recalc TO `+pgx.Identifier{*sandbox}.Sanitize()); err != nil {
+			return fmt.Errorf("grant the sandbox role the use of schema recalc: %w", err)
+		}
+	}
+	return nil
 }
 
 // begin takes the schema lock, bounds the transaction's lock waits from
@@ -308,10 +334,18 @@ func latestOf(ms []Migration) int {
 // catalog (which any role may read) tells who owns recalc's objects.
 func engineRoleAdvice(ctx context.Context, q pg.Querier) string {
 	var owner, user string
-	err := q.QueryRow(ctx, `SELECT c.relowner::regrole::text, current_user::text FROM pg_catalog.pg_class c
-		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'recalc' AND c.relname = 'schema_version'`).Scan(&owner, &user)
+	var super bool
+	err := q.QueryRow(ctx, `SELECT c.relowner::regrole::text, current_user::text, r.rolsuper FROM pg_catalog.pg_class c
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace JOIN pg_catalog.pg_roles r ON r.oid = c.relowner
+		WHERE n.nspname = 'recalc' AND c.relname = 'schema_version'`).Scan(&owner, &user, &super)
 	if err != nil {
 		return "connect as recalc's engine role, or grant it to this role"
+	}
+	if super {
+		// A restore with --no-owner, run by a superuser, leaves it so.
+		// Granting a superuser role to the engine would make it one.
+		return fmt.Sprintf("recalc's objects belong to the superuser %s (as after pg_restore --no-owner): restore without --no-owner, "+
+			"or have a superuser give every object of schema recalc to the engine's role (ALTER ... OWNER TO); never grant %s to another role", owner, owner)
 	}
 	return fmt.Sprintf("connect as recalc's engine role, %s, or grant it to this role (GRANT %s TO %s)", owner, owner, pgx.Identifier{user}.Sanitize())
 }

@@ -439,23 +439,34 @@ func versions(t *testing.T, pool *pgxpool.Pool) string {
 }
 
 // TestCheckNamesTheEngineRole: a role that may not read recalc's tables is
-// told which role owns them and how to act as it.
+// told which role owns them and how to act as it; never to be granted a
+// superuser role, when one owns them (as after pg_restore --no-owner).
 func TestCheckNamesTheEngineRole(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url := testdb.New(t)
-	admin := newPool(t, url, nil)
-	role := testRole(t, admin, `DROP SCHEMA IF EXISTS recalc CASCADE`)
-	if _, err := schema.Migrate(ctx, admin); err != nil {
-		t.Fatal(err)
-	}
-	var owner string
-	if err := admin.QueryRow(ctx, `SELECT current_user`).Scan(&owner); err != nil {
-		t.Fatal(err)
-	}
-	err := schema.Check(ctx, newPool(t, url, map[string]string{"role": role}))
-	if want := fmt.Sprintf("connect as recalc's engine role, %s, or grant it to this role (GRANT %s TO %s)", owner, owner, `"`+role+`"`); err == nil || !strings.Contains(err.Error(), want) {
-		t.Fatalf("Check as a role without privileges: %v, want it to say %q", err, want)
+	for _, super := range []bool{false, true} {
+		url := testdb.New(t)
+		admin := newPool(t, url, nil)
+		role := testRole(t, admin, `DROP SCHEMA IF EXISTS recalc CASCADE`)
+		owner := testRole(t, admin, `DROP SCHEMA IF EXISTS recalc CASCADE`)
+		migrator := admin
+		if !super {
+			exec(t, admin, `CREATE SCHEMA recalc AUTHORIZATION `+owner)
+			migrator = newPool(t, url, map[string]string{"role": owner})
+		} else if err := admin.QueryRow(ctx, `SELECT current_user`).Scan(&owner); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := schema.Migrate(ctx, migrator); err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("connect as recalc's engine role, %s, or grant it to this role (GRANT %s TO %s)", owner, owner, `"`+role+`"`)
+		if super {
+			want = fmt.Sprintf("recalc's objects belong to the superuser %s (as after pg_restore --no-owner)", owner)
+		}
+		err := schema.Check(ctx, newPool(t, url, map[string]string{"role": role}))
+		if err == nil || !strings.Contains(err.Error(), want) || super && strings.Contains(err.Error(), "GRANT "+owner) {
+			t.Fatalf("Check as a role without privileges, recalc owned by %s: %v, want it to say %q", owner, err, want)
+		}
 	}
 }
 
@@ -492,6 +503,7 @@ func TestRedefinedFunctionsKeepAttributes(t *testing.T) {
 		{"recalc.visible_ids(text, text, text, anyelement, integer)", true, "u", "{\"search_path=pg_catalog, pg_temp\",jit=off}"},
 		{"recalc.rls_write_guard()", false, "u", "{\"search_path=pg_catalog, pg_temp\"}"},
 		{"recalc.rls_guard(oid)", true, "s", "{\"search_path=pg_catalog, pg_temp\"}"},
+		{"recalc.attach_intact(text)", false, "u", "{\"search_path=pg_catalog, pg_temp\"}"},
 		{"recalc.visible_records(text, text, text, text, integer)", true, "u", ""},
 		{"recalc.can_access(text, text, text, text)", true, "s", "{\"search_path=pg_catalog, pg_temp\"}"},
 		{"recalc.rls_records(text, text, text)", true, "s", "{\"search_path=pg_catalog, pg_temp\"}"},
@@ -521,4 +533,56 @@ func testRole(t *testing.T, admin *pgxpool.Pool, first ...string) string {
 	exec(t, admin, `CREATE ROLE `+role+` NOLOGIN`)
 	t.Cleanup(func() { exec(t, admin, append(first, `DROP ROLE `+role)...) })
 	return role
+}
+
+// TestInitRevokesPublicExecute: a restore without privileges
+// (pg_restore --no-acl) gives EXECUTE on every function back to PUBLIC,
+// and takes the sandbox role's USAGE on the schema; `recalc init` puts
+// both back, schema up to date or not.
+func TestInitRevokesPublicExecute(t *testing.T) {
+	t.Parallel()
+	pool := testdb.Migrated(t)
+	ctx := context.Background()
+	public := func() int {
+		t.Helper()
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_proc p WHERE p.pronamespace = 'recalc'::regnamespace
+			AND has_function_privilege('public', p.oid, 'EXECUTE')`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := public(); n != 0 {
+		t.Fatalf("%d functions executable by PUBLIC once migrated, want none", n)
+	}
+	var sandbox string
+	if err := pool.QueryRow(ctx, `SELECT recalc.attach_sandbox_role()`).Scan(&sandbox); err != nil {
+		t.Fatal(err)
+	}
+	// The role is the cluster's, shared with other tests: made if missing, kept.
+	exec(t, pool, `DO $$ BEGIN CREATE ROLE `+pgx.Identifier{sandbox}.Sanitize()+` NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`,
+		`REVOKE USAGE ON SCHEMA recalc FROM `+pgx.Identifier{sandbox}.Sanitize())
+	usage := func() (ok bool) {
+		t.Helper()
+		if err := pool.QueryRow(ctx, `SELECT has_schema_privilege($1, 'recalc', 'USAGE')`, sandbox).Scan(&ok); err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if usage() {
+		t.Fatal("the revoke of the sandbox role's USAGE did not take")
+	}
+	exec(t, pool, `GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA recalc TO PUBLIC`)
+	if n := public(); n == 0 {
+		t.Fatal("the grant to PUBLIC did not take")
+	}
+	if _, err := schema.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	if n := public(); n != 0 {
+		t.Fatalf("%d functions executable by PUBLIC after init, want none", n)
+	}
+	if !usage() {
+		t.Fatal("the sandbox role may not use schema recalc after init")
+	}
 }
