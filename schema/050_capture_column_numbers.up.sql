@@ -14,6 +14,11 @@
 -- attach FILE` rebuilds it. Rows registered before keep the numbers their
 -- columns have now.
 --
+-- Nor is a capture intact once an attached or captured table no longer has
+-- the name it was attached under (renamed, moved to another schema, or
+-- swapped for a copy, as pg_repack-like tools do): the capture follows the
+-- table, while the application writes the table that now has the name.
+--
 -- A captured table that a subscription of logical replication writes is
 -- not intact either: the apply worker fires row triggers only, never the
 -- capture's statement triggers, whatever their ENABLE mode (docs/attach.md
@@ -34,6 +39,9 @@ BEGIN
         SELECT 1 FROM recalc.attachment a JOIN pg_class k ON k.oid = a.relid
         WHERE a.object = p_object AND k.relkind = CASE WHEN a.is_view THEN 'v' ELSE 'r' END
           AND (NOT a.is_view OR k.relowner = (SELECT nspowner FROM pg_namespace WHERE nspname = 'recalc'))
+          AND to_regclass(a.source) IS NOT DISTINCT FROM a.relid
+    ) AND NOT EXISTS (
+        SELECT 1 FROM recalc.attach_capture c WHERE c.object = p_object AND to_regclass(c.source) IS DISTINCT FROM c.relid
     ) AND NOT EXISTS (
         SELECT 1 FROM recalc.attach_capture c, unnest(c.cols, c.types, c.colls, c.nums) x(n, t, l, num)
         WHERE c.object = p_object AND NOT EXISTS (

@@ -324,6 +324,7 @@ func Detach(ctx context.Context, pool *pgxpool.Pool, objects []string) ([]Change
 type Listed struct {
 	Object     string    `json:"object"`
 	Table      string    `json:"table"`
+	Renamed    string    `json:"renamed_to,omitempty"` // the table's name now, when it is no longer Table: the capture is not intact
 	View       bool      `json:"view"`
 	Capture    []string  `json:"capture"`  // the tables whose writes are captured
 	Records    int64     `json:"records"`  // records mirrored now (for the users, their rows)
@@ -357,7 +358,10 @@ const NotIntact = "capture not intact"
 // List reads the attached objects, by name.
 func List(ctx context.Context, pool *pgxpool.Pool) ([]Listed, error) {
 	rows, err := pool.Query(ctx, `
-		SELECT a.object, a.source, a.is_view,
+		SELECT a.object, a.source,
+		       CASE WHEN to_regclass(a.source) IS DISTINCT FROM a.relid
+		            THEN coalesce((SELECT k.oid::regclass::text FROM pg_class k WHERE k.oid = a.relid), '(dropped)') ELSE '' END,
+		       a.is_view,
 		       (SELECT array_agg(c.source ORDER BY c.source) FROM recalc.attach_capture c WHERE c.object = a.object),
 		       CASE WHEN a.object = $2 THEN (SELECT count(*) FROM recalc.attached_user)
 		            ELSE (SELECT count(*) FROM recalc.record r WHERE r.object = a.object) END,
@@ -370,7 +374,7 @@ func List(ctx context.Context, pool *pgxpool.Pool) ([]Listed, error) {
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Listed, error) {
 		var l Listed
-		err := r.Scan(&l.Object, &l.Table, &l.View, &l.Capture, &l.Records, &l.Complete, &l.AttachedAt, &l.AbsorbError, &l.UserFixes)
+		err := r.Scan(&l.Object, &l.Table, &l.Renamed, &l.View, &l.Capture, &l.Records, &l.Complete, &l.AttachedAt, &l.AbsorbError, &l.UserFixes)
 		return l, err
 	})
 	if err != nil {

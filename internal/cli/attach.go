@@ -189,7 +189,11 @@ func listAttached(ctx context.Context, env *Env, format string) error {
 		if fx := l.UserFixes; fx != nil {
 			what = fmt.Sprintf("users (%d skipped, %d made inactive, %d inactive stubs: docs/attach.md)", fx.Skipped, fx.Inactive, fx.Stubs)
 		}
-		fmt.Fprintf(env.Out, "%-16s %s (capture on %s) %d %s, %s\n", l.Object, l.Table, strings.Join(l.Capture, ", "), l.Records, what, state)
+		table := l.Table
+		if l.Renamed != "" {
+			table += " (now " + l.Renamed + ")"
+		}
+		fmt.Fprintf(env.Out, "%-16s %s (capture on %s) %d %s, %s\n", l.Object, table, strings.Join(l.Capture, ", "), l.Records, what, state)
 	}
 	return nil
 }
