@@ -2,8 +2,7 @@ package attach_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -181,12 +180,8 @@ func TestColumnSwapNeedsAttach(t *testing.T) {
 	if rep := b.run(t); !slices.Equal(rep.NotAbsorbed, []string{"account"}) {
 		t.Fatalf("a run after the column swap: not absorbed %v, want account's writes to wait", rep.NotAbsorbed)
 	}
-	f := filepath.Join(t.TempDir(), "attach.json")
-	if err := os.WriteFile(f, []byte(crmSpec), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out, err := b.recalc("attach", "--format", "json", f)
-	if err != nil || !strings.Contains(out, `"object":"account","table":"crm.account","status":"updated"`) {
+	out, err := b.attach(t, crmSpec)
+	if err != nil || !regexp.MustCompile(`(?m)^account +updated +crm\.account `).MatchString(out) {
 		t.Fatalf("attach again after the column swap: %v\n%s\nwant account updated", err, out)
 	}
 	b.run(t)
@@ -218,13 +213,7 @@ func TestTableSwapNeedsAttach(t *testing.T) {
 	if err != nil || !strings.Contains(out, "crm.account (now crm.account_old)") {
 		t.Fatalf("attach --list after the table swap: %v\n%s\nwant the old table's new name", err, out)
 	}
-	f := filepath.Join(t.TempDir(), "attach.json")
-	if err := os.WriteFile(f, []byte(crmSpec), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := b.recalc("attach", f); err != nil {
-		t.Fatalf("attach again after the table swap: %v\n%s", err, out)
-	}
+	b.mustAttach(t, crmSpec)
 	b.run(t)
 	b.checkOracle(t, "after the table swap, attach and a run")
 }
