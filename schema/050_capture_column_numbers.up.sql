@@ -18,6 +18,8 @@
 -- the name it was attached under (renamed, moved to another schema, or
 -- swapped for a copy, as pg_repack-like tools do): the capture follows the
 -- table, while the application writes the table that now has the name.
+-- The names are compared in the catalog (to_regclass would raise for a
+-- schema the engine may not use).
 --
 -- A captured table that a subscription of logical replication writes is
 -- not intact either: the apply worker fires row triggers only, never the
@@ -39,9 +41,11 @@ BEGIN
         SELECT 1 FROM recalc.attachment a JOIN pg_class k ON k.oid = a.relid
         WHERE a.object = p_object AND k.relkind = CASE WHEN a.is_view THEN 'v' ELSE 'r' END
           AND (NOT a.is_view OR k.relowner = (SELECT nspowner FROM pg_namespace WHERE nspname = 'recalc'))
-          AND to_regclass(a.source) IS NOT DISTINCT FROM a.relid
+          AND format('%I.%I', (SELECT n.nspname FROM pg_namespace n WHERE n.oid = k.relnamespace), k.relname) = a.source
     ) AND NOT EXISTS (
-        SELECT 1 FROM recalc.attach_capture c WHERE c.object = p_object AND to_regclass(c.source) IS DISTINCT FROM c.relid
+        SELECT 1 FROM recalc.attach_capture c LEFT JOIN pg_class k ON k.oid = c.relid
+        WHERE c.object = p_object
+          AND format('%I.%I', (SELECT n.nspname FROM pg_namespace n WHERE n.oid = k.relnamespace), k.relname) IS DISTINCT FROM c.source
     ) AND NOT EXISTS (
         SELECT 1 FROM recalc.attach_capture c, unnest(c.cols, c.types, c.colls, c.nums) x(n, t, l, num)
         WHERE c.object = p_object AND NOT EXISTS (
