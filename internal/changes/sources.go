@@ -142,7 +142,7 @@ func compareOnce(ctx context.Context, tx pgx.Tx, d *SourceDrift, timeout time.Du
 		return false, err
 	}
 	if d.Differing > 0 { // sent only if tx commits a repair: the watch recalculates it
-		if _, err := tx.Exec(ctx, `SELECT pg_notify('recalc_changes', 'reread')`); err != nil {
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, 'reread')`, Channel); err != nil {
 			return false, err
 		}
 	}
