@@ -133,27 +133,57 @@ func migrateOnce(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (appli
 }
 
 // restorePrivileges puts back what a restore without privileges
-// (pg_restore --no-acl) changes: EXECUTE on recalc's functions, which no
-// function grants to PUBLIC (each migration revokes it), and the sandbox
-// role's USAGE on the schema (SECURITY.md). It changes nothing otherwise.
+// (pg_restore --no-acl) changes (SECURITY.md): EXECUTE on recalc's
+// functions, which no function grants to PUBLIC (each migration revokes
+// it), and the sandbox role's: USAGE on the schema, and its reader,
+// recalc.attach_read, executable by the engine alone. It changes nothing
+// otherwise.
 func restorePrivileges(ctx context.Context, tx pgx.Tx) error {
 	var public bool
-	var sandbox *string
-	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = 'recalc'::regnamespace
-		AND has_function_privilege('public', p.oid, 'EXECUTE')),
-		(SELECT r.rolname::text FROM pg_roles r WHERE r.rolname = recalc.attach_sandbox_role() AND NOT has_schema_privilege(r.oid, 'recalc', 'USAGE'))`).
-		Scan(&public, &sandbox); err != nil {
+	var sandbox, reader *string
+	var engine, role string
+	if err := tx.QueryRow(ctx, `SELECT current_user::text, current_setting('role'),
+		EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = 'recalc'::regnamespace AND p.proowner = n.nspowner
+		        AND has_function_privilege('public', p.oid, 'EXECUTE')),
+		(SELECT r.rolname::text FROM pg_roles r WHERE r.rolname = recalc.attach_sandbox_role() AND NOT has_schema_privilege(r.oid, 'recalc', 'USAGE')),
+		(SELECT r.rolname::text FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+		 WHERE p.oid = to_regprocedure('recalc.attach_read(text, text[])') AND r.rolname = recalc.attach_sandbox_role()
+		   AND pg_has_role(r.oid, 'MEMBER') AND has_function_privilege('public', p.oid, 'EXECUTE'))
+		FROM pg_namespace n WHERE n.nspname = 'recalc'`).Scan(&engine, &role, &public, &sandbox, &reader); err != nil {
 		return fmt.Errorf("read recalc's privileges: %w", err)
 	}
+	var stmts []string
 	if public {
-		if _, err := tx.Exec(ctx, `REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA recalc FROM PUBLIC`); err != nil {
-			return fmt.Errorf("revoke recalc's functions from PUBLIC: %w", err)
-		}
+		stmts = append(stmts, `REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA recalc FROM PUBLIC`)
 	}
 	if sandbox != nil {
-		if _, err := tx.Exec(ctx, `GRANT USAGE ON SCHEMA recalc TO `+pgx.Identifier{*sandbox}.Sanitize()); err != nil {
-			return fmt.Errorf("grant the sandbox role the use of schema recalc: %w", err)
+		stmts = append(stmts, `GRANT USAGE ON SCHEMA recalc TO `+pgx.Identifier{*sandbox}.Sanitize())
+	}
+	for _, s := range stmts {
+		if _, err := tx.Exec(ctx, s); err != nil {
+			return fmt.Errorf("restore recalc's privileges: %s: %w", s, err)
 		}
+	}
+	if reader != nil {
+		return restoreReader(ctx, tx, *reader, engine, role)
+	}
+	return nil
+}
+
+// restoreReader makes recalc.attach_read executable by engine alone, as
+// its owner, the sandbox role, which the engine may become; then the
+// session's role is role again.
+func restoreReader(ctx context.Context, tx pgx.Tx, sandbox, engine, role string) error {
+	wrap := func(err error) error { return fmt.Errorf("make recalc.attach_read the engine's alone: %w", err) }
+	if _, err := tx.Exec(ctx, `SELECT set_config('role', $1, true)`, sandbox); err != nil {
+		return wrap(err)
+	}
+	if _, err := tx.Exec(ctx, `REVOKE EXECUTE ON FUNCTION recalc.attach_read(text, text[]) FROM PUBLIC;
+		GRANT EXECUTE ON FUNCTION recalc.attach_read(text, text[]) TO `+pgx.Identifier{engine}.Sanitize()); err != nil {
+		return wrap(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT set_config('role', $1, true)`, role); err != nil {
+		return wrap(err)
 	}
 	return nil
 }
@@ -218,10 +248,11 @@ func begin(ctx context.Context, tx pgx.Tx) (current int, err error) {
 // are the owner's own.
 func checkOwner(ctx context.Context, tx pgx.Tx) error {
 	var owner string
-	var mine bool
+	var mine, super bool
 	var strays []string
 	err := tx.QueryRow(ctx, `
 		SELECT pg_get_userbyid(v.relowner), v.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user),
+			(SELECT r.rolsuper FROM pg_roles r WHERE r.oid = v.relowner),
 			ARRAY(SELECT what FROM (
 				SELECT format('function %s', p.oid::regprocedure), p.proowner FROM pg_proc p WHERE p.pronamespace = v.relnamespace
 				UNION ALL
@@ -229,14 +260,14 @@ func checkOwner(ctx context.Context, tx pgx.Tx) error {
 				WHERE c.relnamespace = v.relnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')) o(what, owner)
 			WHERE o.owner <> v.relowner AND NOT pg_has_role(v.relowner, o.owner, 'MEMBER') ORDER BY 1 LIMIT 3)
 		FROM pg_class v JOIN pg_namespace n ON n.oid = v.relnamespace
-		WHERE n.nspname = 'recalc' AND v.relname = 'schema_version'`).Scan(&owner, &mine, &strays)
+		WHERE n.nspname = 'recalc' AND v.relname = 'schema_version'`).Scan(&owner, &mine, &super, &strays)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil
 	case err != nil:
 		return fmt.Errorf("read the owner of recalc's objects: %w", err)
 	case !mine:
-		return &OwnerError{Owner: owner}
+		return &OwnerError{Owner: owner, Super: super}
 	case len(strays) > 0:
 		return fmt.Errorf("some of recalc's objects belong to another role than %q, which owns the rest (such as %s): an earlier upgrade, "+
 			"or a full run by an older recalc, ran as another role; as a superuser, give each back (ALTER FUNCTION or ALTER TABLE ... OWNER TO %s), "+
@@ -248,9 +279,15 @@ func checkOwner(ctx context.Context, tx pgx.Tx) error {
 
 // OwnerError says that a role other than the owner of recalc's objects
 // tried to migrate them.
-type OwnerError struct{ Owner string }
+type OwnerError struct {
+	Owner string
+	Super bool // the owner is a superuser, as after pg_restore --no-owner
+}
 
 func (e *OwnerError) Error() string {
+	if e.Super {
+		return superOwned(e.Owner) + "; nothing was changed"
+	}
 	return fmt.Sprintf("recalc's objects belong to role %q: run recalc init as that role (connect as it, or SET ROLE to it), "+
 		"so that what the migrations create belongs to it too; nothing was changed", e.Owner)
 }
@@ -342,12 +379,19 @@ func engineRoleAdvice(ctx context.Context, q pg.Querier) string {
 		return "connect as recalc's engine role, or grant it to this role"
 	}
 	if super {
-		// A restore with --no-owner, run by a superuser, leaves it so.
-		// Granting a superuser role to the engine would make it one.
-		return fmt.Sprintf("recalc's objects belong to the superuser %s (as after pg_restore --no-owner): restore without --no-owner, "+
-			"or have a superuser give every object of schema recalc to the engine's role (ALTER ... OWNER TO); never grant %s to another role", owner, owner)
+		return superOwned(owner)
 	}
 	return fmt.Sprintf("connect as recalc's engine role, %s, or grant it to this role (GRANT %s TO %s)", owner, owner, pgx.Identifier{user}.Sanitize())
+}
+
+// superOwned says what to do when a superuser owns recalc's objects, as a
+// restore with --no-owner run by a superuser leaves them: never to grant
+// that role to the engine (it would become a superuser in effect), nor to
+// run recalc as it (the SECURITY DEFINER functions would run as a
+// superuser).
+func superOwned(owner string) string {
+	return fmt.Sprintf("recalc's objects belong to the superuser %s (as after pg_restore --no-owner): restore without --no-owner, "+
+		"or have a superuser give every object of schema recalc to the engine's role (ALTER ... OWNER TO); never grant %s to another role", owner, owner)
 }
 
 // Check fails with a *VersionError unless the stored schema version is

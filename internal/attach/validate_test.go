@@ -8,6 +8,7 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/attach"
 	"github.com/recalc-dev/recalc/internal/testkit"
+	"github.com/recalc-dev/recalc/schema"
 )
 
 // TestParseBounds: the spec file is untrusted; its shape and bounds are
@@ -178,4 +179,38 @@ func TestSubscribedTableNotCaptured(t *testing.T) {
 	if _, err := b.attach(t, crmSpec); err == nil || !strings.Contains(err.Error(), "crm.account is written by a subscription of logical replication") {
 		t.Fatalf("attach a subscribed table: %v, want it refused", err)
 	}
+}
+
+// TestInitRestoresReaderPrivileges: a restore without privileges
+// (pg_restore --no-acl) leaves recalc.attach_read, which runs the SQL it is
+// given as the sandbox role, executable by PUBLIC, and takes the sandbox
+// role's USAGE on the schema. `recalc init`, as the engine, makes the reader
+// the engine's alone again (as its owner, the sandbox role), and writes are
+// absorbed as before.
+func TestInitRestoresReaderPrivileges(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	sandbox := ident(sandboxRole(b.engineRole))
+	b.exec(t, b.admin, `GRANT EXECUTE ON FUNCTION recalc.attach_read(text, text[]) TO PUBLIC`,
+		`REVOKE USAGE ON SCHEMA recalc FROM `+sandbox)
+	ctx := context.Background()
+	if _, err := schema.Migrate(ctx, b.engine); err != nil {
+		t.Fatalf("init as the engine: %v", err)
+	}
+	var public, usage, engine bool
+	if err := b.admin.QueryRow(ctx, `SELECT has_function_privilege('public', 'recalc.attach_read(text, text[])', 'EXECUTE'),
+		has_schema_privilege($1, 'recalc', 'USAGE'), has_function_privilege($2, 'recalc.attach_read(text, text[])', 'EXECUTE')`,
+		sandboxRole(b.engineRole), b.engineRole).Scan(&public, &usage, &engine); err != nil {
+		t.Fatal(err)
+	}
+	if public || !usage || !engine {
+		t.Fatalf("after init: attach_read executable by PUBLIC %v, by the engine %v; the sandbox may use schema recalc %v", public, engine, usage)
+	}
+	b.exec(t, b.app, `UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`)
+	if rep := b.run(t); len(rep.NotAbsorbed) > 0 {
+		t.Fatalf("after init, writes not absorbed: %v", rep.NotAbsorbed)
+	}
+	b.checkOracle(t, "after init restored the reader's privileges")
 }

@@ -166,13 +166,14 @@ func TestVerifySourcesUnderWrites(t *testing.T) {
 
 // TestVerifyLeavesOutWritesDuringTheRead: a write that commits while
 // verify re-reads its source, which the re-read may or may not see, is no
-// drift. The account's view takes 0.6 s for each read, and the write
-// commits during the comparison's first.
+// drift, nor is another object's write that a run absorbs meanwhile. The
+// account's view takes 2.5 s for each read (longer than an absorb waits for its lock), and the writes commit during
+// the comparison's first.
 func TestVerifyLeavesOutWritesDuringTheRead(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.exec(t, b.engine, `CREATE VIEW crm_recalc.account_slow AS SELECT a.id, a.owner_id, a.industry, a.amount, a.vip, a.territories
-		FROM crm.account a CROSS JOIN LATERAL (SELECT pg_sleep(0.6)) z`)
+		FROM crm.account a CROSS JOIN LATERAL (SELECT pg_sleep(2.5)) z`)
 	b.mustAttach(t, strings.Replace(crmSpec, `"table": "crm.account", "id": "id",`,
 		`"table": "crm_recalc.account_slow", "capture": [{"table": "crm.account", "id": "id"}], "id": "id",`, 1))
 	b.run(t)
@@ -186,8 +187,20 @@ func TestVerifyLeavesOutWritesDuringTheRead(t *testing.T) {
 		done <- rep
 	}()
 	time.Sleep(300 * time.Millisecond) // during the read of the ids, before the read of their rows
-	b.exec(t, b.app, `UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`)
+	b.exec(t, b.app, `UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`, `UPDATE support."case" SET owner_id = 'dave' WHERE id = 1`)
+	// A run beside it, while the rules are deferred, absorbs the case's
+	// write and commits its record change, which waits for the resume,
+	// while the account is compared: no drift of the account's.
+	if out, err := b.recalc("defer", "--rules"); err != nil {
+		t.Fatalf("defer: %v\n%s", err, out)
+	}
+	if _, err := engine.Run(ctx, b.engine, engine.Options{}, zerolog.Nop()); err != nil {
+		t.Fatalf("run beside verify: %v", err)
+	}
 	rep := <-done
+	if out, err := b.recalc("resume"); err != nil {
+		t.Fatalf("resume: %v\n%s", err, out)
+	}
 	if rep == nil {
 		t.FailNow()
 	}
@@ -198,4 +211,41 @@ func TestVerifyLeavesOutWritesDuringTheRead(t *testing.T) {
 	}
 	b.run(t)
 	b.checkOracle(t, "after the write verify left out, and a run")
+}
+
+// TestVerifyBesideATruncate: a TRUNCATE that holds its table while verify
+// starts, and commits while verify waits for the table, is no drift: the
+// comparison keeps its locks on the source from its first absorb on, so the
+// TRUNCATE either commits before it (and is absorbed as a pending write) or
+// makes that first absorb fail (the source is reported as not compared).
+func TestVerifyBesideATruncate(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	ctx := context.Background()
+	for _, holdFor := range []time.Duration{500 * time.Millisecond, 3 * time.Second} { // shorter, then longer than an absorb's lock wait (2 s)
+		b.exec(t, b.app, `INSERT INTO support."case" VALUES (1, 1, 'erin', 4, 'New'), (2, 2, 'bob', 1, 'Closed') ON CONFLICT DO NOTHING`)
+		b.run(t)
+		tx, _ := hold(t, b.app, `TRUNCATE support."case"`)
+		committed := make(chan error, 1)
+		go func() {
+			time.Sleep(holdFor)
+			committed <- tx.Commit(ctx)
+		}()
+		rep, err := engine.Verify(ctx, b.engine, engine.VerifyOptions{Sources: true}, zerolog.Nop())
+		if err != nil {
+			t.Fatalf("verify beside a TRUNCATE held %s: %v", holdFor, err)
+		}
+		for _, s := range rep.Sources {
+			if s.Differing > 0 {
+				t.Fatalf("verify beside a TRUNCATE held %s: %s has %d rows differing, want none", holdFor, s.Object, s.Differing)
+			}
+		}
+		if err := <-committed; err != nil {
+			t.Fatal(err)
+		}
+		b.run(t)
+		b.checkOracle(t, "after the TRUNCATE and a run")
+	}
 }

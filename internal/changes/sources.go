@@ -85,12 +85,19 @@ func CompareSource(ctx context.Context, tx pgx.Tx, object string) (SourceDrift, 
 // absorbed that was not logged yet when it started).
 func compareOnce(ctx context.Context, tx pgx.Tx, d *SourceDrift, timeout time.Duration) (done bool, err error) {
 	// What the next absorb would read anyway is no drift: the writes
-	// logged, and a source whose catalog fingerprint changed.
-	if _, err := tx.Exec(ctx, `SELECT count(*) FROM recalc.attach_absorb_begin(NULL)`); err != nil {
+	// logged, and a source whose catalog fingerprint changed. Its stored
+	// fingerprint is left alone: a lock on it would hold up every absorb
+	// that checks fingerprints (attach_absorb_begin) until tx ends.
+	if _, err := tx.Exec(ctx, `INSERT INTO recalc.change (kind, object, keys) SELECT 'attached_all', $1, '{}'
+		WHERE EXISTS (SELECT 1 FROM recalc.attach_capture c JOIN recalc.attach_fingerprints() f ON f.object = c.object AND f.relid = c.relid
+		              WHERE c.object = $1 AND c.fingerprint IS DISTINCT FROM f.fingerprint)`, d.Object); err != nil {
 		return false, err
 	}
-	if _, _, err := absorbOne(ctx, tx, d.Object, timeout); err != nil {
-		return false, err
+	// Its locks on the source's tables (ACCESS SHARE) are kept to the
+	// end: no TRUNCATE, nor any change of a table, commits from here on.
+	if a, found, err := absorbOne(ctx, tx, d.Object, timeout); err != nil || found && !a.Absorbed {
+		d.Unchecked = unchecked(a)
+		return err == nil, err
 	}
 	var mark int64
 	if err := tx.QueryRow(ctx, `SELECT coalesce(max(seq), 0) FROM recalc.change`).Scan(&mark); err != nil {
@@ -115,10 +122,7 @@ func compareOnce(ctx context.Context, tx pgx.Tx, d *SourceDrift, timeout time.Du
 		return false, err
 	}
 	if !a.Absorbed {
-		d.Unchecked = "its capture is not intact (run `recalc attach` again)"
-		if a.Code != "" {
-			d.Unchecked = fmt.Sprintf("its read failed with SQLSTATE %s (see `recalc status`)", a.Code)
-		}
+		d.Unchecked = unchecked(a)
 		return true, nil
 	}
 	late, whole, err := pendingKeys(ctx, tx, d.Object)
@@ -137,7 +141,8 @@ func compareOnce(ctx context.Context, tx pgx.Tx, d *SourceDrift, timeout time.Du
 		}
 		d.Differing = differing(before, after)
 	} else if err := tx.QueryRow(ctx, `SELECT count(DISTINCT k) FROM recalc.change c, unnest(c.keys) k
-		WHERE c.seq > $1 AND c.kind = 'record' AND k <> ALL (SELECT $2 || ':' || s FROM unnest($3::text[]) s)`,
+		WHERE c.seq > $1 AND c.kind = 'record' AND left(k, length($2) + 1) = $2 || ':'
+		  AND k NOT IN (SELECT $2 || ':' || s FROM unnest($3::text[]) s)`,
 		mark, d.Object, skip).Scan(&d.Differing); err != nil {
 		return false, err
 	}
@@ -147,6 +152,25 @@ func compareOnce(ctx context.Context, tx pgx.Tx, d *SourceDrift, timeout time.Du
 		}
 	}
 	return true, nil
+}
+
+// unchecked says why an absorb of the object did not absorb.
+func unchecked(a Absorbed) string {
+	if a.Code == "" {
+		return "its capture is not intact (run `recalc attach` again)"
+	}
+	return fmt.Sprintf("its read failed with SQLSTATE %s (`recalc attach --list` says what to do once an absorb has failed the same way)", a.Code)
+}
+
+// Unstick lets the next absorb of object try it at once, when the last one
+// found its lock taken (as by a comparison, which holds it while it reads),
+// and wakes `recalc watch`, which would otherwise wait StuckRetry.
+func Unstick(ctx context.Context, q pg.Querier, object string) error {
+	if _, err := q.Exec(ctx, `WITH gone AS (DELETE FROM recalc.attach_stuck WHERE object = $1 AND error_code = $2 RETURNING 1)
+		SELECT pg_notify($3, 'unstick') FROM gone`, object, pg.LockNotAvailable, Channel); err != nil {
+		return fmt.Errorf("retry absorbing %s: %w", object, err)
+	}
+	return nil
 }
 
 // pendingKeys returns the ids of the writes to object's source logged and

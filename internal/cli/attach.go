@@ -148,10 +148,10 @@ func printChanges(env *Env, changes []attach.Change, format string) error {
 	}
 	for _, c := range changes {
 		if c.Status == attach.Unchanged { // nothing written: its records are as they were
-			fmt.Fprintf(env.Out, "%-16s %-10s %s\n", c.Object, c.Status, c.Table)
+			fmt.Fprintf(env.Out, "%-16s %-10s %s\n", c.Object, c.Status, shown(c.Table))
 			continue
 		}
-		fmt.Fprintf(env.Out, "%-16s %-10s %s (%d records)\n", c.Object, c.Status, c.Table, c.Records)
+		fmt.Fprintf(env.Out, "%-16s %-10s %s (%d records)\n", c.Object, c.Status, shown(c.Table), c.Records)
 	}
 	fmt.Fprintln(env.Out, "Run `recalc run` (or keep `recalc watch` running) to recalculate.")
 	return nil
@@ -189,11 +189,11 @@ func listAttached(ctx context.Context, env *Env, format string) error {
 		if fx := l.UserFixes; fx != nil {
 			what = fmt.Sprintf("users (%d skipped, %d made inactive, %d inactive stubs: docs/attach.md)", fx.Skipped, fx.Inactive, fx.Stubs)
 		}
-		table := l.Table
+		table := shown(l.Table)
 		if l.Renamed != "" {
-			table += " (now " + l.Renamed + ")"
+			table += " (now " + shown(l.Renamed) + ")"
 		}
-		fmt.Fprintf(env.Out, "%-16s %s (capture on %s) %d %s, %s\n", l.Object, table, strings.Join(l.Capture, ", "), l.Records, what, state)
+		fmt.Fprintf(env.Out, "%-16s %s (capture on %s) %d %s, %s\n", l.Object, table, shown(strings.Join(l.Capture, ", ")), l.Records, what, state)
 	}
 	return nil
 }

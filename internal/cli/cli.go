@@ -410,7 +410,7 @@ func version() string {
 // Errors that make a command exit 1 with no message: it printed its result.
 var (
 	errJobFailed = errors.New("the job failed")                  // `recalc wait`: the job failed
-	errDrift     = errors.New("the materialized tables drifted") // `recalc verify`: drift, not repaired
+	errDrift     = errors.New("the materialized tables drifted") // `recalc verify`: drift not repaired, or a source not compared
 )
 
 // action opens the pool and logger for a command and maps errors to exit codes.

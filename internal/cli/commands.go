@@ -316,9 +316,11 @@ func verifyCommand(out, errOut io.Writer) *cli.Command {
 			"differences by object and row cause. Families with changes not yet recalculated are\n" +
 			"skipped. First it reads each attached table (or view) again, whole, and counts the\n" +
 			"records it mirrors that differ from it although no write is pending: what no capture\n" +
-			"saw. Each source's read holds its attachment's lock, as a full run's does, so the\n" +
-			"watch waits for it. --repair fixes what differs, under the same row locks as a job;\n" +
-			"re-read records are left for the next `recalc run` to recalculate.",
+			"saw; a source it cannot compare (capture not intact, read failing) makes it exit 1 too.\n" +
+			"Each source's read holds its attachment's lock and a share lock on its tables, as a full\n" +
+			"run's does: the watch absorbs that object's writes once it ends, and DDL on those tables\n" +
+			"waits. --repair fixes what differs, under the same row locks as a job; re-read records\n" +
+			"are left for the next `recalc run` to recalculate.",
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "sample", Usage: "verify this many random families instead of all (0: all)", Action: atLeast("sample", 0)},
 			&cli.BoolFlag{Name: "repair", Usage: "fix the differences"},

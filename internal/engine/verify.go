@@ -49,6 +49,17 @@ func (r *VerifyReport) Drift() bool {
 	return len(r.ShareRows) > 0 || r.RecordRows > 0 || r.ClosureMissing > 0 || r.ClosureExtra > 0 || r.SourceDrift() > 0
 }
 
+// Unchecked counts the attached sources that could not be compared.
+func (r *VerifyReport) Unchecked() int {
+	n := 0
+	for _, s := range r.Sources {
+		if s.Unchecked != "" {
+			n++
+		}
+	}
+	return n
+}
+
 // SourceDrift counts the mirrored rows that differed from their attached
 // sources.
 func (r *VerifyReport) SourceDrift() int64 {
@@ -109,6 +120,9 @@ func compareSources(ctx context.Context, pool *pgxpool.Pool, repair bool, log ze
 	out := make([]changes.SourceDrift, 0, len(objects))
 	for _, object := range objects {
 		d, err := compareSource(ctx, pool, object, repair)
+		if err == nil {
+			err = changes.Unstick(ctx, pool, object)
+		}
 		if err != nil {
 			return nil, err
 		}
