@@ -280,7 +280,7 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 	}
 	if len(others) > 0 {
 		fmt.Fprintf(errOut, "warning: %s has permissive policies of its own (%s) that admit rows to SELECT: permissive policies add up, "+
-			"so a row any of them admits is visible whatever recalc allows; make them restrictive (AS RESTRICTIVE) or drop them\n", r.Table, strings.Join(others, ", "))
+			"so a row any of them admits is visible whatever recalc allows; make them restrictive (AS RESTRICTIVE) or drop them\n", r.Table, shown(strings.Join(others, ", ")))
 	}
 	switch {
 	case bypass && r.Force:
