@@ -9,9 +9,13 @@
 -- change was ignored, the old owner kept all access, and `recalc attach`
 -- with the same spec found nothing to rebuild. attach_capture now keeps
 -- each column's number (nums, filled as the capture is registered), and a
--- capture whose column of that name has another number is no longer intact:
--- its writes are not absorbed (`recalc status` says so), and `recalc
--- attach FILE` rebuilds it. For an attached view, whose capture reads only the key
+-- capture whose column of that name has another number, while the column
+-- of the number kept is still there under another name, is no longer
+-- intact: its writes are not absorbed (`recalc status` says so), and
+-- `recalc attach FILE` rebuilds it. (A column dropped, with CASCADE, and
+-- added again under its name is the new one: the read view that read the
+-- dropped one went with it, and is made again over the new one.) For an
+-- attached view, whose capture reads only the key
 -- column of each base table, attach_capture also keeps the columns the view
 -- reads of that table, by number and name (read_nums, read_names): a column
 -- the view still reads that has another name now was swapped the same way.
@@ -46,12 +50,12 @@ REVOKE EXECUTE ON FUNCTION recalc.attach_view_reads(oid, oid) FROM PUBLIC;
 
 -- Captures registered before: each column's number is the one of the
 -- column of its name now, if the view reading it (recalc's read view of a
--- table, or the attached view) reads that one; 0 if the view reads another,
+-- table, or the attached view) reads that one; -1 if the view reads another,
 -- that is, if the column was swapped before this upgrade. With no read view
 -- (dropped by a DROP COLUMN ... CASCADE, made again at the next absorb),
 -- the number now.
 UPDATE recalc.attach_capture c
-SET nums = (SELECT ARRAY(SELECT CASE WHEN t.attnum = ANY (r.nums) OR cardinality(r.nums) = 0 THEN t.attnum ELSE 0 END
+SET nums = (SELECT ARRAY(SELECT CASE WHEN t.attnum = ANY (r.nums) OR cardinality(r.nums) = 0 THEN t.attnum ELSE -1 END
                          FROM unnest(c.cols) WITH ORDINALITY x(n, i)
                          LEFT JOIN pg_attribute t ON t.attrelid = c.relid AND t.attname = x.n AND NOT t.attisdropped ORDER BY x.i)
             FROM recalc.attachment a,
@@ -81,7 +85,8 @@ BEGIN
         WHERE c.object = p_object AND NOT EXISTS (
             SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.relid AND a.attname = x.n
               AND a.atttypid = x.t AND a.attcollation = x.l AND NOT a.attisdropped
-              AND (c.nums IS NULL OR a.attnum = x.num))
+              AND (c.nums IS NULL OR a.attnum = x.num OR x.num > 0 AND NOT EXISTS (
+                   SELECT 1 FROM pg_attribute o WHERE o.attrelid = c.relid AND o.attnum = x.num AND NOT o.attisdropped)))
     ) AND NOT EXISTS (
         -- A column an attached view read when attached, and still reads, has
         -- kept its name: the view reads it by number.

@@ -135,9 +135,9 @@ func migrateOnce(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (appli
 // restorePrivileges puts back what a restore without privileges
 // (pg_restore --no-acl) changes (SECURITY.md): EXECUTE on recalc's
 // functions, which no function grants to PUBLIC (each migration revokes
-// it), and the sandbox role's: USAGE on the schema, and its reader,
-// recalc.attach_read, executable by the engine alone. It changes nothing
-// otherwise.
+// it), and, once `recalc attach` has made the sandbox role's reader
+// (recalc.attach_read), the role's USAGE on the schema and the reader
+// executable by the engine alone. It changes nothing otherwise.
 func restorePrivileges(ctx context.Context, tx pgx.Tx) error {
 	var public bool
 	var sandbox, reader *string
@@ -145,7 +145,8 @@ func restorePrivileges(ctx context.Context, tx pgx.Tx) error {
 	if err := tx.QueryRow(ctx, `SELECT current_user::text, current_setting('role'),
 		EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = 'recalc'::regnamespace AND p.proowner = n.nspowner
 		        AND has_function_privilege('public', p.oid, 'EXECUTE')),
-		(SELECT r.rolname::text FROM pg_roles r WHERE r.rolname = recalc.attach_sandbox_role() AND NOT has_schema_privilege(r.oid, 'recalc', 'USAGE')),
+		(SELECT r.rolname::text FROM pg_roles r WHERE r.rolname = recalc.attach_sandbox_role() AND NOT has_schema_privilege(r.oid, 'recalc', 'USAGE')
+		   AND to_regprocedure('recalc.attach_read(text, text[])') IS NOT NULL),
 		(SELECT r.rolname::text FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
 		 WHERE p.oid = to_regprocedure('recalc.attach_read(text, text[])') AND r.rolname = recalc.attach_sandbox_role()
 		   AND pg_has_role(r.oid, 'MEMBER') AND has_function_privilege('public', p.oid, 'EXECUTE'))
