@@ -485,3 +485,33 @@ func TestWatchSeesWritesThatBypassedCapture(t *testing.T) {
 	}
 	b.checkOracle(t, "after the step")
 }
+
+// TestDetachBesideTriggerDDL: detach, while the table's owner has a
+// transaction open that disabled and enabled the capture's triggers (a bulk
+// load around them), waits for it and then detaches: its first try fails
+// with PostgreSQL's "tuple concurrently updated", and it tries again.
+func TestDetachBesideTriggerDDL(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	tx, pid := hold(t, b.app, `ALTER TABLE support."case" DISABLE TRIGGER USER`)
+	if _, err := tx.Exec(context.Background(), `ALTER TABLE support."case" ENABLE TRIGGER USER`); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var out string
+	var err error
+	go func() {
+		defer close(done)
+		out, err = b.recalc("detach", "case")
+	}()
+	waitBlocked(t, b.admin, pid, done, "recalc detach to wait for the table's owner")
+	if err := tx.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if err != nil || !strings.Contains(out, "detached") {
+		t.Fatalf("detach beside the owner's trigger DDL: %v\n%s", err, out)
+	}
+}

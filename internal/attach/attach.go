@@ -13,6 +13,7 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/changes"
 	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/schema"
 )
 
@@ -80,18 +81,26 @@ func Apply(ctx context.Context, pool *pgxpool.Pool, spec *Spec) ([]Change, error
 }
 
 // inModelLock runs fn in a transaction that holds the model lock (imports
-// and job creation wait for it), with the stored attachments.
+// and job creation wait for it), with the stored attachments. Dropping a
+// capture while the table's owner alters its triggers in an open
+// transaction fails once that commits (pg.IsConcurrentCatalogUpdate): it
+// tries again, twice at most.
 func inModelLock(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx, have map[string]stored) error) error {
-	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if err := schema.LockModel(ctx, tx); err != nil {
+	for attempt := 0; ; attempt++ {
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if err := schema.LockModel(ctx, tx); err != nil {
+				return err
+			}
+			have, err := storedFingerprints(ctx, tx)
+			if err != nil {
+				return err
+			}
+			return fn(tx, have)
+		})
+		if err == nil || !pg.IsConcurrentCatalogUpdate(err) || attempt == 2 {
 			return err
 		}
-		have, err := storedFingerprints(ctx, tx)
-		if err != nil {
-			return err
-		}
-		return fn(tx, have)
-	})
+	}
 }
 
 // removeAll detaches objects, which must be attached.

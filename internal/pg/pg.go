@@ -85,6 +85,16 @@ func IsRetryable(err error) bool {
 	return false
 }
 
+// IsConcurrentCatalogUpdate reports whether err is PostgreSQL's "tuple
+// concurrently updated" (SQLSTATE XX000): a DDL statement found catalog
+// rows that another transaction changed while it waited to lock them (DROP
+// FUNCTION ... CASCADE over the triggers of a table whose owner was
+// altering them). Trying again succeeds.
+func IsConcurrentCatalogUpdate(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "XX000" && pgErr.Message == "tuple concurrently updated"
+}
+
 // IsLockNotAvailable reports whether err is a lock wait that lock_timeout
 // ended, or a NOWAIT lock that another session held.
 func IsLockNotAvailable(err error) bool { return Code(err) == LockNotAvailable }
