@@ -50,6 +50,7 @@ var definerExecutors = map[string]bool{
 	"recalc.access_changes_head()":                          true,
 	"recalc.wait_fresh(bigint,interval)":                    true,
 	"recalc.log_record_change()":                            false, // the capture trigger of recalc.record only
+	"recalc.attached_users_named()":                         false, // a statement trigger of recalc.team and recalc.share_input only
 }
 
 // definerRole creates a NOLOGIN role with a unique name, dropped when the

@@ -273,3 +273,44 @@ func writeUsers(ctx context.Context, app *pgxpool.Pool, r *rand.Rand) error {
 	}
 	return nil
 }
+
+// TestUserStubGoesWithItsLastTeam: a user deleted from the users table
+// stays an inactive stub while a team entry names it, so the records it
+// owns stay valid; once the last team entry naming it goes (its record
+// deleted), the users section is built again without it, and its records
+// grant nothing. Before version 51 the stub stayed until some row of the
+// users table changed. Frank reads an account through the "tech" rule.
+func TestUserStubGoesWithItsLastTeam(t *testing.T) {
+	t.Parallel()
+	b := setupUsers(t)
+	b.exec(t, b.app, `ALTER TABLE crm.account DROP CONSTRAINT account_owner_id_fkey`,
+		`INSERT INTO crm.app_user (id, name, role_id) VALUES ('tim', 'Tim', 'east')`,
+		`INSERT INTO crm.account (id, name, owner_id, industry) VALUES (60, 'Tim''s', 'tim', 'tech')`)
+	b.run(t)
+	f := filepath.Join(t.TempDir(), "team.json")
+	if err := os.WriteFile(f, []byte(`{"teams": [{"record": "account:2", "user": "tim", "access": "edit"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := b.recalc("import", "--merge", f); err != nil {
+		t.Fatalf("import the team entry: %v\n%s", err, out)
+	}
+	b.run(t)
+	level := func() string {
+		t.Helper()
+		var l string
+		if err := b.admin.QueryRow(context.Background(), `SELECT recalc.access_level('frank', 'account:60')`).Scan(&l); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	b.exec(t, b.app, `DELETE FROM crm.app_user WHERE id = 'tim'`)
+	b.run(t)
+	if l := level(); l != "read" {
+		t.Fatalf("tim deleted, a team entry naming him: frank reads account:60 %s, want read (tim a stub)", l)
+	}
+	b.exec(t, b.app, `DELETE FROM crm.account WHERE id = 2`)
+	b.run(t)
+	if l := level(); l != "none" {
+		t.Fatalf("the last team entry naming tim gone with its record: frank reads account:60 %s, want none (tim no user)", l)
+	}
+}
