@@ -2,6 +2,8 @@ package attach_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -513,5 +515,33 @@ func TestDetachBesideTriggerDDL(t *testing.T) {
 	<-done
 	if err != nil || !strings.Contains(out, "detached") {
 		t.Fatalf("detach beside the owner's trigger DDL: %v\n%s", err, out)
+	}
+}
+
+// TestImportAfterAnOwnerChange: an owner change committed to an attached
+// table, then a manual share imported on that record: the share stays, as
+// it would had the change been absorbed before the import. The import
+// absorbs what was committed before it, so the owner change's wipe of
+// manual shares applies to those it finds, not to the one imported after.
+func TestImportAfterAnOwnerChange(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	b.exec(t, b.app, `UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`)
+	f := filepath.Join(t.TempDir(), "share.json")
+	if err := os.WriteFile(f, []byte(`{"shares": [{"object": "account", "record": "account:1", "grantee": "user:erin", "access": "edit", "cause": "manual"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := b.recalc("import", "--merge", f); err != nil {
+		t.Fatalf("import the share: %v\n%s", err, out)
+	}
+	b.run(t)
+	var l string
+	if err := b.admin.QueryRow(context.Background(), `SELECT recalc.access_level('erin', 'account:1')`).Scan(&l); err != nil {
+		t.Fatal(err)
+	}
+	if l != "edit" {
+		t.Fatalf("erin's access to account:1, shared after its owner changed: %s, want edit", l)
 	}
 }

@@ -959,16 +959,23 @@ func (r *urun) doImport(s *lstep) error {
 }
 
 // uImportTx imports s as store.Import does, in a transaction that first
-// takes the model lock (as the import does, first) and, under it, reads
-// what the import is checked against: nothing else may change it until
-// the import ends, since the watch's and the jobs' absorbing hold that
-// lock too. It reports the configuration after the import (cur when it
+// takes the model lock and absorbs, the users too (as the import does,
+// first) and, under
+// it, reads what the import is checked against: nothing else may change it
+// until the import ends, since the watch's and the jobs' absorbing hold
+// that lock too. It reports the configuration after the import (cur when it
 // was refused) and whether it was refused; an import that does other than
 // uExpectImport says is a *uMismatch.
 func uImportTx(ctx context.Context, b *bundle, s *lstep, cur *model.Model) (next *model.Model, refused bool, err error) {
 	errRefused := errors.New("refused, as it must be")
 	err = pgx.BeginFunc(ctx, b.engine, func(tx pgx.Tx) error {
 		if err := schema.LockModel(ctx, tx); err != nil {
+			return err
+		}
+		if _, _, err := changes.Absorb(ctx, tx, 0); err != nil {
+			return err
+		}
+		if _, err := store.SyncAttachedUsers(ctx, tx); err != nil {
 			return err
 		}
 		exp, err := uExpectImport(ctx, tx, cur, s)
@@ -1110,7 +1117,7 @@ func uUsersAfter(absorbed []*string, cur, next *model.Model, known map[string]bo
 			stubs = append(stubs, id)
 			users = append(users, model.User{ID: id})
 			if !known[id] && refuse == nil {
-				refuse = fmt.Errorf("user %q does not exist: the users are attached, so add it to their table (recalc attach --list), let recalc absorb it (recalc run), then import again", id)
+				refuse = fmt.Errorf("user %q does not exist: the users are attached, so add it to their table (recalc attach --list), then import again", id)
 			}
 		}
 	}

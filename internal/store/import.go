@@ -194,6 +194,17 @@ func ImportTxWith(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits,
 	if err := lockModel(ctx, tx); err != nil {
 		return nil, err
 	}
+	// The writes to attached tables committed before this import are
+	// mirrored first, the users table's into the users section, as a run
+	// does: their effects then come in commit order with the import's own
+	// (an owner change wipes the manual shares it finds, not those this
+	// import adds), and the import is checked against them.
+	if _, _, err := changes.Absorb(ctx, tx, 0); err != nil {
+		return nil, err
+	}
+	if _, err := SyncAttachedUsers(ctx, tx); err != nil {
+		return nil, err
+	}
 	if _, err := tx.Exec(ctx, stageTable); err != nil {
 		return nil, fmt.Errorf("create staging table: %w", err)
 	}
@@ -340,7 +351,7 @@ func mergeConfig(ctx context.Context, tx pgx.Tx, f *model.File, lim model.Limits
 	}
 	for _, id := range fx.StubIDs {
 		if !known[id] { // a stub stands for a user the table lost, never for a new name
-			return nil, &InvalidError{fmt.Errorf("user %q does not exist: the users are attached, so add it to their table (recalc attach --list), let recalc absorb it (recalc run), then import again", id)}
+			return nil, &InvalidError{fmt.Errorf("user %q does not exist: the users are attached, so add it to their table (recalc attach --list), then import again", id)}
 		}
 	}
 	ix, err := cfg.ValidateLimited(lim)
