@@ -16,15 +16,18 @@ CREATE OR REPLACE FUNCTION recalc.rls_guard(p_relid oid,
     OUT object text, OUT id_col text, OUT owner_col text, OUT parent_col text, OUT parent_object text,
     OUT parent_table text, OUT parent_id_col text, OUT parent_id_type text, OUT parent_owner_col text)
 LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_attached bigint;
 BEGIN
-    IF (SELECT count(*) FROM recalc.attachment a WHERE a.relid = p_relid AND NOT a.is_view AND a.object <> 'users') > 1 THEN
+    -- One statement a written row: the attachment, and how many there are.
+    SELECT a.object, a.id_col, a.owner_col, a.parent_col, a.parent_object,
+           p.relid::regclass::text, p.id_col, p.id_type, p.owner_col, count(*) OVER ()
+    INTO object, id_col, owner_col, parent_col, parent_object, parent_table, parent_id_col, parent_id_type, parent_owner_col, v_attached
+    FROM recalc.attachment a LEFT JOIN recalc.attachment p ON p.object = a.parent_object AND NOT p.is_view
+    WHERE a.relid = p_relid AND NOT a.is_view AND a.object <> 'users';
+    IF v_attached > 1 THEN
         RAISE EXCEPTION 'table % is attached as more than one object, so recalc''s write guard cannot tell which one to check: attach it as one object (recalc attach), then run recalc rls enable again',
             p_relid::regclass USING ERRCODE = '42501';
     END IF;
-    SELECT a.object, a.id_col, a.owner_col, a.parent_col, a.parent_object,
-           p.relid::regclass::text, p.id_col, p.id_type, p.owner_col
-    INTO object, id_col, owner_col, parent_col, parent_object, parent_table, parent_id_col, parent_id_type, parent_owner_col
-    FROM recalc.attachment a LEFT JOIN recalc.attachment p ON p.object = a.parent_object AND NOT p.is_view
-    WHERE a.relid = p_relid AND NOT a.is_view AND a.object <> 'users';
 END
 $$;

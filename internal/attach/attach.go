@@ -370,9 +370,8 @@ const NotIntact = "capture not intact"
 func List(ctx context.Context, pool *pgxpool.Pool) ([]Listed, error) {
 	rows, err := pool.Query(ctx, `
 		SELECT a.object, a.source,
-		       coalesce((SELECT format('%I.%I', n.nspname, k.relname) FROM pg_class k JOIN pg_namespace n ON n.oid = k.relnamespace
-		                 WHERE k.oid = a.relid AND format('%I.%I', n.nspname, k.relname) <> a.source),
-		                CASE WHEN NOT EXISTS (SELECT 1 FROM pg_class k WHERE k.oid = a.relid) THEN '(dropped)' ELSE '' END),
+		       coalesce((SELECT coalesce(nullif(format('%I.%I', n.nspname, k.relname), a.source), '') FROM pg_class k
+		                 JOIN pg_namespace n ON n.oid = k.relnamespace WHERE k.oid = a.relid), '(dropped)'),
 		       a.is_view,
 		       (SELECT array_agg(c.source ORDER BY c.source) FROM recalc.attach_capture c WHERE c.object = a.object),
 		       CASE WHEN a.object = $2 THEN (SELECT count(*) FROM recalc.attached_user)
