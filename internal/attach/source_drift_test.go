@@ -2,6 +2,7 @@ package attach_test
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"slices"
 	"strings"
@@ -206,6 +207,63 @@ func TestColumnSwapNeedsAttach(t *testing.T) {
 	}
 }
 
+// TestColumnSwapAfterDropAndAdd: a column dropped with CASCADE and added
+// again heals itself (its read view is made again over the new column), and
+// a later swap of that new column is found as the first one would be.
+// Before version 52 the recorded number stayed the dropped column's, which
+// no live column holds, so the swap passed and the old owner kept access.
+func TestColumnSwapAfterDropAndAdd(t *testing.T) {
+	t.Parallel()
+	for _, upgrade := range []bool{false, true} {
+		t.Run(fmt.Sprintf("upgrade=%v", upgrade), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			b.mustAttach(t, crmSpec)
+			b.run(t)
+			b.exec(t, b.engine, `CREATE TABLE recalc.nums_before AS SELECT relid, nums FROM recalc.attach_capture WHERE object = 'account'`)
+			b.exec(t, b.app, `ALTER TABLE crm.account DROP COLUMN owner_id CASCADE`,
+				`ALTER TABLE crm.account ADD COLUMN owner_id text NOT NULL DEFAULT 'bob'`,
+				`UPDATE crm.account SET owner_id = 'alice' WHERE id = 1`)
+			if rep := b.run(t); len(rep.NotAbsorbed) > 0 {
+				t.Fatalf("a run after a column dropped and added again: not absorbed %v, want every write absorbed", rep.NotAbsorbed)
+			}
+			b.checkOracle(t, "after a column dropped and added again")
+			if upgrade { // the dropped column's number, as before version 52
+				b.exec(t, b.engine, `UPDATE recalc.attach_capture c SET nums = n.nums FROM recalc.nums_before n WHERE c.relid = n.relid`)
+			}
+			b.exec(t, b.app, `ALTER TABLE crm.account ADD COLUMN owner_id2 text`,
+				`UPDATE crm.account SET owner_id2 = owner_id`,
+				`ALTER TABLE crm.account RENAME COLUMN owner_id TO owner_id_old`,
+				`ALTER TABLE crm.account RENAME COLUMN owner_id2 TO owner_id`,
+				`ALTER TABLE crm.account ALTER COLUMN owner_id_old DROP NOT NULL`,
+				`UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`)
+			if upgrade {
+				b.exec(t, b.engine, migrationSQL(t, 52))
+			}
+			if rep := b.run(t); !slices.Equal(rep.NotAbsorbed, []string{"account"}) {
+				t.Fatalf("a run after swapping the added column: not absorbed %v, want account's writes to wait", rep.NotAbsorbed)
+			}
+			b.mustAttach(t, crmSpec)
+			b.run(t)
+			b.checkOracle(t, "after the swap, attach and a run")
+		})
+	}
+}
+
+// migrationSQL is the text of migration version.
+func migrationSQL(t *testing.T, version int) string {
+	t.Helper()
+	ms, err := schema.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(ms, func(m schema.Migration) bool { return m.Version == version })
+	if i < 0 {
+		t.Fatalf("no migration %d", version)
+	}
+	return ms[i].SQL
+}
+
 // TestTableSwapNeedsAttach: the application swaps an attached table for a
 // copy (create, copy, rename the old one away and the copy in), as
 // pg_repack-like tools do. The capture follows the old table, so it is no
@@ -252,15 +310,7 @@ func TestColumnSwapBeforeUpgrade(t *testing.T) {
 		`ALTER TABLE crm.account RENAME COLUMN owner_id2 TO owner_id`,
 		`ALTER TABLE crm.account ALTER COLUMN owner_id_old DROP NOT NULL`,
 		`UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`)
-	ms, err := schema.Migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := slices.IndexFunc(ms, func(m schema.Migration) bool { return m.Version == 50 })
-	if i < 0 {
-		t.Fatal("no migration 50")
-	}
-	b.exec(t, b.engine, ms[i].SQL)
+	b.exec(t, b.engine, migrationSQL(t, 50))
 	if rep := b.run(t); !slices.Equal(rep.NotAbsorbed, []string{"account"}) {
 		t.Fatalf("a run after the upgrade over a swapped column: not absorbed %v, want account's writes to wait", rep.NotAbsorbed)
 	}
