@@ -185,12 +185,7 @@ func TestColumnSwapNeedsAttach(t *testing.T) {
 				`INSERT INTO crm.contact_account VALUES ('00000000-0000-0000-0000-000000000001', 1)`)
 			b.mustAttach(t, crmSpec)
 			b.run(t)
-			b.exec(t, b.app, `ALTER TABLE `+tc.table+` ADD COLUMN owner_id2 text`,
-				`UPDATE `+tc.table+` SET owner_id2 = owner_id`,
-				`ALTER TABLE `+tc.table+` RENAME COLUMN owner_id TO owner_id_old`,
-				`ALTER TABLE `+tc.table+` RENAME COLUMN owner_id2 TO owner_id`,
-				`ALTER TABLE `+tc.table+` ALTER COLUMN owner_id_old DROP NOT NULL`,
-				tc.update)
+			b.exec(t, b.app, append(swapOwnerColumn(tc.table), tc.update)...)
 			if rep := b.run(t); !slices.Equal(rep.NotAbsorbed, []string{tc.object}) {
 				t.Fatalf("a run after the column swap: not absorbed %v, want %s's writes to wait", rep.NotAbsorbed, tc.object)
 			}
@@ -231,12 +226,7 @@ func TestColumnSwapAfterDropAndAdd(t *testing.T) {
 			if upgrade { // the dropped column's number, as before version 52
 				b.exec(t, b.engine, `UPDATE recalc.attach_capture c SET nums = n.nums FROM recalc.nums_before n WHERE c.relid = n.relid`)
 			}
-			b.exec(t, b.app, `ALTER TABLE crm.account ADD COLUMN owner_id2 text`,
-				`UPDATE crm.account SET owner_id2 = owner_id`,
-				`ALTER TABLE crm.account RENAME COLUMN owner_id TO owner_id_old`,
-				`ALTER TABLE crm.account RENAME COLUMN owner_id2 TO owner_id`,
-				`ALTER TABLE crm.account ALTER COLUMN owner_id_old DROP NOT NULL`,
-				`UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`)
+			b.exec(t, b.app, append(swapOwnerColumn("crm.account"), `UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`)...)
 			if upgrade {
 				b.exec(t, b.engine, migrationSQL(t, 52))
 			}
@@ -248,6 +238,17 @@ func TestColumnSwapAfterDropAndAdd(t *testing.T) {
 			b.checkOracle(t, "after the swap, attach and a run")
 		})
 	}
+}
+
+// swapOwnerColumn swaps table's owner_id for a new column under its name,
+// the usual way round a refused ALTER TYPE: add owner_id2, copy, rename
+// owner_id away and owner_id2 in.
+func swapOwnerColumn(table string) []string {
+	return []string{`ALTER TABLE ` + table + ` ADD COLUMN owner_id2 text`,
+		`UPDATE ` + table + ` SET owner_id2 = owner_id`,
+		`ALTER TABLE ` + table + ` RENAME COLUMN owner_id TO owner_id_old`,
+		`ALTER TABLE ` + table + ` RENAME COLUMN owner_id2 TO owner_id`,
+		`ALTER TABLE ` + table + ` ALTER COLUMN owner_id_old DROP NOT NULL`}
 }
 
 // migrationSQL is the text of migration version.
@@ -304,12 +305,7 @@ func TestColumnSwapBeforeUpgrade(t *testing.T) {
 	b.mustAttach(t, crmSpec)
 	b.run(t)
 	b.exec(t, b.engine, `UPDATE recalc.attach_capture SET nums = NULL, read_nums = NULL, read_names = NULL`) // as before 050
-	b.exec(t, b.app, `ALTER TABLE crm.account ADD COLUMN owner_id2 text`,
-		`UPDATE crm.account SET owner_id2 = owner_id`,
-		`ALTER TABLE crm.account RENAME COLUMN owner_id TO owner_id_old`,
-		`ALTER TABLE crm.account RENAME COLUMN owner_id2 TO owner_id`,
-		`ALTER TABLE crm.account ALTER COLUMN owner_id_old DROP NOT NULL`,
-		`UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`)
+	b.exec(t, b.app, append(swapOwnerColumn("crm.account"), `UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`)...)
 	b.exec(t, b.engine, migrationSQL(t, 50))
 	if rep := b.run(t); !slices.Equal(rep.NotAbsorbed, []string{"account"}) {
 		t.Fatalf("a run after the upgrade over a swapped column: not absorbed %v, want account's writes to wait", rep.NotAbsorbed)
