@@ -257,10 +257,11 @@ func install(ctx context.Context, tx pgx.Tx, t *target, have map[string]stored) 
 	for _, k := range t.captures {
 		// nums: each column's number, which the read view reads it by;
 		// read_nums and read_names: the columns an attached view reads
-		// (migration 050).
-		if _, err := tx.Exec(ctx, `INSERT INTO recalc.attach_capture (object, relid, source, key_col, func, cols, types, colls, nums, read_nums, read_names)
+		// (migration 050), as of the view's definition read_rule (053).
+		if _, err := tx.Exec(ctx, `INSERT INTO recalc.attach_capture (object, relid, source, key_col, func, cols, types, colls, nums, read_nums, read_names, read_rule)
 			SELECT $1, $2, $3, $4, $5, $6, $7, $8, ARRAY(SELECT a.attnum FROM unnest($6::text[]) WITH ORDINALITY x(n, i)
-				JOIN pg_attribute a ON a.attrelid = $2 AND a.attname = x.n AND NOT a.attisdropped ORDER BY x.i), r.nums, r.names
+				JOIN pg_attribute a ON a.attrelid = $2 AND a.attname = x.n AND NOT a.attisdropped ORDER BY x.i), r.nums, r.names,
+				CASE WHEN $10 THEN recalc.attach_view_rule($9) END
 			FROM (SELECT 1) one LEFT JOIN recalc.attach_view_reads($9, $2) r ON $10`,
 			c.Object, k.Relid, k.Source, k.KeyCol, k.Func, k.Cols, k.Types, k.Colls, t.relid, t.isView); err != nil {
 			return c, fmt.Errorf("register capture of %s on %s: %w", c.Object, k.Source, err)

@@ -278,39 +278,56 @@ func writeUsers(ctx context.Context, app *pgxpool.Pool, r *rand.Rand) error {
 // stays an inactive stub while a team entry names it, so the records it
 // owns stay valid; once the last team entry naming it goes (its record
 // deleted), the users section is built again without it, and its records
-// grant nothing. Before version 51 the stub stayed until some row of the
-// users table changed. Frank reads an account through the "tech" rule.
+// grant nothing: at the next job, and at `recalc watch`'s next step, whose
+// fast path hands the step to a job. Before version 51 the stub stayed
+// until some row of the users table changed, and before version 53 under
+// the watch alone. Frank reads an account through the "tech" rule.
 func TestUserStubGoesWithItsLastTeam(t *testing.T) {
 	t.Parallel()
-	b := setupUsers(t)
-	b.exec(t, b.app, `ALTER TABLE crm.account DROP CONSTRAINT account_owner_id_fkey`,
-		`INSERT INTO crm.app_user (id, name, role_id) VALUES ('tim', 'Tim', 'east')`,
-		`INSERT INTO crm.account (id, name, owner_id, industry) VALUES (60, 'Tim''s', 'tim', 'tech')`)
-	b.run(t)
-	f := filepath.Join(t.TempDir(), "team.json")
-	if err := os.WriteFile(f, []byte(`{"teams": [{"record": "account:2", "user": "tim", "access": "edit"}]}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := b.recalc("import", "--merge", f); err != nil {
-		t.Fatalf("import the team entry: %v\n%s", err, out)
-	}
-	b.run(t)
-	level := func() string {
-		t.Helper()
-		var l string
-		if err := b.admin.QueryRow(context.Background(), `SELECT recalc.access_level('frank', 'account:60')`).Scan(&l); err != nil {
-			t.Fatal(err)
-		}
-		return l
-	}
-	b.exec(t, b.app, `DELETE FROM crm.app_user WHERE id = 'tim'`)
-	b.run(t)
-	if l := level(); l != "read" {
-		t.Fatalf("tim deleted, a team entry naming him: frank reads account:60 %s, want read (tim a stub)", l)
-	}
-	b.exec(t, b.app, `DELETE FROM crm.account WHERE id = 2`)
-	b.run(t)
-	if l := level(); l != "none" {
-		t.Fatalf("the last team entry naming tim gone with its record: frank reads account:60 %s, want none (tim no user)", l)
+	for _, watch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("watch=%v", watch), func(t *testing.T) {
+			t.Parallel()
+			b := setupUsers(t)
+			b.exec(t, b.app, `ALTER TABLE crm.account DROP CONSTRAINT account_owner_id_fkey`,
+				`INSERT INTO crm.app_user (id, name, role_id) VALUES ('tim', 'Tim', 'east')`,
+				`INSERT INTO crm.account (id, name, owner_id, industry) VALUES (60, 'Tim''s', 'tim', 'tech')`)
+			b.run(t)
+			f := filepath.Join(t.TempDir(), "team.json")
+			if err := os.WriteFile(f, []byte(`{"teams": [{"record": "account:2", "user": "tim", "access": "edit"}]}`), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := b.recalc("import", "--merge", f); err != nil {
+				t.Fatalf("import the team entry: %v\n%s", err, out)
+			}
+			step := func(t *testing.T) { b.run(t) }
+			if watch {
+				live := engine.NewLive(engine.Options{}, 1000)
+				step = func(t *testing.T) {
+					t.Helper()
+					if _, err := live.Step(context.Background(), b.engine, zerolog.Nop()); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			step(t)
+			level := func() string {
+				t.Helper()
+				var l string
+				if err := b.admin.QueryRow(context.Background(), `SELECT recalc.access_level('frank', 'account:60')`).Scan(&l); err != nil {
+					t.Fatal(err)
+				}
+				return l
+			}
+			b.exec(t, b.app, `DELETE FROM crm.app_user WHERE id = 'tim'`)
+			step(t)
+			if l := level(); l != "read" {
+				t.Fatalf("tim deleted, a team entry naming him: frank reads account:60 %s, want read (tim a stub)", l)
+			}
+			b.exec(t, b.app, `DELETE FROM crm.account WHERE id = 2`)
+			step(t)
+			if l := level(); l != "none" {
+				t.Fatalf("the last team entry naming tim gone with its record: frank reads account:60 %s, want none (tim no user)", l)
+			}
+		})
 	}
 }
