@@ -76,7 +76,9 @@ const familiesPerChunk = 1000
 // Verify recomputes families from scratch, from the configuration the
 // tables were last computed from, and compares the result with the
 // materialized rows, by object and row cause. Families with changes not yet
-// recalculated are skipped: they differ by design until the next run. With
+// recalculated are skipped: they differ by design until the next run. Each
+// chunk of families is compared in one snapshot, which tells them apart
+// while the application, runs and `recalc watch` write (families). With
 // Repair it fixes what differs, under the same row locks as a job.
 func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zerolog.Logger) (*VerifyReport, error) {
 	if job, err := queue.Unfinished(ctx, pool); err != nil || job != nil {
@@ -96,10 +98,12 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zero
 	if err != nil {
 		return nil, err
 	}
-	rep := &VerifyReport{Families: len(v.roots), Skipped: len(v.pending), Sources: sources, Repaired: opt.Repair}
-	if rep.ShareRows, rep.RecordRows, err = v.families(ctx, pool); err != nil {
+	rep := &VerifyReport{Sources: sources, Repaired: opt.Repair}
+	var skipped int
+	if rep.ShareRows, rep.RecordRows, skipped, err = v.families(ctx, pool); err != nil {
 		return nil, fmt.Errorf("verify families: %w", err)
 	}
+	rep.Families, rep.Skipped = len(v.roots)-skipped, len(v.pending)+skipped
 	if rep.ClosureMissing, rep.ClosureExtra, err = v.closure(ctx, pool); err != nil {
 		return nil, fmt.Errorf("verify closure: %w", err)
 	}
@@ -155,6 +159,8 @@ type verification struct {
 	applied           [2][]byte // the configurations rules and closureOrg decode
 	dict              *sharetable.Dict
 	pending, roots    []string // families skipped, and those checked
+	job               int64    // the last unfinished job pendingRoots saw, and its families
+	jobRoots          map[string]bool
 }
 
 // loadVerification reads the applied configurations and the families with
@@ -167,15 +173,9 @@ func loadVerification(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions
 		if applied, err = appliedConfigs(ctx, tx); err != nil {
 			return err
 		}
-		seen, err := changes.Read(ctx, tx)
-		if err != nil {
-			return err
-		}
-		ids, err := changes.Records(ctx, tx, seen.Seqs)
-		if err != nil {
-			return err
-		}
-		v.pending, err = sharetable.RootsOfRecords(ctx, tx, ids)
+		// The families a job recomputes, which one may have started since,
+		// are skipped as each chunk finds them.
+		v.pending, _, _, err = v.pendingRoots(ctx, tx)
 		return err
 	})
 	if err != nil {
@@ -205,29 +205,44 @@ func loadVerification(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions
 
 // families compares the families to check, familiesPerChunk at a time,
 // and repairs them when asked to. It returns the share rows that differ, by
-// object and cause, and the number of record rows that differ.
-func (v *verification) families(ctx context.Context, pool *pgxpool.Pool) ([]sharetable.DiffCount, int64, error) {
+// object and cause, the number of record rows that differ, and the number
+// of families skipped because a chunk found changes pending for them.
+//
+// A chunk compares in one snapshot (REPEATABLE READ: compare), in which it
+// reads again which families have changes pending, and skips them: a write
+// committed after loadVerification read them, or while the chunk reads, is
+// then invisible, or pending and skipped, or materialized with its share
+// rows. Read statement by statement, a family's records could be read on
+// one side of a write, or of its materialization, and its share rows on the
+// other, and differ. A repair writes in a READ COMMITTED transaction of its
+// own, under the model lock and the families' row locks (repair): a
+// snapshot taken before the model lock was granted would not see what its
+// last holder wrote.
+func (v *verification) families(ctx context.Context, pool *pgxpool.Pool) ([]sharetable.DiffCount, int64, int, error) {
 	counts := map[[2]string]*sharetable.DiffCount{}
 	var recordRows int64
+	skipped := 0
 	for chunk := range slices.Chunk(v.roots, familiesPerChunk) {
 		var diff *sharetable.FamilyDiff
-		// A record moved between families by a concurrent writer, or a lock
-		// timeout, fails the chunk's transaction: compare it again.
+		var roots []string // the chunk's families with no change pending
 		err := retried(ctx, verifyAttempts, func() error {
-			return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			return pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 				var err error
-				if diff, err = v.diffFamilies(ctx, tx, chunk); err != nil {
-					return err
-				}
-				if v.opt.Repair && !diff.Empty() {
-					_, err = diff.Apply(ctx, tx)
-				}
+				diff, roots, err = v.compare(ctx, tx, chunk)
 				return err
 			})
 		})
-		if err != nil {
-			return nil, 0, err
+		if err == nil && v.opt.Repair && !diff.Empty() {
+			// A record moved between families by a concurrent writer, or a
+			// lock timeout, fails the chunk's transaction: repair it again.
+			err = retried(ctx, verifyAttempts, func() error {
+				return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return v.repair(ctx, tx, roots) })
+			})
 		}
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		skipped += len(chunk) - len(roots)
 		for k, c := range diff.Counts() {
 			if counts[k] == nil {
 				counts[k] = &sharetable.DiffCount{Object: c.Object, Cause: c.Cause}
@@ -246,7 +261,7 @@ func (v *verification) families(ctx context.Context, pool *pgxpool.Pool) ([]shar
 		a, b := out[i], out[j]
 		return a.Object < b.Object || a.Object == b.Object && a.Cause < b.Cause
 	})
-	return out, recordRows, nil
+	return out, recordRows, skipped, nil
 }
 
 // verifyAttempts bounds the tries of one chunk of families.
@@ -268,23 +283,109 @@ func retried(ctx context.Context, attempts int, f func() error) error {
 	}
 }
 
-// diffFamilies compares one chunk of families inside tx, under the same
-// row locks as a job when repairing.
-func (v *verification) diffFamilies(ctx context.Context, tx pgx.Tx, roots []string) (*sharetable.FamilyDiff, error) {
-	var rids []int64
-	var err error
-	if v.opt.Repair {
-		if err := v.lockCurrent(ctx, tx); err != nil {
-			return nil, err
-		}
-		rids, err = sharetable.LockFamilies(ctx, tx, roots)
-	} else {
-		rids, err = sharetable.FamilyRIDs(ctx, tx, roots)
+// compare compares the families of roots that have no change pending, in
+// tx, a REPEATABLE READ transaction: the change log, the records and the
+// share rows all as of its one snapshot. It returns the difference and the
+// roots compared.
+func (v *verification) compare(ctx context.Context, tx pgx.Tx, roots []string) (*sharetable.FamilyDiff, []string, error) {
+	if err := sharetable.HoldForSnapshot(ctx, tx); err != nil {
+		return nil, nil, err
 	}
+	if err := v.current(ctx, tx); err != nil {
+		return nil, nil, err
+	}
+	roots, err := v.settled(ctx, tx, roots)
 	if err != nil {
+		return nil, nil, err
+	}
+	rids, err := sharetable.FamilyRIDs(ctx, tx, roots)
+	if err != nil {
+		return nil, nil, err
+	}
+	diff, err := sharetable.DiffFamilies(ctx, tx, v.rules, v.dict, roots, rids)
+	return diff, roots, err
+}
+
+// repair writes the difference of the families of roots that still have no
+// change pending, in tx, under the same row locks as a job. The
+// application's writes do not wait for them: one that commits while it
+// reads is recomputed by the next run, from its change row, as it is
+// after a job's chunk.
+func (v *verification) repair(ctx context.Context, tx pgx.Tx, roots []string) error {
+	if err := v.lockCurrent(ctx, tx); err != nil {
+		return err
+	}
+	roots, err := v.settled(ctx, tx, roots)
+	if err != nil {
+		return err
+	}
+	rids, err := sharetable.LockFamilies(ctx, tx, roots)
+	if err != nil {
+		return err
+	}
+	diff, err := sharetable.DiffFamilies(ctx, tx, v.rules, v.dict, roots, rids)
+	if err != nil || diff.Empty() {
+		return err
+	}
+	_, err = diff.Apply(ctx, tx)
+	return err
+}
+
+// pendingRoots returns the families that have changes not yet
+// materialized, as tx sees them: logged, the roots of the records the change
+// log names, and planned, those an unfinished job recomputes (its plan
+// fixed the roots of records no change row names, such as the children of
+// a deleted parent, and its chunks write them one by one). all is true when
+// every family is pending: a full job is unfinished, or the log holds a
+// truncate of recalc.record.
+func (v *verification) pendingRoots(ctx context.Context, tx pgx.Tx) (logged []string, planned map[string]bool, all bool, err error) {
+	job, err := queue.Unfinished(ctx, tx)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	if job != nil {
+		if full, err := inPlaceFull(job); err != nil || full || job.Kind == queue.Full {
+			return nil, nil, true, err
+		}
+		if v.job != job.ID { // a job's families never change: read them once
+			roots, err := queue.Roots(ctx, tx, job.ID)
+			if err != nil {
+				return nil, nil, false, err
+			}
+			v.job, v.jobRoots = job.ID, make(map[string]bool, len(roots))
+			for _, r := range roots {
+				v.jobRoots[r] = true
+			}
+		}
+		planned = v.jobRoots
+	}
+	seen, err := changes.Read(ctx, tx)
+	switch {
+	case err != nil:
+		return nil, nil, false, err
+	case seen.Truncated:
+		return nil, nil, true, nil
+	}
+	ids, err := changes.Records(ctx, tx, seen.Seqs)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	logged, err = sharetable.RootsOfRecords(ctx, tx, ids)
+	return logged, planned, false, err
+}
+
+// settled returns roots without those of families with changes pending
+// (pendingRoots), as tx sees them.
+func (v *verification) settled(ctx context.Context, tx pgx.Tx, roots []string) ([]string, error) {
+	logged, planned, all, err := v.pendingRoots(ctx, tx)
+	if err != nil || all {
 		return nil, err
 	}
-	return sharetable.DiffFamilies(ctx, tx, v.rules, v.dict, roots, rids)
+	skip := make(map[string]bool, len(logged))
+	for _, r := range logged {
+		skip[r] = true
+	}
+	return slices.DeleteFunc(slices.Clone(roots), func(r string) bool { return skip[r] || planned[r] }), nil
 }
 
 // closure compares the stored closure with the applied configuration's,
@@ -325,13 +426,24 @@ func (v *verification) lockCurrent(ctx context.Context, tx pgx.Tx) error {
 	if job != nil {
 		return fmt.Errorf("job %d started while verify ran, so nothing more is repaired: run `recalc verify --repair` again once it has finished", job.ID)
 	}
+	return v.current(ctx, tx)
+}
+
+// current checks that the applied configurations are still those v
+// compares with: the share rows of a family no job has pending were
+// computed from them.
+func (v *verification) current(ctx context.Context, tx pgx.Tx) error {
 	for i, side := range []string{store.SideRules, store.SideClosure} {
 		cfg, err := store.AppliedConfig(ctx, tx, side)
 		if err != nil {
 			return err
 		}
-		if !bytes.Equal(cfg, v.applied[i]) {
+		switch {
+		case bytes.Equal(cfg, v.applied[i]):
+		case v.opt.Repair:
 			return fmt.Errorf("a job applied a new configuration while verify ran, so nothing more is repaired: run `recalc verify --repair` again")
+		default:
+			return fmt.Errorf("a job applied a new configuration while verify ran, so nothing more is compared: run `recalc verify` again")
 		}
 	}
 	return nil

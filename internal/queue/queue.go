@@ -206,6 +206,21 @@ func Claim(ctx context.Context, tx pgx.Tx, job int64) (*Chunk, error) {
 	return c, nil
 }
 
+// Roots returns the family roots that job's chunks list, without repeats:
+// every family an incremental job recomputes (a full job's chunks are root
+// id ranges, and list none).
+func Roots(ctx context.Context, q pg.Querier, job int64) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT DISTINCT unnest(roots) FROM recalc.chunk WHERE job_id = $1`, job)
+	if err != nil {
+		return nil, fmt.Errorf("read families of job %d: %w", job, err)
+	}
+	roots, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read families of job %d: %w", job, err)
+	}
+	return roots, nil
+}
+
 // Complete marks a claimed chunk done with what it did.
 func Complete(ctx context.Context, tx pgx.Tx, job int64, n int, st *ChunkStats, worker string) error {
 	_, err := tx.Exec(ctx, `UPDATE recalc.chunk SET status = 'done', records = $3, rows_added = $4, rows_removed = $5,

@@ -63,6 +63,20 @@ func LockFamilies(ctx context.Context, tx pgx.Tx, roots []string) ([]int64, erro
 	return nil, &pgconn.PgError{Code: pg.LockNotAvailable, Message: fmt.Sprintf("could not lock the families' rows in %d rounds", maxLockRounds)}
 }
 
+// HoldForSnapshot takes the locks that keep recalc.record and the share
+// tables from being truncated, or swapped by a full job, until tx ends.
+// Neither is visible to a snapshot: a table truncated or swapped in after
+// it was taken reads empty, or as rows committed after it. Called first in
+// a REPEATABLE READ transaction, it takes them before its snapshot, which
+// LOCK TABLE does not take; its next statement does. Writers of rows do not
+// wait for them.
+func HoldForSnapshot(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, `LOCK TABLE recalc.record, recalc.acl_record, recalc.acl_share IN ACCESS SHARE MODE`); err != nil {
+		return fmt.Errorf("lock the tables read: %w", err)
+	}
+	return nil
+}
+
 // maxLockRounds bounds LockFamilies' rounds of trying and waiting; past it
 // the chunk is retried like on a lock timeout.
 const maxLockRounds = 50
@@ -139,7 +153,7 @@ func waitForRow(ctx context.Context, tx pgx.Tx, rid int64) error {
 // root_id moved between families meanwhile does that. It is a serialization
 // failure, so the chunk is retried and reads the families again.
 func errMoved(what string) error {
-	return fmt.Errorf("%w: %w", errFamiliesMoved, &pgconn.PgError{Code: pg.SerializationFailure, Message: "a record moved between families while they were computed: " + what})
+	return fmt.Errorf("%w: %w", errFamiliesMoved, &pgconn.PgError{Severity: "ERROR", Code: pg.SerializationFailure, Message: "a record moved between families while they were computed: " + what})
 }
 
 // errFamiliesMoved marks errMoved's errors: raised in Go, they leave the
