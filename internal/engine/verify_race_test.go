@@ -299,15 +299,7 @@ func TestVerifyBesideJobRootFix(t *testing.T) {
 			vg := &gate{}
 			vLoad := vg.arm(`FROM recalc.applied_section WHERE side`)
 			vPool := gatedPool(t, b.pool, vg)
-			type result struct {
-				rep *engine.VerifyReport
-				err error
-			}
-			vDone := make(chan result, 1)
-			go func() {
-				rep, err := engine.Verify(b.ctx, vPool, engine.VerifyOptions{}, zerolog.Nop())
-				vDone <- result{rep, err}
-			}()
+			vDone := startVerify(b.ctx, vPool)
 			waitReached(t, vLoad, "verify's load")
 
 			rg := &gate{}
@@ -354,15 +346,7 @@ func TestVerifyBesideWrite(t *testing.T) {
 			vg := &gate{}
 			at := vg.arm(tc.at)
 			vPool := gatedPool(t, b.pool, vg)
-			type result struct {
-				rep *engine.VerifyReport
-				err error
-			}
-			vDone := make(chan result, 1)
-			go func() {
-				rep, err := engine.Verify(b.ctx, vPool, engine.VerifyOptions{}, zerolog.Nop())
-				vDone <- result{rep, err}
-			}()
+			vDone := startVerify(b.ctx, vPool)
 			waitReached(t, at, "verify's point")
 			b.exec(t, `UPDATE recalc.record SET owner = 'u4' WHERE id = 'a001'`)
 			if tc.materialize {
@@ -397,15 +381,7 @@ func TestVerifyBesideTruncate(t *testing.T) {
 	vg := &gate{}
 	load, chunk := vg.arm(readLog), vg.arm(readLog) // loadVerification's read of the log, then the chunk's
 	vPool := gatedPool(t, b.pool, vg)
-	type result struct {
-		rep *engine.VerifyReport
-		err error
-	}
-	vDone := make(chan result, 1)
-	go func() {
-		rep, err := engine.Verify(b.ctx, vPool, engine.VerifyOptions{}, zerolog.Nop())
-		vDone <- result{rep, err}
-	}()
+	vDone := startVerify(b.ctx, vPool)
 	waitReached(t, load, "verify's load")
 	close(load.release)
 	pid := waitReached(t, chunk, "verify's chunk, its snapshot taken")
@@ -459,4 +435,21 @@ func TestVerifyTruncatePending(t *testing.T) {
 	}
 	settle(t, b)
 	checkSettled(t, b.ctx, b.pool)
+}
+
+// verifyResult is what a Verify started by startVerify returned.
+type verifyResult struct {
+	rep *engine.VerifyReport
+	err error
+}
+
+// startVerify runs Verify on pool in the background; its result comes on
+// the channel returned.
+func startVerify(ctx context.Context, pool *pgxpool.Pool) <-chan verifyResult {
+	done := make(chan verifyResult, 1)
+	go func() {
+		rep, err := engine.Verify(ctx, pool, engine.VerifyOptions{}, zerolog.Nop())
+		done <- verifyResult{rep, err}
+	}()
+	return done
 }
