@@ -230,13 +230,20 @@ func TestColumnSwapAfterDropAndAdd(t *testing.T) {
 			if upgrade {
 				b.exec(t, b.engine, migrationSQL(t, 52))
 			}
-			if rep := b.run(t); !slices.Equal(rep.NotAbsorbed, []string{"account"}) {
-				t.Fatalf("a run after swapping the added column: not absorbed %v, want account's writes to wait", rep.NotAbsorbed)
-			}
+			b.runWaiting(t, "account", "after swapping the added column")
 			b.mustAttach(t, crmSpec)
 			b.run(t)
 			b.checkOracle(t, "after the swap, attach and a run")
 		})
+	}
+}
+
+// runWaiting runs, and fails the test unless object's writes are left
+// waiting, unabsorbed, as a capture not intact leaves them.
+func (b *bundle) runWaiting(t *testing.T, object, after string) {
+	t.Helper()
+	if rep := b.run(t); !slices.Equal(rep.NotAbsorbed, []string{object}) {
+		t.Fatalf("a run %s: not absorbed %v, want %s's writes to wait", after, rep.NotAbsorbed, object)
 	}
 }
 
@@ -283,9 +290,7 @@ func TestColumnSwapAfterViewRedefined(t *testing.T) {
 	b.run(t)
 	b.checkOracle(t, "after the view was redefined")
 	b.exec(t, b.app, append(swapColumn("crm.contact", "email"), `UPDATE crm.contact SET email = NULL WHERE title = 'CTO'`)...)
-	if rep := b.run(t); !slices.Equal(rep.NotAbsorbed, []string{"contact"}) {
-		t.Fatalf("a run after swapping a column the redefined view reads: not absorbed %v, want contact's writes to wait", rep.NotAbsorbed)
-	}
+	b.runWaiting(t, "contact", "after swapping a column the redefined view reads")
 	b.exec(t, b.engine, softDelete) // over the new column
 	b.run(t)
 	var n int
@@ -312,9 +317,7 @@ func TestTableSwapNeedsAttach(t *testing.T) {
 		`ALTER TABLE crm.account_new RENAME TO account`,
 		`UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`)
 	b.exec(t, b.admin, `GRANT SELECT, TRIGGER ON crm.account TO `+ident(b.engineRole))
-	if rep := b.run(t); !slices.Equal(rep.NotAbsorbed, []string{"account"}) {
-		t.Fatalf("a run after the table swap: not absorbed %v, want account's writes to wait", rep.NotAbsorbed)
-	}
+	b.runWaiting(t, "account", "after the table swap")
 	out, err := b.recalc("attach", "--list")
 	if err != nil || !strings.Contains(out, "crm.account (now crm.account_old)") {
 		t.Fatalf("attach --list after the table swap: %v\n%s\nwant the old table's new name", err, out)
@@ -336,9 +339,7 @@ func TestColumnSwapBeforeUpgrade(t *testing.T) {
 	b.exec(t, b.engine, `UPDATE recalc.attach_capture SET nums = NULL, read_nums = NULL, read_names = NULL`) // as before 050
 	b.exec(t, b.app, append(swapColumn("crm.account", "owner_id"), `UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`)...)
 	b.exec(t, b.engine, migrationSQL(t, 50))
-	if rep := b.run(t); !slices.Equal(rep.NotAbsorbed, []string{"account"}) {
-		t.Fatalf("a run after the upgrade over a swapped column: not absorbed %v, want account's writes to wait", rep.NotAbsorbed)
-	}
+	b.runWaiting(t, "account", "after the upgrade over a swapped column")
 	b.mustAttach(t, crmSpec)
 	b.run(t)
 	b.checkOracle(t, "after the upgrade over a swapped column, attach and a run")
