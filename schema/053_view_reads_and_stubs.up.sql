@@ -33,7 +33,17 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_view_rule(oid) FROM PUBLIC;
 
-UPDATE recalc.attach_capture c SET read_rule = recalc.attach_view_rule(a.relid)
+-- Views attached before: the columns recorded are kept (a swap of one of
+-- them before this upgrade is still found), and those the view reads now
+-- and were not recorded (read since a redefinition) are added under the
+-- names they have now.
+UPDATE recalc.attach_capture c SET read_rule = recalc.attach_view_rule(a.relid),
+    (read_nums, read_names) = (
+        SELECT coalesce(array_agg(u.num ORDER BY u.num), '{}'), coalesce(array_agg(u.name ORDER BY u.num), '{}')
+        FROM (SELECT x.num, x.name FROM unnest(c.read_nums, c.read_names) x(num, name)
+              UNION ALL
+              SELECT y.num, y.name FROM recalc.attach_view_reads(a.relid, c.relid) r, unnest(r.nums, r.names) y(num, name)
+              WHERE y.num <> ALL (coalesce(c.read_nums, '{}'))) u)
 FROM recalc.attachment a WHERE a.object = c.object AND a.is_view AND c.read_rule IS NULL;
 
 CREATE OR REPLACE FUNCTION recalc.attach_absorb_begin(p_retry interval DEFAULT NULL)
@@ -97,15 +107,19 @@ REVOKE EXECUTE ON FUNCTION recalc.attached_users_named() FROM PUBLIC;
 DROP TRIGGER IF EXISTS team_names_users ON recalc.team;
 CREATE TRIGGER team_names_users AFTER TRUNCATE ON recalc.team
     FOR EACH STATEMENT EXECUTE FUNCTION recalc.attached_users_named();
+DROP TRIGGER IF EXISTS team_names_users_deleted ON recalc.team;
 CREATE TRIGGER team_names_users_deleted AFTER DELETE ON recalc.team REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION recalc.attached_users_named();
+DROP TRIGGER IF EXISTS team_names_users_updated ON recalc.team;
 CREATE TRIGGER team_names_users_updated AFTER UPDATE ON recalc.team REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION recalc.attached_users_named();
 DROP TRIGGER IF EXISTS share_input_names_users ON recalc.share_input;
 CREATE TRIGGER share_input_names_users AFTER TRUNCATE ON recalc.share_input
     FOR EACH STATEMENT EXECUTE FUNCTION recalc.attached_users_named();
+DROP TRIGGER IF EXISTS share_input_names_users_deleted ON recalc.share_input;
 CREATE TRIGGER share_input_names_users_deleted AFTER DELETE ON recalc.share_input REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION recalc.attached_users_named();
+DROP TRIGGER IF EXISTS share_input_names_users_updated ON recalc.share_input;
 CREATE TRIGGER share_input_names_users_updated AFTER UPDATE ON recalc.share_input REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION recalc.attached_users_named();
 

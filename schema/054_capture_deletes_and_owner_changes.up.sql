@@ -17,12 +17,13 @@
 -- are no records, nor of the users table) now marks its change rows
 -- (recalc.change.effect): 'gone' for the ids of deleted rows, of rows whose
 -- id an UPDATE changed away, and for a TRUNCATE; 'reowned' for the ids
--- whose owner column an UPDATE changed. The absorb deletes the records gone
--- (their shares and team entries go, as any record's) and drops the manual
--- shares of those reowned before it reads the rows again, so a row back
--- under the id is a new record. A TRUNCATE of an attached table thus drops
--- every share and team entry of its object's records, as a TRUNCATE of
--- recalc.record drops all.
+-- whose owner column an UPDATE changed. Before it reads the rows again, the
+-- absorb (and `recalc attach`, which takes the change rows too) drops the
+-- shares and team entries of the records gone, as a record's delete does,
+-- and the manual shares of those reowned, so a row back under the id starts
+-- with none. A TRUNCATE of an attached table thus drops every share and
+-- team entry of its object's records, as a TRUNCATE of recalc.record drops
+-- all; the records of the rows refilled are updated in place.
 
 ALTER TABLE recalc.change ADD COLUMN IF NOT EXISTS effect text;
 
@@ -67,26 +68,50 @@ END$f$, recalc.attach_guard_sql(c), c.object, c.key_col, v_updated, CASE WHEN v_
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_capture_body(recalc.attach_capture) FROM PUBLIC;
 
+-- attach_take deletes the change rows logged for object p_object and
+-- returns what they hold: whether a whole re-read is logged (o_all), the
+-- oldest transaction id, the ids logged, whether a TRUNCATE is (o_all_gone),
+-- and the ids of rows deleted or re-keyed away (o_gone) and of rows whose
+-- owner changed (o_reowned). o_xid is NULL when no row was left.
+CREATE OR REPLACE FUNCTION recalc.attach_take(p_object text, OUT o_all boolean, OUT o_xid xid8, OUT o_keys text[],
+                                              OUT o_all_gone boolean, OUT o_gone text[], OUT o_reowned text[])
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    WITH gone AS (DELETE FROM recalc.change c WHERE c.kind IN ('attached', 'attached_all') AND c.object = p_object
+                  RETURNING c.kind, c.keys, c.xid, c.effect)
+    SELECT bool_or(g.kind = 'attached_all'), min(g.xid),
+           (SELECT array_agg(DISTINCT k) FROM gone, unnest(gone.keys) k),
+           coalesce(bool_or(g.kind = 'attached_all' AND g.effect = 'gone'), false),
+           (SELECT array_agg(DISTINCT k) FROM gone, unnest(gone.keys) k WHERE gone.effect = 'gone'),
+           (SELECT array_agg(DISTINCT k) FROM gone, unnest(gone.keys) k WHERE gone.effect = 'reowned')
+    FROM gone g
+$$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_take(text) FROM PUBLIC;
+
 -- attach_effects applies what the change rows of attachment a marked
--- (p_gone: ids of rows deleted or re-keyed; p_all_gone: a TRUNCATE;
--- p_reowned: ids whose owner changed) before the absorb reads the rows
--- again: the records gone are deleted through recalc.record's delete path,
--- and the manual shares of those reowned are dropped, their records logged
--- as changed.
+-- (p_all_gone: a TRUNCATE; p_gone: ids of rows deleted or re-keyed away;
+-- p_reowned: ids whose owner changed), before the absorb reads the rows
+-- again: the records gone lose their shares and team entries, as a deleted
+-- record does, and those reowned their manual shares; their records are
+-- logged as changed. The records themselves are left to the re-read, which
+-- deletes those whose rows are gone for good, and keeps the others'
+-- row ids (a refilled table's records are updated, not deleted and
+-- inserted again).
 CREATE OR REPLACE FUNCTION recalc.attach_effects(a recalc.attachment, p_all_gone boolean, p_gone text[], p_reowned text[]) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_gone text[] := ARRAY(SELECT a.object || ':' || k FROM unnest(p_gone) k);
+    v_reowned text[] := ARRAY(SELECT a.object || ':' || k FROM unnest(p_reowned) k);
 BEGIN
-    IF p_all_gone THEN
-        DELETE FROM recalc.record r WHERE r.object = a.object;
-    ELSIF cardinality(p_gone) > 0 THEN
-        DELETE FROM recalc.record r WHERE r.id IN (SELECT a.object || ':' || k FROM unnest(p_gone) k) AND r.object = a.object;
-    END IF;
-    IF cardinality(p_reowned) > 0 THEN
-        WITH wiped AS (DELETE FROM recalc.share_input s
-                       WHERE s.record IN (SELECT a.object || ':' || k FROM unnest(p_reowned) k) AND s.cause = 'manual'
-                       RETURNING s.record)
-        INSERT INTO recalc.change (kind, keys) SELECT 'record', array_agg(DISTINCT w.record) FROM wiped w HAVING count(*) > 0;
-    END IF;
+    WITH s AS (DELETE FROM recalc.share_input s
+               WHERE s.object = a.object AND (p_all_gone OR s.record IN (SELECT unnest(v_gone))
+                                              OR s.cause = 'manual' AND s.record IN (SELECT unnest(v_reowned)))
+               RETURNING s.record),
+         t AS (DELETE FROM recalc.team t
+               WHERE t.record IN (SELECT r.id FROM recalc.record r WHERE r.object = a.object
+                                  AND (p_all_gone OR r.id IN (SELECT unnest(v_gone))))
+               RETURNING t.record)
+    INSERT INTO recalc.change (kind, keys)
+    SELECT 'record', array_agg(DISTINCT x.record) FROM (SELECT record FROM s UNION ALL SELECT record FROM t) x HAVING count(*) > 0;
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_effects(recalc.attachment, boolean, text[], text[]) FROM PUBLIC;
 
@@ -132,13 +157,7 @@ BEGIN
             END IF;
         END LOOP;
         IF recalc.attach_intact(p_object) THEN
-            WITH gone AS (DELETE FROM recalc.change c WHERE c.kind IN ('attached', 'attached_all') AND c.object = p_object
-                          RETURNING c.kind, c.keys, c.xid, c.effect)
-            SELECT bool_or(g.kind = 'attached_all'), bool_or(g.kind = 'attached_all' AND g.effect = 'gone'), min(g.xid),
-                   (SELECT array_agg(DISTINCT k) FROM gone, unnest(gone.keys) k),
-                   (SELECT array_agg(DISTINCT k) FROM gone, unnest(gone.keys) k WHERE gone.effect = 'gone'),
-                   (SELECT array_agg(DISTINCT k) FROM gone, unnest(gone.keys) k WHERE gone.effect = 'reowned')
-            INTO v_all, v_all_gone, v_xid, v_keys, v_gone, v_reowned FROM gone g;
+            SELECT * INTO v_all, v_xid, v_keys, v_all_gone, v_gone, v_reowned FROM recalc.attach_take(p_object);
             IF v_xid IS NULL THEN -- another absorb took them
                 PERFORM set_config('recalc.notify', coalesce(v_notify, ''), true);
                 RETURN;
@@ -169,6 +188,60 @@ BEGIN
     RETURN NEXT;
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_absorb_one(text) FROM PUBLIC;
+
+-- attach_install as in version 36, but what the change rows it takes
+-- marked is applied before the whole re-read (attaching again, as after a
+-- capture that was not intact, must not drop a deletion's effect).
+CREATE OR REPLACE FUNCTION recalc.attach_install(p_object text) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET row_security = off
+    SET TimeZone = 'UTC' SET extra_float_digits = 1 AS $$
+DECLARE
+    a recalc.attachment;
+    v_rows bigint;
+    v_code text;
+    t record;
+BEGIN
+    SELECT * INTO STRICT a FROM recalc.attachment WHERE object = p_object;
+    PERFORM recalc.attach_install_capture(p_object); -- locks each captured table SHARE ROW EXCLUSIVE: no index or DDL until commit
+    PERFORM recalc.attach_check(p_object);
+    v_code := recalc.attach_foreign_code(p_object);
+    IF v_code IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot attach object %: % , which is not PostgreSQL''s own; PostgreSQL''s planner may run it with recalc''s rights when recalc reads the table', p_object, v_code
+            USING HINT = 'drop that index or statistics object, or build it with pg_catalog functions and operators only, then attach again';
+    END IF;
+    PERFORM recalc.attach_ready(p_object);
+    -- Read what was checked, by oid: the name may be another relation's by now.
+    EXECUTE format('LOCK TABLE ONLY %s IN ACCESS SHARE MODE', a.relid::regclass);
+    IF NOT recalc.attach_intact(p_object) THEN
+        RAISE EXCEPTION 'the table or view attached for object % changed while it was being attached', p_object
+            USING HINT = 'run `recalc attach` again';
+    END IF;
+    UPDATE recalc.attach_capture c SET fingerprint = f.fingerprint FROM recalc.attach_fingerprints() f
+    WHERE f.object = c.object AND f.relid = c.relid AND c.object = p_object;
+    PERFORM recalc.attach_writer_guard();
+    SELECT * INTO t FROM recalc.attach_take(p_object);
+    IF t.o_all_gone OR t.o_gone IS NOT NULL OR t.o_reowned IS NOT NULL THEN
+        PERFORM recalc.attach_effects(a, t.o_all_gone, t.o_gone, t.o_reowned);
+    END IF;
+    DELETE FROM recalc.attach_stuck WHERE object = p_object;
+    IF a.object <> 'users' THEN
+        PERFORM recalc.attach_sandbox_check();
+    END IF;
+    BEGIN
+        v_rows := recalc.attach_sync(a, NULL);
+    EXCEPTION WHEN OTHERS OR query_canceled OR assert_failure THEN -- OTHERS leaves these two out
+        GET STACKED DIAGNOSTICS v_code = RETURNED_SQLSTATE;
+        IF v_code LIKE 'RC%' OR left(v_code, 2) IN ('40', '53', '55', '57') THEN
+            RAISE;
+        END IF;
+        RAISE EXCEPTION 'reading the rows of object % failed with SQLSTATE % (the server''s message is not shown: it may quote the application''s data)', p_object, v_code
+            USING ERRCODE = v_code,
+                  HINT = 'check the rows of the attached table and, for a view, its casts and functions; then run `recalc attach` again';
+    END;
+    PERFORM recalc.change_inherit_xid(t.o_xid);
+    RETURN v_rows;
+END $$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_install(text) FROM PUBLIC;
 
 -- The captures installed now get the new body in place: their functions
 -- keep their oids and their triggers are untouched, so their tables'

@@ -299,6 +299,30 @@ func TestColumnSwapAfterViewRedefined(t *testing.T) {
 	}
 }
 
+// TestViewRedefinedBeforeUpgrade: an attached view redefined in place
+// before version 53, to read a column not recorded when it was attached,
+// has that column recorded by the upgrade, under its name then, and the
+// columns recorded before kept: a later swap of it leaves the capture not
+// intact. Found by a review helper (the upgrade first took the view's
+// definition as recorded, and no absorb recorded its columns).
+func TestViewRedefinedBeforeUpgrade(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.exec(t, b.app, `INSERT INTO crm.contact VALUES ('00000000-0000-0000-0000-000000000001', 'bob', 'CTO', 'c@x')`,
+		`INSERT INTO crm.contact_account VALUES ('00000000-0000-0000-0000-000000000001', 1)`)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	b.exec(t, b.engine, `CREATE TABLE recalc.reads_before AS SELECT relid, read_nums, read_names FROM recalc.attach_capture WHERE object = 'contact'`)
+	b.exec(t, b.engine, strings.Replace(contactView, "CREATE VIEW", "CREATE OR REPLACE VIEW", 1)+` WHERE c.email IS NOT NULL`)
+	// As versions 50 to 52 leave it: the columns read when attached, no rule.
+	b.exec(t, b.engine, `UPDATE recalc.attach_capture c SET read_nums = r.read_nums, read_names = r.read_names, read_rule = NULL
+		FROM recalc.reads_before r WHERE c.relid = r.relid AND c.object = 'contact'`)
+	b.exec(t, b.engine, migrationSQL(t, 53))
+	b.run(t)
+	b.exec(t, b.app, append(swapColumn("crm.contact", "email"), `UPDATE crm.contact SET email = NULL WHERE title = 'CTO'`)...)
+	b.runWaiting(t, "contact", "after the upgrade, a swap of the column the redefined view reads")
+}
+
 // TestTableSwapNeedsAttach: the application swaps an attached table for a
 // copy (create, copy, rename the old one away and the copy in), as
 // pg_repack-like tools do. The capture follows the old table, so it is no

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"iter"
@@ -187,6 +188,35 @@ func lockModel(ctx context.Context, tx pgx.Tx) error {
 	return nil
 }
 
+// onWaitingRecords refuses shares and team entries on the records of an
+// attached object whose logged writes the import's absorb left waiting
+// (its capture not intact, or its absorb failed): those records may have
+// been deleted, re-keyed or re-owned since, and what the import put on
+// them would go with the old record once the writes are absorbed.
+func onWaitingRecords(ctx context.Context, tx pgx.Tx, absorbed []changes.Absorbed) error {
+	var waiting []string
+	for _, a := range absorbed {
+		if !a.Absorbed && a.Object != model.UsersAttachment {
+			waiting = append(waiting, a.Object)
+		}
+	}
+	if len(waiting) == 0 {
+		return nil
+	}
+	var object string
+	err := tx.QueryRow(ctx, `SELECT o FROM unnest($1::text[]) o
+		WHERE EXISTS (SELECT 1 FROM stage s WHERE s.kind IN ($2, $3) AND left(s.record, length(o) + 1) = o || ':') ORDER BY o LIMIT 1`,
+		waiting, stageShare, stageTeam).Scan(&object)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil
+	case err != nil:
+		return fmt.Errorf("look for shares on records whose writes wait: %w", err)
+	}
+	return fmt.Errorf("the file has shares or team entries on records of attached object %s, whose writes wait unabsorbed "+
+		"(`recalc attach --list` says why): fix that and run `recalc run`, then import again", object)
+}
+
 // ImportTxWith is ImportTx as opt says.
 func ImportTxWith(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, log zerolog.Logger, opt Options) (*Result, error) {
 	res := &Result{}
@@ -199,7 +229,8 @@ func ImportTxWith(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits,
 	// does: their effects then come in commit order with the import's own
 	// (an owner change wipes the manual shares it finds, not those this
 	// import adds), and the import is checked against them.
-	if _, _, err := changes.Absorb(ctx, tx, 0); err != nil {
+	absorbed, _, err := changes.Absorb(ctx, tx, 0)
+	if err != nil {
 		return nil, err
 	}
 	if _, err := SyncAttachedUsers(ctx, tx); err != nil {
@@ -221,6 +252,9 @@ func ImportTxWith(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits,
 	// merge's joins over the staged rows can get quadratic plans.
 	if _, err := tx.Exec(ctx, `ANALYZE stage`); err != nil {
 		return nil, fmt.Errorf("analyze staged rows: %w", err)
+	}
+	if err := onWaitingRecords(ctx, tx, absorbed); err != nil {
+		return nil, err
 	}
 	res.Sections = f.Present()
 	stored, err := StoredConfig(ctx, tx) // the configuration before this import, for checkRefs
