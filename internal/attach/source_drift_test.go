@@ -180,11 +180,7 @@ func TestColumnSwapNeedsAttach(t *testing.T) {
 	} {
 		t.Run(tc.object, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t)
-			b.exec(t, b.app, `INSERT INTO crm.contact VALUES ('00000000-0000-0000-0000-000000000001', 'bob', 'CTO', 'c@x')`,
-				`INSERT INTO crm.contact_account VALUES ('00000000-0000-0000-0000-000000000001', 1)`)
-			b.mustAttach(t, crmSpec)
-			b.run(t)
+			b := setupContact(t)
 			b.exec(t, b.app, append(swapColumn(tc.table, "owner_id"), tc.update)...)
 			if rep := b.run(t); !slices.Equal(rep.NotAbsorbed, []string{tc.object}) {
 				t.Fatalf("a run after the column swap: not absorbed %v, want %s's writes to wait", rep.NotAbsorbed, tc.object)
@@ -238,6 +234,22 @@ func TestColumnSwapAfterDropAndAdd(t *testing.T) {
 	}
 }
 
+// setupContact is setup with a contact of bob's on account 1, crmSpec
+// attached, and a run.
+func setupContact(t *testing.T) *bundle {
+	t.Helper()
+	b := setup(t)
+	b.exec(t, b.app, `INSERT INTO crm.contact VALUES ('00000000-0000-0000-0000-000000000001', 'bob', 'CTO', 'c@x')`,
+		`INSERT INTO crm.contact_account VALUES ('00000000-0000-0000-0000-000000000001', 1)`)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	return b
+}
+
+// softDeleteContacts redefines the attached contact view in place to leave
+// out the contacts with no email, as docs/attach.md shows for soft deletes.
+var softDeleteContacts = strings.Replace(contactView, "CREATE VIEW", "CREATE OR REPLACE VIEW", 1) + ` WHERE c.email IS NOT NULL`
+
 // runWaiting runs, and fails the test unless object's writes are left
 // waiting, unabsorbed, as a capture not intact leaves them.
 func (b *bundle) runWaiting(t *testing.T, object, after string) {
@@ -280,18 +292,13 @@ func migrationSQL(t *testing.T, version int) string {
 // column, and a contact deleted through the new one stayed visible.
 func TestColumnSwapAfterViewRedefined(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.exec(t, b.app, `INSERT INTO crm.contact VALUES ('00000000-0000-0000-0000-000000000001', 'bob', 'CTO', 'c@x')`,
-		`INSERT INTO crm.contact_account VALUES ('00000000-0000-0000-0000-000000000001', 1)`)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
-	softDelete := strings.Replace(contactView, "CREATE VIEW", "CREATE OR REPLACE VIEW", 1) + ` WHERE c.email IS NOT NULL`
-	b.exec(t, b.engine, softDelete)
+	b := setupContact(t)
+	b.exec(t, b.engine, softDeleteContacts)
 	b.run(t)
 	b.checkOracle(t, "after the view was redefined")
 	b.exec(t, b.app, append(swapColumn("crm.contact", "email"), `UPDATE crm.contact SET email = NULL WHERE title = 'CTO'`)...)
 	b.runWaiting(t, "contact", "after swapping a column the redefined view reads")
-	b.exec(t, b.engine, softDelete) // over the new column
+	b.exec(t, b.engine, softDeleteContacts) // over the new column
 	b.run(t)
 	var n int
 	if err := b.admin.QueryRow(context.Background(), `SELECT count(*) FROM recalc.record WHERE object = 'contact'`).Scan(&n); err != nil || n != 0 {
@@ -307,13 +314,9 @@ func TestColumnSwapAfterViewRedefined(t *testing.T) {
 // definition as recorded, and no absorb recorded its columns).
 func TestViewRedefinedBeforeUpgrade(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.exec(t, b.app, `INSERT INTO crm.contact VALUES ('00000000-0000-0000-0000-000000000001', 'bob', 'CTO', 'c@x')`,
-		`INSERT INTO crm.contact_account VALUES ('00000000-0000-0000-0000-000000000001', 1)`)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupContact(t)
 	b.exec(t, b.engine, `CREATE TABLE recalc.reads_before AS SELECT relid, read_nums, read_names FROM recalc.attach_capture WHERE object = 'contact'`)
-	b.exec(t, b.engine, strings.Replace(contactView, "CREATE VIEW", "CREATE OR REPLACE VIEW", 1)+` WHERE c.email IS NOT NULL`)
+	b.exec(t, b.engine, softDeleteContacts)
 	// As versions 50 to 52 leave it: the columns read when attached, no rule.
 	b.exec(t, b.engine, `UPDATE recalc.attach_capture c SET read_nums = r.read_nums, read_names = r.read_names, read_rule = NULL
 		FROM recalc.reads_before r WHERE c.relid = r.relid AND c.object = 'contact'`)
