@@ -15,6 +15,17 @@ import (
 // restoreCase inserts case 2 again as setup made it.
 const restoreCase = `INSERT INTO support."case" (id, account_id, owner_id, priority, status) VALUES (2, 2, 'bob', 1, 'Closed')`
 
+// setupSharedCase is setup with crmSpec attached and frank given a manual
+// share on case:2 (shareCase2).
+func setupSharedCase(t *testing.T) *bundle {
+	t.Helper()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	shareCase2(t, b)
+	return b
+}
+
 // shareCase2 gives frank a manual edit share on case:2, the case bob owns,
 // and checks that he has it.
 func shareCase2(t *testing.T, b *bundle) {
@@ -71,10 +82,7 @@ func TestWritesBetweenAbsorbsKeepTheirEffects(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t)
-			b.mustAttach(t, crmSpec)
-			b.run(t)
-			shareCase2(t, b)
+			b := setupSharedCase(t)
 			for _, stmts := range tc.txs {
 				appTx(t, b, stmts...)
 			}
@@ -108,10 +116,7 @@ func TestAttachAgainKeepsPendingEffects(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t)
-			b.mustAttach(t, crmSpec)
-			b.run(t)
-			shareCase2(t, b)
+			b := setupSharedCase(t)
 			if tc.swap {
 				b.exec(t, b.app, swapColumn(`support."case"`, "owner_id")...)
 			}
@@ -145,10 +150,7 @@ func TestEffectsOnTheFastPath(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t)
-			b.mustAttach(t, crmSpec)
-			b.run(t)
-			shareCase2(t, b)
+			b := setupSharedCase(t)
 			if _, err := testkit.ImportString(context.Background(), b.engine,
 				`{"teams": [{"record": "account:2", "user": "frank", "access": "edit"}]}`); err != nil {
 				t.Fatal(err)
