@@ -181,7 +181,7 @@ func settle(t *testing.T, b *bundle) {
 func TestVerifyDuringWrites(t *testing.T) {
 	t.Parallel()
 	b := setupOrg(t, minimalOrg(), engine.Options{})
-	const rounds = 150
+	const rounds = 60
 
 	reps, errs := verifyRounds(t, b, rounds, engine.VerifyOptions{}, plainAndFull)
 	var drifted []string
