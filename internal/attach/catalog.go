@@ -80,7 +80,7 @@ func readRelation(ctx context.Context, tx pgx.Tx, table string) (*relation, erro
 	err = tx.QueryRow(ctx, `
 		SELECT c.oid, c.relkind::text, format('%I.%I', n.nspname, c.relname), c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user),
 		       has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'TRIGGER'),
-		       c.relhassubclass OR c.relispartition OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid),
+		       c.relispartition OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid),
 		       EXISTS (SELECT 1 FROM pg_subscription_rel s WHERE s.srrelid = c.oid),
 		       coalesce((SELECT o.option_value::boolean FROM pg_options_to_table(c.reloptions) o WHERE o.option_name = 'security_invoker'), false)
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
