@@ -85,11 +85,25 @@ func tryCreateJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zero
 // need: the dictionary ids of the configuration's users and grantees, and a
 // full job's empty staging tables.
 func storeJob(ctx context.Context, tx pgx.Tx, pl *Planned, trigger string) (*queue.Job, error) {
-	if _, err := sharetable.EnsureDict(ctx, tx, pl.org); err != nil {
+	dict, err := sharetable.EnsureDict(ctx, tx, pl.org)
+	if err != nil {
 		return nil, err
 	}
 	if pl.Kind == queue.Full {
 		if err := sharetable.PrepareFull(ctx, tx, pl.DoClosure); err != nil {
+			return nil, err
+		}
+	}
+	// An incremental job's chunks commit one by one, its closure with its
+	// finish: the closure entries it removes go first, with the job, so
+	// that no share row a chunk adds meets a membership the job removes.
+	var removed int64
+	if pl.Kind != queue.Full && pl.DoClosure {
+		c, err := sharetable.DiffClosureOf(ctx, tx, pl.org, dict)
+		if err != nil {
+			return nil, err
+		}
+		if removed, err = c.ApplyRemovals(ctx, tx); err != nil {
 			return nil, err
 		}
 	}
@@ -103,6 +117,9 @@ func storeJob(ctx context.Context, tx pgx.Tx, pl *Planned, trigger string) (*que
 		return nil, err
 	}
 	if err := queue.Heartbeat(ctx, tx, id, workers.ID()); err != nil { // alive from its first moment
+		return nil, err
+	}
+	if err := queue.SetClosureRemoved(ctx, tx, id, removed); err != nil {
 		return nil, err
 	}
 	return queue.Get(ctx, tx, id)

@@ -241,13 +241,26 @@ func Progress(ctx context.Context, q pg.Querier, job int64) (done int, records i
 	return done, records, err
 }
 
+// SetClosureRemoved records the closure entries an incremental job
+// removed as it was created (Finish adds those it removes then).
+func SetClosureRemoved(ctx context.Context, tx pgx.Tx, id, removed int64) error {
+	if removed == 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `UPDATE recalc.job SET closure_removed = $2 WHERE id = $1`, id, removed); err != nil {
+		return fmt.Errorf("record job %d's closure removals: %w", id, err)
+	}
+	return nil
+}
+
 // Finish marks job done with the totals of its chunks and the closure
-// entries it added and removed, and announces it when tx commits.
+// entries it added and removed (besides those SetClosureRemoved recorded),
+// and announces it when tx commits.
 func Finish(ctx context.Context, tx pgx.Tx, j *Job, closureAdded, closureRemoved int64) error {
 	_, err := tx.Exec(ctx, `
 		UPDATE recalc.job j SET status = 'done', finished_at = now(), error = NULL,
 			records = c.records, invalid_records = c.invalid, rows_added = c.added, rows_removed = c.removed,
-			rows_updated = c.updated, closure_added = $2, closure_removed = $3
+			rows_updated = c.updated, closure_added = $2, closure_removed = j.closure_removed + $3
 		FROM (SELECT coalesce(sum(records), 0) records, coalesce(sum(invalid), 0) invalid, coalesce(sum(rows_added), 0) added,
 		             coalesce(sum(rows_removed), 0) removed, coalesce(sum(rows_updated), 0) updated
 		      FROM recalc.chunk WHERE job_id = $1) c

@@ -124,6 +124,28 @@ func (c *ClosureDiff) Grantees() []int32 {
 	return out
 }
 
+// ApplyRemovals deletes only the stored entries org's closure lacks (or
+// holds with another boss flag), and returns how many. An incremental job
+// commits them with its creation, before any chunk writes a share row, and
+// the rest of the difference (Apply) when it finishes: a share row a chunk
+// added, meeting a membership the job removes, would otherwise give a user
+// access that neither the old configuration nor the new one gives, until
+// the job finished.
+func (c *ClosureDiff) ApplyRemovals(ctx context.Context, tx pgx.Tx) (int64, error) {
+	if len(c.delG) == 0 {
+		return 0, nil
+	}
+	if err := feed.Grantees(ctx, tx, c.delG); err != nil {
+		return 0, err
+	}
+	tag, err := tx.Exec(ctx, `DELETE FROM recalc.acl_member m USING unnest($1::int[], $2::int[]) AS d (gid, uid)
+		WHERE m.gid = d.gid AND m.uid = d.uid`, c.delG, c.delU)
+	if err != nil {
+		return 0, fmt.Errorf("delete closure entries: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
 // Apply writes the closure difference.
 func (c *ClosureDiff) Apply(ctx context.Context, tx pgx.Tx) (*ClosureStats, error) {
 	st := &ClosureStats{}
