@@ -327,6 +327,9 @@ func printVerify(w io.Writer, rep *engine.VerifyReport) {
 		fmt.Fprintf(w, "Compared %d attached sources with the records mirrored from them.\n", n)
 	}
 	fmt.Fprintf(w, "Verified %d families (%d skipped: changes pending until the next run).\n", rep.Families, rep.Skipped)
+	if rep.ClosureSkipped != 0 {
+		fmt.Fprintf(w, "The closure was not compared: job %d, which changes it, started meanwhile.\n", rep.ClosureSkipped)
+	}
 	switch {
 	case !rep.Drift() && rep.Unchecked() > 0:
 		fmt.Fprintf(w, "No drift in what was compared, but %d attached sources were not: see above.\n", rep.Unchecked())

@@ -39,6 +39,9 @@ type VerifyReport struct {
 	RecordRows     int64                  `json:"record_rows_differing"`
 	ClosureMissing int64                  `json:"closure_missing"`
 	ClosureExtra   int64                  `json:"closure_extra"`
+	// ClosureSkipped is the unfinished job that changes the closure, when
+	// one started while verify ran: the closure was not compared.
+	ClosureSkipped int64 `json:"closure_skipped_pending_job,omitempty"`
 	// Sources are the attached sources compared, when asked to.
 	Sources  []changes.SourceDrift `json:"attached_sources,omitempty"`
 	Repaired bool                  `json:"repaired"`
@@ -104,7 +107,7 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zero
 		return nil, fmt.Errorf("verify families: %w", err)
 	}
 	rep.Families, rep.Skipped = len(v.roots)-skipped, len(v.pending)+skipped
-	if rep.ClosureMissing, rep.ClosureExtra, err = v.closure(ctx, pool); err != nil {
+	if rep.ClosureMissing, rep.ClosureExtra, rep.ClosureSkipped, err = v.closure(ctx, pool); err != nil {
 		return nil, fmt.Errorf("verify closure: %w", err)
 	}
 	log.Info().Int("families", rep.Families).Int("skipped_pending", rep.Skipped).Bool("drift", rep.Drift()).
@@ -288,10 +291,7 @@ func retried(ctx context.Context, attempts int, f func() error) error {
 // share rows all as of its one snapshot. It returns the difference and the
 // roots compared.
 func (v *verification) compare(ctx context.Context, tx pgx.Tx, roots []string) (*sharetable.FamilyDiff, []string, error) {
-	if err := sharetable.HoldForSnapshot(ctx, tx); err != nil {
-		return nil, nil, err
-	}
-	if err := v.current(ctx, tx); err != nil {
+	if err := v.snapshot(ctx, tx); err != nil {
 		return nil, nil, err
 	}
 	roots, err := v.settled(ctx, tx, roots)
@@ -389,13 +389,31 @@ func (v *verification) settled(ctx context.Context, tx pgx.Tx, roots []string) (
 }
 
 // closure compares the stored closure with the applied configuration's,
-// and repairs it when asked to. It returns the entries missing and extra.
-func (v *verification) closure(ctx context.Context, pool *pgxpool.Pool) (missing, extra int64, err error) {
-	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if v.opt.Repair {
-			if err := v.lockCurrent(ctx, tx); err != nil {
-				return err
+// and repairs it when asked to. It returns the entries missing and extra,
+// or the job it skipped the comparison for.
+//
+// It compares in one snapshot (REPEATABLE READ), in which the
+// configuration is still the one v loaded: a job that changed the closure
+// since then fails it, as it fails a chunk of families, rather than show
+// its new closure as drift from the old configuration. An unfinished job
+// that changes the closure has deleted the entries it removes already
+// (storeJob), so the closure is not compared beside one. A repair writes
+// under the model lock, where no job is unfinished, as a chunk's repair
+// does.
+func (v *verification) closure(ctx context.Context, pool *pgxpool.Pool) (missing, extra, skipped int64, err error) {
+	opts, check := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, v.snapshot
+	if v.opt.Repair {
+		opts, check = pgx.TxOptions{}, v.lockCurrent
+	}
+	err = pgx.BeginTxFunc(ctx, pool, opts, func(tx pgx.Tx) error {
+		if err := check(ctx, tx); err != nil {
+			return err
+		}
+		if job, err := queue.Unfinished(ctx, tx); err != nil || job != nil && job.DoClosure {
+			if job != nil {
+				skipped = job.ID
 			}
+			return err
 		}
 		diff, err := sharetable.DiffClosureOf(ctx, tx, v.closureOrg, v.dict)
 		if err != nil {
@@ -407,7 +425,7 @@ func (v *verification) closure(ctx context.Context, pool *pgxpool.Pool) (missing
 		}
 		return err
 	})
-	return missing, extra, err
+	return missing, extra, skipped, err
 }
 
 // lockCurrent takes the model lock for a repair in tx and checks that what
@@ -425,6 +443,17 @@ func (v *verification) lockCurrent(ctx context.Context, tx pgx.Tx) error {
 	}
 	if job != nil {
 		return fmt.Errorf("job %d started while verify ran, so nothing more is repaired: run `recalc verify --repair` again once it has finished", job.ID)
+	}
+	return v.current(ctx, tx)
+}
+
+// snapshot begins a comparison in tx, a REPEATABLE READ transaction: it
+// holds the tables read (sharetable.HoldForSnapshot), then takes the
+// snapshot, in which the applied configurations must still be those v
+// loaded (current).
+func (v *verification) snapshot(ctx context.Context, tx pgx.Tx) error {
+	if err := sharetable.HoldForSnapshot(ctx, tx); err != nil {
+		return err
 	}
 	return v.current(ctx, tx)
 }

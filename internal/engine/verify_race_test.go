@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -489,4 +490,103 @@ func startVerify(ctx context.Context, pool *pgxpool.Pool) <-chan verifyResult {
 		done <- verifyResult{rep, err}
 	}()
 	return done
+}
+
+// TestVerifyBesideClosureChange: a job that changes the closure (u5 joins
+// group g1) commits while verify compares the closure, after it took its
+// snapshot and before it reads the stored entries. Verify compares them as
+// of its snapshot, with the configuration it loaded, and reports no drift;
+// read afterwards, the new entries read as drift from the old
+// configuration. A full job's swap of the closure waits for the
+// comparison.
+func TestVerifyBesideClosureChange(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		opt  engine.Options
+	}{
+		{"incremental", engine.Options{Workers: 1}},
+		{"full", engine.Options{Workers: 1, Full: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setupOrg(t, minimalOrg(), engine.Options{})
+			vg := &gate{}
+			at := vg.arm(`FROM recalc.acl_member ORDER BY gid, uid`)
+			vDone := startVerify(b.ctx, gatedPool(t, b.pool, vg))
+			release := releaser(t, at)
+			pid := waitReached(t, at, "verify's read of the closure")
+			b.importFile(t, `{"groups":[{"id":"g1","members":["user:u4","user:u5"]},{"id":"g2","members":["role:rep"]},{"id":"g3","members":["user:u5"]}]}`)
+			run := startRun(t, b.pool, tc.opt)
+			if tc.opt.Full {
+				obs, err := b.pool.Acquire(b.ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(obs.Release)
+				waitBlockedBy(t, obs.Conn(), pid, run.done, "the full job's swap")
+			} else {
+				run.wait(t)
+			}
+			release()
+			r := <-vDone
+			if r.err != nil {
+				t.Fatalf("verify beside a closure change: %v", r.err)
+			}
+			if r.rep.Drift() {
+				t.Errorf("verify beside a job that changed the closure: %s; want no drift", driftOf(r.rep))
+			}
+			run.wait(t)
+			checkSettled(t, b.ctx, b.pool)
+		})
+	}
+}
+
+// TestVerifyBesideUnfinishedClosureJob: a job that takes u4 out of group g1
+// (and changes a rule, so that it has chunks) is created while verify
+// compares the families, and is unfinished when verify compares the
+// closure. It deleted u4's entry with its creation, so the closure differs
+// from the configuration verify loaded by design: verify says it did not
+// compare it, and reports no drift.
+func TestVerifyBesideUnfinishedClosureJob(t *testing.T) {
+	t.Parallel()
+	b := setupOrg(t, minimalOrg(), engine.Options{})
+	const lock = `LOCK TABLE recalc.record, recalc.acl_record, recalc.acl_share, recalc.acl_member`
+	vg := &gate{}
+	families, closure := vg.arm(lock), vg.arm(lock)
+	vDone := startVerify(b.ctx, gatedPool(t, b.pool, vg))
+	release := releaser(t, closure)
+	waitReached(t, families, "verify's comparison of the families")
+	b.importFile(t, `{"groups":[{"id":"g1","members":[]},{"id":"g2","members":["role:rep"]},{"id":"g3","members":["user:u5"]}],
+		"rules":[{"id":"acct_tier","object":"account","type":"criteria","target":"group:g1","access":"read","criteria":{"conditions":[{"field":"tier","op":"equals","value":2}]}},
+			{"id":"case_rep","object":"case","type":"owner","source":"group:g2","target":"group:g3","access":"edit"}]}`)
+	rg := &gate{}
+	claim := rg.arm(`AND status = 'pending' ORDER BY n LIMIT 1 FOR UPDATE SKIP LOCKED`)
+	run := startRun(t, gatedPool(t, b.pool, rg), engine.Options{Workers: 1})
+	releaseClaim := releaser(t, claim)
+	waitReached(t, claim, "the job's first chunk")
+	close(families.release)
+	waitReached(t, closure, "verify's comparison of the closure")
+	release()
+	r := <-vDone
+	if r.err != nil {
+		t.Fatalf("verify beside the job: %v", r.err)
+	}
+	job := lastJobID(t, b)
+	if r.rep.Drift() || r.rep.ClosureSkipped != job {
+		t.Errorf("verify beside an unfinished job that removes a closure entry: %s, closure skipped for job %d; want no drift, skipped for job %d",
+			driftOf(r.rep), r.rep.ClosureSkipped, job)
+	}
+	releaseClaim()
+	run.wait(t)
+	checkSettled(t, b.ctx, b.pool)
+}
+
+// releaser returns a function that releases p once, and calls it as the
+// test ends, before the gated pool closes: a test that fails while a
+// session waits at p ends instead of waiting for it.
+func releaser(t *testing.T, p *point) func() {
+	release := sync.OnceFunc(func() { close(p.release) })
+	t.Cleanup(release)
+	return release
 }

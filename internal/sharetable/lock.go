@@ -63,15 +63,16 @@ func LockFamilies(ctx context.Context, tx pgx.Tx, roots []string) ([]int64, erro
 	return nil, &pgconn.PgError{Code: pg.LockNotAvailable, Message: fmt.Sprintf("could not lock the families' rows in %d rounds", maxLockRounds)}
 }
 
-// HoldForSnapshot takes the locks that keep recalc.record and the share
-// tables from being truncated, or swapped by a full job, until tx ends.
+// HoldForSnapshot takes the locks that keep recalc.record, the share
+// tables and the closure from being truncated, or swapped by a full job,
+// until tx ends.
 // Neither is visible to a snapshot: a table truncated or swapped in after
 // it was taken reads empty, or as rows committed after it. Called first in
 // a REPEATABLE READ transaction, it takes them before its snapshot, which
 // LOCK TABLE does not take; its next statement does. Writers of rows do not
 // wait for them.
 func HoldForSnapshot(ctx context.Context, tx pgx.Tx) error {
-	if _, err := tx.Exec(ctx, `LOCK TABLE recalc.record, recalc.acl_record, recalc.acl_share IN ACCESS SHARE MODE`); err != nil {
+	if _, err := tx.Exec(ctx, `LOCK TABLE recalc.record, recalc.acl_record, recalc.acl_share, recalc.acl_member IN ACCESS SHARE MODE`); err != nil {
 		return fmt.Errorf("lock the tables read: %w", err)
 	}
 	return nil
