@@ -159,7 +159,7 @@ func EnableRLS(ctx context.Context, tx pgx.Tx, r *RLS) error {
 
 // resolveTable returns the schema-qualified name of table, looked up on the
 // caller's search_path, or fails saying the table does not exist. The
-// session's own search_path may be pinned (pg.PinSearchPath): the name is
+// session's own search_path may be pinned (pg.PinSession): the name is
 // looked up on its default, which only that lookup runs under.
 func resolveTable(ctx context.Context, tx pgx.Tx, table string) (pgx.Identifier, error) {
 	var path string

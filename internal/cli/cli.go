@@ -438,7 +438,7 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 				cfg.ConnConfig.RuntimeParams[k] = v
 			}
 		}
-		pg.PinSearchPath(&cfg.ConnConfig.Config)
+		pg.PinSession(&cfg.ConnConfig.Config)
 		db := fmt.Sprintf("database %q on %s:%d as %q", cfg.ConnConfig.Database, cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.User)
 		pool, err := pgxpool.NewWithConfig(c.Context, cfg)
 		if err != nil {

@@ -28,18 +28,26 @@ func Listen(ctx context.Context, q Querier, channel string) error {
 	return nil
 }
 
-// PinSearchPath makes every session that cfg opens set its search_path
-// to pg_catalog, pg_temp before its first statement, whatever the URL, the
-// role or the database sets. An unqualified function or operator in the
-// engine's statements then never resolves to one that another role
-// created: a public.unnest(text[]) is a closer match than
-// pg_catalog.unnest(anyarray) wherever public is on the path, and would run
-// with the engine's rights (SECURITY.md). RESET, and pg_settings'
-// reset_val, still give the session's default.
-func PinSearchPath(cfg *pgconn.Config) {
+// PinSession makes every session that cfg opens set, before its first
+// statement, whatever the URL, the role or the database sets:
+//
+//   - its search_path to pg_catalog, pg_temp. An unqualified function or
+//     operator in the engine's statements then never resolves to one that
+//     another role created: a public.unnest(text[]) is a closer match than
+//     pg_catalog.unnest(anyarray) wherever public is on the path, and would
+//     run with the engine's rights (SECURITY.md);
+//   - its default isolation to READ COMMITTED, which the engine's
+//     transactions are written for (each statement sees what committed
+//     before it, such as the rows an absorb or a chunk reads once it holds
+//     their locks); those that need a snapshot ask for REPEATABLE READ
+//     themselves. A database or role whose default is REPEATABLE READ or
+//     SERIALIZABLE otherwise failed every import and run.
+//
+// RESET, and pg_settings' reset_val, still give the session's default.
+func PinSession(cfg *pgconn.Config) {
 	cfg.AfterConnect = func(ctx context.Context, c *pgconn.PgConn) error {
-		if _, err := c.Exec(ctx, "SET search_path = pg_catalog, pg_temp").ReadAll(); err != nil {
-			return fmt.Errorf("pin search_path: %w", err)
+		if _, err := c.Exec(ctx, "SET search_path = pg_catalog, pg_temp; SET default_transaction_isolation = 'read committed'").ReadAll(); err != nil {
+			return fmt.Errorf("pin the session's search_path and isolation: %w", err)
 		}
 		return nil
 	}
