@@ -3,7 +3,7 @@
 --
 -- The capture's guard, `recalc.attach_complete` and `recalc attach` read a
 -- table's children from pg_class.relhassubclass. PostgreSQL sets it when a
--- child is added, but clears it only when VACUUM or ANALYZE of the table
+-- child is added, but clears it only when an ANALYZE of the table
 -- finds no child left. So once a child was added to an attached table and
 -- dropped again, every write to the table failed ("the capture ... is
 -- incomplete"), and `recalc attach` refused it, until someone ran ANALYZE.

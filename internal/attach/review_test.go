@@ -117,7 +117,7 @@ func TestPartitionsAndInheritanceAreRefused(t *testing.T) {
 		t.Fatalf("attach --list with an inheritance child: %v\n%s", err, list)
 	}
 	// The child dropped, the table takes writes again at once: PostgreSQL
-	// clears pg_class.relhassubclass only at the next VACUUM or ANALYZE.
+	// clears pg_class.relhassubclass only at the next ANALYZE of the table.
 	b.exec(t, b.app, `DROP TABLE support.case_later`, `DROP TABLE support.case_i1`,
 		`INSERT INTO support."case" VALUES (300, 1, 'bob', 1, 'New')`)
 	if list, err := b.recalc("attach", "--list"); err != nil || strings.Contains(list, "CAPTURE INCOMPLETE") {
