@@ -94,9 +94,11 @@ func storeJob(ctx context.Context, tx pgx.Tx, pl *Planned, trigger string) (*que
 			return nil, err
 		}
 	}
-	// An incremental job's chunks commit one by one, its closure with its
-	// finish: the closure entries it removes go first, with the job, so
-	// that no share row a chunk adds meets a membership the job removes.
+	// An incremental job's chunks commit one by one, its closure, user
+	// table and OWDs with its finish: what it takes away of those goes
+	// first, with the job, so that no share or record row a chunk writes
+	// meets a membership, an active or internal user or an OWD level that
+	// the job removes.
 	var removed int64
 	if pl.Kind != queue.Full && pl.DoClosure {
 		c, err := sharetable.DiffClosureOf(ctx, tx, pl.org, dict)
@@ -104,6 +106,14 @@ func storeJob(ctx context.Context, tx pgx.Tx, pl *Planned, trigger string) (*que
 			return nil, err
 		}
 		if removed, err = c.ApplyRemovals(ctx, tx); err != nil {
+			return nil, err
+		}
+		if err := sharetable.NarrowUsers(ctx, tx, pl.org); err != nil {
+			return nil, err
+		}
+	}
+	if pl.Kind != queue.Full && pl.DoRules {
+		if err := sharetable.NarrowObjects(ctx, tx, pl.org); err != nil {
 			return nil, err
 		}
 	}

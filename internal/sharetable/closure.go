@@ -213,11 +213,62 @@ func WriteUsers(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict) error
 			uids, ids, internal = append(uids, d.UID[u.ID]), append(ids, u.ID), append(internal, !u.External)
 		}
 	}
+	return writeUsers(ctx, tx, uids, ids, internal)
+}
+
+// writeUsers makes acl_user the rows (uids, ids, internal), recording
+// the feed's entries of the users whose row changes.
+func writeUsers(ctx context.Context, tx pgx.Tx, uids []int32, ids []string, internal []bool) error {
 	if err := feed.Users(ctx, tx, ids, internal); err != nil {
 		return err
 	}
 	return mergeRows(ctx, tx, "acl_user", `SELECT * FROM unnest($1::integer[], $2::text[], $3::boolean[]) AS n (uid, id, internal)`,
 		[]string{"uid", "id", "internal"}, uids, ids, internal)
+}
+
+// NarrowUsers makes acl_user give no more than both what it holds and
+// what org's user table gives: it deletes the users org has not active,
+// and makes a user external whom either makes external (an external OWD
+// is never more open than the internal one). It writes nothing when that
+// changes nothing. An incremental job commits it with its creation, and
+// org's table (WriteUsers) with its finish: a record row a chunk writes,
+// read with a user's OWD level, would otherwise give a user whom the job
+// deactivates or makes external access that neither the old
+// configuration nor the new one gives, until the job finished.
+func NarrowUsers(ctx context.Context, tx pgx.Tx, org *sharing.Org) error {
+	want := map[string]bool{} // org's active users: whether each is internal
+	for _, u := range org.Index().Config.Users {
+		if u.Active {
+			want[u.ID] = !u.External
+		}
+	}
+	rows, err := tx.Query(ctx, `SELECT uid, id, internal FROM recalc.acl_user`)
+	if err != nil {
+		return fmt.Errorf("read users: %w", err)
+	}
+	var uids []int32
+	var ids []string
+	var internal []bool
+	changed := false
+	var uid int32
+	var id string
+	var in bool
+	if _, err := pgx.ForEachRow(rows, []any{&uid, &id, &in}, func() error {
+		w, ok := want[id]
+		if !ok || in && !w {
+			changed = true
+		}
+		if ok {
+			uids, ids, internal = append(uids, uid), append(ids, id), append(internal, in && w)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("read users: %w", err)
+	}
+	if !changed {
+		return nil
+	}
+	return writeUsers(ctx, tx, uids, ids, internal)
 }
 
 // WriteObjects makes acl_object each object's OWD levels, read at access time.
@@ -229,11 +280,66 @@ func WriteObjects(ctx context.Context, tx pgx.Tx, org *sharing.Org) error {
 		names, cbp = append(names, o.Name), append(cbp, o.CBP())
 		internal, external = append(internal, int16(o.InternalOWD.Level())), append(external, int16(o.ExternalOWD.Level()))
 	}
+	return writeObjects(ctx, tx, names, internal, external, cbp)
+}
+
+// writeObjects makes acl_object the rows (names, internal, external, cbp),
+// recording the feed's entries of the objects whose row changes.
+func writeObjects(ctx context.Context, tx pgx.Tx, names []string, internal, external []int16, cbp []bool) error {
 	if err := feed.Objects(ctx, tx, names, internal, external, cbp); err != nil {
 		return err
 	}
 	return mergeRows(ctx, tx, "acl_object", `SELECT * FROM unnest($1::text[], $2::smallint[], $3::smallint[], $4::boolean[]) AS n (name, internal_level, external_level, cbp)`,
 		[]string{"name", "internal_level", "external_level", "cbp"}, names, internal, external, cbp)
+}
+
+// NarrowObjects makes acl_object give no more than both what it holds and
+// what org's OWDs give: each stored object's levels become the lower of
+// the two, an object org lacks loses its row, and an object controlled by
+// its parent in either is marked so (the policies then check each record,
+// and refuse to move it but for those who may transfer it). It writes
+// nothing when that changes nothing. An incremental job commits it with
+// its creation, and org's OWDs (WriteObjects) with its finish: a record
+// row a chunk writes (a new record, a record of another object, a record
+// that takes its access from its parent now) read with the old OWDs would
+// otherwise give access that neither the old configuration nor the new
+// one gives, until the job finished.
+func NarrowObjects(ctx context.Context, tx pgx.Tx, org *sharing.Org) error {
+	type owd struct {
+		internal, external int16
+		cbp                bool
+	}
+	want := map[string]owd{}
+	for _, o := range org.Index().Config.Objects {
+		want[o.Name] = owd{int16(o.InternalOWD.Level()), int16(o.ExternalOWD.Level()), o.CBP()}
+	}
+	rows, err := tx.Query(ctx, `SELECT name, internal_level, external_level, cbp FROM recalc.acl_object`)
+	if err != nil {
+		return fmt.Errorf("read org-wide defaults: %w", err)
+	}
+	var names []string
+	var internal, external []int16
+	var cbp []bool
+	changed := false
+	var name string
+	var have owd
+	if _, err := pgx.ForEachRow(rows, []any{&name, &have.internal, &have.external, &have.cbp}, func() error {
+		w, ok := want[name]
+		if !ok {
+			changed = true
+			return nil
+		}
+		n := owd{min(have.internal, w.internal), min(have.external, w.external), have.cbp || w.cbp}
+		changed = changed || n != have
+		names, internal, external, cbp = append(names, name), append(internal, n.internal), append(external, n.external), append(cbp, n.cbp)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("read org-wide defaults: %w", err)
+	}
+	if !changed {
+		return nil
+	}
+	return writeObjects(ctx, tx, names, internal, external, cbp)
 }
 
 // mergeRows makes table (acl_user or acl_object) hold the rows of rows, a

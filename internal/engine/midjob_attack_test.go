@@ -1,0 +1,251 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/oracle"
+)
+
+// midJobBase is the org the cases of TestMidJobNoAccessNeitherModelGives
+// start from: u1 owns every record; u2 has nothing of its own. Accounts
+// are public read for internal users only, contacts private; the custom
+// objects are private but step__c, controlled by its task__c. Task k1
+// and its step s1 are in project p9's family.
+const midJobBase = `{
+  "version": 1,
+  "objects": [
+    {"name": "account", "internal_owd": "public_read_only", "external_owd": "private"},
+    {"name": "contact", "parent": "account", "internal_owd": "private", "external_owd": "private"},
+    {"name": "proj__c", "internal_owd": "private"},
+    {"name": "task__c", "parent": "proj__c", "internal_owd": "private"},
+    {"name": "step__c", "parent": "task__c", "internal_owd": "controlled_by_parent", "external_owd": "controlled_by_parent"}
+  ],
+  "users": [{"id": "u1"}, {"id": "u2"}],
+  "records": [
+    {"object": "account", "id": "a1", "owner": "u1"},
+    {"object": "contact", "id": "c1", "owner": "u1", "parent": "a1"},
+    {"object": "proj__c", "id": "p1", "owner": "u1"},
+    {"object": "proj__c", "id": "p9", "owner": "u1"},
+    {"object": "task__c", "id": "k1", "owner": "u1", "parent": "p9"},
+    {"object": "task__c", "id": "k9", "owner": "u1", "parent": "p9"},
+    {"object": "step__c", "id": "s1", "owner": "u1", "parent": "k1"}
+  ]
+}`
+
+// cbpContact is midJobBase's objects with contacts controlled by their
+// account, and accounts as account says.
+func cbpContact(account string) string {
+	return `"objects": [
+    {"name": "account", ` + account + `},
+    {"name": "contact", "parent": "account", "internal_owd": "controlled_by_parent", "external_owd": "controlled_by_parent"},
+    {"name": "proj__c", "internal_owd": "private"},
+    {"name": "task__c", "parent": "proj__c", "internal_owd": "private"},
+    {"name": "step__c", "parent": "task__c", "internal_owd": "controlled_by_parent", "external_owd": "controlled_by_parent"}
+  ]`
+}
+
+// TestMidJobNoAccessNeitherModelGives: an incremental job (and a full job
+// in place, which is one) commits its chunks one transaction each, and its
+// OWD table, user table and closure with its finish. At every point in
+// between (stopped before each chunk's claim and before the finish, one
+// worker, one family a chunk), no user may read a record at a level
+// above both what the model before gives and what the model after gives.
+//
+//   - contact c1 becomes controlled by a1 as accounts become private: a
+//     chunk made a1 c1's access root while the OWD table still said
+//     accounts are public: u2 read c1;
+//   - u2 becomes external, or inactive, as c1 becomes controlled by a1:
+//     the user table still said u2 is an active internal user, whom the
+//     (unchanged) account OWD gives read: u2 read c1;
+//
+// The OWD and user tables are now narrowed with the job's creation, as the
+// closure is, to what both configurations give.
+func TestMidJobNoAccessNeitherModelGives(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, change string
+		inPlace      bool
+	}{
+		{"contact controlled by parent as accounts turn private",
+			`{"version": 1, ` + cbpContact(`"internal_owd": "private", "external_owd": "private"`) + `}`, false},
+		{"the same, recomputed in place",
+			`{"version": 1, ` + cbpContact(`"internal_owd": "private", "external_owd": "private"`) + `}`, true},
+		{"user made external as the contact is controlled by parent",
+			`{"version": 1, ` + cbpContact(`"internal_owd": "public_read_only", "external_owd": "private"`) + `,
+			  "users": [{"id": "u1"}, {"id": "u2", "type": "external"}]}`, false},
+		{"user deactivated as the contact is controlled by parent",
+			`{"version": 1, ` + cbpContact(`"internal_owd": "public_read_only", "external_owd": "private"`) + `,
+			  "users": [{"id": "u1"}, {"id": "u2", "active": false}]}`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setupOrg(t, midJobBase, engine.Options{})
+			old := b.cur
+			b.importFile(t, tc.change)
+			chk := &boundCheck{t: t, ctx: b.ctx, pool: b.pool}
+			pool := tracedPool(t, b.pool, &midJobTracer{check: chk.check})
+			chk.arm(tc.name, old, b.cur)
+			opt := engine.Options{Workers: 1, ChunkSize: 1, Full: tc.inPlace, InPlace: tc.inPlace}
+			if _, err := engine.Run(b.ctx, pool, opt, zerolog.Nop()); err != nil {
+				t.Fatalf("run: %v", err)
+			}
+			chk.disarm()
+			if chk.checks < 3 { // the job's creation, a claim after a chunk, the finish
+				t.Fatalf("the run stopped at %d points, want at least 3", chk.checks)
+			}
+			b.checkOracle(t, "after the run")
+		})
+	}
+}
+
+// midJobPoints are the statements before which the engine has committed a
+// consistent part of its work and nothing else: taking the model lock (a
+// job's creation, a fast-path batch), claiming a chunk (every chunk
+// before it is committed), and locking the job to finish it.
+var midJobPoints = []string{
+	`FROM recalc.engine_lock WHERE scope = $1 FOR UPDATE`,
+	`WHERE job_id = $1 AND status = 'pending' ORDER BY n LIMIT 1 FOR UPDATE SKIP LOCKED`,
+	`FROM recalc.job WHERE id = $1 FOR UPDATE`,
+}
+
+// midJobTracer calls check, synchronously in the engine's session, before
+// each statement of midJobPoints.
+type midJobTracer struct {
+	check func(point string)
+}
+
+func (g *midJobTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	for _, p := range midJobPoints {
+		if strings.Contains(data.SQL, p) {
+			g.check(p)
+		}
+	}
+	return ctx
+}
+
+func (g *midJobTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// tracedPool is a pool on pool's database whose statements tr sees.
+func tracedPool(t *testing.T, pool *pgxpool.Pool, tr pgx.QueryTracer) *pgxpool.Pool {
+	t.Helper()
+	cfg := pool.Config()
+	cfg.ConnConfig.Tracer = tr
+	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// boundCheck holds every (user, record) pair's materialized access to the
+// greater of the oracle's levels under two models.
+type boundCheck struct {
+	t    *testing.T
+	ctx  context.Context
+	pool *pgxpool.Pool
+
+	mu      sync.Mutex
+	what    string
+	bound   map[[2]string]model.Level
+	users   []string
+	records []string
+	objects []string
+	checks  int
+	fails   int
+}
+
+// arm sets the bound to the greater of old's and cur's access (old nil:
+// none).
+func (c *boundCheck) arm(what string, old, cur *model.Model) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.what, c.bound = what, map[[2]string]model.Level{}
+	users, objects := map[string]bool{"nobody": true}, map[string]string{}
+	for _, m := range []*model.Model{old, cur} {
+		if m == nil {
+			continue
+		}
+		for _, r := range oracle.Access(m) {
+			k := [2]string{r.User, r.Record}
+			c.bound[k] = max(c.bound[k], r.Level)
+		}
+		for _, u := range m.Users {
+			users[u.ID] = true
+		}
+		for _, r := range m.Records {
+			objects[r.ID] = r.Object
+		}
+	}
+	c.users, c.records, c.objects = nil, nil, nil
+	for u := range users {
+		c.users = append(c.users, u)
+	}
+	for r, o := range objects {
+		c.records, c.objects = append(c.records, r), append(c.objects, o)
+	}
+}
+
+func (c *boundCheck) disarm() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.bound = nil
+}
+
+var levelNames = []string{"none", "read", "edit", "all"}
+
+// check reads every pair's access_level and can_access at each level on
+// another session, and reports those above the bound.
+func (c *boundCheck) check(point string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.bound == nil || c.fails > 0 {
+		return
+	}
+	c.checks++
+	rows, err := c.pool.Query(c.ctx, `SELECT u, x.r, recalc.access_level(u, x.r),
+		recalc.can_access(u, x.o, x.r, 'read'), recalc.can_access(u, x.o, x.r, 'edit'), recalc.can_access(u, x.o, x.r, 'all')
+		FROM unnest($1::text[]) u CROSS JOIN unnest($2::text[], $3::text[]) x (r, o)`, c.users, c.records, c.objects)
+	if err != nil {
+		c.t.Errorf("%s, before %q: read access: %v", c.what, point, err)
+		c.fails++
+		return
+	}
+	var leaks []string
+	var user, record, level string
+	var can [3]bool
+	_, err = pgx.ForEachRow(rows, []any{&user, &record, &level, &can[0], &can[1], &can[2]}, func() error {
+		bound := c.bound[[2]string{user, record}]
+		got := model.Level(slices.Index(levelNames, level))
+		for i, ok := range can {
+			if ok {
+				got = max(got, model.Level(i+1))
+			}
+		}
+		if got > bound {
+			leaks = append(leaks, fmt.Sprintf("%s on %s: access_level %s, can_access %v; at most %s", user, record, level, can, bound))
+		}
+		return nil
+	})
+	if err != nil {
+		c.t.Errorf("%s, before %q: read access: %v", c.what, point, err)
+		c.fails++
+		return
+	}
+	if len(leaks) > 0 {
+		slices.Sort(leaks)
+		c.t.Errorf("%s, before %q: access above both the old and the new model's:\n%s", c.what, point, strings.Join(leaks, "\n"))
+		c.fails++
+	}
+}
