@@ -68,9 +68,14 @@ func cbpContact(account string) string {
 //   - u2 becomes external, or inactive, as c1 becomes controlled by a1:
 //     the user table still said u2 is an active internal user, whom the
 //     (unchanged) account OWD gives read: u2 read c1;
+//   - task k1 moves to project p1, and u2 gets it, while its step s1 moves
+//     to task k9, staying in p9's family: the chunk of p1's family
+//     (first, by root) wrote k1's new rows, and s1's row, left to p9's
+//     chunk, still took its access from k1: u2 read (and could delete) s1.
 //
 // The OWD and user tables are now narrowed with the job's creation, as the
-// closure is, to what both configurations give.
+// closure is, to what both configurations give; families a record moved
+// between are written by one chunk.
 func TestMidJobNoAccessNeitherModelGives(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -87,6 +92,14 @@ func TestMidJobNoAccessNeitherModelGives(t *testing.T) {
 		{"user deactivated as the contact is controlled by parent",
 			`{"version": 1, ` + cbpContact(`"internal_owd": "public_read_only", "external_owd": "private"`) + `,
 			  "users": [{"id": "u1"}, {"id": "u2", "active": false}]}`, false},
+		{"task moved to another project and given away, its step left behind",
+			`{"version": 1, "records": [` + strings.NewReplacer(
+				`"id": "k1", "owner": "u1", "parent": "p9"`, `"id": "k1", "owner": "u2", "parent": "p1"`,
+				`"id": "s1", "owner": "u1", "parent": "k1"`, `"id": "s1", "owner": "u1", "parent": "k9"`).Replace(midJobRecords()) + `]}`, false},
+		{"the same, recomputed in place",
+			`{"version": 1, "records": [` + strings.NewReplacer(
+				`"id": "k1", "owner": "u1", "parent": "p9"`, `"id": "k1", "owner": "u2", "parent": "p1"`,
+				`"id": "s1", "owner": "u1", "parent": "k1"`, `"id": "s1", "owner": "u1", "parent": "k9"`).Replace(midJobRecords()) + `]}`, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -107,6 +120,13 @@ func TestMidJobNoAccessNeitherModelGives(t *testing.T) {
 			b.checkOracle(t, "after the run")
 		})
 	}
+}
+
+// midJobRecords is midJobBase's records section, without brackets.
+func midJobRecords() string {
+	i := strings.Index(midJobBase, `"records": [`) + len(`"records": [`)
+	j := strings.LastIndex(midJobBase, `]`)
+	return midJobBase[i:j]
 }
 
 // midJobPoints are the statements before which the engine has committed a

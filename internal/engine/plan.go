@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -307,22 +308,88 @@ func chunkAll(ctx context.Context, tx pgx.Tx, opt Options, pl *Planned) error {
 }
 
 // chunkRoots chunks the plan's families by root list, counting a family
-// with no stored record left (to clear) as one.
+// with no stored record left (to clear) as one. Families that a record
+// moved between since it was materialized go into one chunk (familyGroups).
 func chunkRoots(ctx context.Context, tx pgx.Tx, opt Options, pl *Planned) error {
+	groups, err := familyGroups(ctx, tx, pl.Roots)
+	if err != nil {
+		return err
+	}
+	pl.Roots = slices.Concat(groups...)
 	sizes, byObject, err := sharetable.FamilySizes(ctx, tx, pl.Roots)
 	if err != nil {
 		return err
 	}
 	pl.Records = byObject
 	ch := planner.Chunker{Size: int64(opt.ChunkSize), ListRoots: true}
-	for i, root := range pl.Roots {
-		ch.Add(root, max(sizes[i], 1))
+	i := 0
+	for _, g := range groups {
+		for j, root := range g {
+			if j == 0 {
+				ch.Add(root, max(sizes[i], 1))
+			} else {
+				ch.Join(root, max(sizes[i], 1))
+			}
+			i++
+		}
 	}
 	for i, c := range ch.Chunks() {
 		pl.Chunks = append(pl.Chunks, queue.Chunk{N: i, Roots: c.Roots})
 	}
 	pl.Families = len(pl.Roots)
 	return nil
+}
+
+// familyGroups groups roots, and the roots of the families records moved
+// to or from theirs since they were materialized (added to them, until
+// none is left to add), so that families a record moved between are in
+// one group, transitively. The chunks of a job commit one by one: a record
+// that moved into a family a chunk writes keeps, until the chunk of the
+// family it left, records there that take their access from it
+// (controlled by parent), whose stored rows would then meet its new share
+// rows, which neither configuration gives them. Groups come in the order
+// of their first root, each sorted.
+func familyGroups(ctx context.Context, tx pgx.Tx, roots []string) ([][]string, error) {
+	parent := make(map[string]string, len(roots))
+	var find func(string) string
+	find = func(r string) string {
+		if parent[r] != r {
+			parent[r] = find(parent[r])
+		}
+		return parent[r]
+	}
+	for _, r := range roots {
+		parent[r] = r
+	}
+	for next := roots; len(next) > 0; {
+		moved, err := sharetable.MovedFamilies(ctx, tx, next)
+		if err != nil {
+			return nil, err
+		}
+		next = nil
+		for _, m := range moved {
+			for _, r := range m {
+				if _, ok := parent[r]; !ok {
+					parent[r] = r
+					next = append(next, r)
+				}
+			}
+			if a, b := find(m[0]), find(m[1]); a != b {
+				parent[max(a, b)] = min(a, b)
+			}
+		}
+	}
+	members := map[string][]string{}
+	for r := range parent {
+		members[find(r)] = append(members[find(r)], r)
+	}
+	groups := make([][]string, 0, len(members))
+	for _, g := range members {
+		slices.Sort(g)
+		groups = append(groups, g)
+	}
+	slices.SortFunc(groups, func(a, b []string) int { return strings.Compare(a[0], b[0]) })
+	return groups, nil
 }
 
 // resolveRoots turns a plan's selectors into the sorted root ids of the

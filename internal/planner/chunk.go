@@ -35,6 +35,23 @@ func (c *Chunker) Add(root string, n int64) {
 	}
 }
 
+// Join appends the family of root, of n records, to the last chunk,
+// whatever its size: families that must be written in one transaction
+// are added with Add for the first and Join for the others.
+func (c *Chunker) Join(root string, n int64) {
+	if len(c.chunks) == 0 {
+		c.Add(root, n)
+		return
+	}
+	last := &c.chunks[len(c.chunks)-1]
+	last.Last = root
+	last.Families++
+	last.Records += n
+	if c.ListRoots {
+		last.Roots = append(last.Roots, root)
+	}
+}
+
 // Chunks returns the chunks so far, in the order their families were added.
 func (c *Chunker) Chunks() []Chunk { return c.chunks }
 

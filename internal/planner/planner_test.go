@@ -518,6 +518,7 @@ func TestChunker(t *testing.T) {
 		size      int64
 		listRoots bool
 		families  []fam
+		joined    []bool // Join, not Add, the family at the same index: into the last chunk, whatever its size
 		want      []planner.Chunk
 	}{
 		{name: "nothing", size: 10},
@@ -551,12 +552,24 @@ func TestChunker(t *testing.T) {
 				{First: "c", Last: "c", Families: 1, Records: 1, Roots: []string{"c"}},
 			},
 		},
+		{
+			name: "joined families stay in the last chunk", size: 2, listRoots: true,
+			families: []fam{{"a", 2}, {"b", 2}, {"c", 1}, {"d", 1}}, joined: []bool{false, true, true, false},
+			want: []planner.Chunk{
+				{First: "a", Last: "c", Families: 3, Records: 5, Roots: []string{"a", "b", "c"}},
+				{First: "d", Last: "d", Families: 1, Records: 1, Roots: []string{"d"}},
+			},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			c := &planner.Chunker{Size: tc.size, ListRoots: tc.listRoots}
-			for _, f := range tc.families {
-				c.Add(f.root, f.n)
+			for i, f := range tc.families {
+				if i < len(tc.joined) && tc.joined[i] {
+					c.Join(f.root, f.n)
+				} else {
+					c.Add(f.root, f.n)
+				}
 			}
 			got := c.Chunks()
 			if len(got) != len(tc.want) {

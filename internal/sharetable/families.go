@@ -27,6 +27,27 @@ func RootsOfRecords(ctx context.Context, q pg.Querier, ids []string) ([]string, 
 		UNION SELECT root_id FROM recalc.acl_record WHERE id = ANY($1)`, ids)
 }
 
+// MovedFamilies returns, for the records that moved to another family
+// since they were materialized, with the family of either side among
+// roots, the root of the family each was materialized in and the root of
+// the one it is in now.
+func MovedFamilies(ctx context.Context, q pg.Querier, roots []string) ([][2]string, error) {
+	rows, err := q.Query(ctx, `SELECT a.root_id, r.root_id FROM recalc.acl_record a JOIN recalc.record r ON r.rid = a.rid
+		WHERE a.root_id = ANY($1) AND r.root_id <> a.root_id
+		UNION
+		SELECT a.root_id, r.root_id FROM recalc.record r JOIN recalc.acl_record a ON a.rid = r.rid
+		WHERE r.root_id = ANY($1) AND a.root_id <> r.root_id`, roots)
+	if err != nil {
+		return nil, fmt.Errorf("find records moved between families: %w", err)
+	}
+	var out [][2]string
+	var p [2]string
+	if _, err := pgx.ForEachRow(rows, []any{&p[0], &p[1]}, func() error { out = append(out, p); return nil }); err != nil {
+		return nil, fmt.Errorf("find records moved between families: %w", err)
+	}
+	return out, nil
+}
+
 // RootsOfObject returns the roots of the families of every record of
 // object, stored or materialized.
 func RootsOfObject(ctx context.Context, q pg.Querier, object string) ([]string, error) {
