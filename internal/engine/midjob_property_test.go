@@ -1,0 +1,164 @@
+package engine_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/testkit"
+)
+
+// midJobShardSeeds is how many seeds of TestMidJobAccessBounded one
+// parallel subtest runs, on a database of its own.
+const midJobShardSeeds = 3
+
+// TestMidJobAccessBounded imports random models and random changes, and
+// stops the recalculation that follows at every point where it has
+// committed part of its work: after the job's creation, between chunks
+// (one worker, small chunks), after the last chunk before the finish, and
+// between the batches of the watch's fast path. At each point, for every
+// (user, record) pair, recalc.access_level and recalc.can_access at each
+// level must give at most the greater of the oracle's levels under the
+// model before and the model after: less is a recalculation in progress
+// (fail closed), more is access no configuration gives.
+//
+// Each step is recalculated one way: an incremental run, a full run in
+// place (an incremental job over every family), a full run by staging
+// tables, or a watch step whose fast path takes two records a batch. The
+// records of a step without shares or teams are written with plain SQL
+// half the time, so that they are pending in recalc.change beside the
+// model change.
+func TestMidJobAccessBounded(t *testing.T) {
+	t.Parallel()
+	first, n := testkit.Seeds("RECALC_MIDJOB", 12, 6)
+	testkit.Shards(t, first, n, midJobShardSeeds, func(t *testing.T, from, to int) {
+		b := setup(t)
+		chk := &boundCheck{t: t, ctx: b.ctx, pool: b.pool}
+		g := &midJobTracer{check: chk.check}
+		enginePool := tracedPool(t, b.pool, g)
+		if from > first {
+			b.cur = testkit.StoredBefore(first, from, func(seed int, prev *model.Model) *model.Model {
+				steps := propertySteps(seed, prev)
+				return steps[len(steps)-1].cur
+			})
+			b.importModel(t, b.cur, nil)
+			b.run(t, engine.Options{})
+		}
+		for seed := from; seed < to; seed++ {
+			rng := rand.New(rand.NewPCG(uint64(seed), 0x313d))
+			for i, s := range propertySteps(seed, b.cur) {
+				old := b.cur
+				how := midJobWay(rng.IntN(10))
+				bySQL := s.present != nil && slices.Contains(s.present, "records") &&
+					!slices.Contains(s.present, "shares") && !slices.Contains(s.present, "teams") && rng.IntN(2) == 0
+				if bySQL {
+					rest := slices.DeleteFunc(slices.Clone(s.present), func(x string) bool { return x == "records" })
+					if len(rest) > 0 {
+						b.importModel(t, s.file, rest)
+					}
+					writeRecordsSQL(t, b, old, s.cur)
+				} else {
+					b.importModel(t, s.file, s.present)
+				}
+				b.cur = s.cur
+				chk.arm(fmt.Sprintf("seed %d step %d (%s, records by SQL: %v)", seed, i, how, bySQL), old, s.cur)
+				opt := engine.Options{Workers: 1, ChunkSize: 4}
+				var err error
+				switch how {
+				case "incremental":
+					_, err = engine.Run(b.ctx, enginePool, opt, zerolog.Nop())
+				case "full in place":
+					opt.InPlace = true
+					_, err = engine.Full(b.ctx, enginePool, opt, zerolog.Nop())
+				case "full by staging":
+					_, err = engine.Full(b.ctx, enginePool, opt, zerolog.Nop())
+				case "watch":
+					_, err = engine.NewLive(opt, 2).Step(b.ctx, enginePool, zerolog.Nop())
+				}
+				chk.disarm()
+				if err != nil {
+					t.Fatalf("seed %d step %d: %s: %v", seed, i, how, err)
+				}
+				if t.Failed() {
+					t.FailNow()
+				}
+				b.checkOracle(t, fmt.Sprintf("seed %d step %d (%s)", seed, i, how))
+			}
+		}
+		t.Logf("%d checks at intermediate points", chk.checks)
+	})
+}
+
+// midJobWay says how a step is recalculated, from a number in [0, 10).
+func midJobWay(n int) string {
+	switch {
+	case n < 4:
+		return "incremental"
+	case n < 7:
+		return "full in place"
+	case n < 8:
+		return "full by staging"
+	}
+	return "watch"
+}
+
+// writeRecordsSQL makes recalc.record hold cur's records, from old's, with
+// plain SQL as an application would: deletes, updates of the rows that
+// changed, inserts.
+func writeRecordsSQL(t *testing.T, b *bundle, old, cur *model.Model) {
+	t.Helper()
+	before := map[string]model.Record{}
+	for _, r := range old.Records {
+		before[r.ID] = r
+	}
+	after := map[string]bool{}
+	tx, err := b.pool.Begin(b.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(b.ctx)
+	var deleted []string
+	for _, r := range cur.Records {
+		after[r.ID] = true
+	}
+	for _, r := range old.Records {
+		if !after[r.ID] {
+			deleted = append(deleted, r.ID)
+		}
+	}
+	mustExec(t, tx, `DELETE FROM recalc.record WHERE id = ANY ($1)`, deleted)
+	for _, r := range cur.Records {
+		fields, err := json.Marshal(r.Fields)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Fields == nil {
+			fields = []byte(`{}`)
+		}
+		terr := r.Territories
+		if terr == nil {
+			terr = []string{}
+		}
+		var parent *string
+		if r.Parent != "" {
+			parent = &r.Parent
+		}
+		if _, ok := before[r.ID]; !ok {
+			mustExec(t, tx, `INSERT INTO recalc.record (id, object, owner, parent, fields, territories) VALUES ($1, $2, $3, $4, $5, $6)`,
+				r.ID, r.Object, r.Owner, parent, fields, terr)
+			continue
+		}
+		mustExec(t, tx, `UPDATE recalc.record SET owner = $2, parent = $3, fields = $4, territories = $5 WHERE id = $1
+			AND (owner, parent, fields, territories) IS DISTINCT FROM ($2, $3, $4::jsonb, $5::text[])`,
+			r.ID, r.Owner, parent, fields, terr)
+	}
+	if err := tx.Commit(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+}
