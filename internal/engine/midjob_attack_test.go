@@ -183,6 +183,7 @@ type boundCheck struct {
 	records []string
 	objects []string
 	checks  int
+	fast    int // steps the watch's fast path took (TestMidJobAccessBounded)
 	fails   int
 }
 
