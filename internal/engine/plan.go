@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -311,26 +310,22 @@ func chunkAll(ctx context.Context, tx pgx.Tx, opt Options, pl *Planned) error {
 // with no stored record left (to clear) as one. Families that a record
 // moved between since it was materialized go into one chunk (familyGroups).
 func chunkRoots(ctx context.Context, tx pgx.Tx, opt Options, pl *Planned) error {
-	groups, err := familyGroups(ctx, tx, pl.Roots)
+	roots, joins, err := familyGroups(ctx, tx, pl.Roots, pl.Plan.Full)
 	if err != nil {
 		return err
 	}
-	pl.Roots = slices.Concat(groups...)
+	pl.Roots = roots
 	sizes, byObject, err := sharetable.FamilySizes(ctx, tx, pl.Roots)
 	if err != nil {
 		return err
 	}
 	pl.Records = byObject
 	ch := planner.Chunker{Size: int64(opt.ChunkSize), ListRoots: true}
-	i := 0
-	for _, g := range groups {
-		for j, root := range g {
-			if j == 0 {
-				ch.Add(root, max(sizes[i], 1))
-			} else {
-				ch.Join(root, max(sizes[i], 1))
-			}
-			i++
+	for i, root := range pl.Roots {
+		if joins[i] {
+			ch.Join(root, max(sizes[i], 1))
+		} else {
+			ch.Add(root, max(sizes[i], 1))
 		}
 	}
 	for i, c := range ch.Chunks() {
@@ -340,38 +335,49 @@ func chunkRoots(ctx context.Context, tx pgx.Tx, opt Options, pl *Planned) error 
 	return nil
 }
 
-// familyGroups groups roots, and the roots of the families records moved
+// familyGroups orders roots, and the roots of the families records moved
 // to or from theirs since they were materialized (added to them, until
-// none is left to add), so that families a record moved between are in
-// one group, transitively. The chunks of a job commit one by one: a record
+// none is left to add), so that families a record moved between are
+// next to each other, transitively: joins[i] says that out[i] must be in
+// one chunk with out[i-1]. The chunks of a job commit one by one: a record
 // that moved into a family a chunk writes keeps, until the chunk of the
 // family it left, records there that take their access from it
 // (controlled by parent), whose stored rows would then meet its new share
-// rows, which neither configuration gives them. Groups come in the order
-// of their first root, each sorted.
-func familyGroups(ctx context.Context, tx pgx.Tx, roots []string) ([][]string, error) {
-	parent := make(map[string]string, len(roots))
-	var find func(string) string
-	find = func(r string) string {
-		if parent[r] != r {
-			parent[r] = find(parent[r])
+// rows, which neither configuration gives them. every says that roots
+// are every family (a full job in place): the moves are then found by
+// joining the two tables whole. Only the families of moves are held
+// apart; the others keep their order.
+func familyGroups(ctx context.Context, tx pgx.Tx, roots []string, every bool) (out []string, joins []bool, err error) {
+	parent := map[string]string{} // the families of moves, with the roots listed
+	find := func(r string) string {
+		for parent[r] != r {
+			parent[r], r = parent[parent[r]], parent[r]
 		}
-		return parent[r]
+		return r
 	}
-	for _, r := range roots {
-		parent[r] = r
+	listed := make(map[string]bool, len(roots))
+	if !every {
+		for _, r := range roots {
+			listed[r] = true
+		}
 	}
 	for next := roots; len(next) > 0; {
+		if every {
+			next = nil
+		}
 		moved, err := sharetable.MovedFamilies(ctx, tx, next)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		next = nil
 		for _, m := range moved {
 			for _, r := range m {
 				if _, ok := parent[r]; !ok {
 					parent[r] = r
-					next = append(next, r)
+					if !every && !listed[r] {
+						listed[r], next = true, append(next, r)
+						roots = append(roots, r)
+					}
 				}
 			}
 			if a, b := find(m[0]), find(m[1]); a != b {
@@ -383,13 +389,23 @@ func familyGroups(ctx context.Context, tx pgx.Tx, roots []string) ([][]string, e
 	for r := range parent {
 		members[find(r)] = append(members[find(r)], r)
 	}
-	groups := make([][]string, 0, len(members))
-	for _, g := range members {
+	out, joins = make([]string, 0, len(roots)), make([]bool, 0, len(roots))
+	for _, r := range roots {
+		if _, moved := parent[r]; !moved {
+			out, joins = append(out, r), append(joins, false)
+			continue
+		}
+		g := members[find(r)]
+		if g == nil { // the group went out already
+			continue
+		}
 		slices.Sort(g)
-		groups = append(groups, g)
+		for i, m := range g {
+			out, joins = append(out, m), append(joins, i > 0)
+		}
+		delete(members, find(r))
 	}
-	slices.SortFunc(groups, func(a, b []string) int { return strings.Compare(a[0], b[0]) })
-	return groups, nil
+	return out, joins, nil
 }
 
 // resolveRoots turns a plan's selectors into the sorted root ids of the

@@ -29,13 +29,13 @@ func RootsOfRecords(ctx context.Context, q pg.Querier, ids []string) ([]string, 
 
 // MovedFamilies returns, for the records that moved to another family
 // since they were materialized, with the family of either side among
-// roots, the root of the family each was materialized in and the root of
-// the one it is in now.
+// roots (nil: every family), the root of the family each was materialized
+// in and the root of the one it is in now, each pair once.
 func MovedFamilies(ctx context.Context, q pg.Querier, roots []string) ([][2]string, error) {
 	// The families' records on each side, joined whole (a hash join: an
 	// index probe per record took twice as long), then the other side of
 	// the few that moved in or out of them.
-	rows, err := q.Query(ctx, `
+	query := `
 		WITH d AS (
 			SELECT rid, a.root_id AS was, r.root_id AS now
 			FROM (SELECT rid, root_id FROM recalc.acl_record WHERE root_id = ANY($1)) a
@@ -44,7 +44,13 @@ func MovedFamilies(ctx context.Context, q pg.Querier, roots []string) ([][2]stri
 		SELECT DISTINCT coalesce(d.was, x.root_id), coalesce(d.now, y.root_id)
 		FROM d LEFT JOIN recalc.acl_record x ON d.was IS NULL AND x.rid = d.rid
 		       LEFT JOIN recalc.record y ON d.now IS NULL AND y.rid = d.rid
-		WHERE coalesce(d.was, x.root_id) IS NOT NULL AND coalesce(d.now, y.root_id) IS NOT NULL`, roots)
+		WHERE coalesce(d.was, x.root_id) IS NOT NULL AND coalesce(d.now, y.root_id) IS NOT NULL`
+	args := []any{roots}
+	if roots == nil {
+		query, args = `SELECT DISTINCT a.root_id, r.root_id FROM recalc.acl_record a JOIN recalc.record r USING (rid)
+			WHERE a.root_id <> r.root_id`, nil
+	}
+	rows, err := q.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("find records moved between families: %w", err)
 	}
