@@ -63,14 +63,7 @@ func (g *gate) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) 
 // gatedPool is a pool on pool's database whose sessions stop at g's points.
 func gatedPool(t *testing.T, pool *pgxpool.Pool, g *gate) *pgxpool.Pool {
 	t.Helper()
-	cfg := pool.Config()
-	cfg.ConnConfig.Tracer = g
-	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	return p
+	return tracedPool(t, pool, g)
 }
 
 // waitReached waits for p's statement to start, failing after a minute

@@ -23,16 +23,10 @@ type Chunker struct {
 
 // Add appends the family of root, of n records.
 func (c *Chunker) Add(root string, n int64) {
-	if len(c.chunks) == 0 || c.chunks[len(c.chunks)-1].Records >= c.Size {
+	if len(c.chunks) > 0 && c.chunks[len(c.chunks)-1].Records >= c.Size {
 		c.chunks = append(c.chunks, Chunk{First: root})
 	}
-	last := &c.chunks[len(c.chunks)-1]
-	last.Last = root
-	last.Families++
-	last.Records += n
-	if c.ListRoots {
-		last.Roots = append(last.Roots, root)
-	}
+	c.Join(root, n)
 }
 
 // Join appends the family of root, of n records, to the last chunk,
@@ -40,8 +34,7 @@ func (c *Chunker) Add(root string, n int64) {
 // are added with Add for the first and Join for the others.
 func (c *Chunker) Join(root string, n int64) {
 	if len(c.chunks) == 0 {
-		c.Add(root, n)
-		return
+		c.chunks = append(c.chunks, Chunk{First: root})
 	}
 	last := &c.chunks[len(c.chunks)-1]
 	last.Last = root
