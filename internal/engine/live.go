@@ -230,6 +230,17 @@ func (l *Live) apply(ctx context.Context, tx pgx.Tx, seqs []int64) (*sharetable.
 	if len(roots) == 0 {
 		return &sharetable.Written{}, nil
 	}
+	// With them, the families records moved to or from theirs since they
+	// were materialized, transitively, as a job's chunk takes them
+	// (familyGroups). An import sets the roots of the records it moves with
+	// its writes, and its change rows may fall into different batches: a
+	// batch that wrote the family a record moved into, and not the one it
+	// left, wrote the record's new share rows while the records left there,
+	// controlled by it, kept their rows: access neither data gives.
+	roots, _, err = familyGroups(ctx, tx, roots, false)
+	if err != nil {
+		return nil, err
+	}
 	return sharetable.ApplyFamilies(ctx, tx, l.org, l.dict, roots)
 }
 
