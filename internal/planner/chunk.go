@@ -13,8 +13,9 @@ type Chunk struct {
 // Chunker packs record families, added in order, into chunks of about Size
 // records: a family joins the last chunk unless that one already holds Size
 // records or more, so a chunk never splits a family and only a family
-// bigger than Size makes a chunk bigger than Size. Both kinds of job chunk
-// with it: a full job by root id range, an incremental one by root list.
+// bigger than Size, or families joined to it (Join), make a chunk bigger
+// than Size. Both kinds of job chunk with it: a full job by root id range,
+// an incremental one by root list.
 type Chunker struct {
 	Size      int64 // records per chunk
 	ListRoots bool  // keep each chunk's roots, not only its first and last
