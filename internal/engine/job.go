@@ -99,13 +99,13 @@ func storeJob(ctx context.Context, tx pgx.Tx, pl *Planned, trigger string) (*que
 	// first, with the job, so that no share or record row a chunk writes
 	// meets a membership, an active or internal user or an OWD level that
 	// the job removes.
+	var closure *sharetable.ClosureDiff // the closure's change, an incremental job's
 	var removed int64
 	if pl.Kind != queue.Full && pl.DoClosure {
-		c, err := sharetable.DiffClosureOf(ctx, tx, pl.org, dict)
-		if err != nil {
+		if closure, err = sharetable.DiffClosureOf(ctx, tx, pl.org, dict); err != nil {
 			return nil, err
 		}
-		if removed, err = c.ApplyRemovals(ctx, tx); err != nil {
+		if removed, err = closure.ApplyRemovals(ctx, tx); err != nil {
 			return nil, err
 		}
 		if err := sharetable.NarrowUsers(ctx, tx, pl.org); err != nil {
@@ -129,8 +129,11 @@ func storeJob(ctx context.Context, tx pgx.Tx, pl *Planned, trigger string) (*que
 	if err := queue.Heartbeat(ctx, tx, id, workers.ID()); err != nil { // alive from its first moment
 		return nil, err
 	}
-	if err := queue.SetClosureRemoved(ctx, tx, id, removed); err != nil {
-		return nil, err
+	if closure != nil {
+		gids, uids, boss := closure.Additions()
+		if err := queue.StageClosure(ctx, tx, id, removed, gids, uids, boss); err != nil {
+			return nil, err
+		}
 	}
 	return queue.Get(ctx, tx, id)
 }
@@ -413,16 +416,27 @@ func finishRules(ctx context.Context, tx pgx.Tx, j *queue.Job, org *sharing.Org)
 }
 
 // finishClosure is finish's closure side: the closure, unless it came in
-// with a full job's swap, the user table and the configuration applied.
+// with a full job's swap (the entries an incremental job kept to add since
+// its creation, or, for a job that kept none, the whole difference), the
+// user table and the configuration applied.
 func finishClosure(ctx context.Context, tx pgx.Tx, j *queue.Job, org *sharing.Org, dict *sharetable.Dict) (*sharetable.ClosureStats, error) {
 	cl := &sharetable.ClosureStats{}
-	var err error
-	if j.Kind == queue.Full { // the closure came in with the swap
-		err = sharetable.WriteUsers(ctx, tx, org, dict)
-	} else {
-		cl, err = sharetable.DiffClosure(ctx, tx, org, dict)
+	if j.Kind != queue.Full { // a full job's closure came in with the swap
+		gids, uids, boss, staged, err := queue.ClosureAdditions(ctx, tx, j.ID)
+		if err != nil {
+			return nil, err
+		}
+		c := sharetable.ClosureAdditions(gids, uids, boss)
+		if !staged {
+			if c, err = sharetable.DiffClosureOf(ctx, tx, org, dict); err != nil {
+				return nil, err
+			}
+		}
+		if cl, err = c.Apply(ctx, tx); err != nil {
+			return nil, err
+		}
 	}
-	if err != nil {
+	if err := sharetable.WriteUsers(ctx, tx, org, dict); err != nil {
 		return nil, err
 	}
 	return cl, store.SetApplied(ctx, tx, store.SideClosure, j.Config)

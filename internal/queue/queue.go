@@ -241,26 +241,48 @@ func Progress(ctx context.Context, q pg.Querier, job int64) (done int, records i
 	return done, records, err
 }
 
-// SetClosureRemoved records the closure entries an incremental job
-// removed as it was created (Finish adds those it removes then).
-func SetClosureRemoved(ctx context.Context, tx pgx.Tx, id, removed int64) error {
-	if removed == 0 {
-		return nil
-	}
-	if _, err := tx.Exec(ctx, `UPDATE recalc.job SET closure_removed = $2 WHERE id = $1`, id, removed); err != nil {
-		return fmt.Errorf("record job %d's closure removals: %w", id, err)
+// StageClosure records what an incremental job that changes the closure
+// did to it as it was created: the entries it removed, and keeps the
+// entries (gids, uids, boss) its finish adds (ClosureAdditions).
+func StageClosure(ctx context.Context, tx pgx.Tx, id, removed int64, gids, uids []int32, boss []bool) error {
+	if _, err := tx.Exec(ctx, `UPDATE recalc.job SET closure_removed = $2,
+		closure_add_gid = $3::int[], closure_add_uid = $4::int[], closure_add_boss = $5::boolean[] WHERE id = $1`,
+		id, removed, nonNil(gids), nonNil(uids), nonNil(boss)); err != nil {
+		return fmt.Errorf("record job %d's closure change: %w", id, err)
 	}
 	return nil
 }
 
+// nonNil makes an empty slice of a nil one: pgx sends nil as NULL, which
+// ClosureAdditions reads as nothing staged.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// ClosureAdditions returns the closure entries StageClosure kept for job
+// id's finish; staged is false for a job that kept none (created before
+// schema version 56, or changing no closure).
+func ClosureAdditions(ctx context.Context, q pg.Querier, id int64) (gids, uids []int32, boss []bool, staged bool, err error) {
+	err = q.QueryRow(ctx, `SELECT closure_add_gid, closure_add_uid, closure_add_boss, closure_add_gid IS NOT NULL
+		FROM recalc.job WHERE id = $1`, id).Scan(&gids, &uids, &boss, &staged)
+	if err != nil {
+		return nil, nil, nil, false, fmt.Errorf("read job %d's closure additions: %w", id, err)
+	}
+	return gids, uids, boss, staged, nil
+}
+
 // Finish marks job done with the totals of its chunks and the closure
-// entries it added and removed (besides those SetClosureRemoved recorded),
-// and announces it when tx commits.
+// entries it added and removed (besides those StageClosure recorded), and
+// announces it when tx commits.
 func Finish(ctx context.Context, tx pgx.Tx, j *Job, closureAdded, closureRemoved int64) error {
 	_, err := tx.Exec(ctx, `
 		UPDATE recalc.job j SET status = 'done', finished_at = now(), error = NULL,
 			records = c.records, invalid_records = c.invalid, rows_added = c.added, rows_removed = c.removed,
-			rows_updated = c.updated, closure_added = $2, closure_removed = j.closure_removed + $3
+			rows_updated = c.updated, closure_added = $2, closure_removed = j.closure_removed + $3,
+			closure_add_gid = NULL, closure_add_uid = NULL, closure_add_boss = NULL
 		FROM (SELECT coalesce(sum(records), 0) records, coalesce(sum(invalid), 0) invalid, coalesce(sum(rows_added), 0) added,
 		             coalesce(sum(rows_removed), 0) removed, coalesce(sum(rows_updated), 0) updated
 		      FROM recalc.chunk WHERE job_id = $1) c

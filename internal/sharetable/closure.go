@@ -127,7 +127,7 @@ func (c *ClosureDiff) Grantees() []int32 {
 // ApplyRemovals deletes only the stored entries org's closure lacks (or
 // holds with another boss flag), and returns how many. An incremental job
 // commits them with its creation, before any chunk writes a share row, and
-// the rest of the difference (Apply) when it finishes: a share row a chunk
+// the rest of the difference (Additions) when it finishes: a share row a chunk
 // added, meeting a membership the job removes, would otherwise give a user
 // access that neither the old configuration nor the new one gives, until
 // the job finished.
@@ -144,6 +144,18 @@ func (c *ClosureDiff) ApplyRemovals(ctx context.Context, tx pgx.Tx) (int64, erro
 		return 0, fmt.Errorf("delete closure entries: %w", err)
 	}
 	return tag.RowsAffected(), nil
+}
+
+// Additions returns the entries the difference adds: the stored closure
+// lacks them, or holds them with another boss flag.
+func (c *ClosureDiff) Additions() (gids, uids []int32, boss []bool) {
+	return c.insG, c.insU, c.insB
+}
+
+// ClosureAdditions is the difference that adds the entries (gids, uids,
+// boss), as Additions returned them, and removes none.
+func ClosureAdditions(gids, uids []int32, boss []bool) *ClosureDiff {
+	return &ClosureDiff{insG: gids, insU: uids, insB: boss}
 }
 
 // Apply writes the closure difference.
@@ -164,20 +176,6 @@ func (c *ClosureDiff) Apply(ctx context.Context, tx pgx.Tx) (*ClosureStats, erro
 	}
 	st.Added = tag.RowsAffected()
 	return st, nil
-}
-
-// DiffClosure brings acl_member to org's closure, writing only the entries
-// that changed, and rewrites the small acl_user table.
-func DiffClosure(ctx context.Context, tx pgx.Tx, org *sharing.Org, d *Dict) (*ClosureStats, error) {
-	c, err := DiffClosureOf(ctx, tx, org, d)
-	if err != nil {
-		return nil, err
-	}
-	st, err := c.Apply(ctx, tx)
-	if err != nil {
-		return nil, err
-	}
-	return st, WriteUsers(ctx, tx, org, d)
 }
 
 // copyClosure writes org's closure into table, streaming grantee by
