@@ -26,14 +26,8 @@ func TestClosureAdditionsKeptFromCreation(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			b := setupOrg(t, minimalOrg(), engine.Options{})
-			b.importFile(t, `{"groups":[{"id":"g1","members":[]},{"id":"g2","members":["role:rep"]},{"id":"g3","members":["user:u5","user:u4"]}],
-				"rules":[{"id":"acct_tier","object":"account","type":"criteria","target":"group:g1","access":"read","criteria":{"conditions":[{"field":"tier","op":"equals","value":2}]}},
-				{"id":"case_rep","object":"case","type":"owner","source":"group:g2","target":"group:g3","access":"edit"}]}`)
-			rg := &gate{}
-			claim := rg.arm(`AND status = 'pending' ORDER BY n LIMIT 1 FOR UPDATE SKIP LOCKED`)
-			run := startRun(t, gatedPool(t, b.pool, rg), engine.Options{Workers: 1})
-			release := releaser(t, claim)
-			waitReached(t, claim, "the job's first chunk")
+			b.importFile(t, groupsAndRuleChange(`"user:u5","user:u4"`))
+			run, release := startHeldRun(t, b)
 			var kept int
 			if err := b.pool.QueryRow(b.ctx, `SELECT coalesce(cardinality(closure_add_gid), -1) FROM recalc.job WHERE status = 'running'`).Scan(&kept); err != nil {
 				t.Fatal(err)

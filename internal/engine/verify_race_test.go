@@ -557,14 +557,8 @@ func TestVerifyBesideUnfinishedClosureJob(t *testing.T) {
 	vDone := startVerify(b.ctx, gatedPool(t, b.pool, vg))
 	release := releaser(t, closure)
 	waitReached(t, families, "verify's comparison of the families")
-	b.importFile(t, `{"groups":[{"id":"g1","members":[]},{"id":"g2","members":["role:rep"]},{"id":"g3","members":["user:u5"]}],
-		"rules":[{"id":"acct_tier","object":"account","type":"criteria","target":"group:g1","access":"read","criteria":{"conditions":[{"field":"tier","op":"equals","value":2}]}},
-			{"id":"case_rep","object":"case","type":"owner","source":"group:g2","target":"group:g3","access":"edit"}]}`)
-	rg := &gate{}
-	claim := rg.arm(`AND status = 'pending' ORDER BY n LIMIT 1 FOR UPDATE SKIP LOCKED`)
-	run := startRun(t, gatedPool(t, b.pool, rg), engine.Options{Workers: 1})
-	releaseClaim := releaser(t, claim)
-	waitReached(t, claim, "the job's first chunk")
+	b.importFile(t, groupsAndRuleChange(`"user:u5"`))
+	run, releaseClaim := startHeldRun(t, b)
 	close(families.release)
 	waitReached(t, closure, "verify's comparison of the closure")
 	release()
@@ -580,6 +574,28 @@ func TestVerifyBesideUnfinishedClosureJob(t *testing.T) {
 	releaseClaim()
 	run.wait(t)
 	checkSettled(t, b.ctx, b.pool)
+}
+
+// groupsAndRuleChange is a change of minimalOrg: u4 leaves group g1, g3's
+// members are g3 (JSON strings), and rule acct_tier shares tier 2
+// accounts instead of tier 1 (a job with chunks).
+func groupsAndRuleChange(g3 string) string {
+	return `{"groups":[{"id":"g1","members":[]},{"id":"g2","members":["role:rep"]},{"id":"g3","members":[` + g3 + `]}],
+		"rules":[{"id":"acct_tier","object":"account","type":"criteria","target":"group:g1","access":"read","criteria":{"conditions":[{"field":"tier","op":"equals","value":2}]}},
+			{"id":"case_rep","object":"case","type":"owner","source":"group:g2","target":"group:g3","access":"edit"}]}`
+}
+
+// startHeldRun starts a run of one worker on b whose first chunk's claim
+// waits, once the job is created, until the function returned releases it
+// (or the test ends).
+func startHeldRun(t *testing.T, b *bundle) (*bgRun, func()) {
+	t.Helper()
+	rg := &gate{}
+	claim := rg.arm(`AND status = 'pending' ORDER BY n LIMIT 1 FOR UPDATE SKIP LOCKED`)
+	run := startRun(t, gatedPool(t, b.pool, rg), engine.Options{Workers: 1})
+	release := releaser(t, claim)
+	waitReached(t, claim, "the job's first chunk")
+	return run, release
 }
 
 // releaser returns a function that releases p once, and calls it as the
