@@ -27,7 +27,10 @@ const midJobShardSeeds = 3
 // (user, record) pair, recalc.access_level and recalc.can_access at each
 // level must give at most the greater of the oracle's levels under the
 // model before and the model after: less is a recalculation in progress
-// (fail closed), more is access no configuration gives.
+// (fail closed), more is access no configuration gives. The pages of
+// recalc.visible_records, and rls_records and rls_keys for a user in mode
+// 1, are held to the same bound, for some users and a level at each point
+// (boundCheck.checkLists).
 //
 // Each step is recalculated one way: an incremental run, a full run in
 // place (an incremental job over every family), a full run by staging
