@@ -259,18 +259,25 @@ func (c *boundCheck) check(point string) {
 		}
 		return nil
 	})
-	if err != nil {
-		c.t.Errorf("%s, before %q: read access: %v", c.what, point, err)
-		c.fails++
-		return
+	if c.report(point, "access", "access above both the old and the new model's", err, leaks) {
+		c.checkLists(point)
 	}
-	if len(leaks) > 0 {
+}
+
+// report fails the test with what a check at point found (err reading
+// what, or leaks), and says whether it found nothing.
+func (c *boundCheck) report(point, what, found string, err error, leaks []string) bool {
+	switch {
+	case err != nil:
+		c.t.Errorf("%s, before %q: read %s: %v", c.what, point, what, err)
+	case len(leaks) > 0:
 		slices.Sort(leaks)
-		c.t.Errorf("%s, before %q: access above both the old and the new model's:\n%s", c.what, point, strings.Join(leaks, "\n"))
-		c.fails++
-		return
+		c.t.Errorf("%s, before %q: %s:\n%s", c.what, point, found, strings.Join(leaks, "\n"))
+	default:
+		return true
 	}
-	c.checkLists(point)
+	c.fails++
+	return false
 }
 
 // listWalk reads, in one statement, every page of
@@ -354,14 +361,5 @@ func (c *boundCheck) checkLists(point string) {
 		}
 		return nil
 	})
-	if err != nil {
-		c.t.Errorf("%s, before %q: read lists: %v", c.what, point, err)
-		c.fails++
-		return
-	}
-	if len(leaks) > 0 {
-		slices.Sort(leaks)
-		c.t.Errorf("%s, before %q: records listed above both the old and the new model's access:\n%s", c.what, point, strings.Join(leaks, "\n"))
-		c.fails++
-	}
+	c.report(point, "lists", "records listed above both the old and the new model's access", err, leaks)
 }
