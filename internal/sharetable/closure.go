@@ -111,23 +111,10 @@ func DiffClosureOf(ctx context.Context, q pg.Querier, org *sharing.Org, d *Dict)
 	return c, nil
 }
 
-// Grantees lists the grantee ids whose members change.
-func (c *ClosureDiff) Grantees() []int32 {
-	seen := map[int32]bool{}
-	var out []int32
-	for _, g := range append(append([]int32{}, c.delG...), c.insG...) {
-		if !seen[g] {
-			seen[g] = true
-			out = append(out, g)
-		}
-	}
-	return out
-}
-
 // ApplyRemovals deletes only the stored entries org's closure lacks (or
 // holds with another boss flag), and returns how many. An incremental job
 // commits them with its creation, before any chunk writes a share row, and
-// the rest of the difference (Additions) when it finishes: a share row a chunk
+// the rest of the difference (Additions, by Apply) when it finishes: a share row a chunk
 // added, meeting a membership the job removes, would otherwise give a user
 // access that neither the old configuration nor the new one gives, until
 // the job finished.
@@ -160,22 +147,21 @@ func ClosureAdditions(gids, uids []int32, boss []bool) *ClosureDiff {
 
 // Apply writes the closure difference.
 func (c *ClosureDiff) Apply(ctx context.Context, tx pgx.Tx) (*ClosureStats, error) {
-	st := &ClosureStats{}
-	if err := feed.Grantees(ctx, tx, c.Grantees()); err != nil {
+	removed, err := c.ApplyRemovals(ctx, tx)
+	if err != nil {
 		return nil, err
 	}
-	tag, err := tx.Exec(ctx, `DELETE FROM recalc.acl_member m USING unnest($1::int[], $2::int[]) AS d (gid, uid)
-		WHERE m.gid = d.gid AND m.uid = d.uid`, c.delG, c.delU)
-	if err != nil {
-		return nil, fmt.Errorf("delete closure entries: %w", err)
+	if len(c.insG) == 0 {
+		return &ClosureStats{Removed: removed}, nil
 	}
-	st.Removed = tag.RowsAffected()
-	tag, err = tx.Exec(ctx, `INSERT INTO recalc.acl_member (gid, uid, boss) SELECT * FROM unnest($1::int[], $2::int[], $3::boolean[])`, c.insG, c.insU, c.insB)
+	if err := feed.Grantees(ctx, tx, c.insG); err != nil {
+		return nil, err
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO recalc.acl_member (gid, uid, boss) SELECT * FROM unnest($1::int[], $2::int[], $3::boolean[])`, c.insG, c.insU, c.insB)
 	if err != nil {
 		return nil, fmt.Errorf("insert closure entries: %w", err)
 	}
-	st.Added = tag.RowsAffected()
-	return st, nil
+	return &ClosureStats{Added: tag.RowsAffected(), Removed: removed}, nil
 }
 
 // copyClosure writes org's closure into table, streaming grantee by
