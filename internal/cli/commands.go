@@ -314,7 +314,8 @@ func verifyCommand(out, errOut io.Writer) *cli.Command {
 		Description: "Compares every family (or --sample N random ones) and the closure with a fresh\n" +
 			"computation from the configuration they were last computed from, and reports the\n" +
 			"differences by object and row cause. Families with changes not yet recalculated are\n" +
-			"skipped. First it reads each attached table (or view) again, whole, and counts the\n" +
+			"skipped, and so is the closure beside a job that started meanwhile and changes it.\n" +
+			"First it reads each attached table (or view) again, whole, and counts the\n" +
 			"records it mirrors that differ from it although no write is pending: what no capture\n" +
 			"saw; a source it cannot compare (capture not intact, read failing) makes it exit 1 too.\n" +
 			"Each source's read holds its attachment's lock and a share lock on its tables, as a full\n" +
