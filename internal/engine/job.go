@@ -49,6 +49,10 @@ func createJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog
 	}
 }
 
+// oversized is how many times the chunk size a chunk may hold before
+// planning warns about it.
+const oversized = 10
+
 // tryCreateJob plans and stores a job under the model lock, so that no
 // import commits between planning and the job's creation. It returns the
 // job (nil when there is nothing to do) and the plan (nil when another
@@ -74,7 +78,11 @@ func tryCreateJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zero
 		if err == nil {
 			log.Info().Int64("job", job.ID).Str("kind", string(pl.Kind)).Bool("full", pl.Plan.Full).Bool("rules", pl.DoRules).Bool("closure", pl.DoClosure).
 				Int("changes", len(pl.Plan.Changes)).Str("full_reason", pl.Plan.FullReason).
-				Int("families", pl.Families).Int("chunks", pl.NumChunks).Msg("job planned")
+				Int("families", pl.Families).Int("chunks", pl.NumChunks).Int64("largest_chunk_records", pl.Largest).Msg("job planned")
+			if pl.Largest > oversized*int64(opt.ChunkSize) {
+				log.Warn().Int64("job", job.ID).Int64("largest_chunk_records", pl.Largest).Int("chunk_size", opt.ChunkSize).
+					Msg("a chunk holds more than ten times the chunk size: one family that big, or families that records moved between, are written in one transaction, which locks their share rows until it commits")
+			}
 		}
 		return err
 	})

@@ -31,9 +31,13 @@ type Planned struct {
 	Records   map[string]int64     `json:"records_by_object"`
 	Chunks    []queue.Chunk        `json:"-"`
 	NumChunks int                  `json:"chunks"`
-	ChangeSeq int64                `json:"-"`
-	Consumes  []int64              `json:"-"` // the change rows planned from
-	Config    []byte               `json:"-"`
+	// Largest counts the records of the biggest chunk: more than the
+	// chunk size when a family is bigger, or families that must be
+	// written together are (familyGroups).
+	Largest   int64   `json:"largest_chunk_records"`
+	ChangeSeq int64   `json:"-"`
+	Consumes  []int64 `json:"-"` // the change rows planned from
+	Config    []byte  `json:"-"`
 	// NotAbsorbed lists the attached objects whose logged writes wait:
 	// their capture is not intact (`recalc attach` mends it), or
 	// absorbing them failed.
@@ -299,6 +303,7 @@ func chunkAll(ctx context.Context, tx pgx.Tx, opt Options, pl *Planned) error {
 	}
 	for i, c := range ch.Chunks() {
 		pl.Chunks = append(pl.Chunks, queue.Chunk{N: i, Lo: c.First, Hi: c.Last})
+		pl.Largest = max(pl.Largest, c.Records)
 	}
 	pl.Families = ch.Families()
 	var err error
@@ -330,6 +335,7 @@ func chunkRoots(ctx context.Context, tx pgx.Tx, opt Options, pl *Planned) error 
 	}
 	for i, c := range ch.Chunks() {
 		pl.Chunks = append(pl.Chunks, queue.Chunk{N: i, Roots: c.Roots})
+		pl.Largest = max(pl.Largest, c.Records)
 	}
 	pl.Families = len(pl.Roots)
 	return nil
