@@ -159,10 +159,11 @@ func watchCommand(out, errOut io.Writer) *cli.Command {
 			"committed. Record changes take the fast path, in batches naming at most --fast-records\n" +
 			"records: one short transaction each, no job, with the configuration kept in memory; it\n" +
 			"first re-reads the rows that attached tables' writes logged (docs/attach.md). Anything\n" +
-			"else (a model import, a truncate, one statement naming more records, an unfinished job)\n" +
-			"runs a job, as `recalc run` does (in place: a full job rewrites the live tables under row\n" +
-			"locks instead of swapping in new ones). Respects deferral. Reconnects with backoff when the connection\n" +
-			"is lost. On SIGINT or SIGTERM it stops (exit 0); an interrupted job resumes at the next start.\n" +
+			"else (a model import, a truncate, one statement naming more records, records moved between\n" +
+			"more families than that, an unfinished job) runs a job, as `recalc run` does (in place: a\n" +
+			"full job rewrites the live tables under row locks instead of swapping in new ones).\n" +
+			"Respects deferral. Reconnects with backoff when the connection is lost. On SIGINT or\n" +
+			"SIGTERM it stops (exit 0); an interrupted job resumes at the next start.\n" +
 			"Once a newer recalc has upgraded the schema, it exits 1 at its next step or --poll.",
 		Flags: append([]cli.Flag{
 			&cli.DurationFlag{Name: "debounce", Value: 2 * time.Millisecond, Usage: "quiet time after the last change before materializing"},

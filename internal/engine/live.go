@@ -237,9 +237,11 @@ func (l *Live) apply(ctx context.Context, tx pgx.Tx, seqs []int64) (*sharetable.
 	// batch that wrote the family a record moved into, and not the one it
 	// left, wrote the record's new share rows while the records left there,
 	// controlled by it, kept their rows: access neither data gives.
-	roots, _, err = familyGroups(ctx, tx, roots, false)
-	if err != nil {
+	if roots, _, err = familyGroups(ctx, tx, roots, false); err != nil {
 		return nil, err
+	}
+	if len(roots) > l.MaxRecords { // the moves reach too far for one batch: a job chunks them
+		return nil, errSlow
 	}
 	return sharetable.ApplyFamilies(ctx, tx, l.org, l.dict, roots)
 }

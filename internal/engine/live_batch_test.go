@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -99,4 +100,34 @@ func liveMoveRecords() string {
 	i := strings.Index(liveMoveBase, `"records": [`) + len(`"records": [`)
 	j := strings.LastIndex(liveMoveBase, `]`)
 	return liveMoveBase[i:j]
+}
+
+// TestLiveBatchMovesReachTooFar: a batch of one record change that moved
+// a task to another project writes both projects' families; when they
+// are more than the batch may name, the step leaves the batch to a job
+// (which chunks them), and the result is the same.
+func TestLiveBatchMovesReachTooFar(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		batch int
+		fast  bool
+	}{
+		{1, false}, // k1 named, p1's and p9's families written: two
+		{2, true},
+	} {
+		t.Run(fmt.Sprint(tc.batch), func(t *testing.T) {
+			t.Parallel()
+			b := setupOrg(t, liveMoveBase, engine.Options{})
+			recs := strings.Replace(liveMoveRecords(), `"id": "k1", "owner": "u1", "parent": "p9"`, `"id": "k1", "owner": "u1", "parent": "p1"`, 1)
+			b.importFile(t, `{"version": 1, "records": [`+recs+`]}`)
+			rep, err := engine.NewLive(engine.Options{Workers: 1}, tc.batch).Step(b.ctx, b.pool, zerolog.Nop())
+			if err != nil {
+				t.Fatalf("step: %v", err)
+			}
+			if rep.Fast != tc.fast || (rep.Run == nil) == !tc.fast {
+				t.Errorf("batches of %d records: fast path %v, job %v; want fast path %v", tc.batch, rep.Fast, rep.Run != nil, tc.fast)
+			}
+			b.checkOracle(t, "after the step")
+		})
+	}
 }
