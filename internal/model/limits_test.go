@@ -260,7 +260,10 @@ func TestLevelsIsLinear(t *testing.T) {
 // TestDeepHierarchiesValidateFast validates 20,000-level role and territory
 // chains and 20,000 nested groups, listed bottom first, with the limits
 // raised. Each took seconds to minutes when every entry walked its
-// ancestors; the bound leaves room for -race on a busy machine.
+// ancestors (2 * 10^8 steps a hierarchy). Linear validation takes 0.2 to
+// 1.3 s here under -race, and took 9.9 s with both cores loaded four
+// times over: the bound is there to catch the quadratic walk, not to time
+// the linear one.
 func TestDeepHierarchiesValidateFast(t *testing.T) {
 	t.Parallel()
 	const n = 20000
@@ -281,7 +284,7 @@ func TestDeepHierarchiesValidateFast(t *testing.T) {
 	if _, err := c.ValidateLimited(lim); err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d > 5*time.Second {
+	if d := time.Since(start); d > 30*time.Second {
 		t.Fatalf("validation took %s", d)
 	}
 	lim.GroupDepth = n - 1
