@@ -291,7 +291,7 @@ func retried(ctx context.Context, attempts int, f func() error) error {
 // share rows all as of its one snapshot. It returns the difference and the
 // roots compared.
 func (v *verification) compare(ctx context.Context, tx pgx.Tx, roots []string) (*sharetable.FamilyDiff, []string, error) {
-	if err := v.snapshot(ctx, tx); err != nil {
+	if err := v.snapshot(ctx, tx, false); err != nil {
 		return nil, nil, err
 	}
 	roots, err := v.settled(ctx, tx, roots)
@@ -312,7 +312,7 @@ func (v *verification) compare(ctx context.Context, tx pgx.Tx, roots []string) (
 // reads is recomputed by the next run, from its change row, as it is
 // after a job's chunk.
 func (v *verification) repair(ctx context.Context, tx pgx.Tx, roots []string) error {
-	if err := v.lockCurrent(ctx, tx); err != nil {
+	if err := v.lockCurrent(ctx, tx, false); err != nil {
 		return err
 	}
 	roots, err := v.settled(ctx, tx, roots)
@@ -392,10 +392,11 @@ func (v *verification) settled(ctx context.Context, tx pgx.Tx, roots []string) (
 // and repairs it when asked to. It returns the entries missing and extra,
 // or the job it skipped the comparison for.
 //
-// It compares in one snapshot (REPEATABLE READ), in which the
+// It compares in one snapshot (REPEATABLE READ), in which the closure's
 // configuration is still the one v loaded: a job that changed the closure
 // since then fails it, as it fails a chunk of families, rather than show
-// its new closure as drift from the old configuration. An unfinished job
+// its new closure as drift from the old configuration (one that changed
+// only rules or OWDs does not). An unfinished job
 // that changes the closure has deleted the entries it removes already
 // (storeJob), so the closure is not compared beside one. A repair writes
 // under the model lock, where no job is unfinished, as a chunk's repair
@@ -406,7 +407,7 @@ func (v *verification) closure(ctx context.Context, pool *pgxpool.Pool) (missing
 		opts, check = pgx.TxOptions{}, v.lockCurrent
 	}
 	err = pgx.BeginTxFunc(ctx, pool, opts, func(tx pgx.Tx) error {
-		if err := check(ctx, tx); err != nil {
+		if err := check(ctx, tx, true); err != nil {
 			return err
 		}
 		if job, err := queue.Unfinished(ctx, tx); err != nil || job != nil && job.DoClosure {
@@ -433,7 +434,7 @@ func (v *verification) closure(ctx context.Context, pool *pgxpool.Pool) (missing
 // tx ends), and the applied configurations are those v loaded. A repair
 // computed from a configuration a job has since replaced would write back
 // the share rows that job removed.
-func (v *verification) lockCurrent(ctx context.Context, tx pgx.Tx) error {
+func (v *verification) lockCurrent(ctx context.Context, tx pgx.Tx, closureOnly bool) error {
 	if err := schema.LockModel(ctx, tx); err != nil {
 		return err
 	}
@@ -444,25 +445,30 @@ func (v *verification) lockCurrent(ctx context.Context, tx pgx.Tx) error {
 	if job != nil {
 		return fmt.Errorf("job %d started while verify ran, so nothing more is repaired: run `recalc verify --repair` again once it has finished", job.ID)
 	}
-	return v.current(ctx, tx)
+	return v.current(ctx, tx, closureOnly)
 }
 
 // snapshot begins a comparison in tx, a REPEATABLE READ transaction: it
 // holds the tables read (sharetable.HoldForSnapshot), then takes the
 // snapshot, in which the applied configurations must still be those v
 // loaded (current).
-func (v *verification) snapshot(ctx context.Context, tx pgx.Tx) error {
+func (v *verification) snapshot(ctx context.Context, tx pgx.Tx, closureOnly bool) error {
 	if err := sharetable.HoldForSnapshot(ctx, tx); err != nil {
 		return err
 	}
-	return v.current(ctx, tx)
+	return v.current(ctx, tx, closureOnly)
 }
 
 // current checks that the applied configurations are still those v
 // compares with: the share rows of a family no job has pending were
-// computed from them.
-func (v *verification) current(ctx context.Context, tx pgx.Tx) error {
+// computed from them. closureOnly checks only the closure's, which is all
+// the closure depends on: a job that changed only rules or OWDs meanwhile
+// leaves its comparison valid.
+func (v *verification) current(ctx context.Context, tx pgx.Tx, closureOnly bool) error {
 	for i, side := range []string{store.SideRules, store.SideClosure} {
+		if closureOnly && side != store.SideClosure {
+			continue
+		}
 		cfg, err := store.AppliedConfig(ctx, tx, side)
 		if err != nil {
 			return err
