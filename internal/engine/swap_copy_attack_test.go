@@ -185,16 +185,19 @@ func TestSwapCopyVerifyRepairDuringCopy(t *testing.T) {
 	checkSettled(t, b.ctx, b.pool)
 }
 
-// TestSwapCopyVerifyRepairAfterJob: the same verify --repair, its chunk
-// run after the full job's finish committed. It used to diff the new tables
+// TestSwapCopyVerifyRepairAfterJob: the same verify --repair, its repair
+// of a chunk (whose a003 lost a share row behind recalc's back)
+// run after the job's finish committed. It used to diff the new tables
 // against the configuration it loaded before the job and "repair" them back
 // to it, restoring the rule the job removed for a003 and a004. Now the
-// chunk finds the applied configuration changed and stops. Not specific to
-// the copy path: it needs no reader.
+// repair finds the applied configuration changed and stops. Not specific
+// to the copy path: it needs no reader.
 func TestSwapCopyVerifyRepairAfterJob(t *testing.T) {
 	t.Parallel()
 	b := setupOrg(t, swapCopyOrg(), engine.Options{})
 	b.importFile(t, swapCopyNoRule())
+	b.exec(t, `DELETE FROM recalc.acl_share WHERE ctid = (SELECT s.ctid FROM recalc.acl_share s JOIN recalc.acl_record r USING (rid)
+		JOIN recalc.grantee g USING (gid) WHERE r.id = 'a003' AND g.key <> 'group:g1' LIMIT 1)`)
 
 	vg := &gate{}
 	vChunk := vg.arm(`FROM recalc.engine_lock WHERE scope`)
