@@ -12,15 +12,26 @@ import (
 
 // SyncAttachedUsers rebuilds the stored users section from the rows of the
 // attached users table (recalc.attached_user, migration 023) when they
-// changed since it was last built, and reports whether the section
-// changed. Its caller holds the model lock. A changed section is logged as
-// a section change, as an import's is.
+// changed since it was last built, or a team entry or share that names a
+// user went, and reports whether the section changed. Its caller holds the
+// model lock. A changed section is logged as a section change, as an
+// import's is.
+//
+// It takes what marks the section first, and reads after: the state row
+// locked (a re-read of the users table that marked it and has not
+// committed, `recalc verify`'s, is waited for) and the marks the deletes of
+// team entries and shares committed taken (migration 057). A mark that
+// commits later stays for the next run, whatever this one read.
 func SyncAttachedUsers(ctx context.Context, tx pgx.Tx) (bool, error) {
 	var dirty bool
-	if err := tx.QueryRow(ctx, `SELECT dirty FROM recalc.attached_users_state`).Scan(&dirty); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT dirty FROM recalc.attached_users_state FOR UPDATE`).Scan(&dirty); err != nil {
 		return false, fmt.Errorf("read the attached users' state: %w", err)
 	}
-	if !dirty { // detaching the users clears it
+	var marked bool
+	if err := tx.QueryRow(ctx, `WITH m AS (DELETE FROM recalc.attached_users_mark RETURNING 1) SELECT EXISTS (SELECT FROM m)`).Scan(&marked); err != nil {
+		return false, fmt.Errorf("read the attached users' state: %w", err)
+	}
+	if !dirty && !marked { // detaching the users clears it
 		return false, nil
 	}
 	cfg, err := LoadConfig(ctx, tx)

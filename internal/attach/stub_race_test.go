@@ -1,0 +1,118 @@
+package attach_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/dburl"
+	"github.com/recalc-dev/recalc/internal/engine"
+)
+
+// TestStubGoesBesideAPlan: the last share naming a deleted user (a stub)
+// goes with its record, deleted with plain SQL (an object not attached),
+// while a run's plan rebuilds the users section: the plan has read the
+// names the shares hold, the delete commits, and only then does the plan
+// mark the section built. The users section must still be built again
+// without the stub, at the next run: its records then grant nothing.
+//
+// Before version 57 the section was marked for rebuilding by a flag that
+// the delete's trigger left alone when it was already set (by an earlier
+// delete, which does not wait for the model lock), and that the plan then
+// cleared: the stub stayed for good, every later run skipped the rebuild,
+// and the deleted user's account kept granting frank read through the
+// "tech" rule.
+func TestStubGoesBesideAPlan(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupUsers(t)
+	b.exec(t, b.app, `ALTER TABLE crm.account DROP CONSTRAINT account_owner_id_fkey`,
+		`INSERT INTO crm.app_user (id, name, role_id) VALUES ('tim', 'Tim', 'east')`,
+		`INSERT INTO crm.account (id, name, owner_id, industry) VALUES (60, 'Tim''s', 'tim', 'tech')`)
+	merge := func(doc string) {
+		t.Helper()
+		f := filepath.Join(t.TempDir(), "merge.json")
+		if err := os.WriteFile(f, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := b.recalc("import", "--merge", f); err != nil {
+			t.Fatalf("import --merge %s: %v\n%s", doc, err, out)
+		}
+	}
+	// Leads are written to recalc.record with SQL; the engine's role
+	// stands for a writer.
+	merge(`{"objects": [{"name": "lead", "internal_owd": "private"}]}`)
+	b.exec(t, b.engine, `INSERT INTO recalc.record (id, object, owner) VALUES ('L1', 'lead', 'alice'), ('L2', 'lead', 'alice')`)
+	b.run(t)
+	merge(`{"shares": [{"object": "lead", "record": "L1", "grantee": "user:tim", "access": "read", "cause": "manual"},
+	                   {"object": "lead", "record": "L2", "grantee": "user:bob", "access": "read", "cause": "manual"}]}`)
+	b.run(t)
+	b.exec(t, b.app, `DELETE FROM crm.app_user WHERE id = 'tim'`)
+	b.run(t)
+	level := func() string {
+		t.Helper()
+		var l string
+		if err := b.admin.QueryRow(ctx, `SELECT recalc.access_level('frank', 'account:60')`).Scan(&l); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	if l := level(); l != "read" {
+		t.Fatalf("tim deleted, a share naming him: frank reads account:60 %s, want read (tim a stub)", l)
+	}
+
+	// A delete marks the users section for rebuilding, committed, with no
+	// run after it.
+	b.exec(t, b.engine, `DELETE FROM recalc.record WHERE id = 'L2'`)
+
+	// A run, held as its plan is about to mark the section built.
+	h := &holdAt{text: "UPDATE recalc.attached_users_state SET dirty = false", reached: make(chan struct{}), release: make(chan struct{})}
+	cfg, err := pgxpool.ParseConfig(dburl.WithUser(b.url, b.engineRole))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.Tracer = h
+	held, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	defer h.free()
+	done := make(chan error, 1)
+	go func() {
+		_, err := engine.Run(ctx, held, engine.Options{}, zerolog.Nop())
+		done <- err
+	}()
+	select {
+	case <-h.reached:
+	case err := <-done:
+		t.Fatalf("the run ended before its plan built the users section: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the run never built the users section")
+	}
+	// The last share naming tim goes with its record, and commits.
+	b.exec(t, b.engine, `DELETE FROM recalc.record WHERE id = 'L1'`)
+	h.free()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+
+	b.run(t)
+	var users string
+	if err := b.admin.QueryRow(ctx, `SELECT doc::text FROM recalc.model_section WHERE name = 'users'`).Scan(&users); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(users, `"tim"`) {
+		t.Errorf("nothing names tim any more, and the users section keeps his stub: %s", users)
+	}
+	if l := level(); l != "none" {
+		t.Errorf("the last share naming tim gone with its record: frank reads account:60 %s, want none (tim no user)", l)
+	}
+	b.raceCheckFull(t, "after the run")
+}
