@@ -16,10 +16,14 @@
 -- helper (TestStubGoesBesideAPlan).
 --
 -- The trigger now adds a row to recalc.attached_users_mark instead, which
--- never waits. A plan (store.SyncAttachedUsers) first locks the state row,
+-- never waits, for a statement that removed or changed a row (one that
+-- touched none, as a record's update fires, marks nothing). A plan (store.SyncAttachedUsers) first locks the state row,
 -- so that a re-read of the users table that set the flag and has not
 -- committed is waited for, then deletes the marks committed, and only then
 -- reads the rows and names: a mark committed later stays for the next run.
+-- `recalc watch` is not idle while a mark is left (a plan that had read
+-- the names may have consumed the section change the delete logged): its
+-- fast path hands the step to a run.
 
 CREATE TABLE IF NOT EXISTS recalc.attached_users_mark (
     at timestamptz NOT NULL DEFAULT now()
@@ -35,6 +39,12 @@ BEGIN
         RAISE EXCEPTION 'recalc.attached_users_named runs only as a statement trigger of recalc.team and recalc.share_input' USING ERRCODE = '42501';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM recalc.attachment WHERE object = 'users') THEN
+        RETURN NULL;
+    END IF;
+    -- A statement that removed no row (a record's update deletes its
+    -- team entries when its id changes, and fires this when it did not)
+    -- marks nothing: the watch's fast path would give way to a job.
+    IF TG_OP <> 'TRUNCATE' AND NOT EXISTS (SELECT 1 FROM old_rows) THEN
         RETURN NULL;
     END IF;
     INSERT INTO recalc.attached_users_mark DEFAULT VALUES;

@@ -2,6 +2,7 @@ package attach_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +21,8 @@ import (
 // while a run's plan rebuilds the users section: the plan has read the
 // names the shares hold, the delete commits, and only then does the plan
 // mark the section built. The users section must still be built again
-// without the stub, at the next run: its records then grant nothing.
+// without the stub, at the next run or step of `recalc watch`: its
+// records then grant nothing.
 //
 // Before version 57 the section was marked for rebuilding by a flag that
 // the delete's trigger left alone when it was already set (by an earlier
@@ -30,6 +32,17 @@ import (
 // "tech" rule.
 func TestStubGoesBesideAPlan(t *testing.T) {
 	t.Parallel()
+	for _, watch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("watch=%v", watch), func(t *testing.T) {
+			t.Parallel()
+			stubGoesBesideAPlan(t, watch)
+		})
+	}
+}
+
+// stubGoesBesideAPlan is TestStubGoesBesideAPlan, the step after the held
+// run a run, or with watch a step of `recalc watch`.
+func stubGoesBesideAPlan(t *testing.T, watch bool) {
 	ctx := context.Background()
 	b := setupUsers(t)
 	b.exec(t, b.app, `ALTER TABLE crm.account DROP CONSTRAINT account_owner_id_fkey`,
@@ -103,7 +116,13 @@ func TestStubGoesBesideAPlan(t *testing.T) {
 		t.Fatalf("run: %v", err)
 	}
 
-	b.run(t)
+	if watch {
+		if _, err := engine.NewLive(engine.Options{}, 1000).Step(ctx, b.engine, zerolog.Nop()); err != nil {
+			t.Fatalf("watch step: %v", err)
+		}
+	} else {
+		b.run(t)
+	}
 	var users string
 	if err := b.admin.QueryRow(ctx, `SELECT doc::text FROM recalc.model_section WHERE name = 'users'`).Scan(&users); err != nil {
 		t.Fatal(err)

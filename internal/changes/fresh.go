@@ -52,7 +52,8 @@ func ReadBatch(ctx context.Context, q pg.Querier, maxKeys int) (*Batch, error) {
 
 // Idle reports, with reads only, whether nothing waits to be materialized
 // since recalc.config_version was version: the same version, no unfinished
-// job, and a change log empty but for the writes of attached objects that
+// job, no mark for rebuilding the users section (UsersMarked), and a
+// change log empty but for the writes of attached objects that
 // Absorb could not absorb less than StuckRetry ago and the changes to the
 // sections named by waiting (those a deferred side keeps), and no captured
 // table written without its capture (migration 020); and the schema still
@@ -67,11 +68,25 @@ func Idle(ctx context.Context, q pg.Querier, version int64, waiting []string, sc
 		AND NOT EXISTS (SELECT FROM recalc.change c WHERE NOT (c.kind = 'section' AND c.keys <@ $3) AND (c.object IS NULL OR NOT EXISTS (
 			SELECT FROM recalc.attach_stuck s WHERE s.object = c.object AND s.checked_at > now() - $2::interval)))
 		AND NOT EXISTS (SELECT FROM recalc.job WHERE status <> 'done')
+		AND NOT EXISTS (SELECT FROM recalc.attached_users_mark)
 		AND NOT recalc.attach_fingerprints_changed()
 		AND (SELECT max(version) FROM recalc.schema_version) = $4`, version, StuckRetry, waiting, schemaVersion).Scan(&idle); err != nil {
 		return false, fmt.Errorf("read change log: %w", err)
 	}
 	return idle, nil
+}
+
+// UsersMarked reports whether the users section built from an attached
+// users table is marked for rebuilding, by a team entry or share that
+// went (migration 057): only a run's plan rebuilds it, and a mark can
+// outlive the change row its delete logged, which a plan that had read
+// the names already consumed.
+func UsersMarked(ctx context.Context, q pg.Querier) (bool, error) {
+	var marked bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.attached_users_mark)`).Scan(&marked); err != nil {
+		return false, fmt.Errorf("read the attached users' marks: %w", err)
+	}
+	return marked, nil
 }
 
 // ConfigVersion returns the counter of writes to the configuration, the

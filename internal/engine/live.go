@@ -169,6 +169,10 @@ func (l *Live) fast(ctx context.Context, tx pgx.Tx, rep *LiveReport) error {
 	if job, err := queue.Unfinished(ctx, tx); err != nil || job != nil {
 		return errors.Join(err, errSlow)
 	}
+	// The users section is marked for rebuilding: Run's plan does it.
+	if marked, err := changes.UsersMarked(ctx, tx); err != nil || marked {
+		return errors.Join(err, errSlow)
+	}
 	if err := l.refresh(ctx, tx); err != nil {
 		return err
 	}
