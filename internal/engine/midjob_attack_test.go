@@ -187,14 +187,15 @@ type boundCheck struct {
 	fails   int
 }
 
-// arm sets the bound to the greater of old's and cur's access (old nil:
-// none).
-func (c *boundCheck) arm(what string, old, cur *model.Model) {
+// arm sets the bound to the greatest of the models' access (a nil model:
+// none): the model before and the model after, or every state a path
+// passes through.
+func (c *boundCheck) arm(what string, models ...*model.Model) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.what, c.bound = what, map[[2]string]model.Level{}
 	users, objects := map[string]bool{"nobody": true}, map[string]string{}
-	for _, m := range []*model.Model{old, cur} {
+	for _, m := range models {
 		if m == nil {
 			continue
 		}

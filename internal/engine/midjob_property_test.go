@@ -1,17 +1,20 @@
 package engine_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
+	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testkit"
 )
 
@@ -44,7 +47,14 @@ func TestMidJobAccessBounded(t *testing.T) {
 	testkit.Shards(t, first, n, midJobShardSeeds, func(t *testing.T, from, to int) {
 		b := setup(t)
 		chk := &boundCheck{t: t, ctx: b.ctx, pool: b.pool}
-		g := &midJobTracer{check: chk.check}
+		var atPoint func() // what the step does at the point after each check, if anything
+		ways := map[string]int{}
+		g := &midJobTracer{check: func(point string) {
+			chk.check(point)
+			if atPoint != nil {
+				atPoint()
+			}
+		}}
 		enginePool := tracedPool(t, b.pool, g)
 		if from > first {
 			b.cur = testkit.StoredBefore(first, from, func(seed int, prev *model.Model) *model.Model {
@@ -56,30 +66,56 @@ func TestMidJobAccessBounded(t *testing.T) {
 		}
 		for seed := from; seed < to; seed++ {
 			rng := rand.New(rand.NewPCG(uint64(seed), 0x313d))
-			for i, s := range midJobSteps(seed, b.cur) {
+			steps := midJobSteps(seed, b.cur)
+			for i := 0; i < len(steps); i++ {
 				old := b.cur
 				how := midJobWay(rng.IntN(10))
-				bySQL := s.present != nil && slices.Contains(s.present, "records") &&
-					!slices.Contains(s.present, "shares") && !slices.Contains(s.present, "teams") && rng.IntN(2) == 0
 				if i == 5 { // the records-only step: with SQL, for the watch's fast path, in batches
-					how, bySQL = "watch", true
+					how = "watch"
 				}
-				if bySQL {
-					rest := slices.DeleteFunc(slices.Clone(s.present), func(x string) bool { return x == "records" })
-					if len(rest) > 0 {
-						b.importModel(t, s.file, rest)
+				if how == "deferred" && (i+1 == 5 || i+1 == len(steps)) {
+					how = "incremental"
+				}
+				if how == "deferred" {
+					if err := store.Defer(b.ctx, b.pool, nil); err != nil {
+						t.Fatal(err)
 					}
-					writeRecordsSQL(t, b, old, s.cur)
-				} else {
-					b.importModel(t, s.file, s.present)
 				}
-				b.cur = s.cur
-				chk.arm(fmt.Sprintf("seed %d step %d (%s, records by SQL: %v)", seed, i, how, bySQL), old, s.cur)
+				last := i
+				if how == "deferred" { // this step's import and the next one's, then resume
+					last = i + 1
+				}
+				bySQL := false
+				for ; i <= last; i++ {
+					s := steps[i]
+					sql := i == 5 || s.present != nil && slices.Contains(s.present, "records") &&
+						!slices.Contains(s.present, "shares") && !slices.Contains(s.present, "teams") && rng.IntN(2) == 0
+					if sql {
+						rest := slices.DeleteFunc(slices.Clone(s.present), func(x string) bool { return x == "records" })
+						if len(rest) > 0 {
+							b.importModel(t, s.file, rest)
+						}
+						writeRecordsSQL(t, b, b.cur, s.cur)
+					} else {
+						b.importModel(t, s.file, s.present)
+					}
+					b.cur, bySQL = s.cur, bySQL || sql
+				}
+				i = last
+				ways[how]++
+				what := fmt.Sprintf("seed %d step %d (%s, records by SQL: %v)", seed, i, how, bySQL)
+				chk.arm(what, old, b.cur)
 				opt := engine.Options{Workers: 1, ChunkSize: 4}
 				var err error
 				switch how {
 				case "incremental":
 					_, err = engine.Run(b.ctx, enginePool, opt, zerolog.Nop())
+				case "deferred":
+					if err = store.Undefer(b.ctx, b.pool, nil); err == nil {
+						_, err = engine.Run(b.ctx, enginePool, opt, zerolog.Nop())
+					}
+				case "interrupted":
+					err = interruptedRun(t, b, enginePool, opt, rng, chk, &atPoint, what, old)
 				case "full in place":
 					opt.InPlace = true
 					_, err = engine.Full(b.ctx, enginePool, opt, zerolog.Nop())
@@ -101,8 +137,60 @@ func TestMidJobAccessBounded(t *testing.T) {
 				b.checkOracle(t, fmt.Sprintf("seed %d step %d (%s)", seed, i, how))
 			}
 		}
-		t.Logf("%d checks at intermediate points, %d watch steps on the fast path", chk.checks, chk.fast)
+		t.Logf("%d checks at intermediate points, %d watch steps on the fast path; steps by way: %v", chk.checks, chk.fast, ways)
 	})
+}
+
+// interruptedRun is a run stopped at a random point of its job (or of its
+// planning), as a crash or a SIGINT stops it, where the application has
+// also written records with plain SQL, half the time; then the run that
+// resumes the job and recalculates the writes. The bound takes in the
+// model the writes leave, from the point they commit.
+func interruptedRun(t *testing.T, b *bundle, pool *pgxpool.Pool, opt engine.Options, rng *rand.Rand, chk *boundCheck,
+	atPoint *func(), what string, old *model.Model) error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(b.ctx)
+	defer cancel()
+	job, written := b.cur, b.cur
+	if rng.IntN(2) == 0 {
+		written = recordsChange(rng, job)
+	}
+	stop := 1 + rng.IntN(4)
+	*atPoint = func() {
+		if stop--; stop > 0 {
+			return
+		}
+		*atPoint = nil
+		if written != job {
+			writeRecordsSQL(t, b, job, written)
+			chk.arm(what+", records written by SQL mid-job", old, job, written)
+		}
+		cancel()
+	}
+	_, err := engine.Run(ctx, pool, opt, zerolog.Nop())
+	*atPoint = nil
+	if err != nil && ctx.Err() == nil {
+		return err
+	}
+	if written != job && stop > 0 { // the run ended before the point: write now
+		writeRecordsSQL(t, b, job, written)
+		chk.arm(what+", records written by SQL after the run", old, job, written)
+	}
+	b.cur = written
+	_, err = engine.Run(b.ctx, pool, opt, zerolog.Nop())
+	return err
+}
+
+// recordsChange is a change of m's records alone that oracle.Mutate makes
+// within 100 tries (m when it makes none), merged into m.
+func recordsChange(rng *rand.Rand, m *model.Model) *model.Model {
+	for range 100 {
+		next, file := oracle.Mutate(rng, m)
+		if p := file.Present(); len(p) == 1 && p[0] == "records" {
+			return oracle.Merge(m, next, file)
+		}
+	}
+	return m
 }
 
 // midJobSteps is propertySteps, then a change of records alone when
@@ -123,8 +211,12 @@ func midJobSteps(seed int, prev *model.Model) []propertyStep {
 // midJobWay says how a step is recalculated, from a number in [0, 10).
 func midJobWay(n int) string {
 	switch {
-	case n < 4:
+	case n < 2:
 		return "incremental"
+	case n < 3:
+		return "deferred"
+	case n < 4:
+		return "interrupted"
 	case n < 7:
 		return "full in place"
 	case n < 8:
