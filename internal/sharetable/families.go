@@ -30,29 +30,52 @@ func RootsOfRecords(ctx context.Context, q pg.Querier, ids []string) ([]string, 
 // MovedFamilies returns, for the records that moved to another family
 // since they were materialized, with the family of either side among
 // roots (nil: every family), the root of the family each was materialized
-// in and the root of the one it is in now, each pair once.
+// in and the root of the one it is in now, each pair once. An id that
+// passed from one record to another since (ids swapped or changed in
+// place, a record deleted and another inserted under its id) counts as a
+// move too: from the family that materialized it under the first to the
+// family of the second. Until one chunk writes both, acl_record would
+// hold the id twice, once in each family: a record listed twice by
+// visible_records, rls_records and rls_keys, and the access of one
+// object's record read as another's by access_level(user, object, id).
 func MovedFamilies(ctx context.Context, q pg.Querier, roots []string) ([][2]string, error) {
 	// The families' records on each side, joined whole (a hash join: an
 	// index probe per record took twice as long), then the other side of
-	// the few that moved in or out of them, probed by rid one by one. The
-	// planner counts nearly every joined record as moved: with joins for
-	// the other side, a custom plan (pgx's first five executions of it on a
-	// connection) hashed both tables whole, 0.77 s for 20,000 families of
-	// 2,000,000 records, where the probes take 0.09 s. OFFSET 0 keeps the
-	// probes in the select list, run only for a side that is missing.
+	// the few that moved in or out of them, or changed id, probed by rid
+	// one by one, and the record or materialized row holding the id each
+	// had or has, probed by id. The planner counts nearly every joined
+	// record as moved: with joins for the other side, a custom plan (pgx's
+	// first five executions of it on a connection) hashed both tables
+	// whole, 0.77 s for 20,000 families of 2,000,000 records, where the
+	// probes take 0.09 s. OFFSET 0 keeps the probes in the select list, run
+	// only for a side that is missing.
 	query := `
-		SELECT DISTINCT was, now FROM (
-			SELECT coalesce(d.was, (SELECT x.root_id FROM recalc.acl_record x WHERE x.rid = d.rid)) AS was,
-			       coalesce(d.now, (SELECT y.root_id FROM recalc.record y WHERE y.rid = d.rid)) AS now
-			FROM (SELECT rid, a.root_id AS was, r.root_id AS now
-				FROM (SELECT rid, root_id FROM recalc.acl_record WHERE root_id = ANY($1)) a
-				FULL JOIN (SELECT rid, root_id FROM recalc.record WHERE root_id = ANY($1)) r USING (rid)
-				WHERE a.root_id IS DISTINCT FROM r.root_id) d
-			OFFSET 0) p
-		WHERE was IS NOT NULL AND now IS NOT NULL`
+		WITH d AS MATERIALIZED (
+			SELECT rid, coalesce(d.was, (SELECT x.root_id FROM recalc.acl_record x WHERE x.rid = d.rid)) AS was,
+			       coalesce(d.now, (SELECT y.root_id FROM recalc.record y WHERE y.rid = d.rid)) AS now,
+			       CASE WHEN d.was IS NOT NULL THEN d.was_id ELSE (SELECT x.id FROM recalc.acl_record x WHERE x.rid = d.rid) END AS was_id,
+			       CASE WHEN d.now IS NOT NULL THEN d.now_id ELSE (SELECT y.id FROM recalc.record y WHERE y.rid = d.rid) END AS now_id
+			FROM (SELECT rid, a.root_id AS was, r.root_id AS now, a.id AS was_id, r.id AS now_id
+				FROM (SELECT rid, root_id, id FROM recalc.acl_record WHERE root_id = ANY($1)) a
+				FULL JOIN (SELECT rid, root_id, id FROM recalc.record WHERE root_id = ANY($1)) r USING (rid)
+				WHERE a.root_id IS DISTINCT FROM r.root_id OR a.id IS DISTINCT FROM r.id) d
+			OFFSET 0
+		)
+		SELECT was, now FROM d WHERE was <> now
+		UNION
+		SELECT d.was, y.root FROM d CROSS JOIN LATERAL (
+			SELECT y.root_id AS root FROM recalc.record y WHERE y.id = d.was_id AND y.rid <> d.rid OFFSET 0) y
+		WHERE d.was <> y.root
+		UNION
+		SELECT x.root, d.now FROM d CROSS JOIN LATERAL (
+			SELECT x.root_id AS root FROM recalc.acl_record x WHERE x.id = d.now_id AND x.rid <> d.rid OFFSET 0) x
+		WHERE x.root <> d.now`
 	args := []any{roots}
 	if roots == nil {
-		query, args = `SELECT DISTINCT a.root_id, r.root_id FROM recalc.acl_record a JOIN recalc.record r USING (rid)
+		query, args = `SELECT a.root_id, r.root_id FROM recalc.acl_record a JOIN recalc.record r USING (rid)
+			WHERE a.root_id <> r.root_id
+			UNION
+			SELECT a.root_id, r.root_id FROM recalc.acl_record a JOIN recalc.record r ON r.id = a.id AND r.rid <> a.rid
 			WHERE a.root_id <> r.root_id`, nil
 	}
 	rows, err := q.Query(ctx, query, args...)
