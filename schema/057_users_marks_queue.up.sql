@@ -43,9 +43,13 @@ BEGIN
     END IF;
     -- A statement that removed no row (a record's update deletes its
     -- team entries when its id changes, and fires this when it did not)
-    -- marks nothing: the watch's fast path would give way to a job.
-    IF TG_OP <> 'TRUNCATE' AND NOT EXISTS (SELECT 1 FROM old_rows) THEN
-        RETURN NULL;
+    -- marks nothing: the watch's fast path would give way to a job. A
+    -- TRUNCATE has no old_rows: the test is nested, since one expression
+    -- naming old_rows fails to parse in a TRUNCATE trigger.
+    IF TG_OP <> 'TRUNCATE' THEN
+        IF NOT EXISTS (SELECT 1 FROM old_rows) THEN
+            RETURN NULL;
+        END IF;
     END IF;
     INSERT INTO recalc.attached_users_mark DEFAULT VALUES;
     -- Each branch is planned for the table it reads (old_rows' columns).

@@ -135,3 +135,31 @@ func stubGoesBesideAPlan(t *testing.T, watch bool) {
 	}
 	b.raceCheckFull(t, "after the run")
 }
+
+// TestUsersTruncateMarks: a TRUNCATE of recalc.team or recalc.share_input
+// (the engine's role may) marks the users section while a users table is
+// attached, and the next run takes the mark. Version 57 first tested the
+// transition table in the same expression as TG_OP, which a TRUNCATE
+// trigger, which has none, failed to parse: every such TRUNCATE failed.
+func TestUsersTruncateMarks(t *testing.T) {
+	t.Parallel()
+	b := setupUsers(t)
+	b.run(t)
+	for _, table := range []string{"recalc.team", "recalc.share_input"} {
+		b.exec(t, b.engine, `TRUNCATE `+table)
+		var marks int
+		if err := b.admin.QueryRow(context.Background(), `SELECT count(*) FROM recalc.attached_users_mark`).Scan(&marks); err != nil {
+			t.Fatal(err)
+		}
+		if marks != 1 {
+			t.Errorf("TRUNCATE %s left %d marks, want 1", table, marks)
+		}
+		b.run(t)
+		if err := b.admin.QueryRow(context.Background(), `SELECT count(*) FROM recalc.attached_users_mark`).Scan(&marks); err != nil {
+			t.Fatal(err)
+		}
+		if marks != 0 {
+			t.Errorf("the run after TRUNCATE %s left %d marks", table, marks)
+		}
+	}
+}

@@ -29,9 +29,9 @@ func SyncAttachedUsers(ctx context.Context, tx pgx.Tx) (bool, error) {
 	}
 	var marked bool
 	if err := tx.QueryRow(ctx, `WITH m AS (DELETE FROM recalc.attached_users_mark RETURNING 1) SELECT EXISTS (SELECT FROM m)`).Scan(&marked); err != nil {
-		return false, fmt.Errorf("read the attached users' state: %w", err)
+		return false, fmt.Errorf("take the attached users' marks: %w", err)
 	}
-	if !dirty && !marked { // detaching the users clears it
+	if !dirty && !marked { // detaching the users clears dirty; a mark left is taken here
 		return false, nil
 	}
 	cfg, err := LoadConfig(ctx, tx)
