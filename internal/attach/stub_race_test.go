@@ -163,3 +163,32 @@ func TestUsersTruncateMarks(t *testing.T) {
 		}
 	}
 }
+
+// TestUsersMarkWakesIdleWatch: a mark left with no change row (the plan
+// that read the names consumed the one its delete logged, as in
+// TestStubGoesBesideAPlan) keeps a loaded, idle `recalc watch` from
+// staying idle: its next step hands the mark to a run, which takes it.
+func TestUsersMarkWakesIdleWatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupUsers(t)
+	b.run(t)
+	live := engine.NewLive(engine.Options{}, 1000)
+	for range 2 { // the first step loads, the second finds nothing to do
+		if _, err := live.Step(ctx, b.engine, zerolog.Nop()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.exec(t, b.admin, `INSERT INTO recalc.attached_users_mark DEFAULT VALUES`)
+	rep, err := live.Step(ctx, b.engine, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var marks int
+	if err := b.admin.QueryRow(ctx, `SELECT count(*) FROM recalc.attached_users_mark`).Scan(&marks); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Run == nil || marks != 0 {
+		t.Errorf("an idle watch's step with a mark left: run %v, %d marks left; want a run that takes it", rep.Run != nil, marks)
+	}
+}
