@@ -192,3 +192,56 @@ func TestUsersMarkWakesIdleWatch(t *testing.T) {
 		t.Errorf("an idle watch's step with a mark left: run %v, %d marks left; want a run that takes it", rep.Run != nil, marks)
 	}
 }
+
+// TestUsersRemovalKeepsFastPath: with a users table attached, a record
+// deleted with a share that names an attached user leaves the users
+// section as it is, so `recalc watch` writes it on the fast path and drops
+// the mark; one whose share names a stub (a user the table no longer
+// holds) hands the step to a run, which builds the section without the
+// stub.
+func TestUsersRemovalKeepsFastPath(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		grantee string
+		fast    bool
+	}{
+		{"bob", true},
+		{"tim", false}, // deleted from the users table: a stub while the share names him
+	} {
+		t.Run(tc.grantee, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			b := setupUsers(t)
+			b.exec(t, b.app, `INSERT INTO crm.app_user (id, name, role_id) VALUES ('tim', 'Tim', 'east')`)
+			if _, err := b.recalc("import", "--merge", tempFile(t, `{"objects": [{"name": "lead", "internal_owd": "private"}]}`)); err != nil {
+				t.Fatal(err)
+			}
+			b.exec(t, b.engine, `INSERT INTO recalc.record (id, object, owner) VALUES ('L1', 'lead', 'alice')`)
+			b.run(t)
+			if _, err := b.recalc("import", "--merge", tempFile(t, `{"shares": [{"object": "lead", "record": "L1", "grantee": "user:`+tc.grantee+`", "access": "read", "cause": "manual"}]}`)); err != nil {
+				t.Fatal(err)
+			}
+			b.exec(t, b.app, `DELETE FROM crm.app_user WHERE id = 'tim'`)
+			b.run(t)
+			live := engine.NewLive(engine.Options{}, 1000)
+			if _, err := live.Step(ctx, b.engine, zerolog.Nop()); err != nil { // loads the configuration
+				t.Fatal(err)
+			}
+			b.exec(t, b.engine, `DELETE FROM recalc.record WHERE id = 'L1'`)
+			rep, err := live.Step(ctx, b.engine, zerolog.Nop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var marks int
+			var users string
+			if err := b.admin.QueryRow(ctx, `SELECT (SELECT count(*) FROM recalc.attached_users_mark), (SELECT doc::text FROM recalc.model_section WHERE name = 'users')`).Scan(&marks, &users); err != nil {
+				t.Fatal(err)
+			}
+			if rep.Fast != tc.fast || marks != 0 || strings.Contains(users, `"tim"`) {
+				t.Errorf("L1 deleted with its share to %s: fast path %v (want %v), %d marks left, tim in the users section %v; want no mark and no tim",
+					tc.grantee, rep.Fast, tc.fast, marks, strings.Contains(users, `"tim"`))
+			}
+			b.raceCheckFull(t, "after the step")
+		})
+	}
+}

@@ -198,8 +198,9 @@ func fixRoots(ctx context.Context, tx pgx.Tx, seqs []int64, only string) ([]stri
 	return ids, sp.Commit(ctx)
 }
 
-// Vacuum vacuums the change log, skipping it when another session holds a
-// conflicting lock. It is a queue: every row is inserted once and deleted
+// Vacuum vacuums the change log and the users section's marks (migration
+// 057), skipping one when another session holds a conflicting lock. Each
+// is a queue: every row is inserted once and deleted
 // once, so without vacuuming (autovacuum off, or not yet come by) each read
 // of it scans every row it ever held. It leaves the emptied pages in place
 // for new rows (TRUNCATE false): giving them back needs an exclusive lock
@@ -207,7 +208,7 @@ func fixRoots(ctx context.Context, tx pgx.Tx, seqs []int64, only string) ([]stri
 // (a 5 s stall of `recalc watch` at 1M records under write load). It
 // cannot run in a transaction.
 func Vacuum(ctx context.Context, q pg.Querier) error {
-	if _, err := q.Exec(ctx, `VACUUM (SKIP_LOCKED, TRUNCATE false) recalc.change`); err != nil {
+	if _, err := q.Exec(ctx, `VACUUM (SKIP_LOCKED, TRUNCATE false) recalc.change, recalc.attached_users_mark`); err != nil {
 		return fmt.Errorf("vacuum the change log: %w", err)
 	}
 	return nil

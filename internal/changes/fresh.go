@@ -80,10 +80,17 @@ func Idle(ctx context.Context, q pg.Querier, version int64, waiting []string, sc
 // users table is marked for rebuilding, by a team entry or share that
 // went (migration 057): only a run's plan rebuilds it, and a mark can
 // outlive the change row its delete logged, which a plan that had read
-// the names already consumed.
+// the names already consumed. First it drops the marks whose users are
+// all still attached: none of them is a stub, so the section has nothing
+// to rebuild for them (a user's removal, absorbed later under the model
+// lock, finds the name gone). Its caller holds the model lock.
 func UsersMarked(ctx context.Context, q pg.Querier) (bool, error) {
 	var marked bool
-	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.attached_users_mark)`).Scan(&marked); err != nil {
+	if err := q.QueryRow(ctx, `WITH live AS (
+			DELETE FROM recalc.attached_users_mark m WHERE m.users IS NOT NULL
+			AND NOT EXISTS (SELECT FROM unnest(m.users) n (id) WHERE NOT EXISTS (SELECT FROM recalc.attached_user u WHERE u.id = n.id))
+			RETURNING m.ctid)
+		SELECT EXISTS (SELECT FROM recalc.attached_users_mark WHERE ctid NOT IN (SELECT ctid FROM live))`).Scan(&marked); err != nil {
 		return false, fmt.Errorf("read the attached users' marks: %w", err)
 	}
 	return marked, nil
