@@ -350,17 +350,71 @@ func Absorb(ctx context.Context, tx pgx.Tx, maxKeys int) (done []Absorbed, ok bo
 	return done, true, nil
 }
 
+// AbsorbOwnerChanges absorbs in tx the writes logged for the attached
+// objects (the users table's aside) with an owner change among them, as
+// Absorb does. An import calls it last, before it commits: the wipe of an
+// owner change that committed since the import's first absorb then comes
+// before the manual shares the import wrote, which it spares (migration
+// 058), as in the commit order. Only an owner change committed after this
+// absorb wipes them, at the next absorb: it committed after the import.
+func AbsorbOwnerChanges(ctx context.Context, tx pgx.Tx) ([]Absorbed, error) {
+	rows, err := tx.Query(ctx, `SELECT c.object, sum(cardinality(c.keys))::bigint, bool_or(c.kind = 'attached_all') FROM recalc.change c
+		WHERE c.kind IN ('attached', 'attached_all') AND c.object <> $1
+		  AND c.object IN (SELECT r.object FROM recalc.change r WHERE r.kind = 'attached' AND r.effect = 'reowned')
+		GROUP BY c.object ORDER BY 1`, model.UsersAttachment)
+	if err != nil {
+		return nil, wrapAbsorb(err)
+	}
+	type pending struct {
+		Object string
+		Keys   int64
+		Whole  bool
+	}
+	objects, err := pgx.CollectRows(rows, pgx.RowToStructByPos[pending])
+	if err != nil || len(objects) == 0 {
+		return nil, wrapAbsorb(err)
+	}
+	var saved string
+	if err := tx.QueryRow(ctx, `SELECT current_setting('statement_timeout')`).Scan(&saved); err != nil {
+		return nil, wrapAbsorb(err)
+	}
+	var done []Absorbed
+	for _, o := range objects {
+		a, found, err := absorbOne(ctx, tx, o.Object, absorbTimeout(o.Keys, o.Whole))
+		if err != nil {
+			return nil, wrapAbsorb(err)
+		}
+		if found {
+			done = append(done, a)
+		}
+	}
+	if _, err := tx.Exec(ctx, `SELECT set_config('statement_timeout', $1, true)`, saved); err != nil {
+		return nil, wrapAbsorb(err)
+	}
+	return done, nil
+}
+
 // absorbOne absorbs the change rows logged for object, in a statement of
 // its own under timeout: the application's code may run in its read (as
 // the sandbox role, SECURITY.md) and must not hold the engine up for long.
 // found is false when no change row was left to absorb. It leaves the
 // session's statement_timeout at timeout.
+//
+// While it re-reads the rows, the setting recalc.absorbing is on: recalc.record's
+// trigger then spares the manual shares tx itself wrote when a record's owner
+// changes (migration 058, AbsorbOwnerChanges).
 func absorbOne(ctx context.Context, tx pgx.Tx, object string, timeout time.Duration) (a Absorbed, found bool, err error) {
-	if _, err := tx.Exec(ctx, `SELECT set_config('statement_timeout', $1, true)`, fmt.Sprintf("%dms", timeout.Milliseconds())); err != nil {
+	if _, err := tx.Exec(ctx, `SELECT set_config('statement_timeout', $1, true), set_config('recalc.absorbing', 'on', true)`,
+		fmt.Sprintf("%dms", timeout.Milliseconds())); err != nil {
 		return a, false, err
 	}
 	err = tx.QueryRow(ctx, `SELECT object, keys, absorbed, coalesce(error_code, '') FROM recalc.attach_absorb_one($1)`, object).
 		Scan(&a.Object, &a.Keys, &a.Absorbed, &a.Code)
+	if err == nil || err == pgx.ErrNoRows {
+		if _, err := tx.Exec(ctx, `SELECT set_config('recalc.absorbing', '', true)`); err != nil {
+			return a, false, err
+		}
+	}
 	if err == pgx.ErrNoRows {
 		return a, false, nil
 	}

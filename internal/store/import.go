@@ -129,12 +129,32 @@ func ImportWith(ctx context.Context, pool *pgxpool.Pool, r io.Reader, lim model.
 				return err
 			}
 		}
-		return analyze(ctx, tx, res)
+		if err := analyze(ctx, tx, res); err != nil {
+			return err
+		}
+		return absorbLast(ctx, tx, res)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// absorbLast absorbs, just before an import with shares commits, the
+// writes to attached tables with an owner change logged since its first
+// absorb: their wipe of manual shares comes before the import's shares,
+// which it spares, as in the commit order (changes.AbsorbOwnerChanges,
+// migration 058). Shares on the records of an object whose writes it could
+// not absorb are refused, as at the first absorb.
+func absorbLast(ctx context.Context, tx pgx.Tx, res *Result) error {
+	if res.Shares == 0 {
+		return nil
+	}
+	absorbed, err := changes.AbsorbOwnerChanges(ctx, tx)
+	if err != nil {
+		return err
+	}
+	return onWaitingRecords(ctx, tx, absorbed)
 }
 
 // analyze refreshes the statistics of the tables a bulk import rewrote. They
@@ -228,7 +248,9 @@ func ImportTxWith(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits,
 	// mirrored first, the users table's into the users section, as a run
 	// does: their effects then come in commit order with the import's own
 	// (an owner change wipes the manual shares it finds, not those this
-	// import adds), and the import is checked against them.
+	// import adds), and the import is checked against them. ImportWith
+	// absorbs the owner changes committed since once more, last
+	// (absorbLast).
 	absorbed, _, err := changes.Absorb(ctx, tx, 0)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,196 @@
+package attach_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/dburl"
+	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/store"
+	"github.com/recalc-dev/recalc/internal/testkit"
+)
+
+// holdSQL is a query tracer that holds the first query match accepts at
+// its start until release is closed, after closing reached.
+type holdSQL struct {
+	match            func(sql string) bool
+	reached, release chan struct{}
+	once, freed      sync.Once
+}
+
+func (h *holdSQL) free() { h.freed.Do(func() { close(h.release) }) }
+
+func (h *holdSQL) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	if h.match(data.SQL) {
+		h.once.Do(func() { close(h.reached); <-h.release })
+	}
+	return ctx
+}
+
+func (h *holdSQL) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// TestImportBesideAnOwnerChange: application transaction A changes the
+// owner of attached account:1, which has a manual share (carol's), while
+// import T merges a manual share for erin on it; A commits at each point
+// of T. Carol's share, older than both, goes in every order where A
+// commits. Erin's stays when A committed before T's last absorb, just
+// before T commits (docs/attach.md): A's wipe comes first, as in a serial
+// order where A commits before T, and as the same owner change written to
+// recalc.record would (T's lock on the record orders them). It goes when A
+// commits after T's last absorb, its wipe then coming after T's share, and
+// stays when A rolls back. When T's last absorb cannot take A's owner
+// change (the table locked), T is refused, as at its first absorb. Before version 58, an owner change committed
+// after T's first absorb wiped erin's share at the next absorb, though it
+// committed before T.
+func TestImportBesideAnOwnerChange(t *testing.T) {
+	t.Parallel()
+	afterAbsorb := func(sql string) bool { return strings.Contains(sql, "CREATE TEMP TABLE stage (") }
+	atCommit := func(sql string) bool { return strings.EqualFold(strings.TrimSpace(sql), "commit") }
+	const reown = `UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`
+	for _, tc := range []struct {
+		name      string
+		holdAt    func(string) bool // where T waits while A ends (nil: T is not held)
+		writeLate bool              // A writes while T is held, not before T starts
+		endBefore bool              // A ends before T starts
+		endAfter  bool              // A ends after T commits
+		rollback  bool
+		lockTable bool // the application locks the table after A ends, until T ends
+		wantErin  bool
+	}{
+		{name: "committed before the import", endBefore: true, wantErin: true},
+		{name: "committed after the import's first absorb", holdAt: afterAbsorb, wantErin: true},
+		{name: "written and committed after the import's first absorb", holdAt: afterAbsorb, writeLate: true, wantErin: true},
+		{name: "committed as the import commits", holdAt: atCommit, wantErin: false},
+		{name: "committed after the import", endAfter: true, wantErin: false},
+		{name: "committed after the import's first absorb, the table locked at its last", holdAt: afterAbsorb, writeLate: true, lockTable: true},
+		{name: "rolled back after the import's first absorb", holdAt: afterAbsorb, rollback: true, wantErin: true},
+		{name: "rolled back after the import", endAfter: true, rollback: true, wantErin: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			b := setup(t)
+			b.mustAttach(t, crmSpec)
+			b.run(t)
+			if _, err := testkit.ImportString(ctx, b.engine,
+				`{"shares": [{"object": "account", "record": "account:1", "grantee": "user:carol", "access": "edit", "cause": "manual"}]}`); err != nil {
+				t.Fatal(err)
+			}
+			b.run(t)
+
+			var a pgx.Tx
+			if !tc.writeLate {
+				a, _ = hold(t, b.app, reown)
+			}
+			end := func() {
+				t.Helper()
+				if tc.writeLate {
+					a, _ = hold(t, b.app, reown)
+				}
+				var err error
+				if tc.rollback {
+					err = a.Rollback(ctx)
+				} else {
+					err = a.Commit(ctx)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.endBefore {
+				end()
+			}
+
+			h := &holdSQL{match: func(string) bool { return false }, reached: make(chan struct{}), release: make(chan struct{})}
+			if tc.holdAt != nil {
+				h.match = tc.holdAt
+			}
+			cfg, err := pgxpool.ParseConfig(dburl.WithUser(b.url, b.engineRole))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.ConnConfig.Tracer = h
+			pool, err := pgxpool.NewWithConfig(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pool.Close()
+			defer h.free()
+			done := make(chan error, 1)
+			go func() {
+				_, err := store.ImportWith(ctx, pool, strings.NewReader(
+					`{"shares": [{"object": "account", "record": "account:1", "grantee": "user:erin", "access": "edit", "cause": "manual"}]}`),
+					model.DefaultLimits(), zerolog.Nop(), nil, store.Options{Merge: true})
+				done <- err
+			}()
+			var lock pgx.Tx
+			if tc.holdAt != nil {
+				select {
+				case <-h.reached:
+				case err := <-done:
+					t.Fatalf("the import ended before its hold: %v", err)
+				case <-time.After(30 * time.Second):
+					t.Fatal("the import never reached its hold")
+				}
+				end()
+				if tc.lockTable {
+					lock, _ = hold(t, b.app, `LOCK TABLE crm.account IN ACCESS EXCLUSIVE MODE`)
+				}
+				h.free()
+			}
+			err = <-done
+			switch {
+			case tc.lockTable:
+				// Its last absorb could not take the owner change: the
+				// share would go with it at the next absorb.
+				if err == nil || !strings.Contains(err.Error(), "attached object account, whose writes wait") {
+					t.Fatalf("import beside a locked table at its last absorb: %v, want refused", err)
+				}
+				if err := lock.Rollback(ctx); err != nil {
+					t.Fatal(err)
+				}
+				b.exec(t, b.engine, `DELETE FROM recalc.attach_stuck`) // try it at once
+			case err != nil:
+				t.Fatalf("import: %v", err)
+			}
+			if tc.endAfter {
+				end()
+			}
+
+			b.run(t)
+			wantOwner := "dave"
+			if tc.rollback {
+				wantOwner = "bob"
+			}
+			if _, owner := b.recordOf(t, "account:1"); owner != wantOwner {
+				t.Errorf("account:1 owned by %q, want %s", owner, wantOwner)
+			}
+			var carol, erin bool
+			if err := b.admin.QueryRow(ctx, `SELECT
+				EXISTS (SELECT FROM recalc.share_input WHERE record = 'account:1' AND grantee = 'user:carol'),
+				EXISTS (SELECT FROM recalc.share_input WHERE record = 'account:1' AND grantee = 'user:erin')`).Scan(&carol, &erin); err != nil {
+				t.Fatal(err)
+			}
+			if carol != tc.rollback {
+				t.Errorf("carol's manual share, older than the owner change: kept %v, want %v", carol, tc.rollback)
+			}
+			if erin != tc.wantErin {
+				t.Errorf("erin's manual share, imported beside the owner change: kept %v, want %v", erin, tc.wantErin)
+			}
+			var l string
+			if err := b.admin.QueryRow(ctx, `SELECT recalc.access_level('erin', 'account:1')`).Scan(&l); err != nil {
+				t.Fatal(err)
+			}
+			if (l == "edit") != tc.wantErin {
+				t.Errorf("erin's access to account:1 after the run: %s, want edit exactly when her share stays", l)
+			}
+		})
+	}
+}
