@@ -84,13 +84,20 @@ func Idle(ctx context.Context, q pg.Querier, version int64, waiting []string, sc
 // all still attached: none of them is a stub, so the section has nothing
 // to rebuild for them (a user's removal, absorbed later under the model
 // lock, finds the name gone). Its caller holds the model lock.
+//
+// The marks left are those the delete's condition refuses, read from the
+// same snapshot (a data-modifying WITH runs to completion, read or not),
+// each tested on its own: in linear time. Telling them from the deleted
+// ones by `ctid NOT IN (the deleted)` checked every mark against the whole
+// list once it outgrew work_mem's hash table, quadratic in the marks a
+// writer's statements left (TestUsersMarksDroppedInLinearTime).
 func UsersMarked(ctx context.Context, q pg.Querier) (bool, error) {
 	var marked bool
 	if err := q.QueryRow(ctx, `WITH live AS (
 			DELETE FROM recalc.attached_users_mark m WHERE m.users IS NOT NULL
-			AND NOT EXISTS (SELECT FROM unnest(m.users) n (id) WHERE NOT EXISTS (SELECT FROM recalc.attached_user u WHERE u.id = n.id))
-			RETURNING m.ctid)
-		SELECT EXISTS (SELECT FROM recalc.attached_users_mark WHERE ctid NOT IN (SELECT ctid FROM live))`).Scan(&marked); err != nil {
+			AND NOT EXISTS (SELECT FROM unnest(m.users) n (id) WHERE NOT EXISTS (SELECT FROM recalc.attached_user u WHERE u.id = n.id)))
+		SELECT EXISTS (SELECT FROM recalc.attached_users_mark m WHERE m.users IS NULL
+			OR EXISTS (SELECT FROM unnest(m.users) n (id) WHERE NOT EXISTS (SELECT FROM recalc.attached_user u WHERE u.id = n.id)))`).Scan(&marked); err != nil {
 		return false, fmt.Errorf("read the attached users' marks: %w", err)
 	}
 	return marked, nil
