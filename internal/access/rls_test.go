@@ -48,17 +48,7 @@ func setup(t *testing.T) *bundle {
 	if _, err := b.pool.Exec(b.ctx, `CREATE ROLE `+b.role+` NOLOGIN NOSUPERUSER NOBYPASSRLS`); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		// The role's grants in this database would keep DROP ROLE from
-		// succeeding: they go first.
-		_, _ = b.pool.Exec(context.Background(), `DROP OWNED BY `+b.role)
-		if c, err := pgx.Connect(context.Background(), testdb.AdminURL()); err == nil {
-			defer c.Close(context.Background())
-			if _, err := c.Exec(context.Background(), `DROP ROLE IF EXISTS `+b.role); err != nil {
-				t.Errorf("drop test role: %v", err)
-			}
-		}
-	})
+	testdb.DropRoles(t, b.pool.Config().ConnString(), name)
 	b.tx(t, func(tx pgx.Tx) error { return access.Grant(b.ctx, tx, access.Reader, name) })
 	return b
 }

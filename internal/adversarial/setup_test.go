@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -146,14 +145,14 @@ func setup(t *testing.T) *bundle {
 		stmts = append(stmts, `CREATE ROLE `+ident(r)+` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE`,
 			`GRANT CONNECT ON DATABASE `+db+` TO `+ident(r))
 	}
+	// Registered before the pools, so that without testdb.Main it runs
+	// after they are closed.
+	testdb.DropRoles(t, b.url, roles...)
 	for _, s := range stmts {
 		if _, err := b.admin.Exec(ctx, s); err != nil {
-			dropRoles(t, b.url, roles)
 			t.Fatalf("%s: %v", s, err)
 		}
 	}
-	// Registered before the pools, so it runs after they are closed.
-	t.Cleanup(func() { dropRoles(t, b.url, roles) })
 
 	b.engine = openPool(t, dburl.WithUser(b.url, b.engineRole))
 	b.reader = openPool(t, dburl.WithUser(b.url, b.readerRole))
@@ -205,35 +204,6 @@ func (b *bundle) connect(t *testing.T, role string) *pgx.Conn {
 	}
 	t.Cleanup(func() { c.Close(context.Background()) })
 	return c
-}
-
-// dropRoles drops the test's roles and everything they own or were granted.
-func dropRoles(t *testing.T, conn string, roles []string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := pgx.Connect(ctx, conn)
-	if err != nil {
-		t.Errorf("drop roles: %v", err)
-		return
-	}
-	defer c.Close(ctx)
-	var q []string
-	for _, r := range roles {
-		var exists bool
-		if err := c.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, r).Scan(&exists); err == nil && exists {
-			q = append(q, ident(r))
-		}
-	}
-	if len(q) == 0 {
-		return
-	}
-	list := strings.Join(q, ", ")
-	if _, err := c.Exec(ctx, `DROP OWNED BY `+list+` CASCADE`); err != nil {
-		t.Errorf("drop owned by %s: %v", list, err)
-	}
-	if _, err := c.Exec(ctx, `DROP ROLE `+list); err != nil {
-		t.Errorf("drop roles %s: %v", list, err)
-	}
 }
 
 // recalc runs the recalc command line as the engine role and returns its

@@ -14,6 +14,7 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/dburl"
 	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
 // TestReadsTakeApplicationIDs: for attached objects, access_level,
@@ -39,7 +40,7 @@ func TestReadsTakeApplicationIDs(t *testing.T) {
 	var tok [4]byte
 	_, _ = rand.Read(tok[:])
 	readerRole := "attach_reader_" + hex.EncodeToString(tok[:])
-	t.Cleanup(func() { dropRoles(b.url, readerRole) })
+	testdb.DropRoles(t, b.url, readerRole)
 	var db string
 	if err := b.admin.QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
 // charIDSpec attaches account and case to tables keyed by char(36), as
@@ -61,7 +62,7 @@ func TestCharIDsWriteGuard(t *testing.T) {
 		}
 	}
 	role := "attach_writer_" + b.appRole[len("attach_app_"):]
-	t.Cleanup(func() { dropRoles(b.url, role) })
+	testdb.DropRoles(t, b.url, role)
 	b.exec(t, b.admin, `ALTER ROLE `+ident(b.engineRole)+` BYPASSRLS`,
 		`CREATE ROLE `+ident(role)+` NOLOGIN NOSUPERUSER`, `GRANT USAGE ON SCHEMA crm TO `+ident(role),
 		`GRANT SELECT, INSERT, UPDATE ON crm.s_account, crm.s_case TO `+ident(role))

@@ -21,6 +21,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/dburl"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
+	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/internal/testkit"
 	"github.com/recalc-dev/recalc/schema"
 )
@@ -703,7 +704,7 @@ func (b *bundle) crm3RLS(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
 	web := "crm3_web_" + b.appRole[len("attach_app_"):]
-	t.Cleanup(func() { dropRoles(b.url, web) })
+	testdb.DropRoles(t, b.url, web)
 	b.exec(t, b.admin,
 		`CREATE ROLE `+ident(web)+` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE`,
 		`GRANT CONNECT ON DATABASE `+ident(dbName(t, b.url))+` TO `+ident(web),

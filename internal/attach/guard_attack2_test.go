@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/recalc-dev/recalc/internal/access"
+	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
 // Second round of attacks on the write guard (migration 034).
@@ -22,7 +23,7 @@ func TestGuardAttack2SetRoleToInsertRole(t *testing.T) {
 	t.Parallel()
 	b, role := setupWritePolicies(t)
 	user := "atk_" + b.appRole[len("attach_app_"):]
-	t.Cleanup(func() { dropRoles(b.url, user) })
+	testdb.DropRoles(t, b.url, user)
 	b.exec(t, b.admin, `CREATE ROLE `+ident(user)+` NOLOGIN NOSUPERUSER`, `GRANT `+ident(role)+` TO `+ident(user),
 		`INSERT INTO crm.app_user VALUES ('`+user+`', 'Attacker')`)
 	if _, err := b.recalc("import", "--merge", tempFile(t, `{"users": [{"id": "`+user+`"}]}`)); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/dburl"
+	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/internal/testkit"
 )
 
@@ -136,7 +137,7 @@ func TestWriterCannotWriteAttachedRecords(t *testing.T) {
 	b := setup(t)
 	ctx := context.Background()
 	writer := "attach_writer_" + strings.TrimPrefix(b.engineRole, "attach_engine_")
-	t.Cleanup(func() { dropRoles(b.url, writer) })
+	testdb.DropRoles(t, b.url, writer)
 	b.exec(t, b.admin, `CREATE ROLE `+ident(writer)+` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE`,
 		`GRANT CONNECT ON DATABASE `+ident(dbName(t, b.url))+` TO `+ident(writer))
 	if err := pgx.BeginFunc(ctx, b.engine, func(tx pgx.Tx) error { return access.Grant(ctx, tx, access.Writer, writer) }); err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
 // TestRLSWriteGuard: the write guard (migration 034) sees a write's old and
@@ -181,7 +182,7 @@ func TestRLSWriteGuardAcrossAbsorbs(t *testing.T) {
 
 	// An insert role that is no reader.
 	ins := "attach_ins_" + b.appRole[len("attach_app_"):]
-	t.Cleanup(func() { dropRoles(b.url, ins) })
+	testdb.DropRoles(t, b.url, ins)
 	b.exec(t, b.admin, `CREATE ROLE `+ident(ins)+` NOLOGIN NOSUPERUSER`, `GRANT USAGE ON SCHEMA crm TO `+ident(ins),
 		`GRANT INSERT ON crm.opportunity TO `+ident(ins))
 	b.enablePolicies(t, protectedTables[1], access.RLS{Force: true, InsertRole: ins})

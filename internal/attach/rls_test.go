@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/recalc-dev/recalc/internal/access"
+	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
 // TestRLSOnAttachedTables installs both policies on attached tables with
@@ -23,7 +24,7 @@ func TestRLSOnAttachedTables(t *testing.T) {
 		(gen_random_uuid(), 2, 'dave', 'won', 5000, NULL), (gen_random_uuid(), 3, 'zed', 'lost', 10, NULL)`)
 	b.run(t)
 	reader := "attach_reader_" + b.appRole[len("attach_app_"):]
-	t.Cleanup(func() { dropRoles(b.url, reader) })
+	testdb.DropRoles(t, b.url, reader)
 	b.exec(t, b.admin, `CREATE ROLE `+ident(reader)+` NOLOGIN NOSUPERUSER`,
 		`GRANT USAGE ON SCHEMA crm, support TO `+ident(reader),
 		`GRANT SELECT ON crm.account, crm.opportunity, support."case" TO `+ident(reader))

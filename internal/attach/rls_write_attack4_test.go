@@ -11,6 +11,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/dburl"
 	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
 // Fourth round of attacks on the write paths of row-level security on
@@ -377,7 +378,7 @@ func TestRLSWriteAttack4HostileUserRole(t *testing.T) {
 	b, _ := setupWritePolicies(t)
 	ctx := context.Background()
 	atk := "atk4_" + b.appRole[len("attach_app_"):]
-	t.Cleanup(func() { dropRoles(b.url, atk) })
+	testdb.DropRoles(t, b.url, atk)
 	b.exec(t, b.admin, `CREATE ROLE `+ident(atk)+` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE`,
 		`GRANT CONNECT ON DATABASE `+ident(dbName(t, b.url))+` TO `+ident(atk),
 		`GRANT USAGE ON SCHEMA crm TO `+ident(atk),

@@ -12,6 +12,7 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
 // protectedTable is a protected CRM table: name as rls enable takes it, quoted
@@ -40,7 +41,7 @@ func setupWritePolicies(t *testing.T) (*bundle, string) {
 	b.run(t)
 	b.exec(t, b.admin, `ALTER ROLE `+ident(b.engineRole)+` BYPASSRLS`)
 	role := "attach_writer_" + b.appRole[len("attach_app_"):]
-	t.Cleanup(func() { dropRoles(b.url, role) })
+	testdb.DropRoles(t, b.url, role)
 	b.exec(t, b.admin, `CREATE ROLE `+ident(role)+` NOLOGIN NOSUPERUSER`,
 		`GRANT USAGE ON SCHEMA crm, support TO `+ident(role),
 		`GRANT SELECT, INSERT, UPDATE, DELETE ON crm.account, crm.opportunity, support."case", crm.app_user TO `+ident(role))

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -143,7 +142,7 @@ func newBundle(t *testing.T, engineSchemas, appSchemas []string) *bundle {
 	b.engineRole, b.appRole = "attach_engine_"+hex.EncodeToString(tok[:]), "attach_app_"+hex.EncodeToString(tok[:])
 	eng, app := ident(b.engineRole), ident(b.appRole)
 	b.admin = openPool(t, b.url)
-	t.Cleanup(func() { dropRoles(b.url, sandboxRole(b.engineRole), b.engineRole, b.appRole) })
+	testdb.DropRoles(t, b.url, sandboxRole(b.engineRole), b.engineRole, b.appRole)
 	stmts := []string{
 		`CREATE ROLE ` + eng + ` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT`,
 		`CREATE ROLE ` + ident(sandboxRole(b.engineRole)) + ` NOLOGIN`,
@@ -195,21 +194,6 @@ func openPool(t *testing.T, conn string) *pgxpool.Pool {
 	}
 	t.Cleanup(p.Close)
 	return p
-}
-
-// dropRoles drops the test's roles and what they own.
-func dropRoles(conn string, roles ...string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := pgx.Connect(ctx, conn)
-	if err != nil {
-		return
-	}
-	defer c.Close(ctx)
-	for _, r := range roles {
-		_, _ = c.Exec(ctx, `DROP OWNED BY `+ident(r)+` CASCADE`)
-		_, _ = c.Exec(ctx, `DROP ROLE IF EXISTS `+ident(r))
-	}
 }
 
 // appMu serializes command lines (urfave/cli's help flag is a package variable).

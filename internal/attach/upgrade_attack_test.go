@@ -133,7 +133,7 @@ func setupOldSchema(t *testing.T, commit string) *upgradeEnv {
 	u.bundle = newBundle(t, nil, []string{"crm"})
 	tok := u.appRole[len("attach_app_"):]
 	u.reader, u.writer = "h91_reader_"+tok, "h91_writer_"+tok
-	t.Cleanup(func() { dropRoles(u.url, u.reader, u.writer) })
+	testdb.DropRoles(t, u.url, u.reader, u.writer)
 	db := ident(dbName(t, u.url))
 	u.exec(t, u.admin, `CREATE ROLE `+ident(u.reader)+` LOGIN NOSUPERUSER`, `CREATE ROLE `+ident(u.writer)+` LOGIN NOSUPERUSER`,
 		`GRANT CONNECT ON DATABASE `+db+` TO `+ident(u.reader)+`, `+ident(u.writer),
@@ -408,7 +408,7 @@ func TestUpgradeAsSuperuserIsRefused(t *testing.T) {
 		t.Fatalf("the owner's upgrade after the refusal: %v", err)
 	}
 	late := "h91_late_" + u.appRole[len("attach_app_"):]
-	t.Cleanup(func() { dropRoles(u.url, late) })
+	testdb.DropRoles(t, u.url, late)
 	u.exec(t, u.admin, `CREATE ROLE `+ident(late)+` NOLOGIN`)
 	if out, err := u.recalc("grant", "reader", late); err != nil {
 		t.Errorf("recalc grant reader after the owner's upgrade: %v\n%s", err, out)

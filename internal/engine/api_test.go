@@ -95,14 +95,7 @@ func TestRowLevelSecurity(t *testing.T) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(ctx, testdb.AdminURL())
-		if err == nil {
-			defer c.Close(ctx)
-			// The role owns nothing but grants in the test database, dropped with it.
-			_, _ = c.Exec(ctx, `DROP ROLE IF EXISTS `+q)
-		}
-	})
+	testdb.DropRoles(t, pool.Config().ConnString(), role)
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if err := access.Grant(ctx, tx, access.Reader, role); err != nil {
 			return err
@@ -198,12 +191,7 @@ func TestRowLevelSecurityUserFromRole(t *testing.T) {
 		if _, err := pool.Exec(ctx, `CREATE ROLE `+q+` NOLOGIN NOSUPERUSER; GRANT SELECT ON public.crm_account TO `+q); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() {
-			if c, err := pgx.Connect(ctx, testdb.AdminURL()); err == nil {
-				defer c.Close(ctx)
-				_, _ = c.Exec(ctx, `DROP ROLE IF EXISTS `+q)
-			}
-		})
+		testdb.DropRoles(t, pool.Config().ConnString(), role)
 	}
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		for _, role := range []string{alice, bob} {

@@ -8,6 +8,9 @@
 // for every DROP DATABASE, and a test that waits for it (and for the
 // flush of every dirty page on the server) holds its parallel slot idle.
 // Main also drops the test databases a killed test process left behind.
+// The roles a test registers with DropRoles go after the databases, and
+// every create and drop shares one small admin pool: a new PostgreSQL
+// session costs tens of milliseconds of server time on a small machine.
 //
 // A migrated database is a copy of a template that holds recalc's schema
 // (CREATE DATABASE ... TEMPLATE), which is cheaper than migrating each. The
@@ -93,6 +96,7 @@ type spentDBs struct {
 	sync.Mutex
 	main  bool
 	names []string
+	roles [][]string // each test's roles, dropped after the databases
 }
 
 // spent is this test process's.
@@ -109,8 +113,8 @@ func Main(m *testing.M) int {
 	spent.Unlock()
 	code := m.Run()
 	spent.Lock()
-	names := spent.names
-	spent.main, spent.names = false, nil
+	names, roles := spent.names, spent.roles
+	spent.main, spent.names, spent.roles = false, nil, nil
 	spent.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -119,7 +123,14 @@ func Main(m *testing.M) int {
 	for _, name := range names {
 		g.Go(func() error { return Drop(ctx, name) })
 	}
-	if err := g.Wait(); err != nil {
+	err := g.Wait()
+	if err == nil {
+		err = dropRoleSets(ctx, roles)
+	}
+	if admins.pool != nil {
+		admins.pool.Close()
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return max(code, 1)
 	}
@@ -171,6 +182,70 @@ func (s *spentDBs) keep(name string) bool {
 	return s.main
 }
 
+// keepRoles keeps roles for Main to drop, and reports whether it did.
+func (s *spentDBs) keepRoles(roles []string) bool {
+	s.Lock()
+	defer s.Unlock()
+	if s.main {
+		s.roles = append(s.roles, roles)
+	}
+	return s.main
+}
+
+// DropRoles drops roles when the test ends. They may own objects and hold
+// privileges in the test's database conn only. Under Main they are dropped
+// after the databases, on the admin pool, so that the drop opens no session
+// of its own; otherwise at once, with what they own in conn. A role that
+// does not exist is skipped.
+func DropRoles(t testing.TB, conn string, roles ...string) {
+	t.Helper()
+	t.Cleanup(func() {
+		if spent.keepRoles(roles) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := dropRolesIn(ctx, conn, roles); err != nil {
+			t.Errorf("drop roles %v: %v", roles, err)
+		}
+	})
+}
+
+// dropRolesIn drops the roles that exist among roles, and what they own,
+// in database conn.
+func dropRolesIn(ctx context.Context, conn string, roles []string) error {
+	c, err := pgx.Connect(ctx, conn)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.Background())
+	var list []string
+	if err := c.QueryRow(ctx, `SELECT coalesce(array_agg(rolname::text), '{}') FROM pg_roles WHERE rolname = ANY ($1)`, roles).Scan(&list); err != nil {
+		return err
+	}
+	if len(list) == 0 {
+		return nil
+	}
+	all := identList(list)
+	if _, err := c.Exec(ctx, `DROP OWNED BY `+all+` CASCADE`); err != nil {
+		return err
+	}
+	_, err = c.Exec(ctx, `DROP ROLE `+all)
+	return err
+}
+
+// dropRoleSets drops each set of roles, whose databases are gone, on the
+// admin pool.
+func dropRoleSets(ctx context.Context, sets [][]string) error {
+	var errs []error
+	for _, roles := range sets {
+		if err := admin(ctx, `DROP ROLE IF EXISTS `+identList(roles)); err != nil {
+			errs = append(errs, fmt.Errorf("drop roles %v: %w", roles, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Create creates a database, empty or a copy of template when not "", and
 // returns its name. The caller drops it (Drop): for a database that outlives
 // one test, such as a template a TestMain drops; tests use New or Clone.
@@ -197,12 +272,16 @@ func Create(ctx context.Context, template string) (string, error) {
 // Drop drops database name, a template or not, ending the sessions still
 // connected to it.
 func Drop(ctx context.Context, name string) error {
-	c, err := pgx.Connect(ctx, AdminURL())
+	pool, err := adminPool()
+	if err != nil {
+		return fmt.Errorf("drop test database %s: %w", name, err)
+	}
+	c, err := pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("drop test database %s: connect to the test server: %w", name, err)
 	}
-	defer c.Close(context.Background())
-	if err := drop(ctx, c, name); err != nil {
+	defer c.Release()
+	if err := drop(ctx, c.Conn(), name); err != nil {
 		return fmt.Errorf("drop test database %s: %w", name, err)
 	}
 	return nil
@@ -370,22 +449,58 @@ func dropStale(ctx context.Context, conn *pgx.Conn) error {
 	return nil
 }
 
-// admin runs statements on a connection of its own to the test server.
+// admin runs statements, in order, on the process's admin pool: a few
+// connections to the test server as DATABASE_URL's user, opened once and
+// shared by every test of the process. A new PostgreSQL session costs tens
+// of milliseconds of server time on a small virtual machine (fork and page
+// faults), and a package's tests create and drop hundreds of databases and
+// roles.
 func admin(ctx context.Context, stmts ...string) error {
-	c, err := pgx.Connect(ctx, AdminURL())
+	pool, err := adminPool()
 	if err != nil {
-		return fmt.Errorf("connect to the test server: %w", err)
+		return err
 	}
-	defer c.Close(context.Background())
 	for _, s := range stmts {
-		if _, err := c.Exec(ctx, s); err != nil {
+		if _, err := pool.Exec(ctx, s); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func ident(s string) string   { return pgx.Identifier{s}.Sanitize() }
+// adminPool returns the process's admin pool, opening it on first use.
+func adminPool() (*pgxpool.Pool, error) {
+	admins.once.Do(func() {
+		cfg, err := pgxpool.ParseConfig(AdminURL())
+		if err != nil {
+			admins.err = fmt.Errorf("parse DATABASE_URL: %w", err)
+			return
+		}
+		cfg.MaxConns = 4
+		if admins.pool, err = pgxpool.NewWithConfig(context.Background(), cfg); err != nil {
+			admins.err = fmt.Errorf("connect to the test server: %w", err)
+		}
+	})
+	return admins.pool, admins.err
+}
+
+// admins is the process's admin pool, opened once (adminPool).
+var admins struct {
+	once sync.Once
+	pool *pgxpool.Pool
+	err  error
+}
+
+func ident(s string) string { return pgx.Identifier{s}.Sanitize() }
+
+// identList quotes names as identifiers, comma separated.
+func identList(names []string) string {
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = ident(n)
+	}
+	return strings.Join(quoted, ", ")
+}
 func literal(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 func token() string {
