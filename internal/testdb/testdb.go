@@ -9,8 +9,10 @@
 // flush of every dirty page on the server) holds its parallel slot idle.
 // Main also drops the test databases a killed test process left behind.
 // The roles a test registers with DropRoles go after the databases, and
-// every create and drop shares one small admin pool: a new PostgreSQL
-// session costs tens of milliseconds of server time on a small machine.
+// the test databases' creates and drops share one small admin pool (the
+// schema template's maker keeps a session of its own for its advisory
+// lock): a new PostgreSQL session costs tens of milliseconds of server
+// time on a small machine.
 //
 // A migrated database is a copy of a template that holds recalc's schema
 // (CREATE DATABASE ... TEMPLATE), which is cheaper than migrating each. The
