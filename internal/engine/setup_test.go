@@ -5,6 +5,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
@@ -90,6 +91,18 @@ func (b *bundle) exec(t *testing.T, stmts ...string) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
+}
+
+// begin begins a transaction on b's pool, rolled back at the test's end
+// unless committed before.
+func (b *bundle) begin(t *testing.T) pgx.Tx {
+	t.Helper()
+	tx, err := b.pool.Begin(b.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	return tx
 }
 
 // access reads the materialized access as CSV.

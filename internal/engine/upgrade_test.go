@@ -109,7 +109,7 @@ func refuseFinish(t *testing.T, b *bundle, _ *engine.Live, upgrade func()) error
 		_, err := engine.Full(b.ctx, b.pool, engine.Options{}, zerolog.Nop())
 		done <- err
 	}()
-	waitForLockWait(t, b)
+	waitForLockWait(t, b, "true")
 	upgrade()
 	if err := staging.Rollback(b.ctx); err != nil {
 		t.Fatal(err)
@@ -128,15 +128,15 @@ func (b *bundle) count(t *testing.T, table string) int {
 }
 
 // waitForLockWait waits, up to 20 s, until a session of b's database waits
-// for a lock.
-func waitForLockWait(t *testing.T, b *bundle) {
+// for a lock and matches cond, a condition on pg_stat_activity with args.
+func waitForLockWait(t *testing.T, b *bundle, cond string, args ...any) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
 	defer cancel()
 	for {
 		var waiting bool
 		if err := b.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&waiting); err != nil {
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND (`+cond+`))`, args...).Scan(&waiting); err != nil {
 			t.Fatalf("wait for a lock wait: %v", err)
 		}
 		if waiting {

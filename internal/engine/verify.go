@@ -97,22 +97,51 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zero
 			return nil, err
 		}
 	}
+	rep := &VerifyReport{Sources: sources, Repaired: opt.Repair}
 	v, err := loadVerification(ctx, pool, opt)
 	if err != nil {
-		return nil, err
+		return nil, stopped(rep, err)
 	}
-	rep := &VerifyReport{Sources: sources, Repaired: opt.Repair}
 	var skipped int
-	if rep.ShareRows, rep.RecordRows, skipped, err = v.families(ctx, pool); err != nil {
-		return nil, fmt.Errorf("verify families: %w", err)
+	rep.ShareRows, rep.RecordRows, skipped, err = v.families(ctx, pool)
+	if err != nil {
+		return nil, stopped(rep, fmt.Errorf("verify families: %w", err))
 	}
 	rep.Families, rep.Skipped = len(v.roots)-skipped, len(v.pending)+skipped
 	if rep.ClosureMissing, rep.ClosureExtra, rep.ClosureSkipped, err = v.closure(ctx, pool); err != nil {
-		return nil, fmt.Errorf("verify closure: %w", err)
+		return nil, stopped(rep, fmt.Errorf("verify closure: %w", err))
 	}
 	log.Info().Int("families", rep.Families).Int("skipped_pending", rep.Skipped).Bool("drift", rep.Drift()).
 		Bool("repaired", rep.Repaired && rep.Drift()).Msg("verify done")
 	return rep, nil
+}
+
+// RepairStopped is the error of a repair that stopped after it had fixed
+// some of what differed: those fixes are committed, and Repaired says what
+// they were.
+type RepairStopped struct {
+	Repaired *VerifyReport
+	Err      error
+}
+
+func (e *RepairStopped) Error() string {
+	var rows int64
+	for _, c := range e.Repaired.ShareRows {
+		rows += c.Missing + c.Extra + c.Wrong
+	}
+	return fmt.Sprintf("verify repaired %d share rows, %d record rows and %d mirrored rows, then stopped: %v",
+		rows, e.Repaired.RecordRows, e.Repaired.SourceDrift(), e.Err)
+}
+
+func (e *RepairStopped) Unwrap() error { return e.Err }
+
+// stopped returns err, as a RepairStopped when rep, a repair's report so
+// far, says something was repaired before it.
+func stopped(rep *VerifyReport, err error) error {
+	if !rep.Repaired || !rep.Drift() {
+		return err
+	}
+	return &RepairStopped{Repaired: rep, Err: err}
 }
 
 // compareSources compares each attached source with its mirrored records,
@@ -220,7 +249,8 @@ func loadVerification(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions
 // other, and differ. A repair writes in a READ COMMITTED transaction of its
 // own, under the model lock and the families' row locks (repair): a
 // snapshot taken before the model lock was granted would not see what its
-// last holder wrote.
+// last holder wrote. On an error, it returns what the chunks before found,
+// and repaired if asked to.
 func (v *verification) families(ctx context.Context, pool *pgxpool.Pool) ([]sharetable.DiffCount, int64, int, error) {
 	counts := map[[2]string]*sharetable.DiffCount{}
 	var recordRows int64
@@ -243,7 +273,7 @@ func (v *verification) families(ctx context.Context, pool *pgxpool.Pool) ([]shar
 			})
 		}
 		if err != nil {
-			return nil, 0, 0, err
+			return sortedCounts(counts), recordRows, skipped, err
 		}
 		skipped += len(chunk) - len(roots)
 		for k, c := range diff.Counts() {
@@ -256,6 +286,11 @@ func (v *verification) families(ctx context.Context, pool *pgxpool.Pool) ([]shar
 		}
 		recordRows += diff.RecordRowsDiffer
 	}
+	return sortedCounts(counts), recordRows, skipped, nil
+}
+
+// sortedCounts lists counts by object and cause.
+func sortedCounts(counts map[[2]string]*sharetable.DiffCount) []sharetable.DiffCount {
 	var out []sharetable.DiffCount
 	for _, c := range counts {
 		out = append(out, *c)
@@ -264,7 +299,7 @@ func (v *verification) families(ctx context.Context, pool *pgxpool.Pool) ([]shar
 		a, b := out[i], out[j]
 		return a.Object < b.Object || a.Object == b.Object && a.Cause < b.Cause
 	})
-	return out, recordRows, skipped, nil
+	return out
 }
 
 // verifyAttempts bounds the tries of one chunk of families.

@@ -1,6 +1,9 @@
 package engine_test
 
 import (
+	"context"
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -8,6 +11,7 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/queue"
+	"github.com/recalc-dev/recalc/internal/sharetable"
 )
 
 // TestVerifyAndRepair corrupts the materialized tables by hand (a deleted
@@ -91,4 +95,51 @@ func TestEmptyModelRunsOnce(t *testing.T) {
 		t.Fatalf("run after the first import: %+v, want a full job over the records", rep)
 	}
 	b.checkOracle(t, "the first import after an empty model's run")
+}
+
+// TestVerifyRepairStopped: a repair that stops after it fixed some
+// families, here cancelled while its closure step waits for a lock, keeps
+// those fixes and says what they were in its error.
+func TestVerifyRepairStopped(t *testing.T) {
+	t.Parallel()
+	b := setupOrg(t, minimalOrg(), engine.Options{})
+	b.exec(t, `DELETE FROM recalc.acl_share WHERE rid = (SELECT rid FROM recalc.acl_record WHERE id = 'a003') AND cause = 'owner'`)
+	// a003's row held: the repair of its family waits for it. The closure
+	// is locked meanwhile: the closure step waits for it once that repair
+	// is committed.
+	row, closure := b.begin(t), b.begin(t)
+	if _, err := row.Exec(b.ctx, `SELECT FROM recalc.acl_record WHERE id = 'a003' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(b.ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := engine.Verify(ctx, b.pool, engine.VerifyOptions{Repair: true}, zerolog.Nop())
+		done <- err
+	}()
+	waitForLockWait(t, b, "query LIKE '%acl_record%FOR UPDATE%'")
+	if _, err := closure.Exec(b.ctx, `LOCK TABLE recalc.acl_member IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	if err := row.Commit(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitForLockWait(t, b, "wait_event = 'relation'")
+	cancel()
+	err := <-done
+	var stop *engine.RepairStopped
+	if !errors.As(err, &stop) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("verify --repair cancelled in its closure step: %v; want a RepairStopped of context.Canceled", err)
+	}
+	want := []sharetable.DiffCount{{Object: "account", Cause: "owner", Missing: 1}}
+	if !slices.Equal(stop.Repaired.ShareRows, want) || !strings.Contains(err.Error(), "verify repaired 1 share rows") {
+		t.Errorf("verify --repair stopped with %v (%+v); want %v repaired", err, stop.Repaired.ShareRows, want)
+	}
+	if err := closure.Rollback(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := engine.Verify(b.ctx, b.pool, engine.VerifyOptions{}, zerolog.Nop()); err != nil || rep.Drift() {
+		t.Fatalf("verify after the stopped repair: %+v, %v; want its fix kept, no drift", rep, err)
+	}
 }
