@@ -246,7 +246,7 @@ func workChunks(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sh
 	if err != nil {
 		return err
 	}
-	return workers.Run(ctx, pool, job.ID, workers.Options{Workers: opt.Workers, LockTimeout: opt.LockTimeout, Retries: opt.Retries, Nice: opt.Nice, Contended: opt.Contended},
+	return workers.Run(ctx, pool, job.ID, workers.Options{Workers: opt.Workers, Chunks: job.Chunks, LockTimeout: opt.LockTimeout, Retries: opt.Retries, Nice: opt.Nice, Contended: opt.Contended},
 		func(ctx context.Context, tx pgx.Tx, c *queue.Chunk) (*queue.ChunkStats, error) {
 			if err := schema.Check(ctx, tx); err != nil { // the job fails, for the newer recalc to resume
 				return nil, err

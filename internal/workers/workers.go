@@ -28,6 +28,9 @@ type Options struct {
 	Workers     int           // chunks worked at once by this process
 	LockTimeout time.Duration // how long a chunk waits for a row lock
 	Retries     int           // retries of a chunk on lock timeout, deadlock or serialization failure
+	// Chunks is the job's number of chunks, when known: no more workers
+	// start than that, so a small job does not open a connection for each.
+	Chunks int
 	// Nice makes a worker rest after each chunk Nice times as long as the
 	// chunk took, leaving the CPUs and the disk to the application
 	// meanwhile: a job then takes about 1+Nice times as long (gh-ost's
@@ -44,9 +47,13 @@ type Do func(ctx context.Context, tx pgx.Tx, c *queue.Chunk) (*queue.ChunkStats,
 // Run works the job's chunks until none is left to claim. The first error
 // stops the pool and is returned.
 func Run(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, do Do, log zerolog.Logger) error {
+	n := max(opt.Workers, 1)
+	if opt.Chunks > 0 {
+		n = min(n, opt.Chunks)
+	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(max(opt.Workers, 1))
-	for i := 0; i < max(opt.Workers, 1); i++ {
+	g.SetLimit(n)
+	for i := 0; i < n; i++ {
 		g.Go(func() error {
 			for {
 				start := time.Now()
@@ -126,25 +133,30 @@ func Backoff(attempt int) time.Duration {
 	return wait/2 + rand.N(wait/2+1)
 }
 
-// Heartbeat marks job as worked on by this process now and every
-// queue.HeartbeatEvery until stopped, so `recalc status` can tell a job that
-// no process works on (interrupted) from a running one.
+// Heartbeat marks job as worked on by this process now, before it
+// returns, and every queue.HeartbeatEvery until stopped, so `recalc status`
+// can tell a job that no process works on (interrupted) from a running one.
+// The first beat's connection is back in the pool when the workers start.
 func Heartbeat(ctx context.Context, pool *pgxpool.Pool, job int64, log zerolog.Logger) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
+	beat := func() {
+		if err := queue.Heartbeat(ctx, pool, job, ID()); err != nil && ctx.Err() == nil {
+			log.Warn().Int64("job", job).Err(err).Msg("heartbeat")
+		}
+	}
+	beat()
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
 		t := time.NewTicker(queue.HeartbeatEvery)
 		defer t.Stop()
 		for {
-			if err := queue.Heartbeat(ctx, pool, job, ID()); err != nil && ctx.Err() == nil {
-				log.Warn().Int64("job", job).Err(err).Msg("heartbeat")
-			}
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
 			}
+			beat()
 		}
 	}()
 	return func() { cancel(); <-finished }

@@ -60,6 +60,35 @@ func TestNiceRests(t *testing.T) {
 	}
 }
 
+// TestNoMoreWorkersThanChunks: a job of one chunk is worked by one worker,
+// on the pool's idle connection, however many workers are allowed: a small
+// job opens no connection for workers that would find nothing to claim.
+func TestNoMoreWorkersThanChunks(t *testing.T) {
+	t.Parallel()
+	pool := testdb.Migrated(t)
+	ctx := context.Background()
+	var job int64
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) (err error) {
+		job, err = queue.Create(ctx, tx, &queue.Job{Kind: queue.Incremental, Trigger: "test", Config: []byte("{}"), Plan: []byte("{}")},
+			[]queue.Chunk{{N: 0, Roots: []string{"r"}}})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var done atomic.Int32
+	do := func(ctx context.Context, tx pgx.Tx, c *queue.Chunk) (*queue.ChunkStats, error) {
+		done.Add(1)
+		return &queue.ChunkStats{}, nil
+	}
+	opened := pool.Stat().NewConnsCount()
+	if err := workers.Run(ctx, pool, job, workers.Options{Workers: 4, Chunks: 1, LockTimeout: time.Second}, do, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	if n := pool.Stat().NewConnsCount() - opened; done.Load() != 1 || n != 0 {
+		t.Fatalf("a job of one chunk, 4 workers allowed: %d chunks done, %d connections opened; want 1 done on the idle connection", done.Load(), n)
+	}
+}
+
 // TestBackoffBounded: the wait before a retry stays between 25 ms and 2 s
 // for every count of attempts, however large (a count of 38 or more
 // overflowed the shift, and rand.N panicked on the negative wait).
