@@ -253,7 +253,7 @@ func TestAbsorbReadsByOid(t *testing.T) {
 // security (docs/attach.md) they are absorbed.
 func TestAbsorbSkipsWhatItCannotRead(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	b := setupOwnRoles(t)
 	b.mustAttach(t, crmSpec)
 	b.run(t)
 	b.exec(t, b.app, `ALTER TABLE crm.account ENABLE ROW LEVEL SECURITY`,
@@ -303,7 +303,7 @@ func TestAbsorbSkipsWhatItCannotRead(t *testing.T) {
 // writes and forgets that it was stuck.
 func TestStuckObjectStaysOutOfTheWay(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	b := setupOwnRoles(t)
 	b.mustAttach(t, crmSpec)
 	b.run(t)
 	ctx := context.Background()

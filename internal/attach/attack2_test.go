@@ -372,7 +372,7 @@ func TestSandboxRoleChecked(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t)
+			b := setupOwnRoles(t)
 			b.mustAttach(t, crmSpec)
 			b.run(t)
 			roles := strings.NewReplacer("{sandbox}", ident(sandboxRole(b.engineRole)), "{app}", ident(b.appRole), "{engine}", ident(b.engineRole))
@@ -401,7 +401,7 @@ func TestSandboxRoleChecked(t *testing.T) {
 	}
 	t.Run("role missing", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
+		b := setupOwnRoles(t)
 		sbx := ident(sandboxRole(b.engineRole))
 		b.exec(t, b.admin, `REVOKE `+sbx+` FROM `+ident(b.engineRole), `DROP ROLE `+sbx)
 		_, err := b.attach(t, crmSpec)

@@ -24,7 +24,7 @@ const charIDSpec = `{"objects": [
 // (bob's, under the uuid account).
 func setupCharIDs(t *testing.T) *bundle {
 	t.Helper()
-	b := setup(t)
+	b := setupOwnRoles(t)
 	b.exec(t, b.app,
 		`CREATE TABLE crm.s_account (id char(36) PRIMARY KEY, assigned_user_id char(36) NOT NULL, industry text, vip boolean)`,
 		`CREATE TABLE crm.s_case (id char(36) PRIMARY KEY, assigned_user_id char(36), account_id char(36) REFERENCES crm.s_account, priority integer)`,

@@ -851,7 +851,7 @@ func TestFeedConsumerReReadAcrossSwap(t *testing.T) {
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		var waiting bool
 		if err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND query LIKE '%access_level(u, ''a1'')%')`).Scan(&waiting); err != nil {
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%access_level(u, ''a1'')%')`).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
 		if waiting {

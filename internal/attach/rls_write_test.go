@@ -30,7 +30,7 @@ var protectedTables = []protectedTable{
 // and creates a writer role, a reader, with every write privilege.
 func setupWritePolicies(t *testing.T) (*bundle, string) {
 	t.Helper()
-	b := setup(t)
+	b := setupOwnRoles(t)
 	b.mustAttach(t, crmSpec)
 	b.exec(t, b.app, `INSERT INTO crm.opportunity VALUES
 		('00000000-0000-0000-0000-00000000000a', 1, 'bob', 'open', 50, NULL),

@@ -21,6 +21,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
+	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/internal/testkit"
 	"github.com/recalc-dev/recalc/schema"
@@ -108,13 +109,39 @@ type bundle struct {
 	engineRole, appRole string
 }
 
-// setup creates the database, the roles, the CRM schema and data, migrates
-// and imports crmModel as the engine, and runs a full recalculation. Nothing
-// is attached yet.
+// setup gives the test a database with the CRM schema and data, recalc's
+// schema migrated and crmModel imported as the engine, and a full
+// recalculation run; nothing is attached yet. It is a copy of a template
+// this test process makes once (crmTemplate), so its engine and
+// application roles are the process's, shared with other tests: a test
+// that changes a role (its attributes, settings or memberships) takes
+// setupOwnRoles instead, and one that does not is failed (checkRoles).
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	ctx := context.Background()
+	tmpl := crmTemplate(t)
+	b := &bundle{url: testdb.Clone(t, tmpl.name), engineRole: tmpl.engineRole, appRole: tmpl.appRole}
+	b.admin = openPool(t, b.url)
+	// A database's privileges are not copied from its template.
+	b.exec(t, b.admin, `GRANT CONNECT ON DATABASE `+ident(dbName(t, b.url))+` TO `+ident(b.engineRole)+`, `+ident(b.appRole))
+	t.Cleanup(func() { checkRoles(t, b, tmpl.roles) })
+	b.engine = openPool(t, dburl.WithUser(b.url, b.engineRole))
+	b.app = openPool(t, dburl.WithUser(b.url, b.appRole))
+	return b
+}
+
+// setupOwnRoles is setup with roles of the test's own, made for it.
+func setupOwnRoles(t *testing.T) *bundle {
+	t.Helper()
 	b := newBundle(t, []string{"crm_recalc"}, []string{"crm", "support"})
+	b.buildCRM(t)
+	return b
+}
+
+// buildCRM creates the CRM schema and data as the application, migrates and
+// imports crmModel as the engine, and runs a full recalculation.
+func (b *bundle) buildCRM(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
 	eng := ident(b.engineRole)
 	b.exec(t, b.app, crmSchema,
 		`GRANT USAGE ON SCHEMA crm, support TO `+eng,
@@ -127,7 +154,75 @@ func setup(t *testing.T) *bundle {
 		t.Fatalf("import: %v", err)
 	}
 	b.full(t)
-	return b
+}
+
+// crmTemplate is this test process's template of setup's database, made
+// once by the first test that asks, as setupOwnRoles makes a database: that
+// test's database, its sessions closed, becomes the template (dropped by
+// testdb.Main with the others, and the roles after it). It saves each
+// setup the migration, import and full run: about half a second of server
+// time.
+func crmTemplate(t *testing.T) *sharedCRM {
+	t.Helper()
+	crm.once.Do(func() {
+		b := setupOwnRoles(t)
+		roles, err := roleState(b.admin, b.engineRole, b.appRole)
+		for _, p := range []*pgxpool.Pool{b.admin, b.engine, b.app} {
+			p.Close()
+		}
+		name := dbName(t, b.url)
+		if err == nil {
+			err = testdb.MarkTemplate(context.Background(), name)
+		}
+		crm.sharedCRM, crm.err = sharedCRM{name: name, engineRole: b.engineRole, appRole: b.appRole, roles: roles}, err
+	})
+	if crm.err != nil {
+		t.Fatalf("make the CRM template: %v", crm.err)
+	}
+	if crm.name == "" {
+		t.Fatal("the CRM template's maker failed: see its test")
+	}
+	return &crm.sharedCRM
+}
+
+// sharedCRM is a template made by crmTemplate: its name, roles, and the
+// roles' state (roleState) when it was made.
+type sharedCRM struct {
+	name, engineRole, appRole, roles string
+}
+
+var crm struct {
+	once sync.Once
+	sharedCRM
+	err error
+}
+
+// roleState describes the engine and application roles, and the engine's
+// sandbox role, as the cluster holds them: their attributes, settings and
+// memberships either way.
+func roleState(q pg.Querier, engine, app string) (string, error) {
+	var state string
+	err := q.QueryRow(context.Background(), `SELECT string_agg(format('%s super=%s inherit=%s createrole=%s createdb=%s login=%s bypassrls=%s settings=%s in=%s members=%s',
+		r.rolname, r.rolsuper, r.rolinherit, r.rolcreaterole, r.rolcreatedb, r.rolcanlogin, r.rolbypassrls,
+		(SELECT array_agg(x ORDER BY x) FROM pg_db_role_setting s, unnest(s.setconfig) x WHERE s.setrole = r.oid),
+		(SELECT array_agg(m.roleid::regrole::text ORDER BY 1) FROM pg_auth_members m WHERE m.member = r.oid),
+		(SELECT array_agg(m.member::regrole::text ORDER BY 1) FROM pg_auth_members m WHERE m.roleid = r.oid)), E'\n' ORDER BY r.rolname)
+		FROM pg_roles r WHERE r.rolname = ANY ($1)`, []string{engine, app, sandboxRole(engine)}).Scan(&state)
+	return state, err
+}
+
+// checkRoles fails the test if it changed the shared roles of b, from
+// state: the other tests that share them would see the change.
+func checkRoles(t *testing.T, b *bundle, state string) {
+	t.Helper()
+	got, err := roleState(b.admin, b.engineRole, b.appRole)
+	if err != nil {
+		t.Errorf("read the shared roles: %v", err)
+		return
+	}
+	if got != state {
+		t.Errorf("the test changed the roles it shares with other tests (use setupOwnRoles):\nwas: %s\nnow: %s", state, got)
+	}
 }
 
 // newBundle creates the database and the roles: an engine that may not

@@ -350,7 +350,7 @@ func TestTypedValuesRefusedTypes(t *testing.T) {
 func TestTypedValuesFieldsAndCriteria(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setup(t)
+	b := setupOwnRoles(t)
 	// The engine's own sessions print timestamps and floats otherwise: the
 	// capture pins its settings.
 	b.exec(t, b.admin, `ALTER ROLE `+ident(b.engineRole)+` SET TimeZone = 'Pacific/Chatham'`,
