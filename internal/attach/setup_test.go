@@ -113,9 +113,9 @@ type bundle struct {
 // schema migrated and crmModel imported as the engine, and a full
 // recalculation run; nothing is attached yet. It is a copy of a template
 // this test process makes once (crmTemplate), so its engine and
-// application roles are the process's, shared with other tests: a test
-// that changes a role (its attributes, settings or memberships) takes
-// setupOwnRoles instead, and one that does not is failed (checkRoles).
+// application roles are the process's, shared with other tests. A test
+// that changes a role (its attributes, settings or memberships) must take
+// setupOwnRoles instead: checkRoles fails one that changes the shared ones.
 func setup(t *testing.T) *bundle {
 	t.Helper()
 	tmpl := crmTemplate(t)
