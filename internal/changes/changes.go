@@ -259,6 +259,18 @@ const SandboxUnsafe = "RC003"
 // Absorb drops them all.
 const SessionTampered = "RC004"
 
+// nothingToAbsorb reports whether no table is captured and no write to
+// one is logged: attach_absorb_begin would then change and return nothing.
+// Its first call in a session reads the catalogs (attach_fingerprints),
+// about 30 ms of server time that every `recalc run` and import of a
+// database with nothing attached would pay for nothing.
+func nothingToAbsorb(ctx context.Context, tx pgx.Tx) (bool, error) {
+	var none bool
+	err := tx.QueryRow(ctx, `SELECT NOT EXISTS (SELECT FROM recalc.attach_capture)
+		AND NOT EXISTS (SELECT FROM recalc.change WHERE kind IN ('attached', 'attached_all'))`).Scan(&none)
+	return none, err
+}
+
 func wrapAbsorb(err error) error {
 	if err == nil {
 		return nil
@@ -317,6 +329,8 @@ func Absorb(ctx context.Context, tx pgx.Tx, maxKeys int) (done []Absorbed, ok bo
 		if keys == 0 { // nothing logged: spare the fast path a round trip
 			return nil, true, nil
 		}
+	} else if idle, err := nothingToAbsorb(ctx, tx); err != nil || idle {
+		return nil, err == nil, wrapAbsorb(err)
 	}
 	rows, err := tx.Query(ctx, `SELECT object, keys, whole FROM recalc.attach_absorb_begin($1::interval)`, retry)
 	if err != nil {
