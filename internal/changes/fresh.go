@@ -103,6 +103,17 @@ func UsersMarked(ctx context.Context, q pg.Querier) (bool, error) {
 	return marked, nil
 }
 
+// UsersMarkLeft reports whether a mark for rebuilding the users section
+// (UsersMarked) is left: in a plan, after SyncAttachedUsers took the
+// marks, one that a team entry or share deleted since has left.
+func UsersMarkLeft(ctx context.Context, q pg.Querier) (bool, error) {
+	var left bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.attached_users_mark)`).Scan(&left); err != nil {
+		return false, fmt.Errorf("read the attached users' marks: %w", err)
+	}
+	return left, nil
+}
+
 // ConfigVersion returns the counter of writes to the configuration, the
 // applied configuration and the deferral: while it stays the same, so do
 // they (migration 011).

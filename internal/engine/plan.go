@@ -145,13 +145,19 @@ func load(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, *inputs, error
 			return nil, nil, err
 		}
 	}
-	cfgJSON, err := store.StoredConfig(ctx, tx)
-	if err != nil {
-		return nil, nil, err
+	var cfgJSON []byte
+	var cur *sharing.Org
+	readConfig := func() (err error) {
+		if cfgJSON, err = store.StoredConfig(ctx, tx); err != nil {
+			return err
+		}
+		if cur, err = sharing.DecodeOrg(cfgJSON); err != nil {
+			return fmt.Errorf("stored model is invalid (re-import it): %w", err)
+		}
+		return nil
 	}
-	cur, err := sharing.DecodeOrg(cfgJSON)
-	if err != nil {
-		return nil, nil, fmt.Errorf("stored model is invalid (re-import it): %w", err)
+	if err := readConfig(); err != nil {
+		return nil, nil, err
 	}
 	deferred, err := store.Deferred(ctx, tx)
 	if err != nil {
@@ -166,6 +172,28 @@ func load(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, *inputs, error
 	}
 	if in.log, err = changes.Read(ctx, tx); err != nil {
 		return nil, nil, err
+	}
+	// A team entry or share deleted after SyncAttachedUsers took the marks
+	// and read the names left its mark, and the change rows just read may
+	// hold what the section built then missed: the delete's own change of
+	// the users section (it named a stub), or the absorbed delete of a
+	// user it named. Consumed with a section that keeps the stub, they
+	// would let recalc.wait_fresh return before the stub goes. Build the
+	// section again, from names read after the change rows: it then covers
+	// every row the job consumes.
+	if !opt.noAbsorb {
+		left, err := changes.UsersMarkLeft(ctx, tx)
+		if err != nil {
+			return nil, nil, err
+		}
+		if left {
+			if _, err := store.SyncAttachedUsers(ctx, tx); err != nil {
+				return nil, nil, err
+			}
+			if err := readConfig(); err != nil {
+				return nil, nil, err
+			}
+		}
 	}
 	return &Planned{Kind: queue.Incremental, ChangeSeq: in.log.Last(), Consumes: in.log.Seqs, Config: cfgJSON, org: cur,
 		Deferred: deferred, NotAbsorbed: notAbsorbed(absorbed)}, in, nil
