@@ -233,10 +233,17 @@ func (t *target) baseTable(ctx context.Context, tx pgx.Tx, c Capture, idType str
 		return nil, fmt.Errorf("this role cannot read or add triggers to %s: GRANT SELECT, TRIGGER ON %s TO the role running recalc", c.Table, rel.source)
 	}
 	key, ok := rel.cols[c.ID]
+	// The users' source is read whole at every absorb, so a base table's
+	// capture id column only marks that the table was written: it may be of
+	// any id type, as a roles table's is that several users' rows read.
+	users := t.Object.Object == model.UsersAttachment
 	switch {
 	case !ok:
 		return nil, fmt.Errorf("capture id column %q does not exist in %s", c.ID, c.Table)
-	case key.name != idType:
+	case users && !slices.Contains([]string{"text", "varchar", "bpchar", "int8", "int4", "uuid"}, key.name):
+		return nil, fmt.Errorf("capture id column %q of %s is of type %s: give a column of type text, varchar, char(n), bigint, integer or uuid (any one: the users' source is read whole at every write)",
+			c.ID, c.Table, sqlType(key.name))
+	case !users && key.name != idType:
 		return nil, fmt.Errorf("capture id column %q of %s is of type %s: it must be of the type of the view's id column %q, %s",
 			c.ID, c.Table, sqlType(key.name), t.ID, sqlType(idType))
 	}

@@ -326,3 +326,39 @@ func (b *bundle) inactiveUsers(t *testing.T) string {
 	}
 	return ids
 }
+
+// TestUsersViewCapturesATableOfAnotherKey: a users view may read a table
+// whose rows belong to several users, such as the application's roles
+// (vtiger's vtiger_role, SuiteCRM's acl_roles), keyed by a column of
+// another type than the users' id. The users' source is read whole at
+// every absorb, so the capture id column only marks that the table was
+// written: attach took any id type there, and a role renamed in that table
+// moves its users.
+func TestUsersViewCapturesATableOfAnotherKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	eng := ident(b.engineRole)
+	b.exec(t, b.app,
+		`CREATE TABLE crm.app_role (id integer PRIMARY KEY, name text NOT NULL)`,
+		`INSERT INTO crm.app_role VALUES (1, 'ceo'), (2, 'east'), (3, 'west')`,
+		`ALTER TABLE crm.app_user ADD COLUMN role_ref integer REFERENCES crm.app_role, ADD COLUMN active boolean DEFAULT true`,
+		`UPDATE crm.app_user SET role_ref = CASE id WHEN 'alice' THEN 1 WHEN 'bob' THEN 2 WHEN 'carol' THEN 2
+		     WHEN 'dave' THEN 3 WHEN 'erin' THEN 3 END`,
+		`GRANT SELECT, TRIGGER ON crm.app_user, crm.app_role TO `+eng)
+	b.exec(t, b.engine, `CREATE VIEW crm_recalc.user_r AS
+		SELECT u.id, r.name AS role_id, u.active FROM crm.app_user u LEFT JOIN crm.app_role r ON r.id = u.role_ref`)
+	spec := strings.TrimSuffix(strings.TrimSpace(crmSpec), "}") +
+		`, "users": {"table": "crm_recalc.user_r", "id": "id", "role": "role_id", "active": "active",
+		  "capture": [{"table": "crm.app_user", "id": "id"}, {"table": "crm.app_role", "id": "id"}]}}`
+	b.mustAttach(t, spec)
+	b.run(t)
+	if r := storedUsers(t, b)["bob"]["role"]; r != "east" {
+		t.Fatalf("bob's role after attaching the users view: %v, want east", r)
+	}
+	// The application points its role 2 at the model's west.
+	b.exec(t, b.app, `UPDATE crm.app_role SET name = 'west' WHERE id = 2`)
+	b.run(t)
+	if r := storedUsers(t, b)["bob"]["role"]; r != "west" {
+		t.Errorf("bob's role after his role was renamed in the roles table: %v, want west", r)
+	}
+}
