@@ -112,7 +112,7 @@ func readRelation(ctx context.Context, tx pgx.Tx, table string) (*relation, erro
 func (r *relation) column(table, what, col string, allowed []string) (column, error) {
 	c, ok := r.cols[col]
 	if !ok {
-		return c, fmt.Errorf("%s column %q does not exist in %s", what, col, table)
+		return c, fmt.Errorf("%s column %q does not exist in %s%s", what, col, table, r.nearColumn(col))
 	}
 	if !slices.Contains(allowed, c.name) {
 		names := make([]string, len(allowed))
@@ -240,4 +240,21 @@ func (t *target) setFingerprint() error {
 	}{t.Object, t.source, t.relid, t.captures, t.users})
 	t.fingerprint = b
 	return err
+}
+
+// nearColumn names the column that col would be with its case or quotes
+// corrected (a spec names columns as the catalog spells them, unquoted:
+// "Rating", not "rating" nor "\"Rating\""), or returns "".
+func (r *relation) nearColumn(col string) string {
+	want := strings.ToLower(strings.Trim(col, `"`))
+	var near []string
+	for name := range r.cols {
+		if strings.ToLower(name) == want {
+			near = append(near, name)
+		}
+	}
+	if len(near) != 1 {
+		return ""
+	}
+	return fmt.Sprintf(": did you mean %q? (names as the catalog spells them, unquoted and case-sensitive)", near[0])
 }

@@ -239,7 +239,7 @@ func (t *target) baseTable(ctx context.Context, tx pgx.Tx, c Capture, idType str
 	users := t.Object.Object == model.UsersAttachment
 	switch {
 	case !ok:
-		return nil, fmt.Errorf("capture id column %q does not exist in %s", c.ID, c.Table)
+		return nil, fmt.Errorf("capture id column %q does not exist in %s%s", c.ID, c.Table, rel.nearColumn(c.ID))
 	case users && !slices.Contains([]string{"text", "varchar", "bpchar", "int8", "int4", "uuid"}, key.name):
 		return nil, fmt.Errorf("capture id column %q of %s is of type %s: give a column of type text, varchar, char(n), bigint, integer or uuid (any one: the users' source is read whole at every write)",
 			c.ID, c.Table, sqlType(key.name))
