@@ -362,3 +362,37 @@ func TestUsersViewCapturesATableOfAnotherKey(t *testing.T) {
 		t.Errorf("bob's role after his role was renamed in the roles table: %v, want west", r)
 	}
 }
+
+// TestExportOfAttachedUsersImportsBack: `recalc export` writes the users as
+// rebuilt from the attached table, and importing the file it wrote is a
+// no-op (README, "Seeing and editing the stored model"), whole or with
+// --merge: a users section equal to the attached users is taken. One that
+// differs is still refused, saying to write the table.
+func TestExportOfAttachedUsersImportsBack(t *testing.T) {
+	t.Parallel()
+	b := setupUsers(t)
+	b.run(t)
+	doc, err := b.recalc("export")
+	if err != nil {
+		t.Fatalf("export: %v", err)
+	}
+	f := tempFile(t, doc)
+	if _, err := b.recalc("import", f); err != nil {
+		t.Errorf("importing the file recalc export wrote, with the users attached: %v", err)
+	}
+	if _, err := b.recalc("import", "--merge", f); err != nil {
+		t.Errorf("merging the file recalc export wrote, with the users attached: %v", err)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(doc), &m); err != nil {
+		t.Fatal(err)
+	}
+	changed := strings.Replace(string(m["users"]), `"id": "bob"`, `"id": "bob", "type": "external"`, 1)
+	if changed == string(m["users"]) {
+		t.Fatalf("the exported users section does not name bob as expected: %s", m["users"])
+	}
+	_, err = b.recalc("import", "--merge", tempFile(t, `{"users": `+changed+`}`))
+	if err == nil || !strings.Contains(err.Error(), "the users are attached") {
+		t.Errorf("a changed users section was not refused as attached: %v", err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"iter"
 	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -390,6 +391,7 @@ func mergeConfig(ctx context.Context, tx pgx.Tx, f *model.File, lim model.Limits
 	for _, g := range cfg.Groups {
 		queues[g.ID] = g.Queue
 	}
+	fileUsers := slices.Clone(f.Config.Users)
 	cfg.Overlay(&f.Config, &f.Config)
 	// Attached users are the users table's rows as last absorbed, fitted to
 	// the merged configuration (its roles, and the users it names).
@@ -397,7 +399,9 @@ func mergeConfig(ctx context.Context, tx pgx.Tx, f *model.File, lim model.Limits
 	switch {
 	case err != nil:
 		return nil, err
-	case attached && (hasUsers || deletesUsers):
+	case attached && (deletesUsers || hasUsers && !sameUsers(fileUsers, cfg.Users)):
+		// A users section equal to the attached users (the one recalc
+		// export wrote) changes nothing: importing an export is a no-op.
 		return nil, &InvalidError{fmt.Errorf(`the users are attached to an application table (recalc attach --list): write them there, and leave the "users" section out of the file (or detach them first: recalc detach users)`)}
 	}
 	for _, id := range fx.QueueIDs {
@@ -846,4 +850,17 @@ func checkRecords(ctx context.Context, tx pgx.Tx, ix *model.Index, stored []byte
 			Msg("records written with plain SQL or through attached tables are invalid and get no access (see recalc.invalid_record): fix their rows, or import")
 	}
 	return nil
+}
+
+// sameUsers reports whether two users sections hold the same users, in any
+// order.
+func sameUsers(a, b []model.User) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	byID := func(x, y model.User) int { return strings.Compare(x.ID, y.ID) }
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.SortFunc(a, byID)
+	slices.SortFunc(b, byID)
+	return slices.Equal(a, b)
 }
