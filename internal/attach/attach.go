@@ -88,6 +88,9 @@ func Apply(ctx context.Context, pool *pgxpool.Pool, spec *Spec) ([]Change, error
 func inModelLock(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx, have map[string]stored) error) error {
 	for attempt := 0; ; attempt++ {
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if err := asSchemaOwner(ctx, tx); err != nil {
+				return err
+			}
 			if err := schema.LockModel(ctx, tx); err != nil {
 				return err
 			}
@@ -101,6 +104,27 @@ func inModelLock(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx, hav
 			return err
 		}
 	}
+}
+
+// asSchemaOwner refuses a session whose role does not own schema recalc:
+// the capture functions, the read views and the sandbox are that role's,
+// and an attach by another one (a superuser, say) failed later with a
+// read error that said nothing of the role.
+func asSchemaOwner(ctx context.Context, tx pgx.Tx) error {
+	var owner, me string
+	var mine bool
+	err := tx.QueryRow(ctx, `SELECT n.nspowner::regrole::text, current_user::text, n.nspowner = r.oid
+		FROM pg_catalog.pg_namespace n, pg_catalog.pg_roles r WHERE n.nspname = 'recalc' AND r.rolname = current_user`).Scan(&owner, &me, &mine)
+	switch {
+	case err == pgx.ErrNoRows:
+		return fmt.Errorf("schema recalc does not exist: run recalc init first, as recalc's engine role")
+	case err != nil:
+		return fmt.Errorf("read the owner of schema recalc: %w", err)
+	case !mine:
+		return fmt.Errorf("schema recalc is owned by %s, recalc's engine role: run recalc attach and detach as it (--database-url), not as %s; the capture functions, read views and sandbox role are that role's",
+			owner, me)
+	}
+	return nil
 }
 
 // removeAll detaches objects, which must be attached.

@@ -1,12 +1,16 @@
 package attach_test
 
 import (
+	"bytes"
 	"context"
 	"slices"
 	"strings"
 	"testing"
 
+	ucli "github.com/urfave/cli/v2"
+
 	"github.com/recalc-dev/recalc/internal/attach"
+	"github.com/recalc-dev/recalc/internal/cli"
 	"github.com/recalc-dev/recalc/internal/testkit"
 	"github.com/recalc-dev/recalc/schema"
 )
@@ -215,4 +219,32 @@ func TestInitRestoresReaderPrivileges(t *testing.T) {
 		t.Fatalf("after init, writes not absorbed: %v", rep.NotAbsorbed)
 	}
 	b.checkOracle(t, "after init restored the reader's privileges")
+}
+
+// TestAttachAsAnotherRoleSaysWhichRole: `recalc attach` must run as the
+// role that owns schema recalc. A newcomer running it as a superuser got
+// a read failure, SQLSTATE 42501, and a hint to check the table's rows and
+// the view's casts (or, for a view, to give the view to the superuser);
+// the error now names the role to connect as, and nothing changes.
+func TestAttachAsAnotherRoleSaysWhichRole(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	f := tempFile(t, crmSpec)
+	var out, errOut bytes.Buffer
+	app := cli.App(&out, &errOut)
+	app.ExitErrHandler = func(*ucli.Context, error) {}
+	appMu.Lock()
+	err := app.RunContext(context.Background(), []string{"recalc", "--database-url", b.url, "--log-format", "json", "attach", f})
+	appMu.Unlock()
+	want := "owned by " + b.engineRole
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("attach as a superuser that does not own schema recalc: %v, want an error naming the role to run as (%q)", err, want)
+	}
+	var n int
+	if err := b.admin.QueryRow(context.Background(), `SELECT count(*) FROM recalc.attachment`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("attachments after the refused attach: %d (%v), want none", n, err)
+	}
+	if _, err := b.attach(t, crmSpec); err != nil {
+		t.Errorf("attach as the engine role afterwards: %v", err)
+	}
 }
