@@ -248,3 +248,27 @@ func TestAttachAsAnotherRoleSaysWhichRole(t *testing.T) {
 		t.Errorf("attach as the engine role afterwards: %v", err)
 	}
 }
+
+// TestRunAsAnotherRoleSaysWhichRole: once tables are attached, only schema
+// recalc's owner may write their records. The first `recalc run` after
+// `recalc attach` (and `recalc watch`, which retried forever) as a
+// superuser that does not own the schema failed fixing family roots, with
+// a hint to write the application table instead; it now names the role to
+// run as.
+func TestRunAsAnotherRoleSaysWhichRole(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustAttach(t, crmSpec) // then `recalc run`, as the superuser
+	b.exec(t, b.app, `INSERT INTO support."case" VALUES (9001, 1, 'alice', 1, 'New')`)
+	var out, errOut bytes.Buffer
+	app := cli.App(&out, &errOut)
+	app.ExitErrHandler = func(*ucli.Context, error) {}
+	appMu.Lock()
+	err := app.RunContext(context.Background(), []string{"recalc", "--database-url", b.url, "--log-format", "json", "run"})
+	appMu.Unlock()
+	want := "only schema recalc's owner, " + b.engineRole
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("run as a superuser that does not own schema recalc, with tables attached: %v, want an error naming the role to run as (%q)", err, want)
+	}
+	b.run(t)
+}

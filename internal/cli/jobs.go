@@ -124,6 +124,9 @@ func WatchCmd(ctx context.Context, env *Env, wopt watch.Options, opt engine.Opti
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
+	if err := attachedAsOwner(ctx, env.Pool, "watch"); err != nil {
+		return err
+	}
 	m := metrics.New(env.Pool, wopt.Poll+wopt.MaxWait+time.Minute)
 	opt.Contended = m.Contended
 	redeliver := opt.Notify.RedeliverEvery(30*time.Second, env.Pool, env.Log)
