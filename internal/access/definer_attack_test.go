@@ -43,6 +43,7 @@ var definerExecutors = map[string]bool{
 	"recalc.rls_broad_exact(text,text,text)":                true,
 	"recalc.rls_owner_kept(text,text,text,text)":            true,
 	"recalc.rls_guard(oid)":                                 true,
+	"recalc.rls_guard_territories(oid)":                     true,
 	"recalc.rls_may_transfer(text,text)":                    true,
 	"recalc.rls_may_reparent(text,text,text)":               true,
 	"recalc.record_key(text,text)":                          true,

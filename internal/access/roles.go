@@ -35,8 +35,9 @@ var (
 		`GRANT EXECUTE ON FUNCTION recalc.rls_keys(text, text, text), recalc.rls_broad(text, text, text),
 			recalc.rls_broad_exact(text, text, text), recalc.rls_text_ids(text[], text),
 			recalc.rls_int_ids(text[], text, bigint, bigint), recalc.rls_uuid_ids(text[], text) TO %s`, // per-user plans (migration 018)
-		`GRANT EXECUTE ON FUNCTION recalc.rls_owner_kept(text, text, text, text) TO %s`,                                                         // policies enabled under migration 033
-		`GRANT EXECUTE ON FUNCTION recalc.rls_guard(oid), recalc.rls_may_transfer(text, text), recalc.rls_may_reparent(text, text, text) TO %s`, // the write guard (migrations 034 and 041)
+		`GRANT EXECUTE ON FUNCTION recalc.rls_owner_kept(text, text, text, text) TO %s`, // policies enabled under migration 033
+		`GRANT EXECUTE ON FUNCTION recalc.rls_guard(oid), recalc.rls_may_transfer(text, text), recalc.rls_may_reparent(text, text, text),
+			recalc.rls_guard_territories(oid) TO %s`, // the write guard (migrations 034, 041 and 059)
 		`GRANT EXECUTE ON FUNCTION recalc.record_key(text, text), recalc.access_level(text, text, bigint),
 			recalc.access_level(text, text, uuid), recalc.visible_ids(text, text, text, anyelement, integer) TO %s`, // application ids (migration 022)
 		`GRANT SELECT ON recalc.invalid_record TO %s`,

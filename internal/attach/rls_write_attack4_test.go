@@ -234,8 +234,10 @@ func (b *bundle) multiAs(t *testing.T, role, user, stmt string) error {
 // on purpose, so that it is mirrored closed (owner kept, no parent, no
 // fields: docs/attach.md). frank (edit on opportunity b by rule big_opp)
 // gives it a stage over 1 MiB; bob (edit on account 2 by a team entry)
-// gives account 2 a NULL territory. Both may (as they may delete the rows);
-// alone or with an owner or parent change in the same statement. The
+// gives account 2 an industry over 1 MiB. Both may (as they may delete the
+// rows); alone or with an owner or parent change in the same statement
+// they may not, nor may bob give it a NULL territory (a territory change
+// takes all access since migration 059: TestRLSWriteTerritoriesNeedAll). The
 // closed records give no one access, frank and bob included, keep their
 // owners, and once the owner puts the rows right, access is as before.
 func TestRLSWriteAttack4OutOfBoundsClosure(t *testing.T) {
@@ -257,11 +259,12 @@ func TestRLSWriteAttack4OutOfBoundsClosure(t *testing.T) {
 	big := `(SELECT string_agg(md5(i::text), '') FROM generate_series(1, 40000) i)`
 	wantRefused(t, b.writeAs(t, role, "frank", `UPDATE crm.opportunity SET stage = `+big+`, owner_id = 'frank' WHERE id = `+opp))
 	wantRefused(t, b.writeAs(t, role, "frank", `UPDATE crm.opportunity SET stage = `+big+`, account_id = 3 WHERE id = `+opp))
-	wantRefused(t, b.writeAs(t, role, "bob", `UPDATE crm.account SET territories = ARRAY[NULL, 'north'], owner_id = 'bob' WHERE id = 2`))
+	wantRefused(t, b.writeAs(t, role, "bob", `UPDATE crm.account SET industry = `+big+`, owner_id = 'bob' WHERE id = 2`))
+	wantRefused(t, b.writeAs(t, role, "bob", `UPDATE crm.account SET territories = ARRAY[NULL, 'north'] WHERE id = 2`))
 	if err := b.commitAs(t, role, "frank", `UPDATE crm.opportunity SET stage = `+big+` WHERE id = `+opp); err != nil {
 		t.Fatalf("frank makes opportunity b out of bounds: %v", err)
 	}
-	if err := b.commitAs(t, role, "bob", `UPDATE crm.account SET territories = ARRAY[NULL, 'north'] WHERE id = 2`); err != nil {
+	if err := b.commitAs(t, role, "bob", `UPDATE crm.account SET industry = `+big+` WHERE id = 2`); err != nil {
 		t.Fatalf("bob makes account 2 out of bounds: %v", err)
 	}
 	b.run(t)
@@ -289,7 +292,7 @@ func TestRLSWriteAttack4OutOfBoundsClosure(t *testing.T) {
 		t.Errorf("frank writes the closed opportunity b: %v", err)
 	}
 	if err := b.commitAs(t, role, "dave", `UPDATE crm.opportunity SET stage = 'won' WHERE id = `+opp,
-		`UPDATE crm.account SET territories = NULL WHERE id = 2`); err != nil {
+		`UPDATE crm.account SET industry = 'energy' WHERE id = 2`); err != nil {
 		t.Fatalf("dave puts his rows right: %v", err)
 	}
 	b.run(t)
