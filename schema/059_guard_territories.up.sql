@@ -15,10 +15,12 @@
 -- rights), and sharing a record takes full access. The guard now refuses
 -- an UPDATE that changes the attached territories column unless the user
 -- has all access to the record (or recalc has no record of it yet: a row
--- not absorbed), as for an owner change. An INSERT names its owner, who
--- gets all, so its territories are not judged (a session that may insert
--- may name any owner). Found by an attack helper
--- (TestRLSWriteTerritoriesNeedAll).
+-- not absorbed), as for an owner change; the territories are compared as
+-- a set (NULL, an empty array, an order or a repeat change nothing, so an
+-- application that writes every column back on save is not refused). An
+-- INSERT names its owner, who gets all, so its territories are not judged
+-- (a session that may insert may name any owner). Found by an attack
+-- helper (TestRLSWriteTerritoriesNeedAll).
 --
 -- rls_guard_territories(relid): the territories column of the object
 -- attached to the table itself, read by the guard, which runs as the
@@ -101,7 +103,15 @@ BEGIN
            AND NOT coalesce(recalc.rls_may_transfer(v_user, g.object || ':' || (v_old ->> g.id_col)), false) THEN
             RAISE EXCEPTION 'only a user with all access to a record of object % may change its owner or its id', g.object USING ERRCODE = '42501';
         END IF;
+        -- The territories as a set: NULL and an empty array, their order
+        -- and repeats give the same access (a NULL among them closes the
+        -- record, and counts as a change).
         IF v_terr IS NOT NULL AND v_old -> v_terr IS DISTINCT FROM v_new -> v_terr
+           AND (SELECT array_agg(DISTINCT e ORDER BY e) FROM jsonb_array_elements_text(
+                    CASE jsonb_typeof(v_old -> v_terr) WHEN 'array' THEN v_old -> v_terr ELSE '[]' END) e)
+               IS DISTINCT FROM
+               (SELECT array_agg(DISTINCT e ORDER BY e) FROM jsonb_array_elements_text(
+                    CASE jsonb_typeof(v_new -> v_terr) WHEN 'array' THEN v_new -> v_terr ELSE '[]' END) e)
            AND NOT coalesce(recalc.rls_may_transfer(v_user, g.object || ':' || (v_old ->> g.id_col)), false) THEN
             RAISE EXCEPTION 'only a user with all access to a record of object % may change its territories: they give access, as a share does', g.object
                 USING ERRCODE = '42501';

@@ -45,7 +45,8 @@ func TestRLSWriteTerritoriesNeedAll(t *testing.T) {
 	for _, stmt := range []string{
 		`UPDATE crm.account SET territories = ARRAY['south'] WHERE id = 2`,
 		`UPDATE crm.account SET territories = ARRAY['north'] WHERE id = 2`,
-		`UPDATE crm.account SET territories = '{}' WHERE id = 2`,
+		`UPDATE crm.account SET territories = ARRAY['north', 'south'] WHERE id = 2`,
+		`UPDATE crm.account SET territories = ARRAY[NULL] WHERE id = 2`,
 		`INSERT INTO crm.account (id, name, owner_id, territories) VALUES (2, 'Globex', 'bob', ARRAY['south'])
 			ON CONFLICT (id) DO UPDATE SET territories = EXCLUDED.territories`,
 		`MERGE INTO crm.account a USING (VALUES (2::bigint)) s(id) ON a.id = s.id
@@ -68,10 +69,12 @@ func TestRLSWriteTerritoriesNeedAll(t *testing.T) {
 		wantTerritoryRefusal(t, "commit", err)
 	}
 	// A field is still his to edit, and a write that leaves the
-	// territories as they are still goes through.
+	// territories as they are (as a set: NULL is no territory, as an empty
+	// array is) still goes through.
 	for _, stmt := range []string{
 		`UPDATE crm.account SET industry = 'energy' WHERE id = 2`,
 		`UPDATE crm.account SET territories = territories, name = 'Globex 2' WHERE id = 2`,
+		`UPDATE crm.account SET territories = '{}' WHERE id = 2`,
 	} {
 		if err := b.writeAs(t, role, "bob", stmt); !errors.Is(err, errRolledBack) {
 			t.Errorf("bob (edit): %s: %v, want it to go through", stmt, err)
@@ -81,6 +84,10 @@ func TestRLSWriteTerritoriesNeedAll(t *testing.T) {
 	if err := b.commitAs(t, role, "dave", `UPDATE crm.account SET territories = ARRAY['south'] WHERE id = 2`); err != nil {
 		t.Fatalf("dave (owner) sets account 2's territories: %v", err)
 	}
+	if err := b.writeAs(t, role, "bob", `UPDATE crm.account SET territories = ARRAY['south', 'south'] WHERE id = 2`); !errors.Is(err, errRolledBack) {
+		t.Errorf("bob (edit) repeats account 2's territory: %v, want it to go through", err)
+	}
+	wantTerritoryRefusal(t, "bob takes account 2 out of south", b.writeAs(t, role, "bob", `UPDATE crm.account SET territories = NULL WHERE id = 2`))
 	b.run(t)
 	wantLevels(t, b, "after dave put account 2 in south", map[[2]string]string{
 		{"bob", "opportunity:" + guardOppB}: "edit", {"dave", "account:2"}: "all",
