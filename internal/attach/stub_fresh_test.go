@@ -3,17 +3,10 @@ package attach_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/rs/zerolog"
-
 	"github.com/recalc-dev/recalc/internal/changes"
-	"github.com/recalc-dev/recalc/internal/dburl"
-	"github.com/recalc-dev/recalc/internal/engine"
 )
 
 // TestWaitFreshBesideAPlanBuildingUsers: as in TestStubGoesBesideAPlan,
@@ -45,68 +38,11 @@ func TestWaitFreshBesideAPlanBuildingUsers(t *testing.T) {
 // with absorbed, the held plan absorbs tim's delete from the users table.
 func waitFreshBesideAPlanBuildingUsers(t *testing.T, absorbed bool) {
 	ctx := context.Background()
-	b := setupUsers(t)
-	b.exec(t, b.app, `ALTER TABLE crm.account DROP CONSTRAINT account_owner_id_fkey`,
-		`INSERT INTO crm.app_user (id, name, role_id) VALUES ('tim', 'Tim', 'east')`,
-		`INSERT INTO crm.account (id, name, owner_id, industry) VALUES (60, 'Tim''s', 'tim', 'tech')`)
-	merge := func(doc string) {
-		t.Helper()
-		f := filepath.Join(t.TempDir(), "merge.json")
-		if err := os.WriteFile(f, []byte(doc), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := b.recalc("import", "--merge", f); err != nil {
-			t.Fatalf("import --merge %s: %v\n%s", doc, err, out)
-		}
-	}
-	merge(`{"objects": [{"name": "lead", "internal_owd": "private"}]}`)
-	b.exec(t, b.engine, `INSERT INTO recalc.record (id, object, owner) VALUES ('L1', 'lead', 'alice'), ('L2', 'lead', 'alice')`)
-	b.run(t)
-	merge(`{"shares": [{"object": "lead", "record": "L1", "grantee": "user:tim", "access": "read", "cause": "manual"},
-	                   {"object": "lead", "record": "L2", "grantee": "user:bob", "access": "read", "cause": "manual"}]}`)
-	b.run(t)
-	b.exec(t, b.app, `DELETE FROM crm.app_user WHERE id = 'tim'`)
-	if !absorbed {
-		b.run(t)
-	}
-	level := func() string {
-		t.Helper()
-		var l string
-		if err := b.admin.QueryRow(ctx, `SELECT recalc.access_level('frank', 'account:60')`).Scan(&l); err != nil {
-			t.Fatal(err)
-		}
-		return l
-	}
+	b, level := setupStub(t, !absorbed)
 	if l := level(); l != "read" {
 		t.Fatalf("a share naming tim: frank reads account:60 %s, want read (tim a user, or a stub)", l)
 	}
-	// A delete marks the users section, so the plan below builds it.
-	b.exec(t, b.engine, `DELETE FROM recalc.record WHERE id = 'L2'`)
-
-	h := &holdAt{text: "UPDATE recalc.attached_users_state SET dirty = false", reached: make(chan struct{}), release: make(chan struct{})}
-	cfg, err := pgxpool.ParseConfig(dburl.WithUser(b.url, b.engineRole))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.Tracer = h
-	held, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Close()
-	defer h.free()
-	done := make(chan error, 1)
-	go func() {
-		_, err := engine.Run(ctx, held, engine.Options{}, zerolog.Nop())
-		done <- err
-	}()
-	select {
-	case <-h.reached:
-	case err := <-done:
-		t.Fatalf("the run ended before its plan built the users section: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the run never built the users section")
-	}
+	h, done := holdRunBuildingUsers(t, b)
 	// The last share naming tim goes with its record, commits, and the
 	// writer takes its token.
 	b.exec(t, b.engine, `DELETE FROM recalc.record WHERE id = 'L1'`)

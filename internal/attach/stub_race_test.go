@@ -44,71 +44,12 @@ func TestStubGoesBesideAPlan(t *testing.T) {
 // run a run, or with watch a step of `recalc watch`.
 func stubGoesBesideAPlan(t *testing.T, watch bool) {
 	ctx := context.Background()
-	b := setupUsers(t)
-	b.exec(t, b.app, `ALTER TABLE crm.account DROP CONSTRAINT account_owner_id_fkey`,
-		`INSERT INTO crm.app_user (id, name, role_id) VALUES ('tim', 'Tim', 'east')`,
-		`INSERT INTO crm.account (id, name, owner_id, industry) VALUES (60, 'Tim''s', 'tim', 'tech')`)
-	merge := func(doc string) {
-		t.Helper()
-		f := filepath.Join(t.TempDir(), "merge.json")
-		if err := os.WriteFile(f, []byte(doc), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := b.recalc("import", "--merge", f); err != nil {
-			t.Fatalf("import --merge %s: %v\n%s", doc, err, out)
-		}
-	}
-	// Leads are written to recalc.record with SQL; the engine's role
-	// stands for a writer.
-	merge(`{"objects": [{"name": "lead", "internal_owd": "private"}]}`)
-	b.exec(t, b.engine, `INSERT INTO recalc.record (id, object, owner) VALUES ('L1', 'lead', 'alice'), ('L2', 'lead', 'alice')`)
-	b.run(t)
-	merge(`{"shares": [{"object": "lead", "record": "L1", "grantee": "user:tim", "access": "read", "cause": "manual"},
-	                   {"object": "lead", "record": "L2", "grantee": "user:bob", "access": "read", "cause": "manual"}]}`)
-	b.run(t)
-	b.exec(t, b.app, `DELETE FROM crm.app_user WHERE id = 'tim'`)
-	b.run(t)
-	level := func() string {
-		t.Helper()
-		var l string
-		if err := b.admin.QueryRow(ctx, `SELECT recalc.access_level('frank', 'account:60')`).Scan(&l); err != nil {
-			t.Fatal(err)
-		}
-		return l
-	}
+	b, level := setupStub(t, true)
 	if l := level(); l != "read" {
 		t.Fatalf("tim deleted, a share naming him: frank reads account:60 %s, want read (tim a stub)", l)
 	}
 
-	// A delete marks the users section for rebuilding, committed, with no
-	// run after it.
-	b.exec(t, b.engine, `DELETE FROM recalc.record WHERE id = 'L2'`)
-
-	// A run, held as its plan is about to mark the section built.
-	h := &holdAt{text: "UPDATE recalc.attached_users_state SET dirty = false", reached: make(chan struct{}), release: make(chan struct{})}
-	cfg, err := pgxpool.ParseConfig(dburl.WithUser(b.url, b.engineRole))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.Tracer = h
-	held, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Close()
-	defer h.free()
-	done := make(chan error, 1)
-	go func() {
-		_, err := engine.Run(ctx, held, engine.Options{}, zerolog.Nop())
-		done <- err
-	}()
-	select {
-	case <-h.reached:
-	case err := <-done:
-		t.Fatalf("the run ended before its plan built the users section: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the run never built the users section")
-	}
+	h, done := holdRunBuildingUsers(t, b)
 	// The last share naming tim goes with its record, and commits.
 	b.exec(t, b.engine, `DELETE FROM recalc.record WHERE id = 'L1'`)
 	h.free()
@@ -244,4 +185,82 @@ func TestUsersRemovalKeepsFastPath(t *testing.T) {
 			b.raceCheckFull(t, "after the step")
 		})
 	}
+}
+
+// setupStub is the users bundle of the stub tests: tim, a user of the
+// users table, owns account 60 in industry "tech", which the "tech" rule
+// shares with frank; leads L1 and L2 (written with SQL: the engine's role
+// stands for a writer) are shared with tim and bob; then tim leaves the
+// users table, and with run a run absorbs that (tim a stub while L1's
+// share names him). level reads frank's access to account 60.
+func setupStub(t *testing.T, run bool) (*bundle, func() string) {
+	t.Helper()
+	ctx := context.Background()
+	b := setupUsers(t)
+	b.exec(t, b.app, `ALTER TABLE crm.account DROP CONSTRAINT account_owner_id_fkey`,
+		`INSERT INTO crm.app_user (id, name, role_id) VALUES ('tim', 'Tim', 'east')`,
+		`INSERT INTO crm.account (id, name, owner_id, industry) VALUES (60, 'Tim''s', 'tim', 'tech')`)
+	merge := func(doc string) {
+		t.Helper()
+		f := filepath.Join(t.TempDir(), "merge.json")
+		if err := os.WriteFile(f, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := b.recalc("import", "--merge", f); err != nil {
+			t.Fatalf("import --merge %s: %v\n%s", doc, err, out)
+		}
+	}
+	merge(`{"objects": [{"name": "lead", "internal_owd": "private"}]}`)
+	b.exec(t, b.engine, `INSERT INTO recalc.record (id, object, owner) VALUES ('L1', 'lead', 'alice'), ('L2', 'lead', 'alice')`)
+	b.run(t)
+	merge(`{"shares": [{"object": "lead", "record": "L1", "grantee": "user:tim", "access": "read", "cause": "manual"},
+	                   {"object": "lead", "record": "L2", "grantee": "user:bob", "access": "read", "cause": "manual"}]}`)
+	b.run(t)
+	b.exec(t, b.app, `DELETE FROM crm.app_user WHERE id = 'tim'`)
+	if run {
+		b.run(t)
+	}
+	return b, func() string {
+		t.Helper()
+		var l string
+		if err := b.admin.QueryRow(ctx, `SELECT recalc.access_level('frank', 'account:60')`).Scan(&l); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+}
+
+// holdRunBuildingUsers deletes lead L2 (its share named bob: the delete
+// marks the users section, so the next plan builds it), then starts a run
+// and holds it as its plan is about to mark the section built. It returns
+// the hold, to free, and where the run's error comes.
+func holdRunBuildingUsers(t *testing.T, b *bundle) (*holdAt, <-chan error) {
+	t.Helper()
+	ctx := context.Background()
+	b.exec(t, b.engine, `DELETE FROM recalc.record WHERE id = 'L2'`)
+	h := &holdAt{text: "UPDATE recalc.attached_users_state SET dirty = false", reached: make(chan struct{}), release: make(chan struct{})}
+	cfg, err := pgxpool.ParseConfig(dburl.WithUser(b.url, b.engineRole))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.Tracer = h
+	held, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(held.Close)
+	t.Cleanup(h.free) // before the pool closes
+	done := make(chan error, 1)
+	go func() {
+		_, err := engine.Run(ctx, held, engine.Options{}, zerolog.Nop())
+		done <- err
+	}()
+	select {
+	case <-h.reached:
+	case err := <-done:
+		t.Fatalf("the run ended before its plan built the users section: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the run never built the users section")
+	}
+	return h, done
 }
