@@ -14,6 +14,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/changes"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/schema"
 )
 
@@ -136,12 +137,45 @@ func removeAll(ctx context.Context, tx pgx.Tx, objects []string, have map[string
 			return nil, fmt.Errorf("object %q is not attached (`recalc attach --list` shows what is)", o)
 		}
 		c := Change{Object: o, Table: st.source, Status: Detached}
+		if o == model.UsersAttachment {
+			if err := lastUsers(ctx, tx); err != nil {
+				return nil, err
+			}
+		}
 		if err := tx.QueryRow(ctx, `SELECT recalc.attach_remove($1)`, o).Scan(&c.Records); err != nil {
 			return nil, fmt.Errorf("detach %s: %w", o, err)
 		}
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// lastUsers builds the users section, which stays as last built once the
+// users are detached, from what the users table holds now: the writes its
+// capture logged are absorbed first, and the section is rebuilt if they,
+// or a team entry or share removed, changed it (store.SyncAttachedUsers),
+// under the model lock tx holds. attach_remove drops the change rows of
+// those writes: unread, a user deactivated or moved to another role before
+// the detach kept the access the table no longer gave them, for good, and
+// recalc.wait_fresh with a token taken after the write returned.
+//
+// Writes that cannot be read because the capture is not intact (the table
+// dropped or changed) are dropped, as before; writes whose read failed
+// otherwise (a lock not granted in time, the sandbox role, a right
+// revoked) refuse the detach, which can be run again once they read.
+func lastUsers(ctx context.Context, tx pgx.Tx) error {
+	a, found, err := changes.AbsorbObject(ctx, tx, model.UsersAttachment)
+	switch {
+	case err != nil:
+		return fmt.Errorf("detach users: absorb the writes logged for the users table: %w", err)
+	case found && !a.Absorbed && a.Code != "":
+		return fmt.Errorf("detach users: the writes logged for the users table could not be read (SQLSTATE %s), and detaching would drop them: "+
+			"`recalc attach --list` says why; fix that, or wait for the lock, and detach again", a.Code)
+	}
+	if _, err := store.SyncAttachedUsers(ctx, tx); err != nil {
+		return fmt.Errorf("detach users: build the users section from the users table: %w", err)
+	}
+	return nil
 }
 
 // resolveAll checks every entry of spec.

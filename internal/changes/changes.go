@@ -408,6 +408,26 @@ func AbsorbOwnerChanges(ctx context.Context, tx pgx.Tx) ([]Absorbed, error) {
 	return done, nil
 }
 
+// AbsorbObject absorbs in tx the writes logged for one attached object, as
+// Absorb does for each, and leaves the session's statement_timeout as it
+// found it. found is false when no change row was left to absorb. `recalc
+// detach users` calls it before it drops the users table's capture: the
+// users section stays as last built, so it is built from what the table
+// holds, the writes committed before the detach included.
+func AbsorbObject(ctx context.Context, tx pgx.Tx, object string) (a Absorbed, found bool, err error) {
+	var saved string
+	if err := tx.QueryRow(ctx, `SELECT current_setting('statement_timeout')`).Scan(&saved); err != nil {
+		return a, false, wrapAbsorb(err)
+	}
+	if a, found, err = absorbOne(ctx, tx, object, absorbTimeout(0, true)); err != nil {
+		return a, false, wrapAbsorb(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT set_config('statement_timeout', $1, true)`, saved); err != nil {
+		return a, false, wrapAbsorb(err)
+	}
+	return a, found, nil
+}
+
 // absorbOne absorbs the change rows logged for object, in a statement of
 // its own under timeout: the application's code may run in its read (as
 // the sandbox role, SECURITY.md) and must not hold the engine up for long.
