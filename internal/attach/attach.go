@@ -164,7 +164,17 @@ func removeAll(ctx context.Context, tx pgx.Tx, objects []string, have map[string
 // otherwise (a lock not granted in time, the sandbox role, a right
 // revoked) refuse the detach, which can be run again once they read.
 func lastUsers(ctx context.Context, tx pgx.Tx) error {
-	a, found, err := changes.AbsorbObject(ctx, tx, model.UsersAttachment)
+	var pending bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.change WHERE kind IN ('attached', 'attached_all') AND object = $1)`,
+		model.UsersAttachment).Scan(&pending); err != nil {
+		return fmt.Errorf("detach users: read the change log: %w", err)
+	}
+	var a changes.Absorbed
+	var found bool
+	var err error
+	if pending { // else the absorb's lock would only wait for a comparison's (verify --sources)
+		a, found, err = changes.AbsorbObject(ctx, tx, model.UsersAttachment)
+	}
 	switch {
 	case err != nil:
 		return fmt.Errorf("detach users: absorb the writes logged for the users table: %w", err)

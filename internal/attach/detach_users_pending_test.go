@@ -3,6 +3,10 @@ package attach_test
 import (
 	"context"
 	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/engine"
 )
 
 // TestDetachUsersKeepsWritesCommittedBefore: the application deactivates a
@@ -44,4 +48,43 @@ func TestDetachUsersKeepsWritesCommittedBefore(t *testing.T) {
 	if active {
 		t.Errorf("carol, deactivated before the detach, is active in the users section after it")
 	}
+}
+
+// TestDetachUsersAfterASourceRepair: `recalc verify --sources --repair`
+// mirrors a users-table write its capture missed (made with triggers off)
+// and marks the users section for rebuilding; `recalc detach users` runs
+// before any run. The section must still be built from the repaired rows:
+// the detach once cleared the mark with the rows, and carol kept her
+// access for good.
+func TestDetachUsersAfterASourceRepair(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupUsers(t)
+	b.run(t)
+	tx, err := b.admin.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	for _, s := range []string{`SET LOCAL session_replication_role = replica`, `UPDATE crm.app_user SET active = false WHERE id = 'carol'`} {
+		if _, err := tx.Exec(ctx, s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := engine.Verify(ctx, b.engine, engine.VerifyOptions{Sources: true, Repair: true}, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("verify --sources --repair: %v", err)
+	}
+	if rep.SourceDrift() == 0 {
+		t.Fatalf("verify --sources found no drift in the users table after a write its capture missed")
+	}
+	want := withUsers(t, b.expectedUsers(t))
+	if _, err := b.recalc("detach", "users"); err != nil {
+		t.Fatalf("detach users: %v", err)
+	}
+	b.run(t)
+	b.checkOracleOf(t, want, "after repairing the users' mirror and detaching them")
 }
