@@ -159,33 +159,63 @@ func removeAll(ctx context.Context, tx pgx.Tx, objects []string, have map[string
 // the detach kept the access the table no longer gave them, for good, and
 // recalc.wait_fresh with a token taken after the write returned.
 //
+// It then drops the capture, which waits for the writes under way: one
+// that committed after the absorb logged a change row it did not read, and
+// it starts again (its savepoint rolled back), three times at most.
 // Writes that cannot be read because the capture is not intact (the table
 // dropped or changed) are dropped, as before; writes whose read failed
 // otherwise (a lock not granted in time, the sandbox role, a right
 // revoked) refuse the detach, which can be run again once they read.
 func lastUsers(ctx context.Context, tx pgx.Tx) error {
-	var pending bool
-	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.change WHERE kind IN ('attached', 'attached_all') AND object = $1)`,
-		model.UsersAttachment).Scan(&pending); err != nil {
-		return fmt.Errorf("detach users: read the change log: %w", err)
+	for attempt := 1; ; attempt++ {
+		sp, err := tx.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		late, err := absorbUsersAndDrop(ctx, sp)
+		if err == nil && !late {
+			return sp.Commit(ctx)
+		}
+		if rerr := sp.Rollback(ctx); err == nil {
+			err = rerr
+		}
+		if err != nil {
+			return err
+		}
+		if attempt == 3 {
+			return fmt.Errorf("detach users: writes to the users table kept committing while it was being detached: detach again")
+		}
 	}
-	var a changes.Absorbed
-	var found bool
-	var err error
-	if pending { // else the absorb's lock would only wait for a comparison's (verify --sources)
-		a, found, err = changes.AbsorbObject(ctx, tx, model.UsersAttachment)
+}
+
+// absorbUsersAndDrop is one attempt of lastUsers: it reports late when a
+// write to the users table committed after the absorb, before the drop.
+func absorbUsersAndDrop(ctx context.Context, tx pgx.Tx) (late bool, err error) {
+	pending := `SELECT EXISTS (SELECT FROM recalc.change WHERE kind IN ('attached', 'attached_all') AND object = $1)`
+	var logged bool
+	if err := tx.QueryRow(ctx, pending, model.UsersAttachment).Scan(&logged); err != nil {
+		return false, fmt.Errorf("detach users: read the change log: %w", err)
 	}
-	switch {
-	case err != nil:
-		return fmt.Errorf("detach users: absorb the writes logged for the users table: %w", err)
-	case found && !a.Absorbed && a.Code != "":
-		return fmt.Errorf("detach users: the writes logged for the users table could not be read (SQLSTATE %s), and detaching would drop them: "+
-			"`recalc attach --list` says why; fix that, or wait for the lock, and detach again", a.Code)
+	if logged { // else the absorb's lock would only wait for a comparison's (verify --sources)
+		a, found, err := changes.AbsorbObject(ctx, tx, model.UsersAttachment)
+		switch {
+		case err != nil:
+			return false, fmt.Errorf("detach users: absorb the writes logged for the users table: %w", err)
+		case found && !a.Absorbed && a.Code != "":
+			return false, fmt.Errorf("detach users: the writes logged for the users table could not be read (SQLSTATE %s), and detaching would drop them: "+
+				"`recalc attach --list` says why; fix that, or wait for the lock, and detach again", a.Code)
+		}
 	}
 	if _, err := store.SyncAttachedUsers(ctx, tx); err != nil {
-		return fmt.Errorf("detach users: build the users section from the users table: %w", err)
+		return false, fmt.Errorf("detach users: build the users section from the users table: %w", err)
 	}
-	return nil
+	if _, err := tx.Exec(ctx, `SELECT recalc.attach_drop_capture($1)`, model.UsersAttachment); err != nil {
+		return false, fmt.Errorf("detach users: drop the capture: %w", err)
+	}
+	if err := tx.QueryRow(ctx, pending, model.UsersAttachment).Scan(&late); err != nil {
+		return false, fmt.Errorf("detach users: read the change log: %w", err)
+	}
+	return late, nil
 }
 
 // resolveAll checks every entry of spec.

@@ -3,9 +3,13 @@ package attach_test
 import (
 	"context"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
+	"github.com/recalc-dev/recalc/internal/attach"
+	"github.com/recalc-dev/recalc/internal/dburl"
 	"github.com/recalc-dev/recalc/internal/engine"
 )
 
@@ -87,4 +91,73 @@ func TestDetachUsersAfterASourceRepair(t *testing.T) {
 	}
 	b.run(t)
 	b.checkOracleOf(t, want, "after repairing the users' mirror and detaching them")
+}
+
+// TestDetachUsersBesideAUsersWrite: the application writes its users
+// table, and commits, while `recalc detach users` has absorbed the writes
+// logged before it and is about to drop the capture. Its change row must
+// not go unread with the capture: the detach finds it once the capture is
+// dropped, and absorbs again; the users section has the write.
+func TestDetachUsersBesideAUsersWrite(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupUsers(t)
+	b.run(t)
+	h := &holdAt{text: "SELECT recalc.attach_drop_capture", reached: make(chan struct{}), release: make(chan struct{})}
+	cfg, err := pgxpool.ParseConfig(dburl.WithUser(b.url, b.engineRole))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.Tracer = h
+	held, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(held.Close)
+	t.Cleanup(h.free)
+	detached := make(chan error, 1)
+	go func() {
+		_, err := attach.Detach(ctx, held, []string{"users"})
+		detached <- err
+	}()
+	select {
+	case <-h.reached:
+	case err := <-detached:
+		t.Fatalf("detach ended before dropping the capture: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("detach never reached dropping the capture")
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := b.app.Exec(ctx, `UPDATE crm.app_user SET active = false WHERE id = 'carol'`)
+		wrote <- err
+	}()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the users-table write waited for the detach, which held no lock against it yet")
+	}
+	h.free()
+	if err := <-detached; err != nil {
+		t.Fatalf("detach: %v", err)
+	}
+	b.run(t)
+	var active bool
+	if err := b.engine.QueryRow(ctx, `SELECT coalesce((u->>'active')::boolean, true) FROM recalc.model_section s, jsonb_array_elements(s.doc) u
+		WHERE s.name = 'users' AND u->>'id' = 'carol'`).Scan(&active); err != nil {
+		t.Fatal(err)
+	}
+	if active {
+		t.Errorf("carol's deactivation committed before the detach did, and the users section keeps her active")
+	}
+	var logged int
+	if err := b.engine.QueryRow(ctx, `SELECT count(*) FROM recalc.change WHERE object = 'users'`).Scan(&logged); err != nil {
+		t.Fatal(err)
+	}
+	if logged != 0 {
+		t.Errorf("%d change rows of the detached users table left", logged)
+	}
 }
