@@ -161,3 +161,38 @@ func TestDetachUsersBesideAUsersWrite(t *testing.T) {
 		t.Errorf("%d change rows of the detached users table left", logged)
 	}
 }
+
+// TestDetachUsersWhileChunkWaits: a job's chunk waits for a row lock while
+// `recalc detach users` absorbs a users-table write and rebuilds the users
+// section (the stored model changes under the running job, which computes
+// from the one it planned); the job ends, and the next run applies the
+// section as built: access is the oracle's for it.
+func TestDetachUsersWhileChunkWaits(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupUsers(t)
+	b.run(t)
+	b.exec(t, b.app, `UPDATE crm.account SET owner_id = 'erin' WHERE id = 1`)
+	holder, pid := hold(t, b.engine, `SELECT FROM recalc.acl_record WHERE id = 'account:1' FOR UPDATE`)
+	done := make(chan struct{})
+	var runErr error
+	go func() {
+		defer close(done)
+		_, runErr = engine.Run(ctx, b.engine, engine.Options{Workers: 1, ChunkSize: 1, LockTimeout: 20 * time.Second}, zerolog.Nop())
+	}()
+	waitBlocked(t, b.admin, pid, done, "the run's chunk to wait")
+	b.exec(t, b.app, `UPDATE crm.app_user SET active = false WHERE id = 'carol'`)
+	want := withUsers(t, b.expectedUsers(t))
+	if _, err := b.recalc("detach", "users"); err != nil {
+		t.Fatalf("detach users while a chunk waits: %v", err)
+	}
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if runErr != nil {
+		t.Fatalf("run: %v", runErr)
+	}
+	b.run(t)
+	b.checkOracleOf(t, want, "after detaching the users while a chunk waited")
+}
