@@ -171,3 +171,104 @@ func TestWatchServesMetrics(t *testing.T) {
 		t.Errorf("watch after SIGTERM: %v", werr)
 	}
 }
+
+// TestWatchSlowWebhookDoesNotHoldFreshness: a webhook that does not answer
+// holds up neither the watch's next steps nor its stop. A job's completion
+// notification is delivered beside the loop, so a single-record write made
+// while it hangs is materialized at once, and a SIGTERM while it hangs keeps
+// the notification for the next process to redeliver.
+func TestWatchSlowWebhookDoesNotHoldFreshness(t *testing.T) {
+	t.Parallel()
+	o := newProcessOrg(t, 200)
+	ctx := context.Background()
+	release := make(chan struct{})
+	var posts sync.WaitGroup
+	var got atomicCount
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		posts.Add(1)
+		defer posts.Done()
+		got.add()
+		select { // hang, as a receiver whose backend is stuck does
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer hook.Close()
+	defer close(release)
+	var before int64
+	if err := o.pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM recalc.job`).Scan(&before); err != nil {
+		t.Fatal(err)
+	}
+	w := o.command("watch", "--fast-records", "1", "--poll", "100ms", "--notify-url", hook.URL+"/hook",
+		"--notify-timeout", "30s", "--notify-retries", "0")
+	var stderr syncBuffer
+	w.Stderr = &stderr
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- w.Wait() }()
+	defer func() { _ = w.Process.Kill(); <-exited }()
+	o.changeRecords(3, 0) // more records than --fast-records: a job
+	deadline := time.Now().Add(30 * time.Second)
+	for got.get() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the job's notification was never posted:\n%s", lastLines(stderr.String(), 10))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The webhook hangs now. A single-record write takes the fast path.
+	var id, owner string
+	if err := o.pool.QueryRow(ctx, `SELECT r.id, u.id FROM recalc.record r, recalc.acl_user u
+		WHERE u.internal AND recalc.access_level(u.id, r.id) <> 'all' ORDER BY r.rid, u.id LIMIT 1`).Scan(&id, &owner); err != nil {
+		t.Fatal(err)
+	}
+	wrote := time.Now()
+	o.exec(`UPDATE recalc.record SET owner = $1 WHERE id = $2`, owner, id)
+	for {
+		var level string
+		if err := o.pool.QueryRow(ctx, `SELECT recalc.access_level($1, $2)`, owner, id).Scan(&level); err != nil {
+			t.Fatal(err)
+		}
+		if level == "all" {
+			break
+		}
+		if time.Since(wrote) > 5*time.Second {
+			t.Fatalf("a write made while the webhook hangs was not materialized within 5s (the notification's delivery holds the watch):\n%s",
+				lastLines(stderr.String(), 6))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := w.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		exited <- err
+		if err != nil {
+			t.Fatalf("watch on SIGTERM while the webhook hangs: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("watch did not stop within 10s of SIGTERM while the webhook hangs:\n%s", lastLines(stderr.String(), 6))
+	}
+	var kept int
+	if err := o.pool.QueryRow(ctx, `SELECT count(*) FROM recalc.notification WHERE job_id > $1`, before).Scan(&kept); err != nil {
+		t.Fatal(err)
+	}
+	if kept != 1 {
+		t.Errorf("%d notifications kept after a SIGTERM cut their delivery short, want 1:\n%s", kept, lastLines(stderr.String(), 6))
+	}
+}
+
+// atomicCount counts across goroutines.
+type atomicCount struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (c *atomicCount) add() { c.mu.Lock(); c.n++; c.mu.Unlock() }
+func (c *atomicCount) get() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}

@@ -130,6 +130,13 @@ func WatchCmd(ctx context.Context, env *Env, wopt watch.Options, opt engine.Opti
 	m := metrics.New(env.Pool, wopt.Poll+wopt.MaxWait+time.Minute)
 	opt.Contended = m.Contended
 	redeliver := opt.Notify.RedeliverEvery(30*time.Second, env.Pool, env.Log)
+	// Completion notifications go out beside the loop: a slow receiver
+	// delays no step. What a stop leaves undelivered is kept for the next
+	// process.
+	nctx, stopNotify := context.WithCancel(ctx)
+	var waitNotify func()
+	opt.Announce, waitNotify = opt.Notify.Background(nctx, env.Pool, env.Log)
+	defer func() { stopNotify(); waitNotify() }()
 	live := engine.NewLive(opt, wopt.FastRecords)
 	step := func(ctx context.Context) error {
 		m.Begin()

@@ -72,6 +72,12 @@ type Options struct {
 	// Notify receives the completion notification of a job this process
 	// ends (done or failed), besides the NOTIFY every job sends.
 	Notify *notify.Notifier
+	// Announce, when set, takes a finished job's completion notification
+	// over from Notify's synchronous delivery, and Run leaves the
+	// redelivery of kept ones to the caller too: `recalc watch` delivers
+	// both beside its loop (notify.Notifier.Background, RedeliverEvery), so
+	// that a slow or hanging receiver never holds up its next step.
+	Announce func(job int64)
 	// Contended, when set, is told of each lock timeout, deadlock or
 	// serialization failure of a chunk, and whether it is retried (metrics).
 	Contended func(err error, retry bool)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -164,7 +165,7 @@ func runJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 	}
 	stopBeat := workers.Heartbeat(ctx, pool, job.ID, log)
 	defer stopBeat()
-	stop := workers.Progress(ctx, pool, job.ID, job.Chunks, log, opt.Live)
+	stop := sync.OnceFunc(workers.Progress(ctx, pool, job.ID, job.Chunks, log, opt.Live))
 	defer stop()
 	for {
 		err := workChunks(ctx, pool, job, org, dict, opt, log)
@@ -185,6 +186,7 @@ func runJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 			finished = finishing
 		}
 		if finished {
+			stop() // the job is over: no more progress lines while its notification is delivered
 			announce(ctx, pool, job.ID, opt, log)
 		}
 		cur, err := queue.Get(ctx, pool, job.ID)
@@ -455,12 +457,19 @@ func finishClosure(ctx context.Context, tx pgx.Tx, j *queue.Job, org *sharing.Or
 // kept for the next run or watch to retry, and is not fatal: the job itself
 // is done.
 func announce(ctx context.Context, pool *pgxpool.Pool, id int64, opt Options, log zerolog.Logger) {
+	if opt.Announce != nil {
+		opt.Announce(id)
+		return
+	}
 	opt.Notify.Announce(ctx, pool, id, log)
 }
 
 // redeliver retries the kept notifications of this run's targets that are
 // due; it never fails the run.
 func redeliver(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logger) {
+	if opt.Announce != nil {
+		return // the caller redelivers beside its loop
+	}
 	if _, err := opt.Notify.Redeliver(ctx, pool, log); err != nil && ctx.Err() == nil {
 		log.Warn().Err(err).Msg("kept notifications not redelivered; the next run tries again")
 	}

@@ -221,19 +221,31 @@ func (n *Notifier) Announce(ctx context.Context, pool *pgxpool.Pool, job int64, 
 	if !n.Enabled() {
 		return
 	}
-	payload, err := queue.Payload(ctx, pool, job)
+	// Read even once ctx has ended (a SIGTERM as the job ended), so that
+	// the notification is kept below rather than lost.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	payload, err := queue.Payload(rctx, pool, job)
+	cancel()
 	if err != nil {
 		log.Error().Int64("job", job).Err(err).Msg("completion notification not sent: cannot read it")
 		return
 	}
 	for _, t := range n.Targets() {
-		err := n.send(ctx, t, payload, n.Retries)
+		err := errStopped
+		if ctx.Err() == nil {
+			if err = n.send(ctx, t, payload, n.Retries); err != nil && ctx.Err() != nil {
+				err = errStopped
+			}
+		}
 		if err == nil {
 			log.Info().Int64("job", job).Str("channel", t.Channel).Str("target", t.Label).Msg("completion notification sent")
 			continue
 		}
 		e := outbox.Entry{Job: job, Channel: t.Channel, TargetKey: t.Key, Target: t.Label, Payload: payload, LastError: err.Error()}
-		if kerr := outbox.Keep(context.WithoutCancel(ctx), pool, e); kerr != nil {
+		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		kerr := outbox.Keep(kctx, pool, e)
+		cancel()
+		if kerr != nil {
 			log.Error().Int64("job", job).Str("channel", t.Channel).Str("target", t.Label).AnErr("delivery", err).Err(kerr).
 				Msg("completion notification not delivered, and could not be kept for redelivery")
 			continue
@@ -241,6 +253,68 @@ func (n *Notifier) Announce(ctx context.Context, pool *pgxpool.Pool, job int64, 
 		log.Warn().Int64("job", job).Str("channel", t.Channel).Str("target", t.Label).Err(err).
 			Int64("retry_in_ms", outbox.Backoff(1).Milliseconds()).Msg("completion notification not delivered: kept, the next run or watch retries it (`recalc status` lists it)")
 	}
+}
+
+// errStopped is the delivery error of a notification that the process's
+// stop cut short, or left unsent.
+var errStopped = errors.New("not delivered before the process stopped")
+
+// Background returns announce, which hands a finished job's completion
+// notification to a goroutine that delivers them one after another
+// (Announce) and returns at once, so that a receiver that is slow or hangs
+// never holds up the caller's next step (`recalc watch`); and wait, which
+// returns once ctx has ended and the goroutine with it. What was left
+// undelivered then (cut short or not yet begun) is kept in the outbox, for
+// the next process with the same targets to deliver.
+func (n *Notifier) Background(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger) (announce func(job int64), wait func()) {
+	var mu sync.Mutex
+	var queued []int64
+	wake := make(chan struct{}, 1)
+	done := make(chan struct{})
+	next := func() (int64, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(queued) == 0 {
+			return 0, false
+		}
+		job := queued[0]
+		queued = queued[1:]
+		return job, true
+	}
+	go func() {
+		defer close(done)
+		for {
+			job, ok := next()
+			if !ok {
+				select {
+				case <-ctx.Done():
+				case <-wake:
+					continue
+				}
+			}
+			if ctx.Err() != nil {
+				// Keep what is left: Announce keeps what it cannot send.
+				for ; ok; job, ok = next() {
+					n.Announce(ctx, pool, job, log)
+				}
+				return
+			}
+			n.Announce(ctx, pool, job, log)
+		}
+	}()
+	announce = func(job int64) {
+		if !n.Enabled() {
+			return
+		}
+		mu.Lock()
+		queued = append(queued, job)
+		mu.Unlock()
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+	return announce, func() { <-done }
 }
 
 // Redeliver delivers the kept notifications of n's targets that are due,
