@@ -272,3 +272,52 @@ func (c *atomicCount) get() int {
 	defer c.mu.Unlock()
 	return c.n
 }
+
+// TestNotificationSurvivesKill: a run killed (SIGKILL, an OOM kill, a
+// service manager's stop timeout) while its webhook hangs leaves the job's
+// notification kept, for a later run with the same target to deliver:
+// delivery is at least once.
+func TestNotificationSurvivesKill(t *testing.T) {
+	t.Parallel()
+	o := newProcessOrg(t, 200)
+	ctx := context.Background()
+	release := make(chan struct{})
+	var got atomicCount
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.add()
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer hook.Close()
+	defer close(release)
+	o.changeRecords(3, 0)
+	run := o.command("run", "--notify-url", hook.URL+"/hook", "--notify-timeout", "30s", "--notify-retries", "0")
+	var stderr syncBuffer
+	run.Stderr = &stderr
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- run.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for got.get() == 0 {
+		if time.Now().After(deadline) {
+			_ = run.Process.Kill()
+			<-exited
+			t.Fatalf("the job's notification was never posted:\n%s", lastLines(stderr.String(), 10))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = run.Process.Kill()
+	<-exited
+	var kept int
+	if err := o.pool.QueryRow(ctx, `SELECT count(*) FROM recalc.notification n JOIN recalc.job j ON j.id = n.job_id
+		WHERE j.status = 'done'`).Scan(&kept); err != nil {
+		t.Fatal(err)
+	}
+	if kept != 1 {
+		t.Errorf("%d notifications kept after the run delivering it was killed, want 1: the notification is lost", kept)
+	}
+}

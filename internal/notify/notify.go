@@ -65,6 +65,13 @@ const (
 // Enabled reports whether n sends anything.
 func (n *Notifier) Enabled() bool { return n != nil && (n.URL != "" || len(n.Email) > 0) }
 
+// lease is the longest a delivery with n's quick retries may take, and a
+// minute more: how long an entry kept before its first delivery waits
+// before another process may deliver it.
+func (n *Notifier) lease() time.Duration {
+	return time.Duration(n.Retries+1)*(n.timeout()+5*time.Second) + time.Minute
+}
+
 func (n *Notifier) timeout() time.Duration {
 	if n.Timeout > 0 {
 		return n.Timeout
@@ -231,20 +238,45 @@ func (n *Notifier) Announce(ctx context.Context, pool *pgxpool.Pool, job int64, 
 		return
 	}
 	for _, t := range n.Targets() {
+		e := outbox.Entry{Job: job, Channel: t.Channel, TargetKey: t.Key, Target: t.Label, Payload: payload}
+		// Kept before the first attempt, leased for as long as the attempts
+		// may take: a process that dies delivering it (a SIGKILL, an OOM
+		// kill, a service manager's stop timeout) leaves it to the next
+		// process with the same target. Delivery is at least once.
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		begun, berr := outbox.Begin(bctx, pool, e, n.lease())
+		cancel()
+		if berr != nil {
+			log.Warn().Int64("job", job).Str("channel", t.Channel).Str("target", t.Label).Err(berr).
+				Msg("completion notification not kept before its delivery: a process that dies delivering it loses it")
+		}
 		err := errStopped
 		if ctx.Err() == nil {
 			if err = n.send(ctx, t, payload, n.Retries); err != nil && ctx.Err() != nil {
 				err = errStopped
 			}
 		}
+		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		var kerr error
+		switch {
+		case err == nil && berr == nil:
+			kerr = outbox.Delivered(kctx, pool, begun)
+		case err == nil:
+		case berr == nil:
+			kerr = outbox.Failed(kctx, pool, begun, err.Error())
+		default:
+			e.LastError = err.Error()
+			kerr = outbox.Keep(kctx, pool, e)
+		}
+		cancel()
 		if err == nil {
+			if kerr != nil {
+				log.Warn().Int64("job", job).Str("channel", t.Channel).Str("target", t.Label).Err(kerr).
+					Msg("completion notification sent, but still kept: it may be sent again")
+			}
 			log.Info().Int64("job", job).Str("channel", t.Channel).Str("target", t.Label).Msg("completion notification sent")
 			continue
 		}
-		e := outbox.Entry{Job: job, Channel: t.Channel, TargetKey: t.Key, Target: t.Label, Payload: payload, LastError: err.Error()}
-		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		kerr := outbox.Keep(kctx, pool, e)
-		cancel()
 		if kerr != nil {
 			log.Error().Int64("job", job).Str("channel", t.Channel).Str("target", t.Label).AnErr("delivery", err).Err(kerr).
 				Msg("completion notification not delivered, and could not be kept for redelivery")

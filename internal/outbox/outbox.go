@@ -73,6 +73,29 @@ func Keep(ctx context.Context, q pg.Querier, e Entry) error {
 	return prune(ctx, q)
 }
 
+// Underway is the last error of an entry whose first delivery is under
+// way (Begin): once its lease ends, the process delivering it died first.
+const Underway = "first delivery under way, or cut short by the end of the process delivering it"
+
+// Begin stores a notification before its first delivery, leased for lease
+// (the longest the delivery may take): a process that dies while delivering
+// it leaves it to be delivered again once the lease ends. It returns the
+// entry for Delivered or Failed. A notification kept before (its job ended
+// again) gets the new payload, and one more attempt.
+func Begin(ctx context.Context, q pg.Querier, e Entry, lease time.Duration) (Entry, error) {
+	err := q.QueryRow(ctx, `
+		INSERT INTO recalc.notification AS n (job_id, channel, target_key, target, payload, attempts, last_error, next_at)
+		VALUES ($1, $2, $3, $4, $5, 1, $6, now() + make_interval(secs => $7))
+		ON CONFLICT (job_id, target_key) DO UPDATE SET payload = excluded.payload, attempts = n.attempts + 1,
+			next_at = excluded.next_at
+		RETURNING n.id, n.attempts`,
+		e.Job, e.Channel, e.TargetKey, e.Target, string(e.Payload), Underway, lease.Seconds()).Scan(&e.ID, &e.Attempts)
+	if err != nil {
+		return e, fmt.Errorf("keep notification of job %d before its delivery: %w", e.Job, err)
+	}
+	return e, prune(ctx, q)
+}
+
 func prune(ctx context.Context, q pg.Querier) error {
 	_, err := q.Exec(ctx, `DELETE FROM recalc.notification WHERE attempts >= $1 AND next_at < now() - $2::interval`,
 		MaxAttempts, keepGivenUp)
