@@ -244,3 +244,24 @@ func TestWatchExitsOnNewerSchema(t *testing.T) {
 		t.Fatalf("the watch still runs 30 s after a newer recalc upgraded the schema\n%s", lastLines(stderr.String(), 4))
 	}
 }
+
+// TestNoDatabaseURLSaysSo: a command run with neither DATABASE_URL nor any
+// PG* variable (a service whose environment file is missing) says that
+// libpq's defaults chose the database, and names the database the server
+// picks (the user's name), rather than "database """ and a bare "run
+// `recalc init`" that would create the schema wherever the defaults reach.
+func TestNoDatabaseURLSaysSo(t *testing.T) {
+	t.Parallel()
+	bin := buildRecalc(t)
+	cmd := exec.Command(bin, "status")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "DATABASE_URL=") && !strings.HasPrefix(kv, "PG") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "PGCONNECT_TIMEOUT=5")
+	out, _ := cmd.CombinedOutput()
+	if !strings.Contains(string(out), "DATABASE_URL is not set") || strings.Contains(string(out), `database ""`) {
+		t.Errorf("recalc status without DATABASE_URL: %s", out)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
@@ -439,7 +440,7 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 			}
 		}
 		pg.PinSession(&cfg.ConnConfig.Config)
-		db := fmt.Sprintf("database %q on %s:%d as %q", cfg.ConnConfig.Database, cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.User)
+		db := describeDB(&cfg.ConnConfig.Config, c.String("database-url"), os.Getenv)
 		pool, err := pgxpool.NewWithConfig(c.Context, cfg)
 		if err != nil {
 			return cli.Exit(fmt.Sprintf("recalc: connect to %s: %s", db, oneLine(err)), ExitNoDatabase)
@@ -465,6 +466,28 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 		}
 		return cli.Exit(msg, ExitFailed)
 	}
+}
+
+// describeDB names the database a command works on, for its messages: the
+// database the server picks when none is given (the user's name), and, when
+// neither the URL nor any PG* variable says where, that libpq's defaults
+// chose it, so that a service whose DATABASE_URL is missing is not told to
+// `recalc init` whatever database those defaults reach.
+func describeDB(cfg *pgconn.Config, url string, getenv func(string) string) string {
+	name := cfg.Database
+	if name == "" {
+		name = cfg.User // the server's default
+	}
+	db := fmt.Sprintf("database %q on %s:%d as %q", name, cfg.Host, cfg.Port, cfg.User)
+	if strings.TrimSpace(url) != "" {
+		return db
+	}
+	for _, v := range []string{"PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE", "PGSERVICEFILE", "PGPASSWORD"} {
+		if getenv(v) != "" {
+			return db
+		}
+	}
+	return db + " (DATABASE_URL is not set, nor any PG* variable: these are libpq's defaults)"
 }
 
 func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
