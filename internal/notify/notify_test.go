@@ -326,3 +326,20 @@ func TestKeptAgainWhileRedelivering(t *testing.T) {
 		t.Errorf("kept after the stale claim ended: %+v; want the newer entry, untouched", st.Notifications)
 	}
 }
+
+// TestRedirectSaysWhatToDo: a webhook that redirects is not followed (a
+// POST would become a GET without its body, or carry the signature
+// elsewhere); the error says so, and what to do, and names no URL.
+func TestRedirectSaysWhatToDo(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "https://elsewhere.example/hook?token=t0k3n", http.StatusFound)
+	}))
+	defer srv.Close()
+	n := &notify.Notifier{URL: srv.URL + "/hook?token=s3cr3t", Timeout: 5 * time.Second}
+	err := n.Send(context.Background(), []byte(`{"job":1}`))
+	if err == nil || !strings.Contains(err.Error(), "302 Found") || !strings.Contains(err.Error(), "a redirect, which recalc does not follow") ||
+		strings.Contains(err.Error(), "t0k3n") || strings.Contains(err.Error(), "s3cr3t") {
+		t.Errorf("a redirecting webhook: %v", err)
+	}
+}

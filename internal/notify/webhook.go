@@ -101,6 +101,9 @@ func (n *Notifier) postOnce(ctx context.Context, client *http.Client, payload []
 	switch {
 	case resp.StatusCode < 300:
 		return false, nil
+	case resp.StatusCode < 400:
+		return true, fmt.Errorf("answered %s: a redirect, which recalc does not follow (the POST's body and signature would not go with it): "+
+			"give --notify-url the URL it redirects to", trim(status, 100))
 	case resp.StatusCode < 500:
 		return true, fmt.Errorf("answered %s", trim(status, 100))
 	}
