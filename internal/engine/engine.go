@@ -139,6 +139,30 @@ type Report struct {
 	Host           string               `json:"host,omitempty"`
 }
 
+// FailedJobError is the error of a run whose job failed. Report is the
+// job's (its kind, status and duration), for the caller's metrics.
+type FailedJobError struct {
+	Report *Report
+	err    error
+}
+
+func (e *FailedJobError) Error() string { return e.err.Error() }
+func (e *FailedJobError) Unwrap() error { return e.err }
+
+// failedJob returns err, as a FailedJobError when job id failed (rather
+// than was interrupted, or could not be read).
+func failedJob(ctx context.Context, pool *pgxpool.Pool, id int64, err error) error {
+	if ctx.Err() != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if rep, rerr := jobReport(rctx, pool, id); rerr == nil && rep.Status == string(queue.Failed) {
+		return &FailedJobError{Report: rep, err: err}
+	}
+	return err
+}
+
 // jobReport reads job id's report from its payload.
 func jobReport(ctx context.Context, pool *pgxpool.Pool, id int64) (*Report, error) {
 	b, err := queue.Payload(ctx, pool, id)
@@ -210,7 +234,7 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 			last, err = joinJob(ctx, pool, job, opt, log)
 		}
 		if err != nil {
-			return nil, err
+			return nil, failedJob(ctx, pool, job.ID, err)
 		}
 		if created && (!opt.Full || opt.InPlace || last.Kind == queue.Full) {
 			break

@@ -110,6 +110,9 @@ func (m *Metrics) End(rep *engine.Report, err error) {
 	switch {
 	case err != nil:
 		m.runs.WithLabelValues("error").Inc()
+		if f := (*engine.FailedJobError)(nil); errors.As(err, &f) { // the job ended, failed
+			m.jobDuration.WithLabelValues(string(f.Report.Kind), f.Report.Status).Observe(float64(f.Report.DurationMS) / 1000)
+		}
 	case rep == nil || rep.Job == 0:
 		m.runs.WithLabelValues("no_job").Inc()
 	default:

@@ -258,3 +258,38 @@ func TestHealthz(t *testing.T) {
 		t.Error("a loop past its interval reads healthy")
 	}
 }
+
+// TestFailedJobObserved: a job that fails in this process's run counts in
+// recalc_job_duration_seconds{status="failed"}, which the documented
+// RecalcJobFailed alert watches (docs/operations.md), besides the run's
+// error.
+func TestFailedJobObserved(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	// Every write of a share row fails, as a full disk or a broken index would.
+	if _, err := b.pool.Exec(b.ctx, `
+		CREATE FUNCTION recalc.test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+		CREATE TRIGGER test_refuse BEFORE INSERT OR UPDATE OR DELETE ON recalc.acl_share
+		FOR EACH ROW EXECUTE FUNCTION recalc.test_refuse();
+		UPDATE recalc.record SET owner = 'u2' WHERE id = 'a1';`); err != nil {
+		t.Fatal(err)
+	}
+	b.m.Begin()
+	rep, err := engine.Run(b.ctx, b.pool, engine.Options{Contended: b.m.Contended}, zerolog.Nop())
+	b.m.End(rep, err)
+	if err == nil {
+		t.Fatal("the run succeeded though every share row write fails")
+	}
+	var status string
+	if qerr := b.pool.QueryRow(b.ctx, `SELECT status FROM recalc.job ORDER BY id DESC LIMIT 1`).Scan(&status); qerr != nil || status != "failed" {
+		t.Fatalf("the job reads %q (%v), want failed; the run: %v", status, qerr, err)
+	}
+	fams := b.scrape(t)
+	if v, verr := value(fams, "recalc_job_duration_seconds", "status", "failed"); verr != nil || v != 1 {
+		t.Errorf(`recalc_job_duration_seconds{status="failed"} = %v (%v), want 1 observation: the RecalcJobFailed alert never fires`, v, verr)
+	}
+	if v, verr := value(fams, "recalc_runs_total", "result", "error"); verr != nil || v != 1 {
+		t.Errorf(`recalc_runs_total{result="error"} = %v (%v), want 1`, v, verr)
+	}
+}
