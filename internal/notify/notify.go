@@ -295,7 +295,8 @@ var errStopped = errors.New("not delivered before the process stopped")
 // notification to a goroutine that delivers them one after another
 // (Announce) and returns at once, so that a receiver that is slow or hangs
 // never holds up the caller's next step (`recalc watch`); and wait, which
-// returns once ctx has ended and the goroutine with it. What was left
+// returns once ctx has ended and the goroutine with it (call it after the
+// last announce). What was left
 // undelivered then (cut short or not yet begun) is kept in the outbox, for
 // the next process with the same targets to deliver.
 func (n *Notifier) Background(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger) (announce func(job int64), wait func()) {
@@ -325,9 +326,10 @@ func (n *Notifier) Background(ctx context.Context, pool *pgxpool.Pool, log zerol
 				}
 			}
 			if ctx.Err() != nil {
-				// Keep what is left: Announce keeps what it cannot send.
-				for ; ok; job, ok = next() {
-					n.Announce(ctx, pool, job, log)
+				if ok { // wait keeps it, with what is left
+					mu.Lock()
+					queued = append([]int64{job}, queued...)
+					mu.Unlock()
 				}
 				return
 			}
@@ -346,7 +348,16 @@ func (n *Notifier) Background(ctx context.Context, pool *pgxpool.Pool, log zerol
 		default:
 		}
 	}
-	return announce, func() { <-done }
+	wait = func() {
+		<-done
+		// Keep what is left, queued even after the goroutine ended (a job
+		// that finished as the process stopped): Announce, its context
+		// ended, keeps what it does not send.
+		for job, ok := next(); ok; job, ok = next() {
+			n.Announce(ctx, pool, job, log)
+		}
+	}
+	return announce, wait
 }
 
 // Redeliver delivers the kept notifications of n's targets that are due,

@@ -343,3 +343,38 @@ func TestRedirectSaysWhatToDo(t *testing.T) {
 		t.Errorf("a redirecting webhook: %v", err)
 	}
 }
+
+// TestBackgroundKeepsWhatAStopLeaves: a notification handed to Background
+// is delivered beside the caller; one handed over as the process stops,
+// after its goroutine has ended, is kept for the next process rather than
+// lost.
+func TestBackgroundKeepsWhatAStopLeaves(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	rec := &receiver{secret: "0123456789abcdef", answer: http.StatusOK}
+	srv := httptest.NewServer(rec)
+	defer srv.Close()
+	rep := b.run(t, nil)
+	n := &notify.Notifier{URL: srv.URL + "/hook", Secret: rec.secret, Timeout: 5 * time.Second}
+	ctx, cancel := context.WithCancel(b.ctx)
+	announce, wait := n.Background(ctx, b.pool, zerolog.Nop())
+	announce(rep.Job)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if calls, _, _ := rec.state(); calls == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the notification handed to Background was never posted")
+		}
+	}
+	cancel()
+	time.Sleep(50 * time.Millisecond) // the goroutine has ended
+	announce(rep.Job)                 // a job that finished as the process stopped
+	wait()
+	if st := b.kept(t); st.NotificationsKept != 1 || len(st.Notifications) != 1 || st.Notifications[0].Job != rep.Job {
+		t.Errorf("after a stop, kept: %d %+v, want the job's notification", st.NotificationsKept, st.Notifications)
+	}
+	if calls, _, _ := rec.state(); calls != 1 {
+		t.Errorf("%d posts, want 1: the one handed over after the stop is kept, not sent", calls)
+	}
+}
