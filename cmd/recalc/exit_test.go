@@ -265,3 +265,57 @@ func TestNoDatabaseURLSaysSo(t *testing.T) {
 		t.Errorf("recalc status without DATABASE_URL: %s", out)
 	}
 }
+
+// TestWaitSurvivesLostConnection: `recalc wait` whose connection is killed
+// (a server restart, a pooler's cut) reconnects and goes on waiting, rather
+// than exit 1, which says the job failed.
+func TestWaitSurvivesLostConnection(t *testing.T) {
+	t.Parallel()
+	o := newProcessOrg(t, 200)
+	ctx := context.Background()
+	var id int64
+	if err := o.pool.QueryRow(ctx, `INSERT INTO recalc.job (kind, trigger, status, change_seq, config, plan, chunks)
+		VALUES ('incremental', 'test', 'running', 0, '{}', '{}', 0) RETURNING id`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	beat := func() {
+		o.exec(`INSERT INTO recalc.job_worker (job_id, worker) VALUES ($1, 'test')
+			ON CONFLICT (job_id, worker) DO UPDATE SET seen_at = clock_timestamp()`, id)
+	}
+	beat()
+	cmd := o.command("wait", strconv.FormatInt(id, 10))
+	cmd.Env = append(cmd.Env, "PGAPPNAME=recalc-wait-test")
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() { _ = cmd.Process.Kill() }()
+	killed := 0
+	for deadline := time.Now().Add(20 * time.Second); killed == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("recalc wait never connected:\n%s", stderr.String())
+		}
+		if err := o.pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE application_name = 'recalc-wait-test' AND datname = current_database()`).Scan(&killed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	beat()
+	o.exec(`UPDATE recalc.job SET status = 'done', finished_at = now() WHERE id = $1`, id)
+	o.exec(`SELECT pg_notify('recalc_jobs', $1::text)`, strconv.FormatInt(id, 10))
+	select {
+	case err := <-exited:
+		var p struct {
+			Status string `json:"status"`
+		}
+		if err != nil || json.Unmarshal([]byte(stdout.String()), &p) != nil || p.Status != "done" {
+			t.Errorf("recalc wait after its connection was killed: %v, stdout %q, stderr:\n%s", err, stdout.String(), stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("recalc wait did not return within 20s of the job's end:\n%s", stderr.String())
+	}
+}

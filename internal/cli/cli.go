@@ -412,6 +412,9 @@ func version() string {
 var (
 	errJobFailed = errors.New("the job failed")                  // `recalc wait`: the job failed
 	errDrift     = errors.New("the materialized tables drifted") // `recalc verify`: drift not repaired, or a source not compared
+	// errNoDatabase, wrapped, exits ExitNoDatabase with the error's message:
+	// the database was lost and could not be reached again.
+	errNoDatabase = errors.New("the database cannot be reached")
 )
 
 // action opens the pool and logger for a command and maps errors to exit codes.
@@ -457,6 +460,8 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 			return cli.Exit("recalc: interrupted: an unfinished job stays resumable, and the next `recalc run` resumes it", ExitInterrupted)
 		case errors.Is(err, errJobFailed) || errors.Is(err, errDrift):
 			return cli.Exit("", ExitFailed)
+		case errors.Is(err, errNoDatabase):
+			return cli.Exit("recalc: "+oneLine(err), ExitNoDatabase)
 		case errors.As(err, new(*schema.VersionError)):
 			return cli.Exit(fmt.Sprintf("recalc: %s: %v", db, err), ExitFailed)
 		}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/mattn/go-isatty"
 	"github.com/urfave/cli/v2"
@@ -23,6 +24,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/sharing"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/watch"
+	"github.com/recalc-dev/recalc/internal/workers"
 	"github.com/recalc-dev/recalc/schema"
 )
 
@@ -166,27 +168,59 @@ func WaitCmd(ctx context.Context, env *Env, id int64) error {
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
-	conn, done, err := listenForJobs(ctx, env.Pool)
-	if err != nil {
-		return err
-	}
-	defer done()
-	if id == 0 {
-		if id, err = queue.UnfinishedOrLatest(ctx, conn); err != nil {
+	var j *queue.Job
+	var lostAt time.Time
+	for attempt := 0; ; attempt++ {
+		conn, done, err := listenForJobs(ctx, env.Pool)
+		if err == nil {
+			if id == 0 {
+				if id, err = queue.UnfinishedOrLatest(ctx, conn); err == nil && id == 0 {
+					done()
+					return fmt.Errorf("there is no job to wait for: `recalc run` starts one")
+				}
+			}
+			if err == nil {
+				j, err = awaitJob(ctx, conn, id)
+			}
+			if err != nil && !conn.Conn().IsClosed() && !connectionLost(err) {
+				done()
+				return err
+			}
+			done()
+		} else if !connectionLost(err) {
 			return err
 		}
-		if id == 0 {
-			return fmt.Errorf("there is no job to wait for: `recalc run` starts one")
+		if err == nil {
+			break
 		}
-	}
-	j, err := awaitJob(ctx, conn, id)
-	if err != nil {
-		return err
+		if conn != nil { // it had connected: a new loss, backed off afresh
+			lostAt, attempt = time.Time{}, 0
+		}
+		// The connection was lost (a server restart, a pooler's or an
+		// administrator's cut): the job goes on without us. Wait again on a
+		// new one, for a while.
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if lostAt.IsZero() {
+			lostAt = time.Now()
+		}
+		if time.Since(lostAt) > waitReconnectFor {
+			return fmt.Errorf("%w: lost the database connection while waiting for job %d, and could not reconnect within %s: %w; "+
+				"`recalc wait %d` waits again", errNoDatabase, id, waitReconnectFor, err, id)
+		}
+		backoff := workers.Backoff(attempt)
+		env.Log.Warn().Int64("job", id).Err(err).Dur("backoff_ms", backoff).Msg("lost the database connection while waiting; reconnecting")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
 	}
 	if j.Interrupted {
 		return fmt.Errorf("job %d was interrupted: no process is working on it; `recalc run` resumes it", id)
 	}
-	payload, err := queue.Payload(ctx, conn, id)
+	payload, err := queue.Payload(ctx, env.Pool, id)
 	if err != nil {
 		return err
 	}
@@ -195,6 +229,23 @@ func WaitCmd(ctx context.Context, env *Env, id int64) error {
 		return errJobFailed
 	}
 	return nil
+}
+
+// waitReconnectFor is how long `recalc wait` tries to reconnect after it
+// lost its connection, before it gives up with ExitNoDatabase.
+const waitReconnectFor = 2 * time.Minute
+
+// connectionLost says whether err is the loss of the connection, or the
+// failure to make one, rather than an answer of the server to a statement:
+// no server error at all, or one of class 08 (connection exception) or 57
+// (operator intervention: a shutdown, a terminated backend, a server
+// starting up).
+func connectionLost(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+	}
+	return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57")
 }
 
 // listenForJobs takes a connection from pool that listens on
