@@ -319,3 +319,58 @@ func TestWaitSurvivesLostConnection(t *testing.T) {
 		t.Fatalf("recalc wait did not return within 20s of the job's end:\n%s", stderr.String())
 	}
 }
+
+// TestChangesFollowSurvivesLostConnection: `recalc changes --follow` whose
+// connections are killed (a server restart) reconnects and goes on from
+// its cursor, rather than exit 1 and leave the consumer's service manager
+// to restart it.
+func TestChangesFollowSurvivesLostConnection(t *testing.T) {
+	t.Parallel()
+	o := newProcessOrg(t, 200)
+	ctx := context.Background()
+	var head int64
+	if err := o.pool.QueryRow(ctx, `SELECT recalc.access_changes_head()`).Scan(&head); err != nil {
+		t.Fatal(err)
+	}
+	cmd := o.command("changes", "--follow", "--poll", "20ms", "--since", strconv.FormatInt(head, 10))
+	cmd.Env = append(cmd.Env, "PGAPPNAME=recalc-follow-test")
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() { _ = cmd.Process.Kill() }()
+	killed := 0
+	for deadline := time.Now().Add(20 * time.Second); killed == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the follower never connected:\n%s", stderr.String())
+		}
+		// Once it follows (its backend has read the feed), kill every connection it has.
+		if err := o.pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE application_name = 'recalc-follow-test' AND datname = current_database()
+			AND EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'recalc-follow-test'
+			            AND query LIKE '%access_changes%')`).Scan(&killed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o.changeRecords(20, 1)
+	o.run("run")
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(stdout.String(), "\n"); time.Sleep(20 * time.Millisecond) {
+		select {
+		case err := <-exited:
+			t.Fatalf("the follower exited (%v) when its connection was killed:\n%s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the follower printed nothing of the run's entries within 20 s after its connection was killed:\n%s", stderr.String())
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-exited; err != nil {
+		t.Fatalf("recalc changes --follow stopped by SIGTERM: %v, want exit 0\n%s", err, stderr.String())
+	}
+}

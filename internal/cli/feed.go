@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/recalc-dev/recalc/internal/feed"
+	"github.com/recalc-dev/recalc/internal/workers"
 	"github.com/recalc-dev/recalc/schema"
 )
 
@@ -64,14 +65,29 @@ func ChangesCmd(ctx context.Context, env *Env, since int64, limit int, follow bo
 		return err
 	}
 	enc := json.NewEncoder(env.Out)
-	for {
+	for attempt := 0; ; {
 		es, err := feed.Read(ctx, env.Pool, since, limit)
 		if err != nil {
 			if follow && errors.Is(err, context.Canceled) && ctx.Err() != nil {
 				return nil // a signal is how a follower stops; what it printed is whole
 			}
-			return err
+			if !follow || !connectionLost(err) {
+				return err
+			}
+			// A server restart or a killed connection: read again from the
+			// same cursor once it answers, as `recalc watch` does.
+			wait := workers.Backoff(attempt)
+			attempt++
+			env.Log.Warn().Err(err).Int("attempt", attempt).Dur("backoff_ms", wait).Int64("since", since).
+				Msg("lost the database connection; reconnecting")
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+			continue
 		}
+		attempt = 0
 		for _, e := range es {
 			if err := enc.Encode(e); err != nil {
 				return fmt.Errorf("write access changes: %w", err)
