@@ -298,8 +298,11 @@ func TestWaitSurvivesLostConnection(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("recalc wait never connected:\n%s", stderr.String())
 		}
+		// Once it waits (its backend has read the job), kill every connection it has.
 		if err := o.pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-			WHERE application_name = 'recalc-wait-test' AND datname = current_database()`).Scan(&killed); err != nil {
+			WHERE application_name = 'recalc-wait-test' AND datname = current_database()
+			AND EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'recalc-wait-test'
+			            AND query LIKE '%FROM recalc.job WHERE id%')`).Scan(&killed); err != nil {
 			t.Fatal(err)
 		}
 	}
