@@ -296,9 +296,9 @@ var errStopped = errors.New("not delivered before the process stopped")
 // (Announce) and returns at once, so that a receiver that is slow or hangs
 // never holds up the caller's next step (`recalc watch`); and wait, which
 // returns once ctx has ended and the goroutine with it (call it after the
-// last announce). What was left
-// undelivered then (cut short or not yet begun) is kept in the outbox, for
-// the next process with the same targets to deliver.
+// last announce). What was left undelivered then (cut short or not yet
+// begun) is kept in the outbox, for the next process with the same targets
+// to deliver.
 func (n *Notifier) Background(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger) (announce func(job int64), wait func()) {
 	var mu sync.Mutex
 	var queued []int64
