@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -375,5 +376,37 @@ func TestChangesFollowSurvivesLostConnection(t *testing.T) {
 	}
 	if err := <-exited; err != nil {
 		t.Fatalf("recalc changes --follow stopped by SIGTERM: %v, want exit 0\n%s", err, stderr.String())
+	}
+}
+
+// TestUnansweringServerTimesOut: a server that accepts the connection and
+// never answers (hung, stopped, a half-open network path) makes a command
+// exit 3 within its connect timeout (10 s unless the URL or PGCONNECT_TIMEOUT
+// says), saying it cannot reach the database, rather than hang for ever: a
+// nightly `recalc run` or a probe's `recalc status` would never end.
+func TestUnansweringServerTimesOut(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // hold it, answering nothing
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	cmd := recalcCommand(ctx, buildRecalc(t), "postgres://postgres@"+ln.Addr().String()+"/db?sslmode=disable", "status")
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	took := time.Since(start)
+	if took > 25*time.Second || cmd.ProcessState.ExitCode() != 3 || !strings.Contains(string(out), "cannot reach database") {
+		t.Errorf("recalc status on a server that never answers: %v after %s, exit %d:\n%s", err, took.Round(time.Second), cmd.ProcessState.ExitCode(), out)
 	}
 }

@@ -417,6 +417,10 @@ var (
 	errNoDatabase = errors.New("the database cannot be reached")
 )
 
+// defaultConnectTimeout bounds each connection's establishment when
+// neither the URL nor PGCONNECT_TIMEOUT sets connect_timeout.
+const defaultConnectTimeout = 10 * time.Second
+
 // action opens the pool and logger for a command and maps errors to exit codes.
 func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
@@ -427,6 +431,13 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 		cfg, err := pgxpool.ParseConfig(c.String("database-url"))
 		if err != nil {
 			return cli.Exit("recalc: bad --database-url / DATABASE_URL: "+err.Error(), 2)
+		}
+		// libpq waits for ever for a server that accepts the connection and
+		// never answers (hung, stopped, a half-open path): a nightly run or a
+		// probe would never end. Bound it unless the URL or the environment
+		// says (connect_timeout=0 still waits for ever).
+		if !strings.Contains(c.String("database-url"), "connect_timeout") && os.Getenv("PGCONNECT_TIMEOUT") == "" {
+			cfg.ConnConfig.ConnectTimeout = defaultConnectTimeout
 		}
 		cfg.MaxConns = int32(max(4, runtime.NumCPU()+2, c.Int("workers")+2))
 		// JIT compilation costs hundreds of milliseconds on queries whose
