@@ -43,6 +43,7 @@ func TestExitStatuses(t *testing.T) {
 		{"grant of an unknown kind", "", []string{"grant", "admin", "x"}, 2, `unknown kind of access "admin"`, false},
 		{"an argument to a command that takes none", "", []string{"init", "extra"}, 2, `init takes no arguments, got "extra" (see`, false},
 		{"a job number with a tail", "", []string{"wait", "1x"}, 2, "JOB must be a job number", false},
+		{"a job that does not exist", "", []string{"wait", "999"}, 1, "job 999 does not exist", false},
 		{"a flag after a plan's file", "", []string{"plan", "/dev/null", "--full"}, 2, `give one FILE, and the flags before it (got "--full" after it)`, false},
 		{"a flag after an import's file", "", []string{"import", "/dev/null", "--wait-job", "3s"}, 2, `give one FILE, and the flags before it (got "--wait-job" after it) (see`, false},
 		{"an import without a file", "", []string{"import"}, 2, "give one FILE (or - for standard input) (see `recalc import --help`)", false},

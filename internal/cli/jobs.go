@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -236,16 +237,19 @@ func WaitCmd(ctx context.Context, env *Env, id int64) error {
 const waitReconnectFor = 2 * time.Minute
 
 // connectionLost says whether err is the loss of the connection, or the
-// failure to make one, rather than an answer of the server to a statement:
-// no server error at all, or one of class 08 (connection exception) or 57
-// (operator intervention: a shutdown, a terminated backend, a server
-// starting up).
+// failure to make one, rather than an answer to a statement or an error of
+// recalc's own (a job that does not exist): a server error of class 08
+// (connection exception) or 57 (operator intervention: a shutdown, a
+// terminated backend, a server starting up), a failed connect, a network
+// error, the connection's end, or a statement pgx never sent.
 func connectionLost(err error) bool {
 	var pe *pgconn.PgError
-	if !errors.As(err, &pe) {
-		return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57")
 	}
-	return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57")
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	return errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err)
 }
 
 // listenForJobs takes a connection from pool that listens on
