@@ -5,11 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/attach"
-	"github.com/recalc-dev/recalc/internal/dburl"
 	"github.com/recalc-dev/recalc/internal/engine"
 )
 
@@ -104,16 +102,7 @@ func TestDetachUsersBesideAUsersWrite(t *testing.T) {
 	b := setupUsers(t)
 	b.run(t)
 	h := &holdAt{text: "SELECT recalc.attach_drop_capture", reached: make(chan struct{}), release: make(chan struct{})}
-	cfg, err := pgxpool.ParseConfig(dburl.WithUser(b.url, b.engineRole))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.Tracer = h
-	held, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(held.Close)
+	held := tracedPool(t, b, h)
 	t.Cleanup(h.free)
 	detached := make(chan error, 1)
 	go func() {

@@ -758,6 +758,23 @@ func describeSchedule(s *fcSchedule) string {
 	return b.String()
 }
 
+// tracedPool is a pool of the engine's role whose queries go through
+// tracer (a holdAt, say); it closes when the test ends.
+func tracedPool(t *testing.T, b *bundle, tracer pgx.QueryTracer) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(dburl.WithUser(b.url, b.engineRole))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.Tracer = tracer
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
 // holdAt is a query tracer that holds the first query whose SQL contains
 // text at its start until release is closed, after closing reached.
 type holdAt struct {
@@ -804,16 +821,7 @@ func TestFeedConsumerReReadAcrossSwap(t *testing.T) {
 
 	// A full job that swaps, held at the swap, with the live tables locked.
 	h := &holdAt{text: "DROP TABLE recalc.acl_share, recalc.acl_record", reached: make(chan struct{}), release: make(chan struct{})}
-	cfgPool, err := pgxpool.ParseConfig(dburl.WithUser(b.url, b.engineRole))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfgPool.ConnConfig.Tracer = h
-	jobPool, err := pgxpool.NewWithConfig(ctx, cfgPool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer jobPool.Close()
+	jobPool := tracedPool(t, b, h)
 	defer h.free() // before the pool closes: a failing test leaves the job held otherwise
 	jobDone := make(chan error, 1)
 	go func() {

@@ -8,10 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
-	"github.com/recalc-dev/recalc/internal/dburl"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testkit"
@@ -112,16 +110,7 @@ func TestImportBesideAnOwnerChange(t *testing.T) {
 			if tc.holdAt != nil {
 				h.match = tc.holdAt
 			}
-			cfg, err := pgxpool.ParseConfig(dburl.WithUser(b.url, b.engineRole))
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg.ConnConfig.Tracer = h
-			pool, err := pgxpool.NewWithConfig(ctx, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer pool.Close()
+			pool := tracedPool(t, b, h)
 			defer h.free()
 			done := make(chan error, 1)
 			go func() {
@@ -145,7 +134,7 @@ func TestImportBesideAnOwnerChange(t *testing.T) {
 				}
 				h.free()
 			}
-			err = <-done
+			err := <-done
 			switch {
 			case tc.lockTable:
 				// Its last absorb could not take the owner change: the

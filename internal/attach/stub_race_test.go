@@ -9,10 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
-	"github.com/recalc-dev/recalc/internal/dburl"
 	"github.com/recalc-dev/recalc/internal/engine"
 )
 
@@ -239,16 +237,7 @@ func holdRunBuildingUsers(t *testing.T, b *bundle) (*holdAt, <-chan error) {
 	ctx := context.Background()
 	b.exec(t, b.engine, `DELETE FROM recalc.record WHERE id = 'L2'`)
 	h := &holdAt{text: "UPDATE recalc.attached_users_state SET dirty = false", reached: make(chan struct{}), release: make(chan struct{})}
-	cfg, err := pgxpool.ParseConfig(dburl.WithUser(b.url, b.engineRole))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.Tracer = h
-	held, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(held.Close)
+	held := tracedPool(t, b, h)
 	t.Cleanup(h.free) // before the pool closes
 	done := make(chan error, 1)
 	go func() {

@@ -10,11 +10,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/changes"
-	"github.com/recalc-dev/recalc/internal/dburl"
 	"github.com/recalc-dev/recalc/internal/engine"
 )
 
@@ -101,16 +99,7 @@ func TestStubsBesideBothUsersBuilds(t *testing.T) {
 	b.exec(t, b.engine, `DELETE FROM recalc.record WHERE id = 'L2'`)
 	h1 := &holdNth{text: "UPDATE recalc.attached_users_state SET dirty = false", n: 1, reached: make(chan struct{}), release: make(chan struct{})}
 	h2 := &holdNth{text: "UPDATE recalc.attached_users_state SET dirty = false", n: 2, reached: make(chan struct{}), release: make(chan struct{})}
-	cfg, err := pgxpool.ParseConfig(dburl.WithUser(b.url, b.engineRole))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.Tracer = multiTracer{h1, h2}
-	held, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(held.Close)
+	held := tracedPool(t, b, multiTracer{h1, h2})
 	t.Cleanup(h1.free)
 	t.Cleanup(h2.free)
 	done := make(chan error, 1)
