@@ -8,7 +8,7 @@
 //
 // /healthz answers 200 when the database answers and the watch loop is
 // alive (it ran within its expected interval, or its run works on a job
-// that a process heartbeats), else 503.
+// that a process heartbeats) and not failing at every run, else 503.
 package metrics
 
 import (
@@ -42,12 +42,14 @@ type Metrics struct {
 	mu      sync.Mutex
 	running int
 	beat    time.Time
+	ok      time.Time // when a run last ended without an error
+	failing bool      // the last run ended with an error
 }
 
 // New returns the metrics of a process whose loop runs at least every
 // within, reading the database through pool.
 func New(pool *pgxpool.Pool, within time.Duration) *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry(), pool: pool, within: within, beat: time.Now(),
+	m := &Metrics{reg: prometheus.NewRegistry(), pool: pool, within: within, beat: time.Now(), ok: time.Now(),
 		jobDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "recalc_job_duration_seconds",
 			Help:    "Duration of the jobs this process ran or joined, from the job's creation to its end, by kind and final status.",
@@ -106,6 +108,9 @@ func (m *Metrics) End(rep *engine.Report, err error) {
 	m.mu.Lock()
 	m.running--
 	m.beat = time.Now()
+	if m.failing = err != nil; !m.failing {
+		m.ok = m.beat
+	}
 	m.mu.Unlock()
 	switch {
 	case err != nil:
@@ -121,23 +126,29 @@ func (m *Metrics) End(rep *engine.Report, err error) {
 	}
 }
 
-// loop reports whether the loop is in a run, and whether that run, or the
-// last one, began or ended within m.within.
-func (m *Metrics) loop(now time.Time) (running, recent bool) {
+// loop reports whether the loop is in a run, whether that run, or the
+// last one, began or ended within m.within, and whether its runs have all
+// failed for longer than that.
+func (m *Metrics) loop(now time.Time) (running, recent, failing bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.running > 0, now.Sub(m.beat) <= m.within
+	return m.running > 0, now.Sub(m.beat) <= m.within, m.failing && now.Sub(m.ok) > m.within
 }
 
 // Healthy says why the process is unhealthy, or nil: the database must
 // answer within the scrape timeout, and the loop must be alive: a run began
 // or ended within m.within, or the run in progress, begun earlier, works on
 // a job that a process heartbeats (a long full job). A run past m.within
-// with no live job is stuck.
+// with no live job is stuck. A loop whose runs have all failed for longer
+// than m.within (a plan that times out at every step, say) is unhealthy
+// too: it keeps nothing fresh.
 func (m *Metrics) Healthy(ctx context.Context) error {
-	running, recent := m.loop(time.Now())
+	running, recent, failing := m.loop(time.Now())
 	if !running && !recent {
 		return errors.New("the watch loop has not run within " + m.within.String())
+	}
+	if failing {
+		return errors.New("the watch loop's runs have all failed for over " + m.within.String() + " (its log says why)")
 	}
 	ctx, cancel := context.WithTimeout(ctx, scrapeTimeout)
 	defer cancel()

@@ -226,6 +226,20 @@ func TestHealthz(t *testing.T) {
 			}
 		})
 	}
+	// A loop whose runs have all failed for longer than its interval keeps
+	// nothing fresh: unhealthy until a run ends without an error.
+	failing := metrics.New(b.pool, time.Second)
+	time.Sleep(1100 * time.Millisecond)
+	failing.Begin()
+	failing.End(nil, errors.New("plan: canceling statement due to statement timeout"))
+	if err := failing.Healthy(b.ctx); err == nil || !strings.Contains(err.Error(), "have all failed") {
+		t.Errorf("a loop whose runs have failed for over its interval: %v, want unhealthy, saying so", err)
+	}
+	failing.Begin()
+	failing.End(&engine.Report{}, nil)
+	if err := failing.Healthy(b.ctx); err != nil {
+		t.Errorf("after a run without an error: %v, want healthy", err)
+	}
 	// A run in progress past the interval is alive only while it works on
 	// a job that a process heartbeats.
 	m := metrics.New(b.pool, -time.Second)
