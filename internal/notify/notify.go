@@ -228,21 +228,37 @@ func (n *Notifier) Announce(ctx context.Context, pool *pgxpool.Pool, job int64, 
 	if !n.Enabled() {
 		return
 	}
+	for _, p := range n.begin(ctx, pool, job, log) {
+		n.deliver(ctx, pool, p, log)
+	}
+}
+
+// pending is a completion notification to one target, kept (begin) before
+// its first attempt (deliver).
+type pending struct {
+	target Target
+	entry  outbox.Entry // as outbox.Begin returned it
+	kept   error        // outbox.Begin's error: not kept
+}
+
+// begin reads job's completion notification and keeps it in the outbox for
+// each target, leased for as long as its attempts may take: a process that
+// dies delivering it (a SIGKILL, an OOM kill, a service manager's stop
+// timeout), or before it got to it, leaves it to the next process with the
+// same target. Delivery is at least once.
+func (n *Notifier) begin(ctx context.Context, pool *pgxpool.Pool, job int64, log zerolog.Logger) []pending {
 	// Read even once ctx has ended (a SIGTERM as the job ended), so that
-	// the notification is kept below rather than lost.
+	// the notification is kept rather than lost.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	payload, err := queue.Payload(rctx, pool, job)
 	cancel()
 	if err != nil {
 		log.Error().Int64("job", job).Err(err).Msg("completion notification not sent: cannot read it")
-		return
+		return nil
 	}
+	var out []pending
 	for _, t := range n.Targets() {
 		e := outbox.Entry{Job: job, Channel: t.Channel, TargetKey: t.Key, Target: t.Label, Payload: payload}
-		// Kept before the first attempt, leased for as long as the attempts
-		// may take: a process that dies delivering it (a SIGKILL, an OOM
-		// kill, a service manager's stop timeout) leaves it to the next
-		// process with the same target. Delivery is at least once.
 		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		begun, berr := outbox.Begin(bctx, pool, e, n.lease())
 		cancel()
@@ -250,74 +266,85 @@ func (n *Notifier) Announce(ctx context.Context, pool *pgxpool.Pool, job int64, 
 			log.Warn().Int64("job", job).Str("channel", t.Channel).Str("target", t.Label).Err(berr).
 				Msg("completion notification not kept before its delivery: a process that dies delivering it loses it")
 		}
-		err := errStopped
-		if ctx.Err() == nil {
-			if err = n.send(ctx, t, payload, n.Retries); err != nil && ctx.Err() != nil {
-				err = errStopped
-			}
-		}
-		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		var kerr error
-		switch {
-		case err == nil && berr == nil:
-			kerr = outbox.Delivered(kctx, pool, begun)
-		case err == nil:
-		case berr == nil:
-			kerr = outbox.Failed(kctx, pool, begun, err.Error())
-		default:
-			e.LastError = err.Error()
-			kerr = outbox.Keep(kctx, pool, e)
-		}
-		cancel()
-		if err == nil {
-			if kerr != nil {
-				log.Warn().Int64("job", job).Str("channel", t.Channel).Str("target", t.Label).Err(kerr).
-					Msg("completion notification sent, but still kept: it may be sent again")
-			}
-			log.Info().Int64("job", job).Str("channel", t.Channel).Str("target", t.Label).Msg("completion notification sent")
-			continue
-		}
-		if kerr != nil {
-			log.Error().Int64("job", job).Str("channel", t.Channel).Str("target", t.Label).AnErr("delivery", err).Err(kerr).
-				Msg("completion notification not delivered, and could not be kept for redelivery")
-			continue
-		}
-		log.Warn().Int64("job", job).Str("channel", t.Channel).Str("target", t.Label).Err(err).
-			Int64("retry_in_ms", outbox.Backoff(1).Milliseconds()).Msg("completion notification not delivered: kept, the next run or watch retries it (`recalc status` lists it)")
+		out = append(out, pending{target: t, entry: begun, kept: berr})
 	}
+	return out
+}
+
+// deliver sends p, with n's quick retries, unless ctx has ended, and
+// forgets it once sent, or records the failure for redelivery.
+func (n *Notifier) deliver(ctx context.Context, pool *pgxpool.Pool, p pending, log zerolog.Logger) {
+	t, job := p.target, p.entry.Job
+	err := errStopped
+	if ctx.Err() == nil {
+		if err = n.send(ctx, t, p.entry.Payload, n.Retries); err != nil && ctx.Err() != nil {
+			err = errStopped
+		}
+	}
+	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	var kerr error
+	switch {
+	case err == nil && p.kept == nil:
+		kerr = outbox.Delivered(kctx, pool, p.entry)
+	case err == nil:
+	case p.kept == nil:
+		kerr = outbox.Failed(kctx, pool, p.entry, err.Error())
+	default:
+		e := p.entry
+		e.LastError = err.Error()
+		kerr = outbox.Keep(kctx, pool, e)
+	}
+	cancel()
+	if err == nil {
+		if kerr != nil {
+			log.Warn().Int64("job", job).Str("channel", t.Channel).Str("target", t.Label).Err(kerr).
+				Msg("completion notification sent, but still kept: it may be sent again")
+		}
+		log.Info().Int64("job", job).Str("channel", t.Channel).Str("target", t.Label).Msg("completion notification sent")
+		return
+	}
+	if kerr != nil {
+		log.Error().Int64("job", job).Str("channel", t.Channel).Str("target", t.Label).AnErr("delivery", err).Err(kerr).
+			Msg("completion notification not delivered, and could not be kept for redelivery")
+		return
+	}
+	log.Warn().Int64("job", job).Str("channel", t.Channel).Str("target", t.Label).Err(err).
+		Int64("retry_in_ms", outbox.Backoff(1).Milliseconds()).Msg("completion notification not delivered: kept, the next run or watch retries it (`recalc status` lists it)")
 }
 
 // errStopped is the delivery error of a notification that the process's
 // stop cut short, or left unsent.
 var errStopped = errors.New("not delivered before the process stopped")
 
-// Background returns announce, which hands a finished job's completion
-// notification to a goroutine that delivers them one after another
-// (Announce) and returns at once, so that a receiver that is slow or hangs
-// never holds up the caller's next step (`recalc watch`); and wait, which
-// returns once ctx has ended and the goroutine with it (call it after the
-// last announce). What was left undelivered then (cut short or not yet
-// begun) is kept in the outbox, for the next process with the same targets
-// to deliver.
+// Background returns announce, which keeps a finished job's completion
+// notification in the outbox (as Announce does before its first attempt)
+// and hands it to a goroutine that delivers them one after another, and
+// returns: a receiver that is slow or hangs never holds up the caller's
+// next step (`recalc watch`), and a process killed while notifications
+// wait their turn leaves them to the next process with the same targets.
+// wait returns once ctx has ended and the goroutine with it (call it after
+// the last announce). What was left undelivered then (cut short or not yet
+// begun) stays kept in the outbox, for the next process with the same
+// targets to deliver.
 func (n *Notifier) Background(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger) (announce func(job int64), wait func()) {
 	var mu sync.Mutex
-	var queued []int64
+	var queued []pending
 	wake := make(chan struct{}, 1)
 	done := make(chan struct{})
-	next := func() (int64, bool) {
+	next := func() (pending, bool) {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(queued) == 0 {
-			return 0, false
+			return pending{}, false
 		}
-		job := queued[0]
+		p := queued[0]
 		queued = queued[1:]
-		return job, true
+		return p, true
 	}
 	go func() {
 		defer close(done)
 		for {
-			job, ok := next()
+			p, ok := next()
 			if !ok {
 				select {
 				case <-ctx.Done():
@@ -328,20 +355,32 @@ func (n *Notifier) Background(ctx context.Context, pool *pgxpool.Pool, log zerol
 			if ctx.Err() != nil {
 				if ok { // wait keeps it, with what is left
 					mu.Lock()
-					queued = append([]int64{job}, queued...)
+					queued = append([]pending{p}, queued...)
 					mu.Unlock()
 				}
 				return
 			}
-			n.Announce(ctx, pool, job, log)
+			if p.kept == nil {
+				// Its lease began when it was queued: renew it, unless
+				// another process took it over once it ended (a
+				// redelivery's claim), or its job ended again since.
+				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				mine, err := outbox.Renew(rctx, pool, p.entry, n.lease())
+				cancel()
+				if err == nil && !mine {
+					continue
+				}
+			}
+			n.deliver(ctx, pool, p, log)
 		}
 	}()
 	announce = func(job int64) {
 		if !n.Enabled() {
 			return
 		}
+		ps := n.begin(ctx, pool, job, log)
 		mu.Lock()
-		queued = append(queued, job)
+		queued = append(queued, ps...)
 		mu.Unlock()
 		select {
 		case wake <- struct{}{}:
@@ -350,11 +389,11 @@ func (n *Notifier) Background(ctx context.Context, pool *pgxpool.Pool, log zerol
 	}
 	wait = func() {
 		<-done
-		// Keep what is left, queued even after the goroutine ended (a job
-		// that finished as the process stopped): Announce, its context
+		// Record what is left, queued even after the goroutine ended (a job
+		// that finished as the process stopped): deliver, its context
 		// ended, keeps what it does not send.
-		for job, ok := next(); ok; job, ok = next() {
-			n.Announce(ctx, pool, job, log)
+		for p, ok := next(); ok; p, ok = next() {
+			n.deliver(ctx, pool, p, log)
 		}
 	}
 	return announce, wait

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -377,4 +378,80 @@ func TestBackgroundKeepsWhatAStopLeaves(t *testing.T) {
 	if calls, _, _ := rec.state(); calls != 1 {
 		t.Errorf("%d posts, want 1: the one handed over after the stop is kept, not sent", calls)
 	}
+}
+
+// TestBackgroundKeepsWhatItQueues: a notification handed to Background
+// while the one before it is still being delivered (a slow receiver) is
+// kept in the outbox at once, before announce returns: a process killed
+// then (a SIGKILL, a service manager's stop timeout) leaves it to the next
+// process, as the README promises of every notification, instead of losing
+// it with the goroutine's queue. It is then delivered once.
+func TestBackgroundKeepsWhatItQueues(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first := b.run(t, nil)
+	second, err := engine.Run(b.ctx, b.pool, engine.Options{Full: true}, zerolog.Nop())
+	if err != nil || second.Job == 0 || second.Job == first.Job {
+		t.Fatalf("second job: %+v, %v", second, err)
+	}
+	release := make(chan struct{})
+	var mu sync.Mutex
+	posted := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var p struct {
+			Job int64 `json:"job"`
+		}
+		_ = json.Unmarshal(body, &p)
+		mu.Lock()
+		posted[strconv.FormatInt(p.Job, 10)]++
+		mu.Unlock()
+		if p.Job == first.Job {
+			<-release // a slow receiver
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	n := &notify.Notifier{URL: srv.URL + "/hook", Timeout: 30 * time.Second}
+	ctx, cancel := context.WithCancel(b.ctx)
+	defer cancel()
+	announce, wait := n.Background(ctx, b.pool, zerolog.Nop())
+	announce(first.Job)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		got := posted[strconv.FormatInt(first.Job, 10)]
+		mu.Unlock()
+		if got == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first notification was never posted")
+		}
+	}
+	announce(second.Job) // queued behind the slow one
+	var kept int
+	if err := b.pool.QueryRow(b.ctx, `SELECT count(*) FROM recalc.notification WHERE job_id = $1`, second.Job).Scan(&kept); err != nil {
+		t.Fatal(err)
+	}
+	if kept != 1 {
+		t.Errorf("the queued notification of job %d is kept %d times, want 1: a process killed now loses it", second.Job, kept)
+	}
+	release <- struct{}{}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var left int
+		if err := b.pool.QueryRow(b.ctx, `SELECT count(*) FROM recalc.notification`).Scan(&left); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		got := posted[strconv.FormatInt(second.Job, 10)]
+		mu.Unlock()
+		if left == 0 && got == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the slow receiver answered: %d kept, job %d posted %d times; want none kept, posted once", left, second.Job, got)
+		}
+	}
+	cancel()
+	wait()
 }

@@ -96,6 +96,19 @@ func Begin(ctx context.Context, q pg.Querier, e Entry, lease time.Duration) (Ent
 	return e, prune(ctx, q)
 }
 
+// Renew extends the lease of an entry kept by Begin for lease more, before
+// its delivery, and reports whether it is still the caller's: false when
+// it was claimed since (its lease had ended: another process delivers it),
+// kept again (its job ended again), or forgotten.
+func Renew(ctx context.Context, q pg.Querier, e Entry, lease time.Duration) (bool, error) {
+	tag, err := q.Exec(ctx, `UPDATE recalc.notification SET next_at = now() + make_interval(secs => $3)
+		WHERE id = $1 AND attempts = $2`, e.ID, e.Attempts, lease.Seconds())
+	if err != nil {
+		return false, fmt.Errorf("renew the lease of notification %d: %w", e.ID, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
 func prune(ctx context.Context, q pg.Querier) error {
 	_, err := q.Exec(ctx, `DELETE FROM recalc.notification WHERE attempts >= $1 AND next_at < now() - $2::interval`,
 		MaxAttempts, keepGivenUp)
