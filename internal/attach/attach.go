@@ -206,11 +206,20 @@ func absorbUsersAndDrop(ctx context.Context, tx pgx.Tx) (late bool, err error) {
 				"`recalc attach --list` says why; fix that, or wait for the lock, and detach again", a.Code)
 		}
 	}
+	// A capture that is not intact logged writes no absorb can read: they
+	// go with it, those committed after the absorb too (docs/attach.md).
+	var intact bool
+	if err := tx.QueryRow(ctx, `SELECT recalc.attach_intact($1)`, model.UsersAttachment).Scan(&intact); err != nil {
+		return false, fmt.Errorf("detach users: check the capture: %w", err)
+	}
 	if _, err := store.SyncAttachedUsers(ctx, tx); err != nil {
 		return false, fmt.Errorf("detach users: build the users section from the users table: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `SELECT recalc.attach_drop_capture($1)`, model.UsersAttachment); err != nil {
 		return false, fmt.Errorf("detach users: drop the capture: %w", err)
+	}
+	if !intact {
+		return false, nil
 	}
 	if err := tx.QueryRow(ctx, pending, model.UsersAttachment).Scan(&late); err != nil {
 		return false, fmt.Errorf("detach users: read the change log: %w", err)
