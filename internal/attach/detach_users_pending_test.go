@@ -187,7 +187,7 @@ func TestDetachUsersWhileChunkWaits(t *testing.T) {
 }
 
 // TestDetachUsersWithABrokenCapture: the application writes its users
-// table, then renames it before any run absorbs the write: the capture is
+// table, then renames or drops it before any run absorbs the write: the capture is
 // not intact, so the logged write cannot be read, and `recalc detach users`
 // drops it with the capture (docs/attach.md: detach, then attach again).
 // The detach must succeed: it once took the logged write it had just left
@@ -196,23 +196,30 @@ func TestDetachUsersWhileChunkWaits(t *testing.T) {
 // table renamed or dropped with a write pending could never be detached.
 func TestDetachUsersWithABrokenCapture(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	b := setupUsers(t)
-	b.run(t)
-	b.exec(t, b.app, `UPDATE crm.app_user SET active = false WHERE id = 'carol'`,
-		`ALTER TABLE crm.app_user RENAME TO app_user_renamed`)
-	var logged bool
-	if err := b.engine.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.change WHERE kind IN ('attached', 'attached_all') AND object = 'users')`).Scan(&logged); err != nil {
-		t.Fatal(err)
-	}
-	if !logged {
-		t.Fatal("the users write logged no change row")
-	}
-	out, err := b.recalc("detach", "users")
-	if err != nil {
-		t.Fatalf("detach users with its capture broken and a write logged: %v\n%s", err, out)
-	}
-	if err := b.engine.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.attachment WHERE object = 'users')`).Scan(&logged); err != nil || logged {
-		t.Fatalf("users still attached after the detach: %v %v", logged, err)
+	for name, broken := range map[string]string{
+		"renamed": `ALTER TABLE crm.app_user RENAME TO app_user_renamed`,
+		"dropped": `DROP TABLE crm.app_user CASCADE`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			b := setupUsers(t)
+			b.run(t)
+			b.exec(t, b.app, `UPDATE crm.app_user SET active = false WHERE id = 'carol'`, broken)
+			var logged bool
+			if err := b.engine.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.change WHERE kind IN ('attached', 'attached_all') AND object = 'users')`).Scan(&logged); err != nil {
+				t.Fatal(err)
+			}
+			if !logged {
+				t.Fatal("the users write logged no change row")
+			}
+			out, err := b.recalc("detach", "users")
+			if err != nil {
+				t.Fatalf("detach users with its capture broken and a write logged: %v\n%s", err, out)
+			}
+			if err := b.engine.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.attachment WHERE object = 'users')`).Scan(&logged); err != nil || logged {
+				t.Fatalf("users still attached after the detach: %v %v", logged, err)
+			}
+		})
 	}
 }
