@@ -173,6 +173,7 @@ func WaitCmd(ctx context.Context, env *Env, id int64) error {
 	var lostAt time.Time
 	for attempt := 0; ; attempt++ {
 		conn, done, err := listenForJobs(ctx, env.Pool)
+		connected := time.Now()
 		if err == nil {
 			if id == 0 {
 				if id, err = queue.UnfinishedOrLatest(ctx, conn); err == nil && id == 0 {
@@ -194,7 +195,9 @@ func WaitCmd(ctx context.Context, env *Env, id int64) error {
 		if err == nil {
 			break
 		}
-		if conn != nil { // it had connected: a new loss, backed off afresh
+		if conn != nil && time.Since(connected) > 10*time.Second {
+			// It had waited on a connection for a while: a new loss,
+			// backed off afresh. One cut at once counts as the same loss.
 			lostAt, attempt = time.Time{}, 0
 		}
 		// The connection was lost (a server restart, a pooler's or an
@@ -240,12 +243,12 @@ const waitReconnectFor = 2 * time.Minute
 // failure to make one, rather than an answer to a statement or an error of
 // recalc's own (a job that does not exist): a server error of class 08
 // (connection exception) or 57 (operator intervention: a shutdown, a
-// terminated backend, a server starting up), a failed connect, a network
+// terminated backend, a server starting up; not a statement cancelled), a failed connect, a network
 // error, the connection's end, or a statement pgx never sent.
 func connectionLost(err error) bool {
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57")
+	if errors.As(err, &pe) { // 57014 is a statement cancelled or timed out, on a live connection
+		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57") && pe.Code != "57014"
 	}
 	var ce *pgconn.ConnectError
 	var ne net.Error
