@@ -594,21 +594,22 @@ func EngineBlocked(ctx context.Context, tx pgx.Tx, table string) (string, bool, 
 	return engine, blocked, nil
 }
 
-// ViewBase returns the object attached through a view that table is a base
-// table of ("" when none): the write guard knows no owner or parent column
-// of such a table.
-func ViewBase(ctx context.Context, tx pgx.Tx, table string) (string, error) {
+// ViewBases returns the objects attached through views that table is a base
+// table of, sorted (none when it is no view's base table): the write guard
+// knows no owner or parent column of such a table, and a table several
+// objects' views read (vtiger's vtiger_crmentity) holds rows of each.
+func ViewBases(ctx context.Context, tx pgx.Tx, table string) ([]string, error) {
 	tbl, err := resolveTable(ctx, tx, table)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	var object string
-	err = tx.QueryRow(ctx, `SELECT coalesce(min(a.object), '') FROM recalc.attach_capture c JOIN recalc.attachment a ON a.object = c.object
-		WHERE c.relid = pg_catalog.to_regclass($1) AND a.is_view`, tbl.Sanitize()).Scan(&object)
+	var objects []string
+	err = tx.QueryRow(ctx, `SELECT coalesce(array_agg(DISTINCT a.object ORDER BY a.object), '{}') FROM recalc.attach_capture c JOIN recalc.attachment a ON a.object = c.object
+		WHERE c.relid = pg_catalog.to_regclass($1) AND a.is_view`, tbl.Sanitize()).Scan(&objects)
 	if err != nil {
-		return "", fmt.Errorf("look up the views attached over %s: %w", table, err)
+		return nil, fmt.Errorf("look up the views attached over %s: %w", table, err)
 	}
-	return object, nil
+	return objects, nil
 }
 
 // ParentWithoutKey returns the parent object of the object attached to

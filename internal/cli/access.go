@@ -242,8 +242,8 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
-	var owner, engine, view, parent string
-	var others []string
+	var owner, engine, parent string
+	var others, views []string
 	var bypass, blocked bool
 	if err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error {
 		if err := access.EnableRLS(ctx, tx, r); err != nil {
@@ -253,7 +253,7 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 		if owner, bypass, err = access.OwnerBypass(ctx, tx, r.Table); err != nil {
 			return err
 		}
-		if view, err = access.ViewBase(ctx, tx, r.Table); err != nil {
+		if views, err = access.ViewBases(ctx, tx, r.Table); err != nil {
 			return err
 		}
 		if parent, err = access.ParentWithoutKey(ctx, tx, r.Table); err != nil {
@@ -266,6 +266,24 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 		return err
 	}); err != nil {
 		return err
+	}
+	view := ""
+	if len(views) > 0 {
+		view = views[0]
+	}
+	shared := false
+	for _, v := range views {
+		if v == r.Object {
+			view = v
+		} else {
+			shared = true
+		}
+	}
+	if shared {
+		fmt.Fprintf(errOut, "warning: %s is a base table of the attached views of objects %s: its rows belong to records of each, "+
+			"and these policies judge every row as a record of %s, so a row of another object is hidden from every user (or, where its id is also "+
+			"a record of %s's, judged by that record's access); filter such a shared table with a policy of your own that reads each row's object "+
+			"(docs/rls.md, \"A table that several objects share\")\n", r.Table, andList(views), r.Object, r.Object)
 	}
 	if writes := r.Write || r.InsertRole != "" || r.OwnerColumn != ""; writes && view != "" {
 		fmt.Fprintf(errOut, "warning: %s is a base table of object %s's attached view: the write guard knows no owner or parent column of it, "+
@@ -336,4 +354,12 @@ func rlsDisableCommand(out, errOut io.Writer) *cli.Command {
 			})(c)
 		},
 	}
+}
+
+// andList joins names as "a", "a and b", "a, b and c".
+func andList(names []string) string {
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
 }
