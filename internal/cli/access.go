@@ -267,24 +267,7 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 	}); err != nil {
 		return err
 	}
-	view := ""
-	if len(views) > 0 {
-		view = views[0]
-	}
-	shared := false
-	for _, v := range views {
-		if v == r.Object {
-			view = v
-		} else {
-			shared = true
-		}
-	}
-	if shared {
-		fmt.Fprintf(errOut, "warning: %s is a base table of the attached views of objects %s: its rows belong to records of each, "+
-			"and these policies judge every row as a record of %s, so a row of another object is hidden from every user (or, where its id is also "+
-			"a record of %s's, judged by that record's access); filter such a shared table with a policy of your own that reads each row's object "+
-			"(docs/rls.md, \"A table that several objects share\")\n", r.Table, andList(views), r.Object, r.Object)
-	}
+	view := sharedBaseWarning(errOut, r, views)
 	if writes := r.Write || r.InsertRole != "" || r.OwnerColumn != ""; writes && view != "" {
 		fmt.Fprintf(errOut, "warning: %s is a base table of object %s's attached view: the write guard knows no owner or parent column of it, "+
 			"so an editor may change them; add the trigger docs/rls.md gives (\"What the write policies do not check, and the write guard\")\n", r.Table, view)
@@ -319,6 +302,26 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 	}
 	fmt.Fprintln(env.Out, ".")
 	return nil
+}
+
+// sharedBaseWarning warns when r's table is a base table of attached views
+// of other objects than r's (vtiger's vtiger_crmentity), whose rows these
+// policies would judge as r's records; it returns the object whose view the
+// table is a base table of, r's own first ("" when none).
+func sharedBaseWarning(errOut io.Writer, r *access.RLS, views []string) string {
+	if len(views) == 0 {
+		return ""
+	}
+	if slices.ContainsFunc(views, func(v string) bool { return v != r.Object }) {
+		fmt.Fprintf(errOut, "warning: %s is a base table of the attached views of objects %s: its rows belong to records of each, "+
+			"and these policies judge every row as a record of %s, so a row of another object is hidden from every user (or, where its id is also "+
+			"a record of %s's, judged by that record's access); filter such a shared table with a policy of your own that reads each row's object "+
+			"(docs/rls.md, \"A table that several objects share\")\n", r.Table, andList(views), r.Object, r.Object)
+	}
+	if slices.Contains(views, r.Object) {
+		return r.Object
+	}
+	return views[0]
 }
 
 func rlsDisableCommand(out, errOut io.Writer) *cli.Command {
