@@ -42,14 +42,14 @@ type Metrics struct {
 	mu      sync.Mutex
 	running int
 	beat    time.Time
-	ok      time.Time // when a run last ended without an error
-	failing bool      // the last run ended with an error
+	begun   time.Time // when the run in progress, or the last one, began
+	failed  time.Time // when the first of the failed runs since the last run without an error ended; zero if the last run had none
 }
 
 // New returns the metrics of a process whose loop runs at least every
 // within, reading the database through pool.
 func New(pool *pgxpool.Pool, within time.Duration) *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry(), pool: pool, within: within, beat: time.Now(), ok: time.Now(),
+	m := &Metrics{reg: prometheus.NewRegistry(), pool: pool, within: within, beat: time.Now(),
 		jobDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "recalc_job_duration_seconds",
 			Help:    "Duration of the jobs this process ran or joined, from the job's creation to its end, by kind and final status.",
@@ -98,6 +98,7 @@ func (m *Metrics) Begin() {
 	defer m.mu.Unlock()
 	m.running++
 	m.beat = time.Now()
+	m.begun = m.beat
 }
 
 // End marks the end of a run, with what it reported.
@@ -108,8 +109,11 @@ func (m *Metrics) End(rep *engine.Report, err error) {
 	m.mu.Lock()
 	m.running--
 	m.beat = time.Now()
-	if m.failing = err != nil; !m.failing {
-		m.ok = m.beat
+	switch {
+	case err == nil:
+		m.failed = time.Time{}
+	case m.failed.IsZero(): // the first failure since a run without one
+		m.failed = m.beat
 	}
 	m.mu.Unlock()
 	switch {
@@ -132,7 +136,13 @@ func (m *Metrics) End(rep *engine.Report, err error) {
 func (m *Metrics) loop(now time.Time) (running, recent, failing bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.running > 0, now.Sub(m.beat) <= m.within, m.failing && now.Sub(m.ok) > m.within
+	running = m.running > 0
+	// Failing from the end of the first failed run, not from the last run
+	// without an error: one failed run after a long one (a full job) is no
+	// failing loop. A run in progress past m.within is judged as any long
+	// run is (its job must be heartbeated), not by the failures before it.
+	failing = !m.failed.IsZero() && now.Sub(m.failed) > m.within && !(running && now.Sub(m.begun) > m.within)
+	return running, now.Sub(m.beat) <= m.within, failing
 }
 
 // Healthy says why the process is unhealthy, or nil: the database must

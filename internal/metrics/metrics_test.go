@@ -229,6 +229,8 @@ func TestHealthz(t *testing.T) {
 	// A loop whose runs have all failed for longer than its interval keeps
 	// nothing fresh: unhealthy until a run ends without an error.
 	failing := metrics.New(b.pool, time.Second)
+	failing.Begin()
+	failing.End(nil, errors.New("plan: canceling statement due to statement timeout"))
 	time.Sleep(1100 * time.Millisecond)
 	failing.Begin()
 	failing.End(nil, errors.New("plan: canceling statement due to statement timeout"))
@@ -239,6 +241,23 @@ func TestHealthz(t *testing.T) {
 	failing.End(&engine.Report{}, nil)
 	if err := failing.Healthy(b.ctx); err != nil {
 		t.Errorf("after a run without an error: %v, want healthy", err)
+	}
+	// One failed run is no failing loop, even when it ended more than the
+	// interval after the last run without an error (it was long: a full
+	// job): the loop retries it. Only failures for longer than the
+	// interval are.
+	long := metrics.New(b.pool, time.Second)
+	long.Begin()
+	time.Sleep(1100 * time.Millisecond)
+	long.End(nil, errors.New("a chunk: deadlock detected"))
+	if err := long.Healthy(b.ctx); err != nil {
+		t.Errorf("one failed run, just now, after a long one: %v, want healthy", err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	long.Begin()
+	long.End(nil, errors.New("a chunk: deadlock detected"))
+	if err := long.Healthy(b.ctx); err == nil || !strings.Contains(err.Error(), "have all failed") {
+		t.Errorf("runs failing for over the interval: %v, want unhealthy, saying so", err)
 	}
 	// A run in progress past the interval is alive only while it works on
 	// a job that a process heartbeats.
