@@ -455,3 +455,80 @@ func TestBackgroundKeepsWhatItQueues(t *testing.T) {
 	cancel()
 	wait()
 }
+
+// TestBackgroundSkipsWhatAnotherProcessTookOver: a queued notification
+// whose lease ran out while it waited its turn (a slow receiver) is taken
+// over by another process's redelivery; when its turn comes, Background
+// does not send it again.
+func TestBackgroundSkipsWhatAnotherProcessTookOver(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first := b.run(t, nil)
+	second, err := engine.Run(b.ctx, b.pool, engine.Options{Full: true}, zerolog.Nop())
+	if err != nil || second.Job == 0 || second.Job == first.Job {
+		t.Fatalf("second job: %+v, %v", second, err)
+	}
+	release := make(chan struct{})
+	var mu sync.Mutex
+	posted := map[int64]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var p struct {
+			Job int64 `json:"job"`
+		}
+		_ = json.Unmarshal(body, &p)
+		mu.Lock()
+		posted[p.Job]++
+		n := posted[p.Job]
+		mu.Unlock()
+		if p.Job == first.Job && n == 1 {
+			<-release
+		}
+	}))
+	defer srv.Close()
+	n := &notify.Notifier{URL: srv.URL + "/hook", Timeout: 30 * time.Second}
+	ctx, cancel := context.WithCancel(b.ctx)
+	defer cancel()
+	announce, wait := n.Background(ctx, b.pool, zerolog.Nop())
+	announce(first.Job)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		got := posted[first.Job]
+		mu.Unlock()
+		if got == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first notification was never posted")
+		}
+	}
+	announce(second.Job)
+	if _, err := b.pool.Exec(b.ctx, `UPDATE recalc.notification SET next_at = now() - interval '1 second' WHERE job_id = $1`, second.Job); err != nil {
+		t.Fatal(err)
+	}
+	other := &notify.Notifier{URL: srv.URL + "/hook", Timeout: 30 * time.Second}
+	if got, err := other.Redeliver(b.ctx, b.pool, zerolog.Nop()); err != nil || got != 1 {
+		t.Fatalf("the other process's redelivery: %d, %v; want 1", got, err)
+	}
+	close(release)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var left int
+		if err := b.pool.QueryRow(b.ctx, `SELECT count(*) FROM recalc.notification`).Scan(&left); err != nil {
+			t.Fatal(err)
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d notifications still kept", left)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if posted[second.Job] != 1 {
+		t.Errorf("job %d posted %d times, want 1: the process it was queued in sent it after another took it over", second.Job, posted[second.Job])
+	}
+}
