@@ -277,6 +277,15 @@ func TestHealthz(t *testing.T) {
 	if err := m.Healthy(b.ctx); err != nil {
 		t.Errorf("a long run working on a live job: %v", err)
 	}
+	// A long retry after failed runs, working on a live job: judged as any
+	// long run, not by the failures before it.
+	retry := metrics.New(b.pool, -time.Second)
+	retry.Begin()
+	retry.End(nil, errors.New("a chunk: deadlock detected"))
+	retry.Begin()
+	if err := retry.Healthy(b.ctx); err != nil {
+		t.Errorf("a long retry working on a live job, after a failed run: %v, want healthy", err)
+	}
 	if _, err := b.pool.Exec(b.ctx, `UPDATE recalc.job_worker SET seen_at = now() - interval '1 hour'`); err != nil {
 		t.Fatal(err)
 	}
