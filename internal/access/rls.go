@@ -597,7 +597,9 @@ func EngineBlocked(ctx context.Context, tx pgx.Tx, table string) (string, bool, 
 // ViewBases returns the objects attached through views that table is a base
 // table of, sorted (none when it is no view's base table): the write guard
 // knows no owner or parent column of such a table, and a table several
-// objects' views read (vtiger's vtiger_crmentity) holds rows of each.
+// objects' views read (vtiger's vtiger_crmentity) holds rows of each. A
+// table attached as an object itself has none: its rows are that object's
+// records, whatever views also read them, and its write guard checks it.
 func ViewBases(ctx context.Context, tx pgx.Tx, table string) ([]string, error) {
 	tbl, err := resolveTable(ctx, tx, table)
 	if err != nil {
@@ -605,7 +607,9 @@ func ViewBases(ctx context.Context, tx pgx.Tx, table string) ([]string, error) {
 	}
 	var objects []string
 	err = tx.QueryRow(ctx, `SELECT coalesce(array_agg(DISTINCT a.object ORDER BY a.object), '{}') FROM recalc.attach_capture c JOIN recalc.attachment a ON a.object = c.object
-		WHERE c.relid = pg_catalog.to_regclass($1) AND a.is_view`, tbl.Sanitize()).Scan(&objects)
+		WHERE c.relid = pg_catalog.to_regclass($1) AND a.is_view
+		  AND NOT EXISTS (SELECT FROM recalc.attachment d WHERE d.relid = c.relid AND NOT d.is_view AND d.object <> 'users')`,
+		tbl.Sanitize()).Scan(&objects)
 	if err != nil {
 		return nil, fmt.Errorf("look up the views attached over %s: %w", table, err)
 	}

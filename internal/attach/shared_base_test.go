@@ -49,3 +49,36 @@ func TestRLSEnableWarnsOfASharedBaseTable(t *testing.T) {
 		t.Errorf("rls enable on the contact view's own base table warned %q, as if another object shared it", own)
 	}
 }
+
+// A table attached as an object itself, and read too by another object's
+// view (an opportunity's primary contact, which the contact view counts):
+// every row is a record of the table's own object, so rls enable for that
+// object warns of no sharing, and its write guard checks the table (it is
+// no view's base table to the guard): no warning that it knows no owner or
+// parent column of it.
+func TestRLSEnableOwnTableReadByAnotherView(t *testing.T) {
+	t.Parallel()
+	b := setupOwnRoles(t)
+	b.exec(t, b.app, `ALTER TABLE crm.opportunity ADD COLUMN contact_id uuid`)
+	b.exec(t, b.engine, `CREATE OR REPLACE VIEW crm_recalc.contact_v AS
+		SELECT c.id, c.owner_id, c.title, ca.account_id,
+		       (SELECT count(*) FROM crm.opportunity o WHERE o.contact_id = c.id) AS opportunities
+		FROM crm.contact c LEFT JOIN crm.contact_account ca ON ca.contact_id = c.id`)
+	b.mustAttach(t, `{"objects": [
+  {"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "parent": null, "fields": ["industry"]},
+  {"object": "contact", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id", "parent": "account_id",
+   "fields": ["title", "opportunities"], "capture": [{"table": "crm.contact", "id": "id"}, {"table": "crm.contact_account", "id": "contact_id"},
+   {"table": "crm.opportunity", "id": "contact_id"}]},
+  {"object": "opportunity", "table": "crm.opportunity", "id": "id", "owner": "owner_id", "parent": "account_id"},
+  {"object": "case", "table": "support.case", "id": "id", "owner": "owner_id", "parent": "account_id"}
+]}`)
+	b.run(t)
+
+	warned := b.rlsEnableWarnings(t, "--table", "crm.opportunity", "--object", "opportunity", "--write")
+	if strings.Contains(warned, "attached views of objects") {
+		t.Errorf("rls enable on opportunity's own table warned %q, as if its rows were another object's", warned)
+	}
+	if strings.Contains(warned, "the write guard knows no owner or parent column of it") {
+		t.Errorf("rls enable --write on opportunity's own table warned %q, but its guard checks it", warned)
+	}
+}
