@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -69,6 +68,16 @@ func (b *bundle) kept(t *testing.T) *access.Status {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// keptCount counts the rows of the outbox.
+func (b *bundle) keptCount(t *testing.T) int {
+	t.Helper()
+	var n int
+	if err := b.pool.QueryRow(b.ctx, `SELECT count(*) FROM recalc.notification`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // due makes every kept notification due now, as if its backoff had passed.
@@ -389,71 +398,26 @@ func TestBackgroundKeepsWhatAStopLeaves(t *testing.T) {
 func TestBackgroundKeepsWhatItQueues(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	first := b.run(t, nil)
-	second, err := engine.Run(b.ctx, b.pool, engine.Options{Full: true}, zerolog.Nop())
-	if err != nil || second.Job == 0 || second.Job == first.Job {
-		t.Fatalf("second job: %+v, %v", second, err)
-	}
-	release := make(chan struct{})
-	var mu sync.Mutex
-	posted := map[string]int{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		var p struct {
-			Job int64 `json:"job"`
-		}
-		_ = json.Unmarshal(body, &p)
-		mu.Lock()
-		posted[strconv.FormatInt(p.Job, 10)]++
-		mu.Unlock()
-		if p.Job == first.Job {
-			<-release // a slow receiver
-		}
-	}))
-	defer srv.Close()
-	defer close(release)
-	n := &notify.Notifier{URL: srv.URL + "/hook", Timeout: 30 * time.Second}
-	ctx, cancel := context.WithCancel(b.ctx)
-	defer cancel()
-	announce, wait := n.Background(ctx, b.pool, zerolog.Nop())
-	announce(first.Job)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		mu.Lock()
-		got := posted[strconv.FormatInt(first.Job, 10)]
-		mu.Unlock()
-		if got == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the first notification was never posted")
-		}
-	}
-	announce(second.Job) // queued behind the slow one
+	q := queueBehindSlowReceiver(t, b)
+	q.announce(q.second.Job) // queued behind the slow one
 	var kept int
-	if err := b.pool.QueryRow(b.ctx, `SELECT count(*) FROM recalc.notification WHERE job_id = $1`, second.Job).Scan(&kept); err != nil {
+	if err := b.pool.QueryRow(b.ctx, `SELECT count(*) FROM recalc.notification WHERE job_id = $1`, q.second.Job).Scan(&kept); err != nil {
 		t.Fatal(err)
 	}
 	if kept != 1 {
-		t.Errorf("the queued notification of job %d is kept %d times, want 1: a process killed now loses it", second.Job, kept)
+		t.Errorf("the queued notification of job %d is kept %d times, want 1: a process killed now loses it", q.second.Job, kept)
 	}
-	release <- struct{}{}
+	q.free()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		var left int
-		if err := b.pool.QueryRow(b.ctx, `SELECT count(*) FROM recalc.notification`).Scan(&left); err != nil {
-			t.Fatal(err)
-		}
-		mu.Lock()
-		got := posted[strconv.FormatInt(second.Job, 10)]
-		mu.Unlock()
+		left, got := b.keptCount(t), q.posts(q.second.Job)
 		if left == 0 && got == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after the slow receiver answered: %d kept, job %d posted %d times; want none kept, posted once", left, second.Job, got)
+			t.Fatalf("after the slow receiver answered: %d kept, job %d posted %d times; want none kept, posted once", left, q.second.Job, got)
 		}
 	}
-	cancel()
-	wait()
+	q.stop()
 }
 
 // TestBackgroundSkipsWhatAnotherProcessTookOver: a queued notification
@@ -463,59 +427,18 @@ func TestBackgroundKeepsWhatItQueues(t *testing.T) {
 func TestBackgroundSkipsWhatAnotherProcessTookOver(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	first := b.run(t, nil)
-	second, err := engine.Run(b.ctx, b.pool, engine.Options{Full: true}, zerolog.Nop())
-	if err != nil || second.Job == 0 || second.Job == first.Job {
-		t.Fatalf("second job: %+v, %v", second, err)
-	}
-	release := make(chan struct{})
-	var mu sync.Mutex
-	posted := map[int64]int{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		var p struct {
-			Job int64 `json:"job"`
-		}
-		_ = json.Unmarshal(body, &p)
-		mu.Lock()
-		posted[p.Job]++
-		n := posted[p.Job]
-		mu.Unlock()
-		if p.Job == first.Job && n == 1 {
-			<-release
-		}
-	}))
-	defer srv.Close()
-	n := &notify.Notifier{URL: srv.URL + "/hook", Timeout: 30 * time.Second}
-	ctx, cancel := context.WithCancel(b.ctx)
-	defer cancel()
-	announce, wait := n.Background(ctx, b.pool, zerolog.Nop())
-	announce(first.Job)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		mu.Lock()
-		got := posted[first.Job]
-		mu.Unlock()
-		if got == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the first notification was never posted")
-		}
-	}
-	announce(second.Job)
-	if _, err := b.pool.Exec(b.ctx, `UPDATE recalc.notification SET next_at = now() - interval '1 second' WHERE job_id = $1`, second.Job); err != nil {
+	q := queueBehindSlowReceiver(t, b)
+	q.announce(q.second.Job)
+	if _, err := b.pool.Exec(b.ctx, `UPDATE recalc.notification SET next_at = now() - interval '1 second' WHERE job_id = $1`, q.second.Job); err != nil {
 		t.Fatal(err)
 	}
-	other := &notify.Notifier{URL: srv.URL + "/hook", Timeout: 30 * time.Second}
+	other := &notify.Notifier{URL: q.url, Timeout: 30 * time.Second}
 	if got, err := other.Redeliver(b.ctx, b.pool, zerolog.Nop()); err != nil || got != 1 {
 		t.Fatalf("the other process's redelivery: %d, %v; want 1", got, err)
 	}
-	close(release)
+	q.free()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		var left int
-		if err := b.pool.QueryRow(b.ctx, `SELECT count(*) FROM recalc.notification`).Scan(&left); err != nil {
-			t.Fatal(err)
-		}
+		left := b.keptCount(t)
 		if left == 0 {
 			break
 		}
@@ -524,11 +447,70 @@ func TestBackgroundSkipsWhatAnotherProcessTookOver(t *testing.T) {
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
-	cancel()
-	wait()
-	mu.Lock()
-	defer mu.Unlock()
-	if posted[second.Job] != 1 {
-		t.Errorf("job %d posted %d times, want 1: the process it was queued in sent it after another took it over", second.Job, posted[second.Job])
+	q.stop()
+	if got := q.posts(q.second.Job); got != 1 {
+		t.Errorf("job %d posted %d times, want 1: the process it was queued in sent it after another took it over", q.second.Job, got)
 	}
+}
+
+// slowQueue is the setup of the Background queue tests: two finished jobs,
+// a receiver that holds the first POST of the first job until free, and a
+// Background delivery that has begun posting the first job.
+type slowQueue struct {
+	first, second *engine.Report
+	url           string
+	announce      func(job int64)
+	free          func() // the receiver answers
+	stop          func() // ends the delivery, and waits for it
+	mu            sync.Mutex
+	posted        map[int64]int
+}
+
+// posts returns how many times job was posted.
+func (q *slowQueue) posts(job int64) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.posted[job]
+}
+
+func queueBehindSlowReceiver(t *testing.T, b *bundle) *slowQueue {
+	t.Helper()
+	q := &slowQueue{first: b.run(t, nil), posted: map[int64]int{}}
+	var err error
+	q.second, err = engine.Run(b.ctx, b.pool, engine.Options{Full: true}, zerolog.Nop())
+	if err != nil || q.second.Job == 0 || q.second.Job == q.first.Job {
+		t.Fatalf("second job: %+v, %v", q.second, err)
+	}
+	release := make(chan struct{})
+	q.free = sync.OnceFunc(func() { close(release) })
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var p struct {
+			Job int64 `json:"job"`
+		}
+		_ = json.Unmarshal(body, &p)
+		q.mu.Lock()
+		q.posted[p.Job]++
+		n := q.posted[p.Job]
+		q.mu.Unlock()
+		if p.Job == q.first.Job && n == 1 {
+			<-release // a slow receiver
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(q.free) // before the server closes
+	q.url = srv.URL + "/hook"
+	n := &notify.Notifier{URL: q.url, Timeout: 30 * time.Second}
+	ctx, cancel := context.WithCancel(b.ctx)
+	var wait func()
+	q.announce, wait = n.Background(ctx, b.pool, zerolog.Nop())
+	q.stop = sync.OnceFunc(func() { cancel(); wait() })
+	t.Cleanup(q.stop) // before the receiver answers: its post is cut short
+	q.announce(q.first.Job)
+	for deadline := time.Now().Add(10 * time.Second); q.posts(q.first.Job) != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first notification was never posted")
+		}
+	}
+	return q
 }
