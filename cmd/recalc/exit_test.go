@@ -285,29 +285,8 @@ func TestWaitSurvivesLostConnection(t *testing.T) {
 			ON CONFLICT (job_id, worker) DO UPDATE SET seen_at = clock_timestamp()`, id)
 	}
 	beat()
-	cmd := o.command("wait", strconv.FormatInt(id, 10))
-	cmd.Env = append(cmd.Env, "PGAPPNAME=recalc-wait-test")
-	var stdout, stderr syncBuffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() { _ = cmd.Process.Kill() }()
-	killed := 0
-	for deadline := time.Now().Add(20 * time.Second); killed == 0; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("recalc wait never connected:\n%s", stderr.String())
-		}
-		// Once it waits (its backend has read the job), kill every connection it has.
-		if err := o.pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-			WHERE application_name = 'recalc-wait-test' AND datname = current_database()
-			AND EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'recalc-wait-test'
-			            AND query LIKE '%FROM recalc.job WHERE id%')`).Scan(&killed); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// Once it waits (its backend has read the job), every connection it has is killed.
+	_, stdout, stderr, exited := startAndCut(t, o, "%FROM recalc.job WHERE id%", "wait", strconv.FormatInt(id, 10))
 	time.Sleep(500 * time.Millisecond)
 	beat()
 	o.exec(`UPDATE recalc.job SET status = 'done', finished_at = now() WHERE id = $1`, id)
@@ -337,29 +316,8 @@ func TestChangesFollowSurvivesLostConnection(t *testing.T) {
 	if err := o.pool.QueryRow(ctx, `SELECT recalc.access_changes_head()`).Scan(&head); err != nil {
 		t.Fatal(err)
 	}
-	cmd := o.command("changes", "--follow", "--poll", "20ms", "--since", strconv.FormatInt(head, 10))
-	cmd.Env = append(cmd.Env, "PGAPPNAME=recalc-follow-test")
-	var stdout, stderr syncBuffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() { _ = cmd.Process.Kill() }()
-	killed := 0
-	for deadline := time.Now().Add(20 * time.Second); killed == 0; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the follower never connected:\n%s", stderr.String())
-		}
-		// Once it follows (its backend has read the feed), kill every connection it has.
-		if err := o.pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-			WHERE application_name = 'recalc-follow-test' AND datname = current_database()
-			AND EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'recalc-follow-test'
-			            AND query LIKE '%access_changes%')`).Scan(&killed); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// Once it follows (its backend has read the feed), every connection it has is killed.
+	cmd, stdout, stderr, exited := startAndCut(t, o, "%access_changes%", "changes", "--follow", "--poll", "20ms", "--since", strconv.FormatInt(head, 10))
 	o.changeRecords(20, 1)
 	o.run("run")
 	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(stdout.String(), "\n"); time.Sleep(20 * time.Millisecond) {
@@ -410,4 +368,35 @@ func TestUnansweringServerTimesOut(t *testing.T) {
 	if took > 25*time.Second || cmd.ProcessState.ExitCode() != 3 || !strings.Contains(string(out), "cannot reach database") {
 		t.Errorf("recalc status on a server that never answers: %v after %s, exit %d:\n%s", err, took.Round(time.Second), cmd.ProcessState.ExitCode(), out)
 	}
+}
+
+// startAndCut starts recalc with args, and once one of its backends runs a
+// query LIKE query, kills every connection it has (a server restart, as
+// the process sees it). It returns the process, its output and where its
+// exit comes.
+func startAndCut(t *testing.T, o *processOrg, query string, args ...string) (cmd *exec.Cmd, stdout, stderr *syncBuffer, exited <-chan error) {
+	t.Helper()
+	app := "recalc-cut-" + strconv.FormatInt(time.Now().UnixNano(), 10)
+	cmd = o.command(args...)
+	cmd.Env = append(cmd.Env, "PGAPPNAME="+app)
+	stdout, stderr = &syncBuffer{}, &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	killed := 0
+	for deadline := time.Now().Add(20 * time.Second); killed == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("recalc %s never connected:\n%s", strings.Join(args, " "), stderr.String())
+		}
+		if err := o.pool.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE application_name = $1 AND datname = current_database()
+			AND EXISTS (SELECT FROM pg_stat_activity WHERE application_name = $1 AND query LIKE $2)`, app, query).Scan(&killed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cmd, stdout, stderr, done
 }
