@@ -111,21 +111,47 @@ func inModelLock(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx, hav
 // the capture functions, the read views and the sandbox are that role's,
 // and an attach by another one (a superuser, say) failed later with a
 // read error that said nothing of the role.
-func asSchemaOwner(ctx context.Context, tx pgx.Tx) error {
-	var owner, me string
-	var mine bool
-	err := tx.QueryRow(ctx, `SELECT n.nspowner::regrole::text, current_user::text, n.nspowner = r.oid
+func asSchemaOwner(ctx context.Context, q pg.Querier) error {
+	owner, me, mine, err := schemaOwner(ctx, q)
+	if err == nil && !mine {
+		err = fmt.Errorf("schema recalc is owned by %s, recalc's engine role: run recalc attach and detach as it (--database-url), not as %s; the capture functions, read views and sandbox role are that role's",
+			owner, me)
+	}
+	return err
+}
+
+// RecalculatesAsOwner refuses to recalculate (cmd: run, watch), once
+// objects or users are attached, as a role that does not own schema
+// recalc: the absorb's record writes are the owner's alone
+// (recalc.record_attached_guard), so a run or watch as a superuser failed,
+// over and over, with a hint to write the application table instead.
+func RecalculatesAsOwner(ctx context.Context, q pg.Querier, cmd string) error {
+	owner, me, mine, err := schemaOwner(ctx, q)
+	if err != nil || mine {
+		return err
+	}
+	var attached bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.attachment)`).Scan(&attached); err != nil {
+		return fmt.Errorf("read the attachments: %w", err)
+	}
+	if attached {
+		return fmt.Errorf("application tables are attached, and only schema recalc's owner, %s (recalc's engine role), may mirror their rows: run recalc %s as it (--database-url), not as %s", owner, cmd, me)
+	}
+	return nil
+}
+
+// schemaOwner reads the role that owns schema recalc, the session's role,
+// and whether they are one.
+func schemaOwner(ctx context.Context, q pg.Querier) (owner, me string, mine bool, err error) {
+	err = q.QueryRow(ctx, `SELECT n.nspowner::regrole::text, current_user::text, n.nspowner = r.oid
 		FROM pg_catalog.pg_namespace n, pg_catalog.pg_roles r WHERE n.nspname = 'recalc' AND r.rolname = current_user`).Scan(&owner, &me, &mine)
 	switch {
 	case err == pgx.ErrNoRows:
-		return fmt.Errorf("schema recalc does not exist: run recalc init first, as recalc's engine role")
+		err = fmt.Errorf("schema recalc does not exist: run recalc init first, as recalc's engine role")
 	case err != nil:
-		return fmt.Errorf("read the owner of schema recalc: %w", err)
-	case !mine:
-		return fmt.Errorf("schema recalc is owned by %s, recalc's engine role: run recalc attach and detach as it (--database-url), not as %s; the capture functions, read views and sandbox role are that role's",
-			owner, me)
+		err = fmt.Errorf("read the owner of schema recalc: %w", err)
 	}
-	return nil
+	return owner, me, mine, err
 }
 
 // removeAll detaches objects, which must be attached.

@@ -747,7 +747,7 @@ func Run(ctx context.Context, env *Env, opt engine.Options) error {
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
-	if err := attachedAsOwner(ctx, env.Pool, "run"); err != nil {
+	if err := attach.RecalculatesAsOwner(ctx, env.Pool, "run"); err != nil {
 		return err
 	}
 	rep, err := engine.Run(ctx, env.Pool, opt, env.Log)
@@ -755,27 +755,6 @@ func Run(ctx context.Context, env *Env, opt engine.Options) error {
 		return err
 	}
 	return json.NewEncoder(env.Out).Encode(rep)
-}
-
-// attachedAsOwner refuses to recalculate, once objects or users are
-// attached, as a role that does not own schema recalc: the absorb's record
-// writes are the owner's alone (recalc.record_attached_guard), so a run or
-// watch as a superuser failed, over and over, with a hint to write the
-// application table instead.
-func attachedAsOwner(ctx context.Context, pool *pgxpool.Pool, cmd string) error {
-	var owner, me string
-	var mine, attached bool
-	err := pool.QueryRow(ctx, `SELECT n.nspowner::regrole::text, current_user::text,
-			n.nspowner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user),
-			EXISTS (SELECT 1 FROM recalc.attachment)
-		FROM pg_catalog.pg_namespace n WHERE n.nspname = 'recalc'`).Scan(&owner, &me, &mine, &attached)
-	if err != nil {
-		return fmt.Errorf("read the owner of schema recalc: %w", err)
-	}
-	if attached && !mine {
-		return fmt.Errorf("application tables are attached, and only schema recalc's owner, %s (recalc's engine role), may mirror their rows: run recalc %s as it (--database-url), not as %s", owner, cmd, me)
-	}
-	return nil
 }
 
 // PlanCmd prints what a run would do, computed in a transaction that is

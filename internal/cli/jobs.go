@@ -17,6 +17,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/recalc-dev/recalc/internal/access"
+	"github.com/recalc-dev/recalc/internal/attach"
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/metrics"
 	"github.com/recalc-dev/recalc/internal/notify"
@@ -127,7 +128,7 @@ func WatchCmd(ctx context.Context, env *Env, wopt watch.Options, opt engine.Opti
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
-	if err := attachedAsOwner(ctx, env.Pool, "watch"); err != nil {
+	if err := attach.RecalculatesAsOwner(ctx, env.Pool, "watch"); err != nil {
 		return err
 	}
 	m := metrics.New(env.Pool, wopt.Poll+wopt.MaxWait+time.Minute)
