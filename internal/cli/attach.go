@@ -65,7 +65,9 @@ func detachCommand(out, errOut io.Writer) *cli.Command {
 		ArgsUsage: "OBJECT... or --all",
 		Description: "The capture triggers and functions recalc installed are dropped, and the object's records are\n" +
 			"deleted from recalc.record, so their shares go too; the next `recalc run` drops their share rows.\n" +
-			"The application's tables and rows are untouched. All in one transaction.",
+			"The application's tables and rows are untouched. All in one transaction. Detaching the users\n" +
+			"first absorbs the writes committed to their table, so the users section, which stays as last\n" +
+			"built, has them. Run it as the role that owns schema recalc.",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "all", Usage: "detach every attached object"}, formatFlag()},
 		Before: func(c *cli.Context) error {
 			if c.Bool("all") == (c.NArg() > 0) {

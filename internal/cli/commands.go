@@ -199,6 +199,8 @@ func waitCommand(out, errOut io.Writer) *cli.Command {
 		Name:      "wait",
 		Usage:     "block until a job ends; exit 0 if it succeeded, 1 if it failed",
 		ArgsUsage: "[JOB] (default: the unfinished job, else the latest)",
+		Description: "A lost connection (a server restart) is no failure: it reconnects with backoff and waits on,\n" +
+			"and exits 3 when the database stays unreachable for two minutes.",
 		Action: func(c *cli.Context) error {
 			var id int64
 			var err error

@@ -32,7 +32,7 @@ func changesCommand(out, errOut io.Writer) *cli.Command {
 		Flags: []cli.Flag{
 			&cli.Int64Flag{Name: "since", Usage: "print entries after this cursor (0: from the oldest kept)"},
 			&cli.IntFlag{Name: "limit", Value: 1000, Usage: fmt.Sprintf("print at most this many entries (1 to %d; with --follow, per read)", feed.MaxLimit)},
-			&cli.BoolFlag{Name: "follow", Usage: "keep printing new entries as they are published, until SIGINT or SIGTERM (then exit 0)"},
+			&cli.BoolFlag{Name: "follow", Usage: "keep printing new entries as they are published, until SIGINT or SIGTERM (then exit 0); a lost connection reconnects with backoff and goes on from the last entry printed"},
 			&cli.DurationFlag{Name: "poll", Value: 500 * time.Millisecond, Action: atLeast("poll", minPoll),
 				Usage: fmt.Sprintf("with --follow, how often to look for new entries (%v or more)", minPoll)},
 			&cli.StringFlag{Name: "retention", Usage: "set how long published entries are kept (e.g. 7d, 36h; 1m to 3650d), then exit"},
