@@ -336,30 +336,12 @@ func Absorb(ctx context.Context, tx pgx.Tx, maxKeys int) (done []Absorbed, ok bo
 	if err != nil {
 		return nil, false, wrapAbsorb(err)
 	}
-	type pending struct {
-		Object string
-		Keys   int64
-		Whole  bool
-	}
-	objects, err := pgx.CollectRows(rows, pgx.RowToStructByPos[pending])
+	objects, err := pgx.CollectRows(rows, pgx.RowToStructByPos[pendingObject])
 	if err != nil || len(objects) == 0 {
 		return nil, err == nil, wrapAbsorb(err)
 	}
-	var saved string
-	if err := tx.QueryRow(ctx, `SELECT current_setting('statement_timeout')`).Scan(&saved); err != nil {
-		return nil, false, wrapAbsorb(err)
-	}
-	for _, o := range objects {
-		a, found, err := absorbOne(ctx, tx, o.Object, absorbTimeout(o.Keys, o.Whole || o.Object == model.UsersAttachment))
-		if err != nil {
-			return nil, false, wrapAbsorb(err)
-		}
-		if found {
-			done = append(done, a)
-		}
-	}
-	if _, err := tx.Exec(ctx, `SELECT set_config('statement_timeout', $1, true)`, saved); err != nil {
-		return nil, false, wrapAbsorb(err)
+	if done, err = absorbEach(ctx, tx, objects); err != nil {
+		return nil, false, err
 	}
 	return done, true, nil
 }
@@ -379,22 +361,46 @@ func AbsorbOwnerChanges(ctx context.Context, tx pgx.Tx) ([]Absorbed, error) {
 	if err != nil {
 		return nil, wrapAbsorb(err)
 	}
-	type pending struct {
-		Object string
-		Keys   int64
-		Whole  bool
-	}
-	objects, err := pgx.CollectRows(rows, pgx.RowToStructByPos[pending])
+	objects, err := pgx.CollectRows(rows, pgx.RowToStructByPos[pendingObject])
 	if err != nil || len(objects) == 0 {
 		return nil, wrapAbsorb(err)
 	}
+	return absorbEach(ctx, tx, objects)
+}
+
+// AbsorbObject absorbs in tx the writes logged for one attached object, as
+// Absorb does for each, and leaves the session's statement_timeout as it
+// found it. found is false when no change row was left to absorb. `recalc
+// detach users` calls it before it drops the users table's capture: the
+// users section stays as last built, so it is built from what the table
+// holds, the writes committed before the detach included.
+func AbsorbObject(ctx context.Context, tx pgx.Tx, object string) (a Absorbed, found bool, err error) {
+	done, err := absorbEach(ctx, tx, []pendingObject{{Object: object, Whole: true}})
+	if err != nil || len(done) == 0 {
+		return a, false, err
+	}
+	return done[0], true, nil
+}
+
+// pendingObject is an attached object with writes logged: how many keys,
+// and whether it is to be read whole.
+type pendingObject struct {
+	Object string
+	Keys   int64
+	Whole  bool
+}
+
+// absorbEach absorbs each object's logged writes (absorbOne), under a
+// statement_timeout fitted to them, and leaves the session's as it found
+// it. It returns the absorbs of the objects that had change rows left.
+func absorbEach(ctx context.Context, tx pgx.Tx, objects []pendingObject) ([]Absorbed, error) {
 	var saved string
 	if err := tx.QueryRow(ctx, `SELECT current_setting('statement_timeout')`).Scan(&saved); err != nil {
 		return nil, wrapAbsorb(err)
 	}
 	var done []Absorbed
 	for _, o := range objects {
-		a, found, err := absorbOne(ctx, tx, o.Object, absorbTimeout(o.Keys, o.Whole))
+		a, found, err := absorbOne(ctx, tx, o.Object, absorbTimeout(o.Keys, o.Whole || o.Object == model.UsersAttachment))
 		if err != nil {
 			return nil, wrapAbsorb(err)
 		}
@@ -406,26 +412,6 @@ func AbsorbOwnerChanges(ctx context.Context, tx pgx.Tx) ([]Absorbed, error) {
 		return nil, wrapAbsorb(err)
 	}
 	return done, nil
-}
-
-// AbsorbObject absorbs in tx the writes logged for one attached object, as
-// Absorb does for each, and leaves the session's statement_timeout as it
-// found it. found is false when no change row was left to absorb. `recalc
-// detach users` calls it before it drops the users table's capture: the
-// users section stays as last built, so it is built from what the table
-// holds, the writes committed before the detach included.
-func AbsorbObject(ctx context.Context, tx pgx.Tx, object string) (a Absorbed, found bool, err error) {
-	var saved string
-	if err := tx.QueryRow(ctx, `SELECT current_setting('statement_timeout')`).Scan(&saved); err != nil {
-		return a, false, wrapAbsorb(err)
-	}
-	if a, found, err = absorbOne(ctx, tx, object, absorbTimeout(0, true)); err != nil {
-		return a, false, wrapAbsorb(err)
-	}
-	if _, err := tx.Exec(ctx, `SELECT set_config('statement_timeout', $1, true)`, saved); err != nil {
-		return a, false, wrapAbsorb(err)
-	}
-	return a, found, nil
 }
 
 // absorbOne absorbs the change rows logged for object, in a statement of
