@@ -2,8 +2,6 @@ package attach_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -65,11 +63,7 @@ func TestStubsBesideBothUsersBuilds(t *testing.T) {
 		`INSERT INTO crm.account (id, name, owner_id, industry) VALUES (60, 'Tim''s', 'tim', 'tech'), (61, 'Tom''s', 'tom', 'tech')`)
 	merge := func(doc string) {
 		t.Helper()
-		f := filepath.Join(t.TempDir(), "merge.json")
-		if err := os.WriteFile(f, []byte(doc), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := b.recalc("import", "--merge", f); err != nil {
+		if out, err := b.recalcFile(t, doc, "import", "--merge"); err != nil {
 			t.Fatalf("import --merge %s: %v\n%s", doc, err, out)
 		}
 	}
