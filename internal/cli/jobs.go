@@ -326,29 +326,7 @@ func StatusCmd(ctx context.Context, env *Env, format string, jobs int) error {
 		fmt.Fprintln(w, "Jobs: none yet")
 	}
 	for _, j := range st.Jobs {
-		fmt.Fprintf(w, "Job %d  %-11s %-8s %-10s chunks %d/%d  records %d  share rows +%d -%d ~%d",
-			j.ID, j.Kind, j.Status, j.Trigger, j.ChunksDone, j.Chunks, j.Records, j.RowsAdded, j.RowsRemoved, j.RowsUpdated)
-		if j.Invalid > 0 {
-			fmt.Fprintf(w, "  invalid %d", j.Invalid)
-		}
-		if (j.Kind == queue.Full || strings.HasSuffix(j.Trigger, "--full") || j.DriftFixed > 0) && j.Status == queue.Done {
-			fmt.Fprintf(w, "  drift fixed %d", j.DriftFixed)
-		}
-		switch {
-		case j.Status == queue.Interrupted:
-			fmt.Fprint(w, "  no process works on it: `recalc run` resumes it")
-		case j.Status != queue.Done:
-			fmt.Fprintf(w, "  %.0f records/s", j.RecordsPerSecond)
-			if j.ETA != nil {
-				fmt.Fprintf(w, "  ETA %s", *j.ETA)
-			}
-		case j.FinishedAt != nil:
-			fmt.Fprintf(w, "  took %s, %s", j.FinishedAt.Sub(j.CreatedAt).Round(time.Millisecond), j.FinishedAt.Format(time.RFC3339))
-		}
-		if j.Error != "" {
-			fmt.Fprintf(w, "\n    error: %s", shown(j.Error))
-		}
-		fmt.Fprintln(w)
+		printJob(w, j)
 	}
 	printKept(w, st)
 	if st.InvalidRecords > 0 {
@@ -358,6 +336,34 @@ func StatusCmd(ctx context.Context, env *Env, format string, jobs int) error {
 		}
 	}
 	return nil
+}
+
+// printJob prints one job's line of `recalc status`, its columns aligned
+// whatever the job's kind and status.
+func printJob(w io.Writer, j access.JobSummary) {
+	fmt.Fprintf(w, "Job %d  %-11s %-11s %-13s chunks %d/%d  records %d  share rows +%d -%d ~%d",
+		j.ID, j.Kind, j.Status, j.Trigger, j.ChunksDone, j.Chunks, j.Records, j.RowsAdded, j.RowsRemoved, j.RowsUpdated)
+	if j.Invalid > 0 {
+		fmt.Fprintf(w, "  invalid %d", j.Invalid)
+	}
+	if (j.Kind == queue.Full || strings.HasSuffix(j.Trigger, "--full") || j.DriftFixed > 0) && j.Status == queue.Done {
+		fmt.Fprintf(w, "  drift fixed %d", j.DriftFixed)
+	}
+	switch {
+	case j.Status == queue.Interrupted:
+		fmt.Fprint(w, "  no process works on it: `recalc run` resumes it")
+	case j.Status != queue.Done:
+		fmt.Fprintf(w, "  %.0f records/s", j.RecordsPerSecond)
+		if j.ETA != nil {
+			fmt.Fprintf(w, "  ETA %s", *j.ETA)
+		}
+	case j.FinishedAt != nil:
+		fmt.Fprintf(w, "  took %s, %s", j.FinishedAt.Sub(j.CreatedAt).Round(time.Millisecond), j.FinishedAt.Format(time.RFC3339))
+	}
+	if j.Error != "" {
+		fmt.Fprintf(w, "\n    error: %s", shown(j.Error))
+	}
+	fmt.Fprintln(w)
 }
 
 // VerifyCmd compares the materialized tables with a recomputation.
