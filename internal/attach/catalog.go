@@ -57,6 +57,7 @@ type column struct {
 	typ    uint32
 	name   string
 	shown  string // as format_type shows it, schema-qualified when needed
+	base   string // for a domain, its base type's name when that is a type of pg_catalog, through domains over domains
 	coll   uint32
 	nondet bool
 }
@@ -94,7 +95,12 @@ func readRelation(ctx context.Context, tx pgx.Tx, table string) (*relation, erro
 	}
 	rows, err := tx.Query(ctx, `
 		SELECT a.attname, a.atttypid, CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace THEN t.typname::text ELSE '' END,
-		       format_type(a.atttypid, NULL), a.attcollation, coalesce(NOT l.collisdeterministic, false)
+		       format_type(a.atttypid, NULL),
+		       coalesce((WITH RECURSIVE d (oid, n) AS (SELECT t.typbasetype, 1 WHERE t.typtype = 'd'
+		                        UNION ALL SELECT b.typbasetype, d.n + 1 FROM d JOIN pg_type b ON b.oid = d.oid WHERE b.typtype = 'd' AND d.n < 100)
+		                 SELECT b.typname::text FROM d JOIN pg_type b ON b.oid = d.oid
+		                 WHERE b.typtype <> 'd' AND b.typnamespace = 'pg_catalog'::regnamespace), ''),
+		       a.attcollation, coalesce(NOT l.collisdeterministic, false)
 		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_collation l ON l.oid = a.attcollation
 		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped`, r.relid)
 	if err != nil {
@@ -102,7 +108,7 @@ func readRelation(ctx context.Context, tx pgx.Tx, table string) (*relation, erro
 	}
 	var col string
 	var c column
-	if _, err := pgx.ForEachRow(rows, []any{&col, &c.typ, &c.name, &c.shown, &c.coll, &c.nondet}, func() error { r.cols[col] = c; return nil }); err != nil {
+	if _, err := pgx.ForEachRow(rows, []any{&col, &c.typ, &c.name, &c.shown, &c.base, &c.coll, &c.nondet}, func() error { r.cols[col] = c; return nil }); err != nil {
 		return nil, fmt.Errorf("read columns of %s: %w", table, err)
 	}
 	return &r, nil
@@ -120,7 +126,14 @@ func (r *relation) column(table, what, col string, allowed []string) (column, er
 			names[i] = sqlType(a)
 		}
 		hint := ""
-		if c.name == "" {
+		switch {
+		case c.name == "" && slices.Contains(allowed, c.base):
+			// A domain over a type recalc reads: cast it to that type, so
+			// that its values keep their JSON type (a number, a boolean,
+			// ISO 8601), never to text, which conditions compare as strings.
+			hint = fmt.Sprintf("; it is a domain over %s: attach a view over %s that casts the column to it, such as %s::%s AS %s",
+				sqlType(c.base), table, pgx.Identifier{col}.Sanitize(), c.base, pgx.Identifier{col}.Sanitize())
+		case c.name == "":
 			hint = fmt.Sprintf("; for a type of the application's own (an enum, a domain), attach a view over %s that casts the column, such as %s::text AS %s",
 				table, pgx.Identifier{col}.Sanitize(), pgx.Identifier{col}.Sanitize())
 		}
