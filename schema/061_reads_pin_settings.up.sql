@@ -7,8 +7,8 @@
 -- suggests `col::text` for an enum or a domain), and that text followed
 -- the engine session's DateStyle (a date or timestamp), IntervalStyle (an
 -- interval), bytea_output, lc_monetary (money), lc_numeric and lc_time
--- (to_char), xmlbinary and xmloption, or timezone_abbreviations and
--- DateStyle's field order when the view reads text as a date. A session
+-- (to_char), xmlbinary and xmloption, or DateStyle's field order when
+-- the view reads text as a date. A session
 -- takes those from the engine's role and from the database, whose owner
 -- (often the application's role) may ALTER DATABASE ... SET them: under
 -- DateStyle 'SQL, DMY', a due date of 1 March 2027 read as "01/03/2027"
@@ -17,14 +17,16 @@
 --
 -- attach_sandboxed, through which every read goes (backfill, absorb,
 -- re-read, verify, the users), now sets each of them to PostgreSQL's
--- built-in default for the read. CREATE OR REPLACE keeps the owner and the
--- grants; the body is version 21's.
+-- built-in default for the read. Not timezone_abbreviations, which only
+-- text read as a timestamp with an abbreviated zone ('EST') follows: setting
+-- it loads its file at each call, a quarter of a millisecond. CREATE OR
+-- REPLACE keeps the owner and the grants; the body is version 21's.
 
 CREATE OR REPLACE FUNCTION recalc.attach_sandboxed(p_view text, p_sql text, p_keys text[]) RETURNS recalc.attach_row[]
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
     SET TimeZone = 'UTC' SET extra_float_digits = 1 SET DateStyle = 'ISO, MDY' SET IntervalStyle = 'postgres'
     SET bytea_output = 'hex' SET lc_monetary = 'C' SET lc_numeric = 'C' SET lc_time = 'C'
-    SET xmlbinary = 'base64' SET xmloption = 'content' SET timezone_abbreviations = 'Default' AS $$
+    SET xmlbinary = 'base64' SET xmloption = 'content' AS $$
 DECLARE
     v recalc.attach_row[];
     v_done boolean := false;
