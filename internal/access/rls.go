@@ -616,6 +616,26 @@ func ViewBases(ctx context.Context, tx pgx.Tx, table string) ([]string, error) {
 	return objects, nil
 }
 
+// UnguardedBaseTables returns the tables that carry recalc's write guard
+// while no object is attached to them any more, only views over them, each
+// as "table (object)", sorted: the guard reads the table's attachment as it
+// runs, so there it checks nothing (an attach that moved the object from
+// the table to a view over it leaves its policies and trigger in place).
+func UnguardedBaseTables(ctx context.Context, tx pgx.Tx) ([]string, error) {
+	var tables []string
+	err := tx.QueryRow(ctx, `SELECT coalesce(array_agg(x.entry ORDER BY x.entry), '{}') FROM (
+		SELECT c.relid::regclass::text || ' (' || string_agg(DISTINCT a.object, ', ' ORDER BY a.object) || ')' AS entry
+		FROM recalc.attach_capture c JOIN recalc.attachment a ON a.object = c.object
+		WHERE a.is_view AND a.object <> 'users'
+		  AND EXISTS (SELECT FROM pg_catalog.pg_trigger g WHERE g.tgrelid = c.relid AND g.tgname = $1)
+		  AND NOT EXISTS (SELECT FROM recalc.attachment d WHERE d.relid = c.relid AND NOT d.is_view AND d.object <> 'users')
+		GROUP BY c.relid) x`, writeGuard).Scan(&tables)
+	if err != nil {
+		return nil, fmt.Errorf("look up the write guards over views' base tables: %w", err)
+	}
+	return tables, nil
+}
+
 // ParentWithoutKey returns the parent object of the object attached to
 // table when the table's parent column has no foreign key to the parent's
 // attached table ("" otherwise): without one, a user may leave a child

@@ -3,6 +3,8 @@ package attach_test
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -226,4 +228,41 @@ func crmSpecWith(t *testing.T, old, new string) string {
 		t.Fatalf("crmSpec holds no %s", old)
 	}
 	return strings.Replace(crmSpec, old, new, 1)
+}
+
+// An object moved from its table to a view over it (say to map a NULL owner
+// to a queue) leaves the table's write policies and guard in place, but the
+// guard reads the attachment as it runs and finds none of the table's own,
+// so it checks nothing there (an editor could take a record by its owner
+// column). `recalc attach` says so on standard error, and not while the
+// object is the table's.
+func TestAttachWarnsOfAGuardLeftOverAView(t *testing.T) {
+	t.Parallel()
+	b, _ := setupWritePolicies(t)
+	b.enablePolicies(t, protectedTables[1], access.RLS{Write: true, Force: true})
+	table := `{"object": "opportunity", "table": "crm.opportunity", "id": "id", "owner": "owner_id", "parent": "account_id", "fields": ["stage", "amount", "closes_on"]}`
+	b.exec(t, b.engine, `CREATE VIEW crm_recalc.opportunity_v AS SELECT id, owner_id, account_id, stage, amount, closes_on FROM crm.opportunity`)
+	view := `{"object": "opportunity", "table": "crm_recalc.opportunity_v", "id": "id", "owner": "owner_id", "parent": "account_id",
+	  "fields": ["stage", "amount", "closes_on"], "capture": [{"table": "crm.opportunity", "id": "id"}]}`
+	const warning = "crm.opportunity (opportunity) has recalc's write policies, but is attached only as a base table of views: their write guard checks nothing there"
+	for _, tc := range []struct {
+		name, spec string
+		warns      bool
+	}{
+		{"the table", crmSpecWith(t, table, table), false},
+		{"a view over it", crmSpecWith(t, table, view), true},
+		{"the table again", crmSpecWith(t, table, table), false},
+	} {
+		f := filepath.Join(t.TempDir(), "spec.json")
+		if err := os.WriteFile(f, []byte(tc.spec), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, errOut, err := b.recalcAs(b.engineRole, "attach", f)
+		if err != nil {
+			t.Fatalf("attach to %s: %v (%s)", tc.name, err, errOut)
+		}
+		if got := strings.Contains(errOut, warning); got != tc.warns {
+			t.Errorf("attach to %s: warned %v, want %v; stderr: %s", tc.name, got, tc.warns, errOut)
+		}
+	}
 }

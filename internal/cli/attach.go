@@ -9,8 +9,10 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/urfave/cli/v2"
 
+	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/attach"
 	"github.com/recalc-dev/recalc/internal/changes"
 	"github.com/recalc-dev/recalc/schema"
@@ -45,7 +47,7 @@ func attachCommand(out, errOut io.Writer) *cli.Command {
 				if c.Bool("list") {
 					return listAttached(ctx, env, format)
 				}
-				return applyAttach(ctx, env, c.Args().First(), format)
+				return applyAttach(ctx, env, errOut, c.Args().First(), format)
 			}
 		}),
 		Before: func(c *cli.Context) error {
@@ -115,8 +117,9 @@ func flagAfterArgument(cmd *cli.Command, args []string) string {
 	return ""
 }
 
-// applyAttach reads and applies a spec file.
-func applyAttach(ctx context.Context, env *Env, file, format string) error {
+// applyAttach reads and applies a spec file, then warns of the write guards
+// it left checking nothing.
+func applyAttach(ctx context.Context, env *Env, errOut io.Writer, file, format string) error {
 	r := io.Reader(os.Stdin)
 	if file != "-" {
 		f, err := os.Open(file)
@@ -137,7 +140,22 @@ func applyAttach(ctx context.Context, env *Env, file, format string) error {
 	for _, c := range changes {
 		env.Log.Info().Str("object", c.Object).Str("table", c.Table).Str("status", string(c.Status)).Int64("records", c.Records).Msg("attachment")
 	}
-	return printChanges(env, changes, format)
+	if err := printChanges(env, changes, format); err != nil {
+		return err
+	}
+	var unguarded []string
+	if err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) (err error) {
+		unguarded, err = access.UnguardedBaseTables(ctx, tx)
+		return err
+	}); err != nil {
+		return err
+	}
+	for _, t := range unguarded {
+		fmt.Fprintf(errOut, "warning: %s has recalc's write policies, but is attached only as a base table of views: their write guard checks nothing there, so "+
+			"an editor may change the owner, id or parent columns unless a trigger of the application's own checks them (docs/rls.md, \"What the write policies do not check, and the write guard\"), "+
+			"or attach the object to the table itself\n", shown(t))
+	}
+	return nil
 }
 
 // printChanges prints what attach or detach did.
