@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/pg"
@@ -191,5 +192,31 @@ func TestRLSWriteGuardAcrossAbsorbs(t *testing.T) {
 		if err := b.writeAs(t, ins, user, row); pg.Code(err) != pg.InsufficientPrivilege || !strings.Contains(err.Error(), "recalc grant reader") {
 			t.Errorf("the insert role, no reader, user %q: %v, want refused, saying to grant reader", user, err)
 		}
+	}
+}
+
+// The guard's refusal of a parent carries a hint that says how to write a
+// child under a parent not materialized yet (commit it, wait_fresh), and no
+// value: a newcomer creating a customer and its first quotation in one
+// transaction, the customer attached through a view, was refused with
+// "that the user may read" although the user owned it; and a lead under a
+// customer with no salesperson (an invalid record) was refused alike.
+func TestGuardParentRefusalHints(t *testing.T) {
+	t.Parallel()
+	b, role := setupWritePolicies(t)
+	b.enablePolicies(t, protectedTables[1], access.RLS{Force: true, InsertRole: role, OwnerColumn: "owner_id"})
+	err := b.writeAs(t, role, "carol", `INSERT INTO crm.opportunity VALUES (gen_random_uuid(), 1, 'carol', 'open', 1, NULL)`)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != pg.InsufficientPrivilege {
+		t.Fatalf("carol gives an opportunity account 1, which she may not read: %v, want refused (42501)", err)
+	}
+	for _, want := range []string{"the parent may be invalid (recalc.invalid_record",
+		"commit the parent and SELECT recalc.wait_fresh(interval '2 s') before writing the child"} {
+		if !strings.Contains(pgErr.Hint, want) {
+			t.Errorf("the refusal's hint: %q, want it to say %q", pgErr.Hint, want)
+		}
+	}
+	if strings.Contains(pgErr.Hint, "carol") || strings.Contains(pgErr.Hint, "1,") {
+		t.Errorf("the refusal's hint names a value: %q", pgErr.Hint)
 	}
 }
