@@ -187,16 +187,40 @@ func resolveTable(ctx context.Context, tx pgx.Tx, table string) (pgx.Identifier,
 	return pgx.Identifier{*nsp, *rel}, nil
 }
 
-// enableRLS is EnableRLS on the resolved table, search_path pinned.
-func enableRLS(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) error {
+// CheckRLSOwner fails, naming the table's owner, unless this role may
+// enable row-level security on table (it is, or is a member of, its owner,
+// or a superuser). It reads only the catalog, so `rls enable` runs it
+// before reading recalc's tables: a role that owns neither would otherwise
+// be told to take recalc's engine role, which would not let it either.
+func CheckRLSOwner(ctx context.Context, tx pgx.Tx, table string) error {
+	if err := CheckTable(table); err != nil {
+		return err
+	}
+	tbl, err := resolveTable(ctx, tx, table)
+	if err != nil {
+		return err
+	}
+	return checkOwner(ctx, tx, tbl, table)
+}
+
+// checkOwner is CheckRLSOwner on the resolved table.
+func checkOwner(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, table string) error {
 	var owner string
 	var owns bool
 	if err := tx.QueryRow(ctx, `SELECT c.relowner::regrole::text, pg_catalog.pg_has_role(c.relowner, 'USAGE')
 		FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1)`, tbl.Sanitize()).Scan(&owner, &owns); err != nil {
-		return fmt.Errorf("look up the owner of %q: %w", r.Table, err)
+		return fmt.Errorf("look up the owner of %q: %w", table, err)
 	}
 	if !owns {
-		return fmt.Errorf("only the owner of %s (%s) may enable row-level security on it: run `recalc rls enable` as a superuser, or as that owner with recalc's engine role granted to it (docs/rls.md, \"Who runs it\")", r.Table, owner)
+		return fmt.Errorf("only the owner of %s (%s) may enable row-level security on it: run `recalc rls enable` as a superuser, or as that owner with recalc's engine role granted to it (docs/rls.md, \"Who runs it\")", table, owner)
+	}
+	return nil
+}
+
+// enableRLS is EnableRLS on the resolved table, search_path pinned.
+func enableRLS(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) error {
+	if err := checkOwner(ctx, tx, tbl, r.Table); err != nil {
+		return err
 	}
 	if err := checkObject(ctx, tx, r.Object); err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/cli"
 	"github.com/recalc-dev/recalc/internal/dburl"
 	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
 // Attacks on the write guard (migration 034). Each test commits a write
@@ -263,6 +264,36 @@ func TestAttachWarnsOfAGuardLeftOverAView(t *testing.T) {
 		}
 		if got := strings.Contains(errOut, warning); got != tc.warns {
 			t.Errorf("attach to %s: warned %v, want %v; stderr: %s", tc.name, got, tc.warns, errOut)
+		}
+	}
+}
+
+// `rls enable` as the application's web role, which neither owns the table
+// nor may read recalc's tables: the refusal names the owner and says who may
+// run it, and never tells that role to take recalc's engine role (which
+// would give it the engine's every right, and still not let it enable
+// row-level security on a table it does not own).
+func TestRLSEnableAsNotTheOwnerNamesTheOwner(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	web := "attach_web_" + b.appRole[len("attach_app_"):]
+	testdb.DropRoles(t, b.url, web)
+	b.exec(t, b.admin, `CREATE ROLE `+ident(web)+` LOGIN NOSUPERUSER`, `GRANT CONNECT ON DATABASE `+ident(dbName(t, b.url))+` TO `+ident(web))
+	b.exec(t, b.app, `GRANT USAGE ON SCHEMA crm TO `+ident(web), `GRANT SELECT, INSERT, UPDATE, DELETE ON crm.opportunity TO `+ident(web))
+	for _, reader := range []bool{false, true} {
+		if reader {
+			if _, err := b.recalc("grant", "reader", web); err != nil {
+				t.Fatalf("grant reader: %v", err)
+			}
+		}
+		_, errOut, err := b.recalcAs(web, "rls", "enable", "--table", "crm.opportunity", "--object", "opportunity", "--user-setting", "app.user_id", "--write")
+		if err == nil {
+			t.Fatalf("rls enable as %s (reader %v): went through", web, reader)
+		}
+		msg := err.Error() + " " + errOut
+		if !strings.Contains(msg, "only the owner of crm.opportunity ("+b.appRole+") may enable row-level security on it") || strings.Contains(msg, "GRANT ") {
+			t.Errorf("rls enable as the web role (reader %v): %s; want the owner named, and no GRANT of the engine's role", reader, msg)
 		}
 	}
 }

@@ -239,6 +239,12 @@ func rlsEnableCommand(out, errOut io.Writer) *cli.Command {
 // enableRLS installs r's policies, warns of the reads that would bypass
 // them or that they would block, and says what it did.
 func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) error {
+	// Ownership first: it reads only the catalog, and a role that is not
+	// the owner gains nothing by taking recalc's engine role, which
+	// schema.Check's refusal would tell it to.
+	if err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error { return access.CheckRLSOwner(ctx, tx, r.Table) }); err != nil {
+		return err
+	}
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
