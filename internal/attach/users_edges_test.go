@@ -396,3 +396,50 @@ func TestExportOfAttachedUsersImportsBack(t *testing.T) {
 		t.Errorf("a changed users section was not refused as attached: %v", err)
 	}
 }
+
+// TestUsersOversizedValuesFailClosed: the application writes its users
+// table with any values, and the users table is read whole at each absorb.
+// A row whose id is over 1 KiB (here through a view keyed by a column with
+// no unique index) is no user, one whose role is over 1 KiB is an inactive
+// user with no role, and one whose type is over 1 KiB, however well it
+// compresses, has the type '(over 1 KiB)': none of them is kept whole, and
+// the other users' changes, a deactivation included, still apply. Before
+// migration 61 the long id broke recalc.attached_user's index, so every
+// absorb of the users failed (54000) and carol kept her access; long roles
+// or types of some hundred megabytes took the whole read past PostgreSQL's
+// 1 GB for a value, with the same effect.
+func TestUsersOversizedValuesFailClosed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.exec(t, b.app,
+		`ALTER TABLE crm.app_user ADD COLUMN role_id text, ADD COLUMN kind text, ADD COLUMN flag text DEFAULT 'true'`,
+		`UPDATE crm.app_user SET role_id = CASE id WHEN 'alice' THEN 'ceo' WHEN 'bob' THEN 'east' WHEN 'carol' THEN 'east' ELSE 'west' END`,
+		`GRANT SELECT, TRIGGER ON crm.app_user TO `+ident(b.engineRole))
+	b.exec(t, b.engine, `CREATE VIEW crm_recalc.users_x AS
+		SELECT lower(u.name) AS id, u.role_id, u.kind, (u.flag)::boolean AS active FROM crm.app_user u`)
+	b.mustAttach(t, strings.TrimSuffix(strings.TrimSpace(crmSpec), "}")+
+		`, "users": {"table": "crm_recalc.users_x", "id": "id", "role": "role_id", "type": "kind", "active": "active", "capture": [{"table": "crm.app_user", "id": "id"}]}}`)
+	b.run(t)
+	b.exec(t, b.app,
+		`INSERT INTO crm.app_user (id, name, role_id) SELECT 'x1', string_agg(md5(i::text), ''), 'east' FROM generate_series(1, 100) i`,
+		`UPDATE crm.app_user SET role_id = (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 40) i) WHERE id = 'dave'`,
+		`UPDATE crm.app_user SET kind = repeat('x', 50000) WHERE id = 'erin'`,
+		`UPDATE crm.app_user SET flag = 'false' WHERE id = 'carol'`)
+	b.run(t)
+	var stuck, longest, daveRole, erinType string
+	if err := b.admin.QueryRow(context.Background(), `SELECT
+			(SELECT coalesce(string_agg(object || ' ' || coalesce(error_code, ''), ','), '') FROM recalc.attach_stuck),
+			(SELECT coalesce(max(greatest(octet_length(id), octet_length(role), octet_length(type))), 0)::text FROM recalc.attached_user),
+			(SELECT coalesce(role, 'null') FROM recalc.attached_user WHERE id = 'dave'),
+			(SELECT coalesce(type, 'null') FROM recalc.attached_user WHERE id = 'erin')`).Scan(&stuck, &longest, &daveRole, &erinType); err != nil {
+		t.Fatal(err)
+	}
+	if stuck != "" || longest != "12" || daveRole != "null" || erinType != "(over 1 KiB)" {
+		t.Errorf("stuck %q, longest attached value %s bytes, dave's role %.20q, erin's type %.20q; want nothing stuck, 12 bytes ('(over 1 KiB)'), null, (over 1 KiB)",
+			stuck, longest, daveRole, erinType)
+	}
+	if storedActive(t, b, "carol") || storedActive(t, b, "dave") || !storedActive(t, b, "bob") || len(storedUsers(t, b)) != 7 {
+		t.Errorf("active carol %v, dave %v, bob %v; %d users; want carol deactivated, dave inactive (role over 1 KiB), bob active, the 7 users and no other",
+			storedActive(t, b, "carol"), storedActive(t, b, "dave"), storedActive(t, b, "bob"), len(storedUsers(t, b)))
+	}
+}
