@@ -321,3 +321,72 @@ func TestNotificationSurvivesKill(t *testing.T) {
 		t.Errorf("%d notifications kept after the run delivering it was killed, want 1: the notification is lost", kept)
 	}
 }
+
+// TestNotificationKeptWithTheJobsEnd: a process killed after its job's end
+// commits and before it kept the job's notification for delivery does not
+// lose it. The test holds recalc.notification so that the watch stops
+// where it keeps the notification, kills the watch and its backend there,
+// and a later run with the same target must deliver the job's end. Before
+// the notification was kept in the transaction that ends the job, the job
+// was done by then, with nothing kept: nobody ever delivered it.
+func TestNotificationKeptWithTheJobsEnd(t *testing.T) {
+	t.Parallel()
+	o := newProcessOrg(t, 200)
+	ctx := context.Background()
+	hook := &hookBodies{}
+	srv := httptest.NewServer(hook)
+	defer srv.Close()
+	hold, err := o.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx)
+	if _, err := hold.Exec(ctx, `LOCK TABLE recalc.notification IN SHARE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	notifyFlags := []string{"--notify-url", srv.URL + "/hook", "--notify-retries", "0"}
+	w := o.command(append([]string{"watch", "--fast-records", "1", "--poll", "100ms"}, notifyFlags...)...)
+	var stderr syncBuffer
+	w.Stderr = &stderr
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- w.Wait() }()
+	o.changeRecords(3, 0) // more records than --fast-records: a job
+	// The watch's backend waiting to write its notification: kill both,
+	// as a crash between the two would leave it.
+	var pid int
+	deadline := time.Now().Add(30 * time.Second)
+	for pid == 0 {
+		if time.Now().After(deadline) {
+			_ = w.Process.Kill()
+			<-exited
+			t.Fatalf("the watch never came to keep its job's notification:\n%s", lastLines(stderr.String(), 10))
+		}
+		time.Sleep(10 * time.Millisecond)
+		if err := o.pool.QueryRow(ctx, `SELECT coalesce(min(pid), 0) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO recalc.notification%'`).Scan(&pid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = w.Process.Kill()
+	<-exited
+	o.exec(`SELECT pg_terminate_backend($1)`, pid)
+	if err := hold.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	o.run(append([]string{"run"}, notifyFlags...)...)
+	var statuses []any
+	for _, b := range hook.all() {
+		statuses = append(statuses, b["status"])
+	}
+	if !slices.Contains(statuses, any("done")) {
+		var jobs, kept int
+		if err := o.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM recalc.job WHERE status = 'done'), (SELECT count(*) FROM recalc.notification)`).Scan(&jobs, &kept); err != nil {
+			t.Fatal(err)
+		}
+		t.Fatalf("no job's end was delivered after the watch died keeping it (delivered statuses %v; %d jobs done, %d notifications kept): the notification is lost",
+			statuses, jobs, kept)
+	}
+}

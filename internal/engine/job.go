@@ -174,7 +174,7 @@ func runJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 		}
 		finished, finishing := false, err == nil
 		if finishing {
-			finished, err = finish(ctx, pool, job, org, dict)
+			finished, err = finish(ctx, pool, job, org, dict, opt)
 		}
 		if err != nil {
 			if err = failJob(ctx, pool, job, err, opt, log); err != nil {
@@ -225,7 +225,12 @@ func failJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, err error,
 	msg := err.Error()
 	ctx = context.WithoutCancel(ctx)
 	var marked bool
-	if ferr := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) (ferr error) { marked, ferr = queue.Fail(ctx, tx, job.ID, msg); return ferr }); ferr != nil {
+	if ferr := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) (ferr error) {
+		if marked, ferr = queue.Fail(ctx, tx, job.ID, msg); ferr != nil || !marked {
+			return ferr
+		}
+		return opt.Notify.Reserve(ctx, tx, job.ID) // as finish does
+	}); ferr != nil {
 		// The database is gone (a restart, a full disk, a lost connection):
 		// the job stays running, and reads as interrupted once no process
 		// heartbeats it.
@@ -349,7 +354,7 @@ func stage(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharing
 // from (a full job in place also records the rows it rewrote as its
 // drift); mark the job done. It reports whether it did. Whichever worker
 // sees the last chunk complete does it.
-func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharing.Org, dict *sharetable.Dict) (finished bool, err error) {
+func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharing.Org, dict *sharetable.Dict, opt Options) (finished bool, err error) {
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		j, err := queue.Lock(ctx, tx, job.ID)
 		if err != nil || j.Status != queue.Running {
@@ -404,8 +409,13 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 		if _, err := feed.Publish(ctx, tx, j.ID); err != nil {
 			return err
 		}
+		if err := queue.Finish(ctx, tx, j, cl.Added, cl.Removed); err != nil {
+			return err
+		}
+		// Kept with the job's end, not after it: a process killed between
+		// this commit and announce would lose it.
 		finished = true
-		return queue.Finish(ctx, tx, j, cl.Added, cl.Removed)
+		return opt.Notify.Reserve(ctx, tx, j.ID)
 	})
 	return finished && err == nil, err
 }

@@ -27,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
@@ -231,6 +232,27 @@ func (n *Notifier) Announce(ctx context.Context, pool *pgxpool.Pool, job int64, 
 	for _, p := range n.begin(ctx, pool, job, log) {
 		n.deliver(ctx, pool, p, log)
 	}
+}
+
+// Reserve keeps job's completion notification in the outbox for each
+// target in tx, the transaction that ends the job (outbox.Reserve), so
+// that a process killed after that commit and before Announce or the
+// announce of Background kept it does not lose it.
+func (n *Notifier) Reserve(ctx context.Context, tx pgx.Tx, job int64) error {
+	if !n.Enabled() {
+		return nil
+	}
+	payload, err := queue.Payload(ctx, tx, job)
+	if err != nil {
+		return err
+	}
+	for _, t := range n.Targets() {
+		e := outbox.Entry{Job: job, Channel: t.Channel, TargetKey: t.Key, Target: t.Label, Payload: payload}
+		if err := outbox.Reserve(ctx, tx, e, n.lease()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // pending is a completion notification to one target, kept (begin) before

@@ -96,6 +96,25 @@ func Begin(ctx context.Context, q pg.Querier, e Entry, lease time.Duration) (Ent
 	return e, prune(ctx, q)
 }
 
+// Reserve keeps e before its job's end commits, in the transaction that
+// ends it, with no attempt counted and leased for lease: a process that
+// dies between that commit and Begin leaves it to the next process with the
+// same target once the lease ends, where Begin alone, after the commit,
+// would have lost it. An entry already kept for the job and target (its
+// job ended before, and was resumed) is left as it is: Begin, after the
+// commit, keeps the new payload.
+func Reserve(ctx context.Context, q pg.Querier, e Entry, lease time.Duration) error {
+	_, err := q.Exec(ctx, `
+		INSERT INTO recalc.notification (job_id, channel, target_key, target, payload, attempts, last_error, next_at)
+		VALUES ($1, $2, $3, $4, $5, 0, $6, now() + make_interval(secs => $7))
+		ON CONFLICT (job_id, target_key) DO NOTHING`,
+		e.Job, e.Channel, e.TargetKey, e.Target, string(e.Payload), Underway, lease.Seconds())
+	if err != nil {
+		return fmt.Errorf("keep notification of job %d with its end: %w", e.Job, err)
+	}
+	return nil
+}
+
 // Renew extends the lease of an entry kept by Begin for lease more, before
 // its delivery, and reports whether it is still the caller's: false when
 // it was claimed since (its lease had ended: another process delivers it),
