@@ -46,11 +46,17 @@ import (
 //     root territory or a group with no nested group is at level 1): each
 //     user of a level reaches the levels above it, so the closure grows with
 //     depth times users. Real hierarchies are under 20 levels.
-//   - ClosureWarn, 50,000,000 closure entries: not a limit but the size at
-//     which `recalc import` and `recalc plan` warn (see
-//     sharing.Org.ClosureEstimate): about 4 GB of acl_member with its
-//     indexes. A chain of 1,000 roles with a user each makes 3 million
-//     entries (255 MB).
+//   - Closure, 50,000,000 closure entries (acl_member rows, as
+//     sharing.Org.ClosureEstimate bounds them): about 4 GB of acl_member
+//     with its indexes. The limits above allow a few kilobytes of groups
+//     that each hold a role and its subordinates to make groups times users
+//     entries, some 10^11, and a run's time and memory grow with them (2,000
+//     such groups over 2,000 users: 4 million entries, a 57 s full run
+//     using 520 MB). A chain of 1,000 roles with a user each makes 3
+//     million entries (255 MB). The bench's 10,000,000-record org makes
+//     207,552.
+//   - ClosureWarn, 10,000,000 entries: not a limit but the size at which
+//     `recalc import` and `recalc plan` warn.
 type Limits struct {
 	FileBytes   int64
 	ConfigBytes int64
@@ -69,6 +75,7 @@ type Limits struct {
 	Groups         int64
 	GroupDepth     int64
 
+	Closure     int64
 	ClosureWarn int64
 }
 
@@ -93,7 +100,8 @@ func DefaultLimits() Limits {
 		Groups:         100000,
 		GroupDepth:     100,
 
-		ClosureWarn: 50000000,
+		Closure:     50000000,
+		ClosureWarn: 10000000,
 	}
 }
 
@@ -130,6 +138,7 @@ const (
 	LimitTerritoryDepth = "max-territory-depth"
 	LimitGroups         = "max-groups"
 	LimitGroupDepth     = "max-group-depth"
+	LimitClosure        = "max-closure"
 	LimitClosureWarn    = "closure-warn"
 )
 
@@ -150,6 +159,7 @@ func LimitInfos() []LimitInfo {
 		{LimitTerritoryDepth, "most levels of the territory hierarchy", func(l *Limits) *int64 { return &l.TerritoryDepth }},
 		{LimitGroups, "most groups and queues", func(l *Limits) *int64 { return &l.Groups }},
 		{LimitGroupDepth, "most levels of groups nested in groups", func(l *Limits) *int64 { return &l.GroupDepth }},
+		{LimitClosure, "most closure entries (acl_member rows) the configuration may make, as estimated from its hierarchies and groups", func(l *Limits) *int64 { return &l.Closure }},
 		{LimitClosureWarn, "warn when the closure (acl_member) may exceed this many entries", func(l *Limits) *int64 { return &l.ClosureWarn }},
 	}
 }

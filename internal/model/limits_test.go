@@ -167,8 +167,8 @@ func TestLimitInfos(t *testing.T) {
 			t.Errorf("%s: env var %s, want %s", info.Name, info.EnvVar(), want)
 		}
 	}
-	if n := len(seen); n != 15 {
-		t.Errorf("%d limits listed, Limits has 15 fields", n)
+	if n := len(seen); n != 16 {
+		t.Errorf("%d limits listed, Limits has 16 fields", n)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/changes"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/queue"
+	"github.com/recalc-dev/recalc/internal/sharing"
 	"github.com/recalc-dev/recalc/schema"
 )
 
@@ -418,6 +419,9 @@ func mergeConfig(ctx context.Context, tx pgx.Tx, f *model.File, lim model.Limits
 	if err != nil {
 		return nil, &InvalidError{err}
 	}
+	if err := closureWithin(ix, lim.Closure); err != nil {
+		return nil, &InvalidError{err}
+	}
 	sections := f.Raw
 	if attached {
 		doc, err := model.UsersJSON(cfg.Users)
@@ -433,6 +437,24 @@ func mergeConfig(ctx context.Context, tx pgx.Tx, f *model.File, lim model.Limits
 		}
 	}
 	return ix, nil
+}
+
+// closureWithin fails when the configuration of ix may make more than max
+// closure entries (0: no limit), as sharing.Org.ClosureEstimate bounds
+// them in time linear in the configuration: a few kilobytes of groups that
+// each hold a role and its subordinates make groups times users entries,
+// whose run takes time and memory in their number.
+func closureWithin(ix *model.Index, max int64) error {
+	if max <= 0 {
+		return nil
+	}
+	if est := sharing.NewOrg(ix).ClosureEstimate(); est > max {
+		return &model.LimitError{Limit: model.LimitClosure, Max: max, Msg: fmt.Sprintf(
+			"the roles, territories and groups may make %d closure entries (acl_member rows), over the limit of %d: "+
+				"a group that holds a role and its subordinates, or all internal users, adds an entry for each user it reaches, "+
+				"and deep hierarchies add one for each level above a user (docs/limits.md)", est, max)}
+	}
+	return nil
 }
 
 // dupCheck fails naming the first key listed twice, as sql over args
