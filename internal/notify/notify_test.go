@@ -514,3 +514,91 @@ func queueBehindSlowReceiver(t *testing.T, b *bundle) *slowQueue {
 	}
 	return q
 }
+
+// TestReserveKeepsTheNewerEnd: a job that ended before (failed, its
+// notification kept after a failed delivery) and ends again (resumed) has
+// its new end reserved in the transaction that ends it. A process killed
+// after that commit, before Begin, must leave the new payload to deliver,
+// not the old one, and a redelivery of the old one under way as it
+// commits must not forget the new one.
+func TestReserveKeepsTheNewerEnd(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	rep := b.run(t, nil)
+	n := &notify.Notifier{URL: "http://127.0.0.1:1/hook"}
+	target := n.Targets()[0]
+	entry := func(status string) outbox.Entry {
+		return outbox.Entry{Job: rep.Job, Channel: target.Channel, TargetKey: target.Key, Target: target.Label,
+			Payload: []byte(`{"status": "` + status + `"}`), LastError: "answered 500"}
+	}
+	if err := outbox.Keep(b.ctx, b.pool, entry("failed")); err != nil {
+		t.Fatal(err)
+	}
+	b.due(t)
+	claimed, err := outbox.Claim(b.ctx, b.pool, []string{target.Key}, 5, time.Minute)
+	if err != nil || len(claimed) != 1 {
+		t.Fatalf("claim: %v, %d entries; want 1", err, len(claimed))
+	}
+	tx, err := b.pool.Begin(b.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := outbox.Reserve(b.ctx, tx, entry("done"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The redelivery of the old end completes; the process that ended the
+	// job again died before Begin.
+	if err := outbox.Delivered(b.ctx, b.pool, claimed[0]); err != nil {
+		t.Fatal(err)
+	}
+	b.due(t)
+	left, err := outbox.Claim(b.ctx, b.pool, []string{target.Key}, 5, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 1 || !strings.Contains(string(left[0].Payload), `"done"`) {
+		var payloads []string
+		for _, e := range left {
+			payloads = append(payloads, string(e.Payload))
+		}
+		t.Errorf("left to deliver after the job ended again: %q; want its new end (done)", payloads)
+	}
+}
+
+// TestReserveLeasedFromItsCommit: the lease of a notification reserved in
+// the transaction that ends its job runs from the reservation, not from
+// the transaction's start: a finish longer than the lease would otherwise
+// commit it already due, for another process (or this one's own periodic
+// redelivery) to claim and send while this one begins and sends it too.
+func TestReserveLeasedFromItsCommit(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	rep := b.run(t, nil)
+	n := &notify.Notifier{URL: "http://127.0.0.1:1/hook"}
+	target := n.Targets()[0]
+	tx, err := b.pool.Begin(b.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(b.ctx)
+	if _, err := tx.Exec(b.ctx, `SELECT pg_sleep(1.5)`); err != nil { // a long finish
+		t.Fatal(err)
+	}
+	e := outbox.Entry{Job: rep.Job, Channel: target.Channel, TargetKey: target.Key, Target: target.Label, Payload: []byte(`{"status": "done"}`)}
+	if err := outbox.Reserve(b.ctx, tx, e, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	claimed, err := outbox.Claim(b.ctx, b.pool, []string{target.Key}, 5, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(claimed) != 0 {
+		t.Errorf("a notification reserved with a lease of 1 s was claimed as soon as its transaction of 1.5 s committed: its lease ran from the transaction's start")
+	}
+}

@@ -100,14 +100,18 @@ func Begin(ctx context.Context, q pg.Querier, e Entry, lease time.Duration) (Ent
 // ends it, with no attempt counted and leased for lease: a process that
 // dies between that commit and Begin leaves it to the next process with the
 // same target once the lease ends, where Begin alone, after the commit,
-// would have lost it. An entry already kept for the job and target (its
-// job ended before, and was resumed) is left as it is: Begin, after the
-// commit, keeps the new payload.
+// would have lost it. The lease runs from now, not from the start of tx,
+// which may be older than a lease. An entry already kept for the job and
+// target (its job ended before, and was resumed) takes the new payload and
+// one more attempt, as in Begin: left as it was, a process killed before
+// Begin left the old end to deliver, and a redelivery of the old end under
+// way as tx commits would forget the new one (Delivered).
 func Reserve(ctx context.Context, q pg.Querier, e Entry, lease time.Duration) error {
 	_, err := q.Exec(ctx, `
-		INSERT INTO recalc.notification (job_id, channel, target_key, target, payload, attempts, last_error, next_at)
-		VALUES ($1, $2, $3, $4, $5, 0, $6, now() + make_interval(secs => $7))
-		ON CONFLICT (job_id, target_key) DO NOTHING`,
+		INSERT INTO recalc.notification AS n (job_id, channel, target_key, target, payload, attempts, last_error, next_at)
+		VALUES ($1, $2, $3, $4, $5, 0, $6, clock_timestamp() + make_interval(secs => $7))
+		ON CONFLICT (job_id, target_key) DO UPDATE SET payload = excluded.payload, attempts = n.attempts + 1,
+			next_at = excluded.next_at`,
 		e.Job, e.Channel, e.TargetKey, e.Target, string(e.Payload), Underway, lease.Seconds())
 	if err != nil {
 		return fmt.Errorf("keep notification of job %d with its end: %w", e.Job, err)
