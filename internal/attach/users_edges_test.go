@@ -404,7 +404,7 @@ func TestExportOfAttachedUsersImportsBack(t *testing.T) {
 // user with no role, and one whose type is over 1 KiB, however well it
 // compresses, has the type '(over 1 KiB)': none of them is kept whole, and
 // the other users' changes, a deactivation included, still apply. Before
-// migration 61 the long id broke recalc.attached_user's index, so every
+// migration 63 the long id broke recalc.attached_user's index, so every
 // absorb of the users failed (54000) and carol kept her access; long roles
 // or types of some hundred megabytes took the whole read past PostgreSQL's
 // 1 GB for a value, with the same effect.
