@@ -7,7 +7,8 @@
 -- suggests `col::text` for an enum or a domain), and that text followed
 -- the engine session's DateStyle (a date or timestamp), IntervalStyle (an
 -- interval), bytea_output, lc_monetary (money), lc_numeric and lc_time
--- (to_char), xmlbinary and xmloption, or DateStyle's field order when
+-- (to_char), xmlbinary and xmloption, default_text_search_config
+-- (to_tsvector without a configuration), or DateStyle's field order when
 -- the view reads text as a date. A session
 -- takes those from the engine's role and from the database, whose owner
 -- (often the application's role) may ALTER DATABASE ... SET them: under
@@ -26,7 +27,7 @@ CREATE OR REPLACE FUNCTION recalc.attach_sandboxed(p_view text, p_sql text, p_ke
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
     SET TimeZone = 'UTC' SET extra_float_digits = 1 SET DateStyle = 'ISO, MDY' SET IntervalStyle = 'postgres'
     SET bytea_output = 'hex' SET lc_monetary = 'C' SET lc_numeric = 'C' SET lc_time = 'C'
-    SET xmlbinary = 'base64' SET xmloption = 'content' AS $$
+    SET xmlbinary = 'base64' SET xmloption = 'content' SET default_text_search_config = 'pg_catalog.simple' AS $$
 DECLARE
     v recalc.attach_row[];
     v_done boolean := false;
