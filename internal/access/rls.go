@@ -682,3 +682,36 @@ func ParentWithoutKey(ctx context.Context, tx pgx.Tx, table string) (string, err
 	}
 	return parent, nil
 }
+
+// CutRoleName is a user whose id is longer than a PostgreSQL name: no role
+// is named like it, and a role created with its id is cut to the id's first
+// MaxName bytes (on a character boundary). Other is the user of that cut
+// name, if any: its rows are the ones such a role reads under a policy that
+// takes the user from current_user.
+type CutRoleName struct {
+	User, Other string
+}
+
+// CutRoleNames returns the users whose ids no role can be named like, those
+// whose cut name is another user's id first, at most limit of them, and how
+// many there are in all. PostgreSQL cuts a role name as it cuts text to
+// name, so the cut is the same.
+func CutRoleNames(ctx context.Context, tx pgx.Tx, limit int) ([]CutRoleName, int, error) {
+	rows, err := tx.Query(ctx, `SELECT u.id, coalesce(o.id, ''), count(*) OVER ()
+		FROM recalc.acl_user u LEFT JOIN recalc.acl_user o ON o.id = u.id::name::text
+		WHERE octet_length(u.id) > $1
+		ORDER BY o.id IS NULL, u.id COLLATE "C" LIMIT $2`, pg.MaxName, limit)
+	if err != nil {
+		return nil, 0, fmt.Errorf("look up users longer than a role name: %w", err)
+	}
+	var total int
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (CutRoleName, error) {
+		var c CutRoleName
+		err := row.Scan(&c.User, &c.Other, &total)
+		return c, err
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("look up users longer than a role name: %w", err)
+	}
+	return out, total, nil
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/recalc-dev/recalc/internal/access"
+	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/schema"
 )
 
@@ -251,11 +252,18 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 	var owner, engine, parent string
 	var others, views []string
 	var bypass, blocked bool
+	var cut []access.CutRoleName
+	var cutTotal int
 	if err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error {
 		if err := access.EnableRLS(ctx, tx, r); err != nil {
 			return err
 		}
 		var err error
+		if r.UserFromRole {
+			if cut, cutTotal, err = access.CutRoleNames(ctx, tx, 3); err != nil {
+				return err
+			}
+		}
 		if owner, bypass, err = access.OwnerBypass(ctx, tx, r.Table); err != nil {
 			return err
 		}
@@ -295,6 +303,7 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 	case bypass:
 		fmt.Fprintf(errOut, "warning: reads as %s's owner %q bypass these policies and see every row: give --force, or read as another role\n", r.Table, owner)
 	}
+	cutRoleWarning(errOut, cut, cutTotal)
 	if r.PerUserPlans && !r.UserFromRole {
 		fmt.Fprintln(errOut, "warning: with --user-setting, a prepared statement's plan is made for the user it was first planned for: a broad user on a selective user's plan reads every row; reuse no prepared list query across users, or use --user-from-role (docs/rls.md)")
 	}
@@ -308,6 +317,29 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 	}
 	fmt.Fprintln(env.Out, ".")
 	return nil
+}
+
+// cutRoleWarning warns, under --user-from-role, of the users whose ids are
+// longer than a PostgreSQL name (total of them, cut the first few): no role
+// is named like them, so they read nothing, and CREATE ROLE cuts such an id
+// to its first 63 bytes, which may be another user's id: the role created
+// for one user would then read as the other.
+func cutRoleWarning(errOut io.Writer, cut []access.CutRoleName, total int) {
+	if total == 0 {
+		return
+	}
+	var collide []string
+	for _, c := range cut {
+		if c.Other != "" {
+			collide = append(collide, fmt.Sprintf("%.80q is cut to %.80q", c.User, c.Other))
+		}
+	}
+	fmt.Fprintf(errOut, "warning: users with ids longer than PostgreSQL's %d-byte role names: %d (%.80q first): no role is named like them, so they read nothing, "+
+		"and CREATE ROLE cuts such an id to its first %d bytes", pg.MaxName, total, cut[0].User, pg.MaxName)
+	if len(collide) > 0 {
+		fmt.Fprintf(errOut, ", which is another user's id: the role created for one user reads as the other (%s)", strings.Join(collide, "; "))
+	}
+	fmt.Fprintln(errOut, "; give such users ids of at most 63 bytes, or take the user from a setting (docs/rls.md)")
 }
 
 // sharedBaseWarning warns when r's table is a base table of attached views
