@@ -715,3 +715,35 @@ func CutRoleNames(ctx context.Context, tx pgx.Tx, limit int) ([]CutRoleName, int
 	}
 	return out, total, nil
 }
+
+// UnprotectedRelatives returns the partitions and inheritance children of
+// table (at any depth) and its ancestors that have no row-level security,
+// each schema-qualified, sorted, at most limit of each. PostgreSQL applies a
+// table's policies only to reads through that table: a read of a child
+// applies the child's own, and a read of a parent the parent's, which sees
+// the child's rows.
+func UnprotectedRelatives(ctx context.Context, tx pgx.Tx, table string, limit int) (children, parents []string, err error) {
+	tbl, err := resolveTable(ctx, tx, table)
+	if err != nil {
+		return nil, nil, err
+	}
+	err = tx.QueryRow(ctx, `WITH RECURSIVE
+		down (relid) AS (SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = pg_catalog.to_regclass($1)
+		                 UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN down d ON i.inhparent = d.relid),
+		up (relid) AS (SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = pg_catalog.to_regclass($1)
+		               UNION SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN up u ON i.inhrelid = u.relid),
+		bare (dir, name) AS (
+		    SELECT x.dir, pg_catalog.format('%I.%I', n.nspname, c.relname)
+		    FROM (SELECT 'down' AS dir, relid FROM down UNION ALL SELECT 'up', relid FROM up) x
+		    JOIN pg_catalog.pg_class c ON c.oid = x.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		    WHERE NOT c.relrowsecurity)
+		SELECT coalesce((SELECT pg_catalog.array_agg(name ORDER BY name COLLATE "C") FROM (
+		           SELECT name FROM bare WHERE dir = 'down' ORDER BY name COLLATE "C" LIMIT $2) d), '{}'),
+		       coalesce((SELECT pg_catalog.array_agg(name ORDER BY name COLLATE "C") FROM (
+		           SELECT name FROM bare WHERE dir = 'up' ORDER BY name COLLATE "C" LIMIT $2) u), '{}')`,
+		tbl.Sanitize(), limit).Scan(&children, &parents)
+	if err != nil {
+		return nil, nil, fmt.Errorf("look up the partitions and inheritance relatives of %.100q: %w", table, err)
+	}
+	return children, parents, nil
+}

@@ -253,12 +253,16 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 	var others, views []string
 	var bypass, blocked bool
 	var cut []access.CutRoleName
+	var children, parents []string
 	var cutTotal int
 	if err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error {
 		if err := access.EnableRLS(ctx, tx, r); err != nil {
 			return err
 		}
 		var err error
+		if children, parents, err = access.UnprotectedRelatives(ctx, tx, r.Table, 5); err != nil {
+			return err
+		}
 		if r.UserFromRole {
 			if cut, cutTotal, err = access.CutRoleNames(ctx, tx, 3); err != nil {
 				return err
@@ -304,6 +308,15 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 		fmt.Fprintf(errOut, "warning: reads as %s's owner %q bypass these policies and see every row: give --force, or read as another role\n", r.Table, owner)
 	}
 	cutRoleWarning(errOut, cut, cutTotal)
+	if len(children) > 0 {
+		fmt.Fprintf(errOut, "warning: %s has partitions or inheritance children not under recalc's policies (no row-level security: %s): "+
+			"PostgreSQL applies a table's policies only to reads through it, so a role that may read one of them reads all its rows; "+
+			"run rls enable on each (and on each partition added later), or grant no privilege on them\n", r.Table, shown(strings.Join(children, ", ")))
+	}
+	if len(parents) > 0 {
+		fmt.Fprintf(errOut, "warning: %s is a partition or inheritance child of %s, which has no row-level security: a read through it sees this table's rows "+
+			"without these policies; run rls enable on it too, or grant no privilege on it\n", r.Table, shown(strings.Join(parents, ", ")))
+	}
 	if r.PerUserPlans && !r.UserFromRole {
 		fmt.Fprintln(errOut, "warning: with --user-setting, a prepared statement's plan is made for the user it was first planned for: a broad user on a selective user's plan reads every row; reuse no prepared list query across users, or use --user-from-role (docs/rls.md)")
 	}
