@@ -77,6 +77,16 @@ func Grant(ctx context.Context, tx pgx.Tx, kind, role string) error {
 	if !exists {
 		return fmt.Errorf("role %q does not exist: create it first (CREATE ROLE ... LOGIN)", role)
 	}
+	// The sandbox runs table owners' code in its reads (SECURITY.md, "The
+	// sandbox role"): it must hold nothing, and recalc's checks before each
+	// read look at its attributes and memberships, not at its grants.
+	var sandbox string
+	if err := tx.QueryRow(ctx, `SELECT recalc.attach_sandbox_role()`).Scan(&sandbox); err != nil {
+		return fmt.Errorf("look up the sandbox role: %w", err)
+	}
+	if role == sandbox {
+		return fmt.Errorf("role %q is recalc's sandbox role, which runs the code of attached tables' owners and must hold nothing: grant %s access to another role (SECURITY.md, \"The sandbox role\")", role, kind)
+	}
 	quoted := pgx.Identifier{role}.Sanitize()
 	for _, sql := range sqls {
 		if _, err := tx.Exec(ctx, strings.ReplaceAll(sql, "%s", quoted)); err != nil {
