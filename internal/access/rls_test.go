@@ -935,3 +935,24 @@ func TestBroadUserNoted(t *testing.T) {
 		})
 	}
 }
+
+// TestEnableRLSRefusesRecalcTables: `rls enable` on one of recalc's own
+// tables installed policies there, forced on the engine with --force. It is
+// refused, changing nothing.
+func TestEnableRLSRefusesRecalcTables(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	testkit.ImportModel(t, b.ctx, b.pool, oracle.RandomModel(mrand.New(mrand.NewPCG(7, 7)), 20), nil)
+	for _, table := range []string{"recalc.acl_user", "recalc.record"} {
+		err := pgx.BeginFunc(b.ctx, b.pool, func(tx pgx.Tx) error {
+			return access.EnableRLS(b.ctx, tx, &access.RLS{Table: table, Object: "account", IDColumn: "id", UserFromRole: true, Force: true})
+		})
+		if err == nil || !strings.Contains(err.Error(), "is one of recalc's own") {
+			t.Errorf("EnableRLS on %s: %v, want a refusal", table, err)
+		}
+	}
+	var n int
+	if err := b.pool.QueryRow(b.ctx, `SELECT count(*) FROM pg_class WHERE relnamespace = 'recalc'::regnamespace AND relrowsecurity`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("%d of recalc's tables have row-level security (err %v)", n, err)
+	}
+}
