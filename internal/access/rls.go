@@ -753,3 +753,39 @@ func UnprotectedRelatives(ctx context.Context, tx pgx.Tx, table string, limit in
 	}
 	return children, parents, nil
 }
+
+// BypassingViews returns the views and materialized views that read table
+// directly and show its rows without its policies, schema-qualified and
+// sorted, at most limit: PostgreSQL reads a view's tables with its owner's
+// rights unless the view is security_invoker, and row-level security
+// treats that owner as the reader (the table's owner, or a member of it,
+// without FORCE ROW LEVEL SECURITY, a superuser or a BYPASSRLS role see
+// every row); a materialized view holds what its last refresh read.
+func BypassingViews(ctx context.Context, tx pgx.Tx, table string, limit int) ([]string, error) {
+	tbl, err := resolveTable(ctx, tx, table)
+	if err != nil {
+		return nil, err
+	}
+	var views []string
+	err = tx.QueryRow(ctx, `SELECT coalesce(pg_catalog.array_agg(name ORDER BY name COLLATE "C"), '{}') FROM (
+		SELECT DISTINCT pg_catalog.format('%I.%I', n.nspname, v.relname) AS name
+		FROM pg_catalog.pg_class t
+		JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = t.oid
+		     AND d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+		JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid
+		JOIN pg_catalog.pg_class v ON v.oid = w.ev_class AND v.oid <> t.oid
+		JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace
+		JOIN pg_catalog.pg_roles o ON o.oid = v.relowner
+		WHERE t.oid = pg_catalog.to_regclass($1)
+		  AND (v.relkind = 'm'
+		       OR v.relkind = 'v'
+		          AND NOT EXISTS (SELECT FROM pg_catalog.unnest(v.reloptions) x
+		                          WHERE x OPERATOR(pg_catalog.~*) '^security_invoker=(t|tr|tru|true|y|ye|yes|on|1)$')
+		          AND (o.rolsuper OR o.rolbypassrls
+		               OR NOT t.relforcerowsecurity AND pg_catalog.pg_has_role(o.oid, t.relowner, 'USAGE')))
+		ORDER BY 1 LIMIT $2) x`, tbl.Sanitize(), limit).Scan(&views)
+	if err != nil {
+		return nil, fmt.Errorf("look up the views over %.100q: %w", table, err)
+	}
+	return views, nil
+}

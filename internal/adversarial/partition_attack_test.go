@@ -1,15 +1,8 @@
 package adversarial
 
 import (
-	"bytes"
-	"context"
 	"strings"
 	"testing"
-
-	ucli "github.com/urfave/cli/v2"
-
-	"github.com/recalc-dev/recalc/internal/cli"
-	"github.com/recalc-dev/recalc/internal/dburl"
 )
 
 // TestRLSWarnsOfUncoveredPartitions: PostgreSQL applies a table's policies
@@ -25,7 +18,6 @@ import (
 func TestRLSWarnsOfUncoveredPartitions(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ctx := context.Background()
 	exec(t, b.admin, `CREATE SCHEMA app AUTHORIZATION `+ident(b.engineRole))
 	for _, sql := range []string{
 		`CREATE TABLE app.account (id text PRIMARY KEY, name text) PARTITION BY LIST (id)`,
@@ -39,17 +31,8 @@ func TestRLSWarnsOfUncoveredPartitions(t *testing.T) {
 	}
 	enable := func(table string) string {
 		t.Helper()
-		var out, errOut bytes.Buffer
-		app := cli.App(&out, &errOut)
-		app.ExitErrHandler = func(*ucli.Context, error) {}
-		appMu.Lock()
-		err := app.RunContext(ctx, []string{"recalc", "--database-url", dburl.WithUser(b.url, b.engineRole), "--log-format", "json",
-			"rls", "enable", "--table", table, "--object", "account", "--user-setting", "app.user_id"})
-		appMu.Unlock()
-		if err != nil {
-			t.Fatalf("rls enable %s: %v (stderr: %s)", table, err, errOut.String())
-		}
-		return errOut.String()
+		_, warning := b.recalcWarnings(t, "rls", "enable", "--table", table, "--object", "account", "--user-setting", "app.user_id")
+		return warning
 	}
 	warning := enable("app.account")
 	if got := b.asReader(t, "u2", `SELECT id FROM app.account`); got != "a1 a2" {

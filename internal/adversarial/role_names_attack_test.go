@@ -1,15 +1,10 @@
 package adversarial
 
 import (
-	"bytes"
 	"context"
 	"strings"
 	"testing"
 
-	ucli "github.com/urfave/cli/v2"
-
-	"github.com/recalc-dev/recalc/internal/cli"
-	"github.com/recalc-dev/recalc/internal/dburl"
 	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
@@ -44,16 +39,7 @@ func TestRLSFromRoleWarnsOfCutRoleNames(t *testing.T) {
 	exec(t, b.engine, `GRANT USAGE ON SCHEMA app TO `+ident(short))
 	exec(t, b.engine, `GRANT SELECT ON app.account TO `+ident(short))
 
-	var out, errOut bytes.Buffer
-	app := cli.App(&out, &errOut)
-	app.ExitErrHandler = func(*ucli.Context, error) {}
-	appMu.Lock()
-	err := app.RunContext(ctx, []string{"recalc", "--database-url", dburl.WithUser(b.url, b.engineRole), "--log-format", "json",
-		"rls", "enable", "--table", "app.account", "--object", "account", "--user-from-role", "--per-user-plans"})
-	appMu.Unlock()
-	if err != nil {
-		t.Fatalf("rls enable: %v (stderr: %s)", err, errOut.String())
-	}
+	_, warning := b.recalcWarnings(t, "rls", "enable", "--table", "app.account", "--object", "account", "--user-from-role", "--per-user-plans")
 
 	var got string
 	if err := b.connect(t, short).QueryRow(ctx, `SELECT string_agg(id, ' ') FROM app.account`).Scan(&got); err != nil {
@@ -62,7 +48,6 @@ func TestRLSFromRoleWarnsOfCutRoleNames(t *testing.T) {
 	if got != "short1" {
 		t.Fatalf("the role created for the long user reads %q, want short1 (the cut name is the short user)", got)
 	}
-	warning := errOut.String()
 	for _, want := range []string{"users with ids longer than PostgreSQL's 63-byte role names: 1", `"` + long + `" is cut to "` + short + `"`} {
 		if !strings.Contains(warning, want) {
 			t.Errorf("rls enable --user-from-role warns %q, want it to contain %q", warning, want)

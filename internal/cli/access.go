@@ -253,7 +253,7 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 	var others, views []string
 	var bypass, blocked bool
 	var cut []access.CutRoleName
-	var children, parents []string
+	var children, parents, bypassing []string
 	var cutTotal int
 	if err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error {
 		if err := access.EnableRLS(ctx, tx, r); err != nil {
@@ -261,6 +261,9 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 		}
 		var err error
 		if children, parents, err = access.UnprotectedRelatives(ctx, tx, r.Table, 5); err != nil {
+			return err
+		}
+		if bypassing, err = access.BypassingViews(ctx, tx, r.Table, 5); err != nil {
 			return err
 		}
 		if r.UserFromRole {
@@ -312,6 +315,11 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 		fmt.Fprintf(errOut, "warning: %s has partitions or inheritance children not under recalc's policies (no row-level security: %s): "+
 			"PostgreSQL applies a table's policies only to reads through it, so a role that may read one of them reads all its rows; "+
 			"run rls enable on each (and on each partition added later), or grant no privilege on them\n", r.Table, shown(strings.Join(children, ", ")))
+	}
+	if len(bypassing) > 0 {
+		fmt.Fprintf(errOut, "warning: views over %s show its rows without these policies (%s): PostgreSQL reads a view's tables as the view's owner, "+
+			"who bypasses them here, unless the view is security_invoker, and a materialized view holds every row its refresh read; "+
+			"ALTER VIEW ... SET (security_invoker = true), or grant no privilege on them\n", r.Table, shown(strings.Join(bypassing, ", ")))
 	}
 	if len(parents) > 0 {
 		fmt.Fprintf(errOut, "warning: %s is a partition or inheritance child of %s, which has no row-level security: a read through it sees this table's rows "+
