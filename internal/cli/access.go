@@ -249,85 +249,16 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return err
 	}
-	var owner, engine, parent string
-	var others, views []string
-	var bypass, blocked bool
-	var cut []access.CutRoleName
-	var children, parents, bypassing []string
-	var cutTotal int
+	var f rlsFindings
 	if err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error {
 		if err := access.EnableRLS(ctx, tx, r); err != nil {
 			return err
 		}
-		var err error
-		if children, parents, err = access.UnprotectedRelatives(ctx, tx, r.Table, 5); err != nil {
-			return err
-		}
-		if bypassing, err = access.BypassingViews(ctx, tx, r.Table, 5); err != nil {
-			return err
-		}
-		if r.UserFromRole {
-			if cut, cutTotal, err = access.CutRoleNames(ctx, tx, 3); err != nil {
-				return err
-			}
-		}
-		if owner, bypass, err = access.OwnerBypass(ctx, tx, r.Table); err != nil {
-			return err
-		}
-		if views, err = access.ViewBases(ctx, tx, r.Table); err != nil {
-			return err
-		}
-		if parent, err = access.ParentWithoutKey(ctx, tx, r.Table); err != nil {
-			return err
-		}
-		if others, err = access.OtherPolicies(ctx, tx, r.Table, true); err != nil {
-			return err
-		}
-		engine, blocked, err = access.EngineBlocked(ctx, tx, r.Table)
-		return err
+		return f.read(ctx, tx, r)
 	}); err != nil {
 		return err
 	}
-	view := sharedBaseWarning(errOut, r, views)
-	if writes := r.Write || r.InsertRole != "" || r.OwnerColumn != ""; writes && view != "" {
-		fmt.Fprintf(errOut, "warning: %s is a base table of object %s's attached view: the write guard knows no owner or parent column of it, "+
-			"so an editor may change them; add the trigger docs/rls.md gives (\"What the write policies do not check, and the write guard\")\n", r.Table, view)
-	} else if writes && parent != "" {
-		fmt.Fprintf(errOut, "warning: %s's parent column has no foreign key to the table of %s: a user may leave a row under a %s that no longer exists "+
-			"and read whatever record later takes its id; declare the foreign key (docs/rls.md, \"What the write policies do not check, and the write guard\")\n", r.Table, parent, parent)
-	}
-	if blocked {
-		fmt.Fprintf(errOut, "warning: %s is attached, and recalc's role %q can no longer read it to absorb its writes, which will wait: "+
-			"make it the table's owner, or ALTER ROLE %q BYPASSRLS as a superuser (docs/attach.md)\n", r.Table, engine, engine)
-	}
-	if len(others) > 0 {
-		fmt.Fprintf(errOut, "warning: %s has permissive policies of its own (%s) that admit rows to SELECT: permissive policies add up, "+
-			"so a row any of them admits is visible whatever recalc allows; make them restrictive (AS RESTRICTIVE) or drop them\n", r.Table, shown(strings.Join(others, ", ")))
-	}
-	switch {
-	case bypass && r.Force:
-		fmt.Fprintf(errOut, "warning: reads as %s's owner %q bypass these policies and see every row, even with --force (a superuser, or BYPASSRLS): read as another role\n", r.Table, owner)
-	case bypass:
-		fmt.Fprintf(errOut, "warning: reads as %s's owner %q bypass these policies and see every row: give --force, or read as another role\n", r.Table, owner)
-	}
-	cutRoleWarning(errOut, cut, cutTotal)
-	if len(children) > 0 {
-		fmt.Fprintf(errOut, "warning: %s has partitions or inheritance children not under recalc's policies (no row-level security: %s): "+
-			"PostgreSQL applies a table's policies only to reads through it, so a role that may read one of them reads all its rows; "+
-			"run rls enable on each (and on each partition added later), or grant no privilege on them\n", r.Table, shown(strings.Join(children, ", ")))
-	}
-	if len(bypassing) > 0 {
-		fmt.Fprintf(errOut, "warning: views over %s show its rows without these policies (%s): PostgreSQL reads a view's tables as the view's owner, "+
-			"who bypasses them here, unless the view is security_invoker, and a materialized view holds every row its refresh read; "+
-			"ALTER VIEW ... SET (security_invoker = true), or grant no privilege on them\n", r.Table, shown(strings.Join(bypassing, ", ")))
-	}
-	if len(parents) > 0 {
-		fmt.Fprintf(errOut, "warning: %s is a partition or inheritance child of %s, which has no row-level security: a read through it sees this table's rows "+
-			"without these policies; run rls enable on it too, or grant no privilege on it\n", r.Table, shown(strings.Join(parents, ", ")))
-	}
-	if r.PerUserPlans && !r.UserFromRole {
-		fmt.Fprintln(errOut, "warning: with --user-setting, a prepared statement's plan is made for the user it was first planned for: a broad user on a selective user's plan reads every row; reuse no prepared list query across users, or use --user-from-role (docs/rls.md)")
-	}
+	f.warn(errOut, r)
 	user := fmt.Sprintf("current_setting('%s')", r.UserSetting)
 	if r.UserFromRole {
 		user = "current_user"
@@ -338,6 +269,90 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 	}
 	fmt.Fprintln(env.Out, ".")
 	return nil
+}
+
+// rlsFindings is what rls enable warns of, read in the transaction that
+// installs the policies.
+type rlsFindings struct {
+	owner, engine, parent        string
+	others, views                []string
+	bypass, blocked              bool
+	cut                          []access.CutRoleName
+	cutTotal                     int
+	children, parents, bypassing []string
+}
+
+// read reads f for r's table in tx.
+func (f *rlsFindings) read(ctx context.Context, tx pgx.Tx, r *access.RLS) (err error) {
+	if f.children, f.parents, err = access.UnprotectedRelatives(ctx, tx, r.Table, 5); err != nil {
+		return err
+	}
+	if f.bypassing, err = access.BypassingViews(ctx, tx, r.Table, 5); err != nil {
+		return err
+	}
+	if r.UserFromRole {
+		if f.cut, f.cutTotal, err = access.CutRoleNames(ctx, tx, 3); err != nil {
+			return err
+		}
+	}
+	if f.owner, f.bypass, err = access.OwnerBypass(ctx, tx, r.Table); err != nil {
+		return err
+	}
+	if f.views, err = access.ViewBases(ctx, tx, r.Table); err != nil {
+		return err
+	}
+	if f.parent, err = access.ParentWithoutKey(ctx, tx, r.Table); err != nil {
+		return err
+	}
+	if f.others, err = access.OtherPolicies(ctx, tx, r.Table, true); err != nil {
+		return err
+	}
+	f.engine, f.blocked, err = access.EngineBlocked(ctx, tx, r.Table)
+	return err
+}
+
+// warn writes f's warnings for r to errOut.
+func (f *rlsFindings) warn(errOut io.Writer, r *access.RLS) {
+	view := sharedBaseWarning(errOut, r, f.views)
+	if writes := r.Write || r.InsertRole != "" || r.OwnerColumn != ""; writes && view != "" {
+		fmt.Fprintf(errOut, "warning: %s is a base table of object %s's attached view: the write guard knows no owner or parent column of it, "+
+			"so an editor may change them; add the trigger docs/rls.md gives (\"What the write policies do not check, and the write guard\")\n", r.Table, view)
+	} else if writes && f.parent != "" {
+		fmt.Fprintf(errOut, "warning: %s's parent column has no foreign key to the table of %s: a user may leave a row under a %s that no longer exists "+
+			"and read whatever record later takes its id; declare the foreign key (docs/rls.md, \"What the write policies do not check, and the write guard\")\n", r.Table, f.parent, f.parent)
+	}
+	if f.blocked {
+		fmt.Fprintf(errOut, "warning: %s is attached, and recalc's role %q can no longer read it to absorb its writes, which will wait: "+
+			"make it the table's owner, or ALTER ROLE %q BYPASSRLS as a superuser (docs/attach.md)\n", r.Table, f.engine, f.engine)
+	}
+	if len(f.others) > 0 {
+		fmt.Fprintf(errOut, "warning: %s has permissive policies of its own (%s) that admit rows to SELECT: permissive policies add up, "+
+			"so a row any of them admits is visible whatever recalc allows; make them restrictive (AS RESTRICTIVE) or drop them\n", r.Table, shown(strings.Join(f.others, ", ")))
+	}
+	switch {
+	case f.bypass && r.Force:
+		fmt.Fprintf(errOut, "warning: reads as %s's owner %q bypass these policies and see every row, even with --force (a superuser, or BYPASSRLS): read as another role\n", r.Table, f.owner)
+	case f.bypass:
+		fmt.Fprintf(errOut, "warning: reads as %s's owner %q bypass these policies and see every row: give --force, or read as another role\n", r.Table, f.owner)
+	}
+	cutRoleWarning(errOut, f.cut, f.cutTotal)
+	if len(f.children) > 0 {
+		fmt.Fprintf(errOut, "warning: %s has partitions or inheritance children not under recalc's policies (no row-level security: %s): "+
+			"PostgreSQL applies a table's policies only to reads through it, so a role that may read one of them reads all its rows; "+
+			"run rls enable on each (and on each partition added later), or grant no privilege on them\n", r.Table, shown(strings.Join(f.children, ", ")))
+	}
+	if len(f.bypassing) > 0 {
+		fmt.Fprintf(errOut, "warning: views over %s show its rows without these policies (%s): PostgreSQL reads a view's tables as the view's owner, "+
+			"who bypasses them here, unless the view is security_invoker, and a materialized view holds every row its refresh read; "+
+			"ALTER VIEW ... SET (security_invoker = true), or grant no privilege on them\n", r.Table, shown(strings.Join(f.bypassing, ", ")))
+	}
+	if len(f.parents) > 0 {
+		fmt.Fprintf(errOut, "warning: %s is a partition or inheritance child of %s, which has no row-level security: a read through it sees this table's rows "+
+			"without these policies; run rls enable on it too, or grant no privilege on it\n", r.Table, shown(strings.Join(f.parents, ", ")))
+	}
+	if r.PerUserPlans && !r.UserFromRole {
+		fmt.Fprintln(errOut, "warning: with --user-setting, a prepared statement's plan is made for the user it was first planned for: a broad user on a selective user's plan reads every row; reuse no prepared list query across users, or use --user-from-role (docs/rls.md)")
+	}
 }
 
 // cutRoleWarning warns, under --user-from-role, of the users whose ids are
