@@ -267,6 +267,12 @@ func enableRLS(ctx context.Context, env *Env, errOut io.Writer, r *access.RLS) e
 	if r.Write {
 		fmt.Fprint(env.Out, "; UPDATE and DELETE reach the rows it may edit")
 	}
+	if r.InsertRole != "" {
+		fmt.Fprintf(env.Out, "; role %s may INSERT any row", r.InsertRole)
+	}
+	if r.OwnerColumn != "" {
+		fmt.Fprintf(env.Out, "; a user reads, writes and deletes the rows whose %s is its id", r.OwnerColumn)
+	}
 	fmt.Fprintln(env.Out, ".")
 	return nil
 }
