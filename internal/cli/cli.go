@@ -598,7 +598,7 @@ func ImportWith(ctx context.Context, env *Env, path string, maxRevoke float64, l
 		return err
 	}
 	warnClosure(ctx, env.Pool, env.Log, lim.ClosureWarn)
-	next := "model imported; run `recalc run` to recalculate"
+	next := "model imported; run `recalc run` to recalculate (a running `recalc watch` does it by itself)"
 	if deferred, err := store.Deferred(ctx, env.Pool); err == nil && len(deferred) > 0 {
 		next = "model imported; calculation of " + strings.Join(slices.Sorted(maps.Keys(deferred)), " and ") +
 			" is deferred: `recalc run` recalculates the rest, `recalc resume` lifts the deferral and recalculates all"
