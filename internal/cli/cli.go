@@ -597,7 +597,7 @@ func ImportWith(ctx context.Context, env *Env, path string, maxRevoke float64, l
 	if err != nil {
 		return err
 	}
-	warnClosure(ctx, env.Pool, env.Log, lim.ClosureWarn)
+	warnClosureEstimate(env.Log, res.ClosureEstimate, lim.ClosureWarn)
 	next := "model imported; run `recalc run` to recalculate (a running `recalc watch` does it by itself)"
 	if deferred, err := store.Deferred(ctx, env.Pool); err == nil && len(deferred) > 0 {
 		next = "model imported; calculation of " + strings.Join(slices.Sorted(maps.Keys(deferred)), " and ") +
@@ -699,10 +699,11 @@ func DryRunCmd(ctx context.Context, env *Env, path string, merge bool, opt engin
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := store.ImportTxWith(ctx, tx, r, lim, env.Log, store.Options{Merge: merge}); err != nil {
+	res, err := store.ImportTxWith(ctx, tx, r, lim, env.Log, store.Options{Merge: merge})
+	if err != nil {
 		return err
 	}
-	warnClosure(ctx, tx, env.Log, lim.ClosureWarn)
+	warnClosureEstimate(env.Log, res.ClosureEstimate, lim.ClosureWarn)
 	im, err := engine.DryRun(ctx, tx, opt, env.Log)
 	if err != nil {
 		return err

@@ -44,7 +44,9 @@ func limitsFrom(c *cli.Context) (model.Limits, error) {
 }
 
 // warnClosure logs a warning when the stored configuration's closure may
-// exceed limit entries (0: never). It is advice: it fails nothing.
+// exceed limit entries (0: never), for `recalc plan` with no file; an import
+// has the estimate already (store.Result.ClosureEstimate). It is advice: it
+// fails nothing.
 func warnClosure(ctx context.Context, q pg.Querier, log zerolog.Logger, limit int64) {
 	if limit <= 0 {
 		return
@@ -59,9 +61,14 @@ func warnClosure(ctx context.Context, q pg.Querier, log zerolog.Logger, limit in
 		log.Warn().Err(err).Msg("cannot estimate the closure's size")
 		return
 	}
-	if est := sharing.NewOrg(ix).ClosureEstimate(); est > limit {
+	warnClosureEstimate(log, sharing.NewOrg(ix).ClosureEstimate(), limit)
+}
+
+// warnClosureEstimate logs a warning when est closure entries exceed limit
+// (0: never).
+func warnClosureEstimate(log zerolog.Logger, est, limit int64) {
+	if limit > 0 && est > limit {
 		log.Warn().Int64("closure_estimate", est).Int64("closure_warn", limit).
-			Int("users", len(cfg.Users)).Int("roles", len(cfg.Roles)).Int("groups", len(cfg.Groups)).Int("territories", len(cfg.Territories)).
 			Msgf("the closure (acl_member) may reach %d entries, over --%s: role, territory and group hierarchies grow it as their depth times their users",
 				est, model.LimitClosureWarn)
 	}

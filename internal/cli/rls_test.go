@@ -1,10 +1,16 @@
 package cli_test
 
 import (
+	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/recalc-dev/recalc/internal/cli"
 	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/internal/testkit"
 )
@@ -50,6 +56,38 @@ func TestRLSEnableSaysWhatItInstalled(t *testing.T) {
 			if strings.Contains(out, n) {
 				t.Errorf("%v: %q says %q, which it did not install", tc.flags, out, n)
 			}
+		}
+	}
+}
+
+// TestImportWarnsOfALargeClosure checks that `recalc import` and `recalc
+// plan FILE` warn when the closure the stored configuration may make passes
+// --closure-warn, from the estimate the import computed, and only then.
+func TestImportWarnsOfALargeClosure(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Migrated(t)
+	url := pool.Config().ConnString()
+	file := filepath.Join(t.TempDir(), "model.json")
+	if err := os.WriteFile(file, []byte(feedModel), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		warn bool
+	}{
+		{[]string{"import", "--closure-warn", "1", file}, true},
+		{[]string{"import", "--closure-warn", "1000", file}, false},
+		{[]string{"plan", "--closure-warn", "1", file}, true},
+		{[]string{"plan", "--closure-warn", "1000", file}, false},
+	} {
+		var out, errOut bytes.Buffer
+		app := cli.App(&out, &errOut)
+		app.ExitErrHandler = func(*ucli.Context, error) {}
+		if err := app.RunContext(ctx, append([]string{"recalc", "--database-url", url, "--log-format", "json"}, tc.args...)); err != nil {
+			t.Fatalf("%v: %v\n%s", tc.args, err, errOut.String())
+		}
+		if got := strings.Contains(errOut.String(), `"closure_estimate"`); got != tc.warn {
+			t.Errorf("%v: warned %v, want %v:\n%s", tc.args, got, tc.warn, errOut.String())
 		}
 	}
 }

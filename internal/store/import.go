@@ -35,6 +35,9 @@ type Result struct {
 	Changes  int64 // records changed (inserted, updated or deleted)
 	// ManualSharesWiped counts manual shares deleted because their record's owner changed.
 	ManualSharesWiped int64
+	// ClosureEstimate bounds the closure entries the stored configuration
+	// makes (sharing.Org.ClosureEstimate), for the caller's warning.
+	ClosureEstimate int64
 }
 
 // InvalidError is a model the import rejected. Nothing was stored.
@@ -294,6 +297,9 @@ func ImportTxWith(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits,
 	if err != nil {
 		return nil, err
 	}
+	if res.ClosureEstimate, err = closureWithin(ix, lim.Closure); err != nil {
+		return nil, err
+	}
 	apply := apply
 	if opt.Merge {
 		apply = applyMerge
@@ -419,9 +425,6 @@ func mergeConfig(ctx context.Context, tx pgx.Tx, f *model.File, lim model.Limits
 	if err != nil {
 		return nil, &InvalidError{err}
 	}
-	if err := closureWithin(ix, lim.Closure); err != nil {
-		return nil, &InvalidError{err}
-	}
 	sections := f.Raw
 	if attached {
 		doc, err := model.UsersJSON(cfg.Users)
@@ -439,22 +442,21 @@ func mergeConfig(ctx context.Context, tx pgx.Tx, f *model.File, lim model.Limits
 	return ix, nil
 }
 
-// closureWithin fails when the configuration of ix may make more than max
-// closure entries (0: no limit), as sharing.Org.ClosureEstimate bounds
-// them in time linear in the configuration: a few kilobytes of groups that
-// each hold a role and its subordinates make groups times users entries,
-// whose run takes time and memory in their number.
-func closureWithin(ix *model.Index, max int64) error {
-	if max <= 0 {
-		return nil
-	}
-	if est := sharing.NewOrg(ix).ClosureEstimate(); est > max {
-		return &model.LimitError{Limit: model.LimitClosure, Max: max, Msg: fmt.Sprintf(
+// closureWithin returns how many closure entries the configuration of ix
+// may make, as sharing.Org.ClosureEstimate bounds them in time linear in
+// the configuration, and fails when that is more than max (0: no limit): a
+// few kilobytes of groups that each hold a role and its subordinates make
+// groups times users entries, whose run takes time and memory in their
+// number.
+func closureWithin(ix *model.Index, max int64) (int64, error) {
+	est := sharing.NewOrg(ix).ClosureEstimate()
+	if max > 0 && est > max {
+		return est, &InvalidError{&model.LimitError{Limit: model.LimitClosure, Max: max, Msg: fmt.Sprintf(
 			"the roles, territories and groups may make %d closure entries (acl_member rows), over the limit of %d: "+
 				"a group that holds a role and its subordinates, or all internal users, adds an entry for each user it reaches, "+
-				"and deep hierarchies add one for each level above a user (docs/limits.md)", est, max)}
+				"and deep hierarchies add one for each level above a user (docs/limits.md)", est, max)}}
 	}
-	return nil
+	return est, nil
 }
 
 // dupCheck fails naming the first key listed twice, as sql over args
