@@ -126,11 +126,14 @@ func notExistsFilter(conds []filterCond, p *params) string {
 
 // writtenOutFilter is the filter of a rule of at most inlineMax
 // conditions: one test each, ANDed, over three parameters: the fields, the
-// bounds and the alternatives.
+// bounds and the alternatives. The alternatives of all conditions are the
+// keys of one object, each prefixed with its condition's number and a
+// colon: a list taken out of a jsonb array was a copy, made for every
+// record, which made a record cost the length of the lists it passed.
 func writtenOutFilter(conds []filterCond, p *params) string {
 	fields := make([]string, len(conds))
 	var bounds []float64
-	var alts []map[string]bool
+	alts := map[string]bool{}
 	for i, c := range conds {
 		fields[i] = c.Field
 		if c.Lo != nil {
@@ -139,8 +142,8 @@ func writtenOutFilter(conds []filterCond, p *params) string {
 		if c.Hi != nil {
 			bounds = append(bounds, *c.Hi)
 		}
-		if c.Alts != nil {
-			alts = append(alts, c.Alts)
+		for a := range c.Alts {
+			alts[fmt.Sprintf("%d:%s", i, a)] = true
 		}
 	}
 	fieldsP, boundsP, altsP := p.jsonb(fields), "", ""
@@ -151,7 +154,7 @@ func writtenOutFilter(conds []filterCond, p *params) string {
 		altsP = p.jsonb(alts)
 	}
 	var b strings.Builder
-	nb, na := 0, 0 // the next bound and alternatives
+	nb := 0 // the next bound
 	bound := func() string {
 		nb++
 		return fmt.Sprintf("(%s -> %d)::numeric", boundsP, nb-1)
@@ -169,8 +172,7 @@ func writtenOutFilter(conds []filterCond, p *params) string {
 		case "<=", ">=":
 			test = field + "::numeric " + c.Op + " " + bound()
 		case "in": // a jsonb object has the string as a key, byte for byte
-			test = fmt.Sprintf("(%s -> %d) ? (r.fields ->> (%s ->> %d))", altsP, na, fieldsP, i)
-			na++
+			test = fmt.Sprintf("%s ? ('%d:' || (r.fields ->> (%s ->> %d)))", altsP, i, fieldsP, i)
 		}
 		fmt.Fprintf(&b, "CASE WHEN jsonb_typeof(%s) = '%s' THEN %s ELSE false END", field, c.Kind, test)
 	}
