@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/recalc-dev/recalc/internal/pg"
@@ -314,11 +315,28 @@ func Payload(ctx context.Context, q pg.Querier, id int64) ([]byte, error) {
 	return b, nil
 }
 
-// Fail marks a running job failed with its error and announces it. It
-// returns false, and changes nothing, when the job has ended already: a
-// finish whose commit's answer was lost did commit, and a done job stays
-// done.
+// MaxErrorBytes is the most of a failed job's error that its row keeps:
+// the error goes into the job's NOTIFY payload, which PostgreSQL refuses
+// from 8,000 bytes on, and a refused NOTIFY would leave the job running.
+// A longer error keeps its first MaxErrorBytes, cut between characters,
+// and ends with ErrorCut.
+const MaxErrorBytes = 2000
+
+// ErrorCut ends a failed job's error cut at MaxErrorBytes.
+const ErrorCut = " [cut]"
+
+// Fail marks a running job failed with its error (cut to MaxErrorBytes)
+// and announces it. It returns false, and changes nothing, when the job
+// has ended already: a finish whose commit's answer was lost did commit,
+// and a done job stays done.
 func Fail(ctx context.Context, tx pgx.Tx, id int64, msg string) (bool, error) {
+	if len(msg) > MaxErrorBytes {
+		cut := MaxErrorBytes
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut] + ErrorCut
+	}
 	tag, err := tx.Exec(ctx, `UPDATE recalc.job SET status = 'failed', error = $2, finished_at = now() WHERE id = $1 AND status = 'running'`, id, msg)
 	if err != nil {
 		return false, fmt.Errorf("mark job %d failed: %w", id, err)
