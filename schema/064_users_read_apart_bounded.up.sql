@@ -19,9 +19,12 @@
 -- down to single ids, but makes at most p_reads sandboxed reads: once they
 -- are spent, the ids it has not read yet count as unreadable, so that
 -- their users are inactive with no role (fail closed: they reach nothing),
--- until the rows are corrected. A few unreadable rows are still found one
--- by one (one row among 1,000,000 takes about 40 reads); the users sync
--- gives it 1,000 reads, some 2 to 3 s.
+-- until the rows are corrected. The users sync gives it 1,000 reads, or one
+-- per 50 users in a larger table: some 2.5 s, or 0.05 ms a user (50 s at
+-- 1,000,000 users), well within the absorb's 5 minutes. One unreadable row
+-- costs about 2 log2(users) reads (40 at 1,000,000), so some 900 rows
+-- spread over 1,000,000 users are still found one by one, and some 60 over
+-- 10,000.
 
 CREATE OR REPLACE FUNCTION recalc.attach_read_apart_bounded(p_view text, p_sql text, p_keys text[], p_reads integer,
     OUT o_rows recalc.attach_row[], OUT o_bad text[], OUT o_good text, OUT o_left integer)
@@ -96,7 +99,7 @@ BEGIN
             'SELECT DISTINCT (s.%1$I)::text, NULL::text, NULL::text, NULL::text, NULL::jsonb, NULL::text[] FROM %2$s s '
             'WHERE s.%1$I IS NOT NULL AND octet_length((s.%1$I)::text) <= 1024',
             a.id_col, v_view), NULL)) x;
-        SELECT * INTO v_rows, v_bad, v_good, v_left FROM recalc.attach_read_apart_bounded(v_view, v_sql, v_keys, 1000);
+        SELECT * INTO v_rows, v_bad, v_good, v_left FROM recalc.attach_read_apart_bounded(v_view, v_sql, v_keys, greatest(1000, cardinality(v_keys) / 50));
         IF cardinality(v_bad) > 0 AND recalc.attach_blames_view(a, v_view, v_sql, v_keys, v_good) THEN
             RAISE;
         END IF;
