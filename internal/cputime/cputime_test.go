@@ -1,7 +1,10 @@
 package cputime
 
 import (
+	"os"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -70,3 +73,24 @@ var sink int
 
 //go:noinline
 func spinStep(i int) { sink += i * i }
+
+// TestProcessCountsItsWork: a process's processor time grows by about
+// the work it does (this one's, spinning), its name is its command's,
+// and a process that does not exist has none to read.
+func TestProcessCountsItsWork(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc is read on Linux only")
+	}
+	before, name, ok := Process(os.Getpid())
+	if !ok || name == "" || !strings.HasPrefix(filepath.Base(os.Args[0]), name) {
+		t.Fatalf("this process's processor time: %v, named %q (%v); want it, named as %s", before, name, ok, filepath.Base(os.Args[0]))
+	}
+	spent := Of(func() { spin(300 * time.Millisecond) })
+	after, _, ok := Process(os.Getpid())
+	if !ok || after-before < spent-3*clockTick {
+		t.Errorf("the process spent %v (%v), its thread %v: want at least the thread's", after-before, ok, spent)
+	}
+	if d, _, ok := Process(1 << 30); ok {
+		t.Errorf("process %d, which cannot exist: %v, want none", 1<<30, d)
+	}
+}
