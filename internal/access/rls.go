@@ -762,15 +762,23 @@ func UnprotectedRelatives(ctx context.Context, tx pgx.Tx, table string, limit in
 // without FORCE ROW LEVEL SECURITY, a superuser or a BYPASSRLS role see
 // every row); a materialized view holds what its last refresh read.
 // recalc's own read views (attached tables) are left out: only the sandbox
-// reads them, during an absorb.
-func BypassingViews(ctx context.Context, tx pgx.Tx, table string, limit int) ([]string, error) {
+// reads them, during an absorb. So is a view an object is attached through
+// (owned by recalc's role, which may not make it security_invoker) that no
+// role but its owner may read; one that others may read is returned in
+// attached instead, since the remedy is to revoke, never security_invoker,
+// which stops its absorbs.
+func BypassingViews(ctx context.Context, tx pgx.Tx, table string, limit int) (views, attached []string, err error) {
 	tbl, err := resolveTable(ctx, tx, table)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var views []string
-	err = tx.QueryRow(ctx, `SELECT coalesce(pg_catalog.array_agg(name ORDER BY name COLLATE "C"), '{}') FROM (
-		SELECT DISTINCT pg_catalog.format('%I.%I', n.nspname, v.relname) AS name
+	err = tx.QueryRow(ctx, `SELECT coalesce(pg_catalog.array_agg(name ORDER BY name COLLATE "C") FILTER (WHERE NOT att), '{}'),
+		coalesce(pg_catalog.array_agg(name ORDER BY name COLLATE "C") FILTER (WHERE att), '{}') FROM (
+		SELECT name, att FROM (
+		SELECT DISTINCT pg_catalog.format('%I.%I', n.nspname, v.relname) AS name,
+		       EXISTS (SELECT FROM recalc.attachment a WHERE a.relid = v.oid) AS att,
+		       EXISTS (SELECT FROM pg_catalog.aclexplode(v.relacl) p
+		               WHERE p.grantee <> v.relowner AND p.privilege_type = 'SELECT') AS shared
 		FROM pg_catalog.pg_class t
 		JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = t.oid
 		     AND d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
@@ -785,9 +793,9 @@ func BypassingViews(ctx context.Context, tx pgx.Tx, table string, limit int) ([]
 		                          WHERE x OPERATOR(pg_catalog.~*) '^security_invoker=(t|tr|tru|true|y|ye|yes|on|1)$')
 		          AND (o.rolsuper OR o.rolbypassrls
 		               OR NOT t.relforcerowsecurity AND pg_catalog.pg_has_role(o.oid, t.relowner, 'USAGE')))
-		ORDER BY 1 LIMIT $2) x`, tbl.Sanitize(), limit).Scan(&views)
+		) y WHERE shared OR NOT att ORDER BY name COLLATE "C" LIMIT $2) x`, tbl.Sanitize(), limit).Scan(&views, &attached)
 	if err != nil {
-		return nil, fmt.Errorf("look up the views over %.100q: %w", table, err)
+		return nil, nil, fmt.Errorf("look up the views over %.100q: %w", table, err)
 	}
-	return views, nil
+	return views, attached, nil
 }

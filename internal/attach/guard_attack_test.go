@@ -297,3 +297,44 @@ func TestRLSEnableAsNotTheOwnerNamesTheOwner(t *testing.T) {
 		}
 	}
 }
+
+// An attached view is owned by recalc's role (attach requires it), which
+// has BYPASSRLS for its re-reads, and may not be security_invoker (its
+// reads run as the sandbox, which may read no table). rls enable on its
+// base table used to tell the user to make it security_invoker, which stops
+// every absorb of the object (42501). It now leaves out an attached view
+// that no role but its owner may read, and for one that another role may
+// read it says to revoke that, never to make it security_invoker.
+func TestRLSViewWarningSparesAttachedViews(t *testing.T) {
+	t.Parallel()
+	b, role := setupWritePolicies(t)
+	b.exec(t, b.admin, `GRANT SELECT, INSERT, UPDATE, DELETE ON crm.contact, crm.contact_account TO `+ident(role))
+	for _, tc := range []struct {
+		name, grant string
+		named       bool
+	}{
+		{"only its owner reads it", "", false},
+		{"another role may read it", `GRANT SELECT ON crm_recalc.contact_v TO ` + ident(role), true},
+	} {
+		if tc.grant != "" {
+			b.exec(t, b.engine, tc.grant)
+		}
+		warned := b.rlsEnableWarnings(t, "--table", "crm.contact", "--object", "contact", "--write")
+		if strings.Contains(warned, "crm_recalc.contact_v") != tc.named {
+			t.Errorf("%s: rls enable warned %q: naming the attached view crm_recalc.contact_v is %v, want %v", tc.name, warned, !tc.named, tc.named)
+		}
+		for _, line := range strings.Split(warned, "\n") {
+			if strings.Contains(line, "crm_recalc.contact_v") && strings.Contains(line, "security_invoker = true") {
+				t.Errorf("%s: rls enable tells to make the attached view security_invoker, which stops its absorbs: %q", tc.name, line)
+			}
+			if tc.named && strings.Contains(line, "crm_recalc.contact_v") && !strings.Contains(line, "REVOKE SELECT ON crm_recalc.contact_v FROM") {
+				t.Errorf("%s: the warning naming the attached view does not say to revoke: %q", tc.name, line)
+			}
+		}
+	}
+	b.exec(t, b.app, `UPDATE crm.contact SET title = 'after' WHERE true`)
+	b.run(t)
+	if b.waiting(t, "contact") {
+		t.Error("the contact's writes wait after rls enable and its advice: want them absorbed")
+	}
+}

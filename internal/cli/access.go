@@ -286,6 +286,7 @@ type rlsFindings struct {
 	cut                          []access.CutRoleName
 	cutTotal                     int
 	children, parents, bypassing []string
+	attachedViews                []string
 }
 
 // read reads f for r's table in tx.
@@ -293,7 +294,7 @@ func (f *rlsFindings) read(ctx context.Context, tx pgx.Tx, r *access.RLS) (err e
 	if f.children, f.parents, err = access.UnprotectedRelatives(ctx, tx, r.Table, 5); err != nil {
 		return err
 	}
-	if f.bypassing, err = access.BypassingViews(ctx, tx, r.Table, 5); err != nil {
+	if f.bypassing, f.attachedViews, err = access.BypassingViews(ctx, tx, r.Table, 5); err != nil {
 		return err
 	}
 	if r.UserFromRole {
@@ -351,6 +352,11 @@ func (f *rlsFindings) warn(errOut io.Writer, r *access.RLS) {
 		fmt.Fprintf(errOut, "warning: views over %s show its rows without these policies (%s): PostgreSQL reads a view's tables as the view's owner, "+
 			"who bypasses them here, unless the view is security_invoker, and a materialized view holds every row its refresh read; "+
 			"ALTER VIEW ... SET (security_invoker = true), or grant no privilege on them\n", r.Table, shown(strings.Join(f.bypassing, ", ")))
+	}
+	if len(f.attachedViews) > 0 {
+		fmt.Fprintf(errOut, "warning: views recalc attaches over %s show its rows without these policies to the roles granted SELECT on them (%s): "+
+			"recalc's role owns them and bypasses row-level security, and they may not be security_invoker (recalc reads them as its sandbox role); "+
+			"REVOKE SELECT ON %s FROM those roles (docs/rls.md)\n", r.Table, shown(strings.Join(f.attachedViews, ", ")), shown(strings.Join(f.attachedViews, ", ")))
 	}
 	if len(f.parents) > 0 {
 		fmt.Fprintf(errOut, "warning: %s is a partition or inheritance child of %s, which has no row-level security: a read through it sees this table's rows "+
