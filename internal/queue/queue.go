@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -315,28 +316,21 @@ func Payload(ctx context.Context, q pg.Querier, id int64) ([]byte, error) {
 	return b, nil
 }
 
-// MaxErrorBytes is the most of a failed job's error that its row keeps:
-// the error goes into the job's NOTIFY payload, which PostgreSQL refuses
-// from 8,000 bytes on, and a refused NOTIFY would leave the job running.
-// A longer error keeps its first MaxErrorBytes, cut between characters,
-// and ends with ErrorCut.
+// MaxErrorBytes is the most a failed job's error takes in its NOTIFY
+// payload, as JSON: PostgreSQL refuses a payload from 8,000 bytes on, and a
+// refused NOTIFY would leave the job running. A longer error keeps its
+// start, cut between characters, and ends with ErrorCut.
 const MaxErrorBytes = 2000
 
 // ErrorCut ends a failed job's error cut at MaxErrorBytes.
 const ErrorCut = " [cut]"
 
-// Fail marks a running job failed with its error (cut to MaxErrorBytes)
-// and announces it. It returns false, and changes nothing, when the job
-// has ended already: a finish whose commit's answer was lost did commit,
-// and a done job stays done.
+// Fail marks a running job failed with its error (see clipError) and
+// announces it. It returns false, and changes nothing, when the job has
+// ended already: a finish whose commit's answer was lost did commit, and a
+// done job stays done.
 func Fail(ctx context.Context, tx pgx.Tx, id int64, msg string) (bool, error) {
-	if len(msg) > MaxErrorBytes {
-		cut := MaxErrorBytes
-		for cut > 0 && !utf8.RuneStart(msg[cut]) {
-			cut--
-		}
-		msg = msg[:cut] + ErrorCut
-	}
+	msg = clipError(msg)
 	tag, err := tx.Exec(ctx, `UPDATE recalc.job SET status = 'failed', error = $2, finished_at = now() WHERE id = $1 AND status = 'running'`, id, msg)
 	if err != nil {
 		return false, fmt.Errorf("mark job %d failed: %w", id, err)
@@ -345,6 +339,30 @@ func Fail(ctx context.Context, tx pgx.Tx, id int64, msg string) (bool, error) {
 		return false, nil
 	}
 	return true, notify(ctx, tx, id)
+}
+
+// clipError is msg as PostgreSQL's text takes it (bytes that are not UTF-8,
+// and NULs, become U+FFFD) and cut to what takes at most MaxErrorBytes as
+// JSON, where a control character takes up to six bytes (\u0001) and a
+// quote or a backslash two: cut at MaxErrorBytes bytes, 2,000 control
+// characters made a payload of 12,000.
+func clipError(msg string) string {
+	msg = strings.ReplaceAll(strings.ToValidUTF8(msg, "\uFFFD"), "\x00", "\uFFFD")
+	size := 0
+	for i, r := range msg {
+		switch {
+		case r < 0x20:
+			size += 6
+		case r == '"' || r == '\\':
+			size += 2
+		default:
+			size += utf8.RuneLen(r)
+		}
+		if size > MaxErrorBytes {
+			return msg[:i] + ErrorCut
+		}
+	}
+	return msg
 }
 
 // Resume sets a failed job running again.

@@ -52,3 +52,45 @@ func TestFailKeepsAnyError(t *testing.T) {
 		}
 	}
 }
+
+// TestFailKeepsAnyErrorEscaped: the payload carries the error as JSON,
+// where a control character takes six bytes (\u0001) and a quote or a
+// backslash two, and PostgreSQL's text takes neither a NUL nor bytes that
+// are not UTF-8. An error of 2,000 control characters made a payload of
+// 12,000 bytes, which NOTIFY refused, and an error holding a NUL or a
+// stray byte failed the UPDATE itself: either way the job stayed running.
+func TestFailKeepsAnyErrorEscaped(t *testing.T) {
+	t.Parallel()
+	ctx, pool := context.Background(), testdb.Migrated(t)
+	for _, c := range []struct{ name, msg string }{
+		{"control characters", strings.Repeat("\x01", 7000)},
+		{"quotes", strings.Repeat(`"\`, 3500)},
+		{"a NUL", "bad \x00 name"},
+		{"not UTF-8", "bad \xff\xfe name"},
+		{"mixed", strings.Repeat("é\x1f\"", 3000)},
+	} {
+		name, msg := c.name, c.msg
+		if _, err := pool.Exec(ctx, `DELETE FROM recalc.job`); err != nil {
+			t.Fatal(err)
+		}
+		var id int64
+		var marked bool
+		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) (err error) {
+			if id, err = queue.Create(ctx, tx, &queue.Job{Kind: queue.Full, Trigger: "test", Config: []byte("{}"), Plan: []byte("{}")}, nil); err != nil {
+				return err
+			}
+			marked, err = queue.Fail(ctx, tx, id, msg)
+			return err
+		}); err != nil || !marked {
+			t.Errorf("%s: marked %v, %v", name, marked, err)
+			continue
+		}
+		p, err := queue.Payload(ctx, pool, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j, err := queue.Get(ctx, pool, id); err != nil || j.Status != queue.Failed || j.Error == "" || len(p) >= 8000 {
+			t.Errorf("%s: job %v, payload of %d bytes, %v", name, j, len(p), err)
+		}
+	}
+}
