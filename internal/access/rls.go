@@ -764,7 +764,8 @@ func UnprotectedRelatives(ctx context.Context, tx pgx.Tx, table string, limit in
 // recalc's own read views (attached tables) are left out: only the sandbox
 // reads them, during an absorb. So is a view an object is attached through
 // (owned by recalc's role, which may not make it security_invoker) that no
-// role but its owner may read; one that others may read is returned in
+// role but its owner may read, whole or a column of it (a column's grant
+// shows that column of every row); one that others may read is returned in
 // attached instead, since the remedy is to revoke, never security_invoker,
 // which stops its absorbs.
 func BypassingViews(ctx context.Context, tx pgx.Tx, table string, limit int) (views, attached []string, err error) {
@@ -778,7 +779,9 @@ func BypassingViews(ctx context.Context, tx pgx.Tx, table string, limit int) (vi
 		SELECT DISTINCT pg_catalog.format('%I.%I', n.nspname, v.relname) AS name,
 		       EXISTS (SELECT FROM recalc.attachment a WHERE a.relid = v.oid) AS att,
 		       EXISTS (SELECT FROM pg_catalog.aclexplode(v.relacl) p
-		               WHERE p.grantee <> v.relowner AND p.privilege_type = 'SELECT') AS shared
+		               WHERE p.grantee <> v.relowner AND p.privilege_type = 'SELECT')
+		       OR EXISTS (SELECT FROM pg_catalog.pg_attribute c, pg_catalog.aclexplode(c.attacl) p
+		                  WHERE c.attrelid = v.oid AND p.grantee <> v.relowner AND p.privilege_type = 'SELECT') AS shared
 		FROM pg_catalog.pg_class t
 		JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = t.oid
 		     AND d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
