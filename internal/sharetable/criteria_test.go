@@ -196,7 +196,7 @@ func TestCriteriaFilterShapesAgree(t *testing.T) {
 	ctx, pool := context.Background(), testdb.Migrated(t)
 	rng := rand.New(rand.NewPCG(7, 8))
 	names := []string{"f", "it's", `b\s`, "ü", "$2"}
-	strs := []string{"", "a", "a'b", "x,y", " y ", ",", "日本", "'; DROP TABLE x; --", `"]`}
+	strs := []string{"", "a", "a'b", "x,y", " y ", ",", "日本", "'; DROP TABLE x; --", `"]`, "1:a", "0:", "1:a,0:x", "10:a"}
 	nums := []float64{0, 1, -1, 0.1, 0.30000000000000004, 1e300, -1e-300, 123456789012345678, 1.7976931348623157e308}
 	value := func() model.Value {
 		switch rng.IntN(4) {
