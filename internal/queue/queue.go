@@ -341,11 +341,10 @@ func Fail(ctx context.Context, tx pgx.Tx, id int64, msg string) (bool, error) {
 	return true, notify(ctx, tx, id)
 }
 
-// clipError is msg as PostgreSQL's text takes it (bytes that are not UTF-8,
-// and NULs, become U+FFFD) and cut to what takes at most MaxErrorBytes as
-// JSON, where a control character takes up to six bytes (\u0001) and a
-// quote or a backslash two: cut at MaxErrorBytes bytes, 2,000 control
-// characters made a payload of 12,000.
+// clipError makes msg text PostgreSQL takes (bytes that are not UTF-8, and
+// NULs, become U+FFFD) and cuts it to at most MaxErrorBytes as JSON, where
+// a control character takes up to six bytes (\u0001) and a quote or a
+// backslash two.
 func clipError(msg string) string {
 	msg = strings.ReplaceAll(strings.ToValidUTF8(msg, "\uFFFD"), "\x00", "\uFFFD")
 	size := 0
