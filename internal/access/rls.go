@@ -767,7 +767,7 @@ func UnprotectedRelatives(ctx context.Context, tx pgx.Tx, table string, limit in
 // role but its owner may read, whole or a column of it (a column's grant
 // shows that column of every row); one that others may read is returned in
 // attached instead, since the remedy is to revoke, never security_invoker,
-// which stops its absorbs.
+// which stops its absorbs. Each list holds at most limit views.
 func BypassingViews(ctx context.Context, tx pgx.Tx, table string, limit int) (views, attached []string, err error) {
 	tbl, err := resolveTable(ctx, tx, table)
 	if err != nil {
@@ -775,7 +775,7 @@ func BypassingViews(ctx context.Context, tx pgx.Tx, table string, limit int) (vi
 	}
 	err = tx.QueryRow(ctx, `SELECT coalesce(pg_catalog.array_agg(name ORDER BY name COLLATE "C") FILTER (WHERE NOT att), '{}'),
 		coalesce(pg_catalog.array_agg(name ORDER BY name COLLATE "C") FILTER (WHERE att), '{}') FROM (
-		SELECT name, att FROM (
+		SELECT name, att, pg_catalog.row_number() OVER (PARTITION BY att ORDER BY name COLLATE "C") AS k FROM (
 		SELECT DISTINCT pg_catalog.format('%I.%I', n.nspname, v.relname) AS name,
 		       EXISTS (SELECT FROM recalc.attachment a WHERE a.relid = v.oid) AS att,
 		       EXISTS (SELECT FROM pg_catalog.aclexplode(v.relacl) p
@@ -796,7 +796,7 @@ func BypassingViews(ctx context.Context, tx pgx.Tx, table string, limit int) (vi
 		                          WHERE x OPERATOR(pg_catalog.~*) '^security_invoker=(t|tr|tru|true|y|ye|yes|on|1)$')
 		          AND (o.rolsuper OR o.rolbypassrls
 		               OR NOT t.relforcerowsecurity AND pg_catalog.pg_has_role(o.oid, t.relowner, 'USAGE')))
-		) y WHERE shared OR NOT att ORDER BY name COLLATE "C" LIMIT $2) x`, tbl.Sanitize(), limit).Scan(&views, &attached)
+		) y WHERE shared OR NOT att) x WHERE k <= $2`, tbl.Sanitize(), limit).Scan(&views, &attached)
 	if err != nil {
 		return nil, nil, fmt.Errorf("look up the views over %.100q: %w", table, err)
 	}

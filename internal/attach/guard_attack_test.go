@@ -3,6 +3,7 @@ package attach_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -317,7 +318,13 @@ func TestRLSViewWarningSparesAttachedViews(t *testing.T) {
 		{"another role may read it", `GRANT SELECT ON crm_recalc.contact_v TO ` + ident(role), true},
 		{"another role may read a column of it", `REVOKE SELECT ON crm_recalc.contact_v FROM ` + ident(role) +
 			`; GRANT SELECT (id) ON crm_recalc.contact_v TO ` + ident(role), true},
+		{"five other views bypass too", "", true}, // each warning is cut at five names of its own
 	} {
+		if tc.name == "five other views bypass too" {
+			for i := range 5 {
+				b.exec(t, b.admin, fmt.Sprintf(`CREATE VIEW crm.v%d AS SELECT * FROM crm.contact`, i))
+			}
+		}
 		if tc.grant != "" {
 			b.exec(t, b.engine, tc.grant)
 		}
