@@ -1,19 +1,25 @@
--- recalc schema, version 66: every read of an attached source reads
--- abbreviated time zones by PostgreSQL's default set.
+-- recalc schema, version 65: every read of an attached source pins
+-- array_nulls and timezone_abbreviations too.
 --
--- Version 61 left timezone_abbreviations unpinned, since a SET clause on
--- attach_sandboxed loads the set's file at every call (55 us measured
--- here, against under 1 us for array_nulls), and docs/attach.md asked to
--- keep abbreviated zones out of a view's casts. But the database's owner
--- (often the application's role) may ALTER DATABASE ... SET it for the
--- engine's sessions: under 'India', '2027-01-01 05:30 IST'::timestamptz
--- read as midnight UTC where the default set reads IST as Israel's UTC+2,
--- and a rule on that time granted its user a record the default does not
--- (TestViewReadsPinTimezoneAbbreviations). The read now sets it to
--- 'Default' only when it is not, inside the subtransaction that every
--- read rolls back, so the setting comes back with the rollback and a
--- session that keeps the default pays one current_setting. CREATE OR
--- REPLACE keeps the owner and the grants; the body is version 65's.
+-- Version 61 pinned, for every read (attach_sandboxed), the settings that
+-- PostgreSQL's own conversions follow, which the database's owner (often
+-- the application's role) may ALTER DATABASE ... SET for the engine's
+-- sessions. It left out two, found by an attack helper and a review:
+-- - array_nulls, which text read as an array follows: a view that builds
+--   an array from text (`('{' || csv || '}')::text[]`) read the element
+--   NULL as the string 'NULL' under `array_nulls = off`, and a rule
+--   `tag2 equals "NULL"` granted records (TestViewReadsPinArrayNulls);
+-- - timezone_abbreviations: under 'India', '2027-01-01 05:30 IST'::timestamptz
+--   read as midnight UTC where the default set reads IST as Israel's UTC+2,
+--   and a rule on that time granted a record the default does not
+--   (TestViewReadsPinTimezoneAbbreviations).
+-- array_nulls is a SET clause (under 1 us a call). A SET clause of
+-- timezone_abbreviations loads the set's file at every call (55 us), so
+-- the read sets it to 'Default' only when it is not, inside the
+-- subtransaction that every read rolls back: the setting comes back with
+-- the rollback, and a session that keeps the default pays one
+-- current_setting. CREATE OR REPLACE keeps the owner and the grants; the
+-- rest of the body is version 61's.
 
 CREATE OR REPLACE FUNCTION recalc.attach_sandboxed(p_view text, p_sql text, p_keys text[]) RETURNS recalc.attach_row[]
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
