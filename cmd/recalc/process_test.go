@@ -187,6 +187,25 @@ func (o *processOrg) holdChangedRows() pgx.Tx {
 	return app
 }
 
+// waitLockWaiter waits until a backend of the org's database waits for a
+// lock, such as a run for the rows holdChangedRows holds.
+func (o *processOrg) waitLockWaiter(limit time.Duration) {
+	o.t.Helper()
+	for deadline := time.Now().Add(limit); ; time.Sleep(10 * time.Millisecond) {
+		var waiting bool
+		if err := o.pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&waiting); err != nil {
+			o.t.Fatal(err)
+		}
+		if waiting {
+			return
+		}
+		if time.Now().After(deadline) {
+			o.t.Fatalf("no backend waited for a lock within %s", limit)
+		}
+	}
+}
+
 // checkEqualsFull holds the materialized tables to what a from-scratch full
 // run computes from the same stored model.
 func (o *processOrg) checkEqualsFull(what string) {
