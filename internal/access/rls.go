@@ -180,7 +180,7 @@ func resolveTable(ctx context.Context, tx pgx.Tx, table string) (pgx.Identifier,
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`, oid).Scan(&nsp, &rel)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return nil, fmt.Errorf("table %.100q does not exist: create it first, or give SCHEMA.TABLE", table)
+		return nil, fmt.Errorf("table %.100q does not exist: create it first, or give SCHEMA.TABLE%s", table, pg.NearTable(ctx, tx, table))
 	case err != nil:
 		return nil, fmt.Errorf("look up table %.100q: %w", table, err)
 	}
@@ -474,13 +474,13 @@ func idColumnOf(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) (*id
 	case !exists:
 		return nil, fmt.Errorf("table %q does not exist: create it first, or give SCHEMA.TABLE", r.Table)
 	case idType == nil:
-		return nil, fmt.Errorf("table %q has no column %q: give the id column with --id-column", r.Table, r.IDColumn)
+		return nil, fmt.Errorf("table %q has no column %q: give the id column with --id-column%s", r.Table, r.IDColumn, pg.NearColumn(ctx, tx, tbl.Sanitize(), r.IDColumn))
 	case !idTypes[*idType]:
 		return nil, fmt.Errorf("id column %q of %q is of type %s: it must be text, varchar, char, smallint, integer, bigint or uuid", r.IDColumn, r.Table, *idType)
 	case r.PerUserPlans && !deterministic:
 		return nil, fmt.Errorf("id column %q of %q has a nondeterministic collation, under which the ids of per-user plans match rows of other ids: give the column a deterministic collation, or leave out --per-user-plans", r.IDColumn, r.Table)
 	case r.OwnerColumn != "" && ownerType == nil:
-		return nil, fmt.Errorf("table %q has no column %q: give the owner column with --owner-column", r.Table, r.OwnerColumn)
+		return nil, fmt.Errorf("table %q has no column %q: give the owner column with --owner-column%s", r.Table, r.OwnerColumn, pg.NearColumn(ctx, tx, tbl.Sanitize(), r.OwnerColumn))
 	}
 	if r.InsertRole != "" {
 		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, r.InsertRole).Scan(&exists); err != nil {

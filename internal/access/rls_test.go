@@ -318,9 +318,16 @@ func TestEnableRLSRejects(t *testing.T) {
 	b := setup(t)
 	testkit.ImportModel(t, b.ctx, b.pool, oracle.RandomModel(mrand.New(mrand.NewPCG(7, 7)), 20), nil)
 	b.tx(t, func(tx pgx.Tx) error {
-		_, err := tx.Exec(b.ctx, `CREATE TABLE app (id text PRIMARY KEY, num numeric, owner text)`)
+		_, err := tx.Exec(b.ctx, `CREATE TABLE app (id text PRIMARY KEY, num numeric, owner text);
+			CREATE SCHEMA "Ws"; CREATE TABLE "Ws"."Company" (id uuid PRIMARY KEY, "recordId" uuid, "accountOwnerId" uuid)`)
 		return err
 	})
+	// Names are taken as the catalog spells them, unquoted and
+	// case-sensitive: a quoted or case-folded one (as typed for Twenty's
+	// quoted camelCase schema) is told the name it would be.
+	near := func(name string) string {
+		return fmt.Sprintf(`: did you mean %q? (names as the catalog spells them, unquoted and case-sensitive)`, name)
+	}
 	for _, tc := range []struct {
 		name   string
 		r      access.RLS
@@ -335,6 +342,11 @@ func TestEnableRLSRejects(t *testing.T) {
 		{"no owner column", access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "app.user_id", OwnerColumn: "boss"}, `has no column "boss"`, false},
 		{"no insert role", access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "app.user_id", InsertRole: "no_such_role_x"}, `insert role "no_such_role_x" does not exist`, false},
 		{"bad setting", access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "user"}, "must look like prefix.name", false},
+		{"quoted table", access.RLS{Table: `"Ws"."Company"`, Object: "account", IDColumn: "id", UserSetting: "app.user_id"}, `does not exist: create it first, or give SCHEMA.TABLE` + near("Ws.Company"), false},
+		{"folded table", access.RLS{Table: "ws.company", Object: "account", IDColumn: "id", UserSetting: "app.user_id"}, `table "ws.company" does not exist: create it first, or give SCHEMA.TABLE` + near("Ws.Company"), false},
+		{"table off the path", access.RLS{Table: "Company", Object: "account", IDColumn: "id", UserSetting: "app.user_id"}, `table "Company" does not exist: create it first, or give SCHEMA.TABLE` + near("Ws.Company"), false},
+		{"folded id column", access.RLS{Table: "Ws.Company", Object: "account", IDColumn: "recordid", UserSetting: "app.user_id"}, `has no column "recordid": give the id column with --id-column` + near("recordId"), false},
+		{"quoted owner column", access.RLS{Table: "Ws.Company", Object: "account", IDColumn: "id", UserSetting: "app.user_id", OwnerColumn: `"accountOwnerId"`}, `give the owner column with --owner-column` + near("accountOwnerId"), false},
 	} {
 		err := pgx.BeginFunc(b.ctx, b.pool, func(tx pgx.Tx) error {
 			if tc.asRole {
@@ -349,7 +361,7 @@ func TestEnableRLSRejects(t *testing.T) {
 		}
 	}
 	var policies int
-	if err := b.pool.QueryRow(b.ctx, `SELECT count(*) FROM pg_policy WHERE polrelid = 'app'::regclass`).Scan(&policies); err != nil || policies != 0 {
+	if err := b.pool.QueryRow(b.ctx, `SELECT count(*) FROM pg_policy WHERE polrelid IN ('app'::regclass, '"Ws"."Company"'::regclass)`).Scan(&policies); err != nil || policies != 0 {
 		t.Errorf("rejected calls left %d policies (err %v)", policies, err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/pg"
 )
 
 // modelObjects reads the stored model's objects: name to parent object
@@ -51,7 +52,7 @@ func resolve(ctx context.Context, tx pgx.Tx, o Object, objs map[string]string, a
 		return nil, err
 	}
 	if rel == nil {
-		return nil, fmt.Errorf("table %s does not exist (or is not visible to this role)", o.Table)
+		return nil, fmt.Errorf("table %s does not exist (or is not visible to this role)%s", o.Table, pg.NearTable(ctx, tx, o.Table))
 	}
 	t.source, t.relid, t.rel = rel.source, rel.relid, rel
 	if !rel.canSelect {
@@ -222,7 +223,7 @@ func (t *target) baseTable(ctx context.Context, tx pgx.Tx, c Capture, idType str
 	}
 	switch {
 	case rel == nil:
-		return nil, fmt.Errorf("capture table %s does not exist (or is not visible to this role)", c.Table)
+		return nil, fmt.Errorf("capture table %s does not exist (or is not visible to this role)%s", c.Table, pg.NearTable(ctx, tx, c.Table))
 	case rel.kind != "r":
 		return nil, fmt.Errorf("capture table %s is not a plain table (partitioned tables are refused: their partitions' writes are not captured)", c.Table)
 	case rel.inherits:

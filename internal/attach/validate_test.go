@@ -59,6 +59,7 @@ func TestAttachValidation(t *testing.T) {
 	b.exec(t, b.app, `CREATE TABLE crm.loose (id bigint, owner_id text, account_id bigint, data jsonb, ts tstzrange)`,
 		`CREATE TABLE crm.float_id (id float8 PRIMARY KEY, owner_id text)`,
 		`CREATE TABLE crm.secret (id bigint PRIMARY KEY, owner_id text)`,
+		`CREATE TABLE crm."Deal" (id bigint PRIMARY KEY, "ownerId" text)`,
 		`CREATE TYPE crm.mood AS ENUM ('calm')`, `ALTER TABLE crm.account ADD COLUMN mood crm.mood`,
 		`CREATE TYPE crm.pair AS (a text, b text)`, `ALTER TABLE crm.account ADD COLUMN pair crm.pair`,
 		`GRANT SELECT, TRIGGER ON crm.loose, crm.float_id TO `+ident(b.engineRole),
@@ -74,10 +75,15 @@ func TestAttachValidation(t *testing.T) {
 		   WHERE EXISTS (SELECT FROM crm.account p WHERE p.id = a.id - 1)`)
 	acc := `{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id"}`
 	for name, tc := range map[string]struct{ entries, want string }{
-		"unknown object":     {`{"object": "lead", "table": "crm.account", "id": "id", "owner": "owner_id"}`, "not in the stored model"},
-		"no table":           {`{"object": "account", "table": "crm.nope", "id": "id", "owner": "owner_id"}`, "does not exist"},
-		"no column":          {`{"object": "account", "table": "crm.account", "id": "id", "owner": "boss"}`, `owner column "boss" does not exist`},
-		"column case":        {`{"object": "account", "table": "crm.account", "id": "id", "owner": "Owner_ID"}`, `owner column "Owner_ID" does not exist in crm.account: did you mean "owner_id"? (names as the catalog spells them, unquoted and case-sensitive)`},
+		"unknown object": {`{"object": "lead", "table": "crm.account", "id": "id", "owner": "owner_id"}`, "not in the stored model"},
+		"no table":       {`{"object": "account", "table": "crm.nope", "id": "id", "owner": "owner_id"}`, "does not exist"},
+		"no column":      {`{"object": "account", "table": "crm.account", "id": "id", "owner": "boss"}`, `owner column "boss" does not exist`},
+		"column case":    {`{"object": "account", "table": "crm.account", "id": "id", "owner": "Owner_ID"}`, `owner column "Owner_ID" does not exist in crm.account: did you mean "owner_id"? (names as the catalog spells them, unquoted and case-sensitive)`},
+		// Names are as the catalog spells them, unquoted: a quoted or
+		// case-folded table (Twenty's quoted camelCase) is told its name.
+		"table case":         {`{"object": "account", "table": "crm.deal", "id": "id", "owner": "ownerId"}`, `table crm.deal does not exist (or is not visible to this role): did you mean "crm.Deal"? (names as the catalog spells them, unquoted and case-sensitive)`},
+		"table quoted":       {`{"object": "account", "table": "crm.\"Deal\"", "id": "id", "owner": "ownerId"}`, `does not exist (or is not visible to this role): did you mean "crm.Deal"?`},
+		"capture table case": {`{"object": "account", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.Contact", "id": "id"}]}`, `capture table crm.Contact does not exist (or is not visible to this role): did you mean "crm.contact"?`},
 		"column quoted":      {`{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "fields": ["\"industry\""]}`, `did you mean "industry"?`},
 		"id type":            {`{"object": "account", "table": "crm.float_id", "id": "id", "owner": "owner_id"}`, "of type double precision, which recalc cannot read: use one of text, varchar, bpchar, bigint, integer, uuid"},
 		"field type":         {`{"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "fields": ["updated_at", "territories"]}`, `field column "territories"`},

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -131,4 +132,54 @@ func CheckName(what, v string) error {
 		return fmt.Errorf("%s is %d bytes long, more than PostgreSQL's %d: PostgreSQL would cut it and name another object", what, len(v), MaxName)
 	}
 	return nil
+}
+
+// nearHint is the hint NearTable and NearColumn append.
+const nearHint = ": did you mean %q? (names as the catalog spells them, unquoted and case-sensitive)"
+
+// NearTable returns a hint naming the relation that table (SCHEMA.TABLE or
+// TABLE, as recalc takes names: as the catalog spells them, unquoted) would
+// be with its case or double quotes corrected, for an error saying that it
+// does not exist: a schema of quoted mixed-case names (Twenty's
+// "workspaceMember") is typed `ws."workspaceMember"` or `ws.workspacemember`
+// by habit. It returns "" unless exactly one relation matches, or when the
+// lookup fails (the caller's error stands).
+func NearTable(ctx context.Context, q Querier, table string) string {
+	schema, name, ok := strings.Cut(table, ".")
+	if !ok {
+		schema, name = "", table
+	}
+	rows, err := q.Query(ctx, `SELECT pg_catalog.format('%s.%s', n.nspname, c.relname)
+		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+		  AND pg_catalog.lower(c.relname::text) = pg_catalog.lower(pg_catalog.btrim($2, '"'))
+		  AND ($1 = '' OR pg_catalog.lower(n.nspname::text) = pg_catalog.lower(pg_catalog.btrim($1, '"')))
+		LIMIT 2`, schema, name)
+	if err != nil {
+		return ""
+	}
+	near, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(near) != 1 || near[0] == table {
+		return ""
+	}
+	return fmt.Sprintf(nearHint, near[0])
+}
+
+// NearColumn returns a hint naming the column of table (a regclass's text,
+// quoted as Sanitize quotes it) that col would be with its case or double
+// quotes corrected, for an error saying the column does not exist; "" unless
+// exactly one column matches, or when the lookup fails.
+func NearColumn(ctx context.Context, q Querier, table, col string) string {
+	rows, err := q.Query(ctx, `SELECT a.attname::text FROM pg_catalog.pg_attribute a
+		WHERE a.attrelid = pg_catalog.to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+		  AND pg_catalog.lower(a.attname::text) = pg_catalog.lower(pg_catalog.btrim($2, '"'))
+		LIMIT 2`, table, col)
+	if err != nil {
+		return ""
+	}
+	near, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(near) != 1 || near[0] == col {
+		return ""
+	}
+	return fmt.Sprintf(nearHint, near[0])
 }
