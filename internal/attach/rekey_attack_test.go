@@ -1,0 +1,122 @@
+package attach_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/recalc-dev/recalc/internal/testkit"
+	"github.com/recalc-dev/recalc/schema"
+)
+
+// shiftCases gives case 1 to bob, as case 2 is (so that no owner change
+// marks id 2), then moves cases 2 -> 3 and 1 -> 2 in one UPDATE, in the
+// order of a sequential scan (the update of case 1 put it last).
+var shiftCases = []string{`UPDATE support."case" SET owner_id = 'bob' WHERE id = 1`,
+	`SET LOCAL enable_indexscan = off`, `SET LOCAL enable_bitmapscan = off`, `UPDATE support."case" SET id = id + 1`}
+
+// TestRekeyAttackOneStatementTakesAVacatedID: one UPDATE of an attached
+// table moves a row off its id and another row onto it (cases 2 -> 3 and
+// 1 -> 2, in the order a sequential scan reads them; a unique index checks
+// each row as it is written, so the chain goes through). Both rows changed
+// their id, and a row whose id an UPDATE changes away is gone (version 54):
+// its record's shares and team entries go, as they do for the same UPDATE
+// of recalc.record. But the capture of an UPDATE pairs old and new rows by
+// id, so it read id 2 as one row updated in place, and frank's manual share
+// on case 2, and the team entry of account 2, went to
+// the rows that took the id: other cases and accounts, owned by the same
+// users, which nothing shares with frank. Found by an attack helper.
+func TestRekeyAttackOneStatementTakesAVacatedID(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		stmts  []string // run as the application, in one transaction
+		record string   // a record frank had edit on through its manual share or its team
+		level  string   // what frank has on it after the writes and a run
+	}{
+		{"update, cases", shiftCases, "case:2", "none"},
+		// Every attached column alike: the capture logged nothing at all.
+		// Read, not none: his share on case 2, still under account 2, gives
+		// it (implicit parent access); the team's edit must go.
+		{"update, accounts alike", []string{`UPDATE crm.account SET vip = false WHERE id = 2`,
+			`UPDATE crm.account SET owner_id = 'dave', industry = 'energy', amount = 250.5, vip = false WHERE id = 1`,
+			`UPDATE crm.account SET name = name WHERE id = 1`, `DELETE FROM crm.account WHERE id = 3`,
+			`UPDATE support."case" SET account_id = 2`,
+			`SET LOCAL enable_indexscan = off`, `SET LOCAL enable_bitmapscan = off`,
+			`UPDATE crm.account SET id = id + 1 WHERE id IN (1, 2)`}, "account:2", "read"},
+		{"merge", []string{`UPDATE support."case" SET owner_id = 'bob' WHERE id = 1`,
+			`SET LOCAL enable_indexscan = off`, `SET LOCAL enable_bitmapscan = off`, `SET LOCAL enable_hashjoin = off`, `SET LOCAL enable_mergejoin = off`,
+			`MERGE INTO support."case" c USING (SELECT 1) v(x) ON true WHEN MATCHED THEN UPDATE SET id = c.id + 1`}, "case:2", "none"},
+		// An update that keeps the ids keeps the shares.
+		{"update keeping the ids", []string{`UPDATE support."case" SET priority = priority + 1`}, "case:2", "edit"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setupSharedCase(t)
+			if _, err := testkit.ImportString(context.Background(), b.engine, `{"teams": [{"record": "account:2", "user": "frank", "access": "edit"}]}`); err != nil {
+				t.Fatal(err)
+			}
+			b.run(t)
+			if got := levelOf(t, b, "frank", "account:2"); got != "edit" {
+				t.Fatalf("premise: frank has %s on account:2, want edit (the team entry)", got)
+			}
+			appTx(t, b, tc.stmts...)
+			b.checkMirrorAfterRun(t, tc.name)
+			if got := levelOf(t, b, "frank", tc.record); got != tc.level {
+				t.Errorf("after the rows moved off their ids and onto others': frank has %s on %s, want %s", got, tc.record, tc.level)
+			}
+			if out, err := b.recalc("verify"); err != nil {
+				t.Errorf("verify: %v\n%s", err, out)
+			}
+		})
+	}
+}
+
+// TestRekeyCaptureUpgrade: a capture installed before version 66, its fifth
+// trigger an AFTER DELETE ... WHEN (false), gets the new fifth trigger from
+// the upgrade, run by the engine, which does not own the table (it drops
+// the old trigger with its function); the chain of ids is then marked.
+func TestRekeyCaptureUpgrade(t *testing.T) {
+	t.Parallel()
+	b := setupSharedCase(t)
+	ctx := context.Background()
+	var fn string
+	if err := b.engine.QueryRow(ctx, `SELECT func FROM recalc.attach_capture WHERE object = 'case' AND relid = 'support.case'::regclass`).Scan(&fn); err != nil {
+		t.Fatal(err)
+	}
+	pin := func() string {
+		t.Helper()
+		var def string
+		if err := b.admin.QueryRow(ctx, `SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = 'support.case'::regclass AND tgname = $1`, fn+"_pin").Scan(&def); err != nil {
+			t.Fatal(err)
+		}
+		return def
+	}
+	// The fifth trigger as version 20 made it, and the schema at version 65.
+	b.exec(t, b.app, `DROP TRIGGER `+ident(fn+"_pin")+` ON support."case"`)
+	b.exec(t, b.engine, `CREATE TRIGGER `+ident(fn+"_pin")+` AFTER DELETE ON support."case" REFERENCING OLD TABLE AS old_rows
+			FOR EACH ROW WHEN (false) EXECUTE FUNCTION recalc.`+ident(fn)+`()`,
+		`UPDATE recalc.attach_capture c SET fingerprint = f.fingerprint FROM recalc.attach_fingerprints() f WHERE f.object = c.object AND f.relid = c.relid`,
+		`DELETE FROM recalc.schema_version WHERE version >= 66`)
+	if def := pin(); !strings.Contains(def, "AFTER DELETE") {
+		t.Fatalf("premise: the old fifth trigger: %s", def)
+	}
+	if _, err := schema.Migrate(ctx, b.engine); err != nil {
+		t.Fatalf("upgrade as the engine: %v", err)
+	}
+	if def := pin(); !strings.Contains(def, "AFTER UPDATE") || !strings.Contains(def, "IS DISTINCT FROM") {
+		t.Fatalf("after the upgrade, the fifth trigger: %s", def)
+	}
+	b.run(t) // reads the object again whole: its fingerprint changed
+	if got := levelOf(t, b, "frank", "case:2"); got != "edit" {
+		t.Fatalf("after the upgrade and a run: frank has %s on case:2, want edit (his manual share, kept)", got)
+	}
+	appTx(t, b, shiftCases...)
+	b.checkMirrorAfterRun(t, "after the upgrade and the chain of ids")
+	if got := levelOf(t, b, "frank", "case:2"); got != "none" {
+		t.Errorf("after the upgrade and the chain of ids: frank has %s on case:2, want none", got)
+	}
+	if out, err := b.recalc("verify"); err != nil {
+		t.Errorf("verify: %v\n%s", err, out)
+	}
+}
