@@ -47,6 +47,8 @@ func TestRekeyAttackOneStatementTakesAVacatedID(t *testing.T) {
 		{"merge", []string{`UPDATE support."case" SET owner_id = 'bob' WHERE id = 1`,
 			`SET LOCAL enable_indexscan = off`, `SET LOCAL enable_bitmapscan = off`, `SET LOCAL enable_hashjoin = off`, `SET LOCAL enable_mergejoin = off`,
 			`MERGE INTO support."case" c USING (SELECT 1) v(x) ON true WHEN MATCHED THEN UPDATE SET id = c.id + 1`}, "case:2", "none"},
+		{"upsert", []string{`UPDATE support."case" SET owner_id = 'bob' WHERE id = 1`,
+			`INSERT INTO support."case" VALUES (2, 2, 'bob', 1, 'Closed'), (1, 1, 'bob', 4, 'New') ON CONFLICT (id) DO UPDATE SET id = excluded.id + 1`}, "case:2", "none"},
 		// An update that keeps the ids keeps the shares.
 		{"update keeping the ids", []string{`UPDATE support."case" SET priority = priority + 1`}, "case:2", "edit"},
 	} {
