@@ -149,33 +149,56 @@ BEGIN
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_install_capture(text) FROM PUBLIC;
 
--- The captures installed now. A records table's capture is installed anew
--- (its fifth trigger changes; dropping a trigger alone would need the
--- table's ownership, dropping the function does not), which changes the
--- table's fingerprint: the first absorb after the upgrade reads the object
--- again whole, once, as after version 48. A table the engine may no longer
--- add triggers to (its TRIGGER right revoked) keeps its capture with the
--- new body and the old fifth trigger, which never fires: such chains stay
--- unmarked there until `recalc attach` runs again. The other captures get
--- the new body in place.
+-- attach_pins_outdated: the captured tables holding records whose fifth
+-- trigger is not the one above (installed before version 66).
+CREATE OR REPLACE FUNCTION recalc.attach_pins_outdated() RETURNS TABLE (object text, relid oid)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT c.object, c.relid FROM recalc.attach_capture c
+    WHERE recalc.attach_holds_records(c) AND EXISTS (SELECT 1 FROM pg_class k WHERE k.oid = c.relid)
+      AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.relid AND t.tgname = c.func || '_pin'
+                      AND t.tgtype & 17 = 17) -- FOR EACH ROW, UPDATE
+    ORDER BY c.object, c.relid
+$$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_pins_outdated() FROM PUBLIC;
+
+-- attach_renew_pin installs anew the capture of captured table p_relid of
+-- object p_object when its fifth trigger is outdated, under the object's
+-- lock (its registry row, as an absorb takes it): it then holds that one
+-- application table until its transaction ends, which `recalc init` makes
+-- short, one table at a time, after the migration has committed. Taking
+-- every such table in the migration's one transaction deadlocked with the
+-- application's transactions that write two of them (TestUpgradeFrom39UnderWrites).
+-- The table's fingerprint changes: its next absorb reads it again whole.
+CREATE OR REPLACE FUNCTION recalc.attach_renew_pin(p_object text, p_relid oid) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c recalc.attach_capture;
+BEGIN
+    PERFORM 1 FROM recalc.attachment a WHERE a.object = p_object FOR NO KEY UPDATE;
+    IF NOT EXISTS (SELECT 1 FROM recalc.attach_pins_outdated() o WHERE o.object = p_object AND o.relid = p_relid) THEN
+        RETURN false;
+    END IF;
+    SELECT * INTO STRICT c FROM recalc.attach_capture x WHERE x.object = p_object AND x.relid = p_relid;
+    PERFORM recalc.attach_install_table(c);
+    RETURN true;
+END $$;
+REVOKE EXECUTE ON FUNCTION recalc.attach_renew_pin(text, oid) FROM PUBLIC;
+
+-- The captures installed now get the new body in place, in this
+-- transaction: their functions keep their oids and their triggers are
+-- untouched, so no application table is locked here. `recalc init` then
+-- gives each records table its new fifth trigger (attach_renew_pin); until
+-- then the old one never fires, and a chain of ids in one UPDATE is not
+-- marked there.
 DO $$
 DECLARE
     c recalc.attach_capture;
 BEGIN
     FOR c IN SELECT * FROM recalc.attach_capture ORDER BY object, relid LOOP
-        IF NOT EXISTS (SELECT 1 FROM pg_proc p WHERE p.proname = c.func AND p.pronamespace = 'recalc'::regnamespace) THEN
-            CONTINUE;
+        IF EXISTS (SELECT 1 FROM pg_proc p WHERE p.proname = c.func AND p.pronamespace = 'recalc'::regnamespace) THEN
+            EXECUTE format('CREATE OR REPLACE FUNCTION recalc.%I() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER '
+                           'SET search_path = pg_catalog, pg_temp SET row_security = off AS %L', c.func,
+                           recalc.attach_capture_body(c));
         END IF;
-        IF recalc.attach_holds_records(c) AND EXISTS (SELECT 1 FROM pg_class k WHERE k.oid = c.relid) THEN
-            BEGIN
-                PERFORM recalc.attach_install_table(c);
-                CONTINUE;
-            EXCEPTION WHEN insufficient_privilege THEN
-                RAISE WARNING 'recalc may not add triggers to the table of object % any more: run `recalc attach` again once it may', c.object;
-            END;
-        END IF;
-        EXECUTE format('CREATE OR REPLACE FUNCTION recalc.%I() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER '
-                       'SET search_path = pg_catalog, pg_temp SET row_security = off AS %L', c.func,
-                       recalc.attach_capture_body(c));
     END LOOP;
 END $$;

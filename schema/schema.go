@@ -65,7 +65,9 @@ func Migrations() ([]Migration, error) {
 // or the session's lock_timeout when one is set): holding the locks of its
 // earlier migrations while it waits on a table would block the application's
 // writes to attached tables behind it. When a wait times out, it rolls back
-// and tries again, a few times, then fails.
+// and tries again, a few times, then fails. Once migrated, it gives each
+// attached table whose capture predates version 66 its new trigger
+// (renewPins).
 func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied int, err error) {
 	ms, err := Migrations()
 	if err != nil {
@@ -73,6 +75,9 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied int, err error) {
 	}
 	for try := 1; ; try++ {
 		applied, err = migrateOnce(ctx, pool, ms)
+		if err == nil {
+			return applied, renewPins(ctx, pool)
+		}
 		if !pg.IsLockNotAvailable(err) && pg.Code(err) != pg.DeadlockDetected {
 			return applied, err
 		}
@@ -95,6 +100,62 @@ const (
 	migrateTries = 5
 	lockTimeout  = "5s"
 )
+
+// renewPins gives each attached table whose fifth capture trigger predates
+// version 66 the one that marks the rows whose id an UPDATE changed
+// (recalc.attach_renew_pin), in a transaction of its own per table, each
+// lock wait bounded by pinLockTimeout: one application table held at a
+// time cannot deadlock with the application's transactions, and its writes
+// wait at most that long. A table that stays locked, or that the engine may
+// no longer add triggers to, keeps its old trigger; the error names its
+// object, and the next `recalc init` tries again.
+func renewPins(ctx context.Context, pool *pgxpool.Pool) error {
+	rows, err := pool.Query(ctx, `SELECT object, relid FROM recalc.attach_pins_outdated()`)
+	if err != nil {
+		return fmt.Errorf("list the captures to renew: %w", err)
+	}
+	type capture struct {
+		Object string
+		Relid  uint32
+	}
+	outdated, err := pgx.CollectRows(rows, pgx.RowToStructByPos[capture])
+	if err != nil {
+		return fmt.Errorf("list the captures to renew: %w", err)
+	}
+	var failed []string
+	var last error
+	for _, c := range outdated {
+		for try := 1; ; try++ {
+			err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true)`, pinLockTimeout); err != nil {
+					return err
+				}
+				_, err := tx.Exec(ctx, `SELECT recalc.attach_renew_pin($1, $2)`, c.Object, c.Relid)
+				return err
+			})
+			if err == nil || try == migrateTries*2 || !pg.IsLockNotAvailable(err) && pg.Code(err) != pg.DeadlockDetected {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(100 * time.Millisecond * time.Duration(try)):
+			}
+		}
+		if err != nil {
+			failed, last = append(failed, c.Object), err
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("the schema is migrated, but the capture of object %s kept its old trigger, which does not mark "+
+			"the rows one UPDATE moves onto each other's ids: run recalc init again once the table is not locked "+
+			"(or recalc attach, once the engine may add triggers to it): %w", strings.Join(failed, ", "), last)
+	}
+	return nil
+}
+
+// pinLockTimeout bounds each lock wait of renewPins.
+const pinLockTimeout = "200ms"
 
 // migrateOnce is one try of Migrate, in one transaction.
 func migrateOnce(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (applied int, err error) {

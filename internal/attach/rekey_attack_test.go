@@ -77,7 +77,10 @@ func TestRekeyAttackOneStatementTakesAVacatedID(t *testing.T) {
 // TestRekeyCaptureUpgrade: a capture installed before version 66, its fifth
 // trigger an AFTER DELETE ... WHEN (false), gets the new fifth trigger from
 // the upgrade, run by the engine, which does not own the table (it drops
-// the old trigger with its function); the chain of ids is then marked.
+// the old trigger with its function), once the migration has committed, in
+// a short transaction of its own: while the application holds the table,
+// the upgrade says so and leaves the old trigger, and `recalc init` again
+// renews it. The chain of ids is then marked.
 func TestRekeyCaptureUpgrade(t *testing.T) {
 	t.Parallel()
 	b := setupSharedCase(t)
@@ -102,6 +105,21 @@ func TestRekeyCaptureUpgrade(t *testing.T) {
 		`DELETE FROM recalc.schema_version WHERE version >= 66`)
 	if def := pin(); !strings.Contains(def, "AFTER DELETE") {
 		t.Fatalf("premise: the old fifth trigger: %s", def)
+	}
+	// An application transaction holds the table: the schema is migrated,
+	// the trigger is not renewed, and the error says to run init again.
+	tx, _ := hold(t, b.app, `UPDATE support."case" SET status = status WHERE id = 1`)
+	if _, err := schema.Migrate(ctx, b.engine); err == nil || !strings.Contains(err.Error(), "capture of object case kept its old trigger") {
+		t.Fatalf("upgrade while the application holds the table: %v, want the schema migrated and the trigger left", err)
+	}
+	if err := schema.Check(ctx, b.engine); err != nil {
+		t.Fatalf("after the upgrade while the table was held: %v", err)
+	}
+	if def := pin(); !strings.Contains(def, "AFTER DELETE") {
+		t.Fatalf("the fifth trigger, renewed under the application's lock: %s", def)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := schema.Migrate(ctx, b.engine); err != nil {
 		t.Fatalf("upgrade as the engine: %v", err)
