@@ -66,7 +66,7 @@ func Migrations() ([]Migration, error) {
 // earlier migrations while it waits on a table would block the application's
 // writes to attached tables behind it. When a wait times out, it rolls back
 // and tries again, a few times, then fails. Once migrated, it gives each
-// attached table whose capture predates version 66 its new trigger
+// attached table whose capture predates version 67 its new trigger
 // (renewPins).
 func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied int, err error) {
 	ms, err := Migrations()
@@ -102,7 +102,7 @@ const (
 )
 
 // renewPins gives each attached table whose fifth capture trigger predates
-// version 66 the one that marks the rows whose id an UPDATE changed
+// version 67 the one that marks the rows whose id an UPDATE changed
 // (recalc.attach_renew_pin), in a transaction of its own per table, each
 // lock wait bounded by pinLockTimeout: one application table held at a
 // time cannot deadlock with the application's transactions, and its writes

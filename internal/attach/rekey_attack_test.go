@@ -74,7 +74,7 @@ func TestRekeyAttackOneStatementTakesAVacatedID(t *testing.T) {
 	}
 }
 
-// TestRekeyCaptureUpgrade: a capture installed before version 66, its fifth
+// TestRekeyCaptureUpgrade: a capture installed before version 67, its fifth
 // trigger an AFTER DELETE ... WHEN (false), gets the new fifth trigger from
 // the upgrade, run by the engine, which does not own the table (it drops
 // the old trigger with its function), once the migration has committed, in
@@ -97,12 +97,12 @@ func TestRekeyCaptureUpgrade(t *testing.T) {
 		}
 		return def
 	}
-	// The fifth trigger as version 20 made it, and the schema at version 65.
+	// The fifth trigger as version 20 made it, and the schema at version 66.
 	b.exec(t, b.app, `DROP TRIGGER `+ident(fn+"_pin")+` ON support."case"`)
 	b.exec(t, b.engine, `CREATE TRIGGER `+ident(fn+"_pin")+` AFTER DELETE ON support."case" REFERENCING OLD TABLE AS old_rows
 			FOR EACH ROW WHEN (false) EXECUTE FUNCTION recalc.`+ident(fn)+`()`,
 		`UPDATE recalc.attach_capture c SET fingerprint = f.fingerprint FROM recalc.attach_fingerprints() f WHERE f.object = c.object AND f.relid = c.relid`,
-		`DELETE FROM recalc.schema_version WHERE version >= 66`)
+		`DELETE FROM recalc.schema_version WHERE version >= 67`)
 	if def := pin(); !strings.Contains(def, "AFTER DELETE") {
 		t.Fatalf("premise: the old fifth trigger: %s", def)
 	}

@@ -1,4 +1,4 @@
--- recalc schema, version 66: a row of an attached table that one UPDATE
+-- recalc schema, version 67: a row of an attached table that one UPDATE
 -- moves off its id is gone, even when another row of the same statement
 -- takes the id.
 --
@@ -150,7 +150,7 @@ END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_install_capture(text) FROM PUBLIC;
 
 -- attach_pins_outdated: the captured tables holding records whose fifth
--- trigger is not the one above (installed before version 66).
+-- trigger is not the one above (installed before version 67).
 CREATE OR REPLACE FUNCTION recalc.attach_pins_outdated() RETURNS TABLE (object text, relid oid)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT c.object, c.relid FROM recalc.attach_capture c
