@@ -548,7 +548,11 @@ func mergeRecords(ctx context.Context, tx pgx.Tx, res *Result, keepShares, keepT
 		return err
 	}
 	// Triggers on recalc.record log every row these statements change,
-	// marked rooted: staged_record's roots are right (see FixRoots).
+	// marked rooted: staged_record's roots are right (see FixRoots). Only
+	// these statements: the mark is off again once they are done, before
+	// anything else in the transaction writes records (an absorb's writes
+	// to attached records, as ImportWith's last absorb makes, carry no
+	// root, and marked rooted they would never get one).
 	if err := exec(ctx, tx, step, nil, `SELECT set_config('recalc.rooted', 'on', true)`); err != nil {
 		return err
 	}
@@ -579,6 +583,9 @@ func mergeRecords(ctx context.Context, tx pgx.Tx, res *Result, keepShares, keepT
 		if err := exec(ctx, tx, step, &res.Changes, sql); err != nil {
 			return err
 		}
+	}
+	if err := exec(ctx, tx, step, nil, `SELECT set_config('recalc.rooted', '', true)`); err != nil {
+		return err
 	}
 	return restoreReferences(ctx, tx, keepShares, keepTeams)
 }
