@@ -123,21 +123,31 @@ func ReadTerritories(col string) string {
 // naming one of them as parent, and of all their descendants,
 // and returns the ids of the records it changed. Change rows marked rooted
 // are skipped: those of imports, which set roots themselves, and those of
-// updates that kept every row's id and parent (migration 014). Its own updates
-// are not logged as changes: the caller recomputes the records it returns.
-func FixRoots(ctx context.Context, tx pgx.Tx, seqs []int64) ([]string, error) {
-	var todo bool
-	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.change WHERE kind = 'record' AND seq = ANY($1) AND NOT rooted)
-		OR EXISTS (SELECT FROM recalc.record WHERE root_id IS NULL)`, seqs).Scan(&todo)
-	if err != nil || !todo {
-		return nil, err
+// updates that kept every row's id and parent (migration 014). With every
+// (a full run), it also takes every record whose root is not its parent's
+// (its own id, when its parent is missing), whatever the change log says:
+// a full run then repairs a root that went wrong, which no family read by
+// its stored root shows. Its own updates are not logged as changes: the
+// caller recomputes the records it returns.
+func FixRoots(ctx context.Context, tx pgx.Tx, seqs []int64, every bool) ([]string, error) {
+	todo := every
+	if !every {
+		err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.change WHERE kind = 'record' AND seq = ANY($1) AND NOT rooted)
+			OR EXISTS (SELECT FROM recalc.record WHERE root_id IS NULL)`, seqs).Scan(&todo)
+		if err != nil || !todo {
+			return nil, err
+		}
 	}
 	if _, err := tx.Exec(ctx, `SELECT set_config('recalc.fixing_roots', 'on', true)`); err != nil {
 		return nil, fmt.Errorf("fix family roots: %w", err)
 	}
-	ids, err := fixRoots(ctx, tx, seqs, "true")
+	stray := ""
+	if every {
+		stray = strayRoots
+	}
+	ids, err := fixRoots(ctx, tx, seqs, stray, "true")
 	if pg.Code(err) == pg.CheckViolation {
-		ids, err = fixRoots(ctx, tx, seqs, validRecord)
+		ids, err = fixRoots(ctx, tx, seqs, stray, validRecord)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("fix family roots: %w", err)
@@ -148,12 +158,21 @@ func FixRoots(ctx context.Context, tx pgx.Tx, seqs []int64) ([]string, error) {
 	return ids, nil
 }
 
+// strayRoots is the branch of fixRoots's wrong records that FixRoots adds
+// for every: the records whose root is not their parent's, or, with no
+// parent found, not their own id.
+const strayRoots = `
+		    UNION
+		    SELECT c.rid, c.id, c.parent FROM recalc.record c LEFT JOIN recalc.record p ON p.id = c.parent
+		    WHERE c.root_id IS DISTINCT FROM CASE WHEN p.rid IS NULL THEN c.id ELSE p.root_id END`
+
 // fixRoots is one attempt of FixRoots, in a savepoint, on the rows that
-// meet the condition only. Each step of the walks is a lateral subquery
-// that OFFSET 0 keeps from being flattened, so every step is an index
-// probe: as plain joins the planner hashed all of recalc.record at each
-// level of the recursion (about 165 ms per small batch at 100k records).
-func fixRoots(ctx context.Context, tx pgx.Tx, seqs []int64, only string) ([]string, error) {
+// meet the condition only; stray is "" or strayRoots. Each step of the
+// walks is a lateral subquery that OFFSET 0 keeps from being flattened, so
+// every step is an index probe: as plain joins the planner hashed all of
+// recalc.record at each level of the recursion (about 165 ms per small
+// batch at 100k records).
+func fixRoots(ctx context.Context, tx pgx.Tx, seqs []int64, stray, only string) ([]string, error) {
 	sp, err := tx.Begin(ctx)
 	if err != nil {
 		return nil, err
@@ -169,7 +188,7 @@ func fixRoots(ctx context.Context, tx pgx.Tx, seqs []int64, only string) ([]stri
 		        SELECT rid, id, parent FROM recalc.record WHERE id = x.id
 		        UNION ALL -- a changed id may be the parent that records named, or now name
 		        SELECT rid, id, parent FROM recalc.record WHERE parent = x.id
-		        OFFSET 0) c
+		        OFFSET 0) c`+stray+`
 		), down (rid, id, parent) AS (
 		    SELECT rid, id, parent FROM wrong
 		    UNION

@@ -48,7 +48,7 @@ func (b *bundle) fix(t *testing.T) []string {
 	err := pgx.BeginFunc(b.ctx, b.pool, func(tx pgx.Tx) error {
 		log, err := changes.Read(b.ctx, tx)
 		if err == nil {
-			ids, err = changes.FixRoots(b.ctx, tx, log.Seqs)
+			ids, err = changes.FixRoots(b.ctx, tx, log.Seqs, false)
 		}
 		return err
 	})

@@ -100,7 +100,7 @@ func runCommand(out, errOut io.Writer) *cli.Command {
 			"transaction whose snapshot predates it reads the new tables as empty). While calculation\n" +
 			"is deferred (`recalc defer`) a run changes nothing and says so. Prints a one-line JSON report.",
 		Flags: append([]cli.Flag{
-			&cli.BoolFlag{Name: "full", Usage: "read every attached table again, recompute every family and rewrite those that differ (repairs any drift; see --in-place)"},
+			&cli.BoolFlag{Name: "full", Usage: "read every attached table again, check every family root, recompute every family and rewrite those that differ (repairs any drift; see --in-place)"},
 		}, runFlags()...),
 		Action: func(c *cli.Context) error {
 			opt, err := runOptions(c, errOut)

@@ -461,3 +461,48 @@ func TestInterleavedRootFixWaits(t *testing.T) {
 		}
 	}
 }
+
+// TestFullRunFixesStrayRoots: a record whose stored family root is not
+// its parent's (as an import's last absorb left one, before the import's
+// rooted mark was scoped to its own writes) is computed in the wrong
+// family: its parent is not there, so it fails closed. Incremental runs
+// take families by that root and have no change row naming it; a full run
+// read families by it too and, like `recalc verify`, never saw it. A full
+// run now fixes every root that is not its parent's before it computes.
+func TestFullRunFixesStrayRoots(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := racePool(t)
+	app := connect(t, pool)
+	rootOf := func() string {
+		var root string
+		if err := pool.QueryRow(ctx, `SELECT root_id FROM recalc.record WHERE id = 'c003_0'`).Scan(&root); err != nil {
+			t.Fatal(err)
+		}
+		return root
+	}
+	for _, opt := range []engine.Options{{Full: true, InPlace: true}, {Full: true}} {
+		// Written as a root fix is: no change row names it.
+		tx := begin(t, app)
+		mustExec(t, tx, `SELECT set_config('recalc.fixing_roots', 'on', true)`)
+		mustExec(t, tx, `UPDATE recalc.record SET root_id = 'a007' WHERE id = 'c003_0'`)
+		commit(t, tx, "the stray root")
+		// Its family's next job computes it where its parent is not.
+		mustExec(t, pool, `UPDATE recalc.record SET owner = 'u1' WHERE id = 'c007_0'`)
+		if _, err := engine.Run(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
+			t.Fatal(err)
+		}
+		if root := rootOf(); root != "a007" {
+			t.Fatalf("an incremental run changed the stray root to %s", root)
+		}
+		checkAccess(t, ctx, pool, []expect{{"u4", "c003_0", "none"}})
+		if _, err := engine.Run(ctx, pool, opt, zerolog.Nop()); err != nil {
+			t.Fatalf("full run (in place %v): %v", opt.InPlace, err)
+		}
+		if root := rootOf(); root != "a003" {
+			t.Errorf("after a full run (in place %v), c003_0 has root %s, want a003", opt.InPlace, root)
+		}
+		checkAccess(t, ctx, pool, []expect{{"u4", "c003_0", "all"}})
+		checkSettled(t, ctx, pool)
+	}
+}

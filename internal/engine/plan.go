@@ -211,7 +211,7 @@ func changedRecords(ctx context.Context, tx pgx.Tx, opt Options, in *inputs, fix
 	var fixed []string
 	if fix {
 		var err error
-		if fixed, err = changes.FixRoots(ctx, tx, in.log.Seqs); err != nil {
+		if fixed, err = changes.FixRoots(ctx, tx, in.log.Seqs, opt.Full); err != nil {
 			return nil, err
 		}
 	}
