@@ -155,14 +155,7 @@ func NearTable(ctx context.Context, q Querier, table string) string {
 		  AND pg_catalog.lower(c.relname::text) = pg_catalog.lower(pg_catalog.btrim($2, '"'))
 		  AND ($1 = '' OR pg_catalog.lower(n.nspname::text) = pg_catalog.lower(pg_catalog.btrim($1, '"')))
 		LIMIT 2`, schema, name)
-	if err != nil {
-		return ""
-	}
-	near, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil || len(near) != 1 || near[0] == table {
-		return ""
-	}
-	return fmt.Sprintf(nearHint, near[0])
+	return near(rows, err, table)
 }
 
 // NearColumn returns a hint naming the column of table (a regclass's text,
@@ -174,12 +167,18 @@ func NearColumn(ctx context.Context, q Querier, table, col string) string {
 		WHERE a.attrelid = pg_catalog.to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
 		  AND pg_catalog.lower(a.attname::text) = pg_catalog.lower(pg_catalog.btrim($2, '"'))
 		LIMIT 2`, table, col)
+	return near(rows, err, col)
+}
+
+// near is the hint naming the one name rows hold, when it is not typed
+// itself; "" when the query failed or found none or two.
+func near(rows pgx.Rows, err error, typed string) string {
 	if err != nil {
 		return ""
 	}
-	near, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil || len(near) != 1 || near[0] == col {
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(names) != 1 || names[0] == typed {
 		return ""
 	}
-	return fmt.Sprintf(nearHint, near[0])
+	return fmt.Sprintf(nearHint, names[0])
 }
