@@ -67,7 +67,8 @@ func Migrations() ([]Migration, error) {
 // writes to attached tables behind it. When a wait times out, it rolls back
 // and tries again, a few times, then fails. Once migrated, it gives each
 // attached table whose capture predates version 67 its new trigger
-// (renewPins).
+// (renewPins); a table it could not give one makes a *PinsError, with the
+// migrations applied counted.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied int, err error) {
 	ms, err := Migrations()
 	if err != nil {
@@ -147,12 +148,26 @@ func renewPins(ctx context.Context, pool *pgxpool.Pool) error {
 		}
 	}
 	if len(failed) > 0 {
-		return fmt.Errorf("the schema is migrated, but the capture of object %s kept its old trigger, which does not mark "+
-			"the rows one UPDATE moves onto each other's ids: run recalc init again once the table is not locked "+
-			"(or recalc attach, once the engine may add triggers to it): %w", strings.Join(failed, ", "), last)
+		return &PinsError{Objects: failed, Err: last}
 	}
 	return nil
 }
+
+// PinsError is Migrate's error when the schema is migrated but the capture
+// of some attached objects kept its fifth trigger from before version 67
+// (renewPins): the schema works, and `recalc init` again renews them.
+type PinsError struct {
+	Objects []string // the objects whose table kept the old trigger
+	Err     error    // the last table's failure
+}
+
+func (e *PinsError) Error() string {
+	return fmt.Sprintf("the schema is migrated, but the capture of object %s kept its old trigger, which does not mark "+
+		"the rows one UPDATE moves onto each other's ids: run recalc init again once the table is not locked "+
+		"(or recalc attach, once the engine may add triggers to it): %v", strings.Join(e.Objects, ", "), e.Err)
+}
+
+func (e *PinsError) Unwrap() error { return e.Err }
 
 // pinLockTimeout bounds each lock wait of renewPins.
 const pinLockTimeout = "200ms"

@@ -85,24 +85,7 @@ func TestRekeyCaptureUpgrade(t *testing.T) {
 	t.Parallel()
 	b := setupSharedCase(t)
 	ctx := context.Background()
-	var fn string
-	if err := b.engine.QueryRow(ctx, `SELECT func FROM recalc.attach_capture WHERE object = 'case' AND relid = 'support.case'::regclass`).Scan(&fn); err != nil {
-		t.Fatal(err)
-	}
-	pin := func() string {
-		t.Helper()
-		var def string
-		if err := b.admin.QueryRow(ctx, `SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = 'support.case'::regclass AND tgname = $1`, fn+"_pin").Scan(&def); err != nil {
-			t.Fatal(err)
-		}
-		return def
-	}
-	// The fifth trigger as version 20 made it, and the schema at version 66.
-	b.exec(t, b.app, `DROP TRIGGER `+ident(fn+"_pin")+` ON support."case"`)
-	b.exec(t, b.engine, `CREATE TRIGGER `+ident(fn+"_pin")+` AFTER DELETE ON support."case" REFERENCING OLD TABLE AS old_rows
-			FOR EACH ROW WHEN (false) EXECUTE FUNCTION recalc.`+ident(fn)+`()`,
-		`UPDATE recalc.attach_capture c SET fingerprint = f.fingerprint FROM recalc.attach_fingerprints() f WHERE f.object = c.object AND f.relid = c.relid`,
-		`DELETE FROM recalc.schema_version WHERE version >= 67`)
+	pin := oldCasePin(t, b)
 	if def := pin(); !strings.Contains(def, "AFTER DELETE") {
 		t.Fatalf("premise: the old fifth trigger: %s", def)
 	}
@@ -138,5 +121,71 @@ func TestRekeyCaptureUpgrade(t *testing.T) {
 	}
 	if out, err := b.recalc("verify"); err != nil {
 		t.Errorf("verify: %v\n%s", err, out)
+	}
+}
+
+// oldCasePin gives support.case's capture the fifth trigger as version 20
+// made it and sets the schema back to version 66, as a database attached
+// before version 67 is; it returns a function that reads the trigger's
+// definition.
+func oldCasePin(t *testing.T, b *bundle) func() string {
+	t.Helper()
+	ctx := context.Background()
+	var fn string
+	if err := b.engine.QueryRow(ctx, `SELECT func FROM recalc.attach_capture WHERE object = 'case' AND relid = 'support.case'::regclass`).Scan(&fn); err != nil {
+		t.Fatal(err)
+	}
+	b.exec(t, b.app, `DROP TRIGGER `+ident(fn+"_pin")+` ON support."case"`)
+	b.exec(t, b.engine, `CREATE TRIGGER `+ident(fn+"_pin")+` AFTER DELETE ON support."case" REFERENCING OLD TABLE AS old_rows
+			FOR EACH ROW WHEN (false) EXECUTE FUNCTION recalc.`+ident(fn)+`()`,
+		`UPDATE recalc.attach_capture c SET fingerprint = f.fingerprint FROM recalc.attach_fingerprints() f WHERE f.object = c.object AND f.relid = c.relid`,
+		`DELETE FROM recalc.schema_version WHERE version >= 67`)
+	return func() string {
+		t.Helper()
+		var def string
+		if err := b.admin.QueryRow(ctx, `SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = 'support.case'::regclass AND tgname = $1`, fn+"_pin").Scan(&def); err != nil {
+			t.Fatal(err)
+		}
+		return def
+	}
+}
+
+// TestInitWarnsThoughAPinIsLeft: `recalc init` whose upgrade leaves a
+// table its old fifth trigger (the application holds the table) exits 1
+// saying so, but first says what every init says of the migrated schema:
+// the migrations applied, and the tables whose row-level security
+// policies an earlier recalc installed (to enable again). It returned at
+// the trigger's error, so an operator whose application held a table at
+// the upgrade was never told of the outdated policies, nor at any later
+// init while a table could not be renewed.
+func TestInitWarnsThoughAPinIsLeft(t *testing.T) {
+	t.Parallel()
+	b := setupOwnRoles(t) // rls enable runs as the application, made a member of the engine's role
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	b.rlsEnableWarnings(t, "--table", "crm.opportunity", "--object", "opportunity", "--write")
+	b.exec(t, b.app, `COMMENT ON POLICY recalc_read ON crm.opportunity IS NULL`) // as an earlier recalc left it
+	pin := oldCasePin(t, b)
+	tx, _ := hold(t, b.app, `UPDATE support."case" SET status = status WHERE id = 1`)
+	_, err := b.recalc("init")
+	if err == nil || !strings.Contains(err.Error(), "capture of object case kept its old trigger") {
+		t.Fatalf("init while the application holds support.case: %v, want the trigger left named", err)
+	}
+	for _, want := range []string{`"migrations_applied":1`, `"table":"crm.opportunity"`, "an earlier recalc installed this table's row-level security policies"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("init that left a trigger did not say %q: %v", want, err)
+		}
+	}
+	if def := pin(); !strings.Contains(def, "AFTER DELETE") {
+		t.Fatalf("premise: the fifth trigger, renewed under the application's lock: %s", def)
+	}
+	if err := tx.Rollback(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.recalc("init"); err != nil {
+		t.Fatalf("init once the table is free: %v", err)
+	}
+	if def := pin(); !strings.Contains(def, "AFTER UPDATE") {
+		t.Errorf("after init with the table free, the fifth trigger: %s", def)
 	}
 }

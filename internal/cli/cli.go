@@ -528,7 +528,11 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 // Init creates or upgrades the schema.
 func Init(ctx context.Context, env *Env) error {
 	n, err := schema.Migrate(ctx, env.Pool)
-	if err != nil {
+	// A table left with its old capture trigger fails the command, after
+	// what follows: the schema is migrated, and the warnings below still
+	// concern it.
+	var pins *schema.PinsError
+	if err != nil && !errors.As(err, &pins) {
 		return err
 	}
 	msg := "schema is up to date"
@@ -551,6 +555,9 @@ func Init(ctx context.Context, env *Env) error {
 	for _, table := range outdated {
 		env.Log.Warn().Str("table", table).Msg("an earlier recalc installed this table's row-level security policies: " +
 			"run `recalc rls enable` on it again with the same flags to bring them up to date (docs/rls.md)")
+	}
+	if pins != nil {
+		return pins
 	}
 	return nil
 }
