@@ -207,7 +207,7 @@ func TestRecordsReadApartBudget(t *testing.T) {
 // the view's tables whole with hash joins only): a whole re-read of N
 // such rows read the tables N / 5,000 times, quadratic in N (200 reads of
 // 1,000,000 rows). Here 15,000 cases, one in 8 unreadable, in three
-// slices: the view is cleared by one such read, not three (version 68),
+// slices: the view is cleared by one such read, not three (version 66),
 // and the absorb still closes every unreadable row, nothing stuck.
 func TestRecordsBlameAskedOnce(t *testing.T) {
 	t.Parallel()
