@@ -153,3 +153,73 @@ func TestFixRootsWalksDeepChains(t *testing.T) {
 		}
 	}
 }
+
+// TestStrayRoots: StrayRoots counts the records whose stored root differs
+// from what root fixing computes, with no root fixing pending for them,
+// and RepairStrayRoots fixes them as a full run does and logs them as one
+// rooted change row. A root written wrong is written as a root fix is (no
+// change row); a record whose root disagrees with its parent's but is
+// what root fixing computes (below a wrong root, or in a parent loop) is
+// not counted.
+func TestStrayRoots(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		stray   string // written as a root fix is, then the log emptied
+		app     string // written as the application does, logged
+		fix     bool   // the log's roots fixed, and the log emptied, after app
+		want    int64
+		repairs []string // the change log after RepairStrayRoots, which fixes pending roots too, as a full run does
+	}{
+		{"clean", "", "", false, 0, nil},
+		{"a leaf", `UPDATE recalc.record SET root_id = 'b1' WHERE id = 'c2'`, "", false, 1, []string{"c2 rooted"}},
+		{"a subtree", `UPDATE recalc.record SET root_id = 'b1' WHERE id IN ('c1', 'c2')`, "", false, 2, []string{"c1,c2 rooted"}},
+		{"a middle record, its child right", `UPDATE recalc.record SET root_id = 'b1' WHERE id = 'c1'`, "", false, 1, []string{"c1 rooted"}},
+		{"a top record", `UPDATE recalc.record SET root_id = 'b1' WHERE id = 'a1'`, "", false, 1, []string{"a1 rooted"}},
+		{"a reparent pending", "", `UPDATE recalc.record SET parent = 'b1' WHERE id = 'c1'`, false, 0, []string{"c1", "c1,c2 rooted"}},
+		{"an orphan pending", "", `DELETE FROM recalc.record WHERE id = 'c1'`, false, 0, []string{"c1", "c2 rooted"}},
+		{"a parent loop", "", `UPDATE recalc.record SET parent = 'c2' WHERE id = 'a1'`, true, 0, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			if tc.stray != "" {
+				err := pgx.BeginFunc(b.ctx, b.pool, func(tx pgx.Tx) error {
+					if _, err := tx.Exec(b.ctx, `SELECT set_config('recalc.fixing_roots', 'on', true)`); err != nil {
+						return err
+					}
+					_, err := tx.Exec(b.ctx, tc.stray)
+					return err
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				b.exec(t, `DELETE FROM recalc.change`)
+			}
+			if tc.app != "" {
+				b.exec(t, tc.app)
+			}
+			if tc.fix {
+				b.fix(t)
+				b.exec(t, `DELETE FROM recalc.change`)
+			}
+			if n, err := changes.StrayRoots(b.ctx, b.pool); err != nil || n != tc.want {
+				t.Fatalf("StrayRoots: %d, %v; want %d", n, err, tc.want)
+			}
+			var n int
+			err := pgx.BeginFunc(b.ctx, b.pool, func(tx pgx.Tx) (err error) {
+				n, err = changes.RepairStrayRoots(b.ctx, tx)
+				return err
+			})
+			if err != nil {
+				t.Fatalf("RepairStrayRoots: %v", err)
+			}
+			if got := b.logged(t); !slices.Equal(got, tc.repairs) {
+				t.Errorf("after RepairStrayRoots (%d), the change log is %q, want %q", n, got, tc.repairs)
+			}
+			if n, err := changes.StrayRoots(b.ctx, b.pool); err != nil || n != 0 {
+				t.Errorf("StrayRoots after RepairStrayRoots: %d, %v; want 0", n, err)
+			}
+		})
+	}
+}

@@ -323,8 +323,12 @@ func verifyCommand(out, errOut io.Writer) *cli.Command {
 			"saw; a source it cannot compare (capture not intact, read failing) makes it exit 1 too.\n" +
 			"Each source's read holds its attachment's lock and a share lock on its tables, as a full\n" +
 			"run's does: the watch absorbs that object's writes once it ends, and DDL on those tables\n" +
-			"waits. --repair fixes what differs, under the same row locks as a job; re-read records\n" +
-			"are left for the next `recalc run` to recalculate.",
+			"waits. It also counts the records whose stored family root is not the one root fixing\n" +
+			"computes (the top of their parent chain) although no change is pending for them: each is\n" +
+			"computed where its parent is not and fails closed, and `recalc run --full` repairs them.\n" +
+			"--repair fixes what differs, under the same row locks as a job (family roots as a full\n" +
+			"run fixes them, under the model lock); re-read and re-rooted records are left for the\n" +
+			"next `recalc run` to recalculate.",
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "sample", Usage: "verify this many random families instead of all (0: all)", Action: atLeast("sample", 0)},
 			&cli.BoolFlag{Name: "repair", Usage: "fix the differences"},

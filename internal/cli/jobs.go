@@ -421,11 +421,14 @@ func printVerify(w io.Writer, rep *engine.VerifyReport) {
 		}
 	}
 	fmt.Fprintf(w, "Record rows that differ: %d\nClosure entries missing: %d, extra: %d\n", rep.RecordRows, rep.ClosureMissing, rep.ClosureExtra)
+	if rep.StrayRoots > 0 {
+		fmt.Fprintf(w, "Records whose family root is wrong: %d (each fails closed; `recalc run --full` repairs them too)\n", rep.StrayRoots)
+	}
 	switch {
 	case !rep.Repaired:
 		fmt.Fprintln(w, "Run `recalc verify --repair` to fix them.")
-	case rep.SourceDrift() > 0:
-		fmt.Fprintln(w, "Repaired. The records re-read from attached sources wait for `recalc run` (or the watch) to recalculate them.")
+	case rep.SourceDrift() > 0 || rep.StrayRoots > 0:
+		fmt.Fprintln(w, "Repaired. The records re-read from attached sources or re-rooted wait for `recalc run` (or the watch) to recalculate them.")
 	default:
 		fmt.Fprintln(w, "Repaired.")
 	}

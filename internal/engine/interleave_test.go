@@ -506,3 +506,59 @@ func TestFullRunFixesStrayRoots(t *testing.T) {
 		checkSettled(t, ctx, pool)
 	}
 }
+
+// TestVerifyReportsStrayRoots: `recalc verify` counts the records whose
+// stored family root is not their parent's, which no family read by its
+// stored root shows (the share rows agree with the wrong root), as drift;
+// a clean org and a root whose fixing is pending (the change row of a
+// reparent waits for the next run) count 0. --repair fixes the root as a
+// full run does and leaves the families it moves between to the next run.
+func TestVerifyReportsStrayRoots(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := racePool(t)
+	app := connect(t, pool)
+	verify := func(opt engine.VerifyOptions) *engine.VerifyReport {
+		t.Helper()
+		rep, err := engine.Verify(ctx, pool, opt, zerolog.Nop())
+		if err != nil {
+			t.Fatalf("verify (repair %v): %v", opt.Repair, err)
+		}
+		return rep
+	}
+	if rep := verify(engine.VerifyOptions{}); rep.StrayRoots != 0 || rep.Drift() {
+		t.Fatalf("verify of a clean org: %d stray roots, drift %v; want 0, none", rep.StrayRoots, rep.Drift())
+	}
+	// Written as a root fix is (no change row), then materialized by an
+	// incremental run of its wrong family: the share rows agree with it.
+	tx := begin(t, app)
+	mustExec(t, tx, `SELECT set_config('recalc.fixing_roots', 'on', true)`)
+	mustExec(t, tx, `UPDATE recalc.record SET root_id = 'a007' WHERE id = 'c003_0'`)
+	commit(t, tx, "the stray root")
+	mustExec(t, pool, `UPDATE recalc.record SET owner = 'u1' WHERE id = 'c007_0'`)
+	if _, err := engine.Run(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	// A reparent whose root fixing is pending is no drift.
+	mustExec(t, pool, `UPDATE recalc.record SET parent = 'a005' WHERE id = 'c004_0'`)
+	rep := verify(engine.VerifyOptions{})
+	if rep.StrayRoots != 1 || !rep.Drift() || len(rep.ShareRows) != 0 || rep.RecordRows != 0 {
+		t.Fatalf("verify of a stray root: %d stray roots, drift %v, share rows %+v, record rows %d; want 1, drift, none, 0",
+			rep.StrayRoots, rep.Drift(), rep.ShareRows, rep.RecordRows)
+	}
+	if rep := verify(engine.VerifyOptions{Repair: true}); rep.StrayRoots != 1 || !rep.Repaired {
+		t.Fatalf("verify --repair: %d stray roots, repaired %v; want 1 repaired", rep.StrayRoots, rep.Repaired)
+	}
+	var root string
+	if err := pool.QueryRow(ctx, `SELECT root_id FROM recalc.record WHERE id = 'c003_0'`).Scan(&root); err != nil || root != "a003" {
+		t.Fatalf("after verify --repair, c003_0 has root %q (%v), want a003", root, err)
+	}
+	if rep := verify(engine.VerifyOptions{}); rep.StrayRoots != 0 || rep.Skipped == 0 {
+		t.Errorf("verify after the repair: %d stray roots, %d families skipped; want 0, those re-rooted pending", rep.StrayRoots, rep.Skipped)
+	}
+	if _, err := engine.Run(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	checkAccess(t, ctx, pool, []expect{{"u4", "c003_0", "all"}})
+	checkSettled(t, ctx, pool)
+}

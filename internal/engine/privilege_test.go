@@ -124,6 +124,36 @@ func TestLeastPrivilegeRole(t *testing.T) {
 	}
 	testkit.CheckOracle(t, ctx, pool, m, "after the application's update")
 
+	// verify counts a stray family root, and --repair fixes it, as the
+	// engine role: a leaf's root set to its own id, as a root fix writes.
+	var leaf, root string
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('recalc.fixing_roots', 'on', true)`); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `UPDATE recalc.record t SET root_id = t.id FROM recalc.record o
+			WHERE o.rid = t.rid AND t.rid = (SELECT rid FROM recalc.record c
+			    WHERE c.parent IN (SELECT id FROM recalc.record) AND c.id NOT IN (SELECT parent FROM recalc.record WHERE parent IS NOT NULL)
+			    ORDER BY rid LIMIT 1)
+			RETURNING t.id, o.root_id`).Scan(&leaf, &root)
+	})
+	if err != nil {
+		t.Fatalf("write a stray root: %v", err)
+	}
+	for _, opt := range []engine.VerifyOptions{{}, {Repair: true}} {
+		if rep, err := engine.Verify(ctx, pool, opt, zerolog.Nop()); err != nil || rep.StrayRoots != 1 {
+			t.Fatalf("verify (repair %v) as %s: %+v, %v; want 1 stray root", opt.Repair, role, rep, err)
+		}
+	}
+	var fixed string
+	if err := pool.QueryRow(ctx, `SELECT root_id FROM recalc.record WHERE id = $1`, leaf).Scan(&fixed); err != nil || fixed != root {
+		t.Fatalf("after verify --repair as %s, %s has root %q (%v), want %q", role, leaf, fixed, err, root)
+	}
+	if _, err := engine.Run(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
+		t.Fatalf("run as %s: %v", role, err)
+	}
+	testkit.CheckOracle(t, ctx, pool, m, "after verify repaired a stray root")
+
 	// A superuser's full run swaps in tables the engine role owns: else the
 	// engine could not read them. It also gives back a table an older
 	// recalc's swap as a superuser left to it.

@@ -177,8 +177,8 @@ func checkSettled(t *testing.T, ctx context.Context, pool *pgxpool.Pool) {
 		t.Fatalf("verify: %v", err)
 	}
 	if v.Drift() || v.Skipped > 0 {
-		t.Errorf("verify: drift %v (share rows %+v, record rows %d, closure %d/%d), %d families skipped as pending",
-			v.Drift(), v.ShareRows, v.RecordRows, v.ClosureMissing, v.ClosureExtra, v.Skipped)
+		t.Errorf("verify: drift %v (share rows %+v, record rows %d, closure %d/%d, stray roots %d), %d families skipped as pending",
+			v.Drift(), v.ShareRows, v.RecordRows, v.ClosureMissing, v.ClosureExtra, v.StrayRoots, v.Skipped)
 	}
 	got := testdb.Materialized(t, pool)
 	if _, err := engine.Full(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/changes"
+	"github.com/recalc-dev/recalc/internal/locks"
 	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/sharetable"
@@ -39,6 +40,11 @@ type VerifyReport struct {
 	RecordRows     int64                  `json:"record_rows_differing"`
 	ClosureMissing int64                  `json:"closure_missing"`
 	ClosureExtra   int64                  `json:"closure_extra"`
+	// StrayRoots counts the records whose stored family root is not what
+	// root fixing computes, with no change pending for them
+	// (changes.StrayRoots): each is computed in a family its parent is not
+	// in, and fails closed. `recalc run --full`, or a repair, fixes them.
+	StrayRoots int64 `json:"stray_roots"`
 	// ClosureSkipped is the unfinished job that changes the closure, when
 	// one started while verify ran: the closure was not compared.
 	ClosureSkipped int64 `json:"closure_skipped_pending_job,omitempty"`
@@ -49,7 +55,8 @@ type VerifyReport struct {
 
 // Drift reports whether anything differed.
 func (r *VerifyReport) Drift() bool {
-	return len(r.ShareRows) > 0 || r.RecordRows > 0 || r.ClosureMissing > 0 || r.ClosureExtra > 0 || r.SourceDrift() > 0
+	return len(r.ShareRows) > 0 || r.RecordRows > 0 || r.ClosureMissing > 0 || r.ClosureExtra > 0 || r.SourceDrift() > 0 ||
+		r.StrayRoots > 0
 }
 
 // Unchecked counts the attached sources that could not be compared.
@@ -81,8 +88,10 @@ const familiesPerChunk = 1000
 // materialized rows, by object and row cause. Families with changes not yet
 // recalculated are skipped: they differ by design until the next run. Each
 // chunk of families is compared in one snapshot, which tells them apart
-// while the application, runs and `recalc watch` write (families). With
-// Repair it fixes what differs, under the same row locks as a job.
+// while the application, runs and `recalc watch` write (families). It also
+// counts the family roots that are wrong (strayRoots), which no family's
+// comparison shows. With Repair it fixes what differs, under the same row
+// locks as a job.
 func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zerolog.Logger) (*VerifyReport, error) {
 	if job, err := queue.Unfinished(ctx, pool); err != nil || job != nil {
 		if err == nil {
@@ -102,6 +111,11 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zero
 	if err != nil {
 		return nil, stopped(rep, err)
 	}
+	stray, err := v.strayRoots(ctx, pool)
+	if err != nil {
+		return nil, stopped(rep, fmt.Errorf("verify family roots: %w", err))
+	}
+	rep.StrayRoots = stray
 	var skipped int
 	rep.ShareRows, rep.RecordRows, skipped, err = v.families(ctx, pool)
 	if err != nil {
@@ -111,7 +125,7 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zero
 	if rep.ClosureMissing, rep.ClosureExtra, rep.ClosureSkipped, err = v.closure(ctx, pool); err != nil {
 		return nil, stopped(rep, fmt.Errorf("verify closure: %w", err))
 	}
-	log.Info().Int("families", rep.Families).Int("skipped_pending", rep.Skipped).Bool("drift", rep.Drift()).
+	log.Info().Int("families", rep.Families).Int("skipped_pending", rep.Skipped).Int64("stray_roots", rep.StrayRoots).Bool("drift", rep.Drift()).
 		Bool("repaired", rep.Repaired && rep.Drift()).Msg("verify done")
 	return rep, nil
 }
@@ -129,8 +143,8 @@ func (e *RepairStopped) Error() string {
 	for _, c := range e.Repaired.ShareRows {
 		rows += c.Missing + c.Extra + c.Wrong
 	}
-	return fmt.Sprintf("verify repaired %d share rows, %d record rows and %d mirrored rows, then stopped: %v",
-		rows, e.Repaired.RecordRows, e.Repaired.SourceDrift(), e.Err)
+	return fmt.Sprintf("verify repaired %d share rows, %d record rows, %d mirrored rows and %d family roots, then stopped: %v",
+		rows, e.Repaired.RecordRows, e.Repaired.SourceDrift(), e.Repaired.StrayRoots, e.Err)
 }
 
 func (e *RepairStopped) Unwrap() error { return e.Err }
@@ -235,6 +249,31 @@ func loadVerification(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions
 	return v, nil
 }
 
+// strayRoots counts the stray family roots (changes.StrayRoots, which
+// leaves out those whose fixing is pending, in the same statement), and
+// with Repair fixes them as a full run does, under the model lock: the
+// records re-rooted are logged, so the families they left and joined are
+// pending (and skipped by the comparison that follows) until the next run
+// recalculates them.
+func (v *verification) strayRoots(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
+	n, err := changes.StrayRoots(ctx, pool)
+	if err != nil || n == 0 || !v.opt.Repair {
+		return n, err
+	}
+	return n, retried(ctx, verifyAttempts, func() error {
+		return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if err := v.lockCurrent(ctx, tx, false); err != nil {
+				return err
+			}
+			if err := locks.SetTimeout(ctx, tx, rootLockTimeout); err != nil {
+				return err
+			}
+			_, err := changes.RepairStrayRoots(ctx, tx)
+			return err
+		})
+	})
+}
+
 // families compares the families to check, familiesPerChunk at a time,
 // and repairs them when asked to. It returns the share rows that differ, by
 // object and cause, the number of record rows that differ, and the number
@@ -301,6 +340,10 @@ func sortedCounts(counts map[[2]string]*sharetable.DiffCount) []sharetable.DiffC
 	})
 	return out
 }
+
+// rootLockTimeout bounds each lock wait of a repair's root fixing, which
+// locks records the application may hold, as a job's default does.
+const rootLockTimeout = 5 * time.Second
 
 // verifyAttempts bounds the tries of one chunk of families.
 const verifyAttempts = 3
