@@ -21,8 +21,12 @@ import (
 // initCommand creates or upgrades the schema: `recalc init`.
 func initCommand(out, errOut io.Writer) *cli.Command {
 	return &cli.Command{
-		Name:   "init",
-		Usage:  "create or upgrade the database schema (idempotent, safe to run concurrently; run it as the role that owns recalc's objects)",
+		Name:  "init",
+		Usage: "create or upgrade the database schema (idempotent, safe to run concurrently; run it as the role that owns recalc's objects)",
+		Description: "Pending migrations apply in one transaction. Then each attached table whose capture\n" +
+			"predates version 67 gets its new row trigger, one table at a time, each lock wait at most\n" +
+			"200 ms: a table the application holds throughout keeps its old trigger, and init exits 1\n" +
+			"naming its object (the schema is migrated): run it again. See docs/operations.md.",
 		Action: action(out, errOut, Init),
 	}
 }
