@@ -128,7 +128,7 @@ func renewPins(ctx context.Context, pool *pgxpool.Pool) error {
 	for _, c := range outdated {
 		for try := 1; ; try++ {
 			err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-				if _, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true)`, pinLockTimeout); err != nil {
+				if err := locks.SetTimeout(ctx, tx, pinLockTimeout); err != nil {
 					return err
 				}
 				_, err := tx.Exec(ctx, `SELECT recalc.attach_renew_pin($1, $2)`, c.Object, c.Relid)
@@ -170,7 +170,7 @@ func (e *PinsError) Error() string {
 func (e *PinsError) Unwrap() error { return e.Err }
 
 // pinLockTimeout bounds each lock wait of renewPins.
-const pinLockTimeout = "200ms"
+const pinLockTimeout = 200 * time.Millisecond
 
 // migrateOnce is one try of Migrate, in one transaction.
 func migrateOnce(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (applied int, err error) {
