@@ -105,6 +105,9 @@ func RecordKey(ctx context.Context, q pg.Querier, object, id string) (string, er
 		if len(objects) > 0 && !slices.Contains(objects, object) {
 			return "", fmt.Errorf("object %q does not exist: give one of %s", object, strings.Join(objects, ", "))
 		}
+		if app, found := strings.CutPrefix(id, object+":"); found {
+			return "", fmt.Errorf("record %q of object %s does not exist: --id takes the application's id (%s), not the record's key; or give --record %s", id, object, app, id)
+		}
 		return "", fmt.Errorf("record %q of object %s does not exist", id, object)
 	}
 	return *key, nil

@@ -155,6 +155,9 @@ func TestReadsTakeApplicationIDs(t *testing.T) {
 	if _, err := b.recalc("access", "--user", "bob", "--object", "account", "--id", "999"); err == nil || !strings.Contains(err.Error(), `record "999" of object account does not exist`) {
 		t.Errorf("access to a missing account: %v, want it named as missing", err)
 	}
+	if _, err := b.recalc("access", "--user", "bob", "--object", "account", "--id", "account:1"); err == nil || !strings.Contains(err.Error(), `--id takes the application's id (1), not the record's key; or give --record account:1`) {
+		t.Errorf("access to an attached record by its key given as --id: %v, want a hint at the application's id", err)
+	}
 	if _, err := b.recalc("access", "--user", "bob", "--record", "1"); err == nil || !strings.Contains(err.Error(), `an attached object's records are keyed OBJECT:ID`) {
 		t.Errorf("access to an attached record by its bare id: %v, want a hint at keys", err)
 	}
