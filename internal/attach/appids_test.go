@@ -158,6 +158,21 @@ func TestReadsTakeApplicationIDs(t *testing.T) {
 	if _, err := b.recalc("access", "--user", "bob", "--object", "account", "--id", "account:1"); err == nil || !strings.Contains(err.Error(), `--id takes the application's id (1), not the record's key; or give --record account:1`) {
 		t.Errorf("access to an attached record by its key given as --id: %v, want a hint at the application's id", err)
 	}
+	// A model file names an attached record by its key: an entry giving the
+	// application's id is refused with the key it meant.
+	for _, c := range []struct{ name, file, want string }{
+		{"share", `{"shares": [{"object": "account", "record": "1", "grantee": "user:bob", "access": "read", "cause": "manual"}]}`,
+			`share on record "1": record does not exist: records of attached objects are named by their keys: give "account:1"`},
+		{"team entry", `{"teams": [{"record": "01", "user": "bob", "access": "edit"}]}`,
+			`team entry on record "01": record does not exist: records of attached objects are named by their keys: give "account:1"`},
+		{"share on no record", `{"shares": [{"object": "account", "record": "999", "grantee": "user:bob", "access": "read", "cause": "manual"}]}`,
+			`share on record "999": record does not exist`},
+	} {
+		_, err := b.recalc("import", "--merge", tempFile(t, c.file))
+		if err == nil || !strings.Contains(err.Error(), c.want) || (c.name == "share on no record" && strings.Contains(err.Error(), "give")) {
+			t.Errorf("import of a %s by the application's id: %v, want %q", c.name, err, c.want)
+		}
+	}
 	if _, err := b.recalc("access", "--user", "bob", "--record", "1"); err == nil || !strings.Contains(err.Error(), `an attached object's records are keyed OBJECT:ID`) {
 		t.Errorf("access to an attached record by its bare id: %v, want a hint at keys", err)
 	}

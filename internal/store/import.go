@@ -771,22 +771,27 @@ func checkRefs(ctx context.Context, tx pgx.Tx, ix *model.Index, stored []byte, f
 	if err := checkRecords(ctx, tx, ix, stored, fromFile, merge, log); err != nil {
 		return err
 	}
+	// keyed is, for a record that does not exist, the key of the attached
+	// record the application calls by that id, which the entry meant.
 	rows, err := tx.Query(ctx, `
-		SELECT s.record, s.object, s.grantee, s.access, s.cause, coalesce(r.object, '')
+		SELECT s.record, s.object, s.grantee, s.access, s.cause, coalesce(r.object, ''),
+		       CASE WHEN r.id IS NULL THEN (SELECT k.id FROM recalc.record k
+		           WHERE k.id = recalc.record_key(s.object, s.record) AND k.object = s.object) END
 		FROM recalc.share_input s LEFT JOIN recalc.record r ON r.id = s.record`)
 	if err != nil {
 		return fmt.Errorf("check shares: %w", err)
 	}
 	var sh model.Share
 	var grantee, recordObject string
-	_, err = pgx.ForEachRow(rows, []any{&sh.Record, &sh.Object, &grantee, &sh.Access, &sh.Cause, &recordObject}, func() error {
+	var keyed *string
+	_, err = pgx.ForEachRow(rows, []any{&sh.Record, &sh.Object, &grantee, &sh.Access, &sh.Cause, &recordObject, &keyed}, func() error {
 		g, err := model.ParseGrantee(grantee, false)
 		if err != nil {
 			return &InvalidError{fmt.Errorf("share on record %q: %w", sh.Record, err)}
 		}
 		sh.Grantee = g
 		if err := ix.CheckShareRefs(&sh, recordObject); err != nil {
-			return &InvalidError{err}
+			return &InvalidError{keyHint(err, keyed)}
 		}
 		return nil
 	})
@@ -794,15 +799,17 @@ func checkRefs(ctx context.Context, tx pgx.Tx, ix *model.Index, stored []byte, f
 		return err
 	}
 	rows, err = tx.Query(ctx, `
-		SELECT t.record, t.user_id, t.access, t.contact_access, t.opportunity_access, t.case_access, coalesce(r.object, '')
+		SELECT t.record, t.user_id, t.access, t.contact_access, t.opportunity_access, t.case_access, coalesce(r.object, ''),
+		       CASE WHEN r.id IS NULL THEN (SELECT min(k.id) FROM recalc.attachment a JOIN recalc.record k
+		           ON k.id = recalc.record_key(a.object, t.record) AND k.object = a.object) END
 		FROM recalc.team t LEFT JOIN recalc.record r ON r.id = t.record`)
 	if err != nil {
 		return fmt.Errorf("check teams: %w", err)
 	}
 	var tm model.Team
-	_, err = pgx.ForEachRow(rows, []any{&tm.Record, &tm.User, &tm.Access, &tm.Child.Contact, &tm.Child.Opportunity, &tm.Child.Case, &recordObject}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&tm.Record, &tm.User, &tm.Access, &tm.Child.Contact, &tm.Child.Opportunity, &tm.Child.Case, &recordObject, &keyed}, func() error {
 		if err := ix.CheckTeamRefs(&tm, recordObject); err != nil {
-			return &InvalidError{err}
+			return &InvalidError{keyHint(err, keyed)}
 		}
 		return nil
 	})
@@ -824,6 +831,16 @@ func checkRefs(ctx context.Context, tx pgx.Tx, ix *model.Index, stored []byte, f
 		return nil
 	})
 	return err
+}
+
+// keyHint adds to err, a share's or team entry's missing record, the key
+// of the attached record the entry named by the application's id (keyed),
+// when there is one: the model names attached records by their keys.
+func keyHint(err error, keyed *string) error {
+	if keyed == nil {
+		return err
+	}
+	return fmt.Errorf("%w: records of attached objects are named by their keys: give %q", err, *keyed)
 }
 
 // checkRecords is checkRefs' check of the stored records.
