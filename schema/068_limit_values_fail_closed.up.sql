@@ -1,27 +1,33 @@
--- recalc schema, version 68: a row whose value nests too deep for the
--- server's stack fails closed alone, as a value a cast does not fit does.
+-- recalc schema, version 68: a row whose value exceeds a limit of the
+-- server's as it is read (SQLSTATE class 54) fails closed alone, as a value
+-- a cast does not fit (class 22) does.
 --
--- A view that reads a text column as JSON (`(props)::jsonb ->> 'vip'`, as
--- a HubSpot-style properties column is read) cannot read a row whose value
--- nests deeper than max_stack_depth allows (100 kB of '[' at the default
--- 2 MB): PostgreSQL's JSON parser recurses, and fails with SQLSTATE 54001
--- (statement_too_complex, "stack depth limit exceeded"), valid JSON or
--- not (json's parser as jsonb's). That is a row's value, which the
--- application writes from its users' input, but the reads apart (versions
--- 39, 64 and 66) took only class 22 errors for a row's: one such row made
--- every absorb of its object fail with 54001 (attach_read_apart read it
--- alone, then raised), and of the users too, so that every write to the
--- object, a revocation included, waited until someone corrected the row
+-- Reading a row's value can fail in class 54 rather than 22. A view that
+-- reads a text column as JSON (`(props)::jsonb ->> 'vip'`, as a
+-- HubSpot-style properties column is read) cannot read a value nested
+-- deeper than max_stack_depth lets the parser recurse (100 kB of '[' at
+-- the default 2 MB): 54001, "stack depth limit exceeded", valid JSON or
+-- not. One that reads a text as an array literal (`('{' || tags ||
+-- '}')::text[]`, as docs/attach.md's example) cannot read '{{{{{{a}}}}}}':
+-- 54000, "number of array dimensions (7) exceeds the maximum allowed (6)".
+-- Those are rows' values, which the application writes from its users'
+-- input, but the reads apart (versions 39, 64 and 66) took only class 22
+-- for a row's: attach_read_apart halved a records read failing in class
+-- 54 (as rows that do not fit one array) and raised it at one id, and the
+-- users' read raised it at once, so one such row made every absorb of its
+-- object, or of the users, fail, stuck with the SQLSTATE: every write to
+-- it, a revocation included, waited until someone corrected the row
 -- (TestDeepValueFailsClosedAlone: an account given to another owner beside
 -- it, a user deactivated beside it). Found by an attack helper.
 --
 -- attach_read_apart, attach_blames_view and attach_users_sync now take
--- 54001 as they take a class 22 error: the row is read apart and fails
--- closed alone, and a view that fails with it whatever the ids is blamed
--- (the absorb fails with 54001, as before). Other errors of class 54 are
--- as before: a read whose rows do not fit one array is halved.
+-- class 54 as they take class 22: read apart (a read whose rows do not fit
+-- one array is halved, as before), an id that fails alone closed, and a
+-- view that fails whatever the ids blamed (the absorb fails with the
+-- SQLSTATE, as before). A users read whose rows do not fit one array still
+-- fails: their parts make one array again.
 
--- attach_read_apart as in version 66, statement_too_complex a row's value.
+-- attach_read_apart as in version 66, class 54 as class 22 (a row's value).
 CREATE OR REPLACE FUNCTION recalc.attach_read_apart(p_view text, p_sql text, p_keys text[], p_reads integer, p_write recalc.attachment,
     OUT o_rows recalc.attach_row[], OUT o_bad text[], OUT o_good text, OUT o_left integer, OUT o_n bigint, OUT o_code text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -51,12 +57,8 @@ BEGIN
         END IF;
         RETURN;
     EXCEPTION
-        WHEN data_exception OR statement_too_complex THEN -- before program_limit_exceeded, its class
+        WHEN data_exception OR program_limit_exceeded THEN -- class 54: a row's value, or rows that do not fit one array
             o_code := SQLSTATE;
-        WHEN program_limit_exceeded THEN
-            IF p_write IS NULL OR v_half = 0 THEN
-                RAISE;
-            END IF;
     END;
     IF v_half = 0 THEN
         o_bad := p_keys;
@@ -70,8 +72,8 @@ BEGIN
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_read_apart(text, text, text[], integer, recalc.attachment) FROM PUBLIC;
 
--- attach_blames_view as in version 39, a probe failing with
--- statement_too_complex no row read.
+-- attach_blames_view as in version 39, a probe failing in class 54 no
+-- row read.
 CREATE OR REPLACE FUNCTION recalc.attach_blames_view(a recalc.attachment, p_view text, p_sql text, p_keys text[], p_good text) RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -85,7 +87,7 @@ BEGIN
             IF cardinality(recalc.attach_read_one(p_view, p_sql, v_probe)) > 0 THEN
                 RETURN false;
             END IF;
-        EXCEPTION WHEN data_exception OR statement_too_complex THEN
+        EXCEPTION WHEN data_exception OR program_limit_exceeded THEN
             NULL;
         END;
     END LOOP;
@@ -93,8 +95,8 @@ BEGIN
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_blames_view(recalc.attachment, text, text, text[], text) FROM PUBLIC;
 
--- attach_users_sync as in version 66, a whole read failing with
--- statement_too_complex read apart.
+-- attach_users_sync as in version 66, a whole read failing in class 54
+-- read apart.
 CREATE OR REPLACE FUNCTION recalc.attach_users_sync(a recalc.attachment) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -125,7 +127,7 @@ BEGIN
         v_view);
     BEGIN
         v_rows := recalc.attach_sandboxed(v_view, v_sql, NULL);
-    EXCEPTION WHEN data_exception OR statement_too_complex THEN
+    EXCEPTION WHEN data_exception OR program_limit_exceeded THEN
         v_sql := v_sql || format(' AND s.%I IN (SELECT k::%s FROM unnest($1::text[]) k)', a.id_col, a.id_type);
         SELECT coalesce(array_agg(x.id), '{}') INTO v_keys
         FROM unnest(recalc.attach_sandboxed(v_view, format(
