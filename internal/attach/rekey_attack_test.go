@@ -49,6 +49,15 @@ func TestRekeyAttackOneStatementTakesAVacatedID(t *testing.T) {
 			`MERGE INTO support."case" c USING (SELECT 1) v(x) ON true WHEN MATCHED THEN UPDATE SET id = c.id + 1`}, "case:2", "none"},
 		{"upsert", []string{`UPDATE support."case" SET owner_id = 'bob' WHERE id = 1`,
 			`INSERT INTO support."case" VALUES (2, 2, 'bob', 1, 'Closed'), (1, 1, 'bob', 4, 'New') ON CONFLICT (id) DO UPDATE SET id = excluded.id + 1`}, "case:2", "none"},
+		// The chain made by a foreign key's ON UPDATE CASCADE: the cascaded
+		// updates fire the statement's capture once, over both rows (old
+		// ids 2 and 1, new 3 and 2), so only the fifth trigger tells that
+		// id 2 changed hands.
+		{"on update cascade", []string{`UPDATE support."case" SET owner_id = 'bob' WHERE id = 1`,
+			`CREATE TABLE crm.case_no (n bigint PRIMARY KEY)`, `INSERT INTO crm.case_no VALUES (1), (2)`,
+			`ALTER TABLE support."case" ADD FOREIGN KEY (id) REFERENCES crm.case_no ON UPDATE CASCADE`,
+			`UPDATE crm.case_no SET n = n WHERE n = 1`, `SET LOCAL enable_indexscan = off`, `SET LOCAL enable_bitmapscan = off`,
+			`UPDATE crm.case_no SET n = n + 1`}, "case:2", "none"},
 		// An update that keeps the ids keeps the shares.
 		{"update keeping the ids", []string{`UPDATE support."case" SET priority = priority + 1`}, "case:2", "edit"},
 	} {
