@@ -198,3 +198,39 @@ func TestInitWarnsThoughAPinIsLeft(t *testing.T) {
 		t.Errorf("after init with the table free, the fifth trigger: %s", def)
 	}
 }
+
+// TestRekeyCaptureUpgradeWithoutTriggerRight: the application, which owns
+// its table, may revoke the engine's TRIGGER right on it. The upgrade's
+// renewal of the fifth trigger (which drops the old capture function with
+// its triggers, then creates them anew) then fails on that table alone:
+// the schema is migrated, the error names the object, and the old capture
+// is left whole (its five triggers; the application's writes go through);
+// once the right is back, the upgrade renews it. Held: an attack helper
+// tried to make the renewal leave the table with no capture at all.
+func TestRekeyCaptureUpgradeWithoutTriggerRight(t *testing.T) {
+	t.Parallel()
+	b := setupSharedCase(t)
+	ctx := context.Background()
+	pin := oldCasePin(t, b)
+	b.exec(t, b.app, `REVOKE TRIGGER ON support."case" FROM `+ident(b.engineRole))
+	if _, err := schema.Migrate(ctx, b.engine); err == nil || !strings.Contains(err.Error(), "capture of object case kept its old trigger") {
+		t.Fatalf("upgrade without the TRIGGER right: %v, want the schema migrated and the trigger left", err)
+	}
+	var triggers int
+	if err := b.admin.QueryRow(ctx, `SELECT count(*) FROM pg_trigger t JOIN recalc.attach_capture c ON c.relid = t.tgrelid
+		AND t.tgfoid = to_regprocedure('recalc.' || quote_ident(c.func) || '()') WHERE c.object = 'case'`).Scan(&triggers); err != nil {
+		t.Fatal(err)
+	}
+	if def := pin(); triggers != 5 || !strings.Contains(def, "AFTER DELETE") {
+		t.Fatalf("after the upgrade that could not renew: %d capture triggers, the fifth %s; want the old five", triggers, def)
+	}
+	appTx(t, b, `UPDATE support."case" SET priority = priority + 1 WHERE id = 2`)
+	b.exec(t, b.app, `GRANT TRIGGER ON support."case" TO `+ident(b.engineRole))
+	if _, err := schema.Migrate(ctx, b.engine); err != nil {
+		t.Fatalf("upgrade with the right back: %v", err)
+	}
+	if def := pin(); !strings.Contains(def, "AFTER UPDATE") {
+		t.Errorf("after the upgrade with the right back, the fifth trigger: %s", def)
+	}
+	b.checkMirrorAfterRun(t, "after the renewal")
+}
