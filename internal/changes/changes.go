@@ -437,17 +437,20 @@ func Absorb(ctx context.Context, tx pgx.Tx, maxKeys int) (done []Absorbed, ok bo
 	return done, true, nil
 }
 
-// AbsorbOwnerChanges absorbs in tx the writes logged for the attached
-// objects (the users table's aside) with an owner change among them, as
-// Absorb does. An import calls it last, before it commits: the wipe of an
-// owner change that committed since the import's first absorb then comes
-// before the manual shares the import wrote, which it spares (migration
-// 058), as in the commit order. Only an owner change committed after this
-// absorb wipes them, at the next absorb: it committed after the import.
-func AbsorbOwnerChanges(ctx context.Context, tx pgx.Tx) ([]Absorbed, error) {
+// AbsorbMarked absorbs in tx the writes logged for the attached objects
+// (the users table's aside) with an owner change or a row gone (deleted,
+// its id changed away, the table truncated) among them, as Absorb does. An
+// import calls it last, before it commits: the effect of such a write that
+// committed since the import's first absorb (an owner change's wipe of
+// manual shares, a gone row's drop of shares and team entries) then comes
+// before the shares and team entries the import wrote, which it spares
+// (migrations 058 and 069), as in the commit order. Only such a write
+// committed after this absorb drops them, at the next absorb: it committed
+// after the import.
+func AbsorbMarked(ctx context.Context, tx pgx.Tx) ([]Absorbed, error) {
 	rows, err := tx.Query(ctx, `SELECT c.object, sum(cardinality(c.keys))::bigint, bool_or(c.kind = 'attached_all') FROM recalc.change c
 		WHERE c.kind IN ('attached', 'attached_all') AND c.object <> $1
-		  AND c.object IN (SELECT r.object FROM recalc.change r WHERE r.kind = 'attached' AND r.effect = 'reowned')
+		  AND c.object IN (SELECT r.object FROM recalc.change r WHERE r.kind IN ('attached', 'attached_all') AND r.effect IN ('reowned', 'gone'))
 		GROUP BY c.object ORDER BY 1`, model.UsersAttachment)
 	if err != nil {
 		return nil, wrapAbsorb(err)
@@ -513,7 +516,7 @@ func absorbEach(ctx context.Context, tx pgx.Tx, objects []pendingObject) ([]Abso
 //
 // While it re-reads the rows, the setting recalc.absorbing is on: recalc.record's
 // trigger then spares the manual shares tx itself wrote when a record's owner
-// changes (migration 058, AbsorbOwnerChanges).
+// changes (migration 058, AbsorbMarked).
 func absorbOne(ctx context.Context, tx pgx.Tx, object string, timeout time.Duration) (a Absorbed, found bool, err error) {
 	if _, err := tx.Exec(ctx, `SELECT set_config('statement_timeout', $1, true), set_config('recalc.absorbing', 'on', true)`,
 		fmt.Sprintf("%dms", timeout.Milliseconds())); err != nil {

@@ -145,17 +145,18 @@ func ImportWith(ctx context.Context, pool *pgxpool.Pool, r io.Reader, lim model.
 	return res, nil
 }
 
-// absorbLast absorbs, just before an import with shares commits, the
-// writes to attached tables with an owner change logged since its first
-// absorb: their wipe of manual shares comes before the import's shares,
-// which it spares, as in the commit order (changes.AbsorbOwnerChanges,
-// migration 058). Shares on the records of an object whose writes it could
-// not absorb are refused, as at the first absorb.
+// absorbLast absorbs, just before an import with shares or team entries
+// commits, the writes to attached tables with an owner change or a row gone
+// logged since its first absorb: their wipe of manual shares, and their
+// drop of shares and team entries, come before the import's own, which it
+// spares, as in the commit order (changes.AbsorbMarked, migrations 058 and
+// 069). Shares and team entries on the records of an object whose writes it
+// could not absorb are refused, as at the first absorb.
 func absorbLast(ctx context.Context, tx pgx.Tx, res *Result) error {
-	if res.Shares == 0 {
+	if res.Shares == 0 && res.Teams == 0 {
 		return nil
 	}
-	absorbed, err := changes.AbsorbOwnerChanges(ctx, tx)
+	absorbed, err := changes.AbsorbMarked(ctx, tx)
 	if err != nil {
 		return err
 	}
@@ -254,8 +255,8 @@ func ImportTxWith(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits,
 	// does: their effects then come in commit order with the import's own
 	// (an owner change wipes the manual shares it finds, not those this
 	// import adds), and the import is checked against them. ImportWith
-	// absorbs the owner changes committed since once more, last
-	// (absorbLast).
+	// absorbs the owner changes and rows gone committed since once more,
+	// last (absorbLast).
 	absorbed, _, err := changes.Absorb(ctx, tx, 0)
 	if err != nil {
 		return nil, err
