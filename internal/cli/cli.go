@@ -263,18 +263,24 @@ func oneLine(err error) string { return strings.Join(strings.Fields(err.Error())
 // usageError reports a mistyped flag or argument on one line, without the
 // help, and exits 2.
 func usageError(c *cli.Context, err error, _ bool) error {
-	var path []string // the command's names, outermost first: rls enable
-	for _, ctx := range c.Lineage() {
-		if ctx.Command != nil && ctx.Command.Name != "" && ctx.Command.Name != c.App.Name {
-			path = append([]string{ctx.Command.Name}, path...)
-		}
-	}
+	path := commandPath(c)
 	err, global := unknownFlag(c, err, path)
 	help := "`recalc --help`"
 	if len(path) > 0 && !global {
 		help = fmt.Sprintf("`recalc %s --help`", strings.Join(path, " "))
 	}
 	return cli.Exit(fmt.Sprintf("recalc: %v (see %s)", err, help), ExitUsage)
+}
+
+// commandPath is the names of c's command, outermost first: rls enable.
+func commandPath(c *cli.Context) []string {
+	var path []string
+	for _, ctx := range c.Lineage() {
+		if ctx.Command != nil && ctx.Command.Name != "" && ctx.Command.Name != c.App.Name {
+			path = append([]string{ctx.Command.Name}, path...)
+		}
+	}
+	return path
 }
 
 // setUsageError makes cmd and its subcommands report usage errors with
@@ -461,6 +467,9 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 		}
 		defer pool.Close()
 		if err := pool.Ping(c.Context); err != nil {
+			if c.Context.Err() != nil { // SIGINT while connecting: the server was not at fault
+				return cli.Exit(interrupted(strings.Join(commandPath(c), " ")), ExitInterrupted)
+			}
 			return cli.Exit(fmt.Sprintf("recalc: cannot reach %s (set DATABASE_URL or the PG* variables): %s", db, oneLine(err)), ExitNoDatabase)
 		}
 		err = fn(c.Context, &Env{Pool: pool, Out: out, Log: log})
@@ -468,7 +477,7 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 		case err == nil:
 			return nil
 		case c.Context.Err() != nil:
-			return cli.Exit("recalc: interrupted: an unfinished job stays resumable, and the next `recalc run` resumes it", ExitInterrupted)
+			return cli.Exit(interrupted(strings.Join(commandPath(c), " ")), ExitInterrupted)
 		case errors.Is(err, errJobFailed) || errors.Is(err, errDrift):
 			return cli.Exit("", ExitFailed)
 		case errors.Is(err, errNoDatabase):
@@ -482,6 +491,20 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 		}
 		return cli.Exit(msg, ExitFailed)
 	}
+}
+
+// interrupted is the error of command cmd stopped by SIGINT or SIGTERM:
+// what became of its work, and what to do next.
+func interrupted(cmd string) string {
+	switch cmd {
+	case "run", "resume":
+		return "recalc: interrupted: an unfinished job stays resumable, and the next `recalc run` resumes it"
+	case "import", "attach", "detach": // each one transaction
+		return fmt.Sprintf("recalc: interrupted: nothing was stored (%s is one transaction): run recalc %s again", cmd, cmd)
+	case "wait":
+		return "recalc: interrupted: the job goes on; `recalc wait` waits for it again"
+	}
+	return fmt.Sprintf("recalc: interrupted: recalc %s stopped before it finished: run it again", cmd)
 }
 
 // describeDB names the database a command works on, for its messages: the
@@ -507,9 +530,13 @@ func describeDB(cfg *pgconn.Config, url string, getenv func(string) string) stri
 }
 
 func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
-	lvl, err := zerolog.ParseLevel(level)
-	if err != nil {
-		return zerolog.Logger{}, fmt.Errorf("bad --log-level %.100q", level)
+	// Only the levels --help names: zerolog also takes "" and "disabled",
+	// which silence every line, warnings and errors included, and "panic"
+	// and "fatal", which silence all but lines recalc never writes.
+	lvl, ok := map[string]zerolog.Level{"debug": zerolog.DebugLevel, "info": zerolog.InfoLevel,
+		"warn": zerolog.WarnLevel, "error": zerolog.ErrorLevel}[strings.ToLower(level)]
+	if !ok {
+		return zerolog.Logger{}, fmt.Errorf("bad --log-level %.100q: use debug, info, warn or error", level)
 	}
 	switch format {
 	case "auto":

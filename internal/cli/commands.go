@@ -263,6 +263,9 @@ func planCommand(out, errOut io.Writer) *cli.Command {
 			}
 			// In place, as `recalc run` plans by default.
 			opt := engine.Options{ChunkSize: c.Int("chunk-size"), Full: c.Bool("full"), InPlace: true, Live: liveOut(errOut)}
+			if opt.ChunkSize < 1 { // as recalc run refuses it: no chunk holds no record
+				return usageError(c, fmt.Errorf("--chunk-size must be at least 1, not %d", opt.ChunkSize), false)
+			}
 			lim, err := limitsFrom(c)
 			if err != nil {
 				return err

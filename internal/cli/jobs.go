@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"strings"
@@ -39,7 +40,7 @@ func runFlags() []cli.Flag {
 			"empty, and its index builds stall the application's commits"},
 		&cli.IntFlag{Name: "workers", Value: 2, Usage: "chunks this process works at once"},
 		&cli.IntFlag{Name: "chunk-size", Value: 5000, Usage: "records per chunk of a new job (whole record families stay together)"},
-		&cli.DurationFlag{Name: "lock-timeout", Value: 5 * time.Second, Usage: "how long a chunk, or planning, waits for a row lock"},
+		&cli.DurationFlag{Name: "lock-timeout", Value: 5 * time.Second, Usage: "how long a chunk, or planning, waits for a row lock (at most 596h)"},
 		&cli.IntFlag{Name: "retries", Value: 5, Usage: "retries of a chunk that hit a lock timeout, deadlock or serialization failure, with backoff"},
 		&cli.Float64Flag{Name: "nice", Usage: "after each chunk, a worker rests this many times as long as the chunk took, leaving the CPUs and the disk " +
 			"to the application (1: a job takes about twice as long; 0 to 100)"},
@@ -53,6 +54,10 @@ func runFlags() []cli.Flag {
 	}
 }
 
+// maxLockTimeout is the longest lock_timeout PostgreSQL takes: its
+// integer range of milliseconds.
+const maxLockTimeout = math.MaxInt32 * time.Millisecond
+
 // runOptions reads runFlags (and --full, where the command has it).
 func runOptions(c *cli.Context, errOut io.Writer) (engine.Options, error) {
 	opt := engine.Options{Workers: c.Int("workers"), ChunkSize: c.Int("chunk-size"), Full: c.Bool("full"), InPlace: c.Bool("in-place"),
@@ -62,6 +67,11 @@ func runOptions(c *cli.Context, errOut io.Writer) (engine.Options, error) {
 	}
 	if opt.Workers < 1 || opt.ChunkSize < 1 || opt.Retries < 0 || opt.LockTimeout <= 0 || !(opt.Nice >= 0 && opt.Nice <= 100) {
 		return opt, cli.Exit("recalc: --workers and --chunk-size must be at least 1, --retries at least 0, --lock-timeout positive, --nice between 0 and 100", 2)
+	}
+	// PostgreSQL refuses a lock_timeout past its integer range of
+	// milliseconds: every chunk, and every step of a watch, would fail.
+	if opt.LockTimeout > maxLockTimeout {
+		return opt, usageError(c, fmt.Errorf("--lock-timeout must be at most %s (PostgreSQL's longest lock_timeout), not %s", maxLockTimeout, opt.LockTimeout), false)
 	}
 	opt.Notify = &notify.Notifier{URL: c.String("notify-url"), Secret: c.String("notify-secret"), Email: c.StringSlice("notify-email"),
 		SMTPAddr: c.String("smtp-addr"), From: c.String("smtp-from"), Timeout: c.Duration("notify-timeout"), Retries: c.Int("notify-retries")}

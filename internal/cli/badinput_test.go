@@ -1,0 +1,184 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/recalc-dev/recalc/internal/cli"
+	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/internal/testkit"
+)
+
+// recalcErr runs the command line on url with ctx and returns its exit
+// status (0 when it succeeded) and its error message.
+func recalcErr(ctx context.Context, url string, args ...string) (int, string) {
+	var out, errOut bytes.Buffer
+	app := cli.App(&out, &errOut)
+	app.ExitErrHandler = func(*ucli.Context, error) {}
+	err := app.RunContext(ctx, append([]string{"recalc", "--database-url", url, "--log-format", "json"}, args...))
+	var coder ucli.ExitCoder
+	switch {
+	case err == nil:
+		return 0, ""
+	case errors.As(err, &coder):
+		return coder.ExitCode(), err.Error()
+	}
+	return -1, err.Error()
+}
+
+// TestBadValuesRefusedAtStart: flag values that the command took and then
+// failed on, or that made it do something else than asked, are refused
+// with a usage error (exit 2) before anything runs:
+//   - a --lock-timeout past PostgreSQL's range made every chunk fail on a
+//     raw database error (two lines), and a watch retry every step for ever;
+//   - plan --chunk-size 0 or less, which recalc run refuses, printed a plan
+//     of made-up chunks;
+//   - --log-level "" (an empty RECALC_LOG_LEVEL), "disabled", "panic" or
+//     "fatal" silenced every warning and error the command logs.
+//
+// Each case runs at most a few seconds: a watch that starts runs until
+// then and exits 0.
+func TestBadValuesRefusedAtStart(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Migrated(t)
+	url := pool.Config().ConnString()
+	if _, err := testkit.ImportString(ctx, pool, feedModel); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "model.json")
+	if err := os.WriteFile(file, []byte(feedModel), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string // in the error, when code is not 0
+	}{
+		{[]string{"run", "--lock-timeout", "1000000h"}, 2, "--lock-timeout must be at most 596h31m23.647s"},
+		{[]string{"resume", "--lock-timeout", "597h"}, 2, "--lock-timeout must be at most"},
+		{[]string{"watch", "--lock-timeout", "1000000h"}, 2, "(see `recalc watch --help`)"},
+		{[]string{"run", "--lock-timeout", "596h"}, 0, ""},
+		{[]string{"plan", "--chunk-size", "0"}, 2, "--chunk-size must be at least 1, not 0 (see `recalc plan --help`)"},
+		{[]string{"plan", "--chunk-size", "-1", file}, 2, "--chunk-size must be at least 1, not -1"},
+		{[]string{"plan", "--chunk-size", "1", file}, 0, ""},
+		{[]string{"--log-level", "", "status"}, 2, `bad --log-level "": use debug, info, warn or error`},
+		{[]string{"--log-level", "disabled", "status"}, 2, "use debug, info, warn or error"},
+		{[]string{"--log-level", "panic", "status"}, 2, "use debug, info, warn or error"},
+		{[]string{"--log-level", "fatal", "status"}, 2, "use debug, info, warn or error"},
+		{[]string{"--log-level", "nope", "status"}, 2, "use debug, info, warn or error"},
+		{[]string{"--log-level", "WARN", "status"}, 0, ""},
+		{[]string{"--log-level", "error", "status"}, 0, ""},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			code, msg := recalcErr(cctx, url, tc.args...)
+			if code != tc.code || !strings.Contains(msg, tc.want) || strings.Contains(msg, "\n") {
+				t.Errorf("recalc %q: exit %d, error %q; want exit %d and one line with %q", tc.args, code, msg, tc.code, tc.want)
+			}
+		})
+	}
+}
+
+// TestInterruptedSaysWhatBecameOfTheWork: a command stopped by SIGINT or
+// SIGTERM exits 130 with a line that says what became of its work. An
+// import, attach or detach stored nothing (one transaction) and is to be
+// run again; they said that "an unfinished job stays resumable, and the next
+// `recalc run` resumes it", though they run no job. A signal while the
+// command connects exited 3, "cannot reach database", blaming the server.
+func TestInterruptedSaysWhatBecameOfTheWork(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Migrated(t)
+	url := pool.Config().ConnString()
+	if _, err := testkit.ImportString(ctx, pool, feedModel); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `CREATE TABLE public.app_account (id text PRIMARY KEY, owner_id text NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	model := filepath.Join(dir, "model.json")
+	spec := filepath.Join(dir, "spec.json")
+	for f, body := range map[string]string{model: `{"users": [{"id": "u1"}, {"id": "u2"}, {"id": "u3"}]}`,
+		spec: `{"objects": [{"object": "account", "table": "public.app_account", "id": "id", "owner": "owner_id"}]}`} {
+		if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const stored = `SELECT (SELECT count(*) FROM recalc.attachment) + (SELECT count(*) FROM recalc.principal)`
+	var before int64
+	if err := pool.QueryRow(ctx, stored).Scan(&before); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args  []string
+		block bool // hold the model lock, and interrupt the command once it waits for it
+		want  string
+	}{
+		{[]string{"import", model}, true, "recalc: interrupted: nothing was stored (import is one transaction): run recalc import again"},
+		{[]string{"attach", spec}, true, "recalc: interrupted: nothing was stored (attach is one transaction): run recalc attach again"},
+		{[]string{"status"}, false, "recalc: interrupted: recalc status stopped before it finished: run it again"},
+		{[]string{"rls", "disable", "--table", "app_account"}, false, "recalc: interrupted: recalc rls disable stopped before it finished: run it again"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			cctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			if tc.block {
+				release := holdModelLock(t, pool)
+				defer release()
+				go func() { waitForLockWaiter(cctx, pool); cancel() }()
+			} else {
+				cancel() // as a signal before the command connects
+			}
+			code, msg := recalcErr(cctx, url, tc.args...)
+			if code != 130 || msg != tc.want {
+				t.Errorf("recalc %q interrupted: exit %d, error %q; want exit 130 and %q", tc.args, code, msg, tc.want)
+			}
+		})
+	}
+	var after int64
+	if err := pool.QueryRow(ctx, stored).Scan(&after); err != nil {
+		t.Fatal(err)
+	}
+	if after != before {
+		t.Errorf("attachments and principals: %d after the interrupted commands, %d before", after, before)
+	}
+}
+
+// holdModelLock takes recalc's model lock in a transaction of its own, as
+// an import does, until release.
+func holdModelLock(t *testing.T, pool *pgxpool.Pool) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT FROM recalc.engine_lock WHERE scope = 2 FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	return func() { _ = tx.Rollback(ctx) }
+}
+
+// waitForLockWaiter returns once another session of pool's database waits
+// for a lock, or ctx ends.
+func waitForLockWaiter(ctx context.Context, pool *pgxpool.Pool) {
+	for ctx.Err() == nil {
+		var n int
+		_ = pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'`).Scan(&n)
+		if n > 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
