@@ -182,3 +182,21 @@ func waitForLockWaiter(ctx context.Context, pool *pgxpool.Pool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestModelFileIsADirectory: a directory given as the model file opens,
+// and its read error read as "malformed JSON ...: fix the file there and
+// import it again", which sent the operator looking for a syntax error.
+// It must say that the path is a directory.
+func TestModelFileIsADirectory(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Migrated(t)
+	url := pool.Config().ConnString()
+	dir := t.TempDir()
+	for _, args := range [][]string{{"import", dir}, {"import", "--merge", dir}, {"plan", dir}} {
+		code, msg := recalcErr(ctx, url, args...)
+		want := "recalc: open model file: " + dir + " is a directory: give the model file (or - for standard input)"
+		if code != 1 || msg != want {
+			t.Errorf("recalc %q: exit %d, error %q; want exit 1 and %q", args, code, msg, want)
+		}
+	}
+}

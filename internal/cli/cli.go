@@ -669,14 +669,20 @@ func openModel(ctx context.Context, env *Env, path string) (io.Reader, func(), e
 	if err := schema.Check(ctx, env.Pool); err != nil {
 		return nil, nil, err
 	}
-	if path == "-" {
-		return os.Stdin, func() {}, nil
+	f, done := os.Stdin, func() {}
+	if path != "-" {
+		var err error
+		if f, err = os.Open(path); err != nil {
+			return nil, nil, fmt.Errorf("open model file: %w", err)
+		}
+		done = func() { f.Close() }
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open model file: %w", err)
+	// A directory opens, and its read error read as malformed JSON.
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		done()
+		return nil, nil, fmt.Errorf("open model file: %s is a directory: give the model file (or - for standard input)", shown(f.Name()))
 	}
-	return f, func() { f.Close() }, nil
+	return f, done, nil
 }
 
 // blastRadius dry-runs the imported change in a savepoint and refuses it
