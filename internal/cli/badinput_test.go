@@ -43,7 +43,10 @@ func recalcErr(ctx context.Context, url string, args ...string) (int, string) {
 //   - plan --chunk-size 0 or less, which recalc run refuses, printed a plan
 //     of made-up chunks;
 //   - --log-level "" (an empty RECALC_LOG_LEVEL), "disabled", "panic" or
-//     "fatal" silenced every warning and error the command logs.
+//     "fatal" silenced every warning and error the command logs;
+//   - changes --retention beside --follow (or --since, --limit, --poll)
+//     set the retention and exited 0 at once, the others ignored;
+//   - grant reader "" exited 1 (a failure), not 2 (usage).
 //
 // Each case runs at most a few seconds: a watch that starts runs until
 // then and exits 0.
@@ -77,6 +80,10 @@ func TestBadValuesRefusedAtStart(t *testing.T) {
 		{[]string{"--log-level", "nope", "status"}, 2, "use debug, info, warn or error"},
 		{[]string{"--log-level", "WARN", "status"}, 0, ""},
 		{[]string{"--log-level", "error", "status"}, 0, ""},
+		{[]string{"changes", "--retention", "7d", "--follow"}, 2, "--retention sets how long entries are kept, then exits: give it without --follow"},
+		{[]string{"changes", "--since", "5", "--retention", "7d"}, 2, "give it without --since, in a command of its own (see `recalc changes --help`)"},
+		{[]string{"changes", "--retention", "7d"}, 0, ""},
+		{[]string{"grant", "reader", ""}, 2, "give the kind of access and the role: recalc grant reader|writer ROLE"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)

@@ -366,7 +366,7 @@ func grantCommand(out, errOut io.Writer) *cli.Command {
 			if flag := flagAfterArgument(c.Command, c.Args().Slice()); flag != "" {
 				return usageError(c, fmt.Errorf("give the flags before the kind of access and the role (got %.100q after them)", flag), false)
 			}
-			if c.NArg() != 2 {
+			if c.NArg() != 2 || c.Args().Get(1) == "" {
 				return cli.Exit("recalc: give the kind of access and the role: recalc grant reader|writer ROLE", ExitUsage)
 			}
 			kind, role := c.Args().Get(0), c.Args().Get(1)

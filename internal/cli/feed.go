@@ -35,10 +35,17 @@ func changesCommand(out, errOut io.Writer) *cli.Command {
 			&cli.BoolFlag{Name: "follow", Usage: "keep printing new entries as they are published, until SIGINT or SIGTERM (then exit 0); a lost connection reconnects with backoff and goes on from the last entry printed"},
 			&cli.DurationFlag{Name: "poll", Value: 500 * time.Millisecond, Action: atLeast("poll", minPoll),
 				Usage: fmt.Sprintf("with --follow, how often to look for new entries (%v or more)", minPoll)},
-			&cli.StringFlag{Name: "retention", Usage: "set how long published entries are kept (e.g. 7d, 36h; 1m to 3650d), then exit"},
+			&cli.StringFlag{Name: "retention", Usage: "set how long published entries are kept (e.g. 7d, 36h; 1m to 3650d), then exit (alone: not with --follow, --since, --limit or --poll)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.IsSet("retention") {
+				// It sets the retention and exits: a --follow beside it
+				// would exit at once, and a service restart it for ever.
+				for _, f := range []string{"follow", "since", "limit", "poll"} {
+					if c.IsSet(f) {
+						return usageError(c, fmt.Errorf("--retention sets how long entries are kept, then exits: give it without --%s, in a command of its own", f), false)
+					}
+				}
 				d, err := parseRetention(c.String("retention"))
 				if err != nil {
 					return cli.Exit("recalc changes: "+err.Error(), ExitUsage)
