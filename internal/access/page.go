@@ -123,7 +123,7 @@ func checkUser(ctx context.Context, q pg.Querier, user string) error {
 	case err != nil:
 		return fmt.Errorf("look up user: %w", err)
 	case !ok:
-		return fmt.Errorf("user %q does not exist", user)
+		return fmt.Errorf("user %.100q does not exist", user) // bounded: a user id may be 64 KiB
 	}
 	return nil
 }

@@ -207,3 +207,31 @@ func TestModelFileIsADirectory(t *testing.T) {
 		}
 	}
 }
+
+// TestUnknownUserEchoBounded: a user id may be up to 64 KiB on the command
+// line (the database does not bound users), and one that does not exist
+// was echoed whole: a 5,000-byte user made a 5,031-byte error line. The
+// error must stay a line of a few hundred bytes.
+func TestUnknownUserEchoBounded(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Migrated(t)
+	url := pool.Config().ConnString()
+	if _, err := testkit.ImportString(ctx, pool, feedModel); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := recalcErr(ctx, url, "run"); code != 0 {
+		t.Fatalf("run: exit %d: %s", code, msg)
+	}
+	user := strings.Repeat("u", 5000)
+	for _, args := range [][]string{
+		{"access", "--user", user, "--record", "a1"},
+		{"access", "--user", user, "--object", "account"},
+		{"explain", "--user", user, "--record", "a1"},
+	} {
+		code, msg := recalcErr(ctx, url, args...)
+		if code != 1 || len(msg) > 300 || !strings.Contains(msg, "does not exist") {
+			t.Errorf("recalc %s --user <5000 bytes> ...: exit %d, a %d-byte error %.200q; want exit 1 and at most 300 bytes saying the user does not exist",
+				args[0], code, len(msg), msg)
+		}
+	}
+}

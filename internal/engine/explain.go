@@ -45,7 +45,7 @@ func Explain(ctx context.Context, pool *pgxpool.Pool, user, record string) (*Exp
 			return fmt.Errorf("record %q does not exist", record)
 		}
 		if org.Index().Users[user] == nil {
-			return fmt.Errorf("user %q does not exist", user)
+			return fmt.Errorf("user %.100q does not exist", user) // bounded: a user id may be 64 KiB
 		}
 		in, err := sharetable.LoadFamiliesOf(ctx, tx, org, []string{rec.Root})
 		if err != nil {
