@@ -494,6 +494,9 @@ func idColumnOf(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) (*id
 	if err != nil {
 		return nil, err
 	}
+	if err := attachedAsObject(ctx, tx, tbl, r); err != nil {
+		return nil, err
+	}
 	c := &idColumn{name: r.IDColumn, typ: *idType}
 	if collSchema != nil && collName != nil {
 		c.collSchema, c.collName = *collSchema, *collName
@@ -524,6 +527,24 @@ func isAttached(ctx context.Context, tx pgx.Tx, object string) (bool, error) {
 		return false, fmt.Errorf("look up attachments: %w", err)
 	}
 	return has, nil
+}
+
+// attachedAsObject refuses policies for r.Object on a table attached as
+// another object: its rows' ids are that object's records, none of
+// r.Object's, so the policies would hide every row. recalc.attachment may
+// not exist in this schema version.
+func attachedAsObject(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) error {
+	var other *string
+	if err := tx.QueryRow(ctx, `SELECT CASE WHEN to_regclass('recalc.attachment') IS NOT NULL THEN
+		(SELECT a.object FROM recalc.attachment a WHERE a.relid = to_regclass($1) ORDER BY a.object LIMIT 1) END`,
+		tbl.Sanitize()).Scan(&other); err != nil {
+		return fmt.Errorf("look up attachments: %w", err)
+	}
+	if other != nil && *other != r.Object {
+		return fmt.Errorf("table %q is attached as object %.100q (recalc attach --list), so its rows are that object's records: give --object %.100q",
+			r.Table, *other, *other)
+	}
+	return nil
 }
 
 // dropPolicies returns the statements dropping recalc's policies from tbl.

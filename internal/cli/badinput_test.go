@@ -235,3 +235,46 @@ func TestUnknownUserEchoBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestRLSOnATableAttachedAsAnotherObject: `rls enable --object O` on a
+// table attached as another object installed policies that read the
+// table's rows as records of O, which they are not, and hid every row from
+// the application. It must refuse, name the object the table is attached
+// as, and install nothing.
+func TestRLSOnATableAttachedAsAnotherObject(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Migrated(t)
+	url := pool.Config().ConnString()
+	if _, err := testkit.ImportString(ctx, pool, `{"objects": [{"name": "account", "internal_owd": "private"}, {"name": "lead", "internal_owd": "private"}],
+		"users": [{"id": "u1"}]}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `CREATE TABLE public.app_account (id text PRIMARY KEY, owner_id text NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	spec := filepath.Join(t.TempDir(), "spec.json")
+	if err := os.WriteFile(spec, []byte(`{"objects": [{"object": "account", "table": "public.app_account", "id": "id", "owner": "owner_id"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := recalcErr(ctx, url, "attach", spec); code != 0 {
+		t.Fatalf("attach: exit %d: %s", code, msg)
+	}
+	for _, tc := range []struct {
+		object string
+		code   int
+		want   string
+	}{
+		{"lead", 1, `table "public.app_account" is attached as object "account" (recalc attach --list), so its rows are that object's records: give --object "account"`},
+		{"account", 0, ""},
+	} {
+		code, msg := recalcErr(ctx, url, "rls", "enable", "--table", "public.app_account", "--object", tc.object, "--user-setting", "app.user_id")
+		var policies int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_policy WHERE polrelid = 'public.app_account'::regclass`).Scan(&policies); err != nil {
+			t.Fatal(err)
+		}
+		if code != tc.code || !strings.Contains(msg, tc.want) || (code != 0) != (policies == 0) {
+			t.Errorf("rls enable --object %s on a table attached as account: exit %d, error %q, %d policies; want exit %d, %q, and policies only on success",
+				tc.object, code, msg, policies, tc.code, tc.want)
+		}
+	}
+}
