@@ -46,7 +46,9 @@ func recalcErr(ctx context.Context, url string, args ...string) (int, string) {
 //     "fatal" silenced every warning and error the command logs;
 //   - changes --retention beside --follow (or --since, --limit, --poll)
 //     set the retention and exited 0 at once, the others ignored;
-//   - grant reader "" exited 1 (a failure), not 2 (usage).
+//   - grant reader "" exited 1 (a failure), not 2 (usage);
+//   - import --if-revision "" (a script's unset variable) imported with no
+//     revision check at all.
 //
 // Each case runs at most a few seconds: a watch that starts runs until
 // then and exits 0.
@@ -84,6 +86,8 @@ func TestBadValuesRefusedAtStart(t *testing.T) {
 		{[]string{"changes", "--since", "5", "--retention", "7d"}, 2, "give it without --since, in a command of its own (see `recalc changes --help`)"},
 		{[]string{"changes", "--retention", "7d"}, 0, ""},
 		{[]string{"grant", "reader", ""}, 2, "give the kind of access and the role: recalc grant reader|writer ROLE"},
+		{[]string{"import", "--if-revision", "", file}, 2, "--if-revision is empty: give the revision recalc export wrote, or leave the flag out"},
+		{[]string{"import", "--if-revision", " ", "--merge", file}, 2, "--if-revision is empty"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)

@@ -80,6 +80,10 @@ func importCommand(out, errOut io.Writer) *cli.Command {
 			if c.Duration("wait-job") < 0 {
 				return usageError(c, fmt.Errorf("--wait-job must be 0 (refuse at once) or more"), false)
 			}
+			// An empty one (a script's unset variable) would import unguarded.
+			if c.IsSet("if-revision") && strings.TrimSpace(c.String("if-revision")) == "" {
+				return usageError(c, errors.New("--if-revision is empty: give the revision recalc export wrote, or leave the flag out to import unguarded"), false)
+			}
 			opt := store.Options{Merge: c.Bool("merge"), IfRevision: c.String("if-revision")}
 			return action(out, errOut, func(ctx context.Context, env *Env) error {
 				return ImportWith(ctx, env, c.Args().First(), guard, lim, opt, c.Duration("wait-job"))
