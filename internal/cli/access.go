@@ -50,12 +50,16 @@ func accessCommand(out, errOut io.Writer) *cli.Command {
 			if !slices.Contains([]string{"", "text", "csv", "json"}, format) {
 				return usageError(c, fmt.Errorf("--format must be text, csv or json, not %.100q", format), false)
 			}
+			// A flag given empty is given (a script's unset variable): read
+			// as absent, --id "" listed a page of records instead of one
+			// level, and --format csv --user "" --object "" all access.
+			u, r, o, i := c.IsSet("user"), c.IsSet("record"), c.IsSet("object"), c.IsSet("id")
 			switch {
-			case format == "csv" && user == "" && record == "" && object == "" && id == "":
+			case format == "csv" && !u && !r && !o && !i:
 				return action(out, errOut, AccessCSV)(c)
-			case format == "" && user != "" && (record != "" && object == "" && id == "" || record == "" && object != "" && id != ""):
+			case format == "" && u && (r && !o && !i || !r && o && i):
 				return action(out, errOut, func(ctx context.Context, env *Env) error { return AccessOne(ctx, env, user, object, id, record) })(c)
-			case user != "" && object != "" && record == "" && id == "":
+			case u && o && !r && !i:
 				p := accessPage{user: user, object: object, minLevel: c.String("min-level"), limit: c.Int("limit"), format: format}
 				if c.IsSet("after") { // "" is an id
 					after := c.String("after")
@@ -117,9 +121,9 @@ func AccessOne(ctx context.Context, env *Env, user, object, id, record string) e
 }
 
 // recordKey is record, or the key of the record the application calls id
-// in object when id is given.
+// in object when they are given (an empty id is an id).
 func recordKey(ctx context.Context, env *Env, object, id, record string) (string, error) {
-	if id == "" {
+	if object == "" && id == "" {
 		return record, nil
 	}
 	return access.RecordKey(ctx, env.Pool, object, id)

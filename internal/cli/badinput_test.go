@@ -282,3 +282,36 @@ func TestRLSOnATableAttachedAsAnotherObject(t *testing.T) {
 		}
 	}
 }
+
+// TestEmptyFlagIsGiven: `recalc access` read a flag given empty (a
+// script's unset variable, --id "$ID") as absent: --user U --object O
+// --id "" printed a page of records instead of one level, and --format csv
+// --user "" --object "" the whole org's access. An empty value is a value:
+// it names no user or record, and the command fails saying so.
+func TestEmptyFlagIsGiven(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Migrated(t)
+	url := pool.Config().ConnString()
+	if _, err := testkit.ImportString(ctx, pool, feedModel); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := recalcErr(ctx, url, "run"); code != 0 {
+		t.Fatalf("run: exit %d: %s", code, msg)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"access", "--user", "u1", "--object", "account", "--id", ""}, 1, `record "" of object account does not exist`},
+		{[]string{"access", "--format", "csv", "--user", "", "--object", ""}, 1, `user "" does not exist`},
+		{[]string{"access", "--user", "", "--record", "a1"}, 1, `user "" does not exist`},
+		{[]string{"access", "--user", "u1", "--object", "account", "--id", "a1"}, 0, ""},
+		{[]string{"access", "--user", "u1", "--record", "a1"}, 0, ""},
+	} {
+		code, msg := recalcErr(ctx, url, tc.args...)
+		if code != tc.code || !strings.Contains(msg, tc.want) {
+			t.Errorf("recalc %q: exit %d, error %q; want exit %d and %q", tc.args, code, msg, tc.code, tc.want)
+		}
+	}
+}
