@@ -51,6 +51,9 @@ func attachCommand(out, errOut io.Writer) *cli.Command {
 			}
 		}),
 		Before: func(c *cli.Context) error {
+			if flag := flagAfterArgument(c.Command, c.Args().Slice()); flag != "" { // urfave/cli reads no flag after the first argument
+				return usageError(c, fmt.Errorf("give the spec FILE, and the flags before it (got %.100q after it)", flag), false)
+			}
 			if c.Bool("list") != (c.NArg() == 0) || c.NArg() > 1 {
 				return cli.Exit("recalc attach: give one spec FILE (or - for standard input), or --list", ExitUsage)
 			}

@@ -48,7 +48,9 @@ func recalcErr(ctx context.Context, url string, args ...string) (int, string) {
 //     set the retention and exited 0 at once, the others ignored;
 //   - grant reader "" exited 1 (a failure), not 2 (usage);
 //   - import --if-revision "" (a script's unset variable) imported with no
-//     revision check at all.
+//     revision check at all;
+//   - attach FILE --format json said to give one FILE or --list, not that
+//     the flag must come before the FILE, as import and plan say.
 //
 // Each case runs at most a few seconds: a watch that starts runs until
 // then and exits 0.
@@ -88,6 +90,7 @@ func TestBadValuesRefusedAtStart(t *testing.T) {
 		{[]string{"grant", "reader", ""}, 2, "give the kind of access and the role: recalc grant reader|writer ROLE"},
 		{[]string{"import", "--if-revision", "", file}, 2, "--if-revision is empty: give the revision recalc export wrote, or leave the flag out"},
 		{[]string{"import", "--if-revision", " ", "--merge", file}, 2, "--if-revision is empty"},
+		{[]string{"attach", file, "--format", "json"}, 2, `give the spec FILE, and the flags before it (got "--format" after it) (see ` + "`recalc attach --help`)"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
