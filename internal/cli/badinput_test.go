@@ -3,17 +3,22 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/recalc-dev/recalc/internal/cli"
+	"github.com/recalc-dev/recalc/internal/dburl"
 	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/internal/testkit"
 )
@@ -316,5 +321,79 @@ func TestEmptyFlagIsGiven(t *testing.T) {
 		if code != tc.code || !strings.Contains(msg, tc.want) {
 			t.Errorf("recalc %q: exit %d, error %q; want exit %d and %q", tc.args, code, msg, tc.code, tc.want)
 		}
+	}
+}
+
+// TestWorkersPastTheConnectionLimit: --workers past the connections the
+// server allows (max_connections, or the role's CONNECTION LIMIT) failed
+// the job at once: "chunk -1: failed to connect ... too many clients". The
+// workers the server refuses must leave the chunks to the others, and the
+// job finish. Run three times: which worker the server refuses varies.
+func TestWorkersPastTheConnectionLimit(t *testing.T) {
+	ctx := context.Background()
+	url := testdb.New(t)
+	var b [4]byte
+	_, _ = crand.Read(b[:])
+	role := "recalc_connlimit_" + hex.EncodeToString(b[:])
+	q := pgx.Identifier{role}.Sanitize()
+	admin, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	// A superuser passes any connection limit: the engine role of
+	// SECURITY.md does not, with its own limit.
+	for _, sql := range []string{
+		`CREATE ROLE ` + q + ` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT CONNECTION LIMIT 4`,
+		`CREATE SCHEMA recalc AUTHORIZATION ` + q,
+	} {
+		if _, err := admin.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(ctx, url)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close(ctx)
+		if _, err := c.Exec(ctx, `DROP OWNED BY `+q+`; DROP ROLE `+q); err != nil {
+			t.Errorf("drop role: %v", err)
+		}
+	})
+	engineURL := dburl.WithUser(url, role)
+	file := filepath.Join(t.TempDir(), "model.json")
+	var m strings.Builder
+	m.WriteString(`{"objects": [{"name": "account", "internal_owd": "private"}], "users": [{"id": "u1"}, {"id": "u2"}], "records": [`)
+	for i := range 200 {
+		if i > 0 {
+			m.WriteString(",")
+		}
+		fmt.Fprintf(&m, `{"object": "account", "id": "a%d", "owner": "u%d"}`, i, 1+i%2)
+	}
+	m.WriteString("]}")
+	if err := os.WriteFile(file, []byte(m.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The first computation builds new tables with --workers index builds
+	// at once, which this does not cover (see the report): two.
+	for _, args := range [][]string{{"init"}, {"import", file}, {"run", "--workers", "2"}} {
+		if code, msg := recalcErr(ctx, engineURL, args...); code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, msg)
+		}
+	}
+	for _, args := range [][]string{
+		{"run", "--full", "--workers", "12", "--chunk-size", "10"},
+		{"run", "--full", "--workers", "12", "--chunk-size", "10"},
+		{"run", "--full", "--workers", "12", "--chunk-size", "10"},
+	} {
+		if code, msg := recalcErr(ctx, engineURL, args...); code != 0 {
+			t.Errorf("recalc %s as a role limited to 4 connections: exit %d, %q; want the job done by the workers that connected", args, code, msg)
+		}
+	}
+	var rows int
+	if err := admin.QueryRow(ctx, `SELECT count(*) FROM recalc.job WHERE status <> 'done'`).Scan(&rows); err != nil || rows != 0 {
+		t.Errorf("jobs not done: %d (%v), want 0", rows, err)
 	}
 }

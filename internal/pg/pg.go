@@ -108,6 +108,11 @@ func IsConcurrentCatalogUpdate(err error) bool {
 // ended, or a NOWAIT lock that another session held.
 func IsLockNotAvailable(err error) bool { return Code(err) == LockNotAvailable }
 
+// IsTooManyConnections reports whether err is the server refusing a
+// connection: too many clients (max_connections), or too many for the
+// role or the database (CONNECTION LIMIT), SQLSTATE 53300.
+func IsTooManyConnections(err error) bool { return Code(err) == "53300" }
+
 // IsInsufficientPrivilege reports whether err says the role lacks a right.
 func IsInsufficientPrivilege(err error) bool { return Code(err) == InsufficientPrivilege }
 

@@ -12,6 +12,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -53,25 +54,64 @@ func Run(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, do Do,
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(n)
+	c := &crew{}
+	c.working.Store(int32(n))
 	for i := 0; i < n; i++ {
-		g.Go(func() error {
-			for {
-				start := time.Now()
-				claimed, err := runChunk(gctx, pool, job, opt, do, log)
-				if err != nil || !claimed {
-					return err
-				}
-				if opt.Nice > 0 {
-					select {
-					case <-gctx.Done():
-						return gctx.Err()
-					case <-time.After(time.Duration(opt.Nice * float64(time.Since(start)))):
-					}
-				}
-			}
-		})
+		g.Go(func() error { return work(gctx, pool, job, opt, do, log, c) })
 	}
 	return g.Wait()
+}
+
+// crew is what a job's workers in this process share.
+type crew struct {
+	working atomic.Int32 // workers not yet returned
+	refused atomic.Bool  // a worker was refused a connection, and said so
+}
+
+// work runs chunks until none is left to claim. A worker that the server
+// refuses a connection (too many clients: --workers past what
+// max_connections or the role's CONNECTION LIMIT leaves, or a burst of
+// workers connecting at once, each attempt counting) stops and leaves the
+// chunks to the others. The last one tries again with backoff, --retries
+// times, then fails the job saying what to do.
+func work(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, do Do, log zerolog.Logger, c *crew) error {
+	refusals := 0
+	for {
+		start := time.Now()
+		claimed, err := runChunk(ctx, pool, job, opt, do, log)
+		if err != nil && pg.IsTooManyConnections(err) && ctx.Err() == nil {
+			if !c.refused.Swap(true) { // once a job: each refused worker would say the same
+				log.Warn().Int64("job", job).Err(err).Msg("the server refused a worker a connection: the others go on (lower --workers, or raise max_connections)")
+			}
+			if c.working.Add(-1) > 0 {
+				return nil
+			}
+			if refusals >= opt.Retries {
+				return fmt.Errorf("%w: the server takes no more connections: lower --workers or free connections (max_connections), then `recalc run` resumes the job", err)
+			}
+			c.working.Add(1) // the last: it goes on after a pause
+			select {
+			case <-ctx.Done():
+				c.working.Add(-1)
+				return ctx.Err()
+			case <-time.After(Backoff(refusals + 2)):
+			}
+			refusals++
+			continue
+		}
+		if err != nil || !claimed {
+			c.working.Add(-1)
+			return err
+		}
+		if opt.Nice > 0 {
+			select {
+			case <-ctx.Done():
+				c.working.Add(-1)
+				return ctx.Err()
+			case <-time.After(time.Duration(opt.Nice * float64(time.Since(start)))):
+			}
+		}
+	}
 }
 
 // ID names this process on the chunks it completes and the jobs it
@@ -106,6 +146,9 @@ func runChunk(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, d
 			return claimed, nil
 		}
 		if !pg.IsRetryable(err) || ctx.Err() != nil {
+			if n < 0 { // no chunk claimed: the claim, or the connection, failed
+				return false, fmt.Errorf("claim a chunk: %w", err)
+			}
 			return false, fmt.Errorf("chunk %d: %w", n, err)
 		}
 		if opt.Contended != nil {
