@@ -397,3 +397,35 @@ func TestWorkersPastTheConnectionLimit(t *testing.T) {
 		t.Errorf("jobs not done: %d (%v), want 0", rows, err)
 	}
 }
+
+// TestLostDatabaseExits3: a command whose database goes away mid-way (a
+// restart, a failover, a terminated session) exited 1, a failure of the
+// command, with the driver's error; the documented status for a database
+// that cannot be reached is 3, which a service manager retries later. The
+// import's session is ended while it waits for the model lock.
+func TestLostDatabaseExits3(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Migrated(t)
+	url := pool.Config().ConnString()
+	if _, err := testkit.ImportString(ctx, pool, feedModel); err != nil {
+		t.Fatal(err)
+	}
+	model := filepath.Join(t.TempDir(), "model.json")
+	if err := os.WriteFile(model, []byte(`{"users": [{"id": "u1"}, {"id": "u2"}, {"id": "u3"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	release := holdModelLock(t, pool)
+	defer release()
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		waitForLockWaiter(cctx, pool)
+		_, _ = pool.Exec(cctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'`)
+	}()
+	code, msg := recalcErr(ctx, url, "import", model)
+	want := "run the command again once the database is reachable"
+	if code != 3 || !strings.Contains(msg, want) || strings.Contains(msg, "\n") {
+		t.Errorf("import whose session was terminated: exit %d, error %q; want exit 3 and one line saying %q", code, msg, want)
+	}
+}

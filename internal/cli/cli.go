@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -482,6 +483,9 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 			return cli.Exit("", ExitFailed)
 		case errors.Is(err, errNoDatabase):
 			return cli.Exit("recalc: "+oneLine(err), ExitNoDatabase)
+		case lostDatabase(err): // mid-command: a restart, a failover, a terminated session
+			return cli.Exit(fmt.Sprintf("recalc: lost the connection to %s: %s: run the command again once the database is reachable (an unfinished job resumes)",
+				db, oneLine(err)), ExitNoDatabase)
 		case errors.As(err, new(*schema.VersionError)):
 			return cli.Exit(fmt.Sprintf("recalc: %s: %v", db, err), ExitFailed)
 		}
@@ -491,6 +495,19 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 		}
 		return cli.Exit(msg, ExitFailed)
 	}
+}
+
+// lostDatabase reports whether err is the database lost or refusing
+// connections: a connection that failed, or one the server ended (SQLSTATE
+// class 08, or 57P01 to 57P03: shutdown, crash, not yet accepting).
+func lostDatabase(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
+	}
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	return errors.As(err, &ce) || errors.As(err, &ne)
 }
 
 // interrupted is the error of command cmd stopped by SIGINT or SIGTERM:
