@@ -428,4 +428,19 @@ func TestLostDatabaseExits3(t *testing.T) {
 	if code != 3 || !strings.Contains(msg, want) || strings.Contains(msg, "\n") {
 		t.Errorf("import whose session was terminated: exit %d, error %q; want exit 3 and one line saying %q", code, msg, want)
 	}
+	release()
+	// A file's errors are the command's failures (1), not the database's:
+	// a syscall error is a net.Error too.
+	missing := filepath.Join(t.TempDir(), "missing")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"import", missing}, "open model file: open " + missing + ": no such file or directory"},
+		{[]string{"export", "-o", filepath.Join(missing, "x.json")}, "create export file " + filepath.Join(missing, "x.json") + ": no such file or directory"},
+	} {
+		if code, msg := recalcErr(ctx, url, tc.args...); code != 1 || msg != "recalc: "+tc.want {
+			t.Errorf("recalc %q: exit %d, error %q; want exit 1 and %q", tc.args, code, msg, "recalc: "+tc.want)
+		}
+	}
 }

@@ -505,9 +505,11 @@ func lostDatabase(err error) bool {
 	if errors.As(err, &pe) {
 		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
 	}
+	// *net.OpError, not net.Error: a syscall.Errno is a net.Error too, and
+	// a file's "no such file or directory" is not the database lost.
 	var ce *pgconn.ConnectError
-	var ne net.Error
-	return errors.As(err, &ce) || errors.As(err, &ne)
+	var oe *net.OpError
+	return errors.As(err, &ce) || errors.As(err, &oe)
 }
 
 // interrupted is the error of command cmd stopped by SIGINT or SIGTERM:

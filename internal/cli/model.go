@@ -2,8 +2,10 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -94,7 +96,12 @@ func Export(ctx context.Context, env *Env, path string, sections []string) error
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
-		return fmt.Errorf("create export file: %w", err)
+		// The error names the temporary file, which the user never named.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("create export file %s: %w", shown(path), err)
 	}
 	defer os.Remove(tmp.Name()) // after the rename, a no-op
 	if _, err := exportTo(ctx, env, tmp, sections); err != nil {
