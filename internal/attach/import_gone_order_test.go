@@ -25,7 +25,8 @@ import (
 // commit order, A's row is back under the id when T adds them), and go when
 // A commits after T, or deletes the row for good. Before, T's last absorb took only owner changes, and
 // A's mark, absorbed after T, dropped what T added although A committed
-// first.
+// first. An import of team entries alone absorbs last too (frank's entry
+// stays, carol's share goes): before, only an import with shares did.
 func TestImportBesideAGoneRow(t *testing.T) {
 	t.Parallel()
 	writes := []struct {
@@ -45,13 +46,27 @@ func TestImportBesideAGoneRow(t *testing.T) {
 		for _, when := range []string{"before the import's last absorb", "after the import"} {
 			t.Run(w.name+"/"+when, func(t *testing.T) {
 				t.Parallel()
-				importBesideGoneRow(t, w.stmts, when == "after the import", w.kept)
+				importBesideGoneRow(t, w.stmts, when == "after the import", w.kept, gonePair)
 			})
 		}
 	}
+	t.Run("team entries alone/"+writes[0].name+"/before the import's last absorb", func(t *testing.T) {
+		t.Parallel()
+		importBesideGoneRow(t, writes[0].stmts, false, true, goneTeamOnly)
+	})
 }
 
-func importBesideGoneRow(t *testing.T, stmts string, after, kept bool) {
+// goneImport is what import T merges beside A: its file, and what
+// account:1 has after A, T and a run when T's additions stay.
+type goneImport struct{ file, kept string }
+
+var (
+	gonePair = goneImport{`{"shares": [{"object": "account", "record": "account:1", "grantee": "user:erin", "access": "edit", "cause": "manual"}],
+		"teams": [{"record": "account:1", "user": "frank", "access": "edit"}]}`, "[share user:erin team frank]"}
+	goneTeamOnly = goneImport{`{"teams": [{"record": "account:1", "user": "frank", "access": "edit"}]}`, "[team frank]"}
+)
+
+func importBesideGoneRow(t *testing.T, stmts string, after, kept bool, imp goneImport) {
 	ctx := context.Background()
 	b := setup(t)
 	b.exec(t, b.app, `ALTER TABLE support."case" DROP CONSTRAINT case_account_id_fkey`,
@@ -69,10 +84,7 @@ func importBesideGoneRow(t *testing.T, stmts string, after, kept bool) {
 	defer h.free()
 	done := make(chan error, 1)
 	go func() {
-		_, err := store.ImportWith(ctx, pool, strings.NewReader(
-			`{"shares": [{"object": "account", "record": "account:1", "grantee": "user:erin", "access": "edit", "cause": "manual"}],
-			  "teams": [{"record": "account:1", "user": "frank", "access": "edit"}]}`),
-			model.DefaultLimits(), zerolog.Nop(), nil, store.Options{Merge: true})
+		_, err := store.ImportWith(ctx, pool, strings.NewReader(imp.file), model.DefaultLimits(), zerolog.Nop(), nil, store.Options{Merge: true})
 		done <- err
 	}()
 	select {
@@ -100,7 +112,7 @@ func importBesideGoneRow(t *testing.T, stmts string, after, kept bool) {
 		UNION ALL SELECT 'team ' || user_id FROM recalc.team WHERE record = 'account:1') s`).Scan(&got); err != nil {
 		t.Fatal(err)
 	}
-	want := "[share user:erin team frank]"
+	want := imp.kept
 	if after || !kept {
 		want = "[]"
 	}
