@@ -11,12 +11,12 @@ import (
 )
 
 // TestInterleavedUsersAndReparentsFullRun is TestInterleavedUsersAndRecords
-// for `recalc run --full`, in place and by staging tables, with a record
-// moving between families: A, begun before the run, deactivates carol and
-// moves case 2 under her account, and commits while the swap of the
-// staging tables waits (the job's chunks done). (Three such writes at
-// every point of TestInterleavedUsersAndRecords, in place and by staging
-// tables, held when tried: 33 schedules.) The runs that follow
+// for `recalc run --full` by staging tables, with a record moving between
+// families: A, begun before the run, deactivates carol and moves case 2
+// under her account, and commits while the swap of the staging tables
+// waits (the job's chunks done). (Three such writes at every point of
+// TestInterleavedUsersAndRecords, in place and by staging tables, held
+// when tried: 33 schedules; only this one is kept.) The runs that follow
 // leave nothing logged, recalc.record mirrors the rows and access is the
 // oracle's for the users the table gives.
 func TestInterleavedUsersAndReparentsFullRun(t *testing.T) {
