@@ -26,8 +26,10 @@ import (
 	"github.com/recalc-dev/recalc/internal/testkit"
 )
 
-// TestMain drops the tests' databases when they have all run (testdb.Main).
-func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
+// TestMain runs four tests at a time by default (testkit.Main): they wait on
+// PostgreSQL, some of them for its timeouts, and drops their databases
+// (testdb.Main).
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m, 4)) }
 
 // bundle is a test's database and a non-superuser role, with reader
 // access, that reads application tables through recalc's policies under
