@@ -95,7 +95,7 @@ func Records(ctx context.Context, q pg.Querier, seqs []int64) ([]string, error) 
 }
 
 // validRecord is the condition of recalc.record's constraints
-// record_refs_bounded (migration 027) and record_fields_scalar (migration
+// record_refs_bounded (migration 070) and record_fields_scalar (migration
 // 007) on row t.
 // They are NOT VALID: rows stored before them are checked only when they are
 // written, and a root fix writes them. When that fails, root fixing runs
@@ -104,7 +104,8 @@ func Records(ctx context.Context, q pg.Querier, seqs []int64) ([]string, error) 
 const validRecord = `octet_length(t.id) BETWEEN 1 AND 1024 AND octet_length(t.object) <= 1024 AND octet_length(t.owner) <= 1024
 		  AND coalesce(octet_length(t.parent), 0) <= 1024
 		  AND CASE WHEN array_ndims(t.territories) > 1 THEN false
-		           ELSE cardinality(t.territories) <= 1000 AND array_position(t.territories, NULL) IS NULL END
+		           ELSE cardinality(t.territories) <= 1000 AND array_position(t.territories, NULL) IS NULL
+		                AND (octet_length(array_to_string(t.territories, '')) <= 1024 OR recalc.territories_bounded(t.territories)) END
 		  AND jsonb_typeof(t.fields) = 'object' AND octet_length(t.fields::text) <= 1048576
 		  AND NOT jsonb_path_exists(t.fields, 'strict $.* ? (@.type() == "object" || @.type() == "array"
 		      || (@.type() == "number" && (@ > 1.7976931348623157e308 || @ < -1.7976931348623157e308)))')`
