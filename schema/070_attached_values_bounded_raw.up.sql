@@ -21,11 +21,16 @@
 --     stores: they keep the bound as stored.
 --   * A territory name had no bound of length (record_refs_bounded bounds
 --     their number only): an attached row could store 1,000 names of up to
---     1 GB in recalc.record, that every run reads. A name is now at most
---     1,024 bytes, as an id: a row naming a longer one fails closed (values
---     out of bounds), and recalc.record refuses one (23514; the constraint
---     is NOT VALID, as before: rows stored earlier are read as records of
---     an unknown territory, internal/sharetable).
+--     1 GB in recalc.record, that every run reads. An attached row naming
+--     one over 1,024 bytes (as an id) now fails closed (values out of
+--     bounds), and recalc.record refuses names over 1,024,000 bytes
+--     together (1,000 of 1 KiB; 23514). A constraint can bound only that
+--     sum without a function, which every role writing recalc.record would
+--     need the right to execute (migrations revoke EXECUTE from PUBLIC on
+--     every recalc function, and roles granted before this version would
+--     lose their writes); a single name over 1,024 bytes written directly
+--     names no territory of the model (an import refuses longer ones), so
+--     its record is invalid. The constraint is NOT VALID, as before.
 --   * A parent's and a row's id were prefixed with their object's name
 --     before their length was checked: a value near PostgreSQL's 1 GB made
 --     the concatenation fail (XX000, "invalid memory alloc request size"),
@@ -33,20 +38,13 @@
 --     length is now checked first: an id over 1 KiB is no record (as
 --     before), a parent over 1 KiB fails the row closed (as before).
 
--- territories_bounded: whether no name of p_territories is over 1,024
--- bytes. Called only when their names together are (most lists are short).
-CREATE FUNCTION recalc.territories_bounded(p_territories text[]) RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT coalesce(bool_and(octet_length(t) <= 1024), true) FROM unnest(p_territories) t
-$$;
-
 ALTER TABLE recalc.record DROP CONSTRAINT record_refs_bounded,
     ADD CONSTRAINT record_refs_bounded CHECK (
         octet_length(id) BETWEEN 1 AND 1024 AND octet_length(object) <= 1024 AND octet_length(owner) <= 1024
         AND coalesce(octet_length(parent), 0) <= 1024 AND coalesce(octet_length(root_id), 0) <= 1024
         AND CASE WHEN array_ndims(territories) > 1 THEN false
                  ELSE cardinality(territories) <= 1000 AND array_position(territories, NULL) IS NULL
-                      AND (octet_length(array_to_string(territories, '')) <= 1024 OR recalc.territories_bounded(territories)) END) NOT VALID;
+                      AND octet_length(array_to_string(territories, '')) <= 1024000 END) NOT VALID;
 
 -- attach_value_over_sql: the condition that field f of the row s read from
 -- relation p_rel is over 1 MiB as text, read without decompressing it.

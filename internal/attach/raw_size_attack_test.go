@@ -64,12 +64,13 @@ func TestCompressedFieldsFailClosedCheaply(t *testing.T) {
 	}
 }
 
-// TestLongTerritoryFailsClosed: a territory name is at most 1,024 bytes,
-// as an id (migration 070). Before, neither an attached row nor
-// recalc.record bounded a name's length (only their number), so that an
-// attached row stored names of up to 1 GB in recalc.record, which every
-// run reads. Now the row fails closed (values out of bounds) and
-// recalc.record refuses a longer name (23514); one of 1,024 bytes is kept.
+// TestLongTerritoryFailsClosed: an attached territory name is at most
+// 1,024 bytes, as an id (migration 070). Before, neither an attached row
+// nor recalc.record bounded a name's length (only their number), so that
+// an attached row stored names of up to 1 GB in recalc.record, which
+// every run reads. Now the row fails closed (values out of bounds), and
+// recalc.record refuses names over 1,024,000 bytes together (23514); a
+// longer name written there names no territory of the model.
 func TestLongTerritoryFailsClosed(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -94,11 +95,12 @@ func TestLongTerritoryFailsClosed(t *testing.T) {
 		name, id, territory string
 		code                string
 	}{
-		{"1,025 bytes", "account:98", `repeat('t', 1025)`, "23514"},
-		{"1,024 bytes", "account:99", `repeat('t', 1024)`, ""},
+		{"600 names of 2,000 bytes", "account:97", `ARRAY(SELECT repeat('t', 2000) FROM generate_series(1, 600))`, "23514"},
+		{"one of 1,025 bytes", "account:98", `ARRAY[repeat('t', 1025)]`, ""},
+		{"one of 1,024 bytes", "account:99", `ARRAY[repeat('t', 1024)]`, ""},
 	} {
 		_, err := b.engine.Exec(context.Background(), `INSERT INTO recalc.record (id, object, owner, territories)
-			VALUES ($1, 'account', 'bob', ARRAY['north', `+tc.territory+`])`, tc.id)
+			VALUES ($1, 'account', 'bob', array_prepend('north', `+tc.territory+`))`, tc.id)
 		var pgErr *pgconn.PgError
 		got := ""
 		if errors.As(err, &pgErr) {
@@ -107,7 +109,7 @@ func TestLongTerritoryFailsClosed(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got != tc.code {
-			t.Errorf("recalc.record with a territory name of %s: %v, want SQLSTATE %q", tc.name, err, tc.code)
+			t.Errorf("recalc.record with territory names %s: %v, want SQLSTATE %q", tc.name, err, tc.code)
 		}
 	}
 }

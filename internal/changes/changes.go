@@ -105,7 +105,7 @@ const validRecord = `octet_length(t.id) BETWEEN 1 AND 1024 AND octet_length(t.ob
 		  AND coalesce(octet_length(t.parent), 0) <= 1024
 		  AND CASE WHEN array_ndims(t.territories) > 1 THEN false
 		           ELSE cardinality(t.territories) <= 1000 AND array_position(t.territories, NULL) IS NULL
-		                AND (octet_length(array_to_string(t.territories, '')) <= 1024 OR recalc.territories_bounded(t.territories)) END
+		                AND octet_length(array_to_string(t.territories, '')) <= 1024000 END
 		  AND jsonb_typeof(t.fields) = 'object' AND octet_length(t.fields::text) <= 1048576
 		  AND NOT jsonb_path_exists(t.fields, 'strict $.* ? (@.type() == "object" || @.type() == "array"
 		      || (@.type() == "number" && (@ > 1.7976931348623157e308 || @ < -1.7976931348623157e308)))')`
