@@ -144,7 +144,7 @@ var tfNumbers = []struct{ json, sql []string }{
 	{[]string{"-3"}, []string{"-3", "'-003'"}},
 	{[]string{"1e-5", "0.00001"}, []string{"0.00001", "1e-5"}},
 	{[]string{"123456789.123456789"}, []string{"123456789.123456789"}},
-	{[]string{"1.7976931348623157e308"}, []string{"1.7976931348623157e308", "'1.7976931348623157E+308'"}},
+	{[]string{"1.7976931348623157e308", "1.7976931348623158e308"}, []string{"1.7976931348623157e308", "'1.7976931348623157E+308'", "1.7976931348623158e308"}},
 	{[]string{"0", "1e-400"}, []string{"'1e-400'", "1e-400"}}, // a numeric's underflow (double precision refuses it)
 }
 
@@ -772,7 +772,7 @@ func (s *tfState) ownerOp(st *tfStep, free []string, touched, reowned map[string
 func (s *tfState) rekeyOp(st *tfStep, free []string, touched map[string]bool) bool {
 	cands := slices.DeleteFunc(slices.Clone(free), func(k string) bool {
 		r := s.recs[k]
-		return r.object == model.Account && len(s.keys(func(c *tfRec) bool { return c.parent == r.id })) > 0
+		return r.object == model.Account && len(s.keys(func(c *tfRec) bool { return c.parent != "" && c.parent == r.id })) > 0
 	})
 	if len(cands) == 0 {
 		return false
@@ -795,7 +795,7 @@ func (s *tfState) rekeyOp(st *tfStep, free []string, touched map[string]bool) bo
 // or to none (or go too) in the same transaction.
 func (s *tfState) deleteRecord(st *tfStep, r *tfRec, touched map[string]bool) {
 	if r.object == model.Account {
-		for _, k := range s.keys(func(c *tfRec) bool { return c.parent == r.id }) {
+		for _, k := range s.keys(func(c *tfRec) bool { return c.parent != "" && c.parent == r.id }) {
 			c := s.recs[k]
 			table, pcol := tfTable(c.object)
 			if s.chance(0.3) && !touched[k] {
