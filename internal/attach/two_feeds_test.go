@@ -851,6 +851,13 @@ func (s *tfState) userOp(st *tfStep) bool {
 		}
 		st.sql = append(st.sql, fmt.Sprintf("UPDATE tf.usr SET kind = %s WHERE id = %s", ptrSQL(u.kind), sqlStr(u.id)))
 	case 4:
+		if s.chance(0.3) && !s.named(u.id) {
+			// A user nothing names goes: the import's users section lacks it.
+			s.users = slices.DeleteFunc(s.users, func(o *tfUser) bool { return o == u })
+			st.sql = append(st.sql, "DELETE FROM tf.usr WHERE id = "+sqlStr(u.id))
+			st.say("user %q deleted", u.id)
+			return true
+		}
 		if s.chance(0.3) {
 			// A row holding a queue's id is no user (docs/attach.md).
 			s.nextUser++
@@ -869,6 +876,23 @@ func (s *tfState) userOp(st *tfStep) bool {
 	}
 	st.say("user %q: role %v kind %v active %v", u.id, derefStr(u.role), derefStr(u.kind), u.active != nil && *u.active)
 	return true
+}
+
+// named reports whether anything names user id: a record's owner, a
+// share, a team entry, a group, territory or rule.
+func (s *tfState) named(id string) bool {
+	for _, r := range s.recs {
+		if r.owner == id {
+			return true
+		}
+	}
+	for _, e := range slices.Concat(s.groups, s.territories, s.rules) {
+		if strings.Contains(e, jsonStr("user:"+id)) || strings.Contains(e, jsonStr(id)) {
+			return true
+		}
+	}
+	return slices.ContainsFunc(s.shares, func(sh tfShare) bool { return sh.grantee == "user:"+id }) ||
+		slices.ContainsFunc(s.teams, func(tm tfTeam) bool { return tm.user == id })
 }
 
 func derefStr(p *string) string {
