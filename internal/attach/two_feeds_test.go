@@ -144,7 +144,10 @@ var tfNumbers = []struct{ json, sql []string }{
 	{[]string{"-3"}, []string{"-3", "'-003'"}},
 	{[]string{"1e-5", "0.00001"}, []string{"0.00001", "1e-5"}},
 	{[]string{"123456789.123456789"}, []string{"123456789.123456789"}},
-	{[]string{"1.7976931348623157e308", "1.7976931348623158e308"}, []string{"1.7976931348623157e308", "'1.7976931348623157E+308'", "1.7976931348623158e308"}},
+	// Not 1.7976931348623158e308: an import reads it as the largest
+	// float64, while an attached row holding it fails closed
+	// (TestTypedValuesFieldsAndCriteria, row 18).
+	{[]string{"1.7976931348623157e308"}, []string{"1.7976931348623157e308", "'1.7976931348623157E+308'"}},
 	{[]string{"0", "1e-400"}, []string{"'1e-400'", "1e-400"}}, // a numeric's underflow (double precision refuses it)
 }
 
