@@ -542,6 +542,13 @@ func (s *tfState) userEntry(u *tfUser) string {
 		kind = *u.kind
 	}
 	if u.active == nil || (role != "" && !roles[role]) || (kind != "" && kind != "internal" && kind != "external") {
+		// Inactive with no role; an external row stays external (the
+		// docs say only "inactive, no role"; model.AttachedUsers keeps
+		// the type, which decides whether the user's records match an
+		// owner rule whose source is all_internal_users).
+		if kind == "external" {
+			return fmt.Sprintf(`{"id": %s, "type": "external", "active": false}`, jsonStr(u.id))
+		}
 		return fmt.Sprintf(`{"id": %s, "active": false}`, jsonStr(u.id))
 	}
 	e := `{"id": ` + jsonStr(u.id)
