@@ -700,7 +700,7 @@ const liveSpec = `{"objects": [
 const liveRows = `
 SELECT 'account', 'account:' || id, coalesce(owner_id, ''), '',
     jsonb_build_object('industry', industry, 'revenue', revenue, 'vip', vip, 'priority', priority, 'region', region, 'status', status)::text,
-    coalesce(territories, '{}'), (abs(revenue) > 1.7976931348623157e308 OR array_position(territories, NULL) IS NOT NULL) IS TRUE
+    coalesce(territories, '{}'), (abs(revenue) >= ` + float64Midpoint + ` OR array_position(territories, NULL) IS NOT NULL) IS TRUE
 FROM app.account
 UNION ALL
 SELECT 'opportunity', 'opportunity:' || id, coalesce(owner_id, ''), coalesce('account:' || account_id, ''),

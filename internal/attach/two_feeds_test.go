@@ -1198,3 +1198,56 @@ func (r *tfRun) check(s *tfState, after string) bool {
 		after, gotA == want, gotB == want, strings.Join(r.log, "\n"), oracle.Diff(want, gotA), oracle.Diff(want, gotB), oracle.Diff(gotA, gotB))
 	return false
 }
+
+// float64Midpoint is 2^1024 - 2^970: the least decimal that rounds past
+// float64's range.
+const float64Midpoint = "179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017977587207096330286416692887910946555547851940402630657488671505820681908902000708383676273854845817711531764475730270069855571366959622842914819860834936475292719074168444365510704342711559699508093042880177904174497792"
+
+// TestTwoFeedsNumberNearFloat64Max: a number that rounds to the largest
+// float64 is that double whichever way it comes. A model file's
+// 1.7976931348623158e308 is read as 1.7976931348623157e308 and the record
+// is valid; the same number in an attached numeric column failed closed
+// (no access, its owner's included) while it was checked as written against
+// 1.7976931348623157e308 (migration 071). From 2^1024 - 2^970 on, the
+// number overflows: an import refuses it, and an attached row fails closed.
+func TestTwoFeedsNumberNearFloat64Max(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := tfNewState(1)
+	s.recs, s.shares, s.teams = map[string]*tfRec{}, nil, nil
+	s.owd["project__c"] = [2]string{"private", "private"}
+	s.rules = []string{`{"id": "big", "object": "project__c", "type": "criteria", "target": "role:rep", "access": "read",
+		"criteria": {"conditions": [{"field": "budget", "op": "ge", "value": 1e308}]}}`}
+	below := float64Midpoint[:len(float64Midpoint)-1] + "1"
+	for i, v := range []tfVal{
+		{"1.7976931348623157e308", "1.7976931348623157e308"},
+		{"1.7976931348623158e308", "1.7976931348623158e308"},
+		{below, below},
+		{"'" + below + ".999'", "1.7976931348623157e308"},
+		{"-1.7976931348623158e308", "-1.7976931348623158e308"},
+	} {
+		r := &tfRec{object: "project__c", id: fmt.Sprint("p", i), owner: "u1", fields: map[string]tfVal{"budget": v, "phase": tfNull}}
+		s.recs[r.key()] = r
+	}
+	r := &tfRun{t: t, ctx: ctx, a: testdb.Migrated(t), b: setup(t)}
+	r.setupA(s)
+	r.setupB(s)
+	if !r.check(s, "setup") {
+		return
+	}
+	// At the midpoint, both refuse the number: the import, and the
+	// attached row fails closed.
+	file := strings.Replace(s.file("records"), `"budget": -1.7976931348623158e308`, `"budget": -`+float64Midpoint, 1)
+	if _, err := testkit.ImportString(ctx, r.a, file); err == nil || !strings.Contains(err.Error(), "out of range") {
+		t.Errorf("import of -(2^1024 - 2^970): %v, want out of range", err)
+	}
+	r.b.exec(t, r.b.app, `UPDATE tf.project SET budget = -`+float64Midpoint+` WHERE id = 'p4'`)
+	r.b.run(t)
+	var reason string
+	if err := r.b.engine.QueryRow(ctx, `SELECT coalesce((SELECT reason FROM recalc.invalid_record WHERE record = 'project__c:p4'), 'valid')`).Scan(&reason); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(reason, "out of bounds") {
+		t.Errorf("attached row at -(2^1024 - 2^970): %q, want out of bounds", reason)
+	}
+}

@@ -108,7 +108,14 @@ const validRecord = `octet_length(t.id) BETWEEN 1 AND 1024 AND octet_length(t.ob
 		                AND octet_length(array_to_string(t.territories, '')) <= 1024000 END
 		  AND jsonb_typeof(t.fields) = 'object' AND octet_length(t.fields::text) <= 1048576
 		  AND NOT jsonb_path_exists(t.fields, 'strict $.* ? (@.type() == "object" || @.type() == "array"
-		      || (@.type() == "number" && (@ > 1.7976931348623157e308 || @ < -1.7976931348623157e308)))')`
+		      || (@.type() == "number" && (@ >= ` + float64Past + ` || @ <= -` + float64Past + `)))')`
+
+// float64Past is 2^1024 - 2^970, the least decimal that rounds past
+// float64's range (the midpoint between the largest float64 and 2^1024,
+// which ties to 2^1024): strconv.ParseFloat, which reads every record's
+// fields, refuses it and everything beyond, and takes anything below as a
+// float64 (migration 071).
+const float64Past = "179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017977587207096330286416692887910946555547851940402630657488671505820681908902000708383676273854845817711531764475730270069855571366959622842914819860834936475292719074168444365510704342711559699508093042880177904174497792"
 
 // ReadTerritories is the SQL expression that reads recalc.record's
 // territories column col into a list every reader can scan: territories
