@@ -1,8 +1,10 @@
 -- recalc schema, version 70: an attached row's values are bounded by their
--- size as written, not as stored, and no territory name is over 1 KiB.
+-- size as written, not as stored, no territory name is over 1 KiB, and a
+-- number is out of bounds when it rounds past float64's range.
 --
--- Three bounds of attach_rows_sql (version 27) let a row cost its absorb
--- far more than its bounds say, or stop it. Found by an attack helper.
+-- Four bounds of attach_rows_sql (version 27) were wrong: the first three
+-- let a row cost its absorb far more than its bounds say, or stop it
+-- (found by an attack helper); the last closed a row that an import takes.
 --   * A field was bounded at 1 MiB as stored (pg_column_size). Storage
 --     compresses: repeat('a', 200000000) is stored in 784 kB with lz4 (the
 --     application picks the compression of its columns, or sets
@@ -37,6 +39,21 @@
 --     which no read apart takes, so the object was stuck. The value's
 --     length is now checked first: an id over 1 KiB is no record (as
 --     before), a parent over 1 KiB fails the row closed (as before).
+--   * A number was out of bounds past 1.7976931348623157e308 as written.
+--     A model file's number is read as a float64 (the spec: numbers compare as
+--     IEEE-754 doubles): 1.7976931348623158e308, and any decimal below 2^1024 -
+--     2^970 (the midpoint between the largest float64 and 2^1024, which rounds
+--     to 2^1024 and so overflows), is the largest float64, and an import
+--     accepts it. The same number in an attached numeric column, or written
+--     with plain SQL into recalc.record, was out of bounds: the attached row
+--     failed closed (no access, its owner's included) where the imported
+--     record gave access. Found by a differential test of the two feeds
+--     (TestTwoFeedsNumberNearFloat64Max). The bound of record_fields_scalar
+--     (version 7) and of attach_rows_sql is now that midpoint: a
+--     number at or past it is what Go's strconv.ParseFloat, which reads every
+--     record's fields, refuses. The constraint stays NOT VALID and uses no
+--     function (a writer needs no right beyond its grants); it lets in only
+--     more than before.
 
 ALTER TABLE recalc.record DROP CONSTRAINT record_refs_bounded,
     ADD CONSTRAINT record_refs_bounded CHECK (
@@ -45,6 +62,14 @@ ALTER TABLE recalc.record DROP CONSTRAINT record_refs_bounded,
         AND CASE WHEN array_ndims(territories) > 1 THEN false
                  ELSE cardinality(territories) <= 1000 AND array_position(territories, NULL) IS NULL
                       AND octet_length(array_to_string(territories, '')) <= 1024000 END) NOT VALID;
+
+ALTER TABLE recalc.record DROP CONSTRAINT record_fields_scalar,
+    ADD CONSTRAINT record_fields_scalar CHECK (
+        jsonb_typeof(fields) = 'object'
+        AND NOT jsonb_path_exists(fields, 'strict $.* ? (@.type() == "object" || @.type() == "array"
+            || (@.type() == "number" && (@ >= 179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017977587207096330286416692887910946555547851940402630657488671505820681908902000708383676273854845817711531764475730270069855571366959622842914819860834936475292719074168444365510704342711559699508093042880177904174497792
+                || @ <= -179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017977587207096330286416692887910946555547851940402630657488671505820681908902000708383676273854845817711531764475730270069855571366959622842914819860834936475292719074168444365510704342711559699508093042880177904174497792)))')
+        AND octet_length(fields::text) <= 1048576) NOT VALID;
 
 -- attach_value_over_sql: the condition that field f of the row s read from
 -- relation p_rel is over 1 MiB as text, read without decompressing it.
@@ -61,8 +86,8 @@ $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_value_over_sql(oid, text) FROM PUBLIC;
 
 -- attach_rows_sql as in version 27, each field bounded by its size as
--- written, territory names at 1,024 bytes, and ids and parents checked
--- before they are prefixed.
+-- written, territory names at 1,024 bytes, ids and parents checked before
+-- they are prefixed, and numbers bounded where a float64 overflows.
 CREATE OR REPLACE FUNCTION recalc.attach_rows_sql(a recalc.attachment, p_from text, p_where text) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -92,7 +117,8 @@ BEGIN
                                 AND (octet_length(array_to_string(o.territories, '')) <= 1024 -- no name is longer
                                      OR NOT EXISTS (SELECT FROM unnest(o.territories) t WHERE octet_length(t) > 1024)) END
                   AND octet_length(o.fields::text) <= 1048576
-                  AND NOT jsonb_path_exists(o.fields, 'strict $.* ? (@.type() == "number" && (@ > 1.7976931348623157e308 || @ < -1.7976931348623157e308))')
+                  AND NOT jsonb_path_exists(o.fields, 'strict $.* ? (@.type() == "number" && (@ >= 179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017977587207096330286416692887910946555547851940402630657488671505820681908902000708383676273854845817711531764475730270069855571366959622842914819860834936475292719074168444365510704342711559699508093042880177904174497792
+                      || @ <= -179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017977587207096330286416692887910946555547851940402630657488671505820681908902000708383676273854845817711531764475730270069855571366959622842914819860834936475292719074168444365510704342711559699508093042880177904174497792))')
                   %8$s, false) AS ok
               FROM (SELECT r.*, coalesce(octet_length(r.owner) BETWEEN 1 AND 1024, false) AS owner_ok
                     FROM (SELECT CASE WHEN octet_length((s.%3$I)::text) <= 1024 THEN %2$L || (s.%3$I)::text END AS id,

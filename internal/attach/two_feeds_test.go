@@ -1208,7 +1208,7 @@ const float64Midpoint = "1797693134862315807937289714053034150799341327100378269
 // 1.7976931348623158e308 is read as 1.7976931348623157e308 and the record
 // is valid; the same number in an attached numeric column failed closed
 // (no access, its owner's included) while it was checked as written against
-// 1.7976931348623157e308 (migration 071). From 2^1024 - 2^970 on, the
+// 1.7976931348623157e308 (migration 070). From 2^1024 - 2^970 on, the
 // number overflows: an import refuses it, and an attached row fails closed.
 func TestTwoFeedsNumberNearFloat64Max(t *testing.T) {
 	t.Parallel()

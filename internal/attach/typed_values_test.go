@@ -73,7 +73,7 @@ var tvRows = []tvRow{
 	{16, map[string]string{"t": `'a'`, "v": `'a'`}, `'{"t": "a", "v": "a"}'`},
 	{17, map[string]string{}, `'{}'`}, // every column NULL
 	// Past 1.7976931348623157e308 as written, but a double rounds it down to
-	// it, as a model file's number is read (migration 071; before, it failed
+	// it, as a model file's number is read (migration 070; before, it failed
 	// closed).
 	{18, map[string]string{"n": `'1.7976931348623158e308'`}, `'{"n": 1.7976931348623158e308}'`},
 	{19, map[string]string{"t": tvLongHex}, `jsonb_build_object('t', ` + tvLongHex + `)`},

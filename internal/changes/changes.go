@@ -114,7 +114,7 @@ const validRecord = `octet_length(t.id) BETWEEN 1 AND 1024 AND octet_length(t.ob
 // float64's range (the midpoint between the largest float64 and 2^1024,
 // which ties to 2^1024): strconv.ParseFloat, which reads every record's
 // fields, refuses it and everything beyond, and takes anything below as a
-// float64 (migration 071).
+// float64 (migration 070).
 const float64Past = "179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017977587207096330286416692887910946555547851940402630657488671505820681908902000708383676273854845817711531764475730270069855571366959622842914819860834936475292719074168444365510704342711559699508093042880177904174497792"
 
 // ReadTerritories is the SQL expression that reads recalc.record's
