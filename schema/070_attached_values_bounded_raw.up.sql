@@ -73,7 +73,7 @@ ALTER TABLE recalc.record DROP CONSTRAINT record_fields_scalar,
 
 -- attach_value_over_sql: the condition that field f of the row s read from
 -- relation p_rel is over 1 MiB as text, read without decompressing it.
-CREATE FUNCTION recalc.attach_value_over_sql(p_rel oid, f text) RETURNS text
+CREATE OR REPLACE FUNCTION recalc.attach_value_over_sql(p_rel oid, f text) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE WHEN b.base IN ('text'::regtype, 'varchar'::regtype) THEN format('octet_length((s.%I)::text) > 1048576', f)
                 WHEN b.base = 'bpchar'::regtype THEN format('octet_length((s.%I)::bpchar) > 1048576', f)
