@@ -498,18 +498,14 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 }
 
 // lostDatabase reports whether err is the database lost or refusing
-// connections: a connection that failed, or one the server ended (SQLSTATE
-// class 08, or 57P01 to 57P03: shutdown, crash, not yet accepting).
+// connections: a connection that failed, or one the server ended
+// (pg.IsServerGone).
 func lostDatabase(err error) bool {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
-	}
 	// *net.OpError, not net.Error: a syscall.Errno is a net.Error too, and
 	// a file's "no such file or directory" is not the database lost.
 	var ce *pgconn.ConnectError
 	var oe *net.OpError
-	return errors.As(err, &ce) || errors.As(err, &oe)
+	return pg.IsServerGone(err) || errors.As(err, &ce) || errors.As(err, &oe)
 }
 
 // interrupted is the error of command cmd stopped by SIGINT or SIGTERM:

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"os"
 	"strings"
 	"time"
@@ -252,18 +251,10 @@ const waitReconnectFor = 2 * time.Minute
 
 // connectionLost says whether err is the loss of the connection, or the
 // failure to make one, rather than an answer to a statement or an error of
-// recalc's own (a job that does not exist): a server error of class 08
-// (connection exception) or 57 (operator intervention: a shutdown, a
-// terminated backend, a server starting up; not a statement cancelled), a failed connect, a network
-// error, the connection's end, or a statement pgx never sent.
+// recalc's own (a job that does not exist): the database lost
+// (lostDatabase), the connection's end, or a statement pgx never sent.
 func connectionLost(err error) bool {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) { // 57014 is a statement cancelled or timed out, on a live connection
-		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57") && pe.Code != "57014"
-	}
-	var ce *pgconn.ConnectError
-	var ne net.Error
-	return errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err)
+	return lostDatabase(err) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err)
 }
 
 // listenForJobs takes a connection from pool that listens on

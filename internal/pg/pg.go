@@ -64,6 +64,8 @@ const (
 	CheckViolation        = "23514"
 	InsufficientPrivilege = "42501"
 	FeatureNotSupported   = "0A000"
+	TooManyConnections    = "53300"
+	QueryCanceled         = "57014"
 )
 
 // Code returns err's SQLSTATE, or "" when it is not a PostgreSQL error.
@@ -111,7 +113,17 @@ func IsLockNotAvailable(err error) bool { return Code(err) == LockNotAvailable }
 // IsTooManyConnections reports whether err is the server refusing a
 // connection: too many clients (max_connections), or too many for the
 // role or the database (CONNECTION LIMIT), SQLSTATE 53300.
-func IsTooManyConnections(err error) bool { return Code(err) == "53300" }
+func IsTooManyConnections(err error) bool { return Code(err) == TooManyConnections }
+
+// IsServerGone reports whether err is the server ending the session or
+// not taking it: SQLSTATE class 08 (connection exception) or 57 (operator
+// intervention: a shutdown, a crash, a terminated backend, a server
+// starting up), but a statement cancelled or timed out on a live
+// connection (57014).
+func IsServerGone(err error) bool {
+	c := Code(err)
+	return strings.HasPrefix(c, "08") || strings.HasPrefix(c, "57") && c != QueryCanceled
+}
 
 // IsInsufficientPrivilege reports whether err says the role lacks a right.
 func IsInsufficientPrivilege(err error) bool { return Code(err) == InsufficientPrivilege }
