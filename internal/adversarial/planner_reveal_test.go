@@ -295,3 +295,49 @@ func TestRevocationReachesTheNextStatement(t *testing.T) {
 		t.Errorf("u2 reads %q in a REPEATABLE READ transaction begun after the run, want a1", got)
 	}
 }
+
+// TestDefinerFunctionsReadAsTheirOwner: an application's SECURITY DEFINER
+// function reads a protected table as the function's owner, as a view does
+// (docs/rls.md, "Functions"): owned by the table's owner, it returns every
+// row to a reader whose user reads one, until `rls enable --force` puts the
+// owner under the policies, which then judge the rows for the user the
+// setting names; owned by a role without `recalc grant reader`, it fails
+// (42501) rather than show a row.
+func TestDefinerFunctionsReadAsTheirOwner(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.hiddenTable(t)
+	ctx := context.Background()
+	for _, sql := range []string{
+		`CREATE FUNCTION app.secrets() RETURNS SETOF text LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog
+		 AS $$ SELECT secret FROM app.account $$`,
+		`CREATE FUNCTION app.secrets_of_writer() RETURNS SETOF text LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog
+		 AS $$ SELECT secret FROM app.account $$`,
+		`GRANT USAGE ON SCHEMA app TO ` + ident(b.writerRole),
+		`GRANT SELECT ON app.account TO ` + ident(b.writerRole),
+		`GRANT EXECUTE ON FUNCTION app.secrets(), app.secrets_of_writer() TO ` + ident(b.readerRole),
+	} {
+		if _, err := b.engine.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	if _, err := b.admin.Exec(ctx, `ALTER FUNCTION app.secrets_of_writer() OWNER TO `+ident(b.writerRole)); err != nil {
+		t.Fatal(err)
+	}
+	count := func(sql string) (int, error) {
+		var n int
+		var err error
+		b.asReaderTx(t, "u4", func(tx pgx.Tx) { err = tx.QueryRow(ctx, sql).Scan(&n) })
+		return n, err
+	}
+	b.recalc(t, "rls", "enable", "--table", "app.account", "--object", "account", "--user-setting", "app.user_id")
+	if n, err := count(`SELECT count(*) FROM app.secrets()`); err != nil || n != 205 {
+		t.Errorf("a definer function of the table's owner, called by the reader for u4: %d rows (%v), want all 205: the owner is not under the policies", n, err)
+	}
+	_, err := count(`SELECT count(*) FROM app.secrets_of_writer()`)
+	wantState(t, "a definer function of a role that is no reader", err, insufficientPrivilege)
+	b.recalc(t, "rls", "enable", "--table", "app.account", "--object", "account", "--user-setting", "app.user_id", "--force")
+	if got := b.asReader(t, "u4", `SELECT s FROM app.secrets() s`); got != "s-hot1" {
+		t.Errorf("a definer function of the table's owner, called for u4 after --force: %q, want s-hot1 (the setting's user)", got)
+	}
+}
