@@ -606,6 +606,27 @@ func keepReferences(ctx context.Context, tx pgx.Tx, attached []string, shares, t
 		WHERE (n.id IS NULL OR n.object <> r.object) AND r.object <> ALL ($1::text[])`, attached); err != nil {
 		return err
 	}
+	return keepMoved(ctx, tx, shares, teams)
+}
+
+// keepMovedReferences is keepReferences for a merge, which deletes only
+// the records its delete section names, with their shares and team
+// entries: it keeps those of the staged records whose object changes.
+func keepMovedReferences(ctx context.Context, tx pgx.Tx) error {
+	if err := exec(ctx, tx, "keep the references of moved records", nil, `CREATE TEMP TABLE moved_record ON COMMIT DROP AS
+		SELECT r.id, n.owner <> r.owner AS reowned
+		FROM recalc.record r JOIN staged_record n ON n.id = r.id
+		WHERE n.object <> r.object`); err != nil {
+		return err
+	}
+	return keepMoved(ctx, tx, true, true)
+}
+
+// keepMoved copies the share and team entries (those asked for) on the
+// records of the temporary table moved_record, but the manual shares of
+// those it marks reowned, into temporary tables.
+func keepMoved(ctx context.Context, tx pgx.Tx, shares, teams bool) error {
+	const step = "keep the references of dropped or moved records"
 	if shares {
 		if err := exec(ctx, tx, step, nil, `CREATE TEMP TABLE kept_share ON COMMIT DROP AS
 			SELECT s.record, s.object, s.grantee, s.access, s.cause FROM recalc.share_input s JOIN moved_record m ON m.id = s.record

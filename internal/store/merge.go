@@ -129,14 +129,29 @@ func has(f *model.File, sec string, inFile bool) bool {
 
 // applyMerge applies a merge file's records, shares and team entries, and
 // their deletions, entry by entry.
+//
+// The shares and team entries the file names are checked against those
+// stored before its records are applied: a record it deletes takes its
+// shares and team entries with it, and one whose owner changes its manual
+// shares, which the file may delete too.
 func applyMerge(ctx context.Context, tx pgx.Tx, f *model.File, res *Result) error {
-	records := has(f, "records", f.HasRecords)
+	records, shares, teams := has(f, "records", f.HasRecords), has(f, "shares", f.HasShares), has(f, "teams", f.HasTeams)
+	if shares {
+		if err := checkShareKeys(ctx, tx); err != nil {
+			return err
+		}
+	}
+	if teams {
+		if err := checkTeamKeys(ctx, tx); err != nil {
+			return err
+		}
+	}
 	if records {
 		if err := mergeRecordsByID(ctx, tx, res); err != nil {
 			return err
 		}
 	}
-	if has(f, "shares", f.HasShares) {
+	if shares {
 		if err := mergeSharesByKey(ctx, tx); err != nil {
 			return err
 		}
@@ -146,7 +161,7 @@ func applyMerge(ctx context.Context, tx pgx.Tx, f *model.File, res *Result) erro
 			return err
 		}
 	}
-	if has(f, "teams", f.HasTeams) {
+	if teams {
 		return mergeTeamsByKey(ctx, tx)
 	}
 	return nil
@@ -195,6 +210,12 @@ func mergeRecordsByID(ctx context.Context, tx pgx.Tx, res *Result) error {
 	if err := noteWiped(ctx, tx); err != nil {
 		return err
 	}
+	// A record whose object changes keeps its shares and team entries, as
+	// in a whole import: checkRefs then refuses those that no longer
+	// resolve, and a team entry stays on a record of another object.
+	if err := keepMovedReferences(ctx, tx); err != nil {
+		return err
+	}
 	if err := exec(ctx, tx, step, &res.Changes, `DELETE FROM recalc.record r USING stage d WHERE d.kind = $1 AND r.id = d.record`, stageDelRecord); err != nil {
 		return err
 	}
@@ -212,24 +233,30 @@ func mergeRecordsByID(ctx context.Context, tx pgx.Tx, res *Result) error {
 			return err
 		}
 	}
+	if err := restoreReferences(ctx, tx, true, true); err != nil {
+		return err
+	}
 	// A deleted record must not be left as the parent of a kept one.
 	return dupCheck(ctx, tx, "record %q is deleted but record %q still names it as parent: delete that record too, or give it another parent, in the same file",
 		`SELECT c.parent, c.id FROM recalc.record c WHERE c.parent IN (SELECT record FROM stage WHERE kind = $1) LIMIT 1`, stageDelRecord)
+}
+
+// checkShareKeys refuses a share the file lists twice, and one its delete
+// section names that is not stored, or lists too.
+func checkShareKeys(ctx context.Context, tx pgx.Tx) error {
+	if err := dupCheck(ctx, tx, "share on record %q for %s is listed twice", `SELECT record, to_json(grantee) || ' with cause ' || to_json(cause) FROM stage
+		WHERE kind = $1 GROUP BY record, grantee, cause HAVING count(*) > 1 LIMIT 1`, stageShare); err != nil {
+		return err
+	}
+	return checkDeletes(ctx, tx, "shares", stageDelShare, stageShare,
+		`format('share on record %s for %s with cause %s', to_json(d.record), to_json(d.grantee), to_json(d.cause))`,
+		`SELECT 1 FROM recalc.share_input s WHERE (s.record, s.grantee, s.cause) = (d.record, d.grantee, d.cause)`)
 }
 
 // mergeSharesByKey upserts the staged shares by (record, grantee, cause),
 // deletes the listed ones and logs the records whose shares changed.
 func mergeSharesByKey(ctx context.Context, tx pgx.Tx) error {
 	const step = "merge shares"
-	if err := dupCheck(ctx, tx, "share on record %q for %s is listed twice", `SELECT record, to_json(grantee) || ' with cause ' || to_json(cause) FROM stage
-		WHERE kind = $1 GROUP BY record, grantee, cause HAVING count(*) > 1 LIMIT 1`, stageShare); err != nil {
-		return err
-	}
-	if err := checkDeletes(ctx, tx, "shares", stageDelShare, stageShare,
-		`format('share on record %s for %s with cause %s', to_json(d.record), to_json(d.grantee), to_json(d.cause))`,
-		`SELECT 1 FROM recalc.share_input s WHERE (s.record, s.grantee, s.cause) = (d.record, d.grantee, d.cause)`); err != nil {
-		return err
-	}
 	if err := exec(ctx, tx, step, nil, `
 		INSERT INTO recalc.change (kind, keys, rooted) -- shares move no family root
 		SELECT 'record', array_agg(DISTINCT n.record), true
@@ -246,19 +273,22 @@ func mergeSharesByKey(ctx context.Context, tx pgx.Tx) error {
 		SELECT record, object, grantee, access, cause FROM stage WHERE kind = $1`, stageShare)
 }
 
-// mergeTeamsByKey upserts the staged team entries by (record, user),
-// deletes the listed ones and logs the records whose team changed.
-func mergeTeamsByKey(ctx context.Context, tx pgx.Tx) error {
-	const step = "merge teams"
+// checkTeamKeys refuses a team entry the file lists twice, and one its
+// delete section names that is not stored, or lists too.
+func checkTeamKeys(ctx context.Context, tx pgx.Tx) error {
 	if err := dupCheck(ctx, tx, "team entry on record %q for user %q is listed twice",
 		`SELECT record, user_id FROM stage WHERE kind = $1 GROUP BY record, user_id HAVING count(*) > 1 LIMIT 1`, stageTeam); err != nil {
 		return err
 	}
-	if err := checkDeletes(ctx, tx, "teams", stageDelTeam, stageTeam,
+	return checkDeletes(ctx, tx, "teams", stageDelTeam, stageTeam,
 		`format('team entry on record %s for user %s', to_json(d.record), to_json(d.user_id))`,
-		`SELECT 1 FROM recalc.team t WHERE (t.record, t.user_id) = (d.record, d.user_id)`); err != nil {
-		return err
-	}
+		`SELECT 1 FROM recalc.team t WHERE (t.record, t.user_id) = (d.record, d.user_id)`)
+}
+
+// mergeTeamsByKey upserts the staged team entries by (record, user),
+// deletes the listed ones and logs the records whose team changed.
+func mergeTeamsByKey(ctx context.Context, tx pgx.Tx) error {
+	const step = "merge teams"
 	if err := exec(ctx, tx, step, nil, `
 		INSERT INTO recalc.change (kind, keys, rooted) -- team entries move no family root
 		SELECT 'record', array_agg(DISTINCT n.record), true

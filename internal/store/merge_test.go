@@ -127,6 +127,85 @@ func TestMerge(t *testing.T) {
 	}
 }
 
+// TestMergeRecordsWithTheirEntries merges records changed together with
+// their shares and team entries: a deletion in the file is checked against
+// what was stored before the merge, although the record's deletion, or its
+// owner change, drops the entry first; and a record whose object changes
+// keeps its entries as in a whole import, so that one that no longer
+// resolves is refused and a team entry stays on a case.
+func TestMergeRecordsWithTheirEntries(t *testing.T) {
+	t.Parallel()
+	const entries = `SELECT 'share ' || record || ' ' || object || ' ' || grantee FROM recalc.share_input
+		UNION ALL SELECT 'team ' || record || ' ' || user_id FROM recalc.team`
+	c1 := func(object string) string {
+		return `{"object": "` + object + `", "id": "c1", "owner": "support_q", "parent": "a1", "fields": {"status": "Escalated"}}`
+	}
+	const c1Team = `{"teams": [{"record": "c1", "user": "u1", "access": "read"}]}`
+	const c1Share = `{"shares": [{"object": "case", "record": "c1", "grantee": "user:p1", "access": "read", "cause": "manual"}]}`
+	for _, tc := range []struct {
+		name, before, file, want, wantErr string
+	}{
+		{name: "owner changed, its manual share deleted",
+			file: `{"records": [{"object": "account", "id": "a1", "owner": "p1", "territories": ["west"]}],
+				"delete": {"shares": [{"record": "a1", "grantee": "user:p1", "cause": "manual"}]}}`,
+			want: "share p9 project__c group:emea|team a1 u1"},
+		{name: "record deleted with its share",
+			file: `{"delete": {"records": ["p9"], "shares": [{"record": "p9", "grantee": "group:emea", "cause": "apex:sync"}]}}`,
+			want: "share a1 account user:p1|team a1 u1"},
+		{name: "record deleted with its team entry", before: c1Team,
+			file: `{"delete": {"records": ["c1"], "teams": [{"record": "c1", "user": "u1"}]}}`,
+			want: "share a1 account user:p1|share p9 project__c group:emea|team a1 u1"},
+		{name: "object changed: its team entry stays", before: c1Team,
+			file: `{"records": [` + c1("opportunity") + `]}`,
+			want: "share a1 account user:p1|share p9 project__c group:emea|team a1 u1|team c1 u1"},
+		{name: "object changed, its team entry deleted", before: c1Team,
+			file: `{"records": [` + c1("opportunity") + `], "delete": {"teams": [{"record": "c1", "user": "u1"}]}}`,
+			want: "share a1 account user:p1|share p9 project__c group:emea|team a1 u1"},
+		{name: "object changed under a share of the old object", before: c1Share,
+			file:    `{"records": [` + c1("opportunity") + `]}`,
+			wantErr: `share on record "c1": record is a opportunity, not a case`},
+		{name: "object changed, its share deleted", before: c1Share,
+			file: `{"records": [` + c1("opportunity") + `], "delete": {"shares": [{"record": "c1", "grantee": "user:p1", "cause": "manual"}]}}`,
+			want: "share a1 account user:p1|share p9 project__c group:emea|team a1 u1"},
+		{name: "object changed, its share given the new object", before: c1Share,
+			file: `{"records": [` + c1("opportunity") + `],
+				"shares": [{"object": "opportunity", "record": "c1", "grantee": "user:p1", "access": "read", "cause": "manual"}]}`,
+			want: "share a1 account user:p1|share c1 opportunity user:p1|share p9 project__c group:emea|team a1 u1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, pool, _ := setup(t)
+			if tc.before != "" {
+				if _, err := merge(ctx, pool, tc.before, ""); err != nil {
+					t.Fatalf("merge before: %v", err)
+				}
+			}
+			if _, err := engine.Full(ctx, pool, engine.Options{Workers: 1, ChunkSize: 100}, zerolog.Nop()); err != nil {
+				t.Fatal(err)
+			}
+			before := snapshot(t, ctx, pool)
+			_, err := merge(ctx, pool, tc.file, "")
+			if tc.wantErr != "" {
+				var inv *store.InvalidError
+				if !errors.As(err, &inv) || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("merge error = %v, want an invalid-model error mentioning %q", err, tc.wantErr)
+				}
+				if after := snapshot(t, ctx, pool); after != before {
+					t.Errorf("database changed by a refused merge")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("merge: %v", err)
+			}
+			if got := query(t, ctx, pool, entries); got != tc.want {
+				t.Errorf("shares and team entries after the merge:\n got %s\nwant %s", got, tc.want)
+			}
+			runEqualsFull(t, ctx, pool, "the merge")
+		})
+	}
+}
+
 // TestMergeRefused checks that a bad merge is refused with one message
 // saying what is wrong, and changes nothing.
 func TestMergeRefused(t *testing.T) {
