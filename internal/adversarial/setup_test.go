@@ -229,12 +229,18 @@ func (b *bundle) recalcErr(args ...string) (string, error) {
 
 // recalcAs runs the recalc command line on the database url.
 func (b *bundle) recalcAs(url string, args ...string) (string, error) {
+	return b.recalcCtx(context.Background(), url, args...)
+}
+
+// recalcCtx runs the recalc command line on the database url until ctx
+// ends.
+func (b *bundle) recalcCtx(ctx context.Context, url string, args ...string) (string, error) {
 	var out, errOut bytes.Buffer
 	app := cli.App(&out, &errOut)
 	app.ExitErrHandler = func(*ucli.Context, error) {} // return errors, never exit the test binary
 	argv := append([]string{"recalc", "--database-url", url, "--log-format", "json"}, args...)
 	appMu.Lock()
-	err := app.RunContext(context.Background(), argv)
+	err := app.RunContext(ctx, argv)
 	appMu.Unlock()
 	if err != nil {
 		return out.String(), fmt.Errorf("%w (stderr: %s)", err, strings.TrimSpace(errOut.String()))

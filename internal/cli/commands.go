@@ -41,6 +41,9 @@ func importCommand(out, errOut io.Writer) *cli.Command {
 			"with one message naming the offending entry, and the database is left unchanged. While a\n" +
 			"recalculation job runs, the import waits for it to end (--wait-job), then imports; a job\n" +
 			"no process works on any more (its process was killed) it finishes first, as `recalc run` would.\n" +
+			"A lock that another transaction holds on a record, share or team entry the import writes\n" +
+			"is waited for --lock-timeout at most: the import then fails, names the sessions holding\n" +
+			"such locks and stores nothing, and runs and `recalc watch` go on.\n" +
 			"With --max-revoke (or RECALC_MAX_REVOKE), the import is refused when it would take\n" +
 			"access away from more than that share of the (user, record) pairs with access whose\n" +
 			"access it can change, unless --yes is given; `recalc plan [--merge] FILE` shows the details.\n" +
@@ -59,6 +62,8 @@ func importCommand(out, errOut io.Writer) *cli.Command {
 			&cli.BoolFlag{Name: "yes", Usage: "import even past --max-revoke"},
 			&cli.DurationFlag{Name: "wait-job", Value: 10 * time.Minute, Usage: "while a recalculation job runs, wait up to this long for it to end, then import " +
 				"(sharing changes wait for a recalculation, as in Salesforce); 0: refuse at once"},
+			&cli.DurationFlag{Name: "lock-timeout", Value: store.DefaultLockTimeout, Usage: "how long the import waits for each lock another transaction holds " +
+				"(a record, share or team entry the application keeps locked, or wrote and has not committed), before it fails and stores nothing (at most 596h)"},
 		}, limitFlags()...),
 		Action: func(c *cli.Context) error {
 			switch {
@@ -80,11 +85,14 @@ func importCommand(out, errOut io.Writer) *cli.Command {
 			if c.Duration("wait-job") < 0 {
 				return usageError(c, fmt.Errorf("--wait-job must be 0 (refuse at once) or more"), false)
 			}
+			if d := c.Duration("lock-timeout"); d <= 0 || d > maxLockTimeout {
+				return usageError(c, fmt.Errorf("--lock-timeout must be positive and at most %s (PostgreSQL's longest lock_timeout), not %s", maxLockTimeout, d), false)
+			}
 			// An empty one (a script's unset variable) would import unguarded.
 			if c.IsSet("if-revision") && strings.TrimSpace(c.String("if-revision")) == "" {
 				return usageError(c, errors.New("--if-revision is empty: give the revision recalc export wrote, or leave the flag out to import unguarded"), false)
 			}
-			opt := store.Options{Merge: c.Bool("merge"), IfRevision: c.String("if-revision")}
+			opt := store.Options{Merge: c.Bool("merge"), IfRevision: c.String("if-revision"), LockTimeout: c.Duration("lock-timeout")}
 			return action(out, errOut, func(ctx context.Context, env *Env) error {
 				return ImportWith(ctx, env, c.Args().First(), guard, lim, opt, c.Duration("wait-job"))
 			})(c)

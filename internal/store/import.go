@@ -16,7 +16,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/changes"
+	"github.com/recalc-dev/recalc/internal/locks"
 	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/sharing"
 	"github.com/recalc-dev/recalc/schema"
@@ -131,18 +133,79 @@ func ImportWith(ctx context.Context, pool *pgxpool.Pool, r io.Reader, lim model.
 		}
 		if check != nil {
 			if err := check(ctx, tx); err != nil {
-				return err
+				return lockedOut(err, opt)
 			}
 		}
 		if err := analyze(ctx, tx, res); err != nil {
-			return err
+			return lockedOut(err, opt)
 		}
-		return absorbLast(ctx, tx, res)
+		return lockedOut(absorbLast(ctx, tx, res), opt)
 	})
+	if locked := new(LockedError); errors.As(err, &locked) {
+		locked.Holders = lockHolders(ctx, pool)
+	}
 	if err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// DefaultLockTimeout is how long an import waits, by default, for each lock
+// another transaction holds once it holds the model lock (Options).
+const DefaultLockTimeout = 5 * time.Second
+
+// LockedError is an import that waited past its lock timeout for a lock
+// another transaction held: a record, a share or a team entry that an
+// application transaction kept locked (SELECT ... FOR UPDATE), or wrote and
+// had not committed. Nothing was stored, and the model lock, which every
+// run and `recalc watch` wait for, is released: without the bound, one
+// transaction left open by the application's role stalled the import, and
+// behind it every recalculation, for as long as it stayed open.
+type LockedError struct {
+	Timeout time.Duration
+	Holders []string // "pid N (role R)": the other sessions holding locks on the tables the import writes, when read
+	Err     error
+}
+
+func (e *LockedError) Error() string {
+	held := "another transaction"
+	if len(e.Holders) > 0 {
+		held = "another transaction (sessions holding locks on records, shares or team entries: " + strings.Join(e.Holders, ", ") + ")"
+	}
+	return fmt.Sprintf("the import waited more than %s for a lock that %s held, and stored nothing: "+
+		"import again once that transaction ends, or raise --lock-timeout: %v", e.Timeout, held, e.Err)
+}
+
+func (e *LockedError) Unwrap() error { return e.Err }
+
+// lockedOut turns err into a LockedError when it is a lock wait past the
+// import's lock timeout.
+func lockedOut(err error, opt Options) error {
+	if locked := new(LockedError); !pg.IsLockNotAvailable(err) || errors.As(err, &locked) {
+		return err
+	}
+	return &LockedError{Timeout: opt.lockTimeout(), Err: err}
+}
+
+// lockHolders names the sessions but this one that hold a lock on
+// recalc.record, recalc.share_input or recalc.team of a kind that a row
+// lock or a write takes (a reader's ACCESS SHARE is left out), at most 10:
+// their process ids and roles, never a query. Nil when they cannot be read.
+func lockHolders(ctx context.Context, pool *pgxpool.Pool) []string {
+	rows, err := pool.Query(ctx, `SELECT DISTINCT format('pid %s (role %s)', l.pid, coalesce(quote_ident(a.usename), 'unknown'))
+		FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND l.granted
+		  AND l.relation IN ('recalc.record'::regclass, 'recalc.share_input'::regclass, 'recalc.team'::regclass)
+		  AND l.mode <> 'AccessShareLock' AND l.pid <> pg_backend_pid()
+		ORDER BY 1 LIMIT 10`)
+	if err != nil {
+		return nil
+	}
+	holders, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil
+	}
+	return holders
 }
 
 // absorbLast absorbs, just before an import with shares or team entries
@@ -245,11 +308,22 @@ func onWaitingRecords(ctx context.Context, tx pgx.Tx, absorbed []changes.Absorbe
 
 // ImportTxWith is ImportTx as opt says.
 func ImportTxWith(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, log zerolog.Logger, opt Options) (*Result, error) {
-	res := &Result{}
-	start := time.Now()
 	if err := lockModel(ctx, tx); err != nil {
 		return nil, err
 	}
+	// The model lock waits for recalculation, however long; what the
+	// import then waits for, another transaction may hold for ever.
+	if err := locks.SetTimeout(ctx, tx, opt.lockTimeout()); err != nil {
+		return nil, err
+	}
+	res, err := importLocked(ctx, tx, r, lim, log, opt)
+	return res, lockedOut(err, opt)
+}
+
+// importLocked is ImportTxWith under the model lock.
+func importLocked(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, log zerolog.Logger, opt Options) (*Result, error) {
+	res := &Result{}
+	start := time.Now()
 	// The writes to attached tables committed before this import are
 	// mirrored first, the users table's into the users section, as a run
 	// does: their effects then come in commit order with the import's own

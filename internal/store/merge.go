@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -21,6 +22,21 @@ type Options struct {
 	// configuration is at that revision (see Revision). A file's own
 	// "revision" is checked the same way.
 	IfRevision string
+	// LockTimeout bounds each wait, once the import holds the model lock,
+	// for a lock another transaction holds: a record, a share or a team
+	// entry that an application transaction keeps locked, or wrote and has
+	// not committed (0: DefaultLockTimeout). Past it the import fails with
+	// a LockedError, stores nothing and releases the model lock, which
+	// `recalc run` and `recalc watch` wait for.
+	LockTimeout time.Duration
+}
+
+// lockTimeout is LockTimeout, or DefaultLockTimeout when unset.
+func (o Options) lockTimeout() time.Duration {
+	if o.LockTimeout > 0 {
+		return o.LockTimeout
+	}
+	return DefaultLockTimeout
 }
 
 // StaleError is an import refused because the stored configuration changed
