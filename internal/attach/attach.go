@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -416,8 +418,8 @@ func install(ctx context.Context, tx pgx.Tx, t *target, have map[string]stored) 
 // writes check the keys against the guard of before the attach
 // (migration 026) until then.
 func keysFree(ctx context.Context, tx pgx.Tx, object, source string) error {
-	if _, err := tx.Exec(ctx, `LOCK TABLE recalc.record IN SHARE ROW EXCLUSIVE MODE`); err != nil {
-		return fmt.Errorf("lock the records against writes while %s is attached: %w", object, err)
+	if err := lockRecords(ctx, tx, object); err != nil {
+		return err
 	}
 	var taken string
 	err := tx.QueryRow(ctx, `SELECT id FROM recalc.record WHERE starts_with(id, $1 || ':') AND object <> $1 ORDER BY id LIMIT 1`, object).Scan(&taken)
@@ -526,4 +528,49 @@ func List(ctx context.Context, pool *pgxpool.Pool) ([]Listed, error) {
 		return nil, fmt.Errorf("list attachments: %w", err)
 	}
 	return out, nil
+}
+
+// recordsLockWait bounds how long an attach tries to lock recalc.record
+// against writes (lockRecords) before it fails.
+const recordsLockWait = 10 * time.Second
+
+// lockRecords locks recalc.record against writes until tx ends. Each try
+// waits at most 100 ms, in a savepoint, and the next comes after a pause:
+// every write to recalc.record queues behind a waiting LOCK TABLE, so a
+// wait as long as the longest open transaction that wrote a record (one
+// the writer role keeps open, say) stopped every other write of the
+// application to recalc.record, and, behind the model lock the attach
+// holds, every run and `recalc watch`, for as long as it stayed open. Past
+// recordsLockWait the attach fails, naming the sessions that hold locks on
+// the records.
+func lockRecords(ctx context.Context, tx pgx.Tx, object string) error {
+	var timeout string
+	if err := tx.QueryRow(ctx, `SELECT pg_catalog.current_setting('lock_timeout')`).Scan(&timeout); err != nil {
+		return fmt.Errorf("read lock_timeout: %w", err)
+	}
+	for deadline := time.Now().Add(recordsLockWait); ; {
+		err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { // a savepoint: a timed-out try leaves no queue behind
+			_, err := sp.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', '100ms', true);
+				LOCK TABLE recalc.record IN SHARE ROW EXCLUSIVE MODE`)
+			return err
+		})
+		switch {
+		case err == nil:
+			if _, err := tx.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', $1, true)`, timeout); err != nil {
+				return fmt.Errorf("restore lock_timeout: %w", err)
+			}
+			return nil
+		case !pg.IsRetryable(err):
+			return fmt.Errorf("lock the records against writes while %s is attached: %w", object, err)
+		case time.Now().After(deadline):
+			return fmt.Errorf("lock the records against writes while %s is attached: other transactions kept writing or locking "+
+				"recalc.record for %s (sessions holding locks on records, shares or team entries: %s): nothing was attached; "+
+				"attach again once they end: %w", object, recordsLockWait, strings.Join(store.LockHolders(ctx, tx), ", "), err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(20+rand.IntN(80)) * time.Millisecond):
+		}
+	}
 }

@@ -142,7 +142,7 @@ func ImportWith(ctx context.Context, pool *pgxpool.Pool, r io.Reader, lim model.
 		return lockedOut(absorbLast(ctx, tx, res), opt)
 	})
 	if locked := new(LockedError); errors.As(err, &locked) {
-		locked.Holders = lockHolders(ctx, pool)
+		locked.Holders = LockHolders(ctx, pool)
 	}
 	if err != nil {
 		return nil, err
@@ -187,12 +187,12 @@ func lockedOut(err error, opt Options) error {
 	return &LockedError{Timeout: opt.lockTimeout(), Err: err}
 }
 
-// lockHolders names the sessions but this one that hold a lock on
+// LockHolders names the sessions but q's that hold a lock on
 // recalc.record, recalc.share_input or recalc.team of a kind that a row
 // lock or a write takes (a reader's ACCESS SHARE is left out), at most 10:
 // their process ids and roles, never a query. Nil when they cannot be read.
-func lockHolders(ctx context.Context, pool *pgxpool.Pool) []string {
-	rows, err := pool.Query(ctx, `SELECT DISTINCT format('pid %s (role %s)', l.pid, coalesce(quote_ident(a.usename), 'unknown'))
+func LockHolders(ctx context.Context, q pg.Querier) []string {
+	rows, err := q.Query(ctx, `SELECT DISTINCT format('pid %s (role %s)', l.pid, coalesce(quote_ident(a.usename), 'unknown'))
 		FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
 		WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND l.granted
 		  AND l.relation IN ('recalc.record'::regclass, 'recalc.share_input'::regclass, 'recalc.team'::regclass)
