@@ -265,6 +265,31 @@ func restoreReader(ctx context.Context, tx pgx.Tx, sandbox, engine, role string)
 	return nil
 }
 
+// lockSchema takes the schema lock until tx ends. Once recalc.engine_lock
+// exists (version 15) and this role may lock it, that is a SHARE ROW
+// EXCLUSIVE lock on that table, which only roles with rights on it can
+// take (a reader's or another role's statement on it, refused, takes at
+// most ACCESS SHARE, which does not conflict): the advisory lock of
+// locks.Schema, any role that can connect may take and hold, which stalled
+// every init, upgrades included, for as long as it held it, without a
+// word. Before that table exists, or for a role refused further on
+// (checkOwner), it is the advisory lock.
+func lockSchema(ctx context.Context, tx pgx.Tx) error {
+	var lockable bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = 'recalc' AND c.relname = 'engine_lock'
+		  AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'UPDATE'))`).Scan(&lockable); err != nil {
+		return fmt.Errorf("take schema lock: %w", err)
+	}
+	if !lockable {
+		return locks.XactLock(ctx, tx, locks.Schema)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE recalc.engine_lock IN SHARE ROW EXCLUSIVE MODE`); err != nil {
+		return fmt.Errorf("take schema lock: %w", err)
+	}
+	return nil
+}
+
 // begin takes the schema lock, bounds the transaction's lock waits from
 // then on, creates the schema if missing, refuses a role that does not own
 // recalc's objects, creates the version table if missing, and reads the
@@ -272,7 +297,7 @@ func restoreReader(ctx context.Context, tx pgx.Tx, sandbox, engine, role string)
 func begin(ctx context.Context, tx pgx.Tx) (current int, err error) {
 	// Unbounded: a concurrent init holds it while it migrates, and a
 	// session waiting for it holds nothing.
-	if err := locks.XactLock(ctx, tx, locks.Schema); err != nil {
+	if err := lockSchema(ctx, tx); err != nil {
 		return 0, err
 	}
 	if _, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true) WHERE current_setting('lock_timeout') = '0'`, lockTimeout); err != nil {

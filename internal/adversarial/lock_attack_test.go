@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/recalc-dev/recalc/internal/dburl"
+	"github.com/recalc-dev/recalc/schema"
 )
 
 // TestWriterLocksDoNotStallImports: the writer role keeps a transaction
@@ -82,5 +85,35 @@ func TestWriterLocksDoNotStallImports(t *testing.T) {
 			b.run(t)
 			b.wantAccess(t, map[string]string{"u4 hot1": "read", "u2 a1": "edit", "u3 a2": "read", "u2 p1": "read"})
 		})
+	}
+}
+
+// TestInitNotStalledByAdvisoryLocks: the schema lock that serializes
+// `recalc init` was a PostgreSQL advisory lock, which any role that can
+// connect may take and keep: a reader, the writer or an outsider holding
+// its key stalled every init, upgrades included, without a word, for as
+// long as it held it. Once the schema exists, init locks
+// recalc.engine_lock instead, which none of them may lock.
+func TestInitNotStalledByAdvisoryLocks(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	for _, role := range []string{b.readerRole, b.writerRole, b.outsiderRole} {
+		hostile := b.connect(t, role)
+		// locks.Schema's key: namespace "rc", scope 1.
+		if _, err := hostile.Exec(ctx, `SELECT pg_advisory_lock(29283, 1)`); err != nil {
+			t.Fatalf("take the schema lock's advisory key as %s: %v", role, err)
+		}
+		ictx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		_, err := schema.Migrate(ictx, b.engine)
+		cancel()
+		if err != nil {
+			t.Errorf("recalc init while %s holds the schema lock's advisory key: %v, want it through", role, err)
+		}
+		hostile.Close(ctx)
+	}
+	for _, p := range []*pgxpool.Pool{b.reader, b.writer, b.outsider} {
+		wantState(t, "LOCK TABLE recalc.engine_lock as a role but the engine",
+			rolledBack(p, `LOCK TABLE recalc.engine_lock IN SHARE ROW EXCLUSIVE MODE`), insufficientPrivilege)
 	}
 }

@@ -1,7 +1,8 @@
 // Package locks names recalc's locks. Every lock id is a typed constant, so
 // two parts of the engine can never pick the same one by accident. The
 // schema lock is a PostgreSQL advisory lock under a namespace key of its own
-// (it is taken before the schema exists); the others are row locks on
+// while recalc.engine_lock does not exist (`recalc init` locks that table
+// once it does: schema.lockSchema); the others are row locks on
 // recalc.engine_lock (migration 015), which only the schema's owner can
 // take: no other role that can connect can hold them to stall recalc, as it
 // could an advisory lock.
