@@ -509,6 +509,12 @@ func TestRedefinedFunctionsKeepAttributes(t *testing.T) {
 		{"recalc.can_access(text, text, text, text)", true, "s", "{\"search_path=pg_catalog, pg_temp\"}"},
 		{"recalc.rls_records(text, text, text)", true, "s", "{\"search_path=pg_catalog, pg_temp\"}"},
 		{"recalc.attach_fingerprints()", false, "u", "{\"search_path=pg_catalog, pg_temp\",jit=off}"},
+		{"recalc.attach_fingerprints_changed()", false, "u", "{\"search_path=pg_catalog, pg_temp\"}"},
+		{"recalc.attach_complete(text)", false, "u", "{\"search_path=pg_catalog, pg_temp\"}"},
+		{"recalc.attach_foreign_code(text)", false, "u", "{\"search_path=pg_catalog, pg_temp\"}"},
+		{"recalc.attach_view_reads(oid, oid)", false, "u", "{\"search_path=pg_catalog, pg_temp\"}"},
+		{"recalc.attach_view_rule(oid)", false, "u", "{\"search_path=pg_catalog, pg_temp\"}"},
+		{"recalc.attach_absorb_begin(interval, bigint)", false, "u", "{\"search_path=pg_catalog, pg_temp\"}"},
 		{"recalc.record_key(text, text)", true, "s", "{\"search_path=pg_catalog, pg_temp\",standard_conforming_strings=on}"},
 	} {
 		var definer, public bool

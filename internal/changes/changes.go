@@ -361,8 +361,8 @@ const SessionTampered = "RC004"
 // nothingToAbsorb reports whether no table is captured and no write to
 // one is logged: attach_absorb_begin would then change and return nothing.
 // Its first call in a session reads the catalogs (attach_fingerprints),
-// about 30 ms of server time that every `recalc run` and import of a
-// database with nothing attached would pay for nothing.
+// about 30 ms of server time that every `recalc run`, import and step of
+// `recalc watch` on a database with nothing attached would pay for nothing.
 func nothingToAbsorb(ctx context.Context, tx pgx.Tx) (bool, error) {
 	var none bool
 	err := tx.QueryRow(ctx, `SELECT NOT EXISTS (SELECT FROM recalc.attach_capture)
@@ -402,42 +402,37 @@ type Absorbed struct {
 // migration 019): it re-reads their sources for the ids logged, and
 // recalc.record's trigger logs the records that changed as change rows of
 // kind 'record', which tx then reads as any other. With maxKeys > 0 it
-// counts first: it does nothing, and returns ok false, when more than
-// maxKeys ids (or a whole table, after a TRUNCATE) wait, and returns at
-// once when none do; a captured table written without its capture (its
-// catalog fingerprint changed, migration 020) counts as a TRUNCATE; and it
-// leaves alone the objects it could not absorb less than StuckRetry ago
-// (recalc.attach_stuck), which jobs (maxKeys 0) always try. tx must be
-// READ COMMITTED.
+// returns ok false, for the caller to roll tx back and run a job, when more
+// than maxKeys ids (or a whole table, after a TRUNCATE) wait, and has then
+// absorbed nothing; a captured table written without its capture (its
+// catalog fingerprint changed, migration 020) counts as a TRUNCATE, whether
+// or not its absorb failed lately; and it leaves alone the objects it could
+// not absorb less than StuckRetry ago (recalc.attach_stuck), which jobs
+// (maxKeys 0) always try. attach_absorb_begin computes the catalog
+// fingerprints once and counts what waits with them (migration 071): it
+// then changes nothing. tx must be READ COMMITTED.
 func Absorb(ctx context.Context, tx pgx.Tx, maxKeys int) (done []Absorbed, ok bool, err error) {
-	var retry *time.Duration
-	if maxKeys > 0 {
-		retry = new(StuckRetry)
-		var keys int64
-		var all bool
-		if err := tx.QueryRow(ctx, `SELECT coalesce(sum(cardinality(keys)), 0),
-			       coalesce(bool_or(kind = 'attached_all'), false) OR recalc.attach_fingerprints_changed()
-			FROM recalc.change c WHERE kind IN ('attached', 'attached_all')
-			  AND NOT EXISTS (SELECT FROM recalc.attach_stuck s WHERE s.object = c.object AND s.checked_at > now() - $1::interval)`,
-			StuckRetry).Scan(&keys, &all); err != nil {
-			return nil, false, fmt.Errorf("read change log: %w", err)
-		}
-		if all || keys > int64(maxKeys) {
-			return nil, false, nil
-		}
-		if keys == 0 { // nothing logged: spare the fast path a round trip
-			return nil, true, nil
-		}
-	} else if idle, err := nothingToAbsorb(ctx, tx); err != nil || idle {
+	if idle, err := nothingToAbsorb(ctx, tx); err != nil || idle {
 		return nil, err == nil, wrapAbsorb(err)
 	}
-	rows, err := tx.Query(ctx, `SELECT object, keys, whole FROM recalc.attach_absorb_begin($1::interval)`, retry)
+	var retry *time.Duration
+	var most *int64
+	if maxKeys > 0 {
+		retry, most = new(StuckRetry), new(int64(maxKeys))
+	}
+	rows, err := tx.Query(ctx, `SELECT object, keys, whole FROM recalc.attach_absorb_begin($1::interval, $2::bigint)`, retry, most)
 	if err != nil {
 		return nil, false, wrapAbsorb(err)
 	}
 	objects, err := pgx.CollectRows(rows, pgx.RowToStructByPos[pendingObject])
-	if err != nil || len(objects) == 0 {
-		return nil, err == nil, wrapAbsorb(err)
+	if err != nil {
+		return nil, false, wrapAbsorb(err)
+	}
+	if maxKeys > 0 && tooMuch(objects, maxKeys) {
+		return nil, false, nil
+	}
+	if len(objects) == 0 {
+		return nil, true, nil
 	}
 	if done, err = absorbEach(ctx, tx, objects); err != nil {
 		return nil, false, err
@@ -490,6 +485,22 @@ type pendingObject struct {
 	Object string
 	Keys   int64
 	Whole  bool
+}
+
+// tooMuch reports whether objects are more than the fast path absorbs: a
+// source to read whole, or more than maxKeys ids. attach_absorb_begin,
+// given maxKeys, returns what waits as it decided so; or, having decided
+// otherwise, what waits once it recorded the views' columns, more if a
+// write committed in between.
+func tooMuch(objects []pendingObject, maxKeys int) bool {
+	var keys int64
+	for _, o := range objects {
+		if o.Whole {
+			return true
+		}
+		keys += o.Keys
+	}
+	return keys > int64(maxKeys)
 }
 
 // absorbEach absorbs each object's logged writes (absorbOne), under a
