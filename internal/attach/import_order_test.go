@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/model"
@@ -34,6 +35,28 @@ func (h *holdSQL) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.Tra
 
 func (h *holdSQL) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
+// waitLockWait waits until a session of the test's database waits for a
+// lock, failing if done is ready first.
+func waitLockWait(t *testing.T, obs *pgxpool.Pool, done <-chan error, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		select {
+		case err := <-done:
+			t.Fatalf("ended before %s: %v", what, err)
+		default:
+		}
+		var waiting bool
+		if err := obs.QueryRow(context.Background(), `SELECT EXISTS (SELECT FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
 // TestImportBesideAnOwnerChange: application transaction A changes the
 // owner of attached account:1, which has a manual share (carol's), while
 // import T merges a manual share for erin on it; A commits at each point
@@ -41,9 +64,16 @@ func (h *holdSQL) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndDat
 // commits. Erin's stays when A committed before T's last absorb, just
 // before T commits (docs/attach.md): A's wipe comes first, as in a serial
 // order where A commits before T, and as the same owner change written to
-// recalc.record would (T's lock on the record orders them). It goes when A
-// commits after T's last absorb, its wipe then coming after T's share, and
-// stays when A rolls back. When T's last absorb cannot take A's owner
+// recalc.record would (T's lock on the record orders them). T's last
+// absorb waits for an owner change written and not yet committed (migration
+// 072): A committing while T waits there is absorbed by it, and erin's
+// share stays. Before, A could commit between T's last absorb and T's
+// commit, and its wipe, absorbed at the next run, took erin's share though
+// A committed first. An owner change written once T's last absorb has
+// begun waits for T's commit: its wipe then comes after T's share, and
+// takes it, as when A commits after T (an owner change written before T
+// cannot commit after it any more: T waits for it). Erin's share stays
+// when A rolls back. When T's last absorb cannot take A's owner
 // change (the table locked), T is refused, as at its first absorb. Before version 58, an owner change committed
 // after T's first absorb wiped erin's share at the next absorb, though it
 // committed before T.
@@ -60,16 +90,25 @@ func TestImportBesideAnOwnerChange(t *testing.T) {
 		endAfter  bool              // A ends after T commits
 		rollback  bool
 		lockTable bool // the application locks the table after A ends, until T ends
-		wantErin  bool
+		// endBlocking: T is not held; A, written before T, ends once T
+		// waits for it (its last absorb waits for the owner changes not
+		// committed yet: migration 072).
+		endBlocking bool
+		// writeBlocked: A writes while T is held at its commit, and so
+		// waits for T's commit (migration 072), then commits.
+		writeBlocked bool
+		wantErin     bool
 	}{
 		{name: "committed before the import", endBefore: true, wantErin: true},
 		{name: "committed after the import's first absorb", holdAt: afterAbsorb, wantErin: true},
 		{name: "written and committed after the import's first absorb", holdAt: afterAbsorb, writeLate: true, wantErin: true},
-		{name: "committed as the import commits", holdAt: atCommit, wantErin: false},
-		{name: "committed after the import", endAfter: true, wantErin: false},
+		{name: "committed while the import waits for it at its last absorb", endBlocking: true, wantErin: true},
+		{name: "written as the import commits, waiting for its commit", holdAt: atCommit, writeBlocked: true, wantErin: false},
+		{name: "committed after the import", endAfter: true, writeLate: true, wantErin: false},
 		{name: "committed after the import's first absorb, the table locked at its last", holdAt: afterAbsorb, writeLate: true, lockTable: true},
 		{name: "rolled back after the import's first absorb", holdAt: afterAbsorb, rollback: true, wantErin: true},
-		{name: "rolled back after the import", endAfter: true, rollback: true, wantErin: true},
+		{name: "rolled back after the import", endAfter: true, writeLate: true, rollback: true, wantErin: true},
+		{name: "rolled back while the import waits for it at its last absorb", endBlocking: true, rollback: true, wantErin: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -84,7 +123,7 @@ func TestImportBesideAnOwnerChange(t *testing.T) {
 			b.run(t)
 
 			var a pgx.Tx
-			if !tc.writeLate {
+			if !tc.writeLate && !tc.writeBlocked {
 				a, _ = hold(t, b.app, reown)
 			}
 			end := func() {
@@ -120,7 +159,27 @@ func TestImportBesideAnOwnerChange(t *testing.T) {
 				done <- err
 			}()
 			var lock pgx.Tx
-			if tc.holdAt != nil {
+			if tc.endBlocking {
+				waitLockWait(t, b.admin, done, "the import to wait for the owner change at its last absorb")
+				end()
+			}
+			if tc.writeBlocked {
+				select {
+				case <-h.reached:
+				case err := <-done:
+					t.Fatalf("the import ended before its hold: %v", err)
+				case <-time.After(30 * time.Second):
+					t.Fatal("the import never reached its hold")
+				}
+				written := make(chan error, 1)
+				go func() { written <- tx(ctx, b.app, reown) }()
+				waitLockWait(t, b.admin, written, "the owner change to wait for the import's commit")
+				h.free()
+				if err := <-written; err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.holdAt != nil && !tc.writeBlocked {
 				select {
 				case <-h.reached:
 				case err := <-done:

@@ -27,6 +27,11 @@ const (
 	Model Scope = 2
 	// Staging serializes building a full job's staging indexes.
 	Staging Scope = 3
+	// Effects orders an import with shares or team entries after the
+	// writes to attached tables that mark an effect (an owner change, a row
+	// gone): their captures hold it shared until they commit (migration
+	// 072), and the import takes it before its last absorb.
+	Effects Scope = 4
 )
 
 // namespace is the first key of the schema's advisory lock ("rc" in ASCII).
@@ -40,6 +45,8 @@ func (s Scope) String() string {
 		return "model"
 	case Staging:
 		return "staging"
+	case Effects:
+		return "effects"
 	}
 	return fmt.Sprintf("scope(%d)", int32(s))
 }

@@ -215,9 +215,20 @@ func LockHolders(ctx context.Context, q pg.Querier) []string {
 // spares, as in the commit order (changes.AbsorbMarked, migrations 058 and
 // 069). Shares and team entries on the records of an object whose writes it
 // could not absorb are refused, as at the first absorb.
+//
+// First it takes the effects lock, which the capture of such a write holds
+// until it commits (migration 072): it waits for those not committed yet,
+// whose change rows the absorb then reads, and those that come later wait
+// for the import's commit. Without it a write committing between the
+// absorb and the import's commit was absorbed at the next run, after the
+// import, and wiped the manual shares the import wrote though it committed
+// first (TestImportBesideAnOwnerChange).
 func absorbLast(ctx context.Context, tx pgx.Tx, res *Result) error {
 	if res.Shares == 0 && res.Teams == 0 {
 		return nil
+	}
+	if err := locks.XactLock(ctx, tx, locks.Effects); err != nil {
+		return err
 	}
 	absorbed, err := changes.AbsorbMarked(ctx, tx)
 	if err != nil {
