@@ -2,6 +2,8 @@ package attach_test
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -240,5 +242,37 @@ func TestImportBesideAnOwnerChange(t *testing.T) {
 				t.Errorf("erin's access to account:1 after the run: %s, want edit exactly when her share stays", l)
 			}
 		})
+	}
+}
+
+// TestImportNamesAnOpenOwnerChange: an application transaction that changed
+// an owner in an attached table and stays open holds an import with shares
+// up at its last absorb (migration 072) only for the import's lock timeout:
+// the import then fails, stores nothing, and names the application's
+// session, which holds no lock on records, shares or team entries, only on
+// the change log its capture wrote.
+func TestImportNamesAnOpenOwnerChange(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	hold(t, b.app, `UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`)
+	_, err := store.ImportWith(ctx, b.engine, strings.NewReader(
+		`{"shares": [{"object": "account", "record": "account:1", "grantee": "user:erin", "access": "edit", "cause": "manual"}]}`),
+		model.DefaultLimits(), zerolog.Nop(), nil, store.Options{Merge: true, LockTimeout: 200 * time.Millisecond})
+	locked := new(store.LockedError)
+	if !errors.As(err, &locked) {
+		t.Fatalf("import beside an open owner change: %v, want a LockedError", err)
+	}
+	if !slices.ContainsFunc(locked.Holders, func(h string) bool { return strings.HasSuffix(h, "(role "+b.appRole+")") }) {
+		t.Fatalf("the import names %v, want the application's session (role %s)", locked.Holders, b.appRole)
+	}
+	var shares int
+	if err := b.admin.QueryRow(ctx, `SELECT count(*) FROM recalc.share_input WHERE grantee = 'user:erin'`).Scan(&shares); err != nil {
+		t.Fatal(err)
+	}
+	if shares != 0 {
+		t.Fatalf("the refused import stored %d shares for erin", shares)
 	}
 }

@@ -142,7 +142,10 @@ func ImportWith(ctx context.Context, pool *pgxpool.Pool, r io.Reader, lim model.
 		return lockedOut(absorbLast(ctx, tx, res), opt)
 	})
 	if locked := new(LockedError); errors.As(err, &locked) {
-		locked.Holders = LockHolders(ctx, pool)
+		// The import's last absorb waits for the application's transactions
+		// that wrote an attached table with an owner change or a row gone
+		// (migration 072): they hold the change log.
+		locked.Holders = lockHolders(ctx, pool, "recalc.record", "recalc.share_input", "recalc.team", "recalc.change")
 	}
 	if err != nil {
 		return nil, err
@@ -170,7 +173,7 @@ type LockedError struct {
 func (e *LockedError) Error() string {
 	held := "another transaction"
 	if len(e.Holders) > 0 {
-		held = "another transaction (sessions holding locks on records, shares or team entries: " + strings.Join(e.Holders, ", ") + ")"
+		held = "another transaction (sessions holding locks on records, shares, team entries or the change log of attached tables: " + strings.Join(e.Holders, ", ") + ")"
 	}
 	return fmt.Sprintf("the import waited more than %s for a lock that %s held, and stored nothing: "+
 		"import again once that transaction ends, or raise --lock-timeout: %v", e.Timeout, held, e.Err)
@@ -192,12 +195,17 @@ func lockedOut(err error, opt Options) error {
 // lock or a write takes (a reader's ACCESS SHARE is left out), at most 10:
 // their process ids and roles, never a query. Nil when they cannot be read.
 func LockHolders(ctx context.Context, q pg.Querier) []string {
+	return lockHolders(ctx, q, "recalc.record", "recalc.share_input", "recalc.team")
+}
+
+// lockHolders is LockHolders of tables.
+func lockHolders(ctx context.Context, q pg.Querier, tables ...string) []string {
 	rows, err := q.Query(ctx, `SELECT DISTINCT format('pid %s (role %s)', l.pid, coalesce(quote_ident(a.usename), 'unknown'))
 		FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
 		WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND l.granted
-		  AND l.relation IN ('recalc.record'::regclass, 'recalc.share_input'::regclass, 'recalc.team'::regclass)
+		  AND l.relation = ANY ($1::regclass[])
 		  AND l.mode <> 'AccessShareLock' AND l.pid <> pg_backend_pid()
-		ORDER BY 1 LIMIT 10`)
+		ORDER BY 1 LIMIT 10`, tables)
 	if err != nil {
 		return nil
 	}
