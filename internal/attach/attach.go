@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/recalc-dev/recalc/internal/changes"
+	"github.com/recalc-dev/recalc/internal/locks"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/store"
@@ -43,7 +43,8 @@ type Change struct {
 // the objects it names (capture installed, existing rows backfilled),
 // rebuilds those whose entry or table changed, leaves the others alone, and
 // detaches the stored ones it does not name. On any error nothing changes.
-// Installing a table's triggers waits for the transactions writing it.
+// Installing a table's triggers waits for the transactions writing it,
+// 100 ms a try for captureLockWait at most (onCaptured).
 func Apply(ctx context.Context, pool *pgxpool.Pool, spec *Spec) ([]Change, error) {
 	var out []Change
 	err := inModelLock(ctx, pool, func(tx pgx.Tx, have map[string]stored) error {
@@ -170,6 +171,9 @@ func removeAll(ctx context.Context, tx pgx.Tx, objects []string, have map[string
 				return nil, err
 			}
 		}
+		if err := onCaptured(ctx, tx, o, "drop the capture", `SELECT recalc.attach_drop_capture($1)`); err != nil {
+			return nil, fmt.Errorf("detach %s: %w", o, err)
+		}
 		if err := tx.QueryRow(ctx, `SELECT recalc.attach_remove($1)`, o).Scan(&c.Records); err != nil {
 			return nil, fmt.Errorf("detach %s: %w", o, err)
 		}
@@ -243,8 +247,8 @@ func absorbUsersAndDrop(ctx context.Context, tx pgx.Tx) (late bool, err error) {
 	if _, err := store.SyncAttachedUsers(ctx, tx); err != nil {
 		return false, fmt.Errorf("detach users: build the users section from the users table: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `SELECT recalc.attach_drop_capture($1)`, model.UsersAttachment); err != nil {
-		return false, fmt.Errorf("detach users: drop the capture: %w", err)
+	if err := onCaptured(ctx, tx, model.UsersAttachment, "drop the capture", `SELECT recalc.attach_drop_capture($1)`); err != nil {
+		return false, fmt.Errorf("detach users: %w", err)
 	}
 	if !intact {
 		return false, nil
@@ -362,6 +366,9 @@ func install(ctx context.Context, tx pgx.Tx, t *target, have map[string]stored) 
 		}
 		c.Status = Updated
 	}
+	if err := onCaptured(ctx, tx, c.Object, "drop the capture", `SELECT recalc.attach_drop_capture($1)`); err != nil {
+		return c, err
+	}
 	if c.Object != model.UsersAttachment { // the users table has no records
 		if err := keysFree(ctx, tx, c.Object, t.source); err != nil {
 			return c, err
@@ -402,7 +409,10 @@ func install(ctx context.Context, tx pgx.Tx, t *target, have map[string]stored) 
 			return c, fmt.Errorf("register capture of %s on %s: %w", c.Object, k.Source, err)
 		}
 	}
-	if err := tx.QueryRow(ctx, `SELECT recalc.attach_install($1)`, c.Object).Scan(&c.Records); err != nil {
+	if err := onCaptured(ctx, tx, c.Object, "install the capture", `SELECT recalc.attach_install_begin($1)`); err != nil {
+		return c, err
+	}
+	if err := tx.QueryRow(ctx, `SELECT recalc.attach_install_rows($1)`, c.Object).Scan(&c.Records); err != nil {
 		// A failed backfill names its SQLSTATE, not the server's message,
 		// which may quote a row's value (migration 036).
 		return c, fmt.Errorf("install capture of %s: %w", c.Object, err)
@@ -544,33 +554,57 @@ const recordsLockWait = 10 * time.Second
 // recordsLockWait the attach fails, naming the sessions that hold locks on
 // the records.
 func lockRecords(ctx context.Context, tx pgx.Tx, object string) error {
-	var timeout string
-	if err := tx.QueryRow(ctx, `SELECT pg_catalog.current_setting('lock_timeout')`).Scan(&timeout); err != nil {
-		return fmt.Errorf("read lock_timeout: %w", err)
+	took, err := locks.Retry(ctx, tx, recordsLockWait, func(sp pgx.Tx) error {
+		_, err := sp.Exec(ctx, `LOCK TABLE recalc.record IN SHARE ROW EXCLUSIVE MODE`)
+		return err
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("lock the records against writes while %s is attached: %w", object, err)
+	case !took:
+		return fmt.Errorf("lock the records against writes while %s is attached: other transactions kept writing or locking "+
+			"recalc.record for %s (sessions holding locks on records, shares or team entries: %s): nothing was attached; "+
+			"attach again once they end", object, recordsLockWait, strings.Join(store.LockHolders(ctx, tx), ", "))
 	}
-	for deadline := time.Now().Add(recordsLockWait); ; {
-		err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { // a savepoint: a timed-out try leaves no queue behind
-			_, err := sp.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', '100ms', true);
-				LOCK TABLE recalc.record IN SHARE ROW EXCLUSIVE MODE`)
-			return err
-		})
-		switch {
-		case err == nil:
-			if _, err := tx.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', $1, true)`, timeout); err != nil {
-				return fmt.Errorf("restore lock_timeout: %w", err)
-			}
-			return nil
-		case !pg.IsRetryable(err):
-			return fmt.Errorf("lock the records against writes while %s is attached: %w", object, err)
-		case time.Now().After(deadline):
-			return fmt.Errorf("lock the records against writes while %s is attached: other transactions kept writing or locking "+
-				"recalc.record for %s (sessions holding locks on records, shares or team entries: %s): nothing was attached; "+
-				"attach again once they end: %w", object, recordsLockWait, strings.Join(store.LockHolders(ctx, tx), ", "), err)
+	return nil
+}
+
+// captureLockWait bounds how long an attach or a detach tries the locks
+// that installing or dropping a capture takes on the application's tables
+// (onCaptured) before it fails.
+const captureLockWait = 10 * time.Second
+
+// onCaptured runs sql, a statement of the capture's functions on object
+// ($1) that installs or drops its triggers, a DDL lock on each of the
+// application's tables it captures (SHARE ROW EXCLUSIVE to create a
+// trigger, ACCESS EXCLUSIVE to drop one), tried 100 ms at a time
+// (locks.Retry): PostgreSQL queues every later write of a table behind a
+// waiting trigger statement, so waiting for as long as the application
+// kept a transaction open on one of those tables stopped every other write
+// of it, and, behind the model lock the attach holds, every run and
+// `recalc watch`. Past captureLockWait it fails, naming the sessions that
+// hold locks on those tables; the caller's transaction then changes
+// nothing.
+func onCaptured(ctx context.Context, tx pgx.Tx, object, what, sql string) error {
+	took, err := locks.Retry(ctx, tx, captureLockWait, func(sp pgx.Tx) error {
+		_, err := sp.Exec(ctx, sql, object)
+		return err
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("%s of %s: %w", what, object, err)
+	case !took:
+		var relids []uint32
+		if err := tx.QueryRow(ctx, `SELECT ARRAY(SELECT relid FROM recalc.attach_capture WHERE object = $1
+			UNION SELECT relid FROM recalc.attachment WHERE object = $1)`, object).Scan(&relids); err != nil {
+			return fmt.Errorf("%s of %s: read its tables: %w", what, object, err)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Duration(20+rand.IntN(80)) * time.Millisecond):
+		holders := strings.Join(locks.Holders(ctx, tx, relids), ", ")
+		if holders == "" {
+			holders = "none seen"
 		}
+		return fmt.Errorf("%s of %s: other transactions kept its tables locked for %s (sessions holding locks on them: %s): "+
+			"nothing was changed; run it again once they end", what, object, captureLockWait, holders)
 	}
+	return nil
 }

@@ -3,14 +3,13 @@ package sharetable
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/recalc-dev/recalc/internal/feed"
-	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/internal/locks"
 	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/sharing"
 )
@@ -190,7 +189,7 @@ func StagingTasks(pool *pgxpool.Pool, org *sharing.Org, d *Dict, job int64, clos
 // call of recalc's functions), it copies the staged rows into the live
 // tables in place instead, under the row locks readers do not take.
 func SwapFull(ctx context.Context, tx pgx.Tx, closure bool) (every bool, err error) {
-	locked, err := lockForSwap(ctx, tx, closure, time.Now().Add(swapWait))
+	locked, err := lockForSwap(ctx, tx, closure, swapWait)
 	if err == nil && !locked {
 		// No writer may come between the feed's diff and the copy's
 		// commit; readers may. Nothing but the engine writes these tables,
@@ -240,41 +239,25 @@ const swapWait = 10 * time.Second
 
 // lockForSwap takes the live tables SwapFull drops and renames, ACCESS
 // EXCLUSIVE, all at once, before it reads them, and reports whether it took
-// them before deadline. Each try waits at most 100 ms: readers take these tables one
+// them within wait (locks.Retry). Each try waits at most 100 ms: readers take these tables one
 // statement at a time, in their own order, so a swap that waited longer
 // while it held one of them could deadlock with a reader, and every new
 // reader queues behind a waiting swap. A try that times out lets go of what
 // it took, and the next one comes after a pause, until no one holds the
-// tables or the deadline passes.
-func lockForSwap(ctx context.Context, tx pgx.Tx, closure bool, deadline time.Time) (bool, error) {
+// tables or wait passes.
+func lockForSwap(ctx context.Context, tx pgx.Tx, closure bool, wait time.Duration) (bool, error) {
 	tables := "recalc.acl_record, recalc.acl_share" // in the order a reader's statement locks them
 	if closure {
 		tables += ", recalc.acl_member"
 	}
-	var timeout string
-	if err := tx.QueryRow(ctx, `SELECT pg_catalog.current_setting('lock_timeout')`).Scan(&timeout); err != nil {
-		return false, fmt.Errorf("read lock_timeout: %w", err)
+	took, err := locks.Retry(ctx, tx, wait, func(sp pgx.Tx) error {
+		_, err := sp.Exec(ctx, `LOCK TABLE `+tables+` IN ACCESS EXCLUSIVE MODE`)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("lock the live tables for the swap: %w", err)
 	}
-	for time.Now().Before(deadline) {
-		err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { // a savepoint: a timed-out try releases its locks
-			_, err := sp.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', '100ms', true);
-				LOCK TABLE `+tables+` IN ACCESS EXCLUSIVE MODE`)
-			return err
-		})
-		switch {
-		case err == nil:
-			_, err = tx.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', $1, true)`, timeout)
-			return err == nil, err
-		case !pg.IsRetryable(err):
-			return false, fmt.Errorf("lock the live tables for the swap: %w", err)
-		}
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-time.After(time.Duration(20+rand.IntN(80)) * time.Millisecond):
-		}
-	}
-	return false, nil
+	return took, nil
 }
 
 // copyIntoLive replaces the live tables' rows with the staged ones, in

@@ -1,0 +1,118 @@
+package attach_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/recalc-dev/recalc/internal/attach"
+)
+
+// TestOpenAppTransactionQueuesNoWritesBehindCaptureDDL: the application's
+// role keeps a transaction open on support.case (a write, or only a read),
+// and the operator attaches case, attaches it again changed, or detaches
+// it: each creates or drops capture triggers on the table, a SHARE ROW
+// EXCLUSIVE or ACCESS EXCLUSIVE lock. The command waited for that lock as
+// long as the transaction stayed open, under the model lock, and
+// PostgreSQL queues every later write of the table behind the waiting
+// trigger statement: every other write of the application to
+// support.case waited too. Now each try waits 100 ms at most, the other
+// write goes through between the tries, and the command fails, naming the
+// application's session and changing nothing; once the transaction ends it
+// goes through.
+func TestOpenAppTransactionQueuesNoWritesBehindCaptureDDL(t *testing.T) {
+	t.Parallel()
+	withoutCase := crmSpec[:strings.LastIndex(crmSpec, ",\n  {\"object\": \"case\"")] + "\n]}"
+	changed := strings.Replace(crmSpec, `"fields": ["priority", "status"]`, `"fields": ["priority"]`, 1)
+	cases := []struct {
+		name, before, hold, lock string
+		run                      func(ctx context.Context, engine *pgxpool.Pool) error
+		attached                 bool // case attached after the refused command, as before it
+	}{
+		{"attach beside a write", withoutCase, `UPDATE support."case" SET status = status WHERE id = 1`, "ShareRowExclusiveLock",
+			func(ctx context.Context, engine *pgxpool.Pool) error { return apply(ctx, engine, crmSpec) }, false},
+		{"attach again beside a write", crmSpec, `UPDATE support."case" SET status = status WHERE id = 1`, "AccessExclusiveLock",
+			func(ctx context.Context, engine *pgxpool.Pool) error { return apply(ctx, engine, changed) }, true},
+		{"detach beside a read", crmSpec, `SELECT count(*) FROM support."case"`, "AccessExclusiveLock",
+			func(ctx context.Context, engine *pgxpool.Pool) error {
+				_, err := attach.Detach(ctx, engine, []string{"case"})
+				return err
+			}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			ctx := context.Background()
+			b.mustAttach(t, tc.before)
+			hostile, err := b.app.Begin(ctx)
+			if err != nil {
+				t.Fatalf("begin as the application: %v", err)
+			}
+			defer hostile.Rollback(ctx)
+			if _, err := hostile.Exec(ctx, tc.hold); err != nil {
+				t.Fatalf("hold support.case as the application: %v", err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- tc.run(ctx, b.engine) }()
+
+			// Hold point: the command waits for its lock on support.case.
+			for waiting := false; !waiting; {
+				if err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'support.case'::regclass
+					AND mode = $1 AND NOT granted)`, tc.lock).Scan(&waiting); err != nil {
+					t.Fatalf("look for the command's lock wait: %v", err)
+				}
+				select {
+				case err := <-done:
+					t.Fatalf("the command ended before it waited for the application's transaction: %v", err)
+				default:
+				}
+			}
+			// Another write of the application's, while the command tries.
+			other, err := b.app.Begin(ctx)
+			if err != nil {
+				t.Fatalf("begin as the application: %v", err)
+			}
+			_, err = other.Exec(ctx, `SET LOCAL statement_timeout = '3s';
+				INSERT INTO support."case" VALUES (900, 1, 'bob', 2, 'New')`)
+			_ = other.Rollback(ctx)
+			if err != nil {
+				t.Errorf("a write to support.case while the command waits for the application's open transaction: %v, want it through", err)
+			}
+
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), "nothing was changed") || !strings.Contains(err.Error(), "(role "+b.appRole+")") {
+					t.Errorf("the command while the application's transaction stays open: %v, want a refusal naming the application's session", err)
+				}
+			case <-time.After(60 * time.Second):
+				t.Errorf("the command still waits for the application's open transaction after a minute")
+				_ = hostile.Rollback(ctx)
+				<-done
+			}
+			var attached bool
+			if err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.attachment WHERE object = 'case')`).Scan(&attached); err != nil || attached != tc.attached {
+				t.Errorf("case attached after the refused command: %v (err %v), want %v", attached, err, tc.attached)
+			}
+			if err := hostile.Rollback(ctx); err != nil {
+				t.Fatalf("roll back the application's transaction: %v", err)
+			}
+			if err := tc.run(ctx, b.engine); err != nil {
+				t.Fatalf("the command once the application's transaction ended: %v", err)
+			}
+		})
+	}
+}
+
+// apply attaches as spec says.
+func apply(ctx context.Context, engine *pgxpool.Pool, spec string) error {
+	s, err := attach.Parse(strings.NewReader(spec))
+	if err != nil {
+		return err
+	}
+	_, err = attach.Apply(ctx, engine, s)
+	return err
+}

@@ -1,0 +1,75 @@
+package locks
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/recalc-dev/recalc/internal/pg"
+)
+
+// TryWait is how long one try of Retry waits for a lock.
+const TryWait = 100 * time.Millisecond
+
+// Retry runs try in a savepoint of tx with every lock wait bounded to
+// TryWait (lock_timeout), again after a pause of 20-100 ms each time a
+// lock was not granted, until it succeeds or wait has passed; then it
+// reports false. PostgreSQL queues every later request for a table behind
+// a statement waiting to lock it, so a strong lock (DDL, LOCK TABLE) that
+// waited for as long as another role kept a transaction open on the table
+// would stop every other write (or read) of it for as long; a try that
+// times out lets go of what it took, leaving no queue behind. tx's
+// lock_timeout is as before once Retry returns. An error other than a lock
+// not granted (pg.IsRetryable) ends it at once.
+func Retry(ctx context.Context, tx pgx.Tx, wait time.Duration, try func(sp pgx.Tx) error) (bool, error) {
+	var timeout string
+	if err := tx.QueryRow(ctx, `SELECT pg_catalog.current_setting('lock_timeout')`).Scan(&timeout); err != nil {
+		return false, fmt.Errorf("read lock_timeout: %w", err)
+	}
+	for deadline := time.Now().Add(wait); ; {
+		err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { // a savepoint: a timed-out try releases its locks
+			if err := SetTimeout(ctx, sp, TryWait); err != nil {
+				return err
+			}
+			return try(sp)
+		})
+		if _, rerr := tx.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', $1, true)`, timeout); rerr != nil && err == nil {
+			err = fmt.Errorf("restore lock_timeout: %w", rerr)
+		}
+		switch {
+		case err == nil:
+			return true, nil
+		case !pg.IsRetryable(err):
+			return false, err
+		case !time.Now().Before(deadline):
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(time.Duration(20+rand.IntN(80)) * time.Millisecond):
+		}
+	}
+}
+
+// Holders names the sessions but q's that hold a lock on one of the
+// relations relids, at most 10: their process ids and roles, never a
+// query. Nil when they cannot be read.
+func Holders(ctx context.Context, q pg.Querier, relids []uint32) []string {
+	rows, err := q.Query(ctx, `SELECT DISTINCT format('pid %s (role %s)', l.pid, coalesce(quote_ident(a.usename), 'unknown'))
+		FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND l.granted
+		  AND l.relation = ANY($1::oid[]) AND l.pid <> pg_backend_pid()
+		ORDER BY 1 LIMIT 10`, relids)
+	if err != nil {
+		return nil
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil
+	}
+	return out
+}
