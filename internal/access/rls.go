@@ -10,9 +10,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/recalc-dev/recalc/internal/locks"
 	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/store"
 )
@@ -242,6 +244,9 @@ func enableRLS(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, r *RLS) error
 	sqls := append([]string{`ALTER TABLE ` + tbl.Sanitize() + ` ENABLE ROW LEVEL SECURITY`}, dropPolicies(tbl)...)
 	if r.Force {
 		sqls = append(sqls, `ALTER TABLE `+tbl.Sanitize()+` FORCE ROW LEVEL SECURITY`)
+	}
+	if err := lockTable(ctx, tx, tbl); err != nil {
+		return fmt.Errorf("enable row-level security on %q: %w", r.Table, err)
 	}
 	for _, sql := range append(sqls, policies...) {
 		if _, err := tx.Exec(ctx, sql); err != nil {
@@ -567,6 +572,9 @@ func DisableRLS(ctx context.Context, tx pgx.Tx, table string) (remaining []strin
 	if err != nil {
 		return nil, err
 	}
+	if err := lockTable(ctx, tx, tbl); err != nil {
+		return nil, fmt.Errorf("drop recalc's policies from %.100q: %w", table, err)
+	}
 	for _, sql := range dropPolicies(tbl) {
 		if _, err := tx.Exec(ctx, sql); err != nil {
 			return nil, fmt.Errorf("drop recalc's policies from %.100q: %w", table, err)
@@ -822,4 +830,35 @@ func BypassingViews(ctx context.Context, tx pgx.Tx, table string, limit int) (vi
 		return nil, nil, fmt.Errorf("look up the views over %.100q: %w", table, err)
 	}
 	return views, attached, nil
+}
+
+// tableLockWait bounds how long `recalc rls enable` and `disable` try to
+// lock the application's table (lockTable) before they fail.
+const tableLockWait = 10 * time.Second
+
+// lockTable locks tbl ACCESS EXCLUSIVE until tx ends, as the policy, trigger
+// and ALTER TABLE statements that follow would, tried 100 ms at a time
+// (locks.Retry): PostgreSQL queues every later read and write of a table
+// behind a statement waiting to lock it, so waiting for as long as the
+// application kept a transaction open on the table stopped all its other
+// reads and writes of it for as long. Past tableLockWait it fails, naming
+// the sessions that hold locks on the table; nothing has changed then.
+func lockTable(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier) error {
+	took, err := locks.Retry(ctx, tx, tableLockWait, func(sp pgx.Tx) error {
+		_, err := sp.Exec(ctx, `LOCK TABLE `+tbl.Sanitize()+` IN ACCESS EXCLUSIVE MODE`)
+		return err
+	})
+	if err != nil || took {
+		return err
+	}
+	var relid uint32
+	if err := tx.QueryRow(ctx, `SELECT pg_catalog.to_regclass($1)::oid`, tbl.Sanitize()).Scan(&relid); err != nil {
+		return fmt.Errorf("look up the table: %w", err)
+	}
+	holders := strings.Join(locks.Holders(ctx, tx, []uint32{relid}), ", ")
+	if holders == "" {
+		holders = "none seen"
+	}
+	return fmt.Errorf("other transactions kept the table locked for %s (sessions holding locks on it: %s): nothing was changed; "+
+		"run it again once they end", tableLockWait, holders)
 }
