@@ -124,6 +124,7 @@ func renewPins(ctx context.Context, pool *pgxpool.Pool) error {
 		return fmt.Errorf("list the captures to renew: %w", err)
 	}
 	var failed []string
+	var locked []uint32
 	var last error
 	for _, c := range outdated {
 		for try := 1; ; try++ {
@@ -146,9 +147,12 @@ func renewPins(ctx context.Context, pool *pgxpool.Pool) error {
 		if err != nil {
 			failed, last = append(failed, c.Object), err
 		}
+		if pg.IsLockNotAvailable(err) || pg.Code(err) == pg.DeadlockDetected {
+			locked = append(locked, c.Relid)
+		}
 	}
 	if len(failed) > 0 {
-		return &PinsError{Objects: failed, Err: last}
+		return &PinsError{Objects: failed, Holders: locks.Holders(ctx, pool, locked), Err: last}
 	}
 	return nil
 }
@@ -158,16 +162,25 @@ func renewPins(ctx context.Context, pool *pgxpool.Pool) error {
 // (renewPins): the schema works, and `recalc init` again renews them.
 type PinsError struct {
 	Objects []string // the objects whose table kept the old trigger
+	Holders []string // "pid N (role R)": the sessions holding locks on the tables a lock was not granted on, when read
 	Err     error    // the last table's failure
 }
 
 func (e *PinsError) Error() string {
 	return fmt.Sprintf("the schema is migrated, but the capture of object %s kept its old trigger, which does not mark "+
 		"the rows one UPDATE moves onto each other's ids: run recalc init again once the table is not locked "+
-		"(or recalc attach, once the engine may add triggers to it): %v", strings.Join(e.Objects, ", "), e.Err)
+		"(or recalc attach, once the engine may add triggers to it)%s: %v", strings.Join(e.Objects, ", "), e.holders(), e.Err)
 }
 
 func (e *PinsError) Unwrap() error { return e.Err }
+
+// holders names the sessions that held the tables, when known.
+func (e *PinsError) holders() string {
+	if len(e.Holders) == 0 {
+		return ""
+	}
+	return " (sessions holding locks on its tables: " + strings.Join(e.Holders, ", ") + ")"
+}
 
 // pinLockTimeout bounds each lock wait of renewPins.
 const pinLockTimeout = 200 * time.Millisecond

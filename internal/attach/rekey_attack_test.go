@@ -180,7 +180,8 @@ func TestInitWarnsThoughAPinIsLeft(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "capture of object case kept its old trigger") {
 		t.Fatalf("init while the application holds support.case: %v, want the trigger left named", err)
 	}
-	for _, want := range []string{"schema created or upgraded", `"table":"crm.opportunity"`, "an earlier recalc installed this table's row-level security policies"} {
+	for _, want := range []string{"schema created or upgraded", `"table":"crm.opportunity"`, "an earlier recalc installed this table's row-level security policies",
+		"(role " + b.appRole + ")"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("init that left a trigger did not say %q: %v", want, err)
 		}
