@@ -124,7 +124,7 @@ func renewPins(ctx context.Context, pool *pgxpool.Pool) error {
 		return fmt.Errorf("list the captures to renew: %w", err)
 	}
 	var failed []string
-	var locked []uint32
+	var locked []string // oids, as regclass reads them
 	var last error
 	for _, c := range outdated {
 		for try := 1; ; try++ {
@@ -148,11 +148,11 @@ func renewPins(ctx context.Context, pool *pgxpool.Pool) error {
 			failed, last = append(failed, c.Object), err
 		}
 		if pg.IsLockNotAvailable(err) || pg.Code(err) == pg.DeadlockDetected {
-			locked = append(locked, c.Relid)
+			locked = append(locked, strconv.FormatUint(uint64(c.Relid), 10))
 		}
 	}
 	if len(failed) > 0 {
-		return &PinsError{Objects: failed, Holders: locks.Holders(ctx, pool, locked), Err: last}
+		return &PinsError{Objects: failed, Holders: locks.Holders(ctx, pool, locks.AnyLock, locked), Err: last}
 	}
 	return nil
 }

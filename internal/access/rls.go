@@ -851,11 +851,7 @@ func lockTable(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier) error {
 	if err != nil || took {
 		return err
 	}
-	var relid uint32
-	if err := tx.QueryRow(ctx, `SELECT pg_catalog.to_regclass($1)::oid`, tbl.Sanitize()).Scan(&relid); err != nil {
-		return fmt.Errorf("look up the table: %w", err)
-	}
-	holders := strings.Join(locks.Holders(ctx, tx, []uint32{relid}), ", ")
+	holders := strings.Join(locks.Holders(ctx, tx, locks.AnyLock, []string{tbl.Sanitize()}), ", ")
 	if holders == "" {
 		holders = "none seen"
 	}

@@ -594,12 +594,12 @@ func onCaptured(ctx context.Context, tx pgx.Tx, object, what, sql string) error 
 	case err != nil:
 		return fmt.Errorf("%s of %s: %w", what, object, err)
 	case !took:
-		var relids []uint32
-		if err := tx.QueryRow(ctx, `SELECT ARRAY(SELECT relid FROM recalc.attach_capture WHERE object = $1
-			UNION SELECT relid FROM recalc.attachment WHERE object = $1)`, object).Scan(&relids); err != nil {
+		var relids []string
+		if err := tx.QueryRow(ctx, `SELECT ARRAY(SELECT relid::text FROM recalc.attach_capture WHERE object = $1
+			UNION SELECT relid::text FROM recalc.attachment WHERE object = $1)`, object).Scan(&relids); err != nil {
 			return fmt.Errorf("%s of %s: read its tables: %w", what, object, err)
 		}
-		holders := strings.Join(locks.Holders(ctx, tx, relids), ", ")
+		holders := strings.Join(locks.Holders(ctx, tx, locks.AnyLock, relids), ", ")
 		if holders == "" {
 			holders = "none seen"
 		}

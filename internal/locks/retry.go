@@ -55,15 +55,27 @@ func Retry(ctx context.Context, tx pgx.Tx, wait time.Duration, try func(sp pgx.T
 	}
 }
 
-// Holders names the sessions but q's that hold a lock on one of the
-// relations relids, at most 10: their process ids and roles, never a
-// query. Nil when they cannot be read.
-func Holders(ctx context.Context, q pg.Querier, relids []uint32) []string {
+// Held is the kind of lock Holders looks for.
+type Held int
+
+const (
+	// AnyLock is every lock: DDL waits for readers too.
+	AnyLock Held = iota
+	// WriteLock is a lock that a write or a row lock takes: a reader's
+	// ACCESS SHARE is left out.
+	WriteLock
+)
+
+// Holders names the sessions but q's that hold a lock of kind held on one
+// of relations (names or oids, as regclass reads them), at most 10: their
+// process ids and roles, never a query. Nil when they cannot be read.
+func Holders(ctx context.Context, q pg.Querier, held Held, relations []string) []string {
 	rows, err := q.Query(ctx, `SELECT DISTINCT format('pid %s (role %s)', l.pid, coalesce(quote_ident(a.usename), 'unknown'))
 		FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
 		WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND l.granted
-		  AND l.relation = ANY($1::oid[]) AND l.pid <> pg_backend_pid()
-		ORDER BY 1 LIMIT 10`, relids)
+		  AND l.relation = ANY($1::regclass[]) AND l.pid <> pg_backend_pid()
+		  AND ($2 = 0 OR l.mode <> 'AccessShareLock')
+		ORDER BY 1 LIMIT 10`, relations, int(held))
 	if err != nil {
 		return nil
 	}

@@ -145,7 +145,7 @@ func ImportWith(ctx context.Context, pool *pgxpool.Pool, r io.Reader, lim model.
 		// The import's last absorb waits for the application's transactions
 		// that wrote an attached table with an owner change or a row gone
 		// (migration 072): they hold the change log.
-		locked.Holders = lockHolders(ctx, pool, "recalc.record", "recalc.share_input", "recalc.team", "recalc.change")
+		locked.Holders = locks.Holders(ctx, pool, locks.WriteLock, []string{"recalc.record", "recalc.share_input", "recalc.team", "recalc.change"})
 	}
 	if err != nil {
 		return nil, err
@@ -192,28 +192,9 @@ func lockedOut(err error, opt Options) error {
 
 // LockHolders names the sessions but q's that hold a lock on
 // recalc.record, recalc.share_input or recalc.team of a kind that a row
-// lock or a write takes (a reader's ACCESS SHARE is left out), at most 10:
-// their process ids and roles, never a query. Nil when they cannot be read.
+// lock or a write takes (locks.Holders).
 func LockHolders(ctx context.Context, q pg.Querier) []string {
-	return lockHolders(ctx, q, "recalc.record", "recalc.share_input", "recalc.team")
-}
-
-// lockHolders is LockHolders of tables.
-func lockHolders(ctx context.Context, q pg.Querier, tables ...string) []string {
-	rows, err := q.Query(ctx, `SELECT DISTINCT format('pid %s (role %s)', l.pid, coalesce(quote_ident(a.usename), 'unknown'))
-		FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
-		WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND l.granted
-		  AND l.relation = ANY ($1::regclass[])
-		  AND l.mode <> 'AccessShareLock' AND l.pid <> pg_backend_pid()
-		ORDER BY 1 LIMIT 10`, tables)
-	if err != nil {
-		return nil
-	}
-	holders, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil
-	}
-	return holders
+	return locks.Holders(ctx, q, locks.WriteLock, []string{"recalc.record", "recalc.share_input", "recalc.team"})
 }
 
 // absorbLast absorbs, just before an import with shares or team entries
