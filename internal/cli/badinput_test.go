@@ -95,6 +95,9 @@ func TestBadValuesRefusedAtStart(t *testing.T) {
 		{[]string{"grant", "reader", ""}, 2, "give the kind of access and the role: recalc grant reader|writer ROLE"},
 		{[]string{"import", "--if-revision", "", file}, 2, "--if-revision is empty: give the revision recalc export wrote, or leave the flag out"},
 		{[]string{"import", "--if-revision", " ", "--merge", file}, 2, "--if-revision is empty"},
+		{[]string{"import", "--lock-timeout", "0", file}, 2, "--lock-timeout must be positive and at most 596h31m23.647s (PostgreSQL's longest lock_timeout), not 0s"},
+		{[]string{"import", "--lock-timeout", "-1s", "--merge", file}, 2, "--lock-timeout must be positive"},
+		{[]string{"import", "--lock-timeout", "597h", file}, 2, "--lock-timeout must be positive and at most"},
 		{[]string{"attach", file, "--format", "json"}, 2, `give the spec FILE, and the flags before it (got "--format" after it) (see ` + "`recalc attach --help`)"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
