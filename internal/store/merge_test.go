@@ -132,13 +132,14 @@ func TestMerge(t *testing.T) {
 // what was stored before the merge, although the record's deletion, or its
 // owner change, drops the entry first; and a record whose object changes
 // keeps its entries as in a whole import, so that one that no longer
-// resolves is refused and a team entry stays on a case.
+// resolves is refused and a team entry stays on a case, but for the
+// manual shares, which an owner change drops.
 func TestMergeRecordsWithTheirEntries(t *testing.T) {
 	t.Parallel()
 	const entries = `SELECT 'share ' || record || ' ' || object || ' ' || grantee FROM recalc.share_input
 		UNION ALL SELECT 'team ' || record || ' ' || user_id FROM recalc.team`
-	c1 := func(object string) string {
-		return `{"object": "` + object + `", "id": "c1", "owner": "support_q", "parent": "a1", "fields": {"status": "Escalated"}}`
+	c1 := func(object string, owner ...string) string {
+		return `{"object": "` + object + `", "id": "c1", "owner": "` + append(owner, "support_q")[0] + `", "parent": "a1", "fields": {"status": "Escalated"}}`
 	}
 	const c1Team = `{"teams": [{"record": "c1", "user": "u1", "access": "read"}]}`
 	const c1Share = `{"shares": [{"object": "case", "record": "c1", "grantee": "user:p1", "access": "read", "cause": "manual"}]}`
@@ -166,6 +167,9 @@ func TestMergeRecordsWithTheirEntries(t *testing.T) {
 			wantErr: `share on record "c1": record is a opportunity, not a case`},
 		{name: "object changed, its share deleted", before: c1Share,
 			file: `{"records": [` + c1("opportunity") + `], "delete": {"shares": [{"record": "c1", "grantee": "user:p1", "cause": "manual"}]}}`,
+			want: "share a1 account user:p1|share p9 project__c group:emea|team a1 u1"},
+		{name: "object and owner changed: its manual share goes with the owner", before: c1Share,
+			file: `{"records": [` + c1("opportunity", "p1") + `]}`,
 			want: "share a1 account user:p1|share p9 project__c group:emea|team a1 u1"},
 		{name: "object changed, its share given the new object", before: c1Share,
 			file: `{"records": [` + c1("opportunity") + `],
