@@ -64,6 +64,14 @@ func TestWriterLocksDoNotStallImports(t *testing.T) {
 			if !strings.Contains(err.Error(), "(role "+b.writerRole+")") {
 				t.Errorf("import while the writer holds a lock: %v, want the writer's session named", err)
 			}
+			// recalc plan FILE imports the file in a transaction it rolls
+			// back: bounded by the default 5 s, naming the writer too.
+			pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			_, err = b.recalcCtx(pctx, dburl.WithUser(b.url, b.engineRole), "plan", file)
+			cancel()
+			if err == nil || !strings.Contains(err.Error(), "waited more than 5s for a lock") || !strings.Contains(err.Error(), "(role "+b.writerRole+")") {
+				t.Errorf("plan while the writer holds a lock: %v, want a refusal after 5 s naming the writer's session", err)
+			}
 
 			if c.runs {
 				// The model lock is free: a run materializes another
