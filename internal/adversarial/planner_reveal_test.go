@@ -90,26 +90,20 @@ func TestLeakyFunctionSeesOnlyVisibleRows(t *testing.T) {
 func (b *bundle) peekAs(t *testing.T, user, settings, sql string) string {
 	t.Helper()
 	ctx := context.Background()
-	tx, err := b.reader.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `SELECT set_config('app.user_id', $1, true)`, user); err != nil {
-		t.Fatal(err)
-	}
-	if settings != "" {
-		if _, err := tx.Exec(ctx, settings); err != nil {
+	var seen *string
+	b.asReaderTx(t, user, func(tx pgx.Tx) {
+		if settings != "" {
+			if _, err := tx.Exec(ctx, settings); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s as %s: %v", sql, user, err)
+		}
+		if err := tx.QueryRow(ctx, `SELECT current_setting('peek.seen', true)`).Scan(&seen); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if _, err := tx.Exec(ctx, sql); err != nil {
-		t.Fatalf("%s as %s: %v", sql, user, err)
-	}
-	var seen *string
-	if err := tx.QueryRow(ctx, `SELECT current_setting('peek.seen', true)`).Scan(&seen); err != nil {
-		t.Fatal(err)
-	}
+	})
 	if seen == nil {
 		return ""
 	}

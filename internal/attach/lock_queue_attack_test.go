@@ -2,11 +2,14 @@ package attach_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/attach"
@@ -29,14 +32,7 @@ func TestOpenWriterTransactionQueuesNoWritesBehindAttach(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	writer := "attach_writer_" + strings.TrimPrefix(b.engineRole, "attach_engine_")
-	testdb.DropRoles(t, b.url, writer)
-	b.exec(t, b.admin, `CREATE ROLE `+ident(writer)+` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE`,
-		`GRANT CONNECT ON DATABASE `+ident(dbName(t, b.url))+` TO `+ident(writer))
-	if err := pgx.BeginFunc(ctx, b.engine, func(tx pgx.Tx) error { return access.Grant(ctx, tx, access.Writer, writer) }); err != nil {
-		t.Fatalf("grant writer: %v", err)
-	}
-	w := openPool(t, dburl.WithUser(b.url, writer))
+	w, writer := b.writerPool(t)
 	b.mustAttach(t, crmSpec[:strings.LastIndex(crmSpec, ",\n  {\"object\": \"case\"")]+"\n]}")
 	b.exec(t, w, `INSERT INTO recalc.record (id, object, owner, parent) VALUES ('case:900', 'case', 'bob', 'account:1')`)
 
@@ -102,4 +98,23 @@ func TestOpenWriterTransactionQueuesNoWritesBehindAttach(t *testing.T) {
 	if err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.attachment WHERE object = 'case')`).Scan(&attached); err != nil || !attached {
 		t.Errorf("case attached once the writer's transaction ended: %v (err %v), want attached", attached, err)
 	}
+}
+
+// writerPool creates a login role given recalc's writer access, named
+// after the engine role and the test (tests of one process share the
+// engine role, and two that ran at once collided on one writer name), and
+// returns a pool of its sessions and its name.
+func (b *bundle) writerPool(t *testing.T) (*pgxpool.Pool, string) {
+	t.Helper()
+	ctx := context.Background()
+	var tok [4]byte
+	_, _ = rand.Read(tok[:])
+	writer := "attach_writer_" + strings.TrimPrefix(b.engineRole, "attach_engine_") + "_" + hex.EncodeToString(tok[:])
+	testdb.DropRoles(t, b.url, writer)
+	b.exec(t, b.admin, `CREATE ROLE `+ident(writer)+` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE`,
+		`GRANT CONNECT ON DATABASE `+ident(dbName(t, b.url))+` TO `+ident(writer))
+	if err := pgx.BeginFunc(ctx, b.engine, func(tx pgx.Tx) error { return access.Grant(ctx, tx, access.Writer, writer) }); err != nil {
+		t.Fatalf("grant writer: %v", err)
+	}
+	return openPool(t, dburl.WithUser(b.url, writer)), writer
 }

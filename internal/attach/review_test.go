@@ -8,9 +8,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/recalc-dev/recalc/internal/access"
-	"github.com/recalc-dev/recalc/internal/dburl"
-	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/internal/testkit"
 )
 
@@ -136,14 +133,7 @@ func TestWriterCannotWriteAttachedRecords(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	writer := "attach_writer_" + strings.TrimPrefix(b.engineRole, "attach_engine_")
-	testdb.DropRoles(t, b.url, writer)
-	b.exec(t, b.admin, `CREATE ROLE `+ident(writer)+` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE`,
-		`GRANT CONNECT ON DATABASE `+ident(dbName(t, b.url))+` TO `+ident(writer))
-	if err := pgx.BeginFunc(ctx, b.engine, func(tx pgx.Tx) error { return access.Grant(ctx, tx, access.Writer, writer) }); err != nil {
-		t.Fatalf("grant writer: %v", err)
-	}
-	w := openPool(t, dburl.WithUser(b.url, writer))
+	w, _ := b.writerPool(t)
 	noCase := crmSpec[:strings.LastIndex(crmSpec, ",\n  {\"object\": \"case\"")] + "\n]}"
 	b.mustAttach(t, noCase)
 	b.exec(t, w, `INSERT INTO recalc.record (id, object, owner, parent) VALUES ('case:900', 'case', 'bob', 'account:1')`,
