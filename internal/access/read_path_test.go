@@ -24,7 +24,8 @@ import (
 // switches), each step imported and recalculated incrementally, for text,
 // bigint and uuid ids and both policies. After every step, for every user
 // (an unknown one, "" and inactive ones included): checkModel's policy
-// reads and writes and page walk; then, once per id type, the walks of
+// reads and writes and page walk; then, with text ids (they do not read the
+// application table), the walks of
 // visible_records at each level by 7, and at read by 1 and by the maximum
 // too (continuation rows followed, each record once, in strictly
 // increasing id order, no page longer than its limit, none short but the
@@ -57,7 +58,9 @@ func TestReadPathUnderHistories(t *testing.T) {
 						stored = oracle.Merge(stored, imported, testkit.EverySection())
 						b.checkModel(t, seed*100+step, stored, schemes[name], perUser)
 						t.Logf("step %d: %d records, %d users checked", step, len(stored.Records), len(stored.Users))
-						if !perUser { // the pages and levels do not read the policies
+						// The pages and levels do not read the policies, nor
+						// depend on the application table's id type: walked once.
+						if !perUser && name == "text" {
 							b.checkPages(t, step, stored)
 						}
 					}
