@@ -851,10 +851,7 @@ func lockTable(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier) error {
 	if err != nil || took {
 		return err
 	}
-	holders := strings.Join(locks.Holders(ctx, tx, locks.AnyLock, []string{tbl.Sanitize()}), ", ")
-	if holders == "" {
-		holders = "none seen"
-	}
+	holders := locks.Named(locks.Holders(ctx, tx, locks.AnyLock, []string{tbl.Sanitize()}))
 	return fmt.Errorf("other transactions kept the table locked for %s (sessions holding locks on it: %s): nothing was changed; "+
 		"run it again once they end", tableLockWait, holders)
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -564,7 +563,7 @@ func lockRecords(ctx context.Context, tx pgx.Tx, object string) error {
 	case !took:
 		return fmt.Errorf("lock the records against writes while %s is attached: other transactions kept writing or locking "+
 			"recalc.record for %s (sessions holding locks on records, shares or team entries: %s): nothing was attached; "+
-			"attach again once they end", object, recordsLockWait, strings.Join(store.LockHolders(ctx, tx), ", "))
+			"attach again once they end", object, recordsLockWait, locks.Named(store.LockHolders(ctx, tx)))
 	}
 	return nil
 }
@@ -599,10 +598,7 @@ func onCaptured(ctx context.Context, tx pgx.Tx, object, what, sql string) error 
 			UNION SELECT relid::text FROM recalc.attachment WHERE object = $1)`, object).Scan(&relids); err != nil {
 			return fmt.Errorf("%s of %s: read its tables: %w", what, object, err)
 		}
-		holders := strings.Join(locks.Holders(ctx, tx, locks.AnyLock, relids), ", ")
-		if holders == "" {
-			holders = "none seen"
-		}
+		holders := locks.Named(locks.Holders(ctx, tx, locks.AnyLock, relids))
 		return fmt.Errorf("%s of %s: other transactions kept its tables locked for %s (sessions holding locks on them: %s): "+
 			"nothing was changed; run it again once they end", what, object, captureLockWait, holders)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -84,4 +85,13 @@ func Holders(ctx context.Context, q pg.Querier, held Held, relations []string) [
 		return nil
 	}
 	return out
+}
+
+// Named lists holders (Holders) to quote in an error: "none seen" when no
+// session holds such a lock any more, or they could not be read.
+func Named(holders []string) string {
+	if len(holders) == 0 {
+		return "none seen"
+	}
+	return strings.Join(holders, ", ")
 }
