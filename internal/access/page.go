@@ -108,9 +108,22 @@ func RecordKey(ctx context.Context, q pg.Querier, object, id string) (string, er
 		if app, found := strings.CutPrefix(id, object+":"); found {
 			return "", fmt.Errorf("record %q of object %s does not exist: --id takes the application's id (%s), not the record's key; or give --record %s", id, object, app, id)
 		}
-		return "", fmt.Errorf("record %q of object %s does not exist", id, object)
+		return "", fmt.Errorf("record %q of object %s does not exist%s", id, object, notAbsorbed(ctx, q, object))
 	}
 	return *key, nil
+}
+
+// notAbsorbed says, for an attached object, why a row of its source may
+// have no record: the view leaves it out (a soft-deleted row), or recalc
+// has not absorbed its write yet. It names the source, never a row.
+func notAbsorbed(ctx context.Context, q pg.Querier, object string) string {
+	var source string
+	if err := q.QueryRow(ctx, `SELECT source FROM recalc.attachment WHERE object = $1`, object).Scan(&source); err != nil {
+		return "" // not attached (or unreadable): nothing more to say
+	}
+	return fmt.Sprintf(": object %s is attached to %s, and a row of it is a record once recalc has absorbed its write "+
+		"(`recalc watch` does within moments, `recalc run` at once; `recalc status` counts what waits); "+
+		"a row the source leaves out, such as a soft-deleted one its view filters, is no record", object, source)
 }
 
 // checkUser fails unless user is active or in the stored model.

@@ -155,6 +155,17 @@ func TestReadsTakeApplicationIDs(t *testing.T) {
 	if _, err := b.recalc("access", "--user", "bob", "--object", "account", "--id", "999"); err == nil || !strings.Contains(err.Error(), `record "999" of object account does not exist`) {
 		t.Errorf("access to a missing account: %v, want it named as missing", err)
 	}
+	// An attached object's missing record says what may keep a row from
+	// being one (a soft delete its view filters, a write not absorbed yet)
+	// and what to do, naming the source and no row.
+	if _, err := b.recalc("access", "--user", "bob", "--object", "account", "--id", "999"); err == nil ||
+		!strings.Contains(err.Error(), "object account is attached to crm.account, and a row of it is a record once recalc has absorbed its write (`recalc watch`") ||
+		!strings.Contains(err.Error(), "such as a soft-deleted one its view filters, is no record") {
+		t.Errorf("access to a missing attached account: %v, want the hint at absorbing and soft deletes", err)
+	}
+	if _, err := b.recalc("explain", "--user", "bob", "--object", "account", "--id", "999"); err == nil || !strings.Contains(err.Error(), "is attached to crm.account") {
+		t.Errorf("explain of a missing attached account: %v, want the hint", err)
+	}
 	if _, err := b.recalc("access", "--user", "bob", "--object", "account", "--id", "account:1"); err == nil || !strings.Contains(err.Error(), `--id takes the application's id (1), not the record's key; or give --record account:1`) {
 		t.Errorf("access to an attached record by its key given as --id: %v, want a hint at the application's id", err)
 	}
