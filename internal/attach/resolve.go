@@ -245,8 +245,10 @@ func (t *target) baseTable(ctx context.Context, tx pgx.Tx, c Capture, idType str
 		return nil, fmt.Errorf("capture id column %q of %s is of type %s: give a column of type text, varchar, char(n), bigint, integer or uuid (any one: the users' source is read whole at every write)",
 			c.ID, c.Table, sqlType(key.name))
 	case !users && key.name != idType:
-		return nil, fmt.Errorf("capture id column %q of %s is of type %s: it must be of the type of the view's id column %q, %s",
-			c.ID, c.Table, sqlType(key.name), t.ID, sqlType(idType))
+		return nil, fmt.Errorf("capture id column %q of %s is of type %s: it must be of the type of the view's id column %q, %s, "+
+			"as the ids it logs are read back as the view's; a cast in the view does not help (the capture reads the table's own column): "+
+			"alter one of the two columns so that they share a type (SuiteCRM keys every table char(36)), or leave %s out of the view",
+			c.ID, c.Table, sqlType(key.name), t.ID, sqlType(idType), c.Table)
 	}
 	if err := deterministic(c.Table, "capture id", c.ID, key); err != nil {
 		return nil, err
