@@ -223,6 +223,47 @@ func TestModelFileIsADirectory(t *testing.T) {
 	}
 }
 
+// TestErrorsSayWhatToDoNext: errors a user hits by mistyping a flag's
+// value, the database URL or a file's path said what went wrong and not
+// what to do: a flag's value was "parse error" for "flag -workers" (one
+// dash, as no recalc flag is typed), a bad URL was pgx's parse error alone,
+// and a missing model file or export folder was the system's error alone.
+func TestErrorsSayWhatToDoNext(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testdb.Migrated(t).Config().ConnString()
+	missing := filepath.Join(t.TempDir(), "missing")
+	for _, tc := range []struct {
+		url  string
+		args []string
+		code int
+		want string // the whole message, or a part of it when part is set
+		part bool
+	}{
+		{url, []string{"run", "--workers", "abc"}, 2,
+			`recalc: invalid value "abc" for --workers: give a whole number (see ` + "`recalc run --help`)", false},
+		{url, []string{"run", "--lock-timeout", "5"}, 2,
+			`recalc: invalid value "5" for --lock-timeout: give a duration with its unit, such as 500ms, 5s or 10m (see ` + "`recalc run --help`)", false},
+		{url, []string{"import", "--max-revoke", "a tenth"}, 2,
+			`recalc: invalid value "a tenth" for --max-revoke: give a number (see ` + "`recalc import --help`)", false},
+		{url, []string{"run", "--full=maybe"}, 2,
+			`recalc: invalid value "maybe" for --full: give true or false (see ` + "`recalc run --help`)", false},
+		{"notaurl://x", []string{"status"}, 2,
+			"give a URL such as postgres://USER@HOST:5432/DATABASE or key=value pairs such as host=HOST dbname=DATABASE", true},
+		{url, []string{"import", missing}, 1,
+			"recalc: open model file: open " + missing + ": no such file or directory: check the path (or give - to read standard input)", false},
+		{url, []string{"export", "-o", filepath.Join(missing, "x.json")}, 1,
+			"recalc: create export file " + filepath.Join(missing, "x.json") +
+				": no such file or directory: give a path in a folder that exists and you may write to (or -o - for standard output)", false},
+	} {
+		code, msg := recalcErr(ctx, tc.url, tc.args...)
+		if code != tc.code || (tc.part && !strings.Contains(msg, tc.want)) || (!tc.part && msg != tc.want) ||
+			strings.Contains(msg, "\n") {
+			t.Errorf("recalc %q: exit %d, error %q; want exit %d and %q", tc.args, code, msg, tc.code, tc.want)
+		}
+	}
+}
+
 // TestUnknownUserEchoBounded: a user id may be up to 64 KiB on the command
 // line (the database does not bound users), and one that does not exist
 // was echoed whole: a 5,000-byte user made a 5,031-byte error line. The
@@ -439,8 +480,9 @@ func TestLostDatabaseExits3(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"import", missing}, "open model file: open " + missing + ": no such file or directory"},
-		{[]string{"export", "-o", filepath.Join(missing, "x.json")}, "create export file " + filepath.Join(missing, "x.json") + ": no such file or directory"},
+		{[]string{"import", missing}, "open model file: open " + missing + ": no such file or directory: check the path (or give - to read standard input)"},
+		{[]string{"export", "-o", filepath.Join(missing, "x.json")}, "create export file " + filepath.Join(missing, "x.json") +
+			": no such file or directory: give a path in a folder that exists and you may write to (or -o - for standard output)"},
 	} {
 		if code, msg := recalcErr(ctx, url, tc.args...); code != 1 || msg != "recalc: "+tc.want {
 			t.Errorf("recalc %q: exit %d, error %q; want exit 1 and %q", tc.args, code, msg, "recalc: "+tc.want)

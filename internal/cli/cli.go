@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -236,6 +237,64 @@ func unknownFlag(c *cli.Context, err error, path []string) (_ error, global bool
 	return fmt.Errorf("unknown flag %.100s", dashed(name)), false
 }
 
+// badFlagValue rewords the flag package's error for a value a flag cannot
+// take, which names the flag with one dash and says only "parse error", to
+// name the flag as it is typed and the kind of value it takes.
+func badFlagValue(c *cli.Context, err error) error {
+	value, name, ok := flagValueError(err.Error())
+	if !ok {
+		return err
+	}
+	var flags []cli.Flag
+	if c.Command != nil {
+		flags = c.Command.Flags
+	}
+	var want string
+	for _, f := range append(flags, c.App.Flags...) {
+		if !slices.Contains(f.Names(), name) {
+			continue
+		}
+		switch f.(type) {
+		case *cli.IntFlag, *cli.Int64Flag:
+			want = "a whole number"
+		case *cli.Float64Flag:
+			want = "a number"
+		case *cli.DurationFlag:
+			want = "a duration with its unit, such as 500ms, 5s or 10m"
+		case *cli.BoolFlag:
+			want = "true or false"
+		}
+		break
+	}
+	if want == "" {
+		return err
+	}
+	return fmt.Errorf("invalid value %.100s for --%s: give %s", value, name, want)
+}
+
+// flagValueError parses the flag package's error for a value a flag cannot
+// take, `invalid value "abc" for flag -workers: parse error` (or `invalid
+// boolean value "x" for -full: ...`), into the quoted value and the flag's
+// name.
+func flagValueError(msg string) (value, name string, ok bool) {
+	rest, ok := strings.CutPrefix(msg, "invalid value ")
+	if !ok {
+		if rest, ok = strings.CutPrefix(msg, "invalid boolean value "); !ok {
+			return "", "", false
+		}
+	}
+	value, err := strconv.QuotedPrefix(rest)
+	if err != nil {
+		return "", "", false
+	}
+	rest, ok = strings.CutPrefix(rest[len(value):], " for ")
+	if !ok {
+		return "", "", false
+	}
+	name, _, ok = strings.Cut(strings.TrimLeft(strings.TrimPrefix(rest, "flag "), "-"), ":")
+	return value, name, ok && name != ""
+}
+
 // editDistance is the Levenshtein distance between a and b.
 func editDistance(a, b string) int {
 	prev := make([]int, len(b)+1)
@@ -266,6 +325,7 @@ func oneLine(err error) string { return strings.Join(strings.Fields(err.Error())
 func usageError(c *cli.Context, err error, _ bool) error {
 	path := commandPath(c)
 	err, global := unknownFlag(c, err, path)
+	err = badFlagValue(c, err)
 	help := "`recalc --help`"
 	if len(path) > 0 && !global {
 		help = fmt.Sprintf("`recalc %s --help`", strings.Join(path, " "))
@@ -437,7 +497,8 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 		}
 		cfg, err := pgxpool.ParseConfig(c.String("database-url"))
 		if err != nil {
-			return cli.Exit("recalc: bad --database-url / DATABASE_URL: "+err.Error(), 2)
+			return cli.Exit("recalc: bad --database-url / DATABASE_URL: "+err.Error()+
+				": give a URL such as postgres://USER@HOST:5432/DATABASE or key=value pairs such as host=HOST dbname=DATABASE", 2)
 		}
 		// libpq waits for ever for a server that accepts the connection and
 		// never answers (hung, stopped, a half-open path): a nightly run or a
@@ -688,7 +749,7 @@ func openModel(ctx context.Context, env *Env, path string) (io.Reader, func(), e
 	if path != "-" {
 		var err error
 		if f, err = os.Open(path); err != nil {
-			return nil, nil, fmt.Errorf("open model file: %w", err)
+			return nil, nil, fmt.Errorf("open model file: %w: check the path (or give - to read standard input)", err)
 		}
 		done = func() { f.Close() }
 	}

@@ -101,7 +101,7 @@ func Export(ctx context.Context, env *Env, path string, sections []string) error
 		if errors.As(err, &pe) {
 			err = pe.Err
 		}
-		return fmt.Errorf("create export file %s: %w", shown(path), err)
+		return fmt.Errorf("create export file %s: %w: give a path in a folder that exists and you may write to (or -o - for standard output)", shown(path), err)
 	}
 	defer os.Remove(tmp.Name()) // after the rename, a no-op
 	if _, err := exportTo(ctx, env, tmp, sections); err != nil {
