@@ -1,6 +1,8 @@
 // Package schema holds recalc's numbered SQL migrations, embedded in the
-// binary, and applies them. Migrations run in one transaction that holds an
-// advisory lock, so concurrent `recalc init` calls are safe and idempotent.
+// binary, and applies them. Migrations run in one transaction that holds the
+// schema lock (a SHARE ROW EXCLUSIVE lock on recalc.engine_lock, or an
+// advisory lock while that table does not exist yet: lockSchema), so
+// concurrent `recalc init` calls are safe and idempotent.
 // A binary refuses a schema other than its own (VersionError): older, it
 // needs `recalc init`; newer, a newer recalc upgraded it. Only the role that
 // owns recalc's objects may migrate them (OwnerError).

@@ -4,9 +4,9 @@
 # DATABASE_URL comes from scripts/db.sh url (so it is used when set; otherwise the throwaway
 # cluster starts). Then: go vet, go test -race (its TestConformance runs testdata's conformance
 # cases); side by side, tiny benchmark smoke runs and the conformance cases through a shell
-# runner (../shared/conformance/run when it exists, which wants the PG* variables derived from
-# a URL-form DATABASE_URL, else scripts/conformance.sh); then the fuzz targets of
-# internal/model for 20 s.
+# runner (the one CONFORMANCE_RUNNER names when set, called as `RUNNER BINARY` with the PG*
+# variables derived from a URL-form DATABASE_URL, else scripts/conformance.sh); then the fuzz
+# targets of internal/model for 20 s.
 # Every phase runs even when an earlier one failed; the exit status is non-zero if any failed.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -29,16 +29,16 @@ phase() {
   fi
 }
 
-shared_conformance() {
+external_conformance() {
   local env
   if ! env=$(bash scripts/db.sh pgenv "$DATABASE_URL" 2>/dev/null); then
-    echo "note: DATABASE_URL is a keyword string; ../shared/conformance/run needs PGHOST/PGPORT/PGUSER, skipped"
+    echo "note: DATABASE_URL is a keyword string; $CONFORMANCE_RUNNER needs PGHOST/PGPORT/PGUSER, skipped"
     return 0
   fi
   (
     unset PGHOST PGPORT PGUSER PGPASSWORD PGSSLMODE PGDATABASE
     eval "$env"
-    bash ../shared/conformance/run "$PWD/bin/recalc"
+    bash "$CONFORMANCE_RUNNER" "$PWD/bin/recalc"
   )
 }
 
@@ -73,11 +73,11 @@ bench_smoke() {
       -recalc bin/recalc -out "$(mktemp -t recalc-bench-XXXXXX.json)"
 }
 # go test's TestConformance drives the same cases in-process; one shell runner checks them
-# end to end: the shared one when it is beside the clone, else scripts/conformance.sh.
+# end to end: the external one CONFORMANCE_RUNNER names, else scripts/conformance.sh.
 conformance() {
-  if [ -f ../shared/conformance/run ]; then
-    echo "(../shared/conformance/run)"
-    shared_conformance
+  if [ -n "${CONFORMANCE_RUNNER:-}" ]; then
+    echo "($CONFORMANCE_RUNNER)"
+    external_conformance
   else
     echo "(testdata/conformance/cases)"
     bash scripts/conformance.sh bin/recalc testdata/conformance/cases
