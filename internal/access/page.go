@@ -82,7 +82,7 @@ func CheckLevel(ctx context.Context, q pg.Querier, user, record string) (string,
 	case !ok && attached && !strings.Contains(record, ":"):
 		return "", fmt.Errorf("record %q does not exist: an attached object's records are keyed OBJECT:ID (account:42), or give --object and --id", record)
 	case !ok:
-		return "", fmt.Errorf("record %q does not exist", record)
+		return "", fmt.Errorf("record %q does not exist: check the id (a record's key, as stored)", record)
 	}
 	return Level(ctx, q, user, record)
 }
@@ -115,11 +115,12 @@ func RecordKey(ctx context.Context, q pg.Querier, object, id string) (string, er
 
 // notAbsorbed says, for an attached object, why a row of its source may
 // have no record: the view leaves it out (a soft-deleted row), or recalc
-// has not absorbed its write yet. It names the source, never a row.
+// has not absorbed its write yet; for any other object, to check the id.
+// It names the source, never a row.
 func notAbsorbed(ctx context.Context, q pg.Querier, object string) string {
 	var source string
 	if err := q.QueryRow(ctx, `SELECT source FROM recalc.attachment WHERE object = $1`, object).Scan(&source); err != nil {
-		return "" // not attached (or unreadable): nothing more to say
+		return ": check the id" // not attached (or unreadable)
 	}
 	return fmt.Sprintf(": object %s is attached to %s, and a row of it is a record once recalc has absorbed its write "+
 		"(`recalc watch` does within moments, `recalc run` at once; `recalc status` counts what waits); "+
@@ -136,7 +137,8 @@ func checkUser(ctx context.Context, q pg.Querier, user string) error {
 	case err != nil:
 		return fmt.Errorf("look up user: %w", err)
 	case !ok:
-		return fmt.Errorf("user %.100q does not exist", user) // bounded: a user id may be 64 KiB
+		// bounded: a user id may be 64 KiB
+		return fmt.Errorf("user %.100q does not exist: check the id (`recalc export --section users` lists the users)", user)
 	}
 	return nil
 }

@@ -227,11 +227,19 @@ func TestModelFileIsADirectory(t *testing.T) {
 // value, the database URL or a file's path said what went wrong and not
 // what to do: a flag's value was "parse error" for "flag -workers" (one
 // dash, as no recalc flag is typed), a bad URL was pgx's parse error alone,
-// and a missing model file or export folder was the system's error alone.
+// a missing model file or export folder was the system's error alone, and
+// an unknown job, user or record said only that it does not exist.
 func TestErrorsSayWhatToDoNext(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url := testdb.Migrated(t).Config().ConnString()
+	pool := testdb.Migrated(t)
+	url := pool.Config().ConnString()
+	if _, err := testkit.ImportString(ctx, pool, feedModel); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := recalcErr(ctx, url, "run"); code != 0 {
+		t.Fatalf("run: exit %d, %s", code, msg)
+	}
 	missing := filepath.Join(t.TempDir(), "missing")
 	for _, tc := range []struct {
 		url  string
@@ -255,6 +263,17 @@ func TestErrorsSayWhatToDoNext(t *testing.T) {
 		{url, []string{"export", "-o", filepath.Join(missing, "x.json")}, 1,
 			"recalc: create export file " + filepath.Join(missing, "x.json") +
 				": no such file or directory: give a path in a folder that exists and you may write to (or -o - for standard output)", false},
+		{url, []string{"wait", "99"}, 1, "recalc: job 99 does not exist: `recalc status --jobs N` lists the latest N jobs", false},
+		{url, []string{"access", "--user", "ghost", "--record", "a1"}, 1,
+			"recalc: user \"ghost\" does not exist: check the id (`recalc export --section users` lists the users)", false},
+		{url, []string{"access", "--user", "u1", "--record", "nope"}, 1,
+			"recalc: record \"nope\" does not exist: check the id (a record's key, as stored)", false},
+		{url, []string{"access", "--user", "u1", "--object", "account", "--id", "nope"}, 1,
+			"recalc: record \"nope\" of object account does not exist: check the id", false},
+		{url, []string{"explain", "--user", "ghost", "--record", "a1"}, 1,
+			"recalc: user \"ghost\" does not exist: check the id, or run `recalc run` if it was added since", false},
+		{url, []string{"explain", "--user", "u1", "--record", "nope"}, 1,
+			"recalc: record \"nope\" does not exist: check the id (a record's key, as stored), or run `recalc run` if it was written since", false},
 	} {
 		code, msg := recalcErr(ctx, tc.url, tc.args...)
 		if code != tc.code || (tc.part && !strings.Contains(msg, tc.want)) || (!tc.part && msg != tc.want) ||

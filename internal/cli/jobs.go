@@ -281,7 +281,7 @@ func awaitJob(ctx context.Context, conn *pgxpool.Conn, id int64) (*queue.Job, er
 			return nil, err
 		}
 		if j == nil {
-			return nil, fmt.Errorf("job %d does not exist", id)
+			return nil, fmt.Errorf("job %d does not exist: `recalc status --jobs N` lists the latest N jobs", id)
 		}
 		if j.Interrupted || j.Status != queue.Running {
 			return j, nil

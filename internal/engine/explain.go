@@ -42,10 +42,11 @@ func Explain(ctx context.Context, pool *pgxpool.Pool, user, record string) (*Exp
 			return err
 		}
 		if rec == nil {
-			return fmt.Errorf("record %q does not exist", record)
+			return fmt.Errorf("record %q does not exist: check the id (a record's key, as stored), or run `recalc run` if it was written since", record)
 		}
 		if org.Index().Users[user] == nil {
-			return fmt.Errorf("user %.100q does not exist", user) // bounded: a user id may be 64 KiB
+			// bounded: a user id may be 64 KiB
+			return fmt.Errorf("user %.100q does not exist: check the id, or run `recalc run` if it was added since", user)
 		}
 		in, err := sharetable.LoadFamiliesOf(ctx, tx, org, []string{rec.Root})
 		if err != nil {
