@@ -17,7 +17,7 @@ help: ## list the targets
 build: ## build bin/recalc
 	$(GO) build -o bin/recalc ./cmd/recalc
 
-test: build ## go vet, go test -race and the conformance cases against DATABASE_URL (or a throwaway cluster)
+test: build ## go vet, go test -race, the conformance cases, a 2,000-record benchmark smoke run and 20 s of fuzzing, against DATABASE_URL (or a throwaway cluster)
 	@bash scripts/test.sh
 
 demo: build ## load a generated 50k-record org into database recalc_demo, recalculate, show stats and one access query
