@@ -127,9 +127,13 @@ func applyAttach(ctx context.Context, env *Env, errOut io.Writer, file, format s
 	if file != "-" {
 		f, err := os.Open(file)
 		if err != nil {
-			return fmt.Errorf("open attachment spec: %w", err)
+			return fmt.Errorf("open attachment spec: %w: check the path (or give - to read standard input)", err)
 		}
 		defer f.Close()
+		// A directory opens, and its read error read as a spec that is not JSON.
+		if st, err := f.Stat(); err == nil && st.IsDir() {
+			return fmt.Errorf("open attachment spec: %s is a directory: give the spec file (or - for standard input)", shown(file))
+		}
 		r = f
 	}
 	spec, err := attach.Parse(r)
