@@ -250,7 +250,7 @@ func badFlagValue(c *cli.Context, err error) error {
 		flags = c.Command.Flags
 	}
 	var want string
-	for _, f := range append(flags, c.App.Flags...) {
+	for _, f := range slices.Concat(flags, c.App.Flags) {
 		if !slices.Contains(f.Names(), name) {
 			continue
 		}
