@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,7 +27,7 @@ import (
 // recalcErr runs the command line on url with ctx and returns its exit
 // status (0 when it succeeded) and its error message.
 func recalcErr(ctx context.Context, url string, args ...string) (int, string) {
-	var out, errOut bytes.Buffer
+	var out, errOut lockedBuffer
 	app := cli.App(&out, &errOut)
 	app.ExitErrHandler = func(*ucli.Context, error) {}
 	err := app.RunContext(ctx, append([]string{"recalc", "--database-url", url, "--log-format", "json"}, args...))
@@ -38,6 +39,21 @@ func recalcErr(ctx context.Context, url string, args ...string) (int, string) {
 		return coder.ExitCode(), err.Error()
 	}
 	return -1, err.Error()
+}
+
+// lockedBuffer is a bytes.Buffer that goroutines may write at once: a
+// command logs from its job's heartbeat goroutine too (a heartbeat that
+// failed past the connection limit raced the job's own log lines in
+// TestWorkersPastTheConnectionLimit under -race).
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
 }
 
 // TestBadValuesRefusedAtStart: flag values that the command took and then
