@@ -64,6 +64,9 @@ func TestWriterLocksDoNotStallImports(t *testing.T) {
 			if !strings.Contains(err.Error(), "(role "+b.writerRole+")") {
 				t.Errorf("import while the writer holds a lock: %v, want the writer's session named", err)
 			}
+			if strings.Contains(err.Error(), "%q") {
+				t.Errorf("import while the writer holds a lock: %v, want no unfilled format verb", err)
+			}
 			// recalc plan FILE imports the file in a transaction it rolls
 			// back: bounded by the default 5 s, naming the writer too.
 			pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -71,6 +74,10 @@ func TestWriterLocksDoNotStallImports(t *testing.T) {
 			cancel()
 			if err == nil || !strings.Contains(err.Error(), "waited more than 5s for a lock") || !strings.Contains(err.Error(), "(role "+b.writerRole+")") {
 				t.Errorf("plan while the writer holds a lock: %v, want a refusal after 5 s naming the writer's session", err)
+			}
+			// plan takes no --lock-timeout, and stores nothing anyway.
+			if err != nil && (strings.Contains(err.Error(), "--lock-timeout") || strings.Contains(err.Error(), "%q") || !strings.Contains(err.Error(), "run `recalc plan` again once that transaction ends")) {
+				t.Errorf("plan while the writer holds a lock: %v, want it told to plan again, and no flag plan lacks", err)
 			}
 
 			if c.runs {

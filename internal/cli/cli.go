@@ -817,7 +817,7 @@ func DryRunCmd(ctx context.Context, env *Env, path string, merge bool, opt engin
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	res, err := store.ImportTxWith(ctx, tx, r, lim, env.Log, store.Options{Merge: merge})
 	if locked := new(store.LockedError); errors.As(err, &locked) {
-		locked.Holders = store.LockHolders(ctx, env.Pool)
+		locked.Holders, locked.DryRun = store.LockHolders(ctx, env.Pool), true
 	}
 	if err != nil {
 		return err

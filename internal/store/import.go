@@ -167,13 +167,20 @@ const DefaultLockTimeout = 5 * time.Second
 type LockedError struct {
 	Timeout time.Duration
 	Holders []string // "pid N (role R)": the other sessions holding locks on the tables the import writes, when read
-	Err     error
+	// DryRun is set by `recalc plan FILE`, whose import is rolled back
+	// anyway, and which takes no --lock-timeout: the error says so.
+	DryRun bool
+	Err    error
 }
 
 func (e *LockedError) Error() string {
 	held := "another transaction"
 	if len(e.Holders) > 0 {
 		held = "another transaction (sessions holding locks on records, shares, team entries or the change log of attached tables: " + strings.Join(e.Holders, ", ") + ")"
+	}
+	if e.DryRun {
+		return fmt.Sprintf("the dry run waited more than %s for a lock that %s held: "+
+			"run `recalc plan` again once that transaction ends: %v", e.Timeout, held, e.Err)
 	}
 	return fmt.Sprintf("the import waited more than %s for a lock that %s held, and stored nothing: "+
 		"import again once that transaction ends, or raise --lock-timeout: %v", e.Timeout, held, e.Err)
@@ -535,15 +542,15 @@ func closureWithin(ix *model.Index, max int64) (int64, error) {
 }
 
 // dupCheck fails naming the first key listed twice, as sql over args
-// finds it.
+// finds it; what is the message's format, given the two keys.
 func dupCheck(ctx context.Context, tx pgx.Tx, what, sql string, args ...any) error {
 	var k1, k2 string
 	err := tx.QueryRow(ctx, sql, args...).Scan(&k1, &k2)
 	switch {
 	case err == pgx.ErrNoRows:
 		return nil
-	case err != nil:
-		return fmt.Errorf("check duplicate %s: %w", what, err)
+	case err != nil: // what is a format: its verbs would show unfilled
+		return fmt.Errorf("check the file's keys for duplicates and conflicts: %w", err)
 	}
 	return &InvalidError{fmt.Errorf(what, k1, k2)}
 }
