@@ -192,18 +192,22 @@ func removeAll(ctx context.Context, tx pgx.Tx, objects []string, have map[string
 //
 // It then drops the capture, which waits for the writes under way: one
 // that committed after the absorb logged a change row it did not read, and
-// it starts again (its savepoint rolled back), three times at most.
-// Writes that cannot be read because the capture is not intact (the table
-// dropped or changed) are dropped, as before; writes whose read failed
-// otherwise (a lock not granted in time, the sandbox role, a right
-// revoked) refuse the detach, which can be run again once they read.
+// it starts again (its savepoint rolled back), three times at most, the
+// drops' lock waits within captureLockWait in all (onCaptured), as for any
+// other capture: a write left open for most of it each time no longer
+// kept the detach, under the model lock, three times as long. Writes that
+// cannot be read because the capture is not intact (the table dropped or
+// changed) are dropped, as before; writes whose read failed otherwise (a
+// lock not granted in time, the sandbox role, a right revoked) refuse the
+// detach, which can be run again once they read.
 func lastUsers(ctx context.Context, tx pgx.Tx) error {
+	deadline := time.Now().Add(captureLockWait)
 	for attempt := 1; ; attempt++ {
 		sp, err := tx.Begin(ctx)
 		if err != nil {
 			return err
 		}
-		late, err := absorbUsersAndDrop(ctx, sp)
+		late, err := absorbUsersAndDrop(ctx, sp, deadline)
 		if err == nil && !late {
 			return sp.Commit(ctx)
 		}
@@ -213,15 +217,18 @@ func lastUsers(ctx context.Context, tx pgx.Tx) error {
 		if err != nil {
 			return err
 		}
-		if attempt == 3 {
-			return fmt.Errorf("detach users: writes to the users table kept committing while it was being detached: detach again")
+		if attempt == 3 || !time.Now().Before(deadline) {
+			return fmt.Errorf("detach users: writes to the users table kept committing while it was being detached, for %s "+
+				"(sessions writing it: %s): nothing was changed; detach again once they end",
+				captureLockWait, locks.Named(captureHolders(ctx, tx, model.UsersAttachment, locks.WriteLock)))
 		}
 	}
 }
 
 // absorbUsersAndDrop is one attempt of lastUsers: it reports late when a
-// write to the users table committed after the absorb, before the drop.
-func absorbUsersAndDrop(ctx context.Context, tx pgx.Tx) (late bool, err error) {
+// write to the users table committed after the absorb, before the drop,
+// which waits for its locks until deadline.
+func absorbUsersAndDrop(ctx context.Context, tx pgx.Tx, deadline time.Time) (late bool, err error) {
 	pending := `SELECT EXISTS (SELECT FROM recalc.change WHERE kind IN ('attached', 'attached_all') AND object = $1)`
 	var logged bool
 	if err := tx.QueryRow(ctx, pending, model.UsersAttachment).Scan(&logged); err != nil {
@@ -246,7 +253,7 @@ func absorbUsersAndDrop(ctx context.Context, tx pgx.Tx) (late bool, err error) {
 	if _, err := store.SyncAttachedUsers(ctx, tx); err != nil {
 		return false, fmt.Errorf("detach users: build the users section from the users table: %w", err)
 	}
-	if err := onCaptured(ctx, tx, model.UsersAttachment, "drop the capture", `SELECT recalc.attach_drop_capture($1)`); err != nil {
+	if err := onCapturedBy(ctx, tx, deadline, model.UsersAttachment, "drop the capture", `SELECT recalc.attach_drop_capture($1)`); err != nil {
 		return false, fmt.Errorf("detach users: %w", err)
 	}
 	if !intact {
@@ -585,7 +592,12 @@ const captureLockWait = 10 * time.Second
 // hold locks on those tables; the caller's transaction then changes
 // nothing.
 func onCaptured(ctx context.Context, tx pgx.Tx, object, what, sql string) error {
-	took, err := locks.Retry(ctx, tx, captureLockWait, func(sp pgx.Tx) error {
+	return onCapturedBy(ctx, tx, time.Now().Add(captureLockWait), object, what, sql)
+}
+
+// onCapturedBy is onCaptured trying until deadline, at least once.
+func onCapturedBy(ctx context.Context, tx pgx.Tx, deadline time.Time, object, what, sql string) error {
+	took, err := locks.Retry(ctx, tx, time.Until(deadline), func(sp pgx.Tx) error {
 		_, err := sp.Exec(ctx, sql, object)
 		return err
 	})
@@ -593,14 +605,21 @@ func onCaptured(ctx context.Context, tx pgx.Tx, object, what, sql string) error 
 	case err != nil:
 		return fmt.Errorf("%s of %s: %w", what, object, err)
 	case !took:
-		var relids []string
-		if err := tx.QueryRow(ctx, `SELECT ARRAY(SELECT relid::text FROM recalc.attach_capture WHERE object = $1
-			UNION SELECT relid::text FROM recalc.attachment WHERE object = $1)`, object).Scan(&relids); err != nil {
-			return fmt.Errorf("%s of %s: read its tables: %w", what, object, err)
-		}
-		holders := locks.Named(locks.Holders(ctx, tx, locks.AnyLock, relids))
 		return fmt.Errorf("%s of %s: other transactions kept its tables locked for %s (sessions holding locks on them: %s): "+
-			"nothing was changed; run it again once they end", what, object, captureLockWait, holders)
+			"nothing was changed; run it again once they end", what, object, captureLockWait,
+			locks.Named(captureHolders(ctx, tx, object, locks.AnyLock)))
 	}
 	return nil
+}
+
+// captureHolders names the sessions holding a lock of kind held on the
+// tables object's capture and attachment name (locks.Holders); nil when
+// they cannot be read.
+func captureHolders(ctx context.Context, tx pgx.Tx, object string, held locks.Held) []string {
+	var relids []string
+	if err := tx.QueryRow(ctx, `SELECT ARRAY(SELECT relid::text FROM recalc.attach_capture WHERE object = $1
+		UNION SELECT relid::text FROM recalc.attachment WHERE object = $1)`, object).Scan(&relids); err != nil {
+		return nil
+	}
+	return locks.Holders(ctx, tx, held, relids)
 }

@@ -116,3 +116,73 @@ func apply(ctx context.Context, engine *pgxpool.Pool, spec string) error {
 	_, err = attach.Apply(ctx, engine, s)
 	return err
 }
+
+// TestDetachUsersBoundedBesideCommittingWrites: the application's role
+// keeps writing its users table, each write in a transaction it holds open
+// for 4 s and commits, the next one starting at once. `recalc detach
+// users` absorbs the users' writes, then drops their capture, which waits
+// for the open write; that write then commits after the absorb, and the
+// detach starts again. It did so three times, each drop waiting up to 10
+// s, holding the model lock (every run and `recalc watch` waited behind
+// it) for three of the application's transactions, and then failed
+// without naming them. Now the three drops wait 10 s in all, as any other
+// capture's DDL does (onCaptured), and the refusal names the application's
+// session; once the writes stop the detach goes through.
+func TestDetachUsersBoundedBesideCommittingWrites(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupUsers(t)
+	b.run(t)
+	stop := make(chan struct{})
+	written := make(chan error, 1)
+	go func() {
+		for {
+			err := tx(ctx, b.app, `UPDATE crm.app_user SET active = NOT active WHERE id = 'zed'`, `SELECT pg_sleep(4)`)
+			select {
+			case <-stop:
+				written <- err
+				return
+			default:
+			}
+			if err != nil {
+				written <- err
+				return
+			}
+		}
+	}()
+	// Hold point: the application's first write is under way.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var open bool
+		if err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'crm.app_user'::regclass
+			AND mode = 'RowExclusiveLock' AND granted)`).Scan(&open); err != nil {
+			t.Fatal(err)
+		}
+		if open {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the application's write never began")
+		}
+	}
+	start := time.Now()
+	_, err := attach.Detach(ctx, b.engine, []string{"users"})
+	took := time.Since(start)
+	close(stop)
+	if werr := <-written; werr != nil {
+		t.Fatalf("the application's writes: %v", werr)
+	}
+	t.Logf("detach users beside writes that keep committing: after %s: %v", took.Round(time.Millisecond), err)
+	if err == nil || !strings.Contains(err.Error(), "(role "+b.appRole+")") {
+		t.Errorf("detach users beside writes that keep committing: %v, want a refusal naming the application's session", err)
+	}
+	if took > 13*time.Second {
+		t.Errorf("detach users beside writes that keep committing took %s, want about 10 s at most", took.Round(time.Millisecond))
+	}
+	var attached bool
+	if err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.attachment WHERE object = 'users')`).Scan(&attached); err != nil || !attached {
+		t.Errorf("users attached after the refused detach: %v (err %v), want still attached", attached, err)
+	}
+	if _, err := attach.Detach(ctx, b.engine, []string{"users"}); err != nil {
+		t.Fatalf("detach users once the writes stopped: %v", err)
+	}
+}
