@@ -87,8 +87,12 @@ var idTypes = map[string]bool{"text": true, "varchar": true, "bpchar": true, "in
 
 func (r *RLS) table() (pgx.Identifier, error) {
 	parts := strings.Split(r.Table, ".")
-	if len(parts) > 2 || slices.Contains(parts, "") {
+	switch {
+	case slices.Contains(parts, ""):
 		return nil, fmt.Errorf("table %.100q: give TABLE or SCHEMA.TABLE", r.Table)
+	case len(parts) > 2:
+		return nil, fmt.Errorf("table %.100q holds more than one dot: --table is TABLE or SCHEMA.TABLE, split at the dot, so a schema or table "+
+			"whose name holds a dot cannot be named; %s", r.Table, renameDotted)
 	}
 	for _, p := range parts {
 		if err := pg.CheckName("table "+r.shortTable(), p); err != nil {
@@ -97,6 +101,10 @@ func (r *RLS) table() (pgx.Identifier, error) {
 	}
 	return pgx.Identifier(parts), nil
 }
+
+// renameDotted is what to do about a schema or table whose name holds a
+// dot, which --table cannot name.
+const renameDotted = "rename it to a name without one (ALTER SCHEMA ... RENAME TO, ALTER TABLE ... RENAME TO), then run the command again"
 
 // CheckTable checks a table name as given (TABLE or SCHEMA.TABLE), without
 // the database.
@@ -182,11 +190,31 @@ func resolveTable(ctx context.Context, tx pgx.Tx, table string) (pgx.Identifier,
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`, oid).Scan(&nsp, &rel)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
+		if dotted := dottedTable(ctx, tx, table); dotted != "" {
+			return nil, fmt.Errorf("table %.100q does not exist as SCHEMA.TABLE, but table %s does, whose name holds the dot: --table is split at it, "+
+				"so that table cannot be named; %s", table, dotted, renameDotted)
+		}
 		return nil, fmt.Errorf("table %.100q does not exist: create it first, or give SCHEMA.TABLE%s", table, pg.NearTable(ctx, tx, table))
 	case err != nil:
 		return nil, fmt.Errorf("look up table %.100q: %w", table, err)
 	}
 	return pgx.Identifier{*nsp, *rel}, nil
+}
+
+// dottedTable names (SCHEMA.TABLE, quoted) a table or partitioned table
+// whose own name is table, dot included, when one exists and table holds a
+// dot; "" otherwise, or when the lookup fails (the caller's error stands).
+func dottedTable(ctx context.Context, tx pgx.Tx, table string) string {
+	if !strings.Contains(table, ".") {
+		return ""
+	}
+	var name string
+	if err := tx.QueryRow(ctx, `SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relname = $1 AND c.relkind IN ('r', 'p') ORDER BY 1 LIMIT 1`, table).Scan(&name); err != nil {
+		return ""
+	}
+	return name
 }
 
 // CheckRLSOwner fails, naming the table's owner, unless this role may

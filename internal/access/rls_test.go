@@ -321,7 +321,8 @@ func TestEnableRLSRejects(t *testing.T) {
 	testkit.ImportModel(t, b.ctx, b.pool, oracle.RandomModel(mrand.New(mrand.NewPCG(7, 7)), 20), nil)
 	b.tx(t, func(tx pgx.Tx) error {
 		_, err := tx.Exec(b.ctx, `CREATE TABLE app (id text PRIMARY KEY, num numeric, owner text);
-			CREATE SCHEMA "Ws"; CREATE TABLE "Ws"."Company" (id uuid PRIMARY KEY, "recordId" uuid, "accountOwnerId" uuid)`)
+			CREATE SCHEMA "Ws"; CREATE TABLE "Ws"."Company" (id uuid PRIMARY KEY, "recordId" uuid, "accountOwnerId" uuid);
+			CREATE TABLE "my.table" (id text PRIMARY KEY); CREATE SCHEMA "a.b"; CREATE TABLE "a.b".t (id text PRIMARY KEY)`)
 		return err
 	})
 	// Names are taken as the catalog spells them, unquoted and
@@ -349,6 +350,12 @@ func TestEnableRLSRejects(t *testing.T) {
 		{"table off the path", access.RLS{Table: "Company", Object: "account", IDColumn: "id", UserSetting: "app.user_id"}, `table "Company" does not exist: create it first, or give SCHEMA.TABLE` + near("Ws.Company"), false},
 		{"folded id column", access.RLS{Table: "Ws.Company", Object: "account", IDColumn: "recordid", UserSetting: "app.user_id"}, `has no column "recordid": give the id column with --id-column` + near("recordId"), false},
 		{"quoted owner column", access.RLS{Table: "Ws.Company", Object: "account", IDColumn: "id", UserSetting: "app.user_id", OwnerColumn: `"accountOwnerId"`}, `give the owner column with --owner-column` + near("accountOwnerId"), false},
+		// A name holding a dot cannot be given (names are unquoted): the
+		// error says so, and to rename it, not to give SCHEMA.TABLE.
+		{"dotted schema", access.RLS{Table: "a.b.t", Object: "account", IDColumn: "id", UserSetting: "app.user_id"},
+			`table "a.b.t" holds more than one dot: --table is TABLE or SCHEMA.TABLE, split at the dot, so a schema or table whose name holds a dot cannot be named; rename it to a name without one`, false},
+		{"dotted table", access.RLS{Table: "my.table", Object: "account", IDColumn: "id", UserSetting: "app.user_id"},
+			`table "my.table" does not exist as SCHEMA.TABLE, but table public."my.table" does, whose name holds the dot: --table is split at it, so that table cannot be named; rename it to a name without one`, false},
 	} {
 		err := pgx.BeginFunc(b.ctx, b.pool, func(tx pgx.Tx) error {
 			if tc.asRole {
@@ -363,7 +370,7 @@ func TestEnableRLSRejects(t *testing.T) {
 		}
 	}
 	var policies int
-	if err := b.pool.QueryRow(b.ctx, `SELECT count(*) FROM pg_policy WHERE polrelid IN ('app'::regclass, '"Ws"."Company"'::regclass)`).Scan(&policies); err != nil || policies != 0 {
+	if err := b.pool.QueryRow(b.ctx, `SELECT count(*) FROM pg_policy WHERE polrelid IN ('app'::regclass, '"Ws"."Company"'::regclass, '"my.table"'::regclass, '"a.b".t'::regclass)`).Scan(&policies); err != nil || policies != 0 {
 		t.Errorf("rejected calls left %d policies (err %v)", policies, err)
 	}
 }

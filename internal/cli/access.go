@@ -214,7 +214,7 @@ func rlsEnableCommand(out, errOut io.Writer) *cli.Command {
 			"row (with --user-setting, a warning says so). A text or varchar id column then needs a\n" +
 			"deterministic collation. See docs/rls.md.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "table", Required: true, Usage: "application table, TABLE or SCHEMA.TABLE, names as the catalog spells them, unquoted (ws.workspaceMember)"},
+			&cli.StringFlag{Name: "table", Required: true, Usage: "application table, TABLE or SCHEMA.TABLE, names as the catalog spells them, unquoted (ws.workspaceMember); a name holding a dot cannot be given: rename it"},
 			idFlag(&cli.StringFlag{Name: "object", Required: true, Usage: "the recalc object its rows are records of"}),
 			&cli.StringFlag{Name: "user-setting", Usage: "custom setting holding the current user id, e.g. app.user_id"},
 			&cli.BoolFlag{Name: "user-from-role", Usage: "take the user id from current_user, not from a setting"},
@@ -418,7 +418,7 @@ func rlsDisableCommand(out, errOut io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:  "disable",
 		Usage: "drop recalc's policies from TABLE, and disable row-level security unless the table has policies of its own",
-		Flags: []cli.Flag{&cli.StringFlag{Name: "table", Required: true, Usage: "application table, TABLE or SCHEMA.TABLE, names as the catalog spells them, unquoted (ws.workspaceMember)"}},
+		Flags: []cli.Flag{&cli.StringFlag{Name: "table", Required: true, Usage: "application table, TABLE or SCHEMA.TABLE, names as the catalog spells them, unquoted (ws.workspaceMember); a name holding a dot cannot be given: rename it"}},
 		Action: func(c *cli.Context) error {
 			if err := access.CheckTable(c.String("table")); err != nil {
 				return usageError(c, err, false)
