@@ -442,7 +442,9 @@ func Absorb(ctx context.Context, tx pgx.Tx, maxKeys int) (done []Absorbed, ok bo
 
 // AbsorbMarked absorbs in tx the writes logged for the attached objects
 // (the users table's aside) with an owner change or a row gone (deleted,
-// its id changed away, the table truncated) among them, as Absorb does. An
+// its id changed away, the table truncated) among them, and for the objects
+// attached through a view, whose captures cannot tell such a write (the
+// view makes the owner and the rows: migration 074), as Absorb does. An
 // import calls it last, before it commits: the effect of such a write that
 // committed since the import's first absorb (an owner change's wipe of
 // manual shares, a gone row's drop of shares and team entries) then comes
@@ -453,7 +455,8 @@ func Absorb(ctx context.Context, tx pgx.Tx, maxKeys int) (done []Absorbed, ok bo
 func AbsorbMarked(ctx context.Context, tx pgx.Tx) ([]Absorbed, error) {
 	rows, err := tx.Query(ctx, `SELECT c.object, sum(cardinality(c.keys))::bigint, bool_or(c.kind = 'attached_all') FROM recalc.change c
 		WHERE c.kind IN ('attached', 'attached_all') AND c.object <> $1
-		  AND c.object IN (SELECT r.object FROM recalc.change r WHERE r.kind IN ('attached', 'attached_all') AND r.effect IN ('reowned', 'gone'))
+		  AND (c.object IN (SELECT r.object FROM recalc.change r WHERE r.kind IN ('attached', 'attached_all') AND r.effect IN ('reowned', 'gone'))
+		       OR c.object IN (SELECT a.object FROM recalc.attachment a WHERE a.is_view))
 		GROUP BY c.object ORDER BY 1`, model.UsersAttachment)
 	if err != nil {
 		return nil, wrapAbsorb(err)

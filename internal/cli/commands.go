@@ -63,7 +63,7 @@ func importCommand(out, errOut io.Writer) *cli.Command {
 			&cli.DurationFlag{Name: "wait-job", Value: 10 * time.Minute, Usage: "while a recalculation job runs, wait up to this long for it to end, then import " +
 				"(sharing changes wait for a recalculation, as in Salesforce); 0: refuse at once"},
 			&cli.DurationFlag{Name: "lock-timeout", Value: store.DefaultLockTimeout, Usage: "how long the import waits for each lock another transaction holds " +
-				"(a record, share or team entry the application keeps locked, or wrote and has not committed; with shares or team entries, an owner change or a row removed in an attached table not yet committed), before it fails and stores nothing (at most 596h)"},
+				"(a record, share or team entry the application keeps locked, or wrote and has not committed; with shares or team entries, an owner change or a row removed in an attached table, or a write to a base table of an object attached through a view, not yet committed), before it fails and stores nothing (at most 596h)"},
 		}, limitFlags()...),
 		Action: func(c *cli.Context) error {
 			switch {
