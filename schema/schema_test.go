@@ -513,6 +513,8 @@ func TestRedefinedFunctionsKeepAttributes(t *testing.T) {
 		{"recalc.rls_records(text, text, text)", true, "s", "{\"search_path=pg_catalog, pg_temp\"}"},
 		{"recalc.attach_fingerprints()", false, "u", "{\"search_path=pg_catalog, pg_temp\",jit=off}"},
 		{"recalc.attach_fingerprints_changed()", false, "u", "{\"search_path=pg_catalog, pg_temp\"}"},
+		{"recalc.attach_catalog_stamp()", false, "u", "{\"search_path=pg_catalog, pg_temp\",jit=off}"},
+		{"recalc.wait_fresh(bigint, interval)", true, "u", "{\"search_path=pg_catalog, pg_temp\"}"},
 		{"recalc.attach_complete(text)", false, "u", "{\"search_path=pg_catalog, pg_temp\"}"},
 		{"recalc.attach_foreign_code(text)", false, "u", "{\"search_path=pg_catalog, pg_temp\"}"},
 		{"recalc.attach_view_reads(oid, oid)", false, "u", "{\"search_path=pg_catalog, pg_temp\"}"},

@@ -153,3 +153,19 @@ func WaitFresh(ctx context.Context, q pg.Querier, token int64, timeout time.Dura
 	}
 	return nil
 }
+
+// CatalogStamp returns recalc.attach_catalog_stamp() (migration 076): a
+// digest of the catalog rows that say what the attached sources show, but
+// for enums, which it stands for by a digest of all enum labels. `recalc
+// watch` reads it between steps, and steps when it moves: a view
+// redefined, an enum label renamed or the capture's triggers disabled
+// around a write log no change row and send no notification. It costs a
+// few index lookups per captured table and a scan of pg_enum; "" when
+// nothing is attached.
+func CatalogStamp(ctx context.Context, q pg.Querier) (string, error) {
+	var s string
+	if err := q.QueryRow(ctx, `SELECT recalc.attach_catalog_stamp()`).Scan(&s); err != nil {
+		return "", fmt.Errorf("read the attached sources' catalog stamp: %w", err)
+	}
+	return s, nil
+}

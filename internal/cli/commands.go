@@ -172,7 +172,9 @@ func watchCommand(out, errOut io.Writer) *cli.Command {
 		Usage: "keep the share tables fresh: materialize each commit's changes within milliseconds, until SIGINT or SIGTERM",
 		Description: "Listens on channel recalc_changes (record writes by any SQL, writes to attached tables,\n" +
 			"and imports), waits for --debounce of quiet (at most --max-wait), then materializes what\n" +
-			"committed. Record changes take the fast path, in batches naming at most --fast-records\n" +
+			"committed. Every --catalog-poll it also reads a digest of the catalog rows that say what the\n" +
+			"attached sources show, and steps when it moves: a view redefined, an enum label renamed or\n" +
+			"the capture's triggers disabled around a write send no notification. Record changes take the fast path, in batches naming at most --fast-records\n" +
 			"records: one short transaction each, no job, with the configuration kept in memory; it\n" +
 			"first re-reads the rows that attached tables' writes logged (docs/attach.md). Anything\n" +
 			"else (a model import, a truncate, one statement naming more records, records moved between\n" +
@@ -187,6 +189,8 @@ func watchCommand(out, errOut io.Writer) *cli.Command {
 			&cli.DurationFlag{Name: "poll", Value: 10 * time.Second, Action: atLeast("poll", minPoll),
 				Usage: fmt.Sprintf("look for changes at least this often, notification or not (short, such as 20ms, where writers set recalc.notify = off; %v or more)", minPoll)},
 			&cli.IntFlag{Name: "fast-records", Value: 1000, Usage: "most records a batch may name for the fast path (0: always run a job)"},
+			&cli.DurationFlag{Name: "catalog-poll", Value: watch.DefaultCatalog,
+				Usage: "between steps, look this often for catalog changes to attached sources that write no row (0: only at --poll)"},
 			metricsAddrFlag(),
 		}, runFlags()...),
 		Action: func(c *cli.Context) error {
@@ -196,9 +200,12 @@ func watchCommand(out, errOut io.Writer) *cli.Command {
 			}
 			opt.Trigger = "watch"
 			wopt := watch.Options{Debounce: c.Duration("debounce"), MaxWait: c.Duration("max-wait"), Poll: c.Duration("poll"),
-				FastRecords: c.Int("fast-records")}
-			if wopt.Debounce <= 0 || wopt.MaxWait <= 0 || wopt.FastRecords < 0 {
-				return cli.Exit("recalc watch: --debounce and --max-wait must be positive, --fast-records at least 0", 2)
+				FastRecords: c.Int("fast-records"), Catalog: c.Duration("catalog-poll")}
+			if wopt.Debounce <= 0 || wopt.MaxWait <= 0 || wopt.FastRecords < 0 || wopt.Catalog < 0 {
+				return cli.Exit("recalc watch: --debounce and --max-wait must be positive, --fast-records and --catalog-poll at least 0", 2)
+			}
+			if wopt.Catalog == 0 {
+				wopt.Catalog = -1 // never: the poll's step finds them
 			}
 			maddr, err := metricsAddr(c)
 			if err != nil {

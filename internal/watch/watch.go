@@ -3,7 +3,10 @@
 // after a short debounce that gathers the commits of a burst (bounded by a
 // maximum wait), calls the step that materializes them (engine.Live.Step, in `recalc watch`). It
 // steps at start to catch up, polls in case a notification was missed, and
-// retries a failed step with backoff. It never dies of a lost connection:
+// retries a failed step with backoff. Between steps it also reads the
+// attached sources' catalog stamp (changes.CatalogStamp) every
+// Options.Catalog, and steps when it moves: a catalog change that alters
+// what an attached source shows writes no row and sends no notification. It never dies of a lost connection:
 // it reconnects with backoff and steps again, until its context ends; a
 // job it interrupts stays resumable, and the next step resumes it.
 package watch
@@ -30,7 +33,16 @@ type Options struct {
 	// FastRecords is the most records a batch may name for the step's fast
 	// path (engine.Live); 0 sends every batch through a job.
 	FastRecords int
+	// Catalog is how often the attached sources' catalog stamp is read
+	// between steps: 0 means DefaultCatalog, a negative value never.
+	Catalog time.Duration
 }
+
+// DefaultCatalog is the default Options.Catalog: a catalog change reaches
+// the share tables in about that, plus the job that reads the source again.
+// Each read of the stamp costs the server well under a millisecond with a
+// few tables attached (docs/operations.md).
+const DefaultCatalog = 250 * time.Millisecond
 
 // ErrStop, wrapped in a step's error, ends the watch: Run returns that
 // error. A step returns it when no retry can succeed, such as a schema a
@@ -43,8 +55,11 @@ var ErrStop = errors.New("the watch cannot go on")
 // Run returns; a lost listening connection is
 // reconnected with backoff.
 func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, step func(context.Context) error, log zerolog.Logger) error {
+	if opt.Catalog == 0 {
+		opt.Catalog = DefaultCatalog
+	}
 	log.Info().Str("channel", changes.Channel).Dur("debounce_ms", opt.Debounce).Dur("max_wait_ms", opt.MaxWait).
-		Dur("poll_ms", opt.Poll).Msg("watching for changes")
+		Dur("poll_ms", opt.Poll).Dur("catalog_poll_ms", opt.Catalog).Msg("watching for changes")
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		listened, err := session(ctx, pool, opt, step, log, attempt)
 		if errors.Is(err, ErrStop) {
@@ -90,6 +105,8 @@ func session(ctx context.Context, pool *pgxpool.Pool, opt Options, step func(con
 		_, err := conn.Conn().WaitForNotification(ctx)
 		return err
 	}
+	cat := &catalog{every: opt.Catalog, q: conn.Conn(), log: log}
+	cat.moved(ctx) // the stamp the first step starts from
 	failures := 0
 	for {
 		switch serr := step(ctx); {
@@ -107,7 +124,7 @@ func session(ctx context.Context, pool *pgxpool.Pool, opt Options, step func(con
 		if failures > 0 {
 			wait = min(wait, workers.Backoff(failures-1))
 		}
-		err := next(ctx, wait)
+		err := cat.wait(ctx, wait, next)
 		switch {
 		case ctx.Err() != nil:
 			return true, nil
@@ -119,6 +136,58 @@ func session(ctx context.Context, pool *pgxpool.Pool, opt Options, step func(con
 		}
 		debounce(ctx, opt, next)
 	}
+}
+
+// catalog reads the attached sources' catalog stamp (changes.CatalogStamp)
+// on the listening connection, between steps.
+type catalog struct {
+	every  time.Duration // how often; negative: never
+	q      pg.Querier
+	log    zerolog.Logger
+	stamp  string // the stamp last read
+	failed bool   // the last read failed (and was logged)
+}
+
+// wait waits up to d for a notification with next, reading the stamp
+// every c.every meanwhile. It returns nil, as for a notification, as soon
+// as the stamp moved, and next's context.DeadlineExceeded once d passed.
+func (c *catalog) wait(ctx context.Context, d time.Duration, next func(context.Context, time.Duration) error) error {
+	if c.every < 0 {
+		return next(ctx, d)
+	}
+	deadline := time.Now().Add(d)
+	for {
+		err := next(ctx, min(time.Until(deadline), c.every))
+		if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil || time.Until(deadline) <= 0 {
+			return err
+		}
+		if c.moved(ctx) {
+			return nil
+		}
+	}
+}
+
+// moved reads the stamp and reports whether it differs from the last one
+// read. A failed read is no move: it is logged once, and the poll still
+// steps (a lost connection then shows at the next wait).
+func (c *catalog) moved(ctx context.Context) bool {
+	s, err := changes.CatalogStamp(ctx, c.q)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		if !c.failed {
+			c.log.Warn().Err(err).Msg("could not read the attached sources' catalog stamp: catalog changes wait for --poll")
+		}
+		c.failed = true
+		return false
+	case err != nil:
+		return false
+	}
+	c.failed = false
+	if s == c.stamp {
+		return false
+	}
+	c.stamp = s
+	return true
 }
 
 // debounce waits until no notification came for opt.Debounce, at most
