@@ -6,7 +6,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
@@ -113,18 +112,16 @@ func accessSamples(rng *rand.Rand, m *model.Model) [][2]string {
 }
 
 // checkAccessLevel asks recalc.access_level, the one-query SQL function,
-// about pairs of users and records, and holds it to the oracle's rows.
+// about pairs of users and records (all in one statement), and holds it to
+// the oracle's rows.
 func checkAccessLevel(t *testing.T, b *bundle, rows []oracle.Row, pairs [][2]string) {
 	t.Helper()
 	want := map[[2]string]model.Level{}
 	for _, r := range rows {
 		want[[2]string{r.User, r.Record}] = r.Level
 	}
-	for _, p := range pairs {
-		got, err := access.Level(b.ctx, b.pool, p[0], p[1])
-		if err != nil {
-			t.Fatal(err)
-		}
+	for i, got := range testkit.AccessLevels(t, b.ctx, b.pool, pairs) {
+		p := pairs[i]
 		if w := want[p].String(); got != w {
 			t.Fatalf("access_level(%s, %s) = %s, oracle says %s", p[0], p[1], got, w)
 		}
