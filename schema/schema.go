@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -464,8 +465,12 @@ func (e *VersionError) Error() string {
 
 // Latest is the version of the newest migration: the schema this binary
 // needs. The engine asks at every plan, live step and chunk, so it reads the
-// migrations' names only.
-func Latest() int {
+// migrations' names once, on the first call (they are embedded: they never
+// change).
+func Latest() int { return latest() }
+
+// latest reads the newest migration's version from the embedded names once.
+var latest = sync.OnceValue(func() int {
 	names, _ := fs.Glob(migrations, "*.up.sql")
 	latest := 0
 	for _, n := range names {
@@ -475,7 +480,7 @@ func Latest() int {
 		}
 	}
 	return latest
-}
+})
 
 func latestOf(ms []Migration) int {
 	if len(ms) == 0 {
