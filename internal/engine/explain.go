@@ -30,7 +30,7 @@ type Explanation struct {
 func Explain(ctx context.Context, pool *pgxpool.Pool, user, record string) (*Explanation, error) {
 	var e *Explanation
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		org, _, err := appliedOrgs(ctx, tx)
+		org, _, err := appliedOrgs(ctx, tx, nil, nil)
 		if err != nil {
 			return err
 		}

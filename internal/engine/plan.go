@@ -167,7 +167,7 @@ func load(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, *inputs, error
 		deferred = nil
 	}
 	in := &inputs{}
-	if in.rules, in.closure, err = appliedOrgs(ctx, tx); err != nil {
+	if in.rules, in.closure, err = appliedOrgs(ctx, tx, cfgJSON, cur); err != nil {
 		return nil, nil, err
 	}
 	if in.log, err = changes.Read(ctx, tx); err != nil {
@@ -484,8 +484,11 @@ func lookUp(ctx context.Context, tx pgx.Tx, s *planner.Selector) ([]string, erro
 
 // appliedOrgs returns the configurations the rules and the closure sides
 // were last computed from (nil when never). Usually both sides were computed
-// from the same one, which is then decoded once and returned twice.
-func appliedOrgs(ctx context.Context, q pg.Querier) (rules, closure *sharing.Org, err error) {
+// from the same one, which is then decoded once and returned twice. So is
+// a side computed from known (the stored configuration, decoded as org, when
+// the caller has it; nil otherwise): after a run, every plan until the next
+// import would decode the same document again.
+func appliedOrgs(ctx context.Context, q pg.Querier, known []byte, org *sharing.Org) (rules, closure *sharing.Org, err error) {
 	docs, err := appliedConfigs(ctx, q)
 	if err != nil {
 		return nil, nil, err
@@ -496,6 +499,8 @@ func appliedOrgs(ctx context.Context, q pg.Querier) (rules, closure *sharing.Org
 		case doc == nil:
 		case i == 1 && bytes.Equal(doc, docs[0]):
 			orgs[1] = orgs[0]
+		case org != nil && bytes.Equal(doc, known):
+			orgs[i] = org
 		default:
 			if orgs[i], err = sharing.DecodeOrg(doc); err != nil {
 				return nil, nil, fmt.Errorf("applied configuration: %w", err)
