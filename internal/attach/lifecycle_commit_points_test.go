@@ -276,3 +276,66 @@ func (b *bundle) checkOracleWithout(t *testing.T, object, after string) {
 		t.Fatalf("%s, access differs from the oracle\n%s", after, oracle.Diff(want, got))
 	}
 }
+
+// TestDetachUsersCommitPoints: the users table is attached beside the
+// objects, and detached while application transaction A (usersAndRecords:
+// the users table and an object's table written together) commits: before
+// the detach, while it waits for the model lock, or while it tries to drop
+// the users' capture, which A's write holds up after the detach absorbed
+// the users' writes (its last absorb then misses A's, and it starts
+// again). The users section, which stays as last built once detached, is
+// the table's with A's write in it: after a run, access is the oracle's for
+// the users the table gives, and recalc.record mirrors the rows.
+func TestDetachUsersCommitPoints(t *testing.T) {
+	t.Parallel()
+	for _, w := range usersAndRecords {
+		for _, point := range []string{"before", "model", ""} {
+			name := map[string]string{"before": "before the detach", "model": "the detach waits for the model lock", "": "the detach tries the users' trigger locks"}[point]
+			t.Run(w.name+"/"+name, func(t *testing.T) {
+				t.Parallel()
+				detachUsersCommitPoint(t, w.stmts, point)
+			})
+		}
+	}
+}
+
+func detachUsersCommitPoint(t *testing.T, stmts []string, point string) {
+	ctx := context.Background()
+	b := setupUsers(t)
+	b.run(t)
+	a, aPid := hold(t, b.app, "")
+	mustTx(t, a, stmts...)
+	var holder pgx.Tx
+	pid := aPid
+	switch point {
+	case "before":
+		commit(t, a)
+	case "model":
+		holder, pid = hold(t, b.engine, "")
+		if err := locks.XactLock(ctx, holder, locks.Model); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan struct{})
+	var detachErr error
+	go func() {
+		defer close(done)
+		_, detachErr = b.recalc("detach", "users")
+	}()
+	if point != "before" {
+		waitBlocked(t, b.admin, pid, done, "the detach to wait")
+		if holder != nil {
+			commit(t, a)
+			commit(t, holder)
+		} else {
+			commit(t, a)
+		}
+	}
+	<-done
+	if detachErr != nil {
+		t.Fatalf("detach users: %v", detachErr)
+	}
+	b.raceCheckFull(t, "after the detach and a run")
+	b.checkMirror(t, "after the detach and a run")
+	b.checkUsers(t, "after the detach and a run")
+}
