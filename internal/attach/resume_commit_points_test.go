@@ -68,23 +68,43 @@ var resumeWrites = [][]string{
 // write (resumeWrites); when the watch took the work and resume sends
 // fewer statements than that, the write commits after it. Whatever the statement, once a run follows nothing
 // is logged, recalc.record mirrors the rows, and access is the oracle's and
-// a full run's. RESUME_POINTS=N limits the histories to the first N
-// statements.
+// a full run's. Each side runs 12 histories, at statements spread evenly
+// from the first to the last (a history sets up and attaches a database of
+// its own: all of them, about 125 a side, took the package past 10
+// minutes); RESUME_POINTS=N runs N a side, RESUME_POINTS=all every one.
 func TestResumeCommitPoints(t *testing.T) {
 	t.Parallel()
 	for _, sides := range [][]string{{store.SideClosure, store.SideRules}, {store.SideRules}} {
 		n := resumeStatements(t, sides)
 		t.Logf("deferred %v: resume sends %d statements in all", sides, n)
-		if lim, err := strconv.Atoi(os.Getenv("RESUME_POINTS")); err == nil && lim < n {
-			n = lim
-		}
-		for k := 0; k < n; k++ {
+		for _, k := range spread(n, os.Getenv("RESUME_POINTS"), 12) {
 			t.Run(fmt.Sprintf("%v/statement %d", sides, k), func(t *testing.T) {
 				t.Parallel()
 				resumeCommitPoint(t, sides, int64(k), resumeWrites[k%len(resumeWrites)], true)
 			})
 		}
 	}
+}
+
+// spread picks the statements of n to commit before: want of them ("all",
+// or a count; def when empty), evenly spaced from the first to the last.
+func spread(n int, want string, def int) []int {
+	m := def
+	if want == "all" {
+		m = n
+	} else if v, err := strconv.Atoi(want); err == nil && v > 0 {
+		m = v
+	}
+	m = min(m, n)
+	ks := make([]int, 0, m)
+	for i := range m {
+		k := 0
+		if m > 1 {
+			k = i * (n - 1) / (m - 1)
+		}
+		ks = append(ks, k)
+	}
+	return ks
 }
 
 // resumeStatements counts the statements of a resume with nothing beside.
