@@ -130,20 +130,23 @@ func load(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, *inputs, error
 	// A full run also reads every attached source again, whole: it then
 	// repairs what no capture sees (a view's rows that change with the
 	// clock), as it repairs the share tables.
-	var absorbed []changes.Absorbed
-	if !opt.noAbsorb {
-		if opt.Full {
-			if err := changes.RereadAttached(ctx, tx); err != nil {
-				return nil, nil, err
-			}
-		}
-		var err error
-		if absorbed, _, err = changes.Absorb(ctx, tx, 0); err != nil {
-			return nil, nil, err
-		}
-		if _, err := store.SyncAttachedUsers(ctx, tx); err != nil {
-			return nil, nil, err
-		}
+	//
+	// The deferral is read before anything is absorbed: a deferral lifted
+	// while this plan absorbs (`recalc resume` takes no model lock) leaves
+	// it deferred. Read after, it would plan a job of the writes absorbed
+	// so far alone, the resume would join it, and the next plan recompute
+	// their families again with the writes committed meanwhile (a bulk
+	// load's children under its parents). Lifted before, it covers them.
+	deferred, err := store.Deferred(ctx, tx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if opt.ignoreDeferral {
+		deferred = nil
+	}
+	absorbed, err := absorbAll(ctx, tx, opt)
+	if err != nil {
+		return nil, nil, err
 	}
 	var cfgJSON []byte
 	var cur *sharing.Org
@@ -158,13 +161,6 @@ func load(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, *inputs, error
 	}
 	if err := readConfig(); err != nil {
 		return nil, nil, err
-	}
-	deferred, err := store.Deferred(ctx, tx)
-	if err != nil {
-		return nil, nil, err
-	}
-	if opt.ignoreDeferral {
-		deferred = nil
 	}
 	in := &inputs{}
 	if in.rules, in.closure, err = appliedOrgs(ctx, tx, cfgJSON, cur); err != nil {
@@ -197,6 +193,28 @@ func load(ctx context.Context, tx pgx.Tx, opt Options) (*Planned, *inputs, error
 	}
 	return &Planned{Kind: queue.Incremental, ChangeSeq: in.log.Last(), Consumes: in.log.Seqs, Config: cfgJSON, org: cur,
 		Deferred: deferred, NotAbsorbed: notAbsorbed(absorbed)}, in, nil
+}
+
+// absorbAll mirrors the writes to attached tables (every source read again,
+// whole, for a full run) and builds the users section from the attached
+// users table, unless opt says not to absorb.
+func absorbAll(ctx context.Context, tx pgx.Tx, opt Options) ([]changes.Absorbed, error) {
+	if opt.noAbsorb {
+		return nil, nil
+	}
+	if opt.Full {
+		if err := changes.RereadAttached(ctx, tx); err != nil {
+			return nil, err
+		}
+	}
+	absorbed, _, err := changes.Absorb(ctx, tx, 0)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := store.SyncAttachedUsers(ctx, tx); err != nil {
+		return nil, err
+	}
+	return absorbed, nil
 }
 
 // changedRecords fixes the family roots of records the application wrote
