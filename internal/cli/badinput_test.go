@@ -70,6 +70,8 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 //   - grant reader "" exited 1 (a failure), not 2 (usage);
 //   - import --if-revision "" (a script's unset variable) imported with no
 //     revision check at all;
+//   - watch --catalog-poll 1ns read the catalog stamp without pause
+//     between steps, as a --poll under 10ms would have;
 //   - attach FILE --format json said to give one FILE or --list, not that
 //     the flag must come before the FILE, as import and plan say.
 //
@@ -94,6 +96,8 @@ func TestBadValuesRefusedAtStart(t *testing.T) {
 		{[]string{"run", "--lock-timeout", "1000000h"}, 2, "--lock-timeout must be at most 596h31m23.647s"},
 		{[]string{"resume", "--lock-timeout", "597h"}, 2, "--lock-timeout must be at most"},
 		{[]string{"watch", "--lock-timeout", "1000000h"}, 2, "(see `recalc watch --help`)"},
+		{[]string{"watch", "--catalog-poll", "1ns"}, 2, "--catalog-poll must be 0 or 10ms or more, not 1ns (see `recalc watch --help`)"},
+		{[]string{"watch", "--catalog-poll", "-1s"}, 2, "--catalog-poll must be 0 or 10ms or more, not -1s"},
 		{[]string{"run", "--lock-timeout", "596h"}, 0, ""},
 		{[]string{"plan", "--chunk-size", "0"}, 2, "--chunk-size must be at least 1, not 0 (see `recalc plan --help`)"},
 		{[]string{"plan", "--chunk-size", "-1", file}, 2, "--chunk-size must be at least 1, not -1"},

@@ -447,8 +447,19 @@ func atLeast[T cmp.Ordered](name string, least T) func(*cli.Context, T) error {
 	}
 }
 
-// minPoll is the shortest --poll (of watch, and changes --follow): a
-// shorter one has the process query the database without pause.
+// zeroOrAtLeast is atLeast for a flag whose 0 turns something off.
+func zeroOrAtLeast(name string, least time.Duration) func(*cli.Context, time.Duration) error {
+	return func(c *cli.Context, v time.Duration) error {
+		if v != 0 && v < least {
+			return usageError(c, fmt.Errorf("--%s must be 0 or %v or more, not %v", name, least, v), false)
+		}
+		return nil
+	}
+}
+
+// minPoll is the shortest --poll (of watch, and changes --follow) and
+// nonzero --catalog-poll (of watch): a shorter one has the process query
+// the database without pause.
 const minPoll = 10 * time.Millisecond
 
 // strayArgument is the error for arg given to cmd, which takes no

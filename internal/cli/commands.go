@@ -189,8 +189,8 @@ func watchCommand(out, errOut io.Writer) *cli.Command {
 			&cli.DurationFlag{Name: "poll", Value: 10 * time.Second, Action: atLeast("poll", minPoll),
 				Usage: fmt.Sprintf("look for changes at least this often, notification or not (short, such as 20ms, where writers set recalc.notify = off; %v or more)", minPoll)},
 			&cli.IntFlag{Name: "fast-records", Value: 1000, Usage: "most records a batch may name for the fast path (0: always run a job)"},
-			&cli.DurationFlag{Name: "catalog-poll", Value: watch.DefaultCatalog,
-				Usage: "between steps, look this often for catalog changes to attached sources that write no row (0: only at --poll)"},
+			&cli.DurationFlag{Name: "catalog-poll", Value: watch.DefaultCatalog, Action: zeroOrAtLeast("catalog-poll", minPoll),
+				Usage: fmt.Sprintf("between steps, look this often for catalog changes to attached sources that write no row (0: only at --poll; else %v or more)", minPoll)},
 			metricsAddrFlag(),
 		}, runFlags()...),
 		Action: func(c *cli.Context) error {
@@ -201,8 +201,8 @@ func watchCommand(out, errOut io.Writer) *cli.Command {
 			opt.Trigger = "watch"
 			wopt := watch.Options{Debounce: c.Duration("debounce"), MaxWait: c.Duration("max-wait"), Poll: c.Duration("poll"),
 				FastRecords: c.Int("fast-records"), Catalog: c.Duration("catalog-poll")}
-			if wopt.Debounce <= 0 || wopt.MaxWait <= 0 || wopt.FastRecords < 0 || wopt.Catalog < 0 {
-				return cli.Exit("recalc watch: --debounce and --max-wait must be positive, --fast-records and --catalog-poll at least 0", 2)
+			if wopt.Debounce <= 0 || wopt.MaxWait <= 0 || wopt.FastRecords < 0 { // --catalog-poll: its flag's action
+				return cli.Exit("recalc watch: --debounce and --max-wait must be positive, --fast-records at least 0", 2)
 			}
 			if wopt.Catalog == 0 {
 				wopt.Catalog = -1 // never: the poll's step finds them
