@@ -201,7 +201,8 @@ func removeAll(ctx context.Context, tx pgx.Tx, objects []string, have map[string
 // lock not granted in time, the sandbox role, a right revoked) refuse the
 // detach, which can be run again once they read.
 func lastUsers(ctx context.Context, tx pgx.Tx) error {
-	deadline := time.Now().Add(captureLockWait)
+	start := time.Now()
+	deadline := start.Add(captureLockWait)
 	for attempt := 1; ; attempt++ {
 		sp, err := tx.Begin(ctx)
 		if err != nil {
@@ -220,7 +221,7 @@ func lastUsers(ctx context.Context, tx pgx.Tx) error {
 		if attempt == 3 || !time.Now().Before(deadline) {
 			return fmt.Errorf("detach users: writes to the users table kept committing while it was being detached, for %s "+
 				"(sessions writing it: %s): nothing was changed; detach again once they end",
-				captureLockWait, locks.Named(captureHolders(ctx, tx, model.UsersAttachment, locks.WriteLock)))
+				time.Since(start).Round(100*time.Millisecond), locks.Named(captureHolders(ctx, tx, model.UsersAttachment, locks.WriteLock)))
 		}
 	}
 }
