@@ -50,7 +50,7 @@ func TestExitStatuses(t *testing.T) {
 		{"a flag after detach's objects", "", []string{"detach", "lead", "--all"}, 2, `give the OBJECTs, and the flags before them (got "--all" after them)`, false},
 		{"an unknown subcommand", "", []string{"rls", "x"}, 2, `unknown subcommand "x": give enable or disable`, false},
 		{"help after grant's arguments", "", []string{"grant", "reader", "--help"}, 2, `give the flags before the kind of access and the role (got "--help" after them)`, false},
-		{"a table name of three parts", "", []string{"rls", "disable", "--table", "a.b.c"}, 2, `table "a.b.c": give TABLE or SCHEMA.TABLE (see`, false},
+		{"a table name of three parts", "", []string{"rls", "disable", "--table", "a.b.c"}, 2, `table "a.b.c" holds more than one dot: --table is TABLE or SCHEMA.TABLE, split at the dot, so a schema or table whose name holds a dot cannot be named; rename it`, false},
 		{"a command's help subcommand", "", []string{"run", "help"}, 0, "", false},
 		{"help before an operand", "", []string{"grant", "--help", "reader"}, 0, "", false},
 		{"help of an unknown command", "", []string{"help", "stat"}, 2, `unknown command "stat": did you mean "status"?`, false},
