@@ -9,7 +9,7 @@
 -- recalc.wait_fresh returned at once, before it was materialized.
 --
 -- attach_catalog_stamp is what `recalc watch` reads between steps, every
--- --catalog-poll (250 ms by default), on its listening connection: a digest
+-- --catalog-poll (250 ms by default), on a connection of its pool: a digest
 -- of the catalog rows the fingerprints read but for the enums, which it
 -- replaces with a digest of the whole of pg_enum (a few hundred rows in a
 -- CRM). It follows no type, so it costs a few index lookups per captured

@@ -105,7 +105,7 @@ func session(ctx context.Context, pool *pgxpool.Pool, opt Options, step func(con
 		_, err := conn.Conn().WaitForNotification(ctx)
 		return err
 	}
-	cat := &catalog{every: opt.Catalog, q: conn.Conn(), log: log}
+	cat := &catalog{every: opt.Catalog, q: pool, log: log}
 	cat.moved(ctx) // the stamp the first step starts from
 	failures := 0
 	for {
@@ -139,7 +139,8 @@ func session(ctx context.Context, pool *pgxpool.Pool, opt Options, step func(con
 }
 
 // catalog reads the attached sources' catalog stamp (changes.CatalogStamp)
-// on the listening connection, between steps.
+// between steps, on a connection of the pool: the listening one stays
+// idle in its LISTEN, as pg_stat_activity shows it.
 type catalog struct {
 	every  time.Duration // how often; negative: never
 	q      pg.Querier
