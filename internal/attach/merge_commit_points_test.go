@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -47,16 +46,14 @@ var mergeWrites = [][]string{
 // write (mergeWrites) before one of its statements, each in turn in its
 // own history. Once a run follows, nothing is logged, recalc.record
 // mirrors the rows, and access is the oracle's for the stored model (the
-// rows as records) and a full run's. MERGE_POINTS=N limits the histories
-// to the first N statements.
+// rows as records) and a full run's. 12 histories, at statements spread
+// from the first to the last; MERGE_POINTS=N runs N, MERGE_POINTS=all (or
+// RECALC_COMMIT_POINTS=all) every one.
 func TestMergeCommitPoints(t *testing.T) {
 	t.Parallel()
 	n := mergeStatements(t)
 	t.Logf("the merge sends %d statements", n)
-	if lim, err := strconv.Atoi(os.Getenv("MERGE_POINTS")); err == nil && lim < n {
-		n = lim
-	}
-	for k := 0; k < n; k++ {
+	for _, k := range spread(n, os.Getenv("MERGE_POINTS"), 12) {
 		t.Run(fmt.Sprintf("statement %d", k), func(t *testing.T) {
 			t.Parallel()
 			mergeCommitPoint(t, int64(k), mergeWrites[k%len(mergeWrites)])

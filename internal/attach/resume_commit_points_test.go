@@ -68,16 +68,17 @@ var resumeWrites = [][]string{
 // write (resumeWrites); when the watch took the work and resume sends
 // fewer statements than that, the write commits after it. Whatever the statement, once a run follows nothing
 // is logged, recalc.record mirrors the rows, and access is the oracle's and
-// a full run's. Each side runs 12 histories, at statements spread evenly
+// a full run's. Each side runs 6 histories, at statements spread evenly
 // from the first to the last (a history sets up and attaches a database of
 // its own: all of them, about 125 a side, took the package past 10
-// minutes); RESUME_POINTS=N runs N a side, RESUME_POINTS=all every one.
+// minutes); RESUME_POINTS=N runs N a side, RESUME_POINTS=all (or
+// RECALC_COMMIT_POINTS=all) every one.
 func TestResumeCommitPoints(t *testing.T) {
 	t.Parallel()
 	for _, sides := range [][]string{{store.SideClosure, store.SideRules}, {store.SideRules}} {
 		n := resumeStatements(t, sides)
 		t.Logf("deferred %v: resume sends %d statements in all", sides, n)
-		for _, k := range spread(n, os.Getenv("RESUME_POINTS"), 12) {
+		for _, k := range spread(n, os.Getenv("RESUME_POINTS"), 6) {
 			t.Run(fmt.Sprintf("%v/statement %d", sides, k), func(t *testing.T) {
 				t.Parallel()
 				resumeCommitPoint(t, sides, int64(k), resumeWrites[k%len(resumeWrites)], true)
@@ -90,7 +91,7 @@ func TestResumeCommitPoints(t *testing.T) {
 // or a count; def when empty), evenly spaced from the first to the last.
 func spread(n int, want string, def int) []int {
 	m := def
-	if want == "all" {
+	if want == "all" || os.Getenv("RECALC_COMMIT_POINTS") == "all" {
 		m = n
 	} else if v, err := strconv.Atoi(want); err == nil && v > 0 {
 		m = v
