@@ -53,6 +53,33 @@ func somePoints(wi, pi int) bool {
 	return os.Getenv("RECALC_COMMIT_POINTS") == "all" || (wi+pi)%2 == 0
 }
 
+// commitAt commits application transaction a (backend aPid) at point of
+// the command (attach or detach) whose end done signals: "before" (the
+// caller committed it already), "after" the command, or once the command
+// waits for pid, the session holder (nil: a itself) that holds it up. Then
+// it waits for the command to end.
+func commitAt(t *testing.T, b *bundle, point, command string, done <-chan struct{}, a pgx.Tx, aPid uint32, holder pgx.Tx, pid uint32) {
+	t.Helper()
+	switch point {
+	case "before":
+	case "after":
+		<-done
+		commit(t, a)
+	default:
+		waitBlocked(t, b.admin, pid, done, "the "+command+" to wait")
+		if pid != aPid {
+			commit(t, a)
+		}
+		if holder != nil {
+			commit(t, holder)
+		}
+		if pid == aPid {
+			commit(t, a)
+		}
+	}
+	<-done
+}
+
 // lifecyclePoint is where A commits in a history: holder is the session
 // the command waits for (empty: A itself, whose write it waits for);
 // apartOnly says only a write apart may commit there.
@@ -135,24 +162,7 @@ func attachCommitPoint(t *testing.T, stmts []string, apart bool, point string) {
 		holder, pid = hold(t, b.admin, point)
 	}
 	done, out, attachErr := b.attachAsync(t, crmSpec)
-	switch point {
-	case "before":
-	case "after":
-		<-done
-		commit(t, a)
-	default:
-		waitBlocked(t, b.admin, pid, done, "the attach to wait")
-		if pid != aPid {
-			commit(t, a)
-		}
-		if holder != nil {
-			commit(t, holder)
-		}
-		if pid == aPid {
-			commit(t, a)
-		}
-	}
-	<-done
+	commitAt(t, b, point, "attach", done, a, aPid, holder, pid)
 	if *attachErr != nil {
 		t.Fatalf("attach: %v", *attachErr)
 	}
@@ -228,24 +238,7 @@ func detachCommitPoint(t *testing.T, stmts []string, apart bool, point string) {
 		defer close(done)
 		out, detachErr = b.recalc("detach", "opportunity")
 	}()
-	switch point {
-	case "before":
-	case "after":
-		<-done
-		commit(t, a)
-	default:
-		waitBlocked(t, b.admin, pid, done, "the detach to wait")
-		if pid != aPid {
-			commit(t, a)
-		}
-		if holder != nil {
-			commit(t, holder)
-		}
-		if pid == aPid {
-			commit(t, a)
-		}
-	}
-	<-done
+	commitAt(t, b, point, "detach", done, a, aPid, holder, pid)
 	if detachErr != nil {
 		t.Fatalf("detach: %v", detachErr)
 	}
