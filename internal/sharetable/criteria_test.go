@@ -27,15 +27,17 @@ func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
 // that criteriaFilter lets through every record model.Criteria.Match
 // accepts, on the fields as read back: a record it dropped would keep stale
 // share rows. Numbers sit on and around the thresholds, as decimals that
-// differ from the thresholds only beyond float64's precision, and strings
-// carry commas, spaces, quotes and non-ASCII text.
+// differ from the thresholds only beyond float64's precision or round to
+// zero, and strings carry commas, spaces, quotes, non-ASCII text and white
+// space Go trims (U+00A0, U+0085, U+2028, U+3000) or keeps (U+FEFF, U+001C).
 func TestCriteriaFilterKeepsEveryMatch(t *testing.T) {
 	t.Parallel()
 	ctx, pool := context.Background(), testdb.Migrated(t)
 	rng := rand.New(rand.NewPCG(5, 6))
 	names := []string{"f", "it's", `b\s`, "ü"}
-	strs := []string{"", "a", "A", "a'b", "x,y", " y ", "x, y ,z", ",", "日本", "'; DROP TABLE x; --"}
-	nums := []string{"0", "1", "-1", "0.1", "0.1000000000000000000001", "0.0999999999999999999999", "0.3",
+	strs := []string{"", "a", "A", "a'b", "x,y", " y ", "x, y ,z", ",", "日本", "'; DROP TABLE x; --",
+		"y", "x,\u00a0y\u3000", "\u0085y", "x,\u2028y\u2029", "\ufeffy", "x,\ufeffy", "x,\x1cy", "a,,y", " , "}
+	nums := []string{"0", "-0", "1e-400", "-1e-400", "9223372036854775808", "123456789012345678901234567890", "1", "-1", "0.1", "0.1000000000000000000001", "0.0999999999999999999999", "0.3",
 		"0.30000000000000004", "1e300", "-1e-300", "1e-320", "123456789012345678", "123456789012345679", "2.5",
 		"1.7976931348623157e308", "1.7976931348623158e308", "-1.7976931348623158e308"}
 	value := func() string {

@@ -1,0 +1,202 @@
+package engine_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/model"
+	"github.com/recalc-dev/recalc/internal/oracle"
+	"github.com/recalc-dev/recalc/internal/queue"
+	"github.com/recalc-dev/recalc/internal/testdb"
+)
+
+// critEdgeFields are field values at the edges of docs/model.md's criteria
+// semantics, as JSON stored in recalc.record by plain SQL (an import would
+// round the numbers to float64 first): white space Go's strings.TrimSpace
+// trims and white space it keeps, empty strings, strings that look like
+// numbers or booleans, decimals beyond float64's precision and range,
+// subnormals and integers past 2^53 and 2^63.
+var critEdgeFields = []string{
+	`"a"`, `" a"`, `"a "`, `"\ta"`, `"a\n"`, `"\u000ba"`, `"\fa"`, `"\ra"`, `"\u0085a"`, `"\u00a0a"`,
+	`"\u1680a"`, `"\u2028a"`, `"\u3000a"`, `"\ufeffa"`, `"\u200ba"`, `"\u001ca"`, `"\u001fa"`,
+	`""`, `" "`, `","`, `"a,b"`, `"b"`, `"ab   "`, `"A"`, `"1"`, `"-0"`, `"true"`, `"9007199254740993"`, `"NaN"`,
+	`0`, `-0`, `0.0`, `1e-400`, `-1e-400`, `5e-324`, `1e-320`, `0.1`, `0.1000000000000000000001`,
+	`0.30000000000000004`, `0.3`, `1`, `1.0`, `9007199254740992`, `9007199254740993`, `9223372036854775807`,
+	`9223372036854775808`, `123456789012345678901234567890`, `1e308`, `1.7976931348623157e308`,
+	`1.7976931348623158e308`, `-1.7976931348623158e308`, `true`, `false`, `null`,
+}
+
+// critEdgeConds are conditions on field f at the same edges: lists whose parts
+// are wrapped in each kind of white space, empty parts, and thresholds
+// that a SQL filter and Go's float64 could read differently.
+var critEdgeConds = []string{
+	`"equals", "value": "a"`, `"equals", "value": "x,a"`, `"equals", "value": "x, a "`,
+	`"equals", "value": "x,\ta\n"`, `"equals", "value": "x,\u000ba\f"`, `"equals", "value": "x,\ra"`,
+	`"equals", "value": "x,\u0085a"`, `"equals", "value": "x,\u00a0a"`, `"equals", "value": "x,\u1680a\u2028"`,
+	`"equals", "value": "x,\u3000a"`, `"equals", "value": "x,\ufeffa"`, `"equals", "value": "x,\u200ba"`,
+	`"equals", "value": "x,\u001ca"`, `"equals", "value": "x,\u001fa\u001f"`, `"equals", "value": "a,,b"`,
+	`"equals", "value": ","`, `"equals", "value": " , "`, `"equals", "value": "\u00a0,\u3000"`,
+	`"not_equals", "value": "x, a"`, `"not_equals", "value": "a,,b"`, `"not_equals", "value": " a"`,
+	`"equals", "value": "1"`, `"equals", "value": "true"`, `"equals", "value": "ab"`, `"equals", "value": "ab   "`,
+	`"lt", "value": "a"`, `"ge", "value": " "`, `"contains", "value": ","`, `"starts_with", "value": " "`,
+	`"not_contains", "value": "a"`,
+	`"equals", "value": 0`, `"equals", "value": -0`, `"lt", "value": 0`, `"le", "value": 0`, `"gt", "value": 0`,
+	`"ge", "value": 0`, `"not_equals", "value": 0`, `"equals", "value": 5e-324`, `"gt", "value": 5e-324`,
+	`"equals", "value": 0.1`, `"gt", "value": 0.1`, `"equals", "value": 0.3`, `"equals", "value": 0.30000000000000004`,
+	`"lt", "value": 0.30000000000000004`, `"equals", "value": 1`, `"equals", "value": 9007199254740993`,
+	`"lt", "value": 9007199254740993`, `"equals", "value": 9223372036854775808`, `"ge", "value": 9223372036854775807`,
+	`"equals", "value": 1.2345678901234568e29`, `"equals", "value": 1e308`, `"ge", "value": 1e308`,
+	`"equals", "value": 1.7976931348623157e308`, `"le", "value": -1.7976931348623157e308`,
+	`"equals", "value": true`, `"not_equals", "value": true`, `"equals", "value": false`,
+}
+
+// edgeRulesPerObject stays under model.MaxCriteriaRulesPerObject.
+const edgeRulesPerObject = 40
+
+// edgeOptions run the edge tests' jobs in small chunks.
+var edgeOptions = engine.Options{Workers: 2, ChunkSize: 7}
+
+// TestCriteriaEdgeRuleChanges moves one rule, on an object with a record
+// for each edge field value, back and forth between a condition that
+// matches no record and each edge condition. The incremental run recomputes
+// the records the old or the new condition matches, selected by the
+// planner's SQL filter (sharetable's criteriaFilter) before Go's
+// Criteria.Match decides: a record the filter drops keeps the access the
+// old condition gave it. After every run the access must be the oracle's,
+// on the fields as Go reads them back, and a full run must find the tables
+// identical.
+func TestCriteriaEdgeRuleChanges(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	none := `"equals", "value": "matches no record"`
+	b.importFile(t, edgeModel(1, []string{none}))
+	b.writeEdgeFields(t, 0)
+	b.run(t, edgeOptions)
+	for i, c := range critEdgeConds {
+		for _, cond := range []string{c, none} {
+			b.importFile(t, edgeRules(1, []string{cond}))
+			b.checkEdgeRun(t, fmt.Sprintf("condition %d (%s)", i, cond), i%8 == 0)
+		}
+	}
+}
+
+// TestCriteriaEdgeRecordChanges gives rules every edge condition and moves
+// every record, written with plain SQL as an application or an attached
+// table writes it, from one edge field value to another. After every run
+// the access must be the oracle's, on the fields as Go reads them back,
+// and a full run must find the tables identical.
+func TestCriteriaEdgeRecordChanges(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	objects := (len(critEdgeConds) + edgeRulesPerObject - 1) / edgeRulesPerObject
+	b.importFile(t, edgeModel(objects, critEdgeConds))
+	b.writeEdgeFields(t, 0)
+	b.run(t, edgeOptions)
+	b.checkEdgeRun(t, "first run", true)
+	for step := 1; step < 6; step++ {
+		b.writeEdgeFields(t, 7*step+3)
+		b.checkEdgeRun(t, fmt.Sprintf("step %d", step), true)
+	}
+}
+
+// writeEdgeFields sets field f of record edgeO:k to critEdgeFields[k +
+// shift], modulo their number, with plain SQL: an import would round its
+// numbers to float64 first.
+func (b *bundle) writeEdgeFields(t *testing.T, shift int) {
+	t.Helper()
+	parts := make([]string, len(critEdgeFields))
+	for i, f := range critEdgeFields {
+		parts[i] = "'" + strings.ReplaceAll(f, "'", "''") + "'::jsonb"
+	}
+	b.exec(t, fmt.Sprintf(`UPDATE recalc.record SET fields = jsonb_build_object('f', (ARRAY[%s])[1 + (split_part(id, ':', 2)::int + %d) %% %d])
+		WHERE object LIKE 'edge%%'`, strings.Join(parts, ", "), shift, len(critEdgeFields)))
+}
+
+// checkEdgeRun runs an incremental job, holds its access to the oracle's
+// and, when full is set, its tables to those a full run then builds.
+func (b *bundle) checkEdgeRun(t *testing.T, after string, full bool) {
+	t.Helper()
+	rep, err := engine.Run(b.ctx, b.pool, edgeOptions, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("%s: run: %v", after, err)
+	}
+	if rep.Kind == queue.Full {
+		t.Fatalf("%s: the run was full, not incremental: %s", after, b.lastPlan())
+	}
+	b.checkEdgeOracle(t, after)
+	if !full {
+		return
+	}
+	incremental := testdb.Materialized(t, b.pool)
+	b.full(t, edgeOptions)
+	if got := testdb.Materialized(t, b.pool); got != incremental {
+		t.Fatalf("%s: incremental tables differ from a full run\n%s", after, oracle.Diff(got, incremental))
+	}
+}
+
+// edgeModel is the model: objects edge0__c.., each with one record per
+// edge field value (owned by o; the test writes their fields), and the
+// rules of edgeRules(objects, conds).
+func edgeModel(objects int, conds []string) string {
+	users := []string{`{"id": "o"}`}
+	for i := range conds {
+		users = append(users, fmt.Sprintf(`{"id": "u%d"}`, i))
+	}
+	var objs, records []string
+	for o := 0; o < objects; o++ {
+		objs = append(objs, fmt.Sprintf(`{"name": "edge%d__c", "internal_owd": "private", "external_owd": "private"}`, o))
+		for k := range critEdgeFields {
+			records = append(records, fmt.Sprintf(`{"object": "edge%d__c", "id": "edge%d:%d", "owner": "o"}`, o, o, k))
+		}
+	}
+	rules := strings.TrimSuffix(strings.TrimPrefix(edgeRules(objects, conds), "{"), "}")
+	return `{"version": 1, "objects": [` + strings.Join(objs, ",") + `], "roles": [], "groups": [], "territories": [],
+		"users": [` + strings.Join(users, ",") + `], ` + rules + `, "records": [` + strings.Join(records, ",\n") + `]}`
+}
+
+// edgeRules is a rules section: rule ri, on object edge(i /
+// edgeRulesPerObject)__c, tests field f with conds[i] and grants read to
+// user ui.
+func edgeRules(objects int, conds []string) string {
+	rules := make([]string, len(conds))
+	for i, c := range conds {
+		rules[i] = fmt.Sprintf(`{"id": "r%d", "object": "edge%d__c", "type": "criteria", "target": "user:u%d", "access": "read",
+			"criteria": {"conditions": [{"field": "f", "op": %s}]}}`, i, min(i/edgeRulesPerObject, objects-1), i, c)
+	}
+	return `{"rules": [` + strings.Join(rules, ",\n") + `]}`
+}
+
+// checkEdgeOracle holds the materialized access to the oracle's on the
+// stored model, each record's fields as Go reads them from recalc.record.
+func (b *bundle) checkEdgeOracle(t *testing.T, after string) {
+	t.Helper()
+	rows, err := b.pool.Query(b.ctx, `SELECT id, fields::text FROM recalc.record`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[string]model.Fields{}
+	var id, text string
+	if _, err := pgx.ForEachRow(rows, []any{&id, &text}, func() error {
+		f, err := model.ParseFields([]byte(text))
+		if err != nil {
+			return fmt.Errorf("record %s: fields %s: %w", id, text, err)
+		}
+		stored[id] = f
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m := *b.cur
+	m.Records = append([]model.Record(nil), b.cur.Records...)
+	for i := range m.Records {
+		m.Records[i].Fields = stored[m.Records[i].ID]
+	}
+	if got, want := b.access(t), oracle.CSV(oracle.Access(&m)); got != want {
+		t.Fatalf("%s: access differs from the oracle\n%s\nplan: %s", after, oracle.Diff(want, got), b.lastPlan())
+	}
+}
