@@ -339,3 +339,56 @@ func TestCriteriaCommaListsBuiltOnce(t *testing.T) {
 		t.Errorf("matching a list of %d bytes allocates %v times a match, want 0 (the list split once)", len(long), n)
 	}
 }
+
+// TestCommaListWhiteSpace pins the white space docs/model.md says the
+// parts of a comma list are stripped of (Unicode's, as unicode.IsSpace
+// has it) and what stays, through both ways Go evaluates a condition
+// (Condition.Match and the alternatives NewCriteria builds), and blank
+// logic, which is only that white space.
+func TestCommaListWhiteSpace(t *testing.T) {
+	t.Parallel()
+	stripped := []string{"\t", "\n", "\v", "\f", "\r", " ", "\u0085", "\u00a0", "\u1680", "\u2000", "\u2005", "\u200a",
+		"\u2028", "\u2029", "\u202f", "\u205f", "\u3000"}
+	kept := []string{"\ufeff", "\u200b", "\u180e", "\x1c", "\x1d", "\x1e", "\x1f", "\x00", "\u00ad", "\u2060"}
+	type tc struct {
+		field, value string
+		want         bool
+	}
+	cases := []tc{
+		{"", "a,,b", true}, {"", ",", true}, {"", " , ", true}, {"", "\u00a0,\u3000", true}, {"", "a,b", false},
+		{" a", "a", false}, {"a ", "x,a", false}, {"a", " a", false}, {"a,b", "a,b", false},
+	}
+	for _, ws := range stripped {
+		cases = append(cases, tc{"a", "x," + ws + "a" + ws, true}, tc{ws + "a", "x," + ws + "a", false})
+	}
+	for _, ws := range kept {
+		cases = append(cases, tc{"a", "x," + ws + "a", false}, tc{ws + "a", "x, " + ws + "a ", true})
+	}
+	for _, c := range cases {
+		for _, op := range []Op{OpEquals, OpNotEquals} {
+			cond := Condition{Field: "f", Op: op, Value: Str(c.value)}
+			crit, err := NewCriteria([]Condition{cond}, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			fields := Fields{"f": Str(c.field)}
+			want := c.want == (op == OpEquals)
+			if got := cond.Match(fields); got != want {
+				t.Errorf("%q %s %q: condition match %v, want %v", c.field, op, c.value, got, want)
+			}
+			if got := crit.Match(fields); got != want {
+				t.Errorf("%q %s %q: criteria match %v, want %v", c.field, op, c.value, got, want)
+			}
+		}
+	}
+	for _, ws := range stripped {
+		if c, err := NewCriteria([]Condition{{Field: "f", Op: OpEquals, Value: Str("a")}}, ws+ws); err != nil || !c.AllRequired() {
+			t.Errorf("logic %q: %v, want blank logic, the same as none", ws+ws, err)
+		}
+	}
+	for _, ws := range kept {
+		if _, err := NewCriteria([]Condition{{Field: "f", Op: OpEquals, Value: Str("a")}}, ws); err == nil {
+			t.Errorf("logic %q accepted, want refused: it is not white space", ws)
+		}
+	}
+}
