@@ -2,6 +2,7 @@ package peer
 
 import (
 	"fmt"
+	"math/big"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -136,7 +137,7 @@ func condition(c model.Condition) (string, error) {
 		jsonType, test = "number", "false"
 		lit := "'" + strconv.FormatFloat(c.Value.Num, 'g', -1, 64) + "'::float8"
 		if op, ok := cmpOps[c.Op]; ok {
-			test = "(" + f + ")::float8 " + op + " " + lit
+			test = float8(f) + " " + op + " " + lit
 		}
 	case model.String:
 		jsonType = "string"
@@ -148,6 +149,18 @@ func condition(c model.Condition) (string, error) {
 	}
 	return "(CASE WHEN jsonb_typeof(" + f + ") = '" + jsonType + "' THEN " + test + " ELSE false END)", nil
 }
+
+// float8 is the jsonb number f as a float8, as Go's strconv.ParseFloat
+// reads it: a decimal PostgreSQL's cast would refuse as out of range
+// because it rounds to zero (at most 2^-1075 in magnitude, such as 1e-400)
+// is 0, where the cast failed the whole refresh.
+func float8(f string) string {
+	return "(CASE WHEN abs((" + f + ")::numeric) <= " + halfSubnormal + " THEN 0 ELSE (" + f + ")::float8 END)"
+}
+
+// halfSubnormal is 2^-1075, half the smallest float64, exactly: a decimal
+// of at most its magnitude rounds to zero (ties to even).
+var halfSubnormal = new(big.Rat).SetFrac(big.NewInt(1), new(big.Int).Lsh(big.NewInt(1), 1075)).FloatString(1075)
 
 var cmpOps = map[model.Op]string{
 	model.OpEquals: "=", model.OpNotEquals: "<>",

@@ -23,7 +23,8 @@ func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
 var (
 	fieldNames = []string{"f", "it's", `b\s`, "a b", "ü", "F"}
 	strVals    = []string{"", "a", "A", "ab", "a'b", `a\b`, `\'`, "x,y", " y ", "x, y ,z", ",", "it's, ok",
-		"Ümlaut", "ümlaut", "日本", "a b", "\t", "%_", "Z", "é", "e\u0301", "'; DROP TABLE x; --"}
+		"Ümlaut", "ümlaut", "日本", "a b", "\t", "%_", "Z", "é", "e\u0301", "'; DROP TABLE x; --",
+		"x,\u00a0a\u3000", "\u0085a", "x,\ufeffa", "\ufeffa", "x,\x1ca", "a,,b", " , "}
 	numVals = []float64{0, 1, -1, 2.5, -3, 1e6, 1e-7, 0.1, 0.30000000000000004, 0.3, 1e300, -1e-300, 123456789012345680}
 )
 
@@ -128,6 +129,66 @@ func TestCriteriaMatchesModel(t *testing.T) {
 	}
 	if matches == 0 {
 		t.Fatal("no criteria matched any fields: the test proves nothing")
+	}
+}
+
+// TestCriteriaStoredDecimals compiles number conditions and evaluates them
+// on decimals stored as an application writes them (not rounded to float64
+// first, as an import does): past float64's precision, at and around 2^-1075,
+// where float64 rounds to zero, and past 2^63. Each must give what
+// model.Criteria.Match gives on the fields read back: a decimal that rounds
+// to zero failed the peer's refresh (out of range for type double
+// precision) where recalc reads 0.
+func TestCriteriaStoredDecimals(t *testing.T) {
+	t.Parallel()
+	ctx, pool := context.Background(), testdb.Migrated(t)
+	half := halfSubnormal
+	values := []string{"0", "-0", "1e-400", "-1e-400", half, "-" + half, half + "1", "2.4703282292062328e-324",
+		"4.9406564584124654e-324", "5e-324", "1e-320", "0.1", "0.1000000000000000000001", "0.30000000000000004",
+		"9007199254740993", "9223372036854775808", "123456789012345678901234567890", "1.7976931348623158e308",
+		`"0"`, "true", "null"}
+	docs := make([]string, len(values))
+	for i, v := range values {
+		docs[i] = `{"f": ` + v + `}`
+	}
+	stored := testkit.FieldsTable(t, ctx, pool, docs)
+	read := make([]model.Fields, len(stored))
+	for i, s := range stored {
+		f, err := model.ParseFields([]byte(s))
+		if err != nil {
+			t.Fatalf("fields %.80s: %v", s, err)
+		}
+		read[i] = f
+	}
+	thresholds := []float64{0, 5e-324, 1e-320, 0.1, 0.30000000000000004, 9007199254740992, 9223372036854775807, 1.2345678901234568e29, 1.7976931348623157e308}
+	matches := 0
+	for _, n := range thresholds {
+		for _, op := range []model.Op{model.OpEquals, model.OpNotEquals, model.OpLT, model.OpLE, model.OpGT, model.OpGE} {
+			c, err := model.NewCriteria([]model.Condition{{Field: "f", Op: op, Value: model.Num(n)}}, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			pred, err := predicate(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []bool
+			if err := pool.QueryRow(ctx, `SELECT array_agg(`+pred+` ORDER BY n) FROM fields_case r`).Scan(&got); err != nil {
+				t.Fatalf("f %s %v: evaluate: %v", op, n, err)
+			}
+			for k, f := range read {
+				want := c.Match(f)
+				if got[k] != want {
+					t.Errorf("f %s %v on fields %.80s: SQL says %v, model says %v", op, n, stored[k], got[k], want)
+				}
+				if want {
+					matches++
+				}
+			}
+		}
+	}
+	if matches == 0 {
+		t.Fatal("no condition matched any fields: the test proves nothing")
 	}
 }
 

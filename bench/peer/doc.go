@@ -34,6 +34,7 @@
 //     parent cycle) get rows in the peer; recalc gives them none. Records of
 //     an unknown object get none in both. Imports never store such records.
 //   - A criteria condition on a number casts the stored JSON number to
-//     float8, as recalc reads it into a float64; a number beyond float8's
-//     range fails the refresh (recalc fails to read such a record too).
+//     float8, as recalc reads it into a float64 (one that rounds to zero,
+//     such as 1e-400, is 0, as in recalc); a number beyond float8's range
+//     fails the refresh (recalc fails to read such a record too).
 package peer
