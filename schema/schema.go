@@ -64,19 +64,32 @@ func Migrations() ([]Migration, error) {
 // applied. It refuses a schema newer than this binary (a *VersionError),
 // before changing anything. Before migrating it waits for the engine's
 // running work (plans, live steps, imports, job finishes), so that none
-// interleaves with a migration. Its lock waits are bounded (lockTimeout,
-// or the session's lock_timeout when one is set): holding the locks of its
-// earlier migrations while it waits on a table would block the application's
-// writes to attached tables behind it. When a wait times out, it rolls back
-// and tries again, a few times, then fails. Once migrated, it gives each
-// attached table whose capture predates version 67 its new trigger
-// (renewPins); a table it could not give one makes a *PinsError, with the
-// migrations applied counted.
+// interleaves with a migration. Its lock waits are bounded: 5 s for the
+// schema lock's and the running work's, and, once it migrates, tableLockWait
+// for each lock a migration takes on recalc's tables or the attached ones
+// (the session's lock_timeout instead when one is set): PostgreSQL queues
+// every later read and write of a table behind a statement waiting to lock
+// it, and the application writes recalc's tables too (an attached table's
+// capture logs to recalc.change in the writer's transaction), so a long
+// wait, holding what its earlier migrations locked, stopped them all. When
+// a wait times out it rolls back, releasing everything, and tries again
+// until migrateWait has passed; then it fails, naming the sessions that
+// hold locks on those tables, with nothing migrated. Once migrated, it
+// gives each attached table whose capture predates version 67 its new
+// trigger (renewPins); a table it could not give one makes a *PinsError,
+// with the migrations applied counted.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied int, err error) {
 	ms, err := Migrations()
 	if err != nil {
 		return 0, err
 	}
+	return MigrateWith(ctx, pool, ms)
+}
+
+// MigrateWith is Migrate applying ms, Migrations() and any that follow
+// them: a test's stand-in for a migration not yet written.
+func MigrateWith(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (applied int, err error) {
+	start := time.Now()
 	for try := 1; ; try++ {
 		applied, err = migrateOnce(ctx, pool, ms)
 		if err == nil {
@@ -85,24 +98,48 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied int, err error) {
 		if !pg.IsLockNotAvailable(err) && pg.Code(err) != pg.DeadlockDetected {
 			return applied, err
 		}
-		if try == migrateTries {
-			return 0, fmt.Errorf("migrate: %d tries timed out waiting for a lock, or deadlocked: another session holds a lock on recalc's tables "+
-				"(a long transaction, a feed reader, a running job): retry when it ends; "+
-				"between tries nothing is held, and an application write to an attached table waited at most one lock wait: %w", try, err)
+		if time.Since(start) >= migrateWait {
+			return 0, fmt.Errorf("migrate: a lock stayed held for %s (%d tries; sessions holding locks on recalc's tables or the attached ones: %s): "+
+				"nothing was migrated; another session holds a lock on recalc's tables (a long or idle transaction, a feed reader, "+
+				"a running job): retry when it ends: %w",
+				time.Since(start).Round(100*time.Millisecond), try, locks.Named(migrateHolders(ctx, pool)), err)
 		}
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
-		case <-time.After(200 * time.Millisecond << (try - 1)):
+		case <-time.After(min(100*time.Millisecond<<(try-1), time.Second)):
 		}
 	}
 }
 
-// Migrate's lock waits: tries, and the lock_timeout of each unless the
-// session sets its own (PGOPTIONS='-c lock_timeout=30s' waits longer).
+// migrateHolders names the sessions holding a lock on one of recalc's
+// tables or of the attached ones (locks.Holders); nil when they cannot be
+// read.
+func migrateHolders(ctx context.Context, pool *pgxpool.Pool) []string {
+	var relids []string
+	if err := pool.QueryRow(ctx, `SELECT ARRAY(SELECT c.oid::text FROM pg_catalog.pg_class c
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'recalc' AND c.relkind IN ('r', 'p'))`).Scan(&relids); err != nil {
+		return nil
+	}
+	var attached []string // none before version 10, or when they cannot be read
+	if err := pool.QueryRow(ctx, `SELECT ARRAY(SELECT relid::text FROM recalc.attach_capture
+		UNION SELECT relid::text FROM recalc.attachment)`).Scan(&attached); err == nil {
+		relids = append(relids, attached...)
+	}
+	return locks.Holders(ctx, pool, locks.AnyLock, relids)
+}
+
+// Migrate's lock waits. migrateTries bounds renewPins' tries too.
 const (
 	migrateTries = 5
-	lockTimeout  = "5s"
+	// lockTimeout bounds the schema lock's waits and the running work's
+	// (waitForWork), unless the session sets its own lock_timeout.
+	lockTimeout = "5s"
+	// tableLockWait bounds each lock wait of the migrations themselves,
+	// unless the session sets its own lock_timeout.
+	tableLockWait = locks.TryWait
+	// migrateWait is how long Migrate tries again before it fails.
+	migrateWait = 10 * time.Second
 )
 
 // renewPins gives each attached table whose fifth capture trigger predates
@@ -191,7 +228,7 @@ const pinLockTimeout = 200 * time.Millisecond
 // migrateOnce is one try of Migrate, in one transaction.
 func migrateOnce(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (applied int, err error) {
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		current, err := begin(ctx, tx)
+		current, ours, err := begin(ctx, tx)
 		if err != nil {
 			return err
 		}
@@ -202,6 +239,11 @@ func migrateOnce(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (appli
 		if current < latest {
 			if err := waitForWork(ctx, tx); err != nil {
 				return err
+			}
+			if ours {
+				if err := locks.SetTimeout(ctx, tx, tableLockWait); err != nil {
+					return err
+				}
 			}
 		}
 		for _, m := range ms {
@@ -307,21 +349,24 @@ func lockSchema(ctx context.Context, tx pgx.Tx) error {
 }
 
 // begin takes the schema lock, bounds the transaction's lock waits from
-// then on, creates the schema if missing, refuses a role that does not own
-// recalc's objects, creates the version table if missing, and reads the
-// version.
-func begin(ctx context.Context, tx pgx.Tx) (current int, err error) {
+// then on (ours: by lockTimeout, the session setting none), creates the
+// schema if missing, refuses a role that does not own recalc's objects,
+// creates the version table if missing, and reads the version.
+func begin(ctx context.Context, tx pgx.Tx) (current int, ours bool, err error) {
 	// Unbounded: a concurrent init holds it while it migrates, and a
 	// session waiting for it holds nothing.
 	if err := lockSchema(ctx, tx); err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	if _, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true) WHERE current_setting('lock_timeout') = '0'`, lockTimeout); err != nil {
-		return 0, fmt.Errorf("set lock timeout: %w", err)
+	if err := tx.QueryRow(ctx, `SELECT current_setting('lock_timeout') = '0'`).Scan(&ours); err != nil {
+		return 0, false, fmt.Errorf("read lock timeout: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true) WHERE $2`, lockTimeout, ours); err != nil {
+		return 0, false, fmt.Errorf("set lock timeout: %w", err)
 	}
 	var self string // for the advice below: the transaction cannot answer once CREATE SCHEMA failed
 	if err := tx.QueryRow(ctx, `SELECT current_user`).Scan(&self); err != nil {
-		return 0, fmt.Errorf("read the current role: %w", err)
+		return 0, false, fmt.Errorf("read the current role: %w", err)
 	}
 	// CREATE SCHEMA IF NOT EXISTS would need CREATE on the database even
 	// when the schema exists, which a least-privilege role lacks.
@@ -329,17 +374,17 @@ func begin(ctx context.Context, tx pgx.Tx) (current int, err error) {
 		IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'recalc') THEN CREATE SCHEMA recalc; END IF;
 		END $$`); err != nil {
 		if pg.IsInsufficientPrivilege(err) {
-			return 0, fmt.Errorf("create schema recalc: %w: as a superuser, create it for this role "+
+			return 0, false, fmt.Errorf("create schema recalc: %w: as a superuser, create it for this role "+
 				"(CREATE SCHEMA recalc AUTHORIZATION %s; SECURITY.md, \"Roles\"), then run recalc init again", err, pgx.Identifier{self}.Sanitize())
 		}
-		return 0, fmt.Errorf("create schema recalc: %w", err)
+		return 0, false, fmt.Errorf("create schema recalc: %w", err)
 	}
 	if err := checkOwner(ctx, tx); err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS recalc.schema_version (
 		version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
-		return 0, fmt.Errorf("create version table: %w", err)
+		return 0, false, fmt.Errorf("create version table: %w", err)
 	}
 	// Migrations name every object with its schema; builtins are found
 	// in pg_catalog only: a function a role created in a schema on the
@@ -347,12 +392,12 @@ func begin(ctx context.Context, tx pgx.Tx) (current int, err error) {
 	// would otherwise be bound into SQL-standard function bodies,
 	// which are resolved once, when created.
 	if _, err := tx.Exec(ctx, `SET LOCAL search_path = pg_catalog, pg_temp`); err != nil {
-		return 0, fmt.Errorf("pin search_path: %w", err)
+		return 0, false, fmt.Errorf("pin search_path: %w", err)
 	}
 	if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM recalc.schema_version`).Scan(&current); err != nil {
-		return 0, fmt.Errorf("read schema version: %w", err)
+		return 0, false, fmt.Errorf("read schema version: %w", err)
 	}
-	return current, nil
+	return current, ours, nil
 }
 
 // checkOwner refuses a role other than the one that owns recalc's objects

@@ -1,0 +1,139 @@
+package schema_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/recalc-dev/recalc/internal/dburl"
+	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/schema"
+)
+
+// TestMigrateBesideAppLocks: the application's role (no superuser) holds
+// a lock on a table a migration locks (here recalc.record, which a
+// writer role writes, standing for an attached table whose triggers a
+// migration changes, or recalc.change, which a capture writes in the
+// application's transaction): an open transaction that wrote it, a long
+// SELECT, or a stream of short writes. A migration's lock wait lasted 5 s
+// a try, five tries: every other write of the application's to the table
+// queued behind it for as long, and the failure named no session. Now each
+// wait lasts 100 ms (locks.TryWait): the application's write goes through
+// while init tries; init fails within about 10 s, naming the session by
+// pid and role and having migrated nothing, or, beside short writes, goes
+// through.
+func TestMigrateBesideAppLocks(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		hold    string // run by the application in a transaction left open; "" for none
+		query   string // run by the application while init runs, until it ends
+		stream  bool   // query again and again, from several sessions, each its own transaction
+		applies bool   // the migration goes through
+	}{
+		{name: "an open transaction that wrote the table", hold: `UPDATE recalc.record SET owner = owner WHERE id = 'a:1'`},
+		{name: "a long SELECT", query: `SELECT pg_sleep(30) FROM recalc.record LIMIT 1`},
+		{name: "a stream of short writes", query: `UPDATE recalc.record SET owner = owner WHERE id = 'a:1'`, stream: true, applies: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			url := migratedURL(t)
+			admin := newPool(t, url, nil)
+			role := fmt.Sprintf("schema_app_locks_%d", time.Now().UnixNano())
+			exec(t, admin, `CREATE ROLE `+role+` LOGIN NOSUPERUSER NOBYPASSRLS`,
+				`GRANT USAGE ON SCHEMA recalc TO `+role, `GRANT SELECT, UPDATE ON recalc.record TO `+role,
+				`INSERT INTO recalc.record (id, object, owner, root_id) VALUES ('a:1', 'a', 'u1', 'a:1'), ('a:2', 'a', 'u1', 'a:2')`)
+			t.Cleanup(func() { exec(t, admin, `DROP OWNED BY `+role, `DROP ROLE `+role) })
+			app := newPool(t, dburl.WithUser(url, role), nil) // logged in as it: pg_stat_activity names it
+			before := versions(t, admin)
+
+			qctx, stop := context.WithCancel(ctx) // ends the application's queries
+			var wg sync.WaitGroup
+			defer func() { stop(); wg.Wait() }()
+			if tc.hold != "" {
+				holder, err := app.Begin(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer holder.Rollback(ctx)
+				if _, err := holder.Exec(ctx, tc.hold); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sessions := 0
+			if tc.query != "" {
+				sessions = 1
+			}
+			if tc.stream {
+				sessions = 4
+			}
+			for range sessions {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for qctx.Err() == nil {
+						_, _ = app.Exec(qctx, tc.query)
+						if !tc.stream {
+							return
+						}
+					}
+				}()
+			}
+			if tc.query != "" && !tc.stream {
+				for running := false; !running; time.Sleep(20 * time.Millisecond) {
+					if err := admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datname = current_database()
+						AND usename IS NOT NULL AND query LIKE 'SELECT pg_sleep%' AND state = 'active')`).Scan(&running); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+
+			// The application's other writes, while init tries: each within 1 s.
+			probed := make(chan error, 1)
+			probeStop := make(chan struct{})
+			go func() {
+				var worst error
+				for {
+					select {
+					case <-probeStop:
+						probed <- worst
+						return
+					case <-time.After(50 * time.Millisecond):
+					}
+					if _, err := app.Exec(ctx, `SET statement_timeout = '1s'; UPDATE recalc.record SET owner = owner WHERE id = 'a:2'`); err != nil && worst == nil {
+						worst = err
+					}
+				}
+			}()
+			ms := append(mustMigrations(t), schema.Migration{Version: schema.Latest() + 1, Name: "test_locks_record.up.sql",
+				SQL: `LOCK TABLE recalc.record IN ACCESS EXCLUSIVE MODE`})
+			start := time.Now()
+			n, err := schema.MigrateWith(ctx, admin, ms)
+			took := time.Since(start)
+			close(probeStop)
+			if perr := <-probed; perr != nil {
+				t.Errorf("an application write while init tried: %v, want it through within 1 s", perr)
+			}
+			if took > 15*time.Second {
+				t.Errorf("init took %s, want about 10 s at most", took)
+			}
+			if tc.applies {
+				if err != nil || n != 1 {
+					t.Fatalf("init beside short writes: applied %d, %v; want the migration applied", n, err)
+				}
+				return
+			}
+			if !pg.IsLockNotAvailable(err) || !strings.Contains(err.Error(), "(role "+role+")") || !strings.Contains(err.Error(), "nothing was migrated") ||
+				!strings.Contains(err.Error(), "retry when it ends") {
+				t.Fatalf("init beside the application's lock: applied %d, %v; want a lock timeout naming the application's session and saying what to do", n, err)
+			}
+			if after := versions(t, admin); after != before {
+				t.Errorf("schema versions after the refused init: %s, want %s, unchanged", after, before)
+			}
+		})
+	}
+}
