@@ -83,12 +83,12 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied int, err error) {
 	if err != nil {
 		return 0, err
 	}
-	return MigrateWith(ctx, pool, ms)
+	return migrateWith(ctx, pool, ms)
 }
 
-// MigrateWith is Migrate applying ms, Migrations() and any that follow
+// migrateWith is Migrate applying ms, Migrations() and any that follow
 // them: a test's stand-in for a migration not yet written.
-func MigrateWith(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (applied int, err error) {
+func migrateWith(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (applied int, err error) {
 	start := time.Now()
 	for try := 1; ; try++ {
 		applied, err = migrateOnce(ctx, pool, ms)
