@@ -2,9 +2,15 @@ package attach_test
 
 import (
 	"context"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/changes"
+	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/watch"
 )
 
 // stampAndPrints reads, as the engine, the catalog stamp `recalc watch`
@@ -121,5 +127,75 @@ func TestCatalogStampIgnoresOtherRoles(t *testing.T) {
 				t.Fatalf("the catalog stamp moved: %v, want %v", moved, tc.moves)
 			}
 		})
+	}
+}
+
+// TestCatalogChurnLeavesWatchIdleMostly: a loop of GRANTs and REVOKEs on an
+// attached table, by the application's role, moves the catalog stamp and
+// the table's fingerprint each time, and each step it starts reads the
+// source again whole. After such a step `recalc watch` waits catalogRest
+// (4) times what it took before it steps again for the stamp, so that
+// they take at most about a fifth of its time, and the changes still reach
+// it. Before, it stepped again within --catalog-poll (250 ms), back to
+// back: busy about 90% of the time.
+//
+// The GRANTs go on until the watch has stepped three times for them.
+func TestCatalogChurnLeavesWatchIdleMostly(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	b.exec(t, b.app, `INSERT INTO crm.account (id, name, owner_id, industry)
+		SELECT g, 'a' || g, 'bob', 'tech' FROM generate_series(10, 5009) g`)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	type span struct{ began, ended time.Time }
+	var mu sync.Mutex
+	var spans []span // the watch's steps, in order
+	wctx, cancel := context.WithCancel(ctx)
+	live := engine.NewLive(engine.Options{Trigger: "watch"}, 1000)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = watch.Run(wctx, b.engine, watch.Options{Debounce: 2 * time.Millisecond, MaxWait: 20 * time.Millisecond, Poll: 10 * time.Second, FastRecords: 1000},
+			func(ctx context.Context) error {
+				s := span{began: time.Now()}
+				_, err := live.Step(ctx, b.engine, zerolog.Nop())
+				s.ended = time.Now()
+				mu.Lock()
+				spans = append(spans, s)
+				mu.Unlock()
+				return err
+			}, zerolog.Nop())
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	steps := func() []span {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]span(nil), spans...)
+	}
+	for len(steps()) == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	began := time.Now()
+	for len(steps()) < 4 && time.Since(began) < 30*time.Second { // three steps, two rests
+		b.exec(t, b.app, `GRANT SELECT ON crm.account TO PUBLIC`, `REVOKE SELECT ON crm.account FROM PUBLIC`)
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	var busy time.Duration
+	got := steps()
+	for _, s := range got[1:] {
+		busy += s.ended.Sub(s.began)
+	}
+	t.Logf("over %v of GRANTs: %d steps, busy %.0f%% of the time", time.Since(began), len(got)-1, 100*float64(busy)/float64(time.Since(began)))
+	if len(got) < 4 {
+		t.Fatalf("%d steps in %v while a source's fingerprint kept changing, want 3 or more", len(got)-1, time.Since(began))
+	}
+	for i := 2; i < len(got); i++ {
+		took, rest := got[i-1].ended.Sub(got[i-1].began), got[i].began.Sub(got[i-1].ended)
+		if rest < 7*took/2 {
+			t.Fatalf("step %d began %v after step %d, which took %v, ended: want at least 4 times that", i, rest, i-1, took)
+		}
 	}
 }

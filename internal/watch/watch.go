@@ -38,6 +38,14 @@ type Options struct {
 	Catalog time.Duration
 }
 
+// catalogRest is how many times what a step took the watch waits after it
+// before it reads the catalog stamp again (at least Options.Catalog): a
+// stamp that keeps moving, such as a loop of GRANTs on an attached table,
+// each of which changes its fingerprint and costs a step that reads the
+// source again whole, keeps the watch stepping for it at most a fifth of
+// the time.
+const catalogRest = 4
+
 // DefaultCatalog is the default Options.Catalog: a catalog change reaches
 // the share tables in about that, plus the job that reads the source again.
 // Each read of the stamp costs the server well under a millisecond with a
@@ -109,7 +117,10 @@ func session(ctx context.Context, pool *pgxpool.Pool, opt Options, step func(con
 	cat.moved(ctx) // the stamp the first step starts from
 	failures := 0
 	for {
-		switch serr := step(ctx); {
+		began := time.Now()
+		serr := step(ctx)
+		cat.stepped(time.Since(began))
+		switch {
 		case errors.Is(serr, ErrStop):
 			return true, serr
 		case serr != nil && ctx.Err() != nil:
@@ -145,12 +156,16 @@ type catalog struct {
 	every  time.Duration // how often; negative: never
 	q      pg.Querier
 	log    zerolog.Logger
-	stamp  string // the stamp last read
-	failed bool   // the last read failed (and was logged)
+	stamp  string    // the stamp last read
+	failed bool      // the last read failed (and was logged)
+	rest   time.Time // no read before: catalogRest times the last step after it
 }
 
+// stepped records that a step, which took took, just ended.
+func (c *catalog) stepped(took time.Duration) { c.rest = time.Now().Add(catalogRest * took) }
+
 // wait waits up to d for a notification with next, reading the stamp
-// every c.every meanwhile. It returns nil, as for a notification, as soon
+// every c.every meanwhile, the first time not before c.rest. It returns nil, as for a notification, as soon
 // as the stamp moved, and next's context.DeadlineExceeded once d passed.
 func (c *catalog) wait(ctx context.Context, d time.Duration, next func(context.Context, time.Duration) error) error {
 	if c.every < 0 {
@@ -158,7 +173,7 @@ func (c *catalog) wait(ctx context.Context, d time.Duration, next func(context.C
 	}
 	deadline := time.Now().Add(d)
 	for {
-		err := next(ctx, min(time.Until(deadline), c.every))
+		err := next(ctx, min(time.Until(deadline), max(c.every, time.Until(c.rest))))
 		if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil || time.Until(deadline) <= 0 {
 			return err
 		}
