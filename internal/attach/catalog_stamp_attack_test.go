@@ -199,3 +199,58 @@ func TestCatalogChurnLeavesWatchIdleMostly(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitFreshBesideCatalogChurn: a loop of GRANTs and REVOKEs on an
+// attached table, by the application's role, each of which changes the
+// table's fingerprint after the token, does not keep recalc.wait_fresh
+// from returning once what committed before the token is materialized.
+// Before version 78 it compared the fingerprints with the ones stored
+// again after every absorb, found them different again, and waited until
+// its timeout (RC001), for every caller, as long as the loop went on.
+func TestWaitFreshBesideCatalogChurn(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	b.defaultWatch(t)
+	churn, stop := make(chan error, 1), make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				churn <- nil
+				return
+			default:
+			}
+			for _, s := range []string{`GRANT SELECT ON crm.account TO PUBLIC`, `REVOKE SELECT ON crm.account FROM PUBLIC`} {
+				if _, err := b.app.Exec(ctx, s); err != nil {
+					churn <- err
+					return
+				}
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	defer func() {
+		close(stop)
+		if err := <-churn; err != nil {
+			t.Errorf("GRANT loop: %v", err)
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	b.exec(t, b.app, `UPDATE crm.account SET owner_id = 'erin' WHERE id = 1`)
+	token, err := changes.FreshToken(ctx, b.engine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	if err := changes.WaitFresh(ctx, b.engine, token, 2*catalogBound); err != nil {
+		t.Fatalf("wait_fresh while the application's role loops GRANTs: %v after %v", err, time.Since(began))
+	}
+	var level string
+	if err := b.admin.QueryRow(ctx, `SELECT recalc.access_level('erin', 'account:1')`).Scan(&level); err != nil || level != "all" {
+		t.Fatalf("erin's access to account:1 once wait_fresh returned: %q (%v), want all", level, err)
+	}
+	t.Logf("wait_fresh returned in %v", time.Since(began))
+}
