@@ -21,7 +21,11 @@
 -- `recalc watch` step each --catalog-poll, each step computing the
 -- fingerprints (TestCatalogStampIgnoresOtherRoles). No column of a table or
 -- view outside a temporary schema can have a temporary type, so the stamp
--- now leaves those enums out, and follows exactly what it followed.
+-- now leaves those enums out, and follows exactly what it followed. It
+-- looks each enum's schema up once: with 50 enums of 6 labels, a read of the
+-- stamp took 0.59 to 0.69 ms of server processor time, 0.42 to 0.56 ms
+-- before (/proc/PID/schedstat of the backend, 300 reads, on a loaded
+-- machine); one lookup per label took 0.80 to 1.06 ms.
 
 -- attach_fingerprints: as in version 71, and whether the table has children.
 CREATE OR REPLACE FUNCTION recalc.attach_fingerprints() RETURNS TABLE (object text, relid oid, fingerprint text)
@@ -109,8 +113,10 @@ BEGIN
         JOIN recalc.attachment o ON o.object = c.object
         LEFT JOIN LATERAL (SELECT k.relfilenode, k.xmin FROM pg_class k WHERE k.oid = c.relid OFFSET 0) k ON true
         LEFT JOIN LATERAL (SELECT p.oid FROM pg_proc p WHERE p.proname = c.func AND p.pronamespace = 'recalc'::regnamespace OFFSET 0) p ON true)
-        || '/' || (SELECT count(*) || ':' || coalesce(sum(n.xmin::text::bigint), 0) FROM pg_enum n,
-                   LATERAL (SELECT y.typnamespace FROM pg_type y WHERE y.oid = n.enumtypid OFFSET 0) y
+        -- Each enum's schema looked up once, whatever its labels.
+        || '/' || (SELECT coalesce(sum(e.n), 0) || ':' || coalesce(sum(e.x), 0)
+                   FROM (SELECT n.enumtypid, count(*) AS n, sum(n.xmin::text::bigint) AS x FROM pg_enum n GROUP BY n.enumtypid) e,
+                        LATERAL (SELECT y.typnamespace FROM pg_type y WHERE y.oid = e.enumtypid OFFSET 0) y
                    WHERE y.typnamespace <> pg_my_temp_schema() AND NOT pg_is_other_temp_schema(y.typnamespace)));
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_catalog_stamp() FROM PUBLIC;
