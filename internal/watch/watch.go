@@ -165,8 +165,10 @@ type catalog struct {
 func (c *catalog) stepped(took time.Duration) { c.rest = time.Now().Add(catalogRest * took) }
 
 // wait waits up to d for a notification with next, reading the stamp
-// every c.every meanwhile, the first time not before c.rest. It returns nil, as for a notification, as soon
-// as the stamp moved, and next's context.DeadlineExceeded once d passed.
+// every c.every meanwhile, the first time not before c.rest (so after a
+// long step the stamp waits for the poll, d, at most). It returns nil, as
+// for a notification, as soon as the stamp moved, and next's
+// context.DeadlineExceeded once d passed.
 func (c *catalog) wait(ctx context.Context, d time.Duration, next func(context.Context, time.Duration) error) error {
 	if c.every < 0 {
 		return next(ctx, d)
