@@ -254,3 +254,33 @@ func TestWaitFreshBesideCatalogChurn(t *testing.T) {
 	}
 	t.Logf("wait_fresh returned in %v", time.Since(began))
 }
+
+// TestPrintSeenForgetsDetachedCaptures: recalc.attach_print_seen keeps a
+// row for a captured table only while it is captured. Before version 79
+// its rows outlived their capture: a detach, or a table dropped, created
+// again and attached again (a new relid), left one behind each time, and
+// the table grew without bound.
+func TestPrintSeenForgetsDetachedCaptures(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	b.exec(t, b.app, `GRANT SELECT ON support."case" TO PUBLIC`) // a new fingerprint, which the next absorb stores
+	b.run(t)
+	count := func() (n int) {
+		if err := b.admin.QueryRow(ctx, `SELECT count(*) FROM recalc.attach_print_seen WHERE object = 'case'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count(); n == 0 {
+		t.Fatal("no recalc.attach_print_seen row for object case after an absorb stored its new fingerprint")
+	}
+	if out, err := b.recalc("detach", "case"); err != nil {
+		t.Fatalf("detach case: %v\n%s", err, out)
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("recalc.attach_print_seen keeps %d rows for object case once it is detached, want none", n)
+	}
+}
