@@ -64,8 +64,9 @@ func Migrations() ([]Migration, error) {
 // applied. It refuses a schema newer than this binary (a *VersionError),
 // before changing anything. Before migrating it waits for the engine's
 // running work (plans, live steps, imports, job finishes), so that none
-// interleaves with a migration. Its lock waits are bounded: 5 s for the
-// schema lock's and the running work's, and, once it migrates, tableLockWait
+// interleaves with a migration. Its wait for the schema lock is not bounded
+// (only another Migrate holds it, while it migrates); its other lock waits
+// are: 5 s for the running work's, and, once it migrates, tableLockWait
 // for each lock a migration takes on recalc's tables or the attached ones
 // (the session's lock_timeout instead when one is set): PostgreSQL queues
 // every later read and write of a table behind a statement waiting to lock
@@ -132,8 +133,9 @@ func migrateHolders(ctx context.Context, pool *pgxpool.Pool) []string {
 // Migrate's lock waits. migrateTries bounds renewPins' tries too.
 const (
 	migrateTries = 5
-	// lockTimeout bounds the schema lock's waits and the running work's
-	// (waitForWork), unless the session sets its own lock_timeout.
+	// lockTimeout bounds the lock waits after the schema lock's, the
+	// running work's (waitForWork) among them, unless the session sets its
+	// own lock_timeout.
 	lockTimeout = "5s"
 	// tableLockWait bounds each lock wait of the migrations themselves,
 	// unless the session sets its own lock_timeout.
