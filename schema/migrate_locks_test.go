@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/recalc-dev/recalc/internal/dburl"
 	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/schema"
@@ -51,71 +53,14 @@ func TestMigrateBesideAppLocks(t *testing.T) {
 			app := newPool(t, dburl.WithUser(url, role), nil) // logged in as it: pg_stat_activity names it
 			before := versions(t, admin)
 
-			qctx, stop := context.WithCancel(ctx) // ends the application's queries
-			var wg sync.WaitGroup
-			defer func() { stop(); wg.Wait() }()
-			if tc.hold != "" {
-				holder, err := app.Begin(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer holder.Rollback(ctx)
-				if _, err := holder.Exec(ctx, tc.hold); err != nil {
-					t.Fatal(err)
-				}
-			}
-			sessions := 0
-			if tc.query != "" {
-				sessions = 1
-			}
-			if tc.stream {
-				sessions = 4
-			}
-			for range sessions {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for qctx.Err() == nil {
-						_, _ = app.Exec(qctx, tc.query)
-						if !tc.stream {
-							return
-						}
-					}
-				}()
-			}
-			if tc.query != "" && !tc.stream {
-				for running := false; !running; time.Sleep(20 * time.Millisecond) {
-					if err := admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datname = current_database()
-						AND usename IS NOT NULL AND query LIKE 'SELECT pg_sleep%' AND state = 'active')`).Scan(&running); err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
-
-			// The application's other writes, while init tries: each within 1 s.
-			probed := make(chan error, 1)
-			probeStop := make(chan struct{})
-			go func() {
-				var worst error
-				for {
-					select {
-					case <-probeStop:
-						probed <- worst
-						return
-					case <-time.After(50 * time.Millisecond):
-					}
-					if _, err := app.Exec(ctx, `SET statement_timeout = '1s'; UPDATE recalc.record SET owner = owner WHERE id = 'a:2'`); err != nil && worst == nil {
-						worst = err
-					}
-				}
-			}()
+			defer appLoad(t, app, admin, tc.hold, tc.query, tc.stream)()
+			probed := probeWrites(app) // the application's other writes, while init tries: each within 1 s
 			ms := append(mustMigrations(t), schema.Migration{Version: schema.Latest() + 1, Name: "test_locks_record.up.sql",
 				SQL: `LOCK TABLE recalc.record IN ACCESS EXCLUSIVE MODE`})
 			start := time.Now()
 			n, err := schema.MigrateWith(ctx, admin, ms)
 			took := time.Since(start)
-			close(probeStop)
-			if perr := <-probed; perr != nil {
+			if perr := probed(); perr != nil {
 				t.Errorf("an application write while init tried: %v, want it through within 1 s", perr)
 			}
 			if took > 15*time.Second {
@@ -136,4 +81,79 @@ func TestMigrateBesideAppLocks(t *testing.T) {
 			}
 		})
 	}
+}
+
+// appLoad starts the application's work beside init: hold run in a
+// transaction left open, query run until the returned stop is called
+// (again and again from 4 sessions when stream, else once, waited for
+// until it runs).
+func appLoad(t *testing.T, app, admin *pgxpool.Pool, hold, query string, stream bool) (stop func()) {
+	t.Helper()
+	ctx := context.Background()
+	qctx, cancel := context.WithCancel(ctx) // ends the application's queries
+	var wg sync.WaitGroup
+	stop = func() { cancel(); wg.Wait() }
+	if hold != "" {
+		holder, err := app.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = holder.Rollback(ctx) })
+		if _, err := holder.Exec(ctx, hold); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sessions := 0
+	if query != "" {
+		sessions = 1
+	}
+	if stream {
+		sessions = 4
+	}
+	for range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for qctx.Err() == nil {
+				_, _ = app.Exec(qctx, query)
+				if !stream {
+					return
+				}
+			}
+		}()
+	}
+	if query != "" && !stream {
+		for running := false; !running; time.Sleep(20 * time.Millisecond) {
+			if err := admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datname = current_database()
+				AND usename IS NOT NULL AND query LIKE 'SELECT pg_sleep%' AND state = 'active')`).Scan(&running); err != nil {
+				stop()
+				t.Fatal(err)
+			}
+		}
+	}
+	return stop
+}
+
+// probeWrites writes a row of recalc.record as app every 50 ms, each
+// write within 1 s, until the returned function is called; that returns
+// the first write's error.
+func probeWrites(app *pgxpool.Pool) func() error {
+	ctx := context.Background()
+	probed := make(chan error, 1)
+	probeStop := make(chan struct{})
+	go func() {
+		var worst error
+		for {
+			select {
+			case <-probeStop:
+				probed <- worst
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			if _, err := app.Exec(ctx, `SET statement_timeout = '1s'; UPDATE recalc.record SET owner = owner WHERE id = 'a:2'`); err != nil && worst == nil {
+				worst = err
+			}
+		}
+	}()
+	return func() error { close(probeStop); return <-probed }
 }
