@@ -19,9 +19,11 @@
 -- every session's temporary schema, which any role that may connect can
 -- create (CREATE TYPE pg_temp.e AS ENUM ...): a loop of them made every
 -- `recalc watch` step each --catalog-poll, each step computing the
--- fingerprints (TestCatalogStampIgnoresOtherRoles). No column of a table or
--- view outside a temporary schema can have a temporary type, so the stamp
--- now leaves those enums out, and follows exactly what it followed. It
+-- fingerprints (TestCatalogStampIgnoresOtherRoles). The stamp now leaves
+-- those enums out. A column of a permanent table or view can still have a
+-- temporary enum type (PostgreSQL 15 accepts it): a label of such an enum
+-- renamed reaches the watch at its --poll, and wait_fresh, which compares
+-- the fingerprints themselves, still waits for it. It
 -- looks each enum's schema up once: with 50 enums of 6 labels, a read of the
 -- stamp took 0.59 to 0.69 ms of server processor time, 0.42 to 0.56 ms
 -- before (/proc/PID/schedstat of the backend, 300 reads, on a loaded
