@@ -283,6 +283,7 @@ func openPool(t *testing.T, conn string) *pgxpool.Pool {
 		t.Fatal(err)
 	}
 	cfg.MaxConns = 6
+	testdb.CloseIdle(cfg)
 	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,13 @@
 // lock): a new PostgreSQL session costs tens of milliseconds of server
 // time on a small machine.
 //
+// The test processes of a go test run share the server's connections
+// (100 by default): their batches of drops take turns under an advisory
+// lock, the admin pool closes the sessions a batch used once they sit
+// idle for adminIdle, and a test's pools (Migrated, CloseIdle) close
+// theirs after poolIdle, so that what a busy phase of one test opened
+// is not held through the rest of it.
+//
 // A migrated database is a copy of a template that holds recalc's schema
 // (CREATE DATABASE ... TEMPLATE), which is cheaper than migrating each. The
 // template is named for a hash of the migrations, made once by the first
@@ -125,6 +132,13 @@ const dropParallel = 16
 // checkpoint (which took a minute on a loaded server).
 const createConns = 4
 
+// adminIdle is how long an admin session may sit idle before the pool
+// closes it, where pgxpool kept it for 30 minutes (with a batch's drop
+// sessions, 36 idle of the server's 100 with two packages side by side;
+// withDropLock now closes those as the batch ends). A new session costs
+// tens of milliseconds; the tests' creates, a few a second, keep theirs.
+const adminIdle = 3 * time.Second
+
 // Main runs a package's tests, for its TestMain, dropping the databases
 // of the finished ones in batches while the others run, and then the rest,
 // dropParallel at a time: PostgreSQL merges the checkpoints that
@@ -143,12 +157,15 @@ func Main(m *testing.M) int {
 	spent.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	var g errgroup.Group // one failed drop stops no other
-	g.SetLimit(dropParallel)
-	for _, name := range names {
-		g.Go(func() error { return Drop(ctx, name) })
-	}
-	err := errors.Join(append(errs, g.Wait())...)
+	err := withDropLock(ctx, func() error {
+		var g errgroup.Group // one failed drop stops no other
+		g.SetLimit(dropParallel)
+		for _, name := range names {
+			g.Go(func() error { return Drop(ctx, name) })
+		}
+		return g.Wait()
+	})
+	err = errors.Join(append(errs, err)...)
 	if err == nil {
 		err = dropRoleSets(ctx, roles)
 	}
@@ -242,20 +259,57 @@ func (s *spentDBs) startBatch() {
 func dropUnlessTemplates(ctx context.Context, names []string) ([]string, error) {
 	var mu sync.Mutex
 	var templates []string
-	var g errgroup.Group // one failed drop stops no other
-	g.SetLimit(dropParallel)
-	for _, name := range names {
-		g.Go(func() error {
-			template, err := dropUnlessTemplate(ctx, name)
-			if template {
-				mu.Lock()
-				templates = append(templates, name)
-				mu.Unlock()
-			}
-			return err
-		})
+	err := withDropLock(ctx, func() error {
+		var g errgroup.Group // one failed drop stops no other
+		g.SetLimit(dropParallel)
+		for _, name := range names {
+			g.Go(func() error {
+				template, err := dropUnlessTemplate(ctx, name)
+				if template {
+					mu.Lock()
+					templates = append(templates, name)
+					mu.Unlock()
+				}
+				return err
+			})
+		}
+		return g.Wait()
+	})
+	return templates, err
+}
+
+// withDropLock runs drops, dropParallel at a time, holding the server's
+// drop lock, and closes their sessions before it lets go: the test
+// processes of one go test run (a package each, -p at a time) then drop
+// their batches one after another, not all at once, and at most
+// dropParallel+1 admin sessions on the server are dropping. Two
+// packages side by side each held 16 drop sessions, beside their tests'
+// own, and the server ran out of its 100 (SQLSTATE 53300). The lock is a
+// session advisory lock, released with its session should the unlock fail.
+func withDropLock(ctx context.Context, drops func() error) error {
+	pool, err := adminPool()
+	if err != nil {
+		return fmt.Errorf("drop test databases: %w", err)
 	}
-	return templates, g.Wait()
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("drop test databases: connect to the test server: %w", err)
+	}
+	defer c.Release()
+	if _, err := c.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(dropLock)); err != nil {
+		return fmt.Errorf("drop test databases: wait for another test process's drops: %w", err)
+	}
+	err = drops()
+	// The next process's batch opens its sessions as soon as the lock is
+	// free: close this one's first, not adminIdle later.
+	for _, idle := range pool.AcquireAllIdle(ctx) {
+		idle.Conn().Close(context.Background()) //nolint:errcheck // a closed session leaves the pool on release
+		idle.Release()
+	}
+	if _, uerr := c.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, int64(dropLock)); uerr != nil {
+		c.Conn().Close(context.Background()) //nolint:errcheck // closing the session releases the lock
+	}
+	return err
 }
 
 // dropUnlessTemplate drops database name unless it is a template, and
@@ -420,12 +474,30 @@ func Migrated(t testing.TB) *pgxpool.Pool {
 	if tmpl.err != nil {
 		t.Fatal(tmpl.err)
 	}
-	pool, err := pgxpool.New(context.Background(), Clone(t, tmpl.name))
+	cfg, err := pgxpool.ParseConfig(Clone(t, tmpl.name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	CloseIdle(cfg)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
 	return pool
+}
+
+// poolIdle is how long a test's pool keeps a session idle (CloseIdle).
+const poolIdle = 2 * time.Second
+
+// CloseIdle makes a test's pool close the sessions idle for poolIdle,
+// where pgxpool keeps them for 30 minutes: a test that ran 6 writers at
+// once in one phase held their sessions through its later ones, and the
+// tests running side by side (a package's -parallel, and go test's -p
+// packages) held up to 60 sessions of a 100-connection server, idle for
+// the most part. A session a test uses again within poolIdle is kept.
+func CloseIdle(cfg *pgxpool.Config) {
+	cfg.MaxConnIdleTime, cfg.HealthCheckPeriod = poolIdle, poolIdle/4
 }
 
 // tmpl is this process's schema template, found or made once.
@@ -437,13 +509,15 @@ var tmpl struct {
 
 // testPrefix starts the names of test databases, then the Unix time they
 // were made; templatePrefix starts the names of schema templates;
-// templateLock is the advisory lock their makers hold; staleAfter is the age
+// templateLock is the advisory lock their makers hold; dropLock is the one
+// the drops of finished tests' databases hold; staleAfter is the age
 // past which a template of other migrations, or a test database Main did not
 // drop, is dropped.
 const (
 	testPrefix     = "recalc_test_"
 	templatePrefix = "recalc_tmpl_"
 	templateLock   = 0x7265_6361_6c63 // "recalc"
+	dropLock       = templateLock + 1
 	staleAfter     = time.Hour
 )
 
@@ -570,7 +644,10 @@ func adminPool() (*pgxpool.Pool, error) {
 			admins.err = fmt.Errorf("parse DATABASE_URL: %w", err)
 			return
 		}
-		cfg.MaxConns = dropParallel + createConns // a batch's drops, and the tests' creates beside them
+		// A batch's drops and the session holding the drop lock, and the
+		// tests' creates beside them.
+		cfg.MaxConns = dropParallel + 1 + createConns
+		cfg.MaxConnIdleTime, cfg.HealthCheckPeriod = adminIdle, adminIdle/3
 		if admins.pool, err = pgxpool.NewWithConfig(context.Background(), cfg); err != nil {
 			admins.err = fmt.Errorf("connect to the test server: %w", err)
 		}
