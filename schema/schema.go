@@ -100,7 +100,7 @@ func migrateWith(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (appli
 			return applied, err
 		}
 		if time.Since(start) >= migrateWait {
-			return 0, fmt.Errorf("migrate: a lock stayed held for %s (%d tries; sessions holding locks on recalc's tables or the attached ones: %s): "+
+			return 0, fmt.Errorf("migrate: lock waits timed out or deadlocked for %s (%d tries; sessions holding locks on recalc's tables or the attached ones: %s): "+
 				"nothing was migrated; another session holds a lock on recalc's tables (a long or idle transaction, a feed reader, "+
 				"a running job): retry when it ends: %w",
 				time.Since(start).Round(100*time.Millisecond), try, locks.Named(migrateHolders(ctx, pool)), err)
