@@ -10,15 +10,18 @@
 -- though all that committed before its token was materialized
 -- (TestWaitFreshBesideCatalogChurn).
 --
--- Now an absorb that stores a fingerprint records too the xmin of the
--- snapshot it computed it from (recalc.attach_print_seen): every
--- transaction below it had ended, so the fingerprint holds every catalog
--- change they made; a fingerprint stored later (by an absorb, or by
--- `recalc attach`) holds them too, snapshots' xmins only growing, so a row
--- left by a detached object says nothing false. wait_fresh
--- waits only for a fingerprint that differs from one stored by an absorb
--- that had not seen every transaction below its token ended: the changes
--- after the token are the next token's to wait for, as a write's are.
+-- Now an absorb that stores a fingerprint records too the snapshot it
+-- computed it from (recalc.attach_print_seen): the fingerprint holds every
+-- catalog change of the transactions that snapshot sees ended. wait_fresh
+-- waits only for a fingerprint that differs from one stored from a
+-- snapshot that may have missed a change committed before its token: one
+-- taken before the token's transactions were all assigned (its xmax below
+-- the token), or that saw running a transaction below the token that has
+-- committed since. A transaction it saw running that is still running (or
+-- aborted) committed nothing before the token, so one left open, in this
+-- database or another, holds nothing up (TestWaitFreshBesideCatalogChurn;
+-- the snapshot's xmin alone would have counted it). The changes after the
+-- token are the next token's to wait for, as a write's are.
 
 -- A table of its own: a column added to recalc.attach_capture would wait
 -- for every open application transaction that wrote an attached table (its
@@ -26,20 +29,25 @@
 CREATE TABLE IF NOT EXISTS recalc.attach_print_seen (
     object text NOT NULL,
     relid  oid  NOT NULL,
-    seen   xid8 NOT NULL, -- every transaction below it had ended when the stored fingerprint was computed
+    seen   pg_snapshot NOT NULL, -- the snapshot the stored fingerprint was computed from
     PRIMARY KEY (object, relid)
 );
 REVOKE ALL ON recalc.attach_print_seen FROM PUBLIC;
 
 -- attach_catalog_pending: whether a captured table's fingerprint differs
--- from the one stored while a transaction below p_token may not have ended
--- (or with no such record: stored at attach, or before version 78).
+-- from the one stored from a snapshot that may have missed a transaction
+-- below p_token (or with no such record: stored at attach, or before
+-- version 78). pg_current_snapshot lists top-level transactions only, and
+-- a subtransaction commits with its parent, whose id is below its own.
 CREATE OR REPLACE FUNCTION recalc.attach_catalog_pending(p_token xid8) RETURNS boolean
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     RETURN EXISTS (SELECT FROM recalc.attach_fingerprints() f JOIN recalc.attach_capture c ON c.object = f.object AND c.relid = f.relid
                    LEFT JOIN recalc.attach_print_seen s ON s.object = c.object AND s.relid = c.relid
-                   WHERE c.fingerprint IS DISTINCT FROM f.fingerprint AND (s.seen IS NULL OR s.seen < p_token));
+                   WHERE c.fingerprint IS DISTINCT FROM f.fingerprint
+                     AND (s.seen IS NULL OR pg_snapshot_xmax(s.seen) < p_token
+                          OR EXISTS (SELECT FROM pg_snapshot_xip(s.seen) x
+                                     WHERE x < p_token AND coalesce(pg_xact_status(x), 'committed') = 'committed')));
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_catalog_pending(xid8) FROM PUBLIC;
 
@@ -52,14 +60,14 @@ DECLARE
     v_objects text[];
     v_relids oid[];
     v_prints text[];
-    v_seen xid8; -- the fingerprints' snapshot's xmin: every transaction below it had ended (version 78)
+    v_seen pg_snapshot; -- the fingerprints' snapshot (version 78)
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'recalc.attach_absorb needs READ COMMITTED: each of its statements must see what committed before it';
     END IF;
     -- A captured table written without its capture (see attach_fingerprints)
     -- is read again whole. Under the model lock, as every absorb.
-    SELECT array_agg(f.object), array_agg(f.relid), array_agg(f.fingerprint), pg_snapshot_xmin(pg_current_snapshot())
+    SELECT array_agg(f.object), array_agg(f.relid), array_agg(f.fingerprint), pg_current_snapshot()
     INTO v_objects, v_relids, v_prints, v_seen
     FROM recalc.attach_fingerprints() f JOIN recalc.attach_capture c ON c.object = f.object AND c.relid = f.relid
     WHERE c.fingerprint IS DISTINCT FROM f.fingerprint;

@@ -6,10 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/changes"
 	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/internal/watch"
 )
 
@@ -253,6 +255,39 @@ func TestWaitFreshBesideCatalogChurn(t *testing.T) {
 		t.Fatalf("erin's access to account:1 once wait_fresh returned: %q (%v), want all", level, err)
 	}
 	t.Logf("wait_fresh returned in %v", time.Since(began))
+}
+
+// TestWaitFreshBesideAnOpenTransaction: a transaction left open in
+// another database, below every token, does not keep recalc.wait_fresh
+// waiting for a catalog change committed after its token, once an absorb
+// after the token stored what came before. Version 78 first marked what
+// an absorb saw by its snapshot's xmin, which that transaction held below
+// every token: wait_fresh waited for each later GRANT, until its timeout
+// (RC001) while they went on.
+func TestWaitFreshBesideAnOpenTransaction(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	other, err := pgx.Connect(ctx, testdb.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(context.Background())
+	if _, err := other.Exec(ctx, `BEGIN; SELECT pg_current_xact_id()`); err != nil { // an xid left running
+		t.Fatal(err)
+	}
+	b.exec(t, b.app, `GRANT SELECT ON crm.account TO PUBLIC`) // before the token
+	token, err := changes.FreshToken(ctx, b.engine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.run(t)                                                     // absorbs it, after the token
+	b.exec(t, b.app, `REVOKE SELECT ON crm.account FROM PUBLIC`) // after the token: the next token's
+	if err := changes.WaitFresh(ctx, b.engine, token, time.Second); err != nil {
+		t.Fatalf("wait_fresh for a token whose catalog change an absorb stored, beside an open transaction: %v", err)
+	}
 }
 
 // TestPrintSeenForgetsDetachedCaptures: recalc.attach_print_seen keeps a
