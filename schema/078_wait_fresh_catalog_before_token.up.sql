@@ -14,13 +14,10 @@
 -- computed it from (recalc.attach_print_seen): the fingerprint holds every
 -- catalog change of the transactions that snapshot sees ended. wait_fresh
 -- waits only for a fingerprint that differs from one stored from a
--- snapshot that may have missed a change committed before its token: one
--- taken before the token's transactions were all assigned (its xmax below
--- the token), or that saw running a transaction below the token that has
--- committed since. A transaction it saw running that is still running (or
--- aborted) committed nothing before the token, so one left open, in this
--- database or another, holds nothing up (TestWaitFreshBesideCatalogChurn;
--- the snapshot's xmin alone would have counted it). The changes after the
+-- snapshot that may have missed a change committed before its token
+-- (attach_catalog_pending): a transaction left open, in this database or
+-- another, holds nothing up (TestWaitFreshBesideAnOpenTransaction; the
+-- snapshot's xmin alone would have counted it). The changes after the
 -- token are the next token's to wait for, as a write's are.
 
 -- A table of its own: a column added to recalc.attach_capture would wait
@@ -36,9 +33,15 @@ REVOKE ALL ON recalc.attach_print_seen FROM PUBLIC;
 
 -- attach_catalog_pending: whether a captured table's fingerprint differs
 -- from the one stored from a snapshot that may have missed a transaction
--- below p_token (or with no such record: stored at attach, or before
--- version 78). pg_current_snapshot lists top-level transactions only, and
--- a subtransaction commits with its parent, whose id is below its own.
+-- that committed before p_token (or with no such record: stored at attach,
+-- or before version 78). A snapshot whose xmax is above the token was
+-- taken after it (both are one above the latest transaction completed
+-- when they were taken, which only grows): what it saw running had not
+-- committed before the token, and it sees every transaction that had. One
+-- whose xmax is the token may be either: it missed nothing unless a
+-- transaction below the token that it saw running has committed since.
+-- pg_current_snapshot lists top-level transactions only, and a
+-- subtransaction commits with its parent, whose id is below its own.
 CREATE OR REPLACE FUNCTION recalc.attach_catalog_pending(p_token xid8) RETURNS boolean
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -46,8 +49,9 @@ BEGIN
                    LEFT JOIN recalc.attach_print_seen s ON s.object = c.object AND s.relid = c.relid
                    WHERE c.fingerprint IS DISTINCT FROM f.fingerprint
                      AND (s.seen IS NULL OR pg_snapshot_xmax(s.seen) < p_token
-                          OR EXISTS (SELECT FROM pg_snapshot_xip(s.seen) x
-                                     WHERE x < p_token AND coalesce(pg_xact_status(x), 'committed') = 'committed')));
+                          OR pg_snapshot_xmax(s.seen) = p_token AND EXISTS (
+                              SELECT FROM pg_snapshot_xip(s.seen) x
+                              WHERE x < p_token AND coalesce(pg_xact_status(x), 'committed') = 'committed')));
 END $$;
 REVOKE EXECUTE ON FUNCTION recalc.attach_catalog_pending(xid8) FROM PUBLIC;
 

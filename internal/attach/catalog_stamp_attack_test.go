@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/changes"
@@ -275,15 +276,36 @@ func TestWaitFreshBesideAnOpenTransaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close(context.Background())
-	if _, err := other.Exec(ctx, `BEGIN; SELECT pg_current_xact_id()`); err != nil { // an xid left running
+	if _, err := other.Exec(ctx, `BEGIN`); err != nil {
 		t.Fatal(err)
+	}
+	// Two xids running below the token: one left open, one that commits
+	// after the absorb (it saw it running, and it committed nothing before
+	// the token).
+	brief, err := b.app.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer brief.Rollback(context.Background()) //nolint:errcheck // committed below
+	for _, tx := range []interface {
+		Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+	}{other, brief} {
+		if _, err := tx.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
+			t.Fatal(err)
+		}
 	}
 	b.exec(t, b.app, `GRANT SELECT ON crm.account TO PUBLIC`) // before the token
 	token, err := changes.FreshToken(ctx, b.engine)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.run(t)                                                     // absorbs it, after the token
+	// A transaction that completes after the token, as on any busy server
+	// (the absorb's snapshot then shows it was taken after the token).
+	b.exec(t, b.app, `SELECT pg_current_xact_id()`)
+	b.run(t) // absorbs it, after the token
+	if err := brief.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
 	b.exec(t, b.app, `REVOKE SELECT ON crm.account FROM PUBLIC`) // after the token: the next token's
 	if err := changes.WaitFresh(ctx, b.engine, token, time.Second); err != nil {
 		t.Fatalf("wait_fresh for a token whose catalog change an absorb stored, beside an open transaction: %v", err)
