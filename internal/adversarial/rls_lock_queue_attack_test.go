@@ -56,7 +56,7 @@ func TestRLSCommandsQueueNoReadsBehindThem(t *testing.T) {
 
 		// Hold point: the command waits for its lock on app.account.
 		for waiting := false; !waiting; {
-			if err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'app.account'::regclass
+			if err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND relation = 'app.account'::regclass
 				AND mode = 'AccessExclusiveLock' AND NOT granted)`).Scan(&waiting); err != nil {
 				t.Fatalf("%s: look for the command's lock wait: %v", tc.name, err)
 			}

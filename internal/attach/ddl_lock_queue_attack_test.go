@@ -61,7 +61,7 @@ func TestOpenAppTransactionQueuesNoWritesBehindCaptureDDL(t *testing.T) {
 
 			// Hold point: the command waits for its lock on support.case.
 			for waiting := false; !waiting; {
-				if err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'support.case'::regclass
+				if err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND relation = 'support.case'::regclass
 					AND mode = $1 AND NOT granted)`, tc.lock).Scan(&waiting); err != nil {
 					t.Fatalf("look for the command's lock wait: %v", err)
 				}
@@ -153,7 +153,7 @@ func TestDetachUsersBoundedBesideCommittingWrites(t *testing.T) {
 	// Hold point: the application's first write is under way.
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		var open bool
-		if err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'crm.app_user'::regclass
+		if err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND relation = 'crm.app_user'::regclass
 			AND mode = 'RowExclusiveLock' AND granted)`).Scan(&open); err != nil {
 			t.Fatal(err)
 		}

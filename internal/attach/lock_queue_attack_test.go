@@ -53,7 +53,7 @@ func TestOpenWriterTransactionQueuesNoWritesBehindAttach(t *testing.T) {
 
 	// Hold point: the attach waits for its lock on recalc.record.
 	for waiting := false; !waiting; {
-		if err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'recalc.record'::regclass
+		if err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND relation = 'recalc.record'::regclass
 			AND mode = 'ShareRowExclusiveLock' AND NOT granted)`).Scan(&waiting); err != nil {
 			t.Fatalf("look for the attach's lock wait: %v", err)
 		}

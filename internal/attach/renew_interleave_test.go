@@ -88,9 +88,12 @@ func renewPinUnderWrite(t *testing.T, rr bool, stmts []string) {
 		return nil
 	}
 	h := &holdRenewCommit{reached: make(chan struct{}), release: make(chan struct{})}
+	pool := tracedPool(t, b, h)
+	// Registered after the pool's Close, so it runs before it: Close waits
+	// for the renewal's session, which the tracer holds until then.
 	t.Cleanup(h.free)
 	migrated := make(chan error, 1)
-	go func() { _, err := schema.Migrate(ctx, tracedPool(t, b, h)); migrated <- err }()
+	go func() { _, err := schema.Migrate(ctx, pool); migrated <- err }()
 	select {
 	case <-h.reached:
 	case err := <-migrated:
@@ -101,7 +104,7 @@ func renewPinUnderWrite(t *testing.T, rr bool, stmts []string) {
 	wrote := make(chan error, 1)
 	go func() { wrote <- write(a) }()
 	var renewPid uint32
-	if err := b.admin.QueryRow(ctx, `SELECT pid FROM pg_locks WHERE relation = 'support.case'::regclass
+	if err := b.admin.QueryRow(ctx, `SELECT pid FROM pg_locks WHERE database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND relation = 'support.case'::regclass
 		AND mode IN ('AccessExclusiveLock', 'ShareRowExclusiveLock') AND granted LIMIT 1`).Scan(&renewPid); err != nil {
 		t.Fatalf("the renewal's lock on the table: %v", err)
 	}

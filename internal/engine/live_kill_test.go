@@ -487,7 +487,7 @@ func TestLiveKillCancelDuringAbsorb(t *testing.T) {
 	}()
 	obs := connect(t, b.pool)
 	for waiting, deadline := false, time.Now().Add(10*time.Second); !waiting; time.Sleep(2 * time.Millisecond) {
-		if err := obs.QueryRow(b.ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'app.deal'::regclass AND NOT granted)`).Scan(&waiting); err != nil {
+		if err := obs.QueryRow(b.ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND relation = 'app.deal'::regclass AND NOT granted)`).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
 		if !waiting && time.Now().After(deadline) {
