@@ -360,10 +360,8 @@ func begin(ctx context.Context, tx pgx.Tx) (current int, ours bool, err error) {
 	if err := lockSchema(ctx, tx); err != nil {
 		return 0, false, err
 	}
-	if err := tx.QueryRow(ctx, `SELECT current_setting('lock_timeout') = '0'`).Scan(&ours); err != nil {
-		return 0, false, fmt.Errorf("read lock timeout: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true) WHERE $2`, lockTimeout, ours); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT s.ours, CASE WHEN s.ours THEN set_config('lock_timeout', $1, true) END
+		FROM (SELECT current_setting('lock_timeout') = '0' AS ours) s`, lockTimeout).Scan(&ours, nil); err != nil {
 		return 0, false, fmt.Errorf("set lock timeout: %w", err)
 	}
 	var self string // for the advice below: the transaction cannot answer once CREATE SCHEMA failed
