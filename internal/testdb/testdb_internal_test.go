@@ -115,11 +115,20 @@ func TestDropSessionsClosedAfterBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if open := pool.Stat().TotalConns(); open > 1 {
-		t.Fatalf("the admin pool holds %d sessions right after a batch of %d drops, want at most the drop lock's",
-			open, dropParallel)
-	}
+	// The batch closes its sessions before it returns; the pool forgets
+	// a closed one in a goroutine of its own (puddle's Destroy), so its
+	// count may lag by a moment: allow it a tenth of adminIdle, the time
+	// an idle session was kept before.
 	var open int32
+	for deadline := time.Now().Add(adminIdle / 10); ; time.Sleep(10 * time.Millisecond) {
+		if open = pool.Stat().TotalConns(); open <= 1 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if open > 1 {
+		t.Fatalf("the admin pool holds %d sessions %v after a batch of %d drops, want at most the drop lock's",
+			open, adminIdle/10, dropParallel)
+	}
 	for deadline := time.Now().Add(4 * adminIdle); ; time.Sleep(100 * time.Millisecond) {
 		if open = pool.Stat().TotalConns(); open == 0 || time.Now().After(deadline) {
 			break
