@@ -49,8 +49,8 @@ func (b *bundle) hiddenTable(t *testing.T) {
 // condition of the query, however cheap the planner thinks it. u4 reads
 // hot1 alone, so only hot1's secret may reach the function: through a
 // scan, a lookup of a hidden row by id, a sort with a limit, a join, an
-// aggregate's FILTER, a CTE, an UPDATE and a DELETE, with sequential scans
-// on and off.
+// aggregate's FILTER, a CTE, an UPDATE, a DELETE, a COPY of a query and a
+// MERGE's WHEN MATCHED condition, with sequential scans on and off.
 func TestLeakyFunctionSeesOnlyVisibleRows(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -74,6 +74,12 @@ func TestLeakyFunctionSeesOnlyVisibleRows(t *testing.T) {
 				{"u4", `UPDATE app.account SET name = name WHERE app.peek(secret) RETURNING id`, ""},
 				{"u2", `UPDATE app.account SET name = name WHERE app.peek(secret) RETURNING id`, "s-a1 s-a2"},
 				{"u2", `DELETE FROM app.account WHERE app.peek(secret) RETURNING id`, "s-a1 s-a2"},
+				{"u4", `COPY (SELECT id FROM app.account WHERE app.peek(secret)) TO STDOUT`, "s-hot1"},
+				// MERGE (PostgreSQL 15) joins only the target rows the read
+				// policy admits: a3 and hot1 are not matched for u2, and
+				// WHEN MATCHED sees the rows u2 edits.
+				{"u2", `MERGE INTO app.account t USING (VALUES ('a1'), ('a2'), ('a3'), ('hot1')) s (id) ON t.id = s.id
+					WHEN MATCHED AND app.peek(t.secret) THEN UPDATE SET name = t.name`, "s-a1 s-a2"},
 			} {
 				seen := strings.Fields(b.peekAs(t, tc.user, settings, tc.sql))
 				slices.Sort(seen)
