@@ -543,6 +543,9 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 			if c.Context.Err() != nil { // SIGINT while connecting: the server was not at fault
 				return cli.Exit(interrupted(strings.Join(commandPath(c), " ")), ExitInterrupted)
 			}
+			if pe := pg.ConnectRefused(err); pe != nil {
+				return cli.Exit(refused(db, pe), ExitFailed)
+			}
 			return cli.Exit(fmt.Sprintf("recalc: cannot reach %s (set DATABASE_URL or the PG* variables): %s", db, oneLine(err)), ExitNoDatabase)
 		}
 		err = fn(c.Context, &Env{Pool: pool, Out: out, Log: log})
@@ -553,6 +556,8 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 			return cli.Exit(interrupted(strings.Join(commandPath(c), " ")), ExitInterrupted)
 		case errors.Is(err, errJobFailed) || errors.Is(err, errDrift):
 			return cli.Exit("", ExitFailed)
+		case pg.ConnectRefused(err) != nil: // the database dropped, the role's password changed, ...
+			return cli.Exit(refused(db, pg.ConnectRefused(err)), ExitFailed)
 		case errors.Is(err, errNoDatabase):
 			return cli.Exit("recalc: "+oneLine(err), ExitNoDatabase)
 		case lostDatabase(err): // mid-command: a restart, a failover, a terminated session
@@ -578,6 +583,21 @@ func lostDatabase(err error) bool {
 	var ce *pgconn.ConnectError
 	var oe *net.OpError
 	return pg.IsServerGone(err) || errors.As(err, &ce) || errors.As(err, &oe)
+}
+
+// refused is the one line of a command whose connection the server refused
+// for its configuration (pg.ConnectRefused): which database, the server's
+// reason (which never holds the password) and what to do, for no retry
+// fixes it.
+func refused(db string, pe *pgconn.PgError) string {
+	todo := "check the role and password in --database-url / DATABASE_URL (or ~/.pgpass): the role must exist, may log in, and pg_hba.conf must let it in"
+	switch pe.Code {
+	case pg.InvalidCatalogName:
+		todo = "create the database (or restore it), or name an existing one in --database-url / DATABASE_URL; then `recalc init`"
+	case pg.InsufficientPrivilege:
+		todo = "grant the role CONNECT on the database (GRANT CONNECT ON DATABASE ... TO ...), or check the role in --database-url / DATABASE_URL"
+	}
+	return fmt.Sprintf("recalc: %s: the server refused the connection: %s (SQLSTATE %s): %s", db, oneLine(errors.New(pe.Message)), pe.Code, todo)
 }
 
 // interrupted is the error of command cmd stopped by SIGINT or SIGTERM:

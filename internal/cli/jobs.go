@@ -199,8 +199,8 @@ func WaitCmd(ctx context.Context, env *Env, id int64) error {
 				return err
 			}
 			done()
-		} else if !connectionLost(err) {
-			return err
+		} else if !connectionLost(err) || pg.ConnectRefused(err) != nil {
+			return err // a refusal (the database dropped, ...) no retry within waitReconnectFor fixes
 		}
 		if err == nil {
 			break

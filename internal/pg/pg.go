@@ -66,6 +66,9 @@ const (
 	FeatureNotSupported   = "0A000"
 	TooManyConnections    = "53300"
 	QueryCanceled         = "57014"
+	InvalidCatalogName    = "3D000" // a database that does not exist
+	InvalidAuthorization  = "28000" // a role that does not exist or may not log in, pg_hba.conf's refusal
+	InvalidPassword       = "28P01"
 )
 
 // Code returns err's SQLSTATE, or "" when it is not a PostgreSQL error.
@@ -123,6 +126,26 @@ func IsTooManyConnections(err error) bool { return Code(err) == TooManyConnectio
 func IsServerGone(err error) bool {
 	c := Code(err)
 	return strings.HasPrefix(c, "08") || strings.HasPrefix(c, "57") && c != QueryCanceled
+}
+
+// ConnectRefused returns the server's refusal of a connection that no
+// retry fixes, as long as the configuration stays as it is: the database
+// does not exist (3D000), the role does not exist, may not log in, or
+// gave a wrong password, or pg_hba.conf refuses it (28000, 28P01), or it
+// may not CONNECT to the database (42501). It returns nil for any other
+// error, such as a server starting up or too many connections, which
+// waiting fixes, and for the same codes answering a statement.
+func ConnectRefused(err error) *pgconn.PgError {
+	var ce *pgconn.ConnectError
+	var pe *pgconn.PgError
+	if !errors.As(err, &ce) || !errors.As(err, &pe) {
+		return nil
+	}
+	switch pe.Code {
+	case InvalidCatalogName, InvalidAuthorization, InvalidPassword, InsufficientPrivilege:
+		return pe
+	}
+	return nil
 }
 
 // IsInsufficientPrivilege reports whether err says the role lacks a right.

@@ -83,7 +83,15 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, step func(context
 			pool.Reset()
 		}
 		wait := workers.Backoff(attempt)
-		log.Warn().Err(err).Int("attempt", attempt+1).Dur("backoff_ms", wait).Msg("lost the database connection; reconnecting")
+		if pe := pg.ConnectRefused(err); pe != nil {
+			// A database dropped (or being restored), a role's password
+			// rotated before ~/.pgpass: a service is restarted into the same
+			// refusal, so it waits here, and comes back once it is fixed.
+			log.Error().Err(err).Str("sqlstate", pe.Code).Int("attempt", attempt+1).Dur("backoff_ms", wait).
+				Msg("the server refuses the connection: create or restore the database, or fix the role, its password or its CONNECT right; retrying until it accepts")
+		} else {
+			log.Warn().Err(err).Int("attempt", attempt+1).Dur("backoff_ms", wait).Msg("lost the database connection; reconnecting")
+		}
 		sleep(ctx, wait)
 	}
 	log.Info().Msg("watch stopped")

@@ -1,0 +1,194 @@
+package cli_test
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/recalc-dev/recalc/internal/cli"
+	"github.com/recalc-dev/recalc/internal/dburl"
+	"github.com/recalc-dev/recalc/internal/testdb"
+)
+
+// randomName is prefix followed by random hex, for a role or a database
+// no other test names.
+func randomName(prefix string) string {
+	var b [4]byte
+	_, _ = crand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// TestRefusedConnectionExits1: a database that does not exist, a role
+// that does not exist or may not log in, and a role without CONNECT on the
+// database exited 3, "run the command again once it is reachable", which
+// no retry fixes (a service manager restarts into it for ever). Each
+// exits 1 with one line naming the database and what to do, never the
+// password; `recalc watch` too, at once.
+func TestRefusedConnectionExits1(t *testing.T) {
+	ctx := context.Background()
+	url := testdb.New(t)
+	nologin, noconnect := randomName("recalc_nologin_"), randomName("recalc_noconnect_")
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	for _, sql := range []string{
+		`CREATE ROLE ` + nologin + ` NOLOGIN NOSUPERUSER PASSWORD 'h45-secret-pw'`,
+		`CREATE ROLE ` + noconnect + ` LOGIN NOSUPERUSER`,
+		`REVOKE CONNECT ON DATABASE ` + pgx.Identifier{cfg.Database}.Sanitize() + ` FROM PUBLIC`,
+	} {
+		if _, err := admin.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	testdb.DropRoles(t, url, nologin, noconnect)
+	withPassword := func(conn, user string) string {
+		return strings.Replace(dburl.WithUser(conn, user), "@", ":h45-secret-pw@", 1)
+	}
+	missing := randomName("recalc_missing_")
+	for _, tc := range []struct {
+		name, url, db, sqlstate, todo string
+	}{
+		{"a database that does not exist", dburl.WithDatabase(url, missing), missing, "3D000", "create the database"},
+		{"a role that does not exist", withPassword(url, randomName("recalc_ghost_")), cfg.Database, "28000", "check the role and password in --database-url"},
+		{"a role that may not log in", withPassword(url, nologin), cfg.Database, "28000", "check the role and password in --database-url"},
+		{"a role without CONNECT", dburl.WithUser(url, noconnect), cfg.Database, "42501", "grant the role CONNECT on the database"},
+	} {
+		for _, args := range [][]string{{"status"}, {"watch"}} {
+			t.Run(tc.name+" "+args[0], func(t *testing.T) {
+				cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+				defer cancel()
+				code, msg := recalcErr(cctx, tc.url, args...)
+				if code != 1 || strings.Contains(msg, "\n") || !strings.Contains(msg, strconv.Quote(tc.db)) ||
+					!strings.Contains(msg, "SQLSTATE "+tc.sqlstate) || !strings.Contains(msg, tc.todo) || strings.Contains(msg, "h45-secret-pw") {
+					t.Errorf("recalc %s: exit %d, %q; want exit 1 and one line naming database %q, SQLSTATE %s and %q, not the password",
+						args[0], code, msg, tc.db, tc.sqlstate, tc.todo)
+				}
+			})
+		}
+	}
+}
+
+// TestDroppedDatabaseMidCommand: `recalc wait` whose database is dropped
+// while it waits tried to reconnect for two minutes, then exited 3; it
+// exits 1 at once, saying to create the database. `recalc watch` waits
+// on, saying at error level that the server refuses the connection: a
+// database being restored comes back, and a service manager would only
+// restart it into the same refusal.
+func TestDroppedDatabaseMidCommand(t *testing.T) {
+	ctx := context.Background()
+	for _, cmd := range []string{"wait", "watch"} {
+		t.Run(cmd, func(t *testing.T) {
+			pool := testdb.Migrated(t)
+			url := pool.Config().ConnString()
+			name := pool.Config().ConnConfig.Database
+			args := []string{cmd}
+			if cmd == "wait" {
+				var id int64
+				if err := pool.QueryRow(ctx, `INSERT INTO recalc.job (kind, trigger, status, change_seq, config, plan, chunks)
+					VALUES ('incremental', 'test', 'running', 0, '{}', '{}', 0) RETURNING id`).Scan(&id); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := pool.Exec(ctx, `INSERT INTO recalc.job_worker (job_id, worker) VALUES ($1, 'test')`, id); err != nil {
+					t.Fatal(err)
+				}
+				args = append(args, strconv.FormatInt(id, 10))
+			}
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			var out, errOut lockedBuffer
+			exited := make(chan int, 1)
+			go func() {
+				app := cli.App(&out, &errOut)
+				app.ExitErrHandler = func(*ucli.Context, error) {}
+				err := app.RunContext(cctx, append([]string{"recalc", "--database-url", url, "--log-format", "json"}, args...))
+				code := 0
+				if coder, ok := err.(ucli.ExitCoder); ok {
+					code = coder.ExitCode()
+				}
+				errOut.Write([]byte(errString(err)))
+				exited <- code
+			}()
+			waitForSession(t, pool, map[string]string{"wait": "%FROM recalc.job%", "watch": "LISTEN%"}[cmd])
+			pool.Close()
+			if err := testdb.Drop(ctx, name); err != nil {
+				t.Fatal(err)
+			}
+			if cmd == "wait" {
+				select {
+				case code := <-exited:
+					if msg := errOut.String(); code != 1 || !strings.Contains(msg, "create the database") {
+						t.Errorf("recalc wait on a dropped database: exit %d:\n%s\nwant exit 1 saying to create the database", code, msg)
+					}
+				case <-time.After(20 * time.Second):
+					t.Errorf("recalc wait on a dropped database still waits after 20 s:\n%s", errOut.String())
+				}
+				return
+			}
+			want := `"level":"error","error":`
+			for deadline := time.Now().Add(10 * time.Second); !strings.Contains(errOut.String(), "the server refuses the connection"); time.Sleep(50 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("recalc watch on a dropped database said nothing of the refusal within 10 s:\n%s", errOut.String())
+				}
+			}
+			select {
+			case code := <-exited:
+				t.Fatalf("recalc watch exited %d on a dropped database, want it to wait on:\n%s", code, errOut.String())
+			default:
+			}
+			if msg := errOut.String(); !strings.Contains(msg, want) || !strings.Contains(msg, "3D000") {
+				t.Errorf("recalc watch on a dropped database logged:\n%s\nwant %s and SQLSTATE 3D000", msg, want)
+			}
+			cancel()
+			if code := <-exited; code != 0 {
+				t.Errorf("recalc watch stopped: exit %d, want 0", code)
+			}
+		})
+	}
+}
+
+// errString is err's text, or "" for nil.
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// waitForSession waits until a session of pool's database other than
+// pool's own has run a query LIKE query.
+func waitForSession(t *testing.T, pool *pgxpool.Pool, query string) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var n int
+		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE $1`, query).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the command never ran %s", query)
+		}
+	}
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
