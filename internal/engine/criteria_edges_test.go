@@ -55,6 +55,23 @@ var critEdgeConds = []string{
 	`"equals", "value": true`, `"not_equals", "value": true`, `"equals", "value": false`,
 }
 
+// critEdgeLogics are whole criteria on field f whose filter logic
+// separates its tokens with each kind of white space docs/model.md names
+// (unicode.IsSpace), or is blank with it: the engine's Go, its SQL filter
+// (none for logic of its own) and the oracle must read them alike.
+var critEdgeLogics = []string{
+	`{"conditions": [{"field": "f", "op": "equals", "value": "a"}, {"field": "f", "op": "equals", "value": "x,\u00a0a"}], "logic": "1\u00a0OR\u30002"}`,
+	`{"conditions": [{"field": "f", "op": "equals", "value": "a"}], "logic": "NOT\u20281"}`,
+	`{"conditions": [{"field": "f", "op": "not_equals", "value": "b"}, {"field": "f", "op": "lt", "value": 1}], "logic": "\u0085(1\u2029AND\u202fNOT\u205f2)\u1680"}`,
+	`{"conditions": [{"field": "f", "op": "equals", "value": "a"}, {"field": "f", "op": "ge", "value": 0}], "logic": "\u000b1\u000cOR\u2000\u200a2\t"}`,
+	`{"conditions": [{"field": "f", "op": "equals", "value": "x, a"}, {"field": "f", "op": "gt", "value": 0.1}], "logic": "\u00a0\u3000"}`,
+}
+
+// edgeConds are critEdgeConds, then critEdgeLogics.
+func edgeConds() []string {
+	return append(critEdgeConds[:len(critEdgeConds):len(critEdgeConds)], critEdgeLogics...)
+}
+
 // edgeRulesPerObject stays under model.MaxCriteriaRulesPerObject.
 const edgeRulesPerObject = 40
 
@@ -77,7 +94,7 @@ func TestCriteriaEdgeRuleChanges(t *testing.T) {
 	b.importFile(t, edgeModel(1, []string{none}))
 	b.writeEdgeFields(t, 0)
 	b.run(t, edgeOptions)
-	for i, c := range critEdgeConds {
+	for i, c := range edgeConds() {
 		for _, cond := range []string{c, none} {
 			b.importFile(t, edgeRules(1, []string{cond}))
 			b.checkEdgeRun(t, fmt.Sprintf("condition %d (%s)", i, cond), i%8 == 0)
@@ -93,8 +110,8 @@ func TestCriteriaEdgeRuleChanges(t *testing.T) {
 func TestCriteriaEdgeRecordChanges(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	objects := (len(critEdgeConds) + edgeRulesPerObject - 1) / edgeRulesPerObject
-	b.importFile(t, edgeModel(objects, critEdgeConds))
+	objects := (len(edgeConds()) + edgeRulesPerObject - 1) / edgeRulesPerObject
+	b.importFile(t, edgeModel(objects, edgeConds()))
 	b.writeEdgeFields(t, 0)
 	b.run(t, edgeOptions)
 	b.checkEdgeRun(t, "first run", true)
@@ -160,13 +177,17 @@ func edgeModel(objects int, conds []string) string {
 }
 
 // edgeRules is a rules section: rule ri, on object edge(i /
-// edgeRulesPerObject)__c, tests field f with conds[i] and grants read to
-// user ui.
+// edgeRulesPerObject)__c, tests field f with conds[i] (whole criteria when
+// it is a JSON object) and grants read to user ui.
 func edgeRules(objects int, conds []string) string {
 	rules := make([]string, len(conds))
 	for i, c := range conds {
+		crit := `{"conditions": [{"field": "f", "op": ` + c + `}]}`
+		if strings.HasPrefix(c, "{") {
+			crit = c
+		}
 		rules[i] = fmt.Sprintf(`{"id": "r%d", "object": "edge%d__c", "type": "criteria", "target": "user:u%d", "access": "read",
-			"criteria": {"conditions": [{"field": "f", "op": %s}]}}`, i, min(i/edgeRulesPerObject, objects-1), i, c)
+			"criteria": %s}`, i, min(i/edgeRulesPerObject, objects-1), i, crit)
 	}
 	return `{"rules": [` + strings.Join(rules, ",\n") + `]}`
 }

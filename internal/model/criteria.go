@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ValueKind is the JSON type of a field or condition value.
@@ -452,9 +454,17 @@ const maxLogicDepth = 100
 // conditions, whatever the limits.
 const maxLogicChain = 10000
 
+// next reads the next token into p.tok ("" at the end). Tokens are
+// separated by any white space unicode.IsSpace reports, the white space
+// that makes a logic blank and that comma lists' parts are stripped of
+// (docs/model.md).
 func (p *logicParser) next() {
-	for p.pos < len(p.src) && (p.src[p.pos] == ' ' || p.src[p.pos] == '\t' || p.src[p.pos] == '\n' || p.src[p.pos] == '\r') {
-		p.pos++
+	for p.pos < len(p.src) {
+		r, size := utf8.DecodeRuneInString(p.src[p.pos:])
+		if !unicode.IsSpace(r) {
+			break
+		}
+		p.pos += size
 	}
 	if p.pos >= len(p.src) {
 		p.tok = ""
@@ -473,8 +483,9 @@ func (p *logicParser) next() {
 		for p.pos < len(p.src) && (p.src[p.pos] >= 'a' && p.src[p.pos] <= 'z' || p.src[p.pos] >= 'A' && p.src[p.pos] <= 'Z') {
 			p.pos++
 		}
-	default:
-		p.pos++
+	default: // a whole character, for the error that names it
+		_, size := utf8.DecodeRuneInString(p.src[p.pos:])
+		p.pos += size
 	}
 	p.tok = p.src[start:p.pos]
 }

@@ -392,3 +392,35 @@ func TestCommaListWhiteSpace(t *testing.T) {
 		}
 	}
 }
+
+// TestLogicWhiteSpace: filter logic separates its tokens with the white
+// space that makes it blank and that comma lists' parts are stripped of
+// (unicode.IsSpace, docs/model.md). The tokenizer took only space, tab,
+// line feed and carriage return, so "1 AND\u00a02" was refused while
+// "\u00a0" alone was blank. Other characters are still refused, and
+// logic of the four ASCII separators reads as before.
+func TestLogicWhiteSpace(t *testing.T) {
+	t.Parallel()
+	stripped := []string{"\t", "\n", "\v", "\f", "\r", " ", "\u0085", "\u00a0", "\u1680", "\u2000", "\u2005", "\u200a",
+		"\u2028", "\u2029", "\u202f", "\u205f", "\u3000"}
+	kept := []string{"\ufeff", "\u200b", "\u180e", "\x1c", "\x1d", "\x1e", "\x1f", "\x00", "\u00ad", "\u2060"}
+	logic := func(ws string) string {
+		return ws + "1" + ws + "AND" + ws + "(" + ws + "NOT" + ws + "2" + ws + "OR" + ws + "3" + ws + ")" + ws
+	}
+	for _, ws := range stripped {
+		e, err := ParseLogic(logic(ws), 3)
+		if err != nil || e.String() != "(1 AND (NOT 2 OR 3))" {
+			t.Errorf("logic %q: %v, %v; want (1 AND (NOT 2 OR 3))", logic(ws), e, err)
+		}
+		if err := grouping("1" + ws + "OR" + ws + "2" + ws + "AND" + ws + "3"); err == nil {
+			t.Errorf("grouping of 1 OR 2 AND 3 separated by %q: accepted, want refused", ws)
+		}
+	}
+	for _, ws := range kept {
+		if e, err := ParseLogic("1 AND"+ws+"2", 3); err == nil {
+			t.Errorf("logic %q parsed as %s, want refused: %q is not white space", "1 AND"+ws+"2", e, ws)
+		} else if !strings.Contains(err.Error(), fmt.Sprintf("unexpected %q", ws)) {
+			t.Errorf("logic %q: %v, want it to name %q whole", "1 AND"+ws+"2", err, ws)
+		}
+	}
+}

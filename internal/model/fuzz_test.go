@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"unicode"
 )
 
 // conformanceFiles returns the step files of the public conformance cases.
@@ -94,7 +96,8 @@ func FuzzLogic(f *testing.F) {
 			}
 		}
 	}
-	for _, s := range []string{"1", "1 AND (2 OR NOT 3)", "not 1 or 2 and 3", "((1))", "1 OR", "(1", "NOT NOT 2", "1 and 2 AND 3 or 4"} {
+	for _, s := range []string{"1", "1 AND (2 OR NOT 3)", "not 1 or 2 and 3", "((1))", "1 OR", "(1", "NOT NOT 2", "1 and 2 AND 3 or 4",
+		"1\u00a0AND\u3000(2\u2028OR\vNOT\u00853)", "1 AND\u200b2"} {
 		f.Add(s, uint8(4))
 	}
 	f.Fuzz(func(t *testing.T, s string, n uint8) {
@@ -102,6 +105,18 @@ func FuzzLogic(f *testing.F) {
 		e, err := ParseLogic(s, conds)
 		if err != nil {
 			return
+		}
+		// One rule of white space: any unicode.IsSpace separates tokens
+		// as a space does, so a logic an earlier version read with only
+		// ASCII separators reads the same.
+		spaced := strings.Map(func(r rune) rune {
+			if unicode.IsSpace(r) {
+				return ' '
+			}
+			return r
+		}, s)
+		if e3, err := ParseLogic(spaced, conds); err != nil || e3.String() != e.String() {
+			t.Fatalf("%q parsed as %s, with its white space as spaces %q as %v (%v)", s, e, spaced, e3, err)
 		}
 		canon := e.String()
 		e2, err := ParseLogic(canon, conds)
