@@ -147,9 +147,10 @@ const (
 // renewPins gives each attached table whose fifth capture trigger predates
 // version 67 the one that marks the rows whose id an UPDATE changed
 // (recalc.attach_renew_pin), in a transaction of its own per table, each
-// lock wait bounded by pinLockTimeout: one application table held at a
-// time cannot deadlock with the application's transactions, and its writes
-// wait at most that long. A table that stays locked, or that the engine may
+// lock wait bounded by pinLockTimeout (the session's lock_timeout instead
+// when set), tried again for migrateWait at most: one application table
+// held at a time cannot deadlock with the application's transactions, and
+// its writes wait at most that long. A table that stays locked, or that the engine may
 // no longer add triggers to, keeps its old trigger; the error names its
 // object, and the next `recalc init` tries again.
 func renewPins(ctx context.Context, pool *pgxpool.Pool) error {
@@ -165,19 +166,28 @@ func renewPins(ctx context.Context, pool *pgxpool.Pool) error {
 	if err != nil {
 		return fmt.Errorf("list the captures to renew: %w", err)
 	}
+	each, err := locks.SessionTimeout(ctx, pool)
+	if err != nil {
+		return err
+	}
+	if each == 0 {
+		each = pinLockTimeout
+	}
 	var failed []string
 	var locked []string // oids, as regclass reads them
 	var last error
 	for _, c := range outdated {
+		start := time.Now()
 		for try := 1; ; try++ {
 			err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-				if err := locks.SetTimeout(ctx, tx, pinLockTimeout); err != nil {
+				if err := locks.SetTimeout(ctx, tx, each); err != nil {
 					return err
 				}
 				_, err := tx.Exec(ctx, `SELECT recalc.attach_renew_pin($1, $2)`, c.Object, c.Relid)
 				return err
 			})
-			if err == nil || try == migrateTries*2 || !pg.IsLockNotAvailable(err) && pg.Code(err) != pg.DeadlockDetected {
+			if err == nil || try == migrateTries*2 || time.Since(start) >= migrateWait ||
+				!pg.IsLockNotAvailable(err) && pg.Code(err) != pg.DeadlockDetected {
 				break
 			}
 			select {

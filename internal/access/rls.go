@@ -872,7 +872,8 @@ const tableLockWait = 10 * time.Second
 // reads and writes of it for as long. Past tableLockWait it fails, naming
 // the sessions that hold locks on the table; nothing has changed then.
 func lockTable(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier) error {
-	took, err := locks.Retry(ctx, tx, tableLockWait, func(sp pgx.Tx) error {
+	start := time.Now()
+	took, err := locks.RetrySession(ctx, tx, tableLockWait, func(sp pgx.Tx) error {
 		_, err := sp.Exec(ctx, `LOCK TABLE `+tbl.Sanitize()+` IN ACCESS EXCLUSIVE MODE`)
 		return err
 	})
@@ -881,5 +882,5 @@ func lockTable(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier) error {
 	}
 	holders := locks.Named(locks.Holders(ctx, tx, locks.AnyLock, []string{tbl.Sanitize()}))
 	return fmt.Errorf("other transactions kept the table locked for %s (sessions holding locks on it: %s): nothing was changed; "+
-		"run it again once they end", tableLockWait, holders)
+		"run it again once they end", time.Since(start).Round(100*time.Millisecond), holders)
 }

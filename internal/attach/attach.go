@@ -561,7 +561,8 @@ const recordsLockWait = 10 * time.Second
 // recordsLockWait the attach fails, naming the sessions that hold locks on
 // the records.
 func lockRecords(ctx context.Context, tx pgx.Tx, object string) error {
-	took, err := locks.Retry(ctx, tx, recordsLockWait, func(sp pgx.Tx) error {
+	start := time.Now()
+	took, err := locks.RetrySession(ctx, tx, recordsLockWait, func(sp pgx.Tx) error {
 		_, err := sp.Exec(ctx, `LOCK TABLE recalc.record IN SHARE ROW EXCLUSIVE MODE`)
 		return err
 	})
@@ -571,7 +572,7 @@ func lockRecords(ctx context.Context, tx pgx.Tx, object string) error {
 	case !took:
 		return fmt.Errorf("lock the records against writes while %s is attached: other transactions kept writing or locking "+
 			"recalc.record for %s (sessions holding locks on records, shares or team entries: %s): nothing was attached; "+
-			"attach again once they end", object, recordsLockWait, locks.Named(store.LockHolders(ctx, tx)))
+			"attach again once they end", object, time.Since(start).Round(100*time.Millisecond), locks.Named(store.LockHolders(ctx, tx)))
 	}
 	return nil
 }
@@ -598,7 +599,8 @@ func onCaptured(ctx context.Context, tx pgx.Tx, object, what, sql string) error 
 
 // onCapturedBy is onCaptured trying until deadline, at least once.
 func onCapturedBy(ctx context.Context, tx pgx.Tx, deadline time.Time, object, what, sql string) error {
-	took, err := locks.Retry(ctx, tx, time.Until(deadline), func(sp pgx.Tx) error {
+	start := time.Now()
+	took, err := locks.RetrySession(ctx, tx, time.Until(deadline), func(sp pgx.Tx) error {
 		_, err := sp.Exec(ctx, sql, object)
 		return err
 	})
@@ -607,7 +609,7 @@ func onCapturedBy(ctx context.Context, tx pgx.Tx, deadline time.Time, object, wh
 		return fmt.Errorf("%s of %s: %w", what, object, err)
 	case !took:
 		return fmt.Errorf("%s of %s: other transactions kept its tables locked for %s (sessions holding locks on them: %s): "+
-			"nothing was changed; run it again once they end", what, object, captureLockWait,
+			"nothing was changed; run it again once they end", what, object, time.Since(start).Round(100*time.Millisecond),
 			locks.Named(captureHolders(ctx, tx, object, locks.AnyLock)))
 	}
 	return nil

@@ -4,6 +4,9 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/recalc-dev/recalc/internal/testkit"
 	"github.com/recalc-dev/recalc/schema"
@@ -234,4 +237,39 @@ func TestRekeyCaptureUpgradeWithoutTriggerRight(t *testing.T) {
 		t.Errorf("after the upgrade with the right back, the fifth trigger: %s", def)
 	}
 	b.checkMirrorAfterRun(t, "after the renewal")
+}
+
+// TestRenewPinHonoursSessionLockTimeout: the upgrade's renewal of the
+// fifth trigger waited 200 ms for each try of its lock, ten tries in about
+// 6.5 s, whatever the session's lock_timeout, where the migrations before
+// it wait the session's lock_timeout for each lock: an application that
+// held a table for 8 s left it its old trigger. With lock_timeout = 10s
+// in the engine's connection options, each try waits that long, within 10
+// s of tries (migrateWait), and the renewal waits for the table.
+func TestRenewPinHonoursSessionLockTimeout(t *testing.T) {
+	t.Parallel()
+	b := setupSharedCase(t)
+	ctx := context.Background()
+	pin := oldCasePin(t, b)
+	cfg := b.engine.Config()
+	cfg.ConnConfig.RuntimeParams["lock_timeout"] = "10s"
+	engine, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	tx, _ := hold(t, b.app, `UPDATE support."case" SET status = status WHERE id = 1`)
+	const held = 8 * time.Second
+	released := make(chan struct{})
+	time.AfterFunc(held, func() { _ = tx.Rollback(context.Background()); close(released) })
+	start := time.Now()
+	_, err = schema.Migrate(ctx, engine)
+	<-released
+	if took := time.Since(start); err != nil || took < held {
+		t.Fatalf("upgrade with lock_timeout 10s while the application holds support.case for %s: %v after %s; want the renewal to wait for it",
+			held, err, took.Round(100*time.Millisecond))
+	}
+	if def := pin(); !strings.Contains(def, "AFTER UPDATE") {
+		t.Errorf("after the upgrade, the fifth trigger: %s", def)
+	}
 }

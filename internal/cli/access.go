@@ -212,7 +212,10 @@ func rlsEnableCommand(out, errOut io.Writer) *cli.Command {
 			"statement's plan, so give it only with --user-from-role (a new role gets a new plan) or where no\n" +
 			"prepared list query is reused across users: a broad user on a selective user's plan reads every\n" +
 			"row (with --user-setting, a warning says so). A text or varchar id column then needs a\n" +
-			"deterministic collation. See docs/rls.md.",
+			"deterministic collation. See docs/rls.md.\n" +
+			"It locks the table ACCESS EXCLUSIVE, tried 100 ms at a time (the session's lock_timeout instead\n" +
+			"when set: options=-c lock_timeout=30s in the URL, or PGOPTIONS) for 10 s, then fails naming the\n" +
+			"sessions holding it (docs/operations.md, \"The session's lock_timeout\").",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "table", Required: true, Usage: "application table, TABLE or SCHEMA.TABLE, names as the catalog spells them, unquoted (ws.workspaceMember); a name holding a dot cannot be given: rename it"},
 			idFlag(&cli.StringFlag{Name: "object", Required: true, Usage: "the recalc object its rows are records of"}),
@@ -418,6 +421,9 @@ func rlsDisableCommand(out, errOut io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:  "disable",
 		Usage: "drop recalc's policies from TABLE, and disable row-level security unless the table has policies of its own",
+		Description: "It locks the table ACCESS EXCLUSIVE, tried 100 ms at a time (the session's lock_timeout instead\n" +
+			"when set: options=-c lock_timeout=30s in the URL, or PGOPTIONS) for 10 s, then fails naming the\n" +
+			"sessions holding it (docs/operations.md, \"The session's lock_timeout\").",
 		Flags: []cli.Flag{&cli.StringFlag{Name: "table", Required: true, Usage: "application table, TABLE or SCHEMA.TABLE, names as the catalog spells them, unquoted (ws.workspaceMember); a name holding a dot cannot be given: rename it"}},
 		Action: func(c *cli.Context) error {
 			if err := access.CheckTable(c.String("table")); err != nil {

@@ -34,6 +34,9 @@ func attachCommand(out, errOut io.Writer) *cli.Command {
 			"same way: its id, role, type and active columns (docs/attach.md, \"Attaching the users\").\n" +
 			"recalc reads the tables as its sandbox role (the schema owner's name followed by _sandbox,\n" +
 			"SECURITY.md): it creates the role if it may create roles, else says what to run.\n" +
+			"A lock on the application's tables or recalc.record is tried 100 ms at a time (the session's\n" +
+			"lock_timeout instead when set: options=-c lock_timeout=30s in the URL, or PGOPTIONS) for 10 s,\n" +
+			"then it fails naming the sessions holding it (docs/operations.md, \"The session's lock_timeout\").\n" +
 			"All in one transaction: on any error nothing changes. Run it as the role that owns the schema.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "list", Usage: "show the attached objects instead"},
@@ -72,7 +75,10 @@ func detachCommand(out, errOut io.Writer) *cli.Command {
 			"deleted from recalc.record, so their shares go too; the next `recalc run` drops their share rows.\n" +
 			"The application's tables and rows are untouched. All in one transaction. Detaching the users\n" +
 			"first absorbs the writes committed to their table, so the users section, which stays as last\n" +
-			"built, has them. Run it as the role that owns schema recalc.",
+			"built, has them. Run it as the role that owns schema recalc.\n" +
+			"A lock on the application's tables is tried 100 ms at a time (the session's lock_timeout\n" +
+			"instead when set: options=-c lock_timeout=30s in the URL, or PGOPTIONS) for 10 s, then it\n" +
+			"fails naming the sessions holding it (docs/operations.md, \"The session's lock_timeout\").",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "all", Usage: "detach every attached object"}, formatFlag()},
 		Before: func(c *cli.Context) error {
 			if c.Bool("all") == (c.NArg() > 0) {

@@ -25,12 +25,14 @@ func initCommand(out, errOut io.Writer) *cli.Command {
 		Usage: "create or upgrade the database schema (idempotent, safe to run concurrently; run it as the role that owns recalc's objects)",
 		Description: "Pending migrations apply in one transaction, once the running work (an import, a plan, a\n" +
 			"job's finish) ends. Each lock a migration takes on recalc's tables or an attached table is\n" +
-			"tried 100 ms at a time (the session's lock_timeout instead when set), so the application's\n" +
+			"tried 100 ms at a time (the session's lock_timeout instead when set, as with\n" +
+			"options=-c lock_timeout=30s in the URL or PGOPTIONS), so the application's\n" +
 			"reads and writes never queue behind it for longer; init rolls back and tries again for 10 s,\n" +
 			"then exits 1, naming the sessions holding locks on those tables (pid and role), with nothing\n" +
 			"migrated: run it again once they end. Then each attached table whose capture\n" +
 			"predates version 67 gets its new row trigger, one table at a time, each lock wait at most\n" +
-			"200 ms: a table the application holds throughout keeps its old trigger, and init exits 1\n" +
+			"200 ms (the session's lock_timeout instead when set, within 10 s of tries): a table the\n" +
+			"application holds throughout keeps its old trigger, and init exits 1\n" +
 			"naming its object (the schema is migrated): run it again. See docs/operations.md.",
 		Action: action(out, errOut, Init),
 	}

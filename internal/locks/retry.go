@@ -26,13 +26,47 @@ const TryWait = 100 * time.Millisecond
 // lock_timeout is as before once Retry returns. An error other than a lock
 // not granted (pg.IsRetryable) ends it at once.
 func Retry(ctx context.Context, tx pgx.Tx, wait time.Duration, try func(sp pgx.Tx) error) (bool, error) {
+	return retryEach(ctx, tx, wait, TryWait, try)
+}
+
+// RetrySession is Retry with each try waiting for the session's
+// lock_timeout instead of TryWait when the session sets one (SessionTimeout),
+// as `recalc init` waits for each lock a migration takes: the commands an
+// operator runs (attach, detach, rls enable and disable) take the
+// connection string's options=-c lock_timeout=..., or PGOPTIONS, as they
+// find it. The tries still go on until wait has passed, one at least, so
+// a lock_timeout past wait is how long they wait in all.
+func RetrySession(ctx context.Context, tx pgx.Tx, wait time.Duration, try func(sp pgx.Tx) error) (bool, error) {
+	each, err := SessionTimeout(ctx, tx)
+	if err != nil {
+		return false, err
+	}
+	if each == 0 {
+		each = TryWait
+	}
+	return retryEach(ctx, tx, wait, each, try)
+}
+
+// SessionTimeout is the lock_timeout the session started with (its
+// connection options, PGOPTIONS, or the role's or the database's setting),
+// whatever a transaction set since: 0 when none is set.
+func SessionTimeout(ctx context.Context, q pg.Querier) (time.Duration, error) {
+	var ms int64
+	if err := q.QueryRow(ctx, `SELECT reset_val::bigint FROM pg_catalog.pg_settings WHERE name = 'lock_timeout'`).Scan(&ms); err != nil {
+		return 0, fmt.Errorf("read the session's lock_timeout: %w", err)
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// retryEach is Retry with each try waiting at most each.
+func retryEach(ctx context.Context, tx pgx.Tx, wait, each time.Duration, try func(sp pgx.Tx) error) (bool, error) {
 	var timeout string
 	if err := tx.QueryRow(ctx, `SELECT pg_catalog.current_setting('lock_timeout')`).Scan(&timeout); err != nil {
 		return false, fmt.Errorf("read lock_timeout: %w", err)
 	}
 	for deadline := time.Now().Add(wait); ; {
 		err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { // a savepoint: a timed-out try releases its locks
-			if err := SetTimeout(ctx, sp, TryWait); err != nil {
+			if err := SetTimeout(ctx, sp, each); err != nil {
 				return err
 			}
 			return try(sp)
