@@ -9,6 +9,7 @@
 #   scripts/db.sh createdb NAME  create database NAME on the server of `url` unless it exists;
 #                                print a connection string for it
 #   scripts/db.sh dropdb NAME    drop database NAME if it exists (closing its connections)
+#                                (both connect to the database postgres when `url` names NAME)
 #   scripts/db.sh pgenv [URL]    print `export PGHOST=… PGPORT=… PGUSER=…` for a URL-form
 #                                connection string (default: `url`), for libpq tools
 #   scripts/db.sh psql [ARGS]    run psql against the server of `url`
@@ -281,6 +282,38 @@ with_db() {
   esac
 }
 
+# url_db prints the database connection string $1 names ("" when it names none). URL form:
+# its path, or a dbname query parameter, which wins; keyword form: its last dbname=.
+url_db() {
+  local conn=$1 db="" kv
+  case $conn in
+    postgres://* | postgresql://*)
+      local rest=${conn#*://} query=""
+      if [[ $rest == *'?'* ]]; then query=${rest#*\?}; rest=${rest%%\?*}; fi
+      [[ $rest == */* ]] && db=${rest#*/}
+      local IFS='&'
+      for kv in $query; do
+        case $kv in dbname=*) db=${kv#dbname=} ;; esac
+      done
+      ;;
+    *)
+      for kv in $conn; do
+        case $kv in dbname=*) db=${kv#dbname=} ;; esac
+      done
+      ;;
+  esac
+  printf '%s\n' "$db"
+}
+
+# admin_for prints the connection string to create or drop database $1 from: `url`, or the
+# same server's database postgres when `url` names $1 itself, since no session can drop the
+# database it is connected to, nor connect to one that does not exist yet.
+admin_for() {
+  local conn
+  conn=$(cmd_url)
+  if [ "$(url_db "$conn")" = "$1" ]; then with_db "$conn" postgres; else echo "$conn"; fi
+}
+
 check_name() {
   [[ ${1:-} =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "database name '${1:-}' must match [A-Za-z_][A-Za-z0-9_]*"
 }
@@ -292,7 +325,7 @@ admin_psql() {
 cmd_createdb() {
   check_name "${1:-}"
   local name=$1 admin psql err
-  admin=$(cmd_url)
+  admin=$(admin_for "$name")
   psql=$(psql_bin)
   if [ "$(admin_psql -Atc "SELECT 1 FROM pg_database WHERE datname = '$name'")" != 1 ]; then
     # A concurrent creator may win the race; that is fine as long as the database exists.
@@ -307,7 +340,7 @@ cmd_createdb() {
 cmd_dropdb() {
   check_name "${1:-}"
   local name=$1 admin psql err
-  admin=$(cmd_url)
+  admin=$(admin_for "$name")
   psql=$(psql_bin)
   err=$(PGOPTIONS="-c client_min_messages=warning" admin_psql -c "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)" 2>&1) ||
     die "could not drop database $name: $err"

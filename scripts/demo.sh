@@ -2,15 +2,16 @@
 # demo.sh: what `make demo` runs once bin/recalc is built.
 #
 # Generates a realistic org (DEMO_RECORDS records, default 50000, seed 1) into .demo/org.json,
-# loads it into a fresh database recalc_demo (dropped and recreated, so the demo repeats) on the
-# server of scripts/db.sh url, recalculates everything, prints the summary (recalc stats) and
+# loads it into a fresh database DEMO_DB (default recalc_demo; dropped and recreated, so the demo
+# repeats) on the server of scripts/db.sh url, recalculates everything, prints the summary (recalc stats) and
 # one access query: user u0001 on account acc000001, two ids the generator always produces
 # (u0001 is an active internal user with a role and owns acc000001). It ends by printing how to
-# go on: the DATABASE_URL of recalc_demo, where the binary is, and commands to try.
+# go on: the DATABASE_URL of DEMO_DB, where the binary is, and commands to try.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$PATH:/usr/local/go/bin"
 records=${DEMO_RECORDS:-50000}
+db=${DEMO_DB:-recalc_demo}
 throwaway=${DATABASE_URL:+no} # empty: scripts/db.sh starts (or reuses) its throwaway cluster
 
 now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
@@ -35,8 +36,8 @@ squote() { local q="'\\''"; printf "'%s'" "${1//\'/$q}"; }
 dquote() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; s=${s//\$/\\\$}; s=${s//\`/\\\`}; printf '%s' "$s"; }
 
 admin=$(bash scripts/db.sh url)
-DATABASE_URL=$admin bash scripts/db.sh dropdb recalc_demo
-DATABASE_URL=$(DATABASE_URL=$admin bash scripts/db.sh createdb recalc_demo)
+DATABASE_URL=$admin bash scripts/db.sh dropdb "$db"
+DATABASE_URL=$(DATABASE_URL=$admin bash scripts/db.sh createdb "$db")
 export DATABASE_URL
 echo "==> database: $(mask "$DATABASE_URL")"
 
@@ -53,7 +54,7 @@ step bin/recalc access --user u0001 --record acc000001
 shown=$(mask "$DATABASE_URL")
 cat <<EOF
 
-==> Done. The demo org stays in database recalc_demo. To go on with it, in your shell:
+==> Done. The demo org stays in database $db. To go on with it, in your shell:
 
     export DATABASE_URL=$(squote "$shown")
     export PATH="$(dquote "$PWD/bin"):\$PATH"    # recalc is bin/recalc, built by make demo
