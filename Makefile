@@ -20,7 +20,7 @@ build: ## build bin/recalc
 test: build ## go vet, go test -race, the conformance cases, a 2,000-record benchmark smoke run and 20 s of fuzzing, against DATABASE_URL (or a throwaway cluster)
 	@bash scripts/test.sh
 
-demo: build ## load a generated 50k-record org into database recalc_demo, recalculate, show stats and one access query
+demo: build ## load a generated 50k-record org into database recalc_demo (DEMO_DB names another), recalculate, show stats and one access query
 	@bash scripts/demo.sh
 
 db-stop: ## stop the throwaway PostgreSQL cluster in .pg/
