@@ -34,7 +34,8 @@ func Sign(secret string, ts int64, body []byte) string {
 
 // Verify checks a received webhook: its signature and timestamp headers
 // against body, and that it was sent within maxAge of now (replays of
-// older requests fail). A receiver written in Go can call it as is.
+// older requests fail). A receiver in another Go module cannot import this
+// internal package: it copies Verify and Sign.
 func Verify(secret string, h http.Header, body []byte, maxAge time.Duration, now time.Time) error {
 	ts, err := strconv.ParseInt(h.Get(TimestampHeader), 10, 64)
 	if err != nil {
