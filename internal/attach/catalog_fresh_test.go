@@ -176,9 +176,20 @@ func TestWatchIdleStepsOnlyOnCatalogChanges(t *testing.T) {
 	time.Sleep(2 * watch.DefaultCatalog) // the deferral's notification's step
 	stepsBefore = steps.Load()
 	b.exec(t, b.engine, strings.Replace(contactView, "CREATE VIEW", "CREATE OR REPLACE VIEW", 1))
+	// The view's step is waited for, then idle more for a second one: a
+	// fixed idle from the change was a catalog poll and a step, 0.4 s
+	// idle and over 1.1 s on a loaded machine, against its 1.5 s. It is
+	// waited for catalogBound at most, so that the 10 s poll, due 8 s or
+	// more after the change, cannot stand in for it.
+	changed := time.Now()
+	for deadline := changed.Add(catalogBound); steps.Load() == stepsBefore; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no step within %v after a view was redefined, with share rows deferred; want 1", catalogBound)
+		}
+	}
 	time.Sleep(idle)
 	if s := steps.Load() - stepsBefore; s != 1 {
-		t.Fatalf("over %v after a view was redefined, with share rows deferred: %d steps, want 1", idle, s)
+		t.Fatalf("over %v after a view was redefined, with share rows deferred: %d steps, want 1", time.Since(changed), s)
 	}
 	if n := jobRows(); n != before {
 		t.Fatalf("%d jobs created while share rows were deferred, want none", n-before)
