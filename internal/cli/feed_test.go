@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"strconv"
 	"strings"
 	"testing"
@@ -32,21 +33,34 @@ const feedModel = `{
 // recalc runs the command line on url with ctx and returns its standard
 // output and its exit status (0 when it succeeded).
 func recalc(ctx context.Context, url string, args ...string) (string, int) {
-	var out, errOut bytes.Buffer
-	app := cli.App(&out, &errOut)
+	var out bytes.Buffer
+	code := recalcTo(ctx, &out, url, args...)
+	return out.String(), code
+}
+
+// recalcTo is recalc writing its standard output to out as it goes.
+func recalcTo(ctx context.Context, out io.Writer, url string, args ...string) int {
+	var errOut bytes.Buffer
+	app := cli.App(out, &errOut)
 	app.ExitErrHandler = func(*ucli.Context, error) {}
 	err := app.RunContext(ctx, append([]string{"recalc", "--database-url", url, "--log-format", "json"}, args...))
 	var coder ucli.ExitCoder
 	switch {
 	case err == nil:
-		return out.String(), 0
+		return 0
 	case errors.As(err, &coder):
-		return out.String(), coder.ExitCode()
+		return coder.ExitCode()
 	}
-	return out.String(), -1
+	return -1
 }
 
-// entries parses JSON lines of `recalc changes`.
+// String returns what was written so far.
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 func entries(t *testing.T, out string) []feed.Entry {
 	t.Helper()
 	var es []feed.Entry
@@ -102,10 +116,11 @@ func TestChangesRoundTrip(t *testing.T) {
 
 	// Follow: a2's new owner changes a2's rows only.
 	fctx, cancel := context.WithCancel(ctx)
-	done := make(chan string)
+	var followed lockedBuffer
+	done := make(chan struct{})
 	go func() {
-		out, _ := recalc(fctx, url, "changes", "--since", strconv.FormatInt(since, 10), "--follow", "--poll", "20ms")
-		done <- out
+		defer close(done)
+		recalcTo(fctx, &followed, url, "changes", "--since", strconv.FormatInt(since, 10), "--follow", "--poll", "20ms")
 	}()
 	if _, err := pool.Exec(ctx, `UPDATE recalc.record SET owner = 'u2' WHERE id = 'a2'`); err != nil {
 		t.Fatal(err)
@@ -115,9 +130,19 @@ func TestChangesRoundTrip(t *testing.T) {
 	if _, err := engine.Run(ctx, pool, engine.Options{}, zerolog.Nop()); err != nil {
 		t.Fatalf("second run: %v", err)
 	}
+	// The follower's first entry, waited for, then 300 ms (15 polls) more
+	// for any other: a fixed 300 ms after the run held the follower's
+	// start too (its connection, its first read), which a loaded machine
+	// stretched past it.
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(followed.String(), "\n"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			break
+		}
+	}
 	time.Sleep(300 * time.Millisecond)
 	cancel()
-	es := entries(t, <-done)
+	<-done
+	es := entries(t, followed.String())
 	if len(es) != 1 || es[0].Key != "a2" || es[0].Cursor <= since {
 		t.Fatalf("followed %+v, want the one entry of a2 after cursor %d", es, since)
 	}
