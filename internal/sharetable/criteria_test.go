@@ -304,38 +304,44 @@ func TestCriteriaFilterLongListsLookedUp(t *testing.T) {
 	}
 	long, short := criteria(strings.Join(alts, ",")), criteria(strings.Join(alts[parts-parts/16:], ","))
 	for _, inline := range []int{inlineMax, 0} {
-		// perRecord is what the records add to the filter's query, the
-		// best of three, under a generic plan: a custom plan folds the
-		// parameters into constants, and so hid the copy above, and pgx's
-		// cached statements may run generic plans from their sixth run on.
-		perRecord := func(crit *model.Criteria) time.Duration {
-			took := func(object string, want int) time.Duration {
-				filter, args := filterWith(crit, []any{object}, inline)
-				best := time.Hour
-				for range 3 {
-					start := time.Now()
-					if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-						var n int
-						if _, err := tx.Exec(ctx, `SET LOCAL plan_cache_mode = force_generic_plan`); err != nil {
-							return err
-						}
-						if err := tx.QueryRow(ctx, `SELECT count(*) FROM recalc.record r WHERE object = $1 AND `+filter, args...).Scan(&n); err != nil {
-							return err
-						}
-						if n != want {
-							return fmt.Errorf("%d records, want %d", n, want)
-						}
-						return nil
-					}); err != nil {
-						t.Fatalf("filter written out up to %d conditions: %v", inline, err)
-					}
-					best = min(best, time.Since(start))
+		// once times the filter's query for object once, under a generic
+		// plan: a custom plan folds the parameters into constants, and so
+		// hid the copy above, and pgx's cached statements may run generic
+		// plans from their sixth run on.
+		once := func(crit *model.Criteria, object string, want int) time.Duration {
+			filter, args := filterWith(crit, []any{object}, inline)
+			start := time.Now()
+			if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+				var n int
+				if _, err := tx.Exec(ctx, `SET LOCAL plan_cache_mode = force_generic_plan`); err != nil {
+					return err
 				}
-				return best
+				if err := tx.QueryRow(ctx, `SELECT count(*) FROM recalc.record r WHERE object = $1 AND `+filter, args...).Scan(&n); err != nil {
+					return err
+				}
+				if n != want {
+					return fmt.Errorf("%d records, want %d", n, want)
+				}
+				return nil
+			}); err != nil {
+				t.Fatalf("filter written out up to %d conditions: %v", inline, err)
 			}
-			return max(took(model.Account, records)-took("no_object", 0), 0)
+			return time.Since(start)
 		}
-		s, l := perRecord(short), perRecord(long)
+		// What the records add to each list's query, the best of five
+		// rounds, each timing the four queries in turn: timed three
+		// times one list after the other, a burst of load that came
+		// between them counted for one only (the long lists' 2.0 s
+		// against the short's 0.59 s at load 7, a ratio of 3.5 against
+		// the 5 allowed, where the copy made 8).
+		best := [2][2]time.Duration{{time.Hour, time.Hour}, {time.Hour, time.Hour}}
+		for range 5 {
+			for i, crit := range []*model.Criteria{short, long} {
+				best[i][0] = min(best[i][0], once(crit, model.Account, records))
+				best[i][1] = min(best[i][1], once(crit, "no_object", 0))
+			}
+		}
+		s, l := max(best[0][0]-best[0][1], 0), max(best[1][0]-best[1][1], 0)
 		if l > 5*s+20*time.Millisecond {
 			t.Errorf("filter written out up to %d conditions: %d records added %v to lists of %d, %v to lists of %d: more than 5 times", inline, records, l.Round(time.Millisecond), parts, s.Round(time.Millisecond), parts/16)
 		}
