@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -571,7 +570,8 @@ func (p *cutProxy) relay(client net.Conn) {
 		_ = client.Close()
 		return
 	}
-	go func() { _, _ = io.Copy(client, server); _ = client.Close() }()
+	cut, answered := make(chan struct{}), make(chan struct{})
+	go relayAnswers(server, client, cut, answered)
 	buf := make([]byte, 64<<10)
 	armed := false
 	for {
@@ -583,9 +583,16 @@ func (p *cutProxy) relay(client net.Conn) {
 			}
 			commit := bytes.Contains(chunk, []byte("Q\x00\x00\x00\x0bcommit\x00"))
 			if armed && commit && p.fired.CompareAndSwap(false, true) {
+				close(cut)
 				_, _ = server.Write(chunk)
 				_ = client.Close()
-				time.Sleep(500 * time.Millisecond) // let the server commit
+				// Let the server commit: its answer, not passed on, says it
+				// did. A fixed 500 ms stood in for it, which a loaded
+				// machine may not schedule the backend within.
+				select {
+				case <-answered:
+				case <-time.After(10 * time.Second):
+				}
 				_ = server.Close()
 				return
 			}
@@ -599,6 +606,34 @@ func (p *cutProxy) relay(client net.Conn) {
 	}
 	_ = server.Close()
 	_ = client.Close()
+}
+
+// relayAnswers passes the server's messages on to the client until either
+// side ends. Once cut is closed (the COMMIT relayed, the client gone) it
+// passes nothing on, and closes answered when the server has answered
+// that COMMIT, whether it committed or rolled back.
+func relayAnswers(server, client net.Conn, cut <-chan struct{}, answered chan<- struct{}) {
+	defer func() { _ = client.Close() }()
+	var after []byte // what the server sent once cut
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := server.Read(buf)
+		select {
+		case <-cut:
+			after = append(after, buf[:n]...)
+			if bytes.Contains(after, []byte("C\x00\x00\x00\x0bCOMMIT\x00")) || bytes.Contains(after, []byte("C\x00\x00\x00\x0dROLLBACK\x00")) {
+				close(answered)
+				return
+			}
+		default:
+			if _, werr := client.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // TestLiveKillCommitReplyLost: the connection of a job's finish is lost
