@@ -186,9 +186,3 @@ func waitForSession(t *testing.T, pool *pgxpool.Pool, query string) {
 		}
 	}
 }
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
