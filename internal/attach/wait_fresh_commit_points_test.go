@@ -1,0 +1,180 @@
+package attach_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/changes"
+	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/store"
+)
+
+// commitPointWrites are application transactions, begun (and given their
+// xid) before the engine's step, that commit at one of its statements.
+// "COPY" stands for a COPY of two cases.
+var commitPointWrites = []struct {
+	name  string
+	stmts []string
+	every bool // tried in every mode, not only on the fast path
+}{
+	{"owner change", []string{`UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`}, true},
+	{"delete", []string{`DELETE FROM support."case" WHERE id = 1`}, false},
+	{"insert", []string{`INSERT INTO crm.account (id, name, owner_id, industry) VALUES (7, 'N', 'frank', 'tech')`}, false},
+	{"savepoint rolled back", []string{`SAVEPOINT s`, `UPDATE crm.account SET owner_id = 'erin' WHERE id = 3`, `ROLLBACK TO s`,
+		`UPDATE crm.account SET owner_id = 'frank' WHERE id = 3`}, false},
+	{"parent through a view", []string{`UPDATE crm.contact_account SET account_id = 3 WHERE contact_id = '00000000-0000-0000-0000-000000000001'`}, true},
+	{"criteria field", []string{`UPDATE support."case" SET priority = 9 WHERE id = 2`}, false},
+	{"copy", []string{"COPY"}, false},
+	{"truncate and refill", []string{`TRUNCATE support."case"`, `INSERT INTO support."case" VALUES (1, 2, 'dave', 7, 'Re')`}, true},
+	{"owner change and delete", []string{`UPDATE crm.account SET owner_id = 'alice' WHERE id = 2`, `DELETE FROM crm.account WHERE id = 3`}, true},
+}
+
+// TestWaitFreshCommitPoints: application transaction A writes (an owner
+// change, a delete, an insert, a write rolled back to a savepoint, a parent
+// changed through a view's base table, a criteria field, a COPY, a TRUNCATE
+// and refill) and stays open with the older xid while B, a newer
+// transaction, commits a write; then the engine steps (a watch's fast path,
+// a full run swapping or in place, or `recalc resume` after a deferral) and
+// A commits before it or while it is held at one of its statements: the
+// absorb's start, the object's absorb, the change log's read, its consume,
+// the feed's lock, the swap, the deferral's lift and read (the full runs
+// and the resume with the owner changes, deletes, view and TRUNCATE only).
+// A token taken right after A's commit is then waited for, with steps of a
+// watch until wait_fresh returns: at that moment access must equal the
+// oracle's for the application's rows, and recalc.record mirror them. Held in every order
+// tried (helper-183): no write lost, none misapplied, and no wait_fresh
+// returned early.
+func TestWaitFreshCommitPoints(t *testing.T) {
+	t.Parallel()
+	lockFree := []string{"", "recalc.attach_absorb_begin", "DELETE FROM recalc.deferral", "SELECT side, since FROM recalc.deferral"}
+	modes := []struct {
+		name   string
+		points []string
+	}{
+		{"fast", []string{"", "recalc.attach_absorb_begin", "recalc.attach_absorb_one", "set_config('recalc.absorbing', ''",
+			"sum(cardinality(keys)) OVER", "DELETE FROM recalc.change WHERE seq = ANY", "SELECT FROM recalc.feed_state FOR UPDATE"}},
+		{"full", []string{"", "recalc.attach_absorb_begin", "recalc.attach_absorb_one", "DROP TABLE recalc.acl_share", "DELETE FROM recalc.change WHERE seq = ANY"}},
+		{"in place", []string{"", "recalc.attach_absorb_begin", "recalc.attach_absorb_one", "DELETE FROM recalc.change WHERE seq = ANY"}},
+		{"resume", lockFree},
+	}
+	for _, m := range modes {
+		for _, w := range commitPointWrites {
+			for _, p := range m.points {
+				if m.name != "fast" && !w.every {
+					continue
+				}
+				if w.name == "truncate and refill" && !slices.Contains(lockFree, p) {
+					continue // the absorb waits for the TRUNCATE's lock before it gets there
+				}
+				t.Run(m.name+"/"+w.name+"/"+p, func(t *testing.T) {
+					t.Parallel()
+					commitAtPoint(t, m.name, w.stmts, p)
+				})
+			}
+		}
+	}
+}
+
+// commitAtPoint runs one case of TestWaitFreshCommitPoints.
+func commitAtPoint(t *testing.T, mode string, stmts []string, point string) {
+	ctx := context.Background()
+	b := setup(t)
+	b.exec(t, b.app, `INSERT INTO crm.contact VALUES ('00000000-0000-0000-0000-000000000001', 'bob', 'CFO')`,
+		`INSERT INTO crm.contact_account VALUES ('00000000-0000-0000-0000-000000000001', 1)`)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	if mode == "resume" {
+		if err := store.Defer(ctx, b.engine, []string{store.SideRules, store.SideClosure}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, _ := hold(t, b.app, "")
+	for _, s := range stmts {
+		var err error
+		if s == "COPY" {
+			_, err = a.CopyFrom(ctx, pgx.Identifier{"support", "case"}, []string{"id", "account_id", "owner_id", "priority"},
+				pgx.CopyFromRows([][]any{{int64(11), int64(1), "dave", int32(4)}, {int64(12), int64(2), "frank", int32(1)}}))
+		} else {
+			_, err = a.Exec(ctx, s)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	b.exec(t, b.app, `INSERT INTO crm.account (id, name, owner_id) VALUES (8, 'B', 'erin')`, `UPDATE crm.account SET vip = true WHERE id = 8`) // B
+	var token int64
+	commitA := func() {
+		t.Helper()
+		if err := a.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if token, err = changes.FreshToken(ctx, b.admin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pool := b.engine
+	var h *holdAt
+	if point == "" {
+		commitA()
+	} else {
+		h = &holdAt{text: point, reached: make(chan struct{}), release: make(chan struct{})}
+		pool = tracedPool(t, b, h)
+		t.Cleanup(h.free)
+	}
+	done := make(chan error, 1)
+	go func() { done <- commitPointStep(ctx, pool, mode) }()
+	if h != nil {
+		select {
+		case <-h.reached:
+			commitA()
+			h.free()
+		case err := <-done:
+			t.Fatalf("the step ended (%v) before %q", err, point)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the step never reached %q", point)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("step: %v", err)
+	}
+	live := engine.NewLive(engine.Options{}, 1000)
+	for i := 0; ; i++ {
+		err := changes.WaitFresh(ctx, b.admin, token, 300*time.Millisecond)
+		if err == nil {
+			break
+		}
+		if !changes.IsNotFresh(err) || i == 4 {
+			t.Fatalf("wait_fresh after %d steps: %v", i, err)
+		}
+		if _, err := live.Step(ctx, b.engine, zerolog.Nop()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.checkOracle(t, "once wait_fresh returned")
+	b.checkMirror(t, "once wait_fresh returned")
+}
+
+// commitPointStep is the engine's step of mode, on pool.
+func commitPointStep(ctx context.Context, pool *pgxpool.Pool, mode string) error {
+	var err error
+	switch mode {
+	case "fast":
+		_, err = engine.NewLive(engine.Options{}, 1000).Step(ctx, pool, zerolog.Nop())
+	case "full":
+		_, err = engine.Full(ctx, pool, engine.Options{Workers: 2}, zerolog.Nop())
+	case "in place":
+		_, err = engine.Full(ctx, pool, engine.Options{Workers: 2, InPlace: true}, zerolog.Nop())
+	case "resume": // as `recalc resume`: lift, then run
+		if err = store.Undefer(ctx, pool, []string{store.SideRules, store.SideClosure}); err == nil {
+			_, err = engine.Run(ctx, pool, engine.Options{Workers: 2}, zerolog.Nop())
+		}
+	}
+	return err
+}
