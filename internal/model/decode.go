@@ -808,13 +808,26 @@ func (c *rawCriteria) parse(lim *Limits) (*Criteria, error) {
 			return nil, fmt.Errorf("condition %d: value is required", i+1)
 		}
 		if err := conds[i].Value.UnmarshalJSON(rc.Value); err != nil {
-			return nil, fmt.Errorf("condition %d: value %w", i+1, err)
+			return nil, fmt.Errorf("condition %d: value %w", i+1, conditionValueError(rc.Value, err))
 		}
 		if err := lim.checkValue(fmt.Sprintf("condition %d: value", i+1), conds[i].Value); err != nil {
 			return nil, err
 		}
 	}
 	return NewCriteria(conds, str(c.Logic))
+}
+
+// conditionValueError is err, the error of a field's value, as a
+// condition's value: that one can be null, a condition's cannot, so the
+// message does not offer it.
+func conditionValueError(raw json.RawMessage, err error) error {
+	switch b := bytes.TrimSpace(raw); {
+	case len(b) > 0 && b[0] == '{':
+		return fmt.Errorf("must be a string, number or boolean, not an object")
+	case len(b) > 0 && b[0] == '[':
+		return fmt.Errorf("must be a string, number or boolean, not a list")
+	}
+	return err
 }
 
 type rawShare struct {

@@ -248,7 +248,8 @@ func TestInvalid(t *testing.T) {
 		{"lt with a boolean", map[string]string{"rules": `[{"id":"rx","object":"account","type":"criteria","target":"group:g1","access":"read","criteria":{"conditions":[{"field":"f","op":"lt","value":false}]}}]`}, []string{`rule "rx"`, "lt"}},
 		{"null value", map[string]string{"rules": `[{"id":"rx","object":"account","type":"criteria","target":"group:g1","access":"read","criteria":{"conditions":[{"field":"f","op":"equals","value":null}]}}]`}, []string{`rule "rx"`, "value"}},
 		{"missing value", map[string]string{"rules": `[{"id":"rx","object":"account","type":"criteria","target":"group:g1","access":"read","criteria":{"conditions":[{"field":"f","op":"equals"}]}}]`}, []string{`rule "rx"`, "value"}},
-		{"list value", map[string]string{"rules": `[{"id":"rx","object":"account","type":"criteria","target":"group:g1","access":"read","criteria":{"conditions":[{"field":"f","op":"equals","value":["a"]}]}}]`}, []string{`rule "rx"`, "value"}},
+		{"list value", map[string]string{"rules": `[{"id":"rx","object":"account","type":"criteria","target":"group:g1","access":"read","criteria":{"conditions":[{"field":"f","op":"equals","value":["a"]}]}}]`}, []string{`rule "rx"`, "value must be a string, number or boolean, not a list"}},
+		{"object value", map[string]string{"rules": `[{"id":"rx","object":"account","type":"criteria","target":"group:g1","access":"read","criteria":{"conditions":[{"field":"f","op":"equals","value":{"a":1}}]}}]`}, []string{`rule "rx"`, "value must be a string, number or boolean, not an object"}},
 		{"missing field", map[string]string{"rules": `[{"id":"rx","object":"account","type":"criteria","target":"group:g1","access":"read","criteria":{"conditions":[{"op":"equals","value":"a"}]}}]`}, []string{`rule "rx"`, "field"}},
 
 		// Shares.
