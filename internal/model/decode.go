@@ -856,6 +856,8 @@ func shareFromRaw(r *rawShare, lim *Limits) (Share, error) {
 		return s, fmt.Errorf("object is required")
 	case r.Record == "":
 		return s, fmt.Errorf("record is required")
+	case r.Cause == "":
+		return s, fmt.Errorf("cause is required: manual or apex:NAME with NAME in [a-z0-9_]+")
 	case r.Cause != CauseManual && !apexCause.MatchString(r.Cause):
 		return s, fmt.Errorf("cause %q is not manual or apex:NAME with NAME in [a-z0-9_]+", r.Cause)
 	}

@@ -255,6 +255,7 @@ func TestInvalid(t *testing.T) {
 		// Shares.
 		{"share access none", map[string]string{"shares": `[{"object":"account","record":"a1","grantee":"user:u2","access":"none","cause":"manual"}]`}, []string{"shares[0]", "access"}},
 		{"share access all", map[string]string{"shares": `[{"object":"account","record":"a1","grantee":"user:u2","access":"all","cause":"manual"}]`}, []string{"shares[0]", "access"}},
+		{"share without cause", map[string]string{"shares": `[{"object":"account","record":"a1","grantee":"user:u2","access":"read"}]`}, []string{"shares[0]", "cause is required"}},
 		{"share unknown cause", map[string]string{"shares": `[{"object":"account","record":"a1","grantee":"user:u2","access":"read","cause":"rule"}]`}, []string{"shares[0]", "cause"}},
 		{"share apex without name", map[string]string{"shares": `[{"object":"proj__c","record":"p1","grantee":"user:u2","access":"read","cause":"apex:"}]`}, []string{"shares[0]", "cause"}},
 		{"share apex name upper case", map[string]string{"shares": `[{"object":"proj__c","record":"p1","grantee":"user:u2","access":"read","cause":"apex:Sync"}]`}, []string{"shares[0]", "cause"}},
