@@ -148,7 +148,8 @@ const (
 // version 67 the one that marks the rows whose id an UPDATE changed
 // (recalc.attach_renew_pin), in a transaction of its own per table, each
 // lock wait bounded by pinLockTimeout (the session's lock_timeout instead
-// when set), tried again for migrateWait at most: one application table
+// when set), tried again for migrateWait at most, each try after the first
+// within what is left of it (locks.Within): one application table
 // held at a time cannot deadlock with the application's transactions, and
 // its writes wait at most that long. A table that stays locked, or that the engine may
 // no longer add triggers to, keeps its old trigger; the error names its
@@ -177,10 +178,10 @@ func renewPins(ctx context.Context, pool *pgxpool.Pool) error {
 	var locked []string // oids, as regclass reads them
 	var last error
 	for _, c := range outdated {
-		start := time.Now()
-		for try := 1; ; try++ {
+		start, this := time.Now(), each
+		for try := 1; ; try, this = try+1, locks.Within(each, pinLockTimeout, start.Add(migrateWait)) {
 			err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-				if err := locks.SetTimeout(ctx, tx, each); err != nil {
+				if err := locks.SetTimeout(ctx, tx, this); err != nil {
 					return err
 				}
 				_, err := tx.Exec(ctx, `SELECT recalc.attach_renew_pin($1, $2)`, c.Object, c.Relid)

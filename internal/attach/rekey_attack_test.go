@@ -2,6 +2,7 @@ package attach_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -271,5 +272,37 @@ func TestRenewPinHonoursSessionLockTimeout(t *testing.T) {
 	}
 	if def := pin(); !strings.Contains(def, "AFTER UPDATE") {
 		t.Errorf("after the upgrade, the fifth trigger: %s", def)
+	}
+}
+
+// TestRenewPinEndsWithinMigrateWait: with the session's lock_timeout
+// shorter than migrateWait (10 s), each try of the renewal waited the whole
+// of it, the last one starting just before the 10 s ran out: with 7s,
+// beside an application holding the table throughout, it gave up after
+// two tries, 14 s, its writes queued behind the second for 4 s past the
+// 10 s the docs give. The tries after the first wait what is left of the
+// 10 s, so it gives up, the old trigger kept, after about 10 s.
+func TestRenewPinEndsWithinMigrateWait(t *testing.T) {
+	t.Parallel()
+	b := setupSharedCase(t)
+	ctx := context.Background()
+	pin := oldCasePin(t, b)
+	cfg := b.engine.Config()
+	cfg.ConnConfig.RuntimeParams["lock_timeout"] = "7s"
+	engine, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	hold(t, b.app, `UPDATE support."case" SET status = status WHERE id = 1`) // until the test ends
+	start := time.Now()
+	_, err = schema.Migrate(ctx, engine)
+	took := time.Since(start)
+	if !errors.As(err, new(*schema.PinsError)) || took < 9500*time.Millisecond || took > 12500*time.Millisecond {
+		t.Errorf("upgrade with lock_timeout 7s while the application holds support.case throughout: %v after %s; "+
+			"want the old trigger kept after about 10 s", err, took.Round(100*time.Millisecond))
+	}
+	if def := pin(); !strings.Contains(def, "AFTER DELETE") {
+		t.Errorf("after the upgrade that could not renew, the fifth trigger: %s", def)
 	}
 }

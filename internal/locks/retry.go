@@ -34,8 +34,10 @@ func Retry(ctx context.Context, tx pgx.Tx, wait time.Duration, try func(sp pgx.T
 // as `recalc init` waits for each lock a migration takes: the commands an
 // operator runs (attach, detach, rls enable and disable) take the
 // connection string's options=-c lock_timeout=..., or PGOPTIONS, as they
-// find it. The tries still go on until wait has passed, one at least, so
-// a lock_timeout past wait is how long they wait in all.
+// find it. The tries still go on until wait has passed, one at least, each
+// after the first cut to what is left of wait (Within), so a lock_timeout
+// past wait is how long they wait in all, and a shorter one ends within
+// wait, not up to a lock_timeout past it.
 func RetrySession(ctx context.Context, tx pgx.Tx, wait time.Duration, try func(sp pgx.Tx) error) (bool, error) {
 	each, err := SessionTimeout(ctx, tx)
 	if err != nil {
@@ -58,15 +60,25 @@ func SessionTimeout(ctx context.Context, q pg.Querier) (time.Duration, error) {
 	return time.Duration(ms) * time.Millisecond, nil
 }
 
-// retryEach is Retry with each try waiting at most each.
+// Within is how long a try after the first, of tries that each wait each
+// for a lock until deadline, may wait: each, cut to what is left until
+// deadline, but floor at least. Tries of a long session lock_timeout then
+// end by deadline (floor past it at most), rather than up to each past it,
+// with the application's reads and writes queued behind the last one.
+func Within(each, floor time.Duration, deadline time.Time) time.Duration {
+	return min(each, max(time.Until(deadline), floor))
+}
+
+// retryEach is Retry with the first try waiting at most each, and the
+// others each within what is left of wait (Within).
 func retryEach(ctx context.Context, tx pgx.Tx, wait, each time.Duration, try func(sp pgx.Tx) error) (bool, error) {
 	var timeout string
 	if err := tx.QueryRow(ctx, `SELECT pg_catalog.current_setting('lock_timeout')`).Scan(&timeout); err != nil {
 		return false, fmt.Errorf("read lock_timeout: %w", err)
 	}
-	for deadline := time.Now().Add(wait); ; {
+	for deadline, this := time.Now().Add(wait), each; ; this = Within(each, TryWait, deadline) {
 		err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { // a savepoint: a timed-out try releases its locks
-			if err := SetTimeout(ctx, sp, each); err != nil {
+			if err := SetTimeout(ctx, sp, this); err != nil {
 				return err
 			}
 			return try(sp)
