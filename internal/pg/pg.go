@@ -134,11 +134,13 @@ func IsServerGone(err error) bool {
 // gave a wrong password, or pg_hba.conf refuses it (28000, 28P01), or it
 // may not CONNECT to the database (42501). It returns nil for any other
 // error, such as a server starting up or too many connections, which
-// waiting fixes, and for the same codes answering a statement.
+// waiting fixes, and for the same codes answering a statement, even one
+// err joins or wraps beside a failed connect (the server's error is read
+// inside the *pgconn.ConnectError only).
 func ConnectRefused(err error) *pgconn.PgError {
 	var ce *pgconn.ConnectError
 	var pe *pgconn.PgError
-	if !errors.As(err, &ce) || !errors.As(err, &pe) {
+	if !errors.As(err, &ce) || !errors.As(ce.Unwrap(), &pe) {
 		return nil
 	}
 	switch pe.Code {
