@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/recalc-dev/recalc/internal/feed"
+	"github.com/recalc-dev/recalc/internal/watch"
 	"github.com/recalc-dev/recalc/internal/workers"
 	"github.com/recalc-dev/recalc/schema"
 )
@@ -32,7 +33,7 @@ func changesCommand(out, errOut io.Writer) *cli.Command {
 		Flags: []cli.Flag{
 			&cli.Int64Flag{Name: "since", Usage: "print entries after this cursor (0: from the oldest kept)"},
 			&cli.IntFlag{Name: "limit", Value: 1000, Usage: fmt.Sprintf("print at most this many entries (1 to %d; with --follow, per read)", feed.MaxLimit)},
-			&cli.BoolFlag{Name: "follow", Usage: "keep printing new entries as they are published, until SIGINT or SIGTERM (then exit 0); a lost connection reconnects with backoff and goes on from the last entry printed"},
+			&cli.BoolFlag{Name: "follow", Usage: "keep printing new entries as they are published, until SIGINT or SIGTERM (then exit 0); a lost connection, or one the server refuses once it runs (logged at level error), reconnects with backoff and goes on from the last entry printed"},
 			&cli.DurationFlag{Name: "poll", Value: 500 * time.Millisecond, Action: atLeast("poll", minPoll),
 				Usage: fmt.Sprintf("with --follow, how often to look for new entries (%v or more)", minPoll)},
 			&cli.StringFlag{Name: "retention", Usage: "set how long published entries are kept (e.g. 7d, 36h; 1m to 3650d), then exit (alone: not with --follow, --since, --limit or --poll)"},
@@ -85,8 +86,8 @@ func ChangesCmd(ctx context.Context, env *Env, since int64, limit int, follow bo
 			// same cursor once it answers, as `recalc watch` does.
 			wait := workers.Backoff(attempt)
 			attempt++
-			env.Log.Warn().Err(err).Int("attempt", attempt).Dur("backoff_ms", wait).Int64("since", since).
-				Msg("lost the database connection; reconnecting")
+			ev, msg := watch.Reconnecting(env.Log, err)
+			ev.Int("attempt", attempt).Dur("backoff_ms", wait).Int64("since", since).Msg(msg)
 			select {
 			case <-ctx.Done():
 				return nil

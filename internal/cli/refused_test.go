@@ -87,10 +87,12 @@ func TestRefusedConnectionExits1(t *testing.T) {
 // exits 1 at once, saying to create the database. `recalc watch` waits
 // on, saying at error level that the server refuses the connection: a
 // database being restored comes back, and a service manager would only
-// restart it into the same refusal.
+// restart it into the same refusal. `recalc changes --follow`, which
+// docs/operations.md says retries the same way, does so too, saying so
+// at level error (it said "lost the database connection" at level warn).
 func TestDroppedDatabaseMidCommand(t *testing.T) {
 	ctx := context.Background()
-	for _, cmd := range []string{"wait", "watch"} {
+	for _, cmd := range []string{"wait", "watch", "changes"} {
 		t.Run(cmd, func(t *testing.T) {
 			pool := testdb.Migrated(t)
 			url := pool.Config().ConnString()
@@ -107,6 +109,9 @@ func TestDroppedDatabaseMidCommand(t *testing.T) {
 				}
 				args = append(args, strconv.FormatInt(id, 10))
 			}
+			if cmd == "changes" {
+				args = append(args, "--follow")
+			}
 			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
 			var out, errOut lockedBuffer
@@ -122,7 +127,7 @@ func TestDroppedDatabaseMidCommand(t *testing.T) {
 				errOut.Write([]byte(errString(err)))
 				exited <- code
 			}()
-			waitForSession(t, pool, map[string]string{"wait": "%FROM recalc.job%", "watch": "LISTEN%"}[cmd])
+			waitForSession(t, pool, map[string]string{"wait": "%FROM recalc.job%", "watch": "LISTEN%", "changes": "%access_changes%"}[cmd])
 			pool.Close()
 			if err := testdb.Drop(ctx, name); err != nil {
 				t.Fatal(err)
@@ -141,20 +146,20 @@ func TestDroppedDatabaseMidCommand(t *testing.T) {
 			want := `"level":"error","error":`
 			for deadline := time.Now().Add(10 * time.Second); !strings.Contains(errOut.String(), "the server refuses the connection"); time.Sleep(50 * time.Millisecond) {
 				if time.Now().After(deadline) {
-					t.Fatalf("recalc watch on a dropped database said nothing of the refusal within 10 s:\n%s", errOut.String())
+					t.Fatalf("recalc %s on a dropped database said nothing of the refusal within 10 s:\n%s", cmd, errOut.String())
 				}
 			}
 			select {
 			case code := <-exited:
-				t.Fatalf("recalc watch exited %d on a dropped database, want it to wait on:\n%s", code, errOut.String())
+				t.Fatalf("recalc %s exited %d on a dropped database, want it to wait on:\n%s", cmd, code, errOut.String())
 			default:
 			}
 			if msg := errOut.String(); !strings.Contains(msg, want) || !strings.Contains(msg, "3D000") {
-				t.Errorf("recalc watch on a dropped database logged:\n%s\nwant %s and SQLSTATE 3D000", msg, want)
+				t.Errorf("recalc %s on a dropped database logged:\n%s\nwant %s and SQLSTATE 3D000", cmd, msg, want)
 			}
 			cancel()
 			if code := <-exited; code != 0 {
-				t.Errorf("recalc watch stopped: exit %d, want 0", code)
+				t.Errorf("recalc %s stopped: exit %d, want 0", cmd, code)
 			}
 		})
 	}

@@ -83,19 +83,27 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, step func(context
 			pool.Reset()
 		}
 		wait := workers.Backoff(attempt)
-		if pe := pg.ConnectRefused(err); pe != nil {
-			// A database dropped (or being restored), a role's password
-			// rotated before ~/.pgpass: a service is restarted into the same
-			// refusal, so it waits here, and comes back once it is fixed.
-			log.Error().Err(err).Str("sqlstate", pe.Code).Int("attempt", attempt+1).Dur("backoff_ms", wait).
-				Msg("the server refuses the connection: create or restore the database, or fix the role, its password or its CONNECT right; retrying until it accepts")
-		} else {
-			log.Warn().Err(err).Int("attempt", attempt+1).Dur("backoff_ms", wait).Msg("lost the database connection; reconnecting")
-		}
+		ev, msg := Reconnecting(log, err)
+		ev.Int("attempt", attempt+1).Dur("backoff_ms", wait).Msg(msg)
 		sleep(ctx, wait)
 	}
 	log.Info().Msg("watch stopped")
 	return nil
+}
+
+// Reconnecting starts the log entry of a follower (the watch, `recalc
+// changes --follow`) about to retry after err: a lost connection at level
+// warn, or one the server refuses (pg.ConnectRefused) at level error with
+// its SQLSTATE, and msg, the entry's message. A database dropped (or being
+// restored), a role's password rotated before ~/.pgpass: a service is
+// restarted into the same refusal, so the follower waits, and comes back
+// once it is fixed.
+func Reconnecting(log zerolog.Logger, err error) (ev *zerolog.Event, msg string) {
+	if pe := pg.ConnectRefused(err); pe != nil {
+		return log.Error().Err(err).Str("sqlstate", pe.Code),
+			"the server refuses the connection: create or restore the database, or fix the role, its password or its CONNECT right; retrying until it accepts"
+	}
+	return log.Warn().Err(err), "lost the database connection; reconnecting"
 }
 
 // session listens on a connection of its own and steps after changes until
