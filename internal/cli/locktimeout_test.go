@@ -20,7 +20,10 @@ import (
 // keeps the table locked for longer could not have them wait. With
 // options=-c lock_timeout=15s in the connection string, each waits for a
 // lock held for 11 s and succeeds; without it, each fails after about 10
-// s, as before, naming the session that holds it.
+// s, as before, naming the session that holds it. There the lock is held
+// until the command ends: released at 11 s, it was granted to a command
+// whose work before its lock tries took over 1 s (a loaded machine, the
+// race detector), which then succeeded.
 func TestSessionLockTimeoutHonoured(t *testing.T) {
 	ctx := context.Background()
 	const held = 11 * time.Second
@@ -67,8 +70,10 @@ func TestSessionLockTimeoutHonoured(t *testing.T) {
 				if _, err := holder.Exec(ctx, tc.hold); err != nil {
 					t.Fatal(err)
 				}
-				timer := time.AfterFunc(held, release)
-				defer timer.Stop()
+				if timeout != "" {
+					timer := time.AfterFunc(held, release)
+					defer timer.Stop()
+				}
 				start := time.Now()
 				code, msg := recalcErr(ctx, url, args...)
 				took := time.Since(start)
@@ -76,9 +81,9 @@ func TestSessionLockTimeoutHonoured(t *testing.T) {
 				case timeout != "" && (code != 0 || took < held):
 					t.Errorf("recalc %s with lock_timeout %s beside a lock held %s: exit %d after %s, %q; want it to wait for the lock and succeed",
 						tc.name, timeout, held, code, took.Round(100*time.Millisecond), msg)
-				case timeout == "" && (code != 1 || took > held || !strings.Contains(msg, "pid ")):
-					t.Errorf("recalc %s beside a lock held %s: exit %d after %s, %q; want exit 1 after about 10 s naming the holder",
-						tc.name, held, code, took.Round(100*time.Millisecond), msg)
+				case timeout == "" && (code != 1 || took < 10*time.Second || took > 20*time.Second || !strings.Contains(msg, "pid ")):
+					t.Errorf("recalc %s beside a lock held throughout: exit %d after %s, %q; want exit 1 after about 10 s naming the holder",
+						tc.name, code, took.Round(100*time.Millisecond), msg)
 				}
 			})
 		}
