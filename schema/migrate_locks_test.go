@@ -157,3 +157,39 @@ func probeWrites(app *pgxpool.Pool) func() error {
 	}()
 	return func() error { close(probeStop); return <-probed }
 }
+
+// TestMigrateRetriesWithinMigrateWait: with the session's lock_timeout
+// shorter than migrateWait (10 s), each try of the migrations waited the
+// whole of it, the last one starting just before the 10 s ran out: with
+// 7s, beside an application transaction holding recalc.record throughout,
+// init failed after two tries, 14 s, the application's writes queued
+// behind the second one for 4 s past the 10 s docs/operations.md gives.
+// The retries wait what is left of the 10 s, so init fails after about
+// 10 s, having migrated nothing.
+func TestMigrateRetriesWithinMigrateWait(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := migratedURL(t)
+	admin := newPool(t, url, map[string]string{"lock_timeout": "7s"})
+	holder, err := newPool(t, url, nil).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = holder.Rollback(ctx) }()
+	if _, err := holder.Exec(ctx, `UPDATE recalc.record SET owner = owner`); err != nil {
+		t.Fatal(err)
+	}
+	before := versions(t, admin)
+	ms := append(mustMigrations(t), schema.Migration{Version: schema.Latest() + 1, Name: "test_locks_record.up.sql",
+		SQL: `LOCK TABLE recalc.record IN ACCESS EXCLUSIVE MODE`})
+	start := time.Now()
+	n, err := schema.MigrateWith(ctx, admin, ms)
+	took := time.Since(start)
+	if !pg.IsLockNotAvailable(err) || !strings.Contains(err.Error(), "nothing was migrated") || took < 9500*time.Millisecond || took > 12500*time.Millisecond {
+		t.Errorf("init with lock_timeout 7s beside a transaction holding recalc.record throughout: applied %d, %v after %s; "+
+			"want a lock timeout after about 10 s", n, err, took.Round(100*time.Millisecond))
+	}
+	if after := versions(t, admin); after != before {
+		t.Errorf("schema versions after the refused init: %s, want %s, unchanged", after, before)
+	}
+}

@@ -74,7 +74,9 @@ func Migrations() ([]Migration, error) {
 // capture logs to recalc.change in the writer's transaction), so a long
 // wait, holding what its earlier migrations locked, stopped them all. When
 // a wait times out it rolls back, releasing everything, and tries again
-// until migrateWait has passed; then it fails, naming the sessions that
+// until migrateWait has passed (a retry's waits within what is left of it
+// when the session sets lock_timeout: locks.Within); then it fails,
+// naming the sessions that
 // hold locks on those tables, with nothing migrated. Once migrated, it
 // gives each attached table whose capture predates version 67 its new
 // trigger (renewPins); a table it could not give one makes a *PinsError,
@@ -90,9 +92,17 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied int, err error) {
 // migrateWith is Migrate applying ms, Migrations() and any that follow
 // them: a test's stand-in for a migration not yet written.
 func migrateWith(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (applied int, err error) {
+	session, err := locks.SessionTimeout(ctx, pool)
+	if err != nil {
+		return 0, err
+	}
 	start := time.Now()
 	for try := 1; ; try++ {
-		applied, err = migrateOnce(ctx, pool, ms)
+		var limit time.Duration // the first try waits the session's lock_timeout whole
+		if try > 1 && session > 0 {
+			limit = locks.Within(session, locks.TryWait, start.Add(migrateWait))
+		}
+		applied, err = migrateOnce(ctx, pool, ms, limit)
 		if err == nil {
 			return applied, renewPins(ctx, pool)
 		}
@@ -238,12 +248,19 @@ func (e *PinsError) holders() string {
 // pinLockTimeout bounds each lock wait of renewPins.
 const pinLockTimeout = 200 * time.Millisecond
 
-// migrateOnce is one try of Migrate, in one transaction.
-func migrateOnce(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (applied int, err error) {
+// migrateOnce is one try of Migrate, in one transaction. limit, when not
+// 0, bounds its lock waits after the schema lock's in place of the
+// session's lock_timeout (a retry within what is left of migrateWait).
+func migrateOnce(ctx context.Context, pool *pgxpool.Pool, ms []Migration, limit time.Duration) (applied int, err error) {
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		current, ours, err := begin(ctx, tx)
 		if err != nil {
 			return err
+		}
+		if !ours && limit > 0 {
+			if err := locks.SetTimeout(ctx, tx, limit); err != nil {
+				return err
+			}
 		}
 		latest := latestOf(ms)
 		if current > latest {
