@@ -282,27 +282,32 @@ with_db() {
   esac
 }
 
-# url_db prints the database connection string $1 names ("" when it names none). URL form:
-# its path, or a dbname query parameter, which wins; keyword form: its last dbname=.
+# url_db prints the database connection string $1 connects to, as libpq reads it. URL form:
+# its path, or a dbname query parameter, which wins, percent-decoded; keyword form: its last
+# dbname= (spaces around = and single quotes allowed). Naming none: PGDATABASE, else the user
+# (the URL's or user=, else PGUSER, else the login name), as libpq defaults it.
 url_db() {
-  local conn=$1 db="" kv
+  local conn=$1 db="" user="" kv
   case $conn in
     postgres://* | postgresql://*)
       local rest=${conn#*://} query=""
       if [[ $rest == *'?'* ]]; then query=${rest#*\?}; rest=${rest%%\?*}; fi
       [[ $rest == */* ]] && db=${rest#*/}
+      if [[ ${rest%%/*} == *@* ]]; then user=${rest%%/*}; user=${user%@*}; user=${user%%:*}; fi
       local IFS='&'
       for kv in $query; do
-        case $kv in dbname=*) db=${kv#dbname=} ;; esac
+        case $kv in dbname=*) db=${kv#dbname=} ;; user=*) user=${kv#user=} ;; esac
       done
+      db=$(urldecode "$db") user=$(urldecode "$user")
       ;;
     *)
-      for kv in $conn; do
-        case $kv in dbname=*) db=${kv#dbname=} ;; esac
+      for kv in $(sed -E 's/[[:space:]]*=[[:space:]]*/=/g' <<<"$conn"); do
+        case $kv in dbname=*) db=${kv#dbname=} ;; user=*) user=${kv#user=} ;; esac
       done
+      db=${db#\'} db=${db%\'} user=${user#\'} user=${user%\'}
       ;;
   esac
-  printf '%s\n' "$db"
+  printf '%s\n' "${db:-${PGDATABASE:-${user:-${PGUSER:-$(id -un)}}}}"
 }
 
 # admin_for prints the connection string to create or drop database $1 from: `url`, or the

@@ -31,15 +31,27 @@ func TestDBScriptRecreatesTheDatabaseItsURLNames(t *testing.T) {
 	q := byQuery.Query()
 	q.Set("dbname", name)
 	byQuery.RawQuery = q.Encode()
-	for _, tc := range []struct{ form, conn string }{
-		{"URL path", u.String()},
-		{"URL dbname parameter", byQuery.String()},
-		{"keyword", keyword},
+	encoded, none := *u, *u
+	encoded.RawPath = "/" + strings.ReplaceAll(name, "_", "%5F")
+	none.Path = "/"
+	for _, tc := range []struct {
+		form, conn string
+		env        []string
+	}{
+		{"URL path", u.String(), nil},
+		{"URL dbname parameter", byQuery.String(), nil},
+		{"keyword", keyword, nil},
+		// Forms libpq reads as naming the database too, which db.sh
+		// missed: it then dropped the database it was connected to.
+		{"URL path percent-encoded", encoded.String(), nil},
+		{"keyword quoted", strings.Replace(keyword, "dbname="+name, "dbname='"+name+"'", 1), nil},
+		{"keyword spaced", strings.Replace(keyword, "dbname="+name, "dbname = "+name, 1), nil},
+		{"URL naming none, PGDATABASE", none.String(), []string{"PGDATABASE=" + name}},
 	} {
 		t.Run(tc.form, func(t *testing.T) {
 			for _, cmd := range []string{"dropdb", "createdb"} {
 				c := exec.Command("bash", "../../scripts/db.sh", cmd, name)
-				c.Env = append(c.Environ(), "DATABASE_URL="+tc.conn)
+				c.Env = append(append(c.Environ(), tc.env...), "DATABASE_URL="+tc.conn)
 				if out, err := c.CombinedOutput(); err != nil {
 					t.Fatalf("db.sh %s %s with DATABASE_URL naming it: %v\n%s", cmd, name, err, out)
 				}
