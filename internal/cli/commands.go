@@ -233,7 +233,8 @@ func waitCommand(out, errOut io.Writer) *cli.Command {
 		Usage:     "block until a job ends; exit 0 if it succeeded, 1 if it failed",
 		ArgsUsage: "[JOB] (default: the unfinished job, else the latest)",
 		Description: "A lost connection (a server restart) is no failure: it reconnects with backoff and waits on,\n" +
-			"and exits 3 when the database stays unreachable for two minutes.",
+			"and exits 3 when the database stays unreachable for two minutes. A reconnect the server refuses\n" +
+			"for its configuration (the database dropped, the role or its CONNECT right gone) exits 1 at once.",
 		Action: func(c *cli.Context) error {
 			var id int64
 			var err error
