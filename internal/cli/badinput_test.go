@@ -56,6 +56,13 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
+// String returns what was written so far.
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // TestBadValuesRefusedAtStart: flag values that the command took and then
 // failed on, or that made it do something else than asked, are refused
 // with a usage error (exit 2) before anything runs:

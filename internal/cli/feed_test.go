@@ -54,13 +54,7 @@ func recalcTo(ctx context.Context, out io.Writer, url string, args ...string) in
 	return -1
 }
 
-// String returns what was written so far.
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
+// entries parses JSON lines of `recalc changes`.
 func entries(t *testing.T, out string) []feed.Entry {
 	t.Helper()
 	var es []feed.Entry
