@@ -3,6 +3,7 @@ package engine_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -611,7 +612,8 @@ func (p *cutProxy) relay(client net.Conn) {
 // relayAnswers passes the server's messages on to the client until either
 // side ends. Once cut is closed (the COMMIT relayed, the client gone) it
 // passes nothing on, and closes answered when the server has answered
-// that COMMIT, whether it committed or rolled back.
+// that COMMIT, whether it committed, rolled back or failed: at its
+// ReadyForQuery, which ends every answer, or when the server's side ends.
 func relayAnswers(server, client net.Conn, cut <-chan struct{}, answered chan<- struct{}) {
 	defer func() { _ = client.Close() }()
 	var after []byte // what the server sent once cut
@@ -621,7 +623,7 @@ func relayAnswers(server, client net.Conn, cut <-chan struct{}, answered chan<- 
 		select {
 		case <-cut:
 			after = append(after, buf[:n]...)
-			if bytes.Contains(after, []byte("C\x00\x00\x00\x0bCOMMIT\x00")) || bytes.Contains(after, []byte("C\x00\x00\x00\x0dROLLBACK\x00")) {
+			if readyForQuery(after) || err != nil {
 				close(answered)
 				return
 			}
@@ -632,6 +634,55 @@ func relayAnswers(server, client net.Conn, cut <-chan struct{}, answered chan<- 
 		}
 		if err != nil {
 			return
+		}
+	}
+}
+
+// readyForQuery reports whether b, the server's messages from a message's
+// start, holds a whole ReadyForQuery ('Z'): the end of the answer to a
+// query, whatever the answer was (CommandComplete, ErrorResponse).
+func readyForQuery(b []byte) bool {
+	for len(b) >= 5 {
+		size := 1 + int(binary.BigEndian.Uint32(b[1:5]))
+		if size < 5 || len(b) < size {
+			return false
+		}
+		if b[0] == 'Z' {
+			return true
+		}
+		b = b[size:]
+	}
+	return false
+}
+
+// TestReadyForQuery: the commit-reply proxy sees the end of the server's
+// answer to the COMMIT it cut, whether the COMMIT succeeded, failed or
+// came in pieces; it waited its full 10 s when the answer was an error.
+func TestReadyForQuery(t *testing.T) {
+	t.Parallel()
+	msg := func(typ byte, body string) string {
+		var n [4]byte
+		binary.BigEndian.PutUint32(n[:], uint32(4+len(body)))
+		return string(typ) + string(n[:]) + body
+	}
+	commit, rollback := msg('C', "COMMIT\x00"), msg('C', "ROLLBACK\x00")
+	failed := msg('E', "SERROR\x00C40001\x00Mcould not serialize access\x00\x00")
+	ready, notice := msg('Z', "I"), msg('N', "SNOTICE\x00MZ\x00\x00")
+	for _, tc := range []struct {
+		name, b string
+		want    bool
+	}{
+		{"committed", commit + ready, true},
+		{"rolled back", rollback + ready, true},
+		{"an error", failed + ready, true},
+		{"a notice first", notice + commit + ready, true},
+		{"the command's answer, not yet its end", commit, false},
+		{"an error, not yet its end", failed, false},
+		{"a ReadyForQuery cut short", commit + ready[:4], false},
+		{"nothing", "", false},
+	} {
+		if got := readyForQuery([]byte(tc.b)); got != tc.want {
+			t.Errorf("readyForQuery of %s: %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }
