@@ -543,8 +543,8 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 			if c.Context.Err() != nil { // SIGINT while connecting: the server was not at fault
 				return cli.Exit(interrupted(strings.Join(commandPath(c), " ")), ExitInterrupted)
 			}
-			if pe := pg.ConnectRefused(err); pe != nil {
-				return cli.Exit(refused(db, pe), ExitFailed)
+			if msg := refused(db, err); msg != "" {
+				return cli.Exit(msg, ExitFailed)
 			}
 			return cli.Exit(fmt.Sprintf("recalc: cannot reach %s (set DATABASE_URL or the PG* variables): %s", db, oneLine(err)), ExitNoDatabase)
 		}
@@ -556,8 +556,8 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 			return cli.Exit(interrupted(strings.Join(commandPath(c), " ")), ExitInterrupted)
 		case errors.Is(err, errJobFailed) || errors.Is(err, errDrift):
 			return cli.Exit("", ExitFailed)
-		case pg.ConnectRefused(err) != nil: // the database dropped, the role's password changed, ...
-			return cli.Exit(refused(db, pg.ConnectRefused(err)), ExitFailed)
+		case refused(db, err) != "": // the database dropped, the role's password changed, ...
+			return cli.Exit(refused(db, err), ExitFailed)
 		case errors.Is(err, errNoDatabase):
 			return cli.Exit("recalc: "+oneLine(err), ExitNoDatabase)
 		case lostDatabase(err): // mid-command: a restart, a failover, a terminated session
@@ -586,10 +586,19 @@ func lostDatabase(err error) bool {
 }
 
 // refused is the one line of a command whose connection the server refused
-// for its configuration (pg.ConnectRefused): which database, the server's
-// reason (which never holds the password) and what to do, for no retry
-// fixes it.
-func refused(db string, pe *pgconn.PgError) string {
+// for its configuration (pg.ConnectRefused), or the client refused for its
+// own settings (pg.ConnectMisconfigured): which database, the reason
+// (which never holds the password) and what to do, for no retry fixes it;
+// "" for any other error.
+func refused(db string, err error) string {
+	if ce := pg.ConnectMisconfigured(err); ce != nil && pg.ConnectRefused(err) == nil {
+		return fmt.Sprintf("recalc: %s: the client refused the connection: %s: check the settings in --database-url / DATABASE_URL (require_auth, channel_binding, sslcertmode, the password or ~/.pgpass) against the server's authentication method for the role (pg_hba.conf)",
+			db, oneLine(ce))
+	}
+	pe := pg.ConnectRefused(err)
+	if pe == nil {
+		return ""
+	}
 	todo := "check the role and password in --database-url / DATABASE_URL (or ~/.pgpass): the role must exist, may log in, and pg_hba.conf must let it in"
 	switch pe.Code {
 	case pg.InvalidCatalogName:

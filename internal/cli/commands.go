@@ -190,7 +190,8 @@ func watchCommand(out, errOut io.Writer) *cli.Command {
 			"full job rewrites the live tables under row locks instead of swapping in new ones).\n" +
 			"Respects deferral. Reconnects with backoff when the connection is lost, or refused once it\n" +
 			"runs (a database dropped or being restored: logged at level error); a refusal at start (no\n" +
-			"such database or role, a wrong password, no CONNECT right) exits 1. On SIGINT or\n" +
+			"such database or role, a wrong password, no CONNECT right, a require_auth or\n" +
+			"channel_binding the server's authentication does not meet) exits 1. On SIGINT or\n" +
 			"SIGTERM it stops (exit 0); an interrupted job resumes at the next start.\n" +
 			"Once a newer recalc has upgraded the schema, it exits 1 at its next step or --poll.",
 		Flags: append([]cli.Flag{

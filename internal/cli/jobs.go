@@ -199,7 +199,7 @@ func WaitCmd(ctx context.Context, env *Env, id int64) error {
 				return err
 			}
 			done()
-		} else if !connectionLost(err) || pg.ConnectRefused(err) != nil {
+		} else if !connectionLost(err) || pg.ConnectRefused(err) != nil || pg.ConnectMisconfigured(err) != nil {
 			return err // a refusal (the database dropped, ...) no retry within waitReconnectFor fixes
 		}
 		if err == nil {

@@ -82,6 +82,41 @@ func TestRefusedConnectionExits1(t *testing.T) {
 	}
 }
 
+// TestClientRefusedConnectionExits1: a connection the client gives up on
+// for its own settings (require_auth, channel_binding=require that the
+// server's authentication method does not meet) exited 3, "run the
+// command again once it is reachable", which no retry fixes. Each exits 1
+// with one line naming the database and the setting, never the password;
+// `recalc watch` too, at once. The test server trusts its clients, so a
+// client that requires a password method refuses it.
+func TestClientRefusedConnectionExits1(t *testing.T) {
+	ctx := context.Background()
+	url := strings.Replace(testdb.AdminURL(), "@", ":h45-secret-pw@", 1)
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, url, reason string
+	}{
+		{"require_auth=scram-sha-256", dburl.WithParam(url, "require_auth", "scram-sha-256"), "require_auth check failed"},
+		{"channel_binding=require", dburl.WithParam(url, "channel_binding", "require"), "channel binding check failed"},
+	} {
+		for _, args := range [][]string{{"status"}, {"watch"}} {
+			t.Run(tc.name+" "+args[0], func(t *testing.T) {
+				cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+				defer cancel()
+				code, msg := recalcErr(cctx, tc.url, args...)
+				if code != 1 || strings.Contains(msg, "\n") || !strings.Contains(msg, strconv.Quote(cfg.Database)) ||
+					!strings.Contains(msg, "the client refused the connection: "+tc.reason) || strings.Contains(msg, "h45-secret-pw") {
+					t.Errorf("recalc %s: exit %d, %q; want exit 1 and one line naming database %q and %q, not the password",
+						args[0], code, msg, cfg.Database, tc.reason)
+				}
+			})
+		}
+	}
+}
+
 // TestDroppedDatabaseMidCommand: `recalc wait` whose database is dropped
 // while it waits tried to reconnect for two minutes, then exited 3; it
 // exits 1 at once, saying to create the database. `recalc watch` waits

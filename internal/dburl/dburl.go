@@ -1,5 +1,5 @@
 // Package dburl rewrites PostgreSQL connection strings: the database or the
-// user they name. It accepts both URL and keyword/value forms, as libpq
+// user they name, or a parameter. It accepts both URL and keyword/value forms, as libpq
 // does, and imports nothing but the standard library, so that tools (the
 // bench driver) and tests (internal/testdb) share it without the testing
 // package.
@@ -29,6 +29,18 @@ func WithUser(conn, user string) string {
 		return u.String()
 	}
 	return conn + " user=" + quote(user)
+}
+
+// WithParam returns conn with parameter key (require_auth, sslmode, ...)
+// set to value.
+func WithParam(conn, key, value string) string {
+	if u, ok := parse(conn); ok {
+		q := u.Query()
+		q.Set(key, value)
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	return conn + " " + key + "=" + quote(value)
 }
 
 // parse parses conn when it is a URL.

@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -148,6 +150,69 @@ func ConnectRefused(err error) *pgconn.PgError {
 		return pe
 	}
 	return nil
+}
+
+// clientRefusals are the reasons pgconn gives up on a connection on the
+// client side for its own settings, before or without the server's word:
+// require_auth or channel_binding=require that the server's method does
+// not meet, sslcertmode=require with no certificate asked for, settings it
+// cannot read, and SCRAM (SASL) or GSS authentication that the client
+// cannot carry out (a mechanism it lacks, no GSSAPI provider). pgconn
+// builds each as fmt.Errorf("%s: %w", reason, err) inside the attempt's
+// error; its types are unexported, so the reason is read from the text.
+var clientRefusals = [...]string{
+	"require_auth check failed: ", "invalid require_auth: ",
+	"channel binding check failed: ", "sslcertmode check failed: ",
+	"invalid max_protocol_version: ", "invalid min_protocol_version: ",
+	"failed SASL auth: ", "failed GSS auth: ",
+}
+
+// ConnectMisconfigured returns the client's own refusal of a connection
+// that no retry fixes, as long as the configuration stays as it is (see
+// clientRefusals), read inside the *pgconn.ConnectError only, as
+// ConnectRefused reads the server's; nil for any other error. A SASL or
+// GSS exchange that the server ended, answered with an error (the
+// server's refusal is ConnectRefused's), or that a timeout or the network
+// cut is no refusal. Its text holds no password: pgconn's reasons name
+// the settings, the methods and the server's messages only.
+func ConnectMisconfigured(err error) error {
+	var ce *pgconn.ConnectError
+	if !errors.As(err, &ce) {
+		return nil
+	}
+	return clientRefusal(ce.Unwrap())
+}
+
+// clientRefusal is the first of the errors err joins or wraps that is one
+// of clientRefusals, or nil.
+func clientRefusal(err error) error {
+	if err == nil {
+		return nil
+	}
+	for _, r := range clientRefusals {
+		if strings.HasPrefix(err.Error(), r) && !lostInAuth(errors.Unwrap(err)) {
+			return err
+		}
+	}
+	if m, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range m.Unwrap() {
+			if r := clientRefusal(e); r != nil {
+				return r
+			}
+		}
+		return nil
+	}
+	return clientRefusal(errors.Unwrap(err))
+}
+
+// lostInAuth reports whether err, the cause of a failed authentication
+// exchange, is the server's error, a timeout or the connection lost: a
+// refusal that ConnectRefused reads, or a failure that waiting may fix.
+func lostInAuth(err error) bool {
+	var pe *pgconn.PgError
+	var ne net.Error
+	return errors.As(err, &pe) || errors.As(err, &ne) || pgconn.Timeout(err) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
 }
 
 // IsInsufficientPrivilege reports whether err says the role lacks a right.

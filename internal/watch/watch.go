@@ -94,7 +94,8 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, step func(context
 // Reconnecting starts the log entry of a follower (the watch, `recalc
 // changes --follow`) about to retry after err: a lost connection at level
 // warn, or one the server refuses (pg.ConnectRefused) at level error with
-// its SQLSTATE, and msg, the entry's message. A database dropped (or being
+// its SQLSTATE, or one the client refuses for its own settings
+// (pg.ConnectMisconfigured) at level error, and msg, the entry's message. A database dropped (or being
 // restored), a role's password rotated before ~/.pgpass: a service is
 // restarted into the same refusal, so the follower waits, and comes back
 // once it is fixed.
@@ -102,6 +103,10 @@ func Reconnecting(log zerolog.Logger, err error) (ev *zerolog.Event, msg string)
 	if pe := pg.ConnectRefused(err); pe != nil {
 		return log.Error().Err(err).Str("sqlstate", pe.Code),
 			"the server refuses the connection: create or restore the database, or fix the role, its password or its CONNECT right; retrying until it accepts"
+	}
+	if pg.ConnectMisconfigured(err) != nil {
+		return log.Error().Err(err),
+			"the client refuses the connection for its settings: fix require_auth, channel_binding, sslcertmode or the password; retrying until it connects"
 	}
 	return log.Warn().Err(err), "lost the database connection; reconnecting"
 }
