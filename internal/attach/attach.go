@@ -43,10 +43,11 @@ type Change struct {
 // rebuilds those whose entry or table changed, leaves the others alone, and
 // detaches the stored ones it does not name. On any error nothing changes.
 // Installing a table's triggers waits for the transactions writing it,
-// 100 ms a try for captureLockWait at most (onCaptured).
+// 100 ms a try, all the locks it takes within captureLockWait (onCaptured,
+// inModelLock).
 func Apply(ctx context.Context, pool *pgxpool.Pool, spec *Spec) ([]Change, error) {
 	var out []Change
-	err := inModelLock(ctx, pool, func(tx pgx.Tx, have map[string]stored) error {
+	err := inModelLock(ctx, pool, func(tx pgx.Tx, have map[string]stored, budget *locks.Budget) error {
 		targets, err := resolveAll(ctx, tx, spec)
 		if err != nil {
 			return err
@@ -58,18 +59,18 @@ func Apply(ctx context.Context, pool *pgxpool.Pool, spec *Spec) ([]Change, error
 			}
 		}
 		slices.Sort(gone)
-		if out, err = removeAll(ctx, tx, gone, have); err != nil {
+		if out, err = removeAll(ctx, tx, budget, gone, have); err != nil {
 			return err
 		}
 		for _, o := range spec.Objects {
-			c, err := install(ctx, tx, targets[o.Object], have)
+			c, err := install(ctx, tx, budget, targets[o.Object], have)
 			if err != nil {
 				return err
 			}
 			out = append(out, c)
 		}
 		if t, ok := targets[model.UsersAttachment]; ok {
-			c, err := install(ctx, tx, t, have)
+			c, err := install(ctx, tx, budget, t, have)
 			if err != nil {
 				return err
 			}
@@ -84,11 +85,17 @@ func Apply(ctx context.Context, pool *pgxpool.Pool, spec *Spec) ([]Change, error
 }
 
 // inModelLock runs fn in a transaction that holds the model lock (imports
-// and job creation wait for it), with the stored attachments. Dropping a
+// and job creation wait for it), with the stored attachments and the
+// budget of the waits for the locks fn takes on the application's tables
+// and recalc.record, all of them together (locks.Budget): captureLockWait,
+// or the session's lock_timeout when that is longer. Each lock had a wait
+// of its own, so an attach of several objects, or the three attempts of a
+// users detach (lastUsers), could wait several times as long. Dropping a
 // capture while the table's owner alters its triggers in an open
 // transaction fails once that commits (pg.IsConcurrentCatalogUpdate): it
-// tries again, twice at most.
-func inModelLock(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx, have map[string]stored) error) error {
+// tries again, twice at most, within what is left of the same budget.
+func inModelLock(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx, have map[string]stored, budget *locks.Budget) error) error {
+	var budget *locks.Budget
 	for attempt := 0; ; attempt++ {
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 			if err := asSchemaOwner(ctx, tx); err != nil {
@@ -101,7 +108,12 @@ func inModelLock(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx, hav
 			if err != nil {
 				return err
 			}
-			return fn(tx, have)
+			if budget == nil {
+				if budget, err = locks.NewBudget(ctx, tx, captureLockWait); err != nil {
+					return err
+				}
+			}
+			return fn(tx, have, budget)
 		})
 		if err == nil || !pg.IsConcurrentCatalogUpdate(err) || attempt == 2 {
 			return err
@@ -156,8 +168,9 @@ func schemaOwner(ctx context.Context, q pg.Querier) (owner, me string, mine bool
 	return owner, me, mine, err
 }
 
-// removeAll detaches objects, which must be attached.
-func removeAll(ctx context.Context, tx pgx.Tx, objects []string, have map[string]stored) ([]Change, error) {
+// removeAll detaches objects, which must be attached, their locks waited
+// for within budget.
+func removeAll(ctx context.Context, tx pgx.Tx, budget *locks.Budget, objects []string, have map[string]stored) ([]Change, error) {
 	var out []Change
 	for _, o := range objects {
 		st, ok := have[o]
@@ -166,11 +179,11 @@ func removeAll(ctx context.Context, tx pgx.Tx, objects []string, have map[string
 		}
 		c := Change{Object: o, Table: st.source, Status: Detached}
 		if o == model.UsersAttachment {
-			if err := lastUsers(ctx, tx); err != nil {
+			if err := lastUsers(ctx, tx, budget); err != nil {
 				return nil, err
 			}
 		}
-		if err := onCaptured(ctx, tx, o, "drop the capture", `SELECT recalc.attach_drop_capture($1)`); err != nil {
+		if err := onCaptured(ctx, tx, budget, o, "drop the capture", `SELECT recalc.attach_drop_capture($1)`); err != nil {
 			return nil, fmt.Errorf("detach %s: %w", o, err)
 		}
 		if err := tx.QueryRow(ctx, `SELECT recalc.attach_remove($1)`, o).Scan(&c.Records); err != nil {
@@ -193,22 +206,22 @@ func removeAll(ctx context.Context, tx pgx.Tx, objects []string, have map[string
 // It then drops the capture, which waits for the writes under way: one
 // that committed after the absorb logged a change row it did not read, and
 // it starts again (its savepoint rolled back), three times at most, the
-// drops' lock waits within captureLockWait in all (onCaptured), as for any
-// other capture: a write left open for most of it each time no longer
-// kept the detach, under the model lock, three times as long. Writes that
+// drops' lock waits within the command's budget (onCaptured): a write
+// left open for most of it each time no longer kept the detach, under the
+// model lock, three times as long, nor each later drop's first try a whole
+// session lock_timeout. Writes that
 // cannot be read because the capture is not intact (the table dropped or
 // changed) are dropped, as before; writes whose read failed otherwise (a
 // lock not granted in time, the sandbox role, a right revoked) refuse the
 // detach, which can be run again once they read.
-func lastUsers(ctx context.Context, tx pgx.Tx) error {
+func lastUsers(ctx context.Context, tx pgx.Tx, budget *locks.Budget) error {
 	start := time.Now()
-	deadline := start.Add(captureLockWait)
 	for attempt := 1; ; attempt++ {
 		sp, err := tx.Begin(ctx)
 		if err != nil {
 			return err
 		}
-		late, err := absorbUsersAndDrop(ctx, sp, deadline)
+		late, err := absorbUsersAndDrop(ctx, sp, budget)
 		if err == nil && !late {
 			return sp.Commit(ctx)
 		}
@@ -218,7 +231,7 @@ func lastUsers(ctx context.Context, tx pgx.Tx) error {
 		if err != nil {
 			return err
 		}
-		if attempt == 3 || !time.Now().Before(deadline) {
+		if attempt == 3 || budget.Spent() {
 			return fmt.Errorf("detach users: writes to the users table kept committing while it was being detached, for %s "+
 				"(sessions writing it: %s): nothing was changed; detach again once they end",
 				time.Since(start).Round(100*time.Millisecond), locks.Named(captureHolders(ctx, tx, model.UsersAttachment, locks.WriteLock)))
@@ -228,8 +241,8 @@ func lastUsers(ctx context.Context, tx pgx.Tx) error {
 
 // absorbUsersAndDrop is one attempt of lastUsers: it reports late when a
 // write to the users table committed after the absorb, before the drop,
-// which waits for its locks until deadline.
-func absorbUsersAndDrop(ctx context.Context, tx pgx.Tx, deadline time.Time) (late bool, err error) {
+// which waits for its locks within budget.
+func absorbUsersAndDrop(ctx context.Context, tx pgx.Tx, budget *locks.Budget) (late bool, err error) {
 	pending := `SELECT EXISTS (SELECT FROM recalc.change WHERE kind IN ('attached', 'attached_all') AND object = $1)`
 	var logged bool
 	if err := tx.QueryRow(ctx, pending, model.UsersAttachment).Scan(&logged); err != nil {
@@ -254,7 +267,7 @@ func absorbUsersAndDrop(ctx context.Context, tx pgx.Tx, deadline time.Time) (lat
 	if _, err := store.SyncAttachedUsers(ctx, tx); err != nil {
 		return false, fmt.Errorf("detach users: build the users section from the users table: %w", err)
 	}
-	if err := onCapturedBy(ctx, tx, deadline, model.UsersAttachment, "drop the capture", `SELECT recalc.attach_drop_capture($1)`); err != nil {
+	if err := onCaptured(ctx, tx, budget, model.UsersAttachment, "drop the capture", `SELECT recalc.attach_drop_capture($1)`); err != nil {
 		return false, fmt.Errorf("detach users: %w", err)
 	}
 	if !intact {
@@ -350,8 +363,8 @@ func storedFingerprints(ctx context.Context, tx pgx.Tx) (map[string]stored, erro
 }
 
 // install registers t and (re)builds its capture and records, unless the
-// same is in place already.
-func install(ctx context.Context, tx pgx.Tx, t *target, have map[string]stored) (Change, error) {
+// same is in place already, its locks waited for within budget.
+func install(ctx context.Context, tx pgx.Tx, budget *locks.Budget, t *target, have map[string]stored) (Change, error) {
 	c := Change{Object: t.Object.Object, Table: t.source, Status: Attached}
 	if st, ok := have[c.Object]; ok {
 		if st.complete && jsonEqual(st.fingerprint, t.fingerprint) {
@@ -373,11 +386,11 @@ func install(ctx context.Context, tx pgx.Tx, t *target, have map[string]stored) 
 		}
 		c.Status = Updated
 	}
-	if err := onCaptured(ctx, tx, c.Object, "drop the capture", `SELECT recalc.attach_drop_capture($1)`); err != nil {
+	if err := onCaptured(ctx, tx, budget, c.Object, "drop the capture", `SELECT recalc.attach_drop_capture($1)`); err != nil {
 		return c, err
 	}
 	if c.Object != model.UsersAttachment { // the users table has no records
-		if err := keysFree(ctx, tx, c.Object, t.source); err != nil {
+		if err := keysFree(ctx, tx, budget, c.Object, t.source); err != nil {
 			return c, err
 		}
 	}
@@ -416,7 +429,7 @@ func install(ctx context.Context, tx pgx.Tx, t *target, have map[string]stored) 
 			return c, fmt.Errorf("register capture of %s on %s: %w", c.Object, k.Source, err)
 		}
 	}
-	if err := onCaptured(ctx, tx, c.Object, "install the capture", `SELECT recalc.attach_install_begin($1)`); err != nil {
+	if err := onCaptured(ctx, tx, budget, c.Object, "install the capture", `SELECT recalc.attach_install_begin($1)`); err != nil {
 		return c, err
 	}
 	if err := tx.QueryRow(ctx, `SELECT recalc.attach_install_rows($1)`, c.Object).Scan(&c.Records); err != nil {
@@ -433,9 +446,9 @@ func install(ctx context.Context, tx pgx.Tx, t *target, have map[string]stored) 
 // capture never takes over another object's record. It first locks
 // recalc.record against writes until the attach commits: other sessions'
 // writes check the keys against the guard of before the attach
-// (migration 026) until then.
-func keysFree(ctx context.Context, tx pgx.Tx, object, source string) error {
-	if err := lockRecords(ctx, tx, object); err != nil {
+// (migration 026) until then, within budget.
+func keysFree(ctx context.Context, tx pgx.Tx, budget *locks.Budget, object, source string) error {
+	if err := lockRecords(ctx, tx, budget, object); err != nil {
 		return err
 	}
 	var taken string
@@ -467,7 +480,7 @@ func jsonEqual(a, b []byte) bool {
 // object that is not attached is an error, and nothing changes.
 func Detach(ctx context.Context, pool *pgxpool.Pool, objects []string) ([]Change, error) {
 	var out []Change
-	err := inModelLock(ctx, pool, func(tx pgx.Tx, have map[string]stored) error {
+	err := inModelLock(ctx, pool, func(tx pgx.Tx, have map[string]stored, budget *locks.Budget) error {
 		if len(objects) == 0 {
 			for o := range have {
 				objects = append(objects, o)
@@ -475,7 +488,7 @@ func Detach(ctx context.Context, pool *pgxpool.Pool, objects []string) ([]Change
 			slices.Sort(objects)
 		}
 		var err error
-		out, err = removeAll(ctx, tx, objects, have)
+		out, err = removeAll(ctx, tx, budget, objects, have)
 		return err
 	})
 	if err != nil {
@@ -547,10 +560,6 @@ func List(ctx context.Context, pool *pgxpool.Pool) ([]Listed, error) {
 	return out, nil
 }
 
-// recordsLockWait bounds how long an attach tries to lock recalc.record
-// against writes (lockRecords) before it fails.
-const recordsLockWait = 10 * time.Second
-
 // lockRecords locks recalc.record against writes until tx ends. Each try
 // waits at most 100 ms, in a savepoint, and the next comes after a pause:
 // every write to recalc.record queues behind a waiting LOCK TABLE, so a
@@ -558,11 +567,11 @@ const recordsLockWait = 10 * time.Second
 // the writer role keeps open, say) stopped every other write of the
 // application to recalc.record, and, behind the model lock the attach
 // holds, every run and `recalc watch`, for as long as it stayed open. Past
-// recordsLockWait the attach fails, naming the sessions that hold locks on
-// the records.
-func lockRecords(ctx context.Context, tx pgx.Tx, object string) error {
+// budget (the command's, for all its locks) the attach fails,
+// naming the sessions that hold locks on the records.
+func lockRecords(ctx context.Context, tx pgx.Tx, budget *locks.Budget, object string) error {
 	start := time.Now()
-	took, err := locks.RetrySession(ctx, tx, recordsLockWait, func(sp pgx.Tx) error {
+	took, err := budget.Retry(ctx, tx, func(sp pgx.Tx) error {
 		_, err := sp.Exec(ctx, `LOCK TABLE recalc.record IN SHARE ROW EXCLUSIVE MODE`)
 		return err
 	})
@@ -579,7 +588,8 @@ func lockRecords(ctx context.Context, tx pgx.Tx, object string) error {
 
 // captureLockWait bounds how long an attach or a detach tries the locks
 // that installing or dropping a capture takes on the application's tables
-// (onCaptured) before it fails.
+// (onCaptured), and recalc.record's (lockRecords), all together, before it
+// fails (inModelLock).
 const captureLockWait = 10 * time.Second
 
 // onCaptured runs sql, a statement of the capture's functions on object
@@ -590,17 +600,13 @@ const captureLockWait = 10 * time.Second
 // waiting trigger statement, so waiting for as long as the application
 // kept a transaction open on one of those tables stopped every other write
 // of it, and, behind the model lock the attach holds, every run and
-// `recalc watch`. Past captureLockWait it fails, naming the sessions that
-// hold locks on those tables; the caller's transaction then changes
-// nothing.
-func onCaptured(ctx context.Context, tx pgx.Tx, object, what, sql string) error {
-	return onCapturedBy(ctx, tx, time.Now().Add(captureLockWait), object, what, sql)
-}
-
-// onCapturedBy is onCaptured trying until deadline, at least once.
-func onCapturedBy(ctx context.Context, tx pgx.Tx, deadline time.Time, object, what, sql string) error {
+// `recalc watch`. Past budget (the command's, for all its locks:
+// inModelLock) it fails, naming the sessions that hold locks on those
+// tables; the caller's transaction then changes nothing. It tries once at
+// least.
+func onCaptured(ctx context.Context, tx pgx.Tx, budget *locks.Budget, object, what, sql string) error {
 	start := time.Now()
-	took, err := locks.RetrySession(ctx, tx, time.Until(deadline), func(sp pgx.Tx) error {
+	took, err := budget.Retry(ctx, tx, func(sp pgx.Tx) error {
 		_, err := sp.Exec(ctx, sql, object)
 		return err
 	})

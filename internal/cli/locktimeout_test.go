@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -87,5 +88,89 @@ func TestSessionLockTimeoutHonoured(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestAttachLockWaitInAll: `recalc attach` tried each of its locks for 10
+// s (or a session lock_timeout) of its own, so an attach of two objects
+// whose first table the application held for 5 s past the attach's first
+// try and whose second it held throughout waited 10 s more for the second,
+// 15 s in all, where docs/operations.md says 10 s in all. The locks' waits
+// now share the 10 s: the second gets what the first left, about 5 s, with
+// a session lock_timeout shorter than the 10 s too. The error's figure
+// (the second lock's wait) is what is measured: the command's time beside
+// it is the work of a loaded machine.
+func TestAttachLockWaitInAll(t *testing.T) {
+	ctx := context.Background()
+	const model = `{"version": 1, "objects": [{"name": "account", "internal_owd": "private", "external_owd": "private"},
+		{"name": "contact", "internal_owd": "private", "external_owd": "private"}], "users": [{"id": "u1"}]}`
+	const spec = `{"objects": [{"object": "account", "table": "public.app_account", "id": "id", "owner": "owner_id"},
+		{"object": "contact", "table": "public.app_contact", "id": "id", "owner": "owner_id"}]}`
+	waited := regexp.MustCompile(`install the capture of contact: other transactions kept its tables locked for ([0-9.]+s) \(sessions holding locks on them: pid `)
+	for _, timeout := range []string{"", "4s"} {
+		t.Run("lock_timeout "+timeout, func(t *testing.T) {
+			// Not in parallel: beside the other subtest's attach, in another
+			// database, the backfill here (lock_timeout 4 s) failed once in
+			// three runs with a lock timeout (55P03), most likely on the
+			// shared catalog rows of the sandbox role that the other
+			// attach's transaction readies while it waits for its tables.
+			pool := testdb.Migrated(t)
+			url := pool.Config().ConnString()
+			if timeout != "" {
+				url += "&options=-c%20lock_timeout%3D" + timeout
+			}
+			if _, err := testkit.ImportString(ctx, pool, model); err != nil {
+				t.Fatal(err)
+			}
+			for _, table := range []string{"app_account", "app_contact"} {
+				if _, err := pool.Exec(ctx, `CREATE TABLE public.`+table+` (id text PRIMARY KEY, owner_id text NOT NULL)`); err != nil {
+					t.Fatal(err)
+				}
+			}
+			file := filepath.Join(t.TempDir(), "spec.json")
+			if err := os.WriteFile(file, []byte(spec), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var releaseFirst func()
+			for _, table := range []string{"app_account", "app_contact"} {
+				holder, err := pool.Begin(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var once sync.Once
+				release := func() { once.Do(func() { _ = holder.Rollback(ctx) }) }
+				t.Cleanup(release)
+				if _, err := holder.Exec(ctx, `LOCK TABLE public.`+table+` IN ROW EXCLUSIVE MODE`); err != nil {
+					t.Fatal(err)
+				}
+				if releaseFirst == nil {
+					releaseFirst = release
+				}
+			}
+			cctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			go func() { // app_account released 5 s after the attach first waits for it
+				for cctx.Err() == nil {
+					var waiting bool
+					if err := pool.QueryRow(cctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE NOT granted AND relation = 'public.app_account'::regclass)`).Scan(&waiting); err == nil && waiting {
+						time.Sleep(5 * time.Second)
+						releaseFirst()
+						return
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}()
+			code, msg := recalcErr(cctx, url, "attach", file)
+			m := waited.FindStringSubmatch(msg)
+			var second time.Duration
+			if m != nil {
+				second, _ = time.ParseDuration(m[1])
+			}
+			if code != 1 || m == nil || second > 7*time.Second {
+				t.Errorf("recalc attach beside app_account held 5 s and app_contact held throughout: exit %d, %q; "+
+					"want exit 1 naming app_contact's holder after waiting for it what the first lock left of the 10 s, about 5 s", code, msg)
+			}
+			t.Logf("exit %d: %s", code, msg)
+		})
 	}
 }

@@ -26,7 +26,7 @@ const TryWait = 100 * time.Millisecond
 // lock_timeout is as before once Retry returns. An error other than a lock
 // not granted (pg.IsRetryable) ends it at once.
 func Retry(ctx context.Context, tx pgx.Tx, wait time.Duration, try func(sp pgx.Tx) error) (bool, error) {
-	return retryEach(ctx, tx, wait, TryWait, try)
+	return retryEach(ctx, tx, time.Now().Add(wait), TryWait, TryWait, try)
 }
 
 // RetrySession is Retry with each try waiting for the session's
@@ -46,7 +46,48 @@ func RetrySession(ctx context.Context, tx pgx.Tx, wait time.Duration, try func(s
 	if each == 0 {
 		each = TryWait
 	}
-	return retryEach(ctx, tx, wait, each, try)
+	return retryEach(ctx, tx, time.Now().Add(wait), each, each, try)
+}
+
+// Budget is how long a command that takes several locks, one after
+// another with its work between, may still wait for them, all together:
+// each lock had a wait of its own, so a command of several objects waited
+// several times as long as it said. The work between the locks (a backfill,
+// say) does not spend it.
+type Budget struct{ left time.Duration }
+
+// NewBudget is the budget of a command that waits wait for its locks in
+// all, or the session's lock_timeout when that is longer (SessionTimeout),
+// so that one lock held throughout is waited for as long as the session
+// asks, as RetrySession does.
+func NewBudget(ctx context.Context, q pg.Querier, wait time.Duration) (*Budget, error) {
+	each, err := SessionTimeout(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return &Budget{left: max(wait, each)}, nil
+}
+
+// Spent reports whether b has no time left: a lock still to take gets one
+// try of TryWait.
+func (b *Budget) Spent() bool { return b.left <= 0 }
+
+// Retry is RetrySession for one of the locks of b's command: every try, the
+// first too, waits the session's lock_timeout (or TryWait) cut to what is
+// left of b, TryWait at least, and the tries go on until b is spent, one
+// at least. It spends the time it took.
+func (b *Budget) Retry(ctx context.Context, tx pgx.Tx, try func(sp pgx.Tx) error) (bool, error) {
+	start := time.Now()
+	defer func() { b.left -= time.Since(start) }()
+	each, err := SessionTimeout(ctx, tx)
+	if err != nil {
+		return false, err
+	}
+	if each == 0 {
+		each = TryWait
+	}
+	deadline := start.Add(b.left)
+	return retryEach(ctx, tx, deadline, Within(each, TryWait, deadline), each, try)
 }
 
 // SessionTimeout is the lock_timeout the session started with (its
@@ -69,14 +110,14 @@ func Within(each, floor time.Duration, deadline time.Time) time.Duration {
 	return min(each, max(time.Until(deadline), floor))
 }
 
-// retryEach is Retry with the first try waiting at most each, and the
-// others each within what is left of wait (Within).
-func retryEach(ctx context.Context, tx pgx.Tx, wait, each time.Duration, try func(sp pgx.Tx) error) (bool, error) {
+// retryEach is Retry until deadline with the first try waiting at most
+// first, and the others each within what is left until deadline (Within).
+func retryEach(ctx context.Context, tx pgx.Tx, deadline time.Time, first, each time.Duration, try func(sp pgx.Tx) error) (bool, error) {
 	var timeout string
 	if err := tx.QueryRow(ctx, `SELECT pg_catalog.current_setting('lock_timeout')`).Scan(&timeout); err != nil {
 		return false, fmt.Errorf("read lock_timeout: %w", err)
 	}
-	for deadline, this := time.Now().Add(wait), each; ; this = Within(each, TryWait, deadline) {
+	for this := first; ; this = Within(each, TryWait, deadline) {
 		err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { // a savepoint: a timed-out try releases its locks
 			if err := SetTimeout(ctx, sp, this); err != nil {
 				return err
