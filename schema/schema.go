@@ -257,7 +257,7 @@ func migrateOnce(ctx context.Context, pool *pgxpool.Pool, ms []Migration, limit 
 		if err != nil {
 			return err
 		}
-		if !ours && limit > 0 {
+		if limit > 0 { // only when the session sets lock_timeout, so begin set none (not ours)
 			if err := locks.SetTimeout(ctx, tx, limit); err != nil {
 				return err
 			}

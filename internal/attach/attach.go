@@ -43,8 +43,8 @@ type Change struct {
 // rebuilds those whose entry or table changed, leaves the others alone, and
 // detaches the stored ones it does not name. On any error nothing changes.
 // Installing a table's triggers waits for the transactions writing it,
-// 100 ms a try, all the locks it takes within captureLockWait (onCaptured,
-// inModelLock).
+// 100 ms a try (the session's lock_timeout when set), all the locks it
+// takes within captureLockWait (onCaptured, inModelLock).
 func Apply(ctx context.Context, pool *pgxpool.Pool, spec *Spec) ([]Change, error) {
 	var out []Change
 	err := inModelLock(ctx, pool, func(tx pgx.Tx, have map[string]stored, budget *locks.Budget) error {
@@ -561,7 +561,7 @@ func List(ctx context.Context, pool *pgxpool.Pool) ([]Listed, error) {
 }
 
 // lockRecords locks recalc.record against writes until tx ends. Each try
-// waits at most 100 ms, in a savepoint, and the next comes after a pause:
+// waits at most 100 ms (the session's lock_timeout when set), in a savepoint, and the next comes after a pause:
 // every write to recalc.record queues behind a waiting LOCK TABLE, so a
 // wait as long as the longest open transaction that wrote a record (one
 // the writer role keeps open, say) stopped every other write of the
@@ -595,8 +595,8 @@ const captureLockWait = 10 * time.Second
 // onCaptured runs sql, a statement of the capture's functions on object
 // ($1) that installs or drops its triggers, a DDL lock on each of the
 // application's tables it captures (SHARE ROW EXCLUSIVE to create a
-// trigger, ACCESS EXCLUSIVE to drop one), tried 100 ms at a time
-// (locks.Retry): PostgreSQL queues every later write of a table behind a
+// trigger, ACCESS EXCLUSIVE to drop one), tried 100 ms at a time (the
+// session's lock_timeout when set: locks.Budget): PostgreSQL queues every later write of a table behind a
 // waiting trigger statement, so waiting for as long as the application
 // kept a transaction open on one of those tables stopped every other write
 // of it, and, behind the model lock the attach holds, every run and
