@@ -34,9 +34,10 @@ func attachCommand(out, errOut io.Writer) *cli.Command {
 			"same way: its id, role, type and active columns (docs/attach.md, \"Attaching the users\").\n" +
 			"recalc reads the tables as its sandbox role (the schema owner's name followed by _sandbox,\n" +
 			"SECURITY.md): it creates the role if it may create roles, else says what to run.\n" +
-			"A lock on the application's tables or recalc.record is tried 100 ms at a time (the session's\n" +
-			"lock_timeout instead when set: options=-c lock_timeout=30s in the URL, or PGOPTIONS) for 10 s,\n" +
-			"then it fails naming the sessions holding it (docs/operations.md, \"The session's lock_timeout\").\n" +
+			"Its locks on the application's tables and recalc.record are tried 100 ms at a time (the session's\n" +
+			"lock_timeout instead when set: options=-c lock_timeout=30s in the URL, or PGOPTIONS), 10 s for\n" +
+			"all of them together (or the lock_timeout when longer); then it fails naming the sessions holding\n" +
+			"one (docs/operations.md, \"The session's lock_timeout\").\n" +
 			"All in one transaction: on any error nothing changes. Run it as the role that owns the schema.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "list", Usage: "show the attached objects instead"},
@@ -76,9 +77,10 @@ func detachCommand(out, errOut io.Writer) *cli.Command {
 			"The application's tables and rows are untouched. All in one transaction. Detaching the users\n" +
 			"first absorbs the writes committed to their table, so the users section, which stays as last\n" +
 			"built, has them. Run it as the role that owns schema recalc.\n" +
-			"A lock on the application's tables is tried 100 ms at a time (the session's lock_timeout\n" +
-			"instead when set: options=-c lock_timeout=30s in the URL, or PGOPTIONS) for 10 s, then it\n" +
-			"fails naming the sessions holding it (docs/operations.md, \"The session's lock_timeout\").",
+			"Its locks on the application's tables are tried 100 ms at a time (the session's lock_timeout\n" +
+			"instead when set: options=-c lock_timeout=30s in the URL, or PGOPTIONS), 10 s for all of them\n" +
+			"together (or the lock_timeout when longer); then it fails naming the sessions holding one\n" +
+			"(docs/operations.md, \"The session's lock_timeout\").",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "all", Usage: "detach every attached object"}, formatFlag()},
 		Before: func(c *cli.Context) error {
 			if c.Bool("all") == (c.NArg() > 0) {
