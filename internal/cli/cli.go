@@ -548,6 +548,9 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 			}
 			return cli.Exit(fmt.Sprintf("recalc: cannot reach %s (set DATABASE_URL or the PG* variables): %s", db, oneLine(err)), ExitNoDatabase)
 		}
+		if msg := sqlASCII(c.Context, pool, db); msg != "" {
+			return cli.Exit(msg, ExitFailed)
+		}
 		err = fn(c.Context, &Env{Pool: pool, Out: out, Log: log})
 		switch {
 		case err == nil:
@@ -572,6 +575,30 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 		}
 		return cli.Exit(msg, ExitFailed)
 	}
+}
+
+// sqlASCII is the one line of a command refused because the database's
+// encoding is SQL_ASCII, "" for any other (or when it cannot be read: the
+// command then fails on its own). PostgreSQL stores SQL_ASCII text as the
+// bytes written, unchecked, and converts nothing for a UTF8 client, so a
+// row of an attached table hands recalc bytes that are not UTF-8: Go read
+// a field's as U+FFFD where SQL compares the bytes, so that a full run
+// granted a rule's access that an incremental one, prefiltered in SQL,
+// did not (a lost or stray share), and an id's made every incremental run
+// fail ("conversion between UTF8 and SQL_ASCII is not supported", as did
+// an import of a value escaped in JSON). Any other server encoding is
+// converted to and from UTF-8 by the server, and checked.
+func sqlASCII(ctx context.Context, pool *pgxpool.Pool, db string) string {
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		return ""
+	}
+	defer c.Release()
+	if c.Conn().PgConn().ParameterStatus("server_encoding") != "SQL_ASCII" {
+		return ""
+	}
+	return fmt.Sprintf("recalc: %s: the database's encoding is SQL_ASCII, whose text PostgreSQL does not check: recalc needs text it can read as UTF-8 "+
+		"and refuses it: move the data to a database created with ENCODING 'UTF8' (pg_dump, then restore into it)", db)
 }
 
 // lostDatabase reports whether err is the database lost or refusing

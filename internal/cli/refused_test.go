@@ -226,3 +226,50 @@ func waitForSession(t *testing.T, pool *pgxpool.Pool, query string) {
 		}
 	}
 }
+
+// TestSQLASCIIDatabaseRefused: on a database encoded SQL_ASCII, whose
+// text PostgreSQL stores unchecked, an attached row's bytes that are not
+// UTF-8 reached recalc as they were: Go read a field's as U+FFFD where
+// the SQL prefilter compared the bytes (a full run granted a rule's access
+// that an incremental run did not), and an id's failed every incremental
+// run. Every command refuses such a database, before it reads or writes
+// anything, with one line saying what to do; init created the schema.
+func TestSQLASCIIDatabaseRefused(t *testing.T) {
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, testdb.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	name := randomName("recalc_test_ascii_")
+	if _, err := admin.Exec(ctx, `CREATE DATABASE `+name+` TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := testdb.Drop(context.Background(), name); err != nil {
+			t.Error(err)
+		}
+	})
+	url := testdb.URL(name)
+	for _, args := range [][]string{{"init"}, {"status"}, {"run"}, {"watch"}} {
+		t.Run(args[0], func(t *testing.T) {
+			cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			code, msg := recalcErr(cctx, url, args...)
+			if code != 1 || strings.Contains(msg, "\n") || !strings.Contains(msg, strconv.Quote(name)) ||
+				!strings.Contains(msg, "encoding is SQL_ASCII") || !strings.Contains(msg, "ENCODING 'UTF8'") {
+				t.Errorf("recalc %s on a SQL_ASCII database: exit %d, %q; want exit 1 and one line naming database %q, its encoding and what to do",
+					args[0], code, msg, name)
+			}
+		})
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var created bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'recalc')`).Scan(&created); err != nil || created {
+		t.Errorf("schema recalc created on a SQL_ASCII database: %v, %v", created, err)
+	}
+}
