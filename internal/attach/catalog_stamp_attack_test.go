@@ -341,3 +341,35 @@ func TestPrintSeenForgetsDetachedCaptures(t *testing.T) {
 		t.Fatalf("recalc.attach_print_seen keeps %d rows for object case once it is detached, want none", n)
 	}
 }
+
+// TestCompositeAlteredMovesStamp: a composite type that a captured
+// table's column has, altered, changes the text form of every value of
+// the column (an attached view reading it shows other values) while no
+// row is written: the catalog stamp `recalc watch` polls moves, and the
+// table's fingerprint changes. Before version 80 the stamp moved for none
+// of these, so the watch saw them at its --poll only, and the fingerprint
+// only for an attribute whose type is an enum (its labels newly reached).
+func TestCompositeAlteredMovesStamp(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.exec(t, b.app, sectorTypes, `ALTER TABLE crm.account ADD COLUMN sector crm.tag`,
+		`UPDATE crm.account SET sector = ROW(industry::crm.sector, 1)::crm.tag WHERE industry IN ('tech', 'energy')`)
+	b.mustAttach(t, crmSpec)
+	b.run(t)
+	for _, alter := range []string{
+		`ALTER TYPE crm.tag ADD ATTRIBUTE note text`,
+		`ALTER TYPE crm.tag ADD ATTRIBUTE s2 crm.sector`,
+		`ALTER TYPE crm.tag DROP ATTRIBUTE note`,
+	} {
+		stamp, changed := b.stampAndPrints(t)
+		if changed {
+			t.Fatalf("before %s: a fingerprint differs from the one last absorbed", alter)
+		}
+		b.exec(t, b.app, alter)
+		after, changed := b.stampAndPrints(t)
+		if after == stamp || !changed {
+			t.Errorf("after %s: stamp moved %v, fingerprint changed %v; want both", alter, after != stamp, changed)
+		}
+		b.run(t)
+	}
+}

@@ -92,6 +92,19 @@ func TestSourceDriftWithoutWrites(t *testing.T) {
 			sector: sectorColumn{"crm.tag", "ROW(industry::crm.sector, 1)::crm.tag", "split_part(btrim(a.sector::text, '()'), ',', 1)"},
 			change: renameTech, user: "frank", record: "account:1", before: "read", run: "none", full: "none",
 		},
+		// Before version 80 a composite type altered changed no
+		// fingerprint: the view showed other values, and a run kept the
+		// rule's read until a full run.
+		{
+			name:   "composite type's attribute added",
+			sector: tagText,
+			change: alterTag(`ADD ATTRIBUTE note text`), user: "frank", record: "account:1", before: "read", run: "none", full: "none",
+		},
+		{
+			name:   "composite type's attribute dropped",
+			sector: tagText,
+			change: alterTag(`DROP ATTRIBUTE weight`), user: "frank", record: "account:1", before: "read", run: "none", full: "none",
+		},
 		{
 			name:   "enum label renamed, in a range",
 			sector: sectorColumn{"crm.sector_r", "crm.sector_r(industry::crm.sector, industry::crm.sector, '[]')", "lower(a.sector)::text"},
@@ -155,6 +168,19 @@ func TestSourceDriftWithoutWrites(t *testing.T) {
 				t.Errorf("after a full run: %s's access to %s is %s, want %s", tc.user, tc.record, got, tc.full)
 			}
 		})
+	}
+}
+
+// tagText holds crm.sector in the composite crm.tag, which the view reads
+// as its text form, whole: 'tech' for (tech,1).
+var tagText = sectorColumn{"crm.tag", "ROW(industry::crm.sector, 1)::crm.tag",
+	"CASE a.sector::text WHEN '(tech,1)' THEN 'tech' WHEN '(energy,1)' THEN 'energy' END"}
+
+// alterTag alters the composite type crm.tag with action, as the
+// application.
+func alterTag(action string) func(t *testing.T, b *bundle) {
+	return func(t *testing.T, b *bundle) {
+		b.exec(t, b.app, `ALTER TYPE crm.tag `+action)
 	}
 }
 

@@ -180,8 +180,8 @@ func watchCommand(out, errOut io.Writer) *cli.Command {
 		Description: "Listens on channel recalc_changes (record writes by any SQL, writes to attached tables,\n" +
 			"and imports), waits for --debounce of quiet (at most --max-wait), then materializes what\n" +
 			"committed. Every --catalog-poll it also reads a digest of the catalog rows that say what the\n" +
-			"attached sources show, and steps when it moves: a view redefined, an enum label renamed or\n" +
-			"the capture's triggers disabled around a write send no notification (after a step, it reads\n" +
+			"attached sources show, and steps when it moves: a view redefined, an enum label renamed, a\n" +
+			"composite type altered or the capture's triggers disabled around a write send no notification (after a step, it reads\n" +
 			"it again no sooner than 4 times what the step took). Record changes take the fast path, in batches naming at most --fast-records\n" +
 			"records: one short transaction each, no job, with the configuration kept in memory; it\n" +
 			"first re-reads the rows that attached tables' writes logged (docs/attach.md). Anything\n" +
