@@ -54,6 +54,7 @@ func TestMigrateBesideAppLocks(t *testing.T) {
 			before := versions(t, admin)
 
 			defer appLoad(t, app, admin, tc.hold, tc.query, tc.stream)()
+			bystander := readerBeside(t, admin)
 			probed := probeWrites(app) // the application's other writes, while init tries: each within 1 s
 			ms := append(mustMigrations(t), schema.Migration{Version: schema.Latest() + 1, Name: "test_locks_record.up.sql",
 				SQL: `LOCK TABLE recalc.record IN ACCESS EXCLUSIVE MODE`})
@@ -76,11 +77,31 @@ func TestMigrateBesideAppLocks(t *testing.T) {
 				!strings.Contains(err.Error(), "retry when it ends") {
 				t.Fatalf("init beside the application's lock: applied %d, %v; want a lock timeout naming the application's session and saying what to do", n, err)
 			}
+			if strings.Contains(err.Error(), fmt.Sprintf("pid %d ", bystander)) {
+				t.Errorf("init beside the application's lock: %v; names pid %d, which held a lock that blocked nothing", err, bystander)
+			}
 			if after := versions(t, admin); after != before {
 				t.Errorf("schema versions after the refused init: %s, want %s, unchanged", after, before)
 			}
 		})
 	}
+}
+
+// readerBeside opens a transaction on pool that has read recalc.job and
+// stays open until the test ends, a lock that blocks no migration of
+// recalc.record, and returns its session's pid.
+func readerBeside(t *testing.T, pool *pgxpool.Pool) (pid int) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(ctx) })
+	if err := tx.QueryRow(ctx, `SELECT pg_backend_pid() FROM (SELECT count(*) FROM recalc.job) j`).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	return pid
 }
 
 // appLoad starts the application's work beside init: hold run in a

@@ -76,8 +76,9 @@ func Migrations() ([]Migration, error) {
 // a wait times out it rolls back, releasing everything, and tries again
 // until migrateWait has passed (a retry's waits within what is left of it
 // when the session sets lock_timeout: locks.Within); then it fails,
-// naming the sessions that
-// hold locks on those tables, with nothing migrated. Once migrated, it
+// naming the sessions seen blocking its last try's lock waits
+// (watchBlockers; those holding locks on those tables when none was
+// seen), with nothing migrated. Once migrated, it
 // gives each attached table whose capture predates version 67 its new
 // trigger (renewPins); a table it could not give one makes a *PinsError,
 // with the migrations applied counted.
@@ -102,7 +103,8 @@ func migrateWith(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (appli
 		if try > 1 && session > 0 {
 			limit = locks.Within(session, locks.TryWait, start.Add(migrateWait))
 		}
-		applied, err = migrateOnce(ctx, pool, ms, limit)
+		var blockers []string
+		applied, blockers, err = migrateOnce(ctx, pool, ms, limit)
 		if err == nil {
 			return applied, renewPins(ctx, pool)
 		}
@@ -110,10 +112,14 @@ func migrateWith(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (appli
 			return applied, err
 		}
 		if time.Since(start) >= migrateWait {
-			return 0, fmt.Errorf("migrate: lock waits timed out or deadlocked for %s (%d tries; sessions holding locks on recalc's tables or the attached ones: %s): "+
+			held := "sessions blocking its lock waits: " + strings.Join(blockers, ", ")
+			if len(blockers) == 0 { // a wait too short to be seen: who holds what it may lock
+				held = "sessions holding locks on recalc's tables or the attached ones: " + locks.Named(migrateHolders(ctx, pool))
+			}
+			return 0, fmt.Errorf("migrate: lock waits timed out or deadlocked for %s (%d tries; %s): "+
 				"nothing was migrated; another session holds a lock on recalc's tables (a long or idle transaction, a feed reader, "+
 				"a running job): retry when it ends: %w",
-				time.Since(start).Round(100*time.Millisecond), try, locks.Named(migrateHolders(ctx, pool)), err)
+				time.Since(start).Round(100*time.Millisecond), try, held, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -251,8 +257,17 @@ const pinLockTimeout = 200 * time.Millisecond
 // migrateOnce is one try of Migrate, in one transaction. limit, when not
 // 0, bounds its lock waits after the schema lock's in place of the
 // session's lock_timeout (a retry within what is left of migrateWait).
-func migrateOnce(ctx context.Context, pool *pgxpool.Pool, ms []Migration, limit time.Duration) (applied int, err error) {
-	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+// blockers are the sessions last seen blocking one of its lock waits
+// (watchBlockers), whatever its outcome.
+func migrateOnce(ctx context.Context, pool *pgxpool.Pool, ms []Migration, limit time.Duration) (applied int, blockers []string, err error) {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer conn.Release()
+	stop := watchBlockers(ctx, pool, conn.Conn().PgConn().PID())
+	defer func() { blockers = stop() }()
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		current, ours, err := begin(ctx, tx)
 		if err != nil {
 			return err
@@ -291,10 +306,46 @@ func migrateOnce(ctx context.Context, pool *pgxpool.Pool, ms []Migration, limit 
 		return restorePrivileges(ctx, tx)
 	})
 	if err != nil {
-		return 0, err // rolled back
+		return 0, nil, err // rolled back
 	}
-	return applied, nil
+	return applied, nil, nil
 }
+
+// watchBlockers reads, every blockerPoll until the returned stop is
+// called, which sessions block session pid's lock wait (locks.Blocking),
+// on another session of pool; stop returns the last it saw blocking one.
+// Read once the try has failed, the sessions holding any lock on recalc's
+// tables (migrateHolders) named readers that blocked nothing, and missed
+// a blocker whose lock is on no such table.
+func watchBlockers(ctx context.Context, pool *pgxpool.Pool, pid uint32) (stop func() []string) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan []string, 1)
+	go func() {
+		var seen []string
+		tick := time.NewTicker(blockerPoll)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				done <- seen
+				return
+			case <-tick.C:
+				if b := locks.Blocking(ctx, pool, pid); len(b) > 0 {
+					seen = b
+				}
+			}
+		}
+	}()
+	return func() []string {
+		cancel()
+		return <-done
+	}
+}
+
+// blockerPoll is how often watchBlockers reads who blocks a migration: a
+// few times in each of its lock waits (tableLockWait), and never for a
+// schema up to date, which one try migrates in a few milliseconds.
+const blockerPoll = 25 * time.Millisecond
 
 // restorePrivileges puts back what a restore without privileges
 // (pg_restore --no-acl) changes (SECURITY.md): EXECUTE on recalc's

@@ -174,6 +174,24 @@ func Holders(ctx context.Context, q pg.Querier, held Held, relations []string) [
 	return out
 }
 
+// Blocking names the sessions that block session pid's lock wait now,
+// as Holders names them: those holding a lock it waits for, and those
+// queued ahead of it for one (pg_blocking_pids). Nil when it waits for
+// none, or they cannot be read.
+func Blocking(ctx context.Context, q pg.Querier, pid uint32) []string {
+	rows, err := q.Query(ctx, `SELECT format('pid %s (role %s)', b.pid, coalesce(quote_ident(a.usename), 'unknown'))
+		FROM unnest(pg_blocking_pids($1)) b (pid) LEFT JOIN pg_stat_activity a ON a.pid = b.pid
+		ORDER BY b.pid LIMIT 10`, int64(pid))
+	if err != nil {
+		return nil
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil
+	}
+	return out
+}
+
 // Named lists holders (Holders) to quote in an error: "none seen" when no
 // session holds such a lock any more, or they could not be read.
 func Named(holders []string) string {
