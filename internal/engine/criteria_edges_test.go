@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -75,14 +76,24 @@ func edgeConds() []string {
 // edgeRulesPerObject stays under model.MaxCriteriaRulesPerObject.
 const edgeRulesPerObject = 40
 
+// edgeBatch is how many conditions TestCriteriaEdgeRuleChanges moves
+// rules to in one import, each rule on an object of its own: the plan
+// selects a changed rule's records on its object alone (a criteria
+// selector), so no rule's SQL filter lets through a record another rule's
+// filter dropped; and at most 16 × 55 records are selected, under the
+// 1,000 families past which a plan may become full. One condition an import
+// took 126 jobs over 55 records.
+const edgeBatch = 16
+
 // edgeOptions run the edge tests' jobs in small chunks.
 var edgeOptions = engine.Options{Workers: 2, ChunkSize: 7}
 
-// TestCriteriaEdgeRuleChanges moves one rule, on an object with a record
-// for each edge field value, back and forth between a condition that
-// matches no record and each edge condition. The incremental run recomputes
-// the records the old or the new condition matches, selected by the
-// planner's SQL filter (sharetable's criteriaFilter) before Go's
+// TestCriteriaEdgeRuleChanges moves rules back and forth between a
+// condition that matches no record and each edge condition: rule rj, alone
+// on object edgej__c with a record for each edge field value, takes
+// condition k*edgeBatch+j in the k-th round. The incremental run
+// recomputes the records the old or the new condition matches, selected by
+// the planner's SQL filter (sharetable's criteriaFilter) before Go's
 // Criteria.Match decides: a record the filter drops keeps the access the
 // old condition gave it. After every run the access must be the oracle's,
 // on the fields as Go reads them back, and a full run must find the tables
@@ -91,13 +102,20 @@ func TestCriteriaEdgeRuleChanges(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	none := `"equals", "value": "matches no record"`
-	b.importFile(t, edgeModel(1, []string{none}))
+	nones := slices.Repeat([]string{none}, edgeBatch)
+	b.importFile(t, edgeModel(edgeBatch, 1, nones))
 	b.writeEdgeFields(t, 0)
 	b.run(t, edgeOptions)
-	for i, c := range edgeConds() {
-		for _, cond := range []string{c, none} {
-			b.importFile(t, edgeRules(1, []string{cond}))
-			b.checkEdgeRun(t, fmt.Sprintf("condition %d (%s)", i, cond), i%8 == 0)
+	conds := edgeConds()
+	for from := 0; from < len(conds); from += edgeBatch {
+		moved := slices.Clone(nones)
+		copy(moved, conds[from:min(from+edgeBatch, len(conds))])
+		for _, step := range []struct {
+			how   string
+			rules []string
+		}{{"to", moved}, {"from", nones}} {
+			b.importFile(t, edgeRules(edgeBatch, 1, step.rules))
+			b.checkEdgeRun(t, fmt.Sprintf("rules moved %s conditions %d.. (rule rj on object edgej__c: condition %d+j)", step.how, from, from), true)
 		}
 	}
 }
@@ -111,7 +129,7 @@ func TestCriteriaEdgeRecordChanges(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	objects := (len(edgeConds()) + edgeRulesPerObject - 1) / edgeRulesPerObject
-	b.importFile(t, edgeModel(objects, edgeConds()))
+	b.importFile(t, edgeModel(objects, edgeRulesPerObject, edgeConds()))
 	b.writeEdgeFields(t, 0)
 	b.run(t, edgeOptions)
 	b.checkEdgeRun(t, "first run", true)
@@ -158,8 +176,8 @@ func (b *bundle) checkEdgeRun(t *testing.T, after string, full bool) {
 
 // edgeModel is the model: objects edge0__c.., each with one record per
 // edge field value (owned by o; the test writes their fields), and the
-// rules of edgeRules(objects, conds).
-func edgeModel(objects int, conds []string) string {
+// rules of edgeRules(objects, perObject, conds).
+func edgeModel(objects, perObject int, conds []string) string {
 	users := []string{`{"id": "o"}`}
 	for i := range conds {
 		users = append(users, fmt.Sprintf(`{"id": "u%d"}`, i))
@@ -171,15 +189,15 @@ func edgeModel(objects int, conds []string) string {
 			records = append(records, fmt.Sprintf(`{"object": "edge%d__c", "id": "edge%d:%d", "owner": "o"}`, o, o, k))
 		}
 	}
-	rules := strings.TrimSuffix(strings.TrimPrefix(edgeRules(objects, conds), "{"), "}")
+	rules := strings.TrimSuffix(strings.TrimPrefix(edgeRules(objects, perObject, conds), "{"), "}")
 	return `{"version": 1, "objects": [` + strings.Join(objs, ",") + `], "roles": [], "groups": [], "territories": [],
 		"users": [` + strings.Join(users, ",") + `], ` + rules + `, "records": [` + strings.Join(records, ",\n") + `]}`
 }
 
 // edgeRules is a rules section: rule ri, on object edge(i /
-// edgeRulesPerObject)__c, tests field f with conds[i] (whole criteria when
-// it is a JSON object) and grants read to user ui.
-func edgeRules(objects int, conds []string) string {
+// perObject)__c (the last object at most), tests field f with conds[i]
+// (whole criteria when it is a JSON object) and grants read to user ui.
+func edgeRules(objects, perObject int, conds []string) string {
 	rules := make([]string, len(conds))
 	for i, c := range conds {
 		crit := `{"conditions": [{"field": "f", "op": ` + c + `}]}`
@@ -187,7 +205,7 @@ func edgeRules(objects int, conds []string) string {
 			crit = c
 		}
 		rules[i] = fmt.Sprintf(`{"id": "r%d", "object": "edge%d__c", "type": "criteria", "target": "user:u%d", "access": "read",
-			"criteria": %s}`, i, min(i/edgeRulesPerObject, objects-1), i, crit)
+			"criteria": %s}`, i, min(i/perObject, objects-1), i, crit)
 	}
 	return `{"rules": [` + strings.Join(rules, ",\n") + `]}`
 }
