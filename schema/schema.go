@@ -76,9 +76,9 @@ func Migrations() ([]Migration, error) {
 // a wait times out it rolls back, releasing everything, and tries again
 // until migrateWait has passed (a retry's waits within what is left of it
 // when the session sets lock_timeout: locks.Within); then it fails,
-// naming the sessions seen blocking its last try's lock waits
-// (watchBlockers; those holding locks on those tables when none was
-// seen), with nothing migrated. Once migrated, it
+// naming the sessions last seen blocking its lock waits
+// (locks.Watch; those holding locks on those tables when none was
+// seen: locks.Blamed), with nothing migrated. Once migrated, it
 // gives each attached table whose capture predates version 67 its new
 // trigger (renewPins); a table it could not give one makes a *PinsError,
 // with the migrations applied counted.
@@ -93,29 +93,45 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied int, err error) {
 // migrateWith is Migrate applying ms, Migrations() and any that follow
 // them: a test's stand-in for a migration not yet written.
 func migrateWith(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (applied int, err error) {
+	if applied, err = migrateRetrying(ctx, pool, ms); err != nil {
+		return applied, err
+	}
+	return applied, renewPins(ctx, pool)
+}
+
+// migrateRetrying tries migrateOnce until it migrates, or until migrateWait
+// has passed (Migrate), on one session of pool that locks.Watch watches
+// from the first try to the last: a watcher opened for each try (its own
+// session, connected 25 ms into it) saw none of a loaded machine's last
+// 100 ms waits, and the error named the holders.
+func migrateRetrying(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (int, error) {
 	session, err := locks.SessionTimeout(ctx, pool)
 	if err != nil {
 		return 0, err
 	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Release()
+	stop := locks.Watch(ctx, conn.Conn())
+	defer stop()
 	start := time.Now()
 	for try := 1; ; try++ {
 		var limit time.Duration // the first try waits the session's lock_timeout whole
 		if try > 1 && session > 0 {
 			limit = locks.Within(session, locks.TryWait, start.Add(migrateWait))
 		}
-		var blockers []string
-		applied, blockers, err = migrateOnce(ctx, pool, ms, limit)
+		applied, err := migrateOnce(ctx, conn, ms, limit)
 		if err == nil {
-			return applied, renewPins(ctx, pool)
+			return applied, nil
 		}
 		if !pg.IsLockNotAvailable(err) && pg.Code(err) != pg.DeadlockDetected {
 			return applied, err
 		}
 		if time.Since(start) >= migrateWait {
-			held := "sessions blocking its lock waits: " + strings.Join(blockers, ", ")
-			if len(blockers) == 0 { // a wait too short to be seen: who holds what it may lock
-				held = "sessions holding locks on recalc's tables or the attached ones: " + locks.Named(migrateHolders(ctx, pool))
-			}
+			held := locks.Blamed(stop(), "sessions holding locks on recalc's tables or the attached ones",
+				func() []string { return migrateHolders(ctx, pool) })
 			return 0, fmt.Errorf("migrate: lock waits timed out or deadlocked for %s (%d tries; %s): "+
 				"nothing was migrated; another session holds a lock on recalc's tables (a long or idle transaction, a feed reader, "+
 				"a running job): retry when it ends: %w",
@@ -254,19 +270,10 @@ func (e *PinsError) holders() string {
 // pinLockTimeout bounds each lock wait of renewPins.
 const pinLockTimeout = 200 * time.Millisecond
 
-// migrateOnce is one try of Migrate, in one transaction. limit, when not
-// 0, bounds its lock waits after the schema lock's in place of the
-// session's lock_timeout (a retry within what is left of migrateWait).
-// blockers are the sessions last seen blocking one of its lock waits
-// (watchBlockers), whatever its outcome.
-func migrateOnce(ctx context.Context, pool *pgxpool.Pool, ms []Migration, limit time.Duration) (applied int, blockers []string, err error) {
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer conn.Release()
-	stop := watchBlockers(ctx, pool, conn.Conn().PgConn().PID())
-	defer func() { blockers = stop() }()
+// migrateOnce is one try of Migrate, in one transaction on conn. limit,
+// when not 0, bounds its lock waits after the schema lock's in place of
+// the session's lock_timeout (a retry within what is left of migrateWait).
+func migrateOnce(ctx context.Context, conn *pgxpool.Conn, ms []Migration, limit time.Duration) (applied int, err error) {
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		current, ours, err := begin(ctx, tx)
 		if err != nil {
@@ -306,46 +313,10 @@ func migrateOnce(ctx context.Context, pool *pgxpool.Pool, ms []Migration, limit 
 		return restorePrivileges(ctx, tx)
 	})
 	if err != nil {
-		return 0, nil, err // rolled back
+		return 0, err // rolled back
 	}
-	return applied, nil, nil
+	return applied, nil
 }
-
-// watchBlockers reads, every blockerPoll until the returned stop is
-// called, which sessions block session pid's lock wait (locks.Blocking),
-// on another session of pool; stop returns the last it saw blocking one.
-// Read once the try has failed, the sessions holding any lock on recalc's
-// tables (migrateHolders) named readers that blocked nothing, and missed
-// a blocker whose lock is on no such table.
-func watchBlockers(ctx context.Context, pool *pgxpool.Pool, pid uint32) (stop func() []string) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan []string, 1)
-	go func() {
-		var seen []string
-		tick := time.NewTicker(blockerPoll)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				done <- seen
-				return
-			case <-tick.C:
-				if b := locks.Blocking(ctx, pool, pid); len(b) > 0 {
-					seen = b
-				}
-			}
-		}
-	}()
-	return func() []string {
-		cancel()
-		return <-done
-	}
-}
-
-// blockerPoll is how often watchBlockers reads who blocks a migration: a
-// few times in each of its lock waits (tableLockWait), and never for a
-// schema up to date, which one try migrates in a few milliseconds.
-const blockerPoll = 25 * time.Millisecond
 
 // restorePrivileges puts back what a restore without privileges
 // (pg_restore --no-acl) changes (SECURITY.md): EXECUTE on recalc's
