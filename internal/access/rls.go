@@ -870,17 +870,19 @@ const tableLockWait = 10 * time.Second
 // behind a statement waiting to lock it, so waiting for as long as the
 // application kept a transaction open on the table stopped all its other
 // reads and writes of it for as long. Past tableLockWait it fails, naming
-// the sessions that hold locks on the table; nothing has changed then.
+// the sessions seen blocking its waits (locks.Watch; those holding locks
+// on the table when none was seen); nothing has changed then.
 func lockTable(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier) error {
 	start := time.Now()
-	took, err := locks.RetrySession(ctx, tx, tableLockWait, func(sp pgx.Tx) error {
+	took, blocking, err := locks.RetrySession(ctx, tx, tableLockWait, func(sp pgx.Tx) error {
 		_, err := sp.Exec(ctx, `LOCK TABLE `+tbl.Sanitize()+` IN ACCESS EXCLUSIVE MODE`)
 		return err
 	})
 	if err != nil || took {
 		return err
 	}
-	holders := locks.Named(locks.Holders(ctx, tx, locks.AnyLock, []string{tbl.Sanitize()}))
-	return fmt.Errorf("other transactions kept the table locked for %s (sessions holding locks on it: %s): nothing was changed; "+
-		"run it again once they end", time.Since(start).Round(100*time.Millisecond), holders)
+	held := locks.Blamed(blocking, "sessions holding locks on it",
+		func() []string { return locks.Holders(ctx, tx, locks.AnyLock, []string{tbl.Sanitize()}) })
+	return fmt.Errorf("other transactions kept the table locked for %s (%s): nothing was changed; "+
+		"run it again once they end", time.Since(start).Round(100*time.Millisecond), held)
 }

@@ -568,10 +568,11 @@ func List(ctx context.Context, pool *pgxpool.Pool) ([]Listed, error) {
 // application to recalc.record, and, behind the model lock the attach
 // holds, every run and `recalc watch`, for as long as it stayed open. Past
 // budget (the command's, for all its locks) the attach fails,
-// naming the sessions that hold locks on the records.
+// naming the sessions seen blocking its waits (locks.Watch; those that
+// hold locks on the records when none was seen).
 func lockRecords(ctx context.Context, tx pgx.Tx, budget *locks.Budget, object string) error {
 	start := time.Now()
-	took, err := budget.Retry(ctx, tx, func(sp pgx.Tx) error {
+	took, blocking, err := budget.Retry(ctx, tx, func(sp pgx.Tx) error {
 		_, err := sp.Exec(ctx, `LOCK TABLE recalc.record IN SHARE ROW EXCLUSIVE MODE`)
 		return err
 	})
@@ -580,8 +581,8 @@ func lockRecords(ctx context.Context, tx pgx.Tx, budget *locks.Budget, object st
 		return fmt.Errorf("lock the records against writes while %s is attached: %w", object, err)
 	case !took:
 		return fmt.Errorf("lock the records against writes while %s is attached: other transactions kept writing or locking "+
-			"recalc.record for %s (sessions holding locks on records, shares or team entries: %s): nothing was attached; "+
-			"attach again once they end", object, time.Since(start).Round(100*time.Millisecond), locks.Named(store.LockHolders(ctx, tx)))
+			"recalc.record for %s (%s): nothing was attached; attach again once they end", object, time.Since(start).Round(100*time.Millisecond),
+			locks.Blamed(blocking, "sessions holding locks on records, shares or team entries", func() []string { return store.LockHolders(ctx, tx) }))
 	}
 	return nil
 }
@@ -601,12 +602,13 @@ const captureLockWait = 10 * time.Second
 // kept a transaction open on one of those tables stopped every other write
 // of it, and, behind the model lock the attach holds, every run and
 // `recalc watch`. Past budget (the command's, for all its locks:
-// inModelLock) it fails, naming the sessions that hold locks on those
-// tables; the caller's transaction then changes nothing. It tries once at
+// inModelLock) it fails, naming the sessions seen blocking its waits
+// (locks.Watch; those that hold locks on those tables when none was
+// seen); the caller's transaction then changes nothing. It tries once at
 // least.
 func onCaptured(ctx context.Context, tx pgx.Tx, budget *locks.Budget, object, what, sql string) error {
 	start := time.Now()
-	took, err := budget.Retry(ctx, tx, func(sp pgx.Tx) error {
+	took, blocking, err := budget.Retry(ctx, tx, func(sp pgx.Tx) error {
 		_, err := sp.Exec(ctx, sql, object)
 		return err
 	})
@@ -614,9 +616,9 @@ func onCaptured(ctx context.Context, tx pgx.Tx, budget *locks.Budget, object, wh
 	case err != nil:
 		return fmt.Errorf("%s of %s: %w", what, object, err)
 	case !took:
-		return fmt.Errorf("%s of %s: other transactions kept its tables locked for %s (sessions holding locks on them: %s): "+
+		return fmt.Errorf("%s of %s: other transactions kept its tables locked for %s (%s): "+
 			"nothing was changed; run it again once they end", what, object, time.Since(start).Round(100*time.Millisecond),
-			locks.Named(captureHolders(ctx, tx, object, locks.AnyLock)))
+			locks.Blamed(blocking, "sessions holding locks on them", func() []string { return captureHolders(ctx, tx, object, locks.AnyLock) }))
 	}
 	return nil
 }

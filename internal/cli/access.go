@@ -215,7 +215,7 @@ func rlsEnableCommand(out, errOut io.Writer) *cli.Command {
 			"deterministic collation. See docs/rls.md.\n" +
 			"It locks the table ACCESS EXCLUSIVE, tried 100 ms at a time (the session's lock_timeout instead\n" +
 			"when set: options=-c lock_timeout=30s in the URL, or PGOPTIONS) for 10 s, then fails naming the\n" +
-			"sessions holding it (docs/operations.md, \"The session's lock_timeout\").",
+			"sessions seen blocking it (docs/operations.md, \"The session's lock_timeout\").",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "table", Required: true, Usage: "application table, TABLE or SCHEMA.TABLE, names as the catalog spells them, unquoted (ws.workspaceMember); a name holding a dot cannot be given: rename it"},
 			idFlag(&cli.StringFlag{Name: "object", Required: true, Usage: "the recalc object its rows are records of"}),
@@ -423,7 +423,7 @@ func rlsDisableCommand(out, errOut io.Writer) *cli.Command {
 		Usage: "drop recalc's policies from TABLE, and disable row-level security unless the table has policies of its own",
 		Description: "It locks the table ACCESS EXCLUSIVE, tried 100 ms at a time (the session's lock_timeout instead\n" +
 			"when set: options=-c lock_timeout=30s in the URL, or PGOPTIONS) for 10 s, then fails naming the\n" +
-			"sessions holding it (docs/operations.md, \"The session's lock_timeout\").",
+			"sessions seen blocking it (docs/operations.md, \"The session's lock_timeout\").",
 		Flags: []cli.Flag{&cli.StringFlag{Name: "table", Required: true, Usage: "application table, TABLE or SCHEMA.TABLE, names as the catalog spells them, unquoted (ws.workspaceMember); a name holding a dot cannot be given: rename it"}},
 		Action: func(c *cli.Context) error {
 			if err := access.CheckTable(c.String("table")); err != nil {

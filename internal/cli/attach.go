@@ -36,8 +36,8 @@ func attachCommand(out, errOut io.Writer) *cli.Command {
 			"SECURITY.md): it creates the role if it may create roles, else says what to run.\n" +
 			"Its locks on the application's tables and recalc.record are tried 100 ms at a time (the session's\n" +
 			"lock_timeout instead when set: options=-c lock_timeout=30s in the URL, or PGOPTIONS), 10 s for\n" +
-			"all of them together (or the lock_timeout when longer); then it fails naming the sessions holding\n" +
-			"one (docs/operations.md, \"The session's lock_timeout\").\n" +
+			"all of them together (or the lock_timeout when longer); then it fails naming the sessions seen\n" +
+			"blocking one (docs/operations.md, \"The session's lock_timeout\").\n" +
 			"All in one transaction: on any error nothing changes. Run it as the role that owns the schema.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "list", Usage: "show the attached objects instead"},
@@ -79,8 +79,8 @@ func detachCommand(out, errOut io.Writer) *cli.Command {
 			"built, has them. Run it as the role that owns schema recalc.\n" +
 			"Its locks on the application's tables are tried 100 ms at a time (the session's lock_timeout\n" +
 			"instead when set: options=-c lock_timeout=30s in the URL, or PGOPTIONS), 10 s for all of them\n" +
-			"together (or the lock_timeout when longer); then it fails naming the sessions holding one\n" +
-			"(docs/operations.md, \"The session's lock_timeout\").",
+			"together (or the lock_timeout when longer); then it fails naming the sessions seen blocking\n" +
+			"one (docs/operations.md, \"The session's lock_timeout\").",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "all", Usage: "detach every attached object"}, formatFlag()},
 		Before: func(c *cli.Context) error {
 			if c.Bool("all") == (c.NArg() > 0) {

@@ -28,7 +28,7 @@ func initCommand(out, errOut io.Writer) *cli.Command {
 			"tried 100 ms at a time (the session's lock_timeout instead when set, as with\n" +
 			"options=-c lock_timeout=30s in the URL or PGOPTIONS), so the application's\n" +
 			"reads and writes never queue behind it for longer; init rolls back and tries again for 10 s,\n" +
-			"then exits 1, naming the sessions holding locks on those tables (pid and role), with nothing\n" +
+			"then exits 1, naming the sessions seen blocking its lock waits (pid and role), with nothing\n" +
 			"migrated: run it again once they end. Then each attached table whose capture\n" +
 			"predates version 67 gets its new row trigger, one table at a time, each lock wait at most\n" +
 			"200 ms (the session's lock_timeout instead when set, within 10 s of tries): a table the\n" +

@@ -26,7 +26,8 @@ const TryWait = 100 * time.Millisecond
 // lock_timeout is as before once Retry returns. An error other than a lock
 // not granted (pg.IsRetryable) ends it at once.
 func Retry(ctx context.Context, tx pgx.Tx, wait time.Duration, try func(sp pgx.Tx) error) (bool, error) {
-	return retryEach(ctx, tx, time.Now().Add(wait), TryWait, TryWait, try)
+	took, _, err := retryEach(ctx, tx, time.Now().Add(wait), TryWait, TryWait, false, try)
+	return took, err
 }
 
 // RetrySession is Retry with each try waiting for the session's
@@ -37,16 +38,17 @@ func Retry(ctx context.Context, tx pgx.Tx, wait time.Duration, try func(sp pgx.T
 // find it. The tries still go on until wait has passed, one at least, each
 // after the first cut to what is left of wait (Within), so a lock_timeout
 // past wait is how long they wait in all, and a shorter one ends within
-// wait, not up to a lock_timeout past it.
-func RetrySession(ctx context.Context, tx pgx.Tx, wait time.Duration, try func(sp pgx.Tx) error) (bool, error) {
+// wait, not up to a lock_timeout past it. When it reports false, blocking
+// names the sessions last seen blocking its waits (Watch; for Blamed).
+func RetrySession(ctx context.Context, tx pgx.Tx, wait time.Duration, try func(sp pgx.Tx) error) (took bool, blocking []string, err error) {
 	each, err := SessionTimeout(ctx, tx)
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
 	if each == 0 {
 		each = TryWait
 	}
-	return retryEach(ctx, tx, time.Now().Add(wait), each, each, try)
+	return retryEach(ctx, tx, time.Now().Add(wait), each, each, true, try)
 }
 
 // Budget is how long a command that takes several locks, one after
@@ -75,19 +77,20 @@ func (b *Budget) Spent() bool { return b.left <= 0 }
 // Retry is RetrySession for one of the locks of b's command: every try, the
 // first too, waits the session's lock_timeout (or TryWait) cut to what is
 // left of b, TryWait at least, and the tries go on until b is spent, one
-// at least. It spends the time it took.
-func (b *Budget) Retry(ctx context.Context, tx pgx.Tx, try func(sp pgx.Tx) error) (bool, error) {
+// at least. It spends the time it took. When it reports false, blocking
+// names the sessions last seen blocking its waits, as RetrySession's.
+func (b *Budget) Retry(ctx context.Context, tx pgx.Tx, try func(sp pgx.Tx) error) (took bool, blocking []string, err error) {
 	start := time.Now()
 	defer func() { b.left -= time.Since(start) }()
 	each, err := SessionTimeout(ctx, tx)
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
 	if each == 0 {
 		each = TryWait
 	}
 	deadline := start.Add(b.left)
-	return retryEach(ctx, tx, deadline, Within(each, TryWait, deadline), each, try)
+	return retryEach(ctx, tx, deadline, Within(each, TryWait, deadline), each, true, try)
 }
 
 // SessionTimeout is the lock_timeout the session started with (its
@@ -112,10 +115,17 @@ func Within(each, floor time.Duration, deadline time.Time) time.Duration {
 
 // retryEach is Retry until deadline with the first try waiting at most
 // first, and the others each within what is left until deadline (Within).
-func retryEach(ctx context.Context, tx pgx.Tx, deadline time.Time, first, each time.Duration, try func(sp pgx.Tx) error) (bool, error) {
+// With watch, blocking names the sessions last seen blocking its waits
+// (Watch); else it is nil.
+func retryEach(ctx context.Context, tx pgx.Tx, deadline time.Time, first, each time.Duration, watch bool,
+	try func(sp pgx.Tx) error) (took bool, blocking []string, err error) {
 	var timeout string
 	if err := tx.QueryRow(ctx, `SELECT pg_catalog.current_setting('lock_timeout')`).Scan(&timeout); err != nil {
-		return false, fmt.Errorf("read lock_timeout: %w", err)
+		return false, nil, fmt.Errorf("read lock_timeout: %w", err)
+	}
+	if watch {
+		stop := Watch(ctx, tx.Conn())
+		defer func() { blocking = stop() }()
 	}
 	for this := first; ; this = Within(each, TryWait, deadline) {
 		err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { // a savepoint: a timed-out try releases its locks
@@ -129,15 +139,15 @@ func retryEach(ctx context.Context, tx pgx.Tx, deadline time.Time, first, each t
 		}
 		switch {
 		case err == nil:
-			return true, nil
+			return true, nil, nil
 		case !pg.IsRetryable(err):
-			return false, err
+			return false, nil, err
 		case !time.Now().Before(deadline):
-			return false, nil
+			return false, nil, nil
 		}
 		select {
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return false, nil, ctx.Err()
 		case <-time.After(time.Duration(20+rand.IntN(80)) * time.Millisecond):
 		}
 	}

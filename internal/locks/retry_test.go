@@ -70,7 +70,7 @@ func TestRetrySessionEndsWithinWait(t *testing.T) {
 			}
 			defer func() { _ = tx.Rollback(ctx) }()
 			start := time.Now()
-			took, err := locks.RetrySession(ctx, tx, tc.wait, func(sp pgx.Tx) error {
+			took, _, err := locks.RetrySession(ctx, tx, tc.wait, func(sp pgx.Tx) error {
 				_, err := sp.Exec(ctx, `LOCK TABLE `+table.Sanitize()+` IN ACCESS EXCLUSIVE MODE`)
 				return err
 			})
