@@ -135,6 +135,7 @@ func newPool(t *testing.T, url string, params map[string]string) *pgxpool.Pool {
 	for k, v := range params {
 		cfg.ConnConfig.RuntimeParams[k] = v
 	}
+	testdb.CloseIdle(cfg)
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -48,8 +48,12 @@ func newProcessOrg(t *testing.T, records int) *processOrg {
 	t.Helper()
 	o := &processOrg{t: t, bin: buildRecalc(t)}
 	o.url = testdb.Clone(t, orgTemplate(t, o.bin, records))
-	var err error
-	if o.pool, err = pgxpool.New(context.Background(), o.url); err != nil {
+	cfg, err := pgxpool.ParseConfig(o.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testdb.CloseIdle(cfg)
+	if o.pool, err = pgxpool.NewWithConfig(context.Background(), cfg); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(o.pool.Close)

@@ -186,6 +186,7 @@ func openPool(t *testing.T, conn string) *pgxpool.Pool {
 		t.Fatalf("parse connection string: %v", err)
 	}
 	cfg.MaxConns = 4
+	testdb.CloseIdle(cfg)
 	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("connect: %v", err)

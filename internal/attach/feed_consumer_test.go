@@ -26,6 +26,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
 	"github.com/recalc-dev/recalc/internal/store"
+	"github.com/recalc-dev/recalc/internal/testdb"
 	"github.com/recalc-dev/recalc/internal/testkit"
 	"github.com/recalc-dev/recalc/internal/watch"
 	"github.com/recalc-dev/recalc/schema"
@@ -767,6 +768,7 @@ func tracedPool(t *testing.T, b *bundle, tracer pgx.QueryTracer) *pgxpool.Pool {
 		t.Fatal(err)
 	}
 	cfg.ConnConfig.Tracer = tracer
+	testdb.CloseIdle(cfg)
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
