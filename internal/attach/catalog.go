@@ -181,9 +181,11 @@ func uniqueOn(ctx context.Context, tx pgx.Tx, relid uint32, col string) (bool, e
 	return ok, nil
 }
 
-// viewReads checks what a view's query depends on: only functions and
-// operators of pg_catalog (the capture runs it with the engine's rights,
-// and functions in a view run as the caller), and only tables, which it
+// viewReads checks what a view's query depends on: only functions,
+// operators and text search configurations and dictionaries of pg_catalog
+// (the capture runs it with the engine's rights, functions in a view run
+// as the caller, and another owner's configuration could change what it
+// shows with no write), and only tables, which it
 // returns by oid with their names and how many times the view reads each.
 func viewReads(ctx context.Context, tx pgx.Tx, relid uint32, view string) (map[uint32]viewRead, error) {
 	var foreign string
@@ -196,6 +198,22 @@ func viewReads(ctx context.Context, tx pgx.Tx, relid uint32, view string) (map[u
 		LIMIT 1`, relid).Scan(&foreign)
 	if err == nil {
 		return nil, fmt.Errorf("view %s calls %s, which is not PostgreSQL's own: recalc reads the view with its own rights, so it may call only pg_catalog functions and operators", view, foreign)
+	}
+	if err != pgx.ErrNoRows {
+		return nil, fmt.Errorf("read dependencies of view %s: %w", view, err)
+	}
+	// A text search configuration or dictionary's owner can change what
+	// the view shows (ALTER TEXT SEARCH CONFIGURATION ... ALTER MAPPING)
+	// with no write and no catalog row the fingerprints follow.
+	err = tx.QueryRow(ctx, `
+		SELECT coalesce('configuration ' || g.oid::regconfig::text, 'dictionary ' || t.oid::regdictionary::text)
+		FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+		LEFT JOIN pg_ts_config g ON d.refclassid = 'pg_ts_config'::regclass AND g.oid = d.refobjid
+		LEFT JOIN pg_ts_dict t ON d.refclassid = 'pg_ts_dict'::regclass AND t.oid = d.refobjid
+		WHERE r.ev_class = $1 AND (g.cfgnamespace <> 'pg_catalog'::regnamespace OR t.dictnamespace <> 'pg_catalog'::regnamespace)
+		LIMIT 1`, relid).Scan(&foreign)
+	if err == nil {
+		return nil, fmt.Errorf("view %s uses text search %s, which is not PostgreSQL's own: its owner could change what the view shows without writing a row; use one of pg_catalog's", view, foreign)
 	}
 	if err != pgx.ErrNoRows {
 		return nil, fmt.Errorf("read dependencies of view %s: %w", view, err)

@@ -64,9 +64,16 @@ func TestAttachValidation(t *testing.T) {
 		`CREATE TYPE crm.pair AS (a text, b text)`, `ALTER TABLE crm.account ADD COLUMN pair crm.pair`,
 		`GRANT SELECT, TRIGGER ON crm.loose, crm.float_id TO `+ident(b.engineRole),
 		`CREATE VIEW crm.app_view AS SELECT id, owner_id FROM crm.account`,
-		`GRANT SELECT ON crm.app_view TO `+ident(b.engineRole))
+		`GRANT SELECT ON crm.app_view TO `+ident(b.engineRole),
+		`CREATE TEXT SEARCH CONFIGURATION crm.words (COPY = pg_catalog.simple)`,
+		`CREATE TEXT SEARCH DICTIONARY crm.stop (TEMPLATE = pg_catalog.simple)`)
 	b.exec(t, b.engine, `CREATE FUNCTION crm_recalc.lower2(text) RETURNS text LANGUAGE sql AS 'SELECT lower($1)'`,
 		`CREATE VIEW crm_recalc.fn_view AS SELECT id, crm_recalc.lower2(owner_id) AS owner_id FROM crm.account`,
+		// The application's text search configuration and dictionary,
+		// whose owner could change what the views show with no write.
+		`CREATE VIEW crm_recalc.ts_view AS SELECT id, owner_id,
+		   CASE WHEN to_tsvector('crm.words', industry) @@ to_tsquery('crm.words', 'tech') THEN 'tech' END AS industry FROM crm.account`,
+		`CREATE VIEW crm_recalc.dict_view AS SELECT id, owner_id, array_to_string(ts_lexize('crm.stop', industry), ' ') AS industry FROM crm.account`,
 		`CREATE VIEW crm_recalc.invoker_view WITH (security_invoker = true) AS SELECT id, owner_id FROM crm.account`,
 		// A helper's view of a child that also read its parent's row of
 		// the same table, to leave out children of deleted parents.
@@ -98,6 +105,8 @@ func TestAttachValidation(t *testing.T) {
 		"view not owned":     {`{"object": "account", "table": "crm.app_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "must be owned by the role running recalc"},
 		"view invoker":       {`{"object": "account", "table": "crm_recalc.invoker_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "security_invoker"},
 		"view function":      {`{"object": "account", "table": "crm_recalc.fn_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "not PostgreSQL's own"},
+		"view text search":   {`{"object": "account", "table": "crm_recalc.ts_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "view crm_recalc.ts_view uses text search configuration crm.words, which is not PostgreSQL's own"},
+		"view dictionary":    {`{"object": "account", "table": "crm_recalc.dict_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "view crm_recalc.dict_view uses text search dictionary crm.stop, which is not PostgreSQL's own"},
 		"view table missed":  {acc + `, {"object": "contact", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id", "parent": "account_id", "capture": [{"table": "crm.contact", "id": "id"}]}`, "does not list"},
 		"capture key type":   {acc + `, {"object": "contact", "table": "crm_recalc.contact_v", "id": "id", "owner": "owner_id", "parent": "account_id", "capture": [{"table": "crm.contact", "id": "id"}, {"table": "crm.contact_account", "id": "account_id"}]}`, "it must be of the type of the view's id column \"id\", uuid, as the ids it logs are read back as the view's; a cast in the view does not help (the capture reads the table's own column): alter one of the two columns so that they share a type (SuiteCRM keys every table char(36)), or leave crm.contact_account out of the view"},
 		"view reads a field": {`{"object": "account", "table": "crm_recalc.field_view", "id": "id", "owner": "owner_id", "capture": [{"table": "crm.account", "id": "id"}]}`, "reads a field of the composite type crm.pair"},
