@@ -213,7 +213,8 @@ func TestFastPathLeavesWholeReadsToAJob(t *testing.T) {
 // definition did, so that the upgrade reads no source again: for a view
 // over two tables, and enums reached through a domain over a domain, an
 // array, a composite type and a multirange. Version 80 keeps them but for
-// a source that has a composite type.
+// a source that has a composite type and the captures of a view that
+// reads a row whole and casts to an enum no column has (crm.tone).
 func TestFingerprintsKeptByVersion71(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -223,7 +224,12 @@ func TestFingerprintsKeptByVersion71(t *testing.T) {
 		`CREATE TYPE crm.stage AS ENUM ('new', 'won')`,
 		`ALTER TABLE crm.opportunity ADD COLUMN m crm.mood_dd[]`, `ALTER TABLE crm.contact_account ADD COLUMN m crm.mood_pair`,
 		`ALTER TABLE support."case" ADD COLUMN m crm.mood_multirange`,
-		`ALTER TABLE crm.contact ADD COLUMN s crm.stage`, `ALTER TABLE crm.account ADD COLUMN m crm.mood`)
+		`ALTER TABLE crm.contact ADD COLUMN s crm.stage`, `ALTER TABLE crm.account ADD COLUMN m crm.mood`,
+		`CREATE TYPE crm.tone AS ENUM ('calm', 'loud')`)
+	b.exec(t, b.engine, `CREATE OR REPLACE VIEW crm_recalc.contact_v AS
+		SELECT c.id, c.owner_id, CASE WHEN c.email = 'calm'::crm.tone::text THEN 'calm' ELSE coalesce(c.title, to_jsonb(c) ->> 'email') END AS title,
+		       ca.account_id
+		FROM crm.contact c LEFT JOIN crm.contact_account ca ON ca.contact_id = c.id`)
 	b.mustAttach(t, crmSpec)
 	b.run(t)
 	ctx := context.Background()
@@ -248,11 +254,20 @@ func TestFingerprintsKeptByVersion71(t *testing.T) {
 	if len(now) != 5 || !maps.Equal(now, before) {
 		t.Fatalf("the fingerprints of version 71:\n%v\nof version 48:\n%v", now, before)
 	}
-	// Version 80 adds the attributes of the composite types followed: only
-	// the source with one (crm.mood_pair) has another fingerprint.
+	// Version 80 adds the attributes of the composite types followed, the
+	// types a view's rule names and, under a whole-row read, every column:
+	// only the source with a composite type (crm.mood_pair) and the
+	// captures of the contact's view have other fingerprints.
+	var tone string
+	if err := b.engine.QueryRow(ctx, `SELECT string_agg(oid || ':' || xmin, ',' ORDER BY oid) FROM pg_enum WHERE enumtypid = 'crm.tone'::regtype`).Scan(&tone); err != nil {
+		t.Fatal(err)
+	}
 	for k, fp := range now {
-		if changed := latest[k] != fp; changed != (k == "contact:crm.contact_account") {
+		if changed := latest[k] != fp; changed != strings.HasPrefix(k, "contact:") {
 			t.Errorf("fingerprint of %s changed by version 80: %v (%q, was %q)", k, changed, latest[k], fp)
+		}
+		if strings.HasPrefix(k, "contact:") && (!strings.Contains(latest[k], tone) || !strings.Contains(latest[k], "|columns ")) {
+			t.Errorf("version 80's fingerprint of %s: %q, want crm.tone's labels %q and every column", k, latest[k], tone)
 		}
 	}
 	var labels [2]string
