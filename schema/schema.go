@@ -632,3 +632,13 @@ func Check(ctx context.Context, q pg.Querier) error {
 	}
 	return nil
 }
+
+// Installed reports whether the database has schema recalc, at any
+// version: an earlier `recalc init` ran there.
+func Installed(ctx context.Context, q pg.Querier) (bool, error) {
+	var ok bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'recalc')`).Scan(&ok); err != nil {
+		return false, fmt.Errorf("look for schema recalc: %w", err)
+	}
+	return ok, nil
+}

@@ -548,7 +548,7 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 			}
 			return cli.Exit(fmt.Sprintf("recalc: cannot reach %s (set DATABASE_URL or the PG* variables): %s", db, oneLine(err)), ExitNoDatabase)
 		}
-		if msg := sqlASCII(c.Context, pool, db); msg != "" {
+		if msg := sqlASCII(c.Context, pool, db, errOut, removesRecalc(commandPath(c))); msg != "" {
 			return cli.Exit(msg, ExitFailed)
 		}
 		err = fn(c.Context, &Env{Pool: pool, Out: out, Log: log})
@@ -588,7 +588,14 @@ func action(out, errOut io.Writer, fn func(context.Context, *Env) error) cli.Act
 // fail ("conversion between UTF8 and SQL_ASCII is not supported", as did
 // an import of a value escaped in JSON). Any other server encoding is
 // converted to and from UTF-8 by the server, and checked.
-func sqlASCII(ctx context.Context, pool *pgxpool.Pool, db string) string {
+//
+// A command that takes recalc off the application's tables (removal:
+// removesRecalc) still runs where recalc is installed, warning on errOut:
+// refused, it left an install made before the refusal with its capture
+// triggers on the application's tables and its row-level security, which
+// only these commands undo whole (dropping schema recalc by hand drops
+// its policies, not the row-level security it enabled).
+func sqlASCII(ctx context.Context, pool *pgxpool.Pool, db string, errOut io.Writer, removal bool) string {
 	c, err := pool.Acquire(ctx)
 	if err != nil {
 		return ""
@@ -597,8 +604,24 @@ func sqlASCII(ctx context.Context, pool *pgxpool.Pool, db string) string {
 	if c.Conn().PgConn().ParameterStatus("server_encoding") != "SQL_ASCII" {
 		return ""
 	}
+	if installed, err := schema.Installed(ctx, c); removal && err == nil && installed {
+		fmt.Fprintf(errOut, "warning: %s: the database's encoding is SQL_ASCII: recalc runs only init, detach and rls disable there, "+
+			"to take it off the application's tables\n", db)
+		return ""
+	}
 	return fmt.Sprintf("recalc: %s: the database's encoding is SQL_ASCII, whose text PostgreSQL does not check: recalc needs text it can read as UTF-8 "+
 		"and refuses it: move the data to a database created with ENCODING 'UTF8' (pg_dump, then restore into it)", db)
+}
+
+// removesRecalc reports whether the command at path (commandPath) is one
+// that takes recalc off a database, or brings its schema up to the
+// version that those need (schema.Check): init, detach and rls disable.
+func removesRecalc(path []string) bool {
+	switch strings.Join(path, " ") {
+	case "init", "detach", "rls disable":
+		return true
+	}
+	return false
 }
 
 // lostDatabase reports whether err is the database lost or refusing

@@ -16,6 +16,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/cli"
 	"github.com/recalc-dev/recalc/internal/dburl"
 	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/schema"
 )
 
 // randomName is prefix followed by random hex, for a role or a database
@@ -232,25 +233,12 @@ func waitForSession(t *testing.T, pool *pgxpool.Pool, query string) {
 // UTF-8 reached recalc as they were: Go read a field's as U+FFFD where
 // the SQL prefilter compared the bytes (a full run granted a rule's access
 // that an incremental run did not), and an id's failed every incremental
-// run. Every command refuses such a database, before it reads or writes
+// run. Every command refuses such a database (one recalc is not installed
+// in: TestSQLASCIIDatabaseRemoval), before it reads or writes
 // anything, with one line saying what to do; init created the schema.
 func TestSQLASCIIDatabaseRefused(t *testing.T) {
 	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, testdb.AdminURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
-	name := randomName("recalc_test_ascii_")
-	if _, err := admin.Exec(ctx, `CREATE DATABASE `+name+` TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'`); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := testdb.Drop(context.Background(), name); err != nil {
-			t.Error(err)
-		}
-	})
-	url := testdb.URL(name)
+	name, url := sqlASCIIDatabase(t)
 	for _, args := range [][]string{{"init"}, {"status"}, {"run"}, {"watch"}} {
 		t.Run(args[0], func(t *testing.T) {
 			cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -272,4 +260,68 @@ func TestSQLASCIIDatabaseRefused(t *testing.T) {
 	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'recalc')`).Scan(&created); err != nil || created {
 		t.Errorf("schema recalc created on a SQL_ASCII database: %v, %v", created, err)
 	}
+}
+
+// TestSQLASCIIDatabaseRemoval: refusing every command on a SQL_ASCII
+// database left an install made before the refusal with no way to take
+// recalc off the application's tables: detach and rls disable were
+// refused, and init, which brings the schema to the version they need,
+// too. Where schema recalc exists they run, with a warning; every other
+// command is still refused there.
+func TestSQLASCIIDatabaseRemoval(t *testing.T) {
+	ctx := context.Background()
+	_, url := sqlASCIIDatabase(t)
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := schema.Migrate(ctx, pool); err != nil { // installed before the refusal
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `CREATE TABLE public.app_t (id text PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"status"}, 1},
+		{[]string{"run"}, 1},
+		{[]string{"rls", "enable", "--table", "app_t", "--object", "case", "--user-setting", "app.user_id"}, 1},
+		{[]string{"init"}, 0},
+		{[]string{"detach", "--all"}, 0},
+		{[]string{"rls", "disable", "--table", "app_t"}, 0},
+	} {
+		t.Run(strings.Join(tc.args[:min(2, len(tc.args))], " "), func(t *testing.T) {
+			cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			code, msg := recalcErr(cctx, url, tc.args...)
+			if refused := strings.Contains(msg, "encoding is SQL_ASCII"); code != tc.code || refused != (tc.code == 1) {
+				t.Errorf("recalc %s on a SQL_ASCII database recalc is installed in: exit %d, %q; want exit %d", tc.args, code, msg, tc.code)
+			}
+		})
+	}
+}
+
+// sqlASCIIDatabase creates a database encoded SQL_ASCII, dropped when the
+// test ends, and returns its name and URL.
+func sqlASCIIDatabase(t *testing.T) (name, url string) {
+	t.Helper()
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, testdb.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	name = randomName("recalc_test_ascii_")
+	if _, err := admin.Exec(ctx, `CREATE DATABASE `+name+` TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := testdb.Drop(context.Background(), name); err != nil {
+			t.Error(err)
+		}
+	})
+	return name, testdb.URL(name)
 }
