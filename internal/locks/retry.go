@@ -168,20 +168,12 @@ const (
 // of relations (names or oids, as regclass reads them), at most 10: their
 // process ids and roles, never a query. Nil when they cannot be read.
 func Holders(ctx context.Context, q pg.Querier, held Held, relations []string) []string {
-	rows, err := q.Query(ctx, `SELECT DISTINCT format('pid %s (role %s)', l.pid, coalesce(quote_ident(a.usename), 'unknown'))
-		FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
-		WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND l.granted
-		  AND l.relation = ANY($1::regclass[]) AND l.pid <> pg_backend_pid()
+	return sessions(ctx, q, `SELECT DISTINCT pg_catalog.format('pid %s (role %s)', l.pid, coalesce(pg_catalog.quote_ident(a.usename), 'unknown'))
+		FROM pg_catalog.pg_locks l LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+		WHERE l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) AND l.granted
+		  AND l.relation = ANY($1::pg_catalog.regclass[]) AND l.pid <> pg_catalog.pg_backend_pid()
 		  AND ($2 = 0 OR l.mode <> 'AccessShareLock')
 		ORDER BY 1 LIMIT 10`, relations, int(held))
-	if err != nil {
-		return nil
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil
-	}
-	return out
 }
 
 // Blocking names the sessions that block session pid's lock wait now,
@@ -189,9 +181,15 @@ func Holders(ctx context.Context, q pg.Querier, held Held, relations []string) [
 // queued ahead of it for one (pg_blocking_pids). Nil when it waits for
 // none, or they cannot be read.
 func Blocking(ctx context.Context, q pg.Querier, pid uint32) []string {
-	rows, err := q.Query(ctx, `SELECT format('pid %s (role %s)', b.pid, coalesce(quote_ident(a.usename), 'unknown'))
-		FROM unnest(pg_blocking_pids($1)) b (pid) LEFT JOIN pg_stat_activity a ON a.pid = b.pid
+	return sessions(ctx, q, `SELECT pg_catalog.format('pid %s (role %s)', b.pid, coalesce(pg_catalog.quote_ident(a.usename), 'unknown'))
+		FROM pg_catalog.unnest(pg_catalog.pg_blocking_pids($1)) b (pid) LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = b.pid
 		ORDER BY b.pid LIMIT 10`, int64(pid))
+}
+
+// sessions is the one text column of the rows sql reads (Holders,
+// Blocking): nil when they cannot be read.
+func sessions(ctx context.Context, q pg.Querier, sql string, args ...any) []string {
+	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return nil
 	}
