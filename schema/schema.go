@@ -111,7 +111,7 @@ func migrateRetrying(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (i
 	}
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("migrate: acquire a session: %w", err)
 	}
 	defer conn.Release()
 	stop := locks.Watch(ctx, conn.Conn())
