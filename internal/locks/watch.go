@@ -15,7 +15,7 @@ import (
 // whose locks come at once opens none. stop closes that session and
 // returns the sessions last seen blocking a wait, nil when none was (the
 // waits too short to be seen, or the session not opened), the same again
-// if called again. Read once a
+// if called again. A session of its own that ends is opened again. Read once a
 // command's tries have failed, the sessions holding any lock on its tables
 // (Holders) named readers that blocked nothing (a lock its own did not
 // conflict with, or one granted once its last try let go), and missed a
@@ -51,6 +51,8 @@ func Watch(ctx context.Context, conn *pgx.Conn) (stop func() []string) {
 			}
 			if b := Blocking(ctx, side, pid); len(b) > 0 {
 				seen = b
+			} else if side.IsClosed() { // ended under it (terminated, a network blip): another at the next read
+				side = nil
 			}
 		}
 	}()
