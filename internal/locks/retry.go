@@ -176,18 +176,18 @@ func Holders(ctx context.Context, q pg.Querier, held Held, relations []string) [
 		ORDER BY 1 LIMIT 10`, relations, int(held))
 }
 
-// Blocking names the sessions that block session pid's lock wait now,
+// blockers names the sessions that block session pid's lock wait now,
 // as Holders names them: those holding a lock it waits for, and those
 // queued ahead of it for one (pg_blocking_pids). Nil when it waits for
 // none, or they cannot be read.
-func Blocking(ctx context.Context, q pg.Querier, pid uint32) []string {
+func blockers(ctx context.Context, q pg.Querier, pid uint32) []string {
 	return sessions(ctx, q, `SELECT pg_catalog.format('pid %s (role %s)', b.pid, coalesce(pg_catalog.quote_ident(a.usename), 'unknown'))
 		FROM pg_catalog.unnest(pg_catalog.pg_blocking_pids($1)) b (pid) LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = b.pid
 		ORDER BY b.pid LIMIT 10`, int64(pid))
 }
 
 // sessions is the one text column of the rows sql reads (Holders,
-// Blocking): nil when they cannot be read.
+// blockers): nil when they cannot be read.
 func sessions(ctx context.Context, q pg.Querier, sql string, args ...any) []string {
 	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 )
 
 // Watch reads, every watchPoll until the returned stop is called, which
-// sessions block conn's lock waits (Blocking), on a session of its own
+// sessions block conn's lock waits (blockers), on a session of its own
 // opened as conn was (its configuration) at the first read: a command
 // whose locks come at once opens none. stop closes that session and
 // returns the sessions last seen blocking a wait, nil when none was (the
@@ -49,7 +49,7 @@ func Watch(ctx context.Context, conn *pgx.Conn) (stop func() []string) {
 					return // no session to spare (max_connections, say): the caller names the holders
 				}
 			}
-			if b := Blocking(ctx, side, pid); len(b) > 0 {
+			if b := blockers(ctx, side, pid); len(b) > 0 {
 				seen = b
 			} else if side.IsClosed() { // ended under it (terminated, a network blip): another at the next read
 				side = nil
