@@ -106,7 +106,7 @@ func TestAttachLockWaitInAll(t *testing.T) {
 		{"name": "contact", "internal_owd": "private", "external_owd": "private"}], "users": [{"id": "u1"}]}`
 	const spec = `{"objects": [{"object": "account", "table": "public.app_account", "id": "id", "owner": "owner_id"},
 		{"object": "contact", "table": "public.app_contact", "id": "id", "owner": "owner_id"}]}`
-	waited := regexp.MustCompile(`install the capture of contact: other transactions kept its tables locked for ([0-9.]+s) \(sessions holding locks on them: pid `)
+	waited := regexp.MustCompile(`install the capture of contact: other transactions kept its tables locked for ([0-9.]+s) \(sessions (?:blocking its lock waits|holding locks on them): pid `)
 	for _, timeout := range []string{"", "4s"} {
 		t.Run("lock_timeout "+timeout, func(t *testing.T) {
 			// Not in parallel: beside the other subtest's attach, in another
