@@ -84,11 +84,8 @@ func TestWaitFreshCommitPoints(t *testing.T) {
 // commitAtPoint runs one case of TestWaitFreshCommitPoints.
 func commitAtPoint(t *testing.T, mode string, stmts []string, point string) {
 	ctx := context.Background()
-	b := setup(t)
-	b.exec(t, b.app, `INSERT INTO crm.contact VALUES ('00000000-0000-0000-0000-000000000001', 'bob', 'CFO')`,
+	b := setupAttached(t, `INSERT INTO crm.contact VALUES ('00000000-0000-0000-0000-000000000001', 'bob', 'CFO')`,
 		`INSERT INTO crm.contact_account VALUES ('00000000-0000-0000-0000-000000000001', 1)`)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
 	if mode == "resume" {
 		if err := store.Defer(ctx, b.engine, []string{store.SideRules, store.SideClosure}); err != nil {
 			t.Fatal(err)
