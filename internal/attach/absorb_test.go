@@ -86,9 +86,7 @@ func TestRaceAttachedWrite(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t)
-			b.mustAttach(t, crmSpec)
-			b.run(t)
+			b := setupAttached(t)
 			ctx := context.Background()
 			a, _ := hold(t, b.app, `UPDATE crm.account SET owner_id = 'erin' WHERE id = 1`)
 			if tc.holder == "" {
@@ -226,9 +224,7 @@ func (b *bundle) waiting(t *testing.T, object string) bool {
 // write waits, unabsorbed, until the spec is attached again.
 func TestAbsorbReadsByOid(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	ctx := context.Background()
 	b.exec(t, b.app, `ALTER TABLE crm.account RENAME TO account_x`,
 		`CREATE FUNCTION crm.evil() RETURNS text LANGUAGE plpgsql AS $$
@@ -431,9 +427,7 @@ func drain(conn *pgxpool.Conn, first time.Duration) bool {
 // them; and detaching an object forgets that it was stuck.
 func TestLockedObjectIsWaitedThrough(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	ctx := context.Background()
 	b.exec(t, b.app, `UPDATE crm.account SET owner_id = 'erin' WHERE id = 1`)
 	lock, _ := hold(t, b.app, `LOCK TABLE crm.account IN ACCESS EXCLUSIVE MODE`)
@@ -469,9 +463,7 @@ func TestLockedObjectIsWaitedThrough(t *testing.T) {
 // so it reads the whole source again (through a job) and mirrors the write.
 func TestWatchSeesWritesThatBypassedCapture(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	live := engine.NewLive(engine.Options{}, 1000)
 	if rep, err := live.Step(context.Background(), b.engine, zerolog.Nop()); err != nil || rep.Run != nil {
 		t.Fatalf("first step: %+v (%v), want nothing to do", rep, err)
@@ -498,9 +490,7 @@ func TestWatchSeesWritesThatBypassedCapture(t *testing.T) {
 // with PostgreSQL's "tuple concurrently updated", and it tries again.
 func TestDetachBesideTriggerDDL(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	tx, pid := hold(t, b.app, `ALTER TABLE support."case" DISABLE TRIGGER USER`)
 	if _, err := tx.Exec(context.Background(), `ALTER TABLE support."case" ENABLE TRIGGER USER`); err != nil {
 		t.Fatal(err)
@@ -529,9 +519,7 @@ func TestDetachBesideTriggerDDL(t *testing.T) {
 // manual shares applies to those it finds, not to the one imported after.
 func TestImportAfterAnOwnerChange(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	b.exec(t, b.app, `UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`)
 	f := filepath.Join(t.TempDir(), "share.json")
 	if err := os.WriteFile(f, []byte(`{"shares": [{"object": "account", "record": "account:1", "grantee": "user:erin", "access": "edit", "cause": "manual"}]}`), 0o600); err != nil {

@@ -287,9 +287,7 @@ func TestPoisonRowsFailClosed(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t)
-			b.mustAttach(t, crmSpec)
-			b.run(t)
+			b := setupAttached(t)
 			b.exec(t, b.app, tc.poison,
 				`UPDATE crm.account SET owner_id = 'frank' WHERE id = 3`) // a revocation: account 3 leaves carol
 			b.run(t)
@@ -431,9 +429,7 @@ func TestCaptureUnderRepeatableRead(t *testing.T) {
 // no access while the record is invalid, and again once the row is valid.
 func TestFailClosedKeepsManualShares(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	ctx := context.Background()
 	if _, err := testkit.ImportString(ctx, b.engine, `{"shares": [{"object": "account", "record": "account:1", "grantee": "user:frank", "access": "edit", "cause": "manual"}]}`); err != nil {
 		t.Fatal(err)

@@ -64,9 +64,7 @@ func TestAttack2PlannerFoldsOwnersFunctions(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t)
-			b.mustAttach(t, crmSpec)
-			b.run(t)
+			b := setupAttached(t)
 			b.evilFuncs(t, "crm")
 			b.exec(t, b.app, ddl...)
 			if b.pwned(t) {
@@ -154,9 +152,7 @@ func TestAttack2WritesThatFireNoCapture(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t)
-			b.mustAttach(t, crmSpec)
-			b.run(t)
+			b := setupAttached(t)
 			ctx := context.Background()
 			err := pgx.BeginFunc(ctx, b.app, func(tx pgx.Tx) error {
 				for _, s := range stmts {
@@ -238,9 +234,7 @@ func TestAttack2FloatDigitsHideAnUpdate(t *testing.T) {
 // that, and the absorb mirrors them.
 func TestAttack2SessionStateDoesNotReachTheCapture(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	ctx := context.Background()
 	b.evilFuncs(t, "crm")
 	b.exec(t, b.app,
@@ -287,9 +281,7 @@ func TestAttack2SessionStateDoesNotReachTheCapture(t *testing.T) {
 // lock_timeout, leaves their writes logged, and materializes the others'.
 func TestAttack2LockedTablesDelayOnlyTheirObjects(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	b.exec(t, b.app, `UPDATE crm.account SET owner_id = 'erin' WHERE id = 2`,
 		`INSERT INTO crm.opportunity VALUES ('00000000-0000-0000-0000-0000000000a1', 1, 'bob', 'open', 5000, NULL)`)
 	hold(t, b.app, `LOCK TABLE crm.account, crm.opportunity IN ACCESS EXCLUSIVE MODE`)

@@ -108,9 +108,7 @@ func (b *bundle) inRead(t *testing.T, conn *pgxpool.Conn) (done []changes.Absorb
 // and it returns a connection of the engine's, released at the test's end.
 func attackedRead(t *testing.T, stmts ...string) (*bundle, *pgxpool.Conn) {
 	t.Helper()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	b.evilFuncs(t, "crm")
 	b.exec(t, b.app, stmts...)
 	conn, err := b.engine.Acquire(context.Background())

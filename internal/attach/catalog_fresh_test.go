@@ -152,9 +152,7 @@ func TestCatalogChangesFreshUnderWatch(t *testing.T) {
 // deferral is lifted.
 func TestWatchIdleStepsOnlyOnCatalogChanges(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	steps, jobs := b.defaultWatch(t)
 	jobRows := func() int64 {
 		t.Helper()

@@ -108,9 +108,7 @@ func TestCatalogStampIgnoresOtherRoles(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			b := setup(t)
-			b.mustAttach(t, crmSpec)
-			b.run(t)
+			b := setupAttached(t)
 			before, _ := b.stampAndPrints(t)
 			conn, err := b.app.Acquire(ctx)
 			if err != nil {
@@ -213,9 +211,7 @@ func TestCatalogChurnLeavesWatchIdleMostly(t *testing.T) {
 func TestWaitFreshBesideCatalogChurn(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	b.defaultWatch(t)
 	churn, stop := make(chan error, 1), make(chan struct{})
 	go func() {
@@ -268,9 +264,7 @@ func TestWaitFreshBesideCatalogChurn(t *testing.T) {
 func TestWaitFreshBesideAnOpenTransaction(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	other, err := pgx.Connect(ctx, testdb.New(t))
 	if err != nil {
 		t.Fatal(err)
@@ -320,9 +314,7 @@ func TestWaitFreshBesideAnOpenTransaction(t *testing.T) {
 func TestPrintSeenForgetsDetachedCaptures(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	b.exec(t, b.app, `GRANT SELECT ON support."case" TO PUBLIC`) // a new fingerprint, which the next absorb stores
 	b.run(t)
 	count := func() (n int) {

@@ -126,9 +126,7 @@ func fingerprintCalls(t *testing.T, b *bundle) func() int64 {
 // absorbed a write paid for them twice (version 71).
 func TestFastPathFingerprintsOnce(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	calls := fingerprintCalls(t, b)
 	b.exec(t, b.app, `UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`)
 	var done []changes.Absorbed
@@ -169,9 +167,7 @@ func TestFastPathLeavesWholeReadsToAJob(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t)
-			b.mustAttach(t, crmSpec)
-			b.run(t)
+			b := setupAttached(t)
 			b.exec(t, b.app, tc.app...)
 			if tc.stuck {
 				b.exec(t, b.engine, `INSERT INTO recalc.attach_stuck (object, error_code) VALUES ('account', '55P03')`)

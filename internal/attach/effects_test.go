@@ -19,9 +19,7 @@ const restoreCase = `INSERT INTO support."case" (id, account_id, owner_id, prior
 // share on case:2 (shareCase2).
 func setupSharedCase(t *testing.T) *bundle {
 	t.Helper()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	shareCase2(t, b)
 	return b
 }
@@ -179,9 +177,7 @@ func TestEffectsOnTheFastPath(t *testing.T) {
 // share to the new record.
 func TestImportBesideWaitingWrites(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	appTx(t, b, `DELETE FROM support."case" WHERE id = 2`, restoreCase)
 	tx, _ := hold(t, b.app, `LOCK TABLE support."case" IN ACCESS EXCLUSIVE MODE`)
 	const share = `{"shares": [{"object": "case", "record": "case:2", "grantee": "user:frank", "access": "edit", "cause": "manual"}]}`

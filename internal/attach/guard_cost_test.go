@@ -71,9 +71,7 @@ func triggerReads(t *testing.T, b *bundle) []int64 {
 // the capture incomplete.
 func TestCaptureGuardOneQuery(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	before := triggerReads(t, b)
 	b.exec(t, b.app, grownCatalog)
 	after := triggerReads(t, b)

@@ -115,9 +115,7 @@ func TestImportBesideAnOwnerChange(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			b := setup(t)
-			b.mustAttach(t, crmSpec)
-			b.run(t)
+			b := setupAttached(t)
 			if _, err := testkit.ImportString(ctx, b.engine,
 				`{"shares": [{"object": "account", "record": "account:1", "grantee": "user:carol", "access": "edit", "cause": "manual"}]}`); err != nil {
 				t.Fatal(err)
@@ -254,9 +252,7 @@ func TestImportBesideAnOwnerChange(t *testing.T) {
 func TestImportNamesAnOpenOwnerChange(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	hold(t, b.app, `UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`)
 	_, err := store.ImportWith(ctx, b.engine, strings.NewReader(
 		`{"shares": [{"object": "account", "record": "account:1", "grantee": "user:erin", "access": "edit", "cause": "manual"}]}`),

@@ -23,9 +23,7 @@ import (
 func TestInitRerunBesideWrites(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	live := engine.NewLive(engine.Options{Retries: 5}, 1000)
 	stop, watched := make(chan struct{}), make(chan [2]int, 1)
 	go func() { // the watch, stepping beside the inits

@@ -23,9 +23,7 @@ import (
 func TestVisibleIDsLookalikeTypesNeverCast(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	if out, err := b.recalc("grant", "reader", b.appRole); err != nil {
 		t.Fatalf("grant reader: %v\n%s", err, out)
 	}

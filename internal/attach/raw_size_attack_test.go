@@ -73,9 +73,7 @@ func TestCompressedFieldsFailClosedCheaply(t *testing.T) {
 // longer name written there names no territory of the model.
 func TestLongTerritoryFailsClosed(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	appTx(t, b, `UPDATE crm.account SET territories = ARRAY['north', repeat('t', 1025)] WHERE id = 2`,
 		`UPDATE crm.account SET territories = ARRAY[repeat('u', 1024)] WHERE id = 1`,
 		`UPDATE crm.account SET owner_id = 'frank' WHERE id = 3`)

@@ -16,9 +16,7 @@ import (
 // reader role: every user sees exactly the rows access_level gives it.
 func TestRLSOnAttachedTables(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	ctx := context.Background()
 	b.exec(t, b.app, `INSERT INTO crm.opportunity VALUES (gen_random_uuid(), 1, 'bob', 'open', 50, NULL),
 		(gen_random_uuid(), 2, 'dave', 'won', 5000, NULL), (gen_random_uuid(), 3, 'zed', 'lost', 10, NULL)`)

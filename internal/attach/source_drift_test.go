@@ -234,9 +234,7 @@ func TestColumnSwapAfterDropAndAdd(t *testing.T) {
 	for _, upgrade := range []bool{false, true} {
 		t.Run(fmt.Sprintf("upgrade=%v", upgrade), func(t *testing.T) {
 			t.Parallel()
-			b := setup(t)
-			b.mustAttach(t, crmSpec)
-			b.run(t)
+			b := setupAttached(t)
 			b.exec(t, b.engine, `CREATE TABLE recalc.nums_before AS SELECT relid, nums FROM recalc.attach_capture WHERE object = 'account'`)
 			b.exec(t, b.app, `ALTER TABLE crm.account DROP COLUMN owner_id CASCADE`,
 				`ALTER TABLE crm.account ADD COLUMN owner_id text NOT NULL DEFAULT 'bob'`,
@@ -361,9 +359,7 @@ func TestViewRedefinedBeforeUpgrade(t *testing.T) {
 // were never mirrored.
 func TestTableSwapNeedsAttach(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	b.exec(t, b.app, `CREATE TABLE crm.account_new (LIKE crm.account INCLUDING ALL)`,
 		`INSERT INTO crm.account_new SELECT * FROM crm.account`,
 		`ALTER TABLE crm.account RENAME TO account_old`,
@@ -386,9 +382,7 @@ func TestTableSwapNeedsAttach(t *testing.T) {
 // intact until the spec is attached again.
 func TestColumnSwapBeforeUpgrade(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	b.exec(t, b.engine, `UPDATE recalc.attach_capture SET nums = NULL, read_nums = NULL, read_names = NULL`) // as before 050
 	b.exec(t, b.app, append(swapColumn("crm.account", "owner_id"), `UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`)...)
 	b.exec(t, b.engine, migrationSQL(t, 50))

@@ -198,9 +198,7 @@ func TestQueueShadowsAttachedUser(t *testing.T) {
 // upper-case uuid and a bigint written 01 find their records.
 func TestTextIDIsCanonical(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	var byInt, byText string
 	if err := b.admin.QueryRow(context.Background(),
 		`SELECT recalc.access_level('bob', 'account', 1::bigint), recalc.access_level('bob', 'account', '01')`).Scan(&byInt, &byText); err != nil {

@@ -19,9 +19,7 @@ import (
 func TestAccessLevelInParallelQueries(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	inTx := func(settings []string, q string) error {
 		return pgx.BeginFunc(ctx, b.admin, func(tx pgx.Tx) error {
 			for _, s := range settings {
@@ -53,9 +51,7 @@ func TestAccessLevelInParallelQueries(t *testing.T) {
 func TestRecordKeyEdges(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	for in, want := range map[string]string{
 		" 1 ": "account:1", "+1": "account:1", "01": "account:1",
 		"99999999999999999999": "<nil>", "1.0": "<nil>", "": "<nil>", "abc": "<nil>",

@@ -167,9 +167,7 @@ func TestImportAndAttachedRecords(t *testing.T) {
 // table's row, so the fix may be there.
 func TestImportBreakingAttachedRecordSaysWhere(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	_, err := testkit.ImportString(context.Background(), b.engine, `{"version": 1, "users": [{"id": "alice", "role": "ceo"}, {"id": "bob", "role": "east"},
 		{"id": "dave", "role": "west"}, {"id": "erin", "role": "west"}, {"id": "frank"}]}`)
 	if err == nil || !strings.Contains(err.Error(), `owner "carol" is neither a user nor a queue`) || !strings.Contains(err.Error(), "mirrors a row of an attached table") {
@@ -185,9 +183,7 @@ func TestImportBreakingAttachedRecordSaysWhere(t *testing.T) {
 // list is what counts.)
 func TestSubscribedTableNotCaptured(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	b.exec(t, b.admin, `CREATE PUBLICATION recalc_test_pub FOR TABLE crm.account`)
 	sub := "recalc_test_sub_" + b.appRole[len("attach_app_"):]
 	b.exec(t, b.admin, `CREATE SUBSCRIPTION `+ident(sub)+` CONNECTION '`+strings.ReplaceAll(b.url, "'", "''")+`' PUBLICATION recalc_test_pub
@@ -210,9 +206,7 @@ func TestSubscribedTableNotCaptured(t *testing.T) {
 // absorbed as before.
 func TestInitRestoresReaderPrivileges(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	sandbox := ident(sandboxRole(b.engineRole))
 	b.exec(t, b.admin, `GRANT EXECUTE ON FUNCTION recalc.attach_read(text, text[]) TO PUBLIC`,
 		`REVOKE USAGE ON SCHEMA recalc FROM `+sandbox)

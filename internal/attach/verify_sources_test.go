@@ -220,9 +220,7 @@ func TestVerifyLeavesOutWritesDuringTheRead(t *testing.T) {
 // makes that first absorb fail (the source is reported as not compared).
 func TestVerifyBesideATruncate(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t)
 	ctx := context.Background()
 	for _, holdFor := range []time.Duration{500 * time.Millisecond, 3 * time.Second} { // shorter, then longer than an absorb's lock wait (2 s)
 		b.exec(t, b.app, `INSERT INTO support."case" VALUES (1, 1, 'erin', 4, 'New'), (2, 2, 'bob', 1, 'Closed') ON CONFLICT DO NOTHING`)
