@@ -207,10 +207,7 @@ func TestDetachCommitPoints(t *testing.T) {
 
 func detachCommitPoint(t *testing.T, stmts []string, apart bool, point string) {
 	ctx := context.Background()
-	b := setup(t)
-	b.exec(t, b.app, raceOpps)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t, raceOpps)
 	a, aPid := hold(t, b.app, "")
 	mustTx(t, a, stmts...)
 	var holder pgx.Tx

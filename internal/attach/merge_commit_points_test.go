@@ -70,10 +70,7 @@ func mergeStatements(t *testing.T) int {
 // mergeCommitPoint is one history of TestMergeCommitPoints.
 func mergeCommitPoint(t *testing.T, at int64, write []string) *commitBefore {
 	ctx := context.Background()
-	b := setup(t)
-	b.exec(t, b.app, raceOpps)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
+	b := setupAttached(t, raceOpps)
 	c := &commitBefore{at: at, done: make(chan error, 1), write: func() error { return tx(ctx, b.app, write...) }}
 	cfg, err := pgxpool.ParseConfig(dburl.WithUser(b.url, b.engineRole))
 	if err != nil {

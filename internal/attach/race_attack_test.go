@@ -260,11 +260,8 @@ func TestRaceAttackDetachAndAttachAgain(t *testing.T) {
 	for _, object := range []string{"case", "account"} {
 		t.Run(object, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t)
+			b := setupAttached(t, raceOpps)
 			ctx := context.Background()
-			b.exec(t, b.app, raceOpps)
-			b.mustAttach(t, crmSpec)
-			b.run(t)
 			// A manual share on a record of the object.
 			if _, err := raceImportMerge(ctx, b, fmt.Sprintf(`{"version": 1, "shares": [{"object": %q, "record": "%s:1", "grantee": "user:frank", "access": "edit", "cause": "manual"}]}`, object, object)); err != nil {
 				t.Fatalf("import the share: %v", err)
@@ -346,11 +343,8 @@ func TestRaceAttackDetachWhileChunkWaits(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t)
+			b := setupAttached(t, raceOpps)
 			ctx := context.Background()
-			b.exec(t, b.app, raceOpps)
-			b.mustAttach(t, crmSpec)
-			b.run(t)
 			b.exec(t, b.app, `UPDATE support."case" SET owner_id = 'dave', priority = 5 WHERE id = 1`,
 				`UPDATE crm.account SET owner_id = 'erin' WHERE id = 1`)
 			holder, pid := hold(t, b.engine, tc.holder)
@@ -398,11 +392,8 @@ func TestRaceAttackAttachDuringFullRun(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t)
+			b := setupAttached(t, raceOpps)
 			ctx := context.Background()
-			b.exec(t, b.app, raceOpps)
-			b.mustAttach(t, crmSpec)
-			b.run(t)
 			b.exec(t, b.app, `UPDATE crm.account SET owner_id = 'erin' WHERE id = 2`) // account 2's family differs: the full run locks it
 			holder, pid := hold(t, b.engine, tc.holder)
 			done := make(chan struct{})
@@ -445,11 +436,8 @@ func TestRaceAttackAttachDuringFullRun(t *testing.T) {
 // application writes; once fresh, the share tables are a full run's.
 func TestRaceAttackAttachWhileWatching(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	b := setupAttached(t, raceOpps)
 	ctx := context.Background()
-	b.exec(t, b.app, raceOpps)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
 	live := engine.NewLive(engine.Options{}, 1000)
 	step := func() {
 		t.Helper()

@@ -120,12 +120,9 @@ func resumeStatements(t *testing.T, sides []string) int {
 // stepping beside when watch is set.
 func resumeCommitPoint(t *testing.T, sides []string, at int64, write []string, watch bool) *commitBefore {
 	ctx := context.Background()
-	b := setup(t)
-	b.exec(t, b.app, raceOpps,
+	b := setupAttached(t, raceOpps,
 		`INSERT INTO crm.contact VALUES ('00000000-0000-0000-0000-0000000000c1', 'bob', 'cfo', NULL)`,
 		`INSERT INTO crm.contact_account VALUES ('00000000-0000-0000-0000-0000000000c1', 2)`)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
 	if err := store.Defer(ctx, b.engine, sides); err != nil {
 		t.Fatal(err)
 	}

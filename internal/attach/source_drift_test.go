@@ -262,11 +262,8 @@ func TestColumnSwapAfterDropAndAdd(t *testing.T) {
 // attached, and a run.
 func setupContact(t *testing.T) *bundle {
 	t.Helper()
-	b := setup(t)
-	b.exec(t, b.app, `INSERT INTO crm.contact VALUES ('00000000-0000-0000-0000-000000000001', 'bob', 'CTO', 'c@x')`,
+	b := setupAttached(t, `INSERT INTO crm.contact VALUES ('00000000-0000-0000-0000-000000000001', 'bob', 'CTO', 'c@x')`,
 		`INSERT INTO crm.contact_account VALUES ('00000000-0000-0000-0000-000000000001', 1)`)
-	b.mustAttach(t, crmSpec)
-	b.run(t)
 	return b
 }
 
