@@ -145,41 +145,50 @@ func cloneBundle(t *testing.T, tmpl *sharedCRM) *bundle {
 
 // setupAttached is setup, then appStmts run as the application, crmSpec
 // attached and an incremental run, as a test would do them: a copy of a
-// template made once per list of statements (attachedTemplate). The
-// attach and its run cost about 0.6 s of a setup's 0.8 s on a loaded
-// machine, and TestWaitFreshCommitPoints alone makes 105 such setups.
+// template made once per list of statements (setupPrepared). The attach
+// and its run cost about 0.6 s of a setup's 0.8 s on a loaded machine,
+// and TestWaitFreshCommitPoints alone makes 105 such setups.
 func setupAttached(t *testing.T, appStmts ...string) *bundle {
 	t.Helper()
-	return setupFrom(t, attachedTemplate(t, appStmts))
-}
-
-// attachedTemplate is this test process's template of setupAttached's
-// database for appStmts, made once by the first test that asks, from
-// crmTemplate's as setup makes a database: that test's database, its
-// sessions closed, becomes the template (dropped by testdb.Main with the
-// others). The roles are crmTemplate's, and must be as it left them.
-func attachedTemplate(t *testing.T, appStmts []string) *sharedCRM {
-	t.Helper()
-	key := strings.Join(appStmts, "\x00")
-	attached.Lock()
-	if attached.made == nil {
-		attached.made = map[string]*madeTemplate{}
-	}
-	m := attached.made[key]
-	if m == nil {
-		m = &madeTemplate{}
-		attached.made[key] = m
-	}
-	attached.Unlock()
-	m.once.Do(func() {
-		base := crmTemplate(t)
-		b := cloneBundle(t, base)
+	return setupPrepared(t, "attached\x00"+strings.Join(appStmts, "\x00"), func(t *testing.T, b *bundle) {
 		b.exec(t, b.app, appStmts...)
 		b.mustAttach(t, crmSpec)
 		b.run(t)
+	})
+}
+
+// setupPrepared is setup, then prep, which does the same each time for the
+// same key: a copy of a template (preparedTemplate).
+func setupPrepared(t *testing.T, key string, prep func(t *testing.T, b *bundle)) *bundle {
+	t.Helper()
+	return setupFrom(t, preparedTemplate(t, key, prep))
+}
+
+// preparedTemplate is this test process's template of setupPrepared's
+// database for key, made once by the first test that asks, from
+// crmTemplate's as setup makes a database, then prep: that test's
+// database, its sessions closed, becomes the template (dropped by
+// testdb.Main with the others). The roles are crmTemplate's, and prep must
+// leave them as they were.
+func preparedTemplate(t *testing.T, key string, prep func(t *testing.T, b *bundle)) *sharedCRM {
+	t.Helper()
+	prepared.Lock()
+	if prepared.made == nil {
+		prepared.made = map[string]*madeTemplate{}
+	}
+	m := prepared.made[key]
+	if m == nil {
+		m = &madeTemplate{}
+		prepared.made[key] = m
+	}
+	prepared.Unlock()
+	m.once.Do(func() {
+		base := crmTemplate(t)
+		b := cloneBundle(t, base)
+		prep(t, b)
 		roles, err := roleState(b.admin, b.engineRole, b.appRole)
 		if err == nil && roles != base.roles {
-			err = fmt.Errorf("the attach changed the shared roles:\nwas: %s\nnow: %s", base.roles, roles)
+			err = fmt.Errorf("preparing it changed the shared roles:\nwas: %s\nnow: %s", base.roles, roles)
 		}
 		for _, p := range []*pgxpool.Pool{b.admin, b.engine, b.app} {
 			p.Close()
@@ -191,10 +200,10 @@ func attachedTemplate(t *testing.T, appStmts []string) *sharedCRM {
 		m.sharedCRM, m.err = sharedCRM{name: name, engineRole: b.engineRole, appRole: b.appRole, roles: roles}, err
 	})
 	if m.err != nil {
-		t.Fatalf("make the attached CRM template: %v", m.err)
+		t.Fatalf("make the prepared CRM template: %v", m.err)
 	}
 	if m.name == "" {
-		t.Fatal("the attached CRM template's maker failed: see its test")
+		t.Fatal("the prepared CRM template's maker failed: see its test")
 	}
 	return &m.sharedCRM
 }
@@ -206,8 +215,8 @@ type madeTemplate struct {
 	err error
 }
 
-// attached holds attachedTemplate's templates, by their statements.
-var attached struct {
+// prepared holds preparedTemplate's templates, by key.
+var prepared struct {
 	sync.Mutex
 	made map[string]*madeTemplate
 }

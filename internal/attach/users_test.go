@@ -26,14 +26,14 @@ var usersSpec = strings.TrimSuffix(strings.TrimSpace(crmSpec), "}") +
 // attached with usersSpec.
 func setupUsers(t *testing.T) *bundle {
 	t.Helper()
-	b := setup(t)
-	b.exec(t, b.app,
-		`ALTER TABLE crm.app_user ADD COLUMN role_id text, ADD COLUMN kind text, ADD COLUMN active boolean DEFAULT true`,
-		`UPDATE crm.app_user SET role_id = CASE id WHEN 'alice' THEN 'ceo' WHEN 'bob' THEN 'east' WHEN 'carol' THEN 'east'
-		     WHEN 'dave' THEN 'west' WHEN 'erin' THEN 'west' END`,
-		`GRANT SELECT, TRIGGER ON crm.app_user TO `+ident(b.engineRole))
-	b.mustAttach(t, usersSpec)
-	return b
+	return setupPrepared(t, "users", func(t *testing.T, b *bundle) {
+		b.exec(t, b.app,
+			`ALTER TABLE crm.app_user ADD COLUMN role_id text, ADD COLUMN kind text, ADD COLUMN active boolean DEFAULT true`,
+			`UPDATE crm.app_user SET role_id = CASE id WHEN 'alice' THEN 'ceo' WHEN 'bob' THEN 'east' WHEN 'carol' THEN 'east'
+			     WHEN 'dave' THEN 'west' WHEN 'erin' THEN 'west' END`,
+			`GRANT SELECT, TRIGGER ON crm.app_user TO `+ident(b.engineRole))
+		b.mustAttach(t, usersSpec)
+	})
 }
 
 // expectedUsers is the users section the application's users table gives
