@@ -740,8 +740,9 @@ func (r *urun) phase(ph int, up uphase) (failure, detail string) {
 			t.Fatalf("seed %d, phase %d: recalc defer %v: %v\n%s", p.seed, ph, up.sides, err, out)
 		}
 		p.counts.add("deferrals "+orStr(strings.Join(up.sides, ""), "both"), 1)
-		// A step that started before the deferral finishes; nothing
-		// was pending (the last checkpoint), so none writes after this.
+		// A step that started before the deferral reads what commits
+		// while it runs; `recalc defer` returns once it has ended
+		// (TestDeferWaitsForStepInFlight), so none writes after this.
 		snapshot = testkit.AccessCSV(t, ctx, b.engine)
 	}
 	var failMu sync.Mutex

@@ -115,6 +115,10 @@ func DeferCmd(ctx context.Context, env *Env, sides []string) error {
 	if err := store.Defer(ctx, env.Pool, sides); err != nil {
 		return err
 	}
+	// A step or plan in flight read no deferral: let it end first.
+	if err := store.AwaitInFlight(ctx, env.Pool); err != nil {
+		return err
+	}
 	fmt.Fprintf(env.Out, "Calculation deferred (%s). Imports and data changes accumulate; `recalc resume` recalculates them.\n", strings.Join(sides, ", "))
 	return nil
 }

@@ -6,7 +6,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/schema"
 )
 
 // Deferred returns the deferred sides and since when.
@@ -28,6 +30,19 @@ func Deferred(ctx context.Context, q pg.Querier) (map[string]time.Time, error) {
 func Defer(ctx context.Context, q pg.Querier, sides []string) error {
 	if _, err := q.Exec(ctx, `INSERT INTO recalc.deferral (side) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING`, sides); err != nil {
 		return fmt.Errorf("defer %v: %w", sides, err)
+	}
+	return nil
+}
+
+// AwaitInFlight returns once every transaction holding the model lock when
+// it was called has ended: a `recalc watch` step or a plan that read the
+// deferral before a deferral committed goes on absorbing, in READ
+// COMMITTED, what commits while it runs. `recalc defer` waits for them, so
+// that a write committed after it returns waits for the resume. It takes
+// the lock and lets it go at once.
+func AwaitInFlight(ctx context.Context, pool *pgxpool.Pool) error {
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return schema.LockModel(ctx, tx) }); err != nil {
+		return fmt.Errorf("wait for the steps in flight: %w", err)
 	}
 	return nil
 }
