@@ -117,7 +117,8 @@ func DeferCmd(ctx context.Context, env *Env, sides []string) error {
 	}
 	// A step or plan in flight read no deferral: let it end first.
 	if err := store.AwaitInFlight(ctx, env.Pool); err != nil {
-		return err
+		return fmt.Errorf("calculation is deferred (%s), but a watch step or plan that began before may still materialize writes committed now: "+
+			"run `recalc defer` again to wait for it: %w", strings.Join(sides, ", "), err)
 	}
 	fmt.Fprintf(env.Out, "Calculation deferred (%s). Imports and data changes accumulate; `recalc resume` recalculates them.\n", strings.Join(sides, ", "))
 	return nil
