@@ -188,34 +188,31 @@ func uniqueOn(ctx context.Context, tx pgx.Tx, relid uint32, col string) (bool, e
 // shows with no write), and only tables, which it
 // returns by oid with their names and how many times the view reads each.
 func viewReads(ctx context.Context, tx pgx.Tx, relid uint32, view string) (map[uint32]viewRead, error) {
+	// A function, an operator, or a text search configuration or
+	// dictionary, whose owner can change what the view shows (ALTER TEXT
+	// SEARCH CONFIGURATION ... ALTER MAPPING) with no write and no catalog
+	// row the fingerprints follow: the first not of pg_catalog.
+	var textSearch bool
 	var foreign string
 	err := tx.QueryRow(ctx, `
-		SELECT coalesce(p.oid::regprocedure::text, o.oid::regoperator::text)
+		SELECT g.oid IS NOT NULL OR t.oid IS NOT NULL,
+		       coalesce(p.oid::regprocedure::text, o.oid::regoperator::text,
+		                'configuration ' || g.oid::regconfig::text, 'dictionary ' || t.oid::regdictionary::text)
 		FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
 		LEFT JOIN pg_proc p ON d.refclassid = 'pg_proc'::regclass AND p.oid = d.refobjid
 		LEFT JOIN pg_operator o ON d.refclassid = 'pg_operator'::regclass AND o.oid = d.refobjid
-		WHERE r.ev_class = $1 AND (p.pronamespace <> 'pg_catalog'::regnamespace OR o.oprnamespace <> 'pg_catalog'::regnamespace)
-		LIMIT 1`, relid).Scan(&foreign)
-	if err == nil {
-		return nil, fmt.Errorf("view %s calls %s, which is not PostgreSQL's own: recalc reads the view with its own rights, so it may call only pg_catalog functions and operators", view, foreign)
-	}
-	if err != pgx.ErrNoRows {
-		return nil, fmt.Errorf("read dependencies of view %s: %w", view, err)
-	}
-	// A text search configuration or dictionary's owner can change what
-	// the view shows (ALTER TEXT SEARCH CONFIGURATION ... ALTER MAPPING)
-	// with no write and no catalog row the fingerprints follow.
-	err = tx.QueryRow(ctx, `
-		SELECT coalesce('configuration ' || g.oid::regconfig::text, 'dictionary ' || t.oid::regdictionary::text)
-		FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
 		LEFT JOIN pg_ts_config g ON d.refclassid = 'pg_ts_config'::regclass AND g.oid = d.refobjid
 		LEFT JOIN pg_ts_dict t ON d.refclassid = 'pg_ts_dict'::regclass AND t.oid = d.refobjid
-		WHERE r.ev_class = $1 AND (g.cfgnamespace <> 'pg_catalog'::regnamespace OR t.dictnamespace <> 'pg_catalog'::regnamespace)
-		LIMIT 1`, relid).Scan(&foreign)
-	if err == nil {
+		WHERE r.ev_class = $1 AND (p.pronamespace <> 'pg_catalog'::regnamespace OR o.oprnamespace <> 'pg_catalog'::regnamespace
+		   OR g.cfgnamespace <> 'pg_catalog'::regnamespace OR t.dictnamespace <> 'pg_catalog'::regnamespace)
+		ORDER BY 1
+		LIMIT 1`, relid).Scan(&textSearch, &foreign)
+	switch {
+	case err == nil && textSearch:
 		return nil, fmt.Errorf("view %s uses text search %s, which is not PostgreSQL's own: its owner could change what the view shows without writing a row; use one of pg_catalog's", view, foreign)
-	}
-	if err != pgx.ErrNoRows {
+	case err == nil:
+		return nil, fmt.Errorf("view %s calls %s, which is not PostgreSQL's own: recalc reads the view with its own rights, so it may call only pg_catalog functions and operators", view, foreign)
+	case err != pgx.ErrNoRows:
 		return nil, fmt.Errorf("read dependencies of view %s: %w", view, err)
 	}
 	// How many times the view reads each table: its range table entries
