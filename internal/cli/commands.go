@@ -146,7 +146,8 @@ func deferCommand(out, errOut io.Writer) *cli.Command {
 			"recalculates on its own when the other is deferred. recalc.wait_fresh waits for what a\n" +
 			"deferred side has yet to apply (every change for share rows; users, roles, groups and\n" +
 			"territories for the closure) until it resumes. It returns once a watch step or plan that\n" +
-			"began before it has ended, so that writes committed after it wait for the resume.",
+			"began before it has ended, so that writes committed after it wait for the resume (but for\n" +
+			"records a job already running reaches as its chunks run: `recalc wait` waits for it).",
 		Flags: sideFlags(),
 		Action: func(c *cli.Context) error {
 			sides := sides(c)
