@@ -304,17 +304,22 @@ func (v *verification) families(ctx context.Context, pool *pgxpool.Pool) ([]shar
 				return err
 			})
 		})
+		left := 0 // of roots, the families a write reached before the repair
 		if err == nil && v.opt.Repair && !diff.Empty() {
 			// A record moved between families by a concurrent writer, or a
 			// lock timeout, fails the chunk's transaction: repair it again.
 			err = retried(ctx, verifyAttempts, func() error {
-				return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return v.repair(ctx, tx, roots) })
+				return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+					var err error
+					left, err = v.repair(ctx, tx, roots)
+					return err
+				})
 			})
 		}
 		if err != nil {
 			return sortedCounts(counts), recordRows, skipped, err
 		}
-		skipped += len(chunk) - len(roots)
+		skipped += len(chunk) - len(roots) + left
 		for k, c := range diff.Counts() {
 			if counts[k] == nil {
 				counts[k] = &sharetable.DiffCount{Object: c.Object, Cause: c.Cause}
@@ -385,28 +390,50 @@ func (v *verification) compare(ctx context.Context, tx pgx.Tx, roots []string) (
 }
 
 // repair writes the difference of the families of roots that still have no
-// change pending, in tx, under the same row locks as a job. The
-// application's writes do not wait for them: one that commits while it
-// reads is recomputed by the next run, from its change row, as it is
-// after a job's chunk.
-func (v *verification) repair(ctx context.Context, tx pgx.Tx, roots []string) error {
+// change pending, in tx, under the same row locks as a job, and returns how
+// many of roots it left out: the families with a change pending by then.
+// The application's writes do not wait for it. One that commits before the
+// diff reads its records is left to the next run with its family: its
+// change row commits with it, so the pending changes read after the diff
+// name it (repairFamilies). Repaired, its family would get the access it
+// gives while calculation is deferred. One that commits after is
+// recomputed by the next run, from its change row, as it is after a job's
+// chunk.
+func (v *verification) repair(ctx context.Context, tx pgx.Tx, roots []string) (int, error) {
 	if err := v.lockCurrent(ctx, tx, false); err != nil {
-		return err
+		return 0, err
 	}
-	roots, err := v.settled(ctx, tx, roots)
-	if err != nil {
-		return err
+	todo, err := v.settled(ctx, tx, roots)
+	for done := false; err == nil && !done; {
+		var still []string
+		still, err = v.repairFamilies(ctx, tx, todo)
+		done, todo = len(still) == len(todo), still
+	}
+	return len(roots) - len(todo), err
+}
+
+// repairFamilies diffs the families of roots under their row locks, then
+// reads again which of them have changes pending, and writes the
+// difference when none has. It returns those that have none: when fewer
+// than roots, the caller diffs them again, without the others.
+func (v *verification) repairFamilies(ctx context.Context, tx pgx.Tx, roots []string) ([]string, error) {
+	if len(roots) == 0 {
+		return nil, nil
 	}
 	rids, err := sharetable.LockFamilies(ctx, tx, roots)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	diff, err := sharetable.DiffFamilies(ctx, tx, v.rules, v.dict, roots, rids)
-	if err != nil || diff.Empty() {
-		return err
+	if err != nil {
+		return nil, err
+	}
+	still, err := v.settled(ctx, tx, roots)
+	if err != nil || len(still) < len(roots) || diff.Empty() {
+		return still, err
 	}
 	_, err = diff.Apply(ctx, tx)
-	return err
+	return still, err
 }
 
 // pendingRoots returns the families that have changes not yet
