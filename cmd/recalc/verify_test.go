@@ -54,3 +54,26 @@ func TestVerifyReportsStrayRoots(t *testing.T) {
 		t.Errorf("verify after the repair and a run: stray_roots %d, want 0", n)
 	}
 }
+
+// TestVerifyWhileDeferred: while share rows are deferred, the records
+// changed since are no drift for `recalc verify` (exit 0): it says that
+// their families are pending until `recalc resume`, and why, and reports
+// the deferral in JSON.
+func TestVerifyWhileDeferred(t *testing.T) {
+	t.Parallel()
+	o := newProcessOrg(t, 200)
+	o.run("defer", "--rules")
+	o.changeRecords(7, 3)
+	got, out, stderr := o.attackRun(nil, "verify")
+	if got != 0 || !strings.Contains(out, "skipped: changes pending until `recalc resume`).") || strings.Contains(out, "(0 skipped") ||
+		!strings.Contains(out, "Calculation of rules is deferred: what it waits for is pending, not drift, and a repair leaves it to `recalc resume`.") ||
+		!strings.Contains(out, "No drift") {
+		t.Errorf("recalc verify while deferred: exit %d, want 0, saying the families written are pending until the resume:\n%s%s", got, out, stderr)
+	}
+	var rep struct {
+		Deferred map[string]string `json:"deferred"`
+	}
+	if got, out, stderr := o.attackRun(nil, "verify", "--format", "json"); got != 0 || json.Unmarshal([]byte(out), &rep) != nil || rep.Deferred["rules"] == "" {
+		t.Errorf("recalc verify --format json while deferred: exit %d, want 0 and the deferral of rules:\n%s%s", got, out, stderr)
+	}
+}

@@ -407,7 +407,14 @@ func printVerify(w io.Writer, rep *engine.VerifyReport) {
 	if n := len(rep.Sources) - rep.Unchecked(); n > 0 && rep.SourceDrift() == 0 {
 		fmt.Fprintf(w, "Compared %d attached sources with the records mirrored from them.\n", n)
 	}
-	fmt.Fprintf(w, "Verified %d families (%d skipped: changes pending until the next run).\n", rep.Families, rep.Skipped)
+	until := "the next run"
+	if _, ok := rep.Deferred[store.SideRules]; ok {
+		until = "`recalc resume`"
+	}
+	fmt.Fprintf(w, "Verified %d families (%d skipped: changes pending until %s).\n", rep.Families, rep.Skipped, until)
+	for _, side := range sortedKeys(rep.Deferred) {
+		fmt.Fprintf(w, "Calculation of %s is deferred: what it waits for is pending, not drift, and a repair leaves it to `recalc resume`.\n", side)
+	}
 	if rep.ClosureSkipped != 0 {
 		fmt.Fprintf(w, "The closure was not compared: job %d, which changes it, started meanwhile.\n", rep.ClosureSkipped)
 	}

@@ -49,8 +49,14 @@ type VerifyReport struct {
 	// one started while verify ran: the closure was not compared.
 	ClosureSkipped int64 `json:"closure_skipped_pending_job,omitempty"`
 	// Sources are the attached sources compared, when asked to.
-	Sources  []changes.SourceDrift `json:"attached_sources,omitempty"`
-	Repaired bool                  `json:"repaired"`
+	Sources []changes.SourceDrift `json:"attached_sources,omitempty"`
+	// Deferred are the sides whose calculation was deferred when verify
+	// started, and since when. It compares with what each side was last
+	// computed from, and skips the families written since as pending: the
+	// changes a deferred side waits for are no drift, and a repair leaves
+	// them to `recalc resume`.
+	Deferred map[string]time.Time `json:"deferred,omitempty"`
+	Repaired bool                 `json:"repaired"`
 }
 
 // Drift reports whether anything differed.
@@ -111,6 +117,7 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zero
 	if err != nil {
 		return nil, stopped(rep, err)
 	}
+	rep.Deferred = v.deferred
 	stray, err := v.strayRoots(ctx, pool)
 	if err != nil {
 		return nil, stopped(rep, fmt.Errorf("verify family roots: %w", err))
@@ -204,19 +211,23 @@ type verification struct {
 	rules, closureOrg *sharing.Org
 	applied           [2][]byte // the configurations rules and closureOrg decode
 	dict              *sharetable.Dict
+	deferred          map[string]time.Time
 	pending, roots    []string // families skipped, and those checked
 	job               int64    // the last unfinished job pendingRoots saw, and its families
 	jobRoots          map[string]bool
 }
 
-// loadVerification reads the applied configurations and the families with
-// pending changes, then lists the families to check.
+// loadVerification reads the applied configurations, the deferral and the
+// families with pending changes, then lists the families to check.
 func loadVerification(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions) (*verification, error) {
 	v := &verification{opt: opt}
 	var applied [2][]byte
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		var err error
 		if applied, err = appliedConfigs(ctx, tx); err != nil {
+			return err
+		}
+		if v.deferred, err = store.Deferred(ctx, tx); err != nil {
 			return err
 		}
 		// The families a job recomputes, which one may have started since,
