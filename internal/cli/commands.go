@@ -368,7 +368,10 @@ func verifyCommand(out, errOut io.Writer) *cli.Command {
 			"computed where its parent is not and fails closed, and `recalc run --full` repairs them.\n" +
 			"--repair fixes what differs, under the same row locks as a job (family roots as a full\n" +
 			"run fixes them, under the model lock); re-read and re-rooted records are left for the\n" +
-			"next `recalc run` to recalculate.",
+			"next `recalc run` to recalculate, and so are the families a write reaches while it repairs.\n" +
+			"While calculation is deferred (`recalc defer`), the families written since are skipped as\n" +
+			"pending and the closure is compared with the membership it was last computed from: none\n" +
+			"of what waits for `recalc resume` is drift, and --repair materializes none of it.",
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "sample", Usage: "verify this many random families instead of all (0: all)", Action: atLeast("sample", 0)},
 			&cli.BoolFlag{Name: "repair", Usage: "fix the differences"},
