@@ -232,7 +232,10 @@ func loadVerification(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions
 		}
 		// The families a job recomputes, which one may have started since,
 		// are skipped as each chunk finds them.
-		v.pending, _, _, err = v.pendingRoots(ctx, tx)
+		p, err := v.pendingRoots(ctx, tx, nil)
+		if err == nil {
+			v.pending = p.logged
+		}
 		return err
 	})
 	if err != nil {
@@ -388,7 +391,7 @@ func (v *verification) compare(ctx context.Context, tx pgx.Tx, roots []string) (
 	if err := v.snapshot(ctx, tx, false); err != nil {
 		return nil, nil, err
 	}
-	roots, err := v.settled(ctx, tx, roots)
+	roots, _, err := v.settled(ctx, tx, roots, nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -414,10 +417,10 @@ func (v *verification) repair(ctx context.Context, tx pgx.Tx, roots []string) (i
 	if err := v.lockCurrent(ctx, tx, false); err != nil {
 		return 0, err
 	}
-	todo, err := v.settled(ctx, tx, roots)
+	todo, seqs, err := v.settled(ctx, tx, roots, nil)
 	for done := false; err == nil && !done; {
 		var still []string
-		still, err = v.repairFamilies(ctx, tx, todo)
+		still, seqs, err = v.repairFamilies(ctx, tx, todo, seqs)
 		done, todo = len(still) == len(todo), still
 	}
 	return len(roots) - len(todo), err
@@ -425,83 +428,110 @@ func (v *verification) repair(ctx context.Context, tx pgx.Tx, roots []string) (i
 
 // repairFamilies diffs the families of roots under their row locks, then
 // reads again which of them have changes pending, and writes the
-// difference when none has. It returns those that have none: when fewer
-// than roots, the caller diffs them again, without the others.
-func (v *verification) repairFamilies(ctx context.Context, tx pgx.Tx, roots []string) ([]string, error) {
+// difference when none has. It returns those that have none (when fewer
+// than roots, the caller diffs them again, without the others), and the
+// change rows read. The families of the change rows of known, which an
+// earlier read in tx left out of roots, are not looked up again: under the
+// model lock, no run consumes them, and a record moves between families
+// only by a write that logs a change row of its own.
+func (v *verification) repairFamilies(ctx context.Context, tx pgx.Tx, roots []string, known []int64) ([]string, []int64, error) {
 	if len(roots) == 0 {
-		return nil, nil
+		return nil, known, nil
 	}
 	rids, err := sharetable.LockFamilies(ctx, tx, roots)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	diff, err := sharetable.DiffFamilies(ctx, tx, v.rules, v.dict, roots, rids)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	still, err := v.settled(ctx, tx, roots)
+	still, seqs, err := v.settled(ctx, tx, roots, known)
 	if err != nil || len(still) < len(roots) || diff.Empty() {
-		return still, err
+		return still, seqs, err
 	}
 	_, err = diff.Apply(ctx, tx)
-	return still, err
+	return still, seqs, err
+}
+
+// pending is what pendingRoots found of the families that have changes
+// not yet materialized.
+type pending struct {
+	logged  []string        // the roots of the records the change rows name
+	planned map[string]bool // the families an unfinished job recomputes
+	all     bool            // every family is pending
+	seqs    []int64         // the change rows read, those of known included
 }
 
 // pendingRoots returns the families that have changes not yet
 // materialized, as tx sees them: logged, the roots of the records the change
-// log names, and planned, those an unfinished job recomputes (its plan
-// fixed the roots of records no change row names, such as the children of
-// a deleted parent, and its chunks write them one by one). all is true when
-// every family is pending: a full job is unfinished, or the log holds a
-// truncate of recalc.record.
-func (v *verification) pendingRoots(ctx context.Context, tx pgx.Tx) (logged []string, planned map[string]bool, all bool, err error) {
+// log names, but for its rows of known, and planned, those an unfinished
+// job recomputes (its plan fixed the roots of records no change row names,
+// such as the children of a deleted parent, and its chunks write them one
+// by one). all is true when every family is pending: a full job is
+// unfinished, or the log holds a truncate of recalc.record.
+func (v *verification) pendingRoots(ctx context.Context, tx pgx.Tx, known []int64) (*pending, error) {
 	job, err := queue.Unfinished(ctx, tx)
 	if err != nil {
-		return nil, nil, false, err
+		return nil, err
 	}
+	p := &pending{}
 	if job != nil {
 		if full, err := inPlaceFull(job); err != nil || full || job.Kind == queue.Full {
-			return nil, nil, true, err
+			return &pending{all: true}, err
 		}
 		if v.job != job.ID { // a job's families never change: read them once
 			roots, err := queue.Roots(ctx, tx, job.ID)
 			if err != nil {
-				return nil, nil, false, err
+				return nil, err
 			}
 			v.job, v.jobRoots = job.ID, make(map[string]bool, len(roots))
 			for _, r := range roots {
 				v.jobRoots[r] = true
 			}
 		}
-		planned = v.jobRoots
+		p.planned = v.jobRoots
 	}
 	seen, err := changes.Read(ctx, tx)
 	switch {
 	case err != nil:
-		return nil, nil, false, err
+		return nil, err
 	case seen.Truncated:
-		return nil, nil, true, nil
+		return &pending{all: true}, nil
 	}
-	ids, err := changes.Records(ctx, tx, seen.Seqs)
+	p.seqs = seen.Seqs
+	ids, err := changes.Records(ctx, tx, without(seen.Seqs, known))
 	if err != nil {
-		return nil, nil, false, err
+		return nil, err
 	}
-	logged, err = sharetable.RootsOfRecords(ctx, tx, ids)
-	return logged, planned, false, err
+	p.logged, err = sharetable.RootsOfRecords(ctx, tx, ids)
+	return p, err
+}
+
+// without returns the seqs of all that are not in known, both sorted.
+func without(all, known []int64) []int64 {
+	out := make([]int64, 0, len(all))
+	for _, seq := range all {
+		if _, found := slices.BinarySearch(known, seq); !found {
+			out = append(out, seq)
+		}
+	}
+	return out
 }
 
 // settled returns roots without those of families with changes pending
-// (pendingRoots), as tx sees them.
-func (v *verification) settled(ctx context.Context, tx pgx.Tx, roots []string) ([]string, error) {
-	logged, planned, all, err := v.pendingRoots(ctx, tx)
-	if err != nil || all {
-		return nil, err
+// (pendingRoots, but for the change rows of known), as tx sees them, and
+// the change rows it read.
+func (v *verification) settled(ctx context.Context, tx pgx.Tx, roots []string, known []int64) ([]string, []int64, error) {
+	p, err := v.pendingRoots(ctx, tx, known)
+	if err != nil || p.all {
+		return nil, nil, err
 	}
-	skip := make(map[string]bool, len(logged))
-	for _, r := range logged {
+	skip := make(map[string]bool, len(p.logged))
+	for _, r := range p.logged {
 		skip[r] = true
 	}
-	return slices.DeleteFunc(slices.Clone(roots), func(r string) bool { return skip[r] || planned[r] }), nil
+	return slices.DeleteFunc(slices.Clone(roots), func(r string) bool { return skip[r] || p.planned[r] }), p.seqs, nil
 }
 
 // closure compares the stored closure with the applied configuration's,
