@@ -18,8 +18,9 @@ const (
 	// rls_* functions that recalc's row-level security policies call) and
 	// so read and write through those policies. It reads no table.
 	Reader = "reader"
-	// Writer may insert, update and delete records with plain SQL: only the
-	// columns an application owns, never rid or root_id, and no other table.
+	// Writer may read, insert, update and delete records with plain SQL:
+	// only the columns an application owns, never rid or root_id, no record
+	// of an attached object, and no other table.
 	// The capture trigger logs its changes with the engine's rights.
 	Writer = "writer"
 )
@@ -49,6 +50,9 @@ var (
 		`GRANT SELECT, DELETE ON recalc.record TO %s`,
 		`GRANT INSERT (id, object, owner, parent, fields, territories), UPDATE (id, object, owner, parent, fields, territories)
 			ON recalc.record TO %s`,
+		// The policy that hides the records of attached objects from it
+		// (migration 083) calls this.
+		`GRANT EXECUTE ON FUNCTION recalc.attached_objects() TO %s`,
 		freshGrant,
 	}
 	// freshGrant is read-your-writes (migration 011), for both kinds.

@@ -139,10 +139,7 @@ func TestWriterCannotWriteAttachedRecords(t *testing.T) {
 	b.exec(t, w, `INSERT INTO recalc.record (id, object, owner, parent) VALUES ('case:900', 'case', 'bob', 'account:1')`,
 		`UPDATE recalc.record SET owner = 'erin' WHERE id = 'case:900'`)
 	for name, stmt := range map[string]string{
-		"create":    `INSERT INTO recalc.record (id, object, owner) VALUES ('account:666', 'account', 'erin')`,
-		"re-own":    `UPDATE recalc.record SET owner = 'erin' WHERE id = 'account:1'`,
-		"re-object": `UPDATE recalc.record SET object = 'account', parent = NULL WHERE id = 'case:900'`,
-		"delete":    `DELETE FROM recalc.record WHERE id = 'account:1'`,
+		"create": `INSERT INTO recalc.record (id, object, owner) VALUES ('account:666', 'account', 'erin')`,
 		// A record of another object under the key of a row the table may
 		// take later: the row would never be mirrored, and its key would
 		// name the writer's record.
@@ -152,6 +149,23 @@ func TestWriterCannotWriteAttachedRecords(t *testing.T) {
 		_, err := w.Exec(ctx, stmt)
 		if sqlState(err) != "42501" || !strings.Contains(err.Error(), "attached object") {
 			t.Errorf("%s a record of an attached object as a writer: %v, want refused (42501)", name, err)
+		}
+	}
+	// The row-level security of recalc.record (migration 083) refuses a
+	// record moved into an attached object before the guard sees it.
+	if _, err := w.Exec(ctx, `UPDATE recalc.record SET object = 'account', parent = NULL WHERE id = 'case:900'`); sqlState(err) != "42501" ||
+		!strings.Contains(err.Error(), "row-level security policy for table \"record\"") {
+		t.Errorf("re-object a record into an attached object as a writer: %v, want refused (42501)", err)
+	}
+	// Since migration 083 the writer does not see the records of attached
+	// objects (TestWriterReadsNoAttachedRecord): a statement naming one
+	// changes no row.
+	for name, stmt := range map[string]string{
+		"re-own": `UPDATE recalc.record SET owner = 'erin' WHERE id = 'account:1'`,
+		"delete": `DELETE FROM recalc.record WHERE id = 'account:1'`,
+	} {
+		if tag, err := w.Exec(ctx, stmt); err != nil || tag.RowsAffected() != 0 {
+			t.Errorf("%s a record of an attached object as a writer: %v, %d rows, want no row changed", name, err, tag.RowsAffected())
 		}
 	}
 	if object, owner := b.recordOf(t, "account:1"); object != "account" || owner != "bob" {
