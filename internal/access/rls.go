@@ -330,9 +330,11 @@ func (r *RLS) policies(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, col *
 	}
 	if r.Write || r.InsertRole != "" || r.OwnerColumn != "" {
 		// It reads the table's attachment as it runs: it guards once an
-		// object is attached to the table, and follows a new attach.
+		// object is attached to the table, and follows a new attach. The
+		// owner policy's column, when it is not the attached owner's, is
+		// guarded as an owner (migration 083).
 		guard, err := format(ctx, tx, `CREATE TRIGGER %I AFTER INSERT OR UPDATE ON %s FOR EACH ROW
-			EXECUTE FUNCTION recalc.rls_write_guard(%L)`, writeGuard, on, r.UserSetting)
+			EXECUTE FUNCTION recalc.rls_write_guard(%L, %L)`, writeGuard, on, r.UserSetting, r.OwnerColumn)
 		if err != nil {
 			return nil, err
 		}
@@ -350,12 +352,16 @@ func policyComment() string { return fmt.Sprintf("recalc policies, schema versio
 
 // OutdatedPolicies lists the tables with recalc write policies that an
 // earlier schema version installed (the read policy alone has not changed
-// since): `recalc rls enable` on each brings them up to date.
+// since), and those with an owner policy whose write guard has one
+// argument (enabled before version 83: it does not guard the policy's own
+// column): `recalc rls enable` on each brings them up to date.
 func OutdatedPolicies(ctx context.Context, q pg.Querier) ([]string, error) {
 	rows, err := q.Query(ctx, `SELECT p.polrelid::regclass::text FROM pg_catalog.pg_policy p
-		WHERE p.polname = $1 AND coalesce(pg_catalog.obj_description(p.oid, 'pg_policy'), '') <> $2
-		  AND EXISTS (SELECT 1 FROM pg_catalog.pg_policy w WHERE w.polrelid = p.polrelid AND w.polname = ANY ($3))
-		ORDER BY 1`, PolicyName, policyComment(), []string{policyUpdate, policyInsert, policyOwner})
+		WHERE p.polname = $1 AND (coalesce(pg_catalog.obj_description(p.oid, 'pg_policy'), '') <> $2
+		    AND EXISTS (SELECT 1 FROM pg_catalog.pg_policy w WHERE w.polrelid = p.polrelid AND w.polname = ANY ($3))
+		  OR EXISTS (SELECT 1 FROM pg_catalog.pg_policy w JOIN pg_catalog.pg_trigger g ON g.tgrelid = w.polrelid AND g.tgname = $5
+		             WHERE w.polrelid = p.polrelid AND w.polname = $4 AND g.tgnargs < 2))
+		ORDER BY 1`, PolicyName, policyComment(), []string{policyUpdate, policyInsert, policyOwner}, policyOwner, writeGuard)
 	if err != nil {
 		return nil, fmt.Errorf("list row-level security policies: %w", err)
 	}

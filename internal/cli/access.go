@@ -201,8 +201,9 @@ func rlsEnableCommand(out, errOut io.Writer) *cli.Command {
 			"Without --write, UPDATE and DELETE touch no row and INSERT fails for roles under the policy:\n" +
 			"--write lets a session update and delete the rows its user may edit, --insert-role ROLE lets\n" +
 			"ROLE insert any row, --owner-column COL lets a user read and change the rows it owns. On an\n" +
-			"attached table they come with a write guard (a trigger): an owner or id change needs all access,\n" +
-			"a new or changed parent must be readable, and the writing role needs `recalc grant reader`.\n" +
+			"attached table they come with a write guard (a trigger): an owner or id change needs all access\n" +
+			"(the attached owner column's, and --owner-column's), a new or changed parent must be readable,\n" +
+			"and the writing role needs `recalc grant reader`.\n" +
 			"OBJECT must be in the stored model; the id column must be text, varchar, char, smallint,\n" +
 			"integer, bigint or uuid. Readers need `recalc grant reader ROLE`. Superusers and BYPASSRLS roles bypass\n" +
 			"row-level security, and so do reads as the table's owner unless --force (FORCE ROW LEVEL\n" +
