@@ -11,7 +11,7 @@
 -- (found by an attack helper: a writer with no right on schema crm listed
 -- crm.account's owners and criteria fields). Now row-level security on
 -- recalc.record hides the records of attached objects from every role but
--- the table's owner, the engine, and the roles that have its privileges
+-- the table's owner (the engine) and the roles that have its privileges
 -- (superusers and BYPASSRLS roles are not under it either). A
 -- writer's SELECT, UPDATE and DELETE see only the other records; an
 -- INSERT, or an UPDATE that moves a record into an attached object, is
