@@ -54,10 +54,14 @@ func accessCommand(out, errOut io.Writer) *cli.Command {
 			// as absent, --id "" listed a page of records instead of one
 			// level, and --format csv --user "" --object "" all access.
 			u, r, o, i := c.IsSet("user"), c.IsSet("record"), c.IsSet("object"), c.IsSet("id")
+			// The page's flags beside all access or one level were ignored:
+			// --format csv --min-level edit printed every read row too.
+			pageFlags := c.IsSet("min-level") || c.IsSet("after") || c.IsSet("limit")
+			one := u && (r && !o && !i || !r && o && i)
 			switch {
-			case format == "csv" && !u && !r && !o && !i:
+			case format == "csv" && !u && !r && !o && !i && !pageFlags:
 				return action(out, errOut, AccessCSV)(c)
-			case format == "" && u && (r && !o && !i || !r && o && i):
+			case format == "" && one && !pageFlags:
 				return action(out, errOut, func(ctx context.Context, env *Env) error { return AccessOne(ctx, env, user, object, id, record) })(c)
 			case u && o && !r && !i:
 				p := accessPage{user: user, object: object, minLevel: c.String("min-level"), limit: c.Int("limit"), format: format}
@@ -69,6 +73,12 @@ func accessCommand(out, errOut io.Writer) *cli.Command {
 					return cli.Exit("recalc access: "+err.Error(), ExitUsage)
 				}
 				return action(out, errOut, func(ctx context.Context, env *Env) error { return AccessList(ctx, env, p) })(c)
+			}
+			switch {
+			case pageFlags && (one || format == "csv" && !u && !r && !o && !i):
+				return cli.Exit("recalc access: --min-level, --after and --limit apply to a page: give them with --user U and --object O only", ExitUsage)
+			case one:
+				return cli.Exit("recalc access: one level is printed alone, as none, read, edit or all: leave out --format", ExitUsage)
 			}
 			return cli.Exit("recalc access: give --format csv alone, --user U and --record R (or --object O --id ID), or --user U and --object O", ExitUsage)
 		},

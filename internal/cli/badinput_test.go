@@ -81,6 +81,10 @@ func (l *lockedBuffer) String() string {
 //     between steps, as a --poll under 10ms would have;
 //   - attach FILE --format json said to give one FILE or --list, not that
 //     the flag must come before the FILE, as import and plan say.
+//   - access --min-level, --after or --limit beside --format csv alone or
+//     one level were ignored: --format csv --min-level edit printed every
+//     read row too; --format beside one level said to give the flags the
+//     command was given.
 //
 // Each case runs at most a few seconds: a watch that starts runs until
 // then and exits 0.
@@ -126,6 +130,12 @@ func TestBadValuesRefusedAtStart(t *testing.T) {
 		{[]string{"import", "--lock-timeout", "-1s", "--merge", file}, 2, "--lock-timeout must be positive"},
 		{[]string{"import", "--lock-timeout", "597h", file}, 2, "--lock-timeout must be positive and at most"},
 		{[]string{"attach", file, "--format", "json"}, 2, `give the spec FILE, and the flags before it (got "--format" after it) (see ` + "`recalc attach --help`)"},
+		{[]string{"access", "--format", "csv", "--min-level", "edit"}, 2, "--min-level, --after and --limit apply to a page: give them with --user U and --object O only"},
+		{[]string{"access", "--format", "csv", "--limit", "1"}, 2, "apply to a page"},
+		{[]string{"access", "--user", "u1", "--record", "a1", "--min-level", "all"}, 2, "apply to a page"},
+		{[]string{"access", "--user", "u1", "--object", "account", "--id", "a1", "--after", "a0"}, 2, "apply to a page"},
+		{[]string{"access", "--user", "u1", "--record", "a1", "--format", "json"}, 2, "one level is printed alone, as none, read, edit or all: leave out --format"},
+		{[]string{"access", "--user", "u1", "--object", "account", "--min-level", "edit", "--limit", "1", "--after", "a0"}, 0, ""},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
