@@ -104,13 +104,16 @@ func DryRun(ctx context.Context, tx pgx.Tx, opt Options, log zerolog.Logger) (*D
 		return nil, err
 	}
 	d.progress = progress
-	progress.phase("apply", len(d.roots))
+	// The snapshot of the records whose OWD changes (every user's access
+	// to them) can take minutes on a large org: reported as "apply" at 0%.
+	progress.phase("snapshot", len(d.roots))
 	var cc access.ClosureChange
 	cc.InsGIDs, cc.InsUIDs, cc.InsBoss = d.closure.Inserted()
 	cc.DelGIDs, cc.DelUIDs = d.closure.Deleted()
 	if err := access.BeginDryRun(ctx, tx, pl.org, cc); err != nil {
 		return nil, err
 	}
+	progress.phase("apply", len(d.roots))
 	if im.Estimated, err = d.apply(ctx, tx, pl); err != nil {
 		return nil, err
 	}
@@ -200,8 +203,9 @@ func (d *dryRun) apply(ctx context.Context, tx pgx.Tx, pl *Planned) (time.Durati
 }
 
 // dryProgress reports a dry run's progress once it has lasted two seconds,
-// whatever phase it is in (plan, prepare, apply: families being applied,
-// compare: access compared): a log line every two seconds, or, on a
+// whatever phase it is in (plan, prepare, snapshot: the access before of
+// the records whose OWD changes, apply: families being applied, compare:
+// access compared): a log line every two seconds, or, on a
 // terminal (live), a line redrawn in place. A ticker reports while one long
 // statement runs.
 type dryProgress struct {

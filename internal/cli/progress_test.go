@@ -1,0 +1,72 @@
+package cli_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/recalc-dev/recalc/internal/cli"
+	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/internal/testkit"
+)
+
+// TestDryRunSnapshotProgress: `recalc plan FILE` whose OWD change has the
+// dry run snapshot every user's access to the object's records before it
+// applies anything reported phase "apply" with no family done for as long
+// as that snapshot took: minutes on a large org, as though stuck. Its
+// first statement reads recalc.acl_user, which a lock holds up here; the
+// progress must say "snapshot".
+func TestDryRunSnapshotProgress(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Migrated(t)
+	url := pool.Config().ConnString()
+	if _, err := testkit.ImportString(ctx, pool, feedModel); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := recalcErr(ctx, url, "run"); code != 0 {
+		t.Fatalf("run: exit %d: %s", code, msg)
+	}
+	file := filepath.Join(t.TempDir(), "owd.json")
+	if err := os.WriteFile(file, []byte(`{"objects": [{"name": "account", "internal_owd": "public_read_only", "external_owd": "private"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `LOCK TABLE recalc.acl_user IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut lockedBuffer
+	app := cli.App(&out, &errOut)
+	app.ExitErrHandler = func(*ucli.Context, error) {}
+	done := make(chan error, 1)
+	go func() {
+		done <- app.RunContext(ctx, []string{"recalc", "--database-url", url, "--log-format", "json", "plan", file})
+	}()
+	var progress string
+	for deadline := time.Now().Add(30 * time.Second); progress == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for _, line := range strings.Split(errOut.String(), "\n") {
+			if strings.Contains(line, `"dry run progress"`) {
+				progress = line
+				break
+			}
+		}
+	}
+	_ = tx.Rollback(ctx)
+	if err := <-done; err != nil {
+		t.Fatalf("plan %s: %v", file, err)
+	}
+	if !strings.Contains(progress, `"phase":"snapshot"`) {
+		t.Errorf("progress of a dry run held up in its snapshot: %q; want phase snapshot", progress)
+	}
+	if !strings.Contains(out.String(), "account") {
+		t.Errorf("plan printed %q; want the account pairs that gain access", out.String())
+	}
+}
