@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -548,5 +549,27 @@ func TestLostDatabaseExits3(t *testing.T) {
 		if code, msg := recalcErr(ctx, url, tc.args...); code != 1 || msg != "recalc: "+tc.want {
 			t.Errorf("recalc %q: exit %d, error %q; want exit 1 and %q", tc.args, code, msg, "recalc: "+tc.want)
 		}
+	}
+}
+
+// TestMetricsAddrInUse: `recalc watch --metrics-addr` on an address another
+// process listens on exited 3 saying the connection to the database was
+// lost and to run it again once the database is reachable, which no wait
+// fixes. It is the command's own failure (1), naming the flag to change.
+func TestMetricsAddrInUse(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Migrated(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	code, msg := recalcErr(cctx, pool.Config().ConnString(), "watch", "--metrics-addr", ln.Addr().String())
+	want := "recalc: listen for metrics on " + ln.Addr().String() + ": listen tcp " + ln.Addr().String() +
+		": bind: address already in use: give --metrics-addr a host:port free on this machine"
+	if code != 1 || msg != want {
+		t.Errorf("watch --metrics-addr in use: exit %d, error %q; want exit 1 and %q", code, msg, want)
 	}
 }

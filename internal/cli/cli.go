@@ -630,9 +630,10 @@ func removesRecalc(path []string) bool {
 func lostDatabase(err error) bool {
 	// *net.OpError, not net.Error: a syscall.Errno is a net.Error too, and
 	// a file's "no such file or directory" is not the database lost.
+	// A listen's (watch --metrics-addr in use) is the command's own.
 	var ce *pgconn.ConnectError
 	var oe *net.OpError
-	return pg.IsServerGone(err) || errors.As(err, &ce) || errors.As(err, &oe)
+	return pg.IsServerGone(err) || errors.As(err, &ce) || errors.As(err, &oe) && oe.Op != "listen"
 }
 
 // refused is the one line of a command whose connection the server refused

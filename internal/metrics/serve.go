@@ -42,7 +42,7 @@ func Serve(ctx context.Context, addr string, m *Metrics, log zerolog.Logger, loo
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("listen for metrics on %s: %w", addr, err)
+		return fmt.Errorf("listen for metrics on %s: %w: give --metrics-addr a host:port free on this machine", addr, err)
 	}
 	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 3 * scrapeTimeout}
 	log.Info().Str("addr", ln.Addr().String()).Msg("serving /metrics and /healthz")
