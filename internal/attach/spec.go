@@ -91,6 +91,9 @@ func Parse(r io.Reader) (*Spec, error) {
 	if len(b) > MaxSpecBytes {
 		return nil, fmt.Errorf("attachment spec is over %d bytes: split it, or attach fewer objects", MaxSpecBytes)
 	}
+	if len(bytes.TrimSpace(b)) == 0 { // decoding said "EOF"
+		return nil, errors.New(`attachment spec is empty: give {"objects": [...]} (docs/attach.md), or {"objects": []} to detach everything`)
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var s Spec

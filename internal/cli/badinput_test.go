@@ -266,8 +266,9 @@ func TestModelFileIsADirectory(t *testing.T) {
 // what to do: a flag's value was "parse error" for "flag -workers" (one
 // dash, as no recalc flag is typed), a bad URL was pgx's parse error alone,
 // a missing model file, attachment spec or export folder was the system's
-// error alone (and a directory given as the spec read as bad JSON), and
-// an unknown job, user or record said only that it does not exist.
+// error alone (and a directory given as the spec read as bad JSON, an
+// empty spec as "EOF"), and an unknown job, user or record said only that
+// it does not exist.
 func TestErrorsSayWhatToDoNext(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -280,6 +281,10 @@ func TestErrorsSayWhatToDoNext(t *testing.T) {
 		t.Fatalf("run: exit %d, %s", code, msg)
 	}
 	missing := filepath.Join(t.TempDir(), "missing")
+	empty := filepath.Join(t.TempDir(), "empty.json")
+	if err := os.WriteFile(empty, []byte(" \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		url  string
 		args []string
@@ -306,6 +311,8 @@ func TestErrorsSayWhatToDoNext(t *testing.T) {
 			"recalc: open attachment spec: open " + missing + ": no such file or directory: check the path (or give - to read standard input)", false},
 		{url, []string{"attach", filepath.Dir(missing)}, 1,
 			"recalc: open attachment spec: " + filepath.Dir(missing) + " is a directory: give the spec file (or - for standard input)", false},
+		{url, []string{"attach", empty}, 1,
+			`recalc: attachment spec is empty: give {"objects": [...]} (docs/attach.md), or {"objects": []} to detach everything`, false},
 		{url, []string{"wait", "99"}, 1, "recalc: job 99 does not exist: `recalc status --jobs N` lists the latest N jobs", false},
 		{url, []string{"access", "--user", "ghost", "--record", "a1"}, 1,
 			"recalc: user \"ghost\" does not exist: check the id (`recalc export --section users` lists the users)", false},
