@@ -265,10 +265,10 @@ func TestModelFileIsADirectory(t *testing.T) {
 // value, the database URL or a file's path said what went wrong and not
 // what to do: a flag's value was "parse error" for "flag -workers" (one
 // dash, as no recalc flag is typed), a bad URL was pgx's parse error alone,
-// a missing model file, attachment spec or export folder was the system's
-// error alone (and a directory given as the spec read as bad JSON, an
-// empty spec as "EOF"), and an unknown job, user or record said only that
-// it does not exist.
+// a missing model file, attachment spec or export folder (or a folder
+// given as the export file) was the system's error alone (and a directory
+// given as the spec read as bad JSON, an empty spec as "EOF"), and an
+// unknown job, user or record said only that it does not exist.
 func TestErrorsSayWhatToDoNext(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -307,6 +307,9 @@ func TestErrorsSayWhatToDoNext(t *testing.T) {
 		{url, []string{"export", "-o", filepath.Join(missing, "x.json")}, 1,
 			"recalc: create export file " + filepath.Join(missing, "x.json") +
 				": no such file or directory: give a path in a folder that exists and you may write to (or -o - for standard output)", false},
+		{url, []string{"export", "-o", filepath.Dir(missing)}, 1,
+			"recalc: export file " + filepath.Dir(missing) + " is a directory: give a file's path, such as " +
+				filepath.Join(filepath.Dir(missing), "org.json") + " (or -o - for standard output)", false},
 		{url, []string{"attach", missing}, 1,
 			"recalc: open attachment spec: open " + missing + ": no such file or directory: check the path (or give - to read standard input)", false},
 		{url, []string{"attach", filepath.Dir(missing)}, 1,

@@ -85,7 +85,9 @@ func Export(ctx context.Context, env *Env, path string, sections []string) error
 		_, err := exportTo(ctx, env, env.Out, sections)
 		return err
 	}
-	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return fmt.Errorf("export file %s is a directory: give a file's path, such as %s (or -o - for standard output)", shown(path), shown(filepath.Join(path, "org.json")))
+	} else if err == nil && !st.Mode().IsRegular() {
 		f, err := os.OpenFile(path, os.O_WRONLY, 0)
 		if err != nil {
 			return fmt.Errorf("open export file: %w", err)
