@@ -70,3 +70,43 @@ func TestDryRunSnapshotProgress(t *testing.T) {
 		t.Errorf("plan printed %q; want the account pairs that gain access", out.String())
 	}
 }
+
+// TestModelLockWaitIsLogged: `recalc import` and `recalc plan FILE` behind
+// the model lock, which another import or a plan's dry run holds for as
+// long as it takes (minutes on a large org), waited saying nothing, as if
+// hung. Each must log that it waits, while it waits.
+func TestModelLockWaitIsLogged(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Migrated(t)
+	url := pool.Config().ConnString()
+	if _, err := testkit.ImportString(ctx, pool, feedModel); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "users.json")
+	if err := os.WriteFile(file, []byte(`{"users": [{"id": "u1"}, {"id": "u2"}, {"id": "u3"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"import", file}, {"plan", file}} {
+		release := holdModelLock(t, pool)
+		var out, errOut lockedBuffer
+		app := cli.App(&out, &errOut)
+		app.ExitErrHandler = func(*ucli.Context, error) {}
+		done := make(chan error, 1)
+		go func() {
+			done <- app.RunContext(ctx, append([]string{"recalc", "--database-url", url, "--log-format", "json"}, args...))
+		}()
+		const want = "waiting for the model lock"
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(errOut.String(), want) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		logged := errOut.String()
+		release()
+		if err := <-done; err != nil {
+			t.Errorf("recalc %s: %v", args, err)
+		}
+		if !strings.Contains(logged, want) {
+			t.Errorf("recalc %s behind the model lock logged %q while it waited; want %q", args, logged, want)
+		}
+	}
+}

@@ -266,7 +266,16 @@ func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, log
 // lockModel takes the model lock and refuses an import while a
 // recalculation job is unfinished, as Salesforce refuses sharing changes
 // during one: the job computes from the configuration it planned.
-func lockModel(ctx context.Context, tx pgx.Tx) error {
+//
+// A holder (another import, a `recalc plan FILE`'s dry run, a job's
+// finish) may keep it for minutes: the wait is logged, not silent.
+func lockModel(ctx context.Context, tx pgx.Tx, log zerolog.Logger) error {
+	if took, err := locks.TryXactLock(ctx, tx, locks.Model); err != nil {
+		return err
+	} else if !took {
+		log.Info().Msg("waiting for the model lock, which another import, a `recalc plan FILE` or a job's finish holds: " +
+			"this goes on once it is released")
+	}
 	if err := schema.LockModel(ctx, tx); err != nil {
 		return err
 	}
@@ -315,7 +324,7 @@ func onWaitingRecords(ctx context.Context, tx pgx.Tx, absorbed []changes.Absorbe
 
 // ImportTxWith is ImportTx as opt says.
 func ImportTxWith(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, log zerolog.Logger, opt Options) (*Result, error) {
-	if err := lockModel(ctx, tx); err != nil {
+	if err := lockModel(ctx, tx, log); err != nil {
 		return nil, err
 	}
 	// The model lock waits for recalculation, however long; what the
