@@ -105,7 +105,8 @@ func DryRun(ctx context.Context, tx pgx.Tx, opt Options, log zerolog.Logger) (*D
 	}
 	d.progress = progress
 	// The snapshot of the records whose OWD changes (every user's access
-	// to them) can take minutes on a large org: reported as "apply" at 0%.
+	// to them) can take minutes on a large org: it was reported as "apply",
+	// no family done.
 	progress.phase("snapshot", len(d.roots))
 	var cc access.ClosureChange
 	cc.InsGIDs, cc.InsUIDs, cc.InsBoss = d.closure.Inserted()
