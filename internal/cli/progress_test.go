@@ -110,3 +110,54 @@ func TestModelLockWaitIsLogged(t *testing.T) {
 		}
 	}
 }
+
+// TestImportProgress: an import logged nothing until it ended, and one of
+// 10,000,000 records takes minutes. Held up here by a lock on
+// recalc.record once its file is staged, it must log its phase and the
+// entries staged every two seconds.
+func TestImportProgress(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Migrated(t)
+	url := pool.Config().ConnString()
+	if _, err := testkit.ImportString(ctx, pool, feedModel); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "records.json")
+	if err := os.WriteFile(file, []byte(`{"records": [{"id": "a1", "object": "account", "owner": "u2"}, {"id": "a3", "object": "account", "owner": "u1"}],
+		"shares": [{"object": "account", "record": "a1", "grantee": "group:g", "access": "read", "cause": "manual"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `LOCK TABLE recalc.record IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut lockedBuffer
+	app := cli.App(&out, &errOut)
+	app.ExitErrHandler = func(*ucli.Context, error) {}
+	done := make(chan error, 1)
+	go func() {
+		done <- app.RunContext(ctx, []string{"recalc", "--database-url", url, "--log-format", "json", "import", "--lock-timeout", "1m", file})
+	}()
+	var progress string
+	for deadline := time.Now().Add(30 * time.Second); progress == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for _, line := range strings.Split(errOut.String(), "\n") {
+			if strings.Contains(line, `"import progress"`) {
+				progress = line
+				break
+			}
+		}
+	}
+	_ = tx.Rollback(ctx)
+	if err := <-done; err != nil {
+		t.Fatalf("import %s: %v", file, err)
+	}
+	for _, want := range []string{`"phase":"store"`, `"entries_staged":3`, `"elapsed_ms":`} {
+		if !strings.Contains(progress, want) {
+			t.Errorf("progress of an import held up once staged: %q; want %s", progress, want)
+		}
+	}
+}

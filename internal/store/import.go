@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -357,10 +358,13 @@ func importLocked(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits,
 	if _, err := tx.Exec(ctx, stageTable); err != nil {
 		return nil, fmt.Errorf("create staging table: %w", err)
 	}
-	f, err := stageFile(ctx, tx, r, lim, res, opt.Merge)
+	progress := startImportProgress(log)
+	defer progress.end()
+	f, err := stageFile(ctx, tx, r, lim, res, opt.Merge, &progress.entries)
 	if err != nil {
 		return nil, err
 	}
+	progress.phase.Store("store")
 	if err := checkRevision(ctx, tx, f.Revision, opt.IfRevision); err != nil {
 		return nil, err
 	}
@@ -415,7 +419,8 @@ func importLocked(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits,
 
 // stageFile streams the file into the staging table with one COPY, and
 // returns the configuration sections it held.
-func stageFile(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, res *Result, merge bool) (*model.File, error) {
+// staged counts the entries as they are read, for the progress reports.
+func stageFile(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, res *Result, merge bool, staged *atomic.Int64) (*model.File, error) {
 	var file *model.File
 	var decodeErr error
 	rows := func(yield func([]any) bool) {
@@ -423,6 +428,7 @@ func stageFile(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, re
 		sink := model.Sink{
 			Record: func(rec *model.Record) error {
 				res.Records++
+				staged.Add(1)
 				if !yield(recordRow(rec)) {
 					return stop
 				}
@@ -430,6 +436,7 @@ func stageFile(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, re
 			},
 			Share: func(s *model.Share) error {
 				res.Shares++
+				staged.Add(1)
 				if !yield(shareRow(s)) {
 					return stop
 				}
@@ -437,6 +444,7 @@ func stageFile(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, re
 			},
 			Team: func(t *model.Team) error {
 				res.Teams++
+				staged.Add(1)
 				if !yield(teamRow(t)) {
 					return stop
 				}
