@@ -15,6 +15,7 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/schema"
 )
 
@@ -105,17 +106,34 @@ func (p *accessPage) check() error {
 
 // AccessCSV prints all access as CSV, streaming.
 func AccessCSV(ctx context.Context, env *Env) error {
-	if err := schema.Check(ctx, env.Pool); err != nil {
+	if err := checkRecalculated(ctx, env); err != nil {
 		return err
 	}
 	return access.WriteCSV(ctx, env.Pool, env.Out)
+}
+
+// checkRecalculated checks the schema's version, and warns when nothing
+// has been recalculated yet: after `recalc import` alone, access printed
+// none, or no row, with no hint why.
+func checkRecalculated(ctx context.Context, env *Env) error {
+	if err := schema.Check(ctx, env.Pool); err != nil {
+		return err
+	}
+	ran, err := store.Recalculated(ctx, env.Pool)
+	if err != nil {
+		return err
+	}
+	if !ran {
+		env.Log.Warn().Msg("nothing has been recalculated yet, so no one has access: run `recalc run`")
+	}
+	return nil
 }
 
 // AccessOne prints one user's access level to one record, named by its key
 // or by an object and the application's id, and fails when either does not
 // exist.
 func AccessOne(ctx context.Context, env *Env, user, object, id, record string) error {
-	if err := schema.Check(ctx, env.Pool); err != nil {
+	if err := checkRecalculated(ctx, env); err != nil {
 		return err
 	}
 	record, err := recordKey(ctx, env, object, id, record)
@@ -141,7 +159,7 @@ func recordKey(ctx context.Context, env *Env, object, id, record string) (string
 
 // AccessList prints one page of the records of an object a user can access.
 func AccessList(ctx context.Context, env *Env, p accessPage) error {
-	if err := schema.Check(ctx, env.Pool); err != nil {
+	if err := checkRecalculated(ctx, env); err != nil {
 		return err
 	}
 	var page []access.Visible

@@ -161,3 +161,48 @@ func TestImportProgress(t *testing.T) {
 		}
 	}
 }
+
+// TestAccessBeforeAnyRun: `recalc access` after `recalc import` alone
+// printed none, or no row, as though the model gave no access, with no
+// hint that nothing had been recalculated. It must warn, and print the
+// same; once a run has applied, it must not warn.
+func TestAccessBeforeAnyRun(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.Migrated(t)
+	url := pool.Config().ConnString()
+	if _, err := testkit.ImportString(ctx, pool, feedModel); err != nil {
+		t.Fatal(err)
+	}
+	const warning = "nothing has been recalculated yet, so no one has access: run `recalc run`"
+	for _, step := range []struct {
+		run  bool // recalc run first
+		warn bool
+	}{{false, true}, {true, false}} {
+		if step.run {
+			if code, msg := recalcErr(ctx, url, "run"); code != 0 {
+				t.Fatalf("run: exit %d: %s", code, msg)
+			}
+		}
+		for _, tc := range []struct {
+			args   []string
+			before string // printed before any run
+		}{
+			{[]string{"access", "--user", "u1", "--record", "a1"}, "none\n"},
+			{[]string{"access", "--user", "u1", "--object", "account"}, ""},
+			{[]string{"access", "--format", "csv"}, "object,record,user,access\n"},
+		} {
+			var out, errOut lockedBuffer
+			app := cli.App(&out, &errOut)
+			app.ExitErrHandler = func(*ucli.Context, error) {}
+			if err := app.RunContext(ctx, append([]string{"recalc", "--database-url", url, "--log-format", "json"}, tc.args...)); err != nil {
+				t.Fatalf("recalc %s: %v", tc.args, err)
+			}
+			if got := strings.Contains(errOut.String(), warning); got != step.warn {
+				t.Errorf("recalc %s, run before: %v: logged %q; want the warning: %v", tc.args, step.run, errOut.String(), step.warn)
+			}
+			if !step.run && out.String() != tc.before {
+				t.Errorf("recalc %s before any run printed %q, want %q", tc.args, out.String(), tc.before)
+			}
+		}
+	}
+}

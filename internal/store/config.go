@@ -65,3 +65,13 @@ func LoadConfig(ctx context.Context, q pg.Querier) (*model.Config, error) {
 	}
 	return model.DecodeConfig(doc)
 }
+
+// Recalculated reports whether any recalculation has been applied: until
+// then the share tables are empty, and every level reads none.
+func Recalculated(ctx context.Context, q pg.Querier) (bool, error) {
+	var ok bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM recalc.applied_section)`).Scan(&ok); err != nil {
+		return false, fmt.Errorf("look for a recalculation applied: %w", err)
+	}
+	return ok, nil
+}
