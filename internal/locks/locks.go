@@ -51,16 +51,6 @@ func (s Scope) String() string {
 	return fmt.Sprintf("scope(%d)", int32(s))
 }
 
-// TryXactLock takes the scope's lock, held until tx ends, if no other
-// transaction holds it; false when one does. Not for Schema.
-func TryXactLock(ctx context.Context, tx pgx.Tx, s Scope) (bool, error) {
-	tag, err := tx.Exec(ctx, `SELECT FROM recalc.engine_lock WHERE scope = $1 FOR UPDATE SKIP LOCKED`, int32(s))
-	if err != nil {
-		return false, fmt.Errorf("take %s lock: %w", s, err)
-	}
-	return tag.RowsAffected() == 1, nil
-}
-
 // XactLock waits for the scope's lock, held until tx ends.
 func XactLock(ctx context.Context, tx pgx.Tx, s Scope) error {
 	if s == Schema {

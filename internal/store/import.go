@@ -269,15 +269,16 @@ func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, log
 // during one: the job computes from the configuration it planned.
 //
 // A holder (another import, a `recalc plan FILE`'s dry run, a job's
-// finish) may keep it for minutes: the wait is logged, not silent.
+// finish) may keep it for minutes: a wait past a second is logged, not
+// silent (a watch step's, a few milliseconds, is not).
 func lockModel(ctx context.Context, tx pgx.Tx, log zerolog.Logger) error {
-	if took, err := locks.TryXactLock(ctx, tx, locks.Model); err != nil {
-		return err
-	} else if !took {
+	waiting := time.AfterFunc(time.Second, func() {
 		log.Info().Msg("waiting for the model lock, which another import, a `recalc plan FILE` or a job's finish holds: " +
 			"this goes on once it is released")
-	}
-	if err := schema.LockModel(ctx, tx); err != nil {
+	})
+	err := schema.LockModel(ctx, tx)
+	waiting.Stop()
+	if err != nil {
 		return err
 	}
 	job, err := queue.Unfinished(ctx, tx)
