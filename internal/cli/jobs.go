@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -115,13 +116,39 @@ func DeferCmd(ctx context.Context, env *Env, sides []string) error {
 	if err := store.Defer(ctx, env.Pool, sides); err != nil {
 		return err
 	}
-	// A step or plan in flight read no deferral: let it end first.
-	if err := store.AwaitInFlight(ctx, env.Pool); err != nil {
-		return fmt.Errorf("calculation is deferred (%s), but a watch step or plan that began before may still materialize writes committed now: "+
+	if err := awaitInFlight(ctx, env, sides); err != nil {
+		return fmt.Errorf("calculation is deferred (%s), but a watch step, plan or job chunk that began before may still materialize writes committed now: "+
 			"run `recalc defer` again to wait for it: %w", strings.Join(sides, ", "), err)
 	}
 	fmt.Fprintf(env.Out, "Calculation deferred (%s). Imports and data changes accumulate; `recalc resume` recalculates them.\n", strings.Join(sides, ", "))
 	return nil
+}
+
+// deferWaitSaid is how long `recalc defer` waits for what is in flight
+// before it says so.
+const deferWaitSaid = time.Second
+
+// awaitInFlight returns once what read no deferral of sides has ended: a
+// step or plan in flight (it holds the model lock), and, for share rows, a
+// job's chunks in flight, which read records as they run (store.AwaitChunks;
+// a closure job's finish reads none: workChunks). So a write committed after
+// `recalc defer` returns waits for the resume. Past deferWaitSaid it logs
+// that it waits.
+func awaitInFlight(ctx context.Context, env *Env, sides []string) error {
+	done, said := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(said)
+		select {
+		case <-done:
+		case <-time.After(deferWaitSaid):
+			env.Log.Info().Strs("sides", sides).Msg("waiting for the import, plan, watch step or job chunks in flight to end before returning; the deferral is already in place")
+		}
+	}()
+	defer func() { close(done); <-said }()
+	if err := store.AwaitInFlight(ctx, env.Pool); err != nil || !slices.Contains(sides, store.SideRules) {
+		return err
+	}
+	return store.AwaitChunks(ctx, env.Pool)
 }
 
 // ResumeCmd lifts the deferral of sides and recalculates.
@@ -236,6 +263,9 @@ func WaitCmd(ctx context.Context, env *Env, id int64) error {
 		case <-time.After(backoff):
 		}
 	}
+	if j.Paused && j.Status == queue.Running {
+		return fmt.Errorf("job %d is paused: calculation of share rows is deferred (`recalc defer`), and its chunks left wait; `recalc resume` finishes it", id)
+	}
 	if j.Interrupted {
 		return fmt.Errorf("job %d was interrupted: no process is working on it; `recalc run` resumes it", id)
 	}
@@ -278,7 +308,7 @@ func listenForJobs(ctx context.Context, pool *pgxpool.Pool) (conn *pgxpool.Conn,
 }
 
 // awaitJob returns job id once it has ended, or no process works on it
-// (Interrupted), on conn, which listens on queue.Channel.
+// (Interrupted), or it is paused while share rows are deferred, on conn, which listens on queue.Channel.
 func awaitJob(ctx context.Context, conn *pgxpool.Conn, id int64) (*queue.Job, error) {
 	for {
 		j, err := queue.Get(ctx, conn, id)
@@ -288,7 +318,7 @@ func awaitJob(ctx context.Context, conn *pgxpool.Conn, id int64) (*queue.Job, er
 		if j == nil {
 			return nil, fmt.Errorf("job %d does not exist: `recalc status --jobs N` lists the latest N jobs", id)
 		}
-		if j.Interrupted || j.Status != queue.Running {
+		if j.Interrupted || j.Paused || j.Status != queue.Running {
 			return j, nil
 		}
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second) // recheck now and then
@@ -358,6 +388,8 @@ func printJob(w io.Writer, j access.JobSummary) {
 	switch {
 	case j.Status == queue.Interrupted:
 		fmt.Fprint(w, "  no process works on it: `recalc run` resumes it")
+	case j.Status == queue.Paused:
+		fmt.Fprint(w, "  paused: share rows are deferred; `recalc resume` finishes it")
 	case j.Status != queue.Done:
 		fmt.Fprintf(w, "  %.0f records/s", j.RecordsPerSecond)
 		if j.ETA != nil {

@@ -32,6 +32,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -43,6 +44,8 @@ import (
 	"github.com/recalc-dev/recalc/internal/notify"
 	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/sharing"
+	"github.com/recalc-dev/recalc/internal/store"
+	"github.com/recalc-dev/recalc/internal/workers"
 )
 
 // Options tune a run.
@@ -112,7 +115,9 @@ func (o *Options) defaults() {
 // Report says what a run did: the job it created, resumed or joined. It
 // has the shape of the job's completion payload (recalc.job_payload, sent by
 // NOTIFY, webhook and email, and printed by `recalc wait`), with units in
-// the field names, plus nothing_to_do and deferred when there was no job.
+// the field names, plus nothing_to_do and deferred when there was no job,
+// and paused, chunks_done and deferred when its job paused (status paused):
+// share rows are deferred, and `recalc resume` finishes it.
 // It never carries a record's field values.
 type Report struct {
 	Job            int64                `json:"job,omitempty"` // 0 (left out) when there was nothing to do
@@ -121,6 +126,8 @@ type Report struct {
 	Status         string               `json:"status,omitempty"`
 	Nothing        bool                 `json:"nothing_to_do"`
 	Deferred       map[string]time.Time `json:"deferred,omitempty"`
+	Paused         bool                 `json:"paused,omitempty"`       // the job paused: share rows are deferred
+	ChunksDone     int                  `json:"chunks_done,omitempty"`  // a paused job's chunks done
 	NotAbsorbed    []string             `json:"not_absorbed,omitempty"` // attached objects whose writes wait (recalc attach --list says why)
 	Chunks         int                  `json:"chunks"`
 	Records        int64                `json:"records"`
@@ -205,6 +212,9 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 		if err != nil {
 			return nil, err
 		}
+		if job != nil && job.Paused { // change nothing, not even its heartbeat, and say so
+			return withStuck(pausedReport(ctx, pool, job, log))
+		}
 		created := false
 		var org *sharing.Org // the job's configuration, when this run planned it
 		if job == nil {
@@ -233,6 +243,9 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 		} else {
 			last, err = joinJob(ctx, pool, job, opt, log)
 		}
+		if errors.Is(err, workers.ErrPaused) {
+			return withStuck(pausedReport(ctx, pool, last, log))
+		}
 		if err != nil {
 			return nil, failedJob(ctx, pool, job.ID, err)
 		}
@@ -253,9 +266,32 @@ func Finish(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Lo
 		return nil, err
 	}
 	if job, err = joinJob(ctx, pool, job, opt, log); err != nil {
+		if errors.Is(err, workers.ErrPaused) {
+			err = fmt.Errorf("job %d: %w: `recalc resume` finishes it", job.ID, err)
+		}
 		return nil, err
 	}
 	return jobReport(ctx, pool, job.ID)
+}
+
+// pausedReport is the report of a run that found job paused (queue.Job.Paused,
+// workers.ErrPaused): its payload, with status paused, the chunks done, and
+// the deferral. It logs that the job waits for the resume.
+func pausedReport(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, log zerolog.Logger) (*Report, error) {
+	rep, err := jobReport(ctx, pool, job.ID)
+	if err != nil {
+		return nil, err
+	}
+	if rep.ChunksDone, _, err = queue.Progress(ctx, pool, job.ID); err != nil {
+		return nil, err
+	}
+	if rep.Deferred, err = store.Deferred(ctx, pool); err != nil {
+		return nil, err
+	}
+	rep.Status, rep.Paused = string(queue.Paused), true
+	log.Warn().Int64("job", job.ID).Int("chunks_done", rep.ChunksDone).Int("chunks", rep.Chunks).
+		Msg("calculation of share rows is deferred: the job is paused, its chunks left pending and nothing written since; `recalc resume` finishes it")
+	return rep, nil
 }
 
 // joinJob works an unfinished job that another process planned (running

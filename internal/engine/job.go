@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -149,7 +150,9 @@ func storeJob(ctx context.Context, tx pgx.Tx, pl *Planned, trigger string) (*que
 
 // runJob works job until it is done, also covering peers that died, and
 // returns its final row. org is the job's configuration, nil to decode it.
-// A failed job is an error. Each round works the chunks left to claim,
+// A failed job is an error. A job whose chunks found share rows deferred
+// returns workers.ErrPaused with its row: it stays running, no failure, for
+// `recalc resume` to finish. Each round works the chunks left to claim,
 // stages a full job's tables once every chunk is complete, and finishes
 // the job; whichever process sees the last step possible takes it.
 func runJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharing.Org, opt Options, log zerolog.Logger) (*queue.Job, error) {
@@ -169,6 +172,13 @@ func runJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 	defer stop()
 	for {
 		err := workChunks(ctx, pool, job, org, dict, opt, log)
+		if errors.Is(err, workers.ErrPaused) {
+			cur, gerr := queue.Get(ctx, pool, job.ID)
+			if gerr != nil {
+				return nil, gerr
+			}
+			return cur, err
+		}
 		if err == nil && job.Kind == queue.Full && job.DoRules {
 			err = stage(ctx, pool, job, org, dict, opt)
 		}
@@ -247,13 +257,24 @@ func failJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, err error,
 }
 
 // workChunks claims, computes and completes the job's chunks until none is
-// left to claim.
+// left to claim, or, for a job that writes share rows, until a chunk finds
+// their calculation deferred (workers.ErrPaused): each chunk reads records
+// as it runs, and one that read the deferral committed would give access to
+// records written after `recalc defer` returned (store.AwaitChunks). A job
+// of the closure alone has no chunks, and its finish reads nothing written
+// since its plan (its captured configuration, j.Config, holds the users
+// section built then, the attached users table's too): deferring the
+// closure leaves it to end.
 func workChunks(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharing.Org, dict *sharetable.Dict, opt Options, log zerolog.Logger) error {
 	repair, err := inPlaceFull(job)
 	if err != nil {
 		return err
 	}
-	return workers.Run(ctx, pool, job.ID, workers.Options{Workers: opt.Workers, Chunks: job.Chunks, LockTimeout: opt.LockTimeout, Retries: opt.Retries, Nice: opt.Nice, Contended: opt.Contended},
+	wopt := workers.Options{Workers: opt.Workers, Chunks: job.Chunks, LockTimeout: opt.LockTimeout, Retries: opt.Retries, Nice: opt.Nice, Contended: opt.Contended}
+	if job.DoRules {
+		wopt.Paused = store.RulesDeferredForChunk
+	}
+	return workers.Run(ctx, pool, job.ID, wopt,
 		func(ctx context.Context, tx pgx.Tx, c *queue.Chunk) (*queue.ChunkStats, error) {
 			if err := schema.Check(ctx, tx); err != nil { // the job fails, for the newer recalc to resume
 				return nil, err

@@ -52,6 +52,9 @@ type Live struct {
 	dict        *sharetable.Dict
 	deferred    map[string]time.Time
 	idleAt      int64  // the version at which Run last found calculation deferred
+	seen        int64  // the version read before this step's Run, with a job unfinished; -1 if none
+	pausedJob   int64  // the job Run last found paused, at version pausedAt: nothing to do until the version moves
+	pausedAt    int64
 	dirty       int    // change rows consumed since the queue tables were last vacuumed
 	notAbsorbed string // the attached objects last warned of
 }
@@ -105,6 +108,7 @@ var errSlow = errors.New("not for the fast path")
 func (l *Live) Step(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger) (*LiveReport, error) {
 	start := time.Now()
 	rep := &LiveReport{}
+	l.seen = -1
 	for l.MaxRecords > 0 {
 		batch := &LiveReport{}
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return l.fast(ctx, tx, batch) })
@@ -143,7 +147,10 @@ func (l *Live) Step(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger)
 	if _, deferred := run.Deferred[store.SideRules]; run.Nothing && deferred {
 		l.idleAt = l.version // nothing to do until the deferral changes
 	}
-	if !run.Nothing {
+	if run.Paused && l.seen >= 0 {
+		l.pausedJob, l.pausedAt = run.Job, l.seen // once a pause: no Run, nor its log line, at every step
+	}
+	if !run.Nothing && !run.Paused {
 		l.vacuum(ctx, pool, log)
 	}
 	rep.Run, rep.Duration = run, time.Since(start)
@@ -154,6 +161,17 @@ func (l *Live) Step(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger)
 func (l *Live) fast(ctx context.Context, tx pgx.Tx, rep *LiveReport) error {
 	// An idle step (a poll with nothing new) reads and writes nothing else:
 	// the model lock is a row lock, which would make it a writing transaction.
+	if l.pausedJob != 0 { // a deferral lifted, or the job ended, moves the version
+		if err := schema.Check(ctx, tx); err != nil {
+			return err
+		}
+		v, err := changes.ConfigVersion(ctx, tx)
+		if err != nil || v == l.pausedAt {
+			rep.Deferred = true
+			return err
+		}
+		l.pausedJob = 0
+	}
 	if l.loaded {
 		var waiting []string // what a deferred closure keeps in the log (keepWaiting)
 		if _, ok := l.deferred[store.SideClosure]; ok {
@@ -167,6 +185,9 @@ func (l *Live) fast(ctx context.Context, tx pgx.Tx, rep *LiveReport) error {
 		return err
 	}
 	if job, err := queue.Unfinished(ctx, tx); err != nil || job != nil {
+		if err == nil { // read before Run reads the deferral: a change after it moves it
+			l.seen, err = changes.ConfigVersion(ctx, tx)
+		}
 		return errors.Join(err, errSlow)
 	}
 	// The users section is marked for rebuilding: Run's plan does it.

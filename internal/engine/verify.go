@@ -100,7 +100,10 @@ const familiesPerChunk = 1000
 // locks as a job.
 func Verify(ctx context.Context, pool *pgxpool.Pool, opt VerifyOptions, log zerolog.Logger) (*VerifyReport, error) {
 	if job, err := queue.Unfinished(ctx, pool); err != nil || job != nil {
-		if err == nil {
+		switch {
+		case err == nil && job.Paused:
+			err = fmt.Errorf("job %d is unfinished, paused while share rows are deferred: run `recalc resume` first, then verify", job.ID)
+		case err == nil:
 			err = fmt.Errorf("job %d is unfinished: run `recalc run` first, then verify", job.ID)
 		}
 		return nil, err

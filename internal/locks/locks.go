@@ -32,6 +32,11 @@ const (
 	// gone): their captures hold it shared until they commit (migration
 	// 072), and the import takes it before its last absorb.
 	Effects Scope = 4
+	// Deferral orders a job's chunks with `recalc defer`: each chunk
+	// transaction holds it shared (XactShare) from before it reads the
+	// deferral until it commits, and the deferral, once committed, takes it
+	// (XactLock) to wait for the chunks that read none (migration 081).
+	Deferral Scope = 5
 )
 
 // namespace is the first key of the schema's advisory lock ("rc" in ASCII).
@@ -47,6 +52,8 @@ func (s Scope) String() string {
 		return "staging"
 	case Effects:
 		return "effects"
+	case Deferral:
+		return "deferral"
 	}
 	return fmt.Sprintf("scope(%d)", int32(s))
 }
@@ -59,7 +66,19 @@ func XactLock(ctx context.Context, tx pgx.Tx, s Scope) error {
 		}
 		return nil
 	}
-	tag, err := tx.Exec(ctx, `SELECT FROM recalc.engine_lock WHERE scope = $1 FOR UPDATE`, int32(s))
+	return rowLock(ctx, tx, s, `SELECT FROM recalc.engine_lock WHERE scope = $1 FOR UPDATE`)
+}
+
+// XactShare waits for the scope's lock in a shared mode (FOR KEY SHARE),
+// held until tx ends: holders of it do not wait for each other, only for
+// XactLock's, and it for them. Not for Schema.
+func XactShare(ctx context.Context, tx pgx.Tx, s Scope) error {
+	return rowLock(ctx, tx, s, `SELECT FROM recalc.engine_lock WHERE scope = $1 FOR KEY SHARE`)
+}
+
+// rowLock runs sql, which locks s's row of recalc.engine_lock.
+func rowLock(ctx context.Context, tx pgx.Tx, s Scope, sql string) error {
+	tag, err := tx.Exec(ctx, sql, int32(s))
 	if err != nil {
 		return fmt.Errorf("take %s lock: %w", s, err)
 	}

@@ -41,6 +41,10 @@ const (
 	// Interrupted is never stored: it is how a running job that no
 	// process has heartbeated within LiveWithin reads (status, payload).
 	Interrupted Status = "interrupted"
+	// Paused is never stored either: it is how an unfinished job with
+	// share rows to write and chunks left reads while their calculation is
+	// deferred (its chunks claim nothing until `recalc resume`).
+	Paused Status = "paused"
 )
 
 // Heartbeats: every process working a job marks it every HeartbeatEvery;
@@ -70,7 +74,8 @@ type Job struct {
 	ClosureAdded, ClosureRemoved        int64
 	DriftFixed                          int64 // full jobs: share rows the swap changed
 	Staged                              bool  // full jobs: staging tables complete, ready to swap
-	Interrupted                         bool  // running, but no process heartbeated it within LiveWithin
+	Interrupted                         bool  // running, but no process heartbeated it within LiveWithin, and not Paused
+	Paused                              bool  // unfinished, with chunks left that claim nothing while share rows are deferred
 }
 
 // Heartbeat marks job as worked on by worker now.
@@ -92,13 +97,19 @@ type Chunk struct {
 
 const jobCols = `id, kind, trigger, status, change_seq, consumes, config::text, plan::text, chunks, coalesce(error, ''),
 	do_rules, do_closure, records, invalid_records, rows_added, rows_removed, rows_updated, closure_added, closure_removed,
-	coalesce(drift_fixed, 0), staged, status = 'running' AND NOT recalc.job_alive(id)`
+	coalesce(drift_fixed, 0), staged, status = 'running' AND NOT recalc.job_alive(id) AND NOT (` + pausedCond + `), status <> 'done' AND ` + pausedCond
+
+// pausedCond is whether the job of recalc.job's row is one whose chunks
+// claim nothing now: it writes share rows, some are left, and their
+// calculation is deferred.
+const pausedCond = `do_rules AND EXISTS (SELECT FROM recalc.deferral WHERE side = 'rules')
+	AND EXISTS (SELECT FROM recalc.chunk c WHERE c.job_id = recalc.job.id AND c.status = 'pending')`
 
 func scan(row pgx.Row) (*Job, error) {
 	j := &Job{}
 	err := row.Scan(&j.ID, &j.Kind, &j.Trigger, &j.Status, &j.ChangeSeq, &j.Consumes, &j.Config, &j.Plan, &j.Chunks, &j.Error,
 		&j.DoRules, &j.DoClosure, &j.Records, &j.InvalidRecords, &j.RowsAdded, &j.RowsRemoved, &j.RowsUpdated,
-		&j.ClosureAdded, &j.ClosureRemoved, &j.DriftFixed, &j.Staged, &j.Interrupted)
+		&j.ClosureAdded, &j.ClosureRemoved, &j.DriftFixed, &j.Staged, &j.Interrupted, &j.Paused)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/recalc-dev/recalc/internal/locks"
 	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/schema"
 )
@@ -43,6 +44,33 @@ func Defer(ctx context.Context, q pg.Querier, sides []string) error {
 func AwaitInFlight(ctx context.Context, pool *pgxpool.Pool) error {
 	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return schema.LockModel(ctx, tx) }); err != nil {
 		return fmt.Errorf("wait for the steps in flight: %w", err)
+	}
+	return nil
+}
+
+// RulesDeferredForChunk reports, for a chunk about to read records, whether
+// share rows are deferred: it first takes the deferral lock shared, held
+// until tx ends, so that `recalc defer` (AwaitChunks) waits for a chunk
+// that read no deferral. Read after the lock, in a snapshot of its own, the
+// deferral is the one committed before any AwaitChunks that came first.
+func RulesDeferredForChunk(ctx context.Context, tx pgx.Tx) (bool, error) {
+	if err := locks.XactShare(ctx, tx, locks.Deferral); err != nil {
+		return false, err
+	}
+	var deferred bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.deferral WHERE side = $1)`, SideRules).Scan(&deferred); err != nil {
+		return false, fmt.Errorf("read deferral: %w", err)
+	}
+	return deferred, nil
+}
+
+// AwaitChunks returns once every chunk transaction that read the deferral
+// before it was called (RulesDeferredForChunk) has ended: a chunk that read
+// none reads records as it runs. `recalc defer` calls it after committing
+// the deferral; chunks that begin after read it, and claim nothing.
+func AwaitChunks(ctx context.Context, pool *pgxpool.Pool) error {
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return locks.XactLock(ctx, tx, locks.Deferral) }); err != nil {
+		return fmt.Errorf("wait for the chunks in flight: %w", err)
 	}
 	return nil
 }

@@ -61,6 +61,9 @@ func (e *BusyError) Error() string {
 		return fmt.Sprintf("recalculation job %d was interrupted and is unfinished: run `recalc run` to resume it, then import again", e.Job)
 	case queue.Failed:
 		return fmt.Sprintf("recalculation job %d failed and is unfinished: run `recalc run` to resume it, then import again", e.Job)
+	case queue.Paused:
+		return fmt.Sprintf("recalculation job %d is paused, unfinished, since calculation of share rows was deferred while it ran: "+
+			"`recalc resume` finishes it; then import again (with `recalc defer` first, for a bulk load)", e.Job)
 	}
 	return fmt.Sprintf("recalculation job %d is running (or its process stopped less than 10 s ago): wait for it "+
 		"(`recalc run` joins it, or resumes it, and returns when it is done), then import again", e.Job)
@@ -287,7 +290,10 @@ func lockModel(ctx context.Context, tx pgx.Tx, log zerolog.Logger) error {
 	}
 	if job != nil {
 		status := job.Status
-		if job.Interrupted {
+		switch {
+		case job.Paused:
+			status = queue.Paused
+		case job.Interrupted:
 			status = queue.Interrupted
 		}
 		return &BusyError{Job: job.ID, Status: status}

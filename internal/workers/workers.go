@@ -8,6 +8,7 @@ package workers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -40,13 +41,22 @@ type Options struct {
 	// Contended, when set, is told of each lock timeout, deadlock or
 	// serialization failure of a chunk, and whether the chunk is retried.
 	Contended func(err error, retry bool)
+	// Paused, when set, is asked in each chunk's transaction, once the
+	// chunk is claimed and before it is worked, whether the job is paused:
+	// then the chunk is let go and the worker stops (Run: ErrPaused).
+	Paused func(ctx context.Context, tx pgx.Tx) (bool, error)
 }
+
+// ErrPaused is Run's report that its workers stopped because the job is
+// paused (Options.Paused), the chunks left pending: no failure.
+var ErrPaused = errors.New("the job is paused while calculation is deferred")
 
 // Do computes and writes one claimed chunk inside tx.
 type Do func(ctx context.Context, tx pgx.Tx, c *queue.Chunk) (*queue.ChunkStats, error)
 
 // Run works the job's chunks until none is left to claim. The first error
-// stops the pool and is returned.
+// stops the pool and is returned. A worker that finds the job paused stops
+// and lets the others end their chunks; Run then returns ErrPaused.
 func Run(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, do Do, log zerolog.Logger) error {
 	n := max(opt.Workers, 1)
 	if opt.Chunks > 0 {
@@ -59,13 +69,17 @@ func Run(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, do Do,
 	for i := 0; i < n; i++ {
 		g.Go(func() error { return work(gctx, pool, job, opt, do, log, c) })
 	}
-	return g.Wait()
+	if err := g.Wait(); err != nil || !c.paused.Load() {
+		return err
+	}
+	return ErrPaused
 }
 
 // crew is what a job's workers in this process share.
 type crew struct {
 	working atomic.Int32 // workers not yet returned
 	refused atomic.Bool  // a worker was refused a connection, and said so
+	paused  atomic.Bool  // a worker found the job paused
 }
 
 // work runs chunks until none is left to claim. A worker that the server
@@ -79,6 +93,11 @@ func work(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, do Do
 	for {
 		start := time.Now()
 		claimed, err := runChunk(ctx, pool, job, opt, do, log)
+		if errors.Is(err, ErrPaused) {
+			c.paused.Store(true)
+			c.working.Add(-1)
+			return nil
+		}
 		if err != nil && pg.IsTooManyConnections(err) && ctx.Err() == nil {
 			if !c.refused.Swap(true) { // once a job: each refused worker would say the same
 				log.Warn().Int64("job", job).Err(err).Msg("the server refused a worker a connection: the others go on (lower --workers, or raise max_connections)")
@@ -123,7 +142,7 @@ func ID() string {
 
 // runChunk claims one chunk and completes it in one transaction: claim, do,
 // mark done. It retries with capped, jittered backoff when the chunk cannot
-// get its row locks.
+// get its row locks. A paused job's chunk is let go: ErrPaused.
 func runChunk(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, do Do, log zerolog.Logger) (bool, error) {
 	for attempt := 0; ; attempt++ {
 		claimed, n := false, -1
@@ -136,14 +155,23 @@ func runChunk(ctx context.Context, pool *pgxpool.Pool, job int64, opt Options, d
 				return err
 			}
 			claimed, n = true, c.N
+			if opt.Paused != nil {
+				paused, err := opt.Paused(ctx, tx)
+				if err != nil {
+					return err
+				}
+				if paused {
+					return ErrPaused
+				}
+			}
 			st, err := do(ctx, tx, c)
 			if err != nil {
 				return err
 			}
 			return queue.Complete(ctx, tx, job, c.N, st, ID())
 		})
-		if err == nil {
-			return claimed, nil
+		if err == nil || errors.Is(err, ErrPaused) {
+			return claimed, err
 		}
 		if !pg.IsRetryable(err) || ctx.Err() != nil {
 			if n < 0 { // no chunk claimed: the claim, or the connection, failed

@@ -1,0 +1,14 @@
+-- recalc schema, version 81: a job's chunks pause when share rows are
+-- deferred.
+--
+-- A job planned before `recalc defer` kept working its chunks after it
+-- returned, and each chunk reads recalc.record (and the attached tables'
+-- mirrored rows) as it runs: a record written after the deferral got its
+-- access before `recalc resume`. Every chunk transaction now locks row 5
+-- of recalc.engine_lock FOR KEY SHARE (chunks do not wait for each other)
+-- and then reads the deferral: deferred, it claims nothing and the job
+-- pauses until the resume. `recalc defer` commits the deferral, then takes
+-- the row FOR UPDATE and lets it go: it returns once every chunk that read
+-- no deferral has ended. Only the schema's owner may lock the row (the
+-- table's REVOKE, migration 015): no other role can hold it to stall jobs.
+INSERT INTO recalc.engine_lock (scope, name) VALUES (5, 'deferral') ON CONFLICT DO NOTHING;
