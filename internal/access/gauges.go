@@ -10,7 +10,8 @@ import (
 )
 
 // JobCount is how many jobs of a kind have a status (interrupted for a
-// running job no process heartbeats).
+// running job no process heartbeats, paused for one whose chunks wait for
+// share rows to be resumed).
 type JobCount struct {
 	Kind   string
 	Status string
@@ -53,7 +54,8 @@ func ReadGauges(ctx context.Context, q pg.Querier) (*Gauges, error) {
 		return nil, fmt.Errorf("read gauges: %w", err)
 	}
 	rows, err := q.Query(ctx, `
-		SELECT kind, CASE WHEN status = 'running' AND NOT recalc.job_alive(id) THEN 'interrupted' ELSE status END s, count(*)
+		SELECT kind, CASE WHEN status = 'running' AND recalc.job_paused(id) THEN 'paused'
+		                  WHEN status = 'running' AND NOT recalc.job_alive(id) THEN 'interrupted' ELSE status END s, count(*)
 		FROM recalc.job GROUP BY 1, 2 ORDER BY 1, 2`)
 	if err != nil {
 		return nil, fmt.Errorf("count jobs: %w", err)

@@ -110,8 +110,7 @@ func ReadStatus(ctx context.Context, q pg.Querier, recent int) (*Status, error) 
 	}
 	rows, err = q.Query(ctx, `
 		SELECT j.id, j.kind, j.trigger,
-		       CASE WHEN j.status = 'running' AND j.do_rules AND EXISTS (SELECT FROM recalc.deferral WHERE side = 'rules')
-		                 AND EXISTS (SELECT FROM recalc.chunk c WHERE c.job_id = j.id AND c.status = 'pending') THEN 'paused'
+		       CASE WHEN j.status = 'running' AND recalc.job_paused(j.id) THEN 'paused'
 		            WHEN j.status = 'running' AND NOT recalc.job_alive(j.id) THEN 'interrupted' ELSE j.status END,
 		       j.do_rules, j.do_closure, j.chunks,
 		       (SELECT count(*) FROM recalc.chunk c WHERE c.job_id = j.id AND c.status = 'done'),

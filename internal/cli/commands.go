@@ -121,7 +121,9 @@ func runCommand(out, errOut io.Writer) *cli.Command {
 			"computation, and any full job with --in-place=false, computes into staging tables swapped\n" +
 			"in at the end instead (faster from scratch; the swap waits for open readers, and a\n" +
 			"transaction whose snapshot predates it reads the new tables as empty). While calculation\n" +
-			"is deferred (`recalc defer`) a run changes nothing and says so. Prints a one-line JSON report.",
+			"is deferred (`recalc defer`) a run changes nothing and says so; a job whose chunks find share\n" +
+			"rows deferred pauses (status paused, chunks_done in the report; exit 0) until `recalc resume`.\n" +
+			"Prints a one-line JSON report.",
 		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "full", Usage: "read every attached table again, check every family root, recompute every family and rewrite those that differ (repairs any drift; see --in-place)"},
 		}, runFlags()...),
@@ -146,8 +148,10 @@ func deferCommand(out, errOut io.Writer) *cli.Command {
 			"recalculates on its own when the other is deferred. recalc.wait_fresh waits for what a\n" +
 			"deferred side has yet to apply (every change for share rows; users, roles, groups and\n" +
 			"territories for the closure) until it resumes. It returns once a watch step or plan that\n" +
-			"began before it has ended, so that writes committed after it wait for the resume (but for\n" +
-			"records a job already running reaches as its chunks run: `recalc wait` waits for it).",
+			"began before it has ended and, deferring share rows, once the chunks in flight of a job\n" +
+			"have committed, so that writes committed after it wait for the resume (past a second it\n" +
+			"logs what it waits for). Such a job pauses at its next chunk, in every process: `recalc\n" +
+			"run` reports it paused and exits 0, imports are refused, and `recalc resume` finishes it.",
 		Flags: sideFlags(),
 		Action: func(c *cli.Context) error {
 			sides := sides(c)
@@ -237,7 +241,9 @@ func waitCommand(out, errOut io.Writer) *cli.Command {
 		ArgsUsage: "[JOB] (default: the unfinished job, else the latest)",
 		Description: "A lost connection (a server restart) is no failure: it reconnects with backoff and waits on,\n" +
 			"and exits 3 when the database stays unreachable for two minutes. A reconnect the server refuses\n" +
-			"for its configuration (the database dropped, the role or its CONNECT right gone) exits 1 at once.",
+			"for its configuration (the database dropped, the role or its CONNECT right gone) exits 1 at once.\n" +
+			"A job no process works on (interrupted: `recalc run` resumes it), or paused while share rows are\n" +
+			"deferred (`recalc resume` finishes it), exits 1 saying so.",
 		Action: func(c *cli.Context) error {
 			var id int64
 			var err error
@@ -258,7 +264,7 @@ func waitCommand(out, errOut io.Writer) *cli.Command {
 func statusCommand(out, errOut io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:  "status",
-		Usage: "show deferral, pending changes, and the running and recent jobs with their figures",
+		Usage: "show deferral, pending changes, and the running (or interrupted, or paused) and recent jobs with their figures",
 		Flags: []cli.Flag{
 			formatFlag(),
 			&cli.IntFlag{Name: "jobs", Value: 5, Usage: "how many jobs to list (0 or more)", Action: atLeast("jobs", 0)},

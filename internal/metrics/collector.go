@@ -13,7 +13,7 @@ var (
 	descUp = prometheus.NewDesc("recalc_database_up",
 		"1 when this scrape read the database's figures, 0 when it could not (they are then absent).", nil, nil)
 	descJobs = prometheus.NewDesc("recalc_jobs",
-		"Jobs stored in recalc.job, by kind and status (interrupted: running, but no process heartbeats it).", []string{"kind", "status"}, nil)
+		"Jobs stored in recalc.job, by kind and status (interrupted: running, but no process heartbeats it; paused: share rows are deferred with chunks of it left).", []string{"kind", "status"}, nil)
 	descLast = prometheus.NewDesc("recalc_last_job_duration_seconds",
 		"Duration of the latest finished job of each kind, with its status.", []string{"kind", "status"}, nil)
 	descPending = prometheus.NewDesc("recalc_pending_changes",

@@ -97,13 +97,8 @@ type Chunk struct {
 
 const jobCols = `id, kind, trigger, status, change_seq, consumes, config::text, plan::text, chunks, coalesce(error, ''),
 	do_rules, do_closure, records, invalid_records, rows_added, rows_removed, rows_updated, closure_added, closure_removed,
-	coalesce(drift_fixed, 0), staged, status = 'running' AND NOT recalc.job_alive(id) AND NOT (` + pausedCond + `), status <> 'done' AND ` + pausedCond
-
-// pausedCond is whether the job of recalc.job's row is one whose chunks
-// claim nothing now: it writes share rows, some are left, and their
-// calculation is deferred.
-const pausedCond = `do_rules AND EXISTS (SELECT FROM recalc.deferral WHERE side = 'rules')
-	AND EXISTS (SELECT FROM recalc.chunk c WHERE c.job_id = recalc.job.id AND c.status = 'pending')`
+	coalesce(drift_fixed, 0), staged, status = 'running' AND NOT recalc.job_alive(id) AND NOT recalc.job_paused(id),
+	recalc.job_paused(id)`
 
 func scan(row pgx.Row) (*Job, error) {
 	j := &Job{}
