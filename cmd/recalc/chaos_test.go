@@ -172,6 +172,10 @@ func (c *chaos) round(round int) {
 		if p.stoppedMidJob() {
 			c.stats["watch stopped mid-job"]++
 		}
+		if p.file >= 0 && p.err != nil && strings.Contains(lastLine(p.stderr.String()), "is paused") {
+			c.stats["import refused: job paused by a deferral"]++
+			continue // it stored nothing, whatever the commit order: as if it never ran
+		}
 		if p.file >= 0 && p.err != nil {
 			c.stats["import refused"]++
 		}

@@ -87,8 +87,10 @@ func TestStrayArgumentChangesNothing(t *testing.T) {
 }
 
 // TestDeferDuringRunThenResumesRace: a run's job is in progress
-// when `defer` is called, and runs to its end; then a deferred `run` changes nothing
-// and says so; then an import and application writes accumulate, and two
+// when `defer` is called, and pauses: the run exits 0 saying so, and an
+// import is refused until `recalc resume` finishes the job; deferred again,
+// a `run` changes nothing and says so; then an import and application
+// writes accumulate, and two
 // `resume`s and a `run` start at once. All exit 0, nothing is left
 // pending, and the tables equal a from-scratch full run of the final model.
 func TestDeferDuringRunThenResumesRace(t *testing.T) {
@@ -147,6 +149,16 @@ func TestDeferDuringRunThenResumesRace(t *testing.T) {
 	o.run("defer")
 	if err := run.Wait(); err != nil {
 		t.Fatalf("run under defer: %v\n%s", err, runOut.String())
+	}
+	if strings.Contains(runOut.String(), `"paused":true`) {
+		out, err := o.command("import", rulesFile).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "is paused") || !strings.Contains(string(out), "`recalc resume` finishes it") {
+			t.Errorf("an import beside the paused job: %v, want it refused saying to resume\n%s", err, out)
+		}
+		o.run("resume")
+		o.run("defer")
+	} else {
+		t.Log("the job ended before the deferral: nothing paused")
 	}
 
 	// Deferred: run changes nothing and says so.
