@@ -3,6 +3,8 @@ package engine_test
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/cli"
 	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/internal/testdb"
 )
@@ -57,7 +60,8 @@ func pausedState(t *testing.T, b *bundle) string {
 // row lock; `recalc defer` must wait for both chunks; once it returns, a
 // case of each family given a new owner must give that owner no access; both runs report the job
 // paused (not failed), the last chunk pending; a run while deferred changes
-// nothing and says so, as `recalc wait` and `recalc status` do; `recalc
+// nothing and says so, as `recalc wait` and `recalc status` do; an import
+// is refused at once, saying to resume; `recalc
 // resume` finishes the job and gives the owners their access, the tables
 // then a full run's and the access the oracle's.
 func TestDeferPausesRunningJob(t *testing.T) {
@@ -140,6 +144,19 @@ func TestDeferPausesRunningJob(t *testing.T) {
 	if after := pausedState(t, b); after != before {
 		t.Errorf("a run while deferred changed the job or the tables:\n%s", lineDiff(after, before))
 	}
+	// An import is refused at once (the job computes from the
+	// configuration it planned), not after --wait-job.
+	file := filepath.Join(t.TempDir(), "groups.json")
+	if err := os.WriteFile(file, []byte(`{"groups":[{"id":"g9","members":["user:u1"]}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := cli.ImportWith(b.ctx, env, file, -1, model.DefaultLimits(), store.Options{}, time.Minute)
+	if err == nil || !strings.Contains(err.Error(), "is paused") || !strings.Contains(err.Error(), "`recalc resume` finishes it") {
+		t.Errorf("an import beside the paused job: %v, want it refused, saying to resume", err)
+	}
+	if after := pausedState(t, b); after != before {
+		t.Errorf("a refused import changed the job or the tables:\n%s", lineDiff(after, before))
+	}
 	out := &bytes.Buffer{}
 	env.Out = out
 	if err := cli.WaitCmd(b.ctx, env, 0); err == nil || !strings.Contains(err.Error(), "is paused") || !strings.Contains(err.Error(), "`recalc resume` finishes it") {
@@ -163,13 +180,12 @@ func TestDeferPausesRunningJob(t *testing.T) {
 	checkDeferRace(t, b, "after resume")
 }
 
-// TestDeferLiftedBeforeChunksLeavesJob: a job planned while nothing was
-// deferred, whose process stopped before any chunk completed (cancelled
-// inside its first chunk), and deferred and resumed meanwhile, is not
-// paused: the next run finishes it as before.
-func TestDeferLiftedBeforeChunksLeavesJob(t *testing.T) {
-	t.Parallel()
-	b := drBundle(t)
+// stopInFirstChunk plans a job of owner changes to a001 and a005 (two
+// chunks) and stops its run, cancelled inside its first chunk: the job is
+// left running, every chunk pending, no process working on it. It returns
+// the job's id.
+func stopInFirstChunk(t *testing.T, b *bundle) int64 {
+	t.Helper()
 	b.exec(t, `UPDATE recalc.record SET owner = 'u3' WHERE id = 'a001'`, `UPDATE recalc.record SET owner = 'u1' WHERE id = 'a005'`)
 	obs, other := connect(t, b.pool), connect(t, b.pool)
 	holder := begin(t, other)
@@ -190,6 +206,16 @@ func TestDeferLiftedBeforeChunksLeavesJob(t *testing.T) {
 		FROM recalc.job j WHERE j.status = 'running'`).Scan(&job, &pending); err != nil || pending < 2 {
 		t.Fatalf("the stopped job: %v, %d chunks pending, want all", err, pending)
 	}
+	return job
+}
+
+// TestDeferLiftedBeforeChunksLeavesJob: a job planned while nothing was
+// deferred, whose process stopped before any chunk completed, and deferred
+// and resumed meanwhile, is not paused: the next run finishes it as before.
+func TestDeferLiftedBeforeChunksLeavesJob(t *testing.T) {
+	t.Parallel()
+	b := drBundle(t)
+	job := stopInFirstChunk(t, b)
 	env := &cli.Env{Pool: b.pool, Out: &bytes.Buffer{}, Log: zerolog.Nop()}
 	if err := cli.DeferCmd(b.ctx, env, []string{store.SideRules}); err != nil {
 		t.Fatal(err)
@@ -199,6 +225,45 @@ func TestDeferLiftedBeforeChunksLeavesJob(t *testing.T) {
 		t.Errorf("the run after the deferral was lifted reported %+v, want job %d done", rep, job)
 	}
 	checkDeferRace(t, b, "after the run")
+}
+
+// TestWatchStepsOncePerPause: `recalc watch` beside a job paused by a
+// deferral of share rows runs no job, and logs it, once per pause, not at
+// every step (every change or poll), until the deferral changes; then it
+// finishes the job.
+func TestWatchStepsOncePerPause(t *testing.T) {
+	t.Parallel()
+	b := drBundle(t)
+	job := stopInFirstChunk(t, b)
+	deferSides(t, b, store.SideRules)
+	logs := &lockedBuffer{}
+	live := engine.NewLive(engine.Options{}, 1000)
+	for i := 0; i < 3; i++ {
+		b.exec(t, `UPDATE recalc.record SET fields = '{"tier": 4}' WHERE id = 'a003'`) // a change: not an idle step
+		rep, err := live.Step(b.ctx, b.pool, zerolog.New(logs))
+		switch {
+		case err != nil:
+			t.Fatal(err)
+		case i == 0 && (rep.Run == nil || !rep.Run.Paused || rep.Run.Job != job):
+			t.Errorf("the first step reported %+v (run %+v), want job %d paused", rep, rep.Run, job)
+		case i > 0 && (rep.Run != nil || !rep.Deferred):
+			t.Errorf("step %d beside the paused job reported %+v (run %+v), want it deferred, with no run", i+1, rep, rep.Run)
+		}
+	}
+	if n := strings.Count(logs.String(), "the job is paused"); n != 1 {
+		t.Errorf("three steps beside the paused job logged it %d times, want once:\n%s", n, logs)
+	}
+	resumeSides(t, b, store.SideRules)
+	// It finishes the job, then plans the change to a003 (the report's).
+	if rep := b.step(t, live); rep.Run == nil || rep.Run.Paused || rep.Run.Status != "done" {
+		t.Errorf("the step after the resume reported %+v, want its jobs done", rep.Run)
+	}
+	var status string
+	if err := b.pool.QueryRow(b.ctx, `SELECT status FROM recalc.job WHERE id = $1`, job).Scan(&status); err != nil || status != "done" {
+		t.Errorf("job %d after the resume's step: %q (%v), want done", job, status, err)
+	}
+	b.step(t, live)
+	checkDeferRace(t, b, "after the resume")
 }
 
 // waitBlocked waits until n sessions wait for a lock that session pid
