@@ -16,7 +16,7 @@ func TestStatusJobColumnsAlign(t *testing.T) {
 	t.Parallel()
 	var at []int
 	for _, kind := range []queue.Kind{queue.Full, queue.Incremental} {
-		for _, status := range []queue.Status{queue.Done, queue.Failed, queue.Running, queue.Interrupted} {
+		for _, status := range []queue.Status{queue.Done, queue.Failed, queue.Running, queue.Interrupted, queue.Paused} {
 			for _, trigger := range []string{"run", "watch", "run --full", "resume --full"} {
 				var b bytes.Buffer
 				printJob(&b, access.JobSummary{ID: 12, Kind: kind, Status: status, Trigger: trigger, Chunks: 3})
