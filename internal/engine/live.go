@@ -51,9 +51,9 @@ type Live struct {
 	org         *sharing.Org // the stored configuration, when both sides are current with it
 	dict        *sharetable.Dict
 	deferred    map[string]time.Time
-	idleAt      int64  // the version at which Run last found calculation deferred
-	seen        int64  // the version read before this step's Run, with a job unfinished; -1 if none
-	pausedJob   int64  // the job Run last found paused, at version pausedAt: nothing to do until the version moves
+	idleAt      int64 // the version at which Run last found calculation deferred
+	seen        int64 // the version read before this step's Run, with a job unfinished; -1 if none
+	pausedJob   int64 // the job Run last found paused, at version pausedAt: nothing to do until the version moves
 	pausedAt    int64
 	dirty       int    // change rows consumed since the queue tables were last vacuumed
 	notAbsorbed string // the attached objects last warned of
