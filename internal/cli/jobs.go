@@ -308,7 +308,8 @@ func listenForJobs(ctx context.Context, pool *pgxpool.Pool) (conn *pgxpool.Conn,
 }
 
 // awaitJob returns job id once it has ended, or no process works on it
-// (Interrupted), or it is paused while share rows are deferred, on conn, which listens on queue.Channel.
+// (Interrupted), or it is paused while share rows are deferred (Paused), on
+// conn, which listens on queue.Channel.
 func awaitJob(ctx context.Context, conn *pgxpool.Conn, id int64) (*queue.Job, error) {
 	for {
 		j, err := queue.Get(ctx, conn, id)

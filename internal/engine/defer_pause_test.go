@@ -3,6 +3,8 @@ package engine_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,7 +72,8 @@ func TestDeferPausesRunningJob(t *testing.T) {
 	b.exec(t, `UPDATE recalc.record SET owner = 'u3' WHERE id = 'a001'`,
 		`UPDATE recalc.record SET owner = 'u1' WHERE id = 'a005'`,
 		`UPDATE recalc.record SET owner = 'u2' WHERE id = 'a009'`)
-	obs, other := connect(t, b.pool), connect(t, b.pool)
+	obs, other, listener := connect(t, b.pool), connect(t, b.pool), connect(t, b.pool)
+	mustExec(t, listener, `LISTEN recalc_jobs`)
 	holder := begin(t, other)
 	defer holder.Rollback(b.ctx) //nolint:errcheck // no-op once ended
 	mustExec(t, holder, `SELECT FROM recalc.acl_record WHERE id IN ('c001_0', 'c005_0', 'c009_0') FOR UPDATE`)
@@ -120,8 +123,10 @@ func TestDeferPausesRunningJob(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("recalc defer neither returned nor said that it waits within 30 s")
 	}
+	var job int64
 	for _, r := range []*bgRun{first, second} {
 		rep := r.wait(t)
+		job = rep.Job
 		// The other run's chunk may commit after this report is read.
 		if !rep.Paused || rep.Status != "paused" || rep.Chunks != 3 || rep.ChunksDone < 1 || rep.ChunksDone > 2 || rep.Deferred[store.SideRules].IsZero() {
 			t.Errorf("a run whose job paused reported %+v, want paused with 1 or 2 of 3 chunks done and the rules deferred", rep)
@@ -133,6 +138,9 @@ func TestDeferPausesRunningJob(t *testing.T) {
 		}
 	}
 
+	if ended := jobsEnded(t, listener); ended != "" {
+		t.Errorf("the paused job was announced as ended: %s", ended)
+	}
 	before := pausedState(t, b)
 	if !strings.Contains(before, " running  ") || !strings.Contains(before, ":pending") {
 		t.Fatalf("the paused job is not running with a chunk pending:\n%s", before)
@@ -171,6 +179,9 @@ func TestDeferPausesRunningJob(t *testing.T) {
 
 	if err := cli.ResumeCmd(b.ctx, env, []string{store.SideClosure, store.SideRules}, engine.Options{}); err != nil {
 		t.Fatal(err)
+	}
+	if ended := jobsEnded(t, listener); !strings.Contains(ended, fmt.Sprintf("job %d done", job)) {
+		t.Errorf("the resume finished the paused job %d and announced %q, want it done", job, ended)
 	}
 	for id, user := range owners {
 		if l := b.level(t, user, id); l == "none" {
@@ -287,6 +298,34 @@ func waitBlocked(t *testing.T, obs *pgx.Conn, pid uint32, n int, done <-chan str
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
+	}
+}
+
+// jobsEnded lists the jobs whose end listener, which listens on
+// recalc_jobs, was told of ("job N STATUS"): a statement on it makes the
+// server send those committed before.
+func jobsEnded(t *testing.T, listener *pgx.Conn) string {
+	t.Helper()
+	mustExec(t, listener, `SELECT`)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // only those received
+	var out []string
+	for {
+		n, err := listener.WaitForNotification(ctx)
+		if n == nil {
+			if err == nil || ctx.Err() == nil {
+				t.Fatalf("read notifications: %v", err)
+			}
+			return strings.Join(out, "; ")
+		}
+		var p struct {
+			Job    int64  `json:"job"`
+			Status string `json:"status"`
+		}
+		if err := json.Unmarshal([]byte(n.Payload), &p); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fmt.Sprintf("job %d %s", p.Job, p.Status))
 	}
 }
 

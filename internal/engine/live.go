@@ -159,9 +159,9 @@ func (l *Live) Step(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger)
 
 // fast is the fast path's transaction; errSlow hands the batch to Run.
 func (l *Live) fast(ctx context.Context, tx pgx.Tx, rep *LiveReport) error {
-	// An idle step (a poll with nothing new) reads and writes nothing else:
-	// the model lock is a row lock, which would make it a writing transaction.
-	if l.pausedJob != 0 { // a deferral lifted, or the job ended, moves the version
+	// Beside a job paused by a deferral (Run found it so), nothing is done
+	// until the deferral changes, or the job ends, which moves the version.
+	if l.pausedJob != 0 {
 		if err := schema.Check(ctx, tx); err != nil {
 			return err
 		}
@@ -172,6 +172,8 @@ func (l *Live) fast(ctx context.Context, tx pgx.Tx, rep *LiveReport) error {
 		}
 		l.pausedJob = 0
 	}
+	// An idle step (a poll with nothing new) reads and writes nothing else:
+	// the model lock is a row lock, which would make it a writing transaction.
 	if l.loaded {
 		var waiting []string // what a deferred closure keeps in the log (keepWaiting)
 		if _, ok := l.deferred[store.SideClosure]; ok {
