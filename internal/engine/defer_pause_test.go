@@ -62,8 +62,8 @@ func pausedState(t *testing.T, b *bundle) string {
 // row lock; `recalc defer` must wait for both chunks; once it returns, a
 // case of each family given a new owner must give that owner no access; both runs report the job
 // paused (not failed), the last chunk pending; a run while deferred changes
-// nothing and says so, as `recalc wait` and `recalc status` do; an import
-// is refused at once, saying to resume; `recalc
+// nothing and says so, as `recalc wait`, `recalc status` and `recalc
+// verify` do; an import is refused at once, saying to resume; `recalc
 // resume` finishes the job and gives the owners their access, the tables
 // then a full run's and the access the oracle's.
 func TestDeferPausesRunningJob(t *testing.T) {
@@ -164,6 +164,9 @@ func TestDeferPausesRunningJob(t *testing.T) {
 	}
 	if after := pausedState(t, b); after != before {
 		t.Errorf("a refused import changed the job or the tables:\n%s", lineDiff(after, before))
+	}
+	if _, err := engine.Verify(b.ctx, b.pool, engine.VerifyOptions{}, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "run `recalc resume` first") {
+		t.Errorf("recalc verify beside the paused job: %v, want it to say to resume first", err)
 	}
 	out := &bytes.Buffer{}
 	env.Out = out
