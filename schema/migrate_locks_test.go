@@ -48,7 +48,7 @@ func TestMigrateBesideAppLocks(t *testing.T) {
 			role := fmt.Sprintf("schema_app_locks_%d", time.Now().UnixNano())
 			exec(t, admin, `CREATE ROLE `+role+` LOGIN NOSUPERUSER NOBYPASSRLS`,
 				`GRANT USAGE ON SCHEMA recalc TO `+role, `GRANT SELECT, UPDATE ON recalc.record TO `+role,
-				`GRANT EXECUTE ON FUNCTION recalc.attached_objects() TO `+role, // as recalc grant writer (migration 083)
+				`GRANT EXECUTE ON FUNCTION recalc.attached_objects() TO `+role, // as recalc grant writer (migration 082)
 				`INSERT INTO recalc.record (id, object, owner, root_id) VALUES ('a:1', 'a', 'u1', 'a:1'), ('a:2', 'a', 'u1', 'a:2')`)
 			t.Cleanup(func() { exec(t, admin, `DROP OWNED BY `+role, `DROP ROLE `+role) })
 			app := newPool(t, dburl.WithUser(url, role), nil) // logged in as it: pg_stat_activity names it

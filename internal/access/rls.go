@@ -332,7 +332,7 @@ func (r *RLS) policies(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, col *
 		// It reads the table's attachment as it runs: it guards once an
 		// object is attached to the table, and follows a new attach. The
 		// owner policy's column, when it is not the attached owner's, is
-		// guarded as an owner (migration 083).
+		// guarded as an owner (migration 082).
 		guard, err := format(ctx, tx, `CREATE TRIGGER %I AFTER INSERT OR UPDATE ON %s FOR EACH ROW
 			EXECUTE FUNCTION recalc.rls_write_guard(%L, %L)`, writeGuard, on, r.UserSetting, r.OwnerColumn)
 		if err != nil {
@@ -353,7 +353,7 @@ func policyComment() string { return fmt.Sprintf("recalc policies, schema versio
 // OutdatedPolicies lists the tables with recalc write policies that an
 // earlier schema version installed (the read policy alone has not changed
 // since), and those with an owner policy whose write guard has one
-// argument (enabled before version 83: it does not guard the policy's own
+// argument (enabled before version 82: it does not guard the policy's own
 // column): `recalc rls enable` on each brings them up to date.
 func OutdatedPolicies(ctx context.Context, q pg.Querier) ([]string, error) {
 	rows, err := q.Query(ctx, `SELECT p.polrelid::regclass::text FROM pg_catalog.pg_policy p

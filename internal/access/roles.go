@@ -51,7 +51,7 @@ var (
 		`GRANT INSERT (id, object, owner, parent, fields, territories), UPDATE (id, object, owner, parent, fields, territories)
 			ON recalc.record TO %s`,
 		// The policy that hides the records of attached objects from it
-		// (migration 083) calls this.
+		// (migration 082) calls this.
 		`GRANT EXECUTE ON FUNCTION recalc.attached_objects() TO %s`,
 		freshGrant,
 	}

@@ -60,7 +60,7 @@ func TestOwnerColumnChangeNeedsAll(t *testing.T) {
 	if got, err := access.OutdatedPolicies(ctx, b.admin); err != nil || slices.Contains(got, "crm.opportunity") {
 		t.Errorf("outdated policies after rls enable: %v (err %v), want crm.opportunity up to date", got, err)
 	}
-	// The guard as rls enable installed it before version 83.
+	// The guard as rls enable installed it before version 82.
 	b.exec(t, b.admin, `DROP TRIGGER recalc_write_guard ON crm.opportunity`,
 		`CREATE TRIGGER recalc_write_guard AFTER INSERT OR UPDATE ON crm.opportunity FOR EACH ROW EXECUTE FUNCTION recalc.rls_write_guard('app.user_id')`)
 	if got, err := access.OutdatedPolicies(ctx, b.admin); err != nil || !slices.Contains(got, "crm.opportunity") {

@@ -151,13 +151,13 @@ func TestWriterCannotWriteAttachedRecords(t *testing.T) {
 			t.Errorf("%s a record of an attached object as a writer: %v, want refused (42501)", name, err)
 		}
 	}
-	// The row-level security of recalc.record (migration 083) refuses a
+	// The row-level security of recalc.record (migration 082) refuses a
 	// record moved into an attached object before the guard sees it.
 	if _, err := w.Exec(ctx, `UPDATE recalc.record SET object = 'account', parent = NULL WHERE id = 'case:900'`); sqlState(err) != "42501" ||
 		!strings.Contains(err.Error(), "row-level security policy for table \"record\"") {
 		t.Errorf("re-object a record into an attached object as a writer: %v, want refused (42501)", err)
 	}
-	// Since migration 083 the writer does not see the records of attached
+	// Since migration 082 the writer does not see the records of attached
 	// objects (TestWriterReadsNoAttachedRecord): a statement naming one
 	// changes no row.
 	for name, stmt := range map[string]string{

@@ -16,7 +16,7 @@ import (
 // record of the attached objects as the absorb mirrors them from the
 // application's tables: their owners, parents, territories and criteria
 // fields (an attack helper listed crm.account's owners, industries and
-// amounts). Now it reads only the other records (migration 083): a whole
+// amounts). Now it reads only the other records (migration 082): a whole
 // scan, a lookup by key and one by parent, in a session whose cached plan
 // of the scan predates the attach of another object too; the engine, and
 // a member of its role (who may run recalc's commands), still read them all.

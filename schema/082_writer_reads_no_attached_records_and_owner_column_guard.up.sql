@@ -1,4 +1,4 @@
--- recalc schema, version 83: a writer role reads no record of an attached
+-- recalc schema, version 82: a writer role reads no record of an attached
 -- object; the write guard guards the owner policy's column (below).
 --
 -- `recalc grant writer` gives SELECT on recalc.record, so that the
