@@ -28,7 +28,6 @@ func TestMain(m *testing.M) {
 	if builtBin != "" {
 		os.RemoveAll(filepath.Dir(builtBin))
 	}
-	dropOrgTemplates()
 	os.Exit(code)
 }
 
@@ -61,7 +60,7 @@ func newProcessOrg(t *testing.T, records int) *processOrg {
 }
 
 // orgTemplates are the template databases of generated orgs, by size, made
-// once per test process and dropped by TestMain.
+// once per test process and dropped by testdb.Main.
 var orgTemplates struct {
 	sync.Mutex
 	bySize map[int]*orgBuild
@@ -92,6 +91,7 @@ func orgTemplate(t *testing.T, bin string, records int) string {
 		if tmpl.name, tmpl.err = testdb.Create(ctx, ""); tmpl.err != nil {
 			return
 		}
+		defer testdb.DropAtEnd(tmpl.name) // a template by then, unless the build failed
 		if tmpl.err = buildOrg(ctx, bin, testdb.URL(tmpl.name), records); tmpl.err == nil {
 			tmpl.err = testdb.MarkTemplate(ctx, tmpl.name)
 		}
@@ -122,19 +122,6 @@ func buildOrg(ctx context.Context, bin, url string, records int) error {
 		}
 	}
 	return nil
-}
-
-// dropOrgTemplates drops the org templates this process made.
-func dropOrgTemplates() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	for _, tmpl := range orgTemplates.bySize {
-		if tmpl.name != "" {
-			if err := testdb.Drop(ctx, tmpl.name); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-			}
-		}
-	}
 }
 
 func (o *processOrg) command(args ...string) *exec.Cmd {

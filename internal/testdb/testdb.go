@@ -213,6 +213,16 @@ func sweep() {
 	}
 }
 
+// DropAtEnd leaves database name, made by Create outside a test (a
+// template that the process's tests copy), to Main, which drops it with
+// the tests' databases: a template last. Call it once name is a template,
+// or will not be one: a batch drops a database that is not.
+func DropAtEnd(name string) {
+	if !spent.keep(name) {
+		fmt.Fprintf(os.Stderr, "testdb: no Main runs to drop database %s\n", name)
+	}
+}
+
 // keep keeps name for Main to drop, and reports whether it did: false when
 // no Main runs, and the caller drops it now.
 func (s *spentDBs) keep(name string) bool {
