@@ -172,10 +172,6 @@ func (c *chaos) round(round int) {
 		if p.stoppedMidJob() {
 			c.stats["watch stopped mid-job"]++
 		}
-		if p.file >= 0 && p.err != nil && strings.Contains(lastLine(p.stderr.String()), "is paused") {
-			c.stats["import refused: job paused by a deferral"]++
-			continue // it stored nothing, whatever the commit order: as if it never ran
-		}
 		if p.file >= 0 && p.err != nil {
 			c.stats["import refused"]++
 		}
@@ -304,7 +300,8 @@ func (p *chaosProc) stoppedMidJob() bool {
 // checkExit: every process exits 0, but an import may fail with exit 1 and
 // one message that is neither a panic nor a raw SQL error (whether it may
 // fail at all is for the commit orders to say). An import is never refused
-// for a job a stopped watch left unfinished: it finishes that job first.
+// for a job a stopped watch left unfinished, or a deferral paused: it
+// finishes that job first.
 func (c *chaos) checkExit(p *chaosProc) {
 	c.t.Helper()
 	if strings.Contains(p.stderr.String(), "panic") || strings.Contains(p.stderr.String(), "goroutine ") {
@@ -313,11 +310,11 @@ func (c *chaos) checkExit(p *chaosProc) {
 	if p.err == nil {
 		return
 	}
-	if strings.Contains(lastLine(p.stderr.String()), "was interrupted and is unfinished") {
-		c.t.Fatalf("%s: an import was refused for an interrupted job\n%s", c.where, p)
+	last := lastLine(p.stderr.String())
+	if strings.Contains(last, "was interrupted and is unfinished") || strings.Contains(last, "is paused, unfinished") {
+		c.t.Fatalf("%s: an import was refused for an interrupted or paused job\n%s", c.where, p)
 	}
 	var exit *exec.ExitError
-	last := lastLine(p.stderr.String())
 	if p.file < 0 || !errors.As(p.err, &exit) || exit.ExitCode() != 1 || last == "" ||
 		strings.Contains(last, "SQLSTATE") || strings.HasPrefix(last, "{") {
 		c.t.Fatalf("%s: a process failed\n%s", c.where, p)

@@ -780,10 +780,9 @@ func ImportWith(ctx context.Context, env *Env, path string, maxRevoke float64, l
 		start = time.Now()
 		res, err = store.ImportWith(ctx, env.Pool, r, lim, env.Log, check, opt)
 		var busy *store.BusyError
-		if errors.As(err, &busy) && busy.Status == queue.Interrupted {
-			env.Log.Warn().Int64("job", busy.Job).Msg("a recalculation job was interrupted: the import finishes it first (as `recalc run` would), then imports")
-			if _, err := engine.Finish(ctx, env.Pool, engine.Options{}, env.Log); err != nil {
-				return fmt.Errorf("finish interrupted job %d before importing (run `recalc run`, then import again): %w", busy.Job, err)
+		if errors.As(err, &busy) && (busy.Status == queue.Interrupted || busy.Status == queue.Paused) {
+			if err := finishBeforeImport(ctx, env, busy); err != nil {
+				return err
 			}
 			continue
 		}
@@ -807,6 +806,24 @@ func ImportWith(ctx context.Context, env *Env, path string, maxRevoke float64, l
 	env.Log.Info().Bool("merge", opt.Merge).Strs("sections", res.Sections).Int64("records", res.Records).Int64("shares", res.Shares).
 		Int64("teams", res.Teams).Int64("changes", res.Changes).Int64("manual_shares_wiped", res.ManualSharesWiped).
 		Int64("duration_ms", time.Since(start).Milliseconds()).Msg(next)
+	return nil
+}
+
+// finishBeforeImport finishes the job that busy names, interrupted (no
+// process works on it) or paused by a deferral, as `recalc run` or `recalc
+// resume` would, planning nothing new: an import computes from the
+// configuration it stores, so it never lands beside an unfinished job. A
+// paused job's chunks read the records as they are now, before the import
+// writes its own, which wait for `recalc resume`.
+func finishBeforeImport(ctx context.Context, env *Env, busy *store.BusyError) error {
+	what, then := "was interrupted", "run `recalc run`"
+	if busy.Status == queue.Paused {
+		what, then = "was paused by `recalc defer`", "run `recalc resume`, `recalc defer`"
+	}
+	env.Log.Warn().Int64("job", busy.Job).Msg("a recalculation job " + what + ": the import finishes it first, then imports")
+	if _, err := engine.Finish(ctx, env.Pool, engine.Options{}, env.Log); err != nil {
+		return fmt.Errorf("finish job %d, which %s, before importing (%s, then import again): %w", busy.Job, what, then, err)
+	}
 	return nil
 }
 

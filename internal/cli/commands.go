@@ -151,7 +151,8 @@ func deferCommand(out, errOut io.Writer) *cli.Command {
 			"began before it has ended and, deferring share rows, once the chunks in flight of a job\n" +
 			"have committed, so that writes committed after it wait for the resume (past a second it\n" +
 			"logs what it waits for). Such a job pauses at its next chunk, in every process: `recalc\n" +
-			"run` reports it paused and exits 0, imports are refused, and `recalc resume` finishes it.",
+			"run` reports it paused and exits 0, and `recalc resume` finishes it. An import finishes it\n" +
+			"first, its chunks reading the records as they are then, and what it imports waits.",
 		Flags: sideFlags(),
 		Action: func(c *cli.Context) error {
 			sides := sides(c)

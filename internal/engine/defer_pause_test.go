@@ -63,9 +63,9 @@ func pausedState(t *testing.T, b *bundle) string {
 // case of each family given a new owner must give that owner no access; both runs report the job
 // paused (not failed), the last chunk pending; a run while deferred changes
 // nothing and says so, as `recalc wait`, `recalc status` and `recalc
-// verify` do; an import is refused at once, saying to resume; `recalc
-// resume` finishes the job and gives the owners their access, the tables
-// then a full run's and the access the oracle's.
+// verify` do; an import finishes the job first, then imports; `recalc
+// resume` gives the owners their access, the tables then a full run's and
+// the access the oracle's.
 func TestDeferPausesRunningJob(t *testing.T) {
 	t.Parallel()
 	b := drBundle(t)
@@ -152,19 +152,6 @@ func TestDeferPausesRunningJob(t *testing.T) {
 	if after := pausedState(t, b); after != before {
 		t.Errorf("a run while deferred changed the job or the tables:\n%s", lineDiff(after, before))
 	}
-	// An import is refused at once (the job computes from the
-	// configuration it planned), not after --wait-job.
-	file := filepath.Join(t.TempDir(), "groups.json")
-	if err := os.WriteFile(file, []byte(`{"groups":[{"id":"g9","members":["user:u1"]}]}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	err := cli.ImportWith(b.ctx, env, file, -1, model.DefaultLimits(), store.Options{}, time.Minute)
-	if err == nil || !strings.Contains(err.Error(), "is paused") || !strings.Contains(err.Error(), "`recalc resume` finishes it") {
-		t.Errorf("an import beside the paused job: %v, want it refused, saying to resume", err)
-	}
-	if after := pausedState(t, b); after != before {
-		t.Errorf("a refused import changed the job or the tables:\n%s", lineDiff(after, before))
-	}
 	if _, err := engine.Verify(b.ctx, b.pool, engine.VerifyOptions{}, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "run `recalc resume` first") {
 		t.Errorf("recalc verify beside the paused job: %v, want it to say to resume first", err)
 	}
@@ -180,11 +167,30 @@ func TestDeferPausesRunningJob(t *testing.T) {
 		t.Errorf("recalc status shows the paused job as:\n%s", out)
 	}
 
-	if err := cli.ResumeCmd(b.ctx, env, []string{store.SideClosure, store.SideRules}, engine.Options{}); err != nil {
+	// An import never lands beside an unfinished job (it computes from
+	// the configuration it planned): it finishes the paused job first,
+	// announced as done, then imports; what it imports waits for the
+	// resume.
+	file := filepath.Join(t.TempDir(), "groups.json")
+	if err := os.WriteFile(file, []byte(`{"groups":[{"id":"g9","members":["user:u1"]}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if err := cli.ImportWith(b.ctx, env, file, -1, model.DefaultLimits(), store.Options{}, time.Minute); err != nil {
+		t.Fatalf("an import beside the paused job: %v, want it to finish the job, then import", err)
+	}
+	var status string
+	if err := b.pool.QueryRow(b.ctx, `SELECT status FROM recalc.job WHERE id = $1`, job).Scan(&status); err != nil || status != "done" {
+		t.Errorf("job %d after an import beside it: %s (%v), want done", job, status, err)
+	}
 	if ended := jobsEnded(t, listener); !strings.Contains(ended, fmt.Sprintf("job %d done", job)) {
-		t.Errorf("the resume finished the paused job %d and announced %q, want it done", job, ended)
+		t.Errorf("the import finished the paused job %d and announced %q, want it done", job, ended)
+	}
+	if rep := b.run(t, engine.Options{}); !rep.Nothing || len(rep.Deferred) != 2 {
+		t.Errorf("a run after the import, still deferred, reported %+v, want nothing done, both sides deferred", rep)
+	}
+
+	if err := cli.ResumeCmd(b.ctx, env, []string{store.SideClosure, store.SideRules}, engine.Options{}); err != nil {
+		t.Fatal(err)
 	}
 	for id, user := range owners {
 		if l := b.level(t, user, id); l == "none" {

@@ -87,7 +87,7 @@ type Options struct {
 	// Live, when set (a terminal), gets a progress line redrawn in place.
 	Live io.Writer
 
-	ignoreDeferral bool // DryRun: plan as if nothing were deferred
+	ignoreDeferral bool // DryRun: plan as if nothing were deferred; Finish: work a paused job's chunks
 	noAbsorb       bool // DryRun: leave the writes to attached tables logged (absorbing would hold their locks for the whole dry run)
 }
 
@@ -258,17 +258,19 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 
 // Finish works the unfinished job, if there is one, to its end, and plans
 // nothing new: an import does so with a job that no process works on any
-// more. It returns nil when no job is unfinished.
+// more, or that a deferral paused, before it writes anything. A paused
+// job's chunks then run despite the deferral: they read the records as
+// they are, with what was written since `recalc defer` (but not the
+// import's, which waits for `recalc resume`). It returns nil when no job
+// is unfinished.
 func Finish(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logger) (*Report, error) {
 	opt.defaults()
+	opt.ignoreDeferral = true
 	job, err := queue.Unfinished(ctx, pool)
 	if err != nil || job == nil {
 		return nil, err
 	}
 	if job, err = joinJob(ctx, pool, job, opt, log); err != nil {
-		if errors.Is(err, workers.ErrPaused) {
-			err = fmt.Errorf("job %d: %w: `recalc resume` finishes it", job.ID, err)
-		}
 		return nil, err
 	}
 	return jobReport(ctx, pool, job.ID)

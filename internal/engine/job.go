@@ -271,7 +271,7 @@ func workChunks(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sh
 		return err
 	}
 	wopt := workers.Options{Workers: opt.Workers, Chunks: job.Chunks, LockTimeout: opt.LockTimeout, Retries: opt.Retries, Nice: opt.Nice, Contended: opt.Contended}
-	if job.DoRules {
+	if job.DoRules && !opt.ignoreDeferral {
 		wopt.Paused = store.RulesDeferredForChunk
 	}
 	return workers.Run(ctx, pool, job.ID, wopt,

@@ -63,7 +63,7 @@ func (e *BusyError) Error() string {
 		return fmt.Sprintf("recalculation job %d failed and is unfinished: run `recalc run` to resume it, then import again", e.Job)
 	case queue.Paused:
 		return fmt.Sprintf("recalculation job %d is paused, unfinished, since calculation of share rows was deferred while it ran: "+
-			"`recalc resume` finishes it; then import again (with `recalc defer` first, for a bulk load)", e.Job)
+			"`recalc resume` finishes it, and so does `recalc import` before it imports", e.Job)
 	}
 	return fmt.Sprintf("recalculation job %d is running (or its process stopped less than 10 s ago): wait for it "+
 		"(`recalc run` joins it, or resumes it, and returns when it is done), then import again", e.Job)
