@@ -21,6 +21,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/attach"
 	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/metrics"
+	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/notify"
 	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/queue"
@@ -497,7 +498,11 @@ func ExplainCmd(ctx context.Context, env *Env, user, object, id, record, format 
 		return json.NewEncoder(env.Out).Encode(e)
 	}
 	w := env.Out
-	fmt.Fprintf(w, "%s has %s access to %s %s.\n", shown(user), e.Level, e.Object, shown(record))
+	level := e.Level
+	if level == model.None.String() { // "u has no access", not "none access"
+		level = "no"
+	}
+	fmt.Fprintf(w, "%s has %s access to %s %s.\n", shown(user), level, e.Object, shown(record))
 	if e.Note != "" {
 		fmt.Fprintf(w, "Note: %s\n", e.Note)
 	}
