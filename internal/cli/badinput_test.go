@@ -105,8 +105,8 @@ func TestBadValuesRefusedAtStart(t *testing.T) {
 		code int
 		want string // in the error, when code is not 0
 	}{
-		{[]string{"run", "--lock-timeout", "1000000h"}, 2, "--lock-timeout must be at most 596h31m23.647s"},
-		{[]string{"resume", "--lock-timeout", "597h"}, 2, "--lock-timeout must be at most"},
+		{[]string{"run", "--lock-timeout", "1000000h"}, 2, "--lock-timeout must be positive and at most 596h31m23.647s"},
+		{[]string{"resume", "--lock-timeout", "597h"}, 2, "--lock-timeout must be positive and at most"},
 		{[]string{"watch", "--lock-timeout", "1000000h"}, 2, "(see `recalc watch --help`)"},
 		{[]string{"watch", "--catalog-poll", "1ns"}, 2, "--catalog-poll must be 0 or 10ms or more, not 1ns (see `recalc watch --help`)"},
 		{[]string{"watch", "--catalog-poll", "-1s"}, 2, "--catalog-poll must be 0 or 10ms or more, not -1s"},
@@ -146,6 +146,48 @@ func TestBadValuesRefusedAtStart(t *testing.T) {
 				t.Errorf("recalc %q: exit %d, error %q; want exit %d and one line with %q", tc.args, code, msg, tc.code, tc.want)
 			}
 		})
+	}
+}
+
+// TestOutOfRangeNamesTheFlag: a numeric flag out of its range got one
+// message for all of them ("--workers and --chunk-size must be at least 1,
+// --retries at least 0, ..."), for --workers 0 as for --nice 101, and
+// watch's, changes', import's --max-revoke and the limits' the same, or no
+// value. Each must name the flag, the range and the value given, on one
+// line, and exit 2. The database cannot be reached: nothing may connect.
+func TestOutOfRangeNamesTheFlag(t *testing.T) {
+	t.Parallel()
+	const nowhere = "postgres://postgres@127.0.0.1:1/nowhere?connect_timeout=5"
+	const lockTimeout = "positive and at most 596h31m23.647s (PostgreSQL's longest lock_timeout)"
+	for _, tc := range []struct {
+		args []string
+		want string // after "recalc: ", before " (see `recalc CMD --help`)"
+	}{
+		{[]string{"run", "--workers", "0"}, "--workers must be at least 1, not 0"},
+		{[]string{"run", "--chunk-size", "-5"}, "--chunk-size must be at least 1, not -5"},
+		{[]string{"resume", "--retries", "-1"}, "--retries must be 0 or more, not -1"},
+		{[]string{"run", "--lock-timeout", "0s"}, "--lock-timeout must be " + lockTimeout + ", not 0s"},
+		{[]string{"watch", "--lock-timeout", "-1s"}, "--lock-timeout must be " + lockTimeout + ", not -1s"},
+		{[]string{"watch", "--nice", "101"}, "--nice must be between 0 and 100, not 101"},
+		{[]string{"run", "--nice", "NaN"}, "--nice must be between 0 and 100, not NaN"},
+		{[]string{"run", "--notify-timeout", "0s"}, "--notify-timeout must be positive, not 0s"},
+		{[]string{"resume", "--notify-retries", "11"}, "--notify-retries must be between 0 and 10, not 11"},
+		{[]string{"run", "--workers", "2", "--nice", "-1", "--retries", "-1"}, "--retries must be 0 or more, not -1"},
+		{[]string{"watch", "--debounce", "0s"}, "--debounce must be positive, not 0s"},
+		{[]string{"watch", "--max-wait", "-1ms"}, "--max-wait must be positive, not -1ms"},
+		{[]string{"watch", "--fast-records", "-1"}, "--fast-records must be 0 or more, not -1"},
+		{[]string{"changes", "--since", "-1"}, "--since must be 0 or more, not -1"},
+		{[]string{"changes", "--limit", "10001"}, "--limit must be between 1 and 10000, not 10001"},
+		{[]string{"import", "--max-revoke", "2", "model.json"}, "--max-revoke must be between 0 and 1, not 2"},
+		{[]string{"plan", "--max-id-bytes", "-1", "model.json"}, "--max-id-bytes must be 0 (no limit) or more, not -1"},
+		{[]string{"import", "--wait-job", "-1s", "model.json"}, "--wait-job must be 0 (refuse at once) or more, not -1s"},
+		{[]string{"status", "--jobs", "-1"}, "--jobs must be 0 or more, not -1"},
+		{[]string{"verify", "--format", "xml"}, `--format must be text or json, not "xml"`},
+	} {
+		want := "recalc: " + tc.want + " (see `recalc " + tc.args[0] + " --help`)"
+		if code, msg := recalcErr(context.Background(), nowhere, tc.args...); code != cli.ExitUsage || msg != want {
+			t.Errorf("recalc %q: exit %d, error %q; want exit %d and %q", tc.args, code, msg, cli.ExitUsage, want)
+		}
 	}
 }
 

@@ -440,10 +440,7 @@ func idFlag(f *cli.StringFlag) *cli.StringFlag {
 // more; NaN is refused too.
 func atLeast[T cmp.Ordered](name string, least T) func(*cli.Context, T) error {
 	return func(c *cli.Context, v T) error {
-		if !(v >= least) {
-			return usageError(c, fmt.Errorf("--%s must be %v or more", name, least), false)
-		}
-		return nil
+		return outOfRange(c, []flagRange{{name, v, v >= least, fmt.Sprintf("%v or more", least)}})
 	}
 }
 

@@ -81,19 +81,18 @@ func importCommand(out, errOut io.Writer) *cli.Command {
 			}
 			guard := -1.0
 			if c.IsSet("max-revoke") && !c.Bool("yes") {
-				if guard = c.Float64("max-revoke"); !(guard >= 0 && guard <= 1) { // NaN too
-					return cli.Exit("recalc import: --max-revoke must be between 0 and 1", 2)
+				guard = c.Float64("max-revoke")
+				if err := outOfRange(c, []flagRange{{"max-revoke", guard, guard >= 0 && guard <= 1, "between 0 and 1"}}); err != nil { // NaN too
+					return err
 				}
 			}
 			lim, err := limitsFrom(c)
 			if err != nil {
 				return err
 			}
-			if c.Duration("wait-job") < 0 {
-				return usageError(c, fmt.Errorf("--wait-job must be 0 (refuse at once) or more"), false)
-			}
-			if d := c.Duration("lock-timeout"); d <= 0 || d > maxLockTimeout {
-				return usageError(c, fmt.Errorf("--lock-timeout must be positive and at most %s (PostgreSQL's longest lock_timeout), not %s", maxLockTimeout, d), false)
+			wait := c.Duration("wait-job")
+			if err := outOfRange(c, []flagRange{{"wait-job", wait, wait >= 0, "0 (refuse at once) or more"}, lockTimeoutIn(c.Duration("lock-timeout"))}); err != nil {
+				return err
 			}
 			// An empty one (a script's unset variable) would import unguarded.
 			if c.IsSet("if-revision") && strings.TrimSpace(c.String("if-revision")) == "" {
@@ -219,8 +218,12 @@ func watchCommand(out, errOut io.Writer) *cli.Command {
 			opt.Trigger = "watch"
 			wopt := watch.Options{Debounce: c.Duration("debounce"), MaxWait: c.Duration("max-wait"), Poll: c.Duration("poll"),
 				FastRecords: c.Int("fast-records"), Catalog: c.Duration("catalog-poll")}
-			if wopt.Debounce <= 0 || wopt.MaxWait <= 0 || wopt.FastRecords < 0 { // --catalog-poll: its flag's action
-				return cli.Exit("recalc watch: --debounce and --max-wait must be positive, --fast-records at least 0", 2)
+			if err := outOfRange(c, []flagRange{ // --catalog-poll: its flag's action
+				{"debounce", wopt.Debounce, wopt.Debounce > 0, "positive"},
+				{"max-wait", wopt.MaxWait, wopt.MaxWait > 0, "positive"},
+				{"fast-records", wopt.FastRecords, wopt.FastRecords >= 0, "0 or more"},
+			}); err != nil {
+				return err
 			}
 			if wopt.Catalog == 0 {
 				wopt.Catalog = -1 // never: the poll's step finds them

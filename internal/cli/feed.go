@@ -54,8 +54,11 @@ func changesCommand(out, errOut io.Writer) *cli.Command {
 				return action(out, errOut, func(ctx context.Context, env *Env) error { return SetRetentionCmd(ctx, env, d) })(c)
 			}
 			since, limit, poll := c.Int64("since"), c.Int("limit"), c.Duration("poll")
-			if since < 0 || limit < 1 || limit > feed.MaxLimit {
-				return cli.Exit(fmt.Sprintf("recalc changes: --since must be 0 or more, --limit between 1 and %d", feed.MaxLimit), ExitUsage)
+			if err := outOfRange(c, []flagRange{
+				{"since", since, since >= 0, "0 or more"},
+				{"limit", limit, limit >= 1 && limit <= feed.MaxLimit, fmt.Sprintf("between 1 and %d", feed.MaxLimit)},
+			}); err != nil {
+				return err
 			}
 			return action(out, errOut, func(ctx context.Context, env *Env) error {
 				return ChangesCmd(ctx, env, since, limit, c.Bool("follow"), poll)

@@ -59,6 +59,33 @@ func runFlags() []cli.Flag {
 // integer range of milliseconds.
 const maxLockTimeout = math.MaxInt32 * time.Millisecond
 
+// lockTimeoutIn is --lock-timeout d in its range: PostgreSQL refuses a
+// lock_timeout past its integer range of milliseconds, which would fail
+// every chunk, import and step of a watch.
+func lockTimeoutIn(d time.Duration) flagRange {
+	return flagRange{"lock-timeout", d, d > 0 && d <= maxLockTimeout, fmt.Sprintf("positive and at most %s (PostgreSQL's longest lock_timeout)", maxLockTimeout)}
+}
+
+// flagRange is a numeric flag's value, whether it is in the range the
+// command takes, and that range, as its usage error says it.
+type flagRange struct {
+	name  string
+	value any
+	ok    bool
+	want  string
+}
+
+// outOfRange is the usage error of the first flag whose value is out of
+// its range, naming the flag, the range and the value; nil when none is.
+func outOfRange(c *cli.Context, flags []flagRange) error {
+	for _, f := range flags {
+		if !f.ok {
+			return usageError(c, fmt.Errorf("--%s must be %s, not %v", f.name, f.want, f.value), false)
+		}
+	}
+	return nil
+}
+
 // runOptions reads runFlags (and --full, where the command has it).
 func runOptions(c *cli.Context, errOut io.Writer) (engine.Options, error) {
 	opt := engine.Options{Workers: c.Int("workers"), ChunkSize: c.Int("chunk-size"), Full: c.Bool("full"), InPlace: c.Bool("in-place"),
@@ -66,21 +93,21 @@ func runOptions(c *cli.Context, errOut io.Writer) (engine.Options, error) {
 	if opt.Full {
 		opt.Trigger = "run --full"
 	}
-	if opt.Workers < 1 || opt.ChunkSize < 1 || opt.Retries < 0 || opt.LockTimeout <= 0 || !(opt.Nice >= 0 && opt.Nice <= 100) {
-		return opt, cli.Exit("recalc: --workers and --chunk-size must be at least 1, --retries at least 0, --lock-timeout positive, --nice between 0 and 100", 2)
-	}
-	// PostgreSQL refuses a lock_timeout past its integer range of
-	// milliseconds: every chunk, and every step of a watch, would fail.
-	if opt.LockTimeout > maxLockTimeout {
-		return opt, usageError(c, fmt.Errorf("--lock-timeout must be at most %s (PostgreSQL's longest lock_timeout), not %s", maxLockTimeout, opt.LockTimeout), false)
-	}
 	opt.Notify = &notify.Notifier{URL: c.String("notify-url"), Secret: c.String("notify-secret"), Email: c.StringSlice("notify-email"),
 		SMTPAddr: c.String("smtp-addr"), From: c.String("smtp-from"), Timeout: c.Duration("notify-timeout"), Retries: c.Int("notify-retries")}
+	if err := outOfRange(c, []flagRange{
+		{"workers", opt.Workers, opt.Workers >= 1, "at least 1"},
+		{"chunk-size", opt.ChunkSize, opt.ChunkSize >= 1, "at least 1"},
+		{"retries", opt.Retries, opt.Retries >= 0, "0 or more"},
+		lockTimeoutIn(opt.LockTimeout),
+		{"nice", opt.Nice, opt.Nice >= 0 && opt.Nice <= 100, "between 0 and 100"}, // NaN too
+		{"notify-timeout", opt.Notify.Timeout, opt.Notify.Timeout > 0, "positive"},
+		{"notify-retries", opt.Notify.Retries, opt.Notify.Retries >= 0 && opt.Notify.Retries <= 10, "between 0 and 10"},
+	}); err != nil {
+		return opt, err
+	}
 	if err := opt.Notify.Validate(); err != nil {
 		return opt, cli.Exit("recalc: "+err.Error(), 2)
-	}
-	if opt.Notify.Timeout <= 0 || opt.Notify.Retries < 0 || opt.Notify.Retries > 10 {
-		return opt, cli.Exit("recalc: --notify-timeout must be positive and --notify-retries between 0 and 10", 2)
 	}
 	if f, ok := errOut.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
 		opt.Live = errOut

@@ -35,8 +35,8 @@ func limitsFrom(c *cli.Context) (model.Limits, error) {
 	lim := model.DefaultLimits()
 	for _, l := range model.LimitInfos() {
 		v := c.Int64(l.Name)
-		if v < 0 {
-			return lim, cli.Exit(fmt.Sprintf("recalc %s: --%s must be 0 (no limit) or more", c.Command.Name, l.Name), 2)
+		if err := outOfRange(c, []flagRange{{l.Name, v, v >= 0, "0 (no limit) or more"}}); err != nil {
+			return lim, err
 		}
 		*l.Field(&lim) = v
 	}

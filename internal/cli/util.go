@@ -41,7 +41,7 @@ func formatFlag() cli.Flag {
 func textOrJSON(c *cli.Context) (string, error) {
 	f := c.String("format")
 	if f != "text" && f != "json" {
-		return "", cli.Exit(fmt.Sprintf("recalc %s: --format must be text or json", c.Command.Name), 2)
+		return "", usageError(c, fmt.Errorf("--format must be text or json, not %.100q", f), false)
 	}
 	return f, nil
 }
