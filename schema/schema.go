@@ -22,6 +22,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/locks"
 	"github.com/recalc-dev/recalc/internal/pg"
@@ -537,6 +538,19 @@ func LockModel(ctx context.Context, tx pgx.Tx) error {
 		return err
 	}
 	return Check(ctx, tx)
+}
+
+// LockModelSaid is LockModel that logs, past a second, that it waits: a
+// holder (an import, a `recalc plan FILE`'s dry run, a job's planning) may
+// keep the lock for minutes, and a command that waited silently looked
+// hung. A wait behind a watch step, a few milliseconds, is not logged.
+func LockModelSaid(ctx context.Context, tx pgx.Tx, log zerolog.Logger) error {
+	waiting := time.AfterFunc(time.Second, func() {
+		log.Info().Msg("waiting for the model lock, which another recalc command holds (an import, a `recalc plan FILE`, a job's planning): " +
+			"this goes on once it is released")
+	})
+	defer waiting.Stop()
+	return LockModel(ctx, tx)
 }
 
 // VersionError says that this binary and the database's recalc schema

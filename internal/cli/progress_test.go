@@ -71,10 +71,11 @@ func TestDryRunSnapshotProgress(t *testing.T) {
 	}
 }
 
-// TestModelLockWaitIsLogged: `recalc import` and `recalc plan FILE` behind
-// the model lock, which another import or a plan's dry run holds for as
-// long as it takes (minutes on a large org), waited saying nothing, as if
-// hung. Each must log that it waits, while it waits.
+// TestModelLockWaitIsLogged: `recalc import`, `recalc plan FILE` and
+// `recalc run` (planning its job) behind the model lock, which another
+// import or a plan's dry run holds for as long as it takes (minutes on a
+// large org), waited saying nothing, as if hung. Each must log that it
+// waits, while it waits.
 func TestModelLockWaitIsLogged(t *testing.T) {
 	ctx := context.Background()
 	pool := testdb.Migrated(t)
@@ -86,7 +87,7 @@ func TestModelLockWaitIsLogged(t *testing.T) {
 	if err := os.WriteFile(file, []byte(`{"users": [{"id": "u1"}, {"id": "u2"}, {"id": "u3"}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, args := range [][]string{{"import", file}, {"plan", file}} {
+	for _, args := range [][]string{{"import", file}, {"plan", file}, {"run"}} {
 		release := holdModelLock(t, pool)
 		var out, errOut lockedBuffer
 		app := cli.App(&out, &errOut)

@@ -63,7 +63,7 @@ func tryCreateJob(ctx context.Context, pool *pgxpool.Pool, opt Options, log zero
 	var job *queue.Job
 	var pl *Planned
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if err := schema.LockModel(ctx, tx); err != nil {
+		if err := schema.LockModelSaid(ctx, tx, log); err != nil {
 			return err
 		}
 		var err error

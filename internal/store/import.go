@@ -267,21 +267,12 @@ func ImportTx(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, log
 	return ImportTxWith(ctx, tx, r, lim, log, Options{})
 }
 
-// lockModel takes the model lock and refuses an import while a
-// recalculation job is unfinished, as Salesforce refuses sharing changes
-// during one: the job computes from the configuration it planned.
-//
-// A holder (another import, a `recalc plan FILE`'s dry run, a job's
-// finish) may keep it for minutes: a wait past a second is logged, not
-// silent (a watch step's, a few milliseconds, is not).
+// lockModel takes the model lock, logging a long wait (LockModelSaid), and
+// refuses an import while a recalculation job is unfinished, as Salesforce
+// refuses sharing changes during one: the job computes from the
+// configuration it planned.
 func lockModel(ctx context.Context, tx pgx.Tx, log zerolog.Logger) error {
-	waiting := time.AfterFunc(time.Second, func() {
-		log.Info().Msg("waiting for the model lock, which another import, a `recalc plan FILE` or a job's finish holds: " +
-			"this goes on once it is released")
-	})
-	err := schema.LockModel(ctx, tx)
-	waiting.Stop()
-	if err != nil {
+	if err := schema.LockModelSaid(ctx, tx, log); err != nil {
 		return err
 	}
 	job, err := queue.Unfinished(ctx, tx)
