@@ -71,7 +71,7 @@ func accessCommand(out, errOut io.Writer) *cli.Command {
 					p.after = &after
 				}
 				if err := p.check(); err != nil {
-					return cli.Exit("recalc access: "+err.Error(), ExitUsage)
+					return usageError(c, err, false)
 				}
 				return action(out, errOut, func(ctx context.Context, env *Env) error { return AccessList(ctx, env, p) })(c)
 			}
@@ -99,7 +99,7 @@ func (p *accessPage) check() error {
 	case p.minLevel != "read" && p.minLevel != "edit" && p.minLevel != "all":
 		return fmt.Errorf("--min-level must be read, edit or all, not %.100q", p.minLevel)
 	case p.limit < 1 || p.limit > access.MaxPage:
-		return fmt.Errorf("--limit must be between 1 and %d", access.MaxPage)
+		return fmt.Errorf("--limit must be between 1 and %d, not %d", access.MaxPage, p.limit)
 	}
 	return nil
 }

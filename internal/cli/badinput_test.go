@@ -153,8 +153,9 @@ func TestBadValuesRefusedAtStart(t *testing.T) {
 // message for all of them ("--workers and --chunk-size must be at least 1,
 // --retries at least 0, ..."), for --workers 0 as for --nice 101, and
 // watch's, changes', import's --max-revoke and the limits' the same, or no
-// value. Each must name the flag, the range and the value given, on one
-// line, and exit 2. The database cannot be reached: nothing may connect.
+// value, as access --limit and wait's JOB did. Each must name the flag, the
+// range and the value given, on one line, and exit 2. The database cannot
+// be reached: nothing may connect.
 func TestOutOfRangeNamesTheFlag(t *testing.T) {
 	t.Parallel()
 	const nowhere = "postgres://postgres@127.0.0.1:1/nowhere?connect_timeout=5"
@@ -183,6 +184,9 @@ func TestOutOfRangeNamesTheFlag(t *testing.T) {
 		{[]string{"import", "--wait-job", "-1s", "model.json"}, "--wait-job must be 0 (refuse at once) or more, not -1s"},
 		{[]string{"status", "--jobs", "-1"}, "--jobs must be 0 or more, not -1"},
 		{[]string{"verify", "--format", "xml"}, `--format must be text or json, not "xml"`},
+		{[]string{"access", "--user", "u1", "--object", "account", "--limit", "0"}, "--limit must be between 1 and 10000, not 0"},
+		{[]string{"access", "--user", "u1", "--object", "account", "--min-level", "none"}, `--min-level must be read, edit or all, not "none"`},
+		{[]string{"wait", "1x"}, `JOB must be a job number, such as 7, not "1x": ` + "`recalc status --jobs N` lists the latest N jobs"},
 	} {
 		want := "recalc: " + tc.want + " (see `recalc " + tc.args[0] + " --help`)"
 		if code, msg := recalcErr(context.Background(), nowhere, tc.args...); code != cli.ExitUsage || msg != want {

@@ -256,7 +256,7 @@ func waitCommand(out, errOut io.Writer) *cli.Command {
 				return usageError(c, fmt.Errorf("give at most one JOB, and the flags before it (got %.100q after it)", c.Args().Get(1)), false)
 			case c.NArg() == 1:
 				if id, err = strconv.ParseInt(arg, 10, 64); err != nil || id < 1 || strings.Trim(arg, "0123456789") != "" { // no sign
-					return cli.Exit("recalc wait: JOB must be a job number", ExitUsage)
+					return usageError(c, fmt.Errorf("JOB must be a job number, such as 7, not %.100q: `recalc status --jobs N` lists the latest N jobs", arg), false)
 				}
 			}
 			return action(out, errOut, func(ctx context.Context, env *Env) error { return WaitCmd(ctx, env, id) })(c)
