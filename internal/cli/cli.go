@@ -436,6 +436,26 @@ func idFlag(f *cli.StringFlag) *cli.StringFlag {
 	return f
 }
 
+// flagRange is a numeric flag's value, whether it is in the range the
+// command takes, and that range, as its usage error says it.
+type flagRange struct {
+	name  string
+	value any
+	ok    bool
+	want  string
+}
+
+// outOfRange is the usage error of the first flag whose value is out of
+// its range, naming the flag, the range and the value; nil when none is.
+func outOfRange(c *cli.Context, flags []flagRange) error {
+	for _, f := range flags {
+		if !f.ok {
+			return usageError(c, fmt.Errorf("--%s must be %s, not %v", f.name, f.want, f.value), false)
+		}
+	}
+	return nil
+}
+
 // atLeast is the Action of a numeric flag whose value must be least or
 // more; NaN is refused too.
 func atLeast[T cmp.Ordered](name string, least T) func(*cli.Context, T) error {

@@ -66,26 +66,6 @@ func lockTimeoutIn(d time.Duration) flagRange {
 	return flagRange{"lock-timeout", d, d > 0 && d <= maxLockTimeout, fmt.Sprintf("positive and at most %s (PostgreSQL's longest lock_timeout)", maxLockTimeout)}
 }
 
-// flagRange is a numeric flag's value, whether it is in the range the
-// command takes, and that range, as its usage error says it.
-type flagRange struct {
-	name  string
-	value any
-	ok    bool
-	want  string
-}
-
-// outOfRange is the usage error of the first flag whose value is out of
-// its range, naming the flag, the range and the value; nil when none is.
-func outOfRange(c *cli.Context, flags []flagRange) error {
-	for _, f := range flags {
-		if !f.ok {
-			return usageError(c, fmt.Errorf("--%s must be %s, not %v", f.name, f.want, f.value), false)
-		}
-	}
-	return nil
-}
-
 // runOptions reads runFlags (and --full, where the command has it).
 func runOptions(c *cli.Context, errOut io.Writer) (engine.Options, error) {
 	opt := engine.Options{Workers: c.Int("workers"), ChunkSize: c.Int("chunk-size"), Full: c.Bool("full"), InPlace: c.Bool("in-place"),
