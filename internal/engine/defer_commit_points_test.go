@@ -444,3 +444,56 @@ func TestDeferResumeRacesChunkDecision(t *testing.T) {
 		})
 	}
 }
+
+// TestDeferPausesJobBesideAttachedWrites: the same for writes to attached
+// tables. A job planned from two of them (two families, a chunk each),
+// stopped as its first chunk waits to read the deferral, pauses; writes
+// committed after `recalc defer` returned, one in a family of the job, one
+// outside it, give no access through a run or a watch step until `recalc
+// resume`; then the access is the oracle's and the tables a full run's.
+func TestDeferPausesJobBesideAttachedWrites(t *testing.T) {
+	t.Parallel()
+	b := setupOrg(t, attachedBase, engine.Options{})
+	b.exec(t, attachedApp...)
+	applySpec(t, b, attachedSpec("owner_id", attachedObjects...))
+	b.run(t, engine.Options{})
+	b.exec(t, `UPDATE app.proj SET owner_id = 'u2' WHERE id = 'p1'`, `UPDATE app.account SET owner_id = 'u2' WHERE id = 'a1'`)
+	obs := connect(t, b.pool)
+	lock, pid := holdDeferralLock(t, b)
+	run := startRun(t, b.pool, engine.Options{Workers: 1, ChunkSize: 1, LockTimeout: 20 * time.Second, Retries: 1})
+	waitBlockedBy(t, obs, pid, run.done, "the first chunk to wait for the deferral lock")
+	env := &cli.Env{Pool: b.pool, Out: &bytes.Buffer{}, Log: zerolog.Nop()}
+	deferred := make(chan error, 1)
+	go func() { deferred <- cli.DeferCmd(b.ctx, env, []string{store.SideRules}) }()
+	awaitWaiters(t, obs, 2, deferred, "recalc defer to wait for the deferral lock")
+	rollback(t, lock, "the deferral lock")
+	if err := <-deferred; err != nil {
+		t.Fatal(err)
+	}
+	owners := map[string]string{"proj__c:p1": "u3", "task__c:k9": "u2"}
+	for id, user := range owners {
+		if l := b.level(t, user, id); l != "none" {
+			t.Fatalf("%s on %s before the test's write: %s, want none", user, id, l)
+		}
+	}
+	b.exec(t, `UPDATE app.proj SET owner_id = 'u3' WHERE id = 'p1'`, `UPDATE app.task SET owner_id = 'u2' WHERE id = 'k9'`)
+	if rep := run.wait(t); !rep.Paused || rep.ChunksDone != 0 {
+		t.Errorf("the run reported %+v, want its job paused with no chunk done", rep)
+	}
+	if rep := b.run(t, engine.Options{}); !rep.Paused {
+		t.Errorf("a run while deferred reported %+v, want the job paused", rep)
+	}
+	b.step(t, engine.NewLive(engine.Options{}, 1000))
+	checkNoAccess(t, b, owners, "after a run and a watch step while deferred")
+	if err := cli.ResumeCmd(b.ctx, env, []string{store.SideRules}, engine.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for id, user := range owners {
+		if l := b.level(t, user, id); l == "none" {
+			t.Errorf("%s on %s after the resume: none, want the owner's access", user, id)
+		}
+	}
+	b.cur = appModel(t, b, "owner_id", attachedObjects...)
+	b.checkOracle(t, "after the resume")
+	checkFull(t, b, "after the resume")
+}
