@@ -37,23 +37,25 @@ type deferPoint struct {
 	// or a chunk's share of the deferral lock), else it returns at once.
 	wait bool
 	// done is how many of the job's chunks are done once defer has
-	// returned, and once the runs have returned: a job with chunks left
-	// then is paused; -1 for a full job's, all done.
-	done int
+	// returned, and once the runs have returned (-1: all); paused, whether
+	// the job then has chunks left, and pauses.
+	done   int
+	paused bool
 }
 
 var deferPoints = []deferPoint{
-	{name: "inside the plan", wait: true, done: 0},
-	{name: "inside the first chunk", wait: true, done: 1},
-	{name: "two runs inside two chunks", wait: true, done: 2},
+	{name: "inside the plan", wait: true, done: 0, paused: true},
+	{name: "inside the first chunk", wait: true, done: 1, paused: true},
+	{name: "two runs inside two chunks", wait: true, done: 2, paused: true},
 	// The second chunk has claimed its chunk and waits for the deferral
 	// lock, which the test holds: defer waits for the test's lock, not for
 	// the chunk, which then reads the deferral and works nothing.
-	{name: "between chunks", wait: true, done: 1},
+	{name: "between chunks", wait: true, done: 1, paused: true},
 	{name: "inside the last chunk", wait: true, done: 3},
 	// A finish, a stage and a swap read no record: they write what the
 	// chunks computed, and the configuration the job captured when planned.
 	{name: "before the finish", done: 3},
+	{name: "inside a full job's first chunk", full: true, wait: true, done: 1, paused: true},
 	{name: "inside a full job's stage", full: true, done: -1},
 	{name: "inside a full job's swap", full: true, done: -1},
 }
@@ -61,7 +63,8 @@ var deferPoints = []deferPoint{
 // TestDeferCommitPoints: for each point of deferPoints, `recalc defer`
 // (both sides, the share rows alone, the share rows alone with an import
 // before the resume) runs while the job is stopped there; then the owners
-// of three cases (one in each of the job's families) change.
+// of three cases (one in each of the job's families) change, and two cases
+// move between families.
 func TestDeferCommitPoints(t *testing.T) {
 	t.Parallel()
 	both, rules := []string{store.SideClosure, store.SideRules}, []string{store.SideRules}
@@ -108,7 +111,7 @@ func testDeferPoint(t *testing.T, p deferPoint, sides []string, withImport bool)
 			t.Fatal(err)
 		}
 		// What it waited for has ended when it returns.
-		if done := chunksDone(t, b, lastJob); p.done >= 0 && done != p.done {
+		if done := chunksDone(t, b, lastJob); done != p.done {
 			t.Errorf("recalc defer returned with %d chunks of the job done, want %d: the step it waited for had not ended", done, p.done)
 		}
 	} else {
@@ -127,10 +130,13 @@ func testDeferPoint(t *testing.T, p deferPoint, sides []string, withImport bool)
 		}
 		b.exec(t, `UPDATE recalc.record SET owner = '`+user+`' WHERE id = '`+id+`'`)
 	}
+	// Cases moved between the job's first and last families: a paused job
+	// resumed reads them in neither twice.
+	b.exec(t, `UPDATE recalc.record SET parent = 'a010' WHERE id = 'c001_0'`, `UPDATE recalc.record SET parent = 'a002' WHERE id = 'c010_0'`)
 	if !p.wait {
 		release()
 	}
-	paused := p.done >= 0 && p.done < 3
+	paused := p.paused
 	for _, r := range runs {
 		// A run reads its report once its own workers stop: another run's
 		// chunk may commit after.
@@ -185,14 +191,18 @@ func stopJob(t *testing.T, b *bundle, obs *pgx.Conn, p deferPoint) ([]*bgRun, fu
 	opt := engine.Options{Workers: 1, ChunkSize: 3, LockTimeout: 20 * time.Second, Retries: 1}
 	if p.full {
 		// Its chunks wait for the deferral lock, held; then the step waits
-		// for the job row (its stage marks the job staged) or for the share
-		// tables (its swap locks them EXCLUSIVE).
+		// for the staging tables (its first chunk copies into them), the
+		// job row (its stage marks the job staged) or the share tables (its
+		// swap locks them EXCLUSIVE).
 		opt.Full, opt.ChunkSize = true, 12
 		deferralLock, pid := holdDeferralLock(t, b)
 		run := startRun(t, b.pool, opt)
 		waitBlockedBy(t, obs, pid, run.done, "the full job's first chunk to wait for the deferral lock")
 		stop := "SELECT FROM recalc.job WHERE status = 'running' FOR NO KEY UPDATE"
-		if strings.Contains(p.name, "swap") {
+		switch {
+		case strings.Contains(p.name, "first chunk"):
+			stop = "LOCK TABLE recalc.acl_record_next, recalc.acl_share_next IN SHARE MODE"
+		case strings.Contains(p.name, "swap"):
 			stop = "LOCK TABLE recalc.acl_record IN ROW SHARE MODE"
 		}
 		holder, pid := holdWith(t, b, stop)
