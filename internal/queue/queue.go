@@ -75,7 +75,7 @@ type Job struct {
 	DriftFixed                          int64 // full jobs: share rows the swap changed
 	Staged                              bool  // full jobs: staging tables complete, ready to swap
 	Interrupted                         bool  // running, but no process heartbeated it within LiveWithin, and not Paused
-	Paused                              bool  // unfinished, with chunks left that claim nothing while share rows are deferred
+	Paused                              bool  // running (a failed job is Failed), with chunks left that claim nothing while share rows are deferred
 }
 
 // Heartbeat marks job as worked on by worker now.
@@ -98,7 +98,7 @@ type Chunk struct {
 const jobCols = `id, kind, trigger, status, change_seq, consumes, config::text, plan::text, chunks, coalesce(error, ''),
 	do_rules, do_closure, records, invalid_records, rows_added, rows_removed, rows_updated, closure_added, closure_removed,
 	coalesce(drift_fixed, 0), staged, status = 'running' AND NOT recalc.job_alive(id) AND NOT recalc.job_paused(id),
-	recalc.job_paused(id)`
+	status = 'running' AND recalc.job_paused(id)`
 
 func scan(row pgx.Row) (*Job, error) {
 	j := &Job{}
