@@ -52,7 +52,6 @@ type Live struct {
 	dict        *sharetable.Dict
 	deferred    map[string]time.Time
 	idleAt      int64 // the version at which Run last found calculation deferred
-	seen        int64 // the version read before this step's Run, with a job unfinished; -1 if none
 	pausedJob   int64 // the job Run last found paused, at version pausedAt: nothing to do until the version moves
 	pausedAt    int64
 	dirty       int    // change rows consumed since the queue tables were last vacuumed
@@ -108,7 +107,13 @@ var errSlow = errors.New("not for the fast path")
 func (l *Live) Step(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger) (*LiveReport, error) {
 	start := time.Now()
 	rep := &LiveReport{}
-	l.seen = -1
+	if held, err := l.pauseHeld(ctx, pool); err != nil || held {
+		if err != nil {
+			return nil, err
+		}
+		rep.Deferred, rep.Duration = true, time.Since(start)
+		return rep, nil
+	}
 	for l.MaxRecords > 0 {
 		batch := &LiveReport{}
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return l.fast(ctx, tx, batch) })
@@ -140,6 +145,11 @@ func (l *Live) Step(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger)
 		}
 		break
 	}
+	// Read before Run reads the deferral: a change of it after moves it.
+	seen, err := changes.ConfigVersion(ctx, pool)
+	if err != nil {
+		return nil, err
+	}
 	run, err := Run(ctx, pool, l.opt, log)
 	if err != nil {
 		return nil, err
@@ -147,8 +157,8 @@ func (l *Live) Step(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger)
 	if _, deferred := run.Deferred[store.SideRules]; run.Nothing && deferred {
 		l.idleAt = l.version // nothing to do until the deferral changes
 	}
-	if run.Paused && l.seen >= 0 {
-		l.pausedJob, l.pausedAt = run.Job, l.seen // once a pause: no Run, nor its log line, at every step
+	if run.Paused {
+		l.pausedJob, l.pausedAt = run.Job, seen // once a pause: no Run, nor its log line, at every step
 	}
 	if !run.Nothing && !run.Paused {
 		l.vacuum(ctx, pool, log)
@@ -157,21 +167,27 @@ func (l *Live) Step(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger)
 	return rep, nil
 }
 
+// pauseHeld reports whether the job Run last found paused by a deferral
+// still is: nothing is done beside it until the deferral changes, or the
+// job ends, which moves the configuration version. With or without the
+// fast path (--fast-records 0), no Run, nor its log line, at every step.
+func (l *Live) pauseHeld(ctx context.Context, pool *pgxpool.Pool) (bool, error) {
+	if l.pausedJob == 0 {
+		return false, nil
+	}
+	if err := schema.Check(ctx, pool); err != nil {
+		return false, err
+	}
+	v, err := changes.ConfigVersion(ctx, pool)
+	if err != nil || v == l.pausedAt {
+		return err == nil, err
+	}
+	l.pausedJob = 0
+	return false, nil
+}
+
 // fast is the fast path's transaction; errSlow hands the batch to Run.
 func (l *Live) fast(ctx context.Context, tx pgx.Tx, rep *LiveReport) error {
-	// Beside a job paused by a deferral (Run found it so), nothing is done
-	// until the deferral changes, or the job ends, which moves the version.
-	if l.pausedJob != 0 {
-		if err := schema.Check(ctx, tx); err != nil {
-			return err
-		}
-		v, err := changes.ConfigVersion(ctx, tx)
-		if err != nil || v == l.pausedAt {
-			rep.Deferred = true
-			return err
-		}
-		l.pausedJob = 0
-	}
 	// An idle step (a poll with nothing new) reads and writes nothing else:
 	// the model lock is a row lock, which would make it a writing transaction.
 	if l.loaded {
@@ -187,9 +203,6 @@ func (l *Live) fast(ctx context.Context, tx pgx.Tx, rep *LiveReport) error {
 		return err
 	}
 	if job, err := queue.Unfinished(ctx, tx); err != nil || job != nil {
-		if err == nil { // read before Run reads the deferral: a change after it moves it
-			l.seen, err = changes.ConfigVersion(ctx, tx)
-		}
 		return errors.Join(err, errSlow)
 	}
 	// The users section is marked for rebuilding: Run's plan does it.

@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -57,4 +58,39 @@ func TestFailedJobUnderDeferralIsNotPaused(t *testing.T) {
 		t.Errorf("a run beside the failed job while deferred reports paused %v, status %q; the job is stored %q, its payload says %q: "+
 			"want it resumed (running) and paused, as the payload says", rep.Paused, rep.Status, stored, payload)
 	}
+}
+
+// TestWatchWithoutFastPathStepsOncePerPause: `recalc watch --fast-records
+// 0` (no fast path) ran Run at every step beside a job paused by a
+// deferral, logging the pause each time, where the README says it logs it
+// once and steps again once the deferral changes: the check of the pause,
+// and the version read before Run, were in the fast path's transaction.
+func TestWatchWithoutFastPathStepsOncePerPause(t *testing.T) {
+	t.Parallel()
+	b := drBundle(t)
+	job := stopInFirstChunk(t, b)
+	deferSides(t, b, store.SideRules)
+	logs := &lockedBuffer{}
+	live := engine.NewLive(engine.Options{}, 0)
+	for i := 0; i < 3; i++ {
+		b.exec(t, `UPDATE recalc.record SET fields = '{"tier": 4}' WHERE id = 'a003'`)
+		rep, err := live.Step(b.ctx, b.pool, zerolog.New(logs))
+		switch {
+		case err != nil:
+			t.Fatal(err)
+		case i == 0 && (rep.Run == nil || !rep.Run.Paused || rep.Run.Job != job):
+			t.Errorf("the first step reported %+v (run %+v), want job %d paused", rep, rep.Run, job)
+		case i > 0 && (rep.Run != nil || !rep.Deferred):
+			t.Errorf("step %d beside the paused job reported %+v (run %+v), want it deferred, with no run", i+1, rep, rep.Run)
+		}
+	}
+	if n := strings.Count(logs.String(), "the job is paused"); n != 1 {
+		t.Errorf("three steps beside the paused job logged it %d times, want once:\n%s", n, logs)
+	}
+	resumeSides(t, b, store.SideRules)
+	if rep := b.step(t, live); rep.Run == nil || rep.Run.Paused || rep.Run.Status != "done" {
+		t.Errorf("the step after the resume reported %+v, want its jobs done", rep.Run)
+	}
+	b.step(t, live)
+	checkDeferRace(t, b, "after the resume")
 }
