@@ -144,14 +144,15 @@ func deferCommand(out, errOut io.Writer) *cli.Command {
 		Description: "Deferred, imports and data changes accumulate and `recalc run` changes nothing.\n" +
 			"--closure defers group membership (the closure: who is in which group, role and territory);\n" +
 			"--rules defers share rows (sharing rules, owners, shares, teams, OWDs). Each side\n" +
-			"recalculates on its own when the other is deferred. recalc.wait_fresh waits for what a\n" +
-			"deferred side has yet to apply (every change for share rows; users, roles, groups and\n" +
-			"territories for the closure) until it resumes. It returns once a watch step or plan that\n" +
-			"began before it has ended and, deferring share rows, once the chunks in flight of a job\n" +
-			"have committed, so that writes committed after it wait for the resume (past a second it\n" +
-			"logs what it waits for). Such a job pauses at its next chunk, in every process: `recalc\n" +
-			"run` reports it paused and exits 0, and `recalc resume` finishes it. An import finishes it\n" +
-			"first, its chunks reading the records as they are then, and what it imports waits.",
+			"recalculates on its own when the other is deferred (not beside a job paused as below).\n" +
+			"recalc.wait_fresh waits for what a deferred side has yet to apply (every change for share\n" +
+			"rows; users, roles, groups and territories for the closure) until it resumes.\n" +
+			"It returns once a watch step or plan that began before it has ended and, deferring share\n" +
+			"rows, once the chunks in flight of a job have committed, so that writes committed after it\n" +
+			"wait for the resume (past a second it logs what it waits for). Such a job pauses at its next\n" +
+			"chunk, in every process: `recalc run` reports it paused and exits 0, and `recalc resume`\n" +
+			"finishes it. An import finishes it first, its chunks reading the records as they are then,\n" +
+			"and what it imports waits.",
 		Flags: sideFlags(),
 		Action: func(c *cli.Context) error {
 			sides := sides(c)
