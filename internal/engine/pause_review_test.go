@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/store"
 )
@@ -44,6 +46,12 @@ func TestFailedJobUnderDeferralIsNotPaused(t *testing.T) {
 	}
 	if job.Paused {
 		t.Errorf("job %d, failed, reads as paused once share rows are deferred: want failed, for `recalc run` to resume it", job.ID)
+	}
+	var busy *store.BusyError
+	_, err = store.ImportWith(b.ctx, b.pool, strings.NewReader(`{"groups":[{"id":"g9","members":["user:u1"]}]}`),
+		model.DefaultLimits(), zerolog.Nop(), nil, store.Options{})
+	if !errors.As(err, &busy) || busy.Status != queue.Failed {
+		t.Errorf("an import beside the failed job while deferred: %v, want it refused as failed (run `recalc run`), not finished as paused", err)
 	}
 	rep, err := engine.Run(b.ctx, b.pool, opt, zerolog.Nop())
 	if err != nil {
