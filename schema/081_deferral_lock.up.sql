@@ -13,13 +13,13 @@
 -- table's REVOKE, migration 015): no other role can hold it to stall jobs.
 INSERT INTO recalc.engine_lock (scope, name) VALUES (5, 'deferral') ON CONFLICT DO NOTHING;
 
--- job_paused: the job is unfinished, writes share rows, has chunks left,
--- and share rows are deferred: its chunks claim nothing until the resume.
+-- job_paused: the job is running (a failed one reads failed), writes share
+-- rows, has chunks left, and share rows are deferred: its chunks claim nothing until the resume.
 -- `recalc status`, `recalc wait`, the metrics and the payload read it
 -- rather than "interrupted" (no process heartbeats a paused job).
 CREATE OR REPLACE FUNCTION recalc.job_paused(p_job bigint) RETURNS boolean LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
-    SELECT coalesce((SELECT j.status <> 'done' AND j.do_rules FROM recalc.job j WHERE j.id = p_job), false)
+    SELECT coalesce((SELECT j.status = 'running' AND j.do_rules FROM recalc.job j WHERE j.id = p_job), false)
         AND EXISTS (SELECT FROM recalc.deferral WHERE side = 'rules')
         AND EXISTS (SELECT FROM recalc.chunk c WHERE c.job_id = p_job AND c.status = 'pending')
 $$;
