@@ -470,7 +470,7 @@ func rlsDisableCommand(out, errOut io.Writer) *cli.Command {
 					return err
 				}
 				if len(remaining) > 0 {
-					fmt.Fprintf(env.Out, "recalc's policies dropped from %s; row-level security stays enabled for its other policies: %s.\n", c.String("table"), strings.Join(remaining, ", "))
+					fmt.Fprintf(env.Out, "recalc's policies dropped from %s; row-level security stays enabled for its other policies: %s.\n", c.String("table"), shown(strings.Join(remaining, ", ")))
 					if len(reads) == 0 {
 						fmt.Fprintf(errOut, "warning: none of them admits rows to SELECT, so roles under row-level security now read no row of %s: "+
 							"add a permissive policy, or ALTER TABLE ... DISABLE ROW LEVEL SECURITY if the table had it off before recalc\n", c.String("table"))

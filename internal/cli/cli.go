@@ -906,7 +906,7 @@ func blastRadius(ctx context.Context, tx pgx.Tx, maxRevoke float64, log zerolog.
 			if o.Lost == 0 {
 				continue
 			}
-			fmt.Fprintf(&b, "\n  %s: %d pairs lose access or a level", o.Object, o.Lost)
+			fmt.Fprintf(&b, "\n  %s: %d pairs lose access or a level", shown(o.Object), o.Lost)
 			for _, p := range o.LossSamples {
 				fmt.Fprintf(&b, "\n    e.g. %s on %s: %s -> %s", shown(p.User), shown(p.Record), p.Before, p.After)
 			}
@@ -966,7 +966,7 @@ func DryRunCmd(ctx context.Context, env *Env, path string, merge bool, opt engin
 	}
 	fmt.Fprintf(w, " (of %d compared pairs with access: %.1f%% revoked).\n", im.PairsBefore, 100*im.RevokedShare())
 	for _, o := range im.Objects {
-		fmt.Fprintf(w, "\n%s: +%d -%d\n", o.Object, o.Gained, o.Lost)
+		fmt.Fprintf(w, "\n%s: +%d -%d\n", shown(o.Object), o.Gained, o.Lost)
 		for _, c := range o.Changes {
 			fmt.Fprintf(w, "  %-5s -> %-5s %d pairs\n", c.Before, c.After, c.Pairs)
 		}
@@ -1036,7 +1036,7 @@ func PlanCmd(ctx context.Context, env *Env, opt engine.Options, format string, c
 	if len(pl.Plan.Changes) > 0 {
 		fmt.Fprintln(w, "\nChanges:")
 		for _, c := range pl.Plan.Changes {
-			fmt.Fprintf(w, "  - %s\n      -> %s\n", c.What, c.Effect)
+			fmt.Fprintf(w, "  - %s\n      -> %s\n", shown(c.What), shown(c.Effect))
 		}
 	}
 	if pl.Plan.Closure {
@@ -1048,7 +1048,7 @@ func PlanCmd(ctx context.Context, env *Env, opt engine.Options, format string, c
 	}
 	fmt.Fprintf(w, "\nRecords to recompute: %d in %d families, %d chunks\n", total, pl.Families, pl.NumChunks)
 	for _, o := range sortedKeys(pl.Records) {
-		fmt.Fprintf(w, "  %-16s %d\n", o, pl.Records[o])
+		fmt.Fprintf(w, "  %-16s %d\n", shown(o), pl.Records[o])
 	}
 	return nil
 }

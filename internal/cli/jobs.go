@@ -377,7 +377,7 @@ func StatusCmd(ctx context.Context, env *Env, format string, jobs int) error {
 	if st.InvalidRecords > 0 {
 		fmt.Fprintf(w, "Invalid records, given no access: %d (all in the view recalc.invalid_record)\n", st.InvalidRecords)
 		for _, r := range st.Invalid {
-			fmt.Fprintf(w, "  %s %s: %s\n", r.Object, shown(r.Record), shown(r.Reason))
+			fmt.Fprintf(w, "  %s %s: %s\n", shown(r.Object), shown(r.Record), shown(r.Reason))
 		}
 	}
 	return nil
@@ -471,7 +471,7 @@ func printVerify(w io.Writer, rep *engine.VerifyReport) {
 		fmt.Fprintln(w, "Share rows that differ:")
 		fmt.Fprintf(w, "  %-16s %-16s %8s %8s %12s\n", "object", "cause", "missing", "extra", "wrong level")
 		for _, c := range rep.ShareRows {
-			fmt.Fprintf(w, "  %-16s %-16s %8d %8d %12d\n", c.Object, c.Cause, c.Missing, c.Extra, c.Wrong)
+			fmt.Fprintf(w, "  %-16s %-16s %8d %8d %12d\n", shown(c.Object), shown(c.Cause), c.Missing, c.Extra, c.Wrong)
 		}
 	}
 	fmt.Fprintf(w, "Record rows that differ: %d\nClosure entries missing: %d, extra: %d\n", rep.RecordRows, rep.ClosureMissing, rep.ClosureExtra)
@@ -509,7 +509,7 @@ func ExplainCmd(ctx context.Context, env *Env, user, object, id, record, format 
 	if level == model.None.String() { // "u has no access", not "none access"
 		level = "no"
 	}
-	fmt.Fprintf(w, "%s has %s access to %s %s.\n", shown(user), level, e.Object, shown(record))
+	fmt.Fprintf(w, "%s has %s access to %s %s.\n", shown(user), level, shown(e.Object), shown(record))
 	if e.Note != "" {
 		fmt.Fprintf(w, "Note: %s\n", e.Note)
 	}
