@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -32,5 +36,42 @@ func TestTextOutputEscapesIDs(t *testing.T) {
 		if strings.Contains(out, "\x1b") || strings.Contains(out, "\nforged") {
 			t.Errorf("recalc %s writes the id's control characters raw:\n%q", args[0], out)
 		}
+	}
+}
+
+// TestStatusEscapesWebhookAnswers: the reason phrase of a webhook's answer
+// is the receiving server's text, which Go passes on as it came, control
+// characters included. A failed delivery keeps it as the notification's
+// last error, and `recalc status` printed it raw to the operator's terminal
+// (found by an attack helper); it is quoted now, as ids are.
+func TestStatusEscapesWebhookAnswers(t *testing.T) {
+	t.Parallel()
+	o := newProcessOrg(t, 200)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if req, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+				_, _ = io.Copy(io.Discard, req.Body)
+				_, _ = io.WriteString(c, "HTTP/1.1 503 x\x1b]0;pwned\x07\x1b[2J\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+			}
+			c.Close()
+		}
+	}()
+	o.changeRecords(3, 0)
+	o.run("run", "--notify-url", "http://"+ln.Addr().String()+"/hook", "--notify-retries", "0")
+	out := o.run("status")
+	if !strings.Contains(out, `x\x1b]0;pwned\a\x1b[2J`) {
+		t.Errorf("recalc status does not show the webhook's answer quoted:\n%s", out)
+	}
+	if strings.Contains(out, "\x1b") {
+		t.Errorf("recalc status writes the webhook's answer's control characters raw:\n%q", out)
 	}
 }

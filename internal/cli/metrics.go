@@ -51,6 +51,6 @@ func printKept(w io.Writer, st *access.Status) {
 		if e.GivenUp {
 			when = "gave up"
 		}
-		fmt.Fprintf(w, "  job %d %s %s: %d attempts, %s; last error: %s\n", e.Job, e.Channel, e.Target, e.Attempts, when, e.LastError)
+		fmt.Fprintf(w, "  job %d %s %s: %d attempts, %s; last error: %s\n", e.Job, e.Channel, shown(e.Target), e.Attempts, when, shown(e.LastError))
 	}
 }
