@@ -2,8 +2,10 @@ package attach_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -70,9 +72,12 @@ var pairedWrites = []struct {
 }
 
 // pairedPoints are where the engine's step is held (the first statement
-// containing the text; "" commits both before the step), by mode: the
-// absorb's start and the object's absorb, a chunk's (or the fast path's)
-// family lock, the change log's consume.
+// containing the text, the n-th with "#n"; "" commits both before the
+// step), by mode: the absorb's start and the object's absorb, a chunk's
+// (or the fast path's) family lock, the change log's consume, the swap,
+// and in `recalc verify --repair --sources` the comparison of account's
+// source or of case's (the second compared) between its absorb and its
+// whole re-read, or as that re-read is logged.
 var pairedPoints = []struct{ mode, point string }{
 	{"fast", ""},
 	{"fast", "recalc.attach_absorb_begin"},
@@ -84,6 +89,11 @@ var pairedPoints = []struct{ mode, point string }{
 	{"run", "DELETE FROM recalc.change WHERE seq = ANY"},
 	{"in place", "recalc.attach_absorb_one"},
 	{"in place", "DELETE FROM recalc.change WHERE seq = ANY"},
+	{"full", "recalc.attach_absorb_one"},
+	{"full", "DROP TABLE recalc.acl_share"},
+	{"repair", "SAVEPOINT recalc_compare"},
+	{"repair", "SAVEPOINT recalc_compare#2"},
+	{"repair", "VALUES ('attached_all'#2"},
 }
 
 // TestPairedCommitPoints: two application transactions write attached
@@ -96,7 +106,8 @@ var pairedPoints = []struct{ mode, point string }{
 // Manual shares and team entries are stored on the records
 // written. Another write is committed, then the engine steps (a watch's
 // fast path, an incremental run in chunks of one family, a full run in
-// place), and both commit before it or while it is held at one of its
+// place or swapping, `recalc verify --repair --sources` repairing a case
+// written past the capture), and both commit before it or while it is held at one of its
 // statements (pairedPoints; pairedPoint says which). A token taken after both commits is waited for, with
 // watch steps until wait_fresh returns: then the stored shares and team
 // entries are those the writes keep, recalc.record mirrors the rows, and
@@ -118,11 +129,12 @@ func TestPairedCommitPoints(t *testing.T) {
 
 // pairedPoint says whether TestPairedCommitPoints runs the history of
 // pair wi at point pi: every one with RECALC_COMMIT_POINTS=all, else a
-// fifth, every pair at two points and every point in some history (each
-// history sets up a database of its own and takes 1 to 5 s on a loaded
-// 2-core machine: half of them took 46 s at -parallel 2).
+// seventh, every pair at two or three points and every point in one
+// history (each sets up a database of its own, and takes 1 to 7 s on a
+// loaded 2-core machine: the 15 took 36 s at -parallel 2, the 35 of the
+// swapping run and the repair 67 s).
 func pairedPoint(wi, pi int) bool {
-	return os.Getenv("RECALC_COMMIT_POINTS") == "all" || (wi+pi)%5 == 0
+	return os.Getenv("RECALC_COMMIT_POINTS") == "all" || (wi+pi)%7 == 0
 }
 
 // setupPaired is setupAttached with a contact and an opportunity per
@@ -130,7 +142,7 @@ func pairedPoint(wi, pi int) bool {
 func setupPaired(t *testing.T) *bundle {
 	t.Helper()
 	return setupPrepared(t, "paired", func(t *testing.T, b *bundle) {
-		b.exec(t, b.app, raceOpps, `INSERT INTO crm.contact VALUES ('00000000-0000-0000-0000-000000000001', 'bob', 'CFO')`,
+		b.exec(t, b.app, raceOpps, `INSERT INTO support."case" VALUES (3, 3, 'carol', 1, 'Old')`, `INSERT INTO crm.contact VALUES ('00000000-0000-0000-0000-000000000001', 'bob', 'CFO')`,
 			`INSERT INTO crm.contact_account VALUES ('00000000-0000-0000-0000-000000000001', 1)`)
 		b.mustAttach(t, crmSpec)
 		if _, err := store.ImportWith(context.Background(), b.engine, strings.NewReader(pairedInputs), model.DefaultLimits(),
@@ -191,12 +203,16 @@ func pairedCommitPoint(t *testing.T, wi int, mode, point string) {
 			t.Fatal(err)
 		}
 	}
+	if mode == "repair" { // what verify --repair --sources repairs
+		b.exec(t, b.admin, `SET session_replication_role = replica; UPDATE support."case" SET priority = 9 WHERE id = 3;
+			RESET session_replication_role`)
+	}
 	pool := b.engine
-	var h *holdAt
+	var h *holdNth
 	if point == "" {
 		commitBoth()
 	} else {
-		h = &holdAt{text: point, reached: make(chan struct{}), release: make(chan struct{})}
+		h = newHoldNth(point)
 		pool = tracedPool(t, b, h)
 		t.Cleanup(h.free)
 	}
@@ -248,8 +264,29 @@ func pairedStep(ctx context.Context, pool *pgxpool.Pool, mode string) error {
 		_, err = engine.Run(ctx, pool, engine.Options{Workers: 1, ChunkSize: 1}, zerolog.Nop())
 	case "in place":
 		_, err = engine.Full(ctx, pool, engine.Options{Workers: 2, InPlace: true}, zerolog.Nop())
+	case "full":
+		_, err = engine.Full(ctx, pool, engine.Options{Workers: 2}, zerolog.Nop())
+	case "repair":
+		var rep *engine.VerifyReport
+		if rep, err = engine.Verify(ctx, pool, engine.VerifyOptions{Sources: true, Repair: true}, zerolog.Nop()); err == nil {
+			for _, s := range rep.Sources {
+				if want := map[bool]int64{true: 1}[s.Object == "case"]; s.Differing != want || s.Unchecked != "" {
+					err = fmt.Errorf("verify --repair compared %+v, want %d row differing", s, want)
+				}
+			}
+		}
 	}
 	return err
+}
+
+// newHoldNth holds at point: a text, with "#n" the n-th query holding it.
+func newHoldNth(point string) *holdNth {
+	h := &holdNth{text: point, n: 1, reached: make(chan struct{}), release: make(chan struct{})}
+	if i := strings.LastIndex(point, "#"); i >= 0 {
+		h.text = point[:i]
+		h.n, _ = strconv.Atoi(point[i+1:])
+	}
+	return h
 }
 
 // storedInputs lists the stored shares ("share RECORD GRANTEE CAUSE") and
