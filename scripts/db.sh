@@ -18,6 +18,8 @@
 # on 127.0.0.1 only, port 54329 (RECALC_PG_PORT overrides; when that port is taken by another
 # server, the next free one is used), trust auth, user postgres, and durability switched off
 # (fsync, synchronous_commit, full_page_writes): it is for tests, never for data you keep.
+# It allows a few prepared transactions (PostgreSQL allows none by default), for the test of
+# writes committed in two phases (TestTwoPhaseCommitWrites, skipped where none is allowed).
 # initdb and pg_ctl refuse to run as root, so as root they run as the system user recalcpg.
 # When that user cannot reach the project folder (or the socket path would be too long),
 # the cluster lives in a mktemp folder under /tmp, recorded in .pg/location.
@@ -193,6 +195,7 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 max_connections = 200
+max_prepared_transactions = 10
 EOF
   fi
   major=$("$bin/pg_ctl" --version | sed -E 's/.* ([0-9]+)(\.[0-9]+)*.*/\1/')

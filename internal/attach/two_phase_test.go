@@ -1,0 +1,159 @@
+package attach_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/changes"
+	"github.com/recalc-dev/recalc/internal/engine"
+)
+
+// TestTwoPhaseCommitWrites: an application that commits in two phases
+// (PREPARE TRANSACTION, then COMMIT PREPARED from any session, as XA
+// transaction managers do). PostgreSQL refuses to prepare a transaction
+// that sent a NOTIFY, so a write to an attached table with the
+// notification on cannot be prepared (0A000); with recalc.notify = off it
+// can (docs/attach.md). Such a transaction A changes an owner and deletes
+// a row (each an effect on stored shares), and is prepared; B commits
+// another write; the engine steps (a watch's fast path, an incremental
+// run in chunks of one family), and A is committed, from another session,
+// before the step or while it is held at one of its statements. A token
+// taken after that commit is waited for, with watch steps until wait_fresh
+// returns: then the shares A's effects drop are gone and the others kept,
+// recalc.record mirrors the rows, and access is the oracle's and, after a
+// run, a full run's. Skipped where the server allows no prepared
+// transaction (max_prepared_transactions = 0, PostgreSQL's default: the
+// throwaway cluster of scripts/db.sh allows some).
+func TestTwoPhaseCommitWrites(t *testing.T) {
+	t.Parallel()
+	for _, p := range []struct{ mode, point string }{
+		{"fast", ""},
+		{"fast", "recalc.attach_absorb_one"},
+		{"fast", "DELETE FROM recalc.change WHERE seq = ANY"},
+		{"run", "ORDER BY rid FOR UPDATE SKIP LOCKED"},
+		{"run", "DELETE FROM recalc.change WHERE seq = ANY"},
+	} {
+		t.Run(p.mode+"/"+p.point, func(t *testing.T) {
+			t.Parallel()
+			twoPhaseCommitPoint(t, p.mode, p.point)
+		})
+	}
+}
+
+// twoPhaseCommitPoint runs one history of TestTwoPhaseCommitWrites.
+func twoPhaseCommitPoint(t *testing.T, mode, point string) {
+	ctx := context.Background()
+	b := setupPaired(t)
+	var prepared int
+	if err := b.admin.QueryRow(ctx, `SELECT current_setting('max_prepared_transactions')::int`).Scan(&prepared); err != nil {
+		t.Fatal(err)
+	}
+	if prepared == 0 {
+		t.Skip("the server allows no prepared transaction (max_prepared_transactions = 0)")
+	}
+	gid := "recalc_test_" + dbName(t, b.url) // prepared transactions are the cluster's: one name a database
+	t.Cleanup(func() {                       // a prepared transaction left would keep the database from being dropped
+		var left bool
+		err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_prepared_xacts WHERE gid = $1)`, gid).Scan(&left)
+		if err == nil && left {
+			_, err = b.admin.Exec(ctx, `ROLLBACK PREPARED '`+gid+`'`)
+		}
+		if err != nil {
+			t.Errorf("roll the prepared transaction back: %v", err)
+		}
+	})
+	if err := prepare(ctx, b, gid, "", `UPDATE crm.account SET industry = 'retail' WHERE id = 3`); sqlState(err) != "0A000" {
+		t.Fatalf("a write to an attached table prepared with the notification on: %v, want SQLSTATE 0A000", err)
+	}
+	if err := prepare(ctx, b, gid, `SET recalc.notify = off`,
+		`UPDATE crm.account SET owner_id = 'erin' WHERE id = 2`, `DELETE FROM support."case" WHERE id = 1`); err != nil {
+		t.Fatalf("prepare A with recalc.notify = off: %v", err)
+	}
+	b.exec(t, b.app, `INSERT INTO crm.account (id, name, owner_id) VALUES (8, 'B', 'erin')`,
+		`INSERT INTO support."case" VALUES (21, 3, 'frank', 3, 'B')`) // B
+	var token int64
+	commitA := func() {
+		t.Helper()
+		b.exec(t, b.admin, `COMMIT PREPARED '`+gid+`'`)
+		var err error
+		if token, err = changes.FreshToken(ctx, b.admin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pool := b.engine
+	var h *holdNth
+	if point == "" {
+		commitA()
+	} else {
+		h = newHoldNth(point)
+		pool = tracedPool(t, b, h)
+		t.Cleanup(h.free)
+	}
+	done := make(chan error, 1)
+	go func() { done <- pairedStep(ctx, pool, mode) }()
+	if h != nil {
+		select {
+		case <-h.reached:
+			commitA()
+			h.free()
+		case err := <-done:
+			t.Fatalf("the step ended (%v) before %q", err, point)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the step never reached %q", point)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("step: %v", err)
+	}
+	live := engine.NewLive(engine.Options{}, 1000)
+	for i := 0; ; i++ {
+		err := changes.WaitFresh(ctx, b.admin, token, 300*time.Millisecond)
+		if err == nil {
+			break
+		}
+		if !changes.IsNotFresh(err) || i == 4 {
+			t.Fatalf("wait_fresh after %d steps: %v", i, err)
+		}
+		if _, err := live.Step(ctx, b.engine, zerolog.Nop()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gone := []string{"share account:2 user:frank manual", "share case:1 user:frank manual"}
+	want := slices.DeleteFunc(slices.Clone(pairedStored), func(s string) bool { return slices.Contains(gone, s) })
+	if got := storedInputs(t, b); !slices.Equal(got, want) {
+		t.Errorf("once wait_fresh returned, stored shares and team entries %v, want %v", got, want)
+	}
+	b.checkMirror(t, "once wait_fresh returned")
+	b.checkStoredOracle(t, "once wait_fresh returned")
+	b.raceCheckFull(t, "after a run")
+}
+
+// prepare runs stmts as the application, after set outside the
+// transaction when not empty, in a transaction it prepares as gid.
+func prepare(ctx context.Context, b *bundle, gid, set string, stmts ...string) error {
+	c, err := b.app.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	if set != "" {
+		if _, err := c.Exec(ctx, set); err != nil {
+			return err
+		}
+		defer c.Exec(ctx, `RESET recalc.notify`) //nolint:errcheck // the pool's next user sets what it needs
+	}
+	if _, err := c.Exec(ctx, `BEGIN`); err != nil {
+		return err
+	}
+	for _, s := range append(stmts, `PREPARE TRANSACTION '`+gid+`'`) {
+		if _, err := c.Exec(ctx, s); err != nil {
+			_, _ = c.Exec(ctx, `ROLLBACK`)
+			return err
+		}
+	}
+	return nil
+}
