@@ -6,10 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/changes"
 	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
 // TestTwoPhaseCommitWrites: an application that commits in two phases
@@ -30,6 +32,19 @@ import (
 // throwaway cluster of scripts/db.sh allows some).
 func TestTwoPhaseCommitWrites(t *testing.T) {
 	t.Parallel()
+	conn, err := pgx.Connect(context.Background(), testdb.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prepared int
+	err = conn.QueryRow(context.Background(), `SELECT current_setting('max_prepared_transactions')::int`).Scan(&prepared)
+	conn.Close(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prepared == 0 {
+		t.Skip("the server allows no prepared transaction (max_prepared_transactions = 0)")
+	}
 	for _, p := range []struct{ mode, point string }{
 		{"fast", ""},
 		{"fast", "recalc.attach_absorb_one"},
@@ -48,13 +63,6 @@ func TestTwoPhaseCommitWrites(t *testing.T) {
 func twoPhaseCommitPoint(t *testing.T, mode, point string) {
 	ctx := context.Background()
 	b := setupPaired(t)
-	var prepared int
-	if err := b.admin.QueryRow(ctx, `SELECT current_setting('max_prepared_transactions')::int`).Scan(&prepared); err != nil {
-		t.Fatal(err)
-	}
-	if prepared == 0 {
-		t.Skip("the server allows no prepared transaction (max_prepared_transactions = 0)")
-	}
 	gid := "recalc_test_" + dbName(t, b.url) // prepared transactions are the cluster's: one name a database
 	t.Cleanup(func() {                       // a prepared transaction left would keep the database from being dropped
 		var left bool
