@@ -2,7 +2,9 @@ package attach_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,19 +34,7 @@ import (
 // throwaway cluster of scripts/db.sh allows some).
 func TestTwoPhaseCommitWrites(t *testing.T) {
 	t.Parallel()
-	conn, err := pgx.Connect(context.Background(), testdb.AdminURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var prepared int
-	err = conn.QueryRow(context.Background(), `SELECT current_setting('max_prepared_transactions')::int`).Scan(&prepared)
-	conn.Close(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if prepared == 0 {
-		t.Skip("the server allows no prepared transaction (max_prepared_transactions = 0)")
-	}
+	skipWithoutPreparedTransactions(t)
 	for _, p := range []struct{ mode, point string }{
 		{"fast", ""},
 		{"fast", "recalc.attach_absorb_one"},
@@ -64,16 +54,7 @@ func twoPhaseCommitPoint(t *testing.T, mode, point string) {
 	ctx := context.Background()
 	b := setupPaired(t)
 	gid := "recalc_test_" + dbName(t, b.url) // prepared transactions are the cluster's: one name a database
-	t.Cleanup(func() {                       // a prepared transaction left would keep the database from being dropped
-		var left bool
-		err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_prepared_xacts WHERE gid = $1)`, gid).Scan(&left)
-		if err == nil && left {
-			_, err = b.admin.Exec(ctx, `ROLLBACK PREPARED '`+gid+`'`)
-		}
-		if err != nil {
-			t.Errorf("roll the prepared transaction back: %v", err)
-		}
-	})
+	rollbackPreparedAtEnd(t, b, gid)
 	if err := prepare(ctx, b, gid, "", `UPDATE crm.account SET industry = 'retail' WHERE id = 3`); sqlState(err) != "0A000" {
 		t.Fatalf("a write to an attached table prepared with the notification on: %v, want SQLSTATE 0A000", err)
 	}
@@ -164,4 +145,70 @@ func prepare(ctx context.Context, b *bundle, gid, set string, stmts ...string) e
 		}
 	}
 	return nil
+}
+
+// TestAttachLockFailureNamesAPreparedTransaction: a prepared transaction
+// (PREPARE TRANSACTION, not yet committed nor rolled back) that wrote
+// support.case holds its lock with no session: `recalc attach` of the case
+// waits for it, and past its 10 s fails naming it by its transaction id and
+// role, which pg_prepared_xacts lists with the name to COMMIT or ROLLBACK
+// PREPARED it by. It named "pid 0 (role unknown)": pg_blocking_pids
+// reports a prepared transaction as process 0, which no session is. Skipped
+// where the server allows no prepared transaction.
+func TestAttachLockFailureNamesAPreparedTransaction(t *testing.T) {
+	t.Parallel()
+	skipWithoutPreparedTransactions(t)
+	ctx := context.Background()
+	b := setup(t)
+	b.mustAttach(t, crmSpec[:strings.LastIndex(crmSpec, ",\n  {\"object\": \"case\"")]+"\n]}")
+	gid := "recalc_test_" + dbName(t, b.url)
+	rollbackPreparedAtEnd(t, b, gid)
+	if err := prepare(ctx, b, gid, "", `UPDATE support."case" SET status = 'Open' WHERE id = 1`); err != nil {
+		t.Fatalf("prepare: %v", err)
+	}
+	var xid string
+	if err := b.admin.QueryRow(ctx, `SELECT transaction::text FROM pg_prepared_xacts WHERE gid = $1`, gid).Scan(&xid); err != nil {
+		t.Fatal(err)
+	}
+	err := apply(ctx, b.engine, crmSpec)
+	want := fmt.Sprintf("prepared transaction %s (role %s)", xid, b.appRole)
+	if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "pid 0 ") {
+		t.Errorf("attach beside a prepared transaction: %v; want a refusal naming %s", err, want)
+	}
+}
+
+// skipWithoutPreparedTransactions skips the test where the server allows
+// no prepared transaction (max_prepared_transactions = 0, PostgreSQL's
+// default; the throwaway cluster of scripts/db.sh allows some).
+func skipWithoutPreparedTransactions(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, testdb.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var prepared int
+	if err := conn.QueryRow(ctx, `SELECT current_setting('max_prepared_transactions')::int`).Scan(&prepared); err != nil {
+		t.Fatal(err)
+	}
+	if prepared == 0 {
+		t.Skip("the server allows no prepared transaction (max_prepared_transactions = 0)")
+	}
+}
+
+// rollbackPreparedAtEnd rolls the prepared transaction gid back when the
+// test ends, if it is left: it would keep the database from being dropped.
+func rollbackPreparedAtEnd(t *testing.T, b *bundle, gid string) {
+	t.Cleanup(func() {
+		ctx := context.Background()
+		var left bool
+		err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_prepared_xacts WHERE gid = $1)`, gid).Scan(&left)
+		if err == nil && left {
+			_, err = b.admin.Exec(ctx, `ROLLBACK PREPARED '`+gid+`'`)
+		}
+		if err != nil {
+			t.Errorf("roll the prepared transaction back: %v", err)
+		}
+	})
 }

@@ -166,25 +166,60 @@ const (
 
 // Holders names the sessions but q's that hold a lock of kind held on one
 // of relations (names or oids, as regclass reads them), at most 10: their
-// process ids and roles, never a query. Nil when they cannot be read.
+// process ids and roles, never a query. A prepared transaction
+// (PREPARE TRANSACTION, not yet committed or rolled back) holds its locks
+// with no session: it is named by its transaction id and owner
+// (preparedSQL), which pg_prepared_xacts lists with its name. Nil when
+// they cannot be read.
 func Holders(ctx context.Context, q pg.Querier, held Held, relations []string) []string {
-	return sessions(ctx, q, `SELECT DISTINCT pg_catalog.format('pid %s (role %s)', l.pid, coalesce(pg_catalog.quote_ident(a.usename), 'unknown'))
+	return sessions(ctx, q, `SELECT DISTINCT CASE WHEN l.pid IS NOT NULL
+		    THEN pg_catalog.format('pid %s (role %s)', l.pid, coalesce(pg_catalog.quote_ident(a.usename), 'unknown'))
+		    ELSE coalesce((SELECT `+preparedSQL+` FROM pg_catalog.pg_locks x JOIN pg_catalog.pg_prepared_xacts p ON p.transaction = x.transactionid
+		         WHERE x.locktype = 'transactionid' AND x.pid IS NULL AND x.virtualtransaction = l.virtualtransaction LIMIT 1),
+		        'a prepared transaction') END
 		FROM pg_catalog.pg_locks l LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
 		WHERE l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) AND l.granted
-		  AND l.relation = ANY($1::pg_catalog.regclass[]) AND l.pid <> pg_catalog.pg_backend_pid()
+		  AND l.relation = ANY($1::pg_catalog.regclass[]) AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
 		  AND ($2 = 0 OR l.mode <> 'AccessShareLock')
 		ORDER BY 1 LIMIT 10`, relations, int(held))
 }
 
+// preparedSQL names prepared transaction p (pg_prepared_xacts): by its
+// transaction id and owner, not its name, which the application chose.
+const preparedSQL = `pg_catalog.format('prepared transaction %s (role %s)', p.transaction, pg_catalog.quote_ident(p.owner::text))`
+
 // blockers names the sessions that block session pid's lock wait now,
 // as Holders names them: those holding a lock it waits for, and those
-// queued ahead of it for one (pg_blocking_pids). Nil when it waits for
-// none, or they cannot be read.
+// queued ahead of it for one (pg_blocking_pids). pg_blocking_pids reports
+// a prepared transaction as process 0: those are named instead by the
+// conflicting locks they hold on what pid waits for (the modes' conflicts
+// as PostgreSQL's lock table has them, a bit per mode in the order of
+// modeOrder). Nil when it waits for none, or they cannot be read.
 func blockers(ctx context.Context, q pg.Querier, pid uint32) []string {
-	return sessions(ctx, q, `SELECT pg_catalog.format('pid %s (role %s)', b.pid, coalesce(pg_catalog.quote_ident(a.usename), 'unknown'))
-		FROM pg_catalog.unnest(pg_catalog.pg_blocking_pids($1)) b (pid) LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = b.pid
-		ORDER BY b.pid LIMIT 10`, int64(pid))
+	return sessions(ctx, q, `WITH b AS (SELECT pg_catalog.pg_blocking_pids($1) AS pids),
+		m (modes, conflicts) AS (SELECT `+modeOrder+`, '{128,192,240,248,236,252,254,255}'::int[])
+		SELECT s FROM (
+		    SELECT pg_catalog.format('pid %s (role %s)', b.pid, coalesce(pg_catalog.quote_ident(a.usename), 'unknown')) AS s, b.pid AS n
+		    FROM pg_catalog.unnest((SELECT pids FROM b)) b (pid) LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = b.pid
+		    WHERE b.pid <> 0
+		    UNION
+		    SELECT `+preparedSQL+`, 0
+		    FROM m, pg_catalog.pg_locks w
+		    JOIN pg_catalog.pg_locks h ON h.granted AND h.pid IS NULL AND h.locktype = w.locktype
+		      AND h.database IS NOT DISTINCT FROM w.database AND h.relation IS NOT DISTINCT FROM w.relation
+		      AND h.page IS NOT DISTINCT FROM w.page AND h.tuple IS NOT DISTINCT FROM w.tuple
+		      AND h.virtualxid IS NOT DISTINCT FROM w.virtualxid AND h.transactionid IS NOT DISTINCT FROM w.transactionid
+		      AND h.classid IS NOT DISTINCT FROM w.classid AND h.objid IS NOT DISTINCT FROM w.objid AND h.objsubid IS NOT DISTINCT FROM w.objsubid
+		    JOIN pg_catalog.pg_locks x ON x.locktype = 'transactionid' AND x.pid IS NULL AND x.virtualtransaction = h.virtualtransaction
+		    JOIN pg_catalog.pg_prepared_xacts p ON p.transaction = x.transactionid
+		    WHERE (SELECT 0 = ANY (pids) FROM b) AND w.pid = $1 AND NOT w.granted
+		      AND (m.conflicts[pg_catalog.array_position(m.modes, w.mode)] >> (pg_catalog.array_position(m.modes, h.mode) - 1)) & 1 = 1) x
+		ORDER BY n, s LIMIT 10`, int64(pid))
 }
+
+// modeOrder lists the table lock modes, weakest first: the order of
+// blockers' conflict bits.
+const modeOrder = `'{AccessShareLock,RowShareLock,RowExclusiveLock,ShareUpdateExclusiveLock,ShareLock,ShareRowExclusiveLock,ExclusiveLock,AccessExclusiveLock}'::text[]`
 
 // sessions is the one text column of the rows sql reads (Holders,
 // blockers): nil when they cannot be read.
