@@ -94,6 +94,51 @@ func Records(ctx context.Context, q pg.Querier, seqs []int64) ([]string, error) 
 	return ids, nil
 }
 
+// Written is what the change log holds besides some rows known already:
+// the record changes and truncates committed since, as one statement saw
+// them.
+type Written struct {
+	Seqs      []int64  // the rows read, sorted
+	IDs       []string // the distinct ids of the records their record changes name
+	Truncated bool     // one of them truncated recalc.record
+}
+
+// WrittenSince reads, in one statement, the record and truncate change rows
+// that are not among known, sorted: a paused job's chunk, finished beside
+// a deferral of share rows, passes those it planned from (and those read
+// before) to learn which records were written since. Section changes are
+// not among them (a job computes from the configuration it captured), nor
+// the rows of attached tables' captures, which change no record until
+// absorbed, and an absorb logs record changes of its own in the
+// transaction that writes the records.
+func WrittenSince(ctx context.Context, q pg.Querier, known []int64) (*Written, error) {
+	w := &Written{}
+	err := q.QueryRow(ctx, `WITH c AS MATERIALIZED (
+			SELECT seq, kind, keys FROM recalc.change
+			WHERE kind IN ('record', 'truncate') AND seq NOT IN (SELECT unnest($1::bigint[])))
+		SELECT (SELECT coalesce(array_agg(seq ORDER BY seq), '{}') FROM c),
+		       (SELECT coalesce(array_agg(DISTINCT k), '{}') FROM c, unnest(c.keys) k WHERE c.kind = 'record'),
+		       (SELECT coalesce(bool_or(kind = 'truncate'), false) FROM c)`, known).Scan(&w.Seqs, &w.IDs, &w.Truncated)
+	if err != nil {
+		return nil, fmt.Errorf("read change log: %w", err)
+	}
+	return w, nil
+}
+
+// Recompute logs a change of the records ids (the roots of families a
+// paused job's chunk left out), so that the next run recomputes their
+// families, whatever it finds logged besides. Their roots are set: the
+// row is marked rooted.
+func Recompute(ctx context.Context, tx pgx.Tx, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO recalc.change (kind, keys, rooted) VALUES ('record', $1, true)`, ids); err != nil {
+		return fmt.Errorf("log families to recompute: %w", err)
+	}
+	return nil
+}
+
 // validRecord is the condition of recalc.record's constraints
 // record_refs_bounded (migration 070) and record_fields_scalar (migration
 // 007) on row t.

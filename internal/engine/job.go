@@ -271,7 +271,11 @@ func workChunks(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sh
 		return err
 	}
 	wopt := workers.Options{Workers: opt.Workers, Chunks: job.Chunks, LockTimeout: opt.LockTimeout, Retries: opt.Retries, Nice: opt.Nice, Contended: opt.Contended}
-	if job.DoRules && !opt.ignoreDeferral {
+	var since *written // Finish's: what was written since the plan
+	switch {
+	case job.DoRules && opt.ignoreDeferral:
+		since = newWritten(job)
+	case job.DoRules:
 		wopt.Paused = store.RulesDeferredForChunk
 	}
 	return workers.Run(ctx, pool, job.ID, wopt,
@@ -279,13 +283,38 @@ func workChunks(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sh
 			if err := schema.Check(ctx, tx); err != nil { // the job fails, for the newer recalc to resume
 				return nil, err
 			}
-			st, err := workChunk(ctx, tx, job, org, dict, c, repair)
+			st, err := finishingChunk(ctx, tx, since, job, org, dict, c, log)
+			if st == nil && err == nil {
+				st, err = workChunk(ctx, tx, job, org, dict, c, repair)
+			}
 			if err == nil && len(st.Invalid) > 0 {
 				log.Warn().Int64("job", job.ID).Int("chunk", c.N).Int("records", len(st.Invalid)).Strs("first", st.Invalid[:min(10, len(st.Invalid))]).
 					Msg("invalid records get no access (see recalc.invalid_record): fix their rows (an attached table's, or recalc.record with SQL), or import")
 			}
 			return st, err
 		}, log)
+}
+
+// finishingChunk works chunk c of a job that Finish works, when share rows
+// are deferred (read as a paused job's chunk reads it, under the deferral
+// lock, so that `recalc defer` waits for a chunk that read none): it leaves
+// out the families written since the job's plan (written.workChunk). It
+// returns nil stats, and does nothing, for a chunk of another run, or when
+// nothing is deferred.
+func finishingChunk(ctx context.Context, tx pgx.Tx, since *written, job *queue.Job, org *sharing.Org, dict *sharetable.Dict,
+	c *queue.Chunk, log zerolog.Logger) (*queue.ChunkStats, error) {
+	if since == nil {
+		return nil, nil
+	}
+	if deferred, err := store.RulesDeferredForChunk(ctx, tx); err != nil || !deferred {
+		return nil, err
+	}
+	st, left, err := since.workChunk(ctx, tx, job, org, dict, c)
+	if err == nil && len(left) > 0 {
+		log.Info().Int64("job", job.ID).Int("chunk", c.N).Int("families_left_out", len(left)).
+			Msg("calculation of share rows is deferred: the chunk left out the families written since the job was planned; they keep their share rows until `recalc resume` recalculates them")
+	}
+	return st, err
 }
 
 // inPlaceFull reports whether job is a full recalculation in place: an

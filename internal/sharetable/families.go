@@ -27,6 +27,16 @@ func RootsOfRecords(ctx context.Context, q pg.Querier, ids []string) ([]string, 
 		UNION SELECT root_id FROM recalc.acl_record WHERE id = ANY($1)`, ids)
 }
 
+// RootsNaming returns those of roots whose families hold one of the
+// records ids, stored or materialized.
+func RootsNaming(ctx context.Context, q pg.Querier, roots, ids []string) ([]string, error) {
+	if len(roots) == 0 || len(ids) == 0 {
+		return nil, nil
+	}
+	return readColumn[string](ctx, q, "families of records", `SELECT root_id FROM recalc.record WHERE id = ANY($2) AND root_id = ANY($1)
+		UNION SELECT root_id FROM recalc.acl_record WHERE id = ANY($2) AND root_id = ANY($1)`, roots, ids)
+}
+
 // MovedFamilies returns, for the records that moved to another family
 // since they were materialized, with the family of either side among
 // roots (nil: every family), the root of the family each was materialized

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/recalc-dev/recalc/internal/feed"
 	"github.com/recalc-dev/recalc/internal/locks"
+	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/sharing"
 )
@@ -278,4 +279,30 @@ func copyIntoLive(ctx context.Context, tx pgx.Tx, closure bool) error {
 		return fmt.Errorf("copy recalculated rows into the live tables: %w", err)
 	}
 	return nil
+}
+
+// MaterializedRootsIn returns the roots, in [lo, hi], of the families the
+// records ids were last materialized in.
+func MaterializedRootsIn(ctx context.Context, q pg.Querier, ids []string, lo, hi string) ([]string, error) {
+	return readColumn[string](ctx, q, "families of records", `SELECT DISTINCT root_id FROM recalc.acl_record
+		WHERE id = ANY($1) AND root_id BETWEEN $2 AND $3`, ids, lo, hi)
+}
+
+// KeepRows copies the materialized rows of the records rids, as they are,
+// into a full job's staging tables: what its chunk keeps of the families
+// it leaves out. It returns the share rows copied.
+func KeepRows(ctx context.Context, tx pgx.Tx, rids []int64) (int64, error) {
+	if len(rids) == 0 {
+		return 0, nil
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO recalc.`+nextShare+` (rid, gid, level, cause, boss_ok)
+		SELECT rid, gid, level, cause, boss_ok FROM recalc.acl_share WHERE rid = ANY($1)`, rids)
+	if err != nil {
+		return 0, fmt.Errorf("keep share rows: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO recalc.`+nextRecord+` (rid, id, object, access_root, root_id, invalid)
+		SELECT rid, id, object, access_root, root_id, invalid FROM recalc.acl_record WHERE rid = ANY($1)`, rids); err != nil {
+		return 0, fmt.Errorf("keep record rows: %w", err)
+	}
+	return tag.RowsAffected(), nil
 }
