@@ -63,8 +63,8 @@ func pausedState(t *testing.T, b *bundle) string {
 // case of each family given a new owner must give that owner no access; both runs report the job
 // paused (not failed), the last chunk pending; a run while deferred changes
 // nothing and says so, as `recalc wait`, `recalc status` and `recalc
-// verify` do; an import finishes the job first, then imports; `recalc
-// resume` gives the owners their access, the tables then a full run's and
+// verify` do; an import finishes the job first, its chunk leaving out the
+// family written since, then imports; `recalc resume` gives the owners their access, the tables then a full run's and
 // the access the oracle's.
 func TestDeferPausesRunningJob(t *testing.T) {
 	t.Parallel()
@@ -99,7 +99,9 @@ func TestDeferPausesRunningJob(t *testing.T) {
 			t.Fatalf("%s on %s before the test's write: %s, want none", user, id, l)
 		}
 	}
+	var pre *preDefer
 	write := func() {
+		pre = snapshotPreDefer(t, b, "c001_1", "c005_1", "c009_1")
 		for id, user := range owners {
 			b.exec(t, `UPDATE recalc.record SET owner = '`+user+`' WHERE id = '`+id+`'`)
 		}
@@ -185,6 +187,10 @@ func TestDeferPausesRunningJob(t *testing.T) {
 	if ended := jobsEnded(t, listener); !strings.Contains(ended, fmt.Sprintf("job %d done", job)) {
 		t.Errorf("the import finished the paused job %d and announced %q, want it done", job, ended)
 	}
+	// Its chunks left out the families written since the job was planned:
+	// their owners wait for the resume too.
+	checkNoAccess(t, b, owners, "after an import finished the paused job")
+	pre.check(t, b, "after an import finished the paused job")
 	if rep := b.run(t, engine.Options{}); !rep.Nothing || len(rep.Deferred) != 2 {
 		t.Errorf("a run after the import, still deferred, reported %+v, want nothing done, both sides deferred", rep)
 	}
