@@ -1,11 +1,154 @@
 package engine_test
 
 import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/cli"
+	"github.com/recalc-dev/recalc/internal/engine"
+	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/oracle"
+	"github.com/recalc-dev/recalc/internal/store"
 )
+
+// stopOneChunk plans a job of owner changes to a001 and a005, one chunk
+// of both families, and stops its run inside it: the job is left running,
+// its chunk pending, no process working on it.
+func stopOneChunk(t *testing.T, b *bundle) {
+	t.Helper()
+	b.exec(t, `UPDATE recalc.record SET owner = 'u3' WHERE id = 'a001'`, `UPDATE recalc.record SET owner = 'u1' WHERE id = 'a005'`)
+	obs := connect(t, b.pool)
+	holder, pid := holdWith(t, b, `SELECT FROM recalc.acl_record WHERE id IN ('c001_0', 'c005_0') FOR UPDATE`)
+	ctx, cancel := context.WithCancel(b.ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = engine.Run(ctx, b.pool, engine.Options{Workers: 1, ChunkSize: 6, LockTimeout: 20 * time.Second}, zerolog.Nop())
+	}()
+	waitBlockedBy(t, obs, pid, done, "the chunk to wait for the application's lock")
+	cancel()
+	<-done
+	rollback(t, holder, "the application's lock")
+	var chunks, pending int
+	if err := b.pool.QueryRow(b.ctx, `SELECT j.chunks, (SELECT count(*) FROM recalc.chunk c WHERE c.job_id = j.id AND c.status = 'pending')
+		FROM recalc.job j WHERE j.status = 'running'`).Scan(&chunks, &pending); err != nil || chunks != 1 || pending != 1 {
+		t.Fatalf("the stopped job: %v, %d chunks, %d pending, want one, pending", err, chunks, pending)
+	}
+}
+
+// importInBackground imports, merged, a file of one record in a goroutine;
+// its error comes on the channel.
+func importInBackground(t *testing.T, b *bundle, env *cli.Env) chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	file := filepath.Join(t.TempDir(), "records.json")
+	if err := os.WriteFile(file, []byte(`{"records":[{"object":"account","id":"a100","owner":"u2"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		done <- cli.ImportWith(b.ctx, env, file, -1, model.DefaultLimits(), store.Options{Merge: true}, time.Minute)
+	}()
+	return done
+}
+
+// TestFinishBesideDeferralReadsChangesAgain: share rows are deferred beside
+// a job whose one chunk holds two families, a001 and a005, and a write
+// given a001's case a new owner; an import finishes the job. Its chunk
+// leaves a001 out at once, and waits for an application's lock on a005's
+// materialized row: a write committed then gives a005's case a new owner,
+// which the chunk's read of a005's records shows. The chunk must read the
+// change log again after that read, and leave a005 out too: neither owner
+// has access until `recalc resume`, each written case's access is what it
+// was when defer returned; after the resume the owners have theirs, the
+// tables are a full run's and the access the oracle's. Deferring both
+// sides or the share rows alone.
+func TestFinishBesideDeferralReadsChangesAgain(t *testing.T) {
+	t.Parallel()
+	for _, sides := range [][]string{{store.SideRules}, {store.SideClosure, store.SideRules}} {
+		t.Run(strings.Join(sides, "+"), func(t *testing.T) {
+			t.Parallel()
+			b := drBundle(t)
+			stopOneChunk(t, b)
+			env := &cli.Env{Pool: b.pool, Out: &bytes.Buffer{}, Log: zerolog.Nop()}
+			if err := cli.DeferCmd(b.ctx, env, sides); err != nil {
+				t.Fatal(err)
+			}
+			pre := snapshotPreDefer(t, b, "c001_1", "c005_1")
+			owners := map[string]string{"c001_1": "u2", "c005_1": "u3"}
+			b.exec(t, `UPDATE recalc.record SET owner = 'u2' WHERE id = 'c001_1'`)
+			obs := connect(t, b.pool)
+			holder, pid := holdWith(t, b, `SELECT FROM recalc.acl_record WHERE id = 'c005_0' FOR UPDATE`)
+			imported := importInBackground(t, b, env)
+			waitBlockedBy(t, obs, pid, nil, "the import's chunk to wait for a005's row")
+			b.exec(t, `UPDATE recalc.record SET owner = 'u3' WHERE id = 'c005_1'`)
+			rollback(t, holder, "a005's row")
+			if err := <-imported; err != nil {
+				t.Fatalf("the import beside the paused job: %v", err)
+			}
+			var unfinished int
+			if err := b.pool.QueryRow(b.ctx, `SELECT count(*) FROM recalc.job WHERE status <> 'done'`).Scan(&unfinished); err != nil || unfinished != 0 {
+				t.Errorf("%d jobs unfinished after the import (%v), want the paused one finished", unfinished, err)
+			}
+			checkNoAccess(t, b, owners, "after the import finished the job")
+			pre.check(t, b, "after the import finished the job")
+			if err := cli.ResumeCmd(b.ctx, env, sides, engine.Options{}); err != nil {
+				t.Fatal(err)
+			}
+			for id, user := range owners {
+				if l := b.level(t, user, id); l == "none" {
+					t.Errorf("%s on %s after the resume: none, want the owner's access", user, id)
+				}
+			}
+			checkDeferRace(t, b, "after the resume")
+		})
+	}
+}
+
+// TestDeferWaitsForImportFinishingJob: an import finishes an interrupted
+// job (no deferral), its chunk stopped by an application's lock, when
+// `recalc defer` runs: defer waits for the chunk, which read no deferral,
+// and a write committed once it returned gets no access from the import's
+// chunk (it read the records before) nor until the resume.
+func TestDeferWaitsForImportFinishingJob(t *testing.T) {
+	t.Parallel()
+	b := drBundle(t)
+	stopOneChunk(t, b)
+	env := &cli.Env{Pool: b.pool, Out: &bytes.Buffer{}, Log: zerolog.Nop()}
+	obs := connect(t, b.pool)
+	holder, pid := holdWith(t, b, `SELECT FROM recalc.acl_record WHERE id = 'c005_0' FOR UPDATE`)
+	imported := importInBackground(t, b, env)
+	waitBlockedBy(t, obs, pid, nil, "the import's chunk to wait for a005's row")
+	waiting := lockWaiters(t, obs)
+	deferred := make(chan error, 1)
+	go func() { deferred <- cli.DeferCmd(b.ctx, env, []string{store.SideRules}) }()
+	awaitWaiters(t, obs, waiting+1, deferred, "recalc defer to wait for the import's chunk")
+	rollback(t, holder, "a005's row")
+	if err := <-deferred; err != nil {
+		t.Fatal(err)
+	}
+	owners := map[string]string{"c001_1": "u2", "c005_1": "u3"}
+	b.exec(t, `UPDATE recalc.record SET owner = 'u2' WHERE id = 'c001_1'`, `UPDATE recalc.record SET owner = 'u3' WHERE id = 'c005_1'`)
+	if err := <-imported; err != nil {
+		t.Fatalf("the import beside the interrupted job: %v", err)
+	}
+	checkNoAccess(t, b, owners, "after the import finished the job")
+	if err := cli.ResumeCmd(b.ctx, env, []string{store.SideRules}, engine.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for id, user := range owners {
+		if l := b.level(t, user, id); l == "none" {
+			t.Errorf("%s on %s after the resume: none, want the owner's access", user, id)
+		}
+	}
+	checkDeferRace(t, b, "after the resume")
+}
 
 // preDefer is the access that records written after `recalc defer`
 // returned may show until `recalc resume`, even once an import has finished
