@@ -88,7 +88,8 @@ func TestStrayArgumentChangesNothing(t *testing.T) {
 
 // TestDeferDuringRunThenResumesRace: a run's job is in progress
 // when `defer` is called, and pauses: the run exits 0 saying so, and an
-// import finishes the job first, then imports; a `run` changes nothing and
+// import finishes the job first (its chunks leaving out a family written
+// since), then imports; a `run` changes nothing and
 // says so; then an import and application
 // writes accumulate, and two
 // `resume`s and a `run` start at once. All exit 0, nothing is left
@@ -151,7 +152,22 @@ func TestDeferDuringRunThenResumesRace(t *testing.T) {
 		t.Fatalf("run under defer: %v\n%s", err, runOut.String())
 	}
 	if strings.Contains(runOut.String(), `"paused":true`) {
+		// Written after `recalc defer` returned, in a family the paused job
+		// has left to work: the import's chunks leave that family as it was,
+		// for the resume.
+		var id string
+		if err := o.pool.QueryRow(ctx, `SELECT r.id FROM recalc.chunk c CROSS JOIN LATERAL unnest(c.roots) f (root)
+			JOIN recalc.record r ON r.root_id = f.root WHERE c.status = 'pending' ORDER BY r.rid LIMIT 1`).Scan(&id); err != nil {
+			t.Fatalf("a record of a chunk left: %v", err)
+		}
+		written := o.shareRowsOf(id)
+		o.exec(`UPDATE recalc.record r SET owner = (SELECT min(x.owner) FROM recalc.record x WHERE x.owner <> r.owner),
+			fields = r.fields || '{"tier": 9}' WHERE r.id = $1`, id)
 		out := o.run("import", rulesFile)
+		if after := o.shareRowsOf(id); after != written {
+			t.Errorf("the share rows of %s, written after `recalc defer` returned, changed when an import finished the paused job:\n%s\nwant them as they were:\n%s",
+				id, after, written)
+		}
 		if !strings.Contains(out, "was paused by `recalc defer`: the import finishes it first") {
 			t.Errorf("an import beside the paused job did not say it finishes the job first:\n%s", out)
 		}
@@ -198,6 +214,17 @@ func TestDeferDuringRunThenResumesRace(t *testing.T) {
 		t.Fatalf("after the resumes: %s", st)
 	}
 	o.checkEqualsFull("after defer during a run, imports, and racing resumes")
+}
+
+// shareRowsOf lists the materialized share rows of record id.
+func (o *processOrg) shareRowsOf(id string) string {
+	o.t.Helper()
+	var rows string
+	if err := o.pool.QueryRow(context.Background(), `SELECT coalesce(string_agg(format('%s %s %s %s', s.gid, s.cause, s.level, s.boss_ok), E'\n'
+		ORDER BY s.gid, s.cause), '') FROM recalc.acl_share s JOIN recalc.acl_record a USING (rid) WHERE a.id = $1`, id).Scan(&rows); err != nil {
+		o.t.Fatal(err)
+	}
+	return rows
 }
 
 // TestImportWaitsForARunningJob: an import while a job runs waits for the
