@@ -829,9 +829,10 @@ func ImportWith(ctx context.Context, env *Env, path string, maxRevoke float64, l
 // finishBeforeImport finishes the job that busy names, interrupted (no
 // process works on it) or paused by a deferral, as `recalc run` or `recalc
 // resume` would, planning nothing new: an import computes from the
-// configuration it stores, so it never lands beside an unfinished job. A
-// paused job's chunks read the records as they are now, before the import
-// writes its own, which wait for `recalc resume`.
+// configuration it stores, so it never lands beside an unfinished job.
+// While share rows are deferred, the job's chunks leave out the families
+// written since it was planned (engine.Finish), and the import's own
+// writes wait for `recalc resume`.
 func finishBeforeImport(ctx context.Context, env *Env, busy *store.BusyError) error {
 	what, then := "was interrupted", "run `recalc run`"
 	if busy.Status == queue.Paused {

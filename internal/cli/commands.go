@@ -151,8 +151,8 @@ func deferCommand(out, errOut io.Writer) *cli.Command {
 			"rows, once the chunks in flight of a job have committed, so that writes committed after it\n" +
 			"wait for the resume (past a second it logs what it waits for). Such a job pauses at its next\n" +
 			"chunk, in every process: `recalc run` reports it paused and exits 0, and `recalc resume`\n" +
-			"finishes it. An import finishes it first, its chunks reading the records as they are then,\n" +
-			"and what it imports waits.",
+			"finishes it. An import finishes it first, its chunks leaving out the families written since\n" +
+			"the job was planned (they keep their share rows until the resume), and what it imports waits.",
 		Flags: sideFlags(),
 		Action: func(c *cli.Context) error {
 			sides := sides(c)

@@ -87,7 +87,7 @@ type Options struct {
 	// Live, when set (a terminal), gets a progress line redrawn in place.
 	Live io.Writer
 
-	ignoreDeferral bool // DryRun: plan as if nothing were deferred; Finish: work a paused job's chunks
+	ignoreDeferral bool // DryRun: plan as if nothing were deferred; Finish: work a paused job's chunks, leaving out what was written since its plan
 	noAbsorb       bool // DryRun: leave the writes to attached tables logged (absorbing would hold their locks for the whole dry run)
 }
 
@@ -259,10 +259,10 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 // Finish works the unfinished job, if there is one, to its end, and plans
 // nothing new: an import does so with a job that no process works on any
 // more, or that a deferral paused, before it writes anything. A paused
-// job's chunks then run despite the deferral: they read the records as
-// they are, with what was written since `recalc defer` (but not the
-// import's, which waits for `recalc resume`). It returns nil when no job
-// is unfinished.
+// job's chunks then run despite the deferral, but each that finds share
+// rows deferred leaves out the families written since the job's plan,
+// which keep their share rows until `recalc resume` (finishing.go), as
+// does what the import writes. It returns nil when no job is unfinished.
 func Finish(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logger) (*Report, error) {
 	opt.defaults()
 	opt.ignoreDeferral = true

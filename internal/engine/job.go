@@ -260,7 +260,9 @@ func failJob(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, err error,
 // left to claim, or, for a job that writes share rows, until a chunk finds
 // their calculation deferred (workers.ErrPaused): each chunk reads records
 // as it runs, and one that read the deferral committed would give access to
-// records written after `recalc defer` returned (store.AwaitChunks). A job
+// records written after `recalc defer` returned (store.AwaitChunks). Under
+// Finish, a chunk that finds share rows deferred works instead, leaving out
+// the families written since the job's plan (finishingChunk). A job
 // of the closure alone has no chunks, and its finish reads nothing written
 // since its plan (its captured configuration, j.Config, holds the users
 // section built then, the attached users table's too): deferring the
