@@ -467,8 +467,8 @@ func TestDeferResumeRacesChunkDecision(t *testing.T) {
 // tables. A job planned from two of them (two families, a chunk each),
 // stopped as its first chunk waits to read the deferral, pauses; writes
 // committed after `recalc defer` returned, one in a family of the job, one
-// outside it, give no access through a run or a watch step until `recalc
-// resume`; then the access is the oracle's and the tables a full run's.
+// outside it, give no access through a run, a watch step or an import
+// that finishes the job until `recalc resume`; then the access is the oracle's and the tables a full run's.
 func TestDeferPausesJobBesideAttachedWrites(t *testing.T) {
 	t.Parallel()
 	b := setupOrg(t, attachedBase, engine.Options{})
@@ -503,6 +503,18 @@ func TestDeferPausesJobBesideAttachedWrites(t *testing.T) {
 	}
 	b.step(t, engine.NewLive(engine.Options{}, 1000))
 	checkNoAccess(t, b, owners, "after a run and a watch step while deferred")
+	// An import finishes the paused job first, and the writes still give
+	// no access: nothing absorbs them beside the paused job (no plan runs),
+	// so its chunk reads none of them; an absorb would log a change of each
+	// record it wrote, whose family the chunk would leave out.
+	file := filepath.Join(t.TempDir(), "groups.json")
+	if err := os.WriteFile(file, []byte(`{"groups":[{"id":"g9","members":["user:u1"]}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := cli.ImportWith(b.ctx, env, file, -1, model.DefaultLimits(), store.Options{Merge: true}, time.Minute); err != nil {
+		t.Fatalf("an import beside the paused job: %v", err)
+	}
+	checkNoAccess(t, b, owners, "after an import finished the paused job")
 	if err := cli.ResumeCmd(b.ctx, env, []string{store.SideRules}, engine.Options{}); err != nil {
 		t.Fatal(err)
 	}
