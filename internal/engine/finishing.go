@@ -106,13 +106,14 @@ func (w *written) workChunk(ctx context.Context, tx pgx.Tx, job *queue.Job, org 
 }
 
 // familiesChunk writes, as ApplyFamilies does, the families of roots that
-// no change row written since the plan names, with the families records
-// moved between (FamilyDiff.Naming). It first leaves out the families the
-// change log names already; then it locks and diffs the others, reads the
-// change log again, and leaves out those it names now, until a read
-// leaves none out: a write that commits while the chunk waits for a
-// family's lock, or reads, and that its diff shows, is read then. Left
-// out, a family's rows stay locked until tx ends.
+// no change row written since the plan names, leaving out with each family
+// named those records moved between (moveGroups). It first leaves out the
+// families the change log names already; then it locks and diffs the
+// others, reads the change log again, and leaves out those it names now
+// (FamilyDiff.Naming), until a read leaves none out: a write that commits
+// while the chunk waits for a family's lock, or reads, and that its diff
+// shows, is read then. Left out, a family's rows stay locked until tx
+// ends.
 func (w *written) familiesChunk(ctx context.Context, tx pgx.Tx, org *sharing.Org, dict *sharetable.Dict, roots []string) (*queue.ChunkStats, []string, error) {
 	var ids []string
 	var truncated bool
@@ -122,17 +123,27 @@ func (w *written) familiesChunk(ctx context.Context, tx pgx.Tx, org *sharing.Org
 	if truncated {
 		return &queue.ChunkStats{}, roots, nil
 	}
-	left, err := sharetable.RootsNaming(ctx, tx, roots, ids)
+	groups, err := moveGroups(ctx, tx, roots)
 	if err != nil {
 		return nil, nil, err
 	}
+	named, err := sharetable.RootsNaming(ctx, tx, roots, ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	roots = slices.Clone(roots)
+	var left []string
 	isLeft := map[string]bool{}
-	for len(roots) > 0 {
-		for _, r := range left {
-			isLeft[r] = true
+	for out := named; ; {
+		for _, r := range out {
+			for _, m := range groups.of(r) {
+				if !isLeft[m] {
+					isLeft[m], left = true, append(left, m)
+				}
+			}
 		}
-		if roots = slices.DeleteFunc(slices.Clone(roots), func(r string) bool { return isLeft[r] }); len(roots) == 0 {
-			break
+		if roots = slices.DeleteFunc(roots, func(r string) bool { return isLeft[r] }); len(roots) == 0 {
+			return &queue.ChunkStats{}, left, nil
 		}
 		rids, err := sharetable.LockFamilies(ctx, tx, roots)
 		if err != nil {
@@ -142,10 +153,9 @@ func (w *written) familiesChunk(ctx context.Context, tx pgx.Tx, org *sharing.Org
 		if err != nil {
 			return nil, nil, err
 		}
-		var out []string
 		if err := w.read(ctx, tx, func(named func(string) bool, _ []string, trunc bool) {
 			if out = roots; !trunc {
-				out = diff.Naming(named, func(r string) bool { return isLeft[r] })
+				out = diff.Naming(named)
 			}
 		}); err != nil {
 			return nil, nil, err
@@ -158,9 +168,53 @@ func (w *written) familiesChunk(ctx context.Context, tx pgx.Tx, org *sharing.Org
 			st := queue.ChunkStats(*wr)
 			return &st, left, nil
 		}
-		left = append(left, out...)
 	}
-	return &queue.ChunkStats{}, left, nil
+}
+
+// groups maps each of a chunk's families to those records moved between,
+// transitively, itself included: a chunk writes them together, or leaves
+// them out together (sharetable.MovedFamilies).
+type groups map[string][]string
+
+func (g groups) of(root string) []string {
+	if m, ok := g[root]; ok {
+		return m
+	}
+	return []string{root}
+}
+
+// moveGroups returns the groups of roots' families that records moved
+// between since they were materialized. Beside an unfinished job, no root
+// changes and nothing else writes their materialized rows, so they hold
+// for the chunk's transaction.
+func moveGroups(ctx context.Context, tx pgx.Tx, roots []string) (groups, error) {
+	moved, err := sharetable.MovedFamilies(ctx, tx, roots)
+	if err != nil || len(moved) == 0 {
+		return groups{}, err
+	}
+	parent := map[string]string{}
+	find := func(r string) string {
+		if _, ok := parent[r]; !ok {
+			parent[r] = r
+		}
+		for parent[r] != r {
+			parent[r], r = parent[parent[r]], parent[r]
+		}
+		return r
+	}
+	for _, m := range moved {
+		if a, b := find(m[0]), find(m[1]); a != b {
+			parent[max(a, b)] = min(a, b)
+		}
+	}
+	g := groups{}
+	for r := range parent {
+		g[find(r)] = append(g[find(r)], r)
+	}
+	for r := range parent {
+		g[r] = g[find(r)]
+	}
+	return g, nil
 }
 
 // fullChunk copies into a full job's staging tables the rows computed for

@@ -394,55 +394,18 @@ func splitVals(vs []shareVal) ([]int16, []bool) {
 }
 
 // Naming returns the roots, among the families f computed, of those that
-// hold a record named (by id) as stored now or as last materialized, or
-// that records moved between since they were materialized (by rid, or an
-// id passed from one record to another) and a family so found or left
-// (another that the caller left out already), transitively: what a chunk
-// leaves out together, as a chunk takes them together (their rows would
-// otherwise meet, see MovedFamilies).
-func (f *FamilyDiff) Naming(named func(id string) bool, left func(root string) bool) []string {
-	parent := map[string]string{}
-	find := func(r string) string {
-		if _, ok := parent[r]; !ok {
-			parent[r] = r
-		}
-		for parent[r] != r {
-			parent[r], r = parent[parent[r]], parent[r]
-		}
-		return r
-	}
-	union := func(a, b string) {
-		if a, b = find(a), find(b); a != b {
-			parent[max(a, b)] = min(a, b)
-		}
-	}
+// hold a record named (by id), as stored now or as last materialized.
+func (f *FamilyDiff) Naming(named func(id string) bool) []string {
 	hit := map[string]bool{}
-	byRID, byID := map[int64]string{}, map[string]string{}
 	for _, r := range f.records.Records {
-		byRID[r.RID], byID[r.ID] = r.RootID, r.RootID
-		hit[r.RootID] = hit[r.RootID] || named(r.ID) || left(r.RootID)
+		hit[r.RootID] = hit[r.RootID] || named(r.ID)
 	}
 	for _, s := range f.stored {
-		hit[s.RootID] = hit[s.RootID] || named(s.ID) || left(s.RootID)
-		if now, ok := byRID[s.RID]; ok {
-			union(s.RootID, now)
-		}
-		if now, ok := byID[s.ID]; ok {
-			union(s.RootID, now)
-		}
-	}
-	for _, r := range f.roots {
-		hit[r] = hit[r] || left(r)
-	}
-	found := map[string]bool{}
-	for r, h := range hit {
-		if h {
-			found[find(r)] = true
-		}
+		hit[s.RootID] = hit[s.RootID] || named(s.ID)
 	}
 	var out []string
 	for _, r := range f.roots {
-		if found[find(r)] {
+		if hit[r] {
 			out = append(out, r)
 		}
 	}
