@@ -247,3 +247,53 @@ func TestFinishBesideDeferralLeavesMovedFamiliesTogether(t *testing.T) {
 	}
 	checkDeferRace(t, b, "after the resume")
 }
+
+// TestFinishBesideDeferralAfterTruncate: recalc.record is truncated while
+// share rows are deferred beside a job stopped before any chunk, then an
+// import finishes the job. An incremental job's chunks leave every family
+// out, the access unchanged; a full job's chunk refuses (its families'
+// stored rows cannot be sorted by chunk), so the import fails and leaves
+// the job to `recalc resume`. After the resume the tables are a full run's
+// and the access the oracle's: none.
+func TestFinishBesideDeferralAfterTruncate(t *testing.T) {
+	t.Parallel()
+	for _, full := range []bool{false, true} {
+		t.Run(map[bool]string{false: "incremental", true: "full"}[full], func(t *testing.T) {
+			t.Parallel()
+			b := drBundle(t)
+			b.exec(t, `UPDATE recalc.record SET owner = 'u3' WHERE id = 'a001'`)
+			obs := connect(t, b.pool)
+			lock, pid := holdDeferralLock(t, b)
+			ctx, cancel := context.WithCancel(b.ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_, _ = engine.Run(ctx, b.pool, engine.Options{Workers: 1, ChunkSize: 12, Full: full, LockTimeout: 20 * time.Second}, zerolog.Nop())
+			}()
+			waitBlockedBy(t, obs, pid, done, "the first chunk to wait for the deferral lock")
+			cancel()
+			<-done
+			rollback(t, lock, "the deferral lock")
+			env := &cli.Env{Pool: b.pool, Out: &bytes.Buffer{}, Log: zerolog.Nop()}
+			if err := cli.DeferCmd(b.ctx, env, []string{store.SideRules}); err != nil {
+				t.Fatal(err)
+			}
+			before := b.access(t)
+			b.exec(t, `TRUNCATE recalc.record`)
+			err := <-importInBackground(t, b, env)
+			switch {
+			case full && (err == nil || !strings.Contains(err.Error(), "was truncated since the job was planned")):
+				t.Errorf("an import beside the full job after a truncate: %v, want it refused, saying so", err)
+			case !full && err != nil:
+				t.Errorf("an import beside the incremental job after a truncate: %v", err)
+			}
+			if got := b.access(t); got != before {
+				t.Errorf("the access changed after the import:\n%s", lineDiff(got, before))
+			}
+			if err := cli.ResumeCmd(b.ctx, env, []string{store.SideRules}, engine.Options{}); err != nil {
+				t.Fatal(err)
+			}
+			checkDeferRace(t, b, "after the resume")
+		})
+	}
+}
