@@ -54,7 +54,6 @@ type written struct {
 	mu        sync.Mutex
 	known     []int64 // sorted
 	ids       map[string]bool
-	list      []string // ids, in the order read
 	truncated bool
 }
 
@@ -65,9 +64,9 @@ func newWritten(job *queue.Job) *written {
 }
 
 // read reads in tx the change rows committed since the last read, then
-// calls f, under w's lock, with whether a record id is named, every id
-// named so far, and whether recalc.record was truncated since the plan.
-func (w *written) read(ctx context.Context, tx pgx.Tx, f func(named func(string) bool, ids []string, truncated bool)) error {
+// calls f, under w's lock, with whether a record id is named, and whether
+// recalc.record was truncated since the plan.
+func (w *written) read(ctx context.Context, tx pgx.Tx, f func(named func(string) bool, truncated bool)) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	got, err := changes.WrittenSince(ctx, tx, w.known)
@@ -77,13 +76,10 @@ func (w *written) read(ctx context.Context, tx pgx.Tx, f func(named func(string)
 	w.known = append(w.known, got.Seqs...)
 	slices.Sort(w.known)
 	for _, id := range got.IDs {
-		if !w.ids[id] {
-			w.ids[id] = true
-			w.list = append(w.list, id)
-		}
+		w.ids[id] = true
 	}
 	w.truncated = w.truncated || got.Truncated
-	f(func(id string) bool { return w.ids[id] }, w.list, w.truncated)
+	f(func(id string) bool { return w.ids[id] }, w.truncated)
 	return nil
 }
 
@@ -115,20 +111,20 @@ func (w *written) workChunk(ctx context.Context, tx pgx.Tx, job *queue.Job, org 
 // shows, is read then. Left out, a family's rows stay locked until tx
 // ends.
 func (w *written) familiesChunk(ctx context.Context, tx pgx.Tx, org *sharing.Org, dict *sharetable.Dict, roots []string) (*queue.ChunkStats, []string, error) {
-	var ids []string
-	var truncated bool
-	if err := w.read(ctx, tx, func(_ func(string) bool, all []string, trunc bool) { ids, truncated = all, trunc }); err != nil {
-		return nil, nil, err
-	}
-	if truncated {
-		return &queue.ChunkStats{}, roots, nil
-	}
 	groups, err := moveGroups(ctx, tx, roots)
 	if err != nil {
 		return nil, nil, err
 	}
-	named, err := sharetable.RootsNaming(ctx, tx, roots, ids)
+	members, err := sharetable.FamilyMembers(ctx, tx, roots)
 	if err != nil {
+		return nil, nil, err
+	}
+	var named []string
+	if err := w.read(ctx, tx, func(isNamed func(string) bool, truncated bool) {
+		if named = roots; !truncated {
+			named = namedRoots(members, isNamed)
+		}
+	}); err != nil {
 		return nil, nil, err
 	}
 	roots = slices.Clone(roots)
@@ -153,7 +149,7 @@ func (w *written) familiesChunk(ctx context.Context, tx pgx.Tx, org *sharing.Org
 		if err != nil {
 			return nil, nil, err
 		}
-		if err := w.read(ctx, tx, func(named func(string) bool, _ []string, trunc bool) {
+		if err := w.read(ctx, tx, func(named func(string) bool, trunc bool) {
 			if out = roots; !trunc {
 				out = diff.Naming(named)
 			}
@@ -169,6 +165,18 @@ func (w *written) familiesChunk(ctx context.Context, tx pgx.Tx, org *sharing.Org
 			return &st, left, nil
 		}
 	}
+}
+
+// namedRoots returns the roots of the members named, each once.
+func namedRoots(members []sharetable.Member, named func(string) bool) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, m := range members {
+		if !seen[m.Root] && named(m.ID) {
+			seen[m.Root], out = true, append(out, m.Root)
+		}
+	}
+	return out
 }
 
 // groups maps each of a chunk's families to those records moved between,
@@ -229,28 +237,25 @@ func (w *written) fullChunk(ctx context.Context, tx pgx.Tx, org *sharing.Org, di
 	if err != nil {
 		return nil, nil, err
 	}
+	was, err := sharetable.MaterializedMembers(ctx, tx, c.Lo, c.Hi)
+	if err != nil {
+		return nil, nil, err
+	}
 	out := map[string]bool{}
-	var ids []string
 	var truncated bool
-	if err := w.read(ctx, tx, func(named func(string) bool, all []string, trunc bool) {
-		ids, truncated = all, trunc
+	if err := w.read(ctx, tx, func(named func(string) bool, trunc bool) {
+		truncated = trunc
 		for _, r := range in.Records {
-			if named(r.ID) {
-				out[r.RootID] = true
-			}
+			out[r.RootID] = out[r.RootID] || named(r.ID)
+		}
+		for _, m := range was {
+			out[m.Root] = out[m.Root] || named(m.ID)
 		}
 	}); err != nil {
 		return nil, nil, err
 	}
 	if truncated {
 		return nil, nil, errTruncatedWhileDeferred
-	}
-	was, err := sharetable.MaterializedRootsIn(ctx, tx, ids, c.Lo, c.Hi)
-	if err != nil {
-		return nil, nil, err
-	}
-	for _, r := range was {
-		out[r] = true
 	}
 	total := int64(len(in.Records))
 	var kept []int64
@@ -269,9 +274,11 @@ func (w *written) fullChunk(ctx context.Context, tx pgx.Tx, org *sharing.Org, di
 	if err != nil {
 		return nil, nil, err
 	}
-	left := make([]string, 0, len(out))
-	for r := range out {
-		left = append(left, r)
+	var left []string
+	for r, o := range out {
+		if o {
+			left = append(left, r)
+		}
 	}
 	slices.Sort(left)
 	return &queue.ChunkStats{Records: total, Added: added + copied, Invalid: rows.Invalid}, left, nil

@@ -27,14 +27,33 @@ func RootsOfRecords(ctx context.Context, q pg.Querier, ids []string) ([]string, 
 		UNION SELECT root_id FROM recalc.acl_record WHERE id = ANY($1)`, ids)
 }
 
-// RootsNaming returns those of roots whose families hold one of the
-// records ids, stored or materialized.
-func RootsNaming(ctx context.Context, q pg.Querier, roots, ids []string) ([]string, error) {
-	if len(roots) == 0 || len(ids) == 0 {
-		return nil, nil
+// Member is a record of a family: its id, and the family's root.
+type Member struct{ Root, ID string }
+
+// FamilyMembers returns the records of the families of roots, as stored
+// and as last materialized (a record in both, or moved between two of
+// them, is listed under each).
+func FamilyMembers(ctx context.Context, q pg.Querier, roots []string) ([]Member, error) {
+	return readMembers(ctx, q, `SELECT root_id, id FROM recalc.record WHERE root_id = ANY($1)
+		UNION SELECT root_id, id FROM recalc.acl_record WHERE root_id = ANY($1)`, roots)
+}
+
+// MaterializedMembers returns the records last materialized in the
+// families whose root id lies in [lo, hi].
+func MaterializedMembers(ctx context.Context, q pg.Querier, lo, hi string) ([]Member, error) {
+	return readMembers(ctx, q, `SELECT root_id, id FROM recalc.acl_record WHERE root_id BETWEEN $1 AND $2`, lo, hi)
+}
+
+func readMembers(ctx context.Context, q pg.Querier, sql string, args ...any) ([]Member, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read families' records: %w", err)
 	}
-	return readColumn[string](ctx, q, "families of records", `SELECT root_id FROM recalc.record WHERE id = ANY($2) AND root_id = ANY($1)
-		UNION SELECT root_id FROM recalc.acl_record WHERE id = ANY($2) AND root_id = ANY($1)`, roots, ids)
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Member])
+	if err != nil {
+		return nil, fmt.Errorf("read families' records: %w", err)
+	}
+	return out, nil
 }
 
 // MovedFamilies returns, for the records that moved to another family

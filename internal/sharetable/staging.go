@@ -10,7 +10,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/recalc-dev/recalc/internal/feed"
 	"github.com/recalc-dev/recalc/internal/locks"
-	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/sharing"
 )
@@ -279,13 +278,6 @@ func copyIntoLive(ctx context.Context, tx pgx.Tx, closure bool) error {
 		return fmt.Errorf("copy recalculated rows into the live tables: %w", err)
 	}
 	return nil
-}
-
-// MaterializedRootsIn returns the roots, in [lo, hi], of the families the
-// records ids were last materialized in.
-func MaterializedRootsIn(ctx context.Context, q pg.Querier, ids []string, lo, hi string) ([]string, error) {
-	return readColumn[string](ctx, q, "families of records", `SELECT DISTINCT root_id FROM recalc.acl_record
-		WHERE id = ANY($1) AND root_id BETWEEN $2 AND $3`, ids, lo, hi)
 }
 
 // KeepRows copies the materialized rows of the records rids, as they are,
