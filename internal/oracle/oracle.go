@@ -16,8 +16,8 @@ package oracle
 
 import (
 	"bytes"
-	"encoding/csv"
 	"sort"
+	"strings"
 
 	"github.com/recalc-dev/recalc/internal/model"
 )
@@ -57,15 +57,24 @@ func Access(m *model.Model) []Row {
 }
 
 // CSV renders rows as `recalc access --format csv` prints them: a header,
-// then one line per row, every line ending in "\n".
+// then one line per row, every line ending in "\n". A field is quoted only
+// when it holds a comma, a double quote, CR or LF (RFC 4180), its quotes
+// doubled. encoding/csv would also quote a field that starts with a space
+// or is `\.`, which recalc prints as it is.
 func CSV(rows []Row) string {
 	var buf bytes.Buffer
-	w := csv.NewWriter(&buf)
-	_ = w.Write([]string{"object", "record", "user", "access"})
+	buf.WriteString("object,record,user,access\n")
 	for _, r := range rows {
-		_ = w.Write([]string{r.Object, r.Record, r.User, r.Level.String()})
+		for _, f := range []string{r.Object, r.Record, r.User} {
+			if strings.ContainsAny(f, ",\"\r\n") {
+				f = `"` + strings.ReplaceAll(f, `"`, `""`) + `"`
+			}
+			buf.WriteString(f)
+			buf.WriteByte(',')
+		}
+		buf.WriteString(r.Level.String())
+		buf.WriteByte('\n')
 	}
-	w.Flush()
 	return buf.String()
 }
 
