@@ -214,9 +214,7 @@ func (d *decoder) file() (*File, error) {
 		case "territories":
 			f.Territories, err2 = section(d, f, key, territoryFromRaw)
 		case "rules":
-			if f.Rules, err2 = section(d, f, key, ruleFromRaw); err2 == nil && d.cr != nil {
-				err2 = checkGrouping(f.Rules)
-			}
+			f.Rules, err2 = d.rules(f)
 		case "records":
 			f.HasRecords = true
 			err2 = stream(d, key, recordFromRaw, d.sink.Record)
@@ -244,6 +242,20 @@ func (d *decoder) file() (*File, error) {
 
 // expectDelim reads the delimiter delim, failing with msg when the next
 // token is another one; path names where for a malformed file.
+// rules reads the rules section. Its raw JSON, which an import stores,
+// keeps its numbers (conditions' values, the configuration's only ones) in
+// their float64 form: canonicalNumbers says why.
+func (d *decoder) rules(f *File) ([]Rule, error) {
+	rules, err := section(d, f, "rules", ruleFromRaw)
+	if err == nil && d.cr != nil {
+		err = checkGrouping(rules)
+	}
+	if err == nil {
+		f.Raw["rules"], err = canonicalNumbers(f.Raw["rules"])
+	}
+	return rules, err
+}
+
 func (d *decoder) expectDelim(delim json.Delim, msg, path string) error {
 	off := d.dec.InputOffset()
 	tok, err := d.dec.Token()
