@@ -415,6 +415,20 @@ func importLocked(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits,
 	return res, nil
 }
 
+// storable refuses record i of the file when recalc.record cannot hold it
+// (model.CheckStored), naming it by id, or by position when the id is the
+// fault.
+func storable(rec *model.Record, i int64) error {
+	err := model.CheckStored(rec)
+	switch {
+	case err == nil:
+		return nil
+	case len(rec.ID) > model.MaxStoredIDBytes:
+		return fmt.Errorf("records[%d]: %w", i, err)
+	}
+	return fmt.Errorf("record %q: %w", rec.ID, err)
+}
+
 // stageFile streams the file into the staging table with one COPY, and
 // returns the configuration sections it held.
 // staged counts the entries as they are read, for the progress reports.
@@ -427,6 +441,9 @@ func stageFile(ctx context.Context, tx pgx.Tx, r io.Reader, lim model.Limits, re
 			Record: func(rec *model.Record) error {
 				res.Records++
 				staged.Add(1)
+				if err := storable(rec, res.Records-1); err != nil {
+					return err
+				}
 				if !yield(recordRow(rec)) {
 					return stop
 				}
