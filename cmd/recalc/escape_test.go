@@ -75,3 +75,32 @@ func TestStatusEscapesWebhookAnswers(t *testing.T) {
 		t.Errorf("recalc status writes the webhook's answer's control characters raw:\n%q", out)
 	}
 }
+
+// TestPageCSVQuotesAsTheDump: `access --user U --object O --format csv`
+// quotes a record's id exactly as the whole dump (`access --format csv`)
+// does, only when it holds a comma, quote or line break; it used
+// encoding/csv, which also quoted a leading space and `\.`.
+func TestPageCSVQuotesAsTheDump(t *testing.T) {
+	t.Parallel()
+	o := newProcessOrg(t, 200)
+	var owner string
+	if err := o.pool.QueryRow(context.Background(), `SELECT owner FROM recalc.record WHERE object = 'account' ORDER BY id LIMIT 1`).Scan(&owner); err != nil {
+		t.Fatal(err)
+	}
+	ids := []string{" lead", `\.`, "a,b", `q"q`, "l\nf"}
+	for _, id := range ids {
+		o.exec(`INSERT INTO recalc.record (id, object, owner, fields) VALUES ($1, 'account', $2, '{}')`, id, owner)
+	}
+	o.run("run")
+	dump, page := o.run("access", "--format", "csv"), o.run("access", "--user", owner, "--object", "account", "--format", "csv", "--limit", "10000")
+	for _, tc := range []struct{ id, field string }{
+		{" lead", " lead"}, {`\.`, `\.`}, {"a,b", `"a,b"`}, {`q"q`, `"q""q"`}, {"l\nf", "\"l\nf\""},
+	} {
+		if want := "account," + tc.field + "," + owner + ",all\n"; !strings.Contains(dump, want) {
+			t.Errorf("the dump does not print %q as %q", tc.id, want)
+		}
+		if want := "\n" + tc.field + ",all\n"; !strings.Contains(page, want) {
+			t.Errorf("the page does not print %q as the dump does, %q:\n%s", tc.id, want, page)
+		}
+	}
+}

@@ -66,11 +66,11 @@ func WriteCSV(ctx context.Context, q pg.Querier, w io.Writer) error {
 		if err := rows.Scan(&object, &record, &user, &level); err != nil {
 			return fmt.Errorf("read access: %w", err)
 		}
-		csvField(bw, object)
+		CSVField(bw, object)
 		bw.WriteByte(',')
-		csvField(bw, record)
+		CSVField(bw, record)
 		bw.WriteByte(',')
-		csvField(bw, user)
+		CSVField(bw, user)
 		bw.WriteByte(',')
 		bw.WriteString(levelNames[level])
 		bw.WriteByte('\n')
@@ -81,9 +81,10 @@ func WriteCSV(ctx context.Context, q pg.Querier, w io.Writer) error {
 	return bw.Flush()
 }
 
-// csvField writes s, quoted as RFC 4180 requires when it holds a comma,
-// quote or line break.
-func csvField(w *bufio.Writer, s string) {
+// CSVField writes s, quoted as RFC 4180 requires when it holds a comma,
+// quote or line break, and only then: every CSV output of recalc's quotes
+// fields so (encoding/csv would also quote a leading space, or `\.`).
+func CSVField(w *bufio.Writer, s string) {
 	if !strings.ContainsAny(s, ",\"\r\n") {
 		w.WriteString(s)
 		return

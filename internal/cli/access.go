@@ -1,8 +1,8 @@
 package cli
 
 import (
+	"bufio"
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -189,13 +189,13 @@ func AccessList(ctx context.Context, env *Env, p accessPage) error {
 			NextAfter *string          `json:"next_after"`
 		}{page, next})
 	case "csv":
-		w := csv.NewWriter(env.Out)
-		_ = w.Write([]string{"record", "level"})
+		w := bufio.NewWriter(env.Out)
+		w.WriteString("record,level\n")
 		for _, v := range page {
-			_ = w.Write([]string{v.Record, v.Level})
+			access.CSVField(w, v.Record)
+			w.WriteString("," + v.Level + "\n")
 		}
-		w.Flush()
-		return w.Error()
+		return w.Flush()
 	}
 	for _, v := range page {
 		fmt.Fprintf(env.Out, "%s\t%s\n", shown(v.Record), v.Level)
