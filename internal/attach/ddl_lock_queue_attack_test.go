@@ -131,8 +131,7 @@ func apply(ctx context.Context, engine *pgxpool.Pool, spec string) error {
 func TestDetachUsersBoundedBesideCommittingWrites(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setupUsers(t)
-	b.run(t)
+	b := setupUsersRun(t)
 	stop := make(chan struct{})
 	written := make(chan error, 1)
 	go func() {

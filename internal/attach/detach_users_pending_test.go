@@ -23,8 +23,7 @@ import (
 func TestDetachUsersKeepsWritesCommittedBefore(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setupUsers(t)
-	b.run(t)
+	b := setupUsersRun(t)
 	b.checkUsers(t, "after attaching the users")
 
 	b.exec(t, b.app, `UPDATE crm.app_user SET active = false WHERE id = 'carol'`,
@@ -61,8 +60,7 @@ func TestDetachUsersKeepsWritesCommittedBefore(t *testing.T) {
 func TestDetachUsersAfterASourceRepair(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setupUsers(t)
-	b.run(t)
+	b := setupUsersRun(t)
 	tx, err := b.admin.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -99,8 +97,7 @@ func TestDetachUsersAfterASourceRepair(t *testing.T) {
 func TestDetachUsersBesideAUsersWrite(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setupUsers(t)
-	b.run(t)
+	b := setupUsersRun(t)
 	h := &holdAt{text: "SELECT recalc.attach_drop_capture", reached: make(chan struct{}), release: make(chan struct{})}
 	held := tracedPool(t, b, h)
 	t.Cleanup(h.free)
@@ -159,8 +156,7 @@ func TestDetachUsersBesideAUsersWrite(t *testing.T) {
 func TestDetachUsersWhileChunkWaits(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setupUsers(t)
-	b.run(t)
+	b := setupUsersRun(t)
 	b.exec(t, b.app, `UPDATE crm.account SET owner_id = 'erin' WHERE id = 1`)
 	holder, pid := hold(t, b.engine, `SELECT FROM recalc.acl_record WHERE id = 'account:1' FOR UPDATE`)
 	done := make(chan struct{})
@@ -203,8 +199,7 @@ func TestDetachUsersWithABrokenCapture(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			b := setupUsers(t)
-			b.run(t)
+			b := setupUsersRun(t)
 			b.exec(t, b.app, `UPDATE crm.app_user SET active = false WHERE id = 'carol'`, broken)
 			var logged bool
 			if err := b.engine.QueryRow(ctx, `SELECT EXISTS (SELECT FROM recalc.change WHERE kind IN ('attached', 'attached_all') AND object = 'users')`).Scan(&logged); err != nil {

@@ -74,8 +74,7 @@ func TestInterleavedUsersAndRecords(t *testing.T) {
 
 func interleavedUsersAndRecords(t *testing.T, stmts []string, point string) {
 	ctx := context.Background()
-	b := setupUsers(t)
-	b.run(t)
+	b := setupUsersRun(t)
 	a, _ := hold(t, b.app, "")
 	for _, s := range stmts {
 		if _, err := a.Exec(ctx, s); err != nil {
@@ -160,8 +159,7 @@ func interleavedUsersAndRecords(t *testing.T, stmts []string, point string) {
 func TestInterleavedLongWritersAttached(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setupUsers(t)
-	b.run(t)
+	b := setupUsersRun(t)
 	live := engine.NewLive(engine.Options{ChunkSize: 3, Retries: 5}, 3)
 	n := 0
 	steps := b.writeWhile(t, 144, func() error {

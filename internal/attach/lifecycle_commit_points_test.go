@@ -305,8 +305,7 @@ func TestDetachUsersCommitPoints(t *testing.T) {
 
 func detachUsersCommitPoint(t *testing.T, stmts []string, point string) {
 	ctx := context.Background()
-	b := setupUsers(t)
-	b.run(t)
+	b := setupUsersRun(t)
 	a, aPid := hold(t, b.app, "")
 	mustTx(t, a, stmts...)
 	var holder pgx.Tx

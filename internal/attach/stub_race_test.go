@@ -80,8 +80,7 @@ func stubGoesBesideAPlan(t *testing.T, watch bool) {
 // trigger, which has none, failed to parse: every such TRUNCATE failed.
 func TestUsersTruncateMarks(t *testing.T) {
 	t.Parallel()
-	b := setupUsers(t)
-	b.run(t)
+	b := setupUsersRun(t)
 	for _, table := range []string{"recalc.team", "recalc.share_input"} {
 		b.exec(t, b.engine, `TRUNCATE `+table)
 		var marks int
@@ -108,8 +107,7 @@ func TestUsersTruncateMarks(t *testing.T) {
 func TestUsersMarkWakesIdleWatch(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setupUsers(t)
-	b.run(t)
+	b := setupUsersRun(t)
 	live := engine.NewLive(engine.Options{}, 1000)
 	for range 2 { // the first step loads, the second finds nothing to do
 		if _, err := live.Step(ctx, b.engine, zerolog.Nop()); err != nil {

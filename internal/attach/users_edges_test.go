@@ -130,8 +130,7 @@ func TestAttachEmptyUsersTable(t *testing.T) {
 // imports do not fail on the stored team entry.
 func TestTeamUserDeletedFromUsersTable(t *testing.T) {
 	t.Parallel()
-	b := setupUsers(t)
-	b.run(t)
+	b := setupUsersRun(t)
 	if _, err := b.recalc("import", "--merge", tempFile(t, `{"teams": [{"record": "account:1", "user": "zed", "access": "edit"}]}`)); err != nil {
 		t.Fatalf("merge import of a team entry for zed: %v", err)
 	}
@@ -179,8 +178,7 @@ func TestAccessByIDWrongObject(t *testing.T) {
 // the queue's members get the records the user owns.
 func TestQueueShadowsAttachedUser(t *testing.T) {
 	t.Parallel()
-	b := setupUsers(t)
-	b.run(t)
+	b := setupUsersRun(t)
 	if l := levelOf(t, b, "zed", "case:1"); l != "none" {
 		t.Fatalf("zed on case:1 before: %q, want none", l)
 	}
@@ -368,8 +366,7 @@ func TestUsersViewCapturesATableOfAnotherKey(t *testing.T) {
 // differs is still refused, saying to write the table.
 func TestExportOfAttachedUsersImportsBack(t *testing.T) {
 	t.Parallel()
-	b := setupUsers(t)
-	b.run(t)
+	b := setupUsersRun(t)
 	doc, err := b.recalc("export")
 	if err != nil {
 		t.Fatalf("export: %v", err)

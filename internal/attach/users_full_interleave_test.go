@@ -37,8 +37,7 @@ func TestInterleavedUsersAndReparentsFullRun(t *testing.T) {
 
 func interleavedUsersFull(t *testing.T, stmts []string, point string, inPlace bool) {
 	ctx := context.Background()
-	b := setupUsers(t)
-	b.run(t)
+	b := setupUsersRun(t)
 	a, _ := hold(t, b.app, "")
 	for _, s := range stmts {
 		if _, err := a.Exec(ctx, s); err != nil {

@@ -90,8 +90,7 @@ func TestRecordKeyEdges(t *testing.T) {
 func TestUsersNoopWriteKeepsFastPath(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setupUsers(t)
-	b.run(t)
+	b := setupUsersRun(t)
 	live := engine.NewLive(engine.Options{}, 1000)
 	for range 2 {
 		if _, err := live.Step(ctx, b.engine, zerolog.Nop()); err != nil {
@@ -145,8 +144,7 @@ func TestUsersNoopWriteKeepsFastPath(t *testing.T) {
 func TestUsersSyncTerminates(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setupUsers(t)
-	b.run(t)
+	b := setupUsersRun(t)
 	b.exec(t, b.app, `UPDATE crm.app_user SET role_id = 'west' WHERE id = 'bob'`)
 	b.run(t)
 	if rep := b.run(t); !rep.Nothing {
@@ -165,8 +163,7 @@ func TestUsersSyncTerminates(t *testing.T) {
 // make every job fail.
 func TestNamedStubLimits(t *testing.T) {
 	t.Parallel()
-	b := setupUsers(t)
-	b.run(t)
+	b := setupUsersRun(t)
 	long := strings.Repeat("x", 1100)
 	b.exec(t, b.admin,
 		`INSERT INTO recalc.share_input (record, object, grantee, access, cause) VALUES ('account:1', 'account', 'user:`+long+`', 1, 'manual')`)

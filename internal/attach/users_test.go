@@ -26,14 +26,30 @@ var usersSpec = strings.TrimSuffix(strings.TrimSpace(crmSpec), "}") +
 // attached with usersSpec.
 func setupUsers(t *testing.T) *bundle {
 	t.Helper()
-	return setupPrepared(t, "users", func(t *testing.T, b *bundle) {
-		b.exec(t, b.app,
-			`ALTER TABLE crm.app_user ADD COLUMN role_id text, ADD COLUMN kind text, ADD COLUMN active boolean DEFAULT true`,
-			`UPDATE crm.app_user SET role_id = CASE id WHEN 'alice' THEN 'ceo' WHEN 'bob' THEN 'east' WHEN 'carol' THEN 'east'
-			     WHEN 'dave' THEN 'west' WHEN 'erin' THEN 'west' END`,
-			`GRANT SELECT, TRIGGER ON crm.app_user TO `+ident(b.engineRole))
-		b.mustAttach(t, usersSpec)
+	return setupPrepared(t, "users", attachUsers)
+}
+
+// setupUsersRun is setupUsers, then an incremental run (the first absorb
+// of the attached tables): a copy of a template made once, where some 60
+// cases of the commit-point tests each ran it.
+func setupUsersRun(t *testing.T) *bundle {
+	t.Helper()
+	return setupPrepared(t, "users run", func(t *testing.T, b *bundle) {
+		attachUsers(t, b)
+		b.run(t)
 	})
+}
+
+// attachUsers gives crm.app_user the columns of setupUsers and attaches
+// usersSpec.
+func attachUsers(t *testing.T, b *bundle) {
+	t.Helper()
+	b.exec(t, b.app,
+		`ALTER TABLE crm.app_user ADD COLUMN role_id text, ADD COLUMN kind text, ADD COLUMN active boolean DEFAULT true`,
+		`UPDATE crm.app_user SET role_id = CASE id WHEN 'alice' THEN 'ceo' WHEN 'bob' THEN 'east' WHEN 'carol' THEN 'east'
+		     WHEN 'dave' THEN 'west' WHEN 'erin' THEN 'west' END`,
+		`GRANT SELECT, TRIGGER ON crm.app_user TO `+ident(b.engineRole))
+	b.mustAttach(t, usersSpec)
 }
 
 // expectedUsers is the users section the application's users table gives
@@ -116,8 +132,7 @@ func (b *bundle) checkUsers(t *testing.T, after string) {
 func TestAttachUsers(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setupUsers(t)
-	b.run(t)
+	b := setupUsersRun(t)
 	b.checkUsers(t, "after attaching the users")
 
 	steps := []struct {
@@ -236,8 +251,7 @@ func TestAttachUsers(t *testing.T) {
 // oracle's, after an incremental run and after a full one.
 func TestAttachUsersUnderWrites(t *testing.T) {
 	t.Parallel()
-	b := setupUsers(t)
-	b.run(t)
+	b := setupUsersRun(t)
 	b.writeWhileRunning(t, 11, writeUsers, writeAccounts, writeOpportunities, writeCases)
 	b.run(t)
 	b.checkUsers(t, "after concurrent writes and an incremental run")

@@ -136,8 +136,7 @@ func TestVerifyComparesSources(t *testing.T) {
 // run that follows.
 func TestVerifySourcesUnderWrites(t *testing.T) {
 	t.Parallel()
-	b := setupUsers(t)
-	b.run(t)
+	b := setupUsersRun(t)
 	compared, unchecked := 0, 0
 	b.writeWhile(t, 5, func() error {
 		rep, err := engine.Verify(context.Background(), b.engine, engine.VerifyOptions{Sources: true}, zerolog.Nop())
