@@ -240,8 +240,6 @@ func (d *decoder) file() (*File, error) {
 	return f, nil
 }
 
-// expectDelim reads the delimiter delim, failing with msg when the next
-// token is another one; path names where for a malformed file.
 // rules reads the rules section. Its raw JSON, which an import stores,
 // keeps its numbers (conditions' values, the configuration's only ones) in
 // their float64 form: canonicalNumbers says why.
@@ -256,6 +254,8 @@ func (d *decoder) rules(f *File) ([]Rule, error) {
 	return rules, err
 }
 
+// expectDelim reads the delimiter delim, failing with msg when the next
+// token is another one; path names where for a malformed file.
 func (d *decoder) expectDelim(delim json.Delim, msg, path string) error {
 	off := d.dec.InputOffset()
 	tok, err := d.dec.Token()
