@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -207,44 +206,8 @@ func pairedCommitPoint(t *testing.T, wi int, mode, point string) {
 		b.exec(t, b.admin, `SET session_replication_role = replica; UPDATE support."case" SET priority = 9 WHERE id = 3;
 			RESET session_replication_role`)
 	}
-	pool := b.engine
-	var h *holdNth
-	if point == "" {
-		commitBoth()
-	} else {
-		h = newHoldNth(point)
-		pool = tracedPool(t, b, h)
-		t.Cleanup(h.free)
-	}
-	done := make(chan error, 1)
-	go func() { done <- pairedStep(ctx, pool, mode) }()
-	if h != nil {
-		select {
-		case <-h.reached:
-			commitBoth()
-			h.free()
-		case err := <-done:
-			t.Fatalf("the step ended (%v) before %q", err, point)
-		case <-time.After(30 * time.Second):
-			t.Fatalf("the step never reached %q", point)
-		}
-	}
-	if err := <-done; err != nil {
-		t.Fatalf("step: %v", err)
-	}
-	live := engine.NewLive(engine.Options{}, 1000)
-	for i := 0; ; i++ {
-		err := changes.WaitFresh(ctx, b.admin, token, 300*time.Millisecond)
-		if err == nil {
-			break
-		}
-		if !changes.IsNotFresh(err) || i == 4 {
-			t.Fatalf("wait_fresh after %d steps: %v", i, err)
-		}
-		if _, err := live.Step(ctx, b.engine, zerolog.Nop()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	stepCommitting(t, b, point, func(pool *pgxpool.Pool) error { return pairedStep(ctx, pool, mode) }, commitBoth)
+	waitFreshStepping(t, b, token)
 	want := slices.DeleteFunc(slices.Clone(pairedStored), func(s string) bool { return slices.Contains(w.gone, s) })
 	if got := storedInputs(t, b); !slices.Equal(got, want) {
 		t.Errorf("once wait_fresh returned, stored shares and team entries %v, want %v", got, want)

@@ -6,13 +6,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/rs/zerolog"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/recalc-dev/recalc/internal/changes"
-	"github.com/recalc-dev/recalc/internal/engine"
 	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
@@ -73,44 +71,8 @@ func twoPhaseCommitPoint(t *testing.T, mode, point string) {
 			t.Fatal(err)
 		}
 	}
-	pool := b.engine
-	var h *holdNth
-	if point == "" {
-		commitA()
-	} else {
-		h = newHoldNth(point)
-		pool = tracedPool(t, b, h)
-		t.Cleanup(h.free)
-	}
-	done := make(chan error, 1)
-	go func() { done <- pairedStep(ctx, pool, mode) }()
-	if h != nil {
-		select {
-		case <-h.reached:
-			commitA()
-			h.free()
-		case err := <-done:
-			t.Fatalf("the step ended (%v) before %q", err, point)
-		case <-time.After(30 * time.Second):
-			t.Fatalf("the step never reached %q", point)
-		}
-	}
-	if err := <-done; err != nil {
-		t.Fatalf("step: %v", err)
-	}
-	live := engine.NewLive(engine.Options{}, 1000)
-	for i := 0; ; i++ {
-		err := changes.WaitFresh(ctx, b.admin, token, 300*time.Millisecond)
-		if err == nil {
-			break
-		}
-		if !changes.IsNotFresh(err) || i == 4 {
-			t.Fatalf("wait_fresh after %d steps: %v", i, err)
-		}
-		if _, err := live.Step(ctx, b.engine, zerolog.Nop()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	stepCommitting(t, b, point, func(pool *pgxpool.Pool) error { return pairedStep(ctx, pool, mode) }, commitA)
+	waitFreshStepping(t, b, token)
 	gone := []string{"share account:2 user:frank manual", "share case:1 user:frank manual"}
 	want := slices.DeleteFunc(slices.Clone(pairedStored), func(s string) bool { return slices.Contains(gone, s) })
 	if got := storedInputs(t, b); !slices.Equal(got, want) {

@@ -116,44 +116,8 @@ func commitAtPoint(t *testing.T, mode string, stmts []string, point string) {
 			t.Fatal(err)
 		}
 	}
-	pool := b.engine
-	var h *holdAt
-	if point == "" {
-		commitA()
-	} else {
-		h = &holdAt{text: point, reached: make(chan struct{}), release: make(chan struct{})}
-		pool = tracedPool(t, b, h)
-		t.Cleanup(h.free)
-	}
-	done := make(chan error, 1)
-	go func() { done <- commitPointStep(ctx, pool, mode) }()
-	if h != nil {
-		select {
-		case <-h.reached:
-			commitA()
-			h.free()
-		case err := <-done:
-			t.Fatalf("the step ended (%v) before %q", err, point)
-		case <-time.After(30 * time.Second):
-			t.Fatalf("the step never reached %q", point)
-		}
-	}
-	if err := <-done; err != nil {
-		t.Fatalf("step: %v", err)
-	}
-	live := engine.NewLive(engine.Options{}, 1000)
-	for i := 0; ; i++ {
-		err := changes.WaitFresh(ctx, b.admin, token, 300*time.Millisecond)
-		if err == nil {
-			break
-		}
-		if !changes.IsNotFresh(err) || i == 4 {
-			t.Fatalf("wait_fresh after %d steps: %v", i, err)
-		}
-		if _, err := live.Step(ctx, b.engine, zerolog.Nop()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	stepCommitting(t, b, point, func(pool *pgxpool.Pool) error { return commitPointStep(ctx, pool, mode) }, commitA)
+	waitFreshStepping(t, b, token)
 	b.checkOracle(t, "once wait_fresh returned")
 	b.checkMirror(t, "once wait_fresh returned")
 }
@@ -174,4 +138,57 @@ func commitPointStep(ctx context.Context, pool *pgxpool.Pool, mode string) error
 		}
 	}
 	return err
+}
+
+// stepCommitting runs step on b's engine pool and calls commit: before it,
+// with point "", or while the step is held at point (newHoldNth), letting it
+// go on after. It fails t when the step fails, ends first or never gets
+// there.
+func stepCommitting(t *testing.T, b *bundle, point string, step func(*pgxpool.Pool) error, commit func()) {
+	t.Helper()
+	pool := b.engine
+	var h *holdNth
+	if point == "" {
+		commit()
+	} else {
+		h = newHoldNth(point)
+		pool = tracedPool(t, b, h)
+		t.Cleanup(h.free)
+	}
+	done := make(chan error, 1)
+	go func() { done <- step(pool) }()
+	if h != nil {
+		select {
+		case <-h.reached:
+			commit()
+			h.free()
+		case err := <-done:
+			t.Fatalf("the step ended (%v) before %q", err, point)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the step never reached %q", point)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("step: %v", err)
+	}
+}
+
+// waitFreshStepping waits for token with recalc.wait_fresh, taking a watch
+// step between tries (at most four), as a running `recalc watch` would.
+func waitFreshStepping(t *testing.T, b *bundle, token int64) {
+	t.Helper()
+	ctx := context.Background()
+	live := engine.NewLive(engine.Options{}, 1000)
+	for i := 0; ; i++ {
+		err := changes.WaitFresh(ctx, b.admin, token, 300*time.Millisecond)
+		if err == nil {
+			return
+		}
+		if !changes.IsNotFresh(err) || i == 4 {
+			t.Fatalf("wait_fresh after %d steps: %v", i, err)
+		}
+		if _, err := live.Step(ctx, b.engine, zerolog.Nop()); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
