@@ -19,8 +19,8 @@ const (
 	// so read and write through those policies. It reads no table.
 	Reader = "reader"
 	// Writer may read, insert, update and delete records with plain SQL:
-	// only the columns an application owns, never rid or root_id, no record
-	// of an attached object, and no other table.
+	// only the columns an application owns, never rid or root_id (nor read
+	// root_id), no record of an attached object, and no other table.
 	// The capture trigger logs its changes with the engine's rights.
 	Writer = "writer"
 )
@@ -47,7 +47,11 @@ var (
 	}
 	writerGrants = []string{
 		`GRANT USAGE ON SCHEMA recalc TO %s`,
-		`GRANT SELECT, DELETE ON recalc.record TO %s`,
+		// Not root_id, the engine's: the top of a record's parent chain,
+		// which names an attached record's account (migration 085). A
+		// role granted before that held SELECT on the whole table.
+		`REVOKE SELECT ON recalc.record FROM %s`,
+		`GRANT SELECT (rid, id, object, owner, parent, fields, territories), DELETE ON recalc.record TO %s`,
 		`GRANT INSERT (id, object, owner, parent, fields, territories), UPDATE (id, object, owner, parent, fields, territories)
 			ON recalc.record TO %s`,
 		// The policy that hides the records of attached objects from it

@@ -406,8 +406,9 @@ func grantCommand(out, errOut io.Writer) *cli.Command {
 			"record_key, the rls_* functions that policies call, invalid_records), on\n" +
 			"the feed (access_changes, access_changes_head) and on read-your-writes (fresh_token,\n" +
 			"wait_fresh); SELECT on the view invalid_record; no table.\n" +
-			"writer: SELECT and DELETE on recalc.record (never on the records of attached objects, which\n" +
-			"row-level security hides from it), INSERT and UPDATE of its columns id, object, owner,\n" +
+			"writer: SELECT (of every column but root_id) and DELETE on recalc.record (never on the\n" +
+			"records of attached objects, which row-level security hides from it), INSERT and\n" +
+			"UPDATE of its columns id, object, owner,\n" +
 			"parent, fields and territories only, and read-your-writes; no other table. Run it as the role\n" +
 			"that owns the schema.",
 		Action: func(c *cli.Context) error {
