@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/recalc-dev/recalc/internal/changes"
+	"github.com/recalc-dev/recalc/internal/feed"
 	"github.com/recalc-dev/recalc/internal/testdb"
 )
 
@@ -26,8 +27,9 @@ import (
 // before the step or while it is held at one of its statements. A token
 // taken after that commit is waited for, with watch steps until wait_fresh
 // returns: then the shares A's effects drop are gone and the others kept,
-// recalc.record mirrors the rows, and access is the oracle's and, after a
-// run, a full run's. Skipped where the server allows no prepared
+// the feed names the two records whose access they changed, recalc.record
+// mirrors the rows, and access is the oracle's and, after a run, a full
+// run's. Skipped where the server allows no prepared
 // transaction (max_prepared_transactions = 0, PostgreSQL's default: the
 // throwaway cluster of scripts/db.sh allows some).
 func TestTwoPhaseCommitWrites(t *testing.T) {
@@ -47,8 +49,30 @@ func TestTwoPhaseCommitWrites(t *testing.T) {
 	}
 }
 
+// TestTwoPhaseRollbackAcrossASwap: as TestTwoPhaseCommitWrites, but the
+// prepared transaction A is rolled back (ROLLBACK PREPARED), by the
+// application's own role from a session other than the one that prepared
+// it (as an XA transaction manager's recovery does), while a full run that
+// swaps new share tables in is held at its swap: none of A's effects is
+// materialized, and every stored share and team entry is kept. Skipped
+// where the server allows no prepared transaction.
+func TestTwoPhaseRollbackAcrossASwap(t *testing.T) {
+	t.Parallel()
+	skipWithoutPreparedTransactions(t)
+	twoPhaseEndPoint(t, "full", "DROP TABLE recalc.acl_share", "ROLLBACK", true)
+}
+
 // twoPhaseCommitPoint runs one history of TestTwoPhaseCommitWrites.
 func twoPhaseCommitPoint(t *testing.T, mode, point string) {
+	twoPhaseEndPoint(t, mode, point, "COMMIT", false)
+}
+
+// twoPhaseEndPoint runs one history of TestTwoPhaseCommitWrites or
+// TestTwoPhaseRollbackAcrossASwap: A ends with end (COMMIT or ROLLBACK)
+// PREPARED, by the application's role when byApp, else by a superuser. A
+// committed A's effects are materialized, and the feed names both records
+// whose access they changed; a rolled-back A's are not.
+func twoPhaseEndPoint(t *testing.T, mode, point, end string, byApp bool) {
 	ctx := context.Background()
 	b := setupPaired(t)
 	gid := "recalc_test_" + dbName(t, b.url) // prepared transactions are the cluster's: one name a database
@@ -62,10 +86,18 @@ func twoPhaseCommitPoint(t *testing.T, mode, point string) {
 	}
 	b.exec(t, b.app, `INSERT INTO crm.account (id, name, owner_id) VALUES (8, 'B', 'erin')`,
 		`INSERT INTO support."case" VALUES (21, 3, 'frank', 3, 'B')`) // B
+	head, err := feed.Head(ctx, b.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var token int64
 	commitA := func() {
 		t.Helper()
-		b.exec(t, b.admin, `COMMIT PREPARED '`+gid+`'`)
+		by := b.admin
+		if byApp {
+			by = b.app
+		}
+		b.exec(t, by, end+` PREPARED '`+gid+`'`)
 		var err error
 		if token, err = changes.FreshToken(ctx, b.admin); err != nil {
 			t.Fatal(err)
@@ -74,13 +106,32 @@ func twoPhaseCommitPoint(t *testing.T, mode, point string) {
 	stepCommitting(t, b, point, func(pool *pgxpool.Pool) error { return pairedStep(ctx, pool, mode) }, commitA)
 	waitFreshStepping(t, b, token)
 	gone := []string{"share account:2 user:frank manual", "share case:1 user:frank manual"}
-	want := slices.DeleteFunc(slices.Clone(pairedStored), func(s string) bool { return slices.Contains(gone, s) })
+	want := slices.Clone(pairedStored)
+	if end == "COMMIT" {
+		want = slices.DeleteFunc(want, func(s string) bool { return slices.Contains(gone, s) })
+		checkFeedNames(t, b, head, "account:2", "case:1")
+	}
 	if got := storedInputs(t, b); !slices.Equal(got, want) {
 		t.Errorf("once wait_fresh returned, stored shares and team entries %v, want %v", got, want)
 	}
 	b.checkMirror(t, "once wait_fresh returned")
 	b.checkStoredOracle(t, "once wait_fresh returned")
 	b.raceCheckFull(t, "after a run")
+}
+
+// checkFeedNames fails t unless the feed, after cursor since, has a record
+// entry for each of keys.
+func checkFeedNames(t *testing.T, b *bundle, since int64, keys ...string) {
+	t.Helper()
+	entries, err := feed.Read(context.Background(), b.admin, since, feed.MaxLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if !slices.ContainsFunc(entries, func(e feed.Entry) bool { return e.Kind == feed.KindRecord && e.Key == k }) {
+			t.Errorf("the feed after cursor %d names no record %s: %+v", since, k, entries)
+		}
+	}
 }
 
 // prepare runs stmts as the application, after set outside the
