@@ -226,3 +226,29 @@ func TestMigratedPoolClosesIdleSessions(t *testing.T) {
 		t.Fatalf("a test's pool holds %d session(s) %v after its busy phase, want none", open, 4*poolIdle)
 	}
 }
+
+// TestNothingLeftTakesNoDropLock: a test process with no database left
+// to drop when its tests end (a test's child process) ends at once, not
+// after the batches of drops another test process holds the drop lock for.
+func TestNothingLeftTakesNoDropLock(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	other, err := pgx.Connect(ctx, AdminURL())
+	if err != nil {
+		t.Fatalf("connect to the test server: %v (set DATABASE_URL or run make test)", err)
+	}
+	defer other.Close(context.Background())
+	if _, err := other.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(dropLock)); err != nil {
+		t.Fatalf("take the drop lock as another test process: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- dropLeft(ctx, nil) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("with no database left to drop, Main waited for the drop lock another test process held")
+	}
+}
