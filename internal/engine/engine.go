@@ -67,8 +67,12 @@ type Options struct {
 	InPlace     bool
 	Trigger     string        // what started the run, recorded on the job
 	LockTimeout time.Duration // how long a chunk waits for a row lock
-	Retries     int           // retries of a chunk on lock timeout, deadlock or serialization failure
-	Nice        float64       // after each chunk, a worker rests Nice times as long as it took (workers.Options)
+	// SwapWait is how long a full job's swap waits for open readers to let
+	// go of the live tables before it copies the new rows into them in
+	// place instead (0 means sharetable.SwapWait, 10 s).
+	SwapWait time.Duration
+	Retries  int     // retries of a chunk on lock timeout, deadlock or serialization failure
+	Nice     float64 // after each chunk, a worker rests Nice times as long as it took (workers.Options)
 	// FullAbove switches an incremental plan to a full job when it would
 	// recompute more than this share of all families (0 means 0.5).
 	FullAbove float64

@@ -423,7 +423,7 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 		}
 		every := false // the first computation's swap: every record's access changed
 		if j.DoRules {
-			if every, err = finishRules(ctx, tx, j, org); err != nil {
+			if every, err = finishRules(ctx, tx, j, org, opt.SwapWait); err != nil {
 				return err
 			}
 		}
@@ -473,11 +473,12 @@ func finish(ctx context.Context, pool *pgxpool.Pool, job *queue.Job, org *sharin
 }
 
 // finishRules is finish's share-row side: the swap of a full job's staging
-// tables, the OWD table and the configuration applied. It reports whether
-// the swap changed every record's access (sharetable.SwapFull).
-func finishRules(ctx context.Context, tx pgx.Tx, j *queue.Job, org *sharing.Org) (every bool, err error) {
+// tables (waiting up to swapWait for readers), the OWD table and the
+// configuration applied. It reports whether the swap changed every
+// record's access (sharetable.SwapFull).
+func finishRules(ctx context.Context, tx pgx.Tx, j *queue.Job, org *sharing.Org, swapWait time.Duration) (every bool, err error) {
 	if j.Kind == queue.Full {
-		if every, err = sharetable.SwapFull(ctx, tx, j.DoClosure); err != nil {
+		if every, err = sharetable.SwapFull(ctx, tx, j.DoClosure, swapWait); err != nil {
 			return false, err
 		}
 	}

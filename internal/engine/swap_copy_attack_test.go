@@ -66,8 +66,7 @@ func gatedPool(t *testing.T, pool *pgxpool.Pool, g *gate) *pgxpool.Pool {
 	return tracedPool(t, pool, g)
 }
 
-// waitReached waits for p's statement to start, failing after a minute
-// (the copy path alone waits swapWait, 10 s, first).
+// waitReached waits for p's statement to start, failing after a minute.
 func waitReached(t *testing.T, p *point, what string) uint32 {
 	t.Helper()
 	select {
@@ -77,6 +76,33 @@ func waitReached(t *testing.T, p *point, what string) uint32 {
 		t.Fatalf("timed out waiting for %s", what)
 		return 0
 	}
+}
+
+// copyPath is the options of a full job whose swap, held up by a reader
+// that the test keeps open throughout, takes the copy path after 200 ms of
+// tries, not the 10 s a swap waits by default: the path is the same, and
+// the three tests here waited 30 s in all for it.
+func copyPath() engine.Options { return engine.Options{SwapWait: 200 * time.Millisecond} }
+
+// TestSwapWaitOption: a full job's swap held up by an open reader waits
+// Options.SwapWait, not the default 10 s, before it copies the new rows in
+// place, within a deadline shorter than the default wait.
+func TestSwapWaitOption(t *testing.T) {
+	t.Parallel()
+	b := setupOrg(t, swapCopyOrg(), engine.Options{})
+	b.importFile(t, swapCopyNoRule())
+	rtx := begin(t, connect(t, b.pool))
+	mustExec(t, rtx, `LOCK TABLE recalc.acl_share IN ACCESS SHARE MODE`)
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	if _, err := engine.Full(ctx, b.pool, copyPath(), zerolog.Nop()); err != nil {
+		t.Fatalf("full run beside an open reader, SwapWait 200 ms, within 5 s: %v", err)
+	}
+	rollback(t, rtx, "reader")
+	if got := b.level(t, "u1", "a003"); got != "none" {
+		t.Errorf("after the copy: u1 on a003 is %s, want none", got)
+	}
+	checkSettled(t, b.ctx, b.pool)
 }
 
 // swapCopyOrg is liveOrg(6): accounts of tier 3 or more (a003, a004) are
@@ -105,7 +131,7 @@ func ruleRows(t *testing.T, b *bundle) int {
 
 // TestSwapCopyVerifyRepairDuringCopy: a verify --repair that began before a
 // full job (it saw no unfinished job) reaches its chunk while the job's
-// finish, unable to lock the live tables past swapWait (a reader holds
+// finish, unable to lock the live tables within its wait (a reader holds
 // ACCESS SHARE), is about to copy the staged rows in place. The chunk once
 // restored the drifted rule row under the configuration verify loaded; its
 // uncommitted INSERT escaped the copy's DELETE and survived beside the new
@@ -140,7 +166,7 @@ func TestSwapCopyVerifyRepairDuringCopy(t *testing.T) {
 	}()
 	waitReached(t, vChunk, "verify's chunk")
 
-	// A reader holds ACCESS SHARE on acl_share past swapWait.
+	// A reader holds ACCESS SHARE on acl_share past the swap's wait.
 	reader := connect(t, b.pool)
 	rtx := begin(t, reader)
 	mustExec(t, rtx, `LOCK TABLE recalc.acl_share IN ACCESS SHARE MODE`)
@@ -155,7 +181,7 @@ func TestSwapCopyVerifyRepairDuringCopy(t *testing.T) {
 	var runErr error
 	go func() {
 		defer close(runDone)
-		_, runErr = engine.Full(ctx, rPool, engine.Options{}, zerolog.Nop())
+		_, runErr = engine.Full(ctx, rPool, copyPath(), zerolog.Nop())
 	}()
 	waitReached(t, copyPoint, "the finish's copy into the live tables (the copy path)")
 
@@ -266,7 +292,7 @@ func TestSwapCopyVerifyRepairSameModel(t *testing.T) {
 	var runErr error
 	go func() {
 		defer close(runDone)
-		_, runErr = engine.Full(ctx, rPool, engine.Options{}, zerolog.Nop())
+		_, runErr = engine.Full(ctx, rPool, copyPath(), zerolog.Nop())
 	}()
 	waitReached(t, copyPoint, "the finish's copy into the live tables (the copy path)")
 	close(vChunk.release)
@@ -329,7 +355,7 @@ func TestSwapCopyReaderWriterAndFeed(t *testing.T) {
 	var runErr error
 	go func() {
 		defer close(runDone)
-		_, runErr = engine.Full(ctx, rPool, engine.Options{}, zerolog.Nop())
+		_, runErr = engine.Full(ctx, rPool, copyPath(), zerolog.Nop())
 	}()
 	waitReached(t, copyPoint, "the finish's copy (the copy path)")
 	close(copyPoint.release)

@@ -184,12 +184,15 @@ func StagingTasks(pool *pgxpool.Pool, org *sharing.Org, d *Dict, job int64, clos
 // It records the records and grantees the swap changes for the feed, or
 // reports every (feed.Swap): the caller publishes every record.
 //
-// When readers hold the live tables for longer than swapWait (a reader's
-// transaction left open holds them: it needs no privilege on them, only a
-// call of recalc's functions), it copies the staged rows into the live
-// tables in place instead, under the row locks readers do not take.
-func SwapFull(ctx context.Context, tx pgx.Tx, closure bool) (every bool, err error) {
-	locked, err := lockForSwap(ctx, tx, closure, swapWait)
+// When readers hold the live tables for longer than wait (SwapWait when 0:
+// a reader's transaction left open holds them: it needs no privilege on
+// them, only a call of recalc's functions), it copies the staged rows into
+// the live tables in place instead, under the row locks readers do not take.
+func SwapFull(ctx context.Context, tx pgx.Tx, closure bool, wait time.Duration) (every bool, err error) {
+	if wait <= 0 {
+		wait = SwapWait
+	}
+	locked, err := lockForSwap(ctx, tx, closure, wait)
 	if err == nil && !locked {
 		// No writer may come between the feed's diff and the copy's
 		// commit; readers may. Nothing but the engine writes these tables,
@@ -233,9 +236,9 @@ func SwapFull(ctx context.Context, tx pgx.Tx, closure bool) (every bool, err err
 	return every, nil
 }
 
-// swapWait bounds how long a swap waits for readers to let go of the live
-// tables before it copies the rows in place instead.
-const swapWait = 10 * time.Second
+// SwapWait bounds how long a swap waits, by default, for readers to let go
+// of the live tables before it copies the rows in place instead.
+const SwapWait = 10 * time.Second
 
 // lockForSwap takes the live tables SwapFull drops and renames, ACCESS
 // EXCLUSIVE, all at once, before it reads them, and reports whether it took
