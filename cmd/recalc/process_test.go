@@ -21,10 +21,16 @@ import (
 
 	"github.com/recalc-dev/recalc/bench/gen"
 	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/internal/testkit"
 )
 
+// TestMain runs four tests at a time unless -parallel says (testkit.Main):
+// most of them wait on recalc processes and the server's round trips (a
+// conformance step's run, some 200 statements, took 2 s of a loaded
+// machine's wall time with a fifth of it in the server), which left the
+// machine idle at go test's default of GOMAXPROCS.
 func TestMain(m *testing.M) {
-	code := testdb.Main(m)
+	code := testkit.Main(m, 4)
 	if builtBin != "" {
 		os.RemoveAll(filepath.Dir(builtBin))
 	}
