@@ -319,20 +319,25 @@ func TestDefinerAttackSessionSettings(t *testing.T) {
 // recalculation for longer than a bound: the first computation's swap
 // (DROP TABLE, RENAME) retries its ACCESS EXCLUSIVE lock forever, while it
 // holds the job row, so no run, import or watch step gets past it.
+// The first case of each kind waits the swap's default bound (10 s); the
+// others set a short one (engine.Options.SwapWait), as the bound itself is
+// the same code, where each of them waited 10 s too.
 func TestDefinerAttackReaderCannotStallTheEngine(t *testing.T) {
 	t.Parallel()
 	doc := `{"objects": [{"name": "account", "internal_owd": "private"}], "users": [{"id": "u1"}],
 		"records": [{"object": "account", "id": "a1", "owner": "u1"}]}`
+	short := 200 * time.Millisecond
 	for _, c := range []struct {
 		name  string
 		first bool // the first computation (recalc init, import, run), else a full run --in-place=false
 		call  string
+		wait  time.Duration // the full run's SwapWait: 0 for the default
 	}{
-		{"first computation/rls_records of an unknown user", true, `SELECT count(*) FROM recalc.rls_records('nobody', 'account')`},
-		{"first computation/visible_records", true, `SELECT count(*) FROM recalc.visible_records('nobody', 'account')`},
-		{"swap/access_level", false, `SELECT recalc.access_level('u1', 'a1')`},
-		{"swap/can_access", false, `SELECT recalc.can_access('u1', 'account', 'a1')`},
-		{"swap/paged visible_records", false, `SELECT count(*) FROM recalc.visible_records('u1', 'account', 'read', NULL, 10)`},
+		{"first computation/rls_records of an unknown user", true, `SELECT count(*) FROM recalc.rls_records('nobody', 'account')`, 0},
+		{"first computation/visible_records", true, `SELECT count(*) FROM recalc.visible_records('nobody', 'account')`, short},
+		{"swap/access_level", false, `SELECT recalc.access_level('u1', 'a1')`, 0},
+		{"swap/can_access", false, `SELECT recalc.can_access('u1', 'account', 'a1')`, short},
+		{"swap/paged visible_records", false, `SELECT count(*) FROM recalc.visible_records('u1', 'account', 'read', NULL, 10)`, short},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -360,7 +365,7 @@ func TestDefinerAttackReaderCannotStallTheEngine(t *testing.T) {
 			ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
 			defer cancel()
 			start := time.Now()
-			_, err = engine.Full(ctx, b.pool, engine.Options{InPlace: false}, zerolog.Nop())
+			_, err = engine.Full(ctx, b.pool, engine.Options{InPlace: false, SwapWait: c.wait}, zerolog.Nop())
 			if ctx.Err() != nil {
 				t.Fatalf("a full run was still waiting after %v for a reader's idle transaction (%v): "+
 					"a reader can stall the engine indefinitely with the locks recalc's functions take", time.Since(start).Round(time.Second), err)
