@@ -25,6 +25,7 @@ import (
 // The test holds the job's finish with a lock on recalc.acl_object (which
 // only the finish writes) while the reader asks.
 func TestMixedStateAttackClosureRemovedAfterShares(t *testing.T) {
+	t.Parallel() // its database and roles are its own: run first and alone, it held the others back 13 s
 	b := setup(t)
 	ctx := context.Background()
 	b.wantAccess(t, map[string]string{"u4 a3": "none", "u4 hot1": "read", "u1 a3": "all"})
