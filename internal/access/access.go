@@ -12,6 +12,9 @@ import (
 	"io"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/recalc-dev/recalc/internal/pg"
 )
 
@@ -44,6 +47,28 @@ CROSS JOIN LATERAL (
     ORDER BY u.id COLLATE "C"
 ) x
 ORDER BY r.object COLLATE "C", r.id COLLATE "C", x.user_id COLLATE "C"`
+
+// InSnapshot runs read in one REPEATABLE READ READ ONLY transaction, so
+// that everything it reads is of one moment: a family a chunk, the watch's
+// fast path or a job's finish rewrites between two of its statements is
+// read as before it in both. In READ COMMITTED each statement reads its own
+// snapshot, and a page of visible records that calls recalc.visible_ids
+// twice (after a continuation row) printed one family half before and
+// half after a chunk. The transaction first takes the tables a full job's
+// swap drops and renames ACCESS SHARE, before any snapshot (LOCK TABLE
+// takes none): a snapshot taken before a swap commits reads the swapped-in
+// tables as empty. Holding them, the transaction makes a swap wait for it,
+// as any reader does, and a swap that waits too long copies its rows into
+// the live tables in place instead (sharetable.SwapFull).
+func InSnapshot(ctx context.Context, pool *pgxpool.Pool, read func(tx pgx.Tx) error) error {
+	return pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		// In the order a reader's statement locks them, as the swap takes them.
+		if _, err := tx.Exec(ctx, `LOCK TABLE recalc.acl_record, recalc.acl_share, recalc.acl_member IN ACCESS SHARE MODE`); err != nil {
+			return fmt.Errorf("lock the share tables for reading: %w", err)
+		}
+		return read(tx)
+	})
+}
 
 // WriteCSV writes every (object, record, user, access) with access
 // above none, sorted in byte order, as CSV with a header. Rows stream:

@@ -15,6 +15,7 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/access"
 	"github.com/recalc-dev/recalc/internal/pg"
+	"github.com/recalc-dev/recalc/internal/queue"
 	"github.com/recalc-dev/recalc/internal/store"
 	"github.com/recalc-dev/recalc/schema"
 )
@@ -34,7 +35,9 @@ func accessCommand(out, errOut io.Writer) *cli.Command {
 			"For an attached object, the ids listed and --after are the application's.\n" +
 			"A full page is followed by a note (on standard error) of the --after that continues it;\n" +
 			"a shorter page is the last. --format csv prints record,level rows; json one object\n" +
-			"{\"records\": [...], \"next_after\": ID or null}; text, one line per record.",
+			"{\"records\": [...], \"next_after\": ID or null}; text, one line per record.\n" +
+			"All access, and a page, are each read as of one moment (one snapshot); all access printed\n" +
+			"while a job is unfinished is of the middle of the job, which a warning says (docs/rls.md).",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "format", Usage: "csv: all access as CSV (alone), or a page as CSV; json or text for a page"},
 			idFlag(&cli.StringFlag{Name: "user", Usage: "user id, with --record or --object"}),
@@ -104,12 +107,26 @@ func (p *accessPage) check() error {
 	return nil
 }
 
-// AccessCSV prints all access as CSV, streaming.
+// AccessCSV prints all access as CSV, streaming, all of one moment
+// (access.InSnapshot). It warns when a job was unfinished at that moment:
+// until its finish, the access printed is at no level above the greater
+// of the models before and after it, and may be below both (docs/semantics.md).
 func AccessCSV(ctx context.Context, env *Env) error {
 	if err := checkRecalculated(ctx, env); err != nil {
 		return err
 	}
-	return access.WriteCSV(ctx, env.Pool, env.Out)
+	return access.InSnapshot(ctx, env.Pool, func(tx pgx.Tx) error {
+		job, err := queue.Unfinished(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if job != nil {
+			env.Log.Warn().Int64("job", job.ID).Str("status", string(job.Status)).Bool("paused", job.Paused).
+				Msg("a recalculation job is unfinished: the access printed is mid-job, never above the greater of the models before and after it, and maybe below both; " +
+					"print it again once the job is done (`recalc status`)")
+		}
+		return access.WriteCSV(ctx, tx, env.Out)
+	})
 }
 
 // checkRecalculated checks the schema's version, and warns when nothing
@@ -163,7 +180,8 @@ func AccessList(ctx context.Context, env *Env, p accessPage) error {
 		return err
 	}
 	var page []access.Visible
-	err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error {
+	// One snapshot: a page may take several calls of recalc.visible_ids.
+	err := access.InSnapshot(ctx, env.Pool, func(tx pgx.Tx) error {
 		if err := access.CheckUserObject(ctx, tx, p.user, p.object); err != nil {
 			return err
 		}
