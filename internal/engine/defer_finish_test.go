@@ -121,6 +121,51 @@ func TestFinishBesideDeferralReadsChangesAgain(t *testing.T) {
 	}
 }
 
+// TestFinishBesideDeferralWriteAfterLastRead: as above, but the write to
+// a005's case commits after the chunk's last read of the change log, while
+// it waits to write a005's share rows (an application's lock on them): the
+// chunk computed a005's family from the records before the write, so it
+// writes it, and the write's change row stays pending. The case's new
+// owner has no access until the resume, then has it; the tables are then a
+// full run's. This is the commit point between a chunk's reads and its
+// writes.
+func TestFinishBesideDeferralWriteAfterLastRead(t *testing.T) {
+	t.Parallel()
+	b := drBundle(t)
+	stopOneChunk(t, b)
+	env := &cli.Env{Pool: b.pool, Out: &bytes.Buffer{}, Log: zerolog.Nop()}
+	if err := cli.DeferCmd(b.ctx, env, []string{store.SideRules}); err != nil {
+		t.Fatal(err)
+	}
+	pre := snapshotPreDefer(t, b, "c001_1")
+	owners := map[string]string{"c001_1": "u2", "c005_1": "u3"}
+	b.exec(t, `UPDATE recalc.record SET owner = 'u2' WHERE id = 'c001_1'`)
+	obs := connect(t, b.pool)
+	holder, pid := holdWith(t, b, `SELECT FROM recalc.acl_share WHERE rid IN (SELECT rid FROM recalc.acl_record WHERE root_id = 'a005') FOR UPDATE`)
+	imported := importInBackground(t, b, env)
+	waitBlockedBy(t, obs, pid, nil, "the import's chunk to wait to write a005's share rows")
+	b.exec(t, `UPDATE recalc.record SET owner = 'u3' WHERE id = 'c005_1'`)
+	rollback(t, holder, "a005's share rows")
+	if err := <-imported; err != nil {
+		t.Fatalf("the import beside the paused job: %v", err)
+	}
+	var pending int
+	if err := b.pool.QueryRow(b.ctx, `SELECT count(*) FROM recalc.change WHERE 'c005_1' = ANY(keys)`).Scan(&pending); err != nil || pending == 0 {
+		t.Errorf("change rows naming c005_1 after the import: %d (%v), want its write's pending", pending, err)
+	}
+	checkNoAccess(t, b, owners, "after the import finished the job")
+	pre.check(t, b, "after the import finished the job")
+	if err := cli.ResumeCmd(b.ctx, env, []string{store.SideRules}, engine.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for id, user := range owners {
+		if l := b.level(t, user, id); l == "none" {
+			t.Errorf("%s on %s after the resume: none, want the owner's access", user, id)
+		}
+	}
+	checkDeferRace(t, b, "after the resume")
+}
+
 // TestDeferWaitsForImportFinishingJob: an import finishes an interrupted
 // job (no deferral), its chunk stopped by an application's lock, when
 // `recalc defer` runs: defer waits for the chunk, which read no deferral,
