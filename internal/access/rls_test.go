@@ -615,6 +615,83 @@ func TestPerUserPlans(t *testing.T) {
 	}
 }
 
+// TestKeysNoteUserCrossingBound: rls_keys reads a user's share rows once
+// (migration 83) and decides from them alone whether the user is broad. A
+// session's user who crosses 1,000 share rows between its queries gets
+// every row from can_access from then on, noted for the session as
+// rls_many_shares notes it (a garbage note starts again); back at 1,000 the
+// stale note costs speed, never a row. The per-user policy sees exactly the
+// user's records at each step.
+func TestKeysNoteUserCrossingBound(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	org := func(owned int) string {
+		recs := []string{`{"object": "account", "id": "z0", "owner": "u1"}`}
+		for i := range owned {
+			recs = append(recs, fmt.Sprintf(`{"object": "account", "id": "k%04d", "owner": "u2"}`, i))
+		}
+		return `{"objects": [{"name": "account", "internal_owd": "private"}], "users": [{"id": "u1"}, {"id": "u2"}],
+			"records": [` + strings.Join(recs, ",") + `]}`
+	}
+	b.model(t, org(1000))
+	b.exec(t, `CREATE TABLE app (id text PRIMARY KEY)`, `INSERT INTO app SELECT 'k' || lpad(i::text, 4, '0') FROM generate_series(0, 1000) i`,
+		`INSERT INTO app VALUES ('z0')`, `GRANT SELECT ON app TO `+b.role)
+	b.tx(t, func(tx pgx.Tx) error {
+		return access.EnableRLS(b.ctx, tx, &access.RLS{Table: "app", Object: "account", IDColumn: "id", UserSetting: "app.user_id", PerUserPlans: true})
+	})
+	var uid string
+	if err := b.pool.QueryRow(b.ctx, `SELECT uid::text FROM recalc.acl_user WHERE id = 'u2'`).Scan(&uid); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := b.pool.Acquire(b.ctx) // one session through every step
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	defer func() { _, _ = conn.Exec(context.WithoutCancel(b.ctx), `RESET ROLE; RESET ALL`) }()
+	if _, err := conn.Exec(b.ctx, `SET ROLE `+b.role+`; SELECT set_config('app.user_id', 'u2', false)`); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		name       string
+		owned      int    // u2's records (one share row each)
+		note       string // written before the step; "-": left as it is
+		keys       int    // rls_keys' ids; -1: NULL (broad)
+		wantNote   string // the note after the step
+		wantRows   int
+		reimported bool
+	}{
+		{"selective at 1,000", 1000, "", 1000, "", 1000, false},
+		{"crosses to 1,001", 1001, "-", -1, "," + uid + ",", 1001, true},
+		{"back at 1,000, noted", 1000, "-", -1, "," + uid + ",", 1000, true},
+		{"garbage note, over", 1001, "x,x,", -1, "," + uid + ",", 1001, true},
+	} {
+		if step.reimported {
+			b.model(t, org(step.owned))
+		}
+		if step.note != "-" {
+			if _, err := conn.Exec(b.ctx, `SELECT set_config('recalc.rls_broad_uids', $1, false)`, step.note); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var keys *int
+		if err := conn.QueryRow(b.ctx, `SELECT cardinality(recalc.rls_keys('u2', 'account', 'read'))`).Scan(&keys); err != nil {
+			t.Fatalf("%s: rls_keys: %v", step.name, err)
+		}
+		if got := -1; keys != nil && *keys != step.keys || keys == nil && step.keys != got {
+			t.Errorf("%s: rls_keys gives %v ids, want %d (-1: NULL)", step.name, keys, step.keys)
+		}
+		var note string
+		var rows int
+		if err := conn.QueryRow(b.ctx, `SELECT current_setting('recalc.rls_broad_uids', true), (SELECT count(*) FROM app WHERE id LIKE 'k%')`).Scan(&note, &rows); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		if note != step.wantNote || rows != step.wantRows {
+			t.Errorf("%s: note %q and %d rows seen, want %q and %d", step.name, note, rows, step.wantNote, step.wantRows)
+		}
+	}
+}
+
 // TestRLSIDs: the ids a per-user policy compares with the id column are the
 // keys that are the column's text form, prefix removed, as its type.
 func TestRLSIDs(t *testing.T) {

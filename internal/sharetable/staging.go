@@ -118,6 +118,7 @@ var stagingIndexes = []string{
 	`CREATE INDEX IF NOT EXISTS acl_record_next_root_idx ON recalc.acl_record_next (root_id)`,
 	`CREATE INDEX IF NOT EXISTS acl_record_next_object_idx ON recalc.acl_record_next (object, id)`,
 	`CREATE INDEX IF NOT EXISTS acl_record_next_access_root_idx ON recalc.acl_record_next (access_root)`,
+	`CREATE INDEX IF NOT EXISTS acl_record_next_rid_hash_idx ON recalc.acl_record_next USING hash (rid) WITH (fillfactor = 50)`,
 }
 
 // indexMemory is maintenance_work_mem for the index builds: each sorts
@@ -220,7 +221,8 @@ func SwapFull(ctx context.Context, tx pgx.Tx, closure bool, wait time.Duration) 
 		ALTER INDEX recalc.acl_record_next_id_idx RENAME TO acl_record_id_idx;
 		ALTER INDEX recalc.acl_record_next_root_idx RENAME TO acl_record_root_idx;
 		ALTER INDEX recalc.acl_record_next_object_idx RENAME TO acl_record_object_idx;
-		ALTER INDEX recalc.acl_record_next_access_root_idx RENAME TO acl_record_access_root_idx`
+		ALTER INDEX recalc.acl_record_next_access_root_idx RENAME TO acl_record_access_root_idx;
+		ALTER INDEX recalc.acl_record_next_rid_hash_idx RENAME TO acl_record_rid_hash_idx`
 	if closure {
 		sql += `;
 		ALTER TABLE recalc.acl_member_next ADD CONSTRAINT acl_member_next_pkey PRIMARY KEY USING INDEX acl_member_next_pkey;
