@@ -280,9 +280,7 @@ func (b *bundle) recalcAs(role string, args ...string) (string, string, error) {
 	app := cli.App(&out, &errOut)
 	app.ExitErrHandler = func(*ucli.Context, error) {}
 	argv := append([]string{"recalc", "--database-url", dburl.WithUser(b.url, role), "--log-format", "json"}, args...)
-	appMu.Lock()
-	err := app.RunContext(context.Background(), argv)
-	appMu.Unlock()
+	err := runApp(context.Background(), app, argv)
 	return out.String(), errOut.String(), err
 }
 
@@ -808,11 +806,9 @@ func (b *bundle) crm3RLS(t *testing.T) {
 	done := make(chan error, 1)
 	var werr bytes.Buffer
 	go func() {
-		appMu.Lock() // no other command line runs meanwhile
-		defer appMu.Unlock()
 		app := cli.App(new(bytes.Buffer), &werr)
 		app.ExitErrHandler = func(*ucli.Context, error) {}
-		done <- app.RunContext(wctx, []string{"recalc", "--database-url", dburl.WithUser(b.url, b.engineRole), "--log-format", "json", "watch"})
+		done <- runApp(wctx, app, []string{"recalc", "--database-url", dburl.WithUser(b.url, b.engineRole), "--log-format", "json", "watch"})
 	}()
 	for i, stmts := range [][]string{
 		{`UPDATE odoo.res_partner SET user_id = 5 WHERE id = 2`, `UPDATE odoo.res_partner SET parent_id = 2 WHERE id = 101`},

@@ -185,9 +185,7 @@ func (b *bundle) rlsEnableWarnings(t *testing.T, args ...string) string {
 	app := cli.App(&out, &errOut)
 	app.ExitErrHandler = func(*ucli.Context, error) {}
 	argv := append([]string{"recalc", "--database-url", dburl.WithUser(b.url, b.appRole), "rls", "enable", "--user-setting", "app.user_id", "--force"}, args...)
-	appMu.Lock()
-	err := app.RunContext(context.Background(), argv)
-	appMu.Unlock()
+	err := runApp(context.Background(), app, argv)
 	if err != nil {
 		t.Fatalf("rls enable %v: %v (%s)", args, err, errOut.String())
 	}

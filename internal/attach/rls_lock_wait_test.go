@@ -40,7 +40,8 @@ func TestRLSToggleBesideAppLocks(t *testing.T) {
 		{name: "enable beside short writes", args: enable, query: write, stream: true, policiesAt: 1},
 		{name: "disable beside a long SELECT", enabled: true, args: disable, query: `SELECT pg_sleep(30) FROM support."case" LIMIT 1`, refused: "drop recalc's policies", policiesAt: 1},
 	} {
-		t.Run(tc.name, func(t *testing.T) { // one at a time: the command lines run one at a time (appMu), and each is timed
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // side by side: each command waits on its own database's locks (runApp holds appMu only while it parses)
 			b := setup(t)
 			ctx := context.Background()
 			if tc.enabled {

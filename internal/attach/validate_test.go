@@ -242,9 +242,7 @@ func TestAttachAsAnotherRoleSaysWhichRole(t *testing.T) {
 	var out, errOut bytes.Buffer
 	app := cli.App(&out, &errOut)
 	app.ExitErrHandler = func(*ucli.Context, error) {}
-	appMu.Lock()
-	err := app.RunContext(context.Background(), []string{"recalc", "--database-url", b.url, "--log-format", "json", "attach", f})
-	appMu.Unlock()
+	err := runApp(context.Background(), app, []string{"recalc", "--database-url", b.url, "--log-format", "json", "attach", f})
 	want := "owned by " + b.engineRole
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("attach as a superuser that does not own schema recalc: %v, want an error naming the role to run as (%q)", err, want)
@@ -272,9 +270,7 @@ func TestRunAsAnotherRoleSaysWhichRole(t *testing.T) {
 	var out, errOut bytes.Buffer
 	app := cli.App(&out, &errOut)
 	app.ExitErrHandler = func(*ucli.Context, error) {}
-	appMu.Lock()
-	err := app.RunContext(context.Background(), []string{"recalc", "--database-url", b.url, "--log-format", "json", "run"})
-	appMu.Unlock()
+	err := runApp(context.Background(), app, []string{"recalc", "--database-url", b.url, "--log-format", "json", "run"})
 	want := "only schema recalc's owner, " + b.engineRole
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("run as a superuser that does not own schema recalc, with tables attached: %v, want an error naming the role to run as (%q)", err, want)
