@@ -2,6 +2,7 @@ package attach_test
 
 import (
 	"context"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -50,34 +51,120 @@ var commitPointWrites = []struct {
 // oracle's for the application's rows, and recalc.record mirror them. Held in every order
 // tried (helper-183): no write lost, none misapplied, and no wait_fresh
 // returned early.
+//
+// Every history runs with RECALC_COMMIT_POINTS=all (105 of them, each a
+// database of its own: 210 s of test time under -race); by default 24, a
+// fixed subset (commitPointMode.cases) in which each mode meets every one
+// of its points and every write it is tried with at least once
+// (TestCommitPointCasesMeetEveryWriteAndPoint).
 func TestWaitFreshCommitPoints(t *testing.T) {
 	t.Parallel()
-	lockFree := []string{"", "recalc.attach_absorb_begin", "DELETE FROM recalc.deferral", "SELECT side, since FROM recalc.deferral"}
-	modes := []struct {
-		name   string
-		points []string
-	}{
-		{"fast", []string{"", "recalc.attach_absorb_begin", "recalc.attach_absorb_one", "set_config('recalc.absorbing', ''",
-			"sum(cardinality(keys)) OVER", "DELETE FROM recalc.change WHERE seq = ANY", "SELECT FROM recalc.feed_state FOR UPDATE"}},
-		{"full", []string{"", "recalc.attach_absorb_begin", "recalc.attach_absorb_one", "DROP TABLE recalc.acl_share", "DELETE FROM recalc.change WHERE seq = ANY"}},
-		{"in place", []string{"", "recalc.attach_absorb_begin", "recalc.attach_absorb_one", "DELETE FROM recalc.change WHERE seq = ANY"}},
-		{"resume", lockFree},
+	for _, m := range commitPointModes {
+		for _, c := range m.cases(os.Getenv("RECALC_COMMIT_POINTS") == "all") {
+			w, p := commitPointWrites[c[0]], m.points[c[1]]
+			t.Run(m.name+"/"+w.name+"/"+p, func(t *testing.T) {
+				t.Parallel()
+				commitAtPoint(t, m.name, w.stmts, p)
+			})
+		}
 	}
-	for _, m := range modes {
-		for _, w := range commitPointWrites {
-			for _, p := range m.points {
-				if m.name != "fast" && !w.every {
-					continue
+}
+
+// commitPointLockFree are the points of an engine's step that take no lock
+// a TRUNCATE conflicts with.
+var commitPointLockFree = []string{"", "recalc.attach_absorb_begin", "DELETE FROM recalc.deferral", "SELECT side, since FROM recalc.deferral"}
+
+// commitPointModes are the engine's steps of TestWaitFreshCommitPoints and
+// the points each is held at.
+var commitPointModes = []commitPointMode{
+	{"fast", []string{"", "recalc.attach_absorb_begin", "recalc.attach_absorb_one", "set_config('recalc.absorbing', ''",
+		"sum(cardinality(keys)) OVER", "DELETE FROM recalc.change WHERE seq = ANY", "SELECT FROM recalc.feed_state FOR UPDATE"}},
+	{"full", []string{"", "recalc.attach_absorb_begin", "recalc.attach_absorb_one", "DROP TABLE recalc.acl_share", "DELETE FROM recalc.change WHERE seq = ANY"}},
+	{"in place", []string{"", "recalc.attach_absorb_begin", "recalc.attach_absorb_one", "DELETE FROM recalc.change WHERE seq = ANY"}},
+	{"resume", commitPointLockFree},
+}
+
+type commitPointMode struct {
+	name   string
+	points []string
+}
+
+// valid says whether the mode runs write wi (of commitPointWrites) at
+// point pi (of its points): the writes not tried in every mode on the fast
+// path only, and the TRUNCATE at lock-free points only (the absorb waits
+// for its lock before it gets to the others).
+func (m commitPointMode) valid(wi, pi int) bool {
+	w := commitPointWrites[wi]
+	return (m.name == "fast" || w.every) && (w.name != "truncate and refill" || slices.Contains(commitPointLockFree, m.points[pi]))
+}
+
+// cases returns the mode's histories, as pairs of indexes of
+// commitPointWrites and of its points: every valid one with all, else a
+// subset taken diagonal by diagonal (the k-th write the mode tries at its
+// point k, k+1, ...), a history kept when it is the first to meet its
+// write or its point: the mode meets every write and every point at least
+// once, the writes at different points.
+func (m commitPointMode) cases(all bool) [][2]int {
+	var cases [][2]int
+	var writes []int
+	for wi := range commitPointWrites {
+		for pi := range m.points {
+			if m.valid(wi, pi) {
+				if all {
+					cases = append(cases, [2]int{wi, pi})
 				}
-				if w.name == "truncate and refill" && !slices.Contains(lockFree, p) {
-					continue // the absorb waits for the TRUNCATE's lock before it gets there
+				if len(writes) == 0 || writes[len(writes)-1] != wi {
+					writes = append(writes, wi)
 				}
-				t.Run(m.name+"/"+w.name+"/"+p, func(t *testing.T) {
-					t.Parallel()
-					commitAtPoint(t, m.name, w.stmts, p)
-				})
 			}
 		}
+	}
+	if all {
+		return cases
+	}
+	metW, metP, n := map[int]bool{}, map[int]bool{}, len(m.points)
+	for d := range n {
+		for k, wi := range writes {
+			pi := (k + d) % n
+			if m.valid(wi, pi) && (!metW[wi] || !metP[pi]) {
+				cases = append(cases, [2]int{wi, pi})
+				metW[wi], metP[pi] = true, true
+			}
+		}
+	}
+	return cases
+}
+
+// TestCommitPointCasesMeetEveryWriteAndPoint: TestWaitFreshCommitPoints's
+// default subset has each mode meet every write it tries and every point
+// it is held at, and all of its histories are tried with
+// RECALC_COMMIT_POINTS=all.
+func TestCommitPointCasesMeetEveryWriteAndPoint(t *testing.T) {
+	t.Parallel()
+	total := 0
+	for _, m := range commitPointModes {
+		all := m.cases(true)
+		total += len(all)
+		wantW, wantP := map[int]bool{}, map[int]bool{}
+		for _, c := range all {
+			wantW[c[0]], wantP[c[1]] = true, true
+		}
+		gotW, gotP := map[int]bool{}, map[int]bool{}
+		sub := m.cases(false)
+		for _, c := range sub {
+			if !m.valid(c[0], c[1]) {
+				t.Errorf("%s: the subset runs write %q at point %q, which the mode does not try", m.name, commitPointWrites[c[0]].name, m.points[c[1]])
+			}
+			gotW[c[0]], gotP[c[1]] = true, true
+		}
+		if len(gotW) != len(wantW) || len(gotP) != len(wantP) || len(wantP) != len(m.points) {
+			t.Errorf("%s: the subset of %d histories meets %d of %d writes and %d of %d points (of %d)",
+				m.name, len(sub), len(gotW), len(wantW), len(gotP), len(wantP), len(m.points))
+		}
+		t.Logf("%s: %d of %d histories by default", m.name, len(sub), len(all))
+	}
+	if total != 105 {
+		t.Errorf("RECALC_COMMIT_POINTS=all runs %d histories, want the 105 the matrix had", total)
 	}
 }
 
@@ -175,12 +262,14 @@ func stepCommitting(t *testing.T, b *bundle, point string, step func(*pgxpool.Po
 
 // waitFreshStepping waits for token with recalc.wait_fresh, taking a watch
 // step between tries (at most four), as a running `recalc watch` would.
+// Each try waits 10 ms: nothing else materializes changes meanwhile (the
+// step has ended), so a longer wait would give the same answer later.
 func waitFreshStepping(t *testing.T, b *bundle, token int64) {
 	t.Helper()
 	ctx := context.Background()
 	live := engine.NewLive(engine.Options{}, 1000)
 	for i := 0; ; i++ {
-		err := changes.WaitFresh(ctx, b.admin, token, 300*time.Millisecond)
+		err := changes.WaitFresh(ctx, b.admin, token, 10*time.Millisecond)
 		if err == nil {
 			return
 		}
