@@ -56,7 +56,7 @@ var commitPointWrites = []struct {
 // database of its own: 210 s of test time under -race); by default 24, a
 // fixed subset (commitPointMode.cases) in which each mode meets every one
 // of its points and every write it is tried with at least once
-// (TestCommitPointCasesMeetEveryWriteAndPoint).
+// (TestMatrixCasesMeetEveryRowAndColumn).
 func TestWaitFreshCommitPoints(t *testing.T) {
 	t.Parallel()
 	for _, m := range commitPointModes {
@@ -99,72 +99,84 @@ func (m commitPointMode) valid(wi, pi int) bool {
 }
 
 // cases returns the mode's histories, as pairs of indexes of
-// commitPointWrites and of its points: every valid one with all, else a
-// subset taken diagonal by diagonal (the k-th write the mode tries at its
-// point k, k+1, ...), a history kept when it is the first to meet its
-// write or its point: the mode meets every write and every point at least
-// once, the writes at different points.
+// commitPointWrites and of its points (matrixCases).
 func (m commitPointMode) cases(all bool) [][2]int {
+	return matrixCases(len(commitPointWrites), len(m.points), m.valid, all)
+}
+
+// matrixCases returns the cases a test runs of its matrix of rows × cols,
+// those valid says it may, as pairs of a row's and a column's index: every
+// one with all (RECALC_COMMIT_POINTS=all), else a subset taken diagonal by
+// diagonal (the k-th row with a valid case at column k, k+1, ...), a case
+// kept when it is the first to meet its row or its column: every row and
+// every column with a valid case in one case at least, the rows at
+// different columns.
+func matrixCases(rows, cols int, valid func(r, c int) bool, all bool) [][2]int {
 	var cases [][2]int
-	var writes []int
-	for wi := range commitPointWrites {
-		for pi := range m.points {
-			if m.valid(wi, pi) {
-				if all {
-					cases = append(cases, [2]int{wi, pi})
-				}
-				if len(writes) == 0 || writes[len(writes)-1] != wi {
-					writes = append(writes, wi)
-				}
+	var used []int // the rows with a valid case
+	for r := range rows {
+		for c := range cols {
+			if valid(r, c) {
+				cases = append(cases, [2]int{r, c})
 			}
+		}
+		if len(cases) > 0 && cases[len(cases)-1][0] == r {
+			used = append(used, r)
 		}
 	}
 	if all {
 		return cases
 	}
-	metW, metP, n := map[int]bool{}, map[int]bool{}, len(m.points)
-	for d := range n {
-		for k, wi := range writes {
-			pi := (k + d) % n
-			if m.valid(wi, pi) && (!metW[wi] || !metP[pi]) {
-				cases = append(cases, [2]int{wi, pi})
-				metW[wi], metP[pi] = true, true
+	cases = nil
+	metR, metC := map[int]bool{}, map[int]bool{}
+	for d := range cols {
+		for k, r := range used {
+			c := (k + d) % cols
+			if valid(r, c) && (!metR[r] || !metC[c]) {
+				cases = append(cases, [2]int{r, c})
+				metR[r], metC[c] = true, true
 			}
 		}
 	}
 	return cases
 }
 
-// TestCommitPointCasesMeetEveryWriteAndPoint: TestWaitFreshCommitPoints's
-// default subset has each mode meet every write it tries and every point
-// it is held at, and all of its histories are tried with
+// TestMatrixCasesMeetEveryRowAndColumn: the default subsets of
+// TestWaitFreshCommitPoints's modes and of TestInterleavedUsersAndRecords
+// meet every row (write) and every column (point) that has a case, run
+// only valid ones, and all of the matrix is run with
 // RECALC_COMMIT_POINTS=all.
-func TestCommitPointCasesMeetEveryWriteAndPoint(t *testing.T) {
+func TestMatrixCasesMeetEveryRowAndColumn(t *testing.T) {
 	t.Parallel()
-	total := 0
-	for _, m := range commitPointModes {
-		all := m.cases(true)
-		total += len(all)
-		wantW, wantP := map[int]bool{}, map[int]bool{}
-		for _, c := range all {
-			wantW[c[0]], wantP[c[1]] = true, true
-		}
-		gotW, gotP := map[int]bool{}, map[int]bool{}
-		sub := m.cases(false)
-		for _, c := range sub {
-			if !m.valid(c[0], c[1]) {
-				t.Errorf("%s: the subset runs write %q at point %q, which the mode does not try", m.name, commitPointWrites[c[0]].name, m.points[c[1]])
-			}
-			gotW[c[0]], gotP[c[1]] = true, true
-		}
-		if len(gotW) != len(wantW) || len(gotP) != len(wantP) || len(wantP) != len(m.points) {
-			t.Errorf("%s: the subset of %d histories meets %d of %d writes and %d of %d points (of %d)",
-				m.name, len(sub), len(gotW), len(wantW), len(gotP), len(wantP), len(m.points))
-		}
-		t.Logf("%s: %d of %d histories by default", m.name, len(sub), len(all))
+	type matrix struct {
+		name       string
+		rows, cols int
+		valid      func(r, c int) bool
+		all        int // the cases RECALC_COMMIT_POINTS=all runs
 	}
-	if total != 105 {
-		t.Errorf("RECALC_COMMIT_POINTS=all runs %d histories, want the 105 the matrix had", total)
+	var tests []matrix
+	for _, m := range commitPointModes {
+		tests = append(tests, matrix{"wait_fresh " + m.name, len(commitPointWrites), len(m.points), m.valid,
+			map[string]int{"fast": 58, "full": 17, "in place": 14, "resume": 16}[m.name]})
+	}
+	tests = append(tests, matrix{"users and records", len(usersAndRecords), len(usersAndRecordsPoints), func(int, int) bool { return true }, 35})
+	for _, tc := range tests {
+		all, sub := matrixCases(tc.rows, tc.cols, tc.valid, true), matrixCases(tc.rows, tc.cols, tc.valid, false)
+		wantR, wantC, gotR, gotC := map[int]bool{}, map[int]bool{}, map[int]bool{}, map[int]bool{}
+		for _, c := range all {
+			wantR[c[0]], wantC[c[1]] = true, true
+		}
+		for _, c := range sub {
+			if !tc.valid(c[0], c[1]) {
+				t.Errorf("%s: the subset runs case %v, which is not valid", tc.name, c)
+			}
+			gotR[c[0]], gotC[c[1]] = true, true
+		}
+		if len(all) != tc.all || len(gotR) != len(wantR) || len(gotC) != len(wantC) || len(wantC) != tc.cols {
+			t.Errorf("%s: %d cases in all, want %d; the subset of %d meets %d of %d rows and %d of %d columns (of %d)",
+				tc.name, len(all), tc.all, len(sub), len(gotR), len(wantR), len(gotC), len(wantC), tc.cols)
+		}
+		t.Logf("%s: %d of %d cases by default", tc.name, len(sub), len(all))
 	}
 }
 
