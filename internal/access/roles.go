@@ -48,7 +48,7 @@ var (
 	writerGrants = []string{
 		`GRANT USAGE ON SCHEMA recalc TO %s`,
 		// Not root_id, the engine's: the top of a record's parent chain,
-		// which names an attached record's account (migration 085). A
+		// which names an attached record's account (migration 084). A
 		// role granted before that held SELECT on the whole table.
 		`REVOKE SELECT ON recalc.record FROM %s`,
 		`GRANT SELECT (rid, id, object, owner, parent, fields, territories), DELETE ON recalc.record TO %s`,

@@ -708,7 +708,7 @@ func TestWriterConfinedToRecords(t *testing.T) {
 		{"insert a root_id", `INSERT INTO recalc.record (id, object, owner, root_id) VALUES ('x2', 'account', 'u1', 'a1')`},
 		{"update rid", `UPDATE recalc.record SET rid = DEFAULT WHERE id = 'a1'`},
 		{"update root_id", `UPDATE recalc.record SET root_id = 'a4' WHERE id = 'a1'`},
-		{"read root_id", `SELECT root_id FROM recalc.record WHERE id = 'a1'`}, // migration 085
+		{"read root_id", `SELECT root_id FROM recalc.record WHERE id = 'a1'`}, // migration 084
 		{"filter on root_id", `SELECT id FROM recalc.record WHERE root_id = 'a1'`},
 		{"truncate recalc.record", `TRUNCATE recalc.record`},
 		{"disable the capture triggers", `ALTER TABLE recalc.record DISABLE TRIGGER USER`},

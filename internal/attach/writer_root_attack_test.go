@@ -20,38 +20,38 @@ import (
 // hides (found by helper-213). The writer reads and filters on every column
 // it writes, and rid; root_id, which only the engine writes, it may not read.
 //
-// "granted before 85": a writer granted SELECT on the whole table, as
-// `recalc grant writer` did before version 85, is given the column grant
-// by migration 085, run twice.
+// "granted before 84": a writer granted SELECT on the whole table, as
+// `recalc grant writer` did before version 84, is given the column grant
+// by migration 084, run twice.
 func TestAttackWriterReadsNoAttachedParentByRoot(t *testing.T) {
 	t.Parallel()
-	for _, before85 := range []bool{false, true} {
-		t.Run(map[bool]string{false: "granted now", true: "granted before 85"}[before85], func(t *testing.T) {
+	for _, before84 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "granted now", true: "granted before 84"}[before84], func(t *testing.T) {
 			t.Parallel()
 			b := setupAttached(t)
 			w, writer := b.writerPool(t)
-			if before85 {
+			if before84 {
 				b.exec(t, b.engine, `GRANT SELECT ON recalc.record TO `+ident(writer))
-				b.exec(t, b.engine, migration85(t), migration85(t))
+				b.exec(t, b.engine, migration84(t), migration84(t))
 			}
 			attackRootAsWriter(t, b, w, writer)
 		})
 	}
 }
 
-// migration85 is the SQL of migration 085.
-func migration85(t *testing.T) string {
+// migration84 is the SQL of migration 084.
+func migration84(t *testing.T) string {
 	t.Helper()
 	ms, err := schema.Migrations()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range ms {
-		if m.Version == 85 {
+		if m.Version == 84 {
 			return m.SQL
 		}
 	}
-	t.Fatal("no migration 085")
+	t.Fatal("no migration 084")
 	return ""
 }
 

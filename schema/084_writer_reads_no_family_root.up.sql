@@ -1,4 +1,4 @@
--- recalc schema, version 85: a writer role reads no record's family root.
+-- recalc schema, version 84: a writer role reads no record's family root.
 --
 -- `recalc grant writer` gave SELECT on the whole of recalc.record. Since
 -- version 82 a writer reads no record of an attached object, but it still
