@@ -37,9 +37,7 @@ import (
 // deferred `run` changes nothing and says so, and after resume and run,
 // access equals the oracle's for the stored model. At the end a
 // `run --full` changes nothing. CLI_CHAOS_SEEDS=N (and CLI_CHAOS_SEED_START)
-// runs more seeds; a failure names its seed and round. The seeds run in
-// parallel, each on its own database with its own random source: one
-// seed's campaign (47 s on a loaded machine) no longer waits for the last's.
+// runs more seeds; a failure names its seed and round.
 func TestCLIChaos(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -50,7 +48,6 @@ func TestCLIChaos(t *testing.T) {
 	rounds := 6
 	for seed := start; seed < start+n; seed++ {
 		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
-			t.Parallel()
 			c := &chaos{t: t, bin: bin, url: testdb.New(t), dir: t.TempDir(),
 				rng: rand.New(rand.NewPCG(uint64(seed), 90)), stats: map[string]int{}}
 			c.campaign(seed, rounds)

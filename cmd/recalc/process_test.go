@@ -21,16 +21,10 @@ import (
 
 	"github.com/recalc-dev/recalc/bench/gen"
 	"github.com/recalc-dev/recalc/internal/testdb"
-	"github.com/recalc-dev/recalc/internal/testkit"
 )
 
-// TestMain runs four tests at a time unless -parallel says (testkit.Main):
-// most of them wait on recalc processes and the server's round trips (a
-// conformance step's run, some 200 statements, took 2 s of a loaded
-// machine's wall time with a fifth of it in the server), which left the
-// machine idle at go test's default of GOMAXPROCS.
 func TestMain(m *testing.M) {
-	code := testkit.Main(m, 4)
+	code := testdb.Main(m)
 	if builtBin != "" {
 		os.RemoveAll(filepath.Dir(builtBin))
 	}
