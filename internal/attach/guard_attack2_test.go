@@ -21,7 +21,7 @@ import (
 // account it cannot read.
 func TestGuardAttack2SetRoleToInsertRole(t *testing.T) {
 	t.Parallel()
-	b, role := setupWritePolicies(t)
+	b, role := setupWritePoliciesOwnRoles(t)
 	user := "atk_" + b.appRole[len("attach_app_"):]
 	testdb.DropRoles(t, b.url, user)
 	b.exec(t, b.admin, `CREATE ROLE `+ident(user)+` NOLOGIN NOSUPERUSER`, `GRANT `+ident(role)+` TO `+ident(user),
@@ -72,7 +72,7 @@ func TestGuardAttack2SetRoleToInsertRole(t *testing.T) {
 // account.
 func TestGuardAttack2PendingUserPlantsChild(t *testing.T) {
 	t.Parallel()
-	b, role := setupWritePolicies(t)
+	b, role := setupWritePoliciesOwnRoles(t)
 	b.enablePolicies(t, protectedTables[1], access.RLS{Force: true, InsertRole: role, OwnerColumn: "owner_id"})
 	if err := b.commitAs(t, role, "zed", `INSERT INTO crm.opportunity VALUES (gen_random_uuid(), 1, 'zed', 'open', 1, NULL)`); err != nil {
 		wantRefused(t, err)
@@ -95,7 +95,7 @@ func TestGuardAttack2PendingUserPlantsChild(t *testing.T) {
 // rls enable warns.
 func TestGuardAttack2PlantUnderFutureParentID(t *testing.T) {
 	t.Parallel()
-	b, role := setupWritePolicies(t)
+	b, role := setupWritePoliciesOwnRoles(t)
 	for _, tb := range protectedTables[:2] {
 		b.enablePolicies(t, tb, access.RLS{Write: true, Force: true, OwnerColumn: "owner_id"})
 	}

@@ -103,7 +103,7 @@ func TestGuardAttackTakeDeletedID(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			b, role := setupWritePolicies(t)
+			b, role := setupWritePoliciesOwnRoles(t)
 			b.exec(t, b.app, `INSERT INTO crm.account (id, name, owner_id) VALUES (4, 'Bobs', 'bob')`)
 			noActionFKs(t, b)
 			pre := map[[2]string]string{
@@ -129,7 +129,7 @@ func TestGuardAttackTakeDeletedID(t *testing.T) {
 // is the CRM's.
 func TestGuardAttackParentNotAbsorbedYet(t *testing.T) {
 	t.Parallel()
-	b, role := setupWritePolicies(t)
+	b, role := setupWritePoliciesOwnRoles(t)
 	b.enablePolicies(t, protectedTables[1], access.RLS{Write: true, Force: true, OwnerColumn: "owner_id"})
 	b.exec(t, b.app, `INSERT INTO crm.account (id, name, owner_id) VALUES (4, 'Bobs new', 'bob')`)
 	if err := b.commitAs(t, role, "carol", `UPDATE crm.opportunity SET account_id = 4 WHERE id = '`+guardOppC+`'`); err != nil {
@@ -146,7 +146,7 @@ func TestGuardAttackParentNotAbsorbedYet(t *testing.T) {
 // guard reads the attachment as it runs.
 func TestGuardAttackStaleAfterColumnRename(t *testing.T) {
 	t.Parallel()
-	b, role := setupWritePolicies(t)
+	b, role := setupWritePoliciesOwnRoles(t)
 	b.enablePolicies(t, protectedTables[1], access.RLS{Write: true, Force: true})
 	b.exec(t, b.app, `ALTER TABLE crm.opportunity RENAME owner_id TO owner_user`)
 	b.mustAttach(t, crmSpecWith(t, `{"object": "opportunity", "table": "crm.opportunity", "id": "id", "owner": "owner_id"`,
@@ -167,7 +167,7 @@ func TestGuardAttackStaleAfterColumnRename(t *testing.T) {
 // on standard error, and docs/rls.md gives the trigger the application adds.
 func TestGuardViewBaseTableWarns(t *testing.T) {
 	t.Parallel()
-	b, role := setupWritePolicies(t)
+	b, role := setupWritePoliciesOwnRoles(t)
 	b.exec(t, b.admin, `GRANT SELECT, INSERT, UPDATE, DELETE ON crm.contact, crm.contact_account TO `+ident(role))
 	warned := b.rlsEnableWarnings(t, "--table", "crm.contact", "--object", "contact", "--write")
 	if !strings.Contains(warned, "crm.contact is a base table of object contact's attached view: the write guard knows no owner or parent column of it") {
@@ -197,7 +197,7 @@ func (b *bundle) rlsEnableWarnings(t *testing.T, args ...string) string {
 // check (`recalc attach` accepts such a column). The guard runs AFTER.
 func TestGuardAttackGeneratedParentColumn(t *testing.T) {
 	t.Parallel()
-	b, role := setupWritePolicies(t)
+	b, role := setupWritePoliciesOwnRoles(t)
 	b.exec(t, b.app, `ALTER TABLE support."case" ADD COLUMN parent_acct bigint GENERATED ALWAYS AS (account_id) STORED`)
 	b.mustAttach(t, crmSpecWith(t, `"owner": "owner_id", "parent": "account_id", "fields": ["priority", "status"]`,
 		`"owner": "owner_id", "parent": "parent_acct", "fields": ["priority", "status"]`))
@@ -238,7 +238,7 @@ func crmSpecWith(t *testing.T, old, new string) string {
 // object is the table's.
 func TestAttachWarnsOfAGuardLeftOverAView(t *testing.T) {
 	t.Parallel()
-	b, _ := setupWritePolicies(t)
+	b, _ := setupWritePoliciesOwnRoles(t)
 	b.enablePolicies(t, protectedTables[1], access.RLS{Write: true, Force: true})
 	table := `{"object": "opportunity", "table": "crm.opportunity", "id": "id", "owner": "owner_id", "parent": "account_id", "fields": ["stage", "amount", "closes_on"]}`
 	b.exec(t, b.engine, `CREATE VIEW crm_recalc.opportunity_v AS SELECT id, owner_id, account_id, stage, amount, closes_on FROM crm.opportunity`)
@@ -274,8 +274,7 @@ func TestAttachWarnsOfAGuardLeftOverAView(t *testing.T) {
 // row-level security on a table it does not own).
 func TestRLSEnableAsNotTheOwnerNamesTheOwner(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
+	b := setupAttachedNotRun(t)
 	web := "attach_web_" + b.appRole[len("attach_app_"):]
 	testdb.DropRoles(t, b.url, web)
 	b.exec(t, b.admin, `CREATE ROLE `+ident(web)+` LOGIN NOSUPERUSER`, `GRANT CONNECT ON DATABASE `+ident(dbName(t, b.url))+` TO `+ident(web))
@@ -306,7 +305,7 @@ func TestRLSEnableAsNotTheOwnerNamesTheOwner(t *testing.T) {
 // read it says to revoke that, never to make it security_invoker.
 func TestRLSViewWarningSparesAttachedViews(t *testing.T) {
 	t.Parallel()
-	b, role := setupWritePolicies(t)
+	b, role := setupWritePoliciesOwnRoles(t)
 	b.exec(t, b.admin, `GRANT SELECT, INSERT, UPDATE, DELETE ON crm.contact, crm.contact_account TO `+ident(role))
 	for _, tc := range []struct {
 		name, grant string

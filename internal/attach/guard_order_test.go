@@ -16,7 +16,7 @@ import (
 // the user of the write, and is not done.)
 func TestGuardParentBeforeChild(t *testing.T) {
 	t.Parallel()
-	b, role := setupWritePolicies(t)
+	b, role := setupWritePoliciesOwnRoles(t)
 	b.exec(t, b.app, `ALTER TABLE crm.opportunity DROP CONSTRAINT opportunity_account_id_fkey,
 		ADD CONSTRAINT opportunity_account_id_fkey FOREIGN KEY (account_id) REFERENCES crm.account
 		ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED`)
@@ -44,7 +44,7 @@ func TestGuardParentBeforeChild(t *testing.T) {
 // editor below all (bob, by a team entry) is still refused the same change.
 func TestGuardCascadedIDChange(t *testing.T) {
 	t.Parallel()
-	b, role := setupWritePolicies(t)
+	b, role := setupWritePoliciesOwnRoles(t)
 	for _, c := range []struct{ table, fk string }{{"crm.opportunity", "opportunity_account_id_fkey"}, {`support."case"`, "case_account_id_fkey"}} {
 		b.exec(t, b.app, `ALTER TABLE `+c.table+` DROP CONSTRAINT `+c.fk+`,
 			ADD CONSTRAINT `+c.fk+` FOREIGN KEY (account_id) REFERENCES crm.account ON DELETE CASCADE ON UPDATE CASCADE`)

@@ -27,10 +27,32 @@ var protectedTables = []protectedTable{
 
 // setupWritePolicies attaches the CRM, adds opportunities (one frank may edit by
 // big_opp), lets the engine bypass RLS (so the absorb reads the tables),
-// and creates a writer role, a reader, with every write privilege.
+// and creates a writer role, a reader, with every write privilege: a copy
+// of a template made once (setupPreparedOwnRoles), whose roles, the
+// writer's too, the tests that take it share.
 func setupWritePolicies(t *testing.T) (*bundle, string) {
 	t.Helper()
+	b := setupPreparedOwnRoles(t, "write policies", func(b *bundle) []string { return []string{writerRole(b)} }, prepareWritePolicies)
+	return b, writerRole(b)
+}
+
+// setupWritePoliciesOwnRoles is setupWritePolicies with roles of the
+// test's own, made for it: for a test that changes a role (adds a member
+// to the engine's or the writer's, say).
+func setupWritePoliciesOwnRoles(t *testing.T) (*bundle, string) {
+	t.Helper()
 	b := setupOwnRoles(t)
+	prepareWritePolicies(t, b)
+	return b, writerRole(b)
+}
+
+// writerRole names setupWritePolicies's writer role.
+func writerRole(b *bundle) string { return "attach_writer_" + b.appRole[len("attach_app_"):] }
+
+// prepareWritePolicies is setupWritePolicies's preparation of the
+// database and roles b.
+func prepareWritePolicies(t *testing.T, b *bundle) {
+	t.Helper()
 	b.mustAttach(t, crmSpec)
 	b.exec(t, b.app, `INSERT INTO crm.opportunity VALUES
 		('00000000-0000-0000-0000-00000000000a', 1, 'bob', 'open', 50, NULL),
@@ -40,7 +62,7 @@ func setupWritePolicies(t *testing.T) (*bundle, string) {
 		`INSERT INTO support."case" VALUES (3, 3, 'carol', 5, 'New')`)
 	b.run(t)
 	b.exec(t, b.admin, `ALTER ROLE `+ident(b.engineRole)+` BYPASSRLS`)
-	role := "attach_writer_" + b.appRole[len("attach_app_"):]
+	role := writerRole(b)
 	testdb.DropRoles(t, b.url, role)
 	b.exec(t, b.admin, `CREATE ROLE `+ident(role)+` NOLOGIN NOSUPERUSER`,
 		`GRANT USAGE ON SCHEMA crm, support TO `+ident(role),
@@ -49,7 +71,6 @@ func setupWritePolicies(t *testing.T) (*bundle, string) {
 	if err := pgx.BeginFunc(ctx, b.admin, func(tx pgx.Tx) error { return access.Grant(ctx, tx, access.Reader, role) }); err != nil {
 		t.Fatal(err)
 	}
-	return b, role
 }
 
 func (b *bundle) enablePolicies(t *testing.T, tb protectedTable, r access.RLS) {

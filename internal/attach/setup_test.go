@@ -126,7 +126,7 @@ func setup(t *testing.T) *bundle {
 func setupFrom(t *testing.T, tmpl *sharedCRM) *bundle {
 	t.Helper()
 	b := cloneBundle(t, tmpl)
-	t.Cleanup(func() { checkRoles(t, b, tmpl.roles) })
+	t.Cleanup(func() { checkRoles(t, b, tmpl) })
 	return b
 }
 
@@ -157,6 +157,13 @@ func setupAttached(t *testing.T, appStmts ...string) *bundle {
 	})
 }
 
+// setupAttachedNotRun is setup, then crmSpec attached, as a test would
+// do it, and no run yet: a copy of a template made once (setupPrepared).
+func setupAttachedNotRun(t *testing.T) *bundle {
+	t.Helper()
+	return setupPrepared(t, "attached, not run", func(t *testing.T, b *bundle) { b.mustAttach(t, crmSpec) })
+}
+
 // setupPrepared is setup, then prep, which does the same each time for the
 // same key: a copy of a template (preparedTemplate).
 func setupPrepared(t *testing.T, key string, prep func(t *testing.T, b *bundle)) *bundle {
@@ -172,6 +179,42 @@ func setupPrepared(t *testing.T, key string, prep func(t *testing.T, b *bundle))
 // leave them as they were.
 func preparedTemplate(t *testing.T, key string, prep func(t *testing.T, b *bundle)) *sharedCRM {
 	t.Helper()
+	return madeOnce(t, "crm\x00"+key, func(t *testing.T) (*bundle, error) {
+		base := crmTemplate(t)
+		b := cloneBundle(t, base)
+		prep(t, b)
+		roles, err := roleState(b.admin, b.engineRole, b.appRole)
+		if err == nil && roles != base.roles {
+			err = fmt.Errorf("preparing it changed the shared roles:\nwas: %s\nnow: %s", base.roles, roles)
+		}
+		return b, err
+	}, nil)
+}
+
+// setupPreparedOwnRoles is setupPrepared for a prep that changes the
+// engine's or the application's role, or makes roles of its own (named in
+// others, for checkRoles): the template is made once, as setupOwnRoles
+// makes a database, then prep, and the tests that take it share its roles
+// as setup's share crmTemplate's. setupOwnRoles (migrations, import and a
+// full run) costs about 1.7 s of a loaded machine, a clone 0.3 s.
+func setupPreparedOwnRoles(t *testing.T, key string, others func(b *bundle) []string, prep func(t *testing.T, b *bundle)) *bundle {
+	t.Helper()
+	tmpl := madeOnce(t, "own roles\x00"+key, func(t *testing.T) (*bundle, error) {
+		b := setupOwnRoles(t)
+		prep(t, b)
+		return b, nil
+	}, others)
+	return setupFrom(t, tmpl)
+}
+
+// madeOnce is this test process's template for key, made once by the
+// first test that asks: build's database, its sessions closed, becomes the
+// template (dropped by testdb.Main with the others), its roles shared by
+// the tests that copy it. others, when not nil, names the further roles
+// they share (checkRoles checks them too). The roles are dropped by
+// testdb.Main after the databases.
+func madeOnce(t *testing.T, key string, build func(t *testing.T) (*bundle, error), others func(b *bundle) []string) *sharedCRM {
+	t.Helper()
 	prepared.Lock()
 	if prepared.made == nil {
 		prepared.made = map[string]*madeTemplate{}
@@ -183,12 +226,14 @@ func preparedTemplate(t *testing.T, key string, prep func(t *testing.T, b *bundl
 	}
 	prepared.Unlock()
 	m.once.Do(func() {
-		base := crmTemplate(t)
-		b := cloneBundle(t, base)
-		prep(t, b)
-		roles, err := roleState(b.admin, b.engineRole, b.appRole)
-		if err == nil && roles != base.roles {
-			err = fmt.Errorf("preparing it changed the shared roles:\nwas: %s\nnow: %s", base.roles, roles)
+		b, err := build(t)
+		var names []string
+		if others != nil {
+			names = others(b)
+		}
+		var roles string
+		if err == nil {
+			roles, err = roleState(b.admin, b.engineRole, b.appRole, names...)
 		}
 		for _, p := range []*pgxpool.Pool{b.admin, b.engine, b.app} {
 			p.Close()
@@ -197,13 +242,14 @@ func preparedTemplate(t *testing.T, key string, prep func(t *testing.T, b *bundl
 		if err == nil {
 			err = testdb.MarkTemplate(context.Background(), name)
 		}
-		m.sharedCRM, m.err = sharedCRM{name: name, engineRole: b.engineRole, appRole: b.appRole, roles: roles}, err
+		m.sharedCRM = sharedCRM{name: name, engineRole: b.engineRole, appRole: b.appRole, roles: roles, others: names}
+		m.err = err
 	})
 	if m.err != nil {
-		t.Fatalf("make the prepared CRM template: %v", m.err)
+		t.Fatalf("make the CRM template %q: %v", key, m.err)
 	}
 	if m.name == "" {
-		t.Fatal("the prepared CRM template's maker failed: see its test")
+		t.Fatalf("the maker of the CRM template %q failed: see its test", key)
 	}
 	return &m.sharedCRM
 }
@@ -215,7 +261,7 @@ type madeTemplate struct {
 	err error
 }
 
-// prepared holds preparedTemplate's templates, by key.
+// prepared holds madeOnce's templates, by key.
 var prepared struct {
 	sync.Mutex
 	made map[string]*madeTemplate
@@ -249,71 +295,46 @@ func (b *bundle) buildCRM(t *testing.T) {
 }
 
 // crmTemplate is this test process's template of setup's database, made
-// once by the first test that asks, as setupOwnRoles makes a database: that
-// test's database, its sessions closed, becomes the template (dropped by
-// testdb.Main with the others, and the roles after it). It saves each
-// setup the migration, import and full run: about half a second of server
-// time.
+// once by the first test that asks, as setupOwnRoles makes a database
+// (madeOnce). It saves each setup the migration, import and full run:
+// about half a second of server time.
 func crmTemplate(t *testing.T) *sharedCRM {
 	t.Helper()
-	crm.once.Do(func() {
-		b := setupOwnRoles(t)
-		roles, err := roleState(b.admin, b.engineRole, b.appRole)
-		for _, p := range []*pgxpool.Pool{b.admin, b.engine, b.app} {
-			p.Close()
-		}
-		name := dbName(t, b.url)
-		if err == nil {
-			err = testdb.MarkTemplate(context.Background(), name)
-		}
-		crm.sharedCRM, crm.err = sharedCRM{name: name, engineRole: b.engineRole, appRole: b.appRole, roles: roles}, err
-	})
-	if crm.err != nil {
-		t.Fatalf("make the CRM template: %v", crm.err)
-	}
-	if crm.name == "" {
-		t.Fatal("the CRM template's maker failed: see its test")
-	}
-	return &crm.sharedCRM
+	return madeOnce(t, "crm", func(t *testing.T) (*bundle, error) { return setupOwnRoles(t), nil }, nil)
 }
 
-// sharedCRM is a template made by crmTemplate: its name, roles, and the
-// roles' state (roleState) when it was made.
+// sharedCRM is a template made by madeOnce: its name, roles, the further
+// roles its tests share, and the roles' state (roleState) when it was made.
 type sharedCRM struct {
 	name, engineRole, appRole, roles string
+	others                           []string
 }
 
-var crm struct {
-	once sync.Once
-	sharedCRM
-	err error
-}
-
-// roleState describes the engine and application roles, and the engine's
-// sandbox role, as the cluster holds them: their attributes, settings and
-// memberships either way.
-func roleState(q pg.Querier, engine, app string) (string, error) {
+// roleState describes the engine and application roles, the engine's
+// sandbox role and the roles others, as the cluster holds them: their
+// attributes, settings and memberships either way.
+func roleState(q pg.Querier, engine, app string, others ...string) (string, error) {
 	var state string
 	err := q.QueryRow(context.Background(), `SELECT string_agg(format('%s super=%s inherit=%s createrole=%s createdb=%s login=%s bypassrls=%s settings=%s in=%s members=%s',
 		r.rolname, r.rolsuper, r.rolinherit, r.rolcreaterole, r.rolcreatedb, r.rolcanlogin, r.rolbypassrls,
 		(SELECT array_agg(x ORDER BY x) FROM pg_db_role_setting s, unnest(s.setconfig) x WHERE s.setrole = r.oid),
 		(SELECT array_agg(m.roleid::regrole::text ORDER BY 1) FROM pg_auth_members m WHERE m.member = r.oid),
 		(SELECT array_agg(m.member::regrole::text ORDER BY 1) FROM pg_auth_members m WHERE m.roleid = r.oid)), E'\n' ORDER BY r.rolname)
-		FROM pg_roles r WHERE r.rolname = ANY ($1)`, []string{engine, app, sandboxRole(engine)}).Scan(&state)
+		FROM pg_roles r WHERE r.rolname = ANY ($1)`, append([]string{engine, app, sandboxRole(engine)}, others...)).Scan(&state)
 	return state, err
 }
 
-// checkRoles fails the test if it changed the shared roles of b, from
-// state: the other tests that share them would see the change.
-func checkRoles(t *testing.T, b *bundle, state string) {
+// checkRoles fails the test if it changed the roles b shares with the
+// other copies of tmpl: they would see the change.
+func checkRoles(t *testing.T, b *bundle, tmpl *sharedCRM) {
 	t.Helper()
-	got, err := roleState(b.admin, b.engineRole, b.appRole)
+	got, err := roleState(b.admin, b.engineRole, b.appRole, tmpl.others...)
 	if err != nil {
 		t.Errorf("read the shared roles: %v", err)
 		return
 	}
-	if got != state {
-		t.Errorf("the test changed the roles it shares with other tests (use setupOwnRoles):\nwas: %s\nnow: %s", state, got)
+	if got != tmpl.roles {
+		t.Errorf("the test changed the roles it shares with other tests (use setupOwnRoles):\nwas: %s\nnow: %s", tmpl.roles, got)
 	}
 }
 
