@@ -25,8 +25,7 @@ import (
 func TestReadsTakeApplicationIDs(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
+	b := setupAttachedNotRun(t)
 	b.exec(t, b.app,
 		`INSERT INTO crm.contact VALUES ('3f0c7a52-0c3e-4c1e-9a55-4b2d8f1e6a01', 'erin', 'CTO', NULL),
 		                                ('9a1b2c3d-0000-4000-8000-00000000000b', 'bob', 'Buyer', NULL)`,

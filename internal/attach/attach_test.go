@@ -253,8 +253,7 @@ func writeCases(ctx context.Context, app *pgxpool.Pool, r *rand.Rand) error {
 // application; its record gets no access and is listed as invalid.
 func TestRowsFailClosed(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
+	b := setupAttachedNotRun(t)
 	b.exec(t, b.app, `INSERT INTO crm.account (id, name, owner_id, amount) VALUES (50, 'Huge', 'bob', 1e400), (51, 'Nobody', 'zed', 1)`)
 	b.run(t)
 	var invalid []string
@@ -404,8 +403,7 @@ func TestViewFailingWithoutRowsFailsAttach(t *testing.T) {
 // the view for them later, in its own READ COMMITTED transaction.
 func TestCaptureUnderRepeatableRead(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
+	b := setupAttachedNotRun(t)
 	ctx := context.Background()
 	for _, stmt := range []string{
 		`INSERT INTO crm.contact VALUES (gen_random_uuid(), 'bob', 'CFO')`,
@@ -458,8 +456,7 @@ func TestFailClosedKeepsManualShares(t *testing.T) {
 // the team entry and share on attached records go out and come back.
 func TestExportOfAttachedOrgImportsBack(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
+	b := setupAttachedNotRun(t)
 	if _, err := b.recalc("import", "--merge", tempFile(t, `{"teams": [{"record": "account:2", "user": "bob", "access": "edit"}],
 		"shares": [{"object": "account", "record": "account:1", "grantee": "user:bob", "access": "read", "cause": "manual"}]}`)); err != nil {
 		t.Fatal(err)

@@ -36,10 +36,8 @@ var hostileDatabaseSettings = []string{
 func TestAttackDatabaseSettings(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setup(t)
+	b := setupAttached(t)
 	db := ident(dbName(t, b.url))
-	b.mustAttach(t, crmSpec)
-	b.run(t)
 	b.checkOracle(t, "attached, before the settings")
 
 	b.exec(t, b.admin, `ALTER DATABASE `+db+` OWNER TO `+ident(b.appRole))

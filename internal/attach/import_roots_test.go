@@ -27,8 +27,7 @@ import (
 func TestImportLastAbsorbLeavesRootsToFix(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
+	b := setupAttachedNotRun(t)
 	const opp = "00000000-0000-0000-0000-000000000001"
 	b.exec(t, b.app, `INSERT INTO crm.opportunity VALUES ('`+opp+`', 1, 'bob', 'Prospecting', 500, NULL)`)
 	b.run(t)

@@ -123,8 +123,7 @@ func TestAccessPagesTextIDs(t *testing.T) {
 // object's type is refused.
 func TestAccessAfterInAnyForm(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
+	b := setupAttachedNotRun(t)
 	b.exec(t, b.app,
 		`INSERT INTO crm.account (id, name, owner_id, industry) VALUES (10, 'Umbrella', 'alice', 'tech'), (100, 'Hooli', 'alice', NULL)`,
 		`INSERT INTO crm.contact VALUES ('3f0c7a52-0c3e-4c1e-9a55-4b2d8f1e6a01', 'alice', 'CTO', NULL),

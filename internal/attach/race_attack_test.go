@@ -518,9 +518,8 @@ func TestRaceAttackImportChangesAttachedObject(t *testing.T) {
 			if tc.model == crmModel {
 				t.Fatal("the model did not change")
 			}
-			b := setup(t)
+			b := setupAttachedNotRun(t)
 			ctx := context.Background()
-			b.mustAttach(t, crmSpec)
 			if tc.name == "object removed" { // an object with records cannot be removed
 				b.exec(t, b.app, `DELETE FROM support."case"`)
 			}
@@ -584,10 +583,8 @@ func (b *bundle) checkMirrorAfterRun(t *testing.T, what string) {
 // took the change log. Every write is in the records.
 func TestRaceAttackTruncateAndCopy(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	b := setupAttached(t)
 	ctx := context.Background()
-	b.mustAttach(t, crmSpec)
-	b.run(t)
 	a, pidA := hold(t, b.app, `UPDATE support."case" SET owner_id = 'frank' WHERE id = 1`)
 	txB := beginRR(t, b.app, pgx.ReadCommitted)
 	tr, err := b.app.Begin(ctx)

@@ -228,8 +228,7 @@ func TestCaptureNeverTakesOverAnotherObjectsRecord(t *testing.T) {
 // than collapse rows sharing an id into one record.
 func TestDroppedUniqueIndexStopsCapture(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
+	b := setupAttachedNotRun(t)
 	b.exec(t, b.app, `ALTER TABLE support."case" DROP CONSTRAINT case_pkey`,
 		`CREATE INDEX case_id ON support."case" (id)`)
 	mustFail(t, b.app, "a write after the unique index was dropped",

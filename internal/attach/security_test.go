@@ -39,8 +39,7 @@ func (b *bundle) captureFuncs(t *testing.T) []string {
 // a column it reads has changed type.
 func TestCaptureRunsAsDefinerAndCannotBeBorrowed(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
+	b := setupAttachedNotRun(t)
 	ctx := context.Background()
 	b.exec(t, b.app, `INSERT INTO crm.account (id, name, owner_id, industry) VALUES (100, 'Hooli', 'erin', 'tech')`)
 	b.run(t) // absorbs the logged write into recalc.record
@@ -110,9 +109,8 @@ func TestCaptureRunsAsDefinerAndCannotBeBorrowed(t *testing.T) {
 // leaves no trigger, function or record behind; attaching again works.
 func TestReattachAndDetach(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	b := setupAttachedNotRun(t)
 	ctx := context.Background()
-	b.mustAttach(t, crmSpec)
 	var seq int64
 	if err := b.admin.QueryRow(ctx, `SELECT coalesce(max(seq), 0) FROM recalc.change`).Scan(&seq); err != nil {
 		t.Fatal(err)

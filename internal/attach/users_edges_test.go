@@ -213,8 +213,7 @@ func TestTextIDIsCanonical(t *testing.T) {
 func TestAttachUsersWhileWatching(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
+	b := setupAttachedNotRun(t)
 	live := engine.NewLive(engine.Options{}, 1000)
 	for range 2 {
 		if _, err := live.Step(ctx, b.engine, zerolog.Nop()); err != nil {

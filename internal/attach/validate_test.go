@@ -129,8 +129,7 @@ func TestAttachValidation(t *testing.T) {
 // records of other objects import as before.
 func TestImportAndAttachedRecords(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec)
+	b := setupAttachedNotRun(t)
 	ctx := context.Background()
 	for name, rec := range map[string]string{
 		"attached object": `{"object": "account", "id": "a1", "owner": "bob"}`,
@@ -264,8 +263,7 @@ func TestAttachAsAnotherRoleSaysWhichRole(t *testing.T) {
 // run as.
 func TestRunAsAnotherRoleSaysWhichRole(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.mustAttach(t, crmSpec) // then `recalc run`, as the superuser
+	b := setupAttachedNotRun(t) // then `recalc run`, as the superuser
 	b.exec(t, b.app, `INSERT INTO support."case" VALUES (9001, 1, 'alice', 1, 'New')`)
 	var out, errOut bytes.Buffer
 	app := cli.App(&out, &errOut)
