@@ -94,42 +94,59 @@ func (b *bundle) asPolicyUser(t *testing.T, role string, user *string, forge map
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `SET LOCAL ROLE `+ident(role)); err != nil {
-		t.Fatal(err)
-	}
+	// One round trip for the settings and stmt, one for after: the callers
+	// make thousands of calls (TestRLSWritePoliciesMatchAccessLevel 2,352).
+	var batch pgx.Batch
+	batch.Queue(`SET LOCAL ROLE ` + ident(role))
 	if user != nil {
-		if _, err := tx.Exec(ctx, `SELECT set_config('app.user_id', $1, true)`, *user); err != nil {
-			t.Fatal(err)
-		}
+		batch.Queue(`SELECT set_config('app.user_id', $1, true)`, *user)
 	}
 	for k, v := range forge {
-		if _, err := tx.Exec(ctx, `SELECT set_config($1, $2, true)`, k, v); err != nil {
+		batch.Queue(`SELECT set_config($1, $2, true)`, k, v)
+	}
+	settings := batch.Len()
+	batch.Queue(stmt)
+	br := tx.SendBatch(ctx, &batch)
+	for range settings {
+		if _, err := br.Exec(); err != nil {
+			br.Close()
 			t.Fatal(err)
 		}
 	}
-	rows, err := tx.Query(ctx, stmt)
-	if err != nil {
-		return nil, err
-	}
-	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	got, err := collectIDs(br)
 	if err != nil {
 		return nil, err
 	}
 	if after == "" {
 		return sortedIDs(got), nil
 	}
-	if _, err := tx.Exec(ctx, `RESET ROLE`); err != nil {
+	batch = pgx.Batch{}
+	batch.Queue(`RESET ROLE`)
+	batch.Queue(after)
+	br = tx.SendBatch(ctx, &batch)
+	if _, err := br.Exec(); err != nil {
+		br.Close()
 		t.Fatal(err)
 	}
-	rows, err = tx.Query(ctx, after)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err = pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
+	if got, err = collectIDs(br); err != nil {
 		t.Fatal(err)
 	}
 	return sortedIDs(got), nil
+}
+
+// collectIDs reads the first column of the next result of br, a text, and
+// closes br.
+func collectIDs(br pgx.BatchResults) ([]string, error) {
+	rows, err := br.Query()
+	if err != nil {
+		br.Close()
+		return nil, err
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return got, err
 }
 
 func sortedIDs(xs []string) []string {
