@@ -83,15 +83,7 @@ SELECT coalesce(jsonb_agg(jsonb_strip_nulls(r)), '[]')::text FROM (
 func TestRecordsUnreadableRowsBoundedReads(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setup(t)
-	b.exec(t, b.app, `UPDATE support."case" SET status = '1'`, `GRANT SELECT, TRIGGER ON support."case" TO `+ident(b.engineRole))
-	b.exec(t, b.engine, `CREATE VIEW crm_recalc.case_n AS
-		SELECT c.id, c.owner_id, c.account_id, c.priority, (c.status)::integer AS status_n FROM support."case" c`)
-	b.mustAttach(t, `{"objects": [
-  {"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "fields": ["industry", "amount", "vip"], "territories": "territories"},
-  {"object": "case", "table": "crm_recalc.case_n", "id": "id", "owner": "owner_id", "parent": "account_id", "fields": ["priority", "status_n"],
-   "capture": [{"table": "support.case", "id": "id"}]}]}`)
-	b.run(t)
+	b := setupCaseN(t)
 	db := ident(dbName(t, b.url))
 	b.exec(t, b.admin, `ALTER DATABASE `+db+` SET track_functions = 'pl'`)
 	t.Cleanup(func() { _, _ = b.admin.Exec(context.Background(), `ALTER DATABASE `+db+` RESET track_functions`) })
@@ -212,15 +204,7 @@ func TestRecordsReadApartBudget(t *testing.T) {
 func TestRecordsBlameAskedOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setup(t)
-	b.exec(t, b.app, `UPDATE support."case" SET status = '1'`, `GRANT SELECT, TRIGGER ON support."case" TO `+ident(b.engineRole))
-	b.exec(t, b.engine, `CREATE VIEW crm_recalc.case_n AS
-		SELECT c.id, c.owner_id, c.account_id, c.priority, (c.status)::integer AS status_n FROM support."case" c`)
-	b.mustAttach(t, `{"objects": [
-  {"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "fields": ["industry", "amount", "vip"], "territories": "territories"},
-  {"object": "case", "table": "crm_recalc.case_n", "id": "id", "owner": "owner_id", "parent": "account_id", "fields": ["priority", "status_n"],
-   "capture": [{"table": "support.case", "id": "id"}]}]}`)
-	b.run(t)
+	b := setupCaseN(t)
 	db := ident(dbName(t, b.url))
 	b.exec(t, b.admin, `ALTER DATABASE `+db+` SET track_functions = 'all'`) // attach_read_one is an SQL function
 	t.Cleanup(func() { _, _ = b.admin.Exec(context.Background(), `ALTER DATABASE `+db+` RESET track_functions`) })
@@ -244,4 +228,21 @@ func TestRecordsBlameAskedOnce(t *testing.T) {
 	if stuck != "" || unreadOpen != 0 {
 		t.Errorf("stuck %q, %d unreadable rows not closed; want nothing stuck, every unreadable row closed", stuck, unreadOpen)
 	}
+}
+
+// setupCaseN is setup with the cases' status '1', attached, beside the
+// accounts, through the view crm_recalc.case_n, which casts the status to
+// an integer, and a run: a copy of a template made once (setupPrepared).
+func setupCaseN(t *testing.T) *bundle {
+	t.Helper()
+	return setupPrepared(t, "case_n", func(t *testing.T, b *bundle) {
+		b.exec(t, b.app, `UPDATE support."case" SET status = '1'`, `GRANT SELECT, TRIGGER ON support."case" TO `+ident(b.engineRole))
+		b.exec(t, b.engine, `CREATE VIEW crm_recalc.case_n AS
+			SELECT c.id, c.owner_id, c.account_id, c.priority, (c.status)::integer AS status_n FROM support."case" c`)
+		b.mustAttach(t, `{"objects": [
+  {"object": "account", "table": "crm.account", "id": "id", "owner": "owner_id", "fields": ["industry", "amount", "vip"], "territories": "territories"},
+  {"object": "case", "table": "crm_recalc.case_n", "id": "id", "owner": "owner_id", "parent": "account_id", "fields": ["priority", "status_n"],
+   "capture": [{"table": "support.case", "id": "id"}]}]}`)
+		b.run(t)
+	})
 }

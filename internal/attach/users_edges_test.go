@@ -243,16 +243,7 @@ func TestAttachUsersWhileWatching(t *testing.T) {
 // try before migration 028).
 func TestUsersHugeTypeFailsClosed(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.exec(t, b.app,
-		`ALTER TABLE crm.app_user ADD COLUMN role_id text, ADD COLUMN kind text, ADD COLUMN active boolean DEFAULT true`,
-		`UPDATE crm.app_user SET role_id = CASE id WHEN 'alice' THEN 'ceo' WHEN 'bob' THEN 'east' WHEN 'carol' THEN 'east'
-		     WHEN 'dave' THEN 'west' WHEN 'erin' THEN 'west' END`,
-		`GRANT SELECT, TRIGGER ON crm.app_user TO `+ident(b.engineRole))
-	spec := strings.TrimSuffix(strings.TrimSpace(crmSpec), "}") +
-		`, "users": {"table": "crm.app_user", "id": "id", "role": "role_id", "type": "kind", "active": "active"}}`
-	b.mustAttach(t, spec)
-	b.run(t)
+	b := setupUsersRun(t) // crm.app_user given a role, a type and an active column, attached with usersSpec, and a run
 	b.exec(t, b.app, `UPDATE crm.app_user SET kind = repeat('x', 270000000) WHERE id = 'dave'`,
 		`UPDATE crm.app_user SET active = false WHERE id = 'carol'`)
 	b.run(t)
@@ -298,10 +289,17 @@ func TestAttachUsersUnreadableRowFailsClosedAlone(t *testing.T) {
 
 // setupFlagUsers is setup with crm.app_user given a role and a text flag
 // ('true'), and attached, beside crmSpec's objects, through the view
-// crm_recalc.users_x defined as view (its id, role_id and active columns).
+// crm_recalc.users_x defined as view (its id, role_id and active
+// columns): a copy of a template made once per view (setupPrepared), as
+// three tests take the same view, and two another.
 func setupFlagUsers(t *testing.T, view string) *bundle {
 	t.Helper()
-	b := setup(t)
+	return setupPrepared(t, "flag users\x00"+view, func(t *testing.T, b *bundle) { attachFlagUsers(t, b, view) })
+}
+
+// attachFlagUsers is setupFlagUsers's preparation of b.
+func attachFlagUsers(t *testing.T, b *bundle, view string) {
+	t.Helper()
 	b.exec(t, b.app,
 		`ALTER TABLE crm.app_user ADD COLUMN role_id text, ADD COLUMN flag text DEFAULT 'true'`,
 		`UPDATE crm.app_user SET role_id = CASE id WHEN 'alice' THEN 'ceo' WHEN 'bob' THEN 'east' WHEN 'carol' THEN 'east' ELSE 'west' END`,
@@ -309,7 +307,6 @@ func setupFlagUsers(t *testing.T, view string) *bundle {
 	b.exec(t, b.engine, `CREATE VIEW crm_recalc.users_x AS `+view)
 	b.mustAttach(t, strings.TrimSuffix(strings.TrimSpace(crmSpec), "}")+
 		`, "users": {"table": "crm_recalc.users_x", "id": "id", "role": "role_id", "active": "active", "capture": [{"table": "crm.app_user", "id": "id"}]}}`)
-	return b
 }
 
 // inactiveUsers lists the attached users that are not active, by id.
