@@ -16,12 +16,15 @@ import (
 const restoreCase = `INSERT INTO support."case" (id, account_id, owner_id, priority, status) VALUES (2, 2, 'bob', 1, 'Closed')`
 
 // setupSharedCase is setup with crmSpec attached and frank given a manual
-// share on case:2 (shareCase2).
+// share on case:2 (shareCase2): a copy of a template made once
+// (setupPrepared), which a dozen tests and their cases take.
 func setupSharedCase(t *testing.T) *bundle {
 	t.Helper()
-	b := setupAttached(t)
-	shareCase2(t, b)
-	return b
+	return setupPrepared(t, "shared case", func(t *testing.T, b *bundle) {
+		b.mustAttach(t, crmSpec)
+		b.run(t)
+		shareCase2(t, b)
+	})
 }
 
 // shareCase2 gives frank a manual edit share on case:2, the case bob owns,
