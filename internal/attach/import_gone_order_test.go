@@ -11,7 +11,6 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/model"
 	"github.com/recalc-dev/recalc/internal/store"
-	"github.com/recalc-dev/recalc/internal/testkit"
 )
 
 // TestImportBesideAGoneRow is TestImportBesideAnOwnerChange for the writes
@@ -68,13 +67,10 @@ var (
 
 func importBesideGoneRow(t *testing.T, stmts string, after, kept bool, imp goneImport) {
 	ctx := context.Background()
-	b := setupAttached(t, `ALTER TABLE support."case" DROP CONSTRAINT case_account_id_fkey`,
+	b := setupMerged(t, `{"shares": [{"object": "account", "record": "account:1", "grantee": "user:carol", "access": "edit", "cause": "manual"}],
+		"teams": [{"record": "account:1", "user": "alice", "access": "edit"}]}`,
+		`ALTER TABLE support."case" DROP CONSTRAINT case_account_id_fkey`,
 		`ALTER TABLE support."case" ADD FOREIGN KEY (account_id) REFERENCES crm.account ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED`)
-	if _, err := testkit.ImportString(ctx, b.engine, `{"shares": [{"object": "account", "record": "account:1", "grantee": "user:carol", "access": "edit", "cause": "manual"}],
-		"teams": [{"record": "account:1", "user": "alice", "access": "edit"}]}`); err != nil {
-		t.Fatal(err)
-	}
-	b.run(t)
 	h := &holdSQL{match: func(sql string) bool { return strings.Contains(sql, "CREATE TEMP TABLE stage (") },
 		reached: make(chan struct{}), release: make(chan struct{})}
 	pool := tracedPool(t, b, h)

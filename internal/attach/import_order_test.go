@@ -20,6 +20,24 @@ import (
 
 // holdSQL is a query tracer that holds the first query match accepts at
 // its start until release is closed, after closing reached.
+// setupMerged is setupAttached(t, appStmts...), then the file inputs
+// merged and an incremental run: a copy of a template made once per file
+// and list of statements (setupPrepared). TestImportBesideAnOwnerChange's
+// 10 cases and TestImportBesideAGoneRow's 11 each began with the same
+// merge and run in a database of their own.
+func setupMerged(t *testing.T, inputs string, appStmts ...string) *bundle {
+	t.Helper()
+	return setupPrepared(t, "merged\x00"+inputs+"\x00"+strings.Join(appStmts, "\x00"), func(t *testing.T, b *bundle) {
+		b.exec(t, b.app, appStmts...)
+		b.mustAttach(t, crmSpec)
+		b.run(t)
+		if _, err := testkit.ImportString(context.Background(), b.engine, inputs); err != nil {
+			t.Fatalf("merge %s: %v", inputs, err)
+		}
+		b.run(t)
+	})
+}
+
 type holdSQL struct {
 	match            func(sql string) bool
 	reached, release chan struct{}
@@ -115,12 +133,7 @@ func TestImportBesideAnOwnerChange(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			b := setupAttached(t)
-			if _, err := testkit.ImportString(ctx, b.engine,
-				`{"shares": [{"object": "account", "record": "account:1", "grantee": "user:carol", "access": "edit", "cause": "manual"}]}`); err != nil {
-				t.Fatal(err)
-			}
-			b.run(t)
+			b := setupMerged(t, `{"shares": [{"object": "account", "record": "account:1", "grantee": "user:carol", "access": "edit", "cause": "manual"}]}`)
 
 			var a pgx.Tx
 			if !tc.writeLate && !tc.writeBlocked {
