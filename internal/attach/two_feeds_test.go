@@ -1106,12 +1106,15 @@ func (r *tfRun) setupB(s *tfState) {
 	b.exec(t, b.admin, `GRANT CREATE ON DATABASE `+ident(dbName(t, b.url))+` TO `+ident(b.appRole))
 	b.exec(t, b.app, tfSchema, `GRANT USAGE ON SCHEMA tf TO `+ident(b.engineRole),
 		`GRANT SELECT, TRIGGER ON ALL TABLES IN SCHEMA tf TO `+ident(b.engineRole))
+	// The rows in one round trip (one transaction: nothing is attached yet).
+	var rows []string
 	for _, u := range s.users {
-		b.exec(t, b.app, u.insertSQL())
+		rows = append(rows, u.insertSQL())
 	}
 	for _, k := range mapsKeys(s.recs) {
-		b.exec(t, b.app, s.recs[k].insertSQL())
+		rows = append(rows, s.recs[k].insertSQL())
 	}
+	b.exec(t, b.app, strings.Join(rows, ";\n"))
 	cfg := strings.TrimSuffix(s.file(append(slices.Clone(tfConfigSections), "users")...), "}") + `, "records": [], "shares": [], "teams": []}`
 	if !r.importTo(b.engine, "B", cfg) {
 		t.FailNow()
