@@ -38,6 +38,7 @@ type processOrg struct {
 	bin  string
 	url  string
 	pool *pgxpool.Pool
+	tmpl *orgBuild
 }
 
 // newProcessOrg gives the test a database of its own holding a generated
@@ -46,7 +47,8 @@ type processOrg struct {
 func newProcessOrg(t *testing.T, records int) *processOrg {
 	t.Helper()
 	o := &processOrg{t: t, bin: buildRecalc(t)}
-	o.url = testdb.Clone(t, orgTemplate(t, o.bin, records))
+	o.tmpl = orgTemplate(t, o.bin, records)
+	o.url = testdb.Clone(t, o.tmpl.name)
 	cfg, err := pgxpool.ParseConfig(o.url)
 	if err != nil {
 		t.Fatal(err)
@@ -70,11 +72,14 @@ type orgBuild struct {
 	once sync.Once
 	name string
 	err  error
+
+	stateOnce sync.Once
+	state     string // testdb.Materialized of the org: a full run's result on it
 }
 
-// orgTemplate returns the name of the template holding a generated org of
-// records records, recalculated once, building it if no test has yet.
-func orgTemplate(t *testing.T, bin string, records int) string {
+// orgTemplate returns the template holding a generated org of records
+// records, recalculated once, building it if no test has yet.
+func orgTemplate(t *testing.T, bin string, records int) *orgBuild {
 	t.Helper()
 	orgTemplates.Lock()
 	if orgTemplates.bySize == nil {
@@ -99,7 +104,21 @@ func orgTemplate(t *testing.T, bin string, records int) string {
 	if tmpl.err != nil {
 		t.Fatalf("build the template of a %d-record org: %v", records, tmpl.err)
 	}
-	return tmpl.name
+	return tmpl
+}
+
+// fullState returns the materialized tables of the org as the template
+// holds them, rendered by testdb.Materialized: what a full run computes
+// from the org's inputs as long as the test has not changed them. The
+// first test to ask renders its own copy, so call it before changing the
+// database; the others reuse that rendering.
+func (o *processOrg) fullState() string {
+	o.t.Helper()
+	o.tmpl.stateOnce.Do(func() { o.tmpl.state = testdb.Materialized(o.t, o.pool) })
+	if o.tmpl.state == "" {
+		o.t.Fatal("the org's materialized tables were not rendered (the test that rendered them failed)")
+	}
+	return o.tmpl.state
 }
 
 // buildOrg generates an org of records records and loads it into the
@@ -198,13 +217,27 @@ func (o *processOrg) waitLockWaiter(limit time.Duration) {
 }
 
 // checkEqualsFull holds the materialized tables to what a from-scratch full
-// run computes from the same stored model.
-func (o *processOrg) checkEqualsFull(what string) {
+// run computes from the same stored model, and returns that rendering.
+func (o *processOrg) checkEqualsFull(what string) string {
 	o.t.Helper()
 	got := testdb.Materialized(o.t, o.pool)
 	o.run("run", "--full")
-	if want := testdb.Materialized(o.t, o.pool); got != want {
+	want := testdb.Materialized(o.t, o.pool)
+	if got != want {
 		o.t.Fatalf("%s: materialized tables differ from a full run (%d vs %d bytes)", what, len(got), len(want))
+	}
+	return want
+}
+
+// checkEquals holds the materialized tables to want, the rendering of a
+// full run over the inputs the database holds (fullState, or what
+// checkEqualsFull returned before: a full run is a function of its inputs),
+// and so saves checkEqualsFull's full run where the test has not changed
+// the inputs since.
+func (o *processOrg) checkEquals(what, want string) {
+	o.t.Helper()
+	if got := testdb.Materialized(o.t, o.pool); got != want {
+		o.t.Fatalf("%s: materialized tables differ from a full run over the same inputs (%d vs %d bytes)", what, len(got), len(want))
 	}
 }
 
@@ -222,9 +255,10 @@ func TestKillAndResume(t *testing.T) {
 			t.Parallel()
 			o := newProcessOrg(t, 20000)
 			rng := rand.New(rand.NewPCG(1, uint64(2+shard)))
-			interrupted := 0
+			interrupted, full := 0, o.fullState()
 			for trial := 3 * shard; trial < 3*shard+3; trial++ {
-				if o.killAndResume(rng, trial) {
+				var killed bool
+				if killed, full = o.killAndResume(rng, trial, full); killed {
 					interrupted++
 				}
 			}
@@ -237,9 +271,12 @@ func TestKillAndResume(t *testing.T) {
 
 // killAndResume starts a run (full in even trials, else incremental over
 // changed records), SIGKILLs it at a random moment of its job, resumes it with
-// another run, and checks the result against a full run. It says whether
-// the kill interrupted the run.
-func (o *processOrg) killAndResume(rng *rand.Rand, trial int) bool {
+// another run, and checks the result against a full run: against full, the
+// rendering of a full run over the inputs before the trial, when the trial
+// changes no input (an even trial that imports nothing), else against a
+// full run it does. It says whether the kill interrupted the run, and
+// returns the rendering of a full run over the inputs after the trial.
+func (o *processOrg) killAndResume(rng *rand.Rand, trial int, full string) (bool, string) {
 	t := o.t
 	t.Helper()
 	args := []string{"run", "--chunk-size", "40", "--workers", "2"}
@@ -271,8 +308,13 @@ func (o *processOrg) killAndResume(rng *rand.Rand, trial int) bool {
 		o.importFlippedOWD() // an import right after the kill stores its file (finishing the job first)
 	}
 	o.run("run")
-	o.checkEqualsFull(fmt.Sprintf("trial %d", trial))
-	return errors.As(err, &exit) && !exit.Exited()
+	what := fmt.Sprintf("trial %d", trial)
+	if trial%2 == 1 || trial%3 == 2 { // records changed, or the configuration
+		full = o.checkEqualsFull(what)
+	} else {
+		o.checkEquals(what, full)
+	}
+	return errors.As(err, &exit) && !exit.Exited(), full
 }
 
 // importFlippedOWD imports the stored objects with the account's internal
@@ -281,7 +323,7 @@ func (o *processOrg) killAndResume(rng *rand.Rand, trial int) bool {
 func (o *processOrg) importFlippedOWD() {
 	o.t.Helper()
 	file := filepath.Join(o.t.TempDir(), "objects.json")
-	o.run("export", "-o", file)
+	o.run("export", "--section", "objects", "-o", file)
 	raw, err := os.ReadFile(file)
 	if err != nil {
 		o.t.Fatal(err)
@@ -319,6 +361,7 @@ func TestTwoProcessesShareAJob(t *testing.T) {
 		t.Skip("runs processes on a 20k-record org")
 	}
 	o := newProcessOrg(t, 20000)
+	full := o.fullState()
 	ctx := context.Background()
 	a := o.command("run", "--full", "--in-place=false", "--chunk-size", "30", "--workers", "1") // a full job that swaps: chunks copy into staging tables
 	if err := a.Start(); err != nil {
@@ -367,7 +410,7 @@ func TestTwoProcessesShareAJob(t *testing.T) {
 	if rowsAdded != shareRows {
 		t.Errorf("chunks wrote %d share rows, the table holds %d", rowsAdded, shareRows)
 	}
-	o.checkEqualsFull("shared job")
+	o.checkEquals("shared job", full)
 }
 
 // TestApplicationWritesDuringJob commits owner and field updates with plain
