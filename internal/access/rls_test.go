@@ -140,39 +140,44 @@ func renumber(m *model.Model, s idScheme) {
 // read (per-user policies also with sequential scans off, so the planner
 // takes the index arms), UPDATE and DELETE reach exactly the rows it can
 // edit, and visible_records walked page by page lists each readable record
-// exactly once.
+// exactly once. Both policies' tables are made in one database per id
+// type, from the same imports and full runs.
 func TestPolicyMatchesOracle(t *testing.T) {
 	t.Parallel()
 	for name, s := range schemes {
-		for _, perUser := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s/per-user=%v", name, perUser), func(t *testing.T) {
-				t.Parallel()
-				b := setup(t)
-				filtered := 0
-				var stored *model.Model
-				for seed := 1; seed <= 3; seed++ {
-					m := oracle.RandomModel(mrand.New(mrand.NewPCG(uint64(seed), 0x415)), 30+seed*10)
-					renumber(m, s)
-					testkit.ImportModel(t, b.ctx, b.pool, m, nil)
-					if _, err := engine.Full(b.ctx, b.pool, engine.Options{Workers: 2}, zerolog.Nop()); err != nil {
-						t.Fatalf("seed %d: full run: %v", seed, err)
-					}
-					// What the import stored: a record whose owner changed
-					// since the last model loses the manual shares it had.
-					stored = oracle.Merge(stored, m, testkit.EverySection())
-					filtered += b.checkModel(t, seed, stored, s, perUser)
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			var filtered [2]int // adaptive, per-user
+			var stored *model.Model
+			for seed := 1; seed <= 3; seed++ {
+				m := oracle.RandomModel(mrand.New(mrand.NewPCG(uint64(seed), 0x415)), 30+seed*10)
+				renumber(m, s)
+				testkit.ImportModel(t, b.ctx, b.pool, m, nil)
+				if _, err := engine.Full(b.ctx, b.pool, engine.Options{Workers: 2}, zerolog.Nop()); err != nil {
+					t.Fatalf("seed %d: full run: %v", seed, err)
 				}
-				if filtered == 0 {
-					t.Fatal("no user saw a strict subset of a table: the models do not exercise the policies")
+				// What the import stored: a record whose owner changed
+				// since the last model loses the manual shares it had.
+				stored = oracle.Merge(stored, m, testkit.EverySection())
+				f := b.checkModel(t, seed, stored, s)
+				filtered[0], filtered[1] = filtered[0]+f[0], filtered[1]+f[1]
+			}
+			for i, n := range filtered {
+				if n == 0 {
+					t.Fatalf("per-user=%v: no user saw a strict subset of a table: the models do not exercise the policies", i == 1)
 				}
-			})
-		}
+			}
+		})
 	}
 }
 
-// checkModel checks every object's table and every user of m, and returns
-// how many (user, table) pairs saw a strict subset of the table's records.
-func (b *bundle) checkModel(t *testing.T, seed int, m *model.Model, s idScheme, perUser bool) int {
+// checkModel checks every object's tables, one with the adaptive policies
+// and one with the per-user ones, and every user of m, and returns how many
+// (user, table) pairs saw a strict subset of the table's records, for each
+// policy. What reads no application table (can_access, the pages) is
+// checked once.
+func (b *bundle) checkModel(t *testing.T, seed int, m *model.Model, s idScheme) [2]int {
 	t.Helper()
 	// The planner's statistics, as a live database has them: with them it
 	// may plan a visible_records batch otherwise.
@@ -196,30 +201,21 @@ func (b *bundle) checkModel(t *testing.T, seed int, m *model.Model, s idScheme, 
 	for _, u := range m.Users {
 		users = append(users, u.ID)
 	}
-	filtered := 0
+	var filtered [2]int
 	for _, o := range m.Objects {
-		table, records := b.appTable(t, seed, o.Name, m, s, perUser)
+		var tables [2]string
+		var records int
+		for i, perUser := range []bool{false, true} {
+			tables[i], records = b.appTable(t, seed, o.Name, m, s, perUser)
+		}
 		for _, u := range users {
 			k := [2]string{o.Name, u}
 			want, wantEdit := sorted(read[k]), sorted(edit[k])
-			got := b.asUser(t, u, `SELECT id::text FROM `+table)
-			if !slices.Equal(got, want) {
-				t.Fatalf("seed %d: %s sees %v of %s through RLS, oracle says %v", seed, u, got, o.Name, want)
-			}
-			if len(got) > 0 && len(got) < records {
-				filtered++
-			}
-			if perUser {
-				got := b.asUserWith(t, `SET LOCAL enable_seqscan = off`, u, `SELECT id::text FROM `+table)
-				if !slices.Equal(got, want) {
-					t.Fatalf("seed %d: %s sees %v of %s through RLS without seq scans, oracle says %v", seed, u, got, o.Name, want)
+			for i, table := range tables {
+				b.checkTable(t, fmt.Sprintf("seed %d: per-user=%v: %s", seed, i == 1, u), table, u, want, wantEdit, i == 1)
+				if len(want) > 0 && len(want) < records { // what the table showed u
+					filtered[i]++
 				}
-			}
-			if got := b.asUser(t, u, `UPDATE `+table+` SET owner = owner RETURNING id::text`); !slices.Equal(got, wantEdit) {
-				t.Fatalf("seed %d: %s updates %v of %s through RLS, oracle says it may edit %v", seed, u, got, o.Name, wantEdit)
-			}
-			if got := b.asUser(t, u, `DELETE FROM `+table+` RETURNING id::text`); !slices.Equal(got, wantEdit) {
-				t.Fatalf("seed %d: %s deletes %v of %s through RLS, oracle says it may edit %v", seed, u, got, o.Name, wantEdit)
 			}
 			// can_access alone, per record (the policies call it for broad
 			// users and public objects only): every record of the model is
@@ -241,12 +237,36 @@ func (b *bundle) checkModel(t *testing.T, seed int, m *model.Model, s idScheme, 
 	return filtered
 }
 
+// checkTable reads, updates and deletes table's rows as user through its
+// policies (the per-user ones also with sequential scans off) and fails
+// unless they are the oracle's want and wantEdit; what starts the messages.
+func (b *bundle) checkTable(t *testing.T, what, table, u string, want, wantEdit []string, perUser bool) {
+	t.Helper()
+	if got := b.asUser(t, u, `SELECT id::text FROM `+table); !slices.Equal(got, want) {
+		t.Fatalf("%s sees %v of %s through RLS, oracle says %v", what, got, table, want)
+	}
+	if perUser {
+		if got := b.asUserWith(t, `SET LOCAL enable_seqscan = off`, u, `SELECT id::text FROM `+table); !slices.Equal(got, want) {
+			t.Fatalf("%s sees %v of %s through RLS without seq scans, oracle says %v", what, got, table, want)
+		}
+	}
+	if got := b.asUser(t, u, `UPDATE `+table+` SET owner = owner RETURNING id::text`); !slices.Equal(got, wantEdit) {
+		t.Fatalf("%s updates %v of %s through RLS, oracle says it may edit %v", what, got, table, wantEdit)
+	}
+	if got := b.asUser(t, u, `DELETE FROM `+table+` RETURNING id::text`); !slices.Equal(got, wantEdit) {
+		t.Fatalf("%s deletes %v of %s through RLS, oracle says it may edit %v", what, got, table, wantEdit)
+	}
+}
+
 // appTable creates the application table of object's records in m (and a
 // row that is no record), owned by the superuser, with recalc's policies,
 // and returns its quoted name and how many records it holds.
 func (b *bundle) appTable(t *testing.T, seed int, object string, m *model.Model, s idScheme, perUser bool) (string, int) {
 	t.Helper()
 	name := fmt.Sprintf("app_%s_%d", object, seed)
+	if perUser {
+		name += "_pu"
+	}
 	table := pgx.Identifier{name}.Sanitize()
 	var ids []string
 	for _, r := range m.Records {
