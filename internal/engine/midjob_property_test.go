@@ -137,7 +137,8 @@ func TestMidJobAccessBounded(t *testing.T) {
 				b.checkOracle(t, fmt.Sprintf("seed %d step %d (%s)", seed, i, how))
 			}
 		}
-		t.Logf("%d checks at intermediate points, %d watch steps on the fast path; steps by way: %v", chk.checks, chk.fast, ways)
+		t.Logf("%d checks at intermediate points (at %d the access tables were as at the last that asked access: not asked again), %d watch steps on the fast path; steps by way: %v",
+			chk.checks, chk.same, chk.fast, ways)
 	})
 }
 
