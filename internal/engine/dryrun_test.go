@@ -43,6 +43,7 @@ func TestDryRunMatchesActualChange(t *testing.T) {
 				cur := oracle.RandomModel(rng, 20+rng.IntN(30))
 				b.importModel(t, cur, nil)
 				b.run(t, engine.Options{})
+				var access map[[3]string]int // the access stored, once read: a step's after is the next one's before
 				for step := 0; step < 3; step++ {
 					next, file := tc.step(rng, cur)
 					if next == nil {
@@ -51,7 +52,7 @@ func TestDryRunMatchesActualChange(t *testing.T) {
 					if _, err := oracle.Merge(cur, next, file).Validate(); err != nil {
 						continue // the step made the model invalid: not a change to predict
 					}
-					cur = b.checkDryRun(t, fmt.Sprintf("seed %d step %d", seed, step), cur, next, file)
+					cur, access = b.checkDryRun(t, fmt.Sprintf("seed %d step %d", seed, step), cur, next, file, access)
 				}
 			}
 		})
@@ -60,8 +61,10 @@ func TestDryRunMatchesActualChange(t *testing.T) {
 
 // checkDryRun dry-runs importing next (file's sections) over cur, imports it
 // and runs, and fails the test unless the dry run predicted the pairs that
-// gained and lost access, by object. It returns the model stored then.
-func (b *bundle) checkDryRun(t *testing.T, name string, cur, next *model.Model, file *model.File) *model.Model {
+// gained and lost access, by object. before is the access stored (nil: read
+// it). It returns the model and the access stored then.
+func (b *bundle) checkDryRun(t *testing.T, name string, cur, next *model.Model, file *model.File,
+	before map[[3]string]int) (*model.Model, map[[3]string]int) {
 	t.Helper()
 	ctx, pool := b.ctx, b.pool
 	var buf bytes.Buffer
@@ -83,7 +86,9 @@ func (b *bundle) checkDryRun(t *testing.T, name string, cur, next *model.Model, 
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	before := accessMap(t, ctx, pool)
+	if before == nil {
+		before = accessMap(t, ctx, pool)
+	}
 	if _, err := testkit.ImportString(ctx, pool, doc); err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +128,7 @@ func (b *bundle) checkDryRun(t *testing.T, name string, cur, next *model.Model, 
 	if im.LostWithDeleted != deleted {
 		t.Fatalf("%s: pairs lost with deleted records predicted %d, actual %d", name, im.LostWithDeleted, deleted)
 	}
-	return cur
+	return cur, after
 }
 
 // ruleEdit is a step that edits one rule of cur: its access level goes
