@@ -280,10 +280,11 @@ func (o *processOrg) killAndResume(rng *rand.Rand, trial int, full string) (bool
 	t := o.t
 	t.Helper()
 	args := []string{"run", "--chunk-size", "40", "--workers", "2"}
-	if trial%2 == 0 {
-		args = append(args, "--full")
-	} else {
+	changed := trial%2 == 1 // the trial changes an input: records, or below the configuration
+	if changed {
 		o.changeRecords(15, trial)
+	} else {
+		args = append(args, "--full")
 	}
 	cmd := o.command(args...)
 	if err := cmd.Start(); err != nil {
@@ -306,10 +307,11 @@ func (o *processOrg) killAndResume(rng *rand.Rand, trial int, full string) (bool
 	t.Logf("trial %d (%s): killed=%v, unfinished jobs after kill: %d", trial, strings.Join(args, " "), err != nil, unfinished)
 	if trial%3 == 2 {
 		o.importFlippedOWD() // an import right after the kill stores its file (finishing the job first)
+		changed = true
 	}
 	o.run("run")
 	what := fmt.Sprintf("trial %d", trial)
-	if trial%2 == 1 || trial%3 == 2 { // records changed, or the configuration
+	if changed {
 		full = o.checkEqualsFull(what)
 	} else {
 		o.checkEquals(what, full)

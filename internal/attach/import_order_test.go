@@ -18,8 +18,6 @@ import (
 	"github.com/recalc-dev/recalc/internal/testkit"
 )
 
-// holdSQL is a query tracer that holds the first query match accepts at
-// its start until release is closed, after closing reached.
 // setupMerged is setupAttached(t, appStmts...), then the file inputs
 // merged and an incremental run: a copy of a template made once per file
 // and list of statements (setupPrepared). TestImportBesideAnOwnerChange's
@@ -38,6 +36,8 @@ func setupMerged(t *testing.T, inputs string, appStmts ...string) *bundle {
 	})
 }
 
+// holdSQL is a query tracer that holds the first query match accepts at
+// its start until release is closed, after closing reached.
 type holdSQL struct {
 	match            func(sql string) bool
 	reached, release chan struct{}

@@ -314,7 +314,7 @@ func (c *boundCheck) askAccess(tx pgx.Tx) ([]string, error) {
 // can_access read (schema versions 6 and 43): about 550 rows on
 // TestMidJobAccessBounded's models, where asking every pair is some 1,500
 // calls that each scan them.
-const aclDigest = `SELECT md5(concat_ws('|', 
+const aclDigest = `SELECT md5(concat_ws('|',
 	(SELECT string_agg(x::text, ';' ORDER BY x::text) FROM recalc.acl_object x),
 	(SELECT string_agg(x::text, ';' ORDER BY x::text) FROM recalc.acl_user x),
 	(SELECT string_agg(x::text, ';' ORDER BY x::text) FROM recalc.acl_member x),
