@@ -18,6 +18,17 @@ import (
 // account table; the write goes to the opportunity table. Seen as
 // TestLiveUsersDefer seed 2, "phase 1: access moved while both sides were
 // deferred", under load.
+//
+// The absorb waits 2 s at most for a lock on an application's table (its
+// lock_timeout: attach_absorb_one's SET clause, migrations 019 and 054),
+// then leaves the object's writes logged (attach_stuck, 55P03), and the
+// step goes on and ends: on a loaded machine that started `recalc defer`
+// more than 2 s after the step began waiting, nothing was in flight any
+// more, `recalc defer` returned at once, and account:21, never absorbed,
+// rightly waited for the resume ("alice on account:21 ...: none"). The
+// test's database lets the absorb wait a minute, so the step stays in
+// flight as long as the test holds the lock, however slow the machine;
+// and the first step must have absorbed the account.
 func TestDeferWaitsForStepInFlight(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -31,6 +42,7 @@ func TestDeferWaitsForStepInFlight(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			b := setupTiny(t, uSpec)
+			b.exec(t, b.engine, `ALTER FUNCTION recalc.attach_absorb_one(text) SET lock_timeout = '1min'`)
 			live := engine.NewLive(engine.Options{LockTimeout: time.Minute}, 1000)
 			// Writes committed before the deferral, which the step absorbs:
 			// the account's first, where the lock stops it, then the
@@ -45,10 +57,14 @@ func TestDeferWaitsForStepInFlight(t *testing.T) {
 			if _, err := hold.Exec(ctx, `LOCK TABLE app.account IN ACCESS EXCLUSIVE MODE`); err != nil {
 				t.Fatal(err)
 			}
-			stepped := make(chan error, 1)
+			type stepResult struct {
+				rep *engine.LiveReport
+				err error
+			}
+			stepped := make(chan stepResult, 1)
 			go func() {
-				_, err := live.Step(ctx, b.engine, zerolog.Nop())
-				stepped <- err
+				rep, err := live.Step(ctx, b.engine, zerolog.Nop())
+				stepped <- stepResult{rep, err}
 			}()
 			waitLock(t, b, `relation = 'app.account'::regclass`, "the step to wait for the account table")
 			deferred := make(chan error, 1)
@@ -78,8 +94,10 @@ func TestDeferWaitsForStepInFlight(t *testing.T) {
 				}
 				b.exec(t, b.app, `INSERT INTO app.opportunity (id, name, owner_id, account_id) VALUES ('o30', 'o', 'bob', 21)`)
 			}
-			if err := <-stepped; err != nil {
-				t.Fatal(err)
+			if r := <-stepped; r.err != nil {
+				t.Fatal(r.err)
+			} else if len(r.rep.NotAbsorbed) > 0 {
+				t.Fatalf("the step in flight gave up absorbing %+v: it was not in flight while the test held the account table", r.rep.NotAbsorbed)
 			}
 			if _, err := live.Step(ctx, b.engine, zerolog.Nop()); err != nil {
 				t.Fatal(err)
