@@ -319,14 +319,23 @@ func (r *RLS) policies(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, col *
 	}
 	if r.OwnerColumn != "" {
 		// Only an active user owns rows: rls_mode is 0 for an unknown or
-		// inactive user. COLLATE "C", as for the id column: a
+		// inactive user. The user is read once, in the InitPlan that asks
+		// rls_mode: compared with the setting per row, a session that
+		// changed it while the statement ran (a function in its WHERE, a
+		// cursor's later FETCH) read the rows of any user it named, an
+		// inactive or unknown one too. COLLATE "C", as for the id column: a
 		// nondeterministic collation of the owner column must not make
 		// user U1 the owner of u1's rows.
-		own, err := format(ctx, tx, `(SELECT recalc.rls_mode(%1$s, %2$L, 'read')) <> 0 AND (%3$I::text COLLATE "C") = %1$s`, user, r.Object, r.OwnerColumn)
+		own, err := format(ctx, tx, `(%3$I::text COLLATE "C") = (SELECT s.u FROM (SELECT %1$s AS u) s WHERE recalc.rls_mode(s.u, %2$L, 'read') <> 0)`,
+			user, r.Object, r.OwnerColumn)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, `CREATE POLICY `+policyOwner+` ON `+on+` FOR ALL USING (`+own+`) WITH CHECK (`+own+`)`)
+		label, err := format(ctx, tx, `COMMENT ON POLICY %I ON %s IS %L`, policyOwner, on, ownerComment)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, `CREATE POLICY `+policyOwner+` ON `+on+` FOR ALL USING (`+own+`) WITH CHECK (`+own+`)`, label)
 	}
 	if r.Write || r.InsertRole != "" || r.OwnerColumn != "" {
 		// It reads the table's attachment as it runs: it guards once an
@@ -350,18 +359,27 @@ func (r *RLS) policies(ctx context.Context, tx pgx.Tx, tbl pgx.Identifier, col *
 // policyComment labels the read policy with the schema version of its set.
 func policyComment() string { return fmt.Sprintf("recalc policies, schema version %d", PolicyVersion) }
 
+// ownerComment labels an owner policy that reads its user once per
+// statement: one installed before has no label, and OutdatedPolicies
+// names its table.
+const ownerComment = "recalc owner policy, its user read once per statement"
+
 // OutdatedPolicies lists the tables with recalc write policies that an
 // earlier schema version installed (the read policy alone has not changed
 // since), and those with an owner policy whose write guard has one
 // argument (enabled before version 82: it does not guard the policy's own
-// column): `recalc rls enable` on each brings them up to date.
+// column) or whose owner policy compares each row with the setting as it
+// is then (unlabelled: see ownerComment): `recalc rls enable` on each
+// brings them up to date.
 func OutdatedPolicies(ctx context.Context, q pg.Querier) ([]string, error) {
 	rows, err := q.Query(ctx, `SELECT p.polrelid::regclass::text FROM pg_catalog.pg_policy p
 		WHERE p.polname = $1 AND (coalesce(pg_catalog.obj_description(p.oid, 'pg_policy'), '') <> $2
 		    AND EXISTS (SELECT 1 FROM pg_catalog.pg_policy w WHERE w.polrelid = p.polrelid AND w.polname = ANY ($3))
 		  OR EXISTS (SELECT 1 FROM pg_catalog.pg_policy w JOIN pg_catalog.pg_trigger g ON g.tgrelid = w.polrelid AND g.tgname = $5
-		             WHERE w.polrelid = p.polrelid AND w.polname = $4 AND g.tgnargs < 2))
-		ORDER BY 1`, PolicyName, policyComment(), []string{policyUpdate, policyInsert, policyOwner}, policyOwner, writeGuard)
+		             WHERE w.polrelid = p.polrelid AND w.polname = $4 AND g.tgnargs < 2)
+		  OR EXISTS (SELECT 1 FROM pg_catalog.pg_policy w WHERE w.polrelid = p.polrelid AND w.polname = $4
+		             AND coalesce(pg_catalog.obj_description(w.oid, 'pg_policy'), '') <> $6))
+		ORDER BY 1`, PolicyName, policyComment(), []string{policyUpdate, policyInsert, policyOwner}, policyOwner, writeGuard, ownerComment)
 	if err != nil {
 		return nil, fmt.Errorf("list row-level security policies: %w", err)
 	}
