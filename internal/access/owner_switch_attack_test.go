@@ -52,19 +52,11 @@ func TestOwnerPolicyUserSwitchedMidStatement(t *testing.T) {
 	}
 	// An owner policy as rls enable installed it before: recalc init names
 	// its table.
-	outdated := func() []string {
-		t.Helper()
-		got, err := access.OutdatedPolicies(b.ctx, b.pool)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return got
-	}
-	if got := outdated(); slices.Contains(got, "app") {
+	if got := b.outdated(t); slices.Contains(got, "app") {
 		t.Errorf("just enabled: outdated %v, want app up to date", got)
 	}
 	b.exec(t, `COMMENT ON POLICY recalc_owner ON app IS NULL`)
-	if got := outdated(); !slices.Contains(got, "app") {
+	if got := b.outdated(t); !slices.Contains(got, "app") {
 		t.Errorf("an unlabelled owner policy: outdated %v, want app named", got)
 	}
 }

@@ -40,6 +40,17 @@ type bundle struct {
 	role string        // quoted
 }
 
+// outdated lists the tables OutdatedPolicies names (those `recalc init`
+// tells to run `rls enable` again).
+func (b *bundle) outdated(t *testing.T) []string {
+	t.Helper()
+	got, err := access.OutdatedPolicies(b.ctx, b.pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
 func setup(t *testing.T) *bundle {
 	t.Helper()
 	b := &bundle{ctx: context.Background(), pool: testdb.Migrated(t)}
@@ -966,27 +977,19 @@ func TestOutdatedPolicies(t *testing.T) {
 				Write: table != "readonly"})
 		})
 	}
-	outdated := func() []string {
-		t.Helper()
-		got, err := access.OutdatedPolicies(b.ctx, b.pool)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return got
-	}
 	enable("app")
 	enable("other")
 	enable("readonly")
-	if got := outdated(); len(got) != 0 {
+	if got := b.outdated(t); len(got) != 0 {
 		t.Fatalf("just enabled: outdated %v, want none", got)
 	}
 	b.exec(t, `COMMENT ON POLICY recalc_read ON app IS NULL`, `COMMENT ON POLICY recalc_read ON other IS 'recalc policies, schema version 1'`,
 		`COMMENT ON POLICY recalc_read ON readonly IS NULL`)
-	if got := outdated(); !slices.Equal(got, []string{"app", "other"}) {
+	if got := b.outdated(t); !slices.Equal(got, []string{"app", "other"}) {
 		t.Errorf("policies of earlier versions: outdated %v, want app and other", got)
 	}
 	enable("app")
-	if got := outdated(); !slices.Equal(got, []string{"other"}) {
+	if got := b.outdated(t); !slices.Equal(got, []string{"other"}) {
 		t.Errorf("app enabled again: outdated %v, want other", got)
 	}
 }
