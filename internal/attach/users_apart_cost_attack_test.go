@@ -32,7 +32,7 @@ func TestUsersUnreadableRowsBoundedReads(t *testing.T) {
 	db := ident(dbName(t, b.url))
 	b.exec(t, b.admin, `ALTER DATABASE `+db+` SET track_functions = 'pl'`)
 	t.Cleanup(func() { _, _ = b.admin.Exec(context.Background(), `ALTER DATABASE `+db+` RESET track_functions`) })
-	b.sandboxedReads(t) // counts from here
+	b.countFromHere(t)
 
 	b.exec(t, b.app, `INSERT INTO crm.app_user (id, name, role_id, flag)
 			SELECT 'n' || i, 'N', 'west', CASE WHEN i % 8 = 0 THEN 'maybe' ELSE 'true' END FROM generate_series(1, 4000) i`,
