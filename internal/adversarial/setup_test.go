@@ -12,7 +12,6 @@ import (
 	"os"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -218,11 +217,6 @@ func (b *bundle) recalc(t *testing.T, args ...string) string {
 	return out
 }
 
-// appMu serializes command lines: urfave/cli's help flag is a package
-// variable that every App writes to as it parses flags, so two Apps in one
-// process race (the race detector fails parallel tests that run both).
-var appMu sync.Mutex
-
 // recalcErr runs the recalc command line as the engine role.
 func (b *bundle) recalcErr(args ...string) (string, error) {
 	return b.recalcAs(dburl.WithUser(b.url, b.engineRole), args...)
@@ -240,9 +234,7 @@ func (b *bundle) recalcCtx(ctx context.Context, url string, args ...string) (str
 	app := cli.App(&out, &errOut)
 	app.ExitErrHandler = func(*ucli.Context, error) {} // return errors, never exit the test binary
 	argv := append([]string{"recalc", "--database-url", url, "--log-format", "json"}, args...)
-	appMu.Lock()
-	err := app.RunContext(ctx, argv)
-	appMu.Unlock()
+	err := testkit.RunApp(ctx, app, argv)
 	if err != nil {
 		return out.String(), fmt.Errorf("%w (stderr: %s)", err, strings.TrimSpace(errOut.String()))
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/recalc-dev/recalc/internal/cli"
 	"github.com/recalc-dev/recalc/internal/dburl"
+	"github.com/recalc-dev/recalc/internal/testkit"
 )
 
 // TestRLSWarnsOfViewsThatBypass: PostgreSQL reads a view's tables with the
@@ -66,9 +67,7 @@ func (b *bundle) recalcWarnings(t *testing.T, args ...string) (string, string) {
 	var out, errOut bytes.Buffer
 	app := cli.App(&out, &errOut)
 	app.ExitErrHandler = func(*ucli.Context, error) {}
-	appMu.Lock()
-	err := app.RunContext(context.Background(), append([]string{"recalc", "--database-url", dburl.WithUser(b.url, b.engineRole), "--log-format", "json"}, args...))
-	appMu.Unlock()
+	err := testkit.RunApp(context.Background(), app, append([]string{"recalc", "--database-url", dburl.WithUser(b.url, b.engineRole), "--log-format", "json"}, args...))
 	if err != nil {
 		t.Fatalf("recalc %s: %v (stderr: %s)", strings.Join(args, " "), err, errOut.String())
 	}

@@ -280,7 +280,7 @@ func (b *bundle) recalcAs(role string, args ...string) (string, string, error) {
 	app := cli.App(&out, &errOut)
 	app.ExitErrHandler = func(*ucli.Context, error) {}
 	argv := append([]string{"recalc", "--database-url", dburl.WithUser(b.url, role), "--log-format", "json"}, args...)
-	err := runApp(context.Background(), app, argv)
+	err := testkit.RunApp(context.Background(), app, argv)
 	return out.String(), errOut.String(), err
 }
 
@@ -808,7 +808,7 @@ func (b *bundle) crm3RLS(t *testing.T) {
 	go func() {
 		app := cli.App(new(bytes.Buffer), &werr)
 		app.ExitErrHandler = func(*ucli.Context, error) {}
-		done <- runApp(wctx, app, []string{"recalc", "--database-url", dburl.WithUser(b.url, b.engineRole), "--log-format", "json", "watch"})
+		done <- testkit.RunApp(wctx, app, []string{"recalc", "--database-url", dburl.WithUser(b.url, b.engineRole), "--log-format", "json", "watch"})
 	}()
 	for i, stmts := range [][]string{
 		{`UPDATE odoo.res_partner SET user_id = 5 WHERE id = 2`, `UPDATE odoo.res_partner SET parent_id = 2 WHERE id = 101`},

@@ -17,6 +17,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/dburl"
 	"github.com/recalc-dev/recalc/internal/pg"
 	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/internal/testkit"
 )
 
 // Attacks on the write guard (migration 034). Each test commits a write
@@ -185,7 +186,7 @@ func (b *bundle) rlsEnableWarnings(t *testing.T, args ...string) string {
 	app := cli.App(&out, &errOut)
 	app.ExitErrHandler = func(*ucli.Context, error) {}
 	argv := append([]string{"recalc", "--database-url", dburl.WithUser(b.url, b.appRole), "rls", "enable", "--user-setting", "app.user_id", "--force"}, args...)
-	err := runApp(context.Background(), app, argv)
+	err := testkit.RunApp(context.Background(), app, argv)
 	if err != nil {
 		t.Fatalf("rls enable %v: %v (%s)", args, err, errOut.String())
 	}

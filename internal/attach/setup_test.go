@@ -405,54 +405,13 @@ func openPool(t *testing.T, conn string) *pgxpool.Pool {
 	return p
 }
 
-// appMu serializes urfave/cli's parsing of command lines: its help flag is
-// a package variable, which each parse writes (BoolFlag.Apply). runApp
-// holds it only until the command's own action starts.
-var appMu sync.Mutex
-
-// runApp runs app, made by cli.App, on argv, holding appMu until every
-// flag of the command line is parsed: until the action of the command
-// named starts, or the run ends without one. A command that waits (for a
-// lock it gives up on after 10 s, or a watch until ctx ends) then runs
-// beside the other tests' command lines instead of holding them all up.
-func runApp(ctx context.Context, app *ucli.App, argv []string) error {
-	var once sync.Once
-	unlock := func() { once.Do(appMu.Unlock) }
-	appMu.Lock()
-	defer unlock()
-	unlockOnAction(app.Commands, unlock)
-	return app.RunContext(ctx, argv)
-}
-
-// unlockOnAction makes the action of each command of cmds that has no
-// subcommands call unlock as it starts: urfave/cli has parsed the whole
-// command line by then, and the action reads no flag of the package's.
-// help's action, and those of commands with subcommands, print the flags'
-// help, which reads them: they keep the lock to the end.
-func unlockOnAction(cmds []*ucli.Command, unlock func()) {
-	for _, c := range cmds {
-		if len(c.Subcommands) > 0 {
-			unlockOnAction(c.Subcommands, unlock)
-			continue
-		}
-		if c.Action == nil || c.Name == "help" {
-			continue
-		}
-		act := c.Action
-		c.Action = func(cc *ucli.Context) error {
-			unlock()
-			return act(cc)
-		}
-	}
-}
-
 // recalc runs the command line as the engine and returns its output.
 func (b *bundle) recalc(args ...string) (string, error) {
 	var out, errOut bytes.Buffer
 	app := cli.App(&out, &errOut)
 	app.ExitErrHandler = func(*ucli.Context, error) {}
 	argv := append([]string{"recalc", "--database-url", dburl.WithUser(b.url, b.engineRole), "--log-format", "json"}, args...)
-	err := runApp(context.Background(), app, argv)
+	err := testkit.RunApp(context.Background(), app, argv)
 	if err != nil {
 		return out.String(), &cliError{err: err, stderr: strings.TrimSpace(errOut.String())}
 	}

@@ -241,7 +241,7 @@ func TestAttachAsAnotherRoleSaysWhichRole(t *testing.T) {
 	var out, errOut bytes.Buffer
 	app := cli.App(&out, &errOut)
 	app.ExitErrHandler = func(*ucli.Context, error) {}
-	err := runApp(context.Background(), app, []string{"recalc", "--database-url", b.url, "--log-format", "json", "attach", f})
+	err := testkit.RunApp(context.Background(), app, []string{"recalc", "--database-url", b.url, "--log-format", "json", "attach", f})
 	want := "owned by " + b.engineRole
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("attach as a superuser that does not own schema recalc: %v, want an error naming the role to run as (%q)", err, want)
@@ -268,7 +268,7 @@ func TestRunAsAnotherRoleSaysWhichRole(t *testing.T) {
 	var out, errOut bytes.Buffer
 	app := cli.App(&out, &errOut)
 	app.ExitErrHandler = func(*ucli.Context, error) {}
-	err := runApp(context.Background(), app, []string{"recalc", "--database-url", b.url, "--log-format", "json", "run"})
+	err := testkit.RunApp(context.Background(), app, []string{"recalc", "--database-url", b.url, "--log-format", "json", "run"})
 	want := "only schema recalc's owner, " + b.engineRole
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("run as a superuser that does not own schema recalc, with tables attached: %v, want an error naming the role to run as (%q)", err, want)

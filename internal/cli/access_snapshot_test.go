@@ -82,7 +82,7 @@ func TestAccessReadsOneSnapshot(t *testing.T) {
 		go func() {
 			app := cli.App(&out, &errOut)
 			app.ExitErrHandler = func(*ucli.Context, error) {}
-			done <- app.RunContext(ctx, append([]string{"recalc", "--database-url", url}, tc.args...))
+			done <- testkit.RunApp(ctx, app, append([]string{"recalc", "--database-url", url}, tc.args...))
 		}()
 		waitAttachmentWaiter(t, ctx, pool)
 		if err := hold.Commit(ctx); err != nil {
@@ -144,7 +144,7 @@ func TestAccessPageBesideSwap(t *testing.T) {
 	go func() {
 		app := cli.App(&out, &errOut)
 		app.ExitErrHandler = func(*ucli.Context, error) {}
-		done <- app.RunContext(ctx, []string{"recalc", "--database-url", url, "access", "--user", "u2", "--object", "contact", "--format", "csv"})
+		done <- testkit.RunApp(ctx, app, []string{"recalc", "--database-url", url, "access", "--user", "u2", "--object", "contact", "--format", "csv"})
 	}()
 	waitAttachmentWaiter(t, ctx, pool)
 	releaseStaging()
@@ -219,7 +219,7 @@ func TestAccessCSVSaysItIsMidJob(t *testing.T) {
 		var out, errOut lockedBuffer
 		app := cli.App(&out, &errOut)
 		app.ExitErrHandler = func(*ucli.Context, error) {}
-		if err := app.RunContext(ctx, []string{"recalc", "--database-url", url, "--log-format", "json", "access", "--format", "csv"}); err != nil {
+		if err := testkit.RunApp(ctx, app, []string{"recalc", "--database-url", url, "--log-format", "json", "access", "--format", "csv"}); err != nil {
 			t.Fatalf("%s: recalc access: %v", step.name, err)
 		}
 		for _, row := range []string{"account,a1,u2,read\n", "contact,c001,u2,read\n", "contact,c120,u2,read\n"} {

@@ -31,7 +31,7 @@ func recalcErr(ctx context.Context, url string, args ...string) (int, string) {
 	var out, errOut lockedBuffer
 	app := cli.App(&out, &errOut)
 	app.ExitErrHandler = func(*ucli.Context, error) {}
-	err := app.RunContext(ctx, append([]string{"recalc", "--database-url", url, "--log-format", "json"}, args...))
+	err := testkit.RunApp(ctx, app, append([]string{"recalc", "--database-url", url, "--log-format", "json"}, args...))
 	var coder ucli.ExitCoder
 	switch {
 	case err == nil:

@@ -43,7 +43,7 @@ func recalcTo(ctx context.Context, out io.Writer, url string, args ...string) in
 	var errOut bytes.Buffer
 	app := cli.App(out, &errOut)
 	app.ExitErrHandler = func(*ucli.Context, error) {}
-	err := app.RunContext(ctx, append([]string{"recalc", "--database-url", url, "--log-format", "json"}, args...))
+	err := testkit.RunApp(ctx, app, append([]string{"recalc", "--database-url", url, "--log-format", "json"}, args...))
 	var coder ucli.ExitCoder
 	switch {
 	case err == nil:

@@ -48,7 +48,7 @@ func TestDryRunSnapshotProgress(t *testing.T) {
 	app.ExitErrHandler = func(*ucli.Context, error) {}
 	done := make(chan error, 1)
 	go func() {
-		done <- app.RunContext(ctx, []string{"recalc", "--database-url", url, "--log-format", "json", "plan", file})
+		done <- testkit.RunApp(ctx, app, []string{"recalc", "--database-url", url, "--log-format", "json", "plan", file})
 	}()
 	var progress string
 	for deadline := time.Now().Add(30 * time.Second); progress == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
@@ -94,7 +94,7 @@ func TestModelLockWaitIsLogged(t *testing.T) {
 		app.ExitErrHandler = func(*ucli.Context, error) {}
 		done := make(chan error, 1)
 		go func() {
-			done <- app.RunContext(ctx, append([]string{"recalc", "--database-url", url, "--log-format", "json"}, args...))
+			done <- testkit.RunApp(ctx, app, append([]string{"recalc", "--database-url", url, "--log-format", "json"}, args...))
 		}()
 		const want = "waiting for the model lock"
 		deadline := time.Now().Add(10 * time.Second)
@@ -141,7 +141,7 @@ func TestImportProgress(t *testing.T) {
 	app.ExitErrHandler = func(*ucli.Context, error) {}
 	done := make(chan error, 1)
 	go func() {
-		done <- app.RunContext(ctx, []string{"recalc", "--database-url", url, "--log-format", "json", "import", "--lock-timeout", "1m", file})
+		done <- testkit.RunApp(ctx, app, []string{"recalc", "--database-url", url, "--log-format", "json", "import", "--lock-timeout", "1m", file})
 	}()
 	var progress string
 	for deadline := time.Now().Add(30 * time.Second); progress == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
@@ -195,7 +195,7 @@ func TestAccessBeforeAnyRun(t *testing.T) {
 			var out, errOut lockedBuffer
 			app := cli.App(&out, &errOut)
 			app.ExitErrHandler = func(*ucli.Context, error) {}
-			if err := app.RunContext(ctx, append([]string{"recalc", "--database-url", url, "--log-format", "json"}, tc.args...)); err != nil {
+			if err := testkit.RunApp(ctx, app, append([]string{"recalc", "--database-url", url, "--log-format", "json"}, tc.args...)); err != nil {
 				t.Fatalf("recalc %s: %v", tc.args, err)
 			}
 			if got := strings.Contains(errOut.String(), warning); got != step.warn {

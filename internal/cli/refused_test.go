@@ -16,6 +16,7 @@ import (
 	"github.com/recalc-dev/recalc/internal/cli"
 	"github.com/recalc-dev/recalc/internal/dburl"
 	"github.com/recalc-dev/recalc/internal/testdb"
+	"github.com/recalc-dev/recalc/internal/testkit"
 	"github.com/recalc-dev/recalc/schema"
 )
 
@@ -155,7 +156,7 @@ func TestDroppedDatabaseMidCommand(t *testing.T) {
 			go func() {
 				app := cli.App(&out, &errOut)
 				app.ExitErrHandler = func(*ucli.Context, error) {}
-				err := app.RunContext(cctx, append([]string{"recalc", "--database-url", url, "--log-format", "json"}, args...))
+				err := testkit.RunApp(cctx, app, append([]string{"recalc", "--database-url", url, "--log-format", "json"}, args...))
 				code := 0
 				if coder, ok := err.(ucli.ExitCoder); ok {
 					code = coder.ExitCode()

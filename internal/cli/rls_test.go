@@ -83,7 +83,7 @@ func TestImportWarnsOfALargeClosure(t *testing.T) {
 		var out, errOut bytes.Buffer
 		app := cli.App(&out, &errOut)
 		app.ExitErrHandler = func(*ucli.Context, error) {}
-		if err := app.RunContext(ctx, append([]string{"recalc", "--database-url", url, "--log-format", "json"}, tc.args...)); err != nil {
+		if err := testkit.RunApp(ctx, app, append([]string{"recalc", "--database-url", url, "--log-format", "json"}, tc.args...)); err != nil {
 			t.Fatalf("%v: %v\n%s", tc.args, err, errOut.String())
 		}
 		if got := strings.Contains(errOut.String(), `"closure_estimate"`); got != tc.warn {
