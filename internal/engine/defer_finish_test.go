@@ -175,6 +175,10 @@ func TestDeferWaitsForImportFinishingJob(t *testing.T) {
 	t.Parallel()
 	b := drBundle(t)
 	stopOneChunk(t, b)
+	// As if the stopped run's process had died 10 s ago (queue.LiveWithin):
+	// the import finds the job interrupted at once, not after waiting out
+	// the last heartbeat.
+	b.exec(t, `UPDATE recalc.job_worker SET seen_at = now() - interval '1 minute'`)
 	env := &cli.Env{Pool: b.pool, Out: &bytes.Buffer{}, Log: zerolog.Nop()}
 	obs := connect(t, b.pool)
 	holder, pid := holdWith(t, b, `SELECT FROM recalc.acl_record WHERE id = 'c005_0' FOR UPDATE`)
