@@ -750,6 +750,10 @@ func TestLiveKillCommitReplyLost(t *testing.T) {
 	}
 }
 
+// backoffOverflowSteps is how many failed steps TestLiveKillBackoffOverflow
+// lets its watch take: the backoff overflowed past 38.
+const backoffOverflowSteps = 100
+
 // TestLiveKillBackoffOverflow: a step that keeps failing (here: a newer
 // recalc upgraded the schema, which docs/operations.md says a running watch
 // logs at each step until it is replaced; equally a database that stays
@@ -763,13 +767,22 @@ func TestLiveKillBackoffOverflow(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer pool.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 7*time.Second)
+		// The backoff overflowed past 38 failed steps: the watch is stopped
+		// once 100 have failed, or after a minute.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		live := engine.NewLive(engine.Options{Trigger: "watch"}, 1000)
+		steps := 0
 		// --poll 20ms, as docs/operations.md recommends where writers turn notifications off.
 		_ = watch.Run(ctx, pool, watch.Options{Debounce: 2 * time.Millisecond, MaxWait: 20 * time.Millisecond, Poll: 20 * time.Millisecond},
-			func(ctx context.Context) error { _, err := live.Step(ctx, pool, zerolog.Nop()); return err }, zerolog.Nop())
-		fmt.Println("watch returned")
+			func(ctx context.Context) error {
+				_, err := live.Step(ctx, pool, zerolog.Nop())
+				if steps++; steps == backoffOverflowSteps {
+					cancel()
+				}
+				return err
+			}, zerolog.Nop())
+		fmt.Printf("watch returned after %d steps\n", steps)
 		return
 	}
 	t.Parallel()
@@ -779,7 +792,7 @@ func TestLiveKillBackoffOverflow(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestLiveKillBackoffOverflow$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), "RECALC_LIVE_KILL_CHILD="+b.pool.Config().ConnString())
 	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "watch returned") {
+	if err != nil || !strings.Contains(string(out), fmt.Sprintf("watch returned after %d steps\n", backoffOverflowSteps)) {
 		o := string(out)
 		if i := strings.Index(o, "panic:"); i >= 0 {
 			o = o[i:min(len(o), i+1200)]
