@@ -108,7 +108,10 @@ func TestAccessReadsOneSnapshot(t *testing.T) {
 // no record. Here the test holds the staging lock until the reader has
 // taken its snapshot and waits on recalc.attachment (which visible_ids
 // reads first), then lets the job stage and finish. Taken first, the
-// tables make the swap wait, and after 10 s copy its rows in place.
+// tables make the swap wait, and after its SwapWait copy its rows in
+// place: 200 ms here, as whether the swap waits, not for how long, is
+// what tells the page's order (the 10 s default is
+// TestDefinerAttackReaderCannotStallTheEngine's).
 func TestAccessPageBesideSwap(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -127,7 +130,7 @@ func TestAccessPageBesideSwap(t *testing.T) {
 	defer releaseStaging()
 	ran := make(chan error, 1)
 	go func() {
-		_, err := engine.Full(ctx, pool, engine.Options{InPlace: false}, zerolog.Nop())
+		_, err := engine.Full(ctx, pool, engine.Options{InPlace: false, SwapWait: 200 * time.Millisecond}, zerolog.Nop())
 		ran <- err
 	}()
 	waitForLockWaiter(ctx, pool) // the job's chunks are done; it waits to stage
