@@ -244,18 +244,34 @@ func stopJob(t *testing.T, b *bundle, obs *pgx.Conn, p deferPoint) ([]*bgRun, fu
 		runs = append(runs, startRun(t, b.pool, opt))
 		awaitWaiters(t, obs, 2, nil, "the second run's chunk to wait for a family's row")
 	case "between chunks":
-		lock := connect(t, b.pool)
-		tx := begin(t, lock)
-		taken := make(chan error, 1)
+		// The deferral row's lock waits for the first chunk's share of it.
+		// A row lock's waiter is not first in line once that chunk commits:
+		// the second chunk's share could come first, and that chunk then
+		// waited for a family's row the test holds while the test waited
+		// for it, until its LockTimeout (20 s). recalc.chunk held EXCLUSIVE,
+		// queued behind the first chunk's claim, keeps the second from
+		// claiming until the test has the deferral row.
+		lock, gate := connect(t, b.pool), connect(t, b.pool)
+		tx, gateTx := begin(t, lock), begin(t, gate)
+		taken, gated := make(chan error, 1), make(chan error, 1)
 		go func() {
 			_, err := tx.Exec(context.Background(), `SELECT FROM recalc.engine_lock WHERE scope = 5 FOR UPDATE`)
 			taken <- err
 		}()
 		waitSettledOrBlocked(t, obs, lock.PgConn().PID(), taken)
+		go func() {
+			_, err := gateTx.Exec(context.Background(), `LOCK TABLE recalc.chunk IN EXCLUSIVE MODE`)
+			gated <- err
+		}()
+		waitSettledOrBlocked(t, obs, gate.PgConn().PID(), gated)
 		pass()
 		if err := <-taken; err != nil {
 			t.Fatal(err)
 		}
+		if err := <-gated; err != nil {
+			t.Fatal(err)
+		}
+		rollback(t, gateTx, "recalc.chunk")
 		waitBlockedBy(t, obs, lock.PgConn().PID(), runs[0].done, "the second chunk to wait for the deferral lock")
 		return runs, func() { rollback(t, tx, "the deferral lock"); releaseAll() }
 	case "inside the last chunk":
