@@ -176,7 +176,7 @@ func Main(m *testing.M) int {
 // process that made no database, such as a test's child process) it takes
 // no lock: the lock is the server's, and waiting for another process's batch
 // of drops, a checkpoint each, kept TestLiveKillBackoffOverflow's child
-// (a 7 s watch) running 26 s on a loaded machine.
+// (then a 7 s watch) running 26 s on a loaded machine.
 func dropLeft(ctx context.Context, names []string) error {
 	if len(names) == 0 {
 		return nil
