@@ -166,17 +166,27 @@ func TestVerifySourcesUnderWrites(t *testing.T) {
 // TestVerifyLeavesOutWritesDuringTheRead: a write that commits while
 // verify re-reads its source, which the re-read may or may not see, is no
 // drift, nor is another object's write that a run absorbs meanwhile. The
-// account's view takes 2.5 s for each read (longer than an absorb waits for its lock), and the writes commit during
-// the comparison's first.
+// account's view waits, at each read, until it gets a shared advisory
+// lock that the test holds exclusively while verify compares (it tries,
+// and sleeps 10 ms between tries: a lock wait would end at the absorb's
+// lock_timeout): the comparison's first read of the view waits, and the
+// writes commit and the run beside ends during that read. The view slept
+// 2.5 s at each read instead, and the writes came 300 ms into verify: the
+// test took 13-15 s, mostly idle.
 func TestVerifyLeavesOutWritesDuringTheRead(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.exec(t, b.engine, `CREATE VIEW crm_recalc.account_slow AS SELECT a.id, a.owner_id, a.industry, a.amount, a.vip, a.territories
-		FROM crm.account a CROSS JOIN LATERAL (SELECT pg_sleep(2.5)) z`)
+	const gate = 52001 // the advisory lock key each read of the account's view waits for
+	b.exec(t, b.engine, fmt.Sprintf(`CREATE VIEW crm_recalc.account_gated AS SELECT a.id, a.owner_id, a.industry, a.amount, a.vip, a.territories
+		FROM crm.account a CROSS JOIN LATERAL (WITH RECURSIVE try (got) AS (
+			SELECT pg_try_advisory_xact_lock_shared(%[1]d)
+			UNION ALL SELECT pg_try_advisory_xact_lock_shared(%[1]d) FROM try WHERE NOT got AND pg_sleep(0.01)::text = '')
+		SELECT count(*) FROM try) z`, gate))
 	b.mustAttach(t, strings.Replace(crmSpec, `"table": "crm.account", "id": "id",`,
-		`"table": "crm_recalc.account_slow", "capture": [{"table": "crm.account", "id": "id"}], "id": "id",`, 1))
+		`"table": "crm_recalc.account_gated", "capture": [{"table": "crm.account", "id": "id"}], "id": "id",`, 1))
 	b.run(t)
 	ctx := context.Background()
+	closed, _ := hold(t, b.admin, fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d)`, gate))
 	done := make(chan *engine.VerifyReport, 1)
 	go func() {
 		rep, err := engine.Verify(ctx, b.engine, engine.VerifyOptions{Sources: true}, zerolog.Nop())
@@ -185,7 +195,19 @@ func TestVerifyLeavesOutWritesDuringTheRead(t *testing.T) {
 		}
 		done <- rep
 	}()
-	time.Sleep(300 * time.Millisecond) // during the read of the ids, before the read of their rows
+	// Hold point: verify's first read of the view (the ids), its snapshot
+	// taken, waits for the gate; the read of their rows comes after.
+	for waiting := false; !waiting; time.Sleep(10 * time.Millisecond) {
+		if err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datname = current_database()
+			AND wait_event = 'PgSleep')`).Scan(&waiting); err != nil {
+			t.Fatalf("look for verify's wait at the view: %v", err)
+		}
+		select {
+		case rep := <-done:
+			t.Fatalf("verify ended before it read the account's view: %+v", rep)
+		default:
+		}
+	}
 	b.exec(t, b.app, `UPDATE crm.account SET owner_id = 'dave' WHERE id = 1`, `UPDATE support."case" SET owner_id = 'dave' WHERE id = 1`)
 	// A run beside it, while the rules are deferred, absorbs the case's
 	// write and commits its record change, which waits for the resume,
@@ -195,6 +217,14 @@ func TestVerifyLeavesOutWritesDuringTheRead(t *testing.T) {
 	}
 	if _, err := engine.Run(ctx, b.engine, engine.Options{}, zerolog.Nop()); err != nil {
 		t.Fatalf("run beside verify: %v", err)
+	}
+	select {
+	case rep := <-done:
+		t.Fatalf("verify ended while its read of the account's view waited: %+v", rep)
+	default:
+	}
+	if err := closed.Rollback(ctx); err != nil {
+		t.Fatal(err)
 	}
 	rep := <-done
 	if out, err := b.recalc("resume"); err != nil {
