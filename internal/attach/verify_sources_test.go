@@ -2,11 +2,13 @@ package attach_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
 	"github.com/recalc-dev/recalc/internal/engine"
@@ -247,20 +249,21 @@ func TestVerifyLeavesOutWritesDuringTheRead(t *testing.T) {
 // comparison keeps its locks on the source from its first absorb on, so the
 // TRUNCATE either commits before it (and is absorbed as a pending write) or
 // makes that first absorb fail (the source is reported as not compared).
+// The TRUNCATE commits once verify waits for its table, or once that wait
+// has ended, at the absorb's lock_timeout (2 s): it slept 500 ms and 3 s
+// for them.
 func TestVerifyBesideATruncate(t *testing.T) {
 	t.Parallel()
 	b := setupAttached(t)
 	ctx := context.Background()
-	for _, holdFor := range []time.Duration{500 * time.Millisecond, 3 * time.Second} { // shorter, then longer than an absorb's lock wait (2 s)
+	for _, holdFor := range []string{"while verify waits", "past verify's wait"} {
 		b.exec(t, b.app, `INSERT INTO support."case" VALUES (1, 1, 'erin', 4, 'New'), (2, 2, 'bob', 1, 'Closed') ON CONFLICT DO NOTHING`)
 		b.run(t)
 		tx, _ := hold(t, b.app, `TRUNCATE support."case"`)
-		committed := make(chan error, 1)
-		go func() {
-			time.Sleep(holdFor)
-			committed <- tx.Commit(ctx)
-		}()
+		committed, verified := make(chan error, 1), make(chan struct{})
+		go func() { committed <- b.commitBesideWait(ctx, tx, holdFor == "past verify's wait", verified) }()
 		rep, err := engine.Verify(ctx, b.engine, engine.VerifyOptions{Sources: true}, zerolog.Nop())
+		close(verified)
 		if err != nil {
 			t.Fatalf("verify beside a TRUNCATE held %s: %v", holdFor, err)
 		}
@@ -275,4 +278,34 @@ func TestVerifyBesideATruncate(t *testing.T) {
 		b.run(t)
 		b.checkOracle(t, "after the TRUNCATE and a run")
 	}
+}
+
+// commitBesideWait commits tx, which holds support.case, once a session
+// waits for a lock on the table, or, with past, once that wait has ended
+// too. It commits, failing, if verified closes before a wait was seen
+// (verify cannot end while it waits).
+func (b *bundle) commitBesideWait(ctx context.Context, tx pgx.Tx, past bool, verified <-chan struct{}) error {
+	phases := []bool{true} // whether a wait is wanted, phase by phase
+	if past {
+		phases = append(phases, false)
+	}
+	for i, want := range phases {
+		for waits := !want; waits != want; {
+			if err := b.admin.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE database = (SELECT oid FROM pg_database WHERE datname = current_database())
+				AND relation = 'support.case'::regclass AND NOT granted)`).Scan(&waits); err != nil {
+				_ = tx.Commit(ctx)
+				return fmt.Errorf("look for verify's wait for the TRUNCATE's table: %w", err)
+			}
+			select {
+			case <-verified:
+				if i == 0 && !waits {
+					_ = tx.Commit(ctx)
+					return errors.New("verify ended before it waited for the TRUNCATE's table")
+				}
+				return tx.Commit(ctx)
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	return tx.Commit(ctx)
 }
