@@ -41,7 +41,7 @@ func TestRLSToggleBesideAppLocks(t *testing.T) {
 		{name: "disable beside a long SELECT", enabled: true, args: disable, query: `SELECT pg_sleep(30) FROM support."case" LIMIT 1`, refused: "drop recalc's policies", policiesAt: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel() // side by side: each command waits on its own database's locks (runApp holds appMu only while it parses)
+			t.Parallel() // side by side: each command waits on its own database's locks (testkit.RunApp serializes only the parse)
 			b := setup(t)
 			ctx := context.Background()
 			if tc.enabled {

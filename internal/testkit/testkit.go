@@ -1,6 +1,7 @@
 // Package testkit holds the helpers tests of several packages share: import
-// a model or a file into a test database, read the materialized access, and
-// how many random models a property test tries. Only tests import it.
+// a model or a file into a test database, read the materialized access,
+// how many random models a property test tries, and run recalc's command
+// line in-process beside other tests (RunApp). Only tests import it.
 // Databases come from internal/testdb; model documents that need nothing
 // of recalc, so that the model package's own tests can use them too, from
 // internal/testkit/fixture.
