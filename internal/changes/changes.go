@@ -129,11 +129,25 @@ func WrittenSince(ctx context.Context, q pg.Querier, known []int64) (*Written, e
 // paused job's chunk left out), so that the next run recomputes their
 // families, whatever it finds logged besides. Their roots are set: the
 // row is marked rooted.
-func Recompute(ctx context.Context, tx pgx.Tx, ids []string) error {
+//
+// The row takes the oldest transaction id of planned, the change rows the
+// job planned from, which its finish consumes: the families left out keep
+// share rows from before those changes, so a token taken after any of
+// them must wait for the run that recomputes the families
+// (recalc.wait_fresh waits for rows below its token). With the chunk's
+// own id, above such a token, wait_fresh said fresh once the job was done,
+// with the changes it planned from not materialized until `recalc
+// resume`. It is the oldest of all the job's rows, not of those naming the
+// families left out: a record moved between families is left out with
+// both (moveGroups), and a section change names no record; a token between
+// the job's changes waits for the resume too.
+func Recompute(ctx context.Context, tx pgx.Tx, ids []string, planned []int64) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO recalc.change (kind, keys, rooted) VALUES ('record', $1, true)`, ids); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO recalc.change (kind, keys, rooted, xid)
+		SELECT 'record', $1, true, coalesce(min(c.xid), pg_current_xact_id()) FROM recalc.change c WHERE c.seq = ANY($2)`,
+		ids, planned); err != nil {
 		return fmt.Errorf("log families to recompute: %w", err)
 	}
 	return nil

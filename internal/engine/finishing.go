@@ -98,7 +98,7 @@ func (w *written) workChunk(ctx context.Context, tx pgx.Tx, job *queue.Job, org 
 	if err != nil {
 		return nil, nil, err
 	}
-	return st, left, changes.Recompute(ctx, tx, left)
+	return st, left, changes.Recompute(ctx, tx, left, job.Consumes)
 }
 
 // familiesChunk writes, as ApplyFamilies does, the families of roots that
