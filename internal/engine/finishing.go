@@ -23,7 +23,10 @@ import (
 // then is (the job's finish records its configuration as applied and
 // consumes the change rows it planned from: without that row, a family
 // left out because of a record that has moved on since would keep rows of
-// the configuration the job replaced).
+// the configuration the job replaced). That row carries the oldest
+// transaction id of the job's change rows (changes.Recompute), so that
+// recalc.wait_fresh keeps waiting, until the resume, for a token taken
+// after the job's changes.
 //
 // "Since the plan", not "since the deferral": a job is planned only while
 // share rows are not deferred, so its change rows predate the deferral;
