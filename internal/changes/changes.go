@@ -153,6 +153,37 @@ func Recompute(ctx context.Context, tx pgx.Tx, ids []string, planned []int64) er
 	return nil
 }
 
+// KeepMovedWaiting logs a change of the records among invalid (given no
+// access by a chunk or a fast batch that consumes the change rows
+// consumed) that were computed in a family their parent is not in because
+// a change written since those rows, and not among them, moved the record
+// or its parent: their roots are fixed only by the next plan or batch, so
+// the step computed them in their old family, where the parent is missing,
+// and they failed closed. Such access holds neither before nor after the
+// move, so the row takes the oldest transaction id of consumed, and
+// recalc.wait_fresh, with a token taken after the changes the step
+// consumes, waits for the next step, which re-roots and recomputes them
+// (the row is not marked rooted). A record that fails for good (its parent
+// in another family with no such change pending, one root fixing cannot
+// rewrite) logs nothing, so no step follows another for it. The cost is
+// one probe of the invalid records and their parents, none without any.
+func KeepMovedWaiting(ctx context.Context, tx pgx.Tx, invalid []string, consumed []int64) error {
+	if len(invalid) == 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO recalc.change (kind, keys, rooted, xid)
+		SELECT 'record', array_agg(DISTINCT t.id), false,
+		       (SELECT coalesce(min(c.xid), pg_current_xact_id()) FROM recalc.change c WHERE c.seq = ANY($2))
+		FROM recalc.record t JOIN recalc.record p ON p.id = t.parent
+		WHERE t.id = ANY($1) AND p.root_id IS DISTINCT FROM t.root_id
+		  AND EXISTS (SELECT FROM recalc.change c WHERE c.kind = 'record' AND NOT c.rooted AND c.seq <> ALL(coalesce($2::bigint[], '{}'))
+		              AND (t.id = ANY(c.keys) OR t.parent = ANY(c.keys)))
+		HAVING count(*) > 0`, invalid, consumed); err != nil {
+		return fmt.Errorf("log the records moved since they were planned: %w", err)
+	}
+	return nil
+}
+
 // validRecord is the condition of recalc.record's constraints
 // record_refs_bounded (migration 070) and record_fields_scalar (migration
 // 007) on row t.

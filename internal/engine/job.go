@@ -350,7 +350,7 @@ func workChunk(ctx context.Context, tx pgx.Tx, job *queue.Job, org *sharing.Org,
 			return nil, err
 		}
 		st := queue.ChunkStats(*w)
-		return &st, nil
+		return &st, changes.KeepMovedWaiting(ctx, tx, st.Invalid, job.Consumes)
 	}
 	in, err := sharetable.LoadFamilies(ctx, tx, org, c.Lo, c.Hi)
 	if err != nil {
@@ -361,7 +361,8 @@ func workChunk(ctx context.Context, tx pgx.Tx, job *queue.Job, org *sharing.Org,
 	if err != nil {
 		return nil, err
 	}
-	return &queue.ChunkStats{Records: int64(len(in.Records)), Added: added, Invalid: rows.Invalid}, nil
+	return &queue.ChunkStats{Records: int64(len(in.Records)), Added: added, Invalid: rows.Invalid},
+		changes.KeepMovedWaiting(ctx, tx, rows.Invalid, job.Consumes)
 }
 
 // stage completes a full job's staging tables once its last chunk is

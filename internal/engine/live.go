@@ -283,7 +283,11 @@ func (l *Live) apply(ctx context.Context, tx pgx.Tx, seqs []int64) (*sharetable.
 	if len(roots) > l.MaxRecords { // the moves reach too far for one batch: a job chunks them
 		return nil, errSlow
 	}
-	return sharetable.ApplyFamilies(ctx, tx, l.org, l.dict, roots)
+	w, err := sharetable.ApplyFamilies(ctx, tx, l.org, l.dict, roots)
+	if err != nil {
+		return nil, err
+	}
+	return w, changes.KeepMovedWaiting(ctx, tx, w.Invalid, seqs)
 }
 
 // refresh reloads the configuration, the applied configurations, the

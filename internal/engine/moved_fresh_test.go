@@ -1,0 +1,77 @@
+package engine_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/recalc-dev/recalc/internal/changes"
+	"github.com/recalc-dev/recalc/internal/engine"
+)
+
+// TestMovedSinceThePlanKeepsTokensWaiting: case c001_0 gets owner u3 and
+// commits; a token is taken. A job's chunk (or a step of `recalc watch` on
+// its fast path), having fixed the family roots, waits for an application's
+// lock on c001_0's materialized row; meanwhile another transaction moves
+// the case under a005 and commits. The step then reads the case in a001's
+// family (its root is fixed only by the next plan) with its parent outside
+// it, so the case fails closed: u3, its owner since before the token, has
+// no access. wait_fresh with the token must not say fresh then (it did:
+// the change rows of the owner change were consumed, and the move's is
+// above the token); once the next step has taken the move, the token is
+// fresh, u3 has the owner's access and the tables are the oracle's.
+func TestMovedSinceThePlanKeepsTokensWaiting(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"job", "fast"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			b := drBundle(t)
+			b.exec(t, `UPDATE recalc.record SET owner = 'u3' WHERE id = 'c001_0'`)
+			token, err := changes.FreshToken(b.ctx, b.pool)
+			if err != nil {
+				t.Fatal(err)
+			}
+			obs := connect(t, b.pool)
+			holder, pid := holdWith(t, b, `SELECT FROM recalc.acl_record WHERE id = 'c001_0' FOR UPDATE`)
+			done, stepped := make(chan struct{}), make(chan error, 1)
+			go func() {
+				defer close(done)
+				ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+				defer cancel()
+				var err error
+				if mode == "job" {
+					_, err = engine.Run(ctx, b.pool, engine.Options{Workers: 1, LockTimeout: 20 * time.Second}, zerolog.Nop())
+				} else {
+					_, err = engine.NewLive(engine.Options{LockTimeout: 20 * time.Second}, 1000).Step(ctx, b.pool, zerolog.Nop())
+				}
+				stepped <- err
+			}()
+			waitBlockedBy(t, obs, pid, done, "the step to wait for c001_0's materialized row")
+			w := connect(t, b.pool)
+			mustExec(t, w, `SET statement_timeout = '5s'`)
+			mustExec(t, w, `UPDATE recalc.record SET parent = 'a005' WHERE id = 'c001_0'`)
+			rollback(t, holder, "c001_0's row")
+			if err := <-stepped; err != nil {
+				t.Fatal(err)
+			}
+			fresh := changes.WaitFresh(b.ctx, b.pool, token, 100*time.Millisecond)
+			if fresh != nil && !changes.IsNotFresh(fresh) {
+				t.Fatal(fresh)
+			}
+			if l := b.level(t, "u3", "c001_0"); fresh == nil && l == "none" {
+				t.Errorf("wait_fresh said fresh for a token taken after c001_0's owner change to u3, while u3 on c001_0 was %s", l)
+			}
+			b.run(t, engine.Options{})
+			if err := changes.WaitFresh(b.ctx, b.pool, token, 5*time.Second); err != nil {
+				t.Errorf("wait_fresh after the next run: %v", err)
+			}
+			if l := b.level(t, "u3", "c001_0"); l != "all" {
+				t.Errorf("u3 on c001_0 after the next run: %s, want all (its owner)", l)
+			}
+			b.syncRecords(t)
+			b.checkOracle(t, "after the next run")
+		})
+	}
+}
