@@ -82,11 +82,28 @@ func Clone(t testing.TB, template string) string {
 	return clone(t, template)
 }
 
+// NewICU creates an empty database whose default collation is ICU's
+// locale (such as "en-US", where "a" sorts before "B" and accents and
+// punctuation sort apart from byte order), as a server initialised with
+// such a locale gives every database createdb makes; it drops it when the
+// test ends, and returns a connection string for it.
+func NewICU(t testing.TB, locale string) string {
+	t.Helper()
+	return newDB(t, func(ctx context.Context) (string, error) { return create(ctx, "", locale) })
+}
+
 func clone(t testing.TB, template string) string {
+	t.Helper()
+	return newDB(t, func(ctx context.Context) (string, error) { return Create(ctx, template) })
+}
+
+// newDB creates a database with createDB, drops it when the test ends, and
+// returns a connection string for it.
+func newDB(t testing.TB, createDB func(context.Context) (string, error)) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	name, err := Create(ctx, template)
+	name, err := createDB(ctx)
 	if err != nil {
 		t.Fatalf("%v (set DATABASE_URL or run make test)", err)
 	}
@@ -420,10 +437,19 @@ func dropRoleSets(ctx context.Context, sets [][]string) error {
 // returns its name. The caller drops it (Drop): for a database that outlives
 // one test, such as a template a TestMain drops; tests use New or Clone.
 func Create(ctx context.Context, template string) (string, error) {
+	return create(ctx, template, "")
+}
+
+// create is Create, of a database whose default collation is ICU's
+// icuLocale when it is not "" (template must then be "").
+func create(ctx context.Context, template, icuLocale string) (string, error) {
 	name := fmt.Sprintf("%s%d_%s", testPrefix, time.Now().Unix(), token())
 	q := "CREATE DATABASE " + ident(name)
 	if template != "" {
 		q += " TEMPLATE " + ident(template)
+	}
+	if icuLocale != "" {
+		q += " TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' LOCALE_PROVIDER icu ICU_LOCALE " + literal(icuLocale)
 	}
 	// A commit need not wait for its WAL flush: no test crashes the server,
 	// and a test commits thousands of times. JIT is off, as recalc's CLI
