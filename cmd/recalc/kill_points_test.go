@@ -114,14 +114,20 @@ func (o *processOrg) together(calls ...[]string) {
 // run and resume. Each exits 0, and afterwards `recalc access --format
 // csv` equals the oracle's access of the model the imports give (merged
 // as oracle.Merge does, from the model exported before), and the tables
-// equal a from-scratch full run.
+// equal a from-scratch full run. By default each point is met once and
+// each follow-up once (about 4.5 s a case); RECALC_COMMIT_POINTS=all runs
+// every pair.
 func TestKillAtLockedPointsThenRecover(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
 		t.Skip("kills recalc processes")
 	}
-	for _, p := range killPoints {
-		for _, f := range killFollowUps {
+	every := os.Getenv("RECALC_COMMIT_POINTS") == "all"
+	for i, p := range killPoints {
+		for j, f := range killFollowUps {
+			if !every && j%len(killPoints) != i {
+				continue // by default each point once and each follow-up once: 6 of the 24
+			}
 			t.Run(p.name+", then "+f.name, func(t *testing.T) {
 				t.Parallel()
 				o := newProcessOrg(t, 200)
