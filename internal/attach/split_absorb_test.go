@@ -7,8 +7,6 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/recalc-dev/recalc/internal/changes"
 )
 
 // TestParentAndChildrenSplitAcrossAbsorbs: application transaction A
@@ -56,16 +54,7 @@ func splitAcrossAbsorbs(t *testing.T, mode string, n int) {
 	b.exec(t, b.app, `INSERT INTO crm.account (id, name, owner_id) VALUES (8, 'B', 'erin')`, // B
 		`UPDATE support."case" SET priority = 5 WHERE id = 2`, `UPDATE crm.contact SET title = 'CEO' WHERE id = `+contact)
 	var token int64
-	commitA := func() {
-		t.Helper()
-		if err := a.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
-		var err error
-		if token, err = changes.FreshToken(ctx, b.admin); err != nil {
-			t.Fatal(err)
-		}
-	}
+	commitA := commitThenToken(t, b, a, &token)
 	stepCommitting(t, b, fmt.Sprintf("recalc.attach_absorb_one#%d", n), func(pool *pgxpool.Pool) error { return commitPointStep(ctx, pool, mode) }, commitA)
 	// What the step absorbed of A: all of it held before the first
 	// absorb; the children before the second; the contact before the third.

@@ -214,16 +214,7 @@ func commitAtPoint(t *testing.T, mode string, stmts []string, point string) {
 	}
 	b.exec(t, b.app, `INSERT INTO crm.account (id, name, owner_id) VALUES (8, 'B', 'erin')`, `UPDATE crm.account SET vip = true WHERE id = 8`) // B
 	var token int64
-	commitA := func() {
-		t.Helper()
-		if err := a.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
-		var err error
-		if token, err = changes.FreshToken(ctx, b.admin); err != nil {
-			t.Fatal(err)
-		}
-	}
+	commitA := commitThenToken(t, b, a, &token)
 	stepCommitting(t, b, point, func(pool *pgxpool.Pool) error { return commitPointStep(ctx, pool, mode) }, commitA)
 	waitFreshStepping(t, b, token)
 	b.checkOracle(t, "once wait_fresh returned")
@@ -298,6 +289,22 @@ func waitFreshStepping(t *testing.T, b *bundle, token int64) {
 			t.Fatalf("wait_fresh after %d steps: %v", i, err)
 		}
 		if _, err := live.Step(ctx, b.engine, zerolog.Nop()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// commitThenToken returns the function that commits a, then takes a
+// wait_fresh token into *token, failing t if either fails.
+func commitThenToken(t *testing.T, b *bundle, a pgx.Tx, token *int64) func() {
+	return func() {
+		t.Helper()
+		ctx := context.Background()
+		if err := a.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if *token, err = changes.FreshToken(ctx, b.admin); err != nil {
 			t.Fatal(err)
 		}
 	}
