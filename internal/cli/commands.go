@@ -113,7 +113,8 @@ func runCommand(out, errOut io.Writer) *cli.Command {
 		Usage: "recalculate what changed since the share tables were last computed, and return when done",
 		Description: "A run plans (see `recalc plan`), stores a job split into chunks, and works them.\n" +
 			"If a job is unfinished (running in another process, or left by a crash or a failure),\n" +
-			"the run joins or resumes it first: any number of runs, on any hosts, share one job.\n" +
+			"the run joins or resumes it first: any number of runs, on any hosts, share one job\n" +
+			"(a run --full then runs a full job of its own, and fails after joining ten in a row).\n" +
 			"An incremental job rewrites only the rows that differ, under row locks. A full job, by\n" +
 			"default (--in-place), is an incremental one over every family: it diffs each family and\n" +
 			"rewrites only those that differ, so readers and the application's writes go on. The first\n" +

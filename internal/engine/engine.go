@@ -209,9 +209,13 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 		return rep, err
 	}
 	redeliver(ctx, pool, opt, log)
-	// At most three rounds: a job this run did not plan (joined or resumed)
-	// may predate changes the run must also cover, so plan again after it.
-	for round := 0; round < 3; round++ {
+	// A job this run did not plan (joined or resumed) may predate changes
+	// the run must also cover, so it plans again after it: a job found then
+	// was planned after the run began, and covers them. A full run is done
+	// only with a full job of its own (joined ones are not, or not of what
+	// drifted since they were planned): it plans again after each it joins,
+	// maxJoins at most.
+	for joined := 0; ; joined++ {
 		job, err := queue.Unfinished(ctx, pool)
 		if err != nil {
 			return nil, err
@@ -253,12 +257,20 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 		if err != nil {
 			return nil, failedJob(ctx, pool, job.ID, err)
 		}
-		if created && (!opt.Full || opt.InPlace || last.Kind == queue.Full) {
+		if created || !opt.Full && joined == 2 {
 			break
+		}
+		if joined+1 == maxJoins {
+			return nil, fmt.Errorf("run --full: other processes started %d jobs one after another, and this run joined each to its end, "+
+				"so its own full recalculation never began: run it again (once `recalc status` shows no job running)", maxJoins)
 		}
 	}
 	return withStuck(jobReport(ctx, pool, last.ID))
 }
+
+// maxJoins bounds how many jobs of other processes a full run joins, one
+// after another, before it gives up (Run).
+const maxJoins = 10
 
 // Finish works the unfinished job, if there is one, to its end, and plans
 // nothing new: an import does so with a job that no process works on any

@@ -1,0 +1,4 @@
+package engine
+
+// MaxJoins is maxJoins, for the tests.
+const MaxJoins = maxJoins
