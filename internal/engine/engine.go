@@ -257,7 +257,7 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 		if err != nil {
 			return nil, failedJob(ctx, pool, job.ID, err)
 		}
-		if created || !opt.Full && joined == 2 {
+		if created || !opt.Full && joined+1 == runJoins {
 			break
 		}
 		if joined+1 == maxJoins {
@@ -268,9 +268,14 @@ func Run(ctx context.Context, pool *pgxpool.Pool, opt Options, log zerolog.Logge
 	return withStuck(jobReport(ctx, pool, last.ID))
 }
 
-// maxJoins bounds how many jobs of other processes a full run joins, one
-// after another, before it gives up (Run).
-const maxJoins = 10
+// runJoins is how many jobs of other processes an incremental run joins,
+// one after another, before it returns with the last (the second and
+// later were planned after it began), and maxJoins how many a full run
+// joins before it gives up (Run).
+const (
+	runJoins = 3
+	maxJoins = 10
+)
 
 // Finish works the unfinished job, if there is one, to its end, and plans
 // nothing new: an import does so with a job that no process works on any
