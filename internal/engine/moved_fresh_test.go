@@ -75,3 +75,81 @@ func TestMovedSinceThePlanKeepsTokensWaiting(t *testing.T) {
 		})
 	}
 }
+
+// TestSplitForGoodKeepsNoTokenWaiting: deep102, a case 102 links below the
+// top of its parent chain (deep1), is computed apart from its parent, in the
+// family of its 100th ancestor, and fails closed for good: root fixing puts
+// it there again whatever runs. In each of three rounds its owner changes
+// and commits, a token is taken, and a step (a job's chunk, or a `recalc
+// watch` step on its fast path) waits for an application's lock on
+// deep102's materialized row while another transaction re-parents it
+// between deep101 and deepx, two records of one depth, and commits: a move
+// that leaves its family root as it was, so the step computed it as root
+// fixing will. wait_fresh with the token must then say fresh (before,
+// every such step logged a change of deep102 with the oldest transaction
+// id it consumed, which the next step consumed and logged again, so a write
+// beside each step kept every token waiting for as long as the writes went
+// on).
+func TestSplitForGoodKeepsNoTokenWaiting(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"job", "fast"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			b := drBundle(t)
+			b.exec(t, `INSERT INTO recalc.record (id, object, owner, parent)
+				SELECT 'deep' || g, 'task__c', 'u4', CASE WHEN g > 1 THEN 'deep' || (g - 1) END FROM generate_series(1, 102) g
+				UNION ALL SELECT 'deepx', 'task__c', 'u4', 'deep100'`)
+			b.run(t, engine.Options{})
+			var root string
+			if err := b.pool.QueryRow(b.ctx, `SELECT root_id FROM recalc.record WHERE id = 'deep102'`).Scan(&root); err != nil || root != "deep2" {
+				t.Fatalf("deep102's root: %q (%v), want deep2, its 100th ancestor", root, err)
+			}
+			owners, parents := []string{"u1", "u2", "u3"}, []string{"deepx", "deep101", "deepx"}
+			for round := range owners {
+				b.exec(t, `UPDATE recalc.record SET owner = '`+owners[round]+`' WHERE id = 'deep102'`)
+				token, err := changes.FreshToken(b.ctx, b.pool)
+				if err != nil {
+					t.Fatal(err)
+				}
+				stepBesideMove(t, b, mode, `UPDATE recalc.record SET parent = '`+parents[round]+`' WHERE id = 'deep102'`)
+				if err := changes.WaitFresh(b.ctx, b.pool, token, 2*time.Second); err != nil {
+					t.Fatalf("round %d: wait_fresh with a token taken after deep102's owner change, once a step has materialized it: %v", round, err)
+				}
+				if l := b.level(t, owners[round], "deep102"); l != "none" {
+					t.Errorf("round %d: %s on deep102, which fails closed for good: %s", round, owners[round], l)
+				}
+			}
+		})
+	}
+}
+
+// stepBesideMove runs a step of mode ("job": engine.Run; "fast": a watch
+// step) and, once it waits for an application's lock on deep102's
+// materialized row, commits move on a connection of its own, then lets the
+// step go on to its end.
+func stepBesideMove(t *testing.T, b *bundle, mode, move string) {
+	t.Helper()
+	obs := connect(t, b.pool)
+	holder, pid := holdWith(t, b, `SELECT FROM recalc.acl_record WHERE id = 'deep102' FOR UPDATE`)
+	done, stepped := make(chan struct{}), make(chan error, 1)
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+		defer cancel()
+		var err error
+		if mode == "job" {
+			_, err = engine.Run(ctx, b.pool, engine.Options{Workers: 1, LockTimeout: 20 * time.Second}, zerolog.Nop())
+		} else {
+			_, err = engine.NewLive(engine.Options{LockTimeout: 20 * time.Second}, 1000).Step(ctx, b.pool, zerolog.Nop())
+		}
+		stepped <- err
+	}()
+	waitBlockedBy(t, obs, pid, done, "the step to wait for deep102's materialized row")
+	w := connect(t, b.pool)
+	mustExec(t, w, `SET statement_timeout = '5s'`)
+	mustExec(t, w, move)
+	rollback(t, holder, "deep102's row")
+	if err := <-stepped; err != nil {
+		t.Fatal(err)
+	}
+}
