@@ -179,31 +179,29 @@ func Recompute(ctx context.Context, tx pgx.Tx, ids []string, planned []int64) er
 // (validRecord, a root over 1,024 bytes), nor a stray root no change
 // names, which `recalc verify` reports and a full run repairs.
 //
-// The cost is one probe of the invalid records and their parents, then up
-// to 100 index probes for each whose root is not its parent's, then, only
-// when one of them moved, one hashed pass over the change log (before, a
-// scan of the change log with seq <> ALL(consumed) for each record whose
-// root was not its parent's, which a generic plan does not hash: 7.5 s a
-// call with 30,000 rows consumed beside 30,000 others, TestKeepMovedWaitingCost).
+// The cost is one probe of the invalid records and their parents; then,
+// only when a root is not its parent's, one hashed pass over the change
+// log, and up to 100 index probes for each such record a change names
+// (before, a scan of the change log with seq <> ALL(consumed) for each,
+// which a generic plan does not hash: 7.5 s a call with 30,000 rows
+// consumed beside 30,000 others, TestKeepMovedWaitingCost).
 func KeepMovedWaiting(ctx context.Context, tx pgx.Tx, invalid []string, consumed []int64) error {
 	if len(invalid) == 0 {
 		return nil
 	}
 	if _, err := tx.Exec(ctx, `
-		WITH RECURSIVE down (rid, id, parent) AS MATERIALIZED (
-		    SELECT t.rid, t.id, t.parent FROM `+strayFrom+`
-		      AND t.id = ANY($1) AND `+validRecord+`
-		), `+rootsUp+`, moved AS MATERIALIZED (
-		    SELECT t.id, t.parent FROM recalc.record t, `+rootsDiffer+`
+		WITH RECURSIVE apart AS MATERIALIZED (
+		    SELECT t.rid, t.id, t.parent FROM `+strayFrom+` AND t.id = ANY($1)
 		), since AS MATERIALIZED (
 		    SELECT DISTINCT unnest(keys) AS id FROM recalc.change
 		    WHERE kind = 'record' AND NOT rooted AND seq NOT IN (SELECT unnest($2::bigint[]))
-		)
+		), down (rid, id, parent) AS MATERIALIZED (
+		    SELECT rid, id, parent FROM apart WHERE id IN (SELECT id FROM since) OR parent IN (SELECT id FROM since)
+		), `+rootsUp+`
 		INSERT INTO recalc.change (kind, keys, rooted, xid)
-		SELECT 'record', array_agg(m.id ORDER BY m.id), false,
+		SELECT 'record', array_agg(t.id ORDER BY t.id), false,
 		       (SELECT coalesce(min(c.xid), pg_current_xact_id()) FROM recalc.change c WHERE c.seq = ANY($2))
-		FROM moved m
-		WHERE EXISTS (SELECT FROM since s WHERE s.id = m.id) OR EXISTS (SELECT FROM since s WHERE s.id = m.parent)
+		FROM recalc.record t, `+rootsDiffer+` AND `+validRecord+`
 		HAVING count(*) > 0`, invalid, consumed); err != nil {
 		return fmt.Errorf("log the records moved since they were planned: %w", err)
 	}
