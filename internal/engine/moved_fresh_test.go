@@ -33,29 +33,7 @@ func TestMovedSinceThePlanKeepsTokensWaiting(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			obs := connect(t, b.pool)
-			holder, pid := holdWith(t, b, `SELECT FROM recalc.acl_record WHERE id = 'c001_0' FOR UPDATE`)
-			done, stepped := make(chan struct{}), make(chan error, 1)
-			go func() {
-				defer close(done)
-				ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
-				defer cancel()
-				var err error
-				if mode == "job" {
-					_, err = engine.Run(ctx, b.pool, engine.Options{Workers: 1, LockTimeout: 20 * time.Second}, zerolog.Nop())
-				} else {
-					_, err = engine.NewLive(engine.Options{LockTimeout: 20 * time.Second}, 1000).Step(ctx, b.pool, zerolog.Nop())
-				}
-				stepped <- err
-			}()
-			waitBlockedBy(t, obs, pid, done, "the step to wait for c001_0's materialized row")
-			w := connect(t, b.pool)
-			mustExec(t, w, `SET statement_timeout = '5s'`)
-			mustExec(t, w, `UPDATE recalc.record SET parent = 'a005' WHERE id = 'c001_0'`)
-			rollback(t, holder, "c001_0's row")
-			if err := <-stepped; err != nil {
-				t.Fatal(err)
-			}
+			stepBesideMove(t, b, mode, "c001_0", `UPDATE recalc.record SET parent = 'a005' WHERE id = 'c001_0'`)
 			fresh := changes.WaitFresh(b.ctx, b.pool, token, 100*time.Millisecond)
 			if fresh != nil && !changes.IsNotFresh(fresh) {
 				t.Fatal(fresh)
@@ -111,7 +89,7 @@ func TestSplitForGoodKeepsNoTokenWaiting(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				stepBesideMove(t, b, mode, `UPDATE recalc.record SET parent = '`+parents[round]+`' WHERE id = 'deep102'`)
+				stepBesideMove(t, b, mode, "deep102", `UPDATE recalc.record SET parent = '`+parents[round]+`' WHERE id = 'deep102'`)
 				if err := changes.WaitFresh(b.ctx, b.pool, token, 2*time.Second); err != nil {
 					t.Fatalf("round %d: wait_fresh with a token taken after deep102's owner change, once a step has materialized it: %v", round, err)
 				}
@@ -124,13 +102,13 @@ func TestSplitForGoodKeepsNoTokenWaiting(t *testing.T) {
 }
 
 // stepBesideMove runs a step of mode ("job": engine.Run; "fast": a watch
-// step) and, once it waits for an application's lock on deep102's
+// step) and, once it waits for an application's lock on record's
 // materialized row, commits move on a connection of its own, then lets the
 // step go on to its end.
-func stepBesideMove(t *testing.T, b *bundle, mode, move string) {
+func stepBesideMove(t *testing.T, b *bundle, mode, record, move string) {
 	t.Helper()
 	obs := connect(t, b.pool)
-	holder, pid := holdWith(t, b, `SELECT FROM recalc.acl_record WHERE id = 'deep102' FOR UPDATE`)
+	holder, pid := holdWith(t, b, `SELECT FROM recalc.acl_record WHERE id = '`+record+`' FOR UPDATE`)
 	done, stepped := make(chan struct{}), make(chan error, 1)
 	go func() {
 		defer close(done)
@@ -144,11 +122,11 @@ func stepBesideMove(t *testing.T, b *bundle, mode, move string) {
 		}
 		stepped <- err
 	}()
-	waitBlockedBy(t, obs, pid, done, "the step to wait for deep102's materialized row")
+	waitBlockedBy(t, obs, pid, done, "the step to wait for "+record+"'s materialized row")
 	w := connect(t, b.pool)
 	mustExec(t, w, `SET statement_timeout = '5s'`)
 	mustExec(t, w, move)
-	rollback(t, holder, "deep102's row")
+	rollback(t, holder, record+"'s row")
 	if err := <-stepped; err != nil {
 		t.Fatal(err)
 	}
